@@ -1,0 +1,53 @@
+# Switchboard — a messaging gateway. `make help` lists the targets.
+
+GO        ?= go
+BIN       ?= bin/switchboard
+DATA      ?= data
+ADDR      ?= 127.0.0.1:7070
+FUZZTIME  ?= 30s
+PKGS      := ./...
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets.
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## Build bin/switchboard.
+	$(GO) build -o $(BIN) ./cmd/switchboard
+
+.PHONY: run
+run: build ## Start the server: Badger in ./data, listening on $(ADDR).
+	$(BIN) serve --data $(DATA) --listen $(ADDR)
+
+.PHONY: test
+test: ## Run every test with the race detector (fuzz seed corpora included).
+	$(GO) vet $(PKGS)
+	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+.PHONY: bench
+bench: ## Run the Go benchmarks (parse/append, storage, end to end).
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 60m $(PKGS)
+
+.PHONY: fuzz
+fuzz: ## Fuzz every decoder for $(FUZZTIME) each.
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+.PHONY: soak
+soak: ## Slow crash, soak and capacity tests (build tag "soak").
+	$(GO) test -tags soak -count=1 -timeout 60m -run 'Soak|Crash|Capacity' $(PKGS)
+
+.PHONY: lint
+lint: ## gofmt and go vet.
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+.PHONY: clean
+clean: ## Remove build output (not the data folder).
+	rm -rf bin
