@@ -1,0 +1,137 @@
+package protocol
+
+import (
+	"encoding/binary"
+	"unicode/utf8"
+)
+
+// Signal is an ephemeral notice such as "typing" (SIGNAL, 0x0B). It is never
+// stored: if the peer is offline it is dropped.
+//
+//	peer varint | kind varint | [group varint, if FlagA]
+//
+// From a client, Peer is the user it is for (0 when Group is set); from the
+// server, Peer is the user it comes from.
+type Signal struct {
+	Peer  uint64
+	Kind  uint32 // SignalTyping…; other values pass through unchanged
+	Group uint64 // 0: a 1:1 signal
+}
+
+// Signal kinds the reference clients use.
+const (
+	SignalTyping    uint32 = 1
+	SignalPaused    uint32 = 2
+	SignalRecording uint32 = 3
+)
+
+// Append appends s as a frame.
+func (s *Signal) Append(dst []byte) []byte {
+	var flags byte
+	n := uvarintLen(s.Peer) + uvarintLen(uint64(s.Kind))
+	if s.Group != 0 {
+		flags = FlagA
+		n += uvarintLen(s.Group)
+	}
+	dst = appendHeader(dst, TypeSignal, flags, n)
+	dst = binary.AppendUvarint(dst, s.Peer)
+	dst = binary.AppendUvarint(dst, uint64(s.Kind))
+	if s.Group != 0 {
+		dst = binary.AppendUvarint(dst, s.Group)
+	}
+	return dst
+}
+
+// Decode fills s from f, which must be a SIGNAL frame.
+func (s *Signal) Decode(f Frame) error {
+	r := reader{b: f.Payload}
+	s.Peer = r.uvarint()
+	s.Kind = r.u32()
+	s.Group = 0
+	if f.Has(FlagA) {
+		s.Group = r.id("group")
+	}
+	if err := r.end(); err != nil {
+		return err
+	}
+	if s.Peer == 0 && s.Group == 0 {
+		return errZeroPeer
+	}
+	return nil
+}
+
+var errZeroPeer = wrapMalformed("signal to no one")
+
+// AppendPing appends a PING (0x0E): an empty payload.
+func AppendPing(dst []byte) []byte { return appendHeader(dst, TypePing, 0, 0) }
+
+// AppendPong appends a PONG (0x0F): an empty payload.
+func AppendPong(dst []byte) []byte { return appendHeader(dst, TypePong, 0, 0) }
+
+// CheckEmpty returns ErrMalformed if f (a PING or PONG) has a payload.
+func CheckEmpty(f Frame) error {
+	r := reader{b: f.Payload}
+	return r.end()
+}
+
+// GoAway asks the client to reconnect later; the server closes after sending
+// it (GOAWAY, 0x10).
+//
+//	after varint | code varint
+type GoAway struct {
+	After uint32 // milliseconds to wait before reconnecting; clients add up to as much again at random
+	Code  Code   // why: CodeShuttingDown, CodeServerFull…
+}
+
+// Append appends g as a frame.
+func (g *GoAway) Append(dst []byte) []byte {
+	dst = appendHeader(dst, TypeGoAway, 0, uvarintLen(uint64(g.After))+uvarintLen(uint64(g.Code)))
+	dst = binary.AppendUvarint(dst, uint64(g.After))
+	return binary.AppendUvarint(dst, uint64(g.Code))
+}
+
+// Decode fills g from f, which must be a GOAWAY frame.
+func (g *GoAway) Decode(f Frame) error {
+	r := reader{b: f.Payload}
+	g.After = r.u32()
+	g.Code = Code(r.u32())
+	return r.end()
+}
+
+// Error reports a fatal error; its sender closes the connection next
+// (ERROR, 0x11). Its layout is the same in every protocol version, so a
+// client can read the error that refuses its version.
+//
+//	code varint | reason (UTF-8, the rest, at most MaxReason bytes)
+type Error struct {
+	Code   Code
+	Reason string // for people and logs; programs act on Code
+}
+
+// Append appends e as a frame; a reason over MaxReason bytes is cut.
+func (e *Error) Append(dst []byte) []byte {
+	reason := e.Reason
+	if len(reason) > MaxReason {
+		reason = reason[:MaxReason]
+		for !utf8.ValidString(reason) {
+			reason = reason[:len(reason)-1]
+		}
+	}
+	dst = appendHeader(dst, TypeError, 0, uvarintLen(uint64(e.Code))+len(reason))
+	dst = binary.AppendUvarint(dst, uint64(e.Code))
+	return append(dst, reason...)
+}
+
+// Decode fills e from f, which must be an ERROR frame.
+func (e *Error) Decode(f Frame) error {
+	r := reader{b: f.Payload}
+	e.Code = Code(r.id("code"))
+	reason := r.rest()
+	if r.err == nil && (len(reason) > MaxReason || !utf8.Valid(reason)) {
+		r.err = wrapMalformed("error reason too long or not UTF-8")
+	}
+	e.Reason = string(reason)
+	return r.err
+}
+
+func (e *Error) Error() string { return "protocol: peer error " + e.Code.String() + ": " + e.Reason }
