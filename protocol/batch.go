@@ -106,14 +106,19 @@ type BatchReader struct {
 	rest     []byte
 	seq      uint64
 	entry    Frame
+	from     uint64 // the current DELIVER entry's sender, 0 resolved
 	lastFrom uint64
 	err      error
 }
 
 // Reset starts reading the batch in f.
 func (br *BatchReader) Reset(f Frame) {
-	r := reader{b: f.Payload}
 	*br = BatchReader{}
+	if f.Has(FlagCompressed) {
+		br.err = errCompressed
+		return
+	}
+	r := reader{b: f.Payload}
 	first := r.id("first_seq")
 	if r.err == nil && !r.more() {
 		r.err = fmt.Errorf("%w: empty batch", ErrMalformed)
@@ -121,21 +126,37 @@ func (br *BatchReader) Reset(f Frame) {
 	br.rest, br.seq, br.err = r.b, first-1, r.err
 }
 
-// Next advances to the next entry and reports whether there is one.
+// Next advances to the next entry and reports whether there is one. It
+// resolves a DELIVER entry's sender even when the caller skips the entry
+// (a redelivery, say), so from = 0 in a later entry still means the right
+// sender.
 func (br *BatchReader) Next() bool {
 	if br.err != nil || len(br.rest) == 0 {
 		return false
 	}
 	e, n, err := ReadFrame(br.rest, len(br.rest))
-	if err == nil {
-		switch {
-		case e.Type != TypeDeliver && e.Type != TypeReceipt && e.Type != TypeGroupEvent:
-			err = fmt.Errorf("%w: %v in a batch", ErrMalformed, e.Type)
-		case e.Has(FlagCompressed):
-			err = fmt.Errorf("%w: compressed batch entry", ErrMalformed)
-		}
-	} else if err == ErrIncomplete {
+	switch {
+	case err == ErrIncomplete || err == ErrFrameTooLarge:
 		err = fmt.Errorf("%w: truncated batch entry", ErrMalformed)
+	case err != nil:
+	case e.Type != TypeDeliver && e.Type != TypeReceipt && e.Type != TypeGroupEvent:
+		err = fmt.Errorf("%w: %v in a batch", ErrMalformed, e.Type)
+	case e.Has(FlagCompressed):
+		err = fmt.Errorf("%w: compressed batch entry", ErrMalformed)
+	case br.seq+1 == 0:
+		err = fmt.Errorf("%w: batch seq wraps", ErrMalformed)
+	case e.Type == TypeDeliver:
+		r := reader{b: e.Payload}
+		from := r.uvarint()
+		switch {
+		case r.err != nil:
+			err = r.err
+		case from == 0 && br.lastFrom == 0:
+			err = fmt.Errorf("%w: first sender of a batch is 0", ErrMalformed)
+		case from == 0:
+			from = br.lastFrom
+		}
+		br.from, br.lastFrom = from, from
 	}
 	if err != nil {
 		br.err = err
@@ -154,22 +175,21 @@ func (br *BatchReader) Seq() uint64 { return br.seq }
 
 // Deliver decodes the current entry, which must be a DELIVER.
 func (br *BatchReader) Deliver(d *Deliver) error {
+	if err := br.mustBe(TypeDeliver); err != nil {
+		return err
+	}
 	r := reader{b: br.entry.Payload}
-	d.Seq = br.seq
-	d.From = r.uvarint()
-	if d.From == 0 {
-		d.From = br.lastFrom
-	}
-	if d.From == 0 && r.err == nil {
-		r.err = fmt.Errorf("%w: first sender of a batch is 0", ErrMalformed)
-	}
+	r.uvarint() // from, resolved by Next
+	d.Seq, d.From = br.seq, br.from
 	d.decodeFields(&r, br.entry.Flags)
-	br.lastFrom = d.From
 	return br.fail(r.err)
 }
 
 // Receipt decodes the current entry, which must be a RECEIPT.
 func (br *BatchReader) Receipt(x *Receipt) error {
+	if err := br.mustBe(TypeReceipt); err != nil {
+		return err
+	}
 	r := reader{b: br.entry.Payload}
 	x.Seq = br.seq
 	x.decodeFields(&r, br.entry.Flags)
@@ -178,10 +198,21 @@ func (br *BatchReader) Receipt(x *Receipt) error {
 
 // GroupEvent decodes the current entry, which must be a GROUP_EVENT.
 func (br *BatchReader) GroupEvent(g *GroupEvent) error {
+	if err := br.mustBe(TypeGroupEvent); err != nil {
+		return err
+	}
 	r := reader{b: br.entry.Payload}
 	g.Seq = br.seq
 	g.decodeFields(&r, br.entry.Flags)
 	return br.fail(r.err)
+}
+
+// mustBe reports a caller's mistake: decoding the entry as the wrong type.
+func (br *BatchReader) mustBe(t Type) error {
+	if br.entry.Type != t {
+		return fmt.Errorf("protocol: batch entry is %v, not %v", br.entry.Type, t)
+	}
+	return nil
 }
 
 func (br *BatchReader) fail(err error) error {

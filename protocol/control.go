@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"encoding/binary"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -94,7 +95,7 @@ func (g *GoAway) Append(dst []byte) []byte {
 func (g *GoAway) Decode(f Frame) error {
 	r := reader{b: f.Payload}
 	g.After = r.u32()
-	g.Code = Code(r.u32())
+	g.Code = r.code()
 	return r.end()
 }
 
@@ -108,9 +109,13 @@ type Error struct {
 	Reason string // for people and logs; programs act on Code
 }
 
-// Append appends e as a frame; a reason over MaxReason bytes is cut.
+// Append appends e as a frame; invalid UTF-8 in the reason is replaced and a
+// reason over MaxReason bytes is cut, so the frame always decodes.
 func (e *Error) Append(dst []byte) []byte {
 	reason := e.Reason
+	if !utf8.ValidString(reason) {
+		reason = strings.ToValidUTF8(reason, "\uFFFD")
+	}
 	if len(reason) > MaxReason {
 		reason = reason[:MaxReason]
 		for !utf8.ValidString(reason) {
@@ -125,7 +130,10 @@ func (e *Error) Append(dst []byte) []byte {
 // Decode fills e from f, which must be an ERROR frame.
 func (e *Error) Decode(f Frame) error {
 	r := reader{b: f.Payload}
-	e.Code = Code(r.id("code"))
+	e.Code = r.code()
+	if e.Code == 0 && r.err == nil {
+		r.err = wrapMalformed("zero code")
+	}
 	reason := r.rest()
 	if r.err == nil && (len(reason) > MaxReason || !utf8.Valid(reason)) {
 		r.err = wrapMalformed("error reason too long or not UTF-8")

@@ -118,7 +118,7 @@ var (
 	// read more bytes and call again with all of them.
 	ErrIncomplete = errors.New("protocol: incomplete frame")
 	// ErrFrameTooLarge means a frame declared a length over the limit. It is
-	// reported as soon as the length prefix is complete.
+	// reported as soon as the length prefix shows it, before the frame arrives.
 	ErrFrameTooLarge = errors.New("protocol: frame too large")
 	// ErrUnknownType means a header byte names no frame type of this version.
 	ErrUnknownType = errors.New("protocol: unknown frame type")
@@ -149,21 +149,40 @@ func (f Frame) Has(flag byte) bool { return f.Flags&flag != 0 }
 // of bytes it occupies. It never blocks and never allocates.
 //
 // It returns ErrIncomplete while b holds only part of a frame. It returns
-// ErrFrameTooLarge as soon as the length prefix is complete and larger than
-// max (header byte plus payload), so a caller never buffers an oversized
-// frame. It checks the type and flags as soon as the header byte is there.
+// ErrFrameTooLarge as soon as the length prefix shows a length over max
+// (header byte plus payload), even before the prefix is complete, so a caller
+// never buffers an oversized frame. It checks the type and flags as soon as
+// the header byte is there. Its verdict on a prefix of a stream is either
+// ErrIncomplete or the verdict on the whole stream.
 func ReadFrame(b []byte, max int) (f Frame, n int, err error) {
-	length, ln := binary.Uvarint(b)
-	switch {
-	case ln == 0:
-		if len(b) >= binary.MaxVarintLen32 {
+	// The length prefix is parsed byte by byte so that every verdict depends
+	// only on the bytes seen so far: a stream cut anywhere gets the same error
+	// as the whole, and a length that must exceed max (a minimal varint's last
+	// byte is never zero, so k continuation bytes mean at least 1<<(7k)) is
+	// refused before its prefix is even complete.
+	var length uint64
+	ln := 0
+	for shift := uint(0); ; shift += 7 {
+		if ln == len(b) {
+			return Frame{}, 0, ErrIncomplete
+		}
+		c := b[ln]
+		ln++
+		length |= uint64(c&0x7f) << shift
+		if c < 0x80 {
+			if c == 0 && ln > 1 {
+				return Frame{}, 0, fmt.Errorf("%w: non-minimal length prefix", ErrMalformed)
+			}
+			break
+		}
+		if ln == binary.MaxVarintLen32 {
 			return Frame{}, 0, fmt.Errorf("%w: length prefix too long", ErrMalformed)
 		}
-		return Frame{}, 0, ErrIncomplete
-	case ln < 0:
-		return Frame{}, 0, fmt.Errorf("%w: length prefix overflows", ErrMalformed)
-	case ln > 1 && b[ln-1] == 0:
-		return Frame{}, 0, fmt.Errorf("%w: non-minimal length prefix", ErrMalformed)
+		if length+1<<(shift+7) > uint64(max) {
+			return Frame{}, 0, ErrFrameTooLarge
+		}
+	}
+	switch {
 	case length == 0:
 		return Frame{}, 0, fmt.Errorf("%w: zero length", ErrMalformed)
 	case length > uint64(max):

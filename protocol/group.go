@@ -49,6 +49,9 @@ func (g *Group) Append(dst []byte) []byte {
 
 // Decode fills g from f, which must be an uncompressed GROUP frame.
 func (g *Group) Decode(f Frame) error {
+	if f.Has(FlagCompressed) {
+		return errCompressed
+	}
 	r := reader{b: f.Payload}
 	g.MsgID = r.id("msg_id")
 	g.Op = readOp(&r)
@@ -103,6 +106,9 @@ func (g *GroupEvent) appendFields(dst []byte) []byte {
 
 // Decode fills g from f, which must be an uncompressed GROUP_EVENT frame.
 func (g *GroupEvent) Decode(f Frame) error {
+	if f.Has(FlagCompressed) {
+		return errCompressed
+	}
 	r := reader{b: f.Payload}
 	g.Seq = r.id("seq")
 	g.decodeFields(&r, f.Flags)
@@ -115,7 +121,7 @@ func (g *GroupEvent) decodeFields(r *reader, flags byte) {
 	g.Op = readOp(r)
 	g.Time = 0
 	if flags&FlagB != 0 {
-		g.Time = uint32(r.id("time"))
+		g.Time = r.id32("time")
 	}
 	g.Members = readMembers(r, g.Members[:0])
 }

@@ -31,6 +31,9 @@ func (s *Send) Append(dst []byte) []byte {
 // Decode fills s from f, which must be an uncompressed SEND frame. Body
 // aliases f.Payload.
 func (s *Send) Decode(f Frame) error {
+	if f.Has(FlagCompressed) {
+		return errCompressed
+	}
 	r := reader{b: f.Payload}
 	s.MsgID = r.id("msg_id")
 	s.To = r.id("to")
@@ -110,7 +113,10 @@ func (x *Refuse) Append(dst []byte) []byte {
 func (x *Refuse) Decode(f Frame) error {
 	r := reader{b: f.Payload}
 	x.MsgID = r.id("msg_id")
-	x.Code = Code(r.u32())
+	x.Code = r.code()
+	if x.Code == 0 && r.err == nil {
+		r.err = wrapMalformed("zero code")
+	}
 	x.RetryAfter = r.u32()
 	return r.end()
 }
@@ -171,6 +177,9 @@ func (d *Deliver) appendFields(dst []byte, from uint64) []byte {
 // Decode fills d from f, which must be an uncompressed DELIVER frame. Body
 // aliases f.Payload.
 func (d *Deliver) Decode(f Frame) error {
+	if f.Has(FlagCompressed) {
+		return errCompressed
+	}
 	r := reader{b: f.Payload}
 	d.Seq = r.id("seq")
 	d.From = r.id("from")
@@ -186,7 +195,7 @@ func (d *Deliver) decodeFields(r *reader, flags byte) {
 		d.Group = r.id("group")
 	}
 	if flags&FlagB != 0 {
-		d.Time = uint32(r.id("time"))
+		d.Time = r.id32("time")
 	}
 	d.Body = r.rest()
 }

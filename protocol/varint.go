@@ -57,6 +57,25 @@ func (r *reader) u32() uint32 {
 	return uint32(x)
 }
 
+// id32 reads a varint that must be neither zero nor over 32 bits (times).
+func (r *reader) id32(what string) uint32 {
+	x := r.id(what)
+	if x > 1<<32-1 && r.err == nil {
+		r.err = fmt.Errorf("%w: %s over 32 bits", ErrMalformed, what)
+	}
+	return uint32(x)
+}
+
+// code reads a varint error code, which must fit 16 bits: a wider value would
+// be cut by the conversion and re-encode differently.
+func (r *reader) code() Code {
+	x := r.uvarint()
+	if x > 1<<16-1 && r.err == nil {
+		r.err = fmt.Errorf("%w: code over 16 bits", ErrMalformed)
+	}
+	return Code(x)
+}
+
 // byte1 reads one raw byte.
 func (r *reader) byte1() byte {
 	if r.err != nil {
@@ -103,6 +122,11 @@ func (r *reader) end() error {
 	}
 	return r.err
 }
+
+// errCompressed is returned by the Decode methods of types that may be
+// compressed when handed a frame still carrying FlagCompressed: the payload
+// is a compressed block and must be inflated first.
+var errCompressed = wrapMalformed("compressed payload: inflate before decoding")
 
 // wrapMalformed returns ErrMalformed with a fixed detail, built once.
 func wrapMalformed(detail string) error { return fmt.Errorf("%w: %s", ErrMalformed, detail) }
