@@ -60,7 +60,7 @@ func (l *Login) Decode(f Frame) error {
 // Welcome answers a valid LOGIN (WELCOME, 0x02).
 //
 //	version varint | user varint | time varint | ping varint | dict varint |
-//	max_frame varint | window varint | backlog varint
+//	max_frame varint | window varint | last varint
 type Welcome struct {
 	Version  uint32 // protocol version the server chose
 	User     uint64 // the authenticated user id
@@ -69,14 +69,14 @@ type Welcome struct {
 	Dict     uint32 // dictionary for compressed frames; 0: none
 	MaxFrame uint32 // largest frame the server accepts from this client
 	Window   uint32 // most unacknowledged entries the server sends before it waits for an ACK
-	Backlog  uint64 // entries waiting in the mailbox at login
+	Last     uint64 // the mailbox's newest seq at login: entries after the LOGIN ack up to it are waiting
 }
 
 // Append appends w as a frame.
 func (w *Welcome) Append(dst []byte) []byte {
 	n := uvarintLen(uint64(w.Version)) + uvarintLen(w.User) + uvarintLen(w.Time) +
 		uvarintLen(uint64(w.Ping)) + uvarintLen(uint64(w.Dict)) + uvarintLen(uint64(w.MaxFrame)) +
-		uvarintLen(uint64(w.Window)) + uvarintLen(w.Backlog)
+		uvarintLen(uint64(w.Window)) + uvarintLen(w.Last)
 	dst = appendHeader(dst, TypeWelcome, 0, n)
 	dst = binary.AppendUvarint(dst, uint64(w.Version))
 	dst = binary.AppendUvarint(dst, w.User)
@@ -85,7 +85,7 @@ func (w *Welcome) Append(dst []byte) []byte {
 	dst = binary.AppendUvarint(dst, uint64(w.Dict))
 	dst = binary.AppendUvarint(dst, uint64(w.MaxFrame))
 	dst = binary.AppendUvarint(dst, uint64(w.Window))
-	return binary.AppendUvarint(dst, w.Backlog)
+	return binary.AppendUvarint(dst, w.Last)
 }
 
 // Decode fills w from f, which must be a WELCOME frame.
@@ -98,6 +98,6 @@ func (w *Welcome) Decode(f Frame) error {
 	w.Dict = r.u32()
 	w.MaxFrame = r.u32()
 	w.Window = r.u32()
-	w.Backlog = r.uvarint()
+	w.Last = r.uvarint()
 	return r.end()
 }
