@@ -1,0 +1,431 @@
+package protocol
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"os"
+	"strings"
+	"testing"
+)
+
+// The -update flag regenerates testdata/vectors.json:
+//
+//	go test ./protocol -run Vectors -update
+//
+// It is defined only if no other test file of this package defined it first,
+// so two files wanting -update do not panic on a duplicate flag.
+func init() {
+	if flag.Lookup("update") == nil {
+		flag.Bool("update", false, "rewrite golden files such as testdata/vectors.json")
+	}
+}
+
+// vectorsUpdate reports whether -update was given.
+func vectorsUpdate() bool {
+	f := flag.Lookup("update")
+	return f != nil && f.Value.String() == "true"
+}
+
+const vectorsPath = "testdata/vectors.json"
+
+// The people and things in the vectors. Ids of seven digits are what a real
+// deployment has; from 2,097,152 up they take four varint bytes.
+const (
+	alice = 8765432 // the sender in most vectors
+	bob   = 7654321 // the recipient
+	carol = 1234567
+	dave  = 2345678
+	team  = 5550001 // a group
+)
+
+// vectorTime is 2026-11-26T18:42:07Z: as a frame timestamp (seconds since
+// 2025-01-01) and as WELCOME.Time (milliseconds since the Unix epoch).
+const (
+	vectorStamp  = 60028927
+	vectorMillis = 1795718527000
+)
+
+// opaque returns n bytes that look like ciphertext: the server never reads
+// bodies and tokens, so their content does not matter, only their length.
+func opaque(label string, n int) []byte {
+	var out []byte
+	for i := 0; len(out) < n; i++ {
+		h := sha256.Sum256([]byte(label + string(rune('0'+i))))
+		out = append(out, h[:]...)
+	}
+	return out[:n]
+}
+
+type vectorCase struct {
+	name, note string
+	v          frameValue
+}
+
+// vectorCases are the valid frames of vectors.json, in the order of the file.
+func vectorCases() []vectorCase {
+	body := opaque("body", 100)
+	body2 := opaque("body2", 100)
+	body3 := opaque("body3", 100)
+	token := opaque("token", 48)
+	return []vectorCase{
+		{"LOGIN first", "no ping wish, no dictionary, nothing received yet", &Login{Token: token}},
+		{"LOGIN resume", "asks for 60 s pings and dictionary 1; already has entries up to seq 4320",
+			&Login{Token: token, Ping: 60, Dict: 1, Ack: 4320}},
+		{"WELCOME", "", &Welcome{Version: 1, User: bob, Time: vectorMillis, Ping: 60, Dict: 1,
+			MaxFrame: MaxFrame, Window: 64, Last: 0}},
+		{"WELCOME with entries waiting", "no compression; the mailbox's newest seq is 4357",
+			&Welcome{Version: 1, User: bob, Time: vectorMillis, Ping: 240, Dict: 0, MaxFrame: MaxFrame,
+				Window: 64, Last: 4357}},
+		{"SEND 1:1", "", &Send{MsgID: 1234, To: bob, Body: body}},
+		{"SEND to a group", "flag A", &Send{MsgID: 1235, To: team, Group: true, Body: body2}},
+		{"SEND empty body", "", &Send{MsgID: 1, To: bob, Body: []byte{}}},
+		{"ACCEPT one", "", &Accept{MsgID: 1234}},
+		{"ACCEPT run", "flag A: ids 1234 through 1243", &Accept{MsgID: 1234, More: 9}},
+		{"ACCEPT group created", "Ref is the new group's id", &Accept{MsgID: 1236, Ref: team}},
+		{"ACCEPT run with ref", "flag A and a trailing ref", &Accept{MsgID: 1236, More: 1, Ref: team}},
+		{"REFUSE retry later", "", &Refuse{MsgID: 1234, Code: CodeRetryLater, RetryAfter: 2000}},
+		{"REFUSE mailbox full", "", &Refuse{MsgID: 1234, Code: CodeMailboxFull, RetryAfter: 60000}},
+		{"REFUSE not member", "do not retry unchanged", &Refuse{MsgID: 1235, Code: CodeNotMember}},
+		{"DELIVER live", "no time: the client stamps it", &Deliver{Seq: 4321, From: alice, MsgID: 1234, Body: body}},
+		{"DELIVER stored", "flag B: time follows", &Deliver{Seq: 4321, From: alice, MsgID: 1234,
+			Time: vectorStamp, Body: body}},
+		{"DELIVER group live", "flag A: group follows", &Deliver{Seq: 4322, From: alice, MsgID: 1235,
+			Group: team, Body: body2}},
+		{"DELIVER group stored", "flags A and B", &Deliver{Seq: 4322, From: alice, MsgID: 1235,
+			Group: team, Time: vectorStamp, Body: body2}},
+		{"BATCH mixed", "entries with seq 4321…4325; the second DELIVER has from = 0 on the wire",
+			&batchFrame{FirstSeq: 4321, Entries: []batchEntry{
+				{Deliver: &Deliver{Seq: 4321, From: alice, MsgID: 1234, Time: vectorStamp, Body: body}},
+				{Deliver: &Deliver{Seq: 4322, From: alice, MsgID: 1235, Group: team, Time: vectorStamp, Body: body2}},
+				{Receipt: &Receipt{Seq: 4323, MsgID: 77, More: 2}},
+				{GroupEvent: &GroupEvent{Seq: 4324, Group: team, Actor: alice, Op: GroupAdd,
+					Time: vectorStamp, Members: []uint64{dave}}},
+				{Deliver: &Deliver{Seq: 4325, From: carol, MsgID: 9, Time: vectorStamp, Body: body3}},
+			}}},
+		{"ACK", "", &Ack{Seq: 4321}},
+		{"RECEIPT delivered", "", &Receipt{Seq: 987, MsgID: 1234}},
+		{"RECEIPT read", "flag A", &Receipt{Seq: 988, MsgID: 1234, Read: true}},
+		{"RECEIPT delivered run", "flag B: ids 1234 through 1243", &Receipt{Seq: 989, MsgID: 1234, More: 9}},
+		{"RECEIPT group read run", "flags A and B, by a member", &Receipt{Seq: 990, MsgID: 1235, More: 1,
+			Read: true, By: bob}},
+		{"READ", "", &Read{To: alice, MsgID: 1234}},
+		{"READ group run", "flags A and B", &Read{To: alice, MsgID: 1235, More: 4, Group: true}},
+		{"SIGNAL typing", "client to server: for bob", &Signal{Peer: bob, Kind: SignalTyping}},
+		{"SIGNAL group typing", "client to server: flag A, no peer", &Signal{Kind: SignalTyping, Group: team}},
+		{"SIGNAL group typing relayed", "server to client: from alice, in the group",
+			&Signal{Peer: alice, Kind: SignalTyping, Group: team}},
+		{"GROUP create", "", &Group{MsgID: 1236, Op: GroupCreate, Members: []uint64{bob, carol}}},
+		{"GROUP add", "", &Group{MsgID: 1237, Op: GroupAdd, Group: team, Members: []uint64{dave}}},
+		{"GROUP leave", "no members", &Group{MsgID: 1238, Op: GroupLeave, Group: team}},
+		{"GROUP_EVENT live", "", &GroupEvent{Seq: 4326, Group: team, Actor: alice, Op: GroupRemove,
+			Members: []uint64{carol}}},
+		{"GROUP_EVENT stored", "flag B", &GroupEvent{Seq: 4326, Group: team, Actor: alice, Op: GroupCreate,
+			Time: vectorStamp, Members: []uint64{bob, carol}}},
+		{"PING", "", pingFrame{}},
+		{"PONG", "", pongFrame{}},
+		{"GOAWAY", "", &GoAway{After: 5000, Code: CodeShuttingDown}},
+		{"ERROR with reason", "", &Error{Code: CodeBadToken, Reason: "token does not verify"}},
+		{"ERROR without reason", "", &Error{Code: CodeSlowConsumer}},
+	}
+}
+
+// frameHex encodes one frame of type t for an invalid vector.
+func frameHex(t Type, flags byte, payload ...[]byte) string {
+	return hex.EncodeToString(AppendFrame(nil, t, flags, bytes.Join(payload, nil)))
+}
+
+// uv is a varint field.
+func uv(x uint64) []byte { return binary.AppendUvarint(nil, x) }
+
+func raw(s string) []byte {
+	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+type badCase struct {
+	Name  string `json:"name"`
+	Input string `json:"input"` // "frame" or "preface"
+	Hex   string `json:"hex"`
+	Error string `json:"error"`
+}
+
+// invalidCases are the inputs every decoder must refuse, with the error a
+// peer is told (or INCOMPLETE: wait for more bytes).
+func invalidCases() []badCase {
+	send := (&Send{MsgID: 1234, To: bob, Body: opaque("body", 100)}).Append(nil)
+	many := make([][]byte, 0, MaxGroupMembers+1)
+	for range MaxGroupMembers + 1 {
+		many = append(many, uv(1))
+	}
+	deliver := func(flags byte, fields ...[]byte) []byte {
+		return AppendFrame(nil, TypeDeliver, flags, bytes.Join(fields, nil))
+	}
+	f := func(name, hex, err string) badCase { return badCase{name, "frame", hex, err} }
+	p := func(name, hex, err string) badCase { return badCase{name, "preface", hex, err} }
+	return []badCase{
+		p("preface: first byte wrong", "48", "PROTOCOL"),
+		p("preface: an HTTP request", "47455420", "PROTOCOL"),
+		p("preface: wrong magic", "53580100", "PROTOCOL"),
+		p("preface: version 0", "53570000", "UNSUPPORTED_VERSION"),
+		p("preface: short", "5357", "INCOMPLETE"),
+
+		f("length prefix only", "80", "INCOMPLETE"),
+		f("header byte missing", "05", "INCOMPLETE"),
+		f("SEND cut short", hex.EncodeToString(send[:20]), "INCOMPLETE"),
+		f("zero length", "00", "PROTOCOL"),
+		f("non-minimal length prefix", "81000e", "PROTOCOL"),
+		f("length 66561 over the server's limit, nothing after the prefix", "818804", "FRAME_TOO_LARGE"),
+		f("unfinished length prefix that must exceed the limit", "ffffff", "FRAME_TOO_LARGE"),
+		f("unknown type 0x00", "0100", "UNKNOWN_TYPE"),
+		f("unknown type 0x12", "0112", "UNKNOWN_TYPE"),
+		f("unknown type 0x1f with every flag", "01ff", "UNKNOWN_TYPE"),
+		f("flag A on ACK", frameHex(TypeAck, FlagA, uv(4321)), "PROTOCOL"),
+		f("flag B on SEND", frameHex(TypeSend, FlagB, uv(1234), uv(bob)), "PROTOCOL"),
+		f("compressed LOGIN", frameHex(TypeLogin, FlagCompressed, uv(0), uv(0), uv(0), uv(0)), "PROTOCOL"),
+		f("compressed ACK", frameHex(TypeAck, FlagCompressed, uv(4321)), "PROTOCOL"),
+		f("LOGIN token over 512 bytes", frameHex(TypeLogin, 0, uv(513), opaque("t", 513), uv(0), uv(0), uv(0)), "PROTOCOL"),
+		f("LOGIN token longer than the payload", frameHex(TypeLogin, 0, uv(48), opaque("t", 10)), "PROTOCOL"),
+		f("LOGIN ack missing", frameHex(TypeLogin, 0, uv(2), raw("abcd"), uv(0), uv(0)), "PROTOCOL"),
+		f("WELCOME user zero", frameHex(TypeWelcome, 0, uv(1), uv(0), uv(vectorMillis), uv(60), uv(0),
+			uv(MaxFrame), uv(64), uv(0)), "PROTOCOL"),
+		f("SEND msg_id zero", frameHex(TypeSend, 0, uv(0), uv(bob), raw("6869")), "PROTOCOL"),
+		f("SEND to zero", frameHex(TypeSend, 0, uv(1234), uv(0), raw("6869")), "PROTOCOL"),
+		f("SEND non-minimal msg_id", frameHex(TypeSend, 0, raw("d28900"), uv(bob), raw("6869")), "PROTOCOL"),
+		f("ACCEPT flag A without more", frameHex(TypeAccept, FlagA, uv(1234)), "PROTOCOL"),
+		f("ACCEPT more zero", frameHex(TypeAccept, FlagA, uv(1234), uv(0)), "PROTOCOL"),
+		f("ACCEPT ref zero", frameHex(TypeAccept, 0, uv(1234), uv(0)), "PROTOCOL"),
+		f("ACCEPT trailing bytes", frameHex(TypeAccept, 0, uv(1234), uv(team), uv(1)), "PROTOCOL"),
+		f("REFUSE code zero", frameHex(TypeRefuse, 0, uv(1234), uv(0), uv(0)), "PROTOCOL"),
+		f("REFUSE code over 16 bits", frameHex(TypeRefuse, 0, uv(1234), uv(1<<16+32), uv(0)), "PROTOCOL"),
+		f("REFUSE retry_after over 32 bits", frameHex(TypeRefuse, 0, uv(1234), uv(32), uv(1<<32)), "PROTOCOL"),
+		f("DELIVER seq zero", hex.EncodeToString(deliver(0, uv(0), uv(alice), uv(1234))), "PROTOCOL"),
+		f("DELIVER from zero", hex.EncodeToString(deliver(0, uv(4321), uv(0), uv(1234))), "PROTOCOL"),
+		f("DELIVER flag A, group zero", hex.EncodeToString(deliver(FlagA, uv(4321), uv(alice), uv(1234), uv(0))), "PROTOCOL"),
+		f("DELIVER flag B, time zero", hex.EncodeToString(deliver(FlagB, uv(4321), uv(alice), uv(1234), uv(0))), "PROTOCOL"),
+		f("DELIVER time over 32 bits", hex.EncodeToString(deliver(FlagB, uv(4321), uv(alice), uv(1234), uv(1<<32))), "PROTOCOL"),
+		f("ACK empty", frameHex(TypeAck, 0), "PROTOCOL"),
+		f("ACK seq zero", frameHex(TypeAck, 0, uv(0)), "PROTOCOL"),
+		f("ACK non-minimal seq", frameHex(TypeAck, 0, raw("e100")), "PROTOCOL"),
+		f("ACK trailing byte", frameHex(TypeAck, 0, uv(4321), uv(1)), "PROTOCOL"),
+		f("ACK seq varint overflows", frameHex(TypeAck, 0, raw("ffffffffffffffffff7f")), "PROTOCOL"),
+		f("RECEIPT flag B, more zero", frameHex(TypeReceipt, FlagB, uv(987), uv(1234), uv(0)), "PROTOCOL"),
+		f("RECEIPT by zero", frameHex(TypeReceipt, 0, uv(987), uv(1234), uv(0)), "PROTOCOL"),
+		f("READ trailing bytes", frameHex(TypeRead, 0, uv(alice), uv(1234), uv(4)), "PROTOCOL"),
+		f("SIGNAL to no one", frameHex(TypeSignal, 0, uv(0), uv(uint64(SignalTyping))), "PROTOCOL"),
+		f("GROUP op 0", frameHex(TypeGroup, 0, uv(1236), []byte{0}, uv(team)), "PROTOCOL"),
+		f("GROUP op 7", frameHex(TypeGroup, 0, uv(1236), []byte{7}, uv(team)), "PROTOCOL"),
+		f("GROUP create with a group id", frameHex(TypeGroup, 0, uv(1236), []byte{1}, uv(team), uv(bob)), "PROTOCOL"),
+		f("GROUP add without a group id", frameHex(TypeGroup, 0, uv(1237), []byte{2}, uv(0), uv(bob)), "PROTOCOL"),
+		f("GROUP member zero", frameHex(TypeGroup, 0, uv(1237), []byte{2}, uv(team), uv(0)), "PROTOCOL"),
+		f("GROUP 1025 members", frameHex(TypeGroup, 0, uv(1237), []byte{2}, uv(team), bytes.Join(many, nil)), "PROTOCOL"),
+		f("GROUP_EVENT actor zero", frameHex(TypeGroupEvent, 0, uv(4326), uv(team), uv(0), []byte{2}), "PROTOCOL"),
+		f("GROUP_EVENT op missing", frameHex(TypeGroupEvent, 0, uv(4326), uv(team), uv(alice)), "PROTOCOL"),
+		f("PING with a payload", frameHex(TypePing, 0, uv(1)), "PROTOCOL"),
+		f("GOAWAY code over 16 bits", frameHex(TypeGoAway, 0, uv(5000), uv(1<<16+20)), "PROTOCOL"),
+		f("ERROR code zero", frameHex(TypeError, 0, uv(0)), "PROTOCOL"),
+		f("ERROR reason not UTF-8", frameHex(TypeError, 0, uv(8), raw("c328")), "PROTOCOL"),
+		f("ERROR reason of 257 bytes", frameHex(TypeError, 0, uv(8), []byte(strings.Repeat("x", MaxReason+1))), "PROTOCOL"),
+		f("BATCH first_seq zero", frameHex(TypeBatch, 0, uv(0), deliver(0, uv(alice), uv(1))), "PROTOCOL"),
+		f("BATCH without entries", frameHex(TypeBatch, 0, uv(4321)), "PROTOCOL"),
+		f("BATCH first DELIVER has from 0", frameHex(TypeBatch, 0, uv(4321), deliver(0, uv(0), uv(1))), "PROTOCOL"),
+		f("BATCH holding a SEND", frameHex(TypeBatch, 0, uv(4321), AppendFrame(nil, TypeSend, 0, raw("0102"))), "PROTOCOL"),
+		f("BATCH holding an unknown type", frameHex(TypeBatch, 0, uv(4321), raw("0112")), "UNKNOWN_TYPE"),
+		f("BATCH entry compressed", frameHex(TypeBatch, 0, uv(4321), deliver(FlagCompressed, uv(alice), uv(1))), "PROTOCOL"),
+		f("BATCH entry cut short", frameHex(TypeBatch, 0, uv(4321), deliver(0, uv(alice), uv(1), raw("abcdef"))[:5]), "PROTOCOL"),
+		f("BATCH RECEIPT entry with trailing bytes", frameHex(TypeBatch, 0, uv(4321),
+			AppendFrame(nil, TypeReceipt, 0, bytes.Join([][]byte{uv(1234), uv(bob), uv(1)}, nil))), "PROTOCOL"),
+	}
+}
+
+type vectorFrame struct {
+	Name   string          `json:"name"`
+	Type   string          `json:"type"`
+	Note   string          `json:"note,omitempty"`
+	Hex    string          `json:"hex"`
+	Fields json.RawMessage `json:"fields"`
+}
+
+type vectorFile struct {
+	About    string        `json:"about"`
+	MaxFrame int           `json:"max_frame"`
+	Frames   []vectorFrame `json:"frames"`
+	Invalid  []badCase     `json:"invalid"`
+}
+
+const vectorsAbout = "Switchboard protocol version 1 golden vectors; see docs/PROTOCOL.md. " +
+	"frames: each hex is one whole frame (or the 4-byte preface); decoding it must give fields, " +
+	"and encoding fields must give exactly hex. Byte fields are hex strings; ids, seqs and times are numbers. " +
+	"BATCH entries list their seq and resolved sender; on the wire a DELIVER entry writes from = 0 when its " +
+	"sender is the previous DELIVER entry's. invalid: each hex must be refused with error (a Code name, or " +
+	"INCOMPLETE: more bytes needed) when read with a frame limit of max_frame bytes."
+
+// generateVectors builds vectors.json from the cases.
+func generateVectors(t *testing.T) []byte {
+	t.Helper()
+	file := vectorFile{About: vectorsAbout, MaxFrame: MaxFrame, Invalid: invalidCases()}
+	for _, pc := range []struct {
+		name, note   string
+		ver, transpt byte
+	}{
+		{"PREFACE plain", "version 1, transport 0", Version, TransportPlain},
+		{"PREFACE noise", "transport 1 is reserved: a version 1 server answers ERROR UNSUPPORTED_TRANSPORT", Version, TransportNoise},
+	} {
+		fs, _ := json.Marshal(fields{{"version", pc.ver}, {"transport", pc.transpt}})
+		file.Frames = append(file.Frames, vectorFrame{Name: pc.name, Type: "PREFACE", Note: pc.note,
+			Hex: hex.EncodeToString(AppendPreface(nil, pc.ver, pc.transpt)), Fields: fs})
+	}
+	for _, c := range vectorCases() {
+		fs, err := json.Marshal(fieldsOf(c.v))
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		file.Frames = append(file.Frames, vectorFrame{Name: c.name, Type: typeOf(c.v).String(), Note: c.note,
+			Hex: hex.EncodeToString(c.v.Append(nil)), Fields: fs})
+	}
+	out, err := json.MarshalIndent(file, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(out, '\n')
+}
+
+// TestVectorsFile checks that testdata/vectors.json is what the cases above
+// generate (run with -update after changing them).
+func TestVectorsFile(t *testing.T) {
+	want := generateVectors(t)
+	if vectorsUpdate() {
+		if err := os.WriteFile(vectorsPath, want, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("wrote %s", vectorsPath)
+		return
+	}
+	got, err := os.ReadFile(vectorsPath)
+	if err != nil {
+		t.Fatalf("%v (generate it with: go test ./protocol -run Vectors -update)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("%s is stale: go test ./protocol -run Vectors -update", vectorsPath)
+	}
+}
+
+func loadVectors(t testing.TB) vectorFile {
+	t.Helper()
+	b, err := os.ReadFile(vectorsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file vectorFile
+	if err := json.Unmarshal(b, &file); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
+// TestVectorsDecodeEncode reads vectors.json as another implementation
+// would: every frame decodes to its fields and its fields encode to exactly
+// its bytes.
+func TestVectorsDecodeEncode(t *testing.T) {
+	file := loadVectors(t)
+	seen := map[string]bool{}
+	for _, vf := range file.Frames {
+		t.Run(vf.Name, func(t *testing.T) {
+			b, err := hex.DecodeString(vf.Hex)
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen[vf.Type] = true
+			if vf.Type == "PREFACE" {
+				var want struct{ Version, Transport byte }
+				if err := json.Unmarshal(vf.Fields, &want); err != nil {
+					t.Fatal(err)
+				}
+				ver, tr, err := ReadPreface(b)
+				if err != nil || ver != want.Version || tr != want.Transport || len(b) != PrefaceLen {
+					t.Fatalf("ReadPreface(%x) = %d, %d, %v; want %+v", b, ver, tr, err, want)
+				}
+				if got := AppendPreface(nil, want.Version, want.Transport); !bytes.Equal(got, b) {
+					t.Fatalf("AppendPreface = %x, want %x", got, b)
+				}
+				return
+			}
+			got, err := decodeFrame(b, MaxServerFrame)
+			if err != nil {
+				t.Fatalf("decode %s: %v", vf.Hex, err)
+			}
+			if typ := typeOf(got).String(); typ != vf.Type {
+				t.Fatalf("type %s, want %s", typ, vf.Type)
+			}
+			gotFields, _ := json.Marshal(fieldsOf(got))
+			if !jsonEqual(gotFields, vf.Fields) {
+				t.Errorf("decoded fields\n got %s\nwant %s", gotFields, vf.Fields)
+			}
+			var typ Type
+			for x := TypeLogin; x <= typeMax; x++ {
+				if x.String() == vf.Type {
+					typ = x
+				}
+			}
+			want := newValue(typ)
+			if err := setFields(want, vf.Fields); err != nil {
+				t.Fatal(err)
+			}
+			if enc := hex.EncodeToString(want.Append(nil)); enc != vf.Hex {
+				t.Errorf("encoded fields\n got %s\nwant %s", enc, vf.Hex)
+			}
+		})
+	}
+	for x := TypeLogin; x <= typeMax; x++ {
+		if !seen[x.String()] {
+			t.Errorf("no vector for %v", x)
+		}
+	}
+}
+
+// TestVectorsInvalid checks that every invalid input is refused with the
+// error the file names, and that CodeOf maps it to that code.
+func TestVectorsInvalid(t *testing.T) {
+	file := loadVectors(t)
+	if file.MaxFrame != MaxFrame {
+		t.Fatalf("max_frame %d, want %d", file.MaxFrame, MaxFrame)
+	}
+	for _, bc := range file.Invalid {
+		t.Run(bc.Name, func(t *testing.T) {
+			b, err := hex.DecodeString(bc.Hex)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch bc.Input {
+			case "preface":
+				_, _, err = ReadPreface(b)
+			case "frame":
+				_, err = decodeFrame(b, file.MaxFrame)
+			default:
+				t.Fatalf("input %q", bc.Input)
+			}
+			if err == nil {
+				t.Fatalf("%s accepted", bc.Hex)
+			}
+			if got := errName(err); got != bc.Error {
+				t.Fatalf("error %v is %s, want %s", err, got, bc.Error)
+			}
+		})
+	}
+}
+
+func jsonEqual(a, b []byte) bool {
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return false
+	}
+	xa, _ := json.Marshal(x)
+	ya, _ := json.Marshal(y)
+	return bytes.Equal(xa, ya)
+}
