@@ -40,9 +40,10 @@ type Client struct {
 
 	closeOnce sync.Once
 
-	mu       sync.Mutex // guards wbuf and writes to conn
-	wbuf     []byte
-	errShown bool // Recv returned the peer's *Error once; guarded by mu
+	errShown atomic.Bool // Recv returned the server's *Error once
+
+	mu   sync.Mutex // guards wbuf and writes to conn
+	wbuf []byte
 }
 
 // ClientOptions configures Dial. The zero value logs in with an empty token
@@ -232,6 +233,9 @@ func (c *Client) handshake(ctx context.Context, fr *clientReader) error {
 		if err := c.welcome.Decode(f); err != nil {
 			return fmt.Errorf("read welcome: %w", err)
 		}
+		if v := c.welcome.Version; v == 0 || v > Version {
+			return fmt.Errorf("%w: server chose version %d", ErrUnsupportedVersion, v)
+		}
 	case TypeError:
 		e := new(Error)
 		if err := e.Decode(f); err != nil {
@@ -258,11 +262,16 @@ func (c *Client) Welcome() Welcome { return c.welcome }
 
 // Recv returns the next Event, waiting until one arrives or ctx is done.
 //
-// Once the connection has ended and every Event was returned: if the server
-// ended it with ERROR, the first call returns that *Error itself; every other
-// call returns an error wrapping ErrClosed and the reason (io.EOF, the
-// *Error, a malformed frame…).
+// After Close it returns ErrClosed. Once the connection has ended and every
+// Event was returned: if the server ended it with ERROR, the first call
+// returns that *Error itself; every other call returns an error wrapping
+// ErrClosed and the reason (io.EOF, the *Error, a malformed frame…).
 func (c *Client) Recv(ctx context.Context) (Event, error) {
+	select {
+	case <-c.done:
+		return nil, ErrClosed
+	default:
+	}
 	select {
 	case ev, ok := <-c.events:
 		if !ok {
@@ -309,7 +318,8 @@ func (c *Client) WaitAccept(ctx context.Context, msgID uint64) (*Accept, error) 
 	}
 }
 
-// Seq returns the highest mailbox seq Recv has returned; 0 if none.
+// Seq returns the highest mailbox seq Recv has returned (counting entries
+// RecvDeliver and WaitAccept discarded); 0 if none.
 func (c *Client) Seq() uint64 { return c.seq.Load() }
 
 // NextMsgID returns the id the next Send will use.
@@ -327,18 +337,29 @@ func seqOf(ev Event) uint64 {
 	return 0
 }
 
+// endErr is what Recv returns once the events are drained.
 func (c *Client) endErr() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	var e *Error
-	if errors.As(c.cause, &e) && !c.errShown {
-		c.errShown = true
+	if errors.As(c.cause, &e) && c.errShown.CompareAndSwap(false, true) {
 		return e
 	}
-	if c.cause == ErrClosed {
+	return c.stopped()
+}
+
+// stopped returns nil while the client runs, ErrClosed after Close, and
+// ErrClosed wrapping the cause after the connection ended.
+func (c *Client) stopped() error {
+	select {
+	case <-c.done:
 		return ErrClosed
+	case <-c.ended:
+		if c.cause == ErrClosed {
+			return ErrClosed
+		}
+		return fmt.Errorf("%w: %w", ErrClosed, c.cause)
+	default:
+		return nil
 	}
-	return fmt.Errorf("%w: %w", ErrClosed, c.cause)
 }
 
 // Send sends body to user to with the next msg id and returns that id.
@@ -410,10 +431,8 @@ func (c *Client) WriteRaw(b []byte) error {
 
 // write appends a frame (named what, for errors) with appendFn and writes it under mu.
 func (c *Client) write(what string, appendFn func([]byte) []byte) error {
-	select {
-	case <-c.ended:
-		return c.writeErr()
-	default:
+	if err := c.stopped(); err != nil {
+		return err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -422,21 +441,12 @@ func (c *Client) write(what string, appendFn func([]byte) []byte) error {
 		c.conn.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
 	}
 	if _, err := c.conn.Write(c.wbuf); err != nil {
-		select {
-		case <-c.ended:
-			return c.writeErr()
-		default:
+		if err := c.stopped(); err != nil {
+			return err
 		}
 		return fmt.Errorf("protocol: client write %s: %w", what, err)
 	}
 	return nil
-}
-
-func (c *Client) writeErr() error {
-	if c.cause == ErrClosed {
-		return ErrClosed
-	}
-	return fmt.Errorf("%w: %w", ErrClosed, c.cause)
 }
 
 // Close closes the connection and waits for the read loop to end. Events not
@@ -534,50 +544,39 @@ func (c *Client) decode(f Frame, evs []Event) ([]Event, error) {
 	} else {
 		f.Payload = append([]byte(nil), f.Payload...)
 	}
-	var err error
+	var ev interface {
+		Event
+		Decode(Frame) error
+	}
 	switch f.Type {
 	case TypeDeliver:
-		d := new(Deliver)
-		err = d.Decode(f)
-		evs = append(evs, d)
+		ev = new(Deliver)
 	case TypeReceipt:
-		x := new(Receipt)
-		err = x.Decode(f)
-		evs = append(evs, x)
+		ev = new(Receipt)
 	case TypeGroupEvent:
-		g := new(GroupEvent)
-		err = g.Decode(f)
-		evs = append(evs, g)
+		ev = new(GroupEvent)
 	case TypeAccept:
-		a := new(Accept)
-		err = a.Decode(f)
-		evs = append(evs, a)
+		ev = new(Accept)
 	case TypeRefuse:
-		x := new(Refuse)
-		err = x.Decode(f)
-		evs = append(evs, x)
+		ev = new(Refuse)
 	case TypeSignal:
-		s := new(Signal)
-		err = s.Decode(f)
-		evs = append(evs, s)
+		ev = new(Signal)
 	case TypeGoAway:
-		g := new(GoAway)
-		err = g.Decode(f)
-		evs = append(evs, g)
+		ev = new(GoAway)
 	case TypePong:
-		err = CheckEmpty(f)
-		evs = append(evs, Pong{})
+		return append(evs, Pong{}), CheckEmpty(f)
 	case TypeBatch:
-		evs, err = decodeBatch(f, evs)
+		return decodeBatch(f, evs)
 	case TypeError:
 		e := new(Error)
-		if err = e.Decode(f); err == nil {
-			err = e
+		if err := e.Decode(f); err != nil {
+			return evs, err
 		}
+		return evs, e // the read loop ends with it
 	default:
-		err = fmt.Errorf("%w: unexpected %v from the server", ErrMalformed, f.Type)
+		return evs, fmt.Errorf("%w: unexpected %v from the server", ErrMalformed, f.Type)
 	}
-	return evs, err
+	return append(evs, ev), ev.Decode(f)
 }
 
 func decodeBatch(f Frame, evs []Event) ([]Event, error) {

@@ -417,3 +417,40 @@ func TestClientWaitAccept(t *testing.T) {
 		t.Fatalf("Recv with a cancelled context = %v", err)
 	}
 }
+
+// TestClientBodiesOwned checks that a body outlives the read buffer it came
+// in (the buffer is reused for the next frame) and that a frame larger than
+// the initial buffer arrives whole.
+func TestClientBodiesOwned(t *testing.T) {
+	s := newFakeServer(t)
+	c, fc := s.login(ClientOptions{}, testWelcome)
+	ctx := testCtx(t)
+	first := Deliver{Seq: 1, From: 2, MsgID: 3, Body: []byte("aaaa")}
+	fc.write(first.Append(nil))
+	d1, err := c.RecvDeliver(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := Deliver{Seq: 2, From: 2, MsgID: 4, Body: bytes.Repeat([]byte("b"), MaxBody)}
+	fc.write(big.Append(nil))
+	d2, err := c.RecvDeliver(ctx)
+	if err != nil || !reflect.DeepEqual(*d2, big) {
+		t.Fatalf("RecvDeliver of %d bytes: %v", len(big.Body), err)
+	}
+	if !reflect.DeepEqual(*d1, first) {
+		t.Fatalf("first DELIVER changed to %+v after the next frame", d1)
+	}
+}
+
+func TestClientKeepalive(t *testing.T) {
+	t.Parallel()
+	s := newFakeServer(t)
+	w := testWelcome
+	w.Ping = 1 // the shortest interval the wire can grant
+	_, fc := s.login(ClientOptions{Keepalive: true}, w)
+	start := time.Now()
+	fc.frame(TypePing)
+	if d := time.Since(start); d < 500*time.Millisecond {
+		t.Fatalf("PING after %v, want about 1s", d)
+	}
+}
