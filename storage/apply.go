@@ -1,0 +1,257 @@
+package storage
+
+import "fmt"
+
+// This file holds the rules a write op follows inside a batch. Every
+// function here runs on the committer goroutine. An op's own refusal goes
+// to o.err and writes nothing; a returned error is a database failure that
+// fails the whole batch.
+
+// apply applies o to w. budget is how many more units (appends, deleted
+// entries, group changes) the batch may take; an ack that needs more sets
+// o.unfinished. It returns the units and value bytes o used.
+func (s *engine) apply(w writer, o *op, now int64, budget int) (units, bytes int, err error) {
+	switch o.kind {
+	case opAppend:
+		return s.applyAppend(w, o, now)
+	case opAck:
+		return s.applyAck(w, o, now, budget)
+	case opExpire:
+		c, err := s.getMeta(w, o.r)
+		if err != nil {
+			return 0, 0, err
+		}
+		n, err := s.expireHead(w, c, now, budget)
+		return max(1, n), 0, err
+	case opCreateGroup, opAddMember, opRemoveMember, opDeleteGroup:
+		return s.applyGroup(w, o, now)
+	}
+	return 0, 0, fmt.Errorf("storage: unknown op kind %d", o.kind)
+}
+
+func (s *engine) applyAppend(w writer, o *op, now int64) (units, bytes int, err error) {
+	e := &o.e
+	if e.Time == 0 {
+		e.Time = now
+	}
+	c, err := s.getMeta(w, e.Recipient)
+	if err != nil {
+		return 0, 0, err
+	}
+	if e.Kind == KindMessage {
+		d, ok, err := w.dedupe(e.Sender, e.MsgID, e.Recipient)
+		if err != nil {
+			return 0, 0, err
+		}
+		if ok && now-d.Time < s.dedupeMs {
+			o.err = &DuplicateError{Original: d}
+			s.stats.duplicates.Add(1)
+			return 1, 0, nil
+		}
+	}
+	if e.Seq <= c.m.hw {
+		o.err = fmt.Errorf("%w: recipient %d seq %d, high-water %d", ErrSeqOrder, e.Recipient, e.Seq, c.m.hw)
+		s.stats.refusedSeqOrder.Add(1)
+		return 1, 0, nil
+	}
+	n := int64(len(e.Value))
+	if !s.fits(c, n) {
+		// Expired entries do not count: drop them, then look again.
+		if _, err := s.expireHead(w, c, now, s.cfg.MaxBatch); err != nil {
+			return 0, 0, err
+		}
+		if !s.fits(c, n) {
+			o.err = fmt.Errorf("%w: recipient %d holds %d entries, %d bytes", ErrMailboxFull, e.Recipient, c.m.count, c.m.bytes)
+			s.stats.refusedFull.Add(1)
+			return 1, 0, nil
+		}
+	}
+	if s.tot.bytes+n > s.cfg.MaxTotalBytes {
+		o.err = fmt.Errorf("%w: %d bytes stored", ErrStoreFull, s.tot.bytes)
+		s.stats.refusedStoreFull.Add(1)
+		return 1, 0, nil
+	}
+	if err := w.putEntry(e); err != nil {
+		return 0, 0, err
+	}
+	if e.Kind == KindMessage {
+		d := Dup{Recipient: e.Recipient, Seq: e.Seq, Time: e.Time}
+		if err := w.putDedupe(e.Sender, e.MsgID, d, s.dedupeMs/1000+3600); err != nil {
+			return 0, 0, err
+		}
+	}
+	c.m.hw = e.Seq
+	c.m.count++
+	c.m.bytes += n
+	s.touch(c)
+	s.tot.count++
+	s.tot.bytes += n
+	s.totDirt = true
+	return 1, int(n), nil
+}
+
+// fits reports whether one more entry of n bytes fits c's mailbox.
+func (s *engine) fits(c *cachedMeta, n int64) bool {
+	return c.m.count+1 <= s.cfg.MaxMailboxMessages && c.m.bytes+n <= s.cfg.MaxMailboxBytes
+}
+
+func (s *engine) applyAck(w writer, o *op, now int64, budget int) (units, bytes int, err error) {
+	if o.ack == nil {
+		o.ack = &AckResult{}
+	}
+	c, err := s.getMeta(w, o.r)
+	if err != nil {
+		return 0, 0, err
+	}
+	if o.upto > c.m.hw {
+		o.err = fmt.Errorf("%w: recipient %d acked %d, high-water %d", ErrAckAhead, o.r, o.upto, c.m.hw)
+		return 1, 0, nil
+	}
+	if o.upto <= c.m.floor {
+		o.ack.Floor = c.m.floor
+		return 1, 0, nil
+	}
+	dead, err := s.collect(w, c, budget, func(e *Entry) bool { return e.Seq <= o.upto })
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, d := range dead {
+		switch {
+		case s.expired(d.time, now):
+			s.stats.expiredDeleted.Add(1) // expired: never delivered, so no receipt
+		case d.kind == KindMessage:
+			o.ack.Receipts = append(o.ack.Receipts, Receipt{Sender: d.sender, MsgID: d.msgID, Seq: d.seq})
+		}
+	}
+	if err := s.remove(w, c, dead); err != nil {
+		return 0, 0, err
+	}
+	o.ack.Deleted += len(dead)
+	if len(dead) < budget || c.m.floor == o.upto {
+		c.m.floor = o.upto // gaps and the tail up to upto count as deleted
+		s.touch(c)
+	} else {
+		o.unfinished = true
+	}
+	o.ack.Floor = c.m.floor
+	return max(1, len(dead)), 0, nil
+}
+
+// expireHead deletes up to budget expired entries at the head of c's
+// mailbox and returns how many it deleted.
+func (s *engine) expireHead(w writer, c *cachedMeta, now int64, budget int) (int, error) {
+	if c.m.count == 0 {
+		return 0, nil
+	}
+	dead, err := s.collect(w, c, budget, func(e *Entry) bool { return s.expired(e.Time, now) })
+	if err != nil || len(dead) == 0 {
+		return 0, err
+	}
+	s.stats.expiredDeleted.Add(uint64(len(dead)))
+	return len(dead), s.remove(w, c, dead)
+}
+
+// collect gathers, into s.dead, up to budget entries of c's mailbox from
+// its floor while keep returns true.
+func (s *engine) collect(w writer, c *cachedMeta, budget int, keep func(*Entry) bool) ([]deadEntry, error) {
+	s.dead = s.dead[:0]
+	err := w.scan(c.r, c.m.floor+1, func(e *Entry) bool {
+		if len(s.dead) >= budget || !keep(e) {
+			return false
+		}
+		s.dead = append(s.dead, deadEntry{
+			seq: e.Seq, sender: e.Sender, msgID: e.MsgID, time: e.Time,
+			size: int64(len(e.Value)), kind: e.Kind,
+		})
+		return true
+	})
+	return s.dead, err
+}
+
+// remove deletes dead (a run from c's floor) and moves the floor past it.
+func (s *engine) remove(w writer, c *cachedMeta, dead []deadEntry) error {
+	if len(dead) == 0 {
+		return nil
+	}
+	var n int64
+	for _, d := range dead {
+		if err := w.delEntry(c.r, d.seq); err != nil {
+			return err
+		}
+		n += d.size
+	}
+	c.m.floor = dead[len(dead)-1].seq
+	c.m.count = max(0, c.m.count-int64(len(dead)))
+	c.m.bytes = max(0, c.m.bytes-n)
+	s.touch(c)
+	s.tot.count -= int64(len(dead))
+	s.tot.bytes -= n
+	s.totDirt = true
+	return nil
+}
+
+func (s *engine) applyGroup(w writer, o *op, now int64) (units, bytes int, err error) {
+	gi, exists, err := w.group(o.group)
+	if err != nil {
+		return 0, 0, err
+	}
+	switch o.kind {
+	case opCreateGroup:
+		if exists {
+			o.err = fmt.Errorf("%w: %d", ErrGroupExists, o.group)
+			return 1, 0, nil
+		}
+		if err := w.putGroup(o.group, groupInfo{owner: o.member, created: now, members: 1}); err != nil {
+			return 0, 0, err
+		}
+		return 1, 0, w.putMember(o.group, o.member, RoleOwner)
+	}
+	if !exists {
+		o.err = fmt.Errorf("%w: %d", ErrNoGroup, o.group)
+		return 1, 0, nil
+	}
+	switch o.kind {
+	case opAddMember:
+		_, isMember, err := w.role(o.group, o.member)
+		if err != nil {
+			return 0, 0, err
+		}
+		if !isMember {
+			if gi.members >= s.cfg.MaxGroupMembers {
+				o.err = fmt.Errorf("%w: %d has %d members", ErrGroupFull, o.group, gi.members)
+				return 1, 0, nil
+			}
+			gi.members++
+			if err := w.putGroup(o.group, gi); err != nil {
+				return 0, 0, err
+			}
+		}
+		return 1, 0, w.putMember(o.group, o.member, o.role)
+	case opRemoveMember:
+		_, isMember, err := w.role(o.group, o.member)
+		if err != nil {
+			return 0, 0, err
+		}
+		if !isMember {
+			o.err = fmt.Errorf("%w: %d in group %d", ErrNotMember, o.member, o.group)
+			return 1, 0, nil
+		}
+		gi.members--
+		if err := w.putGroup(o.group, gi); err != nil {
+			return 0, 0, err
+		}
+		return 1, 0, w.delMember(o.group, o.member)
+	case opDeleteGroup:
+		var ids []uint64
+		if err := w.members(o.group, func(m Member) bool { ids = append(ids, m.ID); return true }); err != nil {
+			return 0, 0, err
+		}
+		for _, id := range ids {
+			if err := w.delMember(o.group, id); err != nil {
+				return 0, 0, err
+			}
+		}
+		return 1 + len(ids), 0, w.delGroup(o.group)
+	}
+	return 0, 0, fmt.Errorf("storage: unknown group op %d", o.kind)
+}

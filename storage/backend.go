@@ -1,0 +1,89 @@
+package storage
+
+// The engine (engine.go) holds every rule of the Store: sequence order,
+// limits, dedupe, TTL, receipts, membership. A backend only keeps bytes:
+// memBackend in maps, badgerBackend in Badger. That is why one conformance
+// suite tests both: the rules are written once.
+
+// meta is a recipient's mailbox metadata, stored under 'h' recipient.
+type meta struct {
+	hw    uint64 // highest seq ever committed; never goes backwards
+	floor uint64 // every seq <= floor is deleted; reads start at floor+1
+	count int64  // entries waiting
+	bytes int64  // value bytes waiting
+}
+
+// totals are the sums over all mailboxes, for MaxTotalBytes and the gauges.
+type totals struct {
+	count int64
+	bytes int64
+}
+
+// groupInfo is a group's record.
+type groupInfo struct {
+	owner   uint64
+	created int64 // unix ms
+	members int
+}
+
+// reader is a consistent view of committed data (or, inside a writer, of
+// committed data plus the writer's own changes).
+type reader interface {
+	// meta returns the recipient's metadata; the zero meta if none.
+	meta(r uint64) (meta, error)
+	// scan calls fn with the recipient's entries with seq >= from in seq
+	// order until fn returns false. e and e.Value are valid only during fn.
+	scan(r, from uint64, fn func(e *Entry) bool) error
+	// dedupe returns the committed dedupe record, if any (ignoring the
+	// window, which the engine checks).
+	dedupe(sender, msgID, r uint64) (Dup, bool, error)
+	// group returns the group's record.
+	group(g uint64) (groupInfo, bool, error)
+	// members calls fn for each member of g in member order.
+	members(g uint64, fn func(Member) bool) error
+	// role returns member's role in g.
+	role(g, m uint64) (Role, bool, error)
+	// groupsOf calls fn for each group m is in, in group order.
+	groupsOf(m uint64, fn func(g uint64) bool) error
+	// totals returns the stored totals.
+	totals() (totals, error)
+	// heads calls fn for each recipient with waiting entries, with its meta
+	// and the time of its first waiting entry, until fn returns false.
+	heads(fn func(r uint64, m meta, headTime int64) bool) error
+}
+
+// writer is one batch's transaction. It is used by the committer goroutine
+// only, one at a time. Writes are not visible to views until commit returns
+// nil. A writer whose commit fails must not be used again.
+type writer interface {
+	reader
+	putMeta(r uint64, m meta) error
+	putEntry(e *Entry) error // e.Value is copied before putEntry returns
+	delEntry(r, seq uint64) error
+	putDedupe(sender, msgID uint64, d Dup, ttlSeconds int64) error
+	putTotals(t totals) error
+	putGroup(g uint64, gi groupInfo) error
+	delGroup(g uint64) error
+	putMember(g, m uint64, role Role) error
+	delMember(g, m uint64) error
+	// commit makes every write durable (fsync for Badger) or reports why
+	// not; then the writer is finished.
+	commit() error
+	// discard abandons the batch after a database error; the store is
+	// poisoned afterwards, so the memory backend need not roll back.
+	discard()
+}
+
+// backend is where the bytes live.
+type backend interface {
+	// begin starts the next batch. Committer goroutine only.
+	begin() writer
+	// view runs fn on a consistent view of committed data. Any goroutine.
+	view(fn func(reader) error) error
+	// reclaim gives disk space back (compaction, value-log GC) and reports
+	// what it did in c. Housekeeping goroutine only; it may run while the
+	// committer commits, and uses e.exclusive for what must not.
+	reclaim(live int64, c *counters, e *engine) error
+	// close releases the backend after the committer has stopped.
+	close() error
+}

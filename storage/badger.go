@@ -1,0 +1,310 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+)
+
+// Open opens (or creates) the Badger store in cfg.Dir. The store holds the
+// directory lock until Close.
+func Open(cfg Config) (Store, error) {
+	err := cfg.Validate()
+	if cfg.Dir == "" {
+		err = errors.Join(err, fmt.Errorf("%w: Dir is required", ErrInvalidConfig))
+	}
+	if err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	return openBadger(cfg, nil)
+}
+
+// openBadger opens the store; failCommit, when not nil, is called before
+// each commit and fails it with its error (tests only).
+func openBadger(cfg Config, failCommit func() error) (*engine, error) {
+	db, err := badger.Open(badgerOptions(cfg))
+	if err != nil {
+		return nil, fmt.Errorf("storage: open %s: %w", cfg.Dir, err)
+	}
+	be := &badgerBackend{db: db, log: cfg.Logger, failCommit: failCommit}
+	s, err := newEngine(cfg, be)
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// badgerOptions tunes Badger for small durable records and a small memory
+// footprint.
+func badgerOptions(cfg Config) badger.Options {
+	return badger.DefaultOptions(cfg.Dir).
+		// Every commit is fsynced (msync of the memtable WAL); the
+		// committer makes that one sync per batch.
+		WithSyncWrites(true).
+		WithLogger(badgerLogger{cfg.Logger}).
+		// Values are end-to-end encrypted: compression would cost CPU and
+		// save nothing. Without compression Badger needs no block cache and
+		// reads blocks straight from the mmapped tables.
+		WithCompression(options.None).
+		WithBlockCacheSize(0).
+		WithIndexCacheSize(0).
+		// Two memtables (one filling, one flushing) instead of five.
+		WithMemTableSize(cfg.MemTableSize).
+		WithNumMemtables(2).
+		// Compact L0 early: every Read merges all L0 tables, and tombstones
+		// of drained mailboxes only vanish once compacted to the last level.
+		WithNumLevelZeroTables(2).
+		WithNumLevelZeroTablesStall(10).
+		WithNumCompactors(2).
+		// Values up to 1 MiB live in the LSM tree next to their key
+		// (MaxValueBytes is at most 512 KiB), so the value log stays
+		// nearly empty and compaction alone returns space.
+		WithValueThreshold(1 << 20).
+		WithValueLogFileSize(64 << 20).
+		// One writer (the committer): no conflict detection needed.
+		WithDetectConflicts(false).
+		// Badger's expvar metrics are process-global; ours are in Stats.
+		WithMetricsEnabled(false)
+}
+
+// badgerLogger sends Badger's logs to slog. Badger logs every compaction at
+// Info, so Info becomes Debug, and its per-write Debug becomes Debug-4.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) logf(level slog.Level, format string, args []any) {
+	if !b.l.Enabled(context.Background(), level) {
+		return
+	}
+	b.l.Log(context.Background(), level, "badger: "+strings.TrimSpace(fmt.Sprintf(format, args...)))
+}
+
+func (b badgerLogger) Errorf(f string, a ...any)   { b.logf(slog.LevelError, f, a) }
+func (b badgerLogger) Warningf(f string, a ...any) { b.logf(slog.LevelWarn, f, a) }
+func (b badgerLogger) Infof(f string, a ...any)    { b.logf(slog.LevelDebug, f, a) }
+func (b badgerLogger) Debugf(f string, a ...any)   { b.logf(slog.LevelDebug-4, f, a) }
+
+// badgerBackend keeps the store in Badger; see keys.go for the key space.
+type badgerBackend struct {
+	// Immutable after construction.
+	db         *badger.DB
+	log        *slog.Logger
+	failCommit func() error // tests only
+}
+
+func (b *badgerBackend) begin() writer {
+	return &badgerTxn{txn: b.db.NewTransaction(true), be: b}
+}
+
+func (b *badgerBackend) view(fn func(reader) error) error {
+	return b.db.View(func(txn *badger.Txn) error { return fn(&badgerTxn{txn: txn, be: b}) })
+}
+
+func (b *badgerBackend) close() error {
+	if err := b.db.Close(); err != nil {
+		return fmt.Errorf("storage: close: %w", err)
+	}
+	return nil
+}
+
+// badgerTxn is a Badger transaction seen as a reader and writer.
+type badgerTxn struct {
+	txn *badger.Txn
+	be  *badgerBackend
+}
+
+func (t *badgerTxn) commit() error {
+	if t.be.failCommit != nil {
+		if err := t.be.failCommit(); err != nil {
+			t.txn.Discard()
+			return err
+		}
+	}
+	return t.txn.Commit()
+}
+
+func (t *badgerTxn) discard() { t.txn.Discard() }
+
+// get calls fn with the value of k; ok is false if k does not exist.
+func (t *badgerTxn) get(k []byte, fn func(v []byte) error) (ok bool, err error) {
+	item, err := t.txn.Get(k)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, item.Value(fn)
+}
+
+func (t *badgerTxn) meta(r uint64) (m meta, err error) {
+	_, err = t.get(metaKey(r), func(v []byte) (err error) {
+		m, err = decodeMeta(v)
+		return err
+	})
+	return m, err
+}
+
+func (t *badgerTxn) scan(r, from uint64, fn func(e *Entry) bool) error {
+	it := t.txn.NewIterator(badger.IteratorOptions{Prefix: entryPrefix(r)})
+	defer it.Close()
+	var e Entry
+	for it.Seek(entryKey(r, from)); it.Valid(); it.Next() {
+		item := it.Item()
+		stop := false
+		err := item.Value(func(v []byte) error {
+			if err := decodeEntry(item.Key(), v, &e); err != nil {
+				return err
+			}
+			stop = !fn(&e)
+			return nil
+		})
+		if err != nil || stop {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *badgerTxn) dedupe(sender, msgID, r uint64) (d Dup, ok bool, err error) {
+	ok, err = t.get(dedupeKey(sender, msgID, r), func(v []byte) (err error) {
+		d, err = decodeDup(r, v)
+		return err
+	})
+	return d, ok, err
+}
+
+func (t *badgerTxn) group(g uint64) (gi groupInfo, ok bool, err error) {
+	ok, err = t.get(groupInfoKey(g), func(v []byte) (err error) {
+		gi, err = decodeGroup(v)
+		return err
+	})
+	return gi, ok, err
+}
+
+// each calls fn with every key of prefix and its value, in key order,
+// until fn returns false.
+func (t *badgerTxn) each(prefix []byte, fn func(k, v []byte) bool) error {
+	it := t.txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		item := it.Item()
+		stop := false
+		if err := item.Value(func(v []byte) error { stop = !fn(item.Key(), v); return nil }); err != nil || stop {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *badgerTxn) members(g uint64, fn func(Member) bool) error {
+	return t.each(memberPrefix(g), func(k, v []byte) bool {
+		if len(k) != memberKeyLen || len(v) != 1 {
+			return true
+		}
+		return fn(Member{ID: be64(k[groupPrefixSz+1:]), Role: Role(v[0])})
+	})
+}
+
+func (t *badgerTxn) role(g, m uint64) (role Role, ok bool, err error) {
+	ok, err = t.get(byUserKey(m, g), func(v []byte) error {
+		if len(v) != 1 {
+			return errCorrupt
+		}
+		role = Role(v[0])
+		return nil
+	})
+	return role, ok, err
+}
+
+func (t *badgerTxn) groupsOf(m uint64, fn func(uint64) bool) error {
+	prefix := byUserKey(m, 0)[:9]
+	return t.each(prefix, func(k, _ []byte) bool { return fn(be64(k[9:])) })
+}
+
+func (t *badgerTxn) totals() (tot totals, err error) {
+	_, err = t.get([]byte{prefixTotals}, func(v []byte) (err error) {
+		tot, err = decodeTotals(v)
+		return err
+	})
+	return tot, err
+}
+
+// heads walks the meta keys and, for each non-empty mailbox, seeks one
+// shared iterator to its first entry: one seek per recipient, no scan.
+func (t *badgerTxn) heads(fn func(r uint64, m meta, headTime int64) bool) error {
+	entries := t.txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixEntry}})
+	defer entries.Close()
+	var inner error
+	err := t.each([]byte{prefixMeta}, func(k, v []byte) bool {
+		m, err := decodeMeta(v)
+		if err != nil || len(k) != metaKeyLen {
+			inner = errCorrupt
+			return false
+		}
+		if m.count == 0 {
+			return true
+		}
+		r := be64(k[1:])
+		entries.Seek(entryKey(r, m.floor+1))
+		if !entries.ValidForPrefix(entryPrefix(r)) {
+			return true
+		}
+		var head int64
+		inner = entries.Item().Value(func(v []byte) error {
+			if len(v) < entryHeadLen {
+				return errCorrupt
+			}
+			head = int64(be64(v[17:]))
+			return nil
+		})
+		return inner == nil && fn(r, m, head)
+	})
+	return errors.Join(err, inner)
+}
+
+func (t *badgerTxn) set(k, v []byte) error { return t.txn.SetEntry(badger.NewEntry(k, v)) }
+
+func (t *badgerTxn) putMeta(r uint64, m meta) error { return t.set(metaKey(r), encodeMeta(m)) }
+
+func (t *badgerTxn) putEntry(e *Entry) error {
+	return t.set(entryKey(e.Recipient, e.Seq), encodeEntry(e))
+}
+
+func (t *badgerTxn) delEntry(r, seq uint64) error { return t.txn.Delete(entryKey(r, seq)) }
+
+func (t *badgerTxn) putDedupe(sender, msgID uint64, d Dup, ttlSeconds int64) error {
+	e := badger.NewEntry(dedupeKey(sender, msgID, d.Recipient), encodeDup(d))
+	e.ExpiresAt = uint64(nowUnix() + ttlSeconds) // wall clock: Badger compares with it
+	return t.txn.SetEntry(e)
+}
+
+func (t *badgerTxn) putTotals(tot totals) error {
+	return t.set([]byte{prefixTotals}, encodeTotals(tot))
+}
+
+func (t *badgerTxn) putGroup(g uint64, gi groupInfo) error {
+	return t.set(groupInfoKey(g), encodeGroup(gi))
+}
+
+func (t *badgerTxn) delGroup(g uint64) error { return t.txn.Delete(groupInfoKey(g)) }
+
+func (t *badgerTxn) putMember(g, m uint64, role Role) error {
+	if err := t.set(memberKey(g, m), []byte{byte(role)}); err != nil {
+		return err
+	}
+	return t.set(byUserKey(m, g), []byte{byte(role)})
+}
+
+func (t *badgerTxn) delMember(g, m uint64) error {
+	if err := t.txn.Delete(memberKey(g, m)); err != nil {
+		return err
+	}
+	return t.txn.Delete(byUserKey(m, g))
+}

@@ -1,0 +1,223 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Config configures a Store. The zero value of every field means "use the
+// default"; a negative value is invalid unless a field says otherwise. Pass it
+// by value to Open or NewMemory, which fill the defaults and report every
+// invalid field at once.
+type Config struct {
+	// Dir is the Badger data folder. Required by Open; ignored by NewMemory.
+	Dir string
+
+	// Logger receives the store's and Badger's logs (Badger's Info becomes
+	// Debug: it logs every compaction). Nil discards them.
+	Logger *slog.Logger
+
+	// Now is the clock for entry times, TTL and the dedupe window. Nil means
+	// time.Now. Tests inject a fake clock here.
+	Now func() time.Time
+
+	// MessageTTL is how long an entry waits for its recipient. Zero means
+	// DefaultMessageTTL. An expired entry is never returned by Read and is
+	// deleted by housekeeping (counted in Stats.ExpiredDeleted), without a
+	// receipt.
+	MessageTTL time.Duration
+
+	// DedupeWindow is how long a committed message's (sender, msg id,
+	// recipient) is remembered. Zero means DefaultDedupeWindow.
+	DedupeWindow time.Duration
+
+	// MaxMailboxMessages caps the entries waiting for one recipient. Zero
+	// means DefaultMaxMailboxMessages.
+	MaxMailboxMessages int64
+	// MaxMailboxBytes caps the value bytes waiting for one recipient. Zero
+	// means DefaultMaxMailboxBytes.
+	MaxMailboxBytes int64
+	// MaxTotalBytes caps the value bytes waiting in all mailboxes together.
+	// Zero means DefaultMaxTotalBytes. On disk, add LSM overhead (about 60
+	// bytes per entry) and up to 2x space amplification before compaction.
+	MaxTotalBytes int64
+	// MaxValueBytes caps one entry's value. Zero means DefaultMaxValueBytes.
+	MaxValueBytes int
+
+	// MaxGroupMembers caps one group. Zero means DefaultMaxGroupMembers.
+	MaxGroupMembers int
+
+	// QueueLen bounds the commit queue, shared by all writers. A writer
+	// blocks while it is full. Zero means DefaultQueueLen.
+	QueueLen int
+	// MaxBatch caps the work in one group commit, counted as appends plus
+	// deleted entries plus group changes. Zero means DefaultMaxBatch.
+	MaxBatch int
+	// MaxBatchBytes caps the value bytes in one group commit (one entry
+	// larger than this still commits, alone). Zero means
+	// DefaultMaxBatchBytes. With MaxBatch, MaxValueBytes and
+	// MaxGroupMembers it must fit in Badger's transaction cap (15% of
+	// MemTableSize); Validate checks the estimate.
+	MaxBatchBytes int
+
+	// MetaCacheEntries bounds the committer's cache of per-recipient
+	// metadata (high-water, floor, count, bytes). Zero means
+	// DefaultMetaCacheEntries.
+	MetaCacheEntries int
+
+	// HousekeepingInterval is the period of the TTL sweep and, for Badger,
+	// of compaction and value-log GC. Zero means DefaultHousekeepingInterval;
+	// negative disables the timer (tests call housekeeping directly).
+	HousekeepingInterval time.Duration
+
+	// MemTableSize is Badger's memtable size, in bytes; Badger keeps up to
+	// two of them in memory. Zero means DefaultMemTableSize.
+	MemTableSize int64
+}
+
+// Defaults, each with the reason for its value.
+const (
+	// DefaultMessageTTL: a phone that is off for a month has its backlog
+	// waiting; older than that, the sender's copy is what counts.
+	DefaultMessageTTL = 30 * 24 * time.Hour
+	// DefaultDedupeWindow: clients retry within minutes; two days covers a
+	// phone that lost the ACK on Friday evening and retries on Sunday, for
+	// about 50 bytes of disk per message.
+	DefaultDedupeWindow = 48 * time.Hour
+	// DefaultMaxMailboxMessages: a month offline in busy groups stays under
+	// this; beyond it, something is wrong with the recipient.
+	DefaultMaxMailboxMessages = 100_000
+	// DefaultMaxMailboxBytes: 100,000 text messages of ~600 bytes; one
+	// recipient cannot take more than this of the disk.
+	DefaultMaxMailboxBytes = 64 << 20
+	// DefaultMaxTotalBytes: a quarter of a 64 GiB data volume, leaving room
+	// for key overhead and space amplification before compaction.
+	DefaultMaxTotalBytes = 16 << 30
+	// DefaultMaxValueBytes: well above the protocol's largest frame, well
+	// below Badger's 1 MiB value threshold, so values stay in the LSM.
+	DefaultMaxValueBytes = 256 << 10
+	// DefaultMaxGroupMembers: WhatsApp's group cap.
+	DefaultMaxGroupMembers = 1024
+	// DefaultQueueLen: four full batches; enough for 256 producers and a few
+	// workers with hundreds in flight, ~1 MiB of queued op headers.
+	DefaultQueueLen = 4096
+	// DefaultMaxBatch: 1024 appends of 200 bytes are ~300 KiB, one fsync; a
+	// bigger batch only makes the first caller in it wait longer.
+	DefaultMaxBatch = 1024
+	// DefaultMaxBatchBytes: 512 KiB is ~2,500 messages of 200 bytes, more
+	// than one batch of MaxBatch, so it only binds for large values.
+	DefaultMaxBatchBytes = 512 << 10
+	// DefaultMetaCacheEntries: ~100 bytes each, ~6 MiB; covers the active
+	// recipients of a host between two visits.
+	DefaultMetaCacheEntries = 1 << 16
+	// DefaultHousekeepingInterval: disk space comes back within minutes of
+	// a drain, and an idle store does no work in between.
+	DefaultHousekeepingInterval = time.Minute
+	// DefaultMemTableSize: 16 MiB is the smallest memtable whose 15%
+	// transaction cap holds a full default batch (see txnEstimate); Badger's
+	// default of 64 MiB times five memtables would cost ~400 MiB of RAM.
+	DefaultMemTableSize = 16 << 20
+)
+
+// withDefaults returns c with every zero field set to its default.
+func (c Config) withDefaults() Config {
+	setDur := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	setI64 := func(v *int64, d int64) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	setInt := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	setDur(&c.MessageTTL, DefaultMessageTTL)
+	setDur(&c.DedupeWindow, DefaultDedupeWindow)
+	setDur(&c.HousekeepingInterval, DefaultHousekeepingInterval)
+	setI64(&c.MaxMailboxMessages, DefaultMaxMailboxMessages)
+	setI64(&c.MaxMailboxBytes, DefaultMaxMailboxBytes)
+	setI64(&c.MaxTotalBytes, DefaultMaxTotalBytes)
+	setI64(&c.MemTableSize, DefaultMemTableSize)
+	setInt(&c.MaxValueBytes, DefaultMaxValueBytes)
+	setInt(&c.MaxGroupMembers, DefaultMaxGroupMembers)
+	setInt(&c.QueueLen, DefaultQueueLen)
+	setInt(&c.MaxBatch, DefaultMaxBatch)
+	setInt(&c.MaxBatchBytes, DefaultMaxBatchBytes)
+	setInt(&c.MetaCacheEntries, DefaultMetaCacheEntries)
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Validate reports every invalid field of c, after defaults are applied,
+// joined in one error that wraps ErrInvalidConfig.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...))
+	}
+	if c.MessageTTL < time.Second {
+		bad("MessageTTL %v is below one second", c.MessageTTL)
+	}
+	if c.DedupeWindow < time.Second {
+		bad("DedupeWindow %v is below one second", c.DedupeWindow)
+	}
+	if c.MaxMailboxMessages < 0 {
+		bad("MaxMailboxMessages %d is negative", c.MaxMailboxMessages)
+	}
+	if c.MaxMailboxBytes < 0 {
+		bad("MaxMailboxBytes %d is negative", c.MaxMailboxBytes)
+	}
+	if c.MaxTotalBytes < 0 {
+		bad("MaxTotalBytes %d is negative", c.MaxTotalBytes)
+	}
+	if c.MaxValueBytes < 0 || c.MaxValueBytes > 512<<10 {
+		bad("MaxValueBytes %d is outside 1..512 KiB", c.MaxValueBytes)
+	}
+	if c.MaxGroupMembers < 0 {
+		bad("MaxGroupMembers %d is negative", c.MaxGroupMembers)
+	}
+	if c.QueueLen < 0 {
+		bad("QueueLen %d is negative", c.QueueLen)
+	}
+	if c.MaxBatch < 0 || c.MaxBatch > 8192 {
+		bad("MaxBatch %d is outside 1..8192", c.MaxBatch)
+	}
+	if c.MetaCacheEntries < 0 {
+		bad("MetaCacheEntries %d is negative", c.MetaCacheEntries)
+	}
+	if c.MemTableSize < 1<<20 {
+		bad("MemTableSize %d is below 1 MiB", c.MemTableSize)
+	}
+	if c.MaxBatchBytes < 0 {
+		bad("MaxBatchBytes %d is negative", c.MaxBatchBytes)
+	}
+	// Badger refuses a transaction over 15% of a memtable, counting about
+	// 100 bytes of skiplist node per key; txnEstimate is our worst batch.
+	if est, limit := c.txnEstimate(), c.MemTableSize*15/100; est > limit {
+		bad("a full batch (~%d bytes: MaxBatch %d, MaxBatchBytes %d, MaxValueBytes %d, MaxGroupMembers %d) exceeds Badger's transaction cap of 15%% of MemTableSize (%d)",
+			est, c.MaxBatch, c.MaxBatchBytes, c.MaxValueBytes, c.MaxGroupMembers, limit)
+	}
+	return errors.Join(errs...)
+}
+
+// txnEstimate is the largest transaction a batch can make, in Badger's
+// accounting: every op writes at most three keys (entry, dedupe record,
+// meta), a group deletion two keys per member, and each key costs its bytes
+// plus a ~100-byte skiplist node.
+func (c Config) txnEstimate() int64 {
+	keys := int64(3*c.MaxBatch + 2*c.MaxGroupMembers + 8)
+	return int64(c.MaxBatchBytes) + int64(c.MaxValueBytes) + keys*(100+64)
+}

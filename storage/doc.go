@@ -1,0 +1,70 @@
+// Package storage keeps every message durably until its recipient
+// acknowledges it: per-recipient mailboxes, the sequence high-water mark,
+// duplicate detection and group membership, behind the Store interface.
+//
+// Open returns the Badger store; NewMemory an in-memory one for tests that
+// follows the same rules (it shares the engine, only the bytes live in
+// maps). storage/storagetest holds the conformance suite both pass.
+//
+// # The path of a write
+//
+//	worker ──Append(e, done)──▶ commit queue (Config.QueueLen, blocks when full)
+//	                               │
+//	                               ▼  committer goroutine (one)
+//	             take every queued op, up to Config.MaxBatch / MaxBatchBytes
+//	             apply each to one Badger transaction: check seq, dedupe, limits;
+//	             write entries, dedupe records, then each touched recipient's meta
+//	                               │
+//	                               ▼  txn.Commit with SyncWrites: one fsync
+//	             call done for every op of the batch, in queue order
+//
+// # Durability and ordering, method by method
+//
+//   - Append: done(nil) is called only after the transaction holding the
+//     entry, its dedupe record and the recipient's new high-water mark is
+//     fsynced. A kill -9 after done(nil) loses nothing; before it, the entry
+//     is either wholly there or wholly absent. done(err) means the entry is
+//     not stored, except after ErrCommit, where it may or may not be (a
+//     retry is then caught as a duplicate). Appends are applied in queue
+//     order, so one worker's appends for a recipient commit in seq order, and
+//     their callbacks run in that order too.
+//   - Ack: the deletions and the new floor commit atomically; done runs
+//     after the fsync, with receipts for exactly the message entries that
+//     this ack deleted (each entry yields at most one receipt, ever).
+//     Expired entries are deleted without a receipt. An ack larger than
+//     Config.MaxBatch entries commits in several transactions; each is a
+//     valid cumulative state, and done runs after the last.
+//   - LastSeq, Read, Lookup, Members, Role, Groups: read committed data
+//     only, from a consistent snapshot. They never wait for the committer.
+//   - CreateGroup, AddMember, RemoveMember, DeleteGroup: committed and
+//     fsynced through the same group commit before they return.
+//   - Close: commits everything queued, runs its callbacks, then closes
+//     Badger, which flushes its memtables.
+//
+// A failed commit fails every op in it with ErrCommit, and the store then
+// refuses every write with the same error: after a failed fsync nothing is
+// known about the disk until the store is reopened, and Badger replays its
+// log. Nothing is ever acknowledged that was not committed.
+//
+// # Sequences
+//
+// The recipient's worker assigns seqs (LastSeq()+1, +2, ...). The store
+// rejects a seq at or below the high-water mark (ErrSeqOrder) and persists
+// the mark with every append, so it survives drains and restarts. Gaps are
+// allowed (a refused append leaves one); readers must not expect seqs to be
+// contiguous. Reads seek straight to the recipient's floor (the last
+// deleted seq) and never walk the tombstones below it.
+//
+// # Callbacks
+//
+// done callbacks run on the committer goroutine (or, for an op refused
+// before queueing, on the caller's). They must not block and must not call
+// the Store's write methods: hand the result to your own goroutine.
+//
+// # Housekeeping
+//
+// Every Config.HousekeepingInterval, a timer deletes the expired heads of
+// mailboxes, drops old dedupe records, runs Badger's value-log GC, and when
+// the LSM tree holds more garbage than live data, flushes and flattens it so
+// the space of drained mailboxes comes back.
+package storage

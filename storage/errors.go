@@ -1,0 +1,60 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrClosed is returned by every method called after Close.
+	ErrClosed = errors.New("storage: closed")
+	// ErrInvalidEntry means an entry can never be stored: seq 0.
+	ErrInvalidEntry = errors.New("storage: invalid entry")
+	// ErrValueTooLarge means an entry's value is over Config.MaxValueBytes.
+	ErrValueTooLarge = errors.New("storage: value too large")
+	// ErrSeqOrder means an append's seq is not above the recipient's
+	// high-water mark. Nothing was written.
+	ErrSeqOrder = errors.New("storage: seq not above high-water mark")
+	// ErrDuplicate means a message entry with the same (sender, msg id,
+	// recipient) was committed within the dedupe window. The error is a
+	// *DuplicateError that names the original.
+	ErrDuplicate = errors.New("storage: duplicate message")
+	// ErrMailboxFull means the recipient's mailbox is at
+	// Config.MaxMailboxMessages or Config.MaxMailboxBytes, not counting
+	// expired entries.
+	ErrMailboxFull = errors.New("storage: mailbox full")
+	// ErrStoreFull means all mailboxes together hold Config.MaxTotalBytes.
+	ErrStoreFull = errors.New("storage: store full")
+	// ErrAckAhead means an ack names a seq above the recipient's high-water
+	// mark: the recipient claims what was never stored. Nothing was deleted.
+	ErrAckAhead = errors.New("storage: ack above high-water mark")
+	// ErrCommit wraps the database error of a failed commit. Every caller in
+	// that commit gets it, and so does every later write: after a failed
+	// fsync the state on disk is unknown until the store is reopened.
+	ErrCommit = errors.New("storage: commit failed")
+	// ErrGroupExists is returned by CreateGroup for an existing group.
+	ErrGroupExists = errors.New("storage: group exists")
+	// ErrNoGroup means the group does not exist.
+	ErrNoGroup = errors.New("storage: no such group")
+	// ErrNotMember means the member is not in the group.
+	ErrNotMember = errors.New("storage: not a member")
+	// ErrGroupFull means the group has Config.MaxGroupMembers members.
+	ErrGroupFull = errors.New("storage: group full")
+	// ErrInvalidConfig is wrapped by every Config.Validate error.
+	ErrInvalidConfig = errors.New("storage: invalid config")
+)
+
+// DuplicateError is the error an Append of an already committed message
+// gets. errors.Is(err, ErrDuplicate) holds for it.
+type DuplicateError struct {
+	Original Dup
+}
+
+// Error implements error.
+func (e *DuplicateError) Error() string {
+	return fmt.Sprintf("%v: first stored for recipient %d at seq %d",
+		ErrDuplicate, e.Original.Recipient, e.Original.Seq)
+}
+
+// Unwrap makes errors.Is(err, ErrDuplicate) true.
+func (e *DuplicateError) Unwrap() error { return ErrDuplicate }

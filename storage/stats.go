@@ -1,0 +1,64 @@
+package storage
+
+import "sync/atomic"
+
+// Stats is a snapshot of a store's counters, for metrics. Counters only
+// grow; gauges are marked.
+type Stats struct {
+	Appends          uint64 // entries committed
+	AppendedBytes    uint64 // value bytes committed
+	Commits          uint64 // group commits that succeeded
+	CommitErrors     uint64 // group commits that failed
+	BatchedOps       uint64 // ops in successful commits; BatchedOps/Commits is the mean batch
+	MaxBatchOps      uint64 // gauge: the largest batch so far
+	Acks             uint64 // acks committed (including no-op ones)
+	Deleted          uint64 // entries deleted by acks
+	Receipts         uint64 // receipts handed back by acks
+	ReadEntries      uint64 // entries returned by Read
+	ExpiredSkipped   uint64 // expired entries skipped by Read; one entry may count more than once
+	ExpiredDeleted   uint64 // expired entries deleted by housekeeping or by a full mailbox; each once
+	Duplicates       uint64 // appends refused with ErrDuplicate
+	RefusedFull      uint64 // appends refused with ErrMailboxFull
+	RefusedStoreFull uint64 // appends refused with ErrStoreFull
+	RefusedSeqOrder  uint64 // appends refused with ErrSeqOrder
+	Housekeeps       uint64 // housekeeping rounds completed
+	GCRewrites       uint64 // Badger value-log files rewritten by GC
+	Flattens         uint64 // Badger LSM flattens run to drop tombstones
+	StoredMessages   uint64 // gauge: entries waiting in all mailboxes
+	StoredBytes      uint64 // gauge: value bytes waiting in all mailboxes
+}
+
+// counters backs Stats. Atomic; written by the committer and housekeeping,
+// read by Stats from any goroutine.
+type counters struct {
+	appends, appendedBytes, commits, commitErrors, batchedOps, maxBatchOps atomic.Uint64
+	acks, deleted, receipts, readEntries, expiredSkipped, expiredDeleted    atomic.Uint64
+	duplicates, refusedFull, refusedStoreFull, refusedSeqOrder             atomic.Uint64
+	housekeeps, gcRewrites, flattens, storedMessages, storedBytes          atomic.Uint64
+}
+
+func (c *counters) snapshot() Stats {
+	return Stats{
+		Appends:          c.appends.Load(),
+		AppendedBytes:    c.appendedBytes.Load(),
+		Commits:          c.commits.Load(),
+		CommitErrors:     c.commitErrors.Load(),
+		BatchedOps:       c.batchedOps.Load(),
+		MaxBatchOps:      c.maxBatchOps.Load(),
+		Acks:             c.acks.Load(),
+		Deleted:          c.deleted.Load(),
+		Receipts:         c.receipts.Load(),
+		ReadEntries:      c.readEntries.Load(),
+		ExpiredSkipped:   c.expiredSkipped.Load(),
+		ExpiredDeleted:   c.expiredDeleted.Load(),
+		Duplicates:       c.duplicates.Load(),
+		RefusedFull:      c.refusedFull.Load(),
+		RefusedStoreFull: c.refusedStoreFull.Load(),
+		RefusedSeqOrder:  c.refusedSeqOrder.Load(),
+		Housekeeps:       c.housekeeps.Load(),
+		GCRewrites:       c.gcRewrites.Load(),
+		Flattens:         c.flattens.Load(),
+		StoredMessages:   c.storedMessages.Load(),
+		StoredBytes:      c.storedBytes.Load(),
+	}
+}

@@ -1,0 +1,167 @@
+package storage
+
+// Store is what delivery needs from durable storage: per-recipient mailboxes
+// (append, read, cumulative ack), the high-water mark that keeps sequences
+// from going backwards, duplicate detection for retried sends, and group
+// membership. Both implementations, NewMemory and Open (Badger), pass the
+// conformance suite in storage/storagetest.
+//
+// Every method may be called from any goroutine. Write methods (Append, Ack,
+// and the group mutations) go through one committer goroutine that packs many
+// of them into one transaction; see the package comment for the durability
+// promise of each method.
+type Store interface {
+	// LastSeq returns the recipient's durable high-water mark: the highest
+	// seq ever committed for it, 0 if none. It never goes backwards, also
+	// after the mailbox was drained and the store reopened. It reflects
+	// committed appends only, so the owning worker calls it on first touch,
+	// before it has appends in flight for the recipient.
+	LastSeq(recipient uint64) (uint64, error)
+
+	// Append queues e for the next group commit and returns without waiting
+	// for the disk. done is called exactly once: with nil after the commit
+	// holding e is on disk, or with an error (never both). done runs on the
+	// committer goroutine and must not block; it may also run before Append
+	// returns, on the caller's goroutine, when e is refused without reaching
+	// the committer (ErrClosed, ErrInvalidEntry). Append blocks only while the
+	// commit queue (Config.QueueLen) is full.
+	//
+	// e.Seq must be greater than the recipient's high-water mark, including
+	// appends queued before it (ErrSeqOrder otherwise); gaps are allowed.
+	// Appends are applied in the order they were queued. e.Value is not
+	// retained after done is called. A zero e.Time is replaced by the store's
+	// clock.
+	Append(e Entry, done func(error))
+
+	// Ack deletes, through the group commit, every entry of recipient with
+	// seq <= upto, and calls done after the deletion is on disk with the
+	// receipts for the deleted message entries, in seq order. done has the
+	// same rules as for Append. Acks at or below the floor (already deleted)
+	// succeed with an empty result; upto above the high-water mark fails with
+	// ErrAckAhead and deletes nothing.
+	Ack(recipient, upto uint64, done func(AckResult, error))
+
+	// Read appends to dst the recipient's committed entries with seq >= from,
+	// in seq order: at most maxEntries (> 0) and, when maxBytes > 0, no more
+	// value bytes than maxBytes, except that one entry is always returned if
+	// any is available. Expired entries are skipped and counted. next is the
+	// from to pass to read the following page. The Value of each returned
+	// entry points into one buffer allocated by this call, which the caller
+	// owns.
+	Read(recipient, from uint64, maxEntries, maxBytes int, dst []Entry) (entries []Entry, next uint64, err error)
+
+	// Lookup reports whether a message entry from sender with msgID was
+	// committed for recipient within the dedupe window, and returns where it
+	// went so a retried send can be acknowledged again. It sees committed
+	// appends only; Append itself refuses an in-flight duplicate.
+	Lookup(sender, msgID, recipient uint64) (Dup, bool, error)
+
+	// CreateGroup durably creates group with owner as its only member, in
+	// RoleOwner. It fails with ErrGroupExists if the group exists.
+	CreateGroup(group, owner uint64) error
+	// AddMember durably adds member to group with role, or changes the role
+	// of an existing member. It fails with ErrNoGroup or ErrGroupFull.
+	AddMember(group, member uint64, role Role) error
+	// RemoveMember durably removes member from group. It fails with
+	// ErrNoGroup or ErrNotMember. A group keeps existing with no members.
+	RemoveMember(group, member uint64) error
+	// DeleteGroup durably removes group and all its memberships. It fails
+	// with ErrNoGroup.
+	DeleteGroup(group uint64) error
+	// Members returns the committed members of group in member order.
+	Members(group uint64) ([]Member, error)
+	// Role returns member's committed role in group, or ErrNotMember.
+	Role(group, member uint64) (Role, error)
+	// Groups returns the groups member belongs to, in group order.
+	Groups(member uint64) ([]uint64, error)
+
+	// Stats returns a snapshot of the counters.
+	Stats() Stats
+
+	// Close stops accepting writes, commits everything already queued and
+	// calls its callbacks, stops housekeeping and closes the database.
+	// Later calls to write methods fail with ErrClosed. Close is idempotent.
+	Close() error
+}
+
+// Kind says what an entry holds. The store does not interpret it except
+// that KindMessage entries are deduplicated and produce receipts on ack.
+type Kind uint8
+
+// Entry kinds. Delivery may define more values; the store treats any value
+// other than KindMessage like KindReceipt.
+const (
+	KindMessage    Kind = 1 // a message from Sender; deduplicated, acked with a receipt
+	KindReceipt    Kind = 2 // a "delivered" receipt for the recipient
+	KindGroupEvent Kind = 3 // a membership change of a group the recipient is in
+)
+
+// Entry is one item in a recipient's mailbox.
+type Entry struct {
+	Recipient uint64
+	Seq       uint64 // assigned by the recipient's worker; > high-water mark
+	Kind      Kind
+	Sender    uint64
+	MsgID     uint64 // sender-chosen id; with Sender and Recipient, the dedupe key
+	Time      int64  // server time, unix milliseconds; 0 means "now"
+	Value     []byte // the encoded record; opaque to the store
+}
+
+// Receipt names one deleted message entry so that delivery can tell its
+// sender it was delivered.
+type Receipt struct {
+	Sender uint64
+	MsgID  uint64
+	Seq    uint64
+}
+
+// AckResult is what a committed Ack deleted.
+type AckResult struct {
+	Deleted  int       // entries deleted, of every kind
+	Floor    uint64    // every seq <= Floor is now deleted
+	Receipts []Receipt // one per deleted KindMessage entry, in seq order; owned by the callee
+}
+
+// Dup is where a message entry went when it was first committed.
+type Dup struct {
+	Recipient uint64
+	Seq       uint64
+	Time      int64 // unix milliseconds, as committed
+}
+
+// Role is a member's role in a group.
+type Role uint8
+
+// Group roles, in increasing order of rights.
+const (
+	RoleMember Role = 1
+	RoleAdmin  Role = 2
+	RoleOwner  Role = 3
+)
+
+// Member is one membership of a group.
+type Member struct {
+	ID   uint64
+	Role Role
+}
+
+// AppendWait appends e and waits for its commit. It is the blocking
+// convenience wrapper over Store.Append, for tests and tools; a worker with
+// many appends in flight should use Append.
+func AppendWait(s Store, e Entry) error {
+	ch := make(chan error, 1) // one send by done
+	s.Append(e, func(err error) { ch <- err })
+	return <-ch
+}
+
+// AckWait acks and waits for the commit; see Store.Ack.
+func AckWait(s Store, recipient, upto uint64) (AckResult, error) {
+	type result struct {
+		res AckResult
+		err error
+	}
+	ch := make(chan result, 1) // one send by done
+	s.Ack(recipient, upto, func(res AckResult, err error) { ch <- result{res, err} })
+	r := <-ch
+	return r.res, r.err
+}
