@@ -34,16 +34,16 @@ type Client struct {
 	ended  chan struct{} // closed by the read loop when it ends, after cause is set
 	cause  error         // why reading stopped; written once before ended is closed
 
-	nextID atomic.Uint64 // the next msg id Send and Group use
-	seq    atomic.Uint64 // the highest seq Recv returned
-	acked  atomic.Uint64 // the highest seq acknowledged (at login or with ACK)
+	// Atomic; shared by the callers and the read loop.
+	nextID   atomic.Uint64 // the next msg id Send and Group use
+	seq      atomic.Uint64 // the highest seq Recv returned
+	acked    atomic.Uint64 // the highest seq acknowledged (at login or with ACK)
+	errShown atomic.Bool   // Recv returned the server's *Error once
 
-	closeOnce sync.Once
+	closeOnce sync.Once // runs Close's first call
 
-	errShown atomic.Bool // Recv returned the server's *Error once
-
-	mu   sync.Mutex // guards wbuf and writes to conn
-	wbuf []byte
+	mu   sync.Mutex // serialises writes to conn
+	wbuf []byte     // guarded by mu
 }
 
 // ClientOptions configures Dial. The zero value logs in with an empty token
@@ -352,6 +352,9 @@ func (c *Client) stopped() error {
 	select {
 	case <-c.done:
 		return ErrClosed
+	default:
+	}
+	select {
 	case <-c.ended:
 		if c.cause == ErrClosed {
 			return ErrClosed
@@ -429,7 +432,8 @@ func (c *Client) WriteRaw(b []byte) error {
 	return c.write("raw bytes", func(dst []byte) []byte { return append(dst, b...) })
 }
 
-// write appends a frame (named what, for errors) with appendFn and writes it under mu.
+// write appends a frame (named what, for errors) with appendFn and writes it
+// under mu. A failed write closes the connection.
 func (c *Client) write(what string, appendFn func([]byte) []byte) error {
 	if err := c.stopped(); err != nil {
 		return err
@@ -444,6 +448,9 @@ func (c *Client) write(what string, appendFn func([]byte) []byte) error {
 		if err := c.stopped(); err != nil {
 			return err
 		}
+		// Part of the frame may have gone out: nothing written after it
+		// could be parsed, so the connection ends here.
+		c.conn.Close()
 		return fmt.Errorf("protocol: client write %s: %w", what, err)
 	}
 	return nil

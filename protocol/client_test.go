@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -452,5 +453,23 @@ func TestClientKeepalive(t *testing.T) {
 	fc.frame(TypePing)
 	if d := time.Since(start); d < 500*time.Millisecond {
 		t.Fatalf("PING after %v, want about 1s", d)
+	}
+}
+
+// TestClientWriteTimeout fills the socket of a server that stops reading: a
+// write fails after WriteTimeout and ends the connection.
+func TestClientWriteTimeout(t *testing.T) {
+	s := newFakeServer(t)
+	c, _ := s.login(ClientOptions{WriteTimeout: 20 * time.Millisecond}, testWelcome)
+	body := make([]byte, MaxBody)
+	var err error
+	for i := 0; i < 4096 && err == nil; i++ { // 256 MiB: far more than socket buffers hold
+		_, err = c.Send(1, body)
+	}
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Send to a server that does not read = %v, want a deadline error", err)
+	}
+	if _, err := c.Recv(testCtx(t)); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Recv after a failed write = %v, want ErrClosed", err)
 	}
 }
