@@ -1,0 +1,92 @@
+package main
+
+import (
+	"net/http"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"switchboard/delivery"
+	"switchboard/gateway"
+	"switchboard/protocol"
+	"switchboard/storage"
+)
+
+// metricsHandler exposes the counters of every component, and the process's
+// own (RSS, CPU, descriptors), in Prometheus' format. No per-user labels.
+func metricsHandler(srv *gateway.Server, r *delivery.Router, st storage.Store) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector())
+
+	counter := func(name, help string, v *atomic.Uint64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+			func() float64 { return float64(v.Load()) }))
+	}
+	gs := srv.Stats()
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "switchboard_connections", Help: "Open client connections."},
+		func() float64 { return float64(srv.Conns()) }))
+	counter("switchboard_connections_accepted_total", "Connections opened.", &gs.Accepted)
+	counter("switchboard_connections_refused_total", "Connections refused at the cap or while stopping.", &gs.Refused)
+	counter("switchboard_logins_total", "Successful logins.", &gs.Logins)
+	counter("switchboard_frames_in_total", "Frames received.", &gs.FramesIn)
+	counter("switchboard_frames_out_total", "Frames sent.", &gs.FramesOut)
+	counter("switchboard_bytes_out_total", "Bytes written to connections.", &gs.BytesOut)
+	counter("switchboard_panics_total", "Panics while handling one connection.", &gs.Panics)
+	closes := prometheus.NewDesc("switchboard_closes_total", "Connections closed, by reason.", []string{"reason"}, nil)
+	reg.MustRegister(collectorFunc{desc: closes, collect: func(ch chan<- prometheus.Metric) {
+		for code := range gs.Closes {
+			n := gs.Closes[code].Load()
+			if n == 0 {
+				continue
+			}
+			reason := "peer"
+			if code > 0 {
+				reason = protocol.Code(code).String()
+			}
+			ch <- prometheus.MustNewConstMetric(closes, prometheus.CounterValue, float64(n), reason)
+		}
+	}})
+
+	rs := r.Stats()
+	counter("switchboard_sends_total", "SEND requests taken by the router.", &rs.Sends)
+	counter("switchboard_accepted_total", "Sends made durable and acknowledged.", &rs.Accepted)
+	counter("switchboard_duplicates_total", "Retried sends acknowledged without a second copy.", &rs.Duplicates)
+	counter("switchboard_refused_total", "Sends refused after storage failed or a mailbox was full.", &rs.Refused)
+	counter("switchboard_busy_total", "Requests refused because a routing queue was full.", &rs.Busy)
+	counter("switchboard_delivered_live_total", "Entries pushed as soon as they were committed.", &rs.DeliveredLive)
+	counter("switchboard_delivered_stored_total", "Entries pushed from storage (backlog, window refill).", &rs.DeliveredStored)
+	counter("switchboard_acks_total", "Cumulative acknowledgements applied.", &rs.Acks)
+	counter("switchboard_receipts_total", "Receipt entries stored.", &rs.Receipts)
+	counter("switchboard_receipts_dropped_total", "Receipts lost to a full routing queue.", &rs.ReceiptsDropped)
+	counter("switchboard_signals_dropped_total", "Signals for offline users or behind a full queue.", &rs.SignalsDropped)
+	counter("switchboard_slow_consumers_total", "Connections closed because their window stayed full.", &rs.SlowConsumers)
+	counter("switchboard_storage_errors_total", "Storage reads and commits that failed.", &rs.StorageErrors)
+
+	storeStat := func(name, help string, kind prometheus.ValueType, get func(storage.Stats) uint64) {
+		desc := prometheus.NewDesc(name, help, nil, nil)
+		reg.MustRegister(collectorFunc{desc: desc, collect: func(ch chan<- prometheus.Metric) {
+			ch <- prometheus.MustNewConstMetric(desc, kind, float64(get(st.Stats())))
+		}})
+	}
+	storeStat("switchboard_store_commits_total", "Group commits.", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.Commits })
+	storeStat("switchboard_store_commit_errors_total", "Failed group commits.", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.CommitErrors })
+	storeStat("switchboard_store_appends_total", "Entries committed.", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.Appends })
+	storeStat("switchboard_store_expired_total", "Entries expired before delivery.", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.ExpiredDeleted })
+	storeStat("switchboard_store_mailbox_full_total", "Appends refused by a full mailbox.", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.RefusedFull })
+	storeStat("switchboard_store_messages", "Entries waiting in all mailboxes.", prometheus.GaugeValue, func(s storage.Stats) uint64 { return s.StoredMessages })
+	storeStat("switchboard_store_bytes", "Value bytes waiting in all mailboxes.", prometheus.GaugeValue, func(s storage.Stats) uint64 { return s.StoredBytes })
+
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+}
+
+// collectorFunc is a prometheus.Collector of one description.
+type collectorFunc struct {
+	desc    *prometheus.Desc
+	collect func(chan<- prometheus.Metric)
+}
+
+func (c collectorFunc) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c collectorFunc) Collect(ch chan<- prometheus.Metric) { c.collect(ch) }

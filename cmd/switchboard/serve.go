@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"switchboard/delivery"
+	"switchboard/gateway"
+	"switchboard/storage"
+)
+
+func serve(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	var (
+		listen   = fs.String("listen", "127.0.0.1:7070", "TCP address to listen on, host:port")
+		data     = fs.String("data", "data", "data folder: the mailboxes (Badger) and the token keys, created on first run")
+		metrics  = fs.String("metrics", "127.0.0.1:9070", "address of the Prometheus /metrics endpoint; empty: none")
+		loops    = fs.Int("loops", 0, "event loops; 0: one per core")
+		shards   = fs.Int("shards", 0, "routing workers; 0: two per core")
+		maxConns = fs.Int("max-conns", 0, "connection cap; 0: the open-file limit minus a reserve for storage")
+		outCap   = fs.Int("outbound-cap", 0, "per-connection unsent bytes before a slow reader is closed; 0: 256 KiB")
+		window   = fs.Int("window", 0, "mailbox entries sent and not yet acknowledged per connection; 0: 256")
+		ttl      = fs.Duration("ttl", 0, "how long a message waits for its recipient; 0: 30 days")
+		logLevel = fs.String("log", "info", "log level: debug, info, warn, error")
+	)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("-log: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	keys, _, err := loadKeys(*data, true)
+	if err != nil {
+		return err
+	}
+	store, err := storage.Open(storage.Config{Dir: filepath.Join(*data, "mailboxes"), Logger: log, MessageTTL: *ttl})
+	if err != nil {
+		return err
+	}
+	router, err := delivery.New(delivery.Config{Shards: *shards, Window: *window, Logger: log}, store)
+	if err != nil {
+		store.Close()
+		return err
+	}
+	srv, err := gateway.New(gateway.Config{
+		Addr: *listen, Loops: *loops, Keys: keys, MaxConns: *maxConns, OutboundCap: *outCap, Logger: log,
+	}, router)
+	if err != nil {
+		store.Close()
+		return err
+	}
+	router.Start()
+
+	if *metrics != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", metricsHandler(srv, router, store))
+		hs := &http.Server{Addr: *metrics, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := hs.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics endpoint failed", "addr", *metrics, "err", err)
+			}
+		}()
+		defer hs.Close()
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	runErr := make(chan error, 1)
+	go func() { runErr <- srv.Run() }()
+	go func() {
+		if addr, err := srv.Addr(ctx); err == nil {
+			log.Info("switchboard serving", "addr", addr.String(), "data", *data, "metrics", *metrics)
+		}
+	}()
+
+	select {
+	case err := <-runErr:
+		store.Close()
+		if err == nil {
+			err = errors.New("the network engine stopped on its own")
+		}
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("stopping: telling clients to reconnect later")
+	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Error("shutdown", "err", err)
+	}
+	<-runErr
+	if err := store.Close(); err != nil {
+		return fmt.Errorf("closing storage: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}

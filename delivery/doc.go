@@ -1,0 +1,38 @@
+// Package delivery routes messages: it owns sequence assignment, the path
+// from a send to durable storage and on to the recipient, receipts, and the
+// registry of online connections.
+//
+// # The path of a message
+//
+//	gateway loop ──Send──▶ shard(recipient)          one goroutine per shard
+//	                        │ seq = last+1
+//	                        ▼
+//	                       storage.Append ──▶ group commit (fsync)
+//	                        │ done, on the committer goroutine
+//	                        ▼
+//	                       shard(recipient).done     (channel, bounded by in-flight appends)
+//	                        ├──▶ ACCEPT to the sender's connection
+//	                        └──▶ the entry to the recipient's connection, if
+//	                             online, caught up and inside its window
+//
+// A recipient's ACK goes to its shard, which deletes through storage.Ack and
+// then hands one receipt request per run of message ids to each sender's
+// shard, where the receipt becomes an entry of the sender's mailbox.
+//
+// # Rules
+//
+// One shard goroutine owns each user (by hash of the user id): only it
+// assigns that user's seqs, reads its mailbox and pushes its entries, so
+// entries reach a connection in seq order. Methods called by the gateway's
+// event loops (Login, Send, Ack, …) never block: they hand a request to the
+// shard's bounded queue and report false when it is full. A shard blocks only
+// on storage (reads, and Append while the commit queue is full), never on a
+// connection: Conn.Push queues and returns.
+//
+// Every user's entries flow to its connection through a window: at most
+// Config.Window entries (and Config.WindowBytes bytes) pushed and not yet
+// acknowledged. Entries beyond the window wait in storage and are read in
+// pages as acknowledgements arrive, so neither a backlog nor a slow reader
+// grows memory. A connection whose window stays full for Config.SlowAfter is
+// closed as a slow consumer.
+package delivery

@@ -1,0 +1,247 @@
+package delivery
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"switchboard/protocol"
+	"switchboard/storage"
+)
+
+// Config configures a Router. The zero value of each field selects its default.
+type Config struct {
+	// Shards is the number of routing goroutines. Default: 2 × GOMAXPROCS,
+	// so one shard waiting on a storage read leaves the others busy.
+	Shards int
+	// QueueLen bounds each shard's request queue. A full queue refuses the
+	// request (the sender gets REFUSE RETRY_LATER). Default 4096: about a
+	// tenth of a second of a busy shard's work.
+	QueueLen int
+	// MaxInFlight bounds the appends and acks a shard has handed to storage
+	// and not yet seen completed; at the bound the shard stops taking requests
+	// until completions arrive. Default 8192: several group commits' worth,
+	// so storage always has a full batch to commit.
+	MaxInFlight int
+	// Window is the most entries pushed to a connection and not yet
+	// acknowledged. Default 256: a phone acks well before that, and 256
+	// small messages fill a mobile link for a second or more.
+	Window int
+	// PageBytes bounds the value bytes of one storage read when draining a
+	// backlog. Default 128 KiB, half the default outbound cap of a connection.
+	PageBytes int
+	// SlowAfter is how long a connection's window may stay full before it is
+	// closed as a slow consumer. Default 30 s: a full window of small
+	// messages crosses even a poor mobile link in a few seconds.
+	SlowAfter time.Duration
+	// Logger receives the router's logs. Default: slog.Default().
+	Logger *slog.Logger
+	// Now is the clock. Default: time.Now.
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() {
+	if c.Shards == 0 {
+		c.Shards = 2 * runtime.GOMAXPROCS(0)
+	}
+	if c.QueueLen == 0 {
+		c.QueueLen = 4096
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = 8192
+	}
+	if c.Window == 0 {
+		c.Window = 256
+	}
+	if c.PageBytes == 0 {
+		c.PageBytes = 128 << 10
+	}
+	if c.SlowAfter == 0 {
+		c.SlowAfter = 30 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// validate reports every invalid field at once.
+func (c *Config) validate() error {
+	var errs []error
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf("delivery: "+format, args...))
+		}
+	}
+	check(c.Shards > 0, "Shards %d must be positive", c.Shards)
+	check(c.QueueLen > 0, "QueueLen %d must be positive", c.QueueLen)
+	check(c.MaxInFlight > 0, "MaxInFlight %d must be positive", c.MaxInFlight)
+	check(c.Window > 0, "Window %d must be positive", c.Window)
+	check(c.PageBytes > 0, "PageBytes %d must be positive", c.PageBytes)
+	check(c.SlowAfter > 0, "SlowAfter %v must be positive", c.SlowAfter)
+	return errors.Join(errs...)
+}
+
+// Router routes messages between users through storage. Its methods that
+// take requests (Login, Send, Ack, …) may be called from any goroutine and
+// never block.
+type Router struct {
+	// Immutable after construction.
+	cfg    Config
+	store  storage.Store
+	shards []*shard
+
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+
+	stats Stats
+}
+
+// Stats are the router's counters. Every field is atomic.
+type Stats struct {
+	Sends           atomic.Uint64 // SEND requests taken
+	Accepted        atomic.Uint64 // sends made durable and acknowledged
+	Duplicates      atomic.Uint64 // retried sends acknowledged without a second copy
+	Refused         atomic.Uint64 // sends refused after storage failed or a mailbox was full
+	Busy            atomic.Uint64 // requests refused because a shard queue was full
+	DeliveredLive   atomic.Uint64 // entries pushed as soon as they were committed
+	DeliveredStored atomic.Uint64 // entries pushed from a storage read (backlog, window refill)
+	Acks            atomic.Uint64 // ACKs applied
+	Receipts        atomic.Uint64 // receipt entries stored
+	ReceiptsDropped atomic.Uint64 // receipts lost because the sender's shard queue was full
+	SignalsDropped  atomic.Uint64 // signals for users offline or behind a full queue
+	SlowConsumers   atomic.Uint64 // connections closed because their window stayed full
+	Replaced        atomic.Uint64 // connections closed by a newer login of their user
+	StorageErrors   atomic.Uint64 // storage reads and commits that failed
+}
+
+// New returns a Router over store. Start it with Start.
+func New(cfg Config, store storage.Store) (*Router, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	r := &Router{cfg: cfg, store: store}
+	r.shards = make([]*shard, cfg.Shards)
+	for i := range r.shards {
+		r.shards[i] = newShard(r, i)
+	}
+	return r, nil
+}
+
+// Start starts the shard goroutines.
+func (r *Router) Start() {
+	for _, s := range r.shards {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			s.run()
+		}()
+	}
+}
+
+// Stop stops taking requests, waits until every append and ack handed to
+// storage has completed (so their ACCEPTs are queued), and stops the shards.
+// Requests still queued are dropped: none of them was acknowledged, and
+// clients retry them. Stop does not close the store.
+func (r *Router) Stop() {
+	r.stopOnce.Do(func() {
+		for _, s := range r.shards {
+			close(s.stop)
+		}
+	})
+	r.wg.Wait()
+}
+
+// Stats returns the router's counters.
+func (r *Router) Stats() *Stats { return &r.stats }
+
+// Window returns the flow window, for the WELCOME frame.
+func (r *Router) Window() int { return r.cfg.Window }
+
+// shardFor returns the shard that owns user.
+func (r *Router) shardFor(user uint64) *shard {
+	// Fibonacci hashing spreads sequential ids over the shards.
+	h := (user * 0x9E3779B97F4A7C15) >> 32
+	return r.shards[h%uint64(len(r.shards))]
+}
+
+func (r *Router) submit(user uint64, q request) bool {
+	select {
+	case r.shardFor(user).in <- q:
+		return true
+	default:
+		r.stats.Busy.Add(1)
+		return false
+	}
+}
+
+// Login registers c as user's connection, replacing (and closing) any
+// other, applies ack as a cumulative acknowledgement, pushes OutWelcome and
+// then the backlog after ack. It returns false if the shard is too busy: the
+// caller closes c and the client reconnects.
+func (r *Router) Login(c Conn, user, ack uint64) bool {
+	return r.submit(user, request{kind: reqLogin, conn: c, user: user, seq: ack})
+}
+
+// Logout forgets c as user's connection. It is best effort: if the queue is
+// full the shard still learns it from the next Push that fails.
+func (r *Router) Logout(c Conn, user uint64) {
+	r.submit(user, request{kind: reqLogout, conn: c, user: user})
+}
+
+// Send makes record, a DELIVER record from one sender to user to, durable as
+// the next entry of to's mailbox, then pushes OutAccept(msgID) to c (or
+// OutRefuse) and the entry to to's connection. record must not be modified
+// afterwards. It returns false when to's shard is busy: nothing was taken.
+func (r *Router) Send(c Conn, from, msgID, to uint64, record []byte) bool {
+	ok := r.submit(to, request{kind: reqSend, conn: c, user: to, from: from, msgID: msgID, record: record})
+	if ok {
+		r.stats.Sends.Add(1)
+	}
+	return ok
+}
+
+// Ack acknowledges every entry of user's mailbox through seq, which c has
+// been sent. It returns false when the shard is busy; acks are cumulative, so
+// the caller may simply pass a later one.
+func (r *Router) Ack(c Conn, user, seq uint64) bool {
+	return r.submit(user, request{kind: reqAck, conn: c, user: user, seq: seq})
+}
+
+// Read stores a read receipt in sender's mailbox: reader has read sender's
+// messages msgID through msgID+more. group says they were sent to a group,
+// so the receipt names the reader.
+func (r *Router) Read(reader, sender, msgID, more uint64, group bool) bool {
+	q := request{kind: reqReceipt, user: sender, msgID: msgID, more: more, read: true}
+	if group {
+		q.from = reader
+	}
+	return r.submit(sender, q)
+}
+
+// Signal passes an ephemeral signal from one user to another if it is
+// online; otherwise it is dropped.
+func (r *Router) Signal(from, to uint64, kind uint32) {
+	if !r.submit(to, request{kind: reqSignal, user: to, from: from, msgID: uint64(kind)}) {
+		r.stats.SignalsDropped.Add(1)
+	}
+}
+
+// refusal maps a failed append to the code and retry delay the sender is told.
+func refusal(err error) (protocol.Code, uint32) {
+	switch {
+	case errors.Is(err, storage.ErrMailboxFull):
+		return protocol.CodeMailboxFull, 5000
+	case errors.Is(err, storage.ErrValueTooLarge):
+		return protocol.CodeBodyTooLarge, 0
+	default:
+		return protocol.CodeStorage, 1000
+	}
+}

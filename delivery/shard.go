@@ -1,0 +1,359 @@
+package delivery
+
+import (
+	"errors"
+	"time"
+
+	"switchboard/protocol"
+	"switchboard/storage"
+)
+
+type reqKind uint8
+
+const (
+	reqLogin   reqKind = iota + 1 // conn logs in as user; seq: its LOGIN ack
+	reqLogout                     // conn is gone
+	reqSend                       // from sends record (msgID) to user
+	reqAck                        // user acks through seq on conn
+	reqReceipt                    // a receipt for user's messages msgID..msgID+more; from: by (group)
+	reqSignal                     // from signals user; msgID: kind
+)
+
+// request is one unit of work for a shard.
+type request struct {
+	kind   reqKind
+	read   bool // reqReceipt: a read receipt (else delivered)
+	conn   Conn
+	user   uint64 // the user the shard owns that this request is about
+	from   uint64
+	msgID  uint64
+	more   uint64
+	seq    uint64
+	record []byte
+}
+
+type doneKind uint8
+
+const (
+	doneAppend doneKind = iota + 1
+	doneAck
+)
+
+// completion reports a storage operation back to the shard that started it.
+type completion struct {
+	kind   doneKind
+	user   uint64
+	seq    uint64 // doneAppend: the entry's seq
+	conn   Conn   // doneAppend: the sender's connection, told ACCEPT or REFUSE
+	msgID  uint64 // doneAppend of a message: the sender's id
+	record []byte
+	err    error
+	ack    storage.AckResult
+}
+
+// user is a shard's state of one user: loaded on first touch, dropped when
+// the user is offline with nothing in flight.
+type user struct {
+	id        uint64
+	last      uint64 // highest seq assigned
+	committed uint64 // highest seq whose append completed (stored or failed)
+	sent      uint64 // every seq <= sent was pushed to conn, or does not exist
+	acked     uint64 // highest seq conn acknowledged
+	inflight  int    // appends and acks handed to storage, not completed
+	conn      Conn   // nil: offline
+	stuck     time.Time
+}
+
+// shard owns the users that hash to it. Everything but the channels is
+// owned by its run goroutine.
+type shard struct {
+	r *Router
+
+	// in carries requests from the gateway and other shards; bounded by
+	// Config.QueueLen; senders never block (submit refuses when full).
+	in chan request
+	// done carries completions from the storage committer; its capacity is
+	// Config.MaxInFlight and the shard never has more in flight, so a send
+	// on it never blocks the committer.
+	done chan completion
+	stop chan struct{}
+
+	users    map[uint64]*user
+	inflight int
+	scratch  []storage.Entry
+}
+
+func newShard(r *Router, _ int) *shard {
+	return &shard{
+		r:     r,
+		in:    make(chan request, r.cfg.QueueLen),
+		done:  make(chan completion, r.cfg.MaxInFlight),
+		stop:  make(chan struct{}),
+		users: make(map[uint64]*user),
+	}
+}
+
+func (s *shard) run() {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	stopping := false
+	for {
+		in := s.in
+		if s.inflight >= s.r.cfg.MaxInFlight || stopping {
+			in = nil // completions first; requests wait in the queue
+		}
+		if stopping && s.inflight == 0 {
+			return
+		}
+		select {
+		case q := <-in:
+			s.handle(q)
+		case c := <-s.done:
+			s.inflight--
+			s.complete(c)
+		case <-tick.C:
+			s.checkSlow()
+		case <-s.stop:
+			stopping, s.stop = true, nil
+		}
+	}
+}
+
+// load returns user id's state, reading its high-water mark on first touch.
+func (s *shard) load(id uint64) (*user, error) {
+	if u, ok := s.users[id]; ok {
+		return u, nil
+	}
+	last, err := s.r.store.LastSeq(id)
+	if err != nil {
+		s.r.stats.StorageErrors.Add(1)
+		return nil, err
+	}
+	u := &user{id: id, last: last, committed: last}
+	s.users[id] = u
+	return u, nil
+}
+
+// forget drops u's state when nothing needs it.
+func (s *shard) forget(u *user) {
+	if u.conn == nil && u.inflight == 0 {
+		delete(s.users, u.id)
+	}
+}
+
+func (s *shard) handle(q request) {
+	u, err := s.load(q.user)
+	if err != nil {
+		s.r.cfg.Logger.Error("delivery: loading user", "user", q.user, "err", err)
+		switch q.kind {
+		case reqSend:
+			q.conn.Push(Outbound{Kind: OutRefuse, MsgID: q.msgID, Code: protocol.CodeStorage, RetryAfter: 1000})
+		case reqLogin:
+			q.conn.Close(protocol.CodeInternal)
+		}
+		return
+	}
+	switch q.kind {
+	case reqLogin:
+		s.login(u, q)
+	case reqLogout:
+		if u.conn == q.conn {
+			u.conn, u.stuck = nil, time.Time{}
+		}
+	case reqSend:
+		s.append(u, storage.KindMessage, q.from, q.msgID, q.record, q.conn)
+	case reqAck:
+		if u.conn == q.conn && q.seq > u.acked && q.seq <= u.sent {
+			s.ack(u, q.seq)
+			s.pump(u)
+		}
+	case reqReceipt:
+		x := protocol.Receipt{MsgID: q.msgID, More: q.more, Read: q.read, By: q.from}
+		s.append(u, storage.KindReceipt, q.from, q.msgID, x.AppendRecord(nil), nil)
+		s.r.stats.Receipts.Add(1)
+	case reqSignal:
+		if u.conn == nil || !u.conn.Push(Outbound{Kind: OutSignal, Peer: q.from, MsgID: q.msgID}) {
+			s.r.stats.SignalsDropped.Add(1)
+		}
+	}
+	s.forget(u)
+}
+
+func (s *shard) login(u *user, q request) {
+	if u.conn != nil && u.conn != q.conn {
+		u.conn.Close(protocol.CodeReplaced)
+		s.r.stats.Replaced.Add(1)
+	}
+	if q.seq > u.last {
+		u.conn = nil
+		q.conn.Close(protocol.CodeBadAck)
+		return
+	}
+	u.conn, u.stuck = q.conn, time.Time{}
+	u.acked, u.sent = q.seq, q.seq
+	if !u.conn.Push(Outbound{Kind: OutWelcome, Seq: u.last}) {
+		u.conn = nil
+		return
+	}
+	if q.seq > 0 {
+		s.ack(u, q.seq)
+	}
+	s.pump(u)
+}
+
+// append hands one entry of u's mailbox to storage with the next seq.
+func (s *shard) append(u *user, kind storage.Kind, from, msgID uint64, record []byte, sender Conn) {
+	u.last++
+	u.inflight++
+	s.inflight++
+	c := completion{kind: doneAppend, user: u.id, seq: u.last, conn: sender, msgID: msgID, record: record}
+	e := storage.Entry{Recipient: u.id, Seq: u.last, Kind: kind, Sender: from, MsgID: msgID, Value: record}
+	s.r.store.Append(e, func(err error) {
+		c.err = err
+		s.done <- c
+	})
+}
+
+// ack hands a cumulative acknowledgement of u's mailbox to storage.
+func (s *shard) ack(u *user, seq uint64) {
+	u.acked, u.stuck = seq, time.Time{}
+	u.inflight++
+	s.inflight++
+	s.r.stats.Acks.Add(1)
+	id := u.id
+	s.r.store.Ack(id, seq, func(res storage.AckResult, err error) {
+		s.done <- completion{kind: doneAck, user: id, ack: res, err: err}
+	})
+}
+
+func (s *shard) complete(c completion) {
+	u := s.users[c.user] // present: inflight > 0 keeps it
+	u.inflight--
+	switch c.kind {
+	case doneAppend:
+		s.appended(u, c)
+	case doneAck:
+		if c.err != nil {
+			s.r.stats.StorageErrors.Add(1)
+			s.r.cfg.Logger.Error("delivery: ack failed", "user", u.id, "err", c.err)
+		} else {
+			s.receipts(c.ack.Receipts)
+		}
+	}
+	s.forget(u)
+}
+
+func (s *shard) appended(u *user, c completion) {
+	u.committed = max(u.committed, c.seq)
+	var dup *storage.DuplicateError
+	switch {
+	case c.err == nil:
+		if c.conn != nil {
+			s.r.stats.Accepted.Add(1)
+			c.conn.Push(Outbound{Kind: OutAccept, MsgID: c.msgID})
+		}
+	case errors.As(c.err, &dup):
+		s.r.stats.Duplicates.Add(1)
+		if c.conn != nil {
+			c.conn.Push(Outbound{Kind: OutAccept, MsgID: c.msgID})
+		}
+	default:
+		s.r.stats.Refused.Add(1)
+		code, retry := refusal(c.err)
+		if !errors.Is(c.err, storage.ErrMailboxFull) {
+			s.r.stats.StorageErrors.Add(1)
+		}
+		if c.conn != nil {
+			c.conn.Push(Outbound{Kind: OutRefuse, MsgID: c.msgID, Code: code, RetryAfter: retry})
+		}
+	}
+	if u.conn == nil {
+		return
+	}
+	if u.sent+1 != c.seq || u.sent-u.acked >= uint64(s.r.cfg.Window) {
+		s.pump(u)
+		return
+	}
+	if c.err != nil {
+		u.sent = c.seq // nothing stored under this seq
+		return
+	}
+	if !u.conn.Push(Outbound{Kind: OutEntry, Seq: c.seq, Record: c.record}) {
+		u.conn = nil
+		return
+	}
+	u.sent = c.seq
+	s.r.stats.DeliveredLive.Add(1)
+	s.markStuck(u)
+}
+
+// pump pushes u's committed entries after u.sent from storage, while the
+// window has room.
+func (s *shard) pump(u *user) {
+	window := uint64(s.r.cfg.Window)
+	for u.conn != nil && u.sent < u.committed && u.sent-u.acked < window {
+		room := int(window - (u.sent - u.acked))
+		entries, _, err := s.r.store.Read(u.id, u.sent+1, room, s.r.cfg.PageBytes, s.scratch[:0])
+		s.scratch = entries[:0]
+		if err != nil {
+			s.r.stats.StorageErrors.Add(1)
+			s.r.cfg.Logger.Error("delivery: reading mailbox", "user", u.id, "err", err)
+			u.conn.Close(protocol.CodeInternal)
+			u.conn = nil
+			return
+		}
+		if len(entries) == 0 {
+			u.sent = u.committed // the rest are gaps: failed, expired or deleted seqs
+			break
+		}
+		for i := range entries {
+			e := &entries[i]
+			if e.Seq > u.committed {
+				break // committed by storage, completion not seen yet: it will push it
+			}
+			if !u.conn.Push(Outbound{Kind: OutEntry, Seq: e.Seq, Record: e.Value}) {
+				u.conn = nil
+				return
+			}
+			u.sent = e.Seq
+			s.r.stats.DeliveredStored.Add(1)
+		}
+		clear(entries)
+	}
+	s.markStuck(u)
+}
+
+// markStuck notes when u's window became full.
+func (s *shard) markStuck(u *user) {
+	if u.sent-u.acked >= uint64(s.r.cfg.Window) && u.stuck.IsZero() {
+		u.stuck = s.r.cfg.Now()
+	}
+}
+
+// checkSlow closes connections whose window stayed full too long.
+func (s *shard) checkSlow() {
+	now := s.r.cfg.Now()
+	for _, u := range s.users {
+		if u.conn != nil && !u.stuck.IsZero() && now.Sub(u.stuck) >= s.r.cfg.SlowAfter {
+			u.conn.Close(protocol.CodeSlowConsumer)
+			u.conn, u.stuck = nil, time.Time{}
+			s.r.stats.SlowConsumers.Add(1)
+		}
+	}
+}
+
+// receipts hands one delivered receipt per run of consecutive message ids of
+// one sender to that sender's shard.
+func (s *shard) receipts(rs []storage.Receipt) {
+	for i := 0; i < len(rs); {
+		j := i + 1
+		for j < len(rs) && rs[j].Sender == rs[i].Sender && rs[j].MsgID == rs[j-1].MsgID+1 {
+			j++
+		}
+		q := request{kind: reqReceipt, user: rs[i].Sender, msgID: rs[i].MsgID, more: uint64(j - i - 1)}
+		if !s.r.submit(rs[i].Sender, q) {
+			s.r.stats.ReceiptsDropped.Add(1)
+		}
+		i = j
+	}
+}

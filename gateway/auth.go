@@ -1,0 +1,104 @@
+package gateway
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// A token proves a user's identity at login. The operator's backend mints it
+// with a shared secret (or `switchboard token` does); the gateway verifies it
+// before it accepts anything else. Its bytes:
+//
+//	+------+----------------+-------------+---------------+---------------+---------+
+//	| 0x01 | key_id varint  | user varint | device varint | expiry varint | mac[16] |
+//	+------+----------------+-------------+---------------+---------------+---------+
+//
+// expiry is Unix seconds; mac is the first 16 bytes of HMAC-SHA256 over
+// everything before it, keyed with the secret named by key_id, so secrets
+// can be rotated: the gateway holds the old and the new key for a while.
+const (
+	tokenVersion = 1
+	macLen       = 16 // 128 bits: forging needs 2^128 guesses, each a connection
+	// SecretLen is the length of a token secret.
+	SecretLen = 32
+)
+
+// Token errors.
+var (
+	// ErrBadToken means a token is malformed, names an unknown key or fails its MAC.
+	ErrBadToken = errors.New("gateway: bad token")
+	// ErrTokenExpired means a token verified but is past its expiry.
+	ErrTokenExpired = errors.New("gateway: token expired")
+)
+
+// Claims are what a token asserts.
+type Claims struct {
+	KeyID  uint32
+	User   uint64
+	Device uint32
+	Expiry time.Time
+}
+
+// Keys maps key ids to secrets. It is immutable once a Server is built.
+type Keys map[uint32][]byte
+
+// NewSecret returns a fresh random secret.
+func NewSecret() ([]byte, error) {
+	b := make([]byte, SecretLen)
+	if _, err := rand.Read(b); err != nil {
+		return nil, fmt.Errorf("gateway: making a secret: %w", err)
+	}
+	return b, nil
+}
+
+// MintToken returns a token for c signed with secret.
+func MintToken(secret []byte, c Claims) []byte {
+	b := []byte{tokenVersion}
+	b = binary.AppendUvarint(b, uint64(c.KeyID))
+	b = binary.AppendUvarint(b, c.User)
+	b = binary.AppendUvarint(b, uint64(c.Device))
+	b = binary.AppendUvarint(b, uint64(c.Expiry.Unix()))
+	return append(b, mac(secret, b)...)
+}
+
+func mac(secret, msg []byte) []byte {
+	h := hmac.New(sha256.New, secret)
+	h.Write(msg)
+	return h.Sum(nil)[:macLen]
+}
+
+// Verify checks token against keys at time now and returns its claims.
+func (k Keys) Verify(token []byte, now time.Time) (Claims, error) {
+	if len(token) < 1+4+macLen || token[0] != tokenVersion {
+		return Claims{}, ErrBadToken
+	}
+	body, sum := token[:len(token)-macLen], token[len(token)-macLen:]
+	var c Claims
+	fields := [4]uint64{}
+	rest := body[1:]
+	for i := range fields {
+		v, n := binary.Uvarint(rest)
+		if n <= 0 {
+			return Claims{}, ErrBadToken
+		}
+		fields[i], rest = v, rest[n:]
+	}
+	if len(rest) != 0 || fields[0] > 1<<32-1 || fields[2] > 1<<32-1 || fields[1] == 0 {
+		return Claims{}, ErrBadToken
+	}
+	secret, ok := k[uint32(fields[0])]
+	if !ok || !hmac.Equal(sum, mac(secret, body)) {
+		return Claims{}, ErrBadToken
+	}
+	c.KeyID, c.User, c.Device = uint32(fields[0]), fields[1], uint32(fields[2])
+	c.Expiry = time.Unix(int64(fields[3]), 0)
+	if !now.Before(c.Expiry) {
+		return c, ErrTokenExpired
+	}
+	return c, nil
+}

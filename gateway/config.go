@@ -1,0 +1,136 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"switchboard/protocol"
+)
+
+// Config configures a Server. The zero value of each field selects its
+// default, except Keys, which is required.
+type Config struct {
+	// Addr is the TCP address to listen on, host:port. Default 127.0.0.1:7070.
+	Addr string
+	// Loops is the number of event loops. Default: GOMAXPROCS, one per core.
+	Loops int
+	// Keys verify login tokens. Required.
+	Keys Keys
+	// MaxConns caps open connections; one more is refused with SERVER_FULL.
+	// Default: the open-file limit minus FDReserve, so accept never meets
+	// EMFILE (which would stop the whole engine).
+	MaxConns int
+	// FDReserve is the file descriptors kept for storage and listeners when
+	// MaxConns is derived. Default 512: Badger holds tens of files, more
+	// while compacting.
+	FDReserve int
+	// HandshakeTimeout is how long a connection may take to send the preface
+	// and a valid LOGIN. Default 10 s: a slow mobile link's TCP and first
+	// round trips, with margin.
+	HandshakeTimeout time.Duration
+	// PartialFrameTimeout is how long a started frame may stay incomplete.
+	// Default 10 s; a half-sent frame pins a read buffer.
+	PartialFrameTimeout time.Duration
+	// PingDefault is the ping interval granted when LOGIN asks for 0.
+	// Default 120 s: NAT mappings on mobile networks outlive it, and a
+	// phone's radio wakes rarely.
+	PingDefault time.Duration
+	// PingMin and PingMax bound the interval a client may ask for.
+	// Defaults 10 s and 600 s.
+	PingMin, PingMax time.Duration
+	// MaxFrame is the largest frame accepted from a client, compressed or
+	// decompressed. Default protocol.MaxFrame.
+	MaxFrame int
+	// MaxBody is the largest message body accepted. Default protocol.MaxBody.
+	MaxBody int
+	// OutboundCap caps a connection's unsent bytes; a connection over it is
+	// closed as a slow consumer (its messages stay in storage). Default
+	// 256 KiB: a full flow window of small messages with room to spare.
+	OutboundCap int
+	// RateLimit is the most frames a connection may send in one second.
+	// Default 1000: far above what a person types, low enough that a flood
+	// from one connection cannot starve a loop.
+	RateLimit int
+	// GoAwayAfter is the reconnect delay told to clients at shutdown.
+	// Default 2 s; clients add their own jitter up to as much again.
+	GoAwayAfter time.Duration
+	// Logger receives the server's logs. Default slog.Default().
+	Logger *slog.Logger
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() {
+	if c.Addr == "" {
+		c.Addr = "127.0.0.1:7070"
+	}
+	if c.Loops == 0 {
+		c.Loops = runtime.GOMAXPROCS(0)
+	}
+	if c.FDReserve == 0 {
+		c.FDReserve = 512
+	}
+	if c.MaxConns == 0 {
+		var lim unix.Rlimit
+		if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err == nil {
+			c.MaxConns = int(lim.Cur) - c.FDReserve
+		}
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.HandshakeTimeout, 10*time.Second)
+	def(&c.PartialFrameTimeout, 10*time.Second)
+	def(&c.PingDefault, 120*time.Second)
+	def(&c.PingMin, 10*time.Second)
+	def(&c.PingMax, 600*time.Second)
+	def(&c.GoAwayAfter, 2*time.Second)
+	if c.MaxFrame == 0 {
+		c.MaxFrame = protocol.MaxFrame
+	}
+	if c.MaxBody == 0 {
+		c.MaxBody = protocol.MaxBody
+	}
+	if c.OutboundCap == 0 {
+		c.OutboundCap = 256 << 10
+	}
+	if c.RateLimit == 0 {
+		c.RateLimit = 1000
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// validate reports every invalid field at once.
+func (c *Config) validate() error {
+	var errs []error
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf("gateway: "+format, args...))
+		}
+	}
+	check(len(c.Keys) > 0, "Keys: at least one token key is required")
+	check(c.Loops > 0, "Loops %d must be positive", c.Loops)
+	check(c.MaxConns > 0, "MaxConns %d must be positive (open-file limit too low for FDReserve %d?)", c.MaxConns, c.FDReserve)
+	check(c.HandshakeTimeout >= time.Second, "HandshakeTimeout %v must be at least 1s", c.HandshakeTimeout)
+	check(c.PartialFrameTimeout >= time.Second, "PartialFrameTimeout %v must be at least 1s", c.PartialFrameTimeout)
+	check(c.PingMin >= time.Second && c.PingMin <= c.PingDefault && c.PingDefault <= c.PingMax,
+		"ping intervals must satisfy 1s <= PingMin (%v) <= PingDefault (%v) <= PingMax (%v)", c.PingMin, c.PingDefault, c.PingMax)
+	check(c.PingMax <= 3600*time.Second, "PingMax %v must be at most 1h", c.PingMax)
+	check(c.MaxFrame >= 64 && c.MaxFrame <= protocol.MaxServerFrame, "MaxFrame %d must be in [64, %d]", c.MaxFrame, protocol.MaxServerFrame)
+	check(c.MaxBody > 0 && c.MaxBody < c.MaxFrame, "MaxBody %d must be positive and below MaxFrame %d", c.MaxBody, c.MaxFrame)
+	check(c.OutboundCap >= 4096, "OutboundCap %d must be at least 4096", c.OutboundCap)
+	check(c.RateLimit > 0, "RateLimit %d must be positive", c.RateLimit)
+	return errors.Join(errs...)
+}

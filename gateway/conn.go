@@ -1,0 +1,136 @@
+package gateway
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"switchboard/delivery"
+	"switchboard/protocol"
+)
+
+// Connection states, in order.
+const (
+	statePreface uint8 = iota // waiting for the four-byte preface
+	stateLogin                // waiting for LOGIN
+	stateJoining              // LOGIN verified, waiting for the router's welcome
+	stateReady                // logged in
+)
+
+// conn is one client connection: the gnet connection's context. It
+// implements delivery.Conn. It holds no buffers while idle.
+type conn struct {
+	// Immutable after construction.
+	gc   gnet.Conn
+	loop *loop
+
+	// Owned by the event loop.
+	state        uint8
+	user         uint64 // set at login
+	ping         uint16 // granted ping interval, seconds
+	opened       uint32 // loop second it opened
+	lastRecv     uint32 // loop second a byte last arrived
+	partialSince uint32 // loop second an incomplete frame was first seen; 0: none
+	rateSec      uint32 // loop second rateCount counts
+	rateCount    uint32
+	due          uint32 // wheel: second of the next check
+	prev, next   *conn  // wheel: slot list links
+	inWheel      bool
+	delivered    uint64 // highest seq written to the connection
+	acked        uint64 // highest seq acked by the client
+	ackPending   bool   // acked was not yet taken by the router (shard busy)
+	closeCode    protocol.Code
+
+	// Atomic; shared with workers.
+	outBuffered atomic.Int32 // gnet's unsent bytes, as of the loop's last write
+
+	// Guarded by mu; shared with workers.
+	mu      sync.Mutex
+	queue   []delivery.Outbound // bounded by the outbound cap
+	queued  int                 // bytes charged for queue
+	closing protocol.Code       // a close was requested with this code
+	closed  bool                // the loop closed the connection
+	woken   bool                // a Wake is pending for queue or closing
+}
+
+// Push implements delivery.Conn. It may be called from any goroutine.
+func (c *conn) Push(o delivery.Outbound) bool {
+	size := o.Size()
+	c.mu.Lock()
+	if c.closed || c.closing != 0 {
+		c.mu.Unlock()
+		return false
+	}
+	if c.queued+size+int(c.outBuffered.Load()) > c.loop.srv.cfg.OutboundCap {
+		c.closing = protocol.CodeSlowConsumer
+		wake := c.wakeLocked()
+		c.mu.Unlock()
+		if wake {
+			c.wake()
+		}
+		return false
+	}
+	c.queue = append(c.queue, o)
+	c.queued += size
+	wake := c.wakeLocked()
+	c.mu.Unlock()
+	if wake {
+		c.wake()
+	}
+	return true
+}
+
+// Close implements delivery.Conn: the loop writes what is queued, then an
+// ERROR with code, then closes.
+func (c *conn) Close(code protocol.Code) {
+	c.mu.Lock()
+	if c.closed || c.closing != 0 {
+		c.mu.Unlock()
+		return
+	}
+	c.closing = code
+	wake := c.wakeLocked()
+	c.mu.Unlock()
+	if wake {
+		c.wake()
+	}
+}
+
+// wakeLocked reports whether the caller must wake the loop: only the first
+// push since the loop last drained the queue does.
+func (c *conn) wakeLocked() bool {
+	if c.woken {
+		return false
+	}
+	c.woken = true
+	return true
+}
+
+func (c *conn) wake() {
+	if err := c.gc.Wake(nil); err != nil {
+		// The engine is stopping; the connection goes with it.
+		c.loop.srv.stats.WakeErrors.Add(1)
+	}
+}
+
+// take moves the queued items into dst and returns them with the close code
+// requested, if any. Loop-only.
+func (c *conn) take(dst []delivery.Outbound) ([]delivery.Outbound, protocol.Code) {
+	c.mu.Lock()
+	dst = append(dst, c.queue...)
+	c.queue = nil // an idle connection holds no buffers
+	c.queued = 0
+	c.woken = false
+	code := c.closing
+	c.mu.Unlock()
+	return dst, code
+}
+
+// markClosed makes later pushes fail and drops what is queued. Loop-only.
+func (c *conn) markClosed() {
+	c.mu.Lock()
+	c.closed = true
+	c.queue, c.queued = nil, 0
+	c.mu.Unlock()
+}

@@ -1,0 +1,448 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"switchboard/delivery"
+	"switchboard/protocol"
+)
+
+// maxBatchRecords bounds the record bytes packed into one BATCH, well under
+// protocol.MaxServerFrame so a batch never needs splitting after encoding.
+const maxBatchRecords = 64 << 10
+
+// loop is one gnet event loop's state. Everything in it is owned by that
+// loop: only code running on the loop (gnet callbacks and runnables it
+// executes) touches it.
+type loop struct {
+	srv    *Server
+	el     gnet.EventLoop
+	wheel  wheel
+	tickFn gnet.RunnableFunc
+
+	// Scratch reused for every connection of the loop.
+	wbuf  []byte
+	items []delivery.Outbound
+	batch protocol.BatchWriter
+}
+
+func newLoop(s *Server, el gnet.EventLoop) *loop {
+	l := &loop{srv: s, el: el}
+	l.wheel.now = s.now()
+	l.tickFn = func(context.Context) error {
+		l.wheel.advance(s.now(), l.check)
+		return nil
+	}
+	return l
+}
+
+// serve reads what arrived on c, then writes what was queued for it.
+// Loop-only.
+func (l *loop) serve(c *conn) gnet.Action {
+	for {
+		joining := c.state == stateJoining
+		if c.gc.InboundBuffered() > 0 && !l.srv.stopping.Load() {
+			if code := l.read(c); code != 0 {
+				return l.fail(c, code)
+			}
+		}
+		if code := l.flush(c); code != 0 {
+			return l.fail(c, code)
+		}
+		// Frames pipelined behind LOGIN wait until the router welcomed c.
+		if !joining || c.state != stateReady || c.gc.InboundBuffered() == 0 {
+			return gnet.None
+		}
+	}
+}
+
+// fail writes an ERROR with code after anything pending and tells gnet to
+// close c, which flushes it first. Loop-only.
+func (l *loop) fail(c *conn, code protocol.Code) gnet.Action {
+	if code == closeQuietly {
+		return gnet.Close
+	}
+	c.closeCode = code
+	e := protocol.Error{Code: code}
+	l.write(c, e.Append(l.wbuf[:0]))
+	return gnet.Close
+}
+
+// closeQuietly closes without an ERROR: the peer sent one, or went away.
+const closeQuietly protocol.Code = 0xffff
+
+// closeNow closes c from a runnable (not a gnet callback). Loop-only.
+func (l *loop) closeNow(c *conn, code protocol.Code) {
+	l.fail(c, code)
+	_ = l.el.Close(c.gc)
+}
+
+// read parses every complete frame buffered on c and returns a close code,
+// or 0. Loop-only.
+func (l *loop) read(c *conn) protocol.Code {
+	buf, _ := c.gc.Peek(-1)
+	now := l.wheel.now
+	c.lastRecv = now
+	off := 0
+	var code protocol.Code
+	for off < len(buf) && code == 0 {
+		if c.state == statePreface {
+			version, transport, err := protocol.ReadPreface(buf[off:])
+			switch {
+			case errors.Is(err, protocol.ErrIncomplete):
+			case err != nil:
+				code = protocol.CodeOf(err)
+			case transport != protocol.TransportPlain:
+				code = protocol.CodeUnsupportedTransport
+			default:
+				_ = version // every version speaks at least 1, which we answer in WELCOME
+				off += protocol.PrefaceLen
+				c.state = stateLogin
+				continue
+			}
+			break
+		}
+		if c.state == stateJoining {
+			if len(buf)-off > 4*l.srv.cfg.MaxFrame {
+				code = protocol.CodeRateLimited
+			}
+			break
+		}
+		f, n, err := protocol.ReadFrame(buf[off:], l.srv.cfg.MaxFrame)
+		if errors.Is(err, protocol.ErrIncomplete) {
+			break
+		}
+		if err != nil {
+			code = protocol.CodeOf(err)
+			break
+		}
+		off += n
+		if c.rateSec != now {
+			c.rateSec, c.rateCount = now, 0
+		}
+		c.rateCount++
+		if c.rateCount > uint32(l.srv.cfg.RateLimit) {
+			code = protocol.CodeRateLimited
+			break
+		}
+		l.srv.stats.FramesIn.Add(1)
+		code = l.frame(c, f)
+	}
+	if code != 0 {
+		return code
+	}
+	_, _ = c.gc.Discard(off)
+	switch {
+	case off == len(buf) || c.state == stateJoining:
+		c.partialSince = 0
+	case c.partialSince == 0:
+		c.partialSince = now
+	}
+	return 0
+}
+
+// frame handles one frame from c and returns a close code, or 0. Slices of
+// f alias gnet's buffer: anything kept is copied here. Loop-only.
+func (l *loop) frame(c *conn, f protocol.Frame) protocol.Code {
+	cfg := &l.srv.cfg
+	if f.Has(protocol.FlagCompressed) {
+		return protocol.CodeDecompression // no dictionary was negotiated
+	}
+	if c.state == stateLogin {
+		if f.Type != protocol.TypeLogin {
+			return protocol.CodeNotLoggedIn
+		}
+		return l.login(c, f)
+	}
+	switch f.Type {
+	case protocol.TypeSend:
+		var m protocol.Send
+		if err := m.Decode(f); err != nil {
+			return protocol.CodeOf(err)
+		}
+		if len(m.Body) > cfg.MaxBody {
+			return protocol.CodeBodyTooLarge
+		}
+		if m.Group {
+			l.refuse(c, m.MsgID, protocol.CodeBadRecipient, 0)
+			return 0
+		}
+		d := protocol.Deliver{From: c.user, MsgID: m.MsgID, Time: protocol.Stamp(cfg.Now()), Body: m.Body}
+		record := d.AppendRecord(make([]byte, 0, 32+len(m.Body))) // the one copy of the body
+		if !l.srv.router.Send(c, c.user, m.MsgID, m.To, record) {
+			l.refuse(c, m.MsgID, protocol.CodeRetryLater, 100)
+		}
+	case protocol.TypeAck:
+		var a protocol.Ack
+		if err := a.Decode(f); err != nil {
+			return protocol.CodeOf(err)
+		}
+		if a.Seq > c.delivered {
+			return protocol.CodeBadAck
+		}
+		if a.Seq > c.acked {
+			c.acked = a.Seq
+			c.ackPending = !l.srv.router.Ack(c, c.user, a.Seq)
+		}
+	case protocol.TypeRead:
+		var r protocol.Read
+		if err := r.Decode(f); err != nil {
+			return protocol.CodeOf(err)
+		}
+		l.srv.router.Read(c.user, r.To, r.MsgID, r.More, r.Group)
+	case protocol.TypeSignal:
+		var s protocol.Signal
+		if err := s.Decode(f); err != nil {
+			return protocol.CodeOf(err)
+		}
+		if s.Group == 0 {
+			l.srv.router.Signal(c.user, s.Peer, s.Kind)
+		}
+	case protocol.TypePing:
+		if err := protocol.CheckEmpty(f); err != nil {
+			return protocol.CodeOf(err)
+		}
+		l.wbuf = protocol.AppendPong(l.wbuf)
+	case protocol.TypeGroup:
+		var g protocol.Group
+		if err := g.Decode(f); err != nil {
+			return protocol.CodeOf(err)
+		}
+		l.refuse(c, g.MsgID, protocol.CodeForbidden, 0)
+	case protocol.TypeLogin:
+		return protocol.CodeAlreadyLoggedIn
+	case protocol.TypeError:
+		return closeQuietly
+	default:
+		return protocol.CodeProtocol // a server-to-client frame
+	}
+	return 0
+}
+
+// login verifies a LOGIN and hands the connection to the router, which
+// answers with OutWelcome. Loop-only.
+func (l *loop) login(c *conn, f protocol.Frame) protocol.Code {
+	cfg := &l.srv.cfg
+	var lg protocol.Login
+	if err := lg.Decode(f); err != nil {
+		return protocol.CodeOf(err)
+	}
+	claims, err := cfg.Keys.Verify(lg.Token, cfg.Now())
+	switch {
+	case errors.Is(err, ErrTokenExpired):
+		return protocol.CodeTokenExpired
+	case err != nil:
+		return protocol.CodeBadToken
+	}
+	ping := time.Duration(lg.Ping) * time.Second
+	if lg.Ping == 0 {
+		ping = cfg.PingDefault
+	}
+	ping = min(max(ping, cfg.PingMin), cfg.PingMax)
+	c.user, c.ping = claims.User, uint16(ping/time.Second)
+	c.delivered, c.acked = lg.Ack, lg.Ack
+	c.state = stateJoining
+	if !l.srv.router.Login(c, c.user, lg.Ack) {
+		c.state = stateLogin // not registered: OnClose must not log it out
+		return protocol.CodeServerFull
+	}
+	l.srv.stats.Logins.Add(1)
+	return 0
+}
+
+// refuse answers one request with REFUSE. Loop-only.
+func (l *loop) refuse(c *conn, msgID uint64, code protocol.Code, retryAfter uint32) {
+	r := protocol.Refuse{MsgID: msgID, Code: code, RetryAfter: retryAfter}
+	l.wbuf = r.Append(l.wbuf)
+}
+
+// flush encodes what was pushed to c after what read answered, writes it,
+// and returns the close code a worker asked for, or 0. Loop-only.
+func (l *loop) flush(c *conn) protocol.Code {
+	items, code := c.take(l.items[:0])
+	l.encode(c, items)
+	clear(items)
+	l.items = items[:0]
+	if c.ackPending {
+		c.ackPending = !l.srv.router.Ack(c, c.user, c.acked)
+	}
+	if len(l.wbuf) > 0 {
+		l.write(c, l.wbuf)
+	}
+	if code == 0 && c.gc.OutboundBuffered() > l.srv.cfg.OutboundCap {
+		code = protocol.CodeSlowConsumer
+	}
+	return code
+}
+
+// write writes b to c; b is copied, so the caller may reuse it. Loop-only.
+func (l *loop) write(c *conn, b []byte) {
+	n, _ := c.gc.Write(b)
+	l.srv.stats.BytesOut.Add(uint64(n))
+	c.outBuffered.Store(int32(c.gc.OutboundBuffered()))
+	l.wbuf = b[:0]
+}
+
+// encode appends the frames for items to l.wbuf, coalescing runs: entries
+// with consecutive seqs into one BATCH, ACCEPTs of consecutive ids into one.
+func (l *loop) encode(c *conn, items []delivery.Outbound) {
+	now := l.srv.cfg.Now()
+	for i := 0; i < len(items); {
+		o := &items[i]
+		j := i + 1
+		switch o.Kind {
+		case delivery.OutEntry:
+			size := len(o.Record)
+			for j < len(items) && items[j].Kind == delivery.OutEntry && items[j].Seq == items[j-1].Seq+1 && size < maxBatchRecords {
+				size += len(items[j].Record)
+				j++
+			}
+			l.entries(items[i:j], now)
+			c.delivered = max(c.delivered, items[j-1].Seq)
+		case delivery.OutAccept:
+			for j < len(items) && items[j].Kind == delivery.OutAccept && items[j].MsgID == items[j-1].MsgID+1 && o.Ref == 0 && items[j].Ref == 0 {
+				j++
+			}
+			a := protocol.Accept{MsgID: o.MsgID, More: uint64(j - i - 1), Ref: o.Ref}
+			l.wbuf = a.Append(l.wbuf)
+		case delivery.OutRefuse:
+			l.refuse(c, o.MsgID, o.Code, o.RetryAfter)
+		case delivery.OutSignal:
+			s := protocol.Signal{Peer: o.Peer, Kind: uint32(o.MsgID), Group: o.Ref}
+			l.wbuf = s.Append(l.wbuf)
+		case delivery.OutWelcome:
+			w := protocol.Welcome{
+				Version: protocol.Version, User: c.user, Time: uint64(now.UnixMilli()),
+				Ping: uint32(c.ping), MaxFrame: uint32(l.srv.cfg.MaxFrame),
+				Window: uint32(l.srv.router.Window()), Last: o.Seq,
+			}
+			l.wbuf = w.Append(l.wbuf)
+			c.state = stateReady
+		}
+		l.srv.stats.FramesOut.Add(1)
+		i = j
+	}
+}
+
+// entries appends one DELIVER (or RECEIPT, GROUP_EVENT) frame, or a BATCH
+// for several consecutive entries. A delivery made within a second of its
+// acceptance goes without its timestamp (the client knows the time).
+func (l *loop) entries(items []delivery.Outbound, now time.Time) {
+	var d protocol.Deliver
+	live := func(d *protocol.Deliver) {
+		if now.Sub(protocol.StampTime(d.Time)) <= time.Second {
+			d.Time = 0
+		}
+	}
+	if len(items) == 1 {
+		o := &items[0]
+		f, err := protocol.ParseRecord(o.Record)
+		switch {
+		case err != nil:
+			l.badRecord(o, err)
+		case f.Type == protocol.TypeDeliver:
+			if err := d.DecodeRecord(f, o.Seq); err != nil {
+				l.badRecord(o, err)
+				return
+			}
+			live(&d)
+			l.wbuf = d.Append(l.wbuf)
+		default:
+			l.wbuf = protocol.AppendRecordFrame(l.wbuf, f, o.Seq)
+		}
+		return
+	}
+	l.batch.Reset(items[0].Seq)
+	for k := range items {
+		o := &items[k]
+		f, err := protocol.ParseRecord(o.Record)
+		if err == nil && f.Type == protocol.TypeDeliver {
+			if err = d.DecodeRecord(f, o.Seq); err == nil {
+				live(&d)
+				l.batch.Deliver(&d)
+				continue
+			}
+		}
+		if err == nil {
+			err = l.batch.Record(f, o.Seq)
+		}
+		if err != nil {
+			// A record that does not parse cannot be sent; keep the batch's
+			// seqs consecutive by ending it here and skipping this one.
+			l.badRecord(o, err)
+			l.wbuf = l.batch.Append(l.wbuf)
+			if k+1 < len(items) {
+				l.entries(items[k+1:], now)
+			}
+			return
+		}
+	}
+	l.wbuf = l.batch.Append(l.wbuf)
+}
+
+func (l *loop) badRecord(o *delivery.Outbound, err error) {
+	l.srv.cfg.Logger.Error("gateway: unreadable stored record skipped", "seq", o.Seq, "err", err)
+}
+
+// check runs when c's wheel slot comes up: it closes c if a deadline passed
+// and otherwise schedules the next check. Loop-only.
+func (l *loop) check(c *conn) {
+	cfg := &l.srv.cfg
+	now := l.wheel.now
+	var next uint32
+	if c.state < stateReady {
+		next = c.opened + uint32(cfg.HandshakeTimeout/time.Second)
+		if now >= next {
+			l.closeNow(c, protocol.CodeHandshakeTimeout)
+			return
+		}
+	} else {
+		next = c.lastRecv + uint32(c.ping)*3/2
+		if now >= next {
+			l.closeNow(c, protocol.CodeIdleTimeout)
+			return
+		}
+	}
+	if c.partialSince != 0 {
+		due := c.partialSince + uint32(cfg.PartialFrameTimeout/time.Second)
+		if now >= due {
+			l.closeNow(c, protocol.CodePartialFrameTimeout)
+			return
+		}
+		next = min(next, due)
+	}
+	if c.ackPending {
+		c.ackPending = !l.srv.router.Ack(c, c.user, c.acked)
+		next = min(next, now+1)
+	}
+	l.wheel.add(c, next)
+}
+
+// goAway writes what is queued and a GOAWAY to every connection of the
+// loop, and closes them. Loop-only.
+func (l *loop) goAway() {
+	var all []*conn
+	l.wheel.each(func(c *conn) { all = append(all, c) })
+	g := protocol.GoAway{After: uint32(l.srv.cfg.GoAwayAfter / time.Millisecond), Code: protocol.CodeShuttingDown}
+	for _, c := range all {
+		l.flush(c)
+		l.write(c, g.Append(l.wbuf[:0]))
+		c.closeCode = protocol.CodeShuttingDown
+		_ = l.el.Close(c.gc)
+	}
+}
+
+// gnetLogger sends gnet's logs to slog.
+type gnetLogger struct{ l *slog.Logger }
+
+func (g gnetLogger) Debugf(format string, args ...any) { g.l.Debug(fmt.Sprintf(format, args...)) }
+func (g gnetLogger) Infof(format string, args ...any)  { g.l.Info(fmt.Sprintf(format, args...)) }
+func (g gnetLogger) Warnf(format string, args ...any)  { g.l.Warn(fmt.Sprintf(format, args...)) }
+func (g gnetLogger) Errorf(format string, args ...any) { g.l.Error(fmt.Sprintf(format, args...)) }
+func (g gnetLogger) Fatalf(format string, args ...any) { g.l.Error(fmt.Sprintf(format, args...)) }

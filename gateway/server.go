@@ -1,0 +1,231 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
+
+	"switchboard/delivery"
+	"switchboard/protocol"
+)
+
+// Server is the network side of Switchboard: gnet event loops that parse
+// frames, verify logins, keep time, and write what the router pushes.
+type Server struct {
+	gnet.BuiltinEventEngine
+
+	// Immutable after construction.
+	cfg    Config
+	router *delivery.Router
+	start  time.Time
+
+	// Set once by OnBoot.
+	eng    gnet.Engine
+	addr   net.Addr
+	booted chan struct{}
+
+	mu    sync.Mutex
+	loops map[gnet.EventLoop]*loop // guarded by mu; a loop is added on its first connection
+
+	conns    atomic.Int64
+	stopping atomic.Bool
+	stats    Stats
+}
+
+// Stats are the server's counters. Every field is atomic.
+type Stats struct {
+	Accepted   atomic.Uint64 // connections opened
+	Refused    atomic.Uint64 // connections refused at the cap or while stopping
+	Logins     atomic.Uint64 // successful logins
+	FramesIn   atomic.Uint64
+	FramesOut  atomic.Uint64
+	BytesOut   atomic.Uint64
+	Panics     atomic.Uint64 // panics while handling one connection (it was closed)
+	WakeErrors atomic.Uint64
+	// Closes counts closed connections by the code they were closed with;
+	// index 0 counts closes by the peer (or with no code).
+	Closes [64]atomic.Uint64
+}
+
+// New returns a server that routes through r. Run starts it.
+func New(cfg Config, r *delivery.Router) (*Server, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Server{cfg: cfg, router: r, start: cfg.Now(), booted: make(chan struct{}), loops: map[gnet.EventLoop]*loop{}}, nil
+}
+
+// Run listens and serves until Shutdown; it returns the engine's error.
+func (s *Server) Run() error {
+	err := gnet.Run(s, "tcp://"+s.cfg.Addr,
+		gnet.WithMulticore(true),
+		gnet.WithNumEventLoop(s.cfg.Loops),
+		gnet.WithReusePort(true),
+		gnet.WithTicker(true),
+		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+		gnet.WithLogger(gnetLogger{s.cfg.Logger}),
+	)
+	if err != nil {
+		return fmt.Errorf("gateway: serving %s: %w", s.cfg.Addr, err)
+	}
+	return nil
+}
+
+// Addr waits until the server listens and returns its address (useful with
+// port 0).
+func (s *Server) Addr(ctx context.Context) (net.Addr, error) {
+	select {
+	case <-s.booted:
+		return s.addr, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Stats returns the server's counters.
+func (s *Server) Stats() *Stats { return &s.stats }
+
+// Conns returns the number of open connections.
+func (s *Server) Conns() int { return int(s.conns.Load()) }
+
+// OnBoot implements gnet.EventHandler.
+func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
+	s.eng = eng
+	if fd, err := eng.Dup(); err == nil {
+		if sa, err := unix.Getsockname(fd); err == nil {
+			if in4, ok := sa.(*unix.SockaddrInet4); ok {
+				s.addr = &net.TCPAddr{IP: net.IP(in4.Addr[:]), Port: in4.Port}
+			} else if in6, ok := sa.(*unix.SockaddrInet6); ok {
+				s.addr = &net.TCPAddr{IP: net.IP(in6.Addr[:]), Port: in6.Port}
+			}
+		}
+		unix.Close(fd)
+	}
+	close(s.booted)
+	return gnet.None
+}
+
+// now returns seconds since the server started: the loops' clock.
+func (s *Server) now() uint32 { return uint32(s.cfg.Now().Sub(s.start)/time.Second) + 1 }
+
+// OnOpen implements gnet.EventHandler. It refuses a connection over the cap
+// with SERVER_FULL, so accept never runs the process out of descriptors.
+func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
+	if s.stopping.Load() || s.conns.Load() >= int64(s.cfg.MaxConns) {
+		s.stats.Refused.Add(1)
+		code := protocol.CodeServerFull
+		if s.stopping.Load() {
+			code = protocol.CodeShuttingDown
+		}
+		e := protocol.Error{Code: code}
+		return e.Append(nil), gnet.Close
+	}
+	s.conns.Add(1)
+	s.stats.Accepted.Add(1)
+	l := s.loopOf(gc.EventLoop())
+	c := &conn{gc: gc, loop: l, opened: l.wheel.now, lastRecv: l.wheel.now}
+	gc.SetContext(c)
+	l.wheel.add(c, l.wheel.now+uint32(s.cfg.HandshakeTimeout/time.Second))
+	return nil, gnet.None
+}
+
+// OnClose implements gnet.EventHandler.
+func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
+	c, ok := gc.Context().(*conn)
+	if !ok {
+		return gnet.None
+	}
+	s.conns.Add(-1)
+	c.loop.wheel.remove(c)
+	c.markClosed()
+	s.stats.Closes[min(int(c.closeCode), len(s.stats.Closes)-1)].Add(1)
+	if c.state >= stateJoining {
+		s.router.Logout(c, c.user)
+	}
+	return gnet.None
+}
+
+// OnTraffic implements gnet.EventHandler: it runs when bytes arrive and when
+// a worker woke the connection to write what it pushed.
+func (s *Server) OnTraffic(gc gnet.Conn) (action gnet.Action) {
+	c := gc.Context().(*conn)
+	defer func() {
+		if p := recover(); p != nil {
+			s.stats.Panics.Add(1)
+			s.cfg.Logger.Error("gateway: panic handling a connection", "user", c.user, "panic", p, "stack", string(debug.Stack()))
+			c.closeCode = protocol.CodeInternal
+			action = gnet.Close
+		}
+	}()
+	return c.loop.serve(c)
+}
+
+// OnTick implements gnet.EventHandler. It runs on its own goroutine, so it
+// only asks each loop to advance its wheel on the loop itself.
+func (s *Server) OnTick() (time.Duration, gnet.Action) {
+	s.mu.Lock()
+	for el, l := range s.loops {
+		_ = el.Execute(context.Background(), l.tickFn)
+	}
+	s.mu.Unlock()
+	return time.Second, gnet.None
+}
+
+func (s *Server) loopOf(el gnet.EventLoop) *loop {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l, ok := s.loops[el]
+	if !ok {
+		l = newLoop(s, el)
+		s.loops[el] = l
+	}
+	return l
+}
+
+// Shutdown stops the server gracefully: it refuses new connections and
+// stops reading frames, lets the router finish the commits in flight (so
+// their ACCEPTs are queued), then on every loop writes what is queued and a
+// GOAWAY and closes each connection, and stops the engine. The caller closes
+// the store afterwards.
+func (s *Server) Shutdown(ctx context.Context) error {
+	select {
+	case <-s.booted:
+	default:
+		return errors.New("gateway: shutdown before the server started")
+	}
+	s.stopping.Store(true)
+	s.router.Stop()
+	s.mu.Lock()
+	var wg sync.WaitGroup
+	for el, l := range s.loops {
+		wg.Add(1)
+		err := el.Execute(ctx, gnet.RunnableFunc(func(context.Context) error {
+			defer wg.Done()
+			l.goAway()
+			return nil
+		}))
+		if err != nil {
+			wg.Done()
+		}
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	if err := s.eng.Stop(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("gateway: stopping the engine: %w", err)
+	}
+	return nil
+}
