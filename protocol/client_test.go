@@ -13,7 +13,7 @@ import (
 	"time"
 )
 
-func unhex(t *testing.T, s string) []byte {
+func clientHex(t *testing.T, s string) []byte {
 	t.Helper()
 	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
 	if err != nil {
@@ -22,26 +22,26 @@ func unhex(t *testing.T, s string) []byte {
 	return b
 }
 
-var testWelcome = Welcome{Version: 1, User: 42, Time: 1_700_000_000_000, Ping: 30, MaxFrame: MaxFrame, Window: 64, Last: 1}
+var clientWelcome = Welcome{Version: 1, User: 42, Time: 1_700_000_000_000, Ping: 30, MaxFrame: MaxFrame, Window: 64, Last: 1}
 
 func TestClientLogin(t *testing.T) {
-	s := newFakeServer(t)
+	s := newClientFake(t)
 	fc, res := s.dial(ClientOptions{Token: []byte("tok"), Ping: 29500 * time.Millisecond, Ack: 41})
 	if got, want := fc.readN(PrefaceLen), []byte("SW\x01\x00"); !bytes.Equal(got, want) {
 		t.Fatalf("preface = %x, want %x", got, want)
 	}
 	// token_len 3, "tok", ping 30 (rounded up), dict 0, ack 41.
-	if _, raw := fc.frame(TypeLogin); !bytes.Equal(raw, unhex(t, "08 01 03 746f6b 1e 00 29")) {
+	if _, raw := fc.frame(TypeLogin); !bytes.Equal(raw, clientHex(t, "08 01 03 746f6b 1e 00 29")) {
 		t.Fatalf("LOGIN = %x", raw)
 	}
 	// The backlog arrives in the same write as WELCOME: nothing read with it may be lost.
 	d := Deliver{Seq: 42, From: 7, MsgID: 9, Body: []byte("queued")}
-	fc.write(d.Append(testWelcome.Append(nil)))
-	c := wait(t, res).client(t)
-	if got := c.Welcome(); got != testWelcome {
-		t.Errorf("Welcome() = %+v, want %+v", got, testWelcome)
+	fc.write(d.Append(clientWelcome.Append(nil)))
+	c := waitDial(t, res).client(t)
+	if got := c.Welcome(); got != clientWelcome {
+		t.Errorf("Welcome() = %+v, want %+v", got, clientWelcome)
 	}
-	got, err := c.RecvDeliver(testCtx(t))
+	got, err := c.RecvDeliver(clientCtx(t))
 	if err != nil || !reflect.DeepEqual(*got, d) {
 		t.Fatalf("RecvDeliver = %+v, %v; want %+v", got, err, d)
 	}
@@ -65,7 +65,7 @@ func TestClientDialFails(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := newFakeServer(t)
+			s := newClientFake(t)
 			fc, res := s.dial(tt.opts)
 			fc.readN(PrefaceLen)
 			fc.frame(TypeLogin)
@@ -75,7 +75,7 @@ func TestClientDialFails(t *testing.T) {
 			case len(tt.answer) > 0:
 				fc.write(tt.answer)
 			}
-			r := wait(t, res)
+			r := waitDial(t, res)
 			if r.err == nil {
 				r.c.Close()
 				t.Fatal("Dial succeeded")
@@ -95,7 +95,7 @@ func TestClientDialFails(t *testing.T) {
 }
 
 func TestClientDialNoDictionary(t *testing.T) {
-	_, err := Dial(testCtx(t), "127.0.0.1:1", ClientOptions{Dict: 9})
+	_, err := Dial(clientCtx(t), "127.0.0.1:1", ClientOptions{Dict: 9})
 	if err == nil || !strings.Contains(err.Error(), "no dictionary 9") {
 		t.Fatalf("Dial with an unknown dictionary: %v", err)
 	}
@@ -104,8 +104,8 @@ func TestClientDialNoDictionary(t *testing.T) {
 // TestClientEvents checks that every frame a server sends decodes to the
 // exact Event, in order, and how the end of the connection reads.
 func TestClientEvents(t *testing.T) {
-	s := newFakeServer(t)
-	c, fc := s.login(ClientOptions{}, testWelcome)
+	s := newClientFake(t)
+	c, fc := s.login(ClientOptions{}, clientWelcome)
 
 	want := []Event{
 		&Deliver{Seq: 1, From: 7, MsgID: 100, Body: []byte("hello")},
@@ -142,7 +142,7 @@ func TestClientEvents(t *testing.T) {
 	out = (&Error{Code: CodeSlowConsumer, Reason: "too slow"}).Append(out)
 	fc.write(out)
 
-	ctx := testCtx(t)
+	ctx := clientCtx(t)
 	for i, w := range want {
 		got, err := c.Recv(ctx)
 		if err != nil || !reflect.DeepEqual(got, w) {
@@ -171,8 +171,8 @@ func TestClientEvents(t *testing.T) {
 
 // TestClientWrites checks the exact bytes of every frame the client writes.
 func TestClientWrites(t *testing.T) {
-	s := newFakeServer(t)
-	c, fc := s.login(ClientOptions{FirstMsgID: 1}, testWelcome)
+	s := newClientFake(t)
+	c, fc := s.login(ClientOptions{FirstMsgID: 1}, clientWelcome)
 	tests := []struct {
 		name  string
 		write func() (msgID uint64, err error)
@@ -196,7 +196,7 @@ func TestClientWrites(t *testing.T) {
 		if err != nil || id != tt.msgID {
 			t.Fatalf("%s: id %d, %v; want id %d", tt.name, id, err, tt.msgID)
 		}
-		want := unhex(t, tt.want)
+		want := clientHex(t, tt.want)
 		if got := fc.readN(len(want)); !bytes.Equal(got, want) {
 			t.Fatalf("%s wrote %x, want %x", tt.name, got, want)
 		}
@@ -209,19 +209,19 @@ func TestClientWrites(t *testing.T) {
 }
 
 func TestClientDefaultMsgIDs(t *testing.T) {
-	s := newFakeServer(t)
+	s := newClientFake(t)
 	before := uint64(time.Since(Epoch).Microseconds())
-	c1, _ := s.login(ClientOptions{}, testWelcome)
+	c1, _ := s.login(ClientOptions{}, clientWelcome)
 	id, err := c1.Send(1, nil)
-	c2, _ := s.login(ClientOptions{}, testWelcome)
+	c2, _ := s.login(ClientOptions{}, clientWelcome)
 	if err != nil || id < before || c2.NextMsgID() <= id {
 		t.Fatalf("first ids %d (%v) then %d, started at %d: a new client must not reuse ids", id, err, c2.NextMsgID(), before)
 	}
 }
 
 func TestClientAckAll(t *testing.T) {
-	s := newFakeServer(t)
-	c, fc := s.login(ClientOptions{}, testWelcome)
+	s := newClientFake(t)
+	c, fc := s.login(ClientOptions{}, clientWelcome)
 	var bw BatchWriter
 	bw.Reset(8)
 	bw.Deliver(&Deliver{Seq: 8, From: 3, MsgID: 1, Body: []byte("b")})
@@ -231,7 +231,7 @@ func TestClientAckAll(t *testing.T) {
 	if err := c.AckAll(); err != nil { // nothing received yet: writes nothing
 		t.Fatal(err)
 	}
-	ctx := testCtx(t)
+	ctx := clientCtx(t)
 	for range 3 {
 		if _, err := c.Recv(ctx); err != nil {
 			t.Fatal(err)
@@ -247,14 +247,14 @@ func TestClientAckAll(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Ping()
-	if got, want := fc.readN(5), unhex(t, "02 08 09 01 0e"); !bytes.Equal(got, want) {
+	if got, want := fc.readN(5), clientHex(t, "02 08 09 01 0e"); !bytes.Equal(got, want) {
 		t.Fatalf("wrote %x, want one ACK 9 then PING: %x", got, want)
 	}
 }
 
 func TestClientAutoAck(t *testing.T) {
-	s := newFakeServer(t)
-	_, fc := s.login(ClientOptions{AutoAck: true}, testWelcome)
+	s := newClientFake(t)
+	_, fc := s.login(ClientOptions{AutoAck: true}, clientWelcome)
 	var bw BatchWriter
 	bw.Reset(10)
 	for seq := uint64(10); seq <= 12; seq++ {
@@ -265,19 +265,19 @@ func TestClientAutoAck(t *testing.T) {
 	out = (&Receipt{Seq: 13, MsgID: 5}).Append(out)
 	fc.write(out)
 	// One ACK per frame with entries, without anyone calling Recv.
-	if got, want := fc.readN(6), unhex(t, "02 08 0c 02 08 0d"); !bytes.Equal(got, want) {
+	if got, want := fc.readN(6), clientHex(t, "02 08 0c 02 08 0d"); !bytes.Equal(got, want) {
 		t.Fatalf("wrote %x, want %x", got, want)
 	}
 }
 
 func TestClientClose(t *testing.T) {
-	s := newFakeServer(t)
-	c, fc := s.login(ClientOptions{}, testWelcome)
+	s := newClientFake(t)
+	c, fc := s.login(ClientOptions{}, clientWelcome)
 	if err := c.Close(); err != nil {
 		t.Fatalf("Close = %v", err)
 	}
 	fc.expectEOF()
-	if _, err := c.Recv(testCtx(t)); err != ErrClosed {
+	if _, err := c.Recv(clientCtx(t)); err != ErrClosed {
 		t.Errorf("Recv after Close = %v, want ErrClosed", err)
 	}
 	if _, err := c.Send(1, []byte("x")); err != ErrClosed {
@@ -291,14 +291,14 @@ func TestClientClose(t *testing.T) {
 // TestClientCloseStalled closes a client whose read loop waits on a full
 // event channel: the slow consumer tests produce.
 func TestClientCloseStalled(t *testing.T) {
-	s := newFakeServer(t)
-	c, fc := s.login(ClientOptions{Events: 1}, testWelcome)
+	s := newClientFake(t)
+	c, fc := s.login(ClientOptions{Events: 1}, clientWelcome)
 	var out []byte
 	for seq := uint64(1); seq <= 3; seq++ {
 		out = (&Deliver{Seq: seq, From: 3, MsgID: seq, Body: []byte("m")}).Append(out)
 	}
 	fc.write(out)
-	if d, err := c.RecvDeliver(testCtx(t)); err != nil || d.Seq != 1 {
+	if d, err := c.RecvDeliver(clientCtx(t)); err != nil || d.Seq != 1 {
 		t.Fatalf("RecvDeliver = %v, %v", d, err)
 	}
 	closed := make(chan error, 1)
@@ -308,18 +308,18 @@ func TestClientCloseStalled(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-	case <-time.After(fakeWait):
+	case <-time.After(clientWait):
 		t.Fatal("Close hangs while the event channel is full")
 	}
 	fc.expectEOF()
 }
 
 func TestClientServerHangsUp(t *testing.T) {
-	s := newFakeServer(t)
-	c, fc := s.login(ClientOptions{}, testWelcome)
+	s := newClientFake(t)
+	c, fc := s.login(ClientOptions{}, clientWelcome)
 	fc.write([]byte{0x05, 0x06}) // the start of a DELIVER
 	fc.c.Close()
-	_, err := c.Recv(testCtx(t))
+	_, err := c.Recv(clientCtx(t))
 	if !errors.Is(err, ErrClosed) || !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Fatalf("Recv = %v, want ErrClosed wrapping io.ErrUnexpectedEOF", err)
 	}
@@ -337,20 +337,20 @@ func TestClientBadServerFrames(t *testing.T) {
 		is    error
 		code  Code
 	}{
-		{"zero seq", unhex(t, "04 06 00 07 01"), ErrMalformed, CodeProtocol},
-		{"unknown type", unhex(t, "01 1f"), ErrUnknownType, CodeUnknownType},
+		{"zero seq", clientHex(t, "04 06 00 07 01"), ErrMalformed, CodeProtocol},
+		{"unknown type", clientHex(t, "01 1f"), ErrUnknownType, CodeUnknownType},
 		{"login from server", (&Login{Token: []byte("x")}).Append(nil), ErrMalformed, CodeProtocol},
-		{"too large", unhex(t, "81 80 10"), ErrFrameTooLarge, CodeFrameTooLarge},
-		{"pong with payload", unhex(t, "02 0f 00"), ErrMalformed, CodeProtocol},
-		{"compressed, no dictionary", unhex(t, "04 86 01 02 03"), ErrDecompress, CodeDecompression},
-		{"batch of a signal", unhex(t, "05 07 01 02 0b 07"), ErrMalformed, CodeProtocol},
+		{"too large", clientHex(t, "81 80 10"), ErrFrameTooLarge, CodeFrameTooLarge},
+		{"pong with payload", clientHex(t, "02 0f 00"), ErrMalformed, CodeProtocol},
+		{"compressed, no dictionary", clientHex(t, "04 86 01 02 03"), ErrDecompress, CodeDecompression},
+		{"batch of a signal", clientHex(t, "05 07 01 02 0b 07"), ErrMalformed, CodeProtocol},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := newFakeServer(t)
-			c, fc := s.login(ClientOptions{}, testWelcome)
+			s := newClientFake(t)
+			c, fc := s.login(ClientOptions{}, clientWelcome)
 			fc.write(tt.frame)
-			if _, err := c.Recv(testCtx(t)); !errors.Is(err, tt.is) || !errors.Is(err, ErrClosed) {
+			if _, err := c.Recv(clientCtx(t)); !errors.Is(err, tt.is) || !errors.Is(err, ErrClosed) {
 				t.Fatalf("Recv = %v, want ErrClosed wrapping %v", err, tt.is)
 			}
 			f, _ := fc.frame(TypeError)
@@ -364,18 +364,18 @@ func TestClientBadServerFrames(t *testing.T) {
 }
 
 func TestClientCompressed(t *testing.T) {
-	s := newFakeServer(t)
-	w := testWelcome
+	s := newClientFake(t)
+	w := clientWelcome
 	w.Dict = 7
 	opts := ClientOptions{Dict: 7, inflaterFor: func(d uint32) inflater {
 		if d == 7 {
-			return reverser{t}
+			return reverseInflater{t}
 		}
 		return nil
 	}}
 	fc, res := s.dial(opts)
 	fc.readN(PrefaceLen)
-	if f, _ := fc.frame(TypeLogin); !bytes.Equal(f.Payload, unhex(t, "00 00 07 00")) {
+	if f, _ := fc.frame(TypeLogin); !bytes.Equal(f.Payload, clientHex(t, "00 00 07 00")) {
 		t.Fatalf("LOGIN payload %x, want dict 7", f.Payload)
 	}
 	d := Deliver{Seq: 3, From: 4, MsgID: 5, Body: []byte("squeezed")}
@@ -386,22 +386,22 @@ func TestClientCompressed(t *testing.T) {
 		reversed[len(payload)-1-i] = payload[i]
 	}
 	fc.write(AppendFrame(w.Append(nil), TypeDeliver, FlagCompressed, reversed))
-	c := wait(t, res).client(t)
-	got, err := c.Recv(testCtx(t))
+	c := waitDial(t, res).client(t)
+	got, err := c.Recv(clientCtx(t))
 	if err != nil || !reflect.DeepEqual(got, &d) {
 		t.Fatalf("Recv = %+v, %v; want %+v", got, err, d)
 	}
 }
 
 func TestClientWaitAccept(t *testing.T) {
-	s := newFakeServer(t)
-	c, fc := s.login(ClientOptions{}, testWelcome)
+	s := newClientFake(t)
+	c, fc := s.login(ClientOptions{}, clientWelcome)
 	out := AppendPong(nil)
 	out = (&Accept{MsgID: 10, More: 2}).Append(out)
 	out = (&Deliver{Seq: 1, From: 2, MsgID: 3, Body: []byte("d")}).Append(out)
 	out = (&Refuse{MsgID: 20, Code: CodeMailboxFull, RetryAfter: 100}).Append(out)
 	fc.write(out)
-	ctx := testCtx(t)
+	ctx := clientCtx(t)
 	if a, err := c.WaitAccept(ctx, 12); err != nil || a.MsgID != 10 {
 		t.Fatalf("WaitAccept(12) = %+v, %v; want the ACCEPT of 10..12", a, err)
 	}
@@ -423,9 +423,9 @@ func TestClientWaitAccept(t *testing.T) {
 // in (the buffer is reused for the next frame) and that a frame larger than
 // the initial buffer arrives whole.
 func TestClientBodiesOwned(t *testing.T) {
-	s := newFakeServer(t)
-	c, fc := s.login(ClientOptions{}, testWelcome)
-	ctx := testCtx(t)
+	s := newClientFake(t)
+	c, fc := s.login(ClientOptions{}, clientWelcome)
+	ctx := clientCtx(t)
 	first := Deliver{Seq: 1, From: 2, MsgID: 3, Body: []byte("aaaa")}
 	fc.write(first.Append(nil))
 	d1, err := c.RecvDeliver(ctx)
@@ -445,8 +445,8 @@ func TestClientBodiesOwned(t *testing.T) {
 
 func TestClientKeepalive(t *testing.T) {
 	t.Parallel()
-	s := newFakeServer(t)
-	w := testWelcome
+	s := newClientFake(t)
+	w := clientWelcome
 	w.Ping = 1 // the shortest interval the wire can grant
 	_, fc := s.login(ClientOptions{Keepalive: true}, w)
 	start := time.Now()
@@ -459,8 +459,8 @@ func TestClientKeepalive(t *testing.T) {
 // TestClientWriteTimeout fills the socket of a server that stops reading: a
 // write fails after WriteTimeout and ends the connection.
 func TestClientWriteTimeout(t *testing.T) {
-	s := newFakeServer(t)
-	c, _ := s.login(ClientOptions{WriteTimeout: 20 * time.Millisecond}, testWelcome)
+	s := newClientFake(t)
+	c, _ := s.login(ClientOptions{WriteTimeout: 20 * time.Millisecond}, clientWelcome)
 	body := make([]byte, MaxBody)
 	var err error
 	for i := 0; i < 4096 && err == nil; i++ { // 256 MiB: far more than socket buffers hold
@@ -469,7 +469,7 @@ func TestClientWriteTimeout(t *testing.T) {
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("Send to a server that does not read = %v, want a deadline error", err)
 	}
-	if _, err := c.Recv(testCtx(t)); !errors.Is(err, ErrClosed) {
+	if _, err := c.Recv(clientCtx(t)); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Recv after a failed write = %v, want ErrClosed", err)
 	}
 }

@@ -12,29 +12,29 @@ import (
 // A fake server for the client's tests: it speaks the protocol by hand with
 // the codec, one step at a time, on 127.0.0.1:0.
 
-// fakeWait bounds every wait of a client test, so a bug fails the test
+// clientWait bounds every wait of a client test, so a bug fails the test
 // instead of hanging it.
-const fakeWait = 5 * time.Second
+const clientWait = 5 * time.Second
 
-func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), fakeWait)
+func clientCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), clientWait)
 	t.Cleanup(cancel)
 	return ctx
 }
 
-type fakeServer struct {
+type clientFake struct {
 	t     *testing.T
 	ln    net.Listener
 	conns chan net.Conn // accepted connections; sent by the accept loop, received by accept
 }
 
-func newFakeServer(t *testing.T) *fakeServer {
+func newClientFake(t *testing.T) *clientFake {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &fakeServer{t: t, ln: ln, conns: make(chan net.Conn, 4)}
+	s := &clientFake{t: t, ln: ln, conns: make(chan net.Conn, 4)}
 	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
@@ -48,16 +48,16 @@ func newFakeServer(t *testing.T) *fakeServer {
 	return s
 }
 
-func (s *fakeServer) addr() string { return s.ln.Addr().String() }
+func (s *clientFake) addr() string { return s.ln.Addr().String() }
 
 // accept returns the next connection.
-func (s *fakeServer) accept() *fakeConn {
+func (s *clientFake) accept() *clientFakeConn {
 	s.t.Helper()
 	select {
 	case c := <-s.conns:
 		s.t.Cleanup(func() { c.Close() })
-		return &fakeConn{t: s.t, c: c}
-	case <-time.After(fakeWait):
+		return &clientFakeConn{t: s.t, c: c}
+	case <-time.After(clientWait):
 		s.t.Fatal("fake server: no connection")
 		return nil
 	}
@@ -65,22 +65,22 @@ func (s *fakeServer) accept() *fakeConn {
 
 // dial starts Dial in a goroutine and returns the server's side of the
 // connection and a channel with Dial's result.
-func (s *fakeServer) dial(opts ClientOptions) (*fakeConn, <-chan dialResult) {
+func (s *clientFake) dial(opts ClientOptions) (*clientFakeConn, <-chan clientDialResult) {
 	s.t.Helper()
-	res := make(chan dialResult, 1)
+	res := make(chan clientDialResult, 1)
 	go func() {
 		c, err := Dial(context.Background(), s.addr(), opts)
-		res <- dialResult{c, err}
+		res <- clientDialResult{c, err}
 	}()
 	return s.accept(), res
 }
 
-type dialResult struct {
+type clientDialResult struct {
 	c   *Client
 	err error
 }
 
-func (r dialResult) client(t *testing.T) *Client {
+func (r clientDialResult) client(t *testing.T) *Client {
 	t.Helper()
 	if r.err != nil {
 		t.Fatalf("Dial: %v", r.err)
@@ -90,20 +90,20 @@ func (r dialResult) client(t *testing.T) *Client {
 }
 
 // wait returns the result of dial.
-func wait(t *testing.T, res <-chan dialResult) dialResult {
+func waitDial(t *testing.T, res <-chan clientDialResult) clientDialResult {
 	t.Helper()
 	select {
 	case r := <-res:
 		return r
-	case <-time.After(fakeWait):
+	case <-time.After(clientWait):
 		t.Fatal("Dial did not return")
-		return dialResult{}
+		return clientDialResult{}
 	}
 }
 
 // login reads the preface and LOGIN and answers with w (and extra frames in
 // the same write), returning the logged-in client.
-func (s *fakeServer) login(opts ClientOptions, w Welcome, extra ...[]byte) (*Client, *fakeConn) {
+func (s *clientFake) login(opts ClientOptions, w Welcome, extra ...[]byte) (*Client, *clientFakeConn) {
 	s.t.Helper()
 	fc, res := s.dial(opts)
 	fc.readN(PrefaceLen)
@@ -113,20 +113,20 @@ func (s *fakeServer) login(opts ClientOptions, w Welcome, extra ...[]byte) (*Cli
 		out = append(out, b...)
 	}
 	fc.write(out)
-	return wait(s.t, res).client(s.t), fc
+	return waitDial(s.t, res).client(s.t), fc
 }
 
-// fakeConn is the server's side of one connection.
-type fakeConn struct {
+// clientFakeConn is the server's side of one connection.
+type clientFakeConn struct {
 	t   *testing.T
 	c   net.Conn
 	buf []byte // read and not yet consumed
 }
 
-// fill reads more bytes, failing the test on an error or after fakeWait.
-func (fc *fakeConn) fill() {
+// fill reads more bytes, failing the test on an error or after clientWait.
+func (fc *clientFakeConn) fill() {
 	fc.t.Helper()
-	fc.c.SetReadDeadline(time.Now().Add(fakeWait))
+	fc.c.SetReadDeadline(time.Now().Add(clientWait))
 	var b [4096]byte
 	n, err := fc.c.Read(b[:])
 	if n == 0 {
@@ -136,7 +136,7 @@ func (fc *fakeConn) fill() {
 }
 
 // readN returns the next n bytes the client wrote.
-func (fc *fakeConn) readN(n int) []byte {
+func (fc *clientFakeConn) readN(n int) []byte {
 	fc.t.Helper()
 	for len(fc.buf) < n {
 		fc.fill()
@@ -148,7 +148,7 @@ func (fc *fakeConn) readN(n int) []byte {
 
 // frame returns the next frame the client wrote, which must be of type t,
 // and its encoding.
-func (fc *fakeConn) frame(t Type) (Frame, []byte) {
+func (fc *clientFakeConn) frame(t Type) (Frame, []byte) {
 	fc.t.Helper()
 	for {
 		f, n, err := ReadFrame(fc.buf, MaxFrame)
@@ -169,27 +169,27 @@ func (fc *fakeConn) frame(t Type) (Frame, []byte) {
 }
 
 // expectEOF asserts the client closed the connection with nothing more written.
-func (fc *fakeConn) expectEOF() {
+func (fc *clientFakeConn) expectEOF() {
 	fc.t.Helper()
-	fc.c.SetReadDeadline(time.Now().Add(fakeWait))
+	fc.c.SetReadDeadline(time.Now().Add(clientWait))
 	n, err := fc.c.Read(make([]byte, 64))
 	if n != 0 || len(fc.buf) != 0 || !errors.Is(err, io.EOF) {
 		fc.t.Fatalf("fake server: want EOF, got %d bytes (%d buffered), %v", n, len(fc.buf), err)
 	}
 }
 
-func (fc *fakeConn) write(b []byte) {
+func (fc *clientFakeConn) write(b []byte) {
 	fc.t.Helper()
-	fc.c.SetWriteDeadline(time.Now().Add(fakeWait))
+	fc.c.SetWriteDeadline(time.Now().Add(clientWait))
 	if _, err := fc.c.Write(b); err != nil {
 		fc.t.Fatalf("fake server write: %v", err)
 	}
 }
 
-// reverser is a fake inflater: a "compressed" payload is the reversed one.
-type reverser struct{ t *testing.T }
+// reverseInflater is a fake inflater: a "compressed" payload is the reversed one.
+type reverseInflater struct{ t *testing.T }
 
-func (r reverser) Inflate(f Frame, dst []byte, max int) (Frame, error) {
+func (r reverseInflater) Inflate(f Frame, dst []byte, max int) (Frame, error) {
 	if max != MaxServerFrame {
 		r.t.Errorf("Inflate max = %d, want MaxServerFrame", max)
 	}
