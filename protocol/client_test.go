@@ -473,3 +473,24 @@ func TestClientWriteTimeout(t *testing.T) {
 		t.Fatalf("Recv after a failed write = %v, want ErrClosed", err)
 	}
 }
+
+// TestClientStopsReadingWhenFull checks the bound: with Events unreceived,
+// the client stops reading and the server's writes block, as a slow
+// consumer's do.
+func TestClientStopsReadingWhenFull(t *testing.T) {
+	s := newClientFake(t)
+	c, fc := s.login(ClientOptions{Events: 2}, clientWelcome)
+	body := make([]byte, MaxBody)
+	fc.c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	var err error
+	seq := uint64(1)
+	for ; seq <= 4096 && err == nil; seq++ { // 256 MiB: far more than socket buffers hold
+		_, err = fc.c.Write((&Deliver{Seq: seq, From: 2, MsgID: seq, Body: body}).Append(nil))
+	}
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("server wrote %d DELIVERs to a client nobody receives from (%v): it does not stop reading", seq-1, err)
+	}
+	if d, err := c.RecvDeliver(clientCtx(t)); err != nil || d.Seq != 1 {
+		t.Fatalf("RecvDeliver = %v, %v; want seq 1", d, err)
+	}
+}
