@@ -1,0 +1,178 @@
+package protocol
+
+import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"testing"
+)
+
+// Fuzz targets for every decoder. Seeds come from testdata/vectors.json, so
+// `go test` runs them all; `make fuzz` explores further. Each target checks
+// that the decoder does not panic, that its errors map to the code a peer is
+// told, and that what decodes re-encodes to the same bytes (every encoding is
+// canonical but a BATCH's, whose DELIVER entries may repeat a sender
+// explicitly; there decode(encode(x)) == x is checked instead).
+
+// seedFrames returns the whole-frame inputs of vectors.json, valid and not.
+func seedFrames(f *testing.F) [][]byte {
+	file := loadVectors(f)
+	var out [][]byte
+	for _, v := range file.Frames {
+		if v.Type != "PREFACE" {
+			out = append(out, mustHex(f, v.Hex))
+		}
+	}
+	for _, bc := range file.Invalid {
+		if bc.Input == "frame" {
+			out = append(out, mustHex(f, bc.Hex))
+		}
+	}
+	return out
+}
+
+func mustHex(tb testing.TB, s string) []byte {
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+// FuzzReadFrame checks ReadFrame against its promises: no panic, an
+// accepted frame re-encodes to its bytes, every shorter prefix is
+// ErrIncomplete, and every error maps to a code.
+func FuzzReadFrame(f *testing.F) {
+	for _, b := range seedFrames(f) {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fr, n, err := ReadFrame(data, MaxFrame)
+		if err != nil {
+			if n != 0 {
+				t.Fatalf("error %v with n = %d", err, n)
+			}
+			if name := errName(err); name != "INCOMPLETE" && name != "PROTOCOL" && name != "FRAME_TOO_LARGE" && name != "UNKNOWN_TYPE" {
+				t.Fatalf("error %v maps to %s", err, name)
+			}
+			return
+		}
+		if n > len(data) || n-FrameLen(len(fr.Payload)) != 0 || n > MaxFrame+MaxFrameHeader {
+			t.Fatalf("n = %d for a payload of %d", n, len(fr.Payload))
+		}
+		if again := AppendFrame(nil, fr.Type, fr.Flags, fr.Payload); !bytes.Equal(again, data[:n]) {
+			t.Fatalf("re-encoded %x, read %x", again, data[:n])
+		}
+		for i := range n {
+			if _, _, err := ReadFrame(data[:i], MaxFrame); err != ErrIncomplete {
+				t.Fatalf("prefix of %d bytes: %v, want ErrIncomplete", i, err)
+			}
+		}
+	})
+}
+
+// FuzzSplit is the NATS parser's test: the same input, fed whole or cut in
+// two at any point, yields the same frames and the same final error.
+func FuzzSplit(f *testing.F) {
+	stream, _ := streamOf()
+	f.Add(stream, uint16(7))
+	for _, b := range seedFrames(f) {
+		f.Add(b, uint16(len(b)/2))
+	}
+	f.Fuzz(func(t *testing.T, data []byte, cut uint16) {
+		at := int(cut) % (len(data) + 1)
+		whole, errWhole := readStream([][]byte{data}, MaxFrame)
+		split, errSplit := readStream([][]byte{data[:at], data[at:]}, MaxFrame)
+		if fmt.Sprint(whole) != fmt.Sprint(split) || errName(errWhole) != errName(errSplit) {
+			t.Fatalf("cut at %d: %d frames, %v; whole: %d frames, %v", at, len(split), errSplit, len(whole), errWhole)
+		}
+	})
+}
+
+func FuzzReadPreface(f *testing.F) {
+	file := loadVectors(f)
+	for _, v := range file.Frames {
+		if v.Type == "PREFACE" {
+			f.Add(mustHex(f, v.Hex))
+		}
+	}
+	for _, bc := range file.Invalid {
+		if bc.Input == "preface" {
+			f.Add(mustHex(f, bc.Hex))
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ver, tr, err := ReadPreface(data)
+		if err != nil {
+			if ver != 0 || tr != 0 {
+				t.Fatalf("error %v with version %d, transport %d", err, ver, tr)
+			}
+			if errors.Is(err, ErrIncomplete) && len(data) >= PrefaceLen {
+				t.Fatalf("%x: incomplete with %d bytes", data, len(data))
+			}
+			return
+		}
+		if again := AppendPreface(nil, ver, tr); !bytes.Equal(again, data[:PrefaceLen]) || ver == 0 {
+			t.Fatalf("%x re-encodes as %x", data[:PrefaceLen], again)
+		}
+	})
+}
+
+// fuzzType fuzzes the Decode of one frame type: the fuzzer picks the header
+// flags (masked to those the type allows, as ReadFrame would) and the payload.
+func fuzzType(f *testing.F, typ Type) {
+	for _, b := range seedFrames(f) {
+		if fr, _, err := ReadFrame(b, MaxFrame); err == nil && fr.Type == typ {
+			f.Add(fr.Flags, fr.Payload)
+		}
+	}
+	f.Add(byte(0), []byte{})
+	f.Fuzz(func(t *testing.T, flags byte, payload []byte) {
+		fr := Frame{Type: typ, Flags: flags & allowedFlags[typ], Payload: payload}
+		v := newValue(typ)
+		if err := v.Decode(fr); err != nil {
+			if name := errName(err); name != "PROTOCOL" && !(typ == TypeBatch && name == "UNKNOWN_TYPE") {
+				t.Fatalf("error %v maps to %s", err, name)
+			}
+			return
+		}
+		if fr.Has(FlagCompressed) {
+			t.Fatal("a compressed frame decoded without being inflated")
+		}
+		enc := v.Append(nil)
+		if typ == TypeBatch {
+			// Canonical up to the sender shorthand: decode(encode(x)) == x,
+			// and the writer never spends more bytes than the input did.
+			again, err := decodeFrame(enc, len(enc))
+			if err != nil || !sameFields(again, v) {
+				t.Fatalf("batch round trip: %v\n got %+v\nwant %+v", err, again, v)
+			}
+			if len(enc) > FrameLen(len(payload)) {
+				t.Fatalf("re-encoded batch is %d bytes, input %d", len(enc), FrameLen(len(payload)))
+			}
+			return
+		}
+		if want := AppendFrame(nil, fr.Type, fr.Flags, fr.Payload); !bytes.Equal(enc, want) {
+			t.Fatalf("decoded %+v re-encodes as\n%x, read\n%x", v, enc, want)
+		}
+	})
+}
+
+func FuzzLogin(f *testing.F)      { fuzzType(f, TypeLogin) }
+func FuzzWelcome(f *testing.F)    { fuzzType(f, TypeWelcome) }
+func FuzzSend(f *testing.F)       { fuzzType(f, TypeSend) }
+func FuzzAccept(f *testing.F)     { fuzzType(f, TypeAccept) }
+func FuzzRefuse(f *testing.F)     { fuzzType(f, TypeRefuse) }
+func FuzzDeliver(f *testing.F)    { fuzzType(f, TypeDeliver) }
+func FuzzBatch(f *testing.F)      { fuzzType(f, TypeBatch) }
+func FuzzAck(f *testing.F)        { fuzzType(f, TypeAck) }
+func FuzzReceipt(f *testing.F)    { fuzzType(f, TypeReceipt) }
+func FuzzRead(f *testing.F)       { fuzzType(f, TypeRead) }
+func FuzzSignal(f *testing.F)     { fuzzType(f, TypeSignal) }
+func FuzzGroup(f *testing.F)      { fuzzType(f, TypeGroup) }
+func FuzzGroupEvent(f *testing.F) { fuzzType(f, TypeGroupEvent) }
+func FuzzPing(f *testing.F)       { fuzzType(f, TypePing) }
+func FuzzPong(f *testing.F)       { fuzzType(f, TypePong) }
+func FuzzGoAway(f *testing.F)     { fuzzType(f, TypeGoAway) }
+func FuzzError(f *testing.F)      { fuzzType(f, TypeError) }
