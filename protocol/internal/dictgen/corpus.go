@@ -321,7 +321,9 @@ func (g *Gen) plaintext(n int) []byte {
 	return []byte(s)
 }
 
-func (g *Gen) pick(words []string) string { return words[int(g.r.ExpFloat64()*float64(len(words))/5)%len(words)] }
+func (g *Gen) pick(words []string) string {
+	return words[int(g.r.ExpFloat64()*float64(len(words))/5)%len(words)]
+}
 
 func (g *Gen) sentence(sb *strings.Builder) {
 	if sb.Len() > 0 {
