@@ -1,0 +1,89 @@
+package bench
+
+import (
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// Histogram bounds, in microseconds: 1 µs to 60 s at 3 significant digits,
+// so a percentile is within 0.1% of the true value.
+const (
+	histMin    = 1
+	histMax    = 60_000_000
+	histDigits = 3
+)
+
+// NewHistogram returns a latency histogram in microseconds with the
+// package's bounds; every histogram merged into a Result must come from here.
+func NewHistogram() *hdrhistogram.Histogram {
+	return hdrhistogram.New(histMin, histMax, histDigits)
+}
+
+// Result is everything one run of a scenario measured. Worker processes
+// fill one each; the coordinator merges them (Merge) and the report is
+// made from the merged one.
+type Result struct {
+	Scenario string            `json:"scenario"`
+	Params   map[string]string `json:"params"` // the flags that shaped the run, as given
+	Started  time.Time         `json:"started"`
+	Duration time.Duration     `json:"duration_ns"` // of the measured phase
+
+	Processes int `json:"processes"` // generator processes, the coordinator included
+	Conns     int `json:"conns"`     // connections held at the peak
+
+	// Message counts, over the measured phase.
+	Sent       uint64            `json:"sent"`             // SENDs written
+	Accepted   uint64            `json:"accepted"`         // message ids covered by ACCEPTs
+	Refused    uint64            `json:"refused"`          // REFUSEs received
+	Delivered  uint64            `json:"delivered"`        // distinct messages delivered (after dedupe by sender and msg id)
+	Duplicates uint64            `json:"duplicates"`       // deliveries of a message already delivered
+	Reordered  uint64            `json:"reordered"`        // deliveries out of order for their sender
+	Lost       uint64            `json:"lost"`             // accepted messages never delivered by the end of the run
+	Closes     map[string]uint64 `json:"closes,omitempty"` // connections the server closed, by ERROR code name
+
+	// Latencies in microseconds. SendToAck: SEND written to its ACCEPT read.
+	// SendToDeliver: SEND written to DELIVER read (in the group scenario, to
+	// the last member's). Open-loop runs record corrected values.
+	SendToAck     *hdrhistogram.Histogram `json:"-"`
+	SendToDeliver *hdrhistogram.Histogram `json:"-"`
+	LoginLatency  *hdrhistogram.Histogram `json:"-"`
+
+	// Wire bytes counted by the generator, both directions.
+	BytesOut uint64 `json:"bytes_out"`
+	BytesIn  uint64 `json:"bytes_in"`
+
+	// Timeline holds one sample a second, for the throughput chart.
+	Timeline []Sample `json:"timeline"`
+	// Memory holds the server's memory at moments the scenario chose (after
+	// the ramp, after traffic…), for the memory chart and per-connection figures.
+	Memory []MemPoint `json:"memory"`
+
+	// CPU spent, for "is the generator the bottleneck" and µs per message.
+	GeneratorCPU time.Duration `json:"generator_cpu_ns"` // all generator processes
+	ServerCPU    time.Duration `json:"server_cpu_ns"`    // from the server's metrics, if reachable
+
+	// Failures lists every correctness violation; a run with any fails.
+	Failures []string `json:"failures,omitempty"`
+	// Notes are facts for the reader (e.g. "server metrics not reachable").
+	Notes []string `json:"notes,omitempty"`
+}
+
+// Sample is one second of a run.
+type Sample struct {
+	At        time.Duration `json:"at_ns"` // since the measured phase began
+	Conns     int           `json:"conns"`
+	Sent      uint64        `json:"sent"`      // in this second
+	Delivered uint64        `json:"delivered"` // in this second
+}
+
+// MemPoint is the server's memory at one moment.
+type MemPoint struct {
+	Label     string `json:"label"` // "idle", "after traffic", "peak"…
+	Conns     int    `json:"conns"`
+	RSS       uint64 `json:"rss_bytes"`
+	HeapInuse uint64 `json:"heap_inuse_bytes"` // 0 when unknown
+}
+
+// Passed reports whether the run found no correctness failure.
+func (r *Result) Passed() bool { return len(r.Failures) == 0 }
