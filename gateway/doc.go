@@ -1,0 +1,37 @@
+// Package gateway is Switchboard's network side: gnet event loops that
+// accept connections, parse frames in place, verify logins, keep time, and
+// write what the delivery router pushes.
+//
+// # Event-loop rules
+//
+//   - A loop never blocks: no storage call, no lock held across I/O, no
+//     unbounded wait. Work that may wait goes to the router's bounded queues
+//     (delivery.Router); a full queue answers the client with REFUSE
+//     RETRY_LATER instead of waiting.
+//   - Bytes from gnet's Peek never leave the callback: a SEND's body is
+//     copied once, into the record the router stores.
+//   - Only the loop writes to a connection. Routing workers call Push, which
+//     appends to the connection's queue under its mutex and wakes the loop
+//     with gnet's Wake (once per drained queue); the loop encodes the queue,
+//     coalescing runs into BATCH and ACCEPT frames, and writes it. This keeps
+//     frames in order and leaves room for a transport cipher's nonces.
+//   - Each connection's unsent bytes (its queue plus gnet's buffer) are
+//     capped by Config.OutboundCap; over it the connection is closed as a
+//     SLOW_CONSUMER. Its entries are safe in storage.
+//   - Timeouts (handshake, idle, partial frame) run on one timing wheel per
+//     loop with one-second slots, advanced by a runnable that gnet's ticker
+//     schedules on the loop; traffic only stamps the connection, so the wheel
+//     costs nothing per frame, and there is no timer or goroutine per
+//     connection.
+//   - A connection is accepted only below Config.MaxConns, kept under the
+//     open-file limit, because gnet stops the whole engine on EMFILE at
+//     accept. The one over the cap gets ERROR SERVER_FULL.
+//   - A panic while handling a connection closes that connection with
+//     INTERNAL and is counted; the loop and other connections carry on.
+//
+// # Locks
+//
+// Server.mu (the loop registry) and conn.mu (one connection's queue) are
+// never held together, and neither is held across I/O or a call into
+// another package.
+package gateway
