@@ -32,7 +32,7 @@ type Stats struct {
 // read by Stats from any goroutine.
 type counters struct {
 	appends, appendedBytes, commits, commitErrors, batchedOps, maxBatchOps atomic.Uint64
-	acks, deleted, receipts, readEntries, expiredSkipped, expiredDeleted    atomic.Uint64
+	acks, deleted, receipts, readEntries, expiredSkipped, expiredDeleted   atomic.Uint64
 	duplicates, refusedFull, refusedStoreFull, refusedSeqOrder             atomic.Uint64
 	housekeeps, gcRewrites, flattens, storedMessages, storedBytes          atomic.Uint64
 }

@@ -1,0 +1,160 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+func testConfig(dir string) Config {
+	return Config{Dir: dir, HousekeepingInterval: -1}.withDefaults()
+}
+
+// TestCommitFailureFailsEveryCaller holds the committer, queues appends so
+// they land in one batch, makes that commit fail, and checks every caller
+// hears of it, later writes too, and nothing of the batch is on disk.
+func TestCommitFailureFailsEveryCaller(t *testing.T) {
+	dir := t.TempDir()
+	var fail atomic.Bool
+	injected := errors.New("injected fsync failure")
+	s, err := openBadger(testConfig(dir), func() error {
+		if fail.Load() {
+			return injected
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := uint64(1); seq <= 3; seq++ {
+		if err := AppendWait(s, Entry{Recipient: 1, Seq: seq, Kind: KindMessage, MsgID: seq}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	started, release := make(chan struct{}), make(chan struct{})
+	held := make(chan error, 1)
+	go func() {
+		held <- s.exclusive(func() error { close(started); <-release; return nil })
+	}()
+	<-started // the committer is held: what follows queues up as one batch
+	const n = 10
+	errs := make(chan error, n)
+	for seq := uint64(4); seq < 4+n; seq++ {
+		s.Append(Entry{Recipient: 1, Seq: seq, Kind: KindMessage, MsgID: seq}, func(err error) { errs <- err })
+	}
+	ackErr := make(chan error, 1)
+	s.Ack(1, 2, func(_ AckResult, err error) { ackErr <- err })
+	fail.Store(true)
+	close(release)
+	if err := <-held; err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		if err := <-errs; !errors.Is(err, ErrCommit) || !errors.Is(err, injected) {
+			t.Fatalf("append %d in the failed batch: %v, want ErrCommit wrapping the cause", i, err)
+		}
+	}
+	if err := <-ackErr; !errors.Is(err, ErrCommit) {
+		t.Fatalf("ack in the failed batch: %v", err)
+	}
+	fail.Store(false) // the store stays poisoned even when the disk recovers
+	if err := AppendWait(s, Entry{Recipient: 2, Seq: 1}); !errors.Is(err, ErrCommit) {
+		t.Fatalf("append after a failed commit: %v, want ErrCommit", err)
+	}
+	if st := s.Stats(); st.CommitErrors != 1 || st.Appends != 3 {
+		t.Fatalf("CommitErrors %d Appends %d, want 1 and 3", st.CommitErrors, st.Appends)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s2, err := openBadger(testConfig(dir), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if hw, _ := s2.LastSeq(1); hw != 3 {
+		t.Fatalf("high-water after reopen %d, want 3: the failed batch must not count", hw)
+	}
+	page, _, err := s2.Read(1, 0, 100, 0, nil)
+	if err != nil || len(page) != 3 {
+		t.Fatalf("after reopen: %d entries, %v; want the 3 committed", len(page), err)
+	}
+	if err := AppendWait(s2, Entry{Recipient: 1, Seq: 4, Kind: KindMessage, MsgID: 4}); err != nil {
+		t.Fatalf("retry after reopen: %v (the failed append must not be a duplicate)", err)
+	}
+}
+
+func TestConfigValidateReportsEverything(t *testing.T) {
+	cfg := Config{
+		MessageTTL:         -1,
+		MaxMailboxMessages: -1,
+		MaxMailboxBytes:    -5,
+		QueueLen:           -1,
+		MaxBatch:           100_000,
+		MemTableSize:       1 << 10,
+	}
+	err := cfg.Validate()
+	if !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("Validate = %v, want ErrInvalidConfig", err)
+	}
+	for _, field := range []string{"MessageTTL", "MaxMailboxMessages", "MaxMailboxBytes", "QueueLen", "MaxBatch", "MemTableSize", "transaction cap"} {
+		if !strings.Contains(err.Error(), field) {
+			t.Errorf("Validate error does not name %s:\n%v", field, err)
+		}
+	}
+	if err := (Config{}).Validate(); err != nil {
+		t.Fatalf("the zero Config (all defaults) is invalid: %v", err)
+	}
+	if _, err := Open(Config{}); !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("Open without Dir = %v, want ErrInvalidConfig", err)
+	}
+	if _, err := NewMemory(cfg); !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("NewMemory(bad) = %v", err)
+	}
+}
+
+// recordHandler keeps every slog message it receives.
+type recordHandler struct {
+	mu   *sync.Mutex
+	msgs *[]string
+}
+
+func (h recordHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h recordHandler) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	*h.msgs = append(*h.msgs, r.Message)
+	return nil
+}
+func (h recordHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h recordHandler) WithGroup(string) slog.Handler      { return h }
+
+func TestBadgerLogsGoThroughSlog(t *testing.T) {
+	var (
+		mu   sync.Mutex
+		msgs []string
+	)
+	cfg := testConfig(t.TempDir())
+	cfg.Logger = slog.New(recordHandler{&mu, &msgs})
+	s, err := openBadger(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, m := range msgs {
+		if strings.HasPrefix(m, "badger: ") {
+			return
+		}
+	}
+	t.Fatalf("no Badger log reached slog; got %q", msgs)
+}
