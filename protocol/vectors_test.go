@@ -86,7 +86,7 @@ func vectorCases() []vectorCase {
 		{"ACCEPT one", "", &Accept{MsgID: 1234}},
 		{"ACCEPT run", "flag A: ids 1234 through 1243", &Accept{MsgID: 1234, More: 9}},
 		{"ACCEPT group created", "Ref is the new group's id", &Accept{MsgID: 1236, Ref: team}},
-		{"ACCEPT run with ref", "flag A and a trailing ref", &Accept{MsgID: 1236, More: 1, Ref: team}},
+		{"ACCEPT run with ref", "flag A and a trailing ref; ref belongs to msg_id, and servers do not coalesce an ACCEPT that carries one", &Accept{MsgID: 1236, More: 1, Ref: team}},
 		{"REFUSE retry later", "", &Refuse{MsgID: 1234, Code: CodeRetryLater, RetryAfter: 2000}},
 		{"REFUSE mailbox full", "", &Refuse{MsgID: 1234, Code: CodeMailboxFull, RetryAfter: 60000}},
 		{"REFUSE not member", "do not retry unchanged", &Refuse{MsgID: 1235, Code: CodeNotMember}},
