@@ -33,14 +33,18 @@ type Result struct {
 	Conns     int `json:"conns"`     // connections held at the peak
 
 	// Message counts, over the measured phase.
-	Sent       uint64            `json:"sent"`             // SENDs written
-	Accepted   uint64            `json:"accepted"`         // message ids covered by ACCEPTs
-	Refused    uint64            `json:"refused"`          // REFUSEs received
-	Delivered  uint64            `json:"delivered"`        // distinct messages delivered (after dedupe by sender and msg id)
-	Duplicates uint64            `json:"duplicates"`       // deliveries of a message already delivered
-	Reordered  uint64            `json:"reordered"`        // deliveries out of order for their sender
-	Lost       uint64            `json:"lost"`             // accepted messages never delivered by the end of the run
-	Closes     map[string]uint64 `json:"closes,omitempty"` // connections the server closed, by ERROR code name
+	Sent       uint64 `json:"sent"`       // SENDs written
+	Accepted   uint64 `json:"accepted"`   // message ids covered by ACCEPTs
+	Refused    uint64 `json:"refused"`    // REFUSEs received
+	Delivered  uint64 `json:"delivered"`  // distinct messages delivered (after dedupe by sender and msg id)
+	Duplicates uint64 `json:"duplicates"` // deliveries of a message already delivered
+	Reordered  uint64 `json:"reordered"`  // deliveries out of order for their sender
+	Lost       uint64 `json:"lost"`       // accepted messages never delivered by the end of the run
+	// Redelivered counts entries the server sent again after a reconnect
+	// (at-least-once); the client's dedupe drops them and they are not
+	// failures. Added by the engine (engine engineer), for the report.
+	Redelivered uint64            `json:"redelivered"`
+	Closes      map[string]uint64 `json:"closes,omitempty"` // connections the server closed, by ERROR code name
 
 	// Latencies in microseconds. SendToAck: SEND written to its ACCEPT read.
 	// SendToDeliver: SEND written to DELIVER read (in the group scenario, to
@@ -62,6 +66,16 @@ type Result struct {
 	// CPU spent, for "is the generator the bottleneck" and µs per message.
 	GeneratorCPU time.Duration `json:"generator_cpu_ns"` // all generator processes
 	ServerCPU    time.Duration `json:"server_cpu_ns"`    // from the server's metrics, if reachable
+
+	// Figures are the scenario's headline numbers, named with their unit
+	// (e.g. "connect_rate_per_s", "server_mem_per_conn_bytes", "drain_s",
+	// "all_logged_in_s"); see each scenario's doc in bench/scenario*.go.
+	// Added by the engine engineer for the report's table.
+	Figures map[string]float64 `json:"figures,omitempty"`
+	// Baseline is the same traffic measured without the disturbance (the
+	// slow scenario runs it first, then with a share of clients not
+	// reading), to be reported side by side. Nil in other scenarios.
+	Baseline *Result `json:"baseline,omitempty"`
 
 	// Failures lists every correctness violation; a run with any fails.
 	Failures []string `json:"failures,omitempty"`
