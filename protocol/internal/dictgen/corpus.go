@@ -110,9 +110,11 @@ func (g *Gen) Sample(c Class, size int) (protocol.Type, byte, []byte) {
 	case BatchPlain, BatchE2E:
 		f = g.batch(nil, c == BatchPlain, size)
 	case GroupEvent:
-		var members int
-		for f = nil; len(f) < size; members++ {
-			f = g.groupEvent(nil, members+1)
+		// Member ids take 3 or 4 bytes: guess, then add what is missing.
+		for members := max(size/4-4, 1); ; members += (size-len(f))/4 + 1 {
+			if f = g.groupEvent(nil, members); len(f) >= size {
+				break
+			}
 		}
 	}
 	fr, _, err := protocol.ReadFrame(f, len(f))
