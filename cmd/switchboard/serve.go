@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -23,7 +24,7 @@ func serve(args []string) error {
 	var (
 		listen   = fs.String("listen", "127.0.0.1:7070", "TCP address to listen on, host:port")
 		data     = fs.String("data", "data", "data folder: the mailboxes (Badger) and the token keys, created on first run")
-		metrics  = fs.String("metrics", "127.0.0.1:9070", "address of the Prometheus /metrics endpoint; empty: none")
+		metrics  = fs.String("metrics", "127.0.0.1:9070", "address of the Prometheus /metrics and /debug/pprof/ endpoints (keep it private); empty: none")
 		loops    = fs.Int("loops", 0, "event loops; 0: one per core")
 		shards   = fs.Int("shards", 0, "routing workers; 0: two per core")
 		maxConns = fs.Int("max-conns", 0, "connection cap; 0: the open-file limit minus a reserve for storage")
@@ -66,6 +67,9 @@ func serve(args []string) error {
 	if *metrics != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", metricsHandler(srv, router, store))
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		hs := &http.Server{Addr: *metrics, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := hs.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
