@@ -56,6 +56,11 @@ type Config struct {
 	// Default 1000: far above what a person types, low enough that a flood
 	// from one connection cannot starve a loop.
 	RateLimit int
+	// DisableCompression stops the server from offering its dictionary at
+	// login; clients then send and receive every frame uncompressed. By
+	// default dictionary v1 is offered and BATCH frames are compressed when
+	// that makes them smaller.
+	DisableCompression bool
 	// GoAwayAfter is the reconnect delay told to clients at shutdown.
 	// Default 2 s; clients add their own jitter up to as much again.
 	GoAwayAfter time.Duration

@@ -40,6 +40,7 @@ type conn struct {
 	delivered    uint64 // highest seq written to the connection
 	acked        uint64 // highest seq acked by the client
 	ackPending   bool   // acked was not yet taken by the router (shard busy)
+	dict         bool   // the client negotiated the server's dictionary
 	closeCode    protocol.Code
 
 	// Atomic; shared with workers.

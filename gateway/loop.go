@@ -27,9 +27,10 @@ type loop struct {
 	tickFn gnet.RunnableFunc
 
 	// Scratch reused for every connection of the loop.
-	wbuf  []byte
-	items []delivery.Outbound
-	batch protocol.BatchWriter
+	wbuf    []byte
+	items   []delivery.Outbound
+	batch   protocol.BatchWriter
+	inflate []byte // decompressed inbound payloads; grows to at most MaxFrame
 }
 
 func newLoop(s *Server, el gnet.EventLoop) *loop {
@@ -152,7 +153,15 @@ func (l *loop) read(c *conn) protocol.Code {
 func (l *loop) frame(c *conn, f protocol.Frame) protocol.Code {
 	cfg := &l.srv.cfg
 	if f.Has(protocol.FlagCompressed) {
-		return protocol.CodeDecompression // no dictionary was negotiated
+		var codec *protocol.Codec
+		if c.dict {
+			codec = l.srv.codec
+		}
+		var err error
+		if f, err = codec.Inflate(f, l.inflate[:0], cfg.MaxFrame); err != nil {
+			return protocol.CodeDecompression
+		}
+		l.inflate = f.Payload[:0]
 	}
 	if c.state == stateLogin {
 		if f.Type != protocol.TypeLogin {
@@ -246,6 +255,7 @@ func (l *loop) login(c *conn, f protocol.Frame) protocol.Code {
 	}
 	ping = min(max(ping, cfg.PingMin), cfg.PingMax)
 	c.user, c.ping = claims.User, uint16(ping/time.Second)
+	c.dict = lg.Dict != 0 && lg.Dict == l.srv.codec.ID()
 	c.delivered, c.acked = lg.Ack, lg.Ack
 	c.state = stateJoining
 	if !l.srv.router.Login(c, c.user, lg.Ack) {
@@ -303,7 +313,7 @@ func (l *loop) encode(c *conn, items []delivery.Outbound) {
 				size += len(items[j].Record)
 				j++
 			}
-			l.entries(items[i:j], now)
+			l.entries(c, items[i:j], now)
 			c.delivered = max(c.delivered, items[j-1].Seq)
 		case delivery.OutAccept:
 			for j < len(items) && items[j].Kind == delivery.OutAccept && items[j].MsgID == items[j-1].MsgID+1 && o.Ref == 0 && items[j].Ref == 0 {
@@ -319,7 +329,7 @@ func (l *loop) encode(c *conn, items []delivery.Outbound) {
 		case delivery.OutWelcome:
 			w := protocol.Welcome{
 				Version: protocol.Version, User: c.user, Time: uint64(now.UnixMilli()),
-				Ping: uint32(c.ping), MaxFrame: uint32(l.srv.cfg.MaxFrame),
+				Ping: uint32(c.ping), MaxFrame: uint32(l.srv.cfg.MaxFrame), Dict: l.dictOf(c),
 				Window: uint32(l.srv.router.Window()), Last: o.Seq,
 			}
 			l.wbuf = w.Append(l.wbuf)
@@ -333,7 +343,7 @@ func (l *loop) encode(c *conn, items []delivery.Outbound) {
 // entries appends one DELIVER (or RECEIPT, GROUP_EVENT) frame, or a BATCH
 // for several consecutive entries. A delivery made within a second of its
 // acceptance goes without its timestamp (the client knows the time).
-func (l *loop) entries(items []delivery.Outbound, now time.Time) {
+func (l *loop) entries(c *conn, items []delivery.Outbound, now time.Time) {
 	var d protocol.Deliver
 	live := func(d *protocol.Deliver) {
 		if now.Sub(protocol.StampTime(d.Time)) <= time.Second {
@@ -376,14 +386,35 @@ func (l *loop) entries(items []delivery.Outbound, now time.Time) {
 			// A record that does not parse cannot be sent; keep the batch's
 			// seqs consecutive by ending it here and skipping this one.
 			l.badRecord(o, err)
-			l.wbuf = l.batch.Append(l.wbuf)
+			l.appendBatch(c)
 			if k+1 < len(items) {
-				l.entries(items[k+1:], now)
+				l.entries(c, items[k+1:], now)
 			}
 			return
 		}
 	}
-	l.wbuf = l.batch.Append(l.wbuf)
+	l.appendBatch(c)
+}
+
+// appendBatch appends the batch being built, compressed when c negotiated a
+// dictionary and it pays: backlogs of plaintext compress about 2×.
+func (l *loop) appendBatch(c *conn) {
+	if l.batch.Count() == 0 {
+		return
+	}
+	var codec *protocol.Codec
+	if c.dict {
+		codec = l.srv.codec
+	}
+	l.wbuf = codec.AppendFrame(l.wbuf, protocol.TypeBatch, 0, l.batch.Payload())
+}
+
+// dictOf returns the dictionary id c's WELCOME names.
+func (l *loop) dictOf(c *conn) uint32 {
+	if c.dict {
+		return l.srv.codec.ID()
+	}
+	return protocol.DictNone
 }
 
 func (l *loop) badRecord(o *delivery.Outbound, err error) {

@@ -26,6 +26,7 @@ type Server struct {
 	cfg    Config
 	router *delivery.Router
 	start  time.Time
+	codec  *protocol.Codec // the dictionary offered at login; nil: none
 
 	// Set once by OnBoot.
 	eng    gnet.Engine
@@ -61,7 +62,11 @@ func New(cfg Config, r *delivery.Router) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, router: r, start: cfg.Now(), booted: make(chan struct{}), loops: map[gnet.EventLoop]*loop{}}, nil
+	s := &Server{cfg: cfg, router: r, start: cfg.Now(), booted: make(chan struct{}), loops: map[gnet.EventLoop]*loop{}}
+	if !cfg.DisableCompression {
+		s.codec, _ = protocol.Lookup(protocol.DictV1)
+	}
+	return s, nil
 }
 
 // Run listens and serves until Shutdown; it returns the engine's error.
