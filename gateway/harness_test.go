@@ -1,0 +1,361 @@
+package gateway_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"switchboard/delivery"
+	"switchboard/gateway"
+	"switchboard/protocol"
+	"switchboard/storage"
+)
+
+// testServer is storage (Badger in a temporary folder), a router and a
+// gateway on 127.0.0.1:0, all in this process.
+type testServer struct {
+	t      testing.TB
+	Addr   string
+	Srv    *gateway.Server
+	Router *delivery.Router
+	Store  storage.Store
+	Dir    string
+	secret []byte
+	runErr chan error
+	closed bool
+}
+
+// serverOptions adjust the configs before the server starts.
+type serverOptions struct {
+	gw      func(*gateway.Config)
+	router  func(*delivery.Config)
+	storage func(*storage.Config)
+	dir     string // reuse this data folder; "" makes a fresh one
+}
+
+// quietLogger discards logs unless SWITCHBOARD_TEST_LOG is set (gnet and
+// Badger are chatty).
+func quietLogger() *slog.Logger {
+	if os.Getenv("SWITCHBOARD_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// startServer starts a server and stops it (Shutdown, Run returns, the store
+// closes) when the test ends.
+func startServer(t testing.TB, o serverOptions) *testServer {
+	t.Helper()
+	dir := o.dir
+	if dir == "" {
+		dir = filepath.Join(t.TempDir(), "mailboxes")
+	}
+	log := quietLogger()
+	scfg := storage.Config{Dir: dir, Logger: log}
+	if o.storage != nil {
+		o.storage(&scfg)
+	}
+	store, err := storage.Open(scfg)
+	if err != nil {
+		t.Fatalf("storage.Open: %v", err)
+	}
+	rcfg := delivery.Config{Logger: log}
+	if o.router != nil {
+		o.router(&rcfg)
+	}
+	router, err := delivery.New(rcfg, store)
+	if err != nil {
+		store.Close()
+		t.Fatalf("delivery.New: %v", err)
+	}
+	secret := make([]byte, gateway.SecretLen)
+	for i := range secret {
+		secret[i] = byte(i*7 + 1)
+	}
+	gcfg := gateway.Config{Addr: "127.0.0.1:0", Loops: 2, Keys: gateway.Keys{1: secret}, Logger: log}
+	if o.gw != nil {
+		o.gw(&gcfg)
+	}
+	srv, err := gateway.New(gcfg, router)
+	if err != nil {
+		store.Close()
+		t.Fatalf("gateway.New: %v", err)
+	}
+	router.Start()
+	ts := &testServer{t: t, Srv: srv, Router: router, Store: store, Dir: dir, secret: secret, runErr: make(chan error, 1)}
+	go func() { ts.runErr <- srv.Run() }()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	addr, err := srv.Addr(ctx)
+	if err != nil {
+		select {
+		case err := <-ts.runErr:
+			t.Fatalf("gateway did not start: Run: %v", err)
+		default:
+		}
+		t.Fatalf("gateway did not start: %v", err)
+	}
+	ts.Addr = addr.String()
+	t.Cleanup(func() { ts.Stop() })
+	return ts
+}
+
+// Stop shuts the server down gracefully and closes the store. It is
+// idempotent and returns the store's Close error.
+func (ts *testServer) Stop() error {
+	if ts.closed {
+		return nil
+	}
+	ts.closed = true
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := ts.Srv.Shutdown(ctx); err != nil {
+		ts.t.Errorf("Shutdown: %v", err)
+	}
+	select {
+	case err := <-ts.runErr:
+		if err != nil {
+			ts.t.Errorf("Run: %v", err)
+		}
+	case <-ctx.Done():
+		ts.t.Errorf("Run did not return after Shutdown")
+	}
+	return ts.Store.Close()
+}
+
+// Token mints a valid token for user.
+func (ts *testServer) Token(user uint64) []byte {
+	return gateway.MintToken(ts.secret, gateway.Claims{KeyID: 1, User: user, Device: 1, Expiry: time.Now().Add(time.Hour)})
+}
+
+// Dial logs user in; it fails the test if the login fails. The client is
+// closed when the test ends.
+func (ts *testServer) Dial(user uint64, opts protocol.ClientOptions) *protocol.Client {
+	ts.t.Helper()
+	c, err := ts.TryDial(user, opts)
+	if err != nil {
+		ts.t.Fatalf("login of user %d: %v", user, err)
+	}
+	return c
+}
+
+// TryDial logs user in and returns the error of the login.
+func (ts *testServer) TryDial(user uint64, opts protocol.ClientOptions) (*protocol.Client, error) {
+	if opts.Token == nil {
+		opts.Token = ts.Token(user)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := protocol.Dial(ctx, ts.Addr, opts)
+	if err != nil {
+		return nil, err
+	}
+	ts.t.Cleanup(func() { c.Close() })
+	return c, nil
+}
+
+// eventually polls cond every few milliseconds until it holds or d passes.
+func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// ctxFor returns a context that ends after d, cancelled at the test's end.
+func ctxFor(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// recvDelivers reads n DELIVERs (skipping other events) and fails on error.
+func recvDelivers(t testing.TB, c *protocol.Client, n int, d time.Duration) []*protocol.Deliver {
+	t.Helper()
+	ctx := ctxFor(t, d)
+	out := make([]*protocol.Deliver, 0, n)
+	for len(out) < n {
+		ev, err := c.Recv(ctx)
+		if err != nil {
+			t.Fatalf("after %d of %d DELIVERs: %v", len(out), n, err)
+		}
+		if dv, ok := ev.(*protocol.Deliver); ok {
+			out = append(out, dv)
+		}
+	}
+	return out
+}
+
+// waitAccepted waits for the ACCEPTs covering every id in ids.
+func waitAccepted(t testing.TB, c *protocol.Client, ids []uint64, d time.Duration) {
+	t.Helper()
+	want := map[uint64]bool{}
+	for _, id := range ids {
+		want[id] = true
+	}
+	ctx := ctxFor(t, d)
+	for len(want) > 0 {
+		ev, err := c.Recv(ctx)
+		if err != nil {
+			t.Fatalf("waiting for %d ACCEPTs: %v", len(want), err)
+		}
+		switch ev := ev.(type) {
+		case *protocol.Accept:
+			for id := ev.MsgID; id <= ev.MsgID+ev.More; id++ {
+				delete(want, id)
+			}
+		case *protocol.Refuse:
+			t.Fatalf("msg %d refused: %v", ev.MsgID, ev.Code)
+		}
+	}
+}
+
+// expectError reads until the connection ends and returns the code of the
+// server's ERROR (0 if it ended without one). Other events are ignored.
+func expectError(t testing.TB, c *protocol.Client, d time.Duration) protocol.Code {
+	t.Helper()
+	ctx := ctxFor(t, d)
+	for {
+		_, err := c.Recv(ctx)
+		if err == nil {
+			continue
+		}
+		var e *protocol.Error
+		if errors.As(err, &e) {
+			return e.Code
+		}
+		if errors.Is(err, protocol.ErrClosed) {
+			return 0
+		}
+		t.Fatalf("waiting for the connection to end: %v", err)
+	}
+}
+
+// rawConn is a client that speaks bytes, for bad input.
+type rawConn struct {
+	t testing.TB
+	net.Conn
+	buf []byte
+}
+
+func (ts *testServer) raw() *rawConn {
+	ts.t.Helper()
+	c, err := net.DialTimeout("tcp", ts.Addr, 5*time.Second)
+	if err != nil {
+		ts.t.Fatalf("dial: %v", err)
+	}
+	ts.t.Cleanup(func() { c.Close() })
+	return &rawConn{t: ts.t, Conn: c}
+}
+
+// rawLogin writes the preface and a LOGIN for user and waits for WELCOME.
+func (ts *testServer) rawLogin(user uint64) *rawConn {
+	ts.t.Helper()
+	r := ts.raw()
+	lg := protocol.Login{Token: ts.Token(user)}
+	r.write(lg.Append(protocol.AppendPreface(nil, protocol.Version, protocol.TransportPlain)))
+	f := r.next(5 * time.Second)
+	if f.Type != protocol.TypeWelcome {
+		ts.t.Fatalf("raw login: got %v, want WELCOME", f.Type)
+	}
+	return r
+}
+
+func (r *rawConn) write(b []byte) {
+	r.t.Helper()
+	r.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if _, err := r.Write(b); err != nil {
+		r.t.Fatalf("raw write: %v", err)
+	}
+}
+
+// next reads the next frame; it fails the test if none comes within d.
+func (r *rawConn) next(d time.Duration) protocol.Frame {
+	r.t.Helper()
+	f, err := r.tryNext(d)
+	if err != nil {
+		r.t.Fatalf("raw read: %v", err)
+	}
+	return f
+}
+
+func (r *rawConn) tryNext(d time.Duration) (protocol.Frame, error) {
+	r.SetReadDeadline(time.Now().Add(d))
+	tmp := make([]byte, 64<<10)
+	for {
+		if len(r.buf) > 0 {
+			f, n, err := protocol.ReadFrame(r.buf, protocol.MaxServerFrame)
+			if err == nil {
+				f.Payload = append([]byte(nil), f.Payload...)
+				r.buf = r.buf[n:]
+				return f, nil
+			}
+			if !errors.Is(err, protocol.ErrIncomplete) {
+				return protocol.Frame{}, err
+			}
+		}
+		n, err := r.Read(tmp)
+		r.buf = append(r.buf, tmp[:n]...)
+		if err != nil && n == 0 {
+			return protocol.Frame{}, err
+		}
+	}
+}
+
+// expectClose reads frames until the server closes and returns the code of
+// the last ERROR seen (0 if none). It fails the test if the connection is
+// still open after d.
+func (r *rawConn) expectClose(d time.Duration) protocol.Code {
+	r.t.Helper()
+	var code protocol.Code
+	deadline := time.Now().Add(d)
+	for {
+		f, err := r.tryNext(time.Until(deadline))
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				r.t.Fatalf("connection still open after %v (last ERROR %v)", d, code)
+			}
+			return code // EOF or reset: closed
+		}
+		if f.Type == protocol.TypeError {
+			var e protocol.Error
+			if err := e.Decode(f); err != nil {
+				r.t.Fatalf("bad ERROR frame: %v", err)
+			}
+			code = e.Code
+		}
+	}
+}
+
+// roundTrip checks that the server still serves: a fresh pair of users
+// exchange one message.
+func (ts *testServer) roundTrip(t testing.TB, from, to uint64) {
+	t.Helper()
+	a := ts.Dial(from, protocol.ClientOptions{})
+	b := ts.Dial(to, protocol.ClientOptions{})
+	body := []byte(fmt.Sprintf("still serving %d→%d", from, to))
+	id, err := a.Send(to, body)
+	if err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	if _, err := a.WaitAccept(ctxFor(t, 10*time.Second), id); err != nil {
+		t.Fatalf("accept: %v", err)
+	}
+	d := recvDelivers(t, b, 1, 10*time.Second)[0]
+	if d.From != from || d.MsgID != id || string(d.Body) != string(body) {
+		t.Fatalf("delivered %d/%d %q, want %d/%d %q", d.From, d.MsgID, d.Body, from, id, body)
+	}
+	a.Close()
+	b.Close()
+}
