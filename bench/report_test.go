@@ -1,0 +1,314 @@
+package bench
+
+import (
+	"bytes"
+	"encoding/json"
+	"image/png"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// reportTestResult is a run with known figures: send → ack holds 1..1000 µs
+// (p50 500 µs, p90 900 µs, p99 990 µs, p99.9 999 µs, max 1000 µs), send →
+// deliver the same values times 1000 (1 ms..1 s), login is empty.
+func reportTestResult(t *testing.T) *Result {
+	t.Helper()
+	ack, deliver := NewHistogram(), NewHistogram()
+	for v := int64(1); v <= 1000; v++ {
+		if err := ack.RecordValue(v); err != nil {
+			t.Fatal(err)
+		}
+		if err := deliver.RecordValue(v * 1000); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var timeline []Sample
+	for i := range 10 {
+		timeline = append(timeline, Sample{At: time.Duration(i+1) * time.Second, Conns: 1000, Sent: 10_000 + uint64(i*100), Delivered: 9_900 + uint64(i*100)})
+	}
+	return &Result{
+		Scenario:      "chat",
+		Params:        map[string]string{"conns": "1000", "rate": "10000", "size": "64"},
+		Started:       time.Date(2026, 11, 26, 19, 0, 0, 0, time.UTC),
+		Duration:      10 * time.Second,
+		Processes:     2,
+		Conns:         1000,
+		Sent:          100_000,
+		Accepted:      100_000,
+		Delivered:     99_000,
+		Duplicates:    12,
+		Lost:          1_000,
+		Closes:        map[string]uint64{"SLOW_READER": 3},
+		SendToAck:     ack,
+		SendToDeliver: deliver,
+		LoginLatency:  NewHistogram(),
+		BytesOut:      5_000_000,
+		BytesIn:       4_900_000,
+		Timeline:      timeline,
+		Memory: []MemPoint{
+			{Label: "baseline", Conns: 0, RSS: 20 << 20, HeapInuse: 4 << 20},
+			{Label: "after ramp", Conns: 1000, RSS: 21 << 20, HeapInuse: 4<<20 + 512_000},
+			{Label: "after traffic", Conns: 1000, RSS: 30 << 20, HeapInuse: 12 << 20},
+		},
+		GeneratorCPU: 4 * time.Second,
+		ServerCPU:    2 * time.Second,
+		Failures:     []string{"lost 1,000 accepted messages | e.g. user 7 msg 42"},
+		Notes:        []string{"server metrics scraped from 127.0.0.1:9100"},
+	}
+}
+
+func TestWriteReport(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "nested", "out")
+	r := reportTestResult(t)
+	if err := WriteReport(dir, r); err != nil {
+		t.Fatal(err)
+	}
+	md := readFile(t, filepath.Join(dir, reportFile))
+
+	// Percentile rows: HDR at 3 digits holds every value below 2048 exactly.
+	for _, want := range []string{
+		"| send → ack | 1,000 | 500 µs | 900 µs | 990 µs | 999 µs | 1.00 ms |",
+		"| send → deliver | 1,000 | 500 ms | 900 ms | 990 ms | 999 ms | 1.00 s |",
+		"| p50 | p90 | p99 | p99.9 | max |",
+		"**FAIL**: 1 failure",
+		`lost 1,000 accepted messages \| e.g. user 7 msg 42`,
+		"9,900 msg/s", // delivered rate
+		"| both directions per delivered message | 100 B/msg |", // (5,000,000 + 4,900,000) / 99,000
+		"| out per sent message | 50 B/msg |",
+		"| in per delivered message | 49.5 B/msg |",
+		"40.4 µs/msg", // generator CPU 4 s / 99,000
+		"20.2 µs/msg", // server CPU 2 s / 99,000
+		"1.02 KiB",    // (21 MiB − 20 MiB) / 1000 conns = 1048.6 B
+		"0.40 of ",    // generator cores busy: 4 s / 10 s
+		"| `rate` | `10000` |",
+		"GOMAXPROCS",
+		"server metrics scraped",
+		"![Latency by percentile](latency.png)",
+		"![Throughput over time](throughput.png)",
+		"![Server memory against connections](memory.png)",
+		"connections closed by the server: SLOW\\_READER | 3 conns",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report.md lacks %q", want)
+		}
+	}
+	if strings.Contains(md, "| login |") {
+		t.Error("report.md has a row for the empty login histogram")
+	}
+
+	// Every embedded image exists and decodes as a non-empty PNG.
+	imgs := regexp.MustCompile(`!\[[^\]]*\]\(([^)]+)\)`).FindAllStringSubmatch(md, -1)
+	if len(imgs) != 3 {
+		t.Fatalf("report.md embeds %d images, want 3", len(imgs))
+	}
+	for _, m := range imgs {
+		checkPNG(t, filepath.Join(dir, m[1]))
+	}
+
+	// result.json round-trips the counts and carries the percentiles.
+	raw := []byte(readFile(t, filepath.Join(dir, resultFile)))
+	var back Result
+	if err := json.Unmarshal(raw, &back); err != nil {
+		t.Fatal(err)
+	}
+	if back.Sent != r.Sent || back.Delivered != r.Delivered || back.Lost != r.Lost || back.Duration != r.Duration ||
+		back.Closes["SLOW_READER"] != 3 || len(back.Timeline) != 10 || len(back.Memory) != 3 || len(back.Failures) != 1 {
+		t.Errorf("result.json did not round-trip the counts: %+v", back)
+	}
+	var extra struct {
+		Passed      bool                   `json:"passed"`
+		Percentiles map[string]HistSummary `json:"percentiles"`
+		Derived     Derived                `json:"derived"`
+		Machine     Machine                `json:"machine"`
+	}
+	if err := json.Unmarshal(raw, &extra); err != nil {
+		t.Fatal(err)
+	}
+	wantAck := HistSummary{Count: 1000, Min: 1, Mean: 500.5, P50: 500, P90: 900, P99: 990, P999: 999, Max: 1000}
+	if got := extra.Percentiles["send_to_ack"]; got != wantAck {
+		t.Errorf("percentiles.send_to_ack = %+v, want %+v", got, wantAck)
+	}
+	if got := extra.Percentiles["send_to_deliver"]; got.P50 < 499_500 || got.P50 > 500_500 || got.Count != 1000 {
+		t.Errorf("percentiles.send_to_deliver = %+v, want p50 ≈ 500,000 µs", got)
+	}
+	if _, ok := extra.Percentiles["login"]; ok {
+		t.Error("percentiles has the empty login histogram")
+	}
+	if extra.Passed {
+		t.Error("passed = true for a failing run")
+	}
+	if extra.Machine.Cores == 0 || extra.Machine.GoVersion == "" {
+		t.Errorf("machine not filled: %+v", extra.Machine)
+	}
+	if f := extra.Derived.Memory[1].RSSPerConnOverBaseline; f == nil || *f != float64(1<<20)/1000 {
+		t.Errorf("rss per conn over baseline = %v, want %v", f, float64(1<<20)/1000)
+	}
+	if f := extra.Derived.WireBytesPerDelivered; f == nil || *f != 100 {
+		t.Errorf("wire bytes per delivered = %v, want 100", f)
+	}
+
+	// WriteJSON writes the same document.
+	var buf bytes.Buffer
+	if err := WriteJSON(&buf, r); err != nil {
+		t.Fatal(err)
+	}
+	if buf.String() != string(raw) {
+		t.Error("WriteJSON differs from result.json")
+	}
+}
+
+func TestWriteReportSkipsEmptyCharts(t *testing.T) {
+	dir := t.TempDir()
+	// A chart left by an earlier report must not survive beside this one.
+	if err := os.WriteFile(filepath.Join(dir, memoryChartFile), []byte("stale"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := &Result{
+		Scenario: "idle",
+		Duration: time.Second,
+		Memory:   []MemPoint{{Label: "peak", Conns: 10, RSS: 1 << 20}},
+	}
+	if err := WriteReport(dir, r); err != nil {
+		t.Fatal(err)
+	}
+	md := readFile(t, filepath.Join(dir, reportFile))
+	for _, want := range []string{
+		"No latency chart",
+		"No throughput chart",
+		"No memory chart",
+		"**PASS**",
+		`No memory point is labelled "baseline"`,
+		"Server CPU was not measured",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report.md lacks %q", want)
+		}
+	}
+	if strings.Contains(md, "![") {
+		t.Error("report.md embeds an image that was not drawn")
+	}
+	for _, f := range []string{latencyChartFile, throughputChartFile, memoryChartFile} {
+		if _, err := os.Stat(filepath.Join(dir, f)); !os.IsNotExist(err) {
+			t.Errorf("%s exists (err %v), want none", f, err)
+		}
+	}
+}
+
+func TestPrintSummary(t *testing.T) {
+	tests := []struct {
+		name     string
+		failures []string
+		want     []string
+		wantNot  []string
+	}{
+		{
+			name:     "failing",
+			failures: []string{"lost 1,000 accepted messages", "user 9 saw seq 5 after seq 6"},
+			want:     []string{"· FAIL", "FAIL: 2 failures", "  - lost 1,000 accepted messages", "  - user 9 saw seq 5 after seq 6"},
+			wantNot:  []string{"PASS"},
+		},
+		{
+			name: "passing",
+			want: []string{"· PASS", "PASS: no correctness failure"},
+			// Lost was left at 1,000: the summary must not hide it.
+			wantNot: []string{"FAIL"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := reportTestResult(t)
+			r.Failures = tt.failures
+			var buf bytes.Buffer
+			PrintSummary(&buf, r)
+			out := buf.String()
+			for _, s := range append(tt.want,
+				"500 µs", "990 µs", "1.00 s", "9,900 msg/s", "100 B/msg", "40.4 µs/msg", "1.02 KiB", "rate=10000") {
+				if !strings.Contains(out, s) {
+					t.Errorf("summary lacks %q:\n%s", s, out)
+				}
+			}
+			for _, s := range tt.wantNot {
+				if strings.Contains(out, s) {
+					t.Errorf("summary has %q:\n%s", s, out)
+				}
+			}
+			checkAligned(t, out)
+		})
+	}
+}
+
+// checkAligned checks that within each table the rows are the same width
+// (numbers are right-aligned to a common edge).
+func checkAligned(t *testing.T, out string) {
+	t.Helper()
+	for _, block := range strings.Split(out, "\n\n") {
+		lines := strings.Split(strings.TrimSpace(block), "\n")
+		if !strings.HasPrefix(lines[0], "latency") {
+			continue
+		}
+		w := len([]rune(lines[0]))
+		for _, l := range lines[1:] {
+			if len([]rune(l)) != w {
+				t.Errorf("latency table not aligned:\n%s", block)
+			}
+		}
+		return
+	}
+	t.Error("no latency table")
+}
+
+func TestFormat(t *testing.T) {
+	tests := []struct{ got, want string }{
+		{formatCount(0), "0"},
+		{formatCount(999), "999"},
+		{formatCount(1000), "1,000"},
+		{formatCount(1234567), "1,234,567"},
+		{formatLatency(7), "7 µs"},
+		{formatLatency(2140), "2.14 ms"},
+		{formatLatency(21400), "21.4 ms"},
+		{formatLatency(999_999), "1.00 s"},
+		{formatMicros(0.5), "0.50 µs"},
+		{formatBytes(82), "82 B"},
+		{formatBytes(82.26), "82.3 B"},
+		{formatBytes(1536), "1.50 KiB"},
+		{formatBytes(-2048), "−2.00 KiB"},
+		{formatBytes(3 << 30), "3.00 GiB"},
+		{formatRate(48_200.4), "48,200 msg/s"},
+		{formatRate(3.25), "3.2 msg/s"},
+		{mdCode("a|b"), "`a\\|b`"},
+	}
+	for _, tt := range tests {
+		if tt.got != tt.want {
+			t.Errorf("got %q, want %q", tt.got, tt.want)
+		}
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func checkPNG(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	if b := img.Bounds(); b.Dx() < 100 || b.Dy() < 100 {
+		t.Errorf("%s is %v, want a real chart", path, b)
+	}
+}
