@@ -58,8 +58,10 @@ type ClientOptions struct {
 	// for tools that sit idle. Off by default: tests ping when they want to.
 	Keepalive bool
 
-	// Dict is the compression dictionary the client offers; 0 (the default)
-	// means no compression. Dial fails if this build has no such dictionary.
+	// Dict is the compression dictionary the client offers (DictV1…); 0, the
+	// default, means none. With a dictionary, the client inflates the
+	// compressed frames the server sends, each bounded by MaxServerFrame; it
+	// sends its own frames uncompressed. Dial fails on an unknown id.
 	Dict uint32
 	// Ack resumes a session: every mailbox entry up to it was received by an
 	// earlier connection, and the server deletes them at login.
@@ -133,14 +135,20 @@ func (*GoAway) clientEvent()     {}
 func (Pong) clientEvent()        {}
 
 // inflater turns a compressed frame into an uncompressed one whose payload
-// lives in dst, refusing more than max bytes. compress.go's Codec implements it.
+// lives in dst (a new array when dst is nil), refusing more than max bytes.
+// *Codec implements it; tests substitute a fake.
 type inflater interface {
 	Inflate(f Frame, dst []byte, max int) (Frame, error)
 }
 
-// clientInflater returns the inflater for a dictionary id, or nil when this
-// build holds no such dictionary.
-func clientInflater(dict uint32) inflater { return nil }
+// clientInflater returns the shared Codec of a dictionary id, or nil when
+// this build holds no such dictionary.
+func clientInflater(dict uint32) inflater {
+	if c, ok := Lookup(dict); ok {
+		return c
+	}
+	return nil
+}
 
 // Dial connects to addr, writes the preface and LOGIN, and waits for WELCOME.
 // If the server answers with ERROR, the returned error wraps its *Error, so

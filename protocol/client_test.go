@@ -494,3 +494,51 @@ func TestClientStopsReadingWhenFull(t *testing.T) {
 		t.Fatalf("RecvDeliver = %v, %v; want seq 1", d, err)
 	}
 }
+
+// TestClientDictV1 runs compressed frames from the real Codec through the
+// client, and a compressed frame whose claim is over MaxServerFrame.
+func TestClientDictV1(t *testing.T) {
+	codec, ok := Lookup(DictV1)
+	if !ok {
+		t.Fatal("no DictV1")
+	}
+	compressed := func(plain []byte) []byte {
+		f, _, err := ReadFrame(plain, len(plain))
+		if err != nil {
+			t.Fatal(err)
+		}
+		z := codec.AppendFrame(nil, f.Type, f.Flags, f.Payload)
+		if zf, _, err := ReadFrame(z, len(z)); err != nil || !zf.Has(FlagCompressed) {
+			t.Fatalf("%v of %d bytes did not compress (%v)", f.Type, len(plain), err)
+		}
+		return z
+	}
+	text := []byte(strings.Repeat("see you at the station at eight, bring the tickets please. ", 4))
+	d := Deliver{Seq: 5, From: 7, MsgID: 11, Body: text}
+	e := Deliver{Seq: 6, From: 7, MsgID: 12, Group: 3, Body: text[:100]}
+	var bw BatchWriter
+	bw.Reset(6)
+	bw.Deliver(&e)
+
+	w := clientWelcome
+	w.Dict = DictV1
+	c, fc := newClientFake(t).login(ClientOptions{Dict: DictV1}, w)
+	fc.write(append(compressed(d.Append(nil)), compressed(bw.Append(nil))...))
+	ctx := clientCtx(t)
+	for _, want := range []*Deliver{&d, &e} {
+		if got, err := c.RecvDeliver(ctx); err != nil || !reflect.DeepEqual(got, want) {
+			t.Fatalf("RecvDeliver = %+v, %v; want %+v", got, err, want)
+		}
+	}
+
+	bomb := Deliver{Seq: 7, From: 7, MsgID: 13, Body: make([]byte, MaxServerFrame)}
+	fc.write(compressed(bomb.Append(nil)))
+	if _, err := c.Recv(ctx); !errors.Is(err, ErrDecompress) {
+		t.Fatalf("Recv of a frame inflating past MaxServerFrame = %v, want ErrDecompress", err)
+	}
+	f, _ := fc.frame(TypeError)
+	var got Error
+	if err := got.Decode(f); err != nil || got.Code != CodeDecompression {
+		t.Fatalf("client sent ERROR %+v (%v), want DECOMPRESSION", got, err)
+	}
+}
