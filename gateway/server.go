@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -71,7 +72,14 @@ func New(cfg Config, r *delivery.Router) (*Server, error) {
 
 // Run listens and serves until Shutdown; it returns the engine's error.
 func (s *Server) Run() error {
-	err := gnet.Run(s, "tcp://"+s.cfg.Addr,
+	addr, fd, err := reservePort(s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("gateway: serving %s: %w", s.cfg.Addr, err)
+	}
+	if fd >= 0 {
+		defer unix.Close(fd)
+	}
+	err = gnet.Run(s, "tcp://"+addr,
 		gnet.WithMulticore(true),
 		gnet.WithNumEventLoop(s.cfg.Loops),
 		gnet.WithReusePort(true),
@@ -83,6 +91,59 @@ func (s *Server) Run() error {
 		return fmt.Errorf("gateway: serving %s: %w", s.cfg.Addr, err)
 	}
 	return nil
+}
+
+// reservePort turns port 0 in addr into a free port that every loop can
+// bind. gnet gives each loop its own SO_REUSEPORT listener, and with port 0
+// each would draw its own ephemeral port: every loop but the one Addr
+// reports would be unreachable. The port is held by a socket bound with
+// SO_REUSEPORT that never listens (so it takes no connections); the caller
+// closes fd when serving ends. With a fixed port, addr is returned as is
+// and fd is -1.
+func reservePort(addr string) (string, int, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || port != "0" {
+		return addr, -1, nil // gnet reports a malformed address
+	}
+	ta, err := net.ResolveTCPAddr("tcp", addr)
+	if err != nil {
+		return "", -1, err
+	}
+	family := unix.AF_INET6
+	var sa unix.Sockaddr = &unix.SockaddrInet6{}
+	if ip4 := ta.IP.To4(); ip4 != nil || ta.IP == nil {
+		family = unix.AF_INET
+		in4 := &unix.SockaddrInet4{}
+		copy(in4.Addr[:], ip4)
+		sa = in4
+	} else {
+		copy(sa.(*unix.SockaddrInet6).Addr[:], ta.IP.To16())
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return "", -1, fmt.Errorf("reserving a port: %w", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+		unix.Close(fd)
+		return "", -1, fmt.Errorf("reserving a port: %w", err)
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		unix.Close(fd)
+		return "", -1, fmt.Errorf("reserving a port: %w", err)
+	}
+	got, err := unix.Getsockname(fd)
+	if err != nil {
+		unix.Close(fd)
+		return "", -1, fmt.Errorf("reserving a port: %w", err)
+	}
+	var p int
+	switch got := got.(type) {
+	case *unix.SockaddrInet4:
+		p = got.Port
+	case *unix.SockaddrInet6:
+		p = got.Port
+	}
+	return net.JoinHostPort(host, strconv.Itoa(p)), fd, nil
 }
 
 // Addr waits until the server listens and returns its address (useful with
