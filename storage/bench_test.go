@@ -1,0 +1,261 @@
+package storage
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The figures in docs/BENCHMARKS.md "## Storage" come from:
+//
+//	go test -run '^$' -bench . -benchtime 200000x ./storage/
+//
+// Every benchmark uses real Badger with SyncWrites in b.TempDir().
+
+const benchValueLen = 200
+
+func benchStore(b *testing.B) *engine {
+	b.Helper()
+	s, err := openBadger(testConfig(b.TempDir()), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// reportLatency reports p50 and p99 of lat in milliseconds.
+func reportLatency(b *testing.B, lat []time.Duration) {
+	if len(lat) == 0 {
+		return
+	}
+	slices.Sort(lat)
+	ms := func(q float64) float64 {
+		return float64(lat[int(q*float64(len(lat)-1))]) / float64(time.Millisecond)
+	}
+	b.ReportMetric(ms(0.50), "p50-ms")
+	b.ReportMetric(ms(0.99), "p99-ms")
+}
+
+// BenchmarkAppendDurable: P producers, each blocking on its own durable
+// append (AppendWait) of a 200-byte message to its own recipient, as P
+// concurrent senders would. Latency is Append to done.
+func BenchmarkAppendDurable(b *testing.B) {
+	for _, producers := range []int{1, 8, 64, 256} {
+		b.Run(fmt.Sprintf("producers=%d", producers), func(b *testing.B) {
+			s := benchStore(b)
+			val := make([]byte, benchValueLen)
+			per := (b.N + producers - 1) / producers
+			lats := make([][]time.Duration, producers)
+			b.ReportAllocs()
+			b.SetBytes(benchValueLen)
+			b.ResetTimer()
+			start := time.Now()
+			var wg sync.WaitGroup
+			for p := 0; p < producers; p++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					lat := make([]time.Duration, 0, per)
+					for seq := uint64(1); seq <= uint64(per); seq++ {
+						t0 := time.Now()
+						err := AppendWait(s, Entry{Recipient: uint64(p + 1), Seq: seq, Kind: KindMessage, Sender: 1, MsgID: uint64(p)<<32 | seq, Value: val})
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						lat = append(lat, time.Since(t0))
+					}
+					lats[p] = lat
+				}()
+			}
+			wg.Wait()
+			elapsed := time.Since(start)
+			b.StopTimer()
+			b.ReportMetric(float64(per*producers)/elapsed.Seconds(), "appends/s")
+			st := s.Stats()
+			b.ReportMetric(float64(st.BatchedOps)/float64(max(1, st.Commits)), "ops/commit")
+			reportLatency(b, slices.Concat(lats...))
+		})
+	}
+}
+
+// BenchmarkAppendInFlight: a few workers, each with many appends in flight
+// through the asynchronous Append, as delivery shards would run.
+func BenchmarkAppendInFlight(b *testing.B) {
+	for _, c := range []struct{ workers, inflight int }{{4, 64}, {2, 256}} {
+		b.Run(fmt.Sprintf("workers=%d/inflight=%d", c.workers, c.inflight), func(b *testing.B) {
+			s := benchStore(b)
+			val := make([]byte, benchValueLen)
+			per := (b.N + c.workers - 1) / c.workers
+			b.ReportAllocs()
+			b.SetBytes(benchValueLen)
+			b.ResetTimer()
+			start := time.Now()
+			var wg sync.WaitGroup
+			for w := 0; w < c.workers; w++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					sem := make(chan struct{}, c.inflight) // bounds this worker's appends in flight
+					var done sync.WaitGroup
+					for seq := uint64(1); seq <= uint64(per); seq++ {
+						sem <- struct{}{}
+						done.Add(1)
+						r := uint64(w*1000) + seq%16 // 16 recipients per worker
+						s.Append(Entry{Recipient: r, Seq: seq, Kind: KindMessage, Sender: 1, MsgID: uint64(w)<<32 | seq, Value: val}, func(err error) {
+							if err != nil {
+								b.Error(err)
+							}
+							<-sem
+							done.Done()
+						})
+					}
+					done.Wait()
+				}()
+			}
+			wg.Wait()
+			elapsed := time.Since(start)
+			b.StopTimer()
+			b.ReportMetric(float64(per*c.workers)/elapsed.Seconds(), "appends/s")
+			st := s.Stats()
+			b.ReportMetric(float64(st.BatchedOps)/float64(max(1, st.Commits)), "ops/commit")
+		})
+	}
+}
+
+// drain reads and acks every mailbox 1..recipients in pages of page
+// entries, as delivery drains an offline backlog, and returns the count.
+func drain(b *testing.B, s Store, recipients, page int) int {
+	n := 0
+	buf := make([]Entry, 0, page)
+	for r := uint64(1); r <= uint64(recipients); r++ {
+		for from := uint64(0); ; {
+			es, next, err := s.Read(r, from, page, 0, buf[:0])
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(es) == 0 {
+				break
+			}
+			if _, err := AckWait(s, r, es[len(es)-1].Seq); err != nil {
+				b.Fatal(err)
+			}
+			n += len(es)
+			from = next
+		}
+	}
+	return n
+}
+
+// BenchmarkDrain: read and ack a 100,000-message mailbox, and 10,000
+// mailboxes of 10, in pages of 256. One op is one whole drain.
+func BenchmarkDrain(b *testing.B) {
+	for _, c := range []struct {
+		name            string
+		recipients, per int
+	}{{"one-mailbox-100k", 1, 100_000}, {"10k-mailboxes-of-10", 10_000, 10}} {
+		b.Run(c.name, func(b *testing.B) {
+			s := benchStore(b)
+			b.ReportAllocs()
+			var total int
+			var elapsed time.Duration
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				// Each round writes above the last round's high-water mark.
+				hw, _ := s.LastSeq(1)
+				fillFrom(b, s, c.recipients, c.per, hw)
+				b.StartTimer()
+				start := time.Now()
+				if n := drain(b, s, c.recipients, 256); n != c.recipients*c.per {
+					b.Fatalf("drained %d, want %d", n, c.recipients*c.per)
+				}
+				elapsed += time.Since(start)
+				total += c.recipients * c.per
+			}
+			b.ReportMetric(float64(total)/elapsed.Seconds(), "msgs/s")
+		})
+	}
+}
+
+// fillFrom is fill with seqs starting after hw.
+func fillFrom(t testing.TB, s Store, recipients, per int, hw uint64) {
+	t.Helper()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 512)
+	val := make([]byte, benchValueLen)
+	for seq := hw + 1; seq <= hw+uint64(per); seq++ {
+		for r := uint64(1); r <= uint64(recipients); r++ {
+			sem <- struct{}{}
+			wg.Add(1)
+			s.Append(Entry{Recipient: r, Seq: seq, Kind: KindMessage, Sender: 9, MsgID: r<<32 | seq, Value: val}, func(err error) {
+				if err != nil {
+					t.Error(err)
+				}
+				<-sem
+				wg.Done()
+			})
+		}
+	}
+	wg.Wait()
+}
+
+// rssBytes is this process's resident set size.
+func rssBytes() int64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return -1
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return -1
+}
+
+// heapBytes is the Go heap in use after a GC.
+func heapBytes() int64 {
+	runtime.GC()
+	debug.FreeOSMemory()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapInuse)
+}
+
+// BenchmarkMemory: memory of an open store at rest, and after a million
+// 200-byte messages (10,000 mailboxes of 100) were written and drained.
+// Run it alone (-bench Memory) so other benchmarks' garbage is not counted.
+func BenchmarkMemory(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		heap0, rss0 := heapBytes(), rssBytes()
+		s := benchStore(b)
+		heapRest, rssRest := heapBytes(), rssBytes()
+		const recipients, per = 10_000, 100
+		fillFrom(b, s, recipients, per, 0)
+		if n := drain(b, s, recipients, 256); n != recipients*per {
+			b.Fatalf("drained %d", n)
+		}
+		if err := s.housekeep(); err != nil {
+			b.Fatal(err)
+		}
+		heapAfter, rssAfter := heapBytes(), rssBytes()
+		mib := func(n int64) float64 { return float64(n) / (1 << 20) }
+		b.ReportMetric(mib(heapRest-heap0), "rest-heap-MiB")
+		b.ReportMetric(mib(rssRest-rss0), "rest-rss-MiB")
+		b.ReportMetric(mib(heapAfter-heap0), "after-1M-heap-MiB")
+		b.ReportMetric(mib(rssAfter-rss0), "after-1M-rss-MiB")
+		_ = s.Close()
+	}
+}
