@@ -49,7 +49,7 @@ type Client struct {
 // ClientOptions configures Dial. The zero value logs in with an empty token
 // and the server's defaults.
 type ClientOptions struct {
-	Token []byte // the login token; the client keeps no copy
+	Token []byte // the login token; read only during Dial
 
 	// Ping is the keepalive interval asked for at login, rounded up to whole
 	// seconds. 0 asks for the server's default.
@@ -645,9 +645,6 @@ func (fr *clientReader) next() (Frame, error) {
 		if fr.w == len(fr.buf) {
 			// A frame that ReadFrame let through fits MaxServerFrame+MaxFrameHeader.
 			nb := make([]byte, min(2*len(fr.buf), MaxServerFrame+MaxFrameHeader))
-			if len(nb) == len(fr.buf) {
-				return Frame{}, ErrFrameTooLarge // unreachable: ReadFrame checks first
-			}
 			copy(nb, fr.buf[:fr.w])
 			fr.buf = nb
 		}
