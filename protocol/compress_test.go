@@ -323,6 +323,7 @@ func TestInflateBomb(t *testing.T) {
 			// scratch copy of the input and the error; never what the
 			// payload expands to.
 			perCall := (after.TotalAlloc - before.TotalAlloc) / runs
+			t.Logf("%v; %d bytes allocated a call", err, perCall)
 			if bound := uint64(max + len(p) + 4<<10); perCall > bound {
 				t.Fatalf("Inflate allocated %d bytes a call, bound %d", perCall, bound)
 			}
@@ -583,7 +584,7 @@ func algorithms(tb testing.TB) []algorithm {
 	c := codecV1(tb)
 	var buf []byte
 	return []algorithm{
-		{"zstd+dict (Codec, as sent)", func(p []byte) int {
+		{"Codec (as sent)", func(p []byte) int {
 			buf = c.AppendFrame(buf[:0], protocol.TypeDeliver, 0, p)
 			f, _, _ := protocol.ReadFrame(buf, len(buf))
 			return len(f.Payload)
@@ -593,5 +594,94 @@ func algorithms(tb testing.TB) []algorithm {
 		{"s2+dict", func(p []byte) int { buf = sd.Encode(buf[:cap(buf)], p); return len(buf) }},
 		{"s2+dict better", func(p []byte) int { buf = sd.EncodeBetter(buf[:cap(buf)], p); return len(buf) }},
 		{"s2", func(p []byte) int { buf = s2.Encode(buf[:cap(buf)], p); return len(buf) }},
+	}
+}
+
+var benchSamples = sync.OnceValue(func() map[dictgen.Class]map[int][][]byte { return samples(100) })
+
+// BenchmarkCodecEncode measures AppendFrame as a server sends: threshold,
+// estimate and "only when smaller" included. ratio is payload bytes in over
+// payload bytes sent.
+func BenchmarkCodecEncode(b *testing.B) {
+	c := codecV1(b)
+	for _, class := range dictgen.Classes {
+		for _, size := range figureSizes {
+			ps := benchSamples()[class][size]
+			b.Run(fmt.Sprintf("%v/%d", class, size), func(b *testing.B) {
+				b.ReportAllocs()
+				in, out := 0, 0
+				for _, p := range ps {
+					in += len(p)
+					w := c.AppendFrame(nil, protocol.TypeBatch, 0, p)
+					f, _, _ := protocol.ReadFrame(w, len(w))
+					out += len(f.Payload)
+				}
+				b.SetBytes(int64(in / len(ps)))
+				buf := make([]byte, 0, 4096)
+				i := 0
+				for b.Loop() {
+					buf = c.AppendFrame(buf[:0], protocol.TypeBatch, 0, ps[i%len(ps)])
+					i++
+				}
+				b.ReportMetric(float64(in)/float64(out), "ratio")
+			})
+		}
+	}
+}
+
+// BenchmarkCodecDecode measures Inflate of the frames AppendFrame made
+// (uncompressed ones pass through at no cost).
+func BenchmarkCodecDecode(b *testing.B) {
+	c := codecV1(b)
+	for _, class := range dictgen.Classes {
+		for _, size := range figureSizes {
+			ps := benchSamples()[class][size]
+			b.Run(fmt.Sprintf("%v/%d", class, size), func(b *testing.B) {
+				b.ReportAllocs()
+				var frames []protocol.Frame
+				in, out := 0, 0
+				for _, p := range ps {
+					w := c.AppendFrame(nil, protocol.TypeBatch, 0, p)
+					f, _, _ := protocol.ReadFrame(w, len(w))
+					frames = append(frames, f)
+					in += len(p)
+					out += len(f.Payload)
+				}
+				b.SetBytes(int64(in / len(ps)))
+				dst := make([]byte, 0, 4096)
+				i := 0
+				for b.Loop() {
+					if _, err := c.Inflate(frames[i%len(frames)], dst, protocol.MaxServerFrame); err != nil {
+						b.Fatal(err)
+					}
+					i++
+				}
+				b.ReportMetric(float64(in)/float64(out), "ratio")
+			})
+		}
+	}
+}
+
+// BenchmarkCompressAlgorithms compares the cost of compressing one frame
+// (always, no threshold) with each candidate, on plaintext DELIVERs.
+func BenchmarkCompressAlgorithms(b *testing.B) {
+	for _, a := range algorithms(b) {
+		for _, size := range figureSizes {
+			ps := benchSamples()[dictgen.Plaintext][size]
+			b.Run(fmt.Sprintf("%s/%d", a.name, size), func(b *testing.B) {
+				in, out := 0, 0
+				for _, p := range ps {
+					in += len(p)
+					out += a.size(p)
+				}
+				b.SetBytes(int64(in / len(ps)))
+				i := 0
+				for b.Loop() {
+					a.size(ps[i%len(ps)])
+					i++
+				}
+				b.ReportMetric(float64(in)/float64(out), "ratio")
+			})
+		}
 	}
 }
