@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -133,6 +134,39 @@ func vectorCases() []vectorCase {
 	}
 }
 
+// compressedCases are frames sent compressed with dictionary 1. Their
+// fields are the inflated frame's; vectors.json also gives its hex.
+func compressedCases() []vectorCase {
+	return []vectorCase{
+		{"SEND compressed", "flag C: a plaintext body (a bot, say) compressed with dictionary 1",
+			&Send{MsgID: 1239, To: bob, Body: []byte(plainBodies[0])}},
+		{"BATCH compressed", "flag C on the BATCH: a backlog of plaintext messages compressed as a whole",
+			&batchFrame{FirstSeq: 4331, Entries: plainBatch(4331)}},
+	}
+}
+
+// plainBodies are unencrypted chat messages, the kind of payload that
+// compression is for (encrypted bodies never shrink).
+var plainBodies = []string{
+	"Hey! Are we still on for dinner tonight? I booked a table at 8 at the Italian place near the station.",
+	"Yes! See you there. Should I bring the book you lent me last month?",
+	"Sure, bring it. And tell Dave, he wanted to come too if he finishes work on time.",
+	"Your verification code is 482913. It expires in 10 minutes. Do not share it with anyone.",
+}
+
+func plainBatch(first uint64) []batchEntry {
+	var es []batchEntry
+	for i, b := range plainBodies {
+		from := uint64(alice)
+		if i == 3 {
+			from = carol
+		}
+		es = append(es, batchEntry{Deliver: &Deliver{Seq: first + uint64(i), From: from, MsgID: 1300 + uint64(i),
+			Time: vectorStamp, Body: []byte(b)}})
+	}
+	return es
+}
+
 // frameHex encodes one frame of type t for an invalid vector.
 func frameHex(t Type, flags byte, payload ...[]byte) string {
 	return hex.EncodeToString(AppendFrame(nil, t, flags, bytes.Join(payload, nil)))
@@ -151,7 +185,8 @@ func raw(s string) []byte {
 
 type badCase struct {
 	Name  string `json:"name"`
-	Input string `json:"input"` // "frame" or "preface"
+	Input string `json:"input"`          // "frame" or "preface"
+	Dict  uint32 `json:"dict,omitempty"` // the dictionary negotiated, for compressed frames
 	Hex   string `json:"hex"`
 	Error string `json:"error"`
 }
@@ -167,8 +202,16 @@ func invalidCases() []badCase {
 	deliver := func(flags byte, fields ...[]byte) []byte {
 		return AppendFrame(nil, TypeDeliver, flags, bytes.Join(fields, nil))
 	}
-	f := func(name, hex, err string) badCase { return badCase{name, "frame", hex, err} }
-	p := func(name, hex, err string) badCase { return badCase{name, "preface", hex, err} }
+	f := func(name, hex, err string) badCase { return badCase{Name: name, Input: "frame", Hex: hex, Error: err} }
+	p := func(name, hex, err string) badCase {
+		return badCase{Name: name, Input: "preface", Hex: hex, Error: err}
+	}
+	z := func(name, hex, err string) badCase {
+		return badCase{Name: name, Input: "frame", Dict: DictV1, Hex: hex, Error: err}
+	}
+	// A magicless zstd frame header claiming 1,000,000 bytes (single segment,
+	// 4-byte content size), then one raw block of one byte.
+	bomb := raw("a0 40420f00 090000 78")
 	return []badCase{
 		p("preface: first byte wrong", "48", "PROTOCOL"),
 		p("preface: an HTTP request", "47455420", "PROTOCOL"),
@@ -241,15 +284,23 @@ func invalidCases() []badCase {
 		f("BATCH entry cut short", frameHex(TypeBatch, 0, uv(4321), deliver(0, uv(alice), uv(1), raw("abcdef"))[:5]), "PROTOCOL"),
 		f("BATCH RECEIPT entry with trailing bytes", frameHex(TypeBatch, 0, uv(4321),
 			AppendFrame(nil, TypeReceipt, 0, bytes.Join([][]byte{uv(1234), uv(bob), uv(1)}, nil))), "PROTOCOL"),
+		f("compressed SEND without a negotiated dictionary", frameHex(TypeSend, FlagCompressed, bomb), "DECOMPRESSION"),
+		z("compressed SEND claiming 1,000,000 bytes", frameHex(TypeSend, FlagCompressed, bomb), "DECOMPRESSION"),
+		z("compressed SEND, reserved bit in the zstd header", frameHex(TypeSend, FlagCompressed, raw("ffffffff")), "DECOMPRESSION"),
+		z("compressed SEND naming a zstd dictionary", frameHex(TypeSend, FlagCompressed, raw("2101 05 090000 78")), "DECOMPRESSION"),
+		z("compressed SEND, bytes after the zstd frame", frameHex(TypeSend, FlagCompressed, raw("20 05 090000 78 00")), "DECOMPRESSION"),
+		z("compressed ACK (flag not allowed)", frameHex(TypeAck, FlagCompressed, raw("20 01 090000 01")), "PROTOCOL"),
 	}
 }
 
 type vectorFrame struct {
-	Name   string          `json:"name"`
-	Type   string          `json:"type"`
-	Note   string          `json:"note,omitempty"`
-	Hex    string          `json:"hex"`
-	Fields json.RawMessage `json:"fields"`
+	Name     string          `json:"name"`
+	Type     string          `json:"type"`
+	Note     string          `json:"note,omitempty"`
+	Dict     uint32          `json:"dict,omitempty"`     // compressed with this dictionary
+	Hex      string          `json:"hex"`                // the frame as sent
+	Inflated string          `json:"inflated,omitempty"` // a compressed frame, inflated
+	Fields   json.RawMessage `json:"fields"`
 }
 
 type vectorFile struct {
@@ -264,7 +315,10 @@ const vectorsAbout = "Switchboard protocol version 1 golden vectors; see docs/PR
 	"and encoding fields must give exactly hex. Byte fields are hex strings; ids, seqs and times are numbers. " +
 	"BATCH entries list their seq and resolved sender; on the wire a DELIVER entry writes from = 0 when its " +
 	"sender is the previous DELIVER entry's. invalid: each hex must be refused with error (a Code name, or " +
-	"INCOMPLETE: more bytes needed) when read with a frame limit of max_frame bytes."
+	"INCOMPLETE: more bytes needed) when read with a frame limit of max_frame bytes. A frame with dict was " +
+	"compressed with that dictionary: inflating hex must give inflated, which decodes to fields; another " +
+	"zstd encoder may compress differently, so only the Go reference must reproduce hex from fields. " +
+	"An invalid input with dict is read after negotiating that dictionary, one without after negotiating none."
 
 // generateVectors builds vectors.json from the cases.
 func generateVectors(t *testing.T) []byte {
@@ -288,6 +342,21 @@ func generateVectors(t *testing.T) []byte {
 		}
 		file.Frames = append(file.Frames, vectorFrame{Name: c.name, Type: typeOf(c.v).String(), Note: c.note,
 			Hex: hex.EncodeToString(c.v.Append(nil)), Fields: fs})
+	}
+	codec, _ := Lookup(DictV1)
+	for _, c := range compressedCases() {
+		fs, err := json.Marshal(fieldsOf(c.v))
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		plain := c.v.Append(nil)
+		f, _, _ := ReadFrame(plain, len(plain))
+		z := codec.AppendFrame(nil, f.Type, f.Flags, f.Payload)
+		if zf, _, _ := ReadFrame(z, len(z)); !zf.Has(FlagCompressed) {
+			t.Fatalf("%s: the codec did not compress it", c.name)
+		}
+		file.Frames = append(file.Frames, vectorFrame{Name: c.name, Type: typeOf(c.v).String(), Note: c.note,
+			Dict: DictV1, Hex: hex.EncodeToString(z), Inflated: hex.EncodeToString(plain), Fields: fs})
 	}
 	out, err := json.MarshalIndent(file, "", "  ")
 	if err != nil {
@@ -356,6 +425,9 @@ func TestVectorsDecodeEncode(t *testing.T) {
 				}
 				return
 			}
+			if vf.Dict != 0 {
+				b = checkCompressed(t, vf, b)
+			}
 			got, err := decodeFrame(b, MaxServerFrame)
 			if err != nil {
 				t.Fatalf("decode %s: %v", vf.Hex, err)
@@ -377,8 +449,8 @@ func TestVectorsDecodeEncode(t *testing.T) {
 			if err := setFields(want, vf.Fields); err != nil {
 				t.Fatal(err)
 			}
-			if enc := hex.EncodeToString(want.Append(nil)); enc != vf.Hex {
-				t.Errorf("encoded fields\n got %s\nwant %s", enc, vf.Hex)
+			if enc := hex.EncodeToString(want.Append(nil)); enc != hex.EncodeToString(b) {
+				t.Errorf("encoded fields\n got %s\nwant %x", enc, b)
 			}
 		})
 	}
@@ -406,7 +478,7 @@ func TestVectorsInvalid(t *testing.T) {
 			case "preface":
 				_, _, err = ReadPreface(b)
 			case "frame":
-				_, err = decodeFrame(b, file.MaxFrame)
+				_, err = decodeWire(b, file.MaxFrame, bc.Dict)
 			default:
 				t.Fatalf("input %q", bc.Input)
 			}
@@ -418,6 +490,54 @@ func TestVectorsInvalid(t *testing.T) {
 			}
 		})
 	}
+}
+
+// checkCompressed inflates a compressed vector, checks it against its
+// inflated hex, checks the reference encoder reproduces the compressed hex,
+// and returns the inflated frame.
+func checkCompressed(t *testing.T, vf vectorFrame, b []byte) []byte {
+	t.Helper()
+	codec, ok := Lookup(vf.Dict)
+	if !ok {
+		t.Fatalf("no dictionary %d", vf.Dict)
+	}
+	f, n, err := ReadFrame(b, MaxServerFrame)
+	if err != nil || n != len(b) || !f.Has(FlagCompressed) {
+		t.Fatalf("ReadFrame: %v, n %d of %d, flags %02x", err, n, len(b), f.Flags)
+	}
+	in, err := codec.Inflate(f, nil, MaxServerFrame)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := AppendFrame(nil, in.Type, in.Flags, in.Payload)
+	if got := hex.EncodeToString(plain); got != vf.Inflated {
+		t.Fatalf("inflated\n got %s\nwant %s", got, vf.Inflated)
+	}
+	if z := codec.AppendFrame(nil, in.Type, in.Flags, in.Payload); !bytes.Equal(z, b) {
+		t.Errorf("the reference encoder compresses to\n%x, want\n%x", z, b)
+	}
+	return plain
+}
+
+// decodeWire reads one frame as a peer that negotiated dictionary dict (0:
+// none) does: split, inflate if compressed, decode.
+func decodeWire(b []byte, max int, dict uint32) (frameValue, error) {
+	f, n, err := ReadFrame(b, max)
+	if err != nil {
+		return nil, err
+	}
+	if n != len(b) {
+		return nil, fmt.Errorf("%d bytes after the frame", len(b)-n)
+	}
+	codec, _ := Lookup(dict)
+	if f, err = codec.Inflate(f, nil, max); err != nil {
+		return nil, err
+	}
+	v := newValue(f.Type)
+	if err := v.Decode(f); err != nil {
+		return nil, err
+	}
+	return v, nil
 }
 
 func jsonEqual(a, b []byte) bool {
