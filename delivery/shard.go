@@ -59,9 +59,9 @@ type user struct {
 	committed uint64 // highest seq whose append completed (stored or failed)
 	sent      uint64 // every seq <= sent was pushed to conn, or does not exist
 	acked     uint64 // highest seq conn acknowledged
-	inflight  int    // appends and acks handed to storage, not completed
 	conn      Conn   // nil: offline
-	stuck     time.Time
+	stuck     int64  // unix nanoseconds the window became full; 0: not full
+	inflight  int32  // appends and acks handed to storage, not completed
 }
 
 // shard owns the users that hash to it. Everything but the channels is
@@ -158,7 +158,7 @@ func (s *shard) handle(q request) {
 		s.login(u, q)
 	case reqLogout:
 		if u.conn == q.conn {
-			u.conn, u.stuck = nil, time.Time{}
+			u.conn, u.stuck = nil, 0
 		}
 	case reqSend:
 		s.append(u, storage.KindMessage, q.from, q.msgID, q.record, q.conn)
@@ -189,7 +189,7 @@ func (s *shard) login(u *user, q request) {
 		q.conn.Close(protocol.CodeBadAck)
 		return
 	}
-	u.conn, u.stuck = q.conn, time.Time{}
+	u.conn, u.stuck = q.conn, 0
 	u.acked, u.sent = q.seq, q.seq
 	if !u.conn.Push(Outbound{Kind: OutWelcome, Seq: u.last}) {
 		u.conn = nil
@@ -216,7 +216,7 @@ func (s *shard) append(u *user, kind storage.Kind, from, msgID uint64, record []
 
 // ack hands a cumulative acknowledgement of u's mailbox to storage.
 func (s *shard) ack(u *user, seq uint64) {
-	u.acked, u.stuck = seq, time.Time{}
+	u.acked, u.stuck = seq, 0
 	u.inflight++
 	s.inflight++
 	s.r.stats.Acks.Add(1)
@@ -325,18 +325,18 @@ func (s *shard) pump(u *user) {
 
 // markStuck notes when u's window became full.
 func (s *shard) markStuck(u *user) {
-	if u.sent-u.acked >= uint64(s.r.cfg.Window) && u.stuck.IsZero() {
-		u.stuck = s.r.cfg.Now()
+	if u.sent-u.acked >= uint64(s.r.cfg.Window) && u.stuck == 0 {
+		u.stuck = s.r.cfg.Now().UnixNano()
 	}
 }
 
 // checkSlow closes connections whose window stayed full too long.
 func (s *shard) checkSlow() {
-	now := s.r.cfg.Now()
+	now := s.r.cfg.Now().UnixNano()
 	for _, u := range s.users {
-		if u.conn != nil && !u.stuck.IsZero() && now.Sub(u.stuck) >= s.r.cfg.SlowAfter {
+		if u.conn != nil && u.stuck != 0 && time.Duration(now-u.stuck) >= s.r.cfg.SlowAfter {
 			u.conn.Close(protocol.CodeSlowConsumer)
-			u.conn, u.stuck = nil, time.Time{}
+			u.conn, u.stuck = nil, 0
 			s.r.stats.SlowConsumers.Add(1)
 		}
 	}

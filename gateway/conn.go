@@ -26,34 +26,43 @@ type conn struct {
 	loop *loop
 
 	// Owned by the event loop.
-	state        uint8
 	user         uint64 // set at login
-	ping         uint16 // granted ping interval, seconds
-	opened       uint32 // loop second it opened
-	lastRecv     uint32 // loop second a byte last arrived
-	partialSince uint32 // loop second an incomplete frame was first seen; 0: none
-	rateSec      uint32 // loop second rateCount counts
-	rateCount    uint32
-	due          uint32 // wheel: second of the next check
-	prev, next   *conn  // wheel: slot list links
-	inWheel      bool
 	delivered    uint64 // highest seq written to the connection
 	acked        uint64 // highest seq acked by the client
-	ackPending   bool   // acked was not yet taken by the router (shard busy)
-	dict         bool   // the client negotiated the server's dictionary
+	prev, next   *conn  // wheel: slot list links
+	opened       uint32 // loop second it opened
+	lastRecv     uint32 // loop second a byte last arrived; also the rate window
+	partialSince uint32 // loop second an incomplete frame was first seen; 0: none
+	due          uint32 // wheel: second of the next check
+	rateCount    uint32 // frames received in second lastRecv
+	ping         uint16 // granted ping interval, seconds
 	closeCode    protocol.Code
+	state        uint8
+	inWheel      bool
+	ackPending   bool // acked was not yet taken by the router (shard busy)
+	dict         bool // the client negotiated the server's dictionary
 
 	// Atomic; shared with workers.
 	outBuffered atomic.Int32 // gnet's unsent bytes, as of the loop's last write
 
 	// Guarded by mu; shared with workers.
 	mu      sync.Mutex
-	queue   []delivery.Outbound // bounded by the outbound cap
-	queued  int                 // bytes charged for queue
-	closing protocol.Code       // a close was requested with this code
-	closed  bool                // the loop closed the connection
-	woken   bool                // a Wake is pending for queue or closing
+	out     *outbox       // nil while nothing is queued: an idle connection holds no buffer
+	closing protocol.Code // a close was requested with this code
+	closed  bool          // the loop closed the connection
+	woken   bool          // a Wake is pending for out or closing
 }
+
+// outbox is what workers pushed to a connection and its loop has not yet
+// taken. It is bounded by Config.OutboundCap, and returned to outboxes when
+// the loop takes it.
+type outbox struct {
+	items []delivery.Outbound
+	bytes int // charged against the outbound cap
+}
+
+// outboxes recycles outboxes (and their item arrays) between bursts.
+var outboxes = sync.Pool{New: func() any { return new(outbox) }}
 
 // Push implements delivery.Conn. It may be called from any goroutine.
 func (c *conn) Push(o delivery.Outbound) bool {
@@ -63,7 +72,10 @@ func (c *conn) Push(o delivery.Outbound) bool {
 		c.mu.Unlock()
 		return false
 	}
-	if c.queued+size+int(c.outBuffered.Load()) > c.loop.srv.cfg.OutboundCap {
+	if c.out == nil {
+		c.out = outboxes.Get().(*outbox)
+	}
+	if c.out.bytes+size+int(c.outBuffered.Load()) > c.loop.srv.cfg.OutboundCap {
 		c.closing = protocol.CodeSlowConsumer
 		wake := c.wakeLocked()
 		c.mu.Unlock()
@@ -72,8 +84,8 @@ func (c *conn) Push(o delivery.Outbound) bool {
 		}
 		return false
 	}
-	c.queue = append(c.queue, o)
-	c.queued += size
+	c.out.items = append(c.out.items, o)
+	c.out.bytes += size
 	wake := c.wakeLocked()
 	c.mu.Unlock()
 	if wake {
@@ -119,12 +131,15 @@ func (c *conn) wake() {
 // requested, if any. Loop-only.
 func (c *conn) take(dst []delivery.Outbound) ([]delivery.Outbound, protocol.Code) {
 	c.mu.Lock()
-	dst = append(dst, c.queue...)
-	c.queue = nil // an idle connection holds no buffers
-	c.queued = 0
+	ob := c.out
+	c.out = nil
 	c.woken = false
 	code := c.closing
 	c.mu.Unlock()
+	if ob != nil {
+		dst = append(dst, ob.items...)
+		ob.release()
+	}
 	return dst, code
 }
 
@@ -132,6 +147,21 @@ func (c *conn) take(dst []delivery.Outbound) ([]delivery.Outbound, protocol.Code
 func (c *conn) markClosed() {
 	c.mu.Lock()
 	c.closed = true
-	c.queue, c.queued = nil, 0
+	ob := c.out
+	c.out = nil
 	c.mu.Unlock()
+	if ob != nil {
+		ob.release()
+	}
+}
+
+// release empties ob and returns it to the pool, keeping small arrays.
+func (ob *outbox) release() {
+	clear(ob.items)
+	ob.items = ob.items[:0]
+	if cap(ob.items) > 256 {
+		ob.items = nil
+	}
+	ob.bytes = 0
+	outboxes.Put(ob)
 }

@@ -89,7 +89,9 @@ func (l *loop) closeNow(c *conn, code protocol.Code) {
 func (l *loop) read(c *conn) protocol.Code {
 	buf, _ := c.gc.Peek(-1)
 	now := l.wheel.now
-	c.lastRecv = now
+	if c.lastRecv != now {
+		c.lastRecv, c.rateCount = now, 0
+	}
 	off := 0
 	var code protocol.Code
 	for off < len(buf) && code == 0 {
@@ -124,9 +126,6 @@ func (l *loop) read(c *conn) protocol.Code {
 			break
 		}
 		off += n
-		if c.rateSec != now {
-			c.rateSec, c.rateCount = now, 0
-		}
 		c.rateCount++
 		if c.rateCount > uint32(l.srv.cfg.RateLimit) {
 			code = protocol.CodeRateLimited
@@ -144,6 +143,12 @@ func (l *loop) read(c *conn) protocol.Code {
 		c.partialSince = 0
 	case c.partialSince == 0:
 		c.partialSince = now
+		// c's next check may be far off (the handshake deadline, or 1.5 ×
+		// the ping interval): bring it forward to the partial-frame deadline.
+		if due := now + uint32(l.srv.cfg.PartialFrameTimeout/time.Second); c.inWheel && c.due > due {
+			l.wheel.remove(c)
+			l.wheel.add(c, due)
+		}
 	}
 	return 0
 }
