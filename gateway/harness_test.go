@@ -138,9 +138,15 @@ func (ts *testServer) Token(user uint64) []byte {
 // closed when the test ends.
 func (ts *testServer) Dial(user uint64, opts protocol.ClientOptions) *protocol.Client {
 	ts.t.Helper()
+	return ts.dialT(ts.t, user, opts)
+}
+
+// dialT is Dial failing t, for subtests.
+func (ts *testServer) dialT(t testing.TB, user uint64, opts protocol.ClientOptions) *protocol.Client {
+	t.Helper()
 	c, err := ts.TryDial(user, opts)
 	if err != nil {
-		ts.t.Fatalf("login of user %d: %v", user, err)
+		t.Fatalf("login of user %d: %v", user, err)
 	}
 	return c
 }
@@ -342,8 +348,8 @@ func (r *rawConn) expectClose(d time.Duration) protocol.Code {
 // exchange one message.
 func (ts *testServer) roundTrip(t testing.TB, from, to uint64) {
 	t.Helper()
-	a := ts.Dial(from, protocol.ClientOptions{})
-	b := ts.Dial(to, protocol.ClientOptions{})
+	a := ts.dialT(t, from, protocol.ClientOptions{})
+	b := ts.dialT(t, to, protocol.ClientOptions{})
 	body := []byte(fmt.Sprintf("still serving %d→%d", from, to))
 	id, err := a.Send(to, body)
 	if err != nil {
