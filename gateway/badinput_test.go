@@ -93,7 +93,11 @@ func TestBadInput(t *testing.T) {
 			if got := r.expectClose(within); got != tt.want {
 				t.Fatalf("closed with %v, want %v", got, tt.want)
 			}
-			t.Logf("closed with %v after %v", tt.want, time.Since(start).Round(time.Millisecond))
+			took := time.Since(start)
+			t.Logf("closed with %v after %v", tt.want, took.Round(time.Millisecond))
+			if tt.within != 0 && took < 900*time.Millisecond {
+				t.Fatalf("a 1 s timeout fired after %v", took)
+			}
 			eventually(t, 5*time.Second, "the close counted", func() bool {
 				return ts.Srv.Stats().Closes[tt.want].Load() > before
 			})
@@ -141,4 +145,38 @@ func TestPartialFrameTimeoutOnTime(t *testing.T) {
 		t.Fatalf("closed with %v, want PARTIAL_FRAME_TIMEOUT", got)
 	}
 	t.Logf("closed after %v", time.Since(start).Round(time.Millisecond))
+}
+
+// TestTimeoutsNeverEarly: a connection that logs in within HandshakeTimeout
+// is not closed, wherever its open falls between two ticks of the loop's
+// one-second clock. Eight connections, opened 125 ms apart, each log in
+// 700 ms after opening, with a 1 s timeout.
+func TestTimeoutsNeverEarly(t *testing.T) {
+	ts := startServer(t, serverOptions{gw: func(c *gateway.Config) { c.HandshakeTimeout = time.Second }})
+	errs := make(chan error, 8)
+	for i := range 8 {
+		time.Sleep(125 * time.Millisecond) // spread the opens over a tick
+		r := ts.rawFor(t)
+		go func() {
+			time.Sleep(700 * time.Millisecond) // slow, but within the timeout
+			lg := protocol.Login{Token: ts.Token(uint64(i + 1))}
+			r.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			if _, err := r.Write(lg.Append(protocol.AppendPreface(nil, protocol.Version, protocol.TransportPlain))); err != nil {
+				errs <- err
+				return
+			}
+			f, err := r.tryNext(5 * time.Second)
+			if err == nil && f.Type != protocol.TypeWelcome {
+				var e protocol.Error
+				e.Decode(f)
+				err = &e
+			}
+			errs <- err
+		}()
+	}
+	for i := range 8 {
+		if err := <-errs; err != nil {
+			t.Errorf("login %d: %v", i, err)
+		}
+	}
 }

@@ -145,7 +145,7 @@ func (l *loop) read(c *conn) protocol.Code {
 		c.partialSince = now
 		// c's next check may be far off (the handshake deadline, or 1.5 ×
 		// the ping interval): bring it forward to the partial-frame deadline.
-		if due := now + uint32(l.srv.cfg.PartialFrameTimeout/time.Second); c.inWheel && c.due > due {
+		if due := now + uint32(l.srv.cfg.PartialFrameTimeout/time.Second) + stampSlack; c.inWheel && c.due > due {
 			l.wheel.remove(c)
 			l.wheel.add(c, due)
 		}
@@ -183,13 +183,18 @@ func (l *loop) frame(c *conn, f protocol.Frame) protocol.Code {
 		if len(m.Body) > cfg.MaxBody {
 			return protocol.CodeBodyTooLarge
 		}
-		if m.Group {
-			l.refuse(c, m.MsgID, protocol.CodeBadRecipient, 0)
-			return 0
-		}
 		d := protocol.Deliver{From: c.user, MsgID: m.MsgID, Time: protocol.Stamp(cfg.Now()), Body: m.Body}
+		if m.Group {
+			d.Group = m.To
+		}
 		record := d.AppendRecord(make([]byte, 0, 32+len(m.Body))) // the one copy of the body
-		if !l.srv.router.Send(c, c.user, m.MsgID, m.To, record) {
+		var taken bool
+		if m.Group {
+			taken = l.srv.router.SendGroup(c, c.user, m.MsgID, m.To, record)
+		} else {
+			taken = l.srv.router.Send(c, c.user, m.MsgID, m.To, record)
+		}
+		if !taken {
 			l.refuse(c, m.MsgID, protocol.CodeRetryLater, 100)
 		}
 	case protocol.TypeAck:
@@ -215,7 +220,9 @@ func (l *loop) frame(c *conn, f protocol.Frame) protocol.Code {
 		if err := s.Decode(f); err != nil {
 			return protocol.CodeOf(err)
 		}
-		if s.Group == 0 {
+		if s.Group != 0 {
+			l.srv.router.SignalGroup(c.user, s.Group, s.Kind)
+		} else {
 			l.srv.router.Signal(c.user, s.Peer, s.Kind)
 		}
 	case protocol.TypePing:
@@ -228,7 +235,12 @@ func (l *loop) frame(c *conn, f protocol.Frame) protocol.Code {
 		if err := g.Decode(f); err != nil {
 			return protocol.CodeOf(err)
 		}
-		l.refuse(c, g.MsgID, protocol.CodeForbidden, 0)
+		if len(g.Members) > 0 && g.Op == protocol.GroupLeave {
+			return protocol.CodeProtocol // LEAVE names no members
+		}
+		if !l.srv.router.GroupOp(c, c.user, &g) {
+			l.refuse(c, g.MsgID, protocol.CodeRetryLater, 100)
+		}
 	case protocol.TypeLogin:
 		return protocol.CodeAlreadyLoggedIn
 	case protocol.TypeError:
@@ -426,6 +438,12 @@ func (l *loop) badRecord(o *delivery.Outbound, err error) {
 	l.srv.cfg.Logger.Error("gateway: unreadable stored record skipped", "seq", o.Seq, "err", err)
 }
 
+// stampSlack is added to every deadline. The loop's clock (wheel.now) is
+// whole seconds and advances on a tick, so a stamp such as c.opened may be
+// up to a second older than the event: without the slack a 1 s handshake
+// timeout could close a connection a few milliseconds after it opened.
+const stampSlack = 1
+
 // check runs when c's wheel slot comes up: it closes c if a deadline passed
 // and otherwise schedules the next check. Loop-only.
 func (l *loop) check(c *conn) {
@@ -433,20 +451,20 @@ func (l *loop) check(c *conn) {
 	now := l.wheel.now
 	var next uint32
 	if c.state < stateReady {
-		next = c.opened + uint32(cfg.HandshakeTimeout/time.Second)
+		next = c.opened + uint32(cfg.HandshakeTimeout/time.Second) + stampSlack
 		if now >= next {
 			l.closeNow(c, protocol.CodeHandshakeTimeout)
 			return
 		}
 	} else {
-		next = c.lastRecv + uint32(c.ping)*3/2
+		next = c.lastRecv + uint32(c.ping)*3/2 + stampSlack
 		if now >= next {
 			l.closeNow(c, protocol.CodeIdleTimeout)
 			return
 		}
 	}
 	if c.partialSince != 0 {
-		due := c.partialSince + uint32(cfg.PartialFrameTimeout/time.Second)
+		due := c.partialSince + uint32(cfg.PartialFrameTimeout/time.Second) + stampSlack
 		if now >= due {
 			l.closeNow(c, protocol.CodePartialFrameTimeout)
 			return
