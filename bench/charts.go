@@ -5,6 +5,7 @@ import (
 	"image/color"
 	"math"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
@@ -83,6 +84,8 @@ func newChart(title, xLabel, yLabel string) *plot.Plot {
 	p.Legend.Left = true
 	p.Legend.XOffs = vg.Points(6)
 	p.Legend.YOffs = -vg.Points(4)
+	p.X.Tick.Marker = countTicks{}
+	p.Y.Tick.Marker = countTicks{}
 	grid := plotter.NewGrid()
 	grid.Vertical.Color = color.Gray{Y: 225}
 	grid.Horizontal.Color = color.Gray{Y: 225}
@@ -90,8 +93,52 @@ func newChart(title, xLabel, yLabel string) *plot.Plot {
 	return p
 }
 
+// countTicks are the default ticks with thousands separators on whole
+// numbers: 20,000 connections reads faster than 20000.
+type countTicks struct{}
+
+func (countTicks) Ticks(lo, hi float64) []plot.Tick {
+	ticks := plot.DefaultTicks{}.Ticks(lo, hi)
+	for i, t := range ticks {
+		if t.Label != "" && t.Value >= 1000 && t.Value == math.Trunc(t.Value) {
+			ticks[i].Label = formatCount(uint64(t.Value))
+		}
+	}
+	return ticks
+}
+
+// decadeTicks labels an axis that holds log10 of milliseconds: a major
+// tick at each power of ten, minor ticks at 2…9 times it. The charts plot
+// log10 values on a linear axis instead of using plot.LogScale, whose axis
+// label padding assumes a linear scale and leaves a gap under the title.
+type decadeTicks struct{}
+
+func (decadeTicks) Ticks(lo, hi float64) []plot.Tick {
+	var ticks []plot.Tick
+	for d := math.Floor(lo); d <= math.Ceil(hi); d++ {
+		for m := 1.0; m < 10; m++ {
+			v := d + math.Log10(m)
+			if v < lo || v > hi {
+				continue
+			}
+			t := plot.Tick{Value: v}
+			if m == 1 {
+				t.Label = strconv.FormatFloat(math.Pow(10, d), 'f', -1, 64)
+			}
+			ticks = append(ticks, t)
+		}
+	}
+	return ticks
+}
+
 // addLine adds a coloured line (and its legend entry) for series i.
 func addLine(p *plot.Plot, i int, name string, xys plotter.XYs, withPoints bool) error {
+	return addStyledLine(p, i, name, xys, withPoints, false)
+}
+
+// addStyledLine is addLine with a choice of dashes, which mark a baseline
+// run drawn beside the measured one in the same colour.
+func addStyledLine(p *plot.Plot, i int, name string, xys plotter.XYs, withPoints, dashed bool) error {
 	line, err := plotter.NewLine(xys)
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
@@ -99,6 +146,10 @@ func addLine(p *plot.Plot, i int, name string, xys plotter.XYs, withPoints bool)
 	c := seriesColors[i%len(seriesColors)]
 	line.Color = c
 	line.Width = vg.Points(2)
+	if dashed {
+		line.Dashes = []vg.Length{vg.Points(6), vg.Points(4)}
+		line.Width = vg.Points(1.5)
+	}
 	p.Add(line)
 	if !withPoints {
 		p.Legend.Add(name, line)
@@ -116,10 +167,21 @@ func addLine(p *plot.Plot, i int, name string, xys plotter.XYs, withPoints bool)
 	return nil
 }
 
-// savePNG renders p into path at the report's size and resolution.
-func savePNG(p *plot.Plot, path string) error {
-	c := vgimg.NewWith(vgimg.UseWH(chartWidth, chartHeight), vgimg.UseDPI(chartDPI))
-	p.Draw(draw.New(c))
+// savePNG renders p into path at the report's size and dpi dots an inch.
+func savePNG(p *plot.Plot, path string, dpi int) error {
+	c := vgimg.NewWith(vgimg.UseWH(chartWidth, chartHeight), vgimg.UseDPI(dpi))
+	dc := draw.New(c)
+	if p.Legend.Top {
+		// gonum places a top legend against the axes' top, which can sit
+		// above the data area's (padding for tick labels); align it with
+		// the data so it never overlaps the title.
+		top := dc.Max.Y
+		if p.Title.Text != "" {
+			top -= p.Title.TextStyle.Rectangle(p.Title.Text).Size().Y + p.Title.Padding
+		}
+		p.Legend.YOffs += p.DataCanvas(dc).Max.Y - top
+	}
+	p.Draw(dc)
 	f, err := os.Create(path)
 	if err != nil {
 		return err
@@ -132,9 +194,9 @@ func savePNG(p *plot.Plot, path string) error {
 }
 
 // percentileCurve samples h for an HdrHistogram-style plot: x is
-// 1/(1−q), so 90% sits at 10, 99% at 100, 99.9% at 1000; y is in
-// milliseconds. It stops where the samples run out (x = count: the last
-// percentile the histogram can tell apart) and ends on the maximum.
+// log10(1/(1−q)), so 90% sits at 1, 99% at 2, 99.9% at 3; y is in
+// milliseconds. It stops where the samples run out (1/(1−q) = count: the
+// last percentile the histogram can tell apart) and ends on the maximum.
 func percentileCurve(h *hdrhistogram.Histogram) plotter.XYs {
 	n := h.TotalCount()
 	limit := math.Min(float64(n), math.Pow(10, maxCurveDecades))
@@ -150,20 +212,21 @@ func percentileCurve(h *hdrhistogram.Histogram) plotter.XYs {
 	vals := h.ValueAtPercentilesSlice(qs)
 	xys := make(plotter.XYs, 0, len(xs)+1)
 	for i, x := range xs {
-		xys = append(xys, plotter.XY{X: x, Y: float64(vals[i]) / 1000})
+		xys = append(xys, plotter.XY{X: math.Log10(x), Y: float64(vals[i]) / 1000})
 	}
 	// The maximum is the 1/n-th tail; draw it where the axis has room for it.
 	if float64(n) <= limit && (len(xs) == 0 || xs[len(xs)-1] < limit) {
-		xys = append(xys, plotter.XY{X: limit, Y: float64(h.Max()) / 1000})
+		xys = append(xys, plotter.XY{X: math.Log10(limit), Y: float64(h.Max()) / 1000})
 	} else if float64(n) <= limit {
 		xys[len(xys)-1].Y = float64(h.Max()) / 1000
 	}
 	return xys
 }
 
-// percentileTicks labels the 1/(1−q) axis in percentiles, one tick a decade.
+// percentileTicks labels the log10(1/(1−q)) axis in percentiles, one tick
+// a decade.
 func percentileTicks(decades int) plot.ConstantTicks {
-	ticks := plot.ConstantTicks{{Value: 1, Label: "0%"}}
+	ticks := plot.ConstantTicks{{Value: 0, Label: "0%"}}
 	for d := 1; d <= decades; d++ {
 		var label string // 90%, 99%, 99.9%, 99.99% …
 		switch d {
@@ -174,24 +237,45 @@ func percentileTicks(decades int) plot.ConstantTicks {
 		default:
 			label = "99." + strings.Repeat("9", d-2) + "%"
 		}
-		ticks = append(ticks, plot.Tick{Value: math.Pow(10, float64(d)), Label: label})
+		ticks = append(ticks, plot.Tick{Value: float64(d), Label: label})
 	}
 	return ticks
 }
 
-// writeLatencyChart draws every non-empty histogram as a percentile curve.
+// curve is one percentile curve on the latency chart.
+type curve struct {
+	name   string
+	h      *hdrhistogram.Histogram
+	color  int
+	dashed bool // the baseline run's
+}
+
+// writeLatencyChart draws every non-empty histogram as a percentile curve,
+// and the baseline run's matching histograms dashed in the same colour.
 // It reports false when there is nothing to draw.
-func writeLatencyChart(path string, r *Result) (bool, error) {
-	hs := histograms(r)
-	if len(hs) == 0 {
+func writeLatencyChart(path string, r *Result, dpi int) (bool, error) {
+	var curves []curve
+	for i, nh := range histograms(r) {
+		curves = append(curves, curve{name: nh.title, h: nh.h, color: i})
+		if r.Baseline == nil {
+			continue
+		}
+		for _, bh := range histograms(r.Baseline) {
+			if bh.key == nh.key {
+				curves = append(curves, curve{name: nh.title + ", baseline", h: bh.h, color: i, dashed: true})
+			}
+		}
+	}
+	if len(curves) == 0 {
 		return false, nil
 	}
 	var maxCount int64
-	minP50, maxMax := math.Inf(1), 0.0
-	for _, nh := range hs {
+	minP50, maxMax, minMin := math.Inf(1), 0.0, math.Inf(1)
+	for _, nh := range curves {
 		maxCount = max(maxCount, nh.h.TotalCount())
 		minP50 = math.Min(minP50, float64(nh.h.ValueAtPercentile(50)))
 		maxMax = math.Max(maxMax, float64(nh.h.Max()))
+		minMin = math.Min(minMin, math.Max(float64(nh.h.Min()), 1))
 	}
 	decades := int(math.Ceil(math.Log10(float64(maxCount))))
 	decades = min(max(decades, 2), maxCurveDecades)
@@ -204,37 +288,43 @@ func writeLatencyChart(path string, r *Result) (bool, error) {
 		yLabel = "latency (ms, log scale)"
 	}
 	p := newChart("Latency by percentile — "+r.Scenario, "percentile (log scale of 1/(1−p))", yLabel)
-	p.X.Scale = plot.LogScale{}
+	// The top-left corner of a percentile plot is the empty one (the curves
+	// start low and rise to the right); headroom above the highest value
+	// keeps the legend clear of the tails.
+	p.Legend.Top, p.Legend.Left = true, true
 	p.X.Tick.Marker = percentileTicks(decades)
-	p.X.Min, p.X.Max = 1, math.Pow(10, float64(decades))
+	p.X.Min, p.X.Max = 0, float64(decades)
+	// Keep the top share f of the height free for the legend, a line of
+	// which takes about 6% of it.
+	f := math.Min(0.06*float64(len(curves)+1), 0.5)
+	top := math.Max(maxMax, 1) / 1000
 	if logY {
-		p.Y.Scale = plot.LogScale{}
-		p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+		p.Y.Tick.Marker = decadeTicks{}
+		bottom := math.Log10(minMin / 1000)
+		p.Y.Min = bottom
+		p.Y.Max = (math.Log10(top) - f*bottom) / (1 - f)
 	} else {
 		p.Y.Min = 0
+		p.Y.Max = top / (1 - f)
 	}
-	for i, nh := range hs {
-		xys := percentileCurve(nh.h)
+	for _, c := range curves {
+		xys := percentileCurve(c.h)
 		if logY {
 			for j := range xys {
-				xys[j].Y = math.Max(xys[j].Y, 0.001) // a 0 µs sample has no place on a log axis
+				xys[j].Y = math.Log10(math.Max(xys[j].Y, 0.001)) // a 0 µs sample has no place on a log axis
 			}
 		}
-		name := fmt.Sprintf("%s (%s samples)", nh.title, formatCount(uint64(nh.h.TotalCount())))
-		if err := addLine(p, i, name, xys, false); err != nil {
+		name := fmt.Sprintf("%s (%s samples)", c.name, formatCount(uint64(c.h.TotalCount())))
+		if err := addStyledLine(p, c.color, name, xys, false, c.dashed); err != nil {
 			return false, err
 		}
 	}
-	// Room above the curves for the legend.
-	if !logY {
-		p.Y.Max = maxMax / 1000 * 1.1
-	}
-	return true, savePNG(p, path)
+	return true, savePNG(p, path, dpi)
 }
 
 // writeThroughputChart draws sent and delivered messages a second from the
 // timeline. It reports false when there is nothing to draw.
-func writeThroughputChart(path string, r *Result) (bool, error) {
+func writeThroughputChart(path string, r *Result, dpi int) (bool, error) {
 	if len(r.Timeline) == 0 {
 		return false, nil
 	}
@@ -249,6 +339,8 @@ func writeThroughputChart(path string, r *Result) (bool, error) {
 	}
 	p := newChart("Throughput over time — "+r.Scenario, "time since the measured phase began (s)", "messages per second (msg/s)")
 	p.Legend.Left = false
+	p.Legend.XOffs = -vg.Points(8)
+	p.X.Min = 0
 	p.Y.Min = 0
 	p.Y.Max = math.Max(top*1.2, 1) // room for the legend above the lines
 	withPoints := len(r.Timeline) <= 30
@@ -258,24 +350,36 @@ func writeThroughputChart(path string, r *Result) (bool, error) {
 	if err := addLine(p, 1, "delivered", delivered, withPoints); err != nil {
 		return false, err
 	}
-	return true, savePNG(p, path)
+	if b := r.Baseline; b != nil && len(b.Timeline) > 0 {
+		xys := make(plotter.XYs, len(b.Timeline))
+		for i, s := range b.Timeline {
+			xys[i] = plotter.XY{X: s.At.Seconds(), Y: float64(s.Delivered)}
+			top = math.Max(top, float64(s.Delivered))
+		}
+		p.Y.Max = math.Max(top*1.2, 1)
+		if err := addStyledLine(p, 1, "delivered, baseline", xys, false, true); err != nil {
+			return false, err
+		}
+	}
+	return true, savePNG(p, path, dpi)
 }
 
 // writeMemoryChart draws the server's RSS (and heap in use, when known)
 // against connections, one labelled point per MemPoint in the order taken.
 // It reports false when there are fewer than two points.
-func writeMemoryChart(path string, r *Result) (bool, error) {
+func writeMemoryChart(path string, r *Result, dpi int) (bool, error) {
 	if len(r.Memory) < 2 {
 		return false, nil
 	}
 	rss := make(plotter.XYs, len(r.Memory))
 	var heap plotter.XYs
 	labels := make([]string, len(r.Memory))
-	var top float64
+	var top, right float64
 	for i, m := range r.Memory {
 		rss[i] = plotter.XY{X: float64(m.Conns), Y: mib(m.RSS)}
 		labels[i] = m.Label
 		top = math.Max(top, mib(m.RSS))
+		right = math.Max(right, float64(m.Conns))
 		if m.HeapInuse > 0 {
 			heap = append(heap, plotter.XY{X: float64(m.Conns), Y: mib(m.HeapInuse)})
 		}
@@ -283,6 +387,8 @@ func writeMemoryChart(path string, r *Result) (bool, error) {
 	p := newChart("Server memory against connections — "+r.Scenario, "server connections", "server memory (MiB)")
 	p.Y.Min = 0
 	p.Y.Max = math.Max(top*1.2, 1)
+	p.X.Min = 0
+	p.X.Max = math.Max(right*1.15, 1) // room for the point labels on the right
 	if err := addLine(p, 0, "RSS", rss, true); err != nil {
 		return false, err
 	}
@@ -297,7 +403,7 @@ func writeMemoryChart(path string, r *Result) (bool, error) {
 	}
 	lbl.Offset = vg.Point{X: vg.Points(5), Y: vg.Points(5)}
 	p.Add(lbl)
-	return true, savePNG(p, path)
+	return true, savePNG(p, path, dpi)
 }
 
 // mib converts bytes to MiB for the charts.

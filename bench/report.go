@@ -104,22 +104,35 @@ type jsonReport struct {
 	Passed      bool                   `json:"passed"`
 	Percentiles map[string]HistSummary `json:"percentiles"`
 	Derived     Derived                `json:"derived"`
-	Machine     Machine                `json:"machine"`
+	Machine     *Machine               `json:"machine,omitempty"` // nil in a nested baseline
+	// Baseline shadows Result.Baseline so that the baseline run carries
+	// its own percentiles and derived figures too.
+	Baseline *jsonReport `json:"baseline,omitempty"`
 }
 
 // buildReport computes everything the three outputs share.
 func buildReport(r *Result) *jsonReport {
+	m := thisMachine()
+	jr := buildRun(r, m)
+	jr.Machine = &m
+	if r.Baseline != nil && r.Baseline != r {
+		jr.Baseline = buildRun(r.Baseline, m) // one level: a baseline's own baseline is not reported
+	}
+	return jr
+}
+
+// buildRun computes one run's percentiles and derived figures.
+func buildRun(r *Result, m Machine) *jsonReport {
 	jr := &jsonReport{
 		Result:      r,
 		Passed:      r.Passed(),
 		Percentiles: map[string]HistSummary{},
 		Derived:     derive(r),
-		Machine:     thisMachine(),
 	}
 	for _, nh := range histograms(r) {
 		jr.Percentiles[nh.key] = summarize(nh)
 	}
-	jr.Derived.Warnings = warnings(r, &jr.Derived, jr.Machine)
+	jr.Derived.Warnings = warnings(r, &jr.Derived, m)
 	return jr
 }
 
@@ -266,6 +279,12 @@ func writeJSON(w io.Writer, jr *jsonReport) error {
 // memory points up). The report says which charts were skipped and why.
 // Files from an earlier report in dir are overwritten.
 func WriteReport(dir string, r *Result) error {
+	return writeReport(dir, r, chartDPI)
+}
+
+// writeReport is WriteReport with the charts' resolution given: tests draw
+// them coarse, as rasterising dominates their time under the race detector.
+func writeReport(dir string, r *Result, dpi int) error {
 	if r == nil {
 		return errNilResult
 	}
@@ -277,14 +296,14 @@ func WriteReport(dir string, r *Result) error {
 	charts := map[string]bool{}
 	for _, c := range []struct {
 		file string
-		draw func(string, *Result) (bool, error)
+		draw func(string, *Result, int) (bool, error)
 	}{
 		{latencyChartFile, writeLatencyChart},
 		{throughputChartFile, writeThroughputChart},
 		{memoryChartFile, writeMemoryChart},
 	} {
 		path := filepath.Join(dir, c.file)
-		ok, err := c.draw(path, r)
+		ok, err := c.draw(path, r, dpi)
 		if err != nil {
 			return fmt.Errorf("bench: chart %s: %w", c.file, err)
 		}
@@ -365,6 +384,32 @@ func writeMarkdown(out io.Writer, jr *jsonReport, charts map[string]bool) error 
 		p("\n")
 	}
 
+	if rows := figureRows(r.Figures); len(rows) > 0 {
+		p("## Headline figures\n\n")
+		p("| figure | value |\n|---|--:|\n")
+		for _, row := range rows {
+			p("| %s | %s |\n", mdText(row[0]), row[1])
+		}
+		p("\n")
+	}
+
+	if jr.Baseline != nil {
+		p("## Against the baseline\n\n")
+		p("The baseline is the same traffic measured without the disturbance.\n\n")
+		p("| | baseline | this run | change |\n|---|--:|--:|--:|\n")
+		for _, row := range compareRows(jr.Baseline, jr) {
+			p("| %s | %s | %s | %s |\n", row[0], row[1], row[2], row[3])
+		}
+		p("\n")
+		if !jr.Baseline.Passed {
+			p("The baseline itself failed:\n\n")
+			for _, f := range jr.Baseline.Failures {
+				p("- %s\n", mdText(f))
+			}
+			p("\n")
+		}
+	}
+
 	p("## Throughput\n\n")
 	p("| messages | count | rate |\n|---|--:|--:|\n")
 	for _, row := range messageRows(r, d) {
@@ -389,7 +434,7 @@ func writeMarkdown(out io.Writer, jr *jsonReport, charts map[string]bool) error 
 		p("\n")
 		p("Send → ack is a SEND written to its ACCEPT read; send → deliver is a SEND written to the DELIVER read " +
 			"(in group runs, the last member's). Percentiles come from HDR histograms with 3 significant digits " +
-			"(within 0.1%); open-loop runs record values corrected for coordinated omission.\n\n")
+			"(within 0.1%%); open-loop runs record values corrected for coordinated omission.\n\n")
 	}
 	chart(w, charts[latencyChartFile], "Latency by percentile", latencyChartFile,
 		"No latency chart: no histogram holds a value.")
@@ -404,7 +449,7 @@ func writeMarkdown(out io.Writer, jr *jsonReport, charts map[string]bool) error 
 
 	p("## CPU\n\n")
 	p("| | CPU time | per delivered message | cores busy |\n|---|--:|--:|--:|\n")
-	for _, row := range cpuRows(r, d, jr.Machine) {
+	for _, row := range cpuRows(r, d, *jr.Machine) {
 		p("| %s | %s | %s | %s |\n", row[0], row[1], row[2], row[3])
 	}
 	p("\n")
@@ -421,8 +466,12 @@ func writeMarkdown(out io.Writer, jr *jsonReport, charts map[string]bool) error 
 		}
 		p("\n")
 		if base, ok := baseline(r.Memory); ok {
-			p("Per connection over baseline = (value at N connections − value at baseline) ÷ (N − %s): "+
-				"the marginal cost of one more connection. RSS ÷ conns includes the process's fixed cost.\n\n", formatCount(uint64(base.Conns)))
+			den := "N"
+			if base.Conns > 0 {
+				den = "(N − " + formatCount(uint64(base.Conns)) + ")"
+			}
+			p("Per connection over baseline = (value at N connections − value at the baseline point) ÷ %s: "+
+				"the marginal cost of one more connection. RSS ÷ conns includes the process's fixed cost.\n\n", den)
 		} else {
 			p("RSS ÷ conns includes the process's fixed cost; take a point labelled \"baseline\" before connecting to measure the marginal cost.\n\n")
 		}
@@ -486,7 +535,8 @@ func messageRows(r *Result, d *Derived) [][]string {
 		{"accepted", formatMsgs(r.Accepted), acceptedRate},
 		{"refused", formatMsgs(r.Refused), ""},
 		{"delivered", formatMsgs(r.Delivered), rate(d.DeliveredPerSec)},
-		{"duplicates (redelivered)", formatMsgs(r.Duplicates), ""},
+		{"duplicate deliveries", formatMsgs(r.Duplicates), ""},
+		{"redelivered after a reconnect", formatMsgs(r.Redelivered), ""},
 		{"reordered", formatMsgs(r.Reordered), ""},
 		{"lost", formatMsgs(r.Lost), ""},
 	}
@@ -496,6 +546,99 @@ func messageRows(r *Result, d *Derived) [][]string {
 			formatCount(n) + " " + plural(int(min(n, 2)), "conn", "conns"), ""})
 	}
 	return rows
+}
+
+// figureRows renders a scenario's headline figures, sorted by name, with
+// the unit their name ends in: "connect_rate_per_s" reads "connect rate",
+// "1,234/s".
+func figureRows(figs map[string]float64) [][]string {
+	var rows [][]string
+	for _, name := range slices.Sorted(maps.Keys(figs)) {
+		label, value := formatFigure(name, figs[name])
+		rows = append(rows, []string{label, value})
+	}
+	return rows
+}
+
+// formatFigure splits a figure's unit suffix off its name and formats the
+// value in that unit; a name without a known suffix gets a bare number.
+func formatFigure(name string, v float64) (label, value string) {
+	units := []struct {
+		suffix string
+		format func(float64) string
+	}{
+		{"_per_s", func(v float64) string { return formatNumber(v) + "/s" }},
+		{"_bytes", formatBytes},
+		{"_us", formatMicros},
+		{"_ms", func(v float64) string { return formatMicros(v * 1e3) }},
+		{"_s", func(v float64) string { return formatNumber(v) + " s" }},
+		{"_pct", func(v float64) string { return formatNumber(v) + "%" }},
+		{"_percent", func(v float64) string { return formatNumber(v) + "%" }},
+	}
+	value = formatNumber(v)
+	for _, u := range units {
+		if base, ok := strings.CutSuffix(name, u.suffix); ok && base != "" {
+			name, value = base, u.format(v)
+			break
+		}
+	}
+	return strings.ReplaceAll(name, "_", " "), value
+}
+
+// compareRows sets the baseline run beside this one: metric, baseline,
+// this run, relative change.
+func compareRows(base, run *jsonReport) [][]string {
+	row := func(name string, b, r float64, format func(float64) string) []string {
+		return []string{name, format(b), format(r), change(b, r)}
+	}
+	rows := [][]string{
+		row("delivered rate", base.Derived.DeliveredPerSec, run.Derived.DeliveredPerSec, formatRate),
+	}
+	for _, nh := range []namedHist{{title: "send → ack", key: "send_to_ack"}, {title: "send → deliver", key: "send_to_deliver"}, {title: "login", key: "login"}} {
+		b, okB := base.Percentiles[nh.key]
+		r, okR := run.Percentiles[nh.key]
+		if !okB || !okR {
+			continue
+		}
+		lat := func(v float64) string { return formatLatency(int64(v)) }
+		rows = append(rows,
+			row(nh.title+" p50", float64(b.P50), float64(r.P50), lat),
+			row(nh.title+" p99", float64(b.P99), float64(r.P99), lat),
+			row(nh.title+" p99.9", float64(b.P999), float64(r.P999), lat),
+			row(nh.title+" max", float64(b.Max), float64(r.Max), lat),
+		)
+	}
+	if b, r := base.Derived.WireBytesPerDelivered, run.Derived.WireBytesPerDelivered; b != nil && r != nil {
+		rows = append(rows, row("wire bytes per delivered message", *b, *r, func(v float64) string { return formatBytes(v) + "/msg" }))
+	}
+	if b, r := base.Derived.ServerCPUPerDeliveredUs, run.Derived.ServerCPUPerDeliveredUs; b != nil && r != nil {
+		rows = append(rows, row("server CPU per delivered message", *b, *r, func(v float64) string { return formatMicros(v) + "/msg" }))
+	}
+	count := func(v float64) string { return formatMsgs(uint64(v)) }
+	rows = append(rows,
+		row("lost", float64(base.Lost), float64(run.Lost), count),
+		row("reordered", float64(base.Reordered), float64(run.Reordered), count),
+		[]string{"failures", fmt.Sprint(len(base.Failures)), fmt.Sprint(len(run.Failures)), ""},
+	)
+	return rows
+}
+
+// change writes the relative change from b to r, or "—" from zero.
+func change(b, r float64) string {
+	if b == 0 {
+		if r == 0 {
+			return "="
+		}
+		return "—"
+	}
+	c := (r - b) / b * 100
+	switch {
+	case math.Abs(c) < 0.5:
+		return "="
+	case c >= 100: // "+1533%" is harder to read than "×16.3"
+		return fmt.Sprintf("×%.1f", r/b)
+	}
+	return fmt.Sprintf("%+.0f%%", c)
 }
 
 func wireRows(r *Result, d *Derived) [][]string {
@@ -570,7 +713,7 @@ func PrintSummary(out io.Writer, r *Result) {
 		return
 	}
 	jr := buildReport(r)
-	d, m := &jr.Derived, jr.Machine
+	d, m := &jr.Derived, *jr.Machine
 	w := &errWriter{w: out}
 	p := w.printf
 
@@ -585,6 +728,21 @@ func PrintSummary(out io.Writer, r *Result) {
 			kv = append(kv, k+"="+r.Params[k])
 		}
 		p("params  %s\n", strings.Join(kv, " "))
+	}
+
+	if rows := figureRows(r.Figures); len(rows) > 0 {
+		p("\n")
+		writeTable(w, append([][]string{{"figures", ""}}, rows...))
+	}
+	if jr.Baseline != nil {
+		p("\n")
+		writeTable(w, append([][]string{{"against baseline", "baseline", "this run", "change"}}, compareRows(jr.Baseline, jr)...))
+		if !jr.Baseline.Passed {
+			p("  the baseline itself failed:\n")
+			for _, f := range jr.Baseline.Failures {
+				p("    - %s\n", f)
+			}
+		}
 	}
 
 	p("\n")
@@ -721,6 +879,19 @@ func formatConns(n int) string {
 		n = 0
 	}
 	return formatCount(uint64(n)) + " " + plural(n, "conn", "conns")
+}
+
+// formatNumber writes v with separators from 1,000 up and three
+// significant digits below.
+func formatNumber(v float64) string {
+	sign := ""
+	if v < 0 {
+		sign, v = "−", -v
+	}
+	if v >= 999.5 {
+		return sign + formatCount(uint64(math.Round(v)))
+	}
+	return sign + sig3(v)
 }
 
 // formatRate writes a rate in msg/s: whole numbers with separators from 100

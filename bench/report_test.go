@@ -61,10 +61,14 @@ func reportTestResult(t *testing.T) *Result {
 	}
 }
 
+// testChartDPI draws test charts coarse (about 310 × 170 px): rasterising
+// at the report's 150 dpi takes seconds under the race detector.
+const testChartDPI = 40
+
 func TestWriteReport(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "nested", "out")
 	r := reportTestResult(t)
-	if err := WriteReport(dir, r); err != nil {
+	if err := writeReport(dir, r, testChartDPI); err != nil {
 		t.Fatal(err)
 	}
 	md := readFile(t, filepath.Join(dir, reportFile))
@@ -310,5 +314,63 @@ func checkPNG(t *testing.T, path string) {
 	}
 	if b := img.Bounds(); b.Dx() < 100 || b.Dy() < 100 {
 		t.Errorf("%s is %v, want a real chart", path, b)
+	}
+}
+
+func TestWriteReportBaselineAndFigures(t *testing.T) {
+	dir := t.TempDir()
+	r := reportTestResult(t)
+	base := reportTestResult(t)
+	base.Failures, base.Lost = nil, 0
+	base.SendToAck = NewHistogram()
+	for v := int64(1); v <= 1000; v++ {
+		if err := base.SendToAck.RecordValue(v / 2); err != nil { // half the latency
+			t.Fatal(err)
+		}
+	}
+	r.Baseline = base
+	r.Figures = map[string]float64{"connect_rate_per_s": 12_500, "drain_s": 1.25, "server_mem_per_conn_bytes": 891.3, "slow_readers_closed": 200}
+	if err := writeReport(dir, r, testChartDPI); err != nil {
+		t.Fatal(err)
+	}
+	md := readFile(t, filepath.Join(dir, reportFile))
+	for _, want := range []string{
+		"## Against the baseline",
+		"| send → ack p50 | 250 µs | 500 µs | ×2.0 |",
+		"| send → deliver p50 | 500 ms | 500 ms | = |",
+		"| lost | 0 msg | 1,000 msg | — |",
+		"| failures | 0 | 1 |  |",
+		"| connect rate | 12,500/s |",
+		"| drain | 1.25 s |",
+		"| server mem per conn | 891 B |",
+		"| slow readers closed | 200 |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report.md lacks %q", want)
+		}
+	}
+	checkPNG(t, filepath.Join(dir, latencyChartFile))
+
+	var doc struct {
+		Figures  map[string]float64 `json:"figures"`
+		Baseline struct {
+			Lost        uint64                 `json:"lost"`
+			Percentiles map[string]HistSummary `json:"percentiles"`
+			Machine     *Machine               `json:"machine"`
+		} `json:"baseline"`
+	}
+	if err := json.Unmarshal([]byte(readFile(t, filepath.Join(dir, resultFile))), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if doc.Baseline.Percentiles["send_to_ack"].P50 != 250 || doc.Baseline.Machine != nil || doc.Figures["drain_s"] != 1.25 {
+		t.Errorf("result.json baseline/figures: %+v", doc)
+	}
+
+	var buf bytes.Buffer
+	PrintSummary(&buf, r)
+	for _, want := range []string{"against baseline", "×2.0", "connect rate", "12,500/s"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, buf.String())
+		}
 	}
 }
