@@ -1,0 +1,118 @@
+package gateway_test
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+	"time"
+
+	"switchboard/delivery"
+	"switchboard/gateway"
+	"switchboard/protocol"
+)
+
+// TestSlowConsumerWindow: a client that stops reading (its event channel is
+// full) and so never acks keeps its window full; after SlowAfter it is closed
+// with SLOW_CONSUMER, while another pair's messages keep flowing, and what it
+// missed waits in storage for its next login.
+func TestSlowConsumerWindow(t *testing.T) {
+	ts := startServer(t, serverOptions{router: func(c *delivery.Config) {
+		c.Window = 16
+		c.SlowAfter = time.Second
+	}})
+	slow := ts.Dial(1, protocol.ClientOptions{Events: 4})
+	a := ts.Dial(2, protocol.ClientOptions{FirstMsgID: 1})
+	c := ts.Dial(3, protocol.ClientOptions{})
+	d := ts.Dial(4, protocol.ClientOptions{AutoAck: true})
+	var ids []uint64
+	for i := range 40 {
+		id, err := a.Send(1, body(2, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	waitAccepted(t, a, ids, 10*time.Second)
+
+	// The other pair, while the slow one is stuck and after it is closed.
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; ts.Router.Stats().SlowConsumers.Load() == 0 || i < 5; i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("no slow consumer closed within 10 s")
+		}
+		id, err := c.Send(4, body(3, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := recvDelivers(t, d, 1, 5*time.Second)[0]
+		if got.MsgID != id || !bytes.Equal(got.Body, body(3, i)) {
+			t.Fatalf("other pair got %+v", got)
+		}
+		time.Sleep(100 * time.Millisecond) // a message every 100 ms while we wait
+	}
+	eventually(t, 5*time.Second, "SLOW_CONSUMER close counted", func() bool {
+		return ts.Srv.Stats().Closes[protocol.CodeSlowConsumer].Load() == 1
+	})
+	// The slow client got what fits in its window, then the ERROR.
+	n := 0
+	ctx := ctxFor(t, 10*time.Second)
+	for {
+		ev, err := slow.Recv(ctx)
+		if err != nil {
+			var e *protocol.Error
+			if !errors.As(err, &e) || e.Code != protocol.CodeSlowConsumer {
+				t.Fatalf("slow client ended with %v, want ERROR SLOW_CONSUMER", err)
+			}
+			break
+		}
+		if _, ok := ev.(*protocol.Deliver); ok {
+			n++
+		}
+	}
+	if n != 16 {
+		t.Fatalf("slow client received %d entries, want the window of 16", n)
+	}
+	// Nothing was lost: all 40 arrive at the next login.
+	again := ts.Dial(1, protocol.ClientOptions{AutoAck: true})
+	for i, dv := range recvDelivers(t, again, 40, 10*time.Second) {
+		if dv.Seq != uint64(i+1) || !bytes.Equal(dv.Body, body(2, i)) {
+			t.Fatalf("after reconnect entry %d: %+v", i, dv)
+		}
+	}
+}
+
+// TestSlowConsumerOutbound: a connection that logs in and never reads fills
+// the kernel's buffers, then gnet's, past OutboundCap: it is closed with
+// SLOW_CONSUMER (the gateway's check, not the window's), and the server
+// keeps serving others.
+func TestSlowConsumerOutbound(t *testing.T) {
+	ts := startServer(t, serverOptions{
+		gw:     func(c *gateway.Config) { c.OutboundCap = 64 << 10; c.RateLimit = 100_000 },
+		router: func(c *delivery.Config) { c.SlowAfter = time.Hour }, // only the outbound cap can fire
+	})
+	r := ts.rawLoginPing(t, 1, 0) // never reads again
+	a := ts.Dial(2, protocol.ClientOptions{})
+	big := bytes.Repeat([]byte("0123456789abcdef"), 60<<10/16)
+	deadline := time.Now().Add(20 * time.Second)
+	for ts.Srv.Stats().Closes[protocol.CodeSlowConsumer].Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("never closed as a slow consumer (router slow consumers %d)", ts.Router.Stats().SlowConsumers.Load())
+		}
+		id, err := a.Send(1, big)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.WaitAccept(ctxFor(t, 10*time.Second), id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := ts.Router.Stats().SlowConsumers.Load(); got != 0 {
+		t.Fatalf("router closed %d slow consumers; the outbound cap should have", got)
+	}
+	// The ERROR cannot pass a pipe that is full (gnet drops what the socket
+	// does not take at close); the connection must end either way.
+	if got := r.expectClose(20 * time.Second); got != protocol.CodeSlowConsumer && got != 0 {
+		t.Fatalf("closed with %v, want SLOW_CONSUMER or no ERROR", got)
+	}
+	ts.roundTrip(t, 10, 11)
+}
