@@ -96,6 +96,7 @@ type Router struct {
 	cfg    Config
 	store  storage.Store
 	shards []*shard
+	groups []*groupWorker
 
 	stopOnce sync.Once
 	wg       sync.WaitGroup
@@ -132,6 +133,12 @@ func New(cfg Config, store storage.Store) (*Router, error) {
 	for i := range r.shards {
 		r.shards[i] = newShard(r, i)
 	}
+	// Half as many group workers as shards: group operations are rare, and
+	// a group message costs its worker one hand-off per member.
+	r.groups = make([]*groupWorker, max(1, cfg.Shards/2))
+	for i := range r.groups {
+		r.groups[i] = newGroupWorker(r)
+	}
 	return r, nil
 }
 
@@ -144,6 +151,13 @@ func (r *Router) Start() {
 			s.run()
 		}()
 	}
+	for _, g := range r.groups {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			g.run()
+		}()
+	}
 }
 
 // Stop stops taking requests, waits until every append and ack handed to
@@ -152,6 +166,9 @@ func (r *Router) Start() {
 // clients retry them. Stop does not close the store.
 func (r *Router) Stop() {
 	r.stopOnce.Do(func() {
+		for _, g := range r.groups {
+			close(g.stop)
+		}
 		for _, s := range r.shards {
 			close(s.stop)
 		}
@@ -232,6 +249,56 @@ func (r *Router) Signal(from, to uint64, kind uint32) {
 	if !r.submit(to, request{kind: reqSignal, user: to, from: from, msgID: uint64(kind)}) {
 		r.stats.SignalsDropped.Add(1)
 	}
+}
+
+func (r *Router) submitGroup(q groupReq) bool {
+	h := (q.group * 0x9E3779B97F4A7C15) >> 32
+	select {
+	case r.groups[h%uint64(len(r.groups))].in <- q:
+		return true
+	default:
+		r.stats.Busy.Add(1)
+		return false
+	}
+}
+
+// SendGroup makes record, a DELIVER record with its Group set, durable in
+// the mailbox of every member of group but from, then pushes OutAccept(msgID)
+// to c, or OutRefuse if from is not a member or a copy failed. It returns
+// false when the group's worker is busy: nothing was taken.
+func (r *Router) SendGroup(c Conn, from, msgID, group uint64, record []byte) bool {
+	ok := r.submitGroup(groupReq{send: true, conn: c, from: from, msgID: msgID, group: group, record: record})
+	if ok {
+		r.stats.Sends.Add(1)
+	}
+	return ok
+}
+
+// GroupOp applies a GROUP request of actor, then stores a GROUP_EVENT in
+// the mailbox of every member concerned and pushes OutAccept(msgID) to c
+// (Ref: the group, for a create) or OutRefuse. A create's group id is
+// derived from actor and msgID, so a retried create finds its group. It
+// returns false when the group's worker is busy.
+func (r *Router) GroupOp(c Conn, actor uint64, g *protocol.Group) bool {
+	q := groupReq{conn: c, from: actor, msgID: g.MsgID, group: g.Group, op: g.Op, list: g.Members}
+	if g.Op == protocol.GroupCreate {
+		q.group = groupID(actor, g.MsgID)
+	}
+	return r.submitGroup(q)
+}
+
+// SignalGroup passes an ephemeral signal to the online members of group.
+func (r *Router) SignalGroup(from, group uint64, kind uint32) {
+	if !r.submitGroup(groupReq{signal: true, from: from, msgID: uint64(kind), group: group}) {
+		r.stats.SignalsDropped.Add(1)
+	}
+}
+
+// groupID derives a group's id from its creator and the create request's id.
+func groupID(creator, msgID uint64) uint64 {
+	h := (creator*0x9E3779B97F4A7C15 ^ msgID) * 0xBF58476D1CE4E5B9
+	h ^= h >> 31
+	return groupIDBase + h%groupIDSpan
 }
 
 // refusal maps a failed append to the code and retry delay the sender is told.

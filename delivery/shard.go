@@ -16,7 +16,8 @@ const (
 	reqSend                       // from sends record (msgID) to user
 	reqAck                        // user acks through seq on conn
 	reqReceipt                    // a receipt for user's messages msgID..msgID+more; from: by (group)
-	reqSignal                     // from signals user; msgID: kind
+	reqSignal                     // from signals user; msgID: kind; more: group
+	reqFanout                     // one member's copy of a group message or event: record, entry kind, fan
 )
 
 // request is one unit of work for a shard.
@@ -30,6 +31,8 @@ type request struct {
 	more   uint64
 	seq    uint64
 	record []byte
+	entry  storage.Kind // reqFanout
+	fan    *fanout      // reqFanout: told the outcome
 }
 
 type doneKind uint8
@@ -43,9 +46,10 @@ const (
 type completion struct {
 	kind   doneKind
 	user   uint64
-	seq    uint64 // doneAppend: the entry's seq
-	conn   Conn   // doneAppend: the sender's connection, told ACCEPT or REFUSE
-	msgID  uint64 // doneAppend of a message: the sender's id
+	seq    uint64  // doneAppend: the entry's seq
+	conn   Conn    // doneAppend: the sender's connection, told ACCEPT or REFUSE
+	fan    *fanout // doneAppend of a group copy: told the outcome instead of conn
+	msgID  uint64  // doneAppend of a message: the sender's id
 	record []byte
 	err    error
 	ack    storage.AckResult
@@ -161,7 +165,9 @@ func (s *shard) handle(q request) {
 			u.conn, u.stuck = nil, 0
 		}
 	case reqSend:
-		s.append(u, storage.KindMessage, q.from, q.msgID, q.record, q.conn)
+		s.append(u, storage.KindMessage, q.from, q.msgID, q.record, q.conn, nil)
+	case reqFanout:
+		s.append(u, q.entry, q.from, q.msgID, q.record, nil, q.fan)
 	case reqAck:
 		if u.conn == q.conn && q.seq > u.acked && q.seq <= u.sent {
 			s.ack(u, q.seq)
@@ -169,10 +175,10 @@ func (s *shard) handle(q request) {
 		}
 	case reqReceipt:
 		x := protocol.Receipt{MsgID: q.msgID, More: q.more, Read: q.read, By: q.from}
-		s.append(u, storage.KindReceipt, q.from, q.msgID, x.AppendRecord(nil), nil)
+		s.append(u, storage.KindReceipt, q.from, q.msgID, x.AppendRecord(nil), nil, nil)
 		s.r.stats.Receipts.Add(1)
 	case reqSignal:
-		if u.conn == nil || !u.conn.Push(Outbound{Kind: OutSignal, Peer: q.from, MsgID: q.msgID}) {
+		if u.conn == nil || !u.conn.Push(Outbound{Kind: OutSignal, Peer: q.from, MsgID: q.msgID, Ref: q.more}) {
 			s.r.stats.SignalsDropped.Add(1)
 		}
 	}
@@ -202,11 +208,11 @@ func (s *shard) login(u *user, q request) {
 }
 
 // append hands one entry of u's mailbox to storage with the next seq.
-func (s *shard) append(u *user, kind storage.Kind, from, msgID uint64, record []byte, sender Conn) {
+func (s *shard) append(u *user, kind storage.Kind, from, msgID uint64, record []byte, sender Conn, fan *fanout) {
 	u.last++
 	u.inflight++
 	s.inflight++
-	c := completion{kind: doneAppend, user: u.id, seq: u.last, conn: sender, msgID: msgID, record: record}
+	c := completion{kind: doneAppend, user: u.id, seq: u.last, conn: sender, fan: fan, msgID: msgID, record: record}
 	e := storage.Entry{Recipient: u.id, Seq: u.last, Kind: kind, Sender: from, MsgID: msgID, Value: record}
 	s.r.store.Append(e, func(err error) {
 		c.err = err
@@ -237,7 +243,7 @@ func (s *shard) complete(c completion) {
 			s.r.stats.StorageErrors.Add(1)
 			s.r.cfg.Logger.Error("delivery: ack failed", "user", u.id, "err", c.err)
 		} else {
-			s.receipts(c.ack.Receipts)
+			s.receipts(u.id, c.ack.Receipts)
 		}
 	}
 	s.forget(u)
@@ -247,6 +253,8 @@ func (s *shard) appended(u *user, c completion) {
 	u.committed = max(u.committed, c.seq)
 	var dup *storage.DuplicateError
 	switch {
+	case c.fan != nil:
+		c.fan.done(c.err)
 	case c.err == nil:
 		if c.conn != nil {
 			s.r.stats.Accepted.Add(1)
@@ -343,14 +351,18 @@ func (s *shard) checkSlow() {
 }
 
 // receipts hands one delivered receipt per run of consecutive message ids of
-// one sender to that sender's shard.
-func (s *shard) receipts(rs []storage.Receipt) {
+// one sender to that sender's shard. Receipts for group messages name the
+// member who acked (by).
+func (s *shard) receipts(by uint64, rs []storage.Receipt) {
 	for i := 0; i < len(rs); {
 		j := i + 1
-		for j < len(rs) && rs[j].Sender == rs[i].Sender && rs[j].MsgID == rs[j-1].MsgID+1 {
+		for j < len(rs) && rs[j].Sender == rs[i].Sender && rs[j].MsgID == rs[j-1].MsgID+1 && rs[j].Group == rs[i].Group {
 			j++
 		}
 		q := request{kind: reqReceipt, user: rs[i].Sender, msgID: rs[i].MsgID, more: uint64(j - i - 1)}
+		if rs[i].Group {
+			q.from = by
+		}
 		if !s.r.submit(rs[i].Sender, q) {
 			s.r.stats.ReceiptsDropped.Add(1)
 		}

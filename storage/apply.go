@@ -38,7 +38,7 @@ func (s *engine) applyAppend(w writer, o *op, now int64) (units, bytes int, err 
 	if err != nil {
 		return 0, 0, err
 	}
-	if e.Kind == KindMessage {
+	if e.Kind.message() {
 		d, ok, err := w.dedupe(e.Sender, e.MsgID, e.Recipient)
 		if err != nil {
 			return 0, 0, err
@@ -74,7 +74,7 @@ func (s *engine) applyAppend(w writer, o *op, now int64) (units, bytes int, err 
 	if err := w.putEntry(e); err != nil {
 		return 0, 0, err
 	}
-	if e.Kind == KindMessage {
+	if e.Kind.message() {
 		d := Dup{Recipient: e.Recipient, Seq: e.Seq, Time: e.Time}
 		if err := w.putDedupe(e.Sender, e.MsgID, d, s.dedupeMs/1000+3600); err != nil {
 			return 0, 0, err
@@ -119,8 +119,8 @@ func (s *engine) applyAck(w writer, o *op, now int64, budget int) (units, bytes 
 		switch {
 		case s.expired(d.time, now):
 			s.stats.expiredDeleted.Add(1) // expired: never delivered, so no receipt
-		case d.kind == KindMessage:
-			o.ack.Receipts = append(o.ack.Receipts, Receipt{Sender: d.sender, MsgID: d.msgID, Seq: d.seq})
+		case d.kind.message():
+			o.ack.Receipts = append(o.ack.Receipts, Receipt{Sender: d.sender, MsgID: d.msgID, Seq: d.seq, Group: d.kind == KindGroupMessage})
 		}
 	}
 	if err := s.remove(w, c, dead); err != nil {

@@ -85,16 +85,24 @@ type Store interface {
 }
 
 // Kind says what an entry holds. The store does not interpret it except
-// that KindMessage entries are deduplicated and produce receipts on ack.
+// that message entries (KindMessage, KindGroupMessage) are deduplicated and
+// produce receipts on ack.
 type Kind uint8
 
 // Entry kinds. Delivery may define more values; the store treats any value
-// other than KindMessage like KindReceipt.
+// other than the message kinds like KindReceipt.
 const (
 	KindMessage    Kind = 1 // a message from Sender; deduplicated, acked with a receipt
 	KindReceipt    Kind = 2 // a "delivered" receipt for the recipient
 	KindGroupEvent Kind = 3 // a membership change of a group the recipient is in
+	// KindGroupMessage is a member's copy of a message sent to a group:
+	// deduplicated and acked with a receipt, like KindMessage.
+	KindGroupMessage Kind = 4
 )
+
+// message reports whether entries of kind k are messages: deduplicated, and
+// acked with a receipt.
+func (k Kind) message() bool { return k == KindMessage || k == KindGroupMessage }
 
 // Entry is one item in a recipient's mailbox.
 type Entry struct {
@@ -113,13 +121,14 @@ type Receipt struct {
 	Sender uint64
 	MsgID  uint64
 	Seq    uint64
+	Group  bool // the entry was a KindGroupMessage
 }
 
 // AckResult is what a committed Ack deleted.
 type AckResult struct {
 	Deleted  int       // entries deleted, of every kind
 	Floor    uint64    // every seq <= Floor is now deleted
-	Receipts []Receipt // one per deleted KindMessage entry, in seq order; owned by the callee
+	Receipts []Receipt // one per deleted message entry, in seq order; owned by the callee
 }
 
 // Dup is where a message entry went when it was first committed.
