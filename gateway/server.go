@@ -228,8 +228,10 @@ func (s *Server) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 		if p := recover(); p != nil {
 			s.stats.Panics.Add(1)
 			s.cfg.Logger.Error("gateway: panic handling a connection", "user", c.user, "panic", p, "stack", string(debug.Stack()))
-			c.closeCode = protocol.CodeInternal
-			action = gnet.Close
+			// The peer is told why, like any other close. The scratch buffer
+			// may hold half an encoding: drop it.
+			c.loop.wbuf = c.loop.wbuf[:0]
+			action = c.loop.fail(c, protocol.CodeInternal)
 		}
 	}()
 	return c.loop.serve(c)

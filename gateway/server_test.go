@@ -1,10 +1,15 @@
 package gateway_test
 
 import (
+	"context"
+	"errors"
+	"log/slog"
 	"testing"
+	"time"
 
 	"switchboard/gateway"
 	"switchboard/protocol"
+	"switchboard/storage"
 )
 
 // TestPortZeroReachesEveryLoop: with port 0, every loop listens on the
@@ -17,4 +22,182 @@ func TestPortZeroReachesEveryLoop(t *testing.T) {
 	if got := ts.Srv.LoopsInUse(); got != 2 {
 		t.Fatalf("connections reached %d of 2 loops", got)
 	}
+}
+
+// panicOn is a slog.Handler that panics when it is given one message: the
+// gateway's injected logger becomes a component that fails while the loop
+// handles one connection, with no hook in the production code.
+type panicOn struct{ msg string }
+
+func (h panicOn) Enabled(context.Context, slog.Level) bool { return true }
+func (h panicOn) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		panic("test: the logger fails on " + h.msg)
+	}
+	return nil
+}
+func (h panicOn) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h panicOn) WithGroup(string) slog.Handler      { return h }
+
+// TestPanicClosesOnlyThatConnection: a panic while the loop encodes one
+// connection's entries (a stored record that does not parse is logged, and
+// the logger panics) closes that connection with ERROR INTERNAL and counts
+// it; the other sessions on the same loops carry on.
+func TestPanicClosesOnlyThatConnection(t *testing.T) {
+	ts := startServer(t, serverOptions{gw: func(c *gateway.Config) {
+		c.Logger = slog.New(panicOn{"gateway: unreadable stored record skipped"})
+	}})
+	others := []*protocol.Client{ts.Dial(10, protocol.ClientOptions{}), ts.Dial(11, protocol.ClientOptions{})}
+	// User 1's mailbox holds a record that does not parse.
+	bad := storage.Entry{Recipient: 1, Seq: 1, Kind: storage.KindMessage, Sender: 2, MsgID: 1, Value: []byte{0xff, 1, 2}}
+	if err := storage.AppendWait(ts.Store, bad); err != nil {
+		t.Fatal(err)
+	}
+	// The panic comes in the flush that holds the WELCOME and the entry.
+	_, err := ts.TryDial(1, protocol.ClientOptions{})
+	var e *protocol.Error
+	if !errors.As(err, &e) || e.Code != protocol.CodeInternal {
+		t.Fatalf("the login ended with %v, want ERROR INTERNAL", err)
+	}
+	if got := ts.Srv.Stats().Panics.Load(); got != 1 {
+		t.Fatalf("Panics = %d, want 1", got)
+	}
+	eventually(t, 5*time.Second, "INTERNAL close counted", func() bool {
+		return ts.Srv.Stats().Closes[protocol.CodeInternal].Load() == 1
+	})
+	for _, c := range others {
+		if err := c.Ping(); err != nil {
+			t.Fatal(err)
+		}
+		if ev, err := c.Recv(ctxFor(t, 5*time.Second)); err != nil {
+			t.Fatalf("another session after the panic: %v", err)
+		} else if _, ok := ev.(protocol.Pong); !ok {
+			t.Fatalf("got %T, want Pong", ev)
+		}
+	}
+	ts.roundTrip(t, 20, 21)
+}
+
+// TestGracefulShutdown: under a stream of sends, Shutdown tells every
+// client GOAWAY SHUTTING_DOWN and closes it; every ACCEPTed message is in
+// the recipient's hands or in the store, which closes cleanly and reopens.
+func TestGracefulShutdown(t *testing.T) {
+	ts := startServer(t, serverOptions{gw: func(c *gateway.Config) { c.RateLimit = 1_000_000 }})
+	a := ts.Dial(1, protocol.ClientOptions{FirstMsgID: 1})
+	b := ts.Dial(2, protocol.ClientOptions{})
+	idle := ts.Dial(3, protocol.ClientOptions{})
+
+	// a sends until its writes fail; b reads (without acking) until the end.
+	go func() {
+		for i := 0; ; i++ {
+			if _, err := a.Send(2, body(1, i)); err != nil {
+				return
+			}
+			if i%64 == 63 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}()
+	received := map[uint64]bool{}
+	bDone := make(chan protocol.Code, 1)
+	go func() {
+		var goaway protocol.Code
+		for {
+			ev, err := b.Recv(context.Background())
+			if err != nil {
+				bDone <- goaway
+				return
+			}
+			switch ev := ev.(type) {
+			case *protocol.Deliver:
+				received[ev.MsgID] = true
+			case *protocol.GoAway:
+				goaway = ev.Code
+			}
+		}
+	}()
+	accepted := map[uint64]bool{}
+	var aGoAway protocol.Code
+	eventually(t, 10*time.Second, "traffic", func() bool { return ts.Router.Stats().Accepted.Load() > 500 })
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- ts.Stop() }()
+	ctx := ctxFor(t, 20*time.Second)
+	for {
+		ev, err := a.Recv(ctx)
+		if err != nil {
+			break
+		}
+		switch ev := ev.(type) {
+		case *protocol.Accept:
+			for id := ev.MsgID; id <= ev.MsgID+ev.More; id++ {
+				accepted[id] = true
+			}
+		case *protocol.GoAway:
+			aGoAway = ev.Code
+		}
+	}
+	if aGoAway != protocol.CodeShuttingDown {
+		t.Fatalf("sender got GOAWAY %v, want SHUTTING_DOWN", aGoAway)
+	}
+	if code := <-bDone; code != protocol.CodeShuttingDown {
+		t.Fatalf("recipient got GOAWAY %v, want SHUTTING_DOWN", code)
+	}
+	ev, err := idle.Recv(ctx)
+	if g, ok := ev.(*protocol.GoAway); err != nil || !ok || g.Code != protocol.CodeShuttingDown {
+		t.Fatalf("idle client got %v %v, want GOAWAY SHUTTING_DOWN", ev, err)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatalf("store close: %v", err)
+	}
+
+	// Reopen: every accepted message was received or is stored, once.
+	store, err := storage.Open(storage.Config{Dir: ts.Dir, Logger: quietLogger()})
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	defer store.Close()
+	es, _, err := store.Read(2, 1, 1<<20, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := map[uint64]bool{}
+	for i, e := range es {
+		if stored[e.MsgID] || e.Seq != uint64(i+1) {
+			t.Fatalf("stored entry %d: seq %d msg %d (duplicate or gap)", i, e.Seq, e.MsgID)
+		}
+		stored[e.MsgID] = true
+	}
+	for id := range accepted {
+		if !stored[id] {
+			t.Fatalf("accepted msg %d is not in the store (received: %v)", id, received[id])
+		}
+	}
+	t.Logf("%d accepted, %d stored, %d received before the GOAWAY", len(accepted), len(stored), len(received))
+	if len(accepted) < 500 {
+		t.Fatalf("only %d ACCEPTs seen", len(accepted))
+	}
+}
+
+// TestConnectionCap: over MaxConns, a connection gets ERROR SERVER_FULL;
+// the server stays up and takes a login again once one closes.
+func TestConnectionCap(t *testing.T) {
+	ts := startServer(t, serverOptions{gw: func(c *gateway.Config) { c.MaxConns = 5 }})
+	var cs []*protocol.Client
+	for i := range 5 {
+		cs = append(cs, ts.Dial(uint64(i+1), protocol.ClientOptions{}))
+	}
+	for i := range 3 {
+		_, err := ts.TryDial(uint64(10+i), protocol.ClientOptions{})
+		var e *protocol.Error
+		if !errors.As(err, &e) || e.Code != protocol.CodeServerFull {
+			t.Fatalf("connection over the cap: %v, want ERROR SERVER_FULL", err)
+		}
+	}
+	if got := ts.Srv.Stats().Refused.Load(); got != 3 {
+		t.Fatalf("Refused = %d, want 3", got)
+	}
+	cs[0].Close()
+	eventually(t, 5*time.Second, "a slot to free", func() bool { return ts.Srv.Conns() == 4 })
+	ts.Dial(20, protocol.ClientOptions{})
 }
