@@ -240,6 +240,11 @@ func warnings(r *Result, d *Derived, m Machine) []string {
 		w = append(w, fmt.Sprintf("The generator kept %.2f of this machine's %d cores busy: it may be the bottleneck, not the server.",
 			*d.GeneratorCoresBusy, m.Cores))
 	}
+	if g, s := d.GeneratorCoresBusy, d.ServerCoresBusy; g != nil && s != nil &&
+		*g < generatorBoundShare*float64(m.Cores) && *g+*s >= generatorBoundShare*float64(m.Cores) {
+		w = append(w, fmt.Sprintf("Generator and server together kept %.2f cores busy: if they share this %d-core host, "+
+			"it was saturated and the figures understate what a dedicated server does.", *g+*s, m.Cores))
+	}
 	if r.ServerCPU <= 0 {
 		w = append(w, "Server CPU was not measured: no server µs per message.")
 	}
@@ -718,9 +723,8 @@ func PrintSummary(out io.Writer, r *Result) {
 	p := w.printf
 
 	p("switchboard bench · %s · %s\n", orDash(r.Scenario), verdict(r))
-	p("started %s · measured %s · %d generator %s · %s at peak\n",
-		formatTime(r.Started), formatSeconds(r.Duration), r.Processes,
-		plural(r.Processes, "process", "processes"), formatConns(r.Conns))
+	p("started %s · measured %s\n", formatTime(r.Started), formatSeconds(r.Duration))
+	p("load    %s at peak from %d generator %s\n", formatConns(r.Conns), r.Processes, plural(r.Processes, "process", "processes"))
 	p("machine %s · %s/%s · %d cores · GOMAXPROCS %d · %s\n", m.Hostname, m.OS, m.Arch, m.Cores, m.GOMAXPROCS, m.GoVersion)
 	if len(r.Params) > 0 {
 		var kv []string
@@ -769,8 +773,27 @@ func PrintSummary(out io.Writer, r *Result) {
 
 	if len(r.Memory) > 0 {
 		p("\n")
-		writeTable(w, append([][]string{{"server memory", "conns", "RSS", "heap", "RSS/conn", "heap/conn",
-			"RSS/conn over baseline", "heap/conn over baseline"}}, memoryRows(r, d)...))
+		// Six columns fit an 80-column terminal: with a baseline, show the
+		// marginal cost only (report.md has both).
+		rows := memoryRows(r, d)
+		base, hasBase := baseline(r.Memory)
+		header := []string{"server memory", "conns", "RSS", "heap", "RSS/conn", "heap/conn"}
+		for i, row := range rows {
+			if hasBase {
+				rows[i] = append(row[:4:4], row[6], row[7])
+			} else {
+				rows[i] = row[:6]
+			}
+		}
+		if hasBase {
+			header[4], header[5] = "ΔRSS/conn", "Δheap/conn"
+		}
+		writeTable(w, append([][]string{header}, rows...))
+		if hasBase {
+			p("  Δ…/conn = (value − %q value) ÷ (conns − %s)\n", baselineLabel, formatCount(uint64(base.Conns)))
+		} else {
+			p("  …/conn = value ÷ conns, fixed process cost included (no %q point)\n", baselineLabel)
+		}
 	}
 
 	if len(d.Warnings) > 0 {

@@ -374,3 +374,32 @@ func TestWriteReportBaselineAndFigures(t *testing.T) {
 		}
 	}
 }
+
+func TestWarnings(t *testing.T) {
+	m := Machine{Cores: 2}
+	tests := []struct {
+		name          string
+		gen, srv      time.Duration // over a 10 s run
+		lost          uint64
+		want, wantNot string
+	}{
+		{name: "generator bound", gen: 17 * time.Second, srv: 2 * time.Second, want: "generator kept 1.70 of this machine's 2 cores busy"},
+		{name: "host saturated", gen: 9 * time.Second, srv: 8 * time.Second, want: "together kept 1.70 cores busy", wantNot: "generator kept"},
+		{name: "room to spare", gen: 5 * time.Second, srv: 5 * time.Second, wantNot: "cores busy"},
+		{name: "server unmeasured", gen: time.Second, want: "Server CPU was not measured"},
+		{name: "loss without failure", gen: time.Second, srv: time.Second, lost: 3, want: "3 lost and 0 reordered"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := &Result{Duration: 10 * time.Second, Delivered: 1000, GeneratorCPU: tt.gen, ServerCPU: tt.srv, Lost: tt.lost}
+			d := derive(r)
+			got := strings.Join(warnings(r, &d, m), "\n")
+			if tt.want != "" && !strings.Contains(got, tt.want) {
+				t.Errorf("warnings lack %q:\n%s", tt.want, got)
+			}
+			if tt.wantNot != "" && strings.Contains(got, tt.wantNot) {
+				t.Errorf("warnings have %q:\n%s", tt.wantNot, got)
+			}
+		})
+	}
+}
