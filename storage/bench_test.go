@@ -3,6 +3,7 @@ package storage
 import (
 	"bufio"
 	"fmt"
+	"github.com/dgraph-io/badger/v4"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -45,6 +46,15 @@ func reportLatency(b *testing.B, lat []time.Duration) {
 	b.ReportMetric(ms(0.99), "p99-ms")
 }
 
+// reportCommitter reports where the committer's time went, as shares of
+// the elapsed time: building batches, committing (fsync) and callbacks.
+func reportCommitter(b *testing.B, st Stats, elapsed time.Duration) {
+	b.ReportMetric(float64(st.BuildTime)/float64(elapsed), "build-share")
+	b.ReportMetric(float64(st.CommitTime)/float64(elapsed), "commit-share")
+	b.ReportMetric(float64(st.CallbackTime)/float64(elapsed), "callback-share")
+	b.ReportMetric(float64(st.CommitTime.Microseconds())/float64(max(1, st.Commits)), "us/commit")
+}
+
 // BenchmarkAppendDurable: P producers, each blocking on its own durable
 // append (AppendWait) of a 200-byte message to its own recipient, as P
 // concurrent senders would. Latency is Append to done.
@@ -83,6 +93,7 @@ func BenchmarkAppendDurable(b *testing.B) {
 			b.ReportMetric(float64(per*producers)/elapsed.Seconds(), "appends/s")
 			st := s.Stats()
 			b.ReportMetric(float64(st.BatchedOps)/float64(max(1, st.Commits)), "ops/commit")
+			reportCommitter(b, st, elapsed)
 			reportLatency(b, slices.Concat(lats...))
 		})
 	}
@@ -258,4 +269,71 @@ func BenchmarkMemory(b *testing.B) {
 		b.ReportMetric(mib(rssAfter-rss0), "after-1M-rss-MiB")
 		_ = s.Close()
 	}
+}
+
+// BenchmarkPlainBadgerGroupCommit is the reference the store is measured
+// against: the same Badger options, 64 blocking producers, and a bare
+// group-commit loop writing one key per message (no dedupe record, no
+// high-water meta, no limits). The difference to AppendDurable/producers=64
+// is the cost of those.
+func BenchmarkPlainBadgerGroupCommit(b *testing.B) {
+	const producers = 64
+	cfg := testConfig(b.TempDir())
+	db, err := badger.Open(badgerOptions(cfg))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	type req struct {
+		key  []byte
+		done chan error
+	}
+	q := make(chan req, 4096)
+	go func() {
+		for r := range q {
+			batch := []req{r}
+		more:
+			for len(batch) < 1024 {
+				select {
+				case r := <-q:
+					batch = append(batch, r)
+				default:
+					break more
+				}
+			}
+			txn := db.NewTransaction(true)
+			for _, r := range batch {
+				if err := txn.Set(r.key, make([]byte, benchValueLen)); err != nil {
+					b.Error(err)
+				}
+			}
+			err := txn.Commit()
+			for _, r := range batch {
+				r.done <- err
+			}
+		}
+	}()
+	per := (b.N + producers - 1) / producers
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for p := 0; p < producers; p++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			done := make(chan error, 1)
+			for i := 0; i < per; i++ {
+				q <- req{entryKey(uint64(p), uint64(i+1)), done}
+				if err := <-done; err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.ReportMetric(float64(per*producers)/time.Since(start).Seconds(), "appends/s")
+	b.StopTimer()
+	close(q)
 }

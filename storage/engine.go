@@ -326,11 +326,14 @@ func (s *engine) commitBatch(first op) {
 	if fatal == nil {
 		fatal = s.flush(w)
 	}
+	built := time.Now()
+	s.stats.buildNanos.Add(uint64(built.Sub(lingerUntil.Add(-maxLinger))))
 	if fatal == nil {
 		fatal = w.commit()
 	} else {
 		w.discard()
 	}
+	s.stats.commitNanos.Add(uint64(time.Since(built)))
 	if fatal != nil {
 		err := fmt.Errorf("%w: %w", ErrCommit, fatal)
 		s.failed.CompareAndSwap(nil, &err)
@@ -343,6 +346,7 @@ func (s *engine) commitBatch(first op) {
 		return
 	}
 	s.committed(len(s.batch))
+	called := time.Now()
 	for i := range s.batch {
 		if s.batch[i].unfinished {
 			s.batch[i].unfinished = false
@@ -351,6 +355,7 @@ func (s *engine) commitBatch(first op) {
 		}
 		s.finish(s.batch[i], nil)
 	}
+	s.stats.callbackNanos.Add(uint64(time.Since(called)))
 }
 
 // flush writes the batch's changed metas and totals into w.

@@ -1,31 +1,37 @@
 package storage
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+	"time"
+)
 
 // Stats is a snapshot of a store's counters, for metrics. Counters only
 // grow; gauges are marked.
 type Stats struct {
-	Appends          uint64 // entries committed
-	AppendedBytes    uint64 // value bytes committed
-	Commits          uint64 // group commits that succeeded
-	CommitErrors     uint64 // group commits that failed
-	BatchedOps       uint64 // ops in successful commits; BatchedOps/Commits is the mean batch
-	MaxBatchOps      uint64 // gauge: the largest batch so far
-	Acks             uint64 // acks committed (including no-op ones)
-	Deleted          uint64 // entries deleted by acks
-	Receipts         uint64 // receipts handed back by acks
-	ReadEntries      uint64 // entries returned by Read
-	ExpiredSkipped   uint64 // expired entries skipped by Read; one entry may count more than once
-	ExpiredDeleted   uint64 // expired entries deleted by housekeeping or by a full mailbox; each once
-	Duplicates       uint64 // appends refused with ErrDuplicate
-	RefusedFull      uint64 // appends refused with ErrMailboxFull
-	RefusedStoreFull uint64 // appends refused with ErrStoreFull
-	RefusedSeqOrder  uint64 // appends refused with ErrSeqOrder
-	Housekeeps       uint64 // housekeeping rounds completed
-	GCRewrites       uint64 // Badger value-log files rewritten by GC
-	Flattens         uint64 // Badger LSM flattens run to drop tombstones
-	StoredMessages   uint64 // gauge: entries waiting in all mailboxes
-	StoredBytes      uint64 // gauge: value bytes waiting in all mailboxes
+	Appends          uint64        // entries committed
+	AppendedBytes    uint64        // value bytes committed
+	Commits          uint64        // group commits that succeeded
+	CommitErrors     uint64        // group commits that failed
+	BatchedOps       uint64        // ops in successful commits; BatchedOps/Commits is the mean batch
+	MaxBatchOps      uint64        // gauge: the largest batch so far
+	Acks             uint64        // acks committed (including no-op ones)
+	Deleted          uint64        // entries deleted by acks
+	Receipts         uint64        // receipts handed back by acks
+	ReadEntries      uint64        // entries returned by Read
+	ExpiredSkipped   uint64        // expired entries skipped by Read; one entry may count more than once
+	ExpiredDeleted   uint64        // expired entries deleted by housekeeping or by a full mailbox; each once
+	Duplicates       uint64        // appends refused with ErrDuplicate
+	RefusedFull      uint64        // appends refused with ErrMailboxFull
+	RefusedStoreFull uint64        // appends refused with ErrStoreFull
+	RefusedSeqOrder  uint64        // appends refused with ErrSeqOrder
+	Housekeeps       uint64        // housekeeping rounds completed
+	GCRewrites       uint64        // Badger value-log files rewritten by GC
+	Flattens         uint64        // Badger LSM flattens run to drop tombstones
+	BuildTime        time.Duration // committer time spent lingering and applying ops to transactions
+	CommitTime       time.Duration // committer time spent in the database commit, fsync included
+	CallbackTime     time.Duration // committer time spent in done callbacks
+	StoredMessages   uint64        // gauge: entries waiting in all mailboxes
+	StoredBytes      uint64        // gauge: value bytes waiting in all mailboxes
 }
 
 // counters backs Stats. Atomic; written by the committer and housekeeping,
@@ -35,6 +41,7 @@ type counters struct {
 	acks, deleted, receipts, readEntries, expiredSkipped, expiredDeleted   atomic.Uint64
 	duplicates, refusedFull, refusedStoreFull, refusedSeqOrder             atomic.Uint64
 	housekeeps, gcRewrites, flattens, storedMessages, storedBytes          atomic.Uint64
+	buildNanos, commitNanos, callbackNanos                                 atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -58,6 +65,9 @@ func (c *counters) snapshot() Stats {
 		Housekeeps:       c.housekeeps.Load(),
 		GCRewrites:       c.gcRewrites.Load(),
 		Flattens:         c.flattens.Load(),
+		BuildTime:        time.Duration(c.buildNanos.Load()),
+		CommitTime:       time.Duration(c.commitNanos.Load()),
+		CallbackTime:     time.Duration(c.callbackNanos.Load()),
 		StoredMessages:   c.storedMessages.Load(),
 		StoredBytes:      c.storedBytes.Load(),
 	}
