@@ -423,6 +423,21 @@ func TestCodecLibzstdDecodes(t *testing.T) {
 			if err != nil || !bytes.Equal(out, p) {
 				t.Fatalf("%v %d: zstd -d: %v, %d bytes of %d", class, size, err, len(out), len(p))
 			}
+			// And the other way, at several levels.
+			raw := filepath.Join(dir, "payload")
+			if err := os.WriteFile(raw, p, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			for _, level := range []string{"-1", "-3", "-9", "-19"} {
+				z, err := exec.Command(bin, "-q", level, "-D", "dict/v1.bin", "--no-check", "--no-dictID", "-c", raw).Output()
+				if err != nil || len(z) < 4 {
+					t.Fatalf("zstd %s: %v", level, err)
+				}
+				f, err := c.Inflate(protocol.Frame{Type: protocol.TypeBatch, Flags: protocol.FlagCompressed, Payload: z[4:]}, nil, len(p))
+				if err != nil || !bytes.Equal(f.Payload, p) {
+					t.Fatalf("%v %d: Inflate of zstd %s: %v", class, size, level, err)
+				}
+			}
 		}
 	}
 }
