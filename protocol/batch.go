@@ -14,7 +14,8 @@ import (
 // payload) of type DELIVER, RECEIPT or GROUP_EVENT, without the payload's
 // leading seq field and never with FlagCompressed: entry i has seq
 // first_seq+i. In a DELIVER entry, from = 0 means "the same sender as the
-// DELIVER entry before it in this batch".
+// DELIVER entry before it in this batch"; writers use it whenever the sender
+// repeats, readers also accept the sender written out.
 
 // BatchWriter builds the payload of a BATCH frame. The zero value is not
 // usable; call Reset first. It is not safe for concurrent use.
