@@ -22,6 +22,7 @@ func commands() []command {
 	return []command{
 		{"serve", "run the server", serve},
 		{"token", "mint a login token from the server's secret", token},
+		{"bench", "load-generate against a server and report", benchCmd},
 	}
 }
 

@@ -1,0 +1,250 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/netip"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Scenarios, in the order the help lists them.
+var Scenarios = []string{"connect", "chat", "group", "offline", "storm", "slow"}
+
+// Config is one run as the command line describes it. The zero value of
+// each field selects its default (see Defaults); Run fills them.
+type Config struct {
+	Scenario string
+
+	Addr    string // server, host:port. Default 127.0.0.1:7070 (make run's).
+	Metrics string // server's Prometheus endpoint URL; "-" for none. Default http://127.0.0.1:9070/metrics.
+	Keys    string // the server's token keys file. Default data/keys (make run's data folder).
+
+	Conns       int           // connect, storm: connections. Default 1000.
+	Pairs       int           // chat, offline, slow: pairs of users. Default 100.
+	Groups      int           // group: groups. Default 10.
+	GroupSize   int           // group: members per group. Default 10.
+	Senders     int           // group: members of each group that send. Default 1.
+	Rate        float64       // chat, group, slow: messages per second, whole run; 0: closed loop (no default: the command's flag defaults to 2000).
+	Window      int           // closed loop: messages in flight per sender until delivered. Default 8.
+	Size        int           // message body, bytes (at least 24). Default 100.
+	Duration    time.Duration // chat, group, slow: how long to send (slow: each of its two phases). Default 10 s.
+	ConnectRate float64       // new connections per second, whole run; 0: all at once. Default 1000.
+	Hold        time.Duration // connect: idle time before memory is read. Default 5 s.
+	Burst       int           // connect: messages each connection sends after the hold. Default 10.
+	Messages    int           // offline: messages per sender; storm: per connection before the drop. Default 100 (offline), 10 (storm).
+	SlowShare   float64       // slow: share of receivers that stop reading, 0..1. Default 0.1.
+	Drain       time.Duration // how long to wait for outstanding deliveries after sending. Default 30 s.
+
+	PerProcess   int           // most connections per generator process; 0: from the open-file limit (at most 15,000).
+	Procs        int           // generator processes; 0: as many as the connections need.
+	Sources      []string      // source IPs, one per process; nil: 127.0.0.2, .3… when more than one process talks to a loopback server.
+	Loops        int           // event loops per process; 0: one per core.
+	UserBase     uint64        // first user id. Default 100,000,000, clear of hand-made test users.
+	ConnFrameCap int           // frames per second per connection. Default 500.
+	Ping         time.Duration // keepalive interval asked of the server. Default 300 s.
+	Retries      int           // failed logins retried per connection. Default 5.
+
+	Params map[string]string // the flags as given, for the report
+	Out    io.Writer         // progress and notes; nil: discarded
+}
+
+// Defaults of Config. Each says why.
+const (
+	// defaultPerProcessMax keeps one process's connections well under the
+	// 20,000 open files a process gets here, and under the ~28,000 ports
+	// one source address has towards one server.
+	defaultPerProcessMax = 15000
+	// fdReserve is the descriptors a process keeps for itself (epoll,
+	// pipes, the metrics client, Go's runtime).
+	fdReserve = 200
+	// defaultConnFrameCap is half the server's default per-connection
+	// limit (1000 frames/s): the server counts in its own seconds, so two
+	// of ours can fall in one of its.
+	defaultConnFrameCap = 500
+)
+
+func (c *Config) setDefaults() {
+	defStr := func(p *string, v string) {
+		if *p == "" {
+			*p = v
+		}
+	}
+	defInt := func(p *int, v int) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	defDur := func(p *time.Duration, v time.Duration) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	defStr(&c.Addr, "127.0.0.1:7070")
+	defStr(&c.Metrics, "http://127.0.0.1:9070/metrics")
+	defStr(&c.Keys, "data/keys")
+	defInt(&c.Conns, 1000)
+	defInt(&c.Pairs, 100)
+	defInt(&c.Groups, 10)
+	defInt(&c.GroupSize, 10)
+	defInt(&c.Senders, 1)
+	defInt(&c.Window, 8)
+	defInt(&c.Size, 100)
+	defDur(&c.Duration, 10*time.Second)
+	defDur(&c.Hold, 5*time.Second)
+	defInt(&c.Burst, 10)
+	if c.Messages == 0 {
+		c.Messages = 100
+		if c.Scenario == "storm" {
+			c.Messages = 10 // below the server's 256-entry window: they are held unacknowledged
+		}
+	}
+	if c.SlowShare == 0 {
+		c.SlowShare = 0.1
+	}
+	defDur(&c.Drain, 30*time.Second)
+	if c.UserBase == 0 {
+		c.UserBase = 100_000_000
+	}
+	defInt(&c.ConnFrameCap, defaultConnFrameCap)
+	defDur(&c.Ping, 300*time.Second)
+	defInt(&c.Retries, 5)
+	if c.Out == nil {
+		c.Out = io.Discard
+	}
+}
+
+// validate reports every invalid value at once.
+func (c *Config) validate() error {
+	var errs []error
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
+	}
+	known := false
+	for _, s := range Scenarios {
+		known = known || s == c.Scenario
+	}
+	check(known, "unknown scenario %q (want one of %v)", c.Scenario, Scenarios)
+	check(c.Conns >= 2, "--conns %d must be at least 2", c.Conns)
+	check(c.Pairs >= 1, "--pairs %d must be at least 1", c.Pairs)
+	check(c.Groups >= 1, "--groups %d must be at least 1", c.Groups)
+	check(c.GroupSize >= 2 && c.GroupSize <= 1025, "--group-size %d must be in [2, 1025]", c.GroupSize)
+	check(c.Senders >= 1 && c.Senders <= c.GroupSize, "--senders %d must be in [1, --group-size]", c.Senders)
+	check(c.Rate >= 0, "--rate %v must not be negative", c.Rate)
+	check(c.Window >= 1 && c.Window <= 256, "--window %d must be in [1, 256] (the server's window)", c.Window)
+	check(c.Size >= bodyHeaderLen && c.Size <= 64<<10, "--size %d must be in [%d, 65536] bytes", c.Size, bodyHeaderLen)
+	check(c.Duration > 0, "--duration must be positive")
+	check(c.ConnectRate >= 0, "--connect-rate must not be negative")
+	check(c.Burst >= 0, "--burst must not be negative")
+	check(c.Messages >= 1, "--messages must be at least 1")
+	check(c.SlowShare > 0 && c.SlowShare < 1, "--slow-share %v must be in (0, 1)", c.SlowShare)
+	check(c.PerProcess >= 0, "--per-process must not be negative")
+	check(c.ConnFrameCap >= 10, "--conn-frame-cap must be at least 10")
+	check(c.Ping >= 10*time.Second && c.Ping <= 600*time.Second, "--ping must be in [10s, 600s] (the server's bounds)")
+	if c.Scenario == "storm" {
+		check(c.Messages <= 200, "--messages %d must be at most 200 in storm: they wait unacknowledged within the server's 256-entry window", c.Messages)
+	}
+	if c.Rate > 0 && (c.Scenario == "chat" || c.Scenario == "group" || c.Scenario == "slow") {
+		senders := c.senders()
+		perConn := c.Rate / float64(max(senders, 1))
+		// Each message also draws about one ACK from its receiver.
+		check(perConn*2 <= float64(c.ConnFrameCap), "--rate %v over %d senders is %.0f msg/s per connection; with the ACKs that exceeds --conn-frame-cap %d: add pairs or lower the rate", c.Rate, senders, perConn, c.ConnFrameCap)
+	}
+	for _, s := range c.Sources {
+		_, err := netip.ParseAddr(s)
+		check(err == nil, "--sources: %q is not an IP address", s)
+	}
+	return errors.Join(errs...)
+}
+
+// shape returns the run's units (pairs or groups) and connections per unit.
+func (c *Config) shape() (units, size int) {
+	switch c.Scenario {
+	case "connect", "storm":
+		return c.Conns / 2, 2
+	case "group":
+		return c.Groups, c.GroupSize
+	}
+	return c.Pairs, 2
+}
+
+// senders returns how many connections send in the main traffic phase.
+func (c *Config) senders() int {
+	units, size := c.shape()
+	if c.Scenario == "group" {
+		return units * c.Senders
+	}
+	return units * size
+}
+
+// plan is how the run is spread over processes.
+type plan struct {
+	specs []Spec
+	local bool // one process: the coordinator runs the engine itself
+}
+
+// makePlan spreads the units over processes of at most PerProcess
+// connections each, every process on its own source address.
+func (c *Config) makePlan(key Key, runID uint64) (plan, error) {
+	units, size := c.shape()
+	per := c.PerProcess
+	if per == 0 {
+		per = defaultPerProcessMax
+		var lim unix.Rlimit
+		if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err == nil {
+			per = min(per, int(lim.Cur)-fdReserve)
+		}
+	}
+	perUnits := per / size
+	if perUnits < 1 {
+		return plan{}, fmt.Errorf("a process may hold %d connections, fewer than one unit of %d", per, size)
+	}
+	procs := (units + perUnits - 1) / perUnits
+	if c.Procs > procs {
+		procs = min(c.Procs, units)
+	}
+	slow := 0
+	if c.Scenario == "slow" {
+		slow = max(1, int(math.Round(float64(units)*c.SlowShare)))
+	}
+	server, err := resolve(c.Addr)
+	if err != nil {
+		return plan{}, err
+	}
+	sources := c.Sources
+	if len(sources) == 0 && procs > 1 && server.Addr().IsLoopback() && server.Addr().Is4() {
+		for i := 0; i < procs; i++ {
+			sources = append(sources, fmt.Sprintf("127.0.0.%d", 2+i%250))
+		}
+	}
+	p := plan{local: procs == 1}
+	done, slowLeft := 0, slow
+	for i := 0; i < procs; i++ {
+		n := units / procs
+		if i < units%procs {
+			n++
+		}
+		s := Spec{
+			Addr: c.Addr, Key: key, RunID: runID,
+			UserBase: c.UserBase + uint64(done*size),
+			Units:    n, UnitSize: size, Size: c.Size, Loops: c.Loops, Senders: c.Senders,
+			Weight:       float64(n) / float64(units),
+			ConnFrameCap: c.ConnFrameCap, Retries: c.Retries, Ping: c.Ping,
+			HandshakeTimeout: 10 * time.Second,
+		}
+		if len(sources) > 0 {
+			s.Source = sources[i%len(sources)]
+		}
+		// Spread the slow units like the others.
+		s.Slow = min(slowLeft, (slow*(done+n)+units-1)/units-(slow-slowLeft))
+		slowLeft -= s.Slow
+		done += n
+		p.specs = append(p.specs, s)
+	}
+	return p, nil
+}

@@ -1,0 +1,820 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"switchboard/protocol"
+)
+
+// Connection states.
+const (
+	stateIdle       uint8 = iota // never dialled
+	stateConnecting              // TCP connect in progress
+	stateHandshake               // preface and LOGIN written, waiting for WELCOME
+	stateReady                   // logged in
+	stateClosed                  // closed; may be dialled again
+)
+
+// conn is one simulated client: a socket, its session, and the correctness
+// state of what it sent and received. Owned by its loop.
+type conn struct {
+	l    *loop
+	idx  int32
+	user uint64
+	unit *unit
+
+	// Socket and session.
+	fd          int
+	state       uint8
+	paused      bool  // stopped reading (the slow scenario)
+	autoRedial  bool  // dial again when the server closes the connection
+	dialStart   int64 // when the current dial began
+	lastWrite   int64
+	reconnectAt int64 // when to dial again after a close; 0: not scheduled
+	attempts    int   // failed dials in a row
+	ping        int64 // granted keepalive interval, ns
+	rpend       []byte
+	wpend       []byte // bytes the kernel did not take yet
+	obuf        []byte // frames of this iteration, written by loop.flush
+	isDirty     bool
+	capSec      int64 // the second capCount counts
+	capCount    int   // frames written in capSec
+
+	// Receiving.
+	lastSeq     uint64 // highest mailbox seq processed
+	ackedSeq    uint64 // highest seq acknowledged
+	sessSeq     uint64 // highest seq seen in this session (redeliveries included)
+	welcomeLast uint64 // WELCOME.Last of this session
+	ackDue      int64  // when the pending ACK goes out; 0: none pending
+	holdAcks    bool   // do not acknowledge (storm fill: leave entries to redeliver)
+	streams     []stream
+
+	// Sending: out[i] is the message with id outBase+i.
+	outBase    uint64
+	out        []msgState
+	counter    uint64 // body counter of the next send
+	inflight   int    // closed loop: sent and not yet delivered to every recipient
+	quota      int    // fixed-count traffic: messages still to send
+	needResend bool   // refused messages wait for the session to come back
+	blockedCap bool   // on loop.blocked
+	sending    bool   // a sender of the current traffic step
+	stepWait   bool   // the current connect step waits for this connection
+	untimed    bool   // deliveries to this receiver are not timed (it was made slow)
+}
+
+// stream is what a receiver knows about one sender: the body counter of
+// the last message it delivered.
+type stream struct {
+	from uint64
+	last uint64
+}
+
+// msgState is a sent message, kept until it is accepted and delivered to
+// every recipient.
+type msgState struct {
+	sent     int64 // intended send time, ns on the engine's clock
+	recips   uint16
+	accepted bool
+	settled  bool // refused for good: never expected
+}
+
+// Message bodies start with a header the receiver checks:
+//
+//	run id uint64 | sender's counter uint64 | intended send time int64 (ns)
+//
+// (big endian), then filler up to --size. The run id tells this run's
+// messages from those a previous run left in the mailboxes.
+const bodyHeaderLen = 24
+
+func (c *conn) ready() bool { return c.state == stateReady }
+
+// dial opens a socket and starts a non-blocking connect. Loop-only.
+func (c *conn) dial() {
+	l := c.l
+	spec := &l.e.spec
+	c.state = stateConnecting
+	c.dialStart = l.now
+	c.sessSeq, c.welcomeLast = 0, 0
+	c.rpend, c.wpend, c.obuf = nil, nil, nil
+	fd, err := unix.Socket(l.e.family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		c.fd = -1
+		c.fail("socket: " + err.Error())
+		return
+	}
+	c.fd = fd
+	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	if l.e.source != nil {
+		// Let connect choose the port, per destination: each source address
+		// then offers the whole ephemeral range to this server.
+		unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+		if err := unix.Bind(fd, l.e.source); err != nil {
+			c.fail(fmt.Sprintf("bind %s: %v", spec.Source, err))
+			return
+		}
+	}
+	err = unix.Connect(fd, l.e.server)
+	if err != nil && !errors.Is(err, unix.EINPROGRESS) {
+		c.fail("connect: " + err.Error())
+		return
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLOUT | unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(fd), Pad: c.idx}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		c.fail("epoll: " + err.Error())
+		return
+	}
+}
+
+// connected finishes the connect and writes the preface and LOGIN.
+func (c *conn) connected() {
+	if errno, err := unix.GetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_ERROR); err != nil || errno != 0 {
+		if err == nil {
+			err = unix.Errno(errno)
+		}
+		c.fail("connect: " + err.Error())
+		return
+	}
+	l := c.l
+	c.state = stateHandshake
+	c.setEvents(false)
+	expiry := time.Now().Add(24 * time.Hour)
+	l.tok = mintToken(l.tok[:0], l.e.spec.Key, c.user, expiry)
+	login := protocol.Login{Token: l.tok, Ping: uint32(l.e.spec.Ping / time.Second), Ack: c.ackedSeq}
+	c.obuf = login.Append(protocol.AppendPreface(c.obuf, protocol.Version, protocol.TransportPlain))
+	c.wrote()
+}
+
+// setEvents sets the epoll interest: reads unless paused, writes if out.
+func (c *conn) setEvents(out bool) {
+	ev := unix.EpollEvent{Events: unix.EPOLLRDHUP, Fd: int32(c.fd), Pad: c.idx}
+	if !c.paused {
+		ev.Events |= unix.EPOLLIN
+	}
+	if out {
+		ev.Events |= unix.EPOLLOUT
+	}
+	unix.EpollCtl(c.l.epfd, unix.EPOLL_CTL_MOD, c.fd, &ev)
+}
+
+// wrote marks that frames were appended to obuf: they go out at the end of
+// the loop's iteration, and count against the frame cap.
+func (c *conn) wrote() {
+	l := c.l
+	if !c.isDirty {
+		c.isDirty = true
+		l.dirty = append(l.dirty, c)
+	}
+	c.lastWrite = l.now
+	sec := l.now / int64(time.Second)
+	if c.capSec != sec {
+		c.capSec, c.capCount = sec, 0
+	}
+	c.capCount++
+}
+
+// capped reports whether c may send no more frames this second.
+func (c *conn) capped() bool {
+	sec := c.l.now / int64(time.Second)
+	return c.capSec == sec && c.capCount >= c.l.e.spec.ConnFrameCap
+}
+
+// writeOut writes b (a loop buffer) to the socket, keeping what the kernel
+// does not take.
+func (c *conn) writeOut(b []byte) {
+	if len(c.wpend) > 0 {
+		c.wpend = append(c.wpend, b...)
+		return
+	}
+	n, err := unix.Write(c.fd, b)
+	if err != nil && !errors.Is(err, unix.EAGAIN) {
+		c.lost("write: " + err.Error())
+		return
+	}
+	n = max(n, 0)
+	c.l.res.BytesOut += uint64(n)
+	if n < len(b) {
+		c.wpend = append(c.wpend, b[n:]...)
+		c.setEvents(true)
+	}
+}
+
+func (c *conn) writePending() {
+	n, err := unix.Write(c.fd, c.wpend)
+	if err != nil && !errors.Is(err, unix.EAGAIN) {
+		c.lost("write: " + err.Error())
+		return
+	}
+	n = max(n, 0)
+	c.l.res.BytesOut += uint64(n)
+	c.wpend = c.wpend[n:]
+	if len(c.wpend) == 0 {
+		c.wpend = nil
+		c.setEvents(false)
+	}
+}
+
+// readAll reads until the socket is empty and handles every whole frame.
+func (c *conn) readAll() {
+	l := c.l
+	buf := l.rbuf
+	have := copy(buf, c.rpend)
+	c.rpend = c.rpend[:0]
+	for reads := 0; reads < 8; reads++ {
+		n, err := unix.Read(c.fd, buf[have:])
+		if n > 0 {
+			l.res.BytesIn += uint64(n)
+			have += n
+			off := c.frames(buf[:have])
+			if c.fd < 0 {
+				return
+			}
+			have = copy(buf, buf[off:have])
+			if have < len(buf)/2 && n < len(buf)/4 {
+				break // the socket is very likely empty
+			}
+			continue
+		}
+		if n == 0 || (err != nil && !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EINTR)) {
+			reason := "closed by the server without an ERROR frame"
+			if err != nil {
+				reason = "read: " + err.Error()
+			}
+			c.lost(reason)
+			return
+		}
+		break
+	}
+	if have > 0 {
+		c.rpend = append(c.rpend, buf[:have]...)
+	} else if cap(c.rpend) > 4<<10 {
+		c.rpend = nil
+	}
+	c.afterRead()
+}
+
+// frames handles every whole frame in b and returns the bytes used.
+func (c *conn) frames(b []byte) int {
+	off := 0
+	for off < len(b) {
+		f, n, err := protocol.ReadFrame(b[off:], protocol.MaxServerFrame)
+		if errors.Is(err, protocol.ErrIncomplete) {
+			break
+		}
+		if err == nil {
+			err = c.frame(f)
+		}
+		if err != nil {
+			c.protocolError(err)
+			return off
+		}
+		off += n
+		if c.fd < 0 {
+			return off
+		}
+	}
+	return off
+}
+
+// protocolError ends a connection that sent something the client cannot
+// accept: that is a server bug, and fails the run.
+func (c *conn) protocolError(err error) {
+	c.l.failure(fmt.Sprintf("user %d: server sent a bad frame: %v", c.user, err))
+	e := protocol.Error{Code: protocol.CodeOf(err), Reason: err.Error()}
+	c.obuf = e.Append(c.obuf)
+	c.writeOut(c.obuf)
+	c.obuf = c.obuf[:0]
+	c.lost("protocol error")
+}
+
+// frame handles one frame. f aliases the loop's read buffer.
+func (c *conn) frame(f protocol.Frame) error {
+	l := c.l
+	if f.Has(protocol.FlagCompressed) {
+		return fmt.Errorf("%w: compressed %v without a dictionary", protocol.ErrDecompress, f.Type)
+	}
+	if c.state == stateHandshake {
+		switch f.Type {
+		case protocol.TypeWelcome:
+			var w protocol.Welcome
+			if err := w.Decode(f); err != nil {
+				return err
+			}
+			c.welcomed(&w)
+			return nil
+		case protocol.TypeError, protocol.TypeGoAway:
+		default:
+			return fmt.Errorf("%w: %v before WELCOME", protocol.ErrMalformed, f.Type)
+		}
+	}
+	switch f.Type {
+	case protocol.TypeDeliver:
+		var d protocol.Deliver
+		if err := d.Decode(f); err != nil {
+			return err
+		}
+		c.entry(d.Seq)
+		c.deliver(&d)
+	case protocol.TypeBatch:
+		var br protocol.BatchReader
+		var d protocol.Deliver
+		br.Reset(f)
+		for br.Next() {
+			c.entry(br.Seq())
+			if br.Type() == protocol.TypeDeliver {
+				if err := br.Deliver(&d); err != nil {
+					return err
+				}
+				c.deliver(&d)
+			}
+		}
+		return br.Err()
+	case protocol.TypeReceipt, protocol.TypeGroupEvent:
+		seq, _ := uvarint(f.Payload)
+		c.entry(seq)
+	case protocol.TypeAccept:
+		var a protocol.Accept
+		if err := a.Decode(f); err != nil {
+			return err
+		}
+		c.accepted(&a)
+	case protocol.TypeRefuse:
+		var r protocol.Refuse
+		if err := r.Decode(f); err != nil {
+			return err
+		}
+		c.refused(&r)
+	case protocol.TypePong, protocol.TypeSignal:
+	case protocol.TypeGoAway:
+		var g protocol.GoAway
+		if err := g.Decode(f); err != nil {
+			return err
+		}
+		c.closedBy(g.Code, int64(g.After)*int64(time.Millisecond))
+	case protocol.TypeError:
+		var e protocol.Error
+		if err := e.Decode(f); err != nil {
+			return err
+		}
+		c.closedBy(e.Code, 0)
+	default:
+		return fmt.Errorf("%w: unexpected %v", protocol.ErrMalformed, f.Type)
+	}
+	_ = l
+	return nil
+}
+
+func uvarint(b []byte) (uint64, int) {
+	var v uint64
+	for i, x := range b {
+		if i == 10 {
+			return 0, 0
+		}
+		v |= uint64(x&0x7f) << (7 * i)
+		if x < 0x80 {
+			return v, i + 1
+		}
+	}
+	return 0, 0
+}
+
+// welcomed completes a login.
+func (c *conn) welcomed(w *protocol.Welcome) {
+	l := c.l
+	c.state = stateReady
+	c.attempts = 0
+	c.welcomeLast = w.Last
+	c.ping = int64(w.Ping) * int64(time.Second)
+	l.prog.ready.Add(1)
+	l.prog.logins.Add(1)
+	l.res.LoginLatency.RecordValue(max((l.now-c.dialStart)/1000, 1))
+	if c.needResend {
+		c.needResend = false
+		c.resendUnconfirmed()
+	}
+	c.checkWait()
+	c.fillWindow()
+}
+
+// checkWait counts c done for a connect step once it is logged in (and,
+// when the step asks, has received its whole backlog).
+func (c *conn) checkWait() {
+	if c.stepWait && c.state == stateReady && (!c.l.waitDrain || c.sessSeq >= c.welcomeLast) {
+		c.stepWait = false
+		c.l.waiting--
+	}
+}
+
+// gaveUpWait counts c done for a connect step when it will not log in.
+func (c *conn) gaveUpWait() {
+	c.l.gaveUp++
+	if c.stepWait {
+		c.stepWait = false
+		c.l.waiting--
+	}
+}
+
+// entry notes mailbox entry seq: it is acknowledged later, and processed
+// only if it is new (entries at or below lastSeq are redeliveries after a
+// reconnect, which the server may make: delivery is at least once).
+func (c *conn) entry(seq uint64) {
+	c.sessSeq = max(c.sessSeq, seq)
+	c.l.lastEntry = c.l.now
+	if !c.holdAcks && c.ackDue == 0 {
+		c.ackDue = c.l.now + int64(ackDelay)
+		c.l.acks = append(c.l.acks, c)
+	}
+}
+
+// afterRead sends the pending ACK at once when many entries wait for it.
+// The connection stays on loop.acks; its turn there finds nothing to send.
+func (c *conn) afterRead() {
+	if c.ackDue != 0 && c.sessSeq-c.ackedSeq >= ackEvery {
+		c.sendAck()
+	}
+	c.checkWait()
+}
+
+// sendAck acknowledges everything received.
+func (c *conn) sendAck() {
+	c.ackDue = 0
+	if c.state != stateReady || c.holdAcks || c.sessSeq <= c.ackedSeq {
+		return
+	}
+	a := protocol.Ack{Seq: c.sessSeq}
+	c.obuf = a.Append(c.obuf)
+	c.wrote()
+	c.ackedSeq = c.sessSeq
+}
+
+// deliver checks one delivered message: new for this receiver, in order
+// for its sender, and one of this run's.
+func (c *conn) deliver(d *protocol.Deliver) {
+	l := c.l
+	if d.Seq <= c.lastSeq {
+		l.res.Redelivered++
+		return
+	}
+	c.lastSeq = d.Seq
+	b := d.Body
+	if len(b) < bodyHeaderLen || be64(b) != l.e.spec.RunID {
+		l.stale++
+		return
+	}
+	counter := be64(b[8:])
+	s := l.users[d.From]
+	if s == nil || d.From == c.user {
+		if d.From != c.user {
+			l.failure(fmt.Sprintf("user %d got a message from user %d, who is not in this run", c.user, d.From))
+		}
+		return
+	}
+	if d.MsgID < s.outBase {
+		// Settled long ago: delivered to every recipient already.
+		l.res.Duplicates++
+		l.failure(fmt.Sprintf("duplicate: user %d got msg %d of user %d again (seq %d)", c.user, d.MsgID, d.From, d.Seq))
+		return
+	}
+	i := d.MsgID - s.outBase
+	if i >= uint64(len(s.out)) {
+		l.failure(fmt.Sprintf("user %d got msg %d of user %d, which it never sent", c.user, d.MsgID, d.From))
+		return
+	}
+	m := &s.out[i]
+	st := c.stream(d.From)
+	if counter <= st.last {
+		if counter == st.last || int(m.recips) >= s.expect() {
+			l.res.Duplicates++
+			l.failure(fmt.Sprintf("duplicate: user %d got msg %d of user %d again (seq %d)", c.user, d.MsgID, d.From, d.Seq))
+			return
+		}
+		l.res.Reordered++
+		l.failure(fmt.Sprintf("reorder: user %d got msg %d of user %d (counter %d) after counter %d", c.user, d.MsgID, d.From, counter, st.last))
+	} else {
+		st.last = counter
+	}
+	if d.Group != 0 && (s.unit.group != d.Group) {
+		l.failure(fmt.Sprintf("user %d got msg %d of user %d for group %d, sent to group %d", c.user, d.MsgID, d.From, d.Group, s.unit.group))
+	}
+	m.recips++
+	l.res.Delivered++
+	l.prog.delivered.Add(1)
+	if int(m.recips) == s.expect() {
+		if !c.untimed {
+			l.res.SendToDeliver.RecordValue(max((l.now-m.sent)/1000, 1))
+		}
+		l.pending--
+		l.prog.pending.Add(-1)
+		if !l.traffic.untilAccepted {
+			s.inflight--
+			s.fillWindow()
+		}
+		s.trim()
+	}
+}
+
+func be64(b []byte) uint64 {
+	_ = b[7]
+	return uint64(b[0])<<56 | uint64(b[1])<<48 | uint64(b[2])<<40 | uint64(b[3])<<32 |
+		uint64(b[4])<<24 | uint64(b[5])<<16 | uint64(b[6])<<8 | uint64(b[7])
+}
+
+func putBE64(b []byte, v uint64) {
+	_ = b[7]
+	b[0], b[1], b[2], b[3] = byte(v>>56), byte(v>>48), byte(v>>40), byte(v>>32)
+	b[4], b[5], b[6], b[7] = byte(v>>24), byte(v>>16), byte(v>>8), byte(v)
+}
+
+func (c *conn) stream(from uint64) *stream {
+	for i := range c.streams {
+		if c.streams[i].from == from {
+			return &c.streams[i]
+		}
+	}
+	c.streams = append(c.streams, stream{from: from})
+	return &c.streams[len(c.streams)-1]
+}
+
+// expect returns how many recipients each of c's messages has.
+func (c *conn) expect() int {
+	if c.unit.group != 0 {
+		return len(c.unit.conns) - 1
+	}
+	return 1
+}
+
+// target returns where c's messages go.
+func (c *conn) target() (to uint64, group bool) {
+	if c.unit.group != 0 {
+		return c.unit.group, true
+	}
+	for _, p := range c.unit.conns {
+		if p != c {
+			return p.user, false
+		}
+	}
+	return 0, false
+}
+
+// send writes a new message with the given intended send time.
+func (c *conn) send(intended int64) {
+	l := c.l
+	id := c.outBase + uint64(len(c.out))
+	c.out = append(c.out, msgState{sent: intended})
+	c.inflight++
+	l.unaccepted++
+	l.pending++
+	l.prog.pending.Add(1)
+	l.res.Sent++
+	l.prog.sent.Add(1)
+	c.writeSend(id)
+}
+
+// resend writes message id again (after a refusal or a reconnect), with a
+// new counter so the order check follows the order of writes.
+func (c *conn) resend(id uint64) {
+	if id < c.outBase || id-c.outBase >= uint64(len(c.out)) {
+		return
+	}
+	c.writeSend(id)
+}
+
+func (c *conn) writeSend(id uint64) {
+	l := c.l
+	to, group := c.target()
+	m := &c.out[id-c.outBase]
+	body := l.body
+	putBE64(body, l.e.spec.RunID)
+	putBE64(body[8:], c.counter+1)
+	putBE64(body[16:], uint64(m.sent))
+	c.counter++
+	s := protocol.Send{MsgID: id, To: to, Group: group, Body: body}
+	c.obuf = s.Append(c.obuf)
+	c.wrote()
+}
+
+// resendUnconfirmed writes again every message neither accepted nor
+// delivered: the previous connection may have lost it (the server drops a
+// copy it already stored, by msg id).
+func (c *conn) resendUnconfirmed() {
+	for i := range c.out {
+		m := &c.out[i]
+		if !m.accepted && !m.settled && m.recips == 0 {
+			c.resend(c.outBase + uint64(i))
+		}
+	}
+}
+
+// accepted records ACCEPT a.
+func (c *conn) accepted(a *protocol.Accept) {
+	l := c.l
+	if c.unit.groupReq != 0 && a.MsgID == c.unit.groupReq {
+		c.unit.group = a.Ref
+		c.unit.groupReq = 0
+		if a.Ref == 0 {
+			l.failure("the server accepted GROUP create without a group id")
+		}
+		return
+	}
+	for id := a.MsgID; id <= a.MsgID+a.More; id++ {
+		if id < c.outBase || id-c.outBase >= uint64(len(c.out)) {
+			continue // settled already, or not ours
+		}
+		m := &c.out[id-c.outBase]
+		if m.accepted {
+			continue
+		}
+		m.accepted = true
+		if !m.settled {
+			l.unaccepted--
+			if l.traffic.untilAccepted {
+				c.inflight--
+			}
+		}
+		l.res.Accepted++
+		l.res.SendToAck.RecordValue(max((l.now-m.sent)/1000, 1))
+	}
+	c.trim()
+	if l.traffic.untilAccepted {
+		c.fillWindow()
+	}
+}
+
+// refused handles REFUSE r: retry what the server asks to retry, fail the
+// run on what it refuses for good.
+func (c *conn) refused(r *protocol.Refuse) {
+	l := c.l
+	l.res.Refused++
+	if c.unit.groupReq != 0 && r.MsgID == c.unit.groupReq {
+		l.e.fatal(fmt.Errorf("server refused group operations: %v", r.Code))
+		return
+	}
+	switch r.Code {
+	case protocol.CodeRetryLater, protocol.CodeStorage, protocol.CodeMailboxFull:
+		after := max(int64(r.RetryAfter)*int64(time.Millisecond), int64(10*time.Millisecond))
+		l.retries = append(l.retries, retry{c: c, id: r.MsgID, due: l.now + after})
+		return
+	}
+	if r.Code == protocol.CodeBadRecipient && c.unit.group != 0 {
+		l.e.fatal(fmt.Errorf("server refused group operations: %v", r.Code))
+	}
+	l.failure(fmt.Sprintf("user %d: msg %d refused: %v", c.user, r.MsgID, r.Code))
+	if r.MsgID >= c.outBase && r.MsgID-c.outBase < uint64(len(c.out)) {
+		m := &c.out[r.MsgID-c.outBase]
+		if !m.settled && int(m.recips) < c.expect() {
+			m.settled = true
+			if !m.accepted {
+				l.unaccepted--
+			}
+			l.pending--
+			l.prog.pending.Add(-1)
+			c.inflight--
+		}
+	}
+	c.trim()
+}
+
+// trim drops settled messages from the front of out.
+func (c *conn) trim() {
+	n := 0
+	exp := c.expect()
+	for n < len(c.out) {
+		m := &c.out[n]
+		if !(m.settled || (m.accepted && int(m.recips) >= exp)) {
+			break
+		}
+		n++
+	}
+	if n > 0 {
+		c.out = c.out[n:]
+		c.outBase += uint64(n)
+		if len(c.out) == 0 {
+			c.out = nil
+		}
+	}
+}
+
+// fillWindow keeps a closed-loop sender's window full, or sends what is left
+// of a fixed count.
+func (c *conn) fillWindow() {
+	l := c.l
+	t := &l.traffic
+	if !t.active || t.rate > 0 || !c.sending || c.state != stateReady {
+		return
+	}
+	for c.inflight < t.window && (t.count == 0 || c.quota > 0) {
+		if c.capped() {
+			if !c.blockedCap {
+				c.blockedCap = true
+				l.blocked = append(l.blocked, c)
+			}
+			return
+		}
+		if c.quota > 0 {
+			c.quota--
+		}
+		c.send(l.now)
+	}
+}
+
+// fail handles a dial or login that did not work: retry a few times.
+func (c *conn) fail(reason string) {
+	l := c.l
+	if c.fd >= 0 {
+		c.closeFD()
+	}
+	c.state = stateClosed
+	c.attempts++
+	if c.attempts > l.e.spec.Retries {
+		l.failure(fmt.Sprintf("user %d could not log in: %s", c.user, reason))
+		c.gaveUpWait()
+		return
+	}
+	c.reconnectAt = l.now + int64(c.attempts)*int64(200*time.Millisecond)
+}
+
+// closedBy handles ERROR or GOAWAY from the server.
+func (c *conn) closedBy(code protocol.Code, after int64) {
+	l := c.l
+	if l.res.Closes == nil {
+		l.res.Closes = map[string]uint64{}
+	}
+	l.res.Closes[code.String()]++
+	if c.state == stateHandshake && (code == protocol.CodeBadToken || code == protocol.CodeTokenExpired) {
+		l.e.fatal(fmt.Errorf("the server refused the login token (%v): is --keys the keys file of this server's data folder?", code))
+	}
+	c.down(after)
+}
+
+// lost handles a connection that ended without ERROR.
+func (c *conn) lost(reason string) {
+	l := c.l
+	if c.state == stateConnecting || c.state == stateHandshake {
+		c.fail(reason)
+		return
+	}
+	if l.res.Closes == nil {
+		l.res.Closes = map[string]uint64{}
+	}
+	l.res.Closes["EOF"]++
+	c.down(0)
+}
+
+// closedUnread handles a paused connection that the server closed: reading
+// what it left only to find the ERROR frame and its code.
+func (c *conn) closedUnread() {
+	c.paused = false
+	c.readAll()
+	if c.fd >= 0 {
+		c.lost("closed while not reading")
+	}
+}
+
+// down closes the socket and schedules a new dial if the connection should
+// stay up.
+func (c *conn) down(after int64) {
+	l := c.l
+	wasHandshake := c.state == stateHandshake
+	if c.state == stateReady {
+		l.prog.ready.Add(-1)
+	}
+	c.closeFD()
+	c.state = stateClosed
+	if wasHandshake {
+		c.attempts++
+		if c.attempts > l.e.spec.Retries {
+			l.failure(fmt.Sprintf("user %d could not log in", c.user))
+			c.gaveUpWait()
+			return
+		}
+	}
+	if c.autoRedial {
+		c.needResend = true
+		c.reconnectAt = l.now + after + int64(100*time.Millisecond)
+	}
+}
+
+// drop closes the connection on purpose, without a goodbye.
+func (c *conn) drop() {
+	if c.state == stateReady {
+		c.l.prog.ready.Add(-1)
+	}
+	c.autoRedial = false
+	c.reconnectAt = 0
+	if c.fd >= 0 {
+		c.closeFD()
+	}
+	c.state = stateClosed
+	c.needResend = true
+}
+
+func (c *conn) closeFD() {
+	unix.EpollCtl(c.l.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
+	unix.Close(c.fd)
+	c.fd = -1
+	c.rpend, c.wpend, c.obuf = nil, nil, c.obuf[:0]
+	c.ackDue = 0
+}

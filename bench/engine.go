@@ -1,0 +1,519 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Spec is one generator process's share of a run: which users it plays,
+// how they are grouped, and where the server is. The coordinator makes one
+// per process and sends it to each worker as JSON.
+type Spec struct {
+	Addr     string  `json:"addr"`             // the server, host:port
+	Source   string  `json:"source,omitempty"` // source IP to dial from; "": the kernel's choice
+	Key      Key     `json:"key"`              // token key
+	RunID    uint64  `json:"run_id"`           // stamped in every body: tells this run's messages from old ones
+	UserBase uint64  `json:"user_base"`        // first user id of this process
+	Units    int     `json:"units"`            // pairs or groups this process holds
+	UnitSize int     `json:"unit_size"`        // connections per unit: 2 for a pair, S for a group
+	Slow     int     `json:"slow"`             // units whose receiver is slow (the first ones)
+	Size     int     `json:"size"`             // message body, bytes
+	Loops    int     `json:"loops"`            // event loops; 0: one per core
+	Senders  int     `json:"senders"`          // group senders per group (members 0..Senders-1)
+	Weight   float64 `json:"weight"`           // this process's share of rates, 0..1
+
+	ConnFrameCap     int           `json:"conn_frame_cap"`    // frames per second per connection
+	Retries          int           `json:"retries"`           // failed logins retried before giving up
+	Ping             time.Duration `json:"ping"`              // keepalive interval asked for
+	HandshakeTimeout time.Duration `json:"handshake_timeout"` // dial to WELCOME
+}
+
+// unit is a pair or a group: connections that only talk among themselves,
+// so they live on one loop.
+type unit struct {
+	conns    []*conn
+	slow     bool
+	group    uint64 // the group's id once created; 0: a pair
+	groupReq uint64 // msg id of the pending GROUP create
+}
+
+// engine is one process's generator: its loops and connections.
+type engine struct {
+	spec   Spec
+	t0     time.Time
+	family int
+	server unix.Sockaddr
+	source unix.Sockaddr
+	loops  []*loop
+	units  []*unit
+	wg     sync.WaitGroup
+
+	failOnce sync.Once
+	failed   chan struct{} // closed by fatal
+	fatalErr error         // set before failed is closed
+}
+
+// newEngine resolves the addresses, builds the connections and starts the loops.
+func newEngine(spec Spec) (*engine, error) {
+	if spec.Loops <= 0 {
+		spec.Loops = runtime.GOMAXPROCS(0)
+	}
+	spec.Loops = max(1, min(spec.Loops, spec.Units))
+	e := &engine{spec: spec, t0: time.Now(), failed: make(chan struct{})}
+	ap, err := resolve(spec.Addr)
+	if err != nil {
+		return nil, err
+	}
+	e.server, e.family = sockaddr(ap), unix.AF_INET
+	if ap.Addr().Is6() {
+		e.family = unix.AF_INET6
+	}
+	if spec.Source != "" {
+		src, err := netip.ParseAddr(spec.Source)
+		if err != nil || src.Is4() != ap.Addr().Is4() {
+			return nil, fmt.Errorf("bench: source address %q does not suit server %s", spec.Source, ap)
+		}
+		e.source = sockaddr(netip.AddrPortFrom(src, 0))
+	}
+	for i := 0; i < spec.Loops; i++ {
+		l, err := newLoop(e, i)
+		if err != nil {
+			for _, l := range e.loops {
+				l.closeFDs()
+			}
+			return nil, err
+		}
+		e.loops = append(e.loops, l)
+	}
+	user := spec.UserBase
+	// Message ids start at the microseconds since the protocol epoch, like
+	// protocol.Client's: the server drops a repeated (user, id) as a retry,
+	// and a clock-based start keeps this run clear of earlier runs' ids.
+	idBase := uint64(time.Since(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)).Microseconds())
+	for u := 0; u < spec.Units; u++ {
+		l := e.loops[u%len(e.loops)]
+		un := &unit{slow: u < spec.Slow}
+		for m := 0; m < spec.UnitSize; m++ {
+			c := &conn{l: l, idx: int32(len(l.conns)), user: user, unit: un, fd: -1, outBase: idBase}
+			user++
+			l.conns = append(l.conns, c)
+			l.users[c.user] = c
+			un.conns = append(un.conns, c)
+		}
+		e.units = append(e.units, un)
+	}
+	for _, l := range e.loops {
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			l.run()
+		}()
+	}
+	return e, nil
+}
+
+func resolve(addr string) (netip.AddrPort, error) {
+	ta, err := net.ResolveTCPAddr("tcp", addr)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("bench: server address %q: %w", addr, err)
+	}
+	ap := ta.AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+}
+
+// fatal stops the run: a step cannot be carried out.
+func (e *engine) fatal(err error) {
+	e.failOnce.Do(func() {
+		e.fatalErr = err
+		close(e.failed)
+	})
+}
+
+// close stops the loops, which close their connections.
+func (e *engine) close() {
+	for _, l := range e.loops {
+		l.submit(func() { l.quit = true })
+	}
+	e.wg.Wait()
+}
+
+// Step is one phase of a scenario, run by every generator process at once.
+type Step struct {
+	Kind string `json:"kind"` // connect, traffic, drain, drop, pause, resume, groups, collect
+	// Who selects the connections: "all" (default), "a" (the first of each
+	// unit), "b" (the others), "slow" (the b of slow units), "fast" (all
+	// but those).
+	Who string `json:"who,omitempty"`
+	// Rate: connect: connections per second; traffic: messages per second
+	// (open loop); both for the whole run, scaled by Spec.Weight. 0: connect
+	// at once; traffic in closed loop.
+	Rate float64 `json:"rate,omitempty"`
+	// Drain (connect): wait until each connection has received its backlog.
+	Drain bool `json:"drain,omitempty"`
+	// Window (closed-loop traffic): messages each sender keeps in flight,
+	// until delivered to every recipient.
+	Window int `json:"window,omitempty"`
+	// Count (traffic): messages each sender sends; then the step waits
+	// until they are delivered (or accepted, with UntilAccepted).
+	Count         int  `json:"count,omitempty"`
+	UntilAccepted bool `json:"until_accepted,omitempty"`
+	// HoldAcks (traffic): receivers do not acknowledge, so the entries stay
+	// in the mailboxes to be redelivered.
+	HoldAcks bool `json:"hold_acks,omitempty"`
+	// Duration (traffic without Count): how long to send.
+	Duration time.Duration `json:"duration,omitempty"`
+	// Timeout bounds the step; 0: none.
+	Timeout time.Duration `json:"timeout,omitempty"`
+}
+
+// settleQuiet is how long a drain waits without new mailbox entries before
+// it counts the mailboxes empty: receipts follow ACKs within milliseconds.
+const settleQuiet = 100 * time.Millisecond
+
+// selects reports whether Who picks the m-th connection of unit u.
+func selects(who string, u *unit, m int) bool {
+	switch who {
+	case "", "all":
+		return true
+	case "a":
+		return m == 0
+	case "b":
+		return m > 0
+	case "slow":
+		return u.slow && m > 0
+	case "fast":
+		return !(u.slow && m > 0)
+	}
+	return false
+}
+
+// do runs a step on every loop and waits until all finished it.
+func (e *engine) do(s Step) error {
+	if s.Kind == "collect" {
+		return errors.New("bench: collect is not a step for do")
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	for _, l := range e.loops {
+		wg.Add(1)
+		finish := func(err error) {
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("loop %d: %s: %w", l.id, s.Kind, err))
+				mu.Unlock()
+			}
+			wg.Done()
+		}
+		l.submit(func() { l.start(s, finish) })
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-e.failed:
+		return e.fatalErr
+	}
+	select {
+	case <-e.failed:
+		return e.fatalErr
+	default:
+	}
+	return errors.Join(errs...)
+}
+
+// start begins step s on the loop. Loop-only.
+func (l *loop) start(s Step, finish func(error)) {
+	st := &loopStep{finish: finish}
+	if s.Timeout > 0 {
+		st.deadline = l.now + int64(s.Timeout)
+	}
+	each := func(fn func(c *conn)) {
+		for _, u := range l.e.units {
+			if u.conns[0].l != l {
+				continue
+			}
+			for m, c := range u.conns {
+				if selects(s.Who, u, m) {
+					fn(c)
+				}
+			}
+		}
+	}
+	switch s.Kind {
+	case "connect":
+		l.waiting, l.waitDrain = 0, s.Drain
+		each(func(c *conn) {
+			c.autoRedial = true
+			c.attempts = 0
+			c.stepWait = true
+			l.waiting++
+			if c.state == stateReady {
+				c.checkWait()
+				return
+			}
+			if c.state == stateIdle || c.state == stateClosed {
+				c.reconnectAt = 0
+				l.dials = append(l.dials, c)
+			}
+		})
+		l.dialAt = l.now
+		l.dialGap = 0
+		if rate := s.Rate * l.e.spec.Weight; rate > 0 {
+			l.dialGap = int64(float64(time.Second) * float64(len(l.e.loops)) / rate)
+		}
+		st.done = func() bool { return l.waiting == 0 }
+	case "traffic":
+		t := &l.traffic
+		*t = traffic{active: true, window: max(s.Window, 1), count: s.Count, start: l.now, untilAccepted: s.UntilAccepted}
+		for _, c := range l.conns {
+			c.inflight = 0 // what earlier steps left in flight does not hold this one's window
+		}
+		if s.Count == 0 && s.Duration > 0 {
+			t.deadline = l.now + int64(s.Duration)
+		}
+		each(func(c *conn) {
+			if c.paused || (c.unit.group != 0 && indexIn(c) >= max(l.e.spec.Senders, 1)) {
+				return
+			}
+			c.sending = true
+			c.quota = s.Count
+			t.senders = append(t.senders, c)
+		})
+		for _, c := range l.conns {
+			c.holdAcks = s.HoldAcks
+		}
+		if s.Rate > 0 && s.Count == 0 {
+			t.rate = s.Rate * l.e.spec.Weight / float64(len(l.e.loops))
+			t.interval = float64(time.Second) / t.rate
+		} else {
+			for _, c := range t.senders {
+				c.fillWindow()
+			}
+		}
+		st.done = func() bool {
+			if t.count > 0 {
+				for _, c := range t.senders {
+					if c.quota > 0 {
+						return false
+					}
+				}
+				if s.UntilAccepted {
+					return l.unaccepted == 0
+				}
+				return l.pending == 0
+			}
+			return l.now >= t.deadline
+		}
+		prev := st.finish
+		st.finish = func(err error) {
+			l.stopTraffic()
+			prev(err)
+		}
+	case "drain":
+		for _, c := range l.conns {
+			c.holdAcks = false
+			if c.ackDue == 0 && c.sessSeq > c.ackedSeq {
+				c.entry(c.sessSeq)
+			}
+		}
+		// Done when every message is delivered, every entry acknowledged,
+		// and the receipts those ACKs cause have come and been acknowledged
+		// too: the mailboxes are left empty for the next run.
+		st.done = func() bool {
+			return l.pending == 0 && len(l.acks) == 0 && l.now-l.lastEntry > int64(settleQuiet)
+		}
+	case "drop":
+		each(func(c *conn) { c.drop() })
+		st.done = func() bool { return true }
+	case "pause":
+		each(func(c *conn) {
+			c.paused = true
+			c.untimed = true
+			c.autoRedial = false
+			c.sending = false
+			if c.fd >= 0 {
+				c.setEvents(len(c.wpend) > 0)
+			}
+		})
+		st.done = func() bool { return true }
+	case "resume":
+		each(func(c *conn) {
+			c.paused = false
+			c.autoRedial = true
+			if c.fd >= 0 {
+				c.setEvents(len(c.wpend) > 0)
+			} else {
+				c.attempts = 0
+				l.dials = append(l.dials, c)
+				l.dialAt, l.dialGap = l.now, 0
+			}
+		})
+		st.done = func() bool { return true }
+	case "groups":
+		waiting := 0
+		for _, u := range l.e.units {
+			if u.conns[0].l != l || u.group != 0 {
+				continue
+			}
+			admin := u.conns[0]
+			members := make([]uint64, 0, len(u.conns)-1)
+			for _, c := range u.conns[1:] {
+				members = append(members, c.user)
+			}
+			u.groupReq = admin.outBase - 1 // ids below outBase are never messages
+			g := groupCreate(u.groupReq, members)
+			admin.obuf = g.Append(admin.obuf)
+			admin.wrote()
+			waiting++
+		}
+		st.done = func() bool {
+			for _, u := range l.e.units {
+				if u.conns[0].l == l && u.group == 0 {
+					return false
+				}
+			}
+			return true
+		}
+	default:
+		finish(fmt.Errorf("unknown step %q", s.Kind))
+		return
+	}
+	l.step = st
+}
+
+func indexIn(c *conn) int {
+	for i, x := range c.unit.conns {
+		if x == c {
+			return i
+		}
+	}
+	return -1
+}
+
+// stopTraffic ends the current traffic step's sending.
+func (l *loop) stopTraffic() {
+	for _, c := range l.traffic.senders {
+		c.sending = false
+		c.quota = 0
+	}
+	l.traffic = traffic{}
+	l.blocked = l.blocked[:0]
+}
+
+// failure records a correctness failure. Loop-only.
+func (l *loop) failure(msg string) {
+	l.prog.failures.Add(1)
+	// The first few of each loop say what went wrong; the counts say how often.
+	if len(l.res.Failures) < maxFailureLines {
+		l.res.Failures = append(l.res.Failures, msg)
+	}
+	l.failureCount++
+}
+
+// maxFailureLines bounds the failure messages kept per loop: the first
+// ones explain, the counts measure.
+const maxFailureLines = 20
+
+// counters is a live snapshot of a process's progress.
+type counters struct {
+	Ready     int64  `json:"ready"`
+	Logins    uint64 `json:"logins"`
+	Sent      uint64 `json:"sent"`
+	Delivered uint64 `json:"delivered"`
+	Failures  uint64 `json:"failures"`
+	Pending   int64  `json:"pending"`
+}
+
+func (c *counters) add(o counters) {
+	c.Ready += o.Ready
+	c.Logins += o.Logins
+	c.Sent += o.Sent
+	c.Delivered += o.Delivered
+	c.Failures += o.Failures
+	c.Pending += o.Pending
+}
+
+func (e *engine) progress() counters {
+	var c counters
+	for _, l := range e.loops {
+		c.add(counters{
+			Ready: l.prog.ready.Load(), Logins: l.prog.logins.Load(), Sent: l.prog.sent.Load(),
+			Delivered: l.prog.delivered.Load(), Failures: l.prog.failures.Load(), Pending: l.prog.pending.Load(),
+		})
+	}
+	return c
+}
+
+// collect returns what the loops measured since the last collect, with the
+// losses found now: accepted messages not delivered to every recipient.
+func (e *engine) collect() *Result {
+	r := newResult()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var staleSum uint64
+	for _, l := range e.loops {
+		wg.Add(1)
+		l.submit(func() {
+			defer wg.Done()
+			lr := l.res
+			lost, unconfirmed := l.losses()
+			lr.Lost = lost
+			if lost > 0 {
+				lr.Failures = append(lr.Failures, fmt.Sprintf("%d accepted messages were not delivered to every recipient", lost))
+			}
+			if l.failureCount > uint64(maxFailureLines) {
+				lr.Failures = append(lr.Failures, fmt.Sprintf("… and %d more failures on loop %d", l.failureCount-maxFailureLines, l.id))
+			}
+			if unconfirmed > 0 {
+				lr.Notes = append(lr.Notes, fmt.Sprintf("%d messages were neither accepted nor delivered when the run ended (not counted as lost: the server never acknowledged them)", unconfirmed))
+			}
+			stale := l.stale
+			conns := 0
+			for _, c := range l.conns {
+				if c.state == stateReady {
+					conns++
+				}
+			}
+			mu.Lock()
+			r.Merge(lr)
+			r.Conns += conns
+			staleSum += stale
+			mu.Unlock()
+			l.res = newResult()
+			l.failureCount, l.stale = 0, 0
+		})
+	}
+	wg.Wait()
+	if staleSum > 0 {
+		r.Notes = append(r.Notes, fmt.Sprintf("%d messages of earlier runs were waiting in the mailboxes; acknowledged and ignored", staleSum))
+	}
+	r.Processes = 1
+	return r
+}
+
+// losses counts accepted messages short of recipients, and messages the
+// server neither accepted nor delivered. Loop-only.
+func (l *loop) losses() (lost, unconfirmed uint64) {
+	for _, c := range l.conns {
+		exp := c.expect()
+		for i := range c.out {
+			m := &c.out[i]
+			switch {
+			case m.settled || int(m.recips) >= exp:
+			case m.accepted:
+				lost++
+			case m.recips == 0:
+				unconfirmed++
+			}
+		}
+	}
+	return lost, unconfirmed
+}

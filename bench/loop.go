@@ -1,0 +1,388 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"switchboard/protocol"
+)
+
+// loop is one event loop of the generator: an epoll set over its
+// connections, a timerfd for its schedules and an eventfd to take commands.
+// One goroutine runs it, and everything in it but the fields marked atomic
+// is owned by that goroutine: the connections, their correctness state and
+// the histograms. The units of a run (a pair, a group) live on one loop, so
+// a receiver checks its sender's state without a lock.
+type loop struct {
+	// Immutable after construction.
+	e     *engine
+	id    int
+	epfd  int
+	evfd  int // eventfd: commands are waiting
+	tmfd  int // timerfd: the next deadline
+	conns []*conn
+	users map[uint64]*conn // every user of the loop, for receivers' lookups
+
+	// cmds carries work from the engine goroutine to the loop (which runs
+	// it between epoll waits). Bound: one command per step per loop; the
+	// engine waits for each step, so it never fills.
+	cmds chan func()
+
+	// Owned by the loop.
+	now      int64 // ns since the engine started, as of the last wake
+	armed    int64 // deadline the timerfd is set to; 0: none
+	rbuf     []byte
+	body     []byte // the message body template, patched per send
+	tok      []byte
+	dirty    []*conn // connections with bytes in obuf to write at the end of the iteration
+	acks     []*conn // connections with an ACK due, in order of due time
+	blocked  []*conn // closed-loop senders held back by the per-connection frame cap
+	retries  []retry
+	dials    []*conn // connections to dial, in order
+	dialNext int     // index into dials of the next to dial
+	dialGap  int64   // ns between dials; 0: all at once
+	dialAt   int64   // when dials[dialNext] is due
+	step     *loopStep
+	traffic  traffic
+	rr       int // round-robin cursor over traffic.senders
+	quit     bool
+
+	// Correctness and step bookkeeping.
+	pending      int    // messages sent and not yet delivered to every recipient (or refused for good)
+	unaccepted   int    // messages sent and not yet accepted (or refused for good)
+	waiting      int    // connections the connect step still waits for
+	waitDrain    bool   // the connect step waits for backlogs too
+	gaveUp       int    // connections that could not log in
+	stale        uint64 // messages of earlier runs found in mailboxes
+	lastEntry    int64  // when a mailbox entry last arrived
+	failureCount uint64 // failures, counted beyond the lines kept
+
+	res  *Result // counts and histograms since the last collect
+	prog progress
+}
+
+// progress is the loop's live counters, read by the engine's progress
+// reports while the loop runs.
+type progress struct {
+	ready     atomic.Int64  // connections logged in now
+	logins    atomic.Uint64 // logins completed
+	sent      atomic.Uint64
+	delivered atomic.Uint64
+	failures  atomic.Uint64
+	pending   atomic.Int64 // messages sent and not yet delivered to every recipient
+}
+
+// retry is a refused message to send again.
+type retry struct {
+	c   *conn
+	id  uint64
+	due int64
+}
+
+// Epoll data: Pad holds the connection's index in loop.conns, or one of these.
+const (
+	padEvent = -1
+	padTimer = -2
+)
+
+// Sizes and intervals of the loop.
+const (
+	// readBufLen holds the largest frame a server sends twice over, so a
+	// partial frame left at the end of a read always fits before the next.
+	readBufLen = 2 * (protocol.MaxServerFrame + protocol.MaxFrameHeader)
+	// ackDelay coalesces a receiver's ACKs: at most one per 5 ms, or one
+	// per ackEvery entries, keeps frames well under the server's per-
+	// connection rate limit without holding its 256-entry window.
+	ackDelay = 5 * time.Millisecond
+	ackEvery = 64
+	// housekeeping is how often the loop checks timeouts and keepalives.
+	housekeeping = 100 * time.Millisecond
+	// maxSendsPerWake bounds the open-loop catch-up of one iteration so a
+	// late loop still reads between bursts of sends.
+	maxSendsPerWake = 2048
+)
+
+func newLoop(e *engine, id int) (*loop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("bench: epoll_create: %w", err)
+	}
+	evfd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("bench: eventfd: %w", err)
+	}
+	tmfd, err := unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		unix.Close(evfd)
+		return nil, fmt.Errorf("bench: timerfd: %w", err)
+	}
+	l := &loop{
+		e: e, id: id, epfd: epfd, evfd: evfd, tmfd: tmfd,
+		users: map[uint64]*conn{},
+		cmds:  make(chan func(), 16),
+		rbuf:  make([]byte, readBufLen),
+		res:   newResult(),
+	}
+	for fd, pad := range map[int]int32{evfd: padEvent, tmfd: padTimer} {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd), Pad: pad}
+		if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+			l.closeFDs()
+			return nil, fmt.Errorf("bench: epoll_ctl: %w", err)
+		}
+	}
+	l.body = make([]byte, e.spec.Size)
+	for i := bodyHeaderLen; i < len(l.body); i++ {
+		l.body[i] = byte('a' + i%26) // compressible like text, not all zeros
+	}
+	return l, nil
+}
+
+func (l *loop) closeFDs() {
+	unix.Close(l.epfd)
+	unix.Close(l.evfd)
+	unix.Close(l.tmfd)
+}
+
+// submit runs fn on the loop. Any goroutine may call it.
+func (l *loop) submit(fn func()) {
+	l.cmds <- fn
+	var one = [8]byte{1}
+	unix.Write(l.evfd, one[:])
+}
+
+func (l *loop) clock() int64 { return int64(time.Since(l.e.t0)) }
+
+// run is the loop's goroutine.
+func (l *loop) run() {
+	defer l.closeFDs()
+	events := make([]unix.EpollEvent, 512)
+	l.now = l.clock()
+	nextHouse := l.now
+	for !l.quit {
+		if l.now >= nextHouse {
+			l.housekeep()
+			nextHouse = l.now + int64(housekeeping)
+		}
+		l.timers()
+		l.flush()
+		l.checkStep()
+		if l.quit {
+			break
+		}
+		l.arm(nextHouse)
+		n, err := unix.EpollWait(l.epfd, events, -1)
+		l.now = l.clock()
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			l.e.fatal(fmt.Errorf("bench: epoll_wait: %w", err))
+			return
+		}
+		for i := 0; i < n; i++ {
+			ev := &events[i]
+			switch ev.Pad {
+			case padEvent:
+				var b [8]byte
+				unix.Read(l.evfd, b[:])
+				l.runCmds()
+			case padTimer:
+				var b [8]byte
+				unix.Read(l.tmfd, b[:])
+				l.armed = 0
+			default:
+				c := l.conns[ev.Pad]
+				if c.fd != int(ev.Fd) {
+					continue // closed (and maybe reopened) earlier in this batch
+				}
+				l.event(c, ev.Events)
+			}
+		}
+	}
+	for _, c := range l.conns {
+		if c.fd >= 0 {
+			c.closeFD()
+		}
+	}
+}
+
+func (l *loop) runCmds() {
+	for {
+		select {
+		case fn := <-l.cmds:
+			fn()
+		default:
+			return
+		}
+	}
+}
+
+// arm sets the timerfd to the earliest deadline the loop has.
+func (l *loop) arm(house int64) {
+	next := house
+	if l.dialNext < len(l.dials) {
+		next = min(next, l.dialAt)
+	}
+	if len(l.acks) > 0 {
+		next = min(next, l.acks[0].ackDue)
+	}
+	if l.traffic.active && l.traffic.rate > 0 {
+		next = min(next, l.traffic.due())
+	}
+	if len(l.retries) > 0 {
+		next = min(next, l.retries[0].due)
+	}
+	if next == l.armed {
+		return
+	}
+	d := max(next-l.clock(), 1000) // at least 1 µs: a zero value disarms
+	spec := unix.ItimerSpec{Value: unix.NsecToTimespec(d)}
+	if err := unix.TimerfdSettime(l.tmfd, 0, &spec, nil); err == nil {
+		l.armed = next
+	}
+}
+
+// timers does what is due: dials, ACKs, open-loop sends, retries.
+func (l *loop) timers() {
+	now := l.now
+	for l.dialNext < len(l.dials) && l.dialAt <= now {
+		c := l.dials[l.dialNext]
+		l.dials[l.dialNext] = nil
+		l.dialNext++
+		l.dialAt += l.dialGap
+		c.dial()
+	}
+	if l.dialNext == len(l.dials) && len(l.dials) > 0 {
+		l.dials, l.dialNext = l.dials[:0], 0
+	}
+	n := 0
+	for n < len(l.acks) && l.acks[n].ackDue <= now {
+		l.acks[n].sendAck()
+		l.acks[n] = nil
+		n++
+	}
+	if n > 0 {
+		l.acks = append(l.acks[:0], l.acks[n:]...)
+	}
+	n = 0
+	for n < len(l.retries) && l.retries[n].due <= now {
+		r := l.retries[n]
+		if r.c.ready() {
+			r.c.resend(r.id)
+		} else {
+			r.c.needResend = true
+		}
+		n++
+	}
+	if n > 0 {
+		l.retries = append(l.retries[:0], l.retries[n:]...)
+	}
+	l.traffic.tick(l)
+}
+
+// housekeep runs every 100 ms: handshake timeouts, keepalives, and the
+// closed-loop senders the frame cap held back.
+func (l *loop) housekeep() {
+	now := l.now
+	hs := int64(l.e.spec.HandshakeTimeout)
+	for _, c := range l.conns {
+		switch {
+		case c.state == stateConnecting || c.state == stateHandshake:
+			if now-c.dialStart > hs {
+				c.fail("login timed out after " + l.e.spec.HandshakeTimeout.String())
+			}
+		case c.state == stateReady && c.ping > 0 && now-c.lastWrite > c.ping/2:
+			c.obuf = protocol.AppendPing(c.obuf)
+			c.wrote()
+		case c.state == stateClosed && c.reconnectAt > 0 && now >= c.reconnectAt:
+			c.reconnectAt = 0
+			c.dial()
+		}
+	}
+	if len(l.blocked) > 0 {
+		b := l.blocked
+		l.blocked = nil
+		for _, c := range b {
+			c.blockedCap = false
+			c.fillWindow()
+		}
+	}
+}
+
+// event handles epoll events of c.
+func (l *loop) event(c *conn, ev uint32) {
+	if c.state == stateConnecting {
+		if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+			c.connected()
+		}
+		return
+	}
+	if ev&unix.EPOLLOUT != 0 && len(c.wpend) > 0 {
+		c.writePending()
+		if c.fd < 0 {
+			return
+		}
+	}
+	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		if c.paused {
+			c.closedUnread()
+			return
+		}
+		c.readAll()
+	}
+}
+
+// flush writes what each dirty connection has in obuf.
+func (l *loop) flush() {
+	for i, c := range l.dirty {
+		l.dirty[i] = nil
+		c.isDirty = false
+		if c.fd >= 0 && len(c.obuf) > 0 {
+			c.writeOut(c.obuf)
+		}
+		if cap(c.obuf) > 4<<10 {
+			c.obuf = nil // an idle connection keeps no large buffer
+		} else {
+			c.obuf = c.obuf[:0]
+		}
+	}
+	l.dirty = l.dirty[:0]
+}
+
+// sockaddr returns the server's address.
+func sockaddr(ap netip.AddrPort) unix.Sockaddr {
+	if ap.Addr().Is4() {
+		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
+	}
+	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
+}
+
+// loopStep is a step's part on one loop: done reports when it is finished.
+type loopStep struct {
+	done     func() bool
+	deadline int64 // 0: none
+	finish   func(err error)
+}
+
+// checkStep finishes the current step when it is done or out of time.
+func (l *loop) checkStep() {
+	s := l.step
+	if s == nil {
+		return
+	}
+	if s.done() {
+		l.step = nil
+		s.finish(nil)
+		return
+	}
+	if s.deadline > 0 && l.now > s.deadline {
+		l.step = nil
+		s.finish(errStepTimeout)
+	}
+}
+
+var errStepTimeout = errors.New("timed out")

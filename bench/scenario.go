@@ -1,0 +1,264 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Run carries out one scenario against a server and returns what it
+// measured. The error is non-nil when the run could not be carried out
+// (no server, refused logins, a step that timed out…); correctness
+// failures are in the Result (see Passed).
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	key, err := ReadKeys(cfg.Keys)
+	if err != nil {
+		return nil, err
+	}
+	var rb [8]byte
+	rand.Read(rb[:])
+	runID := binary.BigEndian.Uint64(rb[:])
+	p, err := cfg.makePlan(key, runID)
+	if err != nil {
+		return nil, err
+	}
+	r := &run{cfg: &cfg, scr: newScraper(metricsURL(cfg.Metrics)), started: time.Now(), cpuFrom: selfCPU()}
+	if err := r.start(p); err != nil {
+		return nil, err
+	}
+	res, runErr := r.scenario(ctx)
+	genCPU, stopErr := r.fl.stop()
+	if runErr == nil && stopErr != nil {
+		runErr = fmt.Errorf("stopping the generator processes: %w", stopErr)
+	}
+	if res == nil {
+		res = newResult()
+	}
+	res.Scenario = cfg.Scenario
+	res.Params = cfg.Params
+	res.Started = r.started
+	res.Processes = len(p.specs)
+	if !p.local {
+		res.Processes++ // the coordinator
+		genCPU += selfCPU() - r.cpuFrom
+	}
+	res.GeneratorCPU = genCPU
+	res.Memory = r.mem
+	res.Timeline = r.timeline
+	res.Notes = append(res.Notes, r.notes...)
+	if runErr != nil {
+		res.Notes = append(res.Notes, "the run stopped early: "+runErr.Error())
+	}
+	return res, runErr
+}
+
+func metricsURL(s string) string {
+	if s == "-" || s == "none" {
+		return ""
+	}
+	return s
+}
+
+// run is the coordinator's state during one Run.
+type run struct {
+	cfg      *Config
+	scr      *scraper
+	fl       *fleet
+	started  time.Time
+	cpuFrom  time.Duration
+	mem      []MemPoint
+	timeline []Sample
+	notes    []string
+	metricsN bool // a "metrics unreachable" note was made
+}
+
+func (r *run) note(format string, args ...any) {
+	r.notes = append(r.notes, fmt.Sprintf(format, args...))
+}
+
+// start builds the fleet: the coordinator's own engine, or workers.
+func (r *run) start(p plan) error {
+	r.fl = &fleet{}
+	if p.local {
+		m, err := newLocalMember(p.specs[0])
+		if err != nil {
+			return err
+		}
+		r.fl.members = append(r.fl.members, m)
+		return nil
+	}
+	fmt.Fprintf(r.cfg.Out, "bench: spreading the connections over %d worker processes (source addresses %s…)\n", len(p.specs), p.specs[0].Source)
+	for _, s := range p.specs {
+		m, err := startWorker(s, r.cfg.Out)
+		if err != nil {
+			r.fl.stop()
+			return err
+		}
+		r.fl.members = append(r.fl.members, m)
+	}
+	return nil
+}
+
+// scrape reads the server's memory and records it under label; it
+// returns the metrics (zero when unreachable).
+func (r *run) scrape(ctx context.Context, label string) serverMetrics {
+	m, err := r.scr.scrape(ctx)
+	if err != nil {
+		if !r.metricsN {
+			r.metricsN = true
+			r.note("server metrics not reachable (%v): no server memory or CPU figures", err)
+		}
+		return serverMetrics{}
+	}
+	r.mem = append(r.mem, MemPoint{Label: label, Conns: m.Conns, RSS: m.RSS, HeapInuse: m.HeapInuse})
+	return m
+}
+
+// step runs s on the fleet with a live progress line.
+func (r *run) step(s Step, label string, total int64, done func(c counters) int64) (time.Duration, error) {
+	pr := NewProgress(r.cfg.Out, label, total)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	t0 := time.Now()
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			c := r.fl.progress()
+			pr.Update(done(c), status(c, time.Since(t0)))
+			select {
+			case <-tick.C:
+			case <-stop:
+				return
+			}
+		}
+	}()
+	err := r.fl.do(s)
+	elapsed := time.Since(t0)
+	close(stop)
+	wg.Wait()
+	c := r.fl.progress()
+	pr.Update(done(c), status(c, elapsed))
+	pr.Finish()
+	return elapsed, err
+}
+
+func status(c counters, _ time.Duration) string {
+	s := fmt.Sprintf("logged in %d  sent %d  delivered %d  in flight %d", c.Ready, c.Sent, c.Delivered, c.Pending)
+	if c.Failures > 0 {
+		s += fmt.Sprintf("  FAILURES %d", c.Failures)
+	}
+	return s
+}
+
+// sampler records one Sample a second from the fleet's counters until stopped.
+type sampler struct {
+	stop chan struct{}
+	done chan struct{}
+}
+
+func (r *run) sample() *sampler {
+	s := &sampler{stop: make(chan struct{}), done: make(chan struct{})}
+	t0 := time.Now()
+	prev := r.fl.progress()
+	go func() {
+		defer close(s.done)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tick.C:
+			case <-s.stop:
+				return
+			}
+			c := r.fl.progress()
+			r.timeline = append(r.timeline, Sample{
+				At: time.Since(t0), Conns: int(c.Ready),
+				Sent: c.Sent - prev.Sent, Delivered: c.Delivered - prev.Delivered,
+			})
+			prev = c
+		}
+	}()
+	return s
+}
+
+func (s *sampler) end() { close(s.stop); <-s.done }
+
+// scenario runs the configured scenario.
+func (r *run) scenario(ctx context.Context) (*Result, error) {
+	switch r.cfg.Scenario {
+	case "connect":
+		return r.connect(ctx)
+	case "chat":
+		return r.chat(ctx, "chat")
+	case "group":
+		return r.chat(ctx, "group")
+	case "offline":
+		return r.offline(ctx)
+	case "storm":
+		return r.storm(ctx)
+	case "slow":
+		return r.slow(ctx)
+	}
+	return nil, fmt.Errorf("unknown scenario %q", r.cfg.Scenario)
+}
+
+func conns(c counters) int64 { return c.Ready }
+
+func (r *run) totalConns() int64 {
+	units, size := r.cfg.shape()
+	return int64(units * size)
+}
+
+// connectAll logs every connection in at the configured rate.
+func (r *run) connectAll(who string, total int64) (time.Duration, error) {
+	s := Step{Kind: "connect", Who: who, Rate: r.cfg.ConnectRate, Timeout: r.rampTimeout(total)}
+	return r.step(s, "connect", total, conns)
+}
+
+// rampTimeout allows the ramp twice its planned time plus a handshake.
+func (r *run) rampTimeout(n int64) time.Duration {
+	t := 30 * time.Second
+	if r.cfg.ConnectRate > 0 {
+		t += 2 * time.Duration(float64(n)/r.cfg.ConnectRate*float64(time.Second))
+	}
+	return t
+}
+
+func (r *run) figure(res *Result, name string, v float64) {
+	if res.Figures == nil {
+		res.Figures = map[string]float64{}
+	}
+	res.Figures[name] = v
+}
+
+// perConn adds the server's memory per connection between two points.
+func (r *run) perConn(res *Result, name string, from, to serverMetrics, n int64) {
+	if from.RSS == 0 || to.RSS == 0 || n == 0 {
+		return
+	}
+	r.figure(res, name+"_rss_bytes", (float64(to.RSS)-float64(from.RSS))/float64(n))
+	if from.HeapInuse != 0 && to.HeapInuse != 0 {
+		r.figure(res, name+"_heap_bytes", (float64(to.HeapInuse)-float64(from.HeapInuse))/float64(n))
+	}
+}
+
+// serverCPU adds the server's CPU between two scrapes, and per message.
+func (r *run) serverCPU(res *Result, from, to serverMetrics) {
+	if from.CPU == 0 || to.CPU == 0 {
+		return
+	}
+	res.ServerCPU = time.Duration((to.CPU - from.CPU) * float64(time.Second))
+	if res.Delivered > 0 {
+		r.figure(res, "server_cpu_per_msg_us", (to.CPU-from.CPU)*1e6/float64(res.Delivered))
+	}
+}

@@ -1,0 +1,299 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// connect ramps to --conns logged-in connections at --connect-rate, holds
+// them idle for --hold, then has each send --burst messages to its pair.
+// Figures: connect_rate_per_s (logins over the ramp), and the server's
+// memory per connection: idle_per_conn_* (after the hold, against before
+// the ramp) and traffic_per_conn_* (after the burst).
+func (r *run) connect(ctx context.Context) (*Result, error) {
+	n := r.totalConns()
+	before := r.scrape(ctx, "baseline")
+	ramp, err := r.connectAll("all", n)
+	if err != nil {
+		return r.partial(err)
+	}
+	fmt.Fprintf(r.cfg.Out, "bench: %d connections logged in; holding them idle for %v\n", n, r.cfg.Hold)
+	select {
+	case <-time.After(r.cfg.Hold):
+	case <-ctx.Done():
+		return r.partial(ctx.Err())
+	}
+	idle := r.scrape(ctx, "idle")
+	var burstErr error
+	if r.cfg.Burst > 0 {
+		s := Step{Kind: "traffic", Count: r.cfg.Burst, Window: r.cfg.Window, Timeout: r.cfg.Drain + time.Duration(r.cfg.Burst)*time.Second}
+		_, burstErr = r.step(s, "burst", int64(n)*int64(r.cfg.Burst), func(c counters) int64 { return int64(c.Delivered) })
+	}
+	after := r.scrape(ctx, "after traffic")
+	res, err := r.fl.collect()
+	if err != nil {
+		return nil, err
+	}
+	res.Duration = ramp
+	r.figure(res, "connect_rate_per_s", float64(n)/ramp.Seconds())
+	r.perConn(res, "idle_per_conn", before, idle, n)
+	r.perConn(res, "traffic_per_conn", before, after, n)
+	return res, burstErr
+}
+
+// chat has --pairs pairs exchange messages of --size bytes for
+// --duration: open loop at --rate messages per second in all, or closed
+// loop with --window messages in flight per sender (--rate 0). With
+// scenario "group", --groups groups of --group-size members, --senders
+// of which send to their group. Figures: delivered_per_s,
+// wire_bytes_per_msg, server_cpu_per_msg_us.
+func (r *run) chat(ctx context.Context, kind string) (*Result, error) {
+	n := r.totalConns()
+	r.scrape(ctx, "baseline")
+	if _, err := r.connectAll("all", n); err != nil {
+		return r.partial(err)
+	}
+	if kind == "group" {
+		s := Step{Kind: "groups", Timeout: 30 * time.Second}
+		if _, err := r.step(s, "groups", 0, conns); err != nil {
+			return r.partial(err)
+		}
+	}
+	from := r.scrape(ctx, "connected")
+	res, err := r.traffic(ctx, "fast")
+	if err != nil {
+		return res, err
+	}
+	to := r.scrape(ctx, "after traffic")
+	r.serverCPU(res, from, to)
+	return res, nil
+}
+
+// traffic runs the main sending phase and its drain, and collects.
+func (r *run) traffic(ctx context.Context, who string) (*Result, error) {
+	s := Step{Kind: "traffic", Who: who, Rate: r.cfg.Rate, Window: r.cfg.Window, Duration: r.cfg.Duration,
+		Timeout: r.cfg.Duration + time.Minute}
+	sm := r.sample()
+	secs := int64(r.cfg.Duration / time.Second)
+	t0 := time.Now()
+	elapsed, err := r.step(s, "traffic", secs, func(counters) int64 { return int64(time.Since(t0) / time.Second) })
+	if err == nil {
+		d := Step{Kind: "drain", Timeout: r.cfg.Drain}
+		_, err = r.step(d, "drain", 0, func(c counters) int64 { return c.Pending })
+		if err != nil {
+			err = fmt.Errorf("deliveries still outstanding after --drain %v: %w", r.cfg.Drain, err)
+		}
+	}
+	sm.end()
+	res, cerr := r.fl.collect()
+	if cerr != nil {
+		return nil, cerr
+	}
+	res.Duration = elapsed
+	if elapsed > 0 {
+		r.figure(res, "delivered_per_s", float64(res.Delivered)/elapsed.Seconds())
+	}
+	if res.Delivered > 0 {
+		r.figure(res, "wire_bytes_per_msg", float64(res.BytesIn+res.BytesOut)/float64(res.Delivered))
+	}
+	if r.cfg.Rate > 0 {
+		r.note("open loop at %v msg/s: latencies count from each message's intended send time (corrected for coordinated omission)", r.cfg.Rate)
+	} else {
+		r.note("closed loop: each sender keeps %d messages in flight until they are delivered", r.cfg.Window)
+	}
+	if r.cfg.Scenario == "group" {
+		r.note("group: delivered counts one per member; send-to-deliver is to the last member")
+	}
+	if err != nil {
+		// A drain timeout leaves messages undelivered: the losses say which.
+		res.Notes = append(res.Notes, err.Error())
+	}
+	return res, nil
+}
+
+// offline fills the mailboxes of --pairs receivers with --messages each
+// while they are away, then logs them in at once. Figures: drain_s (from
+// the logins to the last backlog entry received), drain_rate_per_s.
+func (r *run) offline(ctx context.Context) (*Result, error) {
+	units, _ := r.cfg.shape()
+	total := int64(units) * int64(r.cfg.Messages)
+	r.scrape(ctx, "baseline")
+	if _, err := r.connectAll("a", int64(units)); err != nil {
+		return r.partial(err)
+	}
+	fill := Step{Kind: "traffic", Who: "a", Count: r.cfg.Messages, Window: max(r.cfg.Window, 32), UntilAccepted: true,
+		Timeout: r.cfg.Drain + time.Duration(r.cfg.Messages)*time.Second}
+	if _, err := r.step(fill, "fill", total, func(c counters) int64 { return int64(c.Sent) }); err != nil {
+		return r.partial(err)
+	}
+	full := r.scrape(ctx, "mailboxes full")
+	sm := r.sample()
+	back := Step{Kind: "connect", Who: "b", Drain: true, Timeout: r.cfg.Drain + r.rampTimeout(int64(units))}
+	drain, err := r.step(back, "drain", total, func(c counters) int64 { return int64(c.Delivered) })
+	if err == nil {
+		_, err = r.step(Step{Kind: "drain", Timeout: r.cfg.Drain}, "settle", 0, func(c counters) int64 { return c.Pending })
+	}
+	sm.end()
+	after := r.scrape(ctx, "drained")
+	res, cerr := r.fl.collect()
+	if cerr != nil {
+		return nil, cerr
+	}
+	res.Duration = drain
+	r.figure(res, "drain_s", drain.Seconds())
+	r.figure(res, "drain_rate_per_s", float64(res.Delivered)/drain.Seconds())
+	r.serverCPU(res, full, after)
+	if err != nil {
+		res.Notes = append(res.Notes, "drain incomplete: "+err.Error())
+	}
+	return res, nil
+}
+
+// storm logs in --conns connections, has each send --messages to its pair
+// and leaves them unacknowledged, then drops every connection at once and
+// reconnects them all at once. Figures: all_logged_in_s, drained_s (every
+// connection received its redelivered backlog), and the server's memory
+// before, at the peak (sampled every 100 ms) and after.
+func (r *run) storm(ctx context.Context) (*Result, error) {
+	n := r.totalConns()
+	r.scrape(ctx, "idle")
+	if _, err := r.connectAll("all", n); err != nil {
+		return r.partial(err)
+	}
+	fill := Step{Kind: "traffic", Count: r.cfg.Messages, Window: r.cfg.Window, HoldAcks: true, Timeout: r.cfg.Drain}
+	if _, err := r.step(fill, "fill", n*int64(r.cfg.Messages), func(c counters) int64 { return int64(c.Delivered) }); err != nil {
+		return r.partial(err)
+	}
+	before := r.scrape(ctx, "before storm")
+	if err := r.fl.do(Step{Kind: "drop"}); err != nil {
+		return r.partial(err)
+	}
+	// Peak memory and the moment all are logged in, sampled while the
+	// storm runs.
+	stop := make(chan struct{})
+	var peak serverMetrics
+	var loggedIn time.Duration
+	done := make(chan struct{})
+	t0 := time.Now()
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if loggedIn == 0 && r.fl.progress().Ready >= n {
+				loggedIn = time.Since(t0)
+			}
+			if m, err := r.scr.scrape(ctx); err == nil && m.RSS > peak.RSS {
+				peak = m
+			}
+			select {
+			case <-tick.C:
+			case <-stop:
+				return
+			}
+		}
+	}()
+	sm := r.sample()
+	back := Step{Kind: "connect", Rate: 0, Drain: true, Timeout: r.cfg.Drain + r.rampTimeout(n)}
+	drained, err := r.step(back, "storm", n, conns)
+	close(stop)
+	<-done
+	sm.end()
+	if loggedIn == 0 && err == nil {
+		loggedIn = drained
+	}
+	if peak.RSS != 0 {
+		r.mem = append(r.mem, MemPoint{Label: "peak", Conns: peak.Conns, RSS: peak.RSS, HeapInuse: peak.HeapInuse})
+	}
+	if err == nil {
+		_, err = r.step(Step{Kind: "drain", Timeout: r.cfg.Drain}, "settle", 0, func(c counters) int64 { return c.Pending })
+	}
+	after := r.scrape(ctx, "after storm")
+	res, cerr := r.fl.collect()
+	if cerr != nil {
+		return nil, cerr
+	}
+	res.Duration = drained
+	r.figure(res, "all_logged_in_s", loggedIn.Seconds())
+	r.figure(res, "drained_s", drained.Seconds())
+	if before.RSS != 0 && after.RSS != 0 {
+		r.figure(res, "rss_before_bytes", float64(before.RSS))
+		r.figure(res, "rss_peak_bytes", float64(peak.RSS))
+		r.figure(res, "rss_after_bytes", float64(after.RSS))
+	}
+	if err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// slow runs chat traffic twice: first with every client reading (the
+// baseline), then with --slow-share of the receivers not reading at all.
+// The server should close those as slow consumers and keep their messages
+// in storage; at the end they come back and must receive every one. The
+// others' latency is compared with the baseline (Result.Baseline).
+func (r *run) slow(ctx context.Context) (*Result, error) {
+	n := r.totalConns()
+	r.scrape(ctx, "baseline")
+	if _, err := r.connectAll("all", n); err != nil {
+		return r.partial(err)
+	}
+	fmt.Fprintln(r.cfg.Out, "bench: phase 1 of 2: every client reads (the baseline)")
+	from := r.scrape(ctx, "connected")
+	base, err := r.traffic(ctx, "all")
+	if err != nil {
+		return base, err
+	}
+	to := r.scrape(ctx, "after baseline")
+	r.serverCPU(base, from, to)
+	r.timeline = nil
+	fmt.Fprintln(r.cfg.Out, "bench: phase 2 of 2: the slow share stops reading")
+	if err := r.fl.do(Step{Kind: "pause", Who: "slow"}); err != nil {
+		return r.partial(err)
+	}
+	s := Step{Kind: "traffic", Who: "fast", Rate: r.cfg.Rate, Window: r.cfg.Window, Duration: r.cfg.Duration, Timeout: r.cfg.Duration + time.Minute}
+	sm := r.sample()
+	t0 := time.Now()
+	elapsed, err := r.step(s, "traffic", int64(r.cfg.Duration/time.Second), func(counters) int64 { return int64(time.Since(t0) / time.Second) })
+	sm.end()
+	if err != nil {
+		return r.partial(err)
+	}
+	mid := r.scrape(ctx, "slow readers stalled")
+	fmt.Fprintln(r.cfg.Out, "bench: the slow clients come back to collect what waited for them")
+	if err := r.fl.do(Step{Kind: "resume", Who: "slow"}); err != nil {
+		return r.partial(err)
+	}
+	_, derr := r.step(Step{Kind: "drain", Timeout: r.cfg.Drain}, "drain", 0, func(c counters) int64 { return c.Pending })
+	res, cerr := r.fl.collect()
+	if cerr != nil {
+		return nil, cerr
+	}
+	res.Duration = elapsed
+	res.Baseline = base
+	r.serverCPU(res, to, mid)
+	if elapsed > 0 {
+		r.figure(res, "delivered_per_s", float64(res.Delivered)/elapsed.Seconds())
+	}
+	if base.SendToDeliver != nil && res.SendToDeliver != nil && base.SendToDeliver.TotalCount() > 0 {
+		r.figure(res, "p99_vs_baseline", float64(res.SendToDeliver.ValueAtQuantile(99))/float64(max(base.SendToDeliver.ValueAtQuantile(99), 1)))
+	}
+	res.Notes = append(res.Notes, "send-to-deliver covers the clients that kept reading; messages to the slow ones are checked (delivered once, in order, nothing lost) but not timed")
+	if res.Closes["SLOW_CONSUMER"] == 0 {
+		res.Notes = append(res.Notes, "the server closed no slow reader during the run (its window stops pushing at 256 entries; it closes after delivery.Config.SlowAfter, 30 s by default: run longer than that to see the closes)")
+	}
+	if derr != nil {
+		res.Notes = append(res.Notes, "drain incomplete: "+derr.Error())
+	}
+	return res, nil
+}
+
+// partial collects what was measured before err stopped the run.
+func (r *run) partial(err error) (*Result, error) {
+	res, cerr := r.fl.collect()
+	if cerr != nil {
+		return nil, err
+	}
+	return res, err
+}

@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"switchboard/bench"
+)
+
+const benchUsage = `Usage: switchboard bench <scenario> [flags]
+
+Load-generates against a running server, checks that every message is
+delivered exactly once and in order per sender, and reports. The exit
+status is non-zero when a message was lost, duplicated or reordered, or
+when the run could not be carried out.
+
+Scenarios:
+  connect  ramp to --conns logged-in connections at --connect-rate, hold them
+           idle for --hold, then send a --burst on each: connect rate, login
+           latency, server memory per connection (idle and after traffic)
+  chat     --pairs pairs exchange --size-byte messages for --duration, open
+           loop at --rate or closed loop (--rate 0) with --window: delivered/s,
+           send-to-ack and send-to-deliver latency, wire bytes per message
+  group    --groups groups of --group-size members, --senders of each send
+           at --rate: deliveries/s, latency to the last member
+  offline  fill the mailboxes of --pairs absent receivers with --messages
+           each, then bring them back: drain time and rate
+  storm    --conns connections drop and reconnect at once: time until all
+           are logged in and drained, server memory before, at peak, after
+  slow     chat twice: all reading (baseline), then with --slow-share of the
+           receivers not reading: their closes, the others' latency
+
+With the defaults, 'switchboard bench chat' runs against 'make run' on this
+machine (server 127.0.0.1:7070, metrics 127.0.0.1:9070, keys in data/keys).
+Past one process's open-file limit the connections are spread over worker
+processes, each dialling from its own source address in 127.0.0.0/8.
+
+Flags:
+`
+
+func benchCmd(args []string) error {
+	if len(args) > 0 && args[0] == "--worker" {
+		return bench.RunWorker(os.Stdin, os.Stdout)
+	}
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), benchUsage)
+		fs.PrintDefaults()
+	}
+	var cfg bench.Config
+	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:7070", "server address, host:port")
+	fs.StringVar(&cfg.Metrics, "metrics", "http://127.0.0.1:9070/metrics", "server's Prometheus endpoint (URL) for its memory and CPU; \"-\": none")
+	fs.StringVar(&cfg.Keys, "keys", "data/keys", "the server's token keys file (path): tokens are minted from its newest key")
+	fs.IntVar(&cfg.Conns, "conns", 1000, "connect, storm: connections (count, even: they pair up)")
+	fs.IntVar(&cfg.Pairs, "pairs", 100, "chat, offline, slow: pairs of users (count; 2 connections each)")
+	fs.IntVar(&cfg.Groups, "groups", 10, "group: groups (count)")
+	fs.IntVar(&cfg.GroupSize, "group-size", 10, "group: members per group (count, 2..1025)")
+	fs.IntVar(&cfg.Senders, "senders", 1, "group: members of each group that send (count)")
+	fs.Float64Var(&cfg.Rate, "rate", 2000, "chat, group, slow: messages per second for the whole run (open loop); 0: closed loop with --window")
+	fs.IntVar(&cfg.Window, "window", 8, "closed loop: messages each sender keeps in flight until delivered (count, 1..256)")
+	fs.IntVar(&cfg.Size, "size", 100, "message body (bytes, 24..65536): a 24-byte header for the checks, then filler")
+	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "chat, group, slow: how long to send (duration; slow: each of its two phases)")
+	fs.Float64Var(&cfg.ConnectRate, "connect-rate", 1000, "new connections per second for the whole run; 0: all at once")
+	fs.DurationVar(&cfg.Hold, "hold", 5*time.Second, "connect: how long the connections stay idle before the server's memory is read (duration)")
+	fs.IntVar(&cfg.Burst, "burst", 10, "connect: messages each connection sends after the hold (count; 0: none)")
+	fs.IntVar(&cfg.Messages, "messages", 0, "offline: messages per sender (default 100); storm: per connection before the drop (default 10, at most 200)")
+	fs.Float64Var(&cfg.SlowShare, "slow-share", 0.1, "slow: share of receivers that stop reading (fraction, 0..1)")
+	fs.DurationVar(&cfg.Drain, "drain", 30*time.Second, "how long to wait for outstanding deliveries once sending stops (duration); what is still missing then is lost")
+	fs.IntVar(&cfg.PerProcess, "per-process", 0, "most connections per generator process (count); 0: the open-file limit minus a reserve, at most 15000")
+	fs.IntVar(&cfg.Procs, "procs", 0, "generator processes (count); 0: as many as the connections need")
+	sources := fs.String("sources", "", "source IP addresses, comma-separated, one per process; empty: 127.0.0.2, .3… when several processes dial a loopback server")
+	fs.IntVar(&cfg.Loops, "loops", 0, "event loops per generator process (count); 0: one per core")
+	fs.Uint64Var(&cfg.UserBase, "user-base", 100_000_000, "first user id the generator logs in as; the run uses the ids after it")
+	fs.IntVar(&cfg.ConnFrameCap, "conn-frame-cap", 500, "most frames per second one connection writes (count/s): half the server's rate limit")
+	fs.DurationVar(&cfg.Ping, "ping", 300*time.Second, "keepalive interval asked of the server (duration, 10s..600s)")
+	fs.IntVar(&cfg.Retries, "retries", 5, "failed logins retried per connection before the run fails (count)")
+	out := fs.String("out", "", "report folder (path) for report.md, result.json and the PNG charts; default bench-results/<scenario>-<time>; \"-\": none")
+	asJSON := fs.Bool("json", false, "print the result as JSON on stdout instead of the table")
+
+	scenario := ""
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		scenario, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if scenario == "" && fs.NArg() > 0 {
+		scenario = fs.Arg(0)
+	}
+	if scenario == "" {
+		fs.Usage()
+		return errors.New("name a scenario")
+	}
+	cfg.Scenario = scenario
+	if *sources != "" {
+		cfg.Sources = strings.Split(*sources, ",")
+	}
+	cfg.Params = map[string]string{}
+	fs.Visit(func(f *flag.Flag) { cfg.Params[f.Name] = f.Value.String() })
+	cfg.Out = os.Stderr
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	res, runErr := bench.Run(ctx, cfg)
+	if res == nil {
+		return runErr
+	}
+	if *asJSON {
+		if err := bench.WriteJSON(os.Stdout, res); err != nil {
+			return err
+		}
+	} else {
+		bench.PrintSummary(os.Stdout, res)
+	}
+	dir := *out
+	if dir == "" {
+		dir = filepath.Join("bench-results", scenario+"-"+res.Started.Format("20060102-150405"))
+	}
+	if dir != "-" {
+		if err := bench.WriteReport(dir, res); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "bench: report in %s\n", filepath.Join(dir, "report.md"))
+	}
+	if runErr != nil {
+		return runErr
+	}
+	if !res.Passed() {
+		return fmt.Errorf("%d correctness failures (lost %d, duplicated %d, reordered %d)", len(res.Failures), res.Lost, res.Duplicates, res.Reordered)
+	}
+	return nil
+}
