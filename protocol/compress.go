@@ -39,17 +39,25 @@ package protocol
 // the same type and the other flag bits. Compressed and uncompressed frames
 // interleave freely; no state carries from one frame to the next.
 //
-// With libzstd (zstd-jni on Android, the C library on iOS), compress with a
-// ZSTD_CCtx that has the dictionary loaded (ZSTD_CCtx_loadDictionary) and
-// ZSTD_c_dictIDFlag = 0, ZSTD_c_checksumFlag = 0, ZSTD_c_contentSizeFlag = 1
-// (the default), level 1 or more; then drop the first four bytes of the
-// output. To decompress, put the four magic bytes back in front (or set
-// ZSTD_d_format = ZSTD_f_zstd1_magicless), read the content size with
-// ZSTD_getFrameContentSize and check it against the limit, then
-// ZSTD_decompressDCtx into a buffer of exactly that size with the dictionary
-// loaded. The dictionary file is in zstd's dictionary format (magic
-// 37 A4 30 EC, its own id 1, entropy tables, 32 KiB of content); it works
-// with libzstd 1.4 and later.
+// With libzstd (the C library on iOS, zstd-jni on Android): load the
+// dictionary once (ZSTD_createCDict / ZSTD_createDDict; zstd-jni
+// ZstdDictCompress / ZstdDictDecompress). To compress, use a ZSTD_CCtx with
+// the dictionary and ZSTD_c_dictIDFlag = 0, ZSTD_c_checksumFlag = 0,
+// ZSTD_c_contentSizeFlag = 1 (the default), any level (the Go side uses the
+// fastest), one-shot (ZSTD_compress2, so the content size is known); then drop
+// the first four bytes of the output. zstd-jni: ZstdCompressCtx.setDictID(false),
+// setChecksum(false), setContentSize(true), and setMagicless(true) instead of
+// dropping bytes. To decompress, put the four magic bytes back in front (or set
+// the experimental ZSTD_d_format = ZSTD_f_zstd1_magicless; zstd-jni
+// ZstdDecompressCtx.setMagicless(true)), read the content size with
+// ZSTD_getFrameContentSize, refuse the frame if it is unknown or over the
+// limit, and decompress into a buffer of exactly that size
+// (ZSTD_decompress_usingDDict); fewer bytes out is an error too.
+//
+// The dictionary file is in zstd's dictionary format (magic 37 A4 30 EC, its
+// own id 1, entropy tables, then 32 KiB of content), built compatible with
+// libzstd 1.5.5 and older. compress_test.go checks it both ways against the
+// zstd 1.5.4 command line tool, at levels 1 to 19.
 //
 // # When to compress
 //
@@ -264,6 +272,9 @@ func (c *Codec) Inflate(f Frame, dst []byte, max int) (Frame, error) {
 	}
 	if c == nil {
 		return f, fmt.Errorf("%w: compressed %v with no dictionary negotiated", ErrDecompress, f.Type)
+	}
+	if max < 0 {
+		max = 0
 	}
 	max = min(max, maxInflate)
 	p := f.Payload

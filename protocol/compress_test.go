@@ -345,6 +345,9 @@ func TestInflateCorrupt(t *testing.T) {
 	if _, err := inflate(good, len(plain)-1); !errors.Is(err, protocol.ErrDecompress) {
 		t.Fatalf("payload one byte over max: %v", err)
 	}
+	if _, err := inflate(good, -1); !errors.Is(err, protocol.ErrDecompress) {
+		t.Fatalf("negative max: %v", err)
+	}
 	for n := range len(good) {
 		if _, err := inflate(good[:n], protocol.MaxServerFrame); !errors.Is(err, protocol.ErrDecompress) {
 			t.Fatalf("truncated to %d bytes: %v", n, err)
