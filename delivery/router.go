@@ -31,6 +31,13 @@ type Config struct {
 	// acknowledged. Default 256: a phone acks well before that, and 256
 	// small messages fill a mobile link for a second or more.
 	Window int
+	// WindowBytes bounds the record bytes pushed to a connection since it
+	// last acknowledged everything pushed (a client acks promptly when idle),
+	// so a window of large messages does not land on the gateway at once.
+	// Keep it below the gateway's outbound cap, or a backlog of large
+	// messages closes its reader as a slow consumer. Default 128 KiB: half
+	// the gateway's default cap. One entry larger than this still goes, alone.
+	WindowBytes int
 	// PageBytes bounds the value bytes of one storage read when draining a
 	// backlog. Default 128 KiB, half the default outbound cap of a connection.
 	PageBytes int
@@ -56,6 +63,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Window == 0 {
 		c.Window = 256
+	}
+	if c.WindowBytes == 0 {
+		c.WindowBytes = 128 << 10
 	}
 	if c.PageBytes == 0 {
 		c.PageBytes = 128 << 10
@@ -83,6 +93,7 @@ func (c *Config) validate() error {
 	check(c.QueueLen > 0, "QueueLen %d must be positive", c.QueueLen)
 	check(c.MaxInFlight > 0, "MaxInFlight %d must be positive", c.MaxInFlight)
 	check(c.Window > 0, "Window %d must be positive", c.Window)
+	check(c.WindowBytes > 0 && c.WindowBytes < 1<<31, "WindowBytes %d must be positive and below 2 GiB", c.WindowBytes)
 	check(c.PageBytes > 0, "PageBytes %d must be positive", c.PageBytes)
 	check(c.SlowAfter > 0, "SlowAfter %v must be positive", c.SlowAfter)
 	return errors.Join(errs...)

@@ -66,6 +66,7 @@ type user struct {
 	conn      Conn   // nil: offline
 	stuck     int64  // unix nanoseconds the window became full; 0: not full
 	inflight  int32  // appends and acks handed to storage, not completed
+	pending   uint32 // bytes pushed since conn last acked all it was sent (WindowBytes)
 }
 
 // shard owns the users that hash to it. Everything but the channels is
@@ -190,12 +191,13 @@ func (s *shard) login(u *user, q request) {
 		u.conn.Close(protocol.CodeReplaced)
 		s.r.stats.Replaced.Add(1)
 	}
-	if q.seq > u.last {
+	if q.seq > u.committed {
+		// Only committed entries can have reached a client.
 		u.conn = nil
 		q.conn.Close(protocol.CodeBadAck)
 		return
 	}
-	u.conn, u.stuck = q.conn, 0
+	u.conn, u.stuck, u.pending = q.conn, 0, 0
 	u.acked, u.sent = q.seq, q.seq
 	if !u.conn.Push(Outbound{Kind: OutWelcome, Seq: u.last}) {
 		u.conn = nil
@@ -223,6 +225,9 @@ func (s *shard) append(u *user, kind storage.Kind, from, msgID uint64, record []
 // ack hands a cumulative acknowledgement of u's mailbox to storage.
 func (s *shard) ack(u *user, seq uint64) {
 	u.acked, u.stuck = seq, 0
+	if seq >= u.sent {
+		u.pending = 0 // everything pushed has arrived
+	}
 	u.inflight++
 	s.inflight++
 	s.r.stats.Acks.Add(1)
@@ -278,7 +283,7 @@ func (s *shard) appended(u *user, c completion) {
 	if u.conn == nil {
 		return
 	}
-	if u.sent+1 != c.seq || u.sent-u.acked >= uint64(s.r.cfg.Window) {
+	if u.sent+1 != c.seq || s.windowFull(u) {
 		s.pump(u)
 		return
 	}
@@ -286,11 +291,13 @@ func (s *shard) appended(u *user, c completion) {
 		u.sent = c.seq // nothing stored under this seq
 		return
 	}
-	if !u.conn.Push(Outbound{Kind: OutEntry, Seq: c.seq, Record: c.record}) {
+	o := Outbound{Kind: OutEntry, Seq: c.seq, Record: c.record}
+	if !u.conn.Push(o) {
 		u.conn = nil
 		return
 	}
 	u.sent = c.seq
+	u.pending += uint32(o.Size())
 	s.r.stats.DeliveredLive.Add(1)
 	s.markStuck(u)
 }
@@ -299,9 +306,11 @@ func (s *shard) appended(u *user, c completion) {
 // window has room.
 func (s *shard) pump(u *user) {
 	window := uint64(s.r.cfg.Window)
-	for u.conn != nil && u.sent < u.committed && u.sent-u.acked < window {
+	for u.conn != nil && u.sent < u.committed && !s.windowFull(u) {
 		room := int(window - (u.sent - u.acked))
-		entries, _, err := s.r.store.Read(u.id, u.sent+1, room, s.r.cfg.PageBytes, s.scratch[:0])
+		// Read returns one entry even if it is larger than this.
+		roomBytes := min(s.r.cfg.PageBytes, s.r.cfg.WindowBytes-int(u.pending))
+		entries, _, err := s.r.store.Read(u.id, u.sent+1, room, roomBytes, s.scratch[:0])
 		s.scratch = entries[:0]
 		if err != nil {
 			s.r.stats.StorageErrors.Add(1)
@@ -319,11 +328,13 @@ func (s *shard) pump(u *user) {
 			if e.Seq > u.committed {
 				break // committed by storage, completion not seen yet: it will push it
 			}
-			if !u.conn.Push(Outbound{Kind: OutEntry, Seq: e.Seq, Record: e.Value}) {
+			o := Outbound{Kind: OutEntry, Seq: e.Seq, Record: e.Value}
+			if !u.conn.Push(o) {
 				u.conn = nil
 				return
 			}
 			u.sent = e.Seq
+			u.pending += uint32(o.Size())
 			s.r.stats.DeliveredStored.Add(1)
 		}
 		clear(entries)
@@ -331,9 +342,15 @@ func (s *shard) pump(u *user) {
 	s.markStuck(u)
 }
 
+// windowFull reports whether u's connection has as many entries or bytes
+// outstanding as the window allows.
+func (s *shard) windowFull(u *user) bool {
+	return u.sent-u.acked >= uint64(s.r.cfg.Window) || int(u.pending) >= s.r.cfg.WindowBytes
+}
+
 // markStuck notes when u's window became full.
 func (s *shard) markStuck(u *user) {
-	if u.sent-u.acked >= uint64(s.r.cfg.Window) && u.stuck == 0 {
+	if s.windowFull(u) && u.stuck == 0 {
 		u.stuck = s.r.cfg.Now().UnixNano()
 	}
 }

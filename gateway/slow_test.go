@@ -84,11 +84,15 @@ func TestSlowConsumerWindow(t *testing.T) {
 // TestSlowConsumerOutbound: a connection that logs in and never reads fills
 // the kernel's buffers, then gnet's, past OutboundCap: it is closed with
 // SLOW_CONSUMER (the gateway's check, not the window's), and the server
-// keeps serving others.
+// keeps serving others. The router's window is opened wide for it: with
+// the default WindowBytes (128 KiB) a reader that never acks gets no more
+// than the kernel buffers hold, and only SlowAfter can close it.
 func TestSlowConsumerOutbound(t *testing.T) {
 	ts := startServer(t, serverOptions{
 		gw:     func(c *gateway.Config) { c.OutboundCap = 64 << 10; c.RateLimit = 100_000 },
-		router: func(c *delivery.Config) { c.SlowAfter = time.Hour }, // only the outbound cap can fire
+		// Only the outbound cap can fire: the window lets through far more
+		// than the kernel's socket buffers hold, and never times out.
+		router: func(c *delivery.Config) { c.SlowAfter = time.Hour; c.Window = 4096; c.WindowBytes = 64 << 20 },
 	})
 	r := ts.rawLoginPing(t, 1, 0) // never reads again
 	a := ts.Dial(2, protocol.ClientOptions{})
