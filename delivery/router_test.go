@@ -219,7 +219,9 @@ func TestReceiptsGrouping(t *testing.T) {
 			c = s2
 		}
 		send(t, r, c, m.from, m.id, 2)
-		waitFor(t, "ACCEPT", func() bool { return len(c.items(delivery.OutAccept)) > 0 && c.items(delivery.OutAccept)[len(c.items(delivery.OutAccept))-1].MsgID == m.id })
+		waitFor(t, "ACCEPT", func() bool {
+			return len(c.items(delivery.OutAccept)) > 0 && c.items(delivery.OutAccept)[len(c.items(delivery.OutAccept))-1].MsgID == m.id
+		})
 	}
 	c := &fakeConn{}
 	login(t, r, c, 2, 0)

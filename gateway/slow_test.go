@@ -89,7 +89,7 @@ func TestSlowConsumerWindow(t *testing.T) {
 // than the kernel buffers hold, and only SlowAfter can close it.
 func TestSlowConsumerOutbound(t *testing.T) {
 	ts := startServer(t, serverOptions{
-		gw:     func(c *gateway.Config) { c.OutboundCap = 64 << 10; c.RateLimit = 100_000 },
+		gw: func(c *gateway.Config) { c.OutboundCap = 64 << 10; c.RateLimit = 100_000 },
 		// Only the outbound cap can fire: the window lets through far more
 		// than the kernel's socket buffers hold, and never times out.
 		router: func(c *delivery.Config) { c.SlowAfter = time.Hour; c.Window = 4096; c.WindowBytes = 64 << 20 },
