@@ -99,7 +99,7 @@ type badgerBackend struct {
 }
 
 func (b *badgerBackend) begin() writer {
-	return &badgerTxn{txn: b.db.NewTransaction(true), be: b}
+	return &badgerTxn{txn: b.db.NewTransaction(true), be: b, write: true}
 }
 
 func (b *badgerBackend) view(fn func(reader) error) error {
@@ -117,9 +117,19 @@ func (b *badgerBackend) close() error {
 type badgerTxn struct {
 	txn *badger.Txn
 	be  *badgerBackend
+	// snap is a read-only view of what was committed before this batch,
+	// opened on the batch's first scan. Scans read it instead of txn: an
+	// iterator on a write transaction sorts all its pending writes when it
+	// is created, so one scan per ack would make a batch quadratic. A scan
+	// never needs this batch's writes: acks and expiry only reach committed
+	// entries, and the floor (kept in the meta) already skips entries this
+	// batch deleted.
+	snap  *badger.Txn
+	write bool // txn is a write transaction (from begin)
 }
 
 func (t *badgerTxn) commit() error {
+	t.closeSnap()
 	if t.be.failCommit != nil {
 		if err := t.be.failCommit(); err != nil {
 			t.txn.Discard()
@@ -129,7 +139,17 @@ func (t *badgerTxn) commit() error {
 	return t.txn.Commit()
 }
 
-func (t *badgerTxn) discard() { t.txn.Discard() }
+func (t *badgerTxn) discard() {
+	t.closeSnap()
+	t.txn.Discard()
+}
+
+func (t *badgerTxn) closeSnap() {
+	if t.snap != nil {
+		t.snap.Discard()
+		t.snap = nil
+	}
+}
 
 // get calls fn with the value of k; ok is false if k does not exist.
 func (t *badgerTxn) get(k []byte, fn func(v []byte) error) (ok bool, err error) {
@@ -152,7 +172,14 @@ func (t *badgerTxn) meta(r uint64) (m meta, err error) {
 }
 
 func (t *badgerTxn) scan(r, from uint64, fn func(e *Entry) bool) error {
-	it := t.txn.NewIterator(badger.IteratorOptions{Prefix: entryPrefix(r)})
+	txn := t.txn
+	if t.write {
+		if t.snap == nil {
+			t.snap = t.be.db.NewTransaction(false)
+		}
+		txn = t.snap
+	}
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: entryPrefix(r)})
 	defer it.Close()
 	var e Entry
 	for it.Seek(entryKey(r, from)); it.Valid(); it.Next() {
