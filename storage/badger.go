@@ -32,7 +32,7 @@ func openBadger(cfg Config, failCommit func() error) (*engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", cfg.Dir, err)
 	}
-	be := &badgerBackend{db: db, log: cfg.Logger, failCommit: failCommit}
+	be := &badgerBackend{db: db, dir: cfg.Dir, log: cfg.Logger, failCommit: failCommit}
 	s, err := newEngine(cfg, be)
 	if err != nil {
 		_ = db.Close()
@@ -94,6 +94,7 @@ func (b badgerLogger) Debugf(f string, a ...any)   { b.logf(slog.LevelDebug-4, f
 type badgerBackend struct {
 	// Immutable after construction.
 	db         *badger.DB
+	dir        string
 	log        *slog.Logger
 	failCommit func() error // tests only
 }

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
+	"syscall"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -40,8 +42,8 @@ func (b *badgerBackend) reclaim(live int64, c *counters, e *engine) error {
 		}
 		c.gcRewrites.Add(1)
 	}
-	lsm := b.lsmSize()
-	if garbage := lsm - live; garbage < reclaimMinGarbage || garbage < live {
+	used := b.diskBytes()
+	if garbage := used - live; garbage < reclaimMinGarbage || garbage < live {
 		return nil
 	}
 	start := time.Now()
@@ -63,17 +65,30 @@ func (b *badgerBackend) reclaim(live int64, c *counters, e *engine) error {
 		return fmt.Errorf("storage: flatten: %w", err)
 	}
 	c.flattens.Add(1)
-	b.log.Info("storage: reclaimed disk space", "lsm_before", lsm, "lsm_after", b.lsmSize(),
+	b.log.Info("storage: reclaimed disk space", "disk_before", used, "disk_after", b.diskBytes(),
 		"live_bytes", live, "took", time.Since(start))
 	return nil
 }
 
-// lsmSize sums the on-disk size of the LSM tables now (db.Size is only
-// refreshed once a minute).
-func (b *badgerBackend) lsmSize() int64 {
+// diskBytes is the space Badger's files take on disk now: allocated blocks,
+// since Badger's logs are sparse files (db.Size is refreshed only once a
+// minute and leaves out the memtable logs).
+func (b *badgerBackend) diskBytes() int64 {
 	var n int64
-	for _, t := range b.db.Tables() {
-		n += int64(t.OnDiskSize)
+	entries, err := os.ReadDir(b.dir)
+	if err != nil {
+		return 0
+	}
+	for _, e := range entries {
+		info, err := e.Info()
+		if err != nil || info.IsDir() {
+			continue
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			n += st.Blocks * 512
+		} else {
+			n += info.Size()
+		}
 	}
 	return n
 }

@@ -71,7 +71,7 @@ func TestDiskSpaceComesBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	const recipients, per, size = 200, 500, 200 // 20 MB of values
+	const recipients, per, size = 40, 500, 1000 // 20 MB of values in 20,000 entries: quick under -race
 	fill(t, s, recipients, per, size)
 	full := diskBytes(t, dir)
 	for r := uint64(1); r <= recipients; r++ {
