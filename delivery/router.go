@@ -318,7 +318,7 @@ func refusal(err error) (protocol.Code, uint32) {
 	case errors.Is(err, storage.ErrMailboxFull):
 		return protocol.CodeMailboxFull, 5000
 	case errors.Is(err, storage.ErrValueTooLarge):
-		return protocol.CodeBodyTooLarge, 0
+		return protocol.CodeStorage, 0 // storage's value limit is below the body limit: do not retry as is
 	default:
 		return protocol.CodeStorage, 1000
 	}
