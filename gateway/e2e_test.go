@@ -82,7 +82,11 @@ func TestOnlineOneToOne(t *testing.T) {
 		t.Fatalf("delivery to a: %+v", d)
 	}
 
-	// Nothing acknowledged yet: no receipt. b acks 3 → a is told 100..102.
+	// Nothing acknowledged yet: no receipt.
+	if ev, err := a.Recv(ctxFor(t, 200*time.Millisecond)); err == nil {
+		t.Fatalf("before any ACK the sender got %T %+v", ev, ev)
+	}
+	// b acks 3 → a is told 100..102.
 	if err := b.Ack(3); err != nil {
 		t.Fatal(err)
 	}
