@@ -43,7 +43,7 @@ type Config struct {
 	Procs        int           // generator processes; 0: as many as the connections need.
 	Sources      []string      // source IPs, one per process; nil: 127.0.0.2, .3… when more than one process talks to a loopback server.
 	Loops        int           // event loops per process; 0: one per core.
-	UserBase     uint64        // first user id. Default 100,000,000, clear of hand-made test users.
+	UserBase     uint64        // first user id. Default: a fresh range per run above 10^9 (see setDefaults).
 	ConnFrameCap int           // frames per second per connection. Default 500.
 	Ping         time.Duration // keepalive interval asked of the server. Default 300 s.
 	Retries      int           // failed logins retried per connection. Default 5.
@@ -107,7 +107,13 @@ func (c *Config) setDefaults() {
 	}
 	defDur(&c.Drain, 30*time.Second)
 	if c.UserBase == 0 {
-		c.UserBase = 100_000_000
+		// A fresh range each run, 1000 ids further every second: the
+		// mailboxes of an earlier run's users may still hold its last
+		// entries, and a user that logs in again from a new process (LOGIN
+		// ack 0) after acknowledging more than a window (256) of entries
+		// stalls on this server version until it is closed as a slow
+		// consumer. Ids stay near 10^9: five varint bytes, as for real users.
+		c.UserBase = 1_000_000_000 + uint64(time.Now().Unix()%1_000_000)*1000
 	}
 	defInt(&c.ConnFrameCap, defaultConnFrameCap)
 	defDur(&c.Ping, 300*time.Second)

@@ -108,16 +108,16 @@ func (c *conn) dial() {
 	}
 	c.fd = fd
 	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	if l.e.source != nil {
+	if l.source != nil {
 		// Let connect choose the port, per destination: each source address
 		// then offers the whole ephemeral range to this server.
 		unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
-		if err := unix.Bind(fd, l.e.source); err != nil {
+		if err := unix.Bind(fd, l.source); err != nil {
 			c.fail(fmt.Sprintf("bind %s: %v", spec.Source, err))
 			return
 		}
 	}
-	err = unix.Connect(fd, l.e.server)
+	err = unix.Connect(fd, l.server)
 	if err != nil && !errors.Is(err, unix.EINPROGRESS) {
 		c.fail("connect: " + err.Error())
 		return

@@ -49,8 +49,8 @@ type engine struct {
 	spec   Spec
 	t0     time.Time
 	family int
-	server unix.Sockaddr
-	source unix.Sockaddr
+	server netip.AddrPort
+	source netip.Addr // invalid: the kernel chooses
 	loops  []*loop
 	units  []*unit
 	wg     sync.WaitGroup
@@ -71,7 +71,7 @@ func newEngine(spec Spec) (*engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	e.server, e.family = sockaddr(ap), unix.AF_INET
+	e.server, e.family = ap, unix.AF_INET
 	if ap.Addr().Is6() {
 		e.family = unix.AF_INET6
 	}
@@ -80,7 +80,7 @@ func newEngine(spec Spec) (*engine, error) {
 		if err != nil || src.Is4() != ap.Addr().Is4() {
 			return nil, fmt.Errorf("bench: source address %q does not suit server %s", spec.Source, ap)
 		}
-		e.source = sockaddr(netip.AddrPortFrom(src, 0))
+		e.source = src
 	}
 	for i := 0; i < spec.Loops; i++ {
 		l, err := newLoop(e, i)
@@ -269,7 +269,15 @@ func (l *loop) start(s Step, finish func(error)) {
 		if rate := s.Rate * l.e.spec.Weight; rate > 0 {
 			l.dialGap = int64(float64(time.Second) * float64(len(l.e.loops)) / rate)
 		}
+		gaveUp := l.gaveUp
 		st.done = func() bool { return l.waiting == 0 }
+		prev := st.finish
+		st.finish = func(err error) {
+			if err == nil && l.gaveUp > gaveUp {
+				err = fmt.Errorf("%d connections could not log in (see the failures)", l.gaveUp-gaveUp)
+			}
+			prev(err)
+		}
 	case "traffic":
 		t := &l.traffic
 		*t = traffic{active: true, window: max(s.Window, 1), count: s.Count, start: l.now, untilAccepted: s.UntilAccepted}

@@ -195,6 +195,8 @@ func RunWorker(in io.Reader, out io.Writer) error {
 			if err := e.do(*m.Step); err != nil {
 				out.Err = err.Error()
 			}
+			c := e.progress() // fresh counters with the reply: the step's final figures
+			out.Progress = &c
 			send(out)
 		case m.Collect:
 			b, err := marshalResult(e.collect())
@@ -273,7 +275,9 @@ func (m *remoteMember) read(r io.Reader) {
 			m.mu.Lock()
 			m.last = *o.Progress
 			m.mu.Unlock()
-			continue
+			if o.Done == "" {
+				continue
+			}
 		}
 		m.reply <- o
 	}

@@ -27,6 +27,10 @@ type loop struct {
 	tmfd  int // timerfd: the next deadline
 	conns []*conn
 	users map[uint64]*conn // every user of the loop, for receivers' lookups
+	// The loop's own socket addresses: a unix.Sockaddr caches its raw
+	// form when used, so loops must not share one.
+	server unix.Sockaddr
+	source unix.Sockaddr // nil: the kernel chooses
 
 	// cmds carries work from the engine goroutine to the loop (which runs
 	// it between epoll waits). Bound: one command per step per loop; the
@@ -129,6 +133,10 @@ func newLoop(e *engine, id int) (*loop, error) {
 		cmds:  make(chan func(), 16),
 		rbuf:  make([]byte, readBufLen),
 		res:   newResult(),
+	}
+	l.server = sockaddr(e.server)
+	if e.source.IsValid() {
+		l.source = sockaddr(netip.AddrPortFrom(e.source, 0))
 	}
 	for fd, pad := range map[int]int32{evfd: padEvent, tmfd: padTimer} {
 		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd), Pad: pad}

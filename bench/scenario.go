@@ -54,7 +54,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res.Timeline = r.timeline
 	res.Notes = append(res.Notes, r.notes...)
 	if runErr != nil {
-		res.Notes = append(res.Notes, "the run stopped early: "+runErr.Error())
+		// A run that could not be carried out verified nothing: it fails.
+		res.Failures = append(res.Failures, "the run could not be carried out: "+runErr.Error())
 	}
 	return res, runErr
 }

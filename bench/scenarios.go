@@ -157,7 +157,7 @@ func (r *run) offline(ctx context.Context) (*Result, error) {
 // before, at the peak (sampled every 100 ms) and after.
 func (r *run) storm(ctx context.Context) (*Result, error) {
 	n := r.totalConns()
-	r.scrape(ctx, "idle")
+	r.scrape(ctx, "baseline")
 	if _, err := r.connectAll("all", n); err != nil {
 		return r.partial(err)
 	}

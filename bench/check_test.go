@@ -1,0 +1,127 @@
+package bench
+
+import (
+	"strings"
+	"testing"
+
+	"switchboard/protocol"
+)
+
+// checkerFixture is one loop with a pair: a sends, b receives. No sockets:
+// the checks run on frames handed to b directly.
+func checkerFixture(sent int) (l *loop, a, b *conn) {
+	e := &engine{spec: Spec{RunID: 0xfeed, Size: 64}}
+	l = &loop{e: e, users: map[uint64]*conn{}, res: newResult()}
+	u := &unit{}
+	a = &conn{l: l, user: 10, unit: u, fd: -1, outBase: 1000}
+	b = &conn{l: l, user: 11, unit: u, fd: -1}
+	u.conns = []*conn{a, b}
+	l.conns = []*conn{a, b}
+	l.users[a.user], l.users[b.user] = a, b
+	for i := 0; i < sent; i++ {
+		a.out = append(a.out, msgState{sent: 1, accepted: true})
+		l.pending++
+	}
+	return l, a, b
+}
+
+// deliverTo hands b the DELIVER of a's message id with the given body counter.
+func deliverTo(b *conn, seq, id, counter uint64) {
+	body := make([]byte, bodyHeaderLen)
+	putBE64(body, b.l.e.spec.RunID)
+	putBE64(body[8:], counter)
+	b.deliver(&protocol.Deliver{Seq: seq, From: 10, MsgID: id, Body: body})
+}
+
+func TestCheckerClean(t *testing.T) {
+	l, a, b := checkerFixture(3)
+	for i := uint64(0); i < 3; i++ {
+		deliverTo(b, i+1, 1000+i, i+1)
+	}
+	if lost, _ := l.losses(); lost != 0 || len(l.res.Failures) != 0 || l.res.Delivered != 3 {
+		t.Fatalf("lost %d, delivered %d, failures %v", lost, l.res.Delivered, l.res.Failures)
+	}
+	if len(a.out) != 0 {
+		t.Errorf("%d messages still tracked after all were accepted and delivered", len(a.out))
+	}
+}
+
+func TestCheckerDuplicate(t *testing.T) {
+	l, _, b := checkerFixture(3)
+	deliverTo(b, 1, 1000, 1)
+	deliverTo(b, 2, 1001, 2)
+	deliverTo(b, 3, 1001, 2) // the same message under a new seq: stored twice
+	deliverTo(b, 4, 1000, 1) // an already-settled message again
+	deliverTo(b, 5, 1002, 3)
+	if l.res.Duplicates != 2 {
+		t.Errorf("duplicates %d, want 2 (failures %v)", l.res.Duplicates, l.res.Failures)
+	}
+	if l.res.Delivered != 3 {
+		t.Errorf("delivered %d, want 3 distinct", l.res.Delivered)
+	}
+	if !hasFailure(l, "duplicate") {
+		t.Errorf("failures %v", l.res.Failures)
+	}
+}
+
+func TestCheckerRedeliveryIsNotDuplicate(t *testing.T) {
+	l, _, b := checkerFixture(2)
+	deliverTo(b, 1, 1000, 1)
+	deliverTo(b, 1, 1000, 1) // the same seq after a reconnect: at least once
+	deliverTo(b, 2, 1001, 2)
+	if l.res.Redelivered != 1 || l.res.Duplicates != 0 || len(l.res.Failures) != 0 {
+		t.Errorf("redelivered %d duplicates %d failures %v", l.res.Redelivered, l.res.Duplicates, l.res.Failures)
+	}
+}
+
+func TestCheckerReorder(t *testing.T) {
+	l, _, b := checkerFixture(3)
+	deliverTo(b, 1, 1000, 1)
+	deliverTo(b, 2, 1002, 3)
+	deliverTo(b, 3, 1001, 2) // sent before the one delivered ahead of it
+	if l.res.Reordered != 1 || !hasFailure(l, "reorder") {
+		t.Errorf("reordered %d, failures %v", l.res.Reordered, l.res.Failures)
+	}
+	if lost, _ := l.losses(); lost != 0 {
+		t.Errorf("lost %d: the reordered message did arrive", lost)
+	}
+}
+
+func TestCheckerLoss(t *testing.T) {
+	l, a, b := checkerFixture(3)
+	a.out = append(a.out, msgState{sent: 1}) // sent, never accepted nor delivered
+	deliverTo(b, 1, 1000, 1)
+	deliverTo(b, 2, 1002, 3) // 1001 never comes
+	lost, unconfirmed := l.losses()
+	if lost != 1 || unconfirmed != 1 {
+		t.Errorf("lost %d unconfirmed %d, want 1 and 1", lost, unconfirmed)
+	}
+}
+
+func TestCheckerStaleAndForeign(t *testing.T) {
+	l, _, b := checkerFixture(1)
+	b.deliver(&protocol.Deliver{Seq: 1, From: 10, MsgID: 5, Body: make([]byte, bodyHeaderLen)}) // another run's
+	if l.stale != 1 || len(l.res.Failures) != 0 {
+		t.Errorf("stale %d failures %v", l.stale, l.res.Failures)
+	}
+	body := make([]byte, bodyHeaderLen)
+	putBE64(body, l.e.spec.RunID)
+	putBE64(body[8:], 1)
+	b.deliver(&protocol.Deliver{Seq: 2, From: 99, MsgID: 5, Body: body})
+	if !hasFailure(l, "not in this run") {
+		t.Errorf("failures %v", l.res.Failures)
+	}
+	deliverTo(b, 3, 5000, 2) // an id a never sent
+	if !hasFailure(l, "never sent") {
+		t.Errorf("failures %v", l.res.Failures)
+	}
+}
+
+func hasFailure(l *loop, sub string) bool {
+	for _, f := range l.res.Failures {
+		if strings.Contains(f, sub) {
+			return true
+		}
+	}
+	return false
+}

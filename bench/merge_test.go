@@ -1,0 +1,143 @@
+package bench
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestMerge(t *testing.T) {
+	a, b := newResult(), newResult()
+	a.Sent, a.Delivered, a.Conns, a.Processes, a.Duration = 10, 9, 100, 1, 2*time.Second
+	b.Sent, b.Delivered, b.Conns, b.Processes, b.Duration, b.Lost = 5, 5, 50, 1, 3*time.Second, 1
+	a.Closes = map[string]uint64{"SLOW_CONSUMER": 1}
+	b.Closes = map[string]uint64{"SLOW_CONSUMER": 2, "EOF": 1}
+	for v := int64(1); v <= 100; v++ {
+		a.SendToDeliver.RecordValue(v)
+		b.SendToDeliver.RecordValue(1000 + v)
+	}
+	a.Notes, b.Notes = []string{"same", "a"}, []string{"same", "b"}
+	b.Failures = []string{"lost one"}
+	a.Merge(b)
+	if a.Sent != 15 || a.Delivered != 14 || a.Lost != 1 || a.Conns != 150 || a.Processes != 2 || a.Duration != 3*time.Second {
+		t.Errorf("counts %+v", a)
+	}
+	if a.Closes["SLOW_CONSUMER"] != 3 || a.Closes["EOF"] != 1 {
+		t.Errorf("closes %v", a.Closes)
+	}
+	if a.SendToDeliver.TotalCount() != 200 || a.SendToDeliver.Max() < 1100 {
+		t.Errorf("histogram count %d max %d", a.SendToDeliver.TotalCount(), a.SendToDeliver.Max())
+	}
+	if strings.Join(a.Notes, ",") != "same,a,b" || a.Passed() {
+		t.Errorf("notes %v, failures %v", a.Notes, a.Failures)
+	}
+}
+
+func TestResultWireRoundTrip(t *testing.T) {
+	r := newResult()
+	r.Sent, r.Redelivered = 42, 3
+	r.Figures = map[string]float64{"drain_s": 1.5}
+	for v := int64(1); v < 5000; v += 7 {
+		r.SendToAck.RecordValue(v)
+		r.LoginLatency.RecordValue(v * 2)
+	}
+	b, err := marshalResult(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := unmarshalResult(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Sent != 42 || got.Redelivered != 3 || got.Figures["drain_s"] != 1.5 {
+		t.Errorf("got %+v", got)
+	}
+	if !got.SendToAck.Equals(r.SendToAck) || got.LoginLatency.TotalCount() != r.LoginLatency.TotalCount() {
+		t.Error("histograms changed on the wire")
+	}
+	if got.SendToDeliver == nil || got.SendToDeliver.TotalCount() != 0 {
+		t.Error("empty histogram not restored as empty")
+	}
+}
+
+func TestParseMetrics(t *testing.T) {
+	text := `# HELP process_resident_memory_bytes Resident memory size in bytes.
+# TYPE process_resident_memory_bytes gauge
+process_resident_memory_bytes 1.234e+08
+go_memstats_heap_inuse_bytes 5.5e+07
+process_cpu_seconds_total 12.5
+switchboard_connections 19000
+switchboard_closes_total{reason="SLOW_CONSUMER"} 4
+switchboard_closes_total{reason="peer"} 10
+`
+	m, err := parseMetrics(strings.NewReader(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.RSS != 123400000 || m.HeapInuse != 55000000 || m.CPU != 12.5 || m.Conns != 19000 || m.Closes["SLOW_CONSUMER"] != 4 {
+		t.Errorf("parsed %+v", m)
+	}
+}
+
+func TestPlanSpreadsConnections(t *testing.T) {
+	c := Config{Scenario: "connect", Conns: 100_000, Addr: "127.0.0.1:7070"}
+	c.setDefaults()
+	p, err := c.makePlan(Key{ID: 1}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.specs) < 7 || p.local {
+		t.Fatalf("%d processes for 100,000 connections", len(p.specs))
+	}
+	seen := map[string]bool{}
+	next := c.UserBase
+	units := 0
+	for _, s := range p.specs {
+		if n := s.Units * s.UnitSize; n > defaultPerProcessMax {
+			t.Errorf("a process holds %d connections", n)
+		}
+		if seen[s.Source] || !strings.HasPrefix(s.Source, "127.0.0.") || s.Source == "127.0.0.1" {
+			t.Errorf("source %q reused or not a loopback alias", s.Source)
+		}
+		seen[s.Source] = true
+		if s.UserBase != next {
+			t.Errorf("user base %d, want %d (contiguous, no overlap)", s.UserBase, next)
+		}
+		next += uint64(s.Units * s.UnitSize)
+		units += s.Units
+	}
+	if units != 50_000 {
+		t.Errorf("units %d, want 50,000 pairs", units)
+	}
+
+	c = Config{Scenario: "slow", Pairs: 1000, SlowShare: 0.1, PerProcess: 300, Addr: "127.0.0.1:7070"}
+	c.setDefaults()
+	p, err = c.makePlan(Key{ID: 1}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := 0
+	for _, s := range p.specs {
+		slow += s.Slow
+		if s.Slow > s.Units {
+			t.Errorf("%d slow of %d units", s.Slow, s.Units)
+		}
+	}
+	if slow != 100 {
+		t.Errorf("%d slow pairs, want 100", slow)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	c := Config{Scenario: "chat", Pairs: 1, Rate: 100_000, Size: 3}
+	c.setDefaults()
+	err := c.validate()
+	if err == nil || !strings.Contains(err.Error(), "--size") || !strings.Contains(err.Error(), "--conn-frame-cap") {
+		t.Errorf("validate: %v", err)
+	}
+	c = Config{Scenario: "nope"}
+	c.setDefaults()
+	if err := c.validate(); err == nil {
+		t.Error("unknown scenario accepted")
+	}
+}
