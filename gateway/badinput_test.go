@@ -180,3 +180,50 @@ func TestTimeoutsNeverEarly(t *testing.T) {
 		}
 	}
 }
+
+// TestFrameSplitAcrossReads: a frame that arrives in pieces, with nothing
+// complete before it, is put together, not dropped: a SEND split at several
+// points (each piece a separate read), and a SEND pipelined behind LOGIN in
+// pieces while the login is still being registered.
+func TestFrameSplitAcrossReads(t *testing.T) {
+	ts := startServer(t, serverOptions{})
+	b := ts.Dial(2, protocol.ClientOptions{})
+	frame := func(id uint64) []byte {
+		s := protocol.Send{MsgID: id, To: 2, Body: bytes.Repeat([]byte{byte('a' + id)}, 300)}
+		return s.Append(nil)
+	}
+	r := ts.rawLoginPing(t, 1, 0)
+	n := len(frame(1))
+	for i, cut := range []int{1, 2, 3, n / 2, n - 1} {
+		id := uint64(i + 1)
+		f := frame(id)
+		r.write(f[:cut])
+		time.Sleep(50 * time.Millisecond) // a separate read for each piece
+		r.write(f[cut:])
+		got := r.next(5 * time.Second)
+		var a protocol.Accept
+		if got.Type != protocol.TypeAccept || a.Decode(got) != nil || a.MsgID != id {
+			t.Fatalf("split at %d: got %v %x, want ACCEPT of %d", cut, got.Type, got.Payload, id)
+		}
+		d := recvDelivers(t, b, 1, 5*time.Second)[0]
+		if d.MsgID != id || !bytes.Equal(d.Body, bytes.Repeat([]byte{byte('a' + id)}, 300)) {
+			t.Fatalf("split at %d: delivered %d %q", cut, d.MsgID, d.Body)
+		}
+	}
+
+	// Pipelined behind LOGIN, in pieces.
+	p := ts.rawFor(t)
+	lg := protocol.Login{Token: ts.Token(3)}
+	first := append(lg.Append(protocol.AppendPreface(nil, protocol.Version, protocol.TransportPlain)), frame(10)[:5]...)
+	p.write(first)
+	time.Sleep(50 * time.Millisecond)
+	p.write(frame(10)[5:])
+	if f := p.next(5 * time.Second); f.Type != protocol.TypeWelcome {
+		t.Fatalf("got %v, want WELCOME", f.Type)
+	}
+	got := p.next(5 * time.Second)
+	var a protocol.Accept
+	if got.Type != protocol.TypeAccept || a.Decode(got) != nil || a.MsgID != 10 {
+		t.Fatalf("pipelined SEND: got %v %x, want ACCEPT of 10", got.Type, got.Payload)
+	}
+}

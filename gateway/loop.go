@@ -137,7 +137,11 @@ func (l *loop) read(c *conn) protocol.Code {
 	if code != 0 {
 		return code
 	}
-	_, _ = c.gc.Discard(off)
+	if off > 0 {
+		// Not Discard(0): gnet takes n <= 0 to mean "everything", which
+		// would drop the start of a frame that is still arriving.
+		_, _ = c.gc.Discard(off)
+	}
 	switch {
 	case off == len(buf) || c.state == stateJoining:
 		c.partialSince = 0
