@@ -26,7 +26,10 @@ const benchValueLen = 200
 
 func benchStore(b *testing.B) *engine {
 	b.Helper()
-	s, err := openBadger(testConfig(b.TempDir()), nil)
+	cfg := testConfig(b.TempDir())
+	cfg.MaxMailboxMessages = 1 << 40 // one producer fills one mailbox with b.N messages
+	cfg.MaxMailboxBytes = 1 << 40
+	s, err := openBadger(cfg, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
