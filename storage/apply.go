@@ -83,7 +83,11 @@ func (s *engine) applyAppend(w writer, o *op, now int64) (units, bytes int, err 
 	c.m.hw = e.Seq
 	c.m.count++
 	c.m.bytes += n
-	s.touch(c)
+	// The first append writes the meta (housekeeping finds mailboxes by
+	// it), then every metaEvery-th.
+	if c.persisted == 0 || c.m.hw-c.persisted >= metaEvery {
+		s.touch(c)
+	}
 	s.tot.count++
 	s.tot.bytes += n
 	s.totDirt = true

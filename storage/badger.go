@@ -276,10 +276,8 @@ func (t *badgerTxn) heads(fn func(r uint64, m meta, headTime int64) bool) error 
 			inner = errCorrupt
 			return false
 		}
-		if m.count == 0 {
-			return true
-		}
-		r := be64(k[1:])
+		r := be64(k[1:]) // m.count may be stale (see metaEvery): always look
+
 		entries.Seek(entryKey(r, m.floor+1))
 		if !entries.ValidForPrefix(entryPrefix(r)) {
 			return true

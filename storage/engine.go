@@ -56,9 +56,10 @@ type engine struct {
 
 // cachedMeta is the committer's copy of a recipient's meta.
 type cachedMeta struct {
-	r     uint64
-	m     meta
-	dirty bool
+	r         uint64
+	m         meta
+	persisted uint64 // the hw in the meta record on disk
+	dirty     bool   // the meta record is written by the open batch
 }
 
 // deadEntry is an entry about to be deleted by an ack or by expiry.
@@ -375,6 +376,7 @@ func (s *engine) flush(w writer) error {
 func (s *engine) committed(ops int) {
 	for _, c := range s.dirty {
 		c.dirty = false
+		c.persisted = c.m.hw
 	}
 	s.dirty = s.dirty[:0]
 	s.totDirt = false
@@ -427,13 +429,38 @@ func (s *engine) getMeta(w writer, r uint64) (*cachedMeta, error) {
 	if c, ok := s.cache[r]; ok {
 		return c, nil
 	}
-	m, err := w.meta(r)
+	m, persisted, err := loadMeta(w, r)
 	if err != nil {
 		return nil, err
 	}
-	c := &cachedMeta{r: r, m: m}
+	c := &cachedMeta{r: r, m: m, persisted: persisted}
 	s.cache[r] = c
 	return c, nil
+}
+
+// metaEvery is how many appends to one recipient may pass before its meta
+// record is rewritten. The high-water mark needs no meta write to be
+// durable: the entry key itself holds the seq, in the same transaction.
+// Skipping the meta write saves one of three keys per append; the price is
+// that loading a recipient scans the entries above the stored hw, at most
+// metaEvery-1 of them. The first append, acks and expiry always write the
+// meta.
+const metaEvery = 16
+
+// loadMeta reads r's meta and folds in the entries appended since it was
+// last written. persisted is the hw stored in the meta record.
+func loadMeta(rd reader, r uint64) (m meta, persisted uint64, err error) {
+	if m, err = rd.meta(r); err != nil {
+		return m, 0, err
+	}
+	persisted = m.hw
+	err = rd.scan(r, m.hw+1, func(e *Entry) bool {
+		m.hw = e.Seq
+		m.count++
+		m.bytes += int64(len(e.Value))
+		return true
+	})
+	return m, persisted, err
 }
 
 // touch marks c changed in the open batch.

@@ -18,7 +18,7 @@ func (s *engine) view(fn func(reader) error) error {
 func (s *engine) LastSeq(recipient uint64) (uint64, error) {
 	var hw uint64
 	err := s.view(func(rd reader) error {
-		m, err := rd.meta(recipient)
+		m, _, err := loadMeta(rd, recipient)
 		hw = m.hw
 		return err
 	})

@@ -173,6 +173,10 @@ func testHighWaterAcrossReopen(t *testing.T, h Harness) {
 	}
 	mustAck(t, s, 9, 5) // 9 drained, 10 keeps its entries
 	mustAck(t, s, 10, 2)
+	for seq := uint64(1); seq <= 20; seq++ { // 11 is never acked
+		mustAppend(t, s, entry(11, seq, storage.KindReceipt))
+	}
+	cfg.MaxMailboxMessages = 21
 	s = h.Reopen(t, s, cfg)
 	t.Cleanup(func() { _ = s.Close() })
 	if hw, err := s.LastSeq(9); err != nil || hw != 5 {
@@ -182,9 +186,16 @@ func testHighWaterAcrossReopen(t *testing.T, h Harness) {
 	mustAppend(t, s, entry(9, 6, storage.KindMessage))
 	checkEntries(t, readAll(t, s, 9, 0, 10, 0), 9, []uint64{6})
 	checkEntries(t, readAll(t, s, 10, 0, 10, 0), 10, []uint64{3, 4, 5})
-	if st := s.Stats(); st.StoredMessages != 4 || st.StoredBytes != 160 {
-		t.Fatalf("totals after reopen %d/%d, want 4/160", st.StoredMessages, st.StoredBytes)
+	if st := s.Stats(); st.StoredMessages != 24 || st.StoredBytes != 24*40 {
+		t.Fatalf("totals after reopen %d/%d, want 24/%d", st.StoredMessages, st.StoredBytes, 24*40)
 	}
+	// 11's high-water and count survive without an ack: one more fits.
+	if hw, _ := s.LastSeq(11); hw != 20 {
+		t.Fatalf("LastSeq(11) after reopen = %d, want 20", hw)
+	}
+	mustAppend(t, s, entry(11, 21, storage.KindReceipt))
+	wantErr(t, storage.AppendWait(s, entry(11, 22, storage.KindReceipt)), storage.ErrMailboxFull)
+	wantErr(t, storage.AppendWait(s, entry(11, 20, storage.KindReceipt)), storage.ErrSeqOrder)
 	// Dedupe records and the floor survive too.
 	d, ok, err := s.Lookup(1003, 5003, 10)
 	if err != nil || !ok || d.Seq != 3 {
