@@ -511,7 +511,10 @@ func FuzzCodecRoundTrip(f *testing.F) {
 }
 
 // Figures for docs/BENCHMARKS.md ("Compression"): go test -run TestCompressionFigures -figures ./protocol/
-var printFigures = flag.Bool("figures", false, "print the compression ratio table")
+var (
+	printFigures = flag.Bool("figures", false, "print the compression ratio table")
+	figuresDict  = flag.String("figures-dict", "dict/v1.bin", "zstd dictionary of the zstd+dict and s2+dict figures")
+)
 
 var figureSizes = []int{50, 100, 200, 500, 1000, 2000}
 
@@ -584,21 +587,23 @@ type algorithm struct {
 // and without the dictionary, and the Codec as it sends (threshold, estimate
 // and "only when smaller" included).
 func algorithms(tb testing.TB) []algorithm {
-	d, err := os.ReadFile("dict/v1.bin")
+	d, err := os.ReadFile(*figuresDict)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	zd, err := zstd.NewWriter(nil, zstd.WithEncoderDict(d), zstd.WithEncoderLevel(zstd.SpeedFastest),
-		zstd.WithEncoderCRC(false), zstd.WithSingleSegment(true), zstd.WithEncoderConcurrency(1))
+	// The options of the Codec's encoder.
+	opts := []zstd.EOption{zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderCRC(false),
+		zstd.WithSingleSegment(true), zstd.WithWindowSize(256 << 10), zstd.WithLowerEncoderMem(true),
+		zstd.WithEncoderConcurrency(1)}
+	zd, err := zstd.NewWriter(nil, append(opts, zstd.WithEncoderDict(d))...)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	zn, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest),
-		zstd.WithEncoderCRC(false), zstd.WithSingleSegment(true), zstd.WithEncoderConcurrency(1))
+	zn, err := zstd.NewWriter(nil, opts...)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	sd := s2.MakeDict(d[len(d)-32<<10:], nil)
+	sd := s2.MakeDict(d[max(len(d)-s2.MaxDictSize, 0):], nil) // the content: the end of the file
 	c := codecV1(tb)
 	var buf []byte
 	return []algorithm{
