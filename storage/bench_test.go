@@ -18,7 +18,9 @@ import (
 
 // The figures in docs/BENCHMARKS.md "## Storage" come from:
 //
-//	go test -run '^$' -bench . -benchtime 200000x ./storage/
+//	go test -run '^$' -bench 'Append|Plain' -benchtime 200000x -count 3 ./storage/
+//	go test -run '^$' -bench 'Drain' -benchtime 3x ./storage/
+//	go test -run '^$' -bench 'Memory' -benchtime 1x ./storage/
 //
 // Every benchmark uses real Badger with SyncWrites in b.TempDir().
 
