@@ -71,7 +71,7 @@ package protocol
 // "Compression (protocol)"): with the dictionary, zstd shrinks plaintext
 // frames to 1/1.49 at 100 B, 1/2.07 at 500 B and 1/2.51 at 2,000 B, and
 // plaintext backlogs (BATCH) to 1/1.46–1/1.69; s2 with the same dictionary
-// reaches 1.38, 1.56 and 1.64 (1.61, 2.01, 2.13 in its slower "better" mode).
+// reaches 1.38, 1.56 and 1.64 (1.65, 2.01, 2.13 in its slower "better" mode).
 // zstd with dictionaries is in libzstd, which iOS and Android apps link
 // routinely; s2 with dictionaries exists only in Go, so every Kotlin and Swift
 // client would need a port of its encoder and decoder. The price is CPU on
