@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/HdrHistogram/hdrhistogram-go"
 	"golang.org/x/sys/unix"
 
 	"switchboard/protocol"
@@ -390,7 +391,7 @@ func (c *conn) welcomed(w *protocol.Welcome) {
 	c.ping = int64(w.Ping) * int64(time.Second)
 	l.prog.ready.Add(1)
 	l.prog.logins.Add(1)
-	l.res.LoginLatency.RecordValue(max((l.now-c.dialStart)/1000, 1))
+	record(l.res.LoginLatency, l.now-c.dialStart)
 	if c.needResend {
 		c.needResend = false
 		c.resendUnconfirmed()
@@ -504,7 +505,7 @@ func (c *conn) deliver(d *protocol.Deliver) {
 	l.prog.delivered.Add(1)
 	if int(m.recips) == s.expect() {
 		if !c.untimed {
-			l.res.SendToDeliver.RecordValue(max((l.now-m.sent)/1000, 1))
+			record(l.res.SendToDeliver, l.now-m.sent)
 		}
 		l.pending--
 		l.prog.pending.Add(-1)
@@ -514,6 +515,12 @@ func (c *conn) deliver(d *protocol.Deliver) {
 		}
 		s.trim()
 	}
+}
+
+// record adds a latency of ns nanoseconds to h in microseconds, clamped to
+// the histogram's range so that no sample is silently dropped.
+func record(h *hdrhistogram.Histogram, ns int64) {
+	h.RecordValue(min(max(ns/1000, histMin), histMax))
 }
 
 func be64(b []byte) uint64 {
@@ -635,7 +642,7 @@ func (c *conn) accepted(a *protocol.Accept) {
 			}
 		}
 		l.res.Accepted++
-		l.res.SendToAck.RecordValue(max((l.now-m.sent)/1000, 1))
+		record(l.res.SendToAck, l.now-m.sent)
 	}
 	c.trim()
 	if l.traffic.untilAccepted {

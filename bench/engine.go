@@ -438,6 +438,8 @@ type counters struct {
 	Delivered uint64 `json:"delivered"`
 	Failures  uint64 `json:"failures"`
 	Pending   int64  `json:"pending"`
+	// CPU is the process's CPU time so far (user and system).
+	CPU time.Duration `json:"cpu_ns"`
 }
 
 func (c *counters) add(o counters) {
@@ -447,10 +449,11 @@ func (c *counters) add(o counters) {
 	c.Delivered += o.Delivered
 	c.Failures += o.Failures
 	c.Pending += o.Pending
+	c.CPU += o.CPU
 }
 
 func (e *engine) progress() counters {
-	var c counters
+	c := counters{CPU: selfCPU()}
 	for _, l := range e.loops {
 		c.add(counters{
 			Ready: l.prog.ready.Load(), Logins: l.prog.logins.Load(), Sent: l.prog.sent.Load(),

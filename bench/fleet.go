@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"sync"
 	"syscall"
 	"time"
@@ -21,6 +22,8 @@ type member interface {
 	collect() (*Result, error)
 	// stop ends the member and returns the CPU time it used.
 	stop() (time.Duration, error)
+	// abort makes the step under way return err (an interrupt).
+	abort(err error)
 }
 
 // fleet is every generator process of a run.
@@ -98,6 +101,8 @@ func newLocalMember(spec Spec) (*localMember, error) {
 func (m *localMember) do(s Step) error           { return m.e.do(s) }
 func (m *localMember) progress() counters        { return m.e.progress() }
 func (m *localMember) collect() (*Result, error) { return m.e.collect(), nil }
+func (m *localMember) abort(err error)           { m.e.fatal(err) }
+
 func (m *localMember) stop() (time.Duration, error) {
 	m.e.close()
 	return selfCPU() - m.cpuFrom, nil
@@ -168,6 +173,16 @@ func RunWorker(in io.Reader, out io.Writer) error {
 		return err
 	}
 	defer e.close()
+	// An interrupt (the coordinator's abort, or Ctrl-C reaching the whole
+	// process group) ends the step under way; the worker stays to report.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		if _, ok := <-sigs; ok {
+			e.fatal(errors.New("interrupted"))
+		}
+	}()
 	send(controlOut{Ready: true})
 	stopProgress := make(chan struct{})
 	defer close(stopProgress)
@@ -297,6 +312,10 @@ func (m *remoteMember) request(in controlIn) (controlOut, error) {
 		return controlOut{}, errors.New("bench: a worker exited (see its output above)")
 	}
 }
+
+// abort interrupts the worker; it ends its step early, and the
+// coordinator's request gets its reply or sees it exit.
+func (m *remoteMember) abort(error) { m.cmd.Process.Signal(os.Interrupt) }
 
 func (m *remoteMember) do(s Step) error {
 	_, err := m.request(controlIn{Step: &s})

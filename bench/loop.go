@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -13,7 +14,8 @@ import (
 )
 
 // loop is one event loop of the generator: an epoll set over its
-// connections, a timerfd for its schedules and an eventfd to take commands.
+// connections and an eventfd to take commands; epoll_pwait2's nanosecond
+// timeout wakes it for its schedules.
 // One goroutine runs it, and everything in it but the fields marked atomic
 // is owned by that goroutine: the connections, their correctness state and
 // the histograms. The units of a run (a pair, a group) live on one loop, so
@@ -24,7 +26,6 @@ type loop struct {
 	id    int
 	epfd  int
 	evfd  int // eventfd: commands are waiting
-	tmfd  int // timerfd: the next deadline
 	conns []*conn
 	users map[uint64]*conn // every user of the loop, for receivers' lookups
 	// The loop's own socket addresses: a unix.Sockaddr caches its raw
@@ -39,7 +40,7 @@ type loop struct {
 
 	// Owned by the loop.
 	now      int64 // ns since the engine started, as of the last wake
-	armed    int64 // deadline the timerfd is set to; 0: none
+	noPwait2 bool  // the kernel lacks epoll_pwait2: millisecond timeouts
 	rbuf     []byte
 	body     []byte // the message body template, patched per send
 	tok      []byte
@@ -88,11 +89,8 @@ type retry struct {
 	due int64
 }
 
-// Epoll data: Pad holds the connection's index in loop.conns, or one of these.
-const (
-	padEvent = -1
-	padTimer = -2
-)
+// Epoll data: Pad holds the connection's index in loop.conns, or padEvent.
+const padEvent = -1
 
 // Sizes and intervals of the loop.
 const (
@@ -121,14 +119,8 @@ func newLoop(e *engine, id int) (*loop, error) {
 		unix.Close(epfd)
 		return nil, fmt.Errorf("bench: eventfd: %w", err)
 	}
-	tmfd, err := unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC)
-	if err != nil {
-		unix.Close(epfd)
-		unix.Close(evfd)
-		return nil, fmt.Errorf("bench: timerfd: %w", err)
-	}
 	l := &loop{
-		e: e, id: id, epfd: epfd, evfd: evfd, tmfd: tmfd,
+		e: e, id: id, epfd: epfd, evfd: evfd,
 		users: map[uint64]*conn{},
 		cmds:  make(chan func(), 16),
 		rbuf:  make([]byte, readBufLen),
@@ -138,12 +130,10 @@ func newLoop(e *engine, id int) (*loop, error) {
 	if e.source.IsValid() {
 		l.source = sockaddr(netip.AddrPortFrom(e.source, 0))
 	}
-	for fd, pad := range map[int]int32{evfd: padEvent, tmfd: padTimer} {
-		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd), Pad: pad}
-		if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
-			l.closeFDs()
-			return nil, fmt.Errorf("bench: epoll_ctl: %w", err)
-		}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(evfd), Pad: padEvent}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, evfd, &ev); err != nil {
+		l.closeFDs()
+		return nil, fmt.Errorf("bench: epoll_ctl: %w", err)
 	}
 	l.body = make([]byte, e.spec.Size)
 	for i := bodyHeaderLen; i < len(l.body); i++ {
@@ -155,7 +145,6 @@ func newLoop(e *engine, id int) (*loop, error) {
 func (l *loop) closeFDs() {
 	unix.Close(l.epfd)
 	unix.Close(l.evfd)
-	unix.Close(l.tmfd)
 }
 
 // submit runs fn on the loop. Any goroutine may call it.
@@ -184,8 +173,7 @@ func (l *loop) run() {
 		if l.quit {
 			break
 		}
-		l.arm(nextHouse)
-		n, err := unix.EpollWait(l.epfd, events, -1)
+		n, err := l.wait(events, l.next(nextHouse)-l.clock())
 		l.now = l.clock()
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			l.e.fatal(fmt.Errorf("bench: epoll_wait: %w", err))
@@ -198,10 +186,6 @@ func (l *loop) run() {
 				var b [8]byte
 				unix.Read(l.evfd, b[:])
 				l.runCmds()
-			case padTimer:
-				var b [8]byte
-				unix.Read(l.tmfd, b[:])
-				l.armed = 0
 			default:
 				c := l.conns[ev.Pad]
 				if c.fd != int(ev.Fd) {
@@ -229,8 +213,8 @@ func (l *loop) runCmds() {
 	}
 }
 
-// arm sets the timerfd to the earliest deadline the loop has.
-func (l *loop) arm(house int64) {
+// next returns the earliest deadline the loop has.
+func (l *loop) next(house int64) int64 {
 	next := house
 	if l.dialNext < len(l.dials) {
 		next = min(next, l.dialAt)
@@ -244,14 +228,27 @@ func (l *loop) arm(house int64) {
 	if len(l.retries) > 0 {
 		next = min(next, l.retries[0].due)
 	}
-	if next == l.armed {
-		return
+	return next
+}
+
+// wait waits for events, at most timeout ns. epoll_pwait2 takes the
+// timeout in nanoseconds, so an open-loop send goes out on time, not up to
+// a millisecond late; kernels before 5.11 lack it and get epoll_wait.
+func (l *loop) wait(events []unix.EpollEvent, timeout int64) (int, error) {
+	timeout = max(timeout, 0)
+	if !l.noPwait2 {
+		ts := unix.NsecToTimespec(timeout)
+		n, _, errno := unix.Syscall6(unix.SYS_EPOLL_PWAIT2, uintptr(l.epfd),
+			uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), uintptr(unsafe.Pointer(&ts)), 0, 0)
+		if errno != unix.ENOSYS {
+			if errno != 0 {
+				return 0, errno
+			}
+			return int(n), nil
+		}
+		l.noPwait2 = true
 	}
-	d := max(next-l.clock(), 1000) // at least 1 µs: a zero value disarms
-	spec := unix.ItimerSpec{Value: unix.NsecToTimespec(d)}
-	if err := unix.TimerfdSettime(l.tmfd, 0, &spec, nil); err == nil {
-		l.armed = next
-	}
+	return unix.EpollWait(l.epfd, events, int((timeout+999_999)/1_000_000))
 }
 
 // timers does what is due: dials, ACKs, open-loop sends, retries.

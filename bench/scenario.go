@@ -33,7 +33,15 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := r.start(p); err != nil {
 		return nil, err
 	}
+	// An interrupt (Ctrl-C) ends the step under way; what was measured so
+	// far is still collected and reported.
+	stopAbort := context.AfterFunc(ctx, func() {
+		for _, m := range r.fl.members {
+			m.abort(fmt.Errorf("interrupted: %w", ctx.Err()))
+		}
+	})
 	res, runErr := r.scenario(ctx)
+	stopAbort()
 	genCPU, stopErr := r.fl.stop()
 	if runErr == nil && stopErr != nil {
 		runErr = fmt.Errorf("stopping the generator processes: %w", stopErr)
@@ -50,6 +58,14 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		genCPU += selfCPU() - r.cpuFrom
 	}
 	res.GeneratorCPU = genCPU
+	if r.measuredCPU > 0 {
+		// Over the measured phase, like Duration and the server's CPU.
+		res.GeneratorCPU = r.measuredCPU
+	}
+	if res.Figures == nil {
+		res.Figures = map[string]float64{}
+	}
+	res.Figures["generator_cpu_whole_run_s"] = genCPU.Seconds()
 	res.Memory = r.mem
 	res.Timeline = r.timeline
 	res.Notes = append(res.Notes, r.notes...)
@@ -78,7 +94,23 @@ type run struct {
 	timeline []Sample
 	notes    []string
 	metricsN bool // a "metrics unreachable" note was made
+
+	local       bool          // the coordinator runs the only engine
+	lastCPU     time.Duration // generator CPU of the last step
+	measuredCPU time.Duration // generator CPU of the measured phase
 }
+
+// cpu returns the CPU time every generator process has used so far.
+func (r *run) cpu() time.Duration {
+	c := r.fl.progress().CPU
+	if !r.local {
+		c += selfCPU() // the coordinator, beside its workers
+	}
+	return c
+}
+
+// measured marks the last step as the measured phase, for the CPU figure.
+func (r *run) measured() { r.measuredCPU = r.lastCPU }
 
 func (r *run) note(format string, args ...any) {
 	r.notes = append(r.notes, fmt.Sprintf(format, args...))
@@ -87,6 +119,7 @@ func (r *run) note(format string, args ...any) {
 // start builds the fleet: the coordinator's own engine, or workers.
 func (r *run) start(p plan) error {
 	r.fl = &fleet{}
+	r.local = p.local
 	if p.local {
 		m, err := newLocalMember(p.specs[0])
 		if err != nil {
@@ -129,6 +162,7 @@ func (r *run) step(s Step, label string, total int64, done func(c counters) int6
 	var wg sync.WaitGroup
 	wg.Add(1)
 	t0 := time.Now()
+	cpu0 := r.cpu()
 	go func() {
 		defer wg.Done()
 		tick := time.NewTicker(100 * time.Millisecond)
@@ -145,6 +179,7 @@ func (r *run) step(s Step, label string, total int64, done func(c counters) int6
 	}()
 	err := r.fl.do(s)
 	elapsed := time.Since(t0)
+	r.lastCPU = r.cpu() - cpu0
 	close(stop)
 	wg.Wait()
 	c := r.fl.progress()

@@ -14,10 +14,13 @@ import (
 func (r *run) connect(ctx context.Context) (*Result, error) {
 	n := r.totalConns()
 	before := r.scrape(ctx, "baseline")
+	sm := r.sample() // the ramp and the burst, for the throughput chart
+	defer sm.end()
 	ramp, err := r.connectAll("all", n)
 	if err != nil {
 		return r.partial(err)
 	}
+	r.measured()
 	fmt.Fprintf(r.cfg.Out, "bench: %d connections logged in; holding them idle for %v\n", n, r.cfg.Hold)
 	select {
 	case <-time.After(r.cfg.Hold):
@@ -37,6 +40,7 @@ func (r *run) connect(ctx context.Context) (*Result, error) {
 	}
 	res.Duration = ramp
 	r.figure(res, "connect_rate_per_s", float64(n)/ramp.Seconds())
+	r.note("memory per connection is cleanest against a freshly started server: an older one carries garbage from earlier runs, and Go returns freed memory to the system lazily")
 	r.perConn(res, "idle_per_conn", before, idle, n)
 	r.perConn(res, "traffic_per_conn", before, after, n)
 	return res, burstErr
@@ -78,11 +82,12 @@ func (r *run) traffic(ctx context.Context, who string) (*Result, error) {
 	secs := int64(r.cfg.Duration / time.Second)
 	t0 := time.Now()
 	elapsed, err := r.step(s, "traffic", secs, func(counters) int64 { return int64(time.Since(t0) / time.Second) })
+	r.measured()
+	var drainErr error
 	if err == nil {
 		d := Step{Kind: "drain", Timeout: r.cfg.Drain}
-		_, err = r.step(d, "drain", 0, func(c counters) int64 { return c.Pending })
-		if err != nil {
-			err = fmt.Errorf("deliveries still outstanding after --drain %v: %w", r.cfg.Drain, err)
+		if _, derr := r.step(d, "drain", 0, func(c counters) int64 { return c.Pending }); derr != nil {
+			drainErr = fmt.Errorf("deliveries still outstanding after --drain %v: %w", r.cfg.Drain, derr)
 		}
 	}
 	sm.end()
@@ -105,11 +110,11 @@ func (r *run) traffic(ctx context.Context, who string) (*Result, error) {
 	if r.cfg.Scenario == "group" {
 		r.note("group: delivered counts one per member; send-to-deliver is to the last member")
 	}
-	if err != nil {
-		// A drain timeout leaves messages undelivered: the losses say which.
-		res.Notes = append(res.Notes, err.Error())
+	if drainErr != nil {
+		// What is still undelivered counts as lost; the note says why.
+		res.Notes = append(res.Notes, drainErr.Error())
 	}
-	return res, nil
+	return res, err
 }
 
 // offline fills the mailboxes of --pairs receivers with --messages each
@@ -131,6 +136,7 @@ func (r *run) offline(ctx context.Context) (*Result, error) {
 	sm := r.sample()
 	back := Step{Kind: "connect", Who: "b", Drain: true, Timeout: r.cfg.Drain + r.rampTimeout(int64(units))}
 	drain, err := r.step(back, "drain", total, func(c counters) int64 { return int64(c.Delivered) })
+	r.measured()
 	if err == nil {
 		_, err = r.step(Step{Kind: "drain", Timeout: r.cfg.Drain}, "settle", 0, func(c counters) int64 { return c.Pending })
 	}
@@ -197,6 +203,7 @@ func (r *run) storm(ctx context.Context) (*Result, error) {
 	sm := r.sample()
 	back := Step{Kind: "connect", Rate: 0, Drain: true, Timeout: r.cfg.Drain + r.rampTimeout(n)}
 	drained, err := r.step(back, "storm", n, conns)
+	r.measured()
 	close(stop)
 	<-done
 	sm.end()
@@ -245,6 +252,8 @@ func (r *run) slow(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return base, err
 	}
+	base.GeneratorCPU = r.measuredCPU
+	base.Duration = max(base.Duration, time.Millisecond)
 	to := r.scrape(ctx, "after baseline")
 	r.serverCPU(base, from, to)
 	r.timeline = nil
@@ -256,6 +265,7 @@ func (r *run) slow(ctx context.Context) (*Result, error) {
 	sm := r.sample()
 	t0 := time.Now()
 	elapsed, err := r.step(s, "traffic", int64(r.cfg.Duration/time.Second), func(counters) int64 { return int64(time.Since(t0) / time.Second) })
+	r.measured()
 	sm.end()
 	if err != nil {
 		return r.partial(err)

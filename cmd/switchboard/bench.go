@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -84,6 +85,7 @@ func benchCmd(args []string) error {
 	fs.IntVar(&cfg.Retries, "retries", 5, "failed logins retried per connection before the run fails (count)")
 	out := fs.String("out", "", "report folder (path) for report.md, result.json and the PNG charts; default bench-results/<scenario>-<time>; \"-\": none")
 	asJSON := fs.Bool("json", false, "print the result as JSON on stdout instead of the table")
+	cpuProfile := fs.String("cpuprofile", "", "write the generator's CPU profile (pprof) to this path (the coordinator process: all connections when there is one process)")
 
 	scenario := ""
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -110,6 +112,17 @@ func benchCmd(args []string) error {
 	fs.Visit(func(f *flag.Flag) { cfg.Params[f.Name] = f.Value.String() })
 	cfg.Out = os.Stderr
 
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	res, runErr := bench.Run(ctx, cfg)
