@@ -49,8 +49,12 @@
 // # Sequences
 //
 // The recipient's worker assigns seqs (LastSeq()+1, +2, ...). The store
-// rejects a seq at or below the high-water mark (ErrSeqOrder) and persists
-// the mark with every append, so it survives drains and restarts. Gaps are
+// rejects a seq at or below the high-water mark (ErrSeqOrder). The mark is
+// durable in the same transaction as every append: the entry's key holds the
+// seq, and the recipient's meta record ('h' key) is rewritten on the first
+// append, every 16th append, and every ack or expiry, so the mark is
+// max(meta hw, last entry key) and survives drains and restarts. (Rewriting
+// the meta on every append would cost a third of the keys a batch writes.) Gaps are
 // allowed (a refused append leaves one); readers must not expect seqs to be
 // contiguous. Reads seek straight to the recipient's floor (the last
 // deleted seq) and never walk the tombstones below it.

@@ -474,12 +474,6 @@ func (s *engine) touch(c *cachedMeta) {
 // expired reports whether an entry stored at t (unix ms) is past its TTL.
 func (s *engine) expired(t, now int64) bool { return t+s.ttlMs <= now }
 
-// errIsRefusal reports whether err is an op's own refusal rather than a
-// database failure.
-func errIsRefusal(err error) bool {
-	return err != nil && !errors.Is(err, ErrCommit)
-}
-
 // housekeepLoop runs housekeeping every cfg.HousekeepingInterval.
 func (s *engine) housekeepLoop() {
 	defer close(s.hkDone)

@@ -42,12 +42,13 @@ type Store interface {
 	Ack(recipient, upto uint64, done func(AckResult, error))
 
 	// Read appends to dst the recipient's committed entries with seq >= from,
-	// in seq order: at most maxEntries (> 0) and, when maxBytes > 0, no more
-	// value bytes than maxBytes, except that one entry is always returned if
-	// any is available. Expired entries are skipped and counted. next is the
-	// from to pass to read the following page. The Value of each returned
-	// entry points into one buffer allocated by this call, which the caller
-	// owns.
+	// in seq order: at most maxEntries (a value below 1 means 1) and, when
+	// maxBytes > 0, no more value bytes than maxBytes, except that one entry
+	// is always returned if any is available. Expired entries are skipped
+	// and counted. next is the from to pass to read the following page. The
+	// Value of each returned entry points into one buffer allocated by this
+	// call, which the caller owns. Like every read, it may wait for the
+	// group commit in progress (about one fsync) and then sees it.
 	Read(recipient, from uint64, maxEntries, maxBytes int, dst []Entry) (entries []Entry, next uint64, err error)
 
 	// Lookup reports whether a message entry from sender with msgID was
