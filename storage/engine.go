@@ -46,6 +46,9 @@ type engine struct {
 	concurrency int                    // ops recently in flight at once: batch plus queue, decaying
 	dead        []deadEntry            // scratch for acks and expiry
 
+	// Owned by the housekeeping goroutine (or a test calling housekeep).
+	lastSweep time.Time // Config.Now of the last TTL sweep
+
 	// Lifecycle.
 	committerDone chan struct{} // closed when the committer returns
 	hkStop        chan struct{} // closed by Close to stop housekeeping

@@ -138,7 +138,30 @@ const sweepBatch = 10_000
 // housekeep runs one round: expire the heads of mailboxes past their TTL,
 // then let the backend reclaim disk space.
 func (s *engine) housekeep() error {
-	now := s.cfg.Now().UnixMilli()
+	if err := s.sweep(); err != nil {
+		return err
+	}
+	if err := s.be.reclaim(s.liveBytes(), &s.stats, s); err != nil {
+		return err
+	}
+	s.stats.housekeeps.Add(1)
+	return nil
+}
+
+// sweepsPerTTL: the TTL sweep visits every recipient, so it runs at most
+// this often per TTL (hourly for 30 days), not every housekeeping round:
+// an entry outlives its TTL by at most 1/720 of it, and Read never returns
+// it meanwhile.
+const sweepsPerTTL = 720
+
+// sweep queues an expiry op for every mailbox whose first entry is past
+// its TTL.
+func (s *engine) sweep() error {
+	nowT := s.cfg.Now()
+	if !s.lastSweep.IsZero() && nowT.Sub(s.lastSweep) < s.cfg.MessageTTL/sweepsPerTTL {
+		return nil
+	}
+	now := nowT.UnixMilli()
 	var due []uint64
 	err := s.view(func(rd reader) error {
 		return rd.heads(func(r uint64, _ meta, headTime int64) bool {
@@ -151,15 +174,14 @@ func (s *engine) housekeep() error {
 	if err != nil {
 		return err
 	}
+	if len(due) < sweepBatch { // else the next round goes on where this stopped
+		s.lastSweep = nowT
+	}
 	for _, r := range due {
 		if !s.submit(op{kind: opExpire, r: r}) {
 			return ErrClosed
 		}
 	}
-	if err := s.be.reclaim(s.liveBytes(), &s.stats, s); err != nil {
-		return err
-	}
-	s.stats.housekeeps.Add(1)
 	return nil
 }
 
