@@ -7,7 +7,7 @@ import (
 	"go/token"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -25,25 +25,28 @@ var allowed = map[string][]string{
 	"bench":    {"protocol"},
 }
 
-// TestDependencyDirections fails when a package imports one of ours that
-// DESIGN.md does not allow, e.g. delivery importing gateway.
-func TestDependencyDirections(t *testing.T) {
-	seen := map[string]bool{}
-	err := filepath.WalkDir(".", func(path string, d os.DirEntry, err error) error {
+// violations returns every import under root that breaks an arrow, as
+// "file imports path".
+func violations(t *testing.T, root string) []string {
+	t.Helper()
+	var bad []string
+	err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
+		rel, _ := filepath.Rel(root, path)
+		rel = filepath.ToSlash(rel)
 		if d.IsDir() {
-			if path != "." && (strings.HasPrefix(d.Name(), ".") || d.Name() == "testdata") {
+			if rel != "." && (strings.HasPrefix(d.Name(), ".") || d.Name() == "testdata") {
 				return filepath.SkipDir
 			}
 			return nil
 		}
-		if !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+		if !strings.HasSuffix(rel, ".go") || strings.HasSuffix(rel, "_test.go") || !strings.Contains(rel, "/") {
 			return nil
 		}
-		top := strings.Split(filepath.ToSlash(path), "/")[0]
-		if top == "cmd" || !strings.Contains(path, "/") {
+		top := strings.Split(rel, "/")[0]
+		if top == "cmd" {
 			return nil
 		}
 		f, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.ImportsOnly)
@@ -56,27 +59,49 @@ func TestDependencyDirections(t *testing.T) {
 				continue
 			}
 			dep := strings.Split(strings.TrimPrefix(p, module+"/"), "/")[0]
-			if dep == top {
-				continue
+			if dep != top && !slices.Contains(allowed[top], dep) {
+				bad = append(bad, rel+" imports "+p)
 			}
-			ok := false
-			for _, a := range allowed[top] {
-				ok = ok || a == dep
-			}
-			if !ok {
-				t.Errorf("%s imports %s: %s may import only %v", path, p, top, allowed[top])
-			}
-			seen[top+" -> "+dep] = true
 		}
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	arrows := make([]string, 0, len(seen))
-	for a := range seen {
-		arrows = append(arrows, a)
+	return bad
+}
+
+// TestDependencyDirections fails when a package imports one of ours that
+// DESIGN.md does not allow, e.g. delivery importing gateway.
+func TestDependencyDirections(t *testing.T) {
+	for _, v := range violations(t, ".") {
+		t.Errorf("%s: not an arrow of DESIGN.md", v)
 	}
-	sort.Strings(arrows)
-	t.Logf("arrows in use: %v", arrows)
+}
+
+// TestDependencyCheckCatches proves the check above can fail: a tree where
+// delivery imports gateway and storage imports protocol is flagged twice.
+func TestDependencyCheckCatches(t *testing.T) {
+	root := t.TempDir()
+	files := map[string]string{
+		"delivery/bad.go": "package delivery\nimport _ \"switchboard/gateway\"\n",
+		"storage/bad.go":  "package storage\nimport _ \"switchboard/protocol\"\n",
+		"gateway/ok.go":   "package gateway\nimport _ \"switchboard/delivery\"\n",
+		"cmd/x/ok.go":     "package main\nimport _ \"switchboard/gateway\"\n",
+	}
+	for name, src := range files {
+		path := filepath.Join(root, name)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := violations(t, root)
+	slices.Sort(got)
+	want := []string{"delivery/bad.go imports switchboard/gateway", "storage/bad.go imports switchboard/protocol"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("violations = %q, want %q", got, want)
+	}
 }
