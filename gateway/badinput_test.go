@@ -227,3 +227,21 @@ func TestFrameSplitAcrossReads(t *testing.T) {
 		t.Fatalf("pipelined SEND: got %v %x, want ACCEPT of 10", got.Type, got.Payload)
 	}
 }
+
+// TestKeepaliveHoldsTheConnection: with a 1 s ping interval, a client that
+// pings every 400 ms stays connected well past the idle deadline (1.5 s
+// after its last frame), and one that stops is closed with IDLE_TIMEOUT.
+func TestKeepaliveHoldsTheConnection(t *testing.T) {
+	ts := startServer(t, serverOptions{gw: func(c *gateway.Config) { c.PingMin = time.Second }})
+	r := ts.rawLoginPing(t, 1, 1)
+	for range 10 { // 4 s
+		r.write(protocol.AppendPing(nil))
+		if f := r.next(2 * time.Second); f.Type != protocol.TypePong {
+			t.Fatalf("got %v, want PONG", f.Type)
+		}
+		time.Sleep(400 * time.Millisecond)
+	}
+	if got := r.expectClose(5 * time.Second); got != protocol.CodeIdleTimeout {
+		t.Fatalf("closed with %v, want IDLE_TIMEOUT", got)
+	}
+}

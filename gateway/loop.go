@@ -149,10 +149,7 @@ func (l *loop) read(c *conn) protocol.Code {
 		c.partialSince = now
 		// c's next check may be far off (the handshake deadline, or 1.5 ×
 		// the ping interval): bring it forward to the partial-frame deadline.
-		if due := now + uint32(l.srv.cfg.PartialFrameTimeout/time.Second) + stampSlack; c.inWheel && c.due > due {
-			l.wheel.remove(c)
-			l.wheel.add(c, due)
-		}
+		l.checkBy(c, now+uint32(l.srv.cfg.PartialFrameTimeout/time.Second)+stampSlack)
 	}
 	return 0
 }
@@ -355,6 +352,9 @@ func (l *loop) encode(c *conn, items []delivery.Outbound) {
 			}
 			l.wbuf = w.Append(l.wbuf)
 			c.state = stateReady
+			// c waits on the wheel for its handshake deadline; with a short
+			// ping the idle deadline can come first.
+			l.checkBy(c, c.lastRecv+uint32(c.ping)*3/2+stampSlack)
 		}
 		l.srv.stats.FramesOut.Add(1)
 		i = j
@@ -440,6 +440,15 @@ func (l *loop) dictOf(c *conn) uint32 {
 
 func (l *loop) badRecord(o *delivery.Outbound, err error) {
 	l.srv.cfg.Logger.Error("gateway: unreadable stored record skipped", "seq", o.Seq, "err", err)
+}
+
+// checkBy moves c's next check forward to second due if it is later.
+// Loop-only.
+func (l *loop) checkBy(c *conn, due uint32) {
+	if c.inWheel && c.due > due {
+		l.wheel.remove(c)
+		l.wheel.add(c, due)
+	}
 }
 
 // stampSlack is added to every deadline. The loop's clock (wheel.now) is
