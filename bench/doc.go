@@ -1,0 +1,47 @@
+// Package bench is Switchboard's load generator and capacity benchmark,
+// run as `switchboard bench <scenario>`. People size hosts with it, so it
+// checks what it measures: every run verifies that each message was
+// delivered exactly once (after dedupe by sender and message id) and in
+// order per sender, and fails otherwise.
+//
+// # Shape of a run
+//
+//	coordinator (Run)                         worker processes (RunWorker)
+//	  plan: units (pairs, groups) over          one engine each, on its own
+//	  processes of ≤ 15,000 connections,        source address 127.0.0.N,
+//	  each on its own source address  ──spec──▶ reading steps on stdin,
+//	  steps: connect, traffic, drain… ──step──▶ answering on stdout
+//	  scrapes the server's /metrics   ◀─done──  (JSON lines; histograms as
+//	  merges Results (Result.Merge)   ◀result─  HdrHistogram encodings)
+//
+// With one process the coordinator runs the engine itself.
+//
+// # The engine
+//
+// An engine is a few event loops (one per core by default), each an epoll
+// set over its connections, driven by one goroutine: no goroutine per
+// connection, no allocation per message (SEND frames are encoded into a
+// per-loop buffer from a patched body template). A unit of users that talk
+// to each other (a pair, a group) lives on one loop, so the receiver's
+// checks read the sender's state without locks or messages between
+// processes:
+//
+//   - a sender keeps, per message id, its intended send time, whether it
+//     was accepted, and how many recipients got it;
+//   - each body starts with the run id, the sender's counter and the send
+//     time, so a receiver tells this run's messages from leftovers, sees
+//     order per sender, and a duplicate (the same message under a new
+//     mailbox seq) from a redelivery (the same seq again, after a
+//     reconnect: allowed, counted, dropped);
+//   - at the end, an accepted message short of recipients is lost.
+//
+// Open-loop traffic sends on a fixed schedule and times each message from
+// its intended send time, so a stalled server is charged for every message
+// it delayed (the coordinated-omission correction). Closed-loop traffic
+// keeps a window of messages in flight per sender until delivered.
+//
+// Connections the server closes reconnect and resend what was not
+// confirmed, as a client would; receivers acknowledge cumulatively, at most
+// every 5 ms or 64 entries; each connection stays under half the server's
+// per-connection frame rate.
+package bench
