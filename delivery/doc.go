@@ -30,8 +30,10 @@
 // connection: Conn.Push queues and returns.
 //
 // Every user's entries flow to its connection through a window: at most
-// Config.Window entries (and Config.WindowBytes bytes) pushed and not yet
-// acknowledged. Entries beyond the window wait in storage and are read in
+// Config.Window entries pushed and not yet acknowledged, and at most
+// Config.WindowBytes bytes pushed since the connection last acknowledged
+// everything it was sent (partial acks do not reopen the byte window; a
+// client acks promptly when idle). Entries beyond the window wait in storage and are read in
 // pages as acknowledgements arrive, so neither a backlog nor a slow reader
 // grows memory. A connection whose window stays full for Config.SlowAfter is
 // closed as a slow consumer.
