@@ -252,6 +252,7 @@ func (l *loop) start(s Step, finish func(error)) {
 		l.waiting, l.waitDrain = 0, s.Drain
 		each(func(c *conn) {
 			c.autoRedial = true
+			c.holdAcks = false // a client that logs in acknowledges what it gets
 			c.attempts = 0
 			c.stepWait = true
 			l.waiting++
