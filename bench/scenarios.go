@@ -182,14 +182,29 @@ func (r *run) storm(ctx context.Context) (*Result, error) {
 	var loggedIn time.Duration
 	done := make(chan struct{})
 	t0 := time.Now()
+	loggedInDone := make(chan struct{})
+	go func() {
+		// Every 10 ms (workers report every 100 ms): when all are back.
+		defer close(loggedInDone)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if r.fl.progress().Ready >= n {
+				loggedIn = time.Since(t0)
+				return
+			}
+			select {
+			case <-tick.C:
+			case <-stop:
+				return
+			}
+		}
+	}()
 	go func() {
 		defer close(done)
 		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			if loggedIn == 0 && r.fl.progress().Ready >= n {
-				loggedIn = time.Since(t0)
-			}
 			if m, err := r.scr.scrape(ctx); err == nil && m.RSS > peak.RSS {
 				peak = m
 			}
@@ -206,6 +221,7 @@ func (r *run) storm(ctx context.Context) (*Result, error) {
 	r.measured()
 	close(stop)
 	<-done
+	<-loggedInDone
 	sm.end()
 	if loggedIn == 0 && err == nil {
 		loggedIn = drained
