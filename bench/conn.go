@@ -293,7 +293,6 @@ func (c *conn) protocolError(err error) {
 
 // frame handles one frame. f aliases the loop's read buffer.
 func (c *conn) frame(f protocol.Frame) error {
-	l := c.l
 	if f.Has(protocol.FlagCompressed) {
 		return fmt.Errorf("%w: compressed %v without a dictionary", protocol.ErrDecompress, f.Type)
 	}
@@ -364,7 +363,6 @@ func (c *conn) frame(f protocol.Frame) error {
 	default:
 		return fmt.Errorf("%w: unexpected %v", protocol.ErrMalformed, f.Type)
 	}
-	_ = l
 	return nil
 }
 

@@ -367,7 +367,6 @@ func (l *loop) start(s Step, finish func(error)) {
 		})
 		st.done = func() bool { return true }
 	case "groups":
-		waiting := 0
 		for _, u := range l.e.units {
 			if u.conns[0].l != l || u.group != 0 {
 				continue
@@ -381,7 +380,6 @@ func (l *loop) start(s Step, finish func(error)) {
 			g := groupCreate(u.groupReq, members)
 			admin.obuf = g.Append(admin.obuf)
 			admin.wrote()
-			waiting++
 		}
 		st.done = func() bool {
 			for _, u := range l.e.units {
