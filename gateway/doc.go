@@ -21,8 +21,9 @@
 //   - Timeouts (handshake, idle, partial frame) run on one timing wheel per
 //     loop with one-second slots, advanced by a runnable that gnet's ticker
 //     schedules on the loop; traffic only stamps the connection, so the wheel
-//     costs nothing per frame, and there is no timer or goroutine per
-//     connection.
+//     costs nothing per frame (a connection moves on it only when it logs in
+//     and when a frame is left half-sent, so that a nearer deadline is not
+//     missed), and there is no timer or goroutine per connection.
 //   - A connection is accepted only below Config.MaxConns, kept under the
 //     open-file limit, because gnet stops the whole engine on EMFILE at
 //     accept. The one over the cap gets ERROR SERVER_FULL.
