@@ -347,6 +347,7 @@ func BenchmarkPlainBadgerGroupCommit(b *testing.B) {
 		}
 	}()
 	per := (b.N + producers - 1) / producers
+	lats := make([][]time.Duration, producers)
 	b.ReportAllocs()
 	b.ResetTimer()
 	start := time.Now()
@@ -356,17 +357,22 @@ func BenchmarkPlainBadgerGroupCommit(b *testing.B) {
 		go func() {
 			defer wg.Done()
 			done := make(chan error, 1)
+			lat := make([]time.Duration, 0, per)
 			for i := 0; i < per; i++ {
+				t0 := time.Now()
 				q <- req{entryKey(uint64(p), uint64(i+1)), done}
 				if err := <-done; err != nil {
 					b.Error(err)
 					return
 				}
+				lat = append(lat, time.Since(t0))
 			}
+			lats[p] = lat
 		}()
 	}
 	wg.Wait()
 	b.ReportMetric(float64(per*producers)/time.Since(start).Seconds(), "appends/s")
 	b.StopTimer()
 	close(q)
+	reportLatency(b, slices.Concat(lats...))
 }
