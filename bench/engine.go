@@ -508,22 +508,3 @@ func (e *engine) collect() *Result {
 	r.Processes = 1
 	return r
 }
-
-// losses counts accepted messages short of recipients, and messages the
-// server neither accepted nor delivered. Loop-only.
-func (l *loop) losses() (lost, unconfirmed uint64) {
-	for _, c := range l.conns {
-		exp := c.expect()
-		for i := range c.out {
-			m := &c.out[i]
-			switch {
-			case m.settled || int(m.recips) >= exp:
-			case m.accepted:
-				lost++
-			case m.recips == 0:
-				unconfirmed++
-			}
-		}
-	}
-	return lost, unconfirmed
-}

@@ -1,0 +1,224 @@
+package bench
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"switchboard/protocol"
+)
+
+// The correctness checks. A sender's conn keeps every message it sent
+// until it is accepted and delivered to every recipient; the receiver,
+// on the same loop, checks each delivery against it.
+
+// deliver checks one delivered message: new for this receiver, in order
+// for its sender, and one of this run's.
+func (c *conn) deliver(d *protocol.Deliver) {
+	l := c.l
+	if d.Seq <= c.lastSeq {
+		l.res.Redelivered++
+		return
+	}
+	c.lastSeq = d.Seq
+	b := d.Body
+	if len(b) < bodyHeaderLen || be64(b) != l.e.spec.RunID {
+		l.stale++
+		return
+	}
+	counter := be64(b[8:])
+	s := l.users[d.From]
+	if s == nil || d.From == c.user {
+		if d.From != c.user {
+			l.failure(fmt.Sprintf("user %d got a message from user %d, who is not in this run", c.user, d.From))
+		}
+		return
+	}
+	if d.MsgID < s.outBase {
+		// Settled long ago: delivered to every recipient already.
+		l.res.Duplicates++
+		l.failure(fmt.Sprintf("duplicate: user %d got msg %d of user %d again (seq %d)", c.user, d.MsgID, d.From, d.Seq))
+		return
+	}
+	i := d.MsgID - s.outBase
+	if i >= uint64(len(s.out)) {
+		l.failure(fmt.Sprintf("user %d got msg %d of user %d, which it never sent", c.user, d.MsgID, d.From))
+		return
+	}
+	m := &s.out[i]
+	st := c.stream(d.From)
+	if counter <= st.last {
+		if counter == st.last || int(m.recips) >= s.expect() {
+			l.res.Duplicates++
+			l.failure(fmt.Sprintf("duplicate: user %d got msg %d of user %d again (seq %d)", c.user, d.MsgID, d.From, d.Seq))
+			return
+		}
+		l.res.Reordered++
+		l.failure(fmt.Sprintf("reorder: user %d got msg %d of user %d (counter %d) after counter %d", c.user, d.MsgID, d.From, counter, st.last))
+	} else {
+		st.last = counter
+	}
+	if d.Group != 0 && (s.unit.group != d.Group) {
+		l.failure(fmt.Sprintf("user %d got msg %d of user %d for group %d, sent to group %d", c.user, d.MsgID, d.From, d.Group, s.unit.group))
+	}
+	m.recips++
+	l.res.Delivered++
+	l.prog.delivered.Add(1)
+	if int(m.recips) == s.expect() {
+		if !c.untimed {
+			record(l.res.SendToDeliver, l.now-m.sent)
+		}
+		l.pending--
+		l.prog.pending.Add(-1)
+		if !l.traffic.untilAccepted {
+			s.inflight--
+			s.fillWindow()
+		}
+		s.trim()
+	}
+}
+
+func be64(b []byte) uint64 {
+	_ = b[7]
+	return uint64(b[0])<<56 | uint64(b[1])<<48 | uint64(b[2])<<40 | uint64(b[3])<<32 |
+		uint64(b[4])<<24 | uint64(b[5])<<16 | uint64(b[6])<<8 | uint64(b[7])
+}
+
+func putBE64(b []byte, v uint64) {
+	_ = b[7]
+	b[0], b[1], b[2], b[3] = byte(v>>56), byte(v>>48), byte(v>>40), byte(v>>32)
+	b[4], b[5], b[6], b[7] = byte(v>>24), byte(v>>16), byte(v>>8), byte(v)
+}
+
+func (c *conn) stream(from uint64) *stream {
+	for i := range c.streams {
+		if c.streams[i].from == from {
+			return &c.streams[i]
+		}
+	}
+	c.streams = append(c.streams, stream{from: from})
+	return &c.streams[len(c.streams)-1]
+}
+
+// expect returns how many recipients each of c's messages has.
+func (c *conn) expect() int {
+	if c.unit.group != 0 {
+		return len(c.unit.conns) - 1
+	}
+	return 1
+}
+
+// accepted records ACCEPT a.
+func (c *conn) accepted(a *protocol.Accept) {
+	l := c.l
+	if c.unit.groupReq != 0 && a.MsgID == c.unit.groupReq {
+		c.unit.group = a.Ref
+		c.unit.groupReq = 0
+		if a.Ref == 0 {
+			l.failure("the server accepted GROUP create without a group id")
+		}
+		return
+	}
+	for id := a.MsgID; id <= a.MsgID+a.More; id++ {
+		if id < c.outBase || id-c.outBase >= uint64(len(c.out)) {
+			continue // settled already, or not ours
+		}
+		m := &c.out[id-c.outBase]
+		if m.accepted {
+			continue
+		}
+		m.accepted = true
+		if !m.settled {
+			l.unaccepted--
+			if l.traffic.untilAccepted {
+				c.inflight--
+			}
+		}
+		l.res.Accepted++
+		record(l.res.SendToAck, l.now-m.sent)
+	}
+	c.trim()
+	if l.traffic.untilAccepted {
+		c.fillWindow()
+	}
+}
+
+// refused handles REFUSE r: retry what the server asks to retry, fail the
+// run on what it refuses for good.
+func (c *conn) refused(r *protocol.Refuse) {
+	l := c.l
+	l.res.Refused++
+	if c.unit.groupReq != 0 && r.MsgID == c.unit.groupReq {
+		l.e.fatal(fmt.Errorf("server refused group operations: %v", r.Code))
+		return
+	}
+	switch r.Code {
+	case protocol.CodeRetryLater, protocol.CodeStorage, protocol.CodeMailboxFull:
+		after := max(int64(r.RetryAfter)*int64(time.Millisecond), int64(10*time.Millisecond))
+		l.retries = append(l.retries, retry{c: c, id: r.MsgID, due: l.now + after})
+		return
+	}
+	if r.Code == protocol.CodeBadRecipient && c.unit.group != 0 {
+		l.e.fatal(fmt.Errorf("server refused group operations: %v", r.Code))
+	}
+	l.failure(fmt.Sprintf("user %d: msg %d refused: %v", c.user, r.MsgID, r.Code))
+	if r.MsgID >= c.outBase && r.MsgID-c.outBase < uint64(len(c.out)) {
+		m := &c.out[r.MsgID-c.outBase]
+		if !m.settled && int(m.recips) < c.expect() {
+			m.settled = true
+			if !m.accepted {
+				l.unaccepted--
+			}
+			l.pending--
+			l.prog.pending.Add(-1)
+			c.inflight--
+		}
+	}
+	c.trim()
+}
+
+// trim drops settled messages from the front of out.
+func (c *conn) trim() {
+	n := 0
+	exp := c.expect()
+	for n < len(c.out) {
+		m := &c.out[n]
+		if !(m.settled || (m.accepted && int(m.recips) >= exp)) {
+			break
+		}
+		n++
+	}
+	if n > 0 {
+		c.out = c.out[n:]
+		c.outBase += uint64(n)
+		if len(c.out) == 0 {
+			c.out = nil
+		}
+	}
+}
+
+// record adds a latency of ns nanoseconds to h in microseconds, clamped to
+// the histogram's range so that no sample is silently dropped.
+func record(h *hdrhistogram.Histogram, ns int64) {
+	h.RecordValue(min(max(ns/1000, histMin), histMax))
+}
+
+// losses counts accepted messages short of recipients, and messages the
+// server neither accepted nor delivered. Loop-only.
+func (l *loop) losses() (lost, unconfirmed uint64) {
+	for _, c := range l.conns {
+		exp := c.expect()
+		for i := range c.out {
+			m := &c.out[i]
+			switch {
+			case m.settled || int(m.recips) >= exp:
+			case m.accepted:
+				lost++
+			case m.recips == 0:
+				unconfirmed++
+			}
+		}
+	}
+	return lost, unconfirmed
+}
