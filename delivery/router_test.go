@@ -417,3 +417,70 @@ func TestPushRefusedLeavesEntriesStored(t *testing.T) {
 		t.Fatalf("old connection closed with %v", gone.closeCode())
 	}
 }
+
+// failingStore refuses the append of one msg id before it reaches the
+// committer, calling done on the caller's goroutine as Store.Append allows
+// (the engine does so for ErrValueTooLarge and ErrClosed).
+type failingStore struct {
+	storage.Store
+	failID uint64
+	err    error
+}
+
+func (s *failingStore) Append(e storage.Entry, done func(error)) {
+	if e.Kind == storage.KindMessage && e.MsgID == s.failID {
+		done(s.err)
+		return
+	}
+	s.Store.Append(e, done)
+}
+
+// TestEarlyRefusal: an append the store refuses at once (here: value too
+// large) is refused to the sender, never ACCEPTed; its seq is skipped, and
+// the appends before and after it still reach the online recipient,
+// although the refusal's completion overtakes the one before it.
+func TestEarlyRefusal(t *testing.T) {
+	mem, err := storage.NewMemory(storage.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
+	tooLarge := fmt.Errorf("%w: test", storage.ErrValueTooLarge)
+	r, err := delivery.New(delivery.Config{}, &failingStore{Store: mem, failID: 2, err: tooLarge})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Start()
+	defer r.Stop()
+	c := &fakeConn{}
+	login(t, r, c, 2, 0)
+	sender := &fakeConn{}
+	for id := uint64(1); id <= 3; id++ {
+		send(t, r, sender, 1, id, 2)
+	}
+	waitFor(t, "answers", func() bool {
+		return len(sender.items(delivery.OutAccept))+len(sender.items(delivery.OutRefuse)) == 3
+	})
+	refused := sender.items(delivery.OutRefuse)
+	if len(refused) != 1 || refused[0].MsgID != 2 || refused[0].Code != protocol.CodeStorage || refused[0].RetryAfter != 0 {
+		t.Fatalf("refusals %+v", refused)
+	}
+	for _, a := range sender.items(delivery.OutAccept) {
+		if a.MsgID == 2 {
+			t.Fatal("the failed append was ACCEPTed")
+		}
+	}
+	waitFor(t, "the two stored messages", func() bool { return len(c.items(delivery.OutEntry)) == 2 })
+	if got := c.items(delivery.OutEntry); got[0].Seq != 1 || got[1].Seq != 3 {
+		t.Fatalf("pushed seqs %d, %d; want 1, 3", got[0].Seq, got[1].Seq)
+	}
+	if st := r.Stats(); st.Refused.Load() != 1 {
+		t.Fatalf("Refused %d", st.Refused.Load())
+	}
+	// The recipient acks past the gap.
+	r.Ack(c, 2, 3)
+	waitFor(t, "the mailbox to empty", func() bool {
+		es, _, _ := mem.Read(2, 1, 10, 0, nil)
+		return len(es) == 0
+	})
+}

@@ -255,7 +255,14 @@ func (s *shard) complete(c completion) {
 }
 
 func (s *shard) appended(u *user, c completion) {
-	u.committed = max(u.committed, c.seq)
+	// Completions arrive in seq order, except a refusal the store makes
+	// before the append reaches its committer (ErrValueTooLarge, ErrClosed),
+	// which can overtake earlier appends still in flight. Such a refusal
+	// must not mark those earlier seqs committed: pump would skip them as
+	// gaps, and the client's next ACK would delete them unseen.
+	if c.err == nil || c.seq == u.committed+1 {
+		u.committed = max(u.committed, c.seq)
+	}
 	var dup *storage.DuplicateError
 	switch {
 	case c.fan != nil:
