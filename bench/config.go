@@ -31,7 +31,7 @@ type Config struct {
 	Rate        float64       // chat, group, slow: messages per second, whole run; 0: closed loop (no default: the command's flag defaults to 2000).
 	Window      int           // closed loop: messages in flight per sender until delivered. Default 8.
 	Size        int           // message body, bytes (at least 24). Default 100.
-	Duration    time.Duration // chat, group, slow: how long to send (slow: each of its two phases). Default 10 s; slow: 40 s.
+	Duration    time.Duration // chat, group, slow: how long to send (slow: each of its two phases). Default 10 s; slow: 60 s.
 	ConnectRate float64       // new connections per second, whole run; 0: all at once. Default 1000.
 	Hold        time.Duration // connect: idle time before memory is read. Default 5 s.
 	Burst       int           // connect: messages each connection sends after the hold. Default 10.
@@ -96,9 +96,11 @@ func (c *Config) setDefaults() {
 	if c.Duration == 0 {
 		c.Duration = 10 * time.Second
 		if c.Scenario == "slow" {
-			// Past the server's default 30 s slow-consumer timeout
-			// (delivery.Config.SlowAfter), so the closes show.
-			c.Duration = 40 * time.Second
+			// The server closes a reader whose window (256 entries) stayed
+			// full for 30 s (delivery.Config.SlowAfter); at the default
+			// 10 msg/s per receiver the window fills in 26 s: 60 s shows
+			// the closes.
+			c.Duration = 60 * time.Second
 		}
 	}
 	defDur(&c.Hold, 5*time.Second)

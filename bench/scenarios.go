@@ -307,7 +307,7 @@ func (r *run) slow(ctx context.Context) (*Result, error) {
 	}
 	res.Notes = append(res.Notes, "send-to-deliver covers the clients that kept reading; messages to the slow ones are checked (delivered once, in order, nothing lost) but not timed")
 	if res.Closes["SLOW_CONSUMER"] == 0 {
-		res.Notes = append(res.Notes, "the server closed no slow reader during the run (its window stops pushing at 256 entries; it closes after delivery.Config.SlowAfter, 30 s by default: run longer than that to see the closes)")
+		res.Notes = append(res.Notes, "the server closed no slow reader during the run: it stops pushing when a reader's window (256 entries or 128 KiB) is full, and closes it once the window stayed full for delivery.Config.SlowAfter (30 s by default); run longer, or faster per receiver, to see the closes")
 	}
 	if derr != nil {
 		res.Notes = append(res.Notes, "drain incomplete: "+derr.Error())

@@ -68,7 +68,7 @@ func benchCmd(args []string) error {
 	fs.Float64Var(&cfg.Rate, "rate", 2000, "chat, group, slow: messages per second for the whole run (open loop); 0: closed loop with --window")
 	fs.IntVar(&cfg.Window, "window", 8, "closed loop: messages each sender keeps in flight until delivered (count, 1..256)")
 	fs.IntVar(&cfg.Size, "size", 100, "message body (bytes, 24..65536): a 24-byte header for the checks, then filler")
-	fs.DurationVar(&cfg.Duration, "duration", 0, "chat, group, slow: how long to send (duration; slow: each of its two phases); 0: 10s, slow: 40s (past the server's 30s slow-consumer timeout)")
+	fs.DurationVar(&cfg.Duration, "duration", 0, "chat, group, slow: how long to send (duration; slow: each of its two phases); 0: 10s, slow: 60s (a slow reader's window must fill, then stay full for the server's 30s slow-consumer timeout)")
 	fs.Float64Var(&cfg.ConnectRate, "connect-rate", 1000, "new connections per second for the whole run; 0: all at once")
 	fs.DurationVar(&cfg.Hold, "hold", 5*time.Second, "connect: how long the connections stay idle before the server's memory is read (duration)")
 	fs.IntVar(&cfg.Burst, "burst", 10, "connect: messages each connection sends after the hold (count; 0: none)")
