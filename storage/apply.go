@@ -83,9 +83,10 @@ func (s *engine) applyAppend(w writer, o *op, now int64) (units, bytes int, err 
 	c.m.hw = e.Seq
 	c.m.count++
 	c.m.bytes += n
-	// The first append writes the meta (housekeeping finds mailboxes by
-	// it), then every metaEvery-th.
-	if c.persisted == 0 || c.m.hw-c.persisted >= metaEvery {
+	// The meta is rewritten by the first append ever, by an append to an
+	// empty mailbox (so that a stored count of 0 always means empty, which
+	// the TTL sweep relies on), and then by every metaEvery-th append.
+	if c.persisted == 0 || c.m.count == 1 || c.m.hw-c.persisted >= metaEvery {
 		s.touch(c)
 	}
 	s.tot.count++

@@ -268,7 +268,8 @@ func (t *badgerTxn) totals() (tot totals, err error) {
 }
 
 // heads walks the meta keys and, for each non-empty mailbox, seeks one
-// shared iterator to its first entry: one seek per recipient, no scan.
+// shared iterator to its first entry, just above its floor: one seek per
+// recipient, never a walk over tombstones.
 func (t *badgerTxn) heads(fn func(r uint64, m meta, headTime int64) bool) error {
 	entries := t.txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixEntry}})
 	defer entries.Close()
@@ -279,8 +280,14 @@ func (t *badgerTxn) heads(fn func(r uint64, m meta, headTime int64) bool) error 
 			inner = errCorrupt
 			return false
 		}
-		r := be64(k[1:]) // m.count may be stale (see metaEvery): always look
-
+		if m.count == 0 {
+			// Empty (a stored count is low by at most the appends since the
+			// meta was written, but never 0 for a non-empty mailbox). Do not
+			// seek: past this mailbox's floor lie other mailboxes'
+			// tombstones, and the seek would walk them.
+			return true
+		}
+		r := be64(k[1:])
 		entries.Seek(entryKey(r, m.floor+1))
 		if !entries.ValidForPrefix(entryPrefix(r)) {
 			return true
