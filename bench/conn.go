@@ -418,9 +418,21 @@ func (c *conn) gaveUpWait() {
 // entry notes mailbox entry seq: it is acknowledged later, and processed
 // only if it is new (entries at or below lastSeq are redeliveries after a
 // reconnect, which the server may make: delivery is at least once).
+//
+// Within one session seqs must rise: the server sends a recipient's entries
+// in seq order, and sends one again only to a new connection.
 func (c *conn) entry(seq uint64) {
+	if seq <= c.sessSeq {
+		c.l.res.Reordered++
+		c.l.failure(fmt.Sprintf("user %d: mailbox seq %d after seq %d on the same connection", c.user, seq, c.sessSeq))
+	}
 	c.sessSeq = max(c.sessSeq, seq)
 	c.l.lastEntry = c.l.now
+	c.scheduleAck()
+}
+
+// scheduleAck sets the ACK of what was received to go out within ackDelay.
+func (c *conn) scheduleAck() {
 	if !c.holdAcks && c.ackDue == 0 {
 		c.ackDue = c.l.now + int64(ackDelay)
 		c.l.acks = append(c.l.acks, c)

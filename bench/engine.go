@@ -329,8 +329,8 @@ func (l *loop) start(s Step, finish func(error)) {
 	case "drain":
 		for _, c := range l.conns {
 			c.holdAcks = false
-			if c.ackDue == 0 && c.sessSeq > c.ackedSeq {
-				c.entry(c.sessSeq)
+			if c.sessSeq > c.ackedSeq {
+				c.scheduleAck()
 			}
 		}
 		// Done when every message is delivered, every entry acknowledged,
