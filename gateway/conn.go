@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"sync"
-	"sync/atomic"
 
 	"github.com/panjf2000/gnet/v2"
 
@@ -42,9 +41,6 @@ type conn struct {
 	ackPending   bool // acked was not yet taken by the router (shard busy)
 	dict         bool // the client negotiated the server's dictionary
 
-	// Atomic; shared with workers.
-	outBuffered atomic.Int32 // gnet's unsent bytes, as of the loop's last write
-
 	// Guarded by mu; shared with workers.
 	mu      sync.Mutex
 	out     *outbox       // nil while nothing is queued: an idle connection holds no buffer
@@ -75,7 +71,10 @@ func (c *conn) Push(o delivery.Outbound) bool {
 	if c.out == nil {
 		c.out = outboxes.Get().(*outbox)
 	}
-	if c.out.bytes+size+int(c.outBuffered.Load()) > c.loop.srv.cfg.OutboundCap {
+	// The queue is capped here and gnet's buffer by the loop after each
+	// write (only the loop can read it truly: gnet drains it on its own),
+	// so a connection holds at most about twice the cap.
+	if c.out.bytes+size > c.loop.srv.cfg.OutboundCap {
 		c.closing = protocol.CodeSlowConsumer
 		wake := c.wakeLocked()
 		c.mu.Unlock()

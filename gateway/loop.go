@@ -313,7 +313,6 @@ func (l *loop) flush(c *conn) protocol.Code {
 func (l *loop) write(c *conn, b []byte) {
 	n, _ := c.gc.Write(b)
 	l.srv.stats.BytesOut.Add(uint64(n))
-	c.outBuffered.Store(int32(c.gc.OutboundBuffered()))
 	l.wbuf = b[:0]
 }
 

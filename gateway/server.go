@@ -186,7 +186,8 @@ func (s *Server) now() uint32 { return uint32(s.cfg.Now().Sub(s.start)/time.Seco
 // OnOpen implements gnet.EventHandler. It refuses a connection over the cap
 // with SERVER_FULL, so accept never runs the process out of descriptors.
 func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
-	if s.stopping.Load() || s.conns.Load() >= int64(s.cfg.MaxConns) {
+	if n := s.conns.Add(1); s.stopping.Load() || n > int64(s.cfg.MaxConns) {
+		s.conns.Add(-1) // counted first, so two loops cannot both take the last place
 		s.stats.Refused.Add(1)
 		code := protocol.CodeServerFull
 		if s.stopping.Load() {
@@ -195,7 +196,6 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 		e := protocol.Error{Code: code}
 		return e.Append(nil), gnet.Close
 	}
-	s.conns.Add(1)
 	s.stats.Accepted.Add(1)
 	l := s.loopOf(gc.EventLoop())
 	c := &conn{gc: gc, loop: l, opened: l.wheel.now, lastRecv: l.wheel.now}
