@@ -39,7 +39,7 @@ func (s *engine) applyAppend(w writer, o *op, now int64) (units, bytes int, err 
 		return 0, 0, err
 	}
 	if e.Kind.message() {
-		d, ok, err := w.dedupe(e.Sender, e.MsgID, e.Recipient)
+		d, ok, err := s.dedupe(w, o)
 		if err != nil {
 			return 0, 0, err
 		}
@@ -79,6 +79,7 @@ func (s *engine) applyAppend(w writer, o *op, now int64) (units, bytes int, err 
 		if err := w.putDedupe(e.Sender, e.MsgID, d, s.dedupeMs/1000+3600); err != nil {
 			return 0, 0, err
 		}
+		s.batchKeys[dedupeID{e.Sender, e.MsgID, e.Recipient}] = d
 	}
 	c.m.hw = e.Seq
 	c.m.count++

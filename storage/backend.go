@@ -80,6 +80,10 @@ type backend interface {
 	begin() writer
 	// view runs fn on a consistent view of committed data. Any goroutine.
 	view(fn func(reader) error) error
+	// snapshot returns a view of committed data to use from one other
+	// goroutine until release is called, or ok false if the backend has
+	// no use for one (prefetch.go). Committer goroutine only.
+	snapshot() (rd reader, release func(), ok bool)
 	// reclaim gives disk space back (compaction, value-log GC) and reports
 	// what it did in c. Housekeeping goroutine only; it may run while the
 	// committer commits, and uses e.exclusive for what must not.

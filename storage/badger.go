@@ -110,6 +110,11 @@ func (b *badgerBackend) view(fn func(reader) error) error {
 	return b.db.View(func(txn *badger.Txn) error { return fn(&badgerTxn{txn: txn, be: b}) })
 }
 
+func (b *badgerBackend) snapshot() (reader, func(), bool) {
+	txn := b.db.NewTransaction(false)
+	return &badgerTxn{txn: txn, be: b}, txn.Discard, true
+}
+
 func (b *badgerBackend) close() error {
 	if err := b.db.Close(); err != nil {
 		return fmt.Errorf("storage: close: %w", err)

@@ -63,7 +63,7 @@
 //
 // done callbacks run on the committer goroutine (or, for an op refused
 // before queueing, on the caller's). They must not block and must not call
-// the Store's write methods: hand the result to your own goroutine.
+// the Store's write methods or Close: hand the result to your own goroutine.
 //
 // # Housekeeping
 //

@@ -45,6 +45,9 @@ type engine struct {
 	pending     []op                   // ops taken from q (or an unfinished ack) for the next batch
 	concurrency int                    // ops recently in flight at once: batch plus queue, decaying
 	dead        []deadEntry            // scratch for acks and expiry
+	batchNo     uint64                 // number of the open batch; see prefetch.go
+	batchKeys   map[dedupeID]Dup       // dedupe records written by the open batch
+	prevKeys    map[dedupeID]Dup       // dedupe records written by the batch before
 
 	// Owned by the housekeeping goroutine (or a test calling housekeep).
 	lastSweep time.Time // Config.Now of the last TTL sweep
@@ -102,6 +105,9 @@ type op struct {
 
 	// Owned by the committer while the op is in a batch.
 	err        error      // why this op alone was refused
+	dupBatch   uint64     // opAppend: the batch dupFound and dup are valid for; 0 if not looked up
+	dupFound   bool       // the prefetch snapshot held a dedupe record for the entry
+	dup        Dup        // that record
 	ack        *AckResult // opAck: what was deleted so far
 	unfinished bool       // opAck: continues in the next batch
 }
@@ -115,6 +121,8 @@ func newEngine(cfg Config, be backend) (*engine, error) {
 		dedupeMs:      cfg.DedupeWindow.Milliseconds(),
 		q:             make(chan op, cfg.QueueLen),
 		cache:         make(map[uint64]*cachedMeta),
+		batchKeys:     make(map[dedupeID]Dup),
+		prevKeys:      make(map[dedupeID]Dup),
 		committerDone: make(chan struct{}),
 		hkStop:        make(chan struct{}),
 		hkDone:        make(chan struct{}),
@@ -297,6 +305,7 @@ func (s *engine) failure() error {
 // commitBatch applies first and every op waiting behind it to one
 // transaction, commits it and calls back.
 func (s *engine) commitBatch(first op) {
+	s.batchNo++
 	now := s.cfg.Now().UnixMilli()
 	lingerUntil := time.Now().Add(maxLinger)
 	w := s.be.begin()
@@ -320,7 +329,7 @@ func (s *engine) commitBatch(first op) {
 			break
 		}
 		if o.kind == opExclusive {
-			s.pending = append(s.pending, o)
+			s.pending = append([]op{o}, s.pending...) // it stays next
 			break
 		}
 	}
@@ -333,7 +342,9 @@ func (s *engine) commitBatch(first op) {
 	built := time.Now()
 	s.stats.buildNanos.Add(uint64(built.Sub(lingerUntil.Add(-maxLinger))))
 	if fatal == nil {
+		stop := s.prefetch()
 		fatal = w.commit()
+		stop()
 	} else {
 		w.discard()
 	}
@@ -350,6 +361,8 @@ func (s *engine) commitBatch(first op) {
 		return
 	}
 	s.committed(len(s.batch))
+	s.prevKeys, s.batchKeys = s.batchKeys, s.prevKeys
+	clear(s.batchKeys)
 	called := time.Now()
 	for i := range s.batch {
 		if s.batch[i].unfinished {

@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -202,5 +203,60 @@ func TestStoredCountZeroMeansEmpty(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDuplicatesAcrossPrefetchedBatches queues many appends at once with
+// small batches, so that dedupe lookups are prefetched during commits
+// (prefetch.go) and checked against the previous batch, the snapshot, and
+// (for ops that wait two batches) a fresh lookup. Every repeat must be
+// refused, naming the first copy.
+func TestDuplicatesAcrossPrefetchedBatches(t *testing.T) {
+	// With batches of 4, a repeat 2 ops later is in the same batch, 5 or 6
+	// later in the next (checked against the previous batch's keys), 50
+	// later long committed (found in the snapshot).
+	for _, ids := range []int{2, 5, 6, 50} {
+		t.Run(fmt.Sprintf("repeat-every-%d", ids), func(t *testing.T) { testDuplicatesPrefetched(t, ids) })
+	}
+}
+
+func testDuplicatesPrefetched(t *testing.T, ids int) {
+	cfg := testConfig(t.TempDir())
+	cfg.MaxBatch = 4
+	s, err := openBadger(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const n = 400
+	errs := make([]chan error, n)
+	for i := range errs {
+		errs[i] = make(chan error, 1)
+		kind := KindMessage
+		if i%3 == 0 {
+			kind = KindGroupMessage
+		}
+		e := Entry{Recipient: 1, Seq: uint64(i + 1), Kind: kind, Sender: 7, MsgID: uint64(i % ids)}
+		s.Append(e, func(err error) { errs[i] <- err })
+	}
+	for i := range errs {
+		err := <-errs[i]
+		if i < ids {
+			if err != nil {
+				t.Fatalf("first copy %d: %v", i, err)
+			}
+			continue
+		}
+		var dup *DuplicateError
+		if !errors.As(err, &dup) || dup.Original.Seq != uint64(i%ids+1) {
+			t.Fatalf("copy %d of msg %d: %v, want a duplicate of seq %d", i, i%ids, err, i%ids+1)
+		}
+	}
+	page, _, err := s.Read(1, 0, 1000, 0, nil)
+	if err != nil || len(page) != ids {
+		t.Fatalf("mailbox holds %d entries (%v), want %d", len(page), err, ids)
+	}
+	if st := s.Stats(); st.Duplicates != uint64(n-ids) || st.Commits < n/4 {
+		t.Fatalf("Duplicates %d (want %d), Commits %d", st.Duplicates, n-ids, st.Commits)
 	}
 }
