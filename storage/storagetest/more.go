@@ -64,6 +64,24 @@ func testIdempotency(t *testing.T, h Harness) {
 	}
 }
 
+func testGroupMessageReceipts(t *testing.T, h Harness) {
+	s := open(t, h, storage.Config{})
+	mustAppend(t, s, entry(1, 1, storage.KindMessage))
+	mustAppend(t, s, entry(1, 2, storage.KindGroupMessage))
+	mustAppend(t, s, entry(1, 3, storage.KindGroupEvent))
+	res := mustAck(t, s, 1, 3)
+	want := []storage.Receipt{{Sender: 1001, MsgID: 5001, Seq: 1}, {Sender: 1002, MsgID: 5002, Seq: 2, Group: true}}
+	if !slices.Equal(res.Receipts, want) {
+		t.Fatalf("receipts %+v, want %+v", res.Receipts, want)
+	}
+	// A group copy is deduplicated per member like a direct message.
+	dup := entry(1, 4, storage.KindGroupMessage)
+	dup.Sender, dup.MsgID = 1002, 5002
+	wantErr(t, storage.AppendWait(s, dup), storage.ErrDuplicate)
+	dup.Recipient = 2 // another member's copy is not a duplicate
+	mustAppend(t, s, dup)
+}
+
 func testDedupeWindow(t *testing.T, h Harness) {
 	clock := NewClock(epoch)
 	s := open(t, h, storage.Config{Now: clock.Now, DedupeWindow: time.Hour})

@@ -73,6 +73,7 @@ func Run(t *testing.T, h Harness) {
 		{"FullMailboxDropsExpired", testFullMailboxDropsExpired},
 		{"Idempotency", testIdempotency},
 		{"DedupeWindow", testDedupeWindow},
+		{"GroupMessageReceipts", testGroupMessageReceipts},
 		{"ConcurrentAppends", testConcurrentAppends},
 		{"GroupCommitBatches", testGroupCommitBatches},
 		{"Closed", testClosed},
