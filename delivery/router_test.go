@@ -484,3 +484,31 @@ func TestEarlyRefusal(t *testing.T) {
 		return len(es) == 0
 	})
 }
+
+// TestLoginBelowFloor: a user whose earlier sessions acknowledged more
+// entries than the window logs in again knowing nothing (LOGIN ack 0). The
+// deleted seqs must not count as outstanding: new messages reach it at once.
+func TestLoginBelowFloor(t *testing.T) {
+	r, store := newRouter(t, delivery.Config{Window: 4}, storage.Config{})
+	sender := &fakeConn{}
+	first := &fakeConn{}
+	login(t, r, first, 2, 0)
+	for id := uint64(1); id <= 10; id++ {
+		send(t, r, sender, 1, id, 2)
+		waitFor(t, fmt.Sprintf("entry %d", id), func() bool { return len(first.items(delivery.OutEntry)) == int(id) })
+		if !r.Ack(first, 2, id) {
+			t.Fatal("Ack busy")
+		}
+	}
+	waitFor(t, "the acks to be durable", func() bool {
+		entries, _, err := store.Read(2, 1, 1, 0, nil)
+		return err == nil && len(entries) == 0
+	})
+	second := &fakeConn{}
+	login(t, r, second, 2, 0) // replaces first; entries 1..10 are deleted
+	send(t, r, sender, 1, 11, 2)
+	waitFor(t, "entry 11 on the new connection", func() bool { return len(second.items(delivery.OutEntry)) == 1 })
+	if got := second.items(delivery.OutEntry)[0].Seq; got != 11 {
+		t.Fatalf("first entry pushed has seq %d, want 11", got)
+	}
+}

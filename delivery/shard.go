@@ -295,7 +295,7 @@ func (s *shard) appended(u *user, c completion) {
 		return
 	}
 	if c.err != nil {
-		u.sent = c.seq // nothing stored under this seq
+		s.skipTo(u, c.seq) // nothing stored under this seq
 		return
 	}
 	o := Outbound{Kind: OutEntry, Seq: c.seq, Record: c.record}
@@ -327,7 +327,7 @@ func (s *shard) pump(u *user) {
 			return
 		}
 		if len(entries) == 0 {
-			u.sent = u.committed // the rest are gaps: failed, expired or deleted seqs
+			s.skipTo(u, u.committed) // the rest are gaps: failed, expired or deleted seqs
 			break
 		}
 		for i := range entries {
@@ -335,6 +335,7 @@ func (s *shard) pump(u *user) {
 			if e.Seq > u.committed {
 				break // committed by storage, completion not seen yet: it will push it
 			}
+			s.skipTo(u, e.Seq-1)
 			o := Outbound{Kind: OutEntry, Seq: e.Seq, Record: e.Value}
 			if !u.conn.Push(o) {
 				u.conn = nil
@@ -347,6 +348,21 @@ func (s *shard) pump(u *user) {
 		clear(entries)
 	}
 	s.markStuck(u)
+}
+
+// skipTo moves u.sent over seqs through seq that hold no entry (failed,
+// expired, or deleted before this connection: a LOGIN ack below the
+// mailbox's floor). When nothing is outstanding, acked moves with it: no
+// one will ever acknowledge those seqs, and counting them would fill the
+// window with nothing.
+func (s *shard) skipTo(u *user, seq uint64) {
+	if seq <= u.sent {
+		return
+	}
+	if u.acked == u.sent {
+		u.acked = seq
+	}
+	u.sent = seq
 }
 
 // windowFull reports whether u's connection has as many entries or bytes
