@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -32,6 +33,7 @@ func serve(args []string) error {
 		window   = fs.Int("window", 0, "mailbox entries sent and not yet acknowledged per connection; 0: 256")
 		ttl      = fs.Duration("ttl", 0, "how long a message waits for its recipient; 0: 30 days")
 		logLevel = fs.String("log", "info", "log level: debug, info, warn, error")
+		gcPct    = fs.Int("gc-percent", 25, "Go GC target: heap growth over the live heap before a collection, percent (the GOGC environment variable, when set, wins)")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -41,6 +43,15 @@ func serve(args []string) error {
 		return fmt.Errorf("-log: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	// Most of the heap is long-lived connection state plus Badger's memtable
+	// arena, which counts as live although its untouched pages cost no RSS.
+	// Go's default (100%) would let garbage grow to the size of all that
+	// before collecting, which shows up as hundreds of bytes of RSS per idle
+	// connection; 25% keeps RSS near the live heap for a few cheap
+	// collections more (docs/BENCHMARKS.md, "Server").
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(*gcPct)
+	}
 
 	keys, _, err := loadKeys(*data, true)
 	if err != nil {
