@@ -298,15 +298,23 @@ func (s *shard) appended(u *user, c completion) {
 		s.skipTo(u, c.seq) // nothing stored under this seq
 		return
 	}
-	o := Outbound{Kind: OutEntry, Seq: c.seq, Record: c.record}
+	if s.push(u, c.seq, c.record) {
+		s.r.stats.DeliveredLive.Add(1)
+		s.markStuck(u)
+	}
+}
+
+// push pushes the entry seq (the next after u.sent) to u's connection and
+// reports whether the connection took it; if not, u is offline from now.
+func (s *shard) push(u *user, seq uint64, record []byte) bool {
+	o := Outbound{Kind: OutEntry, Seq: seq, Record: record}
 	if !u.conn.Push(o) {
 		u.conn = nil
-		return
+		return false
 	}
-	u.sent = c.seq
+	u.sent = seq
 	u.pending += uint32(o.Size())
-	s.r.stats.DeliveredLive.Add(1)
-	s.markStuck(u)
+	return true
 }
 
 // pump pushes u's committed entries after u.sent from storage, while the
@@ -336,13 +344,9 @@ func (s *shard) pump(u *user) {
 				break // committed by storage, completion not seen yet: it will push it
 			}
 			s.skipTo(u, e.Seq-1)
-			o := Outbound{Kind: OutEntry, Seq: e.Seq, Record: e.Value}
-			if !u.conn.Push(o) {
-				u.conn = nil
+			if !s.push(u, e.Seq, e.Value) {
 				return
 			}
-			u.sent = e.Seq
-			u.pending += uint32(o.Size())
 			s.r.stats.DeliveredStored.Add(1)
 		}
 		clear(entries)
