@@ -4,8 +4,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,11 +37,21 @@ func TestMain(m *testing.M) {
 // the keys file its tokens verify with. Test files may import gateway,
 // delivery and storage; bench's own code may not.
 type testServer struct {
-	addr string
-	keys string
+	addr   string
+	keys   string
+	srv    *gateway.Server
+	router *delivery.Router
 }
 
 func startServer(t *testing.T, dcfg delivery.Config) testServer {
+	t.Helper()
+	secret := make([]byte, 32)
+	rand.Read(secret)
+	return startServerSecret(t, dcfg, secret)
+}
+
+// startServerSecret starts a server whose key 3 is secret.
+func startServerSecret(t *testing.T, dcfg delivery.Config, secret []byte) testServer {
 	t.Helper()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	st, err := storage.NewMemory(storage.Config{})
@@ -50,8 +63,6 @@ func startServer(t *testing.T, dcfg delivery.Config) testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	secret := make([]byte, 32)
-	rand.Read(secret)
 	srv, err := gateway.New(gateway.Config{Addr: "127.0.0.1:0", Keys: gateway.Keys{3: secret}, Logger: quiet}, r)
 	if err != nil {
 		t.Fatal(err)
@@ -77,7 +88,7 @@ func startServer(t *testing.T, dcfg delivery.Config) testServer {
 	if err := os.WriteFile(keys, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return testServer{addr: addr.String(), keys: keys}
+	return testServer{addr: addr.String(), keys: keys, srv: srv, router: r}
 }
 
 func (s testServer) config(scenario string) Config {
@@ -289,5 +300,105 @@ func TestTokenMatchesGateway(t *testing.T) {
 	want := gateway.MintToken(secret, gateway.Claims{KeyID: 7, User: 123456789, Device: 1, Expiry: exp})
 	if string(tok) != string(want) {
 		t.Errorf("token %x, gateway mints %x", tok, want)
+	}
+}
+
+// fakeMetrics serves a metrics endpoint for srv whose memory rises by
+// exactly 1000 bytes of RSS and 500 of heap per open connection over a
+// fixed base, so a run's per-connection figures are known in advance.
+func fakeMetrics(t *testing.T, srv testServer, base uint64) string {
+	t.Helper()
+	h := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		n := uint64(srv.srv.Conns())
+		fmt.Fprintf(w, "# HELP fake\nprocess_resident_memory_bytes %d\ngo_memstats_heap_inuse_bytes %d\nprocess_cpu_seconds_total %d\nswitchboard_connections %d\n",
+			base+1000*n, base/2+500*n, srv.router.Stats().Accepted.Load(), n)
+	}))
+	t.Cleanup(h.Close)
+	return h.URL + "/metrics"
+}
+
+// TestConnectTwoServers holds connections on two servers at once, from
+// worker processes, each server with its own keys file: every user must
+// log in to its home server (a token for the other is refused), each
+// server must hold half, and the memory figures must be the servers' sums.
+func TestConnectTwoServers(t *testing.T) {
+	a, b := startServer(t, delivery.Config{}), startServer(t, delivery.Config{})
+	cfg := Config{
+		Scenario: "connect",
+		Addr:     a.addr + "," + b.addr,
+		Keys:     a.keys + "," + b.keys,
+		Metrics:  fakeMetrics(t, a, 10<<20) + "," + fakeMetrics(t, b, 30<<20),
+		Drain:    10 * time.Second,
+		Conns:    200, ConnectRate: 2000, Hold: 50 * time.Millisecond, Burst: 2,
+		PerProcess: 60, // four workers of 25 pairs, each talking to both servers
+	}
+	res := runOK(t, cfg)
+	if res.Conns != 200 || res.LoginLatency.TotalCount() != 200 {
+		t.Errorf("conns %d, logins %d, want 200", res.Conns, res.LoginLatency.TotalCount())
+	}
+	if res.Processes != 5 {
+		t.Errorf("processes %d, want 5 (four workers and the coordinator)", res.Processes)
+	}
+	checkAllDelivered(t, res, 400)
+	for _, s := range []testServer{a, b} {
+		if got := s.srv.Stats().Logins.Load(); got != 100 {
+			t.Errorf("server %s: %d logins, want 100", s.addr, got)
+		}
+		if got := s.router.Stats().Accepted.Load(); got != 200 {
+			t.Errorf("server %s accepted %d messages, want 200 (its 100 users' bursts of 2)", s.addr, got)
+		}
+	}
+	if got := res.Figures["idle_per_conn_rss_bytes"]; got != 1000 {
+		t.Errorf("idle RSS per connection %v, want 1000 (the sum over both servers over 200 connections)", got)
+	}
+	if got := res.Figures["idle_per_conn_heap_bytes"]; got != 500 {
+		t.Errorf("idle heap per connection %v, want 500", got)
+	}
+	var idle *MemPoint
+	for i := range res.Memory {
+		if res.Memory[i].Label == "idle" {
+			idle = &res.Memory[i]
+		}
+	}
+	if idle == nil || idle.Conns != 200 || idle.RSS != 40<<20+200_000 {
+		t.Errorf("idle memory point %+v, want 200 connections and RSS %d", idle, 40<<20+200_000)
+	}
+	perServer := false
+	for _, n := range res.Notes {
+		perServer = perServer || (strings.Contains(n, `at "idle", per server`) && strings.Contains(n, a.addr) && strings.Contains(n, b.addr))
+	}
+	if !perServer {
+		t.Errorf("no per-server memory note in %q", res.Notes)
+	}
+}
+
+// TestChatTwoServers runs chat over two servers sharing one keys file (one
+// --keys path for both): every pair must live on one server, or its
+// messages would never reach the other side.
+func TestChatTwoServers(t *testing.T) {
+	secret := make([]byte, 32)
+	rand.Read(secret)
+	a, b := startServerSecret(t, delivery.Config{}, secret), startServerSecret(t, delivery.Config{}, secret)
+	cfg := a.config("chat")
+	cfg.Addr = a.addr + "," + b.addr
+	cfg.Pairs, cfg.Rate, cfg.Duration, cfg.PerProcess = 10, 500, time.Second, 8
+	res := runOK(t, cfg)
+	checkAllDelivered(t, res, 500)
+	if res.Conns != 20 || res.LoginLatency.TotalCount() != 20 {
+		t.Errorf("conns %d, logins %d, want 20", res.Conns, res.LoginLatency.TotalCount())
+	}
+	var accepted uint64
+	for _, s := range []testServer{a, b} {
+		if got := s.srv.Stats().Logins.Load(); got != 10 {
+			t.Errorf("server %s: %d logins, want 10 (5 pairs)", s.addr, got)
+		}
+		n := s.router.Stats().Accepted.Load()
+		if n < 200 || n > 300 {
+			t.Errorf("server %s accepted %d of 500 messages, want about half", s.addr, n)
+		}
+		accepted += n
+	}
+	if accepted != 500 {
+		t.Errorf("the servers accepted %d messages, want 500", accepted)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"net/netip"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -19,9 +20,18 @@ var Scenarios = []string{"connect", "chat", "group", "offline", "storm", "slow"}
 type Config struct {
 	Scenario string
 
-	Addr    string // server, host:port. Default 127.0.0.1:7070 (make run's).
-	Metrics string // server's Prometheus endpoint URL; "-" for none. Default http://127.0.0.1:9070/metrics.
-	Keys    string // the server's token keys file. Default data/keys (make run's data folder).
+	// Addr is the servers, host:port, comma-separated: independent server
+	// processes, each the home of an even share of the users (see
+	// makePlan). Default 127.0.0.1:7070 (make run's).
+	Addr string
+	// Metrics is each server's Prometheus endpoint, comma-separated in
+	// Addr's order: a URL, or host:port for http://host:port/metrics; "-"
+	// for none. Default http://127.0.0.1:9070/metrics (one server only).
+	Metrics string
+	// Keys is each server's token keys file, comma-separated in Addr's
+	// order, or one file for every server (their data folders hold copies
+	// of it). Default data/keys (make run's data folder).
+	Keys string
 
 	Conns       int           // connect, storm: connections. Default 1000.
 	Pairs       int           // chat, offline, slow: pairs of users. Default 100.
@@ -174,7 +184,87 @@ func (c *Config) validate() error {
 		_, err := netip.ParseAddr(s)
 		check(err == nil, "--sources: %q is not an IP address", s)
 	}
+	if _, err := c.targets(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
+}
+
+// target is one server of a run as the flags name it.
+type target struct {
+	addr    string // host:port
+	metrics string // the endpoint's URL; "": not scraped
+	keys    string // the keys file's path
+}
+
+// targets pairs the comma-separated lists of Addr, Metrics and Keys into
+// one target per server, and reports every mismatch at once.
+func (c *Config) targets() ([]target, error) {
+	var errs []error
+	addrs := splitList(c.Addr)
+	if len(addrs) == 0 {
+		return nil, errors.New("--addr names no server")
+	}
+	seen := map[string]bool{}
+	for _, a := range addrs {
+		if seen[a] {
+			// Twice the same server would put "two servers'" users on one
+			// and report a spread the run did not have.
+			errs = append(errs, fmt.Errorf("--addr lists %s twice", a))
+		}
+		seen[a] = true
+	}
+	var metrics []string
+	if m := strings.TrimSpace(c.Metrics); m != "-" && m != "none" {
+		metrics = splitList(m)
+		if len(metrics) != len(addrs) {
+			errs = append(errs, fmt.Errorf("--metrics lists %d endpoints for %d servers: give one per server in --addr's order, or \"-\" for none", len(metrics), len(addrs)))
+		}
+		for _, m := range metrics {
+			if m == "-" || m == "none" {
+				// A sum over some of the servers would pass for all of them.
+				errs = append(errs, errors.New("--metrics: every server needs an endpoint, or \"-\" alone for none"))
+				break
+			}
+		}
+	}
+	keys := splitList(c.Keys)
+	if len(keys) != 1 && len(keys) != len(addrs) {
+		errs = append(errs, fmt.Errorf("--keys lists %d files for %d servers: give one per server in --addr's order, or one for all", len(keys), len(addrs)))
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	ts := make([]target, len(addrs))
+	for i, a := range addrs {
+		ts[i] = target{addr: a, keys: keys[min(i, len(keys)-1)]}
+		if metrics != nil {
+			ts[i].metrics = metricsURL(metrics[i])
+		}
+	}
+	return ts, nil
+}
+
+// splitList splits a comma-separated flag value, dropping spaces and
+// empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// metricsURL returns the URL of one metrics endpoint: host:port stands
+// for http://host:port/metrics, the path `switchboard serve --metrics`
+// serves.
+func metricsURL(s string) string {
+	if strings.Contains(s, "://") {
+		return s
+	}
+	return "http://" + s + "/metrics"
 }
 
 // shape returns the run's units (pairs or groups) and connections per unit.
@@ -197,15 +287,21 @@ func (c *Config) senders() int {
 	return units * size
 }
 
-// plan is how the run is spread over processes.
+// plan is how the run is spread over processes and servers.
 type plan struct {
 	specs []Spec
 	local bool // one process: the coordinator runs the engine itself
 }
 
 // makePlan spreads the units over processes of at most PerProcess
-// connections each, every process on its own source address.
-func (c *Config) makePlan(key Key, runID uint64) (plan, error) {
+// connections each, every process on its own source address, and over
+// the servers: the run's u-th unit (counted across processes) is homed
+// on servers[u % len(servers)], so each server gets the same number of
+// units, give or take one, and every process talks to every server. A
+// unit's users all live on its server, as they live on one loop: the
+// servers are independent, and a message only reaches users of the
+// server it was sent to.
+func (c *Config) makePlan(servers []Target, runID uint64) (plan, error) {
 	units, size := c.shape()
 	per := c.PerProcess
 	if per == 0 {
@@ -227,12 +323,16 @@ func (c *Config) makePlan(key Key, runID uint64) (plan, error) {
 	if c.Scenario == "slow" {
 		slow = max(1, int(math.Round(float64(units)*c.SlowShare)))
 	}
-	server, err := resolve(c.Addr)
-	if err != nil {
-		return plan{}, err
+	loopback4 := true
+	for _, t := range servers {
+		ap, err := resolve(t.Addr)
+		if err != nil {
+			return plan{}, err
+		}
+		loopback4 = loopback4 && ap.Addr().IsLoopback() && ap.Addr().Is4()
 	}
 	sources := c.Sources
-	if len(sources) == 0 && procs > 1 && server.Addr().IsLoopback() && server.Addr().Is4() {
+	if len(sources) == 0 && procs > 1 && loopback4 {
 		for i := 0; i < procs; i++ {
 			sources = append(sources, fmt.Sprintf("127.0.0.%d", 2+i%250))
 		}
@@ -245,7 +345,7 @@ func (c *Config) makePlan(key Key, runID uint64) (plan, error) {
 			n++
 		}
 		s := Spec{
-			Addr: c.Addr, Key: key, RunID: runID,
+			Servers: servers, FirstUnit: done, RunID: runID,
 			UserBase: c.UserBase + uint64(done*size),
 			Units:    n, UnitSize: size, Size: c.Size, Loops: c.Loops, Senders: c.Senders,
 			Weight:       float64(n) / float64(units),

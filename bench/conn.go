@@ -117,7 +117,7 @@ func (c *conn) dial() {
 			return
 		}
 	}
-	err = unix.Connect(fd, l.server)
+	err = unix.Connect(fd, l.servers[c.unit.home])
 	if err != nil && !errors.Is(err, unix.EINPROGRESS) {
 		c.fail("connect: " + err.Error())
 		return
@@ -142,7 +142,7 @@ func (c *conn) connected() {
 	c.state = stateHandshake
 	c.setEvents(false)
 	expiry := time.Now().Add(24 * time.Hour)
-	l.tok = mintToken(l.tok[:0], l.e.spec.Key, c.user, expiry)
+	l.tok = mintToken(l.tok[:0], l.e.spec.Servers[c.unit.home].Key, c.user, expiry)
 	login := protocol.Login{Token: l.tok, Ping: uint32(l.e.spec.Ping / time.Second), Ack: c.ackedSeq}
 	c.obuf = login.Append(protocol.AppendPreface(c.obuf, protocol.Version, protocol.TransportPlain))
 	c.wrote()
@@ -554,7 +554,7 @@ func (c *conn) fail(reason string) {
 	c.state = stateClosed
 	c.attempts++
 	if c.attempts > l.e.spec.Retries {
-		l.failure(fmt.Sprintf("user %d could not log in: %s", c.user, reason))
+		l.failure(fmt.Sprintf("user %d could not log in to %s: %s", c.user, l.e.spec.Servers[c.unit.home].Addr, reason))
 		c.gaveUpWait()
 		return
 	}
@@ -569,7 +569,7 @@ func (c *conn) closedBy(code protocol.Code, after int64) {
 	}
 	l.res.Closes[code.String()]++
 	if c.state == stateHandshake && (code == protocol.CodeBadToken || code == protocol.CodeTokenExpired) {
-		l.e.fatal(fmt.Errorf("the server refused the login token (%v): is --keys the keys file of this server's data folder?", code))
+		l.e.fatal(fmt.Errorf("server %s refused the login token (%v): is --keys the keys file of this server's data folder?", l.e.spec.Servers[c.unit.home].Addr, code))
 	}
 	c.down(after)
 }

@@ -11,10 +11,21 @@
 //	  processes of ≤ 15,000 connections,        source address 127.0.0.N,
 //	  each on its own source address  ──spec──▶ reading steps on stdin,
 //	  steps: connect, traffic, drain… ──step──▶ answering on stdout
-//	  scrapes the server's /metrics   ◀─done──  (JSON lines; histograms as
+//	  scrapes the servers' /metrics   ◀─done──  (JSON lines; histograms as
 //	  merges Results (Result.Merge)   ◀result─  HdrHistogram encodings)
 //
 // With one process the coordinator runs the engine itself.
+//
+// # Several servers
+//
+// One server process holds fewer connections than its open-file limit, so
+// a run may target several independent servers (--addr a,b,…). Each unit
+// is homed on one of them, the run's u-th unit on server u mod N, and all
+// its users log in there: the servers share nothing, so a message only
+// reaches users of the server it was sent to, and the checks stay those
+// of one server. Every process talks to every server; the coordinator
+// scrapes every server's /metrics at once and reports the sums (each
+// server's share in the notes).
 //
 // # The engine
 //

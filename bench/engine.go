@@ -13,12 +13,15 @@ import (
 )
 
 // Spec is one generator process's share of a run: which users it plays,
-// how they are grouped, and where the server is. The coordinator makes one
-// per process and sends it to each worker as JSON.
+// how they are grouped, and where the servers are. The coordinator makes
+// one per process and sends it to each worker as JSON.
 type Spec struct {
-	Addr     string  `json:"addr"`             // the server, host:port
+	// Servers are the run's servers, in --addr's order; the process's u-th
+	// unit is homed on Servers[(FirstUnit+u) % len(Servers)] (see homeOf).
+	Servers   []Target `json:"servers"`
+	FirstUnit int      `json:"first_unit"` // the run-wide index of this process's first unit
+
 	Source   string  `json:"source,omitempty"` // source IP to dial from; "": the kernel's choice
-	Key      Key     `json:"key"`              // token key
 	RunID    uint64  `json:"run_id"`           // stamped in every body: tells this run's messages from old ones
 	UserBase uint64  `json:"user_base"`        // first user id of this process
 	Units    int     `json:"units"`            // pairs or groups this process holds
@@ -35,9 +38,21 @@ type Spec struct {
 	HandshakeTimeout time.Duration `json:"handshake_timeout"` // dial to WELCOME
 }
 
+// Target is one server of a run: where to dial, and the key its tokens
+// verify with.
+type Target struct {
+	Addr string `json:"addr"` // host:port
+	Key  Key    `json:"key"`  // the newest key of the server's keys file
+}
+
+// homeOf returns the index in Servers of the server that the process's
+// u-th unit is homed on.
+func (s *Spec) homeOf(u int) int { return (s.FirstUnit + u) % len(s.Servers) }
+
 // unit is a pair or a group: connections that only talk among themselves,
-// so they live on one loop.
+// so they live on one loop and on one server.
 type unit struct {
+	home     int // index in Spec.Servers of the server its users log in to
 	conns    []*conn
 	slow     bool
 	group    uint64 // the group's id once created; 0: a pair
@@ -46,14 +61,14 @@ type unit struct {
 
 // engine is one process's generator: its loops and connections.
 type engine struct {
-	spec   Spec
-	t0     time.Time
-	family int
-	server netip.AddrPort
-	source netip.Addr // invalid: the kernel chooses
-	loops  []*loop
-	units  []*unit
-	wg     sync.WaitGroup
+	spec    Spec
+	t0      time.Time
+	family  int
+	servers []netip.AddrPort // Spec.Servers, resolved; all of one family
+	source  netip.Addr       // invalid: the kernel chooses
+	loops   []*loop
+	units   []*unit
+	wg      sync.WaitGroup
 
 	failOnce sync.Once
 	failed   chan struct{} // closed by fatal
@@ -66,19 +81,28 @@ func newEngine(spec Spec) (*engine, error) {
 		spec.Loops = runtime.GOMAXPROCS(0)
 	}
 	spec.Loops = max(1, min(spec.Loops, spec.Units))
-	e := &engine{spec: spec, t0: time.Now(), failed: make(chan struct{})}
-	ap, err := resolve(spec.Addr)
-	if err != nil {
-		return nil, err
+	if len(spec.Servers) == 0 {
+		return nil, errors.New("bench: the spec names no server")
 	}
-	e.server, e.family = ap, unix.AF_INET
-	if ap.Addr().Is6() {
+	e := &engine{spec: spec, t0: time.Now(), failed: make(chan struct{})}
+	for _, t := range spec.Servers {
+		ap, err := resolve(t.Addr)
+		if err != nil {
+			return nil, err
+		}
+		if len(e.servers) > 0 && ap.Addr().Is4() != e.servers[0].Addr().Is4() {
+			return nil, fmt.Errorf("bench: servers %s and %s are of different address families", e.servers[0], ap)
+		}
+		e.servers = append(e.servers, ap)
+	}
+	e.family = unix.AF_INET
+	if e.servers[0].Addr().Is6() {
 		e.family = unix.AF_INET6
 	}
 	if spec.Source != "" {
 		src, err := netip.ParseAddr(spec.Source)
-		if err != nil || src.Is4() != ap.Addr().Is4() {
-			return nil, fmt.Errorf("bench: source address %q does not suit server %s", spec.Source, ap)
+		if err != nil || src.Is4() != e.servers[0].Addr().Is4() {
+			return nil, fmt.Errorf("bench: source address %q does not suit server %s", spec.Source, e.servers[0])
 		}
 		e.source = src
 	}
@@ -99,7 +123,7 @@ func newEngine(spec Spec) (*engine, error) {
 	idBase := uint64(time.Since(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)).Microseconds())
 	for u := 0; u < spec.Units; u++ {
 		l := e.loops[u%len(e.loops)]
-		un := &unit{slow: u < spec.Slow}
+		un := &unit{home: spec.homeOf(u), slow: u < spec.Slow}
 		for m := 0; m < spec.UnitSize; m++ {
 			c := &conn{l: l, idx: int32(len(l.conns)), user: user, unit: un, fd: -1, outBase: idBase}
 			user++

@@ -30,8 +30,8 @@ type loop struct {
 	users map[uint64]*conn // every user of the loop, for receivers' lookups
 	// The loop's own socket addresses: a unix.Sockaddr caches its raw
 	// form when used, so loops must not share one.
-	server unix.Sockaddr
-	source unix.Sockaddr // nil: the kernel chooses
+	servers []unix.Sockaddr // engine.servers', by index
+	source  unix.Sockaddr   // nil: the kernel chooses
 
 	// cmds carries work from the engine goroutine to the loop (which runs
 	// it between epoll waits). Bound: one command per step per loop; the
@@ -126,7 +126,9 @@ func newLoop(e *engine, id int) (*loop, error) {
 		rbuf:  make([]byte, readBufLen),
 		res:   newResult(),
 	}
-	l.server = sockaddr(e.server)
+	for _, ap := range e.servers {
+		l.servers = append(l.servers, sockaddr(ap))
+	}
 	if e.source.IsValid() {
 		l.source = sockaddr(netip.AddrPortFrom(e.source, 0))
 	}

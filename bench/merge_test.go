@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -79,10 +80,12 @@ switchboard_closes_total{reason="peer"} 10
 	}
 }
 
+var oneServer = []Target{{Addr: "127.0.0.1:7070", Key: Key{ID: 1}}}
+
 func TestPlanSpreadsConnections(t *testing.T) {
 	c := Config{Scenario: "connect", Conns: 100_000, Addr: "127.0.0.1:7070"}
 	c.setDefaults()
-	p, err := c.makePlan(Key{ID: 1}, 1)
+	p, err := c.makePlan(oneServer, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +115,7 @@ func TestPlanSpreadsConnections(t *testing.T) {
 
 	c = Config{Scenario: "slow", Pairs: 1000, SlowShare: 0.1, PerProcess: 300, Addr: "127.0.0.1:7070"}
 	c.setDefaults()
-	p, err = c.makePlan(Key{ID: 1}, 1)
+	p, err = c.makePlan(oneServer, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,6 +128,106 @@ func TestPlanSpreadsConnections(t *testing.T) {
 	}
 	if slow != 100 {
 		t.Errorf("%d slow pairs, want 100", slow)
+	}
+}
+
+// TestPlanSpreadsOverServers checks the homes the engines give their
+// units: every user of a pair on one server, the servers evenly loaded,
+// every process talking to every server.
+func TestPlanSpreadsOverServers(t *testing.T) {
+	servers := []Target{
+		{Addr: "127.0.0.1:7071", Key: Key{ID: 1}},
+		{Addr: "127.0.0.1:7072", Key: Key{ID: 2}},
+		{Addr: "127.0.0.1:7073", Key: Key{ID: 3}},
+	}
+	tests := []struct {
+		name     string
+		cfg      Config
+		wantConn []int // connections per server
+	}{
+		{"connect 1000 in 4 processes", Config{Scenario: "connect", Conns: 1000, PerProcess: 300}, []int{334, 334, 332}},
+		{"chat 7 pairs in 3 processes", Config{Scenario: "chat", Pairs: 7, PerProcess: 6}, []int{6, 4, 4}},
+		{"group 5 of 4 in one process", Config{Scenario: "group", Groups: 5, GroupSize: 4}, []int{8, 8, 4}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := tt.cfg
+			c.Addr = "127.0.0.1:7071,127.0.0.1:7072,127.0.0.1:7073"
+			c.setDefaults()
+			p, err := c.makePlan(servers, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			home := map[uint64]string{} // user → the address it dials
+			perServer := make([]int, len(servers))
+			for i, s := range p.specs {
+				e, err := newEngine(s)
+				if err != nil {
+					t.Fatal(err)
+				}
+				procServers := map[int]bool{}
+				for _, u := range e.units {
+					for _, c := range u.conns {
+						if _, ok := home[c.user]; ok {
+							t.Errorf("user %d played twice", c.user)
+						}
+						home[c.user] = e.spec.Servers[c.unit.home].Addr
+						if home[c.user] != home[u.conns[0].user] {
+							t.Errorf("process %d: user %d on %s, its unit's first user on %s", i, c.user, home[c.user], home[u.conns[0].user])
+						}
+						if got, want := e.servers[c.unit.home].String(), home[c.user]; got != want {
+							t.Errorf("user %d dials %s, homed on %s", c.user, got, want)
+						}
+						perServer[c.unit.home]++
+					}
+					procServers[u.home] = true
+				}
+				e.close()
+				if len(p.specs) > 1 && s.Units >= len(servers) && len(procServers) != len(servers) {
+					t.Errorf("process %d with %d units talks to %d of %d servers", i, s.Units, len(procServers), len(servers))
+				}
+			}
+			if !slices.Equal(perServer, tt.wantConn) {
+				t.Errorf("connections per server %v, want %v", perServer, tt.wantConn)
+			}
+		})
+	}
+}
+
+func TestTargets(t *testing.T) {
+	tests := []struct {
+		name            string
+		addr, met, keys string
+		want            []target
+		wantErr         []string // substrings of the error; nil: none
+	}{
+		{name: "one server, defaults", addr: "127.0.0.1:7070", met: "http://127.0.0.1:9070/metrics", keys: "data/keys",
+			want: []target{{"127.0.0.1:7070", "http://127.0.0.1:9070/metrics", "data/keys"}}},
+		{name: "two servers, one keys file, host:port endpoints", addr: "127.0.0.1:7071, 127.0.0.1:7072", met: "127.0.0.1:9071,127.0.0.1:9072", keys: "k",
+			want: []target{{"127.0.0.1:7071", "http://127.0.0.1:9071/metrics", "k"}, {"127.0.0.1:7072", "http://127.0.0.1:9072/metrics", "k"}}},
+		{name: "two servers, two keys files, no metrics", addr: "a:1,b:2", met: "-", keys: "k1,k2",
+			want: []target{{"a:1", "", "k1"}, {"b:2", "", "k2"}}},
+		{name: "the default endpoint for two servers", addr: "a:1,b:2", met: "http://127.0.0.1:9070/metrics", keys: "k",
+			wantErr: []string{"--metrics lists 1 endpoints for 2 servers"}},
+		{name: "every mistake at once", addr: "a:1,a:1,b:2", met: "x:1,-,y:2", keys: "k1,k2",
+			wantErr: []string{"lists a:1 twice", "every server needs an endpoint", "--keys lists 2 files for 3 servers"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Config{Addr: tt.addr, Metrics: tt.met, Keys: tt.keys}
+			got, err := c.targets()
+			for _, w := range tt.wantErr {
+				if err == nil || !strings.Contains(err.Error(), w) {
+					t.Errorf("err %v, want it to say %q", err, w)
+				}
+			}
+			if tt.wantErr == nil && err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("targets %+v, want %+v", got, tt.want)
+			}
+		})
 	}
 }
 

@@ -3,11 +3,13 @@ package bench
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -19,6 +21,72 @@ type serverMetrics struct {
 	CPU       float64 // process_cpu_seconds_total
 	Conns     int     // switchboard_connections
 	Closes    map[string]uint64
+}
+
+// add adds o's figures to m: the servers of a run are separate
+// processes, so the run's memory, CPU and connections are their sums.
+func (m *serverMetrics) add(o serverMetrics) {
+	m.RSS += o.RSS
+	m.HeapInuse += o.HeapInuse
+	m.CPU += o.CPU
+	m.Conns += o.Conns
+	for k, v := range o.Closes {
+		if m.Closes == nil {
+			m.Closes = map[string]uint64{}
+		}
+		m.Closes[k] += v
+	}
+}
+
+// scrapers reads the endpoints of every server of a run at once.
+type scrapers struct {
+	addrs []string   // the servers, for notes
+	each  []*scraper // one per server, in addrs' order; nil: the run scrapes none
+}
+
+func newScrapers(ts []target) scrapers {
+	var s scrapers
+	for _, t := range ts {
+		s.addrs = append(s.addrs, t.addr)
+		if t.metrics != "" {
+			s.each = append(s.each, newScraper(t.metrics))
+		}
+	}
+	if len(s.each) != len(ts) {
+		s.each = nil // Config.targets gives every server an endpoint or none
+	}
+	return s
+}
+
+// scrape reads every server's endpoint concurrently (so the figures are
+// of one moment) and returns their sum and each server's figures. It
+// fails when any server does not answer: a sum short of a server would
+// pass for the whole.
+func (s scrapers) scrape(ctx context.Context) (sum serverMetrics, each []serverMetrics, err error) {
+	if len(s.each) == 0 {
+		return serverMetrics{}, nil, errors.New("no metrics endpoint given")
+	}
+	each = make([]serverMetrics, len(s.each))
+	errs := make([]error, len(s.each))
+	var wg sync.WaitGroup
+	for i, sc := range s.each {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			each[i], errs[i] = sc.scrape(ctx)
+			if errs[i] != nil && len(s.each) > 1 {
+				errs[i] = fmt.Errorf("server %s: %w", s.addrs[i], errs[i])
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return serverMetrics{}, nil, err
+	}
+	for _, m := range each {
+		sum.add(m)
+	}
+	return sum, each, nil
 }
 
 // scraper reads the server's /metrics. A nil *scraper (no --metrics) reads

@@ -5,31 +5,48 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 )
 
-// Run carries out one scenario against a server and returns what it
-// measured. The error is non-nil when the run could not be carried out
-// (no server, refused logins, a step that timed out…); correctness
-// failures are in the Result (see Passed).
+// Run carries out one scenario against one or more servers and returns
+// what it measured. The error is non-nil when the run could not be
+// carried out (no server, refused logins, a step that timed out…);
+// correctness failures are in the Result (see Passed).
 func Run(ctx context.Context, cfg Config) (*Result, error) {
 	cfg.setDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	key, err := ReadKeys(cfg.Keys)
+	ts, err := cfg.targets()
 	if err != nil {
 		return nil, err
+	}
+	servers := make([]Target, len(ts))
+	keys := map[string]Key{} // by path: one file may serve every server
+	for i, t := range ts {
+		k, ok := keys[t.keys]
+		if !ok {
+			if k, err = ReadKeys(t.keys); err != nil {
+				return nil, err
+			}
+			keys[t.keys] = k
+		}
+		servers[i] = Target{Addr: t.addr, Key: k}
 	}
 	var rb [8]byte
 	rand.Read(rb[:])
 	runID := binary.BigEndian.Uint64(rb[:])
-	p, err := cfg.makePlan(key, runID)
+	p, err := cfg.makePlan(servers, runID)
 	if err != nil {
 		return nil, err
 	}
-	r := &run{cfg: &cfg, scr: newScraper(metricsURL(cfg.Metrics)), started: time.Now(), cpuFrom: selfCPU()}
+	r := &run{cfg: &cfg, scr: newScrapers(ts), started: time.Now(), cpuFrom: selfCPU()}
+	if len(servers) > 1 {
+		r.note("%s", spreadNote(&cfg, servers))
+		fmt.Fprintf(cfg.Out, "bench: %s\n", r.notes[len(r.notes)-1])
+	}
 	if err := r.start(p); err != nil {
 		return nil, err
 	}
@@ -76,17 +93,34 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	return res, runErr
 }
 
-func metricsURL(s string) string {
-	if s == "-" || s == "none" {
-		return ""
+// spreadNote says how the units are spread over the servers (makePlan's
+// rule: the run's u-th unit is homed on servers[u % len(servers)]).
+func spreadNote(cfg *Config, servers []Target) string {
+	units, size := cfg.shape()
+	kind := "pairs"
+	if cfg.Scenario == "group" {
+		kind = "groups"
 	}
-	return s
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d servers; the run's %s are homed on them in turn (the u-th on server u mod %d), all users of one on its server:", len(servers), kind, len(servers))
+	for i, t := range servers {
+		n := units / len(servers)
+		if i < units%len(servers) {
+			n++
+		}
+		sep := ","
+		if i == len(servers)-1 {
+			sep = ""
+		}
+		fmt.Fprintf(&b, " %s %d %s (%s)%s", t.Addr, n, kind, formatConns(n*size), sep)
+	}
+	return b.String()
 }
 
 // run is the coordinator's state during one Run.
 type run struct {
 	cfg      *Config
-	scr      *scraper
+	scr      scrapers
 	fl       *fleet
 	started  time.Time
 	cpuFrom  time.Duration
@@ -140,10 +174,11 @@ func (r *run) start(p plan) error {
 	return nil
 }
 
-// scrape reads the server's memory and records it under label; it
-// returns the metrics (zero when unreachable).
+// scrape reads the servers' memory and records their sum under label
+// (each server's figures go in a note when there are several); it returns
+// the summed metrics (zero when a server is unreachable).
 func (r *run) scrape(ctx context.Context, label string) serverMetrics {
-	m, err := r.scr.scrape(ctx)
+	m, each, err := r.scr.scrape(ctx)
 	if err != nil {
 		if !r.metricsN {
 			r.metricsN = true
@@ -152,7 +187,26 @@ func (r *run) scrape(ctx context.Context, label string) serverMetrics {
 		return serverMetrics{}
 	}
 	r.mem = append(r.mem, MemPoint{Label: label, Conns: m.Conns, RSS: m.RSS, HeapInuse: m.HeapInuse})
+	r.notePerServer(label, each)
 	return m
+}
+
+// notePerServer notes each server's share of a memory point whose sum the
+// report shows; nothing with one server.
+func (r *run) notePerServer(label string, each []serverMetrics) {
+	if len(each) < 2 {
+		return
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "server memory at %q, per server:", label)
+	for i, m := range each {
+		sep := ";"
+		if i == len(each)-1 {
+			sep = ""
+		}
+		fmt.Fprintf(&b, " %s %s, RSS %s, heap %s, CPU %.1f s so far%s", r.scr.addrs[i], formatConns(m.Conns), formatBytes(float64(m.RSS)), formatBytes(float64(m.HeapInuse)), m.CPU, sep)
+	}
+	r.notes = append(r.notes, b.String())
 }
 
 // step runs s on the fleet with a live progress line.

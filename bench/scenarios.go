@@ -179,6 +179,7 @@ func (r *run) storm(ctx context.Context) (*Result, error) {
 	// storm runs.
 	stop := make(chan struct{})
 	var peak serverMetrics
+	var peakEach []serverMetrics
 	var loggedIn time.Duration
 	done := make(chan struct{})
 	t0 := time.Now()
@@ -205,8 +206,8 @@ func (r *run) storm(ctx context.Context) (*Result, error) {
 		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			if m, err := r.scr.scrape(ctx); err == nil && m.RSS > peak.RSS {
-				peak = m
+			if m, each, err := r.scr.scrape(ctx); err == nil && m.RSS > peak.RSS {
+				peak, peakEach = m, each
 			}
 			select {
 			case <-tick.C:
@@ -228,6 +229,7 @@ func (r *run) storm(ctx context.Context) (*Result, error) {
 	}
 	if peak.RSS != 0 {
 		r.mem = append(r.mem, MemPoint{Label: "peak", Conns: peak.Conns, RSS: peak.RSS, HeapInuse: peak.HeapInuse})
+		r.notePerServer("peak", peakEach)
 	}
 	if err == nil {
 		_, err = r.step(Step{Kind: "drain", Timeout: r.cfg.Drain}, "settle", 0, func(c counters) int64 { return c.Pending })

@@ -44,6 +44,22 @@ machine (server 127.0.0.1:7070, metrics 127.0.0.1:9070, keys in data/keys).
 Past one process's open-file limit the connections are spread over worker
 processes, each dialling from its own source address in 127.0.0.0/8.
 
+Several servers: one server process holds fewer connections than its
+open-file limit (about 19,500 under a limit of 20,000), so to go past it
+start independent servers, each with its own data folder and ports, and
+list them all; pairs and groups are spread evenly over them (the u-th is
+homed on server u mod N, all its users there) and memory and CPU are
+summed over the servers. For 100,000 connections with a 20,000 limit:
+
+  switchboard serve --data /tmp/s1 --listen 127.0.0.1:7071 --metrics 127.0.0.1:9071 &
+  (and likewise /tmp/s2 … /tmp/s6 on ports 7072 … 7076 and 9072 … 9076)
+  switchboard bench connect --conns 100000 \
+      --addr 127.0.0.1:7071,127.0.0.1:7072,…,127.0.0.1:7076 \
+      --metrics 127.0.0.1:9071,127.0.0.1:9072,…,127.0.0.1:9076 \
+      --keys /tmp/s1/keys,/tmp/s2/keys,…,/tmp/s6/keys
+
+(--keys may name one file when every data folder holds a copy of it.)
+
 Flags:
 `
 
@@ -57,9 +73,9 @@ func benchCmd(args []string) error {
 		fs.PrintDefaults()
 	}
 	var cfg bench.Config
-	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:7070", "server address, host:port")
-	fs.StringVar(&cfg.Metrics, "metrics", "http://127.0.0.1:9070/metrics", "server's Prometheus endpoint (URL) for its memory and CPU; \"-\": none")
-	fs.StringVar(&cfg.Keys, "keys", "data/keys", "the server's token keys file (path): tokens are minted from its newest key")
+	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:7070", "server address, host:port; several independent servers: comma-separated, users spread evenly over them")
+	fs.StringVar(&cfg.Metrics, "metrics", "http://127.0.0.1:9070/metrics", "server's Prometheus endpoint for its memory and CPU: a URL, or host:port for http://host:port/metrics; several servers: one per --addr, comma-separated, in the same order (figures are summed); \"-\": none")
+	fs.StringVar(&cfg.Keys, "keys", "data/keys", "the server's token keys file (path): tokens are minted from its newest key; several servers: one per --addr, comma-separated, in the same order, or one file for all")
 	fs.IntVar(&cfg.Conns, "conns", 1000, "connect, storm: connections (count, even: they pair up)")
 	fs.IntVar(&cfg.Pairs, "pairs", 100, "chat, offline, slow: pairs of users (count; 2 connections each)")
 	fs.IntVar(&cfg.Groups, "groups", 10, "group: groups (count)")
