@@ -13,9 +13,10 @@
 //	                               ▼  committer goroutine (one)
 //	             take every queued op, up to Config.MaxBatch / MaxBatchBytes
 //	             apply each to one Badger transaction: check seq, dedupe, limits;
-//	             write entries, dedupe records, then each touched recipient's meta
+//	             write entries, dedupe records, then the metas that are due
 //	                               │
-//	                               ▼  txn.Commit with SyncWrites: one fsync
+//	                               ▼  txn.Commit with SyncWrites: one fsync,
+//	                                  meanwhile the next ops' dedupe lookups
 //	             call done for every op of the batch, in queue order
 //
 // # Durability and ordering, method by method
@@ -35,7 +36,9 @@
 //     Config.MaxBatch entries commits in several transactions; each is a
 //     valid cumulative state, and done runs after the last.
 //   - LastSeq, Read, Lookup, Members, Role, Groups: read committed data
-//     only, from a consistent snapshot. They never wait for the committer.
+//     only, from a consistent snapshot, on the caller's goroutine. They do
+//     not queue behind the committer, but a Badger read waits for the
+//     commit in progress, if any (about one fsync), and then sees it.
 //   - CreateGroup, AddMember, RemoveMember, DeleteGroup: committed and
 //     fsynced through the same group commit before they return.
 //   - Close: commits everything queued, runs its callbacks, then closes
@@ -52,12 +55,13 @@
 // rejects a seq at or below the high-water mark (ErrSeqOrder). The mark is
 // durable in the same transaction as every append: the entry's key holds the
 // seq, and the recipient's meta record ('h' key) is rewritten on the first
-// append, every 16th append, and every ack or expiry, so the mark is
-// max(meta hw, last entry key) and survives drains and restarts. (Rewriting
-// the meta on every append would cost a third of the keys a batch writes.) Gaps are
-// allowed (a refused append leaves one); readers must not expect seqs to be
-// contiguous. Reads seek straight to the recipient's floor (the last
-// deleted seq) and never walk the tombstones below it.
+// append, an append to an empty mailbox, every 16th append, and every ack
+// or expiry, so the mark is max(meta hw, last entry key) and survives
+// drains and restarts. (Rewriting the meta on every append would cost a
+// third of the keys a batch writes.) Gaps are allowed (a refused append
+// leaves one); readers must not expect seqs to be contiguous. Reads seek
+// straight to the recipient's floor (the last deleted seq) and never walk
+// the tombstones below it.
 //
 // # Callbacks
 //
@@ -67,8 +71,10 @@
 //
 // # Housekeeping
 //
-// Every Config.HousekeepingInterval, a timer deletes the expired heads of
-// mailboxes, drops old dedupe records, runs Badger's value-log GC, and when
-// the LSM tree holds more garbage than live data, flushes and flattens it so
-// the space of drained mailboxes comes back.
+// Every Config.HousekeepingInterval, a timer runs Badger's value-log GC and,
+// when the data folder holds more garbage than live data (and at least 16
+// MiB of it), flushes the memtables and flattens the LSM tree so the space
+// of drained mailboxes comes back. Up to 720 times per MessageTTL it also
+// deletes the expired heads of mailboxes (counted in Stats.ExpiredDeleted).
+// Dedupe records expire through Badger's TTL (the memory store prunes them).
 package storage
