@@ -282,5 +282,21 @@ func verifyCrash(t *testing.T, dir string, round int, state map[uint64]*crashSta
 				t.Fatalf("round %d recipient %d: acknowledged seq %d lost (floor %d, high-water %d)", round, r, seq, st.floor, hw)
 			}
 		}
+		// The dedupe record of an acknowledged append survives as well,
+		// delivered or not, so that a retry is still caught (a sample:
+		// map order is random).
+		sender, checked := uint64(1), 0
+		if r >= crashAsyncBase {
+			sender = 2
+		}
+		for seq := range st.acked {
+			if checked++; checked > 50 {
+				break
+			}
+			d, ok, err := s.Lookup(sender, r<<32|seq, r)
+			if err != nil || !ok || d.Seq != seq {
+				t.Fatalf("round %d recipient %d: dedupe record of acknowledged seq %d: %+v %v %v", round, r, seq, d, ok, err)
+			}
+		}
 	}
 }
