@@ -19,6 +19,11 @@ type totals struct {
 	bytes int64
 }
 
+// dedupeID is the dedupe key: the same message id from the same sender to
+// the same recipient. The recipient is part of it so that a group message's
+// copies, one per member, are each deduplicated on their own.
+type dedupeID struct{ sender, msgID, r uint64 }
+
 // groupInfo is a group's record.
 type groupInfo struct {
 	owner   uint64

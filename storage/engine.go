@@ -42,7 +42,7 @@ type engine struct {
 	tot         totals                 // committed totals plus the open batch
 	totDirt     bool                   // tot changed in the open batch
 	batch       []op                   // the ops of the open batch
-	pending     []op                   // ops taken from q (or an unfinished ack) for the next batch
+	pending     []op                   // ops for the next batch: an unfinished ack, held back, or prefetched
 	concurrency int                    // ops recently in flight at once: batch plus queue, decaying
 	dead        []deadEntry            // scratch for acks and expiry
 	batchNo     uint64                 // number of the open batch; see prefetch.go

@@ -35,8 +35,6 @@ type memBackend struct {
 	st memState // Guarded by mu.
 }
 
-type dedupeID struct{ sender, msgID, r uint64 }
-
 type memGroup struct {
 	info    groupInfo
 	members map[uint64]Role
