@@ -42,7 +42,8 @@ type engine struct {
 	tot         totals                 // committed totals plus the open batch
 	totDirt     bool                   // tot changed in the open batch
 	batch       []op                   // the ops of the open batch
-	pending     []op                   // ops for the next batch: an unfinished ack, held back, or prefetched
+	pending     []op                   // ops for the next batch: an unfinished ack, held back, or prefetched; from pendingHead on
+	pendingHead int                    // pending[:pendingHead] are taken (zeroed); a deque, so taking one costs O(1)
 	concurrency int                    // ops recently in flight at once: batch plus queue, decaying
 	dead        []deadEntry            // scratch for acks and expiry
 	batchNo     uint64                 // number of the open batch; see prefetch.go
@@ -258,9 +259,13 @@ func (s *engine) run() {
 // last batch first, then q. With block, it waits for q; it reports false
 // when there is nothing (q empty, or closed and drained).
 func (s *engine) next(block bool) (op, bool) {
-	if len(s.pending) > 0 {
-		o := s.pending[0]
-		s.pending = s.pending[:copy(s.pending, s.pending[1:])]
+	if s.pendingHead < len(s.pending) {
+		o := s.pending[s.pendingHead]
+		s.pending[s.pendingHead] = op{}
+		s.pendingHead++
+		if s.pendingHead == len(s.pending) {
+			s.pending, s.pendingHead = s.pending[:0], 0
+		}
 		return o, true
 	}
 	if block {
@@ -273,6 +278,18 @@ func (s *engine) next(block bool) (op, bool) {
 	default:
 		return op{}, false
 	}
+}
+
+// pushFront makes o the next op next returns.
+func (s *engine) pushFront(o op) {
+	if s.pendingHead > 0 {
+		s.pendingHead--
+		s.pending[s.pendingHead] = o
+		return
+	}
+	s.pending = append(s.pending, op{})
+	copy(s.pending[1:], s.pending)
+	s.pending[0] = o
 }
 
 // maxLinger bounds how long the committer waits for more ops before it
@@ -329,7 +346,7 @@ func (s *engine) commitBatch(first op) {
 			break
 		}
 		if o.kind == opExclusive {
-			s.pending = append([]op{o}, s.pending...) // it stays next
+			s.pushFront(o) // it stays next
 			break
 		}
 	}
@@ -367,7 +384,7 @@ func (s *engine) commitBatch(first op) {
 	for i := range s.batch {
 		if s.batch[i].unfinished {
 			s.batch[i].unfinished = false
-			s.pending = append([]op{s.batch[i]}, s.pending...)
+			s.pushFront(s.batch[i])
 			continue
 		}
 		s.finish(s.batch[i], nil)
