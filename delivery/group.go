@@ -264,8 +264,15 @@ func (w *groupWorker) fanOut(q groupReq, members map[uint64]storage.Role, kind s
 			continue
 		}
 		f.pending.Add(1)
-		ok := w.r.submit(m, request{kind: reqFanout, user: m, from: q.from, msgID: q.msgID, record: record, fan: f, entry: kind})
-		if !ok {
+		// Wait for room rather than fail one copy of many: a refusal after a
+		// partial fan-out makes the sender retry all of it, which under load
+		// turns into a retry storm. Blocking here is safe: shards never wait
+		// on group workers, and a waiting group worker lets its own queue
+		// fill, so the gateway refuses new group sends (RETRY_LATER) at the
+		// edge instead.
+		select {
+		case w.r.shardFor(m).in <- request{kind: reqFanout, user: m, from: q.from, msgID: q.msgID, record: record, fan: f, entry: kind}:
+		case <-w.stop:
 			f.done(errBusy)
 		}
 	}

@@ -63,17 +63,24 @@ func (l *loop) serve(c *conn) gnet.Action {
 	}
 }
 
-// fail writes an ERROR with code after anything pending and tells gnet to
-// close c, which flushes it first. Loop-only.
+// fail writes what is pending for c (answers to earlier frames of the same
+// read), then an ERROR with code unless code is closeQuietly, and tells gnet
+// to close c, which flushes it first. Loop-only.
 func (l *loop) fail(c *conn, code protocol.Code) gnet.Action {
-	if code == closeQuietly {
-		return gnet.Close
+	if code != closeQuietly {
+		c.closeCode = code
+		e := protocol.Error{Code: code}
+		l.wbuf = e.Append(l.wbuf)
 	}
-	c.closeCode = code
-	e := protocol.Error{Code: code}
-	l.write(c, e.Append(l.wbuf[:0]))
+	if len(l.wbuf) > 0 {
+		l.write(c, l.wbuf) // never left for the loop's next connection
+	}
 	return gnet.Close
 }
+
+// busyLoginRetry is the GOAWAY delay, in milliseconds, for a login its
+// shard was too busy to take: a few shard queues' worth of work.
+const busyLoginRetry = 500
 
 // closeQuietly closes without an ERROR: the peer sent one, or went away.
 const closeQuietly protocol.Code = 0xffff
@@ -277,8 +284,13 @@ func (l *loop) login(c *conn, f protocol.Frame) protocol.Code {
 	c.delivered, c.acked = lg.Ack, lg.Ack
 	c.state = stateJoining
 	if !l.srv.router.Login(c, c.user, lg.Ack) {
+		// The user's shard is too busy to take the login: ask the client to
+		// come back shortly rather than call the server full.
 		c.state = stateLogin // not registered: OnClose must not log it out
-		return protocol.CodeServerFull
+		c.closeCode = protocol.CodeRetryLater
+		g := protocol.GoAway{After: busyLoginRetry, Code: protocol.CodeRetryLater}
+		l.wbuf = g.Append(l.wbuf)
+		return closeQuietly
 	}
 	l.srv.stats.Logins.Add(1)
 	return 0
