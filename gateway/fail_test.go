@@ -1,10 +1,14 @@
 package gateway_test
 
 import (
+	"errors"
 	"testing"
 	"time"
 
+	"switchboard/delivery"
+	"switchboard/gateway"
 	"switchboard/protocol"
+	"switchboard/storage"
 )
 
 // TestAnswersBeforeACloseGoToTheirConnection: a PING and an ERROR in one
@@ -30,4 +34,33 @@ func TestAnswersBeforeACloseGoToTheirConnection(t *testing.T) {
 			t.Fatalf("user %d got %v, want PONG", user, f.Type)
 		}
 	}
+}
+
+// TestRunRefusesATakenAddress: a second server on the address of a running
+// one does not start (SO_REUSEPORT would otherwise let it share the port).
+func TestRunRefusesATakenAddress(t *testing.T) {
+	ts := startServer(t, serverOptions{})
+	second := startServerNoRun(t, ts.Addr)
+	if err := second.Run(); !errors.Is(err, gateway.ErrAddrInUse) {
+		t.Fatalf("Run on a taken address: %v, want ErrAddrInUse", err)
+	}
+}
+
+// startServerNoRun builds, but does not run, a server for addr.
+func startServerNoRun(t *testing.T, addr string) *gateway.Server {
+	t.Helper()
+	store, err := storage.NewMemory(storage.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	r, err := delivery.New(delivery.Config{}, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := gateway.New(gateway.Config{Addr: addr, Keys: gateway.Keys{1: make([]byte, gateway.SecretLen)}, Logger: quietLogger()}, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv
 }

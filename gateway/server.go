@@ -70,8 +70,14 @@ func New(cfg Config, r *delivery.Router) (*Server, error) {
 	return s, nil
 }
 
+// ErrAddrInUse means another process listens on the configured address.
+var ErrAddrInUse = errors.New("gateway: address already in use by another process")
+
 // Run listens and serves until Shutdown; it returns the engine's error.
 func (s *Server) Run() error {
+	if err := checkFree(s.cfg.Addr); err != nil {
+		return err
+	}
 	addr, fd, err := reservePort(s.cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("gateway: serving %s: %w", s.cfg.Addr, err)
@@ -91,6 +97,24 @@ func (s *Server) Run() error {
 		return fmt.Errorf("gateway: serving %s: %w", s.cfg.Addr, err)
 	}
 	return nil
+}
+
+// checkFree fails with ErrAddrInUse when another socket listens on addr.
+// The loops listen with SO_REUSEPORT, which would let a second server (say,
+// one started by mistake beside a running one) silently share the port and
+// its clients; one plain bind first tells. Port 0 is always free.
+func checkFree(addr string) error {
+	if _, port, err := net.SplitHostPort(addr); err == nil && port == "0" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if errors.Is(err, unix.EADDRINUSE) {
+		return fmt.Errorf("%w: %s", ErrAddrInUse, addr)
+	}
+	if err != nil {
+		return fmt.Errorf("gateway: listening on %s: %w", addr, err)
+	}
+	return ln.Close()
 }
 
 // reservePort turns port 0 in addr into a free port that every loop can
