@@ -341,7 +341,12 @@ func (s *shard) pump(u *user) {
 		for i := range entries {
 			e := &entries[i]
 			if e.Seq > u.committed {
-				break // committed by storage, completion not seen yet: it will push it
+				// Committed by storage, completion not seen yet: it will push
+				// it. Nothing is stored between: move past those seqs, which
+				// also ends the loop (reading again would find this entry
+				// again and spin).
+				s.skipTo(u, u.committed)
+				break
 			}
 			s.skipTo(u, e.Seq-1)
 			if !s.push(u, e.Seq, e.Value) {
