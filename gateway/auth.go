@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"time"
 )
 
@@ -73,7 +74,42 @@ func mac(secret, msg []byte) []byte {
 }
 
 // Verify checks token against keys at time now and returns its claims.
+// It allocates a MAC per call; a Verifier reuses them.
 func (k Keys) Verify(token []byte, now time.Time) (Claims, error) {
+	return k.verify(token, now, func(_ uint32, secret, msg []byte) []byte { return mac(secret, msg) })
+}
+
+// Verifier checks tokens like Keys.Verify without allocating: it keeps one
+// HMAC per key and reuses it. It is not safe for concurrent use; each event
+// loop has its own, so a login makes no garbage for the GC to keep in RSS.
+type Verifier struct {
+	keys Keys
+	macs map[uint32]hash.Hash
+	sum  [sha256.Size]byte
+}
+
+// NewVerifier returns a Verifier of keys.
+func NewVerifier(keys Keys) *Verifier {
+	v := &Verifier{keys: keys, macs: make(map[uint32]hash.Hash, len(keys))}
+	for id, secret := range keys {
+		v.macs[id] = hmac.New(sha256.New, secret)
+	}
+	return v
+}
+
+// Verify checks token at time now and returns its claims.
+func (v *Verifier) Verify(token []byte, now time.Time) (Claims, error) {
+	return v.keys.verify(token, now, func(id uint32, _, msg []byte) []byte {
+		h := v.macs[id]
+		h.Reset()
+		h.Write(msg)
+		return h.Sum(v.sum[:0])[:macLen]
+	})
+}
+
+// verify parses token and checks its MAC, which sign computes over the
+// token's body with the secret of the key it names.
+func (k Keys) verify(token []byte, now time.Time, sign func(keyID uint32, secret, msg []byte) []byte) (Claims, error) {
 	if len(token) < 1+4+macLen || token[0] != tokenVersion {
 		return Claims{}, ErrBadToken
 	}
@@ -92,7 +128,10 @@ func (k Keys) Verify(token []byte, now time.Time) (Claims, error) {
 		return Claims{}, ErrBadToken
 	}
 	secret, ok := k[uint32(fields[0])]
-	if !ok || !hmac.Equal(sum, mac(secret, body)) {
+	if !ok {
+		return Claims{}, ErrBadToken
+	}
+	if !hmac.Equal(sum, sign(uint32(fields[0]), secret, body)) {
 		return Claims{}, ErrBadToken
 	}
 	c.KeyID, c.User, c.Device = uint32(fields[0]), fields[1], uint32(fields[2])

@@ -27,14 +27,15 @@ type loop struct {
 	tickFn gnet.RunnableFunc
 
 	// Scratch reused for every connection of the loop.
-	wbuf    []byte
-	items   []delivery.Outbound
-	batch   protocol.BatchWriter
-	inflate []byte // decompressed inbound payloads; grows to at most MaxFrame
+	wbuf     []byte
+	items    []delivery.Outbound
+	batch    protocol.BatchWriter
+	inflate  []byte    // decompressed inbound payloads; grows to at most MaxFrame
+	verifier *Verifier // token MACs, reused
 }
 
 func newLoop(s *Server, el gnet.EventLoop) *loop {
-	l := &loop{srv: s, el: el}
+	l := &loop{srv: s, el: el, verifier: NewVerifier(s.cfg.Keys)}
 	l.wheel.now = s.now()
 	l.tickFn = func(context.Context) error {
 		l.wheel.advance(s.now(), l.check)
@@ -267,7 +268,7 @@ func (l *loop) login(c *conn, f protocol.Frame) protocol.Code {
 	if err := lg.Decode(f); err != nil {
 		return protocol.CodeOf(err)
 	}
-	claims, err := cfg.Keys.Verify(lg.Token, cfg.Now())
+	claims, err := l.verifier.Verify(lg.Token, cfg.Now())
 	switch {
 	case errors.Is(err, ErrTokenExpired):
 		return protocol.CodeTokenExpired
