@@ -83,7 +83,11 @@ type shard struct {
 	done chan completion
 	stop chan struct{}
 
-	users    map[uint64]*user
+	users map[uint64]*user
+	// idle holds the online users with nothing outstanding: all they need
+	// is their connection and last seq, a third of a user's state, which
+	// matters when most of a host's connections are idle.
+	idle     map[uint64]idleUser
 	inflight int
 	scratch  []storage.Entry
 }
@@ -95,6 +99,7 @@ func newShard(r *Router, _ int) *shard {
 		done:  make(chan completion, r.cfg.MaxInFlight),
 		stop:  make(chan struct{}),
 		users: make(map[uint64]*user),
+		idle:  make(map[uint64]idleUser),
 	}
 }
 
@@ -129,6 +134,12 @@ func (s *shard) load(id uint64) (*user, error) {
 	if u, ok := s.users[id]; ok {
 		return u, nil
 	}
+	if iu, ok := s.idle[id]; ok {
+		delete(s.idle, id)
+		u := &user{id: id, last: iu.last, committed: iu.last, sent: iu.last, acked: iu.last, conn: iu.conn}
+		s.users[id] = u
+		return u, nil
+	}
 	last, err := s.r.store.LastSeq(id)
 	if err != nil {
 		s.r.stats.StorageErrors.Add(1)
@@ -139,9 +150,21 @@ func (s *shard) load(id uint64) (*user, error) {
 	return u, nil
 }
 
-// forget drops u's state when nothing needs it.
+// idleUser is what an online user with nothing outstanding keeps.
+type idleUser struct {
+	conn Conn
+	last uint64 // every seq up to it was committed, pushed and acknowledged (or is a gap)
+}
+
+// forget drops u's state when nothing needs it, and shrinks it to an
+// idleUser when u is online with nothing in flight, unsent or unacked.
 func (s *shard) forget(u *user) {
-	if u.conn == nil && u.inflight == 0 {
+	switch {
+	case u.inflight != 0:
+	case u.conn == nil:
+		delete(s.users, u.id)
+	case u.committed == u.last && u.sent == u.last && u.acked == u.last && u.pending == 0 && u.stuck == 0:
+		s.idle[u.id] = idleUser{conn: u.conn, last: u.last}
 		delete(s.users, u.id)
 	}
 }
