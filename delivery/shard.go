@@ -346,6 +346,13 @@ func (s *shard) pump(u *user) {
 	window := uint64(s.r.cfg.Window)
 	for u.conn != nil && u.sent < u.committed && !s.windowFull(u) {
 		room := int(window - (u.sent - u.acked))
+		if uint64(room) < window/2 && u.committed-u.sent > uint64(room) {
+			// Refill in halves: an ACK that frees a few entries waits for
+			// more, so a backlog drains in large batches answered by few
+			// ACKs, not a ping-pong of small ones (which also runs a client
+			// into the frame-rate limit).
+			break
+		}
 		// Read returns one entry even if it is larger than this.
 		roomBytes := min(s.r.cfg.PageBytes, s.r.cfg.WindowBytes-int(u.pending))
 		entries, _, err := s.r.store.Read(u.id, u.sent+1, room, roomBytes, s.scratch[:0])

@@ -64,3 +64,41 @@ func startServerNoRun(t *testing.T, addr string) *gateway.Server {
 	}
 	return srv
 }
+
+// TestAcksFollowTheServer: ACKs that advance are not charged to the frame
+// rate limit (a client acking each frame of a fast drain sends as many as
+// the server sends frames), but repeated ones are.
+func TestAcksFollowTheServer(t *testing.T) {
+	ts := startServer(t, serverOptions{gw: func(c *gateway.Config) { c.RateLimit = 20 }})
+	const backlog = 3000
+	fill := func(to uint64, n int) {
+		for seq := 1; seq <= n; seq++ {
+			d := protocol.Deliver{From: 500, MsgID: uint64(seq), Time: protocol.Stamp(time.Now()), Body: []byte("m")}
+			e := storage.Entry{Recipient: to, Seq: uint64(seq), Kind: storage.KindMessage, Sender: 500, MsgID: uint64(seq), Value: d.AppendRecord(nil)}
+			if err := storage.AppendWait(ts.Store, e); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	fill(501, backlog)
+	recipient := ts.Dial(501, protocol.ClientOptions{AutoAck: true})
+	got := recvDelivers(t, recipient, backlog, 30*time.Second)
+	if last := got[len(got)-1].Seq; last != backlog {
+		t.Fatalf("drained to seq %d, want %d", last, backlog)
+	}
+
+	// The same ACK again and again is charged, and closes the connection.
+	fill(502, 1)
+	r := ts.rawLogin(502)
+	if f := r.next(5 * time.Second); f.Type != protocol.TypeDeliver {
+		t.Fatalf("got %v, want the stored DELIVER", f.Type)
+	}
+	var acks []byte
+	for range 50 {
+		acks = (&protocol.Ack{Seq: 1}).Append(acks)
+	}
+	r.write(acks)
+	if code := r.expectClose(5 * time.Second); code != protocol.CodeRateLimited {
+		t.Fatalf("50 copies of one ACK: closed with %v, want RATE_LIMITED", code)
+	}
+}

@@ -134,8 +134,9 @@ func (l *loop) read(c *conn) protocol.Code {
 			break
 		}
 		off += n
-		c.rateCount++
-		if c.rateCount > uint32(l.srv.cfg.RateLimit) {
+		// ACKs are charged in frame, and only when they do not advance:
+		// how many a client sends follows how fast the server sends.
+		if f.Type != protocol.TypeAck && !l.charge(c) {
 			code = protocol.CodeRateLimited
 			break
 		}
@@ -160,6 +161,13 @@ func (l *loop) read(c *conn) protocol.Code {
 		l.checkBy(c, now+uint32(l.srv.cfg.PartialFrameTimeout/time.Second)+stampSlack)
 	}
 	return 0
+}
+
+// charge counts one frame against c's rate limit and reports whether c is
+// still under it. Loop-only.
+func (l *loop) charge(c *conn) bool {
+	c.rateCount++
+	return c.rateCount <= uint32(l.srv.cfg.RateLimit)
 }
 
 // frame handles one frame from c and returns a close code, or 0. Slices of
@@ -214,10 +222,14 @@ func (l *loop) frame(c *conn, f protocol.Frame) protocol.Code {
 		if a.Seq > c.delivered {
 			return protocol.CodeBadAck
 		}
-		if a.Seq > c.acked {
-			c.acked = a.Seq
-			c.ackPending = !l.srv.router.Ack(c, c.user, a.Seq)
+		if a.Seq <= c.acked {
+			if !l.charge(c) {
+				return protocol.CodeRateLimited
+			}
+			return 0
 		}
+		c.acked = a.Seq
+		c.ackPending = !l.srv.router.Ack(c, c.user, a.Seq)
 	case protocol.TypeRead:
 		var r protocol.Read
 		if err := r.Decode(f); err != nil {
