@@ -211,8 +211,8 @@ func (s *shard) handle(q request) {
 
 func (s *shard) login(u *user, q request) {
 	if u.conn != nil && u.conn != q.conn {
-		u.conn.Close(protocol.CodeReplaced)
 		s.r.stats.Replaced.Add(1)
+		u.conn.Close(protocol.CodeReplaced)
 	}
 	if q.seq > u.committed {
 		// Only committed entries can have reached a client.
@@ -422,9 +422,9 @@ func (s *shard) checkSlow() {
 	now := s.r.cfg.Now().UnixNano()
 	for _, u := range s.users {
 		if u.conn != nil && u.stuck != 0 && time.Duration(now-u.stuck) >= s.r.cfg.SlowAfter {
+			s.r.stats.SlowConsumers.Add(1) // counted before the close anyone can see
 			u.conn.Close(protocol.CodeSlowConsumer)
 			u.conn, u.stuck = nil, 0
-			s.r.stats.SlowConsumers.Add(1)
 		}
 	}
 }
