@@ -74,23 +74,19 @@ func (c *conn) Push(o delivery.Outbound) bool {
 	// The queue is capped here and gnet's buffer by the loop after each
 	// write (only the loop can read it truly: gnet drains it on its own),
 	// so a connection holds at most about twice the cap.
-	if c.out.bytes+size > c.loop.srv.cfg.OutboundCap {
-		c.closing = protocol.CodeSlowConsumer
-		wake := c.wakeLocked()
-		c.mu.Unlock()
-		if wake {
-			c.wake()
-		}
-		return false
+	taken := c.out.bytes+size <= c.loop.srv.cfg.OutboundCap
+	if taken {
+		c.out.items = append(c.out.items, o)
+		c.out.bytes += size
+	} else {
+		c.closing = protocol.CodeSlowConsumer // the loop writes what is queued, then closes
 	}
-	c.out.items = append(c.out.items, o)
-	c.out.bytes += size
 	wake := c.wakeLocked()
 	c.mu.Unlock()
 	if wake {
 		c.wake()
 	}
-	return true
+	return taken
 }
 
 // Close implements delivery.Conn: the loop writes what is queued, then an
