@@ -425,6 +425,7 @@ func (s *shard) checkSlow() {
 			s.r.stats.SlowConsumers.Add(1) // counted before the close anyone can see
 			u.conn.Close(protocol.CodeSlowConsumer)
 			u.conn, u.stuck = nil, 0
+			s.forget(u) // offline now: drop its state unless appends are in flight
 		}
 	}
 }
