@@ -49,8 +49,8 @@ const (
 var allowedFlags = [typeMax + 1]byte{
 	TypeLogin:      0,
 	TypeWelcome:    0,
-	TypeSend:       FlagA | FlagCompressed, // A: To is a group
-	TypeAccept:     FlagA,                  // A: More follows (a run of ids)
+	TypeSend:       FlagA | FlagB | FlagCompressed, // A: To is a group; B: a retry
+	TypeAccept:     FlagA,                          // A: More follows (a run of ids)
 	TypeRefuse:     0,
 	TypeDeliver:    FlagA | FlagB | FlagCompressed, // A: Group follows; B: Time follows
 	TypeBatch:      FlagCompressed,

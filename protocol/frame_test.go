@@ -27,6 +27,8 @@ func TestGolden(t *testing.T) {
 			"10 02 01 b197d303 e807 3c 00 808804 40 e121"},
 		{"SEND", &Send{MsgID: 1234, To: bob, Body: body}, "09 03 d209 b197d303 6869"},
 		{"SEND group", &Send{MsgID: 1234, To: team, Group: true, Body: body}, "09 23 d209 b1dfd202 6869"},
+		{"SEND retry", &Send{MsgID: 1234, To: bob, Retry: true, Body: body}, "09 43 d209 b197d303 6869"},
+		{"SEND group retry", &Send{MsgID: 1234, To: team, Group: true, Retry: true, Body: body}, "09 63 d209 b1dfd202 6869"},
 		{"ACCEPT", &Accept{MsgID: 1234}, "03 04 d209"},
 		{"ACCEPT more", &Accept{MsgID: 1234, More: 9}, "04 24 d209 09"},
 		{"ACCEPT ref", &Accept{MsgID: 1234, Ref: team}, "07 04 d209 b1dfd202"},
@@ -338,8 +340,9 @@ func TestDecodeRefusesCompressed(t *testing.T) {
 // TestAllocs holds the hot paths to zero allocations.
 func TestAllocs(t *testing.T) {
 	send := Send{MsgID: 1234, To: bob, Body: opaque("body", 100)}
+	retry := Send{MsgID: 1234, To: bob, Retry: true, Body: opaque("body", 100)}
 	del := Deliver{Seq: 4321, From: alice, MsgID: 1234, Body: opaque("body", 100)}
-	sendFrame, delFrame := send.Append(nil), del.Append(nil)
+	sendFrame, retryFrame, delFrame := send.Append(nil), retry.Append(nil), del.Append(nil)
 	stream, _ := streamOf()
 	buf := make([]byte, 0, 256)
 	var (
@@ -367,6 +370,13 @@ func TestAllocs(t *testing.T) {
 			}
 		}},
 		{"Send.Append", func() { buf = send.Append(buf[:0]) }},
+		{"Send.Decode retry", func() {
+			f, _, _ := ReadFrame(retryFrame, MaxFrame)
+			if s.Decode(f) != nil || !s.Retry {
+				panic("decode")
+			}
+		}},
+		{"Send.Append retry", func() { buf = retry.Append(buf[:0]) }},
 		{"Deliver.Decode", func() {
 			f, _, _ := ReadFrame(delFrame, MaxServerFrame)
 			if d.Decode(f) != nil {

@@ -225,7 +225,7 @@ func buildValue(t Type, n [5]uint64, bits byte, body []byte) frameValue {
 		return &Welcome{Version: u32(n[0]), User: nz(n[1]), Time: n[2], Ping: u32(n[3]), Dict: u32(n[4]),
 			MaxFrame: u32(n[0] >> 32), Window: u32(n[1] >> 32), Last: n[3]}
 	case TypeSend:
-		return &Send{MsgID: nz(n[0]), To: nz(n[1]), Group: flag(0), Body: body}
+		return &Send{MsgID: nz(n[0]), To: nz(n[1]), Group: flag(0), Retry: flag(1), Body: body}
 	case TypeAccept:
 		return &Accept{MsgID: nz(n[0]), More: n[1], Ref: n[2]}
 	case TypeRefuse:

@@ -6,12 +6,19 @@ import "encoding/binary"
 //
 //	msg_id varint | to varint | body (the rest)
 //
-// FlagA: To is a group id. The sender is whoever logged in on the connection;
-// MsgID, chosen by the sender, makes a retry recognisable.
+// FlagA: To is a group. FlagB: a retry. The sender is whoever logged in on
+// the connection; MsgID, chosen by the sender, makes a retry recognisable.
+//
+// The server looks up (sender, MsgID) among the messages it already took only
+// when Retry is set, so a first transmission costs no lookup. A sender sets
+// Retry on every resend of an id (after a dropped connection, a GOAWAY or a
+// REFUSE) and leaves it off the first time; a resend without it may be stored
+// and delivered twice.
 type Send struct {
 	MsgID uint64
 	To    uint64
-	Group bool   // To is a group
+	Group bool   // To is a group; flag A
+	Retry bool   // the sender may have sent this msg_id before; flag B
 	Body  []byte // opaque, end-to-end encrypted; aliases the frame
 }
 
@@ -19,7 +26,10 @@ type Send struct {
 func (s *Send) Append(dst []byte) []byte {
 	var flags byte
 	if s.Group {
-		flags = FlagA
+		flags |= FlagA
+	}
+	if s.Retry {
+		flags |= FlagB
 	}
 	n := uvarintLen(s.MsgID) + uvarintLen(s.To) + len(s.Body)
 	dst = appendHeader(dst, TypeSend, flags, n)
@@ -38,6 +48,7 @@ func (s *Send) Decode(f Frame) error {
 	s.MsgID = r.id("msg_id")
 	s.To = r.id("to")
 	s.Group = f.Has(FlagA)
+	s.Retry = f.Has(FlagB)
 	s.Body = r.rest()
 	return r.err
 }
