@@ -386,10 +386,21 @@ func (c *Client) SendGroup(group uint64, body []byte) (msgID uint64, err error) 
 	return msgID, c.SendID(msgID, group, body, true)
 }
 
-// SendID sends body with a chosen msg id, to a user or (group) a group: use
-// it to retry a message or to write exact bytes.
+// SendID sends body with a chosen msg id, to a user or (group) a group, as a
+// first transmission: without flag B, so the server does not look the id up.
+// Use it to write exact bytes; send a message again with Resend.
 func (c *Client) SendID(msgID, to uint64, body []byte, group bool) error {
 	s := Send{MsgID: msgID, To: to, Group: group, Body: body}
+	return c.write("SEND", s.Append)
+}
+
+// Resend sends body again under msgID, with flag B (Send.Retry) set so the
+// server recognises the id if it already took the message: after a REFUSE
+// that allows a retry, or on a new connection for a message the last one did
+// not see ACCEPTed. The Client keeps no outbox; the caller decides what to
+// resend.
+func (c *Client) Resend(msgID, to uint64, body []byte, group bool) error {
+	s := Send{MsgID: msgID, To: to, Group: group, Retry: true, Body: body}
 	return c.write("SEND", s.Append)
 }
 

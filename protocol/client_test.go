@@ -182,6 +182,8 @@ func TestClientWrites(t *testing.T) {
 		{"send", func() (uint64, error) { return c.Send(300, []byte("hi")) }, 1, "06 03 01 ac02 6869"},
 		{"send group", func() (uint64, error) { return c.SendGroup(5, []byte("x")) }, 2, "04 23 02 05 78"},
 		{"send id", func() (uint64, error) { return 0, c.SendID(1000, 7, []byte("z"), false) }, 0, "05 03 e807 07 7a"},
+		{"resend", func() (uint64, error) { return 0, c.Resend(1000, 7, []byte("z"), false) }, 0, "05 43 e807 07 7a"},
+		{"resend group", func() (uint64, error) { return 0, c.Resend(2, 5, []byte("x"), true) }, 0, "04 63 02 05 78"},
 		{"ack", func() (uint64, error) { return 0, c.Ack(130) }, 0, "03 08 8201"},
 		{"ping", func() (uint64, error) { return 0, c.Ping() }, 0, "01 0e"},
 		{"read", func() (uint64, error) { return 0, c.MarkRead(Read{To: 7, MsgID: 3, More: 2}) }, 0, "04 4a 07 03 02"},
