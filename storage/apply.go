@@ -81,6 +81,7 @@ func (s *engine) applyAppend(w writer, o *op, now int64) (units, bytes int, err 
 		}
 		s.batchKeys[dedupeID{e.Sender, e.MsgID, e.Recipient}] = d
 	}
+	s.tailAppend(c, e)
 	c.m.hw = e.Seq
 	c.m.count++
 	c.m.bytes += n
@@ -117,7 +118,7 @@ func (s *engine) applyAck(w writer, o *op, now int64, budget int) (units, bytes 
 		o.ack.Floor = c.m.floor
 		return 1, 0, nil
 	}
-	dead, err := s.collect(w, c, budget, func(e *Entry) bool { return e.Seq <= o.upto })
+	dead, err := s.collect(w, c, budget, func(d *deadEntry) bool { return d.seq <= o.upto })
 	if err != nil {
 		return 0, 0, err
 	}
@@ -149,7 +150,7 @@ func (s *engine) expireHead(w writer, c *cachedMeta, now int64, budget int) (int
 	if c.m.count == 0 {
 		return 0, nil
 	}
-	dead, err := s.collect(w, c, budget, func(e *Entry) bool { return s.expired(e.Time, now) })
+	dead, err := s.collect(w, c, budget, func(d *deadEntry) bool { return s.expired(d.time, now) })
 	if err != nil || len(dead) == 0 {
 		return 0, err
 	}
@@ -158,17 +159,29 @@ func (s *engine) expireHead(w writer, c *cachedMeta, now int64, budget int) (int
 }
 
 // collect gathers, into s.dead, up to budget entries of c's mailbox from
-// its floor while keep returns true.
-func (s *engine) collect(w writer, c *cachedMeta, budget int, keep func(*Entry) bool) ([]deadEntry, error) {
+// its floor while keep returns true: from c's tail when it is known, else
+// by scanning the mailbox.
+func (s *engine) collect(w writer, c *cachedMeta, budget int, keep func(*deadEntry) bool) ([]deadEntry, error) {
 	s.dead = s.dead[:0]
-	err := w.scan(c.r, c.m.floor+1, func(e *Entry) bool {
-		if len(s.dead) >= budget || !keep(e) {
-			return false
+	if c.tail.known {
+		s.tailHits++
+		for _, d := range c.tail.waiting() {
+			if len(s.dead) >= budget || !keep(&d) {
+				break
+			}
+			s.dead = append(s.dead, d)
 		}
-		s.dead = append(s.dead, deadEntry{
+		return s.dead, nil
+	}
+	err := w.scan(c.r, c.m.floor+1, func(e *Entry) bool {
+		d := deadEntry{
 			seq: e.Seq, sender: e.Sender, msgID: e.MsgID, time: e.Time,
 			size: int64(len(e.Value)), kind: e.Kind,
-		})
+		}
+		if len(s.dead) >= budget || !keep(&d) {
+			return false
+		}
+		s.dead = append(s.dead, d)
 		return true
 	})
 	return s.dead, err
@@ -186,9 +199,11 @@ func (s *engine) remove(w writer, c *cachedMeta, dead []deadEntry) error {
 		}
 		n += d.size
 	}
+	s.tailRemove(c, dead)
 	c.m.floor = dead[len(dead)-1].seq
 	c.m.count = max(0, c.m.count-int64(len(dead)))
 	c.m.bytes = max(0, c.m.bytes-n)
+	s.tailReset(c)
 	s.touch(c)
 	s.tot.count -= int64(len(dead))
 	s.tot.bytes -= n

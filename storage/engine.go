@@ -46,6 +46,10 @@ type engine struct {
 	pendingHead int                    // pending[:pendingHead] are taken (zeroed); a deque, so taking one costs O(1)
 	concurrency int                    // ops recently in flight at once: batch plus queue, decaying
 	dead        []deadEntry            // scratch for acks and expiry
+	tailEntries int                    // entries in all tails of cache; at most tailBudget
+	tailMax     int                    // defaultTailMax; tests change it before the first op
+	tailBudget  int                    // defaultTailBudget; likewise
+	tailHits    int                    // collects served from a tail, for tests
 	batchNo     uint64                 // number of the open batch; see prefetch.go
 	batchKeys   map[dedupeID]Dup       // dedupe records written by the open batch
 	prevKeys    map[dedupeID]Dup       // dedupe records written by the batch before
@@ -67,6 +71,7 @@ type cachedMeta struct {
 	m         meta
 	persisted uint64 // the hw in the meta record on disk
 	dirty     bool   // the meta record is written by the open batch
+	tail      tail   // the waiting entries, when known; see tail.go
 }
 
 // deadEntry is an entry about to be deleted by an ack or by expiry.
@@ -124,6 +129,8 @@ func newEngine(cfg Config, be backend) (*engine, error) {
 		cache:         make(map[uint64]*cachedMeta),
 		batchKeys:     make(map[dedupeID]Dup),
 		prevKeys:      make(map[dedupeID]Dup),
+		tailMax:       defaultTailMax,
+		tailBudget:    defaultTailBudget,
 		committerDone: make(chan struct{}),
 		hkStop:        make(chan struct{}),
 		hkDone:        make(chan struct{}),
@@ -422,7 +429,8 @@ func (s *engine) committed(ops int) {
 	s.stats.storedBytes.Store(uint64(max(0, s.tot.bytes)))
 	if len(s.cache) > s.cfg.MetaCacheEntries {
 		keep := s.cfg.MetaCacheEntries * 7 / 8 // evict in bulk, not per commit
-		for r := range s.cache {
+		for r, c := range s.cache {
+			s.tailDrop(c)
 			delete(s.cache, r)
 			if len(s.cache) <= keep {
 				break
@@ -467,6 +475,7 @@ func (s *engine) getMeta(w writer, r uint64) (*cachedMeta, error) {
 		return nil, err
 	}
 	c := &cachedMeta{r: r, m: m, persisted: persisted}
+	s.tailReset(c)
 	s.cache[r] = c
 	return c, nil
 }
