@@ -484,19 +484,22 @@ func (c *conn) send(intended int64) {
 	l.prog.pending.Add(1)
 	l.res.Sent++
 	l.prog.sent.Add(1)
-	c.writeSend(id)
+	c.writeSend(id, false)
 }
 
 // resend writes message id again (after a refusal or a reconnect), with a
-// new counter so the order check follows the order of writes.
+// new counter so the order check follows the order of writes, and with flag
+// B: the server may have taken it already and must look it up.
 func (c *conn) resend(id uint64) {
 	if id < c.outBase || id-c.outBase >= uint64(len(c.out)) {
 		return
 	}
-	c.writeSend(id)
+	c.writeSend(id, true)
 }
 
-func (c *conn) writeSend(id uint64) {
+// writeSend appends the SEND of message id to obuf; retry sets flag B, which
+// only resends carry (a first send skips the server's duplicate lookup).
+func (c *conn) writeSend(id uint64, retry bool) {
 	l := c.l
 	to, group := c.target()
 	m := &c.out[id-c.outBase]
@@ -505,14 +508,14 @@ func (c *conn) writeSend(id uint64) {
 	putBE64(body[8:], c.counter+1)
 	putBE64(body[16:], uint64(m.sent))
 	c.counter++
-	s := protocol.Send{MsgID: id, To: to, Group: group, Body: body}
+	s := protocol.Send{MsgID: id, To: to, Group: group, Retry: retry, Body: body}
 	c.obuf = s.Append(c.obuf)
 	c.wrote()
 }
 
 // resendUnconfirmed writes again every message neither accepted nor
 // delivered: the previous connection may have lost it (the server drops a
-// copy it already stored, by msg id).
+// copy it already stored, by msg id, since a resend carries flag B).
 func (c *conn) resendUnconfirmed() {
 	for i := range c.out {
 		m := &c.out[i]

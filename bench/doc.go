@@ -52,7 +52,8 @@
 // keeps a window of messages in flight per sender until delivered.
 //
 // Connections the server closes reconnect and resend what was not
-// confirmed, as a client would; receivers acknowledge cumulatively, at most
+// confirmed, as a client would, with the SEND's retry flag (B) set on every
+// resend and on no first send; receivers acknowledge cumulatively, at most
 // every 5 ms or 64 entries; each connection stays under half the server's
 // per-connection frame rate.
 package bench
