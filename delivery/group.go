@@ -28,6 +28,7 @@ const (
 
 type groupReq struct {
 	send   bool   // a message (record) to the group; else an operation
+	retry  bool   // send: the sender may have sent it before (storage.Entry.Retry)
 	conn   Conn   // the requester, told ACCEPT or REFUSE
 	from   uint64 // sender or actor
 	msgID  uint64
@@ -271,7 +272,7 @@ func (w *groupWorker) fanOut(q groupReq, members map[uint64]storage.Role, kind s
 		// fill, so the gateway refuses new group sends (RETRY_LATER) at the
 		// edge instead.
 		select {
-		case w.r.shardFor(m).in <- request{kind: reqFanout, user: m, from: q.from, msgID: q.msgID, record: record, fan: f, entry: kind}:
+		case w.r.shardFor(m).in <- request{kind: reqFanout, user: m, from: q.from, msgID: q.msgID, retry: q.retry, record: record, fan: f, entry: kind}:
 		case <-w.stop:
 			f.done(errBusy)
 		}

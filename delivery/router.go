@@ -226,10 +226,12 @@ func (r *Router) Logout(c Conn, user uint64) {
 
 // Send makes record, a DELIVER record from one sender to user to, durable as
 // the next entry of to's mailbox, then pushes OutAccept(msgID) to c (or
-// OutRefuse) and the entry to to's connection. record must not be modified
-// afterwards. It returns false when to's shard is busy: nothing was taken.
-func (r *Router) Send(c Conn, from, msgID, to uint64, record []byte) bool {
-	ok := r.submit(to, request{kind: reqSend, conn: c, user: to, from: from, msgID: msgID, record: record})
+// OutRefuse) and the entry to to's connection. retry says the sender may
+// have sent msgID before (the SEND's retry flag): only then is it checked
+// for a duplicate. record must not be modified afterwards. It returns false
+// when to's shard is busy: nothing was taken.
+func (r *Router) Send(c Conn, from, msgID, to uint64, retry bool, record []byte) bool {
+	ok := r.submit(to, request{kind: reqSend, conn: c, user: to, from: from, msgID: msgID, retry: retry, record: record})
 	if ok {
 		r.stats.Sends.Add(1)
 	}
@@ -275,10 +277,11 @@ func (r *Router) submitGroup(q groupReq) bool {
 
 // SendGroup makes record, a DELIVER record with its Group set, durable in
 // the mailbox of every member of group but from, then pushes OutAccept(msgID)
-// to c, or OutRefuse if from is not a member or a copy failed. It returns
-// false when the group's worker is busy: nothing was taken.
-func (r *Router) SendGroup(c Conn, from, msgID, group uint64, record []byte) bool {
-	ok := r.submitGroup(groupReq{send: true, conn: c, from: from, msgID: msgID, group: group, record: record})
+// to c, or OutRefuse if from is not a member or a copy failed. retry is as
+// for Send. It returns false when the group's worker is busy: nothing was
+// taken.
+func (r *Router) SendGroup(c Conn, from, msgID, group uint64, retry bool, record []byte) bool {
+	ok := r.submitGroup(groupReq{send: true, conn: c, from: from, msgID: msgID, group: group, retry: retry, record: record})
 	if ok {
 		r.stats.Sends.Add(1)
 	}

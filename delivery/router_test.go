@@ -94,7 +94,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // send submits a message and fails if the router is busy.
 func send(t *testing.T, r *delivery.Router, c delivery.Conn, from, msgID, to uint64) {
 	t.Helper()
-	if !r.Send(c, from, msgID, to, record(from, msgID, fmt.Sprintf("m%d", msgID))) {
+	if !r.Send(c, from, msgID, to, true, record(from, msgID, fmt.Sprintf("m%d", msgID))) {
 		t.Fatalf("Send %d busy", msgID)
 	}
 }
@@ -191,7 +191,7 @@ func TestWindowBytes(t *testing.T) {
 	sender := &fakeConn{}
 	big := string(make([]byte, 3000))
 	for id := uint64(1); id <= 10; id++ {
-		if !r.Send(sender, 1, id, 2, record(1, id, big)) {
+		if !r.Send(sender, 1, id, 2, false, record(1, id, big)) {
 			t.Fatal("busy")
 		}
 	}
@@ -333,10 +333,10 @@ func TestBusy(t *testing.T) {
 	}
 	// Not started: nothing drains the queue.
 	c := &fakeConn{}
-	if !r.Send(c, 1, 1, 2, record(1, 1, "a")) || !r.Send(c, 1, 2, 2, record(1, 2, "b")) {
+	if !r.Send(c, 1, 1, 2, false, record(1, 1, "a")) || !r.Send(c, 1, 2, 2, false, record(1, 2, "b")) {
 		t.Fatal("the first two fit the queue")
 	}
-	if r.Send(c, 1, 3, 2, record(1, 3, "c")) {
+	if r.Send(c, 1, 3, 2, false, record(1, 3, "c")) {
 		t.Fatal("Send took a request over QueueLen")
 	}
 	if r.Login(&fakeConn{}, 5, 0) {

@@ -30,6 +30,7 @@ type request struct {
 	msgID  uint64
 	more   uint64
 	seq    uint64
+	retry  bool // reqSend, reqFanout: storage.Entry.Retry
 	record []byte
 	entry  storage.Kind // reqFanout
 	fan    *fanout      // reqFanout: told the outcome
@@ -189,9 +190,9 @@ func (s *shard) handle(q request) {
 			u.conn, u.stuck = nil, 0
 		}
 	case reqSend:
-		s.append(u, storage.KindMessage, q.from, q.msgID, q.record, q.conn, nil)
+		s.append(u, storage.Entry{Kind: storage.KindMessage, Sender: q.from, MsgID: q.msgID, Retry: q.retry, Value: q.record}, q.conn, nil)
 	case reqFanout:
-		s.append(u, q.entry, q.from, q.msgID, q.record, nil, q.fan)
+		s.append(u, storage.Entry{Kind: q.entry, Sender: q.from, MsgID: q.msgID, Retry: q.retry, Value: q.record}, nil, q.fan)
 	case reqAck:
 		if u.conn == q.conn && q.seq > u.acked && q.seq <= u.sent {
 			s.ack(u, q.seq)
@@ -199,7 +200,7 @@ func (s *shard) handle(q request) {
 		}
 	case reqReceipt:
 		x := protocol.Receipt{MsgID: q.msgID, More: q.more, Read: q.read, By: q.from}
-		s.append(u, storage.KindReceipt, q.from, q.msgID, x.AppendRecord(nil), nil, nil)
+		s.append(u, storage.Entry{Kind: storage.KindReceipt, Sender: q.from, MsgID: q.msgID, Value: x.AppendRecord(nil)}, nil, nil)
 		s.r.stats.Receipts.Add(1)
 	case reqSignal:
 		if u.conn == nil || !u.conn.Push(Outbound{Kind: OutSignal, Peer: q.from, MsgID: q.msgID, Ref: q.more}) {
@@ -232,13 +233,13 @@ func (s *shard) login(u *user, q request) {
 	s.pump(u)
 }
 
-// append hands one entry of u's mailbox to storage with the next seq.
-func (s *shard) append(u *user, kind storage.Kind, from, msgID uint64, record []byte, sender Conn, fan *fanout) {
+// append hands e, one entry of u's mailbox, to storage with the next seq.
+func (s *shard) append(u *user, e storage.Entry, sender Conn, fan *fanout) {
 	u.last++
 	u.inflight++
 	s.inflight++
-	c := completion{kind: doneAppend, user: u.id, seq: u.last, conn: sender, fan: fan, msgID: msgID, record: record}
-	e := storage.Entry{Recipient: u.id, Seq: u.last, Kind: kind, Sender: from, MsgID: msgID, Value: record}
+	e.Recipient, e.Seq = u.id, u.last
+	c := completion{kind: doneAppend, user: u.id, seq: u.last, conn: sender, fan: fan, msgID: e.MsgID, record: e.Value}
 	s.r.store.Append(e, func(err error) {
 		c.err = err
 		s.done <- c

@@ -255,16 +255,19 @@ func TestResumeBacklog(t *testing.T) {
 	})
 }
 
-// TestRetrySameMsgID: a retried SEND with the same msg id is acknowledged
-// again and delivered once, also after the first copy was acknowledged and
-// deleted.
+// TestRetrySameMsgID: a retried SEND (flag B) with the same msg id is
+// acknowledged again and delivered once, also after the first copy was
+// acknowledged and deleted.
 func TestRetrySameMsgID(t *testing.T) {
 	ts := startServer(t, serverOptions{})
 	a := ts.Dial(1, protocol.ClientOptions{})
 	b := ts.Dial(2, protocol.ClientOptions{})
 	msg := []byte("exactly once")
-	for range 3 {
-		if err := a.SendID(77, 2, msg, false); err != nil {
+	if err := a.SendID(77, 2, msg, false); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := a.Resend(77, 2, msg, false); err != nil { // flag B
 			t.Fatal(err)
 		}
 	}
@@ -282,7 +285,7 @@ func TestRetrySameMsgID(t *testing.T) {
 	}
 	recvReceipts(t, a, 77, 77, false, 10*time.Second)
 	// After the delete: still a duplicate.
-	if err := a.SendID(77, 2, msg, false); err != nil {
+	if err := a.Resend(77, 2, msg, false); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := a.WaitAccept(ctxFor(t, 10*time.Second), 77); err != nil {

@@ -207,9 +207,9 @@ func (l *loop) frame(c *conn, f protocol.Frame) protocol.Code {
 		record := d.AppendRecord(make([]byte, 0, 32+len(m.Body))) // the one copy of the body
 		var taken bool
 		if m.Group {
-			taken = l.srv.router.SendGroup(c, c.user, m.MsgID, m.To, record)
+			taken = l.srv.router.SendGroup(c, c.user, m.MsgID, m.To, m.Retry, record)
 		} else {
-			taken = l.srv.router.Send(c, c.user, m.MsgID, m.To, record)
+			taken = l.srv.router.Send(c, c.user, m.MsgID, m.To, m.Retry, record)
 		}
 		if !taken {
 			l.refuse(c, m.MsgID, protocol.CodeRetryLater, 100)

@@ -38,7 +38,7 @@ func (s *engine) applyAppend(w writer, o *op, now int64) (units, bytes int, err 
 	if err != nil {
 		return 0, 0, err
 	}
-	if e.Kind.message() {
+	if e.Kind.message() && e.Retry {
 		d, ok, err := s.dedupe(w, o)
 		if err != nil {
 			return 0, 0, err

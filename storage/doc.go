@@ -12,11 +12,12 @@
 //	                               │
 //	                               ▼  committer goroutine (one)
 //	             take every queued op, up to Config.MaxBatch / MaxBatchBytes
-//	             apply each to one Badger transaction: check seq, dedupe, limits;
+//	             apply each to one Badger transaction: check seq, retries
+//	             for duplicates, limits;
 //	             write entries, dedupe records, then the metas that are due
 //	                               │
 //	                               ▼  txn.Commit with SyncWrites: one fsync,
-//	                                  meanwhile the next ops' dedupe lookups
+//	                                  meanwhile the next retries' dedupe lookups
 //	             call done for every op of the batch, in queue order
 //
 // # Durability and ordering, method by method

@@ -236,7 +236,7 @@ func testDuplicatesPrefetched(t *testing.T, ids int) {
 		if i%3 == 0 {
 			kind = KindGroupMessage
 		}
-		e := Entry{Recipient: 1, Seq: uint64(i + 1), Kind: kind, Sender: 7, MsgID: uint64(i % ids)}
+		e := Entry{Recipient: 1, Seq: uint64(i + 1), Kind: kind, Sender: 7, MsgID: uint64(i % ids), Retry: i >= ids}
 		s.Append(e, func(err error) { errs[i] <- err })
 	}
 	for i := range errs {

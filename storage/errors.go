@@ -15,8 +15,9 @@ var (
 	// ErrSeqOrder means an append's seq is not above the recipient's
 	// high-water mark. Nothing was written.
 	ErrSeqOrder = errors.New("storage: seq not above high-water mark")
-	// ErrDuplicate means a message entry with the same (sender, msg id,
-	// recipient) was committed within the dedupe window. The error is a
+	// ErrDuplicate means a message entry marked as a retry (Entry.Retry)
+	// has the same (sender, msg id, recipient) as one appended within the
+	// dedupe window. The error is a
 	// *DuplicateError that names the original.
 	ErrDuplicate = errors.New("storage: duplicate message")
 	// ErrMailboxFull means the recipient's mailbox is at

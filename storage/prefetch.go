@@ -1,7 +1,8 @@
 package storage
 
 // Prefetching overlaps a batch's commit with the dedupe lookups of the next
-// one. A Badger commit is mostly waiting for the fsync, and a dedupe lookup
+// one (only retries are looked up: Entry.Retry). A Badger commit is mostly
+// waiting for the fsync, and a dedupe lookup
 // (a miss, almost always: memtables plus bloom filters) is the committer's
 // largest own cost per message. So, just before committing batch N, the
 // committer opens a read snapshot (which sees everything before N), and a
@@ -33,7 +34,7 @@ func (s *engine) prefetch() (stop func()) {
 				if !ok {
 					return // closed: the committer sees it too
 				}
-				if o.kind == opAppend && o.e.Kind.message() {
+				if o.kind == opAppend && o.e.Kind.message() && o.e.Retry {
 					d, found, err := snap.dedupe(o.e.Sender, o.e.MsgID, o.e.Recipient)
 					if err == nil { // else the committer looks it up itself
 						o.dupBatch, o.dupFound, o.dup = valid, found, d

@@ -28,6 +28,12 @@ type Store interface {
 	//
 	// e.Seq must be greater than the recipient's high-water mark, including
 	// appends queued before it (ErrSeqOrder otherwise); gaps are allowed.
+	// A message entry (KindMessage, KindGroupMessage) with e.Retry set fails
+	// with a *DuplicateError if the same (Sender, MsgID, Recipient) was
+	// appended within the dedupe window, committed or queued before it.
+	// Without e.Retry nothing is looked up, so a first transmission costs no
+	// read; its dedupe record is still written for a later retry to find.
+	//
 	// Appends are applied in the order they were queued. e.Value is not
 	// retained after done is called. A zero e.Time is replaced by the store's
 	// clock.
@@ -112,6 +118,10 @@ type Entry struct {
 	Kind      Kind
 	Sender    uint64
 	MsgID     uint64 // sender-chosen id; with Sender and Recipient, the dedupe key
+	// Retry says the sender may have sent this message before (the SEND's
+	// retry flag): only then does Append look for a duplicate. The dedupe
+	// record of a message is written either way.
+	Retry bool
 	Time      int64  // server time, unix milliseconds; 0 means "now"
 	Value     []byte // the encoded record; opaque to the store
 }

@@ -25,6 +25,7 @@ func testIdempotency(t *testing.T, h Harness) {
 	clock.Advance(time.Minute)
 	retry := first
 	retry.Seq = 2 // the worker assigned a new seq before noticing
+	retry.Retry = true
 	err := storage.AppendWait(s, retry)
 	var dup *storage.DuplicateError
 	if !errors.As(err, &dup) || !errors.Is(err, storage.ErrDuplicate) || dup.Original != want {
@@ -44,7 +45,7 @@ func testIdempotency(t *testing.T, h Harness) {
 	errs := make(chan error, 2)
 	a := storage.Entry{Recipient: 5, Seq: 1, Kind: storage.KindMessage, Sender: 8, MsgID: 9}
 	b := a
-	b.Seq = 2
+	b.Seq, b.Retry = 2, true
 	s.Append(a, func(err error) { errs <- err })
 	s.Append(b, func(err error) { errs <- err })
 	if err := <-errs; err != nil {
@@ -56,11 +57,24 @@ func testIdempotency(t *testing.T, h Harness) {
 	}
 	// Acking does not forget: a late retry is still recognised.
 	mustAck(t, s, 1, 3)
-	if err := storage.AppendWait(s, storage.Entry{Recipient: 1, Seq: 4, Kind: storage.KindMessage, Sender: 7, MsgID: 42}); !errors.Is(err, storage.ErrDuplicate) {
+	if err := storage.AppendWait(s, storage.Entry{Recipient: 1, Seq: 4, Kind: storage.KindMessage, Sender: 7, MsgID: 42, Retry: true}); !errors.Is(err, storage.ErrDuplicate) {
 		t.Fatalf("retry after ack = %v, want ErrDuplicate", err)
 	}
 	if st := s.Stats(); st.Duplicates != 3 {
 		t.Fatalf("Duplicates = %d, want 3", st.Duplicates)
+	}
+	// A copy not marked as a retry is not looked up: it is stored again,
+	// and its dedupe record replaces the first, so a marked retry after it
+	// names the second copy.
+	again := storage.Entry{Recipient: 1, Seq: 5, Kind: storage.KindMessage, Sender: 7, MsgID: 42, Value: []byte("hi")}
+	mustAppend(t, s, again)
+	again.Seq, again.Retry = 6, true
+	err = storage.AppendWait(s, again)
+	if !errors.As(err, &dup) || dup.Original.Seq != 5 {
+		t.Fatalf("retry after an unmarked copy = %v, want a duplicate of seq 5", err)
+	}
+	if page, _, _ := s.Read(1, 4, 10, 0, nil); len(page) != 1 || page[0].Seq != 5 {
+		t.Fatalf("mailbox after the unmarked copy = %v, want seq 5 only", seqs(page))
 	}
 }
 
@@ -76,7 +90,7 @@ func testGroupMessageReceipts(t *testing.T, h Harness) {
 	}
 	// A group copy is deduplicated per member like a direct message.
 	dup := entry(1, 4, storage.KindGroupMessage)
-	dup.Sender, dup.MsgID = 1002, 5002
+	dup.Sender, dup.MsgID, dup.Retry = 1002, 5002, true
 	wantErr(t, storage.AppendWait(s, dup), storage.ErrDuplicate)
 	dup.Recipient = 2 // another member's copy is not a duplicate
 	mustAppend(t, s, dup)
@@ -88,7 +102,7 @@ func testDedupeWindow(t *testing.T, h Harness) {
 	e := storage.Entry{Recipient: 1, Seq: 1, Kind: storage.KindMessage, Sender: 7, MsgID: 42}
 	mustAppend(t, s, e)
 	clock.Advance(59 * time.Minute)
-	e.Seq = 2
+	e.Seq, e.Retry = 2, true
 	wantErr(t, storage.AppendWait(s, e), storage.ErrDuplicate)
 	clock.Advance(2 * time.Minute)
 	if _, ok, _ := s.Lookup(7, 42, 1); ok {
