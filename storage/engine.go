@@ -44,6 +44,7 @@ type engine struct {
 	batch       []op                   // the ops of the open batch
 	pending     []op                   // ops for the next batch: an unfinished ack, held back, or prefetched; from pendingHead on
 	pendingHead int                    // pending[:pendingHead] are taken (zeroed); a deque, so taking one costs O(1)
+	prefetched  []op                   // the prefetch helper's buffer, kept for the next batch; see prefetch.go
 	concurrency int                    // ops recently in flight at once: batch plus queue, decaying
 	dead        []deadEntry            // scratch for acks and expiry
 	tailEntries int                    // entries in all tails of cache; at most tailBudget
