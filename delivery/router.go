@@ -126,7 +126,8 @@ type Stats struct {
 	DeliveredStored atomic.Uint64 // entries pushed from a storage read (backlog, window refill)
 	Acks            atomic.Uint64 // ACKs applied
 	Receipts        atomic.Uint64 // receipt entries stored
-	ReceiptsDropped atomic.Uint64 // receipts lost because the sender's shard queue was full
+	ReceiptsHeld    atomic.Uint64 // times receipts waited for room in their sender's shard queue
+	ReceiptsDropped atomic.Uint64 // receipts lost because the sender's shard queue stayed full
 	SignalsDropped  atomic.Uint64 // signals for users offline or behind a full queue
 	SlowConsumers   atomic.Uint64 // connections closed because their window stayed full
 	Replaced        atomic.Uint64 // connections closed by a newer login of their user
@@ -201,11 +202,19 @@ func (r *Router) shardFor(user uint64) *shard {
 }
 
 func (r *Router) submit(user uint64, q request) bool {
+	if r.submitQuiet(user, q) {
+		return true
+	}
+	r.stats.Busy.Add(1)
+	return false
+}
+
+// submitQuiet is submit without counting a refusal as Busy.
+func (r *Router) submitQuiet(user uint64, q request) bool {
 	select {
 	case r.shardFor(user).in <- q:
 		return true
 	default:
-		r.stats.Busy.Add(1)
 		return false
 	}
 }

@@ -91,7 +91,17 @@ type shard struct {
 	idle     map[uint64]idleUser
 	inflight int
 	scratch  []storage.Entry
+	// held are receipts whose sender's shard queue was full, in the order
+	// they were made; offered again after heldRetry and with the next
+	// receipts. Bounded by Config.QueueLen: past it a receipt is dropped
+	// (counted). Like queued requests, they are lost if the router stops.
+	held  []request
+	retry *time.Timer // armed while held is not empty
 }
+
+// heldRetry is how soon held receipts are offered again: a full queue
+// drains a few hundred requests a millisecond.
+const heldRetry = time.Millisecond
 
 func newShard(r *Router, _ int) *shard {
 	return &shard{
@@ -107,6 +117,9 @@ func newShard(r *Router, _ int) *shard {
 func (s *shard) run() {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	s.retry = time.NewTimer(heldRetry)
+	s.retry.Stop()
+	defer s.retry.Stop()
 	stopping := false
 	for {
 		in := s.in
@@ -124,6 +137,8 @@ func (s *shard) run() {
 			s.complete(c)
 		case <-tick.C:
 			s.checkSlow()
+		case <-s.retry.C:
+			s.offerHeld()
 		case <-s.stop:
 			stopping, s.stop = true, nil
 		}
@@ -444,9 +459,37 @@ func (s *shard) receipts(by uint64, rs []storage.Receipt) {
 		if rs[i].Group {
 			q.from = by
 		}
-		if !s.r.submit(rs[i].Sender, q) {
-			s.r.stats.ReceiptsDropped.Add(1)
-		}
+		s.hold(q)
 		i = j
+	}
+	s.offerHeld()
+}
+
+// hold queues receipt q behind those already held.
+func (s *shard) hold(q request) {
+	if len(s.held) >= s.r.cfg.QueueLen {
+		s.r.stats.ReceiptsDropped.Add(1)
+		return
+	}
+	s.held = append(s.held, q)
+}
+
+// offerHeld hands held receipts to their senders' shards, keeping those
+// whose queue is still full (in order) and arming the retry for them.
+func (s *shard) offerHeld() {
+	if len(s.held) == 0 {
+		return
+	}
+	kept := s.held[:0]
+	for _, q := range s.held {
+		if !s.r.submitQuiet(q.user, q) {
+			kept = append(kept, q)
+		}
+	}
+	clear(s.held[len(kept):])
+	s.held = kept
+	if len(s.held) > 0 {
+		s.r.stats.ReceiptsHeld.Add(1)
+		s.retry.Reset(heldRetry)
 	}
 }

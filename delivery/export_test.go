@@ -1,0 +1,13 @@
+package delivery
+
+// ShardOf returns the index of the shard that owns user, for tests that
+// need two users on one shard or on different ones.
+func (r *Router) ShardOf(user uint64) int {
+	s := r.shardFor(user)
+	for i, x := range r.shards {
+		if x == s {
+			return i
+		}
+	}
+	return -1
+}

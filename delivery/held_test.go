@@ -1,0 +1,80 @@
+package delivery_test
+
+import (
+	"sync"
+	"testing"
+
+	"switchboard/delivery"
+	"switchboard/storage"
+)
+
+// gatedStore blocks LastSeq for one user until gate is closed, which stalls
+// the shard that owns that user; entered is closed when it starts waiting.
+type gatedStore struct {
+	storage.Store
+	user    uint64
+	gate    chan struct{}
+	entered chan struct{}
+	once    sync.Once
+}
+
+func (g *gatedStore) LastSeq(user uint64) (uint64, error) {
+	if user == g.user {
+		g.once.Do(func() { close(g.entered) })
+		<-g.gate
+	}
+	return g.Store.LastSeq(user)
+}
+
+// TestReceiptWaitsForAFullQueue: when the recipient acks while the sender's
+// shard queue is full, the delivered receipt waits for room and is stored;
+// it is not dropped.
+func TestReceiptWaitsForAFullQueue(t *testing.T) {
+	mem, err := storage.NewMemory(storage.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const sender = 1
+	store := &gatedStore{Store: mem, gate: make(chan struct{}), entered: make(chan struct{})}
+	r, err := delivery.New(delivery.Config{Shards: 2, QueueLen: 4}, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recipient uint64
+	for u := uint64(2); recipient == 0 || store.user == 0; u++ {
+		switch {
+		case r.ShardOf(u) != r.ShardOf(sender) && recipient == 0:
+			recipient = u
+		case r.ShardOf(u) == r.ShardOf(sender) && store.user == 0:
+			store.user = u // stalls the sender's shard
+		}
+	}
+	r.Start()
+	t.Cleanup(func() {
+		r.Stop()
+		mem.Close()
+	})
+
+	b := &fakeConn{}
+	login(t, r, b, recipient, 0)
+	send(t, r, &fakeConn{}, sender, 7, recipient) // the sender is offline: its receipt is stored
+	waitFor(t, "the delivery", func() bool { return len(b.items(delivery.OutEntry)) == 1 })
+
+	// Stall the sender's shard on the gated user, then fill its queue.
+	r.Logout(&fakeConn{}, store.user)
+	<-store.entered
+	for r.Ack(&fakeConn{}, store.user, 1) {
+	}
+	if !r.Ack(b, recipient, b.items(delivery.OutEntry)[0].Seq) {
+		t.Fatal("the recipient's shard is busy")
+	}
+	waitFor(t, "the receipt to be held", func() bool { return r.Stats().ReceiptsHeld.Load() > 0 })
+	close(store.gate)
+	waitFor(t, "the receipt in the sender's mailbox", func() bool {
+		page, _, err := mem.Read(sender, 1, 10, 0, nil)
+		return err == nil && len(page) == 1 && page[0].Kind == storage.KindReceipt && page[0].MsgID == 7
+	})
+	if n := r.Stats().ReceiptsDropped.Load(); n != 0 {
+		t.Fatalf("ReceiptsDropped = %d, want 0", n)
+	}
+}
