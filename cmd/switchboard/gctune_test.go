@@ -1,6 +1,9 @@
 package main
 
-import "testing"
+import (
+	"slices"
+	"testing"
+)
 
 func TestGCPercentFor(t *testing.T) {
 	const mib = 1 << 20
@@ -20,5 +23,30 @@ func TestGCPercentFor(t *testing.T) {
 		if got := gcPercentFor(c.percent, c.base, c.live); got != c.want {
 			t.Errorf("gcPercentFor(%d, %d MiB, %d MiB) = %d, want %d", c.percent, c.base/mib, c.live/mib, got, c.want)
 		}
+	}
+}
+
+// TestTrimmer: a trim comes once the live heap has grown enough and held
+// still for trimSettle samples, not while it grows, not for small growth,
+// and not twice for one surge.
+func TestTrimmer(t *testing.T) {
+	const mib = 1 << 20
+	tr := trimmer{trimmed: 30 * mib, last: 30 * mib}
+	var trims []int
+	samples := []uint64{
+		30, 30, 31, 30, 30, 30, // small wobble: no trim
+		34, 38, 42, 42, 42, 42, // a surge to 42, then still: trim at the third still sample
+		42, 42, 42, 42, // still, already trimmed
+		41, 41, 41, 41, // shrinking a little: nothing
+		60, 61, 61, 61, 61, // another surge
+	}
+	for i, s := range samples {
+		if tr.due(s * mib) {
+			trims = append(trims, i)
+			tr.trimmed = s * mib
+		}
+	}
+	if want := []int{11, 24}; !slices.Equal(trims, want) {
+		t.Fatalf("trims at samples %v, want %v", trims, want)
 	}
 }
