@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -166,8 +167,10 @@ func (l *loop) read(c *conn) protocol.Code {
 // charge counts one frame against c's rate limit and reports whether c is
 // still under it. Loop-only.
 func (l *loop) charge(c *conn) bool {
-	c.rateCount++
-	return c.rateCount <= uint32(l.srv.cfg.RateLimit)
+	if c.rateCount < math.MaxUint16 { // saturates: a limit above it never binds
+		c.rateCount++
+	}
+	return int(c.rateCount) <= l.srv.cfg.RateLimit
 }
 
 // frame handles one frame from c and returns a close code, or 0. Slices of
