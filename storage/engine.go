@@ -42,8 +42,7 @@ type engine struct {
 	tot         totals                 // committed totals plus the open batch
 	totDirt     bool                   // tot changed in the open batch
 	batch       []op                   // the ops of the open batch
-	pending     []op                   // ops for the next batch: an unfinished ack, held back, or prefetched; from pendingHead on
-	pendingHead int                    // pending[:pendingHead] are taken (zeroed); a deque, so taking one costs O(1)
+	pending     opDeque                // ops for the next batch, in order: an unfinished ack, held back, or prefetched
 	prefetched  []op                   // the prefetch helper's buffer, kept for the next batch; see prefetch.go
 	concurrency int                    // ops recently in flight at once: batch plus queue, decaying
 	dead        []deadEntry            // scratch for acks and expiry
@@ -267,13 +266,7 @@ func (s *engine) run() {
 // last batch first, then q. With block, it waits for q; it reports false
 // when there is nothing (q empty, or closed and drained).
 func (s *engine) next(block bool) (op, bool) {
-	if s.pendingHead < len(s.pending) {
-		o := s.pending[s.pendingHead]
-		s.pending[s.pendingHead] = op{}
-		s.pendingHead++
-		if s.pendingHead == len(s.pending) {
-			s.pending, s.pendingHead = s.pending[:0], 0
-		}
+	if o, ok := s.pending.popFront(); ok {
 		return o, true
 	}
 	if block {
@@ -289,16 +282,7 @@ func (s *engine) next(block bool) (op, bool) {
 }
 
 // pushFront makes o the next op next returns.
-func (s *engine) pushFront(o op) {
-	if s.pendingHead > 0 {
-		s.pendingHead--
-		s.pending[s.pendingHead] = o
-		return
-	}
-	s.pending = append(s.pending, op{})
-	copy(s.pending[1:], s.pending)
-	s.pending[0] = o
-}
+func (s *engine) pushFront(o op) { s.pending.pushFront(o) }
 
 // maxLinger bounds how long the committer waits for more ops before it
 // commits: a fraction of one fsync (~0.5-1 ms here), so that producers woken

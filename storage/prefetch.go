@@ -22,7 +22,7 @@ func (s *engine) prefetch() (stop func()) {
 	valid := s.batchNo + 1
 	quit := make(chan struct{}) // closed by stop
 	done := make(chan struct{}) // closed by the helper
-	got := s.prefetched[:0] // owned by the helper until done
+	got := s.prefetched[:0]     // owned by the helper until done
 	go func() {
 		defer close(done)
 		defer release()
@@ -47,12 +47,9 @@ func (s *engine) prefetch() (stop func()) {
 	return func() {
 		close(quit)
 		<-done
-		if s.pendingHead > 0 { // move what is left to the front, so the deque does not grow
-			n := copy(s.pending, s.pending[s.pendingHead:])
-			clear(s.pending[n:])
-			s.pending, s.pendingHead = s.pending[:n], 0
+		for i := range got {
+			s.pending.pushBack(got[i])
 		}
-		s.pending = append(s.pending, got...)
 		clear(got)
 		s.prefetched = got[:0]
 	}

@@ -118,12 +118,12 @@ type Entry struct {
 	Kind      Kind
 	Sender    uint64
 	MsgID     uint64 // sender-chosen id; with Sender and Recipient, the dedupe key
+	Time      int64  // server time, unix milliseconds; 0 means "now"
+	Value     []byte // the encoded record; opaque to the store
 	// Retry says the sender may have sent this message before (the SEND's
 	// retry flag): only then does Append look for a duplicate. The dedupe
 	// record of a message is written either way.
 	Retry bool
-	Time      int64  // server time, unix milliseconds; 0 means "now"
-	Value     []byte // the encoded record; opaque to the store
 }
 
 // Receipt names one deleted message entry so that delivery can tell its
