@@ -130,6 +130,19 @@ func checkAllDelivered(t *testing.T, res *Result, wantSent uint64) {
 	if got := uint64(res.SendToAck.TotalCount()); got != res.Accepted {
 		t.Errorf("send-to-ack samples %d, want %d", got, res.Accepted)
 	}
+	if res.ReceiptsMissing != 0 {
+		t.Errorf("receipts missing %d", res.ReceiptsMissing)
+	}
+}
+
+// checkAllReceipted asserts that a run whose drain waited for receipts got
+// one for every copy delivered.
+func checkAllReceipted(t *testing.T, res *Result) {
+	t.Helper()
+	t.Logf("delivered %d, receipts %d (again %d), missing %d", res.Delivered, res.Receipts, res.ReceiptsRedelivered, res.ReceiptsMissing)
+	if res.Receipts != res.Delivered || res.ReceiptsMissing != 0 {
+		t.Errorf("delivered %d, receipts %d, missing %d: want a receipt per copy delivered", res.Delivered, res.Receipts, res.ReceiptsMissing)
+	}
 }
 
 func TestChatOpenLoop(t *testing.T) {
@@ -138,6 +151,7 @@ func TestChatOpenLoop(t *testing.T) {
 	cfg.Pairs, cfg.Rate, cfg.Duration = 10, 500, 2*time.Second
 	res := runOK(t, cfg)
 	checkAllDelivered(t, res, 1000)
+	checkAllReceipted(t, res)
 	if res.Conns != 20 {
 		t.Errorf("conns %d, want 20", res.Conns)
 	}
@@ -164,6 +178,7 @@ func TestChatClosedLoop(t *testing.T) {
 		t.Fatal("closed loop sent nothing")
 	}
 	checkAllDelivered(t, res, res.Sent)
+	checkAllReceipted(t, res)
 }
 
 // TestChatWorkers spreads the pairs over worker processes (the test binary
@@ -177,6 +192,7 @@ func TestChatWorkers(t *testing.T) {
 		t.Errorf("processes %d, want 4", res.Processes)
 	}
 	checkAllDelivered(t, res, 300)
+	checkAllReceipted(t, res)
 	if got := res.SendToDeliver.TotalCount(); got != 300 {
 		t.Errorf("merged send-to-deliver samples %d, want 300", got)
 	}
@@ -188,6 +204,7 @@ func TestOffline(t *testing.T) {
 	cfg.Pairs, cfg.Messages = 10, 300 // more than a window of backlog each
 	res := runOK(t, cfg)
 	checkAllDelivered(t, res, 3000)
+	checkAllReceipted(t, res)
 	if res.Figures["drain_s"] <= 0 || res.Figures["drain_rate_per_s"] <= 0 {
 		t.Errorf("figures %v", res.Figures)
 	}
@@ -213,6 +230,7 @@ func TestStorm(t *testing.T) {
 	cfg.Conns, cfg.Messages = 100, 5
 	res := runOK(t, cfg)
 	checkAllDelivered(t, res, 500)
+	checkAllReceipted(t, res)
 	// Every entry was left unacknowledged before the drop, so each comes again.
 	if res.Redelivered < 500 {
 		t.Errorf("redelivered %d, want at least 500", res.Redelivered)
@@ -237,6 +255,8 @@ func TestSlow(t *testing.T) {
 	if res.Lost+res.Duplicates+res.Reordered != 0 || res.Delivered != res.Sent {
 		t.Errorf("sent %d delivered %d lost %d: the slow readers' messages must all arrive once they return", res.Sent, res.Delivered, res.Lost)
 	}
+	checkAllReceipted(t, res)
+	checkAllReceipted(t, res.Baseline)
 }
 
 // TestGroup runs the group scenario. While the server refuses group
@@ -262,6 +282,7 @@ func TestGroup(t *testing.T) {
 	if !res.Passed() || res.Sent != 60 || res.Delivered != 60*3 {
 		t.Errorf("sent %d delivered %d failures %v: want 60 messages to 3 members each", res.Sent, res.Delivered, res.Failures)
 	}
+	checkAllReceipted(t, res) // one per member's copy
 }
 
 func TestBadKeysFailFast(t *testing.T) {
@@ -384,6 +405,7 @@ func TestChatTwoServers(t *testing.T) {
 	cfg.Pairs, cfg.Rate, cfg.Duration, cfg.PerProcess = 10, 500, time.Second, 8
 	res := runOK(t, cfg)
 	checkAllDelivered(t, res, 500)
+	checkAllReceipted(t, res)
 	if res.Conns != 20 || res.LoginLatency.TotalCount() != 20 {
 		t.Errorf("conns %d, logins %d, want 20", res.Conns, res.LoginLatency.TotalCount())
 	}

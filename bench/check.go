@@ -10,8 +10,9 @@ import (
 )
 
 // The correctness checks. A sender's conn keeps every message it sent
-// until it is accepted and delivered to every recipient; the receiver,
-// on the same loop, checks each delivery against it.
+// until it is accepted, delivered to every recipient, and each delivered
+// copy's receipt has come back; the receiver, on the same loop, checks
+// each delivery against it (receipts.go checks the receipts).
 
 // deliver checks one delivered message: new for this receiver, in order
 // for its sender, and one of this run's.
@@ -63,6 +64,7 @@ func (c *conn) deliver(d *protocol.Deliver) {
 		l.failure(fmt.Sprintf("user %d got msg %d of user %d for group %d, sent to group %d", c.user, d.MsgID, d.From, d.Group, s.unit.group))
 	}
 	m.recips++
+	l.unreceipted++
 	l.res.Delivered++
 	l.prog.delivered.Add(1)
 	if int(m.recips) == s.expect() {
@@ -178,13 +180,15 @@ func (c *conn) refused(r *protocol.Refuse) {
 	c.trim()
 }
 
-// trim drops settled messages from the front of out.
+// trim drops settled messages from the front of out: refused for good, or
+// accepted and delivered to every recipient; either way with a receipt for
+// every copy delivered.
 func (c *conn) trim() {
 	n := 0
 	exp := c.expect()
 	for n < len(c.out) {
 		m := &c.out[n]
-		if !(m.settled || (m.accepted && int(m.recips) >= exp)) {
+		if m.receipts < m.recips || !(m.settled || (m.accepted && int(m.recips) >= exp)) {
 			break
 		}
 		n++

@@ -41,8 +41,12 @@ func TestCheckerClean(t *testing.T) {
 	if lost, _ := l.losses(); lost != 0 || len(l.res.Failures) != 0 || l.res.Delivered != 3 {
 		t.Fatalf("lost %d, delivered %d, failures %v", lost, l.res.Delivered, l.res.Failures)
 	}
+	if len(a.out) != 3 {
+		t.Errorf("%d messages tracked, want 3: their delivered receipts have not come", len(a.out))
+	}
+	a.receipt(&protocol.Receipt{Seq: 1, MsgID: 1000, More: 2})
 	if len(a.out) != 0 {
-		t.Errorf("%d messages still tracked after all were accepted and delivered", len(a.out))
+		t.Errorf("%d messages still tracked after all were accepted, delivered and receipted", len(a.out))
 	}
 }
 

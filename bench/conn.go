@@ -73,11 +73,13 @@ type stream struct {
 	last uint64
 }
 
-// msgState is a sent message, kept until it is accepted and delivered to
-// every recipient.
+// msgState is a sent message, kept until it is accepted, delivered to
+// every recipient, and the delivered receipt of every copy has come back.
+// 16 bytes: a sender keeps one per message in flight or awaiting receipts.
 type msgState struct {
-	sent     int64 // intended send time, ns on the engine's clock
-	recips   uint16
+	sent     int64  // intended send time, ns on the engine's clock
+	recips   uint16 // copies delivered (one per recipient)
+	receipts uint16 // delivered receipts received, one per copy; at most recips
 	accepted bool
 	settled  bool // refused for good: never expected
 }
@@ -320,18 +322,32 @@ func (c *conn) frame(f protocol.Frame) error {
 	case protocol.TypeBatch:
 		var br protocol.BatchReader
 		var d protocol.Deliver
+		var x protocol.Receipt
 		br.Reset(f)
 		for br.Next() {
 			c.entry(br.Seq())
-			if br.Type() == protocol.TypeDeliver {
+			switch br.Type() {
+			case protocol.TypeDeliver:
 				if err := br.Deliver(&d); err != nil {
 					return err
 				}
 				c.deliver(&d)
+			case protocol.TypeReceipt:
+				if err := br.Receipt(&x); err != nil {
+					return err
+				}
+				c.receipt(&x)
 			}
 		}
 		return br.Err()
-	case protocol.TypeReceipt, protocol.TypeGroupEvent:
+	case protocol.TypeReceipt:
+		var x protocol.Receipt
+		if err := x.Decode(f); err != nil {
+			return err
+		}
+		c.entry(x.Seq)
+		c.receipt(&x)
+	case protocol.TypeGroupEvent:
 		seq, _ := uvarint(f.Payload)
 		c.entry(seq)
 	case protocol.TypeAccept:

@@ -2,7 +2,8 @@
 // run as `switchboard bench <scenario>`. People size hosts with it, so it
 // checks what it measures: every run verifies that each message was
 // delivered exactly once (after dedupe by sender and message id) and in
-// order per sender, and fails otherwise.
+// order per sender, and that its sender got the delivered receipt of each
+// copy, and fails otherwise.
 //
 // # Shape of a run
 //
@@ -38,13 +39,16 @@
 // processes:
 //
 //   - a sender keeps, per message id, its intended send time, whether it
-//     was accepted, and how many recipients got it;
+//     was accepted, how many recipients got it, and how many delivered
+//     receipts came back for those copies;
 //   - each body starts with the run id, the sender's counter and the send
 //     time, so a receiver tells this run's messages from leftovers, sees
 //     order per sender, and a duplicate (the same message under a new
 //     mailbox seq) from a redelivery (the same seq again, after a
 //     reconnect: allowed, counted, dropped);
-//   - at the end, an accepted message short of recipients is lost.
+//   - at the end, an accepted message short of recipients is lost, and a
+//     delivered copy without its receipt once the drain has waited for
+//     receipts is a missing receipt (both fail the run).
 //
 // Open-loop traffic sends on a fixed schedule and times each message from
 // its intended send time, so a stalled server is charged for every message

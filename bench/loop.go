@@ -60,6 +60,9 @@ type loop struct {
 	// Correctness and step bookkeeping.
 	pending      int    // messages sent and not yet delivered to every recipient (or refused for good)
 	unaccepted   int    // messages sent and not yet accepted (or refused for good)
+	unreceipted  int    // copies delivered whose delivered receipt has not come back
+	receiptsDue  bool   // a drain waited for receipts since the last collect: the missing ones are failures
+	readReceipts uint64 // read receipts received (the bench sends no READ), since the last collect
 	waiting      int    // connections the connect step still waits for
 	waitDrain    bool   // the connect step waits for backlogs too
 	gaveUp       int    // connections that could not log in
@@ -80,6 +83,9 @@ type progress struct {
 	delivered atomic.Uint64
 	failures  atomic.Uint64
 	pending   atomic.Int64 // messages sent and not yet delivered to every recipient
+	// unreceipted is loop.unreceipted, stored once per iteration (it
+	// changes per message; the progress line needs no more).
+	unreceipted atomic.Int64
 }
 
 // retry is a refused message to send again.
@@ -171,6 +177,7 @@ func (l *loop) run() {
 		}
 		l.timers()
 		l.flush()
+		l.prog.unreceipted.Store(int64(l.unreceipted))
 		l.checkStep()
 		if l.quit {
 			break

@@ -46,6 +46,9 @@ func (r *Result) Merge(o *Result) {
 	r.Reordered += o.Reordered
 	r.Lost += o.Lost
 	r.Redelivered += o.Redelivered
+	r.Receipts += o.Receipts
+	r.ReceiptsRedelivered += o.ReceiptsRedelivered
+	r.ReceiptsMissing += o.ReceiptsMissing
 	for k, v := range o.Closes {
 		if r.Closes == nil {
 			r.Closes = map[string]uint64{}

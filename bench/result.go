@@ -46,6 +46,18 @@ type Result struct {
 	Redelivered uint64            `json:"redelivered"`
 	Closes      map[string]uint64 `json:"closes,omitempty"` // connections the server closed, by ERROR code name
 
+	// Delivered receipts (PROTOCOL.md 8.3), counted per delivered copy: one
+	// for a 1:1 message, one per member for a group message. Receipts are
+	// those received, at most one per copy. ReceiptsRedelivered counts
+	// copies whose receipt came again (the same entry after a reconnect,
+	// or a receipt stored twice): not failures. ReceiptsMissing counts
+	// copies delivered and acknowledged whose sender had no receipt when
+	// the drain ended: failures. A scenario without a drain before its
+	// count (connect) does not wait for receipts and counts none missing.
+	Receipts            uint64 `json:"receipts"`
+	ReceiptsRedelivered uint64 `json:"receipts_redelivered"`
+	ReceiptsMissing     uint64 `json:"receipts_missing"`
+
 	// Latencies in microseconds. SendToAck: SEND written to its ACCEPT read.
 	// SendToDeliver: SEND written to DELIVER read (in the group scenario, to
 	// the last member's). Open-loop runs record corrected values.

@@ -244,6 +244,9 @@ func (r *run) step(s Step, label string, total int64, done func(c counters) int6
 
 func status(c counters, _ time.Duration) string {
 	s := fmt.Sprintf("logged in %d  sent %d  delivered %d  in flight %d", c.Ready, c.Sent, c.Delivered, c.Pending)
+	if c.Unreceipted > 0 {
+		s += fmt.Sprintf("  awaiting receipts %d", c.Unreceipted)
+	}
 	if c.Failures > 0 {
 		s += fmt.Sprintf("  FAILURES %d", c.Failures)
 	}

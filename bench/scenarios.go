@@ -87,7 +87,7 @@ func (r *run) traffic(ctx context.Context, who string) (*Result, error) {
 	if err == nil {
 		d := Step{Kind: "drain", Timeout: r.cfg.Drain}
 		if _, derr := r.step(d, "drain", 0, func(c counters) int64 { return c.Pending }); derr != nil {
-			drainErr = fmt.Errorf("deliveries still outstanding after --drain %v: %w", r.cfg.Drain, derr)
+			drainErr = fmt.Errorf("deliveries or delivered receipts still outstanding after --drain %v: %w", r.cfg.Drain, derr)
 		}
 	}
 	sm.end()
@@ -108,10 +108,11 @@ func (r *run) traffic(ctx context.Context, who string) (*Result, error) {
 		r.note("closed loop: each sender keeps %d messages in flight until they are delivered", r.cfg.Window)
 	}
 	if r.cfg.Scenario == "group" {
-		r.note("group: delivered counts one per member; send-to-deliver is to the last member")
+		r.note("group: delivered messages and delivered receipts count one per member; send-to-deliver is to the last member")
 	}
 	if drainErr != nil {
-		// What is still undelivered counts as lost; the note says why.
+		// What is still undelivered counts as lost, a copy still without
+		// its receipt as missing; the note says why.
 		res.Notes = append(res.Notes, drainErr.Error())
 	}
 	return res, err
