@@ -220,9 +220,9 @@ func warnings(r *Result, d *Derived, m Machine) []string {
 	if r.Duration <= 0 {
 		w = append(w, "The measured duration is zero: no rate could be computed.")
 	}
-	if r.Passed() && (r.Lost > 0 || r.Reordered > 0) {
-		w = append(w, fmt.Sprintf("The counts show %s lost and %s reordered messages, yet the run recorded no failure.",
-			formatCount(r.Lost), formatCount(r.Reordered)))
+	if r.Passed() && (r.Lost > 0 || r.Reordered > 0 || r.ReceiptsMissing > 0) {
+		w = append(w, fmt.Sprintf("The counts show %s lost and %s reordered messages and %s missing receipts, yet the run recorded no failure.",
+			formatCount(r.Lost), formatCount(r.Reordered), formatCount(r.ReceiptsMissing)))
 	}
 	if d.GeneratorCoresBusy != nil && *d.GeneratorCoresBusy >= generatorBoundShare*float64(m.Cores) {
 		w = append(w, fmt.Sprintf("The generator kept %.2f of this machine's %d cores busy: it may be the bottleneck, not the server.",

@@ -309,6 +309,9 @@ func messageRows(r *Result, d *Derived) [][]string {
 		{"redelivered after a reconnect", formatMsgs(r.Redelivered), ""},
 		{"reordered", formatMsgs(r.Reordered), ""},
 		{"lost", formatMsgs(r.Lost), ""},
+		{"delivered receipts", formatMsgs(r.Receipts), ""},
+		{"receipts redelivered or repeated", formatMsgs(r.ReceiptsRedelivered), ""},
+		{"receipts missing", formatMsgs(r.ReceiptsMissing), ""},
 	}
 	for _, code := range slices.Sorted(maps.Keys(r.Closes)) {
 		n := r.Closes[code]
@@ -388,6 +391,7 @@ func compareRows(base, run *jsonReport) [][]string {
 	rows = append(rows,
 		row("lost", float64(base.Lost), float64(run.Lost), count),
 		row("reordered", float64(base.Reordered), float64(run.Reordered), count),
+		row("receipts missing", float64(base.ReceiptsMissing), float64(run.ReceiptsMissing), count),
 		[]string{"failures", fmt.Sprint(len(base.Failures)), fmt.Sprint(len(run.Failures)), ""},
 	)
 	return rows
