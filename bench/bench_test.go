@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -257,6 +258,29 @@ func TestSlow(t *testing.T) {
 	}
 	checkAllReceipted(t, res)
 	checkAllReceipted(t, res.Baseline)
+}
+
+// TestReceiptDropsFail runs chat against a server whose shard queues hold
+// two requests, so that it drops delivered receipts it cannot queue (its
+// ReceiptsDropped): the run must count them missing and fail.
+func TestReceiptDropsFail(t *testing.T) {
+	srv := startServer(t, delivery.Config{Shards: 2, QueueLen: 2})
+	cfg := srv.config("chat")
+	cfg.Pairs, cfg.Rate, cfg.Window, cfg.Duration, cfg.Drain = 20, 0, 8, time.Second, time.Second
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("%v (failures %v)", err, failures(res))
+	}
+	dropped := srv.router.Stats().ReceiptsDropped.Load()
+	t.Logf("server dropped %d receipts; delivered %d, receipts %d, missing %d", dropped, res.Delivered, res.Receipts, res.ReceiptsMissing)
+	if dropped == 0 {
+		t.Skip("the server dropped no receipt in this run: nothing to catch")
+	}
+	if res.ReceiptsMissing == 0 || res.Passed() || !slices.ContainsFunc(res.Failures, func(f string) bool {
+		return strings.Contains(f, "got no delivered receipt")
+	}) {
+		t.Errorf("receipts missing %d, failures %v: the dropped receipts must fail the run", res.ReceiptsMissing, res.Failures)
+	}
 }
 
 // TestGroup runs the group scenario. While the server refuses group
