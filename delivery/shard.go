@@ -122,12 +122,15 @@ func (s *shard) run() {
 	defer s.retry.Stop()
 	stopping := false
 	for {
+		if stopping && s.inflight == 0 {
+			return
+		}
+		if s.drain(stopping) {
+			continue
+		}
 		in := s.in
 		if s.inflight >= s.r.cfg.MaxInFlight || stopping {
 			in = nil // completions first; requests wait in the queue
-		}
-		if stopping && s.inflight == 0 {
-			return
 		}
 		select {
 		case q := <-in:
@@ -143,6 +146,44 @@ func (s *shard) run() {
 			stopping, s.stop = true, nil
 		}
 	}
+}
+
+// drainBurst bounds the work drain does between two full selects, so the
+// ticker and the retry timer are served under load too.
+const drainBurst = 64
+
+// drain takes completions and requests that are already waiting, a
+// completion first each round, with one-channel receives that do not block:
+// much cheaper than a select over every channel, which under load costs as
+// much as the work it hands out. It reports whether it took anything.
+func (s *shard) drain(stopping bool) bool {
+	took := false
+	for range drainBurst {
+		completed := false
+		select {
+		case c := <-s.done:
+			s.inflight--
+			s.complete(c)
+			took, completed = true, true
+		default:
+		}
+		if stopping || s.inflight >= s.r.cfg.MaxInFlight {
+			if !completed {
+				return took // requests wait for completions
+			}
+			continue
+		}
+		select {
+		case q := <-s.in:
+			s.handle(q)
+			took = true
+		default:
+			if !completed {
+				return took
+			}
+		}
+	}
+	return took
 }
 
 // load returns user id's state, reading its high-water mark on first touch.
