@@ -48,8 +48,11 @@ const (
 
 var errCorrupt = errors.New("storage: corrupt record")
 
-func entryKey(r, seq uint64) []byte {
-	k := make([]byte, entryKeyLen)
+func entryKey(r, seq uint64) []byte { return putEntryKey(make([]byte, entryKeyLen), r, seq) }
+
+// putEntryKey fills k (entryKeyLen bytes) and returns it; likewise the other
+// put functions below, which let writes encode into a batch's slab.
+func putEntryKey(k []byte, r, seq uint64) []byte {
 	k[0] = prefixEntry
 	binary.BigEndian.PutUint64(k[1:], r)
 	binary.BigEndian.PutUint64(k[9:], seq)
@@ -64,8 +67,9 @@ func entryPrefix(r uint64) []byte {
 }
 
 // encodeEntry returns the stored form of e: header then value.
-func encodeEntry(e *Entry) []byte {
-	v := make([]byte, entryHeadLen+len(e.Value))
+func encodeEntry(e *Entry) []byte { return putEntry(make([]byte, entryHeadLen+len(e.Value)), e) }
+
+func putEntry(v []byte, e *Entry) []byte {
 	v[0] = byte(e.Kind)
 	binary.BigEndian.PutUint64(v[1:], e.Sender)
 	binary.BigEndian.PutUint64(v[9:], e.MsgID)
@@ -89,15 +93,17 @@ func decodeEntry(k, v []byte, e *Entry) error {
 	return nil
 }
 
-func metaKey(r uint64) []byte {
-	k := make([]byte, metaKeyLen)
+func metaKey(r uint64) []byte { return putMetaKey(make([]byte, metaKeyLen), r) }
+
+func putMetaKey(k []byte, r uint64) []byte {
 	k[0] = prefixMeta
 	binary.BigEndian.PutUint64(k[1:], r)
 	return k
 }
 
-func encodeMeta(m meta) []byte {
-	v := make([]byte, metaValLen)
+func encodeMeta(m meta) []byte { return putMeta(make([]byte, metaValLen), m) }
+
+func putMeta(v []byte, m meta) []byte {
 	binary.BigEndian.PutUint64(v[0:], m.hw)
 	binary.BigEndian.PutUint64(v[8:], m.floor)
 	binary.BigEndian.PutUint64(v[16:], uint64(m.count))
@@ -118,7 +124,10 @@ func decodeMeta(v []byte) (meta, error) {
 }
 
 func dedupeKey(sender, msgID, r uint64) []byte {
-	k := make([]byte, dedupeKeyLen)
+	return putDedupeKey(make([]byte, dedupeKeyLen), sender, msgID, r)
+}
+
+func putDedupeKey(k []byte, sender, msgID, r uint64) []byte {
 	k[0] = prefixDedupe
 	binary.BigEndian.PutUint64(k[1:], sender)
 	binary.BigEndian.PutUint64(k[9:], msgID)
@@ -126,8 +135,9 @@ func dedupeKey(sender, msgID, r uint64) []byte {
 	return k
 }
 
-func encodeDup(d Dup) []byte {
-	v := make([]byte, dedupeValLen)
+func encodeDup(d Dup) []byte { return putDup(make([]byte, dedupeValLen), d) }
+
+func putDup(v []byte, d Dup) []byte {
 	binary.BigEndian.PutUint64(v[0:], d.Seq)
 	binary.BigEndian.PutUint64(v[8:], uint64(d.Time))
 	return v
