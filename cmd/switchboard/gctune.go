@@ -13,77 +13,91 @@ import (
 // touched, so they cost no RSS. A fixed GC target would let garbage grow
 // by a share of that arena too, and that garbage is resident: hundreds of
 // bytes per idle connection on a host holding tens of thousands. The tuner
-// instead applies the target to the heap the server grew beyond its start
-// (connections, queues, buffers): every second it sets
+// instead sizes the headroom from the heap the server grew beyond its start
+// (connections, queues, buffers): every second it sets the target so that
+// garbage may reach
 //
-//	percent × (live − base) / live
+//	max(percent × (live − base), minHeadroom)
 //
-// where base is the live heap before the first connection, so the headroom
-// is percent of what connections and traffic hold, never less than
-// minGCPercent of the whole.
-
+// where base is the live heap before the first connection. The floor keeps
+// a lightly loaded server from collecting every few hundred KiB.
 //
 // The collector's headroom and the pages the runtime keeps for reuse are
 // resident, so after a surge (a reconnect storm: tens of MiB of login
 // garbage) RSS stays at its peak. When the live heap has grown by
-// trimGrowth since the last trim and then held still for trimSettle
-// seconds, the tuner collects once more and returns the free pages to the
-// operating system: one extra collection per surge.
+// trimGrowth since the last trim and then held still, with the collector
+// nearly idle, for trimSettle seconds, the tuner collects once more and
+// returns the free pages to the operating system: one extra collection per
+// surge, never under load.
 
-// trimGrowth is how much the live heap must grow (as a share of it, or at
-// least trimMinBytes) before a trim is worth a collection.
+// minHeadroom is the least garbage the tuner lets accumulate between
+// collections.
+const minHeadroom = 4 << 20
+
 const (
-	trimGrowth   = 0.10
-	trimMinBytes = 4 << 20
-	trimSettle   = 3 // seconds the live heap stays within 1%
+	trimGrowth   = 0.10    // the live heap must grow by this share of it,
+	trimMinBytes = 4 << 20 // and by at least this, for a trim to be worth a collection
+	trimSettle   = 3       // seconds the live heap stays within 1%, with at most one collection a second
 )
-
-// minGCPercent is the smallest target the tuner sets: below it, collections
-// of a nearly idle server would come every few hundred KiB of garbage.
-const minGCPercent = 5
 
 // tuneGC collects once, takes the live heap as the base, and retunes the
 // collector every second until stop is closed.
 func tuneGC(percent int, stop <-chan struct{}) {
 	runtime.GC()
-	base := liveHeap()
+	base, _ := heapStats()
 	debug.SetGCPercent(gcPercentFor(percent, base, base))
 	go func() {
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
-		tr := trimmer{trimmed: base}
+		tr := trimmer{trimmed: base, last: base}
 		for {
 			select {
 			case <-stop:
 				return
 			case <-t.C:
-				live := liveHeap()
+				live, cycles := heapStats()
 				debug.SetGCPercent(gcPercentFor(percent, base, live))
-				if tr.due(live) {
+				if tr.due(live, cycles) {
 					debug.FreeOSMemory()
-					tr.trimmed = liveHeap()
+					tr.trimmed, _ = heapStats()
 				}
 			}
 		}
 	}()
 }
 
+// gcPercentFor is the target for a live heap of live bytes, base of them
+// there before the first connection.
+func gcPercentFor(percent int, base, live uint64) int {
+	if live == 0 {
+		return percent
+	}
+	grown := uint64(0)
+	if live > base {
+		grown = live - base
+	}
+	headroom := max(grown*uint64(percent)/100, minHeadroom)
+	return max(1, min(percent, int(headroom*100/live)))
+}
+
 // trimmer decides when a surge is over and its garbage worth returning.
 type trimmer struct {
 	trimmed uint64 // live heap after the last trim
 	last    uint64 // live heap at the last sample
-	still   int    // samples in a row within 1% of the one before
+	cycles  uint64 // collections counted at the last sample
+	still   int    // samples in a row within 1% of the one before and at most one collection since
 }
 
-// due takes one sample of the live heap and reports whether to trim now.
-func (t *trimmer) due(live uint64) bool {
+// due takes one sample (live heap, collections so far) and reports whether
+// to trim now.
+func (t *trimmer) due(live, cycles uint64) bool {
 	diff := max(live, t.last) - min(live, t.last)
-	if diff*100 <= t.last {
+	if diff*100 <= t.last && cycles-t.cycles <= 1 {
 		t.still++
 	} else {
 		t.still = 0
 	}
-	t.last = live
+	t.last, t.cycles = live, cycles
 	grown := live > t.trimmed && live-t.trimmed >= max(trimMinBytes, uint64(float64(t.trimmed)*trimGrowth))
 	if grown && t.still >= trimSettle {
 		t.still = 0
@@ -95,18 +109,10 @@ func (t *trimmer) due(live uint64) bool {
 	return false
 }
 
-// gcPercentFor is the target for a live heap of live bytes, base of them
-// there before the first connection.
-func gcPercentFor(percent int, base, live uint64) int {
-	if live <= base || percent <= minGCPercent {
-		return min(percent, minGCPercent)
-	}
-	return max(minGCPercent, int(uint64(percent)*(live-base)/live))
-}
-
-// liveHeap returns the heap marked live by the last collection.
-func liveHeap() uint64 {
-	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+// heapStats returns the heap marked live by the last collection and the
+// number of collections so far.
+func heapStats() (live, cycles uint64) {
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/cycles/total:gc-cycles"}}
 	metrics.Read(s)
-	return s[0].Value.Uint64()
+	return s[0].Value.Uint64(), s[1].Value.Uint64()
 }

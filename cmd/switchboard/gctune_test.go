@@ -12,13 +12,13 @@ func TestGCPercentFor(t *testing.T) {
 		base, live uint64
 		want       int
 	}{
-		{25, 30 * mib, 30 * mib, 5},   // nothing beyond the start: the floor
-		{25, 30 * mib, 20 * mib, 5},   // below the base (arena freed): the floor
-		{25, 30 * mib, 40 * mib, 6},   // 10 MiB of connections: 25% of them, 6% of all
+		{25, 30 * mib, 30 * mib, 13},  // nothing beyond the start: the 4 MiB floor (13% of 30 MiB)
+		{25, 30 * mib, 20 * mib, 20},  // below the base (arena freed): the floor
+		{25, 30 * mib, 60 * mib, 12},  // 30 MiB of connections: 7.5 MiB of headroom
 		{25, 30 * mib, 300 * mib, 22}, // connections dominate: close to the target
 		{25, 0, 100 * mib, 25},        // no base: the target itself
-		{3, 30 * mib, 300 * mib, 3},   // a target below the floor is kept
-		{100, 30 * mib, 60 * mib, 50},
+		{25, 30 * mib, 10 * mib, 25},  // a tiny heap: never above the target
+		{100, 30 * mib, 1000 * mib, 97},
 	} {
 		if got := gcPercentFor(c.percent, c.base, c.live); got != c.want {
 			t.Errorf("gcPercentFor(%d, %d MiB, %d MiB) = %d, want %d", c.percent, c.base/mib, c.live/mib, got, c.want)
@@ -27,26 +27,29 @@ func TestGCPercentFor(t *testing.T) {
 }
 
 // TestTrimmer: a trim comes once the live heap has grown enough and held
-// still for trimSettle samples, not while it grows, not for small growth,
-// and not twice for one surge.
+// still for trimSettle samples with the collector nearly idle; not while it
+// grows, not for small growth, not under load, and not twice for one surge.
 func TestTrimmer(t *testing.T) {
 	const mib = 1 << 20
 	tr := trimmer{trimmed: 30 * mib, last: 30 * mib}
 	var trims []int
-	samples := []uint64{
-		30, 30, 31, 30, 30, 30, // small wobble: no trim
-		34, 38, 42, 42, 42, 42, // a surge to 42, then still: trim at the third still sample
-		42, 42, 42, 42, // still, already trimmed
-		41, 41, 41, 41, // shrinking a little: nothing
-		60, 61, 61, 61, 61, // another surge
+	samples := []struct{ live, gcs uint64 }{
+		{30, 0}, {30, 0}, {31, 0}, {30, 0}, {30, 0}, {30, 0}, // small wobble: no trim
+		{34, 1}, {38, 1}, {42, 1}, {42, 0}, {42, 0}, {42, 0}, // a surge to 42, then still: trim at the third still sample (11)
+		{42, 0}, {42, 0}, {42, 0}, {42, 0}, // still, already trimmed
+		{41, 0}, {41, 0}, {41, 0}, {41, 0}, // shrinking a little: nothing
+		{60, 1}, {61, 1}, {61, 5}, {61, 5}, {61, 5}, {61, 5}, // another surge, but under load (5 collections a second)
+		{61, 1}, {61, 0}, {61, 1}, // the load stops: trim (28)
 	}
+	var cycles uint64
 	for i, s := range samples {
-		if tr.due(s * mib) {
+		cycles += s.gcs
+		if tr.due(s.live*mib, cycles) {
 			trims = append(trims, i)
-			tr.trimmed = s * mib
+			tr.trimmed = s.live * mib
 		}
 	}
-	if want := []int{11, 24}; !slices.Equal(trims, want) {
+	if want := []int{11, 28}; !slices.Equal(trims, want) {
 		t.Fatalf("trims at samples %v, want %v", trims, want)
 	}
 }
