@@ -92,7 +92,7 @@ type backend interface {
 	// reclaim gives disk space back (compaction, value-log GC) and reports
 	// what it did in c. Housekeeping goroutine only; it may run while the
 	// committer commits, and uses e.exclusive for what must not.
-	reclaim(live int64, c *counters, e *engine) error
+	reclaim(live int64, quiet bool, c *counters, e *engine) error
 	// close releases the backend after the committer has stopped.
 	close() error
 }

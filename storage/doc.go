@@ -73,9 +73,11 @@
 // # Housekeeping
 //
 // Every Config.HousekeepingInterval, a timer runs Badger's value-log GC and,
-// when the data folder holds more garbage than live data (and at least 16
-// MiB of it), flushes the memtables and flattens the LSM tree so the space
-// of drained mailboxes comes back. Up to 720 times per MessageTTL it also
+// when the store was quiet since the last round (fewer than 16 commits) and
+// the data folder holds more garbage than live data (and at least 16 MiB of
+// it), flushes the memtables and flattens the LSM tree so the space of
+// drained mailboxes comes back. Under traffic Badger's own compaction does
+// it: a flatten stops writes and takes a core for seconds. Up to 720 times per MessageTTL it also
 // deletes the expired heads of mailboxes (counted in Stats.ExpiredDeleted).
 // Dedupe records expire through Badger's TTL (the memory store prunes them).
 package storage

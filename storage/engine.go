@@ -56,6 +56,7 @@ type engine struct {
 
 	// Owned by the housekeeping goroutine (or a test calling housekeep).
 	lastSweep time.Time // Config.Now of the last TTL sweep
+	hkCommits uint64    // stats.commits at the last round
 
 	// Lifecycle.
 	committerDone chan struct{} // closed when the committer returns

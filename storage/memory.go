@@ -64,7 +64,7 @@ func (b *memBackend) view(fn func(reader) error) error {
 }
 
 // reclaim drops dedupe records older than the window.
-func (b *memBackend) reclaim(_ int64, _ *counters, e *engine) error {
+func (b *memBackend) reclaim(_ int64, _ bool, _ *counters, e *engine) error {
 	cutoff := e.cfg.Now().UnixMilli() - e.dedupeMs
 	b.mu.Lock()
 	defer b.mu.Unlock()

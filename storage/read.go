@@ -136,17 +136,27 @@ func (s *engine) Groups(member uint64) ([]uint64, error) {
 const sweepBatch = 10_000
 
 // housekeep runs one round: expire the heads of mailboxes past their TTL,
-// then let the backend reclaim disk space.
+// then let the backend reclaim disk space, the costly way only if the store
+// was quiet since the last round.
 func (s *engine) housekeep() error {
 	if err := s.sweep(); err != nil {
 		return err
 	}
-	if err := s.be.reclaim(s.liveBytes(), &s.stats, s); err != nil {
+	commits := s.stats.commits.Load()
+	quiet := commits-s.hkCommits < quietCommits
+	s.hkCommits = commits
+	if err := s.be.reclaim(s.liveBytes(), quiet, &s.stats, s); err != nil {
 		return err
 	}
 	s.stats.housekeeps.Add(1)
 	return nil
 }
+
+// quietCommits: a store with fewer commits than this between two
+// housekeeping rounds is quiet (the sweep's own expiry commits stay below
+// it). Only a quiet store is flattened: under traffic a flatten stops writes
+// and takes a core for seconds, while Badger's compaction keeps up alone.
+const quietCommits = 16
 
 // sweepsPerTTL: the TTL sweep visits every recipient, so it runs at most
 // this often per TTL (hourly for 30 days), not every housekeeping round:

@@ -29,9 +29,11 @@ const reclaimMinGarbage = 16 << 20
 const gcDiscardRatio = 0.5
 
 // reclaim runs value-log GC until it finds nothing to rewrite, then, when
-// the LSM tree holds more garbage than live data, flushes the memtables
-// and flattens the tree so the tombstones reach the last level.
-func (b *badgerBackend) reclaim(live int64, c *counters, e *engine) error {
+// the store is quiet and the LSM tree holds more garbage than live data,
+// flushes the memtables and flattens the tree so the tombstones reach the
+// last level. (Under traffic the dedupe records, kept for their window,
+// count as garbage here, so the test would pass every round.)
+func (b *badgerBackend) reclaim(live int64, quiet bool, c *counters, e *engine) error {
 	for {
 		err := b.db.RunValueLogGC(gcDiscardRatio)
 		if err != nil {
@@ -41,6 +43,9 @@ func (b *badgerBackend) reclaim(live int64, c *counters, e *engine) error {
 			break
 		}
 		c.gcRewrites.Add(1)
+	}
+	if !quiet {
+		return nil
 	}
 	used := b.diskBytes()
 	if garbage := used - live; garbage < reclaimMinGarbage || garbage < live {
