@@ -2,9 +2,9 @@ package storage
 
 // Prefetching overlaps a batch's commit with the dedupe lookups of the next
 // one (only retries are looked up: Entry.Retry). A Badger commit is mostly
-// waiting for the fsync, and a dedupe lookup
-// (a miss, almost always: memtables plus bloom filters) is the committer's
-// largest own cost per message. So, just before committing batch N, the
+// waiting for the fsync, and a dedupe lookup (a miss, almost always:
+// memtables plus bloom filters) was the committer's largest own cost per
+// message before first transmissions skipped it. So, just before committing batch N, the
 // committer opens a read snapshot (which sees everything before N), and a
 // helper goroutine takes the ops that queue during the commit and looks
 // their dedupe keys up in it. Batch N+1 then only has to check what the
