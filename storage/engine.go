@@ -282,9 +282,6 @@ func (s *engine) next(block bool) (op, bool) {
 	}
 }
 
-// pushFront makes o the next op next returns.
-func (s *engine) pushFront(o op) { s.pending.pushFront(o) }
-
 // maxLinger bounds how long the committer waits for more ops before it
 // commits: a fraction of one fsync (~0.5-1 ms here), so that producers woken
 // by the previous commit make it into this one instead of the next.
@@ -339,7 +336,7 @@ func (s *engine) commitBatch(first op) {
 			break
 		}
 		if o.kind == opExclusive {
-			s.pushFront(o) // it stays next
+			s.pending.pushFront(o) // it stays next
 			break
 		}
 	}
@@ -377,7 +374,7 @@ func (s *engine) commitBatch(first op) {
 	for i := range s.batch {
 		if s.batch[i].unfinished {
 			s.batch[i].unfinished = false
-			s.pushFront(s.batch[i])
+			s.pending.pushFront(s.batch[i])
 			continue
 		}
 		s.finish(s.batch[i], nil)

@@ -67,11 +67,17 @@ func metricsHandler(srv *gateway.Server, r *delivery.Router, st storage.Store) h
 	counter("switchboard_slow_consumers_total", "Connections closed because their window stayed full.", &rs.SlowConsumers)
 	counter("switchboard_storage_errors_total", "Storage reads and commits that failed.", &rs.StorageErrors)
 
-	storeStat := func(name, help string, kind prometheus.ValueType, get func(storage.Stats) uint64) {
+	storeValue := func(name, help string, kind prometheus.ValueType, get func(storage.Stats) float64) {
 		desc := prometheus.NewDesc(name, help, nil, nil)
 		reg.MustRegister(collectorFunc{desc: desc, collect: func(ch chan<- prometheus.Metric) {
-			ch <- prometheus.MustNewConstMetric(desc, kind, float64(get(st.Stats())))
+			ch <- prometheus.MustNewConstMetric(desc, kind, get(st.Stats()))
 		}})
+	}
+	storeStat := func(name, help string, kind prometheus.ValueType, get func(storage.Stats) uint64) {
+		storeValue(name, help, kind, func(s storage.Stats) float64 { return float64(get(s)) })
+	}
+	seconds := func(name, help string, get func(storage.Stats) time.Duration) {
+		storeValue(name, help, prometheus.CounterValue, func(s storage.Stats) float64 { return get(s).Seconds() })
 	}
 	storeStat("switchboard_store_commits_total", "Group commits.", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.Commits })
 	storeStat("switchboard_store_commit_errors_total", "Failed group commits.", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.CommitErrors })
@@ -79,12 +85,6 @@ func metricsHandler(srv *gateway.Server, r *delivery.Router, st storage.Store) h
 	storeStat("switchboard_store_expired_total", "Entries expired before delivery.", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.ExpiredDeleted })
 	storeStat("switchboard_store_mailbox_full_total", "Appends refused by a full mailbox.", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.RefusedFull })
 	storeStat("switchboard_store_batched_ops_total", "Writes (appends, acks, group changes) carried by the group commits.", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.BatchedOps })
-	seconds := func(name, help string, get func(storage.Stats) time.Duration) {
-		desc := prometheus.NewDesc(name, help, nil, nil)
-		reg.MustRegister(collectorFunc{desc: desc, collect: func(ch chan<- prometheus.Metric) {
-			ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, get(st.Stats()).Seconds())
-		}})
-	}
 	seconds("switchboard_store_build_seconds_total", "Committer time spent building batches (waiting for ops included).", func(s storage.Stats) time.Duration { return s.BuildTime })
 	seconds("switchboard_store_commit_seconds_total", "Committer time spent in the database commit, fsync included.", func(s storage.Stats) time.Duration { return s.CommitTime })
 	seconds("switchboard_store_callback_seconds_total", "Committer time spent calling back after commits.", func(s storage.Stats) time.Duration { return s.CallbackTime })
