@@ -21,6 +21,7 @@ const (
 	latencyChartFile    = "latency.png"
 	throughputChartFile = "throughput.png"
 	memoryChartFile     = "memory.png"
+	sweepChartFile      = "sweep.png"
 )
 
 // Chart geometry: 20 × 11 cm at 150 dpi is about 1180 × 650 px, wide enough
@@ -47,6 +48,10 @@ var seriesColors = []color.Color{
 	color.RGBA{R: 0xD5, G: 0x5E, B: 0x00, A: 0xFF}, // vermillion
 	color.RGBA{R: 0x00, G: 0x9E, B: 0x73, A: 0xFF}, // green
 	color.RGBA{R: 0xCC, G: 0x79, B: 0xA7, A: 0xFF}, // purple
+	color.RGBA{R: 0xE6, G: 0x9F, B: 0x00, A: 0xFF}, // orange
+	color.RGBA{R: 0x56, G: 0xB4, B: 0xE9, A: 0xFF}, // sky blue
+	color.RGBA{R: 0x00, G: 0x00, B: 0x00, A: 0xFF}, // black
+	color.RGBA{R: 0xF0, G: 0xE4, B: 0x42, A: 0xFF}, // yellow, last: faint on white
 }
 
 // namedHist is one of a Result's histograms with the names the report uses.
@@ -169,19 +174,38 @@ func addStyledLine(p *plot.Plot, i int, name string, xys plotter.XYs, withPoints
 
 // savePNG renders p into path at the report's size and dpi dots an inch.
 func savePNG(p *plot.Plot, path string, dpi int) error {
-	c := vgimg.NewWith(vgimg.UseWH(chartWidth, chartHeight), vgimg.UseDPI(dpi))
-	dc := draw.New(c)
-	if p.Legend.Top {
-		// gonum places a top legend against the axes' top, which can sit
-		// above the data area's (padding for tick labels); align it with
-		// the data so it never overlaps the title.
-		top := dc.Max.Y
-		if p.Title.Text != "" {
-			top -= p.Title.TextStyle.Rectangle(p.Title.Text).Size().Y + p.Title.Padding
+	return savePNGStack([]*plot.Plot{p}, path, dpi)
+}
+
+// savePNGStack renders plots one above the other into path, each at the
+// report's size, their axes aligned.
+func savePNGStack(plots []*plot.Plot, path string, dpi int) error {
+	c := vgimg.NewWith(vgimg.UseWH(chartWidth, chartHeight*vg.Length(len(plots))), vgimg.UseDPI(dpi))
+	canvases := []draw.Canvas{draw.New(c)}
+	if len(plots) > 1 {
+		rows := make([][]*plot.Plot, len(plots))
+		for i, p := range plots {
+			rows[i] = []*plot.Plot{p}
 		}
-		p.Legend.YOffs += p.DataCanvas(dc).Max.Y - top
+		canvases = canvases[:0]
+		for _, row := range plot.Align(rows, draw.Tiles{Rows: len(plots), Cols: 1, PadY: vg.Points(12)}, draw.New(c)) {
+			canvases = append(canvases, row[0])
+		}
 	}
-	p.Draw(dc)
+	for i, p := range plots {
+		dc := canvases[i]
+		if p.Legend.Top {
+			// gonum places a top legend against the axes' top, which can sit
+			// above the data area's (padding for tick labels); align it with
+			// the data so it never overlaps the title.
+			top := dc.Max.Y
+			if p.Title.Text != "" {
+				top -= p.Title.TextStyle.Rectangle(p.Title.Text).Size().Y + p.Title.Padding
+			}
+			p.Legend.YOffs += p.DataCanvas(dc).Max.Y - top
+		}
+		p.Draw(dc)
+	}
 	f, err := os.Create(path)
 	if err != nil {
 		return err
@@ -250,11 +274,19 @@ type curve struct {
 	dashed bool // the baseline run's
 }
 
-// writeLatencyChart draws every non-empty histogram as a percentile curve,
-// and the baseline run's matching histograms dashed in the same colour.
-// It reports false when there is nothing to draw.
-func writeLatencyChart(path string, r *Result, dpi int) (bool, error) {
+// latencyCurves returns the curves of the latency chart: every non-empty
+// histogram, each with the baseline run's matching one; in a sweep, one
+// send → deliver curve per step instead, its latencies being per rate.
+func latencyCurves(r *Result) []curve {
 	var curves []curve
+	if r.Sweep != nil {
+		for i, s := range r.Sweep.Steps {
+			if s.deliver != nil && s.deliver.TotalCount() > 0 {
+				curves = append(curves, curve{name: "send → deliver at " + formatRate(s.Offered), h: s.deliver, color: i})
+			}
+		}
+		return curves
+	}
 	for i, nh := range histograms(r) {
 		curves = append(curves, curve{name: nh.title, h: nh.h, color: i})
 		if r.Baseline == nil {
@@ -266,6 +298,14 @@ func writeLatencyChart(path string, r *Result, dpi int) (bool, error) {
 			}
 		}
 	}
+	return curves
+}
+
+// writeLatencyChart draws latencyCurves as percentile curves, a baseline
+// run's dashed in the colour of the curve it matches. It reports false when
+// there is nothing to draw.
+func writeLatencyChart(path string, r *Result, dpi int) (bool, error) {
+	curves := latencyCurves(r)
 	if len(curves) == 0 {
 		return false, nil
 	}
@@ -408,3 +448,89 @@ func writeMemoryChart(path string, r *Result, dpi int) (bool, error) {
 
 // mib converts bytes to MiB for the charts.
 func mib(b uint64) float64 { return float64(b) / (1 << 20) }
+
+// writeSweepChart draws a sweep's steps against their offered rate: above,
+// send → deliver p50, p99 and p99.9 with the p99 target; below, the
+// server's CPU per delivered message. Both rate axes are logarithmic, the
+// steps' rates marked. It reports false when no step completed.
+func writeSweepChart(path string, r *Result, dpi int) (bool, error) {
+	sw := r.Sweep
+	if sw == nil {
+		return false, nil
+	}
+	var steps []SweepStep
+	for _, s := range sw.Steps {
+		if s.SendToDeliver.Count > 0 {
+			steps = append(steps, s)
+		}
+	}
+	if len(steps) == 0 {
+		return false, nil
+	}
+	const xLabel = "offered rate (msg/s, log scale)"
+	var ticks plot.ConstantTicks
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, s := range steps {
+		x := math.Log10(s.Offered)
+		ticks = append(ticks, plot.Tick{Value: x, Label: strings.TrimSuffix(formatRate(s.Offered), " msg/s")})
+		lo, hi = math.Min(lo, x), math.Max(hi, x)
+	}
+	// A margin either side, so the end points and their labels are not on the frame.
+	pad := math.Max((hi-lo)*0.06, 0.1)
+	target := float64(sw.TargetP99.Microseconds()) / 1000
+
+	lat := newChart("Send → deliver latency against offered rate — sweep", xLabel, "latency (ms, log scale)")
+	lat.X.Tick.Marker = ticks
+	lat.X.Min, lat.X.Max = lo-pad, hi+pad
+	lat.Y.Tick.Marker = decadeTicks{}
+	bottom, top := math.Inf(1), target
+	series := []struct {
+		name string
+		at   func(HistSummary) int64
+	}{
+		{"p50", func(h HistSummary) int64 { return h.P50 }},
+		{"p99", func(h HistSummary) int64 { return h.P99 }},
+		{"p99.9", func(h HistSummary) int64 { return h.P999 }},
+	}
+	for i, se := range series {
+		xys := make(plotter.XYs, len(steps))
+		for j, s := range steps {
+			ms := math.Max(float64(se.at(s.SendToDeliver)), 1) / 1000
+			xys[j] = plotter.XY{X: math.Log10(s.Offered), Y: math.Log10(ms)}
+			bottom, top = math.Min(bottom, ms), math.Max(top, ms)
+		}
+		if err := addLine(lat, i, se.name, xys, true); err != nil {
+			return false, err
+		}
+	}
+	tl := plotter.XYs{{X: lat.X.Min, Y: math.Log10(target)}, {X: lat.X.Max, Y: math.Log10(target)}}
+	if err := addStyledLine(lat, 3, "target: p99 < "+formatMicros(float64(sw.TargetP99.Microseconds())), tl, false, true); err != nil {
+		return false, err
+	}
+	// A decade below the lowest value and room for the legend above the highest.
+	lat.Y.Min = math.Floor(math.Log10(math.Min(bottom, target))) - 0.2
+	lat.Y.Max = math.Log10(top) + 0.3*(math.Log10(top)-lat.Y.Min) + 0.2
+
+	cpu := newChart("Server CPU per delivered message against offered rate — sweep", xLabel, "server CPU (µs per message)")
+	cpu.X.Tick.Marker = ticks
+	cpu.X.Min, cpu.X.Max = lo-pad, hi+pad
+	cpu.Legend.Left = false
+	cpu.Legend.XOffs = -vg.Points(8)
+	var cxys plotter.XYs
+	var cmax float64
+	for _, s := range steps {
+		if s.ServerCPUPerMsgUs != nil {
+			cxys = append(cxys, plotter.XY{X: math.Log10(s.Offered), Y: *s.ServerCPUPerMsgUs})
+			cmax = math.Max(cmax, *s.ServerCPUPerMsgUs)
+		}
+	}
+	cpu.Y.Min, cpu.Y.Max = 0, math.Max(cmax*1.25, 1)
+	if len(cxys) > 0 {
+		if err := addLine(cpu, 0, "server CPU per delivered message", cxys, true); err != nil {
+			return false, err
+		}
+	} else {
+		cpu.Title.Text += " (not measured)"
+	}
+	return true, savePNGStack([]*plot.Plot{lat, cpu}, path, dpi)
+}

@@ -178,6 +178,7 @@ func (c *conn) refused(r *protocol.Refuse) {
 		}
 	}
 	c.trim()
+	c.fillWindow() // a phone waits for no more: the refusal answers it
 }
 
 // trim drops settled messages from the front of out: refused for good, or

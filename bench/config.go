@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -13,7 +14,7 @@ import (
 )
 
 // Scenarios, in the order the help lists them.
-var Scenarios = []string{"connect", "chat", "group", "offline", "storm", "slow"}
+var Scenarios = []string{"connect", "chat", "phone", "sweep", "group", "offline", "storm", "slow"}
 
 // Config is one run as the command line describes it. The zero value of
 // each field selects its default (see Defaults); Run fills them.
@@ -34,20 +35,30 @@ type Config struct {
 	Keys string
 
 	Conns       int           // connect, storm: connections. Default 1000.
-	Pairs       int           // chat, offline, slow: pairs of users. Default 100.
+	Pairs       int           // chat, phone, sweep, offline, slow: pairs of users. Default 100; phone, sweep: 1000.
 	Groups      int           // group: groups. Default 10.
 	GroupSize   int           // group: members per group. Default 10.
 	Senders     int           // group: members of each group that send. Default 1.
-	Rate        float64       // chat, group, slow: messages per second, whole run; 0: closed loop (no default: the command's flag defaults to 2000).
+	Rate        float64       // chat, phone, group, slow: messages per second, whole run; 0: closed loop (phone: invalid; no default: the command's flag defaults to 2000).
 	Window      int           // closed loop: messages in flight per sender until delivered. Default 8.
 	Size        int           // message body, bytes (at least 24). Default 100.
-	Duration    time.Duration // chat, group, slow: how long to send (slow: each of its two phases). Default 10 s; slow: 60 s.
+	Duration    time.Duration // chat, phone, group, slow: how long to send (slow: each of its two phases; sweep: each step). Default 10 s; slow: 60 s.
 	ConnectRate float64       // new connections per second, whole run; 0: all at once. Default 1000.
 	Hold        time.Duration // connect: idle time before memory is read. Default 5 s.
 	Burst       int           // connect: messages each connection sends after the hold. Default 10.
 	Messages    int           // offline: messages per sender; storm: per connection before the drop. Default 100 (offline), 10 (storm).
 	SlowShare   float64       // slow: share of receivers that stop reading, 0..1. Default 0.1.
 	Drain       time.Duration // how long to wait for outstanding deliveries after sending. Default 30 s.
+
+	// Rates is the sweep's offered rates in messages per second, whole
+	// run, one phone run of Duration each, rising. Default 300, 1000,
+	// 2000, 5000, 10000: from well below to past what a 2-core host holds
+	// under 3 ms (docs/BENCHMARKS.md), so the knee falls inside.
+	Rates []float64
+	// P99 is the sweep's latency target: a step holds it when its
+	// send-to-deliver p99 is below it. Default 3 ms, the p99 goal of
+	// docs/BENCHMARKS.md.
+	P99 time.Duration
 
 	PerProcess   int           // most connections per generator process; 0: from the open-file limit (at most 15,000).
 	Procs        int           // generator processes; 0: as many as the connections need.
@@ -97,7 +108,18 @@ func (c *Config) setDefaults() {
 	defStr(&c.Metrics, "http://127.0.0.1:9070/metrics")
 	defStr(&c.Keys, "data/keys")
 	defInt(&c.Conns, 1000)
-	defInt(&c.Pairs, 100)
+	if c.Pairs == 0 {
+		c.Pairs = 100
+		if c.Scenario == "phone" || c.Scenario == "sweep" {
+			// Many phones with little traffic each, as a capacity plan
+			// has them: 2,000 connections.
+			c.Pairs = 1000
+		}
+	}
+	if c.Rates == nil {
+		c.Rates = []float64{300, 1000, 2000, 5000, 10000}
+	}
+	defDur(&c.P99, 3*time.Millisecond)
 	defInt(&c.Groups, 10)
 	defInt(&c.GroupSize, 10)
 	defInt(&c.Senders, 1)
@@ -174,11 +196,26 @@ func (c *Config) validate() error {
 	if c.Scenario == "storm" {
 		check(c.Messages <= 200, "--messages %d must be at most 200 in storm: they wait unacknowledged within the server's 256-entry window", c.Messages)
 	}
-	if c.Rate > 0 && (c.Scenario == "chat" || c.Scenario == "group" || c.Scenario == "slow") {
+	if c.Scenario == "phone" {
+		check(c.Rate > 0, "--rate %v: phone is open loop and needs a rate above 0 (msg/s)", c.Rate)
+	}
+	if c.Scenario == "sweep" {
+		check(len(c.Rates) > 0, "--rates names no rate")
+		for i, r := range c.Rates {
+			check(r > 0, "--rates: %v must be above 0 (msg/s)", r)
+			check(i == 0 || r > c.Rates[i-1], "--rates: %v after %v: the rates must rise", r, c.Rates[max(i-1, 0)])
+		}
+		check(c.P99 > 0, "--p99 must be positive")
+	}
+	rate, flag := c.Rate, "--rate"
+	if c.Scenario == "sweep" && len(c.Rates) > 0 {
+		rate, flag = slices.Max(c.Rates), "the highest of --rates,"
+	}
+	if rate > 0 && (c.Scenario == "chat" || c.Scenario == "phone" || c.Scenario == "sweep" || c.Scenario == "group" || c.Scenario == "slow") {
 		senders := c.senders()
-		perConn := c.Rate / float64(max(senders, 1))
+		perConn := rate / float64(max(senders, 1))
 		// Each message also draws about one ACK from its receiver.
-		check(perConn*2 <= float64(c.ConnFrameCap), "--rate %v over %d senders is %.0f msg/s per connection; with the ACKs that exceeds --conn-frame-cap %d: add pairs or lower the rate", c.Rate, senders, perConn, c.ConnFrameCap)
+		check(perConn*2 <= float64(c.ConnFrameCap), "%s %v over %d senders is %.0f msg/s per connection; with the ACKs that exceeds --conn-frame-cap %d: add pairs or lower the rate", flag, rate, senders, perConn, c.ConnFrameCap)
 	}
 	for _, s := range c.Sources {
 		_, err := netip.ParseAddr(s)

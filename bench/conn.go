@@ -57,13 +57,19 @@ type conn struct {
 	outBase    uint64
 	out        []msgState
 	counter    uint64 // body counter of the next send
-	inflight   int    // closed loop: sent and not yet delivered to every recipient
+	inflight   int    // closed loop: sent and not yet delivered to every recipient; phone: not yet accepted
 	quota      int    // fixed-count traffic: messages still to send
 	needResend bool   // refused messages wait for the session to come back
 	blockedCap bool   // on loop.blocked
 	sending    bool   // a sender of the current traffic step
 	stepWait   bool   // the current connect step waits for this connection
 	untimed    bool   // deliveries to this receiver are not timed (it was made slow)
+
+	// Phone regime (traffic.startPhone): the sender's place in the loop's
+	// slots, its slots passed and its messages sent for them.
+	phoneIdx  int
+	slotsDue  int64
+	slotsSent int64
 }
 
 // stream is what a receiver knows about one sender: the body counter of
@@ -531,11 +537,14 @@ func (c *conn) writeSend(id uint64, retry bool) {
 
 // resendUnconfirmed writes again every message neither accepted nor
 // delivered: the previous connection may have lost it (the server drops a
-// copy it already stored, by msg id, since a resend carries flag B).
+// copy it already stored, by msg id, since a resend carries flag B). A
+// phone resends a delivered one too, as PROTOCOL.md 8.5 asks of a sender:
+// it waits for that ACCEPT before it sends again.
 func (c *conn) resendUnconfirmed() {
+	phone := c.l.traffic.phone
 	for i := range c.out {
 		m := &c.out[i]
-		if !m.accepted && !m.settled && m.recips == 0 {
+		if !m.accepted && !m.settled && (m.recips == 0 || phone) {
 			c.resend(c.outBase + uint64(i))
 		}
 	}
@@ -546,6 +555,10 @@ func (c *conn) resendUnconfirmed() {
 func (c *conn) fillWindow() {
 	l := c.l
 	t := &l.traffic
+	if t.phone {
+		c.sendOwed()
+		return
+	}
 	if !t.active || t.rate > 0 || !c.sending || c.state != stateReady {
 		return
 	}

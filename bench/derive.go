@@ -69,6 +69,10 @@ type Derived struct {
 	GeneratorCoresBusy         *float64 `json:"generator_cores_busy,omitempty"`
 	ServerCoresBusy            *float64 `json:"server_cores_busy,omitempty"`
 
+	// SyncsPerMsg is the servers' store syncs per delivered message
+	// (Result.ServerSyncs ÷ Delivered); null when not measured.
+	SyncsPerMsg *float64 `json:"syncs_per_msg"`
+
 	Memory []MemFigure `json:"memory,omitempty"`
 
 	// Warnings are caveats the report found in the figures themselves.
@@ -182,6 +186,9 @@ func derive(r *Result) Derived {
 	if r.ServerCPU > 0 {
 		d.ServerCPUPerDeliveredUs = ratio(float64(r.ServerCPU.Microseconds()), delivered)
 		d.ServerCoresBusy = ratio(r.ServerCPU.Seconds(), secs)
+	}
+	if r.ServerSyncs != nil {
+		d.SyncsPerMsg = ratio(float64(*r.ServerSyncs), delivered)
 	}
 	base, hasBase := baseline(r.Memory)
 	for _, m := range r.Memory {

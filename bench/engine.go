@@ -183,6 +183,10 @@ type Step struct {
 	Rate float64 `json:"rate,omitempty"`
 	// Drain (connect): wait until each connection has received its backlog.
 	Drain bool `json:"drain,omitempty"`
+	// SenderRate (traffic): messages per second of each sender, in the
+	// phone regime: every sender on its own evenly spaced schedule, with
+	// at most one message not yet accepted (see traffic). Rate is 0 then.
+	SenderRate float64 `json:"sender_rate,omitempty"`
 	// Window (closed-loop traffic): messages each sender keeps in flight,
 	// until delivered to every recipient.
 	Window int `json:"window,omitempty"`
@@ -325,15 +329,21 @@ func (l *loop) start(s Step, finish func(error)) {
 		for _, c := range l.conns {
 			c.holdAcks = s.HoldAcks
 		}
-		if s.Rate > 0 && s.Count == 0 {
+		switch {
+		case s.SenderRate > 0 && s.Count == 0 && len(t.senders) > 0:
+			t.startPhone(s.SenderRate, s.Duration)
+		case s.Rate > 0 && s.Count == 0:
 			t.rate = s.Rate * l.e.spec.Weight / float64(len(l.e.loops))
 			t.interval = float64(time.Second) / t.rate
-		} else {
+		default:
 			for _, c := range t.senders {
 				c.fillWindow()
 			}
 		}
 		st.done = func() bool {
+			if t.phone {
+				return t.phoneDone(l.now)
+			}
 			if t.count > 0 {
 				for _, c := range t.senders {
 					if c.quota > 0 {
@@ -349,6 +359,9 @@ func (l *loop) start(s Step, finish func(error)) {
 		}
 		prev := st.finish
 		st.finish = func(err error) {
+			if t.phone {
+				l.res.Unsent += t.unsent()
+			}
 			l.stopTraffic()
 			prev(err)
 		}

@@ -231,8 +231,17 @@ func (l *loop) next(house int64) int64 {
 	if len(l.acks) > 0 {
 		next = min(next, l.acks[0].ackDue)
 	}
-	if l.traffic.active && l.traffic.rate > 0 {
-		next = min(next, l.traffic.due())
+	if t := &l.traffic; t.active && t.rate > 0 {
+		// No slot is due after the deadline: wake for the deadline itself,
+		// and in the phone regime for the end of its catch-up time.
+		switch due := t.due(); {
+		case t.deadline == 0 || due < t.deadline:
+			next = min(next, due)
+		case l.now < t.deadline:
+			next = min(next, t.deadline)
+		case t.phone:
+			next = min(next, t.deadline+t.catchUp)
+		}
 	}
 	if len(l.retries) > 0 {
 		next = min(next, l.retries[0].due)

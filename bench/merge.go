@@ -46,6 +46,7 @@ func (r *Result) Merge(o *Result) {
 	r.Reordered += o.Reordered
 	r.Lost += o.Lost
 	r.Redelivered += o.Redelivered
+	r.Unsent += o.Unsent
 	r.Receipts += o.Receipts
 	r.ReceiptsRedelivered += o.ReceiptsRedelivered
 	r.ReceiptsMissing += o.ReceiptsMissing
@@ -68,6 +69,10 @@ func (r *Result) Merge(o *Result) {
 	}
 	r.GeneratorCPU += o.GeneratorCPU
 	r.ServerCPU = max(r.ServerCPU, o.ServerCPU)
+	if r.ServerSyncs == nil && o.ServerSyncs != nil {
+		n := *o.ServerSyncs
+		r.ServerSyncs = &n
+	}
 	for k, v := range o.Figures {
 		if r.Figures == nil {
 			r.Figures = map[string]float64{}

@@ -21,6 +21,12 @@ type serverMetrics struct {
 	CPU       float64 // process_cpu_seconds_total
 	Conns     int     // switchboard_connections
 	Closes    map[string]uint64
+	// Syncs is switchboard_store_syncs_total: the store's fsyncs, one per
+	// durable group commit, summed over its series. HasSyncs says whether
+	// the counter was there at all: a server built before it has none,
+	// and its syncs are "not measured", not zero.
+	Syncs    float64
+	HasSyncs bool
 }
 
 // add adds o's figures to m: the servers of a run are separate
@@ -30,6 +36,7 @@ func (m *serverMetrics) add(o serverMetrics) {
 	m.HeapInuse += o.HeapInuse
 	m.CPU += o.CPU
 	m.Conns += o.Conns
+	m.Syncs += o.Syncs
 	for k, v := range o.Closes {
 		if m.Closes == nil {
 			m.Closes = map[string]uint64{}
@@ -83,8 +90,11 @@ func (s scrapers) scrape(ctx context.Context) (sum serverMetrics, each []serverM
 	if err := errors.Join(errs...); err != nil {
 		return serverMetrics{}, nil, err
 	}
+	sum.HasSyncs = true
 	for _, m := range each {
 		sum.add(m)
+		// A sum short of a server's syncs would pass for all of them.
+		sum.HasSyncs = sum.HasSyncs && m.HasSyncs
 	}
 	return sum, each, nil
 }
@@ -160,6 +170,9 @@ func parseMetrics(r io.Reader) (serverMetrics, error) {
 			m.CPU = v
 		case "switchboard_connections":
 			m.Conns = int(v)
+		case "switchboard_store_syncs_total":
+			m.Syncs += v // labelled series, if any, add up
+			m.HasSyncs = true
 		case "switchboard_closes_total":
 			if _, reason, ok := strings.Cut(labels, `reason="`); ok {
 				reason, _, _ = strings.Cut(reason, `"`)

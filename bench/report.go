@@ -71,6 +71,7 @@ func writeReport(dir string, r *Result, dpi int) error {
 		{latencyChartFile, writeLatencyChart},
 		{throughputChartFile, writeThroughputChart},
 		{memoryChartFile, writeMemoryChart},
+		{sweepChartFile, writeSweepChart},
 	} {
 		path := filepath.Join(dir, c.file)
 		ok, err := c.draw(path, r, dpi)
@@ -163,6 +164,26 @@ func writeMarkdown(out io.Writer, jr *jsonReport, charts map[string]bool) error 
 		p("\n")
 	}
 
+	if sw := r.Sweep; sw != nil {
+		p("## Sweep\n\n")
+		for _, v := range sweepVerdict(sw) {
+			p("**%s**\n\n", mdText(v))
+		}
+		h := sweepHeader(sw.TargetP99)
+		p("| %s |\n|%s--:|\n", strings.Join(h, " | "), strings.Repeat("--:|", len(h)-1))
+		for _, s := range sw.Steps {
+			p("| %s |\n", strings.Join(sweepRow(s), " | "))
+		}
+		p("\n")
+		p("Each step is a phone run at its offered rate over the same connections, then a drain. Latency is send → deliver, "+
+			"counted from each message's scheduled time (a message that waited for the ACCEPT of its sender's previous one is charged the wait). "+
+			"Server CPU and syncs (the store's fsyncs, one per durable group commit) are per delivered message, from the servers' metrics around each step. "+
+			"A step holds the target when nothing failed, nothing was left unsent and its p99 is below %s; "+
+			"the highest rate that holds is the highest with every lower step holding too.\n\n", mdText(formatMicros(float64(sw.TargetP99.Microseconds()))))
+		chart(w, charts[sweepChartFile], "p99 and server CPU per message against offered rate", sweepChartFile,
+			"No sweep chart: no step completed.")
+	}
+
 	if jr.Baseline != nil {
 		p("## Against the baseline\n\n")
 		p("The baseline is the same traffic measured without the disturbance.\n\n")
@@ -192,6 +213,9 @@ func writeMarkdown(out io.Writer, jr *jsonReport, charts map[string]bool) error 
 
 	p("## Latency\n\n")
 	hs := histograms(r)
+	if r.Sweep != nil {
+		p("Send latencies are per step, in the sweep table above; the chart draws each step's send → deliver curve.\n\n")
+	}
 	if len(hs) == 0 {
 		p("No latency was recorded.\n\n")
 	} else {
@@ -224,6 +248,15 @@ func writeMarkdown(out io.Writer, jr *jsonReport, charts map[string]bool) error 
 	}
 	p("\n")
 	p("Cores busy is CPU time ÷ measured duration. The generator's figure covers all its processes.\n\n")
+
+	p("## Store syncs\n\n")
+	p("| | syncs | per delivered message |\n|---|--:|--:|\n")
+	for _, row := range syncRows(r, d) {
+		p("| %s | %s | %s |\n", row[0], row[1], row[2])
+	}
+	p("\n")
+	p("The servers' fsyncs of their stores (`switchboard_store_syncs_total`), one per durable group commit, over the measured phase: " +
+		"below 1 per message, commits carried several messages. n/a: the servers' metrics were not read, or they do not export the counter.\n\n")
 
 	p("## Server memory\n\n")
 	if len(r.Memory) == 0 {
@@ -387,6 +420,9 @@ func compareRows(base, run *jsonReport) [][]string {
 	if b, r := base.Derived.ServerCPUPerDeliveredUs, run.Derived.ServerCPUPerDeliveredUs; b != nil && r != nil {
 		rows = append(rows, row("server CPU per delivered message", *b, *r, func(v float64) string { return formatMicros(v) + "/msg" }))
 	}
+	if b, r := base.Derived.SyncsPerMsg, run.Derived.SyncsPerMsg; b != nil && r != nil {
+		rows = append(rows, row("store syncs per delivered message", *b, *r, formatRatio))
+	}
 	count := func(v float64) string { return formatMsgs(uint64(v)) }
 	rows = append(rows,
 		row("lost", float64(base.Lost), float64(run.Lost), count),
@@ -441,6 +477,21 @@ func cpuRows(r *Result, d *Derived, m Machine) [][]string {
 		row(gen, r.GeneratorCPU, d.GeneratorCPUPerDeliveredUs, d.GeneratorCoresBusy),
 		row("server", r.ServerCPU, d.ServerCPUPerDeliveredUs, d.ServerCoresBusy),
 	}
+}
+
+// syncRows is the store syncs row: name, count, per delivered message;
+// "n/a" when not measured.
+func syncRows(r *Result, d *Derived) [][]string {
+	count, per := "n/a", "n/a"
+	if r.ServerSyncs != nil {
+		count = formatCount(*r.ServerSyncs)
+		if d.SyncsPerMsg != nil {
+			per = formatRatio(*d.SyncsPerMsg)
+		} else {
+			per = "—"
+		}
+	}
+	return [][]string{{"server store syncs", count, per}}
 }
 
 // memoryRows: label, conns, RSS, heap, RSS/conn, heap/conn, and the two

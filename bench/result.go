@@ -43,8 +43,13 @@ type Result struct {
 	// Redelivered counts entries the server sent again after a reconnect
 	// (at-least-once); the client's dedupe drops them and they are not
 	// failures. Added by the engine (engine engineer), for the report.
-	Redelivered uint64            `json:"redelivered"`
-	Closes      map[string]uint64 `json:"closes,omitempty"` // connections the server closed, by ERROR code name
+	Redelivered uint64 `json:"redelivered"`
+	// Unsent counts phone-regime messages whose time came during the run
+	// but which were never sent: their sender was still waiting for the
+	// ACCEPT of an earlier one when the catch-up time ran out. Not a
+	// failure: the server did not keep up with the offered rate.
+	Unsent uint64            `json:"unsent,omitempty"`
+	Closes map[string]uint64 `json:"closes,omitempty"` // connections the server closed, by ERROR code name
 
 	// Delivered receipts (PROTOCOL.md 8.3), counted per delivered copy: one
 	// for a 1:1 message, one per member for a group message. Receipts are
@@ -78,6 +83,11 @@ type Result struct {
 	// CPU spent, for "is the generator the bottleneck" and µs per message.
 	GeneratorCPU time.Duration `json:"generator_cpu_ns"` // all generator processes
 	ServerCPU    time.Duration `json:"server_cpu_ns"`    // from the server's metrics, if reachable
+	// ServerSyncs is how many times the servers synced their stores to
+	// disk over the measured phase (switchboard_store_syncs_total: one per
+	// durable group commit); nil when not measured (no metrics, or a
+	// server that does not export the counter).
+	ServerSyncs *uint64 `json:"server_syncs,omitempty"`
 
 	// Figures are the scenario's headline numbers, named with their unit
 	// (e.g. "connect_rate_per_s", "server_mem_per_conn_bytes", "drain_s",
@@ -88,6 +98,10 @@ type Result struct {
 	// slow scenario runs it first, then with a share of clients not
 	// reading), to be reported side by side. Nil in other scenarios.
 	Baseline *Result `json:"baseline,omitempty"`
+	// Sweep holds the steps of the sweep scenario, each a phone run at
+	// one offered rate; nil in other scenarios. The Result's own counts
+	// are the sums over the steps; its latencies are per step, here.
+	Sweep *Sweep `json:"sweep,omitempty"`
 
 	// Failures lists every correctness violation; a run with any fails.
 	Failures []string `json:"failures,omitempty"`

@@ -128,6 +128,7 @@ type run struct {
 	timeline []Sample
 	notes    []string
 	metricsN bool // a "metrics unreachable" note was made
+	syncsN   bool // a "no syncs counter" note was made
 
 	local       bool          // the coordinator runs the only engine
 	lastCPU     time.Duration // generator CPU of the last step
@@ -293,6 +294,10 @@ func (r *run) scenario(ctx context.Context) (*Result, error) {
 		return r.connect(ctx)
 	case "chat":
 		return r.chat(ctx, "chat")
+	case "phone":
+		return r.chat(ctx, "phone")
+	case "sweep":
+		return r.sweep(ctx)
 	case "group":
 		return r.chat(ctx, "group")
 	case "offline":
@@ -345,8 +350,31 @@ func (r *run) perConn(res *Result, name string, from, to serverMetrics, n int64)
 	}
 }
 
-// serverCPU adds the server's CPU between two scrapes, and per message.
-func (r *run) serverCPU(res *Result, from, to serverMetrics) {
+// scrapeCost reads the servers' metrics for serverCost without recording
+// a memory point (the sweep scrapes around every step).
+func (r *run) scrapeCost(ctx context.Context) serverMetrics {
+	m, _, err := r.scr.scrape(ctx)
+	if err != nil {
+		if !r.metricsN {
+			r.metricsN = true
+			r.note("server metrics not reachable (%v): no server memory or CPU figures", err)
+		}
+		return serverMetrics{}
+	}
+	return m
+}
+
+// serverCost adds the server's CPU and store syncs between two scrapes;
+// derive makes them per message. Syncs stay unmeasured (nil) when a
+// server does not export switchboard_store_syncs_total: never a failure.
+func (r *run) serverCost(res *Result, from, to serverMetrics) {
+	if from.HasSyncs && to.HasSyncs {
+		n := uint64(max(to.Syncs-from.Syncs, 0))
+		res.ServerSyncs = &n
+	} else if from.CPU != 0 && to.CPU != 0 && !r.syncsN {
+		r.syncsN = true
+		r.note("the server exports no switchboard_store_syncs_total: store syncs per message not measured")
+	}
 	if from.CPU == 0 || to.CPU == 0 {
 		return
 	}

@@ -50,8 +50,9 @@ func (r *run) connect(ctx context.Context) (*Result, error) {
 // --duration: open loop at --rate messages per second in all, or closed
 // loop with --window messages in flight per sender (--rate 0). With
 // scenario "group", --groups groups of --group-size members, --senders
-// of which send to their group. Figures: delivered_per_s,
-// wire_bytes_per_msg, server_cpu_per_msg_us.
+// of which send to their group. With scenario "phone", the phone regime
+// at --rate (phoneStep). Figures: delivered_per_s, wire_bytes_per_msg,
+// server_cpu_per_msg_us; the store's syncs per message in Derived.
 func (r *run) chat(ctx context.Context, kind string) (*Result, error) {
 	n := r.totalConns()
 	r.scrape(ctx, "baseline")
@@ -70,7 +71,7 @@ func (r *run) chat(ctx context.Context, kind string) (*Result, error) {
 		return res, err
 	}
 	to := r.scrape(ctx, "after traffic")
-	r.serverCPU(res, from, to)
+	r.serverCost(res, from, to)
 	return res, nil
 }
 
@@ -78,10 +79,40 @@ func (r *run) chat(ctx context.Context, kind string) (*Result, error) {
 func (r *run) traffic(ctx context.Context, who string) (*Result, error) {
 	s := Step{Kind: "traffic", Who: who, Rate: r.cfg.Rate, Window: r.cfg.Window, Duration: r.cfg.Duration,
 		Timeout: r.cfg.Duration + time.Minute}
+	if r.cfg.Scenario == "phone" {
+		s = r.phoneStep(r.cfg.Rate)
+	}
 	sm := r.sample()
-	secs := int64(r.cfg.Duration / time.Second)
+	res, err := r.sendAndDrain(s, "traffic")
+	sm.end()
+	if res == nil {
+		return nil, err
+	}
+	switch {
+	case s.SenderRate > 0:
+		r.note("%s", r.phoneNote(r.cfg.Rate))
+		if res.Unsent > 0 {
+			r.note("%s messages were due but never sent: their senders still waited for the ACCEPT of earlier ones when the catch-up time (--duration again) ran out; the server did not keep up with %s", formatCount(res.Unsent), formatRate(r.cfg.Rate))
+		}
+	case r.cfg.Rate > 0:
+		r.note("open loop at %v msg/s: latencies count from each message's intended send time (corrected for coordinated omission)", r.cfg.Rate)
+	default:
+		r.note("closed loop: each sender keeps %d messages in flight until they are delivered", r.cfg.Window)
+	}
+	if r.cfg.Scenario == "group" {
+		r.note("group: delivered messages and delivered receipts count one per member; send-to-deliver is to the last member")
+	}
+	return res, err
+}
+
+// sendAndDrain runs traffic step s and, if it went well, a drain, and
+// collects: the Result's Duration is the sending time, and its figures
+// delivered_per_s and wire_bytes_per_msg. A nil Result means the collect
+// failed (the error says why).
+func (r *run) sendAndDrain(s Step, label string) (*Result, error) {
+	secs := int64(s.Duration / time.Second)
 	t0 := time.Now()
-	elapsed, err := r.step(s, "traffic", secs, func(counters) int64 { return int64(time.Since(t0) / time.Second) })
+	elapsed, err := r.step(s, label, secs, func(counters) int64 { return int64(time.Since(t0) / time.Second) })
 	r.measured()
 	var drainErr error
 	if err == nil {
@@ -90,7 +121,6 @@ func (r *run) traffic(ctx context.Context, who string) (*Result, error) {
 			drainErr = fmt.Errorf("deliveries or delivered receipts still outstanding after --drain %v: %w", r.cfg.Drain, derr)
 		}
 	}
-	sm.end()
 	res, cerr := r.fl.collect()
 	if cerr != nil {
 		return nil, cerr
@@ -102,20 +132,31 @@ func (r *run) traffic(ctx context.Context, who string) (*Result, error) {
 	if res.Delivered > 0 {
 		r.figure(res, "wire_bytes_per_msg", float64(res.BytesIn+res.BytesOut)/float64(res.Delivered))
 	}
-	if r.cfg.Rate > 0 {
-		r.note("open loop at %v msg/s: latencies count from each message's intended send time (corrected for coordinated omission)", r.cfg.Rate)
-	} else {
-		r.note("closed loop: each sender keeps %d messages in flight until they are delivered", r.cfg.Window)
-	}
-	if r.cfg.Scenario == "group" {
-		r.note("group: delivered messages and delivered receipts count one per member; send-to-deliver is to the last member")
-	}
 	if drainErr != nil {
 		// What is still undelivered counts as lost, a copy still without
 		// its receipt as missing; the note says why.
 		res.Notes = append(res.Notes, drainErr.Error())
 	}
 	return res, err
+}
+
+// phoneStep is the traffic step of the phone regime at rate messages per
+// second in all: every user of every pair sends rate ÷ senders a second
+// on its own evenly spaced schedule, with at most one message unaccepted
+// (traffic's comment tells how).
+func (r *run) phoneStep(rate float64) Step {
+	return Step{Kind: "traffic", SenderRate: rate / float64(r.cfg.senders()), Duration: r.cfg.Duration,
+		// The sending, its catch-up (as long again), and a minute for a
+		// loop far behind to notice.
+		Timeout: 2*r.cfg.Duration + time.Minute}
+}
+
+// phoneNote says what the phone regime did at rate.
+func (r *run) phoneNote(rate float64) string {
+	senders := r.cfg.senders()
+	every := time.Duration(float64(time.Second) * float64(senders) / rate)
+	return fmt.Sprintf("phone at %s: each of %s senders (both users of every pair) sends every %v on its own evenly spaced schedule, staggered against the others, and never has two messages unaccepted: a message due while the previous one waits for its ACCEPT goes out when the ACCEPT comes; latencies count from each message's scheduled time, so that wait is charged (corrected for coordinated omission)",
+		formatRate(rate), formatCount(uint64(senders)), every.Round(time.Microsecond))
 }
 
 // offline fills the mailboxes of --pairs receivers with --messages each
@@ -150,7 +191,7 @@ func (r *run) offline(ctx context.Context) (*Result, error) {
 	res.Duration = drain
 	r.figure(res, "drain_s", drain.Seconds())
 	r.figure(res, "drain_rate_per_s", float64(res.Delivered)/drain.Seconds())
-	r.serverCPU(res, full, after)
+	r.serverCost(res, full, after)
 	if err != nil {
 		res.Notes = append(res.Notes, "drain incomplete: "+err.Error())
 	}
@@ -274,7 +315,7 @@ func (r *run) slow(ctx context.Context) (*Result, error) {
 	base.GeneratorCPU = r.measuredCPU
 	base.Duration = max(base.Duration, time.Millisecond)
 	to := r.scrape(ctx, "after baseline")
-	r.serverCPU(base, from, to)
+	r.serverCost(base, from, to)
 	r.timeline = nil
 	fmt.Fprintln(r.cfg.Out, "bench: phase 2 of 2: the slow share stops reading")
 	if err := r.fl.do(Step{Kind: "pause", Who: "slow"}); err != nil {
@@ -301,7 +342,7 @@ func (r *run) slow(ctx context.Context) (*Result, error) {
 	}
 	res.Duration = elapsed
 	res.Baseline = base
-	r.serverCPU(res, to, mid)
+	r.serverCost(res, to, mid)
 	if elapsed > 0 {
 		r.figure(res, "delivered_per_s", float64(res.Delivered)/elapsed.Seconds())
 	}

@@ -40,6 +40,18 @@ func PrintSummary(out io.Writer, r *Result) {
 		p("\n")
 		writeTable(w, append([][]string{{"figures", ""}}, rows...))
 	}
+	if sw := r.Sweep; sw != nil {
+		p("\n")
+		rows := [][]string{sweepHeader(sw.TargetP99)}
+		for _, s := range sw.Steps {
+			rows = append(rows, sweepRow(s))
+		}
+		writeTable(w, rows)
+		p("  send → deliver latency, from each message's scheduled time; CPU and syncs per delivered message\n")
+		for _, v := range sweepVerdict(sw) {
+			p("%s\n", v)
+		}
+	}
 	if jr.Baseline != nil {
 		p("\n")
 		writeTable(w, append([][]string{{"against baseline", "baseline", "this run", "change"}}, compareRows(jr.Baseline, jr)...))
@@ -66,12 +78,17 @@ func PrintSummary(out io.Writer, r *Result) {
 	} else {
 		p("\nlatency  none recorded\n")
 	}
+	if r.Sweep != nil {
+		p("  send latencies are per step, in the sweep table\n")
+	}
 
 	p("\n")
 	writeTable(w, append([][]string{{"wire", ""}}, wireRows(r, d)...))
 
 	p("\n")
 	writeTable(w, append([][]string{{"cpu", "time", "per delivered msg", "cores busy"}}, cpuRows(r, d, m)...))
+	p("\n")
+	writeTable(w, append([][]string{{"store", "syncs", "per delivered msg"}}, syncRows(r, d)...))
 
 	if len(r.Memory) > 0 {
 		p("\n")

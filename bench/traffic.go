@@ -1,6 +1,10 @@
 package bench
 
-import "switchboard/protocol"
+import (
+	"time"
+
+	"switchboard/protocol"
+)
 
 // traffic is a loop's share of a traffic step. In open loop (rate > 0) the
 // k-th message of the loop is due at start + k×interval, whatever happened
@@ -8,19 +12,34 @@ import "switchboard/protocol"
 // time: a stalled server is charged for every message it delayed, not only
 // for the first (the coordinated-omission correction). In closed loop each
 // sender keeps window messages in flight until they are delivered.
+//
+// The phone regime is open loop with a window of one accepted message:
+// the loop's k-th slot belongs to sender k mod n (n senders on the loop),
+// so each sender's messages are due evenly, every n×interval, the senders
+// staggered by interval, and the loop's together as evenly as open loop's.
+// A sender never has two messages unaccepted, as a phone waits for the
+// ACCEPT of its previous message: a slot that comes due while the previous
+// message waits is owed, and sent when the ACCEPT comes, still timed from
+// its slot, so the wait is charged to the server. Slots stop at the
+// deadline; what is owed then may still go out for catchUp more, and what
+// is owed after that is counted unsent (Result.Unsent).
 type traffic struct {
 	active   bool
 	rate     float64 // messages per second of this loop; 0: closed loop
-	interval float64 // ns between messages
+	interval float64 // ns between messages (between slots, in the phone regime)
 	window   int
 	// untilAccepted: a message leaves the window when accepted, not when
-	// delivered (to fill the mailboxes of absent receivers).
+	// delivered (to fill the mailboxes of absent receivers; the phone regime).
 	untilAccepted bool
 	count         int   // messages per sender; 0: until deadline
 	start         int64 // ns
 	deadline      int64 // ns; 0: none
-	k             int64 // messages of the schedule sent
+	k             int64 // messages of the schedule sent (slots passed, in the phone regime)
 	senders       []*conn
+
+	phone   bool  // the phone regime: a schedule per sender, one message unaccepted at most
+	owed    int64 // phone: slots passed whose message is not sent yet, over the senders
+	catchUp int64 // phone: ns after the deadline during which owed messages still go out
 }
 
 // due returns when the next open-loop message is due.
@@ -32,6 +51,10 @@ func (t *traffic) due() int64 { return t.start + int64(float64(t.k)*t.interval) 
 // keeping its intended time.
 func (t *traffic) tick(l *loop) {
 	if !t.active || t.rate <= 0 || len(t.senders) == 0 {
+		return
+	}
+	if t.phone {
+		t.tickPhone(l)
 		return
 	}
 	for sends := 0; sends < maxSendsPerWake; sends++ {
@@ -54,6 +77,94 @@ func (t *traffic) tick(l *loop) {
 		c.send(due)
 		t.k++
 	}
+}
+
+// startPhone sets the phone regime up for the step's senders: each sends
+// senderRate messages per second, for d and then at most d more to catch
+// up. Loop-only.
+func (t *traffic) startPhone(senderRate float64, d time.Duration) {
+	n := len(t.senders)
+	t.phone, t.window, t.untilAccepted = true, 1, true
+	t.rate = senderRate * float64(n)
+	t.interval = float64(time.Second) / t.rate
+	// As long again as the step: the server may be slow for a while and
+	// catch up, but a server that cannot take the rate at all must not
+	// keep the step going for ever.
+	t.catchUp = int64(d)
+	for i, c := range t.senders {
+		c.phoneIdx, c.slotsDue, c.slotsSent = i, 0, 0
+		// What an earlier step left unaccepted still holds the phone.
+		c.inflight = c.unaccepted()
+	}
+}
+
+// tickPhone passes the slots that are due, and sends each slot's message
+// if its sender has nothing unaccepted. Loop-only.
+func (t *traffic) tickPhone(l *loop) {
+	n := int64(len(t.senders))
+	for slots := 0; slots < maxSendsPerWake; slots++ {
+		due := t.due()
+		if due > l.now || due >= t.deadline {
+			return
+		}
+		c := t.senders[t.k%n]
+		t.k++
+		t.owed++
+		c.slotsDue++
+		c.sendOwed()
+	}
+}
+
+// phoneDone reports whether a phone step is over: its deadline passed and
+// every slot before it was sent, or the catch-up time ran out too.
+func (t *traffic) phoneDone(now int64) bool {
+	if now < t.deadline {
+		return false
+	}
+	return (t.owed == 0 && t.due() >= t.deadline) || now >= t.deadline+t.catchUp
+}
+
+// unsent returns the phone slots before the deadline whose message was
+// never sent: owed, or not even passed (a loop far behind).
+func (t *traffic) unsent() uint64 {
+	n := uint64(max(t.owed, 0))
+	for k := t.k; t.start+int64(float64(k)*t.interval) < t.deadline; k++ {
+		n++
+	}
+	return n
+}
+
+// sendOwed sends a phone sender's oldest owed message, timed from its slot,
+// if the sender has nothing unaccepted and may write. Loop-only.
+func (c *conn) sendOwed() {
+	l := c.l
+	t := &l.traffic
+	if !c.sending || c.inflight > 0 || c.slotsSent >= c.slotsDue || c.state != stateReady {
+		return
+	}
+	if c.capped() {
+		if !c.blockedCap {
+			c.blockedCap = true
+			l.blocked = append(l.blocked, c)
+		}
+		return
+	}
+	slot := int64(c.phoneIdx) + c.slotsSent*int64(len(t.senders))
+	c.slotsSent++
+	t.owed--
+	c.send(t.start + int64(float64(slot)*t.interval))
+}
+
+// unaccepted returns how many of c's messages are neither accepted nor
+// refused for good. Loop-only.
+func (c *conn) unaccepted() int {
+	n := 0
+	for i := range c.out {
+		if m := &c.out[i]; !m.accepted && !m.settled {
+			n++
+		}
+	}
+	return n
 }
 
 // groupCreate returns the GROUP request creating a group of members.

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -30,6 +31,20 @@ Scenarios:
   chat     --pairs pairs exchange --size-byte messages for --duration, open
            loop at --rate or closed loop (--rate 0) with --window: delivered/s,
            send-to-ack and send-to-deliver latency, wire bytes per message
+  phone    the capacity planner's regime: --pairs pairs (default 1000) at --rate
+           msg/s in all, both users of a pair sending, each on its own evenly
+           spaced schedule (rate ÷ 2·pairs msg/s, senders staggered), never
+           with two messages unaccepted: a message due while the previous one
+           waits for its ACCEPT goes when the ACCEPT comes, timed from when it
+           was due. Slots stop after --duration; owed messages may go out for
+           --duration more, then count as unsent. Latency percentiles, server
+           CPU and store syncs (fsyncs) per delivered message
+  sweep    phone runs at each of --rates for --duration each, over the same
+           connections, a drain between: per step offered and delivered msg/s,
+           server CPU per message, send-to-deliver p50/p99/p99.9, syncs per
+           message, and whether p99 < --p99; then the highest rate that holds
+           it (with every lower rate holding too). A step that fails the
+           checks ends the sweep and fails it
   group    --groups groups of --group-size members, --senders of each send
            at --rate: deliveries/s, latency to the last member
   offline  fill the mailboxes of --pairs absent receivers with --messages
@@ -43,6 +58,13 @@ With the defaults, 'switchboard bench chat' runs against 'make run' on this
 machine (server 127.0.0.1:7070, metrics 127.0.0.1:9070, keys in data/keys).
 Past one process's open-file limit the connections are spread over worker
 processes, each dialling from its own source address in 127.0.0.0/8.
+
+Sizing a host: a phone run at one rate, or a sweep to find the rate that
+holds a latency target (report.md then charts p99 and CPU per message
+against the offered rate):
+
+  switchboard bench phone --rate 5000 --duration 20s
+  switchboard bench sweep --rates 300,1000,2000,5000,10000 --duration 20s --p99 3ms
 
 Several servers: one server process holds fewer connections than its
 open-file limit (about 19,500 under a limit of 20,000), so to go past it
@@ -77,14 +99,16 @@ func benchCmd(args []string) error {
 	fs.StringVar(&cfg.Metrics, "metrics", "http://127.0.0.1:9070/metrics", "server's Prometheus endpoint for its memory and CPU: a URL, or host:port for http://host:port/metrics; several servers: one per --addr, comma-separated, in the same order (figures are summed); \"-\": none")
 	fs.StringVar(&cfg.Keys, "keys", "data/keys", "the server's token keys file (path): tokens are minted from its newest key; several servers: one per --addr, comma-separated, in the same order, or one file for all")
 	fs.IntVar(&cfg.Conns, "conns", 1000, "connect, storm: connections (count, even: they pair up)")
-	fs.IntVar(&cfg.Pairs, "pairs", 100, "chat, offline, slow: pairs of users (count; 2 connections each)")
+	fs.IntVar(&cfg.Pairs, "pairs", 0, "chat, phone, sweep, offline, slow: pairs of users (count; 2 connections each); 0: 100, phone and sweep 1000")
 	fs.IntVar(&cfg.Groups, "groups", 10, "group: groups (count)")
 	fs.IntVar(&cfg.GroupSize, "group-size", 10, "group: members per group (count, 2..1025)")
 	fs.IntVar(&cfg.Senders, "senders", 1, "group: members of each group that send (count)")
-	fs.Float64Var(&cfg.Rate, "rate", 2000, "chat, group, slow: messages per second for the whole run (open loop); 0: closed loop with --window")
+	fs.Float64Var(&cfg.Rate, "rate", 2000, "chat, phone, group, slow: messages per second for the whole run (open loop); 0: closed loop with --window (not phone)")
+	rates := fs.String("rates", "300,1000,2000,5000,10000", "sweep: offered rates, messages per second for the whole run, comma-separated and rising; one phone run of --duration each")
+	fs.DurationVar(&cfg.P99, "p99", 3*time.Millisecond, "sweep: the latency target (duration): a step holds it when its send-to-deliver p99 is below it")
 	fs.IntVar(&cfg.Window, "window", 8, "closed loop: messages each sender keeps in flight until delivered (count, 1..256)")
 	fs.IntVar(&cfg.Size, "size", 100, "message body (bytes, 24..65536): a 24-byte header for the checks, then filler")
-	fs.DurationVar(&cfg.Duration, "duration", 0, "chat, group, slow: how long to send (duration; slow: each of its two phases); 0: 10s, slow: 60s (a slow reader's window must fill, then stay full for the server's 30s slow-consumer timeout)")
+	fs.DurationVar(&cfg.Duration, "duration", 0, "chat, phone, group, slow: how long to send (duration; sweep: each step; slow: each of its two phases); 0: 10s, slow: 60s (a slow reader's window must fill, then stay full for the server's 30s slow-consumer timeout)")
 	fs.Float64Var(&cfg.ConnectRate, "connect-rate", 1000, "new connections per second for the whole run; 0: all at once")
 	fs.DurationVar(&cfg.Hold, "hold", 5*time.Second, "connect: how long the connections stay idle before the server's memory is read (duration)")
 	fs.IntVar(&cfg.Burst, "burst", 10, "connect: messages each connection sends after the hold (count; 0: none)")
@@ -123,6 +147,16 @@ func benchCmd(args []string) error {
 	cfg.Scenario = scenario
 	if *sources != "" {
 		cfg.Sources = strings.Split(*sources, ",")
+	}
+	for _, f := range strings.Split(*rates, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		v, err := strconv.ParseFloat(f, 64)
+		if err != nil {
+			return fmt.Errorf("--rates: %q is not a rate in messages per second", f)
+		}
+		cfg.Rates = append(cfg.Rates, v)
 	}
 	cfg.Params = map[string]string{}
 	fs.Visit(func(f *flag.Flag) { cfg.Params[f.Name] = f.Value.String() })

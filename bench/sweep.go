@@ -1,0 +1,267 @@
+package bench
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// The sweep: phone runs at rising offered rates, one after the other over
+// the same connections, to find the highest rate a host carries within a
+// p99 target. Each step is checked like any run (exactly once, in order,
+// every delivered receipt back); a step that fails the checks ends the
+// sweep and fails it.
+
+// Sweep is what a sweep measured.
+type Sweep struct {
+	// TargetP99 is the target a step holds when its send-to-deliver p99 is
+	// below it (--p99).
+	TargetP99 time.Duration `json:"target_p99_ns"`
+	// Steps are the phone runs, in the order run (rising offered rates).
+	Steps []SweepStep `json:"steps"`
+	// Highest is the highest offered rate that held the target with every
+	// lower step holding it too (highestHeld), in messages per second;
+	// 0: none did.
+	Highest float64 `json:"highest_holding_per_s"`
+	// HeldAboveMiss lists the offered rates above the first step that
+	// missed the target which held it anyway: noise around the knee.
+	HeldAboveMiss []float64 `json:"held_above_a_miss,omitempty"`
+	// Stopped says why the sweep ended before its last rate; "": it ran
+	// every rate.
+	Stopped string `json:"stopped,omitempty"`
+}
+
+// SweepStep is one phone run of a sweep. A nil figure was not measured.
+type SweepStep struct {
+	Offered         float64       `json:"offered_per_s"`   // messages per second in all, as scheduled
+	Duration        time.Duration `json:"duration_ns"`     // sending, catch-up included
+	Sent            uint64        `json:"sent"`            // SENDs written
+	Delivered       uint64        `json:"delivered"`       // distinct messages delivered
+	Unsent          uint64        `json:"unsent"`          // scheduled and never sent (Result.Unsent)
+	DeliveredPerSec float64       `json:"delivered_per_s"` // Delivered ÷ Duration
+
+	ServerCPUPerMsgUs    *float64 `json:"server_cpu_per_msg_us"`
+	GeneratorCPUPerMsgUs *float64 `json:"generator_cpu_per_msg_us"`
+	// SyncsPerMsg is the store's fsyncs per delivered message: 1 when
+	// every commit carries one message, less as commits group several.
+	SyncsPerMsg *float64 `json:"syncs_per_msg"`
+
+	SendToAck     HistSummary `json:"send_to_ack"`
+	SendToDeliver HistSummary `json:"send_to_deliver"`
+
+	Passed bool `json:"passed"` // no correctness failure
+	// Held: passed, nothing unsent, and send-to-deliver p99 below the target.
+	Held bool `json:"held"`
+
+	deliver *hdrhistogram.Histogram // send-to-deliver, for the latency chart
+}
+
+// highestHeld returns the highest offered rate of steps that held the
+// target with every lower rate holding it too, or 0 when the lowest did
+// not; and the rates above the first miss that held anyway. A rate that
+// holds only above one that failed is noise around the knee, not capacity
+// to plan on. steps may come in any order.
+func highestHeld(steps []SweepStep) (highest float64, heldAboveMiss []float64) {
+	sorted := slices.SortedFunc(slices.Values(steps), func(a, b SweepStep) int { return cmp.Compare(a.Offered, b.Offered) })
+	missed := false
+	for _, s := range sorted {
+		switch {
+		case !s.Held:
+			missed = true
+		case missed:
+			heldAboveMiss = append(heldAboveMiss, s.Offered)
+		default:
+			highest = s.Offered
+		}
+	}
+	return highest, heldAboveMiss
+}
+
+// newSweepStep summarises one step's Result against the target.
+func newSweepStep(offered float64, res *Result, target time.Duration) SweepStep {
+	d := derive(res)
+	s := SweepStep{
+		Offered:              offered,
+		Duration:             res.Duration,
+		Sent:                 res.Sent,
+		Delivered:            res.Delivered,
+		Unsent:               res.Unsent,
+		DeliveredPerSec:      d.DeliveredPerSec,
+		ServerCPUPerMsgUs:    d.ServerCPUPerDeliveredUs,
+		GeneratorCPUPerMsgUs: d.GeneratorCPUPerDeliveredUs,
+		SyncsPerMsg:          d.SyncsPerMsg,
+		Passed:               res.Passed(),
+		deliver:              res.SendToDeliver,
+	}
+	if h := res.SendToAck; h != nil && h.TotalCount() > 0 {
+		s.SendToAck = summarize(namedHist{h: h})
+	}
+	if h := res.SendToDeliver; h != nil && h.TotalCount() > 0 {
+		s.SendToDeliver = summarize(namedHist{h: h})
+	}
+	s.Held = s.Passed && s.Unsent == 0 && s.SendToDeliver.Count > 0 &&
+		s.SendToDeliver.P99 < target.Microseconds()
+	return s
+}
+
+// sweep connects every pair once, then runs a phone step at each of
+// --rates for --duration, each followed by a drain, scraping the servers
+// around each step for its CPU and syncs per message. Its Result sums the
+// steps' counts; Result.Sweep holds each step's figures.
+func (r *run) sweep(ctx context.Context) (*Result, error) {
+	n := r.totalConns()
+	r.scrape(ctx, "baseline")
+	if _, err := r.connectAll("all", n); err != nil {
+		return r.partial(err)
+	}
+	r.scrape(ctx, "connected")
+	sw := &Sweep{TargetP99: r.cfg.P99}
+	total := newResult()
+	var serverCPU, genCPU, elapsed time.Duration
+	var syncs uint64
+	syncsAll := true
+	sm := r.sample()
+	var runErr error
+	for i, rate := range r.cfg.Rates {
+		if ctx.Err() != nil {
+			sw.Stopped = "interrupted"
+			break
+		}
+		fmt.Fprintf(r.cfg.Out, "bench: sweep step %d of %d: %s offered\n", i+1, len(r.cfg.Rates), formatRate(rate))
+		from := r.scrapeCost(ctx)
+		res, err := r.sendAndDrain(r.phoneStep(rate), "traffic "+formatRate(rate))
+		if res == nil {
+			runErr = err
+			sw.Stopped = fmt.Sprintf("at %s: %v", formatRate(rate), err)
+			break
+		}
+		res.GeneratorCPU = r.measuredCPU
+		genCPU += r.measuredCPU
+		to := r.scrapeCost(ctx)
+		r.serverCost(res, from, to)
+		step := newSweepStep(rate, res, r.cfg.P99)
+		sw.Steps = append(sw.Steps, step)
+		fmt.Fprintf(r.cfg.Out, "bench: %s\n", stepLine(step, r.cfg.P99))
+
+		serverCPU += res.ServerCPU
+		elapsed += res.Duration
+		if res.ServerSyncs != nil {
+			syncs += *res.ServerSyncs
+		} else {
+			syncsAll = false
+		}
+		for j, f := range res.Failures {
+			res.Failures[j] = fmt.Sprintf("at %s offered: %s", formatRate(rate), f)
+		}
+		for j, nt := range res.Notes {
+			res.Notes[j] = fmt.Sprintf("at %s offered: %s", formatRate(rate), nt)
+		}
+		conns := total.Conns
+		total.Merge(res)
+		total.Conns = max(conns, res.Conns)
+		if err != nil {
+			runErr = err
+			sw.Stopped = fmt.Sprintf("at %s: %v", formatRate(rate), err)
+			break
+		}
+		if !res.Passed() {
+			sw.Stopped = fmt.Sprintf("at %s: the step failed the checks", formatRate(rate))
+			break
+		}
+	}
+	sm.end()
+	r.scrape(ctx, "after the sweep")
+	sw.Highest, sw.HeldAboveMiss = highestHeld(sw.Steps)
+	total.Sweep = sw
+	total.Duration = elapsed
+	total.ServerCPU = serverCPU
+	if syncsAll && len(sw.Steps) > 0 {
+		total.ServerSyncs = &syncs
+	}
+	r.measuredCPU = genCPU
+	// Latency is per step (Sweep.Steps): one histogram over every rate
+	// would describe none of them.
+	total.SendToAck, total.SendToDeliver = NewHistogram(), NewHistogram()
+	total.Figures = map[string]float64{}
+	r.note("sweep: each step is a phone run (see the phone scenario) at its offered rate for %v over the same connections, then a drain; a step holds the target when nothing failed, nothing was left unsent and its send-to-deliver p99 is below %s", r.cfg.Duration, formatMicros(float64(r.cfg.P99.Microseconds())))
+	return total, runErr
+}
+
+// stepLine is one step in a line, for the progress output.
+func stepLine(s SweepStep, target time.Duration) string {
+	row := sweepRow(s)
+	return fmt.Sprintf("%s offered: %s delivered, p50 %s, p99 %s, p99.9 %s, server CPU %s/msg, %s syncs/msg: %s (p99 < %s)",
+		row[0], row[1], row[3], row[4], row[5], row[2], row[6], row[7], formatMicros(float64(target.Microseconds())))
+}
+
+// sweepHeader and sweepRow are the sweep table, for the terminal and
+// report.md alike.
+func sweepHeader(target time.Duration) []string {
+	return []string{"offered", "delivered", "server CPU/msg", "p50", "p99", "p99.9", "syncs/msg",
+		"p99 < " + formatMicros(float64(target.Microseconds()))}
+}
+
+func sweepRow(s SweepStep) []string {
+	na := func(v *float64, format func(float64) string) string {
+		if v == nil {
+			return "n/a"
+		}
+		return format(*v)
+	}
+	held := "yes"
+	switch {
+	case !s.Passed:
+		held = "FAIL"
+	case s.Unsent > 0:
+		held = "no: " + formatCount(s.Unsent) + " unsent"
+	case !s.Held:
+		held = "no"
+	}
+	lat := func(us int64) string {
+		if s.SendToDeliver.Count == 0 {
+			return "—"
+		}
+		return formatLatency(us)
+	}
+	return []string{
+		formatRate(s.Offered), formatRate(s.DeliveredPerSec),
+		na(s.ServerCPUPerMsgUs, formatMicros),
+		lat(s.SendToDeliver.P50), lat(s.SendToDeliver.P99), lat(s.SendToDeliver.P999),
+		na(s.SyncsPerMsg, formatRatio), held,
+	}
+}
+
+// sweepVerdict is the sweep's answer in a sentence, with what qualifies it.
+func sweepVerdict(sw *Sweep) []string {
+	target := formatMicros(float64(sw.TargetP99.Microseconds()))
+	var out []string
+	if sw.Highest > 0 {
+		out = append(out, fmt.Sprintf("highest rate that holds p99 < %s: %s", target, formatRate(sw.Highest)))
+	} else {
+		out = append(out, fmt.Sprintf("highest rate that holds p99 < %s: none (no step from the lowest up held it)", target))
+	}
+	if len(sw.HeldAboveMiss) > 0 {
+		var rs []string
+		for _, v := range sw.HeldAboveMiss {
+			rs = append(rs, formatRate(v))
+		}
+		out = append(out, fmt.Sprintf("%s held the target too, above a rate that did not: the figures are noisy near the knee; run longer steps (--duration) or again", strings.Join(rs, ", ")))
+	}
+	if sw.Stopped != "" {
+		out = append(out, "the sweep stopped early, "+sw.Stopped)
+	}
+	return out
+}
+
+// formatRatio writes a per-message ratio with three significant digits.
+func formatRatio(v float64) string {
+	if v >= 1 || v == 0 {
+		return formatNumber(v)
+	}
+	return fmt.Sprintf("%.3g", v)
+}

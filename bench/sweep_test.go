@@ -1,0 +1,430 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"image/png"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"switchboard/delivery"
+	"switchboard/protocol"
+)
+
+func TestValidatePhoneSweep(t *testing.T) {
+	tests := []struct {
+		name      string
+		cfg       Config
+		wantErr   []string // substrings of the error; nil: valid
+		wantPairs int      // after setDefaults; 0: not checked
+	}{
+		{name: "phone defaults to 1000 pairs", cfg: Config{Scenario: "phone", Rate: 2000}, wantPairs: 1000},
+		{name: "chat keeps 100 pairs", cfg: Config{Scenario: "chat", Rate: 2000}, wantPairs: 100},
+		{name: "sweep defaults", cfg: Config{Scenario: "sweep"}, wantPairs: 1000},
+		{name: "phone needs a rate", cfg: Config{Scenario: "phone"}, wantErr: []string{"--rate 0: phone is open loop"}},
+		{name: "phone over the frame cap", cfg: Config{Scenario: "phone", Pairs: 1, Rate: 1000}, wantErr: []string{"--rate 1000 over 2 senders", "--conn-frame-cap"}},
+		{name: "sweep rates must rise", cfg: Config{Scenario: "sweep", Rates: []float64{1000, 500}}, wantErr: []string{"--rates: 500 after 1000"}},
+		{name: "sweep rates above 0", cfg: Config{Scenario: "sweep", Rates: []float64{0, 100}}, wantErr: []string{"--rates: 0 must be above 0"}},
+		{name: "sweep without rates", cfg: Config{Scenario: "sweep", Rates: []float64{}}, wantErr: []string{"--rates names no rate"}},
+		{name: "sweep target", cfg: Config{Scenario: "sweep", P99: -time.Millisecond}, wantErr: []string{"--p99 must be positive"}},
+		{name: "sweep's highest rate over the frame cap", cfg: Config{Scenario: "sweep", Pairs: 2, Rates: []float64{100, 2000}}, wantErr: []string{"the highest of --rates, 2000 over 4 senders"}},
+		{name: "every error at once", cfg: Config{Scenario: "sweep", Rates: []float64{-1, -2}, P99: -1}, wantErr: []string{"-1 must be above 0", "-2 after -1", "--p99"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := tt.cfg
+			c.setDefaults()
+			err := c.validate()
+			switch {
+			case tt.wantErr == nil && err != nil:
+				t.Fatalf("validate: %v", err)
+			case tt.wantErr != nil && err == nil:
+				t.Fatalf("validate accepted %+v", tt.cfg)
+			}
+			for _, w := range tt.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+			if tt.wantPairs != 0 && c.Pairs != tt.wantPairs {
+				t.Errorf("pairs %d, want %d", c.Pairs, tt.wantPairs)
+			}
+		})
+	}
+}
+
+func TestHighestHeld(t *testing.T) {
+	steps := func(held ...bool) []SweepStep {
+		rates := []float64{300, 1000, 2000, 5000, 10000}
+		var s []SweepStep
+		for i, h := range held {
+			s = append(s, SweepStep{Offered: rates[i], Held: h})
+		}
+		return s
+	}
+	tests := []struct {
+		name      string
+		steps     []SweepStep
+		want      float64
+		wantAbove []float64
+	}{
+		{name: "no steps", steps: nil, want: 0},
+		{name: "none holds", steps: steps(false, false, false), want: 0},
+		{name: "all hold", steps: steps(true, true, true, true, true), want: 10000},
+		{name: "knee", steps: steps(true, true, false, false), want: 1000},
+		{name: "only the lowest", steps: steps(true, false), want: 300},
+		{name: "non-monotonic: a hold above a miss is noise", steps: steps(true, false, true, false, true), want: 300, wantAbove: []float64{2000, 10000}},
+		{name: "the lowest misses, a higher one holds", steps: steps(false, true), want: 0, wantAbove: []float64{1000}},
+		{name: "any order", steps: []SweepStep{{Offered: 5000}, {Offered: 300, Held: true}, {Offered: 1000, Held: true}}, want: 1000},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, above := highestHeld(tt.steps)
+			if got != tt.want || !slices.Equal(above, tt.wantAbove) {
+				t.Errorf("highestHeld = %v, %v; want %v, %v", got, above, tt.want, tt.wantAbove)
+			}
+		})
+	}
+}
+
+func TestNewSweepStepHeld(t *testing.T) {
+	hist := func(us int64) *Result {
+		r := newResult()
+		for range 1000 {
+			r.SendToDeliver.RecordValue(us)
+			r.SendToAck.RecordValue(us)
+		}
+		r.Sent, r.Delivered, r.Duration = 1000, 1000, time.Second
+		return r
+	}
+	target := 3 * time.Millisecond
+	tests := []struct {
+		name string
+		res  func() *Result
+		held bool
+	}{
+		{name: "under the target", res: func() *Result { return hist(2900) }, held: true},
+		{name: "at the target is not under it", res: func() *Result { return hist(3000) }, held: false},
+		{name: "unsent messages", res: func() *Result { r := hist(100); r.Unsent = 1; return r }, held: false},
+		{name: "a failure", res: func() *Result { r := hist(100); r.Failures = []string{"lost"}; return r }, held: false},
+		{name: "nothing delivered", res: func() *Result { r := newResult(); r.Duration = time.Second; return r }, held: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if s := newSweepStep(1000, tt.res(), target); s.Held != tt.held {
+				t.Errorf("held %v, want %v (step %+v)", s.Held, tt.held, s)
+			}
+		})
+	}
+}
+
+func TestParseMetricsSyncs(t *testing.T) {
+	tests := []struct {
+		name  string
+		text  string
+		want  float64
+		found bool
+	}{
+		{name: "absent", text: "process_cpu_seconds_total 1.5\n", found: false},
+		{name: "zero is measured", text: "switchboard_store_syncs_total 0\n", want: 0, found: true},
+		{name: "one series", text: "# TYPE switchboard_store_syncs_total counter\nswitchboard_store_syncs_total 1.2345e+06\n", want: 1234500, found: true},
+		{name: "labelled series add up", text: "switchboard_store_syncs_total{store=\"a\"} 10\nswitchboard_store_syncs_total{store=\"b\"} 5\n", want: 15, found: true},
+		{name: "a similar name is not it", text: "switchboard_store_syncs_seconds_total 9\n", found: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := parseMetrics(strings.NewReader(tt.text))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Syncs != tt.want || m.HasSyncs != tt.found {
+				t.Errorf("syncs %v (found %v), want %v (found %v)", m.Syncs, m.HasSyncs, tt.want, tt.found)
+			}
+		})
+	}
+}
+
+// TestScrapeSyncsOverServers sums the syncs of several servers, and counts
+// them unmeasured when one server lacks the counter: a sum short of a
+// server would pass for all of them.
+func TestScrapeSyncsOverServers(t *testing.T) {
+	serve := func(body string) string {
+		h := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, body) }))
+		t.Cleanup(h.Close)
+		return h.URL + "/metrics"
+	}
+	with1 := serve("process_cpu_seconds_total 1\nswitchboard_store_syncs_total 100\n")
+	with2 := serve("process_cpu_seconds_total 2\nswitchboard_store_syncs_total 50\n")
+	without := serve("process_cpu_seconds_total 4\n")
+	tests := []struct {
+		name  string
+		urls  []string
+		want  float64
+		found bool
+	}{
+		{name: "both export it", urls: []string{with1, with2}, want: 150, found: true},
+		{name: "one does not", urls: []string{with1, without}, found: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var ts []target
+			for i, u := range tt.urls {
+				ts = append(ts, target{addr: fmt.Sprint("server", i), metrics: u})
+			}
+			m, _, err := newScrapers(ts).scrape(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.HasSyncs != tt.found || (tt.found && m.Syncs != tt.want) {
+				t.Errorf("syncs %v (found %v), want %v (found %v)", m.Syncs, m.HasSyncs, tt.want, tt.found)
+			}
+		})
+	}
+}
+
+func TestServerCostSyncs(t *testing.T) {
+	tests := []struct {
+		name     string
+		from, to serverMetrics
+		want     *uint64 // nil: not measured
+		perMsg   string  // in the summary's store table
+	}{
+		{name: "measured", from: serverMetrics{CPU: 1, Syncs: 100, HasSyncs: true}, to: serverMetrics{CPU: 2, Syncs: 350, HasSyncs: true}, want: ptrU64(250), perMsg: "0.25"},
+		{name: "absent", from: serverMetrics{CPU: 1}, to: serverMetrics{CPU: 2}, perMsg: "n/a"},
+		{name: "no metrics at all", perMsg: "n/a"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := &run{cfg: &Config{}}
+			res := newResult()
+			res.Delivered, res.Duration = 1000, time.Second
+			r.serverCost(res, tt.from, tt.to)
+			switch {
+			case tt.want == nil && res.ServerSyncs != nil:
+				t.Errorf("syncs %d, want not measured", *res.ServerSyncs)
+			case tt.want != nil && (res.ServerSyncs == nil || *res.ServerSyncs != *tt.want):
+				t.Errorf("syncs %v, want %d", res.ServerSyncs, *tt.want)
+			}
+			var out bytes.Buffer
+			PrintSummary(&out, res)
+			if !regexp.MustCompile(`server store syncs +\S+ +` + regexp.QuoteMeta(tt.perMsg) + `\n`).MatchString(out.String()) {
+				t.Errorf("summary lacks syncs per message %s:\n%s", tt.perMsg, out.String())
+			}
+			var js bytes.Buffer
+			if err := WriteJSON(&js, res); err != nil {
+				t.Fatal(err)
+			}
+			var got struct {
+				Derived map[string]any `json:"derived"`
+			}
+			json.Unmarshal(js.Bytes(), &got)
+			v, ok := got.Derived["syncs_per_msg"]
+			if !ok {
+				t.Fatalf("result.json has no derived.syncs_per_msg")
+			}
+			if (tt.want == nil) != (v == nil) {
+				t.Errorf("derived.syncs_per_msg = %v", v)
+			}
+		})
+	}
+}
+
+func ptrU64(v uint64) *uint64 { return &v }
+
+// TestPhoneSchedule drives the phone regime on one loop without sockets:
+// a sender whose ACCEPT is late owes its next message, sends it when the
+// ACCEPT comes, timed from its slot; it never has two unaccepted; what is
+// still owed when the catch-up time ends is unsent.
+func TestPhoneSchedule(t *testing.T) {
+	l, a, b := checkerFixture(0)
+	l.body = make([]byte, l.e.spec.Size)
+	a.state, b.state = stateReady, stateReady
+	l.e.spec.ConnFrameCap = 500
+	t0 := int64(time.Second)
+	l.now = t0
+	l.traffic = traffic{active: true, start: t0, deadline: t0 + int64(time.Second)}
+	for _, c := range []*conn{a, b} {
+		c.sending = true
+		l.traffic.senders = append(l.traffic.senders, c)
+	}
+	tr := &l.traffic
+	tr.startPhone(5, time.Second) // two senders at 5/s: a slot every 100 ms, a's at 0, 200, 400… ms
+	if tr.interval != float64(100*time.Millisecond) {
+		t.Fatalf("slot interval %v ns, want 100 ms", tr.interval)
+	}
+	accept := func(c *conn) {
+		for i := range c.out {
+			if !c.out[i].accepted {
+				c.accepted(&protocol.Accept{MsgID: c.outBase + uint64(i)})
+			}
+		}
+	}
+	at := func(ms int64) {
+		l.now = t0 + ms*int64(time.Millisecond)
+		tr.tick(l)
+		if n := a.unaccepted(); n > 1 {
+			t.Fatalf("at %d ms a has %d messages unaccepted", ms, n)
+		}
+	}
+	at(0)
+	if len(a.out) != 1 || a.out[0].sent != t0 {
+		t.Fatalf("a sent %d messages, want its first, timed at the start", len(a.out))
+	}
+	at(100) // b's first slot
+	if len(b.out) != 1 || b.out[0].sent != t0+int64(100*time.Millisecond) {
+		t.Fatalf("b's first message %+v, want one timed at 100 ms", b.out)
+	}
+	at(250) // a's second slot (200 ms) passed; its first is not accepted
+	if len(a.out) != 1 || tr.owed != 1 {
+		t.Fatalf("a sent %d, owed %d: want 1 sent and 1 owed while its first waits for its ACCEPT", len(a.out), tr.owed)
+	}
+	accept(a)
+	if len(a.out) != 2 || a.out[1].sent != t0+int64(200*time.Millisecond) {
+		t.Fatalf("after the ACCEPT a has %d messages; want its second, timed from its slot at 200 ms", len(a.out))
+	}
+	at(450) // a's slot at 400 ms: owed again
+	at(650) // and 600 ms; b's at 300 and 500 ms too
+	if a.slotsDue-a.slotsSent != 2 || tr.owed != 4 {
+		t.Fatalf("a owes %d, all %d: want 2 and 4", a.slotsDue-a.slotsSent, tr.owed)
+	}
+	accept(a)
+	if got := a.out[len(a.out)-1].sent; got != t0+int64(400*time.Millisecond) {
+		t.Errorf("the oldest owed message went first? sent timed %d ms", (got-t0)/1e6)
+	}
+	accept(b)
+	at(1000) // the deadline: no slot at or after it
+	if tr.phoneDone(l.now) {
+		t.Error("done with a message still owed, before the catch-up ran out")
+	}
+	l.now = tr.deadline + tr.catchUp
+	if !tr.phoneDone(l.now) {
+		t.Error("not done once the catch-up ran out")
+	}
+	// Slots of a: 0…800 ms (5), sent 3 (0, 200, 400 ms); of b: 100…900 ms
+	// (5), sent 2 (100, 300 ms).
+	if got := tr.unsent(); got != 5 {
+		t.Errorf("unsent %d, want the 5 owed", got)
+	}
+	if sent := len(a.out) + len(b.out); uint64(sent)+tr.unsent() != 10 {
+		t.Errorf("sent %d + unsent %d, want the 10 slots", sent, tr.unsent())
+	}
+}
+
+// TestPhone runs the phone scenario against a real server: every slot's
+// message is sent, delivered once and in order, and receipted.
+func TestPhone(t *testing.T) {
+	srv := startServer(t, delivery.Config{})
+	cfg := srv.config("phone")
+	cfg.Pairs, cfg.Rate, cfg.Duration = 10, 400, time.Second
+	res := runOK(t, cfg)
+	checkAllDelivered(t, res, 400)
+	checkAllReceipted(t, res)
+	if res.Unsent != 0 {
+		t.Errorf("unsent %d, want 0 at 20 msg/s per sender", res.Unsent)
+	}
+	if got := res.SendToDeliver.TotalCount(); got != 400 {
+		t.Errorf("send-to-deliver samples %d, want 400", got)
+	}
+	if !slices.ContainsFunc(res.Notes, func(n string) bool { return strings.HasPrefix(n, "phone at 400 msg/s: each of 20 senders") }) {
+		t.Errorf("no phone note in %q", res.Notes)
+	}
+}
+
+// TestSweep runs a two-step sweep over one set of connections, against a
+// server whose metrics count two syncs and a CPU second per accepted
+// message, so the per-message figures are known.
+func TestSweep(t *testing.T) {
+	srv := startServer(t, delivery.Config{})
+	h := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		n := srv.router.Stats().Accepted.Load()
+		// The CPU starts at 1: a zero reads as "not measured".
+		fmt.Fprintf(w, "process_cpu_seconds_total %d\nswitchboard_store_syncs_total %d\nprocess_resident_memory_bytes 1000\n", 1+n, 2*n)
+	}))
+	t.Cleanup(h.Close)
+	cfg := srv.config("sweep")
+	cfg.Metrics = h.URL + "/metrics"
+	cfg.Pairs, cfg.Rates, cfg.Duration, cfg.P99 = 5, []float64{100, 200}, time.Second, 10*time.Second
+	res := runOK(t, cfg)
+	sw := res.Sweep
+	if sw == nil || len(sw.Steps) != 2 {
+		t.Fatalf("sweep %+v, want two steps", sw)
+	}
+	for i, want := range []uint64{100, 200} {
+		s := sw.Steps[i]
+		if s.Sent != want || s.Delivered != want || s.Unsent != 0 || !s.Passed {
+			t.Errorf("step %d: sent %d delivered %d unsent %d passed %v, want %d sent and delivered", i, s.Sent, s.Delivered, s.Unsent, s.Passed, want)
+		}
+		if s.SendToDeliver.Count != int64(want) || s.SendToAck.Count != int64(want) {
+			t.Errorf("step %d: %d send-to-deliver and %d send-to-ack samples, want %d", i, s.SendToDeliver.Count, s.SendToAck.Count, want)
+		}
+		if s.SyncsPerMsg == nil || *s.SyncsPerMsg != 2 {
+			t.Errorf("step %d: syncs per message %v, want 2", i, s.SyncsPerMsg)
+		}
+		if s.ServerCPUPerMsgUs == nil || *s.ServerCPUPerMsgUs != 1e6 {
+			t.Errorf("step %d: server CPU per message %v µs, want 1e6", i, s.ServerCPUPerMsgUs)
+		}
+		if !s.Held {
+			t.Errorf("step %d did not hold a 10 s target: p99 %d µs", i, s.SendToDeliver.P99)
+		}
+	}
+	if sw.Highest != 200 || sw.Stopped != "" {
+		t.Errorf("highest %v, stopped %q; want 200 and the sweep complete", sw.Highest, sw.Stopped)
+	}
+	checkAllReceipted(t, res)
+	if res.Sent != 300 || res.Delivered != 300 || res.Lost != 0 {
+		t.Errorf("sweep totals: sent %d delivered %d lost %d, want 300, 300, 0", res.Sent, res.Delivered, res.Lost)
+	}
+	if res.ServerSyncs == nil || *res.ServerSyncs != 600 {
+		t.Errorf("sweep syncs %v, want 600", res.ServerSyncs)
+	}
+	if got := srv.srv.Stats().Logins.Load(); got != 10 {
+		t.Errorf("%d logins, want 10: the steps share the connections", got)
+	}
+	if res.Conns != 10 {
+		t.Errorf("conns %d, want 10", res.Conns)
+	}
+
+	dir := t.TempDir()
+	if err := writeReport(dir, res, testChartDPI); err != nil {
+		t.Fatal(err)
+	}
+	md := readFile(t, filepath.Join(dir, reportFile))
+	for _, want := range []string{
+		`**highest rate that holds p99 \< 10.0 s: 200 msg/s**`,
+		"| 100 msg/s | ",
+		"| 200 msg/s | ",
+		"![p99 and server CPU per message against offered rate](sweep.png)",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report.md lacks %q", want)
+		}
+	}
+	img, err := png.DecodeConfig(bytes.NewReader([]byte(readFile(t, filepath.Join(dir, sweepChartFile)))))
+	if err != nil || img.Height <= img.Width {
+		t.Errorf("sweep.png: %v, %dx%d: want two charts stacked", err, img.Width, img.Height)
+	}
+	var js struct {
+		Sweep struct {
+			Highest float64 `json:"highest_holding_per_s"`
+			Steps   []struct {
+				Offered float64  `json:"offered_per_s"`
+				Syncs   *float64 `json:"syncs_per_msg"`
+				Held    bool     `json:"held"`
+			} `json:"steps"`
+		} `json:"sweep"`
+	}
+	if err := json.Unmarshal([]byte(readFile(t, filepath.Join(dir, resultFile))), &js); err != nil {
+		t.Fatal(err)
+	}
+	if js.Sweep.Highest != 200 || len(js.Sweep.Steps) != 2 || js.Sweep.Steps[1].Syncs == nil || *js.Sweep.Steps[1].Syncs != 2 {
+		t.Errorf("result.json sweep %+v", js.Sweep)
+	}
+}
