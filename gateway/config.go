@@ -7,8 +7,6 @@ import (
 	"runtime"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"switchboard/protocol"
 )
 
@@ -22,13 +20,24 @@ type Config struct {
 	// Keys verify login tokens. Required.
 	Keys Keys
 	// MaxConns caps open connections; one more is refused with SERVER_FULL.
-	// Default: the open-file limit minus FDReserve, so accept never meets
-	// EMFILE (which would stop the whole engine).
+	// Default 0: as many as the open-file limit allows. Whatever its value,
+	// a connection is also refused while the open connections would pass
+	// the open-file limit minus the reserve for other files (filelimit.go),
+	// so accept never meets EMFILE, which would stop the whole engine. The
+	// reserve grows with the store, so the cap in force (Stats.ConnCap) may
+	// fall below MaxConns; a MaxConns above what the limit allows when New
+	// runs is an error (ErrFileLimit).
 	MaxConns int
-	// FDReserve is the file descriptors kept for storage and listeners when
-	// MaxConns is derived. Default 512: Badger holds tens of files, more
-	// while compacting.
-	FDReserve int
+	// FDHeadroom is the fixed part of the descriptors kept free beyond
+	// those open besides connections; a quarter of those is added to it.
+	// Default 64: what a small store may open between two counts, a second
+	// apart (filelimit.go).
+	FDHeadroom int
+	// OpenFiles returns how many descriptors the process has open. New
+	// calls it once, then gnet's ticker goroutine once a second; never an
+	// event loop. Default: the count of /proc/self/fd. An error from New's
+	// call fails New; a later one keeps the cap where it was.
+	OpenFiles func() (int, error)
 	// HandshakeTimeout is how long a connection may take to send the preface
 	// and a valid LOGIN. Default 10 s: a slow mobile link's TCP and first
 	// round trips, with margin.
@@ -77,14 +86,11 @@ func (c *Config) setDefaults() {
 	if c.Loops == 0 {
 		c.Loops = runtime.GOMAXPROCS(0)
 	}
-	if c.FDReserve == 0 {
-		c.FDReserve = 512
+	if c.FDHeadroom == 0 {
+		c.FDHeadroom = defaultFDHeadroom
 	}
-	if c.MaxConns == 0 {
-		var lim unix.Rlimit
-		if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err == nil {
-			c.MaxConns = int(lim.Cur) - c.FDReserve
-		}
+	if c.OpenFiles == nil {
+		c.OpenFiles = countOpenFiles
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
@@ -127,7 +133,8 @@ func (c *Config) validate() error {
 	}
 	check(len(c.Keys) > 0, "Keys: at least one token key is required")
 	check(c.Loops > 0, "Loops %d must be positive", c.Loops)
-	check(c.MaxConns > 0, "MaxConns %d must be positive (open-file limit too low for FDReserve %d?)", c.MaxConns, c.FDReserve)
+	check(c.MaxConns >= 0, "MaxConns %d must not be negative", c.MaxConns)
+	check(c.FDHeadroom > 0, "FDHeadroom %d must be positive", c.FDHeadroom)
 	check(c.HandshakeTimeout >= time.Second, "HandshakeTimeout %v must be at least 1s", c.HandshakeTimeout)
 	check(c.PartialFrameTimeout >= time.Second, "PartialFrameTimeout %v must be at least 1s", c.PartialFrameTimeout)
 	check(c.PingMin >= time.Second && c.PingMin <= c.PingDefault && c.PingDefault <= c.PingMax,

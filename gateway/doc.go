@@ -24,9 +24,16 @@
 //     costs nothing per frame (a connection moves on it only when it logs in
 //     and when a frame is left half-sent, so that a nearer deadline is not
 //     missed), and there is no timer or goroutine per connection.
-//   - A connection is accepted only below Config.MaxConns, kept under the
-//     open-file limit, because gnet stops the whole engine on EMFILE at
-//     accept. The one over the cap gets ERROR SERVER_FULL.
+//   - gnet stops the whole engine on EMFILE at accept, so a connection is
+//     accepted only while the open connections stay within the open-file
+//     limit minus a reserve for every other file, and within
+//     Config.MaxConns. The reserve is the descriptors open besides
+//     connections (the store's files, which grow with it, listeners,
+//     pollers), counted once a second on the ticker goroutine, plus 64 and
+//     a quarter of them for what may open before the next count
+//     (filelimit.go). The one over the cap gets ERROR SERVER_FULL and is
+//     counted in Stats.Refused; open sessions are kept. New refuses a
+//     MaxConns the limit cannot hold (ErrFileLimit).
 //   - A panic while handling a connection closes that connection with
 //     INTERNAL and is counted; the loop and other connections carry on.
 //

@@ -37,6 +37,9 @@ type serverOptions struct {
 	router  func(*delivery.Config)
 	storage func(*storage.Config)
 	dir     string // reuse this data folder; "" makes a fresh one
+	// fileLimit replaces the process's open-file limit for the gateway;
+	// 0 keeps it.
+	fileLimit int
 }
 
 // quietLogger discards logs unless SWITCHBOARD_TEST_LOG is set (gnet and
@@ -82,7 +85,13 @@ func startServer(t testing.TB, o serverOptions) *testServer {
 	if o.gw != nil {
 		o.gw(&gcfg)
 	}
-	srv, err := gateway.New(gcfg, router)
+	newServer := gateway.New
+	if o.fileLimit > 0 {
+		newServer = func(cfg gateway.Config, r *delivery.Router) (*gateway.Server, error) {
+			return gateway.NewWithFileLimit(cfg, r, o.fileLimit)
+		}
+	}
+	srv, err := newServer(gcfg, router)
 	if err != nil {
 		store.Close()
 		t.Fatalf("gateway.New: %v", err)

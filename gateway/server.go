@@ -24,10 +24,11 @@ type Server struct {
 	gnet.BuiltinEventEngine
 
 	// Immutable after construction.
-	cfg    Config
-	router *delivery.Router
-	start  time.Time
-	codec  *protocol.Codec // the dictionary offered at login; nil: none
+	cfg       Config
+	router    *delivery.Router
+	start     time.Time
+	codec     *protocol.Codec // the dictionary offered at login; nil: none
+	fileLimit int             // the open-file limit the cap keeps under
 
 	// Set once by OnBoot.
 	eng    gnet.Engine
@@ -37,13 +38,23 @@ type Server struct {
 	mu    sync.Mutex
 	loops map[gnet.EventLoop]*loop // guarded by mu; a loop is added on its first connection
 
-	conns    atomic.Int64
-	stopping atomic.Bool
-	stats    Stats
+	conns       atomic.Int64
+	stopping    atomic.Bool
+	countFailed atomic.Bool // a count of open files failed and was logged
+	stats       Stats
 }
 
-// Stats are the server's counters. Every field is atomic.
+// Stats are the server's counters and gauges. Every field is atomic.
 type Stats struct {
+	// ConnCap is the connection cap in force: the open-file limit minus
+	// FDReserve, or Config.MaxConns when that is lower. A gauge, set by New
+	// and then once a second.
+	ConnCap atomic.Int64
+	// FDReserve is the descriptors kept for everything but connections:
+	// those open besides connections when last counted, plus headroom
+	// (filelimit.go). A gauge, set with ConnCap.
+	FDReserve atomic.Int64
+
 	Accepted   atomic.Uint64 // connections opened
 	Refused    atomic.Uint64 // connections refused at the cap or while stopping
 	Logins     atomic.Uint64 // successful logins
@@ -57,16 +68,42 @@ type Stats struct {
 	Closes [64]atomic.Uint64
 }
 
-// New returns a server that routes through r. Run starts it.
+// New returns a server that routes through r. Run starts it. It counts the
+// files the process holds (the store should be open by now) and fails with
+// ErrFileLimit when the open-file limit cannot hold them with
+// Config.MaxConns connections (see filelimit.go).
 func New(cfg Config, r *delivery.Router) (*Server, error) {
-	cfg.setDefaults()
-	if err := cfg.validate(); err != nil {
+	limit, err := openFileLimit()
+	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, router: r, start: cfg.Now(), booted: make(chan struct{}), loops: map[gnet.EventLoop]*loop{}}
+	return newServer(cfg, r, limit)
+}
+
+// newServer is New under the open-file limit fileLimit.
+func newServer(cfg Config, r *delivery.Router, fileLimit int) (*Server, error) {
+	cfg.setDefaults()
+	errs := []error{cfg.validate()}
+	var other int
+	if cfg.Loops > 0 && cfg.FDHeadroom > 0 {
+		open, err := cfg.OpenFiles()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("gateway: counting open files: %w", err))
+		} else {
+			other = open + engineFiles(cfg.Loops)
+			errs = append(errs, checkFileLimit(&cfg, fileLimit, other))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, router: r, start: cfg.Now(), fileLimit: fileLimit, booted: make(chan struct{}), loops: map[gnet.EventLoop]*loop{}}
 	if !cfg.DisableCompression {
 		s.codec, _ = protocol.Lookup(protocol.DictV1)
 	}
+	reserve := fileReserve(other, cfg.FDHeadroom)
+	s.stats.FDReserve.Store(int64(reserve))
+	s.stats.ConnCap.Store(int64(fileCap(fileLimit, reserve, cfg.MaxConns)))
 	return s, nil
 }
 
@@ -208,9 +245,10 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 func (s *Server) now() uint32 { return uint32(s.cfg.Now().Sub(s.start)/time.Second) + 1 }
 
 // OnOpen implements gnet.EventHandler. It refuses a connection over the cap
-// with SERVER_FULL, so accept never runs the process out of descriptors.
+// in force (Stats.ConnCap) with SERVER_FULL, so accept never runs the
+// process out of descriptors.
 func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
-	if n := s.conns.Add(1); s.stopping.Load() || n > int64(s.cfg.MaxConns) {
+	if n := s.conns.Add(1); s.stopping.Load() || n > s.stats.ConnCap.Load() {
 		s.conns.Add(-1) // counted first, so two loops cannot both take the last place
 		s.stats.Refused.Add(1)
 		code := protocol.CodeServerFull
@@ -261,9 +299,12 @@ func (s *Server) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 	return c.loop.serve(c)
 }
 
-// OnTick implements gnet.EventHandler. It runs on its own goroutine, so it
-// only asks each loop to advance its wheel on the loop itself.
+// OnTick implements gnet.EventHandler. It runs on its own goroutine, once a
+// second from the engine's start: it counts the open files to set the
+// connection cap, and asks each loop to advance its wheel on the loop
+// itself.
 func (s *Server) OnTick() (time.Duration, gnet.Action) {
+	s.updateCap()
 	s.mu.Lock()
 	for el, l := range s.loops {
 		_ = el.Execute(context.Background(), l.tickFn)

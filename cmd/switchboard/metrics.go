@@ -29,6 +29,7 @@ func metricsHandler(srv *gateway.Server, r *delivery.Router, st storage.Store) h
 	gs := srv.Stats()
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "switchboard_connections", Help: "Open client connections."},
 		func() float64 { return float64(srv.Conns()) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "switchboard_connection_cap", Help: "Connections accepted now: --max-conns, or fewer when the open-file limit minus the reserve for other files is lower."}, func() float64 { return float64(gs.ConnCap.Load()) }))
 	counter("switchboard_connections_accepted_total", "Connections opened.", &gs.Accepted)
 	counter("switchboard_connections_refused_total", "Connections refused at the cap or while stopping.", &gs.Refused)
 	counter("switchboard_logins_total", "Successful logins.", &gs.Logins)

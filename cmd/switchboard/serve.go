@@ -28,7 +28,7 @@ func serve(args []string) error {
 		metrics  = fs.String("metrics", "127.0.0.1:9070", "address of the Prometheus /metrics and /debug/pprof/ endpoints (keep it private); empty: none")
 		loops    = fs.Int("loops", 0, "event loops; 0: one per core")
 		shards   = fs.Int("shards", 0, "routing workers; 0: two per core")
-		maxConns = fs.Int("max-conns", 0, "connection cap; 0: the open-file limit minus a reserve for storage")
+		maxConns = fs.Int("max-conns", 0, "connection cap; 0: as many as the open-file limit allows. Either way a connection is refused (SERVER_FULL) while open connections plus a reserve would pass the limit: the reserve is the files open besides connections (storage, which grows, listeners), counted every second, plus 64 and a quarter of them. A value above what the limit allows at start is an error")
 		outCap   = fs.Int("outbound-cap", 0, "per-connection unsent bytes before a slow reader is closed; 0: 256 KiB")
 		window   = fs.Int("window", 0, "mailbox entries sent and not yet acknowledged per connection; 0: 256")
 		ttl      = fs.Duration("ttl", 0, "how long a message waits for its recipient; 0: 30 days")
@@ -72,6 +72,9 @@ func serve(args []string) error {
 	}, router)
 	if err != nil {
 		store.Close()
+		if *maxConns > 0 && errors.Is(err, gateway.ErrFileLimit) {
+			err = fmt.Errorf("--max-conns %d: %w", *maxConns, err)
+		}
 		return err
 	}
 	router.Start()
