@@ -29,9 +29,9 @@
 //     limit minus a reserve for every other file, and within
 //     Config.MaxConns. The reserve is the descriptors open besides
 //     connections (the store's files, which grow with it, listeners,
-//     pollers), counted once a second on the ticker goroutine, plus 64 and
-//     a quarter of them for what may open before the next count
-//     (filelimit.go). The one over the cap gets ERROR SERVER_FULL and is
+//     pollers), counted once a second on the ticker goroutine, plus
+//     Config.FDHeadroom (64) and a quarter of them for what may open
+//     before the next count (filelimit.go). The one over the cap gets ERROR SERVER_FULL and is
 //     counted in Stats.Refused; open sessions are kept. New refuses a
 //     MaxConns the limit cannot hold (ErrFileLimit).
 //   - A panic while handling a connection closes that connection with
