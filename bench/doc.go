@@ -55,6 +55,30 @@
 // it delayed (the coordinated-omission correction). Closed-loop traffic
 // keeps a window of messages in flight per sender until delivered.
 //
+// # The phone regime and the sweep
+//
+// A capacity plan counts phones: many users, each sending a little, none
+// with two messages unconfirmed. The phone scenario is open loop with a
+// window of one accepted message: every user of every pair sends rate ÷
+// senders a second, on its own evenly spaced schedule (deterministic, not
+// Poisson: the latency tail is then the server's, not the arrivals'), the
+// senders staggered so that the loop's sends are as even as open loop's.
+// A message due while its sender still waits for the ACCEPT of the
+// previous one is owed, and goes out when that ACCEPT comes, timed from
+// its slot: the wait is charged, as for any open-loop message. Slots stop
+// after --duration; owed messages may still go out for as long again,
+// and what is owed then is counted unsent (the server did not keep up; not
+// a correctness failure). The checks are chat's.
+//
+// The sweep runs the phone regime at rising offered rates over the same
+// connections, a drain after each step and the servers' metrics read
+// around it, and reports per step the delivered rate, the server's CPU
+// and store syncs (switchboard_store_syncs_total) per delivered message,
+// the send-to-deliver percentiles, and whether p99 stayed under the
+// target; the answer is the highest rate that held it with every lower
+// rate holding too (a rate that holds only above one that missed is noise
+// near the knee). A step that fails the checks ends the sweep and fails it.
+//
 // Connections the server closes reconnect and resend what was not
 // confirmed, as a client would, with the SEND's retry flag (B) set on every
 // resend and on no first send; receivers acknowledge cumulatively, at most

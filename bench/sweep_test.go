@@ -318,23 +318,44 @@ func TestPhoneSchedule(t *testing.T) {
 	}
 }
 
-// TestPhone runs the phone scenario against a real server: every slot's
-// message is sent, delivered once and in order, and receipted.
+// TestPhone runs the phone scenario against a real server, in the
+// coordinator's process and over worker processes (the step's per-sender
+// rate travels to them): every slot's message is sent, delivered once and
+// in order, and receipted.
 func TestPhone(t *testing.T) {
-	srv := startServer(t, delivery.Config{})
-	cfg := srv.config("phone")
-	cfg.Pairs, cfg.Rate, cfg.Duration = 10, 400, time.Second
-	res := runOK(t, cfg)
-	checkAllDelivered(t, res, 400)
-	checkAllReceipted(t, res)
-	if res.Unsent != 0 {
-		t.Errorf("unsent %d, want 0 at 20 msg/s per sender", res.Unsent)
+	tests := []struct {
+		name       string
+		pairs      int
+		rate       float64
+		perProcess int
+		procs      int // generator processes, the coordinator included
+		note       string
+	}{
+		{name: "one process", pairs: 10, rate: 400, procs: 1, note: "phone at 400 msg/s: each of 20 senders"},
+		{name: "three workers", pairs: 6, rate: 240, perProcess: 4, procs: 4, note: "phone at 240 msg/s: each of 12 senders"},
 	}
-	if got := res.SendToDeliver.TotalCount(); got != 400 {
-		t.Errorf("send-to-deliver samples %d, want 400", got)
-	}
-	if !slices.ContainsFunc(res.Notes, func(n string) bool { return strings.HasPrefix(n, "phone at 400 msg/s: each of 20 senders") }) {
-		t.Errorf("no phone note in %q", res.Notes)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := startServer(t, delivery.Config{})
+			cfg := srv.config("phone")
+			cfg.Pairs, cfg.Rate, cfg.Duration, cfg.PerProcess = tt.pairs, tt.rate, time.Second, tt.perProcess
+			res := runOK(t, cfg)
+			want := uint64(tt.rate)
+			checkAllDelivered(t, res, want)
+			checkAllReceipted(t, res)
+			if res.Unsent != 0 {
+				t.Errorf("unsent %d, want 0 at 20 msg/s per sender", res.Unsent)
+			}
+			if got := uint64(res.SendToDeliver.TotalCount()); got != want {
+				t.Errorf("send-to-deliver samples %d, want %d", got, want)
+			}
+			if res.Processes != tt.procs {
+				t.Errorf("processes %d, want %d", res.Processes, tt.procs)
+			}
+			if !slices.ContainsFunc(res.Notes, func(n string) bool { return strings.HasPrefix(n, tt.note) }) {
+				t.Errorf("no note %q… in %q", tt.note, res.Notes)
+			}
+		})
 	}
 }
 
@@ -426,5 +447,76 @@ func TestSweep(t *testing.T) {
 	}
 	if js.Sweep.Highest != 200 || len(js.Sweep.Steps) != 2 || js.Sweep.Steps[1].Syncs == nil || *js.Sweep.Steps[1].Syncs != 2 {
 		t.Errorf("result.json sweep %+v", js.Sweep)
+	}
+}
+
+// TestSweepRendering checks the sweep's rows and verdict as the terminal
+// and report.md show them.
+func TestSweepRendering(t *testing.T) {
+	lat := func(p50, p99, p999 int64) HistSummary {
+		return HistSummary{Count: 1000, P50: p50, P99: p99, P999: p999}
+	}
+	cpu, syncs := 42.5, 0.25
+	steps := []SweepStep{
+		{Offered: 1000, DeliveredPerSec: 1000, ServerCPUPerMsgUs: &cpu, SyncsPerMsg: &syncs, SendToDeliver: lat(900, 2500, 4000), Passed: true, Held: true},
+		{Offered: 2000, DeliveredPerSec: 1990, SendToDeliver: lat(1200, 3100, 9000), Passed: true},
+		{Offered: 5000, DeliveredPerSec: 4100, SendToDeliver: lat(1500, 2900, 9000), Passed: true, Unsent: 1234},
+		{Offered: 10000, DeliveredPerSec: 9000, SendToDeliver: lat(1500, 2000, 2500), Passed: true, Held: true},
+	}
+	rows := []string{
+		"1,000 msg/s|1,000 msg/s|42.5 µs|900 µs|2.50 ms|4.00 ms|0.25|yes",
+		"2,000 msg/s|1,990 msg/s|n/a|1.20 ms|3.10 ms|9.00 ms|n/a|no",
+		"5,000 msg/s|4,100 msg/s|n/a|1.50 ms|2.90 ms|9.00 ms|n/a|no: 1,234 unsent",
+		"10,000 msg/s|9,000 msg/s|n/a|1.50 ms|2.00 ms|2.50 ms|n/a|yes",
+	}
+	for i, s := range steps {
+		if got := strings.Join(sweepRow(s), "|"); got != rows[i] {
+			t.Errorf("row %d:\n got %s\nwant %s", i, got, rows[i])
+		}
+	}
+	if got := strings.Join(sweepRow(SweepStep{Offered: 300}), "|"); got != "300 msg/s|0.0 msg/s|n/a|—|—|—|n/a|FAIL" {
+		t.Errorf("failed step's row %s", got)
+	}
+
+	tests := []struct {
+		name  string
+		sweep Sweep
+		want  []string
+	}{
+		{
+			name:  "a knee, and noise above it",
+			sweep: Sweep{TargetP99: 3 * time.Millisecond, Steps: steps, Highest: 1000, HeldAboveMiss: []float64{10000}},
+			want: []string{
+				"highest rate that holds p99 < 3.00 ms: 1,000 msg/s",
+				"10,000 msg/s held the target too, above a rate that did not: the figures are noisy near the knee; run longer steps (--duration) or again",
+			},
+		},
+		{
+			name:  "none holds, stopped",
+			sweep: Sweep{TargetP99: 500 * time.Microsecond, Steps: steps[1:2], Stopped: "at 2,000 msg/s: the step failed the checks"},
+			want: []string{
+				"highest rate that holds p99 < 500 µs: none (no step from the lowest up held it)",
+				"the sweep stopped early, at 2,000 msg/s: the step failed the checks",
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := sweepVerdict(&tt.sweep); !slices.Equal(got, tt.want) {
+				t.Errorf("verdict\n got %q\nwant %q", got, tt.want)
+			}
+			r := newResult()
+			r.Scenario, r.Sweep = "sweep", &tt.sweep
+			var out bytes.Buffer
+			PrintSummary(&out, r)
+			for _, w := range tt.want {
+				if !strings.Contains(out.String(), w+"\n") {
+					t.Errorf("summary lacks %q:\n%s", w, out.String())
+				}
+			}
+			if !strings.Contains(out.String(), "p99 < "+formatMicros(float64(tt.sweep.TargetP99.Microseconds()))) {
+				t.Errorf("summary's table has no target column:\n%s", out.String())
+			}
+		})
 	}
 }
