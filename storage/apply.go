@@ -13,7 +13,7 @@ import "fmt"
 func (s *engine) apply(w writer, o *op, now int64, budget int) (units, bytes int, err error) {
 	switch o.kind {
 	case opAppend:
-		return s.applyAppend(w, o, now)
+		return s.applyAppend(w, o, now, budget)
 	case opAck:
 		return s.applyAck(w, o, now, budget)
 	case opExpire:
@@ -29,7 +29,10 @@ func (s *engine) apply(w writer, o *op, now int64, budget int) (units, bytes int
 	return 0, 0, fmt.Errorf("storage: unknown op kind %d", o.kind)
 }
 
-func (s *engine) applyAppend(w writer, o *op, now int64) (units, bytes int, err error) {
+// applyAppend writes o's entry. Expired entries that stand between a full
+// mailbox and the entry are deleted first, within budget; when the budget
+// runs out before the entry fits, o continues in the next batch.
+func (s *engine) applyAppend(w writer, o *op, now int64, budget int) (units, bytes int, err error) {
 	e := &o.e
 	if e.Time == 0 {
 		e.Time = now
@@ -56,23 +59,36 @@ func (s *engine) applyAppend(w writer, o *op, now int64) (units, bytes int, err 
 	}
 	n := int64(len(e.Value))
 	if !s.fits(c, n) {
-		// Expired entries do not count: drop them, then look again.
-		if _, err := s.expireHead(w, c, now, s.cfg.MaxBatch); err != nil {
+		// Expired entries do not count: drop them, then look again. Each
+		// deletion is a write of this batch, counted against its budget.
+		allowance := max(1, budget-1) // at least one, so each try makes progress
+		expired, err := s.expireHead(w, c, now, allowance)
+		if err != nil {
 			return 0, 0, err
+		}
+		units = expired
+		if !s.fits(c, n) && expired == allowance {
+			o.unfinished = true // more may be expired: go on in the next batch
+			return units, 0, nil
 		}
 		if !s.fits(c, n) {
 			o.err = fmt.Errorf("%w: recipient %d holds %d entries, %d bytes", ErrMailboxFull, e.Recipient, c.m.count, c.m.bytes)
 			s.stats.refusedFull.Add(1)
-			return 1, 0, nil
+			return units + 1, 0, nil
 		}
 	}
 	if s.tot.bytes+n > s.cfg.MaxTotalBytes {
 		o.err = fmt.Errorf("%w: %d bytes stored", ErrStoreFull, s.tot.bytes)
 		s.stats.refusedStoreFull.Add(1)
-		return 1, 0, nil
+		return units + 1, 0, nil
 	}
 	if err := w.putEntry(e); err != nil {
 		return 0, 0, err
+	}
+	if e.Settles != (ReceiptKey{}) {
+		if err := w.delPending(e.Recipient, e.Settles); err != nil {
+			return 0, 0, err
+		}
 	}
 	if e.Kind.message() {
 		d := Dup{Recipient: e.Recipient, Seq: e.Seq, Time: e.Time}
@@ -94,7 +110,7 @@ func (s *engine) applyAppend(w writer, o *op, now int64) (units, bytes int, err 
 	s.tot.count++
 	s.tot.bytes += n
 	s.totDirt = true
-	return 1, int(n), nil
+	return units + 1, int(n), nil
 }
 
 // fits reports whether one more entry of n bytes fits c's mailbox.
@@ -122,6 +138,7 @@ func (s *engine) applyAck(w writer, o *op, now int64, budget int) (units, bytes 
 	if err != nil {
 		return 0, 0, err
 	}
+	first := len(o.ack.Receipts)
 	for _, d := range dead {
 		switch {
 		case s.expired(d.time, now):
@@ -131,6 +148,9 @@ func (s *engine) applyAck(w writer, o *op, now int64, budget int) (units, bytes 
 		}
 	}
 	if err := s.remove(w, c, dead); err != nil {
+		return 0, 0, err
+	}
+	if err := s.recordPending(w, o.r, o.ack, first); err != nil {
 		return 0, 0, err
 	}
 	o.ack.Deleted += len(dead)
@@ -275,4 +295,25 @@ func (s *engine) applyGroup(w writer, o *op, now int64) (units, bytes int, err e
 		return 1 + len(ids), 0, w.delGroup(o.group)
 	}
 	return 0, 0, fmt.Errorf("storage: unknown group op %d", o.kind)
+}
+
+// recordPending writes the receipts of ack from index first on as pending
+// receipts, one per run of consecutive msg ids of one sender and kind, in
+// the transaction that deletes their entries, and adds them to
+// ack.Pending.
+func (s *engine) recordPending(w writer, acker uint64, ack *AckResult, first int) error {
+	rs := ack.Receipts[first:]
+	for i := 0; i < len(rs); {
+		j := i + 1
+		for j < len(rs) && rs[j].Sender == rs[i].Sender && rs[j].MsgID == rs[j-1].MsgID+1 && rs[j].Group == rs[i].Group {
+			j++
+		}
+		p := PendingReceipt{Sender: rs[i].Sender, Acker: acker, Seq: rs[i].Seq, MsgID: rs[i].MsgID, More: uint64(j - i - 1), Group: rs[i].Group}
+		if err := w.putPending(&p); err != nil {
+			return err
+		}
+		ack.Pending = append(ack.Pending, p)
+		i = j
+	}
+	return nil
 }

@@ -52,6 +52,9 @@ type reader interface {
 	groupsOf(m uint64, fn func(g uint64) bool) error
 	// totals returns the stored totals.
 	totals() (totals, error)
+	// pending calls fn with each pending receipt in key order until fn
+	// returns false.
+	pending(fn func(PendingReceipt) bool) error
 	// heads calls fn for each recipient with waiting entries, with its meta
 	// and the time of its first waiting entry, until fn returns false.
 	heads(fn func(r uint64, m meta, headTime int64) bool) error
@@ -67,12 +70,16 @@ type writer interface {
 	delEntry(r, seq uint64) error
 	putDedupe(sender, msgID uint64, d Dup, ttlSeconds int64) error
 	putTotals(t totals) error
+	putPending(p *PendingReceipt) error
+	delPending(sender uint64, key ReceiptKey) error
 	putGroup(g uint64, gi groupInfo) error
 	delGroup(g uint64) error
 	putMember(g, m uint64, role Role) error
 	delMember(g, m uint64) error
-	// commit makes every write durable (fsync for Badger) or reports why
-	// not; then the writer is finished.
+	// commit makes every write visible to views and durable against a
+	// crash of the process (Badger's log is in the page cache), or reports
+	// why not; then the writer is finished. Only backend.sync makes it
+	// durable against a crash of the machine.
 	commit() error
 	// discard abandons the batch after a database error; the store is
 	// poisoned afterwards, so the memory backend need not roll back.
@@ -93,6 +100,13 @@ type backend interface {
 	// what it did in c. Housekeeping goroutine only; it may run while the
 	// committer commits, and uses e.exclusive for what must not.
 	reclaim(live int64, quiet bool, c *counters, e *engine) error
+	// sync makes every committed write durable against a crash of the
+	// machine (an fsync, for Badger). Committer goroutine only.
+	sync() error
+	// reopen closes and opens the database again after a failed commit, so
+	// that what is on disk is what its log replays. Views wait for it.
+	// Committer goroutine only.
+	reopen() error
 	// close releases the backend after the committer has stopped.
 	close() error
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
@@ -32,7 +33,7 @@ func openBadger(cfg Config, failCommit func() error) (*engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", cfg.Dir, err)
 	}
-	be := &badgerBackend{db: db, dir: cfg.Dir, log: cfg.Logger, failCommit: failCommit}
+	be := &badgerBackend{db: db, opts: badgerOptions(cfg), dir: cfg.Dir, log: cfg.Logger, failCommit: failCommit}
 	s, err := newEngine(cfg, be)
 	if err != nil {
 		_ = db.Close()
@@ -45,9 +46,10 @@ func openBadger(cfg Config, failCommit func() error) (*engine, error) {
 // footprint.
 func badgerOptions(cfg Config) badger.Options {
 	return badger.DefaultOptions(cfg.Dir).
-		// Every commit is fsynced (msync of the memtable WAL); the
-		// committer makes that one sync per batch.
-		WithSyncWrites(true).
+		// A commit writes the memtable's log through its mapping, which
+		// survives a crash of the process; the committer syncs (msync)
+		// only batches that need it (engine.go, "Syncs").
+		WithSyncWrites(false).
 		WithLogger(badgerLogger{cfg.Logger}).
 		// Values are end-to-end encrypted: compression would cost CPU and
 		// save nothing. Without compression Badger needs no block cache and
@@ -102,10 +104,18 @@ func (b badgerLogger) Debugf(f string, a ...any)   { b.logf(slog.LevelDebug-4, f
 // badgerBackend keeps the store in Badger; see keys.go for the key space.
 type badgerBackend struct {
 	// Immutable after construction.
-	db         *badger.DB
+	opts       badger.Options
 	dir        string
 	log        *slog.Logger
 	failCommit func() error // tests only
+	failSync   func() error // tests only: fails a sync like failCommit
+
+	// db is replaced by reopen, which holds mu for writing; views hold it
+	// for reading. The committer (the only caller of reopen) and
+	// housekeeping (which the engine keeps out of a reopen) use db without
+	// it.
+	mu sync.RWMutex
+	db *badger.DB
 
 	// Owned by the committer (the one goroutine that begins and commits).
 	slab slab
@@ -159,7 +169,38 @@ func (s *slab) entry(k, v []byte) *badger.Entry {
 }
 
 func (b *badgerBackend) view(fn func(reader) error) error {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
 	return b.db.View(func(txn *badger.Txn) error { return fn(&badgerTxn{txn: txn, be: b}) })
+}
+
+func (b *badgerBackend) sync() error {
+	if b.failSync != nil {
+		if err := b.failSync(); err != nil {
+			return err
+		}
+	}
+	return b.db.Sync()
+}
+
+// reopen closes Badger (which flushes what it can) and opens it again,
+// replaying its log. If the close fails, the files are still released and
+// the open replays from them.
+func (b *badgerBackend) reopen() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.db != nil {
+		if err := b.db.Close(); err != nil {
+			b.log.Warn("storage: closing Badger to reopen it", "err", err)
+		}
+		b.db = nil
+	}
+	db, err := badger.Open(b.opts)
+	if err != nil {
+		return fmt.Errorf("storage: reopen %s: %w", b.dir, err)
+	}
+	b.db = db
+	return nil
 }
 
 func (b *badgerBackend) snapshot() (reader, func(), bool) {
@@ -168,6 +209,11 @@ func (b *badgerBackend) snapshot() (reader, func(), bool) {
 }
 
 func (b *badgerBackend) close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.db == nil {
+		return nil // a failed reopen left none
+	}
 	if err := b.db.Close(); err != nil {
 		return fmt.Errorf("storage: close: %w", err)
 	}
@@ -362,7 +408,29 @@ func (t *badgerTxn) heads(fn func(r uint64, m meta, headTime int64) bool) error 
 	return errors.Join(err, inner)
 }
 
+func (t *badgerTxn) pending(fn func(PendingReceipt) bool) error {
+	var inner error
+	err := t.each([]byte{prefixPending}, func(k, v []byte) bool {
+		p, err := decodePending(k, v)
+		if err != nil {
+			inner = err
+			return false
+		}
+		return fn(p)
+	})
+	return errors.Join(err, inner)
+}
+
 func (t *badgerTxn) set(k, v []byte) error { return t.txn.SetEntry(badger.NewEntry(k, v)) }
+
+func (t *badgerTxn) putPending(p *PendingReceipt) error {
+	s := &t.be.slab
+	return t.txn.SetEntry(s.entry(putPendingKey(s.take(pendingKeyLen), p.Sender, p.Key()), putPending(s.take(pendingValLen), p)))
+}
+
+func (t *badgerTxn) delPending(sender uint64, key ReceiptKey) error {
+	return t.txn.Delete(putPendingKey(t.be.slab.take(pendingKeyLen), sender, key))
+}
 
 func (t *badgerTxn) putMeta(r uint64, m meta) error {
 	s := &t.be.slab

@@ -72,6 +72,14 @@ type Config struct {
 	// negative disables the timer (tests call housekeeping directly).
 	HousekeepingInterval time.Duration
 
+	// RelaxedDelay is how long a relaxed write (an ack, a receipt entry,
+	// expiry; see Store.Append) may wait for a batch that syncs anyway
+	// before it is committed on its own, and how long a committed relaxed
+	// append may then wait for a sync. Zero means DefaultRelaxedDelay;
+	// negative means no wait (each relaxed write is committed and synced
+	// at once, as an urgent one is; tests that ack in a loop use it).
+	RelaxedDelay time.Duration
+
 	// MemTableSize is Badger's memtable size, in bytes; Badger keeps up to
 	// two of them in memory. Zero means DefaultMemTableSize.
 	MemTableSize int64
@@ -115,6 +123,11 @@ const (
 	// DefaultHousekeepingInterval: disk space comes back within minutes of
 	// a drain, and an idle store does no work in between.
 	DefaultHousekeepingInterval = time.Minute
+	// DefaultRelaxedDelay: at a few hundred messages a second a send (whose
+	// batch syncs) comes every few milliseconds, so acks and receipts
+	// almost always ride on one; a receipt reaches its sender at most
+	// 20 ms later than it could, which no one sees.
+	DefaultRelaxedDelay = 10 * time.Millisecond
 	// DefaultMemTableSize: 24 MiB. 16 MiB is the smallest memtable whose
 	// 15% transaction cap holds a full default batch (see txnEstimate);
 	// 24 MiB flushes a third less often, which cost 4-8% less CPU per
@@ -145,6 +158,7 @@ func (c Config) withDefaults() Config {
 	setDur(&c.MessageTTL, DefaultMessageTTL)
 	setDur(&c.DedupeWindow, DefaultDedupeWindow)
 	setDur(&c.HousekeepingInterval, DefaultHousekeepingInterval)
+	setDur(&c.RelaxedDelay, DefaultRelaxedDelay)
 	setI64(&c.MaxMailboxMessages, DefaultMaxMailboxMessages)
 	setI64(&c.MaxMailboxBytes, DefaultMaxMailboxBytes)
 	setI64(&c.MaxTotalBytes, DefaultMaxTotalBytes)
@@ -174,6 +188,9 @@ func (c Config) Validate() error {
 	}
 	if c.MessageTTL < time.Second {
 		bad("MessageTTL %v is below one second", c.MessageTTL)
+	}
+	if c.RelaxedDelay > time.Second {
+		bad("RelaxedDelay %v is over 1s", c.RelaxedDelay)
 	}
 	if c.DedupeWindow < time.Second {
 		bad("DedupeWindow %v is below one second", c.DedupeWindow)

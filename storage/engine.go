@@ -34,7 +34,12 @@ type engine struct {
 
 	// Atomic; shared by every goroutine.
 	stats  counters
-	failed atomic.Pointer[error] // the first failed commit; poisons every later write
+	failed atomic.Pointer[error] // why writes are refused until the database is reopened; nil: healthy
+
+	// hkMu is held by housekeeping for a whole round and tried by the
+	// committer before it reopens the database, so that a reopen never
+	// pulls Badger from under a round (see recover).
+	hkMu sync.Mutex
 
 	// Owned by the committer goroutine.
 	cache       map[uint64]*cachedMeta // bounded by cfg.MetaCacheEntries after each commit
@@ -53,6 +58,14 @@ type engine struct {
 	batchNo     uint64                 // number of the open batch; see prefetch.go
 	batchKeys   map[dedupeID]Dup       // dedupe records written by the open batch
 	prevKeys    map[dedupeID]Dup       // dedupe records written by the batch before
+	timer       *time.Timer            // the committer's one timer: gather, syncDue, retryAt
+	// unsynced are relaxed appends committed by batches that did not sync,
+	// waiting for the next sync to call done; at most cfg.MaxBatch (a
+	// fuller list is synced at once).
+	unsynced []op
+	syncDue  time.Time     // when unsynced must be synced, if no batch synced before
+	retryAt  time.Time     // while failed: when to try reopening the database
+	backoff  time.Duration // while failed: the wait after the next failed reopen
 
 	// Owned by the housekeeping goroutine (or a test calling housekeep).
 	lastSweep time.Time // Config.Now of the last TTL sweep
@@ -116,7 +129,24 @@ type op struct {
 	dupFound   bool       // the prefetch snapshot held a dedupe record for the entry
 	dup        Dup        // that record
 	ack        *AckResult // opAck: what was deleted so far
-	unfinished bool       // opAck: continues in the next batch
+	unfinished bool       // opAck, opAppend: continues in the next batch
+}
+
+// urgent reports whether o's caller waits for it to be synced as soon as
+// possible: a message, a group event or a group change, whose ACCEPT a
+// client is waiting for. The rest (acks, receipts, expiry) are relaxed:
+// they ride on the next batch that syncs anyway, or wait a little for
+// one (Config.RelaxedDelay), because a crash that loses them loses
+// nothing the server acknowledged: a lost ack is a redelivery, and a lost
+// receipt entry leaves its PendingReceipt in place.
+func (o *op) urgent() bool {
+	switch o.kind {
+	case opAppend:
+		return o.e.Kind != KindReceipt
+	case opAck, opExpire:
+		return false
+	}
+	return true
 }
 
 func newEngine(cfg Config, be backend) (*engine, error) {
@@ -132,6 +162,7 @@ func newEngine(cfg Config, be backend) (*engine, error) {
 		prevKeys:      make(map[dedupeID]Dup),
 		tailMax:       defaultTailMax,
 		tailBudget:    defaultTailBudget,
+		timer:         time.NewTimer(time.Hour),
 		committerDone: make(chan struct{}),
 		hkStop:        make(chan struct{}),
 		hkDone:        make(chan struct{}),
@@ -146,6 +177,7 @@ func newEngine(cfg Config, be backend) (*engine, error) {
 	}
 	s.stats.storedMessages.Store(uint64(s.tot.count))
 	s.stats.storedBytes.Store(uint64(s.tot.bytes))
+	s.timer.Stop()
 	go s.run()
 	go s.housekeepLoop()
 	return s, nil
@@ -223,6 +255,16 @@ func (s *engine) DeleteGroup(group uint64) error {
 	return s.wait(op{kind: opDeleteGroup, group: group})
 }
 
+// PendingReceipts implements Store.
+func (s *engine) PendingReceipts(fn func(PendingReceipt) bool) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	return s.be.view(func(rd reader) error { return rd.pending(fn) })
+}
+
 // Stats implements Store.
 func (s *engine) Stats() Stats { return s.stats.snapshot() }
 
@@ -243,12 +285,19 @@ func (s *engine) Close() error {
 
 // run is the committer goroutine: it takes the first queued op, adds every
 // op already waiting (up to the batch limits), commits them in one
-// transaction and then calls their callbacks in queue order.
+// transaction, syncs it if any of them is urgent, and then calls their
+// callbacks in queue order. A relaxed op that comes alone waits up to
+// Config.RelaxedDelay for company.
 func (s *engine) run() {
 	defer close(s.committerDone)
 	for {
-		first, ok := s.next(true)
+		first, ok := s.nextWait()
 		if !ok {
+			// Closed and drained: what is held gets its sync before Close
+			// closes the database.
+			if len(s.unsynced) > 0 && s.failure() == nil {
+				s.syncHeld()
+			}
 			return
 		}
 		if err := s.failure(); err != nil {
@@ -259,20 +308,87 @@ func (s *engine) run() {
 			first.done(first.fn())
 			continue
 		}
+		if !first.urgent() && s.pending.len() == 0 {
+			s.gather(first)
+			first, _ = s.pending.popFront()
+		}
 		s.commitBatch(first)
 	}
 }
 
+// nextWait returns the next op: an unfinished op or one held back from the
+// last batch first, then q, waiting for it. Meanwhile it syncs the held
+// relaxed appends when they are due, and retries reopening a failed
+// database. It reports false once q is closed and drained.
+func (s *engine) nextWait() (op, bool) {
+	for {
+		if o, ok := s.pending.popFront(); ok {
+			return o, true
+		}
+		var due time.Time
+		switch {
+		case s.failure() != nil:
+			due = s.retryAt
+		case len(s.unsynced) > 0:
+			due = s.syncDue
+		default:
+			o, ok := <-s.q
+			return o, ok
+		}
+		if d := time.Until(due); d > 0 {
+			s.timer.Reset(d)
+			select {
+			case o, ok := <-s.q:
+				s.timer.Stop()
+				return o, ok
+			case <-s.timer.C:
+			}
+		}
+		if s.failure() != nil {
+			s.recover()
+		} else {
+			s.syncHeld()
+		}
+	}
+}
+
+// gather holds first, a relaxed op, and what follows it in pending until
+// an urgent op arrives (whose batch syncs anyway), the relaxed delay
+// passes, a full batch is waiting, or q closes. pending is empty when it
+// is called, so the order of ops is kept.
+func (s *engine) gather(first op) {
+	s.pending.pushBack(first)
+	deadline := time.Now().Add(s.cfg.RelaxedDelay)
+	if len(s.unsynced) > 0 && s.syncDue.Before(deadline) {
+		deadline = s.syncDue
+	}
+	for s.pending.len() < s.cfg.MaxBatch {
+		d := time.Until(deadline)
+		if d <= 0 {
+			return
+		}
+		s.timer.Reset(d)
+		select {
+		case o, ok := <-s.q:
+			s.timer.Stop()
+			if !ok {
+				return // closed: run commits what is here, then stops
+			}
+			s.pending.pushBack(o)
+			if o.urgent() {
+				return
+			}
+		case <-s.timer.C:
+			return
+		}
+	}
+}
+
 // next returns the next op: an unfinished ack or an op held back from the
-// last batch first, then q. With block, it waits for q; it reports false
-// when there is nothing (q empty, or closed and drained).
-func (s *engine) next(block bool) (op, bool) {
+// last batch first, then q without waiting; false when there is none.
+func (s *engine) next() (op, bool) {
 	if o, ok := s.pending.popFront(); ok {
 		return o, true
-	}
-	if block {
-		o, ok := <-s.q
-		return o, ok
 	}
 	select {
 	case o, ok := <-s.q:
@@ -287,12 +403,12 @@ func (s *engine) next(block bool) (op, bool) {
 // by the previous commit make it into this one instead of the next.
 const maxLinger = 150 * time.Microsecond
 
-// nextLinger is next(false), except that while the batch (have ops) is
-// smaller than the concurrency seen recently, it yields the processor to let
-// woken producers queue again, until the deadline.
+// nextLinger is next, except that while the batch (have ops) is smaller
+// than the concurrency seen recently, it yields the processor to let woken
+// producers queue again, until the deadline.
 func (s *engine) nextLinger(have int, deadline time.Time) (op, bool) {
 	for {
-		if o, ok := s.next(false); ok {
+		if o, ok := s.next(); ok {
 			return o, true
 		}
 		if have >= s.concurrency || !time.Now().Before(deadline) {
@@ -302,15 +418,18 @@ func (s *engine) nextLinger(have int, deadline time.Time) (op, bool) {
 	}
 }
 
+// failure returns the error for a write refused while the database is
+// being reopened, or nil when the store is healthy.
 func (s *engine) failure() error {
 	if p := s.failed.Load(); p != nil {
-		return *p
+		return fmt.Errorf("%w (%w)", ErrRecovering, *p)
 	}
 	return nil
 }
 
 // commitBatch applies first and every op waiting behind it to one
-// transaction, commits it and calls back.
+// transaction, commits it, syncs it if it holds an urgent op (or too many
+// relaxed appends wait for a sync), and calls back.
 func (s *engine) commitBatch(first op) {
 	s.batchNo++
 	now := s.cfg.Now().UnixMilli()
@@ -318,6 +437,7 @@ func (s *engine) commitBatch(first op) {
 	w := s.be.begin()
 	s.batch = s.batch[:0]
 	units, bytes := 0, 0
+	urgent, relaxedAppends := false, 0
 	var fatal error
 	o := first
 	for {
@@ -327,6 +447,11 @@ func (s *engine) commitBatch(first op) {
 		if err != nil {
 			fatal = err
 			break
+		}
+		if o.urgent() {
+			urgent = true
+		} else if o.kind == opAppend {
+			relaxedAppends++
 		}
 		if o.unfinished || units >= s.cfg.MaxBatch || bytes >= s.cfg.MaxBatchBytes {
 			break
@@ -348,38 +473,142 @@ func (s *engine) commitBatch(first op) {
 	}
 	built := time.Now()
 	s.stats.buildNanos.Add(uint64(built.Sub(lingerUntil.Add(-maxLinger))))
+	sync := urgent || len(s.unsynced)+relaxedAppends >= s.cfg.MaxBatch
 	if fatal == nil {
 		stop := s.prefetch()
 		fatal = w.commit()
+		if fatal == nil && sync {
+			fatal = s.be.sync()
+			s.stats.syncs.Add(1)
+		}
 		stop()
 	} else {
 		w.discard()
 	}
 	s.stats.commitNanos.Add(uint64(time.Since(built)))
 	if fatal != nil {
-		err := fmt.Errorf("%w: %w", ErrCommit, fatal)
-		s.failed.CompareAndSwap(nil, &err)
-		s.stats.commitErrors.Add(1)
-		s.log.Error("storage: commit failed; refusing writes until reopened", "err", fatal, "ops", len(s.batch))
-		for i := range s.batch {
-			s.batch[i].unfinished = false
-			s.finish(s.batch[i], err)
-		}
+		s.fail(fatal)
 		return
 	}
 	s.committed(len(s.batch))
 	s.prevKeys, s.batchKeys = s.batchKeys, s.prevKeys
 	clear(s.batchKeys)
 	called := time.Now()
-	for i := range s.batch {
-		if s.batch[i].unfinished {
-			s.batch[i].unfinished = false
-			s.pending.pushFront(s.batch[i])
-			continue
-		}
-		s.finish(s.batch[i], nil)
+	if sync {
+		s.finishUnsynced()
 	}
+	for i := range s.batch {
+		o := &s.batch[i]
+		switch {
+		case o.unfinished:
+			o.unfinished = false
+			s.pending.pushFront(*o)
+		case sync || o.kind != opAppend || (o.err != nil && len(s.unsynced) == 0):
+			// Acks and expiry need no sync, nor does a refusal (which
+			// still waits behind held appends, to keep callbacks in
+			// queue order).
+			s.finish(*o, nil)
+		default:
+			if len(s.unsynced) == 0 {
+				s.syncDue = time.Now().Add(s.cfg.RelaxedDelay)
+			}
+			s.unsynced = append(s.unsynced, *o)
+		}
+	}
+	clear(s.batch)
 	s.stats.callbackNanos.Add(uint64(time.Since(called)))
+}
+
+// syncHeld syncs the committed relaxed appends that wait for a sync, and
+// calls their callbacks.
+func (s *engine) syncHeld() {
+	err := s.be.sync()
+	s.stats.syncs.Add(1)
+	if err != nil {
+		s.fail(err)
+		return
+	}
+	s.finishUnsynced()
+}
+
+// finishUnsynced calls back the held relaxed appends after a sync.
+func (s *engine) finishUnsynced() {
+	for i := range s.unsynced {
+		s.finish(s.unsynced[i], nil)
+	}
+	clear(s.unsynced)
+	s.unsynced = s.unsynced[:0]
+}
+
+// fail fails every op of the open batch and every held append with
+// ErrCommit, whatever each was told by apply (a retry found as a
+// duplicate of an op in the same batch was not stored either), and
+// refuses every write until recover has reopened the database.
+func (s *engine) fail(cause error) {
+	err := fmt.Errorf("%w: %w", ErrCommit, cause)
+	s.failed.Store(&err)
+	s.stats.commitErrors.Add(1)
+	s.log.Error("storage: commit failed; refusing writes until the database is reopened", "err", cause, "ops", len(s.batch)+len(s.unsynced))
+	for _, held := range [][]op{s.unsynced, s.batch} {
+		for i := range held {
+			held[i].unfinished = false
+			held[i].err = nil
+			s.finish(held[i], err)
+		}
+	}
+	clear(s.batch)
+	s.batch = s.batch[:0]
+	clear(s.unsynced)
+	s.unsynced = s.unsynced[:0]
+	s.retryAt, s.backoff = time.Now(), recoverFirstBackoff
+}
+
+// recoverFirstBackoff and recoverMaxBackoff space the attempts to reopen a
+// failed database: at once, then after 100 ms, doubling up to 5 s, so a
+// disk that comes back is used within seconds, and one that does not is
+// not hammered.
+const (
+	recoverFirstBackoff = 100 * time.Millisecond
+	recoverMaxBackoff   = 5 * time.Second
+)
+
+// recover reopens the database after a failed commit and, if that works,
+// starts over from what is on disk: the committer's cache and totals are
+// reloaded, and writes are taken again. Ops that arrived meanwhile were
+// refused with ErrRecovering. Committer goroutine only.
+func (s *engine) recover() {
+	if !s.hkMu.TryLock() {
+		s.retryAt = time.Now().Add(recoverFirstBackoff) // a housekeeping round is running
+		return
+	}
+	err := s.be.reopen()
+	if err == nil {
+		err = s.be.view(func(rd reader) error {
+			var err error
+			s.tot, err = rd.totals()
+			return err
+		})
+	}
+	s.hkMu.Unlock()
+	if err != nil {
+		s.log.Error("storage: reopening the database failed; will retry", "err", err, "in", s.backoff)
+		s.retryAt = time.Now().Add(s.backoff)
+		s.backoff = min(2*s.backoff, recoverMaxBackoff)
+		return
+	}
+	for _, c := range s.cache {
+		s.tailDrop(c)
+	}
+	clear(s.cache)
+	s.dirty = s.dirty[:0]
+	s.totDirt = false
+	clear(s.batchKeys)
+	clear(s.prevKeys)
+	s.stats.storedMessages.Store(uint64(max(0, s.tot.count)))
+	s.stats.storedBytes.Store(uint64(max(0, s.tot.bytes)))
+	s.stats.recoveries.Add(1)
+	s.failed.Store(nil)
+	s.log.Warn("storage: database reopened after a failed commit; taking writes again")
 }
 
 // flush writes the batch's changed metas and totals into w.
@@ -422,11 +651,11 @@ func (s *engine) committed(ops int) {
 	}
 }
 
-// finish calls o's callback with its result; commitErr overrides success.
-func (s *engine) finish(o op, commitErr error) {
-	err := o.err
+// finish calls o's callback with its result: err when not nil, else what
+// apply decided.
+func (s *engine) finish(o op, err error) {
 	if err == nil {
-		err = commitErr
+		err = o.err
 	}
 	if o.kind == opAck {
 		var res AckResult

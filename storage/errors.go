@@ -29,10 +29,15 @@ var (
 	// ErrAckAhead means an ack names a seq above the recipient's high-water
 	// mark: the recipient claims what was never stored. Nothing was deleted.
 	ErrAckAhead = errors.New("storage: ack above high-water mark")
-	// ErrCommit wraps the database error of a failed commit. Every caller in
-	// that commit gets it, and so does every later write: after a failed
-	// fsync the state on disk is unknown until the store is reopened.
+	// ErrCommit wraps the database error of a failed commit or sync. Every
+	// op in that commit gets it, and so does every committed op still
+	// waiting for a sync: each may or may not be on disk (a retried send
+	// is then caught as a duplicate). The store then reopens its database
+	// by itself (Stats.Recoveries); writes meanwhile get ErrRecovering.
 	ErrCommit = errors.New("storage: commit failed")
+	// ErrRecovering means a write was refused, not stored, while the store
+	// reopens its database after a failed commit. Retrying later helps.
+	ErrRecovering = errors.New("storage: recovering from a failed commit")
 	// ErrGroupExists is returned by CreateGroup for an existing group.
 	ErrGroupExists = errors.New("storage: group exists")
 	// ErrNoGroup means the group does not exist.

@@ -14,6 +14,7 @@ import (
 //	'g' group(8) 0x00                  -> group: owner(8) created(8) members(8)
 //	'g' group(8) 0x01 member(8)        -> role(1)
 //	'u' member(8) group(8)             -> role(1)   (reverse index for Groups)
+//	'p' sender(8) acker(8) seq(8)      -> pending receipt: msgid(8) more(8) group(1)
 //	't'                                -> totals: count(8) bytes(8)
 //	'z'                                -> scratch key housekeeping writes and drops to flush memtables
 //
@@ -27,6 +28,7 @@ const (
 	prefixDedupe  = 'd'
 	prefixGroup   = 'g'
 	prefixByUser  = 'u'
+	prefixPending = 'p'
 	prefixTotals  = 't'
 	prefixScratch = 'z'
 
@@ -43,6 +45,8 @@ const (
 	memberKeyLen  = 18
 	byUserKeyLen  = 17
 	totalsValLen  = 16
+	pendingKeyLen = 25
+	pendingValLen = 17
 	groupPrefixSz = 9
 )
 
@@ -208,4 +212,32 @@ func decodeTotals(v []byte) (totals, error) {
 		return totals{}, errCorrupt
 	}
 	return totals{count: int64(binary.BigEndian.Uint64(v)), bytes: int64(binary.BigEndian.Uint64(v[8:]))}, nil
+}
+
+func putPendingKey(k []byte, sender uint64, key ReceiptKey) []byte {
+	k[0] = prefixPending
+	binary.BigEndian.PutUint64(k[1:], sender)
+	binary.BigEndian.PutUint64(k[9:], key.Acker)
+	binary.BigEndian.PutUint64(k[17:], key.Seq)
+	return k
+}
+
+func putPending(v []byte, p *PendingReceipt) []byte {
+	binary.BigEndian.PutUint64(v[0:], p.MsgID)
+	binary.BigEndian.PutUint64(v[8:], p.More)
+	v[16] = 0
+	if p.Group {
+		v[16] = 1
+	}
+	return v
+}
+
+func decodePending(k, v []byte) (PendingReceipt, error) {
+	if len(k) != pendingKeyLen || len(v) != pendingValLen || v[16] > 1 {
+		return PendingReceipt{}, errCorrupt
+	}
+	return PendingReceipt{
+		Sender: be64(k[1:]), Acker: be64(k[9:]), Seq: be64(k[17:]),
+		MsgID: be64(v[0:]), More: be64(v[8:]), Group: v[16] == 1,
+	}, nil
 }

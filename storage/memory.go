@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"cmp"
 	"slices"
 	"sort"
 	"sync"
@@ -23,6 +24,7 @@ func NewMemory(cfg Config) (Store, error) {
 			dedupes: make(map[dedupeID]Dup),
 			groups:  make(map[uint64]*memGroup),
 			byUser:  make(map[uint64]map[uint64]Role),
+			pends:   make(map[pendingID]PendingReceipt),
 		},
 	}
 	return newEngine(cfg, be)
@@ -47,6 +49,7 @@ type memState struct {
 	dedupes map[dedupeID]Dup
 	groups  map[uint64]*memGroup
 	byUser  map[uint64]map[uint64]Role // member -> group -> role
+	pends   map[pendingID]PendingReceipt
 	tot     totals
 	unlock  func() // set while a batch is open
 }
@@ -80,6 +83,51 @@ func (b *memBackend) reclaim(_ int64, _ bool, _ *counters, e *engine) error {
 func (b *memBackend) snapshot() (reader, func(), bool) { return nil, nil, false }
 
 func (b *memBackend) close() error { return nil }
+
+// sync: memory has nothing to sync.
+func (b *memBackend) sync() error { return nil }
+
+// reopen: memory keeps its state; its commits cannot fail, so a batch is
+// never left half applied.
+func (b *memBackend) reopen() error { return nil }
+
+// pendingID is a pending receipt's key in memory.
+type pendingID struct {
+	sender uint64
+	key    ReceiptKey
+}
+
+func (m *memState) pending(fn func(PendingReceipt) bool) error {
+	ps := make([]PendingReceipt, 0, len(m.pends))
+	for _, p := range m.pends {
+		ps = append(ps, p)
+	}
+	slices.SortFunc(ps, func(a, b PendingReceipt) int {
+		if a.Sender != b.Sender {
+			return cmp.Compare(a.Sender, b.Sender)
+		}
+		if a.Acker != b.Acker {
+			return cmp.Compare(a.Acker, b.Acker)
+		}
+		return cmp.Compare(a.Seq, b.Seq)
+	})
+	for _, p := range ps {
+		if !fn(p) {
+			break
+		}
+	}
+	return nil
+}
+
+func (m *memState) putPending(p *PendingReceipt) error {
+	m.pends[pendingID{p.Sender, p.Key()}] = *p
+	return nil
+}
+
+func (m *memState) delPending(sender uint64, key ReceiptKey) error {
+	delete(m.pends, pendingID{sender, key})
+	return nil
+}
 
 func (m *memState) commit() error {
 	u := m.unlock

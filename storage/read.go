@@ -139,6 +139,8 @@ const sweepBatch = 10_000
 // then let the backend reclaim disk space, the costly way only if the store
 // was quiet since the last round.
 func (s *engine) housekeep() error {
+	s.hkMu.Lock()
+	defer s.hkMu.Unlock()
 	if err := s.sweep(); err != nil {
 		return err
 	}

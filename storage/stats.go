@@ -11,7 +11,9 @@ type Stats struct {
 	Appends          uint64        // entries committed
 	AppendedBytes    uint64        // value bytes committed
 	Commits          uint64        // group commits that succeeded
-	CommitErrors     uint64        // group commits that failed
+	CommitErrors     uint64        // group commits (or their syncs) that failed
+	Syncs            uint64        // syncs to disk (fsync or msync): one per batch with an urgent write, plus one per due group of relaxed appends
+	Recoveries       uint64        // times the database was reopened after a failed commit
 	BatchedOps       uint64        // ops in successful commits; BatchedOps/Commits is the mean batch
 	MaxBatchOps      uint64        // gauge: the largest batch so far
 	Acks             uint64        // acks committed (including no-op ones)
@@ -41,7 +43,7 @@ type counters struct {
 	acks, deleted, receipts, readEntries, expiredSkipped, expiredDeleted   atomic.Uint64
 	duplicates, refusedFull, refusedStoreFull, refusedSeqOrder             atomic.Uint64
 	housekeeps, gcRewrites, flattens, storedMessages, storedBytes          atomic.Uint64
-	buildNanos, commitNanos, callbackNanos                                 atomic.Uint64
+	buildNanos, commitNanos, callbackNanos, syncs, recoveries              atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -50,6 +52,8 @@ func (c *counters) snapshot() Stats {
 		AppendedBytes:    c.appendedBytes.Load(),
 		Commits:          c.commits.Load(),
 		CommitErrors:     c.commitErrors.Load(),
+		Syncs:            c.syncs.Load(),
+		Recoveries:       c.recoveries.Load(),
 		BatchedOps:       c.batchedOps.Load(),
 		MaxBatchOps:      c.maxBatchOps.Load(),
 		Acks:             c.acks.Load(),

@@ -20,7 +20,11 @@ type Store interface {
 
 	// Append queues e for the next group commit and returns without waiting
 	// for the disk. done is called exactly once: with nil after the commit
-	// holding e is on disk, or with an error (never both). done runs on the
+	// holding e is synced to disk, or with an error (never both). A
+	// KindReceipt entry is relaxed: it may wait up to Config.RelaxedDelay
+	// for a batch that must sync anyway, and then up to RelaxedDelay more
+	// for a sync, before done; every other entry is committed and synced
+	// as soon as the committer gets to it. done runs on the
 	// committer goroutine and must not block; it may also run before Append
 	// returns, on the caller's goroutine, when e is refused without reaching
 	// the committer (ErrClosed, ErrInvalidEntry). Append blocks only while the
@@ -40,9 +44,13 @@ type Store interface {
 	Append(e Entry, done func(error))
 
 	// Ack deletes, through the group commit, every entry of recipient with
-	// seq <= upto, and calls done after the deletion is on disk with the
-	// receipts for the deleted message entries, in seq order. done has the
-	// same rules as for Append. Acks at or below the floor (already deleted)
+	// seq <= upto, and calls done after the deletion is committed with the
+	// receipts for the deleted message entries, in seq order, also recorded
+	// as PendingReceipts in the same transaction. An ack is relaxed (like a
+	// receipt, see Append) and is not synced on its own: a crash may lose
+	// it, with its pending receipts, which costs only a redelivery of the
+	// entries; it is on disk once any later write's done(nil) ran. done has
+	// the same rules as for Append. Acks at or below the floor (already deleted)
 	// succeed with an empty result; upto above the high-water mark fails with
 	// ErrAckAhead and deletes nothing.
 	Ack(recipient, upto uint64, done func(AckResult, error))
@@ -56,6 +64,13 @@ type Store interface {
 	// call, which the caller owns. Like every read, it may wait for the
 	// group commit in progress (about one fsync) and then sees it.
 	Read(recipient, from uint64, maxEntries, maxBytes int, dst []Entry) (entries []Entry, next uint64, err error)
+
+	// PendingReceipts calls fn with every delivered receipt an Ack recorded
+	// and no Append has settled yet (Entry.Settles), in (sender, acker,
+	// seq) order, until fn returns false. Delivery calls it on start to
+	// hand on the receipts that a stop or crash left owed: each one is
+	// redone until the receipt entry that settles it commits.
+	PendingReceipts(fn func(PendingReceipt) bool) error
 
 	// Lookup reports whether a message entry from sender with msgID was
 	// committed for recipient within the dedupe window, and returns where it
@@ -124,7 +139,38 @@ type Entry struct {
 	// retry flag): only then does Append look for a duplicate. The dedupe
 	// record of a message is written either way.
 	Retry bool
+	// Settles names the pending receipt (PendingReceipt.Key) that this
+	// entry, the receipt itself, settles: it is deleted in the same
+	// transaction. Zero for every other entry.
+	Settles ReceiptKey
 }
+
+// ReceiptKey names one PendingReceipt of the entry's recipient (the sender
+// of the acknowledged messages): the recipient who acknowledged them and
+// the seq of the first one in that recipient's mailbox. The zero key names
+// none.
+type ReceiptKey struct {
+	Acker uint64
+	Seq   uint64
+}
+
+// PendingReceipt is a "delivered" receipt owed to Sender: Acker's
+// acknowledgement deleted Sender's message entries with ids MsgID through
+// MsgID+More (consecutive in Acker's mailbox, the first at Seq). The Ack
+// records it in the transaction that deletes the entries, so a crash loses
+// both or neither; it stays until the receipt entry that settles it
+// (Entry.Settles) commits.
+type PendingReceipt struct {
+	Sender uint64
+	Acker  uint64
+	Seq    uint64
+	MsgID  uint64
+	More   uint64
+	Group  bool // the entries were KindGroupMessage copies
+}
+
+// Key returns the name that settles p.
+func (p PendingReceipt) Key() ReceiptKey { return ReceiptKey{Acker: p.Acker, Seq: p.Seq} }
 
 // Receipt names one deleted message entry so that delivery can tell its
 // sender it was delivered.
@@ -140,6 +186,10 @@ type AckResult struct {
 	Deleted  int       // entries deleted, of every kind
 	Floor    uint64    // every seq <= Floor is now deleted
 	Receipts []Receipt // one per deleted message entry, in seq order; owned by the callee
+	// Pending are the same receipts as runs of consecutive msg ids of one
+	// sender (and kind), in seq order, each recorded durably with the
+	// deletion until an Append settles it; owned by the callee.
+	Pending []PendingReceipt
 }
 
 // Dup is where a message entry went when it was first committed.

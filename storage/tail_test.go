@@ -23,7 +23,7 @@ func TestTailMatchesScan(t *testing.T) {
 			clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 			cfg := Config{
 				Now: clock, HousekeepingInterval: -1, MessageTTL: time.Hour,
-				MaxMailboxMessages: 12,
+				MaxMailboxMessages: 12, RelaxedDelay: -1,
 				// Seeds 1 and 3 cache every recipient; 2 and 4 evict often.
 				MetaCacheEntries: int(2 + seed%2*8),
 			}
