@@ -112,26 +112,32 @@ type Router struct {
 	stopOnce sync.Once
 	wg       sync.WaitGroup
 
+	// rescan is set when a pending receipt could not be queued (a shard's
+	// held receipts were full): the first shard then offers every pending
+	// receipt again on its next tick.
+	rescan atomic.Bool
+
 	stats Stats
 }
 
 // Stats are the router's counters. Every field is atomic.
 type Stats struct {
-	Sends           atomic.Uint64 // SEND requests taken
-	Accepted        atomic.Uint64 // sends made durable and acknowledged
-	Duplicates      atomic.Uint64 // retried sends acknowledged without a second copy
-	Refused         atomic.Uint64 // sends refused after storage failed or a mailbox was full
-	Busy            atomic.Uint64 // requests refused because a shard queue was full
-	DeliveredLive   atomic.Uint64 // entries pushed as soon as they were committed
-	DeliveredStored atomic.Uint64 // entries pushed from a storage read (backlog, window refill)
-	Acks            atomic.Uint64 // ACKs applied
-	Receipts        atomic.Uint64 // receipt entries stored
-	ReceiptsHeld    atomic.Uint64 // times receipts waited for room in their sender's shard queue
-	ReceiptsDropped atomic.Uint64 // receipts lost because the sender's shard queue stayed full
-	SignalsDropped  atomic.Uint64 // signals for users offline or behind a full queue
-	SlowConsumers   atomic.Uint64 // connections closed because their window stayed full
-	Replaced        atomic.Uint64 // connections closed by a newer login of their user
-	StorageErrors   atomic.Uint64 // storage reads and commits that failed
+	Sends            atomic.Uint64 // SEND requests taken
+	Accepted         atomic.Uint64 // sends made durable and acknowledged
+	Duplicates       atomic.Uint64 // retried sends acknowledged without a second copy
+	Refused          atomic.Uint64 // sends refused after storage failed or a mailbox was full
+	Busy             atomic.Uint64 // requests refused because a shard queue was full
+	DeliveredLive    atomic.Uint64 // entries pushed as soon as they were committed
+	DeliveredStored  atomic.Uint64 // entries pushed from a storage read (backlog, window refill)
+	Acks             atomic.Uint64 // ACKs applied
+	Receipts         atomic.Uint64 // receipt entries stored
+	ReceiptsHeld     atomic.Uint64 // times receipts waited for room in their sender's shard queue
+	ReceiptsDropped  atomic.Uint64 // receipts put off because the sender's shard queue stayed full; still pending in storage, offered again within a second
+	ReceiptsReplayed atomic.Uint64 // pending receipts offered again from storage (at start, or after some were put off)
+	SignalsDropped   atomic.Uint64 // signals for users offline or behind a full queue
+	SlowConsumers    atomic.Uint64 // connections closed because their window stayed full
+	Replaced         atomic.Uint64 // connections closed by a newer login of their user
+	StorageErrors    atomic.Uint64 // storage reads and commits that failed
 }
 
 // New returns a Router over store. Start it with Start.
@@ -154,8 +160,11 @@ func New(cfg Config, store storage.Store) (*Router, error) {
 	return r, nil
 }
 
-// Start starts the shard goroutines.
+// Start queues the delivered receipts that storage holds as pending (left
+// by a stop or a crash before they reached their senders' mailboxes), then
+// starts the shard goroutines.
 func (r *Router) Start() {
+	r.requeuePending()
 	for _, s := range r.shards {
 		r.wg.Add(1)
 		go func() {
@@ -175,7 +184,9 @@ func (r *Router) Start() {
 // Stop stops taking requests, waits until every append and ack handed to
 // storage has completed (so their ACCEPTs are queued), and stops the shards.
 // Requests still queued are dropped: none of them was acknowledged, and
-// clients retry them. Stop does not close the store.
+// clients retry them; delivered receipts still queued or held stay pending
+// in storage and are offered again by the next Start. Stop does not close
+// the store.
 func (r *Router) Stop() {
 	r.stopOnce.Do(func() {
 		for _, g := range r.groups {
@@ -186,6 +197,30 @@ func (r *Router) Stop() {
 		}
 	})
 	r.wg.Wait()
+}
+
+// requeuePending offers every receipt pending in storage to its sender's
+// shard. What does not fit in a queue stays pending and sets rescan. A
+// receipt offered twice is stored twice, which clients tolerate: receipts
+// may repeat, never go missing.
+func (r *Router) requeuePending() {
+	full := false
+	err := r.store.PendingReceipts(func(p storage.PendingReceipt) bool {
+		if !r.submitQuiet(p.Sender, receiptRequest(p)) {
+			full = true
+			return true
+		}
+		r.stats.ReceiptsReplayed.Add(1)
+		return true
+	})
+	if err != nil {
+		r.stats.StorageErrors.Add(1)
+		r.cfg.Logger.Error("delivery: reading pending receipts", "err", err)
+		full = true
+	}
+	if full {
+		r.rescan.Store(true)
+	}
 }
 
 // Stats returns the router's counters.

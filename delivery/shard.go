@@ -15,25 +15,26 @@ const (
 	reqLogout                     // conn is gone
 	reqSend                       // from sends record (msgID) to user
 	reqAck                        // user acks through seq on conn
-	reqReceipt                    // a receipt for user's messages msgID..msgID+more; from: by (group)
+	reqReceipt                    // a receipt for user's messages msgID..msgID+more; from: by (group); settles: its pending receipt
 	reqSignal                     // from signals user; msgID: kind; more: group
 	reqFanout                     // one member's copy of a group message or event: record, entry kind, fan
 )
 
 // request is one unit of work for a shard.
 type request struct {
-	kind   reqKind
-	read   bool // reqReceipt: a read receipt (else delivered)
-	conn   Conn
-	user   uint64 // the user the shard owns that this request is about
-	from   uint64
-	msgID  uint64
-	more   uint64
-	seq    uint64
-	retry  bool // reqSend, reqFanout: storage.Entry.Retry
-	record []byte
-	entry  storage.Kind // reqFanout
-	fan    *fanout      // reqFanout: told the outcome
+	kind    reqKind
+	read    bool // reqReceipt: a read receipt (else delivered)
+	conn    Conn
+	user    uint64 // the user the shard owns that this request is about
+	from    uint64
+	msgID   uint64
+	more    uint64
+	seq     uint64
+	retry   bool // reqSend, reqFanout: storage.Entry.Retry
+	record  []byte
+	entry   storage.Kind       // reqFanout
+	fan     *fanout            // reqFanout: told the outcome
+	settles storage.ReceiptKey // reqReceipt of a delivered receipt: the pending receipt it settles
 }
 
 type doneKind uint8
@@ -140,6 +141,9 @@ func (s *shard) run() {
 			s.complete(c)
 		case <-tick.C:
 			s.checkSlow()
+			if s == s.r.shards[0] && s.r.rescan.Swap(false) {
+				s.r.requeuePending()
+			}
 		case <-s.retry.C:
 			s.offerHeld()
 		case <-s.stop:
@@ -256,7 +260,7 @@ func (s *shard) handle(q request) {
 		}
 	case reqReceipt:
 		x := protocol.Receipt{MsgID: q.msgID, More: q.more, Read: q.read, By: q.from}
-		s.append(u, storage.Entry{Kind: storage.KindReceipt, Sender: q.from, MsgID: q.msgID, Value: x.AppendRecord(nil)}, nil, nil)
+		s.append(u, storage.Entry{Kind: storage.KindReceipt, Sender: q.from, MsgID: q.msgID, Value: x.AppendRecord(nil), Settles: q.settles}, nil, nil)
 		s.r.stats.Receipts.Add(1)
 	case reqSignal:
 		if u.conn == nil || !u.conn.Push(Outbound{Kind: OutSignal, Peer: q.from, MsgID: q.msgID, Ref: q.more}) {
@@ -328,7 +332,7 @@ func (s *shard) complete(c completion) {
 			s.r.stats.StorageErrors.Add(1)
 			s.r.cfg.Logger.Error("delivery: ack failed", "user", u.id, "err", c.err)
 		} else {
-			s.receipts(u.id, c.ack.Receipts)
+			s.receipts(c.ack.Pending)
 		}
 	}
 	s.forget(u)
@@ -487,29 +491,32 @@ func (s *shard) checkSlow() {
 	}
 }
 
-// receipts hands one delivered receipt per run of consecutive message ids of
-// one sender to that sender's shard. Receipts for group messages name the
-// member who acked (by).
-func (s *shard) receipts(by uint64, rs []storage.Receipt) {
-	for i := 0; i < len(rs); {
-		j := i + 1
-		for j < len(rs) && rs[j].Sender == rs[i].Sender && rs[j].MsgID == rs[j-1].MsgID+1 && rs[j].Group == rs[i].Group {
-			j++
-		}
-		q := request{kind: reqReceipt, user: rs[i].Sender, msgID: rs[i].MsgID, more: uint64(j - i - 1)}
-		if rs[i].Group {
-			q.from = by
-		}
-		s.hold(q)
-		i = j
+// receipts hands each delivered receipt an ack left pending (one per run
+// of consecutive message ids of one sender) to that sender's shard.
+// Receipts for group messages name the member who acked.
+func (s *shard) receipts(ps []storage.PendingReceipt) {
+	for _, p := range ps {
+		s.hold(receiptRequest(p))
 	}
 	s.offerHeld()
+}
+
+// receiptRequest is the request that stores pending receipt p in its
+// sender's mailbox and settles it.
+func receiptRequest(p storage.PendingReceipt) request {
+	q := request{kind: reqReceipt, user: p.Sender, msgID: p.MsgID, more: p.More, settles: p.Key()}
+	if p.Group {
+		q.from = p.Acker
+	}
+	return q
 }
 
 // hold queues receipt q behind those already held.
 func (s *shard) hold(q request) {
 	if len(s.held) >= s.r.cfg.QueueLen {
+		// Still pending in storage: the next rescan offers it again.
 		s.r.stats.ReceiptsDropped.Add(1)
+		s.r.rescan.Store(true)
 		return
 	}
 	s.held = append(s.held, q)
