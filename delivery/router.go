@@ -364,6 +364,8 @@ func refusal(err error) (protocol.Code, uint32) {
 	switch {
 	case errors.Is(err, storage.ErrMailboxFull):
 		return protocol.CodeMailboxFull, 5000
+	case errors.Is(err, storage.ErrDiskFull):
+		return protocol.CodeStorage, 5000 // space comes back when recipients ack, or an operator frees it
 	case errors.Is(err, storage.ErrValueTooLarge):
 		return protocol.CodeStorage, 0 // storage's value limit is below the body limit: do not retry as is
 	default:

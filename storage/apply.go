@@ -41,6 +41,11 @@ func (s *engine) applyAppend(w writer, o *op, now int64, budget int) (units, byt
 	if err != nil {
 		return 0, 0, err
 	}
+	if o.urgent() && s.diskLow() {
+		o.err = fmt.Errorf("%w: %d bytes free, floor %d", ErrDiskFull, s.disk.free, s.disk.floor)
+		s.stats.refusedDiskFull.Add(1)
+		return 1, 0, nil
+	}
 	if e.Kind.message() && e.Retry {
 		d, ok, err := s.dedupe(w, o)
 		if err != nil {
@@ -232,6 +237,11 @@ func (s *engine) remove(w writer, c *cachedMeta, dead []deadEntry) error {
 }
 
 func (s *engine) applyGroup(w writer, o *op, now int64) (units, bytes int, err error) {
+	if o.kind != opDeleteGroup && s.diskLow() {
+		o.err = fmt.Errorf("%w: %d bytes free, floor %d", ErrDiskFull, s.disk.free, s.disk.floor)
+		s.stats.refusedDiskFull.Add(1)
+		return 1, 0, nil
+	}
 	gi, exists, err := w.group(o.group)
 	if err != nil {
 		return 0, 0, err

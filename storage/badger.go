@@ -29,10 +29,14 @@ func Open(cfg Config) (Store, error) {
 // openBadger opens the store; failCommit, when not nil, is called before
 // each commit and fails it with its error (tests only).
 func openBadger(cfg Config, failCommit func() error) (*engine, error) {
+	guard := newDiskGuard(cfg)
+	warn := func(msg string, args ...any) { cfg.Logger.Warn(msg, args...) }
+	guard.releaseReserve(warn)
 	db, err := badger.Open(badgerOptions(cfg))
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", cfg.Dir, err)
 	}
+	guard.ensureReserve(warn)
 	be := &badgerBackend{db: db, opts: badgerOptions(cfg), dir: cfg.Dir, log: cfg.Logger, failCommit: failCommit}
 	s, err := newEngine(cfg, be)
 	if err != nil {

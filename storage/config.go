@@ -72,6 +72,13 @@ type Config struct {
 	// negative disables the timer (tests call housekeeping directly).
 	HousekeepingInterval time.Duration
 
+	// MinFreeBytes is the floor of free disk space under Dir: below it the
+	// store refuses messages and group changes with ErrDiskFull (acks and
+	// receipts go on) until space returns (see diskspace.go). Zero means
+	// DefaultMinFreeBytes; negative disables the floor. Ignored by
+	// NewMemory.
+	MinFreeBytes int64
+
 	// RelaxedDelay is how long a relaxed write (an ack, a receipt entry,
 	// expiry; see Store.Append) may wait for a batch that syncs anyway
 	// before it is committed on its own, and how long a committed relaxed
@@ -123,6 +130,11 @@ const (
 	// DefaultHousekeepingInterval: disk space comes back within minutes of
 	// a drain, and an idle store does no work in between.
 	DefaultHousekeepingInterval = time.Minute
+	// DefaultMinFreeBytes: what Badger may still write after the last
+	// accepted message without asking: up to two memtables' logs (48 MiB
+	// at the default size) and the tables a flush and a compaction write
+	// before they delete their inputs, with room to spare.
+	DefaultMinFreeBytes = 256 << 20
 	// DefaultRelaxedDelay: at a few hundred messages a second a send (whose
 	// batch syncs) comes every few milliseconds, so acks and receipts
 	// almost always ride on one; a receipt reaches its sender at most
@@ -163,6 +175,7 @@ func (c Config) withDefaults() Config {
 	setI64(&c.MaxMailboxBytes, DefaultMaxMailboxBytes)
 	setI64(&c.MaxTotalBytes, DefaultMaxTotalBytes)
 	setI64(&c.MemTableSize, DefaultMemTableSize)
+	setI64(&c.MinFreeBytes, DefaultMinFreeBytes)
 	setInt(&c.MaxValueBytes, DefaultMaxValueBytes)
 	setInt(&c.MaxGroupMembers, DefaultMaxGroupMembers)
 	setInt(&c.QueueLen, DefaultQueueLen)

@@ -64,6 +64,7 @@ type engine struct {
 	// fuller list is synced at once).
 	unsynced []op
 	syncDue  time.Time     // when unsynced must be synced, if no batch synced before
+	disk     diskGuard     // the free-space floor; see diskspace.go
 	retryAt  time.Time     // while failed: when to try reopening the database
 	backoff  time.Duration // while failed: the wait after the next failed reopen
 
@@ -163,6 +164,7 @@ func newEngine(cfg Config, be backend) (*engine, error) {
 		tailMax:       defaultTailMax,
 		tailBudget:    defaultTailBudget,
 		timer:         time.NewTimer(time.Hour),
+		disk:          newDiskGuard(cfg),
 		committerDone: make(chan struct{}),
 		hkStop:        make(chan struct{}),
 		hkDone:        make(chan struct{}),

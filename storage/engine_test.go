@@ -275,3 +275,57 @@ func testDuplicatesPrefetched(t *testing.T, ids int) {
 		t.Fatalf("Duplicates %d (want %d), Commits %d", st.Duplicates, n-ids, st.Commits)
 	}
 }
+
+// TestExpiryFitsTheBatch fills many mailboxes to their cap with entries
+// that then expire, and queues one append to each in one batch: each append
+// must delete its mailbox's expired entries to fit, and those deletions
+// count against the batch, so the batch never outgrows Badger's
+// transaction (which used to fail the commit and stop the store).
+func TestExpiryFitsTheBatch(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	cfg := testConfig(t.TempDir())
+	cfg.Now, cfg.MessageTTL, cfg.MaxMailboxMessages = clock, time.Hour, 1024
+	s, err := openBadger(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const boxes = 48
+	value := make([]byte, 100)
+	for r := uint64(1); r <= boxes; r++ {
+		for seq := uint64(1); seq <= 1024; seq++ {
+			s.Append(Entry{Recipient: r, Seq: seq, Kind: KindMessage, Sender: 9, MsgID: r<<20 | seq, Value: value}, func(error) {})
+		}
+	}
+	if err := AppendWait(s, Entry{Recipient: boxes + 1, Seq: 1}); err != nil { // behind them all
+		t.Fatal(err)
+	}
+	mu.Lock()
+	now = now.Add(2 * time.Hour) // every entry is expired
+	mu.Unlock()
+
+	started, release := make(chan struct{}), make(chan struct{})
+	go func() { _ = s.exclusive(func() error { close(started); <-release; return nil }) }()
+	<-started // what follows queues up as one batch
+	errs := make(chan error, boxes)
+	for r := uint64(1); r <= boxes; r++ {
+		s.Append(Entry{Recipient: r, Seq: 1025, Kind: KindMessage, Sender: 9, MsgID: r<<20 | 1025, Value: value}, func(err error) { errs <- err })
+	}
+	close(release)
+	for range boxes {
+		if err := <-errs; err != nil {
+			t.Fatalf("append to a full mailbox of expired entries: %v", err)
+		}
+	}
+	st := s.Stats()
+	// Each append deletes at least what it needs, and at most the whole
+	// expired head of its mailbox.
+	if st.CommitErrors != 0 || st.ExpiredDeleted < boxes || st.ExpiredDeleted > boxes*1024 {
+		t.Fatalf("CommitErrors %d ExpiredDeleted %d, want 0 and %d..%d", st.CommitErrors, st.ExpiredDeleted, boxes, boxes*1024)
+	}
+	if err := AppendWait(s, Entry{Recipient: boxes + 2, Seq: 1}); err != nil {
+		t.Fatalf("the store stopped taking writes: %v", err)
+	}
+}

@@ -38,6 +38,11 @@ var (
 	// ErrRecovering means a write was refused, not stored, while the store
 	// reopens its database after a failed commit. Retrying later helps.
 	ErrRecovering = errors.New("storage: recovering from a failed commit")
+	// ErrDiskFull means the free space under the data folder is below
+	// Config.MinFreeBytes: messages, group events and group changes are
+	// refused (acks, receipts and expiry go on) until space returns.
+	// Retrying later helps.
+	ErrDiskFull = errors.New("storage: disk space below the floor")
 	// ErrGroupExists is returned by CreateGroup for an existing group.
 	ErrGroupExists = errors.New("storage: group exists")
 	// ErrNoGroup means the group does not exist.

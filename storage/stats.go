@@ -25,6 +25,8 @@ type Stats struct {
 	Duplicates       uint64        // appends refused with ErrDuplicate
 	RefusedFull      uint64        // appends refused with ErrMailboxFull
 	RefusedStoreFull uint64        // appends refused with ErrStoreFull
+	RefusedDiskFull  uint64        // appends and group changes refused with ErrDiskFull
+	DiskLow          uint64        // gauge: 1 while the free disk space is below Config.MinFreeBytes
 	RefusedSeqOrder  uint64        // appends refused with ErrSeqOrder
 	Housekeeps       uint64        // housekeeping rounds completed
 	GCRewrites       uint64        // Badger value-log files rewritten by GC
@@ -44,6 +46,7 @@ type counters struct {
 	duplicates, refusedFull, refusedStoreFull, refusedSeqOrder             atomic.Uint64
 	housekeeps, gcRewrites, flattens, storedMessages, storedBytes          atomic.Uint64
 	buildNanos, commitNanos, callbackNanos, syncs, recoveries              atomic.Uint64
+	refusedDiskFull, diskLow                                               atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -65,6 +68,8 @@ func (c *counters) snapshot() Stats {
 		Duplicates:       c.duplicates.Load(),
 		RefusedFull:      c.refusedFull.Load(),
 		RefusedStoreFull: c.refusedStoreFull.Load(),
+		RefusedDiskFull:  c.refusedDiskFull.Load(),
+		DiskLow:          c.diskLow.Load(),
 		RefusedSeqOrder:  c.refusedSeqOrder.Load(),
 		Housekeeps:       c.housekeeps.Load(),
 		GCRewrites:       c.gcRewrites.Load(),

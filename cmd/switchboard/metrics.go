@@ -85,6 +85,8 @@ func metricsHandler(srv *gateway.Server, r *delivery.Router, st storage.Store) h
 	storeStat("switchboard_store_commit_errors_total", "Failed group commits.", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.CommitErrors })
 	storeStat("switchboard_store_syncs_total", "Syncs of the store to disk (fsync or msync): one per batch holding a send or group change, plus one per due group of receipts.", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.Syncs })
 	storeStat("switchboard_store_recoveries_total", "Times the store reopened its database after a failed commit.", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.Recoveries })
+	storeStat("switchboard_store_disk_full_total", "Messages and group changes refused because free disk space was below the floor (--min-free).", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.RefusedDiskFull })
+	storeStat("switchboard_store_disk_low", "1 while free disk space is below the floor and new messages are refused.", prometheus.GaugeValue, func(s storage.Stats) uint64 { return s.DiskLow })
 	storeStat("switchboard_store_appends_total", "Entries committed.", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.Appends })
 	storeStat("switchboard_store_expired_total", "Entries expired before delivery.", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.ExpiredDeleted })
 	storeStat("switchboard_store_mailbox_full_total", "Appends refused by a full mailbox.", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.RefusedFull })

@@ -1,0 +1,179 @@
+package storage
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// smallConfig is a store that fits a 128 MiB tmpfs: 8 MiB memtables (the least that holds Badger's 1 MiB value threshold) and
+// batches to match Badger's transaction cap.
+func smallConfig(dir string, floor int64) Config {
+	return Config{
+		Dir: dir, HousekeepingInterval: -1, RelaxedDelay: -1,
+		MemTableSize: 8 << 20, MaxBatch: 64, MaxBatchBytes: 64 << 10,
+		MaxValueBytes: 16 << 10, MaxGroupMembers: 16, MinFreeBytes: floor,
+	}
+}
+
+// mountTmpfs mounts a tmpfs of size bytes on a new folder, or skips.
+func mountTmpfs(t *testing.T, size int64) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size="+strconv.FormatInt(size, 10)); err != nil {
+		t.Skipf("cannot mount a tmpfs to fill (needs root): %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
+	return dir
+}
+
+// fillDisk writes a file into dir until free space is about left bytes.
+func fillDisk(t *testing.T, dir string, left int64) string {
+	t.Helper()
+	return fillDiskAs(t, dir, "filler", left)
+}
+
+// fillDiskAs is fillDisk with the file's name; it stops at a full disk.
+func fillDiskAs(t *testing.T, dir, name string, left int64) string {
+	t.Helper()
+	free, err := freeBytes(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, name)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	for n := free - left; n > 0; n -= int64(len(buf)) {
+		if _, err := f.Write(buf[:min(int64(len(buf)), n)]); err != nil {
+			if errors.Is(err, unix.ENOSPC) {
+				break
+			}
+			t.Fatalf("filling: %v", err)
+		}
+	}
+	return path
+}
+
+// waitAppend appends e until the result is not ErrDiskFull or the deadline.
+func waitAppend(t *testing.T, s Store, e Entry) error {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := AppendWait(s, e)
+		if !errors.Is(err, ErrDiskFull) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(10 * time.Millisecond) // poll: the store reads the free space every 100 ms
+	}
+}
+
+// TestDiskFloor fills a real (tmpfs) disk below the floor: messages are
+// refused with ErrDiskFull while acks and reads go on, the process does not
+// die of SIGBUS, a store starts on the full disk, and writes resume by
+// themselves once space returns.
+func TestDiskFloor(t *testing.T) {
+	fs := mountTmpfs(t, 128<<20)
+	dir := filepath.Join(fs, "db")
+	const floor = 48 << 20
+	s, err := Open(smallConfig(dir, floor))
+	if err != nil {
+		t.Fatal(err)
+	}
+	value := make([]byte, 1000)
+	for seq := uint64(1); seq <= 10; seq++ {
+		if err := AppendWait(s, Entry{Recipient: 1, Seq: seq, Kind: KindMessage, Sender: 2, MsgID: seq, Value: value}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	filler := fillDisk(t, fs, 36<<20) // below the floor, with room for what Badger still writes
+	next := uint64(11)
+	err = waitFull(t, s, &next, value)
+	if !errors.Is(err, ErrDiskFull) {
+		t.Fatalf("append below the floor: %v, want ErrDiskFull", err)
+	}
+	if err := s.CreateGroup(7, 1); !errors.Is(err, ErrDiskFull) {
+		t.Fatalf("group create below the floor: %v, want ErrDiskFull", err)
+	}
+	// Acks free space and go on; reads too.
+	if res, err := AckWait(s, 1, 5); err != nil || res.Deleted != 5 || len(res.Pending) != 1 {
+		t.Fatalf("ack below the floor: %+v %v", res, err)
+	}
+	hw, err := s.LastSeq(1) // 10, plus what went in before the store saw the filler
+	if err != nil || hw < 10 || hw >= next-1 {
+		t.Fatalf("LastSeq below the floor: %d %v (next %d)", hw, err, next)
+	}
+	if page, _, err := s.Read(1, 6, 100, 0, nil); err != nil || uint64(len(page)) != hw-5 {
+		t.Fatalf("read below the floor: %d entries, %v; want %d", len(page), err, hw-5)
+	}
+	if st := s.Stats(); st.RefusedDiskFull == 0 || st.DiskLow != 1 {
+		t.Fatalf("RefusedDiskFull %d DiskLow %d", st.RefusedDiskFull, st.DiskLow)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Something else takes the last byte: starting on the full disk works
+	// (the reserve file makes room for Badger), and refuses messages.
+	if _, err := os.Stat(dir + ".reserve"); err != nil {
+		t.Fatalf("no reserve file: %v", err)
+	}
+	topUp := fillDiskAs(t, fs, "filler2", 0)
+	if free, _ := freeBytes(fs); free != 0 {
+		t.Fatalf("free %d after filling, want 0", free)
+	}
+	s, err = Open(smallConfig(dir, floor))
+	if err != nil {
+		t.Fatalf("open on a full disk: %v", err)
+	}
+	defer s.Close()
+	if got, err := s.LastSeq(1); err != nil || got != hw {
+		t.Fatalf("LastSeq after reopening on a full disk: %d %v, want %d", got, err, hw)
+	}
+	if err := AppendWait(s, Entry{Recipient: 1, Seq: next, Kind: KindMessage, Sender: 2, MsgID: next, Value: value}); !errors.Is(err, ErrDiskFull) {
+		t.Fatalf("append after starting on a full disk: %v, want ErrDiskFull", err)
+	}
+	next++
+	if res, err := AckWait(s, 1, 7); err != nil || res.Deleted != 2 {
+		t.Fatalf("ack after starting on a full disk: %+v %v", res, err)
+	}
+
+	// Space returns: writes resume by themselves.
+	for _, f := range []string{filler, topUp} {
+		if err := os.Remove(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := waitAppend(t, s, Entry{Recipient: 1, Seq: next, Kind: KindMessage, Sender: 2, MsgID: next, Value: value}); err != nil {
+		t.Fatalf("append once space returned: %v", err)
+	}
+	if st := s.Stats(); st.DiskLow != 0 {
+		t.Fatalf("DiskLow %d after space returned", st.DiskLow)
+	}
+	if _, err := os.Stat(dir + ".reserve"); err != nil {
+		t.Fatalf("the reserve file was not made again: %v", err)
+	}
+}
+
+// waitFull appends until the store refuses with ErrDiskFull (it reads the
+// free space every 100 ms) or the deadline, and returns the last error.
+func waitFull(t *testing.T, s Store, next *uint64, value []byte) error {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := AppendWait(s, Entry{Recipient: 1, Seq: *next, Kind: KindMessage, Sender: 2, MsgID: *next, Value: value})
+		*next++
+		if err != nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(10 * time.Millisecond) // poll
+	}
+}
