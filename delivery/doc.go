@@ -15,9 +15,18 @@
 //	                        └──▶ the entry to the recipient's connection, if
 //	                             online, caught up and inside its window
 //
-// A recipient's ACK goes to its shard, which deletes through storage.Ack and
-// then hands one receipt request per run of message ids to each sender's
-// shard, where the receipt becomes an entry of the sender's mailbox.
+// A recipient's ACK goes to its shard, which deletes through storage.Ack.
+// The ack's transaction also records one pending receipt per run of message
+// ids (storage.PendingReceipt); the shard hands each to its sender's shard,
+// where the receipt becomes an entry of the sender's mailbox that settles
+// the pending receipt in the same transaction. So a delivered receipt is
+// never lost between the two: Start offers every pending receipt again
+// (after a stop or a crash), and so does a rescan when a full queue put
+// some off. A receipt may then be stored twice; clients take receipts as
+// idempotent (PROTOCOL.md 8.3).
+//
+// Only sends and group changes wait for a sync of the store before their
+// ACCEPT; acks and receipts ride on those syncs (see package storage).
 //
 // # Rules
 //

@@ -11,44 +11,100 @@
 //	worker ──Append(e, done)──▶ commit queue (Config.QueueLen, blocks when full)
 //	                               │
 //	                               ▼  committer goroutine (one)
-//	             take every queued op, up to Config.MaxBatch / MaxBatchBytes
-//	             apply each to one Badger transaction: check seq, retries
-//	             for duplicates, limits;
-//	             write entries, dedupe records, then the metas that are due
+//	             a relaxed op alone (ack, receipt, expiry) waits up to
+//	             Config.RelaxedDelay for an urgent one (message, group
+//	             event, group change); then every queued op, up to
+//	             Config.MaxBatch / MaxBatchBytes, goes into one Badger
+//	             transaction: check seq, retries for duplicates, limits,
+//	             the free-space floor; write entries, dedupe records,
+//	             pending receipts, then the metas that are due
 //	                               │
-//	                               ▼  txn.Commit with SyncWrites: one fsync,
-//	                                  meanwhile the next retries' dedupe lookups
-//	             call done for every op of the batch, in queue order
+//	                               ▼  commit (Badger's log, through its mapping:
+//	                                  survives a crash of the process)
+//	                               ▼  sync (msync), only if the batch holds an
+//	                                  urgent op, or relaxed appends have waited
+//	                                  RelaxedDelay: one sync per batch of sends
+//	             call done for every op of the batch, in queue order; a relaxed
+//	             append's done waits for the sync that covers it
+//
+// # Syncs: what must be on disk before whom is told
+//
+// A sync costs about a millisecond here, and a message round makes four
+// writes: the send's append, the recipient's ack (a delete), the receipt's
+// append in the sender's mailbox, and the sender's ack of the receipt. Only
+// the first is promised to anyone before it happens (the ACCEPT), so only
+// batches holding such urgent writes sync before they call back. The rest
+// commit unsynced and ride on the next sync:
+//
+//   - A lost ack (a crash of the machine before a later sync) only causes a
+//     redelivery, which clients drop by msg id.
+//   - The ack's receipts are recorded as pending receipts (PendingReceipt)
+//     in the transaction that deletes the entries, so the deletion and the
+//     debt of a receipt live or die together: if the ack is lost, the
+//     entries come back and the next ack makes the receipts again; if it is
+//     kept, so is the debt, which delivery pays at start (PendingReceipts).
+//   - The receipt entry settles its pending receipt in its own transaction
+//     (Entry.Settles), so the entry and the end of the debt also live or
+//     die together. Its done still waits for a sync, so that no client is
+//     ever sent a seq that a crash of the machine could take back.
+//
+// A crash of the process (kill -9) loses nothing committed: Badger's log is
+// written through a shared mapping, which the kernel keeps. A crash of the
+// machine loses at most the unsynced tail of the log: acks, receipts and
+// expiry since the last sync, all of which are redone. One window is left:
+// Badger does not sync a memtable's log when it switches to a new memtable,
+// so relaxed writes committed just before a switch and not yet flushed to a
+// table rely on the flush (seconds) rather than on the next sync.
 //
 // # Durability and ordering, method by method
 //
-//   - Append: done(nil) is called only after the transaction holding the
-//     entry, its dedupe record and the recipient's new high-water mark is
-//     fsynced. A kill -9 after done(nil) loses nothing; before it, the entry
-//     is either wholly there or wholly absent. done(err) means the entry is
-//     not stored, except after ErrCommit, where it may or may not be (a
-//     retry is then caught as a duplicate). Appends are applied in queue
-//     order, so one worker's appends for a recipient commit in seq order, and
-//     their callbacks run in that order too.
-//   - Ack: the deletions and the new floor commit atomically; done runs
-//     after the fsync, with receipts for exactly the message entries that
-//     this ack deleted (each entry yields at most one receipt, ever).
-//     Expired entries are deleted without a receipt. An ack larger than
-//     Config.MaxBatch entries commits in several transactions; each is a
-//     valid cumulative state, and done runs after the last.
-//   - LastSeq, Read, Lookup, Members, Role, Groups: read committed data
-//     only, from a consistent snapshot, on the caller's goroutine. They do
-//     not queue behind the committer, but a Badger read waits for the
-//     commit in progress, if any (about one fsync), and then sees it.
+//   - Append: for an urgent entry, done(nil) is called only after the
+//     transaction holding the entry, its dedupe record and the recipient's
+//     new high-water mark is synced. A kill -9 after done(nil) loses
+//     nothing; before it, the entry is either wholly there or wholly absent.
+//     A receipt entry's done(nil) also follows a sync, up to twice
+//     RelaxedDelay later. done(err) means the entry is not stored, except
+//     after ErrCommit, where it may or may not be (a retry is then caught as
+//     a duplicate). Appends are applied in queue order, so one worker's
+//     appends for a recipient commit in seq order, and their callbacks run
+//     in that order too.
+//   - Ack: the deletions, the pending receipts and the new floor commit
+//     atomically; done runs after the commit (not a sync), with receipts
+//     for exactly the message entries that this ack deleted (each entry
+//     yields at most one receipt, ever). Expired entries are deleted
+//     without a receipt. An ack larger than Config.MaxBatch entries commits
+//     in several transactions; each is a valid cumulative state, and done
+//     runs after the last.
+//   - LastSeq, Read, Lookup, Members, Role, Groups, PendingReceipts: read
+//     committed data only, from a consistent snapshot, on the caller's
+//     goroutine. They do not queue behind the committer, but a Badger read
+//     waits for the commit in progress, if any, and then sees it.
 //   - CreateGroup, AddMember, RemoveMember, DeleteGroup: committed and
-//     fsynced through the same group commit before they return.
-//   - Close: commits everything queued, runs its callbacks, then closes
-//     Badger, which flushes its memtables.
+//     synced through the same group commit before they return.
+//   - Close: commits everything queued, syncs and runs the callbacks, then
+//     closes Badger, which flushes its memtables.
 //
-// A failed commit fails every op in it with ErrCommit, and the store then
-// refuses every write with the same error: after a failed fsync nothing is
-// known about the disk until the store is reopened, and Badger replays its
-// log. Nothing is ever acknowledged that was not committed.
+// # Failures
+//
+// A failed commit or sync fails every op in it, and every committed op
+// still waiting for a sync, with ErrCommit, whatever apply had decided for
+// each (a retry found as a duplicate of an op in the same batch was not
+// stored either). Nothing is ever acknowledged that was not committed. The
+// committer then closes and reopens the database, so that what is on disk
+// is what Badger's log replays, reloads its totals and drops its caches,
+// and takes writes again (Stats.Recoveries). Until then writes are refused
+// with ErrRecovering; reopening is tried at once, then with a backoff that
+// doubles from 100 ms to 5 s.
+//
+// A full disk would kill the process (Badger writes through mappings of
+// sparse files: SIGBUS). Below Config.MinFreeBytes of free space the store
+// refuses urgent writes with ErrDiskFull, while acks, receipts and reads go
+// on, and takes them again once space returns; see diskspace.go for the
+// reserve file that lets it start on a disk something else filled.
+//
+// Appends that must expire entries to fit a full mailbox count each
+// deletion against the batch's budget, and continue in the next batch when
+// it runs out, so no batch outgrows Badger's transaction.
 //
 // # Sequences
 //
