@@ -21,14 +21,17 @@ import (
 //	go test -run '^$' -bench 'Append|Plain' -benchtime 200000x -count 3 ./storage/
 //	go test -run '^$' -bench 'Drain' -benchtime 3x ./storage/
 //	go test -run '^$' -bench 'Memory' -benchtime 1x ./storage/
+//	go test -run '^$' -bench 'Round' -benchtime 20000x -count 3 ./storage/
 //
-// Every benchmark uses real Badger with SyncWrites in b.TempDir().
+// Every benchmark uses real Badger in b.TempDir(), with the store's default
+// RelaxedDelay: urgent appends are synced, acks and receipts ride along.
 
 const benchValueLen = 200
 
 func benchStore(b *testing.B) *engine {
 	b.Helper()
 	cfg := testConfig(b.TempDir())
+	cfg.RelaxedDelay = DefaultRelaxedDelay
 	cfg.MaxMailboxMessages = 1 << 40 // one producer fills one mailbox with b.N messages
 	cfg.MaxMailboxBytes = 1 << 40
 	s, err := openBadger(cfg, nil)
@@ -101,6 +104,67 @@ func BenchmarkAppendDurable(b *testing.B) {
 			b.ReportMetric(float64(st.BatchedOps)/float64(max(1, st.Commits)), "ops/commit")
 			reportCommitter(b, st, elapsed)
 			reportLatency(b, slices.Concat(lats...))
+		})
+	}
+}
+
+// BenchmarkRound: P pairs, each making whole message rounds one at a time,
+// as a phone does: the sender's message (urgent: waited for), the
+// recipient's ack (with its pending receipt), the receipt entry in the
+// sender's mailbox that settles it, and the sender's ack of the receipt.
+// Reports syncs and commits per round: the store's share of the cost of a
+// message in the phone regime. (A lone pair is not run: each of its
+// relaxed writes waits RelaxedDelay for company that never comes, about 23
+// rounds a second and 2 syncs a round, which is the design, not a cost.)
+func BenchmarkRound(b *testing.B) {
+	for _, pairs := range []int{64, 1000} {
+		b.Run(fmt.Sprintf("pairs=%d", pairs), func(b *testing.B) {
+			s := benchStore(b)
+			val := make([]byte, benchValueLen)
+			per := (b.N + pairs - 1) / pairs
+			b.ReportAllocs()
+			b.ResetTimer()
+			start := time.Now()
+			var wg sync.WaitGroup
+			for p := 0; p < pairs; p++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					sender, rcpt := uint64(2*p+1), uint64(2*p+2)
+					for i := uint64(1); i <= uint64(per); i++ {
+						if err := AppendWait(s, Entry{Recipient: rcpt, Seq: i, Kind: KindMessage, Sender: sender, MsgID: i, Value: val}); err != nil {
+							b.Error(err)
+							return
+						}
+						res, err := AckWait(s, rcpt, i)
+						if err != nil || len(res.Pending) != 1 {
+							b.Errorf("ack: %+v %v", res, err)
+							return
+						}
+						rec := Entry{Recipient: sender, Seq: i, Kind: KindReceipt, MsgID: i, Value: val[:4], Settles: res.Pending[0].Key()}
+						if err := AppendWait(s, rec); err != nil {
+							b.Error(err)
+							return
+						}
+						if _, err := AckWait(s, sender, i); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			elapsed := time.Since(start)
+			b.StopTimer()
+			rounds := float64(per * pairs)
+			st := s.Stats()
+			b.ReportMetric(rounds/elapsed.Seconds(), "rounds/s")
+			b.ReportMetric(float64(st.Syncs)/rounds, "syncs/round")
+			b.ReportMetric(float64(st.Commits)/rounds, "commits/round")
+			n := 0
+			if err := s.PendingReceipts(func(PendingReceipt) bool { n++; return true }); err != nil || n != 0 {
+				b.Fatalf("%d pending receipts left, %v", n, err)
+			}
 		})
 	}
 }
