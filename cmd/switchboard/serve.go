@@ -32,6 +32,7 @@ func serve(args []string) error {
 		outCap   = fs.Int("outbound-cap", 0, "per-connection unsent bytes before a slow reader is closed; 0: 256 KiB")
 		window   = fs.Int("window", 0, "mailbox entries sent and not yet acknowledged per connection; 0: 256")
 		ttl      = fs.Duration("ttl", 0, "how long a message waits for its recipient; 0: 30 days")
+		relaxed  = fs.Duration("relaxed-delay", 0, "how long acks and receipts may wait to share a disk sync with a send (and receipts then for the sync); 0: 10ms; negative: no wait")
 		minFree  = fs.Int64("min-free", 0, "bytes of free disk space under --data below which new messages are refused (retryable) while acks go on; 0: 256 MiB; negative: no floor")
 		logLevel = fs.String("log", "info", "log level: debug, info, warn, error")
 		gcPct    = fs.Int("gc-percent", 25, "Go GC target: garbage allowed before a collection, percent of the heap grown since start (connections, queues; not the storage arena); the GOGC environment variable, when set, wins and is used as is")
@@ -59,7 +60,7 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
-	store, err := storage.Open(storage.Config{Dir: filepath.Join(*data, "mailboxes"), Logger: log, MessageTTL: *ttl, MinFreeBytes: *minFree})
+	store, err := storage.Open(storage.Config{Dir: filepath.Join(*data, "mailboxes"), Logger: log, MessageTTL: *ttl, MinFreeBytes: *minFree, RelaxedDelay: *relaxed})
 	if err != nil {
 		return err
 	}
