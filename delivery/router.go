@@ -133,6 +133,7 @@ type Stats struct {
 	Receipts         atomic.Uint64 // receipt entries stored
 	ReceiptsHeld     atomic.Uint64 // times receipts waited for room in their sender's shard queue
 	ReceiptsDropped  atomic.Uint64 // receipts put off because the sender's shard queue stayed full; still pending in storage, offered again within a second
+	ReceiptsRefused  atomic.Uint64 // receipt entries the store refused (sender's mailbox full, storage recovering); delivered ones stay pending and are offered again
 	ReceiptsReplayed atomic.Uint64 // pending receipts offered again from storage (at start, or after some were put off)
 	SignalsDropped   atomic.Uint64 // signals for users offline or behind a full queue
 	SlowConsumers    atomic.Uint64 // connections closed because their window stayed full

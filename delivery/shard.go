@@ -361,15 +361,22 @@ func (s *shard) appended(u *user, c completion) {
 		if c.conn != nil {
 			c.conn.Push(Outbound{Kind: OutAccept, MsgID: c.msgID})
 		}
+	case c.conn == nil:
+		// A receipt entry the store refused (the sender's mailbox is
+		// full, or storage is recovering). A delivered receipt is still
+		// pending in storage: the next rescan offers it again.
+		s.r.stats.ReceiptsRefused.Add(1)
+		s.r.rescan.Store(true)
+		if !errors.Is(c.err, storage.ErrMailboxFull) {
+			s.r.stats.StorageErrors.Add(1)
+		}
 	default:
 		s.r.stats.Refused.Add(1)
 		code, retry := refusal(c.err)
 		if !errors.Is(c.err, storage.ErrMailboxFull) {
 			s.r.stats.StorageErrors.Add(1)
 		}
-		if c.conn != nil {
-			c.conn.Push(Outbound{Kind: OutRefuse, MsgID: c.msgID, Code: code, RetryAfter: retry})
-		}
+		c.conn.Push(Outbound{Kind: OutRefuse, MsgID: c.msgID, Code: code, RetryAfter: retry})
 	}
 	if u.conn == nil {
 		return

@@ -64,6 +64,7 @@ func metricsHandler(srv *gateway.Server, r *delivery.Router, st storage.Store) h
 	counter("switchboard_receipts_total", "Receipt entries stored.", &rs.Receipts)
 	counter("switchboard_receipts_held_total", "Times delivered receipts waited for room in their sender's routing queue.", &rs.ReceiptsHeld)
 	counter("switchboard_receipts_dropped_total", "Receipts put off because their sender's routing queue stayed full past the hold limit; they stay pending in storage and are offered again.", &rs.ReceiptsDropped)
+	counter("switchboard_receipts_refused_total", "Receipt entries the store refused (sender's mailbox full, storage recovering); delivered ones stay pending and are offered again.", &rs.ReceiptsRefused)
 	counter("switchboard_receipts_replayed_total", "Pending receipts offered again from storage (at start, or after some were put off).", &rs.ReceiptsReplayed)
 	counter("switchboard_signals_dropped_total", "Signals for offline users or behind a full queue.", &rs.SignalsDropped)
 	counter("switchboard_slow_consumers_total", "Connections closed because their window stayed full.", &rs.SlowConsumers)
