@@ -65,6 +65,7 @@ type engine struct {
 	unsynced []op
 	syncDue  time.Time     // when unsynced must be synced, if no batch synced before
 	disk     diskGuard     // the free-space floor; see diskspace.go
+	sy       syncer        // syncs committed batches and calls them back; see syncer.go
 	retryAt  time.Time     // while failed: when to try reopening the database
 	backoff  time.Duration // while failed: the wait after the next failed reopen
 
@@ -180,6 +181,7 @@ func newEngine(cfg Config, be backend) (*engine, error) {
 	s.stats.storedMessages.Store(uint64(s.tot.count))
 	s.stats.storedBytes.Store(uint64(s.tot.bytes))
 	s.timer.Stop()
+	s.startSyncer()
 	go s.run()
 	go s.housekeepLoop()
 	return s, nil
@@ -295,11 +297,10 @@ func (s *engine) run() {
 	for {
 		first, ok := s.nextWait()
 		if !ok {
-			// Closed and drained: what is held gets its sync before Close
-			// closes the database.
-			if len(s.unsynced) > 0 && s.failure() == nil {
-				s.syncHeld()
-			}
+			// Closed and drained: what is held gets its sync and its
+			// callback before Close closes the database.
+			s.syncHeld()
+			s.stopSyncer()
 			return
 		}
 		if err := s.failure(); err != nil {
@@ -307,6 +308,7 @@ func (s *engine) run() {
 			continue
 		}
 		if first.kind == opExclusive {
+			s.syncIdle()
 			first.done(first.fn())
 			continue
 		}
@@ -479,10 +481,6 @@ func (s *engine) commitBatch(first op) {
 	if fatal == nil {
 		stop := s.prefetch()
 		fatal = w.commit()
-		if fatal == nil && sync {
-			fatal = s.be.sync()
-			s.stats.syncs.Add(1)
-		}
 		stop()
 	} else {
 		w.discard()
@@ -497,47 +495,38 @@ func (s *engine) commitBatch(first op) {
 	clear(s.batchKeys)
 	called := time.Now()
 	if sync {
-		s.finishUnsynced()
+		s.syncHeld()
 	}
+	n := 0
 	for i := range s.batch {
 		o := &s.batch[i]
 		switch {
 		case o.unfinished:
 			o.unfinished = false
 			s.pending.pushFront(*o)
-		case sync || o.kind != opAppend || (o.err != nil && len(s.unsynced) == 0):
-			// Acks and expiry need no sync, nor does a refusal (which
-			// still waits behind held appends, to keep callbacks in
-			// queue order).
-			s.finish(*o, nil)
+		case sync:
+			s.batch[n] = *o // to the syncer, below
+			n++
+		case o.kind != opAppend:
+			s.finish(*o, nil) // acks and expiry need no sync
 		default:
+			// A relaxed append (or a refusal of one, which keeps its place
+			// among the appends' callbacks) waits for a sync.
 			if len(s.unsynced) == 0 {
 				s.syncDue = time.Now().Add(s.cfg.RelaxedDelay)
 			}
 			s.unsynced = append(s.unsynced, *o)
 		}
 	}
+	s.toSyncer(s.batch[:n])
 	clear(s.batch)
 	s.stats.callbackNanos.Add(uint64(time.Since(called)))
 }
 
-// syncHeld syncs the committed relaxed appends that wait for a sync, and
-// calls their callbacks.
+// syncHeld hands the committed relaxed appends that wait for a sync to the
+// syncer.
 func (s *engine) syncHeld() {
-	err := s.be.sync()
-	s.stats.syncs.Add(1)
-	if err != nil {
-		s.fail(err)
-		return
-	}
-	s.finishUnsynced()
-}
-
-// finishUnsynced calls back the held relaxed appends after a sync.
-func (s *engine) finishUnsynced() {
-	for i := range s.unsynced {
-		s.finish(s.unsynced[i], nil)
-	}
+	s.toSyncer(s.unsynced)
 	clear(s.unsynced)
 	s.unsynced = s.unsynced[:0]
 }
@@ -562,7 +551,7 @@ func (s *engine) fail(cause error) {
 	s.batch = s.batch[:0]
 	clear(s.unsynced)
 	s.unsynced = s.unsynced[:0]
-	s.retryAt, s.backoff = time.Now(), recoverFirstBackoff
+	s.retryAt = time.Now()
 }
 
 // recoverFirstBackoff and recoverMaxBackoff space the attempts to reopen a
@@ -579,6 +568,10 @@ const (
 // reloaded, and writes are taken again. Ops that arrived meanwhile were
 // refused with ErrRecovering. Committer goroutine only.
 func (s *engine) recover() {
+	s.syncIdle() // what it holds is called back (failed) before the reopen
+	if s.backoff == 0 {
+		s.backoff = recoverFirstBackoff // the failure came from a sync
+	}
 	if !s.hkMu.TryLock() {
 		s.retryAt = time.Now().Add(recoverFirstBackoff) // a housekeeping round is running
 		return
@@ -609,6 +602,7 @@ func (s *engine) recover() {
 	s.stats.storedMessages.Store(uint64(max(0, s.tot.count)))
 	s.stats.storedBytes.Store(uint64(max(0, s.tot.bytes)))
 	s.stats.recoveries.Add(1)
+	s.backoff = 0
 	s.failed.Store(nil)
 	s.log.Warn("storage: database reopened after a failed commit; taking writes again")
 }
