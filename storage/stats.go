@@ -32,7 +32,8 @@ type Stats struct {
 	GCRewrites       uint64        // Badger value-log files rewritten by GC
 	Flattens         uint64        // Badger LSM flattens run to drop tombstones
 	BuildTime        time.Duration // committer time spent lingering and applying ops to transactions
-	CommitTime       time.Duration // committer time spent in the database commit, fsync included
+	CommitTime       time.Duration // committer time spent in the database commit (the sync is the syncer's: SyncTime)
+	SyncTime         time.Duration // syncer time spent in syncs
 	CallbackTime     time.Duration // committer time spent in done callbacks
 	StoredMessages   uint64        // gauge: entries waiting in all mailboxes
 	StoredBytes      uint64        // gauge: value bytes waiting in all mailboxes
@@ -46,7 +47,7 @@ type counters struct {
 	duplicates, refusedFull, refusedStoreFull, refusedSeqOrder             atomic.Uint64
 	housekeeps, gcRewrites, flattens, storedMessages, storedBytes          atomic.Uint64
 	buildNanos, commitNanos, callbackNanos, syncs, recoveries              atomic.Uint64
-	refusedDiskFull, diskLow                                               atomic.Uint64
+	refusedDiskFull, diskLow, syncNanos                                    atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -76,6 +77,7 @@ func (c *counters) snapshot() Stats {
 		Flattens:         c.flattens.Load(),
 		BuildTime:        time.Duration(c.buildNanos.Load()),
 		CommitTime:       time.Duration(c.commitNanos.Load()),
+		SyncTime:         time.Duration(c.syncNanos.Load()),
 		CallbackTime:     time.Duration(c.callbackNanos.Load()),
 		StoredMessages:   c.storedMessages.Load(),
 		StoredBytes:      c.storedBytes.Load(),

@@ -3,6 +3,7 @@ package storage
 import (
 	"fmt"
 	"sync"
+	"time"
 )
 
 // The syncer overlaps the sync of one batch with the building and commit
@@ -88,7 +89,7 @@ func (s *engine) syncLoop() {
 		var failed error
 		if p := s.failed.Load(); p != nil {
 			failed = *p // committed before a failure: what a reopen replays is unknown
-		} else if err := s.be.sync(); err != nil {
+		} else if err := s.timedSync(); err != nil {
 			failed = fmt.Errorf("%w: %w", ErrCommit, err)
 			s.failed.CompareAndSwap(nil, &failed)
 			s.stats.commitErrors.Add(1)
@@ -109,4 +110,12 @@ func (s *engine) syncLoop() {
 		y.cond.Broadcast()
 		y.mu.Unlock()
 	}
+}
+
+// timedSync syncs and adds the time it took to Stats.SyncTime.
+func (s *engine) timedSync() error {
+	start := time.Now()
+	err := s.be.sync()
+	s.stats.syncNanos.Add(uint64(time.Since(start)))
+	return err
 }
