@@ -329,3 +329,68 @@ func TestExpiryFitsTheBatch(t *testing.T) {
 		t.Fatalf("the store stopped taking writes: %v", err)
 	}
 }
+
+// TestSyncFailureFailsWhatItCovered makes a sync fail: the appends it
+// covered fail with ErrCommit (an ack committed with them is not undone
+// by it, but the store reopens), writes are refused with ErrRecovering
+// until the database is reopened, and then taken again, with nothing of
+// what failed counted as stored unless it is on disk.
+func TestSyncFailureFailsWhatItCovered(t *testing.T) {
+	dir := t.TempDir()
+	var fail atomic.Bool
+	injected := errors.New("injected msync failure")
+	s, err := openBadger(testConfig(dir), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.be.(*badgerBackend).failSync = func() error {
+		if fail.Load() {
+			return injected
+		}
+		return nil
+	}
+	for seq := uint64(1); seq <= 3; seq++ {
+		if err := AppendWait(s, Entry{Recipient: 1, Seq: seq, Kind: KindMessage, MsgID: seq}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fail.Store(true)
+	err = AppendWait(s, Entry{Recipient: 1, Seq: 4, Kind: KindMessage, MsgID: 4})
+	if !errors.Is(err, ErrCommit) || !errors.Is(err, injected) {
+		t.Fatalf("append whose sync failed: %v, want ErrCommit wrapping the cause", err)
+	}
+	fail.Store(false)
+	deadline := time.Now().Add(10 * time.Second)
+	for seq := uint64(100); ; seq++ {
+		err = AppendWait(s, Entry{Recipient: 2, Seq: seq, Kind: KindMessage, MsgID: seq})
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		if !errors.Is(err, ErrRecovering) {
+			t.Fatalf("append while recovering: %v, want ErrRecovering", err)
+		}
+		time.Sleep(time.Millisecond) // poll: recovery is the store's own
+	}
+	if err != nil {
+		t.Fatalf("append after recovery: %v", err)
+	}
+	if st := s.Stats(); st.CommitErrors != 1 || st.Recoveries != 1 {
+		t.Fatalf("CommitErrors %d Recoveries %d, want 1 and 1", st.CommitErrors, st.Recoveries)
+	}
+	// The failed append was committed (only its sync failed), so after the
+	// reopen it may be there: a retry is then a duplicate, never a second
+	// copy; the next seq must follow whatever is there.
+	hw, err := s.LastSeq(1)
+	if err != nil || hw < 3 || hw > 4 {
+		t.Fatalf("high-water after recovery %d %v, want 3 or 4", hw, err)
+	}
+	err = AppendWait(s, Entry{Recipient: 1, Seq: hw + 1, Kind: KindMessage, MsgID: 4, Retry: true})
+	var dup *DuplicateError
+	switch {
+	case hw == 4 && !errors.As(err, &dup):
+		t.Fatalf("retry of a message that is on disk: %v, want a duplicate", err)
+	case hw == 3 && err != nil:
+		t.Fatalf("retry of a message that is not on disk: %v", err)
+	}
+}
