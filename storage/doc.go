@@ -21,14 +21,11 @@
 //	                               │
 //	                               ▼  commit (Badger's log, through its mapping:
 //	                                  survives a crash of the process)
-//	                               ▼  acks and expiry are called back now; the
-//	                                  rest go to the syncer goroutine (syncer.go)
-//	                                  while the committer builds the next batch
-//	                               ▼  syncer: sync (msync), covering every commit
-//	                                  before it, when a batch held an urgent op or
-//	                                  relaxed appends waited RelaxedDelay: one sync
-//	                                  per batch of sends; then done for each op,
-//	                                  in queue order
+//	                               ▼  sync (msync), only if the batch holds an
+//	                                  urgent op, or relaxed appends have waited
+//	                                  RelaxedDelay: one sync per batch of sends
+//	             call done for every op of the batch, in queue order; a relaxed
+//	             append's done waits for the sync that covers it
 //
 // # Syncs: what must be on disk before whom is told
 //
@@ -125,12 +122,9 @@
 //
 // # Callbacks
 //
-// done callbacks run on the committer goroutine (acks, expiry), on the
-// syncer goroutine (appends and group changes, after their sync), or, for
-// an op refused before queueing, on the caller's. Callbacks of appends run
-// in queue order; an ack's may run at the same time as an append's. They
-// must not block and must not call the Store's write methods or Close:
-// hand the result to your own goroutine.
+// done callbacks run on the committer goroutine (or, for an op refused
+// before queueing, on the caller's). They must not block and must not call
+// the Store's write methods or Close: hand the result to your own goroutine.
 //
 // # Housekeeping
 //

@@ -65,7 +65,6 @@ type engine struct {
 	unsynced []op
 	syncDue  time.Time     // when unsynced must be synced, if no batch synced before
 	disk     diskGuard     // the free-space floor; see diskspace.go
-	sy       syncer        // syncs committed batches and calls them back; see syncer.go
 	retryAt  time.Time     // while failed: when to try reopening the database
 	backoff  time.Duration // while failed: the wait after the next failed reopen
 
@@ -181,7 +180,6 @@ func newEngine(cfg Config, be backend) (*engine, error) {
 	s.stats.storedMessages.Store(uint64(s.tot.count))
 	s.stats.storedBytes.Store(uint64(s.tot.bytes))
 	s.timer.Stop()
-	s.startSyncer()
 	go s.run()
 	go s.housekeepLoop()
 	return s, nil
@@ -297,10 +295,11 @@ func (s *engine) run() {
 	for {
 		first, ok := s.nextWait()
 		if !ok {
-			// Closed and drained: what is held gets its sync and its
-			// callback before Close closes the database.
-			s.syncHeld()
-			s.stopSyncer()
+			// Closed and drained: what is held gets its sync before Close
+			// closes the database.
+			if len(s.unsynced) > 0 && s.failure() == nil {
+				s.syncHeld()
+			}
 			return
 		}
 		if err := s.failure(); err != nil {
@@ -308,7 +307,6 @@ func (s *engine) run() {
 			continue
 		}
 		if first.kind == opExclusive {
-			s.syncIdle()
 			first.done(first.fn())
 			continue
 		}
@@ -481,6 +479,9 @@ func (s *engine) commitBatch(first op) {
 	if fatal == nil {
 		stop := s.prefetch()
 		fatal = w.commit()
+		if fatal == nil && sync {
+			fatal = s.timedSync()
+		}
 		stop()
 	} else {
 		w.discard()
@@ -495,38 +496,55 @@ func (s *engine) commitBatch(first op) {
 	clear(s.batchKeys)
 	called := time.Now()
 	if sync {
-		s.syncHeld()
+		s.finishUnsynced()
 	}
-	n := 0
 	for i := range s.batch {
 		o := &s.batch[i]
 		switch {
 		case o.unfinished:
 			o.unfinished = false
 			s.pending.pushFront(*o)
-		case sync:
-			s.batch[n] = *o // to the syncer, below
-			n++
-		case o.kind != opAppend:
-			s.finish(*o, nil) // acks and expiry need no sync
+		case sync || o.kind != opAppend || (o.err != nil && len(s.unsynced) == 0):
+			// Acks and expiry need no sync, nor does a refusal (which
+			// still waits behind held appends, to keep callbacks in
+			// queue order).
+			s.finish(*o, nil)
 		default:
-			// A relaxed append (or a refusal of one, which keeps its place
-			// among the appends' callbacks) waits for a sync.
 			if len(s.unsynced) == 0 {
 				s.syncDue = time.Now().Add(s.cfg.RelaxedDelay)
 			}
 			s.unsynced = append(s.unsynced, *o)
 		}
 	}
-	s.toSyncer(s.batch[:n])
 	clear(s.batch)
+	s.batch = s.batch[:0]
 	s.stats.callbackNanos.Add(uint64(time.Since(called)))
 }
 
-// syncHeld hands the committed relaxed appends that wait for a sync to the
-// syncer.
+// syncHeld syncs the committed relaxed appends that wait for a sync, and
+// calls their callbacks.
 func (s *engine) syncHeld() {
-	s.toSyncer(s.unsynced)
+	if err := s.timedSync(); err != nil {
+		s.fail(err)
+		return
+	}
+	s.finishUnsynced()
+}
+
+// timedSync syncs, counting the sync and its time.
+func (s *engine) timedSync() error {
+	start := time.Now()
+	err := s.be.sync()
+	s.stats.syncs.Add(1)
+	s.stats.syncNanos.Add(uint64(time.Since(start)))
+	return err
+}
+
+// finishUnsynced calls back the held relaxed appends after a sync.
+func (s *engine) finishUnsynced() {
+	for i := range s.unsynced {
+		s.finish(s.unsynced[i], nil)
+	}
 	clear(s.unsynced)
 	s.unsynced = s.unsynced[:0]
 }
@@ -551,7 +569,7 @@ func (s *engine) fail(cause error) {
 	s.batch = s.batch[:0]
 	clear(s.unsynced)
 	s.unsynced = s.unsynced[:0]
-	s.retryAt = time.Now()
+	s.retryAt, s.backoff = time.Now(), recoverFirstBackoff
 }
 
 // recoverFirstBackoff and recoverMaxBackoff space the attempts to reopen a
@@ -568,10 +586,6 @@ const (
 // reloaded, and writes are taken again. Ops that arrived meanwhile were
 // refused with ErrRecovering. Committer goroutine only.
 func (s *engine) recover() {
-	s.syncIdle() // what it holds is called back (failed) before the reopen
-	if s.backoff == 0 {
-		s.backoff = recoverFirstBackoff // the failure came from a sync
-	}
 	if !s.hkMu.TryLock() {
 		s.retryAt = time.Now().Add(recoverFirstBackoff) // a housekeeping round is running
 		return
@@ -602,7 +616,6 @@ func (s *engine) recover() {
 	s.stats.storedMessages.Store(uint64(max(0, s.tot.count)))
 	s.stats.storedBytes.Store(uint64(max(0, s.tot.bytes)))
 	s.stats.recoveries.Add(1)
-	s.backoff = 0
 	s.failed.Store(nil)
 	s.log.Warn("storage: database reopened after a failed commit; taking writes again")
 }

@@ -32,8 +32,8 @@ type Stats struct {
 	GCRewrites       uint64        // Badger value-log files rewritten by GC
 	Flattens         uint64        // Badger LSM flattens run to drop tombstones
 	BuildTime        time.Duration // committer time spent lingering and applying ops to transactions
-	CommitTime       time.Duration // committer time spent in the database commit (the sync is the syncer's: SyncTime)
-	SyncTime         time.Duration // syncer time spent in syncs
+	CommitTime       time.Duration // committer time spent in the database commit, sync included (SyncTime)
+	SyncTime         time.Duration // committer time spent in syncs
 	CallbackTime     time.Duration // committer time spent in done callbacks
 	StoredMessages   uint64        // gauge: entries waiting in all mailboxes
 	StoredBytes      uint64        // gauge: value bytes waiting in all mailboxes

@@ -24,8 +24,8 @@ type Store interface {
 	// KindReceipt entry is relaxed: it may wait up to Config.RelaxedDelay
 	// for a batch that must sync anyway, and then up to RelaxedDelay more
 	// for a sync, before done; every other entry is committed and synced
-	// as soon as the committer gets to it. done runs on one of the
-	// store's goroutines (package doc, "Callbacks") and must not block; it may also run before Append
+	// as soon as the committer gets to it. done runs on the
+	// committer goroutine and must not block; it may also run before Append
 	// returns, on the caller's goroutine, when e is refused without reaching
 	// the committer (ErrClosed, ErrInvalidEntry). Append blocks only while the
 	// commit queue (Config.QueueLen) is full.
