@@ -78,3 +78,63 @@ func TestReceiptWaitsForAFullQueue(t *testing.T) {
 		t.Fatalf("ReceiptsDropped = %d, want 0", n)
 	}
 }
+
+// failOnceStore fails the first Ack of one user with ErrCommit, as a
+// failed commit would, and passes everything else on.
+type failOnceStore struct {
+	storage.Store
+	user   uint64
+	failed sync.Once
+}
+
+func (f *failOnceStore) Ack(user, upto uint64, done func(storage.AckResult, error)) {
+	fail := false
+	if user == f.user {
+		f.failed.Do(func() { fail = true })
+	}
+	if fail {
+		done(storage.AckResult{}, storage.ErrCommit)
+		return
+	}
+	f.Store.Ack(user, upto, done)
+}
+
+// TestAckAfterAFailedCommit: the recipient's ACK fails to commit and the
+// client does not repeat it (it has nothing new to acknowledge). The shard
+// offers the ack again by itself, so the entry is deleted and the sender
+// gets its delivered receipt without waiting for the recipient's next ACK
+// or login.
+func TestAckAfterAFailedCommit(t *testing.T) {
+	mem, err := storage.NewMemory(storage.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const sender, recipient = 1, 2
+	store := &failOnceStore{Store: mem, user: recipient}
+	r, err := delivery.New(delivery.Config{Shards: 2}, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Start()
+	t.Cleanup(func() {
+		r.Stop()
+		mem.Close()
+	})
+	a, b := &fakeConn{}, &fakeConn{}
+	login(t, r, a, sender, 0)
+	login(t, r, b, recipient, 0)
+	send(t, r, a, sender, 7, recipient)
+	waitFor(t, "the delivery", func() bool { return len(b.items(delivery.OutEntry)) == 1 })
+	if !r.Ack(b, recipient, b.items(delivery.OutEntry)[0].Seq) {
+		t.Fatal("the recipient's shard is busy")
+	}
+	waitFor(t, "the failed ack to be counted", func() bool { return r.Stats().StorageErrors.Load() == 1 })
+	waitFor(t, "the delivered receipt in the sender's mailbox", func() bool {
+		page, _, err := mem.Read(sender, 1, 10, 0, nil)
+		return err == nil && len(page) == 1 && page[0].Kind == storage.KindReceipt && page[0].MsgID == 7
+	})
+	waitFor(t, "the receipt pushed to the sender", func() bool { return len(a.items(delivery.OutEntry)) == 1 })
+	if page, _, err := mem.Read(recipient, 1, 10, 0, nil); err != nil || len(page) != 0 {
+		t.Fatalf("the recipient's mailbox still holds %d entries (%v)", len(page), err)
+	}
+}

@@ -69,6 +69,10 @@ type user struct {
 	stuck     int64  // unix nanoseconds the window became full; 0: not full
 	inflight  int32  // appends and acks handed to storage, not completed
 	pending   uint32 // bytes pushed since conn last acked all it was sent (WindowBytes)
+	// ackAgain says the commit of the last ack failed: its entries are
+	// still stored and its receipts not made, so the next tick offers the
+	// ack (through acked) to storage again.
+	ackAgain bool
 }
 
 // shard owns the users that hash to it. Everything but the channels is
@@ -141,6 +145,7 @@ func (s *shard) run() {
 			s.complete(c)
 		case <-tick.C:
 			s.checkSlow()
+			s.ackAgain()
 			if s == s.r.shards[0] && s.r.rescan.Swap(false) {
 				s.r.requeuePending()
 			}
@@ -224,7 +229,7 @@ func (s *shard) forget(u *user) {
 	case u.inflight != 0:
 	case u.conn == nil:
 		delete(s.users, u.id)
-	case u.committed == u.last && u.sent == u.last && u.acked == u.last && u.pending == 0 && u.stuck == 0:
+	case u.committed == u.last && u.sent == u.last && u.acked == u.last && u.pending == 0 && u.stuck == 0 && !u.ackAgain:
 		s.idle[u.id] = idleUser{conn: u.conn, last: u.last}
 		delete(s.users, u.id)
 	}
@@ -330,7 +335,8 @@ func (s *shard) complete(c completion) {
 	case doneAck:
 		if c.err != nil {
 			s.r.stats.StorageErrors.Add(1)
-			s.r.cfg.Logger.Error("delivery: ack failed", "user", u.id, "err", c.err)
+			s.r.cfg.Logger.Error("delivery: ack failed; offering it again within a second", "user", u.id, "err", c.err)
+			u.ackAgain = true
 		} else {
 			s.receipts(c.ack.Pending)
 		}
@@ -482,6 +488,22 @@ func (s *shard) windowFull(u *user) bool {
 func (s *shard) markStuck(u *user) {
 	if s.windowFull(u) && u.stuck == 0 {
 		u.stuck = s.r.cfg.Now().UnixNano()
+	}
+}
+
+// ackAgain offers storage again the acks whose commit failed (a user that
+// went offline meanwhile acks again when it logs in).
+func (s *shard) ackAgain() {
+	for _, u := range s.users {
+		if u.ackAgain && u.inflight == 0 && u.conn != nil && u.acked > 0 {
+			u.ackAgain = false
+			u.inflight++
+			s.inflight++
+			id, seq := u.id, u.acked
+			s.r.store.Ack(id, seq, func(res storage.AckResult, err error) {
+				s.done <- completion{kind: doneAck, user: id, ack: res, err: err}
+			})
+		}
 	}
 }
 
