@@ -72,21 +72,7 @@ func TestCommitFailureFailsEveryCaller(t *testing.T) {
 		t.Fatalf("ack in the failed batch: %v", err)
 	}
 	fail.Store(false) // the disk is back: the store reopens and takes writes
-	deadline := time.Now().Add(10 * time.Second)
-	var after error
-	for seq := uint64(20); ; seq++ {
-		after = AppendWait(s, Entry{Recipient: 2, Seq: seq, Kind: KindMessage, MsgID: seq})
-		if after == nil || time.Now().After(deadline) {
-			break
-		}
-		if !errors.Is(after, ErrRecovering) {
-			t.Fatalf("append while recovering: %v, want ErrRecovering", after)
-		}
-		time.Sleep(time.Millisecond) // poll: recovery is the store's own
-	}
-	if after != nil {
-		t.Fatalf("append after recovery: %v", after)
-	}
+	appendUntilRecovered(t, s, 2, 20)
 	if st := s.Stats(); st.CommitErrors != 1 || st.Recoveries != 1 || st.Appends != 4 {
 		t.Fatalf("CommitErrors %d Recoveries %d Appends %d, want 1, 1, 4", st.CommitErrors, st.Recoveries, st.Appends)
 	}
@@ -103,6 +89,27 @@ func TestCommitFailureFailsEveryCaller(t *testing.T) {
 	}
 	if res, err := AckWait(s, 1, 4); err != nil || res.Deleted != 4 {
 		t.Fatalf("ack after recovery: %+v %v", res, err)
+	}
+}
+
+// appendUntilRecovered appends to recipient from seq on until an append
+// succeeds: each refusal meanwhile must be ErrRecovering, and the store
+// must take writes again within 10 s.
+func appendUntilRecovered(t *testing.T, s Store, recipient, seq uint64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for ; ; seq++ {
+		err := AppendWait(s, Entry{Recipient: recipient, Seq: seq, Kind: KindMessage, MsgID: seq})
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, ErrRecovering) {
+			t.Fatalf("append while recovering: %v, want ErrRecovering", err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the store still refuses writes after 10 s: %v", err)
+		}
+		time.Sleep(time.Millisecond) // poll: recovery is the store's own
 	}
 }
 
@@ -361,20 +368,7 @@ func TestSyncFailureFailsWhatItCovered(t *testing.T) {
 		t.Fatalf("append whose sync failed: %v, want ErrCommit wrapping the cause", err)
 	}
 	fail.Store(false)
-	deadline := time.Now().Add(10 * time.Second)
-	for seq := uint64(100); ; seq++ {
-		err = AppendWait(s, Entry{Recipient: 2, Seq: seq, Kind: KindMessage, MsgID: seq})
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-		if !errors.Is(err, ErrRecovering) {
-			t.Fatalf("append while recovering: %v, want ErrRecovering", err)
-		}
-		time.Sleep(time.Millisecond) // poll: recovery is the store's own
-	}
-	if err != nil {
-		t.Fatalf("append after recovery: %v", err)
-	}
+	appendUntilRecovered(t, s, 2, 100)
 	if st := s.Stats(); st.CommitErrors != 1 || st.Recoveries != 1 {
 		t.Fatalf("CommitErrors %d Recoveries %d, want 1 and 1", st.CommitErrors, st.Recoveries)
 	}
