@@ -2,7 +2,11 @@ package delivery
 
 import (
 	"errors"
+	"iter"
+	"maps"
+	"slices"
 	"sync/atomic"
+	"time"
 
 	"switchboard/protocol"
 	"switchboard/storage"
@@ -35,8 +39,9 @@ type groupReq struct {
 	group  uint64
 	record []byte // send: the DELIVER record, with Group set
 	op     protocol.GroupOp
-	list   []uint64 // op: the members it names
-	signal bool     // an ephemeral signal (kind in msgID), fanned out to online members
+	list   []uint64            // op: the members it names
+	signal bool                // an ephemeral signal (kind in msgID), fanned out to online members
+	redo   *storage.GroupEvent // a pending event to announce again (no requester)
 }
 
 // groupWorker serves the groups that hash to it. Its cache is owned by its
@@ -92,23 +97,27 @@ func (w *groupWorker) refuse(q groupReq, code protocol.Code, retry uint32) {
 }
 
 func (w *groupWorker) handle(q groupReq) {
-	if q.op == protocol.GroupCreate {
-		w.create(q)
+	switch {
+	case q.redo != nil:
+		w.announce(nil, *q.redo, true)
+		return
+	case !q.send && !q.signal:
+		w.change(q)
 		return
 	}
 	members, err := w.members(q.group)
-	if err != nil {
-		w.r.stats.StorageErrors.Add(1)
-		w.refuse(q, protocol.CodeStorage, 1000)
-		return
-	}
-	if len(members) == 0 {
+	switch {
+	case errors.Is(err, storage.ErrNoGroup):
 		if !q.signal {
 			w.refuse(q, protocol.CodeBadRecipient, 0)
 		}
 		return
+	case err != nil:
+		w.r.stats.StorageErrors.Add(1)
+		w.refuse(q, protocol.CodeStorage, 1000)
+		return
 	}
-	role, isMember := members[q.from]
+	_, isMember := members[q.from]
 	switch {
 	case q.signal:
 		if isMember {
@@ -118,80 +127,48 @@ func (w *groupWorker) handle(q groupReq) {
 				}
 			}
 		}
-		return
 	case !isMember:
 		w.refuse(q, protocol.CodeNotMember, 0)
-		return
-	case q.send:
-		w.fanOut(q, members, storage.KindGroupMessage, q.record, 0)
-		return
+	default:
+		f := &fanout{conn: q.conn, msgID: q.msgID, stats: &w.r.stats}
+		e := storage.Entry{Kind: storage.KindGroupMessage, Sender: q.from, MsgID: q.msgID, Retry: q.retry, Value: q.record}
+		w.fanOut(f, e, q.from, maps.Keys(members))
 	}
-	admin := role >= storage.RoleAdmin
-	var changed []uint64
-	switch q.op {
-	case protocol.GroupLeave:
-		err = w.r.store.RemoveMember(q.group, q.from)
-		changed = []uint64{q.from}
-	case protocol.GroupAdd, protocol.GroupPromote, protocol.GroupDemote:
-		if !admin {
-			w.refuse(q, protocol.CodeForbidden, 0)
-			return
-		}
-		newRole := storage.RoleMember
-		if q.op == protocol.GroupPromote {
-			newRole = storage.RoleAdmin
-		}
-		for _, m := range q.list {
-			if q.op != protocol.GroupAdd {
-				if _, ok := members[m]; !ok {
-					continue
-				}
-			}
-			if members[m] == storage.RoleOwner && q.op != protocol.GroupAdd {
-				continue // the owner stays the owner
-			}
-			if err = w.r.store.AddMember(q.group, m, newRole); err != nil {
-				break
-			}
-			changed = append(changed, m)
-		}
-	case protocol.GroupRemove:
-		if !admin {
-			w.refuse(q, protocol.CodeForbidden, 0)
-			return
-		}
-		for _, m := range q.list {
-			if _, ok := members[m]; !ok || members[m] == storage.RoleOwner {
-				continue
-			}
-			if err = w.r.store.RemoveMember(q.group, m); err != nil {
-				break
-			}
-			changed = append(changed, m)
-		}
-	}
-	delete(w.cache, q.group) // reload what storage committed
-	if err != nil && !errors.Is(err, storage.ErrNotMember) {
-		w.refuseStore(q, err)
-		return
-	}
-	// Everyone who was or now is a member hears of the change.
-	audience, _ := w.members(q.group)
-	for _, m := range changed {
-		if _, ok := audience[m]; !ok {
-			audience = cloneWith(audience, m)
-		}
-	}
-	w.event(q, audience, changed)
 }
 
-func cloneWith(m map[uint64]storage.Role, id uint64) map[uint64]storage.Role {
-	c := make(map[uint64]storage.Role, len(m)+1)
-	for k, v := range m {
-		c[k] = v
+// change applies a GROUP request as one durable change (storage.ChangeGroup
+// holds the rules), then announces it. A retry of a change already made is
+// accepted again; if its announcement was cut short, it is finished first.
+func (w *groupWorker) change(q groupReq) {
+	ev, dup, err := w.r.store.ChangeGroup(storage.GroupChange{Group: q.group, Actor: q.from, MsgID: q.msgID, Op: storage.GroupOp(q.op), Members: q.list})
+	delete(w.cache, q.group) // reload what storage committed
+	switch {
+	case err != nil:
+		w.refuseStore(q, err)
+	case ev == nil: // nothing changed, or announced already
+		if q.conn != nil {
+			w.r.stats.Accepted.Add(1)
+			q.conn.Push(Outbound{Kind: OutAccept, MsgID: q.msgID, Ref: q.group})
+		}
+	default:
+		w.announce(q.conn, *ev, dup)
 	}
-	c[id] = storage.RoleMember
-	return c
+}
+
+// announce stores ev's GROUP_EVENT in the mailbox of everyone in its
+// audience, settles the pending event once every copy is durable, and then
+// tells conn (if any) ACCEPT, with the group as Ref. again says the event
+// may have been announced in part before, so copies are deduplicated.
+func (w *groupWorker) announce(conn Conn, ev storage.GroupEvent, again bool) {
+	rec := protocol.GroupEvent{Group: ev.Group, Actor: ev.Actor, Op: protocol.GroupOp(ev.Op), Time: protocol.Stamp(time.UnixMilli(ev.Time)), Members: ev.Members}
+	f := &fanout{conn: conn, msgID: ev.MsgID, ref: ev.Group, stats: &w.r.stats, settle: func() {
+		w.r.store.SettleGroupEvent(ev.Actor, ev.MsgID, nil)
+	}}
+	e := storage.Entry{Kind: storage.KindGroupEvent, Sender: ev.Actor, MsgID: ev.MsgID, Retry: again, Value: rec.AppendRecord(nil)}
+	w.fanOut(f, e, 0, slices.Values(ev.Audience))
+	if again {
+		w.r.stats.GroupEventsRedone.Add(1)
+	}
 }
 
 func (w *groupWorker) refuseStore(q groupReq, err error) {
@@ -200,68 +177,27 @@ func (w *groupWorker) refuseStore(q groupReq, err error) {
 		w.refuse(q, protocol.CodeGroupFull, 0)
 	case errors.Is(err, storage.ErrNoGroup):
 		w.refuse(q, protocol.CodeBadRecipient, 0)
+	case errors.Is(err, storage.ErrNotMember):
+		w.refuse(q, protocol.CodeNotMember, 0)
+	case errors.Is(err, storage.ErrForbidden):
+		w.refuse(q, protocol.CodeForbidden, 0)
+	case errors.Is(err, storage.ErrGroupExists):
+		w.refuse(q, protocol.CodeRetryLater, 0) // another creator's id: retry with a new msg id
 	default:
 		w.r.stats.StorageErrors.Add(1)
-		w.refuse(q, protocol.CodeStorage, 1000)
+		code, retry := refusal(err)
+		w.refuse(q, code, retry)
 	}
 }
 
-// create makes a group whose id is derived from the creator and the
-// request's msg id, so a retried create finds the group it made.
-func (w *groupWorker) create(q groupReq) {
-	id := q.group
-	err := w.r.store.CreateGroup(id, q.from)
-	if errors.Is(err, storage.ErrGroupExists) {
-		if role, rerr := w.r.store.Role(id, q.from); rerr == nil && role == storage.RoleOwner {
-			if q.conn != nil {
-				q.conn.Push(Outbound{Kind: OutAccept, MsgID: q.msgID, Ref: id}) // a retry
-			}
-			return
-		}
-		w.refuse(q, protocol.CodeRetryLater, 0) // another creator's id: retry with a new msg id
-		return
-	}
-	changed := []uint64{q.from}
-	for _, m := range q.list {
-		if err != nil {
-			break
-		}
-		if m != q.from {
-			err = w.r.store.AddMember(id, m, storage.RoleMember)
-			changed = append(changed, m)
-		}
-	}
-	delete(w.cache, id)
-	if err != nil {
-		w.refuseStore(q, err)
-		return
-	}
-	members, err := w.members(id)
-	if err != nil {
-		w.refuseStore(q, err)
-		return
-	}
-	q.group = id
-	w.event(q, members, changed)
-}
-
-// event stores a GROUP_EVENT in every audience member's mailbox, then
-// accepts the request.
-func (w *groupWorker) event(q groupReq, audience map[uint64]storage.Role, changed []uint64) {
-	ev := protocol.GroupEvent{Group: q.group, Actor: q.from, Op: q.op, Time: protocol.Stamp(w.r.cfg.Now()), Members: changed}
-	q.from = 0 // the actor hears of it too
-	w.fanOut(q, audience, storage.KindGroupEvent, ev.AppendRecord(nil), q.group)
-}
-
-// fanOut appends record to the mailbox of every member but q.from, and
-// tells q.conn ACCEPT once all are durable, or REFUSE if any failed (a
-// retry with the same msg id then stores only the missing copies: storage
-// deduplicates per recipient). ref is the ACCEPT's Ref.
-func (w *groupWorker) fanOut(q groupReq, members map[uint64]storage.Role, kind storage.Kind, record []byte, ref uint64) {
-	f := &fanout{conn: q.conn, msgID: q.msgID, ref: ref, stats: &w.r.stats}
+// fanOut appends e to the mailbox of every member of to but skip (0:
+// nobody), and has f tell its requester ACCEPT once all are durable, or
+// REFUSE if any failed (a retry with the same msg id then stores only the
+// missing copies: storage deduplicates per recipient).
+func (w *groupWorker) fanOut(f *fanout, e storage.Entry, skip uint64, to iter.Seq[uint64]) {
 	f.pending.Store(1) // held until every request is handed out
-	for m := range members {
-		if m == q.from {
+	for m := range to {
+		if m == skip {
 			continue
 		}
 		f.pending.Add(1)
@@ -272,7 +208,7 @@ func (w *groupWorker) fanOut(q groupReq, members map[uint64]storage.Role, kind s
 		// fill, so the gateway refuses new group sends (RETRY_LATER) at the
 		// edge instead.
 		select {
-		case w.r.shardFor(m).in <- request{kind: reqFanout, user: m, from: q.from, msgID: q.msgID, retry: q.retry, record: record, fan: f, entry: kind}:
+		case w.r.shardFor(m).in <- request{kind: reqFanout, user: m, from: e.Sender, msgID: e.MsgID, retry: e.Retry, record: e.Value, fan: f, entry: e.Kind}:
 		case <-w.stop:
 			f.done(errBusy)
 		}
@@ -289,6 +225,7 @@ type fanout struct {
 	msgID   uint64
 	ref     uint64
 	stats   *Stats
+	settle  func() // called once every copy is durable, before the ACCEPT; may be nil
 	pending atomic.Int32
 	failed  atomic.Pointer[error]
 }
@@ -299,10 +236,17 @@ func (f *fanout) done(err error) {
 	if err != nil && !errors.As(err, &dup) {
 		f.failed.CompareAndSwap(nil, &err)
 	}
-	if f.pending.Add(-1) != 0 || f.conn == nil {
+	if f.pending.Add(-1) != 0 {
 		return
 	}
-	if p := f.failed.Load(); p != nil {
+	p := f.failed.Load()
+	if p == nil && f.settle != nil {
+		f.settle()
+	}
+	if f.conn == nil {
+		return
+	}
+	if p != nil {
 		code, retry := refusal(*p)
 		if errors.Is(*p, errBusy) {
 			code, retry = protocol.CodeRetryLater, 100

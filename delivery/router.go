@@ -122,23 +122,24 @@ type Router struct {
 
 // Stats are the router's counters. Every field is atomic.
 type Stats struct {
-	Sends            atomic.Uint64 // SEND requests taken
-	Accepted         atomic.Uint64 // sends made durable and acknowledged
-	Duplicates       atomic.Uint64 // retried sends acknowledged without a second copy
-	Refused          atomic.Uint64 // sends refused after storage failed or a mailbox was full
-	Busy             atomic.Uint64 // requests refused because a shard queue was full
-	DeliveredLive    atomic.Uint64 // entries pushed as soon as they were committed
-	DeliveredStored  atomic.Uint64 // entries pushed from a storage read (backlog, window refill)
-	Acks             atomic.Uint64 // ACKs applied
-	Receipts         atomic.Uint64 // receipt entries stored
-	ReceiptsHeld     atomic.Uint64 // times receipts waited for room in their sender's shard queue
-	ReceiptsDropped  atomic.Uint64 // receipts put off because the sender's shard queue stayed full; still pending in storage, offered again within a second
-	ReceiptsRefused  atomic.Uint64 // receipt entries the store refused (sender's mailbox full, storage recovering); delivered ones stay pending and are offered again
-	ReceiptsReplayed atomic.Uint64 // pending receipts offered again from storage (at start, or after some were put off)
-	SignalsDropped   atomic.Uint64 // signals for users offline or behind a full queue
-	SlowConsumers    atomic.Uint64 // connections closed because their window stayed full
-	Replaced         atomic.Uint64 // connections closed by a newer login of their user
-	StorageErrors    atomic.Uint64 // storage reads and commits that failed
+	Sends             atomic.Uint64 // SEND requests taken
+	Accepted          atomic.Uint64 // sends made durable and acknowledged
+	Duplicates        atomic.Uint64 // retried sends acknowledged without a second copy
+	Refused           atomic.Uint64 // sends refused after storage failed or a mailbox was full
+	Busy              atomic.Uint64 // requests refused because a shard queue was full
+	DeliveredLive     atomic.Uint64 // entries pushed as soon as they were committed
+	DeliveredStored   atomic.Uint64 // entries pushed from a storage read (backlog, window refill)
+	Acks              atomic.Uint64 // ACKs applied
+	Receipts          atomic.Uint64 // receipt entries stored
+	ReceiptsHeld      atomic.Uint64 // times receipts waited for room in their sender's shard queue
+	ReceiptsDropped   atomic.Uint64 // receipts put off because the sender's shard queue stayed full; still pending in storage, offered again within a second
+	ReceiptsRefused   atomic.Uint64 // receipt entries the store refused (sender's mailbox full, storage recovering); delivered ones stay pending and are offered again
+	ReceiptsReplayed  atomic.Uint64 // pending receipts offered again from storage (at start, or after some were put off)
+	SignalsDropped    atomic.Uint64 // signals for users offline or behind a full queue
+	GroupEventsRedone atomic.Uint64 // group events announced again (at start, or for a retried GROUP request)
+	SlowConsumers     atomic.Uint64 // connections closed because their window stayed full
+	Replaced          atomic.Uint64 // connections closed by a newer login of their user
+	StorageErrors     atomic.Uint64 // storage reads and commits that failed
 }
 
 // New returns a Router over store. Start it with Start.
@@ -179,6 +180,33 @@ func (r *Router) Start() {
 			defer r.wg.Done()
 			g.run()
 		}()
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.redoGroupEvents()
+	}()
+}
+
+// redoGroupEvents hands every group event still pending in storage (its
+// announcement was cut short by a stop, a crash or a failed copy) to its
+// group's worker, which stores the copies still missing and settles it.
+func (r *Router) redoGroupEvents() {
+	var evs []storage.GroupEvent
+	if err := r.store.PendingGroupEvents(func(ev storage.GroupEvent) bool {
+		evs = append(evs, ev)
+		return true
+	}); err != nil {
+		r.stats.StorageErrors.Add(1)
+		r.cfg.Logger.Error("delivery: reading pending group events", "err", err)
+	}
+	for i := range evs {
+		w := r.groupFor(evs[i].Group)
+		select {
+		case w.in <- groupReq{group: evs[i].Group, redo: &evs[i]}:
+		case <-w.stop:
+			return
+		}
 	}
 }
 
@@ -309,10 +337,15 @@ func (r *Router) Signal(from, to uint64, kind uint32) {
 	}
 }
 
+// groupFor returns the worker that serves group.
+func (r *Router) groupFor(group uint64) *groupWorker {
+	h := (group * 0x9E3779B97F4A7C15) >> 32
+	return r.groups[h%uint64(len(r.groups))]
+}
+
 func (r *Router) submitGroup(q groupReq) bool {
-	h := (q.group * 0x9E3779B97F4A7C15) >> 32
 	select {
-	case r.groups[h%uint64(len(r.groups))].in <- q:
+	case r.groupFor(q.group).in <- q:
 		return true
 	default:
 		r.stats.Busy.Add(1)
@@ -333,11 +366,12 @@ func (r *Router) SendGroup(c Conn, from, msgID, group uint64, retry bool, record
 	return ok
 }
 
-// GroupOp applies a GROUP request of actor, then stores a GROUP_EVENT in
-// the mailbox of every member concerned and pushes OutAccept(msgID) to c
-// (Ref: the group, for a create) or OutRefuse. A create's group id is
-// derived from actor and msgID, so a retried create finds its group. It
-// returns false when the group's worker is busy.
+// GroupOp applies a GROUP request of actor as one durable change, then
+// stores a GROUP_EVENT in the mailbox of every member concerned (if it
+// changed anything) and pushes OutAccept(msgID) to c, with the group as Ref,
+// or OutRefuse. A create's group id is derived from actor and msgID, so a
+// retried create finds its group. It returns false when the group's worker
+// is busy.
 func (r *Router) GroupOp(c Conn, actor uint64, g *protocol.Group) bool {
 	q := groupReq{conn: c, from: actor, msgID: g.MsgID, group: g.Group, op: g.Op, list: g.Members}
 	if g.Op == protocol.GroupCreate {

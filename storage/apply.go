@@ -23,8 +23,12 @@ func (s *engine) apply(w writer, o *op, now int64, budget int) (units, bytes int
 		}
 		n, err := s.expireHead(w, c, now, budget)
 		return max(1, n), 0, err
-	case opCreateGroup, opAddMember, opRemoveMember, opDeleteGroup:
-		return s.applyGroup(w, o, now)
+	case opGroupChange:
+		return s.applyChange(w, o, now)
+	case opSettleEvent:
+		return 1, 0, w.delGroupEvent(o.change.Actor, o.change.MsgID)
+	case opDeleteGroup:
+		return s.deleteGroup(w, o)
 	}
 	return 0, 0, fmt.Errorf("storage: unknown op kind %d", o.kind)
 }
@@ -46,7 +50,7 @@ func (s *engine) applyAppend(w writer, o *op, now int64, budget int) (units, byt
 		s.stats.refusedDiskFull.Add(1)
 		return 1, 0, nil
 	}
-	if e.Kind.message() && e.Retry {
+	if e.Kind.deduped() && e.Retry {
 		d, ok, err := s.dedupe(w, o)
 		if err != nil {
 			return 0, 0, err
@@ -95,7 +99,7 @@ func (s *engine) applyAppend(w writer, o *op, now int64, budget int) (units, byt
 			return 0, 0, err
 		}
 	}
-	if e.Kind.message() {
+	if e.Kind.deduped() {
 		d := Dup{Recipient: e.Recipient, Seq: e.Seq, Time: e.Time}
 		if err := w.putDedupe(e.Sender, e.MsgID, d, s.dedupeMs/1000+3600); err != nil {
 			return 0, 0, err
@@ -236,75 +240,24 @@ func (s *engine) remove(w writer, c *cachedMeta, dead []deadEntry) error {
 	return nil
 }
 
-func (s *engine) applyGroup(w writer, o *op, now int64) (units, bytes int, err error) {
-	if o.kind != opDeleteGroup && s.diskLow() {
-		o.err = fmt.Errorf("%w: %d bytes free, floor %d", ErrDiskFull, s.disk.free, s.disk.floor)
-		s.stats.refusedDiskFull.Add(1)
-		return 1, 0, nil
-	}
-	gi, exists, err := w.group(o.group)
-	if err != nil {
+// deleteGroup removes a group and its memberships.
+func (s *engine) deleteGroup(w writer, o *op) (units, bytes int, err error) {
+	if _, exists, err := w.group(o.group); err != nil {
 		return 0, 0, err
-	}
-	switch o.kind {
-	case opCreateGroup:
-		if exists {
-			o.err = fmt.Errorf("%w: %d", ErrGroupExists, o.group)
-			return 1, 0, nil
-		}
-		if err := w.putGroup(o.group, groupInfo{owner: o.member, created: now, members: 1}); err != nil {
-			return 0, 0, err
-		}
-		return 1, 0, w.putMember(o.group, o.member, RoleOwner)
-	}
-	if !exists {
+	} else if !exists {
 		o.err = fmt.Errorf("%w: %d", ErrNoGroup, o.group)
 		return 1, 0, nil
 	}
-	switch o.kind {
-	case opAddMember:
-		_, isMember, err := w.role(o.group, o.member)
-		if err != nil {
-			return 0, 0, err
-		}
-		if !isMember {
-			if gi.members >= s.cfg.MaxGroupMembers {
-				o.err = fmt.Errorf("%w: %d has %d members", ErrGroupFull, o.group, gi.members)
-				return 1, 0, nil
-			}
-			gi.members++
-			if err := w.putGroup(o.group, gi); err != nil {
-				return 0, 0, err
-			}
-		}
-		return 1, 0, w.putMember(o.group, o.member, o.role)
-	case opRemoveMember:
-		_, isMember, err := w.role(o.group, o.member)
-		if err != nil {
-			return 0, 0, err
-		}
-		if !isMember {
-			o.err = fmt.Errorf("%w: %d in group %d", ErrNotMember, o.member, o.group)
-			return 1, 0, nil
-		}
-		gi.members--
-		if err := w.putGroup(o.group, gi); err != nil {
-			return 0, 0, err
-		}
-		return 1, 0, w.delMember(o.group, o.member)
-	case opDeleteGroup:
-		var ids []uint64
-		if err := w.members(o.group, func(m Member) bool { ids = append(ids, m.ID); return true }); err != nil {
-			return 0, 0, err
-		}
-		for _, id := range ids {
-			if err := w.delMember(o.group, id); err != nil {
-				return 0, 0, err
-			}
-		}
-		return 1 + len(ids), 0, w.delGroup(o.group)
+	var ids []uint64
+	if err := w.members(o.group, func(m Member) bool { ids = append(ids, m.ID); return true }); err != nil {
+		return 0, 0, err
 	}
-	return 0, 0, fmt.Errorf("storage: unknown group op %d", o.kind)
+	for _, id := range ids {
+		if err := w.delMember(o.group, id); err != nil {
+			return 0, 0, err
+		}
+	}
+	return 1 + len(ids), 0, w.delGroup(o.group)
 }
 
 // recordPending writes the receipts of ack from index first on as pending

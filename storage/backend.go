@@ -55,6 +55,11 @@ type reader interface {
 	// pending calls fn with each pending receipt in key order until fn
 	// returns false.
 	pending(fn func(PendingReceipt) bool) error
+	// groupEvent returns the pending event of (actor, msgID).
+	groupEvent(actor, msgID uint64) (GroupEvent, bool, error)
+	// groupEvents calls fn with each pending group event in (actor, msgID)
+	// order until fn returns false.
+	groupEvents(fn func(GroupEvent) bool) error
 	// heads calls fn for each recipient with waiting entries, with its meta
 	// and the time of its first waiting entry, until fn returns false.
 	heads(fn func(r uint64, m meta, headTime int64) bool) error
@@ -76,6 +81,8 @@ type writer interface {
 	delGroup(g uint64) error
 	putMember(g, m uint64, role Role) error
 	delMember(g, m uint64) error
+	putGroupEvent(ev *GroupEvent) error
+	delGroupEvent(actor, msgID uint64) error
 	// commit makes every write visible to views and durable against a
 	// crash of the process (Badger's log is in the page cache), or reports
 	// why not; then the writer is finished. Only backend.sync makes it

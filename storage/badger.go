@@ -425,6 +425,36 @@ func (t *badgerTxn) pending(fn func(PendingReceipt) bool) error {
 	return errors.Join(err, inner)
 }
 
+func (t *badgerTxn) groupEvent(actor, msgID uint64) (ev GroupEvent, ok bool, err error) {
+	k := groupEventKey(actor, msgID)
+	ok, err = t.get(k, func(v []byte) (err error) {
+		ev, err = decodeGroupEvent(k, v)
+		return err
+	})
+	return ev, ok, err
+}
+
+func (t *badgerTxn) groupEvents(fn func(GroupEvent) bool) error {
+	var inner error
+	err := t.each([]byte{prefixGroupEvent}, func(k, v []byte) bool {
+		ev, err := decodeGroupEvent(k, v)
+		if err != nil {
+			inner = err
+			return false
+		}
+		return fn(ev)
+	})
+	return errors.Join(err, inner)
+}
+
+func (t *badgerTxn) putGroupEvent(ev *GroupEvent) error {
+	return t.set(groupEventKey(ev.Actor, ev.MsgID), encodeGroupEvent(ev))
+}
+
+func (t *badgerTxn) delGroupEvent(actor, msgID uint64) error {
+	return t.txn.Delete(groupEventKey(actor, msgID))
+}
+
 func (t *badgerTxn) set(k, v []byte) error { return t.txn.SetEntry(badger.NewEntry(k, v)) }
 
 func (t *badgerTxn) putPending(p *PendingReceipt) error {

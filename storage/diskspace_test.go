@@ -100,7 +100,7 @@ func TestDiskFloor(t *testing.T) {
 	if !errors.Is(err, ErrDiskFull) {
 		t.Fatalf("append below the floor: %v, want ErrDiskFull", err)
 	}
-	if err := s.CreateGroup(7, 1); !errors.Is(err, ErrDiskFull) {
+	if _, _, err := s.ChangeGroup(GroupChange{Group: 7, Actor: 1, MsgID: 1, Op: GroupCreate}); !errors.Is(err, ErrDiskFull) {
 		t.Fatalf("group create below the floor: %v, want ErrDiskFull", err)
 	}
 	// Acks free space and go on; reads too.

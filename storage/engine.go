@@ -103,9 +103,8 @@ const (
 	opAppend opKind = iota + 1
 	opAck
 	opExpire
-	opCreateGroup
-	opAddMember
-	opRemoveMember
+	opGroupChange
+	opSettleEvent
 	opDeleteGroup
 	opExclusive
 )
@@ -113,12 +112,11 @@ const (
 // op is one queued write. It travels by value through q.
 type op struct {
 	kind   opKind
-	e      Entry  // opAppend
-	r      uint64 // opAck, opExpire: the recipient
-	upto   uint64 // opAck
-	group  uint64 // group ops
-	member uint64 // group ops; the owner for opCreateGroup
-	role   Role
+	e      Entry        // opAppend
+	r      uint64       // opAck, opExpire: the recipient
+	upto   uint64       // opAck
+	group  uint64       // opDeleteGroup
+	change *changeOp    // opGroupChange, opSettleEvent
 	fn     func() error // opExclusive
 
 	done    func(error)            // every kind but opAck; may be nil for opExpire
@@ -144,10 +142,17 @@ func (o *op) urgent() bool {
 	switch o.kind {
 	case opAppend:
 		return o.e.Kind != KindReceipt
-	case opAck, opExpire:
+	case opAck, opExpire, opSettleEvent:
 		return false
 	}
 	return true
+}
+
+// changeOp is a group change in the queue, and what the committer found.
+type changeOp struct {
+	GroupChange
+	event *GroupEvent // the change's event: just recorded, or still pending from the first try
+	dup   bool        // the change was made before, by the same (Actor, MsgID)
 }
 
 func newEngine(cfg Config, be backend) (*engine, error) {
@@ -234,22 +239,33 @@ func (s *engine) exclusive(fn func() error) error {
 	return s.wait(op{kind: opExclusive, fn: fn})
 }
 
-// CreateGroup implements Store.
-func (s *engine) CreateGroup(group, owner uint64) error {
-	return s.wait(op{kind: opCreateGroup, group: group, member: owner})
-}
-
-// AddMember implements Store.
-func (s *engine) AddMember(group, member uint64, role Role) error {
-	if role < RoleMember || role > RoleOwner {
-		return fmt.Errorf("%w: role %d", ErrInvalidEntry, role)
+// ChangeGroup implements Store.
+func (s *engine) ChangeGroup(c GroupChange) (*GroupEvent, bool, error) {
+	if err := checkChange(&c, s.cfg.MaxGroupMembers); err != nil {
+		return nil, false, err
 	}
-	return s.wait(op{kind: opAddMember, group: group, member: member, role: role})
+	o := &changeOp{GroupChange: c}
+	if err := s.wait(op{kind: opGroupChange, change: o}); err != nil {
+		return nil, false, err
+	}
+	return o.event, o.dup, nil
 }
 
-// RemoveMember implements Store.
-func (s *engine) RemoveMember(group, member uint64) error {
-	return s.wait(op{kind: opRemoveMember, group: group, member: member})
+// SettleGroupEvent implements Store.
+func (s *engine) SettleGroupEvent(actor, msgID uint64, done func(error)) {
+	if !s.submit(op{kind: opSettleEvent, change: &changeOp{GroupChange: GroupChange{Actor: actor, MsgID: msgID}}, done: done}) && done != nil {
+		done(ErrClosed)
+	}
+}
+
+// PendingGroupEvents implements Store.
+func (s *engine) PendingGroupEvents(fn func(GroupEvent) bool) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	return s.be.view(func(rd reader) error { return rd.groupEvents(fn) })
 }
 
 // DeleteGroup implements Store.

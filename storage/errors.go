@@ -43,7 +43,7 @@ var (
 	// refused (acks, receipts and expiry go on) until space returns.
 	// Retrying later helps.
 	ErrDiskFull = errors.New("storage: disk space below the floor")
-	// ErrGroupExists is returned by CreateGroup for an existing group.
+	// ErrGroupExists is returned by ChangeGroup for a create of an existing group.
 	ErrGroupExists = errors.New("storage: group exists")
 	// ErrNoGroup means the group does not exist.
 	ErrNoGroup = errors.New("storage: no such group")
@@ -51,6 +51,9 @@ var (
 	ErrNotMember = errors.New("storage: not a member")
 	// ErrGroupFull means the group has Config.MaxGroupMembers members.
 	ErrGroupFull = errors.New("storage: group full")
+	// ErrForbidden means the actor may not make the change: only admins add,
+	// remove, promote and demote, and nobody removes or demotes the owner.
+	ErrForbidden = errors.New("storage: change not allowed")
 	// ErrInvalidConfig is wrapped by every Config.Validate error.
 	ErrInvalidConfig = errors.New("storage: invalid config")
 )

@@ -15,6 +15,7 @@ import (
 //	'g' group(8) 0x01 member(8)        -> role(1)
 //	'u' member(8) group(8)             -> role(1)   (reverse index for Groups)
 //	'p' sender(8) acker(8) seq(8)      -> pending receipt: msgid(8) more(8) group(1)
+//	'e' actor(8) msgid(8)              -> pending group event (groupchange.go)
 //	't'                                -> totals: count(8) bytes(8)
 //	'z'                                -> scratch key housekeeping writes and drops to flush memtables
 //
@@ -23,14 +24,15 @@ import (
 // disk. Reads seek to 'm' recipient floor+1: the tombstones below the floor
 // are never scanned.
 const (
-	prefixEntry   = 'm'
-	prefixMeta    = 'h'
-	prefixDedupe  = 'd'
-	prefixGroup   = 'g'
-	prefixByUser  = 'u'
-	prefixPending = 'p'
-	prefixTotals  = 't'
-	prefixScratch = 'z'
+	prefixEntry      = 'm'
+	prefixMeta       = 'h'
+	prefixDedupe     = 'd'
+	prefixGroup      = 'g'
+	prefixByUser     = 'u'
+	prefixPending    = 'p'
+	prefixGroupEvent = 'e'
+	prefixTotals     = 't'
+	prefixScratch    = 'z'
 
 	groupInfoTag   = 0x00
 	groupMemberTag = 0x01

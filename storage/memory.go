@@ -2,6 +2,7 @@ package storage
 
 import (
 	"cmp"
+	"maps"
 	"slices"
 	"sort"
 	"sync"
@@ -25,6 +26,7 @@ func NewMemory(cfg Config) (Store, error) {
 			groups:  make(map[uint64]*memGroup),
 			byUser:  make(map[uint64]map[uint64]Role),
 			pends:   make(map[pendingID]PendingReceipt),
+			events:  make(map[[2]uint64]GroupEvent),
 		},
 	}
 	return newEngine(cfg, be)
@@ -50,6 +52,7 @@ type memState struct {
 	groups  map[uint64]*memGroup
 	byUser  map[uint64]map[uint64]Role // member -> group -> role
 	pends   map[pendingID]PendingReceipt
+	events  map[[2]uint64]GroupEvent // (actor, msgID) -> pending group event
 	tot     totals
 	unlock  func() // set while a batch is open
 }
@@ -289,5 +292,32 @@ func (m *memState) delMember(g, member uint64) error {
 	if len(m.byUser[member]) == 0 {
 		delete(m.byUser, member)
 	}
+	return nil
+}
+
+func (m *memState) groupEvent(actor, msgID uint64) (GroupEvent, bool, error) {
+	ev, ok := m.events[[2]uint64{actor, msgID}]
+	return ev, ok, nil
+}
+
+func (m *memState) groupEvents(fn func(GroupEvent) bool) error {
+	keys := slices.SortedFunc(maps.Keys(m.events), func(a, b [2]uint64) int {
+		return cmp.Or(cmp.Compare(a[0], b[0]), cmp.Compare(a[1], b[1]))
+	})
+	for _, k := range keys {
+		if !fn(m.events[k]) {
+			break
+		}
+	}
+	return nil
+}
+
+func (m *memState) putGroupEvent(ev *GroupEvent) error {
+	m.events[[2]uint64{ev.Actor, ev.MsgID}] = *ev
+	return nil
+}
+
+func (m *memState) delGroupEvent(actor, msgID uint64) error {
+	delete(m.events, [2]uint64{actor, msgID})
 	return nil
 }

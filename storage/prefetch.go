@@ -34,7 +34,7 @@ func (s *engine) prefetch() (stop func()) {
 				if !ok {
 					return // closed: the committer sees it too
 				}
-				if o.kind == opAppend && o.e.Kind.message() && o.e.Retry {
+				if o.kind == opAppend && o.e.Kind.deduped() && o.e.Retry {
 					d, found, err := snap.dedupe(o.e.Sender, o.e.MsgID, o.e.Recipient)
 					if err == nil { // else the committer looks it up itself
 						o.dupBatch, o.dupFound, o.dup = valid, found, d

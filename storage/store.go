@@ -32,7 +32,8 @@ type Store interface {
 	//
 	// e.Seq must be greater than the recipient's high-water mark, including
 	// appends queued before it (ErrSeqOrder otherwise); gaps are allowed.
-	// A message entry (KindMessage, KindGroupMessage) with e.Retry set fails
+	// A message or group event entry (KindMessage, KindGroupMessage,
+	// KindGroupEvent) with e.Retry set fails
 	// with a *DuplicateError if the same (Sender, MsgID, Recipient) was
 	// appended within the dedupe window, committed or queued before it.
 	// Without e.Retry nothing is looked up, so a first transmission costs no
@@ -78,15 +79,26 @@ type Store interface {
 	// appends only; Append itself refuses an in-flight duplicate.
 	Lookup(sender, msgID, recipient uint64) (Dup, bool, error)
 
-	// CreateGroup durably creates group with owner as its only member, in
-	// RoleOwner. It fails with ErrGroupExists if the group exists.
-	CreateGroup(group, owner uint64) error
-	// AddMember durably adds member to group with role, or changes the role
-	// of an existing member. It fails with ErrNoGroup or ErrGroupFull.
-	AddMember(group, member uint64, role Role) error
-	// RemoveMember durably removes member from group. It fails with
-	// ErrNoGroup or ErrNotMember. A group keeps existing with no members.
-	RemoveMember(group, member uint64) error
+	// ChangeGroup applies c as one durable change, synced before it
+	// returns: every member it adds, removes or changes, the group's
+	// record, a dedupe record for (c.Actor, c.MsgID), and the event that
+	// announces it (nil when c changed nothing). The rules it checks and
+	// the order it checks them in are in groupchange.go (applyChange). A
+	// refused change writes nothing and fails with ErrGroupExists,
+	// ErrNoGroup, ErrNotMember, ErrForbidden, ErrGroupFull or
+	// ErrInvalidEntry. A change that (c.Actor, c.MsgID) already made
+	// returns dup true and changes nothing again; its event is returned if
+	// it is still pending, so the caller can finish its fan-out.
+	ChangeGroup(c GroupChange) (event *GroupEvent, dup bool, err error)
+	// SettleGroupEvent deletes the pending event of (actor, msgID), once
+	// every audience member's copy is stored. It is relaxed, like an ack:
+	// a crash that loses it only makes the fan-out run again, and the
+	// copies are deduplicated. done (may be nil) is called as for Append.
+	SettleGroupEvent(actor, msgID uint64, done func(error))
+	// PendingGroupEvents calls fn with every group event not yet settled,
+	// in (actor, msgID) order, until fn returns false. Delivery calls it on
+	// start to finish the fan-outs that a stop or crash cut short.
+	PendingGroupEvents(fn func(GroupEvent) bool) error
 	// DeleteGroup durably removes group and all its memberships. It fails
 	// with ErrNoGroup.
 	DeleteGroup(group uint64) error
@@ -108,7 +120,7 @@ type Store interface {
 
 // Kind says what an entry holds. The store does not interpret it except
 // that message entries (KindMessage, KindGroupMessage) are deduplicated and
-// produce receipts on ack.
+// produce receipts on ack, and group events are deduplicated.
 type Kind uint8
 
 // Entry kinds. Delivery may define more values; the store treats any value
@@ -116,7 +128,7 @@ type Kind uint8
 const (
 	KindMessage    Kind = 1 // a message from Sender; deduplicated, acked with a receipt
 	KindReceipt    Kind = 2 // a "delivered" receipt for the recipient
-	KindGroupEvent Kind = 3 // a membership change of a group the recipient is in
+	KindGroupEvent Kind = 3 // a membership change of a group the recipient is in; deduplicated
 	// KindGroupMessage is a member's copy of a message sent to a group:
 	// deduplicated and acked with a receipt, like KindMessage.
 	KindGroupMessage Kind = 4
@@ -125,6 +137,11 @@ const (
 // message reports whether entries of kind k are messages: deduplicated, and
 // acked with a receipt.
 func (k Kind) message() bool { return k == KindMessage || k == KindGroupMessage }
+
+// deduped reports whether entries of kind k are deduplicated by (Sender,
+// MsgID, Recipient): messages, and group events, whose fan-out is redone
+// after a crash (GroupEvent).
+func (k Kind) deduped() bool { return k.message() || k == KindGroupEvent }
 
 // Entry is one item in a recipient's mailbox.
 type Entry struct {

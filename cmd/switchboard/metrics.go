@@ -67,6 +67,7 @@ func metricsHandler(srv *gateway.Server, r *delivery.Router, st storage.Store) h
 	counter("switchboard_receipts_refused_total", "Receipt entries the store refused (sender's mailbox full, storage recovering); delivered ones stay pending and are offered again.", &rs.ReceiptsRefused)
 	counter("switchboard_receipts_replayed_total", "Pending receipts offered again from storage (at start, or after some were put off).", &rs.ReceiptsReplayed)
 	counter("switchboard_signals_dropped_total", "Signals for offline users or behind a full queue.", &rs.SignalsDropped)
+	counter("switchboard_group_events_redone_total", "Group events announced again after a stop, a crash or a failed copy.", &rs.GroupEventsRedone)
 	counter("switchboard_slow_consumers_total", "Connections closed because their window stayed full.", &rs.SlowConsumers)
 	counter("switchboard_storage_errors_total", "Storage reads and commits that failed.", &rs.StorageErrors)
 

@@ -226,66 +226,119 @@ func testClosed(t *testing.T, h Harness) {
 	wantErr(t, err, storage.ErrClosed)
 	_, err = s.LastSeq(1)
 	wantErr(t, err, storage.ErrClosed)
-	wantErr(t, s.CreateGroup(1, 1), storage.ErrClosed)
+	_, _, err = s.ChangeGroup(storage.GroupChange{Group: 1, Actor: 1, MsgID: 1, Op: storage.GroupCreate})
+	wantErr(t, err, storage.ErrClosed)
 }
 
 func testGroups(t *testing.T, h Harness) {
 	s := open(t, h, storage.Config{MaxGroupMembers: 4})
 	const g, g2 = 100, 200
-	if err := s.CreateGroup(g, 1); err != nil {
-		t.Fatal(err)
+	msgID := uint64(0)
+	change := func(actor uint64, op storage.GroupOp, group uint64, members ...uint64) (*storage.GroupEvent, bool, error) {
+		t.Helper()
+		msgID++
+		return s.ChangeGroup(storage.GroupChange{Group: group, Actor: actor, MsgID: msgID, Op: op, Members: members})
 	}
-	wantErr(t, s.CreateGroup(g, 2), storage.ErrGroupExists)
-	wantErr(t, s.AddMember(999, 2, storage.RoleMember), storage.ErrNoGroup)
-	wantErr(t, s.AddMember(g, 2, 0), storage.ErrInvalidEntry)
-	for _, m := range []uint64{5, 3, 2} {
-		if err := s.AddMember(g, m, storage.RoleMember); err != nil {
-			t.Fatal(err)
+	// changed asserts a change was made and announced to audience.
+	changed := func(ev *storage.GroupEvent, dup bool, err error, members, audience []uint64) {
+		t.Helper()
+		if err != nil || dup || ev == nil || !slices.Equal(ev.Members, members) || !slices.Equal(ev.Audience, audience) {
+			t.Fatalf("change = %+v dup %v err %v, want members %v audience %v", ev, dup, err, members, audience)
 		}
 	}
-	wantErr(t, s.AddMember(g, 6, storage.RoleMember), storage.ErrGroupFull)
-	if err := s.AddMember(g, 3, storage.RoleAdmin); err != nil { // role change: not a new member
-		t.Fatal(err)
+	members := func(group uint64, want ...storage.Member) {
+		t.Helper()
+		if ms, err := s.Members(group); err != nil || !slices.Equal(ms, want) {
+			t.Fatalf("Members(%d) = %v %v, want %v", group, ms, err, want)
+		}
 	}
-	want := []storage.Member{{ID: 1, Role: storage.RoleOwner}, {ID: 2, Role: storage.RoleMember}, {ID: 3, Role: storage.RoleAdmin}, {ID: 5, Role: storage.RoleMember}}
-	if ms, err := s.Members(g); err != nil || !slices.Equal(ms, want) {
-		t.Fatalf("Members = %v %v, want %v", ms, err, want)
+	owner, admin, member := storage.RoleOwner, storage.RoleAdmin, storage.RoleMember
+
+	// A create is one change: the creator and every member, named once.
+	ev, dup, err := change(1, storage.GroupCreate, g, 3, 2, 3, 1)
+	changed(ev, dup, err, []uint64{1, 3, 2}, []uint64{1, 2, 3})
+	members(g, storage.Member{ID: 1, Role: owner}, storage.Member{ID: 2, Role: member}, storage.Member{ID: 3, Role: member})
+	createID := msgID
+	// Its retry changes nothing and finds the event still pending.
+	ev2, dup, err := s.ChangeGroup(storage.GroupChange{Group: g, Actor: 1, MsgID: createID, Op: storage.GroupCreate, Members: []uint64{3, 2}})
+	if err != nil || !dup || ev2 == nil || !slices.Equal(ev2.Audience, ev.Audience) || ev2.Time != ev.Time {
+		t.Fatalf("retried create = %+v dup %v err %v, want the first event", ev2, dup, err)
 	}
-	if r, err := s.Role(g, 3); err != nil || r != storage.RoleAdmin {
-		t.Fatalf("Role = %v %v", r, err)
-	}
-	_, err := s.Role(g, 4)
+	_, _, err = change(2, storage.GroupCreate, g)
+	wantErr(t, err, storage.ErrGroupExists)
+	// Over the cap, nothing is created.
+	_, _, err = change(1, storage.GroupCreate, g2, 2, 3, 4, 5)
+	wantErr(t, err, storage.ErrGroupFull)
+	_, err = s.Members(g2)
+	wantErr(t, err, storage.ErrNoGroup)
+
+	// Who may do what, in order: group, membership, admin.
+	_, _, err = change(1, storage.GroupAdd, 999, 4)
+	wantErr(t, err, storage.ErrNoGroup)
+	_, _, err = change(9, storage.GroupAdd, g, 4)
 	wantErr(t, err, storage.ErrNotMember)
-	if err := s.CreateGroup(g2, 3); err != nil {
-		t.Fatal(err)
+	_, _, err = change(2, storage.GroupAdd, g, 4)
+	wantErr(t, err, storage.ErrForbidden)
+	ev, dup, err = change(1, storage.GroupPromote, g, 2, 7)
+	changed(ev, dup, err, []uint64{2}, []uint64{1, 2, 3})
+	promoteID := msgID
+	// Re-adding an admin keeps them an admin, and changes nothing.
+	if ev, dup, err := change(1, storage.GroupAdd, g, 2); err != nil || dup || ev != nil {
+		t.Fatalf("re-adding an admin = %+v %v %v, want no event", ev, dup, err)
 	}
-	if gs, err := s.Groups(3); err != nil || !slices.Equal(gs, []uint64{g, g2}) {
-		t.Fatalf("Groups(3) = %v %v", gs, err)
+	// An add past the cap adds nobody.
+	_, _, err = change(2, storage.GroupAdd, g, 4, 5)
+	wantErr(t, err, storage.ErrGroupFull)
+	members(g, storage.Member{ID: 1, Role: owner}, storage.Member{ID: 2, Role: admin}, storage.Member{ID: 3, Role: member})
+	// Nobody removes or demotes the owner; the request changes nothing.
+	_, _, err = change(2, storage.GroupRemove, g, 3, 1)
+	wantErr(t, err, storage.ErrForbidden)
+	_, _, err = change(2, storage.GroupDemote, g, 1)
+	wantErr(t, err, storage.ErrForbidden)
+	members(g, storage.Member{ID: 1, Role: owner}, storage.Member{ID: 2, Role: admin}, storage.Member{ID: 3, Role: member})
+
+	// A removal is heard by the removed member too; its retry is a dup.
+	ev, dup, err = change(2, storage.GroupRemove, g, 3, 8)
+	changed(ev, dup, err, []uint64{3}, []uint64{1, 2, 3})
+	s.SettleGroupEvent(2, msgID, nil)
+	if ev, dup, err := s.ChangeGroup(storage.GroupChange{Group: g, Actor: 2, MsgID: msgID, Op: storage.GroupRemove, Members: []uint64{3}}); err != nil || !dup || ev != nil {
+		t.Fatalf("retried removal after settling = %+v %v %v, want a dup without event", ev, dup, err)
 	}
-	if err := s.RemoveMember(g, 3); err != nil {
-		t.Fatal(err)
+	if gs, err := s.Groups(3); err != nil || len(gs) != 0 {
+		t.Fatalf("Groups(3) after removal = %v %v", gs, err)
 	}
-	wantErr(t, s.RemoveMember(g, 3), storage.ErrNotMember)
-	if err := s.AddMember(g, 6, storage.RoleMember); err != nil { // room again
-		t.Fatal(err)
+	// The owner may leave; the group goes on without one, its admins rule.
+	ev, dup, err = change(1, storage.GroupLeave, g)
+	changed(ev, dup, err, []uint64{1}, []uint64{1, 2})
+	ev, dup, err = change(2, storage.GroupAdd, g, 4, 5, 6)
+	changed(ev, dup, err, []uint64{4, 5, 6}, []uint64{2, 4, 5, 6})
+	members(g, storage.Member{ID: 2, Role: admin}, storage.Member{ID: 4, Role: member}, storage.Member{ID: 5, Role: member}, storage.Member{ID: 6, Role: member})
+	if gs, err := s.Groups(5); err != nil || !slices.Equal(gs, []uint64{g}) {
+		t.Fatalf("Groups(5) = %v %v", gs, err)
 	}
-	if gs, _ := s.Groups(3); !slices.Equal(gs, []uint64{g2}) {
-		t.Fatalf("Groups(3) after removal = %v", gs)
+
+	if h.Reopen != nil {
+		s = h.Reopen(t, s, storage.Config{MaxGroupMembers: 4, HousekeepingInterval: -1})
+		t.Cleanup(func() { _ = s.Close() })
 	}
+	// Every event not settled is still pending, in (actor, msgID) order.
+	var pending []uint64
+	err = s.PendingGroupEvents(func(ev storage.GroupEvent) bool {
+		pending = append(pending, ev.Actor<<32|ev.MsgID)
+		return true
+	})
+	want := []uint64{1<<32 | createID, 1<<32 | promoteID, 1<<32 | msgID - 1, 2<<32 | msgID}
+	if err != nil || !slices.Equal(pending, want) {
+		t.Fatalf("pending events = %x %v, want %x", pending, err, want)
+	}
+	members(g, storage.Member{ID: 2, Role: admin}, storage.Member{ID: 4, Role: member}, storage.Member{ID: 5, Role: member}, storage.Member{ID: 6, Role: member})
 	if err := s.DeleteGroup(g); err != nil {
 		t.Fatal(err)
 	}
 	_, err = s.Members(g)
 	wantErr(t, err, storage.ErrNoGroup)
 	wantErr(t, s.DeleteGroup(g), storage.ErrNoGroup)
-	if gs, _ := s.Groups(1); len(gs) != 0 {
-		t.Fatalf("Groups(1) after delete = %v", gs)
-	}
-	if h.Reopen != nil {
-		s = h.Reopen(t, s, storage.Config{MaxGroupMembers: 4, HousekeepingInterval: -1})
-		t.Cleanup(func() { _ = s.Close() })
-	}
-	if ms, err := s.Members(g2); err != nil || !slices.Equal(ms, []storage.Member{{ID: 3, Role: storage.RoleOwner}}) {
-		t.Fatalf("Members(g2) = %v %v", ms, err)
+	if gs, _ := s.Groups(2); len(gs) != 0 {
+		t.Fatalf("Groups(2) after delete = %v", gs)
 	}
 }
