@@ -442,3 +442,29 @@ func BenchmarkPlainBadgerGroupCommit(b *testing.B) {
 	close(q)
 	reportLatency(b, slices.Concat(lats...))
 }
+
+// BenchmarkGroupCreate: one create of a 1,000-member group, which a group
+// worker waits for. It is one transaction and one sync.
+//
+//	go test -run '^$' -bench 'GroupCreate' -benchtime 20x -count 3 ./storage/
+func BenchmarkGroupCreate(b *testing.B) {
+	cfg := testConfig(b.TempDir())
+	cfg.MaxGroupMembers = 1024
+	s, err := openBadger(cfg, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = s.Close() })
+	members := make([]uint64, 999)
+	for i := range members {
+		members[i] = uint64(i + 2)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		g := uint64(1<<28 + i)
+		if _, _, err := s.ChangeGroup(GroupChange{Group: g, Actor: 1, MsgID: uint64(i + 1), Op: GroupCreate, Members: members}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/create")
+}
