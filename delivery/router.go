@@ -135,7 +135,8 @@ type Stats struct {
 	ReceiptsDropped  atomic.Uint64 // receipts put off because the sender's shard queue stayed full; still pending in storage, offered again within a second
 	ReceiptsRefused  atomic.Uint64 // receipt entries the store refused (sender's mailbox full, storage recovering); delivered ones stay pending and are offered again
 	ReceiptsReplayed atomic.Uint64 // pending receipts offered again from storage (at start, or after some were put off)
-	SignalsDropped   atomic.Uint64 // signals for users offline or behind a full queue
+	SignalsDropped   atomic.Uint64 // signals for users offline or behind a full queue (a group signal counts each member)
+	SignalRequests   atomic.Uint64 // signal requests handed to shards: one per 1:1 signal, at most one per shard for a group signal
 	SlowConsumers    atomic.Uint64 // connections closed because their window stayed full
 	Replaced         atomic.Uint64 // connections closed by a newer login of their user
 	StorageErrors    atomic.Uint64 // storage reads and commits that failed
@@ -232,9 +233,14 @@ func (r *Router) Window() int { return r.cfg.Window }
 
 // shardFor returns the shard that owns user.
 func (r *Router) shardFor(user uint64) *shard {
+	return r.shards[r.shardIndex(user)]
+}
+
+// shardIndex returns the index in r.shards of the shard that owns user.
+func (r *Router) shardIndex(user uint64) int {
 	// Fibonacci hashing spreads sequential ids over the shards.
 	h := (user * 0x9E3779B97F4A7C15) >> 32
-	return r.shards[h%uint64(len(r.shards))]
+	return int(h % uint64(len(r.shards)))
 }
 
 func (r *Router) submit(user uint64, q request) bool {
@@ -304,7 +310,8 @@ func (r *Router) Read(reader, sender, msgID, more uint64, group bool) bool {
 // Signal passes an ephemeral signal from one user to another if it is
 // online; otherwise it is dropped.
 func (r *Router) Signal(from, to uint64, kind uint32) {
-	if !r.submit(to, request{kind: reqSignal, user: to, from: from, msgID: uint64(kind)}) {
+	r.stats.SignalRequests.Add(1)
+	if !r.submitQuiet(to, request{kind: reqSignal, user: to, from: from, msgID: uint64(kind)}) {
 		r.stats.SignalsDropped.Add(1)
 	}
 }
@@ -346,7 +353,9 @@ func (r *Router) GroupOp(c Conn, actor uint64, g *protocol.Group) bool {
 	return r.submitGroup(q)
 }
 
-// SignalGroup passes an ephemeral signal to the online members of group.
+// SignalGroup passes an ephemeral signal to the online members of group:
+// one request to each shard that owns members, never a storage read per
+// member (signal.go).
 func (r *Router) SignalGroup(from, group uint64, kind uint32) {
 	if !r.submitGroup(groupReq{signal: true, from: from, msgID: uint64(kind), group: group}) {
 		r.stats.SignalsDropped.Add(1)

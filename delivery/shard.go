@@ -16,7 +16,7 @@ const (
 	reqSend                       // from sends record (msgID) to user
 	reqAck                        // user acks through seq on conn
 	reqReceipt                    // a receipt for user's messages msgID..msgID+more; from: by (group); settles: its pending receipt
-	reqSignal                     // from signals user; msgID: kind; more: group
+	reqSignal                     // from signals user, or the users in list (one shard's part of a group); msgID: kind; more: group
 	reqFanout                     // one member's copy of a group message or event: record, entry kind, fan
 )
 
@@ -35,6 +35,7 @@ type request struct {
 	entry   storage.Kind       // reqFanout
 	fan     *fanout            // reqFanout: told the outcome
 	settles storage.ReceiptKey // reqReceipt of a delivered receipt: the pending receipt it settles
+	list    []uint64           // reqSignal to a group: the members this shard owns; shared, read-only
 }
 
 type doneKind uint8
@@ -236,6 +237,10 @@ func (s *shard) forget(u *user) {
 }
 
 func (s *shard) handle(q request) {
+	if q.kind == reqSignal {
+		s.signal(q) // signal.go: no user state, no storage
+		return
+	}
 	u, err := s.load(q.user)
 	if err != nil {
 		s.r.cfg.Logger.Error("delivery: loading user", "user", q.user, "err", err)
@@ -267,10 +272,6 @@ func (s *shard) handle(q request) {
 		x := protocol.Receipt{MsgID: q.msgID, More: q.more, Read: q.read, By: q.from}
 		s.append(u, storage.Entry{Kind: storage.KindReceipt, Sender: q.from, MsgID: q.msgID, Value: x.AppendRecord(nil), Settles: q.settles}, nil, nil)
 		s.r.stats.Receipts.Add(1)
-	case reqSignal:
-		if u.conn == nil || !u.conn.Push(Outbound{Kind: OutSignal, Peer: q.from, MsgID: q.msgID, Ref: q.more}) {
-			s.r.stats.SignalsDropped.Add(1)
-		}
 	}
 	s.forget(u)
 }
