@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -135,6 +136,7 @@ type Stats struct {
 	ReceiptsDropped  atomic.Uint64 // receipts put off because the sender's shard queue stayed full; still pending in storage, offered again within a second
 	ReceiptsRefused  atomic.Uint64 // receipt entries the store refused (sender's mailbox full, storage recovering); delivered ones stay pending and are offered again
 	ReceiptsReplayed atomic.Uint64 // pending receipts offered again from storage (at start, or after some were put off)
+	ReadsDropped     atomic.Uint64 // read receipts lost: both the sender's and the reader's shard queues were full, or held receipts were at their bound
 	SignalsDropped   atomic.Uint64 // signals for users offline or behind a full queue (a group signal counts each member)
 	SignalRequests   atomic.Uint64 // signal requests handed to shards: one per 1:1 signal, at most one per shard for a group signal
 	SlowConsumers    atomic.Uint64 // connections closed because their window stayed full
@@ -296,15 +298,46 @@ func (r *Router) Ack(c Conn, user, seq uint64) bool {
 	return r.submit(user, request{kind: reqAck, conn: c, user: user, seq: seq})
 }
 
+// MaxReadRun is the most msg ids one READ may cover (its more is below
+// it). A client reports reads a screen or a conversation at a time; 1,024
+// ids is far more than a screen, and it bounds what one frame may claim.
+const MaxReadRun = 1024
+
+// Errors of Read.
+var (
+	// ErrReadRange is a READ over more than MaxReadRun ids, or one whose
+	// range passes 2^64-1: the client is at fault.
+	ErrReadRange = errors.New("delivery: READ range over 1024 msg ids")
+	// ErrBusy is a request that neither shard concerned could queue.
+	ErrBusy = errors.New("delivery: shard queues full")
+)
+
 // Read stores a read receipt in sender's mailbox: reader has read sender's
-// messages msgID through msgID+more. group says they were sent to a group,
-// so the receipt names the reader.
-func (r *Router) Read(reader, sender, msgID, more uint64, group bool) bool {
-	q := request{kind: reqReceipt, user: sender, msgID: msgID, more: more, read: true}
-	if group {
-		q.from = reader
+// messages msgID through msgID+more. The receipt always names the reader
+// (RECEIPT.by), 1:1 or group alike, so a READ can only ever claim that
+// its own user read something.
+//
+// When the sender's shard queue is full, the reader's shard holds the
+// receipt and offers it again, as it does delivered receipts (bounded by
+// Config.QueueLen; past it the receipt is dropped and counted in
+// ReadsDropped). Read returns ErrReadRange for a range over MaxReadRun,
+// and ErrBusy (counted in ReadsDropped) when the reader's shard queue is
+// full too; READ has no answer, so the caller can only drop it.
+func (r *Router) Read(reader, sender, msgID, more uint64) error {
+	if more >= MaxReadRun || msgID > math.MaxUint64-more {
+		return ErrReadRange
 	}
-	return r.submit(sender, q)
+	q := request{kind: reqReceipt, user: sender, from: reader, msgID: msgID, more: more, read: true}
+	if r.submitQuiet(sender, q) {
+		return nil
+	}
+	q.kind = reqHoldRead
+	if r.submitQuiet(reader, q) {
+		return nil
+	}
+	r.stats.Busy.Add(1)
+	r.stats.ReadsDropped.Add(1)
+	return ErrBusy
 }
 
 // Signal passes an ephemeral signal from one user to another if it is

@@ -66,7 +66,9 @@ func metricsHandler(srv *gateway.Server, r *delivery.Router, st storage.Store) h
 	counter("switchboard_receipts_dropped_total", "Receipts put off because their sender's routing queue stayed full past the hold limit; they stay pending in storage and are offered again.", &rs.ReceiptsDropped)
 	counter("switchboard_receipts_refused_total", "Receipt entries the store refused (sender's mailbox full, storage recovering); delivered ones stay pending and are offered again.", &rs.ReceiptsRefused)
 	counter("switchboard_receipts_replayed_total", "Pending receipts offered again from storage (at start, or after some were put off).", &rs.ReceiptsReplayed)
-	counter("switchboard_signals_dropped_total", "Signals for offline users or behind a full queue.", &rs.SignalsDropped)
+	counter("switchboard_reads_dropped_total", "Read receipts lost because the sender's and the reader's routing queues were full.", &rs.ReadsDropped)
+	counter("switchboard_signals_dropped_total", "Signals for offline users or behind a full queue (a group signal counts each member).", &rs.SignalsDropped)
+	counter("switchboard_signal_requests_total", "Signal requests handed to routing shards (a group signal: at most one per shard).", &rs.SignalRequests)
 	counter("switchboard_slow_consumers_total", "Connections closed because their window stayed full.", &rs.SlowConsumers)
 	counter("switchboard_storage_errors_total", "Storage reads and commits that failed.", &rs.StorageErrors)
 
