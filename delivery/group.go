@@ -120,13 +120,8 @@ func (w *groupWorker) handle(q groupReq) {
 	_, isMember := members[q.from]
 	switch {
 	case q.signal:
-		if isMember {
-			for m := range members {
-				if m != q.from && !w.r.submit(m, request{kind: reqSignal, user: m, from: q.from, msgID: q.msgID, more: q.group}) {
-					w.r.stats.SignalsDropped.Add(1)
-				}
-			}
-		}
+		w.signalGroup(q, members) // signal.go
+		return
 	case !isMember:
 		w.refuse(q, protocol.CodeNotMember, 0)
 	default:

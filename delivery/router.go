@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -135,8 +136,10 @@ type Stats struct {
 	ReceiptsDropped   atomic.Uint64 // receipts put off because the sender's shard queue stayed full; still pending in storage, offered again within a second
 	ReceiptsRefused   atomic.Uint64 // receipt entries the store refused (sender's mailbox full, storage recovering); delivered ones stay pending and are offered again
 	ReceiptsReplayed  atomic.Uint64 // pending receipts offered again from storage (at start, or after some were put off)
-	SignalsDropped    atomic.Uint64 // signals for users offline or behind a full queue
+	ReadsDropped      atomic.Uint64 // read receipts lost: both the sender's and the reader's shard queues were full, or held receipts were at their bound
+	SignalsDropped    atomic.Uint64 // signals for users offline or behind a full queue (a group signal counts each member)
 	GroupEventsRedone atomic.Uint64 // group events announced again (at start, or for a retried GROUP request)
+	SignalRequests    atomic.Uint64 // signal requests handed to shards: one per 1:1 signal, at most one per shard for a group signal
 	SlowConsumers     atomic.Uint64 // connections closed because their window stayed full
 	Replaced          atomic.Uint64 // connections closed by a newer login of their user
 	StorageErrors     atomic.Uint64 // storage reads and commits that failed
@@ -260,9 +263,14 @@ func (r *Router) Window() int { return r.cfg.Window }
 
 // shardFor returns the shard that owns user.
 func (r *Router) shardFor(user uint64) *shard {
+	return r.shards[r.shardIndex(user)]
+}
+
+// shardIndex returns the index in r.shards of the shard that owns user.
+func (r *Router) shardIndex(user uint64) int {
 	// Fibonacci hashing spreads sequential ids over the shards.
 	h := (user * 0x9E3779B97F4A7C15) >> 32
-	return r.shards[h%uint64(len(r.shards))]
+	return int(h % uint64(len(r.shards)))
 }
 
 func (r *Router) submit(user uint64, q request) bool {
@@ -318,21 +326,53 @@ func (r *Router) Ack(c Conn, user, seq uint64) bool {
 	return r.submit(user, request{kind: reqAck, conn: c, user: user, seq: seq})
 }
 
+// MaxReadRun is the most msg ids one READ may cover (its more is below
+// it). A client reports reads a screen or a conversation at a time; 1,024
+// ids is far more than a screen, and it bounds what one frame may claim.
+const MaxReadRun = 1024
+
+// Errors of Read.
+var (
+	// ErrReadRange is a READ over more than MaxReadRun ids, or one whose
+	// range passes 2^64-1: the client is at fault.
+	ErrReadRange = errors.New("delivery: READ range over 1024 msg ids")
+	// ErrBusy is a request that neither shard concerned could queue.
+	ErrBusy = errors.New("delivery: shard queues full")
+)
+
 // Read stores a read receipt in sender's mailbox: reader has read sender's
-// messages msgID through msgID+more. group says they were sent to a group,
-// so the receipt names the reader.
-func (r *Router) Read(reader, sender, msgID, more uint64, group bool) bool {
-	q := request{kind: reqReceipt, user: sender, msgID: msgID, more: more, read: true}
-	if group {
-		q.from = reader
+// messages msgID through msgID+more. The receipt always names the reader
+// (RECEIPT.by), 1:1 or group alike, so a READ can only ever claim that
+// its own user read something.
+//
+// When the sender's shard queue is full, the reader's shard holds the
+// receipt and offers it again, as it does delivered receipts (bounded by
+// Config.QueueLen; past it the receipt is dropped and counted in
+// ReadsDropped). Read returns ErrReadRange for a range over MaxReadRun,
+// and ErrBusy (counted in ReadsDropped) when the reader's shard queue is
+// full too; READ has no answer, so the caller can only drop it.
+func (r *Router) Read(reader, sender, msgID, more uint64) error {
+	if more >= MaxReadRun || msgID > math.MaxUint64-more {
+		return ErrReadRange
 	}
-	return r.submit(sender, q)
+	q := request{kind: reqReceipt, user: sender, from: reader, msgID: msgID, more: more, read: true}
+	if r.submitQuiet(sender, q) {
+		return nil
+	}
+	q.kind = reqHoldRead
+	if r.submitQuiet(reader, q) {
+		return nil
+	}
+	r.stats.Busy.Add(1)
+	r.stats.ReadsDropped.Add(1)
+	return ErrBusy
 }
 
 // Signal passes an ephemeral signal from one user to another if it is
 // online; otherwise it is dropped.
 func (r *Router) Signal(from, to uint64, kind uint32) {
-	if !r.submit(to, request{kind: reqSignal, user: to, from: from, msgID: uint64(kind)}) {
+	r.stats.SignalRequests.Add(1)
+	if !r.submitQuiet(to, request{kind: reqSignal, user: to, from: from, msgID: uint64(kind)}) {
 		r.stats.SignalsDropped.Add(1)
 	}
 }
@@ -380,7 +420,9 @@ func (r *Router) GroupOp(c Conn, actor uint64, g *protocol.Group) bool {
 	return r.submitGroup(q)
 }
 
-// SignalGroup passes an ephemeral signal to the online members of group.
+// SignalGroup passes an ephemeral signal to the online members of group:
+// one request to each shard that owns members, never a storage read per
+// member (signal.go).
 func (r *Router) SignalGroup(from, group uint64, kind uint32) {
 	if !r.submitGroup(groupReq{signal: true, from: from, msgID: uint64(kind), group: group}) {
 		r.stats.SignalsDropped.Add(1)

@@ -11,13 +11,14 @@ import (
 type reqKind uint8
 
 const (
-	reqLogin   reqKind = iota + 1 // conn logs in as user; seq: its LOGIN ack
-	reqLogout                     // conn is gone
-	reqSend                       // from sends record (msgID) to user
-	reqAck                        // user acks through seq on conn
-	reqReceipt                    // a receipt for user's messages msgID..msgID+more; from: by (group); settles: its pending receipt
-	reqSignal                     // from signals user; msgID: kind; more: group
-	reqFanout                     // one member's copy of a group message or event: record, entry kind, fan
+	reqLogin    reqKind = iota + 1 // conn logs in as user; seq: its LOGIN ack
+	reqLogout                      // conn is gone
+	reqSend                        // from sends record (msgID) to user
+	reqAck                         // user acks through seq on conn
+	reqReceipt                     // a receipt for user's messages msgID..msgID+more; from: by (group); settles: its pending receipt
+	reqSignal                      // from signals user, or the users in list (one shard's part of a group); msgID: kind; more: group
+	reqFanout                      // one member's copy of a group message or event: record, entry kind, fan
+	reqHoldRead                    // a read receipt (as reqReceipt) whose sender's shard was busy: held by the reader's shard and offered again
 )
 
 // request is one unit of work for a shard.
@@ -35,6 +36,7 @@ type request struct {
 	entry   storage.Kind       // reqFanout
 	fan     *fanout            // reqFanout: told the outcome
 	settles storage.ReceiptKey // reqReceipt of a delivered receipt: the pending receipt it settles
+	list    []uint64           // reqSignal to a group: the members this shard owns; shared, read-only
 }
 
 type doneKind uint8
@@ -96,10 +98,11 @@ type shard struct {
 	idle     map[uint64]idleUser
 	inflight int
 	scratch  []storage.Entry
-	// held are receipts whose sender's shard queue was full, in the order
+	// held are receipts (delivered ones this shard's acks made, read ones
+	// its users sent) whose sender's shard queue was full, in the order
 	// they were made; offered again after heldRetry and with the next
 	// receipts. Bounded by Config.QueueLen: past it a receipt is dropped
-	// (counted). Like queued requests, they are lost if the router stops.
+	// (counted; a delivered one stays pending in storage). Like queued requests, they are lost if the router stops.
 	held  []request
 	retry *time.Timer // armed while held is not empty
 }
@@ -236,6 +239,16 @@ func (s *shard) forget(u *user) {
 }
 
 func (s *shard) handle(q request) {
+	switch q.kind {
+	case reqSignal:
+		s.signal(q) // signal.go: no user state, no storage
+		return
+	case reqHoldRead:
+		q.kind = reqReceipt // for q.user's shard, which is not this one
+		s.hold(q)
+		s.offerHeld()
+		return
+	}
 	u, err := s.load(q.user)
 	if err != nil {
 		s.r.cfg.Logger.Error("delivery: loading user", "user", q.user, "err", err)
@@ -267,10 +280,6 @@ func (s *shard) handle(q request) {
 		x := protocol.Receipt{MsgID: q.msgID, More: q.more, Read: q.read, By: q.from}
 		s.append(u, storage.Entry{Kind: storage.KindReceipt, Sender: q.from, MsgID: q.msgID, Value: x.AppendRecord(nil), Settles: q.settles}, nil, nil)
 		s.r.stats.Receipts.Add(1)
-	case reqSignal:
-		if u.conn == nil || !u.conn.Push(Outbound{Kind: OutSignal, Peer: q.from, MsgID: q.msgID, Ref: q.more}) {
-			s.r.stats.SignalsDropped.Add(1)
-		}
 	}
 	s.forget(u)
 }
@@ -543,6 +552,10 @@ func receiptRequest(p storage.PendingReceipt) request {
 // hold queues receipt q behind those already held.
 func (s *shard) hold(q request) {
 	if len(s.held) >= s.r.cfg.QueueLen {
+		if q.read {
+			s.r.stats.ReadsDropped.Add(1) // nothing else holds a read receipt
+			return
+		}
 		// Still pending in storage: the next rescan offers it again.
 		s.r.stats.ReceiptsDropped.Add(1)
 		s.r.rescan.Store(true)

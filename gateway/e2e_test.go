@@ -32,8 +32,8 @@ func recvReceipts(t *testing.T, c *protocol.Client, first, last uint64, read boo
 		if !ok {
 			continue
 		}
-		if x.Read != read || x.By != 0 {
-			t.Fatalf("receipt %+v: want read=%v by=0", *x, read)
+		if x.Read != read || (x.By != 0) != read { // 1:1: only a read receipt names who (the reader)
+			t.Fatalf("receipt %+v: want read=%v, by set only if read", *x, read)
 		}
 		for id := x.MsgID; id <= x.MsgID+x.More; id++ {
 			if id < first || id > last {
@@ -104,7 +104,7 @@ func TestOnlineOneToOne(t *testing.T) {
 		t.Fatal(err)
 	}
 	rs = recvReceipts(t, a, 100, 101, true, 10*time.Second)
-	if len(rs) != 1 {
+	if len(rs) != 1 || rs[0].By != 2 {
 		t.Fatalf("read receipts %+v", rs)
 	}
 	if err := a.MarkRead(protocol.Read{To: 2, MsgID: 500}); err != nil {

@@ -238,7 +238,11 @@ func (l *loop) frame(c *conn, f protocol.Frame) protocol.Code {
 		if err := r.Decode(f); err != nil {
 			return protocol.CodeOf(err)
 		}
-		l.srv.router.Read(c.user, r.To, r.MsgID, r.More, r.Group)
+		// The receipt names c.user whatever r.Group says; a busy router
+		// drops it (counted): READ has no answer to refuse it with.
+		if err := l.srv.router.Read(c.user, r.To, r.MsgID, r.More); errors.Is(err, delivery.ErrReadRange) {
+			return protocol.CodeProtocol
+		}
 	case protocol.TypeSignal:
 		var s protocol.Signal
 		if err := s.Decode(f); err != nil {
