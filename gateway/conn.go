@@ -28,7 +28,7 @@ type conn struct {
 
 	// Owned by the event loop.
 	user      uint64 // set at login
-	delivered uint64 // highest seq written to the connection
+	delivered uint64 // highest seq written to the connection, or WELCOME.last: what an ACK may name
 	acked     uint64 // highest seq acked by the client
 	prev      *conn  // wheel: slot list links
 	next      *conn

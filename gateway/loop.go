@@ -382,6 +382,9 @@ func (l *loop) encode(c *conn, items []delivery.Outbound) {
 				Window: uint32(l.srv.router.Window()), Last: o.Seq,
 			}
 			l.wbuf = w.Append(l.wbuf)
+			// Seqs up to last may be acknowledged, delivered or not: some
+			// expired or were never stored (PROTOCOL.md, "Seqs may skip").
+			c.delivered = max(c.delivered, o.Seq)
 			c.state = stateReady
 			// c waits on the wheel for its handshake deadline; with a short
 			// ping the idle deadline can come first.

@@ -1,0 +1,49 @@
+package gateway_test
+
+import (
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"switchboard/protocol"
+	"switchboard/storage"
+)
+
+// TestAckOfExpiredEntries: entries that expired while their recipient was
+// away are never delivered, but WELCOME.last counts them; the recipient
+// may acknowledge up to last, and its session goes on.
+func TestAckOfExpiredEntries(t *testing.T) {
+	var skew atomic.Int64 // added to the store's clock
+	ts := startServer(t, serverOptions{storage: func(c *storage.Config) {
+		c.MessageTTL = time.Hour
+		c.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	}})
+	sender := ts.Dial(1, protocol.ClientOptions{})
+	var ids []uint64
+	for range 3 {
+		id, err := sender.Send(2, []byte("soon stale"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	waitAccepted(t, sender, ids, 10*time.Second)
+	skew.Store(int64(2 * time.Hour))
+
+	rcv := ts.Dial(2, protocol.ClientOptions{})
+	last := rcv.Welcome().Last
+	if last != 3 {
+		t.Fatalf("WELCOME.last = %d, want 3", last)
+	}
+	if err := rcv.Ack(last); err != nil {
+		t.Fatal(err)
+	}
+	// The session goes on: a new message arrives after the expired ones.
+	if _, err := sender.Send(2, []byte("fresh")); err != nil {
+		t.Fatal(err)
+	}
+	d := recvKind[*protocol.Deliver](t, rcv)
+	if d.Seq != 4 || string(d.Body) != "fresh" {
+		t.Fatalf("delivered seq %d %q, want seq 4 \"fresh\"", d.Seq, d.Body)
+	}
+}
