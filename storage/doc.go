@@ -75,12 +75,20 @@
 //     without a receipt. An ack larger than Config.MaxBatch entries commits
 //     in several transactions; each is a valid cumulative state, and done
 //     runs after the last.
-//   - LastSeq, Read, Lookup, Members, Role, Groups, PendingReceipts: read
+//   - LastSeq, Read, Lookup, Members, Role, Groups, PendingReceipts,
+//     PendingGroupEvents: read
 //     committed data only, from a consistent snapshot, on the caller's
 //     goroutine. They do not queue behind the committer, but a Badger read
 //     waits for the commit in progress, if any, and then sees it.
-//   - CreateGroup, AddMember, RemoveMember, DeleteGroup: committed and
-//     synced through the same group commit before they return.
+//   - ChangeGroup, DeleteGroup: committed and synced through the same
+//     group commit before they return. A group change is one transaction:
+//     every membership it makes or ends, the group's record, its dedupe
+//     record (Actor, MsgID) and its pending GroupEvent, or nothing when a
+//     rule refuses it (groupchange.go). Its event stays pending until
+//     SettleGroupEvent (relaxed, like an ack), so whoever announces it can
+//     do so again after a crash; group event entries are deduplicated per
+//     recipient like messages, so announcing again stores only what is
+//     missing.
 //   - Close: commits everything queued, syncs and runs the callbacks, then
 //     closes Badger, which flushes its memtables.
 //
