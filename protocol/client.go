@@ -135,10 +135,11 @@ func (*GoAway) clientEvent()     {}
 func (Pong) clientEvent()        {}
 
 // inflater turns a compressed frame into an uncompressed one whose payload
-// lives in dst (a new array when dst is nil), refusing more than max bytes.
-// *Codec implements it; tests substitute a fake.
+// lives in dst (a new array when dst is nil), refusing a frame that would
+// inflate past frameLimit (header byte and payload). *Codec implements it;
+// tests substitute a fake.
 type inflater interface {
-	Inflate(f Frame, dst []byte, max int) (Frame, error)
+	Inflate(f Frame, dst []byte, frameLimit int) (Frame, error)
 }
 
 // clientInflater returns the shared Codec of a dictionary id, or nil when

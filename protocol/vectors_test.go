@@ -211,9 +211,11 @@ func invalidCases() []badCase {
 	z := func(name, hex, err string) badCase {
 		return badCase{Name: name, Input: "frame", Dict: DictV1, Hex: hex, Error: err}
 	}
-	// A magicless zstd frame header claiming 1,000,000 bytes (single segment,
-	// 4-byte content size), then one raw block of one byte.
-	bomb := raw("a0 40420f00 090000 78")
+	// small is a valid compressed payload: a magicless zstd frame (single
+	// segment, 1-byte content size 8) holding one raw block, the SEND
+	// payload msg_id 1234, to bob, body "hi". Each compressed vector below
+	// breaks exactly one rule of it (TestVectorsCompressedFaultsStandAlone).
+	small := raw("20 08 410000 d209 b197d303 6869")
 	return []badCase{
 		p("preface: first byte wrong", "48", "PROTOCOL"),
 		p("preface: an HTTP request", "47455420", "PROTOCOL"),
@@ -286,11 +288,12 @@ func invalidCases() []badCase {
 		f("BATCH entry cut short", frameHex(TypeBatch, 0, uv(4321), deliver(0, uv(alice), uv(1), raw("abcdef"))[:5]), "PROTOCOL"),
 		f("BATCH RECEIPT entry with trailing bytes", frameHex(TypeBatch, 0, uv(4321),
 			AppendFrame(nil, TypeReceipt, 0, bytes.Join([][]byte{uv(1234), uv(bob), uv(1)}, nil))), "PROTOCOL"),
-		f("compressed SEND without a negotiated dictionary", frameHex(TypeSend, FlagCompressed, bomb), "DECOMPRESSION"),
-		z("compressed SEND claiming 1,000,000 bytes", frameHex(TypeSend, FlagCompressed, bomb), "DECOMPRESSION"),
-		z("compressed SEND, reserved bit in the zstd header", frameHex(TypeSend, FlagCompressed, raw("ffffffff")), "DECOMPRESSION"),
-		z("compressed SEND naming a zstd dictionary", frameHex(TypeSend, FlagCompressed, raw("2101 05 090000 78")), "DECOMPRESSION"),
-		z("compressed SEND, bytes after the zstd frame", frameHex(TypeSend, FlagCompressed, raw("20 05 090000 78 00")), "DECOMPRESSION"),
+		f("compressed SEND without a negotiated dictionary", frameHex(TypeSend, FlagCompressed, small), "DECOMPRESSION"),
+		z("compressed SEND inflating to 1,000,000 bytes", frameHex(TypeSend, FlagCompressed, rleSend(1_000_000)), "DECOMPRESSION"),
+		z("compressed SEND inflating to 66,560 bytes, a frame one byte over the limit", frameHex(TypeSend, FlagCompressed, rleSend(MaxFrame)), "DECOMPRESSION"),
+		z("compressed SEND, reserved bit in the zstd header", frameHex(TypeSend, FlagCompressed, []byte{small[0] | 0x08}, small[1:]), "DECOMPRESSION"),
+		z("compressed SEND naming a zstd dictionary", frameHex(TypeSend, FlagCompressed, []byte{small[0] | 0x01, zstdDictID}, small[1:]), "DECOMPRESSION"),
+		z("compressed SEND, bytes after the zstd frame", frameHex(TypeSend, FlagCompressed, small, raw("00")), "DECOMPRESSION"),
 		z("compressed ACK (flag not allowed)", frameHex(TypeAck, FlagCompressed, raw("20 01 090000 01")), "PROTOCOL"),
 	}
 }
