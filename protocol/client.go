@@ -113,7 +113,11 @@ var ErrClosed = errors.New("protocol: client closed")
 type RefusedError struct{ Refuse }
 
 func (e *RefusedError) Error() string {
-	return fmt.Sprintf("protocol: msg %d refused: %v (retry after %dms)", e.MsgID, e.Code, e.RetryAfter)
+	msg := fmt.Sprintf("protocol: msg %d refused: %v (retry after %dms)", e.MsgID, e.Code, e.RetryAfter)
+	if e.Reason != "" {
+		msg += ": " + e.Reason
+	}
+	return msg
 }
 
 // Event is one thing the server told the client: a *Deliver, *Receipt,
