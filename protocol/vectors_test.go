@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"bytes"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -317,6 +318,51 @@ type vectorFile struct {
 	MaxFrame int           `json:"max_frame"`
 	Frames   []vectorFrame `json:"frames"`
 	Invalid  []badCase     `json:"invalid"`
+	Tokens   []vectorToken `json:"tokens"`
+}
+
+// vectorToken is a login token minted from fixed claims, for an operator's
+// backend that mints tokens in another language. The protocol carries
+// tokens as opaque bytes; the gateway defines them (gateway/auth.go), and
+// token_vector_test.go checks these against its MintToken and Verify.
+type vectorToken struct {
+	Name   string `json:"name"`
+	Secret string `json:"secret"` // hex, as on the keys file's line "<key_id> <secret>"
+	KeyID  uint32 `json:"key_id"`
+	User   uint64 `json:"user"`
+	Device uint32 `json:"device"`
+	Expiry uint64 `json:"expiry"` // Unix seconds
+	Hex    string `json:"hex"`    // the token: what `switchboard token` prints; LOGIN carries these bytes
+}
+
+// tokenCases are the token vectors: the secret is 32 bytes 00 01 … 1f.
+func tokenCases() []vectorToken {
+	secret := make([]byte, 32)
+	for i := range secret {
+		secret[i] = byte(i)
+	}
+	ts := []vectorToken{
+		{Name: "token for bob", KeyID: 1, User: bob, Device: 1, Expiry: vectorMillis/1000 + 30*24*3600},
+		{Name: "token signed with key 2", KeyID: 2, User: carol, Device: 3, Expiry: vectorMillis / 1000},
+	}
+	for i := range ts {
+		ts[i].Secret = hex.EncodeToString(secret)
+		ts[i].Hex = hex.EncodeToString(mintToken(secret, ts[i]))
+	}
+	return ts
+}
+
+// mintToken spells out the token layout of docs/PROTOCOL.md 8.1:
+// 0x01 | key_id | user | device | expiry (varints) | the first 16 bytes of
+// HMAC-SHA256(secret, everything before them).
+func mintToken(secret []byte, t vectorToken) []byte {
+	b := []byte{1}
+	for _, x := range []uint64{uint64(t.KeyID), t.User, uint64(t.Device), t.Expiry} {
+		b = binary.AppendUvarint(b, x)
+	}
+	h := hmac.New(sha256.New, secret)
+	h.Write(b)
+	return h.Sum(b)[:len(b)+16]
 }
 
 const vectorsAbout = "Switchboard protocol version 1 golden vectors; see docs/PROTOCOL.md. " +
@@ -327,12 +373,13 @@ const vectorsAbout = "Switchboard protocol version 1 golden vectors; see docs/PR
 	"INCOMPLETE: more bytes needed) when read with a frame limit of max_frame bytes. A frame with dict was " +
 	"compressed with that dictionary: inflating hex must give inflated, which decodes to fields; another " +
 	"zstd encoder may compress differently, so only the Go reference must reproduce hex from fields. " +
-	"An invalid input with dict is read after negotiating that dictionary, one without after negotiating none."
+	"An invalid input with dict is read after negotiating that dictionary, one without after negotiating none. " +
+	"tokens: login tokens (docs/PROTOCOL.md 8.1), minted from secret (hex) and the numbers; hex is the token's bytes."
 
 // generateVectors builds vectors.json from the cases.
 func generateVectors(t *testing.T) []byte {
 	t.Helper()
-	file := vectorFile{About: vectorsAbout, MaxFrame: MaxFrame, Invalid: invalidCases()}
+	file := vectorFile{About: vectorsAbout, MaxFrame: MaxFrame, Invalid: invalidCases(), Tokens: tokenCases()}
 	for _, pc := range []struct {
 		name, note   string
 		ver, transpt byte
