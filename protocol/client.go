@@ -113,7 +113,11 @@ var ErrClosed = errors.New("protocol: client closed")
 type RefusedError struct{ Refuse }
 
 func (e *RefusedError) Error() string {
-	return fmt.Sprintf("protocol: msg %d refused: %v (retry after %dms)", e.MsgID, e.Code, e.RetryAfter)
+	msg := fmt.Sprintf("protocol: msg %d refused: %v (retry after %dms)", e.MsgID, e.Code, e.RetryAfter)
+	if e.Reason != "" {
+		msg += ": " + e.Reason
+	}
+	return msg
 }
 
 // Event is one thing the server told the client: a *Deliver, *Receipt,
@@ -135,10 +139,11 @@ func (*GoAway) clientEvent()     {}
 func (Pong) clientEvent()        {}
 
 // inflater turns a compressed frame into an uncompressed one whose payload
-// lives in dst (a new array when dst is nil), refusing more than max bytes.
-// *Codec implements it; tests substitute a fake.
+// lives in dst (a new array when dst is nil), refusing a frame that would
+// inflate past frameLimit (header byte and payload). *Codec implements it;
+// tests substitute a fake.
 type inflater interface {
-	Inflate(f Frame, dst []byte, max int) (Frame, error)
+	Inflate(f Frame, dst []byte, frameLimit int) (Frame, error)
 }
 
 // clientInflater returns the shared Codec of a dictionary id, or nil when

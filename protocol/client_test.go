@@ -401,7 +401,7 @@ func TestClientWaitAccept(t *testing.T) {
 	out := AppendPong(nil)
 	out = (&Accept{MsgID: 10, More: 2}).Append(out)
 	out = (&Deliver{Seq: 1, From: 2, MsgID: 3, Body: []byte("d")}).Append(out)
-	out = (&Refuse{MsgID: 20, Code: CodeMailboxFull, RetryAfter: 100}).Append(out)
+	out = (&Refuse{MsgID: 20, Code: CodeMailboxFull, RetryAfter: 100, Reason: "mailbox of 7 holds 10000 entries"}).Append(out)
 	fc.write(out)
 	ctx := clientCtx(t)
 	if a, err := c.WaitAccept(ctx, 12); err != nil || a.MsgID != 10 {
@@ -413,6 +413,9 @@ func TestClientWaitAccept(t *testing.T) {
 	var re *RefusedError
 	if _, err := c.WaitAccept(ctx, 20); !errors.As(err, &re) || re.Code != CodeMailboxFull || re.RetryAfter != 100 {
 		t.Fatalf("WaitAccept(20) = %v, want a MAILBOX_FULL refusal", err)
+	}
+	if want := "protocol: msg 20 refused: MAILBOX_FULL (retry after 100ms): mailbox of 7 holds 10000 entries"; re.Error() != want {
+		t.Fatalf("RefusedError = %q, want %q", re.Error(), want)
 	}
 	short, cancel := context.WithCancel(ctx)
 	cancel()

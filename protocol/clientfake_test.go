@@ -193,7 +193,7 @@ func (r reverseInflater) Inflate(f Frame, dst []byte, max int) (Frame, error) {
 	if max != MaxServerFrame {
 		r.t.Errorf("Inflate max = %d, want MaxServerFrame", max)
 	}
-	if len(f.Payload) > max {
+	if 1+len(f.Payload) > max {
 		return Frame{}, ErrDecompress
 	}
 	for i := len(f.Payload) - 1; i >= 0; i-- {

@@ -265,30 +265,31 @@ func (c *Codec) AppendFrame(dst []byte, t Type, flags byte, payload []byte) []by
 // Payload is written into dst's array when cap(dst) is large enough, else
 // into a new one of exactly the decompressed size; it does not alias f.
 //
-// The size the payload claims is checked against max (bytes) before anything
-// is allocated or decoded; decoding stops as soon as the output would pass
-// the claim. A payload that is not a valid compressed payload in this
-// dictionary, claims more than max, or decodes to another size than it
-// claims yields an error wrapping ErrDecompress (CodeDecompression); so does
-// any compressed frame given to a nil Codec. Any goroutine may call it.
-func (c *Codec) Inflate(f Frame, dst []byte, max int) (Frame, error) {
+// frameLimit is the reader's frame limit (bytes, header byte and payload, as for
+// ReadFrame): the inflated frame obeys it like any other, so the payload may
+// inflate to at most frameLimit-1 bytes. The size the payload claims is checked
+// against that before anything is allocated or decoded; decoding stops as
+// soon as the output would pass the claim. A payload that is not a valid
+// compressed payload in this dictionary, claims more than frameLimit-1 bytes, or
+// decodes to another size than it claims yields an error wrapping
+// ErrDecompress (CodeDecompression); so does any compressed frame given to a
+// nil Codec. Any goroutine may call it.
+func (c *Codec) Inflate(f Frame, dst []byte, frameLimit int) (Frame, error) {
 	if !f.Has(FlagCompressed) {
 		return f, nil
 	}
 	if c == nil {
 		return f, fmt.Errorf("%w: compressed %v with no dictionary negotiated", ErrDecompress, f.Type)
 	}
-	if max < 0 {
-		max = 0
-	}
-	max = min(max, maxInflate)
+	// The header byte counts toward the frame limit, as it does on the wire.
+	limit := min(frameLimit-1, maxInflate)
 	p := f.Payload
 	size, hdr, err := contentSize(p)
 	if err != nil {
 		return f, err
 	}
-	if size > uint64(max) {
-		return f, fmt.Errorf("%w: %v claims %d bytes, limit %d", ErrDecompress, f.Type, size, max)
+	if limit < 0 || size > uint64(limit) {
+		return f, fmt.Errorf("%w: %v claims %d bytes, frame limit %d", ErrDecompress, f.Type, size, frameLimit)
 	}
 	n := int(size)
 

@@ -339,11 +339,12 @@ func TestInflateCorrupt(t *testing.T) {
 	inflate := func(p []byte, max int) (protocol.Frame, error) {
 		return c.Inflate(protocol.Frame{Type: protocol.TypeBatch, Flags: protocol.FlagCompressed, Payload: p}, nil, max)
 	}
-	if f, err := inflate(good, len(plain)); err != nil || !bytes.Equal(f.Payload, plain) {
+	// The limit is a frame limit: the header byte counts.
+	if f, err := inflate(good, 1+len(plain)); err != nil || !bytes.Equal(f.Payload, plain) {
 		t.Fatalf("good payload: %v", err)
 	}
-	if _, err := inflate(good, len(plain)-1); !errors.Is(err, protocol.ErrDecompress) {
-		t.Fatalf("payload one byte over max: %v", err)
+	if _, err := inflate(good, len(plain)); !errors.Is(err, protocol.ErrDecompress) {
+		t.Fatalf("inflated frame one byte over the limit: %v", err)
 	}
 	if _, err := inflate(good, -1); !errors.Is(err, protocol.ErrDecompress) {
 		t.Fatalf("negative max: %v", err)
@@ -436,7 +437,7 @@ func TestCodecLibzstdDecodes(t *testing.T) {
 				if err != nil || len(z) < 4 {
 					t.Fatalf("zstd %s: %v", level, err)
 				}
-				f, err := c.Inflate(protocol.Frame{Type: protocol.TypeBatch, Flags: protocol.FlagCompressed, Payload: z[4:]}, nil, len(p))
+				f, err := c.Inflate(protocol.Frame{Type: protocol.TypeBatch, Flags: protocol.FlagCompressed, Payload: z[4:]}, nil, 1+len(p))
 				if err != nil || !bytes.Equal(f.Payload, p) {
 					t.Fatalf("%v %d: Inflate of zstd %s: %v", class, size, level, err)
 				}
@@ -496,7 +497,7 @@ func FuzzInflate(f *testing.F) {
 			}
 			return
 		}
-		if len(out.Payload) > max || out.Has(protocol.FlagCompressed) || out.Type != protocol.TypeBatch {
+		if 1+len(out.Payload) > max || out.Has(protocol.FlagCompressed) || out.Type != protocol.TypeBatch {
 			t.Fatalf("inflated %d bytes with max %d, flags %#x", len(out.Payload), max, out.Flags)
 		}
 	})

@@ -112,16 +112,7 @@ type Error struct {
 // Append appends e as a frame; invalid UTF-8 in the reason is replaced and a
 // reason over MaxReason bytes is cut, so the frame always decodes.
 func (e *Error) Append(dst []byte) []byte {
-	reason := e.Reason
-	if !utf8.ValidString(reason) {
-		reason = strings.ToValidUTF8(reason, "\uFFFD")
-	}
-	if len(reason) > MaxReason {
-		reason = reason[:MaxReason]
-		for !utf8.ValidString(reason) {
-			reason = reason[:len(reason)-1]
-		}
-	}
+	reason := sendableReason(e.Reason)
 	dst = appendHeader(dst, TypeError, 0, uvarintLen(uint64(e.Code))+len(reason))
 	dst = binary.AppendUvarint(dst, uint64(e.Code))
 	return append(dst, reason...)
@@ -134,12 +125,39 @@ func (e *Error) Decode(f Frame) error {
 	if e.Code == 0 && r.err == nil {
 		r.err = wrapMalformed("zero code")
 	}
-	reason := r.rest()
-	if r.err == nil && (len(reason) > MaxReason || !utf8.Valid(reason)) {
-		r.err = wrapMalformed("error reason too long or not UTF-8")
-	}
-	e.Reason = string(reason)
+	e.Reason = r.reason()
 	return r.err
 }
+
+// sendableReason returns reason as ERROR and REFUSE carry it: invalid UTF-8
+// replaced, cut to at most MaxReason bytes on a character boundary.
+func sendableReason(reason string) string {
+	if !utf8.ValidString(reason) {
+		reason = strings.ToValidUTF8(reason, "\uFFFD")
+	}
+	if len(reason) > MaxReason {
+		reason = reason[:MaxReason]
+		for !utf8.ValidString(reason) {
+			reason = reason[:len(reason)-1]
+		}
+	}
+	return reason
+}
+
+// reason reads the rest of the payload as a reason: UTF-8, at most
+// MaxReason bytes. It allocates only when the reason is not empty.
+func (r *reader) reason() string {
+	b := r.rest()
+	if r.err != nil {
+		return ""
+	}
+	if len(b) > MaxReason || !utf8.Valid(b) {
+		r.err = errBadReason
+		return ""
+	}
+	return string(b)
+}
+
+var errBadReason = wrapMalformed("reason too long or not UTF-8")
 
 func (e *Error) Error() string { return "protocol: peer error " + e.Code.String() + ": " + e.Reason }

@@ -11,7 +11,7 @@ import (
 const protocolDoc = "../docs/PROTOCOL.md"
 
 // TestProtocolDocExamples checks every worked example in docs/PROTOCOL.md
-// against vectors.json: an example follows a `<!-- vector: NAME -->` line,
+// against vectors.json (frames and tokens): an example follows a `<!-- vector: NAME -->` line,
 // and the hex bytes at the start of its lines ("…" elides the rest of a
 // field) must spell the vector's hex. It also checks every frame type has
 // an example, so the document cannot drift from the code.
@@ -21,9 +21,13 @@ func TestProtocolDocExamples(t *testing.T) {
 		t.Skipf("no %s: %v", protocolDoc, err)
 	}
 	defer doc.Close()
+	file := loadVectors(t)
 	vectors := map[string]vectorFrame{}
-	for _, v := range loadVectors(t).Frames {
+	for _, v := range file.Frames {
 		vectors[v.Name] = v
+	}
+	for _, v := range file.Tokens {
+		vectors[v.Name] = vectorFrame{Name: v.Name, Type: "TOKEN", Hex: v.Hex}
 	}
 	marker := regexp.MustCompile(`^<!-- vector: (.+) -->$`)
 	hexByte := regexp.MustCompile(`^[0-9a-f]{2}$`)
@@ -82,7 +86,9 @@ func TestProtocolDocExamples(t *testing.T) {
 			t.Errorf("%s has no checked example of %v", protocolDoc, x)
 		}
 	}
-	if !covered["PREFACE"] {
-		t.Errorf("%s has no checked example of the preface", protocolDoc)
+	for _, what := range []string{"PREFACE", "TOKEN"} {
+		if !covered[what] {
+			t.Errorf("%s has no checked example of a %s", protocolDoc, strings.ToLower(what))
+		}
 	}
 }

@@ -104,6 +104,21 @@ const (
 	// MaxToken is the longest login token accepted.
 	MaxToken = 512
 
+	// MaxLoginFrame is the largest frame a server accepts before login (the
+	// LOGIN frame, or whatever a client sent in its place), header byte and
+	// payload. The longest LOGIN, a MaxToken token with every varint at its
+	// widest, takes 535; a client whose token has not verified yet cannot
+	// make the server hold more than this.
+	MaxLoginFrame = 1 << 10
+
+	// WindowBytes is the byte half of the flow window: the server sends at
+	// most about this many bytes of entries (each record plus 16) after the
+	// last ACK that covered everything sent, then waits, as it does after
+	// WELCOME.Window entries. WELCOME does not announce it: it is fixed by
+	// the protocol version (131,072 in version 1), and one entry larger than
+	// it still goes, alone. Half the outbound cap of a connection.
+	WindowBytes = 128 << 10
+
 	// MaxReason is the longest reason text an ERROR frame carries.
 	MaxReason = 256
 

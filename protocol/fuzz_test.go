@@ -218,6 +218,14 @@ func buildValue(t Type, n [5]uint64, bits byte, body []byte) frameValue {
 		return m
 	}
 	op := GroupOp(1 + n[1]%uint64(groupOpMax))
+	reason := func() string {
+		r := strings.ToValidUTF8(string(body), "")
+		for len(r) > MaxReason {
+			_, size := utf8.DecodeLastRuneInString(r)
+			r = r[:len(r)-size]
+		}
+		return r
+	}
 	switch t {
 	case TypeLogin:
 		return &Login{Token: body[:min(len(body), MaxToken)], Ping: u32(n[0]), Dict: u32(n[1]), Ack: n[2]}
@@ -229,7 +237,7 @@ func buildValue(t Type, n [5]uint64, bits byte, body []byte) frameValue {
 	case TypeAccept:
 		return &Accept{MsgID: nz(n[0]), More: n[1], Ref: n[2]}
 	case TypeRefuse:
-		return &Refuse{MsgID: nz(n[0]), Code: code(n[1]), RetryAfter: u32(n[2])}
+		return &Refuse{MsgID: nz(n[0]), Code: code(n[1]), RetryAfter: u32(n[2]), Reason: reason()}
 	case TypeDeliver:
 		return &Deliver{Seq: nz(n[0]), From: nz(n[1]), MsgID: nz(n[2]), Group: n[3], Time: u32(n[4]), Body: body}
 	case TypeAck:
@@ -259,12 +267,7 @@ func buildValue(t Type, n [5]uint64, bits byte, body []byte) frameValue {
 	case TypeGoAway:
 		return &GoAway{After: u32(n[0]), Code: Code(n[1])}
 	case TypeError:
-		reason := strings.ToValidUTF8(string(body), "")
-		for len(reason) > MaxReason {
-			_, size := utf8.DecodeLastRuneInString(reason)
-			reason = reason[:len(reason)-size]
-		}
-		return &Error{Code: code(n[0]), Reason: reason}
+		return &Error{Code: code(n[0]), Reason: reason()}
 	}
 	return nil // BATCH: FuzzBatch and TestBatchRoundTrip
 }

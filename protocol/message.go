@@ -104,20 +104,26 @@ func (a *Accept) Decode(f Frame) error {
 
 // Refuse turns down one request; the connection stays open (REFUSE, 0x05).
 //
-//	msg_id varint | code varint | retry_after varint
+//	msg_id varint | code varint | retry_after varint | reason (UTF-8, the rest, at most MaxReason bytes)
+//
+// The reason is optional, exactly as in ERROR: an empty one is no bytes.
 type Refuse struct {
 	MsgID      uint64
 	Code       Code
 	RetryAfter uint32 // milliseconds to wait before retrying; 0: do not retry unchanged
+	Reason     string // the check that failed, for people and logs; programs act on Code
 }
 
-// Append appends r as a frame.
+// Append appends x as a frame; the reason is made valid UTF-8 and cut to
+// MaxReason bytes as for ERROR, so the frame always decodes.
 func (x *Refuse) Append(dst []byte) []byte {
-	n := uvarintLen(x.MsgID) + uvarintLen(uint64(x.Code)) + uvarintLen(uint64(x.RetryAfter))
+	reason := sendableReason(x.Reason)
+	n := uvarintLen(x.MsgID) + uvarintLen(uint64(x.Code)) + uvarintLen(uint64(x.RetryAfter)) + len(reason)
 	dst = appendHeader(dst, TypeRefuse, 0, n)
 	dst = binary.AppendUvarint(dst, x.MsgID)
 	dst = binary.AppendUvarint(dst, uint64(x.Code))
-	return binary.AppendUvarint(dst, uint64(x.RetryAfter))
+	dst = binary.AppendUvarint(dst, uint64(x.RetryAfter))
+	return append(dst, reason...)
 }
 
 // Decode fills x from f, which must be a REFUSE frame.
@@ -129,7 +135,8 @@ func (x *Refuse) Decode(f Frame) error {
 		r.err = wrapMalformed("zero code")
 	}
 	x.RetryAfter = r.u32()
-	return r.end()
+	x.Reason = r.reason()
+	return r.err
 }
 
 // Deliver is a message from the recipient's mailbox (DELIVER, 0x06).

@@ -58,6 +58,15 @@ func (d *Deliver) DecodeRecord(f Frame, seq uint64) error {
 	return r.err
 }
 
+// DecodeRecord fills g from a GROUP_EVENT record with the given seq.
+// Members reuses its backing array.
+func (g *GroupEvent) DecodeRecord(f Frame, seq uint64) error {
+	r := reader{b: f.Payload}
+	g.Seq = seq
+	g.decodeFields(&r, f.Flags)
+	return r.err
+}
+
 // AppendRecordFrame appends the frame for record f (from ParseRecord) with
 // the given seq: the record's header byte and payload with the seq put back
 // in front. It copies the payload once and parses nothing.

@@ -3,6 +3,7 @@ package protocol
 import (
 	"bytes"
 	"testing"
+	"time"
 )
 
 // recordSeeds are one record of each kind.
@@ -74,4 +75,50 @@ func FuzzRecord(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestGroupEventRecordLive: a GROUP_EVENT record decodes to its fields, and
+// sent within a second of its stamp it goes without its time, like a
+// DELIVER: the frame is vector "GROUP_EVENT live"'s shape (no flag B).
+func TestGroupEventRecordLive(t *testing.T) {
+	at := StampTime(vectorStamp)
+	g := GroupEvent{Group: team, Actor: alice, Op: GroupRemove, Time: vectorStamp, Members: []uint64{carol}}
+	f, err := ParseRecord(g.AppendRecord(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		sent time.Duration // after the stamp
+		live bool
+	}{{0, true}, {time.Second, true}, {time.Second + time.Millisecond, false}, {time.Hour, false}} {
+		var got GroupEvent
+		if err := got.DecodeRecord(f, 4326); err != nil {
+			t.Fatal(err)
+		}
+		if Live(got.Time, at.Add(tc.sent)) != tc.live {
+			t.Fatalf("Live %v after the stamp = %v, want %v", tc.sent, !tc.live, tc.live)
+		}
+		want := GroupEvent{Seq: 4326, Group: team, Actor: alice, Op: GroupRemove, Time: vectorStamp, Members: []uint64{carol}}
+		if tc.live {
+			got.Time, want.Time = 0, 0
+		}
+		if !bytes.Equal(got.Append(nil), want.Append(nil)) {
+			t.Fatalf("%v after the stamp: %+v, want %+v", tc.sent, got, want)
+		}
+		if tc.live && got.Append(nil)[1]&FlagB != 0 {
+			t.Fatalf("live GROUP_EVENT carries flag B")
+		}
+	}
+}
+
+// TestMaxLoginFrame: the longest LOGIN fits the frame limit before login.
+func TestMaxLoginFrame(t *testing.T) {
+	l := Login{Token: make([]byte, MaxToken), Ping: 1<<32 - 1, Dict: 1<<32 - 1, Ack: 1<<64 - 1}
+	b := l.Append(nil)
+	if _, n, err := ReadFrame(b, MaxLoginFrame); err != nil || n != len(b) {
+		t.Fatalf("longest LOGIN (%d bytes) read with MaxLoginFrame: %v", len(b), err)
+	}
+	if n := len(b) - uvarintLen(uint64(len(b))); n != 535 {
+		t.Errorf("longest LOGIN is %d bytes without its length prefix; frame.go says 535", n)
+	}
 }

@@ -22,6 +22,13 @@ func Stamp(t time.Time) uint32 {
 // StampTime returns the time a frame timestamp stands for.
 func StampTime(s uint32) time.Time { return Epoch.Add(time.Duration(s) * time.Second) }
 
+// Live reports whether a DELIVER or GROUP_EVENT stamped s, sent at now,
+// goes without its time: when now is at most a second past the stamp,
+// whether the entry is sent live or drained from storage. Stamps are whole
+// seconds, so that is one to two seconds after acceptance; the client then
+// stamps the entry with its estimate of the server clock (WELCOME.Time).
+func Live(s uint32, now time.Time) bool { return now.Sub(StampTime(s)) <= time.Second }
+
 // Login is the first frame a client sends after the preface (LOGIN, 0x01).
 //
 //	token_len varint | token | ping varint | dict varint | ack varint

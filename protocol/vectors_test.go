@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"bytes"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -93,6 +94,8 @@ func vectorCases() []vectorCase {
 		{"REFUSE retry later", "", &Refuse{MsgID: 1234, Code: CodeRetryLater, RetryAfter: 2000}},
 		{"REFUSE mailbox full", "", &Refuse{MsgID: 1234, Code: CodeMailboxFull, RetryAfter: 60000}},
 		{"REFUSE not member", "do not retry unchanged", &Refuse{MsgID: 1235, Code: CodeNotMember}},
+		{"REFUSE with reason", "the rest of the payload after retry_after is a UTF-8 reason, as in ERROR",
+			&Refuse{MsgID: 1237, Code: CodeForbidden, Reason: "add needs an admin"}},
 		{"DELIVER live", "no time: the client stamps it", &Deliver{Seq: 4321, From: alice, MsgID: 1234, Body: body}},
 		{"DELIVER stored", "flag B: time follows", &Deliver{Seq: 4321, From: alice, MsgID: 1234,
 			Time: vectorStamp, Body: body}},
@@ -211,9 +214,11 @@ func invalidCases() []badCase {
 	z := func(name, hex, err string) badCase {
 		return badCase{Name: name, Input: "frame", Dict: DictV1, Hex: hex, Error: err}
 	}
-	// A magicless zstd frame header claiming 1,000,000 bytes (single segment,
-	// 4-byte content size), then one raw block of one byte.
-	bomb := raw("a0 40420f00 090000 78")
+	// small is a valid compressed payload: a magicless zstd frame (single
+	// segment, 1-byte content size 8) holding one raw block, the SEND
+	// payload msg_id 1234, to bob, body "hi". Each compressed vector below
+	// breaks exactly one rule of it (TestVectorsCompressedFaultsStandAlone).
+	small := raw("20 08 410000 d209 b197d303 6869")
 	return []badCase{
 		p("preface: first byte wrong", "48", "PROTOCOL"),
 		p("preface: an HTTP request", "47455420", "PROTOCOL"),
@@ -250,6 +255,8 @@ func invalidCases() []badCase {
 		f("REFUSE code zero", frameHex(TypeRefuse, 0, uv(1234), uv(0), uv(0)), "PROTOCOL"),
 		f("REFUSE code over 16 bits", frameHex(TypeRefuse, 0, uv(1234), uv(1<<16+32), uv(0)), "PROTOCOL"),
 		f("REFUSE retry_after over 32 bits", frameHex(TypeRefuse, 0, uv(1234), uv(32), uv(1<<32)), "PROTOCOL"),
+		f("REFUSE reason not UTF-8", frameHex(TypeRefuse, 0, uv(1237), uv(37), uv(0), raw("c328")), "PROTOCOL"),
+		f("REFUSE reason of 257 bytes", frameHex(TypeRefuse, 0, uv(1237), uv(37), uv(0), []byte(strings.Repeat("x", MaxReason+1))), "PROTOCOL"),
 		f("DELIVER seq zero", hex.EncodeToString(deliver(0, uv(0), uv(alice), uv(1234))), "PROTOCOL"),
 		f("DELIVER from zero", hex.EncodeToString(deliver(0, uv(4321), uv(0), uv(1234))), "PROTOCOL"),
 		f("DELIVER flag A, group zero", hex.EncodeToString(deliver(FlagA, uv(4321), uv(alice), uv(1234), uv(0))), "PROTOCOL"),
@@ -286,11 +293,12 @@ func invalidCases() []badCase {
 		f("BATCH entry cut short", frameHex(TypeBatch, 0, uv(4321), deliver(0, uv(alice), uv(1), raw("abcdef"))[:5]), "PROTOCOL"),
 		f("BATCH RECEIPT entry with trailing bytes", frameHex(TypeBatch, 0, uv(4321),
 			AppendFrame(nil, TypeReceipt, 0, bytes.Join([][]byte{uv(1234), uv(bob), uv(1)}, nil))), "PROTOCOL"),
-		f("compressed SEND without a negotiated dictionary", frameHex(TypeSend, FlagCompressed, bomb), "DECOMPRESSION"),
-		z("compressed SEND claiming 1,000,000 bytes", frameHex(TypeSend, FlagCompressed, bomb), "DECOMPRESSION"),
-		z("compressed SEND, reserved bit in the zstd header", frameHex(TypeSend, FlagCompressed, raw("ffffffff")), "DECOMPRESSION"),
-		z("compressed SEND naming a zstd dictionary", frameHex(TypeSend, FlagCompressed, raw("2101 05 090000 78")), "DECOMPRESSION"),
-		z("compressed SEND, bytes after the zstd frame", frameHex(TypeSend, FlagCompressed, raw("20 05 090000 78 00")), "DECOMPRESSION"),
+		f("compressed SEND without a negotiated dictionary", frameHex(TypeSend, FlagCompressed, small), "DECOMPRESSION"),
+		z("compressed SEND inflating to 1,000,000 bytes", frameHex(TypeSend, FlagCompressed, rleSend(1_000_000)), "DECOMPRESSION"),
+		z("compressed SEND inflating to 66,560 bytes, a frame one byte over the limit", frameHex(TypeSend, FlagCompressed, rleSend(MaxFrame)), "DECOMPRESSION"),
+		z("compressed SEND, reserved bit in the zstd header", frameHex(TypeSend, FlagCompressed, []byte{small[0] | 0x08}, small[1:]), "DECOMPRESSION"),
+		z("compressed SEND naming a zstd dictionary", frameHex(TypeSend, FlagCompressed, []byte{small[0] | 0x01, zstdDictID}, small[1:]), "DECOMPRESSION"),
+		z("compressed SEND, bytes after the zstd frame", frameHex(TypeSend, FlagCompressed, small, raw("00")), "DECOMPRESSION"),
 		z("compressed ACK (flag not allowed)", frameHex(TypeAck, FlagCompressed, raw("20 01 090000 01")), "PROTOCOL"),
 	}
 }
@@ -310,6 +318,51 @@ type vectorFile struct {
 	MaxFrame int           `json:"max_frame"`
 	Frames   []vectorFrame `json:"frames"`
 	Invalid  []badCase     `json:"invalid"`
+	Tokens   []vectorToken `json:"tokens"`
+}
+
+// vectorToken is a login token minted from fixed claims, for an operator's
+// backend that mints tokens in another language. The protocol carries
+// tokens as opaque bytes; the gateway defines them (gateway/auth.go), and
+// token_vector_test.go checks these against its MintToken and Verify.
+type vectorToken struct {
+	Name   string `json:"name"`
+	Secret string `json:"secret"` // hex, as on the keys file's line "<key_id> <secret>"
+	KeyID  uint32 `json:"key_id"`
+	User   uint64 `json:"user"`
+	Device uint32 `json:"device"`
+	Expiry uint64 `json:"expiry"` // Unix seconds
+	Hex    string `json:"hex"`    // the token: what `switchboard token` prints; LOGIN carries these bytes
+}
+
+// tokenCases are the token vectors: the secret is 32 bytes 00 01 … 1f.
+func tokenCases() []vectorToken {
+	secret := make([]byte, 32)
+	for i := range secret {
+		secret[i] = byte(i)
+	}
+	ts := []vectorToken{
+		{Name: "token for bob", KeyID: 1, User: bob, Device: 1, Expiry: vectorMillis/1000 + 30*24*3600},
+		{Name: "token signed with key 2", KeyID: 2, User: carol, Device: 3, Expiry: vectorMillis / 1000},
+	}
+	for i := range ts {
+		ts[i].Secret = hex.EncodeToString(secret)
+		ts[i].Hex = hex.EncodeToString(mintToken(secret, ts[i]))
+	}
+	return ts
+}
+
+// mintToken spells out the token layout of docs/PROTOCOL.md 8.1:
+// 0x01 | key_id | user | device | expiry (varints) | the first 16 bytes of
+// HMAC-SHA256(secret, everything before them).
+func mintToken(secret []byte, t vectorToken) []byte {
+	b := []byte{1}
+	for _, x := range []uint64{uint64(t.KeyID), t.User, uint64(t.Device), t.Expiry} {
+		b = binary.AppendUvarint(b, x)
+	}
+	h := hmac.New(sha256.New, secret)
+	h.Write(b)
+	return h.Sum(b)[:len(b)+16]
 }
 
 const vectorsAbout = "Switchboard protocol version 1 golden vectors; see docs/PROTOCOL.md. " +
@@ -320,12 +373,13 @@ const vectorsAbout = "Switchboard protocol version 1 golden vectors; see docs/PR
 	"INCOMPLETE: more bytes needed) when read with a frame limit of max_frame bytes. A frame with dict was " +
 	"compressed with that dictionary: inflating hex must give inflated, which decodes to fields; another " +
 	"zstd encoder may compress differently, so only the Go reference must reproduce hex from fields. " +
-	"An invalid input with dict is read after negotiating that dictionary, one without after negotiating none."
+	"An invalid input with dict is read after negotiating that dictionary, one without after negotiating none. " +
+	"tokens: login tokens (docs/PROTOCOL.md 8.1), minted from secret (hex) and the numbers; hex is the token's bytes."
 
 // generateVectors builds vectors.json from the cases.
 func generateVectors(t *testing.T) []byte {
 	t.Helper()
-	file := vectorFile{About: vectorsAbout, MaxFrame: MaxFrame, Invalid: invalidCases()}
+	file := vectorFile{About: vectorsAbout, MaxFrame: MaxFrame, Invalid: invalidCases(), Tokens: tokenCases()}
 	for _, pc := range []struct {
 		name, note   string
 		ver, transpt byte
