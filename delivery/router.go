@@ -66,7 +66,7 @@ func (c *Config) setDefaults() {
 		c.Window = 256
 	}
 	if c.WindowBytes == 0 {
-		c.WindowBytes = 128 << 10
+		c.WindowBytes = protocol.WindowBytes
 	}
 	if c.PageBytes == 0 {
 		c.PageBytes = 128 << 10

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"switchboard/gateway"
 	"switchboard/protocol"
 	"switchboard/storage"
 )
@@ -45,5 +46,39 @@ func TestAckOfExpiredEntries(t *testing.T) {
 	d := recvKind[*protocol.Deliver](t, rcv)
 	if d.Seq != 4 || string(d.Body) != "fresh" {
 		t.Fatalf("delivered seq %d %q, want seq 4 \"fresh\"", d.Seq, d.Body)
+	}
+}
+
+// TestLiveGroupEventHasNoTime: a GROUP_EVENT sent within a second of its
+// change leaves its time out, as a live DELIVER does; one sent later
+// carries it.
+func TestLiveGroupEventHasNoTime(t *testing.T) {
+	var skew atomic.Int64 // added to the gateway's clock
+	ts := startServer(t, serverOptions{gw: func(c *gateway.Config) {
+		c.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	}})
+	owner := ts.Dial(1, protocol.ClientOptions{})
+	member := ts.Dial(2, protocol.ClientOptions{})
+	g, _ := createGroup(t, owner, 2)
+	ev := recvKind[*protocol.GroupEvent](t, member)
+	if ev.Group != g || ev.Time != 0 {
+		t.Fatalf("live create event %+v, want group %d and no time", ev, g)
+	}
+	// An event read from the mailbox a minute later carries its time.
+	if err := member.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := owner.Group(protocol.Group{Op: protocol.GroupAdd, Group: g, Members: []uint64{3}}); err != nil {
+		t.Fatal(err)
+	}
+	recvKind[*protocol.Accept](t, owner)
+	skew.Store(int64(time.Minute))
+	member = ts.Dial(2, protocol.ClientOptions{})
+	ev = recvKind[*protocol.GroupEvent](t, member)
+	if ev.Op == protocol.GroupCreate {
+		ev = recvKind[*protocol.GroupEvent](t, member)
+	}
+	if ev.Op != protocol.GroupAdd || ev.Time == 0 {
+		t.Fatalf("stored add event %+v, want its time", ev)
 	}
 }

@@ -399,12 +399,10 @@ func (l *loop) encode(c *conn, items []delivery.Outbound) {
 // for several consecutive entries. A delivery made within a second of its
 // acceptance goes without its timestamp (the client knows the time).
 func (l *loop) entries(c *conn, items []delivery.Outbound, now time.Time) {
+	// Time is left out of an entry sent within about a second of its
+	// acceptance (protocol.Live), whichever path it took.
 	var d protocol.Deliver
-	live := func(d *protocol.Deliver) {
-		if now.Sub(protocol.StampTime(d.Time)) <= time.Second {
-			d.Time = 0
-		}
-	}
+	var g protocol.GroupEvent
 	if len(items) == 1 {
 		o := &items[0]
 		f, err := protocol.ParseRecord(o.Record)
@@ -416,8 +414,19 @@ func (l *loop) entries(c *conn, items []delivery.Outbound, now time.Time) {
 				l.badRecord(o, err)
 				return
 			}
-			live(&d)
+			if protocol.Live(d.Time, now) {
+				d.Time = 0
+			}
 			l.wbuf = d.Append(l.wbuf)
+		case f.Type == protocol.TypeGroupEvent:
+			if err := g.DecodeRecord(f, o.Seq); err != nil {
+				l.badRecord(o, err)
+				return
+			}
+			if protocol.Live(g.Time, now) {
+				g.Time = 0
+			}
+			l.wbuf = g.Append(l.wbuf)
 		default:
 			l.wbuf = protocol.AppendRecordFrame(l.wbuf, f, o.Seq)
 		}
@@ -429,8 +438,19 @@ func (l *loop) entries(c *conn, items []delivery.Outbound, now time.Time) {
 		f, err := protocol.ParseRecord(o.Record)
 		if err == nil && f.Type == protocol.TypeDeliver {
 			if err = d.DecodeRecord(f, o.Seq); err == nil {
-				live(&d)
+				if protocol.Live(d.Time, now) {
+					d.Time = 0
+				}
 				l.batch.Deliver(&d)
+				continue
+			}
+		}
+		if err == nil && f.Type == protocol.TypeGroupEvent {
+			if err = g.DecodeRecord(f, o.Seq); err == nil {
+				if protocol.Live(g.Time, now) {
+					g.Time = 0
+				}
+				l.batch.GroupEvent(&g)
 				continue
 			}
 		}
