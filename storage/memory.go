@@ -25,6 +25,7 @@ func NewMemory(cfg Config) (Store, error) {
 			groups:  make(map[uint64]*memGroup),
 			byUser:  make(map[uint64]map[uint64]Role),
 			pends:   make(map[pendingID]PendingReceipt),
+			uses:    make(map[uint64]senderUse),
 		},
 	}
 	return newEngine(cfg, be)
@@ -51,7 +52,8 @@ type memState struct {
 	byUser  map[uint64]map[uint64]Role // member -> group -> role
 	pends   map[pendingID]PendingReceipt
 	tot     totals
-	unlock  func() // set while a batch is open
+	uses    map[uint64]senderUse // absent: zero
+	unlock  func()               // set while a batch is open
 }
 
 func (b *memBackend) begin() writer {
@@ -249,6 +251,17 @@ func (m *memState) delEntry(r, seq uint64) error {
 
 func (m *memState) putDedupe(sender, msgID uint64, d Dup, _ int64) error {
 	m.dedupes[dedupeID{sender, msgID, d.Recipient}] = d
+	return nil
+}
+
+func (m *memState) senderUse(sender uint64) (senderUse, error) { return m.uses[sender], nil }
+
+func (m *memState) putSenderUse(sender uint64, u senderUse) error {
+	if u == (senderUse{}) {
+		delete(m.uses, sender)
+	} else {
+		m.uses[sender] = u
+	}
 	return nil
 }
 
