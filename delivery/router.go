@@ -138,7 +138,7 @@ type Stats struct {
 	ReceiptsReplayed atomic.Uint64 // pending receipts offered again from storage (at start, or after some were put off)
 	ReadsDropped     atomic.Uint64 // read receipts lost: both the sender's and the reader's shard queues were full, or held receipts were at their bound
 	SignalsDropped   atomic.Uint64 // signals for users offline or behind a full queue (a group signal counts each member)
-	SignalRequests   atomic.Uint64 // signal requests handed to shards: one per 1:1 signal, at most one per shard for a group signal
+	SignalRequests   atomic.Uint64 // signal requests offered to shard queues: one per 1:1 signal, at most one per shard for a group signal
 	SlowConsumers    atomic.Uint64 // connections closed because their window stayed full
 	Replaced         atomic.Uint64 // connections closed by a newer login of their user
 	StorageErrors    atomic.Uint64 // storage reads and commits that failed
