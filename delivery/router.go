@@ -139,7 +139,7 @@ type Stats struct {
 	ReadsDropped      atomic.Uint64 // read receipts lost: both the sender's and the reader's shard queues were full, or held receipts were at their bound
 	SignalsDropped    atomic.Uint64 // signals for users offline or behind a full queue (a group signal counts each member)
 	GroupEventsRedone atomic.Uint64 // group events announced again (at start, or for a retried GROUP request)
-	SignalRequests    atomic.Uint64 // signal requests handed to shards: one per 1:1 signal, at most one per shard for a group signal
+	SignalRequests    atomic.Uint64 // signal requests offered to shard queues: one per 1:1 signal, at most one per shard for a group signal
 	SlowConsumers     atomic.Uint64 // connections closed because their window stayed full
 	Replaced          atomic.Uint64 // connections closed by a newer login of their user
 	StorageErrors     atomic.Uint64 // storage reads and commits that failed
@@ -436,12 +436,29 @@ func groupID(creator, msgID uint64) uint64 {
 	return groupIDBase + h%groupIDSpan
 }
 
+// quotaRetryAfter is the retry_after of a refusal for the sender's quota,
+// in milliseconds: a minute, as recipients take that long or far longer to
+// come back, and a retry costs the server a lookup each time.
+const quotaRetryAfter = 60_000
+
+// capacity reports whether err is a refusal for lack of room (a mailbox,
+// the sender's quota, the store), not a failure of storage.
+func capacity(err error) bool {
+	return errors.Is(err, storage.ErrMailboxFull) || errors.Is(err, storage.ErrSenderQuota) || errors.Is(err, storage.ErrStoreFull)
+}
+
 // refusal maps a failed append to the code and retry delay the sender is told.
 func refusal(err error) (protocol.Code, uint32) {
 	switch {
 	case errors.Is(err, storage.ErrMailboxFull):
 		return protocol.CodeMailboxFull, 5000
-	case errors.Is(err, storage.ErrDiskFull):
+	case errors.Is(err, storage.ErrSenderQuota):
+		// The sender's own backlog in others' mailboxes; it frees up as
+		// they ack, in minutes or days. MAILBOX_FULL is the nearest code
+		// (the protocol has no QUOTA yet); the long delay tells it apart
+		// from a recipient's full mailbox.
+		return protocol.CodeMailboxFull, quotaRetryAfter
+	case errors.Is(err, storage.ErrDiskFull), errors.Is(err, storage.ErrStoreFull):
 		return protocol.CodeStorage, 5000 // space comes back when recipients ack, or an operator frees it
 	case errors.Is(err, storage.ErrValueTooLarge):
 		return protocol.CodeStorage, 0 // storage's value limit is below the body limit: do not retry as is

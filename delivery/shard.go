@@ -382,13 +382,13 @@ func (s *shard) appended(u *user, c completion) {
 		// pending in storage: the next rescan offers it again.
 		s.r.stats.ReceiptsRefused.Add(1)
 		s.r.rescan.Store(true)
-		if !errors.Is(c.err, storage.ErrMailboxFull) {
+		if !capacity(c.err) {
 			s.r.stats.StorageErrors.Add(1)
 		}
 	default:
 		s.r.stats.Refused.Add(1)
 		code, retry := refusal(c.err)
-		if !errors.Is(c.err, storage.ErrMailboxFull) {
+		if !capacity(c.err) {
 			s.r.stats.StorageErrors.Add(1)
 		}
 		c.conn.Push(Outbound{Kind: OutRefuse, MsgID: c.msgID, Code: code, RetryAfter: retry})

@@ -67,6 +67,11 @@ func (s *engine) applyAppend(w writer, o *op, now int64, budget int) (units, byt
 		return 1, 0, nil
 	}
 	n := int64(len(e.Value))
+	if ok, err := s.checkQuota(w, o, n); err != nil {
+		return 0, 0, err
+	} else if !ok {
+		return 1, 0, nil // o.err says why (quota.go)
+	}
 	if !s.fits(c, n) {
 		// Expired entries do not count: drop them, then look again. Each
 		// deletion is a write of this batch, counted against its budget.
@@ -105,6 +110,9 @@ func (s *engine) applyAppend(w writer, o *op, now int64, budget int) (units, byt
 			return 0, 0, err
 		}
 		s.batchKeys[dedupeID{e.Sender, e.MsgID, e.Recipient}] = d
+	}
+	if err := s.charge(w, e.Kind, e.Sender, 1, n); err != nil {
+		return 0, 0, err
 	}
 	s.tailAppend(c, e)
 	c.m.hw = e.Seq
@@ -224,6 +232,9 @@ func (s *engine) remove(w writer, c *cachedMeta, dead []deadEntry) error {
 	var n int64
 	for _, d := range dead {
 		if err := w.delEntry(c.r, d.seq); err != nil {
+			return err
+		}
+		if err := s.charge(w, d.kind, d.sender, -1, -d.size); err != nil {
 			return err
 		}
 		n += d.size

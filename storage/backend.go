@@ -52,6 +52,8 @@ type reader interface {
 	groupsOf(m uint64, fn func(g uint64) bool) error
 	// totals returns the stored totals.
 	totals() (totals, error)
+	// senderUse returns what sender has waiting in mailboxes; zero if none.
+	senderUse(sender uint64) (senderUse, error)
 	// pending calls fn with each pending receipt in key order until fn
 	// returns false.
 	pending(fn func(PendingReceipt) bool) error
@@ -75,6 +77,7 @@ type writer interface {
 	delEntry(r, seq uint64) error
 	putDedupe(sender, msgID uint64, d Dup, ttlSeconds int64) error
 	putTotals(t totals) error
+	putSenderUse(sender uint64, u senderUse) error // a zero use deletes the record
 	putPending(p *PendingReceipt) error
 	delPending(sender uint64, key ReceiptKey) error
 	putGroup(g uint64, gi groupInfo) error

@@ -488,6 +488,21 @@ func (t *badgerTxn) putDedupe(sender, msgID uint64, d Dup, ttlSeconds int64) err
 	return t.txn.SetEntry(e)
 }
 
+func (t *badgerTxn) senderUse(sender uint64) (u senderUse, err error) {
+	_, err = t.get(quotaKey(sender), func(v []byte) (err error) {
+		u, err = decodeUse(v)
+		return err
+	})
+	return u, err
+}
+
+func (t *badgerTxn) putSenderUse(sender uint64, u senderUse) error {
+	if u == (senderUse{}) {
+		return t.txn.Delete(quotaKey(sender))
+	}
+	return t.set(quotaKey(sender), encodeUse(u))
+}
+
 func (t *badgerTxn) putTotals(tot totals) error {
 	return t.set([]byte{prefixTotals}, encodeTotals(tot))
 }

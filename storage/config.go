@@ -46,6 +46,16 @@ type Config struct {
 	// MaxValueBytes caps one entry's value. Zero means DefaultMaxValueBytes.
 	MaxValueBytes int
 
+	// MaxSenderPendingMessages caps the message entries one sender has
+	// waiting in other users' mailboxes (a group message counts once per
+	// member it is stored for); over it an append gets ErrSenderQuota.
+	// Zero means DefaultMaxSenderPendingMessages.
+	MaxSenderPendingMessages int64
+	// MaxSenderPendingBytes caps the value bytes of those entries (as
+	// stored: a compressed upload counts decompressed). Zero means
+	// DefaultMaxSenderPendingBytes.
+	MaxSenderPendingBytes int64
+
 	// MaxGroupMembers caps one group. Zero means DefaultMaxGroupMembers.
 	MaxGroupMembers int
 
@@ -113,6 +123,14 @@ const (
 	// DefaultMaxValueBytes: well above the protocol's largest frame, well
 	// below Badger's 1 MiB value threshold, so values stay in the LSM.
 	DefaultMaxValueBytes = 256 << 10
+	// DefaultMaxSenderPendingMessages: one full mailbox's worth; about a
+	// hundred messages waiting for a 1,000-member group that is wholly
+	// offline, far more than a person writes before members come back.
+	DefaultMaxSenderPendingMessages = 100_000
+	// DefaultMaxSenderPendingBytes: 1/64 of DefaultMaxTotalBytes, so it
+	// takes 64 senders at their cap to fill the store; four 64 KiB
+	// messages to a full group, or 400 text messages of 600 bytes.
+	DefaultMaxSenderPendingBytes = 256 << 20
 	// DefaultMaxGroupMembers: WhatsApp's group cap.
 	DefaultMaxGroupMembers = 1024
 	// DefaultQueueLen: four full batches; enough for 256 producers and a few
@@ -174,6 +192,8 @@ func (c Config) withDefaults() Config {
 	setI64(&c.MaxMailboxMessages, DefaultMaxMailboxMessages)
 	setI64(&c.MaxMailboxBytes, DefaultMaxMailboxBytes)
 	setI64(&c.MaxTotalBytes, DefaultMaxTotalBytes)
+	setI64(&c.MaxSenderPendingMessages, DefaultMaxSenderPendingMessages)
+	setI64(&c.MaxSenderPendingBytes, DefaultMaxSenderPendingBytes)
 	setI64(&c.MemTableSize, DefaultMemTableSize)
 	setI64(&c.MinFreeBytes, DefaultMinFreeBytes)
 	setInt(&c.MaxValueBytes, DefaultMaxValueBytes)
@@ -217,6 +237,12 @@ func (c Config) Validate() error {
 	if c.MaxTotalBytes < 0 {
 		bad("MaxTotalBytes %d is negative", c.MaxTotalBytes)
 	}
+	if c.MaxSenderPendingMessages < 0 {
+		bad("MaxSenderPendingMessages %d is negative", c.MaxSenderPendingMessages)
+	}
+	if c.MaxSenderPendingBytes < 0 {
+		bad("MaxSenderPendingBytes %d is negative", c.MaxSenderPendingBytes)
+	}
 	if c.MaxValueBytes < 0 || c.MaxValueBytes > 512<<10 {
 		bad("MaxValueBytes %d is outside 1..512 KiB", c.MaxValueBytes)
 	}
@@ -248,10 +274,11 @@ func (c Config) Validate() error {
 }
 
 // txnEstimate is the largest transaction a batch can make, in Badger's
-// accounting: every op writes at most three keys (entry, dedupe record,
-// meta), a group deletion two keys per member, and each key costs its bytes
-// plus a ~100-byte skiplist node.
+// accounting: every op writes at most four keys (entry, dedupe record,
+// meta, its sender's use; a deleted entry one of the last two), a group
+// deletion two keys per member, and each key costs its bytes plus a
+// ~100-byte skiplist node.
 func (c Config) txnEstimate() int64 {
-	keys := int64(3*c.MaxBatch + 2*c.MaxGroupMembers + 8)
+	keys := int64(4*c.MaxBatch + 2*c.MaxGroupMembers + 8)
 	return int64(c.MaxBatchBytes) + int64(c.MaxValueBytes) + keys*(100+64)
 }

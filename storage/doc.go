@@ -110,6 +110,11 @@
 // on, and takes them again once space returns; see diskspace.go for the
 // reserve file that lets it start on a disk something else filled.
 //
+// Each sender's message entries waiting in other users' mailboxes are
+// counted (Config.MaxSenderPendingMessages, MaxSenderPendingBytes;
+// ErrSenderQuota past either) in the transactions that store and delete
+// them, and the counts are kept on disk (quota.go).
+//
 // Appends that must expire entries to fit a full mailbox count each
 // deletion against the batch's budget, and continue in the next batch when
 // it runs out, so no batch outgrows Badger's transaction.

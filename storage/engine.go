@@ -46,6 +46,7 @@ type engine struct {
 	dirty       []*cachedMeta          // entries of cache changed in the open batch
 	tot         totals                 // committed totals plus the open batch
 	totDirt     bool                   // tot changed in the open batch
+	quota       quotaBook              // per-sender use; see quota.go
 	batch       []op                   // the ops of the open batch
 	pending     opDeque                // ops for the next batch, in order: an unfinished ack, held back, or prefetched
 	prefetched  []op                   // the prefetch helper's buffer, kept for the next batch; see prefetch.go
@@ -630,6 +631,7 @@ func (s *engine) recover() {
 		s.tailDrop(c)
 	}
 	clear(s.cache)
+	s.quotaReset()
 	s.dirty = s.dirty[:0]
 	s.totDirt = false
 	clear(s.batchKeys)
@@ -648,6 +650,9 @@ func (s *engine) flush(w writer) error {
 			return err
 		}
 	}
+	if err := s.flushQuota(w); err != nil {
+		return err
+	}
 	if s.totDirt {
 		return w.putTotals(s.tot)
 	}
@@ -662,6 +667,7 @@ func (s *engine) committed(ops int) {
 	}
 	s.dirty = s.dirty[:0]
 	s.totDirt = false
+	s.quotaCommitted()
 	s.stats.commits.Add(1)
 	s.stats.batchedOps.Add(uint64(ops))
 	if uint64(ops) > s.stats.maxBatchOps.Load() {

@@ -25,7 +25,14 @@ var (
 	// expired entries.
 	ErrMailboxFull = errors.New("storage: mailbox full")
 	// ErrStoreFull means all mailboxes together hold Config.MaxTotalBytes.
+	// Retrying later helps once recipients drain their mailboxes.
 	ErrStoreFull = errors.New("storage: store full")
+	// ErrSenderQuota means the entry's sender already has
+	// Config.MaxSenderPendingMessages entries, or would have more than
+	// Config.MaxSenderPendingBytes bytes, waiting in other users'
+	// mailboxes. It frees up as recipients ack (or entries expire); other
+	// senders are not affected.
+	ErrSenderQuota = errors.New("storage: sender quota exceeded")
 	// ErrAckAhead means an ack names a seq above the recipient's high-water
 	// mark: the recipient claims what was never stored. Nothing was deleted.
 	ErrAckAhead = errors.New("storage: ack above high-water mark")

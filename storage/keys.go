@@ -17,6 +17,7 @@ import (
 //	'p' sender(8) acker(8) seq(8)      -> pending receipt: msgid(8) more(8) group(1)
 //	'e' actor(8) msgid(8)              -> pending group event (groupchange.go)
 //	't'                                -> totals: count(8) bytes(8)
+//	'q' sender(8)                      -> sender use: count(8) bytes(8)   (absent when zero; quota.go)
 //	'z'                                -> scratch key housekeeping writes and drops to flush memtables
 //
 // The meta key is written in the same transaction as every append, ack and
@@ -32,6 +33,7 @@ const (
 	prefixPending    = 'p'
 	prefixGroupEvent = 'e'
 	prefixTotals     = 't'
+	prefixQuota      = 'q'
 	prefixScratch    = 'z'
 
 	groupInfoTag   = 0x00
@@ -242,4 +244,19 @@ func decodePending(k, v []byte) (PendingReceipt, error) {
 		Sender: be64(k[1:]), Acker: be64(k[9:]), Seq: be64(k[17:]),
 		MsgID: be64(v[0:]), More: be64(v[8:]), Group: v[16] == 1,
 	}, nil
+}
+
+func quotaKey(sender uint64) []byte {
+	k := make([]byte, 9)
+	k[0] = prefixQuota
+	binary.BigEndian.PutUint64(k[1:], sender)
+	return k
+}
+
+// A sender use is stored as totals are: count(8) bytes(8).
+func encodeUse(u senderUse) []byte { return encodeTotals(totals(u)) }
+
+func decodeUse(v []byte) (senderUse, error) {
+	t, err := decodeTotals(v)
+	return senderUse(t), err
 }

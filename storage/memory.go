@@ -27,6 +27,7 @@ func NewMemory(cfg Config) (Store, error) {
 			byUser:  make(map[uint64]map[uint64]Role),
 			pends:   make(map[pendingID]PendingReceipt),
 			events:  make(map[[2]uint64]GroupEvent),
+			uses:    make(map[uint64]senderUse),
 		},
 	}
 	return newEngine(cfg, be)
@@ -54,7 +55,8 @@ type memState struct {
 	pends   map[pendingID]PendingReceipt
 	events  map[[2]uint64]GroupEvent // (actor, msgID) -> pending group event
 	tot     totals
-	unlock  func() // set while a batch is open
+	uses    map[uint64]senderUse // absent: zero
+	unlock  func()               // set while a batch is open
 }
 
 func (b *memBackend) begin() writer {
@@ -252,6 +254,17 @@ func (m *memState) delEntry(r, seq uint64) error {
 
 func (m *memState) putDedupe(sender, msgID uint64, d Dup, _ int64) error {
 	m.dedupes[dedupeID{sender, msgID, d.Recipient}] = d
+	return nil
+}
+
+func (m *memState) senderUse(sender uint64) (senderUse, error) { return m.uses[sender], nil }
+
+func (m *memState) putSenderUse(sender uint64, u senderUse) error {
+	if u == (senderUse{}) {
+		delete(m.uses, sender)
+	} else {
+		m.uses[sender] = u
+	}
 	return nil
 }
 

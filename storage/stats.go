@@ -26,6 +26,7 @@ type Stats struct {
 	RefusedFull      uint64        // appends refused with ErrMailboxFull
 	RefusedStoreFull uint64        // appends refused with ErrStoreFull
 	RefusedDiskFull  uint64        // appends and group changes refused with ErrDiskFull
+	RefusedQuota     uint64        // appends refused with ErrSenderQuota
 	DiskLow          uint64        // gauge: 1 while the free disk space is below Config.MinFreeBytes
 	RefusedSeqOrder  uint64        // appends refused with ErrSeqOrder
 	Housekeeps       uint64        // housekeeping rounds completed
@@ -47,7 +48,7 @@ type counters struct {
 	duplicates, refusedFull, refusedStoreFull, refusedSeqOrder             atomic.Uint64
 	housekeeps, gcRewrites, flattens, storedMessages, storedBytes          atomic.Uint64
 	buildNanos, commitNanos, callbackNanos, syncs, recoveries              atomic.Uint64
-	refusedDiskFull, diskLow, syncNanos                                    atomic.Uint64
+	refusedDiskFull, diskLow, syncNanos, refusedQuota                      atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -70,6 +71,7 @@ func (c *counters) snapshot() Stats {
 		RefusedFull:      c.refusedFull.Load(),
 		RefusedStoreFull: c.refusedStoreFull.Load(),
 		RefusedDiskFull:  c.refusedDiskFull.Load(),
+		RefusedQuota:     c.refusedQuota.Load(),
 		DiskLow:          c.diskLow.Load(),
 		RefusedSeqOrder:  c.refusedSeqOrder.Load(),
 		Housekeeps:       c.housekeeps.Load(),

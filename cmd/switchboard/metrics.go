@@ -89,6 +89,7 @@ func metricsHandler(srv *gateway.Server, r *delivery.Router, st storage.Store) h
 	storeStat("switchboard_store_commit_errors_total", "Failed group commits.", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.CommitErrors })
 	storeStat("switchboard_store_syncs_total", "Syncs of the store to disk (fsync or msync): one per batch holding a send or group change, plus one per due group of receipts.", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.Syncs })
 	storeStat("switchboard_store_recoveries_total", "Times the store reopened its database after a failed commit.", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.Recoveries })
+	storeStat("switchboard_store_sender_quota_total", "Messages refused because their sender had as much waiting in others' mailboxes as it may (--sender-max-messages, --sender-max-bytes).", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.RefusedQuota })
 	storeStat("switchboard_store_disk_full_total", "Messages and group changes refused because free disk space was below the floor (--min-free).", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.RefusedDiskFull })
 	storeStat("switchboard_store_disk_low", "1 while free disk space is below the floor and new messages are refused.", prometheus.GaugeValue, func(s storage.Stats) uint64 { return s.DiskLow })
 	storeStat("switchboard_store_appends_total", "Entries committed.", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.Appends })

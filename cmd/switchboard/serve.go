@@ -23,19 +23,21 @@ import (
 func serve(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	var (
-		listen   = fs.String("listen", "127.0.0.1:7070", "TCP address to listen on, host:port")
-		data     = fs.String("data", "data", "data folder: the mailboxes (Badger) and the token keys, created on first run")
-		metrics  = fs.String("metrics", "127.0.0.1:9070", "address of the Prometheus /metrics and /debug/pprof/ endpoints (keep it private); empty: none")
-		loops    = fs.Int("loops", 0, "event loops; 0: one per core")
-		shards   = fs.Int("shards", 0, "routing workers; 0: two per core")
-		maxConns = fs.Int("max-conns", 0, "connection cap; 0: as many as the open-file limit allows. Either way a connection is refused (SERVER_FULL) while open connections plus a reserve would pass the limit: the reserve is the files open besides connections (storage, which grows, listeners), counted every second, plus 64 and a quarter of them. A value above what the limit allows at start is an error")
-		outCap   = fs.Int("outbound-cap", 0, "per-connection unsent bytes before a slow reader is closed; 0: 256 KiB")
-		window   = fs.Int("window", 0, "mailbox entries sent and not yet acknowledged per connection; 0: 256")
-		ttl      = fs.Duration("ttl", 0, "how long a message waits for its recipient; 0: 30 days")
-		relaxed  = fs.Duration("relaxed-delay", 0, "how long acks and receipts may wait to share a disk sync with a send (and receipts then for the sync); 0: 10ms; negative: no wait")
-		minFree  = fs.Int64("min-free", 0, "bytes of free disk space under --data below which new messages are refused (retryable) while acks go on; 0: 256 MiB; negative: no floor")
-		logLevel = fs.String("log", "info", "log level: debug, info, warn, error")
-		gcPct    = fs.Int("gc-percent", 25, "Go GC target: garbage allowed before a collection, percent of the heap grown since start (connections, queues; not the storage arena); the GOGC environment variable, when set, wins and is used as is")
+		listen      = fs.String("listen", "127.0.0.1:7070", "TCP address to listen on, host:port")
+		data        = fs.String("data", "data", "data folder: the mailboxes (Badger) and the token keys, created on first run")
+		metrics     = fs.String("metrics", "127.0.0.1:9070", "address of the Prometheus /metrics and /debug/pprof/ endpoints (keep it private); empty: none")
+		loops       = fs.Int("loops", 0, "event loops; 0: one per core")
+		shards      = fs.Int("shards", 0, "routing workers; 0: two per core")
+		maxConns    = fs.Int("max-conns", 0, "connection cap; 0: as many as the open-file limit allows. Either way a connection is refused (SERVER_FULL) while open connections plus a reserve would pass the limit: the reserve is the files open besides connections (storage, which grows, listeners), counted every second, plus 64 and a quarter of them. A value above what the limit allows at start is an error")
+		outCap      = fs.Int("outbound-cap", 0, "per-connection unsent bytes before a slow reader is closed; 0: 256 KiB")
+		window      = fs.Int("window", 0, "mailbox entries sent and not yet acknowledged per connection; 0: 256")
+		ttl         = fs.Duration("ttl", 0, "how long a message waits for its recipient; 0: 30 days")
+		relaxed     = fs.Duration("relaxed-delay", 0, "how long acks and receipts may wait to share a disk sync with a send (and receipts then for the sync); 0: 10ms; negative: no wait")
+		minFree     = fs.Int64("min-free", 0, "bytes of free disk space under --data below which new messages are refused (retryable) while acks go on; 0: 256 MiB; negative: no floor")
+		senderMsgs  = fs.Int64("sender-max-messages", 0, "message entries one sender may have waiting in other users' mailboxes (a group message counts per member); over it its sends are refused (MAILBOX_FULL, retry_after 60 s) until recipients ack; 0: 100,000")
+		senderBytes = fs.Int64("sender-max-bytes", 0, "bytes (as stored, decompressed) one sender may have waiting in other users' mailboxes; 0: 256 MiB")
+		logLevel    = fs.String("log", "info", "log level: debug, info, warn, error")
+		gcPct       = fs.Int("gc-percent", 25, "Go GC target: garbage allowed before a collection, percent of the heap grown since start (connections, queues; not the storage arena); the GOGC environment variable, when set, wins and is used as is")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -60,7 +62,8 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
-	store, err := storage.Open(storage.Config{Dir: filepath.Join(*data, "mailboxes"), Logger: log, MessageTTL: *ttl, MinFreeBytes: *minFree, RelaxedDelay: *relaxed})
+	store, err := storage.Open(storage.Config{Dir: filepath.Join(*data, "mailboxes"), Logger: log, MessageTTL: *ttl, MinFreeBytes: *minFree, RelaxedDelay: *relaxed,
+		MaxSenderPendingMessages: *senderMsgs, MaxSenderPendingBytes: *senderBytes})
 	if err != nil {
 		return err
 	}

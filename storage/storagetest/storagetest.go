@@ -70,6 +70,7 @@ func Run(t *testing.T, h Harness) {
 		{"TTLHousekeeping", testTTLHousekeeping},
 		{"MailboxLimits", testMailboxLimits},
 		{"TotalLimit", testTotalLimit},
+		{"SenderQuota", testSenderQuota},
 		{"FullMailboxDropsExpired", testFullMailboxDropsExpired},
 		{"Idempotency", testIdempotency},
 		{"DedupeWindow", testDedupeWindow},
