@@ -85,9 +85,20 @@ func (w *groupWorker) members(group uint64) (map[uint64]storage.Role, error) {
 	return m, nil
 }
 
+// groupRefusals names the check behind each code a group worker refuses
+// with, for Outbound.Reason.
+var groupRefusals = map[protocol.Code]string{
+	protocol.CodeStorage:      "storage failed on the group",
+	protocol.CodeBadRecipient: "no such group",
+	protocol.CodeNotMember:    "sender not a member of the group",
+	protocol.CodeForbidden:    "group operation needs an admin",
+	protocol.CodeGroupFull:    "group at its member limit",
+	protocol.CodeRetryLater:   "group id taken by another creator: retry with a new msg id",
+}
+
 func (w *groupWorker) refuse(q groupReq, code protocol.Code, retry uint32) {
 	if q.conn != nil {
-		q.conn.Push(Outbound{Kind: OutRefuse, MsgID: q.msgID, Code: code, RetryAfter: retry})
+		q.conn.Push(Outbound{Kind: OutRefuse, MsgID: q.msgID, Code: code, RetryAfter: retry, Reason: groupRefusals[code]})
 	}
 }
 
@@ -308,7 +319,7 @@ func (f *fanout) done(err error) {
 			code, retry = protocol.CodeRetryLater, 100
 		}
 		f.stats.Refused.Add(1)
-		f.conn.Push(Outbound{Kind: OutRefuse, MsgID: f.msgID, Code: code, RetryAfter: retry})
+		f.conn.Push(Outbound{Kind: OutRefuse, MsgID: f.msgID, Code: code, RetryAfter: retry, Reason: refusalReason(*p)})
 		return
 	}
 	f.stats.Accepted.Add(1)

@@ -360,6 +360,28 @@ func groupID(creator, msgID uint64) uint64 {
 	return groupIDBase + h%groupIDSpan
 }
 
+// refusalReason names why a failed append was refused, for Outbound.Reason.
+func refusalReason(err error) string {
+	switch {
+	case errors.Is(err, storage.ErrMailboxFull):
+		return "recipient's mailbox full"
+	case errors.Is(err, storage.ErrStoreFull):
+		return "store at its total size limit"
+	case errors.Is(err, storage.ErrDiskFull):
+		return "free disk space below the floor"
+	case errors.Is(err, storage.ErrValueTooLarge):
+		return "message over storage's value limit"
+	case errors.Is(err, storage.ErrRecovering):
+		return "storage recovering from a failed commit"
+	case errors.Is(err, storage.ErrCommit):
+		return "storage commit failed"
+	case errors.Is(err, errBusy):
+		return "a member's shard is busy"
+	default:
+		return "storage failed"
+	}
+}
+
 // refusal maps a failed append to the code and retry delay the sender is told.
 func refusal(err error) (protocol.Code, uint32) {
 	switch {

@@ -241,7 +241,7 @@ func (s *shard) handle(q request) {
 		s.r.cfg.Logger.Error("delivery: loading user", "user", q.user, "err", err)
 		switch q.kind {
 		case reqSend:
-			q.conn.Push(Outbound{Kind: OutRefuse, MsgID: q.msgID, Code: protocol.CodeStorage, RetryAfter: 1000})
+			q.conn.Push(Outbound{Kind: OutRefuse, MsgID: q.msgID, Code: protocol.CodeStorage, RetryAfter: 1000, Reason: "storage failed loading the recipient's mailbox"})
 		case reqLogin:
 			q.conn.Close(protocol.CodeInternal)
 		}
@@ -382,7 +382,7 @@ func (s *shard) appended(u *user, c completion) {
 		if !errors.Is(c.err, storage.ErrMailboxFull) {
 			s.r.stats.StorageErrors.Add(1)
 		}
-		c.conn.Push(Outbound{Kind: OutRefuse, MsgID: c.msgID, Code: code, RetryAfter: retry})
+		c.conn.Push(Outbound{Kind: OutRefuse, MsgID: c.msgID, Code: code, RetryAfter: retry, Reason: refusalReason(c.err)})
 	}
 	if u.conn == nil {
 		return

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"runtime/debug"
 	"strconv"
@@ -244,6 +245,18 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 // now returns seconds since the server started: the loops' clock.
 func (s *Server) now() uint32 { return uint32(s.cfg.Now().Sub(s.start)/time.Second) + 1 }
 
+// second returns the first loop second whose tick comes at or after t
+// (now() rounds down, this rounds up), saturating: a deadline of t is then
+// never enforced early.
+func (s *Server) second(t time.Time) uint32 {
+	d := t.Sub(s.start)
+	if d <= 0 {
+		return 1
+	}
+	n := (d + time.Second - 1) / time.Second
+	return uint32(min(n+1, math.MaxUint32))
+}
+
 // OnOpen implements gnet.EventHandler. It refuses a connection over the cap
 // in force (Stats.ConnCap) with SERVER_FULL, so accept never runs the
 // process out of descriptors.
@@ -251,11 +264,11 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	if n := s.conns.Add(1); s.stopping.Load() || n > s.stats.ConnCap.Load() {
 		s.conns.Add(-1) // counted first, so two loops cannot both take the last place
 		s.stats.Refused.Add(1)
-		code := protocol.CodeServerFull
+		e := protocol.Error{Code: protocol.CodeServerFull, Reason: fmt.Sprintf("at the connection cap of %d", s.stats.ConnCap.Load())}
 		if s.stopping.Load() {
-			code = protocol.CodeShuttingDown
+			e = protocol.Error{Code: protocol.CodeShuttingDown, Reason: "server shutting down"}
 		}
-		e := protocol.Error{Code: code}
+		s.cfg.Logger.Debug("gateway: connection refused", "code", e.Code.String(), "reason", e.Reason)
 		return e.Append(nil), gnet.Close
 	}
 	s.stats.Accepted.Add(1)
@@ -267,7 +280,7 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 }
 
 // OnClose implements gnet.EventHandler.
-func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
+func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	c, ok := gc.Context().(*conn)
 	if !ok {
 		return gnet.None
@@ -276,6 +289,14 @@ func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
 	c.loop.wheel.remove(c)
 	c.markClosed()
 	s.stats.Closes[min(int(c.closeCode), len(s.stats.Closes)-1)].Add(1)
+	reason := reasonPeerClosed
+	if l := c.loop; l.closedConn == c {
+		reason = l.closedWhy
+		l.closedConn, l.closedWhy = nil, ""
+	} else if err != nil {
+		reason = err.Error()
+	}
+	s.logClose(c, reason)
 	if c.state >= stateJoining {
 		s.router.Logout(c, c.user)
 	}
@@ -293,7 +314,7 @@ func (s *Server) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 			// The peer is told why, like any other close. The scratch buffer
 			// may hold half an encoding: drop it.
 			c.loop.wbuf = c.loop.wbuf[:0]
-			action = c.loop.fail(c, protocol.CodeInternal)
+			action = c.loop.fail(c, c.loop.reject(protocol.CodeInternal, reasonPanic))
 		}
 	}()
 	return c.loop.serve(c)
