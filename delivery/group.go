@@ -48,6 +48,7 @@ type groupWorker struct {
 	in    chan groupReq
 	stop  chan struct{}
 	cache map[uint64]map[uint64]storage.Role
+	cur   groupReq // the request being handled: refused if handling it panics (supervise.go)
 }
 
 func newGroupWorker(r *Router) *groupWorker {
@@ -58,7 +59,12 @@ func (w *groupWorker) run() {
 	for {
 		select {
 		case q := <-w.in:
+			w.cur = q
+			if h := w.r.panicHook; h != nil {
+				h("group", q.from)
+			}
 			w.handle(q)
+			w.cur = groupReq{}
 		case <-w.stop:
 			return
 		}

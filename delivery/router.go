@@ -117,6 +117,14 @@ type Router struct {
 	// receipt again on its next tick.
 	rescan atomic.Bool
 
+	// panicHook, when set (by tests, before Start), is called as a shard or
+	// group worker takes a request, and may panic. nil in production.
+	panicHook func(worker string, user uint64)
+	// down names a worker that crashed too often to be restarted; while
+	// set, Ready reports it. Guarded by downMu.
+	downMu sync.Mutex
+	down   string
+
 	stats Stats
 }
 
@@ -139,6 +147,7 @@ type Stats struct {
 	SlowConsumers    atomic.Uint64 // connections closed because their window stayed full
 	Replaced         atomic.Uint64 // connections closed by a newer login of their user
 	StorageErrors    atomic.Uint64 // storage reads and commits that failed
+	Crashes          atomic.Uint64 // panics of a shard or group worker (each restarted with its state reloaded)
 }
 
 // New returns a Router over store. Start it with Start.
@@ -166,18 +175,18 @@ func New(cfg Config, store storage.Store) (*Router, error) {
 // starts the shard goroutines.
 func (r *Router) Start() {
 	r.requeuePending()
-	for _, s := range r.shards {
+	for i, s := range r.shards {
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
-			s.run()
+			r.supervise(fmt.Sprintf("shard %d", i), s.run, s.recoverCrash)
 		}()
 	}
-	for _, g := range r.groups {
+	for i, g := range r.groups {
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
-			g.run()
+			r.supervise(fmt.Sprintf("group worker %d", i), g.run, g.recoverCrash)
 		}()
 	}
 }

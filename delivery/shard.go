@@ -102,6 +102,9 @@ type shard struct {
 	// (counted). Like queued requests, they are lost if the router stops.
 	held  []request
 	retry *time.Timer // armed while held is not empty
+	// cur is the request or completion being handled, answered with a
+	// retryable refusal if handling it panics (supervise.go).
+	cur inHand
 }
 
 // heldRetry is how soon held receipts are offered again: a full queue
@@ -125,7 +128,7 @@ func (s *shard) run() {
 	s.retry = time.NewTimer(heldRetry)
 	s.retry.Stop()
 	defer s.retry.Stop()
-	stopping := false
+	stopping, stop := false, s.stop // a restart after a crash sees a closed stop again
 	for {
 		if stopping && s.inflight == 0 {
 			return
@@ -139,9 +142,11 @@ func (s *shard) run() {
 		}
 		select {
 		case q := <-in:
+			s.cur = requestInHand(&q)
 			s.handle(q)
 		case c := <-s.done:
 			s.inflight--
+			s.cur = completionInHand(&c)
 			s.complete(c)
 		case <-tick.C:
 			s.checkSlow()
@@ -151,8 +156,8 @@ func (s *shard) run() {
 			}
 		case <-s.retry.C:
 			s.offerHeld()
-		case <-s.stop:
-			stopping, s.stop = true, nil
+		case <-stop:
+			stopping, stop = true, nil
 		}
 	}
 }
@@ -172,6 +177,7 @@ func (s *shard) drain(stopping bool) bool {
 		select {
 		case c := <-s.done:
 			s.inflight--
+			s.cur = completionInHand(&c)
 			s.complete(c)
 			took, completed = true, true
 		default:
@@ -184,6 +190,7 @@ func (s *shard) drain(stopping bool) bool {
 		}
 		select {
 		case q := <-s.in:
+			s.cur = requestInHand(&q)
 			s.handle(q)
 			took = true
 		default:
@@ -236,6 +243,9 @@ func (s *shard) forget(u *user) {
 }
 
 func (s *shard) handle(q request) {
+	if h := s.r.panicHook; h != nil {
+		h("shard", q.user)
+	}
 	u, err := s.load(q.user)
 	if err != nil {
 		s.r.cfg.Logger.Error("delivery: loading user", "user", q.user, "err", err)
@@ -328,6 +338,10 @@ func (s *shard) ack(u *user, seq uint64) {
 
 func (s *shard) complete(c completion) {
 	u := s.users[c.user] // present: inflight > 0 keeps it
+	if u == nil {
+		s.answer(c) // started before a crash dropped the shard's state
+		return
+	}
 	u.inflight--
 	switch c.kind {
 	case doneAppend:
