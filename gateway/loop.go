@@ -48,7 +48,7 @@ func newLoop(s *Server, el gnet.EventLoop) *loop {
 	l := &loop{srv: s, el: el, verifier: NewVerifier(s.cfg.Keys)}
 	l.wheel.now = s.now()
 	l.tickFn = func(context.Context) error {
-		l.wheel.advance(s.now(), l.check)
+		l.wheel.advance(s.now(), l.checkCaught)
 		return nil
 	}
 	return l
@@ -507,6 +507,20 @@ func (l *loop) checkBy(c *conn, due uint32) {
 // timeout could close a connection a few milliseconds after it opened.
 const stampSlack = 1
 
+// checkCaught is check, closing c with INTERNAL if it panics: the wheel
+// and the loop's other connections carry on. Loop-only.
+func (l *loop) checkCaught(c *conn) {
+	defer func() {
+		if p := recover(); p != nil {
+			l.srv.panicked("timing check", c.user, p)
+			l.wbuf = l.wbuf[:0] // may hold half an encoding
+			l.closeNow(c, l.reject(protocol.CodeInternal, reasonPanic))
+		}
+	}()
+	l.srv.hook("check", c.user)
+	l.check(c)
+}
+
 // check runs when c's wheel slot comes up: it closes c if a deadline passed
 // and otherwise schedules the next check. Loop-only.
 func (l *loop) check(c *conn) {
@@ -567,12 +581,28 @@ func (l *loop) goAway() {
 	l.wheel.each(func(c *conn) { all = append(all, c) })
 	g := protocol.GoAway{After: uint32(l.srv.cfg.GoAwayAfter / time.Millisecond), Code: protocol.CodeShuttingDown}
 	for _, c := range all {
-		l.flush(c)
-		l.write(c, g.Append(l.wbuf[:0]))
-		c.closeCode = uint8(protocol.CodeShuttingDown)
-		l.reason, l.closedConn, l.closedWhy = "", c, reasonShuttingDown
-		_ = l.el.Close(c.gc)
+		l.goAwayOne(c, &g)
 	}
+}
+
+// goAwayOne writes what is queued for c and g, and closes c; a panic
+// closes c all the same, and the sweep goes on. Loop-only.
+func (l *loop) goAwayOne(c *conn, g *protocol.GoAway) {
+	defer func() {
+		if p := recover(); p != nil {
+			l.srv.panicked("GOAWAY", c.user, p)
+			l.wbuf = l.wbuf[:0]
+			c.closeCode = uint8(protocol.CodeInternal)
+			l.reason, l.closedConn, l.closedWhy = "", c, reasonPanic
+			_ = l.el.Close(c.gc)
+		}
+	}()
+	l.srv.hook("goaway", c.user)
+	l.flush(c)
+	l.write(c, g.Append(l.wbuf[:0]))
+	c.closeCode = uint8(protocol.CodeShuttingDown)
+	l.reason, l.closedConn, l.closedWhy = "", c, reasonShuttingDown
+	_ = l.el.Close(c.gc)
 }
 
 // gnetLogger sends gnet's logs to slog.
