@@ -27,15 +27,19 @@ const (
 )
 
 // Outbound is one item for a connection's event loop to encode. It is a
-// value, small, with no pointers but Record.
+// value, small, with no pointers but Record and Reason.
 type Outbound struct {
 	Kind       OutKind
 	Code       protocol.Code // OutRefuse
 	RetryAfter uint32        // OutRefuse, milliseconds
-	Seq        uint64        // OutEntry, OutWelcome
-	MsgID      uint64        // OutAccept, OutRefuse; the signal kind for OutSignal
-	Ref        uint64        // OutAccept: created group; OutSignal: group
-	Peer       uint64        // OutSignal: who it comes from
+	// Reason names the check that refused, for OutRefuse: for people and
+	// logs, as the REFUSE frame's reason. Always a constant string, so a
+	// refusal allocates nothing for it.
+	Reason string
+	Seq    uint64 // OutEntry, OutWelcome
+	MsgID  uint64 // OutAccept, OutRefuse; the signal kind for OutSignal
+	Ref    uint64 // OutAccept: created group; OutSignal: group
+	Peer   uint64 // OutSignal: who it comes from
 	// Record is the stored entry (protocol.ParseRecord), for OutEntry. It is
 	// immutable and shared; the loop copies it into a frame.
 	Record []byte

@@ -11,3 +11,7 @@ func (r *Router) ShardOf(user uint64) int {
 	}
 	return -1
 }
+
+// SetPanicHook makes every shard and group worker call h as it takes a
+// request (worker is "shard" or "group"); h may panic. Call before Start.
+func (r *Router) SetPanicHook(h func(worker string, user uint64)) { r.panicHook = h }

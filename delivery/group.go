@@ -53,6 +53,7 @@ type groupWorker struct {
 	in    chan groupReq
 	stop  chan struct{}
 	cache map[uint64]map[uint64]storage.Role
+	cur   groupReq // the request being handled: refused if handling it panics (supervise.go)
 }
 
 func newGroupWorker(r *Router) *groupWorker {
@@ -63,7 +64,12 @@ func (w *groupWorker) run() {
 	for {
 		select {
 		case q := <-w.in:
+			w.cur = q
+			if h := w.r.panicHook; h != nil {
+				h("group", q.from)
+			}
 			w.handle(q)
+			w.cur = groupReq{}
 		case <-w.stop:
 			return
 		}
@@ -90,9 +96,20 @@ func (w *groupWorker) members(group uint64) (map[uint64]storage.Role, error) {
 	return m, nil
 }
 
+// groupRefusals names the check behind each code a group worker refuses
+// with, for Outbound.Reason.
+var groupRefusals = map[protocol.Code]string{
+	protocol.CodeStorage:      "storage failed on the group",
+	protocol.CodeBadRecipient: "no such group",
+	protocol.CodeNotMember:    "sender not a member of the group",
+	protocol.CodeForbidden:    "not allowed: add, remove, promote and demote need an admin, and nobody removes or demotes the owner",
+	protocol.CodeGroupFull:    "group at its member limit",
+	protocol.CodeRetryLater:   "group id taken by another creator: retry with a new msg id",
+}
+
 func (w *groupWorker) refuse(q groupReq, code protocol.Code, retry uint32) {
 	if q.conn != nil {
-		q.conn.Push(Outbound{Kind: OutRefuse, MsgID: q.msgID, Code: code, RetryAfter: retry})
+		q.conn.Push(Outbound{Kind: OutRefuse, MsgID: q.msgID, Code: code, RetryAfter: retry, Reason: groupRefusals[code]})
 	}
 }
 
@@ -247,7 +264,7 @@ func (f *fanout) done(err error) {
 			code, retry = protocol.CodeRetryLater, 100
 		}
 		f.stats.Refused.Add(1)
-		f.conn.Push(Outbound{Kind: OutRefuse, MsgID: f.msgID, Code: code, RetryAfter: retry})
+		f.conn.Push(Outbound{Kind: OutRefuse, MsgID: f.msgID, Code: code, RetryAfter: retry, Reason: refusalReason(*p)})
 		return
 	}
 	f.stats.Accepted.Add(1)

@@ -83,14 +83,14 @@ func groupOp(t *testing.T, r *delivery.Router, c *fakeConn, actor, msgID uint64,
 	return answer(t, c, msgID)
 }
 
-func accepted(t *testing.T, o delivery.Outbound, ref uint64) {
+func wantAccept(t *testing.T, o delivery.Outbound, ref uint64) {
 	t.Helper()
 	if o.Kind != delivery.OutAccept || o.Ref != ref {
 		t.Fatalf("answer %+v, want ACCEPT with ref %d", o, ref)
 	}
 }
 
-func refused(t *testing.T, o delivery.Outbound, code protocol.Code) {
+func wantRefuse(t *testing.T, o delivery.Outbound, code protocol.Code) {
 	t.Helper()
 	if o.Kind != delivery.OutRefuse || o.Code != code {
 		t.Fatalf("answer %+v, want REFUSE %v", o, code)
@@ -180,26 +180,26 @@ func TestGroupRules(t *testing.T) {
 	r, store := newGroupRouter(t, storage.Config{MaxGroupMembers: 5})
 	c := &fakeConn{}
 	g := groupOp(t, r, c, 1, 1, protocol.GroupCreate, 0, 2, 3).Ref
-	accepted(t, groupOp(t, r, c, 1, 2, protocol.GroupPromote, g, 2), g)
+	wantAccept(t, groupOp(t, r, c, 1, 2, protocol.GroupPromote, g, 2), g)
 	waitEvents(t, store, 2, 1, 2, 3)
 
 	// Another admin can neither remove nor demote the owner.
-	refused(t, groupOp(t, r, c, 2, 3, protocol.GroupRemove, g, 1), protocol.CodeForbidden)
-	refused(t, groupOp(t, r, c, 2, 4, protocol.GroupDemote, g, 1), protocol.CodeForbidden)
-	refused(t, groupOp(t, r, c, 3, 5, protocol.GroupAdd, g, 9), protocol.CodeForbidden)
-	refused(t, groupOp(t, r, c, 9, 6, protocol.GroupAdd, g, 9), protocol.CodeNotMember)
+	wantRefuse(t, groupOp(t, r, c, 2, 3, protocol.GroupRemove, g, 1), protocol.CodeForbidden)
+	wantRefuse(t, groupOp(t, r, c, 2, 4, protocol.GroupDemote, g, 1), protocol.CodeForbidden)
+	wantRefuse(t, groupOp(t, r, c, 3, 5, protocol.GroupAdd, g, 9), protocol.CodeForbidden)
+	wantRefuse(t, groupOp(t, r, c, 9, 6, protocol.GroupAdd, g, 9), protocol.CodeNotMember)
 	// Re-adding an admin keeps them an admin and announces nothing.
-	accepted(t, groupOp(t, r, c, 1, 7, protocol.GroupAdd, g, 2), g)
+	wantAccept(t, groupOp(t, r, c, 1, 7, protocol.GroupAdd, g, 2), g)
 	// An add past the cap adds nobody.
-	refused(t, groupOp(t, r, c, 2, 8, protocol.GroupAdd, g, 4, 5, 6), protocol.CodeGroupFull)
+	wantRefuse(t, groupOp(t, r, c, 2, 8, protocol.GroupAdd, g, 4, 5, 6), protocol.CodeGroupFull)
 	want := []storage.Member{{ID: 1, Role: storage.RoleOwner}, {ID: 2, Role: storage.RoleAdmin}, {ID: 3, Role: storage.RoleMember}}
 	if ms := members(t, store, g); !slices.Equal(ms, want) {
 		t.Fatalf("members after refused changes %v, want %v", ms, want)
 	}
 	// A retried add is accepted again and announced once.
-	accepted(t, groupOp(t, r, c, 2, 9, protocol.GroupAdd, g, 4), g)
+	wantAccept(t, groupOp(t, r, c, 2, 9, protocol.GroupAdd, g, 4), g)
 	c.reset()
-	accepted(t, groupOp(t, r, c, 2, 9, protocol.GroupAdd, g, 4), g)
+	wantAccept(t, groupOp(t, r, c, 2, 9, protocol.GroupAdd, g, 4), g)
 	waitEvents(t, store, 3, 1, 2, 3)
 	waitEvents(t, store, 1, 4)
 	for _, u := range []uint64{1, 2, 3} {
@@ -219,12 +219,12 @@ func TestNoSuchGroup(t *testing.T) {
 	r, store := newGroupRouter(t, storage.Config{})
 	c := &fakeConn{}
 	const missing = 1 << 30
-	refused(t, groupOp(t, r, c, 1, 1, protocol.GroupAdd, missing, 2), protocol.CodeBadRecipient)
-	refused(t, groupOp(t, r, c, 1, 2, protocol.GroupLeave, missing), protocol.CodeBadRecipient)
+	wantRefuse(t, groupOp(t, r, c, 1, 1, protocol.GroupAdd, missing, 2), protocol.CodeBadRecipient)
+	wantRefuse(t, groupOp(t, r, c, 1, 2, protocol.GroupLeave, missing), protocol.CodeBadRecipient)
 	if !r.SendGroup(c, 1, 3, missing, false, record(1, 3, "x")) {
 		t.Fatal("SendGroup busy")
 	}
-	refused(t, answer(t, c, 3), protocol.CodeBadRecipient)
+	wantRefuse(t, answer(t, c, 3), protocol.CodeBadRecipient)
 	reads := store.memberReads.Load()
 	r.SignalGroup(1, missing, 1)
 	waitFor(t, "the signal's lookup", func() bool { return store.memberReads.Load() > reads })
@@ -232,7 +232,7 @@ func TestNoSuchGroup(t *testing.T) {
 	if !r.SendGroup(c, 1, 4, missing, false, record(1, 4, "x")) {
 		t.Fatal("SendGroup busy")
 	}
-	refused(t, answer(t, c, 4), protocol.CodeBadRecipient)
+	wantRefuse(t, answer(t, c, 4), protocol.CodeBadRecipient)
 	if n := r.Stats().StorageErrors.Load(); n != 0 {
 		t.Fatalf("%d storage errors counted for a missing group", n)
 	}
@@ -280,14 +280,14 @@ func TestGroupEventRetryStoresOnlyMissingCopies(t *testing.T) {
 	g := groupOp(t, r, c, 1, 1, protocol.GroupCreate, 0, 2, 3).Ref
 	waitEvents(t, store, 1, 1, 2, 3)
 	send(t, r, c, 9, 2, 3) // member 3's mailbox is now full
-	accepted(t, answer(t, c, 2), 0)
-	refused(t, groupOp(t, r, c, 1, 3, protocol.GroupAdd, g, 4), protocol.CodeMailboxFull)
+	wantAccept(t, answer(t, c, 2), 0)
+	wantRefuse(t, groupOp(t, r, c, 1, 3, protocol.GroupAdd, g, 4), protocol.CodeMailboxFull)
 	waitEvents(t, store, 2, 1, 2)
 	waitEvents(t, store, 1, 4)
 	// Member 3 reads its mailbox; the retry then stores its copy only.
 	ackAll(t, store, 3, 2)
 	c.reset()
-	accepted(t, groupOp(t, r, c, 1, 3, protocol.GroupAdd, g, 4), g)
+	wantAccept(t, groupOp(t, r, c, 1, 3, protocol.GroupAdd, g, 4), g)
 	waitEvents(t, store, 1, 3, 4)
 	waitEvents(t, store, 2, 1, 2)
 	if evs := events(t, store, 3); evs[0].Op != protocol.GroupAdd {

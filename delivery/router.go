@@ -118,6 +118,14 @@ type Router struct {
 	// receipt again on its next tick.
 	rescan atomic.Bool
 
+	// panicHook, when set (by tests, before Start), is called as a shard or
+	// group worker takes a request, and may panic. nil in production.
+	panicHook func(worker string, user uint64)
+	// down names a worker that crashed too often to be restarted; while
+	// set, Ready reports it. Guarded by downMu.
+	downMu sync.Mutex
+	down   string
+
 	stats Stats
 }
 
@@ -143,6 +151,7 @@ type Stats struct {
 	SlowConsumers     atomic.Uint64 // connections closed because their window stayed full
 	Replaced          atomic.Uint64 // connections closed by a newer login of their user
 	StorageErrors     atomic.Uint64 // storage reads and commits that failed
+	Crashes           atomic.Uint64 // panics of a shard or group worker (each restarted with its state reloaded)
 }
 
 // New returns a Router over store. Start it with Start.
@@ -170,18 +179,18 @@ func New(cfg Config, store storage.Store) (*Router, error) {
 // starts the shard goroutines.
 func (r *Router) Start() {
 	r.requeuePending()
-	for _, s := range r.shards {
+	for i, s := range r.shards {
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
-			s.run()
+			r.supervise(fmt.Sprintf("shard %d", i), s.run, s.recoverCrash)
 		}()
 	}
-	for _, g := range r.groups {
+	for i, g := range r.groups {
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
-			g.run()
+			r.supervise(fmt.Sprintf("group worker %d", i), g.run, g.recoverCrash)
 		}()
 	}
 	r.wg.Add(1)
@@ -445,6 +454,30 @@ const quotaRetryAfter = 60_000
 // the sender's quota, the store), not a failure of storage.
 func capacity(err error) bool {
 	return errors.Is(err, storage.ErrMailboxFull) || errors.Is(err, storage.ErrSenderQuota) || errors.Is(err, storage.ErrStoreFull)
+}
+
+// refusalReason names why a failed append was refused, for Outbound.Reason.
+func refusalReason(err error) string {
+	switch {
+	case errors.Is(err, storage.ErrMailboxFull):
+		return "recipient's mailbox full"
+	case errors.Is(err, storage.ErrSenderQuota):
+		return "sender's quota of messages waiting in others' mailboxes reached"
+	case errors.Is(err, storage.ErrStoreFull):
+		return "store at its total size limit"
+	case errors.Is(err, storage.ErrDiskFull):
+		return "free disk space below the floor"
+	case errors.Is(err, storage.ErrValueTooLarge):
+		return "message over storage's value limit"
+	case errors.Is(err, storage.ErrRecovering):
+		return "storage recovering from a failed commit"
+	case errors.Is(err, storage.ErrCommit):
+		return "storage commit failed"
+	case errors.Is(err, errBusy):
+		return "a member's shard is busy"
+	default:
+		return "storage failed"
+	}
 }
 
 // refusal maps a failed append to the code and retry delay the sender is told.

@@ -105,6 +105,9 @@ type shard struct {
 	// (counted; a delivered one stays pending in storage). Like queued requests, they are lost if the router stops.
 	held  []request
 	retry *time.Timer // armed while held is not empty
+	// cur is the request or completion being handled, answered with a
+	// retryable refusal if handling it panics (supervise.go).
+	cur inHand
 }
 
 // heldRetry is how soon held receipts are offered again: a full queue
@@ -128,7 +131,7 @@ func (s *shard) run() {
 	s.retry = time.NewTimer(heldRetry)
 	s.retry.Stop()
 	defer s.retry.Stop()
-	stopping := false
+	stopping, stop := false, s.stop // a restart after a crash sees a closed stop again
 	for {
 		if stopping && s.inflight == 0 {
 			return
@@ -142,9 +145,11 @@ func (s *shard) run() {
 		}
 		select {
 		case q := <-in:
+			s.cur = requestInHand(&q)
 			s.handle(q)
 		case c := <-s.done:
 			s.inflight--
+			s.cur = completionInHand(&c)
 			s.complete(c)
 		case <-tick.C:
 			s.checkSlow()
@@ -154,8 +159,8 @@ func (s *shard) run() {
 			}
 		case <-s.retry.C:
 			s.offerHeld()
-		case <-s.stop:
-			stopping, s.stop = true, nil
+		case <-stop:
+			stopping, stop = true, nil
 		}
 	}
 }
@@ -175,6 +180,7 @@ func (s *shard) drain(stopping bool) bool {
 		select {
 		case c := <-s.done:
 			s.inflight--
+			s.cur = completionInHand(&c)
 			s.complete(c)
 			took, completed = true, true
 		default:
@@ -187,6 +193,7 @@ func (s *shard) drain(stopping bool) bool {
 		}
 		select {
 		case q := <-s.in:
+			s.cur = requestInHand(&q)
 			s.handle(q)
 			took = true
 		default:
@@ -239,6 +246,9 @@ func (s *shard) forget(u *user) {
 }
 
 func (s *shard) handle(q request) {
+	if h := s.r.panicHook; h != nil {
+		h("shard", q.user)
+	}
 	switch q.kind {
 	case reqSignal:
 		s.signal(q) // signal.go: no user state, no storage
@@ -254,7 +264,7 @@ func (s *shard) handle(q request) {
 		s.r.cfg.Logger.Error("delivery: loading user", "user", q.user, "err", err)
 		switch q.kind {
 		case reqSend:
-			q.conn.Push(Outbound{Kind: OutRefuse, MsgID: q.msgID, Code: protocol.CodeStorage, RetryAfter: 1000})
+			q.conn.Push(Outbound{Kind: OutRefuse, MsgID: q.msgID, Code: protocol.CodeStorage, RetryAfter: 1000, Reason: "storage failed loading the recipient's mailbox"})
 		case reqLogin:
 			q.conn.Close(protocol.CodeInternal)
 		}
@@ -337,6 +347,10 @@ func (s *shard) ack(u *user, seq uint64) {
 
 func (s *shard) complete(c completion) {
 	u := s.users[c.user] // present: inflight > 0 keeps it
+	if u == nil {
+		s.answer(c) // started before a crash dropped the shard's state
+		return
+	}
 	u.inflight--
 	switch c.kind {
 	case doneAppend:
@@ -391,7 +405,7 @@ func (s *shard) appended(u *user, c completion) {
 		if !capacity(c.err) {
 			s.r.stats.StorageErrors.Add(1)
 		}
-		c.conn.Push(Outbound{Kind: OutRefuse, MsgID: c.msgID, Code: code, RetryAfter: retry})
+		c.conn.Push(Outbound{Kind: OutRefuse, MsgID: c.msgID, Code: code, RetryAfter: retry, Reason: refusalReason(c.err)})
 	}
 	if u.conn == nil {
 		return

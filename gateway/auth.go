@@ -37,6 +37,15 @@ var (
 	ErrTokenExpired = errors.New("gateway: token expired")
 )
 
+// Why a token is bad, for the ERROR's reason. Each wraps ErrBadToken and is
+// made once, so a refused login allocates nothing for it.
+var (
+	errTokenMalformed = fmt.Errorf("%w: malformed", ErrBadToken)
+	errTokenUser0     = fmt.Errorf("%w: user 0", ErrBadToken)
+	errTokenKey       = fmt.Errorf("%w: unknown key id", ErrBadToken)
+	errTokenMAC       = fmt.Errorf("%w: MAC does not verify", ErrBadToken)
+)
+
 // Claims are what a token asserts.
 type Claims struct {
 	KeyID  uint32
@@ -111,7 +120,7 @@ func (v *Verifier) Verify(token []byte, now time.Time) (Claims, error) {
 // token's body with the secret of the key it names.
 func (k Keys) verify(token []byte, now time.Time, sign func(keyID uint32, secret, msg []byte) []byte) (Claims, error) {
 	if len(token) < 1+4+macLen || token[0] != tokenVersion {
-		return Claims{}, ErrBadToken
+		return Claims{}, errTokenMalformed
 	}
 	body, sum := token[:len(token)-macLen], token[len(token)-macLen:]
 	var c Claims
@@ -120,19 +129,22 @@ func (k Keys) verify(token []byte, now time.Time, sign func(keyID uint32, secret
 	for i := range fields {
 		v, n := binary.Uvarint(rest)
 		if n <= 0 {
-			return Claims{}, ErrBadToken
+			return Claims{}, errTokenMalformed
 		}
 		fields[i], rest = v, rest[n:]
 	}
-	if len(rest) != 0 || fields[0] > 1<<32-1 || fields[2] > 1<<32-1 || fields[1] == 0 {
-		return Claims{}, ErrBadToken
+	if len(rest) != 0 || fields[0] > 1<<32-1 || fields[2] > 1<<32-1 {
+		return Claims{}, errTokenMalformed
+	}
+	if fields[1] == 0 {
+		return Claims{}, errTokenUser0
 	}
 	secret, ok := k[uint32(fields[0])]
 	if !ok {
-		return Claims{}, ErrBadToken
+		return Claims{}, errTokenKey
 	}
 	if !hmac.Equal(sum, sign(uint32(fields[0]), secret, body)) {
-		return Claims{}, ErrBadToken
+		return Claims{}, errTokenMAC
 	}
 	c.KeyID, c.User, c.Device = uint32(fields[0]), fields[1], uint32(fields[2])
 	c.Expiry = time.Unix(int64(fields[3]), 0)

@@ -42,19 +42,24 @@ type conn struct {
 	lastRecv     uint32 // loop second a byte last arrived; also the rate window
 	partialSince uint32 // loop second an incomplete frame was first seen; 0: none
 	due          uint32 // wheel: second of the next check
+	expires      uint32 // loop second its login token expires (GOAWAY then); 0: not logged in
 	rateCount    uint16 // frames received in second lastRecv; saturates
 	ping         uint16 // granted ping interval, seconds
-	closeCode    protocol.Code
+	closeCode    uint8  // the protocol.Code it was closed with (every fatal code fits); 0: none
 	state        uint8
 	inWheel      bool
 	ackPending   bool // acked was not yet taken by the router (shard busy)
 	dict         bool // the client negotiated the server's dictionary
 
 	// Guarded by mu.
-	closing protocol.Code // a close was requested with this code
-	closed  bool          // the loop closed the connection
-	woken   bool          // a Wake is pending for out or closing
+	closing uint8 // a close was requested: a protocol.Code, or closeOverCap
+	closed  bool  // the loop closed the connection
+	woken   bool  // a Wake is pending for out or closing
 }
+
+// closeOverCap is conn.closing when Push found the outbound cap full: the
+// loop closes with SLOW_CONSUMER, and says which cap in the reason.
+const closeOverCap uint8 = 0xff
 
 // outbox is what workers pushed to a connection and its loop has not yet
 // taken. It is bounded by Config.OutboundCap, and returned to outboxes when
@@ -86,7 +91,7 @@ func (c *conn) Push(o delivery.Outbound) bool {
 		c.out.items = append(c.out.items, o)
 		c.out.bytes += size
 	} else {
-		c.closing = protocol.CodeSlowConsumer // the loop writes what is queued, then closes
+		c.closing = closeOverCap // the loop writes what is queued, then closes
 	}
 	wake := c.wakeLocked()
 	c.mu.Unlock()
@@ -104,7 +109,7 @@ func (c *conn) Close(code protocol.Code) {
 		c.mu.Unlock()
 		return
 	}
-	c.closing = code
+	c.closing = uint8(code) // delivery closes with fatal codes, all below 32
 	wake := c.wakeLocked()
 	c.mu.Unlock()
 	if wake {
@@ -129,9 +134,9 @@ func (c *conn) wake() {
 	}
 }
 
-// take moves the queued items into dst and returns them with the close code
-// requested, if any. Loop-only.
-func (c *conn) take(dst []delivery.Outbound) ([]delivery.Outbound, protocol.Code) {
+// take moves the queued items into dst and returns them with the close
+// requested (conn.closing), if any. Loop-only.
+func (c *conn) take(dst []delivery.Outbound) ([]delivery.Outbound, uint8) {
 	c.mu.Lock()
 	ob := c.out
 	c.out = nil

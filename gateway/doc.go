@@ -35,7 +35,24 @@
 //     counted in Stats.Refused; open sessions are kept. New refuses a
 //     MaxConns the limit cannot hold (ErrFileLimit).
 //   - A panic while handling a connection closes that connection with
-//     INTERNAL and is counted; the loop and other connections carry on.
+//     INTERNAL and is counted (Stats.Panics) and logged once with its
+//     stack; the loop and other connections carry on. This holds in every
+//     per-connection path: OnTraffic, OnOpen, OnClose, the timing wheel's
+//     check and the GOAWAY sweep at shutdown.
+//   - Every ERROR carries a reason naming the check that failed ("ACK 17
+//     beyond last delivered 12"); every close is logged at debug level with
+//     its user, code and reason (reason.go). Reasons are built only when a
+//     connection fails.
+//
+// # Token expiry
+//
+// A token is checked at LOGIN and its expiry kept (conn.expires, a loop
+// second rounded up, so never enforced early). When it passes during the
+// session, the wheel's check writes what is queued, then GOAWAY with code
+// TOKEN_EXPIRED and no delay, and closes: the client reconnects at once
+// with a fresh token, and resumes from its last ACK as after any close. The
+// check runs on the wheel, so expiry costs four bytes per connection and
+// nothing per frame; it fires within about a second of the expiry.
 //
 // # Locks
 //

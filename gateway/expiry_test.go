@@ -1,84 +1,77 @@
 package gateway_test
 
 import (
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"switchboard/gateway"
 	"switchboard/protocol"
-	"switchboard/storage"
 )
 
-// TestAckOfExpiredEntries: entries that expired while their recipient was
-// away are never delivered, but WELCOME.last counts them; the recipient
-// may acknowledge up to last, and its session goes on.
-func TestAckOfExpiredEntries(t *testing.T) {
-	var skew atomic.Int64 // added to the store's clock
-	ts := startServer(t, serverOptions{storage: func(c *storage.Config) {
-		c.MessageTTL = time.Hour
-		c.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
-	}})
-	sender := ts.Dial(1, protocol.ClientOptions{})
-	var ids []uint64
-	for range 3 {
-		id, err := sender.Send(2, []byte("soon stale"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, id)
-	}
-	waitAccepted(t, sender, ids, 10*time.Second)
-	skew.Store(int64(2 * time.Hour))
+// fakeClock is a clock a test moves forward; safe for concurrent use.
+type fakeClock struct{ ns atomic.Int64 }
 
-	rcv := ts.Dial(2, protocol.ClientOptions{})
-	last := rcv.Welcome().Last
-	if last != 3 {
-		t.Fatalf("WELCOME.last = %d, want 3", last)
-	}
-	if err := rcv.Ack(last); err != nil {
-		t.Fatal(err)
-	}
-	// The session goes on: a new message arrives after the expired ones.
-	if _, err := sender.Send(2, []byte("fresh")); err != nil {
-		t.Fatal(err)
-	}
-	d := recvKind[*protocol.Deliver](t, rcv)
-	if d.Seq != 4 || string(d.Body) != "fresh" {
-		t.Fatalf("delivered seq %d %q, want seq 4 \"fresh\"", d.Seq, d.Body)
-	}
+func newFakeClock() *fakeClock {
+	c := &fakeClock{}
+	c.ns.Store(time.Now().UnixNano())
+	return c
 }
 
-// TestLiveGroupEventHasNoTime: a GROUP_EVENT sent within a second of its
-// change leaves its time out, as a live DELIVER does; one sent later
-// carries it.
-func TestLiveGroupEventHasNoTime(t *testing.T) {
-	var skew atomic.Int64 // added to the gateway's clock
-	ts := startServer(t, serverOptions{gw: func(c *gateway.Config) {
-		c.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
-	}})
-	owner := ts.Dial(1, protocol.ClientOptions{})
-	member := ts.Dial(2, protocol.ClientOptions{})
-	g, _ := createGroup(t, owner, 2)
-	ev := recvKind[*protocol.GroupEvent](t, member)
-	if ev.Group != g || ev.Time != 0 {
-		t.Fatalf("live create event %+v, want group %d and no time", ev, g)
+func (c *fakeClock) Now() time.Time                  { return time.Unix(0, c.ns.Load()) }
+func (c *fakeClock) Add(d time.Duration)             { c.ns.Add(int64(d)) }
+func (c *fakeClock) After(d time.Duration) time.Time { return c.Now().Add(d) }
+
+// TestTokenExpiresDuringSession: a session ends when its login token
+// expires: the server writes GOAWAY TOKEN_EXPIRED (reconnect at once, with
+// a fresh token) and closes, while a session whose token lives on stays.
+func TestTokenExpiresDuringSession(t *testing.T) {
+	clock := newFakeClock()
+	ts := startServer(t, serverOptions{gw: func(c *gateway.Config) { c.Now = clock.Now }})
+	mint := func(user uint64, ttl time.Duration) []byte {
+		return gateway.MintToken(ts.secret, gateway.Claims{KeyID: 1, User: user, Device: 1, Expiry: clock.After(ttl)})
 	}
-	// An event read from the mailbox a minute later carries its time.
-	if err := member.Close(); err != nil {
+	short := ts.Dial(1, protocol.ClientOptions{Token: mint(1, 30*time.Second)})
+	long := ts.Dial(2, protocol.ClientOptions{Token: mint(2, time.Hour)})
+
+	clock.Add(29 * time.Second) // not yet: a round trip still works
+	if _, err := short.Send(2, []byte("before expiry")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := owner.Group(protocol.Group{Op: protocol.GroupAdd, Group: g, Members: []uint64{3}}); err != nil {
+	recvDelivers(t, long, 1, 5*time.Second)
+
+	clock.Add(2 * time.Second) // past the expiry, well before the idle deadline (180 s)
+	ctx := ctxFor(t, 5*time.Second)
+	var goAway *protocol.GoAway
+	for goAway == nil {
+		ev, err := short.Recv(ctx)
+		if err != nil {
+			t.Fatalf("waiting for GOAWAY: %v", err)
+		}
+		goAway, _ = ev.(*protocol.GoAway)
+	}
+	if goAway.Code != protocol.CodeTokenExpired || goAway.After != 0 {
+		t.Fatalf("GOAWAY %+v, want TOKEN_EXPIRED after 0 ms", goAway)
+	}
+	if _, err := short.Recv(ctx); !errors.Is(err, protocol.ErrClosed) {
+		t.Fatalf("after GOAWAY: %v, want the connection closed", err)
+	}
+	eventually(t, 5*time.Second, "the close counted", func() bool {
+		return ts.Srv.Stats().Closes[protocol.CodeTokenExpired].Load() == 1
+	})
+
+	// The other session is still served, and the client comes back with a
+	// fresh token.
+	again := ts.Dial(1, protocol.ClientOptions{Token: mint(1, time.Hour)})
+	id, err := long.Send(1, []byte("after"))
+	if err != nil {
 		t.Fatal(err)
 	}
-	recvKind[*protocol.Accept](t, owner)
-	skew.Store(int64(time.Minute))
-	member = ts.Dial(2, protocol.ClientOptions{})
-	ev = recvKind[*protocol.GroupEvent](t, member)
-	if ev.Op == protocol.GroupCreate {
-		ev = recvKind[*protocol.GroupEvent](t, member)
+	if _, err := long.WaitAccept(ctxFor(t, 5*time.Second), id); err != nil {
+		t.Fatal(err)
 	}
-	if ev.Op != protocol.GroupAdd || ev.Time == 0 {
-		t.Fatalf("stored add event %+v, want its time", ev)
+	if d := recvDelivers(t, again, 1, 5*time.Second)[0]; string(d.Body) != "after" {
+		t.Fatalf("delivered %q", d.Body)
 	}
 }

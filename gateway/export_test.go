@@ -18,3 +18,7 @@ func NewWithFileLimit(cfg Config, r *delivery.Router, limit int) (*Server, error
 // CountOpenFiles is Config.OpenFiles' default; ReadOpenFiles its fallback
 // for kernels before 6.2, which read /proc/self/fd.
 var CountOpenFiles, ReadOpenFiles = countOpenFiles, readOpenFiles
+
+// SetPanicHook makes the server call h at each per-connection point
+// ("open", "check", "close", "goaway"); h may panic.
+func (s *Server) SetPanicHook(h func(point string, user uint64)) { s.panicHook.Store(&h) }

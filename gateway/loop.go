@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -33,13 +34,21 @@ type loop struct {
 	batch    protocol.BatchWriter
 	inflate  []byte    // decompressed inbound payloads; grows to at most MaxFrame
 	verifier *Verifier // token MACs, reused
+
+	// reason is why the connection in hand is being closed, set with the
+	// close code by reject (reason.go) and taken by fail. closedConn and
+	// closedWhy carry it from fail to OnClose, which gnet calls before it
+	// serves another connection.
+	reason     string
+	closedConn *conn
+	closedWhy  string
 }
 
 func newLoop(s *Server, el gnet.EventLoop) *loop {
 	l := &loop{srv: s, el: el, verifier: NewVerifier(s.cfg.Keys)}
 	l.wheel.now = s.now()
 	l.tickFn = func(context.Context) error {
-		l.wheel.advance(s.now(), l.check)
+		l.wheel.advance(s.now(), l.checkCaught)
 		return nil
 	}
 	return l
@@ -69,11 +78,17 @@ func (l *loop) serve(c *conn) gnet.Action {
 // read), then an ERROR with code unless code is closeQuietly, and tells gnet
 // to close c, which flushes it first. Loop-only.
 func (l *loop) fail(c *conn, code protocol.Code) gnet.Action {
+	reason := l.reason
+	l.reason = ""
+	if reason == "" {
+		reason = code.String() // every check names itself through reject; a fallback
+	}
 	if code != closeQuietly {
-		c.closeCode = code
-		e := protocol.Error{Code: code}
+		c.closeCode = uint8(code)
+		e := protocol.Error{Code: code, Reason: reason}
 		l.wbuf = e.Append(l.wbuf)
 	}
+	l.closedConn, l.closedWhy = c, reason
 	if len(l.wbuf) > 0 {
 		l.write(c, l.wbuf) // never left for the loop's next connection
 	}
@@ -109,9 +124,9 @@ func (l *loop) read(c *conn) protocol.Code {
 			switch {
 			case errors.Is(err, protocol.ErrIncomplete):
 			case err != nil:
-				code = protocol.CodeOf(err)
+				code = l.rejectErr("preface", err)
 			case transport != protocol.TransportPlain:
-				code = protocol.CodeUnsupportedTransport
+				code = l.rejectf(protocol.CodeUnsupportedTransport, "preface transport %d not offered (plain only)", transport)
 			default:
 				_ = version // every version speaks at least 1, which we answer in WELCOME
 				off += protocol.PrefaceLen
@@ -122,7 +137,7 @@ func (l *loop) read(c *conn) protocol.Code {
 		}
 		if c.state == stateJoining {
 			if len(buf)-off > 4*l.srv.cfg.MaxFrame {
-				code = protocol.CodeRateLimited
+				code = l.rejectf(protocol.CodeRateLimited, "over %d bytes pipelined behind LOGIN", 4*l.srv.cfg.MaxFrame)
 			}
 			break
 		}
@@ -131,14 +146,14 @@ func (l *loop) read(c *conn) protocol.Code {
 			break
 		}
 		if err != nil {
-			code = protocol.CodeOf(err)
+			code = l.rejectFrame(buf[off:], err, l.srv.cfg.MaxFrame)
 			break
 		}
 		off += n
 		// ACKs are charged in frame, and only when they do not advance:
 		// how many a client sends follows how fast the server sends.
 		if f.Type != protocol.TypeAck && !l.charge(c) {
-			code = protocol.CodeRateLimited
+			code = l.rejectf(protocol.CodeRateLimited, "over %d frames in one second", l.srv.cfg.RateLimit)
 			break
 		}
 		l.srv.stats.FramesIn.Add(1)
@@ -184,13 +199,13 @@ func (l *loop) frame(c *conn, f protocol.Frame) protocol.Code {
 		}
 		var err error
 		if f, err = codec.Inflate(f, l.inflate[:0], cfg.MaxFrame); err != nil {
-			return protocol.CodeDecompression
+			return l.reject(protocol.CodeDecompression, strings.TrimPrefix(err.Error(), "protocol: "))
 		}
 		l.inflate = f.Payload[:0]
 	}
 	if c.state == stateLogin {
 		if f.Type != protocol.TypeLogin {
-			return protocol.CodeNotLoggedIn
+			return l.rejectf(protocol.CodeNotLoggedIn, "%v before LOGIN", f.Type)
 		}
 		return l.login(c, f)
 	}
@@ -198,10 +213,10 @@ func (l *loop) frame(c *conn, f protocol.Frame) protocol.Code {
 	case protocol.TypeSend:
 		var m protocol.Send
 		if err := m.Decode(f); err != nil {
-			return protocol.CodeOf(err)
+			return l.rejectErr("SEND", err)
 		}
 		if len(m.Body) > cfg.MaxBody {
-			return protocol.CodeBodyTooLarge
+			return l.rejectf(protocol.CodeBodyTooLarge, "SEND body of %d bytes over the limit of %d", len(m.Body), cfg.MaxBody)
 		}
 		d := protocol.Deliver{From: c.user, MsgID: m.MsgID, Time: protocol.Stamp(cfg.Now()), Body: m.Body}
 		if m.Group {
@@ -215,19 +230,19 @@ func (l *loop) frame(c *conn, f protocol.Frame) protocol.Code {
 			taken = l.srv.router.Send(c, c.user, m.MsgID, m.To, m.Retry, record)
 		}
 		if !taken {
-			l.refuse(c, m.MsgID, protocol.CodeRetryLater, 100)
+			l.refuse(c, m.MsgID, protocol.CodeRetryLater, 100, reasonQueueFull)
 		}
 	case protocol.TypeAck:
 		var a protocol.Ack
 		if err := a.Decode(f); err != nil {
-			return protocol.CodeOf(err)
+			return l.rejectErr("ACK", err)
 		}
 		if a.Seq > c.delivered {
-			return protocol.CodeBadAck
+			return l.rejectf(protocol.CodeBadAck, "ACK %d beyond last delivered %d", a.Seq, c.delivered)
 		}
 		if a.Seq <= c.acked {
 			if !l.charge(c) {
-				return protocol.CodeRateLimited
+				return l.rejectf(protocol.CodeRateLimited, "over %d frames in one second (ACKs that advance nothing)", cfg.RateLimit)
 			}
 			return 0
 		}
@@ -236,7 +251,7 @@ func (l *loop) frame(c *conn, f protocol.Frame) protocol.Code {
 	case protocol.TypeRead:
 		var r protocol.Read
 		if err := r.Decode(f); err != nil {
-			return protocol.CodeOf(err)
+			return l.rejectErr("READ", err)
 		}
 		// The receipt names c.user whatever r.Group says; a busy router
 		// drops it (counted): READ has no answer to refuse it with.
@@ -246,7 +261,7 @@ func (l *loop) frame(c *conn, f protocol.Frame) protocol.Code {
 	case protocol.TypeSignal:
 		var s protocol.Signal
 		if err := s.Decode(f); err != nil {
-			return protocol.CodeOf(err)
+			return l.rejectErr("SIGNAL", err)
 		}
 		if s.Group != 0 {
 			l.srv.router.SignalGroup(c.user, s.Group, s.Kind)
@@ -255,26 +270,26 @@ func (l *loop) frame(c *conn, f protocol.Frame) protocol.Code {
 		}
 	case protocol.TypePing:
 		if err := protocol.CheckEmpty(f); err != nil {
-			return protocol.CodeOf(err)
+			return l.rejectErr("PING", err)
 		}
 		l.wbuf = protocol.AppendPong(l.wbuf)
 	case protocol.TypeGroup:
 		var g protocol.Group
 		if err := g.Decode(f); err != nil {
-			return protocol.CodeOf(err)
+			return l.rejectErr("GROUP", err)
 		}
 		if len(g.Members) > 0 && g.Op == protocol.GroupLeave {
-			return protocol.CodeProtocol // LEAVE names no members
+			return l.rejectf(protocol.CodeProtocol, "GROUP LEAVE names %d members, want none", len(g.Members))
 		}
 		if !l.srv.router.GroupOp(c, c.user, &g) {
-			l.refuse(c, g.MsgID, protocol.CodeRetryLater, 100)
+			l.refuse(c, g.MsgID, protocol.CodeRetryLater, 100, reasonQueueFull)
 		}
 	case protocol.TypeLogin:
-		return protocol.CodeAlreadyLoggedIn
+		return l.reject(protocol.CodeAlreadyLoggedIn, "second LOGIN on a logged-in connection")
 	case protocol.TypeError:
-		return closeQuietly
+		return l.reject(closeQuietly, reasonPeerError)
 	default:
-		return protocol.CodeProtocol // a server-to-client frame
+		return l.rejectf(protocol.CodeProtocol, "%v is a server-to-client frame", f.Type)
 	}
 	return 0
 }
@@ -285,14 +300,14 @@ func (l *loop) login(c *conn, f protocol.Frame) protocol.Code {
 	cfg := &l.srv.cfg
 	var lg protocol.Login
 	if err := lg.Decode(f); err != nil {
-		return protocol.CodeOf(err)
+		return l.rejectErr("LOGIN", err)
 	}
 	claims, err := l.verifier.Verify(lg.Token, cfg.Now())
 	switch {
 	case errors.Is(err, ErrTokenExpired):
-		return protocol.CodeTokenExpired
+		return l.rejectf(protocol.CodeTokenExpired, "LOGIN token expired at %s", claims.Expiry.UTC().Format(time.RFC3339))
 	case err != nil:
-		return protocol.CodeBadToken
+		return l.reject(protocol.CodeBadToken, "LOGIN "+strings.TrimPrefix(err.Error(), "gateway: "))
 	}
 	ping := time.Duration(lg.Ping) * time.Second
 	if lg.Ping == 0 {
@@ -300,6 +315,7 @@ func (l *loop) login(c *conn, f protocol.Frame) protocol.Code {
 	}
 	ping = min(max(ping, cfg.PingMin), cfg.PingMax)
 	c.user, c.ping = claims.User, uint16(ping/time.Second)
+	c.expires = l.srv.second(claims.Expiry)
 	c.dict = lg.Dict != 0 && lg.Dict == l.srv.codec.ID()
 	c.delivered, c.acked = lg.Ack, lg.Ack
 	c.state = stateJoining
@@ -307,25 +323,29 @@ func (l *loop) login(c *conn, f protocol.Frame) protocol.Code {
 		// The user's shard is too busy to take the login: ask the client to
 		// come back shortly rather than call the server full.
 		c.state = stateLogin // not registered: OnClose must not log it out
-		c.closeCode = protocol.CodeRetryLater
+		c.closeCode = uint8(protocol.CodeRetryLater)
 		g := protocol.GoAway{After: busyLoginRetry, Code: protocol.CodeRetryLater}
 		l.wbuf = g.Append(l.wbuf)
-		return closeQuietly
+		return l.reject(closeQuietly, reasonLoginBusy)
 	}
 	l.srv.stats.Logins.Add(1)
 	return 0
 }
 
+// reasonQueueFull is the reason of a request refused at the edge because
+// its shard's or group worker's queue was full.
+const reasonQueueFull = "routing queue full"
+
 // refuse answers one request with REFUSE. Loop-only.
-func (l *loop) refuse(c *conn, msgID uint64, code protocol.Code, retryAfter uint32) {
-	r := protocol.Refuse{MsgID: msgID, Code: code, RetryAfter: retryAfter}
+func (l *loop) refuse(c *conn, msgID uint64, code protocol.Code, retryAfter uint32, reason string) {
+	r := protocol.Refuse{MsgID: msgID, Code: code, RetryAfter: retryAfter, Reason: reason}
 	l.wbuf = r.Append(l.wbuf)
 }
 
 // flush encodes what was pushed to c after what read answered, writes it,
 // and returns the close code a worker asked for, or 0. Loop-only.
 func (l *loop) flush(c *conn) protocol.Code {
-	items, code := c.take(l.items[:0])
+	items, closing := c.take(l.items[:0])
 	l.encode(c, items)
 	clear(items)
 	l.items = items[:0]
@@ -335,8 +355,9 @@ func (l *loop) flush(c *conn) protocol.Code {
 	if len(l.wbuf) > 0 {
 		l.write(c, l.wbuf)
 	}
+	code := l.requested(closing)
 	if code == 0 && c.gc.OutboundBuffered() > l.srv.cfg.OutboundCap {
-		code = protocol.CodeSlowConsumer
+		code = l.rejectf(protocol.CodeSlowConsumer, "unsent bytes %d over the outbound cap of %d", c.gc.OutboundBuffered(), l.srv.cfg.OutboundCap)
 	}
 	return code
 }
@@ -371,7 +392,7 @@ func (l *loop) encode(c *conn, items []delivery.Outbound) {
 			a := protocol.Accept{MsgID: o.MsgID, More: uint64(j - i - 1), Ref: o.Ref}
 			l.wbuf = a.Append(l.wbuf)
 		case delivery.OutRefuse:
-			l.refuse(c, o.MsgID, o.Code, o.RetryAfter)
+			l.refuse(c, o.MsgID, o.Code, o.RetryAfter, o.Reason)
 		case delivery.OutSignal:
 			s := protocol.Signal{Peer: o.Peer, Kind: uint32(o.MsgID), Group: o.Ref}
 			l.wbuf = s.Append(l.wbuf)
@@ -389,6 +410,7 @@ func (l *loop) encode(c *conn, items []delivery.Outbound) {
 			// c waits on the wheel for its handshake deadline; with a short
 			// ping the idle deadline can come first.
 			l.checkBy(c, c.lastRecv+uint32(c.ping)*3/2+stampSlack)
+			l.checkBy(c, c.expires)
 		}
 		l.srv.stats.FramesOut.Add(1)
 		i = j
@@ -511,6 +533,20 @@ func (l *loop) checkBy(c *conn, due uint32) {
 // timeout could close a connection a few milliseconds after it opened.
 const stampSlack = 1
 
+// checkCaught is check, closing c with INTERNAL if it panics: the wheel
+// and the loop's other connections carry on. Loop-only.
+func (l *loop) checkCaught(c *conn) {
+	defer func() {
+		if p := recover(); p != nil {
+			l.srv.panicked("timing check", c.user, p)
+			l.wbuf = l.wbuf[:0] // may hold half an encoding
+			l.closeNow(c, l.reject(protocol.CodeInternal, reasonPanic))
+		}
+	}()
+	l.srv.hook("check", c.user)
+	l.check(c)
+}
+
 // check runs when c's wheel slot comes up: it closes c if a deadline passed
 // and otherwise schedules the next check. Loop-only.
 func (l *loop) check(c *conn) {
@@ -520,20 +556,27 @@ func (l *loop) check(c *conn) {
 	if c.state < stateReady {
 		next = c.opened + uint32(cfg.HandshakeTimeout/time.Second) + stampSlack
 		if now >= next {
-			l.closeNow(c, protocol.CodeHandshakeTimeout)
+			l.closeNow(c, l.rejectf(protocol.CodeHandshakeTimeout, "no LOGIN within %v", cfg.HandshakeTimeout))
 			return
 		}
 	} else {
 		next = c.lastRecv + uint32(c.ping)*3/2 + stampSlack
 		if now >= next {
-			l.closeNow(c, protocol.CodeIdleTimeout)
+			l.closeNow(c, l.rejectf(protocol.CodeIdleTimeout, "nothing received for %ds (1.5 × ping %ds)", now-c.lastRecv, c.ping))
 			return
 		}
+	}
+	if c.expires != 0 {
+		if now >= c.expires {
+			l.expire(c)
+			return
+		}
+		next = min(next, c.expires)
 	}
 	if c.partialSince != 0 {
 		due := c.partialSince + uint32(cfg.PartialFrameTimeout/time.Second) + stampSlack
 		if now >= due {
-			l.closeNow(c, protocol.CodePartialFrameTimeout)
+			l.closeNow(c, l.rejectf(protocol.CodePartialFrameTimeout, "frame incomplete for over %v", cfg.PartialFrameTimeout))
 			return
 		}
 		next = min(next, due)
@@ -545,6 +588,18 @@ func (l *loop) check(c *conn) {
 	l.wheel.add(c, next)
 }
 
+// expire ends c's session when its login token expires: it writes what is
+// queued, then GOAWAY TOKEN_EXPIRED with no delay, so the client reconnects
+// at once with a fresh token, and closes c. Loop-only.
+func (l *loop) expire(c *conn) {
+	l.flush(c) // a close a worker asked for gives way to this one
+	g := protocol.GoAway{Code: protocol.CodeTokenExpired}
+	l.write(c, g.Append(l.wbuf[:0]))
+	c.closeCode = uint8(protocol.CodeTokenExpired)
+	l.reason, l.closedConn, l.closedWhy = "", c, "login token expired: GOAWAY TOKEN_EXPIRED"
+	_ = l.el.Close(c.gc)
+}
+
 // goAway writes what is queued and a GOAWAY to every connection of the
 // loop, and closes them. Loop-only.
 func (l *loop) goAway() {
@@ -552,11 +607,28 @@ func (l *loop) goAway() {
 	l.wheel.each(func(c *conn) { all = append(all, c) })
 	g := protocol.GoAway{After: uint32(l.srv.cfg.GoAwayAfter / time.Millisecond), Code: protocol.CodeShuttingDown}
 	for _, c := range all {
-		l.flush(c)
-		l.write(c, g.Append(l.wbuf[:0]))
-		c.closeCode = protocol.CodeShuttingDown
-		_ = l.el.Close(c.gc)
+		l.goAwayOne(c, &g)
 	}
+}
+
+// goAwayOne writes what is queued for c and g, and closes c; a panic
+// closes c all the same, and the sweep goes on. Loop-only.
+func (l *loop) goAwayOne(c *conn, g *protocol.GoAway) {
+	defer func() {
+		if p := recover(); p != nil {
+			l.srv.panicked("GOAWAY", c.user, p)
+			l.wbuf = l.wbuf[:0]
+			c.closeCode = uint8(protocol.CodeInternal)
+			l.reason, l.closedConn, l.closedWhy = "", c, reasonPanic
+			_ = l.el.Close(c.gc)
+		}
+	}()
+	l.srv.hook("goaway", c.user)
+	l.flush(c)
+	l.write(c, g.Append(l.wbuf[:0]))
+	c.closeCode = uint8(protocol.CodeShuttingDown)
+	l.reason, l.closedConn, l.closedWhy = "", c, reasonShuttingDown
+	_ = l.el.Close(c.gc)
 }
 
 // gnetLogger sends gnet's logs to slog.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"runtime/debug"
 	"strconv"
@@ -42,6 +43,11 @@ type Server struct {
 	stopping    atomic.Bool
 	countFailed atomic.Bool // a count of open files failed and was logged
 	stats       Stats
+
+	// panicHook, when set (by tests), is called at each per-connection
+	// point ("open", "check", "close", "goaway") and may panic. nil in
+	// production: one atomic load.
+	panicHook atomic.Pointer[func(point string, user uint64)]
 }
 
 // Stats are the server's counters and gauges. Every field is atomic.
@@ -61,7 +67,7 @@ type Stats struct {
 	FramesIn   atomic.Uint64
 	FramesOut  atomic.Uint64
 	BytesOut   atomic.Uint64
-	Panics     atomic.Uint64 // panics while handling one connection (it was closed)
+	Panics     atomic.Uint64 // panics while handling one connection, in any callback or check (it was closed)
 	WakeErrors atomic.Uint64
 	// Closes counts closed connections by the code they were closed with;
 	// index 0 counts closes by the peer (or with no code).
@@ -244,22 +250,44 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 // now returns seconds since the server started: the loops' clock.
 func (s *Server) now() uint32 { return uint32(s.cfg.Now().Sub(s.start)/time.Second) + 1 }
 
+// second returns the first loop second whose tick comes at or after t
+// (now() rounds down, this rounds up), saturating: a deadline of t is then
+// never enforced early.
+func (s *Server) second(t time.Time) uint32 {
+	d := t.Sub(s.start)
+	if d <= 0 {
+		return 1
+	}
+	n := (d + time.Second - 1) / time.Second
+	return uint32(min(n+1, math.MaxUint32))
+}
+
 // OnOpen implements gnet.EventHandler. It refuses a connection over the cap
 // in force (Stats.ConnCap) with SERVER_FULL, so accept never runs the
 // process out of descriptors.
-func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
+func (s *Server) OnOpen(gc gnet.Conn) (out []byte, action gnet.Action) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.panicked("OnOpen", 0, p)
+			if gc.Context() == nil {
+				s.conns.Add(-1) // OnClose will not count this one out
+			}
+			out, action = nil, gnet.Close
+		}
+	}()
 	if n := s.conns.Add(1); s.stopping.Load() || n > s.stats.ConnCap.Load() {
 		s.conns.Add(-1) // counted first, so two loops cannot both take the last place
 		s.stats.Refused.Add(1)
-		code := protocol.CodeServerFull
+		e := protocol.Error{Code: protocol.CodeServerFull, Reason: fmt.Sprintf("at the connection cap of %d", s.stats.ConnCap.Load())}
 		if s.stopping.Load() {
-			code = protocol.CodeShuttingDown
+			e = protocol.Error{Code: protocol.CodeShuttingDown, Reason: "server shutting down"}
 		}
-		e := protocol.Error{Code: code}
+		s.cfg.Logger.Debug("gateway: connection refused", "code", e.Code.String(), "reason", e.Reason)
 		return e.Append(nil), gnet.Close
 	}
 	s.stats.Accepted.Add(1)
 	l := s.loopOf(gc.EventLoop())
+	s.hook("open", 0)
 	c := &conn{gc: gc, loop: l, opened: l.wheel.now, lastRecv: l.wheel.now}
 	gc.SetContext(c)
 	l.wheel.add(c, l.wheel.now+uint32(s.cfg.HandshakeTimeout/time.Second))
@@ -267,15 +295,29 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 }
 
 // OnClose implements gnet.EventHandler.
-func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
+func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	c, ok := gc.Context().(*conn)
 	if !ok {
 		return gnet.None
 	}
+	defer func() {
+		if p := recover(); p != nil {
+			s.panicked("OnClose", c.user, p)
+		}
+	}()
 	s.conns.Add(-1)
 	c.loop.wheel.remove(c)
 	c.markClosed()
 	s.stats.Closes[min(int(c.closeCode), len(s.stats.Closes)-1)].Add(1)
+	reason := reasonPeerClosed
+	if l := c.loop; l.closedConn == c {
+		reason = l.closedWhy
+		l.closedConn, l.closedWhy = nil, ""
+	} else if err != nil {
+		reason = err.Error()
+	}
+	s.logClose(c, reason)
+	s.hook("close", c.user)
 	if c.state >= stateJoining {
 		s.router.Logout(c, c.user)
 	}
@@ -288,15 +330,28 @@ func (s *Server) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 	c := gc.Context().(*conn)
 	defer func() {
 		if p := recover(); p != nil {
-			s.stats.Panics.Add(1)
-			s.cfg.Logger.Error("gateway: panic handling a connection", "user", c.user, "panic", p, "stack", string(debug.Stack()))
+			s.panicked("OnTraffic", c.user, p)
 			// The peer is told why, like any other close. The scratch buffer
 			// may hold half an encoding: drop it.
 			c.loop.wbuf = c.loop.wbuf[:0]
-			action = c.loop.fail(c, protocol.CodeInternal)
+			action = c.loop.fail(c, c.loop.reject(protocol.CodeInternal, reasonPanic))
 		}
 	}()
 	return c.loop.serve(c)
+}
+
+// panicked counts and logs, once and with its stack, a panic recovered in
+// a per-connection path; the caller closes that connection.
+func (s *Server) panicked(where string, user uint64, p any) {
+	s.stats.Panics.Add(1)
+	s.cfg.Logger.Error("gateway: panic handling a connection; closing it", "in", where, "user", user, "panic", p, "stack", string(debug.Stack()))
+}
+
+// hook calls the test hook at point, if one is set.
+func (s *Server) hook(point string, user uint64) {
+	if h := s.panicHook.Load(); h != nil {
+		(*h)(point, user)
+	}
 }
 
 // OnTick implements gnet.EventHandler. It runs on its own goroutine, once a

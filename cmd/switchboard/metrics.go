@@ -72,6 +72,14 @@ func metricsHandler(srv *gateway.Server, r *delivery.Router, st storage.Store) h
 	counter("switchboard_group_events_redone_total", "Group events announced again after a stop, a crash or a failed copy.", &rs.GroupEventsRedone)
 	counter("switchboard_slow_consumers_total", "Connections closed because their window stayed full.", &rs.SlowConsumers)
 	counter("switchboard_storage_errors_total", "Storage reads and commits that failed.", &rs.StorageErrors)
+	counter("switchboard_worker_crashes_total", "Panics of a routing shard or group worker; each was restarted with its state reloaded from storage.", &rs.Crashes)
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "switchboard_ready", Help: "1 while every routing worker runs; 0 once one crashed 5 times within a minute and was left down (see /readyz)."},
+		func() float64 {
+			if r.Ready() != nil {
+				return 0
+			}
+			return 1
+		}))
 
 	storeValue := func(name, help string, kind prometheus.ValueType, get func(storage.Stats) float64) {
 		desc := prometheus.NewDesc(name, help, nil, nil)
@@ -104,6 +112,19 @@ func metricsHandler(srv *gateway.Server, r *delivery.Router, st storage.Store) h
 	storeStat("switchboard_store_bytes", "Value bytes waiting in all mailboxes.", prometheus.GaugeValue, func(s storage.Stats) uint64 { return s.StoredBytes })
 
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+}
+
+// readyHandler answers 200 while the router's workers all run, and 503
+// with the reason once one crashed too often and was left down: the
+// process should then be replaced.
+func readyHandler(r *delivery.Router) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if err := r.Ready(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
 }
 
 // collectorFunc is a prometheus.Collector of one description.

@@ -62,6 +62,13 @@ func loadKeys(dir string, create bool) (gateway.Keys, uint32, error) {
 	return keys, newest, nil
 }
 
+// writeNewKeys creates the keys file at path, in dir, with one fresh key.
+// The file is written under a temporary name, synced, then linked into
+// place and the directory synced, so a crash leaves either no keys file
+// (the next start makes one) or a complete, durable one: never an empty or
+// half-written file that would stop the server, nor a key that tokens were
+// minted with and a power loss took back. Linking fails if another process
+// created the file meanwhile, as the O_EXCL create before did.
 func writeNewKeys(dir, path string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("creating %s: %w", dir, err)
@@ -71,13 +78,42 @@ func writeNewKeys(dir, path string) error {
 		return err
 	}
 	body := "# Switchboard token keys: <key id> <hex secret>. Keep private.\n1 " + hex.EncodeToString(secret) + "\n"
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.CreateTemp(dir, keysFile+".new-*") // mode 0600: owner only
 	if err != nil {
 		return fmt.Errorf("creating %s: %w", path, err)
 	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // after the link, only the temporary name goes
 	if _, err := f.WriteString(body); err != nil {
 		f.Close()
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
-	return f.Close()
+	if err := syncFile(f); err != nil {
+		f.Close()
+		return fmt.Errorf("syncing %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := os.Link(tmp, path); err != nil {
+		return fmt.Errorf("creating %s: %w", path, err)
+	}
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("syncing %s: %w", dir, err)
+	}
+	return nil
+}
+
+// syncFile makes f's contents durable. A variable so a test can see what
+// is synced, and when.
+var syncFile = (*os.File).Sync
+
+// syncDir makes dir's entries (a file just linked into it) durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return syncFile(d)
 }
