@@ -156,7 +156,7 @@ func (c *conn) refused(r *protocol.Refuse) {
 		return
 	}
 	switch r.Code {
-	case protocol.CodeRetryLater, protocol.CodeStorage, protocol.CodeMailboxFull:
+	case protocol.CodeRetryLater, protocol.CodeStorage, protocol.CodeMailboxFull, protocol.CodeQuota:
 		after := max(int64(r.RetryAfter)*int64(time.Millisecond), int64(10*time.Millisecond))
 		l.retries = append(l.retries, retry{c: c, id: r.MsgID, due: l.now + after})
 		return

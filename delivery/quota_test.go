@@ -20,7 +20,7 @@ func TestRefusalCapacity(t *testing.T) {
 		code  protocol.Code
 		retry uint32
 	}{
-		{"sender quota", storage.Config{MaxSenderPendingMessages: 2}, protocol.CodeMailboxFull, 60_000},
+		{"sender quota", storage.Config{MaxSenderPendingMessages: 2}, protocol.CodeQuota, 60_000},
 		{"store full", storage.Config{MaxTotalBytes: 2*size + size/2}, protocol.CodeStorage, 5000},
 	}
 	for _, tc := range tests {

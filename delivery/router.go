@@ -487,10 +487,8 @@ func refusal(err error) (protocol.Code, uint32) {
 		return protocol.CodeMailboxFull, 5000
 	case errors.Is(err, storage.ErrSenderQuota):
 		// The sender's own backlog in others' mailboxes; it frees up as
-		// they ack, in minutes or days. MAILBOX_FULL is the nearest code
-		// (the protocol has no QUOTA yet); the long delay tells it apart
-		// from a recipient's full mailbox.
-		return protocol.CodeMailboxFull, quotaRetryAfter
+		// they ack, in minutes or days.
+		return protocol.CodeQuota, quotaRetryAfter
 	case errors.Is(err, storage.ErrDiskFull), errors.Is(err, storage.ErrStoreFull):
 		return protocol.CodeStorage, 5000 // space comes back when recipients ack, or an operator frees it
 	case errors.Is(err, storage.ErrValueTooLarge):

@@ -44,6 +44,7 @@ const (
 	CodeNotMember    Code = 36 // the sender is not a member of the group
 	CodeForbidden    Code = 37 // the group operation needs an admin
 	CodeGroupFull    Code = 38 // the group has as many members as it may
+	CodeQuota        Code = 39 // the sender has as much waiting in others' mailboxes as it may: retry after RetryAfter
 )
 
 var codeNames = map[Code]string{
@@ -57,7 +58,7 @@ var codeNames = map[Code]string{
 	CodeShuttingDown: "SHUTTING_DOWN", CodeInternal: "INTERNAL",
 	CodeRetryLater: "RETRY_LATER", CodeStorage: "STORAGE", CodeMailboxFull: "MAILBOX_FULL",
 	CodeBadRecipient: "BAD_RECIPIENT", CodeNotMember: "NOT_MEMBER", CodeForbidden: "FORBIDDEN",
-	CodeGroupFull: "GROUP_FULL",
+	CodeGroupFull: "GROUP_FULL", CodeQuota: "QUOTA",
 }
 
 // String returns the code's name as in docs/PROTOCOL.md, e.g. "SLOW_CONSUMER".

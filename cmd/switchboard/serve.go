@@ -34,7 +34,7 @@ func serve(args []string) error {
 		ttl         = fs.Duration("ttl", 0, "how long a message waits for its recipient; 0: 30 days")
 		relaxed     = fs.Duration("relaxed-delay", 0, "how long acks and receipts may wait to share a disk sync with a send (and receipts then for the sync); 0: 10ms; negative: no wait")
 		minFree     = fs.Int64("min-free", 0, "bytes of free disk space under --data below which new messages are refused (retryable) while acks go on; 0: 256 MiB; negative: no floor")
-		senderMsgs  = fs.Int64("sender-max-messages", 0, "message entries one sender may have waiting in other users' mailboxes (a group message counts per member); over it its sends are refused (MAILBOX_FULL, retry_after 60 s) until recipients ack; 0: 100,000")
+		senderMsgs  = fs.Int64("sender-max-messages", 0, "message entries one sender may have waiting in other users' mailboxes (a group message counts per member); over it its sends are refused (QUOTA, retry_after 60 s) until recipients ack; 0: 100,000")
 		senderBytes = fs.Int64("sender-max-bytes", 0, "bytes (as stored, decompressed) one sender may have waiting in other users' mailboxes; 0: 256 MiB")
 		logLevel    = fs.String("log", "info", "log level: debug, info, warn, error")
 		gcPct       = fs.Int("gc-percent", 25, "Go GC target: garbage allowed before a collection, percent of the heap grown since start (connections, queues; not the storage arena); the GOGC environment variable, when set, wins and is used as is")
