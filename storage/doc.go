@@ -104,6 +104,12 @@
 // with ErrRecovering; reopening is tried at once, then with a backoff that
 // doubles from 100 ms to 5 s.
 //
+// A panic on the committer is contained (contain.go): one while a batch is
+// built, committed or synced fails that batch like a failed commit, and
+// the database is reopened; one in a caller's callback stays there. Each is
+// counted (Stats.Panics); after five within a minute the store refuses
+// writes for good (Stats.Down) so that the process is replaced.
+//
 // A full disk would kill the process (Badger writes through mappings of
 // sparse files: SIGBUS). Below Config.MinFreeBytes of free space the store
 // refuses urgent writes with ErrDiskFull, while acks, receipts and reads go

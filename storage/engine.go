@@ -20,6 +20,12 @@ type engine struct {
 	log      *slog.Logger
 	ttlMs    int64
 	dedupeMs int64
+	// panicHook, when set (tests only), is called before each op is
+	// applied, on the committer, to inject a panic.
+	panicHook atomic.Pointer[func(*op)]
+	// panicTimes are the committer's last panics, at most panicLimit
+	// (contain.go). Committer goroutine only.
+	panicTimes []time.Time
 
 	// q carries write ops to the committer. Senders: the write methods and
 	// housekeeping, each holding mu.RLock so that Close can close q safely.
@@ -460,7 +466,14 @@ func (s *engine) commitBatch(first op) {
 	var fatal error
 	o := first
 	for {
-		u, b, err := s.apply(w, &o, now, max(1, s.cfg.MaxBatch-units))
+		var u, b int
+		err := s.contained("apply", func() (err error) {
+			if h := s.panicHook.Load(); h != nil {
+				(*h)(&o)
+			}
+			u, b, err = s.apply(w, &o, now, max(1, s.cfg.MaxBatch-units))
+			return err
+		})
 		units, bytes = units+u, bytes+b
 		s.batch = append(s.batch, o)
 		if err != nil {
@@ -493,17 +506,20 @@ func (s *engine) commitBatch(first op) {
 	// server's CPU at 300 msg/s).
 	s.concurrency = max(urgentOps+len(s.q), s.concurrency*7/8)
 	if fatal == nil {
-		fatal = s.flush(w)
+		fatal = s.contained("flush", func() error { return s.flush(w) })
 	}
 	built := time.Now()
 	s.stats.buildNanos.Add(uint64(built.Sub(lingerUntil.Add(-maxLinger))))
 	sync := urgent || len(s.unsynced)+relaxedAppends >= s.cfg.MaxBatch
 	if fatal == nil {
 		stop := s.prefetch()
-		fatal = w.commit()
-		if fatal == nil && sync {
-			fatal = s.timedSync()
-		}
+		fatal = s.contained("commit", func() error {
+			err := w.commit()
+			if err == nil && sync {
+				err = s.timedSync()
+			}
+			return err
+		})
 		stop()
 	} else {
 		w.discard()
@@ -608,6 +624,10 @@ const (
 // reloaded, and writes are taken again. Ops that arrived meanwhile were
 // refused with ErrRecovering. Committer goroutine only.
 func (s *engine) recover() {
+	if s.stats.down.Load() == 1 {
+		s.retryAt = time.Now().Add(time.Hour) // given up: contain.go
+		return
+	}
 	if !s.hkMu.TryLock() {
 		s.retryAt = time.Now().Add(recoverFirstBackoff) // a housekeeping round is running
 		return
@@ -701,7 +721,7 @@ func (s *engine) finish(o op, err error) {
 			s.stats.deleted.Add(uint64(res.Deleted))
 			s.stats.receipts.Add(uint64(len(res.Receipts)))
 		}
-		o.ackDone(res, err)
+		s.call(func() { o.ackDone(res, err) })
 		return
 	}
 	if o.kind == opAppend && err == nil {
@@ -709,7 +729,7 @@ func (s *engine) finish(o op, err error) {
 		s.stats.appendedBytes.Add(uint64(len(o.e.Value)))
 	}
 	if o.done != nil {
-		o.done(err)
+		s.call(func() { o.done(err) })
 	}
 }
 

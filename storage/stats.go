@@ -14,6 +14,8 @@ type Stats struct {
 	CommitErrors     uint64        // group commits (or their syncs) that failed
 	Syncs            uint64        // syncs to disk (fsync or msync): one per batch with an urgent write, plus one per due group of relaxed appends
 	Recoveries       uint64        // times the database was reopened after a failed commit
+	Panics           uint64        // panics contained on the committer (contain.go)
+	Down             uint64        // gauge: 1 once the committer panicked too often and writes are refused for good
 	BatchedOps       uint64        // ops in successful commits; BatchedOps/Commits is the mean batch
 	MaxBatchOps      uint64        // gauge: the largest batch so far
 	Acks             uint64        // acks committed (including no-op ones)
@@ -48,7 +50,7 @@ type counters struct {
 	duplicates, refusedFull, refusedStoreFull, refusedSeqOrder             atomic.Uint64
 	housekeeps, gcRewrites, flattens, storedMessages, storedBytes          atomic.Uint64
 	buildNanos, commitNanos, callbackNanos, syncs, recoveries              atomic.Uint64
-	refusedDiskFull, diskLow, syncNanos, refusedQuota                      atomic.Uint64
+	refusedDiskFull, diskLow, syncNanos, refusedQuota, panics, down        atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -59,6 +61,8 @@ func (c *counters) snapshot() Stats {
 		CommitErrors:     c.commitErrors.Load(),
 		Syncs:            c.syncs.Load(),
 		Recoveries:       c.recoveries.Load(),
+		Panics:           c.panics.Load(),
+		Down:             c.down.Load(),
 		BatchedOps:       c.batchedOps.Load(),
 		MaxBatchOps:      c.maxBatchOps.Load(),
 		Acks:             c.acks.Load(),

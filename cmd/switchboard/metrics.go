@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -73,9 +74,9 @@ func metricsHandler(srv *gateway.Server, r *delivery.Router, st storage.Store) h
 	counter("switchboard_slow_consumers_total", "Connections closed because their window stayed full.", &rs.SlowConsumers)
 	counter("switchboard_storage_errors_total", "Storage reads and commits that failed.", &rs.StorageErrors)
 	counter("switchboard_worker_crashes_total", "Panics of a routing shard or group worker; each was restarted with its state reloaded from storage.", &rs.Crashes)
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "switchboard_ready", Help: "1 while every routing worker runs; 0 once one crashed 5 times within a minute and was left down (see /readyz)."},
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "switchboard_ready", Help: "1 while every routing worker runs and the store takes writes; 0 once a worker crashed 5 times within a minute and was left down, or the store's committer panicked 5 times within a minute (see /readyz)."},
 		func() float64 {
-			if r.Ready() != nil {
+			if ready(r, st) != nil {
 				return 0
 			}
 			return 1
@@ -96,6 +97,7 @@ func metricsHandler(srv *gateway.Server, r *delivery.Router, st storage.Store) h
 	storeStat("switchboard_store_commits_total", "Group commits.", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.Commits })
 	storeStat("switchboard_store_commit_errors_total", "Failed group commits.", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.CommitErrors })
 	storeStat("switchboard_store_syncs_total", "Syncs of the store to disk (fsync or msync): one per batch holding a send or group change, plus one per due group of receipts.", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.Syncs })
+	storeStat("switchboard_store_panics_total", "Panics contained on the store's committer (the batch failed and the database was reopened).", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.Panics })
 	storeStat("switchboard_store_recoveries_total", "Times the store reopened its database after a failed commit.", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.Recoveries })
 	storeStat("switchboard_store_sender_quota_total", "Messages refused because their sender had as much waiting in others' mailboxes as it may (--sender-max-messages, --sender-max-bytes).", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.RefusedQuota })
 	storeStat("switchboard_store_disk_full_total", "Messages and group changes refused because free disk space was below the floor (--min-free).", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.RefusedDiskFull })
@@ -114,17 +116,29 @@ func metricsHandler(srv *gateway.Server, r *delivery.Router, st storage.Store) h
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }
 
-// readyHandler answers 200 while the router's workers all run, and 503
-// with the reason once one crashed too often and was left down: the
-// process should then be replaced.
-func readyHandler(r *delivery.Router) http.Handler {
+// readyHandler answers 200 while the router's workers all run and the
+// store takes writes, and 503 with the reason once a worker crashed too
+// often and was left down, or the store's committer panicked too often:
+// the process should then be replaced.
+func readyHandler(r *delivery.Router, st storage.Store) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		if err := r.Ready(); err != nil {
+		if err := ready(r, st); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		w.Write([]byte("ready\n"))
 	})
+}
+
+// ready is nil while the process serves as it should.
+func ready(r *delivery.Router, st storage.Store) error {
+	if err := r.Ready(); err != nil {
+		return err
+	}
+	if st.Stats().Down != 0 {
+		return errors.New("storage: the committer panicked too often; writes are refused")
+	}
+	return nil
 }
 
 // collectorFunc is a prometheus.Collector of one description.

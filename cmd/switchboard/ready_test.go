@@ -24,7 +24,7 @@ func TestReadyz(t *testing.T) {
 	r.Start()
 	defer r.Stop()
 	rec := httptest.NewRecorder()
-	readyHandler(r).ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+	readyHandler(r, store).ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
 	if rec.Code != http.StatusOK {
 		t.Fatalf("/readyz %d %q, want 200", rec.Code, rec.Body)
 	}

@@ -25,7 +25,7 @@ func serve(args []string) error {
 	var (
 		listen      = fs.String("listen", "127.0.0.1:7070", "TCP address to listen on, host:port")
 		data        = fs.String("data", "data", "data folder: the mailboxes (Badger) and the token keys, created on first run")
-		metrics     = fs.String("metrics", "127.0.0.1:9070", "address of the Prometheus /metrics, /readyz (503 once a routing worker crashed 5 times within a minute) and /debug/pprof/ endpoints (keep it private); empty: none")
+		metrics     = fs.String("metrics", "127.0.0.1:9070", "address of the Prometheus /metrics, /readyz (503 once a routing worker crashed, or the store's committer panicked, 5 times within a minute) and /debug/pprof/ endpoints (keep it private); empty: none")
 		loops       = fs.Int("loops", 0, "event loops; 0: one per core")
 		shards      = fs.Int("shards", 0, "routing workers; 0: two per core")
 		maxConns    = fs.Int("max-conns", 0, "connection cap; 0: as many as the open-file limit allows. Either way a connection is refused (SERVER_FULL) while open connections plus a reserve would pass the limit: the reserve is the files open besides connections (storage, which grows, listeners), counted every second, plus 64 and a quarter of them. A value above what the limit allows at start is an error")
@@ -92,7 +92,7 @@ func serve(args []string) error {
 	if *metrics != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", metricsHandler(srv, router, store))
-		mux.Handle("/readyz", readyHandler(router))
+		mux.Handle("/readyz", readyHandler(router, store))
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
