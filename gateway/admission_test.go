@@ -3,9 +3,11 @@ package gateway_test
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"testing"
 	"time"
 
+	"switchboard/gateway"
 	"switchboard/protocol"
 )
 
@@ -40,4 +42,27 @@ func TestLoginFrameLimit(t *testing.T) {
 		})
 	}
 	ts.roundTrip(t, 1, 2)
+}
+
+// TestRestartOnTheSamePort: a server stopped while clients were connected
+// leaves its side of their connections in TIME_WAIT; a new server binds the
+// same port at once, and a second server beside a running one is still
+// refused with ErrAddrInUse.
+func TestRestartOnTheSamePort(t *testing.T) {
+	first := startServer(t, serverOptions{})
+	for user := uint64(1); user <= 4; user++ {
+		c := first.Dial(user, protocol.ClientOptions{})
+		if _, err := c.Send(user%4+1, []byte("hello")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	addr := first.Addr
+	if err := first.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	second := startServer(t, serverOptions{gw: func(c *gateway.Config) { c.Addr = addr }})
+	second.roundTrip(t, 5, 6)
+	if err := startServerNoRun(t, addr).Run(); !errors.Is(err, gateway.ErrAddrInUse) {
+		t.Fatalf("Run beside a running server: %v, want ErrAddrInUse", err)
+	}
 }

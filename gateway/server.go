@@ -126,6 +126,11 @@ func (s *Server) Run() error {
 		gnet.WithMulticore(true),
 		gnet.WithNumEventLoop(s.cfg.Loops),
 		gnet.WithReusePort(true),
+		// The sockets accepted from a listener inherit its SO_REUSEADDR, and
+		// so do their TIME_WAIT remains after a stop; without it on both
+		// sides a restart could not bind for a minute (checkFree's plain
+		// bind included), while a live listener still conflicts.
+		gnet.WithReuseAddr(true),
 		gnet.WithTicker(true),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithLogger(gnetLogger{s.cfg.Logger}),
@@ -139,7 +144,10 @@ func (s *Server) Run() error {
 // checkFree fails with ErrAddrInUse when another socket listens on addr.
 // The loops listen with SO_REUSEPORT, which would let a second server (say,
 // one started by mistake beside a running one) silently share the port and
-// its clients; one plain bind first tells. Port 0 is always free.
+// its clients; one plain bind first tells. It sets SO_REUSEADDR (as
+// net.Listen does), so the TIME_WAIT connections of a server that just
+// stopped do not count, but a socket listening on addr does. Port 0 is
+// always free.
 func checkFree(addr string) error {
 	if _, port, err := net.SplitHostPort(addr); err == nil && port == "0" {
 		return nil
