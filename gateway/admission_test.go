@@ -2,8 +2,12 @@ package gateway_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -65,4 +69,67 @@ func TestRestartOnTheSamePort(t *testing.T) {
 	if err := startServerNoRun(t, addr).Run(); !errors.Is(err, gateway.ErrAddrInUse) {
 		t.Fatalf("Run beside a running server: %v, want ErrAddrInUse", err)
 	}
+}
+
+// TestShutdownDeadline: with every event loop hung, Shutdown returns
+// within ShutdownTimeout with ErrShutdownTimeout and logs what it gave up
+// on; once the loops run again, the engine stops.
+func TestShutdownDeadline(t *testing.T) {
+	var logs lockedBuffer
+	ts := startServer(t, serverOptions{gw: func(c *gateway.Config) {
+		c.ShutdownTimeout = time.Second
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	}})
+	ts.Dial(1, protocol.ClientOptions{})
+	ts.Dial(2, protocol.ClientOptions{})
+	release := make(chan struct{})
+	var unhang sync.Once
+	defer unhang.Do(func() { close(release) })
+	if n := ts.Srv.HangLoops(release); n == 0 {
+		t.Fatal("no loop to hang")
+	}
+	ts.closed = true // stopped here, not by the cleanup
+	start := time.Now()
+	errc := make(chan error, 1)
+	go func() { errc <- ts.Srv.Shutdown(context.Background()) }()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, gateway.ErrShutdownTimeout) {
+			t.Fatalf("Shutdown with hung loops: %v, want ErrShutdownTimeout", err)
+		}
+		t.Logf("Shutdown returned after %v: %v", time.Since(start).Round(time.Millisecond), err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Shutdown with hung loops did not return within 5 s (deadline 1 s)")
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("Shutdown took %v, deadline 1 s", took)
+	}
+	if !strings.Contains(logs.String(), "gave up waiting for event loops") {
+		t.Fatalf("the log does not say what was given up on:\n%s", logs.String())
+	}
+	unhang.Do(func() { close(release) })
+	select {
+	case <-ts.runErr:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return once the loops ran again")
+	}
+	ts.Store.Close()
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent writers.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

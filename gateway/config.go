@@ -73,6 +73,13 @@ type Config struct {
 	// GoAwayAfter is the reconnect delay told to clients at shutdown.
 	// Default 2 s; clients add their own jitter up to as much again.
 	GoAwayAfter time.Duration
+	// ShutdownTimeout bounds Shutdown: what has not finished by then (the
+	// router's commits in flight, a loop's GOAWAYs, the engine's stop) is
+	// logged and left. Default 10 s: the commits in flight take a few disk
+	// syncs and the GOAWAYs one write per connection, so this is only ever
+	// reached when something hangs, and an orchestrator's grace period
+	// (30 s for Kubernetes) leaves room for closing the store after it.
+	ShutdownTimeout time.Duration
 	// Logger receives the server's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Now is the clock. Default time.Now.
@@ -103,6 +110,7 @@ func (c *Config) setDefaults() {
 	def(&c.PingMin, 10*time.Second)
 	def(&c.PingMax, 600*time.Second)
 	def(&c.GoAwayAfter, 2*time.Second)
+	def(&c.ShutdownTimeout, 10*time.Second)
 	if c.MaxFrame == 0 {
 		c.MaxFrame = protocol.MaxFrame
 	}
@@ -143,6 +151,7 @@ func (c *Config) validate() error {
 	check(c.MaxFrame >= 64 && c.MaxFrame <= protocol.MaxServerFrame, "MaxFrame %d must be in [64, %d]", c.MaxFrame, protocol.MaxServerFrame)
 	check(c.MaxBody > 0 && c.MaxBody < c.MaxFrame, "MaxBody %d must be positive and below MaxFrame %d", c.MaxBody, c.MaxFrame)
 	check(c.OutboundCap >= 4096, "OutboundCap %d must be at least 4096", c.OutboundCap)
+	check(c.ShutdownTimeout > 0, "ShutdownTimeout %v must be positive", c.ShutdownTimeout)
 	check(c.RateLimit > 0, "RateLimit %d must be positive", c.RateLimit)
 	return errors.Join(errs...)
 }

@@ -34,6 +34,10 @@
 //     before the next count (filelimit.go). The one over the cap gets ERROR SERVER_FULL and is
 //     counted in Stats.Refused; open sessions are kept. New refuses a
 //     MaxConns the limit cannot hold (ErrFileLimit).
+//   - Shutdown is bounded by Config.ShutdownTimeout (10 s): a router that
+//     cannot finish its commits, a loop that does not run its GOAWAYs, an
+//     engine that does not stop is logged and left, and Shutdown returns
+//     ErrShutdownTimeout. Clients resend what was not acknowledged.
 //   - A panic while handling a connection closes that connection with
 //     INTERNAL and is counted; the loop and other connections carry on.
 //

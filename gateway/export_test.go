@@ -1,6 +1,12 @@
 package gateway
 
-import "switchboard/delivery"
+import (
+	"context"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"switchboard/delivery"
+)
 
 // LoopsInUse returns how many event loops have had a connection, for tests.
 func (s *Server) LoopsInUse() int {
@@ -18,3 +24,18 @@ func NewWithFileLimit(cfg Config, r *delivery.Router, limit int) (*Server, error
 // CountOpenFiles is Config.OpenFiles' default; ReadOpenFiles its fallback
 // for kernels before 6.2, which read /proc/self/fd.
 var CountOpenFiles, ReadOpenFiles = countOpenFiles, readOpenFiles
+
+// HangLoops makes every event loop that has had a connection hang until
+// release is closed, and returns how many it hung, for tests of Shutdown's
+// deadline.
+func (s *Server) HangLoops(release <-chan struct{}) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for el := range s.loops {
+		_ = el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			<-release
+			return nil
+		}))
+	}
+	return len(s.loops)
+}

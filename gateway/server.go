@@ -7,6 +7,7 @@ import (
 	"net"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -332,41 +333,85 @@ func (s *Server) loopOf(el gnet.EventLoop) *loop {
 	return l
 }
 
+// ErrShutdownTimeout means Shutdown gave up on a step that did not finish
+// within Config.ShutdownTimeout (or the caller's deadline); the log names it.
+var ErrShutdownTimeout = errors.New("gateway: shutdown deadline passed")
+
 // Shutdown stops the server gracefully: it refuses new connections and
 // stops reading frames, lets the router finish the commits in flight (so
 // their ACCEPTs are queued), then on every loop writes what is queued and a
 // GOAWAY and closes each connection, and stops the engine. The caller closes
 // the store afterwards.
+//
+// It returns within Config.ShutdownTimeout, or ctx's deadline if sooner,
+// whatever hangs: the router gets three quarters of it, the loops and the
+// engine the rest. A step not done by then is logged, left running, and
+// reported as ErrShutdownTimeout; Run may then not have returned.
 func (s *Server) Shutdown(ctx context.Context) error {
 	select {
 	case <-s.booted:
 	default:
 		return errors.New("gateway: shutdown before the server started")
 	}
+	// Wall time, not Config.Now: the deadline bounds real waiting.
+	deadline := time.Now().Add(s.cfg.ShutdownTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	log := s.cfg.Logger
+	var gaveUp []string
+
 	s.stopping.Store(true)
-	s.router.Stop()
+	routerDone := make(chan struct{})
+	go func() { s.router.Stop(); close(routerDone) }()
+	rctx, rcancel := context.WithDeadline(ctx, time.Now().Add(time.Until(deadline)*3/4))
+	select {
+	case <-routerDone:
+	case <-rctx.Done():
+		log.Error("gateway: shutdown gave up waiting for the router to finish the commits in flight; their clients will resend")
+		gaveUp = append(gaveUp, "router")
+	}
+	rcancel()
+
 	s.mu.Lock()
-	var wg sync.WaitGroup
+	var pending atomic.Int64
+	done := make(chan struct{})
+	finish := func() {
+		if pending.Add(-1) == 0 {
+			close(done)
+		}
+	}
+	pending.Store(int64(len(s.loops)) + 1)
 	for el, l := range s.loops {
-		wg.Add(1)
 		err := el.Execute(ctx, gnet.RunnableFunc(func(context.Context) error {
-			defer wg.Done()
+			defer finish()
 			l.goAway()
 			return nil
 		}))
 		if err != nil {
-			wg.Done()
+			finish()
 		}
 	}
 	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
+	finish()
 	select {
 	case <-done:
 	case <-ctx.Done():
+		n := pending.Load()
+		log.Error("gateway: shutdown gave up waiting for event loops to send GOAWAY and close their connections", "loops", n)
+		gaveUp = append(gaveUp, fmt.Sprintf("event loops (%d)", n))
 	}
-	if err := s.eng.Stop(ctx); err != nil && !errors.Is(err, context.Canceled) {
-		return fmt.Errorf("gateway: stopping the engine: %w", err)
+	if err := s.eng.Stop(ctx); err != nil {
+		if ctx.Err() == nil || !errors.Is(err, ctx.Err()) {
+			return fmt.Errorf("gateway: stopping the engine: %w", err)
+		}
+		log.Error("gateway: shutdown gave up waiting for the engine to stop")
+		gaveUp = append(gaveUp, "engine")
+	}
+	if len(gaveUp) > 0 {
+		return fmt.Errorf("%w: gave up on %s", ErrShutdownTimeout, strings.Join(gaveUp, ", "))
 	}
 	return nil
 }

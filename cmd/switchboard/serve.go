@@ -35,6 +35,7 @@ func serve(args []string) error {
 		relaxed  = fs.Duration("relaxed-delay", 0, "how long acks and receipts may wait to share a disk sync with a send (and receipts then for the sync); 0: 10ms; negative: no wait")
 		minFree  = fs.Int64("min-free", 0, "bytes of free disk space under --data below which new messages are refused (retryable) while acks go on; 0: 256 MiB; negative: no floor")
 		logLevel = fs.String("log", "info", "log level: debug, info, warn, error")
+		stopWait = fs.Duration("shutdown-timeout", 0, "how long the gateway's stop may take (commits in flight, GOAWAYs, the engine) before it gives up on what hangs and logs it; closing the store then gets as long again; 0: 10s")
 		gcPct    = fs.Int("gc-percent", 25, "Go GC target: garbage allowed before a collection, percent of the heap grown since start (connections, queues; not the storage arena); the GOGC environment variable, when set, wins and is used as is")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -71,6 +72,7 @@ func serve(args []string) error {
 	}
 	srv, err := gateway.New(gateway.Config{
 		Addr: *listen, Loops: *loops, Keys: keys, MaxConns: *maxConns, OutboundCap: *outCap, Logger: log,
+		ShutdownTimeout: *stopWait,
 	}, router)
 	if err != nil {
 		store.Close()
@@ -121,14 +123,31 @@ func serve(args []string) error {
 	case <-ctx.Done():
 	}
 	log.Info("stopping: telling clients to reconnect later")
-	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
+	timeout := *stopWait
+	if timeout <= 0 {
+		timeout = 10 * time.Second // gateway.Config.ShutdownTimeout's default
+	}
+	// Shutdown returns by its deadline whatever hangs; Run returns soon
+	// after unless a loop hangs.
+	if err := srv.Shutdown(context.Background()); err != nil {
 		log.Error("shutdown", "err", err)
 	}
-	<-runErr
-	if err := store.Close(); err != nil {
-		return fmt.Errorf("closing storage: %w", err)
+	select {
+	case <-runErr:
+	case <-time.After(time.Second):
+		log.Error("stopping: gave up waiting for the network engine to return")
+	}
+	// The store is crash-safe: one that cannot close in time is left as a
+	// crash would leave it, and the next start recovers it.
+	closed := make(chan error, 1)
+	go func() { closed <- store.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			return fmt.Errorf("closing storage: %w", err)
+		}
+	case <-time.After(timeout):
+		return fmt.Errorf("closing storage: gave up after %v", timeout)
 	}
 	log.Info("stopped")
 	return nil
