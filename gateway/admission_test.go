@@ -133,3 +133,46 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// TestSlowFrameThatProgresses: the partial-frame timeout measures progress.
+// A 64 KiB SEND uploaded at 2 KiB/s (33 s, over three times the 10 s
+// timeout) is accepted; one dripped at 100 B/s, below the 512 B/s floor,
+// is closed with PARTIAL_FRAME_TIMEOUT once it falls behind the floor
+// after the 10 s of grace (about 14 s in), not at 10 s. Time is a fake
+// clock, ticked by the test.
+func TestSlowFrameThatProgresses(t *testing.T) {
+	clock := newFakeClock()
+	ts := startServer(t, serverOptions{gw: func(c *gateway.Config) { c.Now = clock.Now }})
+	frame := (&protocol.Send{MsgID: 1, To: 2, Body: bytes.Repeat([]byte("s"), protocol.MaxBody)}).Append(nil)
+
+	r := ts.rawLoginPing(t, 1, 0)
+	for off := 0; off < len(frame); off += 2048 {
+		r.write(frame[off:min(off+2048, len(frame))])
+		clock.Advance(time.Second)
+		ts.Srv.Tick()
+	}
+	f := r.next(5 * time.Second)
+	var a protocol.Accept
+	if f.Type != protocol.TypeAccept || a.Decode(f) != nil || a.MsgID != 1 {
+		t.Fatalf("64 KiB at 2 KiB/s: got %v %x, want ACCEPT of 1", f.Type, f.Payload)
+	}
+
+	before := ts.Srv.Stats().Closes[protocol.CodePartialFrameTimeout].Load()
+	d := ts.rawLoginPing(t, 3, 0)
+	closedAt := 0
+	for sec := 1; sec <= 30 && closedAt == 0; sec++ {
+		d.write(frame[(sec-1)*100 : sec*100])
+		clock.Advance(time.Second)
+		ts.Srv.Tick()
+		if ts.Srv.Stats().Closes[protocol.CodePartialFrameTimeout].Load() > before {
+			closedAt = sec
+		}
+	}
+	// Behind the floor when 100·s < 512·(s - 10 - 1 s of slack): s > 13.7.
+	if closedAt < 13 || closedAt > 16 {
+		t.Fatalf("100 B/s drip closed after %d s, want 13-16 s", closedAt)
+	}
+	if code := d.expectClose(5 * time.Second); code != protocol.CodePartialFrameTimeout {
+		t.Fatalf("100 B/s drip closed with %v, want PARTIAL_FRAME_TIMEOUT", code)
+	}
+}

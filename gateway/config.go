@@ -42,9 +42,17 @@ type Config struct {
 	// and a valid LOGIN. Default 10 s: a slow mobile link's TCP and first
 	// round trips, with margin.
 	HandshakeTimeout time.Duration
-	// PartialFrameTimeout is how long a started frame may stay incomplete.
-	// Default 10 s; a half-sent frame pins a read buffer.
+	// PartialFrameTimeout is how long a started frame may go without a new
+	// byte. Default 10 s: a mobile link's stall between two cells, while a
+	// half-sent frame pins its bytes in a read buffer.
 	PartialFrameTimeout time.Duration
+	// PartialFrameMinRate, in bytes per second, is the slowest a frame may
+	// arrive averaged from its first byte, after one PartialFrameTimeout of
+	// grace, however steady; slower is closed like a stall
+	// (PARTIAL_FRAME_TIMEOUT). Default 512 B/s: a largest frame (66,560
+	// bytes) may take 140 s, a 2G uplink sends ten times faster, and a
+	// slow sender cannot pin a buffer for longer than that.
+	PartialFrameMinRate int
 	// PingDefault is the ping interval granted when LOGIN asks for 0.
 	// Default 120 s: NAT mappings on mobile networks outlive it, and a
 	// phone's radio wakes rarely.
@@ -111,6 +119,9 @@ func (c *Config) setDefaults() {
 	def(&c.PingMax, 600*time.Second)
 	def(&c.GoAwayAfter, 2*time.Second)
 	def(&c.ShutdownTimeout, 10*time.Second)
+	if c.PartialFrameMinRate == 0 {
+		c.PartialFrameMinRate = 512
+	}
 	if c.MaxFrame == 0 {
 		c.MaxFrame = protocol.MaxFrame
 	}
@@ -145,6 +156,7 @@ func (c *Config) validate() error {
 	check(c.FDHeadroom > 0, "FDHeadroom %d must be positive", c.FDHeadroom)
 	check(c.HandshakeTimeout >= time.Second, "HandshakeTimeout %v must be at least 1s", c.HandshakeTimeout)
 	check(c.PartialFrameTimeout >= time.Second, "PartialFrameTimeout %v must be at least 1s", c.PartialFrameTimeout)
+	check(c.PartialFrameMinRate > 0, "PartialFrameMinRate %d must be positive", c.PartialFrameMinRate)
 	check(c.PingMin >= time.Second && c.PingMin <= c.PingDefault && c.PingDefault <= c.PingMax,
 		"ping intervals must satisfy 1s <= PingMin (%v) <= PingDefault (%v) <= PingMax (%v)", c.PingMin, c.PingDefault, c.PingMax)
 	check(c.PingMax <= 3600*time.Second, "PingMax %v must be at most 1h", c.PingMax)

@@ -23,7 +23,11 @@
 //     schedules on the loop; traffic only stamps the connection, so the wheel
 //     costs nothing per frame (a connection moves on it only when it logs in
 //     and when a frame is left half-sent, so that a nearer deadline is not
-//     missed), and there is no timer or goroutine per connection.
+//     missed), and there is no timer or goroutine per connection. The
+//     partial-frame timeout measures progress: a connection is closed when
+//     its incomplete frame got no byte for PartialFrameTimeout, or fell
+//     below PartialFrameMinRate averaged since its first byte (after one
+//     timeout of grace), never for being slow and steady above it.
 //   - gnet stops the whole engine on EMFILE at accept, so a connection is
 //     accepted only while the open connections stay within the open-file
 //     limit minus a reserve for every other file, and within

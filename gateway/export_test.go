@@ -39,3 +39,26 @@ func (s *Server) HangLoops(release <-chan struct{}) int {
 	}
 	return len(s.loops)
 }
+
+// Tick advances every loop's wheel to Config.Now, as the ticker does once
+// a second, and returns when they all have: bytes that reached a loop's
+// socket before the call were read first (gnet runs queued tasks after the
+// socket events of the same poll).
+func (s *Server) Tick() {
+	s.mu.Lock()
+	done := make(chan struct{}, len(s.loops))
+	n := 0
+	for el, l := range s.loops {
+		err := el.Execute(context.Background(), gnet.RunnableFunc(func(ctx context.Context) error {
+			defer func() { done <- struct{}{} }()
+			return l.tickFn(ctx)
+		}))
+		if err == nil {
+			n++
+		}
+	}
+	s.mu.Unlock()
+	for range n {
+		<-done
+	}
+}

@@ -166,13 +166,34 @@ func (l *loop) read(c *conn) protocol.Code {
 	switch {
 	case off == len(buf) || c.state == stateJoining:
 		c.partialSince = 0
-	case c.partialSince == 0:
+	case c.partialSince == 0 || off > 0:
+		// The frame left incomplete started in this read.
+		first := c.partialSince == 0
 		c.partialSince = now
-		// c's next check may be far off (the handshake deadline, or 1.5 ×
-		// the ping interval): bring it forward to the partial-frame deadline.
-		l.checkBy(c, now+uint32(l.srv.cfg.PartialFrameTimeout/time.Second)+stampSlack)
+		if first {
+			// c's next check may be far off (the handshake deadline, or 1.5
+			// × the ping interval): bring it forward to the partial-frame
+			// deadline.
+			l.checkBy(c, now+uint32(l.srv.cfg.PartialFrameTimeout/time.Second)+stampSlack)
+		}
 	}
 	return 0
+}
+
+// partialDue returns the second by which c's incomplete frame must have
+// made progress: PartialFrameTimeout after the last byte arrived, or, if
+// sooner, when the frame's bytes so far fall behind PartialFrameMinRate
+// averaged since it started, with one PartialFrameTimeout of grace. Bytes
+// only add to the second term, so a deadline computed earlier is never
+// later than one computed now. Loop-only.
+func (l *loop) partialDue(c *conn) uint32 {
+	cfg := &l.srv.cfg
+	timeout := uint32(cfg.PartialFrameTimeout / time.Second)
+	stalled := c.lastRecv + timeout
+	// InboundBuffered is the incomplete frame alone: read consumed every
+	// complete one before it.
+	slow := uint64(c.partialSince) + uint64(timeout) + uint64(c.gc.InboundBuffered()/cfg.PartialFrameMinRate)
+	return uint32(min(uint64(stalled), slow)) + stampSlack
 }
 
 // charge counts one frame against c's rate limit and reports whether c is
@@ -515,7 +536,7 @@ func (l *loop) check(c *conn) {
 		}
 	}
 	if c.partialSince != 0 {
-		due := c.partialSince + uint32(cfg.PartialFrameTimeout/time.Second) + stampSlack
+		due := l.partialDue(c)
 		if now >= due {
 			l.closeNow(c, protocol.CodePartialFrameTimeout)
 			return
