@@ -176,3 +176,106 @@ func TestSlowFrameThatProgresses(t *testing.T) {
 		t.Fatalf("100 B/s drip closed with %v, want PARTIAL_FRAME_TIMEOUT", code)
 	}
 }
+
+// TestRateLimitSustainedAndBursts: with the default limit (1,000 frames/s,
+// a burst of 2,000), a client sending 900 frames a second on average, in
+// bursts of 1,500 and 300 a second apart, is never over the rate: every
+// PING is answered and nothing is counted over. Time is a fake clock.
+func TestRateLimitSustainedAndBursts(t *testing.T) {
+	clock := newFakeClock()
+	ts := startServer(t, serverOptions{gw: func(c *gateway.Config) { c.Now = clock.Now }})
+	r := ts.rawLoginPing(t, 1, 0)
+	for s := range 6 {
+		n := 1500
+		if s%2 == 1 {
+			n = 300
+		}
+		r.write(bytes.Repeat(protocol.AppendPing(nil), n))
+		for i := range n {
+			f, err := r.tryNext(5 * time.Second)
+			if err != nil || f.Type != protocol.TypePong {
+				t.Fatalf("second %d, PING %d of %d: got %v, %v; want PONG", s, i+1, n, f.Type, err)
+			}
+		}
+		clock.Advance(time.Second)
+	}
+	if n := ts.Srv.Stats().OverRate.Load(); n != 0 {
+		t.Fatalf("%d frames counted over the rate, want 0", n)
+	}
+}
+
+// TestRateLimitRefusesThenCloses: a SEND over the rate gets REFUSE
+// RETRY_LATER with the time until a token is there, and is accepted when
+// resent after it; a client that floods on is closed with RATE_LIMITED.
+// 100 frames/s with a burst of 50; time is a fake clock, so the bucket
+// refills only when the test says.
+func TestRateLimitRefusesThenCloses(t *testing.T) {
+	clock := newFakeClock()
+	ts := startServer(t, serverOptions{gw: func(c *gateway.Config) {
+		c.Now = clock.Now
+		c.RateLimit = 100
+		c.RateBurst = 50
+	}})
+	r := ts.rawLoginPing(t, 1, 0)
+	send := func(first, n int) []byte {
+		var b []byte
+		for id := first; id < first+n; id++ {
+			b = (&protocol.Send{MsgID: uint64(id), To: 2, Body: []byte("m")}).Append(b)
+		}
+		return b
+	}
+	// answers reads what the server said to n SENDs: how many were
+	// accepted, and the REFUSEs in order.
+	answers := func(n int) (accepted int, refused []protocol.Refuse) {
+		for accepted+len(refused) < n {
+			f := r.next(5 * time.Second)
+			switch f.Type {
+			case protocol.TypeAccept:
+				var a protocol.Accept
+				if err := a.Decode(f); err != nil {
+					t.Fatal(err)
+				}
+				accepted += int(a.More) + 1
+			case protocol.TypeRefuse:
+				var x protocol.Refuse
+				if err := x.Decode(f); err != nil {
+					t.Fatal(err)
+				}
+				refused = append(refused, x)
+			default:
+				t.Fatalf("got %v, want ACCEPT or REFUSE", f.Type)
+			}
+		}
+		return accepted, refused
+	}
+
+	// The burst of 50 goes through; the next 5 are refused, each told a
+	// little longer: a frame costs 10 ms, and each refusal 1.25 ms more.
+	r.write(send(1, 55))
+	accepted, refused := answers(55)
+	if accepted != 50 || len(refused) != 5 {
+		t.Fatalf("55 SENDs at once: %d accepted, %d refused; want 50 and 5", accepted, len(refused))
+	}
+	for i, x := range refused {
+		want := uint32((10_000 + 1250*(i+1) + 999) / 1000) // µs, rounded up to ms
+		if x.Code != protocol.CodeRetryLater || x.MsgID != uint64(51+i) || x.RetryAfter != want {
+			t.Fatalf("refusal %d: %+v, want RETRY_LATER of %d after %d ms", i, x, 51+i, want)
+		}
+	}
+	// Resent after the last retry_after told (each refusal moved it on),
+	// the first refused one is accepted.
+	clock.Advance(time.Duration(refused[4].RetryAfter) * time.Millisecond)
+	r.write(send(51, 1))
+	if accepted, refused := answers(1); accepted != 1 {
+		t.Fatalf("resent after retry_after: refused %+v", refused)
+	}
+	// A flood is refused until its debt passes an eighth of the bucket:
+	// a burst's worth more (50 refusals of 1.25 ms), then closed.
+	r.write(send(100, 200))
+	if code := r.expectClose(5 * time.Second); code != protocol.CodeRateLimited {
+		t.Fatalf("flood: closed with %v, want RATE_LIMITED", code)
+	}
+	if over := ts.Srv.Stats().OverRate.Load(); over != 5+50 {
+		t.Fatalf("%d frames over the rate before the close, want 5 + 50", over)
+	}
+}

@@ -69,10 +69,21 @@ type Config struct {
 	// closed as a slow consumer (its messages stay in storage). Default
 	// 256 KiB: a full flow window of small messages with room to spare.
 	OutboundCap int
-	// RateLimit is the most frames a connection may send in one second.
-	// Default 1000: far above what a person types, low enough that a flood
-	// from one connection cannot starve a loop.
+	// RateLimit is the most frames a connection may send per second,
+	// sustained; every frame but an ACK that advances counts (rate.go).
+	// Over it a SEND or GROUP is refused with RETRY_LATER and the time
+	// until a token is there, a SIGNAL is dropped, and a connection that
+	// goes on far past it is closed with RATE_LIMITED. Default 1000: far
+	// above what a person types or a phone's one-in-flight sender needs
+	// (its rate is one over the round trip), low enough that one connection
+	// cannot starve a loop. Above 1,000,000: no limit.
 	RateLimit int
+	// RateBurst is how many frames a connection may send at once above
+	// RateLimit: the token bucket's depth. Default 2 × RateLimit (2,000): a
+	// reconnect resends what was not acknowledged (up to a window, 256, of
+	// SENDs) plus its pipelined traffic without a refusal. At most
+	// 600 × RateLimit.
+	RateBurst int
 	// DisableCompression stops the server from offering its dictionary at
 	// login; clients then send and receive every frame uncompressed. By
 	// default dictionary v1 is offered and BATCH frames are compressed when
@@ -134,6 +145,9 @@ func (c *Config) setDefaults() {
 	if c.RateLimit == 0 {
 		c.RateLimit = 1000
 	}
+	if c.RateBurst == 0 {
+		c.RateBurst = 2 * c.RateLimit
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -165,5 +179,6 @@ func (c *Config) validate() error {
 	check(c.OutboundCap >= 4096, "OutboundCap %d must be at least 4096", c.OutboundCap)
 	check(c.ShutdownTimeout > 0, "ShutdownTimeout %v must be positive", c.ShutdownTimeout)
 	check(c.RateLimit > 0, "RateLimit %d must be positive", c.RateLimit)
+	check(c.RateBurst > 0 && c.RateBurst/600 <= c.RateLimit, "RateBurst %d must be positive and at most 600 × RateLimit %d", c.RateBurst, c.RateLimit)
 	return errors.Join(errs...)
 }

@@ -39,10 +39,10 @@ type conn struct {
 
 	// Owned by the event loop.
 	opened       uint32 // loop second it opened
-	lastRecv     uint32 // loop second a byte last arrived; also the rate window
+	lastRecv     uint32 // loop second a byte last arrived
 	partialSince uint32 // loop second an incomplete frame was first seen; 0: none
 	due          uint32 // wheel: second of the next check
-	rateCount    uint16 // frames received in second lastRecv; saturates
+	rateAt       uint32 // token bucket: µs when it is full again (rate.go)
 	ping         uint16 // granted ping interval, seconds
 	closeCode    protocol.Code
 	state        uint8

@@ -38,6 +38,13 @@
 //     before the next count (filelimit.go). The one over the cap gets ERROR SERVER_FULL and is
 //     counted in Stats.Refused; open sessions are kept. New refuses a
 //     MaxConns the limit cannot hold (ErrFileLimit).
+//   - Each connection's frames are rate-limited by a token bucket kept in
+//     one 32-bit field (rate.go): Config.RateLimit frames a second with a
+//     burst of Config.RateBurst; every frame after LOGIN counts but an ACK
+//     that advances. Over the rate a SEND or GROUP gets REFUSE RETRY_LATER
+//     with the milliseconds until a token, a SIGNAL is dropped, other
+//     frames are served; each adds a little debt, and a connection whose
+//     debt passes about another burst is closed with RATE_LIMITED.
 //   - Shutdown is bounded by Config.ShutdownTimeout (10 s): a router that
 //     cannot finish its commits, a loop that does not run its GOAWAYs, an
 //     engine that does not stop is logged and left, and Shutdown returns

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -33,6 +32,10 @@ type loop struct {
 	batch    protocol.BatchWriter
 	inflate  []byte    // decompressed inbound payloads; grows to at most MaxFrame
 	verifier *Verifier // token MACs, reused
+
+	// State of the read in progress.
+	nowMicros uint32 // Config.Now in µs since start, wrapping: the rate limit's clock
+	overRate  uint32 // the frame being handled is over the rate: ms until a token; 0: it is not
 }
 
 func newLoop(s *Server, el gnet.EventLoop) *loop {
@@ -105,8 +108,10 @@ func (l *loop) closeNow(c *conn, code protocol.Code) {
 func (l *loop) read(c *conn) protocol.Code {
 	buf, _ := c.gc.Peek(-1)
 	now := l.wheel.now
-	if c.lastRecv != now {
-		c.lastRecv, c.rateCount = now, 0
+	c.lastRecv = now
+	l.nowMicros = uint32(l.srv.cfg.Now().Sub(l.srv.start) / time.Microsecond)
+	if c.state == statePreface {
+		c.rateAt = l.nowMicros // a full bucket, within the comparison's range
 	}
 	off := 0
 	var code protocol.Code
@@ -147,14 +152,18 @@ func (l *loop) read(c *conn) protocol.Code {
 		}
 		off += n
 		// ACKs are charged in frame, and only when they do not advance:
-		// how many a client sends follows how fast the server sends.
-		if f.Type != protocol.TypeAck && !l.charge(c) {
+		// how many a client sends follows how fast the server sends. The
+		// LOGIN is not charged: it is one per connection, and a client
+		// that reconnects gets its whole burst for its resends.
+		l.overRate = 0
+		if f.Type != protocol.TypeAck && c.state == stateReady && !l.charge(c) {
 			code = protocol.CodeRateLimited
 			break
 		}
 		l.srv.stats.FramesIn.Add(1)
 		code = l.frame(c, f)
 	}
+	l.overRate = 0
 	if code != 0 {
 		return code
 	}
@@ -196,13 +205,19 @@ func (l *loop) partialDue(c *conn) uint32 {
 	return uint32(min(uint64(stalled), slow)) + stampSlack
 }
 
-// charge counts one frame against c's rate limit and reports whether c is
-// still under it. Loop-only.
+// charge charges one frame to c's token bucket (rate.go) and reports
+// whether c may stay open. A frame over the rate sets l.overRate to the
+// milliseconds until a token is there, for frame to refuse it. Loop-only.
 func (l *loop) charge(c *conn) bool {
-	if c.rateCount < math.MaxUint16 { // saturates: a limit above it never binds
-		c.rateCount++
+	verdict, retry := l.srv.rate.charge(&c.rateAt, l.nowMicros)
+	switch verdict {
+	case rateClose:
+		return false
+	case rateOver:
+		l.overRate = retry
+		l.srv.stats.OverRate.Add(1)
 	}
-	return int(c.rateCount) <= l.srv.cfg.RateLimit
+	return true
 }
 
 // frame handles one frame from c and returns a close code, or 0. Slices of
@@ -234,6 +249,10 @@ func (l *loop) frame(c *conn, f protocol.Frame) protocol.Code {
 		}
 		if len(m.Body) > cfg.MaxBody {
 			return protocol.CodeBodyTooLarge
+		}
+		if l.overRate != 0 {
+			l.refuse(c, m.MsgID, protocol.CodeRetryLater, l.overRate)
+			return 0
 		}
 		d := protocol.Deliver{From: c.user, MsgID: m.MsgID, Time: protocol.Stamp(cfg.Now()), Body: m.Body}
 		if m.Group {
@@ -276,6 +295,9 @@ func (l *loop) frame(c *conn, f protocol.Frame) protocol.Code {
 		if err := s.Decode(f); err != nil {
 			return protocol.CodeOf(err)
 		}
+		if l.overRate != 0 {
+			return 0 // dropped: signals are never acknowledged or retried
+		}
 		if s.Group != 0 {
 			l.srv.router.SignalGroup(c.user, s.Group, s.Kind)
 		} else {
@@ -293,6 +315,10 @@ func (l *loop) frame(c *conn, f protocol.Frame) protocol.Code {
 		}
 		if len(g.Members) > 0 && g.Op == protocol.GroupLeave {
 			return protocol.CodeProtocol // LEAVE names no members
+		}
+		if l.overRate != 0 {
+			l.refuse(c, g.MsgID, protocol.CodeRetryLater, l.overRate)
+			return 0
 		}
 		if !l.srv.router.GroupOp(c, c.user, &g) {
 			l.refuse(c, g.MsgID, protocol.CodeRetryLater, 100)
@@ -546,6 +572,11 @@ func (l *loop) check(c *conn) {
 	if c.ackPending {
 		c.ackPending = !l.srv.router.Ack(c, c.user, c.acked)
 		next = min(next, now+1)
+	}
+	if c.state == stateReady {
+		// The loop's second runs up to a second ahead of Config.Now.
+		rateFreshen(&c.rateAt, uint32(uint64(now-1)*uint64(time.Second/time.Microsecond)))
+		next = min(next, now+rateFreshenEvery)
 	}
 	l.wheel.add(c, next)
 }

@@ -30,6 +30,7 @@ type Server struct {
 	start     time.Time
 	codec     *protocol.Codec // the dictionary offered at login; nil: none
 	fileLimit int             // the open-file limit the cap keeps under
+	rate      rateLimit       // the per-connection frame rate limit (rate.go)
 
 	// Set once by OnBoot.
 	eng    gnet.Engine
@@ -62,6 +63,7 @@ type Stats struct {
 	FramesIn   atomic.Uint64
 	FramesOut  atomic.Uint64
 	BytesOut   atomic.Uint64
+	OverRate   atomic.Uint64 // frames over the rate limit: SENDs and GROUPs refused, SIGNALs dropped, others served
 	Panics     atomic.Uint64 // panics while handling one connection (it was closed)
 	WakeErrors atomic.Uint64
 	// Closes counts closed connections by the code they were closed with;
@@ -98,7 +100,7 @@ func newServer(cfg Config, r *delivery.Router, fileLimit int) (*Server, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, router: r, start: cfg.Now(), fileLimit: fileLimit, booted: make(chan struct{}), loops: map[gnet.EventLoop]*loop{}}
+	s := &Server{cfg: cfg, router: r, start: cfg.Now(), fileLimit: fileLimit, rate: newRateLimit(cfg.RateLimit, cfg.RateBurst), booted: make(chan struct{}), loops: map[gnet.EventLoop]*loop{}}
 	if !cfg.DisableCompression {
 		s.codec, _ = protocol.Lookup(protocol.DictV1)
 	}

@@ -35,6 +35,8 @@ func serve(args []string) error {
 		relaxed  = fs.Duration("relaxed-delay", 0, "how long acks and receipts may wait to share a disk sync with a send (and receipts then for the sync); 0: 10ms; negative: no wait")
 		minFree  = fs.Int64("min-free", 0, "bytes of free disk space under --data below which new messages are refused (retryable) while acks go on; 0: 256 MiB; negative: no floor")
 		logLevel = fs.String("log", "info", "log level: debug, info, warn, error")
+		rate     = fs.Int("rate", 0, "frames per second a connection may send, sustained (every frame but an ACK that advances); over it a SEND or GROUP is refused with RETRY_LATER and the wait, a SIGNAL dropped, and a connection that sends on far past it closed (RATE_LIMITED); 0: 1000")
+		burst    = fs.Int("rate-burst", 0, "frames a connection may send at once beyond --rate (the token bucket's depth); 0: twice --rate")
 		stopWait = fs.Duration("shutdown-timeout", 0, "how long the gateway's stop may take (commits in flight, GOAWAYs, the engine) before it gives up on what hangs and logs it; closing the store then gets as long again; 0: 10s")
 		gcPct    = fs.Int("gc-percent", 25, "Go GC target: garbage allowed before a collection, percent of the heap grown since start (connections, queues; not the storage arena); the GOGC environment variable, when set, wins and is used as is")
 	)
@@ -72,7 +74,7 @@ func serve(args []string) error {
 	}
 	srv, err := gateway.New(gateway.Config{
 		Addr: *listen, Loops: *loops, Keys: keys, MaxConns: *maxConns, OutboundCap: *outCap, Logger: log,
-		ShutdownTimeout: *stopWait,
+		RateLimit: *rate, RateBurst: *burst, ShutdownTimeout: *stopWait,
 	}, router)
 	if err != nil {
 		store.Close()
