@@ -279,3 +279,45 @@ func TestRateLimitRefusesThenCloses(t *testing.T) {
 		t.Fatalf("%d frames over the rate before the close, want 5 + 50", over)
 	}
 }
+
+// TestPreLoginBudget: sockets that never log in cannot lock valid users
+// out. With a cap of 16 connections and a budget of 8 before login (4 a
+// loop), 16 silent sockets are accepted, the oldest of them closed with
+// HANDSHAKE_TIMEOUT as newer ones come; a valid user still logs in and
+// sends. Past half the budget, a new socket gets the 3 s handshake
+// deadline instead of 10 s (fake clock).
+func TestPreLoginBudget(t *testing.T) {
+	clock := newFakeClock()
+	ts := startServer(t, serverOptions{gw: func(c *gateway.Config) {
+		c.Now = clock.Now
+		c.MaxConns = 16
+		c.MaxPreLogin = 8
+	}})
+	var silent []*rawConn
+	for range 16 {
+		silent = append(silent, ts.raw())
+	}
+	eventually(t, 5*time.Second, "16 silent sockets accepted", func() bool {
+		return ts.Srv.Stats().Accepted.Load() == 16
+	})
+	eventually(t, 5*time.Second, "8 silent sockets evicted", func() bool {
+		return ts.Srv.Stats().PreLoginEvicted.Load() == 8 && ts.Srv.Conns() == 8
+	})
+	if code := silent[0].expectClose(5 * time.Second); code != protocol.CodeHandshakeTimeout {
+		t.Fatalf("the oldest silent socket closed with %v, want HANDSHAKE_TIMEOUT", code)
+	}
+	ts.roundTrip(t, 1, 2)
+
+	// The budget is full: the newest sockets' deadline is 3 s.
+	evicted := ts.Srv.Stats().PreLoginEvicted.Load()
+	for range 4 {
+		clock.Advance(time.Second)
+		ts.Srv.Tick()
+	}
+	if got := ts.Srv.Stats().Closes[protocol.CodeHandshakeTimeout].Load() - evicted; got < 4 {
+		t.Fatalf("%d sockets opened under pressure closed 4 s in, want at least 4", got)
+	}
+	if code := silent[15].expectClose(5 * time.Second); code != protocol.CodeHandshakeTimeout {
+		t.Fatalf("the newest silent socket closed with %v, want HANDSHAKE_TIMEOUT", code)
+	}
+}

@@ -42,6 +42,17 @@ type Config struct {
 	// and a valid LOGIN. Default 10 s: a slow mobile link's TCP and first
 	// round trips, with margin.
 	HandshakeTimeout time.Duration
+	// HandshakeTimeoutBusy replaces HandshakeTimeout for a connection
+	// opened while more than half of its loop's share of MaxPreLogin are
+	// waiting to log in (admit.go). Default 3 s: three round trips of a
+	// slow mobile link with margin. At most HandshakeTimeout.
+	HandshakeTimeoutBusy time.Duration
+	// MaxPreLogin caps the connections that have not logged in, in shares
+	// of one per loop; past its share a loop closes its oldest one waiting
+	// to make room for the newest (admit.go). Default: a quarter of the
+	// connection cap in force at New (at least 64 a loop), so sockets that
+	// never log in can hold at most a quarter of the slots.
+	MaxPreLogin int
 	// PartialFrameTimeout is how long a started frame may go without a new
 	// byte. Default 10 s: a mobile link's stall between two cells, while a
 	// half-sent frame pins its bytes in a read buffer.
@@ -125,6 +136,8 @@ func (c *Config) setDefaults() {
 	}
 	def(&c.HandshakeTimeout, 10*time.Second)
 	def(&c.PartialFrameTimeout, 10*time.Second)
+	def(&c.HandshakeTimeoutBusy, defaultHandshakeTimeoutBusy)
+	c.HandshakeTimeoutBusy = min(c.HandshakeTimeoutBusy, c.HandshakeTimeout)
 	def(&c.PingDefault, 120*time.Second)
 	def(&c.PingMin, 10*time.Second)
 	def(&c.PingMax, 600*time.Second)
@@ -169,6 +182,8 @@ func (c *Config) validate() error {
 	check(c.MaxConns >= 0, "MaxConns %d must not be negative", c.MaxConns)
 	check(c.FDHeadroom > 0, "FDHeadroom %d must be positive", c.FDHeadroom)
 	check(c.HandshakeTimeout >= time.Second, "HandshakeTimeout %v must be at least 1s", c.HandshakeTimeout)
+	check(c.HandshakeTimeoutBusy >= time.Second, "HandshakeTimeoutBusy %v must be at least 1s", c.HandshakeTimeoutBusy)
+	check(c.MaxPreLogin >= 0, "MaxPreLogin %d must not be negative", c.MaxPreLogin)
 	check(c.PartialFrameTimeout >= time.Second, "PartialFrameTimeout %v must be at least 1s", c.PartialFrameTimeout)
 	check(c.PartialFrameMinRate > 0, "PartialFrameMinRate %d must be positive", c.PartialFrameMinRate)
 	check(c.PingMin >= time.Second && c.PingMin <= c.PingDefault && c.PingDefault <= c.PingMax,

@@ -38,7 +38,7 @@ type conn struct {
 	out *outbox // nil while nothing is queued: an idle connection holds no buffer
 
 	// Owned by the event loop.
-	opened       uint32 // loop second it opened
+	handshakeDue uint32 // loop second its handshake deadline passes (admit.go)
 	lastRecv     uint32 // loop second a byte last arrived
 	partialSince uint32 // loop second an incomplete frame was first seen; 0: none
 	due          uint32 // wheel: second of the next check

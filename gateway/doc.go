@@ -38,6 +38,12 @@
 //     before the next count (filelimit.go). The one over the cap gets ERROR SERVER_FULL and is
 //     counted in Stats.Refused; open sessions are kept. New refuses a
 //     MaxConns the limit cannot hold (ErrFileLimit).
+//   - Before login a connection may send only a frame the size of a LOGIN
+//     (1 KiB, refused from its length prefix), and each loop holds at most
+//     its share of Config.MaxPreLogin connections waiting to log in: past
+//     half of it new ones get HandshakeTimeoutBusy (3 s), past all of it the
+//     oldest waiting one is closed to make room (admit.go says why the
+//     oldest is evicted rather than the newest refused).
 //   - Each connection's frames are rate-limited by a token bucket kept in
 //     one 32-bit field (rate.go): Config.RateLimit frames a second with a
 //     burst of Config.RateBurst; every frame after LOGIN counts but an ACK

@@ -33,6 +33,10 @@ type loop struct {
 	inflate  []byte    // decompressed inbound payloads; grows to at most MaxFrame
 	verifier *Verifier // token MACs, reused
 
+	// Admission before login (admit.go).
+	preLogin int     // connections open that have not logged in
+	waiting  []*conn // the FIFO they were opened in, with stale entries
+
 	// State of the read in progress.
 	nowMicros uint32 // Config.Now in µs since start, wrapping: the rate limit's clock
 	overRate  uint32 // the frame being handled is over the rate: ms until a token; 0: it is not
@@ -366,6 +370,7 @@ func (l *loop) login(c *conn, f protocol.Frame) protocol.Code {
 		l.wbuf = g.Append(l.wbuf)
 		return closeQuietly
 	}
+	l.preLogin--
 	l.srv.stats.Logins.Add(1)
 	return 0
 }
@@ -537,7 +542,7 @@ func (l *loop) checkBy(c *conn, due uint32) {
 }
 
 // stampSlack is added to every deadline. The loop's clock (wheel.now) is
-// whole seconds and advances on a tick, so a stamp such as c.opened may be
+// whole seconds and advances on a tick, so a stamp such as c.lastRecv may be
 // up to a second older than the event: without the slack a 1 s handshake
 // timeout could close a connection a few milliseconds after it opened.
 const stampSlack = 1
@@ -545,11 +550,10 @@ const stampSlack = 1
 // check runs when c's wheel slot comes up: it closes c if a deadline passed
 // and otherwise schedules the next check. Loop-only.
 func (l *loop) check(c *conn) {
-	cfg := &l.srv.cfg
 	now := l.wheel.now
 	var next uint32
 	if c.state < stateReady {
-		next = c.opened + uint32(cfg.HandshakeTimeout/time.Second) + stampSlack
+		next = c.handshakeDue
 		if now >= next {
 			l.closeNow(c, protocol.CodeHandshakeTimeout)
 			return

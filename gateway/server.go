@@ -31,6 +31,8 @@ type Server struct {
 	codec     *protocol.Codec // the dictionary offered at login; nil: none
 	fileLimit int             // the open-file limit the cap keeps under
 	rate      rateLimit       // the per-connection frame rate limit (rate.go)
+	// preLoginShare is each loop's share of Config.MaxPreLogin (admit.go).
+	preLoginShare int
 
 	// Set once by OnBoot.
 	eng    gnet.Engine
@@ -57,15 +59,18 @@ type Stats struct {
 	// (filelimit.go). A gauge, set with ConnCap.
 	FDReserve atomic.Int64
 
-	Accepted   atomic.Uint64 // connections opened
-	Refused    atomic.Uint64 // connections refused at the cap or while stopping
-	Logins     atomic.Uint64 // successful logins
-	FramesIn   atomic.Uint64
-	FramesOut  atomic.Uint64
-	BytesOut   atomic.Uint64
-	OverRate   atomic.Uint64 // frames over the rate limit: SENDs and GROUPs refused, SIGNALs dropped, others served
-	Panics     atomic.Uint64 // panics while handling one connection (it was closed)
-	WakeErrors atomic.Uint64
+	Accepted  atomic.Uint64 // connections opened
+	Refused   atomic.Uint64 // connections refused at the cap or while stopping
+	Logins    atomic.Uint64 // successful logins
+	FramesIn  atomic.Uint64
+	FramesOut atomic.Uint64
+	BytesOut  atomic.Uint64
+	OverRate  atomic.Uint64 // frames over the rate limit: SENDs and GROUPs refused, SIGNALs dropped, others served
+	// PreLoginEvicted counts connections closed before login to make room
+	// for a newer one (admit.go).
+	PreLoginEvicted atomic.Uint64
+	Panics          atomic.Uint64 // panics while handling one connection (it was closed)
+	WakeErrors      atomic.Uint64
 	// Closes counts closed connections by the code they were closed with;
 	// index 0 counts closes by the peer (or with no code).
 	Closes [64]atomic.Uint64
@@ -106,7 +111,13 @@ func newServer(cfg Config, r *delivery.Router, fileLimit int) (*Server, error) {
 	}
 	reserve := fileReserve(other, cfg.FDHeadroom)
 	s.stats.FDReserve.Store(int64(reserve))
-	s.stats.ConnCap.Store(int64(fileCap(fileLimit, reserve, cfg.MaxConns)))
+	connCap := fileCap(fileLimit, reserve, cfg.MaxConns)
+	s.stats.ConnCap.Store(int64(connCap))
+	maxPreLogin := cfg.MaxPreLogin
+	if maxPreLogin == 0 {
+		maxPreLogin = max(connCap/4, 64*cfg.Loops)
+	}
+	s.preLoginShare = max((maxPreLogin+cfg.Loops-1)/cfg.Loops, 1)
 	return s, nil
 }
 
@@ -271,9 +282,9 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	}
 	s.stats.Accepted.Add(1)
 	l := s.loopOf(gc.EventLoop())
-	c := &conn{gc: gc, loop: l, opened: l.wheel.now, lastRecv: l.wheel.now}
+	c := &conn{gc: gc, loop: l, lastRecv: l.wheel.now}
 	gc.SetContext(c)
-	l.wheel.add(c, l.wheel.now+uint32(s.cfg.HandshakeTimeout/time.Second))
+	l.admit(c)
 	return nil, gnet.None
 }
 
@@ -285,6 +296,9 @@ func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
 	}
 	s.conns.Add(-1)
 	c.loop.wheel.remove(c)
+	if c.state < stateJoining {
+		c.loop.preLogin--
+	}
 	c.markClosed()
 	s.stats.Closes[min(int(c.closeCode), len(s.stats.Closes)-1)].Add(1)
 	if c.state >= stateJoining {

@@ -35,6 +35,7 @@ func serve(args []string) error {
 		relaxed  = fs.Duration("relaxed-delay", 0, "how long acks and receipts may wait to share a disk sync with a send (and receipts then for the sync); 0: 10ms; negative: no wait")
 		minFree  = fs.Int64("min-free", 0, "bytes of free disk space under --data below which new messages are refused (retryable) while acks go on; 0: 256 MiB; negative: no floor")
 		logLevel = fs.String("log", "info", "log level: debug, info, warn, error")
+		preLogin = fs.Int("max-prelogin", 0, "connections that have not logged in yet; past half of them new ones get 3s instead of 10s to log in, past all of them the oldest is closed to make room; 0: a quarter of the connection cap")
 		rate     = fs.Int("rate", 0, "frames per second a connection may send, sustained (every frame but an ACK that advances); over it a SEND or GROUP is refused with RETRY_LATER and the wait, a SIGNAL dropped, and a connection that sends on far past it closed (RATE_LIMITED); 0: 1000")
 		burst    = fs.Int("rate-burst", 0, "frames a connection may send at once beyond --rate (the token bucket's depth); 0: twice --rate")
 		stopWait = fs.Duration("shutdown-timeout", 0, "how long the gateway's stop may take (commits in flight, GOAWAYs, the engine) before it gives up on what hangs and logs it; closing the store then gets as long again; 0: 10s")
@@ -74,7 +75,7 @@ func serve(args []string) error {
 	}
 	srv, err := gateway.New(gateway.Config{
 		Addr: *listen, Loops: *loops, Keys: keys, MaxConns: *maxConns, OutboundCap: *outCap, Logger: log,
-		RateLimit: *rate, RateBurst: *burst, ShutdownTimeout: *stopWait,
+		MaxPreLogin: *preLogin, RateLimit: *rate, RateBurst: *burst, ShutdownTimeout: *stopWait,
 	}, router)
 	if err != nil {
 		store.Close()
