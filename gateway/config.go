@@ -42,9 +42,28 @@ type Config struct {
 	// and a valid LOGIN. Default 10 s: a slow mobile link's TCP and first
 	// round trips, with margin.
 	HandshakeTimeout time.Duration
-	// PartialFrameTimeout is how long a started frame may stay incomplete.
-	// Default 10 s; a half-sent frame pins a read buffer.
+	// HandshakeTimeoutBusy replaces HandshakeTimeout for a connection
+	// opened while more than half of its loop's share of MaxPreLogin are
+	// waiting to log in (admit.go). Default 3 s: three round trips of a
+	// slow mobile link with margin. At most HandshakeTimeout.
+	HandshakeTimeoutBusy time.Duration
+	// MaxPreLogin caps the connections that have not logged in, in shares
+	// of one per loop; past its share a loop closes its oldest one waiting
+	// to make room for the newest (admit.go). Default: a quarter of the
+	// connection cap in force at New (at least 64 a loop), so sockets that
+	// never log in can hold at most a quarter of the slots.
+	MaxPreLogin int
+	// PartialFrameTimeout is how long a started frame may go without a new
+	// byte. Default 10 s: a mobile link's stall between two cells, while a
+	// half-sent frame pins its bytes in a read buffer.
 	PartialFrameTimeout time.Duration
+	// PartialFrameMinRate, in bytes per second, is the slowest a frame may
+	// arrive averaged from its first byte, after one PartialFrameTimeout of
+	// grace, however steady; slower is closed like a stall
+	// (PARTIAL_FRAME_TIMEOUT). Default 512 B/s: a largest frame (66,560
+	// bytes) may take 140 s, a 2G uplink sends ten times faster, and a
+	// slow sender cannot pin a buffer for longer than that.
+	PartialFrameMinRate int
 	// PingDefault is the ping interval granted when LOGIN asks for 0.
 	// Default 120 s: NAT mappings on mobile networks outlive it, and a
 	// phone's radio wakes rarely.
@@ -61,10 +80,21 @@ type Config struct {
 	// closed as a slow consumer (its messages stay in storage). Default
 	// 256 KiB: a full flow window of small messages with room to spare.
 	OutboundCap int
-	// RateLimit is the most frames a connection may send in one second.
-	// Default 1000: far above what a person types, low enough that a flood
-	// from one connection cannot starve a loop.
+	// RateLimit is the most frames a connection may send per second,
+	// sustained; every frame but an ACK that advances counts (rate.go).
+	// Over it a SEND or GROUP is refused with RETRY_LATER and the time
+	// until a token is there, a SIGNAL is dropped, and a connection that
+	// goes on far past it is closed with RATE_LIMITED. Default 1000: far
+	// above what a person types or a phone's one-in-flight sender needs
+	// (its rate is one over the round trip), low enough that one connection
+	// cannot starve a loop. Above 1,000,000: no limit.
 	RateLimit int
+	// RateBurst is how many frames a connection may send at once above
+	// RateLimit: the token bucket's depth. Default 2 × RateLimit (2,000): a
+	// reconnect resends what was not acknowledged (up to a window, 256, of
+	// SENDs) plus its pipelined traffic without a refusal. At most
+	// 600 × RateLimit.
+	RateBurst int
 	// DisableCompression stops the server from offering its dictionary at
 	// login; clients then send and receive every frame uncompressed. By
 	// default dictionary v1 is offered and BATCH frames are compressed when
@@ -73,6 +103,13 @@ type Config struct {
 	// GoAwayAfter is the reconnect delay told to clients at shutdown.
 	// Default 2 s; clients add their own jitter up to as much again.
 	GoAwayAfter time.Duration
+	// ShutdownTimeout bounds Shutdown: what has not finished by then (the
+	// router's commits in flight, a loop's GOAWAYs, the engine's stop) is
+	// logged and left. Default 10 s: the commits in flight take a few disk
+	// syncs and the GOAWAYs one write per connection, so this is only ever
+	// reached when something hangs, and an orchestrator's grace period
+	// (30 s for Kubernetes) leaves room for closing the store after it.
+	ShutdownTimeout time.Duration
 	// Logger receives the server's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Now is the clock. Default time.Now.
@@ -99,10 +136,16 @@ func (c *Config) setDefaults() {
 	}
 	def(&c.HandshakeTimeout, 10*time.Second)
 	def(&c.PartialFrameTimeout, 10*time.Second)
+	def(&c.HandshakeTimeoutBusy, defaultHandshakeTimeoutBusy)
+	c.HandshakeTimeoutBusy = min(c.HandshakeTimeoutBusy, c.HandshakeTimeout)
 	def(&c.PingDefault, 120*time.Second)
 	def(&c.PingMin, 10*time.Second)
 	def(&c.PingMax, 600*time.Second)
 	def(&c.GoAwayAfter, 2*time.Second)
+	def(&c.ShutdownTimeout, 10*time.Second)
+	if c.PartialFrameMinRate == 0 {
+		c.PartialFrameMinRate = 512
+	}
 	if c.MaxFrame == 0 {
 		c.MaxFrame = protocol.MaxFrame
 	}
@@ -114,6 +157,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.RateLimit == 0 {
 		c.RateLimit = 1000
+	}
+	if c.RateBurst == 0 {
+		c.RateBurst = 2 * c.RateLimit
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -136,13 +182,18 @@ func (c *Config) validate() error {
 	check(c.MaxConns >= 0, "MaxConns %d must not be negative", c.MaxConns)
 	check(c.FDHeadroom > 0, "FDHeadroom %d must be positive", c.FDHeadroom)
 	check(c.HandshakeTimeout >= time.Second, "HandshakeTimeout %v must be at least 1s", c.HandshakeTimeout)
+	check(c.HandshakeTimeoutBusy >= time.Second, "HandshakeTimeoutBusy %v must be at least 1s", c.HandshakeTimeoutBusy)
+	check(c.MaxPreLogin >= 0, "MaxPreLogin %d must not be negative", c.MaxPreLogin)
 	check(c.PartialFrameTimeout >= time.Second, "PartialFrameTimeout %v must be at least 1s", c.PartialFrameTimeout)
+	check(c.PartialFrameMinRate > 0, "PartialFrameMinRate %d must be positive", c.PartialFrameMinRate)
 	check(c.PingMin >= time.Second && c.PingMin <= c.PingDefault && c.PingDefault <= c.PingMax,
 		"ping intervals must satisfy 1s <= PingMin (%v) <= PingDefault (%v) <= PingMax (%v)", c.PingMin, c.PingDefault, c.PingMax)
 	check(c.PingMax <= 3600*time.Second, "PingMax %v must be at most 1h", c.PingMax)
 	check(c.MaxFrame >= 64 && c.MaxFrame <= protocol.MaxServerFrame, "MaxFrame %d must be in [64, %d]", c.MaxFrame, protocol.MaxServerFrame)
 	check(c.MaxBody > 0 && c.MaxBody < c.MaxFrame, "MaxBody %d must be positive and below MaxFrame %d", c.MaxBody, c.MaxFrame)
 	check(c.OutboundCap >= 4096, "OutboundCap %d must be at least 4096", c.OutboundCap)
+	check(c.ShutdownTimeout > 0, "ShutdownTimeout %v must be positive", c.ShutdownTimeout)
 	check(c.RateLimit > 0, "RateLimit %d must be positive", c.RateLimit)
+	check(c.RateBurst > 0 && c.RateBurst/600 <= c.RateLimit, "RateBurst %d must be positive and at most 600 × RateLimit %d", c.RateBurst, c.RateLimit)
 	return errors.Join(errs...)
 }

@@ -21,6 +21,26 @@ const (
 // implements delivery.Conn. It holds no buffers while idle. Every idle
 // connection has one, so its fields are ordered by size to fit 112 bytes
 // (a smaller size class than 120 would get); TestConnSize keeps it there.
+// loopFlags are a conn's loop-owned booleans, packed so that a conn stays
+// within its size class.
+const (
+	inWheel    uint8 = 1 << iota // in the wheel's slot lists
+	ackPending                   // acked was not yet taken by the router (shard busy)
+	dictOn                       // the client negotiated the server's dictionary
+)
+
+// has reports whether every flag in f is set. Loop-only.
+func (c *conn) has(f uint8) bool { return c.flags&f == f }
+
+// setFlag sets or clears the flags in f. Loop-only.
+func (c *conn) setFlag(f uint8, on bool) {
+	if on {
+		c.flags |= f
+	} else {
+		c.flags &^= f
+	}
+}
+
 type conn struct {
 	// Immutable after construction.
 	gc   gnet.Conn
@@ -38,18 +58,16 @@ type conn struct {
 	out *outbox // nil while nothing is queued: an idle connection holds no buffer
 
 	// Owned by the event loop.
-	opened       uint32 // loop second it opened
-	lastRecv     uint32 // loop second a byte last arrived; also the rate window
+	handshakeDue uint32 // loop second its handshake deadline passes (admit.go)
+	lastRecv     uint32 // loop second a byte last arrived
 	partialSince uint32 // loop second an incomplete frame was first seen; 0: none
 	due          uint32 // wheel: second of the next check
 	expires      uint32 // loop second its login token expires (GOAWAY then); 0: not logged in
-	rateCount    uint16 // frames received in second lastRecv; saturates
+	rateAt       uint32 // token bucket: µs when it is full again (rate.go)
 	ping         uint16 // granted ping interval, seconds
 	closeCode    uint8  // the protocol.Code it was closed with (every fatal code fits); 0: none
 	state        uint8
-	inWheel      bool
-	ackPending   bool // acked was not yet taken by the router (shard busy)
-	dict         bool // the client negotiated the server's dictionary
+	flags        uint8 // loopFlags
 
 	// Guarded by mu.
 	closing uint8 // a close was requested: a protocol.Code, or closeOverCap

@@ -23,7 +23,11 @@
 //     schedules on the loop; traffic only stamps the connection, so the wheel
 //     costs nothing per frame (a connection moves on it only when it logs in
 //     and when a frame is left half-sent, so that a nearer deadline is not
-//     missed), and there is no timer or goroutine per connection.
+//     missed), and there is no timer or goroutine per connection. The
+//     partial-frame timeout measures progress: a connection is closed when
+//     its incomplete frame got no byte for PartialFrameTimeout, or fell
+//     below PartialFrameMinRate averaged since its first byte (after one
+//     timeout of grace), never for being slow and steady above it.
 //   - gnet stops the whole engine on EMFILE at accept, so a connection is
 //     accepted only while the open connections stay within the open-file
 //     limit minus a reserve for every other file, and within
@@ -34,6 +38,23 @@
 //     before the next count (filelimit.go). The one over the cap gets ERROR SERVER_FULL and is
 //     counted in Stats.Refused; open sessions are kept. New refuses a
 //     MaxConns the limit cannot hold (ErrFileLimit).
+//   - Before login a connection may send only a frame the size of a LOGIN
+//     (1 KiB, refused from its length prefix), and each loop holds at most
+//     its share of Config.MaxPreLogin connections waiting to log in: past
+//     half of it new ones get HandshakeTimeoutBusy (3 s), past all of it the
+//     oldest waiting one is closed to make room (admit.go says why the
+//     oldest is evicted rather than the newest refused).
+//   - Each connection's frames are rate-limited by a token bucket kept in
+//     one 32-bit field (rate.go): Config.RateLimit frames a second with a
+//     burst of Config.RateBurst; every frame after LOGIN counts but an ACK
+//     that advances. Over the rate a SEND or GROUP gets REFUSE RETRY_LATER
+//     with the milliseconds until a token, a SIGNAL is dropped, other
+//     frames are served; each adds a little debt, and a connection whose
+//     debt passes about another burst is closed with RATE_LIMITED.
+//   - Shutdown is bounded by Config.ShutdownTimeout (10 s): a router that
+//     cannot finish its commits, a loop that does not run its GOAWAYs, an
+//     engine that does not stop is logged and left, and Shutdown returns
+//     ErrShutdownTimeout. Clients resend what was not acknowledged.
 //   - A panic while handling a connection closes that connection with
 //     INTERNAL and is counted (Stats.Panics) and logged once with its
 //     stack; the loop and other connections carry on. This holds in every

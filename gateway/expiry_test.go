@@ -2,26 +2,12 @@ package gateway_test
 
 import (
 	"errors"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"switchboard/gateway"
 	"switchboard/protocol"
 )
-
-// fakeClock is a clock a test moves forward; safe for concurrent use.
-type fakeClock struct{ ns atomic.Int64 }
-
-func newFakeClock() *fakeClock {
-	c := &fakeClock{}
-	c.ns.Store(time.Now().UnixNano())
-	return c
-}
-
-func (c *fakeClock) Now() time.Time                  { return time.Unix(0, c.ns.Load()) }
-func (c *fakeClock) Add(d time.Duration)             { c.ns.Add(int64(d)) }
-func (c *fakeClock) After(d time.Duration) time.Time { return c.Now().Add(d) }
 
 // TestTokenExpiresDuringSession: a session ends when its login token
 // expires: the server writes GOAWAY TOKEN_EXPIRED (reconnect at once, with
@@ -30,18 +16,18 @@ func TestTokenExpiresDuringSession(t *testing.T) {
 	clock := newFakeClock()
 	ts := startServer(t, serverOptions{gw: func(c *gateway.Config) { c.Now = clock.Now }})
 	mint := func(user uint64, ttl time.Duration) []byte {
-		return gateway.MintToken(ts.secret, gateway.Claims{KeyID: 1, User: user, Device: 1, Expiry: clock.After(ttl)})
+		return gateway.MintToken(ts.secret, gateway.Claims{KeyID: 1, User: user, Device: 1, Expiry: clock.Now().Add(ttl)})
 	}
 	short := ts.Dial(1, protocol.ClientOptions{Token: mint(1, 30*time.Second)})
 	long := ts.Dial(2, protocol.ClientOptions{Token: mint(2, time.Hour)})
 
-	clock.Add(29 * time.Second) // not yet: a round trip still works
+	clock.Advance(29 * time.Second) // not yet: a round trip still works
 	if _, err := short.Send(2, []byte("before expiry")); err != nil {
 		t.Fatal(err)
 	}
 	recvDelivers(t, long, 1, 5*time.Second)
 
-	clock.Add(2 * time.Second) // past the expiry, well before the idle deadline (180 s)
+	clock.Advance(2 * time.Second) // past the expiry, well before the idle deadline (180 s)
 	ctx := ctxFor(t, 5*time.Second)
 	var goAway *protocol.GoAway
 	for goAway == nil {

@@ -1,6 +1,12 @@
 package gateway
 
-import "switchboard/delivery"
+import (
+	"context"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"switchboard/delivery"
+)
 
 // LoopsInUse returns how many event loops have had a connection, for tests.
 func (s *Server) LoopsInUse() int {
@@ -22,3 +28,41 @@ var CountOpenFiles, ReadOpenFiles = countOpenFiles, readOpenFiles
 // SetPanicHook makes the server call h at each per-connection point
 // ("open", "check", "close", "goaway"); h may panic.
 func (s *Server) SetPanicHook(h func(point string, user uint64)) { s.panicHook.Store(&h) }
+
+// HangLoops makes every event loop that has had a connection hang until
+// release is closed, and returns how many it hung, for tests of Shutdown's
+// deadline.
+func (s *Server) HangLoops(release <-chan struct{}) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for el := range s.loops {
+		_ = el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			<-release
+			return nil
+		}))
+	}
+	return len(s.loops)
+}
+
+// Tick advances every loop's wheel to Config.Now, as the ticker does once
+// a second, and returns when they all have: bytes that reached a loop's
+// socket before the call were read first (gnet runs queued tasks after the
+// socket events of the same poll).
+func (s *Server) Tick() {
+	s.mu.Lock()
+	done := make(chan struct{}, len(s.loops))
+	n := 0
+	for el, l := range s.loops {
+		err := el.Execute(context.Background(), gnet.RunnableFunc(func(ctx context.Context) error {
+			defer func() { done <- struct{}{} }()
+			return l.tickFn(ctx)
+		}))
+		if err == nil {
+			n++
+		}
+	}
+	s.mu.Unlock()
+	for range n {
+		<-done
+	}
+}

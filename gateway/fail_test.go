@@ -93,12 +93,13 @@ func TestAcksFollowTheServer(t *testing.T) {
 	if f := r.next(5 * time.Second); f.Type != protocol.TypeDeliver {
 		t.Fatalf("got %v, want the stored DELIVER", f.Type)
 	}
+	// The bucket holds 40 (2 × 20); as many again over it close.
 	var acks []byte
-	for range 50 {
+	for range 200 {
 		acks = (&protocol.Ack{Seq: 1}).Append(acks)
 	}
 	r.write(acks)
 	if code := r.expectClose(5 * time.Second); code != protocol.CodeRateLimited {
-		t.Fatalf("50 copies of one ACK: closed with %v, want RATE_LIMITED", code)
+		t.Fatalf("200 copies of one ACK: closed with %v, want RATE_LIMITED", code)
 	}
 }

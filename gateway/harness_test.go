@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -374,3 +375,16 @@ func (ts *testServer) roundTrip(t testing.TB, from, to uint64) {
 	a.Close()
 	b.Close()
 }
+
+// fakeClock is a Config.Now that moves only when told; Server.Tick then
+// runs the loops' timers at its time.
+type fakeClock struct{ ns atomic.Int64 }
+
+func newFakeClock() *fakeClock {
+	c := &fakeClock{}
+	c.ns.Store(time.Now().UnixNano())
+	return c
+}
+
+func (c *fakeClock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
+func (c *fakeClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }

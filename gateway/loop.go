@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"strings"
 	"time"
 
@@ -42,6 +41,14 @@ type loop struct {
 	reason     string
 	closedConn *conn
 	closedWhy  string
+
+	// Admission before login (admit.go).
+	preLogin int     // connections open that have not logged in
+	waiting  []*conn // the FIFO they were opened in, with stale entries
+
+	// State of the read in progress.
+	nowMicros uint32 // Config.Now in µs since start, wrapping: the rate limit's clock
+	overRate  uint32 // the frame being handled is over the rate: ms until a token; 0: it is not
 }
 
 func newLoop(s *Server, el gnet.EventLoop) *loop {
@@ -99,6 +106,13 @@ func (l *loop) fail(c *conn, code protocol.Code) gnet.Action {
 // shard was too busy to take: a few shard queues' worth of work.
 const busyLoginRetry = 500
 
+// maxLoginFrame is the largest frame accepted before login (header byte
+// included): the largest LOGIN is 535 bytes (a 512-byte token, its length,
+// and the widest ping, dict and ack varints), so 1 KiB leaves room for a
+// longer token field without letting each half-sent login pin a 66 KB
+// buffer (1.2 GiB at 19,000 connections).
+const maxLoginFrame = 1 << 10
+
 // closeQuietly closes without an ERROR: the peer sent one, or went away.
 const closeQuietly protocol.Code = 0xffff
 
@@ -113,8 +127,10 @@ func (l *loop) closeNow(c *conn, code protocol.Code) {
 func (l *loop) read(c *conn) protocol.Code {
 	buf, _ := c.gc.Peek(-1)
 	now := l.wheel.now
-	if c.lastRecv != now {
-		c.lastRecv, c.rateCount = now, 0
+	c.lastRecv = now
+	l.nowMicros = uint32(l.srv.cfg.Now().Sub(l.srv.start) / time.Microsecond)
+	if c.state == statePreface {
+		c.rateAt = l.nowMicros // a full bucket, within the comparison's range
 	}
 	off := 0
 	var code protocol.Code
@@ -141,7 +157,11 @@ func (l *loop) read(c *conn) protocol.Code {
 			}
 			break
 		}
-		f, n, err := protocol.ReadFrame(buf[off:], l.srv.cfg.MaxFrame)
+		limit := l.srv.cfg.MaxFrame
+		if c.state == stateLogin {
+			limit = maxLoginFrame // refused from its header, before it is buffered
+		}
+		f, n, err := protocol.ReadFrame(buf[off:], limit)
 		if errors.Is(err, protocol.ErrIncomplete) {
 			break
 		}
@@ -151,14 +171,18 @@ func (l *loop) read(c *conn) protocol.Code {
 		}
 		off += n
 		// ACKs are charged in frame, and only when they do not advance:
-		// how many a client sends follows how fast the server sends.
-		if f.Type != protocol.TypeAck && !l.charge(c) {
-			code = l.rejectf(protocol.CodeRateLimited, "over %d frames in one second", l.srv.cfg.RateLimit)
+		// how many a client sends follows how fast the server sends. The
+		// LOGIN is not charged: it is one per connection, and a client
+		// that reconnects gets its whole burst for its resends.
+		l.overRate = 0
+		if f.Type != protocol.TypeAck && c.state == stateReady && !l.charge(c) {
+			code = l.rejectf(protocol.CodeRateLimited, "over the rate of %d frames/s, burst %d", l.srv.cfg.RateLimit, l.srv.cfg.RateBurst)
 			break
 		}
 		l.srv.stats.FramesIn.Add(1)
 		code = l.frame(c, f)
 	}
+	l.overRate = 0
 	if code != 0 {
 		return code
 	}
@@ -170,22 +194,49 @@ func (l *loop) read(c *conn) protocol.Code {
 	switch {
 	case off == len(buf) || c.state == stateJoining:
 		c.partialSince = 0
-	case c.partialSince == 0:
+	case c.partialSince == 0 || off > 0:
+		// The frame left incomplete started in this read.
+		first := c.partialSince == 0
 		c.partialSince = now
-		// c's next check may be far off (the handshake deadline, or 1.5 ×
-		// the ping interval): bring it forward to the partial-frame deadline.
-		l.checkBy(c, now+uint32(l.srv.cfg.PartialFrameTimeout/time.Second)+stampSlack)
+		if first {
+			// c's next check may be far off (the handshake deadline, or 1.5
+			// × the ping interval): bring it forward to the partial-frame
+			// deadline.
+			l.checkBy(c, now+uint32(l.srv.cfg.PartialFrameTimeout/time.Second)+stampSlack)
+		}
 	}
 	return 0
 }
 
-// charge counts one frame against c's rate limit and reports whether c is
-// still under it. Loop-only.
+// partialDue returns the second by which c's incomplete frame must have
+// made progress: PartialFrameTimeout after the last byte arrived, or, if
+// sooner, when the frame's bytes so far fall behind PartialFrameMinRate
+// averaged since it started, with one PartialFrameTimeout of grace. Bytes
+// only add to the second term, so a deadline computed earlier is never
+// later than one computed now. Loop-only.
+func (l *loop) partialDue(c *conn) uint32 {
+	cfg := &l.srv.cfg
+	timeout := uint32(cfg.PartialFrameTimeout / time.Second)
+	stalled := c.lastRecv + timeout
+	// InboundBuffered is the incomplete frame alone: read consumed every
+	// complete one before it.
+	slow := uint64(c.partialSince) + uint64(timeout) + uint64(c.gc.InboundBuffered()/cfg.PartialFrameMinRate)
+	return uint32(min(uint64(stalled), slow)) + stampSlack
+}
+
+// charge charges one frame to c's token bucket (rate.go) and reports
+// whether c may stay open. A frame over the rate sets l.overRate to the
+// milliseconds until a token is there, for frame to refuse it. Loop-only.
 func (l *loop) charge(c *conn) bool {
-	if c.rateCount < math.MaxUint16 { // saturates: a limit above it never binds
-		c.rateCount++
+	verdict, retry := l.srv.rate.charge(&c.rateAt, l.nowMicros)
+	switch verdict {
+	case rateClose:
+		return false
+	case rateOver:
+		l.overRate = retry
+		l.srv.stats.OverRate.Add(1)
 	}
-	return int(c.rateCount) <= l.srv.cfg.RateLimit
+	return true
 }
 
 // frame handles one frame from c and returns a close code, or 0. Slices of
@@ -194,7 +245,7 @@ func (l *loop) frame(c *conn, f protocol.Frame) protocol.Code {
 	cfg := &l.srv.cfg
 	if f.Has(protocol.FlagCompressed) {
 		var codec *protocol.Codec
-		if c.dict {
+		if c.has(dictOn) {
 			codec = l.srv.codec
 		}
 		var err error
@@ -217,6 +268,10 @@ func (l *loop) frame(c *conn, f protocol.Frame) protocol.Code {
 		}
 		if len(m.Body) > cfg.MaxBody {
 			return l.rejectf(protocol.CodeBodyTooLarge, "SEND body of %d bytes over the limit of %d", len(m.Body), cfg.MaxBody)
+		}
+		if l.overRate != 0 {
+			l.refuse(c, m.MsgID, protocol.CodeRetryLater, l.overRate, reasonOverRate)
+			return 0
 		}
 		d := protocol.Deliver{From: c.user, MsgID: m.MsgID, Time: protocol.Stamp(cfg.Now()), Body: m.Body}
 		if m.Group {
@@ -247,7 +302,7 @@ func (l *loop) frame(c *conn, f protocol.Frame) protocol.Code {
 			return 0
 		}
 		c.acked = a.Seq
-		c.ackPending = !l.srv.router.Ack(c, c.user, a.Seq)
+		c.setFlag(ackPending, !l.srv.router.Ack(c, c.user, a.Seq))
 	case protocol.TypeRead:
 		var r protocol.Read
 		if err := r.Decode(f); err != nil {
@@ -262,6 +317,9 @@ func (l *loop) frame(c *conn, f protocol.Frame) protocol.Code {
 		var s protocol.Signal
 		if err := s.Decode(f); err != nil {
 			return l.rejectErr("SIGNAL", err)
+		}
+		if l.overRate != 0 {
+			return 0 // dropped: signals are never acknowledged or retried
 		}
 		if s.Group != 0 {
 			l.srv.router.SignalGroup(c.user, s.Group, s.Kind)
@@ -280,6 +338,10 @@ func (l *loop) frame(c *conn, f protocol.Frame) protocol.Code {
 		}
 		if len(g.Members) > 0 && g.Op == protocol.GroupLeave {
 			return l.rejectf(protocol.CodeProtocol, "GROUP LEAVE names %d members, want none", len(g.Members))
+		}
+		if l.overRate != 0 {
+			l.refuse(c, g.MsgID, protocol.CodeRetryLater, l.overRate, reasonOverRate)
+			return 0
 		}
 		if !l.srv.router.GroupOp(c, c.user, &g) {
 			l.refuse(c, g.MsgID, protocol.CodeRetryLater, 100, reasonQueueFull)
@@ -316,7 +378,7 @@ func (l *loop) login(c *conn, f protocol.Frame) protocol.Code {
 	ping = min(max(ping, cfg.PingMin), cfg.PingMax)
 	c.user, c.ping = claims.User, uint16(ping/time.Second)
 	c.expires = l.srv.second(claims.Expiry)
-	c.dict = lg.Dict != 0 && lg.Dict == l.srv.codec.ID()
+	c.setFlag(dictOn, lg.Dict != 0 && lg.Dict == l.srv.codec.ID())
 	c.delivered, c.acked = lg.Ack, lg.Ack
 	c.state = stateJoining
 	if !l.srv.router.Login(c, c.user, lg.Ack) {
@@ -328,6 +390,7 @@ func (l *loop) login(c *conn, f protocol.Frame) protocol.Code {
 		l.wbuf = g.Append(l.wbuf)
 		return l.reject(closeQuietly, reasonLoginBusy)
 	}
+	l.preLogin--
 	l.srv.stats.Logins.Add(1)
 	return 0
 }
@@ -335,6 +398,10 @@ func (l *loop) login(c *conn, f protocol.Frame) protocol.Code {
 // reasonQueueFull is the reason of a request refused at the edge because
 // its shard's or group worker's queue was full.
 const reasonQueueFull = "routing queue full"
+
+// reasonOverRate is the reason of a request refused because its connection
+// is over its frame rate; retry_after is the wait for the next token.
+const reasonOverRate = "connection over its frame rate"
 
 // refuse answers one request with REFUSE. Loop-only.
 func (l *loop) refuse(c *conn, msgID uint64, code protocol.Code, retryAfter uint32, reason string) {
@@ -349,8 +416,8 @@ func (l *loop) flush(c *conn) protocol.Code {
 	l.encode(c, items)
 	clear(items)
 	l.items = items[:0]
-	if c.ackPending {
-		c.ackPending = !l.srv.router.Ack(c, c.user, c.acked)
+	if c.has(ackPending) {
+		c.setFlag(ackPending, !l.srv.router.Ack(c, c.user, c.acked))
 	}
 	if len(l.wbuf) > 0 {
 		l.write(c, l.wbuf)
@@ -500,7 +567,7 @@ func (l *loop) appendBatch(c *conn) {
 		return
 	}
 	var codec *protocol.Codec
-	if c.dict {
+	if c.has(dictOn) {
 		codec = l.srv.codec
 	}
 	l.wbuf = codec.AppendFrame(l.wbuf, protocol.TypeBatch, 0, l.batch.Payload())
@@ -508,7 +575,7 @@ func (l *loop) appendBatch(c *conn) {
 
 // dictOf returns the dictionary id c's WELCOME names.
 func (l *loop) dictOf(c *conn) uint32 {
-	if c.dict {
+	if c.has(dictOn) {
 		return l.srv.codec.ID()
 	}
 	return protocol.DictNone
@@ -521,14 +588,14 @@ func (l *loop) badRecord(o *delivery.Outbound, err error) {
 // checkBy moves c's next check forward to second due if it is later.
 // Loop-only.
 func (l *loop) checkBy(c *conn, due uint32) {
-	if c.inWheel && c.due > due {
+	if c.has(inWheel) && c.due > due {
 		l.wheel.remove(c)
 		l.wheel.add(c, due)
 	}
 }
 
 // stampSlack is added to every deadline. The loop's clock (wheel.now) is
-// whole seconds and advances on a tick, so a stamp such as c.opened may be
+// whole seconds and advances on a tick, so a stamp such as c.lastRecv may be
 // up to a second older than the event: without the slack a 1 s handshake
 // timeout could close a connection a few milliseconds after it opened.
 const stampSlack = 1
@@ -550,13 +617,12 @@ func (l *loop) checkCaught(c *conn) {
 // check runs when c's wheel slot comes up: it closes c if a deadline passed
 // and otherwise schedules the next check. Loop-only.
 func (l *loop) check(c *conn) {
-	cfg := &l.srv.cfg
 	now := l.wheel.now
 	var next uint32
 	if c.state < stateReady {
-		next = c.opened + uint32(cfg.HandshakeTimeout/time.Second) + stampSlack
+		next = c.handshakeDue
 		if now >= next {
-			l.closeNow(c, l.rejectf(protocol.CodeHandshakeTimeout, "no LOGIN within %v", cfg.HandshakeTimeout))
+			l.closeNow(c, l.reject(protocol.CodeHandshakeTimeout, "no LOGIN before the handshake deadline"))
 			return
 		}
 	} else {
@@ -574,16 +640,21 @@ func (l *loop) check(c *conn) {
 		next = min(next, c.expires)
 	}
 	if c.partialSince != 0 {
-		due := c.partialSince + uint32(cfg.PartialFrameTimeout/time.Second) + stampSlack
+		due := l.partialDue(c)
 		if now >= due {
-			l.closeNow(c, l.rejectf(protocol.CodePartialFrameTimeout, "frame incomplete for over %v", cfg.PartialFrameTimeout))
+			l.closeNow(c, l.rejectf(protocol.CodePartialFrameTimeout, "frame incomplete: no new byte for %v, or under %d B/s", l.srv.cfg.PartialFrameTimeout, l.srv.cfg.PartialFrameMinRate))
 			return
 		}
 		next = min(next, due)
 	}
-	if c.ackPending {
-		c.ackPending = !l.srv.router.Ack(c, c.user, c.acked)
+	if c.has(ackPending) {
+		c.setFlag(ackPending, !l.srv.router.Ack(c, c.user, c.acked))
 		next = min(next, now+1)
+	}
+	if c.state == stateReady {
+		// The loop's second runs up to a second ahead of Config.Now.
+		rateFreshen(&c.rateAt, uint32(uint64(now-1)*uint64(time.Second/time.Microsecond)))
+		next = min(next, now+rateFreshenEvery)
 	}
 	l.wheel.add(c, next)
 }

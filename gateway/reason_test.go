@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -181,22 +180,4 @@ func TestCloseLogged(t *testing.T) {
 	r.expectErrorFrame(5 * time.Second)
 	want := `msg="gateway: connection closed" user=42 code=BAD_ACK reason="ACK 17 beyond last delivered 0"`
 	eventually(t, 5*time.Second, "the close logged", func() bool { return strings.Contains(logs.String(), want) })
-}
-
-// lockedBuffer is a bytes.Buffer safe for concurrent use.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +31,9 @@ type Server struct {
 	start     time.Time
 	codec     *protocol.Codec // the dictionary offered at login; nil: none
 	fileLimit int             // the open-file limit the cap keeps under
+	rate      rateLimit       // the per-connection frame rate limit (rate.go)
+	// preLoginShare is each loop's share of Config.MaxPreLogin (admit.go).
+	preLoginShare int
 
 	// Set once by OnBoot.
 	eng    gnet.Engine
@@ -61,14 +65,18 @@ type Stats struct {
 	// (filelimit.go). A gauge, set with ConnCap.
 	FDReserve atomic.Int64
 
-	Accepted   atomic.Uint64 // connections opened
-	Refused    atomic.Uint64 // connections refused at the cap or while stopping
-	Logins     atomic.Uint64 // successful logins
-	FramesIn   atomic.Uint64
-	FramesOut  atomic.Uint64
-	BytesOut   atomic.Uint64
-	Panics     atomic.Uint64 // panics while handling one connection, in any callback or check (it was closed)
-	WakeErrors atomic.Uint64
+	Accepted  atomic.Uint64 // connections opened
+	Refused   atomic.Uint64 // connections refused at the cap or while stopping
+	Logins    atomic.Uint64 // successful logins
+	FramesIn  atomic.Uint64
+	FramesOut atomic.Uint64
+	BytesOut  atomic.Uint64
+	OverRate  atomic.Uint64 // frames over the rate limit: SENDs and GROUPs refused, SIGNALs dropped, others served
+	// PreLoginEvicted counts connections closed before login to make room
+	// for a newer one (admit.go).
+	PreLoginEvicted atomic.Uint64
+	Panics          atomic.Uint64 // panics while handling one connection, in any callback or check (it was closed)
+	WakeErrors      atomic.Uint64
 	// Closes counts closed connections by the code they were closed with;
 	// index 0 counts closes by the peer (or with no code).
 	Closes [64]atomic.Uint64
@@ -103,13 +111,19 @@ func newServer(cfg Config, r *delivery.Router, fileLimit int) (*Server, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, router: r, start: cfg.Now(), fileLimit: fileLimit, booted: make(chan struct{}), loops: map[gnet.EventLoop]*loop{}}
+	s := &Server{cfg: cfg, router: r, start: cfg.Now(), fileLimit: fileLimit, rate: newRateLimit(cfg.RateLimit, cfg.RateBurst), booted: make(chan struct{}), loops: map[gnet.EventLoop]*loop{}}
 	if !cfg.DisableCompression {
 		s.codec, _ = protocol.Lookup(protocol.DictV1)
 	}
 	reserve := fileReserve(other, cfg.FDHeadroom)
 	s.stats.FDReserve.Store(int64(reserve))
-	s.stats.ConnCap.Store(int64(fileCap(fileLimit, reserve, cfg.MaxConns)))
+	connCap := fileCap(fileLimit, reserve, cfg.MaxConns)
+	s.stats.ConnCap.Store(int64(connCap))
+	maxPreLogin := cfg.MaxPreLogin
+	if maxPreLogin == 0 {
+		maxPreLogin = max(connCap/4, 64*cfg.Loops)
+	}
+	s.preLoginShare = max((maxPreLogin+cfg.Loops-1)/cfg.Loops, 1)
 	return s, nil
 }
 
@@ -132,6 +146,11 @@ func (s *Server) Run() error {
 		gnet.WithMulticore(true),
 		gnet.WithNumEventLoop(s.cfg.Loops),
 		gnet.WithReusePort(true),
+		// The sockets accepted from a listener inherit its SO_REUSEADDR, and
+		// so do their TIME_WAIT remains after a stop; without it on both
+		// sides a restart could not bind for a minute (checkFree's plain
+		// bind included), while a live listener still conflicts.
+		gnet.WithReuseAddr(true),
 		gnet.WithTicker(true),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithLogger(gnetLogger{s.cfg.Logger}),
@@ -145,7 +164,10 @@ func (s *Server) Run() error {
 // checkFree fails with ErrAddrInUse when another socket listens on addr.
 // The loops listen with SO_REUSEPORT, which would let a second server (say,
 // one started by mistake beside a running one) silently share the port and
-// its clients; one plain bind first tells. Port 0 is always free.
+// its clients; one plain bind first tells. It sets SO_REUSEADDR (as
+// net.Listen does), so the TIME_WAIT connections of a server that just
+// stopped do not count, but a socket listening on addr does. Port 0 is
+// always free.
 func checkFree(addr string) error {
 	if _, port, err := net.SplitHostPort(addr); err == nil && port == "0" {
 		return nil
@@ -288,9 +310,9 @@ func (s *Server) OnOpen(gc gnet.Conn) (out []byte, action gnet.Action) {
 	s.stats.Accepted.Add(1)
 	l := s.loopOf(gc.EventLoop())
 	s.hook("open", 0)
-	c := &conn{gc: gc, loop: l, opened: l.wheel.now, lastRecv: l.wheel.now}
+	c := &conn{gc: gc, loop: l, lastRecv: l.wheel.now}
 	gc.SetContext(c)
-	l.wheel.add(c, l.wheel.now+uint32(s.cfg.HandshakeTimeout/time.Second))
+	l.admit(c)
 	return nil, gnet.None
 }
 
@@ -307,6 +329,9 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	}()
 	s.conns.Add(-1)
 	c.loop.wheel.remove(c)
+	if c.state < stateJoining {
+		c.loop.preLogin--
+	}
 	c.markClosed()
 	s.stats.Closes[min(int(c.closeCode), len(s.stats.Closes)-1)].Add(1)
 	reason := reasonPeerClosed
@@ -379,41 +404,85 @@ func (s *Server) loopOf(el gnet.EventLoop) *loop {
 	return l
 }
 
+// ErrShutdownTimeout means Shutdown gave up on a step that did not finish
+// within Config.ShutdownTimeout (or the caller's deadline); the log names it.
+var ErrShutdownTimeout = errors.New("gateway: shutdown deadline passed")
+
 // Shutdown stops the server gracefully: it refuses new connections and
 // stops reading frames, lets the router finish the commits in flight (so
 // their ACCEPTs are queued), then on every loop writes what is queued and a
 // GOAWAY and closes each connection, and stops the engine. The caller closes
 // the store afterwards.
+//
+// It returns within Config.ShutdownTimeout, or ctx's deadline if sooner,
+// whatever hangs: the router gets three quarters of it, the loops and the
+// engine the rest. A step not done by then is logged, left running, and
+// reported as ErrShutdownTimeout; Run may then not have returned.
 func (s *Server) Shutdown(ctx context.Context) error {
 	select {
 	case <-s.booted:
 	default:
 		return errors.New("gateway: shutdown before the server started")
 	}
+	// Wall time, not Config.Now: the deadline bounds real waiting.
+	deadline := time.Now().Add(s.cfg.ShutdownTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	log := s.cfg.Logger
+	var gaveUp []string
+
 	s.stopping.Store(true)
-	s.router.Stop()
+	routerDone := make(chan struct{})
+	go func() { s.router.Stop(); close(routerDone) }()
+	rctx, rcancel := context.WithDeadline(ctx, time.Now().Add(time.Until(deadline)*3/4))
+	select {
+	case <-routerDone:
+	case <-rctx.Done():
+		log.Error("gateway: shutdown gave up waiting for the router to finish the commits in flight; their clients will resend")
+		gaveUp = append(gaveUp, "router")
+	}
+	rcancel()
+
 	s.mu.Lock()
-	var wg sync.WaitGroup
+	var pending atomic.Int64
+	done := make(chan struct{})
+	finish := func() {
+		if pending.Add(-1) == 0 {
+			close(done)
+		}
+	}
+	pending.Store(int64(len(s.loops)) + 1)
 	for el, l := range s.loops {
-		wg.Add(1)
 		err := el.Execute(ctx, gnet.RunnableFunc(func(context.Context) error {
-			defer wg.Done()
+			defer finish()
 			l.goAway()
 			return nil
 		}))
 		if err != nil {
-			wg.Done()
+			finish()
 		}
 	}
 	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
+	finish()
 	select {
 	case <-done:
 	case <-ctx.Done():
+		n := pending.Load()
+		log.Error("gateway: shutdown gave up waiting for event loops to send GOAWAY and close their connections", "loops", n)
+		gaveUp = append(gaveUp, fmt.Sprintf("event loops (%d)", n))
 	}
-	if err := s.eng.Stop(ctx); err != nil && !errors.Is(err, context.Canceled) {
-		return fmt.Errorf("gateway: stopping the engine: %w", err)
+	if err := s.eng.Stop(ctx); err != nil {
+		if ctx.Err() == nil || !errors.Is(err, ctx.Err()) {
+			return fmt.Errorf("gateway: stopping the engine: %w", err)
+		}
+		log.Error("gateway: shutdown gave up waiting for the engine to stop")
+		gaveUp = append(gaveUp, "engine")
+	}
+	if len(gaveUp) > 0 {
+		return fmt.Errorf("%w: gave up on %s", ErrShutdownTimeout, strings.Join(gaveUp, ", "))
 	}
 	return nil
 }

@@ -27,13 +27,13 @@ func (w *wheel) add(c *conn, due uint32) {
 		c.next.prev = c
 	}
 	w.slots[i] = c
-	c.inWheel = true
+	c.setFlag(inWheel, true)
 	w.count++
 }
 
 // remove takes c off the wheel.
 func (w *wheel) remove(c *conn) {
-	if !c.inWheel {
+	if !c.has(inWheel) {
 		return
 	}
 	if c.prev != nil {
@@ -44,7 +44,8 @@ func (w *wheel) remove(c *conn) {
 	if c.next != nil {
 		c.next.prev = c.prev
 	}
-	c.prev, c.next, c.inWheel = nil, nil, false
+	c.prev, c.next = nil, nil
+	c.setFlag(inWheel, false)
 	w.count--
 }
 
@@ -58,7 +59,8 @@ func (w *wheel) advance(now uint32, fire func(*conn)) {
 		w.slots[i] = nil
 		for c := head; c != nil; {
 			next := c.next
-			c.prev, c.next, c.inWheel = nil, nil, false
+			c.prev, c.next = nil, nil
+			c.setFlag(inWheel, false)
 			w.count--
 			if c.due > w.now {
 				w.add(c, c.due) // a later lap

@@ -37,6 +37,8 @@ func metricsHandler(srv *gateway.Server, r *delivery.Router, st storage.Store) h
 	counter("switchboard_frames_in_total", "Frames received.", &gs.FramesIn)
 	counter("switchboard_frames_out_total", "Frames sent.", &gs.FramesOut)
 	counter("switchboard_bytes_out_total", "Bytes written to connections.", &gs.BytesOut)
+	counter("switchboard_frames_over_rate_total", "Frames over a connection's rate limit (--rate, --rate-burst): SENDs and GROUPs refused with RETRY_LATER, SIGNALs dropped, others served.", &gs.OverRate)
+	counter("switchboard_prelogin_evicted_total", "Connections closed before login to make room for a newer one (--max-prelogin).", &gs.PreLoginEvicted)
 	counter("switchboard_panics_total", "Panics while handling one connection.", &gs.Panics)
 	closes := prometheus.NewDesc("switchboard_closes_total", "Connections closed, by reason.", []string{"reason"}, nil)
 	reg.MustRegister(collectorFunc{desc: closes, collect: func(ch chan<- prometheus.Metric) {

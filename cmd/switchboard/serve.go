@@ -37,6 +37,10 @@ func serve(args []string) error {
 		senderMsgs  = fs.Int64("sender-max-messages", 0, "message entries one sender may have waiting in other users' mailboxes (a group message counts per member); over it its sends are refused (QUOTA, retry_after 60 s) until recipients ack; 0: 100,000")
 		senderBytes = fs.Int64("sender-max-bytes", 0, "bytes (as stored, decompressed) one sender may have waiting in other users' mailboxes; 0: 256 MiB")
 		logLevel    = fs.String("log", "info", "log level: debug, info, warn, error")
+		preLogin    = fs.Int("max-prelogin", 0, "connections that have not logged in yet; past half of them new ones get 3s instead of 10s to log in, past all of them the oldest is closed to make room; 0: a quarter of the connection cap")
+		rate        = fs.Int("rate", 0, "frames per second a connection may send, sustained (every frame but an ACK that advances); over it a SEND or GROUP is refused with RETRY_LATER and the wait, a SIGNAL dropped, and a connection that sends on far past it closed (RATE_LIMITED); 0: 1000")
+		burst       = fs.Int("rate-burst", 0, "frames a connection may send at once beyond --rate (the token bucket's depth); 0: twice --rate")
+		stopWait    = fs.Duration("shutdown-timeout", 0, "how long the gateway's stop may take (commits in flight, GOAWAYs, the engine) before it gives up on what hangs and logs it; closing the store then gets as long again; 0: 10s")
 		gcPct       = fs.Int("gc-percent", 25, "Go GC target: garbage allowed before a collection, percent of the heap grown since start (connections, queues; not the storage arena); the GOGC environment variable, when set, wins and is used as is")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -74,6 +78,7 @@ func serve(args []string) error {
 	}
 	srv, err := gateway.New(gateway.Config{
 		Addr: *listen, Loops: *loops, Keys: keys, MaxConns: *maxConns, OutboundCap: *outCap, Logger: log,
+		MaxPreLogin: *preLogin, RateLimit: *rate, RateBurst: *burst, ShutdownTimeout: *stopWait,
 	}, router)
 	if err != nil {
 		store.Close()
@@ -125,14 +130,31 @@ func serve(args []string) error {
 	case <-ctx.Done():
 	}
 	log.Info("stopping: telling clients to reconnect later")
-	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
+	timeout := *stopWait
+	if timeout <= 0 {
+		timeout = 10 * time.Second // gateway.Config.ShutdownTimeout's default
+	}
+	// Shutdown returns by its deadline whatever hangs; Run returns soon
+	// after unless a loop hangs.
+	if err := srv.Shutdown(context.Background()); err != nil {
 		log.Error("shutdown", "err", err)
 	}
-	<-runErr
-	if err := store.Close(); err != nil {
-		return fmt.Errorf("closing storage: %w", err)
+	select {
+	case <-runErr:
+	case <-time.After(time.Second):
+		log.Error("stopping: gave up waiting for the network engine to return")
+	}
+	// The store is crash-safe: one that cannot close in time is left as a
+	// crash would leave it, and the next start recovers it.
+	closed := make(chan error, 1)
+	go func() { closed <- store.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			return fmt.Errorf("closing storage: %w", err)
+		}
+	case <-time.After(timeout):
+		return fmt.Errorf("closing storage: gave up after %v", timeout)
 	}
 	log.Info("stopped")
 	return nil
