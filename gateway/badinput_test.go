@@ -237,7 +237,9 @@ func TestKeepaliveHoldsTheConnection(t *testing.T) {
 	for range 10 { // 4 s
 		r.write(protocol.AppendPing(nil))
 		if f := r.next(2 * time.Second); f.Type != protocol.TypePong {
-			t.Fatalf("got %v, want PONG", f.Type)
+			var e protocol.Error
+			_ = e.Decode(f)
+			t.Fatalf("got %v %v %q, want PONG", f.Type, e.Code, e.Reason)
 		}
 		time.Sleep(400 * time.Millisecond)
 	}
