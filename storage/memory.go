@@ -2,6 +2,7 @@ package storage
 
 import (
 	"cmp"
+	"fmt"
 	"maps"
 	"slices"
 	"sort"
@@ -11,8 +12,8 @@ import (
 // NewMemory returns a Store that keeps everything in memory, for tests. It
 // follows every rule of the Badger store (same committer, limits, TTL,
 // dedupe, callbacks on the committer goroutine) except durability: its
-// "commit" cannot fail and nothing survives Close. cfg.Dir and
-// cfg.MemTableSize are ignored.
+// "commit" cannot fail, and only ReopenMemory sees what it held after
+// Close. cfg.Dir and cfg.MemTableSize are ignored.
 func NewMemory(cfg Config) (Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -31,6 +32,29 @@ func NewMemory(cfg Config) (Store, error) {
 		},
 	}
 	return newEngine(cfg, be)
+}
+
+// ReopenMemory closes s, a store made by NewMemory (or ReopenMemory), and
+// returns a new store over the same data, configured by cfg, as opening a
+// data folder again would: whatever the old store committed is there,
+// and nothing of its caches. It lets the persistence conformance tests run
+// on memory.
+func ReopenMemory(s Store, cfg Config) (Store, error) {
+	e, ok := s.(*engine)
+	if !ok {
+		return nil, fmt.Errorf("storage: ReopenMemory of a %T", s)
+	}
+	be, ok := e.be.(*memBackend)
+	if !ok {
+		return nil, fmt.Errorf("storage: ReopenMemory of a store on %T", e.be)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := s.Close(); err != nil {
+		return nil, err
+	}
+	return newEngine(cfg.withDefaults(), be)
 }
 
 // memBackend is the backend of NewMemory. A batch holds mu for writing from

@@ -16,5 +16,13 @@ func TestMemoryConformance(t *testing.T) {
 			}
 			return s
 		},
+		Reopen: func(t *testing.T, s storage.Store, cfg storage.Config) storage.Store {
+			s, err := storage.ReopenMemory(s, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = s.Close() })
+			return s
+		},
 	})
 }
