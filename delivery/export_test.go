@@ -15,3 +15,13 @@ func (r *Router) ShardOf(user uint64) int {
 // SetPanicHook makes every shard and group worker call h as it takes a
 // request (worker is "shard" or "group"); h may panic. Call before Start.
 func (r *Router) SetPanicHook(h func(worker string, user uint64)) { r.panicHook = h }
+
+// Tick runs every shard's once-a-second work now and returns when each has
+// done it.
+func (r *Router) Tick() {
+	for _, s := range r.shards {
+		ack := make(chan struct{})
+		s.tickNow <- ack
+		<-ack
+	}
+}

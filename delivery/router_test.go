@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"switchboard/delivery"
+	"switchboard/internal/testutil"
 	"switchboard/protocol"
 	"switchboard/storage"
 )
@@ -80,15 +81,34 @@ func record(from, msgID uint64, body string) []byte {
 	return d.AppendRecord(nil)
 }
 
+// settle waits until user's shard has handled everything queued before
+// now, with c as the user's connection: a signal goes through the same
+// queue, so once c has it, any push a request before it caused was made.
+// Negative checks use it instead of sleeping.
+func settle(t *testing.T, r *delivery.Router, c *fakeConn, user uint64) {
+	t.Helper()
+	const probe = 1<<63 + 1 // a sender no test uses
+	n := 0
+	for _, o := range c.items(delivery.OutSignal) {
+		if o.Peer == probe {
+			n++
+		}
+	}
+	r.Signal(probe, user, 0)
+	waitFor(t, "the shard to settle", func() bool {
+		m := 0
+		for _, o := range c.items(delivery.OutSignal) {
+			if o.Peer == probe {
+				m++
+			}
+		}
+		return m > n
+	})
+}
+
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	testutil.Eventually(t, 5*time.Second, what, cond)
 }
 
 // send submits a message and fails if the router is busy.
@@ -162,13 +182,13 @@ func TestWindow(t *testing.T) {
 	c := &fakeConn{}
 	login(t, r, c, 2, 0)
 	waitFor(t, "a window", func() bool { return len(c.items(delivery.OutEntry)) == 4 })
-	time.Sleep(50 * time.Millisecond) // room for a wrong fifth push to show
+	settle(t, r, c, 2) // a wrong fifth push would come before this
 	if n := len(c.items(delivery.OutEntry)); n != 4 {
 		t.Fatalf("%d entries pushed with a window of 4", n)
 	}
 	r.Ack(c, 2, 3)
 	waitFor(t, "3 more", func() bool { return len(c.items(delivery.OutEntry)) == 7 })
-	time.Sleep(50 * time.Millisecond)
+	settle(t, r, c, 2)
 	if n := len(c.items(delivery.OutEntry)); n != 7 {
 		t.Fatalf("%d entries pushed after ack 3 with a window of 4", n)
 	}
@@ -178,7 +198,7 @@ func TestWindow(t *testing.T) {
 	})
 	// An ack from a connection that is not (or no longer) the user's is ignored.
 	r.Ack(&fakeConn{}, 2, 7)
-	time.Sleep(50 * time.Millisecond)
+	settle(t, r, c, 2)
 	if n := len(c.items(delivery.OutEntry)); n != 7 {
 		t.Fatalf("a stranger's ack moved the window: %d pushed", n)
 	}
@@ -199,7 +219,7 @@ func TestWindowBytes(t *testing.T) {
 	c := &fakeConn{}
 	login(t, r, c, 2, 0)
 	waitFor(t, "a byte window", func() bool { return len(c.items(delivery.OutEntry)) >= 3 })
-	time.Sleep(50 * time.Millisecond)
+	settle(t, r, c, 2)
 	if n := len(c.items(delivery.OutEntry)); n != 4 { // 3 × ~3 KiB < 10,000 ≤ 4 × ~3 KiB
 		t.Fatalf("%d entries of 3 KiB pushed with WindowBytes 10,000, want 4", n)
 	}
@@ -283,7 +303,7 @@ func TestDuplicate(t *testing.T) {
 	send(t, r, sender, 1, 8, 2)
 	waitFor(t, "3 ACCEPTs", func() bool { return len(sender.items(delivery.OutAccept)) == 3 })
 	waitFor(t, "2 entries", func() bool { return len(c.items(delivery.OutEntry)) == 2 })
-	time.Sleep(50 * time.Millisecond)
+	settle(t, r, c, 2) // every append completed (3 ACCEPTs); a wrong third push comes before this
 	es, _, _ := store.Read(2, 1, 100, 0, nil)
 	if len(es) != 2 || es[0].MsgID != 7 || es[1].MsgID != 8 {
 		t.Fatalf("stored %+v", es)
@@ -380,13 +400,14 @@ func TestSlowAfter(t *testing.T) {
 	c := &fakeConn{}
 	login(t, r, c, 2, 0)
 	waitFor(t, "a full window", func() bool { return len(c.items(delivery.OutEntry)) == 2 })
-	time.Sleep(1100 * time.Millisecond) // a check (once a second) with the clock unmoved
+	r.Tick() // a check with the clock unmoved
 	if c.closeCode() != 0 {
 		t.Fatalf("closed with %v before SlowAfter", c.closeCode())
 	}
 	mu.Lock()
 	now = now.Add(time.Minute)
 	mu.Unlock()
+	r.Tick()
 	waitFor(t, "SLOW_CONSUMER", func() bool { return c.closeCode() == protocol.CodeSlowConsumer })
 	if got := r.Stats().SlowConsumers.Load(); got != 1 {
 		t.Fatalf("SlowConsumers = %d", got)

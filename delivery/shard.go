@@ -90,6 +90,9 @@ type shard struct {
 	// on it never blocks the committer.
 	done chan completion
 	stop chan struct{}
+	// tickNow runs the once-a-second work at once and closes the channel
+	// it carries (Router.Tick, for tests).
+	tickNow chan chan struct{}
 
 	users map[uint64]*user
 	// idle holds the online users with nothing outstanding: all they need
@@ -116,12 +119,13 @@ const heldRetry = time.Millisecond
 
 func newShard(r *Router, _ int) *shard {
 	return &shard{
-		r:     r,
-		in:    make(chan request, r.cfg.QueueLen),
-		done:  make(chan completion, r.cfg.MaxInFlight),
-		stop:  make(chan struct{}),
-		users: make(map[uint64]*user),
-		idle:  make(map[uint64]idleUser),
+		r:       r,
+		in:      make(chan request, r.cfg.QueueLen),
+		done:    make(chan completion, r.cfg.MaxInFlight),
+		stop:    make(chan struct{}),
+		tickNow: make(chan chan struct{}),
+		users:   make(map[uint64]*user),
+		idle:    make(map[uint64]idleUser),
 	}
 }
 
@@ -152,16 +156,25 @@ func (s *shard) run() {
 			s.cur = completionInHand(&c)
 			s.complete(c)
 		case <-tick.C:
-			s.checkSlow()
-			s.ackAgain()
-			if s == s.r.shards[0] && s.r.rescan.Swap(false) {
-				s.r.requeuePending()
-			}
+			s.tick()
+		case ack := <-s.tickNow:
+			s.tick()
+			close(ack)
 		case <-s.retry.C:
 			s.offerHeld()
 		case <-stop:
 			stopping, stop = true, nil
 		}
+	}
+}
+
+// tick is the shard's once-a-second work: slow consumers, acks to retry,
+// and (on the first shard) pending receipts to offer again.
+func (s *shard) tick() {
+	s.checkSlow()
+	s.ackAgain()
+	if s == s.r.shards[0] && s.r.rescan.Swap(false) {
+		s.r.requeuePending()
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"switchboard/delivery"
 	"switchboard/gateway"
+	"switchboard/internal/testutil"
 	"switchboard/protocol"
 	"switchboard/storage"
 )
@@ -179,13 +180,7 @@ func (ts *testServer) TryDial(user uint64, opts protocol.ClientOptions) (*protoc
 // eventually polls cond every few milliseconds until it holds or d passes.
 func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.Eventually(t, d, what, cond)
 }
 
 // ctxFor returns a context that ends after d, cancelled at the test's end.

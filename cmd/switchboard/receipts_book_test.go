@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"switchboard/internal/testutil"
 	"switchboard/protocol"
 	"switchboard/storage"
 )
@@ -288,13 +289,7 @@ func (b *receiptBook) drain(t testing.TB, srv *child, user uint64, c *protocol.C
 // log after d.
 func waitFor(t testing.TB, srv *child, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s\n%s", d, what, logTail(srv))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.Eventually(t, d, what, cond, func() string { return logTail(srv) })
 }
 
 // logTail returns the end of srv's log, for failure messages.
