@@ -230,7 +230,7 @@ func (l *loop) frame(c *conn, f protocol.Frame) protocol.Code {
 			taken = l.srv.router.Send(c, c.user, m.MsgID, m.To, m.Retry, record)
 		}
 		if !taken {
-			l.refuse(c, m.MsgID, protocol.CodeRetryLater, 100, reasonQueueFull)
+			l.refuse(c, m.MsgID, protocol.CodeRetryLater, l.srv.router.BusyRetryAfter(), reasonQueueFull)
 		}
 	case protocol.TypeAck:
 		var a protocol.Ack
@@ -282,7 +282,7 @@ func (l *loop) frame(c *conn, f protocol.Frame) protocol.Code {
 			return l.rejectf(protocol.CodeProtocol, "GROUP LEAVE names %d members, want none", len(g.Members))
 		}
 		if !l.srv.router.GroupOp(c, c.user, &g) {
-			l.refuse(c, g.MsgID, protocol.CodeRetryLater, 100, reasonQueueFull)
+			l.refuse(c, g.MsgID, protocol.CodeRetryLater, l.srv.router.BusyRetryAfter(), reasonQueueFull)
 		}
 	case protocol.TypeLogin:
 		return l.reject(protocol.CodeAlreadyLoggedIn, "second LOGIN on a logged-in connection")
