@@ -157,8 +157,20 @@ func (c *conn) refused(r *protocol.Refuse) {
 	}
 	switch r.Code {
 	case protocol.CodeRetryLater, protocol.CodeStorage, protocol.CodeMailboxFull, protocol.CodeQuota:
+		// Never sooner than retry_after (PROTOCOL.md 8.5, backing off); the
+		// server has jittered it, so nothing is added.
 		after := max(int64(r.RetryAfter)*int64(time.Millisecond), int64(10*time.Millisecond))
-		l.retries = append(l.retries, retry{c: c, id: r.MsgID, due: l.now + after})
+		due := l.now + after
+		l.retries.push(retry{c: c, id: r.MsgID, due: due})
+		if r.Code == protocol.CodeRetryLater {
+			l.res.RetryLater++
+			l.res.RetryAfter.RecordValue(min(max(int64(r.RetryAfter)*1000, histMin), histMax))
+			if l.traffic.hold {
+				// The server is busy: no new SEND on this connection
+				// before the refused one goes again.
+				c.holdUntil = max(c.holdUntil, due)
+			}
+		}
 		return
 	}
 	if r.Code == protocol.CodeBadRecipient && c.unit.group != 0 {

@@ -14,7 +14,7 @@ import (
 )
 
 // Scenarios, in the order the help lists them.
-var Scenarios = []string{"connect", "chat", "phone", "sweep", "group", "offline", "storm", "slow"}
+var Scenarios = []string{"connect", "chat", "phone", "sweep", "overload", "group", "offline", "storm", "slow"}
 
 // Config is one run as the command line describes it. The zero value of
 // each field selects its default (see Defaults); Run fills them.
@@ -35,14 +35,14 @@ type Config struct {
 	Keys string
 
 	Conns       int           // connect, storm: connections. Default 1000.
-	Pairs       int           // chat, phone, sweep, offline, slow: pairs of users. Default 100; phone, sweep: 1000.
+	Pairs       int           // chat, phone, sweep, overload, offline, slow: pairs of users. Default 100; phone, sweep, overload: 1000.
 	Groups      int           // group: groups. Default 10.
 	GroupSize   int           // group: members per group. Default 10.
 	Senders     int           // group: members of each group that send. Default 1.
 	Rate        float64       // chat, phone, group, slow: messages per second, whole run; 0: closed loop (phone: invalid; no default: the command's flag defaults to 2000).
 	Window      int           // closed loop: messages in flight per sender until delivered. Default 8.
 	Size        int           // message body, bytes (at least 24). Default 100.
-	Duration    time.Duration // chat, phone, group, slow: how long to send (slow: each of its two phases; sweep: each step). Default 10 s; slow: 60 s.
+	Duration    time.Duration // chat, phone, group, slow, overload: how long to send (slow: each of its two phases; sweep: each step; overload: the overload phase). Default 10 s; slow: 60 s.
 	ConnectRate float64       // new connections per second, whole run; 0: all at once. Default 1000.
 	Hold        time.Duration // connect: idle time before memory is read. Default 5 s.
 	Burst       int           // connect: messages each connection sends after the hold. Default 10.
@@ -53,8 +53,13 @@ type Config struct {
 	// Rates is the sweep's offered rates in messages per second, whole
 	// run, one phone run of Duration each, rising. Default 300, 1000,
 	// 2000, 5000, 10000: from well below to past what a 2-core host holds
-	// under 3 ms (docs/BENCHMARKS.md), so the knee falls inside.
+	// under 3 ms (docs/BENCHMARKS.md), so the knee falls inside. In the
+	// overload run: the capacity probe's ladder, open loop for 2 s each
+	// (default defaultProbeRates).
 	Rates []float64
+	// Capacity is the overload run's capacity in messages per second: it
+	// offers twice this. 0: found by the probe (Rates).
+	Capacity float64
 	// P99 is the sweep's latency target: a step holds it when its
 	// send-to-deliver p99 is below it. Default 3 ms, the p99 goal of
 	// docs/BENCHMARKS.md.
@@ -110,7 +115,7 @@ func (c *Config) setDefaults() {
 	defInt(&c.Conns, 1000)
 	if c.Pairs == 0 {
 		c.Pairs = 100
-		if c.Scenario == "phone" || c.Scenario == "sweep" {
+		if c.Scenario == "phone" || c.Scenario == "sweep" || c.Scenario == "overload" {
 			// Many phones with little traffic each, as a capacity plan
 			// has them: 2,000 connections.
 			c.Pairs = 1000
@@ -118,6 +123,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Rates == nil {
 		c.Rates = []float64{300, 1000, 2000, 5000, 10000}
+		if c.Scenario == "overload" {
+			c.Rates = defaultProbeRates
+		}
 	}
 	defDur(&c.P99, 3*time.Millisecond)
 	defInt(&c.Groups, 10)
@@ -199,19 +207,28 @@ func (c *Config) validate() error {
 	if c.Scenario == "phone" {
 		check(c.Rate > 0, "--rate %v: phone is open loop and needs a rate above 0 (msg/s)", c.Rate)
 	}
-	if c.Scenario == "sweep" {
+	if c.Scenario == "sweep" || (c.Scenario == "overload" && c.Capacity == 0) {
 		check(len(c.Rates) > 0, "--rates names no rate")
 		for i, r := range c.Rates {
 			check(r > 0, "--rates: %v must be above 0 (msg/s)", r)
 			check(i == 0 || r > c.Rates[i-1], "--rates: %v after %v: the rates must rise", r, c.Rates[max(i-1, 0)])
 		}
+	}
+	if c.Scenario == "sweep" {
 		check(c.P99 > 0, "--p99 must be positive")
 	}
+	check(c.Capacity >= 0, "--capacity %v must not be negative", c.Capacity)
 	rate, flag := c.Rate, "--rate"
-	if c.Scenario == "sweep" && len(c.Rates) > 0 {
+	switch {
+	case c.Scenario == "sweep" && len(c.Rates) > 0:
 		rate, flag = slices.Max(c.Rates), "the highest of --rates,"
+	case c.Scenario == "overload" && c.Capacity > 0:
+		rate, flag = overloadFactor*c.Capacity, "twice --capacity,"
+	case c.Scenario == "overload" && len(c.Rates) > 0:
+		// The probe may find the highest rate, and the run then offers twice it.
+		rate, flag = overloadFactor*slices.Max(c.Rates), "twice the highest of --rates,"
 	}
-	if rate > 0 && (c.Scenario == "chat" || c.Scenario == "phone" || c.Scenario == "sweep" || c.Scenario == "group" || c.Scenario == "slow") {
+	if rate > 0 && (c.Scenario == "chat" || c.Scenario == "phone" || c.Scenario == "sweep" || c.Scenario == "overload" || c.Scenario == "group" || c.Scenario == "slow") {
 		senders := c.senders()
 		perConn := rate / float64(max(senders, 1))
 		// Each message also draws about one ACK from its receiver.

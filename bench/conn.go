@@ -60,6 +60,7 @@ type conn struct {
 	inflight   int    // closed loop: sent and not yet delivered to every recipient; phone: not yet accepted
 	quota      int    // fixed-count traffic: messages still to send
 	needResend bool   // refused messages wait for the session to come back
+	holdUntil  int64  // open loop with hold: no new SEND before this (a RETRY_LATER's retry_after)
 	blockedCap bool   // on loop.blocked
 	sending    bool   // a sender of the current traffic step
 	stepWait   bool   // the current connect step waits for this connection
@@ -516,6 +517,7 @@ func (c *conn) resend(id uint64) {
 	if id < c.outBase || id-c.outBase >= uint64(len(c.out)) {
 		return
 	}
+	c.l.res.Resent++
 	c.writeSend(id, true)
 }
 

@@ -79,6 +79,24 @@
 // rate holding too (a rate that holds only above one that missed is noise
 // near the knee). A step that fails the checks ends the sweep and fails it.
 //
+// # The overload run
+//
+// The overload run asks whether the server still delivers at its capacity
+// when offered twice as much. It takes the capacity from --capacity, or
+// probes it: open loop at each of --rates for two seconds, the capacity
+// being the highest delivered rate of the rates kept up (no busy refusal,
+// p99 under half a second, nine tenths delivered within the step), up to
+// the first that was not. Then it offers twice the capacity open loop for
+// --duration from clients that back off as PROTOCOL.md 8.5 says: a
+// message refused RETRY_LATER goes again with flag B after its
+// retry_after, never sooner, and its connection sends nothing new
+// meanwhile (the schedule's messages go to the other senders, or wait,
+// keeping their scheduled time; what still waits at the end is counted
+// unsent). It passes when the goodput, distinct messages delivered per
+// second while the load was offered, is at least 90% of the capacity, and
+// the checks above hold; it reports the busy refusals, the resends and
+// the retry_after distribution (overload.go).
+//
 // Connections the server closes reconnect and resend what was not
 // confirmed, as a client would, with the SEND's retry flag (B) set on every
 // resend and on no first send; receivers acknowledge cumulatively, at most

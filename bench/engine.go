@@ -197,6 +197,10 @@ type Step struct {
 	// HoldAcks (traffic): receivers do not acknowledge, so the entries stay
 	// in the mailboxes to be redelivered.
 	HoldAcks bool `json:"hold_acks,omitempty"`
+	// Hold (open-loop traffic): a sender refused RETRY_LATER sends nothing
+	// new until its retry_after has passed (PROTOCOL.md 8.5); what is
+	// scheduled and never sent by the end is counted in Result.Unsent.
+	Hold bool `json:"hold,omitempty"`
 	// Duration (traffic without Count): how long to send.
 	Duration time.Duration `json:"duration,omitempty"`
 	// Timeout bounds the step; 0: none.
@@ -311,9 +315,10 @@ func (l *loop) start(s Step, finish func(error)) {
 		}
 	case "traffic":
 		t := &l.traffic
-		*t = traffic{active: true, window: max(s.Window, 1), count: s.Count, start: l.now, untilAccepted: s.UntilAccepted}
+		*t = traffic{active: true, window: max(s.Window, 1), count: s.Count, start: l.now, untilAccepted: s.UntilAccepted, hold: s.Hold}
 		for _, c := range l.conns {
 			c.inflight = 0 // what earlier steps left in flight does not hold this one's window
+			c.holdUntil = 0
 		}
 		if s.Count == 0 && s.Duration > 0 {
 			t.deadline = l.now + int64(s.Duration)
@@ -359,7 +364,7 @@ func (l *loop) start(s Step, finish func(error)) {
 		}
 		prev := st.finish
 		st.finish = func(err error) {
-			if t.phone {
+			if t.phone || (t.hold && t.rate > 0 && t.deadline > 0) {
 				l.res.Unsent += t.unsent()
 			}
 			l.stopTraffic()

@@ -44,14 +44,14 @@ type loop struct {
 	rbuf     []byte
 	body     []byte // the message body template, patched per send
 	tok      []byte
-	dirty    []*conn // connections with bytes in obuf to write at the end of the iteration
-	acks     []*conn // connections with an ACK due, in order of due time
-	blocked  []*conn // closed-loop senders held back by the per-connection frame cap
-	retries  []retry
-	dials    []*conn // connections to dial, in order
-	dialNext int     // index into dials of the next to dial
-	dialGap  int64   // ns between dials; 0: all at once
-	dialAt   int64   // when dials[dialNext] is due
+	dirty    []*conn    // connections with bytes in obuf to write at the end of the iteration
+	acks     []*conn    // connections with an ACK due, in order of due time
+	blocked  []*conn    // closed-loop senders held back by the per-connection frame cap
+	retries  retryQueue // refused messages, earliest due first
+	dials    []*conn    // connections to dial, in order
+	dialNext int        // index into dials of the next to dial
+	dialGap  int64      // ns between dials; 0: all at once
+	dialAt   int64      // when dials[dialNext] is due
 	step     *loopStep
 	traffic  traffic
 	rr       int // round-robin cursor over traffic.senders
@@ -86,13 +86,6 @@ type progress struct {
 	// unreceipted is loop.unreceipted, stored once per iteration (it
 	// changes per message; the progress line needs no more).
 	unreceipted atomic.Int64
-}
-
-// retry is a refused message to send again.
-type retry struct {
-	c   *conn
-	id  uint64
-	due int64
 }
 
 // Epoll data: Pad holds the connection's index in loop.conns, or padEvent.
@@ -236,15 +229,15 @@ func (l *loop) next(house int64) int64 {
 		// and in the phone regime for the end of its catch-up time.
 		switch due := t.due(); {
 		case t.deadline == 0 || due < t.deadline:
-			next = min(next, due)
+			next = min(next, max(due, t.blockedUntil))
 		case l.now < t.deadline:
 			next = min(next, t.deadline)
 		case t.phone:
 			next = min(next, t.deadline+t.catchUp)
 		}
 	}
-	if len(l.retries) > 0 {
-		next = min(next, l.retries[0].due)
+	if due, ok := l.retries.next(); ok {
+		next = min(next, due)
 	}
 	return next
 }
@@ -291,18 +284,13 @@ func (l *loop) timers() {
 	if n > 0 {
 		l.acks = append(l.acks[:0], l.acks[n:]...)
 	}
-	n = 0
-	for n < len(l.retries) && l.retries[n].due <= now {
-		r := l.retries[n]
+	for due, ok := l.retries.next(); ok && due <= now; due, ok = l.retries.next() {
+		r := l.retries.pop()
 		if r.c.ready() {
 			r.c.resend(r.id)
 		} else {
 			r.c.needResend = true
 		}
-		n++
-	}
-	if n > 0 {
-		l.retries = append(l.retries[:0], l.retries[n:]...)
 	}
 	l.traffic.tick(l)
 }

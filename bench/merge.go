@@ -15,6 +15,7 @@ func newResult() *Result {
 		SendToAck:     NewHistogram(),
 		SendToDeliver: NewHistogram(),
 		LoginLatency:  NewHistogram(),
+		RetryAfter:    NewHistogram(),
 	}
 }
 
@@ -41,6 +42,8 @@ func (r *Result) Merge(o *Result) {
 	r.Sent += o.Sent
 	r.Accepted += o.Accepted
 	r.Refused += o.Refused
+	r.RetryLater += o.RetryLater
+	r.Resent += o.Resent
 	r.Delivered += o.Delivered
 	r.Duplicates += o.Duplicates
 	r.Reordered += o.Reordered
@@ -59,6 +62,7 @@ func (r *Result) Merge(o *Result) {
 	mergeHist(&r.SendToAck, o.SendToAck)
 	mergeHist(&r.SendToDeliver, o.SendToDeliver)
 	mergeHist(&r.LoginLatency, o.LoginLatency)
+	mergeHist(&r.RetryAfter, o.RetryAfter)
 	r.BytesOut += o.BytesOut
 	r.BytesIn += o.BytesIn
 	if len(r.Timeline) == 0 {
@@ -122,6 +126,7 @@ type wireResult struct {
 	SendToAck     string `json:"send_to_ack_hist,omitempty"`
 	SendToDeliver string `json:"send_to_deliver_hist,omitempty"`
 	LoginLatency  string `json:"login_hist,omitempty"`
+	RetryAfter    string `json:"retry_after_hist,omitempty"`
 }
 
 func encodeHist(h *hdrhistogram.Histogram) (string, error) {
@@ -161,7 +166,7 @@ func marshalResult(r *Result) ([]byte, error) {
 	for _, x := range []struct {
 		dst *string
 		h   *hdrhistogram.Histogram
-	}{{&w.SendToAck, r.SendToAck}, {&w.SendToDeliver, r.SendToDeliver}, {&w.LoginLatency, r.LoginLatency}} {
+	}{{&w.SendToAck, r.SendToAck}, {&w.SendToDeliver, r.SendToDeliver}, {&w.LoginLatency, r.LoginLatency}, {&w.RetryAfter, r.RetryAfter}} {
 		if *x.dst, err = encodeHist(x.h); err != nil {
 			return nil, fmt.Errorf("bench: encoding a histogram: %w", err)
 		}
@@ -180,7 +185,7 @@ func unmarshalResult(b []byte) (*Result, error) {
 	for _, x := range []struct {
 		dst **hdrhistogram.Histogram
 		s   string
-	}{{&r.SendToAck, w.SendToAck}, {&r.SendToDeliver, w.SendToDeliver}, {&r.LoginLatency, w.LoginLatency}} {
+	}{{&r.SendToAck, w.SendToAck}, {&r.SendToDeliver, w.SendToDeliver}, {&r.LoginLatency, w.LoginLatency}, {&r.RetryAfter, w.RetryAfter}} {
 		if *x.dst, err = decodeHist(x.s); err != nil {
 			return nil, fmt.Errorf("bench: decoding a histogram: %w", err)
 		}

@@ -184,6 +184,30 @@ func writeMarkdown(out io.Writer, jr *jsonReport, charts map[string]bool) error 
 			"No sweep chart: no step completed.")
 	}
 
+	if ov := r.Overload; ov != nil {
+		p("## Overload\n\n")
+		p("**%s**\n\n", mdText(overloadVerdict(ov)))
+		p("| | |\n|---|--:|\n")
+		for _, row := range overloadRows(ov) {
+			p("| %s | %s |\n", mdText(row[0]), mdText(row[1]))
+		}
+		p("\n")
+		if len(ov.Probe) > 0 {
+			h := probeHeader()
+			p("| %s |\n|%s--:|\n", strings.Join(h, " | "), strings.Repeat("--:|", len(h)-1))
+			for _, s := range ov.Probe {
+				p("| %s |\n", strings.Join(probeRow(s), " | "))
+			}
+			p("\n")
+			p("The capacity probe offers each rate open loop for %v, then drains; a rate is kept up when nothing failed, no SEND was refused RETRY_LATER, "+
+				"at least %.0f%% of its messages were delivered within the step and send → deliver p99 stayed under %v. "+
+				"The capacity is the highest delivered rate of the rates kept up, up to the first that was not.\n\n", probeStep, 100*probeKeptUp, probeP99)
+		}
+		p("The overload offers %.3g × the capacity open loop. Clients back off as PROTOCOL.md 8.5 says: a message refused RETRY_LATER is resent with flag B "+
+			"after its retry_after, never sooner, and its connection sends nothing new meanwhile. Goodput counts distinct messages delivered while the load was offered, "+
+			"per second; the run passes when it is at least %.0f%% of the capacity and nothing accepted was lost, duplicated or reordered.\n\n", ov.Factor, 100*ov.MinShare)
+	}
+
 	if jr.Baseline != nil {
 		p("## Against the baseline\n\n")
 		p("The baseline is the same traffic measured without the disturbance.\n\n")
@@ -337,6 +361,8 @@ func messageRows(r *Result, d *Derived) [][]string {
 		{"sent", formatMsgs(r.Sent), rate(d.SentPerSec)},
 		{"accepted", formatMsgs(r.Accepted), acceptedRate},
 		{"refused", formatMsgs(r.Refused), ""},
+		{"of which RETRY_LATER (busy)", formatMsgs(r.RetryLater), ""},
+		{"resent with flag B", formatMsgs(r.Resent), ""},
 		{"delivered", formatMsgs(r.Delivered), rate(d.DeliveredPerSec)},
 		{"duplicate deliveries", formatMsgs(r.Duplicates), ""},
 		{"redelivered after a reconnect", formatMsgs(r.Redelivered), ""},

@@ -33,9 +33,15 @@ type Result struct {
 	Conns     int `json:"conns"`     // connections held at the peak
 
 	// Message counts, over the measured phase.
-	Sent       uint64 `json:"sent"`       // SENDs written
-	Accepted   uint64 `json:"accepted"`   // message ids covered by ACCEPTs
-	Refused    uint64 `json:"refused"`    // REFUSEs received
+	Sent     uint64 `json:"sent"`     // SENDs written
+	Accepted uint64 `json:"accepted"` // message ids covered by ACCEPTs
+	Refused  uint64 `json:"refused"`  // REFUSEs received
+	// RetryLater counts the REFUSEs with code RETRY_LATER (the server
+	// busy); RetryAfter is their retry_after, in microseconds.
+	RetryLater uint64 `json:"retry_later"`
+	// Resent counts SENDs written again, with flag B: after a refusal's
+	// retry_after, or after a reconnect. Sent counts first sends only.
+	Resent     uint64 `json:"resent"`
 	Delivered  uint64 `json:"delivered"`  // distinct messages delivered (after dedupe by sender and msg id)
 	Duplicates uint64 `json:"duplicates"` // deliveries of a message already delivered
 	Reordered  uint64 `json:"reordered"`  // deliveries out of order for their sender
@@ -69,6 +75,9 @@ type Result struct {
 	SendToAck     *hdrhistogram.Histogram `json:"-"`
 	SendToDeliver *hdrhistogram.Histogram `json:"-"`
 	LoginLatency  *hdrhistogram.Histogram `json:"-"`
+	// RetryAfter holds the retry_after of every REFUSE RETRY_LATER, in
+	// microseconds (the histograms' unit; the server sends milliseconds).
+	RetryAfter *hdrhistogram.Histogram `json:"-"`
 
 	// Wire bytes counted by the generator, both directions.
 	BytesOut uint64 `json:"bytes_out"`
@@ -102,6 +111,9 @@ type Result struct {
 	// one offered rate; nil in other scenarios. The Result's own counts
 	// are the sums over the steps; its latencies are per step, here.
 	Sweep *Sweep `json:"sweep,omitempty"`
+	// Overload holds the overload scenario's capacity, offered rate,
+	// goodput and verdict; nil in other scenarios.
+	Overload *Overload `json:"overload,omitempty"`
 
 	// Failures lists every correctness violation; a run with any fails.
 	Failures []string `json:"failures,omitempty"`

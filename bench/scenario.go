@@ -130,9 +130,12 @@ type run struct {
 	metricsN bool // a "metrics unreachable" note was made
 	syncsN   bool // a "no syncs counter" note was made
 
-	local       bool          // the coordinator runs the only engine
-	lastCPU     time.Duration // generator CPU of the last step
-	measuredCPU time.Duration // generator CPU of the measured phase
+	local   bool          // the coordinator runs the only engine
+	lastCPU time.Duration // generator CPU of the last step
+	// windowDelivered is what sendAndDrain's traffic step delivered while
+	// it sent (before the drain), as the progress counters saw it.
+	windowDelivered uint64
+	measuredCPU     time.Duration // generator CPU of the measured phase
 }
 
 // cpu returns the CPU time every generator process has used so far.
@@ -306,6 +309,8 @@ func (r *run) scenario(ctx context.Context) (*Result, error) {
 		return r.storm(ctx)
 	case "slow":
 		return r.slow(ctx)
+	case "overload":
+		return r.overload(ctx)
 	}
 	return nil, fmt.Errorf("unknown scenario %q", r.cfg.Scenario)
 }

@@ -112,7 +112,9 @@ func (r *run) traffic(ctx context.Context, who string) (*Result, error) {
 func (r *run) sendAndDrain(s Step, label string) (*Result, error) {
 	secs := int64(s.Duration / time.Second)
 	t0 := time.Now()
+	d0 := r.fl.progress().Delivered
 	elapsed, err := r.step(s, label, secs, func(counters) int64 { return int64(time.Since(t0) / time.Second) })
+	r.windowDelivered = r.fl.progress().Delivered - d0
 	r.measured()
 	var drainErr error
 	if err == nil {

@@ -52,6 +52,19 @@ func PrintSummary(out io.Writer, r *Result) {
 			p("%s\n", v)
 		}
 	}
+	if ov := r.Overload; ov != nil {
+		if len(ov.Probe) > 0 {
+			p("\n")
+			rows := [][]string{probeHeader()}
+			for _, s := range ov.Probe {
+				rows = append(rows, probeRow(s))
+			}
+			writeTable(w, rows)
+		}
+		p("\n")
+		writeTable(w, append([][]string{{"overload", ""}}, overloadRows(ov)...))
+		p("%s\n", overloadVerdict(ov))
+	}
 	if jr.Baseline != nil {
 		p("\n")
 		writeTable(w, append([][]string{{"against baseline", "baseline", "this run", "change"}}, compareRows(jr.Baseline, jr)...))

@@ -37,6 +37,14 @@ type traffic struct {
 	k             int64 // messages of the schedule sent (slots passed, in the phone regime)
 	senders       []*conn
 
+	// hold: a sender refused with RETRY_LATER sends nothing new until the
+	// retry_after has passed (PROTOCOL.md 8.5, backing off); its turns go
+	// to the others, and a message no sender can take waits.
+	hold bool
+	// blockedUntil: open loop, no sender could take the message due; none
+	// can before this (the earliest end of a hold or of a capped second).
+	blockedUntil int64
+
 	phone   bool  // the phone regime: a schedule per sender, one message unaccepted at most
 	owed    int64 // phone: slots passed whose message is not sent yet, over the senders
 	catchUp int64 // phone: ns after the deadline during which owed messages still go out
@@ -57,6 +65,9 @@ func (t *traffic) tick(l *loop) {
 		t.tickPhone(l)
 		return
 	}
+	if l.now < t.blockedUntil {
+		return
+	}
 	for sends := 0; sends < maxSendsPerWake; sends++ {
 		due := t.due()
 		if due > l.now || (t.deadline > 0 && due >= t.deadline) {
@@ -66,17 +77,37 @@ func (t *traffic) tick(l *loop) {
 		for try := 0; try < len(t.senders); try++ {
 			x := t.senders[l.rr%len(t.senders)]
 			l.rr++
-			if x.state == stateReady && x.sending && !x.capped() {
+			if x.state == stateReady && x.sending && !x.capped() && x.holdUntil <= l.now {
 				c = x
 				break
 			}
 		}
 		if c == nil {
+			t.blockedUntil = t.unblocked(l.now)
 			return
 		}
 		c.send(due)
 		t.k++
 	}
+}
+
+// unblocked returns when a sender may next take an open-loop message, all
+// being held, capped or offline at now: the earliest end of a hold or the
+// next second (when the frame caps reset), and at the latest the next
+// housekeeping, which notices reconnections. Loop-only.
+func (t *traffic) unblocked(now int64) int64 {
+	at := now + int64(housekeeping)
+	sec := int64(time.Second)
+	for _, c := range t.senders {
+		switch {
+		case c.state != stateReady || !c.sending:
+		case c.holdUntil > now:
+			at = min(at, c.holdUntil)
+		case c.capped():
+			at = min(at, (now/sec+1)*sec)
+		}
+	}
+	return at
 }
 
 // startPhone sets the phone regime up for the step's senders: each sends

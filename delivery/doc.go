@@ -34,9 +34,12 @@
 // assigns that user's seqs, reads its mailbox and pushes its entries, so
 // entries reach a connection in seq order. Methods called by the gateway's
 // event loops (Login, Send, Ack, …) never block: they hand a request to the
-// shard's bounded queue and report false when it is full. A shard blocks only
-// on storage (reads, and Append while the commit queue is full), never on a
-// connection: Conn.Push queues and returns.
+// shard's bounded queue and report false when it is full; the caller refuses
+// the request with Router.BusyRetryAfter's delay, which grows while such
+// refusals go on (backoff.go), so refused clients do not all resend into
+// the same overload. A shard blocks only on storage (reads, and Append
+// while the commit queue is full), never on a connection: Conn.Push queues
+// and returns.
 //
 // Every user's entries flow to its connection through a window: at most
 // Config.Window entries pushed and not yet acknowledged, and at most

@@ -117,6 +117,9 @@ type Router struct {
 	// held receipts were full): the first shard then offers every pending
 	// receipt again on its next tick.
 	rescan atomic.Bool
+	// busy sets the retry_after of busy refusals from how long they have
+	// been going on (backoff.go). Atomic; shared with the event loops.
+	busy backoff
 
 	// panicHook, when set (by tests, before Start), is called as a shard or
 	// group worker takes a request, and may panic. nil in production.
@@ -286,9 +289,24 @@ func (r *Router) submit(user uint64, q request) bool {
 	if r.submitQuiet(user, q) {
 		return true
 	}
-	r.stats.Busy.Add(1)
+	r.refusedBusy()
 	return false
 }
+
+// refusedBusy counts a request refused because its queue was full.
+func (r *Router) refusedBusy() {
+	r.stats.Busy.Add(1)
+	r.busy.note(r.cfg.Now())
+}
+
+// BusyRetryAfter returns the retry_after, in milliseconds, for a request
+// refused because its queue was full (Send, SendGroup, GroupOp or Login
+// returned false): 100 ms while such refusals are rare, doubling for every
+// 250 ms in which they went on, up to MaxBusyRetryAfter, and halving for
+// every 250 ms without one; jittered into [½, 1] of that value, so that
+// the resends of a burst spread out. Any goroutine may call it; it takes
+// no lock and allocates nothing.
+func (r *Router) BusyRetryAfter() uint32 { return r.busy.retryAfter(r.cfg.Now()) }
 
 // submitQuiet is submit without counting a refusal as Busy.
 func (r *Router) submitQuiet(user uint64, q request) bool {
@@ -372,7 +390,7 @@ func (r *Router) Read(reader, sender, msgID, more uint64) error {
 	if r.submitQuiet(reader, q) {
 		return nil
 	}
-	r.stats.Busy.Add(1)
+	r.refusedBusy()
 	r.stats.ReadsDropped.Add(1)
 	return ErrBusy
 }
@@ -397,7 +415,7 @@ func (r *Router) submitGroup(q groupReq) bool {
 	case r.groupFor(q.group).in <- q:
 		return true
 	default:
-		r.stats.Busy.Add(1)
+		r.refusedBusy()
 		return false
 	}
 }

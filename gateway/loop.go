@@ -285,7 +285,7 @@ func (l *loop) frame(c *conn, f protocol.Frame) protocol.Code {
 			taken = l.srv.router.Send(c, c.user, m.MsgID, m.To, m.Retry, record)
 		}
 		if !taken {
-			l.refuse(c, m.MsgID, protocol.CodeRetryLater, 100, reasonQueueFull)
+			l.refuse(c, m.MsgID, protocol.CodeRetryLater, l.srv.router.BusyRetryAfter(), reasonQueueFull)
 		}
 	case protocol.TypeAck:
 		var a protocol.Ack
@@ -344,7 +344,7 @@ func (l *loop) frame(c *conn, f protocol.Frame) protocol.Code {
 			return 0
 		}
 		if !l.srv.router.GroupOp(c, c.user, &g) {
-			l.refuse(c, g.MsgID, protocol.CodeRetryLater, 100, reasonQueueFull)
+			l.refuse(c, g.MsgID, protocol.CodeRetryLater, l.srv.router.BusyRetryAfter(), reasonQueueFull)
 		}
 	case protocol.TypeLogin:
 		return l.reject(protocol.CodeAlreadyLoggedIn, "second LOGIN on a logged-in connection")

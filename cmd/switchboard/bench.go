@@ -45,6 +45,16 @@ Scenarios:
            message, and whether p99 < --p99; then the highest rate that holds
            it (with every lower rate holding too). A step that fails the
            checks ends the sweep and fails it
+  overload does the server keep delivering when offered twice its capacity?
+           Finds the capacity (--capacity, or a probe: open loop at each of
+           --rates for 2 s until one is not kept up), then offers twice it
+           open loop for --duration from --pairs pairs (default 1000) whose
+           clients back off as PROTOCOL.md 8.5 says (resend after
+           retry_after with flag B, nothing new on the connection meanwhile).
+           Passes when goodput (distinct messages delivered per second while
+           offered) is at least 90% of the capacity and nothing accepted is
+           lost, duplicated or reordered; reports busy refusals, resends and
+           the retry_after distribution
   group    --groups groups of --group-size members, --senders of each send
            at --rate: deliveries/s, latency to the last member
   offline  fill the mailboxes of --pairs absent receivers with --messages
@@ -65,6 +75,12 @@ against the offered rate):
 
   switchboard bench phone --rate 5000 --duration 20s
   switchboard bench sweep --rates 300,1000,2000,5000,10000 --duration 20s --p99 3ms
+
+Overload: whether the server still delivers at its capacity when offered
+twice as much (the capacity is probed first unless given):
+
+  switchboard bench overload --duration 10s
+  switchboard bench overload --capacity 20000 --duration 10s
 
 Several servers: one server process holds fewer connections than its
 open-file limit (about 19,500 under a limit of 20,000), so to go past it
@@ -99,16 +115,17 @@ func benchCmd(args []string) error {
 	fs.StringVar(&cfg.Metrics, "metrics", "http://127.0.0.1:9070/metrics", "server's Prometheus endpoint for its memory and CPU: a URL, or host:port for http://host:port/metrics; several servers: one per --addr, comma-separated, in the same order (figures are summed); \"-\": none")
 	fs.StringVar(&cfg.Keys, "keys", "data/keys", "the server's token keys file (path): tokens are minted from its newest key; several servers: one per --addr, comma-separated, in the same order, or one file for all")
 	fs.IntVar(&cfg.Conns, "conns", 1000, "connect, storm: connections (count, even: they pair up)")
-	fs.IntVar(&cfg.Pairs, "pairs", 0, "chat, phone, sweep, offline, slow: pairs of users (count; 2 connections each); 0: 100, phone and sweep 1000")
+	fs.IntVar(&cfg.Pairs, "pairs", 0, "chat, phone, sweep, overload, offline, slow: pairs of users (count; 2 connections each); 0: 100, phone, sweep and overload 1000")
 	fs.IntVar(&cfg.Groups, "groups", 10, "group: groups (count)")
 	fs.IntVar(&cfg.GroupSize, "group-size", 10, "group: members per group (count, 2..1025)")
 	fs.IntVar(&cfg.Senders, "senders", 1, "group: members of each group that send (count)")
 	fs.Float64Var(&cfg.Rate, "rate", 2000, "chat, phone, group, slow: messages per second for the whole run (open loop); 0: closed loop with --window (not phone)")
-	rates := fs.String("rates", "300,1000,2000,5000,10000", "sweep: offered rates, messages per second for the whole run, comma-separated and rising; one phone run of --duration each")
+	rates := fs.String("rates", "", "sweep: offered rates, messages per second for the whole run, comma-separated and rising; one phone run of --duration each (default 300,1000,2000,5000,10000). overload: the capacity probe's rates, open loop for 2 s each (default 5000,7500,…,25000,30000,35000,40000)")
+	fs.Float64Var(&cfg.Capacity, "capacity", 0, "overload: the server's capacity (messages per second for the whole run); the run offers twice it; 0: probe it with --rates")
 	fs.DurationVar(&cfg.P99, "p99", 3*time.Millisecond, "sweep: the latency target (duration): a step holds it when its send-to-deliver p99 is below it")
 	fs.IntVar(&cfg.Window, "window", 8, "closed loop: messages each sender keeps in flight until delivered (count, 1..256)")
 	fs.IntVar(&cfg.Size, "size", 100, "message body (bytes, 24..65536): a 24-byte header for the checks, then filler")
-	fs.DurationVar(&cfg.Duration, "duration", 0, "chat, phone, group, slow: how long to send (duration; sweep: each step; slow: each of its two phases); 0: 10s, slow: 60s (a slow reader's window must fill, then stay full for the server's 30s slow-consumer timeout)")
+	fs.DurationVar(&cfg.Duration, "duration", 0, "chat, phone, group, slow, overload: how long to send (duration; sweep: each step; slow: each of its two phases; overload: the overloaded phase); 0: 10s, slow: 60s (a slow reader's window must fill, then stay full for the server's 30s slow-consumer timeout)")
 	fs.Float64Var(&cfg.ConnectRate, "connect-rate", 1000, "new connections per second for the whole run; 0: all at once")
 	fs.DurationVar(&cfg.Hold, "hold", 5*time.Second, "connect: how long the connections stay idle before the server's memory is read (duration)")
 	fs.IntVar(&cfg.Burst, "burst", 10, "connect: messages each connection sends after the hold (count; 0: none)")
