@@ -46,7 +46,7 @@ soak: ## Slow crash, soak and capacity tests (build tag "soak").
 	$(GO) test -tags soak -count=1 -timeout 60m -run 'Soak|Crash|Capacity' $(PKGS)
 
 .PHONY: lint
-lint: ## gofmt, go vet, staticcheck and go mod tidy (fetched through the module proxy).
+lint: ## gofmt, go vet, staticcheck (pinned, via go run) and go mod tidy -diff.
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt -l:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags soak $(PKGS)
