@@ -6,6 +6,8 @@ DATA      ?= data
 ADDR      ?= 127.0.0.1:7070
 FUZZTIME  ?= 30s
 PKGS      := ./...
+# staticcheck, pinned (v0.8.2 understands Go 1.26); `go run` fetches and caches it.
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 .DEFAULT_GOAL := help
 
@@ -44,9 +46,12 @@ soak: ## Slow crash, soak and capacity tests (build tag "soak").
 	$(GO) test -tags soak -count=1 -timeout 60m -run 'Soak|Crash|Capacity' $(PKGS)
 
 .PHONY: lint
-lint: ## gofmt and go vet.
-	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
+lint: ## gofmt, go vet, staticcheck (pinned, via go run) and go mod tidy -diff.
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt -l:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags soak $(PKGS)
+	printf 'default:\nsoak: -tags soak\n' | $(GO) run $(STATICCHECK) -matrix $(PKGS)
+	$(GO) mod tidy -diff
 
 .PHONY: clean
 clean: ## Remove build output (not the data folder).

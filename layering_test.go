@@ -15,8 +15,9 @@ import (
 const module = "switchboard"
 
 // allowed lists, for each top-level folder, the folders of ours its non-test
-// code may import (the arrows in DESIGN.md). A folder missing here may import
-// nothing of ours, except cmd, which may import everything.
+// code may import: the arrows of docs/DESIGN.md ("Packages and their
+// directions"). A folder missing here may import nothing of ours, except cmd,
+// which may import everything. Tests may import any folder of ours.
 var allowed = map[string][]string{
 	"protocol": {},
 	"storage":  {},
@@ -25,8 +26,20 @@ var allowed = map[string][]string{
 	"bench":    {"protocol"},
 }
 
-// violations returns every import under root that breaks an arrow, as
-// "file imports path".
+// confined lists the third-party modules that one folder alone may import,
+// in its code and its tests, so that replacing the library touches one
+// package: the network library stays in gateway, the database in storage.
+// cmd is held to this too: it configures them through gateway.Config and
+// storage.Config.
+var confined = []struct {
+	module, name, owner string
+}{
+	{"github.com/panjf2000/gnet", "gnet", "gateway"},
+	{"github.com/dgraph-io/badger", "Badger", "storage"},
+}
+
+// violations returns every import under root that breaks an arrow or a
+// confinement, as "file imports path: why".
 func violations(t *testing.T, root string) []string {
 	t.Helper()
 	var bad []string
@@ -42,25 +55,31 @@ func violations(t *testing.T, root string) []string {
 			}
 			return nil
 		}
-		if !strings.HasSuffix(rel, ".go") || strings.HasSuffix(rel, "_test.go") || !strings.Contains(rel, "/") {
+		if !strings.HasSuffix(rel, ".go") || !strings.Contains(rel, "/") {
 			return nil
 		}
 		top := strings.Split(rel, "/")[0]
-		if top == "cmd" {
-			return nil
-		}
+		isTest := strings.HasSuffix(rel, "_test.go")
 		f, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.ImportsOnly)
 		if err != nil {
 			return err
 		}
 		for _, imp := range f.Imports {
 			p := strings.Trim(imp.Path.Value, `"`)
-			if !strings.HasPrefix(p, module+"/") {
+			if why := confinement(top, p); why != "" {
+				bad = append(bad, rel+" imports "+p+": "+why)
+				continue
+			}
+			if isTest || top == "cmd" || !strings.HasPrefix(p, module+"/") {
 				continue
 			}
 			dep := strings.Split(strings.TrimPrefix(p, module+"/"), "/")[0]
 			if dep != top && !slices.Contains(allowed[top], dep) {
-				bad = append(bad, rel+" imports "+p)
+				may := "nothing of ours"
+				if len(allowed[top]) > 0 {
+					may = strings.Join(allowed[top], ", ")
+				}
+				bad = append(bad, rel+" imports "+p+": "+top+" may import "+may)
 			}
 		}
 		return nil
@@ -71,23 +90,43 @@ func violations(t *testing.T, root string) []string {
 	return bad
 }
 
+// confinement says why folder top may not import path p, or "" if it may.
+func confinement(top, p string) string {
+	for _, c := range confined {
+		if (p == c.module || strings.HasPrefix(p, c.module+"/")) && top != c.owner {
+			return "only " + c.owner + " may import " + c.name
+		}
+	}
+	return ""
+}
+
 // TestDependencyDirections fails when a package imports one of ours that
-// DESIGN.md does not allow, e.g. delivery importing gateway.
+// docs/DESIGN.md does not allow (e.g. delivery importing gateway), or when a
+// folder other than gateway imports gnet or one other than storage imports
+// Badger.
 func TestDependencyDirections(t *testing.T) {
 	for _, v := range violations(t, ".") {
-		t.Errorf("%s: not an arrow of DESIGN.md", v)
+		t.Errorf("%s (see docs/DESIGN.md, \"Packages and their directions\")", v)
 	}
 }
 
-// TestDependencyCheckCatches proves the check above can fail: a tree where
-// delivery imports gateway and storage imports protocol is flagged twice.
+// TestDependencyCheckCatches proves the check above can fail: in a synthetic
+// tree, every file named bad breaks a rule and is flagged once, with the
+// rule it breaks; no file named ok is.
 func TestDependencyCheckCatches(t *testing.T) {
 	root := t.TempDir()
 	files := map[string]string{
-		"delivery/bad.go": "package delivery\nimport _ \"switchboard/gateway\"\n",
-		"storage/bad.go":  "package storage\nimport _ \"switchboard/protocol\"\n",
-		"gateway/ok.go":   "package gateway\nimport _ \"switchboard/delivery\"\n",
-		"cmd/x/ok.go":     "package main\nimport _ \"switchboard/gateway\"\n",
+		"delivery/bad.go":        "package delivery\nimport _ \"switchboard/gateway\"\n",
+		"storage/bad.go":         "package storage\nimport _ \"switchboard/protocol\"\n",
+		"delivery/gnet_bad.go":   "package delivery\nimport _ \"github.com/panjf2000/gnet/v2\"\n",
+		"cmd/x/badger_bad.go":    "package main\nimport _ \"github.com/dgraph-io/badger/v4\"\n",
+		"bench/x_bad_test.go":    "package bench\nimport _ \"github.com/dgraph-io/badger/v4/options\"\n",
+		"gateway/ok.go":          "package gateway\nimport _ \"switchboard/delivery\"\nimport _ \"github.com/panjf2000/gnet/v2\"\n",
+		"gateway/ok_test.go":     "package gateway\nimport _ \"switchboard/storage\"\n",
+		"storage/ok.go":          "package storage\nimport _ \"github.com/dgraph-io/badger/v4\"\n",
+		"storage/sub/ok_test.go": "package sub\nimport _ \"github.com/dgraph-io/badger/v4\"\n",
+		"cmd/x/ok.go":            "package main\nimport _ \"switchboard/gateway\"\nimport _ \"switchboard/storage\"\n",
+		"protocol/ok.go":         "package protocol\nimport _ \"github.com/panjf2000/gnetwork\"\n",
 	}
 	for name, src := range files {
 		path := filepath.Join(root, name)
@@ -100,8 +139,14 @@ func TestDependencyCheckCatches(t *testing.T) {
 	}
 	got := violations(t, root)
 	slices.Sort(got)
-	want := []string{"delivery/bad.go imports switchboard/gateway", "storage/bad.go imports switchboard/protocol"}
+	want := []string{
+		"bench/x_bad_test.go imports github.com/dgraph-io/badger/v4/options: only storage may import Badger",
+		"cmd/x/badger_bad.go imports github.com/dgraph-io/badger/v4: only storage may import Badger",
+		"delivery/bad.go imports switchboard/gateway: delivery may import protocol, storage",
+		"delivery/gnet_bad.go imports github.com/panjf2000/gnet/v2: only gateway may import gnet",
+		"storage/bad.go imports switchboard/protocol: storage may import nothing of ours",
+	}
 	if !slices.Equal(got, want) {
-		t.Fatalf("violations = %q, want %q", got, want)
+		t.Fatalf("violations:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

@@ -9,7 +9,6 @@ import (
 
 	"switchboard/gateway"
 	"switchboard/protocol"
-	"switchboard/storage"
 )
 
 func body(sender uint64, i int) []byte {
@@ -396,16 +395,6 @@ func TestPingPong(t *testing.T) {
 			t.Fatalf("got %T, want Pong", ev)
 		}
 	}
-}
-
-// storeHas reads user's committed entries from a store.
-func storeHas(t *testing.T, s storage.Store, user uint64) []storage.Entry {
-	t.Helper()
-	es, _, err := s.Read(user, 1, 1<<20, 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return es
 }
 
 // TestReconnectStorm: the recipient drops and resumes its session every

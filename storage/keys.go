@@ -74,9 +74,8 @@ func entryPrefix(r uint64) []byte {
 	return k
 }
 
-// encodeEntry returns the stored form of e: header then value.
-func encodeEntry(e *Entry) []byte { return putEntry(make([]byte, entryHeadLen+len(e.Value)), e) }
-
+// putEntry writes the stored form of e, header then value, into v
+// (entryHeadLen+len(e.Value) bytes).
 func putEntry(v []byte, e *Entry) []byte {
 	v[0] = byte(e.Kind)
 	binary.BigEndian.PutUint64(v[1:], e.Sender)
@@ -109,8 +108,6 @@ func putMetaKey(k []byte, r uint64) []byte {
 	return k
 }
 
-func encodeMeta(m meta) []byte { return putMeta(make([]byte, metaValLen), m) }
-
 func putMeta(v []byte, m meta) []byte {
 	binary.BigEndian.PutUint64(v[0:], m.hw)
 	binary.BigEndian.PutUint64(v[8:], m.floor)
@@ -142,8 +139,6 @@ func putDedupeKey(k []byte, sender, msgID, r uint64) []byte {
 	binary.BigEndian.PutUint64(k[17:], r)
 	return k
 }
-
-func encodeDup(d Dup) []byte { return putDup(make([]byte, dedupeValLen), d) }
 
 func putDup(v []byte, d Dup) []byte {
 	binary.BigEndian.PutUint64(v[0:], d.Seq)
