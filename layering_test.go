@@ -21,8 +21,9 @@ var allowed = map[string][]string{
 	"protocol": {},
 	"storage":  {},
 	"delivery": {"protocol", "storage"},
-	"gateway":  {"protocol", "delivery"},
-	"bench":    {"protocol"},
+	"token":    {},
+	"gateway":  {"protocol", "delivery", "token"},
+	"bench":    {"protocol", "token"},
 }
 
 // violations returns every import under root that breaks an arrow, as
