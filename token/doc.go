@@ -28,11 +28,12 @@
 //
 // The keys file (FileName, "keys", in the server's data folder) holds one
 // key per line, "<key id> <secret in hex>": a decimal id below 2^32 and a
-// secret of at least 16 bytes (MinSecretLen). Blank lines and lines starting
-// with # are skipped; an id may appear once. Load refuses a file that group
-// or others may read (ErrKeysExposed), so do `serve`, `token` and `bench`,
-// which read it with Load. Create writes a new file with key 1, 32 random
-// bytes, mode 0600, durably: written under a temporary name, synced, linked
-// into place and the folder synced, so a crash leaves either no file or a
-// whole one. Tokens are minted with the newest key, the highest id.
+// secret of at least 16 bytes (MinSecretLen). Blank lines and lines
+// starting with # are skipped; an id may appear once, and a file holds at
+// most MaxKeys (100) keys. Tokens are minted with the newest key, the
+// highest id. Load refuses a file that group or others may read
+// (ErrKeysExposed); `serve`, `token` and `bench` all read the file with
+// it. Create writes a new file with key 1, 32 random bytes, mode 0600,
+// durably: written under a temporary name, synced, linked into place and
+// the folder synced, so a crash leaves either no file or a whole one.
 package token

@@ -22,6 +22,10 @@ const (
 	// MinSecretLen is the shortest secret the keys file may hold: 128 bits,
 	// as strong as the MAC cut to 16 bytes.
 	MinSecretLen = 16
+	// MaxKeys bounds the keys a file may hold: rotation needs two or three
+	// at a time, and each key costs every event loop an HMAC of about 400
+	// bytes, so 100 is room enough and still small.
+	MaxKeys = 100
 )
 
 // ErrKeysExposed means a keys file may be read by its group or others.
@@ -39,8 +43,8 @@ func NewSecret() ([]byte, error) {
 // Load reads the keys file at path and returns its keys and the id of the
 // newest (highest) one, the key tokens are minted with. It refuses a file
 // that group or others may read (ErrKeysExposed), a malformed line, an id
-// that appears twice, and a file with no key; its errors name the file
-// and, for a line, its number.
+// that appears twice, a file with no key or more than MaxKeys; its errors
+// name the file and, for a line, its number.
 func Load(path string) (Keys, uint32, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -74,6 +78,9 @@ func Load(path string) (Keys, uint32, error) {
 		if _, dup := keys[uint32(id)]; dup {
 			// Which of the two would a minter use? Refuse rather than guess.
 			return nil, 0, fmt.Errorf("token: %s:%d: key id %d appears twice", path, line, id)
+		}
+		if len(keys) == MaxKeys {
+			return nil, 0, fmt.Errorf("token: %s:%d: more than %d keys", path, line, MaxKeys)
 		}
 		keys[uint32(id)] = secret
 		newest = max(newest, uint32(id))

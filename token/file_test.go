@@ -2,6 +2,7 @@ package token
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -100,6 +101,8 @@ func TestLoad(t *testing.T) {
 		{name: "no secret", body: "1\n", mode: 0o600, errHas: ":1: want"},
 		{name: "three fields", body: "1 " + k1 + " x\n", mode: 0o600, errHas: ":1: want"},
 		{name: "id twice", body: "2 " + k1 + "\n2 " + k2 + "\n", mode: 0o600, errHas: ":2: key id 2 appears twice"},
+		{name: "at most MaxKeys", body: manyKeys(MaxKeys), mode: 0o600, newest: MaxKeys, numKeys: MaxKeys},
+		{name: "over MaxKeys", body: manyKeys(MaxKeys + 1), mode: 0o600, errHas: fmt.Sprintf(":%d: more than %d keys", MaxKeys+1, MaxKeys)},
 		{name: "no key", body: "# only a comment\n", mode: 0o600, errHas: "holds no key"},
 		{name: "missing", want: fs.ErrNotExist},
 	}
@@ -148,4 +151,13 @@ func TestLoadOrCreateRefusesExposed(t *testing.T) {
 	if got, _ := os.ReadFile(path); string(got) != string(body) {
 		t.Fatalf("file changed to %q", got)
 	}
+}
+
+// manyKeys returns a keys file's body with keys 1 to n.
+func manyKeys(n int) string {
+	var b strings.Builder
+	for id := 1; id <= n; id++ {
+		fmt.Fprintf(&b, "%d %s\n", id, strings.Repeat("ab", 16))
+	}
+	return b.String()
 }
