@@ -22,8 +22,9 @@ var allowed = map[string][]string{
 	"protocol": {},
 	"storage":  {},
 	"delivery": {"protocol", "storage"},
-	"gateway":  {"protocol", "delivery"},
-	"bench":    {"protocol"},
+	"token":    {},
+	"gateway":  {"protocol", "delivery", "token"},
+	"bench":    {"protocol", "token"},
 }
 
 // confined lists the third-party modules that one folder alone may import,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 	"switchboard/delivery"
 	"switchboard/gateway"
 	"switchboard/storage"
+	"switchboard/token"
 )
 
 // TestMain lets the test binary play a worker process: the multi-process
@@ -64,7 +66,7 @@ func startServerSecret(t *testing.T, dcfg delivery.Config, secret []byte) testSe
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := gateway.New(gateway.Config{Addr: "127.0.0.1:0", Keys: gateway.Keys{3: secret}, Logger: quiet}, r)
+	srv, err := gateway.New(gateway.Config{Addr: "127.0.0.1:0", Keys: token.Keys{3: secret}, Logger: quiet}, r)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,21 +332,43 @@ func TestNoServer(t *testing.T) {
 	}
 }
 
-func TestTokenMatchesGateway(t *testing.T) {
-	secret := []byte("0123456789abcdef0123456789abcdef")
-	k := Key{ID: 7, Secret: secret}
-	exp := time.Now().Add(time.Hour).Truncate(time.Second)
-	tok := mintToken(nil, k, 123456789, exp)
-	c, err := gateway.Keys{7: secret}.Verify(tok, time.Now())
-	if err != nil {
+// TestReadKeys: the generator mints with the newest key of the server's
+// keys file, under the server's rules for that file (package token), and
+// its tokens verify with it.
+func TestReadKeys(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "keys")
+	secret := strings.Repeat("ab", 32)
+	if err := os.WriteFile(path, []byte("9 "+strings.Repeat("cd", 32)+"\n12 "+secret+"\n3 "+strings.Repeat("ef", 16)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if c.User != 123456789 || c.KeyID != 7 || c.Device != 1 || !c.Expiry.Equal(exp) {
-		t.Errorf("claims %+v", c)
+	k, err := ReadKeys(path)
+	if err != nil || k.ID != 12 || hex.EncodeToString(k.Secret) != secret {
+		t.Fatalf("ReadKeys = %+v, %v; want key 12", k, err)
 	}
-	want := gateway.MintToken(secret, gateway.Claims{KeyID: 7, User: 123456789, Device: 1, Expiry: exp})
-	if string(tok) != string(want) {
-		t.Errorf("token %x, gateway mints %x", tok, want)
+	exp := time.Now().Add(time.Hour).Truncate(time.Second)
+	tok := mintToken([]byte("x"), k, 123456789, exp)
+	c, err := token.Keys{12: k.Secret}.Verify(tok[1:], time.Now())
+	if err != nil || c.User != 123456789 || c.KeyID != 12 || c.Device != 1 || !c.Expiry.Equal(exp) {
+		t.Fatalf("minted token verifies as %+v, %v", c, err)
+	}
+
+	// A duplicated id would leave the generator and the server with
+	// different secrets; a file others may read is refused as serve does.
+	if err := os.WriteFile(path, []byte("2 "+secret+"\n2 "+strings.Repeat("cd", 32)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadKeys(path); err == nil || !strings.Contains(err.Error(), "appears twice") {
+		t.Errorf("ReadKeys of a file with id 2 twice = %v, want refused", err)
+	}
+	if err := os.WriteFile(path, []byte("1 "+secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadKeys(path); !errors.Is(err, token.ErrKeysExposed) {
+		t.Errorf("ReadKeys of a mode 0644 file = %v, want ErrKeysExposed", err)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"switchboard/gateway"
 	"switchboard/protocol"
+	"switchboard/token"
 )
 
 // TestBadInput: each bad input gets its ERROR code and the connection is
@@ -30,8 +31,8 @@ func TestBadInput(t *testing.T) {
 		s := protocol.Send{MsgID: 1, To: to, Body: body}
 		return s.Append(nil)
 	}
-	expired := gateway.MintToken(ts.secret, gateway.Claims{KeyID: 1, User: 9, Device: 1, Expiry: time.Now().Add(-time.Minute)})
-	forged := gateway.MintToken(bytes.Repeat([]byte{9}, 32), gateway.Claims{KeyID: 1, User: 9, Device: 1, Expiry: time.Now().Add(time.Hour)})
+	expired := token.Mint(ts.secret, token.Claims{KeyID: 1, User: 9, Device: 1, Expiry: time.Now().Add(-time.Minute)})
+	forged := token.Mint(bytes.Repeat([]byte{9}, 32), token.Claims{KeyID: 1, User: 9, Device: 1, Expiry: time.Now().Add(time.Hour)})
 
 	tests := []struct {
 		name     string

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"switchboard/protocol"
+	"switchboard/token"
 )
 
 // Config configures a Server. The zero value of each field selects its
@@ -18,7 +19,7 @@ type Config struct {
 	// Loops is the number of event loops. Default: GOMAXPROCS, one per core.
 	Loops int
 	// Keys verify login tokens. Required.
-	Keys Keys
+	Keys token.Keys
 	// MaxConns caps open connections; one more is refused with SERVER_FULL.
 	// Default 0: as many as the open-file limit allows. Whatever its value,
 	// a connection is also refused while the open connections would pass

@@ -67,7 +67,8 @@
 //
 // # Token expiry
 //
-// A token is checked at LOGIN and its expiry kept (conn.expires, a loop
+// A token is checked at LOGIN by the loop's token.Verifier (package token
+// defines tokens; verifying one allocates nothing) and its expiry kept (conn.expires, a loop
 // second rounded up, so never enforced early). When it passes during the
 // session, the wheel's check writes what is queued, then GOAWAY with code
 // TOKEN_EXPIRED and no delay, and closes: the client reconnects at once

@@ -7,6 +7,7 @@ import (
 
 	"switchboard/gateway"
 	"switchboard/protocol"
+	"switchboard/token"
 )
 
 // TestTokenExpiresDuringSession: a session ends when its login token
@@ -16,7 +17,7 @@ func TestTokenExpiresDuringSession(t *testing.T) {
 	clock := newFakeClock()
 	ts := startServer(t, serverOptions{gw: func(c *gateway.Config) { c.Now = clock.Now }})
 	mint := func(user uint64, ttl time.Duration) []byte {
-		return gateway.MintToken(ts.secret, gateway.Claims{KeyID: 1, User: user, Device: 1, Expiry: clock.Now().Add(ttl)})
+		return token.Mint(ts.secret, token.Claims{KeyID: 1, User: user, Device: 1, Expiry: clock.Now().Add(ttl)})
 	}
 	short := ts.Dial(1, protocol.ClientOptions{Token: mint(1, 30*time.Second)})
 	long := ts.Dial(2, protocol.ClientOptions{Token: mint(2, time.Hour)})

@@ -9,6 +9,7 @@ import (
 	"switchboard/gateway"
 	"switchboard/protocol"
 	"switchboard/storage"
+	"switchboard/token"
 )
 
 // TestAnswersBeforeACloseGoToTheirConnection: a PING and an ERROR in one
@@ -58,7 +59,7 @@ func startServerNoRun(t *testing.T, addr string) *gateway.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := gateway.New(gateway.Config{Addr: addr, Keys: gateway.Keys{1: make([]byte, gateway.SecretLen)}, Logger: quietLogger()}, r)
+	srv, err := gateway.New(gateway.Config{Addr: addr, Keys: token.Keys{1: make([]byte, token.SecretLen)}, Logger: quietLogger()}, r)
 	if err != nil {
 		t.Fatal(err)
 	}

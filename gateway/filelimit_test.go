@@ -10,6 +10,7 @@ import (
 
 	"switchboard/gateway"
 	"switchboard/protocol"
+	"switchboard/token"
 )
 
 // TestOpenFileCounts: both ways of counting the process's descriptors (the
@@ -81,7 +82,7 @@ func TestMaxConnsOverFileLimit(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := gateway.Config{
-				Addr: "127.0.0.1:0", Loops: 2, Keys: gateway.Keys{1: make([]byte, gateway.SecretLen)},
+				Addr: "127.0.0.1:0", Loops: 2, Keys: token.Keys{1: make([]byte, token.SecretLen)},
 				MaxConns: tc.maxConns, Logger: quietLogger(),
 				OpenFiles: func() (int, error) { return 100, nil },
 			}

@@ -17,6 +17,7 @@ import (
 	"switchboard/internal/testutil"
 	"switchboard/protocol"
 	"switchboard/storage"
+	"switchboard/token"
 )
 
 // testServer is storage (Badger in a temporary folder), a router and a
@@ -79,11 +80,11 @@ func startServer(t testing.TB, o serverOptions) *testServer {
 		store.Close()
 		t.Fatalf("delivery.New: %v", err)
 	}
-	secret := make([]byte, gateway.SecretLen)
+	secret := make([]byte, token.SecretLen)
 	for i := range secret {
 		secret[i] = byte(i*7 + 1)
 	}
-	gcfg := gateway.Config{Addr: "127.0.0.1:0", Loops: 2, Keys: gateway.Keys{1: secret}, Logger: log}
+	gcfg := gateway.Config{Addr: "127.0.0.1:0", Loops: 2, Keys: token.Keys{1: secret}, Logger: log}
 	if o.gw != nil {
 		o.gw(&gcfg)
 	}
@@ -142,7 +143,7 @@ func (ts *testServer) Stop() error {
 
 // Token mints a valid token for user.
 func (ts *testServer) Token(user uint64) []byte {
-	return gateway.MintToken(ts.secret, gateway.Claims{KeyID: 1, User: user, Device: 1, Expiry: time.Now().Add(time.Hour)})
+	return token.Mint(ts.secret, token.Claims{KeyID: 1, User: user, Device: 1, Expiry: time.Now().Add(time.Hour)})
 }
 
 // Dial logs user in; it fails the test if the login fails. The client is

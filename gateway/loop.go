@@ -12,6 +12,7 @@ import (
 
 	"switchboard/delivery"
 	"switchboard/protocol"
+	"switchboard/token"
 )
 
 // maxBatchRecords bounds the record bytes packed into one BATCH, well under
@@ -31,8 +32,8 @@ type loop struct {
 	wbuf     []byte
 	items    []delivery.Outbound
 	batch    protocol.BatchWriter
-	inflate  []byte    // decompressed inbound payloads; grows to at most MaxFrame
-	verifier *Verifier // token MACs, reused
+	inflate  []byte          // decompressed inbound payloads; grows to at most MaxFrame
+	verifier *token.Verifier // token MACs, reused
 
 	// reason is why the connection in hand is being closed, set with the
 	// close code by reject (reason.go) and taken by fail. closedConn and
@@ -52,7 +53,7 @@ type loop struct {
 }
 
 func newLoop(s *Server, el gnet.EventLoop) *loop {
-	l := &loop{srv: s, el: el, verifier: NewVerifier(s.cfg.Keys)}
+	l := &loop{srv: s, el: el, verifier: token.NewVerifier(s.cfg.Keys)}
 	l.wheel.now = s.now()
 	l.tickFn = func(context.Context) error {
 		l.wheel.advance(s.now(), l.checkCaught)
@@ -366,10 +367,10 @@ func (l *loop) login(c *conn, f protocol.Frame) protocol.Code {
 	}
 	claims, err := l.verifier.Verify(lg.Token, cfg.Now())
 	switch {
-	case errors.Is(err, ErrTokenExpired):
+	case errors.Is(err, token.ErrExpired):
 		return l.rejectf(protocol.CodeTokenExpired, "LOGIN token expired at %s", claims.Expiry.UTC().Format(time.RFC3339))
 	case err != nil:
-		return l.reject(protocol.CodeBadToken, "LOGIN "+strings.TrimPrefix(err.Error(), "gateway: "))
+		return l.reject(protocol.CodeBadToken, "LOGIN "+strings.TrimPrefix(err.Error(), "token: "))
 	}
 	ping := time.Duration(lg.Ping) * time.Second
 	if lg.Ping == 0 {

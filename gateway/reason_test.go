@@ -12,6 +12,7 @@ import (
 
 	"switchboard/gateway"
 	"switchboard/protocol"
+	"switchboard/token"
 )
 
 // TestErrorReasons: every ERROR the gateway sends carries a reason that
@@ -34,14 +35,14 @@ func TestErrorReasons(t *testing.T) {
 		s := protocol.Send{MsgID: 1, To: 2, Body: body}
 		return s.Append(nil)
 	}
-	mint := func(secret []byte, c gateway.Claims) []byte {
+	mint := func(secret []byte, c token.Claims) []byte {
 		c.Device = 1
 		if c.Expiry.IsZero() {
 			c.Expiry = time.Now().Add(time.Hour)
 		}
-		return gateway.MintToken(secret, c)
+		return token.Mint(secret, c)
 	}
-	expired := mint(ts.secret, gateway.Claims{KeyID: 1, User: 9, Expiry: time.Now().Add(-time.Minute)})
+	expired := mint(ts.secret, token.Claims{KeyID: 1, User: 9, Expiry: time.Now().Add(-time.Minute)})
 
 	tests := []struct {
 		name     string
@@ -79,11 +80,11 @@ func TestErrorReasons(t *testing.T) {
 			want: protocol.CodeAlreadyLoggedIn, reason: "second LOGIN"},
 		{name: "malformed token", write: login([]byte("not a token at all, not at all")),
 			want: protocol.CodeBadToken, reason: "malformed"},
-		{name: "forged token", write: login(mint(bytes.Repeat([]byte{9}, 32), gateway.Claims{KeyID: 1, User: 9})),
+		{name: "forged token", write: login(mint(bytes.Repeat([]byte{9}, 32), token.Claims{KeyID: 1, User: 9})),
 			want: protocol.CodeBadToken, reason: "MAC"},
-		{name: "unknown key", write: login(mint(ts.secret, gateway.Claims{KeyID: 7, User: 9})),
+		{name: "unknown key", write: login(mint(ts.secret, token.Claims{KeyID: 7, User: 9})),
 			want: protocol.CodeBadToken, reason: "unknown key id"},
-		{name: "user 0", write: login(mint(ts.secret, gateway.Claims{KeyID: 1, User: 0})),
+		{name: "user 0", write: login(mint(ts.secret, token.Claims{KeyID: 1, User: 0})),
 			want: protocol.CodeBadToken, reason: "user 0"},
 		{name: "expired token", write: login(expired),
 			want: protocol.CodeTokenExpired, reason: "LOGIN token expired at"},

@@ -323,8 +323,8 @@ type vectorFile struct {
 
 // vectorToken is a login token minted from fixed claims, for an operator's
 // backend that mints tokens in another language. The protocol carries
-// tokens as opaque bytes; the gateway defines them (gateway/auth.go), and
-// token_vector_test.go checks these against its MintToken and Verify.
+// tokens as opaque bytes; package token defines them, and its
+// vectors_test.go checks these against its Mint, Parse and Verify.
 type vectorToken struct {
 	Name   string `json:"name"`
 	Secret string `json:"secret"` // hex, as on the keys file's line "<key_id> <secret>"

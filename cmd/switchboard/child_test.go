@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"switchboard/gateway"
 	"switchboard/protocol"
+	"switchboard/token"
 )
 
 // childEnv, when set, makes the test binary run main with the JSON-encoded
@@ -145,7 +145,7 @@ func (c *child) token(user uint64) []byte {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	return gateway.MintToken(keys[id], gateway.Claims{KeyID: id, User: user, Device: 1, Expiry: time.Now().Add(time.Hour)})
+	return token.Mint(keys[id], token.Claims{KeyID: id, User: user, Device: 1, Expiry: time.Now().Add(time.Hour)})
 }
 
 // dial logs user in.

@@ -21,7 +21,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"serve", "run the server", serve},
-		{"token", "mint a login token from the server's secret", token},
+		{"token", "mint a login token from the server's secret", tokenCmd},
 		{"bench", "load-generate against a server and report", benchCmd},
 	}
 }

@@ -1,57 +1,93 @@
 package main
 
 import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
+
+	"switchboard/token"
 )
 
-// TestKeysFileCreatedDurably: the keys file serve creates holds one whole
-// key, is readable by its owner only, and was synced with all its bytes
-// before its directory entry was; nothing else is left in the folder.
-func TestKeysFileCreatedDurably(t *testing.T) {
-	type synced struct {
-		dir  bool
-		size int64
-	}
-	var syncs []synced
-	orig := syncFile
-	syncFile = func(f *os.File) error {
-		st, err := f.Stat()
-		if err != nil {
-			return err
-		}
-		syncs = append(syncs, synced{dir: st.IsDir(), size: st.Size()})
-		return orig(f)
-	}
-	t.Cleanup(func() { syncFile = orig })
-
+// TestLoadKeys: serve (create) makes the keys file in its data folder; the
+// token command (no create) reads it and never makes one.
+func TestLoadKeys(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
+	if _, _, err := loadKeys(dir, false); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("loadKeys without create = %v, want ErrNotExist", err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("loadKeys without create made %s (%v)", dir, err)
+	}
 	keys, newest, err := loadKeys(dir, true)
-	if err != nil {
-		t.Fatal(err)
+	if err != nil || newest != 1 || len(keys[1]) != token.SecretLen {
+		t.Fatalf("loadKeys with create = %v, newest %d, %v", keys, newest, err)
 	}
-	if len(keys) != 1 || newest != 1 || len(keys[1]) != 32 {
-		t.Fatalf("keys %v, newest %d: want one 32-byte key with id 1", keys, newest)
+	again, newest, err := loadKeys(dir, false)
+	if err != nil || newest != 1 || !bytes.Equal(again[1], keys[1]) {
+		t.Fatalf("reading it back = %v, newest %d, %v; want the key made", again, newest, err)
 	}
-	path := filepath.Join(dir, keysFile)
-	st, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.Mode().Perm() != 0o600 {
-		t.Fatalf("mode %v, want 0600", st.Mode().Perm())
-	}
-	if len(syncs) != 2 || syncs[0].dir || syncs[0].size != st.Size() || !syncs[1].dir {
-		t.Fatalf("syncs %+v, want the file with all its %d bytes, then the directory", syncs, st.Size())
-	}
-	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
-		t.Fatalf("folder holds %d entries, want the keys file only", len(entries))
-	}
+}
 
-	// A second start reads the same key and creates nothing.
-	again, _, err := loadKeys(dir, true)
-	if err != nil || string(again[1]) != string(keys[1]) || len(syncs) != 2 {
-		t.Fatalf("second load: %v, same key %v, syncs %d", err, string(again[1]) == string(keys[1]), len(syncs))
+// TestTokenCommand: `switchboard token` prints, in hex, a token of the
+// newest key that verifies with the keys file, and refuses flags that
+// would mint a token no server accepts.
+func TestTokenCommand(t *testing.T) {
+	dir := t.TempDir()
+	old, cur := strings.Repeat("11", 32), strings.Repeat("22", 32)
+	if err := os.WriteFile(filepath.Join(dir, token.FileName), []byte("1 "+old+"\n2 "+cur+"\n"), 0o600); err != nil {
+		t.Fatal(err)
 	}
+	out := captureStdout(t, func() error {
+		return tokenCmd([]string{"-data", dir, "-user", "7654321", "-device", "3", "-ttl", "1h"})
+	})
+	tok, err := hex.DecodeString(strings.TrimSpace(out))
+	if err != nil {
+		t.Fatalf("output %q: %v", out, err)
+	}
+	keys, _, err := token.Load(filepath.Join(dir, token.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := keys.Verify(tok, time.Now())
+	if err != nil || c.KeyID != 2 || c.User != 7654321 || c.Device != 3 || time.Until(c.Expiry) > time.Hour {
+		t.Fatalf("printed token verifies as %+v, %v; want key 2, user 7654321, device 3, an hour", c, err)
+	}
+	for _, args := range [][]string{
+		{"-data", dir},
+		{"-data", dir, "-user", "1", "-device", "4294967296"},
+		{"-data", dir, "-user", "1", "-ttl", "-1h"},
+		{"-data", t.TempDir(), "-user", "1"}, // no keys file
+	} {
+		if err := tokenCmd(args); err == nil {
+			t.Errorf("token %q succeeded", args)
+		}
+	}
+}
+
+// captureStdout runs f with os.Stdout going to a pipe and returns what it
+// printed; f's error fails the test.
+func captureStdout(t *testing.T, f func() error) string {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	orig := os.Stdout
+	os.Stdout = w
+	ferr := f()
+	os.Stdout = orig
+	w.Close()
+	out, _ := io.ReadAll(r)
+	r.Close()
+	if ferr != nil {
+		t.Fatal(ferr)
+	}
+	return string(out)
 }

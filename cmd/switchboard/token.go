@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"time"
 
-	"switchboard/gateway"
+	"switchboard/token"
 )
 
-func token(args []string) error {
+// tokenCmd mints a login token from the newest key of the keys file and
+// prints it in hex.
+func tokenCmd(args []string) error {
 	fs := flag.NewFlagSet("token", flag.ContinueOnError)
 	data := fs.String("data", "data", "the server's data folder (holds the keys file)")
 	user := fs.Uint64("user", 0, "user id the token logs in as (required, > 0)")
@@ -18,14 +20,19 @@ func token(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *user == 0 {
+	switch {
+	case *user == 0:
 		return fmt.Errorf("-user is required")
+	case *device > 1<<32-1:
+		return fmt.Errorf("-device %d: a device id is below 2^32", *device)
+	case *ttl <= 0:
+		return fmt.Errorf("-ttl %v: a token must be valid for some time", *ttl)
 	}
 	keys, id, err := loadKeys(*data, false)
 	if err != nil {
 		return err
 	}
-	tok := gateway.MintToken(keys[id], gateway.Claims{KeyID: id, User: *user, Device: uint32(*device), Expiry: time.Now().Add(*ttl)})
+	tok := token.Mint(keys[id], token.Claims{KeyID: id, User: *user, Device: uint32(*device), Expiry: time.Now().Add(*ttl)})
 	fmt.Println(hex.EncodeToString(tok))
 	return nil
 }

@@ -1,0 +1,61 @@
+package token_test
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+	"time"
+
+	"switchboard/token"
+)
+
+// FuzzParse: on any bytes Parse and both verifiers agree and do not panic,
+// and a token Parse accepts has exactly one encoding: minting its claims
+// gives back its bytes before the MAC.
+func FuzzParse(f *testing.F) {
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	now := time.Unix(1_800_000_000, 0)
+	f.Add(token.Mint(secret, token.Claims{KeyID: 1, User: 7654321, Device: 1, Expiry: now.Add(time.Hour)}))
+	f.Add(token.Mint(secret, token.Claims{KeyID: 1<<32 - 1, User: 1<<64 - 1, Device: 1<<32 - 1, Expiry: now}))
+	f.Add(token.Mint(secret, token.Claims{KeyID: 2, User: 0, Device: 0, Expiry: now}))
+	f.Add(signed(secret, []byte{1, 0x81, 0x00, 1, 1, 1}))
+	f.Add([]byte{})
+	f.Add(bytes.Repeat([]byte{0xff}, token.MaxLen))
+	keys := token.Keys{1: secret, 2: []byte("fedcba9876543210")}
+	v := token.NewVerifier(keys)
+	f.Fuzz(func(t *testing.T, tok []byte) {
+		in := bytes.Clone(tok)
+		c, err := token.Parse(tok)
+		kc, kerr := keys.Verify(tok, now)
+		vc, verr := v.Verify(tok, now)
+		if !bytes.Equal(tok, in) {
+			t.Fatal("the token was modified")
+		}
+		if kc != vc || kerr != verr {
+			t.Fatalf("Keys.Verify = %+v, %v; Verifier = %+v, %v", kc, kerr, vc, verr)
+		}
+		if err != nil {
+			if !errors.Is(err, token.ErrBad) || c != (token.Claims{}) {
+				t.Fatalf("Parse = %+v, %v", c, err)
+			}
+			if kerr != err {
+				t.Fatalf("Parse refused with %v, Verify with %v", err, kerr)
+			}
+			return
+		}
+		if c.User == 0 || len(tok) < token.MinLen || len(tok) > token.MaxLen {
+			t.Fatalf("Parse accepted %x as %+v", tok, c)
+		}
+		if kerr == nil || errors.Is(kerr, token.ErrExpired) {
+			if kc != c {
+				t.Fatalf("Verify claims %+v, Parse %+v", kc, c)
+			}
+		}
+		// One encoding: the claims re-minted give the same body.
+		body := tok[:len(tok)-16]
+		again := token.Mint(nil, c)
+		if !bytes.Equal(again[:len(again)-16], body) {
+			t.Fatalf("Parse(%x) = %+v, which mints %x", tok, c, again)
+		}
+	})
+}
