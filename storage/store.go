@@ -46,8 +46,10 @@ type Store interface {
 
 	// Ack deletes, through the group commit, every entry of recipient with
 	// seq <= upto, and calls done after the deletion is committed with the
-	// receipts for the deleted message entries, in seq order, also recorded
-	// as PendingReceipts in the same transaction. An ack is relaxed (like a
+	// delivered receipts for the deleted message entries that had not
+	// expired, in seq order, also recorded as PendingReceipts in the same
+	// transaction (expired ones owe an expired receipt instead, recorded
+	// there too; see PendingReceipts). An ack is relaxed (like a
 	// receipt, see Append) and is not synced on its own: a crash may lose
 	// it, with its pending receipts, which costs only a redelivery of the
 	// entries; it is on disk once any later write's done(nil) ran. done has
