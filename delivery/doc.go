@@ -25,6 +25,20 @@
 // some off. A receipt may then be stored twice; clients take receipts as
 // idempotent (PROTOCOL.md 8.3).
 //
+// # Expired receipts
+//
+// A message its recipient does not fetch within storage's MessageTTL is
+// deleted by storage alone (its TTL sweep, an append into the full
+// mailbox, or an ack past it), which records an expired pending receipt
+// in the same transaction (storage.PendingReceipt.Expired). No request of
+// ours is waiting for it, so the first shard watches the store's
+// Stats.ExpiredReceipts on its one-second tick and, when it grew, offers
+// the expired pending receipts as a rescan does. Each becomes a RECEIPT
+// entry of the sender's mailbox with kind expired, naming the recipient
+// (By), that settles its pending receipt like a delivered one. So a
+// sender learns of an expiry within a second of the commit that deleted
+// the message.
+//
 // Only sends and group changes wait for a sync of the store before their
 // ACCEPT; acks and receipts ride on those syncs (see package storage).
 //

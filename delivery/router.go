@@ -120,6 +120,12 @@ type Router struct {
 	// busy sets the retry_after of busy refusals from how long they have
 	// been going on (backoff.go). Atomic; shared with the event loops.
 	busy backoff
+	// expiredSeen is the store's Stats.ExpiredReceipts when the pending
+	// receipts were last offered: when it grows, expiry (which no request
+	// of ours started) has left expired receipts owed, and the first
+	// shard offers those on its next tick. Set by Start, then owned by
+	// the first shard's goroutine.
+	expiredSeen uint64
 
 	// panicHook, when set (by tests, before Start), is called as a shard or
 	// group worker takes a request, and may panic. nil in production.
@@ -146,7 +152,7 @@ type Stats struct {
 	ReceiptsHeld      atomic.Uint64 // times receipts waited for room in their sender's shard queue
 	ReceiptsDropped   atomic.Uint64 // receipts put off because the sender's shard queue stayed full; still pending in storage, offered again within a second
 	ReceiptsRefused   atomic.Uint64 // receipt entries the store refused (sender's mailbox full, storage recovering); delivered ones stay pending and are offered again
-	ReceiptsReplayed  atomic.Uint64 // pending receipts offered again from storage (at start, or after some were put off)
+	ReceiptsReplayed  atomic.Uint64 // pending receipts offered from storage (at start, after some were put off, or after expiry recorded expired ones)
 	ReadsDropped      atomic.Uint64 // read receipts lost: both the sender's and the reader's shard queues were full, or held receipts were at their bound
 	SignalsDropped    atomic.Uint64 // signals for users offline or behind a full queue (a group signal counts each member)
 	GroupEventsRedone atomic.Uint64 // group events announced again (at start, or for a retried GROUP request)
@@ -181,7 +187,8 @@ func New(cfg Config, store storage.Store) (*Router, error) {
 // by a stop or a crash before they reached their senders' mailboxes), then
 // starts the shard goroutines.
 func (r *Router) Start() {
-	r.requeuePending()
+	r.expiredSeen = r.store.Stats().ExpiredReceipts // read before the scan: what it misses shows as growth
+	r.requeuePending(false)
 	for i, s := range r.shards {
 		r.wg.Add(1)
 		go func() {
@@ -243,13 +250,30 @@ func (r *Router) Stop() {
 	r.wg.Wait()
 }
 
+// offerOwed runs on the first shard's tick: it offers every pending
+// receipt again after one was put off (rescan), or only the expired ones
+// when expiry recorded more since the last look. The counter is read
+// before the scan, so a commit the scan misses shows at the next tick.
+func (r *Router) offerOwed() {
+	all := r.rescan.Swap(false)
+	n := r.store.Stats().ExpiredReceipts
+	expired := n != r.expiredSeen
+	r.expiredSeen = n
+	if all || expired {
+		r.requeuePending(!all)
+	}
+}
+
 // requeuePending offers every receipt pending in storage to its sender's
-// shard. What does not fit in a queue stays pending and sets rescan. A
-// receipt offered twice is stored twice, which clients tolerate: receipts
-// may repeat, never go missing.
-func (r *Router) requeuePending() {
+// shard, or only the expired ones. What does not fit in a queue stays
+// pending and sets rescan. A receipt offered twice is stored twice, which
+// clients tolerate: receipts may repeat, never go missing.
+func (r *Router) requeuePending(expiredOnly bool) {
 	full := false
 	err := r.store.PendingReceipts(func(p storage.PendingReceipt) bool {
+		if expiredOnly && !p.Expired {
+			return true // delivered ones are in the hands of the acks that made them
+		}
 		if !r.submitQuiet(p.Sender, receiptRequest(p)) {
 			full = true
 			return true

@@ -15,7 +15,7 @@ const (
 	reqLogout                      // conn is gone
 	reqSend                        // from sends record (msgID) to user
 	reqAck                         // user acks through seq on conn
-	reqReceipt                     // a receipt for user's messages msgID..msgID+more; from: by (group); settles: its pending receipt
+	reqReceipt                     // a receipt for user's messages msgID..msgID+more; from: by; settles: its pending receipt
 	reqSignal                      // from signals user, or the users in list (one shard's part of a group); msgID: kind; more: group
 	reqFanout                      // one member's copy of a group message or event: record, entry kind, fan
 	reqHoldRead                    // a read receipt (as reqReceipt) whose sender's shard was busy: held by the reader's shard and offered again
@@ -24,7 +24,8 @@ const (
 // request is one unit of work for a shard.
 type request struct {
 	kind    reqKind
-	read    bool // reqReceipt: a read receipt (else delivered)
+	read    bool // reqReceipt: a read receipt
+	expired bool // reqReceipt: an expired receipt (neither: delivered)
 	conn    Conn
 	user    uint64 // the user the shard owns that this request is about
 	from    uint64
@@ -173,8 +174,8 @@ func (s *shard) run() {
 func (s *shard) tick() {
 	s.checkSlow()
 	s.ackAgain()
-	if s == s.r.shards[0] && s.r.rescan.Swap(false) {
-		s.r.requeuePending()
+	if s == s.r.shards[0] {
+		s.r.offerOwed()
 	}
 }
 
@@ -300,7 +301,7 @@ func (s *shard) handle(q request) {
 			s.pump(u)
 		}
 	case reqReceipt:
-		x := protocol.Receipt{MsgID: q.msgID, More: q.more, Read: q.read, By: q.from}
+		x := protocol.Receipt{MsgID: q.msgID, More: q.more, Read: q.read, By: q.from, Expired: q.expired}
 		s.append(u, storage.Entry{Kind: storage.KindReceipt, Sender: q.from, MsgID: q.msgID, Value: x.AppendRecord(nil), Settles: q.settles}, nil, nil)
 		s.r.stats.Receipts.Add(1)
 	}
@@ -567,10 +568,13 @@ func (s *shard) receipts(ps []storage.PendingReceipt) {
 }
 
 // receiptRequest is the request that stores pending receipt p in its
-// sender's mailbox and settles it.
+// sender's mailbox and settles it. A delivered receipt names the acker
+// for group messages only (a 1:1 recipient is implied by the msg id); an
+// expired one always names the recipient it expired for, which its
+// encoding needs anyway (protocol.Receipt.Expired).
 func receiptRequest(p storage.PendingReceipt) request {
-	q := request{kind: reqReceipt, user: p.Sender, msgID: p.MsgID, more: p.More, settles: p.Key()}
-	if p.Group {
+	q := request{kind: reqReceipt, user: p.Sender, msgID: p.MsgID, more: p.More, settles: p.Key(), expired: p.Expired}
+	if p.Group || p.Expired {
 		q.from = p.Acker
 	}
 	return q

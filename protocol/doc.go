@@ -30,7 +30,7 @@
 //	  | <-------------------------- ACCEPT      |
 //	  |                 (recipient) <-- DELIVER  |
 //	  |                 (recipient) --> ACK      |
-//	  | <-------------------------- RECEIPT     |  delivered
+//	  | <-------------------------- RECEIPT     |  delivered (or read, expired)
 //	  | PING --------------------------------->  |
 //	  | <-------------------------- PONG        |
 //	  | <-------------------- GOAWAY or ERROR   |  then the server closes

@@ -40,6 +40,8 @@ func TestGolden(t *testing.T) {
 		{"RECEIPT", &Receipt{Seq: 4321, MsgID: 1234}, "05 09 e121 d209"},
 		{"RECEIPT read more by", &Receipt{Seq: 4321, MsgID: 1234, More: 2, Read: true, By: bob},
 			"0a 69 e121 d209 02 b197d303"},
+		{"RECEIPT expired", &Receipt{Seq: 4321, MsgID: 1234, By: bob, Expired: true},
+			"0a 09 e121 d209 b197d303 01"},
 		{"READ", &Read{To: alice, MsgID: 1234, More: 3, Group: true}, "08 6a f8ff9604 d209 03"},
 		{"SIGNAL", &Signal{Peer: bob, Kind: SignalTyping}, "06 0b b197d303 01"},
 		{"SIGNAL group", &Signal{Kind: SignalPaused, Group: team}, "07 2b 00 02 b1dfd202"},

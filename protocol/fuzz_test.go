@@ -243,7 +243,11 @@ func buildValue(t Type, n [5]uint64, bits byte, body []byte) frameValue {
 	case TypeAck:
 		return &Ack{Seq: nz(n[0])}
 	case TypeReceipt:
-		return &Receipt{Seq: nz(n[0]), MsgID: nz(n[1]), More: n[2], Read: flag(0), By: n[3]}
+		x := &Receipt{Seq: nz(n[0]), MsgID: nz(n[1]), More: n[2], Read: flag(0), By: n[3]}
+		if !x.Read && flag(1) { // an expired receipt always names its recipient
+			x.Expired, x.By = true, nz(n[3])
+		}
+		return x
 	case TypeRead:
 		return &Read{To: nz(n[0]), MsgID: nz(n[1]), More: n[2], Group: flag(0)}
 	case TypeSignal:

@@ -238,20 +238,32 @@ func (a *Ack) Decode(f Frame) error {
 	return r.end()
 }
 
-// Receipt tells a sender its messages were delivered or read (RECEIPT, 0x09).
-// It is a mailbox entry of the sender's and is acknowledged like a message.
+// Receipt tells a sender what became of its messages: delivered, read, or
+// expired (RECEIPT, 0x09). It is a mailbox entry of the sender's and is
+// acknowledged like a message.
 //
-//	seq varint | msg_id varint | [more varint, if FlagB] | [by varint, if bytes remain]
+//	seq varint | msg_id varint | [more varint, if FlagB] | [by varint, if bytes remain] |
+//	[kind varint, if bytes remain after by]
 //
-// FlagA: read (else delivered). It covers the sender's ids MsgID through
-// MsgID+More. By names the member, for messages sent to a group.
+// FlagA: read. Kind 1 (ReceiptExpired): expired, never with FlagA. Neither:
+// delivered. It covers the sender's ids MsgID through MsgID+More. By names
+// the reader of a read receipt, the member of a delivered receipt for
+// group messages, and the recipient of an expired one (which always names
+// it, so that its kind can follow).
 type Receipt struct {
 	Seq   uint64
 	MsgID uint64
 	More  uint64
 	Read  bool
-	By    uint64 // 0: a 1:1 message (the recipient is implied)
+	By    uint64 // 0: a delivered 1:1 receipt (the recipient is implied)
+	// Expired says the messages were deleted unfetched once the server's
+	// message TTL passed: they are gone. By must name the recipient; an
+	// expired receipt with By 0 encodes to a frame Decode refuses.
+	Expired bool
 }
+
+// ReceiptExpired is the kind field of an expired RECEIPT.
+const ReceiptExpired = 1
 
 // Append appends x as a frame.
 func (x *Receipt) Append(dst []byte) []byte {
@@ -270,8 +282,11 @@ func (x *Receipt) shape() (flags byte, n int) {
 		flags |= FlagB
 		n += uvarintLen(x.More)
 	}
-	if x.By > 0 {
+	if x.By > 0 || x.Expired {
 		n += uvarintLen(x.By)
+	}
+	if x.Expired {
+		n += uvarintLen(ReceiptExpired)
 	}
 	return flags, n
 }
@@ -281,8 +296,11 @@ func (x *Receipt) appendFields(dst []byte) []byte {
 	if x.More > 0 {
 		dst = binary.AppendUvarint(dst, x.More)
 	}
-	if x.By > 0 {
+	if x.By > 0 || x.Expired {
 		dst = binary.AppendUvarint(dst, x.By)
+	}
+	if x.Expired {
+		dst = binary.AppendUvarint(dst, ReceiptExpired)
 	}
 	return dst
 }
@@ -295,15 +313,33 @@ func (x *Receipt) Decode(f Frame) error {
 	return r.end()
 }
 
+var (
+	errReceiptKind        = wrapMalformed("unknown RECEIPT kind")
+	errReceiptReadExpired = wrapMalformed("RECEIPT both read and expired")
+)
+
 func (x *Receipt) decodeFields(r *reader, flags byte) {
 	x.MsgID = r.id("msg_id")
 	x.Read = flags&FlagA != 0
-	x.More, x.By = 0, 0
+	x.More, x.By, x.Expired = 0, 0, false
 	if flags&FlagB != 0 {
 		x.More = r.id("more")
 	}
 	if r.more() {
 		x.By = r.id("by")
+	}
+	if r.more() {
+		switch r.uvarint() {
+		case ReceiptExpired:
+			x.Expired = true
+		default:
+			if r.err == nil {
+				r.err = errReceiptKind
+			}
+		}
+		if x.Read && r.err == nil {
+			r.err = errReceiptReadExpired
+		}
 	}
 }
 

@@ -155,19 +155,27 @@ func (s *engine) applyAck(w writer, o *op, now int64, budget int) (units, bytes 
 	if err != nil {
 		return 0, 0, err
 	}
-	first := len(o.ack.Receipts)
+	s.owed = s.owed[:0]
 	for _, d := range dead {
-		switch {
-		case s.expired(d.time, now):
-			s.stats.expiredDeleted.Add(1) // expired: never delivered, so no receipt
-		case d.kind.message():
-			o.ack.Receipts = append(o.ack.Receipts, Receipt{Sender: d.sender, MsgID: d.msgID, Seq: d.seq, Group: d.kind == KindGroupMessage})
+		expired := s.expired(d.time, now)
+		if expired {
+			// Read never returned it, so it was never delivered: its
+			// sender is owed an expired receipt, not a delivered one.
+			s.stats.expiredDeleted.Add(1)
 		}
+		if !d.kind.message() {
+			continue
+		}
+		r := Receipt{Sender: d.sender, MsgID: d.msgID, Seq: d.seq, Group: d.kind == KindGroupMessage}
+		if !expired {
+			o.ack.Receipts = append(o.ack.Receipts, r)
+		}
+		s.owed = append(s.owed, owedReceipt{Receipt: r, expired: expired})
 	}
 	if err := s.remove(w, c, dead); err != nil {
 		return 0, 0, err
 	}
-	if err := s.recordPending(w, o.r, o.ack, first); err != nil {
+	if err := s.recordPending(w, o.r, s.owed, o.ack); err != nil {
 		return 0, 0, err
 	}
 	o.ack.Deleted += len(dead)
@@ -182,7 +190,8 @@ func (s *engine) applyAck(w writer, o *op, now int64, budget int) (units, bytes 
 }
 
 // expireHead deletes up to budget expired entries at the head of c's
-// mailbox and returns how many it deleted.
+// mailbox, records the expired receipts their senders are owed in the
+// same transaction, and returns how many entries it deleted.
 func (s *engine) expireHead(w writer, c *cachedMeta, now int64, budget int) (int, error) {
 	if c.m.count == 0 {
 		return 0, nil
@@ -192,7 +201,17 @@ func (s *engine) expireHead(w writer, c *cachedMeta, now int64, budget int) (int
 		return 0, err
 	}
 	s.stats.expiredDeleted.Add(uint64(len(dead)))
-	return len(dead), s.remove(w, c, dead)
+	s.owed = s.owed[:0]
+	for _, d := range dead {
+		if d.kind.message() {
+			r := Receipt{Sender: d.sender, MsgID: d.msgID, Seq: d.seq, Group: d.kind == KindGroupMessage}
+			s.owed = append(s.owed, owedReceipt{Receipt: r, expired: true})
+		}
+	}
+	if err := s.remove(w, c, dead); err != nil {
+		return 0, err
+	}
+	return len(dead), s.recordPending(w, c.r, s.owed, nil)
 }
 
 // collect gathers, into s.dead, up to budget entries of c's mailbox from
@@ -271,22 +290,37 @@ func (s *engine) deleteGroup(w writer, o *op) (units, bytes int, err error) {
 	return 1 + len(ids), 0, w.delGroup(o.group)
 }
 
-// recordPending writes the receipts of ack from index first on as pending
-// receipts, one per run of consecutive msg ids of one sender and kind, in
-// the transaction that deletes their entries, and adds them to
-// ack.Pending.
-func (s *engine) recordPending(w writer, acker uint64, ack *AckResult, first int) error {
-	rs := ack.Receipts[first:]
+// owedReceipt is a deleted message entry whose sender is owed a receipt:
+// delivered, or expired.
+type owedReceipt struct {
+	Receipt
+	expired bool
+}
+
+// recordPending writes the receipts owed for rs (deleted message entries
+// of acker's mailbox, in seq order) as pending receipts, one per run of
+// consecutive msg ids of one sender, kind and outcome, in the transaction
+// that deletes their entries. Delivered ones are added to ack.Pending (ack
+// is nil for expiry, which deletes nothing delivered); expired ones are
+// counted in s.expiredOwed, which Stats.ExpiredReceipts takes up once the
+// batch commits, for delivery to find them.
+func (s *engine) recordPending(w writer, acker uint64, rs []owedReceipt, ack *AckResult) error {
 	for i := 0; i < len(rs); {
 		j := i + 1
-		for j < len(rs) && rs[j].Sender == rs[i].Sender && rs[j].MsgID == rs[j-1].MsgID+1 && rs[j].Group == rs[i].Group {
+		for j < len(rs) && rs[j].Sender == rs[i].Sender && rs[j].MsgID == rs[j-1].MsgID+1 &&
+			rs[j].Group == rs[i].Group && rs[j].expired == rs[i].expired {
 			j++
 		}
-		p := PendingReceipt{Sender: rs[i].Sender, Acker: acker, Seq: rs[i].Seq, MsgID: rs[i].MsgID, More: uint64(j - i - 1), Group: rs[i].Group}
+		p := PendingReceipt{Sender: rs[i].Sender, Acker: acker, Seq: rs[i].Seq, MsgID: rs[i].MsgID,
+			More: uint64(j - i - 1), Group: rs[i].Group, Expired: rs[i].expired}
 		if err := w.putPending(&p); err != nil {
 			return err
 		}
-		ack.Pending = append(ack.Pending, p)
+		if p.Expired {
+			s.expiredOwed++
+		} else {
+			ack.Pending = append(ack.Pending, p)
+		}
 		i = j
 	}
 	return nil

@@ -25,8 +25,9 @@ type Config struct {
 
 	// MessageTTL is how long an entry waits for its recipient. Zero means
 	// DefaultMessageTTL. An expired entry is never returned by Read and is
-	// deleted by housekeeping (counted in Stats.ExpiredDeleted), without a
-	// receipt.
+	// deleted by housekeeping, an append into its full mailbox or an ack
+	// (counted in Stats.ExpiredDeleted); a message entry's sender is then
+	// owed an expired receipt (PendingReceipt.Expired).
 	MessageTTL time.Duration
 
 	// DedupeWindow is how long a committed message's (sender, msg id,

@@ -72,7 +72,7 @@
 //     atomically; done runs after the commit (not a sync), with receipts
 //     for exactly the message entries that this ack deleted (each entry
 //     yields at most one receipt, ever). Expired entries are deleted
-//     without a receipt. An ack larger than Config.MaxBatch entries commits
+//     without a delivered receipt: see Expiry. An ack larger than Config.MaxBatch entries commits
 //     in several transactions; each is a valid cumulative state, and done
 //     runs after the last.
 //   - LastSeq, Read, Lookup, Members, Role, Groups, PendingReceipts,
@@ -138,6 +138,22 @@
 // leaves one); readers must not expect seqs to be contiguous. Reads seek
 // straight to the recipient's floor (the last deleted seq) and never walk
 // the tombstones below it.
+//
+// # Expiry
+//
+// An entry older than Config.MessageTTL is expired: Read skips it, and the
+// first of the TTL sweep (Housekeeping), an append that needs room in its
+// full mailbox, or an ack that covers it deletes it. Whichever deletes an
+// expired message entry (KindMessage, KindGroupMessage) records, in the same
+// transaction, an expired receipt for its sender (PendingReceipt.Expired, one
+// per run of consecutive msg ids of one sender, Acker the recipient), so the
+// deletion and the debt live or die together as for delivered receipts. An
+// entry that expired between its push and its ack (seconds at the end of the
+// TTL) is reported expired although the recipient may have it: the store
+// does not know what was pushed. Expiry has no caller waiting for its
+// receipts, not even an ack (AckResult lists delivered receipts only):
+// Stats.ExpiredReceipts counts them once their transaction commits, and
+// delivery reads PendingReceipts when it sees that counter grow.
 //
 // # Callbacks
 //

@@ -58,6 +58,8 @@ type engine struct {
 	prefetched  []op                   // the prefetch helper's buffer, kept for the next batch; see prefetch.go
 	concurrency int                    // urgent ops recently in flight at once (batch plus queue), decaying
 	dead        []deadEntry            // scratch for acks and expiry
+	owed        []owedReceipt          // scratch for acks and expiry: the receipts their deletions owe
+	expiredOwed int                    // expired receipts recorded by the open batch; see recordPending
 	tailEntries int                    // entries in all tails of cache; at most tailBudget
 	tailMax     int                    // defaultTailMax; tests change it before the first op
 	tailBudget  int                    // defaultTailBudget; likewise
@@ -595,6 +597,11 @@ func (s *engine) fail(cause error) {
 	err := fmt.Errorf("%w: %w", ErrCommit, cause)
 	s.failed.Store(&err)
 	s.stats.commitErrors.Add(1)
+	// A failed sync follows a commit that may have kept the expired
+	// receipts of the batch: count them, so delivery looks (a look that
+	// finds nothing costs one scan of the pending receipts).
+	s.stats.expiredReceipts.Add(uint64(s.expiredOwed))
+	s.expiredOwed = 0
 	s.log.Error("storage: commit failed; refusing writes until the database is reopened", "err", cause, "ops", len(s.batch)+len(s.unsynced))
 	for _, held := range [][]op{s.unsynced, s.batch} {
 		for i := range held {
@@ -688,6 +695,10 @@ func (s *engine) committed(ops int) {
 	s.dirty = s.dirty[:0]
 	s.totDirt = false
 	s.quotaCommitted()
+	// Counted only now that they are committed: delivery reads them when
+	// it sees the counter grow.
+	s.stats.expiredReceipts.Add(uint64(s.expiredOwed))
+	s.expiredOwed = 0
 	s.stats.commits.Add(1)
 	s.stats.batchedOps.Add(uint64(ops))
 	if uint64(ops) > s.stats.maxBatchOps.Load() {

@@ -14,7 +14,7 @@ import (
 //	'g' group(8) 0x00                  -> group: owner(8) created(8) members(8)
 //	'g' group(8) 0x01 member(8)        -> role(1)
 //	'u' member(8) group(8)             -> role(1)   (reverse index for Groups)
-//	'p' sender(8) acker(8) seq(8)      -> pending receipt: msgid(8) more(8) group(1)
+//	'p' sender(8) acker(8) seq(8)      -> pending receipt: msgid(8) more(8) flags(1)
 //	'e' actor(8) msgid(8)              -> pending group event (groupchange.go)
 //	't'                                -> totals: count(8) bytes(8)
 //	'q' sender(8)                      -> sender use: count(8) bytes(8)   (absent when zero; quota.go)
@@ -221,23 +221,35 @@ func putPendingKey(k []byte, sender uint64, key ReceiptKey) []byte {
 	return k
 }
 
+// The flags byte of a pending receipt. It was a bool (0, or 1 for group
+// messages) before expired receipts; both values keep their meaning.
+const (
+	pendingGroup   = 1 << 0 // PendingReceipt.Group
+	pendingExpired = 1 << 1 // PendingReceipt.Expired
+	pendingFlags   = pendingGroup | pendingExpired
+)
+
 func putPending(v []byte, p *PendingReceipt) []byte {
 	binary.BigEndian.PutUint64(v[0:], p.MsgID)
 	binary.BigEndian.PutUint64(v[8:], p.More)
 	v[16] = 0
 	if p.Group {
-		v[16] = 1
+		v[16] |= pendingGroup
+	}
+	if p.Expired {
+		v[16] |= pendingExpired
 	}
 	return v
 }
 
 func decodePending(k, v []byte) (PendingReceipt, error) {
-	if len(k) != pendingKeyLen || len(v) != pendingValLen || v[16] > 1 {
+	if len(k) != pendingKeyLen || len(v) != pendingValLen || v[16]&^pendingFlags != 0 {
 		return PendingReceipt{}, errCorrupt
 	}
 	return PendingReceipt{
 		Sender: be64(k[1:]), Acker: be64(k[9:]), Seq: be64(k[17:]),
-		MsgID: be64(v[0:]), More: be64(v[8:]), Group: v[16] == 1,
+		MsgID: be64(v[0:]), More: be64(v[8:]),
+		Group: v[16]&pendingGroup != 0, Expired: v[16]&pendingExpired != 0,
 	}, nil
 }
 

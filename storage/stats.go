@@ -23,7 +23,8 @@ type Stats struct {
 	Receipts         uint64        // receipts handed back by acks
 	ReadEntries      uint64        // entries returned by Read
 	ExpiredSkipped   uint64        // expired entries skipped by Read; one entry may count more than once
-	ExpiredDeleted   uint64        // expired entries deleted by housekeeping or by a full mailbox; each once
+	ExpiredDeleted   uint64        // expired entries deleted by housekeeping, a full mailbox or an ack; each once
+	ExpiredReceipts  uint64        // expired receipts owed to senders (PendingReceipt.Expired, one per run of msg ids), counted once committed (or once a failed commit may have kept them)
 	Duplicates       uint64        // appends refused with ErrDuplicate
 	RefusedFull      uint64        // appends refused with ErrMailboxFull
 	RefusedStoreFull uint64        // appends refused with ErrStoreFull
@@ -51,6 +52,7 @@ type counters struct {
 	housekeeps, gcRewrites, flattens, storedMessages, storedBytes          atomic.Uint64
 	buildNanos, commitNanos, callbackNanos, syncs, recoveries              atomic.Uint64
 	refusedDiskFull, diskLow, syncNanos, refusedQuota, panics, down        atomic.Uint64
+	expiredReceipts                                                        atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -71,6 +73,7 @@ func (c *counters) snapshot() Stats {
 		ReadEntries:      c.readEntries.Load(),
 		ExpiredSkipped:   c.expiredSkipped.Load(),
 		ExpiredDeleted:   c.expiredDeleted.Load(),
+		ExpiredReceipts:  c.expiredReceipts.Load(),
 		Duplicates:       c.duplicates.Load(),
 		RefusedFull:      c.refusedFull.Load(),
 		RefusedStoreFull: c.refusedStoreFull.Load(),

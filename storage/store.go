@@ -46,8 +46,10 @@ type Store interface {
 
 	// Ack deletes, through the group commit, every entry of recipient with
 	// seq <= upto, and calls done after the deletion is committed with the
-	// receipts for the deleted message entries, in seq order, also recorded
-	// as PendingReceipts in the same transaction. An ack is relaxed (like a
+	// delivered receipts for the deleted message entries that had not
+	// expired, in seq order, also recorded as PendingReceipts in the same
+	// transaction (expired ones owe an expired receipt instead, recorded
+	// there too; see PendingReceipts). An ack is relaxed (like a
 	// receipt, see Append) and is not synced on its own: a crash may lose
 	// it, with its pending receipts, which costs only a redelivery of the
 	// entries; it is on disk once any later write's done(nil) ran. done has
@@ -66,11 +68,16 @@ type Store interface {
 	// group commit in progress (about one fsync) and then sees it.
 	Read(recipient, from uint64, maxEntries, maxBytes int, dst []Entry) (entries []Entry, next uint64, err error)
 
-	// PendingReceipts calls fn with every delivered receipt an Ack recorded
-	// and no Append has settled yet (Entry.Settles), in (sender, acker,
-	// seq) order, until fn returns false. Delivery calls it on start to
-	// hand on the receipts that a stop or crash left owed: each one is
-	// redone until the receipt entry that settles it commits.
+	// PendingReceipts calls fn with every receipt owed and not yet settled
+	// by an Append (Entry.Settles), in (sender, acker, seq) order, until fn
+	// returns false: the delivered receipts an Ack recorded, and the
+	// expired ones (PendingReceipt.Expired) that any deletion of expired
+	// message entries recorded (an Ack, the TTL sweep, an Append that made
+	// room in a full mailbox). Delivery calls it on start to hand on the
+	// receipts that a stop or crash left owed, and again when
+	// Stats.ExpiredReceipts grows: expiry has no caller to hand its
+	// receipts to. Each one is redone until the receipt entry that settles
+	// it commits.
 	PendingReceipts(fn func(PendingReceipt) bool) error
 
 	// Lookup reports whether a message entry from sender with msgID was
@@ -171,19 +178,23 @@ type ReceiptKey struct {
 	Seq   uint64
 }
 
-// PendingReceipt is a "delivered" receipt owed to Sender: Acker's
-// acknowledgement deleted Sender's message entries with ids MsgID through
-// MsgID+More (consecutive in Acker's mailbox, the first at Seq). The Ack
-// records it in the transaction that deletes the entries, so a crash loses
-// both or neither; it stays until the receipt entry that settles it
+// PendingReceipt is a receipt owed to Sender: Sender's message entries
+// with ids MsgID through MsgID+More (consecutive in Acker's mailbox, the
+// first at Seq) were deleted, either by Acker's acknowledgement (a
+// "delivered" receipt) or, when Expired is set, because they outlived
+// Config.MessageTTL unfetched (an "expired" receipt: Acker is the
+// recipient whose mailbox they expired from, and the messages are gone).
+// It is recorded in the transaction that deletes the entries, so a crash
+// loses both or neither; it stays until the receipt entry that settles it
 // (Entry.Settles) commits.
 type PendingReceipt struct {
-	Sender uint64
-	Acker  uint64
-	Seq    uint64
-	MsgID  uint64
-	More   uint64
-	Group  bool // the entries were KindGroupMessage copies
+	Sender  uint64
+	Acker   uint64
+	Seq     uint64
+	MsgID   uint64
+	More    uint64
+	Group   bool // the entries were KindGroupMessage copies
+	Expired bool // the entries expired; Acker never fetched them
 }
 
 // Key returns the name that settles p.
@@ -205,7 +216,10 @@ type AckResult struct {
 	Receipts []Receipt // one per deleted message entry, in seq order; owned by the callee
 	// Pending are the same receipts as runs of consecutive msg ids of one
 	// sender (and kind), in seq order, each recorded durably with the
-	// deletion until an Append settles it; owned by the callee.
+	// deletion until an Append settles it; owned by the callee. The
+	// expired receipts of expired entries the ack deleted are recorded in
+	// the same transaction but not listed here: like every expired
+	// receipt, they reach delivery through PendingReceipts.
 	Pending []PendingReceipt
 }
 

@@ -106,6 +106,7 @@ func metricsHandler(srv *gateway.Server, r *delivery.Router, st storage.Store) h
 	storeStat("switchboard_store_disk_low", "1 while free disk space is below the floor and new messages are refused.", prometheus.GaugeValue, func(s storage.Stats) uint64 { return s.DiskLow })
 	storeStat("switchboard_store_appends_total", "Entries committed.", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.Appends })
 	storeStat("switchboard_store_expired_total", "Entries expired before delivery.", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.ExpiredDeleted })
+	storeStat("switchboard_store_expired_receipts_total", "Expired receipts owed to senders (one per run of msg ids that expired unfetched).", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.ExpiredReceipts })
 	storeStat("switchboard_store_mailbox_full_total", "Appends refused by a full mailbox.", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.RefusedFull })
 	storeStat("switchboard_store_batched_ops_total", "Writes (appends, acks, group changes) carried by the group commits.", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.BatchedOps })
 	seconds("switchboard_store_build_seconds_total", "Committer time spent building batches (waiting for ops included).", func(s storage.Stats) time.Duration { return s.BuildTime })
