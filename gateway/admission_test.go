@@ -162,6 +162,7 @@ func TestSlowFrameThatProgresses(t *testing.T) {
 	closedAt := 0
 	for sec := 1; sec <= 30 && closedAt == 0; sec++ {
 		d.write(frame[(sec-1)*100 : sec*100])
+		eventually(t, 5*time.Second, "the drip to reach the server", func() bool { return ts.Srv.Buffered(3) >= sec*100 })
 		clock.Advance(time.Second)
 		ts.Srv.Tick()
 		if ts.Srv.Stats().Closes[protocol.CodePartialFrameTimeout].Load() > before {

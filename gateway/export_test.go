@@ -66,3 +66,33 @@ func (s *Server) Tick() {
 		<-done
 	}
 }
+
+// Buffered returns the bytes the server holds unread for user's
+// connection (an incomplete frame), as its event loop sees them: a test
+// that drips a frame waits until they arrived before it ticks.
+func (s *Server) Buffered(user uint64) int {
+	s.mu.Lock()
+	got := make(chan int, len(s.loops))
+	n := 0
+	for el, l := range s.loops {
+		err := el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			b := 0
+			l.wheel.each(func(c *conn) {
+				if c.user == user {
+					b = c.gc.InboundBuffered()
+				}
+			})
+			got <- b
+			return nil
+		}))
+		if err == nil {
+			n++
+		}
+	}
+	s.mu.Unlock()
+	total := 0
+	for range n {
+		total += <-got
+	}
+	return total
+}

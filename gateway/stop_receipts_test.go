@@ -23,6 +23,7 @@ type receiptTally struct {
 	received map[uint64]map[uint64]bool // sender → msg ids its recipient received
 	receipts map[uint64]map[uint64]int  // sender → msg ids delivered receipts covered
 	accepted map[uint64]map[uint64]bool // sender → msg ids ACCEPTed
+	refused  map[uint64]int             // sender → REFUSEs
 	lastSeq  map[uint64]uint64          // user → highest seq read: its next LOGIN ack
 	extra    int                        // receipts for msg ids already covered
 }
@@ -33,6 +34,7 @@ func newReceiptTally(t testing.TB) *receiptTally {
 		received: map[uint64]map[uint64]bool{},
 		receipts: map[uint64]map[uint64]int{},
 		accepted: map[uint64]map[uint64]bool{},
+		refused:  map[uint64]int{},
 		lastSeq:  map[uint64]uint64{},
 	}
 }
@@ -92,6 +94,8 @@ func (r *receiptTally) note(user uint64, ev protocol.Event) {
 		for id := ev.MsgID; id <= ev.MsgID+ev.More && id-ev.MsgID < 1<<20; id++ {
 			innerOf(r.accepted, user)[id] = true
 		}
+	case *protocol.Refuse:
+		r.refused[user]++
 	case *protocol.Receipt:
 		r.lastSeq[user] = max(r.lastSeq[user], ev.Seq)
 		if ev.Read || ev.By != 0 || ev.More >= 1<<20 {
@@ -250,6 +254,24 @@ func TestReceiptsFullQueuesAndStop(t *testing.T) {
 
 	stats := ts.Router.Stats()
 	traffic(40).Wait()
+	// Every send answered, every ACCEPTed one delivered: only then are all
+	// the receipts owed known.
+	eventually(t, 30*time.Second, "every send answered and delivered", func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for i := range senders {
+			s := sender(i)
+			if len(r.accepted[s])+r.refused[s] < 40 {
+				return false
+			}
+			for id := range r.accepted[s] {
+				if !r.received[s][id] {
+					return false
+				}
+			}
+		}
+		return true
+	})
 	start := time.Now()
 	owed := r.waitReceipts(t, 30*time.Second)
 	t.Logf("burst: %d receipts owed, all arrived %v after the last send; %d times held, %d put off, %d replayed, %d requests refused busy",
