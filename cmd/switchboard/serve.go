@@ -136,6 +136,14 @@ func serve(args []string) error {
 	}
 	// Shutdown returns by its deadline whatever hangs; Run returns soon
 	// after unless a loop hangs.
+	srv.Drain()
+	routerDone := make(chan struct{})
+	go func() { router.Stop(); close(routerDone) }()
+	select {
+	case <-routerDone:
+	case <-time.After(timeout * 3 / 4):
+		log.Error("stopping: gave up waiting for the router to finish the commits in flight; their clients will resend")
+	}
 	if err := srv.Shutdown(context.Background()); err != nil {
 		log.Error("shutdown", "err", err)
 	}
