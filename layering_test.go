@@ -23,6 +23,8 @@ var allowed = map[string][]string{
 	"delivery": {"protocol", "storage"},
 	"gateway":  {"protocol", "delivery"},
 	"bench":    {"protocol"},
+	// node owns the process: it configures, starts and stops the others.
+	"node": {"protocol", "storage", "delivery", "gateway"},
 }
 
 // violations returns every import under root that breaks an arrow, as
