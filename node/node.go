@@ -72,7 +72,7 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		store.Close()
 		if cfg.Gateway.MaxConns > 0 && errors.Is(err, gateway.ErrFileLimit) {
-			err = fmt.Errorf("gateway.max-conns (--max-conns) %d: %w", cfg.Gateway.MaxConns, err)
+			err = fmt.Errorf("--max-conns %d (gateway.max-conns): %w", cfg.Gateway.MaxConns, err)
 		}
 		return nil, err
 	}

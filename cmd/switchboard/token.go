@@ -16,10 +16,10 @@ func token(args []string) error {
 	device := fs.Uint("device", 1, "device id")
 	ttl := fs.Duration("ttl", 30*24*time.Hour, "how long the token is valid")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return usageError{err}
 	}
 	if *user == 0 {
-		return fmt.Errorf("-user is required")
+		return usageError{fmt.Errorf("-user is required")}
 	}
 	keys, id, err := loadKeys(*data, false)
 	if err != nil {
