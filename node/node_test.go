@@ -190,3 +190,22 @@ func TestStartRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestReadyzWhileDraining: once the gateway drains, /readyz answers 503
+// and says why, while /healthz still answers 200.
+func TestReadyzWhileDraining(t *testing.T) {
+	cfg, _ := testConfig(t)
+	n, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop(context.Background())
+	admin := "http://" + n.AdminAddr().String()
+	n.Gateway().Drain()
+	if code, body := get(t, admin+"/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "stopping") {
+		t.Errorf("/readyz while draining: %d %q, want 503 naming the stop", code, body)
+	}
+	if code, _ := get(t, admin+"/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz while draining: %d, want 200", code)
+	}
+}
