@@ -25,6 +25,8 @@ var allowed = map[string][]string{
 	"token":    {},
 	"gateway":  {"protocol", "delivery", "token"},
 	"bench":    {"protocol", "token"},
+	// node owns the process: it configures, starts and stops the others.
+	"node": {"protocol", "storage", "delivery", "gateway", "token"},
 }
 
 // confined lists the third-party modules that one folder alone may import,

@@ -82,6 +82,8 @@ func startServerSecret(t *testing.T, dcfg delivery.Config, secret []byte) testSe
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
+		srv.Drain()
+		r.Stop()
 		srv.Shutdown(ctx)
 		<-ran
 		st.Close()

@@ -104,9 +104,10 @@ type Config struct {
 	// GoAwayAfter is the reconnect delay told to clients at shutdown.
 	// Default 2 s; clients add their own jitter up to as much again.
 	GoAwayAfter time.Duration
-	// ShutdownTimeout bounds Shutdown: what has not finished by then (the
-	// router's commits in flight, a loop's GOAWAYs, the engine's stop) is
-	// logged and left. Default 10 s: the commits in flight take a few disk
+	// ShutdownTimeout bounds a graceful stop: what has not finished by then
+	// (the router's commits in flight, which package node gives three
+	// quarters of it, a loop's GOAWAYs, the engine's stop) is logged and
+	// left. Default 10 s: the commits in flight take a few disk
 	// syncs and the GOAWAYs one write per connection, so this is only ever
 	// reached when something hangs, and an orchestrator's grace period
 	// (30 s for Kubernetes) leaves room for closing the store after it.

@@ -51,9 +51,14 @@
 //     with the milliseconds until a token, a SIGNAL is dropped, other
 //     frames are served; each adds a little debt, and a connection whose
 //     debt passes about another burst is closed with RATE_LIMITED.
-//   - Shutdown is bounded by Config.ShutdownTimeout (10 s): a router that
-//     cannot finish its commits, a loop that does not run its GOAWAYs, an
-//     engine that does not stop is logged and left, and Shutdown returns
+//   - A stop is Drain (no new connections, no more frames read), then the
+//     owner stops the router (its commits in flight queue their ACCEPTs),
+//     then Shutdown writes what is queued and a GOAWAY to every connection
+//     and stops the engine. The gateway stops nothing but itself; package
+//     node does the ordering. Shutdown is bounded by
+//     Config.ShutdownTimeout (10 s), of which node gives the router three
+//     quarters: a loop that does not run its GOAWAYs or an engine that does
+//     not stop is logged and left, and Shutdown returns
 //     ErrShutdownTimeout. Clients resend what was not acknowledged.
 //   - A panic while handling a connection closes that connection with
 //     INTERNAL and is counted (Stats.Panics) and logged once with its

@@ -127,6 +127,10 @@ func (ts *testServer) Stop() error {
 	ts.closed = true
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	// The order package node keeps: drain, stop the router (its commits in
+	// flight queue their ACCEPTs), then GOAWAY.
+	ts.Srv.Drain()
+	ts.Router.Stop()
 	if err := ts.Srv.Shutdown(ctx); err != nil {
 		ts.t.Errorf("Shutdown: %v", err)
 	}

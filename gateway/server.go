@@ -408,15 +408,26 @@ func (s *Server) loopOf(el gnet.EventLoop) *loop {
 // within Config.ShutdownTimeout (or the caller's deadline); the log names it.
 var ErrShutdownTimeout = errors.New("gateway: shutdown deadline passed")
 
-// Shutdown stops the server gracefully: it refuses new connections and
-// stops reading frames, lets the router finish the commits in flight (so
-// their ACCEPTs are queued), then on every loop writes what is queued and a
-// GOAWAY and closes each connection, and stops the engine. The caller closes
-// the store afterwards.
+// Drain is the first half of a graceful stop: from now on the server
+// refuses new connections (ERROR SHUTTING_DOWN) and reads no more frames,
+// so no new request reaches the router, while what the router pushes is
+// still written. The owner of the process then stops the router, whose
+// commits in flight queue their ACCEPTs, and calls Shutdown, which writes
+// them before the GOAWAYs. Drain returns at once; calling it again does
+// nothing.
+func (s *Server) Drain() { s.stopping.Store(true) }
+
+// Draining reports whether Drain or Shutdown was called.
+func (s *Server) Draining() bool { return s.stopping.Load() }
+
+// Shutdown stops the server gracefully: it drains (see Drain), then on
+// every loop writes what is queued and a GOAWAY and closes each connection,
+// and stops the engine. It stops nothing but the gateway: the caller stops
+// the router before it (after Drain, so the ACCEPTs of commits in flight go
+// out before the GOAWAYs) and closes the store after it.
 //
 // It returns within Config.ShutdownTimeout, or ctx's deadline if sooner,
-// whatever hangs: the router gets three quarters of it, the loops and the
-// engine the rest. A step not done by then is logged, left running, and
+// whatever hangs. A step not done by then is logged, left running, and
 // reported as ErrShutdownTimeout; Run may then not have returned.
 func (s *Server) Shutdown(ctx context.Context) error {
 	select {
@@ -434,18 +445,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	log := s.cfg.Logger
 	var gaveUp []string
 
-	s.stopping.Store(true)
-	routerDone := make(chan struct{})
-	go func() { s.router.Stop(); close(routerDone) }()
-	rctx, rcancel := context.WithDeadline(ctx, time.Now().Add(time.Until(deadline)*3/4))
-	select {
-	case <-routerDone:
-	case <-rctx.Done():
-		log.Error("gateway: shutdown gave up waiting for the router to finish the commits in flight; their clients will resend")
-		gaveUp = append(gaveUp, "router")
-	}
-	rcancel()
-
+	s.Drain()
 	s.mu.Lock()
 	var pending atomic.Int64
 	done := make(chan struct{})

@@ -152,7 +152,7 @@ func benchCmd(args []string) error {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
-		return err
+		return usageError{err}
 	}
 	if scenario == "" && fs.NArg() > 0 {
 		scenario = fs.Arg(0)

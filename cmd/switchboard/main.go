@@ -5,10 +5,14 @@
 //	switchboard token   mint a login token from the server's secret
 //	switchboard bench   load-generate against a server and report
 //
-// Each subcommand's -h lists its flags.
+// Each subcommand's -h lists its flags and exits 0; a flag it does not know
+// exits 2. serve's settings also come from a TOML file and SWITCHBOARD_
+// variables (docs/CONFIG.md).
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"os"
 )
@@ -36,16 +40,28 @@ func main() {
 	}
 	for _, c := range commands() {
 		if c.name == os.Args[1] {
-			if err := c.run(os.Args[2:]); err != nil {
-				fmt.Fprintf(os.Stderr, "switchboard %s: %v\n", c.name, err)
-				os.Exit(1)
-			}
-			return
+			os.Exit(exitCode(c.name, c.run(os.Args[2:])))
 		}
 	}
 	fmt.Fprintf(os.Stderr, "switchboard: unknown command %q\n\n", os.Args[1])
 	usage()
 	os.Exit(2)
+}
+
+// exitCode reports err of subcommand name and returns the process's exit
+// status: 0 for success and for help asked for, 2 for a command line or
+// configuration it cannot run with, 1 for a failure while running.
+func exitCode(name string, err error) int {
+	var ue usageError
+	switch {
+	case err == nil, errors.Is(err, errHelp), errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(os.Stderr, "switchboard %s: %v\nRun 'switchboard %s -h' for its flags.\n", name, err, name)
+		return 2
+	}
+	fmt.Fprintf(os.Stderr, "switchboard %s: %v\n", name, err)
+	return 1
 }
 
 func usage() {

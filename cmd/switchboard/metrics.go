@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -10,15 +9,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"switchboard/delivery"
-	"switchboard/gateway"
+	"switchboard/node"
 	"switchboard/protocol"
 	"switchboard/storage"
 )
 
 // metricsHandler exposes the counters of every component, and the process's
 // own (RSS, CPU, descriptors), in Prometheus' format. No per-user labels.
-func metricsHandler(srv *gateway.Server, r *delivery.Router, st storage.Store) http.Handler {
+func metricsHandler(n *node.Node) http.Handler {
+	srv, r, st := n.Gateway(), n.Router(), n.Store()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(collectors.NewGoCollector())
@@ -76,9 +75,9 @@ func metricsHandler(srv *gateway.Server, r *delivery.Router, st storage.Store) h
 	counter("switchboard_slow_consumers_total", "Connections closed because their window stayed full.", &rs.SlowConsumers)
 	counter("switchboard_storage_errors_total", "Storage reads and commits that failed.", &rs.StorageErrors)
 	counter("switchboard_worker_crashes_total", "Panics of a routing shard or group worker; each was restarted with its state reloaded from storage.", &rs.Crashes)
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "switchboard_ready", Help: "1 while every routing worker runs and the store takes writes; 0 once a worker crashed 5 times within a minute and was left down, or the store's committer panicked 5 times within a minute (see /readyz)."},
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "switchboard_ready", Help: "1 while /readyz answers 200: the gateway accepts connections and is not stopping, every routing worker runs, and the store takes writes; 0 once a worker crashed 5 times within a minute and was left down, the store's committer panicked 5 times within a minute, free disk space is below --min-free, or commits are failing while the store recovers (/readyz says which)."},
 		func() float64 {
-			if ready(r, st) != nil {
+			if n.Ready() != nil {
 				return 0
 			}
 			return 1
@@ -117,31 +116,6 @@ func metricsHandler(srv *gateway.Server, r *delivery.Router, st storage.Store) h
 	storeStat("switchboard_store_bytes", "Value bytes waiting in all mailboxes.", prometheus.GaugeValue, func(s storage.Stats) uint64 { return s.StoredBytes })
 
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
-}
-
-// readyHandler answers 200 while the router's workers all run and the
-// store takes writes, and 503 with the reason once a worker crashed too
-// often and was left down, or the store's committer panicked too often:
-// the process should then be replaced.
-func readyHandler(r *delivery.Router, st storage.Store) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		if err := ready(r, st); err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		w.Write([]byte("ready\n"))
-	})
-}
-
-// ready is nil while the process serves as it should.
-func ready(r *delivery.Router, st storage.Store) error {
-	if err := r.Ready(); err != nil {
-		return err
-	}
-	if st.Stats().Down != 0 {
-		return errors.New("storage: the committer panicked too often; writes are refused")
-	}
-	return nil
 }
 
 // collectorFunc is a prometheus.Collector of one description.

@@ -18,15 +18,15 @@ func tokenCmd(args []string) error {
 	device := fs.Uint("device", 1, "device id")
 	ttl := fs.Duration("ttl", 30*24*time.Hour, "how long the token is valid")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return usageError{err}
 	}
 	switch {
 	case *user == 0:
-		return fmt.Errorf("-user is required")
+		return usageError{fmt.Errorf("-user is required")}
 	case *device > 1<<32-1:
-		return fmt.Errorf("-device %d: a device id is below 2^32", *device)
+		return usageError{fmt.Errorf("-device %d: a device id is below 2^32", *device)}
 	case *ttl <= 0:
-		return fmt.Errorf("-ttl %v: a token must be valid for some time", *ttl)
+		return usageError{fmt.Errorf("-ttl %v: a token must be valid for some time", *ttl)}
 	}
 	keys, id, err := loadKeys(*data, false)
 	if err != nil {

@@ -1,0 +1,135 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+
+	"switchboard/delivery"
+	"switchboard/gateway"
+	"switchboard/storage"
+	"switchboard/token"
+)
+
+// Config configures a whole Switchboard process. The packages' configs are
+// held as they are, and keep their meaning: a zero field selects that
+// package's default. Default returns the process's own defaults; Load
+// reads a Config from a file, the environment and flags.
+type Config struct {
+	// Data is the data folder: the mailboxes (Badger, in Data/mailboxes,
+	// unless Storage.Dir is set) and, for cmd/switchboard, the keys file.
+	// Required.
+	Data string
+	// LogLevel is the lowest level logged: debug, info, warn or error.
+	// Empty means info. Read by whoever builds Logger.
+	LogLevel string
+	// GCPercent is the Go GC target applied by cmd/switchboard (a
+	// GOGC environment variable wins). 0 leaves the GC as it is.
+	GCPercent int
+	// Metrics is the address (host:port) of the admin listener: /metrics
+	// (added through AdminRoutes), /healthz and /readyz. Empty: none. Keep
+	// it private.
+	Metrics string
+	// Pprof is the address (host:port) of a listener serving only
+	// /debug/pprof/. Empty: none. It is never on the admin listener, so
+	// profiling stays off unless asked for.
+	Pprof string
+
+	Storage  storage.Config
+	Delivery delivery.Config
+	Gateway  gateway.Config
+
+	// Logger is given to each package whose config has none. Nil:
+	// slog.Default().
+	Logger *slog.Logger
+	// AdminRoutes, when set, is called by Start once the parts exist and
+	// before the admin listener serves, to add handlers such as /metrics.
+	AdminRoutes func(n *Node, mux *http.ServeMux)
+}
+
+// Default returns the process's defaults: data in ./data, logs at info, a
+// GC target of 25%, the admin listener on 127.0.0.1:9070, no pprof. The
+// packages' configs are zero: their own defaults.
+func Default() Config {
+	return Config{Data: "data", LogLevel: "info", GCPercent: 25, Metrics: "127.0.0.1:9070"}
+}
+
+// WithDefaults returns c with every package's defaults applied, the
+// mailboxes folder derived from Data, and Logger handed down: the
+// configuration in force.
+func (c Config) WithDefaults() Config {
+	if c.LogLevel == "" {
+		c.LogLevel = "info"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Storage.Dir == "" && c.Data != "" {
+		c.Storage.Dir = filepath.Join(c.Data, "mailboxes")
+	}
+	if c.Storage.Logger == nil {
+		c.Storage.Logger = c.Logger
+	}
+	if c.Delivery.Logger == nil {
+		c.Delivery.Logger = c.Logger
+	}
+	if c.Gateway.Logger == nil {
+		c.Gateway.Logger = c.Logger
+	}
+	c.Storage = c.Storage.WithDefaults()
+	c.Delivery = c.Delivery.WithDefaults()
+	c.Gateway = c.Gateway.WithDefaults()
+	return c
+}
+
+// placeholderKeys stand in for the token keys while checking settings:
+// keys come from the data folder, not from configuration, and New checks
+// that there are some.
+var placeholderKeys = token.Keys{1: make([]byte, token.SecretLen)}
+
+// Validate applies the defaults, runs every package's checks and the
+// checks across packages (crosscheck.go), and reports every problem at
+// once, each naming its setting (the file key and the flag). It does not
+// require token keys (they are not configuration; Start does) nor check
+// the open-file limit (gateway.New does, with the store open).
+func (c Config) Validate() error {
+	c = c.WithDefaults()
+	var errs []error
+	if c.Data == "" && c.Storage.Dir == "" {
+		errs = append(errs, errors.New("data (--data): a data folder is required"))
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		errs = append(errs, fmt.Errorf("log (--log): %w", err))
+	}
+	if c.GCPercent < -1 {
+		errs = append(errs, fmt.Errorf("gc-percent (--gc-percent) %d must be positive, 0 (leave the GC alone) or -1 (off)", c.GCPercent))
+	}
+	g := c.Gateway
+	if len(g.Keys) == 0 {
+		g.Keys = placeholderKeys
+	}
+	errs = append(errs, annotate("storage", c.Storage.Validate()))
+	errs = append(errs, annotate("delivery", c.Delivery.Validate()))
+	errs = append(errs, annotate("gateway", g.Validate()))
+	errs = append(errs, crossCheck(c)...)
+	return errors.Join(errs...)
+}
+
+// parseLevel parses a log level name.
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	err := l.UnmarshalText([]byte(s))
+	return l, err
+}
+
+// Level returns the log level LogLevel names (info when empty or invalid;
+// Validate reports an invalid one).
+func (c Config) Level() slog.Level {
+	l, err := parseLevel(c.LogLevel)
+	if err != nil || c.LogLevel == "" {
+		return slog.LevelInfo
+	}
+	return l
+}

@@ -1,0 +1,112 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// healthEvery is how often the store's commit counters are sampled to tell
+// a committer that is failing and recovering: once a second, like the
+// gateway's tick, so a probe every few seconds sees the latest state.
+const healthEvery = time.Second
+
+// health is what /readyz reports beyond what the parts say themselves.
+type health struct {
+	stopping atomic.Bool // Stop was called
+
+	mu         sync.Mutex
+	recovering string // guarded by mu; why commits are failing, "" when they are not
+
+	quit chan struct{} // closed by stop
+	done chan struct{} // closed when the sampler returned
+}
+
+// start samples the store's commit counters every healthEvery until stop.
+func (h *health) start(n *Node) {
+	h.quit, h.done = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(h.done)
+		t := time.NewTicker(healthEvery)
+		defer t.Stop()
+		last := n.store.Stats()
+		for {
+			select {
+			case <-h.quit:
+				return
+			case <-t.C:
+			}
+			st := n.store.Stats()
+			why := ""
+			if st.CommitErrors > last.CommitErrors && st.Commits == last.Commits {
+				why = fmt.Sprintf("storage: %d commits failed in the last %v and none succeeded; the store is recovering", st.CommitErrors-last.CommitErrors, healthEvery)
+			}
+			h.mu.Lock()
+			h.recovering = why
+			h.mu.Unlock()
+			last = st
+		}
+	}()
+}
+
+// stop ends the sampler; it may be called once, after start.
+func (h *health) stop() {
+	if h.quit != nil {
+		close(h.quit)
+		<-h.done
+	}
+}
+
+// Ready is nil while the process serves as it should, and otherwise says
+// why not: it is stopping, the gateway does not accept connections, a
+// routing worker crashed too often and was left down, or the store
+// refuses writes (its committer panicked too often, free disk space is
+// below the floor, or its commits are failing while it recovers).
+func (n *Node) Ready() error {
+	if n.health.stopping.Load() || n.srv.Draining() {
+		return errors.New("stopping: draining connections")
+	}
+	select {
+	case <-n.engDone:
+		return errors.New("gateway: the network engine stopped; no connections are accepted")
+	default:
+	}
+	if err := n.router.Ready(); err != nil {
+		return err
+	}
+	st := n.store.Stats()
+	if st.Down != 0 {
+		return errors.New("storage: the committer panicked too often; writes are refused")
+	}
+	if st.DiskLow != 0 {
+		return errors.New("storage: free disk space is below the floor (--min-free); new messages are refused")
+	}
+	n.health.mu.Lock()
+	why := n.health.recovering
+	n.health.mu.Unlock()
+	if why != "" {
+		return errors.New(why)
+	}
+	return nil
+}
+
+// serveHealthz answers 200 while the process runs: it is alive, whether or
+// not it is ready.
+func (n *Node) serveHealthz(w http.ResponseWriter, _ *http.Request) {
+	w.Write([]byte("alive\n"))
+}
+
+// serveReadyz answers 200 while Ready is nil, and 503 with the reason
+// otherwise: a load balancer then sends no new clients, and a worker or a
+// store that is down for good tells the orchestrator to replace the
+// process.
+func (n *Node) serveReadyz(w http.ResponseWriter, _ *http.Request) {
+	if err := n.Ready(); err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	w.Write([]byte("ready\n"))
+}
