@@ -303,7 +303,15 @@ func (l *loop) frame(c *conn, f protocol.Frame) protocol.Code {
 			return 0
 		}
 		c.acked = a.Seq
-		c.setFlag(ackPending, !l.srv.router.Ack(c, c.user, a.Seq))
+		if l.srv.router.Ack(c, c.user, a.Seq) {
+			c.setFlag(ackPending, false)
+		} else {
+			// The shard is busy: check offers it again each second, from
+			// the next one on, not at c's idle deadline minutes away (its
+			// receipts wait for it).
+			c.setFlag(ackPending, true)
+			l.checkBy(c, l.wheel.now+1)
+		}
 	case protocol.TypeRead:
 		var r protocol.Read
 		if err := r.Decode(f); err != nil {
