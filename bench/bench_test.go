@@ -70,7 +70,7 @@ func startServerSecret(t *testing.T, dcfg delivery.Config, secret []byte) testSe
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.Start()
+	r.Start(srv)
 	ran := make(chan error, 1)
 	go func() { ran <- srv.Run() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

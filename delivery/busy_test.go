@@ -30,7 +30,7 @@ func TestBusyRetryAfterGrowsWithSustainedRefusals(t *testing.T) {
 	}
 	defer r.Stop()
 	c := &fakeConn{}
-	if !r.Send(c, 1, 1, 2, false, record(1, 1, "fills the queue")) {
+	if !r.Send(c.s(), delivery.Message{From: delivery.To(1), To: 2, MsgID: 1, Retry: false, Record: record(1, 1, "fills the queue")}) {
 		t.Fatal("the first send found the queue full")
 	}
 	const period = 250 * time.Millisecond
@@ -39,7 +39,7 @@ func TestBusyRetryAfterGrowsWithSustainedRefusals(t *testing.T) {
 	refusals := func(n int) (lo, hi uint32) {
 		lo = ^uint32(0)
 		for i := 0; i < n; i++ {
-			if r.Send(c, 1, uint64(100+i), 2, true, record(1, 1, "x")) {
+			if r.Send(c.s(), delivery.Message{From: delivery.To(1), To: 2, MsgID: uint64(100 + i), Retry: true, Record: record(1, 1, "x")}) {
 				t.Fatal("a send was taken by a full queue")
 			}
 			ra := r.BusyRetryAfter()

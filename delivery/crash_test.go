@@ -24,7 +24,7 @@ func crashRouter(t *testing.T, hook func(worker string, user uint64)) *delivery.
 		t.Fatal(err)
 	}
 	r.SetPanicHook(hook)
-	r.Start()
+	r.Start(sessions)
 	t.Cleanup(func() {
 		r.Stop()
 		store.Close()
@@ -86,7 +86,7 @@ func TestShardCrash(t *testing.T) {
 	waitFor(t, "b's 7 entries", func() bool { return len(cb.items(delivery.OutEntry)) == 7 })
 	again := &fakeConn{}
 	login(t, r, again, a, 0)
-	if !r.Send(sender, 9, 7, a, true, record(9, 7, "m7")) {
+	if !r.Send(sender.s(), delivery.Message{From: delivery.To(9), To: a, MsgID: 7, Retry: true, Record: record(9, 7, "m7")}) {
 		t.Fatal("busy")
 	}
 	waitFor(t, "a's 7 entries", func() bool { return len(again.items(delivery.OutEntry)) == 7 })
@@ -110,14 +110,14 @@ func TestGroupWorkerCrash(t *testing.T) {
 	})
 	c := &fakeConn{}
 	g := &protocol.Group{MsgID: 1, Op: protocol.GroupCreate, Members: []uint64{2, 3}}
-	if !r.GroupOp(c, 1, g) {
+	if !r.GroupOp(c.s(), delivery.To(1), g) {
 		t.Fatal("busy")
 	}
 	waitFor(t, "the refusal", func() bool { return len(c.items(delivery.OutRefuse)) == 1 })
 	if ref := c.items(delivery.OutRefuse)[0]; ref.Code != protocol.CodeRetryLater || ref.Reason == "" {
 		t.Fatalf("refusal %+v, want RETRY_LATER with a reason", ref)
 	}
-	if !r.GroupOp(c, 1, g) {
+	if !r.GroupOp(c.s(), delivery.To(1), g) {
 		t.Fatal("busy")
 	}
 	waitFor(t, "the ACCEPT of the retry", func() bool { return len(c.items(delivery.OutAccept)) == 1 })

@@ -52,8 +52,17 @@
 // the request with Router.BusyRetryAfter's delay, which grows while such
 // refusals go on (backoff.go), so refused clients do not all resend into
 // the same overload. A shard blocks only on storage (reads, and Append
-// while the commit queue is full), never on a connection: Conn.Push queues
-// and returns.
+// while the commit queue is full), never on a session: Sessions.Push
+// queues and returns.
+//
+// The boundary with the gateway is made of values. A session is named by a
+// Session (node, id), not a pointer; delivery reaches sessions through the
+// Sessions interface, which the gateway implements and a cluster peer could;
+// a mailbox's owner is named by an Addressee; requests and what comes back
+// (Outbound) are values. Who owns a mailbox is answered in one place,
+// owners.go: one of the local shards today. Inside the process a group
+// fan-out still shares a counter (fanout) between the shards that store
+// its copies; a forwarder to another node would carry its id instead.
 //
 // Every user's entries flow to its connection through a window: at most
 // Config.Window entries pushed and not yet acknowledged, and at most

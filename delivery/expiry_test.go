@@ -59,7 +59,7 @@ func expiryScene(t *testing.T, scfg storage.Config, expire func(r *delivery.Rout
 	send(t, r, sender, 1, 10, 2)
 	send(t, r, sender, 1, 11, 2)
 	waitFor(t, "msg 5 at user 3", func() bool { return len(bob.items(delivery.OutEntry)) == 1 })
-	r.Ack(bob, 3, 1)
+	r.Ack(bob.s(), delivery.To(3), 1)
 	waitFor(t, "the delivered receipt", func() bool { return len(receiptsPushed(t, sender)) == 1 })
 	clock.Advance(30 * time.Minute)
 	send(t, r, sender, 1, 12, 2)
@@ -107,7 +107,7 @@ func TestExpiredReceiptSweep(t *testing.T) {
 	login(t, r, alice, 2, 0)
 	last := alice.items(delivery.OutWelcome)[0].Seq
 	waitFor(t, "msg 12 at user 2", func() bool { return len(alice.items(delivery.OutEntry)) == 1 })
-	r.Ack(alice, 2, last)
+	r.Ack(alice.s(), delivery.To(2), last)
 	waitFor(t, "the receipt for 12", func() bool { return len(receiptsPushed(t, sender)) == 3 })
 	waitFor(t, "every owed receipt stored", func() bool { return noPending(store) })
 	if got := receiptsPushed(t, sender)[2]; got != (protocol.Receipt{Seq: 3, MsgID: 12}) { // 1:1 delivered: no by
@@ -123,6 +123,6 @@ func TestExpiredReceiptOnAck(t *testing.T) {
 		alice := &fakeConn{}
 		login(t, r, alice, 2, 0)
 		waitFor(t, "msg 12 at user 2", func() bool { return len(alice.items(delivery.OutEntry)) == 1 })
-		r.Ack(alice, 2, alice.items(delivery.OutWelcome)[0].Seq)
+		r.Ack(alice.s(), delivery.To(2), alice.items(delivery.OutWelcome)[0].Seq)
 	}, protocol.Receipt{MsgID: 12})
 }

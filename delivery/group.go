@@ -31,10 +31,10 @@ const (
 )
 
 type groupReq struct {
-	send   bool   // a message (record) to the group; else an operation
-	retry  bool   // send: the sender may have sent it before (storage.Entry.Retry)
-	conn   Conn   // the requester, told ACCEPT or REFUSE
-	from   uint64 // sender or actor
+	send   bool    // a message (record) to the group; else an operation
+	retry  bool    // send: the sender may have sent it before (storage.Entry.Retry)
+	sess   Session // the requester, told ACCEPT or REFUSE
+	from   uint64  // sender or actor
 	msgID  uint64
 	group  uint64
 	record []byte // send: the DELIVER record, with Group set
@@ -108,15 +108,15 @@ var groupRefusals = map[protocol.Code]string{
 }
 
 func (w *groupWorker) refuse(q groupReq, code protocol.Code, retry uint32) {
-	if q.conn != nil {
-		q.conn.Push(Outbound{Kind: OutRefuse, MsgID: q.msgID, Code: code, RetryAfter: retry, Reason: groupRefusals[code]})
+	if q.sess.Valid() {
+		w.r.push(q.sess, Outbound{Kind: OutRefuse, MsgID: q.msgID, Code: code, RetryAfter: retry, Reason: groupRefusals[code]})
 	}
 }
 
 func (w *groupWorker) handle(q groupReq) {
 	switch {
 	case q.redo != nil:
-		w.announce(nil, *q.redo, true)
+		w.announce(Session{}, *q.redo, true)
 		return
 	case !q.send && !q.signal:
 		w.change(q)
@@ -142,7 +142,7 @@ func (w *groupWorker) handle(q groupReq) {
 	case !isMember:
 		w.refuse(q, protocol.CodeNotMember, 0)
 	default:
-		f := &fanout{conn: q.conn, msgID: q.msgID, stats: &w.r.stats}
+		f := &fanout{sess: q.sess, msgID: q.msgID, r: w.r}
 		e := storage.Entry{Kind: storage.KindGroupMessage, Sender: q.from, MsgID: q.msgID, Retry: q.retry, Value: q.record}
 		w.fanOut(f, e, q.from, maps.Keys(members))
 	}
@@ -158,22 +158,22 @@ func (w *groupWorker) change(q groupReq) {
 	case err != nil:
 		w.refuseStore(q, err)
 	case ev == nil: // nothing changed, or announced already
-		if q.conn != nil {
+		if q.sess.Valid() {
 			w.r.stats.Accepted.Add(1)
-			q.conn.Push(Outbound{Kind: OutAccept, MsgID: q.msgID, Ref: q.group})
+			w.r.push(q.sess, Outbound{Kind: OutAccept, MsgID: q.msgID, Ref: q.group})
 		}
 	default:
-		w.announce(q.conn, *ev, dup)
+		w.announce(q.sess, *ev, dup)
 	}
 }
 
 // announce stores ev's GROUP_EVENT in the mailbox of everyone in its
 // audience, settles the pending event once every copy is durable, and then
-// tells conn (if any) ACCEPT, with the group as Ref. again says the event
+// tells sess (if any) ACCEPT, with the group as Ref. again says the event
 // may have been announced in part before, so copies are deduplicated.
-func (w *groupWorker) announce(conn Conn, ev storage.GroupEvent, again bool) {
+func (w *groupWorker) announce(sess Session, ev storage.GroupEvent, again bool) {
 	rec := protocol.GroupEvent{Group: ev.Group, Actor: ev.Actor, Op: protocol.GroupOp(ev.Op), Time: protocol.Stamp(time.UnixMilli(ev.Time)), Members: ev.Members}
-	f := &fanout{conn: conn, msgID: ev.MsgID, ref: ev.Group, stats: &w.r.stats, settle: func() {
+	f := &fanout{sess: sess, msgID: ev.MsgID, ref: ev.Group, r: w.r, settle: func() {
 		w.r.store.SettleGroupEvent(ev.Actor, ev.MsgID, nil)
 	}}
 	e := storage.Entry{Kind: storage.KindGroupEvent, Sender: ev.Actor, MsgID: ev.MsgID, Retry: again, Value: rec.AppendRecord(nil)}
@@ -219,9 +219,8 @@ func (w *groupWorker) fanOut(f *fanout, e storage.Entry, skip uint64, to iter.Se
 		// on group workers, and a waiting group worker lets its own queue
 		// fill, so the gateway refuses new group sends (RETRY_LATER) at the
 		// edge instead.
-		select {
-		case w.r.shardFor(m).in <- request{kind: reqFanout, user: m, from: e.Sender, msgID: e.MsgID, retry: e.Retry, record: e.Value, fan: f, entry: e.Kind}:
-		case <-w.stop:
+		_, o := w.r.own.owner(m)
+		if !o.offerWait(request{kind: reqFanout, user: m, from: e.Sender, msgID: e.MsgID, retry: e.Retry, record: e.Value, fan: f, entry: e.Kind}, w.stop) {
 			f.done(errBusy)
 		}
 	}
@@ -233,10 +232,10 @@ var errBusy = errors.New("delivery: a member's shard is busy")
 // fanout counts the member copies of one group message or event still to
 // be made durable. Shared by the member shards that complete them.
 type fanout struct {
-	conn    Conn
+	sess    Session
 	msgID   uint64
 	ref     uint64
-	stats   *Stats
+	r       *Router
 	settle  func() // called once every copy is durable, before the ACCEPT; may be nil
 	pending atomic.Int32
 	failed  atomic.Pointer[error]
@@ -255,7 +254,7 @@ func (f *fanout) done(err error) {
 	if p == nil && f.settle != nil {
 		f.settle()
 	}
-	if f.conn == nil {
+	if !f.sess.Valid() {
 		return
 	}
 	if p != nil {
@@ -263,10 +262,10 @@ func (f *fanout) done(err error) {
 		if errors.Is(*p, errBusy) {
 			code, retry = protocol.CodeRetryLater, 100
 		}
-		f.stats.Refused.Add(1)
-		f.conn.Push(Outbound{Kind: OutRefuse, MsgID: f.msgID, Code: code, RetryAfter: retry, Reason: refusalReason(*p)})
+		f.r.stats.Refused.Add(1)
+		f.r.push(f.sess, Outbound{Kind: OutRefuse, MsgID: f.msgID, Code: code, RetryAfter: retry, Reason: refusalReason(*p)})
 		return
 	}
-	f.stats.Accepted.Add(1)
-	f.conn.Push(Outbound{Kind: OutAccept, MsgID: f.msgID, Ref: f.ref})
+	f.r.stats.Accepted.Add(1)
+	f.r.push(f.sess, Outbound{Kind: OutAccept, MsgID: f.msgID, Ref: f.ref})
 }

@@ -41,7 +41,7 @@ func newGroupRouter(t *testing.T, scfg storage.Config) (*delivery.Router, *flaky
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.Start()
+	r.Start(sessions)
 	t.Cleanup(func() {
 		r.Stop()
 		mem.Close()
@@ -77,7 +77,7 @@ func answer(t *testing.T, c *fakeConn, msgID uint64) delivery.Outbound {
 // groupOp submits a GROUP request and returns its answer.
 func groupOp(t *testing.T, r *delivery.Router, c *fakeConn, actor, msgID uint64, op protocol.GroupOp, group uint64, members ...uint64) delivery.Outbound {
 	t.Helper()
-	if !r.GroupOp(c, actor, &protocol.Group{MsgID: msgID, Op: op, Group: group, Members: members}) {
+	if !r.GroupOp(c.s(), delivery.To(actor), &protocol.Group{MsgID: msgID, Op: op, Group: group, Members: members}) {
 		t.Fatal("GroupOp busy")
 	}
 	return answer(t, c, msgID)
@@ -221,15 +221,15 @@ func TestNoSuchGroup(t *testing.T) {
 	const missing = 1 << 30
 	wantRefuse(t, groupOp(t, r, c, 1, 1, protocol.GroupAdd, missing, 2), protocol.CodeBadRecipient)
 	wantRefuse(t, groupOp(t, r, c, 1, 2, protocol.GroupLeave, missing), protocol.CodeBadRecipient)
-	if !r.SendGroup(c, 1, 3, missing, false, record(1, 3, "x")) {
+	if !r.Send(c.s(), delivery.Message{From: delivery.To(1), To: missing, Group: true, MsgID: 3, Retry: false, Record: record(1, 3, "x")}) {
 		t.Fatal("SendGroup busy")
 	}
 	wantRefuse(t, answer(t, c, 3), protocol.CodeBadRecipient)
 	reads := store.memberReads.Load()
-	r.SignalGroup(1, missing, 1)
+	r.SignalGroup(delivery.To(1), missing, 1)
 	waitFor(t, "the signal's lookup", func() bool { return store.memberReads.Load() > reads })
 	// The signal went through its worker before this send's answer came.
-	if !r.SendGroup(c, 1, 4, missing, false, record(1, 4, "x")) {
+	if !r.Send(c.s(), delivery.Message{From: delivery.To(1), To: missing, Group: true, MsgID: 4, Retry: false, Record: record(1, 4, "x")}) {
 		t.Fatal("SendGroup busy")
 	}
 	wantRefuse(t, answer(t, c, 4), protocol.CodeBadRecipient)
@@ -256,7 +256,7 @@ func TestGroupEventFinishedAfterACrash(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.Start()
+	r.Start(sessions)
 	defer r.Stop()
 	waitEvents(t, store, 1, 1, 2, 3)
 	waitFor(t, "the event settled", func() bool {

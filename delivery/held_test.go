@@ -49,7 +49,7 @@ func TestReceiptWaitsForAFullQueue(t *testing.T) {
 			store.user = u // stalls the sender's shard
 		}
 	}
-	r.Start()
+	r.Start(sessions)
 	t.Cleanup(func() {
 		r.Stop()
 		mem.Close()
@@ -61,11 +61,11 @@ func TestReceiptWaitsForAFullQueue(t *testing.T) {
 	waitFor(t, "the delivery", func() bool { return len(b.items(delivery.OutEntry)) == 1 })
 
 	// Stall the sender's shard on the gated user, then fill its queue.
-	r.Logout(&fakeConn{}, store.user)
+	r.Logout(newFake().s(), delivery.To(store.user))
 	<-store.entered
-	for r.Ack(&fakeConn{}, store.user, 1) {
+	for r.Ack(newFake().s(), delivery.To(store.user), 1) {
 	}
-	if !r.Ack(b, recipient, b.items(delivery.OutEntry)[0].Seq) {
+	if !r.Ack(b.s(), delivery.To(recipient), b.items(delivery.OutEntry)[0].Seq) {
 		t.Fatal("the recipient's shard is busy")
 	}
 	waitFor(t, "the receipt to be held", func() bool { return r.Stats().ReceiptsHeld.Load() > 0 })
@@ -115,7 +115,7 @@ func TestAckAfterAFailedCommit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.Start()
+	r.Start(sessions)
 	t.Cleanup(func() {
 		r.Stop()
 		mem.Close()
@@ -125,7 +125,7 @@ func TestAckAfterAFailedCommit(t *testing.T) {
 	login(t, r, b, recipient, 0)
 	send(t, r, a, sender, 7, recipient)
 	waitFor(t, "the delivery", func() bool { return len(b.items(delivery.OutEntry)) == 1 })
-	if !r.Ack(b, recipient, b.items(delivery.OutEntry)[0].Seq) {
+	if !r.Ack(b.s(), delivery.To(recipient), b.items(delivery.OutEntry)[0].Seq) {
 		t.Fatal("the recipient's shard is busy")
 	}
 	waitFor(t, "the failed ack to be counted", func() bool { return r.Stats().StorageErrors.Load() == 1 })

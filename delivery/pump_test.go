@@ -61,7 +61,7 @@ func TestPumpPastAGapBeforeAPendingCompletion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.Start()
+	r.Start(sessions)
 	t.Cleanup(func() { r.Stop(); mem.Close() })
 
 	sender, recipient := &fakeConn{}, &fakeConn{}
@@ -76,7 +76,7 @@ func TestPumpPastAGapBeforeAPendingCompletion(t *testing.T) {
 		defer store.mu.Unlock()
 		return store.held != nil
 	})
-	if !r.Ack(recipient, 2, 1) {
+	if !r.Ack(recipient.s(), delivery.To(2), 1) {
 		t.Fatal("Ack busy")
 	}
 	// The shard must still be serving: a new message to someone else is

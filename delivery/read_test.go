@@ -36,7 +36,7 @@ func readReceiptStored(t *testing.T, store storage.Store, sender, reader, msgID,
 func TestReadReceiptNamesReader(t *testing.T) {
 	r, store := newRouter(t, delivery.Config{}, storage.Config{})
 	const sender, reader = 1, 5
-	if err := r.Read(reader, sender, 7, 3); err != nil {
+	if err := r.Read(delivery.ReadReceipt{Reader: delivery.To(reader), Sender: delivery.To(sender), MsgID: 7, More: 3}); err != nil {
 		t.Fatal(err)
 	}
 	readReceiptStored(t, store, sender, reader, 7, 3)
@@ -55,11 +55,11 @@ func TestReadRange(t *testing.T) {
 		{"2^64 ids", 1, math.MaxUint64},
 		{"wraps", math.MaxUint64 - 10, 11},
 	} {
-		if err := r.Read(5, 1, tc.msgID, tc.more); !errors.Is(err, delivery.ErrReadRange) {
+		if err := r.Read(delivery.ReadReceipt{Reader: delivery.To(5), Sender: delivery.To(1), MsgID: tc.msgID, More: tc.more}); !errors.Is(err, delivery.ErrReadRange) {
 			t.Errorf("%s: Read = %v, want ErrReadRange", tc.name, err)
 		}
 	}
-	if err := r.Read(5, 1, 100, delivery.MaxReadRun-1); err != nil {
+	if err := r.Read(delivery.ReadReceipt{Reader: delivery.To(5), Sender: delivery.To(1), MsgID: 100, More: delivery.MaxReadRun - 1}); err != nil {
 		t.Fatal(err)
 	}
 	readReceiptStored(t, store, 1, 5, 100, delivery.MaxReadRun-1) // and only that one
@@ -88,14 +88,14 @@ func TestReadWaitsForAFullQueue(t *testing.T) {
 	}
 	// Not started: nothing drains the sender's queue, which two logins fill.
 	for i := range 2 {
-		if !r.Login(&fakeConn{}, sender, 0) {
+		if !r.Login(newFake().s(), delivery.To(sender), 0) {
 			t.Fatalf("login %d: the queue is full", i)
 		}
 	}
-	if err := r.Read(reader, sender, 7, 0); err != nil {
+	if err := r.Read(delivery.ReadReceipt{Reader: delivery.To(reader), Sender: delivery.To(sender), MsgID: 7, More: 0}); err != nil {
 		t.Fatalf("Read with the sender's queue full: %v", err)
 	}
-	r.Start()
+	r.Start(sessions)
 	readReceiptStored(t, store, sender, reader, 7, 0)
 	if n := r.Stats().ReadsDropped.Load(); n != 0 {
 		t.Fatalf("ReadsDropped = %d", n)

@@ -108,7 +108,10 @@ type Router struct {
 	cfg    Config
 	store  storage.Store
 	shards []*shard
+	own    owners // who owns each mailbox: the shards (owners.go)
 	groups []*groupWorker
+	// sessions reaches the sessions of online users; set by Start.
+	sessions Sessions
 
 	stopOnce sync.Once
 	wg       sync.WaitGroup
@@ -174,6 +177,7 @@ func New(cfg Config, store storage.Store) (*Router, error) {
 	for i := range r.shards {
 		r.shards[i] = newShard(r, i)
 	}
+	r.own = localShards(r.shards)
 	// Half as many group workers as shards: group operations are rare, and
 	// a group message costs its worker one hand-off per member.
 	r.groups = make([]*groupWorker, max(1, cfg.Shards/2))
@@ -185,8 +189,13 @@ func New(cfg Config, store storage.Store) (*Router, error) {
 
 // Start queues the delivered receipts that storage holds as pending (left
 // by a stop or a crash before they reached their senders' mailboxes), then
-// starts the shard goroutines.
-func (r *Router) Start() {
+// starts the shard goroutines, which reach online users through sessions
+// (nil: nobody is ever online, for tools that only replay storage).
+func (r *Router) Start(sessions Sessions) {
+	if sessions == nil {
+		sessions = noSessions{}
+	}
+	r.sessions = sessions
 	r.expiredSeen = r.store.Stats().ExpiredReceipts // read before the scan: what it misses shows as growth
 	r.requeuePending(false)
 	for i, s := range r.shards {
@@ -297,17 +306,18 @@ func (r *Router) Stats() *Stats { return &r.stats }
 // Window returns the flow window, for the WELCOME frame.
 func (r *Router) Window() int { return r.cfg.Window }
 
-// shardFor returns the shard that owns user.
+// shardFor returns the shard that owns user (tests; requests go through
+// r.own).
 func (r *Router) shardFor(user uint64) *shard {
-	return r.shards[r.shardIndex(user)]
+	i, _ := r.own.owner(user)
+	return r.shards[i]
 }
 
-// shardIndex returns the index in r.shards of the shard that owns user.
-func (r *Router) shardIndex(user uint64) int {
-	// Fibonacci hashing spreads sequential ids over the shards.
-	h := (user * 0x9E3779B97F4A7C15) >> 32
-	return int(h % uint64(len(r.shards)))
-}
+// push hands out to session s; see Sessions for what it promises.
+func (r *Router) push(s Session, out Outbound) bool { return r.sessions.Push(s, out) }
+
+// close closes session s with code.
+func (r *Router) close(s Session, code protocol.Code) { r.sessions.Close(s, code) }
 
 func (r *Router) submit(user uint64, q request) bool {
 	if r.submitQuiet(user, q) {
@@ -334,47 +344,50 @@ func (r *Router) BusyRetryAfter() uint32 { return r.busy.retryAfter(r.cfg.Now())
 
 // submitQuiet is submit without counting a refusal as Busy.
 func (r *Router) submitQuiet(user uint64, q request) bool {
-	select {
-	case r.shardFor(user).in <- q:
-		return true
-	default:
-		return false
+	_, o := r.own.owner(user)
+	return o.offer(q)
+}
+
+// Login registers s as the session of to's mailbox, replacing (and
+// closing) any other, applies ack as a cumulative acknowledgement, pushes
+// OutWelcome and then the backlog after ack. It returns false if the shard
+// is too busy: the caller closes s and the client reconnects.
+func (r *Router) Login(s Session, to Addressee, ack uint64) bool {
+	return r.submit(to.User, request{kind: reqLogin, sess: s, user: to.User, seq: ack})
+}
+
+// Logout forgets s as the session of to's mailbox. It is best effort: if
+// the queue is full the shard still learns it from the next Push that
+// fails.
+func (r *Router) Logout(s Session, to Addressee) {
+	r.submit(to.User, request{kind: reqLogout, sess: s, user: to.User})
+}
+
+// Send makes m.Record durable as the next entry of the recipient's mailbox
+// (or, for a group, of every member's but the sender's), then pushes
+// OutAccept(m.MsgID) to s (or OutRefuse) and the entry to the recipients'
+// sessions. m.Retry says the sender may have sent m.MsgID before (the
+// SEND's flag B): only then is it checked for a duplicate. m.Record must
+// not be modified afterwards. It returns false when the recipient's shard
+// (or the group's worker) is busy: nothing was taken.
+func (r *Router) Send(s Session, m Message) bool {
+	var ok bool
+	if m.Group {
+		ok = r.submitGroup(groupReq{send: true, sess: s, from: m.From.User, msgID: m.MsgID, group: m.To, retry: m.Retry, record: m.Record})
+	} else {
+		ok = r.submit(m.To, request{kind: reqSend, sess: s, user: m.To, from: m.From.User, msgID: m.MsgID, retry: m.Retry, record: m.Record})
 	}
-}
-
-// Login registers c as user's connection, replacing (and closing) any
-// other, applies ack as a cumulative acknowledgement, pushes OutWelcome and
-// then the backlog after ack. It returns false if the shard is too busy: the
-// caller closes c and the client reconnects.
-func (r *Router) Login(c Conn, user, ack uint64) bool {
-	return r.submit(user, request{kind: reqLogin, conn: c, user: user, seq: ack})
-}
-
-// Logout forgets c as user's connection. It is best effort: if the queue is
-// full the shard still learns it from the next Push that fails.
-func (r *Router) Logout(c Conn, user uint64) {
-	r.submit(user, request{kind: reqLogout, conn: c, user: user})
-}
-
-// Send makes record, a DELIVER record from one sender to user to, durable as
-// the next entry of to's mailbox, then pushes OutAccept(msgID) to c (or
-// OutRefuse) and the entry to to's connection. retry says the sender may
-// have sent msgID before (the SEND's retry flag): only then is it checked
-// for a duplicate. record must not be modified afterwards. It returns false
-// when to's shard is busy: nothing was taken.
-func (r *Router) Send(c Conn, from, msgID, to uint64, retry bool, record []byte) bool {
-	ok := r.submit(to, request{kind: reqSend, conn: c, user: to, from: from, msgID: msgID, retry: retry, record: record})
 	if ok {
 		r.stats.Sends.Add(1)
 	}
 	return ok
 }
 
-// Ack acknowledges every entry of user's mailbox through seq, which c has
-// been sent. It returns false when the shard is busy; acks are cumulative, so
-// the caller may simply pass a later one.
-func (r *Router) Ack(c Conn, user, seq uint64) bool {
-	return r.submit(user, request{kind: reqAck, conn: c, user: user, seq: seq})
+// Ack acknowledges every entry of to's mailbox through seq, which s has
+// been sent. It returns false when the shard is busy; acks are cumulative,
+// so the caller may simply pass a later one.
+func (r *Router) Ack(s Session, to Addressee, seq uint64) bool {
+	return r.submit(to.User, request{kind: reqAck, sess: s, user: to.User, seq: seq})
 }
 
 // MaxReadRun is the most msg ids one READ may cover (its more is below
@@ -391,8 +404,8 @@ var (
 	ErrBusy = errors.New("delivery: shard queues full")
 )
 
-// Read stores a read receipt in sender's mailbox: reader has read sender's
-// messages msgID through msgID+more. The receipt always names the reader
+// Read stores a read receipt in the sender's mailbox: the reader has read
+// the sender's messages MsgID through MsgID+More. The receipt always names the reader
 // (RECEIPT.by), 1:1 or group alike, so a READ can only ever claim that
 // its own user read something.
 //
@@ -402,7 +415,8 @@ var (
 // ReadsDropped). Read returns ErrReadRange for a range over MaxReadRun,
 // and ErrBusy (counted in ReadsDropped) when the reader's shard queue is
 // full too; READ has no answer, so the caller can only drop it.
-func (r *Router) Read(reader, sender, msgID, more uint64) error {
+func (r *Router) Read(rr ReadReceipt) error {
+	reader, sender, msgID, more := rr.Reader.User, rr.Sender.User, rr.MsgID, rr.More
 	if more >= MaxReadRun || msgID > math.MaxUint64-more {
 		return ErrReadRange
 	}
@@ -421,9 +435,9 @@ func (r *Router) Read(reader, sender, msgID, more uint64) error {
 
 // Signal passes an ephemeral signal from one user to another if it is
 // online; otherwise it is dropped.
-func (r *Router) Signal(from, to uint64, kind uint32) {
+func (r *Router) Signal(from, to Addressee, kind uint32) {
 	r.stats.SignalRequests.Add(1)
-	if !r.submitQuiet(to, request{kind: reqSignal, user: to, from: from, msgID: uint64(kind)}) {
+	if !r.submitQuiet(to.User, request{kind: reqSignal, user: to.User, from: from.User, msgID: uint64(kind)}) {
 		r.stats.SignalsDropped.Add(1)
 	}
 }
@@ -444,29 +458,16 @@ func (r *Router) submitGroup(q groupReq) bool {
 	}
 }
 
-// SendGroup makes record, a DELIVER record with its Group set, durable in
-// the mailbox of every member of group but from, then pushes OutAccept(msgID)
-// to c, or OutRefuse if from is not a member or a copy failed. retry is as
-// for Send. It returns false when the group's worker is busy: nothing was
-// taken.
-func (r *Router) SendGroup(c Conn, from, msgID, group uint64, retry bool, record []byte) bool {
-	ok := r.submitGroup(groupReq{send: true, conn: c, from: from, msgID: msgID, group: group, retry: retry, record: record})
-	if ok {
-		r.stats.Sends.Add(1)
-	}
-	return ok
-}
-
 // GroupOp applies a GROUP request of actor as one durable change, then
 // stores a GROUP_EVENT in the mailbox of every member concerned (if it
-// changed anything) and pushes OutAccept(msgID) to c, with the group as Ref,
+// changed anything) and pushes OutAccept(msgID) to s, with the group as Ref,
 // or OutRefuse. A create's group id is derived from actor and msgID, so a
 // retried create finds its group. It returns false when the group's worker
 // is busy.
-func (r *Router) GroupOp(c Conn, actor uint64, g *protocol.Group) bool {
-	q := groupReq{conn: c, from: actor, msgID: g.MsgID, group: g.Group, op: g.Op, list: g.Members}
+func (r *Router) GroupOp(s Session, actor Addressee, g *protocol.Group) bool {
+	q := groupReq{sess: s, from: actor.User, msgID: g.MsgID, group: g.Group, op: g.Op, list: g.Members}
 	if g.Op == protocol.GroupCreate {
-		q.group = groupID(actor, g.MsgID)
+		q.group = groupID(actor.User, g.MsgID)
 	}
 	return r.submitGroup(q)
 }
@@ -474,8 +475,8 @@ func (r *Router) GroupOp(c Conn, actor uint64, g *protocol.Group) bool {
 // SignalGroup passes an ephemeral signal to the online members of group:
 // one request to each shard that owns members, never a storage read per
 // member (signal.go).
-func (r *Router) SignalGroup(from, group uint64, kind uint32) {
-	if !r.submitGroup(groupReq{signal: true, from: from, msgID: uint64(kind), group: group}) {
+func (r *Router) SignalGroup(from Addressee, group uint64, kind uint32) {
+	if !r.submitGroup(groupReq{signal: true, from: from.User, msgID: uint64(kind), group: group}) {
 		r.stats.SignalsDropped.Add(1)
 	}
 }

@@ -12,12 +12,59 @@ import (
 	"switchboard/storage"
 )
 
-// fakeConn is a delivery.Conn that records what it is given.
+// fakeConn is a session that records what it is given.
 type fakeConn struct {
 	mu     sync.Mutex
 	out    []delivery.Outbound
 	closed protocol.Code
-	refuse bool // Push returns false (a closed or over-cap connection)
+	refuse bool   // Push returns false (a closed or over-cap connection)
+	id     uint64 // its session id, given on first use (s)
+}
+
+// sessions is the tests' delivery.Sessions: it hands each session's items
+// to its fakeConn. Every router in the tests starts with it.
+var sessions = &fakeSessions{byID: map[uint64]*fakeConn{}}
+
+type fakeSessions struct {
+	mu   sync.Mutex
+	byID map[uint64]*fakeConn
+	next uint64
+}
+
+func (fs *fakeSessions) get(s delivery.Session) *fakeConn {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return fs.byID[s.ID]
+}
+
+func (fs *fakeSessions) Push(s delivery.Session, o delivery.Outbound) bool {
+	if c := fs.get(s); c != nil {
+		return c.Push(o)
+	}
+	return false
+}
+
+func (fs *fakeSessions) Close(s delivery.Session, code protocol.Code) {
+	if c := fs.get(s); c != nil {
+		c.Close(code)
+	}
+}
+
+// newFake returns a fresh session.
+func newFake() *fakeConn { return &fakeConn{} }
+
+// s returns c's session, registering c on first use.
+func (c *fakeConn) s() delivery.Session {
+	sessions.mu.Lock()
+	defer sessions.mu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.id == 0 {
+		sessions.next++
+		c.id = sessions.next
+		sessions.byID[c.id] = c
+	}
+	return delivery.Session{ID: c.id}
 }
 
 func (c *fakeConn) Push(o delivery.Outbound) bool {
@@ -68,7 +115,7 @@ func newRouter(t *testing.T, cfg delivery.Config, scfg storage.Config) (*deliver
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.Start()
+	r.Start(sessions)
 	t.Cleanup(func() {
 		r.Stop()
 		store.Close()
@@ -94,7 +141,7 @@ func settle(t *testing.T, r *delivery.Router, c *fakeConn, user uint64) {
 			n++
 		}
 	}
-	r.Signal(probe, user, 0)
+	r.Signal(delivery.To(probe), delivery.To(user), 0)
 	waitFor(t, "the shard to settle", func() bool {
 		m := 0
 		for _, o := range c.items(delivery.OutSignal) {
@@ -112,16 +159,16 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // send submits a message and fails if the router is busy.
-func send(t *testing.T, r *delivery.Router, c delivery.Conn, from, msgID, to uint64) {
+func send(t *testing.T, r *delivery.Router, c *fakeConn, from, msgID, to uint64) {
 	t.Helper()
-	if !r.Send(c, from, msgID, to, true, record(from, msgID, fmt.Sprintf("m%d", msgID))) {
+	if !r.Send(c.s(), delivery.Message{From: delivery.To(from), To: to, MsgID: msgID, Retry: true, Record: record(from, msgID, fmt.Sprintf("m%d", msgID))}) {
 		t.Fatalf("Send %d busy", msgID)
 	}
 }
 
 func login(t *testing.T, r *delivery.Router, c *fakeConn, user, ack uint64) {
 	t.Helper()
-	if !r.Login(c, user, ack) {
+	if !r.Login(c.s(), delivery.To(user), ack) {
 		t.Fatal("Login busy")
 	}
 	waitFor(t, "WELCOME", func() bool { return len(c.items(delivery.OutWelcome)) == 1 })
@@ -186,7 +233,7 @@ func TestWindow(t *testing.T) {
 	if n := len(c.items(delivery.OutEntry)); n != 4 {
 		t.Fatalf("%d entries pushed with a window of 4", n)
 	}
-	r.Ack(c, 2, 3)
+	r.Ack(c.s(), delivery.To(2), 3)
 	waitFor(t, "3 more", func() bool { return len(c.items(delivery.OutEntry)) == 7 })
 	settle(t, r, c, 2)
 	if n := len(c.items(delivery.OutEntry)); n != 7 {
@@ -197,7 +244,7 @@ func TestWindow(t *testing.T) {
 		return len(es) == 1 && es[0].Seq == 4
 	})
 	// An ack from a connection that is not (or no longer) the user's is ignored.
-	r.Ack(&fakeConn{}, 2, 7)
+	r.Ack(newFake().s(), delivery.To(2), 7)
 	settle(t, r, c, 2)
 	if n := len(c.items(delivery.OutEntry)); n != 7 {
 		t.Fatalf("a stranger's ack moved the window: %d pushed", n)
@@ -211,7 +258,7 @@ func TestWindowBytes(t *testing.T) {
 	sender := &fakeConn{}
 	big := string(make([]byte, 3000))
 	for id := uint64(1); id <= 10; id++ {
-		if !r.Send(sender, 1, id, 2, false, record(1, id, big)) {
+		if !r.Send(sender.s(), delivery.Message{From: delivery.To(1), To: 2, MsgID: id, Retry: false, Record: record(1, id, big)}) {
 			t.Fatal("busy")
 		}
 	}
@@ -223,7 +270,7 @@ func TestWindowBytes(t *testing.T) {
 	if n := len(c.items(delivery.OutEntry)); n != 4 { // 3 × ~3 KiB < 10,000 ≤ 4 × ~3 KiB
 		t.Fatalf("%d entries of 3 KiB pushed with WindowBytes 10,000, want 4", n)
 	}
-	r.Ack(c, 2, 4)
+	r.Ack(c.s(), delivery.To(2), 4)
 	waitFor(t, "the next window", func() bool { return len(c.items(delivery.OutEntry)) == 8 })
 }
 
@@ -246,7 +293,7 @@ func TestReceiptsGrouping(t *testing.T) {
 	c := &fakeConn{}
 	login(t, r, c, 2, 0)
 	waitFor(t, "6 entries", func() bool { return len(c.items(delivery.OutEntry)) == 6 })
-	r.Ack(c, 2, 6)
+	r.Ack(c.s(), delivery.To(2), 6)
 	receipts := func(user uint64, n int) []protocol.Receipt {
 		var out []protocol.Receipt
 		waitFor(t, fmt.Sprintf("%d receipts for %d", n, user), func() bool {
@@ -353,19 +400,19 @@ func TestBusy(t *testing.T) {
 	}
 	// Not started: nothing drains the queue.
 	c := &fakeConn{}
-	if !r.Send(c, 1, 1, 2, false, record(1, 1, "a")) || !r.Send(c, 1, 2, 2, false, record(1, 2, "b")) {
+	if !r.Send(c.s(), delivery.Message{From: delivery.To(1), To: 2, MsgID: 1, Retry: false, Record: record(1, 1, "a")}) || !r.Send(c.s(), delivery.Message{From: delivery.To(1), To: 2, MsgID: 2, Retry: false, Record: record(1, 2, "b")}) {
 		t.Fatal("the first two fit the queue")
 	}
-	if r.Send(c, 1, 3, 2, false, record(1, 3, "c")) {
+	if r.Send(c.s(), delivery.Message{From: delivery.To(1), To: 2, MsgID: 3, Retry: false, Record: record(1, 3, "c")}) {
 		t.Fatal("Send took a request over QueueLen")
 	}
-	if r.Login(&fakeConn{}, 5, 0) {
+	if r.Login(newFake().s(), delivery.To(5), 0) {
 		t.Fatal("Login took a request over QueueLen")
 	}
 	if st := r.Stats(); st.Busy.Load() != 2 || st.Sends.Load() != 2 {
 		t.Fatalf("Busy %d Sends %d", st.Busy.Load(), st.Sends.Load())
 	}
-	r.Start()
+	r.Start(sessions)
 	waitFor(t, "the queued two", func() bool { return len(c.items(delivery.OutAccept)) == 2 })
 	r.Stop()
 }
@@ -382,7 +429,7 @@ func TestReplaceAndBadAck(t *testing.T) {
 		t.Fatalf("new connection closed with %v", second.closeCode())
 	}
 	bad := &fakeConn{}
-	r.Login(bad, 3, 10)
+	r.Login(bad.s(), delivery.To(3), 10)
 	waitFor(t, "BAD_ACK", func() bool { return bad.closeCode() == protocol.CodeBadAck })
 }
 
@@ -471,7 +518,7 @@ func TestEarlyRefusal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.Start()
+	r.Start(sessions)
 	defer r.Stop()
 	c := &fakeConn{}
 	login(t, r, c, 2, 0)
@@ -499,7 +546,7 @@ func TestEarlyRefusal(t *testing.T) {
 		t.Fatalf("Refused %d", st.Refused.Load())
 	}
 	// The recipient acks past the gap.
-	r.Ack(c, 2, 3)
+	r.Ack(c.s(), delivery.To(2), 3)
 	waitFor(t, "the mailbox to empty", func() bool {
 		es, _, _ := mem.Read(2, 1, 10, 0, nil)
 		return len(es) == 0
@@ -517,7 +564,7 @@ func TestLoginBelowFloor(t *testing.T) {
 	for id := uint64(1); id <= 10; id++ {
 		send(t, r, sender, 1, id, 2)
 		waitFor(t, fmt.Sprintf("entry %d", id), func() bool { return len(first.items(delivery.OutEntry)) == int(id) })
-		if !r.Ack(first, 2, id) {
+		if !r.Ack(first.s(), delivery.To(2), id) {
 			t.Fatal("Ack busy")
 		}
 	}

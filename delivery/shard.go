@@ -26,7 +26,7 @@ type request struct {
 	kind    reqKind
 	read    bool // reqReceipt: a read receipt
 	expired bool // reqReceipt: an expired receipt (neither: delivered)
-	conn    Conn
+	sess    Session
 	user    uint64 // the user the shard owns that this request is about
 	from    uint64
 	msgID   uint64
@@ -52,7 +52,7 @@ type completion struct {
 	kind   doneKind
 	user   uint64
 	seq    uint64  // doneAppend: the entry's seq
-	conn   Conn    // doneAppend: the sender's connection, told ACCEPT or REFUSE
+	sess   Session // doneAppend: the sender's session, told ACCEPT or REFUSE
 	fan    *fanout // doneAppend of a group copy: told the outcome instead of conn
 	msgID  uint64  // doneAppend of a message: the sender's id
 	record []byte
@@ -64,14 +64,14 @@ type completion struct {
 // the user is offline with nothing in flight.
 type user struct {
 	id        uint64
-	last      uint64 // highest seq assigned
-	committed uint64 // highest seq whose append completed (stored or failed)
-	sent      uint64 // every seq <= sent was pushed to conn, or does not exist
-	acked     uint64 // highest seq conn acknowledged
-	conn      Conn   // nil: offline
-	stuck     int64  // unix nanoseconds the window became full; 0: not full
-	inflight  int32  // appends and acks handed to storage, not completed
-	pending   uint32 // bytes pushed since conn last acked all it was sent (WindowBytes)
+	last      uint64  // highest seq assigned
+	committed uint64  // highest seq whose append completed (stored or failed)
+	sent      uint64  // every seq <= sent was pushed to conn, or does not exist
+	acked     uint64  // highest seq conn acknowledged
+	sess      Session // zero: offline
+	stuck     int64   // unix nanoseconds the window became full; 0: not full
+	inflight  int32   // appends and acks handed to storage, not completed
+	pending   uint32  // bytes pushed since conn last acked all it was sent (WindowBytes)
 	// ackAgain says the commit of the last ack failed: its entries are
 	// still stored and its receipts not made, so the next tick offers the
 	// ack (through acked) to storage again.
@@ -226,7 +226,7 @@ func (s *shard) load(id uint64) (*user, error) {
 	}
 	if iu, ok := s.idle[id]; ok {
 		delete(s.idle, id)
-		u := &user{id: id, last: iu.last, committed: iu.last, sent: iu.last, acked: iu.last, conn: iu.conn}
+		u := &user{id: id, last: iu.last, committed: iu.last, sent: iu.last, acked: iu.last, sess: iu.sess}
 		s.users[id] = u
 		return u, nil
 	}
@@ -242,7 +242,7 @@ func (s *shard) load(id uint64) (*user, error) {
 
 // idleUser is what an online user with nothing outstanding keeps.
 type idleUser struct {
-	conn Conn
+	sess Session
 	last uint64 // every seq up to it was committed, pushed and acknowledged (or is a gap)
 }
 
@@ -251,10 +251,10 @@ type idleUser struct {
 func (s *shard) forget(u *user) {
 	switch {
 	case u.inflight != 0:
-	case u.conn == nil:
+	case !u.sess.Valid():
 		delete(s.users, u.id)
 	case u.committed == u.last && u.sent == u.last && u.acked == u.last && u.pending == 0 && u.stuck == 0 && !u.ackAgain:
-		s.idle[u.id] = idleUser{conn: u.conn, last: u.last}
+		s.idle[u.id] = idleUser{sess: u.sess, last: u.last}
 		delete(s.users, u.id)
 	}
 }
@@ -278,9 +278,9 @@ func (s *shard) handle(q request) {
 		s.r.cfg.Logger.Error("delivery: loading user", "user", q.user, "err", err)
 		switch q.kind {
 		case reqSend:
-			q.conn.Push(Outbound{Kind: OutRefuse, MsgID: q.msgID, Code: protocol.CodeStorage, RetryAfter: 1000, Reason: "storage failed loading the recipient's mailbox"})
+			s.r.push(q.sess, Outbound{Kind: OutRefuse, MsgID: q.msgID, Code: protocol.CodeStorage, RetryAfter: 1000, Reason: "storage failed loading the recipient's mailbox"})
 		case reqLogin:
-			q.conn.Close(protocol.CodeInternal)
+			s.r.close(q.sess, protocol.CodeInternal)
 		}
 		return
 	}
@@ -288,41 +288,41 @@ func (s *shard) handle(q request) {
 	case reqLogin:
 		s.login(u, q)
 	case reqLogout:
-		if u.conn == q.conn {
-			u.conn, u.stuck = nil, 0
+		if u.sess == q.sess {
+			u.sess, u.stuck = Session{}, 0
 		}
 	case reqSend:
-		s.append(u, storage.Entry{Kind: storage.KindMessage, Sender: q.from, MsgID: q.msgID, Retry: q.retry, Value: q.record}, q.conn, nil)
+		s.append(u, storage.Entry{Kind: storage.KindMessage, Sender: q.from, MsgID: q.msgID, Retry: q.retry, Value: q.record}, q.sess, nil)
 	case reqFanout:
-		s.append(u, storage.Entry{Kind: q.entry, Sender: q.from, MsgID: q.msgID, Retry: q.retry, Value: q.record}, nil, q.fan)
+		s.append(u, storage.Entry{Kind: q.entry, Sender: q.from, MsgID: q.msgID, Retry: q.retry, Value: q.record}, Session{}, q.fan)
 	case reqAck:
-		if u.conn == q.conn && q.seq > u.acked && q.seq <= u.sent {
+		if u.sess == q.sess && q.seq > u.acked && q.seq <= u.sent {
 			s.ack(u, q.seq)
 			s.pump(u)
 		}
 	case reqReceipt:
 		x := protocol.Receipt{MsgID: q.msgID, More: q.more, Read: q.read, By: q.from, Expired: q.expired}
-		s.append(u, storage.Entry{Kind: storage.KindReceipt, Sender: q.from, MsgID: q.msgID, Value: x.AppendRecord(nil), Settles: q.settles}, nil, nil)
+		s.append(u, storage.Entry{Kind: storage.KindReceipt, Sender: q.from, MsgID: q.msgID, Value: x.AppendRecord(nil), Settles: q.settles}, Session{}, nil)
 		s.r.stats.Receipts.Add(1)
 	}
 	s.forget(u)
 }
 
 func (s *shard) login(u *user, q request) {
-	if u.conn != nil && u.conn != q.conn {
+	if u.sess.Valid() && u.sess != q.sess {
 		s.r.stats.Replaced.Add(1)
-		u.conn.Close(protocol.CodeReplaced)
+		s.r.close(u.sess, protocol.CodeReplaced)
 	}
 	if q.seq > u.committed {
 		// Only committed entries can have reached a client.
-		u.conn = nil
-		q.conn.Close(protocol.CodeBadAck)
+		u.sess = Session{}
+		s.r.close(q.sess, protocol.CodeBadAck)
 		return
 	}
-	u.conn, u.stuck, u.pending = q.conn, 0, 0
+	u.sess, u.stuck, u.pending = q.sess, 0, 0
 	u.acked, u.sent = q.seq, q.seq
-	if !u.conn.Push(Outbound{Kind: OutWelcome, Seq: u.last}) {
-		u.conn = nil
+	if !s.r.push(u.sess, Outbound{Kind: OutWelcome, Seq: u.last}) {
+		u.sess = Session{}
 		return
 	}
 	if q.seq > 0 {
@@ -332,12 +332,12 @@ func (s *shard) login(u *user, q request) {
 }
 
 // append hands e, one entry of u's mailbox, to storage with the next seq.
-func (s *shard) append(u *user, e storage.Entry, sender Conn, fan *fanout) {
+func (s *shard) append(u *user, e storage.Entry, sender Session, fan *fanout) {
 	u.last++
 	u.inflight++
 	s.inflight++
 	e.Recipient, e.Seq = u.id, u.last
-	c := completion{kind: doneAppend, user: u.id, seq: u.last, conn: sender, fan: fan, msgID: e.MsgID, record: e.Value}
+	c := completion{kind: doneAppend, user: u.id, seq: u.last, sess: sender, fan: fan, msgID: e.MsgID, record: e.Value}
 	s.r.store.Append(e, func(err error) {
 		c.err = err
 		s.done <- c
@@ -395,16 +395,16 @@ func (s *shard) appended(u *user, c completion) {
 	case c.fan != nil:
 		c.fan.done(c.err)
 	case c.err == nil:
-		if c.conn != nil {
+		if c.sess.Valid() {
 			s.r.stats.Accepted.Add(1)
-			c.conn.Push(Outbound{Kind: OutAccept, MsgID: c.msgID})
+			s.r.push(c.sess, Outbound{Kind: OutAccept, MsgID: c.msgID})
 		}
 	case errors.As(c.err, &dup):
 		s.r.stats.Duplicates.Add(1)
-		if c.conn != nil {
-			c.conn.Push(Outbound{Kind: OutAccept, MsgID: c.msgID})
+		if c.sess.Valid() {
+			s.r.push(c.sess, Outbound{Kind: OutAccept, MsgID: c.msgID})
 		}
-	case c.conn == nil:
+	case !c.sess.Valid():
 		// A receipt entry the store refused (the sender's mailbox is
 		// full, or storage is recovering). A delivered receipt is still
 		// pending in storage: the next rescan offers it again.
@@ -419,9 +419,9 @@ func (s *shard) appended(u *user, c completion) {
 		if !capacity(c.err) {
 			s.r.stats.StorageErrors.Add(1)
 		}
-		c.conn.Push(Outbound{Kind: OutRefuse, MsgID: c.msgID, Code: code, RetryAfter: retry, Reason: refusalReason(c.err)})
+		s.r.push(c.sess, Outbound{Kind: OutRefuse, MsgID: c.msgID, Code: code, RetryAfter: retry, Reason: refusalReason(c.err)})
 	}
-	if u.conn == nil {
+	if !u.sess.Valid() {
 		return
 	}
 	if u.sent+1 != c.seq || s.windowFull(u) {
@@ -442,8 +442,8 @@ func (s *shard) appended(u *user, c completion) {
 // reports whether the connection took it; if not, u is offline from now.
 func (s *shard) push(u *user, seq uint64, record []byte) bool {
 	o := Outbound{Kind: OutEntry, Seq: seq, Record: record}
-	if !u.conn.Push(o) {
-		u.conn = nil
+	if !s.r.push(u.sess, o) {
+		u.sess = Session{}
 		return false
 	}
 	u.sent = seq
@@ -455,7 +455,7 @@ func (s *shard) push(u *user, seq uint64, record []byte) bool {
 // window has room.
 func (s *shard) pump(u *user) {
 	window := uint64(s.r.cfg.Window)
-	for u.conn != nil && u.sent < u.committed && !s.windowFull(u) {
+	for u.sess.Valid() && u.sent < u.committed && !s.windowFull(u) {
 		room := int(window - (u.sent - u.acked))
 		if uint64(room) < window/2 && u.committed-u.sent > uint64(room) {
 			// Refill in halves: an ACK that frees a few entries waits for
@@ -471,8 +471,8 @@ func (s *shard) pump(u *user) {
 		if err != nil {
 			s.r.stats.StorageErrors.Add(1)
 			s.r.cfg.Logger.Error("delivery: reading mailbox", "user", u.id, "err", err)
-			u.conn.Close(protocol.CodeInternal)
-			u.conn = nil
+			s.r.close(u.sess, protocol.CodeInternal)
+			u.sess = Session{}
 			return
 		}
 		if len(entries) == 0 {
@@ -532,7 +532,7 @@ func (s *shard) markStuck(u *user) {
 // went offline meanwhile acks again when it logs in).
 func (s *shard) ackAgain() {
 	for _, u := range s.users {
-		if u.ackAgain && u.inflight == 0 && u.conn != nil && u.acked > 0 {
+		if u.ackAgain && u.inflight == 0 && u.sess.Valid() && u.acked > 0 {
 			u.ackAgain = false
 			u.inflight++
 			s.inflight++
@@ -548,10 +548,10 @@ func (s *shard) ackAgain() {
 func (s *shard) checkSlow() {
 	now := s.r.cfg.Now().UnixNano()
 	for _, u := range s.users {
-		if u.conn != nil && u.stuck != 0 && time.Duration(now-u.stuck) >= s.r.cfg.SlowAfter {
+		if u.sess.Valid() && u.stuck != 0 && time.Duration(now-u.stuck) >= s.r.cfg.SlowAfter {
 			s.r.stats.SlowConsumers.Add(1) // counted before the close anyone can see
-			u.conn.Close(protocol.CodeSlowConsumer)
-			u.conn, u.stuck = nil, 0
+			s.r.close(u.sess, protocol.CodeSlowConsumer)
+			u.sess, u.stuck = Session{}, 0
 			s.forget(u) // offline now: drop its state unless appends are in flight
 		}
 	}

@@ -17,13 +17,14 @@ func (w *groupWorker) signalGroup(q groupReq, members map[uint64]storage.Role) {
 		return // only members may signal a group; a signal has no answer
 	}
 	r := w.r
-	n := len(r.shards)
+	n := r.own.count()
 	// Counting sort by shard into one slice the shards share: each gets a
 	// disjoint part, which nobody writes after the hand-off.
 	start := make([]int, n+1)
 	for m := range members {
 		if m != q.from {
-			start[r.shardIndex(m)+1]++
+			i, _ := r.own.owner(m)
+			start[i+1]++
 		}
 	}
 	for i := 1; i <= n; i++ {
@@ -34,20 +35,18 @@ func (w *groupWorker) signalGroup(q groupReq, members map[uint64]storage.Role) {
 	copy(next, start[:n])
 	for m := range members {
 		if m != q.from {
-			i := r.shardIndex(m)
+			i, _ := r.own.owner(m)
 			ids[next[i]] = m
 			next[i]++
 		}
 	}
-	for i, s := range r.shards {
+	for i := range n {
 		part := ids[start[i]:start[i+1]:start[i+1]]
 		if len(part) == 0 {
 			continue
 		}
 		r.stats.SignalRequests.Add(1)
-		select {
-		case s.in <- request{kind: reqSignal, from: q.from, msgID: q.msgID, more: q.group, list: part}:
-		default:
+		if !r.own.at(i).offer(request{kind: reqSignal, from: q.from, msgID: q.msgID, more: q.group, list: part}) {
 			r.stats.SignalsDropped.Add(uint64(len(part)))
 		}
 	}
@@ -66,13 +65,13 @@ func (s *shard) signal(q request) {
 }
 
 func (s *shard) signalOne(id uint64, q request) {
-	var c Conn
+	var c Session
 	if u, ok := s.users[id]; ok {
-		c = u.conn
+		c = u.sess
 	} else if iu, ok := s.idle[id]; ok {
-		c = iu.conn
+		c = iu.sess
 	}
-	if c == nil || !c.Push(Outbound{Kind: OutSignal, Peer: q.from, MsgID: q.msgID, Ref: q.more}) {
+	if !c.Valid() || !s.r.push(c, Outbound{Kind: OutSignal, Peer: q.from, MsgID: q.msgID, Ref: q.more}) {
 		s.r.stats.SignalsDropped.Add(1)
 	}
 }

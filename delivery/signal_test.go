@@ -63,7 +63,7 @@ func TestGroupSignalPerShard(t *testing.T) {
 	if err := <-settled; err != nil {
 		t.Fatal(err)
 	}
-	r.Start()
+	r.Start(sessions)
 	t.Cleanup(func() {
 		r.Stop()
 		mem.Close()
@@ -84,7 +84,7 @@ func TestGroupSignalPerShard(t *testing.T) {
 	login(t, r, sc, sender, 0)
 	before := r.Stats().Sends.Load() * 0
 
-	r.SignalGroup(sender, group, 1)
+	r.SignalGroup(delivery.To(sender), group, 1)
 	for m, c := range conns {
 		waitFor(t, "the signal", func() bool { return len(c.items(delivery.OutSignal)) == 1 })
 		if s := c.items(delivery.OutSignal)[0]; s.Peer != sender || s.MsgID != 1 || s.Ref != group {

@@ -117,7 +117,7 @@ func (r *Router) runCaught(name string, run func()) (crashed bool) {
 // inHand is what a shard must answer if it panics while handling a request
 // or a completion: the sender's connection or the fan-out, and the id.
 type inHand struct {
-	conn  Conn
+	sess  Session
 	fan   *fanout
 	msgID uint64
 	login bool // conn is logging in: close it
@@ -126,9 +126,9 @@ type inHand struct {
 func requestInHand(q *request) inHand {
 	switch q.kind {
 	case reqSend, reqFanout:
-		return inHand{conn: q.conn, fan: q.fan, msgID: q.msgID}
+		return inHand{sess: q.sess, fan: q.fan, msgID: q.msgID}
 	case reqLogin:
-		return inHand{conn: q.conn, login: true}
+		return inHand{sess: q.sess, login: true}
 	case reqReceipt:
 		return inHand{} // pending in storage; the rescan after a crash offers it again
 	}
@@ -137,40 +137,40 @@ func requestInHand(q *request) inHand {
 
 func completionInHand(c *completion) inHand {
 	if c.kind == doneAppend {
-		return inHand{conn: c.conn, fan: c.fan, msgID: c.msgID}
+		return inHand{sess: c.sess, fan: c.fan, msgID: c.msgID}
 	}
 	return inHand{}
 }
 
 // refuse answers h with a retryable refusal.
-func (h inHand) refuse() {
+func (h inHand) refuse(r *Router) {
 	switch {
 	case h.fan != nil:
 		h.fan.done(errCrashed)
-	case h.login && h.conn != nil:
-		h.conn.Close(protocol.CodeInternal)
-	case h.conn != nil:
-		h.conn.Push(Outbound{Kind: OutRefuse, MsgID: h.msgID, Code: protocol.CodeRetryLater, RetryAfter: crashRetry, Reason: reasonCrashed})
+	case h.login && h.sess.Valid():
+		r.close(h.sess, protocol.CodeInternal)
+	case h.sess.Valid():
+		r.push(h.sess, Outbound{Kind: OutRefuse, MsgID: h.msgID, Code: protocol.CodeRetryLater, RetryAfter: crashRetry, Reason: reasonCrashed})
 	}
 }
 
 // recoverCrash rebuilds a shard after a panic (see above). It runs on the
 // shard's goroutine, before run starts again.
 func (s *shard) recoverCrash() {
-	s.cur.refuse()
+	s.cur.refuse(s.r)
 	s.cur = inHand{}
 	for _, u := range s.users {
-		if u.conn != nil {
-			u.conn.Close(protocol.CodeInternal)
+		if u.sess.Valid() {
+			s.r.close(u.sess, protocol.CodeInternal)
 		}
 	}
 	for _, iu := range s.idle {
-		iu.conn.Close(protocol.CodeInternal)
+		s.r.close(iu.sess, protocol.CodeInternal)
 	}
 	for range cap(s.in) {
 		select {
 		case q := <-s.in:
-			requestInHand(&q).refuse()
+			requestInHand(&q).refuse(s.r)
 			continue
 		default:
 		}
@@ -210,14 +210,14 @@ func (s *shard) answer(c completion) {
 	switch {
 	case c.fan != nil:
 		c.fan.done(c.err)
-	case c.conn == nil:
+	case !c.sess.Valid():
 		s.r.rescan.Store(true) // a receipt entry: still pending if it failed
 	case c.err == nil || errors.As(c.err, &dup):
 		s.r.stats.Accepted.Add(1)
-		c.conn.Push(Outbound{Kind: OutAccept, MsgID: c.msgID})
+		s.r.push(c.sess, Outbound{Kind: OutAccept, MsgID: c.msgID})
 	default:
 		code, retry := refusal(c.err)
-		c.conn.Push(Outbound{Kind: OutRefuse, MsgID: c.msgID, Code: code, RetryAfter: retry, Reason: refusalReason(c.err)})
+		s.r.push(c.sess, Outbound{Kind: OutRefuse, MsgID: c.msgID, Code: code, RetryAfter: retry, Reason: refusalReason(c.err)})
 	}
 }
 
@@ -225,8 +225,8 @@ func (s *shard) answer(c completion) {
 // dropped, and the request in hand and those queued are refused.
 func (w *groupWorker) recoverCrash() {
 	refuse := func(q groupReq) {
-		if q.conn != nil && !q.signal {
-			q.conn.Push(Outbound{Kind: OutRefuse, MsgID: q.msgID, Code: protocol.CodeRetryLater, RetryAfter: crashRetry, Reason: reasonCrashed})
+		if q.sess.Valid() && !q.signal {
+			w.r.push(q.sess, Outbound{Kind: OutRefuse, MsgID: q.msgID, Code: protocol.CodeRetryLater, RetryAfter: crashRetry, Reason: reasonCrashed})
 		}
 	}
 	refuse(w.cur)

@@ -17,9 +17,10 @@ const (
 	stateReady                // logged in
 )
 
-// conn is one client connection: the gnet connection's context. It
-// implements delivery.Conn. It holds no buffers while idle. Every idle
-// connection has one, so its fields are ordered by size to fit 112 bytes
+// conn is one client connection: the gnet connection's context. The router
+// reaches it through the server by its session id (sessions.go). It holds
+// no buffers while idle. Every idle connection has one, so its fields are
+// ordered by size to fit 112 bytes
 // (a smaller size class than 120 would get); TestConnSize keeps it there.
 // loopFlags are a conn's loop-owned booleans, packed so that a conn stays
 // within its size class.
@@ -90,7 +91,8 @@ type outbox struct {
 // outboxes recycles outboxes (and their item arrays) between bursts.
 var outboxes = sync.Pool{New: func() any { return new(outbox) }}
 
-// Push implements delivery.Conn. It may be called from any goroutine.
+// Push queues o for the loop to write (Server.Push, for the router). It may
+// be called from any goroutine.
 func (c *conn) Push(o delivery.Outbound) bool {
 	size := o.Size()
 	c.mu.Lock()
@@ -119,7 +121,7 @@ func (c *conn) Push(o delivery.Outbound) bool {
 	return taken
 }
 
-// Close implements delivery.Conn: the loop writes what is queued, then an
+// Close (Server.Close, for the router): the loop writes what is queued, then an
 // ERROR with code, then closes.
 func (c *conn) Close(code protocol.Code) {
 	c.mu.Lock()

@@ -4,8 +4,6 @@ import (
 	"context"
 
 	"github.com/panjf2000/gnet/v2"
-
-	"switchboard/delivery"
 )
 
 // LoopsInUse returns how many event loops have had a connection, for tests.
@@ -17,7 +15,7 @@ func (s *Server) LoopsInUse() int {
 
 // NewWithFileLimit is New under the open-file limit limit instead of the
 // process's, for tests.
-func NewWithFileLimit(cfg Config, r *delivery.Router, limit int) (*Server, error) {
+func NewWithFileLimit(cfg Config, r Delivery, limit int) (*Server, error) {
 	return newServer(cfg, r, limit)
 }
 

@@ -43,6 +43,8 @@ type serverOptions struct {
 	// fileLimit replaces the process's open-file limit for the gateway;
 	// 0 keeps it.
 	fileLimit int
+	// delivery, if set, wraps the router as the gateway sees it.
+	delivery func(gateway.Delivery) gateway.Delivery
 }
 
 // quietLogger discards logs unless SWITCHBOARD_TEST_LOG is set (gnet and
@@ -90,16 +92,20 @@ func startServer(t testing.TB, o serverOptions) *testServer {
 	}
 	newServer := gateway.New
 	if o.fileLimit > 0 {
-		newServer = func(cfg gateway.Config, r *delivery.Router) (*gateway.Server, error) {
+		newServer = func(cfg gateway.Config, r gateway.Delivery) (*gateway.Server, error) {
 			return gateway.NewWithFileLimit(cfg, r, o.fileLimit)
 		}
 	}
-	srv, err := newServer(gcfg, router)
+	var d gateway.Delivery = router
+	if o.delivery != nil {
+		d = o.delivery(router)
+	}
+	srv, err := newServer(gcfg, d)
 	if err != nil {
 		store.Close()
 		t.Fatalf("gateway.New: %v", err)
 	}
-	router.Start()
+	router.Start(srv)
 	ts := &testServer{t: t, Srv: srv, Router: router, Store: store, Dir: dir, secret: secret, runErr: make(chan error, 1)}
 	go func() { ts.runErr <- srv.Run() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -69,7 +69,7 @@ func (l *loop) requested(closing uint8) protocol.Code {
 }
 
 // routerCloses are the reasons of the closes package delivery asks for
-// (delivery.Conn.Close), by code.
+// (delivery.Sessions.Close), by code.
 var routerCloses = map[protocol.Code]string{
 	protocol.CodeReplaced:     "a newer login of this user took over",
 	protocol.CodeSlowConsumer: "flow window full for longer than the router allows",

@@ -27,7 +27,8 @@ type Server struct {
 
 	// Immutable after construction.
 	cfg       Config
-	router    *delivery.Router
+	router    Delivery
+	sessions  sessionTable // session ids to connections (sessions.go)
 	start     time.Time
 	codec     *protocol.Codec // the dictionary offered at login; nil: none
 	fileLimit int             // the open-file limit the cap keeps under
@@ -86,7 +87,7 @@ type Stats struct {
 // files the process holds (the store should be open by now) and fails with
 // ErrFileLimit when the open-file limit cannot hold them with
 // Config.MaxConns connections (see filelimit.go).
-func New(cfg Config, r *delivery.Router) (*Server, error) {
+func New(cfg Config, r Delivery) (*Server, error) {
 	limit, err := openFileLimit()
 	if err != nil {
 		return nil, err
@@ -95,7 +96,7 @@ func New(cfg Config, r *delivery.Router) (*Server, error) {
 }
 
 // newServer is New under the open-file limit fileLimit.
-func newServer(cfg Config, r *delivery.Router, fileLimit int) (*Server, error) {
+func newServer(cfg Config, r Delivery, fileLimit int) (*Server, error) {
 	cfg.setDefaults()
 	errs := []error{cfg.validate()}
 	var other int
@@ -312,6 +313,7 @@ func (s *Server) OnOpen(gc gnet.Conn) (out []byte, action gnet.Action) {
 	s.hook("open", 0)
 	c := &conn{gc: gc, loop: l, lastRecv: l.wheel.now}
 	gc.SetContext(c)
+	s.sessions.add(c, gc.Fd())
 	l.admit(c)
 	return nil, gnet.None
 }
@@ -344,8 +346,9 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	s.logClose(c, reason)
 	s.hook("close", c.user)
 	if c.state >= stateJoining {
-		s.router.Logout(c, c.user)
+		s.router.Logout(c.session(), delivery.To(c.user))
 	}
+	s.sessions.remove(c, gc.Fd())
 	return gnet.None
 }
 

@@ -77,7 +77,7 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.srv = srv
-	router.Start()
+	router.Start(srv)
 	go func() {
 		err := srv.Run()
 		n.runMu.Lock()

@@ -100,7 +100,7 @@ func runGroupLives(t *testing.T, lives int, stop bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.Start()
+	r.Start(nil)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		n := 0
