@@ -129,7 +129,8 @@ type Session struct {
 
 	// Sending: out holds the outbox in msg_id order.
 	nextID    uint64
-	out       []pending
+	out       []pending // the live entries: a window of arr
+	arr       []pending // out's backing array from its start, reused once ACCEPTs free its front
 	cur       int           // every entry below cur is written, done or waiting
 	retryAt   time.Duration // earliest due of a waiting entry below cur; never: none
 	holdUntil time.Duration // a RETRY_LATER's retry_after: nothing is written before it
@@ -311,7 +312,7 @@ func (s *Session) NewMsgID() uint64 {
 // NextSend returns it.
 func (s *Session) Queue() uint64 {
 	id := s.NewMsgID()
-	s.out = append(s.out, pending{id: id})
+	s.push(pending{id: id})
 	return id
 }
 
@@ -327,7 +328,7 @@ func (s *Session) Add(id uint64, tried bool) error {
 	if tried {
 		st = pendTried
 	}
-	s.out = append(s.out, pending{id: id, st: st})
+	s.push(pending{id: id, st: st})
 	s.nextID = max(s.nextID, id+1)
 	return nil
 }
@@ -451,6 +452,22 @@ func (s *Session) NextWake(now time.Duration) (at time.Duration, ok bool) {
 	return at, at != never
 }
 
+// push appends p to the outbox. When the array is full but ACCEPTs freed at
+// least half of it at the front, the entries move down instead of growing
+// it: a steady flow of sends and ACCEPTs then allocates nothing.
+func (s *Session) push(p pending) {
+	if len(s.out) == cap(s.out) && len(s.out) > 0 && cap(s.arr) >= 2*len(s.out) {
+		n := copy(s.arr[:cap(s.arr)], s.out)
+		s.out = s.arr[:n]
+	}
+	if len(s.out) == cap(s.out) {
+		s.arr = make([]pending, len(s.out), max(2*len(s.out), 8))
+		copy(s.arr, s.out)
+		s.out = s.arr
+	}
+	s.out = append(s.out, p)
+}
+
 // find returns the index of the first outbox entry with an id at or above
 // id (len(out) if none): a binary search, the ids being ascending.
 func (s *Session) find(id uint64) int {
@@ -477,9 +494,9 @@ func (s *Session) trim() {
 		return
 	}
 	if n == len(s.out) {
-		s.out = s.out[:0]
-		if cap(s.out) > 64 {
-			s.out = nil
+		s.out = s.arr[:0]
+		if cap(s.arr) > 64 {
+			s.out, s.arr = nil, nil
 		}
 		s.cur = 0
 		return
