@@ -129,8 +129,8 @@ type Session struct {
 
 	// Sending: out holds the outbox in msg_id order.
 	nextID    uint64
-	out       []pending // the live entries: a window of arr
-	arr       []pending // out's backing array from its start, reused once ACCEPTs free its front
+	out       []pending     // the live entries: a window of arr
+	arr       []pending     // out's backing array from its start, reused once ACCEPTs free its front
 	cur       int           // every entry below cur is written, done or waiting
 	retryAt   time.Duration // earliest due of a waiting entry below cur; never: none
 	holdUntil time.Duration // a RETRY_LATER's retry_after: nothing is written before it
