@@ -24,7 +24,10 @@ var allowed = map[string][]string{
 	"delivery": {"protocol", "storage"},
 	"token":    {},
 	"gateway":  {"protocol", "delivery", "token"},
-	"bench":    {"protocol", "token"},
+	// client is the library an application embeds: it speaks the protocol
+	// and may mint tokens, nothing of the server.
+	"client": {"protocol", "token"},
+	"bench":  {"protocol", "token", "client"},
 	// node owns the process: it configures, starts and stops the others.
 	"node": {"protocol", "storage", "delivery", "gateway", "token"},
 }

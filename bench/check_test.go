@@ -132,9 +132,9 @@ func hasFailure(l *loop, sub string) bool {
 
 func TestCheckerSeqBackwardsInOneSession(t *testing.T) {
 	l, _, b := checkerFixture(0)
-	b.entry(5)
-	b.entry(6)
-	b.entry(6) // the same seq twice on one connection
+	b.entry(5, 0)
+	b.entry(6, 0)
+	b.entry(6, 0) // the same seq twice on one connection
 	if l.res.Reordered != 1 || !hasFailure(l, "mailbox seq 6 after seq 6") {
 		t.Errorf("reordered %d, failures %v", l.res.Reordered, l.res.Failures)
 	}

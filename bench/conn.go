@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"switchboard/client"
 	"switchboard/protocol"
 )
 
@@ -44,12 +45,17 @@ type conn struct {
 	capSec      int64 // the second capCount counts
 	capCount    int   // frames written in capSec
 
+	// The client's session state machine: the ACK schedule, the resume
+	// point (LOGIN.ack) and the reconnect delays. Times are l.now.
+	sess client.Session
+
 	// Receiving.
 	lastSeq     uint64 // highest mailbox seq processed
 	ackedSeq    uint64 // highest seq acknowledged
 	sessSeq     uint64 // highest seq seen in this session (redeliveries included)
 	welcomeLast uint64 // WELCOME.Last of this session
-	ackDue      int64  // when the pending ACK goes out; 0: none pending
+	ackDue      int64  // when the pending ACK goes out (the connection is on loop.acks); 0: not queued
+	ackNow      bool   // the session asked for the ACK at once: it goes after this read
 	holdAcks    bool   // do not acknowledge (storm fill: leave entries to redeliver)
 	streams     []stream
 
@@ -152,8 +158,8 @@ func (c *conn) connected() {
 	c.setEvents(false)
 	expiry := time.Now().Add(24 * time.Hour)
 	l.tok = mintToken(l.tok[:0], l.e.spec.Servers[c.unit.home].Key, c.user, expiry)
-	login := protocol.Login{Token: l.tok, Ping: uint32(l.e.spec.Ping / time.Second), Ack: c.ackedSeq}
-	c.obuf = login.Append(protocol.AppendPreface(c.obuf, protocol.Version, protocol.TransportPlain))
+	c.obuf = c.sess.AppendLogin(c.obuf, protocol.Login{Token: l.tok, Ping: uint32(l.e.spec.Ping / time.Second)})
+	c.ackedSeq = c.sess.Resume()
 	c.wrote()
 }
 
@@ -324,7 +330,7 @@ func (c *conn) frame(f protocol.Frame) error {
 		if err := d.Decode(f); err != nil {
 			return err
 		}
-		c.entry(d.Seq)
+		c.entry(d.Seq, len(f.Payload))
 		c.deliver(&d)
 	case protocol.TypeBatch:
 		var br protocol.BatchReader
@@ -332,7 +338,7 @@ func (c *conn) frame(f protocol.Frame) error {
 		var x protocol.Receipt
 		br.Reset(f)
 		for br.Next() {
-			c.entry(br.Seq())
+			c.entry(br.Seq(), batchEntrySize)
 			switch br.Type() {
 			case protocol.TypeDeliver:
 				if err := br.Deliver(&d); err != nil {
@@ -352,11 +358,11 @@ func (c *conn) frame(f protocol.Frame) error {
 		if err := x.Decode(f); err != nil {
 			return err
 		}
-		c.entry(x.Seq)
+		c.entry(x.Seq, len(f.Payload))
 		c.receipt(&x)
 	case protocol.TypeGroupEvent:
 		seq, _ := uvarint(f.Payload)
-		c.entry(seq)
+		c.entry(seq, len(f.Payload))
 	case protocol.TypeAccept:
 		var a protocol.Accept
 		if err := a.Decode(f); err != nil {
@@ -375,13 +381,14 @@ func (c *conn) frame(f protocol.Frame) error {
 		if err := g.Decode(f); err != nil {
 			return err
 		}
-		c.closedBy(g.Code, int64(g.After)*int64(time.Millisecond))
+		c.sess.GoAway(&g)
+		c.closedBy(g.Code)
 	case protocol.TypeError:
 		var e protocol.Error
 		if err := e.Decode(f); err != nil {
 			return err
 		}
-		c.closedBy(e.Code, 0)
+		c.closedBy(e.Code)
 	default:
 		return fmt.Errorf("%w: unexpected %v", protocol.ErrMalformed, f.Type)
 	}
@@ -407,6 +414,7 @@ func (c *conn) welcomed(w *protocol.Welcome) {
 	l := c.l
 	c.state = stateReady
 	c.attempts = 0
+	c.sess.Welcome(w, time.Duration(l.now))
 	c.welcomeLast = w.Last
 	c.ping = int64(w.Ping) * int64(time.Second)
 	l.prog.ready.Add(1)
@@ -438,49 +446,68 @@ func (c *conn) gaveUpWait() {
 	}
 }
 
-// entry notes mailbox entry seq: it is acknowledged later, and processed
-// only if it is new (entries at or below lastSeq are redeliveries after a
-// reconnect, which the server may make: delivery is at least once).
+// batchEntrySize stands for the size of an entry of a BATCH in the ACK's
+// byte threshold: the reader does not expose it, and the entry threshold
+// (ackEvery) comes first for the bench's bodies anyway.
+const batchEntrySize = 128
+
+// entry notes mailbox entry seq, size bytes: the bench checks it at once,
+// so it is processed as soon as it is read, and its ACK is scheduled (the
+// session coalesces them). Entries at or below lastSeq are redeliveries
+// after a reconnect, which the server may make: delivery is at least once.
 //
 // Within one session seqs must rise: the server sends a recipient's entries
 // in seq order, and sends one again only to a new connection.
-func (c *conn) entry(seq uint64) {
+func (c *conn) entry(seq uint64, size int) {
 	if seq <= c.sessSeq {
 		c.l.res.Reordered++
 		c.l.failure(fmt.Sprintf("user %d: mailbox seq %d after seq %d on the same connection", c.user, seq, c.sessSeq))
 	}
 	c.sessSeq = max(c.sessSeq, seq)
 	c.l.lastEntry = c.l.now
-	c.scheduleAck()
+	c.sess.Entry(seq)
+	if !c.holdAcks {
+		if c.sess.Processed(seq, size, time.Duration(c.l.now)) {
+			c.ackNow = true
+		}
+		c.scheduleAck()
+	}
 }
 
-// scheduleAck sets the ACK of what was received to go out within ackDelay.
+// scheduleAck queues c on loop.acks for the ACK the session owes.
 func (c *conn) scheduleAck() {
-	if !c.holdAcks && c.ackDue == 0 {
-		c.ackDue = c.l.now + int64(ackDelay)
+	if c.holdAcks || c.ackDue != 0 {
+		return
+	}
+	if at, ok := c.sess.AckDue(); ok {
+		c.ackDue = max(int64(at), 1)
 		c.l.acks = append(c.l.acks, c)
 	}
 }
 
-// afterRead sends the pending ACK at once when many entries wait for it.
-// The connection stays on loop.acks; its turn there finds nothing to send.
+// afterRead sends the pending ACK at once when the session asks for it
+// (ackEvery entries or 64 KiB wait). The connection stays on loop.acks; its
+// turn there finds nothing to send.
 func (c *conn) afterRead() {
-	if c.ackDue != 0 && c.sessSeq-c.ackedSeq >= ackEvery {
+	if c.ackNow {
 		c.sendAck()
 	}
 	c.checkWait()
 }
 
-// sendAck acknowledges everything received.
+// sendAck acknowledges everything processed.
 func (c *conn) sendAck() {
 	c.ackDue = 0
-	if c.state != stateReady || c.holdAcks || c.sessSeq <= c.ackedSeq {
+	c.ackNow = false
+	if c.holdAcks {
 		return
 	}
-	a := protocol.Ack{Seq: c.sessSeq}
-	c.obuf = a.Append(c.obuf)
-	c.wrote()
-	c.ackedSeq = c.sessSeq
+	n := len(c.obuf)
+	c.obuf = c.sess.AppendAck(c.obuf)
+	if len(c.obuf) > n {
+		c.wrote()
+		c.ackedSeq = c.sess.Resume()
+	}
 }
 
 // target returns where c's messages go.
@@ -592,11 +619,12 @@ func (c *conn) fail(reason string) {
 		c.gaveUpWait()
 		return
 	}
-	c.reconnectAt = l.now + int64(c.attempts)*int64(200*time.Millisecond)
+	d, _ := c.sess.Closed(0, time.Duration(l.now))
+	c.reconnectAt = l.now + max(int64(d), 1)
 }
 
 // closedBy handles ERROR or GOAWAY from the server.
-func (c *conn) closedBy(code protocol.Code, after int64) {
+func (c *conn) closedBy(code protocol.Code) {
 	l := c.l
 	if l.res.Closes == nil {
 		l.res.Closes = map[string]uint64{}
@@ -605,7 +633,7 @@ func (c *conn) closedBy(code protocol.Code, after int64) {
 	if c.state == stateHandshake && (code == protocol.CodeBadToken || code == protocol.CodeTokenExpired) {
 		l.e.fatal(fmt.Errorf("server %s refused the login token (%v): is --keys the keys file of this server's data folder?", l.e.spec.Servers[c.unit.home].Addr, code))
 	}
-	c.down(after)
+	c.down(code)
 }
 
 // lost handles a connection that ended without ERROR.
@@ -632,9 +660,10 @@ func (c *conn) closedUnread() {
 	}
 }
 
-// down closes the socket and schedules a new dial if the connection should
-// stay up.
-func (c *conn) down(after int64) {
+// down closes the socket and schedules a new dial, after the session's
+// delay (PROTOCOL.md 8.9, 8.10), if the connection should stay up. code is
+// the server's ERROR or GOAWAY, 0 for none.
+func (c *conn) down(code protocol.Code) {
 	l := c.l
 	wasHandshake := c.state == stateHandshake
 	if c.state == stateReady {
@@ -650,9 +679,10 @@ func (c *conn) down(after int64) {
 			return
 		}
 	}
-	if c.autoRedial {
+	d, again := c.sess.Closed(code, time.Duration(l.now))
+	if c.autoRedial && again {
 		c.needResend = true
-		c.reconnectAt = l.now + after + int64(100*time.Millisecond)
+		c.reconnectAt = l.now + max(int64(d), 1)
 	}
 }
 
@@ -667,6 +697,7 @@ func (c *conn) drop() {
 		c.closeFD()
 	}
 	c.state = stateClosed
+	c.sess.Closed(0, time.Duration(c.l.now))
 	c.needResend = true
 }
 
@@ -676,4 +707,5 @@ func (c *conn) closeFD() {
 	c.fd = -1
 	c.rpend, c.wpend, c.obuf = nil, nil, c.obuf[:0]
 	c.ackDue = 0
+	c.ackNow = false
 }

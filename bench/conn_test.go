@@ -5,7 +5,9 @@ import (
 	"encoding/hex"
 	"strings"
 	"testing"
+	"time"
 
+	"switchboard/client"
 	"switchboard/protocol"
 )
 
@@ -58,4 +60,47 @@ func splitFrames(t *testing.T, b []byte) [][]byte {
 		out, b = append(out, b[:n]), b[n:]
 	}
 	return out
+}
+
+// TestConnSessionAcksAndGoAway: a bench connection runs on a
+// client.Session: entries are acknowledged once coalesced, LOGIN.ack on the
+// next connection is the last entry processed, and a GOAWAY's reconnect
+// waits its after plus up to as much again (PROTOCOL.md 8.10), here at the
+// top of that range.
+func TestConnSessionAcksAndGoAway(t *testing.T) {
+	l := testLoop(1)
+	c := l.conns[0]
+	c.autoRedial = true
+	c.sess = *client.NewSession(client.Config{AckEvery: 2, Rand: func(n int64) int64 { return n - 1 }})
+	c.sess.AppendLogin(nil, protocol.Login{})
+	c.sess.Welcome(&protocol.Welcome{Version: 1, User: c.user, Window: 256}, 0)
+	l.now = int64(time.Second)
+	for seq := uint64(1); seq <= 3; seq++ {
+		ev := protocol.GroupEvent{Seq: seq, Group: 9, Actor: 1, Op: protocol.GroupAdd, Members: []uint64{2}}
+		f, _, err := protocol.ReadFrame(ev.Append(nil), protocol.MaxServerFrame)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.frame(f); err != nil {
+			t.Fatal(err)
+		}
+		c.afterRead()
+	}
+	// Two entries make an ACK at once; the third waits for the delay.
+	if got, want := c.obuf, (&protocol.Ack{Seq: 2}).Append(nil); !bytes.Equal(got, want) {
+		t.Fatalf("wrote % x, want ACK 2: % x", got, want)
+	}
+	g := protocol.GoAway{After: 1000, Code: protocol.CodeShuttingDown}
+	f, _, _ := protocol.ReadFrame(g.Append(nil), protocol.MaxServerFrame)
+	if err := c.frame(f); err != nil {
+		t.Fatal(err)
+	}
+	if want := l.now + int64(2*time.Second); c.reconnectAt != want {
+		t.Fatalf("reconnect at %v, want %v (after 1 s plus 1 s of jitter)", time.Duration(c.reconnectAt), time.Duration(want))
+	}
+	var login protocol.Login
+	lf, _, _ := protocol.ReadFrame(c.sess.AppendLogin(nil, protocol.Login{Token: []byte{1}})[protocol.PrefaceLen:], protocol.MaxLoginFrame)
+	if err := login.Decode(lf); err != nil || login.Ack != 3 {
+		t.Fatalf("next LOGIN.ack = %d (%v), want 3: every entry was processed", login.Ack, err)
+	}
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"switchboard/client"
 )
 
 // Spec is one generator process's share of a run: which users it plays,
@@ -128,6 +130,7 @@ func newEngine(spec Spec) (*engine, error) {
 		un := &unit{home: spec.homeOf(u), slow: u < spec.Slow}
 		for m := 0; m < spec.UnitSize; m++ {
 			c := &conn{l: l, idx: int32(len(l.conns)), user: user, unit: un, fd: -1, outBase: idBase}
+			c.sess = *client.NewSession(sessionConfig)
 			user++
 			l.conns = append(l.conns, c)
 			l.users[c.user] = c
@@ -374,6 +377,8 @@ func (l *loop) start(s Step, finish func(error)) {
 		for _, c := range l.conns {
 			c.holdAcks = false
 			if c.sessSeq > c.ackedSeq {
+				// What arrived while acks were held was checked then.
+				c.sess.Processed(c.sessSeq, 0, time.Duration(l.now))
 				c.scheduleAck()
 			}
 		}

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"switchboard/client"
 	"switchboard/protocol"
 )
 
@@ -101,12 +102,22 @@ const (
 	// connection rate limit without holding its 256-entry window.
 	ackDelay = 5 * time.Millisecond
 	ackEvery = 64
+	// minBackoff and maxBackoff bound the sessions' reconnect ceilings,
+	// below the protocol's 1 s and 60 s: the bench reconnects its own
+	// server within a run's seconds, and the full jitter still spreads
+	// thousands of reconnects over the first 200 ms.
+	minBackoff = 200 * time.Millisecond
+	maxBackoff = 5 * time.Second
 	// housekeeping is how often the loop checks timeouts and keepalives.
 	housekeeping = 100 * time.Millisecond
 	// maxSendsPerWake bounds the open-loop catch-up of one iteration so a
 	// late loop still reads between bursts of sends.
 	maxSendsPerWake = 2048
 )
+
+// sessionConfig is every connection's client.Session: ACKs coalesced as
+// above, reconnects backed off as above.
+var sessionConfig = client.Config{AckEvery: ackEvery, AckDelay: ackDelay, MinBackoff: minBackoff, MaxBackoff: maxBackoff}
 
 func newLoop(e *engine, id int) (*loop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)

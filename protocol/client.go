@@ -13,7 +13,10 @@ import (
 
 // Client is a small blocking client for tests, tools and simple benchmarks:
 // it dials, logs in, writes frames on the caller's goroutine and reads frames
-// on one goroutine of its own, which decodes them into Events.
+// on one goroutine of its own, which decodes them into Events. It keeps no
+// outbox, does not reconnect and acknowledges only when told: the test
+// decides every frame. Applications use package client (client.Conn), which
+// does all of that.
 //
 // Every method may be called from any goroutine. Writes are serialised by a
 // mutex. Events come out of Recv in the order the server sent them; a BATCH
@@ -36,9 +39,15 @@ type Client struct {
 
 	// Atomic; shared by the callers and the read loop.
 	nextID   atomic.Uint64 // the next msg id Send and Group use
-	seq      atomic.Uint64 // the highest seq Recv returned
+	seq      atomic.Uint64 // the highest seq returned to the caller
 	acked    atomic.Uint64 // the highest seq acknowledged (at login or with ACK)
 	errShown atomic.Bool   // Recv returned the server's *Error once
+
+	// What AckAll may acknowledge, guarded by ackMu: the caller may Recv on
+	// one goroutine and AckAll on another.
+	ackMu   sync.Mutex
+	ackable uint64 // the highest seq returned to the caller below gap
+	gap     uint64 // the lowest seq RecvDeliver or WaitAccept dropped since the last Ack that covered it; 0: none
 
 	closeOnce sync.Once // runs Close's first call
 
@@ -280,6 +289,15 @@ func (c *Client) Welcome() Welcome { return c.welcome }
 // returns that *Error itself; every other call returns an error wrapping
 // ErrClosed and the reason (io.EOF, the *Error, a malformed frame…).
 func (c *Client) Recv(ctx context.Context) (Event, error) {
+	ev, err := c.next(ctx)
+	if err == nil {
+		c.received(seqOf(ev))
+	}
+	return ev, err
+}
+
+// next returns the next Event without counting it as received.
+func (c *Client) next(ctx context.Context) (Event, error) {
 	select {
 	case <-c.done:
 		return nil, ErrClosed
@@ -290,31 +308,62 @@ func (c *Client) Recv(ctx context.Context) (Event, error) {
 		if !ok {
 			return nil, c.endErr()
 		}
-		storeMax(&c.seq, seqOf(ev))
 		return ev, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
 }
 
+// received records that the caller got the entry seq (0: not an entry).
+func (c *Client) received(seq uint64) {
+	if seq == 0 {
+		return
+	}
+	storeMax(&c.seq, seq)
+	c.ackMu.Lock()
+	if c.gap == 0 || seq < c.gap {
+		c.ackable = max(c.ackable, seq)
+	}
+	c.ackMu.Unlock()
+}
+
+// dropped records that RecvDeliver or WaitAccept discarded the entry seq:
+// the caller never saw it, so AckAll stops below it.
+func (c *Client) dropped(seq uint64) {
+	if seq == 0 {
+		return
+	}
+	c.ackMu.Lock()
+	if c.gap == 0 && seq > c.acked.Load() {
+		c.gap = seq
+	}
+	c.ackMu.Unlock()
+}
+
 // RecvDeliver returns the next DELIVER, discarding any other Event before it.
+// A discarded entry (RECEIPT, GROUP_EVENT) was not received: AckAll does not
+// acknowledge it, nor anything after it.
 func (c *Client) RecvDeliver(ctx context.Context) (*Deliver, error) {
 	for {
-		ev, err := c.Recv(ctx)
+		ev, err := c.next(ctx)
 		if err != nil {
 			return nil, err
 		}
 		if d, ok := ev.(*Deliver); ok {
+			c.received(d.Seq)
 			return d, nil
 		}
+		c.dropped(seqOf(ev))
 	}
 }
 
 // WaitAccept waits for the ACCEPT covering msgID and returns it, discarding
-// other Events before it. A REFUSE of msgID returns a *RefusedError.
+// other Events before it. A REFUSE of msgID returns a *RefusedError. A
+// discarded mailbox entry was not received: AckAll does not acknowledge it,
+// nor anything after it.
 func (c *Client) WaitAccept(ctx context.Context, msgID uint64) (*Accept, error) {
 	for {
-		ev, err := c.Recv(ctx)
+		ev, err := c.next(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -327,12 +376,15 @@ func (c *Client) WaitAccept(ctx context.Context, msgID uint64) (*Accept, error) 
 			if ev.MsgID == msgID {
 				return nil, &RefusedError{*ev}
 			}
+		default:
+			c.dropped(seqOf(ev))
 		}
 	}
 }
 
-// Seq returns the highest mailbox seq Recv has returned (counting entries
-// RecvDeliver and WaitAccept discarded); 0 if none.
+// Seq returns the highest mailbox seq returned to the caller, by Recv or
+// RecvDeliver; 0 if none. Entries RecvDeliver and WaitAccept discarded do
+// not count.
 func (c *Client) Seq() uint64 { return c.seq.Load() }
 
 // NextMsgID returns the id the next Send will use.
@@ -416,6 +468,11 @@ func (c *Client) Ack(seq uint64) error {
 		return err
 	}
 	storeMax(&c.acked, seq)
+	c.ackMu.Lock()
+	if c.gap != 0 && seq >= c.gap {
+		c.gap = 0 // the caller acknowledged what was discarded
+	}
+	c.ackMu.Unlock()
 	return nil
 }
 
@@ -425,9 +482,15 @@ func storeMax(a *atomic.Uint64, v uint64) {
 	}
 }
 
-// AckAll acknowledges up to Seq, unless that is acknowledged already.
+// AckAll acknowledges every entry returned to the caller, unless that is
+// acknowledged already: up to Seq, or, when RecvDeliver or WaitAccept
+// discarded an entry, up to the last returned below it (an ACK is
+// cumulative, and covering an entry the caller never saw would delete it).
 func (c *Client) AckAll() error {
-	if s := c.Seq(); s > c.acked.Load() {
+	c.ackMu.Lock()
+	s := c.ackable
+	c.ackMu.Unlock()
+	if s > c.acked.Load() {
 		return c.Ack(s)
 	}
 	return nil

@@ -547,3 +547,38 @@ func TestClientDictV1(t *testing.T) {
 		t.Fatalf("client sent ERROR %+v (%v), want DECOMPRESSION", got, err)
 	}
 }
+
+// TestClientAckAllSkipsDiscardedEntries: entries that WaitAccept and
+// RecvDeliver discard never reached the caller, so AckAll must not
+// acknowledge them (an ACK is cumulative: it would cover them too), while
+// what the caller did get before them is acknowledged.
+func TestClientAckAllSkipsDiscardedEntries(t *testing.T) {
+	s := newClientFake(t)
+	c, fc := s.login(ClientOptions{FirstMsgID: 5}, clientWelcome)
+	ctx := clientCtx(t)
+	var out []byte
+	out = (&Deliver{Seq: 3, From: 2, MsgID: 1, Body: []byte("seen")}).Append(out)
+	out = (&Receipt{Seq: 4, MsgID: 9}).Append(out)  // discarded by WaitAccept
+	out = (&Accept{MsgID: 5}).Append(out)           //
+	out = (&Receipt{Seq: 5, MsgID: 10}).Append(out) // discarded by RecvDeliver
+	out = (&Deliver{Seq: 6, From: 2, MsgID: 2}).Append(out)
+	fc.write(out)
+
+	if _, err := c.Recv(ctx); err != nil { // seq 3, received
+		t.Fatal(err)
+	}
+	if _, err := c.WaitAccept(ctx, 5); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := c.RecvDeliver(ctx); err != nil || d.Seq != 6 {
+		t.Fatalf("RecvDeliver: %+v, %v", d, err)
+	}
+	if err := c.AckAll(); err != nil {
+		t.Fatal(err)
+	}
+	c.Ping()
+	// ACK 3, not 6: 4 and 5 were discarded.
+	if got, want := fc.readN(5), clientHex(t, "02 08 03 01 0e"); !bytes.Equal(got, want) {
+		t.Fatalf("wrote %x, want ACK 3 then PING: %x", got, want)
+	}
+}

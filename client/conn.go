@@ -1,0 +1,603 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"switchboard/protocol"
+)
+
+// Event is what Conn.Recv returns: a *protocol.Deliver, *protocol.Receipt,
+// *protocol.GroupEvent (mailbox entries), *protocol.Accept, *protocol.Refuse,
+// *protocol.Signal or *Reconnected. Each is freshly allocated and owned by
+// the caller.
+type Event = any
+
+// Reconnected is the Event that starts each connection after the first:
+// the session logged in again, and the outbox went out again with flag B.
+type Reconnected struct{ Welcome protocol.Welcome }
+
+// Options configures Dial. The zero value is usable but for Token.
+type Options struct {
+	// Token returns the login token for each connection; it is called again
+	// after TOKEN_EXPIRED. Required.
+	Token func(ctx context.Context) ([]byte, error)
+	// Session configures the state machine: persisted counter and resume
+	// point, ACK coalescing, backoff.
+	Session Config
+	// Ping is the keepalive interval asked for at login, rounded up to whole
+	// seconds. 0 asks for the server's default. Conn pings when it has
+	// written nothing for the interval WELCOME grants.
+	Ping time.Duration
+	// Events bounds the events read and not yet returned by Recv. 0 means
+	// 1024: more than the server's default window (256 entries), so a
+	// backlog arrives without the reader stopping. While it is full the
+	// reader stops, and the server holds what is left.
+	Events int
+	// WriteTimeout bounds each write. 0 means 10 s: a server that takes
+	// nothing for that long is gone, and the connection is dropped.
+	WriteTimeout time.Duration
+	// Dialer dials TCP; nil means a zero net.Dialer.
+	Dialer *net.Dialer
+}
+
+// ErrClosed is returned by Conn's methods after Close, or after the session
+// ended for good (ERROR REPLACED, BAD_TOKEN…; the error then wraps it).
+var ErrClosed = errors.New("client: closed")
+
+// Conn is a blocking client connection driven by a Session: it dials, logs
+// in with the resume point, reads on a goroutine of its own, acknowledges
+// what Recv returned, resends the outbox after each reconnect and backs off
+// as the server asks. Every method may be called from any goroutine.
+type Conn struct {
+	// Immutable after Dial.
+	addr  string
+	opts  Options
+	start time.Time // origin of the session clock
+
+	// events carries what the read goroutine decoded to Recv. Its bound is
+	// Options.Events; a full channel stops the reader.
+	events chan Event
+	kick   chan struct{} // wakes the timer goroutine; capacity 1, sends never block
+	done   chan struct{} // closed by Close
+	ended  chan struct{} // closed when the run goroutine returns, after cause is set
+	cause  error
+
+	mu     sync.Mutex // guards everything below, and writes to nc
+	sess   *Session
+	nc     net.Conn          // the current connection; nil between connections
+	bodies map[uint64]outMsg // the outbox's messages, by msg_id
+	wbuf   []byte
+	wrote  time.Duration // when something was last written
+	ping   time.Duration // granted keepalive interval
+}
+
+// outMsg is a message of the outbox: what a resend writes again.
+type outMsg struct {
+	to    uint64
+	group bool
+	body  []byte
+}
+
+// Dial logs in to addr and returns once the first WELCOME arrived, or with
+// the server's refusal (the error wraps its *protocol.Error).
+func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
+	if opts.Token == nil {
+		return nil, errors.New("client: Options.Token is required")
+	}
+	if opts.Events <= 0 {
+		opts.Events = 1024
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = 10 * time.Second
+	}
+	if opts.Dialer == nil {
+		opts.Dialer = &net.Dialer{}
+	}
+	c := &Conn{
+		addr: addr, opts: opts, start: time.Now(),
+		events: make(chan Event, opts.Events),
+		kick:   make(chan struct{}, 1),
+		done:   make(chan struct{}),
+		ended:  make(chan struct{}),
+		sess:   NewSession(opts.Session),
+		bodies: map[uint64]outMsg{},
+	}
+	fr, w, err := c.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.welcomed(w)
+	go c.run(fr)
+	go c.timers()
+	return c, nil
+}
+
+func (c *Conn) now() time.Duration { return time.Since(c.start) }
+
+// connect dials, writes the preface and LOGIN and reads WELCOME.
+func (c *Conn) connect(ctx context.Context) (*frameReader, *protocol.Welcome, error) {
+	tok, err := c.opts.Token(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("client: token: %w", err)
+	}
+	nc, err := c.opts.Dialer.DialContext(ctx, "tcp", c.addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("client: dial %s: %w", c.addr, err)
+	}
+	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	ping := uint32((c.opts.Ping + time.Second - 1) / time.Second)
+	c.mu.Lock()
+	login := c.sess.AppendLogin(nil, protocol.Login{Token: tok, Ping: ping})
+	c.mu.Unlock()
+	if _, err := nc.Write(login); err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("client: write login: %w", err)
+	}
+	fr := &frameReader{conn: nc, buf: make([]byte, 4<<10)}
+	f, err := fr.next()
+	if err == nil {
+		err = loginAnswer(f, c.sess)
+	}
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("client: login to %s: %w", c.addr, err)
+	}
+	w := new(protocol.Welcome)
+	w.Decode(f) // checked by loginAnswer
+	nc.SetDeadline(time.Time{})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.isClosed() {
+		nc.Close()
+		return nil, nil, ErrClosed
+	}
+	c.nc = nc
+	return fr, w, nil
+}
+
+// loginAnswer checks the first frame the server sent: WELCOME, or an ERROR
+// or GOAWAY refusing the login (recorded in s).
+func loginAnswer(f protocol.Frame, s *Session) error {
+	switch f.Type {
+	case protocol.TypeWelcome:
+		var w protocol.Welcome
+		if err := w.Decode(f); err != nil {
+			return err
+		}
+		if w.Version == 0 || w.Version > protocol.Version {
+			return fmt.Errorf("%w: server chose version %d", protocol.ErrUnsupportedVersion, w.Version)
+		}
+		return nil
+	case protocol.TypeError:
+		e := new(protocol.Error)
+		if err := e.Decode(f); err != nil {
+			return err
+		}
+		return e
+	case protocol.TypeGoAway:
+		var g protocol.GoAway
+		if err := g.Decode(f); err != nil {
+			return err
+		}
+		s.GoAway(&g)
+		return &protocol.Error{Code: g.Code, Reason: fmt.Sprintf("GOAWAY before WELCOME, retry after %dms", g.After)}
+	}
+	return fmt.Errorf("%w: %v before WELCOME", protocol.ErrMalformed, f.Type)
+}
+
+// welcomed completes a login: the session is ready and the outbox goes out.
+func (c *Conn) welcomed(w *protocol.Welcome) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sess.Welcome(w, c.now())
+	c.ping = time.Duration(w.Ping) * time.Second
+	c.flushLocked()
+}
+
+// run reads frames until the connection ends, then reconnects after the
+// session's delay, until Close or a close the session does not retry.
+func (c *Conn) run(fr *frameReader) {
+	defer close(c.ended)
+	for {
+		code, err := c.read(fr)
+		fr.conn.Close()
+		c.mu.Lock()
+		c.nc = nil
+		delay, again := c.sess.Closed(code, c.now())
+		c.mu.Unlock()
+		if c.isClosed() {
+			c.cause = ErrClosed
+			return
+		}
+		if !again {
+			c.cause = fmt.Errorf("%w: %w", ErrClosed, err)
+			return
+		}
+		for {
+			t := time.NewTimer(delay)
+			select {
+			case <-c.done:
+				t.Stop()
+				c.cause = ErrClosed
+				return
+			case <-t.C:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			var w *protocol.Welcome
+			fr, w, err = c.connect(ctx)
+			cancel()
+			if err == nil {
+				c.welcomed(w)
+				select {
+				case c.events <- &Reconnected{Welcome: *w}:
+				case <-c.done:
+				}
+				break
+			}
+			var e *protocol.Error
+			errors.As(err, &e)
+			code = 0
+			if e != nil {
+				code = e.Code
+			}
+			c.mu.Lock()
+			delay, again = c.sess.Closed(code, c.now())
+			c.mu.Unlock()
+			if !again {
+				c.cause = fmt.Errorf("%w: %w", ErrClosed, err)
+				return
+			}
+		}
+	}
+}
+
+func (c *Conn) isClosed() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// read handles frames until the connection ends, and returns the code of
+// the server's ERROR or GOAWAY (0 for none) and why it ended.
+func (c *Conn) read(fr *frameReader) (protocol.Code, error) {
+	for {
+		f, err := fr.next()
+		if err != nil {
+			return 0, err
+		}
+		if f.Has(protocol.FlagCompressed) {
+			return 0, fmt.Errorf("%w: compressed %v with no dictionary", protocol.ErrDecompress, f.Type)
+		}
+		f.Payload = append([]byte(nil), f.Payload...) // events own their memory
+		var evs []Event
+		switch f.Type {
+		case protocol.TypeError:
+			e := new(protocol.Error)
+			if err := e.Decode(f); err != nil {
+				return 0, err
+			}
+			return e.Code, e
+		case protocol.TypeGoAway:
+			var g protocol.GoAway
+			if err := g.Decode(f); err != nil {
+				return 0, err
+			}
+			c.mu.Lock()
+			c.sess.GoAway(&g)
+			c.mu.Unlock()
+			continue
+		case protocol.TypePong:
+			continue
+		case protocol.TypeBatch:
+			evs, err = decodeBatch(f)
+		default:
+			var ev Event
+			ev, err = decodeOne(f)
+			evs = []Event{ev}
+		}
+		if err != nil {
+			return 0, err
+		}
+		c.mu.Lock()
+		for i, ev := range evs {
+			switch ev := ev.(type) {
+			case *protocol.Accept:
+				c.sess.Accepted(ev)
+				for id := ev.MsgID; id-ev.MsgID <= ev.More; id++ {
+					delete(c.bodies, id)
+				}
+			case *protocol.Refuse:
+				if !c.sess.Refused(ev, c.now()) {
+					delete(c.bodies, ev.MsgID)
+				}
+			default:
+				if seq := seqOf(ev); seq != 0 && !c.sess.Entry(seq) {
+					evs[i] = nil // a redelivery the application has
+				}
+			}
+		}
+		c.mu.Unlock()
+		c.wake()
+		for _, ev := range evs {
+			if ev == nil {
+				continue
+			}
+			select {
+			case c.events <- ev:
+			case <-c.done:
+				return 0, ErrClosed
+			}
+		}
+	}
+}
+
+// Recv returns the next Event, waiting until one arrives or ctx is done. A
+// mailbox entry counts as received once Recv returned it: it is then
+// acknowledged (coalesced with others) and the resume point moves past it.
+func (c *Conn) Recv(ctx context.Context) (Event, error) {
+	select {
+	case ev := <-c.events:
+		if seq := seqOf(ev); seq != 0 {
+			c.mu.Lock()
+			if c.sess.Processed(seq, entrySize(ev), c.now()) {
+				c.writeLocked(c.sess.AppendAck(c.wbuf[:0]))
+			}
+			c.mu.Unlock()
+			c.wake()
+		}
+		return ev, nil
+	case <-c.ended:
+		return nil, c.cause
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Send queues body for user to (or, with group, for group to) under the next
+// msg_id, writes it if the session lets it go now, and returns the id: its
+// ACCEPT or REFUSE comes from Recv. The message stays in the outbox, and is
+// resent with flag B after a reconnect or a REFUSE's retry_after, until it is
+// accepted or refused for good. body is copied.
+func (c *Conn) Send(to uint64, group bool, body []byte) (msgID uint64, err error) {
+	if len(body) > protocol.MaxBody {
+		return 0, fmt.Errorf("client: body of %d bytes, over %d", len(body), protocol.MaxBody)
+	}
+	select {
+	case <-c.ended:
+		return 0, c.cause
+	default:
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	id := c.sess.Queue()
+	c.bodies[id] = outMsg{to: to, group: group, body: append([]byte(nil), body...)}
+	c.flushLocked()
+	return id, nil
+}
+
+// Session state the application persists: see Session.NextMsgID, Resume and
+// Outbox.
+
+// NextMsgID returns the msg_id the next Send takes.
+func (c *Conn) NextMsgID() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sess.NextMsgID()
+}
+
+// Resume returns the resume point: the highest seq Recv returned.
+func (c *Conn) Resume() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sess.Resume()
+}
+
+// Pending returns how many messages wait for their ACCEPT.
+func (c *Conn) Pending() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sess.Pending()
+}
+
+// Close ends the connection and the session. Events not yet received are
+// dropped; what was not acknowledged is sent again to the next session.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	if !c.isClosed() {
+		close(c.done)
+		if c.nc != nil {
+			c.nc.Close()
+		}
+	}
+	c.mu.Unlock()
+	<-c.ended
+	return nil
+}
+
+// flushLocked writes every SEND the session lets go now.
+func (c *Conn) flushLocked() {
+	if c.nc == nil {
+		return
+	}
+	now := c.now()
+	b := c.wbuf[:0]
+	for {
+		id, retry, ok := c.sess.NextSend(now)
+		if !ok {
+			break
+		}
+		m := c.bodies[id]
+		s := protocol.Send{MsgID: id, To: m.to, Group: m.group, Retry: retry, Body: m.body}
+		b = s.Append(b)
+	}
+	c.writeLocked(b)
+}
+
+// writeLocked writes b to the current connection, if any. A failed write
+// closes it: the read goroutine then reconnects.
+func (c *Conn) writeLocked(b []byte) {
+	c.wbuf = b[:0]
+	if len(b) == 0 || c.nc == nil {
+		return
+	}
+	c.nc.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
+	if _, err := c.nc.Write(b); err != nil {
+		c.nc.Close()
+		return
+	}
+	c.wrote = c.now()
+}
+
+func (c *Conn) wake() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// timers sends what the session schedules (coalesced ACKs, resends after a
+// retry_after or a hold) and keepalive PINGs, until the Conn ends.
+func (c *Conn) timers() {
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		c.mu.Lock()
+		now := c.now()
+		if at, ok := c.sess.AckDue(); ok && at <= now {
+			c.writeLocked(c.sess.AppendAck(c.wbuf[:0]))
+		}
+		c.flushLocked()
+		if c.nc != nil && c.ping > 0 && now-c.wrote >= c.ping {
+			c.writeLocked(protocol.AppendPing(c.wbuf[:0]))
+		}
+		next := now + time.Hour
+		if at, ok := c.sess.NextWake(now); ok {
+			next = min(next, max(at, now+time.Millisecond))
+		}
+		if c.ping > 0 {
+			next = min(next, c.wrote+c.ping)
+		}
+		c.mu.Unlock()
+		t.Reset(max(next-now, time.Millisecond))
+		select {
+		case <-t.C:
+		case <-c.kick:
+		case <-c.ended:
+			return
+		}
+	}
+}
+
+func seqOf(ev Event) uint64 {
+	switch ev := ev.(type) {
+	case *protocol.Deliver:
+		return ev.Seq
+	case *protocol.Receipt:
+		return ev.Seq
+	case *protocol.GroupEvent:
+		return ev.Seq
+	}
+	return 0
+}
+
+// entrySize approximates an entry's size for the ACK's byte threshold.
+func entrySize(ev Event) int {
+	if d, ok := ev.(*protocol.Deliver); ok {
+		return len(d.Body) + 16
+	}
+	return 16
+}
+
+func decodeOne(f protocol.Frame) (Event, error) {
+	var ev interface{ Decode(protocol.Frame) error }
+	switch f.Type {
+	case protocol.TypeDeliver:
+		ev = new(protocol.Deliver)
+	case protocol.TypeReceipt:
+		ev = new(protocol.Receipt)
+	case protocol.TypeGroupEvent:
+		ev = new(protocol.GroupEvent)
+	case protocol.TypeAccept:
+		ev = new(protocol.Accept)
+	case protocol.TypeRefuse:
+		ev = new(protocol.Refuse)
+	case protocol.TypeSignal:
+		ev = new(protocol.Signal)
+	default:
+		return nil, fmt.Errorf("%w: unexpected %v from the server", protocol.ErrMalformed, f.Type)
+	}
+	return ev, ev.Decode(f)
+}
+
+func decodeBatch(f protocol.Frame) ([]Event, error) {
+	var br protocol.BatchReader
+	var evs []Event
+	br.Reset(f)
+	for br.Next() {
+		switch br.Type() {
+		case protocol.TypeDeliver:
+			d := new(protocol.Deliver)
+			br.Deliver(d)
+			evs = append(evs, d)
+		case protocol.TypeReceipt:
+			x := new(protocol.Receipt)
+			br.Receipt(x)
+			evs = append(evs, x)
+		case protocol.TypeGroupEvent:
+			g := new(protocol.GroupEvent)
+			br.GroupEvent(g)
+			evs = append(evs, g)
+		}
+	}
+	return evs, br.Err()
+}
+
+// frameReader splits frames off a connection; a frame's payload aliases its
+// buffer until the next call.
+type frameReader struct {
+	conn net.Conn
+	buf  []byte
+	r, w int
+}
+
+func (fr *frameReader) next() (protocol.Frame, error) {
+	for {
+		if fr.r < fr.w {
+			f, n, err := protocol.ReadFrame(fr.buf[fr.r:fr.w], protocol.MaxServerFrame)
+			if err == nil {
+				fr.r += n
+				return f, nil
+			}
+			if err != protocol.ErrIncomplete {
+				return protocol.Frame{}, err
+			}
+		}
+		if fr.r > 0 {
+			fr.w = copy(fr.buf, fr.buf[fr.r:fr.w])
+			fr.r = 0
+		}
+		if fr.w == len(fr.buf) {
+			nb := make([]byte, min(2*len(fr.buf), protocol.MaxServerFrame+protocol.MaxFrameHeader))
+			copy(nb, fr.buf[:fr.w])
+			fr.buf = nb
+		}
+		n, err := fr.conn.Read(fr.buf[fr.w:])
+		fr.w += n
+		if err != nil && n == 0 {
+			if err == io.EOF && fr.w > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			return protocol.Frame{}, err
+		}
+	}
+}

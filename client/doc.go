@@ -1,0 +1,46 @@
+// Package client is the client side of Switchboard's protocol
+// (docs/PROTOCOL.md), for Go applications to embed.
+//
+// It has two layers. Session is the client's state machine and does no I/O:
+// it is fed decoded frames and the time, and says what to write and when to
+// wake. Conn is a blocking connection driven by a Session, with a reader
+// goroutine, reconnects and timers. The load generator (package bench)
+// drives Sessions from its own epoll loop instead.
+//
+// # What a Session owns
+//
+//   - The outbox: msg_ids not yet ACCEPTed, from a per-sender counter
+//     (NextMsgID, persisted by the application), written in msg_id order;
+//     everything a lost connection left unconfirmed goes again after the
+//     next WELCOME with flag B, and a message never written goes without.
+//   - REFUSE backoff (PROTOCOL.md 8.5): a refused message goes again, with
+//     flag B, no sooner than its retry_after; a RETRY_LATER also holds every
+//     new SEND of the connection until then; retry_after 0 fails it.
+//   - The resume point: the highest seq the application processed
+//     (Processed), never one it only received. It is LOGIN.ack on the next
+//     connection, and the application persists it with the entries.
+//   - ACK coalescing (8.4): an ACK at window/2 entries or 64 KiB processed,
+//     or AckDelay after the first, whichever comes first.
+//   - Reconnect delays (8.9, 8.10): full jitter under a ceiling that doubles
+//     from 1 s to 60 s; after a GOAWAY, its delay plus up to as much again;
+//     none after REPLACED or BAD_TOKEN.
+//
+// # Driving a Session
+//
+// Times are readings of the driver's monotonic clock (durations since an
+// origin it picks). A driver:
+//
+//	dst = s.AppendLogin(dst, protocol.Login{Token: tok})   // on connect
+//	s.Welcome(&w, now)                                     // on WELCOME
+//	for id, retry, ok := s.NextSend(now); ok; … {          // after Welcome, Queue,
+//		write SEND(id, its body) with flag B if retry      // Refused, and when woken
+//	}
+//	if s.Entry(seq) { hand the entry to the application }  // DELIVER, RECEIPT…
+//	if s.Processed(seq, size, now) { dst = s.AppendAck(dst) } // once it has it
+//	s.Accepted(&a); s.Refused(&r, now); s.GoAway(&g)
+//	delay, again := s.Closed(code, now)                    // when it ends
+//	at, ok := s.NextWake(now)                              // when to call again
+//
+// The Session keeps msg_ids only; the driver keeps the bodies, so that a
+// load generator with thousands of connections generates them instead.
+package client

@@ -1,0 +1,405 @@
+package client
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"switchboard/protocol"
+)
+
+const ms = time.Millisecond
+
+// sent is one SEND a session asked for: its id and whether flag B was set.
+type sent struct {
+	id    uint64
+	retry bool
+}
+
+// drain returns every SEND s lets go at now.
+func drain(s *Session, now time.Duration) []sent {
+	var out []sent
+	for {
+		id, retry, ok := s.NextSend(now)
+		if !ok {
+			return out
+		}
+		out = append(out, sent{id, retry})
+	}
+}
+
+// login takes s through LOGIN and WELCOME (window 256) at now.
+func login(t *testing.T, s *Session, now time.Duration) {
+	t.Helper()
+	s.AppendLogin(nil, protocol.Login{})
+	s.Welcome(&protocol.Welcome{Version: 1, User: 7, Window: 256}, now)
+}
+
+func equalSent(a, b []sent) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TestSessionResendsWithFlagBAfterReconnect: what a lost connection left
+// unaccepted goes again on the next, in msg_id order and with flag B, before
+// anything new; a message never written goes without B.
+func TestSessionResendsWithFlagBAfterReconnect(t *testing.T) {
+	s := NewSession(Config{NextMsgID: 10, Rand: func(int64) int64 { return 0 }})
+	login(t, s, 0)
+	for range 3 {
+		s.Queue()
+	}
+	if got, want := drain(s, 0), []sent{{10, false}, {11, false}, {12, false}}; !equalSent(got, want) {
+		t.Fatalf("first connection wrote %v, want %v", got, want)
+	}
+	if n := s.Accepted(&protocol.Accept{MsgID: 11}); n != 1 {
+		t.Fatalf("ACCEPT 11 confirmed %d messages, want 1", n)
+	}
+	s.Closed(0, 1*ms)
+	s.Queue() // 13, queued while offline: never written
+	if got := drain(s, 2*ms); got != nil {
+		t.Fatalf("wrote %v while not logged in", got)
+	}
+	login(t, s, 3*ms)
+	if got, want := drain(s, 3*ms), []sent{{10, true}, {12, true}, {13, false}}; !equalSent(got, want) {
+		t.Fatalf("after reconnect wrote %v, want %v", got, want)
+	}
+	s.Accepted(&protocol.Accept{MsgID: 10, More: 3})
+	if n := s.Pending(); n != 0 {
+		t.Fatalf("outbox holds %d after ACCEPT 10…13, want 0", n)
+	}
+	if s.NextMsgID() != 14 {
+		t.Fatalf("NextMsgID = %d, want 14", s.NextMsgID())
+	}
+}
+
+// TestSessionRestoredOutboxGoesWithFlagB: an outbox restored after a restart
+// may have been written, so its messages carry B from their first write.
+func TestSessionRestoredOutboxGoesWithFlagB(t *testing.T) {
+	s := NewSession(Config{NextMsgID: 5})
+	if err := s.Add(3, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Add(3, true); err != ErrMsgIDOrder {
+		t.Fatalf("Add of an id already in the outbox: %v, want ErrMsgIDOrder", err)
+	}
+	login(t, s, 0)
+	s.Queue()
+	if got, want := drain(s, 0), []sent{{3, true}, {5, false}}; !equalSent(got, want) {
+		t.Fatalf("wrote %v, want %v", got, want)
+	}
+}
+
+// TestSessionHoldsNewSendsDuringRetryLater: after REFUSE RETRY_LATER, nothing
+// goes on the connection until retry_after has passed; then the refused
+// message first (flag B), then what was queued meanwhile.
+func TestSessionHoldsNewSendsDuringRetryLater(t *testing.T) {
+	s := NewSession(Config{})
+	login(t, s, 0)
+	s.Queue() // 1
+	s.Queue() // 2
+	drain(s, 0)
+	if !s.Refused(&protocol.Refuse{MsgID: 1, Code: protocol.CodeRetryLater, RetryAfter: 500}, 100*ms) {
+		t.Fatal("a RETRY_LATER with retry_after did not keep the message")
+	}
+	s.Queue() // 3
+	for _, now := range []time.Duration{100 * ms, 300 * ms, 599 * ms} {
+		if !s.Held(now) {
+			t.Errorf("not held at %v, retry_after ends at 600ms", now)
+		}
+		if got := drain(s, now); got != nil {
+			t.Fatalf("wrote %v at %v, during the RETRY_LATER delay", got, now)
+		}
+	}
+	if at, ok := s.NextWake(200 * ms); !ok || at != 600*ms {
+		t.Fatalf("NextWake = %v, %v; want 600ms", at, ok)
+	}
+	if got, want := drain(s, 600*ms), []sent{{1, true}, {3, false}}; !equalSent(got, want) {
+		t.Fatalf("at 600ms wrote %v, want %v", got, want)
+	}
+}
+
+// TestSessionNeverResendsBeforeRetryAfter: a refusal other than RETRY_LATER
+// delays only its own message, by exactly retry_after; a second refusal
+// with a longer delay is honoured too; retry_after 0 drops the message.
+func TestSessionNeverResendsBeforeRetryAfter(t *testing.T) {
+	s := NewSession(Config{})
+	login(t, s, 0)
+	s.Queue() // 1
+	s.Queue() // 2
+	drain(s, 0)
+	s.Refused(&protocol.Refuse{MsgID: 1, Code: protocol.CodeMailboxFull, RetryAfter: 5000}, 10*ms)
+	if s.Refused(&protocol.Refuse{MsgID: 2, Code: protocol.CodeBadRecipient}, 10*ms) {
+		t.Fatal("BAD_RECIPIENT (retry_after 0) kept the message")
+	}
+	s.Queue() // 3: not held by MAILBOX_FULL
+	if got, want := drain(s, 10*ms), []sent{{3, false}}; !equalSent(got, want) {
+		t.Fatalf("at 10ms wrote %v, want %v", got, want)
+	}
+	if got := drain(s, 5009*ms); got != nil {
+		t.Fatalf("wrote %v 1ms before retry_after", got)
+	}
+	if at, ok := s.NextWake(20 * ms); !ok || at != 5010*ms {
+		t.Fatalf("NextWake = %v, %v; want 5.01s", at, ok)
+	}
+	if got, want := drain(s, 5010*ms), []sent{{1, true}}; !equalSent(got, want) {
+		t.Fatalf("at 5.01s wrote %v, want %v", got, want)
+	}
+	// Refused again, longer: the new delay counts.
+	s.Refused(&protocol.Refuse{MsgID: 1, Code: protocol.CodeQuota, RetryAfter: 60000}, 5100*ms)
+	if got := drain(s, 65099*ms); got != nil {
+		t.Fatalf("wrote %v before the second retry_after", got)
+	}
+	if got, want := drain(s, 65100*ms), []sent{{1, true}}; !equalSent(got, want) {
+		t.Fatalf("wrote %v, want %v", got, want)
+	}
+	var ids []uint64
+	s.Outbox(func(id uint64) bool { ids = append(ids, id); return true })
+	if len(ids) != 2 || ids[0] != 1 || ids[1] != 3 {
+		t.Fatalf("outbox %v, want [1 3] (2 failed for good)", ids)
+	}
+}
+
+// TestSessionReconnectDelays checks the delays of PROTOCOL.md 8.9 and 8.10
+// at the ends of their ranges (the random source returns its bound minus
+// one, or 0) and with a real random source.
+func TestSessionReconnectDelays(t *testing.T) {
+	top := func(n int64) int64 { return n - 1 }
+	s := NewSession(Config{Rand: top})
+	// Dials that fail: the ceiling doubles from 1s and stops at 60s.
+	var got []time.Duration
+	for range 8 {
+		d, ok := s.Closed(0, 0)
+		if !ok {
+			t.Fatal("a failed dial gave up")
+		}
+		got = append(got, d+1)
+	}
+	want := []time.Duration{1, 2, 4, 8, 16, 32, 60, 60}
+	for i := range want {
+		if got[i] != want[i]*time.Second {
+			t.Fatalf("ceilings %v, want %v seconds", got, want)
+		}
+	}
+	// A connection that lasted past StableAfter resets the ceiling; one that
+	// did not doubles it again.
+	login(t, s, 0)
+	if d, _ := s.Closed(0, 10*time.Second); d != time.Second-1 {
+		t.Fatalf("after a stable connection: %v, want under 1s", d)
+	}
+	login(t, s, 20*time.Second)
+	if d, _ := s.Closed(0, 21*time.Second); d != 2*time.Second-1 {
+		t.Fatalf("after a connection of 1s: %v, want under 2s", d)
+	}
+
+	// GOAWAY: after plus up to after again, whatever the attempts.
+	for _, tc := range []struct {
+		name string
+		rand func(int64) int64
+		want time.Duration
+	}{
+		{"shortest", func(int64) int64 { return 0 }, 5 * time.Second},
+		{"longest", top, 10 * time.Second},
+	} {
+		s := NewSession(Config{Rand: tc.rand})
+		login(t, s, 0)
+		s.GoAway(&protocol.GoAway{After: 5000, Code: protocol.CodeShuttingDown})
+		if d, ok := s.Closed(0, time.Second); !ok || d != tc.want {
+			t.Errorf("GOAWAY after 5000, %s: %v, %v; want %v", tc.name, d, ok, tc.want)
+		}
+	}
+	// GOAWAY TOKEN_EXPIRED with no delay: at once.
+	login(t, s, 0)
+	s.GoAway(&protocol.GoAway{Code: protocol.CodeTokenExpired})
+	if d, ok := s.Closed(0, time.Second); !ok || d != 0 {
+		t.Errorf("GOAWAY TOKEN_EXPIRED: %v, %v; want 0, true", d, ok)
+	}
+	// REPLACED and BAD_TOKEN: no automatic reconnect.
+	for _, code := range []protocol.Code{protocol.CodeReplaced, protocol.CodeBadToken} {
+		login(t, s, 0)
+		if _, ok := s.Closed(code, time.Second); ok {
+			t.Errorf("ERROR %v reconnects", code)
+		}
+	}
+
+	// Full jitter with a real source: every delay under its ceiling, not
+	// all the same, and never the ceiling itself.
+	r := NewSession(Config{})
+	seen := map[time.Duration]bool{}
+	for i := range 200 {
+		r.attempts = i % 3 // ceilings 1s, 2s, 4s
+		d, _ := r.Closed(0, 0)
+		if ceiling := time.Second << (i % 3); d < 0 || d >= ceiling {
+			t.Fatalf("delay %v outside [0, %v)", d, ceiling)
+		}
+		seen[d] = true
+	}
+	if len(seen) < 150 {
+		t.Fatalf("only %d distinct delays in 200: not jittered", len(seen))
+	}
+}
+
+// TestSessionAckCoalescing checks the three triggers of an ACK: window/2
+// entries, 64 KiB, and the delay; and that the ACK names the last entry
+// processed.
+func TestSessionAckCoalescing(t *testing.T) {
+	s := NewSession(Config{})
+	login(t, s, 0) // window 256: every 128 entries
+	for seq := uint64(1); seq <= 127; seq++ {
+		s.Entry(seq)
+		if s.Processed(seq, 100, time.Duration(seq)*ms) {
+			t.Fatalf("ACK due at once after %d entries, want 128", seq)
+		}
+	}
+	if at, ok := s.AckDue(); !ok || at != ms+DefaultAckDelay {
+		t.Fatalf("AckDue = %v, %v; want the first entry's time + %v", at, ok, DefaultAckDelay)
+	}
+	s.Entry(128)
+	if !s.Processed(128, 100, 200*ms) {
+		t.Fatal("no ACK at once after 128 entries")
+	}
+	if got, want := s.AppendAck(nil), (&protocol.Ack{Seq: 128}).Append(nil); !bytes.Equal(got, want) {
+		t.Fatalf("ACK % x, want % x", got, want)
+	}
+	if got := s.AppendAck(nil); len(got) != 0 {
+		t.Fatalf("a second ACK with nothing new: % x", got)
+	}
+	// Bytes: two entries of 40,000 bytes reach 64 KiB.
+	s.Entry(200)
+	if s.Processed(200, 40000, 300*ms) {
+		t.Fatal("ACK due at 40,000 bytes")
+	}
+	s.Entry(205) // seqs may skip
+	if !s.Processed(205, 40000, 300*ms) {
+		t.Fatal("no ACK at 80,000 bytes")
+	}
+	if got, want := s.AppendAck(nil), (&protocol.Ack{Seq: 205}).Append(nil); !bytes.Equal(got, want) {
+		t.Fatalf("ACK % x, want % x", got, want)
+	}
+	if _, ok := s.AckDue(); ok {
+		t.Fatal("an ACK still owed after AppendAck")
+	}
+	// A configured AckEvery wins over the window.
+	c := NewSession(Config{AckEvery: 2})
+	login(t, c, 0)
+	c.Entry(1)
+	c.Entry(2)
+	if c.Processed(1, 10, 0) || !c.Processed(2, 10, 0) {
+		t.Fatal("AckEvery 2 did not trigger at the second entry")
+	}
+}
+
+// TestSessionResumeOnlyForProcessedEntries: entries received but not
+// processed by the application are neither acknowledged nor in the resume
+// point; after a reconnect they are new again, and those processed are
+// duplicates.
+func TestSessionResumeOnlyForProcessedEntries(t *testing.T) {
+	s := NewSession(Config{Ack: 4})
+	login(t, s, 0)
+	if s.Entry(4) {
+		t.Fatal("seq 4, at the resume point, is new")
+	}
+	for seq := uint64(5); seq <= 10; seq++ {
+		if !s.Entry(seq) {
+			t.Fatalf("seq %d is not new", seq)
+		}
+	}
+	s.Processed(7, 10, 0)
+	s.Processed(12, 10, 0) // never received: ignored
+	if r := s.Resume(); r != 7 {
+		t.Fatalf("Resume = %d, want 7: the last processed", r)
+	}
+	if got, want := s.AppendAck(nil), (&protocol.Ack{Seq: 7}).Append(nil); !bytes.Equal(got, want) {
+		t.Fatalf("ACK % x, want % x (not the 10 received)", got, want)
+	}
+	s.Closed(0, ms)
+	var l protocol.Login
+	f, _, err := protocol.ReadFrame(s.AppendLogin(nil, protocol.Login{Token: []byte{1}})[protocol.PrefaceLen:], protocol.MaxLoginFrame)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Decode(f); err != nil || l.Ack != 7 {
+		t.Fatalf("LOGIN ack = %d (%v), want 7", l.Ack, err)
+	}
+	s.Welcome(&protocol.Welcome{Version: 1, User: 7, Window: 256}, 2*ms)
+	if s.Entry(7) || !s.Entry(8) {
+		t.Fatal("after the reconnect, 7 must be a duplicate and 8 new")
+	}
+}
+
+// TestSessionHotPathAllocs holds the steady state of a connection to zero
+// allocations: an entry received, processed and acknowledged; a message
+// queued, written and accepted.
+func TestSessionHotPathAllocs(t *testing.T) {
+	s := NewSession(Config{})
+	login(t, s, 0)
+	buf := make([]byte, 0, 64)
+	var seq uint64
+	now := time.Duration(0)
+	if n := testing.AllocsPerRun(1000, func() {
+		seq++
+		now += ms
+		s.Entry(seq)
+		if s.Processed(seq, 120, now) {
+			buf = s.AppendAck(buf[:0])
+		}
+	}); n != 0 {
+		t.Errorf("receiving: %v allocations per entry, want 0", n)
+	}
+	for range 8 { // let the outbox's array reach its size
+		s.Queue()
+	}
+	drain(s, now)
+	if n := testing.AllocsPerRun(1000, func() {
+		id := s.Queue()
+		s.NextSend(now)
+		s.Accepted(&protocol.Accept{MsgID: id - 4})
+	}); n != 0 {
+		t.Errorf("sending: %v allocations per message, want 0", n)
+	}
+}
+
+// BenchmarkSessionEntry measures one received entry: Entry, Processed and,
+// every window/2 entries, an ACK.
+//
+//	go test -run X -bench Session -benchmem ./client/
+func BenchmarkSessionEntry(b *testing.B) {
+	s := NewSession(Config{})
+	s.AppendLogin(nil, protocol.Login{})
+	s.Welcome(&protocol.Welcome{Version: 1, User: 7, Window: 256}, 0)
+	buf := make([]byte, 0, 64)
+	b.ReportAllocs()
+	var seq uint64
+	for b.Loop() {
+		seq++
+		s.Entry(seq)
+		if s.Processed(seq, 120, time.Duration(seq)) {
+			buf = s.AppendAck(buf[:0])
+		}
+	}
+}
+
+// BenchmarkSessionSend measures one message through the outbox with 32 in
+// flight: Queue, NextSend, and the ACCEPT of the oldest.
+func BenchmarkSessionSend(b *testing.B) {
+	s := NewSession(Config{})
+	s.AppendLogin(nil, protocol.Login{})
+	s.Welcome(&protocol.Welcome{Version: 1, User: 7, Window: 256}, 0)
+	for range 32 {
+		s.Queue()
+	}
+	drain(s, 0)
+	b.ReportAllocs()
+	for b.Loop() {
+		id := s.Queue()
+		s.NextSend(0)
+		s.Accepted(&protocol.Accept{MsgID: id - 32})
+	}
+}
