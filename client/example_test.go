@@ -8,10 +8,8 @@ import (
 	"time"
 
 	"switchboard/client"
-	"switchboard/delivery"
-	"switchboard/gateway"
+	"switchboard/node"
 	"switchboard/protocol"
-	"switchboard/storage"
 	"switchboard/token"
 )
 
@@ -28,45 +26,26 @@ func startServer() (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	log := slog.New(slog.DiscardHandler)
-	store, err := storage.Open(storage.Config{Dir: dir, Logger: log})
-	if err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	router, err := delivery.New(delivery.Config{Logger: log}, store)
-	if err != nil {
-		store.Close()
-		os.RemoveAll(dir)
-		return nil, err
-	}
 	secret := make([]byte, token.SecretLen)
 	for i := range secret {
 		secret[i] = byte(i)
 	}
-	srv, err := gateway.New(gateway.Config{Addr: "127.0.0.1:0", Loops: 1, Keys: token.Keys{1: secret}, Logger: log}, router)
+	cfg := node.Default()
+	cfg.Data = dir
+	cfg.Metrics = ""
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	cfg.Gateway.Addr = "127.0.0.1:0"
+	cfg.Gateway.Loops = 1
+	cfg.Gateway.Keys = token.Keys{1: secret}
+	n, err := node.Start(cfg)
 	if err != nil {
-		store.Close()
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	router.Start()
-	ran := make(chan error, 1)
-	go func() { ran <- srv.Run() }()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	addr, err := srv.Addr(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return &server{addr: addr.String(), secret: secret, stop: func() {
+	return &server{addr: n.Addr().String(), secret: secret, stop: func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		srv.Drain()
-		router.Stop()
-		srv.Shutdown(ctx)
-		<-ran
-		store.Close()
+		n.Stop(ctx)
 		os.RemoveAll(dir)
 	}}, nil
 }
