@@ -400,6 +400,7 @@ func (l *loop) login(c *conn, f protocol.Frame) protocol.Code {
 		return l.reject(closeQuietly, reasonLoginBusy)
 	}
 	l.preLogin--
+	l.srv.live.login()
 	l.srv.stats.Logins.Add(1)
 	return 0
 }
