@@ -27,8 +27,10 @@ type Gauges struct {
 }
 
 // SlowConsumers counts the connections the gateway closed as slow
-// consumers, by cause. The router's own cause (a window that stayed full)
-// is delivery.Stats.SlowConsumers.
+// consumers, by cause, when its loop decides the close (reason.go); the
+// ERROR's reason begins with the cause's name. The router's own cause (a
+// window that stayed full, reason "window: …") is
+// delivery.Stats.SlowConsumers.
 type SlowConsumers struct {
 	// OutboundCap counts closes because a Push would have taken the
 	// connection's queue past Config.OutboundCap: workers pushed more than
