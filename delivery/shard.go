@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"switchboard/protocol"
@@ -109,6 +110,8 @@ type shard struct {
 	// (counted; a delivered one stays pending in storage). Like queued requests, they are lost if the router stops.
 	held  []request
 	retry *time.Timer // armed while held is not empty
+	// heldLen is len(held), for Gauges. Atomic; written by the run goroutine.
+	heldLen atomic.Int64
 	// cur is the request or completion being handled, answered with a
 	// retryable refusal if handling it panics (supervise.go).
 	cur inHand
@@ -593,6 +596,7 @@ func (s *shard) hold(q request) {
 		return
 	}
 	s.held = append(s.held, q)
+	s.publishHeld()
 }
 
 // offerHeld hands held receipts to their senders' shards, keeping those
@@ -609,6 +613,7 @@ func (s *shard) offerHeld() {
 	}
 	clear(s.held[len(kept):])
 	s.held = kept
+	s.publishHeld()
 	if len(s.held) > 0 {
 		s.r.stats.ReceiptsHeld.Add(1)
 		s.retry.Reset(heldRetry)

@@ -194,6 +194,7 @@ func (s *shard) recoverCrash() {
 	s.idle = make(map[uint64]idleUser)
 	clear(s.held)
 	s.held = s.held[:0]
+	s.publishHeld()
 	s.r.rescan.Store(true) // held receipts, and receipts of acks completed above
 }
 

@@ -52,6 +52,7 @@ func (l *loop) admit(c *conn) {
 	c.handshakeDue = l.wheel.now + uint32(timeout/time.Second) + stampSlack
 	l.wheel.add(c, c.handshakeDue)
 	l.preLogin++
+	l.srv.live.preLogin.Add(1)
 	l.waiting = append(l.waiting, c)
 	for l.preLogin > share && len(l.waiting) > 1 {
 		old := l.waiting[0]

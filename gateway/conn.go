@@ -110,8 +110,10 @@ func (c *conn) Push(o delivery.Outbound) bool {
 	if taken {
 		c.out.items = append(c.out.items, o)
 		c.out.bytes += size
+		c.loop.srv.live.outbound.Add(int64(size))
 	} else {
 		c.closing = closeOverCap // the loop writes what is queued, then closes
+		c.loop.srv.live.closing.Add(1)
 	}
 	wake := c.wakeLocked()
 	c.mu.Unlock()
@@ -130,6 +132,7 @@ func (c *conn) Close(code protocol.Code) {
 		return
 	}
 	c.closing = uint8(code) // delivery closes with fatal codes, all below 32
+	c.loop.srv.live.closing.Add(1)
 	wake := c.wakeLocked()
 	c.mu.Unlock()
 	if wake {
@@ -164,6 +167,7 @@ func (c *conn) take(dst []delivery.Outbound) ([]delivery.Outbound, uint8) {
 	code := c.closing
 	c.mu.Unlock()
 	if ob != nil {
+		c.loop.srv.live.outbound.Add(-int64(ob.bytes))
 		dst = append(dst, ob.items...)
 		ob.release()
 	}
@@ -174,6 +178,7 @@ func (c *conn) take(dst []delivery.Outbound) ([]delivery.Outbound, uint8) {
 func (c *conn) markClosed() {
 	c.mu.Lock()
 	c.closed = true
+	c.loop.srv.live.dropped(c.closing, c.out)
 	ob := c.out
 	c.out = nil
 	c.mu.Unlock()

@@ -17,7 +17,9 @@
 //     frames in order and leaves room for a transport cipher's nonces.
 //   - Each connection's unsent bytes (its queue plus gnet's buffer) are
 //     capped by Config.OutboundCap; over it the connection is closed as a
-//     SLOW_CONSUMER. Its entries are safe in storage.
+//     SLOW_CONSUMER, with a reason that begins with the cause, outbound_cap
+//     (the queue) or write_buffer (gnet's buffer), each counted
+//     (Server.SlowConsumers). Its entries are safe in storage.
 //   - Timeouts (handshake, idle, partial frame) run on one timing wheel per
 //     loop with one-second slots, advanced by a runnable that gnet's ticker
 //     schedules on the loop; traffic only stamps the connection, so the wheel

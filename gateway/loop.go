@@ -400,6 +400,7 @@ func (l *loop) login(c *conn, f protocol.Frame) protocol.Code {
 		return l.reject(closeQuietly, reasonLoginBusy)
 	}
 	l.preLogin--
+	l.srv.live.login()
 	l.srv.stats.Logins.Add(1)
 	return 0
 }
@@ -433,7 +434,7 @@ func (l *loop) flush(c *conn) protocol.Code {
 	}
 	code := l.requested(closing)
 	if code == 0 && c.gc.OutboundBuffered() > l.srv.cfg.OutboundCap {
-		code = l.rejectf(protocol.CodeSlowConsumer, "unsent bytes %d over the outbound cap of %d", c.gc.OutboundBuffered(), l.srv.cfg.OutboundCap)
+		code = l.overWriteBuffer(c.gc.OutboundBuffered())
 	}
 	return code
 }

@@ -59,7 +59,8 @@ func (l *loop) requested(closing uint8) protocol.Code {
 	case 0:
 		return 0
 	case closeOverCap:
-		return l.rejectf(protocol.CodeSlowConsumer, "queued bytes over the outbound cap of %d", l.srv.cfg.OutboundCap)
+		l.srv.live.slowOverCap.Add(1)
+		return l.rejectf(protocol.CodeSlowConsumer, "outbound_cap: queued bytes over the outbound cap of %d", l.srv.cfg.OutboundCap)
 	}
 	code := protocol.Code(closing)
 	if reason, ok := routerCloses[code]; ok {
@@ -68,11 +69,26 @@ func (l *loop) requested(closing uint8) protocol.Code {
 	return l.reject(code, "closed by the router: "+code.String())
 }
 
+// overWriteBuffer closes the connection in hand as a slow consumer whose
+// written bytes the socket has not taken, unsent, passed the outbound cap:
+// its client does not read. Loop-only.
+func (l *loop) overWriteBuffer(unsent int) protocol.Code {
+	l.srv.live.slowWriteBuffer.Add(1)
+	return l.rejectf(protocol.CodeSlowConsumer, "write_buffer: unsent bytes %d over the outbound cap of %d", unsent, l.srv.cfg.OutboundCap)
+}
+
+// The three slow-consumer closes begin their reasons with their cause, as
+// the metric switchboard_slow_consumers_total labels it: "window" (the
+// router's: no ACK reopened the flow window within its SlowAfter),
+// "outbound_cap" (Push found the connection's queue full) and
+// "write_buffer" (overWriteBuffer). Each is counted where it is decided:
+// delivery.Stats.SlowConsumers, and SlowConsumers here.
+
 // routerCloses are the reasons of the closes package delivery asks for
 // (delivery.Sessions.Close), by code.
 var routerCloses = map[protocol.Code]string{
 	protocol.CodeReplaced:     "a newer login of this user took over",
-	protocol.CodeSlowConsumer: "flow window full for longer than the router allows",
+	protocol.CodeSlowConsumer: "window: flow window full for longer than the router allows (no ACK reopened it)",
 	protocol.CodeBadAck:       "LOGIN ack beyond the mailbox's last committed seq",
 	protocol.CodeInternal:     "storage failed reading this user's mailbox",
 }

@@ -48,6 +48,7 @@ type Server struct {
 	stopping    atomic.Bool
 	countFailed atomic.Bool // a count of open files failed and was logged
 	stats       Stats
+	live        live // connections by state, bytes queued (gauges.go)
 
 	// panicHook, when set (by tests), is called at each per-connection
 	// point ("open", "check", "close", "goaway") and may panic. nil in
@@ -335,6 +336,7 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 		c.loop.preLogin--
 	}
 	c.markClosed()
+	s.live.closed(c.state >= stateJoining)
 	s.stats.Closes[min(int(c.closeCode), len(s.stats.Closes)-1)].Add(1)
 	reason := reasonPeerClosed
 	if l := c.loop; l.closedConn == c {

@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -63,6 +64,9 @@ func TestSlowConsumerWindow(t *testing.T) {
 			if !errors.As(err, &e) || e.Code != protocol.CodeSlowConsumer {
 				t.Fatalf("slow client ended with %v, want ERROR SLOW_CONSUMER", err)
 			}
+			if !strings.HasPrefix(e.Reason, "window: ") {
+				t.Fatalf("SLOW_CONSUMER reason %q does not name its cause, window", e.Reason)
+			}
 			break
 		}
 		if _, ok := ev.(*protocol.Deliver); ok {
@@ -71,6 +75,9 @@ func TestSlowConsumerWindow(t *testing.T) {
 	}
 	if n != 16 {
 		t.Fatalf("slow client received %d entries, want the window of 16", n)
+	}
+	if got := ts.Srv.SlowConsumers(); got != (gateway.SlowConsumers{}) {
+		t.Fatalf("gateway counted slow consumers %+v; only the router's window closed one", got)
 	}
 	// Nothing was lost: all 40 arrive at the next login.
 	again := ts.Dial(1, protocol.ClientOptions{AutoAck: true})
@@ -113,10 +120,71 @@ func TestSlowConsumerOutbound(t *testing.T) {
 	if got := ts.Router.Stats().SlowConsumers.Load(); got != 0 {
 		t.Fatalf("router closed %d slow consumers; the outbound cap should have", got)
 	}
+	// Almost always the bytes gnet could not write (write_buffer); the
+	// queue (outbound_cap) only if the loop fell a whole entry behind.
+	if got := ts.Srv.SlowConsumers(); got.OutboundCap+got.WriteBuffer != 1 {
+		t.Fatalf("gateway slow consumers %+v, want one, of either cause", got)
+	}
 	// The ERROR cannot pass a pipe that is full (gnet drops what the socket
 	// does not take at close); the connection must end either way.
 	if got := r.expectClose(20 * time.Second); got != protocol.CodeSlowConsumer && got != 0 {
 		t.Fatalf("closed with %v, want SLOW_CONSUMER or no ERROR", got)
 	}
 	ts.roundTrip(t, 10, 11)
+}
+
+// TestSlowConsumerOutboundCap: entries pushed while the connection's loop
+// is hung fill its queue past OutboundCap: once the loop runs it writes
+// what was queued, then ERROR SLOW_CONSUMER whose reason names the cause,
+// outbound_cap, counted apart from the other two.
+func TestSlowConsumerOutboundCap(t *testing.T) {
+	ts := startServer(t, serverOptions{
+		gw:     func(c *gateway.Config) { c.Loops = 1; c.OutboundCap = 8 << 10 },
+		router: func(c *delivery.Config) { c.SlowAfter = time.Hour; c.WindowBytes = 1 << 20 },
+	})
+	reader := ts.Dial(1, protocol.ClientOptions{})
+	release := make(chan struct{})
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	if n := ts.Srv.HangLoops(release); n != 1 {
+		t.Fatalf("hung %d loops, want 1", n)
+	}
+	sender := &nullConn{}
+	for i := range 3 { // 3 × 3 KiB: the third does not fit the 8 KiB queue
+		d := protocol.Deliver{MsgID: uint64(i + 1), From: 9, Body: bytes.Repeat([]byte{'x'}, 3<<10)}
+		if !ts.Router.Send(sender, 9, uint64(i+1), 1, false, d.AppendRecord(nil)) {
+			t.Fatal("router busy")
+		}
+	}
+	eventually(t, 5*time.Second, "the queue over the cap", func() bool { return ts.Srv.Gauges().Closing == 1 })
+	close(release)
+	n := 0
+	ctx := ctxFor(t, 10*time.Second)
+	for {
+		ev, err := reader.Recv(ctx)
+		if err != nil {
+			var e *protocol.Error
+			if !errors.As(err, &e) || e.Code != protocol.CodeSlowConsumer || !strings.HasPrefix(e.Reason, "outbound_cap: ") {
+				t.Fatalf("reader ended with %v, want ERROR SLOW_CONSUMER naming outbound_cap", err)
+			}
+			break
+		}
+		if _, ok := ev.(*protocol.Deliver); ok {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Fatalf("reader received %d entries before the close, want the 2 that fit", n)
+	}
+	if got := ts.Srv.SlowConsumers(); got != (gateway.SlowConsumers{OutboundCap: 1}) {
+		t.Fatalf("gateway slow consumers %+v, want one over the outbound cap", got)
+	}
+	if got := ts.Router.Stats().SlowConsumers.Load(); got != 0 {
+		t.Fatalf("router counted %d slow consumers, want 0", got)
+	}
 }

@@ -293,7 +293,11 @@ func (s *engine) PendingReceipts(fn func(PendingReceipt) bool) error {
 }
 
 // Stats implements Store.
-func (s *engine) Stats() Stats { return s.stats.snapshot() }
+func (s *engine) Stats() Stats {
+	st := s.stats.snapshot()
+	st.Queued = uint64(len(s.q))
+	return st
+}
 
 // Close implements Store.
 func (s *engine) Close() error {

@@ -41,6 +41,7 @@ type Stats struct {
 	CallbackTime     time.Duration // committer time spent in done callbacks
 	StoredMessages   uint64        // gauge: entries waiting in all mailboxes
 	StoredBytes      uint64        // gauge: value bytes waiting in all mailboxes
+	Queued           uint64        // gauge: write ops waiting in the commit queue for the committer (at most Config.QueueLen)
 }
 
 // counters backs Stats. Atomic; written by the committer and housekeeping,

@@ -2,6 +2,7 @@ package main
 
 import (
 	"net/http"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -9,27 +10,68 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"switchboard/delivery"
+	"switchboard/gateway"
 	"switchboard/node"
 	"switchboard/protocol"
 	"switchboard/storage"
 )
 
-// metricsHandler exposes the counters of every component, and the process's
-// own (RSS, CPU, descriptors), in Prometheus' format. No per-user labels.
+// Every field of gateway.Stats, gateway.Gauges, gateway.SlowConsumers,
+// delivery.Stats, delivery.Gauges and storage.Stats is exported here;
+// TestEveryStatExported fails when one is not. docs/METRICS.md lists them
+// with what an operator does when they move.
+
+// metricsHandler exposes the counters and gauges of every component of n,
+// and the process's own (RSS, CPU, descriptors), in Prometheus' format.
 func metricsHandler(n *node.Node) http.Handler {
 	srv, r, st := n.Gateway(), n.Router(), n.Store()
-	reg := prometheus.NewRegistry()
+	reg := newMetrics(metricSources{
+		gateway:       srv.Stats(),
+		gatewayGauges: srv.Gauges,
+		slow:          srv.SlowConsumers,
+		conns:         srv.Conns,
+		router:        r.Stats(),
+		routerGauges:  r.Gauges,
+		store:         st.Stats,
+		ready:         n.Ready,
+	})
 	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(collectors.NewGoCollector())
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+}
 
+// metricSources is what the metrics read: a running node's parts, or a
+// test's fakes. Each function may be called from any goroutine.
+type metricSources struct {
+	gateway       *gateway.Stats
+	gatewayGauges func() gateway.Gauges
+	slow          func() gateway.SlowConsumers
+	conns         func() int
+	router        *delivery.Stats
+	routerGauges  func() delivery.Gauges
+	store         func() storage.Stats
+	ready         func() error
+}
+
+// newMetrics returns a registry of the metrics read from src. No metric
+// has a per-user label: labels are a close reason, a slow-consumer cause,
+// a connection state, or a worker's index (at most 2 × GOMAXPROCS).
+func newMetrics(src metricSources) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
 	counter := func(name, help string, v *atomic.Uint64) {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
 			func() float64 { return float64(v.Load()) }))
 	}
-	gs := srv.Stats()
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "switchboard_connections", Help: "Open client connections."},
-		func() float64 { return float64(srv.Conns()) }))
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "switchboard_connection_cap", Help: "Connections accepted now: --max-conns, or fewer when the open-file limit minus the reserve for other files is lower."}, func() float64 { return float64(gs.ConnCap.Load()) }))
+	gauge := func(name, help string, get func() float64) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, get))
+	}
+
+	// The gateway.
+	gs := src.gateway
+	gauge("switchboard_connections", "Open client connections.", func() float64 { return float64(src.conns()) })
+	gauge("switchboard_connection_cap", "Connections accepted now: --max-conns, or fewer when the open-file limit minus the reserve for other files is lower.", func() float64 { return float64(gs.ConnCap.Load()) })
+	gauge("switchboard_fd_reserve", "Descriptors kept for everything but connections: those open besides connections when last counted, plus --fd-headroom and a quarter more; the connection cap is the open-file limit minus this.", func() float64 { return float64(gs.FDReserve.Load()) })
 	counter("switchboard_connections_accepted_total", "Connections opened.", &gs.Accepted)
 	counter("switchboard_connections_refused_total", "Connections refused at the cap or while stopping.", &gs.Refused)
 	counter("switchboard_logins_total", "Successful logins.", &gs.Logins)
@@ -39,6 +81,7 @@ func metricsHandler(n *node.Node) http.Handler {
 	counter("switchboard_frames_over_rate_total", "Frames over a connection's rate limit (--rate, --rate-burst): SENDs and GROUPs refused with RETRY_LATER, SIGNALs dropped, others served.", &gs.OverRate)
 	counter("switchboard_prelogin_evicted_total", "Connections closed before login to make room for a newer one (--max-prelogin).", &gs.PreLoginEvicted)
 	counter("switchboard_panics_total", "Panics while handling one connection.", &gs.Panics)
+	counter("switchboard_wake_errors_total", "Wakes of an event loop for pushed frames that failed because the engine was stopping.", &gs.WakeErrors)
 	closes := prometheus.NewDesc("switchboard_closes_total", "Connections closed, by reason.", []string{"reason"}, nil)
 	reg.MustRegister(collectorFunc{desc: closes, collect: func(ch chan<- prometheus.Metric) {
 		for code := range gs.Closes {
@@ -53,8 +96,30 @@ func metricsHandler(n *node.Node) http.Handler {
 			ch <- prometheus.MustNewConstMetric(closes, prometheus.CounterValue, float64(n), reason)
 		}
 	}})
+	byState := prometheus.NewDesc("switchboard_connections_by_state", "Open connections by state: pre_login (no LOGIN verified yet), logged_in, closing (asked to close by the router or an over-full queue, not yet closed by its loop).", []string{"state"}, nil)
+	reg.MustRegister(collectorFunc{desc: byState, collect: func(ch chan<- prometheus.Metric) {
+		g := src.gatewayGauges()
+		ch <- prometheus.MustNewConstMetric(byState, prometheus.GaugeValue, float64(g.PreLogin), "pre_login")
+		ch <- prometheus.MustNewConstMetric(byState, prometheus.GaugeValue, float64(g.LoggedIn), "logged_in")
+		ch <- prometheus.MustNewConstMetric(byState, prometheus.GaugeValue, float64(g.Closing), "closing")
+	}})
+	gauge("switchboard_draining", "1 once the gateway is stopping: no new connections, no frames read, GOAWAY to every connection.", func() float64 {
+		if src.gatewayGauges().Draining {
+			return 1
+		}
+		return 0
+	})
+	gauge("switchboard_outbound_queued_bytes", "Bytes pushed to connections that their event loops have not yet taken to write, summed over connections (each is capped by --outbound-cap).", func() float64 { return float64(src.gatewayGauges().OutboundBytes) })
+	slow := prometheus.NewDesc("switchboard_slow_consumers_total", "Connections closed as slow consumers (SLOW_CONSUMER), by cause: window (no ACK reopened its flow window within --slow-after), outbound_cap (more pushed than its queue's --outbound-cap between two writes), write_buffer (written bytes the socket did not take passed --outbound-cap: the client does not read).", []string{"cause"}, nil)
+	reg.MustRegister(collectorFunc{desc: slow, collect: func(ch chan<- prometheus.Metric) {
+		s := src.slow()
+		ch <- prometheus.MustNewConstMetric(slow, prometheus.CounterValue, float64(src.router.SlowConsumers.Load()), "window")
+		ch <- prometheus.MustNewConstMetric(slow, prometheus.CounterValue, float64(s.OutboundCap), "outbound_cap")
+		ch <- prometheus.MustNewConstMetric(slow, prometheus.CounterValue, float64(s.WriteBuffer), "write_buffer")
+	}})
 
-	rs := r.Stats()
+	// The router.
+	rs := src.router
 	counter("switchboard_sends_total", "SEND requests taken by the router.", &rs.Sends)
 	counter("switchboard_accepted_total", "Sends made durable and acknowledged.", &rs.Accepted)
 	counter("switchboard_duplicates_total", "Retried sends acknowledged without a second copy.", &rs.Duplicates)
@@ -72,50 +137,80 @@ func metricsHandler(n *node.Node) http.Handler {
 	counter("switchboard_signals_dropped_total", "Signals for offline users or behind a full queue (a group signal counts each member).", &rs.SignalsDropped)
 	counter("switchboard_signal_requests_total", "Signal requests handed to routing shards (a group signal: at most one per shard).", &rs.SignalRequests)
 	counter("switchboard_group_events_redone_total", "Group events announced again after a stop, a crash or a failed copy.", &rs.GroupEventsRedone)
-	counter("switchboard_slow_consumers_total", "Connections closed because their window stayed full.", &rs.SlowConsumers)
+	counter("switchboard_replaced_total", "Connections closed because a newer login of their user took over (REPLACED).", &rs.Replaced)
 	counter("switchboard_storage_errors_total", "Storage reads and commits that failed.", &rs.StorageErrors)
 	counter("switchboard_worker_crashes_total", "Panics of a routing shard or group worker; each was restarted with its state reloaded from storage.", &rs.Crashes)
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "switchboard_ready", Help: "1 while /readyz answers 200: the gateway accepts connections and is not stopping, every routing worker runs, and the store takes writes; 0 once a worker crashed 5 times within a minute and was left down, the store's committer panicked 5 times within a minute, free disk space is below --min-free, or commits are failing while the store recovers (/readyz says which)."},
+	queues := func(name, help, label string, get func(delivery.Gauges) []int) {
+		desc := prometheus.NewDesc(name, help, []string{label}, nil)
+		reg.MustRegister(collectorFunc{desc: desc, collect: func(ch chan<- prometheus.Metric) {
+			for i, n := range get(src.routerGauges()) {
+				ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, float64(n), strconv.Itoa(i))
+			}
+		}})
+	}
+	queues("switchboard_shard_queue_length", "Requests waiting in each routing shard's queue; at switchboard_routing_queue_capacity the shard refuses new requests with RETRY_LATER.", "shard", func(g delivery.Gauges) []int { return g.ShardQueues })
+	queues("switchboard_group_queue_length", "Requests waiting in each group worker's queue; at switchboard_routing_queue_capacity GROUP requests and group sends are refused with RETRY_LATER.", "worker", func(g delivery.Gauges) []int { return g.GroupQueues })
+	queues("switchboard_receipts_held", "Receipts each shard holds because their sender's shard queue was full; past switchboard_routing_queue_capacity they are put off (switchboard_receipts_dropped_total).", "shard", func(g delivery.Gauges) []int { return g.HeldReceipts })
+	gauge("switchboard_routing_queue_capacity", "The bound of each shard's and group worker's queue, and of each shard's held receipts (--routing-queue).", func() float64 { return float64(src.routerGauges().QueueLen) })
+	gauge("switchboard_ready", "1 while /readyz answers 200: the gateway accepts connections and is not stopping, every routing worker runs, and the store takes writes; 0 once a worker crashed 5 times within a minute and was left down, the store's committer panicked 5 times within a minute, free disk space is below --min-free, or commits are failing while the store recovers (/readyz says which).",
 		func() float64 {
-			if n.Ready() != nil {
+			if src.ready() != nil {
 				return 0
 			}
 			return 1
-		}))
+		})
 
+	// The store.
 	storeValue := func(name, help string, kind prometheus.ValueType, get func(storage.Stats) float64) {
 		desc := prometheus.NewDesc(name, help, nil, nil)
 		reg.MustRegister(collectorFunc{desc: desc, collect: func(ch chan<- prometheus.Metric) {
-			ch <- prometheus.MustNewConstMetric(desc, kind, get(st.Stats()))
+			ch <- prometheus.MustNewConstMetric(desc, kind, get(src.store()))
 		}})
 	}
-	storeStat := func(name, help string, kind prometheus.ValueType, get func(storage.Stats) uint64) {
-		storeValue(name, help, kind, func(s storage.Stats) float64 { return float64(get(s)) })
+	storeCounter := func(name, help string, get func(storage.Stats) uint64) {
+		storeValue(name, help, prometheus.CounterValue, func(s storage.Stats) float64 { return float64(get(s)) })
+	}
+	storeGauge := func(name, help string, get func(storage.Stats) uint64) {
+		storeValue(name, help, prometheus.GaugeValue, func(s storage.Stats) float64 { return float64(get(s)) })
 	}
 	seconds := func(name, help string, get func(storage.Stats) time.Duration) {
 		storeValue(name, help, prometheus.CounterValue, func(s storage.Stats) float64 { return get(s).Seconds() })
 	}
-	storeStat("switchboard_store_commits_total", "Group commits.", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.Commits })
-	storeStat("switchboard_store_commit_errors_total", "Failed group commits.", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.CommitErrors })
-	storeStat("switchboard_store_syncs_total", "Syncs of the store to disk (fsync or msync): one per batch holding a send or group change, plus one per due group of receipts.", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.Syncs })
-	storeStat("switchboard_store_panics_total", "Panics contained on the store's committer (the batch failed and the database was reopened).", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.Panics })
-	storeStat("switchboard_store_recoveries_total", "Times the store reopened its database after a failed commit.", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.Recoveries })
-	storeStat("switchboard_store_sender_quota_total", "Messages refused because their sender had as much waiting in others' mailboxes as it may (--sender-max-messages, --sender-max-bytes).", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.RefusedQuota })
-	storeStat("switchboard_store_disk_full_total", "Messages and group changes refused because free disk space was below the floor (--min-free).", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.RefusedDiskFull })
-	storeStat("switchboard_store_disk_low", "1 while free disk space is below the floor and new messages are refused.", prometheus.GaugeValue, func(s storage.Stats) uint64 { return s.DiskLow })
-	storeStat("switchboard_store_appends_total", "Entries committed.", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.Appends })
-	storeStat("switchboard_store_expired_total", "Entries expired before delivery.", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.ExpiredDeleted })
-	storeStat("switchboard_store_expired_receipts_total", "Expired receipts owed to senders (one per run of msg ids that expired unfetched).", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.ExpiredReceipts })
-	storeStat("switchboard_store_mailbox_full_total", "Appends refused by a full mailbox.", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.RefusedFull })
-	storeStat("switchboard_store_batched_ops_total", "Writes (appends, acks, group changes) carried by the group commits.", prometheus.CounterValue, func(s storage.Stats) uint64 { return s.BatchedOps })
+	storeCounter("switchboard_store_commits_total", "Group commits.", func(s storage.Stats) uint64 { return s.Commits })
+	storeCounter("switchboard_store_commit_errors_total", "Failed group commits.", func(s storage.Stats) uint64 { return s.CommitErrors })
+	storeCounter("switchboard_store_syncs_total", "Syncs of the store to disk (fsync or msync): one per batch holding a send or group change, plus one per due group of receipts.", func(s storage.Stats) uint64 { return s.Syncs })
+	storeCounter("switchboard_store_panics_total", "Panics contained on the store's committer (the batch failed and the database was reopened).", func(s storage.Stats) uint64 { return s.Panics })
+	storeGauge("switchboard_store_down", "1 once the store's committer panicked 5 times within a minute and writes are refused for good: replace the process.", func(s storage.Stats) uint64 { return s.Down })
+	storeCounter("switchboard_store_recoveries_total", "Times the store reopened its database after a failed commit.", func(s storage.Stats) uint64 { return s.Recoveries })
+	storeCounter("switchboard_store_sender_quota_total", "Messages refused because their sender had as much waiting in others' mailboxes as it may (--sender-max-messages, --sender-max-bytes).", func(s storage.Stats) uint64 { return s.RefusedQuota })
+	storeCounter("switchboard_store_disk_full_total", "Messages and group changes refused because free disk space was below the floor (--min-free).", func(s storage.Stats) uint64 { return s.RefusedDiskFull })
+	storeGauge("switchboard_store_disk_low", "1 while free disk space is below the floor and new messages are refused.", func(s storage.Stats) uint64 { return s.DiskLow })
+	storeCounter("switchboard_store_store_full_total", "Appends refused because all mailboxes together hold --store-max-bytes (REFUSE STORAGE to the sender).", func(s storage.Stats) uint64 { return s.RefusedStoreFull })
+	storeCounter("switchboard_store_mailbox_full_total", "Appends refused by a full mailbox.", func(s storage.Stats) uint64 { return s.RefusedFull })
+	storeCounter("switchboard_store_duplicates_total", "Appends refused as duplicates of one made within the dedupe window (the sender is acknowledged without a second copy).", func(s storage.Stats) uint64 { return s.Duplicates })
+	storeCounter("switchboard_store_seq_order_total", "Appends refused because their seq was not above the mailbox's high-water mark; a router bug if it grows.", func(s storage.Stats) uint64 { return s.RefusedSeqOrder })
+	storeCounter("switchboard_store_appends_total", "Entries committed.", func(s storage.Stats) uint64 { return s.Appends })
+	storeCounter("switchboard_store_appended_bytes_total", "Value bytes of the entries committed.", func(s storage.Stats) uint64 { return s.AppendedBytes })
+	storeCounter("switchboard_store_acks_total", "Acknowledgements committed (including those that deleted nothing).", func(s storage.Stats) uint64 { return s.Acks })
+	storeCounter("switchboard_store_deleted_total", "Entries deleted by acknowledgements.", func(s storage.Stats) uint64 { return s.Deleted })
+	storeCounter("switchboard_store_ack_receipts_total", "Delivered receipts owed to senders by committed acknowledgements (one per run of msg ids).", func(s storage.Stats) uint64 { return s.Receipts })
+	storeCounter("switchboard_store_read_entries_total", "Entries read from mailboxes (backlogs and window refills).", func(s storage.Stats) uint64 { return s.ReadEntries })
+	storeCounter("switchboard_store_expired_skipped_total", "Expired entries skipped by reads; one entry may count more than once.", func(s storage.Stats) uint64 { return s.ExpiredSkipped })
+	storeCounter("switchboard_store_expired_total", "Entries expired before delivery.", func(s storage.Stats) uint64 { return s.ExpiredDeleted })
+	storeCounter("switchboard_store_expired_receipts_total", "Expired receipts owed to senders (one per run of msg ids that expired unfetched).", func(s storage.Stats) uint64 { return s.ExpiredReceipts })
+	storeCounter("switchboard_store_batched_ops_total", "Writes (appends, acks, group changes) carried by the group commits.", func(s storage.Stats) uint64 { return s.BatchedOps })
+	storeGauge("switchboard_store_max_batch_ops", "The most writes one group commit has carried since the start.", func(s storage.Stats) uint64 { return s.MaxBatchOps })
+	storeGauge("switchboard_store_commit_queue_length", "Writes waiting in the commit queue for the committer; at --commit-queue writers (routing shards) block.", func(s storage.Stats) uint64 { return s.Queued })
+	storeCounter("switchboard_store_housekeeping_rounds_total", "Housekeeping rounds completed (TTL sweep, value-log GC).", func(s storage.Stats) uint64 { return s.Housekeeps })
+	storeCounter("switchboard_store_gc_rewrites_total", "Badger value-log files rewritten by garbage collection.", func(s storage.Stats) uint64 { return s.GCRewrites })
+	storeCounter("switchboard_store_flattens_total", "Badger LSM flattens run to drop tombstones.", func(s storage.Stats) uint64 { return s.Flattens })
 	seconds("switchboard_store_build_seconds_total", "Committer time spent building batches (waiting for ops included).", func(s storage.Stats) time.Duration { return s.BuildTime })
 	seconds("switchboard_store_commit_seconds_total", "Committer time spent in the database commit, sync included (switchboard_store_sync_seconds_total alone).", func(s storage.Stats) time.Duration { return s.CommitTime })
 	seconds("switchboard_store_sync_seconds_total", "Committer time spent in syncs (fsync or msync) of the store.", func(s storage.Stats) time.Duration { return s.SyncTime })
 	seconds("switchboard_store_callback_seconds_total", "Committer time spent calling back after commits.", func(s storage.Stats) time.Duration { return s.CallbackTime })
-	storeStat("switchboard_store_messages", "Entries waiting in all mailboxes.", prometheus.GaugeValue, func(s storage.Stats) uint64 { return s.StoredMessages })
-	storeStat("switchboard_store_bytes", "Value bytes waiting in all mailboxes.", prometheus.GaugeValue, func(s storage.Stats) uint64 { return s.StoredBytes })
-
-	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	storeGauge("switchboard_store_messages", "Entries waiting in all mailboxes.", func(s storage.Stats) uint64 { return s.StoredMessages })
+	storeGauge("switchboard_store_bytes", "Value bytes waiting in all mailboxes.", func(s storage.Stats) uint64 { return s.StoredBytes })
+	return reg
 }
 
 // collectorFunc is a prometheus.Collector of one description.
