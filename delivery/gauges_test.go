@@ -32,7 +32,7 @@ func TestGaugesShardQueueAndHeld(t *testing.T) {
 			store.user = u // stalls the sender's shard
 		}
 	}
-	r.Start()
+	r.Start(sessions)
 	t.Cleanup(func() {
 		r.Stop()
 		mem.Close()
@@ -47,14 +47,14 @@ func TestGaugesShardQueueAndHeld(t *testing.T) {
 		t.Fatalf("Gauges %+v: want 2 shards, 1 group worker, queues of %d", g, queueLen)
 	}
 
-	r.Logout(&fakeConn{}, store.user)
+	r.Logout(newFake().s(), delivery.To(store.user))
 	<-store.entered
-	for r.Ack(&fakeConn{}, store.user, 1) {
+	for r.Ack(newFake().s(), delivery.To(store.user), 1) {
 	}
 	if got := r.Gauges().ShardQueues[full]; got != queueLen {
 		t.Fatalf("stalled shard's queue %d, want its bound %d", got, queueLen)
 	}
-	if !r.Ack(b, recipient, b.items(delivery.OutEntry)[0].Seq) {
+	if !r.Ack(b.s(), delivery.To(recipient), b.items(delivery.OutEntry)[0].Seq) {
 		t.Fatal("the recipient's shard is busy")
 	}
 	waitFor(t, "the receipt held", func() bool { return r.Gauges().HeldReceipts[holder] == 1 })
@@ -86,18 +86,18 @@ func TestGaugesGroupQueue(t *testing.T) {
 			<-release
 		}
 	})
-	r.Start()
+	r.Start(sessions)
 	t.Cleanup(func() {
 		r.Stop()
 		mem.Close()
 	})
 	c := &fakeConn{}
-	if !r.GroupOp(c, 5, &protocol.Group{MsgID: 1, Op: protocol.GroupCreate, Group: 100}) {
+	if !r.GroupOp(c.s(), delivery.To(5), &protocol.Group{MsgID: 1, Op: protocol.GroupCreate, Group: 100}) {
 		t.Fatal("GroupOp busy")
 	}
 	<-entered
 	for i := range 3 {
-		if !r.GroupOp(c, 6, &protocol.Group{MsgID: uint64(2 + i), Op: protocol.GroupCreate, Group: uint64(200 + i)}) {
+		if !r.GroupOp(c.s(), delivery.To(6), &protocol.Group{MsgID: uint64(2 + i), Op: protocol.GroupCreate, Group: uint64(200 + i)}) {
 			t.Fatal("GroupOp busy")
 		}
 	}

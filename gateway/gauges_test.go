@@ -10,8 +10,8 @@ import (
 	"switchboard/protocol"
 )
 
-// nullConn is a delivery.Conn that takes everything, for requests made on
-// the router directly.
+// nullConn takes everything pushed to a session of the test's own
+// (testServer.session), for requests made on the router directly.
 type nullConn struct {
 	mu  sync.Mutex
 	got []delivery.Outbound
@@ -23,8 +23,6 @@ func (c *nullConn) Push(o delivery.Outbound) bool {
 	c.got = append(c.got, o)
 	return true
 }
-
-func (c *nullConn) Close(protocol.Code) {}
 
 func (c *nullConn) has(kind delivery.OutKind) bool {
 	c.mu.Lock()
@@ -69,12 +67,12 @@ func TestGauges(t *testing.T) {
 	d := protocol.Deliver{MsgID: 1, From: 9, Body: []byte("waiting in the outbox")}
 	record := d.AppendRecord(nil)
 	sender := &nullConn{}
-	if !ts.Router.Send(sender, 9, 1, 2, false, record) {
+	if !ts.Router.Send(ts.session(sender), delivery.Message{From: delivery.To(9), To: 2, MsgID: 1, Record: record}) {
 		t.Fatal("router busy")
 	}
 	want("the entry queued", gateway.Gauges{PreLogin: 1, LoggedIn: 2, OutboundBytes: int64(len(record) + 16)})
 	newer := &nullConn{}
-	if !ts.Router.Login(newer, 2, 0) {
+	if !ts.Router.Login(ts.session(newer), delivery.To(2), 0) {
 		t.Fatal("router busy")
 	}
 	eventually(t, 5*time.Second, "the newer login welcomed", func() bool { return newer.has(delivery.OutWelcome) })

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -32,6 +33,46 @@ type testServer struct {
 	secret []byte
 	runErr chan error
 	closed bool
+	mux    *sessionsMux
+}
+
+// sessionsMux is the router's Sessions in these tests: the gateway's
+// sessions, and sessions of the test itself (Node 1) for requests it makes
+// on the router directly.
+type sessionsMux struct {
+	gw    delivery.Sessions
+	mu    sync.Mutex
+	extra map[uint64]*nullConn
+	next  uint64
+}
+
+func (m *sessionsMux) get(s delivery.Session) *nullConn {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.extra[s.ID]
+}
+
+func (m *sessionsMux) Push(s delivery.Session, o delivery.Outbound) bool {
+	if s.Node == 0 {
+		return m.gw.Push(s, o)
+	}
+	c := m.get(s)
+	return c != nil && c.Push(o)
+}
+
+func (m *sessionsMux) Close(s delivery.Session, code protocol.Code) {
+	if s.Node == 0 {
+		m.gw.Close(s, code)
+	}
+}
+
+// session returns a session of the test's own that hands what it gets to c.
+func (ts *testServer) session(c *nullConn) delivery.Session {
+	ts.mux.mu.Lock()
+	defer ts.mux.mu.Unlock()
+	ts.mux.next++
+	ts.mux.extra[ts.mux.next] = c
+	return delivery.Session{Node: 1, ID: ts.mux.next}
 }
 
 // serverOptions adjust the configs before the server starts.
@@ -105,8 +146,9 @@ func startServer(t testing.TB, o serverOptions) *testServer {
 		store.Close()
 		t.Fatalf("gateway.New: %v", err)
 	}
-	router.Start(srv)
-	ts := &testServer{t: t, Srv: srv, Router: router, Store: store, Dir: dir, secret: secret, runErr: make(chan error, 1)}
+	mux := &sessionsMux{gw: srv, extra: map[uint64]*nullConn{}}
+	router.Start(mux)
+	ts := &testServer{t: t, Srv: srv, Router: router, Store: store, Dir: dir, secret: secret, runErr: make(chan error, 1), mux: mux}
 	go func() { ts.runErr <- srv.Run() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

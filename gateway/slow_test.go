@@ -157,7 +157,7 @@ func TestSlowConsumerOutboundCap(t *testing.T) {
 	sender := &nullConn{}
 	for i := range 3 { // 3 × 3 KiB: the third does not fit the 8 KiB queue
 		d := protocol.Deliver{MsgID: uint64(i + 1), From: 9, Body: bytes.Repeat([]byte{'x'}, 3<<10)}
-		if !ts.Router.Send(sender, 9, uint64(i+1), 1, false, d.AppendRecord(nil)) {
+		if !ts.Router.Send(ts.session(sender), delivery.Message{From: delivery.To(9), To: 1, MsgID: uint64(i + 1), Record: d.AppendRecord(nil)}) {
 			t.Fatal("router busy")
 		}
 	}
