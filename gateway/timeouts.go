@@ -1,0 +1,131 @@
+package gateway
+
+import (
+	"time"
+
+	"switchboard/delivery"
+	"switchboard/protocol"
+)
+
+// Timeouts. Each connection waits in the timing wheel for its next
+// deadline: the handshake, idleness (1.5 × ping), an incomplete frame, its
+// token's expiry, or a retry of an ACK the router was too busy to take.
+// check runs when the deadline comes and closes the connection or
+// schedules the next. goAway sweeps the loop's connections at shutdown.
+
+// checkBy moves c's next check forward to second due if it is later.
+// Loop-only.
+func (l *loop) checkBy(c *conn, due uint32) {
+	if c.has(inWheel) && c.due > due {
+		l.wheel.remove(c)
+		l.wheel.add(c, due)
+	}
+}
+
+// stampSlack is added to every deadline. The loop's clock (wheel.now) is
+// whole seconds and advances on a tick, so a stamp such as c.lastRecv may be
+// up to a second older than the event: without the slack a 1 s handshake
+// timeout could close a connection a few milliseconds after it opened.
+const stampSlack = 1
+
+// checkCaught is check, closing c with INTERNAL if it panics: the wheel
+// and the loop's other connections carry on. Loop-only.
+func (l *loop) checkCaught(c *conn) {
+	defer func() {
+		if p := recover(); p != nil {
+			l.srv.panicked("timing check", c.user, p)
+			l.wbuf = l.wbuf[:0] // may hold half an encoding
+			l.closeNow(c, l.reject(protocol.CodeInternal, reasonPanic))
+		}
+	}()
+	l.srv.hook("check", c.user)
+	l.check(c)
+}
+
+// check runs when c's wheel slot comes up: it closes c if a deadline passed
+// and otherwise schedules the next check. Loop-only.
+func (l *loop) check(c *conn) {
+	now := l.wheel.now
+	var next uint32
+	if c.state < stateReady {
+		next = c.handshakeDue
+		if now >= next {
+			l.closeNow(c, l.reject(protocol.CodeHandshakeTimeout, "no LOGIN before the handshake deadline"))
+			return
+		}
+	} else {
+		next = c.lastRecv + uint32(c.ping)*3/2 + stampSlack
+		if now >= next {
+			l.closeNow(c, l.rejectf(protocol.CodeIdleTimeout, "nothing received for %ds (1.5 × ping %ds)", now-c.lastRecv, c.ping))
+			return
+		}
+	}
+	if c.expires != 0 {
+		if now >= c.expires {
+			l.expire(c)
+			return
+		}
+		next = min(next, c.expires)
+	}
+	if c.partialSince != 0 {
+		due := l.partialDue(c)
+		if now >= due {
+			l.closeNow(c, l.rejectf(protocol.CodePartialFrameTimeout, "frame incomplete: no new byte for %v, or under %d B/s", l.srv.cfg.PartialFrameTimeout, l.srv.cfg.PartialFrameMinRate))
+			return
+		}
+		next = min(next, due)
+	}
+	if c.has(ackPending) {
+		c.setFlag(ackPending, !l.srv.router.Ack(c.session(), delivery.To(c.user), c.acked))
+		next = min(next, now+1)
+	}
+	if c.state == stateReady {
+		// The loop's second runs up to a second ahead of Config.Now.
+		rateFreshen(&c.rateAt, uint32(uint64(now-1)*uint64(time.Second/time.Microsecond)))
+		next = min(next, now+rateFreshenEvery)
+	}
+	l.wheel.add(c, next)
+}
+
+// expire ends c's session when its login token expires: it writes what is
+// queued, then GOAWAY TOKEN_EXPIRED with no delay, so the client reconnects
+// at once with a fresh token, and closes c. Loop-only.
+func (l *loop) expire(c *conn) {
+	l.flush(c) // a close a worker asked for gives way to this one
+	g := protocol.GoAway{Code: protocol.CodeTokenExpired}
+	l.write(c, g.Append(l.wbuf[:0]))
+	c.closeCode = uint8(protocol.CodeTokenExpired)
+	l.reason, l.closedConn, l.closedWhy = "", c, "login token expired: GOAWAY TOKEN_EXPIRED"
+	_ = l.el.Close(c.gc)
+}
+
+// goAway writes what is queued and a GOAWAY to every connection of the
+// loop, and closes them. Loop-only.
+func (l *loop) goAway() {
+	var all []*conn
+	l.wheel.each(func(c *conn) { all = append(all, c) })
+	g := protocol.GoAway{After: uint32(l.srv.cfg.GoAwayAfter / time.Millisecond), Code: protocol.CodeShuttingDown}
+	for _, c := range all {
+		l.goAwayOne(c, &g)
+	}
+}
+
+// goAwayOne writes what is queued for c and g, and closes c; a panic
+// closes c all the same, and the sweep goes on. Loop-only.
+func (l *loop) goAwayOne(c *conn, g *protocol.GoAway) {
+	defer func() {
+		if p := recover(); p != nil {
+			l.srv.panicked("GOAWAY", c.user, p)
+			l.wbuf = l.wbuf[:0]
+			c.closeCode = uint8(protocol.CodeInternal)
+			l.reason, l.closedConn, l.closedWhy = "", c, reasonPanic
+			_ = l.el.Close(c.gc)
+		}
+	}()
+	l.srv.hook("goaway", c.user)
+	l.flush(c)
+	l.write(c, g.Append(l.wbuf[:0]))
+	c.closeCode = uint8(protocol.CodeShuttingDown)
+	l.reason, l.closedConn, l.closedWhy = "", c, reasonShuttingDown
+	_ = l.el.Close(c.gc)
+}
