@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"switchboard/storage"
 )
 
 // healthEvery is how often the store's commit counters are sampled to tell
@@ -14,12 +16,19 @@ import (
 // gateway's tick, so a probe every few seconds sees the latest state.
 const healthEvery = time.Second
 
+// stuckAfter is how many samples in a row with writes queued and no commit
+// make the node not ready: a commit takes milliseconds, and even a large
+// batch with its sync well under a second, so five seconds of none while
+// writes wait is a committer that hangs.
+const stuckAfter = 5
+
 // health is what /readyz reports beyond what the parts say themselves.
 type health struct {
 	stopping atomic.Bool // Stop was called
 
 	mu         sync.Mutex
-	recovering string // guarded by mu; why commits are failing, "" when they are not
+	recovering string // guarded by mu; why commits are failing or stuck, "" when they are not
+	still      int    // samples in a row with writes queued and no commit; sampler only
 
 	quit chan struct{} // closed by stop
 	done chan struct{} // closed when the sampler returned
@@ -40,16 +49,30 @@ func (h *health) start(n *Node) {
 			case <-t.C:
 			}
 			st := n.store.Stats()
-			why := ""
-			if st.CommitErrors > last.CommitErrors && st.Commits == last.Commits {
-				why = fmt.Sprintf("storage: %d commits failed in the last %v and none succeeded; the store is recovering", st.CommitErrors-last.CommitErrors, healthEvery)
-			}
+			why := h.judge(last, st)
 			h.mu.Lock()
 			h.recovering = why
 			h.mu.Unlock()
 			last = st
 		}
 	}()
+}
+
+// judge returns why the store is not ready, judging by two samples of its
+// counters healthEvery apart, or "". Sampler goroutine only.
+func (h *health) judge(last, st storage.Stats) string {
+	if st.Queued > 0 && st.Commits == last.Commits && st.CommitErrors == last.CommitErrors {
+		h.still++
+	} else {
+		h.still = 0
+	}
+	switch {
+	case st.CommitErrors > last.CommitErrors && st.Commits == last.Commits:
+		return fmt.Sprintf("storage: %d commits failed in the last %v and none succeeded; the store is recovering", st.CommitErrors-last.CommitErrors, healthEvery)
+	case h.still >= stuckAfter:
+		return fmt.Sprintf("storage: %d writes queued and no commit for %v; the committer is not advancing", st.Queued, time.Duration(h.still)*healthEvery)
+	}
+	return ""
 }
 
 // stop ends the sampler; it may be called once, after start.
