@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"switchboard/internal/testutil"
 )
 
 // lockedBuffer is a bytes.Buffer the draw goroutine and the test can share.
@@ -31,13 +33,7 @@ func (l *lockedBuffer) String() string {
 // waitFor polls cond until it holds or a second has passed.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, time.Second, what, cond)
 }
 
 func TestProgressPlain(t *testing.T) {
