@@ -334,7 +334,7 @@ func (r *Router) refusedBusy() {
 }
 
 // BusyRetryAfter returns the retry_after, in milliseconds, for a request
-// refused because its queue was full (Send, SendGroup, GroupOp or Login
+// refused because its queue was full (Send, GroupOp or Login
 // returned false): 100 ms while such refusals are rare, doubling for every
 // 250 ms in which they went on, up to MaxBusyRetryAfter, and halving for
 // every 250 ms without one; jittered into [½, 1] of that value, so that
