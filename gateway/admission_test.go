@@ -76,7 +76,7 @@ func TestRestartOnTheSamePort(t *testing.T) {
 // on; once the loops run again, the engine stops.
 func TestShutdownDeadline(t *testing.T) {
 	var logs lockedBuffer
-	ts := startServer(t, serverOptions{gw: func(c *gateway.Config) {
+	ts := startServer(t, serverOptions{byHand: true, gw: func(c *gateway.Config) { // by hand: it calls Shutdown itself and waits for Run
 		c.ShutdownTimeout = time.Second
 		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	}})

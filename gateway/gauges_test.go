@@ -39,7 +39,7 @@ func (c *nullConn) has(kind delivery.OutKind) bool {
 // asked to close, and the bytes pushed that their loop has not taken,
 // through logins, a router's close and a hung loop; all return to zero.
 func TestGauges(t *testing.T) {
-	ts := startServer(t, serverOptions{gw: func(c *gateway.Config) { c.Loops = 1 }})
+	ts := startServer(t, serverOptions{byHand: true, gw: func(c *gateway.Config) { c.Loops = 1 }}) // sessions of its own
 	want := func(what string, w gateway.Gauges) {
 		t.Helper()
 		eventually(t, 5*time.Second, what, func() bool { return ts.Srv.Gauges() == w })

@@ -16,6 +16,7 @@ import (
 	"switchboard/delivery"
 	"switchboard/gateway"
 	"switchboard/internal/testutil"
+	"switchboard/node"
 	"switchboard/protocol"
 	"switchboard/storage"
 	"switchboard/token"
@@ -33,7 +34,8 @@ type testServer struct {
 	secret []byte
 	runErr chan error
 	closed bool
-	mux    *sessionsMux
+	mux    *sessionsMux // nil when started through node
+	node   *node.Node   // nil when assembled by hand
 }
 
 // sessionsMux is the router's Sessions in these tests: the gateway's
@@ -66,7 +68,8 @@ func (m *sessionsMux) Close(s delivery.Session, code protocol.Code) {
 	}
 }
 
-// session returns a session of the test's own that hands what it gets to c.
+// session returns a session of the test's own that hands what it gets to
+// c. The server must be assembled by hand (serverOptions.byHand).
 func (ts *testServer) session(c *nullConn) delivery.Session {
 	ts.mux.mu.Lock()
 	defer ts.mux.mu.Unlock()
@@ -86,6 +89,11 @@ type serverOptions struct {
 	fileLimit int
 	// delivery, if set, wraps the router as the gateway sees it.
 	delivery func(gateway.Delivery) gateway.Delivery
+	// byHand assembles the server from its parts instead of through
+	// package node: for a test that makes sessions of its own on the router
+	// (testServer.session), or that configures what node's validation
+	// refuses on purpose. fileLimit and delivery imply it.
+	byHand bool
 }
 
 // quietLogger discards logs unless SWITCHBOARD_TEST_LOG is set (gnet and
@@ -110,18 +118,9 @@ func startServer(t testing.TB, o serverOptions) *testServer {
 	if o.storage != nil {
 		o.storage(&scfg)
 	}
-	store, err := storage.Open(scfg)
-	if err != nil {
-		t.Fatalf("storage.Open: %v", err)
-	}
 	rcfg := delivery.Config{Logger: log}
 	if o.router != nil {
 		o.router(&rcfg)
-	}
-	router, err := delivery.New(rcfg, store)
-	if err != nil {
-		store.Close()
-		t.Fatalf("delivery.New: %v", err)
 	}
 	secret := make([]byte, token.SecretLen)
 	for i := range secret {
@@ -130,6 +129,18 @@ func startServer(t testing.TB, o serverOptions) *testServer {
 	gcfg := gateway.Config{Addr: "127.0.0.1:0", Loops: 2, Keys: token.Keys{1: secret}, Logger: log}
 	if o.gw != nil {
 		o.gw(&gcfg)
+	}
+	if !o.byHand && o.fileLimit == 0 && o.delivery == nil {
+		return startNode(t, dir, scfg, rcfg, gcfg, secret)
+	}
+	store, err := storage.Open(scfg)
+	if err != nil {
+		t.Fatalf("storage.Open: %v", err)
+	}
+	router, err := delivery.New(rcfg, store)
+	if err != nil {
+		store.Close()
+		t.Fatalf("delivery.New: %v", err)
 	}
 	newServer := gateway.New
 	if o.fileLimit > 0 {
@@ -166,6 +177,24 @@ func startServer(t testing.TB, o serverOptions) *testServer {
 	return ts
 }
 
+// startNode starts the server through package node, as serve does, with
+// its mailboxes in dir.
+func startNode(t testing.TB, dir string, scfg storage.Config, rcfg delivery.Config, gcfg gateway.Config, secret []byte) *testServer {
+	t.Helper()
+	cfg := node.Default()
+	cfg.Data = filepath.Dir(dir)
+	cfg.Metrics = ""
+	cfg.Logger = scfg.Logger
+	cfg.Storage, cfg.Delivery, cfg.Gateway = scfg, rcfg, gcfg
+	n, err := node.Start(cfg)
+	if err != nil {
+		t.Fatalf("node.Start: %v", err)
+	}
+	ts := &testServer{t: t, Srv: n.Gateway(), Router: n.Router(), Store: n.Store(), Dir: dir, secret: secret, node: n, Addr: n.Addr().String()}
+	t.Cleanup(func() { ts.Stop() })
+	return ts
+}
+
 // Stop shuts the server down gracefully and closes the store. It is
 // idempotent and returns the store's Close error.
 func (ts *testServer) Stop() error {
@@ -175,6 +204,9 @@ func (ts *testServer) Stop() error {
 	ts.closed = true
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	if ts.node != nil {
+		return ts.node.Stop(ctx)
+	}
 	// The order package node keeps: drain, stop the router (its commits in
 	// flight queue their ACCEPTs), then GOAWAY.
 	ts.Srv.Drain()

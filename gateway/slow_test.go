@@ -96,7 +96,8 @@ func TestSlowConsumerWindow(t *testing.T) {
 // than the kernel buffers hold, and only SlowAfter can close it.
 func TestSlowConsumerOutbound(t *testing.T) {
 	ts := startServer(t, serverOptions{
-		gw: func(c *gateway.Config) { c.OutboundCap = 64 << 10; c.RateLimit = 100_000 },
+		byHand: true, // an outbound cap below the window, which node refuses: the gateway's own defence
+		gw:     func(c *gateway.Config) { c.OutboundCap = 64 << 10; c.RateLimit = 100_000 },
 		// Only the outbound cap can fire: the window lets through far more
 		// than the kernel's socket buffers hold, and never times out.
 		router: func(c *delivery.Config) { c.SlowAfter = time.Hour; c.Window = 4096; c.WindowBytes = 64 << 20 },
@@ -139,6 +140,7 @@ func TestSlowConsumerOutbound(t *testing.T) {
 // outbound_cap, counted apart from the other two.
 func TestSlowConsumerOutboundCap(t *testing.T) {
 	ts := startServer(t, serverOptions{
+		byHand: true, // sessions of its own on the router, and a cap below the window
 		gw:     func(c *gateway.Config) { c.Loops = 1; c.OutboundCap = 8 << 10 },
 		router: func(c *delivery.Config) { c.SlowAfter = time.Hour; c.WindowBytes = 1 << 20 },
 	})
