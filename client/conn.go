@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"sync"
 	"time"
@@ -121,7 +120,7 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 func (c *Conn) now() time.Duration { return time.Since(c.start) }
 
 // connect dials, writes the preface and LOGIN and reads WELCOME.
-func (c *Conn) connect(ctx context.Context) (*frameReader, *protocol.Welcome, error) {
+func (c *Conn) connect(ctx context.Context) (*protocol.FrameReader, *protocol.Welcome, error) {
 	tok, err := c.opts.Token(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("client: token: %w", err)
@@ -140,8 +139,8 @@ func (c *Conn) connect(ctx context.Context) (*frameReader, *protocol.Welcome, er
 		nc.Close()
 		return nil, nil, fmt.Errorf("client: write login: %w", err)
 	}
-	fr := &frameReader{conn: nc, buf: make([]byte, 4<<10)}
-	f, err := fr.next()
+	fr := protocol.NewFrameReader(nc)
+	f, err := fr.Next()
 	if err == nil {
 		err = loginAnswer(f, c.sess)
 	}
@@ -203,12 +202,14 @@ func (c *Conn) welcomed(w *protocol.Welcome) {
 
 // run reads frames until the connection ends, then reconnects after the
 // session's delay, until Close or a close the session does not retry.
-func (c *Conn) run(fr *frameReader) {
+func (c *Conn) run(fr *protocol.FrameReader) {
 	defer close(c.ended)
 	for {
 		code, err := c.read(fr)
-		fr.conn.Close()
 		c.mu.Lock()
+		if c.nc != nil {
+			c.nc.Close()
+		}
 		c.nc = nil
 		delay, again := c.sess.Closed(code, c.now())
 		c.mu.Unlock()
@@ -269,9 +270,9 @@ func (c *Conn) isClosed() bool {
 
 // read handles frames until the connection ends, and returns the code of
 // the server's ERROR or GOAWAY (0 for none) and why it ended.
-func (c *Conn) read(fr *frameReader) (protocol.Code, error) {
+func (c *Conn) read(fr *protocol.FrameReader) (protocol.Code, error) {
 	for {
-		f, err := fr.next()
+		f, err := fr.Next()
 		if err != nil {
 			return 0, err
 		}
@@ -298,15 +299,14 @@ func (c *Conn) read(fr *frameReader) (protocol.Code, error) {
 			continue
 		case protocol.TypePong:
 			continue
-		case protocol.TypeBatch:
-			evs, err = decodeBatch(f)
-		default:
-			var ev Event
-			ev, err = decodeOne(f)
-			evs = []Event{ev}
 		}
+		pevs, err := protocol.DecodeEvents(f, nil)
 		if err != nil {
 			return 0, err
+		}
+		evs = make([]Event, len(pevs))
+		for i, ev := range pevs {
+			evs[i] = ev
 		}
 		c.mu.Lock()
 		for i, ev := range evs {
@@ -516,88 +516,4 @@ func entrySize(ev Event) int {
 		return len(d.Body) + 16
 	}
 	return 16
-}
-
-func decodeOne(f protocol.Frame) (Event, error) {
-	var ev interface{ Decode(protocol.Frame) error }
-	switch f.Type {
-	case protocol.TypeDeliver:
-		ev = new(protocol.Deliver)
-	case protocol.TypeReceipt:
-		ev = new(protocol.Receipt)
-	case protocol.TypeGroupEvent:
-		ev = new(protocol.GroupEvent)
-	case protocol.TypeAccept:
-		ev = new(protocol.Accept)
-	case protocol.TypeRefuse:
-		ev = new(protocol.Refuse)
-	case protocol.TypeSignal:
-		ev = new(protocol.Signal)
-	default:
-		return nil, fmt.Errorf("%w: unexpected %v from the server", protocol.ErrMalformed, f.Type)
-	}
-	return ev, ev.Decode(f)
-}
-
-func decodeBatch(f protocol.Frame) ([]Event, error) {
-	var br protocol.BatchReader
-	var evs []Event
-	br.Reset(f)
-	for br.Next() {
-		switch br.Type() {
-		case protocol.TypeDeliver:
-			d := new(protocol.Deliver)
-			br.Deliver(d)
-			evs = append(evs, d)
-		case protocol.TypeReceipt:
-			x := new(protocol.Receipt)
-			br.Receipt(x)
-			evs = append(evs, x)
-		case protocol.TypeGroupEvent:
-			g := new(protocol.GroupEvent)
-			br.GroupEvent(g)
-			evs = append(evs, g)
-		}
-	}
-	return evs, br.Err()
-}
-
-// frameReader splits frames off a connection; a frame's payload aliases its
-// buffer until the next call.
-type frameReader struct {
-	conn net.Conn
-	buf  []byte
-	r, w int
-}
-
-func (fr *frameReader) next() (protocol.Frame, error) {
-	for {
-		if fr.r < fr.w {
-			f, n, err := protocol.ReadFrame(fr.buf[fr.r:fr.w], protocol.MaxServerFrame)
-			if err == nil {
-				fr.r += n
-				return f, nil
-			}
-			if err != protocol.ErrIncomplete {
-				return protocol.Frame{}, err
-			}
-		}
-		if fr.r > 0 {
-			fr.w = copy(fr.buf, fr.buf[fr.r:fr.w])
-			fr.r = 0
-		}
-		if fr.w == len(fr.buf) {
-			nb := make([]byte, min(2*len(fr.buf), protocol.MaxServerFrame+protocol.MaxFrameHeader))
-			copy(nb, fr.buf[:fr.w])
-			fr.buf = nb
-		}
-		n, err := fr.conn.Read(fr.buf[fr.w:])
-		fr.w += n
-		if err != nil && n == 0 {
-			if err == io.EOF && fr.w > 0 {
-				err = io.ErrUnexpectedEOF
-			}
-			return protocol.Frame{}, err
-		}
-	}
 }

@@ -195,7 +195,7 @@ func Dial(ctx context.Context, addr string, opts ClientOptions) (*Client, error)
 	}
 	c.nextID.Store(opts.FirstMsgID)
 	c.acked.Store(opts.Ack)
-	fr := &clientReader{conn: conn, buf: make([]byte, 4<<10)}
+	fr := NewFrameReader(conn)
 	if err := c.handshake(ctx, fr); err != nil {
 		conn.Close()
 		if ctx.Err() != nil {
@@ -236,7 +236,7 @@ func (o *ClientOptions) ensureDefaults() {
 }
 
 // handshake writes the preface and LOGIN and reads until WELCOME.
-func (c *Client) handshake(ctx context.Context, fr *clientReader) error {
+func (c *Client) handshake(ctx context.Context, fr *FrameReader) error {
 	// ctx ends the handshake by moving the deadline into the past; ctx.Err is
 	// set by then, so Dial reports it rather than an i/o timeout.
 	stop := context.AfterFunc(ctx, func() { c.conn.SetDeadline(time.Unix(1, 0)) })
@@ -246,7 +246,7 @@ func (c *Client) handshake(ctx context.Context, fr *clientReader) error {
 	if _, err := c.conn.Write(login.Append(AppendPreface(nil, Version, TransportPlain))); err != nil {
 		return fmt.Errorf("write login: %w", err)
 	}
-	f, err := fr.next()
+	f, err := fr.Next()
 	if err != nil {
 		return fmt.Errorf("read welcome: %w", err)
 	}
@@ -575,7 +575,7 @@ func (c *Client) keepalive(every time.Duration) {
 
 // readLoop reads frames until the connection ends, then records why, closes
 // the connection and the event channel.
-func (c *Client) readLoop(fr *clientReader) {
+func (c *Client) readLoop(fr *FrameReader) {
 	err := c.readFrames(fr)
 	select {
 	case <-c.done:
@@ -594,10 +594,10 @@ func (c *Client) readLoop(fr *clientReader) {
 	close(c.events)
 }
 
-func (c *Client) readFrames(fr *clientReader) error {
+func (c *Client) readFrames(fr *FrameReader) error {
 	var evs []Event
 	for {
-		f, err := fr.next()
+		f, err := fr.Next()
 		if err != nil {
 			return fmt.Errorf("protocol: client read: %w", err)
 		}
@@ -638,6 +638,20 @@ func (c *Client) decode(f Frame, evs []Event) ([]Event, error) {
 	} else {
 		f.Payload = append([]byte(nil), f.Payload...)
 	}
+	if f.Type == TypeError {
+		e := new(Error)
+		if err := e.Decode(f); err != nil {
+			return evs, err
+		}
+		return evs, e // the read loop ends with it
+	}
+	return DecodeEvents(f, evs)
+}
+
+// DecodeEvents appends the Events of f, a frame from the server other than
+// ERROR, to evs: one for an answer, a signal, a GOAWAY or a PONG, one per
+// entry for a BATCH. f must be uncompressed; the Events alias its payload.
+func DecodeEvents(f Frame, evs []Event) ([]Event, error) {
 	var ev interface {
 		Event
 		Decode(Frame) error
@@ -661,12 +675,6 @@ func (c *Client) decode(f Frame, evs []Event) ([]Event, error) {
 		return append(evs, Pong{}), CheckEmpty(f)
 	case TypeBatch:
 		return decodeBatch(f, evs)
-	case TypeError:
-		e := new(Error)
-		if err := e.Decode(f); err != nil {
-			return evs, err
-		}
-		return evs, e // the read loop ends with it
 	default:
 		return evs, fmt.Errorf("%w: unexpected %v from the server", ErrMalformed, f.Type)
 	}
@@ -695,17 +703,23 @@ func decodeBatch(f Frame, evs []Event) ([]Event, error) {
 	return evs, br.Err()
 }
 
-// clientReader splits frames off a connection. buf[r:w] holds bytes read
-// and not yet returned; it grows to the largest frame a server may send.
-type clientReader struct {
-	conn net.Conn
+// FrameReader splits the frames a server sends off a connection, for
+// clients. buf[r:w] holds bytes read and not yet returned; it grows to the
+// largest frame a server may send.
+type FrameReader struct {
+	conn io.Reader
 	buf  []byte
 	r, w int
 }
 
-// next returns the next frame. Its payload aliases the buffer and is valid
+// NewFrameReader returns a FrameReader of conn.
+func NewFrameReader(conn io.Reader) *FrameReader {
+	return &FrameReader{conn: conn, buf: make([]byte, 4<<10)}
+}
+
+// Next returns the next frame. Its payload aliases the buffer and is valid
 // until the next call.
-func (fr *clientReader) next() (Frame, error) {
+func (fr *FrameReader) Next() (Frame, error) {
 	for {
 		if fr.r < fr.w {
 			f, n, err := ReadFrame(fr.buf[fr.r:fr.w], MaxServerFrame)
