@@ -114,12 +114,14 @@ func (c *conn) expect() int {
 // accepted records ACCEPT a.
 func (c *conn) accepted(a *protocol.Accept) {
 	l := c.l
-	if c.unit.groupReq != 0 && a.MsgID == c.unit.groupReq {
+	c.sess.Accepted(a)
+	if c.isGroupReq(a.MsgID) {
 		c.unit.group = a.Ref
 		c.unit.groupReq = 0
 		if a.Ref == 0 {
 			l.failure("the server accepted GROUP create without a group id")
 		}
+		c.trim()
 		return
 	}
 	for id := a.MsgID; id <= a.MsgID+a.More; id++ {
@@ -151,27 +153,25 @@ func (c *conn) accepted(a *protocol.Accept) {
 func (c *conn) refused(r *protocol.Refuse) {
 	l := c.l
 	l.res.Refused++
-	if c.unit.groupReq != 0 && r.MsgID == c.unit.groupReq {
+	// The session keeps what it is to send again, no sooner than
+	// retry_after (PROTOCOL.md 8.5: the server jittered it, so nothing is
+	// added), and after RETRY_LATER holds every new SEND of the connection
+	// until then.
+	retry := c.sess.Refused(r, time.Duration(l.now))
+	if c.isGroupReq(r.MsgID) {
 		l.e.fatal(fmt.Errorf("server refused group operations: %v", r.Code))
 		return
 	}
 	switch r.Code {
 	case protocol.CodeRetryLater, protocol.CodeStorage, protocol.CodeMailboxFull, protocol.CodeQuota:
-		// Never sooner than retry_after (PROTOCOL.md 8.5, backing off); the
-		// server has jittered it, so nothing is added.
-		after := max(int64(r.RetryAfter)*int64(time.Millisecond), int64(10*time.Millisecond))
-		due := l.now + after
-		l.retries.push(retry{c: c, id: r.MsgID, due: due})
 		if r.Code == protocol.CodeRetryLater {
 			l.res.RetryLater++
 			l.res.RetryAfter.RecordValue(min(max(int64(r.RetryAfter)*1000, histMin), histMax))
-			if l.traffic.hold {
-				// The server is busy: no new SEND on this connection
-				// before the refused one goes again.
-				c.holdUntil = max(c.holdUntil, due)
-			}
 		}
-		return
+		if retry {
+			c.pump() // schedules the wake-up
+			return
+		}
 	}
 	if r.Code == protocol.CodeBadRecipient && c.unit.group != 0 {
 		l.e.fatal(fmt.Errorf("server refused group operations: %v", r.Code))

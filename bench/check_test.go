@@ -4,17 +4,18 @@ import (
 	"strings"
 	"testing"
 
+	"switchboard/client"
 	"switchboard/protocol"
 )
 
 // checkerFixture is one loop with a pair: a sends, b receives. No sockets:
 // the checks run on frames handed to b directly.
 func checkerFixture(sent int) (l *loop, a, b *conn) {
-	e := &engine{spec: Spec{RunID: 0xfeed, Size: 64}}
+	e := &engine{spec: Spec{RunID: 0xfeed, Size: 64, ConnFrameCap: 500}}
 	l = &loop{e: e, users: map[uint64]*conn{}, res: newResult()}
 	u := &unit{}
 	a = &conn{l: l, user: 10, unit: u, fd: -1, outBase: 1000}
-	b = &conn{l: l, user: 11, unit: u, fd: -1}
+	b = &conn{l: l, user: 11, unit: u, fd: -1, outBase: 2000}
 	u.conns = []*conn{a, b}
 	l.conns = []*conn{a, b}
 	l.users[a.user], l.users[b.user] = a, b
@@ -22,7 +23,18 @@ func checkerFixture(sent int) (l *loop, a, b *conn) {
 		a.out = append(a.out, msgState{sent: 1, accepted: true})
 		l.pending++
 	}
+	loggedIn(a)
+	loggedIn(b)
 	return l, a, b
+}
+
+// loggedIn gives c a session logged in at time 0 whose next msg id follows
+// the messages c already tracks.
+func loggedIn(c *conn) {
+	c.sess = *client.NewSession(client.Config{NextMsgID: c.outBase + uint64(len(c.out))})
+	c.sess.AppendLogin(nil, protocol.Login{})
+	c.sess.Welcome(&protocol.Welcome{Version: 1, User: c.user, Window: 256}, 0)
+	c.state = stateReady
 }
 
 // deliverTo hands b the DELIVER of a's message id with the given body counter.

@@ -45,9 +45,12 @@ type conn struct {
 	capSec      int64 // the second capCount counts
 	capCount    int   // frames written in capSec
 
-	// The client's session state machine: the ACK schedule, the resume
-	// point (LOGIN.ack) and the reconnect delays. Times are l.now.
-	sess client.Session
+	// The client's session state machine: the outbox (what is written
+	// when, with flag B or without, held back after RETRY_LATER), the ACK
+	// schedule, the resume point (LOGIN.ack) and the reconnect delays.
+	// Times are l.now.
+	sess   client.Session
+	wakeAt int64 // when the session's next send is due (the connection is on loop.wakes); 0: not queued
 
 	// Receiving.
 	lastSeq     uint64 // highest mailbox seq processed
@@ -65,8 +68,6 @@ type conn struct {
 	counter    uint64 // body counter of the next send
 	inflight   int    // closed loop: sent and not yet delivered to every recipient; phone: not yet accepted
 	quota      int    // fixed-count traffic: messages still to send
-	needResend bool   // refused messages wait for the session to come back
-	holdUntil  int64  // open loop with hold: no new SEND before this (a RETRY_LATER's retry_after)
 	blockedCap bool   // on loop.blocked
 	sending    bool   // a sender of the current traffic step
 	stepWait   bool   // the current connect step waits for this connection
@@ -420,10 +421,7 @@ func (c *conn) welcomed(w *protocol.Welcome) {
 	l.prog.ready.Add(1)
 	l.prog.logins.Add(1)
 	record(l.res.LoginLatency, l.now-c.dialStart)
-	if c.needResend {
-		c.needResend = false
-		c.resendUnconfirmed()
-	}
+	c.pump() // what the last connection left unconfirmed, with flag B
 	c.checkWait()
 	c.fillWindow()
 }
@@ -523,10 +521,15 @@ func (c *conn) target() (to uint64, group bool) {
 	return 0, false
 }
 
-// send writes a new message with the given intended send time.
+// send queues a new message with the given intended send time in the
+// session's outbox, and writes what the session lets go.
 func (c *conn) send(intended int64) {
 	l := c.l
-	id := c.outBase + uint64(len(c.out))
+	if id := c.sess.Queue(); id != c.outBase+uint64(len(c.out)) {
+		// The outbox and out count the same messages from the same base.
+		l.e.fatal(fmt.Errorf("user %d: the session gave msg id %d, the bench expected %d", c.user, id, c.outBase+uint64(len(c.out))))
+		return
+	}
 	c.out = append(c.out, msgState{sent: intended})
 	c.inflight++
 	l.unaccepted++
@@ -534,24 +537,61 @@ func (c *conn) send(intended int64) {
 	l.prog.pending.Add(1)
 	l.res.Sent++
 	l.prog.sent.Add(1)
-	c.writeSend(id, false)
+	c.pump()
 }
 
-// resend writes message id again (after a refusal or a reconnect), with a
-// new counter so the order check follows the order of writes, and with flag
-// B: the server may have taken it already and must look it up.
-func (c *conn) resend(id uint64) {
-	if id < c.outBase || id-c.outBase >= uint64(len(c.out)) {
+// pump writes every message the session lets go now, in msg_id order: new
+// ones, those a lost connection left unconfirmed (after WELCOME) and refused
+// ones whose retry_after has passed, the last two with flag B. Nothing goes
+// while a RETRY_LATER holds the connection (PROTOCOL.md 8.5). When the
+// frame cap stops it, the connection waits on loop.blocked; when a hold or
+// a retry_after runs, on loop.wakes.
+func (c *conn) pump() {
+	l := c.l
+	if c.state != stateReady {
 		return
 	}
-	c.l.res.Resent++
-	c.writeSend(id, true)
+	for {
+		if c.capped() {
+			c.block()
+			return
+		}
+		id, retry, ok := c.sess.NextSend(time.Duration(l.now))
+		if !ok {
+			break
+		}
+		if retry {
+			l.res.Resent++
+		}
+		c.writeSend(id, retry)
+	}
+	if at, ok := c.sess.SendDue(time.Duration(l.now)); ok && (c.wakeAt == 0 || int64(at) < c.wakeAt) {
+		c.wakeAt = max(int64(at), 1)
+		l.wakes.push(wake{c: c, at: c.wakeAt})
+	}
 }
 
-// writeSend appends the SEND of message id to obuf; retry sets flag B, which
-// only resends carry (a first send skips the server's duplicate lookup).
+// block puts c on loop.blocked, where the next housekeeping finds it once
+// the frame cap's second has passed.
+func (c *conn) block() {
+	if !c.blockedCap {
+		c.blockedCap = true
+		c.l.blocked = append(c.l.blocked, c)
+	}
+}
+
+// writeSend appends the SEND of message id to obuf, with a new body counter
+// so that the receivers' order check follows the order of writes; retry
+// sets flag B, which only resends carry (a first send skips the server's
+// duplicate lookup). The unit's GROUP create goes through the outbox too.
 func (c *conn) writeSend(id uint64, retry bool) {
 	l := c.l
+	if c.isGroupReq(id) {
+		g := groupCreate(id, c.unit.members())
+		c.obuf = g.Append(c.obuf)
+		c.wrote()
+		return
+	}
 	to, group := c.target()
 	m := &c.out[id-c.outBase]
 	body := l.body
@@ -562,21 +602,6 @@ func (c *conn) writeSend(id uint64, retry bool) {
 	s := protocol.Send{MsgID: id, To: to, Group: group, Retry: retry, Body: body}
 	c.obuf = s.Append(c.obuf)
 	c.wrote()
-}
-
-// resendUnconfirmed writes again every message neither accepted nor
-// delivered: the previous connection may have lost it (the server drops a
-// copy it already stored, by msg id, since a resend carries flag B). A
-// phone resends a delivered one too, as PROTOCOL.md 8.5 asks of a sender:
-// it waits for that ACCEPT before it sends again.
-func (c *conn) resendUnconfirmed() {
-	phone := c.l.traffic.phone
-	for i := range c.out {
-		m := &c.out[i]
-		if !m.accepted && !m.settled && (m.recips == 0 || phone) {
-			c.resend(c.outBase + uint64(i))
-		}
-	}
 }
 
 // fillWindow keeps a closed-loop sender's window full, or sends what is left
@@ -593,10 +618,7 @@ func (c *conn) fillWindow() {
 	}
 	for c.inflight < t.window && (t.count == 0 || c.quota > 0) {
 		if c.capped() {
-			if !c.blockedCap {
-				c.blockedCap = true
-				l.blocked = append(l.blocked, c)
-			}
+			c.block()
 			return
 		}
 		if c.quota > 0 {
@@ -681,7 +703,6 @@ func (c *conn) down(code protocol.Code) {
 	}
 	d, again := c.sess.Closed(code, time.Duration(l.now))
 	if c.autoRedial && again {
-		c.needResend = true
 		c.reconnectAt = l.now + max(int64(d), 1)
 	}
 }
@@ -698,7 +719,6 @@ func (c *conn) drop() {
 	}
 	c.state = stateClosed
 	c.sess.Closed(0, time.Duration(c.l.now))
-	c.needResend = true
 }
 
 func (c *conn) closeFD() {

@@ -12,8 +12,9 @@ import (
 )
 
 // TestResendCarriesFlagB checks the bytes of a first send and of both kinds
-// of resend: only a resend carries flag B (0x40 in the header byte), so the
-// server looks up only those.
+// of resend, after a REFUSE's retry_after and after a reconnect, both
+// driven by the connection's client.Session: only a resend carries flag B
+// (0x40 in the header byte), so the server looks up only those.
 func TestResendCarriesFlagB(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -32,8 +33,12 @@ func TestResendCarriesFlagB(t *testing.T) {
 			l.body = make([]byte, l.e.spec.Size)
 			a.unit.group = tt.group
 			a.send(1)
-			a.resend(1000) // after a REFUSE with retry_after
-			a.resendUnconfirmed()
+			a.refused(&protocol.Refuse{MsgID: 1000, Code: protocol.CodeStorage, RetryAfter: 10})
+			l.now = int64(10 * time.Millisecond)
+			l.timers() // the retry_after has passed
+			a.sess.Closed(0, time.Duration(l.now))
+			a.sess.AppendLogin(nil, protocol.Login{})
+			a.welcomed(&protocol.Welcome{Version: 1, User: a.user, Window: 256})
 			frames := splitFrames(t, a.obuf)
 			if len(frames) != 3 {
 				t.Fatalf("wrote %d frames, want 3: %x", len(frames), a.obuf)

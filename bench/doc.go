@@ -97,9 +97,19 @@
 // the checks above hold; it reports the busy refusals, the resends and
 // the retry_after distribution (overload.go).
 //
-// Connections the server closes reconnect and resend what was not
-// confirmed, as a client would, with the SEND's retry flag (B) set on every
-// resend and on no first send; receivers acknowledge cumulatively, at most
-// every 5 ms or 64 entries; each connection stays under half the server's
+// # Each connection is a client.Session
+//
+// Every connection is driven by a client.Session, the state machine a Go
+// application embeds (package client), fed from the loop instead of a
+// goroutine: the session holds the outbox of unconfirmed msg ids and says
+// what goes when; the bench keeps the bodies' timing and the checks. So the
+// bench's clients behave as an application's: connections the server
+// closes reconnect after the session's delay and resend what was not
+// confirmed, with the SEND's retry flag (B) set on every resend and on no
+// first send; a refused message goes again no sooner than its retry_after,
+// and a RETRY_LATER holds every new SEND of its connection until then, in
+// every scenario (an open-loop message due meanwhile goes to another
+// sender, or waits); receivers acknowledge cumulatively, at most every
+// 5 ms or 64 entries; each connection stays under half the server's
 // per-connection frame rate.
 package bench

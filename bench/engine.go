@@ -58,7 +58,23 @@ type unit struct {
 	conns    []*conn
 	slow     bool
 	group    uint64 // the group's id once created; 0: a pair
-	groupReq uint64 // msg id of the pending GROUP create
+	groupReq uint64 // msg id of the pending GROUP create, the first conn's
+}
+
+// members returns the users a unit's group is created with: all but its
+// first, the admin, who creates it.
+func (u *unit) members() []uint64 {
+	m := make([]uint64, 0, len(u.conns)-1)
+	for _, c := range u.conns[1:] {
+		m = append(m, c.user)
+	}
+	return m
+}
+
+// isGroupReq reports whether msg id is c's pending GROUP create: the ids of
+// every connection start at the same base, so only the admin's counts.
+func (c *conn) isGroupReq(id uint64) bool {
+	return id == c.unit.groupReq && id != 0 && c == c.unit.conns[0]
 }
 
 // engine is one process's generator: its loops and connections.
@@ -130,7 +146,9 @@ func newEngine(spec Spec) (*engine, error) {
 		un := &unit{home: spec.homeOf(u), slow: u < spec.Slow}
 		for m := 0; m < spec.UnitSize; m++ {
 			c := &conn{l: l, idx: int32(len(l.conns)), user: user, unit: un, fd: -1, outBase: idBase}
-			c.sess = *client.NewSession(sessionConfig)
+			cfg := sessionConfig
+			cfg.NextMsgID = idBase
+			c.sess = *client.NewSession(cfg)
 			user++
 			l.conns = append(l.conns, c)
 			l.users[c.user] = c
@@ -200,10 +218,6 @@ type Step struct {
 	// HoldAcks (traffic): receivers do not acknowledge, so the entries stay
 	// in the mailboxes to be redelivered.
 	HoldAcks bool `json:"hold_acks,omitempty"`
-	// Hold (open-loop traffic): a sender refused RETRY_LATER sends nothing
-	// new until its retry_after has passed (PROTOCOL.md 8.5); what is
-	// scheduled and never sent by the end is counted in Result.Unsent.
-	Hold bool `json:"hold,omitempty"`
 	// Duration (traffic without Count): how long to send.
 	Duration time.Duration `json:"duration,omitempty"`
 	// Timeout bounds the step; 0: none.
@@ -318,10 +332,9 @@ func (l *loop) start(s Step, finish func(error)) {
 		}
 	case "traffic":
 		t := &l.traffic
-		*t = traffic{active: true, window: max(s.Window, 1), count: s.Count, start: l.now, untilAccepted: s.UntilAccepted, hold: s.Hold}
+		*t = traffic{active: true, window: max(s.Window, 1), count: s.Count, start: l.now, untilAccepted: s.UntilAccepted}
 		for _, c := range l.conns {
 			c.inflight = 0 // what earlier steps left in flight does not hold this one's window
-			c.holdUntil = 0
 		}
 		if s.Count == 0 && s.Duration > 0 {
 			t.deadline = l.now + int64(s.Duration)
@@ -367,7 +380,7 @@ func (l *loop) start(s Step, finish func(error)) {
 		}
 		prev := st.finish
 		st.finish = func(err error) {
-			if t.phone || (t.hold && t.rate > 0 && t.deadline > 0) {
+			if t.rate > 0 && t.deadline > 0 {
 				l.res.Unsent += t.unsent()
 			}
 			l.stopTraffic()
@@ -422,15 +435,13 @@ func (l *loop) start(s Step, finish func(error)) {
 			if u.conns[0].l != l || u.group != 0 {
 				continue
 			}
+			// The create takes the admin's next msg id from its session,
+			// which resends it like a message; its place among the
+			// messages' states is settled from the start.
 			admin := u.conns[0]
-			members := make([]uint64, 0, len(u.conns)-1)
-			for _, c := range u.conns[1:] {
-				members = append(members, c.user)
-			}
-			u.groupReq = admin.outBase - 1 // ids below outBase are never messages
-			g := groupCreate(u.groupReq, members)
-			admin.obuf = g.Append(admin.obuf)
-			admin.wrote()
+			u.groupReq = admin.sess.Queue()
+			admin.out = append(admin.out, msgState{accepted: true, settled: true})
+			admin.pump()
 		}
 		st.done = func() bool {
 			for _, u := range l.e.units {

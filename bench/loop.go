@@ -45,14 +45,14 @@ type loop struct {
 	rbuf     []byte
 	body     []byte // the message body template, patched per send
 	tok      []byte
-	dirty    []*conn    // connections with bytes in obuf to write at the end of the iteration
-	acks     []*conn    // connections with an ACK due, in order of due time
-	blocked  []*conn    // closed-loop senders held back by the per-connection frame cap
-	retries  retryQueue // refused messages, earliest due first
-	dials    []*conn    // connections to dial, in order
-	dialNext int        // index into dials of the next to dial
-	dialGap  int64      // ns between dials; 0: all at once
-	dialAt   int64      // when dials[dialNext] is due
+	dirty    []*conn   // connections with bytes in obuf to write at the end of the iteration
+	acks     []*conn   // connections with an ACK due, in order of due time
+	blocked  []*conn   // closed-loop senders held back by the per-connection frame cap
+	wakes    wakeQueue // sessions with a send due later (a hold, a retry_after), earliest first
+	dials    []*conn   // connections to dial, in order
+	dialNext int       // index into dials of the next to dial
+	dialGap  int64     // ns between dials; 0: all at once
+	dialAt   int64     // when dials[dialNext] is due
 	step     *loopStep
 	traffic  traffic
 	rr       int // round-robin cursor over traffic.senders
@@ -247,8 +247,8 @@ func (l *loop) next(house int64) int64 {
 			next = min(next, t.deadline+t.catchUp)
 		}
 	}
-	if due, ok := l.retries.next(); ok {
-		next = min(next, due)
+	if at, ok := l.wakes.next(); ok {
+		next = min(next, at)
 	}
 	return next
 }
@@ -273,7 +273,8 @@ func (l *loop) wait(events []unix.EpollEvent, timeout int64) (int, error) {
 	return unix.EpollWait(l.epfd, events, int((timeout+999_999)/1_000_000))
 }
 
-// timers does what is due: dials, ACKs, open-loop sends, retries.
+// timers does what is due: dials, ACKs, open-loop sends, the sessions'
+// sends after a hold or a retry_after.
 func (l *loop) timers() {
 	now := l.now
 	for l.dialNext < len(l.dials) && l.dialAt <= now {
@@ -295,12 +296,11 @@ func (l *loop) timers() {
 	if n > 0 {
 		l.acks = append(l.acks[:0], l.acks[n:]...)
 	}
-	for due, ok := l.retries.next(); ok && due <= now; due, ok = l.retries.next() {
-		r := l.retries.pop()
-		if r.c.ready() {
-			r.c.resend(r.id)
-		} else {
-			r.c.needResend = true
+	for at, ok := l.wakes.next(); ok && at <= now; at, ok = l.wakes.next() {
+		w := l.wakes.pop()
+		if w.c.wakeAt == w.at {
+			w.c.wakeAt = 0
+			w.c.pump()
 		}
 	}
 	l.traffic.tick(l)
@@ -330,6 +330,7 @@ func (l *loop) housekeep() {
 		l.blocked = nil
 		for _, c := range b {
 			c.blockedCap = false
+			c.pump()
 			c.fillWindow()
 		}
 	}

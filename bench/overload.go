@@ -275,10 +275,10 @@ func (r *run) overload(ctx context.Context) (*Result, error) {
 	return res, err
 }
 
-// openStep is an open-loop traffic step at rate for d whose senders back
-// off as PROTOCOL.md 8.5 says (Step.Hold).
+// openStep is an open-loop traffic step at rate for d. Its senders back
+// off as PROTOCOL.md 8.5 says, as every sender's client.Session does.
 func (r *run) openStep(rate float64, d time.Duration) Step {
-	return Step{Kind: "traffic", Rate: rate, Duration: d, Hold: true, Timeout: d + time.Minute}
+	return Step{Kind: "traffic", Rate: rate, Duration: d, Timeout: d + time.Minute}
 }
 
 // probeLine is one probe step in a line, for the progress output.

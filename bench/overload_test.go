@@ -124,35 +124,35 @@ func TestOverloadJudge(t *testing.T) {
 	}
 }
 
-// TestRetryQueueOrder: refused messages come due in order of their due
-// time, not of their refusals: each retry_after is drawn at random.
-func TestRetryQueueOrder(t *testing.T) {
-	var q retryQueue
+// TestWakeQueueOrder: sessions' send wake-ups come due in order of time,
+// not of their refusals: each retry_after is drawn at random.
+func TestWakeQueueOrder(t *testing.T) {
+	var q wakeQueue
 	rng := rand.New(rand.NewPCG(1, 2))
-	var dues []int64
+	var ats []int64
 	for i := 0; i < 500; i++ {
-		d := rng.Int64N(1_000_000)
-		dues = append(dues, d)
-		q.push(retry{id: uint64(i), due: d})
+		at := rng.Int64N(1_000_000)
+		ats = append(ats, at)
+		q.push(wake{at: at})
 		if i%7 == 0 { // interleave pops with pushes
-			due, _ := q.next()
+			next, _ := q.next()
 			got := q.pop()
-			if got.due != due || got.due != slices.Min(dues) {
-				t.Fatalf("pop after %d pushes: due %d, want the earliest, %d", i+1, got.due, slices.Min(dues))
+			if got.at != next || got.at != slices.Min(ats) {
+				t.Fatalf("pop after %d pushes: at %d, want the earliest, %d", i+1, got.at, slices.Min(ats))
 			}
-			dues = slices.DeleteFunc(dues, func(x int64) bool { return x == got.due })
+			ats = slices.DeleteFunc(ats, func(x int64) bool { return x == got.at })
 		}
 	}
 	var prev int64 = -1
 	for len(q) > 0 {
-		r := q.pop()
-		if r.due < prev {
-			t.Fatalf("due %d popped after %d", r.due, prev)
+		w := q.pop()
+		if w.at < prev {
+			t.Fatalf("at %d popped after %d", w.at, prev)
 		}
-		prev = r.due
+		prev = w.at
 	}
 	if _, ok := q.next(); ok {
-		t.Fatal("next on an empty queue reports a retry")
+		t.Fatal("next on an empty queue reports a wake")
 	}
 }
 
@@ -165,7 +165,8 @@ func testLoop(n int) *loop {
 	for u := 0; u < n; u++ {
 		un := &unit{}
 		for m := 0; m < 2; m++ {
-			c := &conn{l: l, idx: int32(len(l.conns)), user: uint64(100 + len(l.conns)), unit: un, fd: -1, state: stateReady, outBase: 1000}
+			c := &conn{l: l, idx: int32(len(l.conns)), user: uint64(100 + len(l.conns)), unit: un, fd: -1, outBase: 1000}
+			loggedIn(c)
 			l.conns = append(l.conns, c)
 			l.users[c.user] = c
 			un.conns = append(un.conns, c)
@@ -206,9 +207,9 @@ func TestOverloadClientBacksOff(t *testing.T) {
 	a, b := l.conns[0], l.conns[1]
 	ms := int64(time.Millisecond)
 	l.now = 0
-	l.start(Step{Kind: "traffic", Rate: 1000, Duration: time.Second, Hold: true}, func(error) {})
-	if !l.traffic.hold || len(l.traffic.senders) != 2 {
-		t.Fatalf("traffic: hold %v, %d senders; want hold, 2", l.traffic.hold, len(l.traffic.senders))
+	l.start(Step{Kind: "traffic", Rate: 1000, Duration: time.Second}, func(error) {})
+	if len(l.traffic.senders) != 2 {
+		t.Fatalf("traffic: %d senders, want 2", len(l.traffic.senders))
 	}
 	l.timers() // the first message, at 0
 	first := append(sends(t, a), sends(t, b)...)
@@ -225,8 +226,8 @@ func TestOverloadClientBacksOff(t *testing.T) {
 	}
 	id := first[0].MsgID
 	refused.refused(&protocol.Refuse{MsgID: id, Code: protocol.CodeRetryLater, RetryAfter: 300})
-	if refused.holdUntil != 300*ms {
-		t.Fatalf("held until %d ns, want %d", refused.holdUntil, 300*ms)
+	if end, _ := refused.sess.SendDue(0); !refused.sess.Held(299*time.Millisecond) || refused.sess.Held(300*time.Millisecond) || end != 300*time.Millisecond {
+		t.Fatalf("the session holds until %v, want 300ms", end)
 	}
 	if l.res.RetryLater != 1 || l.res.RetryAfter.TotalCount() != 1 || l.res.RetryAfter.Max() < 299_000 {
 		t.Fatalf("RETRY_LATER %d, retry_after samples %d (max %d µs); want 1, 1, 300 ms", l.res.RetryLater, l.res.RetryAfter.TotalCount(), l.res.RetryAfter.Max())
@@ -277,21 +278,46 @@ func TestOverloadClientBacksOff(t *testing.T) {
 	}
 }
 
-// TestNoHoldWithoutBackoff: outside the overload run a refusal holds
-// nothing new back (the other scenarios keep their traffic as it was).
-func TestNoHoldWithoutBackoff(t *testing.T) {
+// TestClosedLoopHoldsAfterRetryLater: a closed-loop sender refused
+// RETRY_LATER writes nothing new until the retry_after has passed, though
+// its window has room; then the refused message goes first, with flag B,
+// and the window fills again. An earlier wake-up of the same session makes
+// the later entry stale.
+func TestClosedLoopHoldsAfterRetryLater(t *testing.T) {
 	l := testLoop(1)
-	l.start(Step{Kind: "traffic", Rate: 1000, Duration: time.Second}, func(error) {})
+	ms := time.Millisecond
+	l.start(Step{Kind: "traffic", Window: 4, Count: 10}, func(error) {})
+	a := l.conns[0]
+	if s := sends(t, a); len(s) != 4 {
+		t.Fatalf("the window opened with %d SENDs, want 4", len(s))
+	}
+	a.refused(&protocol.Refuse{MsgID: 1001, Code: protocol.CodeRetryLater, RetryAfter: 300})
+	a.accepted(&protocol.Accept{MsgID: 1000})
+	body := make([]byte, bodyHeaderLen)
+	putBE64(body, l.e.spec.RunID)
+	putBE64(body[8:], 1)
+	l.conns[1].deliver(&protocol.Deliver{Seq: 1, From: a.user, MsgID: 1000, Body: body})
+	if len(a.out) != 5 || a.inflight != 4 {
+		t.Fatalf("after a delivery: %d messages tracked, %d in flight; want 5, 4 (the window took one more)", len(a.out), a.inflight)
+	}
+	if s := sends(t, a); len(s) != 0 {
+		t.Fatalf("%d SENDs written while held: %+v", len(s), s)
+	}
+	if at, ok := l.wakes.next(); !ok || at != int64(300*ms) || a.wakeAt != int64(300*ms) {
+		t.Fatalf("wake at %d (%v), conn's %d; want %d", at, ok, a.wakeAt, 300*ms)
+	}
+	l.now = int64(299 * ms)
 	l.timers()
-	c := l.conns[0]
-	if len(c.out) == 0 {
-		c = l.conns[1]
+	if s := sends(t, a); len(s) != 0 {
+		t.Fatalf("%d SENDs written at 299 ms", len(s))
 	}
-	c.refused(&protocol.Refuse{MsgID: c.outBase, Code: protocol.CodeRetryLater, RetryAfter: 300})
-	if c.holdUntil != 0 {
-		t.Fatalf("held until %d without Step.Hold", c.holdUntil)
+	l.now = int64(300 * ms)
+	l.timers()
+	s := sends(t, a)
+	if len(s) != 2 || s[0].MsgID != 1001 || !s[0].Retry || s[1].MsgID != 1004 || s[1].Retry {
+		t.Fatalf("at 300 ms: %+v; want msg 1001 again with flag B, then the new 1004", s)
 	}
-	if due, ok := l.retries.next(); !ok || due != l.now+300*int64(time.Millisecond) {
-		t.Fatalf("retry due %d (%v), want in 300 ms", due, ok)
+	if a.wakeAt != 0 || len(l.wakes) != 0 {
+		t.Fatalf("after the wake: conn's wakeAt %d, %d wakes queued; want none", a.wakeAt, len(l.wakes))
 	}
 }

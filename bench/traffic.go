@@ -37,10 +37,6 @@ type traffic struct {
 	k             int64 // messages of the schedule sent (slots passed, in the phone regime)
 	senders       []*conn
 
-	// hold: a sender refused with RETRY_LATER sends nothing new until the
-	// retry_after has passed (PROTOCOL.md 8.5, backing off); its turns go
-	// to the others, and a message no sender can take waits.
-	hold bool
 	// blockedUntil: open loop, no sender could take the message due; none
 	// can before this (the earliest end of a hold or of a capped second).
 	blockedUntil int64
@@ -54,9 +50,10 @@ type traffic struct {
 func (t *traffic) due() int64 { return t.start + int64(float64(t.k)*t.interval) }
 
 // tick sends the open-loop messages that are due, round robin over the
-// senders, skipping those that are offline or at their frame cap: their
-// turn goes to the next sender, and a message no sender can take waits,
-// keeping its intended time.
+// senders, skipping those that are offline, at their frame cap, or held by
+// a RETRY_LATER (PROTOCOL.md 8.5: nothing new goes on that connection
+// until its retry_after has passed): their turn goes to the next sender,
+// and a message no sender can take waits, keeping its intended time.
 func (t *traffic) tick(l *loop) {
 	if !t.active || t.rate <= 0 || len(t.senders) == 0 {
 		return
@@ -77,7 +74,7 @@ func (t *traffic) tick(l *loop) {
 		for try := 0; try < len(t.senders); try++ {
 			x := t.senders[l.rr%len(t.senders)]
 			l.rr++
-			if x.state == stateReady && x.sending && !x.capped() && x.holdUntil <= l.now {
+			if x.state == stateReady && x.sending && !x.capped() && !x.sess.Held(time.Duration(l.now)) {
 				c = x
 				break
 			}
@@ -101,8 +98,9 @@ func (t *traffic) unblocked(now int64) int64 {
 	for _, c := range t.senders {
 		switch {
 		case c.state != stateReady || !c.sending:
-		case c.holdUntil > now:
-			at = min(at, c.holdUntil)
+		case c.sess.Held(time.Duration(now)):
+			end, _ := c.sess.SendDue(time.Duration(now))
+			at = min(at, int64(end))
 		case c.capped():
 			at = min(at, (now/sec+1)*sec)
 		}
@@ -174,10 +172,7 @@ func (c *conn) sendOwed() {
 		return
 	}
 	if c.capped() {
-		if !c.blockedCap {
-			c.blockedCap = true
-			l.blocked = append(l.blocked, c)
-		}
+		c.block()
 		return
 	}
 	slot := int64(c.phoneIdx) + c.slotsSent*int64(len(t.senders))

@@ -40,6 +40,7 @@
 //	s.Accepted(&a); s.Refused(&r, now); s.GoAway(&g)
 //	delay, again := s.Closed(code, now)                    // when it ends
 //	at, ok := s.NextWake(now)                              // when to call again
+//	at, ok = s.SendDue(now)                                // the same without the ACK
 //
 // The Session keeps msg_ids only; the driver keeps the bodies, so that a
 // load generator with thousands of connections generates them instead.

@@ -442,12 +442,24 @@ func (s *Session) NextWake(now time.Duration) (at time.Duration, ok bool) {
 	if s.ackPending {
 		at = s.ackAt
 	}
-	if s.state == stateReady {
-		if now < s.holdUntil {
-			at = min(at, s.holdUntil)
-		} else {
-			at = min(at, s.retryAt)
-		}
+	if send, ok := s.SendDue(now); ok {
+		at = min(at, send)
+	}
+	return at, at != never
+}
+
+// SendDue returns when NextSend may next give a message of the outbox
+// without anything new being queued: the end of a RETRY_LATER's hold, or
+// the earliest retry_after of a refused message; ok is false when neither
+// runs (or the session is not logged in: Welcome makes messages due). It is
+// the sending half of NextWake, for a driver that schedules ACKs itself.
+func (s *Session) SendDue(now time.Duration) (at time.Duration, ok bool) {
+	if s.state != stateReady {
+		return never, false
+	}
+	at = s.retryAt
+	if now < s.holdUntil {
+		at = s.holdUntil
 	}
 	return at, at != never
 }

@@ -121,8 +121,40 @@ func TestSessionHoldsNewSendsDuringRetryLater(t *testing.T) {
 	if at, ok := s.NextWake(200 * ms); !ok || at != 600*ms {
 		t.Fatalf("NextWake = %v, %v; want 600ms", at, ok)
 	}
+	if at, ok := s.SendDue(200 * ms); !ok || at != 600*ms {
+		t.Fatalf("SendDue = %v, %v; want 600ms", at, ok)
+	}
 	if got, want := drain(s, 600*ms), []sent{{1, true}, {3, false}}; !equalSent(got, want) {
 		t.Fatalf("at 600ms wrote %v, want %v", got, want)
+	}
+	if at, ok := s.SendDue(600 * ms); ok {
+		t.Fatalf("SendDue = %v after everything went; want none", at)
+	}
+}
+
+// TestSessionSendDueLeavesAcksOut: SendDue is NextWake without the ACK: a
+// driver that schedules ACKs itself wakes only for sends, and not while
+// the connection is down.
+func TestSessionSendDueLeavesAcksOut(t *testing.T) {
+	s := NewSession(Config{AckDelay: 5 * ms})
+	login(t, s, 0)
+	s.Entry(1)
+	s.Processed(1, 10, 0)
+	if at, ok := s.NextWake(0); !ok || at != 5*ms {
+		t.Fatalf("NextWake = %v, %v; want the ACK at 5ms", at, ok)
+	}
+	if at, ok := s.SendDue(0); ok {
+		t.Fatalf("SendDue = %v with only an ACK owed; want none", at)
+	}
+	s.Queue()
+	drain(s, 0)
+	s.Refused(&protocol.Refuse{MsgID: 1, Code: protocol.CodeStorage, RetryAfter: 40}, 0)
+	if at, ok := s.SendDue(0); !ok || at != 40*ms {
+		t.Fatalf("SendDue = %v, %v; want the retry_after's end, 40ms", at, ok)
+	}
+	s.Closed(0, 10*ms)
+	if at, ok := s.SendDue(10 * ms); ok {
+		t.Fatalf("SendDue = %v while down; want none (WELCOME makes messages due)", at)
 	}
 }
 
