@@ -43,6 +43,11 @@ type Options struct {
 	WriteTimeout time.Duration
 	// Dialer dials TCP; nil means a zero net.Dialer.
 	Dialer *net.Dialer
+	// Dict is the compression dictionary offered at login
+	// (protocol.DictV1); 0, the default, offers none. When the server takes
+	// it, frames it compresses (PROTOCOL.md 6) are inflated before Recv
+	// returns their events. Dial refuses a dictionary this build lacks.
+	Dict uint32
 }
 
 // ErrClosed is returned by Conn's methods after Close, or after the session
@@ -57,7 +62,8 @@ type Conn struct {
 	// Immutable after Dial.
 	addr  string
 	opts  Options
-	start time.Time // origin of the session clock
+	start time.Time       // origin of the session clock
+	codec *protocol.Codec // Options.Dict's; nil: none offered
 
 	// events carries what the read goroutine decoded to Recv. Its bound is
 	// Options.Events; a full channel stops the reader.
@@ -98,6 +104,13 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 	if opts.Dialer == nil {
 		opts.Dialer = &net.Dialer{}
 	}
+	var codec *protocol.Codec
+	if opts.Dict != 0 {
+		var ok bool
+		if codec, ok = protocol.Lookup(opts.Dict); !ok {
+			return nil, fmt.Errorf("client: no dictionary %d in this build", opts.Dict)
+		}
+	}
 	c := &Conn{
 		addr: addr, opts: opts, start: time.Now(),
 		events: make(chan Event, opts.Events),
@@ -105,6 +118,7 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 		done:   make(chan struct{}),
 		ended:  make(chan struct{}),
 		sess:   NewSession(opts.Session),
+		codec:  codec,
 		bodies: map[uint64]outMsg{},
 	}
 	fr, w, err := c.connect(ctx)
@@ -133,7 +147,7 @@ func (c *Conn) connect(ctx context.Context) (*protocol.FrameReader, *protocol.We
 	defer stop()
 	ping := uint32((c.opts.Ping + time.Second - 1) / time.Second)
 	c.mu.Lock()
-	login := c.sess.AppendLogin(nil, protocol.Login{Token: tok, Ping: ping})
+	login := c.sess.AppendLogin(nil, protocol.Login{Token: tok, Ping: ping, Dict: c.opts.Dict})
 	c.mu.Unlock()
 	if _, err := nc.Write(login); err != nil {
 		nc.Close()
@@ -142,7 +156,7 @@ func (c *Conn) connect(ctx context.Context) (*protocol.FrameReader, *protocol.We
 	fr := protocol.NewFrameReader(nc)
 	f, err := fr.Next()
 	if err == nil {
-		err = loginAnswer(f, c.sess)
+		err = loginAnswer(f, c.sess, c.opts.Dict)
 	}
 	if err != nil {
 		nc.Close()
@@ -162,8 +176,9 @@ func (c *Conn) connect(ctx context.Context) (*protocol.FrameReader, *protocol.We
 }
 
 // loginAnswer checks the first frame the server sent: WELCOME, or an ERROR
-// or GOAWAY refusing the login (recorded in s).
-func loginAnswer(f protocol.Frame, s *Session) error {
+// or GOAWAY refusing the login (recorded in s). A WELCOME may name no
+// dictionary or the one offered, dict.
+func loginAnswer(f protocol.Frame, s *Session, dict uint32) error {
 	switch f.Type {
 	case protocol.TypeWelcome:
 		var w protocol.Welcome
@@ -172,6 +187,9 @@ func loginAnswer(f protocol.Frame, s *Session) error {
 		}
 		if w.Version == 0 || w.Version > protocol.Version {
 			return fmt.Errorf("%w: server chose version %d", protocol.ErrUnsupportedVersion, w.Version)
+		}
+		if w.Dict != 0 && w.Dict != dict {
+			return fmt.Errorf("%w: server chose dictionary %d, client offered %d", protocol.ErrMalformed, w.Dict, dict)
 		}
 		return nil
 	case protocol.TypeError:
@@ -276,10 +294,18 @@ func (c *Conn) read(fr *protocol.FrameReader) (protocol.Code, error) {
 		if err != nil {
 			return 0, err
 		}
+		// Events own their memory: an inflated frame has its own, a plain
+		// one is copied out of the reader's buffer.
 		if f.Has(protocol.FlagCompressed) {
-			return 0, fmt.Errorf("%w: compressed %v with no dictionary", protocol.ErrDecompress, f.Type)
+			if c.codec == nil {
+				return 0, fmt.Errorf("%w: compressed %v with no dictionary", protocol.ErrDecompress, f.Type)
+			}
+			if f, err = c.codec.Inflate(f, nil, protocol.MaxServerFrame); err != nil {
+				return 0, fmt.Errorf("client: inflate: %w", err)
+			}
+		} else {
+			f.Payload = append([]byte(nil), f.Payload...)
 		}
-		f.Payload = append([]byte(nil), f.Payload...) // events own their memory
 		var evs []Event
 		switch f.Type {
 		case protocol.TypeError:
