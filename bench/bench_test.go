@@ -6,20 +6,18 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"switchboard/delivery"
 	"switchboard/gateway"
-	"switchboard/storage"
+	"switchboard/node"
 	"switchboard/token"
 )
 
@@ -53,47 +51,31 @@ func startServer(t *testing.T, dcfg delivery.Config) testServer {
 	return startServerSecret(t, dcfg, secret)
 }
 
-// startServerSecret starts a server whose key 3 is secret.
+// startServerSecret starts a server through package node, as serve does,
+// with its mailboxes in memory and key 3 secret.
 func startServerSecret(t *testing.T, dcfg delivery.Config, secret []byte) testServer {
 	t.Helper()
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st, err := storage.NewMemory(storage.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dcfg.Logger = quiet
-	r, err := delivery.New(dcfg, st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := gateway.New(gateway.Config{Addr: "127.0.0.1:0", Keys: token.Keys{3: secret}, Logger: quiet}, r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Start(srv)
-	ran := make(chan error, 1)
-	go func() { ran <- srv.Run() }()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	addr, err := srv.Addr(ctx)
+	cfg := node.Default()
+	cfg.Data, cfg.Memory, cfg.Metrics = "", true, ""
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	cfg.Delivery = dcfg
+	cfg.Gateway.Addr = "127.0.0.1:0"
+	cfg.Gateway.Keys = token.Keys{3: secret}
+	n, err := node.Start(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		srv.Drain()
-		r.Stop()
-		srv.Shutdown(ctx)
-		<-ran
-		st.Close()
+		n.Stop(ctx)
 	})
 	keys := filepath.Join(t.TempDir(), "keys")
 	body := "# test keys\n1 " + hex.EncodeToString(make([]byte, 32)) + "\n3 " + hex.EncodeToString(secret) + "\n"
 	if err := os.WriteFile(keys, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return testServer{addr: addr.String(), keys: keys, srv: srv, router: r}
+	return testServer{addr: n.Addr().String(), keys: keys, srv: n.Gateway(), router: n.Router()}
 }
 
 func (s testServer) config(scenario string) Config {
@@ -262,29 +244,6 @@ func TestSlow(t *testing.T) {
 	}
 	checkAllReceipted(t, res)
 	checkAllReceipted(t, res.Baseline)
-}
-
-// TestReceiptDropsFail runs chat against a server whose shard queues hold
-// two requests, so that it drops delivered receipts it cannot queue (its
-// ReceiptsDropped): the run must count them missing and fail.
-func TestReceiptDropsFail(t *testing.T) {
-	srv := startServer(t, delivery.Config{Shards: 2, QueueLen: 2})
-	cfg := srv.config("chat")
-	cfg.Pairs, cfg.Rate, cfg.Window, cfg.Duration, cfg.Drain = 20, 0, 8, time.Second, time.Second
-	res, err := Run(context.Background(), cfg)
-	if err != nil {
-		t.Fatalf("%v (failures %v)", err, failures(res))
-	}
-	dropped := srv.router.Stats().ReceiptsDropped.Load()
-	t.Logf("server dropped %d receipts; delivered %d, receipts %d, missing %d", dropped, res.Delivered, res.Receipts, res.ReceiptsMissing)
-	if dropped == 0 {
-		t.Skip("the server dropped no receipt in this run: nothing to catch")
-	}
-	if res.ReceiptsMissing == 0 || res.Passed() || !slices.ContainsFunc(res.Failures, func(f string) bool {
-		return strings.Contains(f, "got no delivered receipt")
-	}) {
-		t.Errorf("receipts missing %d, failures %v: the dropped receipts must fail the run", res.ReceiptsMissing, res.Failures)
-	}
 }
 
 // TestGroup runs the group scenario. While the server refuses group

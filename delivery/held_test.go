@@ -138,3 +138,64 @@ func TestAckAfterAFailedCommit(t *testing.T) {
 		t.Fatalf("the recipient's mailbox still holds %d entries (%v)", len(page), err)
 	}
 }
+
+// TestReceiptPutOffIsOfferedAgain: with the sender's shard stalled and its
+// held receipts at QueueLen, one more delivered receipt is put off
+// (ReceiptsDropped) but stays pending in storage; once the shard moves, the
+// next tick's rescan offers it again and it reaches the sender's mailbox.
+func TestReceiptPutOffIsOfferedAgain(t *testing.T) {
+	mem, err := storage.NewMemory(storage.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const sender = 1
+	store := &gatedStore{Store: mem, gate: make(chan struct{}), entered: make(chan struct{})}
+	r, err := delivery.New(delivery.Config{Shards: 2, QueueLen: 2}, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recipients []uint64
+	for u := uint64(2); len(recipients) < 3 || store.user == 0; u++ {
+		switch {
+		case r.ShardOf(u) != r.ShardOf(sender) && len(recipients) < 3:
+			recipients = append(recipients, u)
+		case r.ShardOf(u) == r.ShardOf(sender) && store.user == 0:
+			store.user = u // stalls the sender's shard
+		}
+	}
+	r.Start(sessions)
+	t.Cleanup(func() {
+		r.Stop()
+		mem.Close()
+	})
+	conns := make([]*fakeConn, len(recipients))
+	for i, rc := range recipients {
+		conns[i] = &fakeConn{}
+		login(t, r, conns[i], rc, 0)
+		send(t, r, &fakeConn{}, sender, uint64(10+i), rc) // the sender is offline: receipts are stored
+		waitFor(t, "the delivery", func() bool { return len(conns[i].items(delivery.OutEntry)) == 1 })
+	}
+
+	r.Logout(newFake().s(), delivery.To(store.user))
+	<-store.entered
+	for r.Ack(newFake().s(), delivery.To(store.user), 1) {
+	}
+	for i, rc := range recipients {
+		if !r.Ack(conns[i].s(), delivery.To(rc), conns[i].items(delivery.OutEntry)[0].Seq) {
+			t.Fatalf("recipient %d's shard is busy", rc)
+		}
+	}
+	waitFor(t, "a receipt put off", func() bool { return r.Stats().ReceiptsDropped.Load() > 0 })
+	close(store.gate)
+	waitFor(t, "every receipt in the sender's mailbox", func() bool {
+		r.Tick()
+		page, _, err := mem.Read(sender, 1, 10, 0, nil)
+		got := map[uint64]bool{}
+		for _, e := range page {
+			if e.Kind == storage.KindReceipt {
+				got[e.MsgID] = true
+			}
+		}
+		return err == nil && got[10] && got[11] && got[12]
+	})
+}

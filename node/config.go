@@ -20,8 +20,13 @@ import (
 type Config struct {
 	// Data is the data folder: the mailboxes (Badger, in Data/mailboxes,
 	// unless Storage.Dir is set) and, for cmd/switchboard, the keys file.
-	// Required.
+	// Required unless Memory.
 	Data string
+	// Memory keeps the mailboxes in memory (storage.NewMemory) instead of
+	// Badger: nothing survives Stop. For tests and for measuring the rest
+	// of the path without the store's cost; not a setting of serve, which
+	// must never accept a message it can lose.
+	Memory bool
 	// LogLevel is the lowest level logged: debug, info, warn or error.
 	// Empty means info. Read by whoever builds Logger.
 	LogLevel string
@@ -97,7 +102,7 @@ var placeholderKeys = token.Keys{1: make([]byte, token.SecretLen)}
 func (c Config) Validate() error {
 	c = c.WithDefaults()
 	var errs []error
-	if c.Data == "" && c.Storage.Dir == "" {
+	if c.Data == "" && c.Storage.Dir == "" && !c.Memory {
 		errs = append(errs, errors.New("data (--data): a data folder is required"))
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {

@@ -57,7 +57,11 @@ func Start(cfg Config) (*Node, error) {
 		return nil, errors.New("node: no token keys: at least one is required to verify logins")
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, runErr: make(chan error, 1), engDone: make(chan struct{})}
-	store, err := storage.Open(cfg.Storage)
+	open := storage.Open
+	if cfg.Memory {
+		open = storage.NewMemory
+	}
+	store, err := open(cfg.Storage)
 	if err != nil {
 		return nil, err
 	}

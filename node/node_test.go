@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -207,5 +208,44 @@ func TestReadyzWhileDraining(t *testing.T) {
 	}
 	if code, _ := get(t, admin+"/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz while draining: %d, want 200", code)
+	}
+}
+
+// TestMemoryNode: a node with Memory needs no data folder, writes nothing
+// to disk, and stores what it accepts until it stops.
+func TestMemoryNode(t *testing.T) {
+	cfg, secret := testConfig(t)
+	cfg.Data = ""
+	if err := cfg.Validate(); err == nil {
+		t.Fatal("a node without a data folder nor Memory validated")
+	}
+	cfg.Memory = true
+	cfg.Metrics = ""
+	n, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tok := token.Mint(secret, token.Claims{KeyID: 1, User: 1, Device: 1, Expiry: time.Now().Add(time.Hour)})
+	a, err := protocol.Dial(ctx, n.Addr().String(), protocol.ClientOptions{Token: tok})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	id, err := a.Send(2, []byte("kept in memory"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.WaitAccept(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	entries, _, err := n.Store().Read(2, 0, 10, 1<<20, nil)
+	if err != nil || len(entries) != 1 || entries[0].Sender != 1 || entries[0].MsgID != id || !strings.Contains(string(entries[0].Value), "kept in memory") {
+		t.Fatalf("the memory store holds %d entries (%v), want the message", len(entries), err)
+	}
+	if _, err := os.Stat("data"); err == nil {
+		t.Error("a memory node made a data folder in the working directory")
 	}
 }
