@@ -18,19 +18,19 @@ import (
 // without bit 24).
 func hostFiles() map[string]string {
 	return map[string]string{
-		"proc/sys/fs/file-max":                       "2466286\n",
-		"proc/sys/fs/nr_open":                        "1048576\n",
-		"proc/sys/fs/file-nr":                        "464\t0\t2466286\n",
-		"proc/sys/net/core/somaxconn":                "4096\n",
-		"proc/sys/net/ipv4/tcp_max_syn_backlog":      "2048\n",
-		"proc/sys/net/ipv4/ip_local_port_range":      "32768\t60999\n",
-		"proc/sys/net/ipv4/tcp_mem":                  "287913\t383885\t575826\n",
-		"proc/sys/net/ipv4/tcp_rmem":                 "4096\t131072\t33554432\n",
-		"proc/sys/net/ipv4/tcp_wmem":                 "4096\t16384\t4194304\n",
-		"proc/sys/net/netfilter/nf_conntrack_max":    "262144\n",
-		"proc/sys/net/netfilter/nf_conntrack_count":  "0\n",
-		"proc/meminfo":                               "MemTotal:       24683756 kB\nMemFree:        24263888 kB\nMemAvailable:    8388608 kB\nSlab:             123456 kB\n",
-		"proc/self/status":                           "Name:\tswitchboard\nCapInh:\t0000000000000000\nCapPrm:\t000001fffeffffff\nCapEff:\t000001fffeffffff\n",
+		"proc/sys/fs/file-max":                      "2466286\n",
+		"proc/sys/fs/nr_open":                       "1048576\n",
+		"proc/sys/fs/file-nr":                       "464\t0\t2466286\n",
+		"proc/sys/net/core/somaxconn":               "4096\n",
+		"proc/sys/net/ipv4/tcp_max_syn_backlog":     "2048\n",
+		"proc/sys/net/ipv4/ip_local_port_range":     "32768\t60999\n",
+		"proc/sys/net/ipv4/tcp_mem":                 "287913\t383885\t575826\n",
+		"proc/sys/net/ipv4/tcp_rmem":                "4096\t131072\t33554432\n",
+		"proc/sys/net/ipv4/tcp_wmem":                "4096\t16384\t4194304\n",
+		"proc/sys/net/netfilter/nf_conntrack_max":   "262144\n",
+		"proc/sys/net/netfilter/nf_conntrack_count": "0\n",
+		"proc/meminfo":                              "MemTotal:       24683756 kB\nMemFree:        24263888 kB\nMemAvailable:    8388608 kB\nSlab:             123456 kB\n",
+		"proc/self/status":                          "Name:\tswitchboard\nCapInh:\t0000000000000000\nCapPrm:\t000001fffeffffff\nCapEff:\t000001fffeffffff\n",
 	}
 }
 
@@ -137,7 +137,7 @@ func TestReportFakeHosts(t *testing.T) {
 			},
 			soft: 1048576, hard: 1048576,
 			binding: "conntrack", conns: 15384,
-			raise:   []string{"sysctl -w net.netfilter.nf_conntrack_max=1770472"},
+			raise: []string{"sysctl -w net.netfilter.nf_conntrack_max=1770472"},
 		},
 		{
 			name: "unlimited open files: tcp_mem",
@@ -146,7 +146,7 @@ func TestReportFakeHosts(t *testing.T) {
 			},
 			soft: unix.RLIM_INFINITY, hard: unix.RLIM_INFINITY,
 			binding: "tcp_mem", conns: 3000,
-			raise:   []string{`sysctl -w net.ipv4.tcp_mem="2000 4000 6000"   # doubles it; the kernel's default is ~9% of memory`},
+			raise: []string{`sysctl -w net.ipv4.tcp_mem="2000 4000 6000"   # doubles it; the kernel's default is ~9% of memory`},
 		},
 	}
 	for _, tc := range tests {
