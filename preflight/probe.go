@@ -287,7 +287,10 @@ func statfsBytes(path string) (free, total uint64, err error) {
 
 // existingParent returns dir, or its nearest parent that exists.
 func existingParent(dir string) string {
-	d := filepath.Clean(dir)
+	d, err := filepath.Abs(dir)
+	if err != nil {
+		d = filepath.Clean(dir)
+	}
 	for {
 		if _, err := os.Stat(d); err == nil {
 			return d

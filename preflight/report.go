@@ -115,27 +115,27 @@ func NewReport(f Facts) Report {
 			Raise: sysctlRaise("fs.nr_open", f.NrOpen, want)},
 		{Name: "file_max", Setting: "fs.file-max", Value: f.FileMax, Unit: "files",
 			Connections: files(f.FileMax - f.FilesOpen), Scope: ScopeSystem,
-			Note:  fmt.Sprintf("open files of every process together; %d are open now. A client on this host costs one more per connection (its end)", f.FilesOpen),
+			Note:  fmt.Sprintf("open files of every process together; %s are open now. A client on this host costs one more per connection (its end)", group(f.FilesOpen)),
 			Raise: sysctlRaise("fs.file-max", f.FileMax, f.FilesOpen+want)},
 		{Name: "memory", Setting: "MemAvailable (/proc/meminfo)", Value: f.MemAvailable, Unit: "bytes",
 			Connections: memConns, Scope: ScopeSystem,
-			Note: fmt.Sprintf("%d B server RSS + %d B kernel per idle connection, after %d MiB for an empty server; a connection that has exchanged messages costs ~2.8 KiB of server RSS",
-				c.ServerBytes, c.KernelBytes, c.ServerBaseBytes>>20),
+			Note: fmt.Sprintf("%d B server RSS + %s B kernel per idle connection, after %d MiB for an empty server; a connection that has exchanged messages costs ~2.8 KiB of server RSS",
+				c.ServerBytes, group(c.KernelBytes), c.ServerBaseBytes>>20),
 			Raise: []string{"more memory, or fewer other processes on the host"}},
 		tcpMemLimit(f),
 	}
 	if f.Conntrack {
 		r.Limits = append(r.Limits, Limit{Name: "conntrack", Setting: "net.netfilter.nf_conntrack_max", Value: f.ConntrackMax, Unit: "entries",
 			Connections: max(f.ConntrackMax-f.ConntrackCount, 0), Scope: ScopeSystem,
-			Note:  fmt.Sprintf("nf_conntrack is loaded: one entry per tracked connection (%d in use); it binds only if a firewall or NAT rule tracks this traffic, and a full table drops new connections", f.ConntrackCount),
+			Note:  fmt.Sprintf("nf_conntrack is loaded: one entry per tracked connection (%s in use); it binds only if a firewall or NAT rule tracks this traffic, and a full table drops new connections", group(f.ConntrackCount)),
 			Raise: sysctlRaise("net.netfilter.nf_conntrack_max", f.ConntrackMax, f.ConntrackCount+want)})
 	}
 	ports := f.PortHigh - f.PortLow + 1
 	r.Limits = append(r.Limits,
 		Limit{Name: "ports", Setting: "net.ipv4.ip_local_port_range", Value: ports, Unit: "ports",
 			Connections: ports, Scope: ScopeClient,
-			Note: fmt.Sprintf("ports %d-%d: a client takes one per connection, so one source address reaches one server address with at most %d; the server's end takes none. A client on this host (the load generator) needs more source addresses (127.0.0.0/8) or servers beyond that",
-				f.PortLow, f.PortHigh, ports),
+			Note: fmt.Sprintf("ports %d-%d: a client takes one per connection, so one source address reaches one server address with at most %s; the server's end takes none. A client on this host (the load generator) needs more source addresses (127.0.0.0/8) or servers beyond that",
+				f.PortLow, f.PortHigh, group(ports)),
 			Raise: portsRaise(f)},
 		acceptLimit("somaxconn", "net.core.somaxconn", f.Somaxconn,
 			"bounds the connections waiting for accept at once (the listen backlog), not those held; past it a reconnect storm's SYNs are dropped and retried"),
@@ -178,7 +178,7 @@ func summary(r Report, memConns int64) string {
 		case b.Name == "nofile_soft" && f.NofileSoft < f.NofileHard:
 			s += fmt.Sprintf(" `ulimit -n %d` raises it to the hard limit without privilege.", clampRlimit(f.NofileHard))
 		case !f.CanRaiseHard:
-			s += " The hard limit is the same and this process lacks CAP_SYS_RESOURCE, so it cannot be raised from here: more connections take several server processes (each with its own data folder) or a higher limit set by whoever starts the process (LimitNOFILE=, docker --ulimit)."
+			s += fmt.Sprintf(" The hard limit is the same and this process lacks CAP_SYS_RESOURCE, so it cannot be raised from here: more connections take several server processes (each with its own data folder, each holding %s) or a higher limit set by whoever starts the process (LimitNOFILE=, docker --ulimit).", group(r.Connections))
 		default:
 			s += " Raise the hard and soft limit together (commands below)."
 		}
@@ -200,8 +200,8 @@ func tcpMemLimit(f Facts) Limit {
 	m := f.TCPMemPages
 	l := Limit{Name: "tcp_mem", Setting: "net.ipv4.tcp_mem", Value: m[2], Unit: "pages",
 		Connections: m[2] / bufferPagesPerConn, Scope: ScopeSystem,
-		Note: fmt.Sprintf("socket buffer memory of all TCP sockets, pages of %d B: %d low, %d pressure, %d high (%d MiB). An idle connection holds none; the count is of connections holding one page of queued data at once. Per socket, tcp_rmem %d/%d/%d and tcp_wmem %d/%d/%d B (min/default/max)",
-			f.PageSize, m[0], m[1], m[2], m[2]*int64(f.PageSize)>>20,
+		Note: fmt.Sprintf("socket buffer memory of all TCP sockets, pages of %d B: %s low, %s pressure, %s high (%s). An idle connection holds none; the count is of connections holding one page of queued data at once. Per socket, tcp_rmem %d/%d/%d and tcp_wmem %d/%d/%d B (min/default/max)",
+			f.PageSize, group(m[0]), group(m[1]), group(m[2]), size(m[2]*int64(f.PageSize)),
 			f.TCPRmem[0], f.TCPRmem[1], f.TCPRmem[2], f.TCPWmem[0], f.TCPWmem[1], f.TCPWmem[2]),
 	}
 	v := fmt.Sprintf("%d %d %d", 2*m[0], 2*m[1], 2*m[2])
@@ -230,8 +230,8 @@ func diskLimit(f Facts) Limit {
 	// creates in the data folder.
 	const floor = (256 + 64) << 20
 	l := Limit{Name: "disk", Setting: "free disk (" + f.DiskPath + ")", Value: f.DiskFree, Unit: "bytes", Connections: -1, Scope: ScopeHost,
-		Note: fmt.Sprintf("bounds stored messages, not connections; serve refuses new messages below --min-free (256 MiB) and keeps a 64 MiB reserve file; %d MiB free of %d MiB",
-			f.DiskFree>>20, f.DiskTotal>>20)}
+		Note: fmt.Sprintf("bounds stored messages, not connections; serve refuses new messages below --min-free (256 MiB) and keeps a 64 MiB reserve file; %s free of %s",
+			size(f.DiskFree), size(f.DiskTotal))}
 	if f.DiskFree < floor {
 		l.Note += "; BELOW what serve needs to accept messages"
 		l.Raise = []string{"free space on " + f.DiskPath + ", or a data folder on a larger disk (--data)"}

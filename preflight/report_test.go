@@ -236,7 +236,7 @@ func TestReportThisMachine(t *testing.T) {
 	if got := limitNamed(t, r, "ports").Raise; !slices.Contains(got, `sysctl -w net.ipv4.ip_local_port_range="1024 65535"`) {
 		t.Errorf("ports raise %q", got)
 	}
-	if n := limitNamed(t, r, "ports").Note; !strings.Contains(n, "one source address reaches one server address with at most 28232") {
+	if n := limitNamed(t, r, "ports").Note; !strings.Contains(n, "one source address reaches one server address with at most 28,232") {
 		t.Errorf("ports note does not say what the range bounds: %s", n)
 	}
 	if !strings.Contains(limitNamed(t, r, "nofile_hard").Note, "lacks CAP_SYS_RESOURCE") {
