@@ -1,9 +1,9 @@
 // Command switchboard is Switchboard's one binary: the server, the token
 // minter, and the tools around them.
 //
-//	switchboard serve   run the server
-//	switchboard token   mint a login token from the server's secret
-//	switchboard bench   load-generate against a server and report
+//	switchboard serve      run the server
+//	switchboard token      mint a login token from the server's secret
+//	switchboard bench      load-generate against a server and report
 //	switchboard preflight  how many connections this host can hold, and what binds
 //
 // Each subcommand's -h lists its flags and exits 0; a flag it does not know
