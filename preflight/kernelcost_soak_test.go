@@ -4,7 +4,6 @@ package preflight
 
 import (
 	"bufio"
-	"fmt"
 	"net"
 	"os"
 	"runtime"
@@ -166,7 +165,7 @@ func kernelCounters(t *testing.T) (slab, caches, epoll int64, tcpMem int) {
 		}
 	}
 	if tcpMem == 0 && !strings.Contains(string(b), "TCP:") {
-		t.Fatal(fmt.Errorf("no TCP line in /proc/net/sockstat"))
+		t.Fatal("no TCP line in /proc/net/sockstat")
 	}
 	return slab, caches, epoll, tcpMem
 }

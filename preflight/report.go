@@ -1,9 +1,6 @@
 package preflight
 
-import (
-	"fmt"
-	"math"
-)
+import "fmt"
 
 // Scopes of a Limit: what it bounds.
 const (
@@ -93,7 +90,7 @@ func NewReport(f Facts) Report {
 		raiseNofile = append(raiseNofile, fmt.Sprintf("(first raise fs.nr_open to %d: no process may have a higher limit)", nofileTarget))
 	}
 
-	softNote := fmt.Sprintf("one file per connection, besides a reserve of %d (%d files open besides connections, +%d headroom, +a quarter of them; it grows with the store)",
+	softNote := fmt.Sprintf("one file per connection, besides a reserve of %d (%d files open besides connections, +%d headroom, +a quarter of them; it grows with the store); serve reads the limit when it starts",
 		reserve, c.OtherFiles, fdHeadroom)
 	softRaise := raiseNofile
 	if soft < hard {
@@ -138,7 +135,7 @@ func NewReport(f Facts) Report {
 				f.PortLow, f.PortHigh, group(ports)),
 			Raise: portsRaise(f)},
 		acceptLimit("somaxconn", "net.core.somaxconn", f.Somaxconn,
-			"bounds the connections waiting for accept at once (the listen backlog), not those held; past it a reconnect storm's SYNs are dropped and retried"),
+			"bounds the connections waiting for accept at once (gnet asks for somaxconn as each listener's backlog), not those held; past it a reconnect storm's SYNs are dropped and retried"),
 		acceptLimit("syn_backlog", "net.ipv4.tcp_max_syn_backlog", f.SynBacklog,
 			"bounds half-open connections (SYN received, handshake not done); past it the kernel answers with SYN cookies or drops"),
 		diskLimit(f),
@@ -267,7 +264,7 @@ func sysctlRaise(key string, cur, want int64) []string {
 // clampRlimit reads RLIM_INFINITY and anything past 2^30 as 2^30, as the
 // gateway does.
 func clampRlimit(v uint64) int64 {
-	if v > unlimited || v > math.MaxInt64 {
+	if v > unlimited {
 		return unlimited
 	}
 	return int64(v)

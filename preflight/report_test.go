@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -256,7 +257,7 @@ func TestStoreFilesInReserve(t *testing.T) {
 	// DISCARD; no memtable file (one more when it runs).
 	names := []string{"MANIFEST", "KEYREGISTRY", "DISCARD", "000001.vlog", "000002.vlog"}
 	for i := range 8 {
-		names = append(names, filepath.Join(string(rune('a'+i))+".sst"))
+		names = append(names, fmt.Sprintf("%06d.sst", i+1))
 	}
 	for _, n := range names {
 		if err := os.WriteFile(filepath.Join(store, n), nil, 0o644); err != nil {
