@@ -77,7 +77,7 @@ func NewReport(f Facts) Report {
 	want := (memConns*c.FilesPerConn + reserve + 1023) / 1024 * 1024
 
 	soft, hard := clampRlimit(f.NofileSoft), clampRlimit(f.NofileHard)
-	nofileTarget := max(want, hard)
+	nofileTarget := want
 	// serve reads the limit when it starts (gateway/filelimit.go): each
 	// of these takes effect at its next start.
 	raiseNofile := []string{
@@ -92,9 +92,17 @@ func NewReport(f Facts) Report {
 
 	softNote := fmt.Sprintf("one file per connection, besides a reserve of %d (%d files open besides connections, +%d headroom, +a quarter of them; it grows with the store); serve reads the limit when it starts",
 		reserve, c.OtherFiles, fdHeadroom)
-	softRaise := raiseNofile
-	if soft < hard {
-		softRaise = append([]string{fmt.Sprintf("ulimit -n %d   # up to the hard limit, no privilege needed", hard)}, raiseNofile...)
+	// A limit that already holds every connection memory allows needs
+	// nothing; a soft limit under the hard one is raised to it first.
+	var softRaise, hardRaise []string
+	if hard < want {
+		hardRaise = raiseNofile
+	}
+	if soft < want {
+		softRaise = hardRaise
+		if soft < hard {
+			softRaise = append([]string{fmt.Sprintf("ulimit -n %d   # up to the hard limit, no privilege needed", hard)}, hardRaise...)
+		}
 	}
 	hardNote := "the highest soft limit a process may set itself"
 	if !f.CanRaiseHard {
@@ -105,7 +113,7 @@ func NewReport(f Facts) Report {
 		{Name: "nofile_soft", Setting: "RLIMIT_NOFILE soft (ulimit -n)", Value: int64(soft), Unit: "files",
 			Connections: files(soft), Scope: ScopeProcess, Note: softNote, Raise: softRaise},
 		{Name: "nofile_hard", Setting: "RLIMIT_NOFILE hard (ulimit -Hn)", Value: int64(hard), Unit: "files",
-			Connections: files(hard), Scope: ScopeProcess, Note: hardNote, Raise: raiseNofile},
+			Connections: files(hard), Scope: ScopeProcess, Note: hardNote, Raise: hardRaise},
 		{Name: "nr_open", Setting: "fs.nr_open", Value: f.NrOpen, Unit: "files",
 			Connections: files(f.NrOpen), Scope: ScopeProcess,
 			Note:  "the highest open-file limit any process may have",
@@ -167,7 +175,7 @@ func summary(r Report, memConns int64) string {
 			b = l
 		}
 	}
-	s := fmt.Sprintf("One server process can hold %s idle connections here: %s = %s binds first.", group(r.Connections), b.Setting, group(b.Value))
+	s := fmt.Sprintf("One server process can hold %s idle connections here: the %s of %s binds first.", group(r.Connections), b.Setting, value(b, f.PageSize))
 	switch b.Name {
 	case "nofile_soft", "nofile_hard":
 		s += fmt.Sprintf(" That is the limit less a reserve of %d files the gateway keeps for the store, listeners and pollers; the reserve grows with the store, so the cap falls a little as it does.", r.Costs.ReserveFiles)

@@ -87,6 +87,7 @@ func TestReportFakeHosts(t *testing.T) {
 		binding    string
 		conns      int64
 		raise      []string // lines the binding limit's Raise must hold
+		noRaise    []string // limits that need no raise
 		summary    string   // a phrase the summary must hold
 	}{
 		{
@@ -114,7 +115,9 @@ func TestReportFakeHosts(t *testing.T) {
 			},
 			soft: 1048576, hard: 1048576,
 			binding: "memory", conns: 9524, // (64 MiB − 20 MiB) / 4,844 B
-			raise:   []string{"more memory, or fewer other processes on the host"},
+			raise: []string{"more memory, or fewer other processes on the host"},
+			// 9,524 connections and the reserve fit 10,240 files.
+			noRaise: []string{"nofile_soft", "nofile_hard", "nr_open", "file_max", "conntrack"},
 			summary: "Memory binds",
 		},
 		{
@@ -177,6 +180,11 @@ func TestReportFakeHosts(t *testing.T) {
 			for _, line := range tc.raise {
 				if !slices.Contains(b.Raise, line) {
 					t.Errorf("%s.Raise lacks %q; has:\n%s", b.Name, line, strings.Join(b.Raise, "\n"))
+				}
+			}
+			for _, name := range tc.noRaise {
+				if l := limitNamed(t, r, name); l.Raise != nil {
+					t.Errorf("%s (%d) needs no raise, got %q", name, l.Value, l.Raise)
 				}
 			}
 			if !strings.Contains(r.Summary, tc.summary) {
@@ -391,7 +399,7 @@ func TestWriteText(t *testing.T) {
 		t.Errorf("%d limits marked as binding, want 1", n)
 	}
 	for _, want := range []string{
-		"One server process can hold 19,909 idle connections here: RLIMIT_NOFILE soft (ulimit -n) =\n20,000 binds first.",
+		"One server process can hold 19,909 idle connections here: the RLIMIT_NOFILE soft (ulimit\n-n) of 20,000 files binds first.",
 		"\n    LimitNOFILE=1769472   # systemd: the [Service] section of the unit\n",
 		"\n    sysctl -w fs.nr_open=1769472\n",
 		"575,826 pages (2.2 GiB)  575,826",
