@@ -30,6 +30,9 @@ var allowed = map[string][]string{
 	"bench":  {"protocol", "token", "client"},
 	// node owns the process: it configures, starts and stops the others.
 	"node": {"protocol", "storage", "delivery", "gateway", "token"},
+	// preflight reads the host; the figures it shares with the gateway
+	// (the reserve of files) it restates and cites.
+	"preflight": {},
 }
 
 // confined lists the third-party modules that one folder alone may import,

@@ -1,9 +1,10 @@
 // Command switchboard is Switchboard's one binary: the server, the token
 // minter, and the tools around them.
 //
-//	switchboard serve   run the server
-//	switchboard token   mint a login token from the server's secret
-//	switchboard bench   load-generate against a server and report
+//	switchboard serve      run the server
+//	switchboard token      mint a login token from the server's secret
+//	switchboard bench      load-generate against a server and report
+//	switchboard preflight  how many connections this host can hold, and what binds
 //
 // Each subcommand's -h lists its flags and exits 0; a flag it does not know
 // exits 2. serve's settings also come from a TOML file and SWITCHBOARD_
@@ -27,6 +28,7 @@ func commands() []command {
 		{"serve", "run the server", serve},
 		{"token", "mint a login token from the server's secret", tokenCmd},
 		{"bench", "load-generate against a server and report", benchCmd},
+		{"preflight", "how many connections this host can hold, and what binds", preflightCmd},
 	}
 }
 
@@ -67,7 +69,7 @@ func exitCode(name string, err error) int {
 func usage() {
 	fmt.Fprintln(os.Stderr, "Usage: switchboard <command> [flags]\n\nCommands:")
 	for _, c := range commands() {
-		fmt.Fprintf(os.Stderr, "  %-8s %s\n", c.name, c.summary)
+		fmt.Fprintf(os.Stderr, "  %-10s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(os.Stderr, "\nRun 'switchboard <command> -h' for a command's flags.")
 }

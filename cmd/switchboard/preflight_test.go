@@ -1,0 +1,85 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"switchboard/preflight"
+)
+
+func TestPreflightFlags(t *testing.T) {
+	var out bytes.Buffer
+	if code := exitCode("preflight", runPreflight([]string{"-h"}, &out, preflight.Probe{})); code != 0 {
+		t.Errorf("-h exits %d, want 0", code)
+	}
+	if code := exitCode("preflight", runPreflight([]string{"--no-such-flag"}, &out, preflight.Probe{})); code != 2 {
+		t.Errorf("an unknown flag exits %d, want 2", code)
+	}
+	if code := exitCode("preflight", runPreflight([]string{"extra"}, &out, preflight.Probe{})); code != 2 {
+		t.Errorf("an argument exits %d, want 2", code)
+	}
+	if out.Len() != 0 {
+		t.Errorf("nothing is reported on a bad command line, got %q", out.String())
+	}
+}
+
+// TestPreflightThisHost runs the command on this machine, as text and as
+// JSON: the open-file figure is the process's limit, the binding limit's
+// count is the report's, and the text marks it.
+func TestPreflightThisHost(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	var js bytes.Buffer
+	if err := runPreflight([]string{"--data", data, "--json"}, &js, preflight.Probe{}); err != nil {
+		t.Fatal(err)
+	}
+	var r struct {
+		Connections int64  `json:"connections"`
+		Binding     string `json:"binding"`
+		Facts       struct {
+			NofileSoft uint64 `json:"nofile_soft"`
+		} `json:"facts"`
+		Limits []struct {
+			Name        string `json:"name"`
+			Setting     string `json:"setting"`
+			Connections int64  `json:"connections"`
+			Binding     bool   `json:"binding"`
+		} `json:"limits"`
+	}
+	if err := json.Unmarshal(js.Bytes(), &r); err != nil {
+		t.Fatalf("%v: %s", err, js.String())
+	}
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	if r.Facts.NofileSoft != lim.Cur {
+		t.Errorf("nofile_soft %d, getrlimit says %d", r.Facts.NofileSoft, lim.Cur)
+	}
+	setting := ""
+	for _, l := range r.Limits {
+		if l.Binding {
+			if l.Name != r.Binding || l.Connections != r.Connections {
+				t.Errorf("limit %s (%d connections) marked binding; the report says %s (%d)", l.Name, l.Connections, r.Binding, r.Connections)
+			}
+			setting = l.Setting
+		}
+	}
+
+	var text bytes.Buffer
+	if err := runPreflight([]string{"--data", data}, &text, preflight.Probe{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(text.String(), "\n") {
+		if strings.HasSuffix(strings.TrimSpace(line), "<- binds first") && !strings.HasPrefix(line, setting) {
+			t.Errorf("text marks %q as binding, JSON says %s", line, setting)
+		}
+	}
+	if !strings.Contains(text.String(), "One server process can hold ") {
+		t.Errorf("text has no summary:\n%s", text.String())
+	}
+}
