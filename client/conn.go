@@ -11,10 +11,11 @@ import (
 	"switchboard/protocol"
 )
 
-// Event is what Conn.Recv returns: a *protocol.Deliver, *protocol.Receipt,
-// *protocol.GroupEvent (mailbox entries), *protocol.Accept, *protocol.Refuse,
-// *protocol.Signal or *Reconnected. Each is freshly allocated and owned by
-// the caller.
+// Event is what Conn.Recv returns: a *protocol.Deliver, *protocol.Receipt
+// (delivered, read or expired), *protocol.GroupEvent (mailbox entries),
+// *protocol.Accept (of a SEND or, with Ref, of a GROUP request),
+// *protocol.Refuse, *protocol.Signal (typing…) or *Reconnected. Each is
+// freshly allocated and owned by the caller.
 type Event = any
 
 // Reconnected is the Event that starts each connection after the first:
@@ -43,6 +44,17 @@ type Options struct {
 	WriteTimeout time.Duration
 	// Dialer dials TCP; nil means a zero net.Dialer.
 	Dialer *net.Dialer
+
+	// Outbox is the outbox the application persisted (Conn.Outbox) when it
+	// last ran, in msg_id order: every entry goes again, with flag B for a
+	// SEND, as soon as the session is logged in (PROTOCOL.md 8.5). Ids must
+	// rise; the msg_id counter moves past the last. nil: nothing to resend.
+	Outbox []Outgoing
+	// ManualAck makes the application say when an entry is stored: Recv then
+	// leaves the resume point where it is, and Processed moves it and owes
+	// the ACK. false: an entry counts as stored once Recv returned it, which
+	// suits an application that keeps nothing across restarts.
+	ManualAck bool
 }
 
 // ErrClosed is returned by Conn's methods after Close, or after the session
@@ -63,9 +75,12 @@ type Conn struct {
 	// Options.Events; a full channel stops the reader.
 	events chan Event
 	kick   chan struct{} // wakes the timer goroutine; capacity 1, sends never block
-	done   chan struct{} // closed by Close
-	ended  chan struct{} // closed when the run goroutine returns, after cause is set
-	cause  error
+	// changed tells a watcher that Status changed; capacity 1, sends never
+	// block, so a watcher that is slow sees the latest Status, not each.
+	changed chan struct{}
+	done    chan struct{} // closed by Close
+	ended   chan struct{} // closed when the run goroutine returns, after cause is set
+	cause   error
 
 	mu     sync.Mutex // guards everything below, and writes to nc
 	sess   *Session
@@ -74,13 +89,21 @@ type Conn struct {
 	wbuf   []byte
 	wrote  time.Duration // when something was last written
 	ping   time.Duration // granted keepalive interval
+	state  State         // what Status reports, with the fields below
+	last   uint64        // WELCOME.last of the current or last connection
+	downAt time.Time     // when the last connection ended
+	retry  time.Time     // offline: when the next attempt starts
+	err    error         // why the last connection ended or the last attempt failed
 }
 
-// outMsg is a message of the outbox: what a resend writes again.
+// outMsg is a message or GROUP request of the outbox: what a resend writes
+// again.
 type outMsg struct {
-	to    uint64
-	group bool
+	to    uint64 // the user, or the group (0 for a create)
+	group bool   // a SEND to a group
 	body  []byte
+	op    protocol.GroupOp // not 0: a GROUP request
+	mem   []uint64         // its members
 }
 
 // Dial logs in to addr and returns once the first WELCOME arrived, or with
@@ -100,12 +123,18 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 	}
 	c := &Conn{
 		addr: addr, opts: opts, start: time.Now(),
-		events: make(chan Event, opts.Events),
-		kick:   make(chan struct{}, 1),
-		done:   make(chan struct{}),
-		ended:  make(chan struct{}),
-		sess:   NewSession(opts.Session),
-		bodies: map[uint64]outMsg{},
+		events:  make(chan Event, opts.Events),
+		kick:    make(chan struct{}, 1),
+		changed: make(chan struct{}, 1),
+		done:    make(chan struct{}),
+		ended:   make(chan struct{}),
+		sess:    NewSession(opts.Session),
+		bodies:  map[uint64]outMsg{},
+	}
+	for _, o := range opts.Outbox {
+		if err := c.restoreLocked(o); err != nil {
+			return nil, err
+		}
 	}
 	fr, w, err := c.connect(ctx)
 	if err != nil {
@@ -121,6 +150,7 @@ func (c *Conn) now() time.Duration { return time.Since(c.start) }
 
 // connect dials, writes the preface and LOGIN and reads WELCOME.
 func (c *Conn) connect(ctx context.Context) (*protocol.FrameReader, *protocol.Welcome, error) {
+	c.setState(StateLogin, nil)
 	tok, err := c.opts.Token(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("client: token: %w", err)
@@ -197,7 +227,14 @@ func (c *Conn) welcomed(w *protocol.Welcome) {
 	defer c.mu.Unlock()
 	c.sess.Welcome(w, c.now())
 	c.ping = time.Duration(w.Ping) * time.Second
+	c.last = w.Last
+	c.state = StateResuming
+	if c.sess.Resume() >= w.Last {
+		c.state = StateCaughtUp // nothing waits past what the device has
+	}
+	c.err = nil
 	c.flushLocked()
+	c.notify()
 }
 
 // run reads frames until the connection ends, then reconnects after the
@@ -212,21 +249,23 @@ func (c *Conn) run(fr *protocol.FrameReader) {
 		}
 		c.nc = nil
 		delay, again := c.sess.Closed(code, c.now())
+		c.downAt = time.Now()
 		c.mu.Unlock()
 		if c.isClosed() {
-			c.cause = ErrClosed
+			c.end(ErrClosed)
 			return
 		}
 		if !again {
-			c.cause = fmt.Errorf("%w: %w", ErrClosed, err)
+			c.end(fmt.Errorf("%w: %w", ErrClosed, err))
 			return
 		}
+		c.offline(err, delay)
 		for {
 			t := time.NewTimer(delay)
 			select {
 			case <-c.done:
 				t.Stop()
-				c.cause = ErrClosed
+				c.end(ErrClosed)
 				return
 			case <-t.C:
 			}
@@ -252,9 +291,10 @@ func (c *Conn) run(fr *protocol.FrameReader) {
 			delay, again = c.sess.Closed(code, c.now())
 			c.mu.Unlock()
 			if !again {
-				c.cause = fmt.Errorf("%w: %w", ErrClosed, err)
+				c.end(fmt.Errorf("%w: %w", ErrClosed, err))
 				return
 			}
+			c.offline(err, delay)
 		}
 	}
 }
@@ -343,17 +383,13 @@ func (c *Conn) read(fr *protocol.FrameReader) (protocol.Code, error) {
 
 // Recv returns the next Event, waiting until one arrives or ctx is done. A
 // mailbox entry counts as received once Recv returned it: it is then
-// acknowledged (coalesced with others) and the resume point moves past it.
+// acknowledged (coalesced with others) and the resume point moves past it;
+// with Options.ManualAck, once it is passed to Processed instead.
 func (c *Conn) Recv(ctx context.Context) (Event, error) {
 	select {
 	case ev := <-c.events:
-		if seq := seqOf(ev); seq != 0 {
-			c.mu.Lock()
-			if c.sess.Processed(seq, entrySize(ev), c.now()) {
-				c.writeLocked(c.sess.AppendAck(c.wbuf[:0]))
-			}
-			c.mu.Unlock()
-			c.wake()
+		if !c.opts.ManualAck {
+			c.processed(ev)
 		}
 		return ev, nil
 	case <-c.ended:
@@ -383,6 +419,26 @@ func (c *Conn) Send(to uint64, group bool, body []byte) (msgID uint64, err error
 	c.bodies[id] = outMsg{to: to, group: group, body: append([]byte(nil), body...)}
 	c.flushLocked()
 	return id, nil
+}
+
+// processed moves the resume point to ev's seq, if ev is a mailbox entry,
+// and writes the ACK if one is due now; the timer goroutine writes it later
+// otherwise.
+func (c *Conn) processed(ev Event) {
+	seq := seqOf(ev)
+	if seq == 0 {
+		return
+	}
+	c.mu.Lock()
+	if c.sess.Processed(seq, entrySize(ev), c.now()) {
+		c.writeLocked(c.sess.AppendAck(c.wbuf[:0]))
+	}
+	if c.state == StateResuming && c.sess.Resume() >= c.last {
+		c.state = StateCaughtUp
+		c.notify()
+	}
+	c.mu.Unlock()
+	c.wake()
 }
 
 // Session state the application persists: see Session.NextMsgID, Resume and
@@ -437,6 +493,12 @@ func (c *Conn) flushLocked() {
 			break
 		}
 		m := c.bodies[id]
+		if m.op != 0 {
+			// GROUP has no flag B: the server looks every request up.
+			g := protocol.Group{MsgID: id, Op: m.op, Group: m.to, Members: m.mem}
+			b = g.Append(b)
+			continue
+		}
 		s := protocol.Send{MsgID: id, To: m.to, Group: m.group, Retry: retry, Body: m.body}
 		b = s.Append(b)
 	}
