@@ -18,7 +18,8 @@ import (
 // freshly allocated and owned by the caller.
 type Event = any
 
-// Reconnected is the Event that starts each connection after the first:
+// Reconnected is the Event that starts each connection after the first
+// (and the first, when Options.KeepTrying took Dial past a failed attempt):
 // the session logged in again, and the outbox went out again with flag B.
 type Reconnected struct{ Welcome protocol.Welcome }
 
@@ -55,6 +56,11 @@ type Options struct {
 	// the ACK. false: an entry counts as stored once Recv returned it, which
 	// suits an application that keeps nothing across restarts.
 	ManualAck bool
+	// KeepTrying makes Dial return a Conn that is offline when the first
+	// connection fails, and that keeps trying as after a lost one (a refusal
+	// for good, such as BAD_TOKEN, ends it: Recv returns why). false: Dial
+	// returns the first connection's error.
+	KeepTrying bool
 }
 
 // ErrClosed is returned by Conn's methods after Close, or after the session
@@ -91,7 +97,6 @@ type Conn struct {
 	ping   time.Duration // granted keepalive interval
 	state  State         // what Status reports, with the fields below
 	last   uint64        // WELCOME.last of the current or last connection
-	downAt time.Time     // when the last connection ended
 	retry  time.Time     // offline: when the next attempt starts
 	err    error         // why the last connection ended or the last attempt failed
 }
@@ -138,10 +143,15 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 	}
 	fr, w, err := c.connect(ctx)
 	if err != nil {
-		return nil, err
+		if !opts.KeepTrying || c.isClosed() {
+			return nil, err
+		}
+		go c.run(nil, err)
+		go c.timers()
+		return c, nil
 	}
 	c.welcomed(w)
-	go c.run(fr)
+	go c.run(fr, nil)
 	go c.timers()
 	return c, nil
 }
@@ -238,18 +248,21 @@ func (c *Conn) welcomed(w *protocol.Welcome) {
 }
 
 // run reads frames until the connection ends, then reconnects after the
-// session's delay, until Close or a close the session does not retry.
-func (c *Conn) run(fr *protocol.FrameReader) {
+// session's delay, until Close or a close the session does not retry. With
+// fr nil, the first connection failed with err and run starts by retrying.
+func (c *Conn) run(fr *protocol.FrameReader, err error) {
 	defer close(c.ended)
 	for {
-		code, err := c.read(fr)
+		code := codeOf(err)
+		if fr != nil {
+			code, err = c.read(fr)
+		}
 		c.mu.Lock()
 		if c.nc != nil {
 			c.nc.Close()
 		}
 		c.nc = nil
 		delay, again := c.sess.Closed(code, c.now())
-		c.downAt = time.Now()
 		c.mu.Unlock()
 		if c.isClosed() {
 			c.end(ErrClosed)
@@ -281,12 +294,7 @@ func (c *Conn) run(fr *protocol.FrameReader) {
 				}
 				break
 			}
-			var e *protocol.Error
-			errors.As(err, &e)
-			code = 0
-			if e != nil {
-				code = e.Code
-			}
+			code = codeOf(err)
 			c.mu.Lock()
 			delay, again = c.sess.Closed(code, c.now())
 			c.mu.Unlock()
@@ -297,6 +305,16 @@ func (c *Conn) run(fr *protocol.FrameReader) {
 			c.offline(err, delay)
 		}
 	}
+}
+
+// codeOf returns the code of the server's ERROR (or GOAWAY) that err wraps,
+// or 0.
+func codeOf(err error) protocol.Code {
+	var e *protocol.Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return 0
 }
 
 func (c *Conn) isClosed() bool {

@@ -339,6 +339,30 @@ func TestConnRestartAndRestoredOutbox(t *testing.T) {
 	}
 }
 
+// TestConnKeepTrying: with KeepTrying, Dial to a server that is down
+// returns an offline Conn, which logs in once the server is up and then
+// starts with Reconnected; without it, Dial fails.
+func TestConnKeepTrying(t *testing.T) {
+	tn := newTestNode(t)
+	tn.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tok := func(context.Context) ([]byte, error) {
+		return token.Mint(tn.secret, token.Claims{KeyID: 1, User: 51, Device: 1, Expiry: time.Now().Add(time.Hour)}), nil
+	}
+	if c, err := client.Dial(ctx, tn.addr, client.Options{Token: tok}); err == nil {
+		c.Close()
+		t.Fatal("Dial to a stopped server: no error")
+	}
+	c := tn.dial(t, 51, client.Options{KeepTrying: true})
+	if st := c.Status(); st.State != client.StateOffline && st.State != client.StateLogin {
+		t.Fatalf("status with the server down: %+v, want offline or logging in", st)
+	}
+	tn.start()
+	next[*client.Reconnected](t, c, nil)
+	waitState(t, c, client.StateCaughtUp)
+}
+
 func equalSet(a, b []uint64) bool {
 	a, b = slices.Clone(a), slices.Clone(b)
 	slices.Sort(a)
