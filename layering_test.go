@@ -28,6 +28,8 @@ var allowed = map[string][]string{
 	// and may mint tokens, nothing of the server.
 	"client": {"protocol", "token"},
 	"bench":  {"protocol", "token", "client"},
+	// chat is an application on the client library, as a phone's app is.
+	"chat": {"protocol", "client"},
 	// node owns the process: it configures, starts and stops the others.
 	"node": {"protocol", "storage", "delivery", "gateway", "token"},
 }
@@ -42,6 +44,8 @@ var confined = []struct {
 }{
 	{"github.com/panjf2000/gnet", "gnet", "gateway"},
 	{"github.com/dgraph-io/badger", "Badger", "storage"},
+	{"charm.land/bubbletea", "bubbletea", "chat"},
+	{"charm.land/lipgloss", "lipgloss", "chat"},
 }
 
 // violations returns every import under root that breaks an arrow or a
