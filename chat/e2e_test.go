@@ -12,6 +12,7 @@ import (
 	"github.com/charmbracelet/x/ansi"
 
 	"switchboard/client"
+	"switchboard/internal/testutil"
 	"switchboard/node"
 	"switchboard/token"
 )
@@ -128,24 +129,15 @@ func (d *screenDriver) screen() string {
 // waitFor polls the screen until it shows every part, or fails after 10 s.
 func (d *screenDriver) waitFor(parts ...string) {
 	d.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testutil.Eventually(d.t, 10*time.Second, "the screen to show "+strings.Join(parts, " and "), func() bool {
 		s := d.screen()
-		missing := ""
 		for _, p := range parts {
 			if !strings.Contains(s, p) {
-				missing = p
-				break
+				return false
 			}
 		}
-		if missing == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			d.t.Fatalf("screen never showed %q:\n%s", missing, s)
-		}
-		time.Sleep(5 * time.Millisecond) // a poll interval, not a wait for an outcome
-	}
+		return true
+	}, d.screen)
 }
 
 // TestChatEndToEnd: two chats on a real server. User 1's message appears on

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"switchboard/client"
+	"switchboard/internal/testutil"
 	"switchboard/node"
 	"switchboard/protocol"
 	"switchboard/token"
@@ -100,23 +101,15 @@ func next[E any](t *testing.T, c *client.Conn, match func(E) bool) E {
 	}
 }
 
-// waitState polls c's Status until it is in state want.
+// waitState polls c's Status until it is in state want, and returns it.
 func waitState(t *testing.T, c *client.Conn, want client.State) client.Status {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		st := c.Status()
-		if st.State == want {
-			return st
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("status %+v, want state %v", st, want)
-		}
-		select {
-		case <-c.Changed():
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	var st client.Status
+	testutil.Eventually(t, 10*time.Second, "state "+want.String(), func() bool {
+		st = c.Status()
+		return st.State == want
+	}, func() string { return fmt.Sprintf("last status %+v", st) })
+	return st
 }
 
 // TestConnGroupRequests: a create answers with ACCEPT carrying the new
