@@ -137,6 +137,8 @@ func TestDependencyCheckCatches(t *testing.T) {
 		"storage/sub/ok_test.go": "package sub\nimport _ \"github.com/dgraph-io/badger/v4\"\n",
 		"cmd/x/ok.go":            "package main\nimport _ \"switchboard/gateway\"\nimport _ \"switchboard/storage\"\n",
 		"protocol/ok.go":         "package protocol\nimport _ \"github.com/panjf2000/gnetwork\"\n",
+		"client/tea_bad.go":      "package client\nimport _ \"charm.land/bubbletea/v2\"\n",
+		"chat/ok.go":             "package chat\nimport _ \"charm.land/bubbletea/v2\"\nimport _ \"switchboard/client\"\n",
 	}
 	for name, src := range files {
 		path := filepath.Join(root, name)
@@ -151,6 +153,7 @@ func TestDependencyCheckCatches(t *testing.T) {
 	slices.Sort(got)
 	want := []string{
 		"bench/x_bad_test.go imports github.com/dgraph-io/badger/v4/options: only storage may import Badger",
+		"client/tea_bad.go imports charm.land/bubbletea/v2: only chat may import bubbletea",
 		"cmd/x/badger_bad.go imports github.com/dgraph-io/badger/v4: only storage may import Badger",
 		"delivery/bad.go imports switchboard/gateway: delivery may import protocol, storage",
 		"delivery/gnet_bad.go imports github.com/panjf2000/gnet/v2: only gateway may import gnet",

@@ -179,7 +179,7 @@ func (m *Model) typed() {
 }
 
 // help is the help line, and /help's text.
-const help = "/to USER  /group GROUP  /create USER…  /add USER…  /remove USER…  /members  /leave  /quit  ·  Enter sends  ·  demo client: bodies are plain UTF-8, not end-to-end encrypted"
+const help = "/to USER · /group GROUP · /create USER… · /add USER… · /remove USER… · /members · /leave · /quit · Enter sends · a demo: no end-to-end encryption"
 
 func (m *Model) command(line string) tea.Cmd {
 	f := strings.Fields(line)

@@ -154,7 +154,7 @@ func (h *harness) wantNot(parts ...string) {
 // is saved before its ACK may go.
 func TestModelSendTicks(t *testing.T) {
 	h := newHarness(t, t.TempDir())
-	h.want("no conversation open", "/to USER", "not end-to-end encrypted")
+	h.want("no conversation open", "/to USER", "no end-to-end encryption")
 	h.typeLine("/to 2")
 	h.want("with 2")
 	h.typeLine("hello there")
@@ -206,6 +206,7 @@ func TestModelReceiveReadTyping(t *testing.T) {
 	)
 	h.want("2: hi one", "2: hi two")
 	h.wantNot("from three")
+	h.want("new messages: /to 3")
 	if want := []protocol.Read{{To: 2, MsgID: 7, More: 1}}; !slices.Equal(h.link.reads, want) {
 		t.Fatalf("READs %+v, want %+v", h.link.reads, want)
 	}
@@ -214,6 +215,7 @@ func TestModelReceiveReadTyping(t *testing.T) {
 	}
 	h.typeLine("/to 3")
 	h.want("3: from three")
+	h.wantNot("new messages")
 	if len(h.link.reads) != 2 || h.link.reads[1] != (protocol.Read{To: 3, MsgID: 9}) {
 		t.Fatalf("READs %+v, want one for 3's msg 9 on opening", h.link.reads)
 	}

@@ -36,6 +36,10 @@ func (m *Model) Render() string {
 	var top []string
 	top = append(top, styleTitle.Render("switchboard chat")+" · you are "+fmt.Sprint(m.cfg.User)+" · "+m.title()+" · "+m.statusText())
 
+	if u := m.unreadElsewhere(); u != "" {
+		top = append(top, styleWarn.Render(u))
+	}
+
 	var bottom []string
 	if t := m.typingText(); t != "" {
 		bottom = append(bottom, styleDim.Render(t))
@@ -49,6 +53,9 @@ func (m *Model) Render() string {
 	if m.height > 0 {
 		room := max(m.height-len(top)-len(bottom), 0)
 		lines = lines[max(len(lines)-room, 0):]
+		for len(lines) < room { // the input stays at the bottom
+			lines = append(lines, "")
+		}
 	}
 	all := slices.Concat(top, lines, bottom)
 	if m.width > 0 {
@@ -147,6 +154,34 @@ func ticks(l Line, group bool) string {
 		return "✓✓"
 	}
 	return "✓"
+}
+
+// unreadElsewhere names the other conversations with messages not yet
+// shown, at most three of them.
+func (m *Model) unreadElsewhere() string {
+	var keys []string
+	for k, c := range m.st.Conversations {
+		if k != m.st.Open && slices.ContainsFunc(c.Lines, func(l Line) bool { return l.Unread }) {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		return ""
+	}
+	slices.Sort(keys)
+	names := make([]string, 0, 3)
+	for _, k := range keys[:min(len(keys), 3)] {
+		if _, group, _ := peerOf(k); group {
+			names = append(names, fmt.Sprintf("/group %d", peerID(k)))
+		} else {
+			names = append(names, fmt.Sprintf("/to %d", peerID(k)))
+		}
+	}
+	s := "new messages: " + strings.Join(names, ", ")
+	if len(keys) > 3 {
+		s += fmt.Sprintf(" and %d more", len(keys)-3)
+	}
+	return s
 }
 
 func (m *Model) typingText() string {

@@ -160,7 +160,10 @@ func (c *Conn) now() time.Duration { return time.Since(c.start) }
 
 // connect dials, writes the preface and LOGIN and reads WELCOME.
 func (c *Conn) connect(ctx context.Context) (*protocol.FrameReader, *protocol.Welcome, error) {
-	c.setState(StateLogin, nil)
+	c.mu.Lock()
+	c.state = StateLogin // c.err still says why the last connection ended
+	c.notify()
+	c.mu.Unlock()
 	tok, err := c.opts.Token(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("client: token: %w", err)
