@@ -48,5 +48,5 @@
 // Typing sends a typing SIGNAL at most every TypingEvery; a peer's shows
 // for TypingShown. The help line lists the commands: /to USER, /group
 // GROUP, /create USER…, /add USER…, /remove USER…, /members, /leave,
-// /quit.
+// /quit; /help adds /promote USER… and /demote USER….
 package chat

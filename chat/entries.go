@@ -172,6 +172,10 @@ func (m *Model) groupEvent(g *protocol.GroupEvent) {
 		t = protocol.StampTime(g.Time).Unix()
 	}
 	c.add(Line{Time: t, From: g.Actor, Text: what, Notice: true}, m.cfg.History)
+	joined := (g.Op == protocol.GroupCreate || g.Op == protocol.GroupAdd) && slices.Contains(g.Members, m.cfg.User)
+	if joined && g.Actor != m.cfg.User && m.st.Open != groupKey(g.Group) {
+		m.notice = fmt.Sprintf("%d added you to group %d: /group %d opens it", g.Actor, g.Group, g.Group)
+	}
 }
 
 func (m *Model) accept(a *protocol.Accept) {

@@ -208,17 +208,15 @@ func (m *Model) command(line string) tea.Cmd {
 			return nil
 		}
 		m.queue(Pending{Op: protocol.GroupCreate, Members: ids}, "")
-	case "/add", "/remove":
+	case "/add", "/remove", "/promote", "/demote":
 		switch {
 		case !open || !inGroup:
 			m.notice = f[0] + " works in a group: /group GROUP first"
 		case len(ids) == 0:
 			m.notice = f[0] + " takes user ids"
 		default:
-			op := protocol.GroupAdd
-			if f[0] == "/remove" {
-				op = protocol.GroupRemove
-			}
+			op := map[string]protocol.GroupOp{"/add": protocol.GroupAdd, "/remove": protocol.GroupRemove,
+				"/promote": protocol.GroupPromote, "/demote": protocol.GroupDemote}[f[0]]
 			m.queue(Pending{Op: op, To: group, Members: ids}, "")
 		}
 	case "/leave":
@@ -234,7 +232,7 @@ func (m *Model) command(line string) tea.Cmd {
 		}
 		m.notice = fmt.Sprintf("members of group %d, as seen from here: %s", group, m.names(m.st.Conversations[m.st.Open].Members))
 	case "/help":
-		m.notice = help
+		m.notice = help + " · /promote USER… and /demote USER… make admins and plain members"
 	case "/quit":
 		return tea.Quit
 	default:

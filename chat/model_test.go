@@ -302,10 +302,20 @@ func TestModelGroups(t *testing.T) {
 	h.events(&protocol.GroupEvent{Seq: 6, Group: 99, Actor: 3, Op: protocol.GroupLeave, Members: []uint64{3}})
 	h.typeLine("/members")
 	h.want("— 3 left", "as seen from here: you, 2, 4")
+	h.typeLine("/promote 4")
+	if q := h.link.queued[len(h.link.queued)-1]; q.Op != protocol.GroupPromote || q.To != 99 || !slices.Equal(q.Members, []uint64{4}) {
+		t.Fatalf("queued %+v, want a promote of 4 in 99", q)
+	}
 	h.typeLine("/leave")
 	if q := h.link.queued[len(h.link.queued)-1]; q.Op != protocol.GroupLeave || q.To != 99 || len(q.Members) != 0 {
 		t.Fatalf("queued %+v, want a leave of 99", q)
 	}
+	// Added to another group by someone else: the screen says how to open it.
+	h.events(&protocol.GroupEvent{Seq: 7, Group: 77, Actor: 5, Op: protocol.GroupAdd, Members: []uint64{1}})
+	h.want("5 added you to group 77: /group 77 opens it")
+	h.typeLine("/group 77")
+	h.typeLine("/members")
+	h.want("— 5 added you", "as seen from here: you, 5")
 }
 
 // TestModelStatusLine: the title says what the connection does.
