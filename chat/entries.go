@@ -11,24 +11,28 @@ import (
 // events applies what the connection received, saves once, and only then
 // lets the ACK of the entries among them go.
 func (m *Model) events(evs EventsMsg) {
-	var last client.Event // the last new mailbox entry
+	var top client.Event // the entry with the highest seq, new or not
+	var topSeq uint64
 	changed := false
 	for _, ev := range evs {
+		if seq := seqOf(ev); seq > topSeq {
+			top, topSeq = ev, seq
+		}
 		switch ev := ev.(type) {
 		case *protocol.Deliver:
 			if m.entry(ev.Seq) {
 				m.deliver(ev)
-				last, changed = ev, true
+				changed = true
 			}
 		case *protocol.Receipt:
 			if m.entry(ev.Seq) {
 				m.receipt(ev)
-				last, changed = ev, true
+				changed = true
 			}
 		case *protocol.GroupEvent:
 			if m.entry(ev.Seq) {
 				m.groupEvent(ev)
-				last, changed = ev, true
+				changed = true
 			}
 		case *protocol.Accept:
 			m.accept(ev)
@@ -42,13 +46,30 @@ func (m *Model) events(evs EventsMsg) {
 			m.markRead() // READs written while offline went nowhere
 		}
 	}
-	if !changed {
-		return
+	if changed {
+		m.markRead()
+		if !m.save() {
+			return // nothing is acknowledged that is not saved
+		}
 	}
-	m.markRead()
-	if m.save() && last != nil {
-		m.cfg.Link.Processed(last)
+	// An entry saved before (redelivered after a reconnect lost its ACK) is
+	// acknowledged too: the connection's resume point would stay behind,
+	// and the status at resuming, until a new entry came.
+	if top != nil {
+		m.cfg.Link.Processed(top)
 	}
+}
+
+func seqOf(ev client.Event) uint64 {
+	switch ev := ev.(type) {
+	case *protocol.Deliver:
+		return ev.Seq
+	case *protocol.Receipt:
+		return ev.Seq
+	case *protocol.GroupEvent:
+		return ev.Seq
+	}
+	return 0
 }
 
 // entry reports whether the mailbox entry seq is new, and moves the resume

@@ -357,8 +357,13 @@ func TestModelRefusalsAndDuplicates(t *testing.T) {
 		t.Fatalf("the message shows %d times, want 1:\n%s", n, h.screen())
 	}
 	h.wantNot("old")
-	if h.m.State().Resume != 4 {
-		t.Fatalf("resume point %d, want 4", h.m.State().Resume)
+	if h.m.State().Resume != 4 || !slices.Equal(h.link.processed, []uint64{4}) {
+		t.Fatalf("resume point %d, processed %v; want 4 and [4]", h.m.State().Resume, h.link.processed)
+	}
+	// A batch of entries saved already is acknowledged all the same.
+	h.events(&protocol.Deliver{Seq: 3, From: 2, MsgID: 5, Body: []byte("once")}, &protocol.Deliver{Seq: 4, From: 2, MsgID: 5, Body: []byte("once")})
+	if !slices.Equal(h.link.processed, []uint64{4, 4}) {
+		t.Fatalf("processed %v after a redelivery, want [4 4]", h.link.processed)
 	}
 }
 
