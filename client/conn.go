@@ -137,13 +137,13 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 		bodies:  map[uint64]outMsg{},
 	}
 	for _, o := range opts.Outbox {
-		if err := c.restoreLocked(o); err != nil {
+		if err := c.restore(o); err != nil {
 			return nil, err
 		}
 	}
 	fr, w, err := c.connect(ctx)
 	if err != nil {
-		if !opts.KeepTrying || c.isClosed() {
+		if !opts.KeepTrying || ctx.Err() != nil {
 			return nil, err
 		}
 		go c.run(nil, err)

@@ -65,8 +65,9 @@ func (o *Outgoing) msg() outMsg {
 	return outMsg{to: o.To, group: o.Group, body: slices.Clone(o.Body), op: o.Op, mem: slices.Clone(o.Members)}
 }
 
-// restoreLocked puts o in the outbox as possibly written before (flag B).
-func (c *Conn) restoreLocked(o Outgoing) error {
+// restore puts o in the outbox as possibly written before (flag B). Dial
+// calls it before the Conn's goroutines start.
+func (c *Conn) restore(o Outgoing) error {
 	if err := o.check(); err != nil {
 		return err
 	}
