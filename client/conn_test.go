@@ -112,12 +112,28 @@ func waitState(t *testing.T, c *client.Conn, want client.State) client.Status {
 	return st
 }
 
-// TestConnGroupRequests: a create answers with ACCEPT carrying the new
+// TestConn runs the tests that need a server but not its restart on one
+// server, each with users of its own: a server takes a while to start.
+func TestConn(t *testing.T) {
+	tn := newTestNode(t)
+	for _, tc := range []struct {
+		name string
+		run  func(*testing.T, *testNode)
+	}{
+		{"GroupRequests", connGroupRequests},
+		{"GroupChecks", connGroupChecks},
+		{"ReadAndSignal", connReadAndSignal},
+		{"ManualAckAndStatus", connManualAckAndStatus},
+	} {
+		t.Run(tc.name, func(t *testing.T) { tc.run(t, tn) })
+	}
+}
+
+// connGroupRequests: a create answers with ACCEPT carrying the new
 // group's id and makes one GROUP_EVENT listing every member; an add by the
 // owner reaches the new member; an add by a plain member is refused
 // FORBIDDEN for good; a leave names the leaver.
-func TestConnGroupRequests(t *testing.T) {
-	tn := newTestNode(t)
+func connGroupRequests(t *testing.T, tn *testNode) {
 	const alice, bob, carol = 11, 12, 13
 	a := tn.dial(t, alice, client.Options{})
 	b := tn.dial(t, bob, client.Options{})
@@ -170,11 +186,10 @@ func TestConnGroupRequests(t *testing.T) {
 	}
 }
 
-// TestConnGroupChecks: requests a server would close the connection for
+// connGroupChecks: requests a server would close the connection for
 // are refused before anything is written.
-func TestConnGroupChecks(t *testing.T) {
-	tn := newTestNode(t)
-	a := tn.dial(t, 11, client.Options{})
+func connGroupChecks(t *testing.T, tn *testNode) {
+	a := tn.dial(t, 15, client.Options{})
 	for _, tc := range []struct {
 		name    string
 		op      protocol.GroupOp
@@ -203,10 +218,9 @@ func TestConnGroupChecks(t *testing.T) {
 	}
 }
 
-// TestConnReadAndSignal: bob's READ reaches alice as a read receipt naming
+// connReadAndSignal: bob's READ reaches alice as a read receipt naming
 // bob, besides the delivered one; bob's typing SIGNAL reaches alice from bob.
-func TestConnReadAndSignal(t *testing.T) {
-	tn := newTestNode(t)
+func connReadAndSignal(t *testing.T, tn *testNode) {
 	const alice, bob = 21, 22
 	a := tn.dial(t, alice, client.Options{})
 	b := tn.dial(t, bob, client.Options{})
@@ -243,11 +257,10 @@ func TestConnReadAndSignal(t *testing.T) {
 	}
 }
 
-// TestConnManualAckAndStatus: with ManualAck, a backlog keeps the status
+// connManualAckAndStatus: with ManualAck, a backlog keeps the status
 // resuming until the application processed up to WELCOME.last, and Recv
 // alone does not move the resume point; Processed does.
-func TestConnManualAckAndStatus(t *testing.T) {
-	tn := newTestNode(t)
+func connManualAckAndStatus(t *testing.T, tn *testNode) {
 	const alice, bob = 31, 32
 	a := tn.dial(t, alice, client.Options{})
 	for i := range 3 {
