@@ -18,7 +18,8 @@
 //
 // The state file holds the msg_id counter, the resume point (the highest
 // seq stored), the outbox of messages and group requests not yet ACCEPTed
-// (ids and texts) and each conversation's last DefaultHistory lines with
+// (ids and texts) and each conversation's last DefaultHistory lines (at
+// most HistoryBytes of text; MaxConversations conversations) with
 // their ticks, the members of each group as far as its events tell, and
 // which conversation is open. It is written atomically (a temporary file,
 // synced, renamed, the folder synced):

@@ -383,6 +383,20 @@ func TestModelHistoryBounded(t *testing.T) {
 	h.m.Update(tea.WindowSizeMsg{Width: 80, Height: 4}) // title, input, help: one line of room
 	h.want("2: e")
 	h.wantNot("2: d")
+
+	// Long bodies: the text kept stays within HistoryBytes.
+	big := strings.Repeat("x", HistoryBytes/3+1)
+	h.m.cfg.History = DefaultHistory
+	for i := range 4 {
+		h.events(&protocol.Deliver{Seq: uint64(10 + i), From: 2, MsgID: uint64(10 + i), Body: []byte(big)})
+	}
+	size := 0
+	for _, l := range c.Lines {
+		size += len(l.Text)
+	}
+	if len(c.Lines) != 2 || size > HistoryBytes {
+		t.Fatalf("%d lines, %d bytes of text kept; want the last 2, within %d", len(c.Lines), size, HistoryBytes)
+	}
 }
 
 // TestStateRestart: what a run saved brings the next one back where it

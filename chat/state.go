@@ -17,12 +17,18 @@ import (
 // after every entry, small.
 const (
 	// DefaultHistory is how many lines a conversation keeps: a screen's
-	// worth many times over, and about 100 KB of text at most.
+	// worth many times over.
 	DefaultHistory = 1000
+	// HistoryBytes bounds the text a conversation keeps, whatever its line
+	// count: 1,000 lines of typed chat fit (about 100 KB), while a peer
+	// sending 64 KiB bodies fills it with 4 and the oldest go. The file is
+	// rewritten after each batch of entries, so it must stay small.
+	HistoryBytes = 256 << 10
 	// MaxConversations is how many conversations the file keeps; past it
 	// the one quiet for longest is dropped. Anyone may write to a user, so
 	// without a cap a flood of strangers would grow the file without end.
-	MaxConversations = 256
+	// With HistoryBytes, the file stays under 16 MiB.
+	MaxConversations = 64
 	// MaxOutbox is how many messages and group requests may wait for their
 	// ACCEPT; past it the chat refuses new ones until the server confirms
 	// some. A person does not type 256 messages while the server is away.
@@ -203,10 +209,18 @@ func (st *State) dropQuietest(keep string) {
 	delete(st.Conversations, quiet)
 }
 
-// add appends l to c, dropping the oldest lines past limit.
+// add appends l to c, dropping the oldest lines past limit lines or
+// HistoryBytes of text (l stays, however long).
 func (c *Conversation) add(l Line, limit int) {
 	c.Lines = append(c.Lines, l)
-	if n := len(c.Lines) - limit; n > 0 {
+	size := 0
+	n := len(c.Lines) - 1 // the first line kept
+	for ; n > 0 && len(c.Lines)-n < limit; n-- {
+		if size += len(c.Lines[n].Text); size+len(c.Lines[n-1].Text) > HistoryBytes {
+			break
+		}
+	}
+	if n > 0 {
 		c.Lines = append(c.Lines[:0], c.Lines[n:]...)
 	}
 }
