@@ -47,10 +47,14 @@ func (s *server) start() {
 	cfg.Gateway.Loops = 1
 	cfg.Gateway.Keys = token.Keys{1: s.secret}
 	cfg.Gateway.GoAwayAfter = 10 * time.Millisecond
-	n, err := node.Start(cfg)
-	if err != nil {
-		s.t.Fatal(err)
-	}
+	// A restart binds the address again; a moment after the stop it may
+	// still be held, so the start is retried until a deadline.
+	var n *node.Node
+	var err error
+	testutil.Eventually(s.t, 5*time.Second, "the server to start on "+s.addr, func() bool {
+		n, err = node.Start(cfg)
+		return err == nil
+	}, func() string { return err.Error() })
 	s.n, s.addr = n, n.Addr().String()
 }
 

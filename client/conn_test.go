@@ -48,10 +48,14 @@ func (tn *testNode) start() {
 	cfg.Gateway.Loops = 1
 	cfg.Gateway.Keys = token.Keys{1: tn.secret}
 	cfg.Gateway.GoAwayAfter = 10 * time.Millisecond // reconnect at once in tests
-	n, err := node.Start(cfg)
-	if err != nil {
-		tn.t.Fatal(err)
-	}
+	// A restart binds the address again; a moment after the stop it may
+	// still be held, so the start is retried until a deadline.
+	var n *node.Node
+	var err error
+	testutil.Eventually(tn.t, 5*time.Second, "the server to start on "+tn.addr, func() bool {
+		n, err = node.Start(cfg)
+		return err == nil
+	}, func() string { return err.Error() })
 	tn.n, tn.addr = n, n.Addr().String()
 }
 
