@@ -28,6 +28,8 @@ var allowed = map[string][]string{
 	// and may mint tokens, nothing of the server.
 	"client": {"protocol", "token"},
 	"bench":  {"protocol", "token", "client"},
+	// chat is an application on the client library, as a phone's app is.
+	"chat": {"protocol", "client"},
 	// node owns the process: it configures, starts and stops the others.
 	"node": {"protocol", "storage", "delivery", "gateway", "token"},
 	// preflight reads the host; the figures it shares with the gateway
@@ -45,6 +47,8 @@ var confined = []struct {
 }{
 	{"github.com/panjf2000/gnet", "gnet", "gateway"},
 	{"github.com/dgraph-io/badger", "Badger", "storage"},
+	{"charm.land/bubbletea", "bubbletea", "chat"},
+	{"charm.land/lipgloss", "lipgloss", "chat"},
 }
 
 // violations returns every import under root that breaks an arrow or a
@@ -136,6 +140,8 @@ func TestDependencyCheckCatches(t *testing.T) {
 		"storage/sub/ok_test.go": "package sub\nimport _ \"github.com/dgraph-io/badger/v4\"\n",
 		"cmd/x/ok.go":            "package main\nimport _ \"switchboard/gateway\"\nimport _ \"switchboard/storage\"\n",
 		"protocol/ok.go":         "package protocol\nimport _ \"github.com/panjf2000/gnetwork\"\n",
+		"client/tea_bad.go":      "package client\nimport _ \"charm.land/bubbletea/v2\"\n",
+		"chat/ok.go":             "package chat\nimport _ \"charm.land/bubbletea/v2\"\nimport _ \"switchboard/client\"\n",
 	}
 	for name, src := range files {
 		path := filepath.Join(root, name)
@@ -150,6 +156,7 @@ func TestDependencyCheckCatches(t *testing.T) {
 	slices.Sort(got)
 	want := []string{
 		"bench/x_bad_test.go imports github.com/dgraph-io/badger/v4/options: only storage may import Badger",
+		"client/tea_bad.go imports charm.land/bubbletea/v2: only chat may import bubbletea",
 		"cmd/x/badger_bad.go imports github.com/dgraph-io/badger/v4: only storage may import Badger",
 		"delivery/bad.go imports switchboard/gateway: delivery may import protocol, storage",
 		"delivery/gnet_bad.go imports github.com/panjf2000/gnet/v2: only gateway may import gnet",

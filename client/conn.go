@@ -11,13 +11,15 @@ import (
 	"switchboard/protocol"
 )
 
-// Event is what Conn.Recv returns: a *protocol.Deliver, *protocol.Receipt,
-// *protocol.GroupEvent (mailbox entries), *protocol.Accept, *protocol.Refuse,
-// *protocol.Signal or *Reconnected. Each is freshly allocated and owned by
-// the caller.
+// Event is what Conn.Recv returns: a *protocol.Deliver, *protocol.Receipt
+// (delivered, read or expired), *protocol.GroupEvent (mailbox entries),
+// *protocol.Accept (of a SEND or, with Ref, of a GROUP request),
+// *protocol.Refuse, *protocol.Signal (typing…) or *Reconnected. Each is
+// freshly allocated and owned by the caller.
 type Event = any
 
-// Reconnected is the Event that starts each connection after the first:
+// Reconnected is the Event that starts each connection after the first
+// (and the first, when Options.KeepTrying took Dial past a failed attempt):
 // the session logged in again, and the outbox went out again with flag B.
 type Reconnected struct{ Welcome protocol.Welcome }
 
@@ -48,6 +50,22 @@ type Options struct {
 	// it, frames it compresses (PROTOCOL.md 6) are inflated before Recv
 	// returns their events. Dial refuses a dictionary this build lacks.
 	Dict uint32
+
+	// Outbox is the outbox the application persisted (Conn.Outbox) when it
+	// last ran, in msg_id order: every entry goes again, with flag B for a
+	// SEND, as soon as the session is logged in (PROTOCOL.md 8.5). Ids must
+	// rise; the msg_id counter moves past the last. nil: nothing to resend.
+	Outbox []Outgoing
+	// ManualAck makes the application say when an entry is stored: Recv then
+	// leaves the resume point where it is, and Processed moves it and owes
+	// the ACK. false: an entry counts as stored once Recv returned it, which
+	// suits an application that keeps nothing across restarts.
+	ManualAck bool
+	// KeepTrying makes Dial return a Conn that is offline when the first
+	// connection fails, and that keeps trying as after a lost one (a refusal
+	// for good, such as BAD_TOKEN, ends it: Recv returns why). false: Dial
+	// returns the first connection's error.
+	KeepTrying bool
 }
 
 // ErrClosed is returned by Conn's methods after Close, or after the session
@@ -69,9 +87,12 @@ type Conn struct {
 	// Options.Events; a full channel stops the reader.
 	events chan Event
 	kick   chan struct{} // wakes the timer goroutine; capacity 1, sends never block
-	done   chan struct{} // closed by Close
-	ended  chan struct{} // closed when the run goroutine returns, after cause is set
-	cause  error
+	// changed tells a watcher that Status changed; capacity 1, sends never
+	// block, so a watcher that is slow sees the latest Status, not each.
+	changed chan struct{}
+	done    chan struct{} // closed by Close
+	ended   chan struct{} // closed when the run goroutine returns, after cause is set
+	cause   error
 
 	mu     sync.Mutex // guards everything below, and writes to nc
 	sess   *Session
@@ -80,13 +101,20 @@ type Conn struct {
 	wbuf   []byte
 	wrote  time.Duration // when something was last written
 	ping   time.Duration // granted keepalive interval
+	state  State         // what Status reports, with the fields below
+	last   uint64        // WELCOME.last of the current or last connection
+	retry  time.Time     // offline: when the next attempt starts
+	err    error         // why the last connection ended or the last attempt failed
 }
 
-// outMsg is a message of the outbox: what a resend writes again.
+// outMsg is a message or GROUP request of the outbox: what a resend writes
+// again.
 type outMsg struct {
-	to    uint64
-	group bool
+	to    uint64 // the user, or the group (0 for a create)
+	group bool   // a SEND to a group
 	body  []byte
+	op    protocol.GroupOp // not 0: a GROUP request
+	mem   []uint64         // its members
 }
 
 // Dial logs in to addr and returns once the first WELCOME arrived, or with
@@ -113,20 +141,31 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 	}
 	c := &Conn{
 		addr: addr, opts: opts, start: time.Now(),
-		events: make(chan Event, opts.Events),
-		kick:   make(chan struct{}, 1),
-		done:   make(chan struct{}),
-		ended:  make(chan struct{}),
-		sess:   NewSession(opts.Session),
-		codec:  codec,
-		bodies: map[uint64]outMsg{},
+		events:  make(chan Event, opts.Events),
+		kick:    make(chan struct{}, 1),
+		changed: make(chan struct{}, 1),
+		done:    make(chan struct{}),
+		ended:   make(chan struct{}),
+		sess:    NewSession(opts.Session),
+		codec:   codec,
+		bodies:  map[uint64]outMsg{},
+	}
+	for _, o := range opts.Outbox {
+		if err := c.restore(o); err != nil {
+			return nil, err
+		}
 	}
 	fr, w, err := c.connect(ctx)
 	if err != nil {
-		return nil, err
+		if !opts.KeepTrying || ctx.Err() != nil {
+			return nil, err
+		}
+		go c.run(nil, err)
+		go c.timers()
+		return c, nil
 	}
 	c.welcomed(w)
-	go c.run(fr)
+	go c.run(fr, nil)
 	go c.timers()
 	return c, nil
 }
@@ -135,6 +174,10 @@ func (c *Conn) now() time.Duration { return time.Since(c.start) }
 
 // connect dials, writes the preface and LOGIN and reads WELCOME.
 func (c *Conn) connect(ctx context.Context) (*protocol.FrameReader, *protocol.Welcome, error) {
+	c.mu.Lock()
+	c.state = StateLogin // c.err still says why the last connection ended
+	c.notify()
+	c.mu.Unlock()
 	tok, err := c.opts.Token(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("client: token: %w", err)
@@ -215,15 +258,26 @@ func (c *Conn) welcomed(w *protocol.Welcome) {
 	defer c.mu.Unlock()
 	c.sess.Welcome(w, c.now())
 	c.ping = time.Duration(w.Ping) * time.Second
+	c.last = w.Last
+	c.state = StateResuming
+	if c.sess.Resume() >= w.Last {
+		c.state = StateCaughtUp // nothing waits past what the device has
+	}
+	c.err = nil
 	c.flushLocked()
+	c.notify()
 }
 
 // run reads frames until the connection ends, then reconnects after the
-// session's delay, until Close or a close the session does not retry.
-func (c *Conn) run(fr *protocol.FrameReader) {
+// session's delay, until Close or a close the session does not retry. With
+// fr nil, the first connection failed with err and run starts by retrying.
+func (c *Conn) run(fr *protocol.FrameReader, err error) {
 	defer close(c.ended)
 	for {
-		code, err := c.read(fr)
+		code := codeOf(err)
+		if fr != nil {
+			code, err = c.read(fr)
+		}
 		c.mu.Lock()
 		if c.nc != nil {
 			c.nc.Close()
@@ -232,19 +286,20 @@ func (c *Conn) run(fr *protocol.FrameReader) {
 		delay, again := c.sess.Closed(code, c.now())
 		c.mu.Unlock()
 		if c.isClosed() {
-			c.cause = ErrClosed
+			c.end(ErrClosed)
 			return
 		}
 		if !again {
-			c.cause = fmt.Errorf("%w: %w", ErrClosed, err)
+			c.end(fmt.Errorf("%w: %w", ErrClosed, err))
 			return
 		}
+		c.offline(err, delay)
 		for {
 			t := time.NewTimer(delay)
 			select {
 			case <-c.done:
 				t.Stop()
-				c.cause = ErrClosed
+				c.end(ErrClosed)
 				return
 			case <-t.C:
 			}
@@ -260,21 +315,27 @@ func (c *Conn) run(fr *protocol.FrameReader) {
 				}
 				break
 			}
-			var e *protocol.Error
-			errors.As(err, &e)
-			code = 0
-			if e != nil {
-				code = e.Code
-			}
+			code = codeOf(err)
 			c.mu.Lock()
 			delay, again = c.sess.Closed(code, c.now())
 			c.mu.Unlock()
 			if !again {
-				c.cause = fmt.Errorf("%w: %w", ErrClosed, err)
+				c.end(fmt.Errorf("%w: %w", ErrClosed, err))
 				return
 			}
+			c.offline(err, delay)
 		}
 	}
+}
+
+// codeOf returns the code of the server's ERROR (or GOAWAY) that err wraps,
+// or 0.
+func codeOf(err error) protocol.Code {
+	var e *protocol.Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return 0
 }
 
 func (c *Conn) isClosed() bool {
@@ -369,17 +430,13 @@ func (c *Conn) read(fr *protocol.FrameReader) (protocol.Code, error) {
 
 // Recv returns the next Event, waiting until one arrives or ctx is done. A
 // mailbox entry counts as received once Recv returned it: it is then
-// acknowledged (coalesced with others) and the resume point moves past it.
+// acknowledged (coalesced with others) and the resume point moves past it;
+// with Options.ManualAck, once it is passed to Processed instead.
 func (c *Conn) Recv(ctx context.Context) (Event, error) {
 	select {
 	case ev := <-c.events:
-		if seq := seqOf(ev); seq != 0 {
-			c.mu.Lock()
-			if c.sess.Processed(seq, entrySize(ev), c.now()) {
-				c.writeLocked(c.sess.AppendAck(c.wbuf[:0]))
-			}
-			c.mu.Unlock()
-			c.wake()
+		if !c.opts.ManualAck {
+			c.processed(ev)
 		}
 		return ev, nil
 	case <-c.ended:
@@ -409,6 +466,26 @@ func (c *Conn) Send(to uint64, group bool, body []byte) (msgID uint64, err error
 	c.bodies[id] = outMsg{to: to, group: group, body: append([]byte(nil), body...)}
 	c.flushLocked()
 	return id, nil
+}
+
+// processed moves the resume point to ev's seq, if ev is a mailbox entry,
+// and writes the ACK if one is due now; the timer goroutine writes it later
+// otherwise.
+func (c *Conn) processed(ev Event) {
+	seq := seqOf(ev)
+	if seq == 0 {
+		return
+	}
+	c.mu.Lock()
+	if c.sess.Processed(seq, entrySize(ev), c.now()) {
+		c.writeLocked(c.sess.AppendAck(c.wbuf[:0]))
+	}
+	if c.state == StateResuming && c.sess.Resume() >= c.last {
+		c.state = StateCaughtUp
+		c.notify()
+	}
+	c.mu.Unlock()
+	c.wake()
 }
 
 // Session state the application persists: see Session.NextMsgID, Resume and
@@ -463,6 +540,12 @@ func (c *Conn) flushLocked() {
 			break
 		}
 		m := c.bodies[id]
+		if m.op != 0 {
+			// GROUP has no flag B: the server looks every request up.
+			g := protocol.Group{MsgID: id, Op: m.op, Group: m.to, Members: m.mem}
+			b = g.Append(b)
+			continue
+		}
 		s := protocol.Send{MsgID: id, To: m.to, Group: m.group, Retry: retry, Body: m.body}
 		b = s.Append(b)
 	}

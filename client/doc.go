@@ -44,4 +44,17 @@
 //
 // The Session keeps msg_ids only; the driver keeps the bodies, so that a
 // load generator with thousands of connections generates them instead.
+//
+// # What a Conn adds
+//
+// Conn keeps the bodies of its outbox (SENDs and GROUP requests alike),
+// writes READ and SIGNAL, and reports its connection in Status: offline
+// (with the cause and the next attempt), logging in, resuming (the backlog
+// up to WELCOME.last not yet processed) and caught up; Changed wakes a
+// watcher. An application that keeps state across restarts dials with
+// Options.ManualAck, stores each entry before Processed lets its ACK go,
+// persists NextMsgID, Resume and Outbox, and hands them back in Options
+// (Session.NextMsgID and Ack, Outbox): a restored outbox goes again with
+// flag B. Queue takes a message under an id the application chose, so that
+// it can persist the message before it goes.
 package client

@@ -5,6 +5,7 @@
 //	switchboard token      mint a login token from the server's secret
 //	switchboard bench      load-generate against a server and report
 //	switchboard preflight  how many connections this host can hold, and what binds
+//	switchboard chat       an interactive terminal chat client (a demo)
 //
 // Each subcommand's -h lists its flags and exits 0; a flag it does not know
 // exits 2. serve's settings also come from a TOML file and SWITCHBOARD_
@@ -29,6 +30,7 @@ func commands() []command {
 		{"token", "mint a login token from the server's secret", tokenCmd},
 		{"bench", "load-generate against a server and report", benchCmd},
 		{"preflight", "how many connections this host can hold, and what binds", preflightCmd},
+		{"chat", "an interactive terminal chat client (a demo)", chatCmd},
 	}
 }
 
