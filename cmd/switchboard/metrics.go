@@ -25,7 +25,7 @@ import (
 // metricsHandler exposes the counters and gauges of every component of n,
 // and the process's own (RSS, CPU, descriptors), in Prometheus' format.
 func metricsHandler(n *node.Node) http.Handler {
-	srv, r, st := n.Gateway(), n.Router(), n.Store()
+	srv, r, st, cfg := n.Gateway(), n.Router(), n.Store(), n.Config().Storage
 	reg := newMetrics(metricSources{
 		gateway:       srv.Stats(),
 		gatewayGauges: srv.Gauges,
@@ -35,6 +35,9 @@ func metricsHandler(n *node.Node) http.Handler {
 		routerGauges:  r.Gauges,
 		store:         st.Stats,
 		ready:         n.Ready,
+		commitCap:     cfg.QueueLen,
+		storeMax:      cfg.MaxTotalBytes,
+		disk:          func() (int64, int64, error) { return storage.DiskSpace(cfg.Dir) },
 	})
 	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(collectors.NewGoCollector())
@@ -52,6 +55,11 @@ type metricSources struct {
 	routerGauges  func() delivery.Gauges
 	store         func() storage.Stats
 	ready         func() error
+	commitCap     int   // storage.Config.QueueLen (--commit-queue)
+	storeMax      int64 // storage.Config.MaxTotalBytes (--store-max-bytes)
+	// disk returns the free bytes and the size of the file system of the
+	// store's folder; an error leaves both out of the scrape.
+	disk func() (free, size int64, err error)
 }
 
 // newMetrics returns a registry of the metrics read from src. No metric
@@ -210,14 +218,38 @@ func newMetrics(src metricSources) *prometheus.Registry {
 	seconds("switchboard_store_callback_seconds_total", "Committer time spent calling back after commits.", func(s storage.Stats) time.Duration { return s.CallbackTime })
 	storeGauge("switchboard_store_messages", "Entries waiting in all mailboxes.", func(s storage.Stats) uint64 { return s.StoredMessages })
 	storeGauge("switchboard_store_bytes", "Value bytes waiting in all mailboxes.", func(s storage.Stats) uint64 { return s.StoredBytes })
+	gauge("switchboard_store_commit_queue_capacity", "The bound of the store's commit queue (--commit-queue); at it, writers (routing shards) block.", func() float64 { return float64(src.commitCap) })
+	gauge("switchboard_store_max_bytes", "Value bytes all mailboxes together may hold (--store-max-bytes); at it, sends are refused with STORAGE.", func() float64 { return float64(src.storeMax) })
+	free := prometheus.NewDesc("switchboard_store_disk_free_bytes", "Bytes free to the server on the file system of the store's folder (what --min-free is compared with).", nil, nil)
+	size := prometheus.NewDesc("switchboard_store_disk_size_bytes", "Size of the file system of the store's folder.", nil, nil)
+	reg.MustRegister(collectorFunc{descs: []*prometheus.Desc{free, size}, collect: func(ch chan<- prometheus.Metric) {
+		if src.disk == nil {
+			return
+		}
+		f, sz, err := src.disk()
+		if err != nil {
+			return // absent from this scrape; the store's own check logs the failure
+		}
+		ch <- prometheus.MustNewConstMetric(free, prometheus.GaugeValue, float64(f))
+		ch <- prometheus.MustNewConstMetric(size, prometheus.GaugeValue, float64(sz))
+	}})
 	return reg
 }
 
-// collectorFunc is a prometheus.Collector of one description.
+// collectorFunc is a prometheus.Collector of one description, or of
+// several (descs).
 type collectorFunc struct {
 	desc    *prometheus.Desc
+	descs   []*prometheus.Desc
 	collect func(chan<- prometheus.Metric)
 }
 
-func (c collectorFunc) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c collectorFunc) Describe(ch chan<- *prometheus.Desc) {
+	if c.desc != nil {
+		ch <- c.desc
+	}
+	for _, d := range c.descs {
+		ch <- d
+	}
+}
 func (c collectorFunc) Collect(ch chan<- prometheus.Metric) { c.collect(ch) }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -312,6 +313,8 @@ func TestMetricsOfRunningNode(t *testing.T) {
 		"switchboard_draining":                                   0,
 		"switchboard_ready":                                      1,
 		"switchboard_routing_queue_capacity":                     queueLen,
+		"switchboard_store_commit_queue_capacity":                queueLen,
+		"switchboard_store_max_bytes":                            16 << 30, // the default --store-max-bytes
 		"switchboard_store_down":                                 0,
 		"switchboard_store_disk_low":                             0,
 		`switchboard_slow_consumers_total{cause="window"}`:       0,
@@ -343,6 +346,18 @@ func TestMetricsOfRunningNode(t *testing.T) {
 			t.Errorf("%s = %v (present %v), want within [%v, %v]", series, v, ok, r[0], r[1])
 		}
 	}
+	// The store's folder is in the test's temporary folder: its file
+	// system is the one the test sees.
+	free, size, err := storage.DiskSpace(cfg.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := got["switchboard_store_disk_size_bytes"]; got != float64(size) {
+		t.Errorf("switchboard_store_disk_size_bytes = %v, want %d", got, size)
+	}
+	if got := got["switchboard_store_disk_free_bytes"]; got <= 0 || math.Abs(got-float64(free)) > float64(size)/100 {
+		t.Errorf("switchboard_store_disk_free_bytes = %v, want about %d", got, free)
+	}
 	for _, series := range []string{`switchboard_shard_queue_length{shard="4"}`, `switchboard_group_queue_length{worker="2"}`} {
 		if _, ok := got[series]; ok {
 			t.Errorf("%s present: more workers than the 4 shards and 2 group workers", series)
@@ -368,6 +383,7 @@ func TestMetricsDocumented(t *testing.T) {
 		},
 		store: func() storage.Stats { return storage.Stats{} },
 		ready: func() error { return nil },
+		disk:  func() (int64, int64, error) { return 0, 0, nil },
 	})
 	families, err := reg.Gather()
 	if err != nil {
