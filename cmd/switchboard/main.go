@@ -4,6 +4,7 @@
 //	switchboard serve   run the server
 //	switchboard token   mint a login token from the server's secret
 //	switchboard bench   load-generate against a server and report
+//	switchboard top     watch a server's or a cluster's queues, live
 //
 // Each subcommand's -h lists its flags and exits 0; a flag it does not know
 // exits 2. serve's settings also come from a TOML file and SWITCHBOARD_
@@ -27,6 +28,7 @@ func commands() []command {
 		{"serve", "run the server", serve},
 		{"token", "mint a login token from the server's secret", tokenCmd},
 		{"bench", "load-generate against a server and report", benchCmd},
+		{"top", "watch a server's or a cluster's queues and rates, live", topCmd},
 	}
 }
 
