@@ -138,7 +138,8 @@ type Router struct {
 	downMu sync.Mutex
 	down   string
 
-	stats Stats
+	stats  Stats
+	accept latency // send→ACCEPT of 1:1 sends (latency.go)
 }
 
 // Stats are the router's counters. Every field is atomic.
@@ -375,7 +376,7 @@ func (r *Router) Send(s Session, m Message) bool {
 	if m.Group {
 		ok = r.submitGroup(groupReq{send: true, sess: s, from: m.From.User, msgID: m.MsgID, group: m.To, retry: m.Retry, record: m.Record})
 	} else {
-		ok = r.submit(m.To, request{kind: reqSend, sess: s, user: m.To, from: m.From.User, msgID: m.MsgID, retry: m.Retry, record: m.Record})
+		ok = r.submit(m.To, request{kind: reqSend, sess: s, user: m.To, from: m.From.User, msgID: m.MsgID, retry: m.Retry, record: m.Record, at: r.cfg.Now()})
 	}
 	if ok {
 		r.stats.Sends.Add(1)

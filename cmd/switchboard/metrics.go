@@ -33,6 +33,7 @@ func metricsHandler(n *node.Node) http.Handler {
 		conns:         srv.Conns,
 		router:        r.Stats(),
 		routerGauges:  r.Gauges,
+		acceptLatency: r.AcceptLatency,
 		store:         st.Stats,
 		ready:         n.Ready,
 		commitCap:     cfg.QueueLen,
@@ -53,6 +54,7 @@ type metricSources struct {
 	conns         func() int
 	router        *delivery.Stats
 	routerGauges  func() delivery.Gauges
+	acceptLatency func() delivery.Latency // nil: not exported
 	store         func() storage.Stats
 	ready         func() error
 	commitCap     int   // storage.Config.QueueLen (--commit-queue)
@@ -159,6 +161,18 @@ func newMetrics(src metricSources) *prometheus.Registry {
 	queues("switchboard_shard_queue_length", "Requests waiting in each routing shard's queue; at switchboard_routing_queue_capacity the shard refuses new requests with RETRY_LATER.", "shard", func(g delivery.Gauges) []int { return g.ShardQueues })
 	queues("switchboard_group_queue_length", "Requests waiting in each group worker's queue; at switchboard_routing_queue_capacity GROUP requests and group sends are refused with RETRY_LATER.", "worker", func(g delivery.Gauges) []int { return g.GroupQueues })
 	queues("switchboard_receipts_held", "Receipts each shard holds because their sender's shard queue was full; past switchboard_routing_queue_capacity they are put off (switchboard_receipts_dropped_total).", "shard", func(g delivery.Gauges) []int { return g.HeldReceipts })
+	acceptSeconds := prometheus.NewDesc("switchboard_send_accept_seconds", "Time from the router taking a 1:1 SEND to it pushing the ACCEPT: the shard's queue, the commit queue, the group commit and its sync.", nil, nil)
+	reg.MustRegister(collectorFunc{desc: acceptSeconds, collect: func(ch chan<- prometheus.Metric) {
+		if src.acceptLatency == nil {
+			return
+		}
+		l := src.acceptLatency()
+		buckets := make(map[float64]uint64, len(l.Counts))
+		for i, n := range l.Counts {
+			buckets[delivery.AcceptBounds[i].Seconds()] = n
+		}
+		ch <- prometheus.MustNewConstHistogram(acceptSeconds, l.Count, l.Sum.Seconds(), buckets)
+	}})
 	gauge("switchboard_routing_queue_capacity", "The bound of each shard's and group worker's queue, and of each shard's held receipts (--routing-queue).", func() float64 { return float64(src.routerGauges().QueueLen) })
 	gauge("switchboard_ready", "1 while /readyz answers 200: the gateway accepts connections and is not stopping, every routing worker runs, and the store takes writes; 0 once a worker crashed 5 times within a minute and was left down, the store's committer panicked 5 times within a minute, free disk space is below --min-free, or commits are failing while the store recovers (/readyz says which).",
 		func() float64 {

@@ -260,6 +260,43 @@ func TestEveryStatExported(t *testing.T) {
 	}
 }
 
+// TestAcceptLatencyExported: the router's send→ACCEPT histogram is the
+// Prometheus histogram switchboard_send_accept_seconds, its buckets in
+// seconds.
+func TestAcceptLatencyExported(t *testing.T) {
+	counts := make([]uint64, len(delivery.AcceptBounds))
+	for i := range counts {
+		counts[i] = uint64(10 * (i + 1))
+	}
+	reg := newMetrics(metricSources{
+		gateway:       &gateway.Stats{},
+		gatewayGauges: func() gateway.Gauges { return gateway.Gauges{} },
+		slow:          func() gateway.SlowConsumers { return gateway.SlowConsumers{} },
+		conns:         func() int { return 0 },
+		router:        &delivery.Stats{},
+		routerGauges:  func() delivery.Gauges { return delivery.Gauges{} },
+		acceptLatency: func() delivery.Latency {
+			return delivery.Latency{Counts: counts, Count: 125, Sum: 1500 * time.Millisecond}
+		},
+		store: func() storage.Stats { return storage.Stats{} },
+		ready: func() error { return nil },
+	})
+	got := scrape(t, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	want := map[string]float64{
+		`switchboard_send_accept_seconds_bucket{le="0.0005"}`: 10,
+		`switchboard_send_accept_seconds_bucket{le="0.005"}`:  40,
+		`switchboard_send_accept_seconds_bucket{le="2.5"}`:    120,
+		`switchboard_send_accept_seconds_bucket{le="+Inf"}`:   125,
+		"switchboard_send_accept_seconds_count":               125,
+		"switchboard_send_accept_seconds_sum":                 1.5,
+	}
+	for series, w := range want {
+		if v, ok := got[series]; !ok || v != w {
+			t.Errorf("%s = %v (present %v), want %v", series, v, ok, w)
+		}
+	}
+}
+
 // TestMetricsOfRunningNode scrapes the admin listener of a running node
 // with a client logged in: every gauge is there, with a value that fits.
 func TestMetricsOfRunningNode(t *testing.T) {
@@ -384,6 +421,9 @@ func TestMetricsDocumented(t *testing.T) {
 		store: func() storage.Stats { return storage.Stats{} },
 		ready: func() error { return nil },
 		disk:  func() (int64, int64, error) { return 0, 0, nil },
+		acceptLatency: func() delivery.Latency {
+			return delivery.Latency{Counts: make([]uint64, len(delivery.AcceptBounds))}
+		},
 	})
 	families, err := reg.Gather()
 	if err != nil {
