@@ -30,6 +30,8 @@ var allowed = map[string][]string{
 	"bench":  {"protocol", "token", "client"},
 	// node owns the process: it configures, starts and stops the others.
 	"node": {"protocol", "storage", "delivery", "gateway", "token"},
+	// top reads servers only through their metrics, over HTTP.
+	"top": {},
 }
 
 // confined lists the third-party modules that one folder alone may import,
