@@ -81,7 +81,7 @@ type Figures struct {
 
 	// Counts over the interval, for the ratios.
 	syncs, accepted float64
-	accept          []Bucket         // send→ACCEPT observations in the interval
+	accept          []bucket         // send→ACCEPT observations in the interval
 	interval        bool             // the rates and counts above are over an interval
 	overAny         [numFigures]bool // a cluster: the figure is over its limit in some server
 }
@@ -92,7 +92,7 @@ func (f Figures) AcceptP99() float64 {
 	if !f.interval {
 		return math.NaN()
 	}
-	return Quantile(0.99, f.accept)
+	return quantile(0.99, f.accept)
 }
 
 // SyncsPerMessage is the store's syncs over the interval per message
@@ -248,12 +248,12 @@ func (f *Figures) setNaN() {
 	}
 }
 
-// Sum returns the cluster's figures: counts and rates summed, the longest
+// clusterOf returns the cluster's figures: counts and rates summed, the longest
 // queue of each kind and the largest capacity, the disk of the server
 // with the least free share, and the send→ACCEPT buckets merged (so the
 // p99 is the cluster's, not a mean of the servers'). A figure is over its
 // limit in the cluster when it is in any server.
-func Sum(fs []Figures) Figures {
+func clusterOf(fs []Figures) Figures {
 	nan := math.NaN()
 	c := Figures{Addr: "cluster"}
 	c.setNaN()
@@ -312,9 +312,9 @@ func Sum(fs []Figures) Figures {
 		add(&c.accepted, f.accepted)
 		if f.accept != nil {
 			if c.accept == nil {
-				c.accept = append([]Bucket(nil), f.accept...)
+				c.accept = append([]bucket(nil), f.accept...)
 			} else if c.accept = addBuckets(c.accept, f.accept); c.accept == nil {
-				c.accept = []Bucket{} // bounds differ: no cluster p99
+				c.accept = []bucket{} // bounds differ: no cluster p99
 			}
 		}
 	}
@@ -347,7 +347,7 @@ func NewFrame(prev, cur []Sample, every time.Duration) Frame {
 		fr.At = s.At
 	}
 	if len(cur) > 1 {
-		c := Sum(fr.Servers)
+		c := clusterOf(fr.Servers)
 		fr.Cluster = &c
 	}
 	return fr

@@ -20,8 +20,11 @@ const (
 	// MaxServers is the most servers one screen shows: a column each, and
 	// more than 16 do not fit a wide terminal.
 	MaxServers = 16
-	// maxTimeout bounds a scrape when Every is long: a server that has not
-	// answered in 5 s is down for an operator's purposes.
+	// minTimeout and maxTimeout bound a scrape's timeout, which is Every
+	// otherwise: a server busy enough to take a second over its metrics is
+	// not down, and one that has not answered in 5 s is, for an
+	// operator's purposes. A slow round delays the next; it never overlaps it.
+	minTimeout = time.Second
 	maxTimeout = 5 * time.Second
 )
 
@@ -31,7 +34,7 @@ type Config struct {
 	// /metrics); at least one, at most MaxServers.
 	Addrs []string
 	// Every is the time between scrapes; zero means DefaultEvery; at least
-	// MinEvery. It is also each scrape's timeout (at most 5 s).
+	// MinEvery. It is also each scrape's timeout, held between 1 s and 5 s.
 	Every time.Duration
 	// Now stamps samples; nil means time.Now.
 	Now func() time.Time
@@ -61,9 +64,9 @@ func (c *Config) Validate() error {
 }
 
 // Scraper returns the scraper of c: one HTTP client whose timeout is the
-// refresh interval, at most 5 s.
+// refresh interval, held between 1 s and 5 s.
 func (c Config) Scraper() Scraper {
-	return Scraper{Client: &http.Client{Timeout: min(c.Every, maxTimeout)}, Now: c.Now}
+	return Scraper{Client: &http.Client{Timeout: min(max(c.Every, minTimeout), maxTimeout)}, Now: c.Now}
 }
 
 // Model is the live screen: it scrapes every server each Every and draws
@@ -83,30 +86,30 @@ func NewModel(cfg Config) Model {
 	return Model{cfg: cfg, scraper: cfg.Scraper()}
 }
 
-// ScrapedMsg carries one round of samples, in the order of Config.Addrs.
-type ScrapedMsg []Sample
+// scrapedMsg carries one round of samples, in the order of Config.Addrs.
+type scrapedMsg []Sample
 
-// TickMsg asks for the next round.
-type TickMsg time.Time
+// tickMsg asks for the next round.
+type tickMsg time.Time
 
-// Scrape is the command that reads every server once.
-func (m Model) Scrape() tea.Msg {
-	return ScrapedMsg(m.scraper.ScrapeAll(context.Background(), m.cfg.Addrs))
+// scrape is the command that reads every server once.
+func (m Model) scrape() tea.Msg {
+	return scrapedMsg(m.scraper.ScrapeAll(context.Background(), m.cfg.Addrs))
 }
 
 // Init starts the first round.
-func (m Model) Init() tea.Cmd { return m.Scrape }
+func (m Model) Init() tea.Cmd { return m.scrape }
 
 // Update takes a round of samples (and schedules the next), a tick (and
 // scrapes), or q, Esc or Ctrl-C (and quits).
 func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	switch msg := msg.(type) {
-	case ScrapedMsg:
+	case scrapedMsg:
 		m.prev, m.cur = m.cur, msg
 		m.scrapes++
-		return m, tea.Tick(m.cfg.Every, func(t time.Time) tea.Msg { return TickMsg(t) })
-	case TickMsg:
-		return m, m.Scrape
+		return m, tea.Tick(m.cfg.Every, func(t time.Time) tea.Msg { return tickMsg(t) })
+	case tickMsg:
+		return m, m.scrape
 	case tea.KeyPressMsg:
 		switch msg.String() {
 		case "q", "esc", "ctrl+c":
@@ -117,8 +120,8 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	return m, nil
 }
 
-// Frame is the frame of the last two rounds; nil before the first.
-func (m Model) Frame() *Frame {
+// frame is the frame of the last two rounds; nil before the first.
+func (m Model) frame() *Frame {
 	if m.cur == nil {
 		return nil
 	}
@@ -126,12 +129,9 @@ func (m Model) Frame() *Frame {
 	return &fr
 }
 
-// Scrapes is how many rounds the model has taken.
-func (m Model) Scrapes() int { return m.scrapes }
-
 // Render draws the model's screen with styles s.
 func (m Model) Render(s Styles) string {
-	fr := m.Frame()
+	fr := m.frame()
 	if fr == nil {
 		return "switchboard top: reading " + fmt.Sprint(m.cfg.Addrs) + "…\n"
 	}

@@ -49,8 +49,8 @@ func fakeClock() func() time.Time {
 func step(t *testing.T, m tea.Model, cmd tea.Cmd) tea.Model {
 	t.Helper()
 	msg := cmd()
-	if _, ok := msg.(ScrapedMsg); !ok {
-		t.Fatalf("command gave %T, want ScrapedMsg", msg)
+	if _, ok := msg.(scrapedMsg); !ok {
+		t.Fatalf("command gave %T, want scrapedMsg", msg)
 	}
 	m, next := m.Update(msg)
 	if next == nil {
@@ -81,7 +81,7 @@ func TestModelScriptedScrapes(t *testing.T) {
 	if !strings.Contains(first, "rates after the next scrape") {
 		t.Errorf("first frame does not say rates come next:\n%s", first)
 	}
-	m, cmd := m.Update(TickMsg(t0))
+	m, cmd := m.Update(tickMsg(t0))
 	if cmd == nil {
 		t.Fatal("a tick did not scrape")
 	}
@@ -146,6 +146,48 @@ func TestConfigValidate(t *testing.T) {
 	for _, want := range []string{"at most 16", "an empty server address", "at least 100ms"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() = %v; want it to say %q", err, want)
+		}
+	}
+}
+
+// A server that answers an error, an answer over MaxBody, something that is
+// not the text format, or nothing within the timeout is down with the
+// reason (TestModelScriptedScrapes shows the others still read).
+func TestScrapeFailures(t *testing.T) {
+	handlers := map[string]http.HandlerFunc{
+		"404 Not Found": func(w http.ResponseWriter, r *http.Request) { http.NotFound(w, r) },
+		"over 8 MiB": func(w http.ResponseWriter, r *http.Request) {
+			w.Write([]byte("# " + strings.Repeat("x", MaxBody) + "\n"))
+		},
+		"parsing metrics": func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("switchboard_connections{ 1\n")) },
+		"Timeout exceeded": func(w http.ResponseWriter, r *http.Request) {
+			<-r.Context().Done() // answers nothing until top gives up
+		},
+		"": func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(before.text())) },
+	}
+	var addrs, wants []string
+	for want, h := range handlers {
+		srv := httptest.NewServer(h)
+		t.Cleanup(srv.Close)
+		addrs = append(addrs, srv.Listener.Addr().String())
+		wants = append(wants, want)
+	}
+	// The hanging server alone gets a short timeout: the 8 MiB answer may
+	// take longer than that under the race detector.
+	got := make([]Sample, len(addrs))
+	for i := range addrs {
+		timeout := 10 * time.Second
+		if wants[i] == "Timeout exceeded" {
+			timeout = 100 * time.Millisecond
+		}
+		got[i] = Scraper{Client: &http.Client{Timeout: timeout}}.ScrapeAll(t.Context(), addrs[i:i+1])[0]
+	}
+	for i, got := range got {
+		switch {
+		case wants[i] == "" && got.Err != nil:
+			t.Errorf("the good server: %v", got.Err)
+		case wants[i] != "" && (got.Err == nil || !strings.Contains(got.Err.Error(), wants[i])):
+			t.Errorf("want an error saying %q, got %v", wants[i], got.Err)
 		}
 	}
 }

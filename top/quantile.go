@@ -6,19 +6,19 @@ import (
 
 var inf = math.Inf(1)
 
-// Bucket is one cumulative histogram bucket: Count observations were at
+// bucket is one cumulative histogram bucket: Count observations were at
 // most Le.
-type Bucket struct {
+type bucket struct {
 	Le    float64
 	Count float64
 }
 
-// Quantile returns the q-quantile (0 < q < 1) of cumulative buckets sorted
+// quantile returns the q-quantile (0 < q < 1) of cumulative buckets sorted
 // by Le and ending with +Inf, as Prometheus' histogram_quantile does: the
 // bucket holding the rank q×total, interpolated linearly within it (from 0
 // for the first bucket). A rank in the +Inf bucket gives the highest finite
 // bound. It returns NaN when there are no observations.
-func Quantile(q float64, bs []Bucket) float64 {
+func quantile(q float64, bs []bucket) float64 {
 	if len(bs) == 0 {
 		return math.NaN()
 	}
@@ -48,19 +48,19 @@ func Quantile(q float64, bs []Bucket) float64 {
 
 // addBuckets adds b to a bucket by bucket; a nil a takes b. Histograms of
 // different bounds cannot be added: the result is nil.
-func addBuckets(a, b []Bucket) []Bucket {
+func addBuckets(a, b []bucket) []bucket {
 	if a == nil {
-		return append([]Bucket(nil), b...)
+		return append([]bucket(nil), b...)
 	}
 	if len(a) != len(b) {
 		return nil
 	}
-	out := make([]Bucket, len(a))
+	out := make([]bucket, len(a))
 	for i := range a {
 		if a[i].Le != b[i].Le {
 			return nil
 		}
-		out[i] = Bucket{Le: a[i].Le, Count: a[i].Count + b[i].Count}
+		out[i] = bucket{Le: a[i].Le, Count: a[i].Count + b[i].Count}
 	}
 	return out
 }
@@ -68,11 +68,11 @@ func addBuckets(a, b []Bucket) []Bucket {
 // subBuckets returns cur − prev bucket by bucket: the observations made
 // between two scrapes. A counter that went down (the server restarted)
 // gives cur itself; different bounds give nil.
-func subBuckets(cur, prev []Bucket) []Bucket {
+func subBuckets(cur, prev []bucket) []bucket {
 	if prev == nil || len(prev) != len(cur) {
 		return cur
 	}
-	out := make([]Bucket, len(cur))
+	out := make([]bucket, len(cur))
 	for i := range cur {
 		if cur[i].Le != prev[i].Le {
 			return nil
@@ -80,7 +80,7 @@ func subBuckets(cur, prev []Bucket) []Bucket {
 		if cur[len(cur)-1].Count < prev[len(prev)-1].Count {
 			return cur // reset
 		}
-		out[i] = Bucket{Le: cur[i].Le, Count: cur[i].Count - prev[i].Count}
+		out[i] = bucket{Le: cur[i].Le, Count: cur[i].Count - prev[i].Count}
 	}
 	return out
 }

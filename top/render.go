@@ -81,12 +81,14 @@ var rows = []row{
 		}
 		return count(f.SlowCloses) + " +" + rate(f.SlowPerSec) + "/s", f.Over(FigSlow)
 	}},
-	{"store", func(f Figures) (string, bool) { return of(bytes(f.StoreBytes), bytes(f.StoreMax)), f.Over(FigStore) }},
+	{"store", func(f Figures) (string, bool) {
+		return of(byteCount(f.StoreBytes), byteCount(f.StoreMax)), f.Over(FigStore)
+	}},
 	{"disk free", func(f Figures) (string, bool) {
 		if math.IsNaN(f.DiskFreeShare()) {
-			return bytes(f.DiskFree), false
+			return byteCount(f.DiskFree), false
 		}
-		return fmt.Sprintf("%s %.0f%%", bytes(f.DiskFree), 100*f.DiskFreeShare()), f.Over(FigDisk)
+		return fmt.Sprintf("%s %.0f%%", byteCount(f.DiskFree), 100*f.DiskFreeShare()), f.Over(FigDisk)
 	}},
 	{"syncs/message", func(f Figures) (string, bool) {
 		v := f.SyncsPerMessage()
@@ -205,7 +207,7 @@ func seconds(v float64) string {
 	return fmt.Sprintf("%.2fs", v)
 }
 
-func bytes(v float64) string {
+func byteCount(v float64) string {
 	if math.IsNaN(v) {
 		return "–"
 	}

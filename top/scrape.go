@@ -1,6 +1,7 @@
 package top
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -35,8 +36,8 @@ type Sample struct {
 	metrics map[string]*dto.MetricFamily
 }
 
-// Parse reads Prometheus' text exposition format.
-func Parse(r io.Reader) (map[string]*dto.MetricFamily, error) {
+// parse reads Prometheus' text exposition format.
+func parse(r io.Reader) (map[string]*dto.MetricFamily, error) {
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	mf, err := p.TextToMetricFamilies(r)
 	if err != nil {
@@ -45,10 +46,10 @@ func Parse(r io.Reader) (map[string]*dto.MetricFamily, error) {
 	return mf, nil
 }
 
-// NewSample returns a sample of addr taken at at from a metrics text; a
+// newSample returns a sample of addr taken at at from a metrics text; a
 // test's scripted scrape, or a file saved from a server.
-func NewSample(addr string, at time.Time, text string) Sample {
-	mf, err := Parse(strings.NewReader(text))
+func newSample(addr string, at time.Time, text string) Sample {
+	mf, err := parse(strings.NewReader(text))
 	return Sample{Addr: addr, At: at, Err: err, metrics: mf}
 }
 
@@ -62,9 +63,9 @@ type Scraper struct {
 	Now func() time.Time
 }
 
-// URL is the metrics address of addr: addr itself when it is a URL,
+// metricsURL is the metrics address of addr: addr itself when it is a URL,
 // otherwise http://addr/metrics.
-func URL(addr string) string {
+func metricsURL(addr string) string {
 	if strings.HasPrefix(addr, "http://") || strings.HasPrefix(addr, "https://") {
 		return addr
 	}
@@ -78,17 +79,10 @@ func (s Scraper) now() time.Time {
 	return time.Now()
 }
 
-// Scrape reads one server's metrics. It never fails: an error is carried
-// in the sample.
-func (s Scraper) Scrape(ctx context.Context, addr string) Sample {
-	at := s.now()
-	mf, err := s.get(ctx, addr)
-	return Sample{Addr: addr, At: at, Err: err, metrics: mf}
-}
-
 // ScrapeAll reads every server at once and returns their samples in the
-// order of addrs, all stamped with the round's start. It returns when the
-// slowest has answered or timed out.
+// order of addrs, all stamped with the round's start. It never fails: a
+// server's error is carried in its sample. It returns when the slowest has
+// answered or timed out.
 func (s Scraper) ScrapeAll(ctx context.Context, addrs []string) []Sample {
 	out := make([]Sample, len(addrs))
 	at := s.now()
@@ -104,7 +98,7 @@ func (s Scraper) ScrapeAll(ctx context.Context, addrs []string) []Sample {
 }
 
 func (s Scraper) get(ctx context.Context, addr string) (map[string]*dto.MetricFamily, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, URL(addr), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL(addr), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -115,16 +109,16 @@ func (s Scraper) get(ctx context.Context, addr string) (map[string]*dto.MetricFa
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", URL(addr), resp.Status)
+		return nil, fmt.Errorf("GET %s: %s", metricsURL(addr), resp.Status)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxBody+1))
 	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", URL(addr), err)
+		return nil, fmt.Errorf("reading %s: %w", metricsURL(addr), err)
 	}
 	if len(body) > MaxBody {
 		return nil, ErrBodyTooLarge
 	}
-	return Parse(strings.NewReader(string(body)))
+	return parse(bytes.NewReader(body))
 }
 
 // sum returns the sum of every series of the counter, gauge or untyped
@@ -173,19 +167,19 @@ func (s Sample) labelled(name, label, val string) (float64, bool) {
 
 // histogram returns the cumulative buckets of the histogram family name,
 // summed over its series, ending with +Inf; nil when it is absent.
-func (s Sample) histogram(name string) []Bucket {
+func (s Sample) histogram(name string) []bucket {
 	mf := s.metrics[name]
 	if mf == nil || mf.GetType() != dto.MetricType_HISTOGRAM {
 		return nil
 	}
-	var out []Bucket
+	var out []bucket
 	for _, m := range mf.GetMetric() {
 		h := m.GetHistogram()
-		bs := make([]Bucket, 0, len(h.GetBucket())+1)
+		bs := make([]bucket, 0, len(h.GetBucket())+1)
 		for _, b := range h.GetBucket() {
-			bs = append(bs, Bucket{Le: b.GetUpperBound(), Count: float64(b.GetCumulativeCount())})
+			bs = append(bs, bucket{Le: b.GetUpperBound(), Count: float64(b.GetCumulativeCount())})
 		}
-		bs = append(bs, Bucket{Le: inf, Count: float64(h.GetSampleCount())})
+		bs = append(bs, bucket{Le: inf, Count: float64(h.GetSampleCount())})
 		out = addBuckets(out, bs)
 	}
 	return out

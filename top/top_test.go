@@ -96,30 +96,30 @@ func TestQuantile(t *testing.T) {
 	tests := []struct {
 		name string
 		q    float64
-		bs   []Bucket
+		bs   []bucket
 		want float64
 	}{
-		{"at a bucket's top", 0.5, []Bucket{{1, 50}, {2, 100}, {inf, 100}}, 1},
-		{"interpolated", 0.75, []Bucket{{1, 50}, {2, 100}, {inf, 100}}, 1.5},
-		{"in the first bucket", 0.1, []Bucket{{0.004, 100}, {inf, 100}}, 0.0004},
-		{"in +Inf: the highest bound", 0.99, []Bucket{{1, 10}, {inf, 100}}, 1},
-		{"an empty bucket skipped", 0.99, []Bucket{{1, 0}, {2, 0}, {4, 100}, {inf, 100}}, 3.98},
+		{"at a bucket's top", 0.5, []bucket{{1, 50}, {2, 100}, {inf, 100}}, 1},
+		{"interpolated", 0.75, []bucket{{1, 50}, {2, 100}, {inf, 100}}, 1.5},
+		{"in the first bucket", 0.1, []bucket{{0.004, 100}, {inf, 100}}, 0.0004},
+		{"in +Inf: the highest bound", 0.99, []bucket{{1, 10}, {inf, 100}}, 1},
+		{"an empty bucket skipped", 0.99, []bucket{{1, 0}, {2, 0}, {4, 100}, {inf, 100}}, 3.98},
 	}
 	for _, tt := range tests {
-		if got := Quantile(tt.q, tt.bs); math.Abs(got-tt.want) > 1e-12 {
-			t.Errorf("%s: Quantile(%v) = %v, want %v", tt.name, tt.q, got, tt.want)
+		if got := quantile(tt.q, tt.bs); math.Abs(got-tt.want) > 1e-12 {
+			t.Errorf("%s: quantile(%v) = %v, want %v", tt.name, tt.q, got, tt.want)
 		}
 	}
-	for _, bs := range [][]Bucket{nil, {{1, 0}, {inf, 0}}} {
-		if got := Quantile(0.99, bs); !math.IsNaN(got) {
-			t.Errorf("Quantile(0.99, %v) = %v, want NaN (no observations)", bs, got)
+	for _, bs := range [][]bucket{nil, {{1, 0}, {inf, 0}}} {
+		if got := quantile(0.99, bs); !math.IsNaN(got) {
+			t.Errorf("quantile(0.99, %v) = %v, want NaN (no observations)", bs, got)
 		}
 	}
 }
 
 func TestFiguresFromTwoScrapes(t *testing.T) {
-	prev := NewSample("a:9070", t0, before.text())
-	cur := NewSample("a:9070", t0.Add(2*time.Second), after.text())
+	prev := newSample("a:9070", t0, before.text())
+	cur := newSample("a:9070", t0.Add(2*time.Second), after.text())
 	if prev.Err != nil || cur.Err != nil {
 		t.Fatal(prev.Err, cur.Err)
 	}
@@ -176,7 +176,7 @@ func TestOverLimits(t *testing.T) {
 	for _, tt := range tests {
 		cur := after
 		tt.edit(&cur)
-		f := figures(NewSample("a", t0, before.text()), NewSample("a", t0.Add(time.Second), cur.text()))
+		f := figures(newSample("a", t0, before.text()), newSample("a", t0.Add(time.Second), cur.text()))
 		for fig := range numFigures {
 			if got := f.Over(fig); got != (fig == tt.fig) {
 				t.Errorf("%s: Over(%d) = %v, want %v", tt.name, fig, got, fig == tt.fig)
@@ -186,7 +186,7 @@ func TestOverLimits(t *testing.T) {
 	// One short of four fifths is not over.
 	cur := after
 	cur.shardQueue = 3276
-	if f := figures(Sample{}, NewSample("a", t0, cur.text())); f.Over(FigShardQueue) {
+	if f := figures(Sample{}, newSample("a", t0, cur.text())); f.Over(FigShardQueue) {
 		t.Error("shard queue 3276 of 4096 marked over; the mark starts at 3276.8")
 	}
 }
@@ -195,8 +195,8 @@ func TestSumOfACluster(t *testing.T) {
 	busy := after
 	busy.shardQueue = 4000
 	busy.diskFree = 1000 << 20
-	prev := []Sample{NewSample("a", t0, before.text()), NewSample("b", t0, before.text()), NewSample("c", t0, before.text())}
-	cur := []Sample{NewSample("a", t0.Add(2*time.Second), after.text()), NewSample("b", t0.Add(2*time.Second), busy.text()),
+	prev := []Sample{newSample("a", t0, before.text()), newSample("b", t0, before.text()), newSample("c", t0, before.text())}
+	cur := []Sample{newSample("a", t0.Add(2*time.Second), after.text()), newSample("b", t0.Add(2*time.Second), busy.text()),
 		{Addr: "c", At: t0.Add(2 * time.Second), Err: fmt.Errorf("connection refused")}}
 	fr := NewFrame(prev, cur, time.Second)
 	c := fr.Cluster
@@ -231,7 +231,7 @@ func TestSumOfACluster(t *testing.T) {
 }
 
 func TestParseRejectsNonsense(t *testing.T) {
-	if s := NewSample("a", t0, "switchboard_connections{ 12\n"); s.Err == nil {
+	if s := newSample("a", t0, "switchboard_connections{ 12\n"); s.Err == nil {
 		t.Error("a broken metrics text parsed")
 	}
 }

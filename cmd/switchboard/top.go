@@ -41,7 +41,7 @@ func runTop(args []string, out io.Writer) error {
 	fs := pflag.NewFlagSet("top", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors are reported once, by main
 	addrs := fs.StringSlice("addr", []string{"127.0.0.1:9070"}, "servers' admin listeners (serve's --metrics), comma-separated or repeated; at most 16")
-	every := fs.Duration("every", top.DefaultEvery, "time between scrapes, at least 100ms; also each scrape's timeout (at most 5s)")
+	every := fs.Duration("every", top.DefaultEvery, "time between scrapes, at least 100ms; also each scrape's timeout, held between 1s and 5s")
 	once := fs.Bool("once", false, "print one plain-text frame and exit")
 	fs.BoolP("help", "h", false, "this help")
 	fs.Usage = func() {

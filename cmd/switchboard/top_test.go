@@ -68,7 +68,6 @@ func TestTopOnceShowsALogin(t *testing.T) {
 		"state":         "up",
 		"  pre-login":   "0",
 		"  closing":     "0",
-		"logins/s":      "0.0", // the login was before both scrapes
 		"messages in/s": "0.0",
 		"commit queue":  "0 / 4096",
 		"store":         "0 B / 16.0 GiB",
