@@ -62,9 +62,13 @@ func (l *latency) snapshot() Latency {
 // sync. Group sends are not in it. It may be called from any goroutine.
 func (r *Router) AcceptLatency() Latency { return r.accept.snapshot() }
 
+// stamp is the time now on the router's clock, as a positive offset from
+// its epoch: 8 bytes in each queued request where a time.Time takes 24.
+func (r *Router) stamp() time.Duration { return r.cfg.Now().Sub(r.epoch) }
+
 // timeAccept records the send→ACCEPT time of c, a completed 1:1 send.
 func (r *Router) timeAccept(c completion) {
-	if !c.at.IsZero() {
-		r.accept.observe(r.cfg.Now().Sub(c.at))
+	if c.at > 0 {
+		r.accept.observe(r.stamp() - c.at)
 	}
 }

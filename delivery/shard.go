@@ -39,7 +39,7 @@ type request struct {
 	fan     *fanout            // reqFanout: told the outcome
 	settles storage.ReceiptKey // reqReceipt of a delivered receipt: the pending receipt it settles
 	list    []uint64           // reqSignal to a group: the members this shard owns; shared, read-only
-	at      time.Time          // reqSend: when Send took it, for Router.AcceptLatency
+	at      time.Duration      // reqSend: when Send took it (Router.stamp), for Router.AcceptLatency
 }
 
 type doneKind uint8
@@ -58,7 +58,7 @@ type completion struct {
 	fan    *fanout // doneAppend of a group copy: told the outcome instead of conn
 	msgID  uint64  // doneAppend of a message: the sender's id
 	record []byte
-	at     time.Time // doneAppend of a 1:1 send: when Send took it; zero: not timed
+	at     time.Duration // doneAppend of a 1:1 send: when Send took it (Router.stamp); zero: not timed
 	err    error
 	ack    storage.AckResult
 }
@@ -295,7 +295,7 @@ func (s *shard) handle(q request) {
 	case reqSend:
 		s.append(u, storage.Entry{Kind: storage.KindMessage, Sender: q.from, MsgID: q.msgID, Retry: q.retry, Value: q.record}, q.sess, nil, q.at)
 	case reqFanout:
-		s.append(u, storage.Entry{Kind: q.entry, Sender: q.from, MsgID: q.msgID, Retry: q.retry, Value: q.record}, Session{}, q.fan, time.Time{})
+		s.append(u, storage.Entry{Kind: q.entry, Sender: q.from, MsgID: q.msgID, Retry: q.retry, Value: q.record}, Session{}, q.fan, 0)
 	case reqAck:
 		if u.sess == q.sess && q.seq > u.acked && q.seq <= u.sent {
 			s.ack(u, q.seq)
@@ -303,7 +303,7 @@ func (s *shard) handle(q request) {
 		}
 	case reqReceipt:
 		x := protocol.Receipt{MsgID: q.msgID, More: q.more, Read: q.read, By: q.from, Expired: q.expired}
-		s.append(u, storage.Entry{Kind: storage.KindReceipt, Sender: q.from, MsgID: q.msgID, Value: x.AppendRecord(nil), Settles: q.settles}, Session{}, nil, time.Time{})
+		s.append(u, storage.Entry{Kind: storage.KindReceipt, Sender: q.from, MsgID: q.msgID, Value: x.AppendRecord(nil), Settles: q.settles}, Session{}, nil, 0)
 		s.r.stats.Receipts.Add(1)
 	}
 	s.forget(u)
@@ -334,7 +334,7 @@ func (s *shard) login(u *user, q request) {
 
 // append hands e, one entry of u's mailbox, to storage with the next seq.
 // at is when Send took a 1:1 message (zero for anything else).
-func (s *shard) append(u *user, e storage.Entry, sender Session, fan *fanout, at time.Time) {
+func (s *shard) append(u *user, e storage.Entry, sender Session, fan *fanout, at time.Duration) {
 	u.last++
 	u.inflight++
 	s.inflight++
