@@ -123,11 +123,11 @@ func TestModelScriptedScrapes(t *testing.T) {
 	// In colour, the over-limit queue is drawn in the Over style and the
 	// queue under its limit is not.
 	coloured := m.(Model).Render(Colours())
-	over := Colours().Over.Render("4000 / 4096 " + Mark)
+	over := Colours().over.Render("4000 / 4096 " + Mark)
 	if !strings.Contains(coloured, over) {
 		t.Errorf("the full shard queue is not highlighted: want %q in\n%q", over, coloured)
 	}
-	if strings.Contains(coloured, Colours().Over.Render("40 / 4096")) {
+	if strings.Contains(coloured, Colours().over.Render("40 / 4096")) {
 		t.Error("the commit queue, 1% full, is highlighted")
 	}
 

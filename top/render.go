@@ -15,7 +15,7 @@ const Mark = "!"
 
 // Styles colour a frame. The zero value draws plain text.
 type Styles struct {
-	Title, Label, Over lipgloss.Style
+	title, label, over lipgloss.Style
 	colour             bool
 }
 
@@ -23,9 +23,9 @@ type Styles struct {
 // bold red.
 func Colours() Styles {
 	return Styles{
-		Title:  lipgloss.NewStyle().Bold(true),
-		Label:  lipgloss.NewStyle().Foreground(lipgloss.Color("245")),
-		Over:   lipgloss.NewStyle().Bold(true).Foreground(lipgloss.Color("9")),
+		title:  lipgloss.NewStyle().Bold(true),
+		label:  lipgloss.NewStyle().Foreground(lipgloss.Color("245")),
+		over:   lipgloss.NewStyle().Bold(true).Foreground(lipgloss.Color("9")),
 		colour: true,
 	}
 }
@@ -134,21 +134,21 @@ func (fr Frame) Render(s Styles) string {
 	if fr.Every > 0 {
 		title += "  every " + fr.Every.String()
 	}
-	b.WriteString(s.render(s.Title, title))
+	b.WriteString(s.render(s.title, title))
 	b.WriteString("\n\n")
 	b.WriteString(pad("", labelWidth))
 	for c, f := range cols {
 		b.WriteString("  ")
-		b.WriteString(s.render(s.Title, pad(f.Addr, width[c])))
+		b.WriteString(s.render(s.title, pad(f.Addr, width[c])))
 	}
 	b.WriteString("\n")
 	for r, rw := range rows {
-		b.WriteString(s.render(s.Label, pad(rw.label, labelWidth)))
+		b.WriteString(s.render(s.label, pad(rw.label, labelWidth)))
 		for c := range cols {
 			b.WriteString("  ")
 			text := pad(cells[r][c], width[c])
 			if overs[r][c] {
-				text = s.render(s.Over, cells[r][c]) + strings.Repeat(" ", width[c]-utf8.RuneCountInString(cells[r][c]))
+				text = s.render(s.over, cells[r][c]) + strings.Repeat(" ", width[c]-utf8.RuneCountInString(cells[r][c]))
 			}
 			b.WriteString(text)
 		}
@@ -157,7 +157,7 @@ func (fr Frame) Render(s Styles) string {
 	for _, f := range fr.Servers {
 		for _, d := range f.Down {
 			b.WriteString("\n")
-			b.WriteString(s.render(s.Over, "down "+d))
+			b.WriteString(s.render(s.over, "down "+d))
 		}
 	}
 	lines := strings.Split(b.String(), "\n")
