@@ -138,7 +138,11 @@ type Router struct {
 	downMu sync.Mutex
 	down   string
 
-	stats Stats
+	stats  Stats
+	accept latency // send→ACCEPT of 1:1 sends (latency.go)
+	// epoch is what sends are stamped from (request.at), a nanosecond
+	// before New so that every stamp is positive. Immutable.
+	epoch time.Time
 }
 
 // Stats are the router's counters. Every field is atomic.
@@ -172,7 +176,7 @@ func New(cfg Config, store storage.Store) (*Router, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	r := &Router{cfg: cfg, store: store}
+	r := &Router{cfg: cfg, store: store, epoch: cfg.Now().Add(-time.Nanosecond)}
 	r.shards = make([]*shard, cfg.Shards)
 	for i := range r.shards {
 		r.shards[i] = newShard(r, i)
@@ -375,7 +379,7 @@ func (r *Router) Send(s Session, m Message) bool {
 	if m.Group {
 		ok = r.submitGroup(groupReq{send: true, sess: s, from: m.From.User, msgID: m.MsgID, group: m.To, retry: m.Retry, record: m.Record})
 	} else {
-		ok = r.submit(m.To, request{kind: reqSend, sess: s, user: m.To, from: m.From.User, msgID: m.MsgID, retry: m.Retry, record: m.Record})
+		ok = r.submit(m.To, request{kind: reqSend, sess: s, user: m.To, from: m.From.User, msgID: m.MsgID, retry: m.Retry, record: m.Record, at: r.stamp()})
 	}
 	if ok {
 		r.stats.Sends.Add(1)

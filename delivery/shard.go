@@ -39,6 +39,7 @@ type request struct {
 	fan     *fanout            // reqFanout: told the outcome
 	settles storage.ReceiptKey // reqReceipt of a delivered receipt: the pending receipt it settles
 	list    []uint64           // reqSignal to a group: the members this shard owns; shared, read-only
+	at      time.Duration      // reqSend: when Send took it (Router.stamp), for Router.AcceptLatency
 }
 
 type doneKind uint8
@@ -57,6 +58,7 @@ type completion struct {
 	fan    *fanout // doneAppend of a group copy: told the outcome instead of conn
 	msgID  uint64  // doneAppend of a message: the sender's id
 	record []byte
+	at     time.Duration // doneAppend of a 1:1 send: when Send took it (Router.stamp); zero: not timed
 	err    error
 	ack    storage.AckResult
 }
@@ -291,9 +293,9 @@ func (s *shard) handle(q request) {
 			u.sess, u.stuck = Session{}, 0
 		}
 	case reqSend:
-		s.append(u, storage.Entry{Kind: storage.KindMessage, Sender: q.from, MsgID: q.msgID, Retry: q.retry, Value: q.record}, q.sess, nil)
+		s.append(u, storage.Entry{Kind: storage.KindMessage, Sender: q.from, MsgID: q.msgID, Retry: q.retry, Value: q.record}, q.sess, nil, q.at)
 	case reqFanout:
-		s.append(u, storage.Entry{Kind: q.entry, Sender: q.from, MsgID: q.msgID, Retry: q.retry, Value: q.record}, Session{}, q.fan)
+		s.append(u, storage.Entry{Kind: q.entry, Sender: q.from, MsgID: q.msgID, Retry: q.retry, Value: q.record}, Session{}, q.fan, 0)
 	case reqAck:
 		if u.sess == q.sess && q.seq > u.acked && q.seq <= u.sent {
 			s.ack(u, q.seq)
@@ -301,7 +303,7 @@ func (s *shard) handle(q request) {
 		}
 	case reqReceipt:
 		x := protocol.Receipt{MsgID: q.msgID, More: q.more, Read: q.read, By: q.from, Expired: q.expired}
-		s.append(u, storage.Entry{Kind: storage.KindReceipt, Sender: q.from, MsgID: q.msgID, Value: x.AppendRecord(nil), Settles: q.settles}, Session{}, nil)
+		s.append(u, storage.Entry{Kind: storage.KindReceipt, Sender: q.from, MsgID: q.msgID, Value: x.AppendRecord(nil), Settles: q.settles}, Session{}, nil, 0)
 		s.r.stats.Receipts.Add(1)
 	}
 	s.forget(u)
@@ -331,12 +333,13 @@ func (s *shard) login(u *user, q request) {
 }
 
 // append hands e, one entry of u's mailbox, to storage with the next seq.
-func (s *shard) append(u *user, e storage.Entry, sender Session, fan *fanout) {
+// at is when Send took a 1:1 message (zero for anything else).
+func (s *shard) append(u *user, e storage.Entry, sender Session, fan *fanout, at time.Duration) {
 	u.last++
 	u.inflight++
 	s.inflight++
 	e.Recipient, e.Seq = u.id, u.last
-	c := completion{kind: doneAppend, user: u.id, seq: u.last, sess: sender, fan: fan, msgID: e.MsgID, record: e.Value}
+	c := completion{kind: doneAppend, user: u.id, seq: u.last, sess: sender, fan: fan, msgID: e.MsgID, record: e.Value, at: at}
 	s.r.store.Append(e, func(err error) {
 		c.err = err
 		s.done <- c
@@ -396,11 +399,13 @@ func (s *shard) appended(u *user, c completion) {
 	case c.err == nil:
 		if c.sess.Valid() {
 			s.r.stats.Accepted.Add(1)
+			s.r.timeAccept(c)
 			s.r.push(c.sess, Outbound{Kind: OutAccept, MsgID: c.msgID})
 		}
 	case errors.As(c.err, &dup):
 		s.r.stats.Duplicates.Add(1)
 		if c.sess.Valid() {
+			s.r.timeAccept(c)
 			s.r.push(c.sess, Outbound{Kind: OutAccept, MsgID: c.msgID})
 		}
 	case !c.sess.Valid():

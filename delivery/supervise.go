@@ -215,6 +215,7 @@ func (s *shard) answer(c completion) {
 		s.r.rescan.Store(true) // a receipt entry: still pending if it failed
 	case c.err == nil || errors.As(c.err, &dup):
 		s.r.stats.Accepted.Add(1)
+		s.r.timeAccept(c)
 		s.r.push(c.sess, Outbound{Kind: OutAccept, MsgID: c.msgID})
 	default:
 		code, retry := refusal(c.err)

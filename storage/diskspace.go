@@ -48,11 +48,20 @@ func newDiskGuard(cfg Config) diskGuard {
 // freeBytes returns the bytes available to an unprivileged writer on the
 // file system holding dir.
 func freeBytes(dir string) (int64, error) {
+	free, _, err := DiskSpace(dir)
+	return free, err
+}
+
+// DiskSpace returns the bytes available to an unprivileged writer on the
+// file system holding dir (what the floor, Config.MinFreeBytes, is compared
+// with) and that file system's size, for metrics. It costs one statfs and
+// may be called from any goroutine.
+func DiskSpace(dir string) (free, size int64, err error) {
 	var st unix.Statfs_t
 	if err := unix.Statfs(dir, &st); err != nil {
-		return 0, fmt.Errorf("storage: statfs %s: %w", dir, err)
+		return 0, 0, fmt.Errorf("storage: statfs %s: %w", dir, err)
 	}
-	return int64(st.Bavail) * int64(st.Bsize), nil
+	return int64(st.Bavail) * int64(st.Bsize), int64(st.Blocks) * int64(st.Bsize), nil
 }
 
 // diskLow reports whether urgent writes must be refused now, reading the

@@ -177,3 +177,24 @@ func waitFull(t *testing.T, s Store, next *uint64, value []byte) error {
 		time.Sleep(10 * time.Millisecond) // poll
 	}
 }
+
+// DiskSpace reports a file system's size and what is free on it: on a
+// 64 MiB tmpfs, exactly 64 MiB, all free, then 16 MiB less once a 16 MiB
+// file is written.
+func TestDiskSpace(t *testing.T) {
+	dir := mountTmpfs(t, 64<<20)
+	free, size, err := DiskSpace(dir)
+	if err != nil || free != 64<<20 || size != 64<<20 {
+		t.Fatalf("DiskSpace of an empty 64 MiB tmpfs = %d free, %d size, %v; want 64 MiB both", free, size, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "f"), make([]byte, 16<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	free, size, err = DiskSpace(dir)
+	if err != nil || free != 48<<20 || size != 64<<20 {
+		t.Fatalf("after 16 MiB written: %d free, %d size, %v; want 48 MiB free of 64", free, size, err)
+	}
+	if _, _, err := DiskSpace(filepath.Join(dir, "missing")); !errors.Is(err, unix.ENOENT) {
+		t.Errorf("DiskSpace of a missing folder: %v, want ENOENT", err)
+	}
+}

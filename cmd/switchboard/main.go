@@ -6,6 +6,7 @@
 //	switchboard bench      load-generate against a server and report
 //	switchboard preflight  how many connections this host can hold, and what binds
 //	switchboard chat       an interactive terminal chat client (a demo)
+//	switchboard top        watch a server's or a cluster's queues, live
 //
 // Each subcommand's -h lists its flags and exits 0; a flag it does not know
 // exits 2. serve's settings also come from a TOML file and SWITCHBOARD_
@@ -31,6 +32,7 @@ func commands() []command {
 		{"bench", "load-generate against a server and report", benchCmd},
 		{"preflight", "how many connections this host can hold, and what binds", preflightCmd},
 		{"chat", "an interactive terminal chat client (a demo)", chatCmd},
+		{"top", "watch a server's or a cluster's queues and rates, live", topCmd},
 	}
 }
 

@@ -25,7 +25,7 @@ import (
 // metricsHandler exposes the counters and gauges of every component of n,
 // and the process's own (RSS, CPU, descriptors), in Prometheus' format.
 func metricsHandler(n *node.Node) http.Handler {
-	srv, r, st := n.Gateway(), n.Router(), n.Store()
+	srv, r, st, cfg := n.Gateway(), n.Router(), n.Store(), n.Config().Storage
 	reg := newMetrics(metricSources{
 		gateway:       srv.Stats(),
 		gatewayGauges: srv.Gauges,
@@ -33,8 +33,12 @@ func metricsHandler(n *node.Node) http.Handler {
 		conns:         srv.Conns,
 		router:        r.Stats(),
 		routerGauges:  r.Gauges,
+		acceptLatency: r.AcceptLatency,
 		store:         st.Stats,
 		ready:         n.Ready,
+		commitCap:     cfg.QueueLen,
+		storeMax:      cfg.MaxTotalBytes,
+		disk:          func() (int64, int64, error) { return storage.DiskSpace(cfg.Dir) },
 	})
 	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(collectors.NewGoCollector())
@@ -50,8 +54,14 @@ type metricSources struct {
 	conns         func() int
 	router        *delivery.Stats
 	routerGauges  func() delivery.Gauges
+	acceptLatency func() delivery.Latency // nil: not exported
 	store         func() storage.Stats
 	ready         func() error
+	commitCap     int   // storage.Config.QueueLen (--commit-queue)
+	storeMax      int64 // storage.Config.MaxTotalBytes (--store-max-bytes)
+	// disk returns the free bytes and the size of the file system of the
+	// store's folder; an error leaves both out of the scrape.
+	disk func() (free, size int64, err error)
 }
 
 // newMetrics returns a registry of the metrics read from src. No metric
@@ -151,6 +161,18 @@ func newMetrics(src metricSources) *prometheus.Registry {
 	queues("switchboard_shard_queue_length", "Requests waiting in each routing shard's queue; at switchboard_routing_queue_capacity the shard refuses new requests with RETRY_LATER.", "shard", func(g delivery.Gauges) []int { return g.ShardQueues })
 	queues("switchboard_group_queue_length", "Requests waiting in each group worker's queue; at switchboard_routing_queue_capacity GROUP requests and group sends are refused with RETRY_LATER.", "worker", func(g delivery.Gauges) []int { return g.GroupQueues })
 	queues("switchboard_receipts_held", "Receipts each shard holds because their sender's shard queue was full; past switchboard_routing_queue_capacity they are put off (switchboard_receipts_dropped_total).", "shard", func(g delivery.Gauges) []int { return g.HeldReceipts })
+	acceptSeconds := prometheus.NewDesc("switchboard_send_accept_seconds", "Time from the router taking a 1:1 SEND to it pushing the ACCEPT: the shard's queue, the commit queue, the group commit and its sync.", nil, nil)
+	reg.MustRegister(collectorFunc{desc: acceptSeconds, collect: func(ch chan<- prometheus.Metric) {
+		if src.acceptLatency == nil {
+			return
+		}
+		l := src.acceptLatency()
+		buckets := make(map[float64]uint64, len(l.Counts))
+		for i, n := range l.Counts {
+			buckets[delivery.AcceptBounds[i].Seconds()] = n
+		}
+		ch <- prometheus.MustNewConstHistogram(acceptSeconds, l.Count, l.Sum.Seconds(), buckets)
+	}})
 	gauge("switchboard_routing_queue_capacity", "The bound of each shard's and group worker's queue, and of each shard's held receipts (--routing-queue).", func() float64 { return float64(src.routerGauges().QueueLen) })
 	gauge("switchboard_ready", "1 while /readyz answers 200: the gateway accepts connections and is not stopping, every routing worker runs, and the store takes writes; 0 once a worker crashed 5 times within a minute and was left down, the store's committer panicked 5 times within a minute, free disk space is below --min-free, or commits are failing while the store recovers (/readyz says which).",
 		func() float64 {
@@ -210,14 +232,38 @@ func newMetrics(src metricSources) *prometheus.Registry {
 	seconds("switchboard_store_callback_seconds_total", "Committer time spent calling back after commits.", func(s storage.Stats) time.Duration { return s.CallbackTime })
 	storeGauge("switchboard_store_messages", "Entries waiting in all mailboxes.", func(s storage.Stats) uint64 { return s.StoredMessages })
 	storeGauge("switchboard_store_bytes", "Value bytes waiting in all mailboxes.", func(s storage.Stats) uint64 { return s.StoredBytes })
+	gauge("switchboard_store_commit_queue_capacity", "The bound of the store's commit queue (--commit-queue); at it, writers (routing shards) block.", func() float64 { return float64(src.commitCap) })
+	gauge("switchboard_store_max_bytes", "Value bytes all mailboxes together may hold (--store-max-bytes); at it, sends are refused with STORAGE.", func() float64 { return float64(src.storeMax) })
+	free := prometheus.NewDesc("switchboard_store_disk_free_bytes", "Bytes free to the server on the file system of the store's folder (what --min-free is compared with).", nil, nil)
+	size := prometheus.NewDesc("switchboard_store_disk_size_bytes", "Size of the file system of the store's folder.", nil, nil)
+	reg.MustRegister(collectorFunc{descs: []*prometheus.Desc{free, size}, collect: func(ch chan<- prometheus.Metric) {
+		if src.disk == nil {
+			return
+		}
+		f, sz, err := src.disk()
+		if err != nil {
+			return // absent from this scrape; the store's own check logs the failure
+		}
+		ch <- prometheus.MustNewConstMetric(free, prometheus.GaugeValue, float64(f))
+		ch <- prometheus.MustNewConstMetric(size, prometheus.GaugeValue, float64(sz))
+	}})
 	return reg
 }
 
-// collectorFunc is a prometheus.Collector of one description.
+// collectorFunc is a prometheus.Collector of one description, or of
+// several (descs).
 type collectorFunc struct {
 	desc    *prometheus.Desc
+	descs   []*prometheus.Desc
 	collect func(chan<- prometheus.Metric)
 }
 
-func (c collectorFunc) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c collectorFunc) Describe(ch chan<- *prometheus.Desc) {
+	if c.desc != nil {
+		ch <- c.desc
+	}
+	for _, d := range c.descs {
+		ch <- d
+	}
+}
 func (c collectorFunc) Collect(ch chan<- prometheus.Metric) { c.collect(ch) }

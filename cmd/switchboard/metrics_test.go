@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -259,6 +260,43 @@ func TestEveryStatExported(t *testing.T) {
 	}
 }
 
+// TestAcceptLatencyExported: the router's send→ACCEPT histogram is the
+// Prometheus histogram switchboard_send_accept_seconds, its buckets in
+// seconds.
+func TestAcceptLatencyExported(t *testing.T) {
+	counts := make([]uint64, len(delivery.AcceptBounds))
+	for i := range counts {
+		counts[i] = uint64(10 * (i + 1))
+	}
+	reg := newMetrics(metricSources{
+		gateway:       &gateway.Stats{},
+		gatewayGauges: func() gateway.Gauges { return gateway.Gauges{} },
+		slow:          func() gateway.SlowConsumers { return gateway.SlowConsumers{} },
+		conns:         func() int { return 0 },
+		router:        &delivery.Stats{},
+		routerGauges:  func() delivery.Gauges { return delivery.Gauges{} },
+		acceptLatency: func() delivery.Latency {
+			return delivery.Latency{Counts: counts, Count: 125, Sum: 1500 * time.Millisecond}
+		},
+		store: func() storage.Stats { return storage.Stats{} },
+		ready: func() error { return nil },
+	})
+	got := scrape(t, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	want := map[string]float64{
+		`switchboard_send_accept_seconds_bucket{le="0.0005"}`: 10,
+		`switchboard_send_accept_seconds_bucket{le="0.005"}`:  40,
+		`switchboard_send_accept_seconds_bucket{le="2.5"}`:    120,
+		`switchboard_send_accept_seconds_bucket{le="+Inf"}`:   125,
+		"switchboard_send_accept_seconds_count":               125,
+		"switchboard_send_accept_seconds_sum":                 1.5,
+	}
+	for series, w := range want {
+		if v, ok := got[series]; !ok || v != w {
+			t.Errorf("%s = %v (present %v), want %v", series, v, ok, w)
+		}
+	}
+}
+
 // TestMetricsOfRunningNode scrapes the admin listener of a running node
 // with a client logged in: every gauge is there, with a value that fits.
 func TestMetricsOfRunningNode(t *testing.T) {
@@ -312,6 +350,8 @@ func TestMetricsOfRunningNode(t *testing.T) {
 		"switchboard_draining":                                   0,
 		"switchboard_ready":                                      1,
 		"switchboard_routing_queue_capacity":                     queueLen,
+		"switchboard_store_commit_queue_capacity":                queueLen,
+		"switchboard_store_max_bytes":                            16 << 30, // the default --store-max-bytes
 		"switchboard_store_down":                                 0,
 		"switchboard_store_disk_low":                             0,
 		`switchboard_slow_consumers_total{cause="window"}`:       0,
@@ -343,6 +383,18 @@ func TestMetricsOfRunningNode(t *testing.T) {
 			t.Errorf("%s = %v (present %v), want within [%v, %v]", series, v, ok, r[0], r[1])
 		}
 	}
+	// The store's folder is in the test's temporary folder: its file
+	// system is the one the test sees.
+	free, size, err := storage.DiskSpace(cfg.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := got["switchboard_store_disk_size_bytes"]; got != float64(size) {
+		t.Errorf("switchboard_store_disk_size_bytes = %v, want %d", got, size)
+	}
+	if got := got["switchboard_store_disk_free_bytes"]; got <= 0 || math.Abs(got-float64(free)) > float64(size)/100 {
+		t.Errorf("switchboard_store_disk_free_bytes = %v, want about %d", got, free)
+	}
 	for _, series := range []string{`switchboard_shard_queue_length{shard="4"}`, `switchboard_group_queue_length{worker="2"}`} {
 		if _, ok := got[series]; ok {
 			t.Errorf("%s present: more workers than the 4 shards and 2 group workers", series)
@@ -368,6 +420,10 @@ func TestMetricsDocumented(t *testing.T) {
 		},
 		store: func() storage.Stats { return storage.Stats{} },
 		ready: func() error { return nil },
+		disk:  func() (int64, int64, error) { return 0, 0, nil },
+		acceptLatency: func() delivery.Latency {
+			return delivery.Latency{Counts: make([]uint64, len(delivery.AcceptBounds))}
+		},
 	})
 	families, err := reg.Gather()
 	if err != nil {
