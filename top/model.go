@@ -151,3 +151,10 @@ func (m Model) View() tea.View {
 	v.AltScreen = true
 	return v
 }
+
+// Run draws the live screen of a validated cfg in the terminal until the
+// user quits.
+func Run(cfg Config) error {
+	_, err := tea.NewProgram(NewModel(cfg)).Run()
+	return err
+}

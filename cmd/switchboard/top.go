@@ -8,7 +8,6 @@ import (
 	"os"
 	"time"
 
-	tea "charm.land/bubbletea/v2"
 	"github.com/spf13/pflag"
 
 	"switchboard/top"
@@ -71,8 +70,7 @@ func runTop(args []string, out io.Writer) error {
 	if *once {
 		return topOnce(cfg, out)
 	}
-	_, err := tea.NewProgram(top.NewModel(cfg)).Run()
-	return err
+	return top.Run(cfg)
 }
 
 // topOnce scrapes every server twice, cfg.Every apart, and writes the
