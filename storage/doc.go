@@ -161,6 +161,18 @@
 // before queueing, on the caller's). They must not block and must not call
 // the Store's write methods or Close: hand the result to your own goroutine.
 //
+// # Backup and restore
+//
+// Backup (on the Badger store) writes every key of one Badger snapshot
+// while the store serves: commits go on, and the backup holds exactly
+// what was committed when it began (what was synced, and what was
+// committed and not yet synced). It reads with two goroutines, runs one
+// at a time, and stops when the store closes or reopens its database.
+// Restore loads a backup into an empty folder, offline, and refuses a
+// folder that holds anything; the frame around Badger's stream
+// (backup.go) lets it refuse a backup that was cut short or changed, and
+// then it leaves the folder empty again.
+//
 // # Housekeeping
 //
 // Every Config.HousekeepingInterval, a timer runs Badger's value-log GC and,
