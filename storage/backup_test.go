@@ -64,6 +64,9 @@ func values(t *testing.T, s Store, r uint64) []string {
 func TestBackupRestore(t *testing.T) {
 	s := backupFixture(t)
 	b := backupBytes(t, s)
+	if _, n, err := CheckBackup(bytes.NewReader(b)); err != nil || n == 0 {
+		t.Fatalf("CheckBackup of a whole backup: %d bytes, %v", n, err)
+	}
 	// Committed after the backup: not in it.
 	if err := AppendWait(s, Entry{Recipient: 7, Seq: 4, Kind: KindMessage, Sender: 9, MsgID: 104, Value: []byte("late")}); err != nil {
 		t.Fatal(err)
@@ -146,6 +149,9 @@ func TestRestoreDamaged(t *testing.T) {
 			_, err := Restore(smallConfig(dir, -1), bytes.NewReader(tc.data))
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("restore: %v, want %v", err, tc.want)
+			}
+			if _, _, err := CheckBackup(bytes.NewReader(tc.data)); !errors.Is(err, tc.want) {
+				t.Errorf("CheckBackup: %v, want %v", err, tc.want)
 			}
 			if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("the folder the failed restore created is still there (%v)", err)

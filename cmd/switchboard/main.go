@@ -4,6 +4,8 @@
 //	switchboard serve   run the server
 //	switchboard token   mint a login token from the server's secret
 //	switchboard bench   load-generate against a server and report
+//	switchboard backup  write a backup of a running server's mailboxes
+//	switchboard restore load a backup into an empty data folder
 //
 // Each subcommand's -h lists its flags and exits 0; a flag it does not know
 // exits 2. serve's settings also come from a TOML file and SWITCHBOARD_
@@ -27,6 +29,8 @@ func commands() []command {
 		{"serve", "run the server", serve},
 		{"token", "mint a login token from the server's secret", tokenCmd},
 		{"bench", "load-generate against a server and report", benchCmd},
+		{"backup", "write a backup of a running server's mailboxes to a file", backupCmd},
+		{"restore", "load a backup into an empty data folder (server stopped)", restoreCmd},
 	}
 }
 

@@ -1,0 +1,177 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"switchboard/internal/testutil"
+	"switchboard/node"
+	"switchboard/protocol"
+	"switchboard/storage"
+	"switchboard/token"
+)
+
+// startNode runs a node on data, as serve does (keys from the data
+// folder, /metrics on the admin listener), on 127.0.0.1:0.
+func startNode(t *testing.T, data string) *node.Node {
+	t.Helper()
+	keys, _, err := loadKeys(data, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := node.Default()
+	cfg.Data = data
+	cfg.Metrics = "127.0.0.1:0"
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	cfg.Gateway.Addr = "127.0.0.1:0"
+	cfg.Gateway.Loops = 1
+	cfg.Gateway.Keys = keys
+	cfg.Delivery.Shards = 2
+	cfg.AdminRoutes = func(n *node.Node, mux *http.ServeMux) { mux.Handle("/metrics", metricsHandler(n)) }
+	n, err := node.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Stop(context.Background()) })
+	return n
+}
+
+// dialNode logs user in to n with a token from the keys file in data.
+func dialNode(t *testing.T, n *node.Node, data string, user uint64) *protocol.Client {
+	t.Helper()
+	keys, id, err := loadKeys(data, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := token.Mint(keys[id], token.Claims{KeyID: id, User: user, Device: 1, Expiry: time.Now().Add(time.Hour)})
+	cl, err := protocol.Dial(ctxTimeout(t, 10*time.Second), n.Addr().String(), protocol.ClientOptions{Token: tok})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+// TestBackupRestoreServer: messages wait for an offline user; `switchboard
+// backup` fetches a backup from the running server; a message sent after
+// it is not in it. The server stops, `switchboard restore` loads the
+// backup into a new data folder (the keys file copied beside it, as the
+// procedure says), a server starts there, and the user logs in with a
+// token of the same key and receives exactly the messages of the backup,
+// bytes and order.
+func TestBackupRestoreServer(t *testing.T) {
+	const alice, bob = 11, 22
+	dataA := filepath.Join(t.TempDir(), "a")
+	a := startNode(t, dataA)
+	al := dialNode(t, a, dataA, alice)
+	bodies := []string{"first, before the backup", "second \x00\xff binary", "third"}
+	for _, b := range bodies {
+		id, err := al.Send(bob, []byte(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := al.WaitAccept(ctxTimeout(t, 10*time.Second), id); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	out := filepath.Join(t.TempDir(), "switchboard.backup")
+	if err := backupCmd([]string{"--admin", a.AdminAddr().String(), "--out", out}); err != nil {
+		t.Fatalf("backup: %v", err)
+	}
+	id, err := al.Send(bob, []byte("after the backup"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := al.WaitAccept(ctxTimeout(t, 10*time.Second), id); err != nil {
+		t.Fatal(err)
+	}
+	// Refuses to replace a file, unless told to.
+	before, _ := os.ReadFile(out)
+	err = backupCmd([]string{"--admin", a.AdminAddr().String(), "--out", out})
+	if err == nil || !strings.Contains(err.Error(), "--force") {
+		t.Errorf("backup over an existing file: %v, want a refusal naming --force", err)
+	}
+	if after, _ := os.ReadFile(out); string(after) != string(before) {
+		t.Error("a refused backup changed the existing file")
+	}
+	if err := a.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	dataB := filepath.Join(t.TempDir(), "b")
+	if err := restoreCmd([]string{"--data", dataB, "--in", out}); err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	keys, err := os.ReadFile(filepath.Join(dataA, token.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dataB, token.FileName), keys, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b := startNode(t, dataB)
+	if got := b.Store().Stats().StoredMessages; got != uint64(len(bodies)) {
+		t.Errorf("restored store holds %d messages, want %d", got, len(bodies))
+	}
+	bo := dialNode(t, b, dataB, bob)
+	for i, want := range bodies {
+		d, err := bo.RecvDeliver(ctxTimeout(t, 10*time.Second))
+		if err != nil {
+			t.Fatalf("message %d: %v", i+1, err)
+		}
+		if d.Seq != uint64(i+1) || d.From != alice || string(d.Body) != want {
+			t.Errorf("message %d: seq %d from %d %q, want seq %d from %d %q", i+1, d.Seq, d.From, d.Body, i+1, alice, want)
+		}
+	}
+	if err := bo.AckAll(); err != nil {
+		t.Fatal(err)
+	}
+	// Everything the restored mailbox held was those three: acking them
+	// empties it.
+	testutil.Eventually(t, 10*time.Second, "the acked mailbox to empty", func() bool { return b.Store().Stats().StoredMessages == 0 })
+
+	// A second restore into the same folder is refused.
+	err = restoreCmd([]string{"--data", dataB, "--in", out})
+	if !errors.Is(err, storage.ErrRestoreNotEmpty) {
+		t.Errorf("restore into a used data folder: %v, want ErrRestoreNotEmpty", err)
+	}
+}
+
+// TestRestoreTruncatedFile: a backup file cut short is refused with an
+// error that says so, and the data folder is left without mailboxes.
+func TestRestoreTruncatedFile(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "a")
+	n := startNode(t, data)
+	e := storage.Entry{Recipient: 5, Seq: 1, Kind: storage.KindMessage, Sender: 6, MsgID: 1, Value: []byte("waiting")}
+	if err := storage.AppendWait(n.Store(), e); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "whole.backup")
+	if err := backupCmd([]string{"--admin", n.AdminAddr().String(), "--out", out}); err != nil {
+		t.Fatal(err)
+	}
+	whole, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := filepath.Join(t.TempDir(), "cut.backup")
+	if err := os.WriteFile(cut, whole[:len(whole)-10], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dataB := filepath.Join(t.TempDir(), "b")
+	err = restoreCmd([]string{"--data", dataB, "--in", cut})
+	if !errors.Is(err, storage.ErrBackupTruncated) || !strings.Contains(err.Error(), "truncated") {
+		t.Fatalf("restore of a cut file: %v, want ErrBackupTruncated", err)
+	}
+	if _, err := os.Stat(filepath.Join(dataB, "mailboxes")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a refused restore left a mailboxes folder (%v)", err)
+	}
+}
