@@ -43,7 +43,7 @@ func TestBackupEndpoint(t *testing.T) {
 	}
 
 	dir := filepath.Join(t.TempDir(), "mailboxes")
-	if _, err := storage.Restore(storage.Config{Dir: dir}, bytes.NewReader(b)); err != nil {
+	if _, err := storage.Restore(storage.Config{Dir: dir}, bytes.NewReader(b), storage.DefaultRestoreSeqGap); err != nil {
 		t.Fatalf("restoring what /backup served: %v", err)
 	}
 	s, err := storage.Open(storage.Config{Dir: dir, HousekeepingInterval: -1})

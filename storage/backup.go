@@ -9,6 +9,7 @@ import (
 	"hash"
 	"hash/crc32"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 
@@ -286,24 +287,50 @@ func (c *chunkReader) fail(err error) error {
 	return err
 }
 
+// DefaultRestoreSeqGap is the gap Restore is usually given: a restored
+// mailbox's next seq is this far above the last one in the backup, so that
+// no seq a client saw after the backup was taken is given again to a
+// different entry. A million is more entries than a user receives between
+// a backup and its restore (a month at 30,000 a day), and costs at most one
+// byte more per seq on the wire (a seq below 2^21 is a 3-byte varint).
+const DefaultRestoreSeqGap = 1_000_000
+
+// Restored is what Restore loaded.
+type Restored struct {
+	Since     uint64 // the highest Badger version in the backup
+	Mailboxes int    // mailboxes whose high-water mark was raised by the gap
+}
+
 // Restore loads the backup read from r (written by Backup) into cfg.Dir,
 // which must be empty or absent (ErrRestoreNotEmpty otherwise). It is an
-// offline operation: no store may have cfg.Dir open. It returns since, the
-// highest Badger version in the backup. A backup that is cut short
-// (ErrBackupTruncated) or damaged (ErrBackupCorrupt) leaves cfg.Dir empty
-// again, so the restore can be run again with a good file. Opening cfg.Dir
-// with Open afterwards gives the store as it was when the backup began.
-func Restore(cfg Config, r io.Reader) (since uint64, err error) {
+// offline operation: no store may have cfg.Dir open.
+//
+// A backup is older than what clients have seen: entries stored after it
+// are gone, and their seqs with them. Were those seqs given again, a
+// client that received seq 9 after the backup and logs in with LOGIN.ack
+// 9 would be refused (ERROR BAD_ACK) until the mailbox's mark reached 9,
+// and would then delete, unseen, the new entries up to 9. So Restore
+// raises every mailbox's high-water mark by seqGap (the next seq is the
+// last one in the backup + seqGap + 1); such a client's ack then falls in
+// the gap, is taken, and deletes only entries it has. A seqGap of 0 keeps
+// the marks: only for a backup taken after the server stopped taking
+// messages (moving a stopped server to another host).
+//
+// A backup that is cut short (ErrBackupTruncated) or damaged
+// (ErrBackupCorrupt) leaves cfg.Dir empty again, so the restore can be run
+// again with a good file. Opening cfg.Dir with Open afterwards gives the
+// store as it was when the backup began, with the raised marks.
+func Restore(cfg Config, r io.Reader, seqGap uint64) (res Restored, err error) {
 	if cfg.Dir == "" {
-		return 0, fmt.Errorf("%w: Dir is required", ErrInvalidConfig)
+		return res, fmt.Errorf("%w: Dir is required", ErrInvalidConfig)
 	}
 	if err := cfg.Validate(); err != nil {
-		return 0, err
+		return res, err
 	}
 	cfg = cfg.withDefaults()
 	created, err := emptyDir(cfg.Dir)
 	if err != nil {
-		return 0, err
+		return res, err
 	}
 	defer func() {
 		if err != nil {
@@ -312,11 +339,11 @@ func Restore(cfg Config, r io.Reader) (since uint64, err error) {
 	}()
 	cr, err := newChunkReader(r)
 	if err != nil {
-		return 0, err
+		return res, err
 	}
 	db, err := badger.Open(badgerOptions(cfg))
 	if err != nil {
-		return 0, fmt.Errorf("storage: restore: open %s: %w", cfg.Dir, err)
+		return res, fmt.Errorf("storage: restore: open %s: %w", cfg.Dir, err)
 	}
 	err = db.Load(cr, restorePendingWrites)
 	if err != nil && cr.failed == nil && !cr.ended {
@@ -331,6 +358,9 @@ func Restore(cfg Config, r io.Reader) (since uint64, err error) {
 		// io.EOF only after the end record matched.
 		err = fmt.Errorf("%w: the data ended without an end record", ErrBackupTruncated)
 	}
+	if err == nil && seqGap > 0 {
+		res.Mailboxes, err = raiseMarks(db, seqGap)
+	}
 	if cerr := db.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("storage: restore: closing %s: %w", cfg.Dir, cerr)
 	}
@@ -338,9 +368,55 @@ func Restore(cfg Config, r io.Reader) (since uint64, err error) {
 		if cr.failed != nil && !errors.Is(err, cr.failed) {
 			err = cr.failed // Badger's wrapping of it, or what it did with a short read
 		}
-		return 0, fmt.Errorf("storage: restore into %s: %w", cfg.Dir, err)
+		return Restored{}, fmt.Errorf("storage: restore into %s: %w", cfg.Dir, err)
 	}
-	return cr.since, nil
+	res.Since = cr.since
+	return res, nil
+}
+
+// raiseMarks adds gap to every mailbox's high-water mark, and returns how
+// many mailboxes it changed. Each meta is first brought up to date the way
+// the committer loads it (loadMeta: the entries written since the meta was
+// last rewritten count), because with the raised mark nothing would look
+// past it again.
+func raiseMarks(db *badger.DB, gap uint64) (int, error) {
+	wb := db.NewWriteBatch()
+	defer wb.Cancel()
+	n := 0
+	be := &badgerBackend{db: db}
+	err := be.view(func(rd reader) error {
+		t := rd.(*badgerTxn)
+		var inner error
+		err := t.each([]byte{prefixMeta}, func(k, _ []byte) bool {
+			if len(k) != metaKeyLen {
+				inner = errCorrupt
+				return false
+			}
+			r := be64(k[1:])
+			m, _, err := loadMeta(rd, r)
+			if err == nil && m.hw > math.MaxUint64-gap {
+				err = fmt.Errorf("storage: restore: recipient %d's mark %d leaves no room for a gap of %d", r, m.hw, gap)
+			}
+			if err == nil {
+				m.hw += gap
+				err = wb.Set(metaKey(r), putMeta(make([]byte, metaValLen), m))
+			}
+			if err != nil {
+				inner = err
+				return false
+			}
+			n++
+			return true
+		})
+		return errors.Join(err, inner)
+	})
+	if err != nil {
+		return 0, err
+	}
+	if err := wb.Flush(); err != nil {
+		return 0, fmt.Errorf("storage: restore: raising the marks: %w", err)
+	}
+	return n, nil
 }
 
 // emptyDir makes sure dir exists and is empty, creating it if absent

@@ -73,8 +73,13 @@ func TestBackupRestore(t *testing.T) {
 	}
 
 	dir := filepath.Join(t.TempDir(), "restored")
-	if _, err := Restore(smallConfig(dir, -1), bytes.NewReader(b)); err != nil {
+	const gap = 1000
+	res, err := Restore(smallConfig(dir, -1), bytes.NewReader(b), gap)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if res.Mailboxes != 2 {
+		t.Errorf("Restore raised %d marks, want 2 (recipients 7 and 8)", res.Mailboxes)
 	}
 	r, err := Open(smallConfig(dir, -1))
 	if err != nil {
@@ -90,12 +95,32 @@ func TestBackupRestore(t *testing.T) {
 	if st := r.Stats(); st.StoredMessages != 4 {
 		t.Errorf("StoredMessages after restore = %d, want 4", st.StoredMessages)
 	}
-	// The high-water mark came along: seq 3 is taken, 4 is next.
-	if err := AppendWait(r, Entry{Recipient: 7, Seq: 3, Kind: KindMessage, Sender: 9, MsgID: 999, Value: []byte("x")}); !errors.Is(err, ErrSeqOrder) {
-		t.Errorf("append of seq 3 after restore: %v, want ErrSeqOrder", err)
+	// The marks came along, raised by the gap: no seq up to 3+gap is
+	// given again (a client may have seen 4 before the disaster).
+	for rc, hw := range map[uint64]uint64{7: 3 + gap, 8: 2 + gap} {
+		if got, err := r.LastSeq(rc); err != nil || got != hw {
+			t.Errorf("LastSeq(%d) after restore = %d, %v; want %d", rc, got, err, hw)
+		}
 	}
-	if err := AppendWait(r, Entry{Recipient: 7, Seq: 4, Kind: KindMessage, Sender: 9, MsgID: 103, Value: []byte("again"), Retry: true}); !errors.Is(err, ErrDuplicate) {
+	if err := AppendWait(r, Entry{Recipient: 7, Seq: 4, Kind: KindMessage, Sender: 9, MsgID: 999, Value: []byte("x")}); !errors.Is(err, ErrSeqOrder) {
+		t.Errorf("append of seq 4 after restore: %v, want ErrSeqOrder", err)
+	}
+	if err := AppendWait(r, Entry{Recipient: 7, Seq: 4 + gap, Kind: KindMessage, Sender: 9, MsgID: 103, Value: []byte("again"), Retry: true}); !errors.Is(err, ErrDuplicate) {
 		t.Errorf("retry of a message in the backup: %v, want ErrDuplicate (the dedupe records came along)", err)
+	}
+	if err := AppendWait(r, Entry{Recipient: 7, Seq: 4 + gap, Kind: KindMessage, Sender: 9, MsgID: 104, Value: []byte("new")}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := fmt.Sprint(values(t, r, 7)), fmt.Sprintf("[1:to 7, #1 2:to 7, #2 3:to 7, #3 %d:new]", 4+gap); got != want {
+		t.Errorf("recipient 7 after an append: %s, want %s", got, want)
+	}
+	// A client that had seen seq 1+gap/2 (after the backup) acks it: taken,
+	// and it deletes what it had, not the new entry.
+	if _, err := AckWait(r, 7, 1+gap/2); err != nil {
+		t.Fatalf("ack inside the gap: %v", err)
+	}
+	if got, want := fmt.Sprint(values(t, r, 7)), fmt.Sprintf("[%d:new]", 4+gap); got != want {
+		t.Errorf("recipient 7 after an ack inside the gap: %s, want %s", got, want)
 	}
 }
 
@@ -108,7 +133,7 @@ func TestRestoreRefusesNonEmpty(t *testing.T) {
 	if err := os.WriteFile(keep, []byte("someone's database"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err := Restore(smallConfig(dir, -1), bytes.NewReader(b))
+	_, err := Restore(smallConfig(dir, -1), bytes.NewReader(b), DefaultRestoreSeqGap)
 	if !errors.Is(err, ErrRestoreNotEmpty) {
 		t.Fatalf("restore into a non-empty folder: %v, want ErrRestoreNotEmpty", err)
 	}
@@ -146,7 +171,7 @@ func TestRestoreDamaged(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "restored")
-			_, err := Restore(smallConfig(dir, -1), bytes.NewReader(tc.data))
+			_, err := Restore(smallConfig(dir, -1), bytes.NewReader(tc.data), DefaultRestoreSeqGap)
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("restore: %v, want %v", err, tc.want)
 			}

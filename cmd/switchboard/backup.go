@@ -133,13 +133,16 @@ func restoreCmd(args []string) error {
 	fs := flag.NewFlagSet("restore", flag.ContinueOnError)
 	data := fs.String("data", "", "the data folder to restore into (required); its mailboxes folder must be empty or absent")
 	in := fs.String("in", "", "the backup file, from 'switchboard backup' (required)")
+	gap := fs.Uint64("seq-gap", storage.DefaultRestoreSeqGap, "raise every mailbox's next seq this far above the backup's, so no seq a client saw after the backup is given again; 0 only for a backup taken after the server stopped taking messages")
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `Usage: switchboard restore --data DIR --in FILE
+		fmt.Fprint(fs.Output(), `Usage: switchboard restore --data DIR --in FILE [--seq-gap N]
 
 Loads a backup into DIR/mailboxes, with no server running on DIR. It refuses a
 mailboxes folder that holds anything, and a backup that is cut short or
-damaged (and then leaves the folder empty). The keys file is not in a backup:
-copy it into DIR yourself before serving (docs/OPERATIONS.md).
+damaged (and then leaves the folder empty). Every mailbox's next seq is raised
+by --seq-gap, so that clients that saw entries stored after the backup can log
+in with their resume point. The keys file is not in a backup: copy it into DIR
+yourself before serving (docs/OPERATIONS.md).
 
 `)
 		fs.PrintDefaults()
@@ -164,11 +167,11 @@ copy it into DIR yourself before serving (docs/OPERATIONS.md).
 	cfg.Data = *data
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	cfg = cfg.WithDefaults()
-	since, err := storage.Restore(cfg.Storage, f)
+	res, err := storage.Restore(cfg.Storage, f, *gap)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("restored %s into %s (Badger version %d)\n", *in, cfg.Storage.Dir, since)
+	fmt.Printf("restored %s into %s (Badger version %d); %d mailboxes' next seq raised by %d\n", *in, cfg.Storage.Dir, res.Since, res.Mailboxes, *gap)
 	keys := filepath.Join(*data, token.FileName)
 	if _, err := os.Stat(keys); errors.Is(err, os.ErrNotExist) {
 		fmt.Printf("no keys file at %s: copy the server's keys file there before 'switchboard serve', or serve makes a new key and every token in use stops working\n", keys)

@@ -46,12 +46,18 @@ func startNode(t *testing.T, data string) *node.Node {
 // dialNode logs user in to n with a token from the keys file in data.
 func dialNode(t *testing.T, n *node.Node, data string, user uint64) *protocol.Client {
 	t.Helper()
+	return dialNodeAck(t, n, data, user, 0)
+}
+
+// dialNodeAck is dialNode resuming after seq ack (LOGIN.ack).
+func dialNodeAck(t *testing.T, n *node.Node, data string, user, ack uint64) *protocol.Client {
+	t.Helper()
 	keys, id, err := loadKeys(data, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tok := token.Mint(keys[id], token.Claims{KeyID: id, User: user, Device: 1, Expiry: time.Now().Add(time.Hour)})
-	cl, err := protocol.Dial(ctxTimeout(t, 10*time.Second), n.Addr().String(), protocol.ClientOptions{Token: tok})
+	cl, err := protocol.Dial(ctxTimeout(t, 10*time.Second), n.Addr().String(), protocol.ClientOptions{Token: tok, Ack: ack})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,9 +71,11 @@ func dialNode(t *testing.T, n *node.Node, data string, user uint64) *protocol.Cl
 // backup into a new data folder (the keys file copied beside it, as the
 // procedure says), a server starts there, and the user logs in with a
 // token of the same key and receives exactly the messages of the backup,
-// bytes and order.
+// bytes and order. Another user, who received an entry stored after the
+// backup, logs in with that resume point (it falls in the restore's seq
+// gap), is not sent what he had, and receives a new message after it.
 func TestBackupRestoreServer(t *testing.T) {
-	const alice, bob = 11, 22
+	const alice, bob, carol = 11, 22, 33
 	dataA := filepath.Join(t.TempDir(), "a")
 	a := startNode(t, dataA)
 	al := dialNode(t, a, dataA, alice)
@@ -82,20 +90,40 @@ func TestBackupRestoreServer(t *testing.T) {
 		}
 	}
 
+	send := func(cl *protocol.Client, to uint64, body string) {
+		t.Helper()
+		id, err := cl.Send(to, []byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cl.WaitAccept(ctxTimeout(t, 10*time.Second), id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(al, carol, "carol's first, in the backup")
+
 	out := filepath.Join(t.TempDir(), "switchboard.backup")
 	if err := backupCmd([]string{"--admin", a.AdminAddr().String(), "--out", out}); err != nil {
 		t.Fatalf("backup: %v", err)
 	}
-	id, err := al.Send(bob, []byte("after the backup"))
-	if err != nil {
+	send(al, bob, "after the backup")
+	send(al, carol, "carol's second, after the backup")
+	// Carol reads both and acknowledges: her resume point is 2, a seq the
+	// backup never saw.
+	ca := dialNode(t, a, dataA, carol)
+	for seq := uint64(1); seq <= 2; seq++ {
+		d, err := ca.RecvDeliver(ctxTimeout(t, 10*time.Second))
+		if err != nil || d.Seq != seq {
+			t.Fatalf("carol on the first server: %v, %v; want seq %d", d, err, seq)
+		}
+	}
+	if err := ca.AckAll(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := al.WaitAccept(ctxTimeout(t, 10*time.Second), id); err != nil {
-		t.Fatal(err)
-	}
+	carolResume := ca.Seq()
 	// Refuses to replace a file, unless told to.
 	before, _ := os.ReadFile(out)
-	err = backupCmd([]string{"--admin", a.AdminAddr().String(), "--out", out})
+	err := backupCmd([]string{"--admin", a.AdminAddr().String(), "--out", out})
 	if err == nil || !strings.Contains(err.Error(), "--force") {
 		t.Errorf("backup over an existing file: %v, want a refusal naming --force", err)
 	}
@@ -118,8 +146,8 @@ func TestBackupRestoreServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := startNode(t, dataB)
-	if got := b.Store().Stats().StoredMessages; got != uint64(len(bodies)) {
-		t.Errorf("restored store holds %d messages, want %d", got, len(bodies))
+	if got := b.Store().Stats().StoredMessages; got != uint64(len(bodies))+1 {
+		t.Errorf("restored store holds %d messages, want %d (bob's and carol's first)", got, len(bodies)+1)
 	}
 	bo := dialNode(t, b, dataB, bob)
 	for i, want := range bodies {
@@ -134,9 +162,33 @@ func TestBackupRestoreServer(t *testing.T) {
 	if err := bo.AckAll(); err != nil {
 		t.Fatal(err)
 	}
-	// Everything the restored mailbox held was those three: acking them
-	// empties it.
-	testutil.Eventually(t, 10*time.Second, "the acked mailbox to empty", func() bool { return b.Store().Stats().StoredMessages == 0 })
+
+	// Carol resumes after seq 2. Without the restore's seq gap her
+	// mailbox's mark would be 1 and the login an ERROR BAD_ACK; with it,
+	// her ack deletes the entry she had, and a new message comes after 2.
+	cb := dialNodeAck(t, b, dataB, carol, carolResume)
+	alB := dialNode(t, b, dataB, alice)
+	send(alB, carol, "carol's third, after the restore")
+	d, err := cb.RecvDeliver(ctxTimeout(t, 10*time.Second))
+	if err != nil {
+		t.Fatalf("carol after the restore: %v", err)
+	}
+	if want := uint64(1 + storage.DefaultRestoreSeqGap + 1); d.Seq != want || string(d.Body) != "carol's third, after the restore" {
+		t.Errorf("carol after the restore got seq %d %q, want seq %d \"carol's third, after the restore\"", d.Seq, d.Body, want)
+	}
+	if err := cb.AckAll(); err != nil {
+		t.Fatal(err)
+	}
+	// Bob's three and Carol's entries were all their mailboxes held:
+	// acking what they received empties them.
+	waiting := func(user uint64) int {
+		es, _, err := b.Store().Read(user, 0, 100, 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(es)
+	}
+	testutil.Eventually(t, 10*time.Second, "bob's and carol's acked mailboxes to empty", func() bool { return waiting(bob) == 0 && waiting(carol) == 0 })
 
 	// A second restore into the same folder is refused.
 	err = restoreCmd([]string{"--data", dataB, "--in", out})
