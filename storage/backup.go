@@ -75,8 +75,10 @@ var (
 // (ErrBackupBusy); it stops when ctx is done or w fails, and with
 // ErrBackupAborted when the store closes or recovers from a failed commit
 // (a reopen waits for the backup to return, which it does at its next
-// write). Any goroutine may call it. The store owns nothing of w after
-// Backup returns.
+// write). Badger's stream reads ahead of w, into a queue of 32 batches of
+// up to 16 MiB each, plus the batches being built and sent: a slow w costs
+// memory, up to about half a GiB for a large database. Any goroutine may
+// call it. The store owns nothing of w after Backup returns.
 func (s *engine) Backup(ctx context.Context, w io.Writer) (since uint64, err error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"switchboard/node"
 	"switchboard/storage"
@@ -68,13 +69,17 @@ func fetchBackup(ctx context.Context, admin, out string) (since, n uint64, err e
 		url = "http://" + url
 	}
 	url = strings.TrimSuffix(url, "/") + "/backup"
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return 0, 0, usageError{fmt.Errorf("--admin %q: %w", admin, err)}
 	}
+	idle := time.AfterFunc(backupIdleTimeout, func() { cancel(errBackupIdle) })
+	defer idle.Stop()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0, 0, fmt.Errorf("fetching the backup: %w", err)
+		return 0, 0, fmt.Errorf("fetching the backup: %w", context.Cause(ctx))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -96,7 +101,17 @@ func fetchBackup(ctx context.Context, admin, out string) (since, n uint64, err e
 			os.Remove(tmp.Name())
 		}
 	}()
-	if _, err := io.Copy(tmp, resp.Body); err != nil {
+	body := readFunc(func(p []byte) (int, error) {
+		n, err := resp.Body.Read(p)
+		if n > 0 {
+			idle.Reset(backupIdleTimeout)
+		}
+		return n, err
+	})
+	if _, err := io.Copy(tmp, body); err != nil {
+		if cause := context.Cause(ctx); cause != nil {
+			err = cause
+		}
 		return 0, 0, fmt.Errorf("fetching the backup (cut off; %s not written): %w", out, err)
 	}
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
@@ -116,6 +131,19 @@ func fetchBackup(ctx context.Context, admin, out string) (since, n uint64, err e
 	}
 	return since, n, syncDir(dir)
 }
+
+// backupIdleTimeout is how long the backup command waits for the server's
+// next byte: the server streams as it reads its snapshot and drops a
+// reader that stalls for 30 s, so a minute of silence is a server that
+// hangs, not a slow one.
+const backupIdleTimeout = time.Minute
+
+var errBackupIdle = fmt.Errorf("no bytes from the server for %v", backupIdleTimeout)
+
+// readFunc is an io.Reader made of a function.
+type readFunc func(p []byte) (int, error)
+
+func (f readFunc) Read(p []byte) (int, error) { return f(p) }
 
 // syncDir makes a rename in dir durable.
 func syncDir(dir string) error {
