@@ -25,7 +25,10 @@ import (
 // checked (storage.CheckBackup), synced, then renamed into place and the
 // folder synced, so the file named --out is either absent or a whole,
 // durable backup.
-func backupCmd(args []string) error {
+func backupCmd(args []string) error { return backup(args, os.Stdout) }
+
+// backup is backupCmd reporting to w.
+func backup(args []string, w io.Writer) error {
 	fs := flag.NewFlagSet("backup", flag.ContinueOnError)
 	admin := fs.String("admin", "127.0.0.1:9070", "the server's admin listener (serve's --metrics)")
 	out := fs.String("out", "", "the file to write (required)")
@@ -58,7 +61,7 @@ serves. The token keys file is not in it: back it up on its own, as a secret
 	if err != nil {
 		return err
 	}
-	fmt.Printf("wrote %s: %d bytes of data, Badger version %d\n", *out, n, since)
+	fmt.Fprintf(w, "wrote %s: %d bytes of data, Badger version %d\n", *out, n, since)
 	return nil
 }
 
@@ -157,7 +160,10 @@ func syncDir(dir string) error {
 
 // restoreCmd loads a backup into a data folder whose mailboxes folder is
 // empty or absent, with no server running on it.
-func restoreCmd(args []string) error {
+func restoreCmd(args []string) error { return restore(args, os.Stdout) }
+
+// restore is restoreCmd reporting to w.
+func restore(args []string, w io.Writer) error {
 	fs := flag.NewFlagSet("restore", flag.ContinueOnError)
 	data := fs.String("data", "", "the data folder to restore into (required); its mailboxes folder must be empty or absent")
 	in := fs.String("in", "", "the backup file, from 'switchboard backup' (required)")
@@ -199,10 +205,10 @@ yourself before serving (docs/OPERATIONS.md).
 	if err != nil {
 		return err
 	}
-	fmt.Printf("restored %s into %s (Badger version %d); %d mailboxes' next seq raised by %d\n", *in, cfg.Storage.Dir, res.Since, res.Mailboxes, *gap)
+	fmt.Fprintf(w, "restored %s into %s (Badger version %d); %d mailboxes' next seq raised by %d\n", *in, cfg.Storage.Dir, res.Since, res.Mailboxes, *gap)
 	keys := filepath.Join(*data, token.FileName)
 	if _, err := os.Stat(keys); errors.Is(err, os.ErrNotExist) {
-		fmt.Printf("no keys file at %s: copy the server's keys file there before 'switchboard serve', or serve makes a new key and every token in use stops working\n", keys)
+		fmt.Fprintf(w, "no keys file at %s: copy the server's keys file there before 'switchboard serve', or serve makes a new key and every token in use stops working\n", keys)
 	}
 	return nil
 }

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -103,7 +105,7 @@ func TestBackupRestoreServer(t *testing.T) {
 	send(al, carol, "carol's first, in the backup")
 
 	out := filepath.Join(t.TempDir(), "switchboard.backup")
-	if err := backupCmd([]string{"--admin", a.AdminAddr().String(), "--out", out}); err != nil {
+	if err := backup([]string{"--admin", a.AdminAddr().String(), "--out", out}, io.Discard); err != nil {
 		t.Fatalf("backup: %v", err)
 	}
 	send(al, bob, "after the backup")
@@ -123,20 +125,36 @@ func TestBackupRestoreServer(t *testing.T) {
 	carolResume := ca.Seq()
 	// Refuses to replace a file, unless told to.
 	before, _ := os.ReadFile(out)
-	err := backupCmd([]string{"--admin", a.AdminAddr().String(), "--out", out})
+	err := backup([]string{"--admin", a.AdminAddr().String(), "--out", out}, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "--force") {
 		t.Errorf("backup over an existing file: %v, want a refusal naming --force", err)
 	}
 	if after, _ := os.ReadFile(out); string(after) != string(before) {
 		t.Error("a refused backup changed the existing file")
 	}
+	forced := filepath.Join(t.TempDir(), "forced.backup")
+	os.WriteFile(forced, []byte("an old file"), 0o600)
+	if err := backup([]string{"--admin", a.AdminAddr().String(), "--out", forced, "--force"}, io.Discard); err != nil {
+		t.Fatalf("backup --force over an existing file: %v", err)
+	}
+	got, err := os.ReadFile(forced)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := storage.CheckBackup(bytes.NewReader(got)); err != nil {
+		t.Errorf("backup --force left %v", err)
+	}
 	if err := a.Stop(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 
 	dataB := filepath.Join(t.TempDir(), "b")
-	if err := restoreCmd([]string{"--data", dataB, "--in", out}); err != nil {
+	var said strings.Builder
+	if err := restore([]string{"--data", dataB, "--in", out}, &said); err != nil {
 		t.Fatalf("restore: %v", err)
+	}
+	if !strings.Contains(said.String(), "no keys file at "+filepath.Join(dataB, token.FileName)) {
+		t.Errorf("restore into a folder without a keys file did not say so:\n%s", said.String())
 	}
 	keys, err := os.ReadFile(filepath.Join(dataA, token.FileName))
 	if err != nil {
@@ -191,7 +209,7 @@ func TestBackupRestoreServer(t *testing.T) {
 	testutil.Eventually(t, 10*time.Second, "bob's and carol's acked mailboxes to empty", func() bool { return waiting(bob) == 0 && waiting(carol) == 0 })
 
 	// A second restore into the same folder is refused.
-	err = restoreCmd([]string{"--data", dataB, "--in", out})
+	err = restore([]string{"--data", dataB, "--in", out}, io.Discard)
 	if !errors.Is(err, storage.ErrRestoreNotEmpty) {
 		t.Errorf("restore into a used data folder: %v, want ErrRestoreNotEmpty", err)
 	}
@@ -207,7 +225,7 @@ func TestRestoreTruncatedFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), "whole.backup")
-	if err := backupCmd([]string{"--admin", n.AdminAddr().String(), "--out", out}); err != nil {
+	if err := backup([]string{"--admin", n.AdminAddr().String(), "--out", out}, io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	whole, err := os.ReadFile(out)
@@ -219,7 +237,7 @@ func TestRestoreTruncatedFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	dataB := filepath.Join(t.TempDir(), "b")
-	err = restoreCmd([]string{"--data", dataB, "--in", cut})
+	err = restore([]string{"--data", dataB, "--in", cut}, io.Discard)
 	if !errors.Is(err, storage.ErrBackupTruncated) || !strings.Contains(err.Error(), "truncated") {
 		t.Fatalf("restore of a cut file: %v, want ErrBackupTruncated", err)
 	}
