@@ -171,7 +171,10 @@
 // Restore loads a backup into an empty folder, offline, and refuses a
 // folder that holds anything; the frame around Badger's stream
 // (backup.go) lets it refuse a backup that was cut short or changed, and
-// then it leaves the folder empty again.
+// then it leaves the folder empty again. It raises every mailbox's
+// high-water mark by a gap (DefaultRestoreSeqGap), so that no seq a client
+// saw after the backup is given to another entry: the mark stays a mark
+// of every seq ever handed out, across a restore too.
 //
 // # Housekeeping
 //
