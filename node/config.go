@@ -34,8 +34,8 @@ type Config struct {
 	// GOGC environment variable wins). 0 leaves the GC as it is.
 	GCPercent int
 	// Metrics is the address (host:port) of the admin listener: /metrics
-	// (added through AdminRoutes), /healthz and /readyz. Empty: none. Keep
-	// it private.
+	// (added through AdminRoutes), /healthz, /readyz and /backup. Empty:
+	// none. Keep it private: /backup serves every mailbox.
 	Metrics string
 	// Pprof is the address (host:port) of a listener serving only
 	// /debug/pprof/. Empty: none. It is never on the admin listener, so

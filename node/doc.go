@@ -23,7 +23,8 @@
 // # Lifecycle
 //
 // Start opens the store, starts the router, then the gateway, then the
-// admin listener (/healthz, /readyz, and what Config.AdminRoutes adds).
+// admin listener (/healthz, /readyz, /backup, and what Config.AdminRoutes
+// adds).
 // Stop undoes it in reverse, each step under a deadline, and no package
 // stops another's parts:
 //

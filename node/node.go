@@ -123,13 +123,14 @@ func (n *Node) unwind() {
 	n.Stop(ctx)
 }
 
-// serveAdmin starts the admin listener (/healthz, /readyz and what
-// AdminRoutes adds) and, when asked for, the pprof listener.
+// serveAdmin starts the admin listener (/healthz, /readyz, /backup and
+// what AdminRoutes adds) and, when asked for, the pprof listener.
 func (n *Node) serveAdmin() error {
 	if n.cfg.Metrics != "" {
 		mux := http.NewServeMux()
 		mux.HandleFunc("/healthz", n.serveHealthz)
 		mux.HandleFunc("/readyz", n.serveReadyz)
+		mux.HandleFunc("GET /backup", n.serveBackup)
 		if n.cfg.AdminRoutes != nil {
 			n.cfg.AdminRoutes(n, mux)
 		}

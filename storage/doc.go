@@ -161,6 +161,21 @@
 // before queueing, on the caller's). They must not block and must not call
 // the Store's write methods or Close: hand the result to your own goroutine.
 //
+// # Backup and restore
+//
+// Backup (on the Badger store) writes every key of one Badger snapshot
+// while the store serves: commits go on, and the backup holds exactly
+// what was committed when it began (what was synced, and what was
+// committed and not yet synced). It reads with two goroutines, runs one
+// at a time, and stops when the store closes or reopens its database.
+// Restore loads a backup into an empty folder, offline, and refuses a
+// folder that holds anything; the frame around Badger's stream
+// (backup.go) lets it refuse a backup that was cut short or changed, and
+// then it leaves the folder empty again. It raises every mailbox's
+// high-water mark by a gap (DefaultRestoreSeqGap), so that no seq a client
+// saw after the backup is given to another entry: the mark stays a mark
+// of every seq ever handed out, across a restore too.
+//
 // # Housekeeping
 //
 // Every Config.HousekeepingInterval, a timer runs Badger's value-log GC and,

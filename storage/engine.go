@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -76,6 +77,9 @@ type engine struct {
 	disk     diskGuard     // the free-space floor; see diskspace.go
 	retryAt  time.Time     // while failed: when to try reopening the database
 	backoff  time.Duration // while failed: the wait after the next failed reopen
+
+	// backup cancels the running backup (backup.go); nil when none runs.
+	backup atomic.Pointer[context.CancelCauseFunc]
 
 	// Owned by the housekeeping goroutine (or a test calling housekeep).
 	lastSweep time.Time // Config.Now of the last TTL sweep
@@ -303,6 +307,7 @@ func (s *engine) Stats() Stats {
 func (s *engine) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.hkStop)
+		s.abortBackup()
 		<-s.hkDone
 		s.mu.Lock()
 		s.closed = true
@@ -643,6 +648,7 @@ func (s *engine) recover() {
 		s.retryAt = time.Now().Add(recoverFirstBackoff) // a housekeeping round is running
 		return
 	}
+	s.abortBackup() // it holds the database; reopen waits for it to return
 	err := s.be.reopen()
 	if err == nil {
 		err = s.be.view(func(rd reader) error {

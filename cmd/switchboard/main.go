@@ -7,6 +7,8 @@
 //	switchboard preflight  how many connections this host can hold, and what binds
 //	switchboard chat       an interactive terminal chat client (a demo)
 //	switchboard top        watch a server's or a cluster's queues, live
+//	switchboard backup     write a backup of a running server's mailboxes
+//	switchboard restore    load a backup into an empty data folder
 //
 // Each subcommand's -h lists its flags and exits 0; a flag it does not know
 // exits 2. serve's settings also come from a TOML file and SWITCHBOARD_
@@ -33,6 +35,8 @@ func commands() []command {
 		{"preflight", "how many connections this host can hold, and what binds", preflightCmd},
 		{"chat", "an interactive terminal chat client (a demo)", chatCmd},
 		{"top", "watch a server's or a cluster's queues and rates, live", topCmd},
+		{"backup", "write a backup of a running server's mailboxes to a file", backupCmd},
+		{"restore", "load a backup into an empty data folder (server stopped)", restoreCmd},
 	}
 }
 
