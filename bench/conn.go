@@ -106,8 +106,6 @@ type msgState struct {
 // messages from those a previous run left in the mailboxes.
 const bodyHeaderLen = 24
 
-func (c *conn) ready() bool { return c.state == stateReady }
-
 // dial opens a socket and starts a non-blocking connect. Loop-only.
 func (c *conn) dial() {
 	l := c.l
