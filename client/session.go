@@ -120,6 +120,8 @@ type Session struct {
 
 	// Receiving.
 	recv       uint64        // highest seq received on this connection
+	handed     uint64        // highest seq Entry called new, on any connection: the application may process it after a reconnect
+	last       uint64        // WELCOME.last of this connection
 	done       uint64        // resume point: highest seq the application processed
 	acked      uint64        // highest seq acknowledged on this connection (LOGIN included)
 	ackEntries int           // entries processed since the last ACK
@@ -167,6 +169,7 @@ func (s *Session) AppendLogin(dst []byte, l protocol.Login) []byte {
 func (s *Session) Welcome(w *protocol.Welcome, now time.Duration) {
 	s.state = stateReady
 	s.window = w.Window
+	s.last = w.Last
 	s.welcomeAt = now
 }
 
@@ -229,6 +232,7 @@ func (s *Session) reset() {
 	s.goAway, s.goAfter, s.goCode = false, 0, 0
 	s.recv = s.done
 	s.acked = s.done
+	s.last = 0
 	s.ackEntries, s.ackBytes, s.ackPending = 0, 0, false
 	for i := range s.out {
 		s.out[i].st &^= pendWritten
@@ -241,13 +245,21 @@ func (s *Session) reset() {
 // Entry reports whether the mailbox entry seq (a DELIVER, RECEIPT or
 // GROUP_EVENT, alone or in a BATCH) is new: false for one at or below the
 // resume point, a redelivery after a reconnect that the driver drops
-// (PROTOCOL.md 8.5). A new entry is not acknowledged until Processed says
-// the application has it.
+// (PROTOCOL.md 8.5); if the application stored it after the connection it
+// came on had dropped, its ACK is owed at once. A new entry is not
+// acknowledged until Processed says the application has it.
 func (s *Session) Entry(seq uint64) bool {
 	if seq <= s.done {
+		// The server sent it on this connection, so it may be acknowledged
+		// here; it waits for that ACK, which is owed at once.
+		s.recv = max(s.recv, seq)
+		if seq > s.acked && !s.ackPending {
+			s.ackPending, s.ackAt = true, 0
+		}
 		return false
 	}
 	s.recv = max(s.recv, seq)
+	s.handed = max(s.handed, seq)
 	return true
 }
 
@@ -259,10 +271,12 @@ func (s *Session) Received() uint64 { return s.recv }
 // up to seq, the last of them size bytes long: the resume point moves to seq
 // and an ACK is owed. It reports whether the ACK should go out now (AppendAck)
 // because AckEvery entries or AckBytes bytes wait for it; otherwise it goes
-// at AckDue. A seq above what was received, or at or below the resume point,
-// changes nothing.
+// at AckDue. An entry received on an earlier connection counts: an
+// application may store it after a reconnect, and its copy redelivered on
+// the new connection is then dropped (Entry). A seq above every entry
+// received, or at or below the resume point, changes nothing.
 func (s *Session) Processed(seq uint64, size int, now time.Duration) (ackNow bool) {
-	if seq <= s.done || seq > s.recv {
+	if seq <= s.done || seq > s.handed {
 		return false
 	}
 	s.done = seq
@@ -283,15 +297,18 @@ func (s *Session) Resume() uint64 { return s.done }
 func (s *Session) AckDue() (at time.Duration, ok bool) { return s.ackAt, s.ackPending }
 
 // AppendAck appends the ACK of everything processed to dst if one is owed
-// and the session is logged in, and returns the extended slice.
+// and the session is logged in, and returns the extended slice. The ACK
+// names no seq above what this connection may acknowledge (PROTOCOL.md 8.4:
+// WELCOME.last, or an entry received on it); the rest goes once it may.
 func (s *Session) AppendAck(dst []byte) []byte {
 	s.ackPending = false
 	s.ackEntries, s.ackBytes = 0, 0
-	if s.state != stateReady || s.done <= s.acked {
+	seq := min(s.done, max(s.recv, s.last))
+	if s.state != stateReady || seq <= s.acked {
 		return dst
 	}
-	s.acked = s.done
-	a := protocol.Ack{Seq: s.done}
+	s.acked = seq
+	a := protocol.Ack{Seq: seq}
 	return a.Append(dst)
 }
 

@@ -435,3 +435,39 @@ func BenchmarkSessionSend(b *testing.B) {
 		s.Accepted(&protocol.Accept{MsgID: id - 32})
 	}
 }
+
+// TestSessionProcessesAnEntryOfTheLastConnection: an entry received just
+// before the connection dropped, and stored by the application after the
+// reconnect, moves the resume point and is acknowledged on the new
+// connection; its redelivered copy is then dropped. The ACK never names a
+// seq above WELCOME.last or what the connection received.
+func TestSessionProcessesAnEntryOfTheLastConnection(t *testing.T) {
+	s := NewSession(Config{})
+	login(t, s, 0)
+	for seq := uint64(1); seq <= 3; seq++ {
+		if !s.Entry(seq) {
+			t.Fatalf("entry %d not new", seq)
+		}
+	}
+	s.Processed(1, 10, 0)
+	s.Closed(0, ms)
+	s.AppendLogin(nil, protocol.Login{})
+	s.Welcome(&protocol.Welcome{Version: 1, User: 7, Window: 256, Last: 2}, 2*ms)
+	s.Processed(3, 10, 3*ms) // stored after the reconnect
+	if got := s.Resume(); got != 3 {
+		t.Fatalf("resume point %d after processing seq 3 of the last connection, want 3", got)
+	}
+	var a protocol.Ack
+	if f, _, err := protocol.ReadFrame(s.AppendAck(nil), protocol.MaxFrame); err != nil || a.Decode(f) != nil || a.Seq != 2 {
+		t.Fatalf("ACK %d (%v), want 2: WELCOME.last, no further until seq 3 arrives here", a.Seq, err)
+	}
+	if s.Entry(2) || s.Entry(3) {
+		t.Fatal("a redelivered entry the application stored is new again")
+	}
+	if at, ok := s.AckDue(); !ok || at != 0 {
+		t.Fatalf("ACK due %v (%v) after the redelivery of seq 3; want at once", at, ok)
+	}
+	if f, _, err := protocol.ReadFrame(s.AppendAck(nil), protocol.MaxFrame); err != nil || a.Decode(f) != nil || a.Seq != 3 {
+		t.Fatalf("ACK %d (%v), want 3 once seq 3 came on this connection", a.Seq, err)
+	}
+}
