@@ -15,7 +15,7 @@ func (m *Model) events(evs EventsMsg) {
 	var topSeq uint64
 	changed := false
 	for _, ev := range evs {
-		if seq := seqOf(ev); seq > topSeq {
+		if seq := client.EntrySeq(ev); seq > topSeq {
 			top, topSeq = ev, seq
 		}
 		switch ev := ev.(type) {
@@ -58,18 +58,6 @@ func (m *Model) events(evs EventsMsg) {
 	if top != nil {
 		m.cfg.Link.Processed(top)
 	}
-}
-
-func seqOf(ev client.Event) uint64 {
-	switch ev := ev.(type) {
-	case *protocol.Deliver:
-		return ev.Seq
-	case *protocol.Receipt:
-		return ev.Seq
-	case *protocol.GroupEvent:
-		return ev.Seq
-	}
-	return 0
 }
 
 // entry reports whether the mailbox entry seq is new, and moves the resume

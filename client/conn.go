@@ -408,7 +408,7 @@ func (c *Conn) read(fr *protocol.FrameReader) (protocol.Code, error) {
 					delete(c.bodies, ev.MsgID)
 				}
 			default:
-				if seq := seqOf(ev); seq != 0 && !c.sess.Entry(seq) {
+				if seq := EntrySeq(ev); seq != 0 && !c.sess.Entry(seq) {
 					evs[i] = nil // a redelivery the application has
 				}
 			}
@@ -455,6 +455,13 @@ func (c *Conn) Send(to uint64, group bool, body []byte) (msgID uint64, err error
 	if len(body) > protocol.MaxBody {
 		return 0, fmt.Errorf("client: body of %d bytes, over %d", len(body), protocol.MaxBody)
 	}
+	return c.enqueue(0, outMsg{to: to, group: group, body: append([]byte(nil), body...)})
+}
+
+// enqueue puts m in the outbox under the next msg_id, or under id when it
+// is not 0 (at or above the counter), writes what the session lets go, and
+// returns the id.
+func (c *Conn) enqueue(id uint64, m outMsg) (uint64, error) {
 	select {
 	case <-c.ended:
 		return 0, c.cause
@@ -462,8 +469,17 @@ func (c *Conn) Send(to uint64, group bool, body []byte) (msgID uint64, err error
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	id := c.sess.Queue()
-	c.bodies[id] = outMsg{to: to, group: group, body: append([]byte(nil), body...)}
+	if id == 0 {
+		id = c.sess.Queue()
+	} else {
+		if id < c.sess.NextMsgID() {
+			return 0, fmt.Errorf("%w: msg id %d below the counter's %d", ErrMsgIDOrder, id, c.sess.NextMsgID())
+		}
+		if err := c.sess.Add(id, false); err != nil {
+			return 0, err
+		}
+	}
+	c.bodies[id] = m
 	c.flushLocked()
 	return id, nil
 }
@@ -472,7 +488,7 @@ func (c *Conn) Send(to uint64, group bool, body []byte) (msgID uint64, err error
 // and writes the ACK if one is due now; the timer goroutine writes it later
 // otherwise.
 func (c *Conn) processed(ev Event) {
-	seq := seqOf(ev)
+	seq := EntrySeq(ev)
 	if seq == 0 {
 		return
 	}
@@ -607,7 +623,9 @@ func (c *Conn) timers() {
 	}
 }
 
-func seqOf(ev Event) uint64 {
+// EntrySeq returns the mailbox seq of an Event that is a mailbox entry (a
+// DELIVER, RECEIPT or GROUP_EVENT), and 0 for every other Event.
+func EntrySeq(ev Event) uint64 {
 	switch ev := ev.(type) {
 	case *protocol.Deliver:
 		return ev.Seq

@@ -88,22 +88,8 @@ func (c *Conn) Queue(o Outgoing) error {
 	if err := o.check(); err != nil {
 		return err
 	}
-	select {
-	case <-c.ended:
-		return c.cause
-	default:
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if o.MsgID < c.sess.NextMsgID() {
-		return fmt.Errorf("%w: msg id %d below the counter's %d", ErrMsgIDOrder, o.MsgID, c.sess.NextMsgID())
-	}
-	if err := c.sess.Add(o.MsgID, false); err != nil {
-		return err
-	}
-	c.bodies[o.MsgID] = o.msg()
-	c.flushLocked()
-	return nil
+	_, err := c.enqueue(o.MsgID, o.msg())
+	return err
 }
 
 // Group queues a GROUP request (PROTOCOL.md 8.6) under the next msg_id and
@@ -120,17 +106,7 @@ func (c *Conn) Group(op protocol.GroupOp, group uint64, members ...uint64) (msgI
 	if err := o.check(); err != nil {
 		return 0, err
 	}
-	select {
-	case <-c.ended:
-		return 0, c.cause
-	default:
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	id := c.sess.Queue()
-	c.bodies[id] = o.msg()
-	c.flushLocked()
-	return id, nil
+	return c.enqueue(0, o.msg())
 }
 
 // Read tells from that the user read from's messages msgID … msgID+more

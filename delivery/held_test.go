@@ -30,41 +30,16 @@ func (g *gatedStore) LastSeq(user uint64) (uint64, error) {
 // shard queue is full, the delivered receipt waits for room and is stored;
 // it is not dropped.
 func TestReceiptWaitsForAFullQueue(t *testing.T) {
-	mem, err := storage.NewMemory(storage.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	const sender = 1
-	store := &gatedStore{Store: mem, gate: make(chan struct{}), entered: make(chan struct{})}
-	r, err := delivery.New(delivery.Config{Shards: 2, QueueLen: 4}, store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var recipient uint64
-	for u := uint64(2); recipient == 0 || store.user == 0; u++ {
-		switch {
-		case r.ShardOf(u) != r.ShardOf(sender) && recipient == 0:
-			recipient = u
-		case r.ShardOf(u) == r.ShardOf(sender) && store.user == 0:
-			store.user = u // stalls the sender's shard
-		}
-	}
-	r.Start(sessions)
-	t.Cleanup(func() {
-		r.Stop()
-		mem.Close()
-	})
+	r, store, mem, rcpts := stalledRouter(t, 4, 1, sender)
+	recipient := rcpts[0]
 
 	b := &fakeConn{}
 	login(t, r, b, recipient, 0)
 	send(t, r, &fakeConn{}, sender, 7, recipient) // the sender is offline: its receipt is stored
 	waitFor(t, "the delivery", func() bool { return len(b.items(delivery.OutEntry)) == 1 })
 
-	// Stall the sender's shard on the gated user, then fill its queue.
-	r.Logout(newFake().s(), delivery.To(store.user))
-	<-store.entered
-	for r.Ack(newFake().s(), delivery.To(store.user), 1) {
-	}
+	stall(r, store)
 	if !r.Ack(b.s(), delivery.To(recipient), b.items(delivery.OutEntry)[0].Seq) {
 		t.Fatal("the recipient's shard is busy")
 	}
@@ -144,30 +119,8 @@ func TestAckAfterAFailedCommit(t *testing.T) {
 // (ReceiptsDropped) but stays pending in storage; once the shard moves, the
 // next tick's rescan offers it again and it reaches the sender's mailbox.
 func TestReceiptPutOffIsOfferedAgain(t *testing.T) {
-	mem, err := storage.NewMemory(storage.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	const sender = 1
-	store := &gatedStore{Store: mem, gate: make(chan struct{}), entered: make(chan struct{})}
-	r, err := delivery.New(delivery.Config{Shards: 2, QueueLen: 2}, store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var recipients []uint64
-	for u := uint64(2); len(recipients) < 3 || store.user == 0; u++ {
-		switch {
-		case r.ShardOf(u) != r.ShardOf(sender) && len(recipients) < 3:
-			recipients = append(recipients, u)
-		case r.ShardOf(u) == r.ShardOf(sender) && store.user == 0:
-			store.user = u // stalls the sender's shard
-		}
-	}
-	r.Start(sessions)
-	t.Cleanup(func() {
-		r.Stop()
-		mem.Close()
-	})
+	r, store, mem, recipients := stalledRouter(t, 2, 3, sender)
 	conns := make([]*fakeConn, len(recipients))
 	for i, rc := range recipients {
 		conns[i] = &fakeConn{}
@@ -176,10 +129,7 @@ func TestReceiptPutOffIsOfferedAgain(t *testing.T) {
 		waitFor(t, "the delivery", func() bool { return len(conns[i].items(delivery.OutEntry)) == 1 })
 	}
 
-	r.Logout(newFake().s(), delivery.To(store.user))
-	<-store.entered
-	for r.Ack(newFake().s(), delivery.To(store.user), 1) {
-	}
+	stall(r, store)
 	for i, rc := range recipients {
 		if !r.Ack(conns[i].s(), delivery.To(rc), conns[i].items(delivery.OutEntry)[0].Seq) {
 			t.Fatalf("recipient %d's shard is busy", rc)
@@ -198,4 +148,44 @@ func TestReceiptPutOffIsOfferedAgain(t *testing.T) {
 		}
 		return err == nil && got[10] && got[11] && got[12]
 	})
+}
+
+// stalledRouter is a router over the memory store with QueueLen queues
+// whose sender's shard can be stalled: it returns n recipients on another
+// shard than sender, and the store whose gated user (on the sender's
+// shard) stalls that shard once it is touched, until gate closes.
+func stalledRouter(t *testing.T, queueLen, n int, sender uint64) (*delivery.Router, *gatedStore, storage.Store, []uint64) {
+	t.Helper()
+	mem, err := storage.NewMemory(storage.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &gatedStore{Store: mem, gate: make(chan struct{}), entered: make(chan struct{})}
+	r, err := delivery.New(delivery.Config{Shards: 2, QueueLen: queueLen}, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recipients []uint64
+	for u := uint64(2); len(recipients) < n || store.user == 0; u++ {
+		switch {
+		case r.ShardOf(u) != r.ShardOf(sender) && len(recipients) < n:
+			recipients = append(recipients, u)
+		case r.ShardOf(u) == r.ShardOf(sender) && store.user == 0:
+			store.user = u
+		}
+	}
+	r.Start(sessions)
+	t.Cleanup(func() {
+		r.Stop()
+		mem.Close()
+	})
+	return r, store, mem, recipients
+}
+
+// stall stalls the sender's shard on the gated user, then fills its queue.
+func stall(r *delivery.Router, store *gatedStore) {
+	r.Logout(newFake().s(), delivery.To(store.user))
+	<-store.entered
+	for r.Ack(newFake().s(), delivery.To(store.user), 1) {
+	}
 }

@@ -28,6 +28,13 @@ func startNode(t *testing.T, data string) *node.Node {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startConfig(t, nodeConfig(data, keys))
+}
+
+// nodeConfig is a node on data verifying tokens with keys, as serve builds
+// it (/metrics on the admin listener), on 127.0.0.1:0, small: one loop, two
+// shards.
+func nodeConfig(data string, keys token.Keys) node.Config {
 	cfg := node.Default()
 	cfg.Data = data
 	cfg.Metrics = "127.0.0.1:0"
@@ -37,6 +44,12 @@ func startNode(t *testing.T, data string) *node.Node {
 	cfg.Gateway.Keys = keys
 	cfg.Delivery.Shards = 2
 	cfg.AdminRoutes = func(n *node.Node, mux *http.ServeMux) { mux.Handle("/metrics", metricsHandler(n)) }
+	return cfg
+}
+
+// startConfig starts a node with cfg and stops it when the test ends.
+func startConfig(t *testing.T, cfg node.Config) *node.Node {
+	t.Helper()
 	n, err := node.Start(cfg)
 	if err != nil {
 		t.Fatal(err)

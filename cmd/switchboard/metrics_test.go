@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -22,7 +21,6 @@ import (
 
 	"switchboard/delivery"
 	"switchboard/gateway"
-	"switchboard/node"
 	"switchboard/protocol"
 	"switchboard/storage"
 	"switchboard/token"
@@ -304,20 +302,9 @@ func TestMetricsOfRunningNode(t *testing.T) {
 	for i := range secret {
 		secret[i] = byte(i*5 + 3)
 	}
-	cfg := node.Default()
-	cfg.Data = t.TempDir()
-	cfg.Metrics = "127.0.0.1:0"
-	cfg.Logger = slog.New(slog.DiscardHandler)
-	cfg.Gateway.Addr = "127.0.0.1:0"
-	cfg.Gateway.Loops = 2
-	cfg.Gateway.Keys = token.Keys{1: secret}
-	cfg.Delivery.Shards = 4
-	cfg.AdminRoutes = func(n *node.Node, mux *http.ServeMux) { mux.Handle("/metrics", metricsHandler(n)) }
-	n, err := node.Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Stop(context.Background()) })
+	cfg := nodeConfig(t.TempDir(), token.Keys{1: secret})
+	cfg.Gateway.Loops, cfg.Delivery.Shards = 2, 4
+	n := startConfig(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	tok := token.Mint(secret, token.Claims{KeyID: 1, User: 7, Device: 1, Expiry: time.Now().Add(time.Hour)})

@@ -4,14 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"log/slog"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"switchboard/internal/testutil"
-	"switchboard/node"
 	"switchboard/protocol"
 	"switchboard/token"
 )
@@ -24,20 +21,7 @@ func TestTopOnceShowsALogin(t *testing.T) {
 	for i := range secret {
 		secret[i] = byte(i*7 + 1)
 	}
-	cfg := node.Default()
-	cfg.Data = t.TempDir()
-	cfg.Metrics = "127.0.0.1:0"
-	cfg.Logger = slog.New(slog.DiscardHandler)
-	cfg.Gateway.Addr = "127.0.0.1:0"
-	cfg.Gateway.Loops = 1
-	cfg.Gateway.Keys = token.Keys{1: secret}
-	cfg.Delivery.Shards = 2
-	cfg.AdminRoutes = func(n *node.Node, mux *http.ServeMux) { mux.Handle("/metrics", metricsHandler(n)) }
-	n, err := node.Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Stop(context.Background()) })
+	n := startConfig(t, nodeConfig(t.TempDir(), token.Keys{1: secret}))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	tok := token.Mint(secret, token.Claims{KeyID: 1, User: 7, Device: 1, Expiry: time.Now().Add(time.Hour)})
