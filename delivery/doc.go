@@ -60,9 +60,25 @@
 // Sessions interface, which the gateway implements and a cluster peer could;
 // a mailbox's owner is named by an Addressee; requests and what comes back
 // (Outbound) are values. Who owns a mailbox is answered in one place,
-// owners.go: one of the local shards today. Inside the process a group
-// fan-out still shares a counter (fanout) between the shards that store
-// its copies; a forwarder to another node would carry its id instead.
+// owners.go: one of the local shards, or, in a cluster, the mailbox's home
+// node. Inside the process a group fan-out still shares a counter (fanout)
+// between the shards that store its copies; a forwarder to another node
+// would carry its id instead.
+//
+// In a cluster (Join, peers.go) every mailbox has one home node, which
+// alone stores and serves it; sessions live on their user's home. A 1:1
+// SEND to a user homed elsewhere is one payload to the home node, which
+// stores it (deduplicated there, as always) and answers ACCEPT or REFUSE to
+// the sender's session, one payload back: the ACCEPT comes only once the
+// home node made the message durable. A home node that is down gets its
+// SENDs refused at once, retryable; one that took a SEND and did not answer
+// within the timeout gets it refused, retryable, on the next tick, and the
+// resend (flag B) is deduplicated there. A delivered receipt for a sender
+// homed elsewhere goes to the sender's home node, which stores it and then
+// tells the acker's node to settle its pending receipt: until then a
+// rescan or a restart offers it again, so receipts may repeat but are not
+// lost. Signals and group copies for members homed elsewhere do not cross
+// yet.
 //
 // Every user's entries flow to its connection through a window: at most
 // Config.Window entries pushed and not yet acknowledged, and at most

@@ -112,6 +112,9 @@ type Router struct {
 	groups []*groupWorker
 	// sessions reaches the sessions of online users; set by Start.
 	sessions Sessions
+	// peer is this node's side of a cluster (peers.go); zero when alone.
+	// Set by Join, before Start.
+	peer peering
 
 	stopOnce sync.Once
 	wg       sync.WaitGroup
@@ -168,6 +171,11 @@ type Stats struct {
 	Replaced          atomic.Uint64 // connections closed by a newer login of their user
 	StorageErrors     atomic.Uint64 // storage reads and commits that failed
 	Crashes           atomic.Uint64 // panics of a shard or group worker (each restarted with its state reloaded)
+	Forwarded         atomic.Uint64 // 1:1 SENDs handed to their recipient's home node (a cluster)
+	ForwardTimeouts   atomic.Uint64 // forwarded SENDs whose answer did not come in time: their senders were told to retry
+	HomeDown          atomic.Uint64 // SENDs refused at once because their recipient's home node was down
+	ReceiptsForwarded atomic.Uint64 // receipts handed to their sender's home node (a cluster)
+	PeerErrors        atomic.Uint64 // payloads from other nodes that did not decode (a mismatched build)
 }
 
 // New returns a Router over store. Start it with Start.
@@ -198,6 +206,9 @@ func New(cfg Config, store storage.Store) (*Router, error) {
 func (r *Router) Start(sessions Sessions) {
 	if sessions == nil {
 		sessions = noSessions{}
+	}
+	if r.peer.peers != nil {
+		sessions = peerSessions{local: sessions, peers: r.peer.peers}
 	}
 	r.sessions = sessions
 	r.expiredSeen = r.store.Stats().ExpiredReceipts // read before the scan: what it misses shows as growth
@@ -379,7 +390,11 @@ func (r *Router) Send(s Session, m Message) bool {
 	if m.Group {
 		ok = r.submitGroup(groupReq{send: true, sess: s, from: m.From.User, msgID: m.MsgID, group: m.To, retry: m.Retry, record: m.Record})
 	} else {
-		ok = r.submit(m.To, request{kind: reqSend, sess: s, user: m.To, from: m.From.User, msgID: m.MsgID, retry: m.Retry, record: m.Record, at: r.stamp()})
+		q := request{kind: reqSend, sess: s, user: m.To, from: m.From.User, msgID: m.MsgID, retry: m.Retry, record: m.Record, at: r.stamp()}
+		if home := r.remote(m.To); home != 0 {
+			return r.sendRemote(home, q)
+		}
+		ok = r.submit(m.To, q)
 	}
 	if ok {
 		r.stats.Sends.Add(1)

@@ -40,6 +40,7 @@ type request struct {
 	settles storage.ReceiptKey // reqReceipt of a delivered receipt: the pending receipt it settles
 	list    []uint64           // reqSignal to a group: the members this shard owns; shared, read-only
 	at      time.Duration      // reqSend: when Send took it (Router.stamp), for Router.AcceptLatency
+	settler uint32             // reqReceipt from another node: the node whose store holds the pending receipt settles (peers.go)
 }
 
 type doneKind uint8
@@ -59,7 +60,11 @@ type completion struct {
 	msgID  uint64  // doneAppend of a message: the sender's id
 	record []byte
 	at     time.Duration // doneAppend of a 1:1 send: when Send took it (Router.stamp); zero: not timed
-	err    error
+	// settler and settles: a receipt from another node, whose pending
+	// receipt that node settles once this entry is stored (peers.go).
+	settler uint32
+	settles storage.ReceiptKey
+	err     error
 	ack    storage.AckResult
 }
 
@@ -177,6 +182,7 @@ func (s *shard) tick() {
 	s.ackAgain()
 	if s == s.r.shards[0] {
 		s.r.offerOwed()
+		s.r.expireForwarded()
 	}
 }
 
@@ -303,7 +309,11 @@ func (s *shard) handle(q request) {
 		}
 	case reqReceipt:
 		x := protocol.Receipt{MsgID: q.msgID, More: q.more, Read: q.read, By: q.from, Expired: q.expired}
-		s.append(u, storage.Entry{Kind: storage.KindReceipt, Sender: q.from, MsgID: q.msgID, Value: x.AppendRecord(nil), Settles: q.settles}, Session{}, nil, 0)
+		e := storage.Entry{Kind: storage.KindReceipt, Sender: q.from, MsgID: q.msgID, Value: x.AppendRecord(nil), Settles: q.settles}
+		if q.settler != 0 {
+			e.Settles = storage.ReceiptKey{} // pending in the settler's store, not here
+		}
+		s.appendReceipt(u, e, q.settler, q.settles)
 		s.r.stats.Receipts.Add(1)
 	}
 	s.forget(u)
@@ -340,6 +350,20 @@ func (s *shard) append(u *user, e storage.Entry, sender Session, fan *fanout, at
 	s.inflight++
 	e.Recipient, e.Seq = u.id, u.last
 	c := completion{kind: doneAppend, user: u.id, seq: u.last, sess: sender, fan: fan, msgID: e.MsgID, record: e.Value, at: at}
+	s.r.store.Append(e, func(err error) {
+		c.err = err
+		s.done <- c
+	})
+}
+
+// appendReceipt appends receipt entry e; when settler is not 0, that node
+// settles its pending receipt settles once e is stored.
+func (s *shard) appendReceipt(u *user, e storage.Entry, settler uint32, settles storage.ReceiptKey) {
+	u.last++
+	u.inflight++
+	s.inflight++
+	e.Recipient, e.Seq = u.id, u.last
+	c := completion{kind: doneAppend, user: u.id, seq: u.last, msgID: e.MsgID, record: e.Value, settler: settler, settles: settles}
 	s.r.store.Append(e, func(err error) {
 		c.err = err
 		s.done <- c
@@ -397,6 +421,9 @@ func (s *shard) appended(u *user, c completion) {
 	case c.fan != nil:
 		c.fan.done(c.err)
 	case c.err == nil:
+		if c.settler != 0 {
+			s.r.settleRemote(c.settler, u.id, c.settles)
+		}
 		if c.sess.Valid() {
 			s.r.stats.Accepted.Add(1)
 			s.r.timeAccept(c)
@@ -414,6 +441,9 @@ func (s *shard) appended(u *user, c completion) {
 		// pending in storage: the next rescan offers it again.
 		s.r.stats.ReceiptsRefused.Add(1)
 		s.r.rescan.Store(true)
+		if c.settler != 0 {
+			s.r.askRescan(c.settler) // pending there, not here
+		}
 		if !capacity(c.err) {
 			s.r.stats.StorageErrors.Add(1)
 		}

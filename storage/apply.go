@@ -27,6 +27,8 @@ func (s *engine) apply(w writer, o *op, now int64, budget int) (units, bytes int
 		return s.applyChange(w, o, now)
 	case opSettleEvent:
 		return 1, 0, w.delGroupEvent(o.change.Actor, o.change.MsgID)
+	case opSettleReceipt:
+		return 1, 0, w.delPending(o.r, o.e.Settles)
 	case opDeleteGroup:
 		return s.deleteGroup(w, o)
 	}

@@ -118,6 +118,7 @@ const (
 	opExpire
 	opGroupChange
 	opSettleEvent
+	opSettleReceipt
 	opDeleteGroup
 	opExclusive
 )
@@ -126,7 +127,7 @@ const (
 type op struct {
 	kind   opKind
 	e      Entry        // opAppend
-	r      uint64       // opAck, opExpire: the recipient
+	r      uint64       // opAck, opExpire: the recipient; opSettleReceipt: the sender
 	upto   uint64       // opAck
 	group  uint64       // opDeleteGroup
 	change *changeOp    // opGroupChange, opSettleEvent
@@ -155,7 +156,7 @@ func (o *op) urgent() bool {
 	switch o.kind {
 	case opAppend:
 		return o.e.Kind != KindReceipt
-	case opAck, opExpire, opSettleEvent:
+	case opAck, opExpire, opSettleEvent, opSettleReceipt:
 		return false
 	}
 	return true
@@ -267,6 +268,13 @@ func (s *engine) ChangeGroup(c GroupChange) (*GroupEvent, bool, error) {
 // SettleGroupEvent implements Store.
 func (s *engine) SettleGroupEvent(actor, msgID uint64, done func(error)) {
 	if !s.submit(op{kind: opSettleEvent, change: &changeOp{GroupChange: GroupChange{Actor: actor, MsgID: msgID}}, done: done}) && done != nil {
+		done(ErrClosed)
+	}
+}
+
+// SettleReceipt implements Store.
+func (s *engine) SettleReceipt(sender uint64, key ReceiptKey, done func(error)) {
+	if !s.submit(op{kind: opSettleReceipt, r: sender, e: Entry{Settles: key}, done: done}) && done != nil {
 		done(ErrClosed)
 	}
 }

@@ -102,6 +102,12 @@ type Store interface {
 	// a crash that loses it only makes the fan-out run again, and the
 	// copies are deduplicated. done (may be nil) is called as for Append.
 	SettleGroupEvent(actor, msgID uint64, done func(error))
+	// SettleReceipt deletes sender's pending receipt key without storing a
+	// receipt entry: the entry went to the sender's mailbox in another
+	// node's store (a cluster). It is relaxed, like an ack: a crash that
+	// loses it only makes the receipt go again, and receipts may repeat.
+	// done (may be nil) is called as for Append.
+	SettleReceipt(sender uint64, key ReceiptKey, done func(error))
 	// PendingGroupEvents calls fn with every group event not yet settled,
 	// in (actor, msgID) order, until fn returns false. Delivery calls it on
 	// start to finish the fan-outs that a stop or crash cut short.

@@ -75,6 +75,11 @@ var statSeries = map[string]string{
 	"delivery.Stats.Replaced":          "switchboard_replaced_total",
 	"delivery.Stats.StorageErrors":     "switchboard_storage_errors_total",
 	"delivery.Stats.Crashes":           "switchboard_worker_crashes_total",
+	"delivery.Stats.Forwarded":         "switchboard_forwarded_total",
+	"delivery.Stats.ForwardTimeouts":   "switchboard_forward_timeouts_total",
+	"delivery.Stats.HomeDown":          "switchboard_home_down_total",
+	"delivery.Stats.ReceiptsForwarded": "switchboard_receipts_forwarded_total",
+	"delivery.Stats.PeerErrors":        "switchboard_peer_errors_total",
 
 	"delivery.Gauges.ShardQueues":  `switchboard_shard_queue_length{shard="%d"}`,
 	"delivery.Gauges.GroupQueues":  `switchboard_group_queue_length{worker="%d"}`,

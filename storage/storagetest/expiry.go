@@ -91,6 +91,21 @@ func testExpiredReceiptOnAck(t *testing.T, h Harness) {
 	if st := s.Stats(); st.ExpiredReceipts != 1 {
 		t.Fatalf("ExpiredReceipts %d, want 1", st.ExpiredReceipts)
 	}
+	// A receipt stored in another node's store settles its pending receipt
+	// on its own; settling it again, or one that does not exist, is no
+	// error.
+	settle := func(sender uint64, key storage.ReceiptKey) {
+		t.Helper()
+		done := make(chan error, 1)
+		s.SettleReceipt(sender, key, func(err error) { done <- err })
+		if err := <-done; err != nil {
+			t.Fatalf("SettleReceipt: %v", err)
+		}
+	}
+	settle(300, delivered.Key())
+	settle(300, delivered.Key())
+	settle(999, storage.ReceiptKey{Acker: 1, Seq: 1})
+	wantPendings(t, s, []storage.PendingReceipt{{Sender: 300, Acker: 3, Seq: 1, MsgID: 1, More: 1, Expired: true}})
 }
 
 // testExpiredReceiptOnSweep: the TTL sweep records the expired receipts of

@@ -1,0 +1,423 @@
+package delivery
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"switchboard/protocol"
+	"switchboard/storage"
+)
+
+// Peers are the other nodes of a cluster, as delivery needs them: who homes
+// a mailbox, and a way to hand a payload to a node. Package cluster
+// implements it over NATS; delivery never imports it. Every mailbox has one
+// home node, which alone stores and serves it; a session lives on its
+// user's home (logins elsewhere are redirected home by the gateway).
+type Peers interface {
+	// Self is this node's id, at least 1.
+	Self() uint32
+	// Home returns the node that homes the mailbox of user (or group) id.
+	Home(id uint64) uint32
+	// Send hands payload to node, which passes it to its Router.FromPeer,
+	// in order per sender. It never blocks for long; false means the node
+	// is down or unreachable now, and nothing was sent. Send may keep
+	// payload only until it returns.
+	Send(node uint32, payload []byte) bool
+}
+
+// DefaultPeerTimeout is how long a SEND forwarded to its recipient's home
+// node may wait for the answer before its sender is told to retry: twice a
+// dead node's detection time, so a node that dies with the request in hand
+// is refused for, not waited on.
+const DefaultPeerTimeout = 5 * time.Second
+
+// MaxForwarded bounds the SENDs one node has forwarded and not yet heard
+// back about; past it, sends to other nodes are refused busy (RETRY_LATER).
+const MaxForwarded = 1 << 16
+
+// Payload kinds between the routers of a cluster. A payload is its kind,
+// then uvarint fields; the stored record goes last, as is.
+const (
+	peerSend    byte = 1 // sess, from, to, msgID, retry, record
+	peerAnswer  byte = 2 // sess, kind (OutAccept / OutRefuse), msgID, ref, code, retryAfter, reason
+	peerReceipt byte = 3 // sender, by, msgID, more, flags (read 1, expired 2), acker, seq
+	peerSettled byte = 4 // sender, acker, seq: the receipt is stored; settle its pending receipt
+	peerRescan  byte = 5 // a forwarded receipt was not stored: offer the pending ones again
+)
+
+// errPeerPayload is a payload from a peer that does not decode: a bug or a
+// mismatched build; it is counted and dropped.
+var errPeerPayload = errors.New("delivery: malformed payload from a peer")
+
+// refusals of a forwarded SEND, as REFUSE reasons.
+const (
+	reasonHomeDown    = "the recipient's home node is unreachable"
+	reasonHomeTimeout = "the recipient's home node did not answer"
+)
+
+// peerRetryAfter is the retry_after of a SEND whose recipient's home node
+// is down or did not answer, in milliseconds: about the time a restarted
+// node takes to be seen again.
+const peerRetryAfter = 2000
+
+// forwarded is what this node remembers of a SEND it forwarded: when the
+// sender is to be told to retry if no answer came.
+type forwarded struct {
+	sess  uint64
+	msgID uint64
+}
+
+// peering is a router's side of the cluster. The zero value is a router
+// alone.
+type peering struct {
+	peers   Peers
+	timeout time.Duration
+
+	mu      sync.Mutex
+	pending map[forwarded]time.Time // deadline on the router's clock
+}
+
+// Join makes r one node of a cluster: mailboxes homed on other nodes are
+// reached through peers, and answers for sessions on other nodes go back
+// through it. timeout bounds the wait for a forwarded SEND's answer (0:
+// DefaultPeerTimeout). Call it before Start. A router that never joins
+// serves every mailbox itself, as it always has.
+func (r *Router) Join(peers Peers, timeout time.Duration) {
+	if timeout <= 0 {
+		timeout = DefaultPeerTimeout
+	}
+	r.peer = peering{peers: peers, timeout: timeout, pending: map[forwarded]time.Time{}}
+	r.own = clusterOwners{local: localShards(r.shards), r: r}
+}
+
+// remote returns the node homing id when it is not this one, 0 otherwise.
+func (r *Router) remote(id uint64) uint32 {
+	if r.peer.peers == nil {
+		return 0
+	}
+	if h := r.peer.peers.Home(id); h != r.peer.peers.Self() {
+		return h
+	}
+	return 0
+}
+
+// forwardSend hands a 1:1 SEND to its recipient's home node. The answer
+// (ACCEPT once the home node made it durable, or REFUSE) comes back as a
+// peerAnswer for q.sess. It reports false when nothing was sent: the node
+// is down or too many wait for answers; the caller refuses the sender.
+func (r *Router) forwardSend(home uint32, q request) (sent bool, reason string) {
+	key := forwarded{sess: q.sess.ID, msgID: q.msgID}
+	p := &r.peer
+	p.mu.Lock()
+	if len(p.pending) >= MaxForwarded {
+		p.mu.Unlock()
+		return false, ""
+	}
+	p.pending[key] = r.cfg.Now().Add(p.timeout)
+	p.mu.Unlock()
+	b := make([]byte, 0, 1+5*binary.MaxVarintLen64+1+len(q.record))
+	b = append(b, peerSend)
+	b = binary.AppendUvarint(b, q.sess.ID)
+	b = binary.AppendUvarint(b, q.from)
+	b = binary.AppendUvarint(b, q.user)
+	b = binary.AppendUvarint(b, q.msgID)
+	b = append(b, boolByte(q.retry))
+	b = append(b, q.record...)
+	if p.peers.Send(home, b) {
+		r.stats.Forwarded.Add(1)
+		return true, ""
+	}
+	p.mu.Lock()
+	delete(p.pending, key)
+	p.mu.Unlock()
+	return false, reasonHomeDown
+}
+
+// sendRemote forwards a 1:1 SEND to its recipient's home node. A home
+// node that is down refuses it at once, retryable: nothing is accepted that
+// is not durable on the mailbox's owner. It returns false, as Send does,
+// only when too many forwarded SENDs wait for answers.
+func (r *Router) sendRemote(home uint32, q request) bool {
+	sent, reason := r.forwardSend(home, q)
+	switch {
+	case sent:
+		r.stats.Sends.Add(1)
+	case reason != "":
+		r.stats.Sends.Add(1)
+		r.stats.HomeDown.Add(1)
+		r.push(q.sess, Outbound{Kind: OutRefuse, MsgID: q.msgID, Code: protocol.CodeRetryLater, RetryAfter: peerRetryAfter, Reason: reason})
+	default:
+		r.refusedBusy()
+		return false
+	}
+	return true
+}
+
+// clusterOwners: the mailboxes homed here are owned by the local shards,
+// every other one by remoteOwner, index len(local), which forwards to the
+// home node what can cross today (receipts) and refuses the rest.
+type clusterOwners struct {
+	local localShards
+	r     *Router
+}
+
+func (co clusterOwners) owner(user uint64) (int, mailboxOwner) {
+	if home := co.r.remote(user); home != 0 {
+		return len(co.local), remoteOwner{co.r}
+	}
+	return co.local.owner(user)
+}
+
+func (co clusterOwners) count() int { return len(co.local) + 1 }
+
+func (co clusterOwners) at(i int) mailboxOwner {
+	if i == len(co.local) {
+		return remoteOwner{co.r}
+	}
+	return co.local[i]
+}
+
+// remoteOwner stands for every mailbox homed on another node. A receipt
+// goes to its sender's home node, which stores it and has it settled here.
+// Signals and group copies to members homed elsewhere do not cross yet:
+// they are refused (a signal is dropped and counted; a group send is
+// refused busy, as a full shard would).
+type remoteOwner struct{ r *Router }
+
+func (ro remoteOwner) offer(q request) bool {
+	if q.kind != reqReceipt {
+		return false
+	}
+	return ro.r.forwardReceipt(q)
+}
+
+func (ro remoteOwner) offerWait(q request, _ <-chan struct{}) bool { return ro.offer(q) }
+
+// forwardReceipt hands receipt q to its sender's home node. Its pending
+// receipt stays in this node's store until that node says the receipt
+// entry is stored (peerSettled); until then a rescan or a restart offers it
+// again, so a receipt may repeat but is never lost.
+func (r *Router) forwardReceipt(q request) bool {
+	home := r.remote(q.user)
+	if home == 0 {
+		return false
+	}
+	var flags byte
+	if q.read {
+		flags |= 1
+	}
+	if q.expired {
+		flags |= 2
+	}
+	b := make([]byte, 0, 1+7*binary.MaxVarintLen64)
+	b = append(b, peerReceipt)
+	b = binary.AppendUvarint(b, q.user)
+	b = binary.AppendUvarint(b, q.from)
+	b = binary.AppendUvarint(b, q.msgID)
+	b = binary.AppendUvarint(b, q.more)
+	b = append(b, flags)
+	b = binary.AppendUvarint(b, q.settles.Acker)
+	b = binary.AppendUvarint(b, q.settles.Seq)
+	if !r.peer.peers.Send(home, b) {
+		return false
+	}
+	r.stats.ReceiptsForwarded.Add(1)
+	return true
+}
+
+// settleRemote tells node that the receipt it forwarded for sender is
+// stored here, so it deletes its pending receipt key. A lost settle only
+// makes the receipt come again.
+func (r *Router) settleRemote(node uint32, sender uint64, key storage.ReceiptKey) {
+	if key == (storage.ReceiptKey{}) || r.peer.peers == nil {
+		return // a read receipt: nothing pending anywhere
+	}
+	b := make([]byte, 0, 1+3*binary.MaxVarintLen64)
+	b = append(b, peerSettled)
+	b = binary.AppendUvarint(b, sender)
+	b = binary.AppendUvarint(b, key.Acker)
+	b = binary.AppendUvarint(b, key.Seq)
+	r.peer.peers.Send(node, b)
+}
+
+// askRescan tells node that a receipt it forwarded was not stored, so that
+// its next tick offers its pending receipts again.
+func (r *Router) askRescan(node uint32) {
+	if r.peer.peers != nil {
+		r.peer.peers.Send(node, []byte{peerRescan})
+	}
+}
+
+// FromPeer handles a payload from node from: a SEND to store for a user
+// homed here, or the answer to a SEND this node forwarded. The transport
+// calls it in order per sender node.
+func (r *Router) FromPeer(from uint32, payload []byte) {
+	if err := r.fromPeer(from, payload); err != nil {
+		r.stats.PeerErrors.Add(1)
+		r.cfg.Logger.Error("delivery: from a peer", "node", from, "err", err)
+	}
+}
+
+func (r *Router) fromPeer(from uint32, b []byte) error {
+	if len(b) == 0 || r.peer.peers == nil {
+		return errPeerPayload
+	}
+	var f fields
+	f.b = b[1:]
+	switch b[0] {
+	case peerSend:
+		sess, user, to, msgID := f.uvarint(), f.uvarint(), f.uvarint(), f.uvarint()
+		retry := f.byte() == 1
+		if f.err != nil || sess == 0 || to == 0 {
+			return fmt.Errorf("%w: SEND", errPeerPayload)
+		}
+		record := append([]byte(nil), f.b...) // stored as is, after the payload is gone
+		s := Session{Node: from, ID: sess}
+		q := request{kind: reqSend, sess: s, user: to, from: user, msgID: msgID, retry: retry, record: record, at: r.stamp()}
+		if !r.submitQuiet(to, q) {
+			r.refusedBusy()
+			r.push(s, Outbound{Kind: OutRefuse, MsgID: msgID, Code: protocol.CodeRetryLater, RetryAfter: r.BusyRetryAfter(), Reason: "busy"})
+		}
+		return nil
+	case peerAnswer:
+		sess, kind, msgID, ref, code, retryAfter := f.uvarint(), OutKind(f.byte()), f.uvarint(), f.uvarint(), protocol.Code(f.uvarint()), uint32(f.uvarint())
+		reason := string(f.b)
+		if f.err != nil || (kind != OutAccept && kind != OutRefuse) {
+			return fmt.Errorf("%w: answer", errPeerPayload)
+		}
+		r.peer.mu.Lock()
+		delete(r.peer.pending, forwarded{sess: sess, msgID: msgID})
+		r.peer.mu.Unlock()
+		r.sessions.Push(Session{ID: sess}, Outbound{Kind: kind, MsgID: msgID, Ref: ref, Code: code, RetryAfter: retryAfter, Reason: reason})
+		return nil
+	case peerReceipt:
+		sender, by, msgID, more, flags := f.uvarint(), f.uvarint(), f.uvarint(), f.uvarint(), f.byte()
+		key := storage.ReceiptKey{Acker: f.uvarint(), Seq: f.uvarint()}
+		if f.err != nil || sender == 0 {
+			return fmt.Errorf("%w: receipt", errPeerPayload)
+		}
+		q := request{kind: reqReceipt, user: sender, from: by, msgID: msgID, more: more, read: flags&1 != 0, expired: flags&2 != 0, settles: key, settler: from}
+		if !r.submitQuiet(sender, q) {
+			// Still pending at the acker's node, which offers it again. A
+			// read receipt has nothing pending: dropped.
+			r.stats.ReceiptsDropped.Add(1)
+			r.askRescan(from)
+		}
+		return nil
+	case peerRescan:
+		r.rescan.Store(true)
+		return nil
+	case peerSettled:
+		sender := f.uvarint()
+		key := storage.ReceiptKey{Acker: f.uvarint(), Seq: f.uvarint()}
+		if f.err != nil {
+			return fmt.Errorf("%w: settled", errPeerPayload)
+		}
+		r.store.SettleReceipt(sender, key, func(err error) {
+			if err != nil {
+				r.stats.StorageErrors.Add(1)
+			}
+		})
+		return nil
+	}
+	return fmt.Errorf("%w: kind %d", errPeerPayload, b[0])
+}
+
+// expireForwarded tells the senders of forwarded SENDs whose answer is
+// overdue to retry: their recipient's home node died or lost the request,
+// and a resend with flag B is deduplicated there if it had stored it.
+// Runs on the first shard's tick.
+func (r *Router) expireForwarded() {
+	if r.peer.peers == nil {
+		return
+	}
+	now := r.cfg.Now()
+	var late []forwarded
+	r.peer.mu.Lock()
+	for k, deadline := range r.peer.pending {
+		if !now.Before(deadline) {
+			late = append(late, k)
+			delete(r.peer.pending, k)
+		}
+	}
+	r.peer.mu.Unlock()
+	for _, k := range late {
+		r.stats.ForwardTimeouts.Add(1)
+		r.sessions.Push(Session{ID: k.sess}, Outbound{Kind: OutRefuse, MsgID: k.msgID, Code: protocol.CodeRetryLater, RetryAfter: peerRetryAfter, Reason: reasonHomeTimeout})
+	}
+}
+
+// peerSessions reaches sessions on this node through the gateway's
+// Sessions and answers sessions on other nodes (the senders of forwarded
+// SENDs) through peers. Only ACCEPT and REFUSE ever go to a session on
+// another node: entries go to sessions on their mailbox's home, here.
+type peerSessions struct {
+	local Sessions
+	peers Peers
+}
+
+func (ps peerSessions) Push(s Session, out Outbound) bool {
+	if s.Node == 0 || s.Node == ps.peers.Self() {
+		return ps.local.Push(Session{ID: s.ID}, out)
+	}
+	if out.Kind != OutAccept && out.Kind != OutRefuse {
+		return false
+	}
+	b := make([]byte, 0, 1+6*binary.MaxVarintLen64+len(out.Reason))
+	b = append(b, peerAnswer)
+	b = binary.AppendUvarint(b, s.ID)
+	b = append(b, byte(out.Kind))
+	b = binary.AppendUvarint(b, out.MsgID)
+	b = binary.AppendUvarint(b, out.Ref)
+	b = binary.AppendUvarint(b, uint64(out.Code))
+	b = binary.AppendUvarint(b, uint64(out.RetryAfter))
+	b = append(b, out.Reason...)
+	// Not sent: the sender's node is down, its session with it; the client
+	// resends with flag B and is answered from the dedupe record.
+	return ps.peers.Send(s.Node, b)
+}
+
+func (ps peerSessions) Close(s Session, code protocol.Code) {
+	if s.Node == 0 || s.Node == ps.peers.Self() {
+		ps.local.Close(Session{ID: s.ID}, code)
+	}
+}
+
+// fields reads a payload's fields in order; the first error sticks.
+type fields struct {
+	b   []byte
+	err error
+}
+
+func (f *fields) uvarint() uint64 {
+	if f.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(f.b)
+	if n <= 0 {
+		f.err = errPeerPayload
+		return 0
+	}
+	f.b = f.b[n:]
+	return v
+}
+
+func (f *fields) byte() byte {
+	if f.err != nil || len(f.b) == 0 {
+		f.err = errPeerPayload
+		return 0
+	}
+	c := f.b[0]
+	f.b = f.b[1:]
+	return c
+}
+
+func boolByte(b bool) byte {
+	if b {
+		return 1
+	}
+	return 0
+}
