@@ -65,7 +65,7 @@ type completion struct {
 	settler uint32
 	settles storage.ReceiptKey
 	err     error
-	ack    storage.AckResult
+	ack     storage.AckResult
 }
 
 // user is a shard's state of one user: loaded on first touch, dropped when
