@@ -14,10 +14,10 @@ import (
 // after Reconnected).
 var ErrNotConnected = errors.New("client: not connected")
 
-// MaxReadIDs is the most msg ids one READ covers (more + 1): a limit fixed
-// by protocol version 1 (PROTOCOL.md 9); a READ over it closes the
-// connection with ERROR PROTOCOL.
-const MaxReadIDs = 1024
+// MaxReadIDs is the most msg ids one READ covers (more + 1):
+// protocol.MaxReadIDs; a READ over it closes the connection with ERROR
+// PROTOCOL.
+const MaxReadIDs = protocol.MaxReadIDs
 
 // Outgoing is one entry of the outbox, as an application persists it and
 // hands it back in Options.Outbox: a SEND, or a GROUP request when Op is

@@ -412,7 +412,7 @@ func (r *Router) Ack(s Session, to Addressee, seq uint64) bool {
 // MaxReadRun is the most msg ids one READ may cover (its more is below
 // it). A client reports reads a screen or a conversation at a time; 1,024
 // ids is far more than a screen, and it bounds what one frame may claim.
-const MaxReadRun = 1024
+const MaxReadRun = protocol.MaxReadIDs
 
 // Errors of Read.
 var (

@@ -343,12 +343,18 @@ func (x *Receipt) decodeFields(r *reader, flags byte) {
 	}
 }
 
+// MaxReadIDs is the most msg ids one READ covers (more + 1), fixed by
+// protocol version 1 (PROTOCOL.md, READ): a READ over it is a protocol
+// error.
+const MaxReadIDs = 1024
+
 // Read tells the server its user has read messages of one sender (READ, 0x0A).
 // The server stores a read RECEIPT in the sender's mailbox.
 //
 //	to varint | msg_id varint | [more varint, if FlagB]
 //
 // FlagA: the messages were sent to a group (the receipt then names the reader).
+// One READ covers at most MaxReadIDs ids (more below it).
 type Read struct {
 	To    uint64 // the sender of the messages read
 	MsgID uint64
