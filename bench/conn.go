@@ -3,6 +3,7 @@ package bench
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -44,6 +45,11 @@ type conn struct {
 	isDirty     bool
 	capSec      int64 // the second capCount counts
 	capCount    int   // frames written in capSec
+
+	// redirect is where a GOAWAY MOVED sent this user (PROTOCOL.md 8.10):
+	// dials go there instead of l.servers[unit.home] until one fails. nil:
+	// none. One of l.servers when the address is one of the run's servers.
+	redirect unix.Sockaddr
 
 	// The client's session state machine: the outbox (what is written
 	// when, with flag B or without, held back after RETRY_LATER), the ACK
@@ -114,7 +120,14 @@ func (c *conn) dial() {
 	c.dialStart = l.now
 	c.sessSeq, c.welcomeLast = 0, 0
 	c.rpend, c.wpend, c.obuf = nil, nil, nil
-	fd, err := unix.Socket(l.e.family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	to, family := l.servers[c.unit.home], l.e.family
+	if c.redirect != nil {
+		to, family = c.redirect, unix.AF_INET
+		if _, ok := to.(*unix.SockaddrInet6); ok {
+			family = unix.AF_INET6
+		}
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		c.fd = -1
 		c.fail("socket: " + err.Error())
@@ -131,7 +144,7 @@ func (c *conn) dial() {
 			return
 		}
 	}
-	err = unix.Connect(fd, l.servers[c.unit.home])
+	err = unix.Connect(fd, to)
 	if err != nil && !errors.Is(err, unix.EINPROGRESS) {
 		c.fail("connect: " + err.Error())
 		return
@@ -626,13 +639,15 @@ func (c *conn) fillWindow() {
 	}
 }
 
-// fail handles a dial or login that did not work: retry a few times.
+// fail handles a dial or login that did not work: retry a few times, at
+// the run's server again if it was a redirect's.
 func (c *conn) fail(reason string) {
 	l := c.l
 	if c.fd >= 0 {
 		c.closeFD()
 	}
 	c.state = stateClosed
+	c.redirect = nil
 	c.attempts++
 	if c.attempts > l.e.spec.Retries {
 		l.failure(fmt.Sprintf("user %d could not log in to %s: %s", c.user, l.e.spec.Servers[c.unit.home].Addr, reason))
@@ -691,7 +706,20 @@ func (c *conn) down(code protocol.Code) {
 	}
 	c.closeFD()
 	c.state = stateClosed
+	d, again := c.sess.Closed(code, time.Duration(l.now))
+	if addr, ok := c.sess.Redirect(); ok {
+		// A redirect is not a failed attempt: dial the home it names after
+		// the session's short delay.
+		if c.redirect = l.redirectTo(addr); c.redirect != nil {
+			if c.autoRedial {
+				c.reconnectAt = l.now + max(int64(d), 1)
+			}
+			return
+		}
+		l.failure(fmt.Sprintf("user %d redirected to %q: not an IP address and port, nor one of --addr", c.user, addr))
+	}
 	if wasHandshake {
+		c.redirect = nil // back to the run's server
 		c.attempts++
 		if c.attempts > l.e.spec.Retries {
 			l.failure(fmt.Sprintf("user %d could not log in", c.user))
@@ -699,10 +727,32 @@ func (c *conn) down(code protocol.Code) {
 			return
 		}
 	}
-	d, again := c.sess.Closed(code, time.Duration(l.now))
 	if c.autoRedial && again {
 		c.reconnectAt = l.now + max(int64(d), 1)
 	}
+}
+
+// redirectTo returns the socket address of a GOAWAY MOVED's addr: one of
+// l.servers when addr names one of the run's servers (as --addr spells it,
+// or resolved), else a new one for an IP address and port; nil for a host
+// name that is not one of --addr (the loop does not resolve names).
+func (l *loop) redirectTo(addr string) unix.Sockaddr {
+	for i, t := range l.e.spec.Servers {
+		if t.Addr == addr && i < len(l.servers) {
+			return l.servers[i]
+		}
+	}
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return nil
+	}
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	for i, s := range l.e.servers {
+		if s == ap && i < len(l.servers) {
+			return l.servers[i]
+		}
+	}
+	return sockaddr(ap)
 }
 
 // drop closes the connection on purpose, without a goodbye.

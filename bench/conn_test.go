@@ -3,9 +3,13 @@ package bench
 import (
 	"bytes"
 	"encoding/hex"
+	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"switchboard/client"
 	"switchboard/protocol"
@@ -108,4 +112,73 @@ func TestConnSessionAcksAndGoAway(t *testing.T) {
 	if err := login.Decode(lf); err != nil || login.Ack != 3 {
 		t.Fatalf("next LOGIN.ack = %d (%v), want 3: every entry was processed", login.Ack, err)
 	}
+}
+
+// TestConnFollowsRedirect: a GOAWAY MOVED in answer to LOGIN sends the
+// connection to the address it names (the run's own sockaddr when it is one
+// of --addr, a new one for another IP address and port) after the
+// session's delay, without counting a failed attempt; a failed attempt
+// there sends it back to its server of the run.
+func TestConnFollowsRedirect(t *testing.T) {
+	l := testLoop(1)
+	l.e.spec.Retries = 5
+	l.e.spec.Servers = []Target{{Addr: "localhost:7000"}, {Addr: "10.0.0.2:7000"}}
+	l.e.servers = []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:7000"), netip.MustParseAddrPort("10.0.0.2:7000")}
+	for _, ap := range l.e.servers {
+		l.servers = append(l.servers, sockaddr(ap))
+	}
+	c := l.conns[0]
+	c.autoRedial = true
+	c.sess = *client.NewSession(client.Config{Rand: func(n int64) int64 { return n - 1 }})
+	l.now = int64(time.Second)
+	moved := func(addr string) {
+		t.Helper()
+		c.sess.AppendLogin(nil, protocol.Login{})
+		c.state = stateHandshake
+		g := protocol.GoAway{After: 100, Code: protocol.CodeMoved, Addr: addr}
+		f, _, _ := protocol.ReadFrame(g.Append(nil), protocol.MaxServerFrame)
+		if err := c.frame(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		addr string
+		want unix.Sockaddr
+	}{
+		{"10.0.0.2:7000", l.servers[1]},  // as --addr spells it
+		{"127.0.0.1:7000", l.servers[0]}, // as --addr resolves
+		{"[2001:db8::7]:7001", &unix.SockaddrInet6{Port: 7001, Addr: netip.MustParseAddr("2001:db8::7").As16()}},
+	}
+	for _, tt := range tests {
+		moved(tt.addr)
+		if c.redirect == nil || !reflect.DeepEqual(c.redirect, tt.want) {
+			t.Fatalf("redirect to %s: dials %#v, want %#v", tt.addr, c.redirect, tt.want)
+		}
+		if _, ok := tt.want.(*unix.SockaddrInet6); !ok && c.redirect != tt.want {
+			t.Fatalf("redirect to %s: a new sockaddr, not the run's", tt.addr)
+		}
+		if want := l.now + int64(100*time.Millisecond); c.reconnectAt != want || c.attempts != 0 {
+			t.Fatalf("redirect to %s: reconnect at %v after %d failed attempts, want %v and 0",
+				tt.addr, time.Duration(c.reconnectAt), c.attempts, time.Duration(want))
+		}
+		login(t, c) // a WELCOME: the redirects in a row start again
+	}
+	// The attempt at the redirected address fails: back to the run's server.
+	c.fail("connect: connection refused")
+	if c.redirect != nil || c.attempts != 1 {
+		t.Fatalf("after a failed attempt: redirect %#v, %d attempts; want none and 1", c.redirect, c.attempts)
+	}
+	// A name that is not one of --addr is not resolved on the loop: a
+	// failure, and the run's server.
+	moved("home.example:7000")
+	if c.redirect != nil || c.attempts != 2 || len(l.res.Failures) != 1 {
+		t.Fatalf("redirect to a name: %#v, %d attempts, failures %q", c.redirect, c.attempts, l.res.Failures)
+	}
+}
+
+// login puts c's session through LOGIN and WELCOME.
+func login(t *testing.T, c *conn) {
+	t.Helper()
+	c.sess.AppendLogin(nil, protocol.Login{})
+	c.sess.Welcome(&protocol.Welcome{Version: 1, User: c.user, Window: 256}, time.Duration(c.l.now))
 }

@@ -28,6 +28,13 @@
 // scrapes every server's /metrics at once and reports the sums (each
 // server's share in the notes).
 //
+// A server that answers LOGIN with GOAWAY MOVED (a cluster node that is not
+// the user's home, PROTOCOL.md 8.10) is followed as a client follows it:
+// the connection dials the address named, which is one of --addr's servers
+// or an IP address and port (host names outside --addr are not resolved:
+// a failure), and stays with it until an attempt there fails. Redirects
+// count in the results' closes as MOVED.
+//
 // # The engine
 //
 // An engine is a few event loops (one per core by default), each an epoll

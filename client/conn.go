@@ -83,6 +83,11 @@ type Conn struct {
 	start time.Time       // origin of the session clock
 	codec *protocol.Codec // Options.Dict's; nil: none offered
 
+	// target is the address connect dials: addr, or the one a GOAWAY MOVED
+	// named, until an attempt there fails (PROTOCOL.md 8.10). Owned by the
+	// goroutine that connects: Dial, then run.
+	target string
+
 	// events carries what the read goroutine decoded to Recv. Its bound is
 	// Options.Events; a full channel stops the reader.
 	events chan Event
@@ -91,8 +96,12 @@ type Conn struct {
 	// block, so a watcher that is slow sees the latest Status, not each.
 	changed chan struct{}
 	done    chan struct{} // closed by Close
-	ended   chan struct{} // closed when the run goroutine returns, after cause is set
-	cause   error
+	// closing is cancelled by Close with done: it cuts a reconnect's login
+	// short, which would otherwise hold Close until the server answered.
+	closing     context.Context
+	cancelClose context.CancelFunc
+	ended       chan struct{} // closed when the run goroutine returns, after cause is set
+	cause       error
 
 	mu     sync.Mutex // guards everything below, and writes to nc
 	sess   *Session
@@ -118,7 +127,11 @@ type outMsg struct {
 }
 
 // Dial logs in to addr and returns once the first WELCOME arrived, or with
-// the server's refusal (the error wraps its *protocol.Error).
+// the server's refusal (the error wraps its *protocol.Error). A GOAWAY MOVED
+// is followed, here and on every later connection: Conn dials the address
+// it names (at most Session's MaxRedirects in a row), and keeps dialling it
+// after a lost connection until an attempt there fails; the next attempt
+// goes to addr again.
 func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 	if opts.Token == nil {
 		return nil, errors.New("client: Options.Token is required")
@@ -140,7 +153,7 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 		}
 	}
 	c := &Conn{
-		addr: addr, opts: opts, start: time.Now(),
+		addr: addr, target: addr, opts: opts, start: time.Now(),
 		events:  make(chan Event, opts.Events),
 		kick:    make(chan struct{}, 1),
 		changed: make(chan struct{}, 1),
@@ -150,24 +163,55 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 		codec:   codec,
 		bodies:  map[uint64]outMsg{},
 	}
+	c.closing, c.cancelClose = context.WithCancel(context.Background())
 	for _, o := range opts.Outbox {
 		if err := c.restore(o); err != nil {
 			return nil, err
 		}
 	}
 	fr, w, err := c.connect(ctx)
-	if err != nil {
+	for err != nil {
+		delay, again, moved := c.closed(codeOf(err), true)
+		if moved && ctx.Err() == nil {
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return nil, fmt.Errorf("%w (redirected to %s)", ctx.Err(), c.target)
+			}
+			fr, w, err = c.connect(ctx)
+			continue
+		}
 		if !opts.KeepTrying || ctx.Err() != nil {
 			return nil, err
 		}
-		go c.run(nil, err)
+		go c.keepTrying(err, delay, again)
 		go c.timers()
 		return c, nil
 	}
 	c.welcomed(w)
-	go c.run(fr, nil)
+	go c.run(fr)
 	go c.timers()
 	return c, nil
+}
+
+// closed tells the session that the connection or the attempt ended with
+// code (failed: before WELCOME), and picks the address of the next attempt:
+// the one a GOAWAY MOVED named; after a failed attempt, addr; otherwise the
+// address of the connection that ended. moved reports a redirect.
+func (c *Conn) closed(code protocol.Code, failed bool) (delay time.Duration, again, moved bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delay, again = c.sess.Closed(code, c.now())
+	next, moved := c.sess.Redirect()
+	switch {
+	case moved:
+		c.target = next
+	case failed:
+		c.target = c.addr
+	}
+	return delay, again, moved
 }
 
 func (c *Conn) now() time.Duration { return time.Since(c.start) }
@@ -182,9 +226,9 @@ func (c *Conn) connect(ctx context.Context) (*protocol.FrameReader, *protocol.We
 	if err != nil {
 		return nil, nil, fmt.Errorf("client: token: %w", err)
 	}
-	nc, err := c.opts.Dialer.DialContext(ctx, "tcp", c.addr)
+	nc, err := c.opts.Dialer.DialContext(ctx, "tcp", c.target)
 	if err != nil {
-		return nil, nil, fmt.Errorf("client: dial %s: %w", c.addr, err)
+		return nil, nil, fmt.Errorf("client: dial %s: %w", c.target, err)
 	}
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
@@ -203,7 +247,7 @@ func (c *Conn) connect(ctx context.Context) (*protocol.FrameReader, *protocol.We
 	}
 	if err != nil {
 		nc.Close()
-		return nil, nil, fmt.Errorf("client: login to %s: %w", c.addr, err)
+		return nil, nil, fmt.Errorf("client: login to %s: %w", c.target, err)
 	}
 	w := new(protocol.Welcome)
 	w.Decode(f) // checked by loginAnswer
@@ -268,23 +312,20 @@ func (c *Conn) welcomed(w *protocol.Welcome) {
 	c.notify()
 }
 
-// run reads frames until the connection ends, then reconnects after the
-// session's delay, until Close or a close the session does not retry. With
-// fr nil, the first connection failed with err and run starts by retrying.
-func (c *Conn) run(fr *protocol.FrameReader, err error) {
+// run reads frames from fr until the connection ends, then reconnects
+// after the session's delay, until Close or a close the session does not
+// retry.
+func (c *Conn) run(fr *protocol.FrameReader) {
 	defer close(c.ended)
 	for {
-		code := codeOf(err)
-		if fr != nil {
-			code, err = c.read(fr)
-		}
+		code, err := c.read(fr)
 		c.mu.Lock()
 		if c.nc != nil {
 			c.nc.Close()
 		}
 		c.nc = nil
-		delay, again := c.sess.Closed(code, c.now())
 		c.mu.Unlock()
+		delay, again, _ := c.closed(code, false)
 		if c.isClosed() {
 			c.end(ErrClosed)
 			return
@@ -293,38 +334,61 @@ func (c *Conn) run(fr *protocol.FrameReader, err error) {
 			c.end(fmt.Errorf("%w: %w", ErrClosed, err))
 			return
 		}
-		c.offline(err, delay)
-		for {
-			t := time.NewTimer(delay)
-			select {
-			case <-c.done:
-				t.Stop()
-				c.end(ErrClosed)
-				return
-			case <-t.C:
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			var w *protocol.Welcome
-			fr, w, err = c.connect(ctx)
-			cancel()
-			if err == nil {
-				c.welcomed(w)
-				select {
-				case c.events <- &Reconnected{Welcome: *w}:
-				case <-c.done:
-				}
-				break
-			}
-			code = codeOf(err)
-			c.mu.Lock()
-			delay, again = c.sess.Closed(code, c.now())
-			c.mu.Unlock()
-			if !again {
-				c.end(fmt.Errorf("%w: %w", ErrClosed, err))
-				return
-			}
-			c.offline(err, delay)
+		if fr = c.reconnect(err, delay); fr == nil {
+			return
 		}
+	}
+}
+
+// keepTrying is run for a Conn whose first attempt failed with err (Dial with
+// Options.KeepTrying): it reconnects after delay, if again, then runs.
+func (c *Conn) keepTrying(err error, delay time.Duration, again bool) {
+	if !again {
+		defer close(c.ended)
+		c.end(fmt.Errorf("%w: %w", ErrClosed, err))
+		return
+	}
+	fr := c.reconnect(err, delay)
+	if fr == nil {
+		close(c.ended)
+		return
+	}
+	c.run(fr)
+}
+
+// reconnect waits delay, then dials until a login succeeds, waiting the
+// session's delay between attempts, and returns the new connection's
+// reader. It returns nil once the Conn ended (Close, or a refusal the
+// session does not retry): c.cause is then set.
+func (c *Conn) reconnect(err error, delay time.Duration) *protocol.FrameReader {
+	c.offline(err, delay)
+	for {
+		t := time.NewTimer(delay)
+		select {
+		case <-c.done:
+			t.Stop()
+			c.end(ErrClosed)
+			return nil
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(c.closing, 10*time.Second)
+		fr, w, err := c.connect(ctx)
+		cancel()
+		if err == nil {
+			c.welcomed(w)
+			select {
+			case c.events <- &Reconnected{Welcome: *w}:
+			case <-c.done:
+			}
+			return fr
+		}
+		var again bool
+		delay, again, _ = c.closed(codeOf(err), true)
+		if !again {
+			c.end(fmt.Errorf("%w: %w", ErrClosed, err))
+			return nil
+		}
+		c.offline(err, delay)
 	}
 }
 
@@ -534,6 +598,7 @@ func (c *Conn) Close() error {
 	c.mu.Lock()
 	if !c.isClosed() {
 		close(c.done)
+		c.cancelClose()
 		if c.nc != nil {
 			c.nc.Close()
 		}

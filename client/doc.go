@@ -24,6 +24,9 @@
 //   - Reconnect delays (8.9, 8.10): full jitter under a ceiling that doubles
 //     from 1 s to 60 s; after a GOAWAY, its delay plus up to as much again;
 //     none after REPLACED or BAD_TOKEN.
+//   - Redirects (8.10): after a GOAWAY MOVED, a delay of at most its after,
+//     no backoff growth, and Redirect names the home node's address; at
+//     most MaxRedirects in a row before one counts as a failure.
 //
 // # Driving a Session
 //
@@ -39,6 +42,7 @@
 //	if s.Processed(seq, size, now) { dst = s.AppendAck(dst) } // once it has it
 //	s.Accepted(&a); s.Refused(&r, now); s.GoAway(&g)
 //	delay, again := s.Closed(code, now)                    // when it ends
+//	addr, moved := s.Redirect()                            // dial addr next if moved
 //	at, ok := s.NextWake(now)                              // when to call again
 //	at, ok = s.SendDue(now)                                // the same without the ACK
 //

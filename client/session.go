@@ -91,6 +91,13 @@ const (
 	pendDone                      // accepted or failed; trimmed when at the front
 )
 
+// MaxRedirects is how many GOAWAY MOVED in a row, without a WELCOME between
+// them, a Session follows (PROTOCOL.md 8.10). The next counts as a failed
+// attempt. A cluster sends a user home in one step; three allow for a node
+// list that changes while a client is redirected, and stop two nodes that
+// disagree on a user's home from bouncing it between them at full speed.
+const MaxRedirects = 3
+
 // never is a wake time that does not come.
 const never = time.Duration(1<<63 - 1)
 
@@ -116,7 +123,10 @@ type Session struct {
 	goAway    bool          // a GOAWAY came on this connection
 	goAfter   uint32        // its after, ms
 	goCode    protocol.Code // its code
+	goAddr    string        // its addr
 	attempts  int           // connections in a row that failed (or did not last)
+	redirect  string        // where the last Closed sends the driver; "" none. Cleared by Redirect
+	redirects int           // GOAWAY MOVED followed in a row, without a WELCOME between
 
 	// Receiving.
 	recv       uint64        // highest seq received on this connection
@@ -168,15 +178,29 @@ func (s *Session) AppendLogin(dst []byte, l protocol.Login) []byte {
 // flag B.
 func (s *Session) Welcome(w *protocol.Welcome, now time.Duration) {
 	s.state = stateReady
+	s.redirects = 0
 	s.window = w.Window
 	s.last = w.Last
 	s.welcomeAt = now
 }
 
 // GoAway records a GOAWAY: the server closes the connection right after,
-// and Closed then waits what it asks.
+// and Closed then waits what it asks (and, for CodeMoved, Redirect names
+// where to go).
 func (s *Session) GoAway(g *protocol.GoAway) {
-	s.goAway, s.goAfter, s.goCode = true, g.After, g.Code
+	s.goAway, s.goAfter, s.goCode, s.goAddr = true, g.After, g.Code, g.Addr
+}
+
+// Redirect returns the address a GOAWAY MOVED named, when the last Closed
+// followed it: the driver dials addr next, instead of the address it was
+// configured with, and keeps dialling it on later reconnects until an
+// attempt there fails (PROTOCOL.md 8.10). ok is false when Closed did not
+// redirect: the driver dials the address it used last, or the configured
+// one after a failed attempt at a redirected address. Reading the address
+// clears it, and so does the next Closed.
+func (s *Session) Redirect() (addr string, ok bool) {
+	addr, s.redirect = s.redirect, ""
+	return addr, addr != ""
 }
 
 // Closed records that the connection ended at now (or that a dial failed),
@@ -187,11 +211,15 @@ func (s *Session) GoAway(g *protocol.GoAway) {
 // unsupported version or transport (PROTOCOL.md 10). After TOKEN_EXPIRED
 // the driver needs a fresh token for the next LOGIN.
 //
-// The delay follows PROTOCOL.md 8.9 and 8.10: after a GOAWAY with after > 0,
-// after plus a random delay of up to after again; after a GOAWAY with
-// TOKEN_EXPIRED and no delay, none; otherwise full jitter, a random delay in
-// [0, ceiling), the ceiling doubling from MinBackoff to MaxBackoff with each
-// connection in a row that did not last StableAfter past WELCOME.
+// The delay follows PROTOCOL.md 8.9 and 8.10: after a GOAWAY MOVED with an
+// address, a random delay in [0, after], the attempts in a row unchanged,
+// and Redirect gives the address (up to MaxRedirects in a row; the next
+// counts as a failure, gives no address, and starts the count again); after
+// a GOAWAY with after > 0, after plus a random delay of up to after again;
+// after a GOAWAY with TOKEN_EXPIRED and no delay, none; otherwise full
+// jitter, a random delay in [0, ceiling), the ceiling doubling from
+// MinBackoff to MaxBackoff with each connection in a row that did not last
+// StableAfter past WELCOME.
 //
 // Every message written on the connection and not confirmed goes again on
 // the next one, with flag B.
@@ -199,14 +227,25 @@ func (s *Session) Closed(code protocol.Code, now time.Duration) (delay time.Dura
 	if s.state == stateReady && now-s.welcomeAt >= s.stableAfter() {
 		s.attempts = 0
 	}
-	goAway, after := s.goAway, s.goAfter
+	goAway, after, addr := s.goAway, s.goAfter, s.goAddr
 	if goAway && code == 0 {
 		code = s.goCode
 	}
 	s.reset()
+	s.redirect = ""
 	switch code {
 	case protocol.CodeReplaced, protocol.CodeBadToken, protocol.CodeUnsupportedVersion, protocol.CodeUnsupportedTransport:
 		return 0, false
+	}
+	if code == protocol.CodeMoved && goAway && addr != "" {
+		if s.redirects++; s.redirects <= MaxRedirects {
+			s.redirect = addr
+			d := time.Duration(after) * time.Millisecond
+			return time.Duration(s.rand(int64(d) + 1)), true
+		}
+		// A failure: the backoff of 8.9, not the GOAWAY's delay; then
+		// redirects are followed again.
+		s.redirects, goAway = 0, false
 	}
 	switch {
 	case goAway && after > 0:
@@ -229,7 +268,7 @@ func (s *Session) Closed(code protocol.Code, now time.Duration) (delay time.Dura
 func (s *Session) reset() {
 	s.state = stateDown
 	s.window = 0
-	s.goAway, s.goAfter, s.goCode = false, 0, 0
+	s.goAway, s.goAfter, s.goCode, s.goAddr = false, 0, 0, ""
 	s.recv = s.done
 	s.acked = s.done
 	s.last = 0

@@ -471,3 +471,93 @@ func TestSessionProcessesAnEntryOfTheLastConnection(t *testing.T) {
 		t.Fatalf("ACK %d (%v), want 3 once seq 3 came on this connection", a.Seq, err)
 	}
 }
+
+// TestSessionRedirect checks GOAWAY MOVED (PROTOCOL.md 8.10): a delay in
+// [0, after] that neither grows the backoff nor counts as a failure, the
+// address once from Redirect, at most MaxRedirects in a row before the next
+// counts as a failure (and gives no address), and a WELCOME that starts the
+// count again.
+func TestSessionRedirect(t *testing.T) {
+	top := func(n int64) int64 { return n - 1 }
+	s := NewSession(Config{Rand: top})
+	moved := &protocol.GoAway{After: 100, Code: protocol.CodeMoved, Addr: "10.0.2.7:7000"}
+	// Two failed dials first: the ceiling is at 4 s.
+	for range 2 {
+		s.Closed(0, 0)
+	}
+	// A GOAWAY MOVED in answer to LOGIN: Conn reports its code with the
+	// refusal, and the longest delay is after itself, not twice it.
+	for i := range MaxRedirects {
+		s.AppendLogin(nil, protocol.Login{})
+		s.GoAway(moved)
+		d, ok := s.Closed(protocol.CodeMoved, time.Second)
+		if !ok || d != 100*ms {
+			t.Fatalf("redirect %d: %v, %v; want 100ms, true", i+1, d, ok)
+		}
+		if addr, ok := s.Redirect(); !ok || addr != moved.Addr {
+			t.Fatalf("redirect %d: Redirect() = %q, %v", i+1, addr, ok)
+		}
+		if addr, ok := s.Redirect(); ok {
+			t.Fatalf("redirect %d: a second Redirect() gave %q", i+1, addr)
+		}
+	}
+	// The fourth in a row is a failure: the ceiling the two failures left
+	// (4 s), no address, and the ceiling grows after it.
+	s.AppendLogin(nil, protocol.Login{})
+	s.GoAway(moved)
+	if d, ok := s.Closed(protocol.CodeMoved, time.Second); !ok || d != 4*time.Second-1 {
+		t.Fatalf("fourth redirect: %v, %v; want 4s-1ns, true", d, ok)
+	}
+	if addr, ok := s.Redirect(); ok {
+		t.Fatalf("fourth redirect gave %q", addr)
+	}
+	if d, _ := s.Closed(0, time.Second); d != 8*time.Second-1 {
+		t.Fatalf("after the fourth redirect a failed dial waits %v, want 8s-1ns", d)
+	}
+	// The count started again: three more are followed.
+	s.GoAway(moved)
+	if _, ok := s.Redirect(); ok {
+		t.Fatal("Redirect before Closed gave an address")
+	}
+	for i := range MaxRedirects {
+		s.GoAway(moved)
+		if d, _ := s.Closed(0, time.Second); d != 100*ms {
+			t.Fatalf("redirect %d of the second round: %v", i+1, d)
+		}
+		if _, ok := s.Redirect(); !ok {
+			t.Fatalf("redirect %d of the second round: no address", i+1)
+		}
+	}
+	// A WELCOME resets the count: after it, MaxRedirects more are followed.
+	login(t, s, 0)
+	for i := range MaxRedirects {
+		s.GoAway(moved)
+		if d, _ := s.Closed(0, time.Second); d != 100*ms {
+			t.Fatalf("redirect %d after a WELCOME: %v", i+1, d)
+		}
+		if _, ok := s.Redirect(); !ok {
+			t.Fatalf("redirect %d after a WELCOME: no address", i+1)
+		}
+	}
+
+	// The shortest delay is 0; an unread address is dropped by the next
+	// Closed; an ERROR MOVED (no address) is a failure.
+	z := NewSession(Config{Rand: func(int64) int64 { return 0 }})
+	z.GoAway(moved)
+	if d, _ := z.Closed(protocol.CodeMoved, 0); d != 0 {
+		t.Fatalf("shortest redirect delay %v, want 0", d)
+	}
+	if d, _ := z.Closed(0, 0); d != 0 {
+		t.Fatalf("failed dial: %v", d)
+	}
+	if addr, ok := z.Redirect(); ok {
+		t.Fatalf("a failed dial left the address %q", addr)
+	}
+	top2 := NewSession(Config{Rand: top})
+	if d, _ := top2.Closed(protocol.CodeMoved, 0); d != time.Second-1 {
+		t.Fatalf("ERROR MOVED without an address: %v, want the backoff (1s-1ns)", d)
+	}
+	if _, ok := top2.Redirect(); ok {
+		t.Fatal("ERROR MOVED gave an address")
+	}
+}

@@ -101,6 +101,14 @@ type Config struct {
 	// default dictionary v1 is offered and BATCH frames are compressed when
 	// that makes them smaller.
 	DisableCompression bool
+	// HomeAddr returns, for a user whose LOGIN token verified, the client
+	// address (host:port) of the node that homes the user's mailbox when
+	// that is not this node, and "" when this node serves the user. A
+	// login given an address is answered GOAWAY MOVED (PROTOCOL.md 8.10)
+	// and closed, before the router sees it. Called on an event loop once
+	// per LOGIN: it must not block. Default nil: this node serves every
+	// user (a single node).
+	HomeAddr func(user uint64) string
 	// GoAwayAfter is the reconnect delay told to clients at shutdown.
 	// Default 2 s; clients add their own jitter up to as much again.
 	GoAwayAfter time.Duration

@@ -83,6 +83,16 @@
 // check runs on the wheel, so expiry costs four bytes per connection and
 // nothing per frame; it fires within about a second of the expiry.
 //
+// # Logins away from home
+//
+// In a cluster a user's mailbox has one home node. When Config.HomeAddr
+// names another node for the user of a verified LOGIN, the loop answers
+// GOAWAY MOVED with that node's client address (after 100 ms: the client
+// connects there within a random 0–100 ms) and closes, without an ERROR
+// and before the router sees the login; the close counts as MOVED
+// (redirectLogin, frames.go). Package gateway does not know who is home:
+// its owner supplies HomeAddr.
+//
 // # Locks
 //
 // Server.mu (the loop registry) and conn.mu (one connection's queue) are

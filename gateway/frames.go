@@ -153,6 +153,12 @@ func (l *loop) login(c *conn, f protocol.Frame) protocol.Code {
 	case err != nil:
 		return l.reject(protocol.CodeBadToken, "LOGIN "+strings.TrimPrefix(err.Error(), "token: "))
 	}
+	if cfg.HomeAddr != nil {
+		if addr := cfg.HomeAddr(claims.User); addr != "" {
+			c.user = claims.User // for the close's log line; never registered
+			return l.redirectLogin(c, addr)
+		}
+	}
 	ping := time.Duration(lg.Ping) * time.Second
 	if lg.Ping == 0 {
 		ping = cfg.PingDefault
@@ -177,6 +183,27 @@ func (l *loop) login(c *conn, f protocol.Frame) protocol.Code {
 	l.srv.stats.Logins.Add(1)
 	return 0
 }
+
+// redirectLogin answers c's LOGIN with GOAWAY MOVED naming addr, the client
+// address of the user's home node, and closes c: the client connects there
+// within redirectAfter ms, keeping its session (PROTOCOL.md 8.10). c is never
+// registered with the router. An addr that cannot go in a GOAWAY is this
+// node's misconfiguration: the client is told INTERNAL, and backs off.
+// Loop-only.
+func (l *loop) redirectLogin(c *conn, addr string) protocol.Code {
+	if err := protocol.CheckAddr(addr); err != nil {
+		return l.rejectf(protocol.CodeInternal, "home node address of %d bytes unusable in GOAWAY MOVED", len(addr))
+	}
+	c.closeCode = uint8(protocol.CodeMoved)
+	g := protocol.GoAway{After: redirectAfter, Code: protocol.CodeMoved, Addr: addr}
+	l.wbuf = g.Append(l.wbuf)
+	return l.reject(closeQuietly, reasonRedirected)
+}
+
+// redirectAfter is the GOAWAY MOVED delay, in milliseconds: clients connect
+// to their home within a random 0–100 ms, which spreads the logins a node
+// list change sends elsewhere without delaying one noticeably.
+const redirectAfter = 100
 
 // reasonQueueFull is the reason of a request refused at the edge because
 // its shard's or group worker's queue was full.

@@ -98,6 +98,7 @@ const (
 	reasonPeerError    = "peer sent ERROR"
 	reasonPeerClosed   = "peer closed the connection"
 	reasonLoginBusy    = "user's shard too busy for the login: GOAWAY RETRY_LATER"
+	reasonRedirected   = "user homed on another node: GOAWAY MOVED"
 	reasonShuttingDown = "server shutting down: GOAWAY SHUTTING_DOWN"
 	reasonPanic        = "internal error handling this connection"
 )

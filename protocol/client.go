@@ -269,7 +269,11 @@ func (c *Client) handshake(ctx context.Context, fr *FrameReader) error {
 		if err := g.Decode(f); err != nil {
 			return fmt.Errorf("read welcome: %w", err)
 		}
-		return fmt.Errorf("login: %w", &Error{Code: g.Code, Reason: fmt.Sprintf("GOAWAY before WELCOME, retry after %dms", g.After)})
+		reason := fmt.Sprintf("GOAWAY before WELCOME, retry after %dms", g.After)
+		if g.Addr != "" {
+			reason += " at " + g.Addr
+		}
+		return fmt.Errorf("login: %w", &Error{Code: g.Code, Reason: reason})
 	default:
 		return fmt.Errorf("%w: %v before WELCOME", ErrMalformed, f.Type)
 	}

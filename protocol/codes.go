@@ -33,6 +33,7 @@ const (
 	CodeServerFull           Code = 19 // the server holds as many connections as it may
 	CodeShuttingDown         Code = 20 // the server is stopping (GOAWAY)
 	CodeInternal             Code = 21 // the server failed; reconnect
+	CodeMoved                Code = 22 // this user's home is another node: reconnect to GOAWAY.Addr at once
 )
 
 // Refusals: sent in a REFUSE frame for one request; the connection stays open.
@@ -55,7 +56,7 @@ var codeNames = map[Code]string{
 	CodeBadAck: "BAD_ACK", CodeRateLimited: "RATE_LIMITED", CodeHandshakeTimeout: "HANDSHAKE_TIMEOUT",
 	CodeIdleTimeout: "IDLE_TIMEOUT", CodePartialFrameTimeout: "PARTIAL_FRAME_TIMEOUT",
 	CodeSlowConsumer: "SLOW_CONSUMER", CodeReplaced: "REPLACED", CodeServerFull: "SERVER_FULL",
-	CodeShuttingDown: "SHUTTING_DOWN", CodeInternal: "INTERNAL",
+	CodeShuttingDown: "SHUTTING_DOWN", CodeInternal: "INTERNAL", CodeMoved: "MOVED",
 	CodeRetryLater: "RETRY_LATER", CodeStorage: "STORAGE", CodeMailboxFull: "MAILBOX_FULL",
 	CodeBadRecipient: "BAD_RECIPIENT", CodeNotMember: "NOT_MEMBER", CodeForbidden: "FORBIDDEN",
 	CodeGroupFull: "GROUP_FULL", CodeQuota: "QUOTA",

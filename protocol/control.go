@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"encoding/binary"
 	"strings"
 	"unicode/utf8"
@@ -75,29 +76,82 @@ func CheckEmpty(f Frame) error {
 	return r.end()
 }
 
-// GoAway asks the client to reconnect later; the server closes after sending
-// it (GOAWAY, 0x10).
+// GoAway asks the client to reconnect later, or elsewhere; the server closes
+// after sending it (GOAWAY, 0x10).
 //
-//	after varint | code varint
+//	after varint | code varint | [addr_len varint | addr, if present]
+//
+// Addr is present only when not empty, so a GOAWAY without one has the
+// bytes it always had. CodeMoved requires it.
 type GoAway struct {
-	After uint32 // milliseconds to wait before reconnecting; clients add up to as much again at random
-	Code  Code   // why: CodeShuttingDown, CodeServerFull…
+	After uint32 // milliseconds to wait before reconnecting; clients add up to as much again at random (CodeMoved: at most this, 8.10)
+	Code  Code   // why: CodeShuttingDown, CodeServerFull, CodeMoved…
+	Addr  string // host:port to connect to instead (CodeMoved); "" none. At most MaxAddr bytes, UTF-8, no NUL
 }
 
-// Append appends g as a frame.
+// Append appends g as a frame. An Addr that CheckAddr refuses goes out as
+// it is and the peer refuses the frame: a sender checks it first.
 func (g *GoAway) Append(dst []byte) []byte {
-	dst = appendHeader(dst, TypeGoAway, 0, uvarintLen(uint64(g.After))+uvarintLen(uint64(g.Code)))
+	n := uvarintLen(uint64(g.After)) + uvarintLen(uint64(g.Code))
+	if g.Addr != "" {
+		n += uvarintLen(uint64(len(g.Addr))) + len(g.Addr)
+	}
+	dst = appendHeader(dst, TypeGoAway, 0, n)
 	dst = binary.AppendUvarint(dst, uint64(g.After))
-	return binary.AppendUvarint(dst, uint64(g.Code))
+	dst = binary.AppendUvarint(dst, uint64(g.Code))
+	if g.Addr != "" {
+		dst = binary.AppendUvarint(dst, uint64(len(g.Addr)))
+		dst = append(dst, g.Addr...)
+	}
+	return dst
 }
 
-// Decode fills g from f, which must be a GOAWAY frame.
+// Decode fills g from f, which must be a GOAWAY frame. Addr is a copy: it
+// does not alias f.
 func (g *GoAway) Decode(f Frame) error {
 	r := reader{b: f.Payload}
 	g.After = r.u32()
 	g.Code = r.code()
-	return r.end()
+	g.Addr = ""
+	if r.more() {
+		b := r.bytes(MaxAddr)
+		if r.err == nil {
+			if err := checkAddr(b); err != nil {
+				return err
+			}
+			g.Addr = string(b)
+		}
+	}
+	if err := r.end(); err != nil {
+		return err
+	}
+	if g.Code == CodeMoved && g.Addr == "" {
+		return errMovedNoAddr
+	}
+	return nil
 }
+
+// CheckAddr returns nil if addr may be a GOAWAY's Addr: 1 to MaxAddr bytes,
+// UTF-8, no NUL. It does not check that addr is a host:port; the client's
+// dial does.
+func CheckAddr(addr string) error {
+	if len(addr) > MaxAddr {
+		return errBadAddr
+	}
+	return checkAddr([]byte(addr))
+}
+
+func checkAddr(b []byte) error {
+	if len(b) == 0 || len(b) > MaxAddr || !utf8.Valid(b) || bytes.IndexByte(b, 0) >= 0 {
+		return errBadAddr
+	}
+	return nil
+}
+
+var (
+	errBadAddr     = wrapMalformed("GOAWAY addr empty, over 255 bytes, not UTF-8 or with a NUL")
+	errMovedNoAddr = wrapMalformed("GOAWAY MOVED without an addr")
+)
 
 // Error reports a fatal error; its sender closes the connection next
 // (ERROR, 0x11). Its layout is the same in every protocol version, so a

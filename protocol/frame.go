@@ -122,6 +122,11 @@ const (
 	// MaxReason is the longest reason text an ERROR frame carries.
 	MaxReason = 256
 
+	// MaxAddr is the longest address a GOAWAY carries: a length that fits
+	// one byte, ample for an IPv6 literal with its port (47 bytes at most)
+	// or a DNS name of up to 249 bytes with one.
+	MaxAddr = 255
+
 	// MaxFrameHeader is the most bytes a length prefix and header byte take
 	// for any frame up to MaxServerFrame.
 	MaxFrameHeader = 4

@@ -51,6 +51,7 @@ func TestGolden(t *testing.T) {
 		{"PING", pingFrame{}, "01 0e"},
 		{"PONG", pongFrame{}, "01 0f"},
 		{"GOAWAY", &GoAway{After: 5000, Code: CodeShuttingDown}, "04 10 8827 14"},
+		{"GOAWAY moved", &GoAway{After: 100, Code: CodeMoved, Addr: "h:1"}, "07 10 64 16 03 683a31"},
 		{"ERROR", &Error{Code: CodeBadToken, Reason: "no"}, "04 11 08 6e6f"},
 		{"BATCH", &batchFrame{FirstSeq: 4321, Entries: []batchEntry{
 			{Deliver: &Deliver{Seq: 4321, From: alice, MsgID: 1234, Body: body}},

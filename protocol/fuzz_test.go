@@ -269,7 +269,17 @@ func buildValue(t Type, n [5]uint64, bits byte, body []byte) frameValue {
 	case TypePong:
 		return pongFrame{}
 	case TypeGoAway:
-		return &GoAway{After: u32(n[0]), Code: Code(n[1])}
+		g := &GoAway{After: u32(n[0]), Code: Code(n[1])}
+		if g.Code == CodeMoved || flag(0) {
+			g.Addr = strings.ReplaceAll(reason(), "\x00", "")
+			if len(g.Addr) > MaxAddr {
+				g.Addr = strings.ToValidUTF8(g.Addr[:MaxAddr], "")
+			}
+			if g.Addr == "" {
+				g.Addr = "h:1"
+			}
+		}
+		return g
 	case TypeError:
 		return &Error{Code: code(n[0]), Reason: reason()}
 	}

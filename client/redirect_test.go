@@ -1,0 +1,260 @@
+package client_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"switchboard/client"
+	"switchboard/protocol"
+)
+
+// fakeServer is a listener on 127.0.0.1:0 that reads each connection's
+// preface and LOGIN and hands the connection to the test, which answers it
+// frame by frame: a server without a store, for what a real node cannot be
+// made to do (a redirect).
+type fakeServer struct {
+	ln    net.Listener
+	conns chan *fakeConn // logged-in connections, in order; the test takes them
+}
+
+// fakeConn is one connection of a fakeServer, past its LOGIN.
+type fakeConn struct {
+	nc    net.Conn
+	fr    *protocol.FrameReader
+	login protocol.Login // Token copied out of the frame
+}
+
+func newFakeServer(t *testing.T) *fakeServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := &fakeServer{ln: ln, conns: make(chan *fakeConn, 16)}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { nc.Close() })
+			go fs.handshake(nc)
+		}
+	}()
+	return fs
+}
+
+func (fs *fakeServer) addr() string { return fs.ln.Addr().String() }
+
+func (fs *fakeServer) handshake(nc net.Conn) {
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var pre [protocol.PrefaceLen]byte
+	if _, err := io.ReadFull(nc, pre[:]); err != nil {
+		nc.Close()
+		return
+	}
+	fr := protocol.NewFrameReader(nc)
+	f, err := fr.Next()
+	fc := &fakeConn{nc: nc, fr: fr}
+	if err != nil || f.Type != protocol.TypeLogin || fc.login.Decode(f) != nil {
+		nc.Close()
+		return
+	}
+	fc.login.Token = bytes.Clone(fc.login.Token)
+	nc.SetReadDeadline(time.Time{})
+	fs.conns <- fc
+}
+
+// next returns the server's next logged-in connection, or fails the test
+// after 10 s.
+func (fs *fakeServer) next(t *testing.T) *fakeConn {
+	t.Helper()
+	fc, ok := fs.take()
+	if !ok {
+		t.Fatalf("no LOGIN at %s", fs.addr())
+	}
+	return fc
+}
+
+// take is next for a goroutine other than the test's: false after 10 s.
+func (fs *fakeServer) take() (*fakeConn, bool) {
+	select {
+	case fc := <-fs.conns:
+		return fc, true
+	case <-time.After(10 * time.Second):
+		return nil, false
+	}
+}
+
+func (fc *fakeConn) write(t *testing.T, b []byte) {
+	t.Helper()
+	if _, err := fc.nc.Write(b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (fc *fakeConn) welcome(t *testing.T) {
+	t.Helper()
+	w := protocol.Welcome{Version: protocol.Version, User: 7, Time: uint64(time.Now().UnixMilli()), Ping: 600,
+		MaxFrame: protocol.MaxFrame, Window: 256, Last: fc.login.Ack}
+	fc.write(t, w.Append(nil))
+}
+
+// send returns the next SEND the client wrote, skipping ACKs and PINGs.
+func (fc *fakeConn) send(t *testing.T) protocol.Send {
+	t.Helper()
+	fc.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	defer fc.nc.SetReadDeadline(time.Time{})
+	for {
+		f, err := fc.fr.Next()
+		if err != nil {
+			t.Fatalf("waiting for a SEND: %v", err)
+		}
+		if f.Type != protocol.TypeSend {
+			continue
+		}
+		var s protocol.Send
+		if err := s.Decode(f); err != nil {
+			t.Fatal(err)
+		}
+		s.Body = bytes.Clone(s.Body)
+		return s
+	}
+}
+
+// TestConnFollowsRedirect: a node that is not the user's home answers with
+// GOAWAY MOVED; the Conn logs in at the address it names with the same
+// LOGIN (token and resume point), resends what it had not had accepted
+// with flag B, reconnects there after a lost connection, and goes back to
+// the address it was configured with once an attempt there fails. Close
+// does not wait for a login in progress.
+func TestConnFollowsRedirect(t *testing.T) {
+	away, home := newFakeServer(t), newFakeServer(t)
+	tok := []byte("token of user 7")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	type dialed struct {
+		c   *client.Conn
+		err error
+	}
+	done := make(chan dialed, 1)
+	go func() {
+		c, err := client.Dial(ctx, away.addr(), client.Options{
+			Token:   func(context.Context) ([]byte, error) { return tok, nil },
+			Session: client.Config{Ack: 4320, MinBackoff: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond},
+		})
+		done <- dialed{c, err}
+	}()
+
+	// The first node takes the login, sees a SEND, then sends the user home
+	// before accepting it.
+	first := away.next(t)
+	first.welcome(t)
+	d := <-done
+	if d.err != nil {
+		t.Fatal(d.err)
+	}
+	c := d.c
+	defer c.Close()
+	id, err := c.Send(9, false, []byte("hi"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := first.send(t); s.MsgID != id || s.Retry {
+		t.Fatalf("first SEND: msg_id %d retry %v, want %d without flag B", s.MsgID, s.Retry, id)
+	}
+	first.write(t, (&protocol.GoAway{After: 20, Code: protocol.CodeMoved, Addr: home.addr()}).Append(nil))
+	first.nc.Close()
+
+	at := home.next(t)
+	if !bytes.Equal(at.login.Token, tok) || at.login.Ack != 4320 {
+		t.Fatalf("LOGIN at home: token %q ack %d, want %q and 4320", at.login.Token, at.login.Ack, tok)
+	}
+	at.welcome(t)
+	if s := at.send(t); s.MsgID != id || !s.Retry || string(s.Body) != "hi" {
+		t.Fatalf("SEND at home: msg_id %d retry %v body %q, want %d with flag B, \"hi\"", s.MsgID, s.Retry, s.Body, id)
+	}
+	at.write(t, (&protocol.Accept{MsgID: id}).Append(nil))
+	if a := next[*protocol.Accept](t, c, nil); a.MsgID != id {
+		t.Fatalf("ACCEPT of %d, want %d", a.MsgID, id)
+	}
+
+	// A lost connection: the Conn comes back to the home node, not to the
+	// address it was configured with.
+	at.nc.Close()
+	again := home.next(t)
+	again.welcome(t)
+	next[*client.Reconnected](t, c, nil)
+
+	// The home node goes: the attempt there fails, and the next goes to
+	// the configured address.
+	home.ln.Close()
+	again.nc.Close()
+	back := away.next(t)
+	if back.login.Ack != 4320 {
+		t.Fatalf("LOGIN back at the configured address: ack %d, want 4320", back.login.Ack)
+	}
+
+	// Close while that login waits for its WELCOME: it cuts the login
+	// short instead of waiting out its 10 s timeout.
+	closed := make(chan struct{})
+	go func() { c.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close waited for a login in progress")
+	}
+}
+
+// TestDialFollowsRedirect: a GOAWAY MOVED in answer to Dial's first LOGIN
+// is followed before Dial returns; a fourth in a row is not.
+func TestDialFollowsRedirect(t *testing.T) {
+	away, home := newFakeServer(t), newFakeServer(t)
+	opts := client.Options{
+		Token:   func(context.Context) ([]byte, error) { return []byte("t"), nil },
+		Session: client.Config{Ack: 12},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go func() {
+		if fc, ok := away.take(); ok {
+			fc.nc.Write((&protocol.GoAway{Code: protocol.CodeMoved, Addr: home.addr()}).Append(nil))
+		}
+		if fc, ok := home.take(); ok {
+			w := protocol.Welcome{Version: protocol.Version, User: 7, MaxFrame: protocol.MaxFrame, Window: 256, Last: 12}
+			fc.nc.Write(w.Append(nil))
+		}
+	}()
+	c, err := client.Dial(ctx, away.addr(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+
+	// Two nodes that each say the other is home: three redirects are
+	// followed, and the fourth is Dial's error.
+	go func() {
+		for i := range client.MaxRedirects + 1 {
+			fs, to := away, home
+			if i%2 == 1 {
+				fs, to = home, away
+			}
+			fc, ok := fs.take()
+			if !ok {
+				return
+			}
+			fc.nc.Write((&protocol.GoAway{Code: protocol.CodeMoved, Addr: to.addr()}).Append(nil))
+		}
+	}()
+	_, err = client.Dial(ctx, away.addr(), opts)
+	var pe *protocol.Error
+	if !errors.As(err, &pe) || pe.Code != protocol.CodeMoved {
+		t.Fatalf("Dial after %d redirects: %v, want the MOVED refusal", client.MaxRedirects+1, err)
+	}
+}
