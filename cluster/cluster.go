@@ -79,7 +79,7 @@ type Cluster struct {
 	srv      *server.Server // nil when External
 	nc       *nats.Conn
 	sub      *nats.Subscription // this node's subject
-	bufs     sync.Pool // *[]byte, Send's scratch
+	bufs     sync.Pool          // *[]byte, Send's scratch
 
 	// events: sent by the heartbeat loop, received by Watch's caller;
 	// cap eventsCap, an event that does not fit is counted and dropped.
