@@ -2,9 +2,12 @@ package cluster
 
 import (
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 )
 
 func ids(n ...uint32) Config {
@@ -164,5 +167,60 @@ func TestDescribeDiff(t *testing.T) {
 	want := `cluster name "a" here, "b" there; node 2 is "c2 r2 n2" here, "cX r2 n2" there (client route nats); node 10 is listed here only; node 3 is listed there only`
 	if got := describeDiff(ours, theirs); got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
+	}
+}
+
+// TestLaterMismatch: after Start, a peer whose heartbeat carries another
+// hash is down and logged once, and up again once its heartbeat matches;
+// another process with this node's ID is reported.
+func TestLaterMismatch(t *testing.T) {
+	cfg := Config{Name: "m", Self: 1, Nodes: []NodeAddr{
+		{1, "h:1", "h:2", "h:3"}, {2, "h:4", "h:5", "h:6"},
+	}}
+	var logged strings.Builder
+	cfg.Logger = slog.New(slog.NewTextHandler(&logged, nil))
+	cfg = cfg.withDefaults()
+	c := &Cluster{cfg: cfg, log: cfg.Logger, hash: cfg.Hash(), canon: cfg.canonical(), instance: 1,
+		peers: map[uint32]*peer{2: {}}, mismatch: make(chan error, 1)}
+
+	other := cfg
+	other.Nodes = []NodeAddr{cfg.Nodes[0], {2, "h:9", "h:5", "h:6"}}
+	good := appendHeartbeat(nil, 2, cfg.Hash(), 5, cfg.canonical())
+	bad := appendHeartbeat(nil, 2, other.Hash(), 5, other.canonical())
+
+	c.heard(&nats.Msg{Data: good})
+	if !c.Up(2) {
+		t.Fatal("node 2 down after a matching heartbeat")
+	}
+	c.heard(&nats.Msg{Data: bad})
+	c.heard(&nats.Msg{Data: bad})
+	if c.Up(2) {
+		t.Error("node 2 up after a mismatched heartbeat")
+	}
+	if n := strings.Count(logged.String(), "node treated as down"); n != 1 {
+		t.Errorf("mismatch logged %d times, want once:\n%s", n, logged.String())
+	}
+	if !strings.Contains(logged.String(), `node 2 is \"h:4 h:5 h:6\" here, \"h:9 h:5 h:6\" there`) {
+		t.Errorf("log does not say what differs:\n%s", logged.String())
+	}
+	select {
+	case err := <-c.mismatch:
+		t.Errorf("a mismatch after Start reached Start: %v", err)
+	default:
+	}
+	c.heard(&nats.Msg{Data: good})
+	if !c.Up(2) {
+		t.Error("node 2 still down after its heartbeat matched again")
+	}
+
+	c.starting.Store(true)
+	c.heard(&nats.Msg{Data: appendHeartbeat(nil, 1, cfg.Hash(), 77, cfg.canonical())})
+	select {
+	case err := <-c.mismatch:
+		if !errors.Is(err, ErrMismatch) || !strings.Contains(err.Error(), "another process runs as node 1") {
+			t.Errorf("duplicate node: %v", err)
+		}
+	default:
+		t.Error("another process with this node's ID went unnoticed")
 	}
 }
