@@ -110,7 +110,10 @@ func (c Config) Validate() error {
 			bad("node id %d listed twice", n.ID)
 		}
 		ids[n.ID] = true
-		check := func(field, addr string, required bool) {
+		// Client and route addresses are dialled by others, so no two
+		// nodes share one; a NATS address is dialled only by its own node
+		// and may be the same loopback address on every host.
+		check := func(field, addr string, required, unique bool) {
 			if addr == "" && !required {
 				return
 			}
@@ -118,14 +121,16 @@ func (c Config) Validate() error {
 				bad("node %d: %s address %q: %v", n.ID, field, addr, err)
 				return
 			}
-			if other, dup := addrs[addr]; dup {
+			if other, dup := addrs[addr]; dup && unique {
 				bad("node %d: %s address %s is also node %d's", n.ID, field, addr, other)
 			}
-			addrs[addr] = n.ID
+			if unique {
+				addrs[addr] = n.ID
+			}
 		}
-		check("client", n.Client, true)
-		check("route", n.Route, c.External == "")
-		check("nats", n.NATS, c.External == "")
+		check("client", n.Client, true, true)
+		check("route", n.Route, c.External == "", true)
+		check("nats", n.NATS, c.External == "", false)
 	}
 	if c.Self == 0 || !ids[c.Self] {
 		bad("self %d is not in the node list", c.Self)

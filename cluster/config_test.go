@@ -107,6 +107,13 @@ func TestValidate(t *testing.T) {
 	if err := good.Validate(); err != nil {
 		t.Fatalf("good config: %v", err)
 	}
+	hosts := Config{Name: "sb", Self: 2, Nodes: []NodeAddr{
+		{1, "10.0.0.1:7070", "10.0.0.1:6222", "127.0.0.1:4222"},
+		{2, "10.0.0.2:7070", "10.0.0.2:6222", "127.0.0.1:4222"},
+	}}
+	if err := hosts.Validate(); err != nil {
+		t.Fatalf("one loopback NATS address on every host: %v", err)
+	}
 	external := good
 	external.External = "nats://10.0.0.1:4222, nats://10.0.0.2:4222"
 	external.Nodes = []NodeAddr{{ID: 1, Client: "10.0.0.1:7000"}, {ID: 2, Client: "10.0.0.2:7000"}}
