@@ -71,6 +71,7 @@ type Cluster struct {
 	hash     uint64
 	canon    string
 	instance uint64
+	epoch    time.Time // heard times are offsets from it, on the monotonic clock
 	control  string
 	subjects map[uint32]string // node ID → its subject
 	clients  map[uint32]string // node ID → its client address
@@ -100,7 +101,7 @@ type Cluster struct {
 // peer is what this node knows of another node.
 type peer struct {
 	// Atomic; written by the control handler, read by everyone.
-	heard      atomic.Int64 // unix nanoseconds of its last matching heartbeat; 0 never
+	heard      atomic.Int64 // 1 + nanoseconds from epoch to its last matching heartbeat; 0 never
 	mismatched atomic.Bool  // its last heartbeat carried another hash
 	// Owned by the heartbeat loop.
 	up bool
@@ -129,6 +130,7 @@ func Start(cfg Config, handler func(from uint32, payload []byte)) (*Cluster, err
 		hash:     cfg.Hash(),
 		canon:    cfg.canonical(),
 		instance: rand.Uint64(),
+		epoch:    time.Now(),
 		control:  "sb." + cfg.Name + ".control",
 		subjects: make(map[uint32]string, len(cfg.Nodes)),
 		clients:  make(map[uint32]string, len(cfg.Nodes)),
@@ -284,7 +286,7 @@ func (c *Cluster) heard(m *nats.Msg) {
 	if p.mismatched.Swap(false) {
 		c.log.Info("cluster: node's configuration matches again", "peer", hb.node)
 	}
-	p.heard.Store(time.Now().UnixNano())
+	p.heard.Store(1 + int64(time.Since(c.epoch)))
 }
 
 // refuse handles a mismatch: during Start it fails Start; later it logs
@@ -356,7 +358,7 @@ func (c *Cluster) Up(node uint32) bool {
 		return false
 	}
 	heard := p.heard.Load()
-	return heard != 0 && time.Since(time.Unix(0, heard)) < c.cfg.DownAfter
+	return heard != 0 && time.Since(c.epoch)-time.Duration(heard-1) < c.cfg.DownAfter
 }
 
 // Addr returns node's client address (for redirects), or "" for a node not

@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+
+	"switchboard/delivery"
 	"switchboard/internal/testutil"
 )
 
@@ -304,4 +307,42 @@ func burst(t *testing.T, n int) {
 			t.Errorf("node %d's server cut %d slow consumers", c.Self(), k)
 		}
 	}
+}
+
+// Cluster is delivery's Peers.
+var _ delivery.Peers = (*Cluster)(nil)
+
+// TestExternal joins two nodes through an existing NATS server instead of
+// embedded ones: they see each other and exchange payloads.
+func TestExternal(t *testing.T) {
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(5 * time.Second) {
+		t.Fatal("NATS server not ready")
+	}
+	ports := freePorts(t, 2)
+	nodes := []NodeAddr{
+		{ID: 1, Client: "127.0.0.1:" + strconv.Itoa(ports[0])},
+		{ID: 2, Client: "127.0.0.1:" + strconv.Itoa(ports[1])},
+	}
+	cfgs := []Config{
+		{Name: "ext", Self: 1, Nodes: nodes, External: ns.ClientURL()},
+		{Name: "ext", Self: 2, Nodes: nodes, External: ns.ClientURL()},
+	}
+	boxes := []*inbox{newInbox(), newInbox()}
+	cs := startAll(t, cfgs, []func(uint32, []byte){boxes[0].handle, boxes[1].handle})
+	allUp(t, cs)
+	if cs[0].srv != nil || cs[1].srv != nil {
+		t.Fatal("a node embedded a server although External was set")
+	}
+	if !cs[0].Send(2, []byte("a")) || !cs[1].Send(1, []byte("b")) {
+		t.Fatal("Send refused")
+	}
+	testutil.Eventually(t, 5*time.Second, "both payloads", func() bool {
+		return slices.Equal(boxes[1].from(1), []string{"a"}) && slices.Equal(boxes[0].from(2), []string{"b"})
+	})
 }

@@ -187,7 +187,7 @@ func TestLaterMismatch(t *testing.T) {
 	var logged strings.Builder
 	cfg.Logger = slog.New(slog.NewTextHandler(&logged, nil))
 	cfg = cfg.withDefaults()
-	c := &Cluster{cfg: cfg, log: cfg.Logger, hash: cfg.Hash(), canon: cfg.canonical(), instance: 1,
+	c := &Cluster{cfg: cfg, log: cfg.Logger, hash: cfg.Hash(), canon: cfg.canonical(), instance: 1, epoch: time.Now(),
 		peers: map[uint32]*peer{2: {}}, mismatch: make(chan error, 1)}
 
 	other := cfg
