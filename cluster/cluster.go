@@ -326,7 +326,11 @@ func (c *Cluster) heartbeats() {
 				continue
 			}
 			p.up = up
-			c.log.Info("cluster: node "+map[bool]string{true: "up", false: "down"}[up], "peer", id)
+			if up {
+				c.log.Info("cluster: node up", "peer", id)
+			} else {
+				c.log.Warn("cluster: node down", "peer", id, "silent_for", c.cfg.DownAfter)
+			}
 			select {
 			case c.events <- NodeEvent{Node: id, Up: up, At: now}:
 			default:
