@@ -59,6 +59,7 @@ type Stats struct {
 	Received    uint64 // payloads passed to the handler
 	Dropped     uint64 // payloads lost before the handler: malformed, unknown sender, or NATS's pending limit
 	Events      uint64 // NodeEvents dropped because Watch's channel was full
+	Malformed   uint64 // control messages that are not heartbeats (the first is logged)
 }
 
 // Cluster is this node's membership of a cluster: its NATS connection (and
@@ -95,7 +96,7 @@ type Cluster struct {
 
 	// Atomic; shared with every caller and NATS's goroutines.
 	starting                                    atomic.Bool
-	sent, refused, received, dropped, lostEvent atomic.Uint64
+	sent, refused, received, dropped, lostEvent, malformed atomic.Uint64
 }
 
 // peer is what this node knows of another node.
@@ -262,7 +263,9 @@ func (c *Cluster) deliver(m *nats.Msg) {
 func (c *Cluster) heard(m *nats.Msg) {
 	hb, err := parseHeartbeat(m.Data)
 	if err != nil {
-		c.log.Warn("cluster: malformed heartbeat", "bytes", len(m.Data))
+		if c.malformed.Add(1) == 1 {
+			c.log.Warn("cluster: malformed heartbeat on the control subject (further ones are only counted)", "bytes", len(m.Data))
+		}
 		return
 	}
 	if hb.node == c.cfg.Self {
@@ -416,6 +419,7 @@ func (c *Cluster) Stats() Stats {
 		Received:    c.received.Load(),
 		Dropped:     c.dropped.Load(),
 		Events:      c.lostEvent.Load(),
+		Malformed:   c.malformed.Load(),
 	}
 	if n, err := c.sub.Dropped(); err == nil {
 		s.Dropped += uint64(n)

@@ -220,6 +220,15 @@ func TestLaterMismatch(t *testing.T) {
 		t.Error("node 2 still down after its heartbeat matched again")
 	}
 
+	c.heard(&nats.Msg{Data: []byte("junk")})
+	c.heard(&nats.Msg{Data: nil})
+	if got := c.Stats().Malformed; got != 2 {
+		t.Errorf("Malformed = %d, want 2", got)
+	}
+	if n := strings.Count(logged.String(), "malformed heartbeat"); n != 1 {
+		t.Errorf("malformed heartbeats logged %d times, want once", n)
+	}
+
 	c.starting.Store(true)
 	c.heard(&nats.Msg{Data: appendHeartbeat(nil, 1, cfg.Hash(), 77, cfg.canonical())})
 	select {
