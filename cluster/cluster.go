@@ -95,7 +95,7 @@ type Cluster struct {
 	closeOnce sync.Once
 
 	// Atomic; shared with every caller and NATS's goroutines.
-	starting                                    atomic.Bool
+	starting                                               atomic.Bool
 	sent, refused, received, dropped, lostEvent, malformed atomic.Uint64
 }
 
