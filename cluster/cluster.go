@@ -125,6 +125,9 @@ func Start(cfg Config, handler func(from uint32, payload []byte)) (*Cluster, err
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if handler == nil {
+		return nil, errors.New("cluster: Start without a handler")
+	}
 	c := &Cluster{
 		cfg:      cfg,
 		log:      cfg.Logger.With("node", cfg.Self),
