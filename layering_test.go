@@ -37,12 +37,16 @@ var allowed = map[string][]string{
 	"preflight": {},
 	// top reads servers only through their metrics, over HTTP.
 	"top": {},
+	// cluster carries opaque payloads between nodes; what they mean is
+	// delivery's, which reaches it through its own Peers interface.
+	"cluster": {},
 }
 
 // confined lists the third-party modules that one folder alone may import
 // (the terminal UI: the two tools that draw screens), in its code and its
 // tests, so that replacing the library touches one package: the network
-// library stays in gateway, the database in storage.
+// library stays in gateway, the database in storage, NATS (server and
+// client) in cluster.
 // cmd is held to this too: it configures them through gateway.Config and
 // storage.Config.
 var confined = []struct {
@@ -52,6 +56,8 @@ var confined = []struct {
 	{"github.com/dgraph-io/badger", "Badger", "storage"},
 	{"charm.land/bubbletea", "bubbletea", "chat and top"},
 	{"charm.land/lipgloss", "lipgloss", "chat and top"},
+	{"github.com/nats-io/nats-server", "the NATS server", "cluster"},
+	{"github.com/nats-io/nats.go", "the NATS client", "cluster"},
 }
 
 // violations returns every import under root that breaks an arrow or a
@@ -118,8 +124,8 @@ func confinement(top, p string) string {
 
 // TestDependencyDirections fails when a package imports one of ours that
 // docs/DESIGN.md does not allow (e.g. delivery importing gateway), or when a
-// folder other than gateway imports gnet or one other than storage imports
-// Badger.
+// folder other than gateway imports gnet, one other than storage imports
+// Badger, or one other than cluster imports NATS.
 func TestDependencyDirections(t *testing.T) {
 	for _, v := range violations(t, ".") {
 		t.Errorf("%s (see docs/DESIGN.md, \"Packages and their directions\")", v)
@@ -145,6 +151,10 @@ func TestDependencyCheckCatches(t *testing.T) {
 		"protocol/ok.go":         "package protocol\nimport _ \"github.com/panjf2000/gnetwork\"\n",
 		"client/tea_bad.go":      "package client\nimport _ \"charm.land/bubbletea/v2\"\n",
 		"chat/ok.go":             "package chat\nimport _ \"charm.land/bubbletea/v2\"\nimport _ \"switchboard/client\"\n",
+		"delivery/nats_bad.go":   "package delivery\nimport _ \"github.com/nats-io/nats.go\"\n",
+		"node/natsd_bad_test.go": "package node\nimport _ \"github.com/nats-io/nats-server/v2/server\"\n",
+		"cluster/bad.go":         "package cluster\nimport _ \"switchboard/delivery\"\n",
+		"cluster/ok.go":          "package cluster\nimport _ \"github.com/nats-io/nats.go\"\nimport _ \"github.com/nats-io/nats-server/v2/server\"\n",
 	}
 	for name, src := range files {
 		path := filepath.Join(root, name)
@@ -160,9 +170,12 @@ func TestDependencyCheckCatches(t *testing.T) {
 	want := []string{
 		"bench/x_bad_test.go imports github.com/dgraph-io/badger/v4/options: only storage may import Badger",
 		"client/tea_bad.go imports charm.land/bubbletea/v2: only chat and top may import bubbletea",
+		"cluster/bad.go imports switchboard/delivery: cluster may import nothing of ours",
 		"cmd/x/badger_bad.go imports github.com/dgraph-io/badger/v4: only storage may import Badger",
 		"delivery/bad.go imports switchboard/gateway: delivery may import protocol, storage",
 		"delivery/gnet_bad.go imports github.com/panjf2000/gnet/v2: only gateway may import gnet",
+		"delivery/nats_bad.go imports github.com/nats-io/nats.go: only cluster may import the NATS client",
+		"node/natsd_bad_test.go imports github.com/nats-io/nats-server/v2/server: only cluster may import the NATS server",
 		"storage/bad.go imports switchboard/protocol: storage may import nothing of ours",
 	}
 	if !slices.Equal(got, want) {

@@ -1,0 +1,454 @@
+package cluster
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// The client side's tuning (nats.go), on the node's own TCP connection.
+const (
+	// reconnectWait is the wait between reconnect attempts, which go on
+	// forever: the embedded server is in the same process, so a lost
+	// connection is a restart of it or a stall, seconds at most.
+	reconnectWait = 250 * time.Millisecond
+	// flusherTimeout bounds how long one write of the client's 32 KiB
+	// buffer to the server may block a Send before the connection is
+	// counted as broken (and reconnected).
+	flusherTimeout = time.Second
+	// connectTimeout bounds the first connection's TCP dial.
+	connectTimeout = 2 * time.Second
+	// pendingMsgs and pendingBytes bound what the client holds for the
+	// handler when it falls behind: past either, NATS drops (counted in
+	// Stats.Dropped) rather than grow. Above nats.go's 500,000 so that the
+	// 500,000-message burst fits even if the handler stalls for all of it.
+	pendingMsgs  = 1 << 20
+	pendingBytes = 128 << 20
+	// eventsCap bounds the Watch channel; events past it are dropped and
+	// counted, never waited for.
+	eventsCap = 64
+	// maxPayload is the largest payload Send takes: NATS's default 1 MiB
+	// message, less the sender's ID in front.
+	maxPayload = 1<<20 - 4
+)
+
+// ErrMismatch is the error of a node whose cluster configuration (name or
+// node list) differs from a peer's: it refuses to join.
+var ErrMismatch = errors.New("cluster: configuration differs from a peer's")
+
+// NodeEvent is a node going up or down, as this node sees it.
+type NodeEvent struct {
+	Node uint32
+	Up   bool
+	At   time.Time
+}
+
+// Stats are a node's counters since Start.
+type Stats struct {
+	Sent        uint64 // payloads Send handed to NATS
+	SendRefused uint64 // Sends answered false: node down, connection not ready or full
+	Received    uint64 // payloads passed to the handler
+	Dropped     uint64 // payloads lost before the handler: malformed, unknown sender, or NATS's pending limit
+	Events      uint64 // NodeEvents dropped because Watch's channel was full
+	Malformed   uint64 // control messages that are not heartbeats (the first is logged)
+}
+
+// Cluster is this node's membership of a cluster: its NATS connection (and
+// server, when embedded), the liveness of every peer, and the subject of
+// each. Its methods are safe for concurrent use.
+type Cluster struct {
+	// Immutable after construction.
+	cfg      Config
+	log      *slog.Logger
+	hash     uint64
+	canon    string
+	instance uint64
+	epoch    time.Time // heard times are offsets from it, on the monotonic clock
+	control  string
+	subjects map[uint32]string // node ID → its subject
+	clients  map[uint32]string // node ID → its client address
+	peers    map[uint32]*peer  // every node but Self
+	handler  func(from uint32, payload []byte)
+	srv      *server.Server // nil when External
+	nc       *nats.Conn
+	sub      *nats.Subscription // this node's subject
+	bufs     sync.Pool          // *[]byte, Send's scratch
+
+	// events: sent by the heartbeat loop, received by Watch's caller;
+	// cap eventsCap, an event that does not fit is counted and dropped.
+	events chan NodeEvent
+	// mismatch: sent by the control handler (non-blocking), received by
+	// Start while it waits; cap 1.
+	mismatch chan error
+
+	done      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+
+	// Atomic; shared with every caller and NATS's goroutines.
+	starting                                               atomic.Bool
+	sent, refused, received, dropped, lostEvent, malformed atomic.Uint64
+}
+
+// peer is what this node knows of another node.
+type peer struct {
+	// Atomic; written by the control handler, read by everyone.
+	heard      atomic.Int64 // 1 + nanoseconds from epoch to its last matching heartbeat; 0 never
+	mismatched atomic.Bool  // its last heartbeat carried another hash
+	// Owned by the heartbeat loop.
+	up bool
+}
+
+// Start starts the embedded NATS server (unless cfg.External), connects to
+// NATS over TCP, subscribes to this node's subject and the control subject,
+// and publishes heartbeats carrying cfg.Hash. It returns once every peer has
+// been heard from, or after cfg.DownAfter (peers not heard are down). It
+// refuses, with an error wrapping ErrMismatch that names both hashes and what
+// differs, when a peer's heartbeat carries another hash in that time; a
+// mismatch heard later is logged and that peer is treated as down.
+//
+// handler is called for every payload published to this node, in order per
+// sender node, on one goroutine of the cluster's; it may keep payload. It
+// must not block for long: payloads wait for it in a bounded buffer
+// (pendingMsgs, pendingBytes), past which they are dropped and counted.
+func Start(cfg Config, handler func(from uint32, payload []byte)) (*Cluster, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if handler == nil {
+		return nil, errors.New("cluster: Start without a handler")
+	}
+	c := &Cluster{
+		cfg:      cfg,
+		log:      cfg.Logger.With("node", cfg.Self),
+		hash:     cfg.Hash(),
+		canon:    cfg.canonical(),
+		instance: rand.Uint64(),
+		epoch:    time.Now(),
+		control:  "sb." + cfg.Name + ".control",
+		subjects: make(map[uint32]string, len(cfg.Nodes)),
+		clients:  make(map[uint32]string, len(cfg.Nodes)),
+		peers:    make(map[uint32]*peer, len(cfg.Nodes)),
+		handler:  handler,
+		events:   make(chan NodeEvent, eventsCap),
+		mismatch: make(chan error, 1),
+		done:     make(chan struct{}),
+	}
+	var self NodeAddr
+	for _, n := range cfg.Nodes {
+		c.subjects[n.ID] = "sb." + cfg.Name + ".node." + strconv.FormatUint(uint64(n.ID), 10)
+		c.clients[n.ID] = n.Client
+		if n.ID == cfg.Self {
+			self = n
+		} else {
+			c.peers[n.ID] = &peer{}
+		}
+	}
+	addr := cfg.External
+	if addr == "" {
+		srv, err := newServer(cfg, self, c.log)
+		if err != nil {
+			return nil, err
+		}
+		c.srv = srv
+		addr = "nats://" + self.NATS
+	}
+	c.starting.Store(true)
+	if err := c.connect(addr); err != nil {
+		c.shutdown()
+		return nil, err
+	}
+	c.wg.Add(1)
+	go c.heartbeats()
+	if err := c.awaitPeers(); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// connect dials NATS over TCP (never an in-process pipe: a far node cut
+// one as a slow consumer under a burst) and subscribes.
+func (c *Cluster) connect(url string) error {
+	nc, err := nats.Connect(url,
+		nats.Name(fmt.Sprintf("switchboard %s node %d", c.cfg.Name, c.cfg.Self)),
+		nats.Timeout(connectTimeout),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(reconnectWait),
+		// No buffering while reconnecting: Send answers false instead, and
+		// delivery refuses the SEND retryable.
+		nats.ReconnectBufSize(-1),
+		nats.PingInterval(clientPing),
+		nats.MaxPingsOutstanding(clientMaxPingsOut),
+		nats.FlusherTimeout(flusherTimeout),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			c.log.Error("cluster: NATS", "err", err)
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			c.log.Warn("cluster: NATS connection lost", "err", err)
+		}),
+		nats.ReconnectHandler(func(*nats.Conn) { c.log.Info("cluster: NATS connection back") }),
+	)
+	if err != nil {
+		return fmt.Errorf("cluster: connect to NATS at %s: %w", url, err)
+	}
+	c.nc = nc
+	c.sub, err = nc.Subscribe(c.subjects[c.cfg.Self], c.deliver)
+	if err == nil {
+		err = c.sub.SetPendingLimits(pendingMsgs, pendingBytes)
+	}
+	if err == nil {
+		_, err = nc.Subscribe(c.control, c.heard)
+	}
+	if err == nil {
+		err = nc.Flush()
+	}
+	if err != nil {
+		return fmt.Errorf("cluster: subscribe: %w", err)
+	}
+	return nil
+}
+
+// awaitPeers waits until every peer was heard, a mismatch was, or
+// DownAfter passed.
+func (c *Cluster) awaitPeers() error {
+	defer c.starting.Store(false)
+	deadline := time.NewTimer(c.cfg.DownAfter)
+	defer deadline.Stop()
+	tick := time.NewTicker(c.cfg.Heartbeat / 4)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-c.mismatch:
+			return err
+		case <-deadline.C:
+			return nil
+		case <-tick.C:
+			all := true
+			for id := range c.peers {
+				all = all && c.Up(id)
+			}
+			if all {
+				return nil
+			}
+		}
+	}
+}
+
+// deliver passes a payload to the handler. NATS calls it on the
+// subscription's goroutine, in order.
+func (c *Cluster) deliver(m *nats.Msg) {
+	if len(m.Data) < 4 {
+		c.dropped.Add(1)
+		return
+	}
+	from := binary.BigEndian.Uint32(m.Data)
+	if _, ok := c.subjects[from]; !ok {
+		c.dropped.Add(1)
+		return
+	}
+	c.received.Add(1)
+	c.handler(from, m.Data[4:])
+}
+
+// heard takes a heartbeat. NATS calls it on the control subscription's
+// goroutine.
+func (c *Cluster) heard(m *nats.Msg) {
+	hb, err := parseHeartbeat(m.Data)
+	if err != nil {
+		if c.malformed.Add(1) == 1 {
+			c.log.Warn("cluster: malformed heartbeat on the control subject (further ones are only counted)", "bytes", len(m.Data))
+		}
+		return
+	}
+	if hb.node == c.cfg.Self {
+		if hb.instance != c.instance && hb.hash == c.hash {
+			c.refuse(fmt.Errorf("%w: another process runs as node %d", ErrMismatch, hb.node), nil)
+		}
+		return
+	}
+	p := c.peers[hb.node]
+	if hb.hash != c.hash {
+		err := fmt.Errorf("%w: node %d has config hash %016x, this node (%d) %016x", ErrMismatch, hb.node, hb.hash, c.cfg.Self, c.hash)
+		if d := describeDiff(c.canon, string(hb.text)); d != "" {
+			err = fmt.Errorf("%w: %s", err, d)
+		}
+		c.refuse(err, p)
+		return
+	}
+	if p == nil {
+		return // same hash, so it is in the list: unreachable
+	}
+	if p.mismatched.Swap(false) {
+		c.log.Info("cluster: node's configuration matches again", "peer", hb.node)
+	}
+	p.heard.Store(1 + int64(time.Since(c.epoch)))
+}
+
+// refuse handles a mismatch: during Start it fails Start; later it logs
+// (once per peer until it matches again) and p, if a peer, is down.
+func (c *Cluster) refuse(err error, p *peer) {
+	if c.starting.Load() {
+		select {
+		case c.mismatch <- err:
+		default:
+		}
+	}
+	if p == nil {
+		c.log.Error("cluster: heartbeat from outside this cluster's configuration", "err", err)
+		return
+	}
+	if !p.mismatched.Swap(true) {
+		c.log.Error("cluster: node treated as down", "err", err)
+	}
+}
+
+// heartbeats publishes this node's heartbeat every Heartbeat and turns
+// peers' silence into down events. It is the only sender on c.events.
+func (c *Cluster) heartbeats() {
+	defer c.wg.Done()
+	defer close(c.events)
+	msg := appendHeartbeat(nil, c.cfg.Self, c.hash, c.instance, c.canon)
+	tick := time.NewTicker(c.cfg.Heartbeat)
+	defer tick.Stop()
+	for {
+		if err := c.nc.Publish(c.control, msg); err != nil && !errors.Is(err, nats.ErrReconnectBufExceeded) {
+			c.log.Debug("cluster: heartbeat not sent", "err", err)
+		}
+		now := time.Now()
+		for id, p := range c.peers {
+			up := c.Up(id)
+			if up == p.up {
+				continue
+			}
+			p.up = up
+			if up {
+				c.log.Info("cluster: node up", "peer", id)
+			} else {
+				c.log.Warn("cluster: node down", "peer", id, "silent_for", c.cfg.DownAfter)
+			}
+			select {
+			case c.events <- NodeEvent{Node: id, Up: up, At: now}:
+			default:
+				c.lostEvent.Add(1)
+			}
+		}
+		select {
+		case <-c.done:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// Self returns this node's ID.
+func (c *Cluster) Self() uint32 { return c.cfg.Self }
+
+// Home returns the node that homes mailbox owner id; see Config.Home.
+func (c *Cluster) Home(id uint64) uint32 { return c.cfg.Home(id) }
+
+// Up reports whether node was heard from, with a matching configuration,
+// within DownAfter. Self is always up; an unknown node never is.
+func (c *Cluster) Up(node uint32) bool {
+	if node == c.cfg.Self {
+		return true
+	}
+	p := c.peers[node]
+	if p == nil || p.mismatched.Load() {
+		return false
+	}
+	heard := p.heard.Load()
+	return heard != 0 && time.Since(c.epoch)-time.Duration(heard-1) < c.cfg.DownAfter
+}
+
+// Addr returns node's client address (for redirects), or "" for a node not
+// in the configuration.
+func (c *Cluster) Addr(node uint32) string { return c.clients[node] }
+
+// Send publishes payload to node's subject, with this node's ID in front.
+// It answers false, having sent nothing, when node is down (not Up), the
+// connection to NATS is not up (nothing is buffered while it reconnects),
+// or payload is over 1 MiB less 4 bytes. It copies payload before it
+// returns. It blocks only while the client's 32 KiB write buffer is
+// written to the local server, at most flusherTimeout; what the server has
+// not yet written to the peer's route is bounded by maxPending, past which
+// the server cuts the route as a slow consumer. Delivery treats a payload
+// sent to a node that dies as lost (its own timeout).
+func (c *Cluster) Send(node uint32, payload []byte) bool {
+	subj, ok := c.subjects[node]
+	if !ok || len(payload) > maxPayload || !c.Up(node) || !c.nc.IsConnected() {
+		c.refused.Add(1)
+		return false
+	}
+	bp, _ := c.bufs.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	buf := binary.BigEndian.AppendUint32((*bp)[:0], c.cfg.Self)
+	buf = append(buf, payload...)
+	err := c.nc.Publish(subj, buf)
+	*bp = buf
+	if cap(buf) <= 64<<10 { // keep only small buffers
+		c.bufs.Put(bp)
+	}
+	if err != nil {
+		c.refused.Add(1)
+		return false
+	}
+	c.sent.Add(1)
+	return true
+}
+
+// Watch returns the channel of up and down transitions of peers, for logs
+// and metrics. It holds at most 64 events; while it is full, new events are
+// dropped (counted in Stats.Events). It is closed by Close.
+func (c *Cluster) Watch() <-chan NodeEvent { return c.events }
+
+// Stats returns this node's counters.
+func (c *Cluster) Stats() Stats {
+	s := Stats{
+		Sent:        c.sent.Load(),
+		SendRefused: c.refused.Load(),
+		Received:    c.received.Load(),
+		Dropped:     c.dropped.Load(),
+		Events:      c.lostEvent.Load(),
+		Malformed:   c.malformed.Load(),
+	}
+	if n, err := c.sub.Dropped(); err == nil {
+		s.Dropped += uint64(n)
+	}
+	return s
+}
+
+// Close flushes what was sent (waiting at most flusherTimeout), closes the
+// connection and stops the embedded server. It is safe to call twice.
+func (c *Cluster) Close() error {
+	c.closeOnce.Do(func() {
+		close(c.done)
+		c.wg.Wait()
+		c.shutdown()
+	})
+	return nil
+}
+
+// shutdown closes the connection and the embedded server, whichever exist.
+func (c *Cluster) shutdown() {
+	if c.nc != nil {
+		_ = c.nc.FlushTimeout(flusherTimeout)
+		c.nc.Close()
+	}
+	if c.srv != nil {
+		c.srv.Shutdown()
+		c.srv.WaitForShutdown()
+	}
+}

@@ -1,0 +1,53 @@
+// Package cluster is the transport between the nodes of a Switchboard
+// cluster, over NATS. It is the only package that imports NATS (server and
+// client); it carries opaque payloads and knows nothing of frames, users or
+// mailboxes beyond Home. Delivery reaches it through its own interface
+// (delivery.Peers), which *Cluster implements. docs/CLUSTER.md says how to
+// run a cluster.
+//
+// # Shape
+//
+// Every node is listed in the same Config (name and node list; Config.Hash
+// says whether two nodes agree). Each node embeds a NATS server with an
+// explicit route to every other node's Route address, or, with
+// Config.External, joins an existing NATS cluster as a client. Each node
+// connects to NATS over TCP (an in-process pipe is cut as a slow consumer
+// under a burst) and uses two subjects:
+//
+//	sb.<name>.node.<id>   payloads for node id: 4 bytes of sender ID (big-endian), then the payload
+//	sb.<name>.control     heartbeats, every Config.Heartbeat (heartbeat.go has the layout)
+//
+// Nothing per user lives in NATS: no subject, no subscription, no key-value
+// write per login. Home(id) is a fixed function of the id and the node IDs
+// (rendezvous hashing), so every node names the same home without asking.
+//
+// # Liveness
+//
+// A peer is up while its last heartbeat carrying this node's Config.Hash is
+// younger than Config.DownAfter (2 s): a node that dies is down within
+// about 2 s, and Send to it answers false at once, which delivery turns
+// into a retryable refusal. The embedded server's own route pings (every
+// 500 ms, 3 unanswered) close a dead route on the same time scale; NATS's
+// defaults (a ping every 2 minutes) would not. A heartbeat with another
+// hash fails Start when heard during it, and later takes that peer down
+// with an error logged once. A heartbeat with this node's ID from another
+// process (another instance) is a mismatch too: two processes must never
+// serve one node's mailboxes.
+//
+// # Bounds
+//
+// Send never buffers while the connection is down (the client's reconnect
+// buffer is off) and blocks only while nats.go writes its 32 KiB buffer to
+// the local server (at most 1 s). The server holds at most 128 MiB for one
+// connection (a route or the client) before cutting it as a slow consumer;
+// the client holds at most 1,048,576 payloads or 128 MiB for the handler
+// before dropping (Stats.Dropped). Watch's channel holds 64 events and
+// drops (Stats.Events) rather than wait.
+//
+// # Goroutines
+//
+// The handler is called on the NATS client's goroutine for this node's
+// subscription, one at a time, in order per sender; heartbeats are taken on
+// the control subscription's goroutine; one goroutine of the cluster's
+// publishes heartbeats and turns silence into down events.
+package cluster
