@@ -56,9 +56,9 @@ const (
 	// DownAfter, so that a node is taken down only after several in a row
 	// were missed, for 4 small messages a second per node.
 	DefaultHeartbeat = 250 * time.Millisecond
-	// DefaultDownAfter is how long a silent node stays up: the issue's "about
-	// 2 seconds", long enough that a garbage-collection pause or a busy
-	// route does not flap a node.
+	// DefaultDownAfter is how long a silent node stays up: a dead node is
+	// noticed in about 2 seconds, and a garbage-collection pause or a busy
+	// route does not flap a live one.
 	DefaultDownAfter = 2 * time.Second
 	// MaxNodes bounds the node list: every node routes to every other one,
 	// and a heartbeat carries the whole list (about 60 bytes a node).
