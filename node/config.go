@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"path/filepath"
 
+	"switchboard/cluster"
 	"switchboard/delivery"
 	"switchboard/gateway"
 	"switchboard/storage"
@@ -45,6 +46,11 @@ type Config struct {
 	Storage  storage.Config
 	Delivery delivery.Config
 	Gateway  gateway.Config
+	// Cluster, when its Name is set, makes this process one node of a
+	// cluster (docs/CLUSTER.md): mailboxes homed on other nodes are reached
+	// through them, and logins of their users are redirected there. Its
+	// Logger defaults to Logger. Zero: a node alone, as always.
+	Cluster cluster.Config
 
 	// Logger is given to each package whose config has none. Nil:
 	// slog.Default().
@@ -83,6 +89,9 @@ func (c Config) WithDefaults() Config {
 	if c.Gateway.Logger == nil {
 		c.Gateway.Logger = c.Logger
 	}
+	if c.clustered() && c.Cluster.Logger == nil {
+		c.Cluster.Logger = c.Logger
+	}
 	c.Storage = c.Storage.WithDefaults()
 	c.Delivery = c.Delivery.WithDefaults()
 	c.Gateway = c.Gateway.WithDefaults()
@@ -118,6 +127,12 @@ func (c Config) Validate() error {
 	errs = append(errs, annotate("storage", c.Storage.Validate()))
 	errs = append(errs, annotate("delivery", c.Delivery.Validate()))
 	errs = append(errs, annotate("gateway", g.Validate()))
+	if c.clustered() {
+		errs = append(errs, annotate("cluster", c.Cluster.Validate()))
+		if c.Memory {
+			errs = append(errs, errors.New("cluster: a node of a cluster keeps its mailboxes on disk (Memory is for tests of a node alone)"))
+		}
+	}
 	errs = append(errs, crossCheck(c)...)
 	return errors.Join(errs...)
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"switchboard/cluster"
 	"switchboard/delivery"
 	"switchboard/gateway"
 	"switchboard/storage"
@@ -29,6 +30,7 @@ type Node struct {
 	store     storage.Store
 	router    *delivery.Router
 	srv       *gateway.Server
+	cluster   *cluster.Cluster // nil: a node alone
 	addr      net.Addr
 	admin     []*http.Server // the admin and pprof listeners that serve
 	adminAddr net.Addr       // the admin listener's address; nil: none
@@ -72,6 +74,12 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.router = router
+	var ps *peers
+	if cfg.clustered() {
+		ps = &peers{cfg: cfg.Cluster}
+		router.Join(ps, 0)
+		cfg.Gateway.HomeAddr = homeAddr(cfg.Cluster)
+	}
 	srv, err := gateway.New(cfg.Gateway, router)
 	if err != nil {
 		store.Close()
@@ -82,6 +90,19 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n.srv = srv
 	router.Start(srv)
+	if ps != nil {
+		// After the router started (FromPeer needs it), before clients
+		// come: until the peers are up, SENDs to them are refused,
+		// retryable.
+		cl, err := cluster.Start(cfg.Cluster, router.FromPeer)
+		if err != nil {
+			router.Stop()
+			store.Close()
+			return nil, fmt.Errorf("node: joining cluster %q as node %d: %w", cfg.Cluster.Name, cfg.Cluster.Self, err)
+		}
+		ps.cl.Store(cl)
+		n.cluster = cl
+	}
 	go func() {
 		err := srv.Run()
 		n.runMu.Lock()
@@ -185,6 +206,9 @@ func (n *Node) Store() storage.Store     { return n.store }
 func (n *Node) Router() *delivery.Router { return n.router }
 func (n *Node) Gateway() *gateway.Server { return n.srv }
 
+// Cluster returns this node's cluster membership, nil for a node alone.
+func (n *Node) Cluster() *cluster.Cluster { return n.cluster }
+
 // Done is closed when the gateway's engine has stopped: after Stop, or on
 // its own (Err then says why).
 func (n *Node) Done() <-chan struct{} { return n.engDone }
@@ -243,6 +267,14 @@ func (n *Node) stop(ctx context.Context) error {
 	}
 
 	n.srv.Drain()
+	if n.cluster != nil {
+		// Before the router: no more SENDs from peers. What they had in
+		// flight here is answered or times out there, and their clients
+		// resend with flag B.
+		if err := n.cluster.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("node: leaving the cluster: %w", err))
+		}
+	}
 	routerDone := make(chan struct{})
 	go func() { n.router.Stop(); close(routerDone) }()
 	select {

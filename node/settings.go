@@ -133,7 +133,7 @@ func textSetting(section, name, field string, unit Unit, def, usage string, p fu
 }
 
 // Sections of the file, in the order Print writes them.
-var sections = []string{"", "storage", "delivery", "gateway"}
+var sections = []string{"", "storage", "delivery", "gateway", "cluster"}
 
 // Settings returns every setting, grouped by section in file order. The
 // table is the one source of the flags, the environment variables, the
@@ -192,6 +192,18 @@ func Settings() []Setting {
 		boolSetting("gateway", "no-compression", "DisableCompression", "false", "do not offer the compression dictionary at login; every frame then goes uncompressed", func(c *Config) *bool { return &c.Gateway.DisableCompression }),
 		durationSetting("gateway", "goaway-after", "GoAwayAfter", "2s", "reconnect delay told to clients in the GOAWAY at shutdown; clients add their own jitter up to as much again", func(c *Config) *time.Duration { return &c.Gateway.GoAwayAfter }),
 		durationSetting("gateway", "shutdown-timeout", "ShutdownTimeout", "10s", "how long a graceful stop may take: the router's commits in flight get three quarters of it, the GOAWAYs and the engine the rest, and closing the store as long again; only reached when something hangs, and within an orchestrator's 30 s grace", func(c *Config) *time.Duration { return &c.Gateway.ShutdownTimeout }),
+		textSetting("cluster", "cluster-name", "Name", UnitText, "none: a node alone", "the cluster's name, the same on every node (letters, digits, - and _); set it, with cluster-node and cluster-nodes, to make this process one node of a cluster (docs/CLUSTER.md)", func(c *Config) *string { return &c.Cluster.Name }),
+		setting("cluster", "cluster-node", "Self", UnitCount, "none", "this node's id in cluster-nodes",
+			func(c *Config) string { return strconv.FormatUint(uint64(c.Cluster.Self), 10) },
+			func(c *Config, v string) error {
+				n, err := strconv.ParseUint(v, 10, 32)
+				c.Cluster.Self = uint32(n)
+				return err
+			}),
+		setting("cluster", "cluster-nodes", "Nodes", UnitText, "none", "every node of the cluster, the same list on every node: id=client/route/nats, comma separated, where client is the address its clients dial (logins of users homed there are redirected to it), route its NATS cluster listener and nats its NATS client listener",
+			func(c *Config) string { return formatNodes(c.Cluster.Nodes) },
+			func(c *Config, v string) (err error) { c.Cluster.Nodes, err = parseNodes(v); return err }),
+		textSetting("cluster", "cluster-nats", "External", UnitText, "none: NATS embedded", "URLs of an existing NATS cluster to join as a client (nats://host:port,…) instead of embedding a NATS server; route and nats in cluster-nodes are then unused", func(c *Config) *string { return &c.Cluster.External }),
 	}
 }
 
