@@ -23,6 +23,10 @@ build: ## Build bin/switchboard.
 run: build ## Start the server: Badger in ./data, listening on $(ADDR).
 	$(BIN) serve --data $(DATA) --listen $(ADDR)
 
+.PHONY: cluster
+cluster: build ## Start three nodes of one cluster on this machine (ports 7071-7073, data in ./cluster-data).
+	BIN=$(BIN) DATA=cluster-data scripts/cluster.sh
+
 .PHONY: test
 test: ## Run every test with the race detector (fuzz seed corpora included).
 	$(GO) vet $(PKGS)
