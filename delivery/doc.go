@@ -77,8 +77,9 @@
 // homed elsewhere goes to the sender's home node, which stores it and then
 // tells the acker's node to settle its pending receipt: until then a
 // rescan or a restart offers it again, so receipts may repeat but are not
-// lost. Signals and group copies for members homed elsewhere do not cross
-// yet.
+// lost. Signals cross too, one payload per node. Groups do not span nodes
+// yet: a group message or change whose members are, or would be, homed on
+// other nodes is refused for good (FORBIDDEN) before anything is stored.
 //
 // Every user's entries flow to its connection through a window: at most
 // Config.Window entries pushed and not yet acknowledged, and at most

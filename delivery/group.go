@@ -107,6 +107,20 @@ var groupRefusals = map[protocol.Code]string{
 	protocol.CodeRetryLater:   "group id taken by another creator: retry with a new msg id",
 }
 
+// reasonSpanning is the refusal of a group message or change whose
+// audience includes users homed on other nodes of a cluster: group copies
+// do not cross nodes yet (docs/CLUSTER.md).
+const reasonSpanning = "group members homed on other nodes: groups do not span nodes yet"
+
+// refuseSpanning refuses q for good: its group has, or would have, members
+// homed on other nodes.
+func (w *groupWorker) refuseSpanning(q groupReq) {
+	w.r.stats.GroupsSpanning.Add(1)
+	if q.sess.Valid() {
+		w.r.push(q.sess, Outbound{Kind: OutRefuse, MsgID: q.msgID, Code: protocol.CodeForbidden, Reason: reasonSpanning})
+	}
+}
+
 func (w *groupWorker) refuse(q groupReq, code protocol.Code, retry uint32) {
 	if q.sess.Valid() {
 		w.r.push(q.sess, Outbound{Kind: OutRefuse, MsgID: q.msgID, Code: code, RetryAfter: retry, Reason: groupRefusals[code]})
@@ -141,6 +155,8 @@ func (w *groupWorker) handle(q groupReq) {
 		return
 	case !isMember:
 		w.refuse(q, protocol.CodeNotMember, 0)
+	case w.r.anyRemote(maps.Keys(members)):
+		w.refuseSpanning(q)
 	default:
 		f := &fanout{sess: q.sess, msgID: q.msgID, r: w.r}
 		e := storage.Entry{Kind: storage.KindGroupMessage, Sender: q.from, MsgID: q.msgID, Retry: q.retry, Value: q.record}
@@ -152,6 +168,18 @@ func (w *groupWorker) handle(q groupReq) {
 // holds the rules), then announces it. A retry of a change already made is
 // accepted again; if its announcement was cut short, it is finished first.
 func (w *groupWorker) change(q groupReq) {
+	if w.r.peer.peers != nil {
+		members, err := w.members(q.group)
+		if err != nil && !errors.Is(err, storage.ErrNoGroup) {
+			w.r.stats.StorageErrors.Add(1)
+			w.refuse(q, protocol.CodeStorage, 1000)
+			return
+		}
+		if w.r.anyRemote(maps.Keys(members)) || w.r.anyRemote(slices.Values(q.list)) {
+			w.refuseSpanning(q)
+			return
+		}
+	}
 	ev, dup, err := w.r.store.ChangeGroup(storage.GroupChange{Group: q.group, Actor: q.from, MsgID: q.msgID, Op: storage.GroupOp(q.op), Members: q.list})
 	delete(w.cache, q.group) // reload what storage committed
 	switch {

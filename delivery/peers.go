@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"iter"
 	"sync"
 	"time"
 
@@ -46,6 +47,7 @@ const (
 	peerReceipt byte = 3 // sender, by, msgID, more, flags (read 1, expired 2), acker, seq
 	peerSettled byte = 4 // sender, acker, seq: the receipt is stored; settle its pending receipt
 	peerRescan  byte = 5 // a forwarded receipt was not stored: offer the pending ones again
+	peerSignal  byte = 6 // from, kind, group, users…: a signal for users homed on the node
 )
 
 // errPeerPayload is a payload from a peer that does not decode: a bug or a
@@ -181,17 +183,51 @@ func (co clusterOwners) at(i int) mailboxOwner {
 }
 
 // remoteOwner stands for every mailbox homed on another node. A receipt
-// goes to its sender's home node, which stores it and has it settled here.
-// Signals and group copies to members homed elsewhere do not cross yet:
-// they are refused (a signal is dropped and counted; a group send is
-// refused busy, as a full shard would).
+// goes to its sender's home node, which stores it and has it settled here;
+// a signal goes to its users' home nodes, one payload per node. Group
+// copies do not cross nodes (a group whose members span nodes is refused
+// before any copy is made: group.go).
 type remoteOwner struct{ r *Router }
 
 func (ro remoteOwner) offer(q request) bool {
-	if q.kind != reqReceipt {
-		return false
+	switch q.kind {
+	case reqReceipt:
+		return ro.r.forwardReceipt(q)
+	case reqSignal:
+		return ro.r.forwardSignal(q)
 	}
-	return ro.r.forwardReceipt(q)
+	return false
+}
+
+// forwardSignal hands signal q to the home nodes of its users (q.user, or
+// q.list for a group): one payload per node. Signals are best effort: a
+// node that is down drops them, as a full queue does; they are counted
+// here, so it always reports true.
+func (r *Router) forwardSignal(q request) bool {
+	users := q.list
+	if users == nil {
+		users = []uint64{q.user}
+	}
+	byNode := map[uint32][]uint64{}
+	for _, u := range users {
+		if h := r.remote(u); h != 0 {
+			byNode[h] = append(byNode[h], u)
+		}
+	}
+	for node, us := range byNode {
+		b := make([]byte, 0, 1+(3+len(us))*binary.MaxVarintLen64)
+		b = append(b, peerSignal)
+		b = binary.AppendUvarint(b, q.from)
+		b = binary.AppendUvarint(b, q.msgID)
+		b = binary.AppendUvarint(b, q.more)
+		for _, u := range us {
+			b = binary.AppendUvarint(b, u)
+		}
+		if !r.peer.peers.Send(node, b) {
+			r.stats.SignalsDropped.Add(uint64(len(us)))
+		}
+	}
+	return true
 }
 
 func (ro remoteOwner) offerWait(q request, _ <-chan struct{}) bool { return ro.offer(q) }
@@ -241,6 +277,19 @@ func (r *Router) settleRemote(node uint32, sender uint64, key storage.ReceiptKey
 	b = binary.AppendUvarint(b, key.Acker)
 	b = binary.AppendUvarint(b, key.Seq)
 	r.peer.peers.Send(node, b)
+}
+
+// anyRemote reports whether any of ids is homed on another node.
+func (r *Router) anyRemote(ids iter.Seq[uint64]) bool {
+	if r.peer.peers == nil {
+		return false
+	}
+	for id := range ids {
+		if r.remote(id) != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // askRescan tells node that a receipt it forwarded was not stored, so that
@@ -309,6 +358,18 @@ func (r *Router) fromPeer(from uint32, b []byte) error {
 		return nil
 	case peerRescan:
 		r.rescan.Store(true)
+		return nil
+	case peerSignal:
+		from, kind, group := f.uvarint(), f.uvarint(), f.uvarint()
+		for f.err == nil && len(f.b) > 0 {
+			u := f.uvarint()
+			if f.err == nil && !r.submitQuiet(u, request{kind: reqSignal, user: u, from: from, msgID: kind, more: group}) {
+				r.stats.SignalsDropped.Add(1)
+			}
+		}
+		if f.err != nil {
+			return fmt.Errorf("%w: signal", errPeerPayload)
+		}
 		return nil
 	case peerSettled:
 		sender := f.uvarint()

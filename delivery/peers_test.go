@@ -211,3 +211,68 @@ func TestLoginAwayFromHomeRefused(t *testing.T) {
 		t.Fatal("node 1 took the login of user 1, homed on node 2")
 	}
 }
+
+// TestSignalsAcrossNodes: a typing signal to a user homed on another node
+// reaches their session there, and so does a group signal, one payload per
+// node; a signal for a node that is down is dropped and counted.
+func TestSignalsAcrossNodes(t *testing.T) {
+	c, rs, _ := newCluster(t, 2, time.Now)
+	n1, n2 := rs[0], rs[1]
+	const alice, bob, carol = 1, 2, 4 // alice on node 2; bob and carol on node 1
+	a, b, cc := newFake(), newFake(), newFake()
+	login(t, n2, a, alice, 0)
+	login(t, n1, b, bob, 0)
+	login(t, n1, cc, carol, 0)
+
+	n2.Signal(delivery.To(alice), delivery.To(bob), protocol.SignalTyping)
+	waitFor(t, "bob's typing signal", func() bool { return len(b.items(delivery.OutSignal)) == 1 })
+	if got := b.items(delivery.OutSignal)[0]; got.Peer != alice || got.MsgID != uint64(protocol.SignalTyping) {
+		t.Fatalf("bob got %+v, want typing from alice", got)
+	}
+
+	sent := c.sent.Load()
+	n2.Signal(delivery.To(alice), delivery.To(bob), protocol.SignalTyping)
+	n2.Signal(delivery.To(alice), delivery.To(carol), protocol.SignalTyping)
+	waitFor(t, "both signals", func() bool { return len(b.items(delivery.OutSignal)) == 2 && len(cc.items(delivery.OutSignal)) == 1 })
+	if got := c.sent.Load() - sent; got != 2 {
+		t.Fatalf("%d payloads for two 1:1 signals, want 2", got)
+	}
+
+	c.set(c.down, 1, true)
+	dropped := n2.Stats().SignalsDropped.Load()
+	n2.Signal(delivery.To(alice), delivery.To(bob), protocol.SignalTyping)
+	if got := n2.Stats().SignalsDropped.Load() - dropped; got != 1 {
+		t.Fatalf("SignalsDropped grew by %d for a signal to a down node, want 1", got)
+	}
+}
+
+// TestGroupSpanningNodesRefused: groups do not span nodes yet: creating
+// one with a member homed on another node, or sending to one, is refused
+// for good (FORBIDDEN, retry_after 0) before anything is stored; a group
+// whose members are all homed on the node works as on one host.
+func TestGroupSpanningNodesRefused(t *testing.T) {
+	_, rs, ss := newCluster(t, 2, time.Now)
+	n1 := rs[0]
+	const bob, carol, alice = 2, 4, 1 // bob and carol on node 1, alice on node 2
+	b := newFake()
+	login(t, n1, b, bob, 0)
+
+	if !n1.GroupOp(b.s(), delivery.To(bob), &protocol.Group{MsgID: 1, Op: protocol.GroupCreate, Members: []uint64{carol, alice}}) {
+		t.Fatal("GroupOp busy")
+	}
+	waitFor(t, "the refusal", func() bool { return len(b.items(delivery.OutRefuse)) == 1 })
+	if got := b.items(delivery.OutRefuse)[0]; got.Code != protocol.CodeForbidden || got.RetryAfter != 0 || got.MsgID != 1 {
+		t.Fatalf("refusal %+v, want FORBIDDEN for good", got)
+	}
+	if gs, err := ss[0].Groups(carol); err != nil || len(gs) != 0 {
+		t.Fatalf("carol is in %v (%v) after a refused create, want none", gs, err)
+	}
+	if n1.Stats().GroupsSpanning.Load() != 1 {
+		t.Fatalf("GroupsSpanning %d, want 1", n1.Stats().GroupsSpanning.Load())
+	}
+
+	if !n1.GroupOp(b.s(), delivery.To(bob), &protocol.Group{MsgID: 2, Op: protocol.GroupCreate, Members: []uint64{carol}}) {
+		t.Fatal("GroupOp busy")
+	}
+	waitFor(t, "the ACCEPT of a group on one node", func() bool { return len(b.items(delivery.OutAccept)) == 1 })
+}

@@ -176,6 +176,7 @@ type Stats struct {
 	HomeDown          atomic.Uint64 // SENDs refused at once because their recipient's home node was down
 	ReceiptsForwarded atomic.Uint64 // receipts handed to their sender's home node (a cluster)
 	PeerErrors        atomic.Uint64 // payloads from other nodes that did not decode (a mismatched build)
+	GroupsSpanning    atomic.Uint64 // group messages and changes refused because members are homed on other nodes (a cluster)
 }
 
 // New returns a Router over store. Start it with Start.

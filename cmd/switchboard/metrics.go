@@ -155,6 +155,7 @@ func newMetrics(src metricSources) *prometheus.Registry {
 	counter("switchboard_home_down_total", "SENDs refused at once because their recipient's home node was down.", &rs.HomeDown)
 	counter("switchboard_receipts_forwarded_total", "Receipts handed to their sender's home node (a cluster).", &rs.ReceiptsForwarded)
 	counter("switchboard_peer_errors_total", "Payloads from other nodes that did not decode (a mismatched build).", &rs.PeerErrors)
+	counter("switchboard_groups_spanning_total", "Group messages and changes refused because the group's members are homed on other nodes (groups do not span nodes yet).", &rs.GroupsSpanning)
 	queues := func(name, help, label string, get func(delivery.Gauges) []int) {
 		desc := prometheus.NewDesc(name, help, []string{label}, nil)
 		reg.MustRegister(collectorFunc{desc: desc, collect: func(ch chan<- prometheus.Metric) {
