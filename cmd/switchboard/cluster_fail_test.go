@@ -252,7 +252,10 @@ func newStorm(t *testing.T, cp *clusterProcs, affected func(from, to uint32) boo
 func (s *storm) addSender(user uint64, to []uint64) {
 	s.t.Helper()
 	home := s.cp.cfg.Home(user)
-	c, err := s.cp.node(home).dial(user, protocol.ClientOptions{})
+	// AutoAck: the recipients' "delivered" receipts are entries of the
+	// sender's mailbox; a sender that never ACKs them is closed when its
+	// window is full.
+	c, err := s.cp.node(home).dial(user, protocol.ClientOptions{AutoAck: true})
 	if err != nil {
 		s.t.Fatalf("sender %d at node %d: %v", user, home, err)
 	}
@@ -286,6 +289,11 @@ func (s *storm) read(snd *stormSender) {
 	for {
 		ev, err := snd.c.Recv(context.Background())
 		if err != nil {
+			s.mu.Lock()
+			if !s.stopped {
+				s.t.Errorf("sender %d: connection to node %d ended mid-storm: %v", snd.id, snd.home, err)
+			}
+			s.mu.Unlock()
 			return
 		}
 		switch ev := ev.(type) {
@@ -429,10 +437,31 @@ func (s *storm) waitAccepted(what string, n, m int, within time.Duration) {
 			return
 		}
 		if time.Now().After(deadline) {
-			s.t.Fatalf("%s: %d more ACCEPTed (%d between the fault's pairs) in %v, want %d (%d)\n%s", what, all-all0, aff-aff0, within, n, m, s.cp.logs())
+			s.t.Fatalf("%s: %d more ACCEPTed (%d between the fault's pairs) in %v, want %d (%d); senders: %s\n%s", what, all-all0, aff-aff0, within, n, m, s.outboxes(), s.cp.logs())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// outboxes describes every sender's outbox, for a failure message.
+func (s *storm) outboxes() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var b strings.Builder
+	now := time.Now()
+	for _, snd := range s.senders {
+		fmt.Fprintf(&b, "\n  %d (node %d, next id %d):", snd.id, snd.home, snd.next)
+		ids := make([]uint64, 0, len(snd.out))
+		for id := range snd.out {
+			ids = append(ids, id)
+		}
+		sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+		for _, id := range ids {
+			m := snd.out[id]
+			fmt.Fprintf(&b, " %d→%d(refused %v, %v ago)", id, m.to, m.refused, now.Sub(m.sent).Round(time.Millisecond))
+		}
+	}
+	return b.String()
 }
 
 // fault marks the fault as on, from now, and starts its books afresh.
