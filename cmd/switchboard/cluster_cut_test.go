@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,15 +14,17 @@ import (
 // TestClusterRouteCut: three `serve` processes use an external NATS
 // cluster of two servers in the test's process, node 1 on one and nodes 2
 // and 3 on the other, routed through a TCP proxy. Under a steady load in
-// every direction the proxy cuts the route (closes its connections and
-// refuses new ones) and later restores it. While it is cut, node 1 and
+// every direction the proxy first drops what flows back to node 1 (nodes
+// 2 and 3 store node 1's SENDs, and their ACCEPTs are lost) until node 1
+// sees them down, then cuts the route (closes its connections and refuses
+// new ones), and later restores it. While it is cut, node 1 and
 // nodes 2 and 3 see each other down, sends across the cut are refused
 // RETRY_LATER (none ACCEPTed once the cut is seen), and sends between nodes
 // 2 and 3 go on being ACCEPTed. After the route is back, the senders resend
 // what was refused, with flag B, until it is ACCEPTed; every ACCEPTed
 // message is delivered once, in order per sender: a message stored across
-// the cut whose ACCEPT was lost is deduplicated at its home, not stored
-// twice.
+// the cut whose ACCEPT was lost is deduplicated at its home (counted by its
+// switchboard_duplicates_total), not stored twice.
 func TestClusterRouteCut(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three server processes and two NATS servers")
@@ -57,11 +60,16 @@ func TestClusterRouteCut(t *testing.T) {
 	s.waitAccepted("the load", 300, 75, 30*time.Second)
 	down1, down2 := cp.logCount(1, peerLine("down", 2)), cp.logCount(2, peerLine("down", 1))
 	up1 := cp.logCount(1, peerLine("up", 2))
+	dups := cp.metric(2, "switchboard_duplicates_total") + cp.metric(3, "switchboard_duplicates_total")
 	s.fault()
 	cut := time.Now()
+	// First one way only: node 1's SENDs still reach nodes 2 and 3, which
+	// store them, and their ACCEPTs are lost, until the route's pings close
+	// it; then both ways.
+	toB.setOneWay(true)
+	seen1 := cp.waitLog(1, peerLine("down", 2), down1, 10*time.Second).Sub(cut)
 	toB.setCut(true)
 	toA.setCut(true)
-	seen1 := cp.waitLog(1, peerLine("down", 2), down1, 10*time.Second).Sub(cut)
 	seen2 := cp.waitLog(2, peerLine("down", 1), down2, 10*time.Second).Sub(cut)
 	s.waitQuiet(20 * time.Second)
 	s.waitCross(10 * time.Second)
@@ -69,6 +77,7 @@ func TestClusterRouteCut(t *testing.T) {
 		t.Fatal("no send across the cut was refused")
 	}
 	restored := time.Now()
+	toB.setOneWay(false)
 	toB.setCut(false)
 	toA.setCut(false)
 	back := cp.waitLog(1, peerLine("up", 2), up1, 10*time.Second).Sub(restored)
@@ -83,7 +92,11 @@ func TestClusterRouteCut(t *testing.T) {
 	<-done2
 	s.drain()
 	all, across := s.total()
-	t.Logf("%d ACCEPTed (%d across the cut), every one delivered once, in order", all, across)
+	dups = cp.metric(2, "switchboard_duplicates_total") + cp.metric(3, "switchboard_duplicates_total") - dups
+	if dups == 0 {
+		t.Fatal("no resend was deduplicated at nodes 2 and 3: no SEND stored across the cut lost its ACCEPT")
+	}
+	t.Logf("%d ACCEPTed (%d across the cut), every one delivered once, in order; %.0f resends answered from the dedupe record at nodes 2 and 3", all, across, dups)
 }
 
 // cutProxy forwards TCP connections to target until it is cut: cutting
@@ -93,6 +106,8 @@ type cutProxy struct {
 	ln     net.Listener
 	target string
 	wg     sync.WaitGroup // the accept loop and the copiers
+
+	oneWay atomic.Bool // bytes from target back to the dialer are dropped
 
 	mu    sync.Mutex
 	cut   bool       // guarded by mu
@@ -141,11 +156,32 @@ func (p *cutProxy) accept() {
 		} else {
 			p.conns = append(p.conns, c, up)
 			p.wg.Go(func() { io.Copy(up, c); up.Close(); c.Close() })
-			p.wg.Go(func() { io.Copy(c, up); up.Close(); c.Close() })
+			p.wg.Go(func() { p.back(c, up); up.Close(); c.Close() })
 		}
 		p.mu.Unlock()
 	}
 }
+
+// back copies what target sends to the dialer, dropping it while the
+// proxy is one way.
+func (p *cutProxy) back(c, up net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := up.Read(buf)
+		if n > 0 && !p.oneWay.Load() {
+			if _, werr := c.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// setOneWay drops (or passes again) every byte from target to the dialer,
+// on the connections it carries and new ones.
+func (p *cutProxy) setOneWay(on bool) { p.oneWay.Store(on) }
 
 // setCut cuts the route (closing what it carries) or restores it.
 func (p *cutProxy) setCut(cut bool) {

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -48,10 +50,11 @@ func freePorts(t *testing.T, n int) []string {
 // clusterProcs is three `serve` children, nodes 1..3 of one cluster, with
 // one keys file copied into every data folder.
 type clusterProcs struct {
-	t    *testing.T
-	cfg  cluster.Config // Self unset
-	dirs []string
-	nats []string // node i's --cluster-nats; nil: every node embeds NATS
+	t     *testing.T
+	cfg   cluster.Config // Self unset
+	dirs  []string
+	nats  []string // node i's --cluster-nats; nil: every node embeds NATS
+	admin []string // node i's --metrics address
 
 	mu    sync.Mutex
 	procs []*child // guarded by mu; index i is node i+1
@@ -59,8 +62,8 @@ type clusterProcs struct {
 
 func newClusterProcs(t *testing.T, nats []string) *clusterProcs {
 	t.Helper()
-	a := freePorts(t, 9)
-	cp := &clusterProcs{t: t, cfg: cluster.Config{Name: "clf"}, nats: nats, procs: make([]*child, 3)}
+	a := freePorts(t, 12)
+	cp := &clusterProcs{t: t, cfg: cluster.Config{Name: "clf"}, nats: nats, admin: a[9:], procs: make([]*child, 3)}
 	for i := range 3 {
 		n := cluster.NodeAddr{ID: uint32(i + 1), Client: a[3*i]}
 		if nats == nil {
@@ -98,7 +101,7 @@ func (cp *clusterProcs) start(id uint32) {
 	for _, n := range cp.cfg.Nodes {
 		list = append(list, fmt.Sprintf("%d=%s/%s/%s", n.ID, n.Client, n.Route, n.NATS))
 	}
-	args := []string{"--listen", cp.cfg.Nodes[id-1].Client, "--loops", "1",
+	args := []string{"--listen", cp.cfg.Nodes[id-1].Client, "--metrics", cp.admin[id-1], "--loops", "1",
 		"--cluster-name", cp.cfg.Name, "--cluster-node", strconv.Itoa(int(id)), "--cluster-nodes", strings.Join(list, ",")}
 	if cp.nats != nil {
 		args = append(args, "--cluster-nats", cp.nats[id-1])
@@ -113,6 +116,32 @@ func (cp *clusterProcs) node(id uint32) *child {
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
 	return cp.procs[id-1]
+}
+
+// metric returns the value of the counter or gauge name (without labels)
+// on node id's /metrics.
+func (cp *clusterProcs) metric(id uint32, name string) float64 {
+	cp.t.Helper()
+	resp, err := http.Get("http://" + cp.admin[id-1] + "/metrics")
+	if err != nil {
+		cp.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		cp.t.Fatal(err)
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				cp.t.Fatalf("node %d: %s: %v", id, line, err)
+			}
+			return f
+		}
+	}
+	cp.t.Fatalf("node %d has no metric %s", id, name)
+	return 0
 }
 
 // userOn returns the first user id from start up homed on node id.
