@@ -195,13 +195,13 @@ func (cp *clusterProcs) logs() string {
 	var b strings.Builder
 	for i := range 3 {
 		if c := cp.node(uint32(i + 1)); c != nil {
-			fmt.Fprintf(&b, "--- node %d ---\n%s", i+1, tail(c.log(), 40))
+			fmt.Fprintf(&b, "--- node %d ---\n%s", i+1, lastLines(c.log(), 40))
 		}
 	}
 	return b.String()
 }
 
-func tail(s string, lines int) string {
+func lastLines(s string, lines int) string {
 	ls := strings.Split(s, "\n")
 	if len(ls) > lines {
 		ls = ls[len(ls)-lines:]
@@ -424,19 +424,19 @@ func (s *storm) write(snd *stormSender) {
 		}
 		s.mu.Unlock()
 		for _, r := range resend {
-			if snd.c.Resend(r.id, r.from, body(snd.id, r.id), false) != nil {
+			if snd.c.Resend(r.id, r.from, stormBody(snd.id, r.id), false) != nil {
 				return
 			}
 		}
 		if fresh != 0 {
-			if snd.c.SendID(fresh, freshTo, body(snd.id, fresh), false) != nil {
+			if snd.c.SendID(fresh, freshTo, stormBody(snd.id, fresh), false) != nil {
 				return
 			}
 		}
 	}
 }
 
-func body(from, id uint64) []byte { return []byte(fmt.Sprintf("%d says %d", from, id)) }
+func stormBody(from, id uint64) []byte { return []byte(fmt.Sprintf("%d says %d", from, id)) }
 
 // total returns how many messages are ACCEPTed, and how many of those
 // between affected pairs.
