@@ -21,6 +21,9 @@
 // write per login. Home(id) is a fixed function of the id and the node IDs
 // (rendezvous hashing), so every node names the same home without asking.
 //
+// StartNATS runs a standalone NATS server with the embedded one's tuning,
+// for tests and tools that need an external NATS cluster (Config.External).
+//
 // # Liveness
 //
 // A peer is up while its last heartbeat carrying this node's Config.Hash is
