@@ -102,8 +102,9 @@ type Cluster struct {
 // peer is what this node knows of another node.
 type peer struct {
 	// Atomic; written by the control handler, read by everyone.
-	heard      atomic.Int64 // 1 + nanoseconds from epoch to its last matching heartbeat; 0 never
-	mismatched atomic.Bool  // its last heartbeat carried another hash
+	heard      atomic.Int64  // 1 + nanoseconds from epoch to its last matching heartbeat; 0 never
+	instance   atomic.Uint64 // the instance its last matching heartbeat announced
+	mismatched atomic.Bool   // its last heartbeat carried another hash
 	// Owned by the heartbeat loop.
 	up bool
 }
@@ -292,7 +293,22 @@ func (c *Cluster) heard(m *nats.Msg) {
 	if p.mismatched.Swap(false) {
 		c.log.Info("cluster: node's configuration matches again", "peer", hb.node)
 	}
+	p.instance.Store(hb.instance)
 	p.heard.Store(1 + int64(time.Since(c.epoch)))
+}
+
+// Instance returns the instance node last announced, random per Start of
+// its process: a new one means the node restarted, and what the old
+// process had in hand and did not answer is lost. For this node, its own;
+// 0 for a node never heard.
+func (c *Cluster) Instance(node uint32) uint64 {
+	if node == c.cfg.Self {
+		return c.instance
+	}
+	if p := c.peers[node]; p != nil {
+		return p.instance.Load()
+	}
+	return 0
 }
 
 // refuse handles a mismatch: during Start it fails Start; later it logs

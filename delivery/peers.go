@@ -27,6 +27,10 @@ type Peers interface {
 	// is down or unreachable now, and nothing was sent. Send may keep
 	// payload only until it returns.
 	Send(node uint32, payload []byte) bool
+	// Instance returns the instance of node's process as last heard (this
+	// node's own for Self), different after every restart; 0 if never
+	// heard.
+	Instance(node uint32) uint64
 }
 
 // DefaultPeerTimeout is how long a SEND forwarded to its recipient's home
@@ -56,8 +60,9 @@ var errPeerPayload = errors.New("delivery: malformed payload from a peer")
 
 // refusals of a forwarded SEND, as REFUSE reasons.
 const (
-	reasonHomeDown    = "the recipient's home node is unreachable"
-	reasonHomeTimeout = "the recipient's home node did not answer"
+	reasonHomeDown      = "the recipient's home node is unreachable"
+	reasonHomeTimeout   = "the recipient's home node did not answer"
+	reasonHomeRestarted = "the recipient's home node restarted"
 )
 
 // peerRetryAfter is the retry_after of a SEND whose recipient's home node
@@ -65,11 +70,19 @@ const (
 // node takes to be seen again.
 const peerRetryAfter = 2000
 
-// forwarded is what this node remembers of a SEND it forwarded: when the
-// sender is to be told to retry if no answer came.
+// forwarded names a SEND this node forwarded and has no answer for.
 type forwarded struct {
 	sess  uint64
 	msgID uint64
+}
+
+// inFlight is what this node remembers of a forwarded SEND: where it went,
+// to which instance of that node's process, and when its sender is to be
+// told to retry if no answer came.
+type inFlight struct {
+	node     uint32
+	instance uint64
+	deadline time.Time
 }
 
 // peering is a router's side of the cluster. The zero value is a router
@@ -79,7 +92,7 @@ type peering struct {
 	timeout time.Duration
 
 	mu      sync.Mutex
-	pending map[forwarded]time.Time // deadline on the router's clock
+	pending map[forwarded]inFlight
 }
 
 // Join makes r one node of a cluster: mailboxes homed on other nodes are
@@ -91,7 +104,7 @@ func (r *Router) Join(peers Peers, timeout time.Duration) {
 	if timeout <= 0 {
 		timeout = DefaultPeerTimeout
 	}
-	r.peer = peering{peers: peers, timeout: timeout, pending: map[forwarded]time.Time{}}
+	r.peer = peering{peers: peers, timeout: timeout, pending: map[forwarded]inFlight{}}
 	r.own = clusterOwners{local: localShards(r.shards), r: r}
 }
 
@@ -113,15 +126,36 @@ func (r *Router) remote(id uint64) uint32 {
 func (r *Router) forwardSend(home uint32, q request) (sent bool, reason string) {
 	key := forwarded{sess: q.sess.ID, msgID: q.msgID}
 	p := &r.peer
+	inst := p.peers.Instance(home)
 	p.mu.Lock()
 	if len(p.pending) >= MaxForwarded {
 		p.mu.Unlock()
 		return false, ""
 	}
-	p.pending[key] = r.cfg.Now().Add(p.timeout)
+	// A SEND of this session still in the hands of an earlier process of
+	// the home is lost with it. Refuse it now, and this one too: the
+	// session then sends both again in msg_id order (PROTOCOL.md 8.5), so
+	// the later one is not stored before the earlier.
+	var lost []forwarded
+	for k, f := range p.pending {
+		if k.sess == key.sess && f.node == home && f.instance != inst {
+			lost = append(lost, k)
+			delete(p.pending, k)
+		}
+	}
+	if len(lost) == 0 {
+		p.pending[key] = inFlight{node: home, instance: inst, deadline: r.cfg.Now().Add(p.timeout)}
+	}
 	p.mu.Unlock()
-	b := make([]byte, 0, 1+5*binary.MaxVarintLen64+1+len(q.record))
+	if len(lost) > 0 {
+		for _, k := range lost {
+			r.refuseForwarded(k, reasonHomeRestarted)
+		}
+		return false, reasonHomeRestarted
+	}
+	b := make([]byte, 0, 1+6*binary.MaxVarintLen64+1+len(q.record))
 	b = append(b, peerSend)
+	b = binary.AppendUvarint(b, inst)
 	b = binary.AppendUvarint(b, q.sess.ID)
 	b = binary.AppendUvarint(b, q.from)
 	b = binary.AppendUvarint(b, q.user)
@@ -149,7 +183,9 @@ func (r *Router) sendRemote(home uint32, q request) bool {
 		r.stats.Sends.Add(1)
 	case reason != "":
 		r.stats.Sends.Add(1)
-		r.stats.HomeDown.Add(1)
+		if reason == reasonHomeDown {
+			r.stats.HomeDown.Add(1)
+		}
 		r.push(q.sess, Outbound{Kind: OutRefuse, MsgID: q.msgID, Code: protocol.CodeRetryLater, RetryAfter: peerRetryAfter, Reason: reason})
 	default:
 		r.refusedBusy()
@@ -318,13 +354,20 @@ func (r *Router) fromPeer(from uint32, b []byte) error {
 	f.b = b[1:]
 	switch b[0] {
 	case peerSend:
-		sess, user, to, msgID := f.uvarint(), f.uvarint(), f.uvarint(), f.uvarint()
+		inst, sess, user, to, msgID := f.uvarint(), f.uvarint(), f.uvarint(), f.uvarint(), f.uvarint()
 		retry := f.byte() == 1
 		if f.err != nil || sess == 0 || to == 0 {
 			return fmt.Errorf("%w: SEND", errPeerPayload)
 		}
-		record := append([]byte(nil), f.b...) // stored as is, after the payload is gone
 		s := Session{Node: from, ID: sess}
+		if inst != r.peer.peers.Instance(r.peer.peers.Self()) {
+			// Meant for this node's previous process: an earlier SEND of
+			// the same session may have died with it. Refused, so that the
+			// session sends both again, in order.
+			r.push(s, Outbound{Kind: OutRefuse, MsgID: msgID, Code: protocol.CodeRetryLater, RetryAfter: peerRetryAfter, Reason: reasonHomeRestarted})
+			return nil
+		}
+		record := append([]byte(nil), f.b...) // stored as is, after the payload is gone
 		q := request{kind: reqSend, sess: s, user: to, from: user, msgID: msgID, retry: retry, record: record, at: r.stamp()}
 		if !r.submitQuiet(to, q) {
 			r.refusedBusy()
@@ -396,10 +439,14 @@ func (r *Router) expireForwarded() {
 		return
 	}
 	now := r.cfg.Now()
-	var late []forwarded
+	var late, lost []forwarded
 	r.peer.mu.Lock()
-	for k, deadline := range r.peer.pending {
-		if !now.Before(deadline) {
+	for k, f := range r.peer.pending {
+		switch {
+		case r.peer.peers.Instance(f.node) != f.instance:
+			lost = append(lost, k) // the home restarted: what it had in hand is gone
+			delete(r.peer.pending, k)
+		case !now.Before(f.deadline):
 			late = append(late, k)
 			delete(r.peer.pending, k)
 		}
@@ -407,8 +454,17 @@ func (r *Router) expireForwarded() {
 	r.peer.mu.Unlock()
 	for _, k := range late {
 		r.stats.ForwardTimeouts.Add(1)
-		r.sessions.Push(Session{ID: k.sess}, Outbound{Kind: OutRefuse, MsgID: k.msgID, Code: protocol.CodeRetryLater, RetryAfter: peerRetryAfter, Reason: reasonHomeTimeout})
+		r.refuseForwarded(k, reasonHomeTimeout)
 	}
+	for _, k := range lost {
+		r.refuseForwarded(k, reasonHomeRestarted)
+	}
+}
+
+// refuseForwarded tells the sender of forwarded SEND k to send it again:
+// no answer will come for it.
+func (r *Router) refuseForwarded(k forwarded, reason string) {
+	r.sessions.Push(Session{ID: k.sess}, Outbound{Kind: OutRefuse, MsgID: k.msgID, Code: protocol.CodeRetryLater, RetryAfter: peerRetryAfter, Reason: reason})
 }
 
 // peerSessions reaches sessions on this node through the gateway's

@@ -21,6 +21,7 @@ type fakeCluster struct {
 	queues map[uint32]chan peerMsg
 	down   map[uint32]bool
 	deaf   map[uint32]bool
+	inst   map[uint32]uint64 // a node's process instance; a restart changes it
 	sent   atomic.Int64
 }
 
@@ -37,6 +38,12 @@ type fakePeer struct {
 func (p fakePeer) Self() uint32 { return p.self }
 func (p fakePeer) Home(id uint64) uint32 {
 	return uint32(id%uint64(len(p.c.queues))) + 1
+}
+
+func (p fakePeer) Instance(node uint32) uint64 {
+	p.c.mu.Lock()
+	defer p.c.mu.Unlock()
+	return p.c.inst[node] + 1
 }
 
 func (p fakePeer) Send(node uint32, payload []byte) bool {
@@ -63,7 +70,7 @@ func (c *fakeCluster) set(m map[uint32]bool, node uint32, v bool) {
 // their clock; it returns them and their stores, node i+1 at index i.
 func newCluster(t *testing.T, n int, clock func() time.Time) (*fakeCluster, []*delivery.Router, []storage.Store) {
 	t.Helper()
-	c := &fakeCluster{nodes: map[uint32]*delivery.Router{}, queues: map[uint32]chan peerMsg{}, down: map[uint32]bool{}, deaf: map[uint32]bool{}}
+	c := &fakeCluster{nodes: map[uint32]*delivery.Router{}, queues: map[uint32]chan peerMsg{}, down: map[uint32]bool{}, deaf: map[uint32]bool{}, inst: map[uint32]uint64{}}
 	var rs []*delivery.Router
 	var ss []storage.Store
 	for i := range n {
@@ -275,4 +282,56 @@ func TestGroupSpanningNodesRefused(t *testing.T) {
 		t.Fatal("GroupOp busy")
 	}
 	waitFor(t, "the ACCEPT of a group on one node", func() bool { return len(b.items(delivery.OutAccept)) == 1 })
+}
+
+// TestForwardLostWithARestartedHome: a SEND lost in transit to a home that
+// then restarts is refused (retryable) as soon as the sender's next SEND
+// to that home goes, and that next one is refused too, so the session
+// sends both again in msg_id order and the later is never stored before
+// the earlier. A SEND meant for the home's previous process is refused by
+// the new one; pending ones are refused on the tick once the restart is
+// heard.
+func TestForwardLostWithARestartedHome(t *testing.T) {
+	c, rs, ss := newCluster(t, 2, time.Now)
+	n2 := rs[1]
+	const alice, bob = 1, 2 // alice on node 2, bob on node 1
+	a := newFake()
+	login(t, n2, a, alice, 0)
+
+	c.set(c.deaf, 1, true) // node 1 dies with msg 1 in hand
+	send(t, n2, a, alice, 1, bob)
+	c.mu.Lock()
+	c.inst[1]++ // and comes back as a new process
+	c.mu.Unlock()
+	c.set(c.deaf, 1, false)
+	send(t, n2, a, alice, 2, bob)
+	refused := a.items(delivery.OutRefuse)
+	if len(refused) != 2 || refused[0].MsgID != 1 || refused[1].MsgID != 2 {
+		t.Fatalf("refusals %+v, want msgs 1 and 2 refused at once", refused)
+	}
+	for _, r := range refused {
+		if r.Code != protocol.CodeRetryLater || r.RetryAfter == 0 {
+			t.Fatalf("refusal %+v, want RETRY_LATER", r)
+		}
+	}
+	// Sent again in order, both are stored in order.
+	send(t, n2, a, alice, 1, bob)
+	send(t, n2, a, alice, 2, bob)
+	waitFor(t, "both ACCEPTs", func() bool { return len(a.items(delivery.OutAccept)) == 2 })
+	page, _, err := ss[0].Read(bob, 1, 10, 0, nil)
+	if err != nil || len(page) != 2 || page[0].MsgID != 1 || page[1].MsgID != 2 {
+		t.Fatalf("bob's mailbox %+v (%v), want msgs 1 then 2", page, err)
+	}
+
+	// A pending one is refused on the tick once the restart is heard.
+	c.set(c.deaf, 1, true)
+	send(t, n2, a, alice, 3, bob)
+	c.mu.Lock()
+	c.inst[1]++
+	c.mu.Unlock()
+	n2.Tick()
+	waitFor(t, "the refusal of msg 3", func() bool {
+		r := a.items(delivery.OutRefuse)
+		return len(r) == 3 && r[2].MsgID == 3
+	})
 }

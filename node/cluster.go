@@ -21,6 +21,13 @@ type peers struct {
 func (p *peers) Self() uint32          { return p.cfg.Self }
 func (p *peers) Home(id uint64) uint32 { return p.cfg.Home(id) }
 
+func (p *peers) Instance(node uint32) uint64 {
+	if cl := p.cl.Load(); cl != nil {
+		return cl.Instance(node)
+	}
+	return 0
+}
+
 func (p *peers) Send(node uint32, payload []byte) bool {
 	cl := p.cl.Load()
 	return cl != nil && cl.Send(node, payload)
