@@ -98,6 +98,9 @@ func TestClusterConfig(t *testing.T) {
 	if got := c.crossPairs(); got != 3 {
 		t.Errorf("--cross 0.25 of 10 pairs: %d cross-node pairs, want 3", got)
 	}
+	if maxClusterNodes != cluster.MaxNodes {
+		t.Errorf("maxClusterNodes %d restates cluster.MaxNodes %d", maxClusterNodes, cluster.MaxNodes)
+	}
 	addr3 := "127.0.0.1:7071,127.0.0.1:7072,127.0.0.1:7073"
 	for _, tc := range []struct {
 		name string
@@ -129,7 +132,8 @@ func TestClusterConfig(t *testing.T) {
 func TestChatCluster(t *testing.T) {
 	addrs, keys := startCluster(t, 3)
 	cfg := Config{Scenario: "chat", Addr: strings.Join(addrs, ","), Keys: keys, Metrics: "-", Drain: 10 * time.Second,
-		ClusterNodes: 3, Cross: 1, Pairs: 6, Rate: 0, Window: 4, Duration: time.Second}
+		ClusterNodes: 3, Cross: 1, Pairs: 6, Rate: 0, Window: 4, Duration: time.Second,
+		Procs: 2} // two processes: each spec carries its slice of the users and homes
 	res := runOK(t, cfg)
 	if res.Sent == 0 {
 		t.Fatal("sent nothing")
@@ -141,6 +145,9 @@ func TestChatCluster(t *testing.T) {
 	}
 	if n := res.Closes[protocol.CodeMoved.String()]; n != 0 {
 		t.Errorf("%d logins were redirected home: each user should dial its home node", n)
+	}
+	if res.Processes != 3 {
+		t.Errorf("%d processes, want 3 (two workers and the coordinator)", res.Processes)
 	}
 	if res.LoginLatency.TotalCount() != 12 {
 		t.Errorf("%d logins, want 12 (one per user)", res.LoginLatency.TotalCount())
@@ -223,4 +230,17 @@ func startCluster(t *testing.T, n int) (addrs []string, keys string) {
 		t.Fatal(err)
 	}
 	return addrs, keys
+}
+
+// TestPerServerCPUNote checks the note of each node's CPU over the
+// measured phase: the difference of its two scrapes, and per message.
+func TestPerServerCPUNote(t *testing.T) {
+	r := &run{cfg: &Config{ClusterNodes: 2}, scr: scrapers{addrs: []string{"a:1", "b:2"}}}
+	from := serverMetrics{CPU: 3, Each: []serverMetrics{{CPU: 1}, {CPU: 2}}}
+	to := serverMetrics{CPU: 9, Each: []serverMetrics{{CPU: 3.5}, {CPU: 5.5}}}
+	r.notePerServerCPU(&Result{Delivered: 1000}, from, to)
+	want := "server CPU over the measured phase, per server: node 1 (a:1) 2.50 s, 2500.0 µs per delivered message; node 2 (b:2) 3.50 s, 3500.0 µs per delivered message"
+	if len(r.notes) != 1 || r.notes[0] != want {
+		t.Errorf("notes %q, want [%q]", r.notes, want)
+	}
 }

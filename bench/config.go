@@ -23,7 +23,8 @@ type Config struct {
 
 	// Addr is the servers, host:port, comma-separated: independent server
 	// processes, each the home of an even share of the users (see
-	// makePlan). Default 127.0.0.1:7070 (make run's).
+	// makePlan), or with ClusterNodes the nodes of one cluster, node 1
+	// first. Default 127.0.0.1:7070 (make run's).
 	Addr string
 	// Metrics is each server's Prometheus endpoint, comma-separated in
 	// Addr's order: a URL, or host:port for http://host:port/metrics; "-"

@@ -123,7 +123,7 @@ func benchCmd(args []string) error {
 		fs.PrintDefaults()
 	}
 	var cfg bench.Config
-	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:7070", "server address, host:port; several independent servers: comma-separated, users spread evenly over them")
+	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:7070", "server address, host:port; several independent servers: comma-separated, users spread evenly over them; with --cluster-nodes: every node of one cluster, node 1 first")
 	fs.StringVar(&cfg.Metrics, "metrics", "http://127.0.0.1:9070/metrics", "server's Prometheus endpoint for its memory and CPU: a URL, or host:port for http://host:port/metrics; several servers: one per --addr, comma-separated, in the same order (figures are summed); \"-\": none")
 	fs.StringVar(&cfg.Keys, "keys", "data/keys", "the server's token keys file (path): tokens are minted from its newest key; several servers: one per --addr, comma-separated, in the same order, or one file for all")
 	fs.IntVar(&cfg.ClusterNodes, "cluster-nodes", 0, "the number of nodes (count) of one cluster that --addr lists, node 1 first: each user logs in to its home node; not with group; 0: --addr lists independent servers")
