@@ -23,12 +23,27 @@ type Config struct {
 
 	// Addr is the servers, host:port, comma-separated: independent server
 	// processes, each the home of an even share of the users (see
-	// makePlan). Default 127.0.0.1:7070 (make run's).
+	// makePlan), or with ClusterNodes the nodes of one cluster, node 1
+	// first. Default 127.0.0.1:7070 (make run's).
 	Addr string
 	// Metrics is each server's Prometheus endpoint, comma-separated in
 	// Addr's order: a URL, or host:port for http://host:port/metrics; "-"
 	// for none. Default http://127.0.0.1:9070/metrics (one server only).
 	Metrics string
+	// ClusterNodes, when above 0, says that Addr lists the client
+	// addresses of the nodes of one cluster, node 1 first, and that there
+	// are this many: every user then logs in to its home node (home.Of
+	// over IDs 1..ClusterNodes), and a pair's two users may be homed on
+	// different nodes (Cross). Pair scenarios only (not group: group
+	// fan-out across nodes is not built). 0: Addr lists independent
+	// servers.
+	ClusterNodes int
+	// Cross is, with ClusterNodes, the share of pairs whose two users are
+	// homed on different nodes, 0..1, rounded to whole pairs: 1 sends every
+	// message and receipt between nodes, 0 none. It must be 0 without
+	// ClusterNodes. No default here (0 is a setting); the command's
+	// --cross defaults to 1 in a cluster.
+	Cross float64
 	// Keys is each server's token keys file, comma-separated in Addr's
 	// order, or one file for every server (their data folders hold copies
 	// of it). Default data/keys (make run's data folder).
@@ -234,6 +249,16 @@ func (c *Config) validate() error {
 		// Each message also draws about one ACK from its receiver.
 		check(perConn*2 <= float64(c.ConnFrameCap), "%s %v over %d senders is %.0f msg/s per connection; with the ACKs that exceeds --conn-frame-cap %d: add pairs or lower the rate", flag, rate, senders, perConn, c.ConnFrameCap)
 	}
+	check(c.Cross >= 0 && c.Cross <= 1, "--cross %v must be in [0, 1]", c.Cross)
+	if c.ClusterNodes != 0 {
+		n := len(splitList(c.Addr))
+		check(c.ClusterNodes == n, "--cluster-nodes %d, but --addr lists %d nodes: list every node's client address, node 1 first", c.ClusterNodes, n)
+		check(c.ClusterNodes >= 1 && c.ClusterNodes <= maxClusterNodes, "--cluster-nodes %d must be in [0, %d]", c.ClusterNodes, maxClusterNodes)
+		check(c.Scenario != "group", "--cluster-nodes: the group scenario does not run on a cluster (group fan-out to members homed on other nodes is not built, docs/CLUSTER.md)")
+		check(c.Cross == 0 || c.ClusterNodes >= 2, "--cross %v needs at least two nodes", c.Cross)
+	} else {
+		check(c.Cross == 0, "--cross %v needs --cluster-nodes: without it --addr lists independent servers, and no message crosses between them", c.Cross)
+	}
 	for _, s := range c.Sources {
 		_, err := netip.ParseAddr(s)
 		check(err == nil, "--sources: %q is not an IP address", s)
@@ -343,8 +368,16 @@ func (c *Config) senders() int {
 
 // plan is how the run is spread over processes and servers.
 type plan struct {
-	specs []Spec
-	local bool // one process: the coordinator runs the engine itself
+	specs   []Spec
+	local   bool          // one process: the coordinator runs the engine itself
+	cluster *clusterPairs // with ClusterNodes: where every user is homed; nil: independent servers
+}
+
+// crossPairs returns how many of the run's pairs are cross-node: Cross of
+// them, rounded.
+func (c *Config) crossPairs() int {
+	units, _ := c.shape()
+	return int(math.Round(c.Cross * float64(units)))
 }
 
 // makePlan spreads the units over processes of at most PerProcess
@@ -354,7 +387,9 @@ type plan struct {
 // units, give or take one, and every process talks to every server. A
 // unit's users all live on its server, as they live on one loop: the
 // servers are independent, and a message only reaches users of the
-// server it was sent to.
+// server it was sent to. In a cluster (ClusterNodes) the users are
+// chosen by pickPairs instead, each on its home node; a pair still lives
+// on one loop, whichever nodes its users are homed on.
 func (c *Config) makePlan(servers []Target, runID uint64) (plan, error) {
 	units, size := c.shape()
 	per := c.PerProcess
@@ -392,6 +427,13 @@ func (c *Config) makePlan(servers []Target, runID uint64) (plan, error) {
 		}
 	}
 	p := plan{local: procs == 1}
+	if c.ClusterNodes > 0 {
+		cp, err := pickPairs(c.UserBase, units, c.crossPairs(), len(servers))
+		if err != nil {
+			return plan{}, err
+		}
+		p.cluster = &cp
+	}
 	done, slowLeft := 0, slow
 	for i := 0; i < procs; i++ {
 		n := units / procs
@@ -408,6 +450,10 @@ func (c *Config) makePlan(servers []Target, runID uint64) (plan, error) {
 		}
 		if len(sources) > 0 {
 			s.Source = sources[i%len(sources)]
+		}
+		if p.cluster != nil {
+			s.Users = p.cluster.users[done*size : (done+n)*size]
+			s.Homes = p.cluster.homes[done*size : (done+n)*size]
 		}
 		// Spread the slow units like the others.
 		s.Slow = min(slowLeft, (slow*(done+n)+units-1)/units-(slow-slowLeft))

@@ -28,6 +28,7 @@ type conn struct {
 	idx  int32
 	user uint64
 	unit *unit
+	home int // index in Spec.Servers of the server the user logs in to: its unit's, or in a cluster its home node
 
 	// Socket and session.
 	fd          int
@@ -47,7 +48,7 @@ type conn struct {
 	capCount    int   // frames written in capSec
 
 	// redirect is where a GOAWAY MOVED sent this user (PROTOCOL.md 8.10):
-	// dials go there instead of l.servers[unit.home] until one fails. nil:
+	// dials go there instead of l.servers[home] until one fails. nil:
 	// none. One of l.servers when the address is one of the run's servers.
 	redirect unix.Sockaddr
 
@@ -120,7 +121,7 @@ func (c *conn) dial() {
 	c.dialStart = l.now
 	c.sessSeq, c.welcomeLast = 0, 0
 	c.rpend, c.wpend, c.obuf = nil, nil, nil
-	to, family := l.servers[c.unit.home], l.e.family
+	to, family := l.servers[c.home], l.e.family
 	if c.redirect != nil {
 		to, family = c.redirect, unix.AF_INET
 		if _, ok := to.(*unix.SockaddrInet6); ok {
@@ -169,7 +170,7 @@ func (c *conn) connected() {
 	c.state = stateHandshake
 	c.setEvents(false)
 	expiry := time.Now().Add(24 * time.Hour)
-	l.tok = mintToken(l.tok[:0], l.e.spec.Servers[c.unit.home].Key, c.user, expiry)
+	l.tok = mintToken(l.tok[:0], l.e.spec.Servers[c.home].Key, c.user, expiry)
 	c.obuf = c.sess.AppendLogin(c.obuf, protocol.Login{Token: l.tok, Ping: uint32(l.e.spec.Ping / time.Second)})
 	c.ackedSeq = c.sess.Resume()
 	c.wrote()
@@ -650,7 +651,7 @@ func (c *conn) fail(reason string) {
 	c.redirect = nil
 	c.attempts++
 	if c.attempts > l.e.spec.Retries {
-		l.failure(fmt.Sprintf("user %d could not log in to %s: %s", c.user, l.e.spec.Servers[c.unit.home].Addr, reason))
+		l.failure(fmt.Sprintf("user %d could not log in to %s: %s", c.user, l.e.spec.Servers[c.home].Addr, reason))
 		c.gaveUpWait()
 		return
 	}
@@ -666,7 +667,7 @@ func (c *conn) closedBy(code protocol.Code) {
 	}
 	l.res.Closes[code.String()]++
 	if c.state == stateHandshake && (code == protocol.CodeBadToken || code == protocol.CodeTokenExpired) {
-		l.e.fatal(fmt.Errorf("server %s refused the login token (%v): is --keys the keys file of this server's data folder?", l.e.spec.Servers[c.unit.home].Addr, code))
+		l.e.fatal(fmt.Errorf("server %s refused the login token (%v): is --keys the keys file of this server's data folder?", l.e.spec.Servers[c.home].Addr, code))
 	}
 	c.down(code)
 }

@@ -35,6 +35,29 @@
 // a failure), and stays with it until an attempt there fails. Redirects
 // count in the results' closes as MOVED.
 //
+// # A cluster
+//
+// With --cluster-nodes N, --addr lists the client addresses of one
+// cluster's N nodes, node 1 first, and the run plays the cluster's users
+// where they live: each user's home node is home.Of(id, 1..N), the
+// function the nodes route by (package home), and every user logs in to
+// its home directly, so no login is redirected. --cross sets the share of
+// pairs whose two users are homed on different nodes (default 1 from the
+// command; 0 keeps every pair on one node): the coordinator walks ids up
+// from the run's user base, takes each for its home node while that node
+// still needs users, and builds exactly round(cross·pairs) cross-node
+// pairs, spread evenly through the run, over the nodes and over the
+// ordered pairs of nodes (pickPairs). A pair still lives on one loop,
+// whichever nodes its users are on, so the checks are unchanged: exactly
+// once and in order per sender, and a delivered receipt per copy, now
+// across nodes (a message to a user homed elsewhere is forwarded to the
+// home node, and its receipt comes back). --metrics lists every node's
+// admin address; the report sums their CPU and notes each node's share
+// over the measured phase, and says how many pairs were cross-node
+// (figures cross_node_pairs, same_node_pairs). The group scenario does
+// not run on a cluster: group fan-out to members homed on other nodes is
+// not built.
+//
 // # The engine
 //
 // An engine is a few event loops (one per core by default), each an epoll

@@ -19,20 +19,27 @@ import (
 // one per process and sends it to each worker as JSON.
 type Spec struct {
 	// Servers are the run's servers, in --addr's order; the process's u-th
-	// unit is homed on Servers[(FirstUnit+u) % len(Servers)] (see homeOf).
+	// unit is homed on Servers[(FirstUnit+u) % len(Servers)] (see homeOf),
+	// unless Users is set. In a cluster, Servers[i] is node i+1.
 	Servers   []Target `json:"servers"`
 	FirstUnit int      `json:"first_unit"` // the run-wide index of this process's first unit
 
-	Source   string  `json:"source,omitempty"` // source IP to dial from; "": the kernel's choice
-	RunID    uint64  `json:"run_id"`           // stamped in every body: tells this run's messages from old ones
-	UserBase uint64  `json:"user_base"`        // first user id of this process
-	Units    int     `json:"units"`            // pairs or groups this process holds
-	UnitSize int     `json:"unit_size"`        // connections per unit: 2 for a pair, S for a group
-	Slow     int     `json:"slow"`             // units whose receiver is slow (the first ones)
-	Size     int     `json:"size"`             // message body, bytes
-	Loops    int     `json:"loops"`            // event loops; 0: one per core
-	Senders  int     `json:"senders"`          // group senders per group (members 0..Senders-1)
-	Weight   float64 `json:"weight"`           // this process's share of rates, 0..1
+	Source   string `json:"source,omitempty"` // source IP to dial from; "": the kernel's choice
+	RunID    uint64 `json:"run_id"`           // stamped in every body: tells this run's messages from old ones
+	UserBase uint64 `json:"user_base"`        // first user id of this process; unused when Users is set
+	// Users, in a cluster, is every user of this process, unit after unit
+	// (Units×UnitSize ids), and Homes the index in Servers of each one's
+	// home node (chosen by pickPairs). nil: users UserBase, UserBase+1…,
+	// each unit's on the server homeOf names.
+	Users    []uint64 `json:"users,omitempty"`
+	Homes    []int    `json:"homes,omitempty"`
+	Units    int      `json:"units"`     // pairs or groups this process holds
+	UnitSize int      `json:"unit_size"` // connections per unit: 2 for a pair, S for a group
+	Slow     int      `json:"slow"`      // units whose receiver is slow (the first ones)
+	Size     int      `json:"size"`      // message body, bytes
+	Loops    int      `json:"loops"`     // event loops; 0: one per core
+	Senders  int      `json:"senders"`   // group senders per group (members 0..Senders-1)
+	Weight   float64  `json:"weight"`    // this process's share of rates, 0..1
 
 	ConnFrameCap     int           `json:"conn_frame_cap"`    // frames per second per connection
 	Retries          int           `json:"retries"`           // failed logins retried before giving up
@@ -54,7 +61,7 @@ func (s *Spec) homeOf(u int) int { return (s.FirstUnit + u) % len(s.Servers) }
 // unit is a pair or a group: connections that only talk among themselves,
 // so they live on one loop and on one server.
 type unit struct {
-	home     int // index in Spec.Servers of the server its users log in to
+	home     int // index in Spec.Servers of the server its users log in to (in a cluster, its first user's home)
 	conns    []*conn
 	slow     bool
 	group    uint64 // the group's id once created; 0: a pair
@@ -135,6 +142,14 @@ func newEngine(spec Spec) (*engine, error) {
 		}
 		e.loops = append(e.loops, l)
 	}
+	if spec.Users != nil && (len(spec.Users) != spec.Units*spec.UnitSize || len(spec.Homes) != len(spec.Users)) {
+		return nil, fmt.Errorf("bench: the spec lists %d users and %d homes for %d units of %d", len(spec.Users), len(spec.Homes), spec.Units, spec.UnitSize)
+	}
+	for _, h := range spec.Homes {
+		if h < 0 || h >= len(spec.Servers) {
+			return nil, fmt.Errorf("bench: the spec homes a user on server #%d of %d", h, len(spec.Servers))
+		}
+	}
 	user := spec.UserBase
 	// Message ids start at the microseconds since the protocol epoch, like
 	// protocol.Client's: the server drops a repeated (user, id) as a retry,
@@ -145,7 +160,15 @@ func newEngine(spec Spec) (*engine, error) {
 		l := e.loops[u%len(e.loops)]
 		un := &unit{home: spec.homeOf(u), slow: u < spec.Slow}
 		for m := 0; m < spec.UnitSize; m++ {
-			c := &conn{l: l, idx: int32(len(l.conns)), user: user, unit: un, fd: -1, outBase: idBase}
+			home := un.home
+			if spec.Users != nil {
+				i := u*spec.UnitSize + m
+				user, home = spec.Users[i], spec.Homes[i]
+				if m == 0 {
+					un.home = home
+				}
+			}
+			c := &conn{l: l, idx: int32(len(l.conns)), user: user, unit: un, home: home, fd: -1, outBase: idBase}
 			cfg := sessionConfig
 			cfg.NextMsgID = idBase
 			c.sess = *client.NewSession(cfg)

@@ -27,6 +27,9 @@ type serverMetrics struct {
 	// and its syncs are "not measured", not zero.
 	Syncs    float64
 	HasSyncs bool
+	// Each is, in a sum over several servers, each server's figures in
+	// --addr's order (their Each is nil); nil for one server's.
+	Each []serverMetrics
 }
 
 // add adds o's figures to m: the servers of a run are separate
@@ -95,6 +98,9 @@ func (s scrapers) scrape(ctx context.Context) (sum serverMetrics, each []serverM
 		sum.add(m)
 		// A sum short of a server's syncs would pass for all of them.
 		sum.HasSyncs = sum.HasSyncs && m.HasSyncs
+	}
+	if len(each) > 1 {
+		sum.Each = each
 	}
 	return sum, each, nil
 }

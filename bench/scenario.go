@@ -43,7 +43,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	r := &run{cfg: &cfg, scr: newScrapers(ts), started: time.Now(), cpuFrom: selfCPU()}
-	if len(servers) > 1 {
+	if p.cluster != nil {
+		r.note("%s", clusterNote(&cfg, servers, *p.cluster))
+		fmt.Fprintf(cfg.Out, "bench: %s\n", r.notes[len(r.notes)-1])
+	} else if len(servers) > 1 {
 		r.note("%s", spreadNote(&cfg, servers))
 		fmt.Fprintf(cfg.Out, "bench: %s\n", r.notes[len(r.notes)-1])
 	}
@@ -83,6 +86,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		res.Figures = map[string]float64{}
 	}
 	res.Figures["generator_cpu_whole_run_s"] = genCPU.Seconds()
+	if p.cluster != nil {
+		units, _ := cfg.shape()
+		res.Figures["cross_node_pairs"] = float64(p.cluster.cross)
+		res.Figures["same_node_pairs"] = float64(units - p.cluster.cross)
+	}
 	res.Memory = r.mem
 	res.Timeline = r.timeline
 	res.Notes = append(res.Notes, r.notes...)
@@ -387,4 +395,34 @@ func (r *run) serverCost(res *Result, from, to serverMetrics) {
 	if res.Delivered > 0 {
 		r.figure(res, "server_cpu_per_msg_us", (to.CPU-from.CPU)*1e6/float64(res.Delivered))
 	}
+	r.notePerServerCPU(res, from, to)
+}
+
+// notePerServerCPU notes, with several servers, each one's share of the
+// CPU that serverCost summed: a cluster's nodes need not share the work
+// evenly (a cross-node message costs its sender's node and its
+// recipient's).
+func (r *run) notePerServerCPU(res *Result, from, to serverMetrics) {
+	if len(from.Each) < 2 || len(from.Each) != len(to.Each) {
+		return
+	}
+	var b strings.Builder
+	b.WriteString("server CPU over the measured phase, per server:")
+	for i := range to.Each {
+		cpu := to.Each[i].CPU - from.Each[i].CPU
+		name := r.scr.addrs[i]
+		if r.cfg.ClusterNodes > 0 {
+			name = fmt.Sprintf("node %d (%s)", i+1, name)
+		}
+		sep := ";"
+		if i == len(to.Each)-1 {
+			sep = ""
+		}
+		fmt.Fprintf(&b, " %s %.2f s", name, cpu)
+		if res.Delivered > 0 {
+			fmt.Fprintf(&b, ", %.1f µs per delivered message", cpu*1e6/float64(res.Delivered))
+		}
+		b.WriteString(sep)
+	}
+	r.notes = append(r.notes, b.String())
 }

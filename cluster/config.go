@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"switchboard/home"
 )
 
 // NodeAddr is one node of the cluster.
@@ -196,37 +198,22 @@ func (c Config) Hash() uint64 {
 }
 
 // Home returns the node that homes mailbox owner id (a user or a group id):
-// the node with the highest weight mix(id, node) among the configured IDs
-// (rendezvous hashing). It depends only on id and the set of node IDs, so
-// every node computes the same home, and adding a node moves only the ids
-// that the new node wins, about 1/N of them, all to the new node. Changing
-// the node list therefore changes homes: the mailboxes that move must be
-// moved by the procedure in docs/CLUSTER.md, with the cluster stopped.
-// Home returns 0 for an empty node list.
+// home.Of over the configured IDs (rendezvous hashing). It depends only on
+// id and the set of node IDs, so every node computes the same home, and
+// adding a node moves only the ids that the new node wins, about 1/N of
+// them, all to the new node. Changing the node list therefore changes
+// homes: the mailboxes that move must be moved by the procedure in
+// docs/CLUSTER.md, with the cluster stopped. Home returns 0 for an empty
+// node list.
 func (c Config) Home(id uint64) uint32 {
-	var best uint32
-	var bestW uint64
+	// On the stack: Home is on every cross-node SEND's path.
+	var buf [MaxNodes]uint32
+	ids := buf[:0]
 	for _, n := range c.Nodes {
-		w := weight(id, n.ID)
-		if best == 0 || w > bestW || (w == bestW && n.ID < best) {
-			best, bestW = n.ID, w
+		if len(ids) == len(buf) {
+			break // Validate refused more than MaxNodes
 		}
+		ids = append(ids, n.ID)
 	}
-	return best
-}
-
-// weight is the rendezvous weight of node for id: splitmix64's finalizer
-// over both, so that every bit of either changes about half of the result.
-func weight(id uint64, node uint32) uint64 {
-	return mix(id ^ mix(uint64(node)+0x9e3779b97f4a7c15))
-}
-
-// mix is splitmix64's finalizer.
-func mix(x uint64) uint64 {
-	x ^= x >> 30
-	x *= 0xbf58476d1ce4e5b9
-	x ^= x >> 27
-	x *= 0x94d049bb133111eb
-	x ^= x >> 31
-	return x
+	return home.Of(id, ids)
 }

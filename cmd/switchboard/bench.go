@@ -98,6 +98,18 @@ summed over the servers. For 100,000 connections with a 20,000 limit:
 
 (--keys may name one file when every data folder holds a copy of it.)
 
+A cluster (docs/CLUSTER.md): --cluster-nodes N says that --addr lists the
+client addresses of one cluster's N nodes, node 1 first; every user logs
+in to its home node, and --cross sets the share of pairs whose two users
+are homed on different nodes (default 1: every message and receipt crosses
+between nodes; 0: none). --metrics lists every node's admin address; CPU
+is summed over the nodes and noted per node. Cross-node against same-node
+on 'make cluster':
+
+  switchboard bench phone --rate 2000 --duration 15s --cluster-nodes 3 --cross 1 \
+      --addr 127.0.0.1:7071,127.0.0.1:7072,127.0.0.1:7073 \
+      --metrics 127.0.0.1:9071,127.0.0.1:9072,127.0.0.1:9073 --keys cluster-data/n1/keys
+
 Flags:
 `
 
@@ -111,9 +123,11 @@ func benchCmd(args []string) error {
 		fs.PrintDefaults()
 	}
 	var cfg bench.Config
-	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:7070", "server address, host:port; several independent servers: comma-separated, users spread evenly over them")
+	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:7070", "server address, host:port; several independent servers: comma-separated, users spread evenly over them; with --cluster-nodes: every node of one cluster, node 1 first")
 	fs.StringVar(&cfg.Metrics, "metrics", "http://127.0.0.1:9070/metrics", "server's Prometheus endpoint for its memory and CPU: a URL, or host:port for http://host:port/metrics; several servers: one per --addr, comma-separated, in the same order (figures are summed); \"-\": none")
 	fs.StringVar(&cfg.Keys, "keys", "data/keys", "the server's token keys file (path): tokens are minted from its newest key; several servers: one per --addr, comma-separated, in the same order, or one file for all")
+	fs.IntVar(&cfg.ClusterNodes, "cluster-nodes", 0, "the number of nodes (count) of one cluster that --addr lists, node 1 first: each user logs in to its home node; not with group; 0: --addr lists independent servers")
+	cross := fs.Float64("cross", 1, "with --cluster-nodes: share of pairs whose two users are homed on different nodes (fraction, 0..1, rounded to whole pairs)")
 	fs.IntVar(&cfg.Conns, "conns", 1000, "connect, storm: connections (count, even: they pair up)")
 	fs.IntVar(&cfg.Pairs, "pairs", 0, "chat, phone, sweep, overload, offline, slow: pairs of users (count; 2 connections each); 0: 100, phone, sweep and overload 1000")
 	fs.IntVar(&cfg.Groups, "groups", 10, "group: groups (count)")
@@ -162,6 +176,12 @@ func benchCmd(args []string) error {
 		return errors.New("name a scenario")
 	}
 	cfg.Scenario = scenario
+	crossSet := false
+	fs.Visit(func(f *flag.Flag) { crossSet = crossSet || f.Name == "cross" })
+	if cfg.ClusterNodes > 0 || crossSet {
+		// Without a cluster the default means nothing; given, it is an error.
+		cfg.Cross = *cross
+	}
 	if *sources != "" {
 		cfg.Sources = strings.Split(*sources, ",")
 	}
