@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"os"
 	"testing"
 	"time"
 
@@ -11,21 +10,16 @@ import (
 )
 
 // TestClusterQuickRestartOrder: a SEND forwarded to a home node that dies
-// before storing it is lost in transit and refused only when delivery's
-// peer timeout (5 s) runs out. When the home is back before that, a later
-// message of the same sender to the same recipient, sent with no refusal
-// in hand as PROTOCOL.md 8.5 allows, is stored first, and the lost one,
-// resent with flag B after its RETRY_LATER, after it: the recipient reads
-// 1, 3, 2. It fails on the code it was written against (delivery/peers.go
-// refuses a lost forward only on the timeout, and nothing holds a
-// session's later SENDs to that home meanwhile); it is skipped unless
-// SWITCHBOARD_KNOWN_BUGS is set, until delivery closes the gap.
+// before storing it is lost in transit. When the home is back before the
+// peer timeout (5 s), the sender's next SEND to it, sent with no refusal in
+// hand as PROTOCOL.md 8.5 allows, must not be stored before the lost one:
+// both are refused RETRY_LATER (the forward carries the home's instance,
+// and the sender's node refuses what an earlier instance had in hand), so
+// the sender sends them again in order and the recipient reads 1, 2, 3.
+// Before that, it read 1, 3, 2.
 func TestClusterQuickRestartOrder(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts and kills server processes")
-	}
-	if os.Getenv("SWITCHBOARD_KNOWN_BUGS") == "" {
-		t.Skip("known gap in order per sender across a quick restart of the home (docs/CLUSTER.md); set SWITCHBOARD_KNOWN_BUGS=1 to run")
 	}
 	cp := newClusterProcs(t, nil)
 	sender, rcpt := cp.userOn(1, 1000), cp.userOn(2, 2000)
