@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,40 +18,14 @@ import (
 	"switchboard/internal/testutil"
 )
 
-// freePorts returns n distinct free loopback ports: all are held open at
-// once, then released together, so none is handed out twice.
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	ports := make([]int, n)
-	var ls []net.Listener
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return ports
-}
-
 // testConfigs returns the configuration of each of n nodes of one cluster
 // on loopback, with the shipped timings.
 func testConfigs(t *testing.T, n int) []Config {
 	t.Helper()
-	ports := freePorts(t, 3*n)
-	addr := func(p int) string { return "127.0.0.1:" + strconv.Itoa(p) }
+	a := testutil.FreeAddrs(t, 3*n)
 	var nodes []NodeAddr
 	for i := range n {
-		nodes = append(nodes, NodeAddr{
-			ID:     uint32(i + 1),
-			Client: addr(ports[3*i]),
-			Route:  addr(ports[3*i+1]),
-			NATS:   addr(ports[3*i+2]),
-		})
+		nodes = append(nodes, NodeAddr{ID: uint32(i + 1), Client: a[3*i], Route: a[3*i+1], NATS: a[3*i+2]})
 	}
 	cfgs := make([]Config, n)
 	for i := range cfgs {
@@ -332,11 +305,8 @@ func TestExternal(t *testing.T) {
 	if !ns.ReadyForConnections(5 * time.Second) {
 		t.Fatal("NATS server not ready")
 	}
-	ports := freePorts(t, 2)
-	nodes := []NodeAddr{
-		{ID: 1, Client: "127.0.0.1:" + strconv.Itoa(ports[0])},
-		{ID: 2, Client: "127.0.0.1:" + strconv.Itoa(ports[1])},
-	}
+	a := testutil.FreeAddrs(t, 2)
+	nodes := []NodeAddr{{ID: 1, Client: a[0]}, {ID: 2, Client: a[1]}}
 	cfgs := []Config{
 		{Name: "ext", Self: 1, Nodes: nodes, External: ns.ClientURL()},
 		{Name: "ext", Self: 2, Nodes: nodes, External: ns.ClientURL()},

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"sync"
 	"testing"
 	"time"
@@ -17,25 +16,6 @@ import (
 	"switchboard/protocol"
 	"switchboard/token"
 )
-
-// freeAddrs returns n loopback addresses whose ports were free a moment ago.
-func freeAddrs(t *testing.T, n int) []string {
-	t.Helper()
-	var out []string
-	var lns []net.Listener
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		out = append(out, ln.Addr().String())
-	}
-	for _, ln := range lns {
-		ln.Close()
-	}
-	return out
-}
 
 // testCluster is three nodes of one cluster in the test's process, each
 // with its Badger store in its own folder and its embedded NATS server.
@@ -54,7 +34,7 @@ func newTestCluster(t *testing.T) *testCluster {
 	for i := range secret {
 		secret[i] = byte(i*11 + 7)
 	}
-	a := freeAddrs(t, 9)
+	a := testutil.FreeAddrs(t, 9)
 	tc := &testCluster{t: t, secret: secret, nodes: make([]*node.Node, 3)}
 	tc.cfg = cluster.Config{Name: "test"}
 	for i := range 3 {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"switchboard/cluster"
+	"switchboard/internal/testutil"
 )
 
 // TestClusterRouteCut: three `serve` processes use an external NATS
@@ -29,7 +30,7 @@ func TestClusterRouteCut(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three server processes and two NATS servers")
 	}
-	a := freePorts(t, 4)
+	a := testutil.FreeAddrs(t, 4)
 	clientA, routeA, clientB, routeB := a[0], a[1], a[2], a[3]
 	toB := newCutProxy(t, routeB) // A dials B through it
 	toA := newCutProxy(t, routeA) // and B would dial A through this one

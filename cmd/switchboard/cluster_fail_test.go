@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"switchboard/cluster"
+	"switchboard/internal/testutil"
 	"switchboard/protocol"
 	"switchboard/token"
 )
@@ -27,25 +27,6 @@ import (
 // client does: explicit msg ids, a refused message resent with flag B
 // after its retry_after, and nothing new to a recipient while an earlier
 // message to it waits to be resent, so that order per sender holds.
-
-// freePorts returns n loopback addresses whose ports were free a moment ago.
-func freePorts(t *testing.T, n int) []string {
-	t.Helper()
-	var out []string
-	var lns []net.Listener
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		out = append(out, ln.Addr().String())
-	}
-	for _, ln := range lns {
-		ln.Close()
-	}
-	return out
-}
 
 // clusterProcs is three `serve` children, nodes 1..3 of one cluster, with
 // one keys file copied into every data folder.
@@ -62,7 +43,7 @@ type clusterProcs struct {
 
 func newClusterProcs(t *testing.T, nats []string) *clusterProcs {
 	t.Helper()
-	a := freePorts(t, 12)
+	a := testutil.FreeAddrs(t, 12)
 	cp := &clusterProcs{t: t, cfg: cluster.Config{Name: "clf"}, nats: nats, admin: a[9:], procs: make([]*child, 3)}
 	for i := range 3 {
 		n := cluster.NodeAddr{ID: uint32(i + 1), Client: a[3*i]}
