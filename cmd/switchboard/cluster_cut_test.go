@@ -77,12 +77,14 @@ func TestClusterRouteCut(t *testing.T) {
 	if s.refused() == 0 {
 		t.Fatal("no send across the cut was refused")
 	}
+	// The cut's checks end here: once the route is back, sends across it
+	// are ACCEPTed again, from the first moment the nodes hear each other.
+	s.repaired()
 	restored := time.Now()
 	toB.setOneWay(false)
 	toB.setCut(false)
 	toA.setCut(false)
 	back := cp.waitLog(1, peerLine("up", 2), up1, 10*time.Second).Sub(restored)
-	s.repaired()
 	s.waitAccepted("after the route is back", 150, 75, 30*time.Second)
 	t.Logf("route cut: node 2 seen down by node 1 after %v, node 1 by node 2 after %v; restored, seen up by node 1 in %v; %s",
 		seen1.Round(10*time.Millisecond), seen2.Round(10*time.Millisecond), back.Round(10*time.Millisecond), s.report())

@@ -52,10 +52,12 @@ func runClusterKill(t *testing.T, rounds, storm int) {
 		if s.refused() == 0 {
 			t.Fatal("no send to node 2's users was refused while it was down")
 		}
+		// The fault's checks end here: once node 2 is back, its users'
+		// messages are ACCEPTed again, from the first moment node 1 sees it.
+		s.repaired()
 		restart := time.Now()
 		cp.start(2)
 		back := cp.waitLog(1, peerLine("up", 2), up1, 10*time.Second).Sub(restart)
-		s.repaired()
 		c2, done2 = s.online(r2on)
 		s.waitAccepted("after node 2's restart", storm/2, storm/4, 30*time.Second)
 		t.Logf("round %d: node 2 seen down by node 1 after %v, by node 3 after %v; restarted and seen up by node 1 in %v; %s",
