@@ -25,3 +25,11 @@ func (r *Router) Tick() {
 		<-ack
 	}
 }
+
+// Forwarding returns how many forwarded SENDs wait for an answer, and over
+// how many (session, home) routes.
+func (r *Router) Forwarding() (pending, routes int) {
+	r.peer.mu.Lock()
+	defer r.peer.mu.Unlock()
+	return len(r.peer.pending), len(r.peer.routes)
+}

@@ -93,6 +93,47 @@ type peering struct {
 
 	mu      sync.Mutex
 	pending map[forwarded]inFlight
+	// routes counts pending per (session, home), with the home's instance
+	// they went to, so that a SEND finds in O(1) whether earlier ones of
+	// its session went to an earlier instance; pending is scanned only
+	// then, after a restart.
+	routes map[route]routeState
+}
+
+// route is one session's forwards to one home node.
+type route struct {
+	sess uint64
+	node uint32
+}
+
+// routeState is how many of a route's forwards are pending, and the
+// instance of the home the last of them went to.
+type routeState struct {
+	instance uint64
+	n        int
+}
+
+// add records forwarded SEND k as pending. p.mu held.
+func (p *peering) add(k forwarded, f inFlight) {
+	p.pending[k] = f
+	rt := route{sess: k.sess, node: f.node}
+	rs := p.routes[rt]
+	p.routes[rt] = routeState{instance: f.instance, n: rs.n + 1}
+}
+
+// drop forgets pending SEND k, if it is pending. p.mu held.
+func (p *peering) drop(k forwarded) {
+	f, ok := p.pending[k]
+	if !ok {
+		return
+	}
+	delete(p.pending, k)
+	rt := route{sess: k.sess, node: f.node}
+	if rs := p.routes[rt]; rs.n > 1 {
+		p.routes[rt] = routeState{instance: rs.instance, n: rs.n - 1}
+	} else {
+		delete(p.routes, rt)
+	}
 }
 
 // Join makes r one node of a cluster: mailboxes homed on other nodes are
@@ -104,7 +145,7 @@ func (r *Router) Join(peers Peers, timeout time.Duration) {
 	if timeout <= 0 {
 		timeout = DefaultPeerTimeout
 	}
-	r.peer = peering{peers: peers, timeout: timeout, pending: map[forwarded]inFlight{}}
+	r.peer = peering{peers: peers, timeout: timeout, pending: map[forwarded]inFlight{}, routes: map[route]routeState{}}
 	r.own = clusterOwners{local: localShards(r.shards), r: r}
 }
 
@@ -137,14 +178,18 @@ func (r *Router) forwardSend(home uint32, q request) (sent bool, reason string) 
 	// session then sends both again in msg_id order (PROTOCOL.md 8.5), so
 	// the later one is not stored before the earlier.
 	var lost []forwarded
-	for k, f := range p.pending {
-		if k.sess == key.sess && f.node == home && f.instance != inst {
-			lost = append(lost, k)
-			delete(p.pending, k)
+	if rs := p.routes[route{sess: key.sess, node: home}]; rs.n > 0 && rs.instance != inst {
+		for k, f := range p.pending {
+			if k.sess == key.sess && f.node == home && f.instance != inst {
+				lost = append(lost, k)
+			}
+		}
+		for _, k := range lost {
+			p.drop(k)
 		}
 	}
 	if len(lost) == 0 {
-		p.pending[key] = inFlight{node: home, instance: inst, deadline: r.cfg.Now().Add(p.timeout)}
+		p.add(key, inFlight{node: home, instance: inst, deadline: r.cfg.Now().Add(p.timeout)})
 	}
 	p.mu.Unlock()
 	if len(lost) > 0 {
@@ -167,7 +212,7 @@ func (r *Router) forwardSend(home uint32, q request) (sent bool, reason string) 
 		return true, ""
 	}
 	p.mu.Lock()
-	delete(p.pending, key)
+	p.drop(key)
 	p.mu.Unlock()
 	return false, reasonHomeDown
 }
@@ -381,7 +426,7 @@ func (r *Router) fromPeer(from uint32, b []byte) error {
 			return fmt.Errorf("%w: answer", errPeerPayload)
 		}
 		r.peer.mu.Lock()
-		delete(r.peer.pending, forwarded{sess: sess, msgID: msgID})
+		r.peer.drop(forwarded{sess: sess, msgID: msgID})
 		r.peer.mu.Unlock()
 		r.sessions.Push(Session{ID: sess}, Outbound{Kind: kind, MsgID: msgID, Ref: ref, Code: code, RetryAfter: retryAfter, Reason: reason})
 		return nil
@@ -445,11 +490,15 @@ func (r *Router) expireForwarded() {
 		switch {
 		case r.peer.peers.Instance(f.node) != f.instance:
 			lost = append(lost, k) // the home restarted: what it had in hand is gone
-			delete(r.peer.pending, k)
 		case !now.Before(f.deadline):
 			late = append(late, k)
-			delete(r.peer.pending, k)
 		}
+	}
+	for _, k := range late {
+		r.peer.drop(k)
+	}
+	for _, k := range lost {
+		r.peer.drop(k)
 	}
 	r.peer.mu.Unlock()
 	for _, k := range late {

@@ -139,6 +139,9 @@ func TestSendAcrossNodes(t *testing.T) {
 	if page, _, err := ss[0].Read(bob, 1, 10, 0, nil); err != nil || len(page) != 1 {
 		t.Fatalf("bob's mailbox on node 1 holds %d entries (%v), want 1", len(page), err)
 	}
+	if p, rt := n2.Forwarding(); p != 0 || rt != 0 {
+		t.Fatalf("node 2 still tracks %d forwarded SENDs over %d routes after their ACCEPTs", p, rt)
+	}
 	if page, _, err := ss[1].Read(bob, 1, 10, 0, nil); err != nil || len(page) != 0 {
 		t.Fatalf("node 2's store holds %d entries of bob, want none: only the home stores", len(page))
 	}
@@ -334,4 +337,7 @@ func TestForwardLostWithARestartedHome(t *testing.T) {
 		r := a.items(delivery.OutRefuse)
 		return len(r) == 3 && r[2].MsgID == 3
 	})
+	if p, rt := n2.Forwarding(); p != 0 || rt != 0 {
+		t.Fatalf("node 2 still tracks %d forwarded SENDs over %d routes, all answered or refused", p, rt)
+	}
 }
