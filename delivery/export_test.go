@@ -33,3 +33,14 @@ func (r *Router) Forwarding() (pending, routes int) {
 	defer r.peer.mu.Unlock()
 	return len(r.peer.pending), len(r.peer.routes)
 }
+
+// GroupID is the id a create of creator with msgID gives its group.
+func GroupID(creator, msgID uint64) uint64 { return groupID(creator, msgID) }
+
+// Fanning returns how many fan-out parts handed to other nodes wait for
+// their answer.
+func (r *Router) Fanning() int {
+	r.peer.mu.Lock()
+	defer r.peer.mu.Unlock()
+	return len(r.peer.fans)
+}

@@ -107,20 +107,6 @@ var groupRefusals = map[protocol.Code]string{
 	protocol.CodeRetryLater:   "group id taken by another creator: retry with a new msg id",
 }
 
-// reasonSpanning is the refusal of a group message or change whose
-// audience includes users homed on other nodes of a cluster: group copies
-// do not cross nodes yet (docs/CLUSTER.md).
-const reasonSpanning = "group members homed on other nodes: groups do not span nodes yet"
-
-// refuseSpanning refuses q for good: its group has, or would have, members
-// homed on other nodes.
-func (w *groupWorker) refuseSpanning(q groupReq) {
-	w.r.stats.GroupsSpanning.Add(1)
-	if q.sess.Valid() {
-		w.r.push(q.sess, Outbound{Kind: OutRefuse, MsgID: q.msgID, Code: protocol.CodeForbidden, Reason: reasonSpanning})
-	}
-}
-
 func (w *groupWorker) refuse(q groupReq, code protocol.Code, retry uint32) {
 	if q.sess.Valid() {
 		w.r.push(q.sess, Outbound{Kind: OutRefuse, MsgID: q.msgID, Code: code, RetryAfter: retry, Reason: groupRefusals[code]})
@@ -155,8 +141,6 @@ func (w *groupWorker) handle(q groupReq) {
 		return
 	case !isMember:
 		w.refuse(q, protocol.CodeNotMember, 0)
-	case w.r.anyRemote(maps.Keys(members)):
-		w.refuseSpanning(q)
 	default:
 		f := &fanout{sess: q.sess, msgID: q.msgID, r: w.r}
 		e := storage.Entry{Kind: storage.KindGroupMessage, Sender: q.from, MsgID: q.msgID, Retry: q.retry, Value: q.record}
@@ -168,18 +152,6 @@ func (w *groupWorker) handle(q groupReq) {
 // holds the rules), then announces it. A retry of a change already made is
 // accepted again; if its announcement was cut short, it is finished first.
 func (w *groupWorker) change(q groupReq) {
-	if w.r.peer.peers != nil {
-		members, err := w.members(q.group)
-		if err != nil && !errors.Is(err, storage.ErrNoGroup) {
-			w.r.stats.StorageErrors.Add(1)
-			w.refuse(q, protocol.CodeStorage, 1000)
-			return
-		}
-		if w.r.anyRemote(maps.Keys(members)) || w.r.anyRemote(slices.Values(q.list)) {
-			w.refuseSpanning(q)
-			return
-		}
-	}
 	ev, dup, err := w.r.store.ChangeGroup(storage.GroupChange{Group: q.group, Actor: q.from, MsgID: q.msgID, Op: storage.GroupOp(q.op), Members: q.list})
 	delete(w.cache, q.group) // reload what storage committed
 	switch {
@@ -233,11 +205,21 @@ func (w *groupWorker) refuseStore(q groupReq, err error) {
 // fanOut appends e to the mailbox of every member of to but skip (0:
 // nobody), and has f tell its requester ACCEPT once all are durable, or
 // REFUSE if any failed (a retry with the same msg id then stores only the
-// missing copies: storage deduplicates per recipient).
+// missing copies: storage deduplicates per recipient). Members homed on
+// other nodes of a cluster get their copies through one payload per node
+// (peergroups.go).
 func (w *groupWorker) fanOut(f *fanout, e storage.Entry, skip uint64, to iter.Seq[uint64]) {
 	f.pending.Store(1) // held until every request is handed out
+	var remote map[uint32][]uint64
 	for m := range to {
 		if m == skip {
+			continue
+		}
+		if node := w.r.remote(m); node != 0 {
+			if remote == nil {
+				remote = map[uint32][]uint64{}
+			}
+			remote[node] = append(remote[node], m)
 			continue
 		}
 		f.pending.Add(1)
@@ -252,6 +234,10 @@ func (w *groupWorker) fanOut(f *fanout, e storage.Entry, skip uint64, to iter.Se
 			f.done(errBusy)
 		}
 	}
+	for node, members := range remote {
+		f.pending.Add(1)
+		w.r.fanRemote(node, f, e, members)
+	}
 	f.done(nil)
 }
 
@@ -264,7 +250,8 @@ type fanout struct {
 	msgID   uint64
 	ref     uint64
 	r       *Router
-	settle  func() // called once every copy is durable, before the ACCEPT; may be nil
+	settle  func()          // called once every copy is durable, before the ACCEPT; may be nil
+	then    func(err error) // if set, told the outcome (nil: all durable) instead of sess
 	pending atomic.Int32
 	failed  atomic.Pointer[error]
 }
@@ -282,14 +269,19 @@ func (f *fanout) done(err error) {
 	if p == nil && f.settle != nil {
 		f.settle()
 	}
+	if f.then != nil {
+		var err error
+		if p != nil {
+			err = *p
+		}
+		f.then(err)
+		return
+	}
 	if !f.sess.Valid() {
 		return
 	}
 	if p != nil {
 		code, retry := refusal(*p)
-		if errors.Is(*p, errBusy) {
-			code, retry = protocol.CodeRetryLater, 100
-		}
 		f.r.stats.Refused.Add(1)
 		f.r.push(f.sess, Outbound{Kind: OutRefuse, MsgID: f.msgID, Code: code, RetryAfter: retry, Reason: refusalReason(*p)})
 		return

@@ -98,6 +98,13 @@ type peering struct {
 	// its session went to an earlier instance; pending is scanned only
 	// then, after a restart.
 	routes map[route]routeState
+
+	// fans are the parts of group fan-outs handed to other nodes, by id,
+	// waiting for their peerFanned; fanRoutes counts them per node, with
+	// the instance the last went to (peergroups.go).
+	fans      map[uint64]remoteFan
+	fanRoutes map[uint32]routeState
+	nextFan   uint64
 }
 
 // route is one session's forwards to one home node.
@@ -145,7 +152,8 @@ func (r *Router) Join(peers Peers, timeout time.Duration) {
 	if timeout <= 0 {
 		timeout = DefaultPeerTimeout
 	}
-	r.peer = peering{peers: peers, timeout: timeout, pending: map[forwarded]inFlight{}, routes: map[route]routeState{}}
+	r.peer = peering{peers: peers, timeout: timeout, pending: map[forwarded]inFlight{}, routes: map[route]routeState{},
+		fans: map[uint64]remoteFan{}, fanRoutes: map[uint32]routeState{}}
 	r.own = clusterOwners{local: localShards(r.shards), r: r}
 }
 
@@ -160,12 +168,15 @@ func (r *Router) remote(id uint64) uint32 {
 	return 0
 }
 
-// forwardSend hands a 1:1 SEND to its recipient's home node. The answer
-// (ACCEPT once the home node made it durable, or REFUSE) comes back as a
-// peerAnswer for q.sess. It reports false when nothing was sent: the node
-// is down or too many wait for answers; the caller refuses the sender.
-func (r *Router) forwardSend(home uint32, q request) (sent bool, reason string) {
-	key := forwarded{sess: q.sess.ID, msgID: q.msgID}
+// forward hands a request of session sess to node home: a 1:1 SEND to its
+// recipient's home, or a group request to its group's home. payload makes
+// its bytes for the instance of home's process it is meant for. The answer
+// (ACCEPT once the home made it durable, or REFUSE) comes back as a
+// peerAnswer for sess. It reports false when nothing was sent: the node is
+// down (reason set) or too many wait for answers (reason empty); the
+// caller refuses the sender.
+func (r *Router) forward(home uint32, sess, msgID uint64, payload func(inst uint64) []byte) (sent bool, reason string) {
+	key := forwarded{sess: sess, msgID: msgID}
 	p := &r.peer
 	inst := p.peers.Instance(home)
 	p.mu.Lock()
@@ -173,8 +184,8 @@ func (r *Router) forwardSend(home uint32, q request) (sent bool, reason string) 
 		p.mu.Unlock()
 		return false, ""
 	}
-	// A SEND of this session still in the hands of an earlier process of
-	// the home is lost with it. Refuse it now, and this one too: the
+	// A request of this session still in the hands of an earlier process
+	// of the home is lost with it. Refuse it now, and this one too: the
 	// session then sends both again in msg_id order (PROTOCOL.md 8.5), so
 	// the later one is not stored before the earlier.
 	var lost []forwarded
@@ -198,17 +209,7 @@ func (r *Router) forwardSend(home uint32, q request) (sent bool, reason string) 
 		}
 		return false, reasonHomeRestarted
 	}
-	b := make([]byte, 0, 1+6*binary.MaxVarintLen64+1+len(q.record))
-	b = append(b, peerSend)
-	b = binary.AppendUvarint(b, inst)
-	b = binary.AppendUvarint(b, q.sess.ID)
-	b = binary.AppendUvarint(b, q.from)
-	b = binary.AppendUvarint(b, q.user)
-	b = binary.AppendUvarint(b, q.msgID)
-	b = append(b, boolByte(q.retry))
-	b = append(b, q.record...)
-	if p.peers.Send(home, b) {
-		r.stats.Forwarded.Add(1)
+	if p.peers.Send(home, payload(inst)) {
 		return true, ""
 	}
 	p.mu.Lock()
@@ -217,21 +218,46 @@ func (r *Router) forwardSend(home uint32, q request) (sent bool, reason string) 
 	return false, reasonHomeDown
 }
 
+// sendPayload is the peerSend payload of 1:1 SEND q for instance inst of
+// its recipient's home.
+func sendPayload(q request, inst uint64) []byte {
+	b := make([]byte, 0, 1+6*binary.MaxVarintLen64+1+len(q.record))
+	b = append(b, peerSend)
+	b = binary.AppendUvarint(b, inst)
+	b = binary.AppendUvarint(b, q.sess.ID)
+	b = binary.AppendUvarint(b, q.from)
+	b = binary.AppendUvarint(b, q.user)
+	b = binary.AppendUvarint(b, q.msgID)
+	b = append(b, boolByte(q.retry))
+	return append(b, q.record...)
+}
+
 // sendRemote forwards a 1:1 SEND to its recipient's home node. A home
 // node that is down refuses it at once, retryable: nothing is accepted that
 // is not durable on the mailbox's owner. It returns false, as Send does,
 // only when too many forwarded SENDs wait for answers.
 func (r *Router) sendRemote(home uint32, q request) bool {
-	sent, reason := r.forwardSend(home, q)
+	ok := r.forwardOrRefuse(home, q.sess, q.msgID, func(inst uint64) []byte { return sendPayload(q, inst) })
+	if ok {
+		r.stats.Sends.Add(1)
+	}
+	return ok
+}
+
+// forwardOrRefuse forwards a request of session s to node home, as
+// forward does, and refuses it (RETRY_LATER) when home is down or
+// restarted. It returns false only when too many forwarded requests wait
+// for answers: nothing was taken.
+func (r *Router) forwardOrRefuse(home uint32, s Session, msgID uint64, payload func(inst uint64) []byte) bool {
+	sent, reason := r.forward(home, s.ID, msgID, payload)
 	switch {
 	case sent:
-		r.stats.Sends.Add(1)
+		r.stats.Forwarded.Add(1)
 	case reason != "":
-		r.stats.Sends.Add(1)
 		if reason == reasonHomeDown {
 			r.stats.HomeDown.Add(1)
 		}
-		r.push(q.sess, Outbound{Kind: OutRefuse, MsgID: q.msgID, Code: protocol.CodeRetryLater, RetryAfter: peerRetryAfter, Reason: reason})
+		r.push(s, Outbound{Kind: OutRefuse, MsgID: msgID, Code: protocol.CodeRetryLater, RetryAfter: peerRetryAfter, Reason: reason})
 	default:
 		r.refusedBusy()
 		return false
@@ -459,6 +485,12 @@ func (r *Router) fromPeer(from uint32, b []byte) error {
 			return fmt.Errorf("%w: signal", errPeerPayload)
 		}
 		return nil
+	case peerGroup:
+		return r.fromPeerGroup(from, &f)
+	case peerFanout:
+		return r.fromPeerFanout(from, &f)
+	case peerFanned:
+		return r.fromPeerFanned(&f)
 	case peerSettled:
 		sender := f.uvarint()
 		key := storage.ReceiptKey{Acker: f.uvarint(), Seq: f.uvarint()}
@@ -508,6 +540,7 @@ func (r *Router) expireForwarded() {
 	for _, k := range lost {
 		r.refuseForwarded(k, reasonHomeRestarted)
 	}
+	r.expireFans(now)
 }
 
 // refuseForwarded tells the sender of forwarded SEND k to send it again:

@@ -1,6 +1,8 @@
 package delivery_test
 
 import (
+	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -23,6 +25,8 @@ type fakeCluster struct {
 	deaf   map[uint32]bool
 	inst   map[uint32]uint64 // a node's process instance; a restart changes it
 	sent   atomic.Int64
+	kinds  [16]atomic.Int64 // payloads sent, by kind (the first byte)
+	closed chan struct{}    // closed at the end: queues take nothing more
 }
 
 type peerMsg struct {
@@ -54,8 +58,13 @@ func (p fakePeer) Send(node uint32, payload []byte) bool {
 		return false
 	}
 	p.c.sent.Add(1)
+	p.c.kinds[payload[0]%16].Add(1)
 	if !deaf {
-		q <- peerMsg{from: p.self, payload: append([]byte(nil), payload...)}
+		select {
+		case q <- peerMsg{from: p.self, payload: append([]byte(nil), payload...)}:
+		case <-p.c.closed:
+			return false
+		}
 	}
 	return true
 }
@@ -68,9 +77,9 @@ func (c *fakeCluster) set(m map[uint32]bool, node uint32, v bool) {
 
 // newCluster starts n routers over memory stores, joined, with clock as
 // their clock; it returns them and their stores, node i+1 at index i.
-func newCluster(t *testing.T, n int, clock func() time.Time) (*fakeCluster, []*delivery.Router, []storage.Store) {
+func newCluster(t testing.TB, n int, clock func() time.Time) (*fakeCluster, []*delivery.Router, []storage.Store) {
 	t.Helper()
-	c := &fakeCluster{nodes: map[uint32]*delivery.Router{}, queues: map[uint32]chan peerMsg{}, down: map[uint32]bool{}, deaf: map[uint32]bool{}, inst: map[uint32]uint64{}}
+	c := &fakeCluster{nodes: map[uint32]*delivery.Router{}, queues: map[uint32]chan peerMsg{}, down: map[uint32]bool{}, deaf: map[uint32]bool{}, inst: map[uint32]uint64{}, closed: make(chan struct{})}
 	var rs []*delivery.Router
 	var ss []storage.Store
 	for i := range n {
@@ -93,12 +102,16 @@ func newCluster(t *testing.T, n int, clock func() time.Time) (*fakeCluster, []*d
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			for m := range q {
-				r.FromPeer(m.from, m.payload)
+			for {
+				select {
+				case m := <-q:
+					r.FromPeer(m.from, m.payload)
+				case <-c.closed:
+					return
+				}
 			}
 		}()
 		t.Cleanup(func() {
-			close(q)
 			<-done
 			r.Stop()
 			store.Close()
@@ -106,6 +119,7 @@ func newCluster(t *testing.T, n int, clock func() time.Time) (*fakeCluster, []*d
 		rs = append(rs, r)
 		ss = append(ss, store)
 	}
+	t.Cleanup(func() { close(c.closed) }) // runs first: every node stops taking payloads
 	return c, rs, ss
 }
 
@@ -256,35 +270,158 @@ func TestSignalsAcrossNodes(t *testing.T) {
 	}
 }
 
-// TestGroupSpanningNodesRefused: groups do not span nodes yet: creating
-// one with a member homed on another node, or sending to one, is refused
-// for good (FORBIDDEN, retry_after 0) before anything is stored; a group
-// whose members are all homed on the node works as on one host.
-func TestGroupSpanningNodesRefused(t *testing.T) {
-	_, rs, ss := newCluster(t, 2, time.Now)
-	n1 := rs[0]
-	const bob, carol, alice = 2, 4, 1 // bob and carol on node 1, alice on node 2
-	b := newFake()
-	login(t, n1, b, bob, 0)
+// Payload kinds, as delivery numbers them (peers.go, peergroups.go).
+const (
+	kindGroup  = 7
+	kindFanout = 8
+)
 
-	if !n1.GroupOp(b.s(), delivery.To(bob), &protocol.Group{MsgID: 1, Op: protocol.GroupCreate, Members: []uint64{carol, alice}}) {
-		t.Fatal("GroupOp busy")
+// groupMessages returns the msg ids of the group messages in user's
+// mailbox in store, in seq order.
+func groupMessages(t *testing.T, store storage.Store, user uint64) []uint64 {
+	t.Helper()
+	page, _, err := store.Read(user, 1, 100, 0, nil)
+	if err != nil {
+		t.Fatal(err)
 	}
-	waitFor(t, "the refusal", func() bool { return len(b.items(delivery.OutRefuse)) == 1 })
-	if got := b.items(delivery.OutRefuse)[0]; got.Code != protocol.CodeForbidden || got.RetryAfter != 0 || got.MsgID != 1 {
-		t.Fatalf("refusal %+v, want FORBIDDEN for good", got)
+	var ids []uint64
+	for _, e := range page {
+		if e.Kind == storage.KindGroupMessage {
+			ids = append(ids, e.MsgID)
+		}
 	}
-	if gs, err := ss[0].Groups(carol); err != nil || len(gs) != 0 {
-		t.Fatalf("carol is in %v (%v) after a refused create, want none", gs, err)
-	}
-	if n1.Stats().GroupsSpanning.Load() != 1 {
-		t.Fatalf("GroupsSpanning %d, want 1", n1.Stats().GroupsSpanning.Load())
+	return ids
+}
+
+// TestGroupAcrossNodes: a group whose members are homed on all three
+// nodes, created and used through sessions on nodes other than its home.
+// Each change and message is checked and stored by the group's home, every
+// member's copy is stored in its own home's store, once, with one fan-out
+// payload per node homing members; the ACCEPT comes back to the
+// requester's node; a signal reaches members on other nodes; a member's
+// delivered receipt reaches the sender across nodes; a member's home that
+// is down fails the message retryably, and the resend (flag B) stores only
+// the missing copies.
+func TestGroupAcrossNodes(t *testing.T) {
+	c, rs, ss := newCluster(t, 3, time.Now)
+	node := func(id uint64) int { return int(id % 3) } // index of id's home in rs
+	// alice and dave on node 1, bob on node 2, carol on node 3.
+	const alice, bob, carol, dave = 3, 4, 5, 6
+	conns := map[uint64]*fakeConn{}
+	for _, u := range []uint64{alice, bob, carol, dave} {
+		conns[u] = newFake()
+		login(t, rs[node(u)], conns[u], u, 0)
 	}
 
-	if !n1.GroupOp(b.s(), delivery.To(bob), &protocol.Group{MsgID: 2, Op: protocol.GroupCreate, Members: []uint64{carol}}) {
-		t.Fatal("GroupOp busy")
+	// bob creates the group through node 2; find a create msg id whose
+	// group is homed on node 3, so neither bob's node nor most members' is
+	// the group's home.
+	var create uint64
+	var group uint64
+	for id := uint64(1); ; id++ {
+		if g := delivery.GroupID(bob, id); node(g) == 2 {
+			create, group = id, g
+			break
+		}
 	}
-	waitFor(t, "the ACCEPT of a group on one node", func() bool { return len(b.items(delivery.OutAccept)) == 1 })
+	groupPayloads := c.kinds[kindGroup].Load()
+	got := groupOp(t, rs[node(bob)], conns[bob], bob, create, protocol.GroupCreate, 0, alice, carol, dave)
+	wantAccept(t, got, group)
+	if n := c.kinds[kindGroup].Load() - groupPayloads; n != 1 {
+		t.Fatalf("%d group payloads for one create, want 1", n)
+	}
+	if ms := members(t, ss[2], group); len(ms) != 4 {
+		t.Fatalf("the group's home holds %d members, want 4", len(ms))
+	}
+	for _, i := range []int{0, 1} {
+		if ms, err := ss[i].Members(group); !errors.Is(err, storage.ErrNoGroup) || len(ms) != 0 {
+			t.Fatalf("node %d holds the group's members %v (%v): only its home does", i+1, ms, err)
+		}
+	}
+	for _, u := range []uint64{alice, bob, carol, dave} {
+		waitEvents(t, ss[node(u)], 1, u)
+	}
+
+	// alice (node 1) sends: the group's home (node 3) stores carol's copy,
+	// and hands node 1 (dave) and node 2 (bob) one payload each.
+	fanouts := c.kinds[kindFanout].Load()
+	sendGroup := func(from, msgID uint64) delivery.Outbound {
+		t.Helper()
+		conns[from].reset()
+		if !rs[node(from)].Send(conns[from].s(), delivery.Message{From: delivery.To(from), To: group, Group: true, MsgID: msgID, Retry: true, Record: record(from, msgID, "hi")}) {
+			t.Fatal("group Send busy")
+		}
+		return answer(t, conns[from], msgID)
+	}
+	wantAccept(t, sendGroup(alice, 10), 0)
+	if n := c.kinds[kindFanout].Load() - fanouts; n != 2 {
+		t.Fatalf("%d fan-out payloads for one message to members on 3 nodes, want 2 (one per node other than the group's home)", n)
+	}
+	for _, u := range []uint64{bob, carol, dave} {
+		if got := groupMessages(t, ss[node(u)], u); !slices.Equal(got, []uint64{10}) {
+			t.Fatalf("user %d's mailbox holds group messages %v, want [10]", u, got)
+		}
+	}
+	if got := groupMessages(t, ss[0], alice); len(got) != 0 {
+		t.Fatalf("the sender's own mailbox holds %v", got)
+	}
+	waitFor(t, "carol's live copy", func() bool { return len(conns[carol].items(delivery.OutEntry)) == 2 })
+
+	// The resend with flag B: ACCEPTed again, no second copy anywhere.
+	wantAccept(t, sendGroup(alice, 10), 0)
+	for _, u := range []uint64{bob, carol, dave} {
+		if got := groupMessages(t, ss[node(u)], u); !slices.Equal(got, []uint64{10}) {
+			t.Fatalf("after the resend user %d holds %v, want [10]", u, got)
+		}
+	}
+
+	// carol acknowledges: her delivered receipt reaches alice on node 1.
+	if !rs[node(carol)].Ack(conns[carol].s(), delivery.To(carol), 2) {
+		t.Fatal("ack busy")
+	}
+	waitFor(t, "the receipt in alice's session", func() bool {
+		for _, o := range conns[alice].items(delivery.OutEntry) {
+			if x, err := protocol.ParseRecord(o.Record); err == nil && x.Type == protocol.TypeReceipt {
+				return true
+			}
+		}
+		return false
+	})
+
+	// A signal from dave (node 1) reaches bob on node 2 and carol on node 3.
+	rs[node(dave)].SignalGroup(delivery.To(dave), group, protocol.SignalTyping)
+	waitFor(t, "the group signal on nodes 2 and 3", func() bool {
+		return len(conns[bob].items(delivery.OutSignal)) == 1 && len(conns[carol].items(delivery.OutSignal)) == 1
+	})
+	if got := conns[bob].items(delivery.OutSignal)[0]; got.Peer != dave || got.Ref != group {
+		t.Fatalf("bob got signal %+v, want one from dave in the group", got)
+	}
+
+	// bob's node is down: bob's copy cannot be stored, so the message is
+	// refused, retryably; once it is back, the resend stores bob's copy
+	// only.
+	c.set(c.down, 2, true)
+	got = sendGroup(carol, 11)
+	wantRefuse(t, got, protocol.CodeRetryLater)
+	if got.RetryAfter == 0 || got.Reason != "a member's home node is unreachable" {
+		t.Fatalf("refusal %+v, want a retry_after and the reason", got)
+	}
+	c.set(c.down, 2, false)
+	wantAccept(t, sendGroup(carol, 11), 0)
+	for _, u := range []uint64{alice, bob, dave} {
+		if got := groupMessages(t, ss[node(u)], u); !slices.Equal(got[len(got)-1:], []uint64{11}) || len(got) != map[bool]int{true: 1, false: 2}[u == alice] {
+			t.Fatalf("user %d holds group messages %v, want 11 once, last", u, got)
+		}
+	}
+
+	// A change through a node other than the group's home: bob removes
+	// nobody he may not; dave leaves through node 1.
+	got = groupOp(t, rs[node(dave)], conns[dave], dave, 20, protocol.GroupLeave, group)
+	wantAccept(t, got, group)
+	if ms := members(t, ss[2], group); len(ms) != 3 {
+		t.Fatalf("the group has %d members after dave left, want 3", len(ms))
+	}
+	wantRefuse(t, sendGroup(dave, 21), protocol.CodeNotMember)
 }
 
 // TestForwardLostWithARestartedHome: a SEND lost in transit to a home that
@@ -340,4 +477,82 @@ func TestForwardLostWithARestartedHome(t *testing.T) {
 	if p, rt := n2.Forwarding(); p != 0 || rt != 0 {
 		t.Fatalf("node 2 still tracks %d forwarded SENDs over %d routes, all answered or refused", p, rt)
 	}
+}
+
+// TestGroupFanoutTimesOut: a member's home node that takes a fan-out and
+// never answers fails the message retryably after the peer timeout, on the
+// group home's tick; a home that restarted meanwhile fails it at once on
+// the tick, and the fan-outs it tracks are all answered or failed.
+func TestGroupFanoutTimesOut(t *testing.T) {
+	var now atomic.Int64
+	now.Store(time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC).UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	c, rs, _ := newCluster(t, 2, clock)
+	const alice, bob = 2, 1 // alice on node 1, bob on node 2
+	a := newFake()
+	login(t, rs[0], a, alice, 0)
+	var create, group uint64
+	for id := uint64(1); ; id++ {
+		if g := delivery.GroupID(alice, id); g%2 == 0 { // homed on node 1, alice's
+			create, group = id, g
+			break
+		}
+	}
+	wantAccept(t, groupOp(t, rs[0], a, alice, create, protocol.GroupCreate, 0, bob), group)
+
+	c.set(c.deaf, 2, true)
+	sendTo := func(msgID uint64) {
+		t.Helper()
+		a.reset()
+		if !rs[0].Send(a.s(), delivery.Message{From: delivery.To(alice), To: group, Group: true, MsgID: msgID, Retry: true, Record: record(alice, msgID, "x")}) {
+			t.Fatal("group Send busy")
+		}
+		waitFor(t, "the fan-out to node 2", func() bool { return rs[0].Fanning() == 1 })
+	}
+	sendTo(5)
+	rs[0].Tick()
+	if n := len(a.items(delivery.OutRefuse)) + len(a.items(delivery.OutAccept)); n != 0 {
+		t.Fatalf("%d answers before the timeout, want none", n)
+	}
+	now.Add(int64(time.Second))
+	rs[0].Tick()
+	got := answer(t, a, 5)
+	wantRefuse(t, got, protocol.CodeRetryLater)
+	if got.Reason != "a member's home node did not answer" {
+		t.Fatalf("reason %q", got.Reason)
+	}
+
+	sendTo(6)
+	c.mu.Lock()
+	c.inst[2]++
+	c.mu.Unlock()
+	rs[0].Tick()
+	got = answer(t, a, 6)
+	wantRefuse(t, got, protocol.CodeRetryLater)
+	if got.Reason != "a member's home node restarted" {
+		t.Fatalf("reason %q", got.Reason)
+	}
+	if n := rs[0].Fanning(); n != 0 {
+		t.Fatalf("node 1 still tracks %d fan-outs", n)
+	}
+}
+
+// FuzzFromPeer: whatever another node sends, FromPeer never panics and
+// never takes a payload that does not decode; a malformed one is counted.
+func FuzzFromPeer(f *testing.F) {
+	for _, seed := range [][]byte{
+		{1, 1, 1, 1, 2, 3, 0, 'x'},
+		{2, 1, 1, 7, 0, 0, 0},
+		{7, 1, 1, 3, 9, 1 << 7, 1, 1, 2, 4, 5, 'r'},
+		{8, 1, 1, 12, 3, 9, 0, 2, 1, 2, 'r'},
+		{9, 1, 0, 0},
+		{9, 1, 200, 1, 0},
+		{8, 1, 1, 12, 3, 9, 0, 0xff, 0xff, 0xff, 0xff, 0x0f},
+	} {
+		f.Add(seed)
+	}
+	_, rs, _ := newCluster(f, 2, time.Now)
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		rs[0].FromPeer(2, payload)
+	})
 }

@@ -171,12 +171,12 @@ type Stats struct {
 	Replaced          atomic.Uint64 // connections closed by a newer login of their user
 	StorageErrors     atomic.Uint64 // storage reads and commits that failed
 	Crashes           atomic.Uint64 // panics of a shard or group worker (each restarted with its state reloaded)
-	Forwarded         atomic.Uint64 // 1:1 SENDs handed to their recipient's home node (a cluster)
+	Forwarded         atomic.Uint64 // 1:1 SENDs and group requests handed to the home node of their recipient or group (a cluster)
+	FanoutsForwarded  atomic.Uint64 // group fan-outs handed to another node for the members it homes, one per node per message or event (a cluster)
 	ForwardTimeouts   atomic.Uint64 // forwarded SENDs whose answer did not come in time: their senders were told to retry
 	HomeDown          atomic.Uint64 // SENDs refused at once because their recipient's home node was down
 	ReceiptsForwarded atomic.Uint64 // receipts handed to their sender's home node (a cluster)
 	PeerErrors        atomic.Uint64 // payloads from other nodes that did not decode (a mismatched build)
-	GroupsSpanning    atomic.Uint64 // group messages and changes refused because members are homed on other nodes (a cluster)
 }
 
 // New returns a Router over store. Start it with Start.
@@ -389,7 +389,12 @@ func (r *Router) Logout(s Session, to Addressee) {
 func (r *Router) Send(s Session, m Message) bool {
 	var ok bool
 	if m.Group {
-		ok = r.submitGroup(groupReq{send: true, sess: s, from: m.From.User, msgID: m.MsgID, group: m.To, retry: m.Retry, record: m.Record})
+		q := groupReq{send: true, sess: s, from: m.From.User, msgID: m.MsgID, group: m.To, retry: m.Retry, record: m.Record}
+		if home := r.remote(m.To); home != 0 {
+			ok = r.groupRemote(home, q)
+		} else {
+			ok = r.submitGroup(q)
+		}
 	} else {
 		q := request{kind: reqSend, sess: s, user: m.To, from: m.From.User, msgID: m.MsgID, retry: m.Retry, record: m.Record, at: r.stamp()}
 		if home := r.remote(m.To); home != 0 {
@@ -489,6 +494,9 @@ func (r *Router) GroupOp(s Session, actor Addressee, g *protocol.Group) bool {
 	if g.Op == protocol.GroupCreate {
 		q.group = groupID(actor.User, g.MsgID)
 	}
+	if home := r.remote(q.group); home != 0 {
+		return r.groupRemote(home, q)
+	}
 	return r.submitGroup(q)
 }
 
@@ -496,7 +504,12 @@ func (r *Router) GroupOp(s Session, actor Addressee, g *protocol.Group) bool {
 // one request to each shard that owns members, never a storage read per
 // member (signal.go).
 func (r *Router) SignalGroup(from Addressee, group uint64, kind uint32) {
-	if !r.submitGroup(groupReq{signal: true, from: from.User, msgID: uint64(kind), group: group}) {
+	q := groupReq{signal: true, from: from.User, msgID: uint64(kind), group: group}
+	if home := r.remote(group); home != 0 {
+		r.groupRemote(home, q)
+		return
+	}
+	if !r.submitGroup(q) {
 		r.stats.SignalsDropped.Add(1)
 	}
 }
@@ -538,14 +551,21 @@ func refusalReason(err error) string {
 		return "storage commit failed"
 	case errors.Is(err, errBusy):
 		return "a member's shard is busy"
-	default:
-		return "storage failed"
 	}
+	if pr, ok := errors.AsType[*peerRefusal](err); ok {
+		return pr.reason
+	}
+	return "storage failed"
 }
 
 // refusal maps a failed append to the code and retry delay the sender is told.
 func refusal(err error) (protocol.Code, uint32) {
+	if pr, ok := errors.AsType[*peerRefusal](err); ok {
+		return pr.code, pr.retryAfter
+	}
 	switch {
+	case errors.Is(err, errBusy):
+		return protocol.CodeRetryLater, 100
 	case errors.Is(err, storage.ErrMailboxFull):
 		return protocol.CodeMailboxFull, 5000
 	case errors.Is(err, storage.ErrSenderQuota):

@@ -80,7 +80,7 @@ var statSeries = map[string]string{
 	"delivery.Stats.HomeDown":          "switchboard_home_down_total",
 	"delivery.Stats.ReceiptsForwarded": "switchboard_receipts_forwarded_total",
 	"delivery.Stats.PeerErrors":        "switchboard_peer_errors_total",
-	"delivery.Stats.GroupsSpanning":    "switchboard_groups_spanning_total",
+	"delivery.Stats.FanoutsForwarded":  "switchboard_fanouts_forwarded_total",
 
 	"delivery.Gauges.ShardQueues":  `switchboard_shard_queue_length{shard="%d"}`,
 	"delivery.Gauges.GroupQueues":  `switchboard_group_queue_length{worker="%d"}`,
