@@ -205,6 +205,129 @@ func TestClusterOfThree(t *testing.T) {
 	}
 }
 
+// TestClusterGroupAcrossThree: a group whose three members are homed on
+// the three nodes, over real NATS and Badger. Alice creates it; every
+// member gets the GROUP_EVENT from their own home; Bob's message reaches
+// Alice and Carol once, with a delivered receipt back to Bob for each;
+// Carol's typing signal reaches Alice and Bob; Alice's read receipt
+// reaches Bob; a message sent while Carol's node is down is refused
+// retryably and, once the node is back, resent and delivered to each
+// member once.
+func TestClusterGroupAcrossThree(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three nodes with their NATS servers")
+	}
+	tc := newTestCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	alice, bob, carol := tc.userHomedOn(1, 1000), tc.userHomedOn(2, 2000), tc.userHomedOn(3, 3000)
+	a, b, c := tc.dial(ctx, alice, 1), tc.dial(ctx, bob, 2), tc.dial(ctx, carol, 3)
+
+	create, err := a.Group(protocol.GroupCreate, 0, bob, carol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Alice's own copy of the event may come before her ACCEPT.
+	var acc *protocol.Accept
+	var created *protocol.GroupEvent
+	for acc == nil || created == nil {
+		ev, err := a.Recv(ctx)
+		if err != nil {
+			t.Fatalf("waiting for the create's ACCEPT and event: %v", err)
+		}
+		switch x := ev.(type) {
+		case *protocol.Accept:
+			acc = x
+		case *protocol.GroupEvent:
+			created = x
+		}
+	}
+	group := acc.Ref
+	if acc.MsgID != create || group == 0 || created.Group != group {
+		t.Fatalf("ACCEPT %+v and event %+v, want the create's %d with the group", acc, created, create)
+	}
+	for _, x := range []*client.Conn{b, c} {
+		if ev := next[*protocol.GroupEvent](t, ctx, x); ev.Group != group || ev.Op != protocol.GroupCreate || ev.Actor != alice {
+			t.Fatalf("event %+v, want alice's create of %d", ev, group)
+		}
+	}
+
+	id, err := b.Send(group, true, []byte("to all"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if acc := next[*protocol.Accept](t, ctx, b); acc.MsgID != id {
+		t.Fatalf("ACCEPT of %d, want %d", acc.MsgID, id)
+	}
+	for _, x := range []*client.Conn{a, c} {
+		if d := next[*protocol.Deliver](t, ctx, x); d.From != bob || d.Group != group || d.MsgID != id || string(d.Body) != "to all" {
+			t.Fatalf("got %+v, want bob's group message %d", d, id)
+		}
+	}
+	by := map[uint64]bool{}
+	for len(by) < 2 {
+		r := next[*protocol.Receipt](t, ctx, b)
+		if r.MsgID != id || r.Read {
+			t.Fatalf("bob got receipt %+v, want delivered for %d", r, id)
+		}
+		by[r.By] = true
+	}
+	if !by[alice] || !by[carol] {
+		t.Fatalf("delivered receipts by %v, want alice and carol", by)
+	}
+
+	if err := c.Signal(0, group, protocol.SignalTyping); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range []*client.Conn{a, b} {
+		if s := next[*protocol.Signal](t, ctx, x); s.Peer != carol || s.Group != group || s.Kind != protocol.SignalTyping {
+			t.Fatalf("signal %+v, want carol typing in the group", s)
+		}
+	}
+	if err := a.Read(bob, true, id, 0); err != nil {
+		t.Fatal(err)
+	}
+	if r := next[*protocol.Receipt](t, ctx, b); r.MsgID != id || !r.Read || r.By != alice {
+		t.Fatalf("bob got %+v, want alice's read receipt for %d", r, id)
+	}
+
+	// Carol's node stops: the next message cannot be durable in her
+	// mailbox, so it is refused until the node is back.
+	tc.stop(3)
+	testutil.Eventually(t, 10*time.Second, "node 2 to see node 3 down", func() bool { return !tc.node(2).Cluster().Up(3) })
+	id2, err := b.Send(group, true, []byte("carol away"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ref := next[*protocol.Refuse](t, ctx, b); ref.MsgID != id2 || ref.Code != protocol.CodeRetryLater || ref.RetryAfter == 0 {
+		t.Fatalf("refusal %+v, want RETRY_LATER of %d", ref, id2)
+	}
+	tc.start(3)
+	if acc := next[*protocol.Accept](t, ctx, b); acc.MsgID != id2 {
+		t.Fatalf("ACCEPT of %d after node 3 came back, want %d", acc.MsgID, id2)
+	}
+	for _, x := range []*client.Conn{a, c} {
+		if d := next[*protocol.Deliver](t, ctx, x); d.MsgID != id2 || string(d.Body) != "carol away" {
+			t.Fatalf("got %+v after node 3 came back, want %d", d, id2)
+		}
+	}
+	for _, u := range []uint64{alice, carol} {
+		page, _, err := tc.node(tc.cfg.Home(u)).Store().Read(u, 1, 100, 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, e := range page {
+			if e.MsgID == id2 && e.Sender == bob {
+				n++
+			}
+		}
+		if n > 1 {
+			t.Fatalf("user %d holds %d copies of %d", u, n, id2)
+		}
+	}
+}
+
 // TestClusterMismatchRefused: a node whose node list differs from the
 // running nodes' refuses to start, saying so.
 func TestClusterMismatchRefused(t *testing.T) {
