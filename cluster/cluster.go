@@ -39,6 +39,12 @@ const (
 	// maxPayload is the largest payload Send takes: NATS's default 1 MiB
 	// message, less the sender's ID in front.
 	maxPayload = 1<<20 - 4
+	// maxSeenGrain bounds how often the payload path writes a peer's
+	// last-seen time: at most once per 5 ms (and per DownAfter/8 when that
+	// is shorter) however many payloads arrive, so that hundreds of
+	// thousands a second cost a clock read and an atomic load each, while
+	// the time lags by 5 ms at most, nothing against DownAfter's 2 s.
+	maxSeenGrain = 5 * time.Millisecond
 )
 
 // ErrMismatch is the error of a node whose cluster configuration (name or
@@ -72,7 +78,8 @@ type Cluster struct {
 	hash     uint64
 	canon    string
 	instance uint64
-	epoch    time.Time // heard times are offsets from it, on the monotonic clock
+	epoch    time.Time // heard and seen times are offsets from it, on the monotonic clock
+	grain    int64     // nanoseconds: a payload moves a peer's seen time forward by at least this much, or not at all
 	control  string
 	subjects map[uint32]string // node ID → its subject
 	clients  map[uint32]string // node ID → its client address
@@ -97,14 +104,20 @@ type Cluster struct {
 	// Atomic; shared with every caller and NATS's goroutines.
 	starting                                               atomic.Bool
 	sent, refused, received, dropped, lostEvent, malformed atomic.Uint64
+
+	// Atomic; set by tests only.
+	quiet atomic.Bool // heartbeats are not published: a live node whose heartbeats are late
 }
 
 // peer is what this node knows of another node.
 type peer struct {
 	// Atomic; written by the control handler, read by everyone.
-	heard      atomic.Int64  // 1 + nanoseconds from epoch to its last matching heartbeat; 0 never
+	heard      atomic.Int64  // 1 + nanoseconds from epoch to its last matching heartbeat; 0 never (for the down log)
 	instance   atomic.Uint64 // the instance its last matching heartbeat announced
 	mismatched atomic.Bool   // its last heartbeat carried another hash
+	// Atomic; written by the control handler and the payload handler
+	// (seenPayload), read by everyone.
+	seen atomic.Int64 // 1 + nanoseconds from epoch to its last sign of life (heartbeat or payload); 0 never
 	// Owned by the heartbeat loop.
 	up bool
 }
@@ -136,6 +149,7 @@ func Start(cfg Config, handler func(from uint32, payload []byte)) (*Cluster, err
 		canon:    cfg.canonical(),
 		instance: rand.Uint64(),
 		epoch:    time.Now(),
+		grain:    int64(min(maxSeenGrain, cfg.DownAfter/8)),
 		control:  "sb." + cfg.Name + ".control",
 		subjects: make(map[uint32]string, len(cfg.Nodes)),
 		clients:  make(map[uint32]string, len(cfg.Nodes)),
@@ -246,20 +260,44 @@ func (c *Cluster) awaitPeers() error {
 	}
 }
 
-// deliver passes a payload to the handler. NATS calls it on the
-// subscription's goroutine, in order.
+// deliver passes a payload to the handler, having counted it as a sign of
+// life of its sender. NATS calls it on the subscription's goroutine, in
+// order.
 func (c *Cluster) deliver(m *nats.Msg) {
 	if len(m.Data) < 4 {
 		c.dropped.Add(1)
 		return
 	}
 	from := binary.BigEndian.Uint32(m.Data)
-	if _, ok := c.subjects[from]; !ok {
+	if p := c.peers[from]; p != nil {
+		c.seenPayload(p)
+	} else if from != c.cfg.Self {
 		c.dropped.Add(1)
 		return
 	}
 	c.received.Add(1)
 	c.handler(from, m.Data[4:])
+}
+
+// seenPayload counts a payload from p as a sign of life, like a heartbeat,
+// but only while p is up: heard with a matching heartbeat and seen within
+// DownAfter. A payload does not carry its sender's instance or hash, so it
+// may keep up what a heartbeat made up and never makes up a node that is
+// down, never heard, or mismatched; a restarted node comes back by its
+// heartbeat, which announces the new instance. It moves the seen time at
+// most once per grain, without a lock or an allocation: it is on the path
+// of every payload. Called on the subscription's goroutine.
+func (c *Cluster) seenPayload(p *peer) {
+	seen := p.seen.Load()
+	if seen == 0 {
+		return
+	}
+	now := 1 + int64(time.Since(c.epoch))
+	if age := now - seen; age < c.grain || age >= int64(c.cfg.DownAfter) || p.mismatched.Load() {
+		return
+	}
+	// A heartbeat stored in the meantime is as recent: keep it.
+	p.seen.CompareAndSwap(seen, now)
 }
 
 // heard takes a heartbeat. NATS calls it on the control subscription's
@@ -294,7 +332,9 @@ func (c *Cluster) heard(m *nats.Msg) {
 		c.log.Info("cluster: node's configuration matches again", "peer", hb.node)
 	}
 	p.instance.Store(hb.instance)
-	p.heard.Store(1 + int64(time.Since(c.epoch)))
+	now := 1 + int64(time.Since(c.epoch))
+	p.heard.Store(now)
+	p.seen.Store(now)
 }
 
 // Instance returns the instance node last announced, random per Start of
@@ -338,7 +378,9 @@ func (c *Cluster) heartbeats() {
 	tick := time.NewTicker(c.cfg.Heartbeat)
 	defer tick.Stop()
 	for {
-		if err := c.nc.Publish(c.control, msg); err != nil && !errors.Is(err, nats.ErrReconnectBufExceeded) {
+		if c.quiet.Load() {
+			// A test's live node whose heartbeats are late: not sent.
+		} else if err := c.nc.Publish(c.control, msg); err != nil && !errors.Is(err, nats.ErrReconnectBufExceeded) {
 			c.log.Debug("cluster: heartbeat not sent", "err", err)
 		}
 		now := time.Now()
@@ -351,7 +393,7 @@ func (c *Cluster) heartbeats() {
 			if up {
 				c.log.Info("cluster: node up", "peer", id)
 			} else {
-				c.log.Warn("cluster: node down", "peer", id, "silent_for", c.cfg.DownAfter)
+				c.log.Warn("cluster: node down", "peer", id, "silent_for", c.cfg.DownAfter, "last_heartbeat", c.since(p.heard.Load()))
 			}
 			select {
 			case c.events <- NodeEvent{Node: id, Up: up, At: now}:
@@ -367,14 +409,24 @@ func (c *Cluster) heartbeats() {
 	}
 }
 
+// since returns how long ago t (1 + nanoseconds from epoch) was, or -1
+// for 0 (never).
+func (c *Cluster) since(t int64) time.Duration {
+	if t == 0 {
+		return -1
+	}
+	return (time.Since(c.epoch) - time.Duration(t-1)).Round(time.Millisecond)
+}
+
 // Self returns this node's ID.
 func (c *Cluster) Self() uint32 { return c.cfg.Self }
 
 // Home returns the node that homes mailbox owner id; see Config.Home.
 func (c *Cluster) Home(id uint64) uint32 { return c.cfg.Home(id) }
 
-// Up reports whether node was heard from, with a matching configuration,
-// within DownAfter. Self is always up; an unknown node never is.
+// Up reports whether node gave a sign of life within DownAfter: a
+// heartbeat with a matching configuration, or a payload while it was up
+// (seenPayload). Self is always up; an unknown node never is.
 func (c *Cluster) Up(node uint32) bool {
 	if node == c.cfg.Self {
 		return true
@@ -383,8 +435,8 @@ func (c *Cluster) Up(node uint32) bool {
 	if p == nil || p.mismatched.Load() {
 		return false
 	}
-	heard := p.heard.Load()
-	return heard != 0 && time.Since(c.epoch)-time.Duration(heard-1) < c.cfg.DownAfter
+	seen := p.seen.Load()
+	return seen != 0 && time.Since(c.epoch)-time.Duration(seen-1) < c.cfg.DownAfter
 }
 
 // Addr returns node's client address (for redirects), or "" for a node not

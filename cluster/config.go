@@ -45,7 +45,8 @@ type Config struct {
 	// Heartbeat is how often this node announces itself on the control
 	// subject. Zero means DefaultHeartbeat.
 	Heartbeat time.Duration
-	// DownAfter is how long a node may go unheard before it is down. Zero
+	// DownAfter is how long a node may go without a sign of life (a
+	// matching heartbeat, or a payload while it is up) before it is down. Zero
 	// means DefaultDownAfter. At least twice Heartbeat, so that one late
 	// heartbeat does not take a node down.
 	DownAfter time.Duration

@@ -26,12 +26,34 @@
 //
 // # Liveness
 //
-// A peer is up while its last heartbeat carrying this node's Config.Hash is
-// younger than Config.DownAfter (2 s): a node that dies is down within
-// about 2 s, and Send to it answers false at once, which delivery turns
-// into a retryable refusal. The embedded server's own route pings (every
-// 500 ms, 3 unanswered) close a dead route on the same time scale; NATS's
-// defaults (a ping every 2 minutes) would not. A heartbeat with another
+// A peer is up while its last sign of life is younger than
+// Config.DownAfter (2 s): a node that dies is down within about 2 s, and
+// Send to it answers false at once, which delivery turns into a retryable
+// refusal. Two signals count:
+//
+//   - a heartbeat carrying this node's Config.Hash: it makes the peer up,
+//     whatever it was, and records its instance (Instance);
+//   - a payload from the peer on this node's subject, but only while the
+//     peer is up: it keeps up a node whose heartbeats come late under load
+//     while its data still arrives. A payload names neither the sender's
+//     instance nor its hash, so it never makes up a node that is down,
+//     was never heard, or sent another hash, and it never changes the
+//     instance: a restarted node is up again only by its heartbeat. (A
+//     process that restarts within DownAfter, before its first heartbeat
+//     is heard, may keep the peer up with its payloads while Instance
+//     still names the previous process: delivery then tags forwards with
+//     the old instance and the new process refuses them, retryably, as in
+//     any quick restart.)
+//
+// Since Send refuses a down peer, a node that went down gets no data
+// from this node until a heartbeat brings it back, but its own payloads to
+// this node still arrive; they do not bring it back. The payload path
+// moves the peer's seen time at most once per 5 ms, with an atomic and no
+// lock.
+//
+// The embedded server's own route pings (every 500 ms, 3 unanswered)
+// close a dead route on the same time scale; NATS's defaults (a ping
+// every 2 minutes) would not. A heartbeat with another
 // hash fails Start when heard during it, and later takes that peer down
 // with an error logged once. A heartbeat with this node's ID from another
 // process (another instance) is a mismatch too: two processes must never
