@@ -61,9 +61,9 @@
 // a mailbox's owner is named by an Addressee; requests and what comes back
 // (Outbound) are values. Who owns a mailbox is answered in one place,
 // owners.go: one of the local shards, or, in a cluster, the mailbox's home
-// node. Inside the process a group fan-out still shares a counter (fanout)
-// between the shards that store its copies; a forwarder to another node
-// would carry its id instead.
+// node. Inside the process a group fan-out shares a counter (fanout)
+// between the shards that store its copies; its part on another node is
+// named by an id in the payload, and that node keeps its own counter.
 //
 // In a cluster (Join, peers.go) every mailbox has one home node, which
 // alone stores and serves it; sessions live on their user's home. A 1:1
@@ -77,9 +77,15 @@
 // homed elsewhere goes to the sender's home node, which stores it and then
 // tells the acker's node to settle its pending receipt: until then a
 // rescan or a restart offers it again, so receipts may repeat but are not
-// lost. Signals cross too, one payload per node. Groups do not span nodes
-// yet: a group message or change whose members are, or would be, homed on
-// other nodes is refused for good (FORBIDDEN) before anything is stored.
+// lost. Signals cross too, one payload per node. A group lives on its own
+// home node (that of its id), whose group worker alone checks and changes
+// its membership; a group request from a session elsewhere is one payload
+// there and one answer back, as a 1:1 SEND is. The home fans a message or
+// event out with one payload per node homing members, and that node
+// answers once every copy it was given is durable; the requester's ACCEPT
+// waits for every node's answer. A member's home that is down or silent
+// fails the message retryably, and the resend stores only the copies still
+// missing (peergroups.go).
 //
 // Every user's entries flow to its connection through a window: at most
 // Config.Window entries pushed and not yet acknowledged, and at most

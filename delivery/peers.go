@@ -292,8 +292,8 @@ func (co clusterOwners) at(i int) mailboxOwner {
 // remoteOwner stands for every mailbox homed on another node. A receipt
 // goes to its sender's home node, which stores it and has it settled here;
 // a signal goes to its users' home nodes, one payload per node. Group
-// copies do not cross nodes (a group whose members span nodes is refused
-// before any copy is made: group.go).
+// copies for members homed elsewhere never reach it: the group worker
+// sends them one payload per node (fanRemote, peergroups.go).
 type remoteOwner struct{ r *Router }
 
 func (ro remoteOwner) offer(q request) bool {

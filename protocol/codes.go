@@ -43,7 +43,7 @@ const (
 	CodeMailboxFull  Code = 34 // the recipient's mailbox is full: retry later
 	CodeBadRecipient Code = 35 // no such user or group id (zero, or out of range)
 	CodeNotMember    Code = 36 // the sender is not a member of the group
-	CodeForbidden    Code = 37 // the group operation needs an admin (or, on a cluster, the group would span nodes)
+	CodeForbidden    Code = 37 // the group operation needs an admin
 	CodeGroupFull    Code = 38 // the group has as many members as it may
 	CodeQuota        Code = 39 // the sender has as much waiting in others' mailboxes as it may: retry after RetryAfter
 )
