@@ -229,6 +229,7 @@ func (r *Router) fanRemote(node uint32, f *fanout, e storage.Entry, members []ui
 		return
 	}
 	if rf, ok := r.takeFan(id); ok {
+		r.stats.HomeDown.Add(1)
 		rf.f.done(memberHomeRefusal(reasonMemberHomeDown))
 	}
 }

@@ -174,7 +174,7 @@ type Stats struct {
 	Forwarded         atomic.Uint64 // 1:1 SENDs and group requests handed to the home node of their recipient or group (a cluster)
 	FanoutsForwarded  atomic.Uint64 // group fan-outs handed to another node for the members it homes, one per node per message or event (a cluster)
 	ForwardTimeouts   atomic.Uint64 // forwarded SENDs whose answer did not come in time: their senders were told to retry
-	HomeDown          atomic.Uint64 // SENDs refused at once because their recipient's home node was down
+	HomeDown          atomic.Uint64 // SENDs and group requests refused at once because the home node of their recipient, group or one of its members was down
 	ReceiptsForwarded atomic.Uint64 // receipts handed to their sender's home node (a cluster)
 	PeerErrors        atomic.Uint64 // payloads from other nodes that did not decode (a mismatched build)
 }

@@ -152,7 +152,7 @@ func newMetrics(src metricSources) *prometheus.Registry {
 	counter("switchboard_worker_crashes_total", "Panics of a routing shard or group worker; each was restarted with its state reloaded from storage.", &rs.Crashes)
 	counter("switchboard_forwarded_total", "1:1 SENDs and group requests handed to the home node of their recipient or group (a cluster).", &rs.Forwarded)
 	counter("switchboard_forward_timeouts_total", "Forwarded SENDs whose answer did not come in time; their senders were told to retry.", &rs.ForwardTimeouts)
-	counter("switchboard_home_down_total", "SENDs refused at once because their recipient's home node was down.", &rs.HomeDown)
+	counter("switchboard_home_down_total", "SENDs and group requests refused at once because the home node of their recipient, their group or one of its members was down.", &rs.HomeDown)
 	counter("switchboard_receipts_forwarded_total", "Receipts handed to their sender's home node (a cluster).", &rs.ReceiptsForwarded)
 	counter("switchboard_peer_errors_total", "Payloads from other nodes that did not decode (a mismatched build).", &rs.PeerErrors)
 	counter("switchboard_fanouts_forwarded_total", "Group fan-outs handed to another node for the members it homes: one per node per group message or event (a cluster).", &rs.FanoutsForwarded)
