@@ -44,6 +44,9 @@ var allowed = map[string][]string{
 	"cluster": {"home"},
 	// home is the arithmetic of a mailbox's home node, free of NATS.
 	"home": {},
+	// noise is the encrypted transport: handshakes over the preface, and
+	// transport messages around frames.
+	"noise": {"protocol"},
 }
 
 // confined lists the third-party modules that one folder alone may import
@@ -62,6 +65,7 @@ var confined = []struct {
 	{"charm.land/lipgloss", "lipgloss", "chat and top"},
 	{"github.com/nats-io/nats-server", "the NATS server", "cluster"},
 	{"github.com/nats-io/nats.go", "the NATS client", "cluster"},
+	{"github.com/flynn/noise", "the Noise handshakes", "noise"},
 }
 
 // violations returns every import under root that breaks an arrow or a

@@ -57,7 +57,7 @@ func TestBadInput(t *testing.T) {
 		{name: "frame before login", write: protocol.AppendPing(bytes.Clone(preface)), want: protocol.CodeNotLoggedIn},
 		{name: "bad preface", write: []byte("GET / HTTP/1.1\r\n\r\n"), want: protocol.CodeProtocol},
 		{name: "preface version 0", write: []byte{'S', 'W', 0, 0}, want: protocol.CodeUnsupportedVersion},
-		{name: "preface noise transport", write: []byte{'S', 'W', 1, protocol.TransportNoise}, want: protocol.CodeUnsupportedTransport},
+		{name: "preface noise transport", write: []byte{'S', 'W', 1, protocol.TransportNoiseXX}, want: protocol.CodeUnsupportedTransport},
 		{name: "second login", loggedIn: true, write: (&protocol.Login{Token: ts.Token(9)}).Append(nil), want: protocol.CodeAlreadyLoggedIn},
 		{name: "bad token", write: login([]byte("not a token at all, not at all"), 0), want: protocol.CodeBadToken},
 		{name: "forged token", write: login(forged, 0), want: protocol.CodeBadToken},

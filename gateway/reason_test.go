@@ -74,7 +74,7 @@ func TestErrorReasons(t *testing.T) {
 			want: protocol.CodeProtocol, reason: "preface"},
 		{name: "preface version 0", write: []byte{'S', 'W', 0, 0},
 			want: protocol.CodeUnsupportedVersion, reason: "preface"},
-		{name: "preface transport", write: []byte{'S', 'W', 1, protocol.TransportNoise},
+		{name: "preface transport", write: []byte{'S', 'W', 1, protocol.TransportNoiseXX},
 			want: protocol.CodeUnsupportedTransport, reason: "transport"},
 		{name: "second login", loggedIn: true, write: (&protocol.Login{Token: ts.Token(9)}).Append(nil),
 			want: protocol.CodeAlreadyLoggedIn, reason: "second LOGIN"},

@@ -19,8 +19,9 @@ const (
 
 // Transport modes of the preface.
 const (
-	TransportPlain byte = 0 // frames follow in the clear (under TLS, or on trusted networks)
-	TransportNoise byte = 1 // reserved: a Noise_XX handshake, then encrypted frames
+	TransportPlain   byte = 0 // frames follow in the clear (on trusted networks, or under TLS)
+	TransportNoiseXX byte = 1 // a Noise_XX handshake, then encrypted frames (package noise)
+	TransportNoiseIK byte = 2 // a Noise_IK handshake (XXfallback if it fails), then encrypted frames
 )
 
 var (

@@ -401,7 +401,7 @@ func generateVectors(t *testing.T) []byte {
 		ver, transpt byte
 	}{
 		{"PREFACE plain", "version 1, transport 0", Version, TransportPlain},
-		{"PREFACE noise", "transport 1 is reserved: a version 1 server answers ERROR UNSUPPORTED_TRANSPORT", Version, TransportNoise},
+		{"PREFACE noise", "transport 1 is reserved: a version 1 server answers ERROR UNSUPPORTED_TRANSPORT", Version, TransportNoiseXX},
 	} {
 		fs, _ := json.Marshal(fields{{"version", pc.ver}, {"transport", pc.transpt}})
 		file.Frames = append(file.Frames, vectorFrame{Name: pc.name, Type: "PREFACE", Note: pc.note,

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"switchboard/client"
-	"switchboard/protocol"
 	"switchboard/internal/testutil"
+	"switchboard/protocol"
 )
 
 // groupMember is one member of TestClusterGroupKill9's group: it sends

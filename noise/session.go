@@ -1,0 +1,86 @@
+package noise
+
+import (
+	"crypto/cipher"
+	"encoding/binary"
+	"fmt"
+	"math"
+
+	"golang.org/x/crypto/chacha20poly1305"
+)
+
+// Session is one side's transport state after a handshake: a key and a
+// counter per direction. Seal and Open must be called in socket order
+// (the counter is the nonce); a Session is owned by whoever reads or
+// writes its connection and is not safe for concurrent use.
+type Session struct {
+	// Owned by the connection's reader (recv) and writer (send).
+	send, recv   cipher.AEAD
+	sendN, recvN uint64
+	state        State
+	nonce        [chacha20poly1305.NonceSize]byte // scratch: 4 zero bytes, then the counter (little-endian)
+}
+
+// State is what a Session is made of: enough to carry it on in another
+// process (a handover), or to check it in a test.
+type State struct {
+	SendKey, RecvKey [32]byte
+	SendN, RecvN     uint64
+}
+
+// Resume returns the Session st describes.
+func Resume(st State) (*Session, error) {
+	send, err := chacha20poly1305.New(st.SendKey[:])
+	if err != nil {
+		return nil, err
+	}
+	recv, err := chacha20poly1305.New(st.RecvKey[:])
+	if err != nil {
+		return nil, err
+	}
+	return &Session{send: send, recv: recv, sendN: st.SendN, recvN: st.RecvN, state: st}, nil
+}
+
+// State returns the session's keys and counters now.
+func (s *Session) State() State {
+	st := s.state
+	st.SendN, st.RecvN = s.sendN, s.recvN
+	return st
+}
+
+// Seal appends to dst one framed transport message carrying plaintext,
+// which must be whole frames, at most MaxPlaintext bytes. It never
+// allocates when dst has room for len(plaintext)+LengthLen+TagLen more.
+func (s *Session) Seal(dst, plaintext []byte) ([]byte, error) {
+	if len(plaintext) > MaxPlaintext {
+		return dst, fmt.Errorf("%w: %d bytes of frames in one transport message, at most %d", ErrTooLarge, len(plaintext), MaxPlaintext)
+	}
+	if s.sendN == math.MaxUint64 {
+		return dst, fmt.Errorf("noise: send counter exhausted")
+	}
+	dst = binary.BigEndian.AppendUint16(dst, uint16(len(plaintext)+TagLen))
+	dst = s.send.Seal(dst, s.nonceFor(s.sendN), plaintext, nil)
+	s.sendN++
+	return dst, nil
+}
+
+// Open decrypts ciphertext (as ReadTransport returns it) in place and
+// returns the frames it carried, aliasing ciphertext. A message that does
+// not decrypt with the next counter (forged, replayed, reordered or cut)
+// is ErrDecrypt, and the session must be dropped.
+func (s *Session) Open(ciphertext []byte) ([]byte, error) {
+	if s.recvN == math.MaxUint64 {
+		return nil, fmt.Errorf("%w: receive counter exhausted", ErrDecrypt)
+	}
+	pt, err := s.recv.Open(ciphertext[:0], s.nonceFor(s.recvN), ciphertext, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: message %d", ErrDecrypt, s.recvN)
+	}
+	s.recvN++
+	return pt, nil
+}
+
+func (s *Session) nonceFor(n uint64) []byte {
+	binary.LittleEndian.PutUint64(s.nonce[4:], n)
+	return s.nonce[:]
+}
