@@ -22,7 +22,8 @@ var allowed = map[string][]string{
 	"protocol": {},
 	"storage":  {},
 	"delivery": {"protocol", "storage"},
-	"token":    {},
+	// token keeps its keys in a keys file, as noise does.
+	"token": {"internal"},
 	"gateway":  {"protocol", "delivery", "token"},
 	// client is the library an application embeds: it speaks the protocol
 	// and may mint tokens, nothing of the server.
@@ -46,7 +47,7 @@ var allowed = map[string][]string{
 	"home": {},
 	// noise is the encrypted transport: handshakes over the preface, and
 	// transport messages around frames.
-	"noise": {"protocol"},
+	"noise": {"protocol", "internal"},
 }
 
 // confined lists the third-party modules that one folder alone may import

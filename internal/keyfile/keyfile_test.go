@@ -1,0 +1,89 @@
+package keyfile
+
+import (
+	"crypto/rand"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var testFormat = Format{Prefix: "test", Header: "# test keys", MinLen: 32, MaxLen: 32, MaxKeys: 4}
+
+func fresh() ([]byte, error) {
+	b := make([]byte, 32)
+	_, err := rand.Read(b)
+	return b, err
+}
+
+// TestCreateDurably: the keys file Create makes holds one whole key, is
+// readable by its owner only, and was synced with all its bytes before its
+// folder entry was; nothing else is left in the folder.
+func TestCreateDurably(t *testing.T) {
+	type synced struct {
+		dir  bool
+		size int64
+	}
+	var syncs []synced
+	orig := syncFile
+	syncFile = func(f *os.File) error {
+		st, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		syncs = append(syncs, synced{dir: st.IsDir(), size: st.Size()})
+		return orig(f)
+	}
+	t.Cleanup(func() { syncFile = orig })
+
+	dir := filepath.Join(t.TempDir(), "data")
+	path := filepath.Join(dir, "keys")
+	keys, newest, err := testFormat.LoadOrCreate(path, fresh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 1 || newest != 1 || len(keys[1]) != 32 {
+		t.Fatalf("keys %v, newest %d: want one 32-byte key with id 1", keys, newest)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v, want 0600", st.Mode().Perm())
+	}
+	if len(syncs) != 2 || syncs[0].dir || syncs[0].size != st.Size() || !syncs[1].dir {
+		t.Fatalf("syncs %+v, want the file with all its %d bytes, then the folder", syncs, st.Size())
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Fatalf("folder holds %d entries, want the keys file only", len(entries))
+	}
+
+	// A second start reads the same key and creates nothing.
+	again, _, err := testFormat.LoadOrCreate(path, fresh)
+	if err != nil || string(again[1]) != string(keys[1]) || len(syncs) != 2 {
+		t.Fatalf("second load: %v, same key %v, syncs %d", err, string(again[1]) == string(keys[1]), len(syncs))
+	}
+	// Create refuses to replace it.
+	if err := testFormat.Create(path, make([]byte, 32)); !errors.Is(err, fs.ErrExist) {
+		t.Fatalf("Create over an existing file = %v, want ErrExist", err)
+	}
+}
+
+// TestCreateSyncFails: a failed sync is an error and leaves no keys file,
+// so no key is handed out that a power loss could take back.
+func TestCreateSyncFails(t *testing.T) {
+	orig := syncFile
+	syncFile = func(*os.File) error { return errors.New("disk gone") }
+	t.Cleanup(func() { syncFile = orig })
+	dir := t.TempDir()
+	if err := testFormat.Create(filepath.Join(dir, "keys"), make([]byte, 32)); err == nil || !strings.Contains(err.Error(), "disk gone") {
+		t.Fatalf("Create = %v, want the sync's error", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("folder holds %d entries after a failed create, want none", len(entries))
+	}
+}
+
