@@ -23,8 +23,8 @@ var allowed = map[string][]string{
 	"storage":  {},
 	"delivery": {"protocol", "storage"},
 	// token keeps its keys in a keys file, as noise does.
-	"token": {"internal"},
-	"gateway":  {"protocol", "delivery", "token"},
+	"token":   {"internal"},
+	"gateway": {"protocol", "delivery", "token"},
 	// client is the library an application embeds: it speaks the protocol
 	// and may mint tokens, nothing of the server.
 	"client": {"protocol", "token"},

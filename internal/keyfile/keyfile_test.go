@@ -86,4 +86,3 @@ func TestCreateSyncFails(t *testing.T) {
 		t.Fatalf("folder holds %d entries after a failed create, want none", len(entries))
 	}
 }
-
