@@ -15,6 +15,9 @@ const (
 	KindIK2 byte = 0x12 // server → client: Noise_IK message 2 (e, ee, se)
 	KindFB1 byte = 0x21 // server → client: Noise_XXfallback message 1 (e, ee, s, se): IK failed
 	KindFB2 byte = 0x22 // client → server: Noise_XXfallback message 2 (s, es), payload LOGIN
+	// KindPlain carries one plain frame, ERROR or GOAWAY, with which the
+	// server refuses the handshake (too many in progress, a bad message).
+	KindPlain byte = 0x7f
 )
 
 // Sizes of the wire.
