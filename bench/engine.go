@@ -29,7 +29,7 @@ type Spec struct {
 	UserBase uint64 `json:"user_base"`        // first user id of this process; unused when Users is set
 	// Users, in a cluster, is every user of this process, unit after unit
 	// (Units×UnitSize ids), and Homes the index in Servers of each one's
-	// home node (chosen by pickPairs). nil: users UserBase, UserBase+1…,
+	// home node (chosen by placeUnits). nil: users UserBase, UserBase+1…,
 	// each unit's on the server homeOf names.
 	Users    []uint64 `json:"users,omitempty"`
 	Homes    []int    `json:"homes,omitempty"`
