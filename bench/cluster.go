@@ -111,8 +111,12 @@ func clusterNote(cfg *Config, servers []Target, p placement) string {
 	}
 	var b strings.Builder
 	if cfg.Scenario == "group" {
-		fmt.Fprintf(&b, "a cluster of %d nodes (--addr in node order 1..%d); %d groups of %d members, %d spanning nodes (member j of the x-th on node (x+j) mod %d: each one's members homed on %d nodes) and %d on one node; each user logs in to its home node:",
-			len(servers), len(servers), units, p.size, p.spanning, len(servers), min(p.size, len(servers)), units-p.spanning)
+		fmt.Fprintf(&b, "a cluster of %d nodes (--addr in node order 1..%d); %d groups of %d members, %d spanning nodes",
+			len(servers), len(servers), units, p.size, p.spanning)
+		if p.spanning > 0 {
+			fmt.Fprintf(&b, " (member j of the x-th on node (x+j) mod %d: each one's members homed on %d nodes)", len(servers), min(p.size, len(servers)))
+		}
+		fmt.Fprintf(&b, " and %d with all their members on one node; each user logs in to its home node:", units-p.spanning)
 	} else {
 		fmt.Fprintf(&b, "a cluster of %d nodes (--addr in node order 1..%d); %d pairs, %d cross-node (their two users homed on different nodes: every message and receipt crosses between nodes) and %d same-node; each user logs in to its home node:",
 			len(servers), len(servers), units, p.spanning, units-p.spanning)

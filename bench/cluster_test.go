@@ -271,6 +271,55 @@ func TestGroupCluster(t *testing.T) {
 	if res.LoginLatency.TotalCount() != 12 {
 		t.Errorf("%d logins, want 12 (one per member)", res.LoginLatency.TotalCount())
 	}
+	// Every group has members on every node, so on its own home too.
+	if got, ok := res.Figures["groups_homed_apart"]; !ok || got != 0 {
+		t.Errorf("groups_homed_apart %v (reported %v), want 0: each group has members on all three nodes", got, ok)
+	}
+}
+
+// TestClusterNoteGroups checks the note of a group run's placement: the
+// spanning groups and the rule, and each node's connections.
+func TestClusterNoteGroups(t *testing.T) {
+	servers := []Target{{Addr: "a:1"}, {Addr: "b:2"}, {Addr: "c:3"}}
+	for _, tc := range []struct {
+		span int
+		want string
+	}{
+		{3, "a cluster of 3 nodes (--addr in node order 1..3); 3 groups of 4 members, 3 spanning nodes (member j of the x-th on node (x+j) mod 3: each one's members homed on 3 nodes) and 0 with all their members on one node; each user logs in to its home node: node 1 a:1 4 conns, node 2 b:2 4 conns, node 3 c:3 4 conns"},
+		{0, "a cluster of 3 nodes (--addr in node order 1..3); 3 groups of 4 members, 0 spanning nodes and 3 with all their members on one node; each user logs in to its home node: node 1 a:1 4 conns, node 2 b:2 4 conns, node 3 c:3 4 conns"},
+	} {
+		p, err := placeUnits(1_000_000_000, 3, 4, tc.span, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := &Config{Scenario: "group", Groups: 3, GroupSize: 4}
+		if got := clusterNote(cfg, servers, p); got != tc.want {
+			t.Errorf("note\n %q, want\n %q", got, tc.want)
+		}
+	}
+}
+
+// TestGroupApart checks the count of groups whose home node homes none of
+// their members: a group id homed on a member's node is not apart, one
+// homed on another node is.
+func TestGroupApart(t *testing.T) {
+	ids := []uint32{1, 2, 3}
+	u := &unit{conns: []*conn{{home: 2}, {home: 2}, {home: 0}}}
+	var on, off uint64 // group ids homed on a member's node and on node 2 (index 1)
+	for id := uint64(1 << 28); on == 0 || off == 0; id++ {
+		switch home.Of(id, ids) {
+		case 3:
+			on = id
+		case 2:
+			off = id
+		}
+	}
+	if groupApart(u, on, 3) {
+		t.Errorf("group %d homed on node 3, where two members live, counted apart", on)
+	}
+	if !groupApart(u, off, 3) {
+		t.Errorf("group %d homed on node 2, where no member lives, not counted apart", off)
+	}
 }
 
 // startCluster starts n nodes of one cluster in the test's process, each

@@ -60,7 +60,8 @@
 // group's home is the home of its id, which the server derives from the
 // creator and the create's msg id, so it falls on any node: a group on
 // one node still sends its messages to another node and back when its
-// home is elsewhere.
+// home is elsewhere; the report counts such groups (figure
+// groups_homed_apart, the groups whose home homes none of their members).
 // --metrics lists every node's admin address; the report sums their CPU
 // and notes each node's share over the measured phase, and says how many
 // units spanned nodes (figures cross_node_pairs and same_node_pairs, or

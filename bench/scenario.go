@@ -148,6 +148,9 @@ type run struct {
 	// it sent (before the drain), as the progress counters saw it.
 	windowDelivered uint64
 	measuredCPU     time.Duration // generator CPU of the measured phase
+	// groupsApart is, in a group run on a cluster, the groups whose home
+	// node homes none of their members, read after the groups step.
+	groupsApart uint64
 }
 
 // cpu returns the CPU time every generator process has used so far.
