@@ -6,6 +6,7 @@ import (
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 
+	"switchboard/home"
 	"switchboard/protocol"
 )
 
@@ -13,6 +14,22 @@ import (
 // until it is accepted, delivered to every recipient, and each delivered
 // copy's receipt has come back; the receiver, on the same loop, checks
 // each delivery against it (receipts.go checks the receipts).
+
+// groupApart reports whether group id's home node, on a cluster of nodes
+// nodes, is none of the nodes unit u's members are homed on.
+func groupApart(u *unit, id uint64, nodes int) bool {
+	ids := make([]uint32, nodes) // once per group created: not a hot path
+	for i := range ids {
+		ids[i] = uint32(i + 1)
+	}
+	h := int(home.Of(id, ids)) - 1
+	for _, c := range u.conns {
+		if c.home == h {
+			return false
+		}
+	}
+	return true
+}
 
 // deliver checks one delivered message: new for this receiver, in order
 // for its sender, and one of this run's.
@@ -120,6 +137,8 @@ func (c *conn) accepted(a *protocol.Accept) {
 		c.unit.groupReq = 0
 		if a.Ref == 0 {
 			l.failure("the server accepted GROUP create without a group id")
+		} else if l.e.spec.Users != nil && groupApart(c.unit, a.Ref, len(l.e.spec.Servers)) {
+			l.prog.groupsApart.Add(1)
 		}
 		c.trim()
 		return

@@ -19,10 +19,11 @@ import (
 	"switchboard/token"
 )
 
-// TestPickPairs checks the id choice of a cluster run: exactly the cross
-// pairs asked for, every user on the node its id is homed on, no id twice,
-// and the kinds spread evenly over the nodes.
-func TestPickPairs(t *testing.T) {
+// TestPlacePairs checks the id choice of a cluster run of pairs: exactly
+// the cross pairs asked for, every user on the node its id is homed on, no
+// id twice, and the kinds spread evenly over the nodes and the ordered
+// pairs of nodes.
+func TestPlacePairs(t *testing.T) {
 	const base = 1_000_000_000
 	for _, tc := range []struct {
 		name                string
@@ -36,7 +37,7 @@ func TestPickPairs(t *testing.T) {
 		{"five nodes, all cross", 40, 40, 5},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cp, err := pickPairs(base, tc.pairs, tc.cross, tc.nodes)
+			cp, err := placeUnits(base, tc.pairs, 2, tc.cross, tc.nodes)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -68,8 +69,8 @@ func TestPickPairs(t *testing.T) {
 					ordered[[2]int{cp.homes[i-1], cp.homes[i]}]++
 				}
 			}
-			if cross != tc.cross || cp.cross != tc.cross {
-				t.Errorf("%d cross-node pairs (the plan says %d), want %d", cross, cp.cross, tc.cross)
+			if cross != tc.cross || cp.spanning != tc.cross {
+				t.Errorf("%d cross-node pairs (the plan says %d), want %d", cross, cp.spanning, tc.cross)
 			}
 			for n, c := range perNode {
 				if want := 2 * tc.pairs / tc.nodes; c < want-1 || c > want+2 {
@@ -95,7 +96,7 @@ func TestPickPairs(t *testing.T) {
 // refusals of a cluster setting that cannot hold.
 func TestClusterConfig(t *testing.T) {
 	c := Config{Scenario: "chat", Pairs: 10, Cross: 0.25, ClusterNodes: 3}
-	if got := c.crossPairs(); got != 3 {
+	if got := c.spanningUnits(); got != 3 {
 		t.Errorf("--cross 0.25 of 10 pairs: %d cross-node pairs, want 3", got)
 	}
 	if maxClusterNodes != cluster.MaxNodes {
@@ -108,7 +109,7 @@ func TestClusterConfig(t *testing.T) {
 		want string
 	}{
 		{"node count", Config{Scenario: "chat", Addr: addr3, ClusterNodes: 2, Cross: 1}, "--addr lists 3 nodes"},
-		{"group", Config{Scenario: "group", Addr: addr3, ClusterNodes: 3, Cross: 1}, "group scenario does not run on a cluster"},
+		{"group spanning one node", Config{Scenario: "group", Addr: "127.0.0.1:7071", ClusterNodes: 1, Cross: 1}, "needs at least two nodes"},
 		{"cross without cluster", Config{Scenario: "chat", Addr: addr3, Cross: 1}, "--cross 1 needs --cluster-nodes"},
 		{"cross over 1", Config{Scenario: "chat", Addr: addr3, ClusterNodes: 3, Cross: 1.5}, "--cross 1.5 must be in [0, 1]"},
 		{"cross on one node", Config{Scenario: "chat", Addr: "127.0.0.1:7071", ClusterNodes: 1, Cross: 0.5}, "needs at least two nodes"},
@@ -122,6 +123,92 @@ func TestClusterConfig(t *testing.T) {
 				t.Errorf("validate: %v, want an error naming %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestPlaceGroups checks the placement of a cluster run's groups: every
+// member on the node its id is homed on and the node the rule asks for
+// (member j of the x-th spanning group on node (x+j) mod N; every member
+// of the s-th one-node group on node s mod N), exactly the spanning groups
+// asked for, each over min(size, N) nodes and spread evenly through the
+// run, and no id twice.
+func TestPlaceGroups(t *testing.T) {
+	const base = 1_000_000_000
+	for _, tc := range []struct {
+		name                      string
+		groups, size, span, nodes int
+	}{
+		{"all spanning, three nodes", 12, 10, 12, 3},
+		{"none spanning, three nodes", 12, 10, 0, 3},
+		{"a third spanning", 30, 4, 10, 3},
+		{"groups smaller than the cluster", 20, 3, 20, 5},
+		{"two nodes, half spanning", 9, 7, 5, 2},
+		{"one node", 4, 6, 0, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := placeUnits(base, tc.groups, tc.size, tc.span, tc.nodes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(p.users) != tc.groups*tc.size || len(p.homes) != len(p.users) {
+				t.Fatalf("%d users and %d homes, want %d", len(p.users), len(p.homes), tc.groups*tc.size)
+			}
+			nodes := make([]uint32, tc.nodes)
+			for i := range nodes {
+				nodes[i] = uint32(i + 1)
+			}
+			seen := map[uint64]bool{}
+			for i, id := range p.users {
+				if seen[id] {
+					t.Fatalf("user %d chosen twice", id)
+				}
+				seen[id] = true
+				if got := int(home.Of(id, nodes)) - 1; got != p.homes[i] {
+					t.Fatalf("user %d is homed on node %d, the plan says node %d", id, got+1, p.homes[i]+1)
+				}
+			}
+			spanning, xs, ss := 0, 0, 0
+			for g := range tc.groups {
+				homes := p.homes[g*tc.size : (g+1)*tc.size]
+				on := map[int]bool{}
+				for _, h := range homes {
+					on[h] = true
+				}
+				// The g-th group spans when the share reached by it
+				// passes a whole group: the spanning ones spread evenly.
+				wantSpan := (g+1)*tc.span/tc.groups > g*tc.span/tc.groups
+				for j, h := range homes {
+					want := ss % tc.nodes
+					if wantSpan {
+						want = (xs + j) % tc.nodes
+					}
+					if h != want {
+						t.Fatalf("group %d (spanning %v): member %d on node %d, want node %d", g, wantSpan, j, h+1, want+1)
+					}
+				}
+				if wantSpan {
+					if len(on) != min(tc.size, tc.nodes) {
+						t.Errorf("spanning group %d is on %d nodes, want %d", g, len(on), min(tc.size, tc.nodes))
+					}
+					spanning++
+					xs++
+				} else {
+					if len(on) != 1 {
+						t.Errorf("one-node group %d is on %d nodes", g, len(on))
+					}
+					ss++
+				}
+			}
+			if spanning != tc.span || p.spanning != tc.span {
+				t.Errorf("%d spanning groups (the plan says %d), want %d", spanning, p.spanning, tc.span)
+			}
+		})
+	}
+	// A share of the groups, as makePlan asks for it: --cross 0.25 of 10
+	// groups is 3 spanning.
+	c := Config{Scenario: "group", Groups: 10, GroupSize: 5, Cross: 0.25, ClusterNodes: 3}
+	if got := c.spanningUnits(); got != 3 {
+		t.Errorf("--cross 0.25 of 10 groups: %d spanning, want 3", got)
 	}
 }
 
@@ -151,6 +238,87 @@ func TestChatCluster(t *testing.T) {
 	}
 	if res.LoginLatency.TotalCount() != 12 {
 		t.Errorf("%d logins, want 12 (one per user)", res.LoginLatency.TotalCount())
+	}
+}
+
+// TestGroupCluster runs an open-loop group scenario on a three-node
+// cluster with every group spanning the three nodes (members 0..3 of the
+// x-th group on nodes x, x+1, x+2, x+3 mod 3): each member logs in to its
+// home directly, every message goes to the group's home node and is fanned
+// out to the nodes homing its members, and the checks (each member holds
+// each message once and in order per sender, a receipt per copy) hold
+// across nodes.
+func TestGroupCluster(t *testing.T) {
+	addrs, keys := startCluster(t, 3)
+	cfg := Config{Scenario: "group", Addr: strings.Join(addrs, ","), Keys: keys, Metrics: "-", Drain: 10 * time.Second,
+		ClusterNodes: 3, Cross: 1, Groups: 3, GroupSize: 4, Senders: 2, Rate: 60, Duration: time.Second,
+		Procs: 2} // two processes: each spec carries its slice of the members and homes
+	res := runOK(t, cfg)
+	// 60 messages, each to the three other members of its group.
+	if res.Sent != 60 || res.Accepted != 60 || res.Delivered != 60*3 {
+		t.Errorf("sent %d, accepted %d, delivered %d: want 60 messages, 3 copies each", res.Sent, res.Accepted, res.Delivered)
+	}
+	if res.Lost+res.Duplicates+res.Reordered != 0 {
+		t.Errorf("lost %d, duplicates %d, reordered %d", res.Lost, res.Duplicates, res.Reordered)
+	}
+	checkAllReceipted(t, res) // one per member's copy
+	if res.Figures["spanning_groups"] != 3 || res.Figures["same_node_groups"] != 0 {
+		t.Errorf("figures %v: want 3 spanning groups, 0 on one node", res.Figures)
+	}
+	if n := res.Closes[protocol.CodeMoved.String()]; n != 0 {
+		t.Errorf("%d logins were redirected home: each member should dial its home node", n)
+	}
+	if res.LoginLatency.TotalCount() != 12 {
+		t.Errorf("%d logins, want 12 (one per member)", res.LoginLatency.TotalCount())
+	}
+	// Every group has members on every node, so on its own home too.
+	if got, ok := res.Figures["groups_homed_apart"]; !ok || got != 0 {
+		t.Errorf("groups_homed_apart %v (reported %v), want 0: each group has members on all three nodes", got, ok)
+	}
+}
+
+// TestClusterNoteGroups checks the note of a group run's placement: the
+// spanning groups and the rule, and each node's connections.
+func TestClusterNoteGroups(t *testing.T) {
+	servers := []Target{{Addr: "a:1"}, {Addr: "b:2"}, {Addr: "c:3"}}
+	for _, tc := range []struct {
+		span int
+		want string
+	}{
+		{3, "a cluster of 3 nodes (--addr in node order 1..3); 3 groups of 4 members, 3 spanning nodes (member j of the x-th on node (x+j) mod 3: each one's members homed on 3 nodes) and 0 with all their members on one node; each user logs in to its home node: node 1 a:1 4 conns, node 2 b:2 4 conns, node 3 c:3 4 conns"},
+		{0, "a cluster of 3 nodes (--addr in node order 1..3); 3 groups of 4 members, 0 spanning nodes and 3 with all their members on one node; each user logs in to its home node: node 1 a:1 4 conns, node 2 b:2 4 conns, node 3 c:3 4 conns"},
+	} {
+		p, err := placeUnits(1_000_000_000, 3, 4, tc.span, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := &Config{Scenario: "group", Groups: 3, GroupSize: 4}
+		if got := clusterNote(cfg, servers, p); got != tc.want {
+			t.Errorf("note\n %q, want\n %q", got, tc.want)
+		}
+	}
+}
+
+// TestGroupApart checks the count of groups whose home node homes none of
+// their members: a group id homed on a member's node is not apart, one
+// homed on another node is.
+func TestGroupApart(t *testing.T) {
+	ids := []uint32{1, 2, 3}
+	u := &unit{conns: []*conn{{home: 2}, {home: 2}, {home: 0}}}
+	var on, off uint64 // group ids homed on a member's node and on node 2 (index 1)
+	for id := uint64(1 << 28); on == 0 || off == 0; id++ {
+		switch home.Of(id, ids) {
+		case 3:
+			on = id
+		case 2:
+			off = id
+		}
+	}
+	if groupApart(u, on, 3) {
+		t.Errorf("group %d homed on node 3, where two members live, counted apart", on)
+	}
+	if !groupApart(u, off, 3) {
+		t.Errorf("group %d homed on node 2, where no member lives, not counted apart", off)
 	}
 }
 

@@ -33,14 +33,16 @@ type Config struct {
 	// ClusterNodes, when above 0, says that Addr lists the client
 	// addresses of the nodes of one cluster, node 1 first, and that there
 	// are this many: every user then logs in to its home node (home.Of
-	// over IDs 1..ClusterNodes), and a pair's two users may be homed on
-	// different nodes (Cross). Pair scenarios only (not group: group
-	// fan-out across nodes is not built). 0: Addr lists independent
-	// servers.
+	// over IDs 1..ClusterNodes), and a pair's two users, or a group's
+	// members, may be homed on different nodes (Cross). 0: Addr lists
+	// independent servers.
 	ClusterNodes int
-	// Cross is, with ClusterNodes, the share of pairs whose two users are
-	// homed on different nodes, 0..1, rounded to whole pairs: 1 sends every
-	// message and receipt between nodes, 0 none. It must be 0 without
+	// Cross is, with ClusterNodes, the share of units that span nodes,
+	// 0..1, rounded to whole units: of pairs, those whose two users are
+	// homed on different nodes (1 sends every message and receipt between
+	// nodes, 0 none); of groups, those whose members are spread over
+	// min(GroupSize, ClusterNodes) nodes, the others having all their
+	// members on one node (see placeUnits). It must be 0 without
 	// ClusterNodes. No default here (0 is a setting); the command's
 	// --cross defaults to 1 in a cluster.
 	Cross float64
@@ -254,7 +256,6 @@ func (c *Config) validate() error {
 		n := len(splitList(c.Addr))
 		check(c.ClusterNodes == n, "--cluster-nodes %d, but --addr lists %d nodes: list every node's client address, node 1 first", c.ClusterNodes, n)
 		check(c.ClusterNodes >= 1 && c.ClusterNodes <= maxClusterNodes, "--cluster-nodes %d must be in [0, %d]", c.ClusterNodes, maxClusterNodes)
-		check(c.Scenario != "group", "--cluster-nodes: the group scenario does not run on a cluster (group fan-out to members homed on other nodes is not built, docs/CLUSTER.md)")
 		check(c.Cross == 0 || c.ClusterNodes >= 2, "--cross %v needs at least two nodes", c.Cross)
 	} else {
 		check(c.Cross == 0, "--cross %v needs --cluster-nodes: without it --addr lists independent servers, and no message crosses between them", c.Cross)
@@ -369,13 +370,13 @@ func (c *Config) senders() int {
 // plan is how the run is spread over processes and servers.
 type plan struct {
 	specs   []Spec
-	local   bool          // one process: the coordinator runs the engine itself
-	cluster *clusterPairs // with ClusterNodes: where every user is homed; nil: independent servers
+	local   bool       // one process: the coordinator runs the engine itself
+	cluster *placement // with ClusterNodes: where every user is homed; nil: independent servers
 }
 
-// crossPairs returns how many of the run's pairs are cross-node: Cross of
-// them, rounded.
-func (c *Config) crossPairs() int {
+// spanningUnits returns how many of the run's units (pairs, groups) span
+// nodes: Cross of them, rounded.
+func (c *Config) spanningUnits() int {
 	units, _ := c.shape()
 	return int(math.Round(c.Cross * float64(units)))
 }
@@ -388,7 +389,7 @@ func (c *Config) crossPairs() int {
 // unit's users all live on its server, as they live on one loop: the
 // servers are independent, and a message only reaches users of the
 // server it was sent to. In a cluster (ClusterNodes) the users are
-// chosen by pickPairs instead, each on its home node; a pair still lives
+// chosen by placeUnits instead, each on its home node; a unit still lives
 // on one loop, whichever nodes its users are homed on.
 func (c *Config) makePlan(servers []Target, runID uint64) (plan, error) {
 	units, size := c.shape()
@@ -428,7 +429,7 @@ func (c *Config) makePlan(servers []Target, runID uint64) (plan, error) {
 	}
 	p := plan{local: procs == 1}
 	if c.ClusterNodes > 0 {
-		cp, err := pickPairs(c.UserBase, units, c.crossPairs(), len(servers))
+		cp, err := placeUnits(c.UserBase, units, size, c.spanningUnits(), len(servers))
 		if err != nil {
 			return plan{}, err
 		}

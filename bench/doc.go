@@ -42,21 +42,30 @@
 // where they live: each user's home node is home.Of(id, 1..N), the
 // function the nodes route by (package home), and every user logs in to
 // its home directly, so no login is redirected. --cross sets the share of
-// pairs whose two users are homed on different nodes (default 1 from the
-// command; 0 keeps every pair on one node): the coordinator walks ids up
-// from the run's user base, takes each for its home node while that node
-// still needs users, and builds exactly round(cross·pairs) cross-node
-// pairs, spread evenly through the run, over the nodes and over the
-// ordered pairs of nodes (pickPairs). A pair still lives on one loop,
-// whichever nodes its users are on, so the checks are unchanged: exactly
-// once and in order per sender, and a delivered receipt per copy, now
-// across nodes (a message to a user homed elsewhere is forwarded to the
-// home node, and its receipt comes back). --metrics lists every node's
-// admin address; the report sums their CPU and notes each node's share
-// over the measured phase, and says how many pairs were cross-node
-// (figures cross_node_pairs, same_node_pairs). The group scenario does
-// not run on a cluster: group fan-out to members homed on other nodes is
-// not built.
+// units that span nodes (default 1 from the command; 0 keeps every unit
+// on one node, the units spread evenly over the nodes): of pairs, those
+// whose two users are homed on different nodes; of groups, those whose
+// members are spread over the nodes, member j of the x-th spanning group
+// on node (x+j) mod N, so that it spans min(--group-size, N) nodes. The
+// coordinator walks ids up from the run's user base, takes each for its
+// home node while that node still needs users, and builds exactly
+// round(cross·units) spanning units, spread evenly through the run and
+// over the nodes, and cross-node pairs over the ordered pairs of nodes
+// too (placeUnits). A unit still lives on one loop, whichever nodes its
+// users are on, so the checks are unchanged: exactly once and in order
+// per sender, and a delivered receipt per copy, now across nodes (a
+// message to a user homed elsewhere is forwarded to the home node, a
+// group message to the group's home node, which fans it out with one
+// payload per node homing members, and the receipts come back). A
+// group's home is the home of its id, which the server derives from the
+// creator and the create's msg id, so it falls on any node: a group on
+// one node still sends its messages to another node and back when its
+// home is elsewhere; the report counts such groups (figure
+// groups_homed_apart, the groups whose home homes none of their members).
+// --metrics lists every node's admin address; the report sums their CPU
+// and notes each node's share over the measured phase, and says how many
+// units spanned nodes (figures cross_node_pairs and same_node_pairs, or
+// spanning_groups and same_node_groups).
 //
 // # The engine
 //

@@ -29,7 +29,7 @@ type Spec struct {
 	UserBase uint64 `json:"user_base"`        // first user id of this process; unused when Users is set
 	// Users, in a cluster, is every user of this process, unit after unit
 	// (Units×UnitSize ids), and Homes the index in Servers of each one's
-	// home node (chosen by pickPairs). nil: users UserBase, UserBase+1…,
+	// home node (chosen by placeUnits). nil: users UserBase, UserBase+1…,
 	// each unit's on the server homeOf names.
 	Users    []uint64 `json:"users,omitempty"`
 	Homes    []int    `json:"homes,omitempty"`
@@ -525,6 +525,10 @@ type counters struct {
 	// Unreceipted is the copies delivered whose delivered receipt has not
 	// come back yet.
 	Unreceipted int64 `json:"unreceipted"`
+	// GroupsApart is, in a cluster, the groups created whose home node
+	// (home.Of of the group id, which the server derives) homes none of
+	// their members: each of their messages goes to another node and back.
+	GroupsApart uint64 `json:"groups_apart,omitempty"`
 	// CPU is the process's CPU time so far (user and system).
 	CPU time.Duration `json:"cpu_ns"`
 }
@@ -537,6 +541,7 @@ func (c *counters) add(o counters) {
 	c.Failures += o.Failures
 	c.Pending += o.Pending
 	c.Unreceipted += o.Unreceipted
+	c.GroupsApart += o.GroupsApart
 	c.CPU += o.CPU
 }
 
@@ -546,7 +551,7 @@ func (e *engine) progress() counters {
 		c.add(counters{
 			Ready: l.prog.ready.Load(), Logins: l.prog.logins.Load(), Sent: l.prog.sent.Load(),
 			Delivered: l.prog.delivered.Load(), Failures: l.prog.failures.Load(), Pending: l.prog.pending.Load(),
-			Unreceipted: l.prog.unreceipted.Load(),
+			Unreceipted: l.prog.unreceipted.Load(), GroupsApart: l.prog.groupsApart.Load(),
 		})
 	}
 	return c

@@ -87,6 +87,9 @@ type progress struct {
 	// unreceipted is loop.unreceipted, stored once per iteration (it
 	// changes per message; the progress line needs no more).
 	unreceipted atomic.Int64
+	// groupsApart counts, in a cluster, the groups created on this loop
+	// whose home node (that of the group id) homes none of their members.
+	groupsApart atomic.Uint64
 }
 
 // Epoll data: Pad holds the connection's index in loop.conns, or padEvent.

@@ -88,8 +88,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res.Figures["generator_cpu_whole_run_s"] = genCPU.Seconds()
 	if p.cluster != nil {
 		units, _ := cfg.shape()
-		res.Figures["cross_node_pairs"] = float64(p.cluster.cross)
-		res.Figures["same_node_pairs"] = float64(units - p.cluster.cross)
+		spanning, one := "cross_node_pairs", "same_node_pairs"
+		if cfg.Scenario == "group" {
+			spanning, one = "spanning_groups", "same_node_groups"
+		}
+		res.Figures[spanning] = float64(p.cluster.spanning)
+		res.Figures[one] = float64(units - p.cluster.spanning)
 	}
 	res.Memory = r.mem
 	res.Timeline = r.timeline
@@ -144,6 +148,9 @@ type run struct {
 	// it sent (before the drain), as the progress counters saw it.
 	windowDelivered uint64
 	measuredCPU     time.Duration // generator CPU of the measured phase
+	// groupsApart is, in a group run on a cluster, the groups whose home
+	// node homes none of their members, read after the groups step.
+	groupsApart uint64
 }
 
 // cpu returns the CPU time every generator process has used so far.

@@ -64,6 +64,10 @@ func (r *run) chat(ctx context.Context, kind string) (*Result, error) {
 		if _, err := r.step(s, "groups", 0, conns); err != nil {
 			return r.partial(err)
 		}
+		if r.cfg.ClusterNodes > 0 {
+			r.groupsApart = r.fl.progress().GroupsApart
+			r.note("%d of %d groups have their home node (that of the group id, which the server derives from the creator and the create's msg id) on a node that homes none of their members: each of their messages goes to that node and back", r.groupsApart, r.cfg.Groups)
+		}
 	}
 	from := r.scrape(ctx, "connected")
 	res, err := r.traffic(ctx, "fast")
@@ -72,6 +76,9 @@ func (r *run) chat(ctx context.Context, kind string) (*Result, error) {
 	}
 	to := r.scrape(ctx, "after traffic")
 	r.serverCost(res, from, to)
+	if kind == "group" && r.cfg.ClusterNodes > 0 {
+		r.figure(res, "groups_homed_apart", float64(r.groupsApart))
+	}
 	return res, nil
 }
 

@@ -102,9 +102,11 @@ A cluster (docs/CLUSTER.md): --cluster-nodes N says that --addr lists the
 client addresses of one cluster's N nodes, node 1 first; every user logs
 in to its home node, and --cross sets the share of pairs whose two users
 are homed on different nodes (default 1: every message and receipt crosses
-between nodes; 0: none). --metrics lists every node's admin address; CPU
-is summed over the nodes and noted per node. Cross-node against same-node
-on 'make cluster':
+between nodes; 0: none), or in group, the share of groups whose members
+are spread over the nodes (member j of a group on node x+j mod N: each
+spans min(--group-size, N) nodes; 0: each group's members on one node).
+--metrics lists every node's admin address; CPU is summed over the nodes
+and noted per node. Cross-node against same-node on 'make cluster':
 
   switchboard bench phone --rate 2000 --duration 15s --cluster-nodes 3 --cross 1 \
       --addr 127.0.0.1:7071,127.0.0.1:7072,127.0.0.1:7073 \
@@ -126,8 +128,8 @@ func benchCmd(args []string) error {
 	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:7070", "server address, host:port; several independent servers: comma-separated, users spread evenly over them; with --cluster-nodes: every node of one cluster, node 1 first")
 	fs.StringVar(&cfg.Metrics, "metrics", "http://127.0.0.1:9070/metrics", "server's Prometheus endpoint for its memory and CPU: a URL, or host:port for http://host:port/metrics; several servers: one per --addr, comma-separated, in the same order (figures are summed); \"-\": none")
 	fs.StringVar(&cfg.Keys, "keys", "data/keys", "the server's token keys file (path): tokens are minted from its newest key; several servers: one per --addr, comma-separated, in the same order, or one file for all")
-	fs.IntVar(&cfg.ClusterNodes, "cluster-nodes", 0, "the number of nodes (count) of one cluster that --addr lists, node 1 first: each user logs in to its home node; not with group; 0: --addr lists independent servers")
-	cross := fs.Float64("cross", 1, "with --cluster-nodes: share of pairs whose two users are homed on different nodes (fraction, 0..1, rounded to whole pairs)")
+	fs.IntVar(&cfg.ClusterNodes, "cluster-nodes", 0, "the number of nodes (count) of one cluster that --addr lists, node 1 first: each user logs in to its home node; 0: --addr lists independent servers")
+	cross := fs.Float64("cross", 1, "with --cluster-nodes: share of pairs whose two users are homed on different nodes, or of groups whose members are spread over the nodes (fraction, 0..1, rounded to whole pairs or groups)")
 	fs.IntVar(&cfg.Conns, "conns", 1000, "connect, storm: connections (count, even: they pair up)")
 	fs.IntVar(&cfg.Pairs, "pairs", 0, "chat, phone, sweep, overload, offline, slow: pairs of users (count; 2 connections each); 0: 100, phone, sweep and overload 1000")
 	fs.IntVar(&cfg.Groups, "groups", 10, "group: groups (count)")
