@@ -24,7 +24,7 @@ var allowed = map[string][]string{
 	"delivery": {"protocol", "storage"},
 	// token keeps its keys in a keys file, as noise does.
 	"token":   {"internal"},
-	"gateway": {"protocol", "delivery", "token"},
+	"gateway": {"protocol", "delivery", "token", "noise"},
 	// client is the library an application embeds: it speaks the protocol
 	// and may mint tokens, nothing of the server.
 	"client": {"protocol", "token"},

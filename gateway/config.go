@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"time"
 
+	"switchboard/noise"
 	"switchboard/protocol"
 	"switchboard/token"
 )
@@ -120,6 +121,23 @@ type Config struct {
 	// reached when something hangs, and an orchestrator's grace period
 	// (30 s for Kubernetes) leaves room for closing the store after it.
 	ShutdownTimeout time.Duration
+	// NoiseKeys are the server's Noise static keys, current first
+	// (noise.LoadKeys): with them the Noise transport (preface transports
+	// 1 and 2, PROTOCOL.md 3.1) is offered. nil: it is not, and such a
+	// preface is refused with UNSUPPORTED_TRANSPORT.
+	NoiseKeys []noise.Keypair
+	// RefusePlain refuses the plain transport (preface transport 0) with
+	// UNSUPPORTED_TRANSPORT: only Noise connections are served. It needs
+	// NoiseKeys. Default false.
+	RefusePlain bool
+	// MaxHandshakes bounds the Noise handshake steps waiting for or
+	// running on a worker; past it a handshake is refused with GOAWAY
+	// RETRY_LATER. Default 1024: at about 0.4 ms of CPU a step, the
+	// workers' backlog of a second or two.
+	MaxHandshakes int
+	// HandshakeWorkers is how many goroutines run handshake steps. Default
+	// GOMAXPROCS.
+	HandshakeWorkers int
 	// Logger receives the server's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Now is the clock. Default time.Now.
@@ -158,9 +176,18 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxFrame == 0 {
 		c.MaxFrame = protocol.MaxFrame
+		if len(c.NoiseKeys) > 0 {
+			c.MaxFrame = NoiseMaxFrame // every frame fits one transport message
+		}
 	}
 	if c.MaxBody == 0 {
-		c.MaxBody = protocol.MaxBody
+		c.MaxBody = min(protocol.MaxBody, c.MaxFrame-1024)
+	}
+	if c.MaxHandshakes == 0 {
+		c.MaxHandshakes = 1024
+	}
+	if c.HandshakeWorkers == 0 {
+		c.HandshakeWorkers = runtime.GOMAXPROCS(0)
 	}
 	if c.OutboundCap == 0 {
 		c.OutboundCap = 256 << 10
@@ -201,6 +228,9 @@ func (c *Config) validate() error {
 	check(c.PingMax <= 3600*time.Second, "PingMax %v must be at most 1h", c.PingMax)
 	check(c.MaxFrame >= 64 && c.MaxFrame <= protocol.MaxServerFrame, "MaxFrame %d must be in [64, %d]", c.MaxFrame, protocol.MaxServerFrame)
 	check(c.MaxBody > 0 && c.MaxBody < c.MaxFrame, "MaxBody %d must be positive and below MaxFrame %d", c.MaxBody, c.MaxFrame)
+	check(len(c.NoiseKeys) == 0 || c.MaxFrame <= NoiseMaxFrame, "MaxFrame %d must be at most %d with the Noise transport (a frame fits one transport message)", c.MaxFrame, NoiseMaxFrame)
+	check(!c.RefusePlain || len(c.NoiseKeys) > 0, "RefusePlain needs NoiseKeys: no transport would be left")
+	check(c.MaxHandshakes > 0 && c.HandshakeWorkers > 0, "MaxHandshakes %d and HandshakeWorkers %d must be positive", c.MaxHandshakes, c.HandshakeWorkers)
 	check(c.OutboundCap >= 4096, "OutboundCap %d must be at least 4096", c.OutboundCap)
 	check(c.ShutdownTimeout > 0, "ShutdownTimeout %v must be positive", c.ShutdownTimeout)
 	check(c.RateLimit > 0, "RateLimit %d must be positive", c.RateLimit)

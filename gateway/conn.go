@@ -11,10 +11,11 @@ import (
 
 // Connection states, in order.
 const (
-	statePreface uint8 = iota // waiting for the four-byte preface
-	stateLogin                // waiting for LOGIN
-	stateJoining              // LOGIN verified, waiting for the router's welcome
-	stateReady                // logged in
+	statePreface   uint8 = iota // waiting for the four-byte preface
+	stateHandshake              // a Noise handshake (noise.go)
+	stateLogin                  // waiting for LOGIN
+	stateJoining                // LOGIN verified, waiting for the router's welcome
+	stateReady                  // logged in
 )
 
 // conn is one client connection: the gnet connection's context. The router
@@ -28,6 +29,7 @@ const (
 	inWheel    uint8 = 1 << iota // in the wheel's slot lists
 	ackPending                   // acked was not yet taken by the router (shard busy)
 	dictOn                       // the client negotiated the server's dictionary
+	noiseOn                      // the Noise transport: its state is in loop.secure
 )
 
 // has reports whether every flag in f is set. Loop-only.

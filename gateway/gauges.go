@@ -49,6 +49,8 @@ type live struct {
 	loggedIn atomic.Int64 // +1 at login, -1 at the close of one logged in
 	closing  atomic.Int64 // +1 when conn.closing is first set, -1 when that connection closes
 	outbound atomic.Int64 // the sum of every conn.out.bytes
+	// handshakes counts Noise handshake steps waiting for or on a worker.
+	handshakes atomic.Int64
 
 	slowOverCap, slowWriteBuffer atomic.Uint64
 }

@@ -26,7 +26,12 @@ type loop struct {
 	items    []delivery.Outbound
 	batch    protocol.BatchWriter
 	inflate  []byte          // decompressed inbound payloads; grows to at most MaxFrame
+	sbuf     []byte          // sealed transport messages (noise.go)
 	verifier *token.Verifier // token MACs, reused
+
+	// secure holds the Noise state of the loop's Noise connections (those
+	// with noiseOn), so that a plain connection carries none.
+	secure map[*conn]*secure
 
 	// reason is why the connection in hand is being closed, set with the
 	// close code by reject (reason.go) and taken by fail. closedConn and
@@ -46,7 +51,7 @@ type loop struct {
 }
 
 func newLoop(s *Server, el gnet.EventLoop) *loop {
-	l := &loop{srv: s, el: el, verifier: token.NewVerifier(s.cfg.Keys)}
+	l := &loop{srv: s, el: el, verifier: token.NewVerifier(s.cfg.Keys), secure: map[*conn]*secure{}}
 	l.wheel.now = s.now()
 	l.tickFn = func(context.Context) error {
 		l.wheel.advance(s.now(), l.checkCaught)
@@ -59,6 +64,11 @@ func newLoop(s *Server, el gnet.EventLoop) *loop {
 // Loop-only.
 func (l *loop) serve(c *conn) gnet.Action {
 	for {
+		if c.state == stateHandshake {
+			if code := l.handshakeStep(c); code != 0 {
+				return l.fail(c, code)
+			}
+		}
 		joining := c.state == stateJoining
 		if c.gc.InboundBuffered() > 0 && !l.srv.stopping.Load() {
 			if code := l.read(c); code != 0 {

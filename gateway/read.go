@@ -39,7 +39,11 @@ func (l *loop) read(c *conn) protocol.Code {
 			case err != nil:
 				code = l.rejectErr("preface", err)
 			case transport != protocol.TransportPlain:
-				code = l.rejectf(protocol.CodeUnsupportedTransport, "preface transport %d not offered (plain only)", transport)
+				code = l.noisePreface(c, buf[off:off+protocol.PrefaceLen], transport)
+				off += protocol.PrefaceLen
+				continue
+			case l.srv.cfg.RefusePlain:
+				code = l.rejectf(protocol.CodeUnsupportedTransport, "preface transport 0 not offered (Noise only)")
 			default:
 				_ = version // every version speaks at least 1, which we answer in WELCOME
 				off += protocol.PrefaceLen
@@ -48,10 +52,22 @@ func (l *loop) read(c *conn) protocol.Code {
 			}
 			break
 		}
+		if c.state == stateHandshake {
+			var n int
+			n, code = l.readHandshake(c, buf[off:])
+			off += n
+			break // the next message waits for this one's reply
+		}
 		if c.state == stateJoining {
 			if len(buf)-off > 4*l.srv.cfg.MaxFrame {
 				code = l.rejectf(protocol.CodeRateLimited, "over %d bytes pipelined behind LOGIN", 4*l.srv.cfg.MaxFrame)
 			}
+			break
+		}
+		if c.has(noiseOn) {
+			var n int
+			n, code = l.readTransport(c, buf[off:])
+			off += n
 			break
 		}
 		limit := l.srv.cfg.MaxFrame
@@ -67,17 +83,7 @@ func (l *loop) read(c *conn) protocol.Code {
 			break
 		}
 		off += n
-		// ACKs are charged in frame, and only when they do not advance:
-		// how many a client sends follows how fast the server sends. The
-		// LOGIN is not charged: it is one per connection, and a client
-		// that reconnects gets its whole burst for its resends.
-		l.overRate = 0
-		if f.Type != protocol.TypeAck && c.state == stateReady && !l.charge(c) {
-			code = l.rejectf(protocol.CodeRateLimited, "over the rate of %d frames/s, burst %d", l.srv.cfg.RateLimit, l.srv.cfg.RateBurst)
-			break
-		}
-		l.srv.stats.FramesIn.Add(1)
-		code = l.frame(c, f)
+		code = l.takeFrame(c, f)
 	}
 	l.overRate = 0
 	if code != 0 {
@@ -103,6 +109,32 @@ func (l *loop) read(c *conn) protocol.Code {
 		}
 	}
 	return 0
+}
+
+// noisePreface starts the Noise handshake a preface with transport asks
+// for, or refuses it. Loop-only.
+func (l *loop) noisePreface(c *conn, preface []byte, transport byte) protocol.Code {
+	switch {
+	case transport != protocol.TransportNoiseXX && transport != protocol.TransportNoiseIK:
+		return l.rejectf(protocol.CodeUnsupportedTransport, "preface transport %d not offered", transport)
+	case len(l.srv.cfg.NoiseKeys) == 0:
+		return l.rejectf(protocol.CodeUnsupportedTransport, "preface transport %d not offered (plain only)", transport)
+	}
+	return l.startHandshake(c, preface)
+}
+
+// takeFrame charges frame f to c's rate and handles it. Loop-only.
+func (l *loop) takeFrame(c *conn, f protocol.Frame) protocol.Code {
+	// ACKs are charged in frame, and only when they do not advance: how
+	// many a client sends follows how fast the server sends. The LOGIN is
+	// not charged: it is one per connection, and a client that reconnects
+	// gets its whole burst for its resends.
+	l.overRate = 0
+	if f.Type != protocol.TypeAck && c.state == stateReady && !l.charge(c) {
+		return l.rejectf(protocol.CodeRateLimited, "over the rate of %d frames/s, burst %d", l.srv.cfg.RateLimit, l.srv.cfg.RateBurst)
+	}
+	l.srv.stats.FramesIn.Add(1)
+	return l.frame(c, f)
 }
 
 // partialDue returns the second by which c's incomplete frame must have

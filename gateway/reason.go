@@ -95,12 +95,13 @@ var routerCloses = map[protocol.Code]string{
 
 // Reasons of closes that are not failed checks.
 const (
-	reasonPeerError    = "peer sent ERROR"
-	reasonPeerClosed   = "peer closed the connection"
-	reasonLoginBusy    = "user's shard too busy for the login: GOAWAY RETRY_LATER"
-	reasonRedirected   = "user homed on another node: GOAWAY MOVED"
-	reasonShuttingDown = "server shutting down: GOAWAY SHUTTING_DOWN"
-	reasonPanic        = "internal error handling this connection"
+	reasonPeerError      = "peer sent ERROR"
+	reasonPeerClosed     = "peer closed the connection"
+	reasonLoginBusy      = "user's shard too busy for the login: GOAWAY RETRY_LATER"
+	reasonHandshakesBusy = "too many Noise handshakes in progress: GOAWAY RETRY_LATER"
+	reasonRedirected     = "user homed on another node: GOAWAY MOVED"
+	reasonShuttingDown   = "server shutting down: GOAWAY SHUTTING_DOWN"
+	reasonPanic          = "internal error handling this connection"
 )
 
 // logClose logs the close of c at debug level. Loop-only (OnClose).

@@ -35,6 +35,10 @@ type Server struct {
 	rate      rateLimit       // the per-connection frame rate limit (rate.go)
 	// preLoginShare is each loop's share of Config.MaxPreLogin (admit.go).
 	preLoginShare int
+	// hsJobs carries Noise handshake steps to the handshake workers;
+	// it holds Config.MaxHandshakes. hsStop ends the workers.
+	hsJobs chan hsJob
+	hsStop chan struct{}
 
 	// Set once by OnBoot.
 	eng    gnet.Engine
@@ -78,7 +82,12 @@ type Stats struct {
 	// for a newer one (admit.go).
 	PreLoginEvicted atomic.Uint64
 	Panics          atomic.Uint64 // panics while handling one connection, in any callback or check (it was closed)
-	WakeErrors      atomic.Uint64
+	// Noise transport (noise.go).
+	Handshakes         atomic.Uint64 // Noise handshakes completed
+	HandshakesFailed   atomic.Uint64 // Noise handshakes that failed (a message that did not verify)
+	HandshakesRefused  atomic.Uint64 // Noise handshakes refused at Config.MaxHandshakes (GOAWAY RETRY_LATER)
+	NoiseFrameTooLarge atomic.Uint64 // frames too large for a transport message: the connection was closed
+	WakeErrors         atomic.Uint64
 	// Closes counts closed connections by the code they were closed with;
 	// index 0 counts closes by the peer (or with no code).
 	Closes [64]atomic.Uint64
@@ -126,6 +135,9 @@ func newServer(cfg Config, r Delivery, fileLimit int) (*Server, error) {
 		maxPreLogin = max(connCap/4, 64*cfg.Loops)
 	}
 	s.preLoginShare = max((maxPreLogin+cfg.Loops-1)/cfg.Loops, 1)
+	if len(cfg.NoiseKeys) > 0 {
+		s.hsJobs, s.hsStop = make(chan hsJob, cfg.MaxHandshakes), make(chan struct{})
+	}
 	return s, nil
 }
 
@@ -140,6 +152,12 @@ func (s *Server) Run() error {
 	addr, fd, err := reservePort(s.cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("gateway: serving %s: %w", s.cfg.Addr, err)
+	}
+	if s.hsJobs != nil {
+		for range s.cfg.HandshakeWorkers {
+			go s.handshakes(s.hsJobs, s.hsStop)
+		}
+		defer close(s.hsStop)
 	}
 	if fd >= 0 {
 		defer unix.Close(fd)
@@ -332,6 +350,7 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	}()
 	s.conns.Add(-1)
 	c.loop.wheel.remove(c)
+	c.loop.forgetSecure(c)
 	if c.state < stateJoining {
 		c.loop.preLogin--
 	}

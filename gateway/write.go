@@ -41,8 +41,12 @@ func (l *loop) flush(c *conn) protocol.Code {
 
 // write writes b to c; b is copied, so the caller may reuse it. Loop-only.
 func (l *loop) write(c *conn, b []byte) {
-	n, _ := c.gc.Write(b)
-	l.srv.stats.BytesOut.Add(uint64(n))
+	if c.has(noiseOn) {
+		l.writeSecure(c, b)
+	} else {
+		n, _ := c.gc.Write(b)
+		l.srv.stats.BytesOut.Add(uint64(n))
+	}
 	l.wbuf = b[:0]
 }
 
@@ -55,8 +59,11 @@ func (l *loop) encode(c *conn, items []delivery.Outbound) {
 		j := i + 1
 		switch o.Kind {
 		case delivery.OutEntry:
-			size := len(o.Record)
-			for j < len(items) && items[j].Kind == delivery.OutEntry && items[j].Seq == items[j-1].Seq+1 && size < maxBatchRecords {
+			size, limit := len(o.Record), maxBatchRecords
+			if c.has(noiseOn) {
+				limit = noiseBatchRecords
+			}
+			for j < len(items) && items[j].Kind == delivery.OutEntry && items[j].Seq == items[j-1].Seq+1 && size+len(items[j].Record) <= limit {
 				size += len(items[j].Record)
 				j++
 			}
@@ -76,7 +83,7 @@ func (l *loop) encode(c *conn, items []delivery.Outbound) {
 		case delivery.OutWelcome:
 			w := protocol.Welcome{
 				Version: protocol.Version, User: c.user, Time: uint64(now.UnixMilli()),
-				Ping: uint32(c.ping), MaxFrame: uint32(l.srv.cfg.MaxFrame), Dict: l.dictOf(c),
+				Ping: uint32(c.ping), MaxFrame: uint32(l.maxFrameOf(c)), Dict: l.dictOf(c),
 				Window: uint32(l.srv.router.Window()), Last: o.Seq,
 			}
 			l.wbuf = w.Append(l.wbuf)

@@ -1,0 +1,272 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+
+	"switchboard/noise"
+	"switchboard/protocol"
+)
+
+// The Noise transport (PROTOCOL.md 3.1, package noise). A connection whose
+// preface names it goes through stateHandshake before stateLogin:
+//
+//   - Each handshake message is read on the loop, and its step (a few
+//     Diffie-Hellman operations, about 0.3-0.4 ms of CPU) runs on a
+//     handshake worker, at most Config.MaxHandshakes waiting or running;
+//     past that the handshake is refused with GOAWAY RETRY_LATER. The
+//     worker hands the reply back through the connection's mutex and wakes
+//     the loop, which writes it.
+//   - The last step gives the LOGIN frame, which the loop handles as a
+//     plain connection's, and the transport session. From then on every
+//     read decrypts whole transport messages in socket order, and every
+//     write seals what is queued, cut at frame boundaries into messages of
+//     at most noise.MaxPlaintext bytes.
+//
+// A plain connection pays nothing for this: its state lives in a per-loop
+// map, found through the conn's noiseOn flag.
+
+// NoiseMaxFrame is the largest frame a Noise connection may send or be
+// sent: one transport message's plaintext, less room for the fields a
+// DELIVER adds to its SEND's body.
+const NoiseMaxFrame = noise.MaxPlaintext - 64
+
+// noiseBatchRecords bounds the record bytes of one BATCH sent to a Noise
+// connection, so the frame fits one transport message.
+const noiseBatchRecords = noise.MaxPlaintext - 1024
+
+// secure is a Noise connection's state.
+type secure struct {
+	// Owned by the event loop.
+	hs   *noise.ServerHandshake // until the handshake ends
+	sess *noise.Session         // once it has
+	busy bool                   // a step is with a worker
+
+	// Guarded by the conn's mu: the worker's answer to the step.
+	ready bool
+	reply []byte
+	err   error
+}
+
+// hsJob is one handshake step for a worker.
+type hsJob struct {
+	c    *conn
+	sec  *secure
+	kind byte
+	msg  []byte // a copy: the loop's buffer moves on
+}
+
+// handshakes runs handshake steps until stop is closed.
+func (s *Server) handshakes(jobs <-chan hsJob, stop <-chan struct{}) {
+	for {
+		select {
+		case j := <-jobs:
+			reply, err := s.step(j)
+			j.c.mu.Lock()
+			j.sec.ready, j.sec.reply, j.sec.err = true, reply, err
+			wake := !j.c.closed && j.c.wakeLocked()
+			j.c.mu.Unlock()
+			s.live.handshakes.Add(-1)
+			if wake {
+				j.c.wake()
+			}
+		case <-stop:
+			return
+		}
+	}
+}
+
+// step runs one handshake step; a panic in it fails that handshake only.
+func (s *Server) step(j hsJob) (reply []byte, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.panicked("handshake", 0, p)
+			reply, err = nil, fmt.Errorf("panic in a handshake step: %v", p)
+		}
+	}()
+	s.hook("handshake", 0)
+	return j.sec.hs.Step(j.kind, j.msg)
+}
+
+// startHandshake makes c a Noise connection for preface. Loop-only.
+func (l *loop) startHandshake(c *conn, preface []byte) protocol.Code {
+	hs, err := noise.NewServer(noise.ServerConfig{Keys: l.srv.cfg.NoiseKeys}, preface)
+	if err != nil {
+		return l.rejectf(protocol.CodeProtocol, "Noise handshake: %v", err)
+	}
+	l.secure[c] = &secure{hs: hs}
+	c.setFlag(noiseOn, true)
+	c.state = stateHandshake
+	return 0
+}
+
+// readHandshake takes the next handshake message in buf, if it is whole and
+// no step is with a worker, and hands it to one. It returns the bytes it
+// consumed. Loop-only.
+func (l *loop) readHandshake(c *conn, buf []byte) (int, protocol.Code) {
+	sec := l.secure[c]
+	if sec.busy {
+		return 0, 0
+	}
+	kind, msg, n, err := noise.ReadHandshake(buf)
+	switch {
+	case errors.Is(err, noise.ErrIncomplete):
+		return 0, 0
+	case err != nil:
+		return 0, l.rejectf(protocol.CodeProtocol, "Noise handshake: %v", err)
+	case kind != sec.hs.Want():
+		return 0, l.rejectf(protocol.CodeProtocol, "Noise handshake message of kind %#x, want %#x", kind, sec.hs.Want())
+	}
+	if l.srv.live.handshakes.Add(1) > int64(l.srv.cfg.MaxHandshakes) {
+		l.srv.live.handshakes.Add(-1)
+		return 0, l.refuseHandshake(c)
+	}
+	select {
+	case l.srv.hsJobs <- hsJob{c: c, sec: sec, kind: kind, msg: append([]byte(nil), msg...)}:
+	default: // not reached: the channel holds MaxHandshakes
+		l.srv.live.handshakes.Add(-1)
+		return 0, l.refuseHandshake(c)
+	}
+	sec.busy = true
+	return n, 0
+}
+
+// refuseHandshake turns c away while too many handshakes are in progress:
+// GOAWAY RETRY_LATER, the client backs off and comes again. Loop-only.
+func (l *loop) refuseHandshake(c *conn) protocol.Code {
+	l.srv.stats.HandshakesRefused.Add(1)
+	c.closeCode = uint8(protocol.CodeRetryLater)
+	g := protocol.GoAway{After: busyLoginRetry, Code: protocol.CodeRetryLater}
+	l.wbuf = g.Append(l.wbuf)
+	return l.reject(closeQuietly, reasonHandshakesBusy)
+}
+
+// handshakeStep takes a worker's answer to c's handshake step, if one came:
+// it writes the reply, and once the handshake is done installs the session
+// and handles the LOGIN it carried. Loop-only.
+func (l *loop) handshakeStep(c *conn) protocol.Code {
+	sec := l.secure[c]
+	if sec == nil || !sec.busy {
+		return 0
+	}
+	c.mu.Lock()
+	ready, reply, err := sec.ready, sec.reply, sec.err
+	sec.ready, sec.reply, sec.err = false, nil, nil
+	c.mu.Unlock()
+	if !ready {
+		return 0
+	}
+	sec.busy = false
+	if err != nil {
+		l.srv.stats.HandshakesFailed.Add(1)
+		return l.rejectf(protocol.CodeProtocol, "Noise handshake: %v", err)
+	}
+	if len(reply) > 0 {
+		n, _ := c.gc.Write(reply)
+		l.srv.stats.BytesOut.Add(uint64(n))
+	}
+	if sec.hs.Want() != 0 {
+		return 0
+	}
+	res := sec.hs.Result()
+	sec.hs, sec.sess = nil, res.Session
+	l.srv.stats.Handshakes.Add(1)
+	c.state = stateLogin
+	f, n, err := protocol.ReadFrame(res.Login, maxLoginFrame)
+	switch {
+	case err != nil:
+		return l.rejectErr("LOGIN", err)
+	case n != len(res.Login):
+		return l.rejectf(protocol.CodeProtocol, "%d bytes after the LOGIN in the last handshake message", len(res.Login)-n)
+	}
+	return l.frame(c, f)
+}
+
+// readTransport decrypts and handles every whole transport message in buf,
+// stopping at a message that is incomplete or once c waits for its
+// welcome. It returns the bytes it consumed. Loop-only.
+func (l *loop) readTransport(c *conn, buf []byte) (int, protocol.Code) {
+	sec := l.secure[c]
+	off := 0
+	for off < len(buf) && c.state != stateJoining {
+		ct, n, err := noise.ReadTransport(buf[off:])
+		if errors.Is(err, noise.ErrIncomplete) {
+			break
+		}
+		if err != nil {
+			return off, l.rejectf(protocol.CodeProtocol, "Noise transport: %v", err)
+		}
+		frames, err := sec.sess.Open(ct)
+		if err != nil {
+			return off, l.rejectf(protocol.CodeProtocol, "Noise transport: %v", err)
+		}
+		off += n
+		for len(frames) > 0 {
+			f, fn, err := protocol.ReadFrame(frames, l.srv.cfg.MaxFrame)
+			if errors.Is(err, protocol.ErrIncomplete) {
+				return off, l.rejectf(protocol.CodeProtocol, "a Noise transport message ends inside a frame (%d bytes left)", len(frames))
+			}
+			if err != nil {
+				return off, l.rejectFrame(frames, err, l.srv.cfg.MaxFrame)
+			}
+			frames = frames[fn:]
+			if code := l.takeFrame(c, f); code != 0 {
+				return off, code
+			}
+		}
+	}
+	return off, 0
+}
+
+// writeSecure writes b, whole frames, to Noise connection c: sealed in
+// transport messages cut at frame boundaries, or during the handshake (an
+// ERROR or GOAWAY refusing it) as one KindPlain message. Loop-only.
+func (l *loop) writeSecure(c *conn, b []byte) {
+	sec := l.secure[c]
+	out := l.sbuf[:0]
+	if sec.sess == nil {
+		out = noise.AppendHandshake(out, noise.KindPlain, b)
+	} else {
+		for start := 0; start < len(b); {
+			end := start
+			for end < len(b) {
+				_, n, err := protocol.ReadFrame(b[end:], protocol.MaxServerFrame)
+				if err != nil || (end+n-start > noise.MaxPlaintext && end > start) {
+					break
+				}
+				end += n
+			}
+			if end == start { // one frame over a message: cannot be sent
+				l.srv.stats.NoiseFrameTooLarge.Add(1)
+				l.srv.cfg.Logger.Error("gateway: frame too large for a Noise transport message; closing", "user", c.user, "bytes", len(b)-start)
+				_ = l.el.Close(c.gc)
+				break
+			}
+			var err error
+			if out, err = sec.sess.Seal(out, b[start:end]); err != nil {
+				l.srv.cfg.Logger.Error("gateway: sealing a Noise transport message; closing", "user", c.user, "err", err)
+				_ = l.el.Close(c.gc)
+				break
+			}
+			start = end
+		}
+	}
+	n, _ := c.gc.Write(out)
+	l.srv.stats.BytesOut.Add(uint64(n))
+	l.sbuf = out[:0]
+}
+
+// maxFrameOf is the largest frame c may send, as its WELCOME says.
+func (l *loop) maxFrameOf(c *conn) int {
+	if c.has(noiseOn) {
+		return min(l.srv.cfg.MaxFrame, NoiseMaxFrame)
+	}
+	return l.srv.cfg.MaxFrame
+}
+
+// forgetSecure drops c's Noise state when it closes. Loop-only.
+func (l *loop) forgetSecure(c *conn) {
+	if c.has(noiseOn) {
+		delete(l.secure, c)
+	}
+}

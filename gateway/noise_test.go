@@ -1,0 +1,318 @@
+package gateway_test
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"switchboard/gateway"
+	"switchboard/noise"
+	"switchboard/protocol"
+)
+
+func noiseKey(t testing.TB) noise.Keypair {
+	t.Helper()
+	k, err := noise.NewKeypair(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// noiseServer starts a server offering the Noise transport under keys,
+// current first.
+func noiseServer(t testing.TB, keys []noise.Keypair, more ...func(*gateway.Config)) *testServer {
+	return startServer(t, serverOptions{gw: func(c *gateway.Config) {
+		c.NoiseKeys = keys
+		for _, f := range more {
+			f(c)
+		}
+	}})
+}
+
+// noiseDial runs a handshake for user with cfg (a fresh device key if
+// cfg.Static is zero) and returns the connection, as a rawConn reading
+// frames, and what the handshake gave; it fails the test on an error.
+func (ts *testServer) noiseDial(user uint64, cfg noise.ClientConfig) (*rawConn, noise.Result) {
+	ts.t.Helper()
+	r, res, err := ts.tryNoiseDial(user, cfg)
+	if err != nil {
+		ts.t.Fatalf("Noise handshake: %v", err)
+	}
+	return r, res
+}
+
+func (ts *testServer) tryNoiseDial(user uint64, cfg noise.ClientConfig) (*rawConn, noise.Result, error) {
+	ts.t.Helper()
+	if cfg.Static == (noise.Keypair{}) {
+		cfg.Static = noiseKey(ts.t)
+	}
+	nc, err := net.DialTimeout("tcp", ts.Addr, 5*time.Second)
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	ts.t.Cleanup(func() { nc.Close() })
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	lg := protocol.Login{Token: ts.Token(user)}
+	c, res, err := noise.Dial(nc, cfg, protocol.Version, lg.Append(nil))
+	nc.SetDeadline(time.Time{})
+	if err != nil {
+		return nil, res, err
+	}
+	return &rawConn{t: ts.t, Conn: c}, res, nil
+}
+
+// welcome reads r's WELCOME.
+func welcome(t testing.TB, r *rawConn) protocol.Welcome {
+	t.Helper()
+	f := r.next(5 * time.Second)
+	var w protocol.Welcome
+	if f.Type != protocol.TypeWelcome || w.Decode(f) != nil {
+		t.Fatalf("got %v, want WELCOME", f.Type)
+	}
+	return w
+}
+
+// TestNoiseSession: a user logs in over XX, another over IK, a third in
+// the plain; messages go between all three, each way, and WELCOME tells
+// the Noise clients the largest frame that fits a transport message.
+func TestNoiseSession(t *testing.T) {
+	key := noiseKey(t)
+	ts := noiseServer(t, []noise.Keypair{key})
+	alice, res := ts.noiseDial(1, noise.ClientConfig{})
+	if res.Pattern != noise.PatternXX || res.Peer != key.Public {
+		t.Fatalf("XX gave %s with server key %x, want %x", res.Pattern, res.Peer, key.Public)
+	}
+	if w := welcome(t, alice); w.User != 1 || w.MaxFrame != gateway.NoiseMaxFrame {
+		t.Fatalf("WELCOME %+v, want user 1 and max_frame %d", w, gateway.NoiseMaxFrame)
+	}
+	bob, res := ts.noiseDial(2, noise.ClientConfig{Server: key.Public[:]})
+	if res.Pattern != noise.PatternIK {
+		t.Fatalf("pattern %s, want IK", res.Pattern)
+	}
+	welcome(t, bob)
+	carol := ts.rawLogin(3)
+
+	send := func(from *rawConn, to, msgID uint64, body string) {
+		t.Helper()
+		s := protocol.Send{To: to, MsgID: msgID, Body: []byte(body)}
+		from.write(s.Append(nil))
+	}
+	expect := func(r *rawConn, typ protocol.Type) protocol.Frame {
+		t.Helper()
+		for {
+			f := r.next(5 * time.Second)
+			if f.Type == typ {
+				return f
+			}
+		}
+	}
+	for i, tc := range []struct {
+		from     *rawConn
+		to       *rawConn
+		toUser   uint64
+		fromUser uint64
+	}{{alice, bob, 2, 1}, {bob, carol, 3, 2}, {carol, alice, 1, 3}, {bob, alice, 1, 2}} {
+		body := "noise " + string(rune('a'+i))
+		send(tc.from, tc.toUser, uint64(10+i), body)
+		var d protocol.Deliver
+		if err := d.Decode(expect(tc.to, protocol.TypeDeliver)); err != nil || d.From != tc.fromUser || string(d.Body) != body {
+			t.Fatalf("message %d: got %+v (%v), want %q from %d", i, d, err, body, tc.fromUser)
+		}
+		var a protocol.Accept
+		if err := a.Decode(expect(tc.from, protocol.TypeAccept)); err != nil || a.MsgID != uint64(10+i) {
+			t.Fatalf("message %d: ACCEPT %+v (%v)", i, a, err)
+		}
+	}
+	if got := ts.Srv.Stats().Handshakes.Load(); got != 2 {
+		t.Fatalf("%d handshakes counted, want 2", got)
+	}
+}
+
+// TestNoiseRotation: with a new key current and the old one kept, a client
+// that pinned the old key still logs in over IK; one that pinned a key the
+// server no longer has falls back to XXfallback and learns the new key.
+func TestNoiseRotation(t *testing.T) {
+	newKey, oldKey, gone := noiseKey(t), noiseKey(t), noiseKey(t)
+	ts := noiseServer(t, []noise.Keypair{newKey, oldKey})
+	r, res := ts.noiseDial(1, noise.ClientConfig{Server: oldKey.Public[:]})
+	if res.Pattern != noise.PatternIK || res.Peer != oldKey.Public {
+		t.Fatalf("pinned old key: %s with %x, want IK with the old key", res.Pattern, res.Peer)
+	}
+	welcome(t, r)
+	r, res = ts.noiseDial(2, noise.ClientConfig{Server: gone.Public[:]})
+	if res.Pattern != noise.PatternXXfallback || res.Peer != newKey.Public {
+		t.Fatalf("pinned a lost key: %s with %x, want XXfallback with the new key", res.Pattern, res.Peer)
+	}
+	welcome(t, r)
+}
+
+// TestNoiseBadInput: a handshake message that does not verify, one that
+// declares more than the limit, and a forged transport message after login
+// each close that connection only, with a PROTOCOL error the client can
+// read; the server goes on serving.
+func TestNoiseBadInput(t *testing.T) {
+	ts := noiseServer(t, []noise.Keypair{noiseKey(t)})
+	refused := func(what string, write []byte) {
+		t.Helper()
+		r := ts.raw()
+		r.write(write)
+		r.SetReadDeadline(time.Now().Add(5 * time.Second))
+		var hdr [noise.HeaderLen]byte
+		if _, err := readFull(r, hdr[:]); err != nil || hdr[0] != noise.KindPlain {
+			t.Fatalf("%s: read % x (%v), want a KindPlain message", what, hdr, err)
+		}
+		body := make([]byte, int(hdr[1])<<8|int(hdr[2]))
+		if _, err := readFull(r, body); err != nil {
+			t.Fatal(err)
+		}
+		f, _, err := protocol.ReadFrame(body, len(body))
+		var e protocol.Error
+		if err != nil || f.Type != protocol.TypeError || e.Decode(f) != nil || e.Code != protocol.CodeProtocol {
+			t.Fatalf("%s: got %v %+v, want ERROR PROTOCOL", what, f.Type, e)
+		}
+	}
+	xx := protocol.AppendPreface(nil, protocol.Version, protocol.TransportNoiseXX)
+	refused("a low-order ephemeral key", noise.AppendHandshake(bytes.Clone(xx), noise.KindXX1, make([]byte, 32)))
+	refused("a 65535-byte handshake message", append(bytes.Clone(xx), noise.KindXX1, 0xff, 0xff))
+	refused("a message of the wrong kind", noise.AppendHandshake(bytes.Clone(xx), noise.KindIK1, make([]byte, 96)))
+
+	r, _ := ts.noiseDial(1, noise.ClientConfig{})
+	welcome(t, r)
+	nc := r.Conn.(*noise.Conn).Conn
+	if _, err := nc.Write(append([]byte{0, 40}, make([]byte, 40)...)); err != nil {
+		t.Fatal(err)
+	}
+	if code := r.expectClose(5 * time.Second); code != protocol.CodeProtocol {
+		t.Fatalf("a forged transport message: closed with %v, want PROTOCOL", code)
+	}
+	ts.roundTrip(t, 5, 6)
+}
+
+// TestNoiseHandshakeCap: past MaxHandshakes steps waiting or running, a
+// handshake is refused with GOAWAY RETRY_LATER (sent as KindPlain); the
+// one in progress finishes once its worker is free.
+func TestNoiseHandshakeCap(t *testing.T) {
+	ts := noiseServer(t, []noise.Keypair{noiseKey(t)}, func(c *gateway.Config) { c.MaxHandshakes, c.HandshakeWorkers = 1, 1 })
+	release, entered := make(chan struct{}), make(chan struct{}, 8)
+	ts.Srv.SetPanicHook(func(point string, _ uint64) {
+		if point == "handshake" {
+			entered <- struct{}{}
+			<-release
+		}
+	})
+	first := make(chan error, 1)
+	go func() {
+		r, _, err := ts.tryNoiseDial(1, noise.ClientConfig{})
+		if err == nil {
+			f, ferr := r.tryNext(5 * time.Second)
+			if ferr == nil && f.Type != protocol.TypeWelcome {
+				ferr = errors.New("no WELCOME")
+			}
+			err = ferr
+		}
+		first <- err
+	}()
+	<-entered // the first handshake's step holds the only place
+	_, _, err := ts.tryNoiseDial(2, noise.ClientConfig{})
+	var re *noise.RefusedError
+	if !errors.As(err, &re) {
+		t.Fatalf("second handshake: %v, want a refusal", err)
+	}
+	f, _, _ := protocol.ReadFrame(re.Frame, len(re.Frame))
+	var g protocol.GoAway
+	if f.Type != protocol.TypeGoAway || g.Decode(f) != nil || g.Code != protocol.CodeRetryLater || g.After == 0 {
+		t.Fatalf("refusal %v %+v, want GOAWAY RETRY_LATER with a delay", f.Type, g)
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatalf("the first handshake: %v", err)
+	}
+	if got := ts.Srv.Stats().HandshakesRefused.Load(); got != 1 {
+		t.Fatalf("HandshakesRefused %d, want 1", got)
+	}
+}
+
+// TestNoiseNotOffered: a server without keys answers a Noise preface with
+// a plain ERROR UNSUPPORTED_TRANSPORT, which the client reads as a refusal.
+func TestNoiseNotOffered(t *testing.T) {
+	ts := startServer(t, serverOptions{})
+	_, _, err := ts.tryNoiseDial(1, noise.ClientConfig{})
+	var re *noise.RefusedError
+	if !errors.As(err, &re) {
+		t.Fatalf("%v, want a refusal", err)
+	}
+	f, _, _ := protocol.ReadFrame(re.Frame, len(re.Frame))
+	var e protocol.Error
+	if f.Type != protocol.TypeError || e.Decode(f) != nil || e.Code != protocol.CodeUnsupportedTransport {
+		t.Fatalf("refusal %v %+v, want ERROR UNSUPPORTED_TRANSPORT", f.Type, e)
+	}
+}
+
+// TestNoiseBacklog: a backlog larger than one transport message reaches a
+// Noise client whole: the server's BATCHes are cut to fit, every message
+// arrives once, in order.
+func TestNoiseBacklog(t *testing.T) {
+	ts := noiseServer(t, []noise.Keypair{noiseKey(t)})
+	sender := ts.rawLogin(7)
+	const n = 300
+	body := bytes.Repeat([]byte{'x'}, 1000)
+	for i := range n {
+		s := protocol.Send{To: 8, MsgID: uint64(i + 1), Body: body}
+		sender.write(s.Append(nil))
+	}
+	accepted := 0
+	for accepted < n {
+		f := sender.next(10 * time.Second)
+		if f.Type == protocol.TypeAccept {
+			var a protocol.Accept
+			if err := a.Decode(f); err != nil {
+				t.Fatal(err)
+			}
+			accepted += int(a.More) + 1
+		}
+	}
+	r, _ := ts.noiseDial(8, noise.ClientConfig{})
+	welcome(t, r)
+	var got []uint64
+	var seq uint64
+	for len(got) < n {
+		if seq > 0 { // acknowledge what came, so the window lets the rest go
+			a := protocol.Ack{Seq: seq}
+			r.write(a.Append(nil))
+		}
+		f := r.next(10 * time.Second)
+		switch f.Type {
+		case protocol.TypeDeliver:
+			var d protocol.Deliver
+			if err := d.Decode(f); err != nil {
+				t.Fatal(err)
+			}
+			got, seq = append(got, d.MsgID), d.Seq
+		case protocol.TypeBatch:
+			var br protocol.BatchReader
+			br.Reset(f)
+			for br.Next() {
+				var d protocol.Deliver
+				if br.Type() == protocol.TypeDeliver && br.Deliver(&d) == nil {
+					got, seq = append(got, d.MsgID), d.Seq
+				}
+			}
+			if br.Err() != nil {
+				t.Fatal(br.Err())
+			}
+		}
+	}
+	for i, id := range got {
+		if id != uint64(i+1) {
+			t.Fatalf("message %d is msg %d, want %d", i, id, i+1)
+		}
+	}
+}
+
+// readFull reads exactly len(b) bytes of r.
+func readFull(r *rawConn, b []byte) (int, error) { return io.ReadFull(r.Conn, b) }
