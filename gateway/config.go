@@ -130,6 +130,10 @@ type Config struct {
 	// UNSUPPORTED_TRANSPORT: only Noise connections are served. It needs
 	// NoiseKeys. Default false.
 	RefusePlain bool
+	// NoiseUnboundTokens lets a Noise login use a token that is not bound
+	// to the device's key (token.Mint rather than token.MintBound). Default
+	// false: over Noise, a stolen token alone logs in nowhere.
+	NoiseUnboundTokens bool
 	// MaxHandshakes bounds the Noise handshake steps waiting for or
 	// running on a worker; past it a handshake is refused with GOAWAY
 	// RETRY_LATER. Default 1024: at about 0.4 ms of CPU a step, the

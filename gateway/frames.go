@@ -146,12 +146,18 @@ func (l *loop) login(c *conn, f protocol.Frame) protocol.Code {
 	if err := lg.Decode(f); err != nil {
 		return l.rejectErr("LOGIN", err)
 	}
-	claims, err := l.verifier.Verify(lg.Token, cfg.Now())
+	var key []byte // the device key a Noise handshake proved
+	if c.has(noiseOn) {
+		key = l.secure[c].peer[:]
+	}
+	claims, err := l.verifier.VerifyKey(lg.Token, key, cfg.Now())
 	switch {
 	case errors.Is(err, token.ErrExpired):
 		return l.rejectf(protocol.CodeTokenExpired, "LOGIN token expired at %s", claims.Expiry.UTC().Format(time.RFC3339))
 	case err != nil:
 		return l.reject(protocol.CodeBadToken, "LOGIN "+strings.TrimPrefix(err.Error(), "token: "))
+	case key != nil && !claims.Bound && !cfg.NoiseUnboundTokens:
+		return l.reject(protocol.CodeBadToken, reasonUnbound)
 	}
 	if cfg.HomeAddr != nil {
 		if addr := cfg.HomeAddr(claims.User); addr != "" {

@@ -230,6 +230,11 @@ func (ts *testServer) Token(user uint64) []byte {
 	return token.Mint(ts.secret, token.Claims{KeyID: 1, User: user, Device: 1, Expiry: time.Now().Add(time.Hour)})
 }
 
+// BoundToken mints a valid token for user bound to device key key.
+func (ts *testServer) BoundToken(user uint64, key []byte) []byte {
+	return token.MintBound(ts.secret, token.Claims{KeyID: 1, User: user, Device: 1, Expiry: time.Now().Add(time.Hour)}, key)
+}
+
 // Dial logs user in; it fails the test if the login fails. The client is
 // closed when the test ends.
 func (ts *testServer) Dial(user uint64, opts protocol.ClientOptions) *protocol.Client {

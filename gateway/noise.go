@@ -40,6 +40,7 @@ type secure struct {
 	// Owned by the event loop.
 	hs   *noise.ServerHandshake // until the handshake ends
 	sess *noise.Session         // once it has
+	peer [32]byte               // the device key the handshake proved
 	busy bool                   // a step is with a worker
 
 	// Guarded by the conn's mu: the worker's answer to the step.
@@ -169,7 +170,7 @@ func (l *loop) handshakeStep(c *conn) protocol.Code {
 		return 0
 	}
 	res := sec.hs.Result()
-	sec.hs, sec.sess = nil, res.Session
+	sec.hs, sec.sess, sec.peer = nil, res.Session, res.Peer
 	l.srv.stats.Handshakes.Add(1)
 	c.state = stateLogin
 	f, n, err := protocol.ReadFrame(res.Login, maxLoginFrame)

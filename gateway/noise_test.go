@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,13 +52,19 @@ func (ts *testServer) tryNoiseDial(user uint64, cfg noise.ClientConfig) (*rawCon
 	if cfg.Static == (noise.Keypair{}) {
 		cfg.Static = noiseKey(ts.t)
 	}
+	return ts.noiseLogin(cfg, ts.BoundToken(user, cfg.Static.Public[:]))
+}
+
+// noiseLogin runs a handshake with cfg whose LOGIN carries tok.
+func (ts *testServer) noiseLogin(cfg noise.ClientConfig, tok []byte) (*rawConn, noise.Result, error) {
+	ts.t.Helper()
 	nc, err := net.DialTimeout("tcp", ts.Addr, 5*time.Second)
 	if err != nil {
 		ts.t.Fatal(err)
 	}
 	ts.t.Cleanup(func() { nc.Close() })
 	nc.SetDeadline(time.Now().Add(10 * time.Second))
-	lg := protocol.Login{Token: ts.Token(user)}
+	lg := protocol.Login{Token: tok}
 	c, res, err := noise.Dial(nc, cfg, protocol.Version, lg.Append(nil))
 	nc.SetDeadline(time.Time{})
 	if err != nil {
@@ -316,3 +323,47 @@ func TestNoiseBacklog(t *testing.T) {
 
 // readFull reads exactly len(b) bytes of r.
 func readFull(r *rawConn, b []byte) (int, error) { return io.ReadFull(r.Conn, b) }
+
+// TestNoiseBoundTokens: over Noise a token logs in only when it is bound
+// to the device key the handshake proved: a token bound to another device
+// (a stolen one) and an unbound token are refused BAD_TOKEN, saying why; a
+// bound token is refused over the plain transport; with
+// NoiseUnboundTokens an unbound token logs in over Noise.
+func TestNoiseBoundTokens(t *testing.T) {
+	ts := noiseServer(t, []noise.Keypair{noiseKey(t)})
+	badToken := func(what string, r *rawConn, err error, reason string) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: handshake: %v", what, err)
+		}
+		f := r.next(5 * time.Second)
+		var e protocol.Error
+		if f.Type != protocol.TypeError || e.Decode(f) != nil || e.Code != protocol.CodeBadToken || !strings.Contains(e.Reason, reason) {
+			t.Fatalf("%s: got %v %+v, want ERROR BAD_TOKEN saying %q", what, f.Type, e, reason)
+		}
+	}
+	device, thief := noiseKey(t), noiseKey(t)
+	r, _, err := ts.noiseLogin(noise.ClientConfig{Static: thief}, ts.BoundToken(1, device.Public[:]))
+	badToken("a token bound to another device", r, err, "MAC")
+	r, _, err = ts.noiseLogin(noise.ClientConfig{Static: device}, ts.Token(1))
+	badToken("an unbound token", r, err, "not bound")
+	r, _, err = ts.noiseLogin(noise.ClientConfig{Static: device}, ts.BoundToken(1, device.Public[:]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	welcome(t, r)
+
+	plain := ts.raw()
+	lg := protocol.Login{Token: ts.BoundToken(2, device.Public[:])}
+	plain.write(lg.Append(protocol.AppendPreface(nil, protocol.Version, protocol.TransportPlain)))
+	if code := plain.expectClose(5 * time.Second); code != protocol.CodeBadToken {
+		t.Fatalf("a bound token over plain: closed with %v, want BAD_TOKEN", code)
+	}
+
+	open := noiseServer(t, []noise.Keypair{noiseKey(t)}, func(c *gateway.Config) { c.NoiseUnboundTokens = true })
+	r, _, err = open.noiseLogin(noise.ClientConfig{Static: device}, open.Token(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	welcome(t, r)
+}

@@ -99,6 +99,7 @@ const (
 	reasonPeerClosed     = "peer closed the connection"
 	reasonLoginBusy      = "user's shard too busy for the login: GOAWAY RETRY_LATER"
 	reasonHandshakesBusy = "too many Noise handshakes in progress: GOAWAY RETRY_LATER"
+	reasonUnbound        = "LOGIN bad token: not bound to a device key, which a Noise login needs"
 	reasonRedirected     = "user homed on another node: GOAWAY MOVED"
 	reasonShuttingDown   = "server shutting down: GOAWAY SHUTTING_DOWN"
 	reasonPanic          = "internal error handling this connection"

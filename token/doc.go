@@ -12,7 +12,16 @@
 //	        key_id, device < 2^32; user > 0; expiry = Unix seconds, valid while now < expiry
 //	        mac = first 16 bytes of HMAC-SHA256(secret of key_id, every byte before mac)
 //
-// 0x01 is the layout's version. key_id names the secret, so secrets can be
+//	bound token = 0x02 | key_id | user | device | expiry | mac
+//	        mac = first 16 bytes of HMAC-SHA256(secret of key_id, every byte before mac || device key)
+//
+// 0x01 is the layout's version. A bound token (0x02, MintBound) also binds
+// the device's Noise static public key (32 bytes, not carried in the token)
+// into its MAC: it verifies only with that key, which a Noise handshake
+// proves, so it logs in only over Noise from that device, and a stolen
+// token alone logs in nowhere. Over the plain transport a bound token is
+// refused; over Noise a server takes only bound tokens unless configured
+// otherwise (PROTOCOL.md 8.1). key_id names the secret, so secrets can be
 // rotated: the server holds the old and the new key for a while. A varint
 // is minimal as everywhere in the protocol: it does not end in a 00 byte
 // unless it is the single byte 00, so every token has exactly one encoding.

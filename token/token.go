@@ -11,8 +11,12 @@ import (
 
 // The layout's constants (doc.go draws the token).
 const (
-	version = 1
-	macLen  = 16 // 128 bits: forging needs 2^128 guesses, each a connection
+	version      = 1
+	versionBound = 2 // bound to a device key: the MAC covers it too
+	// KeyLen is the length of the device key a bound token names: a
+	// Curve25519 public key, the device's Noise static key.
+	KeyLen = 32
+	macLen = 16 // 128 bits: forging needs 2^128 guesses, each a connection
 	// MinLen is the length of the shortest token: the version, four
 	// one-byte varints and the MAC.
 	MinLen = 1 + 4 + macLen
@@ -37,6 +41,8 @@ var (
 	errUser0     = fmt.Errorf("%w: user 0", ErrBad)
 	errKey       = fmt.Errorf("%w: unknown key id", ErrBad)
 	errMAC       = fmt.Errorf("%w: MAC does not verify", ErrBad)
+	errBound     = fmt.Errorf("%w: bound to a device key, which only a Noise login proves", ErrBad)
+	errKeyLen    = fmt.Errorf("%w: device key not %d bytes", ErrBad, KeyLen)
 )
 
 // Claims are what a token asserts. The zero value asserts nothing a
@@ -46,6 +52,10 @@ type Claims struct {
 	User   uint64    // the user it logs in as, not 0
 	Device uint32    // the user's device
 	Expiry time.Time // whole seconds; the token is valid before it
+	// Bound says the token is bound to a device key (layout version 2):
+	// it logs in only over the Noise transport, whose handshake proves
+	// that key. Mint ignores it; MintBound sets it.
+	Bound bool
 }
 
 // Mint returns a new token for c signed with secret, the key c.KeyID
@@ -58,14 +68,32 @@ func Mint(secret []byte, c Claims) []byte {
 // Append appends to dst a token for c signed with secret, like Mint, and
 // returns the extended slice. It allocates the HMAC.
 func Append(dst, secret []byte, c Claims) []byte {
+	return appendToken(dst, secret, c, version, nil)
+}
+
+// MintBound returns a new token for c bound to the device key key (its
+// Noise static public key, KeyLen bytes): the MAC covers key too, so the
+// token logs in only over a Noise handshake that proves key, and a stolen
+// token alone logs in nowhere.
+func MintBound(secret []byte, c Claims, key []byte) []byte {
+	return AppendBound(make([]byte, 0, MaxLen+sha256.Size-macLen), secret, c, key)
+}
+
+// AppendBound appends to dst a token for c bound to key, like MintBound.
+func AppendBound(dst, secret []byte, c Claims, key []byte) []byte {
+	return appendToken(dst, secret, c, versionBound, key)
+}
+
+func appendToken(dst, secret []byte, c Claims, v byte, key []byte) []byte {
 	start := len(dst)
-	dst = append(dst, version)
+	dst = append(dst, v)
 	dst = binary.AppendUvarint(dst, uint64(c.KeyID))
 	dst = binary.AppendUvarint(dst, c.User)
 	dst = binary.AppendUvarint(dst, uint64(c.Device))
 	dst = binary.AppendUvarint(dst, uint64(c.Expiry.Unix()))
 	h := hmac.New(sha256.New, secret)
 	h.Write(dst[start:])
+	h.Write(key)
 	end := len(dst) + macLen
 	return h.Sum(dst)[:end]
 }
@@ -82,7 +110,7 @@ func Parse(tok []byte) (Claims, error) {
 
 // parse splits tok into its claims, the body the MAC covers, and the MAC.
 func parse(tok []byte) (c Claims, body, sum []byte, err error) {
-	if len(tok) < MinLen || len(tok) > MaxLen || tok[0] != version {
+	if len(tok) < MinLen || len(tok) > MaxLen || (tok[0] != version && tok[0] != versionBound) {
 		return Claims{}, nil, nil, errMalformed
 	}
 	body, sum = tok[:len(tok)-macLen], tok[len(tok)-macLen:]
@@ -101,6 +129,6 @@ func parse(tok []byte) (c Claims, body, sum []byte, err error) {
 	if f[1] == 0 {
 		return Claims{}, nil, nil, errUser0
 	}
-	c = Claims{KeyID: uint32(f[0]), User: f[1], Device: uint32(f[2]), Expiry: time.Unix(int64(f[3]), 0)}
+	c = Claims{KeyID: uint32(f[0]), User: f[1], Device: uint32(f[2]), Expiry: time.Unix(int64(f[3]), 0), Bound: tok[0] == versionBound}
 	return c, body, sum, nil
 }

@@ -107,8 +107,8 @@ func TestParse(t *testing.T) {
 	for _, bad := range [][]byte{
 		over32,
 		signed(nil, cat([]byte{1}, []byte{1}, []byte{1}, binaryUvarint(1<<32), []byte{1})),
-		signed(nil, cat([]byte{2}, []byte{1}, []byte{1}, []byte{1}, []byte{1})),
-		signed(nil, cat([]byte{1}, []byte{1}, []byte{1}, []byte{1})), // three fields
+		signed(nil, cat([]byte{3}, []byte{1}, []byte{1}, []byte{1}, []byte{1})), // version 3
+		signed(nil, cat([]byte{1}, []byte{1}, []byte{1}, []byte{1})),            // three fields
 		signed(nil, cat([]byte{1}, []byte{1}, []byte{0}, []byte{1}, []byte{1})),
 		bytes.Repeat([]byte{1}, token.MaxLen+1),
 	} {
@@ -160,5 +160,48 @@ func TestMinted(t *testing.T) {
 	const want = "0101b197d30301ff94c0d906b4c76909273d5f619fa14242c068cd8e"
 	if hex.EncodeToString(got) != want {
 		t.Fatalf("Mint = %x, want %s", got, want)
+	}
+}
+
+// TestBound: a bound token verifies only with the device key it was minted
+// for: not with another key, not with none (a plain login), and its
+// claims say it is bound; an unbound token verifies with or without a
+// key, and says it is not.
+func TestBound(t *testing.T) {
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	keys := token.Keys{1: secret}
+	now := time.Unix(1_798_000_000, 0)
+	c := token.Claims{KeyID: 1, User: 42, Device: 7, Expiry: now.Add(time.Hour)}
+	device, other := bytes.Repeat([]byte{1}, token.KeyLen), bytes.Repeat([]byte{2}, token.KeyLen)
+	bound := token.MintBound(secret, c, device)
+	if len(bound) != len(token.Mint(secret, c)) || bound[0] != 2 {
+		t.Fatalf("bound token % x: want version 2, as long as an unbound one", bound)
+	}
+	v := token.NewVerifier(keys)
+	for _, verify := range []func(tok, key []byte) (token.Claims, error){
+		func(tok, key []byte) (token.Claims, error) { return keys.VerifyKey(tok, key, now) },
+		func(tok, key []byte) (token.Claims, error) { return v.VerifyKey(tok, key, now) },
+	} {
+		if got, err := verify(bound, device); err != nil || !got.Bound || got.User != 42 {
+			t.Fatalf("bound token with its key: %+v, %v", got, err)
+		}
+		if _, err := verify(bound, other); !errors.Is(err, token.ErrBad) || !strings.Contains(err.Error(), "MAC") {
+			t.Fatalf("bound token with another key: %v, want a MAC failure", err)
+		}
+		if _, err := verify(bound, nil); !errors.Is(err, token.ErrBad) || !strings.Contains(err.Error(), "Noise") {
+			t.Fatalf("bound token without a key: %v, want it refused as bound", err)
+		}
+		if _, err := verify(bound, device[:31]); !errors.Is(err, token.ErrBad) {
+			t.Fatalf("bound token with a short key: %v", err)
+		}
+		unbound := token.Mint(secret, c)
+		for _, key := range [][]byte{nil, device} {
+			if got, err := verify(unbound, key); err != nil || got.Bound {
+				t.Fatalf("unbound token with key %x: %+v, %v", key, got, err)
+			}
+		}
+	}
+	if _, err := keys.Verify(bound, now); !errors.Is(err, token.ErrBad) {
+		t.Fatalf("Verify of a bound token: %v, want ErrBad", err)
 	}
 }

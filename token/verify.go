@@ -16,8 +16,19 @@ type Keys map[uint32][]byte
 // id, MAC); an expired one is ErrExpired, returned with the claims. Verify
 // allocates a MAC per call; a Verifier reuses them. It does not keep tok.
 func (k Keys) Verify(tok []byte, now time.Time) (Claims, error) {
+	return k.VerifyKey(tok, nil, now)
+}
+
+// VerifyKey is Verify for a login that proved the device key key (a Noise
+// handshake's client static key; nil: none proved). A bound token
+// verifies only with the key it is bound to; an unbound one verifies
+// whatever key, and the caller decides whether it may log in so.
+func (k Keys) VerifyKey(tok, key []byte, now time.Time) (Claims, error) {
 	c, body, sum, err := parse(tok)
 	if err != nil {
+		return Claims{}, err
+	}
+	if err := boundKey(c, key); err != nil {
 		return Claims{}, err
 	}
 	secret, ok := k[c.KeyID]
@@ -26,7 +37,24 @@ func (k Keys) Verify(tok []byte, now time.Time) (Claims, error) {
 	}
 	h := hmac.New(sha256.New, secret)
 	h.Write(body)
+	if c.Bound {
+		h.Write(key)
+	}
 	return check(c, sum, h.Sum(nil), now)
+}
+
+// boundKey checks that a bound token comes with a device key to check it
+// against.
+func boundKey(c Claims, key []byte) error {
+	switch {
+	case !c.Bound:
+		return nil
+	case key == nil:
+		return errBound
+	case len(key) != KeyLen:
+		return errKeyLen
+	}
+	return nil
 }
 
 // Verifier checks tokens like Keys.Verify without allocating: it keeps one
@@ -49,8 +77,17 @@ func NewVerifier(keys Keys) *Verifier {
 
 // Verify checks tok at time now and returns its claims, as Keys.Verify.
 func (v *Verifier) Verify(tok []byte, now time.Time) (Claims, error) {
+	return v.VerifyKey(tok, nil, now)
+}
+
+// VerifyKey checks tok for a login that proved device key key, as
+// Keys.VerifyKey.
+func (v *Verifier) VerifyKey(tok, key []byte, now time.Time) (Claims, error) {
 	c, body, sum, err := parse(tok)
 	if err != nil {
+		return Claims{}, err
+	}
+	if err := boundKey(c, key); err != nil {
 		return Claims{}, err
 	}
 	h, ok := v.macs[c.KeyID]
@@ -59,6 +96,9 @@ func (v *Verifier) Verify(tok []byte, now time.Time) (Claims, error) {
 	}
 	h.Reset()
 	h.Write(body)
+	if c.Bound {
+		h.Write(key)
+	}
 	return check(c, sum, h.Sum(v.sum[:0]), now)
 }
 
