@@ -92,6 +92,18 @@ nats_pids=()
 bench_pid=""
 worker_pids=""
 
+# end_all sends SIGTERM to the PIDs given, waits up to 30 s for each, then
+# sends SIGKILL.
+end_all() {
+	local p
+	for p in "$@"; do kill "$p" 2>/dev/null || true; done
+	for p in "$@"; do
+		for _ in $(seq 300); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+		kill -9 "$p" 2>/dev/null || true
+		wait "$p" 2>/dev/null || true
+	done
+}
+
 # stop ends every process this script started, by PID: the bench first (it
 # stops its own workers; any still there after 10 s are ended by the PIDs
 # seen), then the nodes, then NATS; then it removes DATA.
@@ -103,12 +115,9 @@ stop() {
 		kill -9 "$bench_pid" 2>/dev/null || true
 	fi
 	for p in $worker_pids; do kill "$p" 2>/dev/null || true; done
-	for p in "${node_pids[@]}" "${nats_pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	for p in "${node_pids[@]}" "${nats_pids[@]}"; do
-		for _ in $(seq 300); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-		kill -9 "$p" 2>/dev/null || true
-		wait "$p" 2>/dev/null || true
-	done
+	# The nodes before NATS, so that none logs its NATS connection lost.
+	end_all "${node_pids[@]}"
+	end_all "${nats_pids[@]}"
 	rm -rf "$DATA"
 }
 trap stop EXIT
@@ -251,11 +260,12 @@ snapshot() {
 		worker_pids="$worker_pids $kids"
 	fi
 	# shellcheck disable=SC2086
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$(rss_kb "${node_pids[@]}")" "$(rss_kb $gen)" \
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$(rss_kb "${node_pids[@]}")" "$(rss_kb $gen)" \
 		"$(rss_kb "${nats_pids[@]}")" "$(meminfo_kb Slab)" "$(meminfo_kb SUnreclaim)" "$(tcp_pages)" \
-		"$(meminfo_kb MemAvailable)" "$(conntrack)" >>"$OUT/memory.tsv"
+		"$(meminfo_kb MemAvailable)" "$(conntrack)" "$(date +%s.%N)" "$(cpu_s "${node_pids[@]}")" \
+		"$(cpu_s "${nats_pids[@]}")" >>"$OUT/memory.tsv"
 }
-printf 'point\tnodes_rss_kb\tgenerator_rss_kb\tnats_rss_kb\tslab_kb\tsunreclaim_kb\ttcp_mem_pages\tmemavailable_kb\tconntrack\n' >"$OUT/memory.tsv"
+printf 'point\tnodes_rss_kb\tgenerator_rss_kb\tnats_rss_kb\tslab_kb\tsunreclaim_kb\ttcp_mem_pages\tmemavailable_kb\tconntrack\tunix_s\tnodes_cpu_s\tnats_cpu_s\n' >"$OUT/memory.tsv"
 snapshot before
 nats_cpu0=$(cpu_s "${nats_pids[@]}")
 
@@ -273,6 +283,7 @@ wait_line() {
 	done
 }
 if wait_line "holding them idle"; then
+	snapshot hold-start
 	sleep $((hold_s / 2))
 	snapshot hold
 	if wait_line "hold over; sending"; then
@@ -302,6 +313,11 @@ END {
 	row("nodes RSS (sum)", 2, 1); row("generator RSS (bench + workers)", 3, 1); row("NATS servers RSS", 4, 1)
 	row("kernel Slab", 5, 1); row("kernel SUnreclaim", 6, 1); row("TCP mem (sockstat, pages)", 7, 0)
 	row("MemAvailable", 8, 1); row("nf_conntrack_count", 9, 0)
+	if (("hold-start" in p) && ("hold" in p)) {
+		dt = v["hold", 10] - v["hold-start", 10]
+		printf "\nidle CPU in the hold (%.0f s, no traffic): nodes %.2f cores (%.3f a node), NATS servers %.2f cores\n", dt,
+			(v["hold", 11] - v["hold-start", 11]) / dt, (v["hold", 11] - v["hold-start", 11]) / dt / nodes, (v["hold", 12] - v["hold-start", 12]) / dt
+	}
 	if ("hold" in p) {
 		printf "\nper connection at the hold, against before, over %d connections (kernel figures are the host'"'"'s: anything else running moves them):\n", conns
 		printf "  node RSS %s (%s a node), generator RSS %s, kernel Slab %s (SUnreclaim %s) per client+server socket pair\n",
