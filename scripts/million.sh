@@ -17,10 +17,11 @@
 #   NODES         cluster nodes (default 53: ~18,900 connections each for a
 #                 million, under a process's 20,000 open files)
 #   CONNS         connections, even (default 1000000)
-#   RATE          1:1 messages per second in all, after the hold (default 10000)
+#   RATE          1:1 messages per second in all, after the hold (default 1000:
+#                 53 idle nodes already take ~1.3 of 2 cores, docs/BENCHMARKS.md)
 #   DURATION      how long the traffic lasts (default 60s)
 #   HOLD          how long the connections stay idle first (default 60s)
-#   CONNECT_RATE  logins per second in all (default 5000)
+#   CONNECT_RATE  logins per second in all (default 3000)
 #   CROSS         share of pairs whose users are homed on different nodes
 #                 (default 1 - 1/NODES: what random pairs would have)
 #   NATS_SERVERS  NATS servers, the nodes their clients (default 3)
@@ -35,14 +36,15 @@
 #                 (default 17000)
 #   NODE_PROCS    GOMAXPROCS of each node (default 1: 53 nodes share 2 cores)
 #   READY_TIMEOUT seconds to wait for the cluster to form (default 300)
+#   PPROF         1: node i also serves /debug/pprof/ on PORT_BASE+200+i
 set -euo pipefail
 
 NODES=${NODES:-53}
 CONNS=${CONNS:-1000000}
-RATE=${RATE:-10000}
+RATE=${RATE:-1000}
 DURATION=${DURATION:-60s}
 HOLD=${HOLD:-60s}
-CONNECT_RATE=${CONNECT_RATE:-5000}
+CONNECT_RATE=${CONNECT_RATE:-3000}
 CROSS=${CROSS:-$(awk -v n="$NODES" 'BEGIN { printf "%.4f", (n > 1) ? 1 - 1 / n : 0 }')}
 NATS_SERVERS=${NATS_SERVERS:-3}
 DATA=${DATA:-/tmp/switchboard-million}
@@ -52,6 +54,7 @@ NATS_BIN=${NATS_BIN:-}
 PORT_BASE=${PORT_BASE:-17000}
 NODE_PROCS=${NODE_PROCS:-1}
 READY_TIMEOUT=${READY_TIMEOUT:-300}
+PPROF=${PPROF:-0}
 DRAIN=${DRAIN:-60s}
 
 die() { echo "million: $*" >&2; exit 1; }
@@ -68,6 +71,19 @@ nofile=$(ulimit -n)
 # spreads users evenly over the nodes.
 [ "$nofile" = unlimited ] || [ "$per_node" -le $((nofile - 150)) ] ||
 	die "CONNS=$CONNS over NODES=$NODES is $per_node connections a node, past the open-file limit ($nofile) less a node's reserve: add nodes"
+
+# Host limits the run needs: a file for each end of every connection, and
+# the memory measured per connection at small scale (docs/BENCHMARKS.md): ~1
+# KiB of node RSS, ~4 KiB of generator RSS and ~10 KiB of kernel slab per
+# client and server socket pair, ~31 MiB for each empty node.
+file_max=$(cat /proc/sys/fs/file-max)
+files_open=$(cut -f1 /proc/sys/fs/file-nr)
+[ $((2 * CONNS + files_open + 10000)) -le "$file_max" ] ||
+	die "fs.file-max is $file_max with $files_open open: $CONNS connections need $((2 * CONNS)) more (sysctl -w fs.file-max=$((2 * CONNS + files_open + 100000)))"
+need_kb=$((CONNS * 15 + NODES * 31 * 1024 + 200 * 1024))
+avail_kb=$(awk '$1 == "MemAvailable:" { print $2 }' /proc/meminfo)
+[ "$need_kb" -le "$avail_kb" ] ||
+	echo "million: WARNING: the run needs about $((need_kb / 1024)) MiB (15 KiB a connection, 31 MiB a node), $((avail_kb / 1024)) MiB are available" >&2
 
 # seconds converts 90, 90s, 2m or 1h to seconds.
 seconds() {
@@ -199,7 +215,9 @@ metrics=${metrics#,}
 # limits shrunk so that a full batch fits that cap too: storage/config.go),
 # a 4,096-entry metadata cache, and queues a quarter of the defaults.
 for i in $(seq "$NODES"); do
-	GOMAXPROCS=$NODE_PROCS "$BIN" serve --data "$DATA/n$i" \
+	pprof=""
+	[ "$PPROF" != 1 ] || pprof="127.0.0.1:$((PORT_BASE + 200 + i))"
+	GOMAXPROCS=$NODE_PROCS "$BIN" serve --data "$DATA/n$i" --pprof "$pprof" \
 		--listen "127.0.0.1:$((PORT_BASE + i))" --metrics "127.0.0.1:$((PORT_BASE + 100 + i))" --log info \
 		--cluster-name million --cluster-node "$i" --cluster-nodes "$list" \
 		--cluster-nats "${nats_urls[$(((i - 1) % NATS_SERVERS))]}" \
