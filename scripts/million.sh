@@ -24,7 +24,9 @@
 #   CONNECT_RATE  logins per second in all (default 3000)
 #   CROSS         share of pairs whose users are homed on different nodes
 #                 (default 1 - 1/NODES: what random pairs would have)
-#   NATS_SERVERS  NATS servers, the nodes their clients (default 3)
+#   NATS_SERVERS  NATS servers, the nodes their clients (default 3); 0: every
+#                 node embeds its own, routed to every other (node i's routes on
+#                 PORT_BASE+300+i, its NATS clients on PORT_BASE+600+i)
 #   DATA          scratch folder, created and removed by this run; it must not
 #                 exist (default /tmp/switchboard-million)
 #   OUT           report and logs (default bench-results/million-<time>)
@@ -61,7 +63,7 @@ die() { echo "million: $*" >&2; exit 1; }
 
 [ -x "$BIN" ] || die "no switchboard binary at $BIN (make build, or set BIN)"
 [ "$NODES" -ge 1 ] && [ "$NODES" -le 64 ] || die "NODES=$NODES: a cluster has 1..64 nodes"
-[ "$NATS_SERVERS" -ge 1 ] && [ "$NATS_SERVERS" -le 99 ] || die "NATS_SERVERS=$NATS_SERVERS: want 1..99"
+[ "$NATS_SERVERS" -ge 0 ] && [ "$NATS_SERVERS" -le 99 ] || die "NATS_SERVERS=$NATS_SERVERS: want 0 (embedded) to 99"
 [ $((CONNS % 2)) -eq 0 ] && [ "$CONNS" -ge 2 ] || die "CONNS=$CONNS: want an even number, at least 2 (users pair up)"
 case "$DATA" in /tmp/?*) ;; *) die "DATA=$DATA: want a folder under /tmp (it is removed at the end)" ;; esac
 [ ! -e "$DATA" ] || die "DATA=$DATA exists: remove it or choose another (this run removes what it creates)"
@@ -146,15 +148,15 @@ echo "million: load now: $(cut -d' ' -f1-3 /proc/loadavg); report and logs in $O
 # one is (cluster/server.go): route pings every 500 ms (3 missed), client
 # pings every 1 s (2 missed), 5 s write deadline, 128 MiB per connection, one
 # route per peer.
-if [ -z "$NATS_BIN" ]; then
+if [ -z "$NATS_BIN" ] && [ "$NATS_SERVERS" -gt 0 ]; then
 	NATS_BIN=$DATA/nats-server
 	go build -o "$NATS_BIN" github.com/nats-io/nats-server/v2 || die "cannot build nats-server (set NATS_BIN)"
 fi
 nats_urls=()
-for k in $(seq "$NATS_SERVERS"); do
+for k in $(seq 1 "$NATS_SERVERS"); do
 	nats_urls+=("nats://127.0.0.1:$((PORT_BASE + 400 + k))")
 done
-for k in $(seq "$NATS_SERVERS"); do
+for k in $(seq 1 "$NATS_SERVERS"); do
 	routes=""
 	for j in $(seq "$NATS_SERVERS"); do
 		[ "$j" = "$k" ] && continue
@@ -194,7 +196,11 @@ list=""
 addrs=""
 metrics=""
 for i in $(seq "$NODES"); do
-	list="$list,$i=127.0.0.1:$((PORT_BASE + i))//"
+	if [ "$NATS_SERVERS" -gt 0 ]; then
+		list="$list,$i=127.0.0.1:$((PORT_BASE + i))//"
+	else
+		list="$list,$i=127.0.0.1:$((PORT_BASE + i))/127.0.0.1:$((PORT_BASE + 300 + i))/127.0.0.1:$((PORT_BASE + 600 + i))"
+	fi
 	addrs="$addrs,127.0.0.1:$((PORT_BASE + i))"
 	metrics="$metrics,127.0.0.1:$((PORT_BASE + 100 + i))"
 	if [ "$i" -gt 1 ]; then
@@ -208,7 +214,8 @@ addrs=${addrs#,}
 metrics=${metrics#,}
 
 # Each node is a client of one NATS server, node i of server (i-1) mod
-# NATS_SERVERS + 1, so that they share the nodes evenly. Its settings keep an
+# NATS_SERVERS + 1, so that they share the nodes evenly (or, with
+# NATS_SERVERS=0, embeds its own, as `make cluster` does). Its settings keep an
 # idle node small: one event loop and two routing workers (53 nodes share two
 # cores), 8 MiB memtables (the smallest Badger opens with values kept in the
 # LSM: its 1 MiB value threshold must fit 15% of one; the batch and group
@@ -217,10 +224,11 @@ metrics=${metrics#,}
 for i in $(seq "$NODES"); do
 	pprof=""
 	[ "$PPROF" != 1 ] || pprof="127.0.0.1:$((PORT_BASE + 200 + i))"
-	GOMAXPROCS=$NODE_PROCS "$BIN" serve --data "$DATA/n$i" --pprof "$pprof" \
+	nats=()
+	[ "$NATS_SERVERS" -eq 0 ] || nats=(--cluster-nats "${nats_urls[$(((i - 1) % NATS_SERVERS))]}")
+	GOMAXPROCS=$NODE_PROCS "$BIN" serve --data "$DATA/n$i" --pprof "$pprof" "${nats[@]}" \
 		--listen "127.0.0.1:$((PORT_BASE + i))" --metrics "127.0.0.1:$((PORT_BASE + 100 + i))" --log info \
 		--cluster-name million --cluster-node "$i" --cluster-nodes "$list" \
-		--cluster-nats "${nats_urls[$(((i - 1) % NATS_SERVERS))]}" \
 		--loops 1 --shards 2 --memtable-size 8MiB --batch-max-ops 256 --batch-max-bytes 128KiB \
 		--group-max-members 64 --meta-cache-entries 4096 --commit-queue 1024 --routing-queue 1024 \
 		--max-in-flight 2048 >"$OUT/logs/n$i.log" 2>&1 &
