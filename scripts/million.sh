@@ -255,7 +255,8 @@ while :; do
 	[ $(($(date +%s) - t0)) -lt "$READY_TIMEOUT" ] || die "after ${READY_TIMEOUT}s only $ready of $NODES nodes are ready and see every peer (logs in $OUT/logs)"
 	sleep 1
 done
-echo "million: cluster up in $(($(date +%s) - t0)) s: $NODES nodes ready, each sees $((NODES - 1)) peers"
+formed="million: cluster up in $(($(date +%s) - t0)) s: $NODES nodes ready, each sees $((NODES - 1)) peers"
+echo "$formed"
 
 # rss_kb sums VmRSS (kB) over the PIDs given, and cpu_s their user and
 # system CPU seconds; one awk each, so that a snapshot of 53 nodes stays
@@ -330,7 +331,8 @@ nats_cpu=$(awk -v a="$nats_cpu0" -v b="$(cpu_s "${nats_pids[@]}")" 'BEGIN { prin
 
 # The summary: the bench's own (figures, messages, latency, CPU, memory as
 # the nodes report it), then memory per connection from the points above.
-awk '/^notes/ { exit } { print }' "$OUT/bench.txt" | tee "$OUT/summary.txt"
+echo "$formed" >"$OUT/summary.txt"
+awk '/^notes/ { exit } { print }' "$OUT/bench.txt" | tee -a "$OUT/summary.txt"
 awk -F'\t' -v conns="$CONNS" -v nodes="$NODES" '
 NR == 1 { next }
 { p[$1] = 1; for (i = 2; i <= NF; i++) v[$1, i] = $i }
