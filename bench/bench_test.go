@@ -467,3 +467,34 @@ func TestPhoneHold(t *testing.T) {
 		t.Errorf("figures %v: want connect_rate_per_s and delivered_per_s", res.Figures)
 	}
 }
+
+// TestHoldScenarios checks that --hold is refused where it would be
+// ignored, and refused when negative.
+func TestHoldScenarios(t *testing.T) {
+	for _, tc := range []struct {
+		scenario string
+		hold     time.Duration
+		want     string // "" : valid
+	}{
+		{"connect", time.Second, ""},
+		{"chat", time.Second, ""},
+		{"phone", time.Second, ""},
+		{"group", time.Second, ""},
+		{"sweep", time.Second, "--hold: sweep does not hold"},
+		{"storm", time.Second, "--hold: storm does not hold"},
+		{"offline", time.Second, "--hold: offline does not hold"},
+		{"phone", -time.Second, "--hold must not be negative"},
+	} {
+		t.Run(fmt.Sprintf("%s %v", tc.scenario, tc.hold), func(t *testing.T) {
+			c := Config{Scenario: tc.scenario, Hold: tc.hold, Metrics: "-", Rate: 100}
+			c.setDefaults()
+			err := c.validate()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("validate: %v, want no error", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("validate: %v, want an error naming %q", err, tc.want)
+			}
+		})
+	}
+}

@@ -213,6 +213,11 @@ func (c *Config) validate() error {
 	check(c.Size >= bodyHeaderLen && c.Size <= 64<<10, "--size %d must be in [%d, 65536] bytes", c.Size, bodyHeaderLen)
 	check(c.Duration > 0, "--duration must be positive")
 	check(c.Hold >= 0, "--hold must not be negative")
+	switch c.Scenario {
+	case "connect", "chat", "phone", "group":
+	default:
+		check(c.Hold == 0, "--hold: %s does not hold its connections idle (connect, chat, phone and group do)", c.Scenario)
+	}
 	check(c.ConnectRate >= 0, "--connect-rate must not be negative")
 	check(c.Burst >= 0, "--burst must not be negative")
 	check(c.Messages >= 1, "--messages must be at least 1")
