@@ -75,9 +75,10 @@ nofile=$(ulimit -n)
 	die "CONNS=$CONNS over NODES=$NODES is $per_node connections a node, past the open-file limit ($nofile) less a node's reserve: add nodes"
 
 # Host limits the run needs: a file for each end of every connection, and
-# the memory measured per connection at small scale (docs/BENCHMARKS.md): ~1
-# KiB of node RSS, ~4 KiB of generator RSS and ~10 KiB of kernel slab per
-# client and server socket pair, ~31 MiB for each empty node.
+# the memory measured per connection at small scale (docs/BENCHMARKS.md):
+# ~0.7 KiB of node RSS, ~3.6 KiB of generator RSS and ~10 KiB of kernel slab
+# per client and server socket pair, rounded up to 15 KiB, and ~31 MiB for
+# each empty node.
 file_max=$(cat /proc/sys/fs/file-max)
 files_open=$(cut -f1 /proc/sys/fs/file-nr)
 [ $((2 * CONNS + files_open + 10000)) -le "$file_max" ] ||
@@ -132,7 +133,10 @@ stop() {
 		for _ in $(seq 100); do kill -0 "$bench_pid" 2>/dev/null || break; sleep 0.1; done
 		kill -9 "$bench_pid" 2>/dev/null || true
 	fi
-	for p in $worker_pids; do kill "$p" 2>/dev/null || true; done
+	# A worker seen earlier is ended only if that PID is still a bench worker.
+	for p in $worker_pids; do
+		tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q "bench --worker" && kill "$p" 2>/dev/null || true
+	done
 	# The nodes before NATS, so that none logs its NATS connection lost.
 	end_all "${node_pids[@]}"
 	end_all "${nats_pids[@]}"
@@ -150,7 +154,8 @@ echo "million: load now: $(cut -d' ' -f1-3 /proc/loadavg); report and logs in $O
 # route per peer.
 if [ -z "$NATS_BIN" ] && [ "$NATS_SERVERS" -gt 0 ]; then
 	NATS_BIN=$DATA/nats-server
-	go build -o "$NATS_BIN" github.com/nats-io/nats-server/v2 || die "cannot build nats-server (set NATS_BIN)"
+	(cd "$(dirname "$0")/.." && go build -o "$NATS_BIN" github.com/nats-io/nats-server/v2) ||
+		die "cannot build nats-server (set NATS_BIN)"
 fi
 nats_urls=()
 for k in $(seq 1 "$NATS_SERVERS"); do
@@ -182,6 +187,11 @@ cluster {
 EOF
 	"$NATS_BIN" -c "$DATA/nats$k.conf" >"$OUT/logs/nats$k.log" 2>&1 &
 	nats_pids+=($!)
+done
+
+for k in $(seq 1 "$NATS_SERVERS"); do
+	for _ in $(seq 100); do grep -q "Server is ready" "$OUT/logs/nats$k.log" && break; sleep 0.1; done
+	grep -q "Server is ready" "$OUT/logs/nats$k.log" || die "NATS server $k is not ready after 10 s (see $OUT/logs/nats$k.log)"
 done
 
 # The keys: serve creates them on first run; every node gets a copy.
@@ -359,6 +369,8 @@ END {
 }' "$OUT/memory.tsv" | tee -a "$OUT/summary.txt"
 echo "NATS servers' CPU during the bench: $nats_cpu s (the bench's server CPU above is the nodes' only)" | tee -a "$OUT/summary.txt"
 [ -z "${late:-}" ] || echo "WARNING: $late" | tee -a "$OUT/summary.txt"
+slow=$(cat "$OUT"/logs/nats*.log 2>/dev/null | grep -ci "slow consumer" || true)
+echo "NATS: $slow slow-consumer lines in the NATS servers' logs" | tee -a "$OUT/summary.txt"
 downs=$(cat "$OUT"/logs/n*.log | grep -c "cluster: node down" || true)
 echo "cluster: $downs node-down events seen by the nodes during the run (a node silent for 2 s: overload)" | tee -a "$OUT/summary.txt"
 echo "million: bench exit status $rc; its report: $OUT/bench/report.md" | tee -a "$OUT/summary.txt"
