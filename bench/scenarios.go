@@ -67,6 +67,8 @@ func (r *run) chat(ctx context.Context, kind string) (*Result, error) {
 	}
 	var idle serverMetrics
 	if r.cfg.Hold > 0 {
+		// scripts/million.sh reads memory between these two lines: keep
+		// their words.
 		fmt.Fprintf(r.cfg.Out, "bench: %d connections logged in; holding them idle for %v\n", n, r.cfg.Hold)
 		select {
 		case <-time.After(r.cfg.Hold):
