@@ -27,6 +27,10 @@ run: build ## Start the server: Badger in ./data, listening on $(ADDR).
 cluster: build ## Start three nodes of one cluster on this machine (ports 7071-7073, data in ./cluster-data).
 	BIN=$(BIN) DATA=cluster-data scripts/cluster.sh
 
+.PHONY: million
+million: build ## The one-host cluster run: NODES (53) nodes, CONNS (1000000) connections held for HOLD, then 1:1 traffic at RATE for DURATION (scripts/million.sh; not in make test).
+	BIN=$(BIN) scripts/million.sh
+
 .PHONY: test
 test: ## Run every test with the race detector (fuzz seed corpora included).
 	$(GO) vet $(PKGS)

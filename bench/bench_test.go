@@ -433,3 +433,68 @@ func TestChatTwoServers(t *testing.T) {
 		t.Errorf("the servers accepted %d messages, want 500", accepted)
 	}
 }
+
+// TestPhoneHold runs phone with a hold: the connections must stay logged
+// in and idle before the traffic (a memory point labelled "idle" with all
+// of them, taken before any message was sent), and the report must carry
+// the login rate and the memory per idle connection besides the traffic's
+// figures, all of it delivered once.
+func TestPhoneHold(t *testing.T) {
+	srv := startServer(t, delivery.Config{})
+	cfg := srv.config("phone")
+	cfg.Metrics = fakeMetrics(t, srv, 10<<20)
+	cfg.Pairs, cfg.Rate, cfg.Duration, cfg.Hold = 20, 400, time.Second, 100*time.Millisecond
+	res := runOK(t, cfg)
+	checkAllDelivered(t, res, 400)
+	var labels []string
+	var idle *MemPoint
+	for i := range res.Memory {
+		labels = append(labels, res.Memory[i].Label)
+		if res.Memory[i].Label == "idle" {
+			idle = &res.Memory[i]
+		}
+	}
+	if idle == nil || idle.Conns != 40 || idle.RSS != 10<<20+40_000 {
+		t.Fatalf("memory points %q, idle %+v: want an idle point with 40 connections and RSS %d", labels, idle, 10<<20+40_000)
+	}
+	if got := strings.Join(labels, ","); got != "baseline,idle,connected,after traffic" {
+		t.Errorf("memory points %s, want baseline,idle,connected,after traffic", got)
+	}
+	if got := res.Figures["idle_per_conn_rss_bytes"]; got != 1000 {
+		t.Errorf("idle RSS per connection %v, want 1000", got)
+	}
+	if res.Figures["connect_rate_per_s"] <= 0 || res.Figures["delivered_per_s"] <= 0 {
+		t.Errorf("figures %v: want connect_rate_per_s and delivered_per_s", res.Figures)
+	}
+}
+
+// TestHoldScenarios checks that --hold is refused where it would be
+// ignored, and refused when negative.
+func TestHoldScenarios(t *testing.T) {
+	for _, tc := range []struct {
+		scenario string
+		hold     time.Duration
+		want     string // "" : valid
+	}{
+		{"connect", time.Second, ""},
+		{"chat", time.Second, ""},
+		{"phone", time.Second, ""},
+		{"group", time.Second, ""},
+		{"sweep", time.Second, "--hold: sweep does not hold"},
+		{"storm", time.Second, "--hold: storm does not hold"},
+		{"offline", time.Second, "--hold: offline does not hold"},
+		{"phone", -time.Second, "--hold must not be negative"},
+	} {
+		t.Run(fmt.Sprintf("%s %v", tc.scenario, tc.hold), func(t *testing.T) {
+			c := Config{Scenario: tc.scenario, Hold: tc.hold, Metrics: "-", Rate: 100}
+			c.setDefaults()
+			err := c.validate()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("validate: %v, want no error", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("validate: %v, want an error naming %q", err, tc.want)
+			}
+		})
+	}
+}

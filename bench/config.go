@@ -61,7 +61,7 @@ type Config struct {
 	Size        int           // message body, bytes (at least 24). Default 100.
 	Duration    time.Duration // chat, phone, group, slow, overload: how long to send (slow: each of its two phases; sweep: each step; overload: the overload phase). Default 10 s; slow: 60 s.
 	ConnectRate float64       // new connections per second, whole run; 0: all at once. Default 1000.
-	Hold        time.Duration // connect: idle time before memory is read. Default 5 s.
+	Hold        time.Duration // connect: idle time before memory is read, default 5 s; chat, phone, group: idle time between the logins and the traffic, memory read after it, 0 (the default): none.
 	Burst       int           // connect: messages each connection sends after the hold. Default 10.
 	Messages    int           // offline: messages per sender; storm: per connection before the drop. Default 100 (offline), 10 (storm).
 	SlowShare   float64       // slow: share of receivers that stop reading, 0..1. Default 0.1.
@@ -160,7 +160,10 @@ func (c *Config) setDefaults() {
 			c.Duration = 60 * time.Second
 		}
 	}
-	defDur(&c.Hold, 5*time.Second)
+	if c.Scenario == "connect" {
+		// connect is there to read idle memory, so it always holds.
+		defDur(&c.Hold, 5*time.Second)
+	}
 	defInt(&c.Burst, 10)
 	if c.Messages == 0 {
 		c.Messages = 100
@@ -211,6 +214,12 @@ func (c *Config) validate() error {
 	check(c.Window >= 1 && c.Window <= 256, "--window %d must be in [1, 256] (the server's window)", c.Window)
 	check(c.Size >= bodyHeaderLen && c.Size <= 64<<10, "--size %d must be in [%d, 65536] bytes", c.Size, bodyHeaderLen)
 	check(c.Duration > 0, "--duration must be positive")
+	check(c.Hold >= 0, "--hold must not be negative")
+	switch c.Scenario {
+	case "connect", "chat", "phone", "group":
+	default:
+		check(c.Hold == 0, "--hold: %s does not hold its connections idle (connect, chat, phone and group do)", c.Scenario)
+	}
 	check(c.ConnectRate >= 0, "--connect-rate must not be negative")
 	check(c.Burst >= 0, "--burst must not be negative")
 	check(c.Messages >= 1, "--messages must be at least 1")

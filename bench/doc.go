@@ -89,6 +89,11 @@
 //     delivered copy without its receipt once the drain has waited for
 //     receipts is a missing receipt (both fail the run).
 //
+// A run of chat, phone or group with a hold (--hold) first holds every
+// logged-in connection idle that long and reads the servers' memory, as
+// connect does, and only then sends: many connections held, then talking
+// (scripts/million.sh runs it that way over a cluster).
+//
 // Open-loop traffic sends on a fixed schedule and times each message from
 // its intended send time, so a stalled server is charged for every message
 // it delayed (the coordinated-omission correction). Closed-loop traffic

@@ -53,11 +53,30 @@ func (r *run) connect(ctx context.Context) (*Result, error) {
 // of which send to their group. With scenario "phone", the phone regime
 // at --rate (phoneStep). Figures: delivered_per_s, wire_bytes_per_msg,
 // server_cpu_per_msg_us; the store's syncs per message in Derived.
+//
+// With --hold, the logged-in connections first stay idle that long, and
+// the result also has connect's figures: connect_rate_per_s and the
+// servers' memory per idle connection (idle_per_conn_*). The hold is what
+// a capacity run asks of many connections: hold them, then talk.
 func (r *run) chat(ctx context.Context, kind string) (*Result, error) {
 	n := r.totalConns()
-	r.scrape(ctx, "baseline")
-	if _, err := r.connectAll("all", n); err != nil {
+	before := r.scrape(ctx, "baseline")
+	ramp, err := r.connectAll("all", n)
+	if err != nil {
 		return r.partial(err)
+	}
+	var idle serverMetrics
+	if r.cfg.Hold > 0 {
+		// scripts/million.sh reads memory between these two lines: keep
+		// their words.
+		fmt.Fprintf(r.cfg.Out, "bench: %d connections logged in; holding them idle for %v\n", n, r.cfg.Hold)
+		select {
+		case <-time.After(r.cfg.Hold):
+		case <-ctx.Done():
+			return r.partial(ctx.Err())
+		}
+		idle = r.scrape(ctx, "idle")
+		fmt.Fprintf(r.cfg.Out, "bench: hold over; sending\n")
 	}
 	if kind == "group" {
 		s := Step{Kind: "groups", Timeout: 30 * time.Second}
@@ -78,6 +97,10 @@ func (r *run) chat(ctx context.Context, kind string) (*Result, error) {
 	r.serverCost(res, from, to)
 	if kind == "group" && r.cfg.ClusterNodes > 0 {
 		r.figure(res, "groups_homed_apart", float64(r.groupsApart))
+	}
+	if r.cfg.Hold > 0 {
+		r.figure(res, "connect_rate_per_s", float64(n)/ramp.Seconds())
+		r.perConn(res, "idle_per_conn", before, idle, n)
 	}
 	return res, nil
 }

@@ -38,7 +38,9 @@ Scenarios:
            waits for its ACCEPT goes when the ACCEPT comes, timed from when it
            was due. Slots stop after --duration; owed messages may go out for
            --duration more, then count as unsent. Latency percentiles, server
-           CPU and store syncs (fsyncs) per delivered message
+           CPU and store syncs (fsyncs) per delivered message. With --hold
+           (chat and group too), the connections stay idle that long first:
+           login rate and server memory per idle connection as well
   sweep    phone runs at each of --rates for --duration each, over the same
            connections, a drain between: per step offered and delivered msg/s,
            server CPU per message, send-to-deliver p50/p99/p99.9, syncs per
@@ -143,7 +145,7 @@ func benchCmd(args []string) error {
 	fs.IntVar(&cfg.Size, "size", 100, "message body (bytes, 24..65536): a 24-byte header for the checks, then filler")
 	fs.DurationVar(&cfg.Duration, "duration", 0, "chat, phone, group, slow, overload: how long to send (duration; sweep: each step; slow: each of its two phases; overload: the overloaded phase); 0: 10s, slow: 60s (a slow reader's window must fill, then stay full for the server's 30s slow-consumer timeout)")
 	fs.Float64Var(&cfg.ConnectRate, "connect-rate", 1000, "new connections per second for the whole run; 0: all at once")
-	fs.DurationVar(&cfg.Hold, "hold", 5*time.Second, "connect: how long the connections stay idle before the server's memory is read (duration)")
+	fs.DurationVar(&cfg.Hold, "hold", 0, "connect: how long the connections stay idle before the server's memory is read (duration; 0: 5s); chat, phone, group: how long the logged-in connections stay idle before the traffic, adding the login rate and the servers' memory per idle connection to the report (0: no hold)")
 	fs.IntVar(&cfg.Burst, "burst", 10, "connect: messages each connection sends after the hold (count; 0: none)")
 	fs.IntVar(&cfg.Messages, "messages", 0, "offline: messages per sender (default 100); storm: per connection before the drop (default 10, at most 200)")
 	fs.Float64Var(&cfg.SlowShare, "slow-share", 0.1, "slow: share of receivers that stop reading (fraction, 0..1)")
