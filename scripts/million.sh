@@ -37,6 +37,9 @@
 #                 NATS server k on PORT_BASE+400+k (routes PORT_BASE+500+k)
 #                 (default 17000)
 #   NODE_PROCS    GOMAXPROCS of each node (default 1: 53 nodes share 2 cores)
+#   HEARTBEAT     each node's cluster heartbeat (default 1s: 53 nodes at the
+#                 250ms default spend about a core hearing one another)
+#   DOWN_AFTER    how long a node may go unheard before it is down (default 4s)
 #   READY_TIMEOUT seconds to wait for the cluster to form (default 300)
 #   PPROF         1: node i also serves /debug/pprof/ on PORT_BASE+200+i
 set -euo pipefail
@@ -56,6 +59,8 @@ NATS_BIN=${NATS_BIN:-}
 PORT_BASE=${PORT_BASE:-17000}
 NODE_PROCS=${NODE_PROCS:-1}
 READY_TIMEOUT=${READY_TIMEOUT:-300}
+HEARTBEAT=${HEARTBEAT:-1s}
+DOWN_AFTER=${DOWN_AFTER:-4s}
 PPROF=${PPROF:-0}
 DRAIN=${DRAIN:-60s}
 
@@ -239,6 +244,7 @@ for i in $(seq "$NODES"); do
 	GOMAXPROCS=$NODE_PROCS "$BIN" serve --data "$DATA/n$i" --pprof "$pprof" "${nats[@]}" \
 		--listen "127.0.0.1:$((PORT_BASE + i))" --metrics "127.0.0.1:$((PORT_BASE + 100 + i))" --log info \
 		--cluster-name million --cluster-node "$i" --cluster-nodes "$list" \
+		--cluster-heartbeat "$HEARTBEAT" --cluster-down-after "$DOWN_AFTER" \
 		--loops 1 --shards 2 --memtable-size 8MiB --batch-max-ops 256 --batch-max-bytes 128KiB \
 		--group-max-members 64 --meta-cache-entries 4096 --commit-queue 1024 --routing-queue 1024 \
 		--max-in-flight 2048 >"$OUT/logs/n$i.log" 2>&1 &
