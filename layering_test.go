@@ -33,7 +33,7 @@ var allowed = map[string][]string{
 	// chat is an application on the client library, as a phone's app is.
 	"chat": {"protocol", "client"},
 	// node owns the process: it configures, starts and stops the others.
-	"node": {"protocol", "storage", "delivery", "gateway", "token", "cluster"},
+	"node": {"protocol", "storage", "delivery", "gateway", "token", "cluster", "noise"},
 	// preflight reads the host; the figures it shares with the gateway
 	// (the reserve of files) it restates and cites.
 	"preflight": {},

@@ -4,12 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"path/filepath"
 
 	"switchboard/cluster"
 	"switchboard/delivery"
 	"switchboard/gateway"
+	"switchboard/noise"
 	"switchboard/storage"
 	"switchboard/token"
 )
@@ -38,6 +40,11 @@ type Config struct {
 	// (added through AdminRoutes), /healthz, /readyz and /backup. Empty:
 	// none. Keep it private: /backup serves every mailbox.
 	Metrics string
+	// Transport names the transports offered: "plain", "noise", "both",
+	// or "auto" (also ""): both on a loopback Gateway.Addr, Noise alone on
+	// any other. With Noise, Gateway.NoiseKeys are required by Start
+	// (cmd/switchboard loads them from Data/noise-keys).
+	Transport string
 	// Pprof is the address (host:port) of a listener serving only
 	// /debug/pprof/. Empty: none. It is never on the admin listener, so
 	// profiling stays off unless asked for.
@@ -92,16 +99,92 @@ func (c Config) WithDefaults() Config {
 	if c.clustered() && c.Cluster.Logger == nil {
 		c.Cluster.Logger = c.Logger
 	}
+	if c.Transport == "" {
+		c.Transport = TransportAuto
+	}
+	noise, plain := c.Transports()
+	c.Gateway.RefusePlain = noise && !plain
+	if noise && c.Gateway.MaxFrame == 0 {
+		c.Gateway.MaxFrame = gateway.NoiseMaxFrame // every frame fits one transport message
+	}
 	c.Storage = c.Storage.WithDefaults()
 	c.Delivery = c.Delivery.WithDefaults()
 	c.Gateway = c.Gateway.WithDefaults()
 	return c
 }
 
+// Transports.
+const (
+	TransportAuto  = "auto"
+	TransportPlain = "plain"
+	TransportNoise = "noise"
+	TransportBoth  = "both"
+)
+
+// Transports reports which transports c offers: auto means both on a
+// loopback listen address and Noise alone on any other.
+func (c Config) Transports() (noise, plain bool) {
+	switch c.Transport {
+	case TransportPlain:
+		return false, true
+	case TransportNoise:
+		return true, false
+	case TransportBoth:
+		return true, true
+	}
+	addr := c.Gateway.Addr
+	if addr == "" {
+		addr = gateway.Config{}.WithDefaults().Addr
+	}
+	return true, loopbackAddr(addr)
+}
+
+// noiseKeys fills Gateway.NoiseKeys when c offers Noise and has none: the
+// static keys file in Data (noise.KeysFileName), created on the first
+// run, or with no data folder (Memory) a key of this process alone. It
+// clears them when c does not offer Noise.
+func (c *Config) noiseKeys() error {
+	noiseOn, _ := c.Transports()
+	switch {
+	case !noiseOn:
+		c.Gateway.NoiseKeys = nil
+	case len(c.Gateway.NoiseKeys) > 0:
+	case c.Data != "":
+		keys, err := noise.LoadKeys(filepath.Join(c.Data, noise.KeysFileName), true)
+		if err != nil {
+			return err
+		}
+		c.Gateway.NoiseKeys = keys
+	default:
+		k, err := noise.NewKeypair(nil)
+		if err != nil {
+			return err
+		}
+		c.Gateway.NoiseKeys = []noise.Keypair{k}
+	}
+	return nil
+}
+
+// loopbackAddr reports whether addr (host:port) listens on loopback only.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 // placeholderKeys stand in for the token keys while checking settings:
 // keys come from the data folder, not from configuration, and New checks
 // that there are some.
 var placeholderKeys = token.Keys{1: make([]byte, token.SecretLen)}
+
+// placeholderNoiseKeys stand in for the Noise static keys likewise.
+var placeholderNoiseKeys = []noise.Keypair{{}}
 
 // Validate applies the defaults, runs every package's checks and the
 // checks across packages (crosscheck.go), and reports every problem at
@@ -123,6 +206,14 @@ func (c Config) Validate() error {
 	g := c.Gateway
 	if len(g.Keys) == 0 {
 		g.Keys = placeholderKeys
+	}
+	switch c.Transport {
+	case TransportAuto, TransportPlain, TransportNoise, TransportBoth:
+	default:
+		errs = append(errs, fmt.Errorf("gateway.transport (--transport) %q: want plain, noise, both or auto", c.Transport))
+	}
+	if noise, _ := c.Transports(); noise && len(g.NoiseKeys) == 0 {
+		g.NoiseKeys = placeholderNoiseKeys
 	}
 	errs = append(errs, annotate("storage", c.Storage.Validate()))
 	errs = append(errs, annotate("delivery", c.Delivery.Validate()))

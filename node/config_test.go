@@ -78,6 +78,7 @@ func TestValidateCrossPackage(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := Default()
+			c.Transport = TransportPlain // frames past a Noise transport message's
 			tt.set(&c)
 			// Each package alone accepts its part: only the node sees it.
 			d := c.WithDefaults()
@@ -282,5 +283,42 @@ func TestConfigDoc(t *testing.T) {
 	}
 	if string(doc) != want {
 		t.Fatalf("%s is out of date with node.Settings: run go test ./node -run TestConfigDoc -update", path)
+	}
+}
+
+// TestTransports: auto offers both transports on a loopback listen address
+// and Noise alone on any other; plain, noise and both say what they offer;
+// anything else is refused by Validate, naming the setting.
+func TestTransports(t *testing.T) {
+	for _, tt := range []struct {
+		transport, addr string
+		noise, plain    bool
+	}{
+		{"", "127.0.0.1:7070", true, true},
+		{"auto", "[::1]:7070", true, true},
+		{"auto", "localhost:7070", true, true},
+		{"auto", "0.0.0.0:7070", true, false},
+		{"auto", "10.1.2.3:7070", true, false},
+		{"plain", "0.0.0.0:7070", false, true},
+		{"both", "0.0.0.0:7070", true, true},
+		{"noise", "127.0.0.1:7070", true, false},
+	} {
+		c := Default()
+		c.Transport, c.Gateway.Addr = tt.transport, tt.addr
+		noise, plain := c.WithDefaults().Transports()
+		if noise != tt.noise || plain != tt.plain {
+			t.Errorf("%q on %s: noise %v plain %v, want %v %v", tt.transport, tt.addr, noise, plain, tt.noise, tt.plain)
+		}
+		if got := c.WithDefaults().Gateway.RefusePlain; got != !tt.plain {
+			t.Errorf("%q on %s: RefusePlain %v", tt.transport, tt.addr, got)
+		}
+		if err := c.Validate(); err != nil {
+			t.Errorf("%q on %s: %v", tt.transport, tt.addr, err)
+		}
+	}
+	c := Default()
+	c.Transport = "tls"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "--transport") {
+		t.Fatalf("transport tls: %v, want it refused naming --transport", err)
 	}
 }

@@ -58,6 +58,9 @@ func Start(cfg Config) (*Node, error) {
 	if len(cfg.Gateway.Keys) == 0 {
 		return nil, errors.New("node: no token keys: at least one is required to verify logins")
 	}
+	if err := cfg.noiseKeys(); err != nil {
+		return nil, err
+	}
 	n := &Node{cfg: cfg, log: cfg.Logger, runErr: make(chan error, 1), engDone: make(chan struct{})}
 	open := storage.Open
 	if cfg.Memory {

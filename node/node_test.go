@@ -170,6 +170,7 @@ func TestLifecycle(t *testing.T) {
 // every problem; a missing key is refused.
 func TestStartRefuses(t *testing.T) {
 	cfg, _ := testConfig(t)
+	cfg.Transport = TransportPlain // frames past a Noise transport message's
 	cfg.Gateway.MaxBody, cfg.Gateway.MaxFrame = 200<<10, 201<<10
 	cfg.Storage.MaxValueBytes = 100 << 10
 	_, err := Start(cfg)
