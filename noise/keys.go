@@ -64,3 +64,34 @@ func freshPrivate() ([]byte, error) {
 	}
 	return k.Private[:], nil
 }
+
+// RotateKeys adds a fresh key to the static keys file at path, with the
+// next id: it becomes current (XX and XXfallback prove it) while the older
+// ones are still accepted for IK. It refuses when the file holds MaxKeys
+// already (RetireKeys first). It returns the new key.
+func RotateKeys(path string) (Keypair, error) {
+	secrets, newest, err := keysFormat.Load(path)
+	if err != nil {
+		return Keypair{}, err
+	}
+	if len(secrets) >= MaxKeys {
+		return Keypair{}, fmt.Errorf("noise: %s holds %d keys, the most it may: retire the older ones first", path, len(secrets))
+	}
+	k, err := NewKeypair(nil)
+	if err != nil {
+		return Keypair{}, err
+	}
+	secrets[newest+1] = k.Private[:]
+	return k, keysFormat.Rewrite(path, secrets)
+}
+
+// RetireKeys keeps only the current (newest) key of the static keys file
+// at path: clients that pinned an older one fall back to XXfallback and
+// learn the current one.
+func RetireKeys(path string) error {
+	secrets, newest, err := keysFormat.Load(path)
+	if err != nil {
+		return err
+	}
+	return keysFormat.Rewrite(path, map[uint32][]byte{newest: secrets[newest]})
+}

@@ -57,3 +57,41 @@ func TestLoadKeys(t *testing.T) {
 		t.Fatalf("a 2-byte key: %v, want it refused for its size", err)
 	}
 }
+
+// TestRotateKeys: a rotation adds a current key and keeps the old one for
+// IK; retiring leaves only the current one; a full file refuses another
+// rotation.
+func TestRotateKeys(t *testing.T) {
+	path := filepath.Join(t.TempDir(), noise.KeysFileName)
+	first, err := noise.LoadKeys(path, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k2, err := noise.RotateKeys(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := noise.LoadKeys(path, false)
+	if err != nil || len(keys) != 2 || keys[0] != k2 || keys[1] != first[0] {
+		t.Fatalf("after a rotation: %d keys (%v), want the new one then the first", len(keys), err)
+	}
+	if st, _ := os.Stat(path); st.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v after a rotation, want 0600", st.Mode().Perm())
+	}
+	for range noise.MaxKeys - 2 {
+		if _, err := noise.RotateKeys(path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := noise.RotateKeys(path); err == nil {
+		t.Fatalf("a rotation past %d keys was taken", noise.MaxKeys)
+	}
+	keys, _ = noise.LoadKeys(path, false)
+	if err := noise.RetireKeys(path); err != nil {
+		t.Fatal(err)
+	}
+	left, err := noise.LoadKeys(path, false)
+	if err != nil || len(left) != 1 || left[0] != keys[0] {
+		t.Fatalf("after retiring: %d keys (%v), want the current one only", len(left), err)
+	}
+}

@@ -31,6 +31,7 @@ func commands() []command {
 	return []command{
 		{"serve", "run the server", serve},
 		{"token", "mint a login token from the server's secret", tokenCmd},
+		{"noise-key", "print the server's Noise static public keys; rotate or retire them", noiseKeyCmd},
 		{"bench", "load-generate against a server and report", benchCmd},
 		{"preflight", "how many connections this host can hold, and what binds", preflightCmd},
 		{"chat", "an interactive terminal chat client (a demo)", chatCmd},

@@ -17,6 +17,7 @@ func tokenCmd(args []string) error {
 	user := fs.Uint64("user", 0, "user id the token logs in as (required, > 0)")
 	device := fs.Uint("device", 1, "device id")
 	ttl := fs.Duration("ttl", 30*24*time.Hour, "how long the token is valid")
+	deviceKey := fs.String("device-key", "", "the device's Noise static public key, 64 hex digits: the token is then bound to it and logs in only over Noise from that device (PROTOCOL.md 8.1)")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
@@ -28,11 +29,23 @@ func tokenCmd(args []string) error {
 	case *ttl <= 0:
 		return usageError{fmt.Errorf("-ttl %v: a token must be valid for some time", *ttl)}
 	}
+	var key []byte
+	if *deviceKey != "" {
+		k, err := hex.DecodeString(*deviceKey)
+		if err != nil || len(k) != token.KeyLen {
+			return usageError{fmt.Errorf("-device-key: want %d hex digits, a Curve25519 public key", 2*token.KeyLen)}
+		}
+		key = k
+	}
 	keys, id, err := loadKeys(*data, false)
 	if err != nil {
 		return err
 	}
-	tok := token.Mint(keys[id], token.Claims{KeyID: id, User: *user, Device: uint32(*device), Expiry: time.Now().Add(*ttl)})
+	c := token.Claims{KeyID: id, User: *user, Device: uint32(*device), Expiry: time.Now().Add(*ttl)}
+	tok := token.Mint(keys[id], c)
+	if key != nil {
+		tok = token.MintBound(keys[id], c, key)
+	}
 	fmt.Println(hex.EncodeToString(tok))
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -138,6 +139,50 @@ func (ff Format) Create(path string, secret []byte) error {
 	// meanwhile.
 	if err := os.Link(tmp, path); err != nil {
 		return fmt.Errorf("%s: creating %s: %w", ff.Prefix, path, err)
+	}
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("%s: syncing %s: %w", ff.Prefix, dir, err)
+	}
+	return nil
+}
+
+// Rewrite replaces the keys file at path with keys, whole and durable or
+// not at all: written under a temporary name, synced, renamed over the old
+// one and the folder synced. The file keeps mode 0600.
+func (ff Format) Rewrite(path string, keys map[uint32][]byte) error {
+	if len(keys) == 0 || len(keys) > ff.MaxKeys {
+		return fmt.Errorf("%s: %d keys for %s: want 1 to %d", ff.Prefix, len(keys), path, ff.MaxKeys)
+	}
+	ids := make([]uint32, 0, len(keys))
+	for id := range keys {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	var b strings.Builder
+	b.WriteString(ff.Header + "\n")
+	for _, id := range ids {
+		fmt.Fprintf(&b, "%d %s\n", id, hex.EncodeToString(keys[id]))
+	}
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, filepath.Base(path)+".new-*")
+	if err != nil {
+		return fmt.Errorf("%s: rewriting %s: %w", ff.Prefix, path, err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // gone once renamed
+	if _, err := f.WriteString(b.String()); err != nil {
+		f.Close()
+		return fmt.Errorf("%s: writing %s: %w", ff.Prefix, path, err)
+	}
+	if err := syncFile(f); err != nil {
+		f.Close()
+		return fmt.Errorf("%s: syncing %s: %w", ff.Prefix, path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("%s: writing %s: %w", ff.Prefix, path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("%s: replacing %s: %w", ff.Prefix, path, err)
 	}
 	if err := syncDir(dir); err != nil {
 		return fmt.Errorf("%s: syncing %s: %w", ff.Prefix, dir, err)
