@@ -500,3 +500,48 @@ func TestOpenFolderInUse(t *testing.T) {
 		t.Fatalf("OpenFolder on an absent folder: %v, want ErrNoStore", err)
 	}
 }
+
+// TestMoveFinishesPartialDelete: a crash after the copy and in the middle
+// of the source's deletion (a large mailbox's deletion takes several
+// transactions) leaves the source holding part of the id. The rerun only
+// deletes the rest: it does not copy the part again over the whole copy,
+// whose mark and count stay those of every entry.
+func TestMoveFinishesPartialDelete(t *testing.T) {
+	stale := staleUser(t)
+	dirs := moveFixture(t, 0)
+	from := home.Of(stale, moveOld)
+	was := readMailbox(t, dirs[from], stale)
+	if len(was.entries) < 2 {
+		t.Fatalf("user %d has %d entries; the test needs two", stale, len(was.entries))
+	}
+	errCrash := errors.New("crash")
+	if _, err := moveAll(t, dirs, moveNew, func() error { return errCrash }); !errors.Is(err, errCrash) {
+		t.Fatalf("move: %v, want the crash", err)
+	}
+	f, err := OpenFolder(smallConfig(dirs[from], -1), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := was.entries[0].Seq
+	err = f.write(func(wb *badger.WriteBatch) error { return wb.Delete(entryKey(stale, first)) })
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := moveAll(t, dirs, moveNew, nil); err != nil {
+		t.Fatal(err)
+	}
+	box := readMailbox(t, dirs[3], stale)
+	if len(box.entries) != len(was.entries) || box.last != was.last {
+		t.Fatalf("node 3 holds %d entries up to %d, want %d up to %d", len(box.entries), box.last, len(was.entries), was.last)
+	}
+	v := dump(t, dirs[3])[string(metaKey(stale))]
+	m, err := decodeMeta([]byte(v.value))
+	if err != nil || m.count != int64(len(was.entries)) || m.hw != was.last {
+		t.Errorf("node 3's mark of %d: %+v (%v), want count %d, hw %d", stale, m, err, len(was.entries), was.last)
+	}
+	if left := ownedBy(dump(t, dirs[from]), stale); len(left) > 0 {
+		t.Errorf("node %d still holds %d keys of %d", from, len(left), stale)
+	}
+}
