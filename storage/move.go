@@ -238,8 +238,9 @@ func owner(k []byte, value func(func(v []byte) error) error) (id uint64, ok bool
 	return 0, false, fmt.Errorf("%w: prefix %q (%x)", ErrUnknownKey, k[0], k)
 }
 
-// sideIndex is where each prefix other than the mailbox's ('m', 'h') keeps
-// ids that Move finds by scanning the prefix.
+// sidePrefixes are the prefixes of owned keys other than a mailbox's ('m',
+// 'h'): Move finds an id's keys among them by scanning each whole, since
+// the owner is not the first field of their keys.
 var sidePrefixes = []byte{prefixDedupe, prefixGroup, prefixByUser, prefixPending, prefixGroupEvent}
 
 // Moved is what Move did.
