@@ -128,7 +128,9 @@ func TestMoveCommand(t *testing.T) {
 // `switchboard move` takes their folders to a three-node list, three
 // nodes start with it, and each user, logging in through node 1 (which
 // redirects it home) with the resume point it had, gets every message it
-// had not read once, in order, and then a message sent after the move.
+// had not read once, in order, and then a message sent after the move. A
+// group whose home moves keeps its members: a message to it after the
+// move reaches both, after the ones sent before.
 func TestMoveCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts server processes")
@@ -213,6 +215,40 @@ func TestMoveCluster(t *testing.T) {
 			}
 		}
 	}
+	// A group that moves, with a member that moves and one that stays.
+	members := []uint64{user(2, 3, 3000), user(1, 1, 3000)}
+	var group uint64
+	for group == 0 {
+		id++
+		if _, err := sc.Group(protocol.Group{MsgID: id, Op: protocol.GroupCreate, Members: members}); err != nil {
+			t.Fatal(err)
+		}
+		acc, err := sc.WaitAccept(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if home.Of(acc.Ref, oldNodes) != home.Of(acc.Ref, newNodes) {
+			group = acc.Ref
+			break
+		}
+		id++ // another group: leave it
+		if _, err := sc.Group(protocol.Group{MsgID: id, Op: protocol.GroupLeave, Group: acc.Ref}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sc.WaitAccept(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const perGroup = 5
+	for i := 1; i <= perGroup; i++ {
+		id++
+		if err := sc.SendID(id, group, fmt.Appendf(nil, "%d to the group", i), true); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sc.WaitAccept(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
 	rc, err := procs[1].dial(rcpts[1], protocol.ClientOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -259,49 +295,69 @@ func TestMoveCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	id++ // and one to the group, which its new home fans out
+	if err := sc.SendID(id, group, []byte("after the move"), true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sc.WaitAccept(ctx, id); err != nil {
+		t.Fatalf("a group message after the move: %v", err)
+	}
 	ks, kid, err := loadKeys(dirs[0], false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	secret := ks[kid]
+	// read logs user in through node 1 with the resume point ack, and
+	// returns the bodies of the messages it is delivered, up to the one
+	// sent after the move.
+	read := func(user, ack uint64) []string {
+		conn, err := client.Dial(ctx, a[0], client.Options{
+			Token: func(context.Context) ([]byte, error) {
+				return token.Mint(ks[kid], token.Claims{KeyID: kid, User: user, Device: 1, Expiry: time.Now().Add(time.Hour)}), nil
+			},
+			Session: client.Config{Ack: ack},
+		})
+		if err != nil {
+			t.Fatalf("user %d (home node %d) through node 1: %v", user, home.Of(user, newNodes), err)
+		}
+		defer conn.Close()
+		var got []string
+		for {
+			ev, err := conn.Recv(ctx)
+			if err != nil {
+				t.Fatalf("user %d got %q, then %v", user, got, err)
+			}
+			if d, ok := ev.(*protocol.Deliver); ok {
+				got = append(got, string(d.Body))
+				if string(d.Body) == "after the move" {
+					return got
+				}
+			}
+		}
+	}
 	for i, r := range rcpts {
 		var ack uint64
 		first := 1
 		if i == 1 {
 			ack, first = resume, readFirst+1
 		}
-		conn, err := client.Dial(ctx, a[0], client.Options{
-			Token: func(context.Context) ([]byte, error) {
-				return token.Mint(secret, token.Claims{KeyID: kid, User: r, Device: 1, Expiry: time.Now().Add(time.Hour)}), nil
-			},
-			Session: client.Config{Ack: ack},
-		})
-		if err != nil {
-			t.Fatalf("user %d (home node %d) through node 1: %v", r, home.Of(r, newNodes), err)
-		}
-		var got []string
-		for {
-			ev, err := conn.Recv(ctx)
-			if err != nil {
-				t.Fatalf("user %d got %q, then %v", r, got, err)
-			}
-			d, ok := ev.(*protocol.Deliver)
-			if !ok {
-				continue
-			}
-			got = append(got, string(d.Body))
-			if string(d.Body) == "after the move" {
-				break
-			}
-		}
-		conn.Close()
 		var want []string
 		for n := first; n <= perRcpt; n++ {
 			want = append(want, fmt.Sprintf("%d to %d", n, r))
 		}
 		want = append(want, "after the move")
-		if strings.Join(got, "|") != strings.Join(want, "|") {
+		if got := read(r, ack); strings.Join(got, "|") != strings.Join(want, "|") {
 			t.Errorf("user %d (node %d -> node %d) got\n%q\nwant\n%q", r, home.Of(r, oldNodes), home.Of(r, newNodes), got, want)
+		}
+	}
+	for _, m := range members {
+		var want []string
+		for n := 1; n <= perGroup; n++ {
+			want = append(want, fmt.Sprintf("%d to the group", n))
+		}
+		want = append(want, "after the move")
+		if got := read(m, 0); strings.Join(got, "|") != strings.Join(want, "|") {
+			t.Errorf("member %d (node %d -> node %d) of group %d (node %d -> node %d) got\n%q\nwant\n%q", m,
+				home.Of(m, oldNodes), home.Of(m, newNodes), group, home.Of(group, oldNodes), home.Of(group, newNodes), got, want)
 		}
 	}
 }
