@@ -176,6 +176,21 @@
 // saw after the backup is given to another entry: the mark stays a mark
 // of every seq ever handed out, across a restore too.
 //
+// # Moving ids between stores
+//
+// When a cluster's node list changes, ids change homes, and their keys
+// must move between the nodes' stores, with every server stopped
+// (move.go; the move command). OpenFolder opens a folder offline and
+// refuses one a server holds (ErrInUse, from Badger's lock). Holdings
+// lists the ids a folder holds; Move copies every key of some ids into
+// another folder, commits and syncs the copy, and only then deletes them
+// from the source; Recount rebuilds the totals and per-sender counts. A
+// marker in the destination makes a rerun after a crash finish the move
+// without copying anything twice. Seqs are kept, unless the destination
+// holds a mark of the id already: then they are raised above it, for the
+// reason Restore raises marks. Pending receipts follow the acker, not
+// the sender: they live beside the deletion that made them.
+//
 // # Housekeeping
 //
 // Every Config.HousekeepingInterval, a timer runs Badger's value-log GC and,

@@ -19,7 +19,11 @@ import (
 //	't'                                -> totals: count(8) bytes(8)
 //	'q' sender(8)                      -> sender use: count(8) bytes(8)   (absent when zero; quota.go)
 //	'z'                                -> scratch key housekeeping writes and drops to flush memtables
+//	'v' id(8)                          -> move marker: state(1) offset(8) len(1) from (move.go; only while a move runs)
 //
+// Every key but 't', 'q', 'z' and 'v' belongs to one user or group id, which
+// move.go's owner names: a new prefix must be given its owner there, or
+// moves refuse to run (ErrUnknownKey).
 // The meta key is written in the same transaction as every append, ack and
 // expiry that changes it, so hw and floor never disagree with the entries on
 // disk. Reads seek to 'm' recipient floor+1: the tombstones below the floor

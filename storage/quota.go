@@ -17,7 +17,9 @@ import "fmt"
 // Rebuilding it at open instead would read every stored entry (up to
 // MaxTotalBytes) on every start and after every recovery; the key costs one
 // small write per sender per batch. Entries stored before the key existed
-// are not counted; a use that would go below zero stays at zero.
+// are not counted; a use that would go below zero stays at zero. Offline,
+// Folder.Recount (move.go) sets every use to what the entries add up to,
+// those included; a move between stores does, on both.
 
 // senderUse is one sender's entries waiting in other users' mailboxes.
 type senderUse struct {

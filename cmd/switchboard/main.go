@@ -9,6 +9,7 @@
 //	switchboard top        watch a server's or a cluster's queues, live
 //	switchboard backup     write a backup of a running server's mailboxes
 //	switchboard restore    load a backup into an empty data folder
+//	switchboard move       move mailboxes to their new homes when a cluster's node list changes
 //
 // Each subcommand's -h lists its flags and exits 0; a flag it does not know
 // exits 2. serve's settings also come from a TOML file and SWITCHBOARD_
@@ -38,6 +39,7 @@ func commands() []command {
 		{"top", "watch a server's or a cluster's queues and rates, live", topCmd},
 		{"backup", "write a backup of a running server's mailboxes to a file", backupCmd},
 		{"restore", "load a backup into an empty data folder (server stopped)", restoreCmd},
+		{"move", "move mailboxes to their new homes after a node list change (cluster stopped)", moveCmd},
 	}
 }
 

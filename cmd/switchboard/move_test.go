@@ -1,0 +1,363 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"switchboard/client"
+	"switchboard/home"
+	"switchboard/internal/testutil"
+	"switchboard/node"
+	"switchboard/protocol"
+	"switchboard/storage"
+	"switchboard/token"
+)
+
+// openStoreOf opens the store of the data folder data, as serve does.
+func openStoreOf(t *testing.T, data string) storage.Store {
+	t.Helper()
+	cfg := node.Default()
+	cfg.Data = data
+	s, err := storage.Open(cfg.WithDefaults().Storage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestMoveCommand runs `switchboard move` on the folders of two nodes
+// moving to three: the dry run counts what would move per (from, to) and
+// writes nothing; a folder a store holds open is refused; the move puts
+// each moved user's entries in its new home; a rerun moves nothing.
+func TestMoveCommand(t *testing.T) {
+	root := t.TempDir()
+	dirs := map[uint32]string{}
+	for n := uint32(1); n <= 3; n++ {
+		dirs[n] = filepath.Join(root, fmt.Sprint("n", n))
+	}
+	oldNodes, newNodes := []uint32{1, 2}, []uint32{1, 2, 3}
+	want := map[string]int{} // "from -> to": users
+	for n := uint32(1); n <= 2; n++ {
+		s := openStoreOf(t, dirs[n])
+		for u := uint64(1); u <= 40; u++ {
+			if home.Of(u, oldNodes) != n {
+				continue
+			}
+			for i := uint64(1); i <= 3; i++ {
+				if err := storage.AppendWait(s, storage.Entry{Recipient: u, Seq: i, Kind: storage.KindMessage, Sender: 99, MsgID: i, Value: fmt.Appendf(nil, "%d #%d", u, i)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if to := home.Of(u, newNodes); to != n {
+				want[fmt.Sprintf("node %d -> node %d", n, to)]++
+			}
+		}
+		s.Close()
+	}
+	data := fmt.Sprintf("1=%s,2=%s,3=%s", dirs[1], dirs[2], dirs[3])
+	args := []string{"--old-nodes", "1=127.0.0.1:7071/127.0.0.1:6271/127.0.0.1:4271,2=127.0.0.1:7072/127.0.0.1:6272/127.0.0.1:4272", "--new-nodes", "1,2,3", "--data", data}
+
+	var out bytes.Buffer
+	if err := moveMailboxes(append(args, "--dry-run"), &out); err != nil {
+		t.Fatalf("dry run: %v\n%s", err, out.String())
+	}
+	for pair, n := range want {
+		if !strings.Contains(out.String(), fmt.Sprintf("%s: %d ids would move\n", pair, n)) {
+			t.Errorf("the dry run does not say %s: %d ids:\n%s", pair, n, out.String())
+		}
+	}
+	if _, err := os.Stat(dirs[3]); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the dry run created node 3's folder: %v", err)
+	}
+
+	s := openStoreOf(t, dirs[2])
+	err := moveMailboxes(args, &bytes.Buffer{})
+	s.Close()
+	if !errors.Is(err, storage.ErrInUse) {
+		t.Fatalf("move with node 2's store open: %v, want ErrInUse", err)
+	}
+	if err := moveMailboxes(append(args, "--data", "1="+dirs[1]), &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "no folder for node 2, 3") {
+		t.Errorf("move without folders for nodes 2 and 3: %v", err)
+	}
+
+	out.Reset()
+	if err := moveMailboxes(args, &out); err != nil {
+		t.Fatalf("move: %v\n%s", err, out.String())
+	}
+	total := 0
+	for pair, n := range want {
+		total += n
+		if !strings.Contains(out.String(), fmt.Sprintf("%s: moved %d ids (%d entries,", pair, n, 3*n)) {
+			t.Errorf("the move does not say %s: %d ids:\n%s", pair, n, out.String())
+		}
+	}
+	if !strings.Contains(out.String(), fmt.Sprintf("moved %d ids\n", total)) {
+		t.Errorf("the move does not total %d:\n%s", total, out.String())
+	}
+	s3 := openStoreOf(t, dirs[3])
+	for u := uint64(1); u <= 40; u++ {
+		if home.Of(u, newNodes) != 3 {
+			continue
+		}
+		es, _, err := s3.Read(u, 0, 10, 0, nil)
+		if err != nil || len(es) != 3 || string(es[2].Value) != fmt.Sprintf("%d #3", u) {
+			t.Errorf("user %d on node 3: %d entries, %v", u, len(es), err)
+		}
+	}
+	s3.Close()
+
+	out.Reset()
+	if err := moveMailboxes(args, &out); err != nil || !strings.Contains(out.String(), "moved 0 ids\n") || strings.Contains(out.String(), "->") {
+		t.Fatalf("rerun: %v\n%s", err, out.String())
+	}
+}
+
+// TestMoveCluster is the whole procedure on `serve` processes: two nodes
+// store messages for offline users (one of whom read a few first), stop,
+// `switchboard move` takes their folders to a three-node list, three
+// nodes start with it, and each user, logging in through node 1 (which
+// redirects it home) with the resume point it had, gets every message it
+// had not read once, in order, and then a message sent after the move. A
+// group whose home moves keeps its members: a message to it after the
+// move reaches both, after the ones sent before.
+func TestMoveCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts server processes")
+	}
+	a := testutil.FreeAddrs(t, 9)
+	var entries []string
+	for i := range 3 {
+		entries = append(entries, fmt.Sprintf("%d=%s/%s/%s", i+1, a[3*i], a[3*i+1], a[3*i+2]))
+	}
+	list2, list3 := strings.Join(entries[:2], ","), strings.Join(entries, ",")
+	oldNodes, newNodes := []uint32{1, 2}, []uint32{1, 2, 3}
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
+	if _, _, err := loadKeys(dirs[0], true); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := os.ReadFile(filepath.Join(dirs[0], token.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range dirs[1:] {
+		if err := os.WriteFile(filepath.Join(d, token.FileName), keys, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := func(list string, ids ...uint32) []*child {
+		procs := make([]*child, len(ids))
+		var wg sync.WaitGroup
+		for i, id := range ids {
+			wg.Go(func() { // a node waits for its peers' heartbeats
+				procs[i] = startChild(t, dirs[id-1], 0, "--listen", a[3*(id-1)], "--loops", "1",
+					"--cluster-name", "mv", "--cluster-node", strconv.Itoa(int(id)), "--cluster-nodes", list)
+			})
+		}
+		wg.Wait()
+		if t.Failed() {
+			t.FailNow()
+		}
+		return procs
+	}
+	stop := func(procs []*child) {
+		for _, c := range procs {
+			c.cmd.Process.Signal(syscall.SIGTERM)
+		}
+		for _, c := range procs {
+			select {
+			case <-c.done:
+			case <-time.After(30 * time.Second):
+				t.Fatalf("a node did not stop in 30 s\n%s", c.log())
+			}
+		}
+	}
+	ctx := ctxTimeout(t, 90*time.Second)
+
+	// Users: from each old node one that moves to node 3 and one that
+	// stays; the sender stays on node 1.
+	user := func(from, to uint32, after uint64) uint64 {
+		for u := after + 1; ; u++ {
+			if home.Of(u, oldNodes) == from && home.Of(u, newNodes) == to {
+				return u
+			}
+		}
+	}
+	sender := user(1, 1, 1000)
+	rcpts := []uint64{user(1, 3, 2000), user(2, 3, 2000), user(1, 1, 2000), user(2, 2, 2000)}
+	const perRcpt = 20
+	const readFirst = 5 // what rcpts[1] reads before the move
+
+	procs := start(list2, 1, 2)
+	sc, err := procs[0].dial(sender, protocol.ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := uint64(0)
+	for i := 1; i <= perRcpt; i++ {
+		for _, r := range rcpts {
+			id++
+			if err := sc.SendID(id, r, fmt.Appendf(nil, "%d to %d", i, r), false); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := sc.WaitAccept(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// A group that moves, with a member that moves and one that stays.
+	members := []uint64{user(2, 3, 3000), user(1, 1, 3000)}
+	var group uint64
+	for group == 0 {
+		id++
+		if _, err := sc.Group(protocol.Group{MsgID: id, Op: protocol.GroupCreate, Members: members}); err != nil {
+			t.Fatal(err)
+		}
+		acc, err := sc.WaitAccept(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if home.Of(acc.Ref, oldNodes) != home.Of(acc.Ref, newNodes) {
+			group = acc.Ref
+			break
+		}
+		id++ // another group: leave it
+		if _, err := sc.Group(protocol.Group{MsgID: id, Op: protocol.GroupLeave, Group: acc.Ref}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sc.WaitAccept(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const perGroup = 5
+	for i := 1; i <= perGroup; i++ {
+		id++
+		if err := sc.SendID(id, group, fmt.Appendf(nil, "%d to the group", i), true); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sc.WaitAccept(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rc, err := procs[1].dial(rcpts[1], protocol.ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resume uint64
+	for i := 0; i < readFirst; i++ {
+		d, err := rc.RecvDeliver(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resume = d.Seq
+	}
+	if err := rc.Ack(resume); err != nil {
+		t.Fatal(err)
+	}
+	rc.Close()
+	sc.Close()
+
+	data := fmt.Sprintf("1=%s,2=%s,3=%s", dirs[0], dirs[1], dirs[2])
+	args := []string{"--old-nodes", list2, "--new-nodes", list3, "--data", data}
+	if err := moveMailboxes(args, &bytes.Buffer{}); !errors.Is(err, storage.ErrInUse) {
+		t.Fatalf("move while the nodes run: %v, want ErrInUse", err)
+	}
+	stop(procs)
+	var out bytes.Buffer
+	if err := moveMailboxes(args, &out); err != nil {
+		t.Fatalf("move: %v\n%s", err, out.String())
+	}
+	if m := regexp.MustCompile(`moved (\d+) ids\n`).FindStringSubmatch(out.String()); m == nil || m[1] == "0" {
+		t.Fatalf("the move moved nothing:\n%s", out.String())
+	}
+
+	procs = start(list3, 1, 2, 3)
+	sc, err = procs[0].dial(sender, protocol.ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rcpts { // one more each, sent after the move: the last they read
+		id++
+		if err := sc.SendID(id, r, []byte("after the move"), false); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sc.WaitAccept(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	id++ // and one to the group, which its new home fans out
+	if err := sc.SendID(id, group, []byte("after the move"), true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sc.WaitAccept(ctx, id); err != nil {
+		t.Fatalf("a group message after the move: %v", err)
+	}
+	ks, kid, err := loadKeys(dirs[0], false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// read logs user in through node 1 with the resume point ack, and
+	// returns the bodies of the messages it is delivered, up to the one
+	// sent after the move.
+	read := func(user, ack uint64) []string {
+		conn, err := client.Dial(ctx, a[0], client.Options{
+			Token: func(context.Context) ([]byte, error) {
+				return token.Mint(ks[kid], token.Claims{KeyID: kid, User: user, Device: 1, Expiry: time.Now().Add(time.Hour)}), nil
+			},
+			Session: client.Config{Ack: ack},
+		})
+		if err != nil {
+			t.Fatalf("user %d (home node %d) through node 1: %v", user, home.Of(user, newNodes), err)
+		}
+		defer conn.Close()
+		var got []string
+		for {
+			ev, err := conn.Recv(ctx)
+			if err != nil {
+				t.Fatalf("user %d got %q, then %v", user, got, err)
+			}
+			if d, ok := ev.(*protocol.Deliver); ok {
+				got = append(got, string(d.Body))
+				if string(d.Body) == "after the move" {
+					return got
+				}
+			}
+		}
+	}
+	for i, r := range rcpts {
+		var ack uint64
+		first := 1
+		if i == 1 {
+			ack, first = resume, readFirst+1
+		}
+		var want []string
+		for n := first; n <= perRcpt; n++ {
+			want = append(want, fmt.Sprintf("%d to %d", n, r))
+		}
+		want = append(want, "after the move")
+		if got := read(r, ack); strings.Join(got, "|") != strings.Join(want, "|") {
+			t.Errorf("user %d (node %d -> node %d) got\n%q\nwant\n%q", r, home.Of(r, oldNodes), home.Of(r, newNodes), got, want)
+		}
+	}
+	for _, m := range members {
+		var want []string
+		for n := 1; n <= perGroup; n++ {
+			want = append(want, fmt.Sprintf("%d to the group", n))
+		}
+		want = append(want, "after the move")
+		if got := read(m, 0); strings.Join(got, "|") != strings.Join(want, "|") {
+			t.Errorf("member %d (node %d -> node %d) of group %d (node %d -> node %d) got\n%q\nwant\n%q", m,
+				home.Of(m, oldNodes), home.Of(m, newNodes), group, home.Of(group, oldNodes), home.Of(group, newNodes), got, want)
+		}
+	}
+}
