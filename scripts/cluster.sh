@@ -4,23 +4,25 @@
 # 127.0.0.1:707i, its admin listener on 127.0.0.1:907i, its embedded NATS on
 # 127.0.0.1:427i (clients) and 127.0.0.1:627i (routes), and keeps its mailboxes
 # in $DATA/ni. The three share node 1's token keys, so a token from any node
-# logs in at every node. docs/CLUSTER.md explains the rest.
+# logs in at every node, and its Noise keys, so a pinned key works at every
+# node. docs/CLUSTER.md explains the rest.
 set -eu
 BIN=${BIN:-bin/switchboard}
 DATA=${DATA:-cluster-data}
 NODES=1=127.0.0.1:7071/127.0.0.1:6271/127.0.0.1:4271,2=127.0.0.1:7072/127.0.0.1:6272/127.0.0.1:4272,3=127.0.0.1:7073/127.0.0.1:6273/127.0.0.1:4273
 
 mkdir -p "$DATA/n1" "$DATA/n2" "$DATA/n3"
-if [ ! -f "$DATA/n1/keys" ]; then
+if [ ! -f "$DATA/n1/keys" ] || [ ! -f "$DATA/n1/noise-keys" ]; then
 	# serve creates the keys file on first run; the token command reads it.
 	"$BIN" serve --data "$DATA/n1" --listen 127.0.0.1:0 --metrics "" --log warn &
 	first=$!
 	i=0
-	while [ ! -f "$DATA/n1/keys" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+	while { [ ! -f "$DATA/n1/keys" ] || [ ! -f "$DATA/n1/noise-keys" ]; } && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 	kill "$first"; wait "$first" || true
 fi
 for n in 2 3; do
 	[ -f "$DATA/n$n/keys" ] || cp -p "$DATA/n1/keys" "$DATA/n$n/keys"
+	[ -f "$DATA/n$n/noise-keys" ] || cp -p "$DATA/n1/noise-keys" "$DATA/n$n/noise-keys"
 done
 
 pids=""
