@@ -210,6 +210,9 @@ func (c *Cluster) connect(url string) error {
 			c.log.Error("cluster: NATS", "err", err)
 		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err == nil {
+				return // Close: this node is stopping
+			}
 			c.log.Warn("cluster: NATS connection lost", "err", err)
 		}),
 		nats.ReconnectHandler(func(*nats.Conn) { c.log.Info("cluster: NATS connection back") }),

@@ -161,7 +161,7 @@ func tomlValue(s Setting, v string) string {
 // unit, what it does, its default and its environment variable.
 func Usage(w io.Writer) {
 	settings := Settings()
-	titles := map[string]string{"": "Process", "storage": "Storage (mailboxes on disk)", "delivery": "Delivery (routing)", "gateway": "Gateway (client connections)"}
+	titles := map[string]string{"": "Process", "storage": "Storage (mailboxes on disk)", "delivery": "Delivery (routing)", "gateway": "Gateway (client connections)", "cluster": "Cluster (nodes over NATS; docs/CLUSTER.md)"}
 	for _, sec := range sections {
 		fmt.Fprintf(w, "\n%s:\n", titles[sec])
 		for _, s := range settings {

@@ -12,6 +12,10 @@ import (
 	"github.com/dgraph-io/badger/v4/options"
 )
 
+// valueThreshold: values up to 1 MiB stay in the LSM tree, next to their
+// keys (every message does: MaxValueBytes is far below it).
+const valueThreshold = 1 << 20
+
 // Open opens (or creates) the Badger store in cfg.Dir. The store holds the
 // directory lock until Close.
 func Open(cfg Config) (Store, error) {
@@ -81,7 +85,7 @@ func badgerOptions(cfg Config) badger.Options {
 		// the mapped value-log file on every commit, and that costs in
 		// proportion to the mapping (~90 us a commit at 64 MiB, measured
 		// with strace): the smallest file Badger allows makes it ~free.
-		WithValueThreshold(1 << 20).
+		WithValueThreshold(valueThreshold).
 		WithValueLogFileSize(1 << 20).
 		// One writer (the committer): no conflict detection needed.
 		WithDetectConflicts(false).

@@ -167,6 +167,9 @@ const (
 	// RSS at rest). Badger's default of 64 MiB times five memtables would
 	// cost ~400 MiB.
 	DefaultMemTableSize = 24 << 20
+	// minMemTable is the smallest memtable Badger opens with our value
+	// threshold (valueThreshold): 15% of it must hold the threshold.
+	minMemTable = (valueThreshold*100 + 14) / 15
 )
 
 // withDefaults returns c with every zero field set to its default.
@@ -259,8 +262,8 @@ func (c Config) Validate() error {
 	if c.MetaCacheEntries < 0 {
 		bad("MetaCacheEntries %d is negative", c.MetaCacheEntries)
 	}
-	if c.MemTableSize < 1<<20 {
-		bad("MemTableSize %d is below 1 MiB", c.MemTableSize)
+	if c.MemTableSize < minMemTable {
+		bad("MemTableSize %d is below %d (7 MiB): Badger's batch cap, 15%% of a memtable, must hold its value threshold of 1 MiB (values stay in the LSM tree), or it refuses to open", c.MemTableSize, minMemTable)
 	}
 	if c.MaxBatchBytes < 0 {
 		bad("MaxBatchBytes %d is negative", c.MaxBatchBytes)

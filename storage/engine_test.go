@@ -388,3 +388,23 @@ func TestSyncFailureFailsWhatItCovered(t *testing.T) {
 		t.Fatalf("retry of a message that is not on disk: %v", err)
 	}
 }
+
+// TestMemTableFloor: a memtable whose 15% batch cap cannot hold Badger's
+// 1 MiB value threshold is refused by Validate, naming the floor, instead
+// of by Badger at Open; the floor itself opens.
+func TestMemTableFloor(t *testing.T) {
+	small := Config{Dir: t.TempDir(), MemTableSize: 6 << 20, MaxBatch: 64, MaxBatchBytes: 64 << 10, MaxValueBytes: 16 << 10, MaxGroupMembers: 16}
+	if err := small.Validate(); err == nil || !strings.Contains(err.Error(), "MemTableSize") {
+		t.Fatalf("a 6 MiB memtable: %v, want it refused", err)
+	}
+	floor := small
+	floor.MemTableSize = 7 << 20
+	if err := floor.Validate(); err != nil {
+		t.Fatalf("a 7 MiB memtable: %v", err)
+	}
+	s, err := Open(floor)
+	if err != nil {
+		t.Fatalf("Open with a 7 MiB memtable: %v", err)
+	}
+	s.Close()
+}
