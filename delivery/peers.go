@@ -1,10 +1,12 @@
 package delivery
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"iter"
+	"slices"
 	"sync"
 	"time"
 
@@ -198,6 +200,7 @@ func (r *Router) forward(home uint32, sess, msgID uint64, payload func(inst uint
 		for _, k := range lost {
 			p.drop(k)
 		}
+		sortByMsgID(lost)
 	}
 	if len(lost) == 0 {
 		p.add(key, inFlight{node: home, instance: inst, deadline: r.cfg.Now().Add(p.timeout)})
@@ -452,8 +455,29 @@ func (r *Router) fromPeer(from uint32, b []byte) error {
 			return fmt.Errorf("%w: answer", errPeerPayload)
 		}
 		r.peer.mu.Lock()
-		r.peer.drop(forwarded{sess: sess, msgID: msgID})
+		key := forwarded{sess: sess, msgID: msgID}
+		var lost []forwarded
+		if f, ok := r.peer.pending[key]; ok && kind == OutRefuse && reason == reasonHomeRestarted {
+			// The home's new process refused a request meant for the one
+			// before: every other request of this session that went to
+			// that process is lost with it. Refuse them first, so the
+			// session sends them all again in msg_id order (PROTOCOL.md
+			// 8.5) rather than this one before them.
+			for k, g := range r.peer.pending {
+				if k.sess == sess && k != key && g.node == from && g.instance == f.instance {
+					lost = append(lost, k)
+				}
+			}
+			sortByMsgID(lost)
+			for _, k := range lost {
+				r.peer.drop(k)
+			}
+		}
+		r.peer.drop(key)
 		r.peer.mu.Unlock()
+		for _, k := range lost {
+			r.refuseForwarded(k, reasonHomeRestarted)
+		}
 		r.sessions.Push(Session{ID: sess}, Outbound{Kind: kind, MsgID: msgID, Ref: ref, Code: code, RetryAfter: retryAfter, Reason: reason})
 		return nil
 	case peerReceipt:
@@ -533,6 +557,10 @@ func (r *Router) expireForwarded() {
 		r.peer.drop(k)
 	}
 	r.peer.mu.Unlock()
+	// In msg_id order, so that a session resending them on the refusals
+	// resends them in order.
+	sortByMsgID(late)
+	sortByMsgID(lost)
 	for _, k := range late {
 		r.stats.ForwardTimeouts.Add(1)
 		r.refuseForwarded(k, reasonHomeTimeout)
@@ -541,6 +569,11 @@ func (r *Router) expireForwarded() {
 		r.refuseForwarded(k, reasonHomeRestarted)
 	}
 	r.expireFans(now)
+}
+
+// sortByMsgID sorts forwarded requests by msg id (sessions' ids grow).
+func sortByMsgID(ks []forwarded) {
+	slices.SortFunc(ks, func(a, b forwarded) int { return cmp.Compare(a.msgID, b.msgID) })
 }
 
 // refuseForwarded tells the sender of forwarded SEND k to send it again:

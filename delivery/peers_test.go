@@ -24,6 +24,7 @@ type fakeCluster struct {
 	down   map[uint32]bool
 	deaf   map[uint32]bool
 	inst   map[uint32]uint64 // a node's process instance; a restart changes it
+	stale  map[uint32]bool   // these observers have not heard other nodes' restarts yet
 	sent   atomic.Int64
 	kinds  [16]atomic.Int64 // payloads sent, by kind (the first byte)
 	closed chan struct{}    // closed at the end: queues take nothing more
@@ -47,6 +48,9 @@ func (p fakePeer) Home(id uint64) uint32 {
 func (p fakePeer) Instance(node uint32) uint64 {
 	p.c.mu.Lock()
 	defer p.c.mu.Unlock()
+	if p.c.stale[p.self] && node != p.self && p.c.inst[node] > 0 {
+		return p.c.inst[node] // the instance before the last restart
+	}
 	return p.c.inst[node] + 1
 }
 
@@ -79,7 +83,7 @@ func (c *fakeCluster) set(m map[uint32]bool, node uint32, v bool) {
 // their clock; it returns them and their stores, node i+1 at index i.
 func newCluster(t testing.TB, n int, clock func() time.Time) (*fakeCluster, []*delivery.Router, []storage.Store) {
 	t.Helper()
-	c := &fakeCluster{nodes: map[uint32]*delivery.Router{}, queues: map[uint32]chan peerMsg{}, down: map[uint32]bool{}, deaf: map[uint32]bool{}, inst: map[uint32]uint64{}, closed: make(chan struct{})}
+	c := &fakeCluster{nodes: map[uint32]*delivery.Router{}, queues: map[uint32]chan peerMsg{}, down: map[uint32]bool{}, deaf: map[uint32]bool{}, inst: map[uint32]uint64{}, stale: map[uint32]bool{}, closed: make(chan struct{})}
 	var rs []*delivery.Router
 	var ss []storage.Store
 	for i := range n {
@@ -555,4 +559,41 @@ func FuzzFromPeer(f *testing.F) {
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		rs[0].FromPeer(2, payload)
 	})
+}
+
+// TestRestartHeardFromTheHome: the home restarted and the sender's node
+// has not heard it yet, so the session's next SEND goes tagged for the old
+// process and the new one refuses it. The SEND still pending with the old
+// process (lost with it) is refused first, then the new one: the session
+// resends them in msg_id order and the recipient reads them in order.
+func TestRestartHeardFromTheHome(t *testing.T) {
+	c, rs, ss := newCluster(t, 2, time.Now)
+	n2 := rs[1]
+	const alice, bob = 1, 2 // alice on node 2, bob on node 1
+	a := newFake()
+	login(t, n2, a, alice, 0)
+
+	c.set(c.deaf, 1, true) // node 1 dies with msg 1 in hand
+	send(t, n2, a, alice, 1, bob)
+	c.mu.Lock()
+	c.inst[1]++       // and comes back as a new process
+	c.stale[2] = true // which node 2 has not heard from yet
+	c.mu.Unlock()
+	c.set(c.deaf, 1, false)
+	send(t, n2, a, alice, 2, bob)
+	waitFor(t, "two refusals", func() bool { return len(a.items(delivery.OutRefuse)) == 2 })
+	refused := a.items(delivery.OutRefuse)
+	if refused[0].MsgID != 1 || refused[1].MsgID != 2 {
+		t.Fatalf("refusals of msgs %d then %d, want 1 then 2", refused[0].MsgID, refused[1].MsgID)
+	}
+	c.mu.Lock()
+	c.stale[2] = false
+	c.mu.Unlock()
+	send(t, n2, a, alice, 1, bob)
+	send(t, n2, a, alice, 2, bob)
+	waitFor(t, "both ACCEPTs", func() bool { return len(a.items(delivery.OutAccept)) == 2 })
+	page, _, err := ss[0].Read(bob, 1, 10, 0, nil)
+	if err != nil || len(page) != 2 || page[0].MsgID != 1 || page[1].MsgID != 2 {
+		t.Fatalf("bob's mailbox %+v (%v), want msgs 1 then 2", page, err)
+	}
 }

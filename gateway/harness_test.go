@@ -186,6 +186,12 @@ func startNode(t testing.TB, dir string, scfg storage.Config, rcfg delivery.Conf
 	cfg.Metrics = ""
 	cfg.Logger = scfg.Logger
 	cfg.Storage, cfg.Delivery, cfg.Gateway = scfg, rcfg, gcfg
+	// The plain transport alone, as these tests speak it, unless the test
+	// gave Noise keys: then both.
+	cfg.Transport = node.TransportPlain
+	if len(gcfg.NoiseKeys) > 0 {
+		cfg.Transport = node.TransportBoth
+	}
 	n, err := node.Start(cfg)
 	if err != nil {
 		t.Fatalf("node.Start: %v", err)

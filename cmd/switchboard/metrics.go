@@ -91,6 +91,10 @@ func newMetrics(src metricSources) *prometheus.Registry {
 	counter("switchboard_frames_over_rate_total", "Frames over a connection's rate limit (--rate, --rate-burst): SENDs and GROUPs refused with RETRY_LATER, SIGNALs dropped, others served.", &gs.OverRate)
 	counter("switchboard_prelogin_evicted_total", "Connections closed before login to make room for a newer one (--max-prelogin).", &gs.PreLoginEvicted)
 	counter("switchboard_panics_total", "Panics while handling one connection.", &gs.Panics)
+	counter("switchboard_noise_handshakes_total", "Noise handshakes completed.", &gs.Handshakes)
+	counter("switchboard_noise_handshakes_failed_total", "Noise handshakes that failed: a message that did not verify.", &gs.HandshakesFailed)
+	counter("switchboard_noise_handshakes_refused_total", "Noise handshakes refused with GOAWAY RETRY_LATER at --max-handshakes.", &gs.HandshakesRefused)
+	counter("switchboard_noise_frames_too_large_total", "Frames too large for one Noise transport message; the connection was closed.", &gs.NoiseFrameTooLarge)
 	counter("switchboard_wake_errors_total", "Wakes of an event loop for pushed frames that failed because the engine was stopping.", &gs.WakeErrors)
 	closes := prometheus.NewDesc("switchboard_closes_total", "Connections closed, by reason.", []string{"reason"}, nil)
 	reg.MustRegister(collectorFunc{desc: closes, collect: func(ch chan<- prometheus.Metric) {
