@@ -535,38 +535,40 @@ func (r *Router) fromPeer(from uint32, b []byte) error {
 // overdue to retry: their recipient's home node died or lost the request,
 // and a resend with flag B is deduplicated there if it had stored it.
 // Runs on the first shard's tick.
+//
+// A request whose home restarted meanwhile is lost too, but it is not
+// refused as soon as the restart is heard: the session's next request to
+// that home refuses it first (forward), in msg_id order, while a refusal
+// sent now could reach the client after it wrote that next request, which
+// would then be stored first. So it waits for its deadline, like any.
 func (r *Router) expireForwarded() {
 	if r.peer.peers == nil {
 		return
 	}
 	now := r.cfg.Now()
-	var late, lost []forwarded
+	var late []forwarded
+	restarted := map[forwarded]bool{}
 	r.peer.mu.Lock()
 	for k, f := range r.peer.pending {
-		switch {
-		case r.peer.peers.Instance(f.node) != f.instance:
-			lost = append(lost, k) // the home restarted: what it had in hand is gone
-		case !now.Before(f.deadline):
+		if !now.Before(f.deadline) {
 			late = append(late, k)
+			restarted[k] = r.peer.peers.Instance(f.node) != f.instance
 		}
 	}
 	for _, k := range late {
-		r.peer.drop(k)
-	}
-	for _, k := range lost {
 		r.peer.drop(k)
 	}
 	r.peer.mu.Unlock()
 	// In msg_id order, so that a session resending them on the refusals
 	// resends them in order.
 	sortByMsgID(late)
-	sortByMsgID(lost)
 	for _, k := range late {
+		if restarted[k] {
+			r.refuseForwarded(k, reasonHomeRestarted)
+			continue
+		}
 		r.stats.ForwardTimeouts.Add(1)
 		r.refuseForwarded(k, reasonHomeTimeout)
-	}
-	for _, k := range lost {
-		r.refuseForwarded(k, reasonHomeRestarted)
 	}
 	r.expireFans(now)
 }

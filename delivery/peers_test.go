@@ -433,8 +433,8 @@ func TestGroupAcrossNodes(t *testing.T) {
 // to that home goes, and that next one is refused too, so the session
 // sends both again in msg_id order and the later is never stored before
 // the earlier. A SEND meant for the home's previous process is refused by
-// the new one; pending ones are refused on the tick once the restart is
-// heard.
+// the new one; a pending one the session never follows up is refused at
+// its deadline, saying the home restarted.
 func TestForwardLostWithARestartedHome(t *testing.T) {
 	c, rs, ss := newCluster(t, 2, time.Now)
 	n2 := rs[1]
@@ -467,7 +467,8 @@ func TestForwardLostWithARestartedHome(t *testing.T) {
 		t.Fatalf("bob's mailbox %+v (%v), want msgs 1 then 2", page, err)
 	}
 
-	// A pending one is refused on the tick once the restart is heard.
+	// A pending one the session does not follow up is refused at its
+	// deadline (a second here), saying the home restarted.
 	c.set(c.deaf, 1, true)
 	send(t, n2, a, alice, 3, bob)
 	c.mu.Lock()
