@@ -97,6 +97,33 @@ func TestConnectNoise(t *testing.T) {
 	}
 }
 
+// TestNoiseAgainstPlainServer: --noise against a server without Noise
+// ends the run at once with the reason, instead of retrying every login.
+func TestNoiseAgainstPlainServer(t *testing.T) {
+	secret := make([]byte, 32)
+	rand.Read(secret)
+	cfg := node.Default()
+	cfg.Data, cfg.Memory, cfg.Metrics = "", true, ""
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	cfg.Transport = node.TransportPlain
+	cfg.Gateway.Addr = "127.0.0.1:0"
+	cfg.Gateway.Keys = token.Keys{3: secret}
+	n, err := node.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop(context.Background())
+	keys := filepath.Join(t.TempDir(), "keys")
+	if err := os.WriteFile(keys, []byte("3 "+hex.EncodeToString(secret)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bc := Config{Scenario: "connect", Addr: n.Addr().String(), Keys: keys, Metrics: "-", Noise: NoiseXX, Conns: 4, Hold: time.Millisecond}
+	_, err = Run(context.Background(), bc)
+	if err == nil || !strings.Contains(err.Error(), "UNSUPPORTED_TRANSPORT") {
+		t.Fatalf("--noise against a plain server: %v, want the run to end with UNSUPPORTED_TRANSPORT", err)
+	}
+}
+
 // TestNoiseSealCoalesces: frames queued for one write go out in as few
 // transport messages as fit, cut at frame boundaries, and open to the same
 // frames.
