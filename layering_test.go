@@ -25,11 +25,12 @@ var allowed = map[string][]string{
 	// token keeps its keys in a keys file, as noise does.
 	"token":   {"internal"},
 	"gateway": {"protocol", "delivery", "token", "noise"},
-	// client is the library an application embeds: it speaks the protocol
-	// and may mint tokens, nothing of the server.
-	"client": {"protocol", "token"},
-	// bench places its users on a cluster's nodes by their homes.
-	"bench": {"protocol", "token", "client", "home"},
+	// client is the library an application embeds: it speaks the protocol,
+	// plain or over Noise, and may mint tokens, nothing of the server.
+	"client": {"protocol", "token", "noise"},
+	// bench places its users on a cluster's nodes by their homes, and
+	// speaks Noise on its own loops.
+	"bench": {"protocol", "token", "client", "home", "noise"},
 	// chat is an application on the client library, as a phone's app is.
 	"chat": {"protocol", "client"},
 	// node owns the process: it configures, starts and stops the others.

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"switchboard/client"
 )
 
 // Scenarios, in the order the help lists them.
@@ -50,6 +52,15 @@ type Config struct {
 	// order, or one file for every server (their data folders hold copies
 	// of it). Default data/keys (make run's data folder).
 	Keys string
+	// Noise is the transport (PROTOCOL.md 3.1): "" plain, NoiseXX ("xx":
+	// every login a first contact) or NoiseIK ("ik": the server's key
+	// known, one round trip). Logins over Noise use tokens bound to each
+	// user's device key (noise.go).
+	Noise string
+	// NoiseKey is, with NoiseIK, the servers' Noise static public keys in
+	// hex, comma-separated in Addr's order or one for all. "": each read
+	// from the noise-keys file beside its Keys file (its data folder).
+	NoiseKey string
 
 	Conns       int           // connect, storm: connections. Default 1000.
 	Pairs       int           // chat, phone, sweep, overload, offline, slow: pairs of users. Default 100; phone, sweep, overload: 1000.
@@ -213,6 +224,9 @@ func (c *Config) validate() error {
 	check(c.Rate >= 0, "--rate %v must not be negative", c.Rate)
 	check(c.Window >= 1 && c.Window <= 256, "--window %d must be in [1, 256] (the server's window)", c.Window)
 	check(c.Size >= bodyHeaderLen && c.Size <= 64<<10, "--size %d must be in [%d, 65536] bytes", c.Size, bodyHeaderLen)
+	check(c.Noise == "" || c.Noise == NoiseXX || c.Noise == NoiseIK, "--noise %q: want xx or ik", c.Noise)
+	check(c.NoiseKey == "" || c.Noise == NoiseIK, "--noise-key needs --noise ik")
+	check(c.Noise == "" || c.Size <= client.MaxNoiseBody, "--size %d: at most %d bytes with --noise (a frame fits one transport message)", c.Size, client.MaxNoiseBody)
 	check(c.Duration > 0, "--duration must be positive")
 	check(c.Hold >= 0, "--hold must not be negative")
 	switch c.Scenario {
@@ -455,7 +469,7 @@ func (c *Config) makePlan(servers []Target, runID uint64) (plan, error) {
 			UserBase: c.UserBase + uint64(done*size),
 			Units:    n, UnitSize: size, Size: c.Size, Loops: c.Loops, Senders: c.Senders,
 			Weight:       float64(n) / float64(units),
-			ConnFrameCap: c.ConnFrameCap, Retries: c.Retries, Ping: c.Ping,
+			ConnFrameCap: c.ConnFrameCap, Retries: c.Retries, Ping: c.Ping, Noise: c.Noise,
 			HandshakeTimeout: 10 * time.Second,
 		}
 		if len(sources) > 0 {

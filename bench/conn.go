@@ -31,6 +31,7 @@ type conn struct {
 	home int // index in Spec.Servers of the server the user logs in to: its unit's, or in a cluster its home node
 
 	// Socket and session.
+	nz          *noiseState // the Noise transport of the current connection; nil: plain
 	fd          int
 	state       uint8
 	paused      bool  // stopped reading (the slow scenario)
@@ -121,6 +122,7 @@ func (c *conn) dial() {
 	c.dialStart = l.now
 	c.sessSeq, c.welcomeLast = 0, 0
 	c.rpend, c.wpend, c.obuf = nil, nil, nil
+	c.nz = nil
 	to, family := l.servers[c.home], l.e.family
 	if c.redirect != nil {
 		to, family = c.redirect, unix.AF_INET
@@ -170,9 +172,13 @@ func (c *conn) connected() {
 	c.state = stateHandshake
 	c.setEvents(false)
 	expiry := time.Now().Add(24 * time.Hour)
+	c.ackedSeq = c.sess.Resume()
+	if l.e.spec.Noise != "" {
+		c.startNoise(expiry)
+		return
+	}
 	l.tok = mintToken(l.tok[:0], l.e.spec.Servers[c.home].Key, c.user, expiry)
 	c.obuf = c.sess.AppendLogin(c.obuf, protocol.Login{Token: l.tok, Ping: uint32(l.e.spec.Ping / time.Second)})
-	c.ackedSeq = c.sess.Resume()
 	c.wrote()
 }
 
@@ -256,7 +262,7 @@ func (c *conn) readAll() {
 		if n > 0 {
 			l.res.BytesIn += uint64(n)
 			have += n
-			off := c.frames(buf[:have])
+			off := c.input(buf[:have])
 			if c.fd < 0 {
 				return
 			}
@@ -282,6 +288,14 @@ func (c *conn) readAll() {
 		c.rpend = nil
 	}
 	c.afterRead()
+}
+
+// input handles what was read, b, and returns the bytes used.
+func (c *conn) input(b []byte) int {
+	if c.nz != nil {
+		return c.noiseInput(b)
+	}
+	return c.frames(b)
 }
 
 // frames handles every whole frame in b and returns the bytes used.
@@ -311,9 +325,11 @@ func (c *conn) frames(b []byte) int {
 // accept: that is a server bug, and fails the run.
 func (c *conn) protocolError(err error) {
 	c.l.failure(fmt.Sprintf("user %d: server sent a bad frame: %v", c.user, err))
-	e := protocol.Error{Code: protocol.CodeOf(err), Reason: err.Error()}
-	c.obuf = e.Append(c.obuf)
-	c.writeOut(c.obuf)
+	if c.nz == nil || c.nz.sess != nil { // a Noise handshake that failed has no channel to say why
+		e := protocol.Error{Code: protocol.CodeOf(err), Reason: err.Error()}
+		c.obuf = e.Append(c.obuf)
+		c.writeFrames(c.obuf)
+	}
 	c.obuf = c.obuf[:0]
 	c.lost("protocol error")
 }
@@ -668,6 +684,9 @@ func (c *conn) closedBy(code protocol.Code) {
 	l.res.Closes[code.String()]++
 	if c.state == stateHandshake && (code == protocol.CodeBadToken || code == protocol.CodeTokenExpired) {
 		l.e.fatal(fmt.Errorf("server %s refused the login token (%v): is --keys the keys file of this server's data folder?", l.e.spec.Servers[c.home].Addr, code))
+	}
+	if c.state == stateHandshake && code == protocol.CodeUnsupportedTransport {
+		l.e.fatal(fmt.Errorf("server %s does not offer the transport asked for (%v): --noise needs a server whose --transport is noise, both or auto, and plain one whose --transport is plain, both or auto", l.e.spec.Servers[c.home].Addr, code))
 	}
 	c.down(code)
 }

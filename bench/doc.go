@@ -156,4 +156,13 @@
 // sender, or waits); receivers acknowledge cumulatively, at most every
 // 5 ms or 64 entries; each connection stays under half the server's
 // per-connection frame rate.
+//
+// # The Noise transport
+//
+// With --noise xx or ik every connection runs a Noise handshake on its loop
+// after the TCP connect, its LOGIN in the last handshake message, with a
+// device key per user derived from the run id (a token bound to it), then
+// seals the frames of each write into as few transport messages as fit and
+// opens what it reads in place (noise.go). The checks are unchanged; the
+// Result names the transport and counts the handshakes by pattern.
 package bench

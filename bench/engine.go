@@ -45,6 +45,9 @@ type Spec struct {
 	Retries          int           `json:"retries"`           // failed logins retried before giving up
 	Ping             time.Duration `json:"ping"`              // keepalive interval asked for
 	HandshakeTimeout time.Duration `json:"handshake_timeout"` // dial to WELCOME
+	// Noise is the transport: "" plain, NoiseXX or NoiseIK (PROTOCOL.md
+	// 3.1; noise.go).
+	Noise string `json:"noise,omitempty"`
 }
 
 // Target is one server of a run: where to dial, and the key its tokens
@@ -52,6 +55,9 @@ type Spec struct {
 type Target struct {
 	Addr string `json:"addr"` // host:port
 	Key  Key    `json:"key"`  // the newest key of the server's keys file
+	// NoiseKey is the server's Noise static public key, for Spec.Noise
+	// NoiseIK; nil otherwise.
+	NoiseKey []byte `json:"noise_key,omitempty"`
 }
 
 // homeOf returns the index in Servers of the server that the process's

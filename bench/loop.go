@@ -45,6 +45,7 @@ type loop struct {
 	rbuf     []byte
 	body     []byte // the message body template, patched per send
 	tok      []byte
+	sbuf     []byte    // Noise: the transport messages sealed for one connection's write
 	dirty    []*conn   // connections with bytes in obuf to write at the end of the iteration
 	acks     []*conn   // connections with an ACK due, in order of due time
 	blocked  []*conn   // closed-loop senders held back by the per-connection frame cap
@@ -368,7 +369,7 @@ func (l *loop) flush() {
 		l.dirty[i] = nil
 		c.isDirty = false
 		if c.fd >= 0 && len(c.obuf) > 0 {
-			c.writeOut(c.obuf)
+			c.writeFrames(c.obuf)
 		}
 		if cap(c.obuf) > 4<<10 {
 			c.obuf = nil // an idle connection keeps no large buffer

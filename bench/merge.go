@@ -53,6 +53,15 @@ func (r *Result) Merge(o *Result) {
 	r.Receipts += o.Receipts
 	r.ReceiptsRedelivered += o.ReceiptsRedelivered
 	r.ReceiptsMissing += o.ReceiptsMissing
+	if r.Transport == "" {
+		r.Transport = o.Transport
+	}
+	for k, v := range o.Handshakes {
+		if r.Handshakes == nil {
+			r.Handshakes = map[string]uint64{}
+		}
+		r.Handshakes[k] += v
+	}
 	for k, v := range o.Closes {
 		if r.Closes == nil {
 			r.Closes = map[string]uint64{}

@@ -133,9 +133,9 @@ func writeMarkdown(out io.Writer, jr *jsonReport, charts map[string]bool) error 
 	p := w.printf
 
 	p("# Switchboard bench: %s — %s\n\n", mdText(orDash(r.Scenario)), verdict(r))
-	p("Started %s; measured for %s with %s generator %s and %s at the peak.\n\n",
+	p("Started %s; measured for %s with %s generator %s and %s at the peak, over %s.\n\n",
 		formatTime(r.Started), formatSeconds(r.Duration), formatCount(uint64(r.Processes)),
-		plural(r.Processes, "process", "processes"), formatConns(r.Conns))
+		plural(r.Processes, "process", "processes"), formatConns(r.Conns), mdText(transportText(r)))
 
 	p("## Verdict\n\n")
 	if r.Passed() {
@@ -551,4 +551,18 @@ func perMsg(v *float64, format func(float64) string) string {
 		return "—"
 	}
 	return format(*v) + "/msg"
+}
+
+// transportText names the run's transport, with the Noise handshakes by
+// pattern: "noise ik (handshakes: IK 1,000, XXfallback 2)".
+func transportText(r *Result) string {
+	t := orDash(r.Transport)
+	if len(r.Handshakes) == 0 {
+		return t
+	}
+	var hs []string
+	for _, k := range slices.Sorted(maps.Keys(r.Handshakes)) {
+		hs = append(hs, k+" "+formatCount(r.Handshakes[k]))
+	}
+	return t + " (handshakes: " + strings.Join(hs, ", ") + ")"
 }

@@ -31,6 +31,12 @@ type Result struct {
 
 	Processes int `json:"processes"` // generator processes, the coordinator included
 	Conns     int `json:"conns"`     // connections held at the peak
+	// Transport is what the connections spoke: "plain", or "noise xx" or
+	// "noise ik" (--noise). Handshakes counts the Noise handshakes that
+	// finished, by pattern ("XX", "IK", "XXfallback": IK under a key the
+	// server no longer has); nil on the plain transport.
+	Transport  string            `json:"transport"`
+	Handshakes map[string]uint64 `json:"handshakes,omitempty"`
 
 	// Message counts, over the measured phase.
 	Sent     uint64 `json:"sent"`     // SENDs written

@@ -35,6 +35,15 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 		servers[i] = Target{Addr: t.addr, Key: k}
 	}
+	if cfg.Noise == NoiseIK {
+		nks, err := noiseKeys(ts, cfg.NoiseKey)
+		if err != nil {
+			return nil, err
+		}
+		for i := range servers {
+			servers[i].NoiseKey = nks[i]
+		}
+	}
 	var rb [8]byte
 	rand.Read(rb[:])
 	runID := binary.BigEndian.Uint64(rb[:])
@@ -70,6 +79,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		res = newResult()
 	}
 	res.Scenario = cfg.Scenario
+	res.Transport = "plain"
+	if cfg.Noise != "" {
+		res.Transport = "noise " + cfg.Noise
+	}
 	res.Params = cfg.Params
 	res.Started = r.started
 	res.Processes = len(p.specs)

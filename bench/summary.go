@@ -26,7 +26,7 @@ func PrintSummary(out io.Writer, r *Result) {
 
 	p("switchboard bench · %s · %s\n", orDash(r.Scenario), verdict(r))
 	p("started %s · measured %s\n", formatTime(r.Started), formatSeconds(r.Duration))
-	p("load    %s at peak from %d generator %s\n", formatConns(r.Conns), r.Processes, plural(r.Processes, "process", "processes"))
+	p("load    %s at peak from %d generator %s, over %s\n", formatConns(r.Conns), r.Processes, plural(r.Processes, "process", "processes"), transportText(r))
 	p("machine %s · %s/%s · %d cores · GOMAXPROCS %d · %s\n", m.Hostname, m.OS, m.Arch, m.Cores, m.GOMAXPROCS, m.GoVersion)
 	if len(r.Params) > 0 {
 		var kv []string

@@ -1,13 +1,16 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"time"
 
+	"switchboard/noise"
 	"switchboard/protocol"
 )
 
@@ -26,8 +29,15 @@ type Reconnected struct{ Welcome protocol.Welcome }
 // Options configures Dial. The zero value is usable but for Token.
 type Options struct {
 	// Token returns the login token for each connection; it is called again
-	// after TOKEN_EXPIRED. Required.
+	// after TOKEN_EXPIRED. Required. With Noise, the token must be bound to
+	// the device's key, Noise.Static.Public (token.MintBound: a backend
+	// mints it when the device registers that key): the server refuses an
+	// unbound one with BAD_TOKEN unless it runs with noise-unbound-tokens.
 	Token func(ctx context.Context) ([]byte, error)
+	// Noise makes every connection use the Noise transport (PROTOCOL.md
+	// 3.1): a handshake carrying LOGIN, then encrypted frames. nil: the
+	// plain transport, for a trusted network or under TLS.
+	Noise *NoiseOptions
 	// Session configures the state machine: persisted counter and resume
 	// point, ACK coalescing, backoff.
 	Session Config
@@ -66,6 +76,40 @@ type Options struct {
 	// for good, such as BAD_TOKEN, ends it: Recv returns why). false: Dial
 	// returns the first connection's error.
 	KeepTrying bool
+}
+
+// NoiseOptions configures the Noise transport of a Conn.
+type NoiseOptions struct {
+	// Static is the device's static key: made once (noise.NewKeypair) and
+	// kept with the device's other secrets across runs. The login token is
+	// bound to its public half (Options.Token). Required: the zero
+	// Keypair is refused.
+	Static noise.Keypair
+	// Server is the server's static public key that an earlier run pinned
+	// (Conn.ServerKey), 32 bytes: the first handshake is then IK, one round
+	// trip. nil: the first handshake is XX, which learns it. Either way
+	// the Conn pins the key each handshake proves, and the next connection
+	// runs IK with it; when the server's key changed, IK falls back to
+	// XXfallback, and the new key is pinned.
+	Server []byte
+	// Random is the source of ephemeral keys; nil: crypto/rand.
+	Random io.Reader
+}
+
+// MaxNoiseBody is the largest body a Conn sends over Noise, where a frame
+// travels in one transport message (PROTOCOL.md 3.1): the frame limit of a
+// server under Noise (noise.MaxPlaintext less 64 bytes, room for the fields
+// a DELIVER adds) less 1 KiB, the body a server takes by default. A larger
+// body could never be sealed, and would be resent after every reconnect.
+const MaxNoiseBody = noise.MaxPlaintext - 64 - 1024
+
+// maxBody returns the largest body c sends: protocol.MaxBody, or
+// MaxNoiseBody over Noise.
+func (c *Conn) maxBody() int {
+	if c.opts.Noise != nil {
+		return MaxNoiseBody
+	}
+	return protocol.MaxBody
 }
 
 // ErrClosed is returned by Conn's methods after Close, or after the session
@@ -114,6 +158,8 @@ type Conn struct {
 	last   uint64        // WELCOME.last of the current or last connection
 	retry  time.Time     // offline: when the next attempt starts
 	err    error         // why the last connection ended or the last attempt failed
+	pin    []byte        // Noise: the server's static key the last handshake proved (or Options.Noise.Server); nil: none yet
+	shake  string        // Noise: the handshake pattern of the current or last connection
 }
 
 // outMsg is a message or GROUP request of the outbox: what a resend writes
@@ -145,6 +191,16 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 	if opts.Dialer == nil {
 		opts.Dialer = &net.Dialer{}
 	}
+	var pin []byte
+	if nz := opts.Noise; nz != nil {
+		if nz.Static == (noise.Keypair{}) {
+			return nil, errors.New("client: Options.Noise.Static is required: the device's static key")
+		}
+		if nz.Server != nil && len(nz.Server) != 32 {
+			return nil, fmt.Errorf("client: Options.Noise.Server of %d bytes, want a 32-byte key", len(nz.Server))
+		}
+		pin = bytes.Clone(nz.Server)
+	}
 	var codec *protocol.Codec
 	if opts.Dict != 0 {
 		var ok bool
@@ -162,6 +218,7 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 		sess:    NewSession(opts.Session),
 		codec:   codec,
 		bodies:  map[uint64]outMsg{},
+		pin:     pin,
 	}
 	c.closing, c.cancelClose = context.WithCancel(context.Background())
 	for _, o := range opts.Outbox {
@@ -236,7 +293,11 @@ func (c *Conn) connect(ctx context.Context) (*protocol.FrameReader, *protocol.We
 	c.mu.Lock()
 	login := c.sess.AppendLogin(nil, protocol.Login{Token: tok, Ping: ping, Dict: c.opts.Dict})
 	c.mu.Unlock()
-	if _, err := nc.Write(login); err != nil {
+	if c.opts.Noise != nil {
+		if nc, err = c.handshake(nc, login[protocol.PrefaceLen:]); err != nil {
+			return nil, nil, err
+		}
+	} else if _, err := nc.Write(login); err != nil {
 		nc.Close()
 		return nil, nil, fmt.Errorf("client: write login: %w", err)
 	}
@@ -260,6 +321,59 @@ func (c *Conn) connect(ctx context.Context) (*protocol.FrameReader, *protocol.We
 	}
 	c.nc = nc
 	return fr, w, nil
+}
+
+// handshake runs the Noise handshake over nc with the LOGIN frame login,
+// under IK when a server key is pinned, and pins the key it proves. It
+// returns the connection to read and write frames on; on an error nc is
+// closed. A handshake the server refused with a plain ERROR or GOAWAY
+// (PROTOCOL.md 3.1: too many handshakes in progress, or no Noise on that
+// server) is recorded in the session as the same frame after LOGIN would
+// be, and the error wraps its *protocol.Error.
+func (c *Conn) handshake(nc net.Conn, login []byte) (net.Conn, error) {
+	c.mu.Lock()
+	cfg := noise.ClientConfig{Static: c.opts.Noise.Static, Server: c.pin, Random: c.opts.Noise.Random}
+	c.mu.Unlock()
+	sc, res, err := noise.Dial(nc, cfg, protocol.Version, login)
+	if err != nil {
+		nc.Close()
+		var refused *noise.RefusedError
+		if errors.As(err, &refused) {
+			err = c.refusal(refused)
+		}
+		return nil, fmt.Errorf("client: Noise handshake with %s: %w", c.target, err)
+	}
+	c.mu.Lock()
+	c.pin, c.shake = res.Peer[:], res.Pattern
+	c.mu.Unlock()
+	return sc, nil
+}
+
+// refusal returns the error of a handshake refused with the plain frame
+// in r: the *protocol.Error of its ERROR or GOAWAY, which the session has
+// recorded as loginAnswer does.
+func (c *Conn) refusal(r *noise.RefusedError) error {
+	f, _, err := protocol.ReadFrame(r.Frame, len(r.Frame))
+	if err != nil {
+		return fmt.Errorf("%w (%w)", r, err)
+	}
+	if f.Type != protocol.TypeError && f.Type != protocol.TypeGoAway {
+		return fmt.Errorf("%w: %v refusing a handshake", protocol.ErrMalformed, f.Type)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return loginAnswer(f, c.sess, c.opts.Dict)
+}
+
+// ServerKey returns the server's Noise static public key that the last
+// handshake proved (or Options.Noise.Server before the first one), for
+// the application to persist and hand back in Options.Noise.Server next
+// run; nil without Noise or before any key is known. The slice is the
+// caller's.
+func (c *Conn) ServerKey() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return bytes.Clone(c.pin)
 }
 
 // loginAnswer checks the first frame the server sent: WELCOME, or an ERROR
@@ -516,8 +630,8 @@ func (c *Conn) Recv(ctx context.Context) (Event, error) {
 // resent with flag B after a reconnect or a REFUSE's retry_after, until it is
 // accepted or refused for good. body is copied.
 func (c *Conn) Send(to uint64, group bool, body []byte) (msgID uint64, err error) {
-	if len(body) > protocol.MaxBody {
-		return 0, fmt.Errorf("client: body of %d bytes, over %d", len(body), protocol.MaxBody)
+	if m := c.maxBody(); len(body) > m {
+		return 0, fmt.Errorf("client: body of %d bytes, over %d", len(body), m)
 	}
 	return c.enqueue(0, outMsg{to: to, group: group, body: append([]byte(nil), body...)})
 }

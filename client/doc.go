@@ -61,4 +61,21 @@
 // (Session.NextMsgID and Ack, Outbox): a restored outbox goes again with
 // flag B. Queue takes a message under an id the application chose, so that
 // it can persist the message before it goes.
+//
+// # Noise
+//
+// With Options.Noise every connection is encrypted (PROTOCOL.md 3.1): the
+// LOGIN frame rides in the last handshake message, and frames go in
+// transport messages after it. The device keeps one static key across runs
+// (NoiseOptions.Static), and its login token must be bound to the public
+// half (token.MintBound; PROTOCOL.md 8.1): the Token callback mints or
+// fetches that one. The first handshake is XX unless the application pinned
+// the server's key (NoiseOptions.Server); every handshake pins the key it
+// proves, so reconnects run IK, one round trip with LOGIN in the first
+// message, and a server whose key changed is met with XXfallback and the
+// new key pinned. ServerKey returns the pin to persist, and Status the
+// handshake pattern of the connection. A handshake the server refuses
+// with a plain ERROR or GOAWAY (too many in progress, no Noise there) is
+// handled as that frame answering LOGIN would be. A frame travels in one
+// transport message, so bodies are at most MaxNoiseBody bytes.
 package client

@@ -34,14 +34,14 @@ type Outgoing struct {
 	Members []uint64
 }
 
-// check reports what is wrong with o as a request a server would take, or
-// nil.
-func (o *Outgoing) check() error {
+// check reports what is wrong with o as a request a server would take, with
+// bodies of at most maxBody bytes, or nil.
+func (o *Outgoing) check(maxBody int) error {
 	switch {
 	case o.MsgID == 0:
 		return errors.New("client: msg id 0")
-	case len(o.Body) > protocol.MaxBody:
-		return fmt.Errorf("client: body of %d bytes, over %d", len(o.Body), protocol.MaxBody)
+	case len(o.Body) > maxBody:
+		return fmt.Errorf("client: body of %d bytes, over %d", len(o.Body), maxBody)
 	case o.Op == 0:
 		if o.To == 0 {
 			return errors.New("client: a message to user or group 0")
@@ -68,7 +68,7 @@ func (o *Outgoing) msg() outMsg {
 // restore puts o in the outbox as possibly written before (flag B). Dial
 // calls it before the Conn's goroutines start.
 func (c *Conn) restore(o Outgoing) error {
-	if err := o.check(); err != nil {
+	if err := o.check(c.maxBody()); err != nil {
 		return err
 	}
 	if err := c.sess.Add(o.MsgID, true); err != nil {
@@ -85,7 +85,7 @@ func (c *Conn) restore(o Outgoing) error {
 // (ErrMsgIDOrder otherwise: an id is never used twice); the counter moves
 // past it. Its ACCEPT or REFUSE comes from Recv, as for Send. o is copied.
 func (c *Conn) Queue(o Outgoing) error {
-	if err := o.check(); err != nil {
+	if err := o.check(c.maxBody()); err != nil {
 		return err
 	}
 	_, err := c.enqueue(o.MsgID, o.msg())
@@ -103,7 +103,7 @@ func (c *Conn) Group(op protocol.GroupOp, group uint64, members ...uint64) (msgI
 	if op == 0 {
 		return 0, errors.New("client: group op 0")
 	}
-	if err := o.check(); err != nil {
+	if err := o.check(c.maxBody()); err != nil {
 		return 0, err
 	}
 	return c.enqueue(0, o.msg())

@@ -56,13 +56,17 @@ type Status struct {
 	Err error
 	// Retry is when the next attempt starts, while offline.
 	Retry time.Time
+	// Handshake is the Noise handshake pattern of the current or last
+	// connection (noise.PatternXX, PatternIK or PatternXXfallback); "" on
+	// the plain transport or before any Noise handshake finished.
+	Handshake string
 }
 
 // Status returns where the connection stands. Any goroutine may call it.
 func (c *Conn) Status() Status {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st := Status{State: c.state, Last: c.last, Resume: c.sess.Resume(), Pending: c.sess.Pending(), Err: c.err}
+	st := Status{State: c.state, Last: c.last, Resume: c.sess.Resume(), Pending: c.sess.Pending(), Err: c.err, Handshake: c.shake}
 	if c.state == StateOffline {
 		st.Retry = c.retry
 	}

@@ -114,6 +114,14 @@ and noted per node. Cross-node against same-node on 'make cluster':
       --addr 127.0.0.1:7071,127.0.0.1:7072,127.0.0.1:7073 \
       --metrics 127.0.0.1:9071,127.0.0.1:9072,127.0.0.1:9073 --keys cluster-data/n1/keys
 
+Encrypted: --noise xx or ik runs every scenario over the Noise transport
+(PROTOCOL.md 3.1), with a device key per user and tokens bound to it; the
+report names the transport and counts the handshakes by pattern. ik takes
+the server's key from the noise-keys file beside --keys, or --noise-key:
+
+  switchboard bench connect --conns 19000 --noise ik
+  switchboard bench phone --rate 5000 --duration 20s --noise ik
+
 Flags:
 `
 
@@ -130,6 +138,8 @@ func benchCmd(args []string) error {
 	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:7070", "server address, host:port; several independent servers: comma-separated, users spread evenly over them; with --cluster-nodes: every node of one cluster, node 1 first")
 	fs.StringVar(&cfg.Metrics, "metrics", "http://127.0.0.1:9070/metrics", "server's Prometheus endpoint for its memory and CPU: a URL, or host:port for http://host:port/metrics; several servers: one per --addr, comma-separated, in the same order (figures are summed); \"-\": none")
 	fs.StringVar(&cfg.Keys, "keys", "data/keys", "the server's token keys file (path): tokens are minted from its newest key; several servers: one per --addr, comma-separated, in the same order, or one file for all")
+	fs.StringVar(&cfg.Noise, "noise", "", "the Noise transport (PROTOCOL.md 3.1): xx (every login a first contact, 1.5 round trips) or ik (the server's key known, one round trip); logins use tokens bound to each user's device key, derived per run; empty: plain")
+	fs.StringVar(&cfg.NoiseKey, "noise-key", "", "with --noise ik: the server's Noise public key (hex, as switchboard noise-key prints it); several servers: one per --addr, comma-separated, or one for all; empty: read from the noise-keys file beside --keys")
 	fs.IntVar(&cfg.ClusterNodes, "cluster-nodes", 0, "the number of nodes (count) of one cluster that --addr lists, node 1 first: each user logs in to its home node; 0: --addr lists independent servers")
 	cross := fs.Float64("cross", 1, "with --cluster-nodes: share of pairs whose two users are homed on different nodes, or of groups whose members are spread over the nodes (fraction, 0..1, rounded to whole pairs or groups)")
 	fs.IntVar(&cfg.Conns, "conns", 1000, "connect, storm: connections (count, even: they pair up)")

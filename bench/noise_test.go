@@ -1,0 +1,182 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"switchboard/node"
+	"switchboard/noise"
+	"switchboard/protocol"
+	"switchboard/token"
+)
+
+// startNoiseServer starts a server offering Noise beside plain, with its
+// token keys file and its Noise keys file in one folder, as a data folder
+// holds them.
+func startNoiseServer(t *testing.T) testServer {
+	t.Helper()
+	dir := t.TempDir()
+	nkeys, err := noise.LoadKeys(filepath.Join(dir, noise.KeysFileName), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := make([]byte, 32)
+	rand.Read(secret)
+	cfg := node.Default()
+	cfg.Data, cfg.Memory, cfg.Metrics = "", true, ""
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	cfg.Transport = node.TransportBoth
+	cfg.Gateway.Addr = "127.0.0.1:0"
+	cfg.Gateway.Keys = token.Keys{3: secret}
+	cfg.Gateway.NoiseKeys = nkeys
+	n, err := node.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		n.Stop(ctx)
+	})
+	keys := filepath.Join(dir, "keys")
+	if err := os.WriteFile(keys, []byte("3 "+hex.EncodeToString(secret)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return testServer{addr: n.Addr().String(), keys: keys, srv: n.Gateway(), router: n.Router()}
+}
+
+// TestChatNoise: chat over Noise IK, the server's key read from the
+// noise-keys file beside --keys, passes the checks (exactly once, in
+// order, a receipt per copy), with one IK handshake per connection.
+func TestChatNoise(t *testing.T) {
+	srv := startNoiseServer(t)
+	cfg := srv.config("chat")
+	cfg.Noise = NoiseIK
+	cfg.Pairs, cfg.Rate, cfg.Duration = 10, 400, time.Second
+	res := runOK(t, cfg)
+	checkAllDelivered(t, res, 400)
+	checkAllReceipted(t, res)
+	if res.Transport != "noise ik" || res.Handshakes["IK"] != 20 || len(res.Handshakes) != 1 {
+		t.Errorf("transport %q, handshakes %v; want noise ik, IK 20", res.Transport, res.Handshakes)
+	}
+	var sb strings.Builder
+	PrintSummary(&sb, res)
+	if !strings.Contains(sb.String(), "over noise ik (handshakes: IK 20)") {
+		t.Errorf("the summary does not name the transport:\n%s", sb.String())
+	}
+}
+
+// TestConnectNoise: connect over XX makes one XX handshake per connection;
+// over IK with a key the server does not hold, every handshake falls back
+// (XXfallback) and still logs in.
+func TestConnectNoise(t *testing.T) {
+	srv := startNoiseServer(t)
+	for _, tc := range []struct {
+		name, noise, key, want string
+	}{
+		{"XX", NoiseXX, "", "XX"},
+		{"IK under a stale key", NoiseIK, strings.Repeat("ab", 32), "XXfallback"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := srv.config("connect")
+			cfg.Noise, cfg.NoiseKey = tc.noise, tc.key
+			cfg.Conns, cfg.ConnectRate, cfg.Hold, cfg.Burst = 40, 2000, 10*time.Millisecond, 1
+			res := runOK(t, cfg)
+			if res.Conns != 40 || res.Handshakes[tc.want] != 40 || len(res.Handshakes) != 1 {
+				t.Errorf("conns %d, handshakes %v; want 40 %s", res.Conns, res.Handshakes, tc.want)
+			}
+			checkAllDelivered(t, res, 40)
+		})
+	}
+}
+
+// TestNoiseAgainstPlainServer: --noise against a server without Noise
+// ends the run at once with the reason, instead of retrying every login.
+func TestNoiseAgainstPlainServer(t *testing.T) {
+	secret := make([]byte, 32)
+	rand.Read(secret)
+	cfg := node.Default()
+	cfg.Data, cfg.Memory, cfg.Metrics = "", true, ""
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	cfg.Transport = node.TransportPlain
+	cfg.Gateway.Addr = "127.0.0.1:0"
+	cfg.Gateway.Keys = token.Keys{3: secret}
+	n, err := node.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop(context.Background())
+	keys := filepath.Join(t.TempDir(), "keys")
+	if err := os.WriteFile(keys, []byte("3 "+hex.EncodeToString(secret)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bc := Config{Scenario: "connect", Addr: n.Addr().String(), Keys: keys, Metrics: "-", Noise: NoiseXX, Conns: 4, Hold: time.Millisecond}
+	_, err = Run(context.Background(), bc)
+	if err == nil || !strings.Contains(err.Error(), "UNSUPPORTED_TRANSPORT") {
+		t.Fatalf("--noise against a plain server: %v, want the run to end with UNSUPPORTED_TRANSPORT", err)
+	}
+}
+
+// TestNoiseSealCoalesces: frames queued for one write go out in as few
+// transport messages as fit, cut at frame boundaries, and open to the same
+// frames.
+func TestNoiseSealCoalesces(t *testing.T) {
+	var frames []byte
+	body := make([]byte, 20000)
+	for i := range 7 { // 7 SENDs of 20,000 bytes: 140,000 bytes, three messages
+		s := protocol.Send{MsgID: uint64(i + 1), To: 9, Body: body}
+		frames = s.Append(frames)
+	}
+	send, recv := sessionPair(t)
+	c := &conn{l: &loop{}, nz: &noiseState{sess: send}, fd: -1}
+	out := c.seal(frames)
+	var got []byte
+	msgs := 0
+	for len(out) > 0 {
+		ct, n, err := noise.ReadTransport(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pt, err := recv.Open(ct)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for off := 0; off < len(pt); {
+			_, m, err := protocol.ReadFrame(pt[off:], protocol.MaxServerFrame)
+			if err != nil {
+				t.Fatalf("message %d at byte %d: %v: not whole frames", msgs, off, err)
+			}
+			off += m
+		}
+		got = append(got, pt...)
+		out = out[n:]
+		msgs++
+	}
+	if msgs != 3 || string(got) != string(frames) {
+		t.Fatalf("%d messages carrying %d bytes; want 3 carrying the %d bytes queued", msgs, len(got), len(frames))
+	}
+}
+
+// sessionPair returns the two ends of one transport session.
+func sessionPair(t *testing.T) (a, b *noise.Session) {
+	t.Helper()
+	var k1, k2 [32]byte
+	rand.Read(k1[:])
+	rand.Read(k2[:])
+	a, err := noise.Resume(noise.State{SendKey: k1, RecvKey: k2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err = noise.Resume(noise.State{SendKey: k2, RecvKey: k1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, b
+}
