@@ -148,7 +148,7 @@ func (l *loop) login(c *conn, f protocol.Frame) protocol.Code {
 	}
 	var key []byte // the device key a Noise handshake proved
 	if c.has(noiseOn) {
-		key = l.secure[c].peer[:]
+		key = l.secure[c].hs.peer[:]
 	}
 	claims, err := l.verifier.VerifyKey(lg.Token, key, cfg.Now())
 	switch {

@@ -35,13 +35,20 @@ const NoiseMaxFrame = noise.MaxPlaintext - 64
 // connection, so the frame fits one transport message.
 const noiseBatchRecords = noise.MaxPlaintext - 1024
 
-// secure is a Noise connection's state.
+// secure is a Noise connection's state: 16 bytes once it is logged in,
+// since every idle Noise connection keeps one.
 type secure struct {
 	// Owned by the event loop.
-	hs   *noise.ServerHandshake // until the handshake ends
-	sess *noise.Session         // once it has
-	peer [32]byte               // the device key the handshake proved
-	busy bool                   // a step is with a worker
+	sess *noise.Session // once the handshake ended
+	hs   *handshake     // until the LOGIN is verified
+}
+
+// handshake is a Noise connection's handshake in progress.
+type handshake struct {
+	// Owned by the event loop.
+	hs   *noise.ServerHandshake
+	peer [32]byte // the device key the handshake proved, for the LOGIN
+	busy bool     // a step is with a worker
 
 	// Guarded by the conn's mu: the worker's answer to the step.
 	ready bool
@@ -52,7 +59,7 @@ type secure struct {
 // hsJob is one handshake step for a worker.
 type hsJob struct {
 	c    *conn
-	sec  *secure
+	sec  *handshake
 	kind byte
 	msg  []byte // a copy: the loop's buffer moves on
 }
@@ -95,7 +102,7 @@ func (l *loop) startHandshake(c *conn, preface []byte) protocol.Code {
 	if err != nil {
 		return l.rejectf(protocol.CodeProtocol, "Noise handshake: %v", err)
 	}
-	l.secure[c] = &secure{hs: hs}
+	l.secure[c] = &secure{hs: &handshake{hs: hs}}
 	c.setFlag(noiseOn, true)
 	c.state = stateHandshake
 	return 0
@@ -105,7 +112,7 @@ func (l *loop) startHandshake(c *conn, preface []byte) protocol.Code {
 // no step is with a worker, and hands it to one. It returns the bytes it
 // consumed. Loop-only.
 func (l *loop) readHandshake(c *conn, buf []byte) (int, protocol.Code) {
-	sec := l.secure[c]
+	sec := l.secure[c].hs
 	if sec.busy {
 		return 0, 0
 	}
@@ -146,10 +153,11 @@ func (l *loop) refuseHandshake(c *conn) protocol.Code {
 // it writes the reply, and once the handshake is done installs the session
 // and handles the LOGIN it carried. Loop-only.
 func (l *loop) handshakeStep(c *conn) protocol.Code {
-	sec := l.secure[c]
-	if sec == nil || !sec.busy {
+	s := l.secure[c]
+	if s == nil || s.hs == nil || !s.hs.busy {
 		return 0
 	}
+	sec := s.hs
 	c.mu.Lock()
 	ready, reply, err := sec.ready, sec.reply, sec.err
 	sec.ready, sec.reply, sec.err = false, nil, nil
@@ -170,7 +178,7 @@ func (l *loop) handshakeStep(c *conn) protocol.Code {
 		return 0
 	}
 	res := sec.hs.Result()
-	sec.hs, sec.sess, sec.peer = nil, res.Session, res.Peer
+	sec.hs, sec.peer, s.sess = nil, res.Peer, res.Session
 	l.srv.stats.Handshakes.Add(1)
 	c.state = stateLogin
 	f, n, err := protocol.ReadFrame(res.Login, maxLoginFrame)
@@ -180,7 +188,9 @@ func (l *loop) handshakeStep(c *conn) protocol.Code {
 	case n != len(res.Login):
 		return l.rejectf(protocol.CodeProtocol, "%d bytes after the LOGIN in the last handshake message", len(res.Login)-n)
 	}
-	return l.frame(c, f)
+	code := l.frame(c, f)
+	s.hs = nil // the LOGIN used its key: only the session stays
+	return code
 }
 
 // readTransport decrypts and handles every whole transport message in buf,

@@ -12,13 +12,15 @@ import (
 // Session is one side's transport state after a handshake: a key and a
 // counter per direction. Seal and Open must be called in socket order
 // (the counter is the nonce); a Session is owned by whoever reads or
-// writes its connection and is not safe for concurrent use.
+// writes its connection and is not safe for concurrent use. An idle
+// connection holds one for as long as it lives, so it is kept small: 128
+// bytes and two 32-byte ciphers.
 type Session struct {
-	// Owned by the connection's reader (recv) and writer (send).
-	send, recv   cipher.AEAD
-	sendN, recvN uint64
-	state        State
-	nonce        [chacha20poly1305.NonceSize]byte // scratch: 4 zero bytes, then the counter (little-endian)
+	// Owned by the connection's reader (recv, n[1]) and writer (send, n[0]).
+	send, recv cipher.AEAD
+	keys       [2][32]byte                      // send, receive: what State hands over
+	n          [2]uint64                        // the next nonce to send, to receive
+	nonce      [chacha20poly1305.NonceSize]byte // scratch: 4 zero bytes, then the counter (little-endian)
 }
 
 // State is what a Session is made of: enough to carry it on in another
@@ -38,14 +40,12 @@ func Resume(st State) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Session{send: send, recv: recv, sendN: st.SendN, recvN: st.RecvN, state: st}, nil
+	return &Session{send: send, recv: recv, keys: [2][32]byte{st.SendKey, st.RecvKey}, n: [2]uint64{st.SendN, st.RecvN}}, nil
 }
 
 // State returns the session's keys and counters now.
 func (s *Session) State() State {
-	st := s.state
-	st.SendN, st.RecvN = s.sendN, s.recvN
-	return st
+	return State{SendKey: s.keys[0], RecvKey: s.keys[1], SendN: s.n[0], RecvN: s.n[1]}
 }
 
 // Seal appends to dst one framed transport message carrying plaintext,
@@ -55,12 +55,12 @@ func (s *Session) Seal(dst, plaintext []byte) ([]byte, error) {
 	if len(plaintext) > MaxPlaintext {
 		return dst, fmt.Errorf("%w: %d bytes of frames in one transport message, at most %d", ErrTooLarge, len(plaintext), MaxPlaintext)
 	}
-	if s.sendN == math.MaxUint64 {
+	if s.n[0] == math.MaxUint64 {
 		return dst, fmt.Errorf("noise: send counter exhausted")
 	}
 	dst = binary.BigEndian.AppendUint16(dst, uint16(len(plaintext)+TagLen))
-	dst = s.send.Seal(dst, s.nonceFor(s.sendN), plaintext, nil)
-	s.sendN++
+	dst = s.send.Seal(dst, s.nonceFor(s.n[0]), plaintext, nil)
+	s.n[0]++
 	return dst, nil
 }
 
@@ -69,14 +69,14 @@ func (s *Session) Seal(dst, plaintext []byte) ([]byte, error) {
 // not decrypt with the next counter (forged, replayed, reordered or cut)
 // is ErrDecrypt, and the session must be dropped.
 func (s *Session) Open(ciphertext []byte) ([]byte, error) {
-	if s.recvN == math.MaxUint64 {
+	if s.n[1] == math.MaxUint64 {
 		return nil, fmt.Errorf("%w: receive counter exhausted", ErrDecrypt)
 	}
-	pt, err := s.recv.Open(ciphertext[:0], s.nonceFor(s.recvN), ciphertext, nil)
+	pt, err := s.recv.Open(ciphertext[:0], s.nonceFor(s.n[1]), ciphertext, nil)
 	if err != nil {
-		return nil, fmt.Errorf("%w: message %d", ErrDecrypt, s.recvN)
+		return nil, fmt.Errorf("%w: message %d", ErrDecrypt, s.n[1])
 	}
-	s.recvN++
+	s.n[1]++
 	return pt, nil
 }
 
