@@ -207,3 +207,71 @@ func TestMQTTEncoding(t *testing.T) {
 		t.Fatalf("PUBACK = %x", b)
 	}
 }
+
+// Encryption's bytes per record (PROTOCOL.md 3.1): a Noise transport
+// message adds its 2-byte length and the 16-byte tag; a TLS 1.3 record its
+// 5-byte header, the inner content-type byte and the 16-byte tag.
+const (
+	noiseRecord = 2 + 16
+	tlsRecord   = 5 + 1 + 16
+)
+
+// records is how many encrypted records a round takes: one per write.
+// Ours writes each step at once, but the burst's ten SENDs go in one write
+// (a client writes what it has queued together, and one transport message
+// carries them all); MQTT clients write each packet on its own.
+func records(r wireRound, burstSends bool) int {
+	if burstSends {
+		return len(r.steps) - r.msgs + 1
+	}
+	return len(r.steps)
+}
+
+// TestWireCostEncrypted computes the rows of docs/BENCHMARKS.md, "Wire
+// cost under encryption": our rounds under Noise against MQTT QoS 1 under
+// TLS 1.3, each record's framing and tag counted. It holds the burst to
+// under half of MQTT's per message, and a round without the receipt leg
+// (what MQTT's round carries) to less than MQTT's.
+func TestWireCostEncrypted(t *testing.T) {
+	isolated, burst := ourIsolated(false), ourBurst(false)
+	noReceipt := isolated
+	noReceipt.name = "Switchboard, isolated, live, without the receipt leg"
+	noReceipt.steps = noReceipt.steps[:4]
+	mqtt := mqttRound(`MQTT 3.1.1 QoS 1, topic "u/7654321" (main)`, "u/7654321")
+	mqttBurst := wireRound{name: `MQTT 3.1.1 QoS 1, burst of 10`, msgs: 10, bodies: 20}
+	for range 10 {
+		mqttBurst.steps = append(mqttBurst.steps, mqtt.steps...)
+	}
+	mqttReceipt := mqttWithReceipt()
+	row := func(r wireRound, recs, per int) (overhead int, perMsg float64) {
+		overhead = r.overhead() + recs*per
+		return overhead, float64(overhead) / float64(r.msgs)
+	}
+	var table strings.Builder
+	fmt.Fprintf(&table, "\n| exchange | records | overhead with encryption | per msg |\n|---|---:|---:|---:|\n")
+	ours := map[string]float64{}
+	for _, c := range []struct {
+		r     wireRound
+		burst bool
+		per   int
+		tag   string
+	}{
+		{isolated, false, noiseRecord, "Noise"}, {noReceipt, false, noiseRecord, "Noise"}, {burst, true, noiseRecord, "Noise"},
+		{mqtt, false, tlsRecord, "TLS 1.3"}, {mqttBurst, false, tlsRecord, "TLS 1.3"}, {mqttReceipt, false, tlsRecord, "TLS 1.3"},
+	} {
+		recs := records(c.r, c.burst)
+		o, p := row(c.r, recs, c.per)
+		ours[c.r.name] = p
+		fmt.Fprintf(&table, "| %s, over %s | %d | %d | %.1f |\n", c.r.name, c.tag, recs, o, p)
+	}
+	t.Log(table.String())
+	if ours[burst.name] >= ours[mqttBurst.name]/2 {
+		t.Errorf("burst under Noise: %.1f bytes a message, want under half of MQTT over TLS's %.1f", ours[burst.name], ours[mqttBurst.name])
+	}
+	if ours[noReceipt.name] >= ours[mqtt.name] {
+		t.Errorf("round without the receipt leg under Noise: %.1f, MQTT over TLS: %.1f", ours[noReceipt.name], ours[mqtt.name])
+	}
+	if ours[isolated.name] >= ours[mqttReceipt.name] {
+		t.Errorf("round with its receipt under Noise: %.1f, MQTT with an app receipt over TLS: %.1f", ours[isolated.name], ours[mqttReceipt.name])
+	}
+}
