@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"iter"
 	"slices"
 	"sync"
 	"time"
@@ -387,19 +386,6 @@ func (r *Router) settleRemote(node uint32, sender uint64, key storage.ReceiptKey
 	b = binary.AppendUvarint(b, key.Acker)
 	b = binary.AppendUvarint(b, key.Seq)
 	r.peer.peers.Send(node, b)
-}
-
-// anyRemote reports whether any of ids is homed on another node.
-func (r *Router) anyRemote(ids iter.Seq[uint64]) bool {
-	if r.peer.peers == nil {
-		return false
-	}
-	for id := range ids {
-		if r.remote(id) != 0 {
-			return true
-		}
-	}
-	return false
 }
 
 // askRescan tells node that a receipt it forwarded was not stored, so that
