@@ -118,32 +118,9 @@ func (ff Format) Create(path string, secret []byte) error {
 		return fmt.Errorf("%s: creating %s: %w", ff.Prefix, dir, err)
 	}
 	body := ff.Header + "\n1 " + hex.EncodeToString(secret) + "\n"
-	f, err := os.CreateTemp(dir, filepath.Base(path)+".new-*") // mode 0600: owner only
-	if err != nil {
-		return fmt.Errorf("%s: creating %s: %w", ff.Prefix, path, err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // after the link, only the temporary name goes
-	if _, err := f.WriteString(body); err != nil {
-		f.Close()
-		return fmt.Errorf("%s: writing %s: %w", ff.Prefix, path, err)
-	}
-	if err := syncFile(f); err != nil {
-		f.Close()
-		return fmt.Errorf("%s: syncing %s: %w", ff.Prefix, path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("%s: writing %s: %w", ff.Prefix, path, err)
-	}
 	// Link, unlike rename, fails if another process created the file
 	// meanwhile.
-	if err := os.Link(tmp, path); err != nil {
-		return fmt.Errorf("%s: creating %s: %w", ff.Prefix, path, err)
-	}
-	if err := syncDir(dir); err != nil {
-		return fmt.Errorf("%s: syncing %s: %w", ff.Prefix, dir, err)
-	}
-	return nil
+	return ff.place(path, body, os.Link, "creating")
 }
 
 // Rewrite replaces the keys file at path with keys, whole and durable or
@@ -163,14 +140,21 @@ func (ff Format) Rewrite(path string, keys map[uint32][]byte) error {
 	for _, id := range ids {
 		fmt.Fprintf(&b, "%d %s\n", id, hex.EncodeToString(keys[id]))
 	}
+	return ff.place(path, b.String(), os.Rename, "replacing")
+}
+
+// place writes body to a temporary file beside path (mode 0600), syncs it,
+// puts it at path with put (os.Link to create, os.Rename to replace) and
+// syncs the folder: a crash leaves the old file or the new one, whole.
+func (ff Format) place(path, body string, put func(oldname, newname string) error, doing string) error {
 	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, filepath.Base(path)+".new-*")
+	f, err := os.CreateTemp(dir, filepath.Base(path)+".new-*") // mode 0600: owner only
 	if err != nil {
-		return fmt.Errorf("%s: rewriting %s: %w", ff.Prefix, path, err)
+		return fmt.Errorf("%s: %s %s: %w", ff.Prefix, doing, path, err)
 	}
 	tmp := f.Name()
-	defer os.Remove(tmp) // gone once renamed
-	if _, err := f.WriteString(b.String()); err != nil {
+	defer os.Remove(tmp) // once placed, only the temporary name goes
+	if _, err := f.WriteString(body); err != nil {
 		f.Close()
 		return fmt.Errorf("%s: writing %s: %w", ff.Prefix, path, err)
 	}
@@ -181,8 +165,8 @@ func (ff Format) Rewrite(path string, keys map[uint32][]byte) error {
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("%s: writing %s: %w", ff.Prefix, path, err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("%s: replacing %s: %w", ff.Prefix, path, err)
+	if err := put(tmp, path); err != nil {
+		return fmt.Errorf("%s: %s %s: %w", ff.Prefix, doing, path, err)
 	}
 	if err := syncDir(dir); err != nil {
 		return fmt.Errorf("%s: syncing %s: %w", ff.Prefix, dir, err)
