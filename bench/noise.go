@@ -203,43 +203,17 @@ func (c *conn) writeFrames(b []byte) {
 	c.writeOut(c.seal(b))
 }
 
-// seal returns whole frames b sealed into as few transport messages as fit,
-// in the loop's buffer (valid until the next seal).
+// seal returns whole frames b sealed into as few transport messages as fit
+// (noise.Session.SealFrames), in the loop's buffer (valid until the next
+// seal).
 func (c *conn) seal(b []byte) []byte {
-	l := c.l
-	out := l.sbuf[:0]
-	for len(b) > 0 {
-		n := len(b)
-		if n > noise.MaxPlaintext {
-			n = wholeFrames(b, noise.MaxPlaintext)
-		}
-		var err error
-		if out, err = c.nz.sess.Seal(out, b[:n]); err != nil {
-			// Not reached: --size keeps every frame under MaxPlaintext.
-			panic(fmt.Sprintf("bench: user %d: %v", c.user, err))
-		}
-		b = b[n:]
+	out, err := c.nz.sess.SealFrames(c.l.sbuf[:0], b)
+	if err != nil {
+		// Not reached: --size keeps every frame under MaxPlaintext.
+		panic(fmt.Sprintf("bench: user %d: %v", c.user, err))
 	}
-	l.sbuf = out
+	c.l.sbuf = out
 	return out
-}
-
-// wholeFrames returns the length of the longest run of whole frames at the
-// front of b that is at most limit bytes, or the first frame's length when
-// it alone is longer.
-func wholeFrames(b []byte, limit int) int {
-	off := 0
-	for off < len(b) {
-		_, n, err := protocol.ReadFrame(b[off:], protocol.MaxServerFrame)
-		if err != nil {
-			return len(b) // not reached: the bench writes whole frames
-		}
-		if off+n > limit && off > 0 {
-			break
-		}
-		off += n
-	}
-	return off
 }
 
 // noiseKeys returns the server's Noise static public key for each target,

@@ -238,28 +238,15 @@ func (l *loop) writeSecure(c *conn, b []byte) {
 	if sec.sess == nil {
 		out = noise.AppendHandshake(out, noise.KindPlain, b)
 	} else {
-		for start := 0; start < len(b); {
-			end := start
-			for end < len(b) {
-				_, n, err := protocol.ReadFrame(b[end:], protocol.MaxServerFrame)
-				if err != nil || (end+n-start > noise.MaxPlaintext && end > start) {
-					break
-				}
-				end += n
-			}
-			if end == start { // one frame over a message: cannot be sent
+		var err error
+		if out, err = sec.sess.SealFrames(out, b); err != nil {
+			// A frame longer than one transport message (one stored
+			// before max-frame was lowered) cannot be sent.
+			if errors.Is(err, noise.ErrTooLarge) {
 				l.srv.stats.NoiseFrameTooLarge.Add(1)
-				l.srv.cfg.Logger.Error("gateway: frame too large for a Noise transport message; closing", "user", c.user, "bytes", len(b)-start)
-				_ = l.el.Close(c.gc)
-				break
 			}
-			var err error
-			if out, err = sec.sess.Seal(out, b[start:end]); err != nil {
-				l.srv.cfg.Logger.Error("gateway: sealing a Noise transport message; closing", "user", c.user, "err", err)
-				_ = l.el.Close(c.gc)
-				break
-			}
-			start = end
+			l.srv.cfg.Logger.Error("gateway: sealing for a Noise connection; closing", "user", c.user, "err", err)
+			_ = l.el.Close(c.gc)
 		}
 	}
 	n, _ := c.gc.Write(out)

@@ -156,31 +156,13 @@ func (c *Conn) Read(p []byte) (int, error) {
 }
 
 // Write seals p, which must be whole frames, into transport messages cut
-// at frame boundaries, and writes them.
+// at frame boundaries (Session.SealFrames), and writes them.
 func (c *Conn) Write(p []byte) (int, error) {
-	out := c.out[:0]
-	for start := 0; start < len(p); {
-		end := start
-		for end < len(p) {
-			_, n, err := protocol.ReadFrame(p[end:], protocol.MaxServerFrame)
-			if err != nil {
-				if end == start {
-					return 0, fmt.Errorf("noise: Write of %d bytes that are not whole frames: %w", len(p)-start, err)
-				}
-				break
-			}
-			if end+n-start > MaxPlaintext && end > start {
-				break
-			}
-			end += n
-		}
-		var err error
-		if out, err = c.sess.Seal(out, p[start:end]); err != nil {
-			return 0, err
-		}
-		start = end
-	}
+	out, err := c.sess.SealFrames(c.out[:0], p)
 	c.out = out
+	if err != nil {
+		return 0, err
+	}
 	if _, err := c.Conn.Write(out); err != nil {
 		return 0, err
 	}

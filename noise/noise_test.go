@@ -348,3 +348,55 @@ func FuzzOpen(f *testing.F) {
 		}
 	})
 }
+
+// TestSealFrames: frames that fit one transport message go as one; more
+// are cut at frame boundaries into messages of at most MaxPlaintext bytes,
+// each opening to whole frames; a frame longer than a message alone is
+// ErrTooLarge, and bytes that must be cut but are not whole frames are
+// refused.
+func TestSealFrames(t *testing.T) {
+	c, s := handshake(t, noise.ClientConfig{Static: keypair(t)}, noise.ServerConfig{Keys: []noise.Keypair{keypair(t)}}, []byte("L"))
+	frame := func(size int) []byte {
+		p := protocol.Send{To: 2, MsgID: 1, Body: make([]byte, size)}
+		return p.Append(nil)
+	}
+	var frames []byte
+	for range 7 {
+		frames = append(frames, frame(20_000)...)
+	}
+	messages := func(wire []byte) (n int, plain []byte) {
+		for len(wire) > 0 {
+			ct, k, err := noise.ReadTransport(wire)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pt, err := s.Session.Open(append([]byte(nil), ct...))
+			if err != nil || len(pt) > noise.MaxPlaintext {
+				t.Fatalf("message %d: %d bytes (%v)", n, len(pt), err)
+			}
+			for rest := pt; len(rest) > 0; {
+				_, fn, err := protocol.ReadFrame(rest, protocol.MaxServerFrame)
+				if err != nil {
+					t.Fatalf("message %d ends inside a frame: %v", n, err)
+				}
+				rest = rest[fn:]
+			}
+			plain, wire, n = append(plain, pt...), wire[k:], n+1
+		}
+		return n, plain
+	}
+	wire, err := c.Session.SealFrames(nil, frames[:3*len(frame(20_000))])
+	if n, plain := messages(wire); err != nil || n != 1 || !bytes.Equal(plain, frames[:len(plain)]) {
+		t.Fatalf("three frames: %d messages (%v), want 1", n, err)
+	}
+	wire, err = c.Session.SealFrames(nil, frames)
+	if n, plain := messages(wire); err != nil || n != 3 || !bytes.Equal(plain, frames) {
+		t.Fatalf("seven frames of 20 KB: %d messages (%v), want 3 carrying them all", n, err)
+	}
+	if _, err := c.Session.SealFrames(nil, frame(noise.MaxPlaintext)); !errors.Is(err, noise.ErrTooLarge) {
+		t.Fatalf("a frame over a message: %v, want ErrTooLarge", err)
+	}
+	if _, err := c.Session.SealFrames(nil, append([]byte{0xff, 0xff, 0xff}, frames...)); err == nil {
+		t.Fatal("bytes that are not whole frames were cut into messages")
+	}
+}

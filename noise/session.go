@@ -7,6 +7,8 @@ import (
 	"math"
 
 	"golang.org/x/crypto/chacha20poly1305"
+
+	"switchboard/protocol"
 )
 
 // Session is one side's transport state after a handshake: a key and a
@@ -62,6 +64,52 @@ func (s *Session) Seal(dst, plaintext []byte) ([]byte, error) {
 	dst = s.send.Seal(dst, s.nonceFor(s.n[0]), plaintext, nil)
 	s.n[0]++
 	return dst, nil
+}
+
+// SealFrames appends to dst frames, which must be whole frames, sealed
+// into as few transport messages as fit: one when they fit one message
+// (what almost every write is, so nothing is parsed), else cut at frame
+// boundaries. A frame longer than MaxPlaintext alone is ErrTooLarge, and
+// bytes to be cut that are not whole frames are an error (bytes that fit
+// one message are not parsed: the caller's promise covers them); dst then
+// holds the messages sealed before the error.
+func (s *Session) SealFrames(dst, frames []byte) ([]byte, error) {
+	for len(frames) > 0 {
+		n := len(frames)
+		if n > MaxPlaintext {
+			var err error
+			if n, err = wholeFrames(frames, MaxPlaintext); err != nil {
+				return dst, err
+			}
+		}
+		var err error
+		if dst, err = s.Seal(dst, frames[:n]); err != nil {
+			return dst, err
+		}
+		frames = frames[n:]
+	}
+	return dst, nil
+}
+
+// wholeFrames returns the length of the longest run of whole frames at the
+// front of b that is at most limit bytes, or the first frame's length when
+// it alone is longer.
+func wholeFrames(b []byte, limit int) (int, error) {
+	off := 0
+	for off < len(b) {
+		_, n, err := protocol.ReadFrame(b[off:], protocol.MaxServerFrame)
+		if err != nil {
+			if off > 0 {
+				return off, nil // the error comes with the next message
+			}
+			return 0, fmt.Errorf("noise: %d bytes that are not whole frames: %w", len(b), err)
+		}
+		if off+n > limit && off > 0 {
+			break
+		}
+		off += n
+	}
+	return off, nil
 }
 
 // Open decrypts ciphertext (as ReadTransport returns it) in place and
