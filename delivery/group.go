@@ -71,6 +71,32 @@ func (w *groupWorker) run() {
 			w.handle(q)
 			w.cur = groupReq{}
 		case <-w.stop:
+			if w.r.finishing.Load() {
+				w.finish()
+			}
+			return
+		}
+	}
+}
+
+// halt is what ends a wait for room in a shard's queue: the worker's
+// stop, or nothing while it finishes (the shards stop only after it).
+func (w *groupWorker) halt() <-chan struct{} {
+	if w.r.finishing.Load() {
+		return nil
+	}
+	return w.stop
+}
+
+// finish handles every request already queued (Router.Finish).
+func (w *groupWorker) finish() {
+	for {
+		select {
+		case q := <-w.in:
+			w.cur = q
+			w.handle(q)
+			w.cur = groupReq{}
+		default:
 			return
 		}
 	}
@@ -230,7 +256,7 @@ func (w *groupWorker) fanOut(f *fanout, e storage.Entry, skip uint64, to iter.Se
 		// fill, so the gateway refuses new group sends (RETRY_LATER) at the
 		// edge instead.
 		_, o := w.r.own.owner(m)
-		if !o.offerWait(request{kind: reqFanout, user: m, from: e.Sender, msgID: e.MsgID, retry: e.Retry, record: e.Value, fan: f, entry: e.Kind}, w.stop) {
+		if !o.offerWait(request{kind: reqFanout, user: m, from: e.Sender, msgID: e.MsgID, retry: e.Retry, record: e.Value, fan: f, entry: e.Kind}, w.halt()) {
 			f.done(errBusy)
 		}
 	}

@@ -118,6 +118,9 @@ type Router struct {
 
 	stopOnce sync.Once
 	wg       sync.WaitGroup
+	groupsWG sync.WaitGroup // the group workers alone, for Finish
+	// finishing makes Stop take every request already queued (Finish).
+	finishing atomic.Bool
 
 	// rescan is set when a pending receipt could not be queued (a shard's
 	// held receipts were full): the first shard then offers every pending
@@ -223,8 +226,10 @@ func (r *Router) Start(sessions Sessions) {
 	}
 	for i, g := range r.groups {
 		r.wg.Add(1)
+		r.groupsWG.Add(1)
 		go func() {
 			defer r.wg.Done()
+			defer r.groupsWG.Done()
 			r.supervise(fmt.Sprintf("group worker %d", i), g.run, g.recoverCrash)
 		}()
 	}
@@ -267,6 +272,9 @@ func (r *Router) Stop() {
 	r.stopOnce.Do(func() {
 		for _, g := range r.groups {
 			close(g.stop)
+		}
+		if r.finishing.Load() {
+			r.groupsWG.Wait() // their fan-outs are queued with the shards
 		}
 		for _, s := range r.shards {
 			close(s.stop)
@@ -362,6 +370,30 @@ func (r *Router) BusyRetryAfter() uint32 { return r.busy.retryAfter(r.cfg.Now())
 func (r *Router) submitQuiet(user uint64, q request) bool {
 	_, o := r.own.owner(user)
 	return o.offer(q)
+}
+
+// Finish is Stop for a handover (package handover), where no client will
+// reconnect to resend what a stop drops: the group workers first handle
+// every request already queued for them, then the shards theirs, and the
+// commits complete, so every request the gateway handed over is answered
+// (its ACCEPT or REFUSE queued). The gateway must have stopped reading:
+// nothing new may arrive. Receipts a shard makes for another that has
+// already stopped stay pending in storage, and the next Start offers them.
+func (r *Router) Finish() {
+	r.finishing.Store(true)
+	r.Stop()
+}
+
+// Resume makes s, a connection another process handed over, the session
+// of to's mailbox where that process left it: the client acknowledged
+// through acked, and everything through written was written to it, so the
+// backlog resumes after written. Unlike Login there is no WELCOME (the
+// client has had one), and it waits for room in the queue instead of
+// refusing: it runs once per connection, before the connection is read.
+// It reports false only when the router stopped.
+func (r *Router) Resume(s Session, to Addressee, acked, written uint64) bool {
+	_, o := r.own.owner(to.User)
+	return o.offerWait(request{kind: reqResume, sess: s, user: to.User, seq: acked, more: written}, r.shards[0].stop)
 }
 
 // Login registers s as the session of to's mailbox, replacing (and

@@ -20,6 +20,7 @@ const (
 	reqSignal                      // from signals user, or the users in list (one shard's part of a group); msgID: kind; more: group
 	reqFanout                      // one member's copy of a group message or event: record, entry kind, fan
 	reqHoldRead                    // a read receipt (as reqReceipt) whose sender's shard was busy: held by the reader's shard and offered again
+	reqResume                      // a connection handed over from another process carries on as user's session: seq acked, more the highest seq written (no WELCOME)
 )
 
 // request is one unit of work for a shard.
@@ -144,14 +145,17 @@ func (s *shard) run() {
 	defer s.retry.Stop()
 	stopping, stop := false, s.stop // a restart after a crash sees a closed stop again
 	for {
-		if stopping && s.inflight == 0 {
+		// Finishing (Router.Finish), a stopping shard still takes what is
+		// queued; otherwise it drops it.
+		dropping := stopping && !s.r.finishing.Load()
+		if stopping && s.inflight == 0 && (dropping || len(s.in) == 0) {
 			return
 		}
-		if s.drain(stopping) {
+		if s.drain(dropping) {
 			continue
 		}
 		in := s.in
-		if s.inflight >= s.r.cfg.MaxInFlight || stopping {
+		if s.inflight >= s.r.cfg.MaxInFlight || dropping {
 			in = nil // completions first; requests wait in the queue
 		}
 		select {
@@ -294,6 +298,8 @@ func (s *shard) handle(q request) {
 	switch q.kind {
 	case reqLogin:
 		s.login(u, q)
+	case reqResume:
+		s.resume(u, q)
 	case reqLogout:
 		if u.sess == q.sess {
 			u.sess, u.stuck = Session{}, 0
@@ -336,6 +342,29 @@ func (s *shard) login(u *user, q request) {
 		u.sess = Session{}
 		return
 	}
+	if q.seq > 0 {
+		s.ack(u, q.seq)
+	}
+	s.pump(u)
+}
+
+// resume makes q.sess, a connection another process handed over, u's
+// session where that process left it: everything through q.more was
+// written to it (so it is not pushed again) and it acked through q.seq. It
+// gets no WELCOME: the client had one. A resume point beyond what is
+// stored cannot be, as in login.
+func (s *shard) resume(u *user, q request) {
+	if u.sess.Valid() && u.sess != q.sess {
+		s.r.stats.Replaced.Add(1)
+		s.r.close(u.sess, protocol.CodeReplaced)
+	}
+	if q.seq > u.committed {
+		u.sess = Session{}
+		s.r.close(q.sess, protocol.CodeBadAck)
+		return
+	}
+	u.sess, u.stuck, u.pending = q.sess, 0, 0
+	u.acked, u.sent = q.seq, min(max(q.more, q.seq), u.committed)
 	if q.seq > 0 {
 		s.ack(u, q.seq)
 	}

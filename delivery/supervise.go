@@ -127,7 +127,7 @@ func requestInHand(q *request) inHand {
 	switch q.kind {
 	case reqSend, reqFanout:
 		return inHand{sess: q.sess, fan: q.fan, msgID: q.msgID}
-	case reqLogin:
+	case reqLogin, reqResume:
 		return inHand{sess: q.sess, login: true}
 	case reqReceipt:
 		return inHand{} // pending in storage; the rescan after a crash offers it again

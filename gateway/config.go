@@ -40,6 +40,10 @@ type Config struct {
 	// event loop. Default: the count of /proc/self/fd. An error from New's
 	// call fails New; a later one keeps the cap where it was.
 	OpenFiles func() (int, error)
+	// Beside makes Run listen beside a server running on Addr (a takeover:
+	// both listen with SO_REUSEPORT until the old one exits) instead of
+	// refusing an address in use. Not a setting: package node sets it.
+	Beside bool
 	// HandshakeTimeout is how long a connection may take to send the preface
 	// and a valid LOGIN. Default 10 s: a slow mobile link's TCP and first
 	// round trips, with margin.

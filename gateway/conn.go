@@ -30,6 +30,8 @@ const (
 	ackPending                   // acked was not yet taken by the router (shard busy)
 	dictOn                       // the client negotiated the server's dictionary
 	noiseOn                      // the Noise transport: its state is in loop.secure
+	detached                     // handed over to another process: its close is not the client's
+	carrying                     // adopted with unread bytes: they are in loop.carry
 )
 
 // has reports whether every flag in f is set. Loop-only.

@@ -54,12 +54,12 @@ func (l *loop) frame(c *conn, f protocol.Frame) protocol.Code {
 		record := d.AppendRecord(make([]byte, 0, 32+len(m.Body))) // the one copy of the body
 		var taken bool
 		if m.Group {
-			taken = l.srv.router.Send(c.session(), delivery.Message{From: delivery.To(c.user), To: m.To, Group: true, MsgID: m.MsgID, Retry: m.Retry, Record: record})
+			taken = l.srv.router().Send(c.session(), delivery.Message{From: delivery.To(c.user), To: m.To, Group: true, MsgID: m.MsgID, Retry: m.Retry, Record: record})
 		} else {
-			taken = l.srv.router.Send(c.session(), delivery.Message{From: delivery.To(c.user), To: m.To, MsgID: m.MsgID, Retry: m.Retry, Record: record})
+			taken = l.srv.router().Send(c.session(), delivery.Message{From: delivery.To(c.user), To: m.To, MsgID: m.MsgID, Retry: m.Retry, Record: record})
 		}
 		if !taken {
-			l.refuse(c, m.MsgID, protocol.CodeRetryLater, l.srv.router.BusyRetryAfter(), reasonQueueFull)
+			l.refuse(c, m.MsgID, protocol.CodeRetryLater, l.srv.router().BusyRetryAfter(), reasonQueueFull)
 		}
 	case protocol.TypeAck:
 		var a protocol.Ack
@@ -76,7 +76,7 @@ func (l *loop) frame(c *conn, f protocol.Frame) protocol.Code {
 			return 0
 		}
 		c.acked = a.Seq
-		if l.srv.router.Ack(c.session(), delivery.To(c.user), a.Seq) {
+		if l.srv.router().Ack(c.session(), delivery.To(c.user), a.Seq) {
 			c.setFlag(ackPending, false)
 		} else {
 			// The shard is busy: check offers it again each second, from
@@ -92,7 +92,7 @@ func (l *loop) frame(c *conn, f protocol.Frame) protocol.Code {
 		}
 		// The receipt names c.user whatever r.Group says; a busy router
 		// drops it (counted): READ has no answer to refuse it with.
-		if err := l.srv.router.Read(delivery.ReadReceipt{Reader: delivery.To(c.user), Sender: delivery.To(r.To), MsgID: r.MsgID, More: r.More}); errors.Is(err, delivery.ErrReadRange) {
+		if err := l.srv.router().Read(delivery.ReadReceipt{Reader: delivery.To(c.user), Sender: delivery.To(r.To), MsgID: r.MsgID, More: r.More}); errors.Is(err, delivery.ErrReadRange) {
 			return protocol.CodeProtocol
 		}
 	case protocol.TypeSignal:
@@ -104,9 +104,9 @@ func (l *loop) frame(c *conn, f protocol.Frame) protocol.Code {
 			return 0 // dropped: signals are never acknowledged or retried
 		}
 		if s.Group != 0 {
-			l.srv.router.SignalGroup(delivery.To(c.user), s.Group, s.Kind)
+			l.srv.router().SignalGroup(delivery.To(c.user), s.Group, s.Kind)
 		} else {
-			l.srv.router.Signal(delivery.To(c.user), delivery.To(s.Peer), s.Kind)
+			l.srv.router().Signal(delivery.To(c.user), delivery.To(s.Peer), s.Kind)
 		}
 	case protocol.TypePing:
 		if err := protocol.CheckEmpty(f); err != nil {
@@ -125,8 +125,8 @@ func (l *loop) frame(c *conn, f protocol.Frame) protocol.Code {
 			l.refuse(c, g.MsgID, protocol.CodeRetryLater, l.overRate, reasonOverRate)
 			return 0
 		}
-		if !l.srv.router.GroupOp(c.session(), delivery.To(c.user), &g) {
-			l.refuse(c, g.MsgID, protocol.CodeRetryLater, l.srv.router.BusyRetryAfter(), reasonQueueFull)
+		if !l.srv.router().GroupOp(c.session(), delivery.To(c.user), &g) {
+			l.refuse(c, g.MsgID, protocol.CodeRetryLater, l.srv.router().BusyRetryAfter(), reasonQueueFull)
 		}
 	case protocol.TypeLogin:
 		return l.reject(protocol.CodeAlreadyLoggedIn, "second LOGIN on a logged-in connection")
@@ -175,7 +175,7 @@ func (l *loop) login(c *conn, f protocol.Frame) protocol.Code {
 	c.setFlag(dictOn, lg.Dict != 0 && lg.Dict == l.srv.codec.ID())
 	c.delivered, c.acked = lg.Ack, lg.Ack
 	c.state = stateJoining
-	if !l.srv.router.Login(c.session(), delivery.To(c.user), lg.Ack) {
+	if !l.srv.router().Login(c.session(), delivery.To(c.user), lg.Ack) {
 		// The user's shard is too busy to take the login: ask the client to
 		// come back shortly rather than call the server full.
 		c.state = stateLogin // not registered: OnClose must not log it out

@@ -32,6 +32,11 @@ type loop struct {
 	// secure holds the Noise state of the loop's Noise connections (those
 	// with noiseOn), so that a plain connection carries none.
 	secure map[*conn]*secure
+	// carry holds the unread bytes adopted connections brought (those
+	// with carrying); joined is the scratch read parses them from
+	// (handover.go).
+	carry  map[*conn][]byte
+	joined []byte
 
 	// reason is why the connection in hand is being closed, set with the
 	// close code by reject (reason.go) and taken by fail. closedConn and
@@ -51,7 +56,7 @@ type loop struct {
 }
 
 func newLoop(s *Server, el gnet.EventLoop) *loop {
-	l := &loop{srv: s, el: el, verifier: token.NewVerifier(s.cfg.Keys), secure: map[*conn]*secure{}}
+	l := &loop{srv: s, el: el, verifier: token.NewVerifier(s.cfg.Keys), secure: map[*conn]*secure{}, carry: map[*conn][]byte{}}
 	l.wheel.now = s.now()
 	l.tickFn = func(context.Context) error {
 		l.wheel.advance(s.now(), l.checkCaught)
@@ -70,7 +75,7 @@ func (l *loop) serve(c *conn) gnet.Action {
 			}
 		}
 		joining := c.state == stateJoining
-		if c.gc.InboundBuffered() > 0 && !l.srv.stopping.Load() {
+		if (c.gc.InboundBuffered() > 0 || c.has(carrying)) && !l.srv.stopping.Load() {
 			if code := l.read(c); code != 0 {
 				return l.fail(c, code)
 			}
@@ -79,7 +84,7 @@ func (l *loop) serve(c *conn) gnet.Action {
 			return l.fail(c, code)
 		}
 		// Frames pipelined behind LOGIN wait until the router welcomed c.
-		if !joining || c.state != stateReady || c.gc.InboundBuffered() == 0 {
+		if !joining || c.state != stateReady || (c.gc.InboundBuffered() == 0 && !c.has(carrying)) {
 			return gnet.None
 		}
 	}

@@ -22,7 +22,7 @@ const maxLoginFrame = 1 << 10
 // read parses every complete frame buffered on c and returns a close code,
 // or 0. Loop-only.
 func (l *loop) read(c *conn) protocol.Code {
-	buf, _ := c.gc.Peek(-1)
+	buf := l.inbound(c)
 	now := l.wheel.now
 	c.lastRecv = now
 	l.nowMicros = uint32(l.srv.cfg.Now().Sub(l.srv.start) / time.Microsecond)
@@ -89,11 +89,7 @@ func (l *loop) read(c *conn) protocol.Code {
 	if code != 0 {
 		return code
 	}
-	if off > 0 {
-		// Not Discard(0): gnet takes n <= 0 to mean "everything", which
-		// would drop the start of a frame that is still arriving.
-		_, _ = c.gc.Discard(off)
-	}
+	l.consume(c, off)
 	switch {
 	case off == len(buf) || c.state == stateJoining:
 		c.partialSince = 0

@@ -27,7 +27,7 @@ type Server struct {
 
 	// Immutable after construction.
 	cfg       Config
-	router    Delivery
+	delivery  atomic.Pointer[Delivery] // the router; replaced only by a failed handover (Rebind)
 	sessions  sessionTable // session ids to connections (sessions.go)
 	start     time.Time
 	codec     *protocol.Codec // the dictionary offered at login; nil: none
@@ -44,12 +44,18 @@ type Server struct {
 	eng    gnet.Engine
 	addr   net.Addr
 	booted chan struct{}
+	// ticked is closed by the first OnTick, which gnet calls only once
+	// every loop is registered: Adopt waits for it before it registers
+	// connections with the engine.
+	ticked     chan struct{}
+	tickedOnce sync.Once
 
 	mu    sync.Mutex
 	loops map[gnet.EventLoop]*loop // guarded by mu; a loop is added on its first connection
 
 	conns       atomic.Int64
 	stopping    atomic.Bool
+	paused      atomic.Bool // a handover is under way (handover.go)
 	countFailed atomic.Bool // a count of open files failed and was logged
 	stats       Stats
 	live        live // connections by state, bytes queued (gauges.go)
@@ -88,6 +94,7 @@ type Stats struct {
 	HandshakesRefused  atomic.Uint64 // Noise handshakes refused at Config.MaxHandshakes (GOAWAY RETRY_LATER)
 	NoiseFrameTooLarge atomic.Uint64 // frames too large for a transport message: the connection was closed
 	WakeErrors         atomic.Uint64
+	Adopted            atomic.Uint64 // connections adopted from another process (handover.go)
 	// Closes counts closed connections by the code they were closed with;
 	// index 0 counts closes by the peer (or with no code).
 	Closes [64]atomic.Uint64
@@ -122,7 +129,7 @@ func newServer(cfg Config, r Delivery, fileLimit int) (*Server, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, router: r, start: cfg.Now(), fileLimit: fileLimit, rate: newRateLimit(cfg.RateLimit, cfg.RateBurst), booted: make(chan struct{}), loops: map[gnet.EventLoop]*loop{}}
+	s := &Server{cfg: cfg, start: cfg.Now(), fileLimit: fileLimit, rate: newRateLimit(cfg.RateLimit, cfg.RateBurst), booted: make(chan struct{}), ticked: make(chan struct{}), loops: map[gnet.EventLoop]*loop{}}
 	if !cfg.DisableCompression {
 		s.codec, _ = protocol.Lookup(protocol.DictV1)
 	}
@@ -135,19 +142,25 @@ func newServer(cfg Config, r Delivery, fileLimit int) (*Server, error) {
 		maxPreLogin = max(connCap/4, 64*cfg.Loops)
 	}
 	s.preLoginShare = max((maxPreLogin+cfg.Loops-1)/cfg.Loops, 1)
+	s.delivery.Store(&r)
 	if len(cfg.NoiseKeys) > 0 {
 		s.hsJobs, s.hsStop = make(chan hsJob, cfg.MaxHandshakes), make(chan struct{})
 	}
 	return s, nil
 }
 
+// router returns the router requests go to.
+func (s *Server) router() Delivery { return *s.delivery.Load() }
+
 // ErrAddrInUse means another process listens on the configured address.
 var ErrAddrInUse = errors.New("gateway: address already in use by another process")
 
 // Run listens and serves until Shutdown; it returns the engine's error.
 func (s *Server) Run() error {
-	if err := checkFree(s.cfg.Addr); err != nil {
-		return err
+	if !s.cfg.Beside {
+		if err := checkFree(s.cfg.Addr); err != nil {
+			return err
+		}
 	}
 	addr, fd, err := reservePort(s.cfg.Addr)
 	if err != nil {
@@ -317,12 +330,20 @@ func (s *Server) OnOpen(gc gnet.Conn) (out []byte, action gnet.Action) {
 			out, action = nil, gnet.Close
 		}
 	}()
+	if a, ok := gc.Context().(*adoption); ok {
+		s.adoptOpen(gc, a) // always: it was open before, and counted then
+		return nil, gnet.None
+	}
 	if n := s.conns.Add(1); s.stopping.Load() || n > s.stats.ConnCap.Load() {
 		s.conns.Add(-1) // counted first, so two loops cannot both take the last place
 		s.stats.Refused.Add(1)
 		e := protocol.Error{Code: protocol.CodeServerFull, Reason: fmt.Sprintf("at the connection cap of %d", s.stats.ConnCap.Load())}
 		if s.stopping.Load() {
 			e = protocol.Error{Code: protocol.CodeShuttingDown, Reason: "server shutting down"}
+		}
+		if s.paused.Load() {
+			g := protocol.GoAway{After: handoverRetry, Code: protocol.CodeRetryLater}
+			return g.Append(nil), gnet.Close
 		}
 		s.cfg.Logger.Debug("gateway: connection refused", "code", e.Code.String(), "reason", e.Reason)
 		return e.Append(nil), gnet.Close
@@ -351,12 +372,17 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	s.conns.Add(-1)
 	c.loop.wheel.remove(c)
 	c.loop.forgetSecure(c)
+	if c.has(carrying) {
+		delete(c.loop.carry, c)
+	}
 	if c.state < stateJoining {
 		c.loop.preLogin--
 	}
 	c.markClosed()
 	s.live.closed(c.state >= stateJoining)
-	s.stats.Closes[min(int(c.closeCode), len(s.stats.Closes)-1)].Add(1)
+	if !c.has(detached) {
+		s.stats.Closes[min(int(c.closeCode), len(s.stats.Closes)-1)].Add(1)
+	}
 	reason := reasonPeerClosed
 	if l := c.loop; l.closedConn == c {
 		reason = l.closedWhy
@@ -364,10 +390,14 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	} else if err != nil {
 		reason = err.Error()
 	}
+	if c.has(detached) {
+		s.sessions.remove(c, gc.Fd())
+		return gnet.None // it lives on in another process
+	}
 	s.logClose(c, reason)
 	s.hook("close", c.user)
 	if c.state >= stateJoining {
-		s.router.Logout(c.session(), delivery.To(c.user))
+		s.router().Logout(c.session(), delivery.To(c.user))
 	}
 	s.sessions.remove(c, gc.Fd())
 	return gnet.None
@@ -408,6 +438,7 @@ func (s *Server) hook(point string, user uint64) {
 // connection cap, and asks each loop to advance its wheel on the loop
 // itself.
 func (s *Server) OnTick() (time.Duration, gnet.Action) {
+	s.tickedOnce.Do(func() { close(s.ticked) })
 	s.updateCap()
 	s.mu.Lock()
 	for el, l := range s.loops {

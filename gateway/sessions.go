@@ -13,6 +13,9 @@ import (
 // test's fake, or later a forwarder to another node.
 type Delivery interface {
 	Login(s delivery.Session, to delivery.Addressee, ack uint64) bool
+	// Resume carries on a session another process handed over (no
+	// WELCOME); it reports false only when the router stopped.
+	Resume(s delivery.Session, to delivery.Addressee, acked, written uint64) bool
 	Logout(s delivery.Session, to delivery.Addressee)
 	Send(s delivery.Session, m delivery.Message) bool
 	Ack(s delivery.Session, to delivery.Addressee, seq uint64) bool

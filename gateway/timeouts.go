@@ -46,6 +46,11 @@ func (l *loop) checkCaught(c *conn) {
 // and otherwise schedules the next check. Loop-only.
 func (l *loop) check(c *conn) {
 	now := l.wheel.now
+	if l.srv.paused.Load() {
+		// Nothing is read during a handover: no deadline is fair to keep.
+		l.wheel.add(c, now+1)
+		return
+	}
 	var next uint32
 	if c.state < stateReady {
 		next = c.handshakeDue
@@ -76,7 +81,7 @@ func (l *loop) check(c *conn) {
 		next = min(next, due)
 	}
 	if c.has(ackPending) {
-		c.setFlag(ackPending, !l.srv.router.Ack(c.session(), delivery.To(c.user), c.acked))
+		c.setFlag(ackPending, !l.srv.router().Ack(c.session(), delivery.To(c.user), c.acked))
 		next = min(next, now+1)
 	}
 	if c.state == stateReady {

@@ -27,7 +27,7 @@ func (l *loop) flush(c *conn) protocol.Code {
 	clear(items)
 	l.items = items[:0]
 	if c.has(ackPending) {
-		c.setFlag(ackPending, !l.srv.router.Ack(c.session(), delivery.To(c.user), c.acked))
+		c.setFlag(ackPending, !l.srv.router().Ack(c.session(), delivery.To(c.user), c.acked))
 	}
 	if len(l.wbuf) > 0 {
 		l.write(c, l.wbuf)
@@ -84,7 +84,7 @@ func (l *loop) encode(c *conn, items []delivery.Outbound) {
 			w := protocol.Welcome{
 				Version: protocol.Version, User: c.user, Time: uint64(now.UnixMilli()),
 				Ping: uint32(c.ping), MaxFrame: uint32(l.maxFrameOf(c)), Dict: l.dictOf(c),
-				Window: uint32(l.srv.router.Window()), Last: o.Seq,
+				Window: uint32(l.srv.router().Window()), Last: o.Seq,
 			}
 			l.wbuf = w.Append(l.wbuf)
 			// Seqs up to last may be acknowledged, delivered or not: some

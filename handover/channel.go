@@ -17,7 +17,7 @@ type Kind uint8
 // Messages, in the order a handover sends them (doc.go).
 const (
 	KindHello  Kind = iota + 1 // new → old: Version, PID
-	KindBegin                  // old → new: Addr; the old process is pausing
+	KindBegin                  // old → new: PID, Addr; the old process is pausing
 	KindBatch                  // old → new: Conns, with one descriptor each
 	KindClosed                 // old → new: the store is closed; Total conns were sent
 	KindReady                  // new → old: the store is open, the engine listens
@@ -50,7 +50,7 @@ func (k Kind) String() string {
 type Message struct {
 	Kind    Kind
 	Version uint16 // HELLO
-	PID     int    // HELLO
+	PID     int    // HELLO, BEGIN: the sender's process
 	Addr    string // BEGIN: the client listener's address
 	Total   int    // CLOSED
 	Reason  string // REFUSE
@@ -64,8 +64,8 @@ type Message struct {
 // which fits a unix socket's default buffer.
 const (
 	BatchConns = 250
-	batchBytes = 96 << 10
-	maxMessage = batchBytes + MaxInbound + 1024
+	BatchBytes = 96 << 10
+	maxMessage = BatchBytes + MaxInbound + 1024
 )
 
 // ErrProtocol means the other process sent something this one does not
@@ -87,6 +87,12 @@ func Listen(path string) (*net.UnixListener, error) {
 		c.Close()
 		return nil, fmt.Errorf("handover: %s: another process listens there", path)
 	}
+	return Replace(path)
+}
+
+// Replace listens on path in place of the process that listened there
+// (its successor does, once it committed).
+func Replace(path string) (*net.UnixListener, error) {
 	_ = os.Remove(path)
 	old := unix.Umask(0o077)
 	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
@@ -129,6 +135,7 @@ func (ch *Channel) Send(m *Message) error {
 		b = binary.LittleEndian.AppendUint16(b, m.Version)
 		b = binary.AppendUvarint(b, uint64(m.PID))
 	case KindBegin:
+		b = binary.AppendUvarint(b, uint64(m.PID))
 		b = append(b, m.Addr...)
 	case KindRefuse:
 		b = append(b, m.Reason...)
@@ -197,7 +204,10 @@ func Decode(b []byte, fds []int) (Message, error) {
 		d.off = 3
 		m.PID = int(d.uvarint())
 	case KindBegin:
-		m.Addr, d.off = string(b[1:]), len(b)
+		m.PID = int(d.uvarint())
+		if d.err == nil {
+			m.Addr, d.off = string(b[d.off:]), len(b)
+		}
 	case KindRefuse:
 		m.Reason, d.off = string(b[1:]), len(b)
 	case KindClosed:

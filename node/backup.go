@@ -31,7 +31,7 @@ type backuper interface {
 // status: the response is cut off, and the file lacks the end record that
 // storage.Restore requires, so it is never taken for a whole backup.
 func (n *Node) serveBackup(w http.ResponseWriter, r *http.Request) {
-	b, ok := n.store.(backuper)
+	b, ok := n.Store().(backuper)
 	if !ok {
 		http.Error(w, storage.ErrBackupUnsupported.Error(), http.StatusNotImplemented)
 		return

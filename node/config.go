@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"time"
 
 	"switchboard/cluster"
 	"switchboard/delivery"
@@ -49,6 +50,13 @@ type Config struct {
 	// /debug/pprof/. Empty: none. It is never on the admin listener, so
 	// profiling stays off unless asked for.
 	Pprof string
+	// Takeover makes Start take over from the process serving on Data
+	// instead of starting afresh (handover.go).
+	Takeover bool
+	// HandoverTimeout bounds a handover from the old process's store close
+	// to the successor's commit; past it the old process takes its
+	// connections back. 0: 30 s.
+	HandoverTimeout time.Duration
 
 	Storage  storage.Config
 	Delivery delivery.Config
@@ -80,6 +88,9 @@ func Default() Config {
 func (c Config) WithDefaults() Config {
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
+	}
+	if c.HandoverTimeout <= 0 {
+		c.HandoverTimeout = 30 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -41,14 +41,14 @@ func (h *health) start(n *Node) {
 		defer close(h.done)
 		t := time.NewTicker(healthEvery)
 		defer t.Stop()
-		last := n.store.Stats()
+		last := n.Store().Stats()
 		for {
 			select {
 			case <-h.quit:
 				return
 			case <-t.C:
 			}
-			st := n.store.Stats()
+			st := n.Store().Stats()
 			why := h.judge(last, st)
 			h.mu.Lock()
 			h.recovering = why
@@ -97,10 +97,10 @@ func (n *Node) Ready() error {
 		return errors.New("gateway: the network engine stopped; no connections are accepted")
 	default:
 	}
-	if err := n.router.Ready(); err != nil {
+	if err := n.Router().Ready(); err != nil {
 		return err
 	}
-	st := n.store.Stats()
+	st := n.Store().Stats()
 	if st.Down != 0 {
 		return errors.New("storage: the committer panicked too often; writes are refused")
 	}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"switchboard/cluster"
@@ -27,13 +28,23 @@ type Node struct {
 	// Immutable after Start.
 	cfg       Config
 	log       *slog.Logger
-	store     storage.Store
-	router    *delivery.Router
 	srv       *gateway.Server
-	cluster   *cluster.Cluster // nil: a node alone
 	addr      net.Addr
-	admin     []*http.Server // the admin and pprof listeners that serve
-	adminAddr net.Addr       // the admin listener's address; nil: none
+	adminAddr net.Addr // the admin listener's address; nil: none
+
+	// parts are the store, the router and the cluster membership: replaced
+	// only when a handover fails and the node takes its connections back
+	// (handover.go).
+	parts atomic.Pointer[parts]
+	// inherited counts the descriptors of connections received in a
+	// takeover and not yet adopted (handover.go).
+	inherited atomic.Int64
+
+	// life serialises the lifecycle's transitions: a handover and Stop.
+	life    sync.Mutex
+	admin   []*http.Server    // guarded by life: the admin and pprof listeners that serve
+	handing *net.UnixListener // guarded by life: where a successor asks to take over; nil: none
+	ps      *peers            // the cluster's peers, for a router made again; nil: alone
 
 	runErr  chan error    // gateway.Run's result; sent once
 	engDone chan struct{} // closed when Run has returned
@@ -61,7 +72,33 @@ func Start(cfg Config) (*Node, error) {
 	if err := cfg.noiseKeys(); err != nil {
 		return nil, err
 	}
+	if cfg.Takeover {
+		return takeOver(cfg)
+	}
+	n, err := start(cfg, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.listenHandover(false); err != nil {
+		n.unwind()
+		return nil, err
+	}
+	return n, nil
+}
+
+// start brings the parts up (Start's doc). inherited is how many
+// descriptors the process holds for connections it is about to adopt:
+// they are not counted in the gateway's reserve for other files.
+func start(cfg Config, inherited int) (*Node, error) {
 	n := &Node{cfg: cfg, log: cfg.Logger, runErr: make(chan error, 1), engDone: make(chan struct{})}
+	if inherited > 0 {
+		count := cfg.Gateway.OpenFiles
+		n.inherited.Store(int64(inherited))
+		cfg.Gateway.OpenFiles = func() (int, error) {
+			open, err := count()
+			return open - int(n.inherited.Load()), err
+		}
+	}
 	open := storage.Open
 	if cfg.Memory {
 		open = storage.NewMemory
@@ -70,19 +107,20 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n.store = store
 	router, err := delivery.New(cfg.Delivery, store)
 	if err != nil {
 		store.Close()
 		return nil, err
 	}
-	n.router = router
 	var ps *peers
 	if cfg.clustered() {
 		ps = &peers{cfg: cfg.Cluster}
 		router.Join(ps, 0)
 		cfg.Gateway.HomeAddr = homeAddr(cfg.Cluster)
 	}
+	n.ps = ps
+	p := &parts{store: store, router: router}
+	n.parts.Store(p)
 	srv, err := gateway.New(cfg.Gateway, router)
 	if err != nil {
 		store.Close()
@@ -104,7 +142,7 @@ func Start(cfg Config) (*Node, error) {
 			return nil, fmt.Errorf("node: joining cluster %q as node %d: %w", cfg.Cluster.Name, cfg.Cluster.Self, err)
 		}
 		ps.cl.Store(cl)
-		n.cluster = cl
+		p.cluster = cl
 	}
 	go func() {
 		err := srv.Run()
@@ -205,12 +243,20 @@ func (n *Node) Config() Config { return n.cfg }
 
 // Store, Router and Gateway return the parts, for metrics and tests. The
 // caller must not stop them: Stop does.
-func (n *Node) Store() storage.Store     { return n.store }
-func (n *Node) Router() *delivery.Router { return n.router }
+func (n *Node) Store() storage.Store     { return n.parts.Load().store }
+func (n *Node) Router() *delivery.Router { return n.parts.Load().router }
+
+// parts are what a node serves with besides its gateway.
+type parts struct {
+	store   storage.Store
+	router  *delivery.Router
+	cluster *cluster.Cluster // nil: a node alone
+}
+
 func (n *Node) Gateway() *gateway.Server { return n.srv }
 
 // Cluster returns this node's cluster membership, nil for a node alone.
-func (n *Node) Cluster() *cluster.Cluster { return n.cluster }
+func (n *Node) Cluster() *cluster.Cluster { return n.parts.Load().cluster }
 
 // Done is closed when the gateway's engine has stopped: after Stop, or on
 // its own (Err then says why).
@@ -252,6 +298,8 @@ func (n *Node) engineErr() error {
 // the error wraps ErrStopTimeout. Stop is idempotent: later calls wait for
 // nothing and return the first call's result.
 func (n *Node) Stop(ctx context.Context) error {
+	n.life.Lock() // after a handover in progress, which may end the node itself
+	defer n.life.Unlock()
 	n.stopOnce.Do(func() { n.stopErr = n.stop(ctx) })
 	return n.stopErr
 }
@@ -269,17 +317,21 @@ func (n *Node) stop(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("%w: %s", ErrStopTimeout, step))
 	}
 
+	if n.handing != nil {
+		n.handing.Close()
+	}
+	p := n.parts.Load()
 	n.srv.Drain()
-	if n.cluster != nil {
+	if p.cluster != nil {
 		// Before the router: no more SENDs from peers. What they had in
 		// flight here is answered or times out there, and their clients
 		// resend with flag B.
-		if err := n.cluster.Close(); err != nil {
+		if err := p.cluster.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("node: leaving the cluster: %w", err))
 		}
 	}
 	routerDone := make(chan struct{})
-	go func() { n.router.Stop(); close(routerDone) }()
+	go func() { p.router.Stop(); close(routerDone) }()
 	select {
 	case <-routerDone:
 	case <-time.After(time.Until(deadline) * 3 / 4):
@@ -298,7 +350,7 @@ func (n *Node) stop(ctx context.Context) error {
 	}
 
 	closed := make(chan error, 1)
-	go func() { closed <- n.store.Close() }()
+	go func() { closed <- p.store.Close() }()
 	select {
 	case err := <-closed:
 		if err != nil {

@@ -27,6 +27,9 @@ func testConfig(t *testing.T) (Config, []byte) {
 	c.Data = t.TempDir()
 	c.Metrics = "127.0.0.1:0"
 	c.Logger = slog.New(slog.DiscardHandler)
+	if os.Getenv("NODE_TEST_LOG") != "" {
+		c.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	c.Gateway.Addr = "127.0.0.1:0"
 	c.Gateway.Loops = 2
 	c.Gateway.Keys = token.Keys{1: secret}

@@ -1,0 +1,391 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"switchboard/cluster"
+	"switchboard/delivery"
+	"switchboard/handover"
+	"switchboard/storage"
+)
+
+// Takeover: a new process on the same data folder takes the live
+// connections of the one serving (package handover has the exchange and
+// its commit point). The old side is handOver, the new side takeOver.
+// Every phase has a deadline and a log line that begins "handover:".
+
+// HandoverSocket is where a node listens for its successor, in the data
+// folder.
+const HandoverSocket = "handover.sock"
+
+// handoverPath is the node's handover socket; "" for a node in memory.
+func (c Config) handoverPath() string {
+	if c.Memory || c.Data == "" {
+		return ""
+	}
+	return filepath.Join(c.Data, HandoverSocket)
+}
+
+// listenHandover starts waiting for a successor. Only one handover runs at
+// a time; another successor is refused while it does.
+func (n *Node) listenHandover(replace bool) error {
+	path := n.cfg.handoverPath()
+	if path == "" {
+		return nil
+	}
+	var ln *net.UnixListener
+	var err error
+	if replace {
+		ln, err = handover.Replace(path)
+	} else {
+		ln, err = handover.Listen(path)
+	}
+	if err != nil {
+		return err
+	}
+	n.life.Lock()
+	n.handing = ln
+	n.life.Unlock()
+	go func() {
+		for {
+			c, err := ln.AcceptUnix()
+			if err != nil {
+				return // closed: stopping, or handed over
+			}
+			n.handOver(handover.NewChannel(c))
+		}
+	}()
+	return nil
+}
+
+// handOver is the old side: it hands every connection to the successor on
+// ch, or, if the successor fails before it commits, takes them back and
+// serves on.
+func (n *Node) handOver(ch *handover.Channel) {
+	defer ch.Close()
+	log := n.log
+	_ = ch.SetDeadline(time.Now().Add(5 * time.Second))
+	hello, err := ch.Recv()
+	if err != nil || hello.Kind != handover.KindHello {
+		log.Warn("handover: a successor connected but did not say HELLO", "err", err, "got", hello.Kind)
+		return
+	}
+	log = log.With("successor", hello.PID)
+	refuse := func(why string) {
+		log.Warn("handover: refused; serving on", "reason", why)
+		_ = ch.Send(&handover.Message{Kind: handover.KindRefuse, Reason: why})
+	}
+	if hello.Version != handover.Version {
+		refuse(fmt.Sprintf("handover format %d, this process speaks %d", hello.Version, handover.Version))
+		return
+	}
+	n.life.Lock()
+	defer n.life.Unlock()
+	if n.health.stopping.Load() {
+		refuse("this process is stopping")
+		return
+	}
+	start := time.Now()
+	budget := n.cfg.Gateway.ShutdownTimeout
+	if err := ch.Send(&handover.Message{Kind: handover.KindBegin, Addr: n.addr.String(), PID: os.Getpid()}); err != nil {
+		log.Warn("handover: the successor went away before it began; serving on", "err", err)
+		return
+	}
+
+	log.Info("handover: 1/5 pausing: no more reading or accepting, finishing what is in flight")
+	n.srv.Pause()
+	n.closeAdmin()
+	p := n.parts.Load()
+	if p.cluster != nil {
+		if err := p.cluster.Close(); err != nil {
+			log.Warn("handover: leaving the cluster", "err", err)
+		}
+	}
+	p.router.Finish()
+	ctx, cancel := context.WithTimeout(context.Background(), budget)
+	defer cancel()
+	unsent := n.srv.Flush(ctx)
+	log.Info("handover: 2/5 detaching connections", "finished_in", time.Since(start).Round(time.Millisecond), "unsent", unsent)
+	recs, fds, letGo, err := n.srv.Detach(ctx)
+	if err != nil {
+		log.Error("handover: detaching connections", "err", err)
+	}
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}()
+	sent := time.Now()
+	_ = ch.SetDeadline(time.Now().Add(budget))
+	err = sendConns(ch, recs, fds)
+	storeClosed := time.Now()
+	if cerr := p.store.Close(); cerr != nil {
+		log.Error("handover: closing the store", "err", cerr)
+	}
+	if err == nil {
+		err = ch.Send(&handover.Message{Kind: handover.KindClosed, Total: len(recs)})
+	}
+	log.Info("handover: 3/5 store closed; waiting for the successor", "conns", len(recs), "let_go", letGo, "sent_in", storeClosed.Sub(sent).Round(time.Millisecond))
+	if err == nil {
+		_ = ch.SetDeadline(time.Now().Add(n.cfg.HandoverTimeout))
+		var ready handover.Message
+		ready, err = ch.Recv()
+		switch {
+		case err != nil:
+		case ready.Kind == handover.KindRefuse:
+			err = fmt.Errorf("the successor refused: %s", ready.Reason)
+		case ready.Kind != handover.KindReady:
+			err = fmt.Errorf("the successor sent %s, not READY", ready.Kind)
+		}
+	}
+	if err == nil {
+		err = ch.Send(&handover.Message{Kind: handover.KindCommit})
+	}
+	if err != nil {
+		log.Error("handover: 4/5 failed before the commit; taking the connections back", "err", err)
+		_ = ch.Send(&handover.Message{Kind: handover.KindRefuse, Reason: "taking the connections back: " + err.Error()})
+		if err := n.takeBack(recs, fds); err != nil {
+			log.Error("handover: taking the connections back failed; stopping", "err", err)
+			go n.Stop(context.Background())
+			return
+		}
+		fds = nil // adopted
+		log.Info("handover: serving again", "conns", len(recs), "paused_for", time.Since(start).Round(time.Millisecond))
+		return
+	}
+	log.Info("handover: 4/5 committed: the successor serves", "conns", len(recs), "store_closed_for", time.Since(storeClosed).Round(time.Millisecond), "paused_for", time.Since(start).Round(time.Millisecond))
+	n.handedOver()
+	log.Info("handover: 5/5 done; this process exits")
+}
+
+// sendConns sends recs and their sockets in batches.
+func sendConns(ch *handover.Channel, recs []handover.Conn, fds []int) error {
+	for len(recs) > 0 {
+		n, size := 0, 0
+		for n < len(recs) && n < handover.BatchConns && size < handover.BatchBytes {
+			size += len(recs[n].Inbound) + 128
+			n++
+		}
+		if err := ch.Send(&handover.Message{Kind: handover.KindBatch, Conns: recs[:n], FDs: fds[:n]}); err != nil {
+			return err
+		}
+		recs, fds = recs[n:], fds[n:]
+	}
+	return nil
+}
+
+// takeBack is the old side's way back when a handover failed before its
+// commit: it opens the store again, starts a new router (and rejoins the
+// cluster), adopts its own connections from their records, and reads
+// again. The successor may still hold the store for a moment while it
+// exits: the open is retried until the handover timeout.
+func (n *Node) takeBack(recs []handover.Conn, fds []int) error {
+	cfg := n.cfg
+	open := storage.Open
+	deadline := time.Now().Add(cfg.HandoverTimeout)
+	var store storage.Store
+	var err error
+	for {
+		if store, err = open(cfg.Storage); err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond) // the successor is letting go of the store's lock
+	}
+	if err != nil {
+		return fmt.Errorf("opening the store again: %w", err)
+	}
+	router, err := delivery.New(cfg.Delivery, store)
+	if err != nil {
+		store.Close()
+		return err
+	}
+	p := &parts{store: store, router: router}
+	if n.ps != nil {
+		router.Join(n.ps, 0)
+	}
+	n.srv.Rebind(router)
+	router.Start(n.srv)
+	if n.ps != nil {
+		cl, err := cluster.Start(cfg.Cluster, router.FromPeer)
+		if err != nil {
+			n.log.Error("handover: rejoining the cluster; serving alone until restarted", "err", err)
+		} else {
+			n.ps.cl.Store(cl)
+			p.cluster = cl
+		}
+	}
+	n.parts.Store(p)
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.HandoverTimeout)
+	defer cancel()
+	adopted, err := n.srv.Adopt(ctx, recs, fds)
+	if err != nil {
+		n.log.Error("handover: adopting connections back", "adopted", adopted, "of", len(recs), "err", err)
+	}
+	n.srv.Unpause()
+	if err := n.serveAdmin(); err != nil {
+		n.log.Error("handover: the admin listener", "err", err)
+	}
+	return nil
+}
+
+// handedOver ends this process after a committed handover: its
+// connections and store are the successor's, so Stop has nothing left to
+// do but the engine (whose listener the successor shares) and the admin
+// side.
+func (n *Node) handedOver() {
+	n.health.stopping.Store(true)
+	n.stopOnce.Do(func() {
+		if n.handing != nil {
+			n.handing.SetUnlinkOnClose(false) // the path is the successor's now
+			n.handing.Close()
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.Gateway.ShutdownTimeout)
+		defer cancel()
+		if err := n.srv.Shutdown(ctx); err != nil {
+			n.stopErr = err
+		}
+		n.health.stop()
+	})
+}
+
+// closeAdmin closes the admin and pprof listeners, so that a successor
+// can listen on their addresses. Guarded by life.
+func (n *Node) closeAdmin() {
+	for _, hs := range n.admin {
+		hs.Close()
+	}
+	n.admin = nil
+}
+
+// takeOver is Start for --takeover: it takes the connections of the
+// process serving on cfg.Data.
+func takeOver(cfg Config) (*Node, error) {
+	path := cfg.handoverPath()
+	if path == "" {
+		return nil, errors.New("node: a takeover needs a data folder (not --memory)")
+	}
+	log := cfg.Logger
+	ch, err := handover.Dial(path)
+	if err != nil {
+		return nil, err
+	}
+	defer ch.Close()
+	_ = ch.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := ch.Send(&handover.Message{Kind: handover.KindHello, Version: handover.Version, PID: os.Getpid()}); err != nil {
+		return nil, fmt.Errorf("node: takeover: %w", err)
+	}
+	begin, err := ch.Recv()
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("node: takeover: waiting for the running server: %w", err)
+	case begin.Kind == handover.KindRefuse:
+		return nil, fmt.Errorf("node: takeover refused by the running server (pid still serving): %s", begin.Reason)
+	case begin.Kind != handover.KindBegin:
+		return nil, fmt.Errorf("node: takeover: the running server sent %s, not BEGIN", begin.Kind)
+	}
+	if err := sameAddr(cfg.Gateway.Addr, begin.Addr); err != nil {
+		_ = ch.Send(&handover.Message{Kind: handover.KindRefuse, Reason: err.Error()})
+		return nil, err
+	}
+	cfg.Gateway.Addr = begin.Addr
+	cfg.Gateway.Beside = true
+	log.Info("handover: the running server is pausing", "old", begin.PID, "addr", begin.Addr)
+
+	var recs []handover.Conn
+	var fds []int
+	closeFDs := func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}
+	_ = ch.SetDeadline(time.Now().Add(cfg.HandoverTimeout))
+	for {
+		m, err := ch.Recv()
+		if err != nil {
+			closeFDs()
+			return nil, fmt.Errorf("node: takeover: receiving connections: %w", err)
+		}
+		if m.Kind == handover.KindBatch {
+			for i := range m.Conns {
+				m.Conns[i].Inbound = append([]byte(nil), m.Conns[i].Inbound...) // the channel reuses its buffer
+			}
+			recs, fds = append(recs, m.Conns...), append(fds, m.FDs...)
+			continue
+		}
+		if m.Kind == handover.KindRefuse {
+			closeFDs()
+			return nil, fmt.Errorf("node: takeover: the running server gave up: %s", m.Reason)
+		}
+		if m.Kind != handover.KindClosed || m.Total != len(recs) {
+			closeFDs()
+			return nil, fmt.Errorf("node: takeover: got %s (total %d) after %d connections", m.Kind, m.Total, len(recs))
+		}
+		break
+	}
+	opened := time.Now()
+	n, err := start(cfg, len(fds))
+	if err != nil {
+		closeFDs()
+		_ = ch.Send(&handover.Message{Kind: handover.KindRefuse, Reason: err.Error()})
+		return nil, fmt.Errorf("node: takeover: starting: %w", err)
+	}
+	log.Info("handover: store open and listening; telling the running server", "conns", len(recs), "started_in", time.Since(opened).Round(time.Millisecond))
+	err = ch.Send(&handover.Message{Kind: handover.KindReady})
+	var commit handover.Message
+	if err == nil {
+		commit, err = ch.Recv()
+	}
+	switch {
+	case err == nil && commit.Kind == handover.KindCommit:
+	case err != nil && !alive(begin.PID):
+		log.Warn("handover: the old process died after READY; adopting its connections", "err", err)
+	default:
+		if err == nil {
+			err = fmt.Errorf("the running server sent %s: %s", commit.Kind, commit.Reason)
+		}
+		closeFDs()
+		n.Stop(context.Background())
+		return nil, fmt.Errorf("node: takeover: no commit: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.HandoverTimeout)
+	defer cancel()
+	adoptStart := time.Now()
+	adopted, err := n.srv.Adopt(ctx, recs, fds)
+	n.inherited.Store(0)
+	if err != nil {
+		log.Error("handover: adopting connections", "adopted", adopted, "of", len(recs), "err", err)
+	}
+	log.Info("handover: adopted the connections; serving", "conns", adopted, "adopted_in", time.Since(adoptStart).Round(time.Millisecond))
+	if err := n.listenHandover(true); err != nil {
+		log.Error("handover: listening for a successor", "err", err)
+	}
+	return n, nil
+}
+
+// sameAddr refuses a takeover onto another client address than the one
+// the running server listens on (port 0 takes whatever it is).
+func sameAddr(configured, running string) error {
+	if _, port, err := net.SplitHostPort(configured); err == nil && port == "0" {
+		return nil
+	}
+	a, err1 := net.ResolveTCPAddr("tcp", configured)
+	b, err2 := net.ResolveTCPAddr("tcp", running)
+	if err1 != nil || err2 != nil || a.Port != b.Port || !a.IP.Equal(b.IP) {
+		return fmt.Errorf("node: takeover: --addr %s differs from the running server's %s", configured, running)
+	}
+	return nil
+}
+
+// alive reports whether process pid exists.
+func alive(pid int) bool {
+	return pid > 0 && (unix.Kill(pid, 0) == nil || errors.Is(unix.Kill(pid, 0), syscall.EPERM))
+}
