@@ -28,7 +28,7 @@ type Server struct {
 	// Immutable after construction.
 	cfg       Config
 	delivery  atomic.Pointer[Delivery] // the router; replaced only by a failed handover (Rebind)
-	sessions  sessionTable // session ids to connections (sessions.go)
+	sessions  sessionTable             // session ids to connections (sessions.go)
 	start     time.Time
 	codec     *protocol.Codec // the dictionary offered at login; nil: none
 	fileLimit int             // the open-file limit the cap keeps under

@@ -189,4 +189,3 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
-
