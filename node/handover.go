@@ -148,7 +148,20 @@ func (n *Node) handOver(ch *handover.Channel) {
 		}
 	}
 	if err == nil {
-		err = ch.Send(&handover.Message{Kind: handover.KindCommit})
+		// Our copies of the sockets go before the commit: once the
+		// successor has it, it reads and writes them, and a copy kept here
+		// could only do harm (in one process, as tests run, a descriptor
+		// number closed late may already name one of the successor's). A
+		// commit that then fails to send leaves the clients to reconnect.
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		fds = nil
+		if err = ch.Send(&handover.Message{Kind: handover.KindCommit}); err != nil {
+			log.Error("handover: 4/5 the successor went away at the commit; its clients will reconnect", "err", err)
+			go n.Stop(context.Background())
+			return
+		}
 	}
 	if err != nil {
 		log.Error("handover: 4/5 failed before the commit; taking the connections back", "err", err)
