@@ -22,8 +22,10 @@
 //   - ACK coalescing (8.4): an ACK at window/2 entries or 64 KiB processed,
 //     or AckDelay after the first, whichever comes first.
 //   - Reconnect delays (8.9, 8.10): full jitter under a ceiling that doubles
-//     from 1 s to 60 s; after a GOAWAY, its delay plus up to as much again;
-//     none after REPLACED or BAD_TOKEN.
+//     from 1 s to 60 s; after a GOAWAY, full jitter over its window, a
+//     random delay in [0, after], so that the clients of a stopping server
+//     come back spread evenly over the window it sized; at once after a
+//     TOKEN_EXPIRED with no delay; none after REPLACED or BAD_TOKEN.
 //   - Redirects (8.10): after a GOAWAY MOVED, a delay of at most its after,
 //     no backoff growth, and Redirect names the home node's address; at
 //     most MaxRedirects in a row before one counts as a failure.

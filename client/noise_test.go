@@ -129,8 +129,9 @@ func roundTrip(t *testing.T, from, to *client.Conn, toUser uint64, body string) 
 }
 
 // TestConnNoiseRefused: a handshake refused with a plain GOAWAY RETRY_LATER
-// (kind 0x7f) is backed off as a GOAWAY after LOGIN is, at least its delay,
-// and the next attempt asks for a token again; one refused with ERROR
+// (kind 0x7f) is backed off as a GOAWAY after LOGIN is, by the delay its
+// random source draws in [0, after] (here the top: after itself), and the
+// next attempt asks for a token again; one refused with ERROR
 // BAD_TOKEN ends the session with that code.
 func TestConnNoiseRefused(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -186,6 +187,7 @@ func TestConnNoiseRefused(t *testing.T) {
 		KeepTrying: true,
 	}
 	opts.Session.MinBackoff, opts.Session.MaxBackoff = time.Millisecond, 2*time.Millisecond
+	opts.Session.Rand = func(n int64) int64 { return n - 1 }
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, err := client.Dial(ctx, ln.Addr().String(), opts)

@@ -211,15 +211,17 @@ func (s *Session) Redirect() (addr string, ok bool) {
 // unsupported version or transport (PROTOCOL.md 10). After TOKEN_EXPIRED
 // the driver needs a fresh token for the next LOGIN.
 //
-// The delay follows PROTOCOL.md 8.9 and 8.10: after a GOAWAY MOVED with an
-// address, a random delay in [0, after], the attempts in a row unchanged,
-// and Redirect gives the address (up to MaxRedirects in a row; the next
-// counts as a failure, gives no address, and starts the count again); after
-// a GOAWAY with after > 0, after plus a random delay of up to after again;
-// after a GOAWAY with TOKEN_EXPIRED and no delay, none; otherwise full
-// jitter, a random delay in [0, ceiling), the ceiling doubling from
-// MinBackoff to MaxBackoff with each connection in a row that did not last
-// StableAfter past WELCOME.
+// The delay follows PROTOCOL.md 8.9 and 8.10: after a GOAWAY with after >
+// 0 (SHUTTING_DOWN, RETRY_LATER, no code, and MOVED), full jitter over its
+// window, a random delay in [0, after] drawn from Config.Rand, the attempts
+// in a row unchanged, so that the clients of a stopping server come back
+// spread evenly over the window it sized; after a MOVED with an address
+// Redirect gives the address (up to MaxRedirects in a row; the next counts
+// as a failure, gives no address, and starts the count again); after a
+// GOAWAY with TOKEN_EXPIRED and no delay, none; otherwise full jitter, a
+// random delay in [0, ceiling), the ceiling doubling from MinBackoff to
+// MaxBackoff with each connection in a row that did not last StableAfter
+// past WELCOME.
 //
 // Every message written on the connection and not confirmed goes again on
 // the next one, with flag B.
@@ -240,8 +242,7 @@ func (s *Session) Closed(code protocol.Code, now time.Duration) (delay time.Dura
 	if code == protocol.CodeMoved && goAway && addr != "" {
 		if s.redirects++; s.redirects <= MaxRedirects {
 			s.redirect = addr
-			d := time.Duration(after) * time.Millisecond
-			return time.Duration(s.rand(int64(d) + 1)), true
+			return s.goAwayDelay(after), true
 		}
 		// A failure: the backoff of 8.9, not the GOAWAY's delay; then
 		// redirects are followed again.
@@ -249,8 +250,7 @@ func (s *Session) Closed(code protocol.Code, now time.Duration) (delay time.Dura
 	}
 	switch {
 	case goAway && after > 0:
-		d := time.Duration(after) * time.Millisecond
-		return d + time.Duration(s.rand(int64(d)+1)), true
+		return s.goAwayDelay(after), true
 	case goAway && code == protocol.CodeTokenExpired:
 		return 0, true
 	}
@@ -261,6 +261,13 @@ func (s *Session) Closed(code protocol.Code, now time.Duration) (delay time.Dura
 	ceiling = min(ceiling, s.maxBackoff())
 	s.attempts++
 	return time.Duration(s.rand(int64(ceiling))), true
+}
+
+// goAwayDelay returns a GOAWAY's reconnect delay: uniformly random in
+// [0, after] ms, both ends included (full jitter, PROTOCOL.md 8.10).
+func (s *Session) goAwayDelay(after uint32) time.Duration {
+	d := time.Duration(after) * time.Millisecond
+	return time.Duration(s.rand(int64(d) + 1))
 }
 
 // reset ends the current connection's state: what was written on it is

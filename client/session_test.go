@@ -231,23 +231,8 @@ func TestSessionReconnectDelays(t *testing.T) {
 		t.Fatalf("after a connection of 1s: %v, want under 2s", d)
 	}
 
-	// GOAWAY: after plus up to after again, whatever the attempts.
-	for _, tc := range []struct {
-		name string
-		rand func(int64) int64
-		want time.Duration
-	}{
-		{"shortest", func(int64) int64 { return 0 }, 5 * time.Second},
-		{"longest", top, 10 * time.Second},
-	} {
-		s := NewSession(Config{Rand: tc.rand})
-		login(t, s, 0)
-		s.GoAway(&protocol.GoAway{After: 5000, Code: protocol.CodeShuttingDown})
-		if d, ok := s.Closed(0, time.Second); !ok || d != tc.want {
-			t.Errorf("GOAWAY after 5000, %s: %v, %v; want %v", tc.name, d, ok, tc.want)
-		}
-	}
-	// GOAWAY TOKEN_EXPIRED with no delay: at once.
+	// GOAWAY (TestSessionGoAwayFullJitter); TOKEN_EXPIRED with no delay:
+	// at once.
 	login(t, s, 0)
 	s.GoAway(&protocol.GoAway{Code: protocol.CodeTokenExpired})
 	if d, ok := s.Closed(0, time.Second); !ok || d != 0 {
@@ -275,6 +260,62 @@ func TestSessionReconnectDelays(t *testing.T) {
 	}
 	if len(seen) < 150 {
 		t.Fatalf("only %d distinct delays in 200: not jittered", len(seen))
+	}
+}
+
+// TestSessionGoAwayFullJitter checks the delay after a GOAWAY SHUTTING_DOWN,
+// RETRY_LATER or with no code (PROTOCOL.md 8.10): full jitter over its
+// window, exactly the draw of Config.Rand in [0, after] (both ends
+// included), so a stopping server's clients come back spread evenly over
+// the window rather than all after it; the backoff ceiling does not grow.
+func TestSessionGoAwayFullJitter(t *testing.T) {
+	const after = 5000 // ms
+	window := after * time.Millisecond
+	for _, code := range []protocol.Code{protocol.CodeShuttingDown, protocol.CodeRetryLater, 0} {
+		for _, tc := range []struct {
+			name string
+			draw func(n int64) int64
+			want time.Duration
+		}{
+			{"shortest", func(int64) int64 { return 0 }, 0},
+			{"a third", func(n int64) int64 { return n / 3 }, (window + 1) / 3},
+			{"longest", func(n int64) int64 { return n - 1 }, window},
+		} {
+			var asked []int64
+			s := NewSession(Config{Rand: func(n int64) int64 { asked = append(asked, n); return tc.draw(n) }})
+			login(t, s, 0)
+			s.GoAway(&protocol.GoAway{After: after, Code: code})
+			d, ok := s.Closed(0, time.Second)
+			if !ok || d != tc.want {
+				t.Errorf("GOAWAY %v after %d ms, %s draw: %v, %v; want %v, true", code, after, tc.name, d, ok, tc.want)
+			}
+			if len(asked) != 1 || asked[0] != int64(window)+1 {
+				t.Errorf("GOAWAY %v: drew %v from the source, want one draw in [0, %d]", code, asked, int64(window))
+			}
+			// The attempts in a row did not grow: a failed dial next has
+			// the first ceiling.
+			if d, _ := s.Closed(0, 2*time.Second); d != time.Duration(tc.draw(int64(time.Second))) {
+				t.Errorf("GOAWAY %v, %s: the failed dial after it waited %v, want the 1 s ceiling's draw", code, tc.name, d)
+			}
+		}
+	}
+
+	// A real source: every delay in [0, after], and the early half of the
+	// window as used as the late one.
+	r := NewSession(Config{})
+	early := 0
+	for range 400 {
+		r.GoAway(&protocol.GoAway{After: after, Code: protocol.CodeShuttingDown})
+		d, _ := r.Closed(0, 0)
+		if d < 0 || d > window {
+			t.Fatalf("delay %v outside [0, %v]", d, window)
+		}
+		if d < window/2 {
+			early++
+		}
+	}
+	if early < 120 || early > 280 {
+		t.Fatalf("%d of 400 delays in the window's first half, want about 200", early)
 	}
 }
 

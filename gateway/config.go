@@ -114,9 +114,21 @@ type Config struct {
 	// per LOGIN: it must not block. Default nil: this node serves every
 	// user (a single node).
 	HomeAddr func(user uint64) string
-	// GoAwayAfter is the reconnect delay told to clients at shutdown.
-	// Default 2 s; clients add their own jitter up to as much again.
+	// GoAwayAfter is the shortest reconnect window told to clients in the
+	// GOAWAY at shutdown: each client reconnects after a random delay in
+	// [0, window] (PROTOCOL.md 8.10). Default 2 s: a server with few
+	// clients still spreads them over a couple of seconds. At most 10
+	// minutes (maxGoAwayWindow, timeouts.go), the longest window.
 	GoAwayAfter time.Duration
+	// GoAwayRate, in logins per second, sizes that window to what a server
+	// accepts: at shutdown the window is the connections open divided by
+	// GoAwayRate, in seconds, when that is longer than GoAwayAfter, and at
+	// most 10 minutes. Default 10,000: below the 13,000 or more plain
+	// logins a second a 2-core host takes (BENCHMARKS.md), so the clients
+	// of a stopped server come back no faster than it accepts them. A
+	// Noise handshake costs about ten times as much (some 1,500 a second
+	// on such a host): where clients use Noise, set it lower.
+	GoAwayRate int
 	// ShutdownTimeout bounds a graceful stop: what has not finished by then
 	// (the router's commits in flight, which package node gives three
 	// quarters of it, a loop's GOAWAYs, the engine's stop) is logged and
@@ -178,6 +190,9 @@ func (c *Config) setDefaults() {
 	def(&c.PingMin, 10*time.Second)
 	def(&c.PingMax, 600*time.Second)
 	def(&c.GoAwayAfter, 2*time.Second)
+	if c.GoAwayRate == 0 {
+		c.GoAwayRate = 10000
+	}
 	def(&c.ShutdownTimeout, 10*time.Second)
 	if c.PartialFrameMinRate == 0 {
 		c.PartialFrameMinRate = 512
@@ -241,6 +256,8 @@ func (c *Config) validate() error {
 	check(c.MaxHandshakes > 0 && c.HandshakeWorkers > 0, "MaxHandshakes %d and HandshakeWorkers %d must be positive", c.MaxHandshakes, c.HandshakeWorkers)
 	check(c.OutboundCap >= 4096, "OutboundCap %d must be at least 4096", c.OutboundCap)
 	check(c.ShutdownTimeout > 0, "ShutdownTimeout %v must be positive", c.ShutdownTimeout)
+	check(c.GoAwayAfter >= time.Millisecond && c.GoAwayAfter <= maxGoAwayWindow, "GoAwayAfter %v must be in [1ms, %v]", c.GoAwayAfter, maxGoAwayWindow)
+	check(c.GoAwayRate > 0, "GoAwayRate %d must be positive (logins a second the reconnect window is sized to)", c.GoAwayRate)
 	check(c.RateLimit > 0, "RateLimit %d must be positive", c.RateLimit)
 	check(c.RateBurst > 0 && c.RateBurst/600 <= c.RateLimit, "RateBurst %d must be positive and at most 600 × RateLimit %d", c.RateBurst, c.RateLimit)
 	return errors.Join(errs...)

@@ -62,6 +62,11 @@
 //     quarters: a loop that does not run its GOAWAYs or an engine that does
 //     not stop is logged and left, and Shutdown returns
 //     ErrShutdownTimeout. Clients resend what was not acknowledged.
+//     Shutdown sizes the GOAWAY's reconnect window once, to the connections
+//     open: connections over Config.GoAwayRate seconds, at least
+//     GoAwayAfter, at most 10 minutes (timeouts.go). Each client draws its
+//     delay uniformly in the window, so they come back at no more than
+//     GoAwayRate logins a second.
 //   - A panic while handling a connection closes that connection with
 //     INTERNAL and is counted (Stats.Panics) and logged once with its
 //     stack; the loop and other connections carry on. This holds in every

@@ -501,6 +501,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	var gaveUp []string
 
 	s.Drain()
+	g := s.shutdownGoAway()
 	s.mu.Lock()
 	var pending atomic.Int64
 	done := make(chan struct{})
@@ -513,7 +514,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for el, l := range s.loops {
 		err := el.Execute(ctx, gnet.RunnableFunc(func(context.Context) error {
 			defer finish()
-			l.goAway()
+			l.goAway(g)
 			return nil
 		}))
 		if err != nil {

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"fmt"
 	"time"
 
 	"switchboard/delivery"
@@ -11,7 +12,8 @@ import (
 // deadline: the handshake, idleness (1.5 × ping), an incomplete frame, its
 // token's expiry, or a retry of an ACK the router was too busy to take.
 // check runs when the deadline comes and closes the connection or
-// schedules the next. goAway sweeps the loop's connections at shutdown.
+// schedules the next. goAway sweeps the loop's connections at shutdown,
+// with the GOAWAY whose window shutdownGoAway sized to the connections.
 
 // checkBy moves c's next check forward to second due if it is later.
 // Loop-only.
@@ -104,12 +106,39 @@ func (l *loop) expire(c *conn) {
 	_ = l.el.Close(c.gc)
 }
 
-// goAway writes what is queued and a GOAWAY to every connection of the
-// loop, and closes them. Loop-only.
-func (l *loop) goAway() {
+// maxGoAwayWindow caps the reconnect window of a stop. 10 minutes: at the
+// default GoAwayRate it spreads 6 million connections, more than a host
+// holds, and a planned stop should not keep a client away longer; past it
+// the logins come back faster than GoAwayRate.
+const maxGoAwayWindow = 10 * time.Minute
+
+// goAwayWindow returns the reconnect window, in whole milliseconds, of a
+// stop that began with conns connections open: long enough that they come
+// back at no more than cfg.GoAwayRate logins a second, since each client
+// draws its delay uniformly in [0, window] (PROTOCOL.md 8.10); at least
+// cfg.GoAwayAfter, at most maxGoAwayWindow.
+func goAwayWindow(cfg *Config, conns int) time.Duration {
+	ms := min(int64(conns)*1000/int64(cfg.GoAwayRate), maxGoAwayWindow.Milliseconds())
+	w := max(cfg.GoAwayAfter, time.Duration(ms)*time.Millisecond)
+	return min(w, maxGoAwayWindow).Truncate(time.Millisecond)
+}
+
+// shutdownGoAway returns the GOAWAY every connection gets at shutdown,
+// its window sized to the connections open now (goAwayWindow), and logs
+// the window. Shutdown calls it once, before the loops' sweeps.
+func (s *Server) shutdownGoAway() protocol.GoAway {
+	n := s.Conns()
+	w := goAwayWindow(&s.cfg, n)
+	s.cfg.Logger.Info(fmt.Sprintf("gateway: telling %d clients to reconnect within %v", n, w),
+		"clients", n, "window", w, "goaway_rate", s.cfg.GoAwayRate)
+	return protocol.GoAway{After: uint32(w / time.Millisecond), Code: protocol.CodeShuttingDown}
+}
+
+// goAway writes what is queued and g to every connection of the loop, and
+// closes them. Loop-only.
+func (l *loop) goAway(g protocol.GoAway) {
 	var all []*conn
 	l.wheel.each(func(c *conn) { all = append(all, c) })
-	g := protocol.GoAway{After: uint32(l.srv.cfg.GoAwayAfter / time.Millisecond), Code: protocol.CodeShuttingDown}
 	for _, c := range all {
 		l.goAwayOne(c, &g)
 	}

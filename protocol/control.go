@@ -84,7 +84,7 @@ func CheckEmpty(f Frame) error {
 // Addr is present only when not empty, so a GOAWAY without one has the
 // bytes it always had. CodeMoved requires it.
 type GoAway struct {
-	After uint32 // milliseconds to wait before reconnecting; clients add up to as much again at random (CodeMoved: at most this, 8.10)
+	After uint32 // milliseconds: the reconnect window; clients wait a random delay in [0, After] (8.10)
 	Code  Code   // why: CodeShuttingDown, CodeServerFull, CodeMoved…
 	Addr  string // host:port to connect to instead (CodeMoved); "" none. At most MaxAddr bytes, UTF-8, no NUL
 }
