@@ -112,8 +112,9 @@ func (l *loop) fail(c *conn, code protocol.Code) gnet.Action {
 }
 
 // busyLoginRetry is the GOAWAY delay, in milliseconds, for a login its
-// shard was too busy to take: a few shard queues' worth of work.
-const busyLoginRetry = 500
+// shard was too busy to take: a few shard queues' worth of work; clients
+// draw their wait from [0, it] (full jitter).
+const busyLoginRetry = 1000
 
 // closeQuietly closes without an ERROR: the peer sent one, or went away.
 const closeQuietly protocol.Code = 0xffff
