@@ -1,0 +1,100 @@
+package main
+
+import (
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"switchboard/bench"
+	"switchboard/token"
+)
+
+// sentWatch is the bench's progress output, watched for how many messages
+// were sent: it closes reached once that passes at.
+type sentWatch struct {
+	at      uint64
+	once    sync.Once
+	reached chan struct{}
+}
+
+var sentRE = regexp.MustCompile(`sent (\d+)`)
+
+func (w *sentWatch) Write(p []byte) (int, error) {
+	for _, m := range sentRE.FindAllSubmatch(p, -1) {
+		if n, _ := strconv.ParseUint(string(m[1]), 10, 64); n >= w.at {
+			w.once.Do(func() { close(w.reached) })
+		}
+	}
+	return len(p), nil
+}
+
+// TestTakeoverUnderLoad: a phone-regime run (2,000 connections, one message
+// in flight per sender) against one `serve` process, plain and over Noise
+// IK; part way through, a second process takes over with --takeover. The
+// old one exits 0, and the bench sees what a client must: no connection
+// closed, nothing accepted lost, duplicated or reordered, every delivered
+// message's receipt delivered.
+func TestTakeoverUnderLoad(t *testing.T) {
+	for _, tc := range []struct{ name, noise string }{{"plain", ""}, {"noise", bench.NoiseIK}} {
+		t.Run(tc.name, func(t *testing.T) {
+			data := t.TempDir()
+			old := startChild(t, data, 0)
+			watch := &sentWatch{at: 600, reached: make(chan struct{})}
+			cfg := bench.Config{
+				Scenario: "phone", Addr: old.addr, Keys: filepath.Join(data, token.FileName), Noise: tc.noise,
+				Pairs: 1000, Rate: 300, Duration: 6 * time.Second, ConnectRate: 2000, Drain: 30 * time.Second,
+				Out: watch,
+			}
+			ctx := ctxTimeout(t, 2*time.Minute)
+			type outcome struct {
+				res *bench.Result
+				err error
+			}
+			done := make(chan outcome, 1)
+			go func() {
+				res, err := bench.Run(ctx, cfg)
+				done <- outcome{res, err}
+			}()
+			select {
+			case <-watch.reached:
+			case o := <-done:
+				t.Fatalf("the run ended before the takeover: %v", o.err)
+			}
+			next := startChild(t, data, 0, "--takeover")
+			if next.addr != old.addr {
+				t.Errorf("the successor serves %s, the old process %s", next.addr, old.addr)
+			}
+			select {
+			case <-old.done:
+				if old.err != nil {
+					t.Errorf("the old process: %v\n%s", old.err, old.log())
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatalf("the old process did not exit\n%s", old.log())
+			}
+			o := <-done
+			if o.err != nil {
+				t.Fatalf("bench: %v", o.err)
+			}
+			res := o.res
+			t.Logf("sent %d accepted %d delivered %d receipts %d; closes %v; send→deliver max %v",
+				res.Sent, res.Accepted, res.Delivered, res.Receipts, res.Closes, time.Duration(res.SendToDeliver.Max())*time.Microsecond)
+			if len(res.Closes) != 0 {
+				t.Errorf("connections closed across the takeover: %v", res.Closes)
+			}
+			if res.Lost != 0 || res.Duplicates != 0 || res.Reordered != 0 || res.Redelivered != 0 {
+				t.Errorf("lost %d, duplicates %d, reordered %d, redelivered %d", res.Lost, res.Duplicates, res.Reordered, res.Redelivered)
+			}
+			if res.Accepted < 1500 || res.Delivered != res.Accepted {
+				t.Errorf("accepted %d, delivered %d", res.Accepted, res.Delivered)
+			}
+			if res.ReceiptsMissing != 0 || res.Receipts != res.Delivered {
+				t.Errorf("receipts %d of %d, missing %d", res.Receipts, res.Delivered, res.ReceiptsMissing)
+			}
+			next.terminate(t)
+		})
+	}
+}
