@@ -255,6 +255,7 @@ func (n *Node) takeBack(recs []handover.Conn, fds []int) error {
 // do but the engine (whose listener the successor shares) and the admin
 // side.
 func (n *Node) handedOver() {
+	n.handed.Store(true)
 	n.health.stopping.Store(true)
 	n.stopOnce.Do(func() {
 		if n.handing != nil {
@@ -269,6 +270,10 @@ func (n *Node) handedOver() {
 		n.health.stop()
 	})
 }
+
+// HandedOver reports whether this node ended by handing its connections
+// to a successor (then Done is closed and Err is nil).
+func (n *Node) HandedOver() bool { return n.handed.Load() }
 
 // closeAdmin closes the admin and pprof listeners, so that a successor
 // can listen on their addresses. Guarded by life.

@@ -39,6 +39,7 @@ type Node struct {
 	// inherited counts the descriptors of connections received in a
 	// takeover and not yet adopted (handover.go).
 	inherited atomic.Int64
+	handed    atomic.Bool // a successor took the connections (HandedOver)
 
 	// life serialises the lifecycle's transitions: a handover and Stop.
 	life    sync.Mutex

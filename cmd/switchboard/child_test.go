@@ -71,11 +71,18 @@ func startChild(t testing.TB, data string, ulimit int, extra ...string) *child {
 		cmd = exec.Command(self)
 	}
 	cmd.Env = append(os.Environ(), childEnv+"="+string(js))
-	pipe, err := cmd.StderrPipe()
+	// A pipe of our own rather than StderrPipe: a successor the server
+	// starts (SIGUSR2) inherits its stderr, and the server's exit must not
+	// wait for the successor's.
+	pipe, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
+	cmd.Stderr = w
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		pipe.Close()
 		t.Fatal(err)
 	}
 	c := &child{t: t, cmd: cmd, data: data, done: make(chan struct{})}
@@ -97,6 +104,9 @@ func startChild(t testing.TB, data string, ulimit int, extra ...string) *child {
 			}
 		}
 		io.Copy(io.Discard, pipe)
+		pipe.Close()
+	}()
+	go func() {
 		c.err = cmd.Wait()
 		close(c.done)
 	}()

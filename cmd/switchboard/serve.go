@@ -82,12 +82,30 @@ func serve(args []string) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	select {
-	case <-n.Done():
-		err := n.Err()
-		n.Stop(context.Background())
-		return err
-	case <-ctx.Done():
+	up := newUpgrader(log)
+	usr2 := make(chan os.Signal, 1)
+	signal.Notify(usr2, syscall.SIGUSR2)
+	defer signal.Stop(usr2)
+	for {
+		select {
+		case <-usr2:
+			up.start()
+			continue
+		case <-n.Done():
+			err := n.Err()
+			n.Stop(context.Background())
+			if err == nil && n.HandedOver() {
+				if pid := up.handedTo(); pid != 0 {
+					if err := notifyMainPID(pid); err != nil {
+						log.Error("upgrade: telling the service manager the successor's pid", "pid", pid, "err", err)
+					}
+				}
+				log.Info("handed over; exiting")
+			}
+			return err
+		case <-ctx.Done():
+		}
+		break
 	}
 	log.Info("stopping: telling clients to reconnect later")
 	if err := n.Stop(context.Background()); err != nil {

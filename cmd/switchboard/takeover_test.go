@@ -1,14 +1,18 @@
 package main
 
 import (
+	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"switchboard/bench"
+	"switchboard/protocol"
 	"switchboard/token"
 )
 
@@ -97,4 +101,66 @@ func TestTakeoverUnderLoad(t *testing.T) {
 			next.terminate(t)
 		})
 	}
+}
+
+// TestUpgradeSignal: SIGUSR2 makes a serving process start its successor
+// from the same binary, which takes the connections over: the old process
+// exits 0, and a client connected before exchanges messages through the
+// same socket after.
+func TestUpgradeSignal(t *testing.T) {
+	data := t.TempDir()
+	old := startChild(t, data, 0)
+	a, err := old.dial(1, protocol.ClientOptions{AutoAck: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := old.dial(2, protocol.ClientOptions{AutoAck: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxTimeout(t, 30*time.Second)
+	exchange := func(body string) {
+		t.Helper()
+		id, err := a.Send(2, []byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.WaitAccept(ctx, id); err != nil {
+			t.Fatalf("%s: %v", body, err)
+		}
+		if d, err := b.RecvDeliver(ctx); err != nil || string(d.Body) != body {
+			t.Fatalf("%s: got %v, %v", body, d, err)
+		}
+	}
+	exchange("before")
+	if err := old.cmd.Process.Signal(syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-old.done:
+		if old.err != nil {
+			t.Fatalf("the old process: %v\n%s", old.err, old.log())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the old process did not hand over\n%s", old.log())
+	}
+	// The old process's last lines may still be in the pipe.
+	log := old.log()
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(log, "handed over; exiting") && time.Now().Before(deadline); log = old.log() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	m := regexp.MustCompile(`upgrade: successor started.* pid=(\d+)`).FindStringSubmatch(log)
+	if m == nil || !strings.Contains(log, "handed over; exiting") {
+		t.Fatalf("no successor in the log:\n%s", log)
+	}
+	pid, _ := strconv.Atoi(m[1])
+	t.Cleanup(func() {
+		if p, err := os.FindProcess(pid); err == nil {
+			p.Signal(syscall.SIGTERM)
+			for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline) && syscall.Kill(pid, 0) == nil; {
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	})
+	exchange("after")
 }
