@@ -174,14 +174,35 @@ func (s *Server) Adopt(ctx context.Context, recs []handover.Conn, fds []int) (in
 	select {
 	case <-s.ticked:
 	case <-ctx.Done():
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
+		closeAll(fds)
 		return 0, ctx.Err()
 	}
 	var errs []error
-	results := make([]<-chan gnet.RegisteredResult, 0, len(recs))
+	adopted := 0
+	// At most adoptInFlight registrations at a time: each holds one more
+	// descriptor until gnet has its own copy, and a process at its
+	// open-file limit with every connection received has few to spare.
+	pending := make(chan (<-chan gnet.RegisteredResult), adoptInFlight)
+	collect := func() error {
+		select {
+		case r := <-<-pending:
+			if r.Err != nil {
+				errs = append(errs, fmt.Errorf("gateway: adopting a connection: %w", r.Err))
+			} else {
+				adopted++
+			}
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	for i := range recs {
+		if len(pending) == cap(pending) {
+			if err := collect(); err != nil {
+				closeAll(fds[i:])
+				return adopted, errors.Join(append(errs, err)...)
+			}
+		}
 		nc, err := fileConn(fds[i])
 		if err != nil {
 			errs = append(errs, err)
@@ -195,22 +216,24 @@ func (s *Server) Adopt(ctx context.Context, recs []handover.Conn, fds []int) (in
 			errs = append(errs, fmt.Errorf("gateway: adopting a connection: %w", err))
 			continue
 		}
-		results = append(results, ch)
+		pending <- ch
 	}
-	adopted := 0
-	for _, ch := range results {
-		select {
-		case r := <-ch:
-			if r.Err != nil {
-				errs = append(errs, fmt.Errorf("gateway: adopting a connection: %w", r.Err))
-			} else {
-				adopted++
-			}
-		case <-ctx.Done():
-			return adopted, errors.Join(append(errs, ctx.Err())...)
+	for len(pending) > 0 {
+		if err := collect(); err != nil {
+			return adopted, errors.Join(append(errs, err)...)
 		}
 	}
 	return adopted, errors.Join(errs...)
+}
+
+// adoptInFlight bounds the registrations Adopt has waiting.
+const adoptInFlight = 256
+
+// closeAll closes descriptors no one will adopt.
+func closeAll(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
 }
 
 // fileConn makes a net.Conn of socket fd, taking fd.
