@@ -67,6 +67,17 @@
 //     GoAwayAfter, at most 10 minutes (timeouts.go). Each client draws its
 //     delay uniformly in the window, so they come back at no more than
 //     GoAwayRate logins a second.
+//   - A handover (handover.go) is the other way out: Pause (no more
+//     reading; new connections get GOAWAY RETRY_LATER), the owner finishes
+//     the router, Flush writes every answer and waits for the kernel to
+//     take it, and Detach turns each connection into a record and a copy of
+//     its socket on its own loop, in one runnable, so no byte is read
+//     between the record and the close. Adopt registers sockets another
+//     process handed over through gnet's Engine.Register; OnOpen makes
+//     each a conn where its record left it, and bytes that had arrived
+//     unread (loop.carry, only while an adopted connection has some) are
+//     read before gnet's. A detached conn's OnClose touches nothing but
+//     this process's books.
 //   - A panic while handling a connection closes that connection with
 //     INTERNAL and is counted (Stats.Panics) and logged once with its
 //     stack; the loop and other connections carry on. This holds in every

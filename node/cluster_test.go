@@ -355,3 +355,60 @@ func TestClusterMismatchRefused(t *testing.T) {
 		return errors.Is(err, cluster.ErrMismatch)
 	}, func() string { return fmt.Sprint(err) })
 }
+
+// TestClusterRollingTakeover: each node of a three-node cluster in turn is
+// taken over by a new process, one at a time, while a user homed on each
+// keeps a connection open. No user logs in again anywhere (each new node
+// adopts its user's connection: Logins 0, Adopted 1), and messages between
+// the three, across nodes, arrive after every step, with their receipts.
+func TestClusterRollingTakeover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three nodes with their NATS servers, then three more")
+	}
+	tc := newTestCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	users := []uint64{tc.userHomedOn(1, 1000), tc.userHomedOn(2, 2000), tc.userHomedOn(3, 3000)}
+	conns := make([]*client.Conn, 3)
+	for i, u := range users {
+		conns[i] = tc.dial(ctx, u, uint32(i+1))
+	}
+	round := func(step int) {
+		t.Helper()
+		for i := range 3 {
+			to := (i + 1) % 3
+			body := fmt.Sprintf("step %d from %d", step, users[i])
+			id, err := conns[i].Send(users[to], false, []byte(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a := next[*protocol.Accept](t, ctx, conns[i]); a.MsgID != id {
+				t.Fatalf("%s: ACCEPT %d, want %d", body, a.MsgID, id)
+			}
+			if d := next[*protocol.Deliver](t, ctx, conns[to]); string(d.Body) != body {
+				t.Fatalf("got %q, want %q", d.Body, body)
+			}
+			if r := next[*protocol.Receipt](t, ctx, conns[i]); r.MsgID != id {
+				t.Fatalf("%s: receipt for %d", body, r.MsgID)
+			}
+		}
+	}
+	round(0)
+	for id := 1; id <= 3; id++ {
+		old := tc.node(uint32(id))
+		cfg := old.Config()
+		cfg.Takeover = true
+		n, err := node.Start(cfg)
+		if err != nil {
+			t.Fatalf("takeover of node %d: %v", id, err)
+		}
+		<-old.Done()
+		tc.mu.Lock()
+		tc.nodes[id-1] = n
+		tc.mu.Unlock()
+		round(id)
+		if st := n.Gateway().Stats(); st.Logins.Load() != 0 || st.Adopted.Load() != 1 {
+			t.Errorf("node %d after its takeover: %d logins, %d adopted; want 0 and 1", id, st.Logins.Load(), st.Adopted.Load())
+		}
+	}
+}

@@ -36,4 +36,20 @@
 //
 // The router gets three quarters of gateway.Config.ShutdownTimeout, the
 // gateway the rest, and the store as long again. Stop is idempotent.
+//
+// A takeover (handover.go) is the third transition, and shares the
+// lifecycle's lock with Stop. Every node with a data folder listens on
+// Data/handover.sock; a Start with Config.Takeover connects there instead
+// of opening the store, and the two processes go through these phases,
+// each logged as "handover: …" and bounded:
+//
+//	old: gateway.Pause, router.Finish, gateway.Flush   ShutdownTimeout
+//	old: gateway.Detach, records and sockets sent, store.Close
+//	new: store open, router, gateway listening (READY)  HandoverTimeout
+//	old: COMMIT, then its engine stops and it ends      ShutdownTimeout
+//	new: gateway.Adopt, then it listens on handover.sock
+//
+// A failure before COMMIT leaves the old node to take its connections back
+// (takeBack: the store opened again, a new router, Adopt, Unpause); after
+// it, the new node owns them.
 package node
