@@ -24,7 +24,7 @@ var allowed = map[string][]string{
 	"delivery": {"protocol", "storage"},
 	// token keeps its keys in a keys file, as noise does.
 	"token":   {"internal"},
-	"gateway": {"protocol", "delivery", "token", "noise"},
+	"gateway": {"protocol", "delivery", "token", "noise", "handover"},
 	// client is the library an application embeds: it speaks the protocol,
 	// plain or over Noise, and may mint tokens, nothing of the server.
 	"client": {"protocol", "token", "noise"},
@@ -34,7 +34,7 @@ var allowed = map[string][]string{
 	// chat is an application on the client library, as a phone's app is.
 	"chat": {"protocol", "client"},
 	// node owns the process: it configures, starts and stops the others.
-	"node": {"protocol", "storage", "delivery", "gateway", "token", "cluster", "noise"},
+	"node": {"protocol", "storage", "delivery", "gateway", "token", "cluster", "noise", "handover"},
 	// preflight reads the host; the figures it shares with the gateway
 	// (the reserve of files) it restates and cites.
 	"preflight": {},
@@ -49,6 +49,9 @@ var allowed = map[string][]string{
 	// noise is the encrypted transport: handshakes over the preface, and
 	// transport messages around frames.
 	"noise": {"protocol", "internal"},
+	// handover is what two processes say to move connections: records and
+	// sockets, nothing of the parts that make or adopt them.
+	"handover": {},
 }
 
 // confined lists the third-party modules that one folder alone may import

@@ -40,6 +40,11 @@ type Config struct {
 	// event loop. Default: the count of /proc/self/fd. An error from New's
 	// call fails New; a later one keeps the cap where it was.
 	OpenFiles func() (int, error)
+	// Inherited is how many sockets of connections to adopt (Adopt) the
+	// process holds already when New runs: they count as connections,
+	// not as other files in the reserve. Not a setting: package node sets
+	// it in a takeover.
+	Inherited int
 	// Beside makes Run listen beside a server running on Addr (a takeover:
 	// both listen with SO_REUSEPORT until the old one exits) instead of
 	// refusing an address in use. Not a setting: package node sets it.

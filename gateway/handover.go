@@ -177,16 +177,20 @@ func (s *Server) Adopt(ctx context.Context, recs []handover.Conn, fds []int) (in
 		closeAll(fds)
 		return 0, ctx.Err()
 	}
+	// Each connection counts from now (or from New, for Config.Inherited),
+	// and every one that is not adopted is counted out.
+	s.conns.Add(int64(len(recs)) - s.reserved.Swap(0))
 	var errs []error
 	adopted := 0
 	// At most adoptInFlight registrations at a time: each holds one more
-	// descriptor until gnet has its own copy, and a process at its
-	// open-file limit with every connection received has few to spare.
+	// descriptor until gnet has its own copy, and a process with every
+	// connection received has only its reserve to spare (the headroom).
 	pending := make(chan (<-chan gnet.RegisteredResult), adoptInFlight)
 	collect := func() error {
 		select {
 		case r := <-<-pending:
 			if r.Err != nil {
+				s.conns.Add(-1)
 				errs = append(errs, fmt.Errorf("gateway: adopting a connection: %w", r.Err))
 			} else {
 				adopted++
@@ -200,11 +204,13 @@ func (s *Server) Adopt(ctx context.Context, recs []handover.Conn, fds []int) (in
 		if len(pending) == cap(pending) {
 			if err := collect(); err != nil {
 				closeAll(fds[i:])
+				s.conns.Add(-int64(len(recs) - i))
 				return adopted, errors.Join(append(errs, err)...)
 			}
 		}
 		nc, err := fileConn(fds[i])
 		if err != nil {
+			s.conns.Add(-1)
 			errs = append(errs, err)
 			continue
 		}
@@ -213,6 +219,7 @@ func (s *Server) Adopt(ctx context.Context, recs []handover.Conn, fds []int) (in
 		ch, err := s.eng.Register(gnet.NewNetConnContext(gnet.NewContext(ctx, &adoption{rec: &rec}), nc))
 		if err != nil {
 			nc.Close()
+			s.conns.Add(-1)
 			errs = append(errs, fmt.Errorf("gateway: adopting a connection: %w", err))
 			continue
 		}
@@ -226,8 +233,10 @@ func (s *Server) Adopt(ctx context.Context, recs []handover.Conn, fds []int) (in
 	return adopted, errors.Join(errs...)
 }
 
-// adoptInFlight bounds the registrations Adopt has waiting.
-const adoptInFlight = 256
+// adoptInFlight bounds the registrations Adopt has waiting: within the
+// reserve's headroom (Config.FDHeadroom, 64 by default), whatever else
+// opens meanwhile.
+const adoptInFlight = 32
 
 // closeAll closes descriptors no one will adopt.
 func closeAll(fds []int) {
@@ -250,8 +259,7 @@ func fileConn(fd int) (net.Conn, error) {
 // adoptOpen is OnOpen for a connection being adopted. Loop-only.
 func (s *Server) adoptOpen(gc gnet.Conn, a *adoption) {
 	rec := a.rec
-	s.conns.Add(1)
-	s.stats.Adopted.Add(1)
+	s.stats.Adopted.Add(1) // counted in conns by Adopt
 	l := s.loopOf(gc.EventLoop())
 	c := &conn{gc: gc, loop: l, lastRecv: l.wheel.now, state: rec.State, user: rec.User, delivered: rec.Delivered, acked: rec.Acked, ping: rec.Ping}
 	c.rateAt = uint32(s.cfg.Now().Sub(s.start) / time.Microsecond) // a full bucket

@@ -55,8 +55,9 @@ type Server struct {
 
 	conns       atomic.Int64
 	stopping    atomic.Bool
-	paused      atomic.Bool // a handover is under way (handover.go)
-	countFailed atomic.Bool // a count of open files failed and was logged
+	paused      atomic.Bool  // a handover is under way (handover.go)
+	reserved    atomic.Int64 // places in conns held for Config.Inherited, until Adopt
+	countFailed atomic.Bool  // a count of open files failed and was logged
 	stats       Stats
 	live        live // connections by state, bytes queued (gauges.go)
 
@@ -122,7 +123,7 @@ func newServer(cfg Config, r Delivery, fileLimit int) (*Server, error) {
 		if err != nil {
 			errs = append(errs, fmt.Errorf("gateway: counting open files: %w", err))
 		} else {
-			other = open + engineFiles(cfg.Loops)
+			other = open - cfg.Inherited + engineFiles(cfg.Loops)
 			errs = append(errs, checkFileLimit(&cfg, fileLimit, other))
 		}
 	}
@@ -143,6 +144,10 @@ func newServer(cfg Config, r Delivery, fileLimit int) (*Server, error) {
 	}
 	s.preLoginShare = max((maxPreLogin+cfg.Loops-1)/cfg.Loops, 1)
 	s.delivery.Store(&r)
+	// Connections about to be adopted hold their places from the start,
+	// so that new ones cannot take them (Adopt).
+	s.conns.Store(int64(cfg.Inherited))
+	s.reserved.Store(int64(cfg.Inherited))
 	if len(cfg.NoiseKeys) > 0 {
 		s.hsJobs, s.hsStop = make(chan hsJob, cfg.MaxHandshakes), make(chan struct{})
 	}

@@ -378,7 +378,6 @@ func takeOver(cfg Config) (*Node, error) {
 	defer cancel()
 	adoptStart := time.Now()
 	adopted, err := n.srv.Adopt(ctx, recs, fds)
-	n.inherited.Store(0)
 	if err != nil {
 		log.Error("handover: adopting connections", "adopted", adopted, "of", len(recs), "err", err)
 	}

@@ -35,11 +35,8 @@ type Node struct {
 	// parts are the store, the router and the cluster membership: replaced
 	// only when a handover fails and the node takes its connections back
 	// (handover.go).
-	parts atomic.Pointer[parts]
-	// inherited counts the descriptors of connections received in a
-	// takeover and not yet adopted (handover.go).
-	inherited atomic.Int64
-	handed    atomic.Bool // a successor took the connections (HandedOver)
+	parts  atomic.Pointer[parts]
+	handed atomic.Bool // a successor took the connections (HandedOver)
 
 	// life serialises the lifecycle's transitions: a handover and Stop.
 	life    sync.Mutex
@@ -89,17 +86,10 @@ func Start(cfg Config) (*Node, error) {
 
 // start brings the parts up (Start's doc). inherited is how many
 // descriptors the process holds for connections it is about to adopt:
-// they are not counted in the gateway's reserve for other files.
+// they count as connections, not in the gateway's reserve for other files.
 func start(cfg Config, inherited int) (*Node, error) {
 	n := &Node{cfg: cfg, log: cfg.Logger, runErr: make(chan error, 1), engDone: make(chan struct{})}
-	if inherited > 0 {
-		count := cfg.Gateway.OpenFiles
-		n.inherited.Store(int64(inherited))
-		cfg.Gateway.OpenFiles = func() (int, error) {
-			open, err := count()
-			return open - int(n.inherited.Load()), err
-		}
-	}
+	cfg.Gateway.Inherited = inherited
 	open := storage.Open
 	if cfg.Memory {
 		open = storage.NewMemory

@@ -46,6 +46,8 @@ type child struct {
 	data string
 	done chan struct{} // closed when the process has exited
 	err  error         // its Wait error, set before done closes
+	// serving gets the address once the server listens (spawnChild).
+	serving chan string
 
 	mu     sync.Mutex
 	stderr strings.Builder // guarded by mu
@@ -57,6 +59,21 @@ var servingRE = regexp.MustCompile(`msg="switchboard serving" addr=(\S+)`)
 // with extra flags; ulimit, if not 0, lowers its open-file limit first. It
 // waits until the server listens.
 func startChild(t testing.TB, data string, ulimit int, extra ...string) *child {
+	t.Helper()
+	c := spawnChild(t, data, ulimit, extra...)
+	select {
+	case c.addr = <-c.serving:
+	case <-c.done:
+		t.Fatalf("server exited before serving: %v\n%s", c.err, c.log())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("server did not start in 30 s\n%s", c.log())
+	}
+	return c
+}
+
+// spawnChild is startChild without the wait: c.serving gets the address
+// once the server listens.
+func spawnChild(t testing.TB, data string, ulimit int, extra ...string) *child {
 	t.Helper()
 	args := append([]string{"serve", "--data", data, "--listen", "127.0.0.1:0", "--metrics=", "--log", "info"}, extra...)
 	js, _ := json.Marshal(args)
@@ -85,8 +102,8 @@ func startChild(t testing.TB, data string, ulimit int, extra ...string) *child {
 		pipe.Close()
 		t.Fatal(err)
 	}
-	c := &child{t: t, cmd: cmd, data: data, done: make(chan struct{})}
-	addr := make(chan string, 1)
+	c := &child{t: t, cmd: cmd, data: data, done: make(chan struct{}), serving: make(chan string, 1)}
+	addr := c.serving
 	go func() {
 		sc := bufio.NewScanner(pipe)
 		for sc.Scan() {
@@ -111,13 +128,6 @@ func startChild(t testing.TB, data string, ulimit int, extra ...string) *child {
 		close(c.done)
 	}()
 	t.Cleanup(func() { c.kill() })
-	select {
-	case c.addr = <-addr:
-	case <-c.done:
-		t.Fatalf("server exited before serving: %v\n%s", c.err, c.log())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("server did not start in 30 s\n%s", c.log())
-	}
 	return c
 }
 

@@ -20,8 +20,8 @@ import (
 )
 
 // fdHogEnv, when set to a number in a child server, makes it open that many
-// more files on SIGUSR1 and close them on SIGUSR2, as a store growing and
-// shrinking would; it reports each on stderr ("fdhog: holding N files",
+// more files on SIGUSR1 and close them on the next SIGUSR1, as a store
+// growing and shrinking would (SIGUSR2 is serve's upgrade); it reports each on stderr ("fdhog: holding N files",
 // "fdhog: released").
 const fdHogEnv = "SWITCHBOARD_TEST_FD_HOG"
 
@@ -31,11 +31,11 @@ func init() {
 		return
 	}
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGUSR1, syscall.SIGUSR2)
+	signal.Notify(sig, syscall.SIGUSR1)
 	go func() {
 		var held []*os.File
-		for s := range sig {
-			if s == syscall.SIGUSR2 {
+		for range sig {
+			if held != nil {
 				for _, f := range held {
 					f.Close()
 				}
@@ -151,7 +151,7 @@ func TestReserveFollowsStoreFiles(t *testing.T) {
 	// The store shrinks: the cap comes back (less a file or two the
 	// process may have opened meanwhile), and the places up to it are
 	// taken again.
-	srv.signal(t, syscall.SIGUSR2, "fdhog: released")
+	srv.signal(t, syscall.SIGUSR1, "fdhog: released")
 	last := settled("a count with the files closed", len(held))
 	if last < first-2 {
 		t.Fatalf("cap %d after the files closed, want at least %d", last, first-2)
@@ -255,7 +255,7 @@ func childFiles(t *testing.T, c *child) int {
 	t.Helper()
 	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", c.cmd.Process.Pid))
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v\n%s", err, c.log())
 	}
 	return len(fds)
 }

@@ -94,6 +94,7 @@ func newMetrics(src metricSources) *prometheus.Registry {
 	counter("switchboard_noise_handshakes_total", "Noise handshakes completed.", &gs.Handshakes)
 	counter("switchboard_noise_handshakes_failed_total", "Noise handshakes that failed: a message that did not verify.", &gs.HandshakesFailed)
 	counter("switchboard_noise_handshakes_refused_total", "Noise handshakes refused with GOAWAY RETRY_LATER at --max-handshakes.", &gs.HandshakesRefused)
+	counter("switchboard_connections_adopted_total", "Connections this process adopted from the one it took over from (or took back after a failed handover).", &gs.Adopted)
 	counter("switchboard_noise_frames_too_large_total", "Frames too large for one Noise transport message; the connection was closed.", &gs.NoiseFrameTooLarge)
 	counter("switchboard_wake_errors_total", "Wakes of an event loop for pushed frames that failed because the engine was stopping.", &gs.WakeErrors)
 	closes := prometheus.NewDesc("switchboard_closes_total", "Connections closed, by reason.", []string{"reason"}, nil)

@@ -36,6 +36,7 @@ var statSeries = map[string]string{
 	"gateway.Stats.Accepted":           "switchboard_connections_accepted_total",
 	"gateway.Stats.Refused":            "switchboard_connections_refused_total",
 	"gateway.Stats.Logins":             "switchboard_logins_total",
+	"gateway.Stats.Adopted":            "switchboard_connections_adopted_total",
 	"gateway.Stats.FramesIn":           "switchboard_frames_in_total",
 	"gateway.Stats.FramesOut":          "switchboard_frames_out_total",
 	"gateway.Stats.BytesOut":           "switchboard_bytes_out_total",

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -40,9 +41,14 @@ func (w *sentWatch) Write(p []byte) (int, error) {
 // IK; part way through, a second process takes over with --takeover. The
 // old one exits 0, and the bench sees what a client must: no connection
 // closed, nothing accepted lost, duplicated or reordered, every delivered
-// message's receipt delivered.
+// message's receipt delivered. The same when the successor is killed
+// (SIGKILL) half way: the old process takes its connections back and
+// serves on.
 func TestTakeoverUnderLoad(t *testing.T) {
-	for _, tc := range []struct{ name, noise string }{{"plain", ""}, {"noise", bench.NoiseIK}} {
+	for _, tc := range []struct {
+		name, noise string
+		kill        bool // the successor is killed half way: the old process takes back
+	}{{"plain", "", false}, {"noise", bench.NoiseIK, false}, {"successor killed", "", true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			data := t.TempDir()
 			old := startChild(t, data, 0)
@@ -67,17 +73,26 @@ func TestTakeoverUnderLoad(t *testing.T) {
 			case o := <-done:
 				t.Fatalf("the run ended before the takeover: %v", o.err)
 			}
-			next := startChild(t, data, 0, "--takeover")
-			if next.addr != old.addr {
-				t.Errorf("the successor serves %s, the old process %s", next.addr, old.addr)
-			}
-			select {
-			case <-old.done:
-				if old.err != nil {
-					t.Errorf("the old process: %v\n%s", old.err, old.log())
+			serving := old
+			if tc.kill {
+				next := spawnChild(t, data, 0, "--takeover")
+				waitLog(t, next, "handover: the running server is pausing")
+				next.kill()
+				waitLog(t, old, "handover: serving again")
+			} else {
+				next := startChild(t, data, 0, "--takeover")
+				if next.addr != old.addr {
+					t.Errorf("the successor serves %s, the old process %s", next.addr, old.addr)
 				}
-			case <-time.After(30 * time.Second):
-				t.Fatalf("the old process did not exit\n%s", old.log())
+				select {
+				case <-old.done:
+					if old.err != nil {
+						t.Errorf("the old process: %v\n%s", old.err, old.log())
+					}
+				case <-time.After(30 * time.Second):
+					t.Fatalf("the old process did not exit\n%s", old.log())
+				}
+				serving = next
 			}
 			o := <-done
 			if o.err != nil {
@@ -98,7 +113,10 @@ func TestTakeoverUnderLoad(t *testing.T) {
 			if res.ReceiptsMissing != 0 || res.Receipts != res.Delivered {
 				t.Errorf("receipts %d of %d, missing %d", res.Receipts, res.Delivered, res.ReceiptsMissing)
 			}
-			next.terminate(t)
+			if !serving.alive() {
+				t.Fatalf("the serving process exited\n%s", serving.log())
+			}
+			serving.terminate(t)
 		})
 	}
 }
@@ -163,4 +181,53 @@ func TestUpgradeSignal(t *testing.T) {
 		}
 	})
 	exchange("after")
+}
+
+// waitLog waits until c has logged a line containing want.
+func waitLog(t *testing.T, c *child, want string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(c.log(), want); {
+		if time.Now().After(deadline) || !c.alive() {
+			t.Fatalf("no %q in the log:\n%s", want, c.log())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestTakeoverAtFileLimit: under `ulimit -n 400`, a server holds as many
+// connections as its cap allows, and a successor under the same limit
+// takes every one of them: the sockets it receives count as connections
+// from its start, and adopting them never needs more descriptors than the
+// reserve (it failed with EMFILE on 28 of 246 before). They all carry on.
+func TestTakeoverAtFileLimit(t *testing.T) {
+	const limit = 400
+	data := t.TempDir()
+	maddr := freeAddr(t)
+	old := startChild(t, data, limit, "--metrics", maddr, "--loops", "2")
+	m := newScraper(t, maddr)
+	var capNow int
+	m.waitFor("a connection cap", func() bool { capNow = int(m.get("switchboard_connection_cap")); return capNow > 0 })
+	var held []*protocol.Client
+	for u := uint64(1); len(held) < capNow-5; u++ {
+		c, err := old.dial(u, protocol.ClientOptions{AutoAck: true})
+		if err != nil {
+			t.Fatalf("login %d of %d: %v", len(held)+1, capNow-5, err)
+		}
+		held = append(held, c)
+	}
+	next := startChild(t, data, limit, "--takeover", "--loops", "2")
+	<-old.done
+	waitLog(t, next, "handover: adopted the connections")
+	if log := next.log(); strings.Contains(log, "too many open files") || !strings.Contains(log, fmt.Sprintf("conns=%d adopted_in", len(held))) {
+		t.Fatalf("the successor did not adopt all %d:\n%s", len(held), log)
+	}
+	ctx := ctxTimeout(t, 20*time.Second)
+	from, to := held[0], held[len(held)-1]
+	id, err := from.Send(uint64(len(held)), []byte("at the limit"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, err := to.RecvDeliver(ctx); err != nil || d.MsgID != id {
+		t.Fatalf("got %v, %v", d, err)
+	}
 }
