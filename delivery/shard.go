@@ -326,18 +326,9 @@ func (s *shard) handle(q request) {
 }
 
 func (s *shard) login(u *user, q request) {
-	if u.sess.Valid() && u.sess != q.sess {
-		s.r.stats.Replaced.Add(1)
-		s.r.close(u.sess, protocol.CodeReplaced)
-	}
-	if q.seq > u.committed {
-		// Only committed entries can have reached a client.
-		u.sess = Session{}
-		s.r.close(q.sess, protocol.CodeBadAck)
+	if !s.takeSession(u, q, q.seq) {
 		return
 	}
-	u.sess, u.stuck, u.pending = q.sess, 0, 0
-	u.acked, u.sent = q.seq, q.seq
 	if !s.r.push(u.sess, Outbound{Kind: OutWelcome, Seq: u.last}) {
 		u.sess = Session{}
 		return
@@ -348,23 +339,34 @@ func (s *shard) login(u *user, q request) {
 	s.pump(u)
 }
 
-// resume makes q.sess, a connection another process handed over, u's
-// session where that process left it: everything through q.more was
-// written to it (so it is not pushed again) and it acked through q.seq. It
-// gets no WELCOME: the client had one. A resume point beyond what is
-// stored cannot be, as in login.
-func (s *shard) resume(u *user, q request) {
+// takeSession makes q.sess u's session, replacing (and closing) any other,
+// acknowledged through q.seq and pushed everything through sent. A resume
+// point beyond what is stored cannot be: that session is closed with
+// BAD_ACK, and takeSession reports false.
+func (s *shard) takeSession(u *user, q request, sent uint64) bool {
 	if u.sess.Valid() && u.sess != q.sess {
 		s.r.stats.Replaced.Add(1)
 		s.r.close(u.sess, protocol.CodeReplaced)
 	}
 	if q.seq > u.committed {
+		// Only committed entries can have reached a client.
 		u.sess = Session{}
 		s.r.close(q.sess, protocol.CodeBadAck)
-		return
+		return false
 	}
 	u.sess, u.stuck, u.pending = q.sess, 0, 0
-	u.acked, u.sent = q.seq, min(max(q.more, q.seq), u.committed)
+	u.acked, u.sent = q.seq, sent
+	return true
+}
+
+// resume makes q.sess, a connection another process handed over, u's
+// session where that process left it: everything through q.more was
+// written to it (so it is not pushed again) and it acked through q.seq. It
+// gets no WELCOME: the client had one.
+func (s *shard) resume(u *user, q request) {
+	if !s.takeSession(u, q, min(max(q.more, q.seq), u.committed)) {
+		return
+	}
 	if q.seq > 0 {
 		s.ack(u, q.seq)
 	}

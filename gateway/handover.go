@@ -127,7 +127,12 @@ func (s *Server) Detach(ctx context.Context) (recs []handover.Conn, fds []int, l
 // detach turns c into a record and a duplicate of its socket, and closes
 // c on the loop; fd is -1 when c was closed instead. Loop-only.
 func (l *loop) detach(c *conn) (rec handover.Conn, fd int, err error) {
-	l.flush(c)
+	if code := l.flush(c); code != 0 {
+		// The router asked for this close (REPLACED, a slow consumer):
+		// it happens here, as it would have.
+		l.closeNow(c, code)
+		return rec, -1, nil
+	}
 	inbound := l.inbound(c)
 	switch {
 	case c.state == stateHandshake, c.gc.OutboundBuffered() > 0, len(inbound) > handover.MaxInbound:
@@ -293,6 +298,7 @@ func (s *Server) adoptOpen(gc gnet.Conn, a *adoption) {
 		l.wheel.add(c, l.wheel.now+uint32(s.cfg.HandshakeTimeout/time.Second)+stampSlack)
 		if !s.router().Login(c.session(), delivery.To(c.user), c.acked) {
 			c.state = stateLogin // not registered: OnClose must not log it out
+			l.preLogin++         // which OnClose counts out
 			g := protocol.GoAway{After: busyLoginRetry, Code: protocol.CodeRetryLater}
 			l.wbuf = g.Append(l.wbuf[:0])
 			l.closeNow(c, l.reject(closeQuietly, reasonLoginBusy))

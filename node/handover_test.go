@@ -30,15 +30,7 @@ func TestTakeover(t *testing.T) {
 	t.Cleanup(func() { old.Stop(context.Background()) })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	dial := func(user uint64) *protocol.Client {
-		tok := token.Mint(secret, token.Claims{KeyID: 1, User: user, Device: 1, Expiry: time.Now().Add(time.Hour)})
-		c, err := protocol.Dial(ctx, old.Addr().String(), protocol.ClientOptions{Token: tok, AutoAck: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
+	dial := dialer(t, ctx, secret, old.Addr().String())
 	a, b := dial(1), dial(2)
 	// a's events, read in one place: accepts and receipts by msg id.
 	accepted, receipted := map[uint64]bool{}, map[uint64]bool{}
@@ -151,15 +143,7 @@ func TestTakeoverFailsBeforeCommit(t *testing.T) {
 			t.Cleanup(func() { old.Stop(context.Background()) })
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			dial := func(user uint64) *protocol.Client {
-				tok := token.Mint(secret, token.Claims{KeyID: 1, User: user, Device: 1, Expiry: time.Now().Add(time.Hour)})
-				c, err := protocol.Dial(ctx, old.Addr().String(), protocol.ClientOptions{Token: tok, AutoAck: true})
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { c.Close() })
-				return c
-			}
+			dial := dialer(t, ctx, secret, old.Addr().String())
 			a, b := dial(1), dial(2)
 
 			ch, err := handover.Dial(filepath.Join(cfg.Data, HandoverSocket))
@@ -244,15 +228,7 @@ func TestRepeatedTakeovers(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	dial := func(user uint64) *protocol.Client {
-		tok := token.Mint(secret, token.Claims{KeyID: 1, User: user, Device: 1, Expiry: time.Now().Add(time.Hour)})
-		c, err := protocol.Dial(ctx, n.Addr().String(), protocol.ClientOptions{Token: tok, AutoAck: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
+	dial := dialer(t, ctx, secret, n.Addr().String())
 	a, b := dial(1), dial(2)
 	round := func(i int) {
 		t.Helper()
@@ -319,4 +295,19 @@ func openFiles(t *testing.T, data string) int {
 		}
 	}
 	return n
+}
+
+// dialer returns a function that logs a user in at addr with a token of
+// secret, acknowledging what it reads, and closes it when the test ends.
+func dialer(t *testing.T, ctx context.Context, secret []byte, addr string) func(user uint64) *protocol.Client {
+	return func(user uint64) *protocol.Client {
+		t.Helper()
+		tok := token.Mint(secret, token.Claims{KeyID: 1, User: user, Device: 1, Expiry: time.Now().Add(time.Hour)})
+		c, err := protocol.Dial(ctx, addr, protocol.ClientOptions{Token: tok, AutoAck: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
 }
