@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"switchboard/noise"
@@ -53,6 +54,11 @@ type Options struct {
 	// WriteTimeout bounds each write. 0 means 10 s: a server that takes
 	// nothing for that long is gone, and the connection is dropped.
 	WriteTimeout time.Duration
+	// DeadAfter is how long the Conn waits for any frame after a PING
+	// before it takes the connection for dead and reconnects (PROTOCOL.md
+	// 8.8). 0 means 10 s: longer than a server upgraded in place pauses
+	// for, which a client must sit out rather than reconnect.
+	DeadAfter time.Duration
 	// Dialer dials TCP; nil means a zero net.Dialer.
 	Dialer *net.Dialer
 	// Dict is the compression dictionary offered at login
@@ -146,6 +152,7 @@ type Conn struct {
 	cancelClose context.CancelFunc
 	ended       chan struct{} // closed when the run goroutine returns, after cause is set
 	cause       error
+	heard       atomic.Int64 // session clock when a frame was last read: the reader stamps it, the timers read it
 
 	mu     sync.Mutex // guards everything below, and writes to nc
 	sess   *Session
@@ -153,6 +160,7 @@ type Conn struct {
 	bodies map[uint64]outMsg // the outbox's messages, by msg_id
 	wbuf   []byte
 	wrote  time.Duration // when something was last written
+	pinged time.Duration // when a PING went that no frame has followed yet; 0: none
 	ping   time.Duration // granted keepalive interval
 	state  State         // what Status reports, with the fields below
 	last   uint64        // WELCOME.last of the current or last connection
@@ -184,6 +192,9 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 	}
 	if opts.Events <= 0 {
 		opts.Events = 1024
+	}
+	if opts.DeadAfter <= 0 {
+		opts.DeadAfter = 10 * time.Second
 	}
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = 10 * time.Second
@@ -416,6 +427,8 @@ func (c *Conn) welcomed(w *protocol.Welcome) {
 	defer c.mu.Unlock()
 	c.sess.Welcome(w, c.now())
 	c.ping = time.Duration(w.Ping) * time.Second
+	c.heard.Store(int64(c.now()))
+	c.pinged = 0
 	c.last = w.Last
 	c.state = StateResuming
 	if c.sess.Resume() >= w.Last {
@@ -533,6 +546,7 @@ func (c *Conn) read(fr *protocol.FrameReader) (protocol.Code, error) {
 		if err != nil {
 			return 0, err
 		}
+		c.heard.Store(int64(c.now()))
 		// Events own their memory: an inflated frame has its own, a plain
 		// one is copied out of the reader's buffer.
 		if f.Has(protocol.FlagCompressed) {
@@ -783,6 +797,19 @@ func (c *Conn) timers() {
 		c.flushLocked()
 		if c.nc != nil && c.ping > 0 && now-c.wrote >= c.ping {
 			c.writeLocked(protocol.AppendPing(c.wbuf[:0]))
+			if c.pinged == 0 {
+				c.pinged = now
+			}
+		}
+		if c.pinged != 0 && time.Duration(c.heard.Load()) >= c.pinged {
+			c.pinged = 0
+		}
+		if c.nc != nil && c.pinged != 0 && now-c.pinged >= c.opts.DeadAfter {
+			// Nothing since the PING: the read goroutine sees the close
+			// and reconnects.
+			c.err = fmt.Errorf("client: no answer to a PING for %v", c.opts.DeadAfter)
+			c.nc.Close()
+			c.pinged = 0
 		}
 		next := now + time.Hour
 		if at, ok := c.sess.NextWake(now); ok {
@@ -790,6 +817,9 @@ func (c *Conn) timers() {
 		}
 		if c.ping > 0 {
 			next = min(next, c.wrote+c.ping)
+		}
+		if c.pinged != 0 {
+			next = min(next, c.pinged+c.opts.DeadAfter)
 		}
 		c.mu.Unlock()
 		t.Reset(max(next-now, time.Millisecond))

@@ -64,6 +64,12 @@
 // flag B. Queue takes a message under an id the application chose, so that
 // it can persist the message before it goes.
 //
+// Conn pings when it has written nothing for the ping interval WELCOME
+// granted, and takes a connection for dead when no frame at all follows a
+// PING within Options.DeadAfter (10 s, PROTOCOL.md 8.8): it closes it and
+// reconnects. 10 s outlasts the pause of a server upgraded in place, which
+// carries on on the same connection.
+//
 // # Noise
 //
 // With Options.Noise every connection is encrypted (PROTOCOL.md 3.1): the

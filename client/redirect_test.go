@@ -258,3 +258,44 @@ func TestDialFollowsRedirect(t *testing.T) {
 		t.Fatalf("Dial after %d redirects: %v, want the MOVED refusal", client.MaxRedirects+1, err)
 	}
 }
+
+// TestConnDeadAfterSilence: a server that welcomes, then answers nothing,
+// not even the PING: after the ping interval and DeadAfter the Conn takes
+// the connection for dead, closes it and logs in again.
+func TestConnDeadAfterSilence(t *testing.T) {
+	fs := newFakeServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	dialed := make(chan *client.Conn, 1)
+	go func() {
+		c, err := client.Dial(ctx, fs.addr(), client.Options{Token: func(context.Context) ([]byte, error) { return []byte("t"), nil }, DeadAfter: 300 * time.Millisecond})
+		if err != nil {
+			t.Error(err)
+		}
+		dialed <- c
+	}()
+	first := fs.next(t)
+	w := protocol.Welcome{Version: protocol.Version, User: 7, Time: uint64(time.Now().UnixMilli()), Ping: 1, MaxFrame: protocol.MaxFrame, Window: 256}
+	first.write(t, w.Append(nil))
+	c := <-dialed
+	if c == nil {
+		t.FailNow()
+	}
+	defer c.Close()
+	first.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	pinged := false
+	for {
+		f, err := first.fr.Next()
+		if err != nil {
+			break // the client closed it
+		}
+		pinged = pinged || f.Type == protocol.TypePing
+	}
+	if !pinged {
+		t.Error("the client closed the connection without a PING first")
+	}
+	second := fs.next(t)
+	if second.login.Token == nil {
+		t.Fatal("no LOGIN on the new connection")
+	}
+}
