@@ -311,3 +311,46 @@ func dialer(t *testing.T, ctx context.Context, secret []byte, addr string) func(
 		return c
 	}
 }
+
+// TestTakeoverRefused: a successor speaking another handover format is
+// refused with a reason before the node pauses: its clients never notice.
+func TestTakeoverRefused(t *testing.T) {
+	cfg, secret := testConfig(t)
+	n, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Stop(context.Background()) })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	dial := dialer(t, ctx, secret, n.Addr().String())
+	a, b := dial(1), dial(2)
+	ask := func(version uint16) handover.Message {
+		t.Helper()
+		ch, err := handover.Dial(filepath.Join(cfg.Data, HandoverSocket))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ch.Close()
+		if err := ch.Send(&handover.Message{Kind: handover.KindHello, Version: version, PID: 1}); err != nil {
+			t.Fatal(err)
+		}
+		m, err := ch.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	if m := ask(handover.Version + 1); m.Kind != handover.KindRefuse || !strings.Contains(m.Reason, "format") {
+		t.Fatalf("another format: %s %q, want REFUSE naming the format", m.Kind, m.Reason)
+	}
+	if n.Gateway().Draining() {
+		t.Fatal("the node paused for a successor it refused")
+	}
+	if _, err := a.Send(2, []byte("still here")); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := b.RecvDeliver(ctx); err != nil || string(d.Body) != "still here" {
+		t.Fatalf("b got %v, %v", d, err)
+	}
+}
