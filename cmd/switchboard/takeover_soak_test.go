@@ -1,0 +1,118 @@
+//go:build soak
+
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"switchboard/bench"
+	"switchboard/token"
+)
+
+// TestSoakTakeoverLoop: six takeovers in a row, one every few seconds,
+// through `serve` processes under a phone-regime run of 2,000 connections.
+// After each, the new process holds as many descriptors as the first did,
+// the store's files aside, and at most twice its memory (nothing piles up
+// from one handover to the next),
+// and at the end the bench saw no close and nothing lost, duplicated or
+// reordered, with every receipt. Run with `make soak`.
+func TestSoakTakeoverLoop(t *testing.T) {
+	const takeovers = 6
+	data := t.TempDir()
+	cur := startChild(t, data, 0)
+	cfg := bench.Config{
+		Scenario: "phone", Addr: cur.addr, Keys: filepath.Join(data, token.FileName),
+		Pairs: 1000, Rate: 300, Duration: 40 * time.Second, ConnectRate: 2000, Drain: 30 * time.Second,
+	}
+	ctx := ctxTimeout(t, 3*time.Minute)
+	type outcome struct {
+		res *bench.Result
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		res, err := bench.Run(ctx, cfg)
+		done <- outcome{res, err}
+	}()
+	waitAdopt := func(c *child) {
+		t.Helper()
+		waitLog(t, c, "handover: adopted the connections")
+	}
+	var firstFDs, firstRSS int
+	for i := range takeovers + 1 {
+		if i > 0 {
+			next := startChild(t, data, 0, "--takeover")
+			<-cur.done
+			if cur.err != nil {
+				t.Fatalf("takeover %d: the old process: %v\n%s", i, cur.err, cur.log())
+			}
+			waitAdopt(next)
+			cur = next
+		}
+		// Let the bench log in (the first) and traffic flow a little.
+		time.Sleep(4 * time.Second)
+		fds, rss := procFiles(t, cur), procRSS(t, cur)
+		t.Logf("process %d: %d descriptors, RSS %d MiB", i, fds, rss>>20)
+		if i == 0 {
+			firstFDs, firstRSS = fds, rss
+			continue
+		}
+		if fds > firstFDs+2 {
+			t.Errorf("after takeover %d: %d descriptors besides the store's, the first process %d", i, fds, firstFDs)
+		}
+		if rss > 2*firstRSS {
+			t.Errorf("after takeover %d: RSS %d MiB, the first process %d MiB", i, rss>>20, firstRSS>>20)
+		}
+	}
+	o := <-done
+	if o.err != nil {
+		t.Fatalf("bench: %v", o.err)
+	}
+	res := o.res
+	if len(res.Closes) != 0 || res.Lost != 0 || res.Duplicates != 0 || res.Reordered != 0 || res.ReceiptsMissing != 0 || res.Delivered != res.Accepted {
+		t.Errorf("closes %v, lost %d, duplicates %d, reordered %d, receipts missing %d, accepted %d, delivered %d",
+			res.Closes, res.Lost, res.Duplicates, res.Reordered, res.ReceiptsMissing, res.Accepted, res.Delivered)
+	}
+	cur.terminate(t)
+}
+
+// procFiles counts c's open descriptors but the files of its data folder
+// (the store's grow with what it holds: each close flushes a memtable into
+// one more table).
+func procFiles(t *testing.T, c *child) int {
+	t.Helper()
+	dir := "/proc/" + strconv.Itoa(c.cmd.Process.Pid) + "/fd"
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range es {
+		if target, _ := os.Readlink(dir + "/" + e.Name()); !strings.HasPrefix(target, c.data) {
+			n++
+		}
+	}
+	return n
+}
+
+// procRSS is c's resident memory, in bytes.
+func procRSS(t *testing.T, c *child) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(c.cmd.Process.Pid) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.Atoi(f[1])
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
+}
