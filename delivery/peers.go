@@ -64,6 +64,7 @@ const (
 	reasonHomeDown      = "the recipient's home node is unreachable"
 	reasonHomeTimeout   = "the recipient's home node did not answer"
 	reasonHomeRestarted = "the recipient's home node restarted"
+	reasonHandingOver   = "this node is handing its connections to a new process"
 )
 
 // peerRetryAfter is the retry_after of a SEND whose recipient's home node
@@ -557,6 +558,50 @@ func (r *Router) expireForwarded() {
 		r.refuseForwarded(k, reasonHomeTimeout)
 	}
 	r.expireFans(now)
+}
+
+// Awaiting reports how many requests this node sent to other nodes and
+// has no answer for: forwarded SENDs, GROUP requests and parts of group
+// fan-outs. Zero for a node alone.
+func (r *Router) Awaiting() int {
+	if r.peer.peers == nil {
+		return 0
+	}
+	r.peer.mu.Lock()
+	defer r.peer.mu.Unlock()
+	return len(r.peer.pending) + len(r.peer.fans)
+}
+
+// RefuseAwaiting refuses, with RETRY_LATER, every request still waiting
+// for another node's answer, in msg_id order: a handover calls it when it
+// leaves the cluster, after which no answer can come. The clients resend
+// them with flag B to the new process, and the homes deduplicate.
+func (r *Router) RefuseAwaiting() {
+	if r.peer.peers == nil {
+		return
+	}
+	var sends []forwarded
+	var fans []*fanout
+	p := &r.peer
+	p.mu.Lock()
+	for k := range p.pending {
+		sends = append(sends, k)
+	}
+	for _, k := range sends {
+		p.drop(k)
+	}
+	for id, rf := range p.fans {
+		fans = append(fans, rf.f)
+		p.dropFan(id)
+	}
+	p.mu.Unlock()
+	sortByMsgID(sends)
+	for _, k := range sends {
+		r.refuseForwarded(k, reasonHandingOver)
+	}
+	for _, f := range fans {
+		f.done(memberHomeRefusal(reasonHandingOver))
+	}
 }
 
 // sortByMsgID sorts forwarded requests by msg id (sessions' ids grow).

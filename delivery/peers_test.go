@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"strings"
 	"testing"
 	"time"
 
@@ -596,5 +597,34 @@ func TestRestartHeardFromTheHome(t *testing.T) {
 	page, _, err := ss[0].Read(bob, 1, 10, 0, nil)
 	if err != nil || len(page) != 2 || page[0].MsgID != 1 || page[1].MsgID != 2 {
 		t.Fatalf("bob's mailbox %+v (%v), want msgs 1 then 2", page, err)
+	}
+}
+
+// TestRefuseAwaiting: a node handing its connections over refuses what
+// other nodes have not answered, retryable and in msg_id order, since no
+// answer can reach it once it leaves the cluster; a node alone has nothing
+// awaiting.
+func TestRefuseAwaiting(t *testing.T) {
+	c, rs, _ := newCluster(t, 2, time.Now)
+	n2 := rs[1]
+	const alice, bob = 1, 2 // alice homed on node 2, bob on node 1
+	a := newFake()
+	login(t, n2, a, alice, 0)
+	c.set(c.deaf, 1, true)
+	send(t, n2, a, alice, 5, bob)
+	send(t, n2, a, alice, 6, bob)
+	waitFor(t, "two forwarded SENDs awaiting", func() bool { return n2.Awaiting() == 2 })
+	n2.RefuseAwaiting()
+	if n2.Awaiting() != 0 {
+		t.Fatalf("%d still awaiting", n2.Awaiting())
+	}
+	refused := a.items(delivery.OutRefuse)
+	if len(refused) != 2 || refused[0].MsgID != 5 || refused[1].MsgID != 6 {
+		t.Fatalf("refusals %+v, want msgs 5 and 6 in order", refused)
+	}
+	for _, r := range refused {
+		if r.Code != protocol.CodeRetryLater || r.RetryAfter == 0 || !strings.Contains(r.Reason, "handing") {
+			t.Fatalf("refusal %+v, want RETRY_LATER with a retry_after, saying why", r)
+		}
 	}
 }

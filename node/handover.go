@@ -106,6 +106,17 @@ func (n *Node) handOver(ch *handover.Channel) {
 	n.closeAdmin()
 	p := n.parts.Load()
 	if p.cluster != nil {
+		// What went to other nodes is answered through the cluster: wait
+		// for those answers (a second or so), then refuse what is left,
+		// retryable, before leaving it; no answer could come after.
+		deadline := time.Now().Add(budget / 4)
+		for p.router.Awaiting() > 0 && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if left := p.router.Awaiting(); left > 0 {
+			log.Warn("handover: refusing requests other nodes did not answer in time; their clients resend them", "requests", left)
+		}
+		p.router.RefuseAwaiting()
 		if err := p.cluster.Close(); err != nil {
 			log.Warn("handover: leaving the cluster", "err", err)
 		}
