@@ -49,6 +49,7 @@
 //	                      binding (bool), note, raise (array of strings)
 //	facts         object  what was read: nofile_soft, nofile_hard, can_raise_hard,
 //	                      file_max, nr_open, files_open, somaxconn, syn_backlog,
+//	                      tcp_migrate_req (-1: the kernel has none),
 //	                      port_low, port_high, tcp_mem_pages [3], tcp_rmem [3],
 //	                      tcp_wmem [3], conntrack, conntrack_max, conntrack_count,
 //	                      mem_total, mem_available, disk_free, disk_total (bytes),
@@ -56,5 +57,5 @@
 //
 // Limit names: nofile_soft, nofile_hard, nr_open, file_max, memory,
 // tcp_mem, conntrack (only when loaded), ports, somaxconn, syn_backlog,
-// disk, cores, in that order.
+// migrate_req, disk, cores, in that order.
 package preflight

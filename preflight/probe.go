@@ -50,12 +50,16 @@ type Facts struct {
 	// CanRaiseHard reports CAP_SYS_RESOURCE in /proc/self/status's CapEff:
 	// without it the hard limit cannot be raised from inside the process's
 	// session, not even by root.
-	CanRaiseHard   bool     `json:"can_raise_hard"`
-	FileMax        int64    `json:"file_max"`        // fs.file-max: open files, whole system
-	NrOpen         int64    `json:"nr_open"`         // fs.nr_open: the highest RLIMIT_NOFILE
-	FilesOpen      int64    `json:"files_open"`      // fs.file-nr, first field: files open on the system now
-	Somaxconn      int64    `json:"somaxconn"`       // net.core.somaxconn: accept queue bound
-	SynBacklog     int64    `json:"syn_backlog"`     // net.ipv4.tcp_max_syn_backlog
+	CanRaiseHard bool  `json:"can_raise_hard"`
+	FileMax      int64 `json:"file_max"`    // fs.file-max: open files, whole system
+	NrOpen       int64 `json:"nr_open"`     // fs.nr_open: the highest RLIMIT_NOFILE
+	FilesOpen    int64 `json:"files_open"`  // fs.file-nr, first field: files open on the system now
+	Somaxconn    int64 `json:"somaxconn"`   // net.core.somaxconn: accept queue bound
+	SynBacklog   int64 `json:"syn_backlog"` // net.ipv4.tcp_max_syn_backlog
+	// MigrateReq is net.ipv4.tcp_migrate_req (Linux 5.14 on): 1 moves the
+	// connections waiting in a closing listener's queue to another listener
+	// of the port. -1: the kernel has no such setting.
+	MigrateReq     int64    `json:"tcp_migrate_req"`
 	PortLow        int64    `json:"port_low"`        // net.ipv4.ip_local_port_range, first
 	PortHigh       int64    `json:"port_high"`       // net.ipv4.ip_local_port_range, last
 	TCPMemPages    [3]int64 `json:"tcp_mem_pages"`   // net.ipv4.tcp_mem: low, pressure, high, in pages
@@ -108,6 +112,11 @@ func (p Probe) Read() (Facts, error) {
 	one(&f.FilesOpen, "proc/sys/fs/file-nr")
 	one(&f.Somaxconn, "proc/sys/net/core/somaxconn")
 	one(&f.SynBacklog, "proc/sys/net/ipv4/tcp_max_syn_backlog")
+	f.MigrateReq = -1 // older kernels: not an error
+	var migrate [1]int64
+	if err := readInts(fsys, "proc/sys/net/ipv4/tcp_migrate_req", migrate[:]); err == nil {
+		f.MigrateReq = migrate[0]
+	}
 	var ports [2]int64
 	if err := readInts(fsys, "proc/sys/net/ipv4/ip_local_port_range", ports[:]); err != nil {
 		errs = append(errs, err)

@@ -146,6 +146,7 @@ func NewReport(f Facts) Report {
 			"bounds the connections waiting for accept at once (gnet asks for somaxconn as each listener's backlog), not those held; past it a reconnect storm's SYNs are dropped and retried"),
 		acceptLimit("syn_backlog", "net.ipv4.tcp_max_syn_backlog", f.SynBacklog,
 			"bounds half-open connections (SYN received, handshake not done); past it the kernel answers with SYN cookies or drops"),
+		migrateLimit(f.MigrateReq),
 		diskLimit(f),
 		Limit{Name: "cores", Setting: "cores", Value: int64(f.Cores), Unit: "cores", Connections: -1, Scope: ScopeHost,
 			Note: "one event loop per core; the per-connection costs were measured on 2 cores"},
@@ -224,6 +225,25 @@ func acceptLimit(name, setting string, v int64, note string) Limit {
 		l.Raise = sysctlRaise(setting, v, minAcceptQueue)
 	} else {
 		l.Note += fmt.Sprintf("; at least %d, enough", minAcceptQueue)
+	}
+	return l
+}
+
+// migrateLimit reports net.ipv4.tcp_migrate_req: during a takeover (serve
+// --takeover) the old and the new process listen on the port together, and
+// when the old listener closes, the connections waiting in its accept
+// queue are reset unless the kernel moves them to the new one.
+func migrateLimit(v int64) Limit {
+	l := Limit{Name: "migrate_req", Setting: "net.ipv4.tcp_migrate_req", Value: v, Unit: "bool", Connections: -1, Scope: ScopeAccept,
+		Note: "an upgrade by takeover closes the old process's listener while the new one listens; with 1 the connections waiting in its accept queue move to the new listener"}
+	switch v {
+	case -1:
+		l.Note += "; this kernel (before 5.14) has no such setting: the few connections arriving as the old listener closes are reset, and their clients retry"
+	case 0:
+		l.Note += "; with 0 they are reset, and their clients retry"
+		l.Raise = []string{"sysctl -w net.ipv4.tcp_migrate_req=1", "echo 'net.ipv4.tcp_migrate_req = 1' >> /etc/sysctl.d/60-switchboard.conf"}
+	default:
+		l.Note += "; set"
 	}
 	return l
 }

@@ -24,6 +24,7 @@ func hostFiles() map[string]string {
 		"proc/sys/fs/file-nr":                       "464\t0\t2466286\n",
 		"proc/sys/net/core/somaxconn":               "4096\n",
 		"proc/sys/net/ipv4/tcp_max_syn_backlog":     "2048\n",
+		"proc/sys/net/ipv4/tcp_migrate_req":         "0\n",
 		"proc/sys/net/ipv4/ip_local_port_range":     "32768\t60999\n",
 		"proc/sys/net/ipv4/tcp_mem":                 "287913\t383885\t575826\n",
 		"proc/sys/net/ipv4/tcp_rmem":                "4096\t131072\t33554432\n",
@@ -219,6 +220,7 @@ func TestReportThisMachine(t *testing.T) {
 		{"ports", 28232, 28232, ScopeClient},
 		{"somaxconn", 4096, -1, ScopeAccept},
 		{"syn_backlog", 2048, -1, ScopeAccept},
+		{"migrate_req", 0, -1, ScopeAccept},
 		{"disk", 70 << 30, -1, ScopeHost},
 		{"cores", 2, -1, ScopeHost},
 	}
@@ -241,6 +243,9 @@ func TestReportThisMachine(t *testing.T) {
 	}
 	if got := limitNamed(t, r, "syn_backlog").Raise; !slices.Contains(got, "sysctl -w net.ipv4.tcp_max_syn_backlog=4096") {
 		t.Errorf("syn_backlog 2048: raise %q, want sysctl -w net.ipv4.tcp_max_syn_backlog=4096", got)
+	}
+	if got := limitNamed(t, r, "migrate_req").Raise; !slices.Contains(got, "sysctl -w net.ipv4.tcp_migrate_req=1") {
+		t.Errorf("migrate_req 0: raise %q, want sysctl -w net.ipv4.tcp_migrate_req=1", got)
 	}
 	if got := limitNamed(t, r, "ports").Raise; !slices.Contains(got, `sysctl -w net.ipv4.ip_local_port_range="1024 65535"`) {
 		t.Errorf("ports raise %q", got)
@@ -352,7 +357,7 @@ func TestJSONShape(t *testing.T) {
 	}
 	check("report", keysOf(buf.Bytes()), []string{"facts", "costs", "limits", "connections", "binding", "summary"})
 	check("facts", keysOf(got["facts"]), []string{"nofile_soft", "nofile_hard", "can_raise_hard", "file_max", "nr_open",
-		"files_open", "somaxconn", "syn_backlog", "port_low", "port_high", "tcp_mem_pages", "tcp_rmem", "tcp_wmem",
+		"files_open", "somaxconn", "syn_backlog", "tcp_migrate_req", "port_low", "port_high", "tcp_mem_pages", "tcp_rmem", "tcp_wmem",
 		"conntrack", "conntrack_max", "conntrack_count", "mem_total", "mem_available", "disk_free", "disk_total",
 		"disk_path", "store_files", "cores", "page_size"})
 	check("costs", keysOf(got["costs"]), []string{"server_bytes", "server_base_bytes", "kernel_bytes", "files_per_conn",
@@ -437,4 +442,21 @@ func TestProbeThisHost(t *testing.T) {
 		t.Errorf("nofile binds at %d, want %d", r.Connections, want)
 	}
 	t.Logf("%s", r.Summary)
+}
+
+// TestMigrateReqAbsent: a kernel without tcp_migrate_req (before 5.14) is
+// no error: the fact is -1, and the note says what happens without it.
+func TestMigrateReqAbsent(t *testing.T) {
+	files := hostFiles()
+	delete(files, "proc/sys/net/ipv4/tcp_migrate_req")
+	f, err := fakeProbe(t, files, 20000, 20000).Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.MigrateReq != -1 {
+		t.Fatalf("MigrateReq %d, want -1", f.MigrateReq)
+	}
+	if l := limitNamed(t, NewReport(f), "migrate_req"); l.Raise != nil || !strings.Contains(l.Note, "before 5.14") {
+		t.Fatalf("migrate_req without the setting: raise %q, note %q", l.Raise, l.Note)
+	}
 }
