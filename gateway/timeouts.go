@@ -129,8 +129,10 @@ func goAwayWindow(cfg *Config, conns int) time.Duration {
 func (s *Server) shutdownGoAway() protocol.GoAway {
 	n := s.Conns()
 	w := goAwayWindow(&s.cfg, n)
-	s.cfg.Logger.Info(fmt.Sprintf("gateway: telling %d clients to reconnect within %v", n, w),
-		"clients", n, "window", w, "goaway_rate", s.cfg.GoAwayRate)
+	if n > 0 { // none after a handover: they went to the successor
+		s.cfg.Logger.Info(fmt.Sprintf("gateway: telling %d clients to reconnect within %v", n, w),
+			"clients", n, "window", w, "goaway_rate", s.cfg.GoAwayRate)
+	}
 	return protocol.GoAway{After: uint32(w / time.Millisecond), Code: protocol.CodeShuttingDown}
 }
 
