@@ -22,16 +22,8 @@ import (
 // is delivered after, in order, with its receipt, and new messages flow
 // both ways through the same sockets. The old node ends on its own.
 func TestTakeover(t *testing.T) {
-	cfg, secret := testConfig(t)
-	old, err := Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { old.Stop(context.Background()) })
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	dial := dialer(t, ctx, secret, old.Addr().String())
-	a, b := dial(1), dial(2)
+	cfg, _ := testConfig(t)
+	old, ctx, a, b := serving(t, cfg, 20*time.Second)
 	// a's events, read in one place: accepts and receipts by msg id.
 	accepted, receipted := map[uint64]bool{}, map[uint64]bool{}
 	readA := func(until func() bool) {
@@ -134,17 +126,9 @@ func TestTakeover(t *testing.T) {
 func TestTakeoverFailsBeforeCommit(t *testing.T) {
 	for _, how := range []string{"dies", "refuses"} {
 		t.Run(how, func(t *testing.T) {
-			cfg, secret := testConfig(t)
+			cfg, _ := testConfig(t)
 			cfg.HandoverTimeout = 5 * time.Second
-			old, err := Start(cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { old.Stop(context.Background()) })
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			dial := dialer(t, ctx, secret, old.Addr().String())
-			a, b := dial(1), dial(2)
+			old, ctx, a, b := serving(t, cfg, 20*time.Second)
 
 			ch, err := handover.Dial(filepath.Join(cfg.Data, HandoverSocket))
 			if err != nil {
@@ -221,15 +205,8 @@ func TestTakeoverFailsBeforeCommit(t *testing.T) {
 // heap has not grown past a bound, and the clients still exchange
 // messages.
 func TestRepeatedTakeovers(t *testing.T) {
-	cfg, secret := testConfig(t)
-	n, err := Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	dial := dialer(t, ctx, secret, n.Addr().String())
-	a, b := dial(1), dial(2)
+	cfg, _ := testConfig(t)
+	n, ctx, a, b := serving(t, cfg, 60*time.Second)
 	round := func(i int) {
 		t.Helper()
 		body := fmt.Sprintf("round %d", i)
@@ -297,60 +274,28 @@ func openFiles(t *testing.T, data string) int {
 	return n
 }
 
-// dialer returns a function that logs a user in at addr with a token of
-// secret, acknowledging what it reads, and closes it when the test ends.
-func dialer(t *testing.T, ctx context.Context, secret []byte, addr string) func(user uint64) *protocol.Client {
-	return func(user uint64) *protocol.Client {
+// serving starts a node of cfg (stopped when the test ends) with users 1
+// and 2 logged in to it, acknowledging what they read, and a context that
+// ends after d.
+func serving(t *testing.T, cfg Config, d time.Duration) (*Node, context.Context, *protocol.Client, *protocol.Client) {
+	t.Helper()
+	n, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Stop(context.Background()) })
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	secret := cfg.Gateway.Keys[1]
+	dial := func(user uint64) *protocol.Client {
 		t.Helper()
 		tok := token.Mint(secret, token.Claims{KeyID: 1, User: user, Device: 1, Expiry: time.Now().Add(time.Hour)})
-		c, err := protocol.Dial(ctx, addr, protocol.ClientOptions{Token: tok, AutoAck: true})
+		c, err := protocol.Dial(ctx, n.Addr().String(), protocol.ClientOptions{Token: tok, AutoAck: true})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { c.Close() })
 		return c
 	}
-}
-
-// TestTakeoverRefused: a successor speaking another handover format is
-// refused with a reason before the node pauses: its clients never notice.
-func TestTakeoverRefused(t *testing.T) {
-	cfg, secret := testConfig(t)
-	n, err := Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Stop(context.Background()) })
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	dial := dialer(t, ctx, secret, n.Addr().String())
-	a, b := dial(1), dial(2)
-	ask := func(version uint16) handover.Message {
-		t.Helper()
-		ch, err := handover.Dial(filepath.Join(cfg.Data, HandoverSocket))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ch.Close()
-		if err := ch.Send(&handover.Message{Kind: handover.KindHello, Version: version, PID: 1}); err != nil {
-			t.Fatal(err)
-		}
-		m, err := ch.Recv()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return m
-	}
-	if m := ask(handover.Version + 1); m.Kind != handover.KindRefuse || !strings.Contains(m.Reason, "format") {
-		t.Fatalf("another format: %s %q, want REFUSE naming the format", m.Kind, m.Reason)
-	}
-	if n.Gateway().Draining() {
-		t.Fatal("the node paused for a successor it refused")
-	}
-	if _, err := a.Send(2, []byte("still here")); err != nil {
-		t.Fatal(err)
-	}
-	if d, err := b.RecvDeliver(ctx); err != nil || string(d.Body) != "still here" {
-		t.Fatalf("b got %v, %v", d, err)
-	}
+	return n, ctx, dial(1), dial(2)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -59,15 +60,7 @@ func TestTakeoverUnderLoad(t *testing.T) {
 				Out: watch,
 			}
 			ctx := ctxTimeout(t, 2*time.Minute)
-			type outcome struct {
-				res *bench.Result
-				err error
-			}
-			done := make(chan outcome, 1)
-			go func() {
-				res, err := bench.Run(ctx, cfg)
-				done <- outcome{res, err}
-			}()
+			done := runBench(ctx, cfg)
 			select {
 			case <-watch.reached:
 			case o := <-done:
@@ -94,25 +87,10 @@ func TestTakeoverUnderLoad(t *testing.T) {
 				}
 				serving = next
 			}
-			o := <-done
-			if o.err != nil {
-				t.Fatalf("bench: %v", o.err)
-			}
-			res := o.res
+			res := (<-done).ok(t)
 			t.Logf("sent %d accepted %d delivered %d receipts %d; closes %v; send→deliver max %v",
 				res.Sent, res.Accepted, res.Delivered, res.Receipts, res.Closes, time.Duration(res.SendToDeliver.Max())*time.Microsecond)
-			if len(res.Closes) != 0 {
-				t.Errorf("connections closed across the takeover: %v", res.Closes)
-			}
-			if res.Lost != 0 || res.Duplicates != 0 || res.Reordered != 0 || res.Redelivered != 0 {
-				t.Errorf("lost %d, duplicates %d, reordered %d, redelivered %d", res.Lost, res.Duplicates, res.Reordered, res.Redelivered)
-			}
-			if res.Accepted < 1500 || res.Delivered != res.Accepted {
-				t.Errorf("accepted %d, delivered %d", res.Accepted, res.Delivered)
-			}
-			if res.ReceiptsMissing != 0 || res.Receipts != res.Delivered {
-				t.Errorf("receipts %d of %d, missing %d", res.Receipts, res.Delivered, res.ReceiptsMissing)
-			}
+			checkUnnoticed(t, res, 1500)
 			if !serving.alive() {
 				t.Fatalf("the serving process exited\n%s", serving.log())
 			}
@@ -181,6 +159,51 @@ func TestUpgradeSignal(t *testing.T) {
 		}
 	})
 	exchange("after")
+}
+
+// benchOutcome is what a bench run ended with.
+type benchOutcome struct {
+	res *bench.Result
+	err error
+}
+
+// ok returns the result, failing the test if the run failed.
+func (o benchOutcome) ok(t *testing.T) *bench.Result {
+	t.Helper()
+	if o.err != nil {
+		t.Fatalf("bench: %v", o.err)
+	}
+	return o.res
+}
+
+// runBench runs the bench on a goroutine of its own.
+func runBench(ctx context.Context, cfg bench.Config) <-chan benchOutcome {
+	done := make(chan benchOutcome, 1)
+	go func() {
+		res, err := bench.Run(ctx, cfg)
+		done <- benchOutcome{res, err}
+	}()
+	return done
+}
+
+// checkUnnoticed checks what a takeover must leave a bench run with: no
+// connection closed; nothing lost, duplicated, reordered or sent again;
+// every accepted message delivered (at least least of them) with its
+// receipt.
+func checkUnnoticed(t *testing.T, res *bench.Result, least uint64) {
+	t.Helper()
+	if len(res.Closes) != 0 {
+		t.Errorf("connections closed across the takeover: %v", res.Closes)
+	}
+	if res.Lost != 0 || res.Duplicates != 0 || res.Reordered != 0 || res.Redelivered != 0 {
+		t.Errorf("lost %d, duplicates %d, reordered %d, redelivered %d", res.Lost, res.Duplicates, res.Reordered, res.Redelivered)
+	}
+	if res.Accepted < least || res.Delivered != res.Accepted {
+		t.Errorf("accepted %d, delivered %d", res.Accepted, res.Delivered)
+	}
+	if res.ReceiptsMissing != 0 || res.Receipts != res.Delivered {
+		t.Errorf("receipts %d of %d, missing %d", res.Receipts, res.Delivered, res.ReceiptsMissing)
+	}
 }
 
 // waitLog waits until c has logged a line containing want.
