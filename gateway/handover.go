@@ -174,7 +174,8 @@ func (l *loop) detach(c *conn) (rec handover.Conn, fd int, err error) {
 // loop where its record left it: a logged-in one is resumed with the
 // router (Delivery.Resume) without a new WELCOME, one that was joining
 // logs in again, one before login waits for its LOGIN, and the bytes that
-// had arrived unread are read first. It returns how many it adopted.
+// had arrived unread are read first: the records' Inbound bytes are kept,
+// and the caller must not reuse them. It returns how many it adopted.
 func (s *Server) Adopt(ctx context.Context, recs []handover.Conn, fds []int) (int, error) {
 	select {
 	case <-s.ticked:
@@ -217,7 +218,6 @@ func (s *Server) Adopt(ctx context.Context, recs []handover.Conn, fds []int) (in
 			continue
 		}
 		rec := recs[i]
-		rec.Inbound = append([]byte(nil), rec.Inbound...)
 		ch, err := s.eng.Register(gnet.NewNetConnContext(gnet.NewContext(ctx, &adoption{rec: &rec}), nc))
 		if err != nil {
 			nc.Close()

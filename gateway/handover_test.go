@@ -17,7 +17,7 @@ import (
 
 // tcpPair returns both ends of a loopback TCP connection: the server end as
 // a descriptor (a copy; the caller owns it) and the client end.
-func tcpPair(t *testing.T) (int, net.Conn) {
+func tcpPair(t testing.TB) (int, net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -199,31 +199,8 @@ func BenchmarkAdopt(b *testing.B) {
 	ts := startServer(b, serverOptions{})
 	recs := make([]handover.Conn, b.N)
 	fds := make([]int, b.N)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
 	for i := range b.N {
-		client, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer client.Close()
-		server, err := ln.Accept()
-		if err != nil {
-			b.Fatal(err)
-		}
-		f, err := server.(*net.TCPConn).File()
-		server.Close()
-		if err != nil {
-			b.Fatal(err)
-		}
-		fds[i], err = unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
-		f.Close()
-		if err != nil {
-			b.Fatal(err)
-		}
+		fds[i], _ = tcpPair(b)
 		recs[i] = handover.Conn{State: handover.StateReady, User: uint64(i + 1), Ping: 60}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

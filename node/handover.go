@@ -415,5 +415,9 @@ func sameAddr(configured, running string) error {
 
 // alive reports whether process pid exists.
 func alive(pid int) bool {
-	return pid > 0 && (unix.Kill(pid, 0) == nil || errors.Is(unix.Kill(pid, 0), syscall.EPERM))
+	if pid <= 0 {
+		return false
+	}
+	err := unix.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
 }

@@ -39,10 +39,7 @@ func TestSoakTakeoverLoop(t *testing.T) {
 	for i := range takeovers + 1 {
 		if i > 0 {
 			next := startChild(t, data, 0, "--takeover")
-			<-cur.done
-			if cur.err != nil {
-				t.Fatalf("takeover %d: the old process: %v\n%s", i, cur.err, cur.log())
-			}
+			handedOver(t, cur)
 			waitAdopt(next)
 			cur = next
 		}

@@ -77,14 +77,7 @@ func TestTakeoverUnderLoad(t *testing.T) {
 				if next.addr != old.addr {
 					t.Errorf("the successor serves %s, the old process %s", next.addr, old.addr)
 				}
-				select {
-				case <-old.done:
-					if old.err != nil {
-						t.Errorf("the old process: %v\n%s", old.err, old.log())
-					}
-				case <-time.After(30 * time.Second):
-					t.Fatalf("the old process did not exit\n%s", old.log())
-				}
+				handedOver(t, old)
 				serving = next
 			}
 			res := (<-done).ok(t)
@@ -132,14 +125,7 @@ func TestUpgradeSignal(t *testing.T) {
 	if err := old.cmd.Process.Signal(syscall.SIGUSR2); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-old.done:
-		if old.err != nil {
-			t.Fatalf("the old process: %v\n%s", old.err, old.log())
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatalf("the old process did not hand over\n%s", old.log())
-	}
+	handedOver(t, old)
 	// The old process's last lines may still be in the pipe.
 	log := old.log()
 	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(log, "handed over; exiting") && time.Now().Before(deadline); log = old.log() {
@@ -206,6 +192,19 @@ func checkUnnoticed(t *testing.T, res *bench.Result, least uint64) {
 	}
 }
 
+// handedOver waits for old, which a successor took over from, to exit 0.
+func handedOver(t *testing.T, old *child) {
+	t.Helper()
+	select {
+	case <-old.done:
+		if old.err != nil {
+			t.Fatalf("the old process: %v\n%s", old.err, old.log())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the old process did not hand over and exit\n%s", old.log())
+	}
+}
+
 // waitLog waits until c has logged a line containing want.
 func waitLog(t *testing.T, c *child, want string) {
 	t.Helper()
@@ -239,7 +238,7 @@ func TestTakeoverAtFileLimit(t *testing.T) {
 		held = append(held, c)
 	}
 	next := startChild(t, data, limit, "--takeover", "--loops", "2")
-	<-old.done
+	handedOver(t, old)
 	waitLog(t, next, "handover: adopted the connections")
 	if log := next.log(); strings.Contains(log, "too many open files") || !strings.Contains(log, fmt.Sprintf("conns=%d adopted_in", len(held))) {
 		t.Fatalf("the successor did not adopt all %d:\n%s", len(held), log)
