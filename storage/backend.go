@@ -113,6 +113,10 @@ type backend interface {
 	// sync makes every committed write durable against a crash of the
 	// machine (an fsync, for Badger). Committer goroutine only.
 	sync() error
+	// tidy runs between batches, after their callbacks: the Badger
+	// backend spills from its in-flight tier what is due (tier.go).
+	// Committer goroutine only.
+	tidy() error
 	// reopen closes and opens the database again after a failed commit, so
 	// that what is on disk is what its log replays. Views wait for it.
 	// Committer goroutine only.

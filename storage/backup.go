@@ -80,6 +80,13 @@ var (
 // memory, up to about half a GiB for a large database. Any goroutine may
 // call it. The store owns nothing of w after Backup returns.
 func (s *engine) Backup(ctx context.Context, w io.Writer) (since uint64, err error) {
+	// Badger's snapshot holds what the in-flight tier spilled: all of it,
+	// committed before this point.
+	if bb, ok := s.be.(*badgerBackend); ok {
+		if err := s.exclusive(bb.spillAll); err != nil {
+			return 0, fmt.Errorf("storage: backup: %w", err)
+		}
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
@@ -385,9 +392,9 @@ func raiseMarks(db *badger.DB, gap uint64) (int, error) {
 	wb := db.NewWriteBatch()
 	defer wb.Cancel()
 	n := 0
-	be := &badgerBackend{db: db}
-	err := be.view(func(rd reader) error {
-		t := rd.(*badgerTxn)
+	err := db.View(func(txn *badger.Txn) error {
+		t := badgerReader(txn)
+		rd := reader(t)
 		var inner error
 		err := t.each([]byte{prefixMeta}, func(k, _ []byte) bool {
 			if len(k) != metaKeyLen {

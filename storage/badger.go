@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
@@ -41,10 +42,15 @@ func openBadger(cfg Config, failCommit func() error) (*engine, error) {
 		return nil, fmt.Errorf("storage: open %s: %w", cfg.Dir, err)
 	}
 	guard.ensureReserve(warn)
-	be := &badgerBackend{db: db, opts: badgerOptions(cfg), dir: cfg.Dir, log: cfg.Logger, failCommit: failCommit}
+	be := &badgerBackend{db: db, opts: badgerOptions(cfg), dir: cfg.Dir, log: cfg.Logger, failCommit: failCommit,
+		spillAfter: cfg.SpillAfter, tierBudget: 2 * cfg.MemTableSize}
+	if be.tier, err = newTier(db, cfg.Dir, be.spillAfter, be.tierBudget, cfg.Logger); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
 	s, err := newEngine(cfg, be)
 	if err != nil {
-		_ = db.Close()
+		_ = be.close()
 		return nil, err
 	}
 	return s, nil
@@ -109,21 +115,25 @@ func (b badgerLogger) Warningf(f string, a ...any) { b.logf(slog.LevelWarn, f, a
 func (b badgerLogger) Infof(f string, a ...any)    { b.logf(slog.LevelDebug, f, a) }
 func (b badgerLogger) Debugf(f string, a ...any)   { b.logf(slog.LevelDebug-4, f, a) }
 
-// badgerBackend keeps the store in Badger; see keys.go for the key space.
+// badgerBackend keeps the store in Badger, behind the in-flight tier
+// (tier.go); see keys.go for the key space.
 type badgerBackend struct {
 	// Immutable after construction.
 	opts       badger.Options
 	dir        string
 	log        *slog.Logger
+	spillAfter time.Duration
+	tierBudget int64
 	failCommit func() error // tests only
 	failSync   func() error // tests only: fails a sync like failCommit
 
-	// db is replaced by reopen, which holds mu for writing; views hold it
-	// for reading. The committer (the only caller of reopen) and
-	// housekeeping (which the engine keeps out of a reopen) use db without
-	// it.
-	mu sync.RWMutex
-	db *badger.DB
+	// db and tier are replaced by reopen, which holds mu for writing;
+	// views hold it for reading. The committer (the only caller of reopen)
+	// and housekeeping (which the engine keeps out of a reopen) use them
+	// without it.
+	mu   sync.RWMutex
+	db   *badger.DB
+	tier *tier
 
 	// Owned by the committer (the one goroutine that begins and commits).
 	slab slab
@@ -131,30 +141,24 @@ type badgerBackend struct {
 
 func (b *badgerBackend) begin() writer {
 	b.slab.reset()
-	return &badgerTxn{txn: b.db.NewTransaction(true), be: b, write: true}
+	b.tier.rec.reset()
+	t := b.tier
+	return &badgerTxn{kv: &tierTxn{t: t, layers: [2]*ttree{t.batch, t.master}, rd: b.db.NewTransaction(false)}, be: b, write: true}
 }
 
-// slab holds the keys, values and entries a batch hands to Badger, carved
-// from a few large allocations instead of three small ones per write. Badger
-// keeps them until Commit returns; the next batch's begin reuses the
-// latest chunks (a chunk filled up mid-batch is left to the collector).
+// slab holds the keys and values a batch builds, carved from a few large
+// allocations instead of one small one per write; the tier copies what it
+// keeps. The next batch's begin reuses the latest chunk (a chunk filled up
+// mid-batch is left to the collector).
 type slab struct {
-	bytes   []byte
-	entries []badger.Entry
+	bytes []byte
 }
 
-// slabBytes and slabEntries size the chunks: a typical batch (hundreds of
-// writes of a few hundred bytes) fits in one of each.
-const (
-	slabBytes   = 256 << 10
-	slabEntries = 1024
-)
+// slabBytes sizes a chunk: a typical batch (hundreds of writes of a few
+// hundred bytes) fits in one.
+const slabBytes = 256 << 10
 
-func (s *slab) reset() {
-	s.bytes = s.bytes[:0]
-	clear(s.entries)
-	s.entries = s.entries[:0]
-}
+func (s *slab) reset() { s.bytes = s.bytes[:0] }
 
 // take returns n bytes of the slab, not zeroed: every caller fills all of
 // them (the put functions of keys.go).
@@ -167,36 +171,53 @@ func (s *slab) take(n int) []byte {
 	return b
 }
 
-// entry returns an entry of the slab for key k and value v.
-func (s *slab) entry(k, v []byte) *badger.Entry {
-	if len(s.entries) == cap(s.entries) {
-		s.entries = make([]badger.Entry, 0, slabEntries)
-	}
-	s.entries = append(s.entries, badger.Entry{Key: k, Value: v})
-	return &s.entries[len(s.entries)-1]
-}
-
 func (b *badgerBackend) view(fn func(reader) error) error {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	return b.db.View(func(txn *badger.Txn) error { return fn(&badgerTxn{txn: txn, be: b}) })
+	if b.db == nil {
+		return ErrRecovering // a failed reopen left none
+	}
+	t := b.tier
+	pub := t.snapshot() // before Badger's snapshot: see tier.go, "Reads"
+	return b.db.View(func(txn *badger.Txn) error {
+		return fn(&badgerTxn{kv: &tierTxn{t: t, layers: [2]*ttree{nil, pub}, rd: txn}, be: b})
+	})
 }
 
+// sync syncs the in-flight log, which holds every commit Badger lacks.
 func (b *badgerBackend) sync() error {
 	if b.failSync != nil {
 		if err := b.failSync(); err != nil {
 			return err
 		}
 	}
-	return b.db.Sync()
+	return b.tier.log.sync()
 }
 
-// reopen closes Badger (which flushes what it can) and opens it again,
-// replaying its log. If the close fails, the files are still released and
-// the open replays from them.
+// tidy spills from the tier what is due and deletes what the log no longer
+// needs.
+func (b *badgerBackend) tidy() error { return b.tier.tidy(b.db) }
+
+// spillAll writes everything the tier holds into Badger. Committer
+// goroutine only (Backup runs it through exclusive).
+func (b *badgerBackend) spillAll() error {
+	if b.db == nil {
+		return ErrRecovering
+	}
+	return b.tier.spillAll(b.db)
+}
+
+// reopen drops the tier, closes Badger (which flushes what it can), opens
+// it again (replaying its own log), and replays the in-flight log into it.
+// If the close fails, the files are still released and the open replays
+// from them.
 func (b *badgerBackend) reopen() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.tier != nil {
+		b.tier.abandon()
+		b.tier = nil
+	}
 	if b.db != nil {
 		if err := b.db.Close(); err != nil {
 			b.log.Warn("storage: closing Badger to reopen it", "err", err)
@@ -207,75 +228,74 @@ func (b *badgerBackend) reopen() error {
 	if err != nil {
 		return fmt.Errorf("storage: reopen %s: %w", b.dir, err)
 	}
-	b.db = db
+	t, err := newTier(db, b.dir, b.spillAfter, b.tierBudget, b.log)
+	if err != nil {
+		_ = db.Close()
+		return fmt.Errorf("storage: reopen %s: %w", b.dir, err)
+	}
+	b.db, b.tier = db, t
 	return nil
 }
 
 func (b *badgerBackend) snapshot() (reader, func(), bool) {
+	t := b.tier
+	pub := t.snapshot()
 	txn := b.db.NewTransaction(false)
-	return &badgerTxn{txn: txn, be: b}, txn.Discard, true
+	return &badgerTxn{kv: &tierTxn{t: t, layers: [2]*ttree{nil, pub}, rd: txn}, be: b}, txn.Discard, true
 }
 
+// close spills the tier into Badger, deletes its log and closes Badger.
 func (b *badgerBackend) close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.db == nil {
 		return nil // a failed reopen left none
 	}
-	if err := b.db.Close(); err != nil {
-		return fmt.Errorf("storage: close: %w", err)
+	var err error
+	if b.tier != nil {
+		if err = b.tier.close(b.db); err != nil {
+			err = fmt.Errorf("storage: close: the in-flight log stays, to be replayed at the next open: %w", err)
+		}
 	}
-	return nil
+	if cerr := b.db.Close(); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("storage: close: %w", cerr))
+	}
+	return err
 }
 
-// badgerTxn is a Badger transaction seen as a reader and writer.
+// badgerTxn is the tier over Badger seen as a reader and, from begin, a
+// writer.
 type badgerTxn struct {
-	txn *badger.Txn
-	be  *badgerBackend
-	// snap is a read-only view of what was committed before this batch,
-	// opened on the batch's first scan. Scans read it instead of txn: an
-	// iterator on a write transaction sorts all its pending writes when it
-	// is created, so one scan per ack would make a batch quadratic. A scan
-	// never needs this batch's writes: acks and expiry only reach committed
-	// entries, and the floor (kept in the meta) already skips entries this
-	// batch deleted.
-	snap  *badger.Txn
-	write bool // txn is a write transaction (from begin)
+	kv    *tierTxn
+	be    *badgerBackend
+	write bool // from begin: writes go into the tier's batch
+}
+
+// badgerReader reads Badger alone, for a folder opened offline, whose
+// in-flight log was replayed at open (OpenFolder).
+func badgerReader(txn *badger.Txn) *badgerTxn {
+	return &badgerTxn{kv: &tierTxn{rd: txn}}
 }
 
 func (t *badgerTxn) commit() error {
-	t.closeSnap()
+	defer t.kv.rd.Discard()
 	if t.be.failCommit != nil {
 		if err := t.be.failCommit(); err != nil {
-			t.txn.Discard()
+			t.kv.t.batch.Clear()
 			return err
 		}
 	}
-	return t.txn.Commit()
+	return t.kv.t.commit()
 }
 
 func (t *badgerTxn) discard() {
-	t.closeSnap()
-	t.txn.Discard()
-}
-
-func (t *badgerTxn) closeSnap() {
-	if t.snap != nil {
-		t.snap.Discard()
-		t.snap = nil
-	}
+	t.kv.rd.Discard()
+	t.kv.t.batch.Clear()
 }
 
 // get calls fn with the value of k; ok is false if k does not exist.
 func (t *badgerTxn) get(k []byte, fn func(v []byte) error) (ok bool, err error) {
-	item, err := t.txn.Get(k)
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	return true, item.Value(fn)
+	return t.kv.get(k, fn)
 }
 
 func (t *badgerTxn) meta(r uint64) (m meta, err error) {
@@ -286,22 +306,18 @@ func (t *badgerTxn) meta(r uint64) (m meta, err error) {
 	return m, err
 }
 
+// scan reads what was committed before the batch, in a batch too: it never
+// needs the batch's own writes, since acks and expiry only reach committed
+// entries, and the floor (kept in the meta) already skips entries the batch
+// deleted.
 func (t *badgerTxn) scan(r, from uint64, fn func(e *Entry) bool) error {
-	txn := t.txn
-	if t.write {
-		if t.snap == nil {
-			t.snap = t.be.db.NewTransaction(false)
-		}
-		txn = t.snap
-	}
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: entryPrefix(r)})
+	it := t.kv.iter(entryPrefix(r), false)
 	defer it.Close()
 	var e Entry
 	for it.Seek(entryKey(r, from)); it.Valid(); it.Next() {
-		item := it.Item()
 		stop := false
-		err := item.Value(func(v []byte) error {
-			if err := decodeEntry(item.Key(), v, &e); err != nil {
+		err := it.Value(func(v []byte) error {
+			if err := decodeEntry(it.Key(), v, &e); err != nil {
 				return err
 			}
 			stop = !fn(&e)
@@ -333,12 +349,11 @@ func (t *badgerTxn) group(g uint64) (gi groupInfo, ok bool, err error) {
 // each calls fn with every key of prefix and its value, in key order,
 // until fn returns false.
 func (t *badgerTxn) each(prefix []byte, fn func(k, v []byte) bool) error {
-	it := t.txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	it := t.kv.iter(prefix, true)
 	defer it.Close()
 	for it.Rewind(); it.Valid(); it.Next() {
-		item := it.Item()
 		stop := false
-		if err := item.Value(func(v []byte) error { stop = !fn(item.Key(), v); return nil }); err != nil || stop {
+		if err := it.Value(func(v []byte) error { stop = !fn(it.Key(), v); return nil }); err != nil || stop {
 			return err
 		}
 	}
@@ -382,7 +397,7 @@ func (t *badgerTxn) totals() (tot totals, err error) {
 // shared iterator to its first entry, just above its floor: one seek per
 // recipient, never a walk over tombstones.
 func (t *badgerTxn) heads(fn func(r uint64, m meta, headTime int64) bool) error {
-	entries := t.txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixEntry}})
+	entries := t.kv.iter([]byte{prefixEntry}, true)
 	defer entries.Close()
 	var inner error
 	err := t.each([]byte{prefixMeta}, func(k, v []byte) bool {
@@ -404,7 +419,7 @@ func (t *badgerTxn) heads(fn func(r uint64, m meta, headTime int64) bool) error 
 			return true
 		}
 		var head int64
-		inner = entries.Item().Value(func(v []byte) error {
+		inner = entries.Value(func(v []byte) error {
 			if len(v) < entryHeadLen {
 				return errCorrupt
 			}
@@ -456,40 +471,56 @@ func (t *badgerTxn) putGroupEvent(ev *GroupEvent) error {
 }
 
 func (t *badgerTxn) delGroupEvent(actor, msgID uint64) error {
-	return t.txn.Delete(groupEventKey(actor, msgID))
+	return t.del(groupEventKey(actor, msgID))
 }
 
-func (t *badgerTxn) set(k, v []byte) error { return t.txn.SetEntry(badger.NewEntry(k, v)) }
+func (t *badgerTxn) set(k, v []byte) error {
+	t.kv.set(k, v, 0, keyAny)
+	return nil
+}
 
+func (t *badgerTxn) del(k []byte) error {
+	t.kv.del(k)
+	return nil
+}
+
+// putPending writes a pending receipt. Its key is fresh: (acker, seq)
+// names the first of the entries whose deletion made it, and an entry is
+// deleted once.
 func (t *badgerTxn) putPending(p *PendingReceipt) error {
 	s := &t.be.slab
-	return t.txn.SetEntry(s.entry(putPendingKey(s.take(pendingKeyLen), p.Sender, p.Key()), putPending(s.take(pendingValLen), p)))
+	t.kv.set(putPendingKey(s.take(pendingKeyLen), p.Sender, p.Key()), putPending(s.take(pendingValLen), p), 0, keyFresh)
+	return nil
 }
 
 func (t *badgerTxn) delPending(sender uint64, key ReceiptKey) error {
-	return t.txn.Delete(putPendingKey(t.be.slab.take(pendingKeyLen), sender, key))
+	return t.del(putPendingKey(t.be.slab.take(pendingKeyLen), sender, key))
 }
 
 func (t *badgerTxn) putMeta(r uint64, m meta) error {
 	s := &t.be.slab
-	return t.txn.SetEntry(s.entry(putMetaKey(s.take(metaKeyLen), r), putMeta(s.take(metaValLen), m)))
+	return t.set(putMetaKey(s.take(metaKeyLen), r), putMeta(s.take(metaValLen), m))
 }
 
+// putEntry writes an entry. Its key is fresh: the engine gives an entry a
+// seq above the recipient's high-water mark, which no key ever had.
 func (t *badgerTxn) putEntry(e *Entry) error {
 	s := &t.be.slab
-	k := putEntryKey(s.take(entryKeyLen), e.Recipient, e.Seq)
-	return t.txn.SetEntry(s.entry(k, putEntry(s.take(entryHeadLen+len(e.Value)), e)))
+	t.kv.set(putEntryKey(s.take(entryKeyLen), e.Recipient, e.Seq), putEntry(s.take(entryHeadLen+len(e.Value)), e), 0, keyFresh)
+	return nil
 }
 
 func (t *badgerTxn) delEntry(r, seq uint64) error {
-	return t.txn.Delete(putEntryKey(t.be.slab.take(entryKeyLen), r, seq))
+	return t.del(putEntryKey(t.be.slab.take(entryKeyLen), r, seq))
 }
 
+// putDedupe writes a dedupe record. It stays until it expires, in Badger:
+// the tier spills it at once (keyLasting).
 func (t *badgerTxn) putDedupe(sender, msgID uint64, d Dup, ttlSeconds int64) error {
 	s := &t.be.slab
-	e := s.entry(putDedupeKey(s.take(dedupeKeyLen), sender, msgID, d.Recipient), putDup(s.take(dedupeValLen), d))
-	e.ExpiresAt = uint64(nowUnix() + ttlSeconds) // wall clock: Badger compares with it
-	return t.txn.SetEntry(e)
+	expires := uint64(nowUnix() + ttlSeconds) // wall clock: Badger compares with it
+	t.kv.set(putDedupeKey(s.take(dedupeKeyLen), sender, msgID, d.Recipient), putDup(s.take(dedupeValLen), d), expires, keyLasting)
+	return nil
 }
 
 func (t *badgerTxn) senderUse(sender uint64) (u senderUse, err error) {
@@ -502,7 +533,7 @@ func (t *badgerTxn) senderUse(sender uint64) (u senderUse, err error) {
 
 func (t *badgerTxn) putSenderUse(sender uint64, u senderUse) error {
 	if u == (senderUse{}) {
-		return t.txn.Delete(quotaKey(sender))
+		return t.del(quotaKey(sender))
 	}
 	return t.set(quotaKey(sender), encodeUse(u))
 }
@@ -515,7 +546,7 @@ func (t *badgerTxn) putGroup(g uint64, gi groupInfo) error {
 	return t.set(groupInfoKey(g), encodeGroup(gi))
 }
 
-func (t *badgerTxn) delGroup(g uint64) error { return t.txn.Delete(groupInfoKey(g)) }
+func (t *badgerTxn) delGroup(g uint64) error { return t.del(groupInfoKey(g)) }
 
 func (t *badgerTxn) putMember(g, m uint64, role Role) error {
 	if err := t.set(memberKey(g, m), []byte{byte(role)}); err != nil {
@@ -525,8 +556,8 @@ func (t *badgerTxn) putMember(g, m uint64, role Role) error {
 }
 
 func (t *badgerTxn) delMember(g, m uint64) error {
-	if err := t.txn.Delete(memberKey(g, m)); err != nil {
+	if err := t.del(memberKey(g, m)); err != nil {
 		return err
 	}
-	return t.txn.Delete(byUserKey(m, g))
+	return t.del(byUserKey(m, g))
 }

@@ -101,6 +101,15 @@ type Config struct {
 	// MemTableSize is Badger's memtable size, in bytes; Badger keeps up to
 	// two of them in memory. Zero means DefaultMemTableSize.
 	MemTableSize int64
+
+	// SpillAfter is how long a write stays in the in-flight tier, in
+	// memory and in its log, before it is written into Badger (tier.go):
+	// what is overwritten or deleted sooner never reaches Badger. The tier
+	// holds at most twice MemTableSize; beyond that the oldest writes spill
+	// sooner. Zero means DefaultSpillAfter; negative means at the end of
+	// the next batch (Badger then holds everything within milliseconds, as
+	// before the tier; tests of Badger's own behaviour use it).
+	SpillAfter time.Duration
 }
 
 // Defaults, each with the reason for its value.
@@ -167,6 +176,13 @@ const (
 	// RSS at rest). Badger's default of 64 MiB times five memtables would
 	// cost ~400 MiB.
 	DefaultMemTableSize = 24 << 20
+	// DefaultSpillAfter: most messages are acknowledged within a second of
+	// their send, so they, their receipts and the acks of both never
+	// reach Badger; a recipient who is offline for longer has its entries
+	// written into Badger a few seconds later, where they wait for as long
+	// as they must. Longer would keep more in memory and replay more at a
+	// start after a crash, for little.
+	DefaultSpillAfter = 5 * time.Second
 	// minMemTable is the smallest memtable Badger opens with our value
 	// threshold (valueThreshold): 15% of it must hold the threshold.
 	minMemTable = (valueThreshold*100 + 14) / 15
@@ -193,6 +209,7 @@ func (c Config) withDefaults() Config {
 	setDur(&c.DedupeWindow, DefaultDedupeWindow)
 	setDur(&c.HousekeepingInterval, DefaultHousekeepingInterval)
 	setDur(&c.RelaxedDelay, DefaultRelaxedDelay)
+	setDur(&c.SpillAfter, DefaultSpillAfter)
 	setI64(&c.MaxMailboxMessages, DefaultMaxMailboxMessages)
 	setI64(&c.MaxMailboxBytes, DefaultMaxMailboxBytes)
 	setI64(&c.MaxTotalBytes, DefaultMaxTotalBytes)

@@ -576,6 +576,9 @@ func (s *engine) commitBatch(first op) {
 	clear(s.batch)
 	s.batch = s.batch[:0]
 	s.stats.callbackNanos.Add(uint64(time.Since(called)))
+	if err := s.contained("tidy", s.be.tidy); err != nil {
+		s.fail(err)
+	}
 }
 
 // syncHeld syncs the committed relaxed appends that wait for a sync, and

@@ -116,6 +116,8 @@ func (b *memBackend) close() error { return nil }
 // sync: memory has nothing to sync.
 func (b *memBackend) sync() error { return nil }
 
+func (b *memBackend) tidy() error { return nil }
+
 // reopen: memory keeps its state; its commits cannot fail, so a batch is
 // never left half applied.
 func (b *memBackend) reopen() error { return nil }

@@ -97,6 +97,12 @@ func OpenFolder(cfg Config, create bool) (*Folder, error) {
 		}
 		return nil, fmt.Errorf("storage: open %s: %w", cfg.Dir, err)
 	}
+	// What the server's in-flight log holds goes into Badger first: after
+	// a crash, that is where the latest writes are (tier.go).
+	if _, err := replayTierLog(db, cfg.Dir, cfg.Logger); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
 	return &Folder{db: db, dir: cfg.Dir}, nil
 }
 
@@ -412,7 +418,7 @@ func planMove(from, to *Folder, ids []uint64, fromName string, res *Moved) (map[
 				res.Refused = append(res.Refused, Refusal{id, fmt.Sprintf("%s holds a group %d too", to.dir, id)})
 				continue
 			}
-			m, err := (&badgerTxn{txn: txn}).meta(id)
+			m, err := badgerReader(txn).meta(id)
 			if err != nil {
 				return err
 			}
@@ -432,7 +438,7 @@ func planMove(from, to *Folder, ids []uint64, fromName string, res *Moved) (map[
 			if m.offset == 0 || m.copied {
 				continue
 			}
-			mm, _, err := loadMeta(&badgerTxn{txn: txn}, id)
+			mm, _, err := loadMeta(badgerReader(txn), id)
 			if err != nil {
 				return err
 			}
@@ -507,7 +513,7 @@ func copyIDs(from, to *Folder, plan map[uint64]*moving, res *Moved) error {
 					continue
 				}
 				var mt meta
-				hasMeta, err := (&badgerTxn{txn: txn}).get(metaKey(id), func(v []byte) (err error) {
+				hasMeta, err := badgerReader(txn).get(metaKey(id), func(v []byte) (err error) {
 					mt, err = decodeMeta(v)
 					return err
 				})
@@ -704,7 +710,7 @@ func (f *Folder) Recount() (changed bool, err error) {
 	uses := map[uint64]senderUse{}
 	stored := map[uint64]senderUse{}
 	err = f.db.View(func(txn *badger.Txn) error {
-		bt := &badgerTxn{txn: txn}
+		bt := badgerReader(txn)
 		var err error
 		if was, err = bt.totals(); err != nil {
 			return err

@@ -1,0 +1,611 @@
+package storage
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/tidwall/btree"
+)
+
+// The in-flight tier keeps what was committed recently in memory, in front
+// of Badger, made durable by its own log (tierlog.go). Most of what a
+// message round writes lives for milliseconds: the entry until its ack, the
+// pending receipt until the receipt entry settles it, the receipt entry
+// until the sender's ack, the metas and totals until the next batch rewrites
+// them. In Badger each of those was a memtable insert and a write to its
+// log, and each deletion a tombstone that lived on through compactions. In
+// the tier they are a B-tree insert and a few bytes of a sequential log, and
+// a key written and deleted within the tier never reaches Badger at all.
+//
+// What is still there SpillAfter after its last write (an entry whose
+// recipient is offline, a dedupe record, which lives for the dedupe window)
+// is spilled: written into Badger, and dropped from the tier. So is the
+// oldest, whatever its age, while the tier holds more than its budget.
+//
+// # Why nothing committed is lost
+//
+//   - A batch is one log record (length, checksum, its writes), written
+//     before the batch is applied to the tier. A crash of the process keeps
+//     it (the page cache). A sync of the log (fdatasync) is what the engine
+//     calls a sync: only after it is an urgent write acknowledged.
+//   - Badger only ever receives a spill of a write whose record was synced
+//     (spill syncs the log first when it must). So whatever Badger holds
+//     from the tier, the log can give again.
+//   - A segment of the log is deleted only when no key's latest write in
+//     the tier lies in it or before it, and after Badger was synced: every
+//     write it held is then either overwritten by a later record or in
+//     Badger for good.
+//   - Recovery is replay, then serve: at open (and after a failed commit)
+//     every record of every segment is applied in order, the final value
+//     or deletion of each key is written into Badger, Badger is synced, and
+//     the segments are deleted. A record torn by a crash of the machine was
+//     never synced, so never acknowledged; the replay stops at it. Replaying
+//     again after a crash during replay gives the same result.
+//   - A clean close spills everything and deletes the log.
+//
+// # Reads
+//
+// A read sees the tier over Badger: the tier's value, its deletion (which
+// hides Badger's), or Badger's. Views read a copy of the tier taken at the
+// last commit (a copy-on-write B-tree: taking it costs nothing, and the
+// committer's next writes copy only the nodes they change) and then a
+// Badger snapshot, in that order, so that a key spilled in between is in
+// one or the other. The committer's batch reads its own writes, then the
+// tier, then Badger, as Badger's own transactions did.
+
+// Limits of the tier.
+const (
+	// tierSpillChunk bounds what one round of spilling writes into one
+	// Badger transaction, so a round never outgrows one.
+	tierSpillChunk = 512
+	// tierItemOverhead is what an item costs beyond its key and value: the
+	// item, its share of the B-tree and of the spill queue.
+	tierItemOverhead = 96
+)
+
+// titem is a key's latest write in the tier: a value or a deletion. Items
+// are never changed once in a tree: copies of the tree share them.
+type titem struct {
+	key, val []byte
+	expires  uint64 // Badger's ExpiresAt (dedupe records), 0 for none
+	tomb     bool   // a deletion
+	// base: Badger may hold the key, so a deletion must reach it. A key
+	// written fresh (an entry's seq above the high-water mark, a pending
+	// receipt) is not in Badger until it is spilled: deleting it in the
+	// tier needs no tombstone anywhere.
+	base bool
+	// lasting: the key is never overwritten nor deleted while the tier
+	// could hold it (a dedupe record, which expires after the dedupe
+	// window): it is bound for Badger, and spilled at the next tidy.
+	lasting bool
+	seg     uint64 // log segment of its record
+	end     int64  // where its record ends in the segment
+	at      int64  // time of its commit (unix ns)
+	// gone: it left master (overwritten, deleted or spilled). Committer
+	// goroutine only, like the queues that hold it.
+	gone bool
+}
+
+func (it *titem) size() int64 { return int64(len(it.key)+len(it.val)) + tierItemOverhead }
+
+func itemLess(a, b *titem) bool { return bytes.Compare(a.key, b.key) < 0 }
+
+type ttree = btree.BTreeG[*titem]
+
+func newTTree() *ttree {
+	return btree.NewBTreeGOptions(itemLess, btree.Options{NoLocks: true})
+}
+
+// tier is the in-flight tier of a badgerBackend.
+type tier struct {
+	log        *tierLog
+	spillAfter time.Duration
+	budget     int64 // bytes of items; beyond it the oldest spill
+	logger     *slog.Logger
+
+	// master is written by the committer only, under mu; the committer reads
+	// it without mu. pub is the copy views read, taken under mu by the
+	// first view after a commit; nil when master changed since.
+	mu     sync.Mutex
+	master *ttree
+	pub    *ttree
+
+	// Committer goroutine only.
+	batch  *ttree           // the open batch's writes
+	rec    tierRecord       // the open batch's record
+	order   deque[*titem]   // items in commit order, for spilling; gone ones are skipped
+	lasting deque[*titem]   // lasting items, spilled at the next tidy
+	live   map[uint64]int64 // items in master, by segment of their record
+	bytes  int64            // size of the items in master
+	probe  titem
+	spills uint64 // items written into Badger
+}
+
+// newTier replays what the log in dir holds into db and starts a new log.
+func newTier(db *badger.DB, dir string, spillAfter time.Duration, budget int64, logger *slog.Logger) (*tier, error) {
+	next, err := replayTierLog(db, dir, logger)
+	if err != nil {
+		return nil, err
+	}
+	l, err := openTierLog(dir, next, logger)
+	if err != nil {
+		return nil, err
+	}
+	return &tier{
+		log: l, spillAfter: max(0, spillAfter), budget: budget, logger: logger,
+		master: newTTree(), batch: newTTree(), live: map[uint64]int64{},
+	}, nil
+}
+
+// snapshot returns a copy of master as of the last commit, for a view.
+func (t *tier) snapshot() *ttree {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.pub == nil {
+		t.pub = t.master.IsoCopy()
+	}
+	return t.pub
+}
+
+// commit writes the open batch's record to the log and applies the batch to
+// master. Nothing is applied if the write fails.
+func (t *tier) commit() error {
+	defer t.batch.Clear()
+	if t.rec.empty() {
+		return nil
+	}
+	if err := t.log.append(t.rec.bytes()); err != nil {
+		return err
+	}
+	seg, end, now := t.log.current(), t.log.off, time.Now().UnixNano()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.pub = nil
+	t.batch.Scan(func(it *titem) bool {
+		it.seg, it.end, it.at = seg, end, now
+		var prev *titem
+		var had bool
+		if it.tomb && !it.base {
+			prev, had = t.master.Delete(it)
+		} else {
+			prev, had = t.master.Set(it)
+			t.live[seg]++
+			t.bytes += it.size()
+			if it.lasting {
+				t.lasting.pushBack(it)
+			} else {
+				t.order.pushBack(it)
+			}
+		}
+		if had {
+			t.forget(prev)
+		}
+		return true
+	})
+	return nil
+}
+
+// forget accounts for an item leaving master.
+func (t *tier) forget(it *titem) {
+	it.gone = true
+	t.live[it.seg]--
+	t.bytes -= it.size()
+}
+
+// tidy spills what is due, and deletes the segments no longer needed.
+// Committer goroutine only, between batches.
+func (t *tier) tidy(db *badger.DB) error {
+	for {
+		n, err := t.spill(db, false)
+		if err != nil {
+			return err
+		}
+		if n < tierSpillChunk {
+			break
+		}
+	}
+	return t.retire(db)
+}
+
+// spill writes up to tierSpillChunk items into db: lasting ones, then the
+// oldest of the others that are older than spillAfter, or over the budget,
+// or all with force; and drops them from master. It reports how many it
+// wrote.
+func (t *tier) spill(db *badger.DB, force bool) (int, error) {
+	now := time.Now().UnixNano()
+	var due []*titem
+	for len(due) < tierSpillChunk {
+		it, ok := t.lasting.popFront()
+		if !ok {
+			break
+		}
+		if !it.gone {
+			due = append(due, it)
+		}
+	}
+	for len(due) < tierSpillChunk {
+		it, ok := t.order.front()
+		if !ok {
+			break
+		}
+		if it.gone {
+			t.order.popFront()
+			continue
+		}
+		if !force && now-it.at < int64(t.spillAfter) && t.bytes <= t.budget {
+			break
+		}
+		t.order.popFront()
+		due = append(due, it)
+	}
+	needSync := false
+	for _, it := range due {
+		if it.seg == t.log.current() && it.end > t.log.syncedOff {
+			needSync = true
+		}
+	}
+	if len(due) == 0 {
+		return 0, nil
+	}
+	// Badger may only hold what the log can give again after a crash of
+	// the machine (see "Why nothing committed is lost").
+	if needSync {
+		if err := t.log.sync(); err != nil {
+			return 0, err
+		}
+	}
+	txn := db.NewTransaction(true)
+	defer txn.Discard()
+	for _, it := range due {
+		var err error
+		if it.tomb {
+			err = txn.Delete(it.key)
+		} else {
+			err = txn.SetEntry(&badger.Entry{Key: it.key, Value: it.val, ExpiresAt: it.expires})
+		}
+		if err != nil {
+			return 0, fmt.Errorf("storage: spilling the in-flight tier: %w", err)
+		}
+	}
+	if err := txn.Commit(); err != nil {
+		return 0, fmt.Errorf("storage: spilling the in-flight tier: %w", err)
+	}
+	t.mu.Lock()
+	t.pub = nil
+	for _, it := range due {
+		t.master.Delete(it)
+		t.forget(it)
+	}
+	t.mu.Unlock()
+	t.spills += uint64(len(due))
+	return len(due), nil
+}
+
+// retire deletes the oldest segments that no item of master needs, once
+// Badger has synced what was spilled from them.
+func (t *tier) retire(db *badger.DB) error {
+	segs := t.log.segs
+	if len(segs) < 2 || t.live[segs[0]] > 0 {
+		return nil
+	}
+	if err := db.Sync(); err != nil {
+		return fmt.Errorf("storage: in-flight log: syncing Badger before deleting a segment: %w", err)
+	}
+	err := t.log.retire(func(seg uint64) bool { return t.live[seg] > 0 })
+	for seg := range t.live {
+		if seg < t.log.segs[0] {
+			delete(t.live, seg)
+		}
+	}
+	return err
+}
+
+// spillAll writes everything the tier holds into db and syncs it; the log
+// then holds nothing Badger lacks.
+func (t *tier) spillAll(db *badger.DB) error {
+	for t.master.Len() > 0 {
+		n, err := t.spill(db, true)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			// What is in master is always queued; this cannot happen, but a
+			// loop that cannot finish must not spin.
+			return errors.New("storage: in-flight tier: items left that are not queued")
+		}
+	}
+	return db.Sync()
+}
+
+// close spills everything into db and deletes the log; if spilling fails,
+// the log stays, and the next open replays it.
+func (t *tier) close(db *badger.DB) error {
+	err := t.spillAll(db)
+	if cerr := t.log.close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	for _, seg := range t.log.segs {
+		if rerr := os.Remove(t.log.segPath(seg)); rerr != nil && err == nil {
+			err = fmt.Errorf("storage: in-flight log: %w", rerr)
+		}
+	}
+	return err
+}
+
+// abandon closes the log without spilling, after a failed commit: the next
+// replay starts from what is on disk.
+func (t *tier) abandon() {
+	if err := t.log.close(); err != nil {
+		t.logger.Warn("storage: in-flight log: closing after a failed commit", "err", err)
+	}
+}
+
+// replayTierLog applies every record of the log in dir to db (the final
+// value or deletion of each key), syncs db, deletes the segments, and
+// returns the number for the next segment.
+func replayTierLog(db *badger.DB, dir string, logger *slog.Logger) (uint64, error) {
+	logDir := filepath.Join(dir, tierLogDir)
+	if tmps, _ := filepath.Glob(filepath.Join(logDir, "*.tmp")); len(tmps) > 0 {
+		for _, p := range tmps {
+			_ = os.Remove(p) // a spare being zeroed: never held a record
+		}
+	}
+	segs, err := listSegments(logDir)
+	if err != nil || len(segs) == 0 {
+		return 1, err
+	}
+	type final struct {
+		val     []byte
+		expires uint64
+		del     bool
+	}
+	last := map[string]final{}
+	records := 0
+	for i, seg := range segs {
+		path := filepath.Join(logDir, fmt.Sprintf("%016x.log", seg))
+		torn, err := readSegment(path, func(payload []byte) error {
+			records++
+			return decodeTierOps(payload, func(k, v []byte, expires uint64, del bool) {
+				last[string(k)] = final{val: bytes.Clone(v), expires: expires, del: del}
+			})
+		})
+		if err != nil {
+			return 0, err
+		}
+		if torn && i < len(segs)-1 {
+			logger.Warn("storage: in-flight log: a segment that is not the last ends in a torn record", "segment", seg)
+		}
+	}
+	wb := db.NewWriteBatch()
+	defer wb.Cancel()
+	for k, f := range last {
+		if f.del {
+			err = wb.Delete([]byte(k))
+		} else {
+			err = wb.SetEntry(&badger.Entry{Key: []byte(k), Value: f.val, ExpiresAt: f.expires})
+		}
+		if err != nil {
+			return 0, fmt.Errorf("storage: replaying the in-flight log: %w", err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return 0, fmt.Errorf("storage: replaying the in-flight log: %w", err)
+	}
+	if err := db.Sync(); err != nil {
+		return 0, fmt.Errorf("storage: replaying the in-flight log: %w", err)
+	}
+	for _, seg := range segs {
+		if err := os.Remove(filepath.Join(logDir, fmt.Sprintf("%016x.log", seg))); err != nil {
+			return 0, fmt.Errorf("storage: in-flight log: %w", err)
+		}
+	}
+	if err := syncDir(logDir); err != nil {
+		return 0, fmt.Errorf("storage: in-flight log: %w", err)
+	}
+	if records > 0 {
+		logger.Info("storage: in-flight log replayed into Badger", "segments", len(segs), "records", records, "keys", len(last))
+	}
+	return segs[len(segs)-1] + 1, nil
+}
+
+// tierTxn reads the tier over Badger, and, in a batch, writes the tier.
+// layers are searched in order: the batch's writes (nil in a view), then
+// master or a copy of it. rd is a read-only Badger transaction.
+type tierTxn struct {
+	t      *tier
+	layers [2]*ttree
+	rd     *badger.Txn
+	probe  titem
+}
+
+// find returns the newest item for k in the layers, if any.
+func (x *tierTxn) find(k []byte) (*titem, bool) {
+	x.probe.key = k
+	for _, l := range x.layers {
+		if l == nil {
+			continue
+		}
+		if it, ok := l.Get(&x.probe); ok {
+			return it, true
+		}
+	}
+	return nil, false
+}
+
+// get calls fn with k's value; ok is false if k does not exist.
+func (x *tierTxn) get(k []byte, fn func(v []byte) error) (bool, error) {
+	if it, ok := x.find(k); ok {
+		if it.tomb {
+			return false, nil
+		}
+		return true, fn(it.val)
+	}
+	item, err := x.rd.Get(k)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, item.Value(fn)
+}
+
+// How a write's key stands to what is there.
+type keyKind uint8
+
+const (
+	keyAny     keyKind = iota // overwritten and deleted at will
+	keyFresh                  // never in Badger before: an entry, a pending receipt
+	keyLasting                // never overwritten nor deleted: a dedupe record
+)
+
+// set writes k = v in the batch.
+func (x *tierTxn) set(k, v []byte, expires uint64, kind keyKind) {
+	base := kind != keyFresh
+	if kind == keyAny {
+		if prev, ok := x.find(k); ok {
+			base = prev.base
+		}
+	}
+	buf := make([]byte, len(k)+len(v))
+	copy(buf, k)
+	copy(buf[len(k):], v)
+	x.t.batch.Set(&titem{key: buf[:len(k):len(k)], val: buf[len(k):], expires: expires, base: base, lasting: kind == keyLasting})
+	x.t.rec.set(k, v, expires)
+}
+
+// del deletes k in the batch.
+func (x *tierTxn) del(k []byte) {
+	base := true
+	if prev, ok := x.find(k); ok {
+		base = prev.base
+	}
+	x.t.batch.Set(&titem{key: bytes.Clone(k), tomb: true, base: base})
+	x.t.rec.del(k)
+}
+
+// iter returns an iterator over the keys with prefix, in key order. only
+// limits it to the first n layers' copy (the batch excluded when 1 of 2).
+func (x *tierTxn) iter(prefix []byte, withBatch bool) *mergeIter {
+	m := &mergeIter{prefix: prefix}
+	for i, l := range x.layers {
+		if l == nil || (i == 0 && !withBatch) {
+			continue
+		}
+		m.src = append(m.src, mergeSrc{it: l.Iter()})
+	}
+	m.bi = x.rd.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	return m
+}
+
+// mergeIter walks the tier's layers and Badger together: the first layer
+// holding a key wins, and a deletion hides the key.
+type mergeIter struct {
+	prefix []byte
+	src    []mergeSrc
+	bi     *badger.Iterator
+	probe  titem
+	// The current key: from src[cur], or from Badger when cur is -1.
+	cur   int
+	key   []byte
+	valid bool
+}
+
+type mergeSrc struct {
+	it   btree.IterG[*titem]
+	item *titem // nil when exhausted
+}
+
+func (s *mergeSrc) set(ok bool, prefix []byte) {
+	s.item = nil
+	if ok && bytes.HasPrefix(s.it.Item().key, prefix) {
+		s.item = s.it.Item()
+	}
+}
+
+// Seek moves to the first key >= k.
+func (m *mergeIter) Seek(k []byte) {
+	m.probe.key = k
+	for i := range m.src {
+		m.src[i].set(m.src[i].it.Seek(&m.probe), m.prefix)
+	}
+	m.bi.Seek(k)
+	m.settle()
+}
+
+// Rewind moves to the first key.
+func (m *mergeIter) Rewind() { m.Seek(m.prefix) }
+
+// settle makes the smallest key of the sources current, skipping deleted
+// keys.
+func (m *mergeIter) settle() {
+	for {
+		var min []byte
+		m.cur, m.valid = -1, false
+		for i := range m.src {
+			if it := m.src[i].item; it != nil && (min == nil || bytes.Compare(it.key, min) < 0) {
+				min, m.cur, m.valid = it.key, i, true
+			}
+		}
+		if m.bi.ValidForPrefix(m.prefix) {
+			if k := m.bi.Item().Key(); min == nil || bytes.Compare(k, min) < 0 {
+				min, m.cur, m.valid = k, -1, true
+			}
+		}
+		m.key = min
+		if !m.valid || m.cur < 0 || !m.src[m.cur].item.tomb {
+			return
+		}
+		m.advance()
+	}
+}
+
+// advance moves every source past the current key.
+func (m *mergeIter) advance() {
+	k := m.key
+	for i := range m.src {
+		if it := m.src[i].item; it != nil && bytes.Equal(it.key, k) {
+			m.src[i].set(m.src[i].it.Next(), m.prefix)
+		}
+	}
+	if m.bi.ValidForPrefix(m.prefix) && bytes.Equal(m.bi.Item().Key(), k) {
+		m.bi.Next()
+	}
+}
+
+func (m *mergeIter) Valid() bool { return m.valid }
+
+func (m *mergeIter) ValidForPrefix(p []byte) bool { return m.valid && bytes.HasPrefix(m.key, p) }
+
+func (m *mergeIter) Next() {
+	m.advance()
+	m.settle()
+}
+
+// Key is the current key, valid until Next or Seek.
+func (m *mergeIter) Key() []byte { return m.key }
+
+// Value calls fn with the current value.
+func (m *mergeIter) Value(fn func(v []byte) error) error {
+	if m.cur >= 0 {
+		return fn(m.src[m.cur].item.val)
+	}
+	return m.bi.Item().Value(fn)
+}
+
+func (m *mergeIter) Close() {
+	for i := range m.src {
+		m.src[i].it.Release()
+	}
+	m.bi.Close()
+}
