@@ -403,7 +403,9 @@ func (l *loop) start(s Step, finish func(error)) {
 				if s.UntilAccepted {
 					return l.unaccepted == 0
 				}
-				return l.pending == 0
+				// Delivered and accepted: the server writes the ACCEPT and
+				// the DELIVER after the same commit, in either order.
+				return l.pending == 0 && l.unaccepted == 0
 			}
 			return l.now >= t.deadline
 		}

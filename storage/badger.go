@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -37,7 +39,7 @@ func openBadger(cfg Config, failCommit func() error) (*engine, error) {
 	guard := newDiskGuard(cfg)
 	warn := func(msg string, args ...any) { cfg.Logger.Warn(msg, args...) }
 	guard.releaseReserve(warn)
-	db, err := badger.Open(badgerOptions(cfg))
+	db, err := openDB(badgerOptions(cfg))
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", cfg.Dir, err)
 	}
@@ -97,6 +99,23 @@ func badgerOptions(cfg Config) badger.Options {
 		WithDetectConflicts(false).
 		// Badger's expvar metrics are process-global; ours are in Stats.
 		WithMetricsEnabled(false)
+}
+
+// openDB opens Badger, after deleting the value-log files that a crash
+// left empty. Badger creates a value-log file at every open and writes its
+// header right after; killed in between, it leaves a file of zero bytes,
+// and then refuses to open ("Open existing file ... Create a new file")
+// until the file is gone. An empty file holds nothing, so nothing is lost.
+func openDB(opts badger.Options) (*badger.DB, error) {
+	vlogs, _ := filepath.Glob(filepath.Join(opts.ValueDir, "*.vlog"))
+	for _, p := range vlogs {
+		if fi, err := os.Stat(p); err == nil && fi.Size() == 0 {
+			if err := os.Remove(p); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return badger.Open(opts)
 }
 
 // badgerLogger sends Badger's logs to slog. Badger logs every compaction at
@@ -224,7 +243,7 @@ func (b *badgerBackend) reopen() error {
 		}
 		b.db = nil
 	}
-	db, err := badger.Open(b.opts)
+	db, err := openDB(b.opts)
 	if err != nil {
 		return fmt.Errorf("storage: reopen %s: %w", b.dir, err)
 	}
@@ -258,7 +277,12 @@ func (b *badgerBackend) close() error {
 		}
 	}
 	if cerr := b.db.Close(); cerr != nil {
-		err = errors.Join(err, fmt.Errorf("storage: close: %w", cerr))
+		return errors.Join(err, fmt.Errorf("storage: close: %w", cerr))
+	}
+	// Badger flushed its memtables as it closed: the log holds nothing it
+	// lacks.
+	if err == nil && b.tier != nil {
+		err = b.tier.removeLog()
 	}
 	return err
 }

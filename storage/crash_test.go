@@ -26,6 +26,16 @@ import (
 
 const envCrashDir = "SWITCHBOARD_STORAGE_CRASH_DIR"
 
+// envCrashSpill sets the child's Config.SpillAfter: "-1ns" spills every
+// write into Badger at the end of its batch, so kills land during spills.
+// envCrashOpenOnly makes the child only open the store (replaying what the
+// last child left in the in-flight log) and wait: the parent kills it at a
+// random moment, during the replay or after.
+const (
+	envCrashSpill    = "SWITCHBOARD_STORAGE_CRASH_SPILL"
+	envCrashOpenOnly = "SWITCHBOARD_STORAGE_CRASH_OPEN_ONLY"
+)
+
 const (
 	crashProducers     = 16 // blocking producers, 4 recipients each
 	crashRecipients    = 4
@@ -46,10 +56,16 @@ func TestCrashChild(t *testing.T) {
 	if dir == "" {
 		t.Skip("only runs as the child of TestCrash")
 	}
-	s, err := storage.Open(storage.Config{Dir: dir, HousekeepingInterval: 50 * time.Millisecond})
+	spill, _ := time.ParseDuration(os.Getenv(envCrashSpill))
+	s, err := storage.Open(storage.Config{Dir: dir, HousekeepingInterval: 50 * time.Millisecond, SpillAfter: spill})
 	if err != nil {
 		fmt.Printf("X open: %v\n", err)
 		os.Exit(2)
+	}
+	if os.Getenv(envCrashOpenOnly) != "" {
+		fmt.Println("O")
+		time.Sleep(60 * time.Second) // the parent kills us long before
+		os.Exit(4)
 	}
 	var outMu sync.Mutex
 	out := bufio.NewWriter(os.Stdout)
@@ -153,8 +169,16 @@ func TestCrash(t *testing.T) {
 	total := 0
 	for round := 0; round < crashRounds; round++ {
 		killAfter := rng.IntN(crashMaxLines)
-		lines := runCrashChild(t, dir, killAfter, state)
+		spill := ""
+		if round%2 == 1 {
+			spill = "-1ns" // every write spills into Badger at once: kills land in spills
+		}
+		lines := runCrashChild(t, dir, killAfter, state, spill)
 		total += lines
+		if round%2 == 0 {
+			// Kill a child while it replays what this one left, or soon after.
+			killDuringOpen(t, dir, time.Duration(rng.IntN(40))*time.Millisecond)
+		}
 		verifyCrash(t, dir, round, state)
 	}
 	t.Logf("%d rounds, %d acknowledged operations checked across %d recipients", crashRounds, total, len(state))
@@ -162,10 +186,10 @@ func TestCrash(t *testing.T) {
 
 // runCrashChild starts the child, kills it with SIGKILL after killAfter
 // lines, records every line it printed, and returns the line count.
-func runCrashChild(t *testing.T, dir string, killAfter int, state map[uint64]*crashState) int {
+func runCrashChild(t *testing.T, dir string, killAfter int, state map[uint64]*crashState, spill string) int {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), envCrashDir+"="+dir)
+	cmd.Env = append(os.Environ(), envCrashDir+"="+dir, envCrashSpill+"="+spill)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -217,6 +241,34 @@ func runCrashChild(t *testing.T, dir string, killAfter int, state map[uint64]*cr
 		t.Fatalf("child ended without being killed (%v) after %d lines; stderr: %s", err, n, stderr.String())
 	}
 	return n
+}
+
+// killDuringOpen starts a child that only opens the store, and kills it
+// after delay, which may fall within the replay of the in-flight log or
+// after it; or, when the child is quicker than that, once it says it is
+// open.
+func killDuringOpen(t *testing.T, dir string, delay time.Duration) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
+	cmd.Env = append(os.Environ(), envCrashDir+"="+dir, envCrashOpenOnly+"=1")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	kill := time.AfterFunc(delay, func() { _ = cmd.Process.Kill() })
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		if line := sc.Text(); line == "O" {
+			_ = cmd.Process.Kill()
+		} else if strings.HasPrefix(line, "X") {
+			t.Fatalf("child failed to open: %s", line)
+		}
+	}
+	kill.Stop()
+	_ = cmd.Wait()
 }
 
 // verifyCrash opens the store the child left and checks every promise.

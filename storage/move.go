@@ -89,7 +89,7 @@ func OpenFolder(cfg Config, create bool) (*Folder, error) {
 	if _, err := os.Stat(cfg.Dir); errors.Is(err, os.ErrNotExist) && !create {
 		return nil, fmt.Errorf("%w: %s does not exist", ErrNoStore, cfg.Dir)
 	}
-	db, err := badger.Open(badgerOptions(cfg))
+	db, err := openDB(badgerOptions(cfg))
 	if err != nil {
 		// Badger formats the lock's error with %v, so only its text tells.
 		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
@@ -99,8 +99,10 @@ func OpenFolder(cfg Config, create bool) (*Folder, error) {
 	}
 	// What the server's in-flight log holds goes into Badger first: after
 	// a crash, that is where the latest writes are (tier.go).
-	if _, err := replayTierLog(db, cfg.Dir, cfg.Logger); err != nil {
-		_ = db.Close()
+	if db, err = clearTierLog(db, cfg.Dir, cfg.Logger); err != nil {
+		if db != nil {
+			_ = db.Close()
+		}
 		return nil, err
 	}
 	return &Folder{db: db, dir: cfg.Dir}, nil

@@ -124,17 +124,20 @@ type tier struct {
 	lasting deque[*titem]   // lasting items, spilled at the next tidy
 	live   map[uint64]int64 // items in master, by segment of their record
 	bytes  int64            // size of the items in master
-	probe  titem
-	spills uint64 // items written into Badger
+	probe       titem
+	spills      uint64    // items written into Badger
+	retryRetire time.Time // no attempt to delete segments before
 }
 
-// newTier replays what the log in dir holds into db and starts a new log.
+// newTier replays what the log in dir holds into db and starts a new
+// segment. The replayed segments stay until retire finds Badger has made
+// what they held durable.
 func newTier(db *badger.DB, dir string, spillAfter time.Duration, budget int64, logger *slog.Logger) (*tier, error) {
-	next, err := replayTierLog(db, dir, logger)
+	old, err := replayTierLog(db, dir, logger)
 	if err != nil {
 		return nil, err
 	}
-	l, err := openTierLog(dir, next, logger)
+	l, err := openTierLog(dir, old, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -288,11 +291,24 @@ func (t *tier) spill(db *badger.DB, force bool) (int, error) {
 	return len(due), nil
 }
 
+// retireEvery spaces the attempts to delete segments while Badger flushes.
+const retireEvery = 100 * time.Millisecond
+
 // retire deletes the oldest segments that no item of master needs, once
-// Badger has synced what was spilled from them.
+// Badger holds durably what was spilled from them: DB.Sync syncs the
+// active memtable's log only, so a memtable switched since is durable only
+// once flushed (its log file is then deleted).
 func (t *tier) retire(db *badger.DB) error {
 	segs := t.log.segs
 	if len(segs) < 2 || t.live[segs[0]] > 0 {
+		return nil
+	}
+	now := time.Now()
+	if now.Before(t.retryRetire) {
+		return nil
+	}
+	t.retryRetire = now.Add(retireEvery)
+	if !badgerFlushed(db.Opts().Dir) {
 		return nil
 	}
 	if err := db.Sync(); err != nil {
@@ -305,6 +321,13 @@ func (t *tier) retire(db *badger.DB) error {
 		}
 	}
 	return err
+}
+
+// badgerFlushed reports whether Badger in dir has no memtable but the
+// active one: at most one memtable log (.mem) file.
+func badgerFlushed(dir string) bool {
+	mems, err := filepath.Glob(filepath.Join(dir, "*.mem"))
+	return err == nil && len(mems) <= 1
 }
 
 // spillAll writes everything the tier holds into db and syncs it; the log
@@ -324,22 +347,25 @@ func (t *tier) spillAll(db *badger.DB) error {
 	return db.Sync()
 }
 
-// close spills everything into db and deletes the log; if spilling fails,
-// the log stays, and the next open replays it.
+// close spills everything into db and closes the log. Once db is closed
+// (which flushes its memtables), removeLog may delete the log; if
+// spilling fails, the log stays, and the next open replays it.
 func (t *tier) close(db *badger.DB) error {
 	err := t.spillAll(db)
 	if cerr := t.log.close(); err == nil {
 		err = cerr
 	}
-	if err != nil {
-		return err
-	}
+	return err
+}
+
+// removeLog deletes every segment, after close and after Badger closed.
+func (t *tier) removeLog() error {
 	for _, seg := range t.log.segs {
-		if rerr := os.Remove(t.log.segPath(seg)); rerr != nil && err == nil {
-			err = fmt.Errorf("storage: in-flight log: %w", rerr)
+		if err := os.Remove(t.log.segPath(seg)); err != nil {
+			return fmt.Errorf("storage: in-flight log: %w", err)
 		}
 	}
-	return err
+	return nil
 }
 
 // abandon closes the log without spilling, after a failed commit: the next
@@ -351,9 +377,10 @@ func (t *tier) abandon() {
 }
 
 // replayTierLog applies every record of the log in dir to db (the final
-// value or deletion of each key), syncs db, deletes the segments, and
-// returns the number for the next segment.
-func replayTierLog(db *badger.DB, dir string, logger *slog.Logger) (uint64, error) {
+// value or deletion of each key) and syncs db's active memtable. It
+// returns the segments it read: they may be deleted once Badger has
+// flushed (tier.retire, or clearTierLog offline).
+func replayTierLog(db *badger.DB, dir string, logger *slog.Logger) ([]uint64, error) {
 	logDir := filepath.Join(dir, tierLogDir)
 	if tmps, _ := filepath.Glob(filepath.Join(logDir, "*.tmp")); len(tmps) > 0 {
 		for _, p := range tmps {
@@ -362,7 +389,7 @@ func replayTierLog(db *badger.DB, dir string, logger *slog.Logger) (uint64, erro
 	}
 	segs, err := listSegments(logDir)
 	if err != nil || len(segs) == 0 {
-		return 1, err
+		return nil, err
 	}
 	type final struct {
 		val     []byte
@@ -380,7 +407,7 @@ func replayTierLog(db *badger.DB, dir string, logger *slog.Logger) (uint64, erro
 			})
 		})
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
 		if torn && i < len(segs)-1 {
 			logger.Warn("storage: in-flight log: a segment that is not the last ends in a torn record", "segment", seg)
@@ -395,27 +422,44 @@ func replayTierLog(db *badger.DB, dir string, logger *slog.Logger) (uint64, erro
 			err = wb.SetEntry(&badger.Entry{Key: []byte(k), Value: f.val, ExpiresAt: f.expires})
 		}
 		if err != nil {
-			return 0, fmt.Errorf("storage: replaying the in-flight log: %w", err)
+			return nil, fmt.Errorf("storage: replaying the in-flight log: %w", err)
 		}
 	}
 	if err := wb.Flush(); err != nil {
-		return 0, fmt.Errorf("storage: replaying the in-flight log: %w", err)
+		return nil, fmt.Errorf("storage: replaying the in-flight log: %w", err)
 	}
 	if err := db.Sync(); err != nil {
-		return 0, fmt.Errorf("storage: replaying the in-flight log: %w", err)
-	}
-	for _, seg := range segs {
-		if err := os.Remove(filepath.Join(logDir, fmt.Sprintf("%016x.log", seg))); err != nil {
-			return 0, fmt.Errorf("storage: in-flight log: %w", err)
-		}
-	}
-	if err := syncDir(logDir); err != nil {
-		return 0, fmt.Errorf("storage: in-flight log: %w", err)
+		return nil, fmt.Errorf("storage: replaying the in-flight log: %w", err)
 	}
 	if records > 0 {
 		logger.Info("storage: in-flight log replayed into Badger", "segments", len(segs), "records", records, "keys", len(last))
 	}
-	return segs[len(segs)-1] + 1, nil
+	return segs, nil
+}
+
+// clearTierLog replays the in-flight log in dir into db, for a folder
+// opened offline, and deletes it: db is closed (which flushes everything
+// it holds) before the segments go, and opened again. It returns the open
+// database.
+func clearTierLog(db *badger.DB, dir string, logger *slog.Logger) (*badger.DB, error) {
+	segs, err := replayTierLog(db, dir, logger)
+	if err != nil || len(segs) == 0 {
+		return db, err
+	}
+	opts := db.Opts()
+	if err := db.Close(); err != nil {
+		return nil, fmt.Errorf("storage: replaying the in-flight log: %w", err)
+	}
+	logDir := filepath.Join(dir, tierLogDir)
+	for _, seg := range segs {
+		if err := os.Remove(filepath.Join(logDir, fmt.Sprintf("%016x.log", seg))); err != nil {
+			return nil, fmt.Errorf("storage: in-flight log: %w", err)
+		}
+	}
+	if err := syncDir(logDir); err != nil {
+		return nil, fmt.Errorf("storage: in-flight log: %w", err)
+	}
+	return openDB(opts)
 }
 
 // tierTxn reads the tier over Badger, and, in a batch, writes the tier.

@@ -66,6 +66,7 @@ type tierLog struct {
 }
 
 type spareSegment struct {
+	n   uint64
 	f   *os.File
 	err error
 }
@@ -101,18 +102,23 @@ func listSegments(dir string) ([]uint64, error) {
 	return segs, nil
 }
 
-// openTierLog creates the log's folder if needed and starts segment next.
-// The folder must hold no segment: replayTierLog empties it first.
-func openTierLog(storeDir string, next uint64, log *slog.Logger) (*tierLog, error) {
+// openTierLog creates the log's folder if needed and starts a segment
+// after old, the segments already there (replayed, kept until retire
+// deletes them).
+func openTierLog(storeDir string, old []uint64, log *slog.Logger) (*tierLog, error) {
 	l := &tierLog{dir: filepath.Join(storeDir, tierLogDir), log: log}
 	if err := os.MkdirAll(l.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("storage: in-flight log: %w", err)
+	}
+	next := uint64(1)
+	if len(old) > 0 {
+		next = old[len(old)-1] + 1
 	}
 	f, err := l.zeroed(next)
 	if err != nil {
 		return nil, err
 	}
-	l.segs = []uint64{next}
+	l.segs = append(slices.Clone(old), next)
 	l.f = f
 	l.askSpare()
 	return l, nil
@@ -157,7 +163,7 @@ func (l *tierLog) askSpare() {
 	l.spare = ch
 	go func() {
 		f, err := l.zeroed(n)
-		ch <- spareSegment{f, err}
+		ch <- spareSegment{n, f, err}
 	}()
 }
 
@@ -228,7 +234,7 @@ func (l *tierLog) close() error {
 	if l.spare != nil {
 		if sp := <-l.spare; sp.err == nil {
 			_ = sp.f.Close()
-			_ = os.Remove(sp.f.Name())
+			_ = os.Remove(l.segPath(sp.n))
 		}
 		l.spare = nil
 	}
