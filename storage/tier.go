@@ -118,12 +118,12 @@ type tier struct {
 	pub    *ttree
 
 	// Committer goroutine only.
-	batch  *ttree           // the open batch's writes
-	rec    tierRecord       // the open batch's record
-	order   deque[*titem]   // items in commit order, for spilling; gone ones are skipped
-	lasting deque[*titem]   // lasting items, spilled at the next tidy
-	live   map[uint64]int64 // items in master, by segment of their record
-	bytes  int64            // size of the items in master
+	batch       *ttree           // the open batch's writes
+	rec         tierRecord       // the open batch's record
+	order       deque[*titem]    // items in commit order, for spilling; gone ones are skipped
+	lasting     deque[*titem]    // lasting items, spilled at the next tidy
+	live        map[uint64]int64 // items in master, by segment of their record
+	bytes       int64            // size of the items in master
 	probe       titem
 	spills      uint64    // items written into Badger
 	retryRetire time.Time // no attempt to delete segments before
