@@ -46,7 +46,7 @@ func openBadger(cfg Config, failCommit func() error) (*engine, error) {
 	guard.ensureReserve(warn)
 	be := &badgerBackend{db: db, opts: badgerOptions(cfg), dir: cfg.Dir, log: cfg.Logger, failCommit: failCommit,
 		spillAfter: cfg.SpillAfter, tierBudget: 2 * cfg.MemTableSize}
-	if be.tier, err = newTier(db, cfg.Dir, be.spillAfter, be.tierBudget, cfg.Logger); err != nil {
+	if be.tier, err = newTier(db, cfg.Dir, be.spillAfter, be.tierBudget, cfg.Logger, &be.gauges); err != nil {
 		_ = db.Close()
 		return nil, err
 	}
@@ -145,6 +145,7 @@ type badgerBackend struct {
 	tierBudget int64
 	failCommit func() error // tests only
 	failSync   func() error // tests only: fails a sync like failCommit
+	gauges     tierGauges
 
 	// db and tier are replaced by reopen, which holds mu for writing;
 	// views hold it for reading. The committer (the only caller of reopen)
@@ -247,7 +248,7 @@ func (b *badgerBackend) reopen() error {
 	if err != nil {
 		return fmt.Errorf("storage: reopen %s: %w", b.dir, err)
 	}
-	t, err := newTier(db, b.dir, b.spillAfter, b.tierBudget, b.log)
+	t, err := newTier(db, b.dir, b.spillAfter, b.tierBudget, b.log, &b.gauges)
 	if err != nil {
 		_ = db.Close()
 		return fmt.Errorf("storage: reopen %s: %w", b.dir, err)

@@ -14,22 +14,53 @@
 //	             a relaxed op alone (ack, receipt, expiry) waits up to
 //	             Config.RelaxedDelay for an urgent one (message, group
 //	             event, group change); then every queued op, up to
-//	             Config.MaxBatch / MaxBatchBytes, goes into one Badger
-//	             transaction: check seq, retries for duplicates, limits,
-//	             the free-space floor; write entries, dedupe records,
-//	             pending receipts, then the metas that are due
+//	             Config.MaxBatch / MaxBatchBytes, goes into one batch:
+//	             check seq, retries for duplicates, limits, the
+//	             free-space floor; write entries, dedupe records, pending
+//	             receipts, then the metas that are due
 //	                               │
-//	                               ▼  commit (Badger's log, through its mapping:
-//	                                  survives a crash of the process)
-//	                               ▼  sync (msync), only if the batch holds an
-//	                                  urgent op, or relaxed appends have waited
-//	                                  RelaxedDelay: one sync per batch of sends
+//	                               ▼  commit: the batch is one record of the
+//	                                  in-flight log (pwrite: survives a crash
+//	                                  of the process), then applied to the
+//	                                  in-flight tier in memory (tier.go)
+//	                               ▼  sync (fdatasync of the log), only if the
+//	                                  batch holds an urgent op, or relaxed
+//	                                  appends have waited RelaxedDelay: one
+//	                                  sync per batch of sends
 //	             call done for every op of the batch, in queue order; a relaxed
 //	             append's done waits for the sync that covers it
+//	                               │
+//	                               ▼  tidy: what is still in the tier
+//	                                  Config.SpillAfter after its write (and
+//	                                  dedupe records at once) is written into
+//	                                  Badger; log segments nothing needs any
+//	                                  more are deleted
+//
+// # The in-flight tier: Badger only for what waits
+//
+// Most of what a message round writes lives for milliseconds: the entry
+// until the recipient's ack, the pending receipt until the receipt entry
+// settles it, the receipt entry until the sender's ack, and the metas and
+// totals until the next batch rewrites them. Written into Badger, each was
+// a memtable insert and a write to its log, and each deletion a tombstone
+// that lived on through flushes and compactions: under the phone regime,
+// a third of the server's CPU. The Badger store therefore keeps recent
+// writes in an in-flight tier (tier.go): a copy-on-write B-tree in memory,
+// made durable by its own sequential log (tierlog.go) of one record per
+// batch, written with pwrite into segments zeroed in advance and synced
+// with fdatasync. A key written and deleted within Config.SpillAfter (5 s)
+// never reaches Badger. What is still there after that (an entry whose
+// recipient is offline) is spilled into Badger, and so is the oldest while
+// the tier holds more than twice Config.MemTableSize. Reads see the tier
+// over Badger. Recovery is replay, then serve: at open, every record of
+// the log is applied to Badger before anything else. tier.go says why
+// nothing committed is lost.
+//
+// The memory store has no tier: its maps are the tier.
 //
 // # Syncs: what must be on disk before whom is told
 //
-// A sync costs about a millisecond here, and a message round makes four
+// A sync costs about 0.1-0.4 ms here, and a message round makes four
 // writes: the send's append, the recipient's ack (a delete), the receipt's
 // append in the sender's mailbox, and the sender's ack of the receipt. Only
 // the first is promised to anyone before it happens (the ACCEPT), so only
@@ -39,28 +70,30 @@
 //   - A lost ack (a crash of the machine before a later sync) only causes a
 //     redelivery, which clients drop by msg id.
 //   - The ack's receipts are recorded as pending receipts (PendingReceipt)
-//     in the transaction that deletes the entries, so the deletion and the
-//     debt of a receipt live or die together: if the ack is lost, the
-//     entries come back and the next ack makes the receipts again; if it is
-//     kept, so is the debt, which delivery pays at start (PendingReceipts).
-//   - The receipt entry settles its pending receipt in its own transaction
+//     in the batch that deletes the entries, so the deletion and the debt
+//     of a receipt live or die together: if the ack is lost, the entries
+//     come back and the next ack makes the receipts again; if it is kept,
+//     so is the debt, which delivery pays at start (PendingReceipts).
+//   - The receipt entry settles its pending receipt in its own batch
 //     (Entry.Settles), so the entry and the end of the debt also live or
 //     die together. Its done still waits for a sync, so that no client is
 //     ever sent a seq that a crash of the machine could take back.
 //
-// A crash of the process (kill -9) loses nothing committed: Badger's log is
-// written through a shared mapping, which the kernel keeps. A crash of the
+// A crash of the process (kill -9) loses nothing committed: the log's
+// records are in the page cache, which the kernel keeps, and a batch is one
+// record with a checksum, replayed whole or not at all. A crash of the
 // machine loses at most the unsynced tail of the log: acks, receipts and
-// expiry since the last sync, all of which are redone. One window is left:
-// Badger does not sync a memtable's log when it switches to a new memtable,
-// so relaxed writes committed just before a switch and not yet flushed to a
-// table rely on the flush (seconds) rather than on the next sync.
+// expiry since the last sync, all of which are redone. Badger only ever
+// receives, by spilling, what the log had synced, and a segment of the log
+// is deleted only once Badger holds its writes durably (synced, and every
+// memtable that held them flushed), so Badger's own unsynced memtable
+// switch leaves no window either.
 //
 // # Durability and ordering, method by method
 //
 //   - Append: for an urgent entry, done(nil) is called only after the
-//     transaction holding the entry, its dedupe record and the recipient's
-//     new high-water mark is synced. A kill -9 after done(nil) loses
+//     batch holding the entry, its dedupe record and the recipient's new
+//     high-water mark is synced. A kill -9 after done(nil) loses
 //     nothing; before it, the entry is either wholly there or wholly absent.
 //     A receipt entry's done(nil) also follows a sync, up to twice
 //     RelaxedDelay later. done(err) means the entry is not stored, except
@@ -89,8 +122,9 @@
 //     do so again after a crash; group event entries are deduplicated per
 //     recipient like messages, so announcing again stores only what is
 //     missing.
-//   - Close: commits everything queued, syncs and runs the callbacks, then
-//     closes Badger, which flushes its memtables.
+//   - Close: commits everything queued, syncs and runs the callbacks,
+//     spills the tier into Badger, closes Badger (which flushes its
+//     memtables) and deletes the log.
 //
 // # Failures
 //
@@ -98,9 +132,11 @@
 // still waiting for a sync, with ErrCommit, whatever apply had decided for
 // each (a retry found as a duplicate of an op in the same batch was not
 // stored either). Nothing is ever acknowledged that was not committed. The
-// committer then closes and reopens the database, so that what is on disk
-// is what Badger's log replays, reloads its totals and drops its caches,
-// and takes writes again (Stats.Recoveries). Until then writes are refused
+// committer then drops the tier, closes and reopens Badger and replays the
+// in-flight log into it, so that what it serves is what is on disk,
+// reloads its totals and drops its caches, and takes writes again
+// (Stats.Recoveries). A spill into Badger that fails is handled the same
+// way. Until then writes are refused
 // with ErrRecovering; reopening is tried at once, then with a backoff that
 // doubles from 100 ms to 5 s.
 //

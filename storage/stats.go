@@ -42,6 +42,9 @@ type Stats struct {
 	StoredMessages   uint64        // gauge: entries waiting in all mailboxes
 	StoredBytes      uint64        // gauge: value bytes waiting in all mailboxes
 	Queued           uint64        // gauge: write ops waiting in the commit queue for the committer (at most Config.QueueLen)
+	Spilled          uint64        // writes the in-flight tier wrote into Badger (tier.go); the rest were overwritten or deleted first
+	TierBytes        uint64        // gauge: bytes the in-flight tier holds in memory (keys, values and overhead)
+	LogSegments      uint64        // gauge: segment files of the in-flight log on disk (tierSegmentBytes each)
 }
 
 // counters backs Stats. Atomic; written by the committer and housekeeping,

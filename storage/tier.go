@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -103,8 +104,21 @@ func newTTree() *ttree {
 	return btree.NewBTreeGOptions(itemLess, btree.Options{NoLocks: true})
 }
 
+// tierGauges are the tier's figures for Stats. They outlive a tier
+// replaced by a reopen. Written by the committer, read by any goroutine.
+type tierGauges struct {
+	spilled, bytes, segments atomic.Int64
+}
+
+func (g *tierGauges) fill(st *Stats) {
+	st.Spilled = uint64(g.spilled.Load())
+	st.TierBytes = uint64(max(0, g.bytes.Load()))
+	st.LogSegments = uint64(g.segments.Load())
+}
+
 // tier is the in-flight tier of a badgerBackend.
 type tier struct {
+	gauges     *tierGauges
 	log        *tierLog
 	spillAfter time.Duration
 	budget     int64 // bytes of items; beyond it the oldest spill
@@ -132,7 +146,7 @@ type tier struct {
 // newTier replays what the log in dir holds into db and starts a new
 // segment. The replayed segments stay until retire finds Badger has made
 // what they held durable.
-func newTier(db *badger.DB, dir string, spillAfter time.Duration, budget int64, logger *slog.Logger) (*tier, error) {
+func newTier(db *badger.DB, dir string, spillAfter time.Duration, budget int64, logger *slog.Logger, gauges *tierGauges) (*tier, error) {
 	old, err := replayTierLog(db, dir, logger)
 	if err != nil {
 		return nil, err
@@ -141,10 +155,19 @@ func newTier(db *badger.DB, dir string, spillAfter time.Duration, budget int64, 
 	if err != nil {
 		return nil, err
 	}
-	return &tier{
-		log: l, spillAfter: max(0, spillAfter), budget: budget, logger: logger,
+	t := &tier{
+		gauges: gauges, log: l, spillAfter: max(0, spillAfter), budget: budget, logger: logger,
 		master: newTTree(), batch: newTTree(), live: map[uint64]int64{},
-	}, nil
+	}
+	t.publish()
+	return t, nil
+}
+
+// publish updates the gauges. Committer goroutine only.
+func (t *tier) publish() {
+	t.gauges.spilled.Store(int64(t.spills))
+	t.gauges.bytes.Store(t.bytes)
+	t.gauges.segments.Store(int64(len(t.log.segs)))
 }
 
 // snapshot returns a copy of master as of the last commit, for a view.
@@ -214,7 +237,9 @@ func (t *tier) tidy(db *badger.DB) error {
 			break
 		}
 	}
-	return t.retire(db)
+	err := t.retire(db)
+	t.publish()
+	return err
 }
 
 // spill writes up to tierSpillChunk items into db: lasting ones, then the

@@ -35,7 +35,7 @@ func (r *tierRig) open() {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	tr, err := newTier(db, r.dir, time.Hour, 1<<30, slog.New(slog.DiscardHandler))
+	tr, err := newTier(db, r.dir, time.Hour, 1<<30, slog.New(slog.DiscardHandler), new(tierGauges))
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -325,4 +325,41 @@ func FuzzTierRecord(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestTierSpillsOnlyWhatWaits: messages acknowledged within SpillAfter
+// leave Badger with their dedupe records only (Stats.Spilled); with
+// SpillAfter negative every write reaches Badger at the end of its batch.
+func TestTierSpillsOnlyWhatWaits(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		spillAfter time.Duration
+		check      func(st Stats) bool
+	}{
+		{"default", 0, func(st Stats) bool { return st.Spilled == 100 && st.TierBytes > 0 }},
+		{"at once", -1, func(st Stats) bool { return st.Spilled > 300 && st.TierBytes == 0 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t.TempDir())
+			cfg.SpillAfter = tc.spillAfter
+			cfg = cfg.withDefaults()
+			s, err := openBadger(cfg, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			for seq := uint64(1); seq <= 100; seq++ {
+				if err := AppendWait(s, Entry{Recipient: 5, Seq: seq, Kind: KindMessage, Sender: 6, MsgID: seq, Value: []byte("hi")}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if res, err := AckWait(s, 5, 100); err != nil || res.Deleted != 100 {
+				t.Fatalf("ack: %+v %v", res, err)
+			}
+			// The ack's batch follows the last append's tidy.
+			if st := s.Stats(); !tc.check(st) || st.LogSegments != 1 {
+				t.Fatalf("spilled %d, tier bytes %d, log segments %d", st.Spilled, st.TierBytes, st.LogSegments)
+			}
+		})
+	}
 }

@@ -211,7 +211,7 @@ func newMetrics(src metricSources) *prometheus.Registry {
 	}
 	storeCounter("switchboard_store_commits_total", "Group commits.", func(s storage.Stats) uint64 { return s.Commits })
 	storeCounter("switchboard_store_commit_errors_total", "Failed group commits.", func(s storage.Stats) uint64 { return s.CommitErrors })
-	storeCounter("switchboard_store_syncs_total", "Syncs of the store to disk (fsync or msync): one per batch holding a send or group change, plus one per due group of receipts.", func(s storage.Stats) uint64 { return s.Syncs })
+	storeCounter("switchboard_store_syncs_total", "Syncs of the store to disk (fdatasync of the in-flight log): one per batch holding a send or group change, plus one per due group of receipts.", func(s storage.Stats) uint64 { return s.Syncs })
 	storeCounter("switchboard_store_panics_total", "Panics contained on the store's committer (the batch failed and the database was reopened).", func(s storage.Stats) uint64 { return s.Panics })
 	storeGauge("switchboard_store_down", "1 once the store's committer panicked 5 times within a minute and writes are refused for good: replace the process.", func(s storage.Stats) uint64 { return s.Down })
 	storeCounter("switchboard_store_recoveries_total", "Times the store reopened its database after a failed commit.", func(s storage.Stats) uint64 { return s.Recoveries })
@@ -231,6 +231,9 @@ func newMetrics(src metricSources) *prometheus.Registry {
 	storeCounter("switchboard_store_expired_skipped_total", "Expired entries skipped by reads; one entry may count more than once.", func(s storage.Stats) uint64 { return s.ExpiredSkipped })
 	storeCounter("switchboard_store_expired_total", "Entries expired before delivery.", func(s storage.Stats) uint64 { return s.ExpiredDeleted })
 	storeCounter("switchboard_store_expired_receipts_total", "Expired receipts owed to senders (one per run of msg ids that expired unfetched).", func(s storage.Stats) uint64 { return s.ExpiredReceipts })
+	storeCounter("switchboard_store_spilled_total", "Writes the in-flight tier wrote into Badger because they were still there --spill-after after they were made (offline recipients' entries, dedupe records); the others were overwritten or deleted in memory first.", func(s storage.Stats) uint64 { return s.Spilled })
+	storeGauge("switchboard_store_tier_bytes", "Bytes the in-flight tier holds in memory; at twice --memtable-size its oldest writes spill early.", func(s storage.Stats) uint64 { return s.TierBytes })
+	storeGauge("switchboard_store_log_segments", "Segment files of the in-flight log that hold records (8 MiB each); one at rest.", func(s storage.Stats) uint64 { return s.LogSegments })
 	storeCounter("switchboard_store_batched_ops_total", "Writes (appends, acks, group changes) carried by the group commits.", func(s storage.Stats) uint64 { return s.BatchedOps })
 	storeGauge("switchboard_store_max_batch_ops", "The most writes one group commit has carried since the start.", func(s storage.Stats) uint64 { return s.MaxBatchOps })
 	storeGauge("switchboard_store_commit_queue_length", "Writes waiting in the commit queue for the committer; at --commit-queue writers (routing shards) block.", func(s storage.Stats) uint64 { return s.Queued })
