@@ -401,15 +401,18 @@ func (s *engine) nextWait() (op, bool) {
 
 // gather holds first, a relaxed op, and what follows it in pending until
 // an urgent op arrives (whose batch syncs anyway), the relaxed delay
-// passes, a full batch is waiting, or q closes. pending is empty when it
-// is called, so the order of ops is kept.
+// passes, as many ops wait as were recently in flight at once (nobody
+// else is coming: the writers that were busy are all here), a full batch
+// is waiting, or q closes. pending is empty when it is called, so the
+// order of ops is kept.
 func (s *engine) gather(first op) {
 	s.pending.pushBack(first)
 	deadline := time.Now().Add(s.cfg.RelaxedDelay)
 	if len(s.unsynced) > 0 && s.syncDue.Before(deadline) {
 		deadline = s.syncDue
 	}
-	for s.pending.len() < s.cfg.MaxBatch {
+	enough := min(s.cfg.MaxBatch, max(2, s.concurrency))
+	for s.pending.len() < enough {
 		d := time.Until(deadline)
 		if d <= 0 {
 			return
