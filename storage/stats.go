@@ -44,7 +44,8 @@ type Stats struct {
 	Queued           uint64        // gauge: write ops waiting in the commit queue for the committer (at most Config.QueueLen)
 	Spilled          uint64        // writes the in-flight tier wrote into Badger (tier.go); the rest were overwritten or deleted first
 	TierBytes        uint64        // gauge: bytes the in-flight tier holds in memory (keys, values and overhead)
-	LogSegments      uint64        // gauge: segment files of the in-flight log on disk (tierSegmentBytes each)
+	LogSegments      uint64        // gauge: segment files of the in-flight log that hold records (tierSegmentBytes each)
+	SpillTime        time.Duration // committer time spent writing the in-flight tier's spills into Badger and deleting log segments
 }
 
 // counters backs Stats. Atomic; written by the committer and housekeeping,

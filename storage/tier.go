@@ -107,10 +107,11 @@ func newTTree() *ttree {
 // tierGauges are the tier's figures for Stats. They outlive a tier
 // replaced by a reopen. Written by the committer, read by any goroutine.
 type tierGauges struct {
-	spilled, bytes, segments atomic.Int64
+	spilled, bytes, segments, spillNanos atomic.Int64
 }
 
 func (g *tierGauges) fill(st *Stats) {
+	st.SpillTime = time.Duration(g.spillNanos.Load())
 	st.Spilled = uint64(g.spilled.Load())
 	st.TierBytes = uint64(max(0, g.bytes.Load()))
 	st.LogSegments = uint64(g.segments.Load())
@@ -209,13 +210,36 @@ func (t *tier) commit() error {
 			} else {
 				t.order.pushBack(it)
 			}
+
 		}
 		if had {
 			t.forget(prev)
 		}
 		return true
 	})
+	t.compact()
 	return nil
+}
+
+// compact drops gone items from the middle of order, where spill does not
+// reach them until those in front are due: they hold their keys and
+// values. It runs when order holds twice what master does, so each item
+// is copied at most twice on average.
+func (t *tier) compact() {
+	if t.order.len() < 2*t.master.Len()+1024 {
+		return
+	}
+	var kept deque[*titem]
+	for {
+		it, ok := t.order.popFront()
+		if !ok {
+			break
+		}
+		if !it.gone {
+			kept.pushBack(it)
+		}
+	}
+	t.order = kept
 }
 
 // forget accounts for an item leaving master.
@@ -228,6 +252,8 @@ func (t *tier) forget(it *titem) {
 // tidy spills what is due, and deletes the segments no longer needed.
 // Committer goroutine only, between batches.
 func (t *tier) tidy(db *badger.DB) error {
+	start := time.Now()
+	defer func() { t.gauges.spillNanos.Add(int64(time.Since(start))) }()
 	for {
 		n, err := t.spill(db, false)
 		if err != nil {

@@ -240,6 +240,7 @@ func newMetrics(src metricSources) *prometheus.Registry {
 	storeCounter("switchboard_store_housekeeping_rounds_total", "Housekeeping rounds completed (TTL sweep, value-log GC).", func(s storage.Stats) uint64 { return s.Housekeeps })
 	storeCounter("switchboard_store_gc_rewrites_total", "Badger value-log files rewritten by garbage collection.", func(s storage.Stats) uint64 { return s.GCRewrites })
 	storeCounter("switchboard_store_flattens_total", "Badger LSM flattens run to drop tombstones.", func(s storage.Stats) uint64 { return s.Flattens })
+	seconds("switchboard_store_spill_seconds_total", "Committer time spent writing the in-flight tier's spills into Badger and deleting log segments.", func(s storage.Stats) time.Duration { return s.SpillTime })
 	seconds("switchboard_store_build_seconds_total", "Committer time spent building batches (waiting for ops included).", func(s storage.Stats) time.Duration { return s.BuildTime })
 	seconds("switchboard_store_commit_seconds_total", "Committer time spent in the database commit, sync included (switchboard_store_sync_seconds_total alone).", func(s storage.Stats) time.Duration { return s.CommitTime })
 	seconds("switchboard_store_sync_seconds_total", "Committer time spent in syncs (fsync or msync) of the store.", func(s storage.Stats) time.Duration { return s.SyncTime })
