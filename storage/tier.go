@@ -40,16 +40,22 @@ import (
 //     (spill syncs the log first when it must). So whatever Badger holds
 //     from the tier, the log can give again.
 //   - A segment of the log is deleted only when no key's latest write in
-//     the tier lies in it or before it, and after Badger was synced: every
-//     write it held is then either overwritten by a later record or in
-//     Badger for good.
+//     the tier lies in it or before it, and once Badger holds what was
+//     spilled durably: synced, with no memtable but the active one left
+//     unflushed (DB.Sync syncs only the active one's log). Every write the
+//     segment held is then either overwritten by a later record or in
+//     Badger for good. Segments go oldest first, so a replay never applies
+//     an old write over a newer one.
 //   - Recovery is replay, then serve: at open (and after a failed commit)
 //     every record of every segment is applied in order, the final value
-//     or deletion of each key is written into Badger, Badger is synced, and
-//     the segments are deleted. A record torn by a crash of the machine was
-//     never synced, so never acknowledged; the replay stops at it. Replaying
-//     again after a crash during replay gives the same result.
-//   - A clean close spills everything and deletes the log.
+//     or deletion of each key is written into Badger, and only then does
+//     the store serve. The replayed segments stay until retire may delete
+//     them, like any other. A record torn by a crash of the machine was
+//     never synced, so never acknowledged; the replay of its segment stops
+//     at it. Replaying again after a crash during replay gives the same
+//     result.
+//   - A clean close spills everything, closes Badger (which flushes its
+//     memtables) and deletes the log.
 //
 // # Reads
 //
@@ -61,7 +67,8 @@ import (
 // one or the other. The committer's batch reads its own writes, then the
 // tier, then Badger, as Badger's own transactions did.
 
-// Limits of the tier.
+// Limits of the tier. How long a write stays is Config.SpillAfter; what
+// the tier may hold, twice Config.MemTableSize.
 const (
 	// tierSpillChunk bounds what one round of spilling writes into one
 	// Badger transaction, so a round never outgrows one.
@@ -589,8 +596,8 @@ func (x *tierTxn) del(k []byte) {
 	x.t.rec.del(k)
 }
 
-// iter returns an iterator over the keys with prefix, in key order. only
-// limits it to the first n layers' copy (the batch excluded when 1 of 2).
+// iter returns an iterator over the keys with prefix, in key order; with
+// withBatch false it leaves out the open batch's own writes.
 func (x *tierTxn) iter(prefix []byte, withBatch bool) *mergeIter {
 	m := &mergeIter{prefix: prefix}
 	for i, l := range x.layers {
