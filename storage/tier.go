@@ -146,9 +146,8 @@ type tier struct {
 	lasting     deque[*titem]    // lasting items, spilled at the next tidy
 	live        map[uint64]int64 // items in master, by segment of their record
 	bytes       int64            // size of the items in master
-	probe       titem
-	spills      uint64    // items written into Badger
-	retryRetire time.Time // no attempt to delete segments before
+	spills      uint64           // items written into Badger
+	retryRetire time.Time        // no attempt to delete segments before
 }
 
 // newTier replays what the log in dir holds into db and starts a new
