@@ -87,7 +87,7 @@ type writer interface {
 	putGroupEvent(ev *GroupEvent) error
 	delGroupEvent(actor, msgID uint64) error
 	// commit makes every write visible to views and durable against a
-	// crash of the process (Badger's log is in the page cache), or reports
+	// crash of the process (the in-flight log is in the page cache), or reports
 	// why not; then the writer is finished. Only backend.sync makes it
 	// durable against a crash of the machine.
 	commit() error
@@ -111,7 +111,8 @@ type backend interface {
 	// committer commits, and uses e.exclusive for what must not.
 	reclaim(live int64, quiet bool, c *counters, e *engine) error
 	// sync makes every committed write durable against a crash of the
-	// machine (an fsync, for Badger). Committer goroutine only.
+	// machine (an fdatasync of the in-flight log, for Badger). Committer
+	// goroutine only.
 	sync() error
 	// tidy runs between batches, after their callbacks: the Badger
 	// backend spills from its in-flight tier what is due (tier.go).

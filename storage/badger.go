@@ -62,9 +62,9 @@ func openBadger(cfg Config, failCommit func() error) (*engine, error) {
 // footprint.
 func badgerOptions(cfg Config) badger.Options {
 	return badger.DefaultOptions(cfg.Dir).
-		// A commit writes the memtable's log through its mapping, which
-		// survives a crash of the process; the committer syncs (msync)
-		// only batches that need it (engine.go, "Syncs").
+		// Badger receives only what the in-flight tier spills, whose log
+		// holds it until Badger has it durably (tier.go): Badger's own
+		// commits need no sync.
 		WithSyncWrites(false).
 		WithLogger(badgerLogger{cfg.Logger}).
 		// Values are end-to-end encrypted: compression would cost CPU and
