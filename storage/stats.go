@@ -12,7 +12,7 @@ type Stats struct {
 	AppendedBytes    uint64        // value bytes committed
 	Commits          uint64        // group commits that succeeded
 	CommitErrors     uint64        // group commits (or their syncs) that failed
-	Syncs            uint64        // syncs to disk (fdatasync of the in-flight log; nothing for the memory store's): one per batch with an urgent write, plus one per due group of relaxed appends
+	Syncs            uint64        // syncs (fdatasync of the in-flight log; counted, and a no-op, for the memory store): one per batch with an urgent write, plus one per due group of relaxed appends
 	Recoveries       uint64        // times the database was reopened after a failed commit
 	Panics           uint64        // panics contained on the committer (contain.go)
 	Down             uint64        // gauge: 1 once the committer panicked too often and writes are refused for good
