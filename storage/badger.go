@@ -45,8 +45,8 @@ func openBadger(cfg Config, failCommit func() error) (*engine, error) {
 	}
 	guard.ensureReserve(warn)
 	be := &badgerBackend{db: db, opts: badgerOptions(cfg), dir: cfg.Dir, log: cfg.Logger, failCommit: failCommit,
-		spillAfter: cfg.SpillAfter, tierBudget: 2 * cfg.MemTableSize}
-	if be.tier, err = newTier(db, cfg.Dir, be.spillAfter, be.tierBudget, cfg.Logger, &be.gauges); err != nil {
+		spillAfter: cfg.SpillAfter, tierBudget: 2 * cfg.MemTableSize, now: cfg.Now}
+	if be.tier, err = newTier(db, cfg.Dir, be.spillAfter, be.tierBudget, cfg.Now, cfg.Logger, &be.gauges); err != nil {
 		_ = db.Close()
 		return nil, err
 	}
@@ -143,6 +143,7 @@ type badgerBackend struct {
 	log        *slog.Logger
 	spillAfter time.Duration
 	tierBudget int64
+	now        func() time.Time
 	failCommit func() error // tests only
 	failSync   func() error // tests only: fails a sync like failCommit
 	gauges     tierGauges
@@ -248,7 +249,7 @@ func (b *badgerBackend) reopen() error {
 	if err != nil {
 		return fmt.Errorf("storage: reopen %s: %w", b.dir, err)
 	}
-	t, err := newTier(db, b.dir, b.spillAfter, b.tierBudget, b.log, &b.gauges)
+	t, err := newTier(db, b.dir, b.spillAfter, b.tierBudget, b.now, b.log, &b.gauges)
 	if err != nil {
 		_ = db.Close()
 		return fmt.Errorf("storage: reopen %s: %w", b.dir, err)

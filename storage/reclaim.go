@@ -34,6 +34,11 @@ const gcDiscardRatio = 0.5
 // last level. (Under traffic the dedupe records, kept for their window,
 // count as garbage here, so the test would pass every round.)
 func (b *badgerBackend) reclaim(live int64, quiet bool, c *counters, e *engine) error {
+	// The tier spills after a batch; a store that went quiet spills here
+	// what has been due since, so its memory and log shrink.
+	if err := e.exclusive(b.tidy); err != nil {
+		return err
+	}
 	for {
 		err := b.db.RunValueLogGC(gcDiscardRatio)
 		if err != nil {

@@ -129,7 +129,8 @@ type tier struct {
 	gauges     *tierGauges
 	log        *tierLog
 	spillAfter time.Duration
-	budget     int64 // bytes of items; beyond it the oldest spill
+	budget     int64            // bytes of items; beyond it the oldest spill
+	now        func() time.Time // Config.Now: what ages items
 	logger     *slog.Logger
 
 	// master is written by the committer only, under mu; the committer reads
@@ -153,7 +154,7 @@ type tier struct {
 // newTier replays what the log in dir holds into db and starts a new
 // segment. The replayed segments stay until retire finds Badger has made
 // what they held durable.
-func newTier(db *badger.DB, dir string, spillAfter time.Duration, budget int64, logger *slog.Logger, gauges *tierGauges) (*tier, error) {
+func newTier(db *badger.DB, dir string, spillAfter time.Duration, budget int64, now func() time.Time, logger *slog.Logger, gauges *tierGauges) (*tier, error) {
 	old, err := replayTierLog(db, dir, logger)
 	if err != nil {
 		return nil, err
@@ -163,7 +164,7 @@ func newTier(db *badger.DB, dir string, spillAfter time.Duration, budget int64, 
 		return nil, err
 	}
 	t := &tier{
-		gauges: gauges, log: l, spillAfter: max(0, spillAfter), budget: budget, logger: logger,
+		gauges: gauges, log: l, spillAfter: max(0, spillAfter), budget: budget, now: now, logger: logger,
 		master: newTTree(), batch: newTTree(), live: map[uint64]int64{},
 	}
 	t.publish()
@@ -197,7 +198,7 @@ func (t *tier) commit() error {
 	if err := t.log.append(t.rec.bytes()); err != nil {
 		return err
 	}
-	seg, end, now := t.log.current(), t.log.off, time.Now().UnixNano()
+	seg, end, now := t.log.current(), t.log.off, t.now().UnixNano()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.pub = nil
@@ -279,7 +280,7 @@ func (t *tier) tidy(db *badger.DB) error {
 // or all with force; and drops them from master. It reports how many it
 // wrote.
 func (t *tier) spill(db *badger.DB, force bool) (int, error) {
-	now := time.Now().UnixNano()
+	now := t.now().UnixNano()
 	var due []*titem
 	for len(due) < tierSpillChunk {
 		it, ok := t.lasting.popFront()

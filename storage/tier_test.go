@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,7 +36,7 @@ func (r *tierRig) open() {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	tr, err := newTier(db, r.dir, time.Hour, 1<<30, slog.New(slog.DiscardHandler), new(tierGauges))
+	tr, err := newTier(db, r.dir, time.Hour, 1<<30, time.Now, slog.New(slog.DiscardHandler), new(tierGauges))
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -478,5 +479,44 @@ func TestTierOfflineFolderReplays(t *testing.T) {
 	page, _, err := s.Read(42, 0, 10, 0, nil)
 	if err != nil || len(page) != 3 || string(page[2].Value) != "kept" {
 		t.Fatalf("read after the offline replay: %d entries, %v", len(page), err)
+	}
+}
+
+// TestTierSpillsWhenQuiet: what a store wrote before it went quiet is
+// spilled by the next housekeeping round once due, not kept in memory
+// until the next write.
+func TestTierSpillsWhenQuiet(t *testing.T) {
+	var mu sync.Mutex
+	clock := time.Now()
+	cfg := testConfig(t.TempDir())
+	cfg.Now = func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	s, err := openBadger(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for seq := uint64(1); seq <= 10; seq++ {
+		if err := AppendWait(s, Entry{Recipient: 3, Seq: seq, Kind: KindMessage, Sender: 4, MsgID: seq, Time: clock.UnixMilli(), Value: []byte("offline")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.housekeep(); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.TierBytes == 0 || st.Spilled != 10 {
+		t.Fatalf("before SpillAfter: tier bytes %d, spilled %d; want the entries held and only the 10 dedupe records spilled", st.TierBytes, st.Spilled)
+	}
+	mu.Lock()
+	clock = clock.Add(cfg.SpillAfter + time.Second)
+	mu.Unlock()
+	if err := s.housekeep(); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.TierBytes != 0 || st.Spilled < 20 {
+		t.Fatalf("after SpillAfter, quiet: tier bytes %d, spilled %d; want an empty tier and the 10 entries spilled", st.TierBytes, st.Spilled)
+	}
+	page, _, err := s.Read(3, 0, 100, 0, nil)
+	if err != nil || len(page) != 10 {
+		t.Fatalf("read after the spill: %d entries, %v", len(page), err)
 	}
 }
