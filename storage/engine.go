@@ -401,10 +401,11 @@ func (s *engine) nextWait() (op, bool) {
 
 // gather holds first, a relaxed op, and what follows it in pending until
 // an urgent op arrives (whose batch syncs anyway), the relaxed delay
-// passes, as many ops wait as were recently in flight at once (nobody
-// else is coming: the writers that were busy are all here), a full batch
-// is waiting, or q closes. pending is empty when it is called, so the
-// order of ops is kept.
+// passes, as many ops wait as were recently in flight at once (the
+// writers that were busy are all here), no op came for gatherIdle (nobody
+// else is coming: writers may all be waiting on these very ops), a full
+// batch is waiting, or q closes. pending is empty when it is called, so
+// the order of ops is kept.
 func (s *engine) gather(first op) {
 	s.pending.pushBack(first)
 	deadline := time.Now().Add(s.cfg.RelaxedDelay)
@@ -413,7 +414,7 @@ func (s *engine) gather(first op) {
 	}
 	enough := min(s.cfg.MaxBatch, max(2, s.concurrency))
 	for s.pending.len() < enough {
-		d := time.Until(deadline)
+		d := min(time.Until(deadline), gatherIdle)
 		if d <= 0 {
 			return
 		}
@@ -433,6 +434,12 @@ func (s *engine) gather(first op) {
 		}
 	}
 }
+
+// gatherIdle is how long gather waits for the next op before it decides
+// nobody else is coming. At a few hundred messages a second a store op
+// comes about every millisecond, so a relaxed op still finds company
+// there; writers that all wait on their relaxed ops go on after it.
+const gatherIdle = 2 * time.Millisecond
 
 // next returns the next op: an unfinished ack or an op held back from the
 // last batch first, then q without waiting; false when there is none.

@@ -408,3 +408,46 @@ func TestMemTableFloor(t *testing.T) {
 	}
 	s.Close()
 }
+
+// TestRelaxedOpsDoNotWaitForNobody: writers that all block on their acks
+// (relaxed) get them committed as soon as they are all in, not after the
+// relaxed delay, which here is an hour: the urgent write an ack waits for
+// cannot come while every writer waits on its ack.
+func TestRelaxedOpsDoNotWaitForNobody(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cfg.RelaxedDelay = time.Hour
+	s, err := openBadger(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const writers, rounds = 8, 20
+	done := make(chan error, writers)
+	for w := range writers {
+		go func() {
+			r := uint64(w + 1)
+			for seq := uint64(1); seq <= rounds; seq++ {
+				if err := AppendWait(s, Entry{Recipient: r, Seq: seq, Kind: KindMessage, Sender: 99, MsgID: r<<32 | seq, Value: []byte("m")}); err != nil {
+					done <- err
+					return
+				}
+				if _, err := AckWait(s, r, seq); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	deadline := time.After(30 * time.Second)
+	for range writers {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-deadline:
+			t.Fatalf("writers blocked on their acks still waiting after 30 s: the acks wait for the relaxed delay (%v)", cfg.RelaxedDelay)
+		}
+	}
+}
