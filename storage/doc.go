@@ -13,7 +13,8 @@
 //	                               ▼  committer goroutine (one)
 //	             a relaxed op alone (ack, receipt, expiry) waits up to
 //	             Config.RelaxedDelay for an urgent one (message, group
-//	             event, group change); then every queued op, up to
+//	             event, group change), but no longer than 2 ms after the
+//	             last op came (gather); then every queued op, up to
 //	             Config.MaxBatch / MaxBatchBytes, goes into one batch:
 //	             check seq, retries for duplicates, limits, the
 //	             free-space floor; write entries, dedupe records, pending

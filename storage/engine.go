@@ -333,8 +333,8 @@ func (s *engine) Close() error {
 // run is the committer goroutine: it takes the first queued op, adds every
 // op already waiting (up to the batch limits), commits them in one
 // transaction, syncs it if any of them is urgent, and then calls their
-// callbacks in queue order. A relaxed op that comes alone waits up to
-// Config.RelaxedDelay for company.
+// callbacks in queue order. A relaxed op that comes alone waits for
+// company (gather).
 func (s *engine) run() {
 	defer close(s.committerDone)
 	for {
