@@ -217,7 +217,6 @@ func (t *tier) commit() error {
 			} else {
 				t.order.pushBack(it)
 			}
-
 		}
 		if had {
 			t.forget(prev)
