@@ -456,8 +456,7 @@ func replayTierLog(db *badger.DB, dir string, logger *slog.Logger) ([]uint64, er
 	last := map[string]final{}
 	records := 0
 	for i, seg := range segs {
-		path := filepath.Join(logDir, fmt.Sprintf("%016x.log", seg))
-		torn, err := readSegment(path, func(payload []byte) error {
+		torn, err := readSegment(segFile(logDir, seg), func(payload []byte) error {
 			records++
 			return decodeTierOps(payload, func(k, v []byte, expires uint64, del bool) {
 				last[string(k)] = final{val: bytes.Clone(v), expires: expires, del: del}
@@ -509,7 +508,7 @@ func clearTierLog(db *badger.DB, dir string, logger *slog.Logger) (*badger.DB, e
 	}
 	logDir := filepath.Join(dir, tierLogDir)
 	for _, seg := range segs {
-		if err := os.Remove(filepath.Join(logDir, fmt.Sprintf("%016x.log", seg))); err != nil {
+		if err := os.Remove(segFile(logDir, seg)); err != nil {
 			return nil, fmt.Errorf("storage: in-flight log: %w", err)
 		}
 	}

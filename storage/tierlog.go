@@ -72,8 +72,11 @@ type spareSegment struct {
 }
 
 // segPath is the file of segment n.
-func (l *tierLog) segPath(n uint64) string {
-	return filepath.Join(l.dir, fmt.Sprintf("%016x.log", n))
+func (l *tierLog) segPath(n uint64) string { return segFile(l.dir, n) }
+
+// segFile is the file of segment n in the log's folder dir.
+func segFile(dir string, n uint64) string {
+	return filepath.Join(dir, fmt.Sprintf("%016x.log", n))
 }
 
 // listSegments returns the segments in dir, oldest first. A missing folder
