@@ -37,6 +37,10 @@ type Config struct {
 	// GCPercent is the Go GC target applied by cmd/switchboard (a
 	// GOGC environment variable wins). 0 leaves the GC as it is.
 	GCPercent int
+	// Procs is the number of Go processors (GOMAXPROCS) cmd/switchboard
+	// runs on (a GOMAXPROCS environment variable wins). 0 lets it tune
+	// them to the load, between one and the cores.
+	Procs int
 	// Metrics is the address (host:port) of the admin listener: /metrics
 	// (added through AdminRoutes), /healthz, /readyz and /backup. Empty:
 	// none. Keep it private: /backup serves every mailbox.
@@ -213,6 +217,9 @@ func (c Config) Validate() error {
 	}
 	if c.GCPercent < -1 {
 		errs = append(errs, fmt.Errorf("gc-percent (--gc-percent) %d must be positive, 0 (leave the GC alone) or -1 (off)", c.GCPercent))
+	}
+	if c.Procs < 0 {
+		errs = append(errs, fmt.Errorf("procs (--procs) %d must be positive, or 0 (as many as the load needs, up to the cores)", c.Procs))
 	}
 	g := c.Gateway
 	if len(g.Keys) == 0 {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"syscall"
 
@@ -57,6 +58,13 @@ func serve(args []string) error {
 		debug.SetGCPercent(cfg.GCPercent)
 	}
 
+	// Processors: fixed before the gateway sizes its event loops and
+	// workers by them; tuned once it has (procs.go).
+	tuneProcsNow := os.Getenv("GOMAXPROCS") == "" && cfg.Procs == 0
+	if os.Getenv("GOMAXPROCS") == "" && cfg.Procs > 0 {
+		runtime.GOMAXPROCS(cfg.Procs)
+	}
+
 	keys, _, err := loadKeys(cfg.Data, true)
 	if err != nil {
 		return err
@@ -69,10 +77,13 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
+	tunerStop := make(chan struct{})
+	defer close(tunerStop)
 	if tuneGCNow {
-		tunerStop := make(chan struct{})
-		defer close(tunerStop)
 		tuneGC(cfg.GCPercent, tunerStop)
+	}
+	if tuneProcsNow {
+		tuneProcs(log, tunerStop)
 	}
 	admin := ""
 	if a := n.AdminAddr(); a != nil {
