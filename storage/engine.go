@@ -66,6 +66,7 @@ type engine struct {
 	tailBudget  int                    // defaultTailBudget; likewise
 	tailHits    int                    // collects served from a tail, for tests
 	batchNo     uint64                 // number of the open batch; see prefetch.go
+	retryBatch  uint64                 // the last batch that held a retried append (Entry.Retry); see prefetch.go
 	batchKeys   map[dedupeID]Dup       // dedupe records written by the open batch
 	prevKeys    map[dedupeID]Dup       // dedupe records written by the batch before
 	timer       *time.Timer            // the committer's one timer: gather, syncDue, retryAt
@@ -507,6 +508,9 @@ func (s *engine) commitBatch(first op) {
 			return err
 		})
 		units, bytes = units+u, bytes+b
+		if o.kind == opAppend && o.e.Retry {
+			s.retryBatch = s.batchNo
+		}
 		s.batch = append(s.batch, o)
 		if err != nil {
 			fatal = err

@@ -11,10 +11,23 @@ package storage
 // snapshot cannot know: the keys batch N wrote (s.prevKeys) and its own
 // (s.batchKeys). An op used in a later batch than N+1 is looked up again.
 
+//
+// Retries are rare (they follow a lost connection), and the helper costs
+// every batch a snapshot, which makes the next commit copy the tier's tree
+// nodes it touches, and a goroutine that every op queued meanwhile passes
+// through. So it runs only within prefetchSpell batches of one that held a
+// retry; a retry after a quiet spell is looked up by the committer itself.
+
+// prefetchSpell is how many batches after the last retry the helper runs.
+const prefetchSpell = 64
+
 // prefetch starts the helper and returns the function that stops it and
 // hands its ops to s.pending, in queue order. Committer goroutine only,
 // with a batch built and not yet committed.
 func (s *engine) prefetch() (stop func()) {
+	if s.retryBatch == 0 || s.batchNo > s.retryBatch+prefetchSpell {
+		return func() {}
+	}
 	snap, release, ok := s.be.snapshot()
 	if !ok {
 		return func() {}
