@@ -2,6 +2,8 @@ package main
 
 import (
 	"runtime"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -92,21 +94,51 @@ func TestProcsPolicy(t *testing.T) {
 	}
 }
 
-// TestProcsMeter: the meter reads the process's own CPU and the runtime's
-// scheduling latencies: a second goroutine spinning for a while shows as
-// CPU, and goroutines run show up as scheduled.
+// TestProcsMeter: the meter reports the CPU the process burned over the
+// interval, in cores, and counts a goroutine kept waiting for the only P
+// as waited.
 func TestProcsMeter(t *testing.T) {
 	var m procsMeter
 	m.read()
-	deadline := time.Now().Add(50 * time.Millisecond)
-	for time.Now().Before(deadline) {
-		runtime.Gosched()
+	start := time.Now()
+	burned := processCPU() + 30*time.Millisecond
+	for processCPU() < burned && time.Since(start) < 10*time.Second {
 	}
 	s := m.read()
-	if s.cpu <= 0.2 || s.cpu > float64(runtime.NumCPU())+0.5 {
-		t.Fatalf("cpu %.2f cores after spinning on one, want between 0.2 and the cores", s.cpu)
+	wall := time.Since(start)
+	if got := time.Duration(s.cpu * float64(wall)); got < 30*time.Millisecond || s.cpu > float64(runtime.NumCPU())+0.5 {
+		t.Fatalf("%.2f cores over %v (%v of CPU); the process burned at least 30ms", s.cpu, wall, got)
 	}
-	if s.waited < 0 || s.waited > 1 {
-		t.Fatalf("waited share %.3f", s.waited)
+
+	// With one P, goroutines made runnable by one that then keeps the P
+	// busy wait until the runtime preempts the busy one (10 ms). The
+	// runtime times one scheduling in eight, so many wait.
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	const waiting = 64
+	ready := make(chan struct{})
+	var ran sync.WaitGroup
+	ran.Add(waiting)
+	for range waiting {
+		go func() {
+			<-ready
+			ran.Done()
+		}()
 	}
+	runtime.Gosched() // let them block on ready
+	m.read()
+	spin := time.Now()
+	close(ready)
+	for time.Since(spin) < 30*time.Millisecond {
+	}
+	ran.Wait()
+	if s := m.read(); s.waited <= 0 {
+		t.Fatalf("waited share %.4f after %d goroutines waited for the busy P", s.waited, waiting)
+	}
+}
+
+// processCPU is the user and system time the process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

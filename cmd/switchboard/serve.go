@@ -60,10 +60,11 @@ func serve(args []string) error {
 
 	// Processors: fixed before the gateway sizes its event loops and
 	// workers by them; tuned once it has (procs.go).
-	tuneProcsNow := os.Getenv("GOMAXPROCS") == "" && cfg.Procs == 0
-	if os.Getenv("GOMAXPROCS") == "" && cfg.Procs > 0 {
+	procsSet := os.Getenv("GOMAXPROCS") != ""
+	if !procsSet && cfg.Procs > 0 {
 		runtime.GOMAXPROCS(cfg.Procs)
 	}
+	tuneProcsNow := !procsSet && cfg.Procs == 0
 
 	keys, _, err := loadKeys(cfg.Data, true)
 	if err != nil {
