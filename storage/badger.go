@@ -101,14 +101,17 @@ func badgerOptions(cfg Config) badger.Options {
 		WithMetricsEnabled(false)
 }
 
-// openDB opens Badger, after deleting the value-log files that a crash
-// left empty. Badger creates a value-log file at every open and writes its
+// openDB opens Badger, after deleting the value-log and memtable-log
+// files that a crash left empty. Badger creates such a file (a value log at
+// every open, a memtable log at every memtable switch) and writes its
 // header right after; killed in between, it leaves a file of zero bytes,
-// and then refuses to open ("Open existing file ... Create a new file")
-// until the file is gone. An empty file holds nothing, so nothing is lost.
+// and then refuses to open ("Open existing file ... Create a new file", or
+// "while opening fid: N err: Create a new file") until the file is gone.
+// An empty file holds nothing, so nothing is lost.
 func openDB(opts badger.Options) (*badger.DB, error) {
 	vlogs, _ := filepath.Glob(filepath.Join(opts.ValueDir, "*.vlog"))
-	for _, p := range vlogs {
+	mems, _ := filepath.Glob(filepath.Join(opts.Dir, "*.mem"))
+	for _, p := range append(vlogs, mems...) {
 		if fi, err := os.Stat(p); err == nil && fi.Size() == 0 {
 			if err := os.Remove(p); err != nil {
 				return nil, err

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -518,5 +519,39 @@ func TestTierSpillsWhenQuiet(t *testing.T) {
 	page, _, err := s.Read(3, 0, 100, 0, nil)
 	if err != nil || len(page) != 10 {
 		t.Fatalf("read after the spill: %d entries, %v", len(page), err)
+	}
+}
+
+// TestOpenAfterKillDuringFileCreate: a kill between creating a Badger log
+// file and writing its header leaves a file of zero bytes, a value log (at
+// every open) or a memtable log (at every memtable switch), and Badger
+// then refused every open. The store opens, with what it held.
+func TestOpenAfterKillDuringFileCreate(t *testing.T) {
+	for _, name := range []string{"000042.vlog", "00042.mem"} {
+		t.Run(name, func(t *testing.T) {
+			cfg := testConfig(t.TempDir())
+			s, err := openBadger(cfg, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := AppendWait(s, Entry{Recipient: 1, Seq: 1, Kind: KindMessage, Sender: 2, MsgID: 1, Value: []byte("kept")}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(cfg.Dir, name), nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			s, err = openBadger(cfg, nil)
+			if err != nil {
+				t.Fatalf("open with an empty %s: %v", name, err)
+			}
+			defer s.Close()
+			page, _, err := s.Read(1, 0, 10, 0, nil)
+			if err != nil || len(page) != 1 || string(page[0].Value) != "kept" {
+				t.Fatalf("read after the open: %d entries, %v", len(page), err)
+			}
+		})
 	}
 }
