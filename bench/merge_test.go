@@ -68,6 +68,7 @@ process_resident_memory_bytes 1.234e+08
 go_memstats_heap_inuse_bytes 5.5e+07
 process_cpu_seconds_total 12.5
 switchboard_connections 19000
+go_sched_gomaxprocs_threads 1
 switchboard_closes_total{reason="SLOW_CONSUMER"} 4
 switchboard_closes_total{reason="peer"} 10
 `
@@ -75,7 +76,7 @@ switchboard_closes_total{reason="peer"} 10
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.RSS != 123400000 || m.HeapInuse != 55000000 || m.CPU != 12.5 || m.Conns != 19000 || m.Closes["SLOW_CONSUMER"] != 4 {
+	if m.RSS != 123400000 || m.HeapInuse != 55000000 || m.CPU != 12.5 || m.Conns != 19000 || m.Procs != 1 || m.Closes["SLOW_CONSUMER"] != 4 {
 		t.Errorf("parsed %+v", m)
 	}
 }

@@ -20,6 +20,7 @@ type serverMetrics struct {
 	HeapInuse uint64  // go_memstats_heap_inuse_bytes
 	CPU       float64 // process_cpu_seconds_total
 	Conns     int     // switchboard_connections
+	Procs     int     // go_sched_gomaxprocs_threads: the Go processors it runs on now (serve tunes them to the load)
 	Closes    map[string]uint64
 	// Syncs is switchboard_store_syncs_total: the store's fsyncs, one per
 	// durable group commit, summed over its series. HasSyncs says whether
@@ -39,6 +40,7 @@ func (m *serverMetrics) add(o serverMetrics) {
 	m.HeapInuse += o.HeapInuse
 	m.CPU += o.CPU
 	m.Conns += o.Conns
+	m.Procs += o.Procs
 	m.Syncs += o.Syncs
 	for k, v := range o.Closes {
 		if m.Closes == nil {
@@ -176,6 +178,8 @@ func parseMetrics(r io.Reader) (serverMetrics, error) {
 			m.CPU = v
 		case "switchboard_connections":
 			m.Conns = int(v)
+		case "go_sched_gomaxprocs_threads":
+			m.Procs = int(v)
 		case "switchboard_store_syncs_total":
 			m.Syncs += v // labelled series, if any, add up
 			m.HasSyncs = true

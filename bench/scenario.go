@@ -415,6 +415,12 @@ func (r *run) serverCost(res *Result, from, to serverMetrics) {
 	if res.Delivered > 0 {
 		r.figure(res, "server_cpu_per_msg_us", (to.CPU-from.CPU)*1e6/float64(res.Delivered))
 	}
+	// What a message costs depends on the Go processors the server runs
+	// on, which serve tunes to the load (summed over servers).
+	if from.Procs > 0 && to.Procs > 0 {
+		r.figure(res, "server_procs_at_start", float64(from.Procs))
+		r.figure(res, "server_procs_at_end", float64(to.Procs))
+	}
 	r.notePerServerCPU(res, from, to)
 }
 

@@ -239,6 +239,24 @@ func TestServerCostSyncs(t *testing.T) {
 
 func ptrU64(v uint64) *uint64 { return &v }
 
+// TestServerCostProcs: the server's Go processors at the start and the end
+// of the measured phase are figures of the run when the server exports
+// them, and absent when it does not.
+func TestServerCostProcs(t *testing.T) {
+	r := &run{cfg: &Config{}}
+	res := newResult()
+	res.Delivered, res.Duration = 1000, time.Second
+	r.serverCost(res, serverMetrics{CPU: 1, Procs: 2}, serverMetrics{CPU: 2, Procs: 1})
+	if res.Figures["server_procs_at_start"] != 2 || res.Figures["server_procs_at_end"] != 1 {
+		t.Errorf("figures %v, want the server's processors 2 at the start and 1 at the end", res.Figures)
+	}
+	res = newResult()
+	r.serverCost(res, serverMetrics{CPU: 1}, serverMetrics{CPU: 2})
+	if _, ok := res.Figures["server_procs_at_end"]; ok {
+		t.Errorf("figures %v from a server that exports no processors", res.Figures)
+	}
+}
+
 // TestPhoneSchedule drives the phone regime on one loop without sockets:
 // a sender whose ACCEPT is late owes its next message, sends it when the
 // ACCEPT comes, timed from its slot; it never has two unaccepted; what is
