@@ -17,10 +17,10 @@ func TestProcsPolicy(t *testing.T) {
 		n    int // samples of s
 		want int // Ps after them
 	}
-	busy := procsSample{cpu: 1.2}                  // more than one P carries
-	waiting := procsSample{cpu: 0.5, waited: 0.05} // goroutines wait for a P
-	steady := procsSample{cpu: 0.7}                // what two or one P carry
-	light := procsSample{cpu: 0.1}                 // too light to gain from one P
+	busy := procsSample{cpu: 1.2}                 // more than one P carries
+	waiting := procsSample{cpu: 0.5, waited: 0.1} // goroutines wait for a P
+	steady := procsSample{cpu: 0.7}               // what two or one P carry
+	light := procsSample{cpu: 0.1}                // too light to gain from one P
 	for _, tc := range []struct {
 		name  string
 		cores int
