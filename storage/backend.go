@@ -118,6 +118,9 @@ type backend interface {
 	// backend spills from its in-flight tier what is due (tier.go).
 	// Committer goroutine only.
 	tidy() error
+	// fill adds the backend's own figures to st (the in-flight tier's,
+	// for Badger). Any goroutine.
+	fill(st *Stats)
 	// reopen closes and opens the database again after a failed commit, so
 	// that what is on disk is what its log replays. Views wait for it.
 	// Committer goroutine only.

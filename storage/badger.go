@@ -222,6 +222,9 @@ func (b *badgerBackend) sync() error {
 // needs.
 func (b *badgerBackend) tidy() error { return b.tier.tidy(b.db) }
 
+// fill adds the tier's gauges, which outlive a tier that reopen replaces.
+func (b *badgerBackend) fill(st *Stats) { b.gauges.fill(st) }
+
 // spillAll writes everything the tier holds into Badger. Committer
 // goroutine only (Backup runs it through exclusive).
 func (b *badgerBackend) spillAll() error {

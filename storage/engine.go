@@ -309,9 +309,7 @@ func (s *engine) PendingReceipts(fn func(PendingReceipt) bool) error {
 func (s *engine) Stats() Stats {
 	st := s.stats.snapshot()
 	st.Queued = uint64(len(s.q))
-	if bb, ok := s.be.(*badgerBackend); ok {
-		bb.gauges.fill(&st)
-	}
+	s.be.fill(&st)
 	return st
 }
 

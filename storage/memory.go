@@ -118,6 +118,8 @@ func (b *memBackend) sync() error { return nil }
 
 func (b *memBackend) tidy() error { return nil }
 
+func (b *memBackend) fill(*Stats) {}
+
 // reopen: memory keeps its state; its commits cannot fail, so a batch is
 // never left half applied.
 func (b *memBackend) reopen() error { return nil }
