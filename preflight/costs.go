@@ -41,10 +41,11 @@ type Costs struct {
 	KernelBytes     int64 `json:"kernel_bytes"`      // kernel memory per idle TCP connection (the server's end)
 	FilesPerConn    int64 `json:"files_per_conn"`    // descriptors per connection on the server
 	// OtherFiles are the descriptors the server holds besides connections:
-	// 3 per event loop (one per core) and 10 more (standard streams,
-	// the metrics listener, cgroup files, the runtime's), plus the
-	// store's files (Facts.StoreFiles): 22 on a fresh server on 2 cores
-	// (measured, 2026-12-04).
+	// 3 per event loop (one per core but one, at least one) and 11 more
+	// (standard streams, the metrics listener, cgroup files, the
+	// runtime's), plus the store's files (Facts.StoreFiles): 22 on a
+	// fresh server on 2 cores, and 25 with --loops 2 (measured,
+	// 2026-12-04).
 	OtherFiles int64 `json:"other_files"`
 	// ReserveFiles is what the gateway keeps free of connections:
 	// OtherFiles + 64 (--fd-headroom) + OtherFiles/4, as
@@ -54,7 +55,8 @@ type Costs struct {
 
 // costs returns the costs on a host with facts f.
 func costs(f Facts) Costs {
-	other := 3*int64(f.Cores) + 10 + f.StoreFiles
+	loops := max(1, int64(f.Cores)-1) // gateway.DefaultLoops
+	other := 3*loops + 11 + f.StoreFiles
 	return Costs{
 		ServerBytes:     serverConnBytes,
 		ServerBaseBytes: serverBaseBytes,

@@ -183,14 +183,20 @@ func (p Probe) Read() (Facts, error) {
 
 // newStoreFiles is what a new store holds open (measured on a fresh
 // server, 2026-12-04): its folder, MANIFEST, KEYREGISTRY, DISCARD, the
-// first value log and the first memtable file.
-const newStoreFiles = 6
+// first value log, the first memtable file, and the in-flight log's
+// segments.
+const newStoreFiles = 6 + inflightFiles
+
+// inflightFiles are the in-flight log's segments a running store holds
+// open: the one written and the next, zeroed ahead (storage/tierlog.go). A
+// cleanly stopped store has deleted its log.
+const inflightFiles = 2
 
 // storeFiles returns the descriptors the store in dir holds while the
 // server runs: its folder and every file in it (Badger keeps its tables,
 // value logs and memtable files open), plus the memtable file a stopped
-// store does not have on disk. A store that does not exist yet holds
-// newStoreFiles.
+// store does not have on disk, and the in-flight log's segments. A store
+// that does not exist yet holds newStoreFiles.
 func storeFiles(dir string) (int64, error) {
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -209,7 +215,7 @@ func storeFiles(dir string) (int64, error) {
 	if !mem {
 		n++
 	}
-	return n, nil
+	return n + inflightFiles, nil
 }
 
 // readInts reads len(dst) whitespace-separated integers from name.

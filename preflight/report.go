@@ -149,7 +149,7 @@ func NewReport(f Facts) Report {
 		migrateLimit(f.MigrateReq),
 		diskLimit(f),
 		Limit{Name: "cores", Setting: "cores", Value: int64(f.Cores), Unit: "cores", Connections: -1, Scope: ScopeHost,
-			Note: "one event loop per core; the per-connection costs were measured on 2 cores"},
+			Note: "one event loop per core but one; the per-connection costs were measured on 2 cores"},
 	)
 
 	best := -1

@@ -36,14 +36,18 @@ import (
 //     procsCalmMax. Once a try holds for procsCalm seconds, the calm spell
 //     is procsCalm again.
 //
-// One P alone is tried only while the process uses at least procsOneFloor
-// cores. With one P there is never an idle one, so a goroutine that blocks
-// in a system call for long (the log's fdatasync, about 250 µs here) has
-// its P handed to a newly woken thread. Under load that costs less than
-// the wake-ups of an idle P; at a few hundred messages a second it costs
-// more: 705-725 µs of CPU per message with one P against 452-460 µs with
-// two at 300 msg/s (though the p99 fell from 7.6-7.9 ms to 2.2-2.9 ms:
-// --procs 1 is the setting for that).
+// Fewer Ps than the event loops and one (the spare: at most the cores) are
+// tried only while the process uses at least procsOneFloor cores. Each
+// loop holds a P while it waits in epoll_wait; with no P to spare, a
+// goroutine made runnable waits for the runtime's monitor to take one back
+// (up to 10 ms after a quiet spell), and one that blocks in a system call
+// for long (the log's fdatasync, about 250 µs here) has its P handed to a
+// newly woken thread. Under load the monitor looks every 20 µs and that
+// costs less than the wake-ups of an idle P; at a few hundred messages a
+// second it costs more: on 2 cores at 300 msg/s, 705-725 µs of CPU per
+// message with one P against 452-460 µs with two, and with two loops on
+// two Ps a p99 of 8.0-8.8 ms against 2.2-3.5 ms with one loop
+// (gateway.DefaultLoops).
 //
 // The thresholds separate the two cases measured here with one P: at
 // 5,000 msg/s (which one P carries) the process used 0.6-0.73 cores and
@@ -71,17 +75,18 @@ type procsSample struct {
 
 // procsPolicy decides the number of Ps from one sample after another.
 type procsPolicy struct {
-	max  int // the most it may use: the cores
-	cur  int
-	calm int // intervals in a row without adding Ps
-	wait int // calm intervals before the next try with one P less
+	max   int // the most it may use: the cores
+	spare int // the event loops and one, at most max: fewer only under load
+	cur   int
+	calm  int // intervals in a row without adding Ps
+	wait  int // calm intervals before the next try with one P less
 	// tried: the last change removed a P, and calm has not reached
 	// procsCalm since.
 	tried bool
 }
 
-func newProcsPolicy(cores int) procsPolicy {
-	return procsPolicy{max: cores, cur: cores, wait: procsCalm}
+func newProcsPolicy(cores, loops int) procsPolicy {
+	return procsPolicy{max: cores, spare: min(cores, loops+1), cur: cores, wait: procsCalm}
 }
 
 // next returns the number of Ps for the next interval.
@@ -98,7 +103,7 @@ func (p *procsPolicy) next(s procsSample) int {
 	if p.tried && p.calm >= procsCalm {
 		p.tried, p.wait = false, procsCalm // the try held
 	}
-	if p.cur > 1 && p.calm >= p.wait && (p.cur > 2 || s.cpu >= procsOneFloor) {
+	if p.cur > 1 && p.calm >= p.wait && (p.cur > p.spare || s.cpu >= procsOneFloor) {
 		p.cur--
 		p.calm, p.tried = 0, true
 	}
@@ -106,9 +111,9 @@ func (p *procsPolicy) next(s procsSample) int {
 }
 
 // tuneProcs runs the tuner every second, from the current GOMAXPROCS as
-// its most, until stop is closed.
-func tuneProcs(log *slog.Logger, stop <-chan struct{}) {
-	p := newProcsPolicy(runtime.GOMAXPROCS(0))
+// its most, until stop is closed; loops is the gateway's event loops.
+func tuneProcs(log *slog.Logger, loops int, stop <-chan struct{}) {
+	p := newProcsPolicy(runtime.GOMAXPROCS(0), loops)
 	go func() {
 		t := time.NewTicker(time.Second)
 		defer t.Stop()

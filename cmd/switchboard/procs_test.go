@@ -10,7 +10,7 @@ import (
 
 // TestProcsPolicy drives the processor tuner's policy through the loads it
 // was made for: a busy single P, a failed try with one P less, a held try,
-// and a lull too light for one P alone.
+// and a lull too light to leave the event loops no P to spare.
 func TestProcsPolicy(t *testing.T) {
 	type step struct {
 		s    procsSample
@@ -22,23 +22,23 @@ func TestProcsPolicy(t *testing.T) {
 	steady := procsSample{cpu: 0.7}               // what two or one P carry
 	light := procsSample{cpu: 0.1}                // too light to gain from one P
 	for _, tc := range []struct {
-		name  string
-		cores int
-		steps []step
+		name         string
+		cores, loops int
+		steps        []step
 	}{
-		{"a steady load settles on one P after a calm spell", 2, []step{
+		{"a steady load settles on one P after a calm spell", 2, 1, []step{
 			{steady, procsCalm - 1, 2},
 			{steady, 1, 1},
 			{steady, 1000, 1},
 		}},
-		{"a light load keeps two Ps", 2, []step{
+		{"a light load keeps two Ps", 2, 1, []step{
 			{light, 1000, 2},
 		}},
-		{"waiting goroutines bring a P back at once", 2, []step{
+		{"waiting goroutines bring a P back at once", 2, 1, []step{
 			{steady, procsCalm, 1},
 			{waiting, 1, 2},
 		}},
-		{"a failed try doubles the next calm spell, up to the most", 2, []step{
+		{"a failed try doubles the next calm spell, up to the most", 2, 1, []step{
 			{busy, procsCalm, 1},       // tries one P
 			{busy, 1, 2},               // fails
 			{busy, 2*procsCalm - 1, 2}, // the next try waits twice as long
@@ -56,7 +56,7 @@ func TestProcsPolicy(t *testing.T) {
 			{busy, procsCalmMax - 1, 2}, // 320 capped at procsCalmMax
 			{busy, 1, 1},
 		}},
-		{"a held try resets the calm spell", 2, []step{
+		{"a held try resets the calm spell", 2, 1, []step{
 			{busy, procsCalm, 1},
 			{busy, 1, 2},
 			{steady, 2 * procsCalm, 1}, // tried after 20
@@ -65,7 +65,7 @@ func TestProcsPolicy(t *testing.T) {
 			{busy, procsCalm - 1, 2},
 			{busy, 1, 1},
 		}},
-		{"many cores shrink one at a time and grow by half", 16, []step{
+		{"many cores shrink one at a time and grow by half", 16, 15, []step{
 			{procsSample{cpu: 1.5}, procsCalm, 15},
 			{procsSample{cpu: 1.5}, procsCalm * 13, 2}, // each try held, one a calm spell
 			{procsSample{cpu: 1.5}, procsCalm, 1},      // one P is tried
@@ -78,9 +78,17 @@ func TestProcsPolicy(t *testing.T) {
 			{procsSample{cpu: 12}, 1, 16},
 			{procsSample{cpu: 14}, 5, 16},
 		}},
+		{"a light load on many cores keeps a P for each loop and one", 16, 15, []step{
+			{light, 1000, 16},
+		}},
+		{"with fewer loops, a light load shrinks to the loops and one", 16, 3, []step{
+			{light, 12 * procsCalm, 4},
+			{light, 1000, 4},
+			{steady, procsCalm, 3}, // under load, fewer
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := newProcsPolicy(tc.cores)
+			p := newProcsPolicy(tc.cores, tc.loops)
 			for i, st := range tc.steps {
 				got := 0
 				for range st.n {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"switchboard/gateway"
 	"switchboard/node"
 )
 
@@ -84,7 +85,11 @@ func serve(args []string) error {
 		tuneGC(cfg.GCPercent, tunerStop)
 	}
 	if tuneProcsNow {
-		tuneProcs(log, tunerStop)
+		loops := cfg.Gateway.Loops
+		if loops == 0 {
+			loops = gateway.DefaultLoops()
+		}
+		tuneProcs(log, loops, tunerStop)
 	}
 	admin := ""
 	if a := n.AdminAddr(); a != nil {
