@@ -46,7 +46,7 @@ import (
 // costs less than the wake-ups of an idle P; at a few hundred messages a
 // second it costs more: on 2 cores at 300 msg/s, 705-725 µs of CPU per
 // message with one P against 452-460 µs with two, and with two loops on
-// two Ps a p99 of 8.0-8.8 ms against 2.2-3.5 ms with one loop
+// two Ps a p99 of 7.5-8.0 ms against 2.1-2.4 ms with one loop
 // (gateway.DefaultLoops).
 //
 // The thresholds separate the two cases measured here with one P: at
