@@ -96,7 +96,7 @@ type Config struct {
 	PerProcess   int           // most connections per generator process; 0: from the open-file limit (at most 15,000).
 	Procs        int           // generator processes; 0: as many as the connections need.
 	Sources      []string      // source IPs, one per process; nil: 127.0.0.2, .3… when more than one process talks to a loopback server.
-	Loops        int           // event loops per process; 0: one per core.
+	Loops        int           // event loops per process; 0: one per core but one.
 	UserBase     uint64        // first user id. Default: a fresh range per run above 10^9 (see setDefaults).
 	ConnFrameCap int           // frames per second per connection. Default 500.
 	Ping         time.Duration // keepalive interval asked of the server. Default 300 s.

@@ -69,7 +69,7 @@
 //
 // # The engine
 //
-// An engine is a few event loops (one per core by default), each an epoll
+// An engine is a few event loops (one per core but one by default), each an epoll
 // set over its connections, driven by one goroutine: no goroutine per
 // connection, no allocation per message (SEND frames are encoded into a
 // per-loop buffer from a patched body template). A unit of users that talk

@@ -163,7 +163,7 @@ func benchCmd(args []string) error {
 	fs.IntVar(&cfg.PerProcess, "per-process", 0, "most connections per generator process (count); 0: the open-file limit minus a reserve, at most 15000")
 	fs.IntVar(&cfg.Procs, "procs", 0, "generator processes (count); 0: as many as the connections need")
 	sources := fs.String("sources", "", "source IP addresses, comma-separated, one per process; empty: 127.0.0.2, .3… when several processes dial a loopback server")
-	fs.IntVar(&cfg.Loops, "loops", 0, "event loops per generator process (count); 0: one per core")
+	fs.IntVar(&cfg.Loops, "loops", 0, "event loops per generator process (count); 0: one per core but one")
 	fs.Uint64Var(&cfg.UserBase, "user-base", 0, "first user id the generator logs in as; the run uses the ids after it; 0: a fresh range above 10^9 per run (1000 ids further each second)")
 	fs.IntVar(&cfg.ConnFrameCap, "conn-frame-cap", 500, "most frames per second one connection writes (count/s): half the server's rate limit")
 	fs.DurationVar(&cfg.Ping, "ping", 300*time.Second, "keepalive interval asked of the server (duration, 10s..600s)")
