@@ -8,20 +8,23 @@ import (
 func TestGCPercentFor(t *testing.T) {
 	const mib = 1 << 20
 	for _, c := range []struct {
-		percent    int
-		base, live uint64
-		want       int
+		percent               int
+		base, live, allocated uint64
+		want                  int
 	}{
-		{25, 30 * mib, 30 * mib, 13},  // nothing beyond the start: the 4 MiB floor (13% of 30 MiB)
-		{25, 30 * mib, 20 * mib, 20},  // below the base (arena freed): the floor
-		{25, 30 * mib, 60 * mib, 12},  // 30 MiB of connections: 7.5 MiB of headroom
-		{25, 30 * mib, 300 * mib, 22}, // connections dominate: close to the target
-		{25, 0, 100 * mib, 25},        // no base: the target itself
-		{25, 30 * mib, 10 * mib, 25},  // a tiny heap: never above the target
-		{100, 30 * mib, 1000 * mib, 97},
+		{25, 30 * mib, 30 * mib, 0, 13},  // nothing beyond the start: the 4 MiB floor (13% of 30 MiB)
+		{25, 30 * mib, 20 * mib, 0, 20},  // below the base (arena freed): the floor
+		{25, 30 * mib, 60 * mib, 0, 12},  // 30 MiB of connections: 7.5 MiB of headroom
+		{25, 30 * mib, 300 * mib, 0, 22}, // connections dominate: close to the target
+		{25, 0, 100 * mib, 0, 25},        // no base: the target itself
+		{25, 30 * mib, 10 * mib, 0, 25},  // a tiny heap: never above the target
+		{100, 30 * mib, 1000 * mib, 0, 97},
+		{25, 30 * mib, 60 * mib, 1 * mib, 12},    // light traffic: as without it
+		{25, 30 * mib, 50 * mib, 30 * mib, 60},   // 5,000 msg/s: a second of its garbage, above the target
+		{25, 30 * mib, 50 * mib, 200 * mib, 128}, // heavier: at most maxLoadHeadroom
 	} {
-		if got := gcPercentFor(c.percent, c.base, c.live); got != c.want {
-			t.Errorf("gcPercentFor(%d, %d MiB, %d MiB) = %d, want %d", c.percent, c.base/mib, c.live/mib, got, c.want)
+		if got := gcPercentFor(c.percent, c.base, c.live, c.allocated); got != c.want {
+			t.Errorf("gcPercentFor(%d, %d MiB, %d MiB, %d MiB) = %d, want %d", c.percent, c.base/mib, c.live/mib, c.allocated/mib, got, c.want)
 		}
 	}
 }
