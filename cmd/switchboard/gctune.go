@@ -20,12 +20,12 @@ import (
 //	max(min(max(percent × (live − base), minHeadroom), percent × live),
 //	    min(allocated in the last second × gcSpacing, maxLoadHeadroom))
 //
-// where base is the live heap before the first connection. The floor keeps a lightly loaded server from
-// collecting every few hundred KiB. The last term is for a server under
-// load: it allocates a few KiB a message (30 MiB a second at 5,000 msg/s),
-// and the first two terms let it collect three or four times a second, each
-// collection a few milliseconds in which the one processor the load needs
-// also marks. That was part of the tail: at 5,000 msg/s, with about 180
+// where base is the live heap before the first connection. The floor keeps
+// a lightly loaded server from collecting every few hundred KiB. The last
+// term is for a server under load: it allocates a few KiB a message (30 MiB
+// a second at 5,000 msg/s), and the first two terms let it collect about
+// five times a second, each collection a few milliseconds in which the one
+// processor the load needs also marks. That was part of the tail: at 5,000 msg/s, with about 180
 // collections a run against 33-35 with this term, the p99 from SEND to
 // ACCEPT was 3.5-7.3 ms (median 3.9) against 2.5-5.9 ms (median 3.2), for
 // 25 MiB more RSS after the traffic (docs/BENCHMARKS.md, "The collector's
@@ -96,7 +96,7 @@ func gcPercentFor(percent int, base, live, allocated uint64) int {
 		grown = live - base
 	}
 	headroom := min(max(grown*uint64(percent)/100, minHeadroom), live*uint64(percent)/100)
-	headroom = max(headroom, min(allocated*uint64(gcSpacing/time.Second), maxLoadHeadroom))
+	headroom = max(headroom, min(uint64(float64(allocated)*gcSpacing.Seconds()), maxLoadHeadroom))
 	return max(1, int(headroom*100/live))
 }
 
