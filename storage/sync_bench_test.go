@@ -2,6 +2,8 @@ package storage
 
 import (
 	"os"
+	"path/filepath"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -115,4 +117,71 @@ func preZeroed(b *testing.B, n int) *os.File {
 		b.Fatal(err)
 	}
 	return f
+}
+
+// BenchmarkSyncWhileZeroing: how long a small durable write (600 bytes,
+// then fdatasync, as the committer's lone urgent batch) waits while the
+// next log segment is zeroed beside it, with the segment written whole and
+// synced once ("whole") or synced every tierZeroChunk ("chunked", the
+// store's way). Each op is one segment zeroed while the writes go on; the
+// metrics are the writes' slowest and 99th-percentile sync over the run:
+//
+//	go test -run '^$' -bench 'SyncWhileZeroing' -benchtime 20x -count 3 ./storage/
+func BenchmarkSyncWhileZeroing(b *testing.B) {
+	for _, c := range []struct {
+		name  string
+		chunk int
+	}{{"whole", tierSegmentBytes}, {"chunked", tierZeroChunk}} {
+		b.Run(c.name, func(b *testing.B) {
+			log := preZeroed(b, tierSegmentBytes)
+			dir := b.TempDir()
+			rec := make([]byte, 600)
+			stop := make(chan struct{})
+			syncs := make(chan []time.Duration)
+			go func() {
+				var lat []time.Duration
+				off := int64(0)
+				for {
+					select {
+					case <-stop:
+						syncs <- lat
+						return
+					default:
+					}
+					t := time.Now()
+					if _, err := log.WriteAt(rec, off%(tierSegmentBytes-int64(len(rec)))); err != nil {
+						panic(err)
+					}
+					if err := unix.Fdatasync(int(log.Fd())); err != nil {
+						panic(err)
+					}
+					lat = append(lat, time.Since(t))
+					off += int64(len(rec))
+				}
+			}()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				f, err := os.Create(filepath.Join(dir, "spare"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := writeZeros(f, tierSegmentBytes, c.chunk); err != nil {
+					b.Fatal(err)
+				}
+				if err := f.Sync(); err != nil {
+					b.Fatal(err)
+				}
+				_ = f.Close()
+				time.Sleep(20 * time.Millisecond) // writes alone between segments, as in the store
+			}
+			b.StopTimer()
+			close(stop)
+			lat := <-syncs
+			slices.Sort(lat)
+			if len(lat) > 0 {
+				b.ReportMetric(float64(lat[len(lat)-1].Microseconds()), "max-sync-us")
+				b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-sync-us")
+			}
+		})
+	}
 }
