@@ -122,8 +122,8 @@ func preZeroed(b *testing.B, n int) *os.File {
 // BenchmarkSyncWhileZeroing: how long a small durable write (600 bytes,
 // then fdatasync, as the committer's lone urgent batch) waits while the
 // next log segment is zeroed beside it, with the segment written whole and
-// synced once ("whole") or synced every tierZeroChunk ("chunked", the
-// store's way). Each op is one segment zeroed while the writes go on; the
+// synced once ("whole") or written out every tierZeroChunk and synced
+// once ("chunked", the store's way). Each op is one segment zeroed while the writes go on; the
 // metrics are the writes' slowest and 99th-percentile sync over the run:
 //
 //	go test -run '^$' -bench 'SyncWhileZeroing' -benchtime 20x -count 3 ./storage/
