@@ -122,38 +122,49 @@ func preZeroed(b *testing.B, n int) *os.File {
 // BenchmarkSyncWhileZeroing: how long a small durable write (600 bytes,
 // then fdatasync, as the committer's lone urgent batch) waits while the
 // next log segment is zeroed beside it, with the segment written whole and
-// synced once ("whole") or written out every tierZeroChunk and synced
-// once ("chunked", the store's way). Each op is one segment zeroed while the writes go on; the
-// metrics are the writes' slowest and 99th-percentile sync over the run:
+// synced once ("whole", as the store did before) or written out every
+// tierZeroChunk and synced once ("chunked", writeZeros, the store's way).
+// Each op is one segment zeroed while the writes go on; the metrics are the
+// writes' slowest and 99th-percentile sync over the run:
 //
 //	go test -run '^$' -bench 'SyncWhileZeroing' -benchtime 20x -count 3 ./storage/
 func BenchmarkSyncWhileZeroing(b *testing.B) {
+	whole := func(f *os.File) error {
+		_, err := f.Write(make([]byte, tierSegmentBytes))
+		return err
+	}
+	chunked := func(f *os.File) error { return writeZeros(f, tierSegmentBytes, tierZeroChunk) }
 	for _, c := range []struct {
-		name  string
-		chunk int
-	}{{"whole", tierSegmentBytes}, {"chunked", tierZeroChunk}} {
+		name string
+		zero func(*os.File) error
+	}{{"whole", whole}, {"chunked", chunked}} {
 		b.Run(c.name, func(b *testing.B) {
 			log := preZeroed(b, tierSegmentBytes)
 			dir := b.TempDir()
 			rec := make([]byte, 600)
 			stop := make(chan struct{})
 			syncs := make(chan []time.Duration)
+			failed := make(chan error, 1)
 			go func() {
 				var lat []time.Duration
+				defer func() { syncs <- lat }()
 				off := int64(0)
 				for {
 					select {
 					case <-stop:
-						syncs <- lat
 						return
 					default:
 					}
 					t := time.Now()
 					if _, err := log.WriteAt(rec, off%(tierSegmentBytes-int64(len(rec)))); err != nil {
-						panic(err)
+						failed <- err
+						<-stop
+						return
 					}
 					if err := unix.Fdatasync(int(log.Fd())); err != nil {
-						panic(err)
+						failed <- err
+						<-stop
+						return
 					}
 					lat = append(lat, time.Since(t))
 					off += int64(len(rec))
@@ -165,7 +176,7 @@ func BenchmarkSyncWhileZeroing(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if err := writeZeros(f, tierSegmentBytes, c.chunk); err != nil {
+				if err := c.zero(f); err != nil {
 					b.Fatal(err)
 				}
 				if err := f.Sync(); err != nil {
@@ -177,6 +188,11 @@ func BenchmarkSyncWhileZeroing(b *testing.B) {
 			b.StopTimer()
 			close(stop)
 			lat := <-syncs
+			select {
+			case err := <-failed:
+				b.Fatal(err)
+			default:
+			}
 			slices.Sort(lat)
 			if len(lat) > 0 {
 				b.ReportMetric(float64(lat[len(lat)-1].Microseconds()), "max-sync-us")

@@ -159,9 +159,9 @@ func (l *tierLog) zeroed(n uint64) (*os.File, error) {
 // tierZeroChunk is how much of a spare segment is written out at a time.
 // The committer's syncs share the disk with the zeroing. Written whole and
 // then synced, a segment's 8 MiB held concurrent fdatasyncs of small
-// records for 2.1-2.5 ms at the 99th percentile and 8-14 ms at most;
+// records for 3.0-3.7 ms at the 99th percentile and 8.6-10.5 ms at most;
 // written out 256 KiB at a time (sync_file_range, no cache flush) and
-// synced once at the end, 0.5-0.6 ms and 2.3-9.7 ms, in the same time
+// synced once at the end, 0.7-0.8 ms and 4.4-5.2 ms, in no more time
 // (BenchmarkSyncWhileZeroing, docs/BENCHMARKS.md). Syncing each chunk with
 // fdatasync instead gave the benchmark the same gain, but each is a cache
 // flush of the whole disk, and the server's own tail at 5,000 msg/s was no
