@@ -62,3 +62,20 @@ func (d *deque[T]) popFront() (T, bool) {
 	d.n--
 	return o, true
 }
+
+// filter drops, in place, the values keep rejects, keeping the others in
+// order.
+func (d *deque[T]) filter(keep func(T) bool) {
+	mask, j := len(d.buf)-1, 0
+	for i := range d.n {
+		if o := d.buf[(d.head+i)&mask]; keep(o) {
+			d.buf[(d.head+j)&mask] = o
+			j++
+		}
+	}
+	var zero T
+	for i := j; i < d.n; i++ {
+		d.buf[(d.head+i)&mask] = zero // drop their references
+	}
+	d.n = j
+}

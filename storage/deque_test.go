@@ -44,3 +44,47 @@ func TestOpDeque(t *testing.T) {
 		t.Fatal("popFront on an empty deque")
 	}
 }
+
+// TestDequeFilter drops values in place across wrap-around and keeps the
+// rest in order, their slots cleared.
+func TestDequeFilter(t *testing.T) {
+	var d deque[*int]
+	var model []int
+	for i := range 40 {
+		v := i
+		d.pushBack(&v)
+		model = append(model, i)
+	}
+	for i := range 20 { // the front moves on: the ring wraps around
+		d.popFront()
+		model = model[1:]
+		v := 100 + i
+		d.pushBack(&v)
+		model = append(model, v)
+	}
+	d.filter(func(p *int) bool { return *p%3 != 0 })
+	var want []int
+	for _, v := range model {
+		if v%3 != 0 {
+			want = append(want, v)
+		}
+	}
+	if d.len() != len(want) {
+		t.Fatalf("len %d after filter, want %d", d.len(), len(want))
+	}
+	held := 0
+	for _, p := range d.buf {
+		if p != nil {
+			held++
+		}
+	}
+	if held != len(want) {
+		t.Fatalf("%d slots still hold values, want %d", held, len(want))
+	}
+	for i, w := range want {
+		p, ok := d.popFront()
+		if !ok || *p != w {
+			t.Fatalf("value %d: got %v, want %d", i, p, w)
+		}
+	}
+}

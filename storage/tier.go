@@ -2,6 +2,7 @@ package storage
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -81,6 +82,10 @@ const (
 // titem is a key's latest write in the tier: a value or a deletion. Items
 // are never changed once in a tree: copies of the tree share them.
 type titem struct {
+	// w is the key's first 24 bytes as big-endian words, zero-padded
+	// (keyWords): comparisons between keys that differ there, almost
+	// all of them, read neither key's bytes.
+	w        [3]uint64
 	key, val []byte
 	expires  uint64 // Badger's ExpiresAt (dedupe records), 0 for none
 	tomb     bool   // a deletion
@@ -103,7 +108,43 @@ type titem struct {
 
 func (it *titem) size() int64 { return int64(len(it.key)+len(it.val)) + tierItemOverhead }
 
-func itemLess(a, b *titem) bool { return bytes.Compare(a.key, b.key) < 0 }
+// itemLess orders items as bytes.Compare orders their keys. Words that
+// differ decide as the bytes would: at the first byte where two padded
+// keys differ, either both keys have a byte, or the shorter one has ended
+// and the longer one goes on with bytes that are not all zero, so the
+// shorter one is its prefix and sorts first.
+func itemLess(a, b *titem) bool {
+	for i := range a.w {
+		if a.w[i] != b.w[i] {
+			return a.w[i] < b.w[i]
+		}
+	}
+	return bytes.Compare(a.key, b.key) < 0
+}
+
+// keyWords returns k's first 24 bytes as big-endian words, zero-padded.
+func keyWords(k []byte) (w [3]uint64) {
+	for i := range w {
+		if len(k) >= 8 {
+			w[i], k = binary.BigEndian.Uint64(k), k[8:]
+			continue
+		}
+		for j := range 8 {
+			w[i] <<= 8
+			if j < len(k) {
+				w[i] |= uint64(k[j])
+			}
+		}
+		k = nil
+	}
+	return w
+}
+
+// newTitem returns an item for key k, which it keeps.
+func newTitem(k []byte) *titem { return &titem{w: keyWords(k), key: k} }
+
+// setKey makes k the item's key, which it keeps (a probe's).
+func (it *titem) setKey(k []byte) { it.w, it.key = keyWords(k), k }
 
 type ttree = btree.BTreeG[*titem]
 
@@ -235,17 +276,7 @@ func (t *tier) compact() {
 	if t.order.len() < 2*t.master.Len()+1024 {
 		return
 	}
-	var kept deque[*titem]
-	for {
-		it, ok := t.order.popFront()
-		if !ok {
-			break
-		}
-		if !it.gone {
-			kept.pushBack(it)
-		}
-	}
-	t.order = kept
+	t.order.filter(func(it *titem) bool { return !it.gone })
 }
 
 // forget accounts for an item leaving master.
@@ -530,7 +561,7 @@ type tierTxn struct {
 
 // find returns the newest item for k in the layers, if any.
 func (x *tierTxn) find(k []byte) (*titem, bool) {
-	x.probe.key = k
+	x.probe.setKey(k)
 	for _, l := range x.layers {
 		if l == nil {
 			continue
@@ -580,7 +611,9 @@ func (x *tierTxn) set(k, v []byte, expires uint64, kind keyKind) {
 	buf := make([]byte, len(k)+len(v))
 	copy(buf, k)
 	copy(buf[len(k):], v)
-	x.t.batch.Set(&titem{key: buf[:len(k):len(k)], val: buf[len(k):], expires: expires, base: base, lasting: kind == keyLasting})
+	it := newTitem(buf[:len(k):len(k)])
+	it.val, it.expires, it.base, it.lasting = buf[len(k):], expires, base, kind == keyLasting
+	x.t.batch.Set(it)
 	x.t.rec.set(k, v, expires)
 }
 
@@ -590,7 +623,9 @@ func (x *tierTxn) del(k []byte) {
 	if prev, ok := x.find(k); ok {
 		base = prev.base
 	}
-	x.t.batch.Set(&titem{key: bytes.Clone(k), tomb: true, base: base})
+	it := newTitem(bytes.Clone(k))
+	it.tomb, it.base = true, base
+	x.t.batch.Set(it)
 	x.t.rec.del(k)
 }
 
@@ -635,7 +670,7 @@ func (s *mergeSrc) set(ok bool, prefix []byte) {
 
 // Seek moves to the first key >= k.
 func (m *mergeIter) Seek(k []byte) {
-	m.probe.key = k
+	m.probe.setKey(k)
 	for i := range m.src {
 		m.src[i].set(m.src[i].it.Seek(&m.probe), m.prefix)
 	}

@@ -555,3 +555,32 @@ func TestOpenAfterKillDuringFileCreate(t *testing.T) {
 		})
 	}
 }
+
+// TestItemLess holds the tier's order to bytes.Compare's, keys of every
+// length from 0 to 30 bytes that share prefixes, end in zeros or differ
+// only past the 24 bytes its words cover.
+func TestItemLess(t *testing.T) {
+	var keys [][]byte
+	for n := range 31 {
+		for _, fill := range []byte{0x00, 0x01, 0xff} {
+			k := bytes.Repeat([]byte{fill}, n)
+			keys = append(keys, k)
+			if n > 0 {
+				for _, at := range []int{0, n / 2, n - 1} {
+					v := bytes.Clone(k)
+					v[at]++
+					keys = append(keys, v)
+				}
+			}
+		}
+	}
+	keys = append(keys, entryKey(7, 4321), entryKey(7, 4322), entryKey(8, 1), metaKey(7), metaKey(7)[:8])
+	for _, a := range keys {
+		for _, b := range keys {
+			x, y := newTitem(a), newTitem(b)
+			if got, want := itemLess(x, y), bytes.Compare(a, b) < 0; got != want {
+				t.Fatalf("itemLess(%x, %x) = %v, bytes.Compare says %v", a, b, got, want)
+			}
+		}
+	}
+}
