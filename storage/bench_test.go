@@ -113,9 +113,9 @@ func BenchmarkAppendDurable(b *testing.B) {
 // recipient's ack (with its pending receipt), the receipt entry in the
 // sender's mailbox that settles it, and the sender's ack of the receipt.
 // Reports syncs and commits per round: the store's share of the cost of a
-// message in the phone regime. (A lone pair is not run: each of its
-// relaxed writes waits RelaxedDelay for company that never comes, about 23
-// rounds a second and 2 syncs a round, which is the design, not a cost.)
+// message in the phone regime. (A lone pair is not run: its receipt waits
+// RelaxedDelay for a send's sync that never comes, and then syncs alone: 2
+// syncs a round, which is the design, not a cost.)
 func BenchmarkRound(b *testing.B) {
 	for _, pairs := range []int{64, 1000} {
 		b.Run(fmt.Sprintf("pairs=%d", pairs), func(b *testing.B) {

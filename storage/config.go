@@ -90,12 +90,13 @@ type Config struct {
 	// NewMemory.
 	MinFreeBytes int64
 
-	// RelaxedDelay is how long a relaxed write (an ack, a receipt entry,
-	// expiry; see Store.Append) may wait for a batch that syncs anyway
-	// before it is committed on its own, and how long a committed relaxed
-	// append may then wait for a sync. Zero means DefaultRelaxedDelay;
-	// negative means no wait (each relaxed write is committed and synced
-	// at once, as an urgent one is; tests that ack in a loop use it).
+	// RelaxedDelay is how long a committed relaxed append (a receipt entry;
+	// see Store.Append) may wait for a batch that syncs anyway before it
+	// is synced on its own. Relaxed writes are committed as soon as the
+	// committer gets to them; an ack or expiry needs no sync. Zero means
+	// DefaultRelaxedDelay; negative means no wait (each relaxed write is
+	// committed and synced at once, as an urgent one is; tests that ack in
+	// a loop use it).
 	RelaxedDelay time.Duration
 
 	// MemTableSize is Badger's memtable size, in bytes; Badger keeps up to
@@ -164,9 +165,9 @@ const (
 	// before they delete their inputs, with room to spare.
 	DefaultMinFreeBytes = 256 << 20
 	// DefaultRelaxedDelay: at a few hundred messages a second a send (whose
-	// batch syncs) comes every few milliseconds, so acks and receipts
-	// almost always ride on one; a receipt reaches its sender at most
-	// 20 ms later than it could, which no one sees.
+	// batch syncs) comes every few milliseconds, so receipts almost always
+	// ride on one; a receipt reaches its sender at most 10 ms later than it
+	// could, which no one sees.
 	DefaultRelaxedDelay = 10 * time.Millisecond
 	// DefaultMemTableSize: 24 MiB. 16 MiB is the smallest memtable whose
 	// 15% transaction cap holds a full default batch (see txnEstimate);

@@ -11,10 +11,8 @@
 //	worker ──Append(e, done)──▶ commit queue (Config.QueueLen, blocks when full)
 //	                               │
 //	                               ▼  committer goroutine (one)
-//	             a relaxed op alone (ack, receipt, expiry) waits up to
-//	             Config.RelaxedDelay for an urgent one (message, group
-//	             event, group change), but no longer than 2 ms after the
-//	             last op came (gather); then every queued op, up to
+//	             every queued op, urgent (message, group event, group
+//	             change) or relaxed (ack, receipt, expiry), up to
 //	             Config.MaxBatch / MaxBatchBytes, goes into one batch:
 //	             check seq, retries for duplicates, limits, the
 //	             free-space floor; write entries, dedupe records, pending

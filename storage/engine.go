@@ -69,7 +69,7 @@ type engine struct {
 	retryBatch  uint64                 // the last batch that held a retried append (Entry.Retry); see prefetch.go
 	batchKeys   map[dedupeID]Dup       // dedupe records written by the open batch
 	prevKeys    map[dedupeID]Dup       // dedupe records written by the batch before
-	timer       *time.Timer            // the committer's one timer: gather, syncDue, retryAt
+	timer       *time.Timer            // the committer's one timer: syncDue, retryAt
 	// unsynced are relaxed appends committed by batches that did not sync,
 	// waiting for the next sync to call done; at most cfg.MaxBatch (a
 	// fuller list is synced at once).
@@ -332,8 +332,10 @@ func (s *engine) Close() error {
 // run is the committer goroutine: it takes the first queued op, adds every
 // op already waiting (up to the batch limits), commits them in one
 // transaction, syncs it if any of them is urgent, and then calls their
-// callbacks in queue order. A relaxed op that comes alone waits for
-// company (gather).
+// callbacks in queue order. A relaxed op does not wait for company: a
+// commit without a sync is one pwrite, cheaper than the timer and the
+// wake-up of waiting for an urgent op (docs/DESIGN.md); a relaxed append
+// then waits for a sync (commitBatch).
 func (s *engine) run() {
 	defer close(s.committerDone)
 	for {
@@ -353,10 +355,6 @@ func (s *engine) run() {
 		if first.kind == opExclusive {
 			first.done(first.fn())
 			continue
-		}
-		if !first.urgent() && s.pending.len() == 0 {
-			s.gather(first)
-			first, _ = s.pending.popFront()
 		}
 		s.commitBatch(first)
 	}
@@ -397,48 +395,6 @@ func (s *engine) nextWait() (op, bool) {
 		}
 	}
 }
-
-// gather holds first, a relaxed op, and what follows it in pending until
-// an urgent op arrives (whose batch syncs anyway), the relaxed delay
-// passes, as many ops wait as were recently in flight at once (the
-// writers that were busy are all here), no op came for gatherIdle (nobody
-// else is coming: writers may all be waiting on these very ops), a full
-// batch is waiting, or q closes. pending is empty when it is called, so
-// the order of ops is kept.
-func (s *engine) gather(first op) {
-	s.pending.pushBack(first)
-	deadline := time.Now().Add(s.cfg.RelaxedDelay)
-	if len(s.unsynced) > 0 && s.syncDue.Before(deadline) {
-		deadline = s.syncDue
-	}
-	enough := min(s.cfg.MaxBatch, max(2, s.concurrency))
-	for s.pending.len() < enough {
-		d := min(time.Until(deadline), gatherIdle)
-		if d <= 0 {
-			return
-		}
-		s.timer.Reset(d)
-		select {
-		case o, ok := <-s.q:
-			s.timer.Stop()
-			if !ok {
-				return // closed: run commits what is here, then stops
-			}
-			s.pending.pushBack(o)
-			if o.urgent() {
-				return
-			}
-		case <-s.timer.C:
-			return
-		}
-	}
-}
-
-// gatherIdle is how long gather waits for the next op before it decides
-// nobody else is coming. At a few hundred messages a second a store op
-// comes about every millisecond, so a relaxed op still finds company
-// there; writers that all wait on their relaxed ops go on after it.
-const gatherIdle = 2 * time.Millisecond
 
 // next returns the next op: an unfinished ack or an op held back from the
 // last batch first, then q without waiting; false when there is none.
@@ -535,7 +491,7 @@ func (s *engine) commitBatch(first op) {
 	// What was waiting when the batch closed also wanted in: producers
 	// that block on their commit come back once it is done. Only urgent
 	// ops count: nobody waits on a relaxed one to send the next, and
-	// counting them (a gathered batch of acks) made the next, lone
+	// counting them (a batch of acks) made the next, lone
 	// batches spin for company that was not coming (a tenth of the
 	// server's CPU at 300 msg/s).
 	s.concurrency = max(urgentOps+len(s.q), s.concurrency*7/8)

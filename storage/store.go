@@ -21,10 +21,10 @@ type Store interface {
 	// Append queues e for the next group commit and returns without waiting
 	// for the disk. done is called exactly once: with nil after the commit
 	// holding e is synced to disk, or with an error (never both). A
-	// KindReceipt entry is relaxed: it may wait up to Config.RelaxedDelay
-	// for a batch that must sync anyway, and then up to RelaxedDelay more
-	// for a sync, before done; every other entry is committed and synced
-	// as soon as the committer gets to it. done runs on the
+	// KindReceipt entry is relaxed: it is committed as soon as the committer
+	// gets to it, and then waits up to Config.RelaxedDelay for a batch
+	// that syncs anyway (or its own sync) before done; every other entry is
+	// committed and synced as soon as the committer gets to it. done runs on the
 	// committer goroutine and must not block; it may also run before Append
 	// returns, on the caller's goroutine, when e is refused without reaching
 	// the committer (ErrClosed, ErrInvalidEntry). Append blocks only while the
