@@ -75,8 +75,9 @@ const (
 	// Badger transaction, so a round never outgrows one.
 	tierSpillChunk = 512
 	// tierItemOverhead is what an item costs beyond its key and value: the
-	// item, its share of the B-tree and of the spill queue.
-	tierItemOverhead = 96
+	// item (120 bytes, allocated as 128), its pointer in the B-tree and in
+	// the spill queue.
+	tierItemOverhead = 144
 )
 
 // titem is a key's latest write in the tier: a value or a deletion. Items

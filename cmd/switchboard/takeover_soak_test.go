@@ -45,8 +45,9 @@ func TestSoakTakeoverLoop(t *testing.T) {
 		}
 		// Let the bench log in (the first) and traffic flow a little.
 		time.Sleep(4 * time.Second)
-		fds, rss := procFiles(t, cur), procRSS(t, cur)
-		t.Logf("process %d: %d descriptors, RSS %d MiB (%s)", i, fds, rss>>20, procStatus(t, cur, "RssAnon:", "RssFile:", "RssShmem:"))
+		fds, mem := procFiles(t, cur), procMem(t, cur)
+		rss := mem["VmRSS:"]
+		t.Logf("process %d: %d descriptors, RSS %d MiB (anonymous %d, files %d)", i, fds, rss>>20, mem["RssAnon:"]>>20, mem["RssFile:"]>>20)
 		if i == 0 {
 			firstFDs, firstRSS = fds, rss
 			continue
@@ -90,37 +91,23 @@ func procFiles(t *testing.T, c *child) int {
 	return n
 }
 
-// procRSS is c's resident memory, in bytes.
-func procRSS(t *testing.T, c *child) int {
+// procMem returns the memory lines of c's /proc status, in bytes, by name
+// ("VmRSS:", "RssAnon:", "RssFile:"...).
+func procMem(t *testing.T, c *child) map[string]int {
 	t.Helper()
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(c.cmd.Process.Pid) + "/status")
 	if err != nil {
 		t.Fatal(err)
 	}
+	m := map[string]int{}
 	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+		if f := strings.Fields(line); len(f) == 3 && f[2] == "kB" {
 			kb, _ := strconv.Atoi(f[1])
-			return kb << 10
+			m[f[0]] = kb << 10
 		}
 	}
-	t.Fatal("no VmRSS")
-	return 0
-}
-
-// procStatus returns the named lines of c's /proc status, joined.
-func procStatus(t *testing.T, c *child, names ...string) string {
-	t.Helper()
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(c.cmd.Process.Pid) + "/status")
-	if err != nil {
-		t.Fatal(err)
+	if _, ok := m["VmRSS:"]; !ok {
+		t.Fatal("no VmRSS")
 	}
-	var out []string
-	for _, line := range strings.Split(string(b), "\n") {
-		for _, n := range names {
-			if strings.HasPrefix(line, n) {
-				out = append(out, strings.Join(strings.Fields(line), " "))
-			}
-		}
-	}
-	return strings.Join(out, ", ")
+	return m
 }
