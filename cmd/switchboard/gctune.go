@@ -25,11 +25,11 @@ import (
 // term is for a server under load: it allocates a few KiB a message (30 MiB
 // a second at 5,000 msg/s), and the first two terms let it collect about
 // five times a second, each collection a few milliseconds in which the one
-// processor the load needs also marks. That was part of the tail: at 5,000 msg/s, with about 180
-// collections a run against 33-35 with this term, the p99 from SEND to
-// ACCEPT was 3.5-7.3 ms (median 3.9) against 2.5-5.9 ms (median 3.2), for
-// 25 MiB more RSS after the traffic (docs/BENCHMARKS.md, "The collector's
-// headroom under load"). An idle server allocates next to nothing, so its
+// processor the load needs also marks. That was part of the tail: at 5,000
+// msg/s, with about 180 collections a run against 33-35 with this term,
+// the p99 from SEND to ACCEPT was 3.5-7.3 ms (median 3.9) against 2.5-5.9
+// ms (median 3.2), for 25 MiB more RSS after the traffic
+// (docs/BENCHMARKS.md, "The collector's headroom under load"). An idle server allocates next to nothing, so its
 // headroom, and the garbage it keeps resident, stay at the floor.
 //
 // The collector's headroom and the pages the runtime keeps for reuse are

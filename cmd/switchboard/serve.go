@@ -15,7 +15,6 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"switchboard/gateway"
 	"switchboard/node"
 )
 
@@ -85,11 +84,7 @@ func serve(args []string) error {
 		tuneGC(cfg.GCPercent, tunerStop)
 	}
 	if tuneProcsNow {
-		loops := cfg.Gateway.Loops
-		if loops == 0 {
-			loops = gateway.DefaultLoops()
-		}
-		tuneProcs(log, loops, tunerStop)
+		tuneProcs(log, cfg.Gateway.WithDefaults().Loops, tunerStop)
 	}
 	admin := ""
 	if a := n.AdminAddr(); a != nil {
