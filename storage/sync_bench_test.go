@@ -38,11 +38,8 @@ func reportCPU(b *testing.B, start time.Duration) {
 // next write through the memtable's mapping faults its page writable again.
 //
 // BenchmarkDurableWrite/log: pwrite of 200 bytes into a pre-zeroed file,
-// then fdatasync, as a sequential log for what is in flight would.
-// log-every-3ms: the same, one write every 3 ms, as at 300 msg/s; its
-// sync-us/op (the write and its sync, without the pause) is what a sync
-// costs in time after an idle gap. pause-<d> is a pause alone: the CPU of
-// a thread woken after d idle (pause-3ms is paid by log-every-3ms too).
+// then fdatasync, as a sequential log for what is in flight would; its
+// sync-us/op is the wall time of the write and its sync.
 //
 // BenchmarkDurableWrite/mmap-log: the same log written through a shared
 // mapping and msynced, to separate the mapping's cost from Badger's.
@@ -70,42 +67,7 @@ func BenchmarkDurableWrite(b *testing.B) {
 		}
 		reportCPU(b, start)
 	})
-	for _, pause := range []time.Duration{time.Millisecond, 3 * time.Millisecond, 10 * time.Millisecond} {
-		b.Run("pause-"+pause.String(), func(b *testing.B) {
-			start := processCPU()
-			for i := 0; i < b.N; i++ {
-				time.Sleep(pause)
-			}
-			reportCPU(b, start)
-		})
-	}
-	for _, pace := range []time.Duration{0, 3 * time.Millisecond} {
-		name := "log"
-		if pace > 0 {
-			name = "log-every-3ms"
-		}
-		b.Run(name, func(b *testing.B) {
-			f := preZeroed(b, b.N*len(val))
-			var spent time.Duration
-			b.ResetTimer()
-			start := processCPU()
-			for i := 0; i < b.N; i++ {
-				if pace > 0 {
-					time.Sleep(pace)
-				}
-				t := time.Now()
-				if _, err := f.WriteAt(val, int64(i*len(val))); err != nil {
-					b.Fatal(err)
-				}
-				if err := unix.Fdatasync(int(f.Fd())); err != nil {
-					b.Fatal(err)
-				}
-				spent += time.Since(t)
-			}
-			reportCPU(b, start)
-			b.ReportMetric(float64(spent.Microseconds())/float64(b.N), "sync-us/op")
-		})
-	}
+	b.Run("log", func(b *testing.B) { logSyncs(b, 0) })
 	b.Run("mmap-log", func(b *testing.B) {
 		f := preZeroed(b, b.N*len(val))
 		m, err := unix.Mmap(int(f.Fd()), 0, b.N*len(val), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
@@ -123,6 +85,54 @@ func BenchmarkDurableWrite(b *testing.B) {
 		}
 		reportCPU(b, start)
 	})
+}
+
+// logSyncs writes 200 bytes into a pre-zeroed file and fdatasyncs it, b.N
+// times, pausing pause before each; it reports the CPU per op (the pause's
+// wake-up included) and sync-us/op, the write and its sync alone.
+func logSyncs(b *testing.B, pause time.Duration) {
+	val := make([]byte, benchValueLen)
+	f := preZeroed(b, b.N*len(val))
+	var spent time.Duration
+	b.ResetTimer()
+	start := processCPU()
+	for i := 0; i < b.N; i++ {
+		if pause > 0 {
+			time.Sleep(pause)
+		}
+		t := time.Now()
+		if _, err := f.WriteAt(val, int64(i*len(val))); err != nil {
+			b.Fatal(err)
+		}
+		if err := unix.Fdatasync(int(f.Fd())); err != nil {
+			b.Fatal(err)
+		}
+		spent += time.Since(t)
+	}
+	reportCPU(b, start)
+	b.ReportMetric(float64(spent.Microseconds())/float64(b.N), "sync-us/op")
+}
+
+// BenchmarkAfterIdle: what an event costs when it comes after an idle gap,
+// as every SEND and every sync does at 300 msg/s (docs/BENCHMARKS.md,
+// "Where a message's CPU goes at 300 and 5,000 msg/s"):
+//
+//	go test -run '^$' -bench 'DurableWrite/log$|AfterIdle' -benchtime 500x -count 2 ./storage/
+//
+// pause-<d>: the CPU of a thread woken after d idle. log-every-3ms:
+// DurableWrite/log with a 3 ms pause before each write; its cpu-us/op
+// includes the pause's wake-up (pause-3ms), its sync-us/op does not.
+func BenchmarkAfterIdle(b *testing.B) {
+	for _, pause := range []time.Duration{time.Millisecond, 3 * time.Millisecond, 10 * time.Millisecond} {
+		b.Run("pause-"+pause.String(), func(b *testing.B) {
+			start := processCPU()
+			for i := 0; i < b.N; i++ {
+				time.Sleep(pause)
+			}
+			reportCPU(b, start)
+		})
+	}
+	b.Run("log-every-3ms", func(b *testing.B) { logSyncs(b, 3*time.Millisecond) })
 }
 
 // preZeroed is a file of n zero bytes (rounded up to 1 MiB) written and
