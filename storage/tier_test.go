@@ -2,7 +2,9 @@ package storage
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"math/rand/v2"
@@ -255,6 +257,56 @@ func TestTierTornRecord(t *testing.T) {
 // and a replay reads across segments.
 func TestTierSegments(t *testing.T) {
 	r := newTierRig(t)
+	model, _ := writeSegments(t, r)
+	// Seven keys, each overwritten within the last few records: only the
+	// last segment or two hold what the tier needs. (Deleting is tried at
+	// most every retireEvery, and by one helper at a time: let the last
+	// one finish, and try now.)
+	if err := awaitRemoval(r.be.tier); err != nil {
+		t.Fatal(err)
+	}
+	r.be.tier.retryRetire = time.Time{}
+	if err := r.be.tidy(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(r.be.tier.log.segs); n > 2 {
+		t.Fatalf("%d segments kept, want at most 2", n)
+	}
+	if err := awaitRemoval(r.be.tier); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.be.tidy(); err != nil { // collects the helper's result
+		t.Fatal(err)
+	}
+	if on, _ := listSegments(r.dir + "/" + tierLogDir); !slices.Equal(on, r.be.tier.log.segs) {
+		t.Fatalf("segments on disk %v, in the log %v", on, r.be.tier.log.segs)
+	}
+	want := modelContents(model)
+	r.crash()
+	if got := r.contents(); !slices.Equal(got, want) {
+		t.Fatalf("after replay across segments: %d keys, want %d", len(got), len(want))
+	}
+	_ = r.be.close()
+}
+
+// awaitRemoval waits for the helper deleting retired segments, if one
+// runs, and returns its result, leaving it for the committer's next tidy.
+func awaitRemoval(tr *tier) error {
+	r := tr.retiring
+	if r == nil {
+		return nil
+	}
+	err := <-r.done
+	r.done <- err
+	return err
+}
+
+// writeSegments commits 64 KiB values under seven keys until the log
+// spans three segments, tidying after each batch, and returns what the
+// keys hold and how many tidies failed with errInjected.
+func writeSegments(t *testing.T, r *tierRig) (map[string][]byte, int) {
+	t.Helper()
+	injected := 0
 	val := bytes.Repeat([]byte{'v'}, 64<<10)
 	model := map[string][]byte{}
 	for i := range 3 * tierSegmentBytes / len(val) {
@@ -265,26 +317,138 @@ func TestTierSegments(t *testing.T) {
 		if err := w.commit(); err != nil {
 			t.Fatal(err)
 		}
-		if err := r.be.tidy(); err != nil {
+		if err := r.be.tidy(); errors.Is(err, errInjected) {
+			injected++
+		} else if err != nil {
 			t.Fatal(err)
 		}
 	}
-	// Seven keys, each overwritten within the last few records: only the
-	// last segment or two hold what the tier needs. (Deleting is tried at
-	// most every retireEvery: try now.)
+	return model, injected
+}
+
+var errInjected = errors.New("injected")
+
+// TestTierRetireFailure: a segment the helper fails to delete makes the
+// committer's next tidy fail (the store then reopens and replays), and it
+// stays on disk with every segment after it, to be replayed first.
+func TestTierRetireFailure(t *testing.T) {
+	defer func(f func(string) error) { removeSegment = f }(removeSegment)
+	removeSegment = func(string) error { return errInjected }
+	r := newTierRig(t)
+	model, injected := writeSegments(t, r)
 	r.be.tier.retryRetire = time.Time{}
-	if err := r.be.tidy(); err != nil {
-		t.Fatal(err)
+	for range 2 { // collect a helper's result, or start one and collect it
+		if err := awaitRemoval(r.be.tier); err != nil && !errors.Is(err, errInjected) {
+			t.Fatal(err)
+		}
+		if err := r.be.tidy(); errors.Is(err, errInjected) {
+			injected++
+		} else if err != nil {
+			t.Fatal(err)
+		}
 	}
-	if n := len(r.be.tier.log.segs); n > 2 {
-		t.Fatalf("%d segments kept, want at most 2", n)
+	if injected == 0 {
+		t.Fatal("no tidy reported the failed deletion")
 	}
-	want := modelContents(model)
+	on, _ := listSegments(r.dir + "/" + tierLogDir)
+	segs := r.be.tier.log.segs
+	if len(on) <= len(segs) || on[len(on)-1] != segs[len(segs)-1] {
+		t.Fatalf("segments on disk %v, in the log %v: the retired ones should be left", on, segs)
+	}
+	for i := 1; i < len(on); i++ {
+		if on[i] != on[i-1]+1 {
+			t.Fatalf("segments on disk %v: a gap", on)
+		}
+	}
+	removeSegment = os.Remove
 	r.crash()
-	if got := r.contents(); !slices.Equal(got, want) {
-		t.Fatalf("after replay across segments: %d keys, want %d", len(got), len(want))
+	if got, want := r.contents(), modelContents(model); !slices.Equal(got, want) {
+		t.Fatalf("after replaying the left segments: %d keys, want %d", len(got), len(want))
 	}
 	_ = r.be.close()
+}
+
+// TestRemoveSegmentsWaitsForOneMemtable: segments are deleted only after
+// a Badger sync with one memtable log in its folder before and after it;
+// with two (one switched out and not yet flushed) the helper waits, and a
+// stop ends the wait with nothing deleted.
+func TestRemoveSegmentsWaitsForOneMemtable(t *testing.T) {
+	dir := t.TempDir()
+	db, err := badger.Open(badgerOptions(testConfig(dir)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	segs := t.TempDir()
+	var paths []string
+	for i := range 2 {
+		p := filepath.Join(segs, fmt.Sprintf("seg%d", i))
+		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		paths = append(paths, p)
+	}
+	mems, _ := filepath.Glob(filepath.Join(db.Opts().Dir, "*.mem"))
+	if len(mems) != 1 {
+		t.Fatalf("Badger's folder holds %d memtable logs, want 1", len(mems))
+	}
+	second := filepath.Join(db.Opts().Dir, "999999.mem")
+	if err := os.WriteFile(second, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() { done <- removeSegments(db, paths, stop) }()
+	close(stop)
+	if err := <-done; !errors.Is(err, errRemovalStopped) {
+		t.Fatalf("with two memtable logs: %v, want stopped", err)
+	}
+	for _, p := range paths {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("%s deleted while a memtable was not flushed: %v", p, err)
+		}
+	}
+	if err := os.Remove(second); err != nil {
+		t.Fatal(err)
+	}
+	if err := removeSegments(db, paths, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range paths {
+		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("%s left: %v", p, err)
+		}
+	}
+}
+
+// TestTierCloseStopsRemoval: a clean close stops a helper still waiting
+// for Badger and deletes what it left, with the rest of the log.
+func TestTierCloseStopsRemoval(t *testing.T) {
+	r := newTierRig(t)
+	_, _ = writeSegments(t, r)
+	if err := awaitRemoval(r.be.tier); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.be.tidy(); err != nil { // collects the last result, if any
+		t.Fatal(err)
+	}
+	tr := r.be.tier
+	// Hold the helper: a second memtable log, as while one is flushed.
+	second := filepath.Join(r.be.db.Opts().Dir, "999999.mem")
+	if err := os.WriteFile(second, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	paths := tr.log.detach(func(seg uint64) bool { return false })
+	if len(paths) == 0 {
+		t.Fatal("nothing to retire")
+	}
+	tr.startRemoval(r.be.db, paths)
+	if err := r.be.close(); err != nil {
+		t.Fatal(err)
+	}
+	if on, _ := listSegments(r.dir + "/" + tierLogDir); len(on) != 0 {
+		t.Fatalf("segments left after a clean close: %v", on)
+	}
 }
 
 // FuzzTierRecord: the replay reads any bytes without panicking, and what

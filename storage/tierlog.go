@@ -245,16 +245,16 @@ func (l *tierLog) sync() error {
 // current is the segment being written.
 func (l *tierLog) current() uint64 { return l.segs[len(l.segs)-1] }
 
-// retire deletes the oldest segments while keep says they are not needed,
-// never the one being written.
-func (l *tierLog) retire(keep func(seg uint64) bool) error {
+// detach drops the oldest segments while keep says they are not needed,
+// never the one being written, and returns their files, oldest first, for
+// the caller to delete in that order.
+func (l *tierLog) detach(keep func(seg uint64) bool) []string {
+	var paths []string
 	for len(l.segs) > 1 && !keep(l.segs[0]) {
-		if err := os.Remove(l.segPath(l.segs[0])); err != nil {
-			return fmt.Errorf("storage: in-flight log: %w", err)
-		}
+		paths = append(paths, l.segPath(l.segs[0]))
 		l.segs = l.segs[1:]
 	}
-	return nil
+	return paths
 }
 
 // close closes the segment being written and the spare, and deletes the
