@@ -449,11 +449,16 @@ type segmentRemoval struct {
 // deleted anything.
 var errRemovalStopped = errors.New("storage: in-flight log: deleting segments stopped")
 
-// removeSegment deletes one segment file; tests replace it.
-var removeSegment = os.Remove
+// removeSegment deletes one segment file, and recycleSegment renames one;
+// tests replace them.
+var (
+	removeSegment  = os.Remove
+	recycleSegment = os.Rename
+)
 
 // removeSegments deletes paths, in order, once Badger holds durably what
-// was spilled from them. Those writes were committed before the committer
+// was spilled from them; the first is recycled instead (renamed to
+// tierRecycled, for the next spare) when none waits to be. Those writes were committed before the committer
 // saw one memtable log in Badger's folder, so they are in that memtable or
 // in one flushed since. DB.Sync syncs the active memtable's log; the sync
 // counts only if the folder held the same single memtable log before and
@@ -482,7 +487,16 @@ func removeSegments(db *badger.DB, paths []string, stop <-chan struct{}) error {
 		}
 	}
 	for _, p := range paths {
-		if err := removeSegment(p); err != nil {
+		// The first goes to be recycled into the next spare, unless one
+		// waits there already; the rest are deleted.
+		pool := filepath.Join(filepath.Dir(p), tierRecycled)
+		var err error
+		if _, serr := os.Lstat(pool); errors.Is(serr, fs.ErrNotExist) {
+			err = recycleSegment(p, pool)
+		} else {
+			err = removeSegment(p)
+		}
+		if err != nil {
 			return fmt.Errorf("storage: in-flight log: %w", err)
 		}
 	}
@@ -546,7 +560,7 @@ func (t *tier) close(db *badger.DB) error {
 // removeLog deletes every segment, after close and after Badger closed,
 // the retired ones a helper left included.
 func (t *tier) removeLog() error {
-	for _, p := range t.leftover {
+	for _, p := range append(t.leftover, filepath.Join(t.log.dir, tierRecycled)) {
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("storage: in-flight log: %w", err)
 		}
@@ -592,7 +606,7 @@ func replayTierLog(db *badger.DB, dir string, logger *slog.Logger) ([]uint64, er
 	last := map[string]final{}
 	records := 0
 	for i, seg := range segs {
-		torn, err := readSegment(segFile(logDir, seg), func(payload []byte) error {
+		torn, err := readSegment(segFile(logDir, seg), seg, func(payload []byte) error {
 			records++
 			return decodeTierOps(payload, func(k, v []byte, expires uint64, del bool) {
 				last[string(k)] = final{val: bytes.Clone(v), expires: expires, del: del}

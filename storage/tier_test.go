@@ -2,8 +2,10 @@ package storage
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io/fs"
 	"log/slog"
 	"maps"
@@ -332,8 +334,11 @@ var errInjected = errors.New("injected")
 // committer's next tidy fail (the store then reopens and replays), and it
 // stays on disk with every segment after it, to be replayed first.
 func TestTierRetireFailure(t *testing.T) {
-	defer func(f func(string) error) { removeSegment = f }(removeSegment)
+	defer func(rm func(string) error, mv func(string, string) error) {
+		removeSegment, recycleSegment = rm, mv
+	}(removeSegment, recycleSegment)
 	removeSegment = func(string) error { return errInjected }
+	recycleSegment = func(string, string) error { return errInjected }
 	r := newTierRig(t)
 	model, injected := writeSegments(t, r)
 	r.be.tier.retryRetire = time.Time{}
@@ -360,12 +365,113 @@ func TestTierRetireFailure(t *testing.T) {
 			t.Fatalf("segments on disk %v: a gap", on)
 		}
 	}
-	removeSegment = os.Remove
+	removeSegment, recycleSegment = os.Remove, os.Rename
 	r.crash()
 	if got, want := r.contents(), modelContents(model); !slices.Equal(got, want) {
 		t.Fatalf("after replaying the left segments: %d keys, want %d", len(got), len(want))
 	}
 	_ = r.be.close()
+}
+
+// TestTierRecycledSegments: retired segments come back as spares instead
+// of new files of zeros, and a replay reads only what each segment's
+// current life wrote: the records left from an earlier life hold older
+// values of the same keys, which must not come back.
+func TestTierRecycledSegments(t *testing.T) {
+	r := newTierRig(t)
+	// Records of one size, so that those of an earlier life line up with
+	// this life's, and values that change with every write.
+	model := map[string][]byte{}
+	l := r.be.tier.log
+	// Until a recycled segment is being written, holding two records of
+	// this life and, after them, those of its earlier life.
+	for i := 0; !l.inRecycled || l.off < int64(tierHeader)+2*(64<<10); i++ {
+		if i > 40*tierSegmentBytes/(64<<10) {
+			t.Fatal("no recycled segment was written")
+		}
+		w := r.be.begin().(*badgerTxn)
+		k := []byte{'x', byte(i % 7)}
+		v := bytes.Repeat([]byte{byte(i)}, 64<<10)
+		w.kv.set(k, v, 0, keyAny)
+		model[string(k)] = v
+		if err := w.commit(); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.be.tidy(); err != nil {
+			t.Fatal(err)
+		}
+		if i%64 == 0 { // let a deletion finish now and then, so that spares can be recycled
+			if err := awaitRemoval(r.be.tier); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if n := r.be.tier.log.recycles.Load(); n == 0 {
+		t.Fatal("no spare was a recycled segment")
+	}
+	r.crash()
+	if got, want := r.contents(), modelContents(model); !slices.Equal(got, want) {
+		t.Fatalf("after replaying recycled segments: %d keys, want %d", len(got), len(want))
+	}
+	_ = r.be.close()
+	if ents, _ := os.ReadDir(filepath.Join(r.dir, tierLogDir)); len(ents) != 0 {
+		t.Fatalf("files left in the log's folder after a clean close: %v", ents)
+	}
+}
+
+// TestReadSegmentFormats: a segment of the second format ends at its end
+// mark, and at a record whose checksum names another segment; one of the
+// first format (no magic, checksums of the payload alone) still reads.
+func TestReadSegmentFormats(t *testing.T) {
+	dir := t.TempDir()
+	var rec tierRecord
+	rec.reset()
+	rec.set([]byte("k"), []byte("v"), 0)
+	one := bytes.Clone(rec.bytes())
+	record := func(seg uint64) []byte {
+		b := bytes.Clone(one)
+		binary.BigEndian.PutUint32(b[4:], recordSum(seg, b[8:]))
+		return b
+	}
+	endMark := func(seg uint64) []byte {
+		b := make([]byte, tierEndMark)
+		binary.BigEndian.PutUint32(b[4:], recordSum(seg, nil))
+		return b
+	}
+	firstFormat := bytes.Clone(one)
+	binary.BigEndian.PutUint32(firstFormat[4:], crc32.Checksum(firstFormat[8:], crcTable))
+	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	for _, tc := range []struct {
+		name    string
+		data    []byte
+		records int
+		torn    bool
+	}{
+		{"end mark", cat([]byte(tierMagic), record(7), record(7), endMark(7), record(7)), 2, false},
+		{"zeros", cat([]byte(tierMagic), record(7), make([]byte, 64)), 1, false},
+		{"an earlier life", cat([]byte(tierMagic), record(7), record(3), record(3)), 1, true},
+		{"an earlier life's end mark", cat([]byte(tierMagic), record(7), endMark(3), record(7)), 1, true},
+		{"first format", cat(firstFormat, firstFormat, make([]byte, 16)), 2, false},
+		{"first format, torn", cat(firstFormat, one), 1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, tc.name)
+			if err := os.WriteFile(path, tc.data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			torn, err := readSegment(path, 7, func(payload []byte) error {
+				if !bytes.Equal(payload, one[8:]) {
+					t.Fatalf("payload %x", payload)
+				}
+				n++
+				return nil
+			})
+			if err != nil || n != tc.records || torn != tc.torn {
+				t.Fatalf("read %d records, torn %v, err %v; want %d, %v", n, torn, err, tc.records, tc.torn)
+			}
+		})
+	}
 }
 
 // TestRemoveSegmentsWaitsForOneMemtable: segments are deleted only after

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -18,19 +20,34 @@ import (
 // The in-flight log: the sequential, group-synced log that makes the
 // in-flight tier (tier.go) durable. One record per committed batch:
 //
+//	segment: magic("SBTLOG2\x00") record... [end]
 //	record:  length(4, big-endian) crc32c(4) payload(length bytes)
+//	end:     0(4) crc32c(4) of nothing
 //	payload: op...
 //	op:      1 keylen(uvarint) key vallen(uvarint) value expires(uvarint)   set
 //	         2 keylen(uvarint) key                                          delete
 //
-// Records are written with pwrite into segment files of tierSegmentBytes,
-// zeroed in advance, so a sync (fdatasync) writes the record's pages and
-// changes no metadata but the mtime: about half the CPU of Badger's
-// transaction and msync for one small durable write (sync_bench_test.go).
-// A zero length ends a segment's records; so does a record whose checksum
-// does not match (a write torn by a crash of the machine, which was never
-// synced and so never acknowledged). Segments are named by a number that
-// only grows, and live in the folder "inflight" of the store's folder.
+// A record's checksum covers the segment's number (8 bytes, big-endian)
+// and then its payload, so a record left from a segment's earlier life
+// never passes for one of this segment.
+//
+// Records are written with pwrite into segment files of tierSegmentBytes
+// whose blocks were all written before, so a sync (fdatasync) writes the
+// record's pages and changes no metadata but the mtime: about half the CPU
+// of Badger's transaction and msync for one small durable write
+// (sync_bench_test.go). A new segment is a retired one renamed (recycled)
+// when one is at hand, or else a file of zeros written beside the
+// committer: recycling spares the disk that writing, which held the
+// committer's syncs back (docs/BENCHMARKS.md, "Log segments recycled").
+//
+// A segment's records end at zeros, at the end mark a full segment gets
+// when the next one starts, or at a record whose checksum does not match:
+// a write torn by a crash of the machine (never synced, so never
+// acknowledged), or the first record left from the segment's earlier life.
+// Segments are named by a number that only grows, and live in the folder
+// "inflight" of the store's folder. A segment without the magic is of the
+// first format (no end mark, checksums of the payload alone), read the
+// same way.
 
 // tierSegmentBytes is the size of one segment file. A record never spans
 // two: one that does not fit starts the next segment (a batch's record is
@@ -38,6 +55,26 @@ import (
 // about 3 MB/s, so a segment lasts a few seconds; the log takes two of
 // them on disk at rest (the one written, and the next, zeroed ahead).
 const tierSegmentBytes = 8 << 20
+
+// tierMagic opens every segment of the second format; tierHeader is where
+// its first record starts. tierEndMark is the size of the end mark, kept
+// free at the end of every segment.
+const (
+	tierMagic   = "SBTLOG2\x00"
+	tierHeader  = len(tierMagic)
+	tierEndMark = 8
+)
+
+// tierRecycled is the retired segment kept to become the next spare, in
+// the log's folder. Its name ends in .tmp: an open deletes it.
+const tierRecycled = "recycled.tmp"
+
+// recordSum is the checksum of a record of segment seg.
+func recordSum(seg uint64, payload []byte) uint32 {
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], seg)
+	return crc32.Update(crc32.Checksum(n[:], crcTable), crcTable, payload)
+}
 
 // tierLogDir is the log's folder inside the store's folder.
 const tierLogDir = "inflight"
@@ -60,15 +97,20 @@ type tierLog struct {
 	// synced: every record before off was synced when syncedOff == off
 	// (and the segment did not change since).
 	syncedOff int64
-	// spare is the next segment file, zeroed by a helper goroutine ahead of
-	// need; nil until one was asked for.
+	// spare is the next segment file, recycled or zeroed by a helper
+	// goroutine ahead of need; nil until one was asked for.
 	spare chan spareSegment
+	// recycles counts the spares that were recycled segments, and
+	// inRecycled says the segment being written is one (for tests).
+	recycles   atomic.Uint64
+	inRecycled bool
 }
 
 type spareSegment struct {
-	n   uint64
-	f   *os.File
-	err error
+	n        uint64
+	f        *os.File
+	recycled bool
+	err      error
 }
 
 // segPath is the file of segment n.
@@ -122,7 +164,7 @@ func openTierLog(storeDir string, old []uint64, log *slog.Logger) (*tierLog, err
 		return nil, err
 	}
 	l.segs = append(slices.Clone(old), next)
-	l.f = f
+	l.f, l.off, l.syncedOff = f, int64(tierHeader), int64(tierHeader)
 	l.askSpare()
 	return l, nil
 }
@@ -142,6 +184,9 @@ func (l *tierLog) zeroed(n uint64) (*os.File, error) {
 		return nil, fmt.Errorf("storage: in-flight log: segment %d: %w", n, err)
 	}
 	if err := writeZeros(f, tierSegmentBytes, tierZeroChunk); err != nil {
+		return fail(err)
+	}
+	if _, err := f.WriteAt([]byte(tierMagic), 0); err != nil {
 		return fail(err)
 	}
 	if err := f.Sync(); err != nil {
@@ -185,26 +230,63 @@ func writeZeros(f *os.File, size, chunk int) error {
 	return nil
 }
 
-// askSpare starts zeroing the segment after the last one.
+// askSpare starts preparing the segment after the last one: the recycled
+// segment if there is one, else a file of zeros.
 func (l *tierLog) askSpare() {
 	n := l.segs[len(l.segs)-1] + 1
 	ch := make(chan spareSegment, 1)
 	l.spare = ch
 	go func() {
-		f, err := l.zeroed(n)
-		ch <- spareSegment{n, f, err}
+		f, err := l.recycled(n)
+		recycled := f != nil
+		if f == nil && err == nil {
+			f, err = l.zeroed(n)
+		}
+		ch <- spareSegment{n, f, recycled, err}
 	}()
+}
+
+// recycled makes the recycled segment, if there is one, segment n: renamed,
+// its magic written (it may be of the first format), the folder synced.
+// Its old records stay until overwritten; their checksums name another
+// segment. It returns nil and no error when there is none.
+func (l *tierLog) recycled(n uint64) (*os.File, error) {
+	path := l.segPath(n)
+	if err := os.Rename(filepath.Join(l.dir, tierRecycled), path); errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("storage: in-flight log: recycling a segment: %w", err)
+	}
+	fail := func(err error) (*os.File, error) {
+		_ = os.Remove(path)
+		return nil, fmt.Errorf("storage: in-flight log: recycling a segment as %d: %w", n, err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0o600)
+	if err != nil {
+		return fail(err)
+	}
+	if _, err := f.WriteAt([]byte(tierMagic), 0); err != nil {
+		_ = f.Close()
+		return fail(err)
+	}
+	if err := syncDir(l.dir); err != nil {
+		_ = f.Close()
+		return fail(err)
+	}
+	l.recycles.Add(1)
+	return f, nil
 }
 
 // append writes rec (a whole record) at the end of the log, starting a
 // new segment when it does not fit: the full one is synced first, so that
 // a later sync, which syncs only the last segment, covers every record.
 func (l *tierLog) append(rec []byte) error {
-	if l.off+int64(len(rec)) > tierSegmentBytes {
+	if l.off+int64(len(rec)) > tierSegmentBytes-tierEndMark {
 		if err := l.rotate(); err != nil {
 			return err
 		}
 	}
+	binary.BigEndian.PutUint32(rec[4:], recordSum(l.current(), rec[8:]))
 	if _, err := l.f.WriteAt(rec, l.off); err != nil {
 		return fmt.Errorf("storage: in-flight log: %w", err)
 	}
@@ -212,7 +294,15 @@ func (l *tierLog) append(rec []byte) error {
 	return nil
 }
 
+// rotate ends the segment being written with its end mark, syncs it, and
+// goes on in the spare.
 func (l *tierLog) rotate() error {
+	var end [tierEndMark]byte
+	binary.BigEndian.PutUint32(end[4:], recordSum(l.current(), nil))
+	if _, err := l.f.WriteAt(end[:], l.off); err != nil {
+		return fmt.Errorf("storage: in-flight log: %w", err)
+	}
+	l.off += tierEndMark
 	if err := l.sync(); err != nil {
 		return err
 	}
@@ -225,7 +315,8 @@ func (l *tierLog) rotate() error {
 		l.log.Warn("storage: in-flight log: closing a full segment", "err", err)
 	}
 	l.segs = append(l.segs, l.segs[len(l.segs)-1]+1)
-	l.f, l.off, l.syncedOff = sp.f, 0, 0
+	l.f, l.off, l.syncedOff = sp.f, int64(tierHeader), int64(tierHeader)
+	l.inRecycled = sp.recycled
 	l.askSpare()
 	return nil
 }
@@ -297,10 +388,10 @@ func (r *tierRecord) del(k []byte) {
 	r.b = append(r.b, k...)
 }
 
-// bytes finishes the record: its length and checksum.
+// bytes finishes the record but for its checksum, which names the segment
+// it goes into (tierLog.append).
 func (r *tierRecord) bytes() []byte {
 	binary.BigEndian.PutUint32(r.b[0:], uint32(len(r.b)-8))
-	binary.BigEndian.PutUint32(r.b[4:], crc32.Checksum(r.b[8:], crcTable))
 	return r.b
 }
 
@@ -349,21 +440,30 @@ func uvarintBytes(b []byte) (field, rest []byte, ok bool) {
 	return b[w : w+int(n)], b[w+int(n):], true
 }
 
-// readSegment calls fn with the payload of each valid record of a segment
-// file, in order, and stops at the first zero length or bad checksum. torn
-// reports a stop at something other than zeros.
-func readSegment(path string, fn func(payload []byte) error) (torn bool, err error) {
+// readSegment calls fn with the payload of each valid record of segment
+// seg's file, in order, and stops at zeros, at the end mark, or at a bad
+// checksum. torn reports a stop at a bad checksum: a torn write, or in a
+// recycled segment the first record left from its earlier life.
+func readSegment(path string, seg uint64, fn func(payload []byte) error) (torn bool, err error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return false, fmt.Errorf("storage: in-flight log: %w", err)
 	}
-	for off := 0; off+8 <= len(data); {
+	// The first format: no magic, checksums of the payload alone.
+	sumOf := func(payload []byte) uint32 { return crc32.Checksum(payload, crcTable) }
+	off := 0
+	if len(data) >= tierHeader && string(data[:tierHeader]) == tierMagic {
+		sumOf = func(payload []byte) uint32 { return recordSum(seg, payload) }
+		off = tierHeader
+	}
+	end := sumOf(nil)
+	for off+8 <= len(data) {
 		n := int(binary.BigEndian.Uint32(data[off:]))
 		sum := binary.BigEndian.Uint32(data[off+4:])
-		if n == 0 && sum == 0 {
+		if n == 0 && (sum == 0 || sum == end) {
 			return false, nil
 		}
-		if n > len(data)-off-8 || crc32.Checksum(data[off+8:off+8+n], crcTable) != sum {
+		if n > len(data)-off-8 || sumOf(data[off+8:off+8+n]) != sum {
 			return true, nil
 		}
 		if err := fn(data[off+8 : off+8+n]); err != nil {
