@@ -46,8 +46,9 @@
 // a third of the server's CPU. The Badger store therefore keeps recent
 // writes in an in-flight tier (tier.go): a copy-on-write B-tree in memory,
 // made durable by its own sequential log (tierlog.go) of one record per
-// batch, written with pwrite into segments zeroed in advance and synced
-// with fdatasync. A key written and deleted within Config.SpillAfter (5 s)
+// batch, written with pwrite into segments whose blocks were written
+// before (zeroed, or recycled from a retired segment) and synced with
+// fdatasync. A key written and deleted within Config.SpillAfter (5 s)
 // never reaches Badger. What is still there after that (an entry whose
 // recipient is offline) is spilled into Badger, and so is the oldest while
 // the tier holds more than twice Config.MemTableSize. Reads see the tier

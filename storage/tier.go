@@ -591,7 +591,7 @@ func replayTierLog(db *badger.DB, dir string, logger *slog.Logger) ([]uint64, er
 	logDir := filepath.Join(dir, tierLogDir)
 	if tmps, _ := filepath.Glob(filepath.Join(logDir, "*.tmp")); len(tmps) > 0 {
 		for _, p := range tmps {
-			_ = os.Remove(p) // a spare being zeroed: never held a record
+			_ = os.Remove(p) // a spare being zeroed, or a retired segment kept for recycling
 		}
 	}
 	segs, err := listSegments(logDir)

@@ -52,8 +52,9 @@ import (
 // tierSegmentBytes is the size of one segment file. A record never spans
 // two: one that does not fit starts the next segment (a batch's record is
 // at most about MaxBatchBytes). At 5,000 messages a second the log grows by
-// about 3 MB/s, so a segment lasts a few seconds; the log takes two of
-// them on disk at rest (the one written, and the next, zeroed ahead).
+// about 3 MB/s, so a segment lasts a few seconds; the log takes two or
+// three of them on disk at rest (the one written, the spare prepared
+// ahead, and a retired one waiting to be recycled).
 const tierSegmentBytes = 8 << 20
 
 // tierMagic opens every segment of the second format; tierHeader is where
