@@ -488,10 +488,11 @@ func removeSegments(db *badger.DB, paths []string, stop <-chan struct{}) error {
 	}
 	for _, p := range paths {
 		// The first goes to be recycled into the next spare, unless one
-		// waits there already; the rest are deleted.
+		// waits there already or it is of the log's first format; the
+		// rest are deleted.
 		pool := filepath.Join(filepath.Dir(p), tierRecycled)
 		var err error
-		if _, serr := os.Lstat(pool); errors.Is(serr, fs.ErrNotExist) {
+		if _, serr := os.Lstat(pool); errors.Is(serr, fs.ErrNotExist) && secondFormat(p) {
 			err = recycleSegment(p, pool)
 		} else {
 			err = removeSegment(p)

@@ -527,6 +527,35 @@ func TestRemoveSegmentsWaitsForOneMemtable(t *testing.T) {
 	}
 }
 
+// TestRemoveSegmentsRecyclesSecondFormatOnly: a retired segment of the
+// log's first format is deleted, never recycled (its records' checksums
+// name no segment); one of the second format becomes the recycled spare.
+func TestRemoveSegmentsRecyclesSecondFormatOnly(t *testing.T) {
+	db, err := badger.Open(badgerOptions(testConfig(t.TempDir())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	dir := t.TempDir()
+	first, second := filepath.Join(dir, segName(1)), filepath.Join(dir, segName(2))
+	if err := os.WriteFile(first, make([]byte, 64), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(second, append([]byte(tierMagic), make([]byte, 56)...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := removeSegments(db, []string{first, second}, nil); err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 1 || ents[0].Name() != tierRecycled || !secondFormat(filepath.Join(dir, tierRecycled)) {
+		t.Fatalf("left %v, want only %s of the second format", ents, tierRecycled)
+	}
+}
+
+// segName is segment n's file name.
+func segName(n uint64) string { return filepath.Base(segFile("", n)) }
+
 // TestTierCloseStopsRemoval: a clean close stops a helper still waiting
 // for Badger and deletes what it left, with the rest of the log.
 func TestTierCloseStopsRemoval(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -248,9 +249,10 @@ func (l *tierLog) askSpare() {
 }
 
 // recycled makes the recycled segment, if there is one, segment n: renamed,
-// its magic written (it may be of the first format), the folder synced.
-// Its old records stay until overwritten; their checksums name another
-// segment. It returns nil and no error when there is none.
+// and the folder synced. Its old records stay until overwritten; their
+// checksums name another segment (only segments of the second format are
+// recycled: removeSegments). It returns nil and no error when there is
+// none.
 func (l *tierLog) recycled(n uint64) (*os.File, error) {
 	path := l.segPath(n)
 	if err := os.Rename(filepath.Join(l.dir, tierRecycled), path); errors.Is(err, fs.ErrNotExist) {
@@ -264,10 +266,6 @@ func (l *tierLog) recycled(n uint64) (*os.File, error) {
 	}
 	f, err := os.OpenFile(path, os.O_RDWR, 0o600)
 	if err != nil {
-		return fail(err)
-	}
-	if _, err := f.WriteAt([]byte(tierMagic), 0); err != nil {
-		_ = f.Close()
 		return fail(err)
 	}
 	if err := syncDir(l.dir); err != nil {
@@ -473,6 +471,20 @@ func readSegment(path string, seg uint64, fn func(payload []byte) error) (torn b
 		off += 8 + n
 	}
 	return false, nil
+}
+
+// secondFormat reports whether the segment file at path starts with the
+// magic. A segment of the first format is never recycled: its records'
+// checksums name no segment, so they would pass for the new one's.
+func secondFormat(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	var b [tierHeader]byte
+	_, err = io.ReadFull(f, b[:])
+	return err == nil && string(b[:]) == tierMagic
 }
 
 // syncDir syncs a folder, so that files created or renamed in it stay.
