@@ -607,7 +607,8 @@ func replayTierLog(db *badger.DB, dir string, logger *slog.Logger) ([]uint64, er
 	last := map[string]final{}
 	records := 0
 	for i, seg := range segs {
-		torn, err := readSegment(segFile(logDir, seg), seg, func(payload []byte) error {
+		path := segFile(logDir, seg)
+		torn, end, err := readSegment(path, seg, func(payload []byte) error {
 			records++
 			return decodeTierOps(payload, func(k, v []byte, expires uint64, del bool) {
 				last[string(k)] = final{val: bytes.Clone(v), expires: expires, del: del}
@@ -616,8 +617,13 @@ func replayTierLog(db *badger.DB, dir string, logger *slog.Logger) ([]uint64, er
 		if err != nil {
 			return nil, err
 		}
-		if torn && i < len(segs)-1 {
+		switch {
+		case torn && i < len(segs)-1:
 			logger.Warn("storage: in-flight log: a segment that is not the last ends in a torn record", "segment", seg)
+		case torn && secondFormat(path):
+			if err := sealSegment(path, seg, end); err != nil {
+				return nil, err
+			}
 		}
 	}
 	wb := db.NewWriteBatch()

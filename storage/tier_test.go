@@ -409,7 +409,14 @@ func TestTierRecycledSegments(t *testing.T) {
 	if n := r.be.tier.log.recycles.Load(); n == 0 {
 		t.Fatal("no spare was a recycled segment")
 	}
+	seg := l.current()
 	r.crash()
+	// The replay sealed that segment: its records end at its end mark now,
+	// not at those of its earlier life, so a later replay reads it cleanly.
+	path := segFile(filepath.Join(r.dir, tierLogDir), seg)
+	if torn, _, err := readSegment(path, seg, func([]byte) error { return nil }); err != nil || torn {
+		t.Fatalf("after the replay, segment %d reads torn %v (%v), want ended by its mark", seg, torn, err)
+	}
 	if got, want := r.contents(), modelContents(model); !slices.Equal(got, want) {
 		t.Fatalf("after replaying recycled segments: %d keys, want %d", len(got), len(want))
 	}
@@ -460,7 +467,7 @@ func TestReadSegmentFormats(t *testing.T) {
 				t.Fatal(err)
 			}
 			n := 0
-			torn, err := readSegment(path, 7, func(payload []byte) error {
+			torn, _, err := readSegment(path, 7, func(payload []byte) error {
 				if !bytes.Equal(payload, one[8:]) {
 					t.Fatalf("payload %x", payload)
 				}

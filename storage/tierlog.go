@@ -442,11 +442,12 @@ func uvarintBytes(b []byte) (field, rest []byte, ok bool) {
 // readSegment calls fn with the payload of each valid record of segment
 // seg's file, in order, and stops at zeros, at the end mark, or at a bad
 // checksum. torn reports a stop at a bad checksum: a torn write, or in a
-// recycled segment the first record left from its earlier life.
-func readSegment(path string, seg uint64, fn func(payload []byte) error) (torn bool, err error) {
+// recycled segment the first record left from its earlier life. end is
+// where the valid records end.
+func readSegment(path string, seg uint64, fn func(payload []byte) error) (torn bool, end int, err error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return false, fmt.Errorf("storage: in-flight log: %w", err)
+		return false, 0, fmt.Errorf("storage: in-flight log: %w", err)
 	}
 	// The first format: no magic, checksums of the payload alone.
 	sumOf := func(payload []byte) uint32 { return crc32.Checksum(payload, crcTable) }
@@ -455,22 +456,45 @@ func readSegment(path string, seg uint64, fn func(payload []byte) error) (torn b
 		sumOf = func(payload []byte) uint32 { return recordSum(seg, payload) }
 		off = tierHeader
 	}
-	end := sumOf(nil)
+	mark := sumOf(nil)
 	for off+8 <= len(data) {
 		n := int(binary.BigEndian.Uint32(data[off:]))
 		sum := binary.BigEndian.Uint32(data[off+4:])
-		if n == 0 && (sum == 0 || sum == end) {
-			return false, nil
+		if n == 0 && (sum == 0 || sum == mark) {
+			return false, off, nil
 		}
 		if n > len(data)-off-8 || sumOf(data[off+8:off+8+n]) != sum {
-			return true, nil
+			return true, off, nil
 		}
 		if err := fn(data[off+8 : off+8+n]); err != nil {
-			return false, err
+			return false, off, err
 		}
 		off += 8 + n
 	}
-	return false, nil
+	return false, off, nil
+}
+
+// sealSegment writes segment seg's end mark at end, where its valid records
+// end, and syncs it: the last segment of a replay, which ended at a torn
+// write or at its earlier life's records, becomes an older one once a new
+// segment starts, and older ones end at their mark. Only for a segment of
+// the second format (its records end tierEndMark bytes before its end at
+// the latest).
+func sealSegment(path string, seg uint64, end int) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("storage: in-flight log: %w", err)
+	}
+	defer f.Close()
+	var m [tierEndMark]byte
+	binary.BigEndian.PutUint32(m[4:], recordSum(seg, nil))
+	if _, err := f.WriteAt(m[:], int64(end)); err != nil {
+		return fmt.Errorf("storage: in-flight log: sealing segment %d: %w", seg, err)
+	}
+	if err := unix.Fdatasync(int(f.Fd())); err != nil {
+		return fmt.Errorf("storage: in-flight log: sealing segment %d: %w", seg, err)
+	}
+	return nil
 }
 
 // secondFormat reports whether the segment file at path starts with the
