@@ -457,23 +457,25 @@ var (
 )
 
 // removeSegments deletes paths, in order, once Badger holds durably what
-// was spilled from them; the first is recycled instead (renamed to
-// tierRecycled, for the next spare) when none waits to be. Those writes were committed before the committer
-// saw one memtable log in Badger's folder, so they are in that memtable or
-// in one flushed since. DB.Sync syncs the active memtable's log; the sync
-// counts only if the folder held the same single memtable log before and
-// after it (a memtable switched out meanwhile is durable only once
-// flushed, and Badger does not sync its log). Otherwise it tries again
-// every retireEvery until stop is closed.
+// was spilled from them; one of them is recycled instead (renamed to
+// tierRecycled, for the next spare) when none waits to be.
+//
+// Those writes were committed before the committer saw one memtable log in
+// Badger's folder, so they are in that memtable or in one flushed since.
+// DB.Sync syncs the active memtable's log; the sync counts only if the
+// folder held the same single memtable log before and after it (a memtable
+// switched out meanwhile is durable only once flushed, and Badger does not
+// sync its log). Otherwise it tries again every retireEvery until stop is
+// closed.
 func removeSegments(db *badger.DB, paths []string, stop <-chan struct{}) error {
 	dir := db.Opts().Dir
 	for {
-		before, err := filepath.Glob(filepath.Join(dir, "*.mem"))
+		before, err := memLogs(dir)
 		if err == nil && len(before) <= 1 {
 			if err := db.Sync(); err != nil {
 				return fmt.Errorf("storage: in-flight log: syncing Badger before deleting a segment: %w", err)
 			}
-			after, err := filepath.Glob(filepath.Join(dir, "*.mem"))
+			after, err := memLogs(dir)
 			if err == nil && slices.Equal(before, after) {
 				break
 			}
@@ -487,9 +489,8 @@ func removeSegments(db *badger.DB, paths []string, stop <-chan struct{}) error {
 		}
 	}
 	for _, p := range paths {
-		// The first goes to be recycled into the next spare, unless one
-		// waits there already or it is of the log's first format; the
-		// rest are deleted.
+		// Recycled while none waits to be, unless of the log's first
+		// format; deleted otherwise.
 		pool := filepath.Join(filepath.Dir(p), tierRecycled)
 		var err error
 		if _, serr := os.Lstat(pool); errors.Is(serr, fs.ErrNotExist) && secondFormat(p) {
@@ -525,8 +526,13 @@ func (t *tier) endRemoval() {
 // badgerFlushed reports whether Badger in dir has no memtable but the
 // active one: at most one memtable log (.mem) file.
 func badgerFlushed(dir string) bool {
-	mems, err := filepath.Glob(filepath.Join(dir, "*.mem"))
+	mems, err := memLogs(dir)
 	return err == nil && len(mems) <= 1
+}
+
+// memLogs lists the memtable log (.mem) files of Badger in dir, sorted.
+func memLogs(dir string) ([]string, error) {
+	return filepath.Glob(filepath.Join(dir, "*.mem"))
 }
 
 // spillAll writes everything the tier holds into db and syncs it; the log

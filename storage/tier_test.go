@@ -501,7 +501,7 @@ func TestRemoveSegmentsWaitsForOneMemtable(t *testing.T) {
 		}
 		paths = append(paths, p)
 	}
-	mems, _ := filepath.Glob(filepath.Join(db.Opts().Dir, "*.mem"))
+	mems, _ := memLogs(db.Opts().Dir)
 	if len(mems) != 1 {
 		t.Fatalf("Badger's folder holds %d memtable logs, want 1", len(mems))
 	}
