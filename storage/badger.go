@@ -547,7 +547,7 @@ func (t *badgerTxn) delEntry(r, seq uint64) error {
 }
 
 // putDedupe writes a dedupe record. It stays until it expires, in Badger:
-// the tier spills it at once (keyLasting).
+// the tier spills it with the next chunk of them (keyLasting).
 func (t *badgerTxn) putDedupe(sender, msgID uint64, d Dup, ttlSeconds int64) error {
 	s := &t.be.slab
 	expires := uint64(nowUnix() + ttlSeconds) // wall clock: Badger compares with it

@@ -31,9 +31,9 @@
 //	                               │
 //	                               ▼  tidy: what is still in the tier
 //	                                  Config.SpillAfter after its write (and
-//	                                  dedupe records at once) is written into
-//	                                  Badger; log segments nothing needs any
-//	                                  more are deleted
+//	                                  dedupe records once 64 wait) is written
+//	                                  into Badger; log segments nothing needs
+//	                                  any more are deleted
 //
 // # The in-flight tier: Badger only for what waits
 //

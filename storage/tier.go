@@ -78,6 +78,9 @@ const (
 	// tierSpillChunk bounds what one round of spilling writes into one
 	// Badger transaction, so a round never outgrows one.
 	tierSpillChunk = 512
+	// tierLastingChunk is how many lasting items wait for one another to
+	// be spilled together (tier.lastingDue).
+	tierLastingChunk = 64
 	// tierItemOverhead is what an item costs beyond its key and value: the
 	// item (120 bytes, allocated as 128), its pointer in the B-tree and in
 	// the spill queue.
@@ -101,7 +104,8 @@ type titem struct {
 	base bool
 	// lasting: the key is never overwritten nor deleted while the tier
 	// could hold it (a dedupe record, which expires after the dedupe
-	// window): it is bound for Badger, and spilled at the next tidy.
+	// window): it is bound for Badger, and spilled with others
+	// (tier.lastingDue).
 	lasting bool
 	seg     uint64 // log segment of its record
 	end     int64  // where its record ends in the segment
@@ -190,7 +194,7 @@ type tier struct {
 	batch       *ttree           // the open batch's writes
 	rec         tierRecord       // the open batch's record
 	order       deque[*titem]    // items in commit order, for spilling; gone ones are skipped
-	lasting     deque[*titem]    // lasting items, spilled at the next tidy
+	lasting     deque[*titem]    // lasting items, in commit order
 	live        map[uint64]int64 // items in master, by segment of their record
 	bytes       int64            // size of the items in master
 	spills      uint64           // items written into Badger
@@ -312,20 +316,22 @@ func (t *tier) tidy(db *badger.DB) error {
 	return err
 }
 
-// spill writes up to tierSpillChunk items into db: lasting ones, then the
-// oldest of the others that are older than spillAfter, or over the budget,
-// or all with force; and drops them from master. It reports how many it
-// wrote.
+// spill writes up to tierSpillChunk items into db: lasting ones when they
+// are due or with force, then the oldest of the others that are older than
+// spillAfter, or over the budget, or all with force; and drops them from
+// master. It reports how many it wrote.
 func (t *tier) spill(db *badger.DB, force bool) (int, error) {
 	now := t.now().UnixNano()
 	var due []*titem
-	for len(due) < tierSpillChunk {
-		it, ok := t.lasting.popFront()
-		if !ok {
-			break
-		}
-		if !it.gone {
-			due = append(due, it)
+	if force || t.lastingDue(now) {
+		for len(due) < tierSpillChunk {
+			it, ok := t.lasting.popFront()
+			if !ok {
+				break
+			}
+			if !it.gone {
+				due = append(due, it)
+			}
 		}
 	}
 	for len(due) < tierSpillChunk {
@@ -384,6 +390,20 @@ func (t *tier) spill(db *badger.DB, force bool) (int, error) {
 	t.mu.Unlock()
 	t.spills += uint64(len(due))
 	return len(due), nil
+}
+
+// lastingDue reports whether the lasting items are to be spilled: there
+// are tierLastingChunk of them, or the oldest has waited spillAfter, or
+// the tier is over its budget. At 300 msg/s a batch holds one message and
+// its dedupe record, and a Badger write for each was 11% of a CPU profile
+// there (docs/BENCHMARKS.md, "The committer yields after its callbacks;
+// dedupe records spilled in chunks").
+func (t *tier) lastingDue(now int64) bool {
+	it, ok := t.lasting.front()
+	if !ok {
+		return false
+	}
+	return t.lasting.len() >= tierLastingChunk || now-it.at >= int64(t.spillAfter) || t.bytes > t.budget
 }
 
 // retireEvery spaces the attempts to delete segments while Badger flushes.
