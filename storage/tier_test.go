@@ -84,8 +84,8 @@ func modelContents(m map[string][]byte) []string {
 	return got
 }
 
-// TestTierMatchesModel writes random batches of sets and deletes through
-// the tier, spills some of them into Badger at random, crashes and
+// TestTierMatchesModel writes random batches of sets, deletes and lasting
+// keys through the tier, spills some of them into Badger at random, crashes and
 // reopens at random, and after each step compares every read (gets in
 // the batch, gets and ordered scans in views) with a plain map.
 func TestTierMatchesModel(t *testing.T) {
@@ -95,11 +95,17 @@ func TestTierMatchesModel(t *testing.T) {
 	r := newTierRig(t)
 	model := map[string][]byte{}
 	ever := map[string]bool{} // keys ever written: only others may be fresh
+	lasting := 0              // lasting keys written, each once: 'x', 'L' and a count
 	for round := range 400 {
 		w := r.be.begin().(*badgerTxn)
 		for range rng.IntN(24) {
 			k := []byte{'x', byte(rng.IntN(48)), byte(rng.IntN(2))}
-			switch op := rng.IntN(5); {
+			switch op := rng.IntN(6); {
+			case op == 5:
+				k = binary.BigEndian.AppendUint16([]byte{'x', 'L'}, uint16(lasting))
+				lasting++
+				w.kv.set(k, []byte("dup"), 0, keyLasting)
+				model[string(k)] = []byte("dup")
 			case op < 3:
 				v := fmt.Appendf(nil, "v%d", rng.IntN(1000))
 				kind := keyAny
@@ -672,6 +678,81 @@ func TestTierSpillsOnlyWhatWaits(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestTierLastingChunks: lasting items (dedupe records) reach Badger a
+// chunk of tierLastingChunk at a time, or without one once the oldest has
+// waited spillAfter or the tier is over its budget; until then reads find
+// them in the tier, and a crash loses none of them.
+func TestTierLastingChunks(t *testing.T) {
+	r := newTierRig(t)
+	clock := time.Now()
+	r.be.tier.now = func() time.Time { return clock }
+	written := 0
+	write := func(n int) {
+		t.Helper()
+		for range n {
+			w := r.be.begin().(*badgerTxn)
+			w.kv.set(fmt.Appendf(nil, "xL%04d", written), []byte("dup"), 0, keyLasting)
+			if err := w.commit(); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.be.tidy(); err != nil {
+				t.Fatal(err)
+			}
+			written++
+		}
+	}
+	inBadger := func() int {
+		t.Helper()
+		n := 0
+		err := r.be.db.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("xL")})
+			defer it.Close()
+			for it.Rewind(); it.Valid(); it.Next() {
+				n++
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	check := func(step string, wantBadger int) {
+		t.Helper()
+		if got := inBadger(); got != wantBadger {
+			t.Fatalf("%s: %d of %d in Badger, want %d", step, got, written, wantBadger)
+		}
+		if got := len(r.contents()); got != written {
+			t.Fatalf("%s: a view reads %d of %d", step, got, written)
+		}
+	}
+	write(tierLastingChunk - 1)
+	check("a chunk but one", 0)
+	write(1)
+	check("a chunk", tierLastingChunk)
+	write(1)
+	check("one more", tierLastingChunk)
+	r.be.tier.budget = 0
+	if err := r.be.tidy(); err != nil {
+		t.Fatal(err)
+	}
+	r.be.tier.budget = 1 << 30
+	check("over the budget", tierLastingChunk+1)
+	write(1)
+	clock = clock.Add(time.Hour)
+	if err := r.be.tidy(); err != nil {
+		t.Fatal(err)
+	}
+	check("after spillAfter", tierLastingChunk+2)
+	write(5)
+	check("five more", tierLastingChunk+2)
+	r.crash()
+	if got := len(r.contents()); got != written {
+		t.Fatalf("after a crash: a view reads %d of %d", got, written)
+	}
+	_ = r.be.close()
 }
 
 // TestTierConcurrentReads reads mailboxes from other goroutines while the
