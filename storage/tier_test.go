@@ -446,11 +446,6 @@ func TestReadSegmentFormats(t *testing.T) {
 		binary.BigEndian.PutUint32(b[4:], recordSum(seg, b[8:]))
 		return b
 	}
-	endMark := func(seg uint64) []byte {
-		b := make([]byte, tierEndMark)
-		binary.BigEndian.PutUint32(b[4:], recordSum(seg, nil))
-		return b
-	}
 	firstFormat := bytes.Clone(one)
 	binary.BigEndian.PutUint32(firstFormat[4:], crc32.Checksum(firstFormat[8:], crcTable))
 	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }

@@ -78,6 +78,14 @@ func recordSum(seg uint64, payload []byte) uint32 {
 	return crc32.Update(crc32.Checksum(n[:], crcTable), crcTable, payload)
 }
 
+// endMark is segment seg's end mark: a length of 0 and the checksum of
+// nothing.
+func endMark(seg uint64) []byte {
+	m := make([]byte, tierEndMark)
+	binary.BigEndian.PutUint32(m[4:], recordSum(seg, nil))
+	return m
+}
+
 // tierLogDir is the log's folder inside the store's folder.
 const tierLogDir = "inflight"
 
@@ -296,9 +304,7 @@ func (l *tierLog) append(rec []byte) error {
 // rotate ends the segment being written with its end mark, syncs it, and
 // goes on in the spare.
 func (l *tierLog) rotate() error {
-	var end [tierEndMark]byte
-	binary.BigEndian.PutUint32(end[4:], recordSum(l.current(), nil))
-	if _, err := l.f.WriteAt(end[:], l.off); err != nil {
+	if _, err := l.f.WriteAt(endMark(l.current()), l.off); err != nil {
 		return fmt.Errorf("storage: in-flight log: %w", err)
 	}
 	l.off += tierEndMark
@@ -486,9 +492,7 @@ func sealSegment(path string, seg uint64, end int) error {
 		return fmt.Errorf("storage: in-flight log: %w", err)
 	}
 	defer f.Close()
-	var m [tierEndMark]byte
-	binary.BigEndian.PutUint32(m[4:], recordSum(seg, nil))
-	if _, err := f.WriteAt(m[:], int64(end)); err != nil {
+	if _, err := f.WriteAt(endMark(seg), int64(end)); err != nil {
 		return fmt.Errorf("storage: in-flight log: sealing segment %d: %w", seg, err)
 	}
 	if err := unix.Fdatasync(int(f.Fd())); err != nil {
