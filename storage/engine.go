@@ -21,6 +21,7 @@ type engine struct {
 	log      *slog.Logger
 	ttlMs    int64
 	dedupeMs int64
+	epoch    time.Time // op.queued counts from here, on the monotonic clock
 	// panicHook, when set (tests only), is called before each op is
 	// applied, on the committer, to inject a panic.
 	panicHook atomic.Pointer[func(*op)]
@@ -58,6 +59,8 @@ type engine struct {
 	pending     opDeque                // ops for the next batch, in order: an unfinished ack, held back, or prefetched
 	prefetched  []op                   // the prefetch helper's buffer, kept for the next batch; see prefetch.go
 	concurrency int                    // urgent ops recently in flight at once (batch plus queue), decaying
+	urgentGap   int64                  // mean time between urgent ops queued, in ns, decaying; see awaitCompany
+	lastUrgent  int64                  // when the last urgent op committed was queued (op.queued)
 	dead        []deadEntry            // scratch for acks and expiry
 	owed        []owedReceipt          // scratch for acks and expiry: the receipts their deletions owe
 	expiredOwed int                    // expired receipts recorded by the open batch; see recordPending
@@ -134,6 +137,8 @@ type op struct {
 	change *changeOp    // opGroupChange, opSettleEvent
 	fn     func() error // opExclusive
 
+	queued int64 // when submit queued it, in nanoseconds since engine.epoch
+
 	done    func(error)            // every kind but opAck; may be nil for opExpire
 	ackDone func(AckResult, error) // opAck
 
@@ -177,6 +182,7 @@ func newEngine(cfg Config, be backend) (*engine, error) {
 		log:           cfg.Logger,
 		ttlMs:         cfg.MessageTTL.Milliseconds(),
 		dedupeMs:      cfg.DedupeWindow.Milliseconds(),
+		epoch:         time.Now(),
 		q:             make(chan op, cfg.QueueLen),
 		cache:         make(map[uint64]*cachedMeta),
 		batchKeys:     make(map[dedupeID]Dup),
@@ -200,6 +206,7 @@ func newEngine(cfg Config, be backend) (*engine, error) {
 	s.stats.storedMessages.Store(uint64(s.tot.count))
 	s.stats.storedBytes.Store(uint64(s.tot.bytes))
 	s.timer.Stop()
+	s.urgentGap = 4 * int64(cfg.SyncDelay) // no wait until sends come often
 	go s.run()
 	go s.housekeepLoop()
 	return s, nil
@@ -212,6 +219,7 @@ func (s *engine) submit(o op) bool {
 	if s.closed {
 		return false
 	}
+	o.queued = int64(time.Since(s.epoch))
 	s.q <- o
 	return true
 }
@@ -430,6 +438,61 @@ func (s *engine) nextLinger(have int, deadline time.Time) (op, bool) {
 	}
 }
 
+// arrived notes that an urgent op queued at the given time (op.queued) is
+// in the batch, for awaitCompany's estimate of the rate: urgentGap, the
+// mean time between urgent ops, decays by an eighth each time. A gap
+// counts at most four sync delays, so a quiet spell stops the waits at
+// once and a burst after it starts them again within a few sends.
+func (s *engine) arrived(queued int64) {
+	d := int64(s.cfg.SyncDelay)
+	if d <= 0 || queued <= s.lastUrgent { // an op back from an earlier batch counted there
+		return
+	}
+	gap := min(queued-s.lastUrgent, 4*d)
+	s.lastUrgent = queued
+	s.urgentGap += (gap - s.urgentGap) / 8
+}
+
+// awaitCompany waits for the next op when the batch holds urgent ops and
+// nothing else is queued, if sends arrive often enough that more are due
+// within Config.SyncDelay of the oldest (queued at oldest): it waits for
+// as many as the recent rate puts there, and never past that time. Those
+// sends then share one sync instead of each paying its own: at 5,000
+// sends a second over 1,000 pairs, one in flight each, a sync came every
+// 1.2 sends without the wait (docs/BENCHMARKS.md). Below about one send
+// per SyncDelay nothing waits, and a batch already as large as the rate
+// predicts does not wait either (a closed loop's batches fill while the
+// previous one syncs). It returns false when the wait ended with none.
+func (s *engine) awaitCompany(urgentOps int, oldest int64) (op, bool) {
+	wait := companyWait(int64(s.cfg.SyncDelay), s.urgentGap, urgentOps, oldest, int64(time.Since(s.epoch)))
+	if wait <= 0 {
+		return op{}, false
+	}
+	start := time.Now()
+	defer func() { s.stats.syncWaitNanos.Add(uint64(time.Since(start))) }()
+	s.stats.syncWaits.Add(1)
+	s.timer.Reset(wait)
+	select {
+	case o, ok := <-s.q:
+		s.timer.Stop()
+		return o, ok
+	case <-s.timer.C:
+		return op{}, false
+	}
+}
+
+// companyWait is awaitCompany's rule, in nanoseconds: how long a batch
+// holding urgentOps urgent ops, the oldest queued at oldest, waits at now
+// for another, when urgent ops have been coming gap apart and may wait d
+// (Config.SyncDelay): while that many ops at that rate span less than d,
+// until d after the oldest. 0 means commit now.
+func companyWait(d, gap int64, urgentOps int, oldest, now int64) time.Duration {
+	if d <= 0 || urgentOps == 0 || int64(urgentOps)*gap >= d {
+		return 0
+	}
+	return time.Duration(max(oldest+d-now, 0))
+}
+
 // failure returns the error for a write refused while the database is
 // being reopened, or nil when the store is healthy.
 func (s *engine) failure() error {
@@ -450,6 +513,7 @@ func (s *engine) commitBatch(first op) {
 	s.batch = s.batch[:0]
 	units, bytes := 0, 0
 	urgent, urgentOps, relaxedAppends := false, 0, 0
+	var oldest int64 // when the batch's first urgent op was queued
 	var fatal error
 	o := first
 	for {
@@ -471,8 +535,12 @@ func (s *engine) commitBatch(first op) {
 			break
 		}
 		if o.urgent() {
+			if !urgent {
+				oldest = o.queued
+			}
 			urgent = true
 			urgentOps++
+			s.arrived(o.queued)
 		} else if o.kind == opAppend {
 			relaxedAppends++
 		}
@@ -481,7 +549,9 @@ func (s *engine) commitBatch(first op) {
 		}
 		var ok bool
 		if o, ok = s.nextLinger(len(s.batch), lingerUntil); !ok {
-			break
+			if o, ok = s.awaitCompany(urgentOps, oldest); !ok {
+				break
+			}
 		}
 		if o.kind == opExclusive {
 			s.pending.pushFront(o) // it stays next

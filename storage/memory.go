@@ -19,6 +19,7 @@ func NewMemory(cfg Config) (Store, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	cfg.SyncDelay = -1 // its syncs are free: nothing to share
 	be := &memBackend{
 		st: memState{
 			metas:   make(map[uint64]meta),

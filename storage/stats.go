@@ -38,6 +38,8 @@ type Stats struct {
 	BuildTime        time.Duration // committer time spent lingering and applying ops to transactions
 	CommitTime       time.Duration // committer time spent in the database commit, sync included (SyncTime)
 	SyncTime         time.Duration // committer time spent in syncs
+	SyncWaits        uint64        // batches whose sync waited for more sends to share it (Config.SyncDelay)
+	SyncWaitTime     time.Duration // committer time spent in those waits (part of BuildTime)
 	CallbackTime     time.Duration // committer time spent in done callbacks
 	StoredMessages   uint64        // gauge: entries waiting in all mailboxes
 	StoredBytes      uint64        // gauge: value bytes waiting in all mailboxes
@@ -57,7 +59,7 @@ type counters struct {
 	housekeeps, gcRewrites, flattens, storedMessages, storedBytes          atomic.Uint64
 	buildNanos, commitNanos, callbackNanos, syncs, recoveries              atomic.Uint64
 	refusedDiskFull, diskLow, syncNanos, refusedQuota, panics, down        atomic.Uint64
-	expiredReceipts                                                        atomic.Uint64
+	expiredReceipts, syncWaits, syncWaitNanos                              atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -92,6 +94,8 @@ func (c *counters) snapshot() Stats {
 		BuildTime:        time.Duration(c.buildNanos.Load()),
 		CommitTime:       time.Duration(c.commitNanos.Load()),
 		SyncTime:         time.Duration(c.syncNanos.Load()),
+		SyncWaits:        c.syncWaits.Load(),
+		SyncWaitTime:     time.Duration(c.syncWaitNanos.Load()),
 		CallbackTime:     time.Duration(c.callbackNanos.Load()),
 		StoredMessages:   c.storedMessages.Load(),
 		StoredBytes:      c.storedBytes.Load(),

@@ -211,6 +211,7 @@ func newMetrics(src metricSources) *prometheus.Registry {
 	}
 	storeCounter("switchboard_store_commits_total", "Group commits.", func(s storage.Stats) uint64 { return s.Commits })
 	storeCounter("switchboard_store_commit_errors_total", "Failed group commits.", func(s storage.Stats) uint64 { return s.CommitErrors })
+	storeCounter("switchboard_store_sync_waits_total", "Batches whose sync waited (at most --sync-delay from the oldest send's queueing) for more sends to share it, because sends were arriving more often than one per --sync-delay.", func(s storage.Stats) uint64 { return s.SyncWaits })
 	storeCounter("switchboard_store_syncs_total", "Syncs of the store to disk (fdatasync of the in-flight log): one per batch holding a send or group change, plus one per due group of receipts.", func(s storage.Stats) uint64 { return s.Syncs })
 	storeCounter("switchboard_store_panics_total", "Panics contained on the store's committer (the batch failed and the database was reopened).", func(s storage.Stats) uint64 { return s.Panics })
 	storeGauge("switchboard_store_down", "1 once the store's committer panicked 5 times within a minute and writes are refused for good: replace the process.", func(s storage.Stats) uint64 { return s.Down })
@@ -243,6 +244,7 @@ func newMetrics(src metricSources) *prometheus.Registry {
 	seconds("switchboard_store_spill_seconds_total", "Committer time spent writing the in-flight tier's spills into Badger and deleting log segments.", func(s storage.Stats) time.Duration { return s.SpillTime })
 	seconds("switchboard_store_build_seconds_total", "Committer time spent building batches (waiting for ops included).", func(s storage.Stats) time.Duration { return s.BuildTime })
 	seconds("switchboard_store_commit_seconds_total", "Committer time spent in the database commit, sync included (switchboard_store_sync_seconds_total alone).", func(s storage.Stats) time.Duration { return s.CommitTime })
+	seconds("switchboard_store_sync_wait_seconds_total", "Committer time spent waiting for more sends to share a sync (switchboard_store_sync_waits_total).", func(s storage.Stats) time.Duration { return s.SyncWaitTime })
 	seconds("switchboard_store_sync_seconds_total", "Committer time spent in syncs (fsync or msync) of the store.", func(s storage.Stats) time.Duration { return s.SyncTime })
 	seconds("switchboard_store_callback_seconds_total", "Committer time spent calling back after commits.", func(s storage.Stats) time.Duration { return s.CallbackTime })
 	storeGauge("switchboard_store_messages", "Entries waiting in all mailboxes.", func(s storage.Stats) uint64 { return s.StoredMessages })
