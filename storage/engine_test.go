@@ -121,12 +121,13 @@ func TestConfigValidateReportsEverything(t *testing.T) {
 		QueueLen:           -1,
 		MaxBatch:           100_000,
 		MemTableSize:       1 << 10,
+		SyncDelay:          11 * time.Millisecond,
 	}
 	err := cfg.Validate()
 	if !errors.Is(err, ErrInvalidConfig) {
 		t.Fatalf("Validate = %v, want ErrInvalidConfig", err)
 	}
-	for _, field := range []string{"MessageTTL", "MaxMailboxMessages", "MaxMailboxBytes", "QueueLen", "MaxBatch", "MemTableSize", "transaction cap"} {
+	for _, field := range []string{"MessageTTL", "MaxMailboxMessages", "MaxMailboxBytes", "QueueLen", "MaxBatch", "MemTableSize", "transaction cap", "SyncDelay 11ms is over 10ms"} {
 		if !strings.Contains(err.Error(), field) {
 			t.Errorf("Validate error does not name %s:\n%v", field, err)
 		}
