@@ -177,12 +177,13 @@ const (
 	// ride on one; a receipt reaches its sender at most 10 ms later than it
 	// could, which no one sees.
 	DefaultRelaxedDelay = 10 * time.Millisecond
-	// DefaultSyncDelay: about two syncs' time here (139 µs each at 5,000
-	// msg/s), so a send waits at most about as long again as its batch
-	// takes to build and sync. At 5,000 sends a second it cut the syncs
-	// per message from 0.8 to 0.5 and the server's CPU per message by
-	// about a tenth, for 0.1 ms more at the median (docs/BENCHMARKS.md);
-	// below about 4,000 sends a second it never waits.
+	// DefaultSyncDelay: a little more than the time between sends at
+	// 5,000 a second (200 µs), where the syncs had taken 30% of a CPU
+	// profile's samples; a send waits at most this long. At 5,000 sends a
+	// second it cut the syncs per message from 0.8 to 0.5 and the CPU per
+	// message by about a tenth, for 0.1 ms more at the median
+	// (docs/BENCHMARKS.md); below about 4,000 sends a second it never
+	// waits.
 	DefaultSyncDelay = 250 * time.Microsecond
 	// DefaultMemTableSize: 24 MiB. 16 MiB is the smallest memtable whose
 	// 15% transaction cap holds a full default batch (see txnEstimate);

@@ -15,8 +15,8 @@
 //	             change) or relaxed (ack, receipt, expiry), up to
 //	             Config.MaxBatch / MaxBatchBytes, goes into one batch; while
 //	             urgent ops come more often than one per Config.SyncDelay,
-//	             a batch holding fewer than that rate puts inside it waits
-//	             for more, at most SyncDelay after the oldest was queued:
+//	             it waits for as many more as that rate puts within
+//	             SyncDelay of its oldest being queued:
 //	             check seq, retries for duplicates, limits, the
 //	             free-space floor; write entries, dedupe records, pending
 //	             receipts, then the metas that are due

@@ -440,9 +440,10 @@ func (s *engine) nextLinger(have int, deadline time.Time) (op, bool) {
 
 // arrived notes that an urgent op queued at the given time (op.queued) is
 // in the batch, for awaitCompany's estimate of the rate: urgentGap, the
-// mean time between urgent ops, decays by an eighth each time. A gap
-// counts at most four sync delays, so a quiet spell stops the waits at
-// once and a burst after it starts them again within a few sends.
+// mean time between urgent ops, moves an eighth of the way to each new
+// gap. A gap counts at most four sync delays, so a quiet spell stops the
+// waits within two sends and a burst after it starts them again within a
+// few.
 func (s *engine) arrived(queued int64) {
 	d := int64(s.cfg.SyncDelay)
 	if d <= 0 || queued <= s.lastUrgent { // an op back from an earlier batch counted there
@@ -468,17 +469,18 @@ func (s *engine) awaitCompany(urgentOps int, oldest int64) (op, bool) {
 	if wait <= 0 {
 		return op{}, false
 	}
-	start := time.Now()
-	defer func() { s.stats.syncWaitNanos.Add(uint64(time.Since(start))) }()
 	s.stats.syncWaits.Add(1)
+	start := time.Now()
 	s.timer.Reset(wait)
+	var o op
+	ok := false
 	select {
-	case o, ok := <-s.q:
+	case o, ok = <-s.q:
 		s.timer.Stop()
-		return o, ok
 	case <-s.timer.C:
-		return op{}, false
 	}
+	s.stats.syncWaitNanos.Add(uint64(time.Since(start)))
+	return o, ok
 }
 
 // companyWait is awaitCompany's rule, in nanoseconds: how long a batch
