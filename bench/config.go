@@ -92,6 +92,12 @@ type Config struct {
 	// send-to-deliver p99 is below it. Default 3 ms, the p99 goal of
 	// docs/BENCHMARKS.md.
 	P99 time.Duration
+	// Arrivals is how the phone regime (phone, sweep) spaces the sends:
+	// "even" (default: each sender on its own evenly spaced schedule, so
+	// the latency tail is the server's, not the arrivals') or "poisson"
+	// (the sends reach the server at random moments, at the same mean
+	// rate, as phones' do: some come together and share a sync).
+	Arrivals string
 
 	PerProcess   int           // most connections per generator process; 0: from the open-file limit (at most 15,000).
 	Procs        int           // generator processes; 0: as many as the connections need.
@@ -156,6 +162,7 @@ func (c *Config) setDefaults() {
 		}
 	}
 	defDur(&c.P99, 3*time.Millisecond)
+	defStr(&c.Arrivals, "even")
 	defInt(&c.Groups, 10)
 	defInt(&c.GroupSize, 10)
 	defInt(&c.Senders, 1)
@@ -257,6 +264,8 @@ func (c *Config) validate() error {
 	if c.Scenario == "sweep" {
 		check(c.P99 > 0, "--p99 must be positive")
 	}
+	check(c.Arrivals == "even" || c.Arrivals == "poisson", "--arrivals %q: want even or poisson", c.Arrivals)
+	check(c.Arrivals == "even" || c.Scenario == "phone" || c.Scenario == "sweep", "--arrivals %s: only phone and sweep send on a schedule of arrivals", c.Arrivals)
 	check(c.Capacity >= 0, "--capacity %v must not be negative", c.Capacity)
 	rate, flag := c.Rate, "--rate"
 	switch {

@@ -86,6 +86,7 @@ type conn struct {
 	phoneIdx  int
 	slotsDue  int64
 	slotsSent int64
+	slotAt    []int64 // with poisson arrivals: the times of the slots due and not sent, oldest first
 }
 
 // stream is what a receiver knows about one sender: the body counter of

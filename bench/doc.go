@@ -107,6 +107,11 @@
 // senders a second, on its own evenly spaced schedule (deterministic, not
 // Poisson: the latency tail is then the server's, not the arrivals'), the
 // senders staggered so that the loop's sends are as even as open loop's.
+// With --arrivals poisson the loop's sends come at random moments instead
+// (exponential gaps of the same mean, each slot going to the next sender
+// in turn, and each message timed from its own slot), as phones' sends
+// reach a server: some come together, which costs latency and shares
+// syncs.
 // A message due while its sender still waits for the ACCEPT of the
 // previous one is owed, and goes out when that ACCEPT comes, timed from
 // its slot: the wait is charged, as for any open-loop message. Slots stop

@@ -243,6 +243,10 @@ type Step struct {
 	// phone regime: every sender on its own evenly spaced schedule, with
 	// at most one message not yet accepted (see traffic). Rate is 0 then.
 	SenderRate float64 `json:"sender_rate,omitempty"`
+	// Poisson (traffic, phone regime): the loop's sends come at random
+	// moments (Poisson arrivals at the same mean rate) instead of evenly
+	// spaced; each still goes to the next sender in turn.
+	Poisson bool `json:"poisson,omitempty"`
 	// Window (closed-loop traffic): messages each sender keeps in flight,
 	// until delivered to every recipient.
 	Window int `json:"window,omitempty"`
@@ -387,7 +391,7 @@ func (l *loop) start(s Step, finish func(error)) {
 		}
 		switch {
 		case s.SenderRate > 0 && s.Count == 0 && len(t.senders) > 0:
-			t.startPhone(s.SenderRate, s.Duration)
+			t.startPhone(s.SenderRate, s.Duration, s.Poisson, l.e.spec.RunID, uint64(l.e.spec.FirstUnit)<<16|uint64(l.id))
 		case s.Rate > 0 && s.Count == 0:
 			t.rate = s.Rate * l.e.spec.Weight / float64(len(l.e.loops))
 			t.interval = float64(time.Second) / t.rate

@@ -177,7 +177,7 @@ func (r *run) sendAndDrain(s Step, label string) (*Result, error) {
 // on its own evenly spaced schedule, with at most one message unaccepted
 // (traffic's comment tells how).
 func (r *run) phoneStep(rate float64) Step {
-	return Step{Kind: "traffic", SenderRate: rate / float64(r.cfg.senders()), Duration: r.cfg.Duration,
+	return Step{Kind: "traffic", SenderRate: rate / float64(r.cfg.senders()), Poisson: r.cfg.Arrivals == "poisson", Duration: r.cfg.Duration,
 		// The sending, its catch-up (as long again), and a minute for a
 		// loop far behind to notice.
 		Timeout: 2*r.cfg.Duration + time.Minute}
@@ -187,6 +187,10 @@ func (r *run) phoneStep(rate float64) Step {
 func (r *run) phoneNote(rate float64) string {
 	senders := r.cfg.senders()
 	every := time.Duration(float64(time.Second) * float64(senders) / rate)
+	if r.cfg.Arrivals == "poisson" {
+		return fmt.Sprintf("phone at %s, Poisson arrivals: the sends reach the server at random moments (exponential gaps, %v apart on average), each going to the next of %s senders (both users of every pair) in turn, so each sends every %v on average; none ever has two messages unaccepted: a message due while the previous one waits for its ACCEPT goes out when the ACCEPT comes; latencies count from each message's drawn time, so that wait is charged (corrected for coordinated omission)",
+			formatRate(rate), (time.Duration(float64(time.Second) / rate)).Round(time.Microsecond), formatCount(uint64(senders)), every.Round(time.Microsecond))
+	}
 	return fmt.Sprintf("phone at %s: each of %s senders (both users of every pair) sends every %v on its own evenly spaced schedule, staggered against the others, and never has two messages unaccepted: a message due while the previous one waits for its ACCEPT goes out when the ACCEPT comes; latencies count from each message's scheduled time, so that wait is charged (corrected for coordinated omission)",
 		formatRate(rate), formatCount(uint64(senders)), every.Round(time.Microsecond))
 }

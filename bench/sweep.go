@@ -189,8 +189,12 @@ func (r *run) sweep(ctx context.Context) (*Result, error) {
 	total.SendToAck, total.SendToDeliver = NewHistogram(), NewHistogram()
 	total.Figures = map[string]float64{}
 	senders := formatCount(uint64(r.cfg.senders()))
-	r.note("sweep: each step runs the phone regime at its offered rate for %v over the same connections, then a drain: each of %s senders sends the offered rate ÷ %s on its own evenly spaced schedule and never has two messages unaccepted, latencies counting from each message's scheduled time; a step holds the target when nothing failed, nothing was left unsent and its send-to-deliver p99 is below %s",
-		r.cfg.Duration, senders, senders, formatMicros(float64(r.cfg.P99.Microseconds())))
+	schedule := "on its own evenly spaced schedule"
+	if r.cfg.Arrivals == "poisson" {
+		schedule = "on average, the sends reaching the server at random moments (Poisson arrivals)"
+	}
+	r.note("sweep: each step runs the phone regime at its offered rate for %v over the same connections, then a drain: each of %s senders sends the offered rate ÷ %s %s and never has two messages unaccepted, latencies counting from each message's scheduled time; a step holds the target when nothing failed, nothing was left unsent and its send-to-deliver p99 is below %s",
+		r.cfg.Duration, senders, senders, schedule, formatMicros(float64(r.cfg.P99.Microseconds())))
 	return total, runErr
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"image/png"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -36,6 +37,9 @@ func TestValidatePhoneSweep(t *testing.T) {
 		{name: "sweep without rates", cfg: Config{Scenario: "sweep", Rates: []float64{}}, wantErr: []string{"--rates names no rate"}},
 		{name: "sweep target", cfg: Config{Scenario: "sweep", P99: -time.Millisecond}, wantErr: []string{"--p99 must be positive"}},
 		{name: "sweep's highest rate over the frame cap", cfg: Config{Scenario: "sweep", Pairs: 2, Rates: []float64{100, 2000}}, wantErr: []string{"the highest of --rates, 2000 over 4 senders"}},
+		{name: "phone with poisson arrivals", cfg: Config{Scenario: "phone", Rate: 2000, Arrivals: "poisson"}, wantPairs: 1000},
+		{name: "arrivals of an unknown kind", cfg: Config{Scenario: "phone", Rate: 2000, Arrivals: "bursty"}, wantErr: []string{`--arrivals "bursty": want even or poisson`}},
+		{name: "arrivals outside the phone regime", cfg: Config{Scenario: "chat", Rate: 2000, Arrivals: "poisson"}, wantErr: []string{"only phone and sweep"}},
 		{name: "every error at once", cfg: Config{Scenario: "sweep", Rates: []float64{-1, -2}, P99: -1}, wantErr: []string{"-1 must be above 0", "-2 after -1", "--p99"}},
 	}
 	for _, tt := range tests {
@@ -274,7 +278,7 @@ func TestPhoneSchedule(t *testing.T) {
 		l.traffic.senders = append(l.traffic.senders, c)
 	}
 	tr := &l.traffic
-	tr.startPhone(5, time.Second) // two senders at 5/s: a slot every 100 ms, a's at 0, 200, 400… ms
+	tr.startPhone(5, time.Second, false, 0, 0) // two senders at 5/s: a slot every 100 ms, a's at 0, 200, 400… ms
 	if tr.interval != float64(100*time.Millisecond) {
 		t.Fatalf("slot interval %v ns, want 100 ms", tr.interval)
 	}
@@ -333,6 +337,82 @@ func TestPhoneSchedule(t *testing.T) {
 	}
 	if sent := len(a.out) + len(b.out); uint64(sent)+tr.unsent() != 10 {
 		t.Errorf("sent %d + unsent %d, want the 10 slots", sent, tr.unsent())
+	}
+}
+
+// TestPhonePoisson: with Poisson arrivals the loop's slots come at random,
+// gaps of mean interval and a spread as large as the mean (an even
+// schedule has none); each message is timed from its own slot, an owed one
+// too, and the slots still go to the senders in turn.
+func TestPhonePoisson(t *testing.T) {
+	l, a, b := checkerFixture(0)
+	l.body = make([]byte, l.e.spec.Size)
+	a.state, b.state = stateReady, stateReady
+	l.e.spec.ConnFrameCap = 1 << 20
+	t0 := int64(time.Second)
+	l.now = t0
+	l.traffic = traffic{active: true, start: t0, deadline: t0 + int64(4*time.Second)}
+	for _, c := range []*conn{a, b} {
+		c.sending = true
+		l.traffic.senders = append(l.traffic.senders, c)
+	}
+	tr := &l.traffic
+	tr.startPhone(250, 4*time.Second, true, 7, 1) // 500 slots a second: 2 ms apart on average
+	accept := func(c *conn) {
+		for i := range c.out {
+			if !c.out[i].accepted {
+				c.accepted(&protocol.Accept{MsgID: c.outBase + uint64(i)})
+			}
+		}
+	}
+	var held []int64 // a's slots passed while its ACCEPT was held back
+	for now := t0; now < tr.deadline; now += int64(50 * time.Microsecond) {
+		l.now = now
+		before := len(a.slotAt)
+		tr.tick(l)
+		if now < t0+int64(100*time.Millisecond) {
+			held = append(held, a.slotAt[before:]...) // a waits for its first ACCEPT
+			continue
+		}
+		accept(a)
+		accept(b)
+	}
+	var gaps []float64
+	for i, c := range []*conn{a, b} {
+		if len(c.out) < 900 || len(c.out) > 1100 {
+			t.Fatalf("sender %d sent %d messages in 4 s, want about 1,000", i, len(c.out))
+		}
+		for j := range c.out {
+			if j > 0 && c.out[j].sent < c.out[j-1].sent {
+				t.Fatalf("sender %d: message %d timed before the one before it", i, j)
+			}
+		}
+	}
+	var slots []int64
+	for _, c := range []*conn{a, b} {
+		for j := range c.out {
+			slots = append(slots, c.out[j].sent)
+		}
+	}
+	slices.Sort(slots)
+	for j := 1; j < len(slots); j++ {
+		gaps = append(gaps, float64(slots[j]-slots[j-1]))
+	}
+	var sum, sq float64
+	for _, g := range gaps {
+		sum += g
+	}
+	mean := sum / float64(len(gaps))
+	for _, g := range gaps {
+		sq += (g - mean) * (g - mean)
+	}
+	cv := math.Sqrt(sq/float64(len(gaps))) / mean
+	if mean < float64(1800*time.Microsecond) || mean > float64(2200*time.Microsecond) || cv < 0.85 || cv > 1.15 {
+		t.Errorf("gaps between slots: mean %v, spread %.2f of the mean; want about 2 ms and 1 (exponential)", time.Duration(mean), cv)
+	}
+	// a's first slot was sent at once; the next waited for its ACCEPT.
+	if len(held) < 2 || a.out[1].sent != held[0] || a.out[2].sent != held[1] {
+		t.Fatalf("a's owed message timed %d, want its own slot %v (slots held: %d)", a.out[1].sent, held, len(held))
 	}
 }
 

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"math/rand/v2"
 	"time"
 
 	"switchboard/protocol"
@@ -44,10 +45,23 @@ type traffic struct {
 	phone   bool  // the phone regime: a schedule per sender, one message unaccepted at most
 	owed    int64 // phone: slots passed whose message is not sent yet, over the senders
 	catchUp int64 // phone: ns after the deadline during which owed messages still go out
+
+	// poisson (phone): the loop's slots come at random, the gaps between
+	// them drawn from an exponential distribution of mean interval, as
+	// phones' sends reach a server; next is the next slot's offset from
+	// start, in ns. Each slot's time is kept by its sender (conn.slotAt).
+	poisson bool
+	rng     *rand.Rand
+	next    float64
 }
 
 // due returns when the next open-loop message is due.
-func (t *traffic) due() int64 { return t.start + int64(float64(t.k)*t.interval) }
+func (t *traffic) due() int64 {
+	if t.poisson {
+		return t.start + int64(t.next)
+	}
+	return t.start + int64(float64(t.k)*t.interval)
+}
 
 // tick sends the open-loop messages that are due, round robin over the
 // senders, skipping those that are offline, at their frame cap, or held by
@@ -111,9 +125,13 @@ func (t *traffic) unblocked(now int64) int64 {
 // startPhone sets the phone regime up for the step's senders: each sends
 // senderRate messages per second, for d and then at most d more to catch
 // up. Loop-only.
-func (t *traffic) startPhone(senderRate float64, d time.Duration) {
+func (t *traffic) startPhone(senderRate float64, d time.Duration, poisson bool, seed, stream uint64) {
 	n := len(t.senders)
 	t.phone, t.window, t.untilAccepted = true, 1, true
+	t.poisson, t.next = poisson, 0
+	if poisson {
+		t.rng = rand.New(rand.NewPCG(seed, stream)) // each loop, in each process, draws its own
+	}
 	t.rate = senderRate * float64(n)
 	t.interval = float64(time.Second) / t.rate
 	// As long again as the step: the server may be slow for a while and
@@ -122,6 +140,7 @@ func (t *traffic) startPhone(senderRate float64, d time.Duration) {
 	t.catchUp = int64(d)
 	for i, c := range t.senders {
 		c.phoneIdx, c.slotsDue, c.slotsSent = i, 0, 0
+		c.slotAt = c.slotAt[:0]
 		// What an earlier step left unaccepted still holds the phone.
 		c.inflight = c.unaccepted()
 	}
@@ -138,6 +157,10 @@ func (t *traffic) tickPhone(l *loop) {
 		}
 		c := t.senders[t.k%n]
 		t.k++
+		if t.poisson {
+			c.slotAt = append(c.slotAt, due)
+			t.next += t.rng.ExpFloat64() * t.interval
+		}
 		t.owed++
 		c.slotsDue++
 		c.sendOwed()
@@ -157,6 +180,10 @@ func (t *traffic) phoneDone(now int64) bool {
 // never sent: owed, or not even passed (a loop far behind).
 func (t *traffic) unsent() uint64 {
 	n := uint64(max(t.owed, 0))
+	if t.poisson {
+		// The slots not drawn yet: as many as the mean gap puts there.
+		return n + uint64(max(float64(t.deadline-t.due())/t.interval, 0))
+	}
 	for k := t.k; t.start+int64(float64(k)*t.interval) < t.deadline; k++ {
 		n++
 	}
@@ -175,10 +202,14 @@ func (c *conn) sendOwed() {
 		c.block()
 		return
 	}
-	slot := int64(c.phoneIdx) + c.slotsSent*int64(len(t.senders))
+	at := t.start + int64(float64(int64(c.phoneIdx)+c.slotsSent*int64(len(t.senders)))*t.interval)
+	if t.poisson {
+		at = c.slotAt[0]
+		c.slotAt = c.slotAt[1:]
+	}
 	c.slotsSent++
 	t.owed--
-	c.send(t.start + int64(float64(slot)*t.interval))
+	c.send(at)
 }
 
 // unaccepted returns how many of c's messages are neither accepted nor

@@ -150,6 +150,7 @@ func benchCmd(args []string) error {
 	fs.Float64Var(&cfg.Rate, "rate", 2000, "chat, phone, group, slow: messages per second for the whole run (open loop); 0: closed loop with --window (not phone)")
 	rates := fs.String("rates", "", "sweep: offered rates, messages per second for the whole run, comma-separated and rising; one phone run of --duration each (default 300,1000,2000,5000,10000). overload: the capacity probe's rates, open loop for 2 s each (default 5000,7500,…,25000,30000,35000,40000)")
 	fs.Float64Var(&cfg.Capacity, "capacity", 0, "overload: the server's capacity (messages per second for the whole run); the run offers twice it; 0: probe it with --rates")
+	fs.StringVar(&cfg.Arrivals, "arrivals", "even", "phone, sweep: how the sends are spaced: even (each sender on its own evenly spaced schedule: the latency tail is the server's) or poisson (at random moments at the same mean rate, as phones' sends reach a server)")
 	fs.DurationVar(&cfg.P99, "p99", 3*time.Millisecond, "sweep: the latency target (duration): a step holds it when its send-to-deliver p99 is below it")
 	fs.IntVar(&cfg.Window, "window", 8, "closed loop: messages each sender keeps in flight until delivered (count, 1..256)")
 	fs.IntVar(&cfg.Size, "size", 100, "message body (bytes, 24..65536): a 24-byte header for the checks, then filler")
