@@ -174,7 +174,8 @@ func (r *run) sendAndDrain(s Step, label string) (*Result, error) {
 
 // phoneStep is the traffic step of the phone regime at rate messages per
 // second in all: every user of every pair sends rate ÷ senders a second
-// on its own evenly spaced schedule, with at most one message unaccepted
+// on its own evenly spaced schedule (with --arrivals poisson, the loops'
+// sends at random moments instead), with at most one message unaccepted
 // (traffic's comment tells how).
 func (r *run) phoneStep(rate float64) Step {
 	return Step{Kind: "traffic", SenderRate: rate / float64(r.cfg.senders()), Poisson: r.cfg.Arrivals == "poisson", Duration: r.cfg.Duration,

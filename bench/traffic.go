@@ -18,7 +18,9 @@ import (
 // the loop's k-th slot belongs to sender k mod n (n senders on the loop),
 // so each sender's messages are due evenly, every n×interval, the senders
 // staggered by interval, and the loop's together as evenly as open loop's.
-// A sender never has two messages unaccepted, as a phone waits for the
+// With Poisson arrivals (Step.Poisson) the gaps between the loop's slots
+// are drawn at random, of mean interval, and the slots still go to the
+// senders in turn. A sender never has two messages unaccepted, as a phone waits for the
 // ACCEPT of its previous message: a slot that comes due while the previous
 // message waits is owed, and sent when the ACCEPT comes, still timed from
 // its slot, so the wait is charged to the server. Slots stop at the
@@ -205,7 +207,7 @@ func (c *conn) sendOwed() {
 	at := t.start + int64(float64(int64(c.phoneIdx)+c.slotsSent*int64(len(t.senders)))*t.interval)
 	if t.poisson {
 		at = c.slotAt[0]
-		c.slotAt = c.slotAt[1:]
+		c.slotAt = c.slotAt[:copy(c.slotAt, c.slotAt[1:])] // usually one: no allocation per message
 	}
 	c.slotsSent++
 	t.owed--
