@@ -49,6 +49,16 @@ import (
 // two Ps a p99 of 7.5-8.0 ms against 2.1-2.4 ms with one loop
 // (gateway.DefaultLoops).
 //
+// With one P the monitor has two steady states under the same load. At
+// 5,000 msg/s it mostly sleeps its longest (10 ms) and no thread is woken
+// at all: 88-90 µs of CPU a message. A system call that spans two of its
+// looks (a pause in the traffic of a few tens of milliseconds) makes it take
+// the P and look every 20 µs, and with one P it then takes the P from
+// every blocked epoll_wait or fdatasync, waking a thread that finds no work:
+// half as much CPU again, for spells of seconds, until 50 of its looks in
+// a row take nothing. Nothing here can end a spell; two Ps cost as much as
+// one in it (docs/BENCHMARKS.md, "The phone regime second by second").
+//
 // The thresholds separate the two cases measured here with one P: at
 // 5,000 msg/s (which one P carries) the process used 0.6-0.73 cores and
 // 0.7-2% of goroutines waited over 1 ms; under saturation (which needs two)
