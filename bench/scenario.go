@@ -154,6 +154,7 @@ type run struct {
 	notes    []string
 	metricsN bool // a "metrics unreachable" note was made
 	syncsN   bool // a "no syncs counter" note was made
+	procsN   bool // a "processors changed" note was made
 
 	local   bool          // the coordinator runs the only engine
 	lastCPU time.Duration // generator CPU of the last step
@@ -420,6 +421,10 @@ func (r *run) serverCost(res *Result, from, to serverMetrics) {
 	if from.Procs > 0 && to.Procs > 0 {
 		r.figure(res, "server_procs_at_start", float64(from.Procs))
 		r.figure(res, "server_procs_at_end", float64(to.Procs))
+		if from.Procs != to.Procs && !r.procsN {
+			r.procsN = true
+			r.note("the servers' Go processors went from %d to %d while measured: serve tunes them to the load about ten seconds after it changes, so the CPU per message mixes the two counts; a longer --duration weighs the settled one more (docs/BENCHMARKS.md, \"The phone regime second by second\")", from.Procs, to.Procs)
+		}
 	}
 	r.notePerServerCPU(res, from, to)
 }

@@ -254,6 +254,22 @@ func TestServerCostProcs(t *testing.T) {
 	if res.Figures["server_procs_at_start"] != 2 || res.Figures["server_procs_at_end"] != 1 {
 		t.Errorf("figures %v, want the server's processors 2 at the start and 1 at the end", res.Figures)
 	}
+	changed := func() (n int) {
+		for _, nt := range r.notes {
+			if strings.HasPrefix(nt, "the servers' Go processors went from 2 to 1 while measured") {
+				n++
+			}
+		}
+		return n
+	}
+	if changed() != 1 {
+		t.Errorf("notes %q, want one saying the processors changed", r.notes)
+	}
+	r.serverCost(newResult(), serverMetrics{CPU: 2, Procs: 1}, serverMetrics{CPU: 3, Procs: 2})
+	r.serverCost(newResult(), serverMetrics{CPU: 3, Procs: 2}, serverMetrics{CPU: 4, Procs: 2})
+	if n := len(r.notes); n != 2 || changed() != 1 {
+		t.Errorf("notes %q, want the change noted once a run (beside the syncs' note)", r.notes)
+	}
 	res = newResult()
 	r.serverCost(res, serverMetrics{CPU: 1}, serverMetrics{CPU: 2})
 	if _, ok := res.Figures["server_procs_at_end"]; ok {
