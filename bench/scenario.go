@@ -423,7 +423,11 @@ func (r *run) serverCost(res *Result, from, to serverMetrics) {
 		r.figure(res, "server_procs_at_end", float64(to.Procs))
 		if from.Procs != to.Procs && !r.procsN {
 			r.procsN = true
-			r.note("the servers' Go processors went from %d to %d while measured: serve tunes them to the load about ten seconds after it changes, so the CPU per message mixes the two counts; a longer --duration weighs the settled one more (docs/BENCHMARKS.md, \"The phone regime second by second\")", from.Procs, to.Procs)
+			whose := "server's"
+			if len(to.Each) > 1 {
+				whose = "servers' (summed)"
+			}
+			r.note("the %s Go processors went from %d to %d while measured: serve tunes them to the load about ten seconds after it changes, so the CPU per message mixes the two counts; a longer --duration weighs the settled one more (docs/BENCHMARKS.md, \"The phone regime second by second\")", whose, from.Procs, to.Procs)
 		}
 	}
 	r.notePerServerCPU(res, from, to)

@@ -256,7 +256,7 @@ func TestServerCostProcs(t *testing.T) {
 	}
 	changed := func() (n int) {
 		for _, nt := range r.notes {
-			if strings.HasPrefix(nt, "the servers' Go processors went from 2 to 1 while measured") {
+			if strings.HasPrefix(nt, "the server's Go processors went from 2 to 1 while measured") {
 				n++
 			}
 		}
