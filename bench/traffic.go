@@ -20,12 +20,13 @@ import (
 // staggered by interval, and the loop's together as evenly as open loop's.
 // With Poisson arrivals (Step.Poisson) the gaps between the loop's slots
 // are drawn at random, of mean interval, and the slots still go to the
-// senders in turn. A sender never has two messages unaccepted, as a phone waits for the
-// ACCEPT of its previous message: a slot that comes due while the previous
-// message waits is owed, and sent when the ACCEPT comes, still timed from
-// its slot, so the wait is charged to the server. Slots stop at the
-// deadline; what is owed then may still go out for catchUp more, and what
-// is owed after that is counted unsent (Result.Unsent).
+// senders in turn. A sender never has two messages unaccepted, as a phone
+// waits for the ACCEPT of its previous message: a slot that comes due
+// while the previous message waits is owed, and sent when the ACCEPT
+// comes, still timed from its slot, so the wait is charged to the server.
+// Slots stop at the deadline; what is owed then may still go out for
+// catchUp more, and what is owed after that is counted unsent
+// (Result.Unsent).
 type traffic struct {
 	active   bool
 	rate     float64 // messages per second of this loop; 0: closed loop
