@@ -427,7 +427,11 @@ func (r *run) serverCost(res *Result, from, to serverMetrics) {
 			if len(to.Each) > 1 {
 				whose = "servers' (summed)"
 			}
-			r.note("the %s Go processors went from %d to %d while measured: serve tunes them to the load about ten seconds after it changes, so the CPU per message mixes the two counts; a longer --duration weighs the settled one more (docs/BENCHMARKS.md, \"The phone regime second by second\")", whose, from.Procs, to.Procs)
+			where := "a longer --duration weighs the settled one more"
+			if r.cfg.Scenario == "sweep" {
+				where = "the sweep table's server procs column shows the steps where they changed; longer steps (--duration) weigh the settled count more"
+			}
+			r.note("the %s Go processors went from %d to %d while measured: serve tunes them to the load about ten seconds after it changes, so the CPU per message mixes the two counts; %s (docs/BENCHMARKS.md, \"The phone regime second by second\")", whose, from.Procs, to.Procs, where)
 		}
 	}
 	r.notePerServerCPU(res, from, to)

@@ -50,6 +50,12 @@ type SweepStep struct {
 	// SyncsPerMsg is the store's fsyncs per delivered message: 1 when
 	// every commit carries one message, less as commits group several.
 	SyncsPerMsg *float64 `json:"syncs_per_msg"`
+	// ServerProcsAtStart and ServerProcsAtEnd are the Go processors the
+	// servers ran on (summed) when the step began and when its drain
+	// ended: serve tunes them to the load, and a message costs more CPU on
+	// more of them (docs/BENCHMARKS.md, "Processors sized to the load").
+	ServerProcsAtStart *float64 `json:"server_procs_at_start"`
+	ServerProcsAtEnd   *float64 `json:"server_procs_at_end"`
 
 	SendToAck     HistSummary `json:"send_to_ack"`
 	SendToDeliver HistSummary `json:"send_to_deliver"`
@@ -95,6 +101,8 @@ func newSweepStep(offered float64, res *Result, target time.Duration) SweepStep 
 		ServerCPUPerMsgUs:    d.ServerCPUPerDeliveredUs,
 		GeneratorCPUPerMsgUs: d.GeneratorCPUPerDeliveredUs,
 		SyncsPerMsg:          d.SyncsPerMsg,
+		ServerProcsAtStart:   figureOf(res, "server_procs_at_start"),
+		ServerProcsAtEnd:     figureOf(res, "server_procs_at_end"),
 		Passed:               res.Passed(),
 		deliver:              res.SendToDeliver,
 	}
@@ -201,14 +209,14 @@ func (r *run) sweep(ctx context.Context) (*Result, error) {
 // stepLine is one step in a line, for the progress output.
 func stepLine(s SweepStep, target time.Duration) string {
 	row := sweepRow(s)
-	return fmt.Sprintf("%s offered: %s delivered, p50 %s, p99 %s, p99.9 %s, server CPU %s/msg, %s syncs/msg: %s (p99 < %s)",
-		row[0], row[1], row[3], row[4], row[5], row[2], row[6], row[7], formatMicros(float64(target.Microseconds())))
+	return fmt.Sprintf("%s offered: %s delivered, p50 %s, p99 %s, p99.9 %s, server CPU %s/msg, Go processors %s, %s syncs/msg: %s (p99 < %s)",
+		row[0], row[1], row[4], row[5], row[6], row[2], row[3], row[7], row[8], formatMicros(float64(target.Microseconds())))
 }
 
 // sweepHeader and sweepRow are the sweep table, for the terminal and
 // report.md alike.
 func sweepHeader(target time.Duration) []string {
-	return []string{"offered", "delivered", "server CPU/msg", "p50", "p99", "p99.9", "syncs/msg",
+	return []string{"offered", "delivered", "server CPU/msg", "server procs", "p50", "p99", "p99.9", "syncs/msg",
 		"p99 < " + formatMicros(float64(target.Microseconds()))}
 }
 
@@ -236,10 +244,30 @@ func sweepRow(s SweepStep) []string {
 	}
 	return []string{
 		formatRate(s.Offered), formatRate(s.DeliveredPerSec),
-		na(s.ServerCPUPerMsgUs, formatMicros),
+		na(s.ServerCPUPerMsgUs, formatMicros), procsCell(s.ServerProcsAtStart, s.ServerProcsAtEnd),
 		lat(s.SendToDeliver.P50), lat(s.SendToDeliver.P99), lat(s.SendToDeliver.P999),
 		na(s.SyncsPerMsg, formatRatio), held,
 	}
+}
+
+// figureOf returns res's figure name, or nil when it was not measured.
+func figureOf(res *Result, name string) *float64 {
+	if v, ok := res.Figures[name]; ok {
+		return &v
+	}
+	return nil
+}
+
+// procsCell is the servers' Go processors over a step: "2", or "2 → 1"
+// when serve retuned them during it.
+func procsCell(start, end *float64) string {
+	switch {
+	case start == nil || end == nil:
+		return "n/a"
+	case *start == *end:
+		return fmt.Sprintf("%.0f", *start)
+	}
+	return fmt.Sprintf("%.0f → %.0f", *start, *end)
 }
 
 // sweepVerdict is the sweep's answer in a sentence, with what qualifies it.

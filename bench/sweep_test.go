@@ -275,6 +275,11 @@ func TestServerCostProcs(t *testing.T) {
 	if _, ok := res.Figures["server_procs_at_end"]; ok {
 		t.Errorf("figures %v from a server that exports no processors", res.Figures)
 	}
+	sw := &run{cfg: &Config{Scenario: "sweep"}}
+	sw.serverCost(newResult(), serverMetrics{CPU: 1, Procs: 2, HasSyncs: true}, serverMetrics{CPU: 2, Procs: 1, HasSyncs: true})
+	if len(sw.notes) != 1 || !strings.Contains(sw.notes[0], "the sweep table's server procs column") {
+		t.Errorf("a sweep's notes %q, want the change pointing at the table's column", sw.notes)
+	}
 }
 
 // TestPhoneSchedule drives the phone regime on one loop without sockets:
@@ -481,7 +486,13 @@ func TestSweep(t *testing.T) {
 	h := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		n := srv.router.Stats().Accepted.Load()
 		// The CPU starts at 1: a zero reads as "not measured".
-		fmt.Fprintf(w, "process_cpu_seconds_total %d\nswitchboard_store_syncs_total %d\nprocess_resident_memory_bytes 1000\n", 1+n, 2*n)
+		// The Go processors drop from 2 to 1 once the first step's
+		// messages are in: the first step's row says 2 → 1, the second's 1.
+		procs := 2
+		if n >= 100 {
+			procs = 1
+		}
+		fmt.Fprintf(w, "process_cpu_seconds_total %d\nswitchboard_store_syncs_total %d\nprocess_resident_memory_bytes 1000\ngo_sched_gomaxprocs_threads %d\n", 1+n, 2*n, procs)
 	}))
 	t.Cleanup(h.Close)
 	cfg := srv.config("sweep")
@@ -510,6 +521,9 @@ func TestSweep(t *testing.T) {
 			t.Errorf("step %d did not hold a 10 s target: p99 %d µs", i, s.SendToDeliver.P99)
 		}
 	}
+	if got := []string{procsCell(sw.Steps[0].ServerProcsAtStart, sw.Steps[0].ServerProcsAtEnd), procsCell(sw.Steps[1].ServerProcsAtStart, sw.Steps[1].ServerProcsAtEnd)}; !slices.Equal(got, []string{"2 → 1", "1"}) {
+		t.Errorf("the steps' Go processors %q, want 2 → 1 and 1", got)
+	}
 	if sw.Highest != 200 || sw.Stopped != "" {
 		t.Errorf("highest %v, stopped %q; want 200 and the sweep complete", sw.Highest, sw.Stopped)
 	}
@@ -536,6 +550,7 @@ func TestSweep(t *testing.T) {
 		`**highest rate that holds p99 \< 10.0 s: 200 msg/s**`,
 		"| 100 msg/s | ",
 		"| 200 msg/s | ",
+		" | 2 → 1 | ",
 		"![p99 and server CPU per message against offered rate](sweep.png)",
 	} {
 		if !strings.Contains(md, want) {
@@ -552,6 +567,7 @@ func TestSweep(t *testing.T) {
 			Steps   []struct {
 				Offered float64  `json:"offered_per_s"`
 				Syncs   *float64 `json:"syncs_per_msg"`
+				Procs   *float64 `json:"server_procs_at_end"`
 				Held    bool     `json:"held"`
 			} `json:"steps"`
 		} `json:"sweep"`
@@ -559,7 +575,8 @@ func TestSweep(t *testing.T) {
 	if err := json.Unmarshal([]byte(readFile(t, filepath.Join(dir, resultFile))), &js); err != nil {
 		t.Fatal(err)
 	}
-	if js.Sweep.Highest != 200 || len(js.Sweep.Steps) != 2 || js.Sweep.Steps[1].Syncs == nil || *js.Sweep.Steps[1].Syncs != 2 {
+	if js.Sweep.Highest != 200 || len(js.Sweep.Steps) != 2 || js.Sweep.Steps[1].Syncs == nil || *js.Sweep.Steps[1].Syncs != 2 ||
+		js.Sweep.Steps[0].Procs == nil || *js.Sweep.Steps[0].Procs != 1 {
 		t.Errorf("result.json sweep %+v", js.Sweep)
 	}
 }
@@ -570,26 +587,29 @@ func TestSweepRendering(t *testing.T) {
 	lat := func(p50, p99, p999 int64) HistSummary {
 		return HistSummary{Count: 1000, P50: p50, P99: p99, P999: p999}
 	}
-	cpu, syncs := 42.5, 0.25
+	cpu, syncs, two, one := 42.5, 0.25, 2.0, 1.0
 	steps := []SweepStep{
-		{Offered: 1000, DeliveredPerSec: 1000, ServerCPUPerMsgUs: &cpu, SyncsPerMsg: &syncs, SendToDeliver: lat(900, 2500, 4000), Passed: true, Held: true},
-		{Offered: 2000, DeliveredPerSec: 1990, SendToDeliver: lat(1200, 3100, 9000), Passed: true},
+		{Offered: 1000, DeliveredPerSec: 1000, ServerCPUPerMsgUs: &cpu, SyncsPerMsg: &syncs, ServerProcsAtStart: &two, ServerProcsAtEnd: &two, SendToDeliver: lat(900, 2500, 4000), Passed: true, Held: true},
+		{Offered: 2000, DeliveredPerSec: 1990, ServerProcsAtStart: &two, ServerProcsAtEnd: &one, SendToDeliver: lat(1200, 3100, 9000), Passed: true},
 		{Offered: 5000, DeliveredPerSec: 4100, SendToDeliver: lat(1500, 2900, 9000), Passed: true, Unsent: 1234},
 		{Offered: 10000, DeliveredPerSec: 9000, SendToDeliver: lat(1500, 2000, 2500), Passed: true, Held: true},
 	}
 	rows := []string{
-		"1,000 msg/s|1,000 msg/s|42.5 µs|900 µs|2.50 ms|4.00 ms|0.25|yes",
-		"2,000 msg/s|1,990 msg/s|n/a|1.20 ms|3.10 ms|9.00 ms|n/a|no",
-		"5,000 msg/s|4,100 msg/s|n/a|1.50 ms|2.90 ms|9.00 ms|n/a|no: 1,234 unsent",
-		"10,000 msg/s|9,000 msg/s|n/a|1.50 ms|2.00 ms|2.50 ms|n/a|yes",
+		"1,000 msg/s|1,000 msg/s|42.5 µs|2|900 µs|2.50 ms|4.00 ms|0.25|yes",
+		"2,000 msg/s|1,990 msg/s|n/a|2 → 1|1.20 ms|3.10 ms|9.00 ms|n/a|no",
+		"5,000 msg/s|4,100 msg/s|n/a|n/a|1.50 ms|2.90 ms|9.00 ms|n/a|no: 1,234 unsent",
+		"10,000 msg/s|9,000 msg/s|n/a|n/a|1.50 ms|2.00 ms|2.50 ms|n/a|yes",
 	}
 	for i, s := range steps {
 		if got := strings.Join(sweepRow(s), "|"); got != rows[i] {
 			t.Errorf("row %d:\n got %s\nwant %s", i, got, rows[i])
 		}
 	}
-	if got := strings.Join(sweepRow(SweepStep{Offered: 300}), "|"); got != "300 msg/s|0.0 msg/s|n/a|—|—|—|n/a|FAIL" {
+	if got := strings.Join(sweepRow(SweepStep{Offered: 300}), "|"); got != "300 msg/s|0.0 msg/s|n/a|n/a|—|—|—|n/a|FAIL" {
 		t.Errorf("failed step's row %s", got)
+	}
+	if got, want := stepLine(steps[1], 3*time.Millisecond), "2,000 msg/s offered: 1,990 msg/s delivered, p50 1.20 ms, p99 3.10 ms, p99.9 9.00 ms, server CPU n/a/msg, Go processors 2 → 1, n/a syncs/msg: no (p99 < 3.00 ms)"; got != want {
+		t.Errorf("step line\n got %s\nwant %s", got, want)
 	}
 
 	tests := []struct {
