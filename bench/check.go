@@ -85,7 +85,7 @@ func (c *conn) deliver(d *protocol.Deliver) {
 	l.res.Delivered++
 	l.prog.delivered.Add(1)
 	if int(m.recips) == s.expect() {
-		if !c.untimed {
+		if !c.untimed && m.sent >= l.measureFrom {
 			record(l.res.SendToDeliver, l.now-m.sent)
 		}
 		l.pending--
@@ -159,7 +159,9 @@ func (c *conn) accepted(a *protocol.Accept) {
 			}
 		}
 		l.res.Accepted++
-		record(l.res.SendToAck, l.now-m.sent)
+		if m.sent >= l.measureFrom {
+			record(l.res.SendToAck, l.now-m.sent)
+		}
 	}
 	c.trim()
 	if l.traffic.untilAccepted {

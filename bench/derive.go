@@ -171,14 +171,16 @@ func ratio(num, den float64) *float64 {
 func derive(r *Result) Derived {
 	var d Derived
 	secs := r.Duration.Seconds()
-	delivered := float64(r.Delivered)
+	// Rates and costs are of the measured phase; the wire's bytes are
+	// counted over the warm-up too, and so divide by every message.
+	delivered := float64(r.measuredDelivered())
 	if secs > 0 {
-		d.SentPerSec = float64(r.Sent) / secs
+		d.SentPerSec = float64(r.Sent-r.WarmupSent) / secs
 		d.DeliveredPerSec = delivered / secs
 	}
-	d.WireBytesPerDelivered = ratio(float64(r.BytesOut+r.BytesIn), delivered)
+	d.WireBytesPerDelivered = ratio(float64(r.BytesOut+r.BytesIn), float64(r.Delivered))
 	d.BytesOutPerSent = ratio(float64(r.BytesOut), float64(r.Sent))
-	d.BytesInPerDelivered = ratio(float64(r.BytesIn), delivered)
+	d.BytesInPerDelivered = ratio(float64(r.BytesIn), float64(r.Delivered))
 	if r.GeneratorCPU > 0 {
 		d.GeneratorCPUPerDeliveredUs = ratio(float64(r.GeneratorCPU.Microseconds()), delivered)
 		d.GeneratorCoresBusy = ratio(r.GeneratorCPU.Seconds(), secs)

@@ -119,6 +119,16 @@
 // and what is owed then is counted unsent (the server did not keep up; not
 // a correctness failure). The checks are chat's.
 //
+// With --warmup (chat, phone, group) the traffic step sends for the
+// warm-up and then --duration, as one schedule with no pause between: a
+// pause of a few tens of milliseconds changes how the server's Go runtime
+// schedules for seconds after it (docs/BENCHMARKS.md, "The phone regime
+// second by second"). Every message is counted and checked; each loop
+// records latencies only for messages due after the warm-up and notes its
+// counts when the warm-up ends (Result.WarmupSent and its siblings), and
+// the coordinator reads the servers' metrics and the generators' CPU then,
+// so the rates and the costs per message are of the measured phase alone.
+//
 // The sweep runs the phone regime at rising offered rates over the same
 // connections, a drain after each step and the servers' metrics read
 // around it, and reports per step the delivered rate, the server's CPU

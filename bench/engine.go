@@ -259,6 +259,11 @@ type Step struct {
 	HoldAcks bool `json:"hold_acks,omitempty"`
 	// Duration (traffic without Count): how long to send.
 	Duration time.Duration `json:"duration,omitempty"`
+	// Warmup (traffic without Count): how long to send first, the same
+	// way, before Duration. Its messages are counted and checked; its
+	// latencies are not recorded, and the Result's Warmup counts say how
+	// many of the counts it made.
+	Warmup time.Duration `json:"warmup,omitempty"`
 	// Timeout bounds the step; 0: none.
 	Timeout time.Duration `json:"timeout,omitempty"`
 }
@@ -376,7 +381,11 @@ func (l *loop) start(s Step, finish func(error)) {
 			c.inflight = 0 // what earlier steps left in flight does not hold this one's window
 		}
 		if s.Count == 0 && s.Duration > 0 {
-			t.deadline = l.now + int64(s.Duration)
+			t.deadline = l.now + int64(s.Warmup+s.Duration)
+		}
+		l.measureFrom, l.warming = 0, false
+		if s.Warmup > 0 && t.deadline > 0 {
+			l.measureFrom, l.warming = l.now+int64(s.Warmup), true
 		}
 		each(func(c *conn) {
 			if c.paused || (c.unit.group != 0 && indexIn(c) >= max(l.e.spec.Senders, 1)) {
@@ -391,7 +400,7 @@ func (l *loop) start(s Step, finish func(error)) {
 		}
 		switch {
 		case s.SenderRate > 0 && s.Count == 0 && len(t.senders) > 0:
-			t.startPhone(s.SenderRate, s.Duration, s.Poisson, l.e.spec.RunID, uint64(l.e.spec.FirstUnit)<<16|uint64(l.id))
+			t.startPhone(s.SenderRate, s.Warmup+s.Duration, s.Poisson, l.e.spec.RunID, uint64(l.e.spec.FirstUnit)<<16|uint64(l.id))
 		case s.Rate > 0 && s.Count == 0:
 			t.rate = s.Rate * l.e.spec.Weight / float64(len(l.e.loops))
 			t.interval = float64(time.Second) / t.rate

@@ -74,6 +74,12 @@ type loop struct {
 
 	res  *Result // counts and histograms since the last collect
 	prog progress
+
+	// measureFrom: latencies are recorded for messages due at or after it
+	// (the end of a traffic step's warm-up; 0: all). warming: the warm-up
+	// is not over, and res's counts are not yet copied into its Warmup ones.
+	measureFrom int64
+	warming     bool
 }
 
 // progress is the loop's live counters, read by the engine's progress
@@ -254,6 +260,9 @@ func (l *loop) next(house int64) int64 {
 	if at, ok := l.wakes.next(); ok {
 		next = min(next, at)
 	}
+	if l.warming {
+		next = min(next, l.measureFrom)
+	}
 	return next
 }
 
@@ -306,6 +315,10 @@ func (l *loop) timers() {
 			w.c.wakeAt = 0
 			w.c.pump()
 		}
+	}
+	if l.warming && now >= l.measureFrom {
+		l.warming = false
+		l.res.WarmupSent, l.res.WarmupAccepted, l.res.WarmupDelivered = l.res.Sent, l.res.Accepted, l.res.Delivered
 	}
 	l.traffic.tick(l)
 }

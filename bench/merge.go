@@ -37,6 +37,10 @@ func (r *Result) Merge(o *Result) {
 		r.Started = o.Started
 	}
 	r.Duration = max(r.Duration, o.Duration)
+	r.Warmup = max(r.Warmup, o.Warmup)
+	r.WarmupSent += o.WarmupSent
+	r.WarmupAccepted += o.WarmupAccepted
+	r.WarmupDelivered += o.WarmupDelivered
 	r.Processes += o.Processes
 	r.Conns += o.Conns
 	r.Sent += o.Sent

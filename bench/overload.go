@@ -209,7 +209,7 @@ func (r *run) overload(ctx context.Context) (*Result, error) {
 				return r.partial(ctx.Err())
 			}
 			fmt.Fprintf(r.cfg.Out, "bench: capacity probe %d of at most %d: %s offered for %v\n", i+1, len(r.cfg.Rates), formatRate(rate), probeStep)
-			res, err := r.sendAndDrain(r.openStep(rate, probeStep), "probe "+formatRate(rate))
+			res, err := r.sendAndDrain(ctx, r.openStep(rate, probeStep), "probe "+formatRate(rate))
 			if res == nil {
 				return nil, err
 			}
@@ -250,7 +250,7 @@ func (r *run) overload(ctx context.Context) (*Result, error) {
 	fmt.Fprintf(r.cfg.Out, "bench: overload: %s offered (%.3g × the capacity %s) for %v\n", formatRate(ov.Offered), ov.Factor, formatRate(ov.Capacity), r.cfg.Duration)
 	from := r.scrapeCost(ctx)
 	sm := r.sample()
-	res, err := r.sendAndDrain(r.openStep(ov.Offered, r.cfg.Duration), "overload")
+	res, err := r.sendAndDrain(ctx, r.openStep(ov.Offered, r.cfg.Duration), "overload")
 	sm.end()
 	if res == nil {
 		return nil, err

@@ -133,8 +133,8 @@ func writeMarkdown(out io.Writer, jr *jsonReport, charts map[string]bool) error 
 	p := w.printf
 
 	p("# Switchboard bench: %s — %s\n\n", mdText(orDash(r.Scenario)), verdict(r))
-	p("Started %s; measured for %s with %s generator %s and %s at the peak, over %s.\n\n",
-		formatTime(r.Started), formatSeconds(r.Duration), formatCount(uint64(r.Processes)),
+	p("Started %s; measured for %s%s with %s generator %s and %s at the peak, over %s.\n\n",
+		formatTime(r.Started), formatSeconds(r.Duration), warmupText(r), formatCount(uint64(r.Processes)),
 		plural(r.Processes, "process", "processes"), formatConns(r.Conns), mdText(transportText(r)))
 
 	p("## Verdict\n\n")
@@ -355,7 +355,7 @@ func messageRows(r *Result, d *Derived) [][]string {
 	secs := r.Duration.Seconds()
 	acceptedRate := "—"
 	if secs > 0 {
-		acceptedRate = formatRate(float64(r.Accepted) / secs)
+		acceptedRate = formatRate(float64(r.Accepted-r.WarmupAccepted) / secs)
 	}
 	rows := [][]string{
 		{"sent", formatMsgs(r.Sent), rate(d.SentPerSec)},

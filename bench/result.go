@@ -20,6 +20,10 @@ func NewHistogram() *hdrhistogram.Histogram {
 	return hdrhistogram.New(histMin, histMax, histDigits)
 }
 
+// measuredDelivered is the messages delivered after the warm-up (all of
+// them without one): what the rates and costs per message divide by.
+func (r *Result) measuredDelivered() uint64 { return r.Delivered - r.WarmupDelivered }
+
 // Result is everything one run of a scenario measured. Worker processes
 // fill one each; the coordinator merges them (Merge) and the report is
 // made from the merged one.
@@ -28,6 +32,15 @@ type Result struct {
 	Params   map[string]string `json:"params"` // the flags that shaped the run, as given
 	Started  time.Time         `json:"started"`
 	Duration time.Duration     `json:"duration_ns"` // of the measured phase
+	// Warmup is how long the traffic was sent before the measured phase
+	// (--warmup), the same way. Its messages are in the counts and the
+	// checks; WarmupSent, WarmupAccepted and WarmupDelivered are how many
+	// of the counts it made, and the rates, latencies and costs per message
+	// are of the measured phase alone.
+	Warmup          time.Duration `json:"warmup_ns,omitempty"`
+	WarmupSent      uint64        `json:"warmup_sent,omitempty"`
+	WarmupAccepted  uint64        `json:"warmup_accepted,omitempty"`
+	WarmupDelivered uint64        `json:"warmup_delivered,omitempty"`
 
 	Processes int `json:"processes"` // generator processes, the coordinator included
 	Conns     int `json:"conns"`     // connections held at the peak
@@ -38,7 +51,7 @@ type Result struct {
 	Transport  string            `json:"transport"`
 	Handshakes map[string]uint64 `json:"handshakes,omitempty"`
 
-	// Message counts, over the measured phase.
+	// Message counts, over the measured phase and its warm-up.
 	Sent     uint64 `json:"sent"`     // SENDs written
 	Accepted uint64 `json:"accepted"` // message ids covered by ACCEPTs
 	Refused  uint64 `json:"refused"`  // REFUSEs received

@@ -162,6 +162,9 @@ type run struct {
 	// it sent (before the drain), as the progress counters saw it.
 	windowDelivered uint64
 	measuredCPU     time.Duration // generator CPU of the measured phase
+	// warmedUp holds the servers' metrics when a traffic step's warm-up
+	// ended, for the cost of the measured phase; nil without a warm-up.
+	warmedUp *serverMetrics
 	// groupsApart is, in a group run on a cluster, the groups whose home
 	// node homes none of their members, read after the groups step.
 	groupsApart uint64
@@ -178,6 +181,45 @@ func (r *run) cpu() time.Duration {
 
 // measured marks the last step as the measured phase, for the CPU figure.
 func (r *run) measured() { r.measuredCPU = r.lastCPU }
+
+// warmMark is the moment a traffic step's warm-up ended, as the
+// coordinator saw it: the generators' CPU and the servers' metrics then.
+type warmMark struct {
+	at     time.Time
+	cpu    time.Duration
+	server serverMetrics
+
+	stop chan struct{}
+	done chan struct{}
+	ok   bool // the mark was taken (the warm-up ended before end was called)
+}
+
+// markAfter takes a warmMark once d has passed, unless end comes first.
+func (r *run) markAfter(ctx context.Context, d time.Duration) *warmMark {
+	m := &warmMark{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(m.done)
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-m.stop:
+			return
+		}
+		m.at, m.cpu = time.Now(), r.cpu()
+		m.server = r.scrapeCost(ctx)
+		m.ok = true
+	}()
+	return m
+}
+
+// end waits for the mark and returns it, or false when the warm-up had
+// not ended.
+func (m *warmMark) end() (*warmMark, bool) {
+	close(m.stop)
+	<-m.done
+	return m, m.ok
+}
 
 func (r *run) note(format string, args ...any) {
 	r.notes = append(r.notes, fmt.Sprintf(format, args...))
@@ -413,8 +455,8 @@ func (r *run) serverCost(res *Result, from, to serverMetrics) {
 		return
 	}
 	res.ServerCPU = time.Duration((to.CPU - from.CPU) * float64(time.Second))
-	if res.Delivered > 0 {
-		r.figure(res, "server_cpu_per_msg_us", (to.CPU-from.CPU)*1e6/float64(res.Delivered))
+	if n := res.measuredDelivered(); n > 0 {
+		r.figure(res, "server_cpu_per_msg_us", (to.CPU-from.CPU)*1e6/float64(n))
 	}
 	// What a message costs depends on the Go processors the server runs
 	// on, which serve tunes to the load (summed over servers).
@@ -428,7 +470,10 @@ func (r *run) serverCost(res *Result, from, to serverMetrics) {
 				whose = "servers' (summed)"
 			}
 			where := "a longer --duration weighs the settled one more"
-			if r.cfg.Scenario == "sweep" {
+			switch {
+			case res.Warmup > 0:
+				where = "a longer --warmup lets them settle before the measured phase"
+			case r.cfg.Scenario == "sweep":
 				where = "the sweep table's server procs column shows the steps where they changed; longer steps (--duration) weigh the settled count more"
 			}
 			r.note("the %s Go processors went from %d to %d while measured: serve tunes them to the load about ten seconds after it changes, so the CPU per message mixes the two counts; %s (docs/BENCHMARKS.md, \"The phone regime second by second\")", whose, from.Procs, to.Procs, where)
@@ -458,8 +503,8 @@ func (r *run) notePerServerCPU(res *Result, from, to serverMetrics) {
 			sep = ""
 		}
 		fmt.Fprintf(&b, " %s %.2f s", name, cpu)
-		if res.Delivered > 0 {
-			fmt.Fprintf(&b, ", %.1f µs per delivered message", cpu*1e6/float64(res.Delivered))
+		if n := res.measuredDelivered(); n > 0 {
+			fmt.Fprintf(&b, ", %.1f µs per delivered message", cpu*1e6/float64(n))
 		}
 		b.WriteString(sep)
 	}

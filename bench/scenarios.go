@@ -94,6 +94,9 @@ func (r *run) chat(ctx context.Context, kind string) (*Result, error) {
 		return res, err
 	}
 	to := r.scrape(ctx, "after traffic")
+	if r.warmedUp != nil {
+		from = *r.warmedUp
+	}
 	r.serverCost(res, from, to)
 	if kind == "group" && r.cfg.ClusterNodes > 0 {
 		r.figure(res, "groups_homed_apart", float64(r.groupsApart))
@@ -112,8 +115,10 @@ func (r *run) traffic(ctx context.Context, who string) (*Result, error) {
 	if r.cfg.Scenario == "phone" {
 		s = r.phoneStep(r.cfg.Rate)
 	}
+	s.Warmup = r.cfg.Warmup
+	s.Timeout += 2 * s.Warmup // the phone's catch-up time grows by it too
 	sm := r.sample()
-	res, err := r.sendAndDrain(s, "traffic")
+	res, err := r.sendAndDrain(ctx, s, "traffic")
 	sm.end()
 	if res == nil {
 		return nil, err
@@ -132,20 +137,41 @@ func (r *run) traffic(ctx context.Context, who string) (*Result, error) {
 	if r.cfg.Scenario == "group" {
 		r.note("group: delivered messages and delivered receipts count one per member; send-to-deliver is to the last member")
 	}
+	if res.Warmup > 0 {
+		r.note("warm-up: the first %s were sent the same way, straight into the measured %s; their %s sent messages are in the counts and checks, not in the rates, latencies, CPU and syncs per message",
+			formatSeconds(res.Warmup), formatSeconds(res.Duration), formatCount(res.WarmupSent))
+	}
 	return res, err
 }
 
 // sendAndDrain runs traffic step s and, if it went well, a drain, and
 // collects: the Result's Duration is the sending time, and its figures
 // delivered_per_s and wire_bytes_per_msg. A nil Result means the collect
-// failed (the error says why).
-func (r *run) sendAndDrain(s Step, label string) (*Result, error) {
-	secs := int64(s.Duration / time.Second)
+// failed (the error says why). With s.Warmup, the measured phase begins
+// when it ends: the Duration, the generator's CPU and the servers'
+// metrics in r.warmedUp are from then.
+func (r *run) sendAndDrain(ctx context.Context, s Step, label string) (*Result, error) {
+	secs := int64((s.Warmup + s.Duration) / time.Second)
 	t0 := time.Now()
 	d0 := r.fl.progress().Delivered
+	cpu0 := r.cpu()
+	var mark *warmMark
+	if s.Warmup > 0 {
+		mark = r.markAfter(ctx, s.Warmup)
+	}
 	elapsed, err := r.step(s, label, secs, func(counters) int64 { return int64(time.Since(t0) / time.Second) })
 	r.windowDelivered = r.fl.progress().Delivered - d0
 	r.measured()
+	warmup := time.Duration(0)
+	if mark != nil {
+		if m, ok := mark.end(); ok {
+			warmup = m.at.Sub(t0)
+			r.measuredCPU -= m.cpu - cpu0
+			r.warmedUp = &m.server
+		} else {
+			warmup = elapsed // the step ended first: nothing was measured
+		}
+	}
 	var drainErr error
 	if err == nil {
 		d := Step{Kind: "drain", Timeout: r.cfg.Drain}
@@ -157,9 +183,9 @@ func (r *run) sendAndDrain(s Step, label string) (*Result, error) {
 	if cerr != nil {
 		return nil, cerr
 	}
-	res.Duration = elapsed
-	if elapsed > 0 {
-		r.figure(res, "delivered_per_s", float64(res.Delivered)/elapsed.Seconds())
+	res.Duration, res.Warmup = elapsed-warmup, warmup
+	if res.Duration > 0 {
+		r.figure(res, "delivered_per_s", float64(res.measuredDelivered())/res.Duration.Seconds())
 	}
 	if res.Delivered > 0 {
 		r.figure(res, "wire_bytes_per_msg", float64(res.BytesIn+res.BytesOut)/float64(res.Delivered))

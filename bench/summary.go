@@ -25,7 +25,7 @@ func PrintSummary(out io.Writer, r *Result) {
 	p := w.printf
 
 	p("switchboard bench · %s · %s\n", orDash(r.Scenario), verdict(r))
-	p("started %s · measured %s\n", formatTime(r.Started), formatSeconds(r.Duration))
+	p("started %s · measured %s%s\n", formatTime(r.Started), formatSeconds(r.Duration), warmupText(r))
 	p("load    %s at peak from %d generator %s, over %s\n", formatConns(r.Conns), r.Processes, plural(r.Processes, "process", "processes"), transportText(r))
 	p("machine %s · %s/%s · %d cores · GOMAXPROCS %d · %s\n", m.Hostname, m.OS, m.Arch, m.Cores, m.GOMAXPROCS, m.GoVersion)
 	if len(r.Params) > 0 {
@@ -202,4 +202,12 @@ func (w *errWriter) printf(format string, args ...any) {
 		return
 	}
 	_, w.err = fmt.Fprintf(w.w, format, args...)
+}
+
+// warmupText says, after the measured duration, what was sent before it.
+func warmupText(r *Result) string {
+	if r.Warmup <= 0 {
+		return ""
+	}
+	return " after a " + formatSeconds(r.Warmup) + " warm-up"
 }

@@ -142,7 +142,7 @@ func (r *run) sweep(ctx context.Context) (*Result, error) {
 		}
 		fmt.Fprintf(r.cfg.Out, "bench: sweep step %d of %d: %s offered\n", i+1, len(r.cfg.Rates), formatRate(rate))
 		from := r.scrapeCost(ctx)
-		res, err := r.sendAndDrain(r.phoneStep(rate), "traffic "+formatRate(rate))
+		res, err := r.sendAndDrain(ctx, r.phoneStep(rate), "traffic "+formatRate(rate))
 		if res == nil {
 			runErr = err
 			sw.Stopped = fmt.Sprintf("at %s: %v", formatRate(rate), err)

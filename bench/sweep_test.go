@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/HdrHistogram/hdrhistogram-go"
+
 	"switchboard/delivery"
 	"switchboard/protocol"
 )
@@ -40,6 +42,9 @@ func TestValidatePhoneSweep(t *testing.T) {
 		{name: "phone with poisson arrivals", cfg: Config{Scenario: "phone", Rate: 2000, Arrivals: "poisson"}, wantPairs: 1000},
 		{name: "arrivals of an unknown kind", cfg: Config{Scenario: "phone", Rate: 2000, Arrivals: "bursty"}, wantErr: []string{`--arrivals "bursty": want even or poisson`}},
 		{name: "arrivals outside the phone regime", cfg: Config{Scenario: "chat", Rate: 2000, Arrivals: "poisson"}, wantErr: []string{"only phone and sweep"}},
+		{name: "phone with a warm-up", cfg: Config{Scenario: "phone", Rate: 2000, Warmup: 15 * time.Second}, wantPairs: 1000},
+		{name: "a negative warm-up", cfg: Config{Scenario: "chat", Warmup: -time.Second}, wantErr: []string{"--warmup must not be negative"}},
+		{name: "a warm-up outside chat, phone and group", cfg: Config{Scenario: "sweep", Warmup: time.Second}, wantErr: []string{"--warmup: sweep has no warm-up"}},
 		{name: "every error at once", cfg: Config{Scenario: "sweep", Rates: []float64{-1, -2}, P99: -1}, wantErr: []string{"-1 must be above 0", "-2 after -1", "--p99"}},
 	}
 	for _, tt := range tests {
@@ -473,6 +478,74 @@ func TestPhone(t *testing.T) {
 			}
 			if !slices.ContainsFunc(res.Notes, func(n string) bool { return strings.HasPrefix(n, tt.note) }) {
 				t.Errorf("no note %q… in %q", tt.note, res.Notes)
+			}
+		})
+	}
+}
+
+// TestPhoneWarmup runs the phone scenario with a warm-up, in the
+// coordinator's process and over worker processes: every message of both
+// phases is sent, delivered once and receipted; the latencies are of the
+// measured phase's messages only, and the rates and the server's CPU per
+// message divide what happened after the warm-up by the messages
+// delivered after it.
+func TestPhoneWarmup(t *testing.T) {
+	for _, tt := range []struct {
+		name       string
+		pairs      int
+		rate       float64
+		perProcess int
+	}{
+		{name: "one process", pairs: 10, rate: 400},
+		{name: "three workers", pairs: 6, rate: 240, perProcess: 4},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := startServer(t, delivery.Config{})
+			h := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				// A second of CPU per message accepted: the CPU of the
+				// measured phase is its messages.
+				fmt.Fprintf(w, "process_cpu_seconds_total %d\nswitchboard_store_syncs_total 0\n", 1+srv.router.Stats().Accepted.Load())
+			}))
+			t.Cleanup(h.Close)
+			cfg := srv.config("phone")
+			cfg.Metrics = h.URL + "/metrics"
+			cfg.Pairs, cfg.Rate, cfg.PerProcess = tt.pairs, tt.rate, tt.perProcess
+			cfg.Warmup, cfg.Duration = time.Second, time.Second
+			res := runOK(t, cfg)
+			want := uint64(tt.rate) // a second's messages
+			checkAllDelivered(t, res, 2*want)
+			checkAllReceipted(t, res)
+			// A slot at the very end of the warm-up may fall a nanosecond
+			// either side of it (its time is a float product): one per
+			// generator loop.
+			for name, h := range map[string]*hdrhistogram.Histogram{"send-to-ack": res.SendToAck, "send-to-deliver": res.SendToDeliver} {
+				if got := uint64(h.TotalCount()); got+8 < want || got > want+8 {
+					t.Errorf("%s samples %d, want the measured phase's %d", name, got, want)
+				}
+			}
+			if res.WarmupSent+want/10 < want || res.WarmupSent > want+want/10 || res.WarmupDelivered > res.WarmupSent || res.WarmupAccepted > res.WarmupSent {
+				t.Errorf("warm-up sent %d, accepted %d, delivered %d; want about %d sent", res.WarmupSent, res.WarmupAccepted, res.WarmupDelivered, want)
+			}
+			if res.Warmup < time.Second || res.Warmup > 1500*time.Millisecond || res.Duration < 900*time.Millisecond || res.Duration > 2*time.Second {
+				t.Errorf("warm-up %v, measured %v; want about 1 s each", res.Warmup, res.Duration)
+			}
+			if got := res.Figures["delivered_per_s"]; got < 0.7*tt.rate || got > 1.1*tt.rate {
+				t.Errorf("delivered_per_s %.0f, want about %v: the measured phase's messages over its time", got, tt.rate)
+			}
+			if got := res.Figures["server_cpu_per_msg_us"]; got < 0.9e6 || got > 1.1e6 {
+				t.Errorf("server CPU per message %.0f µs, want about 1e6: the measured phase's CPU over its messages", got)
+			}
+			d := derive(res)
+			if d.ServerCPUPerDeliveredUs == nil || *d.ServerCPUPerDeliveredUs < 0.9e6 || *d.ServerCPUPerDeliveredUs > 1.1e6 {
+				t.Errorf("derived server CPU per message %v µs, want about 1e6", d.ServerCPUPerDeliveredUs)
+			}
+			if !slices.ContainsFunc(res.Notes, func(n string) bool { return strings.HasPrefix(n, "warm-up: the first 1.0 s were sent the same way") }) {
+				t.Errorf("no warm-up note in %q", res.Notes)
+			}
+			var out bytes.Buffer
+			PrintSummary(&out, res)
+			if !strings.Contains(out.String(), " after a 1.0 s warm-up\n") {
+				t.Errorf("the summary does not name the warm-up:\n%s", out.String())
 			}
 		})
 	}

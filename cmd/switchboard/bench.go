@@ -156,6 +156,7 @@ func benchCmd(args []string) error {
 	fs.IntVar(&cfg.Size, "size", 100, "message body (bytes, 24..65536): a 24-byte header for the checks, then filler")
 	fs.DurationVar(&cfg.Duration, "duration", 0, "chat, phone, group, slow, overload: how long to send (duration; sweep: each step; slow: each of its two phases; overload: the overloaded phase); 0: 10s, slow: 60s (a slow reader's window must fill, then stay full for the server's 30s slow-consumer timeout)")
 	fs.Float64Var(&cfg.ConnectRate, "connect-rate", 1000, "new connections per second for the whole run; 0: all at once")
+	fs.DurationVar(&cfg.Warmup, "warmup", 0, "chat, phone, group: how long to send first, the same way, straight into the measured --duration (duration; 0: none). Its messages are checked with the rest; the rates, latencies, CPU and syncs are of --duration alone, so they show the server settled: serve tunes its Go processors to the load over about ten seconds")
 	fs.DurationVar(&cfg.Hold, "hold", 0, "connect: how long the connections stay idle before the server's memory is read (duration; 0: 5s); chat, phone, group: how long the logged-in connections stay idle before the traffic, adding the login rate and the servers' memory per idle connection to the report (0: no hold)")
 	fs.IntVar(&cfg.Burst, "burst", 10, "connect: messages each connection sends after the hold (count; 0: none)")
 	fs.IntVar(&cfg.Messages, "messages", 0, "offline: messages per sender (default 100); storm: per connection before the drop (default 10, at most 200)")
