@@ -286,8 +286,14 @@ func TestTierSegments(t *testing.T) {
 	if err := r.be.tidy(); err != nil { // collects the helper's result
 		t.Fatal(err)
 	}
-	if on, _ := listSegments(r.dir + "/" + tierLogDir); !slices.Equal(on, r.be.tier.log.segs) {
-		t.Fatalf("segments on disk %v, in the log %v", on, r.be.tier.log.segs)
+	// On disk: the log's segments, and the spare a helper prepares ahead
+	// (renamed into place as the next segment when it is ready).
+	segs := slices.Clone(r.be.tier.log.segs)
+	if sp, ok := awaitSpare(r.be.tier.log); ok {
+		segs = append(segs, sp)
+	}
+	if on, _ := listSegments(r.dir + "/" + tierLogDir); !slices.Equal(on, segs) {
+		t.Fatalf("segments on disk %v, want the log's and its spare, %v", on, segs)
 	}
 	want := modelContents(model)
 	r.crash()
@@ -295,6 +301,18 @@ func TestTierSegments(t *testing.T) {
 		t.Fatalf("after replay across segments: %d keys, want %d", len(got), len(want))
 	}
 	_ = r.be.close()
+}
+
+// awaitSpare waits for the helper preparing the log's next segment, if
+// one was asked for, and returns the segment it made, leaving it for the
+// log's next rotation.
+func awaitSpare(l *tierLog) (uint64, bool) {
+	if l.spare == nil {
+		return 0, false
+	}
+	sp := <-l.spare
+	l.spare <- sp
+	return sp.n, sp.err == nil
 }
 
 // awaitRemoval waits for the helper deleting retired segments, if one
@@ -361,10 +379,13 @@ func TestTierRetireFailure(t *testing.T) {
 	if injected == 0 {
 		t.Fatal("no tidy reported the failed deletion")
 	}
+	segs := slices.Clone(r.be.tier.log.segs)
+	if sp, ok := awaitSpare(r.be.tier.log); ok {
+		segs = append(segs, sp) // on disk ahead of the log
+	}
 	on, _ := listSegments(r.dir + "/" + tierLogDir)
-	segs := r.be.tier.log.segs
 	if len(on) <= len(segs) || on[len(on)-1] != segs[len(segs)-1] {
-		t.Fatalf("segments on disk %v, in the log %v: the retired ones should be left", on, segs)
+		t.Fatalf("segments on disk %v, the log's and its spare %v: the retired ones should be left", on, segs)
 	}
 	for i := 1; i < len(on); i++ {
 		if on[i] != on[i-1]+1 {
