@@ -72,7 +72,7 @@ type Config struct {
 	Size        int           // message body, bytes (at least 24). Default 100.
 	Duration    time.Duration // chat, phone, group, slow, overload: how long to send (slow: each of its two phases; sweep: each step; overload: the overload phase). Default 10 s; slow: 60 s.
 	ConnectRate float64       // new connections per second, whole run; 0: all at once. Default 1000.
-	Warmup      time.Duration // chat, phone, group: how long to send first, the same way, before the measured --duration; checked, not measured. 0 (the default): none.
+	Warmup      time.Duration // chat, phone, group, sweep (each step): how long to send first, the same way, before the measured --duration; checked, not measured. 0 (the default): none.
 	Hold        time.Duration // connect: idle time before memory is read, default 5 s; chat, phone, group: idle time between the logins and the traffic, memory read after it, 0 (the default): none.
 	Burst       int           // connect: messages each connection sends after the hold. Default 10.
 	Messages    int           // offline: messages per sender; storm: per connection before the drop. Default 100 (offline), 10 (storm).
@@ -244,9 +244,9 @@ func (c *Config) validate() error {
 	}
 	check(c.Warmup >= 0, "--warmup must not be negative")
 	switch c.Scenario {
-	case "chat", "phone", "group":
+	case "chat", "phone", "group", "sweep":
 	default:
-		check(c.Warmup == 0, "--warmup: %s has no warm-up (chat, phone and group do)", c.Scenario)
+		check(c.Warmup == 0, "--warmup: %s has no warm-up (chat, phone, group and sweep do)", c.Scenario)
 	}
 	check(c.ConnectRate >= 0, "--connect-rate must not be negative")
 	check(c.Burst >= 0, "--burst must not be negative")

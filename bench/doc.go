@@ -119,8 +119,8 @@
 // and what is owed then is counted unsent (the server did not keep up; not
 // a correctness failure). The checks are chat's.
 //
-// With --warmup (chat, phone, group) the traffic step sends for the
-// warm-up and then --duration, as one schedule with no pause between: a
+// With --warmup (chat, phone, group, and each step of a sweep) the
+// traffic step sends for the warm-up and then --duration, as one schedule with no pause between: a
 // pause of a few tens of milliseconds changes how the server's Go runtime
 // schedules for seconds after it (docs/BENCHMARKS.md, "The phone regime
 // second by second"). Every message is counted and checked; each loop

@@ -114,9 +114,10 @@ func (r *run) traffic(ctx context.Context, who string) (*Result, error) {
 		Timeout: r.cfg.Duration + time.Minute}
 	if r.cfg.Scenario == "phone" {
 		s = r.phoneStep(r.cfg.Rate)
+	} else {
+		s.Warmup = r.cfg.Warmup
+		s.Timeout += s.Warmup
 	}
-	s.Warmup = r.cfg.Warmup
-	s.Timeout += 2 * s.Warmup // the phone's catch-up time grows by it too
 	sm := r.sample()
 	res, err := r.sendAndDrain(ctx, s, "traffic")
 	sm.end()
@@ -151,6 +152,7 @@ func (r *run) traffic(ctx context.Context, who string) (*Result, error) {
 // when it ends: the Duration, the generator's CPU and the servers'
 // metrics in r.warmedUp are from then.
 func (r *run) sendAndDrain(ctx context.Context, s Step, label string) (*Result, error) {
+	r.warmedUp = nil
 	secs := int64((s.Warmup + s.Duration) / time.Second)
 	t0 := time.Now()
 	d0 := r.fl.progress().Delivered
@@ -204,10 +206,11 @@ func (r *run) sendAndDrain(ctx context.Context, s Step, label string) (*Result, 
 // sends at random moments instead), with at most one message unaccepted
 // (traffic's comment tells how).
 func (r *run) phoneStep(rate float64) Step {
-	return Step{Kind: "traffic", SenderRate: rate / float64(r.cfg.senders()), Poisson: r.cfg.Arrivals == "poisson", Duration: r.cfg.Duration,
+	return Step{Kind: "traffic", SenderRate: rate / float64(r.cfg.senders()), Poisson: r.cfg.Arrivals == "poisson",
+		Warmup: r.cfg.Warmup, Duration: r.cfg.Duration,
 		// The sending, its catch-up (as long again), and a minute for a
 		// loop far behind to notice.
-		Timeout: 2*r.cfg.Duration + time.Minute}
+		Timeout: 2*(r.cfg.Warmup+r.cfg.Duration) + time.Minute}
 }
 
 // phoneNote says what the phone regime did at rate.

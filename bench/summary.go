@@ -206,8 +206,11 @@ func (w *errWriter) printf(format string, args ...any) {
 
 // warmupText says, after the measured duration, what was sent before it.
 func warmupText(r *Result) string {
-	if r.Warmup <= 0 {
+	switch {
+	case r.Warmup <= 0:
 		return ""
+	case r.Sweep != nil:
+		return ", each step after a " + formatSeconds(r.Warmup) + " warm-up"
 	}
 	return " after a " + formatSeconds(r.Warmup) + " warm-up"
 }

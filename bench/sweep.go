@@ -151,6 +151,9 @@ func (r *run) sweep(ctx context.Context) (*Result, error) {
 		res.GeneratorCPU = r.measuredCPU
 		genCPU += r.measuredCPU
 		to := r.scrapeCost(ctx)
+		if r.warmedUp != nil {
+			from = *r.warmedUp
+		}
 		r.serverCost(res, from, to)
 		step := newSweepStep(rate, res, r.cfg.P99)
 		sw.Steps = append(sw.Steps, step)
@@ -201,8 +204,12 @@ func (r *run) sweep(ctx context.Context) (*Result, error) {
 	if r.cfg.Arrivals == "poisson" {
 		schedule = "on average, the sends reaching the server at random moments (Poisson arrivals)"
 	}
-	r.note("sweep: each step runs the phone regime at its offered rate for %v over the same connections, then a drain: each of %s senders sends the offered rate ÷ %s %s and never has two messages unaccepted, latencies counting from each message's scheduled time; a step holds the target when nothing failed, nothing was left unsent and its send-to-deliver p99 is below %s",
-		r.cfg.Duration, senders, senders, schedule, formatMicros(float64(r.cfg.P99.Microseconds())))
+	length := r.cfg.Duration.String()
+	if r.cfg.Warmup > 0 {
+		length += fmt.Sprintf(" after a warm-up of %v at the same rate (its messages checked, not measured)", r.cfg.Warmup)
+	}
+	r.note("sweep: each step runs the phone regime at its offered rate for %s over the same connections, then a drain: each of %s senders sends the offered rate ÷ %s %s and never has two messages unaccepted, latencies counting from each message's scheduled time; a step holds the target when nothing failed, nothing was left unsent and its send-to-deliver p99 is below %s",
+		length, senders, senders, schedule, formatMicros(float64(r.cfg.P99.Microseconds())))
 	return total, runErr
 }
 

@@ -44,7 +44,7 @@ func TestValidatePhoneSweep(t *testing.T) {
 		{name: "arrivals outside the phone regime", cfg: Config{Scenario: "chat", Rate: 2000, Arrivals: "poisson"}, wantErr: []string{"only phone and sweep"}},
 		{name: "phone with a warm-up", cfg: Config{Scenario: "phone", Rate: 2000, Warmup: 15 * time.Second}, wantPairs: 1000},
 		{name: "a negative warm-up", cfg: Config{Scenario: "chat", Warmup: -time.Second}, wantErr: []string{"--warmup must not be negative"}},
-		{name: "a warm-up outside chat, phone and group", cfg: Config{Scenario: "sweep", Warmup: time.Second}, wantErr: []string{"--warmup: sweep has no warm-up"}},
+		{name: "a warm-up outside chat, phone, group and sweep", cfg: Config{Scenario: "connect", Warmup: time.Second}, wantErr: []string{"--warmup: connect has no warm-up"}},
 		{name: "every error at once", cfg: Config{Scenario: "sweep", Rates: []float64{-1, -2}, P99: -1}, wantErr: []string{"-1 must be above 0", "-2 after -1", "--p99"}},
 	}
 	for _, tt := range tests {
@@ -651,6 +651,45 @@ func TestSweep(t *testing.T) {
 	if js.Sweep.Highest != 200 || len(js.Sweep.Steps) != 2 || js.Sweep.Steps[1].Syncs == nil || *js.Sweep.Steps[1].Syncs != 2 ||
 		js.Sweep.Steps[0].Procs == nil || *js.Sweep.Steps[0].Procs != 1 {
 		t.Errorf("result.json sweep %+v", js.Sweep)
+	}
+}
+
+// TestSweepWarmup: with --warmup every step sends for the warm-up and
+// then its duration; its row's latencies are of the measured messages, and
+// its CPU per message is the measured phase's.
+func TestSweepWarmup(t *testing.T) {
+	srv := startServer(t, delivery.Config{})
+	h := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintf(w, "process_cpu_seconds_total %d\nswitchboard_store_syncs_total 0\n", 1+srv.router.Stats().Accepted.Load())
+	}))
+	t.Cleanup(h.Close)
+	cfg := srv.config("sweep")
+	cfg.Metrics = h.URL + "/metrics"
+	cfg.Pairs, cfg.Rates, cfg.P99 = 5, []float64{100, 200}, 10*time.Second
+	cfg.Warmup, cfg.Duration = time.Second, time.Second
+	res := runOK(t, cfg)
+	if res.Sweep == nil || len(res.Sweep.Steps) != 2 {
+		t.Fatalf("sweep %+v, want two steps", res.Sweep)
+	}
+	for i, want := range []uint64{100, 200} {
+		s := res.Sweep.Steps[i]
+		if s.Sent != 2*want || s.Delivered != 2*want || !s.Passed {
+			t.Errorf("step %d: sent %d, delivered %d, passed %v; want %d sent and delivered over the warm-up and the step", i, s.Sent, s.Delivered, s.Passed, 2*want)
+		}
+		if n := uint64(s.SendToDeliver.Count); n+4 < want || n > want+4 {
+			t.Errorf("step %d: %d send-to-deliver samples, want the measured %d", i, n, want)
+		}
+		if s.ServerCPUPerMsgUs == nil || *s.ServerCPUPerMsgUs < 0.9e6 || *s.ServerCPUPerMsgUs > 1.1e6 {
+			t.Errorf("step %d: server CPU per message %v µs, want about 1e6: the measured phase's", i, s.ServerCPUPerMsgUs)
+		}
+		if s.Duration < 900*time.Millisecond || s.Duration > 2*time.Second {
+			t.Errorf("step %d measured for %v, want about 1 s", i, s.Duration)
+		}
+	}
+	var out bytes.Buffer
+	PrintSummary(&out, res)
+	if !strings.Contains(out.String(), ", each step after a 1.0 s warm-up\n") {
+		t.Errorf("the summary does not name the steps' warm-up:\n%s", out.String())
 	}
 }
 
