@@ -501,14 +501,8 @@ func TestPhoneWarmup(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := startServer(t, delivery.Config{})
-			h := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-				// A second of CPU per message accepted: the CPU of the
-				// measured phase is its messages.
-				fmt.Fprintf(w, "process_cpu_seconds_total %d\nswitchboard_store_syncs_total 0\n", 1+srv.router.Stats().Accepted.Load())
-			}))
-			t.Cleanup(h.Close)
 			cfg := srv.config("phone")
-			cfg.Metrics = h.URL + "/metrics"
+			cfg.Metrics = cpuPerAccepted(t, srv)
 			cfg.Pairs, cfg.Rate, cfg.PerProcess = tt.pairs, tt.rate, tt.perProcess
 			cfg.Warmup, cfg.Duration = time.Second, time.Second
 			res := runOK(t, cfg)
@@ -654,17 +648,25 @@ func TestSweep(t *testing.T) {
 	}
 }
 
+// cpuPerAccepted serves metrics for srv that charge a second of CPU per
+// message accepted, so that the CPU of a phase is its messages, and
+// returns their URL.
+func cpuPerAccepted(t *testing.T, srv testServer) string {
+	h := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		// The CPU starts at 1: a zero reads as "not measured".
+		fmt.Fprintf(w, "process_cpu_seconds_total %d\nswitchboard_store_syncs_total 0\n", 1+srv.router.Stats().Accepted.Load())
+	}))
+	t.Cleanup(h.Close)
+	return h.URL + "/metrics"
+}
+
 // TestSweepWarmup: with --warmup every step sends for the warm-up and
 // then its duration; its row's latencies are of the measured messages, and
 // its CPU per message is the measured phase's.
 func TestSweepWarmup(t *testing.T) {
 	srv := startServer(t, delivery.Config{})
-	h := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintf(w, "process_cpu_seconds_total %d\nswitchboard_store_syncs_total 0\n", 1+srv.router.Stats().Accepted.Load())
-	}))
-	t.Cleanup(h.Close)
 	cfg := srv.config("sweep")
-	cfg.Metrics = h.URL + "/metrics"
+	cfg.Metrics = cpuPerAccepted(t, srv)
 	cfg.Pairs, cfg.Rates, cfg.P99 = 5, []float64{100, 200}, 10*time.Second
 	cfg.Warmup, cfg.Duration = time.Second, time.Second
 	res := runOK(t, cfg)
