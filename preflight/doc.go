@@ -53,7 +53,10 @@
 //	                      port_low, port_high, tcp_mem_pages [3], tcp_rmem [3],
 //	                      tcp_wmem [3], conntrack, conntrack_max, conntrack_count,
 //	                      mem_total, mem_available, disk_free, disk_total (bytes),
-//	                      disk_path, store_files, cores, page_size (bytes)
+//	                      disk_path, store_files, cores, page_size (bytes),
+//	                      sync (object, when timed: count, record_bytes,
+//	                      p50_us, p99_us, max_us, cpu_us: durable writes on
+//	                      the data folder's disk, Sync)
 //
 // Limit names: nofile_soft, nofile_hard, nr_open, file_max, memory,
 // tcp_mem, conntrack (only when loaded), ports, somaxconn, syn_backlog,

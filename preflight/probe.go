@@ -39,6 +39,9 @@ type Probe struct {
 	// PageSize is the kernel's page size in bytes, the unit of tcp_mem;
 	// 0 means os.Getpagesize().
 	PageSize int
+	// Syncs is how many durable writes to time on the data folder's disk
+	// (Facts.Sync); 0 times none.
+	Syncs int
 }
 
 // Facts is what a Probe read. Counts are as the kernel reports them;
@@ -76,6 +79,9 @@ type Facts struct {
 	StoreFiles     int64    `json:"store_files"`     // descriptors the store will hold (see storeFiles)
 	Cores          int      `json:"cores"`
 	PageSize       int      `json:"page_size"` // bytes
+	// Sync is what a durable write cost on the data folder's disk; nil when
+	// not measured (Probe.Syncs 0).
+	Sync *Sync `json:"sync,omitempty"`
 }
 
 // Read reads the facts. A missing or unreadable kernel setting is an error
@@ -177,6 +183,11 @@ func (p Probe) Read() (Facts, error) {
 
 	if f.StoreFiles, err = storeFiles(filepath.Join(data, "mailboxes")); err != nil {
 		errs = append(errs, err)
+	}
+	if p.Syncs > 0 {
+		if f.Sync, err = probeSync(f.DiskPath, p.Syncs); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return f, errors.Join(errs...)
 }

@@ -35,6 +35,10 @@ func WriteText(w io.Writer, r Report) error {
 		c.FilesPerConn, c.ServerBytes, group(c.KernelBytes), c.ReserveFiles, c.OtherFiles, fdHeadroom, c.ServerBaseBytes>>20)+
 		" A client on this host costs one more file per connection, in its own process, and an ephemeral port per (source address, server address)."))
 
+	if s := r.Facts.Sync; s != nil {
+		fmt.Fprintf(&b, "\n%s\n", wrap(syncText(s, r.Facts.DiskPath)))
+	}
+
 	fmt.Fprintln(&b, "\nEach limit, and how to raise it:")
 	for _, l := range r.Limits {
 		fmt.Fprintf(&b, "\n%s\n", wrap(fmt.Sprintf("%s (%s): %s.", l.Setting, l.Name, l.Note)))
@@ -44,6 +48,25 @@ func WriteText(w io.Writer, r Report) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// syncText says what a durable write cost on the data folder's disk, and
+// what that means for a message.
+func syncText(s *Sync, path string) string {
+	t := fmt.Sprintf("Durable writes on the disk of %s, %d of %d bytes each followed by fdatasync, as the server's log makes them: p50 %s, p99 %s, max %s, and %s of CPU each. Every ACCEPT follows one (sends queued together share it), so no send is accepted faster than that p50 here.",
+		path, s.Count, s.Bytes, micros(s.P50), micros(s.P99), micros(s.Max), micros(s.CPU))
+	if s.P50 > slowSyncMicros {
+		t += fmt.Sprintf(" Over %s is slow for a messaging server: every message waits that long at least; a disk that syncs in well under a millisecond (a local SSD) is what a host wants.", micros(slowSyncMicros))
+	}
+	return t
+}
+
+// micros formats microseconds, as milliseconds from 1,000 up.
+func micros(us float64) string {
+	if us >= 1000 {
+		return fmt.Sprintf("%.2f ms", us/1000)
+	}
+	return fmt.Sprintf("%.0f µs", us)
 }
 
 // WriteJSON writes r as indented JSON, with the field names the types

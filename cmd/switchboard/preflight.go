@@ -20,14 +20,16 @@ func preflightCmd(args []string) error { return runPreflight(args, os.Stdout, pr
 func runPreflight(args []string, w io.Writer, probe preflight.Probe) error {
 	fs := flag.NewFlagSet("preflight", flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: switchboard preflight [--data data] [--json]\n\n"+
+		fmt.Fprintln(fs.Output(), "Usage: switchboard preflight [--data data] [--json] [--sync-probe 200]\n\n"+
 			"Reads the open-file limits, the kernel's connection settings, memory, disk and cores,\n"+
 			"and prints how many connections one server process can hold here, which limit binds\n"+
-			"first, and the commands that raise each. Exits 0 however low the limits are.\n\nFlags:")
+			"first, and the commands that raise each; then times durable writes on the data\n"+
+			"folder's disk. Exits 0 however low the limits are.\n\nFlags:")
 		fs.PrintDefaults()
 	}
 	data := fs.String("data", "data", "the server's data folder (path): its disk's free space, its store's open files")
 	asJSON := fs.Bool("json", false, "print the report as JSON (field names in preflight/doc.go) instead of the table")
+	syncs := fs.Int("sync-probe", 200, "durable writes to time on the data folder's disk, as the server's log makes them (count; 0: none): each ACCEPT waits for one")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -37,7 +39,10 @@ func runPreflight(args []string, w io.Writer, probe preflight.Probe) error {
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
 	}
-	probe.Data = *data
+	if *syncs < 0 || *syncs > 100_000 {
+		return usageError{fmt.Errorf("--sync-probe %d: want 0 to 100000 writes", *syncs)}
+	}
+	probe.Data, probe.Syncs = *data, *syncs
 	facts, err := probe.Read()
 	if err != nil {
 		return err

@@ -23,6 +23,9 @@ func TestPreflightFlags(t *testing.T) {
 	if code := exitCode("preflight", runPreflight([]string{"extra"}, &out, preflight.Probe{})); code != 2 {
 		t.Errorf("an argument exits %d, want 2", code)
 	}
+	if code := exitCode("preflight", runPreflight([]string{"--sync-probe", "-1"}, &out, preflight.Probe{})); code != 2 {
+		t.Errorf("--sync-probe -1 exits %d, want 2", code)
+	}
 	if out.Len() != 0 {
 		t.Errorf("nothing is reported on a bad command line, got %q", out.String())
 	}
@@ -34,7 +37,7 @@ func TestPreflightFlags(t *testing.T) {
 func TestPreflightThisHost(t *testing.T) {
 	data := filepath.Join(t.TempDir(), "data")
 	var js bytes.Buffer
-	if err := runPreflight([]string{"--data", data, "--json"}, &js, preflight.Probe{}); err != nil {
+	if err := runPreflight([]string{"--data", data, "--json", "--sync-probe", "20"}, &js, preflight.Probe{}); err != nil {
 		t.Fatal(err)
 	}
 	var r struct {
@@ -42,6 +45,9 @@ func TestPreflightThisHost(t *testing.T) {
 		Binding     string `json:"binding"`
 		Facts       struct {
 			NofileSoft uint64 `json:"nofile_soft"`
+			Sync       *struct {
+				Count int `json:"count"`
+			} `json:"sync"`
 		} `json:"facts"`
 		Limits []struct {
 			Name        string `json:"name"`
@@ -60,6 +66,9 @@ func TestPreflightThisHost(t *testing.T) {
 	if r.Facts.NofileSoft != lim.Cur {
 		t.Errorf("nofile_soft %d, getrlimit says %d", r.Facts.NofileSoft, lim.Cur)
 	}
+	if r.Facts.Sync == nil || r.Facts.Sync.Count != 20 {
+		t.Errorf("facts.sync %+v, want 20 durable writes timed", r.Facts.Sync)
+	}
 	setting := ""
 	for _, l := range r.Limits {
 		if l.Binding {
@@ -71,7 +80,7 @@ func TestPreflightThisHost(t *testing.T) {
 	}
 
 	var text bytes.Buffer
-	if err := runPreflight([]string{"--data", data}, &text, preflight.Probe{}); err != nil {
+	if err := runPreflight([]string{"--data", data, "--sync-probe", "0"}, &text, preflight.Probe{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, line := range strings.Split(text.String(), "\n") {
@@ -81,5 +90,8 @@ func TestPreflightThisHost(t *testing.T) {
 	}
 	if !strings.Contains(text.String(), "One server process can hold ") {
 		t.Errorf("text has no summary:\n%s", text.String())
+	}
+	if strings.Contains(text.String(), "Durable writes") {
+		t.Errorf("--sync-probe 0 timed durable writes:\n%s", text.String())
 	}
 }
