@@ -9,7 +9,10 @@
 // loaded; MemAvailable; the free disk where the data folder is; the core
 // count. It reads them under Probe.Root, "/" on a host and a fake tree in
 // tests, and takes the open-file limit and statfs as functions for the
-// same reason.
+// same reason. With Probe.Syncs it also times that many durable writes on
+// the data folder's disk, written as the server's in-flight log writes
+// them (Facts.Sync): every ACCEPT follows one, so their p50 is the floor of
+// a send's latency there.
 //
 // NewReport turns the facts into a Limit each, with the connections it
 // allows one server process at the measured costs of an idle connection
