@@ -43,7 +43,9 @@ func newRecorder(t *testing.T, target string) *recorder {
 				return
 			}
 			go func() { io.Copy(s, c); s.Close() }()
-			go func() { io.Copy(io.MultiWriter(c, r), s); c.Close() }()
+			// Recorded before forwarded: what the client has read, the
+			// recorder holds.
+			go func() { io.Copy(io.MultiWriter(r, c), s); c.Close() }()
 		}
 	}()
 	return r
