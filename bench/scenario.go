@@ -213,12 +213,12 @@ func (r *run) markAfter(ctx context.Context, d time.Duration) *warmMark {
 	return m
 }
 
-// end waits for the mark and returns it, or false when the warm-up had
-// not ended.
-func (m *warmMark) end() (*warmMark, bool) {
+// end waits for the mark and reports whether it was taken: false when
+// the warm-up had not ended.
+func (m *warmMark) end() bool {
 	close(m.stop)
 	<-m.done
-	return m, m.ok
+	return m.ok
 }
 
 func (r *run) note(format string, args ...any) {

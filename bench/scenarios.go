@@ -166,10 +166,10 @@ func (r *run) sendAndDrain(ctx context.Context, s Step, label string) (*Result, 
 	r.measured()
 	warmup := time.Duration(0)
 	if mark != nil {
-		if m, ok := mark.end(); ok {
-			warmup = m.at.Sub(t0)
-			r.measuredCPU -= m.cpu - cpu0
-			r.warmedUp = &m.server
+		if mark.end() {
+			warmup = mark.at.Sub(t0)
+			r.measuredCPU -= mark.cpu - cpu0
+			r.warmedUp = &mark.server
 		} else {
 			warmup = elapsed // the step ended first: nothing was measured
 		}
