@@ -1,0 +1,211 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// broker is a QoS 1 broker just large enough for mqttref: it answers
+// CONNECT and SUBSCRIBE, acknowledges every PUBLISH and forwards it to the
+// topic's subscriber under its own packet id. With drop or dup set, it
+// leaves out, or sends twice, every drop-th or dup-th message it forwards.
+type broker struct {
+	ln        net.Listener
+	drop, dup int
+
+	mu        sync.Mutex
+	subs      map[string]*brokerConn
+	forwarded int
+}
+
+type brokerConn struct {
+	nc     net.Conn
+	wmu    sync.Mutex
+	nextID uint16
+}
+
+func (c *brokerConn) write(b []byte) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_, _ = c.nc.Write(b)
+}
+
+func startBroker(t *testing.T, drop, dup int) *broker {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &broker{ln: ln, drop: drop, dup: dup, subs: map[string]*brokerConn{}}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { _ = nc.Close() })
+			go b.serve(&brokerConn{nc: nc})
+		}
+	}()
+	return b
+}
+
+func (b *broker) serve(c *brokerConn) {
+	rd := bufio.NewReader(c.nc)
+	var buf []byte
+	for {
+		p, nb, err := readPacket(rd, buf)
+		buf = nb
+		if err != nil {
+			return
+		}
+		switch p.kind() {
+		case typeConnect:
+			c.write([]byte{typeConnack << 4, 2, 0, 0})
+		case typeSubscribe:
+			id, _ := p.packetID()
+			n := int(p.body[2])<<8 | int(p.body[3])
+			b.mu.Lock()
+			b.subs[string(p.body[4:4+n])] = c
+			b.mu.Unlock()
+			c.write([]byte{typeSuback << 4, 3, byte(id >> 8), byte(id), 1})
+		case typePublish:
+			id, payload, err := p.publish()
+			if err != nil {
+				return
+			}
+			c.write(appendPuback(nil, id))
+			n := int(p.body[0])<<8 | int(p.body[1])
+			topic := string(p.body[2 : 2+n])
+			b.mu.Lock()
+			to := b.subs[topic]
+			b.forwarded++
+			times := 1
+			if b.drop > 0 && b.forwarded%b.drop == 0 {
+				times = 0
+			}
+			if b.dup > 0 && b.forwarded%b.dup == 0 {
+				times = 2
+			}
+			b.mu.Unlock()
+			for range times {
+				to.wmu.Lock()
+				to.nextID++
+				out := appendPublish(nil, to.nextID, topic, payload)
+				_, _ = to.nc.Write(out)
+				to.wmu.Unlock()
+			}
+		}
+	}
+}
+
+func testConfig(addr string) Config {
+	return Config{Addr: addr, Pairs: 20, Rate: 400, Window: 1, Size: 100,
+		Warmup: 300 * time.Millisecond, Duration: time.Second, Drain: 5 * time.Second}
+}
+
+// TestRunOpenLoop: 40 senders, one message each 100 ms on staggered
+// schedules, for 1.3 s: 13 messages each, every one acknowledged and
+// delivered once, and the latencies of the 10 each due after the warm-up.
+func TestRunOpenLoop(t *testing.T) {
+	b := startBroker(t, 0, 0)
+	cfg := testConfig(b.ln.Addr().String())
+	cfg.Pid = os.Getpid() // this process is the broker here
+	res, err := run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Sent != 520 || res.Acked != 520 || res.Delivered != 520 || res.Lost != 0 || res.Duplicates != 0 {
+		t.Errorf("sent %d acked %d delivered %d lost %d duplicates %d, want 520 of each and none lost or twice",
+			res.Sent, res.Acked, res.Delivered, res.Lost, res.Duplicates)
+	}
+	if res.SendAck.Samples != 400 || res.SendDeliver.Samples != 400 {
+		t.Errorf("latency samples %d and %d, want 400: the messages due in the measured phase", res.SendAck.Samples, res.SendDeliver.Samples)
+	}
+	if res.Measured < 300 || res.Measured > 500 || res.ServerCPUPerMsg <= 0 {
+		t.Errorf("measured %d messages at %.1f µs of the broker's CPU each, want about 400 and a cost", res.Measured, res.ServerCPUPerMsg)
+	}
+	if !(res.SendDeliver.P50 <= res.SendDeliver.P99 && res.SendDeliver.P99 <= res.SendDeliver.Max) {
+		t.Errorf("latency quantiles out of order: %+v", res.SendDeliver)
+	}
+}
+
+// TestRunClosedLoop: each sender keeps two in flight until delivered and
+// acknowledged; everything sent arrives once.
+func TestRunClosedLoop(t *testing.T) {
+	b := startBroker(t, 0, 0)
+	cfg := testConfig(b.ln.Addr().String())
+	cfg.Rate, cfg.Window, cfg.Duration = 0, 2, 500*time.Millisecond
+	res, err := run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Sent == 0 || res.Acked != res.Sent || res.Delivered != res.Sent || res.Lost != 0 || res.Duplicates != 0 {
+		t.Errorf("sent %d acked %d delivered %d lost %d duplicates %d", res.Sent, res.Acked, res.Delivered, res.Lost, res.Duplicates)
+	}
+	if !strings.Contains(res.Regime, "closed loop, 2 in flight") {
+		t.Errorf("regime %q", res.Regime)
+	}
+}
+
+// TestRunCountsLossAndDuplicates: a broker that leaves out or repeats
+// messages is caught.
+func TestRunCountsLossAndDuplicates(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		drop, dup int
+	}{{"drop", 50, 0}, {"dup", 0, 50}} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := startBroker(t, tc.drop, tc.dup)
+			cfg := testConfig(b.ln.Addr().String())
+			cfg.Drain = 300 * time.Millisecond
+			res, err := run(context.Background(), cfg)
+			switch {
+			case tc.drop > 0 && (res == nil || res.Lost == 0 || err == nil):
+				t.Errorf("a broker dropping one message in %d: result %+v, error %v; want messages lost and the drain's error", tc.drop, res, err)
+			case tc.dup > 0 && (err != nil || res.Duplicates != 520/50 || res.Delivered != 520):
+				t.Errorf("a broker repeating one message in %d: %d duplicates, %d delivered, error %v; want %d and 520", tc.dup, res.Duplicates, res.Delivered, err, 520/50)
+			}
+		})
+	}
+}
+
+// TestRunRefusesBadConfig names every bad setting at once.
+func TestRunRefusesBadConfig(t *testing.T) {
+	_, err := run(context.Background(), Config{Pairs: 0, Window: 0, Size: 8, Duration: 0, Drain: time.Second})
+	for _, want := range []string{"--pairs", "--window", "--size", "--duration"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not name %s", err, want)
+		}
+	}
+	if _, _, err := parseFlags([]string{"--rate", "-1"}, os.Stderr); err == nil || !strings.Contains(err.Error(), "--rate") {
+		t.Errorf("--rate -1: error %v", err)
+	}
+}
+
+// TestProcCPU reads this process's CPU time after it burned some.
+func TestProcCPU(t *testing.T) {
+	before, err := procCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(50 * time.Millisecond); time.Now().Before(end); {
+	}
+	after, err := procCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after-before < 20*time.Millisecond {
+		t.Errorf("CPU grew %v over 50 ms of spinning", after-before)
+	}
+	if _, err := procCPU(-1); err == nil {
+		t.Error("no error for pid -1")
+	}
+}
