@@ -80,8 +80,9 @@ type Result struct {
 	Sent            uint64        `json:"sent"`
 	Acked           uint64        `json:"acked"`
 	Delivered       uint64        `json:"delivered"`
-	Lost            uint64        `json:"lost"`
-	Duplicates      uint64        `json:"duplicates"`
+	Lost            uint64        `json:"lost"`       // sent, never delivered
+	Duplicates      uint64        `json:"duplicates"` // delivered again, or after a later one
+	Reordered       uint64        `json:"reordered"`  // delivered past one or more not yet delivered
 	Measured        uint64        `json:"measured_delivered"`
 	DeliveredPerSec float64       `json:"delivered_per_s"`
 	ServerCPUPerMsg float64       `json:"server_cpu_per_msg_us,omitempty"`
@@ -93,7 +94,7 @@ type Result struct {
 
 func (r *Result) write(w io.Writer) {
 	fmt.Fprintf(w, "mqttref: %s, %d pairs, measured %v after a %v warm-up\n", r.Regime, r.Pairs, r.Duration, r.Warmup)
-	fmt.Fprintf(w, "  sent %d  acked %d  delivered %d  lost %d  duplicates %d\n", r.Sent, r.Acked, r.Delivered, r.Lost, r.Duplicates)
+	fmt.Fprintf(w, "  sent %d  acked %d  delivered %d  lost %d  duplicates %d  reordered %d\n", r.Sent, r.Acked, r.Delivered, r.Lost, r.Duplicates, r.Reordered)
 	fmt.Fprintf(w, "  delivered %.0f msg/s (%d in the measured phase)\n", r.DeliveredPerSec, r.Measured)
 	if r.ServerCores > 0 {
 		fmt.Fprintf(w, "  broker cpu per msg %.1f µs (%.2f of a core)\n", r.ServerCPUPerMsg, r.ServerCores)
@@ -119,8 +120,8 @@ type user struct {
 	wmu  sync.Mutex // guards wbuf and writes to nc: the sender's PUBLISH, the reader's PUBACK
 	wbuf []byte
 
-	mu     sync.Mutex // guards dues
-	dues   []int64    // due times of the PUBLISHes awaiting their PUBACK, in order
+	mu     sync.Mutex // guards flight
+	flight []inflight // the PUBLISHes awaiting their PUBACK, in order
 	nextID uint16     // packet id of the next PUBLISH; owned by the sender
 
 	sent      atomic.Uint64
@@ -128,6 +129,12 @@ type user struct {
 	delivered atomic.Uint64 // of this user's messages, at its partner
 	ev        chan struct{} // a PUBACK or a delivery happened; capacity 1
 	recvNext  uint64        // the partner's counter expected next; owned by the reader
+}
+
+// inflight is a PUBLISH awaiting its PUBACK.
+type inflight struct {
+	id  uint16
+	due int64
 }
 
 // runner is one run's shared state.
@@ -143,7 +150,7 @@ type runner struct {
 
 	delivered  atomic.Uint64
 	duplicates atomic.Uint64
-	lost       atomic.Uint64
+	reordered  atomic.Uint64
 	failed     chan error // the first failure of a connection; capacity 1
 }
 
@@ -193,8 +200,8 @@ func run(ctx context.Context, cfg Config) (*Result, error) {
 		res.Sent += u.sent.Load()
 		res.Acked += u.acked.Load()
 	}
-	res.Delivered, res.Duplicates = r.delivered.Load(), r.duplicates.Load()
-	res.Lost = res.Sent - min(res.Sent, res.Delivered) + r.lost.Load()
+	res.Delivered, res.Duplicates, res.Reordered = r.delivered.Load(), r.duplicates.Load(), r.reordered.Load()
+	res.Lost = res.Sent - min(res.Sent, res.Delivered)
 	res.Measured = d1 - d0
 	res.DeliveredPerSec = float64(res.Measured) / cfg.Duration.Seconds()
 	if n := float64(res.Measured); n > 0 {
@@ -323,7 +330,7 @@ func (r *runner) send(ctx context.Context, u *user, end int64) {
 			u.nextID = 1
 		}
 		u.mu.Lock()
-		u.dues = append(u.dues, at)
+		u.flight = append(u.flight, inflight{id: u.nextID, due: at})
 		u.mu.Unlock()
 		u.sent.Add(1)
 		u.wmu.Lock()
@@ -374,18 +381,19 @@ func (r *runner) read(u *user) {
 		now := r.now()
 		switch p.kind() {
 		case typePuback:
-			if _, err := p.packetID(); err != nil {
+			id, err := p.packetID()
+			if err != nil {
 				r.fail(err)
 				return
 			}
 			u.mu.Lock()
-			if len(u.dues) == 0 {
+			if len(u.flight) == 0 || u.flight[0].id != id {
 				u.mu.Unlock()
-				r.fail(fmt.Errorf("user %d: a PUBACK with nothing in flight", u.id))
+				r.fail(fmt.Errorf("user %d: a PUBACK of packet id %d, not of the oldest PUBLISH in flight", u.id, id))
 				return
 			}
-			due := u.dues[0]
-			u.dues = append(u.dues[:0], u.dues[1:]...)
+			due := u.flight[0].due
+			u.flight = append(u.flight[:0], u.flight[1:]...)
 			u.mu.Unlock()
 			u.acked.Add(1)
 			r.record(r.sendAck, due, now)
@@ -415,7 +423,7 @@ func (r *runner) read(u *user) {
 				r.duplicates.Add(1)
 				continue
 			case k > u.recvNext:
-				r.lost.Add(k - u.recvNext)
+				r.reordered.Add(1)
 			}
 			u.recvNext = k + 1
 			r.record(r.sendDeliver, due, now)

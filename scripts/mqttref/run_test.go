@@ -14,10 +14,12 @@ import (
 // broker is a QoS 1 broker just large enough for mqttref: it answers
 // CONNECT and SUBSCRIBE, acknowledges every PUBLISH and forwards it to the
 // topic's subscriber under its own packet id. With drop or dup set, it
-// leaves out, or sends twice, every drop-th or dup-th message it forwards.
+// leaves out, or sends twice, every drop-th or dup-th message it forwards;
+// with wrongAck, it acknowledges every PUBLISH under the next packet id.
 type broker struct {
 	ln        net.Listener
 	drop, dup int
+	wrongAck  bool
 
 	mu        sync.Mutex
 	subs      map[string]*brokerConn
@@ -36,13 +38,13 @@ func (c *brokerConn) write(b []byte) {
 	_, _ = c.nc.Write(b)
 }
 
-func startBroker(t *testing.T, drop, dup int) *broker {
+func startBroker(t *testing.T, drop, dup int, wrongAck bool) *broker {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &broker{ln: ln, drop: drop, dup: dup, subs: map[string]*brokerConn{}}
+	b := &broker{ln: ln, drop: drop, dup: dup, wrongAck: wrongAck, subs: map[string]*brokerConn{}}
 	t.Cleanup(func() { _ = ln.Close() })
 	go func() {
 		for {
@@ -81,6 +83,9 @@ func (b *broker) serve(c *brokerConn) {
 			if err != nil {
 				return
 			}
+			if b.wrongAck {
+				id++
+			}
 			c.write(appendPuback(nil, id))
 			n := int(p.body[0])<<8 | int(p.body[1])
 			topic := string(p.body[2 : 2+n])
@@ -115,16 +120,16 @@ func testConfig(addr string) Config {
 // schedules, for 1.3 s: 13 messages each, every one acknowledged and
 // delivered once, and the latencies of the 10 each due after the warm-up.
 func TestRunOpenLoop(t *testing.T) {
-	b := startBroker(t, 0, 0)
+	b := startBroker(t, 0, 0, false)
 	cfg := testConfig(b.ln.Addr().String())
 	cfg.Pid = os.Getpid() // this process is the broker here
 	res, err := run(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Sent != 520 || res.Acked != 520 || res.Delivered != 520 || res.Lost != 0 || res.Duplicates != 0 {
-		t.Errorf("sent %d acked %d delivered %d lost %d duplicates %d, want 520 of each and none lost or twice",
-			res.Sent, res.Acked, res.Delivered, res.Lost, res.Duplicates)
+	if res.Sent != 520 || res.Acked != 520 || res.Delivered != 520 || res.Lost != 0 || res.Duplicates != 0 || res.Reordered != 0 {
+		t.Errorf("sent %d acked %d delivered %d lost %d duplicates %d reordered %d, want 520 of each and none lost, twice or out of order",
+			res.Sent, res.Acked, res.Delivered, res.Lost, res.Duplicates, res.Reordered)
 	}
 	if res.SendAck.Samples != 400 || res.SendDeliver.Samples != 400 {
 		t.Errorf("latency samples %d and %d, want 400: the messages due in the measured phase", res.SendAck.Samples, res.SendDeliver.Samples)
@@ -140,7 +145,7 @@ func TestRunOpenLoop(t *testing.T) {
 // TestRunClosedLoop: each sender keeps two in flight until delivered and
 // acknowledged; everything sent arrives once.
 func TestRunClosedLoop(t *testing.T) {
-	b := startBroker(t, 0, 0)
+	b := startBroker(t, 0, 0, false)
 	cfg := testConfig(b.ln.Addr().String())
 	cfg.Rate, cfg.Window, cfg.Duration = 0, 2, 500*time.Millisecond
 	res, err := run(context.Background(), cfg)
@@ -163,17 +168,26 @@ func TestRunCountsLossAndDuplicates(t *testing.T) {
 		drop, dup int
 	}{{"drop", 50, 0}, {"dup", 0, 50}} {
 		t.Run(tc.name, func(t *testing.T) {
-			b := startBroker(t, tc.drop, tc.dup)
+			b := startBroker(t, tc.drop, tc.dup, false)
 			cfg := testConfig(b.ln.Addr().String())
 			cfg.Drain = 300 * time.Millisecond
 			res, err := run(context.Background(), cfg)
 			switch {
-			case tc.drop > 0 && (res == nil || res.Lost == 0 || err == nil):
-				t.Errorf("a broker dropping one message in %d: result %+v, error %v; want messages lost and the drain's error", tc.drop, res, err)
+			case tc.drop > 0 && (res == nil || res.Lost != 520/50 || res.Reordered == 0 || err == nil):
+				t.Errorf("a broker dropping one message in %d: result %+v, error %v; want %d lost, some delivered past a gap, and the drain's error", tc.drop, res, err, 520/50)
 			case tc.dup > 0 && (err != nil || res.Duplicates != 520/50 || res.Delivered != 520):
 				t.Errorf("a broker repeating one message in %d: %d duplicates, %d delivered, error %v; want %d and 520", tc.dup, res.Duplicates, res.Delivered, err, 520/50)
 			}
 		})
+	}
+}
+
+// TestRunRefusesWrongPuback: a PUBACK must name the PUBLISH in flight.
+func TestRunRefusesWrongPuback(t *testing.T) {
+	b := startBroker(t, 0, 0, true)
+	_, err := run(context.Background(), testConfig(b.ln.Addr().String()))
+	if err == nil || !strings.Contains(err.Error(), "not of the oldest PUBLISH in flight") {
+		t.Errorf("error %v, want the PUBACK's packet id refused", err)
 	}
 }
 
