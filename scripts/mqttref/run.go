@@ -164,6 +164,10 @@ func run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	r := &runner{cfg: cfg, sendAck: newHist(), sendDeliver: newHist(), failed: make(chan error, 1)}
 	defer r.close()
+	// Senders stop when the run ends, also while one waits for room that
+	// a broker which stopped answering will never give.
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
 	if err := r.connect(ctx); err != nil {
 		return nil, err
 	}
@@ -175,7 +179,7 @@ func run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	var senders sync.WaitGroup
 	for _, u := range r.users {
-		senders.Go(func() { r.send(ctx, u, end) })
+		senders.Go(func() { r.send(sctx, u, end) })
 	}
 
 	res := &Result{Regime: r.regime(), Pairs: cfg.Pairs, Warmup: cfg.Warmup, Duration: cfg.Duration}
@@ -193,8 +197,17 @@ func run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	senders.Wait()
-	drainErr := r.drain(ctx)
+	// The last messages due, and what is in flight, have --drain.
+	deadline := time.Now().Add(cfg.Drain)
+	sent := make(chan struct{})
+	go func() { senders.Wait(); close(sent) }()
+	select {
+	case <-sent:
+	case <-time.After(time.Until(deadline)):
+		stop()
+		<-sent
+	}
+	drainErr := r.drain(ctx, deadline)
 
 	for _, u := range r.users {
 		res.Sent += u.sent.Load()
@@ -500,9 +513,9 @@ func (r *runner) snapshot() (delivered uint64, server, own time.Duration, err er
 	return delivered, server, own, nil
 }
 
-// drain waits until every message sent was acknowledged and delivered.
-func (r *runner) drain(ctx context.Context) error {
-	deadline := time.Now().Add(r.cfg.Drain)
+// drain waits until every message sent was acknowledged and delivered,
+// until deadline.
+func (r *runner) drain(ctx context.Context, deadline time.Time) error {
 	for {
 		var out uint64
 		for _, u := range r.users {
@@ -517,7 +530,7 @@ func (r *runner) drain(ctx context.Context) error {
 		default:
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%d messages neither acknowledged nor delivered %v after the sending ended", out, r.cfg.Drain)
+			return fmt.Errorf("%d messages not acknowledged or not delivered %v after the sending ended", out, r.cfg.Drain)
 		}
 		select {
 		case <-time.After(10 * time.Millisecond):

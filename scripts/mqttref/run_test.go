@@ -15,11 +15,13 @@ import (
 // CONNECT and SUBSCRIBE, acknowledges every PUBLISH and forwards it to the
 // topic's subscriber under its own packet id. With drop or dup set, it
 // leaves out, or sends twice, every drop-th or dup-th message it forwards;
-// with wrongAck, it acknowledges every PUBLISH under the next packet id.
+// with wrongAck, it acknowledges every PUBLISH under the next packet id;
+// with mute, it stops answering PUBLISHes after the first mute.
 type broker struct {
 	ln        net.Listener
 	drop, dup int
 	wrongAck  bool
+	mute      int
 
 	mu        sync.Mutex
 	subs      map[string]*brokerConn
@@ -38,13 +40,13 @@ func (c *brokerConn) write(b []byte) {
 	_, _ = c.nc.Write(b)
 }
 
-func startBroker(t *testing.T, drop, dup int, wrongAck bool) *broker {
+func startBroker(t *testing.T, drop, dup int, wrongAck bool, mute int) *broker {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &broker{ln: ln, drop: drop, dup: dup, wrongAck: wrongAck, subs: map[string]*brokerConn{}}
+	b := &broker{ln: ln, drop: drop, dup: dup, wrongAck: wrongAck, mute: mute, subs: map[string]*brokerConn{}}
 	t.Cleanup(func() { _ = ln.Close() })
 	go func() {
 		for {
@@ -83,6 +85,12 @@ func (b *broker) serve(c *brokerConn) {
 			if err != nil {
 				return
 			}
+			b.mu.Lock()
+			muted := b.mute > 0 && b.forwarded >= b.mute
+			b.mu.Unlock()
+			if muted {
+				continue
+			}
 			if b.wrongAck {
 				id++
 			}
@@ -120,7 +128,7 @@ func testConfig(addr string) Config {
 // schedules, for 1.3 s: 13 messages each, every one acknowledged and
 // delivered once, and the latencies of the 10 each due after the warm-up.
 func TestRunOpenLoop(t *testing.T) {
-	b := startBroker(t, 0, 0, false)
+	b := startBroker(t, 0, 0, false, 0)
 	cfg := testConfig(b.ln.Addr().String())
 	cfg.Pid = os.Getpid() // this process is the broker here
 	res, err := run(context.Background(), cfg)
@@ -145,7 +153,7 @@ func TestRunOpenLoop(t *testing.T) {
 // TestRunClosedLoop: each sender keeps two in flight until delivered and
 // acknowledged; everything sent arrives once.
 func TestRunClosedLoop(t *testing.T) {
-	b := startBroker(t, 0, 0, false)
+	b := startBroker(t, 0, 0, false, 0)
 	cfg := testConfig(b.ln.Addr().String())
 	cfg.Rate, cfg.Window, cfg.Duration = 0, 2, 500*time.Millisecond
 	res, err := run(context.Background(), cfg)
@@ -168,7 +176,7 @@ func TestRunCountsLossAndDuplicates(t *testing.T) {
 		drop, dup int
 	}{{"drop", 50, 0}, {"dup", 0, 50}} {
 		t.Run(tc.name, func(t *testing.T) {
-			b := startBroker(t, tc.drop, tc.dup, false)
+			b := startBroker(t, tc.drop, tc.dup, false, 0)
 			cfg := testConfig(b.ln.Addr().String())
 			cfg.Drain = 300 * time.Millisecond
 			res, err := run(context.Background(), cfg)
@@ -184,10 +192,36 @@ func TestRunCountsLossAndDuplicates(t *testing.T) {
 
 // TestRunRefusesWrongPuback: a PUBACK must name the PUBLISH in flight.
 func TestRunRefusesWrongPuback(t *testing.T) {
-	b := startBroker(t, 0, 0, true)
+	b := startBroker(t, 0, 0, true, 0)
 	_, err := run(context.Background(), testConfig(b.ln.Addr().String()))
 	if err == nil || !strings.Contains(err.Error(), "not of the oldest PUBLISH in flight") {
 		t.Errorf("error %v, want the PUBACK's packet id refused", err)
+	}
+}
+
+// TestRunEndsWhenBrokerStops: a broker that stops answering leaves
+// senders waiting for room; the run still ends, --drain after the
+// sending, with the messages counted lost.
+func TestRunEndsWhenBrokerStops(t *testing.T) {
+	b := startBroker(t, 0, 0, false, 100)
+	cfg := testConfig(b.ln.Addr().String())
+	cfg.Drain = 300 * time.Millisecond
+	type outcome struct {
+		res *Result
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		res, err := run(context.Background(), cfg)
+		done <- outcome{res, err}
+	}()
+	select {
+	case o := <-done:
+		if o.err == nil || !strings.Contains(o.err.Error(), "not acknowledged or not delivered") || o.res.Delivered != 100 || o.res.Lost != o.res.Sent-100 {
+			t.Errorf("result %+v, error %v; want 100 delivered, the rest lost, and the drain's error", o.res, o.err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the run did not end after the broker stopped answering")
 	}
 }
 
