@@ -154,6 +154,8 @@ type runner struct {
 	failed     chan error // the first failure of a connection; capacity 1
 }
 
+// newHist holds latencies from 1 µs to a minute, to three significant
+// digits, as the bench's histograms do.
 func newHist() *hdrhistogram.Histogram { return hdrhistogram.New(1, 60_000_000, 3) }
 
 // run connects every user, sends for the warm-up and the measured phase,
@@ -248,7 +250,7 @@ func (r *runner) connect(ctx context.Context) error {
 		u.partner = r.users[i^1]
 	}
 	errs := make(chan error, n)
-	sem := make(chan struct{}, 64)
+	sem := make(chan struct{}, 64) // logins in progress: the broker's accept queue need not hold them all
 	var wg sync.WaitGroup
 	for _, u := range r.users {
 		sem <- struct{}{}
@@ -284,6 +286,8 @@ func (r *runner) login(ctx context.Context, u *user) error {
 		out  []byte
 		want byte
 	}{
+		// A keepalive of 10 minutes: longer than a sender's gap at any
+		// useful rate, so no PINGREQ is needed.
 		{appendConnect(nil, fmt.Sprintf("mqttref-%d-%d", os.Getpid(), u.id), 600), typeConnack},
 		{appendSubscribe(nil, 1, topic(u.id)), typeSuback},
 	} {
