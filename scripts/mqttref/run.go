@@ -151,7 +151,9 @@ type runner struct {
 	delivered  atomic.Uint64
 	duplicates atomic.Uint64
 	reordered  atomic.Uint64
-	failed     chan error // the first failure of a connection; capacity 1
+	failOnce   sync.Once
+	failed     chan struct{} // closed at the first failure of a connection
+	failErr    error         // that failure; set before failed is closed
 }
 
 // newHist holds latencies from 1 µs to a minute, to three significant
@@ -164,7 +166,7 @@ func run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	r := &runner{cfg: cfg, sendAck: newHist(), sendDeliver: newHist(), failed: make(chan error, 1)}
+	r := &runner{cfg: cfg, sendAck: newHist(), sendDeliver: newHist(), failed: make(chan struct{})}
 	defer r.close()
 	// Senders stop when the run ends, also while one waits for room that
 	// a broker which stopped answering will never give.
@@ -473,31 +475,19 @@ func (r *runner) sleepUntil(ctx context.Context, at int64) error {
 	select {
 	case <-t.C:
 		return nil
-	case err := <-r.failedOnce():
-		return err
+	case <-r.failed:
+		return r.failErr
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 }
 
-// failedOnce returns a channel that yields the run's failure, if any, once
-// per caller: the failure is put back for the next.
-func (r *runner) failedOnce() <-chan error {
-	ch := make(chan error, 1)
-	select {
-	case err := <-r.failed:
-		r.failed <- err
-		ch <- err
-	default:
-	}
-	return ch
-}
-
+// fail records the run's first failure, which ends its waits.
 func (r *runner) fail(err error) {
-	select {
-	case r.failed <- err:
-	default:
-	}
+	r.failOnce.Do(func() {
+		r.failErr = err
+		close(r.failed)
+	})
 }
 
 // snapshot reads the delivered count and the broker's and this process's
@@ -528,16 +518,13 @@ func (r *runner) drain(ctx context.Context, deadline time.Time) error {
 		if out == 0 {
 			return nil
 		}
-		select {
-		case err := <-r.failedOnce():
-			return err
-		default:
-		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%d messages not acknowledged or not delivered %v after the sending ended", out, r.cfg.Drain)
 		}
 		select {
 		case <-time.After(10 * time.Millisecond):
+		case <-r.failed:
+			return r.failErr
 		case <-ctx.Done():
 			return ctx.Err()
 		}

@@ -190,12 +190,24 @@ func TestRunCountsLossAndDuplicates(t *testing.T) {
 	}
 }
 
-// TestRunRefusesWrongPuback: a PUBACK must name the PUBLISH in flight.
+// TestRunRefusesWrongPuback: a PUBACK must name the PUBLISH in flight,
+// and the failure ends the run there, not at the end of its schedule.
 func TestRunRefusesWrongPuback(t *testing.T) {
 	b := startBroker(t, 0, 0, true, 0)
-	_, err := run(context.Background(), testConfig(b.ln.Addr().String()))
-	if err == nil || !strings.Contains(err.Error(), "not of the oldest PUBLISH in flight") {
-		t.Errorf("error %v, want the PUBACK's packet id refused", err)
+	cfg := testConfig(b.ln.Addr().String())
+	cfg.Duration = time.Hour
+	done := make(chan error, 1)
+	go func() {
+		_, err := run(context.Background(), cfg)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "not of the oldest PUBLISH in flight") {
+			t.Errorf("error %v, want the PUBACK's packet id refused", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the run went on after a connection failed")
 	}
 }
 
