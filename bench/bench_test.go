@@ -123,6 +123,24 @@ func checkAllDelivered(t *testing.T, res *Result, wantSent uint64) {
 	}
 }
 
+// checkLag asserts that an open-loop run's generator lag has a sample for
+// each of its want scheduled messages, and that it is part of the
+// latency measured from the schedule: no larger than the send-to-ack of
+// the same quantile.
+func checkLag(t *testing.T, res *Result, want int64) {
+	t.Helper()
+	lag := res.GeneratorLag
+	t.Logf("generator lag p50 %d µs, p99 %d µs, max %d µs", lag.ValueAtQuantile(50), lag.ValueAtQuantile(99), lag.Max())
+	if n := lag.TotalCount(); n != want {
+		t.Errorf("generator-lag samples %d, want %d", n, want)
+	}
+	for _, q := range []float64{50, 90} {
+		if l, a := lag.ValueAtQuantile(q), res.SendToAck.ValueAtQuantile(q); l > a {
+			t.Errorf("generator lag p%v %d µs over send-to-ack's %d µs, which counts from the same schedule", q, l, a)
+		}
+	}
+}
+
 // checkAllReceipted asserts that a run whose drain waited for receipts got
 // one for every copy delivered.
 func checkAllReceipted(t *testing.T, res *Result) {
@@ -146,6 +164,7 @@ func TestChatOpenLoop(t *testing.T) {
 	if got := res.SendToDeliver.TotalCount(); got != 1000 {
 		t.Errorf("send-to-deliver samples %d, want 1000", got)
 	}
+	checkLag(t, res, 1000)
 	if res.LoginLatency.TotalCount() != 20 {
 		t.Errorf("login samples %d, want 20", res.LoginLatency.TotalCount())
 	}
@@ -167,6 +186,9 @@ func TestChatClosedLoop(t *testing.T) {
 	}
 	checkAllDelivered(t, res, res.Sent)
 	checkAllReceipted(t, res)
+	if n := res.GeneratorLag.TotalCount(); n != 0 {
+		t.Errorf("%d generator-lag samples in closed loop, where nothing is scheduled", n)
+	}
 }
 
 // TestChatWorkers spreads the pairs over worker processes (the test binary
@@ -184,6 +206,7 @@ func TestChatWorkers(t *testing.T) {
 	if got := res.SendToDeliver.TotalCount(); got != 300 {
 		t.Errorf("merged send-to-deliver samples %d, want 300", got)
 	}
+	checkLag(t, res, 300)
 }
 
 func TestOffline(t *testing.T) {

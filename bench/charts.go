@@ -68,6 +68,7 @@ func histograms(r *Result) []namedHist {
 		{"send → ack", "send_to_ack", r.SendToAck},
 		{"send → deliver", "send_to_deliver", r.SendToDeliver},
 		{"login", "login", r.LoginLatency},
+		{"generator lag", "generator_lag", r.GeneratorLag},
 	}
 	var out []namedHist
 	for _, nh := range all {

@@ -119,6 +119,15 @@
 // and what is owed then is counted unsent (the server did not keep up; not
 // a correctness failure). The checks are chat's.
 //
+// Latencies counted from the schedule include the generator's own
+// lateness: its timers' slack (50 µs by default on Linux) and its waits
+// for a core it shares with the server. Result.GeneratorLag records, for
+// every open-loop message, how late the loop came to it after its slot
+// (after the end of a wait in which no sender could take it, in chat's
+// open loop), and the report prints it beside the latencies, so that a
+// tail can be told the server's or the generator's. The wait for a
+// previous ACCEPT is not in it: that is the server's.
+//
 // With --warmup (chat, phone, group, and each step of a sweep) the
 // traffic step sends for the warm-up and then --duration, as one schedule with no pause between: a
 // pause of a few tens of milliseconds changes how the server's Go runtime

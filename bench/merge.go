@@ -16,6 +16,7 @@ func newResult() *Result {
 		SendToDeliver: NewHistogram(),
 		LoginLatency:  NewHistogram(),
 		RetryAfter:    NewHistogram(),
+		GeneratorLag:  NewHistogram(),
 	}
 }
 
@@ -76,6 +77,7 @@ func (r *Result) Merge(o *Result) {
 	mergeHist(&r.SendToDeliver, o.SendToDeliver)
 	mergeHist(&r.LoginLatency, o.LoginLatency)
 	mergeHist(&r.RetryAfter, o.RetryAfter)
+	mergeHist(&r.GeneratorLag, o.GeneratorLag)
 	r.BytesOut += o.BytesOut
 	r.BytesIn += o.BytesIn
 	if len(r.Timeline) == 0 {
@@ -140,6 +142,7 @@ type wireResult struct {
 	SendToDeliver string `json:"send_to_deliver_hist,omitempty"`
 	LoginLatency  string `json:"login_hist,omitempty"`
 	RetryAfter    string `json:"retry_after_hist,omitempty"`
+	GeneratorLag  string `json:"generator_lag_hist,omitempty"`
 }
 
 func encodeHist(h *hdrhistogram.Histogram) (string, error) {
@@ -179,7 +182,7 @@ func marshalResult(r *Result) ([]byte, error) {
 	for _, x := range []struct {
 		dst *string
 		h   *hdrhistogram.Histogram
-	}{{&w.SendToAck, r.SendToAck}, {&w.SendToDeliver, r.SendToDeliver}, {&w.LoginLatency, r.LoginLatency}, {&w.RetryAfter, r.RetryAfter}} {
+	}{{&w.SendToAck, r.SendToAck}, {&w.SendToDeliver, r.SendToDeliver}, {&w.LoginLatency, r.LoginLatency}, {&w.RetryAfter, r.RetryAfter}, {&w.GeneratorLag, r.GeneratorLag}} {
 		if *x.dst, err = encodeHist(x.h); err != nil {
 			return nil, fmt.Errorf("bench: encoding a histogram: %w", err)
 		}
@@ -198,7 +201,7 @@ func unmarshalResult(b []byte) (*Result, error) {
 	for _, x := range []struct {
 		dst **hdrhistogram.Histogram
 		s   string
-	}{{&r.SendToAck, w.SendToAck}, {&r.SendToDeliver, w.SendToDeliver}, {&r.LoginLatency, w.LoginLatency}, {&r.RetryAfter, w.RetryAfter}} {
+	}{{&r.SendToAck, w.SendToAck}, {&r.SendToDeliver, w.SendToDeliver}, {&r.LoginLatency, w.LoginLatency}, {&r.RetryAfter, w.RetryAfter}, {&r.GeneratorLag, w.GeneratorLag}} {
 		if *x.dst, err = decodeHist(x.s); err != nil {
 			return nil, fmt.Errorf("bench: decoding a histogram: %w", err)
 		}

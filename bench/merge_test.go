@@ -41,6 +41,7 @@ func TestResultWireRoundTrip(t *testing.T) {
 	for v := int64(1); v < 5000; v += 7 {
 		r.SendToAck.RecordValue(v)
 		r.LoginLatency.RecordValue(v * 2)
+		r.GeneratorLag.RecordValue(v * 3)
 	}
 	b, err := marshalResult(r)
 	if err != nil {
@@ -53,7 +54,7 @@ func TestResultWireRoundTrip(t *testing.T) {
 	if got.Sent != 42 || got.Redelivered != 3 || got.Figures["drain_s"] != 1.5 {
 		t.Errorf("got %+v", got)
 	}
-	if !got.SendToAck.Equals(r.SendToAck) || got.LoginLatency.TotalCount() != r.LoginLatency.TotalCount() {
+	if !got.SendToAck.Equals(r.SendToAck) || got.LoginLatency.TotalCount() != r.LoginLatency.TotalCount() || !got.GeneratorLag.Equals(r.GeneratorLag) {
 		t.Error("histograms changed on the wire")
 	}
 	if got.SendToDeliver == nil || got.SendToDeliver.TotalCount() != 0 {

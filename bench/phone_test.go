@@ -236,6 +236,14 @@ func TestPhoneOneInFlight(t *testing.T) {
 			if p50 := res.SendToAck.ValueAtQuantile(50); p50 < tt.delay.Microseconds() {
 				t.Errorf("send-to-ack p50 %d µs, below the proxy's delay", p50)
 			}
+			// Every slot passed is counted, sent or not, and the wait for
+			// the previous ACCEPT is the server's, not the generator's.
+			if n := res.GeneratorLag.TotalCount(); n != 80 {
+				t.Errorf("generator-lag samples %d, want the 80 slots", n)
+			}
+			if m := res.GeneratorLag.ValueAtQuantile(90); m >= tt.delay.Microseconds() {
+				t.Errorf("generator lag p90 %d µs, at least the proxy's delay: the wait for an ACCEPT was counted as the generator's", m)
+			}
 			tt.check(t, res)
 		})
 	}

@@ -252,7 +252,9 @@ func writeMarkdown(out io.Writer, jr *jsonReport, charts map[string]bool) error 
 		p("\n")
 		p("Send → ack is a SEND written to its ACCEPT read; send → deliver is a SEND written to the DELIVER read " +
 			"(in group runs, the last member's). Percentiles come from HDR histograms with 3 significant digits " +
-			"(within 0.1%%); open-loop runs record values corrected for coordinated omission.\n\n")
+			"(within 0.1%%); open-loop runs record values corrected for coordinated omission. Generator lag is how late " +
+			"the generator came to each open-loop message after its scheduled time (its timers' slack and its wait for a " +
+			"core); the send latencies count from the schedule, so they hold it too.\n\n")
 	}
 	chart(w, charts[latencyChartFile], "Latency by percentile", latencyChartFile,
 		"No latency chart: no histogram holds a value.")

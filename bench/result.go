@@ -97,6 +97,13 @@ type Result struct {
 	// RetryAfter holds the retry_after of every REFUSE RETRY_LATER, in
 	// microseconds (the histograms' unit; the server sends milliseconds).
 	RetryAfter *hdrhistogram.Histogram `json:"-"`
+	// GeneratorLag is, for every open-loop message, how late the
+	// generator's loop came to it after its scheduled time (or after the
+	// end of a wait in which no sender could take it): its timer's slack
+	// and the time its thread waited for a core. The send latencies count
+	// from the schedule and so include it; the wait for a previous ACCEPT
+	// (phone) is the server's and is not in it. Empty in closed loop.
+	GeneratorLag *hdrhistogram.Histogram `json:"-"`
 
 	// Wire bytes counted by the generator, both directions.
 	BytesOut uint64 `json:"bytes_out"`

@@ -59,6 +59,9 @@ type SweepStep struct {
 
 	SendToAck     HistSummary `json:"send_to_ack"`
 	SendToDeliver HistSummary `json:"send_to_deliver"`
+	// GeneratorLag: how late the generator came to the step's messages
+	// (Result.GeneratorLag), part of its send latencies.
+	GeneratorLag HistSummary `json:"generator_lag"`
 
 	Passed bool `json:"passed"` // no correctness failure
 	// Held: passed, nothing unsent, and send-to-deliver p99 below the target.
@@ -111,6 +114,9 @@ func newSweepStep(offered float64, res *Result, target time.Duration) SweepStep 
 	}
 	if h := res.SendToDeliver; h != nil && h.TotalCount() > 0 {
 		s.SendToDeliver = summarize(namedHist{h: h})
+	}
+	if h := res.GeneratorLag; h != nil && h.TotalCount() > 0 {
+		s.GeneratorLag = summarize(namedHist{h: h})
 	}
 	s.Held = s.Passed && s.Unsent == 0 && s.SendToDeliver.Count > 0 &&
 		s.SendToDeliver.P99 < target.Microseconds()
@@ -197,7 +203,7 @@ func (r *run) sweep(ctx context.Context) (*Result, error) {
 	r.measuredCPU = genCPU
 	// Latency is per step (Sweep.Steps): one histogram over every rate
 	// would describe none of them.
-	total.SendToAck, total.SendToDeliver = NewHistogram(), NewHistogram()
+	total.SendToAck, total.SendToDeliver, total.GeneratorLag = NewHistogram(), NewHistogram(), NewHistogram()
 	total.Figures = map[string]float64{}
 	senders := formatCount(uint64(r.cfg.senders()))
 	schedule := "on its own evenly spaced schedule"

@@ -512,7 +512,7 @@ func TestPhoneWarmup(t *testing.T) {
 			// A slot at the very end of the warm-up may fall a nanosecond
 			// either side of it (its time is a float product): one per
 			// generator loop.
-			for name, h := range map[string]*hdrhistogram.Histogram{"send-to-ack": res.SendToAck, "send-to-deliver": res.SendToDeliver} {
+			for name, h := range map[string]*hdrhistogram.Histogram{"send-to-ack": res.SendToAck, "send-to-deliver": res.SendToDeliver, "generator-lag": res.GeneratorLag} {
 				if got := uint64(h.TotalCount()); got+8 < want || got > want+8 {
 					t.Errorf("%s samples %d, want the measured phase's %d", name, got, want)
 				}
@@ -575,8 +575,8 @@ func TestSweep(t *testing.T) {
 		if s.Sent != want || s.Delivered != want || s.Unsent != 0 || !s.Passed {
 			t.Errorf("step %d: sent %d delivered %d unsent %d passed %v, want %d sent and delivered", i, s.Sent, s.Delivered, s.Unsent, s.Passed, want)
 		}
-		if s.SendToDeliver.Count != int64(want) || s.SendToAck.Count != int64(want) {
-			t.Errorf("step %d: %d send-to-deliver and %d send-to-ack samples, want %d", i, s.SendToDeliver.Count, s.SendToAck.Count, want)
+		if s.SendToDeliver.Count != int64(want) || s.SendToAck.Count != int64(want) || s.GeneratorLag.Count != int64(want) {
+			t.Errorf("step %d: %d send-to-deliver, %d send-to-ack and %d generator-lag samples, want %d", i, s.SendToDeliver.Count, s.SendToAck.Count, s.GeneratorLag.Count, want)
 		}
 		if s.SyncsPerMsg == nil || *s.SyncsPerMsg != 2 {
 			t.Errorf("step %d: syncs per message %v, want 2", i, s.SyncsPerMsg)

@@ -100,6 +100,7 @@ func (t *traffic) tick(l *loop) {
 			t.blockedUntil = t.unblocked(l.now)
 			return
 		}
+		l.recordLag(due, max(due, t.blockedUntil))
 		c.send(due)
 		t.k++
 	}
@@ -160,6 +161,7 @@ func (t *traffic) tickPhone(l *loop) {
 		}
 		c := t.senders[t.k%n]
 		t.k++
+		l.recordLag(due, due)
 		if t.poisson {
 			c.slotAt = append(c.slotAt, due)
 			t.next += t.rng.ExpFloat64() * t.interval
@@ -167,6 +169,15 @@ func (t *traffic) tickPhone(l *loop) {
 		t.owed++
 		c.slotsDue++
 		c.sendOwed()
+	}
+}
+
+// recordLag records how late the loop came to an open-loop message due at
+// due that it could have sent at at (Result.GeneratorLag), for messages
+// due after the warm-up. Loop-only.
+func (l *loop) recordLag(due, at int64) {
+	if due >= l.measureFrom {
+		record(l.res.GeneratorLag, l.clock()-at)
 	}
 }
 
