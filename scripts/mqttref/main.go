@@ -13,7 +13,9 @@
 //     2 × pairs ÷ R on its own evenly spaced schedule, staggered against the
 //     others, and never has two messages without their PUBACK: a message due
 //     while the previous one waits goes out when the PUBACK comes, and its
-//     latencies count from its due time (bench phone).
+//     latencies count from its due time (bench phone). The generator lag
+//     row is how late each sender woke for its message after that time:
+//     the latencies hold it, as bench's do its own.
 //   - Closed loop (--rate 0): each sender keeps --window messages in flight,
 //     a message counting until its partner has received it and its PUBACK
 //     has come (bench chat --rate 0).

@@ -90,6 +90,11 @@ type Result struct {
 	OwnCPUPerMsg    float64       `json:"generator_cpu_per_msg_us"`
 	SendAck         Latency       `json:"send_puback"`
 	SendDeliver     Latency       `json:"send_deliver"`
+	// GeneratorLag: how late each open-loop sender woke for its message
+	// after the message's scheduled time (its timer, its wait for a core).
+	// The latencies count from the schedule and hold it; the wait for the
+	// previous PUBACK is the broker's and is not in it.
+	GeneratorLag Latency `json:"generator_lag"`
 }
 
 func (r *Result) write(w io.Writer) {
@@ -104,7 +109,7 @@ func (r *Result) write(w io.Writer) {
 	for _, l := range []struct {
 		name string
 		l    Latency
-	}{{"send → puback", r.SendAck}, {"send → deliver", r.SendDeliver}} {
+	}{{"send → puback", r.SendAck}, {"send → deliver", r.SendDeliver}, {"generator lag", r.GeneratorLag}} {
 		fmt.Fprintf(w, "  %-22s %8d %8.0f %8.0f %8.0f %8.0f %8.0f\n", l.name, l.l.Samples, l.l.P50, l.l.P90, l.l.P99, l.l.P999, l.l.Max)
 	}
 }
@@ -147,6 +152,7 @@ type runner struct {
 	hmu         sync.Mutex
 	sendAck     *hdrhistogram.Histogram
 	sendDeliver *hdrhistogram.Histogram
+	lag         *hdrhistogram.Histogram
 
 	delivered  atomic.Uint64
 	duplicates atomic.Uint64
@@ -166,7 +172,7 @@ func run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	r := &runner{cfg: cfg, sendAck: newHist(), sendDeliver: newHist(), failed: make(chan struct{})}
+	r := &runner{cfg: cfg, sendAck: newHist(), sendDeliver: newHist(), lag: newHist(), failed: make(chan struct{})}
 	defer r.close()
 	// Senders stop when the run ends, also while one waits for room that
 	// a broker which stopped answering will never give.
@@ -229,7 +235,7 @@ func run(ctx context.Context, cfg Config) (*Result, error) {
 		res.OwnCPUPerMsg = (o1 - o0).Seconds() * 1e6 / n
 	}
 	r.hmu.Lock()
-	res.SendAck, res.SendDeliver = latency(r.sendAck), latency(r.sendDeliver)
+	res.SendAck, res.SendDeliver, res.GeneratorLag = latency(r.sendAck), latency(r.sendDeliver), latency(r.lag)
 	r.hmu.Unlock()
 	return res, drainErr
 }
@@ -326,6 +332,7 @@ func (r *runner) send(ctx context.Context, u *user, end int64) {
 			if r.sleepUntil(ctx, due) != nil {
 				return
 			}
+			r.record(r.lag, due, r.now())
 		}
 		// Wait for room: a PUBACK (open loop), or a PUBACK and the
 		// delivery (closed loop), of the oldest message in flight.

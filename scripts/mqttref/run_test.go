@@ -142,6 +142,9 @@ func TestRunOpenLoop(t *testing.T) {
 	if res.SendAck.Samples != 400 || res.SendDeliver.Samples != 400 {
 		t.Errorf("latency samples %d and %d, want 400: the messages due in the measured phase", res.SendAck.Samples, res.SendDeliver.Samples)
 	}
+	if res.GeneratorLag.Samples != 400 || res.GeneratorLag.P50 > res.SendAck.P50 {
+		t.Errorf("generator lag %+v, want 400 samples, within send → puback (p50 %.0f µs), which counts from the same schedule", res.GeneratorLag, res.SendAck.P50)
+	}
 	if res.Measured < 300 || res.Measured > 500 || res.ServerCPUPerMsg <= 0 {
 		t.Errorf("measured %d messages at %.1f µs of the broker's CPU each, want about 400 and a cost", res.Measured, res.ServerCPUPerMsg)
 	}
@@ -165,6 +168,9 @@ func TestRunClosedLoop(t *testing.T) {
 	}
 	if !strings.Contains(res.Regime, "closed loop, 2 in flight") {
 		t.Errorf("regime %q", res.Regime)
+	}
+	if res.GeneratorLag.Samples != 0 {
+		t.Errorf("%d generator-lag samples in closed loop, where nothing is scheduled", res.GeneratorLag.Samples)
 	}
 }
 
