@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+	"golang.org/x/sys/unix"
 )
 
 // Config is one run.
@@ -133,6 +135,7 @@ type user struct {
 	acked     atomic.Uint64
 	delivered atomic.Uint64 // of this user's messages, at its partner
 	ev        chan struct{} // a PUBACK or a delivery happened; capacity 1
+	tick      chan struct{} // open loop: a message of this user came due (runner.clock); capacity 1
 	recvNext  uint64        // the partner's counter expected next; owned by the reader
 }
 
@@ -190,6 +193,9 @@ func run(ctx context.Context, cfg Config) (*Result, error) {
 	var senders sync.WaitGroup
 	for _, u := range r.users {
 		senders.Go(func() { r.send(sctx, u, end) })
+	}
+	if cfg.Rate > 0 {
+		go r.clock(sctx, end)
 	}
 
 	res := &Result{Regime: r.regime(), Pairs: cfg.Pairs, Warmup: cfg.Warmup, Duration: cfg.Duration}
@@ -252,7 +258,7 @@ func (r *runner) connect(ctx context.Context) error {
 	n := 2 * r.cfg.Pairs
 	r.users = make([]*user, n)
 	for i := range r.users {
-		r.users[i] = &user{id: i, ev: make(chan struct{}, 1)}
+		r.users[i] = &user{id: i, ev: make(chan struct{}, 1), tick: make(chan struct{}, 1)}
 	}
 	for i, u := range r.users {
 		u.partner = r.users[i^1]
@@ -317,19 +323,14 @@ func (r *runner) login(ctx context.Context, u *user) error {
 // send publishes u's messages until end (ns after t0): on an even schedule
 // at the open loop's rate, or as the window frees in the closed loop.
 func (r *runner) send(ctx context.Context, u *user, end int64) {
-	senders := 2 * r.cfg.Pairs
-	var every, due int64
-	if r.cfg.Rate > 0 {
-		every = int64(float64(senders) / r.cfg.Rate * 1e9)
-		due = every * int64(u.id) / int64(senders) // staggered against the others
-	}
+	every, due := r.schedule(u.id)
 	payload := make([]byte, r.cfg.Size)
 	for k := uint64(0); ; k++ {
 		if every > 0 {
 			if due >= end {
 				return
 			}
-			if r.sleepUntil(ctx, due) != nil {
+			if r.awaitTick(ctx, u, due) != nil {
 				return
 			}
 			r.record(r.lag, due, r.now())
@@ -369,6 +370,68 @@ func (r *runner) send(ctx context.Context, u *user, end int64) {
 		}
 		due += every
 	}
+}
+
+// schedule returns the open loop's interval between the messages of user
+// id and when its first is due (ns after t0), staggered against the other
+// users'; every is 0 in the closed loop.
+func (r *runner) schedule(id int) (every, first int64) {
+	if r.cfg.Rate <= 0 {
+		return 0, 0
+	}
+	senders := int64(len(r.users))
+	every = int64(float64(senders) / r.cfg.Rate * 1e9)
+	return every, every * int64(id) / senders
+}
+
+// clock wakes each open-loop sender when its next message comes due, all
+// the senders' schedules in one, until end. Go's timers wake a sleeping
+// thread to the millisecond only (the runtime waits in epoll_pwait, whose
+// timeout is in milliseconds), which made the senders 0.5 ms late at the
+// median and 1.2 ms at the 99th percentile. This one goroutine, on a thread
+// of its own with a timer slack of 1 ns (Linux's default is 50 µs), sleeps
+// to each due time with clock_nanosleep instead.
+func (r *runner) clock(ctx context.Context, end int64) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	_ = unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0) // best effort: without it, up to 50 µs later
+	n := len(r.users)
+	for k := 0; ; k++ {
+		u := r.users[k%n]
+		every, first := r.schedule(u.id)
+		due := first + int64(k/n)*every
+		for d := due - r.now(); d > 0; d = due - r.now() {
+			if due >= end || ctx.Err() != nil {
+				return
+			}
+			// At most 50 ms at a time, so that the run's end stops it.
+			ts := unix.NsecToTimespec(min(d, int64(50*time.Millisecond)))
+			_ = unix.ClockNanosleep(unix.CLOCK_MONOTONIC, 0, &ts, nil) // EINTR: the loop sleeps again
+		}
+		if due >= end {
+			return
+		}
+		select {
+		case u.tick <- struct{}{}:
+		default: // a wake is pending already; the sender reads the time itself
+		}
+	}
+}
+
+// awaitTick waits until u's message due at due (ns after t0) is due: the
+// clock's wake, or the time itself when the sender comes late (a PUBACK
+// held it past its slot).
+func (r *runner) awaitTick(ctx context.Context, u *user, due int64) error {
+	for r.now() < due {
+		select {
+		case <-u.tick:
+		case <-r.failed:
+			return r.failErr
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 func (r *runner) window() int {
