@@ -93,9 +93,10 @@ type Result struct {
 	SendAck         Latency       `json:"send_puback"`
 	SendDeliver     Latency       `json:"send_deliver"`
 	// GeneratorLag: how late each open-loop sender woke for its message
-	// after the message's scheduled time (its timer, its wait for a core).
-	// The latencies count from the schedule and hold it; the wait for the
-	// previous PUBACK is the broker's and is not in it.
+	// after the message's scheduled time (its timer, its wait for a core),
+	// or after it came to the message, if the wait for its previous PUBACK
+	// held it past the time: that wait is the broker's. The latencies
+	// count from the schedule and hold the lag.
 	GeneratorLag Latency `json:"generator_lag"`
 }
 
@@ -330,10 +331,14 @@ func (r *runner) send(ctx context.Context, u *user, end int64) {
 			if due >= end {
 				return
 			}
+			// A sender that comes to its slot late, held by the wait for
+			// its previous PUBACK, was held by the broker: its lag counts
+			// from when it came.
+			from := max(due, r.now())
 			if r.awaitTick(ctx, u, due) != nil {
 				return
 			}
-			r.record(r.lag, due, r.now())
+			r.recordFrom(r.lag, due, from, r.now())
 		}
 		// Wait for room: a PUBACK (open loop), or a PUBACK and the
 		// delivery (closed loop), of the oldest message in flight.
@@ -525,11 +530,17 @@ func (r *runner) read(u *user) {
 
 // record adds now-due to h if the message was due in the measured phase.
 func (r *runner) record(h *hdrhistogram.Histogram, due, now int64) {
+	r.recordFrom(h, due, due, now)
+}
+
+// recordFrom adds now-from to h if the message was due in the measured
+// phase.
+func (r *runner) recordFrom(h *hdrhistogram.Histogram, due, from, now int64) {
 	if due < r.measure {
 		return
 	}
 	r.hmu.Lock()
-	_ = h.RecordValue(max(now-due, 0) / 1000)
+	_ = h.RecordValue(max(now-from, 0) / 1000)
 	r.hmu.Unlock()
 }
 

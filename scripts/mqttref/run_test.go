@@ -22,6 +22,9 @@ type broker struct {
 	drop, dup int
 	wrongAck  bool
 	mute      int
+	// pubackDelay holds each PUBACK back this long, as a slow broker
+	// would; set before the run connects, read under mu.
+	pubackDelay time.Duration
 
 	mu        sync.Mutex
 	subs      map[string]*brokerConn
@@ -87,10 +90,12 @@ func (b *broker) serve(c *brokerConn) {
 			}
 			b.mu.Lock()
 			muted := b.mute > 0 && b.forwarded >= b.mute
+			delay := b.pubackDelay
 			b.mu.Unlock()
 			if muted {
 				continue
 			}
+			time.Sleep(delay) // the slow broker's own time, not a test's wait
 			if b.wrongAck {
 				id++
 			}
@@ -150,6 +155,34 @@ func TestRunOpenLoop(t *testing.T) {
 	}
 	if !(res.SendDeliver.P50 <= res.SendDeliver.P99 && res.SendDeliver.P99 <= res.SendDeliver.Max) {
 		t.Errorf("latency quantiles out of order: %+v", res.SendDeliver)
+	}
+}
+
+// TestRunLagLeavesTheBrokersWait: a broker that holds every PUBACK 60 ms
+// makes senders due every 50 ms fall behind. Their latencies count from
+// their slots and grow, but the generator's lag does not take in the wait
+// for the previous PUBACK: every slot has a sample, and most are far
+// below the broker's delay.
+func TestRunLagLeavesTheBrokersWait(t *testing.T) {
+	b := startBroker(t, 0, 0, false, 0)
+	b.mu.Lock()
+	b.pubackDelay = 60 * time.Millisecond
+	b.mu.Unlock()
+	cfg := testConfig(b.ln.Addr().String())
+	cfg.Pairs, cfg.Rate, cfg.Warmup, cfg.Duration = 2, 80, 0, time.Second
+	res, err := run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("send → puback p50 %.0f µs max %.0f µs; generator lag p50 %.0f µs p90 %.0f µs", res.SendAck.P50, res.SendAck.Max, res.GeneratorLag.P50, res.GeneratorLag.P90)
+	if res.Sent != 80 || res.Delivered != 80 {
+		t.Errorf("sent %d delivered %d, want the 80 slots' messages", res.Sent, res.Delivered)
+	}
+	if res.SendAck.Max < 200_000 {
+		t.Errorf("send → puback max %.0f µs: the wait for the previous PUBACK was not charged to the latency", res.SendAck.Max)
+	}
+	if res.GeneratorLag.Samples != 80 || res.GeneratorLag.P90 >= 60_000 {
+		t.Errorf("generator lag %+v, want 80 samples, p90 under the broker's 60 ms: the wait for a PUBACK is the broker's", res.GeneratorLag)
 	}
 }
 
