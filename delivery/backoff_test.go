@@ -4,6 +4,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"switchboard/protocol"
+	"switchboard/storage"
 )
 
 // backoffT0 is the start of a period, so that t0 + k×backoffPeriod is period k's.
@@ -137,5 +140,29 @@ func TestBackoffAllocs(t *testing.T) {
 	now := periodAt(1)
 	if n := testing.AllocsPerRun(1000, func() { b.note(now); b.retryAfter(now) }); n != 0 {
 		t.Fatalf("note + retryAfter allocate %v times, want 0", n)
+	}
+}
+
+// TestBusyMemberRefusal: a copy a member's shard was too busy to take (and
+// a crashed worker's request, which wraps the same error) is refused with
+// RETRY_LATER and the busy delay: drawn in [½, 1] of it, and growing while
+// such refusals go on, as the gateway's busy refusals do (PROTOCOL.md 8.5).
+func TestBusyMemberRefusal(t *testing.T) {
+	now := periodAt(0)
+	r := &Router{cfg: Config{Now: func() time.Time { return now }}}
+	code, first := r.refusal(errBusy)
+	if code != protocol.CodeRetryLater || first < backoffBase/2 || first > backoffBase {
+		t.Fatalf("first busy refusal: %v, retry_after %d ms; want RETRY_LATER in [%d, %d]", code, first, backoffBase/2, backoffBase)
+	}
+	var last uint32
+	for k := 1; k <= backoffMaxLevel+2; k++ {
+		now = periodAt(k)
+		_, last = r.refusal(errCrashed)
+	}
+	if last < MaxBusyRetryAfter/2 || last > MaxBusyRetryAfter {
+		t.Errorf("after %d periods of busy refusals, retry_after %d ms; want the cap's [%d, %d]", backoffMaxLevel+2, last, MaxBusyRetryAfter/2, MaxBusyRetryAfter)
+	}
+	if code, after := r.refusal(storage.ErrMailboxFull); code != protocol.CodeMailboxFull || after != 5000 {
+		t.Errorf("MAILBOX_FULL: %v %d ms, want the fixed 5000", code, after)
 	}
 }

@@ -223,7 +223,7 @@ func (w *groupWorker) refuseStore(q groupReq, err error) {
 		w.refuse(q, protocol.CodeRetryLater, 0) // another creator's id: retry with a new msg id
 	default:
 		w.r.stats.StorageErrors.Add(1)
-		code, retry := refusal(err)
+		code, retry := w.r.refusal(err)
 		w.refuse(q, code, retry)
 	}
 }
@@ -307,7 +307,7 @@ func (f *fanout) done(err error) {
 		return
 	}
 	if p != nil {
-		code, retry := refusal(*p)
+		code, retry := f.r.refusal(*p)
 		f.r.stats.Refused.Add(1)
 		f.r.push(f.sess, Outbound{Kind: OutRefuse, MsgID: f.msgID, Code: code, RetryAfter: retry, Reason: refusalReason(*p)})
 		return

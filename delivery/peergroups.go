@@ -297,7 +297,7 @@ func (r *Router) fanned(node uint32, id uint64, err error) {
 	var retryAfter uint32
 	var reason string
 	if err != nil {
-		code, retryAfter = refusal(err)
+		code, retryAfter = r.refusal(err)
 		reason = refusalReason(err)
 	}
 	b := make([]byte, 0, 1+3*binary.MaxVarintLen64+len(reason))

@@ -590,14 +590,18 @@ func refusalReason(err error) string {
 	return "storage failed"
 }
 
-// refusal maps a failed append to the code and retry delay the sender is told.
-func refusal(err error) (protocol.Code, uint32) {
+// refusal maps a failed append to the code and retry delay the sender is
+// told. A copy a member's shard was too busy to take counts as a busy
+// refusal: its delay is BusyRetryAfter's, jittered and growing while such
+// refusals go on, as the gateway's are.
+func (r *Router) refusal(err error) (protocol.Code, uint32) {
 	if pr, ok := errors.AsType[*peerRefusal](err); ok {
 		return pr.code, pr.retryAfter
 	}
 	switch {
 	case errors.Is(err, errBusy):
-		return protocol.CodeRetryLater, 100
+		r.busy.note(r.cfg.Now())
+		return protocol.CodeRetryLater, r.BusyRetryAfter()
 	case errors.Is(err, storage.ErrMailboxFull):
 		return protocol.CodeMailboxFull, 5000
 	case errors.Is(err, storage.ErrSenderQuota):

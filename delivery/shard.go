@@ -480,7 +480,7 @@ func (s *shard) appended(u *user, c completion) {
 		}
 	default:
 		s.r.stats.Refused.Add(1)
-		code, retry := refusal(c.err)
+		code, retry := s.r.refusal(c.err)
 		if !capacity(c.err) {
 			s.r.stats.StorageErrors.Add(1)
 		}

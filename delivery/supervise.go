@@ -218,7 +218,7 @@ func (s *shard) answer(c completion) {
 		s.r.timeAccept(c)
 		s.r.push(c.sess, Outbound{Kind: OutAccept, MsgID: c.msgID})
 	default:
-		code, retry := refusal(c.err)
+		code, retry := s.r.refusal(c.err)
 		s.r.push(c.sess, Outbound{Kind: OutRefuse, MsgID: c.msgID, Code: code, RetryAfter: retry, Reason: refusalReason(c.err)})
 	}
 }
