@@ -94,3 +94,10 @@ func (s *Server) Buffered(user uint64) int {
 	}
 	return total
 }
+
+// AppendError is appendError, for tests.
+var AppendError = appendError
+
+// HandoverRetry is the GOAWAY delay of a connection refused while a
+// handover holds new ones, for tests.
+const HandoverRetry = handoverRetry

@@ -101,8 +101,7 @@ func (l *loop) fail(c *conn, code protocol.Code) gnet.Action {
 	}
 	if code != closeQuietly {
 		c.closeCode = uint8(code)
-		e := protocol.Error{Code: code, Reason: reason}
-		l.wbuf = e.Append(l.wbuf)
+		l.wbuf = appendError(l.wbuf, protocol.Error{Code: code, Reason: reason})
 	}
 	l.closedConn, l.closedWhy = c, reason
 	if len(l.wbuf) > 0 {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 
+	"switchboard/noise"
 	"switchboard/protocol"
 )
 
@@ -17,6 +18,23 @@ import (
 // its code through reject, which leaves the reason in loop.reason; fail
 // writes it into the ERROR and hands it to OnClose for the log line.
 // Reasons are built only when a connection fails, never on the hot path.
+
+// appendError appends e as a frame that a client which asked for Noise
+// cannot take for a handshake message: where the frame's first byte, its
+// length, would be a kind a server sends (noise.ServerKind), the reason
+// ends in a space, one byte longer. Only frames of up to 127 bytes have a
+// one-byte length, so one byte more always clears it. Every ERROR the
+// server sends goes through it; plain ones before the transport is known
+// (a refusal at connect, or of the preface) need it (PROTOCOL.md 3.1).
+func appendError(dst []byte, e protocol.Error) []byte {
+	n := len(dst)
+	dst = e.Append(dst)
+	if !noise.ServerKind(dst[n]) {
+		return dst
+	}
+	e.Reason += " "
+	return e.Append(dst[:n])
+}
 
 // reject records reason as why the connection in hand is closed with code,
 // and returns code. Loop-only.

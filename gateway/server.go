@@ -351,7 +351,7 @@ func (s *Server) OnOpen(gc gnet.Conn) (out []byte, action gnet.Action) {
 			return g.Append(nil), gnet.Close
 		}
 		s.cfg.Logger.Debug("gateway: connection refused", "code", e.Code.String(), "reason", e.Reason)
-		return e.Append(nil), gnet.Close
+		return appendError(nil, e), gnet.Close
 	}
 	s.stats.Accepted.Add(1)
 	l := s.loopOf(gc.EventLoop())

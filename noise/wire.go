@@ -20,6 +20,15 @@ const (
 	KindPlain byte = 0x7f
 )
 
+// ServerKind reports whether b is the kind of a handshake message a server
+// sends (KindXX2, KindIK2, KindFB1, KindPlain): a client that asked for
+// Noise reads the first byte from the server as one. A plain frame the
+// server sends before it knows the transport (a refusal at connect, or of
+// a preface it does not offer) must not begin with one (PROTOCOL.md 3.1).
+func ServerKind(b byte) bool {
+	return b == KindXX2 || b == KindIK2 || b == KindFB1 || b == KindPlain
+}
+
 // Sizes of the wire.
 const (
 	// HeaderLen is the framing of a handshake message: kind and length.

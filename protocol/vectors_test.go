@@ -118,7 +118,7 @@ func vectorCases() []vectorCase {
 		{"RECEIPT delivered run", "flag B: ids 1234 through 1243", &Receipt{Seq: 989, MsgID: 1234, More: 9}},
 		{"RECEIPT group read run", "flags A and B, by a member", &Receipt{Seq: 990, MsgID: 1235, More: 1,
 			Read: true, By: bob}},
-		{"RECEIPT expired", "no flags; by names the recipient, then kind 1: ids 1236 through 1238 expired unfetched",
+		{"RECEIPT expired", "flag B; by names the recipient, then kind 1: ids 1236 through 1238 expired unfetched",
 			&Receipt{Seq: 991, MsgID: 1236, More: 2, By: bob, Expired: true}},
 		{"READ", "", &Read{To: alice, MsgID: 1234}},
 		{"READ group run", "flags A and B", &Read{To: alice, MsgID: 1235, More: 4, Group: true}},
@@ -401,7 +401,7 @@ func generateVectors(t *testing.T) []byte {
 		ver, transpt byte
 	}{
 		{"PREFACE plain", "version 1, transport 0", Version, TransportPlain},
-		{"PREFACE noise", "transport 1 is reserved: a version 1 server answers ERROR UNSUPPORTED_TRANSPORT", Version, TransportNoiseXX},
+		{"PREFACE noise", "transport 1: a Noise XX handshake follows (PROTOCOL.md 3.1); a server that does not offer it answers ERROR UNSUPPORTED_TRANSPORT", Version, TransportNoiseXX},
 	} {
 		fs, _ := json.Marshal(fields{{"version", pc.ver}, {"transport", pc.transpt}})
 		file.Frames = append(file.Frames, vectorFrame{Name: pc.name, Type: "PREFACE", Note: pc.note,
