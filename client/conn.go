@@ -109,13 +109,21 @@ type NoiseOptions struct {
 // body could never be sealed, and would be resent after every reconnect.
 const MaxNoiseBody = noise.MaxPlaintext - 64 - 1024
 
-// maxBody returns the largest body c sends: protocol.MaxBody, or
-// MaxNoiseBody over Noise.
+// maxBody returns the largest body c sends (PROTOCOL.md 9): at most
+// protocol.MaxBody and max_frame − 1,024 for the last WELCOME's max_frame,
+// and at most MaxNoiseBody over Noise or before any WELCOME, since a server
+// that offers Noise, as one with its defaults does, takes no more even on a
+// plain connection.
 func (c *Conn) maxBody() int {
-	if c.opts.Noise != nil {
-		return MaxNoiseBody
+	limit := int64(protocol.MaxBody)
+	mf := c.maxFrame.Load()
+	if mf > 0 {
+		limit = min(limit, mf-1024)
 	}
-	return protocol.MaxBody
+	if c.opts.Noise != nil || mf == 0 {
+		limit = min(limit, MaxNoiseBody)
+	}
+	return int(max(limit, 0))
 }
 
 // ErrClosed is returned by Conn's methods after Close, or after the session
@@ -153,6 +161,7 @@ type Conn struct {
 	ended       chan struct{} // closed when the run goroutine returns, after cause is set
 	cause       error
 	heard       atomic.Int64 // session clock when a frame was last read: the reader stamps it, the timers read it
+	maxFrame    atomic.Int64 // WELCOME.max_frame of the last login; 0: none yet
 
 	mu     sync.Mutex // guards everything below, and writes to nc
 	sess   *Session
@@ -426,6 +435,7 @@ func (c *Conn) welcomed(w *protocol.Welcome) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.sess.Welcome(w, c.now())
+	c.maxFrame.Store(int64(w.MaxFrame))
 	c.ping = time.Duration(w.Ping) * time.Second
 	c.heard.Store(int64(c.now()))
 	c.pinged = 0

@@ -1,6 +1,7 @@
 package client_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -127,6 +128,7 @@ func TestConn(t *testing.T) {
 		{"GroupRequests", connGroupRequests},
 		{"GroupChecks", connGroupChecks},
 		{"ReadAndSignal", connReadAndSignal},
+		{"BodyLimit", connBodyLimit},
 		{"ManualAckAndStatus", connManualAckAndStatus},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, tn) })
@@ -224,6 +226,32 @@ func connGroupChecks(t *testing.T, tn *testNode) {
 
 // connReadAndSignal: bob's READ reaches alice as a read receipt naming
 // bob, besides the delivered one; bob's typing SIGNAL reaches alice from bob.
+// connBodyLimit: a server that offers Noise, as the default one does,
+// takes bodies of at most max_frame − 1,024 bytes (64,431) on its plain
+// connections too (PROTOCOL.md 9). A plain Conn refuses a larger body
+// itself, where sending it would have closed the connection with
+// BODY_TOO_LARGE, and the largest one it takes arrives.
+func connBodyLimit(t *testing.T, tn *testNode) {
+	const alice, bob = 25, 26
+	a := tn.dial(t, alice, client.Options{})
+	b := tn.dial(t, bob, client.Options{})
+	waitState(t, a, client.StateCaughtUp)
+	if _, err := a.Send(bob, false, make([]byte, client.MaxNoiseBody+1)); err == nil {
+		t.Fatalf("Send of a %d-byte body: no error, and the server takes at most %d", client.MaxNoiseBody+1, client.MaxNoiseBody)
+	}
+	id, err := a.Send(bob, false, bytes.Repeat([]byte{7}, client.MaxNoiseBody))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := next[*protocol.Deliver](t, b, nil)
+	if d.From != alice || d.MsgID != id || len(d.Body) != client.MaxNoiseBody || d.Body[len(d.Body)-1] != 7 {
+		t.Fatalf("bob got msg %d from %d, %d bytes; want msg %d of %d bytes", d.MsgID, d.From, len(d.Body), id, client.MaxNoiseBody)
+	}
+	if st := a.Status(); st.State != client.StateCaughtUp {
+		t.Errorf("alice's connection %+v after the refused body, want it still caught up", st)
+	}
+}
+
 func connReadAndSignal(t *testing.T, tn *testNode) {
 	const alice, bob = 21, 22
 	a := tn.dial(t, alice, client.Options{})

@@ -86,4 +86,10 @@
 // with a plain ERROR or GOAWAY (too many in progress, no Noise there) is
 // handled as that frame answering LOGIN would be. A frame travels in one
 // transport message, so bodies are at most MaxNoiseBody bytes.
+//
+// Send refuses a body the server would close the connection for
+// (BODY_TOO_LARGE, PROTOCOL.md 9): over MaxNoiseBody until a WELCOME has
+// come, since a server that offers Noise takes no more even on a plain
+// connection, and then over the last WELCOME's max_frame less 1 KiB (and
+// 64 KiB).
 package client
