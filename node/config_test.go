@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"switchboard/protocol"
 )
 
 var update = flag.Bool("update", false, "rewrite docs/CONFIG.md's generated tables")
@@ -211,6 +213,45 @@ func TestPrintRoundTrip(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "outbound-cap = \"256KiB\"") || !strings.Contains(out.String(), "\n[gateway]\n") {
 		t.Errorf("printed file lacks human units or sections:\n%s", out.String())
+	}
+}
+
+// TestPrintLeavesDerivedUnset: a default worked out from other settings
+// or from the machine is printed commented out, so that a file edited
+// where the documentation says derives it again: rate-burst follows an
+// edited rate, and the frame and body limits follow an edited transport.
+// A setting given keeps its value.
+func TestPrintLeavesDerivedUnset(t *testing.T) {
+	c, err := load(t, []string{"--loops", "3"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := Print(&out, c); err != nil {
+		t.Fatal(err)
+	}
+	text := out.String()
+	for _, want := range []string{"\n# rate-burst = 2000 ", "\n# max-frame = \"65455\" ", "\n# max-body = \"64431\" ", "\n# shards = ", "\nloops = 3 ", "\nrate = 1000 ", "\noutbound-cap = \"256KiB\" "} {
+		if !strings.Contains(text, want) {
+			t.Errorf("printed file lacks %q:\n%s", want, text)
+		}
+	}
+	edited := strings.Replace(strings.Replace(text, "\nrate = 1000 ", "\nrate = 5000 ", 1), "\ntransport = \"auto\" ", "\ntransport = \"plain\" ", 1)
+	path := filepath.Join(t.TempDir(), "edited.toml")
+	os.WriteFile(path, []byte(edited), 0o600)
+	back, err := load(t, []string{"--config", path}, nil)
+	if err != nil {
+		t.Fatalf("loading the edited file: %v", err)
+	}
+	back = back.WithDefaults()
+	if back.Gateway.RateLimit != 5000 || back.Gateway.RateBurst != 10000 {
+		t.Errorf("rate %d, burst %d; want 5000 and the derived 10000", back.Gateway.RateLimit, back.Gateway.RateBurst)
+	}
+	if back.Gateway.MaxFrame != protocol.MaxFrame || back.Gateway.MaxBody != protocol.MaxBody {
+		t.Errorf("plain transport: max frame %d, body %d; want the plain defaults %d and %d", back.Gateway.MaxFrame, back.Gateway.MaxBody, protocol.MaxFrame, protocol.MaxBody)
+	}
+	if back.Gateway.Loops != 3 {
+		t.Errorf("loops %d, want the 3 given", back.Gateway.Loops)
 	}
 }
 

@@ -408,7 +408,7 @@ func sameAddr(configured, running string) error {
 	a, err1 := net.ResolveTCPAddr("tcp", configured)
 	b, err2 := net.ResolveTCPAddr("tcp", running)
 	if err1 != nil || err2 != nil || a.Port != b.Port || !a.IP.Equal(b.IP) {
-		return fmt.Errorf("node: takeover: --addr %s differs from the running server's %s", configured, running)
+		return fmt.Errorf("node: takeover: --listen %s differs from the running server's %s", configured, running)
 	}
 	return nil
 }

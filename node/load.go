@@ -115,8 +115,13 @@ func Load(fs *pflag.FlagSet, environ []string) (Config, error) {
 
 // Print writes c, with its defaults applied, as a TOML file that Load
 // reads back to the same configuration: every setting, by section, with
-// its unit and default in a comment.
+// its unit and default in a comment. A setting c leaves unset whose default
+// is derived (from the machine, like loops, or from other settings, like
+// rate-burst from rate) is written commented out, with the value it has
+// here: uncommented, an edit of what it derives from, or the file on
+// another machine, would keep the value derived here.
 func Print(w io.Writer, c Config) error {
+	given := c
 	c = c.WithDefaults()
 	var b strings.Builder
 	b.WriteString("# Switchboard's configuration in force (switchboard serve --print-config).\n")
@@ -131,11 +136,30 @@ func Print(w io.Writer, c Config) error {
 			if section(s) != sec {
 				continue
 			}
-			fmt.Fprintf(&b, "%s = %s # %s; default %s\n", s.Flag, tomlValue(s, s.Get(&c)), s.Unit, s.Default)
+			line := fmt.Sprintf("%s = %s # %s; default %s", s.Flag, tomlValue(s, s.Get(&c)), s.Unit, s.Default)
+			if derived(s, &given, &c) {
+				line = "# " + line + "; derived here, left unset to stay derived"
+			}
+			b.WriteString(line + "\n")
 		}
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// derived reports whether s is unset in given and its value in full (given
+// with its defaults applied) is not the default its documentation states
+// as a value: one worked out from the machine or from other settings.
+func derived(s Setting, given, full *Config) bool {
+	zero := s.Get(&Config{})
+	if s.Get(given) != zero || s.Get(full) == zero {
+		return false // set, so the file keeps it; or unset and zero, which means the default
+	}
+	var d Config
+	if err := s.Set(&d, s.Default); err != nil {
+		return true // a default in words ("2 × rate")
+	}
+	return s.Get(&d) != s.Get(full)
 }
 
 // section returns the file section of s, "" for the process's own.

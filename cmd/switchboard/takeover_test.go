@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -96,7 +98,9 @@ func TestTakeoverUnderLoad(t *testing.T) {
 // TestUpgradeSignal: SIGUSR2 makes a serving process start its successor
 // from the same binary, which takes the connections over: the old process
 // exits 0, and a client connected before exchanges messages through the
-// same socket after.
+// same socket after. The successor reads the token keys file afresh, so a
+// key added before the signal, whose tokens the old process refused, logs
+// users in after it: a key rotation needs no reconnect (OPERATIONS.md).
 func TestUpgradeSignal(t *testing.T) {
 	data := t.TempDir()
 	old := startChild(t, data, 0)
@@ -123,6 +127,21 @@ func TestUpgradeSignal(t *testing.T) {
 		}
 	}
 	exchange("before")
+	// Key 2 added as OPERATIONS.md's rotation does; child.token now mints
+	// with it, and the old process, which read the file at its start,
+	// refuses that token.
+	keysPath := filepath.Join(data, "keys")
+	keys, err := os.ReadFile(keysPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys = fmt.Appendf(keys, "2 %x\n", bytes.Repeat([]byte{0x5a}, 32))
+	if err := os.WriteFile(keysPath, keys, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.dial(3, protocol.ClientOptions{}); !badToken(err) {
+		t.Fatalf("a key-2 token before the upgrade: %v, want BAD_TOKEN", err)
+	}
 	if err := old.cmd.Process.Signal(syscall.SIGUSR2); err != nil {
 		t.Fatal(err)
 	}
@@ -146,6 +165,15 @@ func TestUpgradeSignal(t *testing.T) {
 		}
 	})
 	exchange("after")
+	if _, err := old.dial(3, protocol.ClientOptions{}); err != nil {
+		t.Fatalf("a key-2 token after the upgrade: %v", err)
+	}
+}
+
+// badToken reports whether err is the server's ERROR BAD_TOKEN.
+func badToken(err error) bool {
+	var e *protocol.Error
+	return errors.As(err, &e) && e.Code == protocol.CodeBadToken
 }
 
 // benchOutcome is what a bench run ended with.
