@@ -82,6 +82,25 @@ switchboard_closes_total{reason="peer"} 10
 	}
 }
 
+// FuzzParseMetrics: whatever a /metrics answer holds, the parser returns
+// without a panic, and a well-formed sample line appended after the noise
+// is still read. A brace closing before it opens ("}a{ 1") panicked.
+func FuzzParseMetrics(f *testing.F) {
+	f.Add("switchboard_connections 19000\n")
+	f.Add("}a{ 1\n")
+	f.Add("switchboard_closes_total{reason=\"a}b\"} 3\n")
+	f.Add("a{b 1\nc} 2\n")
+	f.Fuzz(func(t *testing.T, text string) {
+		if _, err := parseMetrics(strings.NewReader(text)); err != nil {
+			return // a line longer than the scanner's buffer
+		}
+		m, err := parseMetrics(strings.NewReader(text + "\nprocess_cpu_seconds_total 7.25\n"))
+		if err == nil && m.CPU != 7.25 {
+			t.Errorf("after %q, process_cpu_seconds_total read %v, want 7.25", text, m.CPU)
+		}
+	})
+}
+
 var oneServer = []Target{{Addr: "127.0.0.1:7070", Key: Key{ID: 1}}}
 
 func TestPlanSpreadsConnections(t *testing.T) {

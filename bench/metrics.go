@@ -159,8 +159,8 @@ func parseMetrics(r io.Reader) (serverMetrics, error) {
 		if i := strings.IndexByte(name, '{'); i >= 0 {
 			// Label values may hold spaces; take the value after the closing brace.
 			j := strings.LastIndexByte(line, '}')
-			if j < 0 {
-				continue
+			if j < i {
+				continue // no closing brace after the opening one: not a sample
 			}
 			name, labels, rest = line[:i], line[i+1:j], strings.TrimSpace(line[j+1:])
 		}
