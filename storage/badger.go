@@ -414,7 +414,12 @@ func (t *badgerTxn) role(g, m uint64) (role Role, ok bool, err error) {
 
 func (t *badgerTxn) groupsOf(m uint64, fn func(uint64) bool) error {
 	prefix := byUserKey(m, 0)[:9]
-	return t.each(prefix, func(k, _ []byte) bool { return fn(be64(k[9:])) })
+	return t.each(prefix, func(k, _ []byte) bool {
+		if len(k) != byUserKeyLen {
+			return true // not a membership key: skipped, as members skips its own
+		}
+		return fn(be64(k[9:]))
+	})
 }
 
 func (t *badgerTxn) totals() (tot totals, err error) {
