@@ -333,6 +333,41 @@ func FuzzServerHandshake(f *testing.F) {
 	})
 }
 
+// FuzzClientHandshake: whatever a server answers, XX or IK, the client's
+// handshake refuses it with an error, never a panic, and random bytes
+// never complete it: only a server with the static key can.
+func FuzzClientHandshake(f *testing.F) {
+	static, server := keypair(f), keypair(f)
+	f.Add(false, noise.AppendHandshake(nil, noise.KindXX2, make([]byte, 96)))
+	f.Add(true, noise.AppendHandshake(nil, noise.KindIK2, make([]byte, 48)))
+	f.Add(true, noise.AppendHandshake(nil, noise.KindFB1, make([]byte, 96)))
+	f.Add(true, []byte{noise.KindPlain, 0, 3, 2, 0x11, 1})
+	f.Fuzz(func(t *testing.T, ik bool, in []byte) {
+		cfg := noise.ClientConfig{Static: static}
+		transport := protocol.TransportNoiseXX
+		if ik {
+			cfg.Server, transport = server.Public[:], protocol.TransportNoiseIK
+		}
+		c, _, err := noise.NewClient(cfg, protocol.AppendPreface(nil, 1, transport), []byte("LOGIN"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for len(in) > 0 && c.Want() != 0 {
+			kind, msg, n, err := noise.ReadHandshake(in)
+			if err != nil {
+				return
+			}
+			in = in[n:]
+			if _, err := c.Step(kind, msg); err != nil {
+				return
+			}
+		}
+		if c.Want() == 0 {
+			t.Fatalf("random bytes completed the client's handshake")
+		}
+	})
+}
+
 // FuzzOpen: no ciphertext but the genuine one opens, and nothing panics.
 func FuzzOpen(f *testing.F) {
 	f.Add([]byte{0, 16}, 0)

@@ -59,3 +59,35 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// FuzzVerifyKey: a token checked against a device key, as a Noise login
+// is, gives the same answer from Keys and from a Verifier, never a panic,
+// and is accepted only when the bytes are the token minted bound to that
+// very key (or a token bound to no key, which the bound rule of
+// PROTOCOL.md lets through where the server allows it).
+func FuzzVerifyKey(f *testing.F) {
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	now := time.Unix(1_800_000_000, 0)
+	device := bytes.Repeat([]byte{0x42}, 32)
+	c := token.Claims{KeyID: 1, User: 7654321, Device: 1, Expiry: now.Add(time.Hour)}
+	f.Add(token.MintBound(secret, c, device), device)
+	f.Add(token.MintBound(secret, c, device), bytes.Repeat([]byte{0x43}, 32))
+	f.Add(token.Mint(secret, c), device)
+	f.Add([]byte{}, []byte{})
+	keys := token.Keys{1: secret}
+	v := token.NewVerifier(keys)
+	f.Fuzz(func(t *testing.T, tok, key []byte) {
+		kc, kerr := keys.VerifyKey(tok, key, now)
+		vc, verr := v.VerifyKey(tok, key, now)
+		if kc != vc || !errors.Is(kerr, verr) && !errors.Is(verr, kerr) {
+			t.Fatalf("Keys.VerifyKey = %+v, %v; Verifier = %+v, %v", kc, kerr, vc, verr)
+		}
+		if kerr != nil {
+			return
+		}
+		bound := token.MintBound(secret, kc, key)
+		if !bytes.Equal(tok, bound) && !bytes.Equal(tok, token.Mint(secret, kc)) {
+			t.Fatalf("VerifyKey accepted %x for key %x, which is neither the token bound to it nor an unbound one", tok, key)
+		}
+	})
+}

@@ -86,3 +86,35 @@ func TestCreateSyncFails(t *testing.T) {
 		t.Fatalf("folder holds %d entries after a failed create, want none", len(entries))
 	}
 }
+
+// FuzzLoad: any file content either loads or is refused with an error,
+// never a panic; what loads holds one to MaxKeys keys, each of MinLen to
+// MaxLen bytes, and newest is the highest id.
+func FuzzLoad(f *testing.F) {
+	ff := Format{Prefix: "test", Header: "# test keys", MinLen: 16, MaxLen: 32, MaxKeys: 4}
+	f.Add("# test keys\n1 000102030405060708090a0b0c0d0e0f\n")
+	f.Add("1 00\n")
+	f.Add("7 " + strings.Repeat("ab", 32) + "\n2 " + strings.Repeat("cd", 16) + "\n")
+	f.Add("1 x\n1 y z\n")
+	f.Fuzz(func(t *testing.T, content string) {
+		path := filepath.Join(t.TempDir(), "keys")
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		keys, newest, err := ff.Load(path)
+		if err != nil {
+			return
+		}
+		if len(keys) < 1 || len(keys) > ff.MaxKeys {
+			t.Fatalf("%d keys loaded, want 1 to %d", len(keys), ff.MaxKeys)
+		}
+		for id, k := range keys {
+			if len(k) < ff.MinLen || len(k) > ff.MaxLen || id > newest {
+				t.Fatalf("key %d of %d bytes, newest %d", id, len(k), newest)
+			}
+		}
+		if _, ok := keys[newest]; !ok {
+			t.Fatalf("newest %d is not a key", newest)
+		}
+	})
+}
