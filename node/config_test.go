@@ -6,6 +6,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -362,4 +363,34 @@ func TestTransports(t *testing.T) {
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "--transport") {
 		t.Fatalf("transport tls: %v, want it refused naming --transport", err)
 	}
+}
+
+// FuzzSettingValues: a size, a duration or a cluster's node list from a
+// file, a flag or the environment parses or is refused with an error,
+// never a panic, and what parses writes back to text that parses the
+// same.
+func FuzzSettingValues(f *testing.F) {
+	f.Add("256KiB")
+	f.Add("30d")
+	f.Add("1=127.0.0.1:7070/127.0.0.1:6222/127.0.0.1:4222,2=h:1//")
+	f.Add("-1")
+	f.Add("9999999TiB")
+	f.Fuzz(func(t *testing.T, s string) {
+		if n, err := parseSize(s); err == nil {
+			if back, err := parseSize(formatSize(n)); err != nil || back != n {
+				t.Errorf("size %q = %d, written %q, read back %d, %v", s, n, formatSize(n), back, err)
+			}
+		}
+		if d, err := parseDuration(s); err == nil {
+			if back, err := parseDuration(formatDuration(d)); err != nil || back != d {
+				t.Errorf("duration %q = %v, written %q, read back %v, %v", s, d, formatDuration(d), back, err)
+			}
+		}
+		if nodes, err := parseNodes(s); err == nil {
+			text := formatNodes(nodes)
+			if back, err := parseNodes(text); err != nil || !slices.Equal(back, nodes) {
+				t.Errorf("nodes %q = %v, written %q, read back %v, %v", s, nodes, text, back, err)
+			}
+		}
+	})
 }

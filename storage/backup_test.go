@@ -12,7 +12,7 @@ import (
 
 // backupFixture opens a Badger store with mailboxes worth backing up:
 // recipient 7 holds three messages, recipient 8 acked the first of two.
-func backupFixture(t *testing.T) *engine {
+func backupFixture(t testing.TB) *engine {
 	t.Helper()
 	s, err := openBadger(smallConfig(t.TempDir(), -1).withDefaults(), nil)
 	if err != nil {
@@ -35,7 +35,7 @@ func backupFixture(t *testing.T) *engine {
 	return s
 }
 
-func backupBytes(t *testing.T, s *engine) []byte {
+func backupBytes(t testing.TB, s *engine) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	if _, err := s.Backup(context.Background(), &buf); err != nil {
@@ -223,4 +223,30 @@ func TestBackupOneAtATime(t *testing.T) {
 	if _, err := s.Backup(context.Background(), &bytes.Buffer{}); err != nil {
 		t.Errorf("backup after the first finished: %v", err)
 	}
+}
+
+// FuzzCheckBackup: a backup file damaged in any way is refused as
+// truncated or corrupt by the check made before a restore, never a panic
+// and never another error; only the genuine bytes pass.
+func FuzzCheckBackup(f *testing.F) {
+	good := backupBytes(f, backupFixture(f))
+	f.Add(good)
+	f.Add(good[:len(good)/2])
+	f.Add(append(bytes.Clone(good), 0))
+	f.Add([]byte(backupMagic))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, _, err := CheckBackup(bytes.NewReader(b))
+		if bytes.Equal(b, good) {
+			if err != nil {
+				t.Fatalf("the genuine backup: %v", err)
+			}
+			return
+		}
+		if err == nil {
+			return // another well-formed backup: the fuzzer wrote its frame and checksums
+		}
+		if !errors.Is(err, ErrBackupTruncated) && !errors.Is(err, ErrBackupCorrupt) {
+			t.Fatalf("CheckBackup: %v, want ErrBackupTruncated or ErrBackupCorrupt", err)
+		}
+	})
 }
