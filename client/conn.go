@@ -177,6 +177,8 @@ type Conn struct {
 	err    error         // why the last connection ended or the last attempt failed
 	pin    []byte        // Noise: the server's static key the last handshake proved (or Options.Noise.Server); nil: none yet
 	shake  string        // Noise: the handshake pattern of the current or last connection
+	queued uint64        // highest entry seq put on events, on any connection of this Conn
+	offset time.Duration // the server's clock less this host's, from the last WELCOME (PROTOCOL.md 8.1)
 }
 
 // outMsg is a message or GROUP request of the outbox: what a resend writes
@@ -435,6 +437,7 @@ func (c *Conn) welcomed(w *protocol.Welcome) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.sess.Welcome(w, c.now())
+	c.offset = time.UnixMilli(int64(w.Time)).Sub(time.Now())
 	c.maxFrame.Store(int64(w.MaxFrame))
 	c.ping = time.Duration(w.Ping) * time.Second
 	c.heard.Store(int64(c.now()))
@@ -447,6 +450,7 @@ func (c *Conn) welcomed(w *protocol.Welcome) {
 	c.err = nil
 	c.flushLocked()
 	c.notify()
+	c.wake() // the keepalive's schedule starts again
 }
 
 // run reads frames from fr until the connection ends, then reconnects
@@ -610,9 +614,19 @@ func (c *Conn) read(fr *protocol.FrameReader) (protocol.Code, error) {
 					delete(c.bodies, ev.MsgID)
 				}
 			default:
-				if seq := EntrySeq(ev); seq != 0 && !c.sess.Entry(seq) {
-					evs[i] = nil // a redelivery the application has
+				seq := EntrySeq(ev)
+				if seq == 0 {
+					break
 				}
+				if !c.sess.Entry(seq) || seq <= c.queued {
+					// A redelivery the application has, or that waits in
+					// c.events from an earlier connection, or that Recv
+					// returned and the application has yet to process.
+					evs[i] = nil
+					break
+				}
+				c.queued = seq
+				c.stamp(ev)
 			}
 		}
 		c.mu.Unlock()
@@ -786,6 +800,23 @@ func (c *Conn) writeLocked(b []byte) {
 	c.wrote = c.now()
 }
 
+// stamp gives a DELIVER or GROUP_EVENT that came without a time (the
+// server leaves it out of what it sends live) the server's clock now, as
+// this host estimates it from WELCOME (PROTOCOL.md 8.1). c.mu held.
+func (c *Conn) stamp(ev Event) {
+	now := protocol.Stamp(time.Now().Add(c.offset))
+	switch ev := ev.(type) {
+	case *protocol.Deliver:
+		if ev.Time == 0 {
+			ev.Time = now
+		}
+	case *protocol.GroupEvent:
+		if ev.Time == 0 {
+			ev.Time = now
+		}
+	}
+}
+
 func (c *Conn) wake() {
 	select {
 	case c.kick <- struct{}{}:
@@ -825,10 +856,12 @@ func (c *Conn) timers() {
 		if at, ok := c.sess.NextWake(now); ok {
 			next = min(next, max(at, now+time.Millisecond))
 		}
-		if c.ping > 0 {
+		// Keepalive only while connected: offline, wrote+ping is long
+		// past and would wake this loop every millisecond.
+		if c.nc != nil && c.ping > 0 {
 			next = min(next, c.wrote+c.ping)
 		}
-		if c.pinged != 0 {
+		if c.nc != nil && c.pinged != 0 {
 			next = min(next, c.pinged+c.opts.DeadAfter)
 		}
 		c.mu.Unlock()

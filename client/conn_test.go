@@ -265,11 +265,17 @@ func connReadAndSignal(t *testing.T, tn *testNode) {
 		t.Fatalf("alice got %+v, want typing from %d", sig, bob)
 	}
 
+	before := protocol.Stamp(time.Now())
 	id, err := a.Send(bob, false, []byte("hi"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	d := next[*protocol.Deliver](t, b, nil)
+	// Sent live, without a time: stamped with the server's clock as
+	// WELCOME gave it (the same clock here, to the second).
+	if after := protocol.Stamp(time.Now()); d.Time < before || d.Time > after+1 {
+		t.Errorf("live DELIVER stamped %d, want %d to %d", d.Time, before, after+1)
+	}
 	if err := b.Read(d.From, false, d.MsgID, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -319,6 +325,44 @@ func connManualAckAndStatus(t *testing.T, tn *testNode) {
 		if want := map[bool]client.State{false: client.StateResuming, true: client.StateCaughtUp}[i == 2]; b.Status().State != want {
 			t.Fatalf("after processing seq %d: state %v, want %v", d.Seq, b.Status().State, want)
 		}
+	}
+}
+
+// TestConnNoDuplicateAfterReconnect: entries the application has from
+// Recv but has not processed yet (ManualAck) come again after a reconnect,
+// since the resume point is below them; the Conn hands each to the
+// application once. After the reconnect the next entry Recv returns is the
+// next message, not a copy.
+func TestConnNoDuplicateAfterReconnect(t *testing.T) {
+	tn := newTestNode(t)
+	const alice, bob = 51, 52
+	a := tn.dial(t, alice, client.Options{})
+	b := tn.dial(t, bob, client.Options{ManualAck: true})
+	var got []*protocol.Deliver
+	for i := range 3 {
+		if _, err := a.Send(bob, false, fmt.Appendf(nil, "m%d", i)); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, next[*protocol.Deliver](t, b, nil))
+	}
+	tn.stop()
+	waitState(t, b, client.StateOffline)
+	tn.start()
+	waitState(t, b, client.StateResuming) // resume point 0: seqs 1-3 come again
+	waitState(t, a, client.StateCaughtUp)
+	id, err := a.Send(bob, false, []byte("m3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := next[*protocol.Deliver](t, b, nil)
+	if d.MsgID != id || d.Seq <= got[2].Seq {
+		t.Fatalf("after the reconnect bob got msg %d (seq %d) again; want the new msg %d", d.MsgID, d.Seq, id)
+	}
+	for _, d := range append(got, d) {
+		b.Processed(d)
+	}
+	if r := b.Resume(); r != d.Seq {
+		t.Errorf("resume point %d, want %d", r, d.Seq)
 	}
 }
 

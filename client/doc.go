@@ -87,6 +87,11 @@
 // handled as that frame answering LOGIN would be. A frame travels in one
 // transport message, so bodies are at most MaxNoiseBody bytes.
 //
+// A DELIVER or GROUP_EVENT the server sent live, without a time, comes
+// from Recv stamped with the server's clock as estimated from WELCOME
+// (PROTOCOL.md 8.1); an entry handed to the application once is not
+// handed again when a reconnect brings it back before it was processed.
+//
 // Send refuses a body the server would close the connection for
 // (BODY_TOO_LARGE, PROTOCOL.md 9): over MaxNoiseBody until a WELCOME has
 // come, since a server that offers Noise takes no more even on a plain
