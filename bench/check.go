@@ -53,6 +53,10 @@ func (c *conn) deliver(d *protocol.Deliver) {
 		}
 		return
 	}
+	if c.unit != s.unit {
+		l.failure(fmt.Sprintf("misrouted: user %d got msg %d of user %d, who sends to its own pair or group only", c.user, d.MsgID, d.From))
+		return
+	}
 	if d.MsgID < s.outBase {
 		// Settled long ago: delivered to every recipient already.
 		l.res.Duplicates++
@@ -77,8 +81,15 @@ func (c *conn) deliver(d *protocol.Deliver) {
 	} else {
 		st.last = counter
 	}
-	if d.Group != 0 && (s.unit.group != d.Group) {
+	if d.Group != s.unit.group {
 		l.failure(fmt.Sprintf("user %d got msg %d of user %d for group %d, sent to group %d", c.user, d.MsgID, d.From, d.Group, s.unit.group))
+	}
+	if int(m.recips) >= s.expect() {
+		// A copy more than the message has recipients, under a new seq and
+		// with the body of a later write: a resend stored twice.
+		l.res.Duplicates++
+		l.failure(fmt.Sprintf("duplicate: user %d got msg %d of user %d again (seq %d), one copy more than it was sent to", c.user, d.MsgID, d.From, d.Seq))
+		return
 	}
 	m.recips++
 	l.unreceipted++

@@ -80,6 +80,38 @@ func TestCheckerDuplicate(t *testing.T) {
 	}
 }
 
+// TestCheckerDuplicateOfAResend: a message resent with flag B (after a
+// lost ACCEPT, or a RETRY_LATER) carries a new body counter, since every
+// write does; stored twice, its second copy comes in order by counter. It
+// is a copy more than the message was sent to, so a duplicate.
+func TestCheckerDuplicateOfAResend(t *testing.T) {
+	l, _, b := checkerFixture(2)
+	deliverTo(b, 1, 1000, 1)
+	deliverTo(b, 2, 1000, 2) // the resend's write, stored again
+	deliverTo(b, 3, 1001, 3)
+	if l.res.Duplicates != 1 || !hasFailure(l, "duplicate") || l.res.Delivered != 2 {
+		t.Errorf("duplicates %d, delivered %d, failures %v; want the resend's copy a duplicate", l.res.Duplicates, l.res.Delivered, l.res.Failures)
+	}
+}
+
+// TestCheckerMisrouted: a message delivered to a user of another pair is a
+// failure, not a delivery that hides its recipient's loss.
+func TestCheckerMisrouted(t *testing.T) {
+	l, _, _ := checkerFixture(1)
+	other := &conn{l: l, user: 12, unit: &unit{}, fd: -1, outBase: 3000}
+	other.unit.conns = []*conn{other}
+	l.conns = append(l.conns, other)
+	l.users[other.user] = other
+	loggedIn(other)
+	deliverTo(other, 1, 1000, 1)
+	if !hasFailure(l, "misrouted") || l.res.Delivered != 0 {
+		t.Errorf("delivered %d, failures %v; want the copy to user 12 refused as misrouted", l.res.Delivered, l.res.Failures)
+	}
+	if lost, _ := l.losses(); lost != 1 {
+		t.Errorf("lost %d, want 1: user 11 never got it", lost)
+	}
+}
+
 func TestCheckerRedeliveryIsNotDuplicate(t *testing.T) {
 	l, _, b := checkerFixture(2)
 	deliverTo(b, 1, 1000, 1)
@@ -149,5 +181,21 @@ func TestCheckerSeqBackwardsInOneSession(t *testing.T) {
 	b.entry(6, 0) // the same seq twice on one connection
 	if l.res.Reordered != 1 || !hasFailure(l, "mailbox seq 6 after seq 6") {
 		t.Errorf("reordered %d, failures %v", l.res.Reordered, l.res.Failures)
+	}
+}
+
+// TestBaselineFailureFailsTheRun: slow's first phase, the baseline, is
+// checked like any traffic; a duplicate there fails the whole run.
+func TestBaselineFailureFailsTheRun(t *testing.T) {
+	res, base := newResult(), newResult()
+	base.Failures = []string{"duplicate: user 11 got msg 1000 of user 10 again (seq 2)"}
+	withBaseline(res, base)
+	if res.Passed() || res.Baseline != base || !strings.HasPrefix(res.Failures[0], "baseline: duplicate") {
+		t.Errorf("passed %v, failures %v: want the baseline's duplicate to fail the run", res.Passed(), res.Failures)
+	}
+	clean := newResult()
+	withBaseline(clean, newResult())
+	if !clean.Passed() {
+		t.Errorf("a clean baseline failed the run: %v", clean.Failures)
 	}
 }

@@ -361,6 +361,15 @@ func (r *run) storm(ctx context.Context) (*Result, error) {
 	return res, nil
 }
 
+// withBaseline sets base as res's baseline. A fault in the baseline fails
+// the run too: the verdict and the exit code read the run's own failures.
+func withBaseline(res, base *Result) {
+	res.Baseline = base
+	for _, f := range base.Failures {
+		res.Failures = append(res.Failures, "baseline: "+f)
+	}
+}
+
 // slow runs chat traffic twice: first with every client reading (the
 // baseline), then with --slow-share of the receivers not reading at all.
 // The server should close those as slow consumers and keep their messages
@@ -407,7 +416,7 @@ func (r *run) slow(ctx context.Context) (*Result, error) {
 		return nil, cerr
 	}
 	res.Duration = elapsed
-	res.Baseline = base
+	withBaseline(res, base)
 	r.serverCost(res, to, mid)
 	if elapsed > 0 {
 		r.figure(res, "delivered_per_s", float64(res.Delivered)/elapsed.Seconds())
