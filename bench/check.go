@@ -253,6 +253,22 @@ func record(h *hdrhistogram.Histogram, ns int64) {
 	h.RecordValue(min(max(ns/1000, histMin), histMax))
 }
 
+// countLosses records in lr the messages lost (accepted, short of
+// recipients) and those never answered (neither accepted, refused nor
+// delivered): not lost, since the server never promised them, but a server
+// that swallows SENDs, or did not answer within the drain, fails the run
+// too. Loop-only.
+func (l *loop) countLosses(lr *Result) {
+	lost, unconfirmed := l.losses()
+	lr.Lost = lost
+	if lost > 0 {
+		lr.Failures = append(lr.Failures, fmt.Sprintf("%d accepted messages were not delivered to every recipient", lost))
+	}
+	if unconfirmed > 0 {
+		lr.Failures = append(lr.Failures, fmt.Sprintf("%d messages were never answered: neither accepted nor refused nor delivered when the run ended", unconfirmed))
+	}
+}
+
 // losses counts accepted messages short of recipients, and messages the
 // server neither accepted nor delivered. Loop-only.
 func (l *loop) losses() (lost, unconfirmed uint64) {

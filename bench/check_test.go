@@ -184,6 +184,27 @@ func TestCheckerSeqBackwardsInOneSession(t *testing.T) {
 	}
 }
 
+// TestUnansweredFailsTheRun: a SEND the server never answers (no ACCEPT,
+// no REFUSE, never delivered) is not lost, but fails the run; one accepted
+// and delivered does not.
+func TestUnansweredFailsTheRun(t *testing.T) {
+	l, a, b := checkerFixture(2)
+	a.out[1].accepted = false // written, never answered
+	deliverTo(b, 1, 1000, 1)
+	lr := newResult()
+	l.countLosses(lr)
+	if lr.Lost != 0 || len(lr.Failures) != 1 || !strings.Contains(lr.Failures[0], "1 messages were never answered") {
+		t.Errorf("lost %d, failures %v; want none lost and one failure for the unanswered SEND", lr.Lost, lr.Failures)
+	}
+	a.out[1].accepted = true
+	deliverTo(b, 2, 1001, 2)
+	clean := newResult()
+	l.countLosses(clean)
+	if !clean.Passed() {
+		t.Errorf("failures %v once every message was accepted and delivered", clean.Failures)
+	}
+}
+
 // TestBaselineFailureFailsTheRun: slow's first phase, the baseline, is
 // checked like any traffic; a duplicate there fails the whole run.
 func TestBaselineFailureFailsTheRun(t *testing.T) {

@@ -83,11 +83,14 @@
 //   - each body starts with the run id, the sender's counter and the send
 //     time, so a receiver tells this run's messages from leftovers, sees
 //     order per sender, and a duplicate (the same message under a new
-//     mailbox seq) from a redelivery (the same seq again, after a
-//     reconnect: allowed, counted, dropped);
-//   - at the end, an accepted message short of recipients is lost, and a
-//     delivered copy without its receipt once the drain has waited for
-//     receipts is a missing receipt (both fail the run).
+//     mailbox seq, or a copy more than the message has recipients: a
+//     resend stored twice) from a redelivery (the same seq again, after a
+//     reconnect: allowed, counted, dropped), and a copy that reaches a
+//     user outside the sender's pair or group (misrouted);
+//   - at the end, an accepted message short of recipients is lost, a
+//     message never answered (neither accepted, refused nor delivered) is
+//     unanswered, and a delivered copy without its receipt once the drain
+//     has waited for receipts is a missing receipt (all fail the run).
 //
 // A run of chat, phone or group with a hold (--hold) first holds every
 // logged-in connection idle that long and reads the servers' memory, as

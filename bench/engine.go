@@ -597,16 +597,9 @@ func (e *engine) collect() *Result {
 		l.submit(func() {
 			defer wg.Done()
 			lr := l.res
-			lost, unconfirmed := l.losses()
-			lr.Lost = lost
-			if lost > 0 {
-				lr.Failures = append(lr.Failures, fmt.Sprintf("%d accepted messages were not delivered to every recipient", lost))
-			}
+			l.countLosses(lr)
 			if l.failureCount > uint64(maxFailureLines) {
 				lr.Failures = append(lr.Failures, fmt.Sprintf("… and %d more failures on loop %d", l.failureCount-maxFailureLines, l.id))
-			}
-			if unconfirmed > 0 {
-				lr.Notes = append(lr.Notes, fmt.Sprintf("%d messages were neither accepted nor delivered when the run ended (not counted as lost: the server never acknowledged them)", unconfirmed))
 			}
 			unchecked := l.checkReceipts(lr)
 			stale, read := l.stale, l.readReceipts
