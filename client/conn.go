@@ -179,6 +179,7 @@ type Conn struct {
 	shake  string        // Noise: the handshake pattern of the current or last connection
 	queued uint64        // highest entry seq put on events, on any connection of this Conn
 	offset time.Duration // the server's clock less this host's, from the last WELCOME (PROTOCOL.md 8.1)
+	dict   uint32        // the dictionary offered at login: Options.Dict, until a DECOMPRESSION (then 0)
 }
 
 // outMsg is a message or GROUP request of the outbox: what a resend writes
@@ -239,6 +240,7 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 		ended:   make(chan struct{}),
 		sess:    NewSession(opts.Session),
 		codec:   codec,
+		dict:    opts.Dict,
 		bodies:  map[uint64]outMsg{},
 		pin:     pin,
 	}
@@ -313,7 +315,8 @@ func (c *Conn) connect(ctx context.Context) (*protocol.FrameReader, *protocol.We
 	defer stop()
 	ping := uint32((c.opts.Ping + time.Second - 1) / time.Second)
 	c.mu.Lock()
-	login := c.sess.AppendLogin(nil, protocol.Login{Token: tok, Ping: ping, Dict: c.opts.Dict})
+	dict := c.dict
+	login := c.sess.AppendLogin(nil, protocol.Login{Token: tok, Ping: ping, Dict: dict})
 	c.mu.Unlock()
 	if c.opts.Noise != nil {
 		if nc, err = c.handshake(nc, login[protocol.PrefaceLen:]); err != nil {
@@ -326,7 +329,7 @@ func (c *Conn) connect(ctx context.Context) (*protocol.FrameReader, *protocol.We
 	fr := protocol.NewFrameReader(nc)
 	f, err := fr.Next()
 	if err == nil {
-		err = loginAnswer(f, c.sess, c.opts.Dict)
+		err = loginAnswer(f, c.sess, dict)
 	}
 	if err != nil {
 		nc.Close()
@@ -384,7 +387,7 @@ func (c *Conn) refusal(r *noise.RefusedError) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return loginAnswer(f, c.sess, c.opts.Dict)
+	return loginAnswer(f, c.sess, c.dict)
 }
 
 // ServerKey returns the server's Noise static public key that the last
@@ -462,9 +465,18 @@ func (c *Conn) run(fr *protocol.FrameReader) {
 		code, err := c.read(fr)
 		c.mu.Lock()
 		if c.nc != nil {
+			if code == 0 && brokeProtocol(err) {
+				// The server's bytes broke the protocol: say so before the
+				// close (PROTOCOL.md 8.9), best effort.
+				e := protocol.Error{Code: protocol.CodeOf(err), Reason: err.Error()}
+				c.writeLocked(e.Append(c.wbuf[:0]))
+			}
 			c.nc.Close()
 		}
 		c.nc = nil
+		if code == protocol.CodeDecompression || errors.Is(err, protocol.ErrDecompress) {
+			c.dict = 0 // PROTOCOL.md 10: log in again without compression
+		}
 		c.mu.Unlock()
 		delay, again, _ := c.closed(code, false)
 		if c.isClosed() {
@@ -798,6 +810,14 @@ func (c *Conn) writeLocked(b []byte) {
 		return
 	}
 	c.wrote = c.now()
+}
+
+// brokeProtocol reports whether err is the frame reader's or a decoder's
+// refusal of what the server sent, which the client answers with an ERROR
+// of its code (UNKNOWN_TYPE, FRAME_TOO_LARGE, DECOMPRESSION, PROTOCOL).
+func brokeProtocol(err error) bool {
+	return errors.Is(err, protocol.ErrUnknownType) || errors.Is(err, protocol.ErrFrameTooLarge) ||
+		errors.Is(err, protocol.ErrDecompress) || errors.Is(err, protocol.ErrMalformed)
 }
 
 // stamp gives a DELIVER or GROUP_EVENT that came without a time (the

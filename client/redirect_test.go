@@ -13,6 +13,49 @@ import (
 	"switchboard/protocol"
 )
 
+// TestConnAnswersABrokenFrame: a frame of a type the protocol does not
+// have is answered with ERROR UNKNOWN_TYPE before the client closes
+// (PROTOCOL.md 11), so the server's log says what it sent wrong; the
+// client then logs in again.
+func TestConnAnswersABrokenFrame(t *testing.T) {
+	fs := newFakeServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		c, err := client.Dial(ctx, fs.addr(), client.Options{
+			Token:   func(context.Context) ([]byte, error) { return []byte{1}, nil },
+			Session: client.Config{MinBackoff: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond},
+		})
+		if err == nil {
+			t.Cleanup(func() { c.Close() })
+		}
+		done <- err
+	}()
+	fc := fs.next(t)
+	fc.welcome(t)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	fc.write(t, []byte{1, 0x1f}) // a frame of one byte: type 0x1f, which does not exist
+	fc.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		f, err := fc.fr.Next()
+		if err != nil {
+			t.Fatalf("the client closed without an ERROR: %v", err)
+		}
+		if f.Type != protocol.TypeError {
+			continue // an ACK or PING written before
+		}
+		var e protocol.Error
+		if err := e.Decode(f); err != nil || e.Code != protocol.CodeUnknownType {
+			t.Fatalf("ERROR %v %q (%v), want UNKNOWN_TYPE", e.Code, e.Reason, err)
+		}
+		break
+	}
+	fs.next(t) // and it logs in again
+}
+
 // fakeServer is a listener on 127.0.0.1:0 that reads each connection's
 // preface and LOGIN and hands the connection to the test, which answers it
 // frame by frame: a server without a store, for what a real node cannot be
@@ -297,5 +340,56 @@ func TestConnDeadAfterSilence(t *testing.T) {
 	second := fs.next(t)
 	if second.login.Token == nil {
 		t.Fatal("no LOGIN on the new connection")
+	}
+}
+
+// TestConnDropsTheDictionaryAfterDecompression: a compressed frame the
+// client cannot inflate is answered with ERROR DECOMPRESSION, and the
+// client logs in again offering no dictionary (PROTOCOL.md 10), so a
+// server or a dictionary that keeps failing cannot block its mailbox.
+func TestConnDropsTheDictionaryAfterDecompression(t *testing.T) {
+	fs := newFakeServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		c, err := client.Dial(ctx, fs.addr(), client.Options{
+			Token:   func(context.Context) ([]byte, error) { return []byte{1}, nil },
+			Dict:    protocol.DictV1,
+			Session: client.Config{MinBackoff: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond},
+		})
+		if err == nil {
+			t.Cleanup(func() { c.Close() })
+		}
+		done <- err
+	}()
+	fc := fs.next(t)
+	if fc.login.Dict != protocol.DictV1 {
+		t.Fatalf("first LOGIN offers dictionary %d, want %d", fc.login.Dict, protocol.DictV1)
+	}
+	w := protocol.Welcome{Version: protocol.Version, User: 7, Time: uint64(time.Now().UnixMilli()), Ping: 600,
+		Dict: protocol.DictV1, MaxFrame: protocol.MaxFrame, Window: 256}
+	fc.write(t, w.Append(nil))
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	fc.write(t, []byte{4, 0x87, 0xde, 0xad, 0xbe}) // a BATCH, flag C, that is not zstd
+	fc.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		f, err := fc.fr.Next()
+		if err != nil {
+			t.Fatalf("the client closed without an ERROR: %v", err)
+		}
+		if f.Type != protocol.TypeError {
+			continue
+		}
+		var e protocol.Error
+		if err := e.Decode(f); err != nil || e.Code != protocol.CodeDecompression {
+			t.Fatalf("ERROR %v %q (%v), want DECOMPRESSION", e.Code, e.Reason, err)
+		}
+		break
+	}
+	if again := fs.next(t); again.login.Dict != 0 {
+		t.Fatalf("the LOGIN after DECOMPRESSION offers dictionary %d, want none", again.login.Dict)
 	}
 }
