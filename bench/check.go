@@ -84,6 +84,11 @@ func (c *conn) deliver(d *protocol.Deliver) {
 	if d.Group != s.unit.group {
 		l.failure(fmt.Sprintf("user %d got msg %d of user %d for group %d, sent to group %d", c.user, d.MsgID, d.From, d.Group, s.unit.group))
 	}
+	if s.unit.group != 0 && s.gotCopy(d.MsgID, c.member) {
+		l.res.Duplicates++
+		l.failure(fmt.Sprintf("duplicate: user %d got msg %d of user %d again (seq %d), a second copy of a group message", c.user, d.MsgID, d.From, d.Seq))
+		return
+	}
 	if int(m.recips) >= s.expect() {
 		// A copy more than the message has recipients, under a new seq and
 		// with the body of a later write: a resend stored twice.
@@ -239,12 +244,32 @@ func (c *conn) trim() {
 		n++
 	}
 	if n > 0 {
+		for id := c.outBase; id < c.outBase+uint64(n) && c.copies != nil; id++ {
+			delete(c.copies, id)
+		}
 		c.out = c.out[n:]
 		c.outBase += uint64(n)
 		if len(c.out) == 0 {
 			c.out = nil
 		}
 	}
+}
+
+// gotCopy records that the unit's member has a copy of c's group message
+// id, and reports whether it had one already. Loop-only.
+func (c *conn) gotCopy(id uint64, member int32) (again bool) {
+	if c.copies == nil {
+		c.copies = map[uint64][]uint64{}
+	}
+	bits := c.copies[id]
+	if bits == nil {
+		bits = make([]uint64, (len(c.unit.conns)+63)/64)
+		c.copies[id] = bits
+	}
+	w, b := member/64, uint64(1)<<(member%64)
+	again = bits[w]&b != 0
+	bits[w] |= b
+	return again
 }
 
 // record adds a latency of ns nanoseconds to h in microseconds, clamped to

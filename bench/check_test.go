@@ -220,3 +220,35 @@ func TestBaselineFailureFailsTheRun(t *testing.T) {
 		t.Errorf("a clean baseline failed the run: %v", clean.Failures)
 	}
 }
+
+// TestCheckerGroupDuplicateHidesNoLoss: in a group of three, one member
+// gets a message twice (a resend stored twice, so a new seq and counter)
+// and the other never: the copies add up to the members, but the second
+// is a duplicate and the message is lost for the other member.
+func TestCheckerGroupDuplicateHidesNoLoss(t *testing.T) {
+	e := &engine{spec: Spec{RunID: 0xfeed, Size: 64, ConnFrameCap: 500}}
+	l := &loop{e: e, users: map[uint64]*conn{}, res: newResult()}
+	u := &unit{group: 77}
+	for i := range 3 {
+		c := &conn{l: l, member: int32(i), user: uint64(10 + i), unit: u, fd: -1, outBase: 1000}
+		u.conns = append(u.conns, c)
+		l.conns = append(l.conns, c)
+		l.users[c.user] = c
+		loggedIn(c)
+	}
+	a, b := u.conns[0], u.conns[1]
+	a.out = append(a.out, msgState{sent: 1, accepted: true})
+	l.pending++
+	for i, counter := range []uint64{1, 2} {
+		body := make([]byte, bodyHeaderLen)
+		putBE64(body, e.spec.RunID)
+		putBE64(body[8:], counter)
+		b.deliver(&protocol.Deliver{Seq: uint64(i + 1), From: a.user, MsgID: 1000, Group: 77, Body: body})
+	}
+	if l.res.Duplicates != 1 || !hasFailure(l, "second copy of a group message") {
+		t.Errorf("duplicates %d, failures %v; want the second copy a duplicate", l.res.Duplicates, l.res.Failures)
+	}
+	if lost, _ := l.losses(); lost != 1 {
+		t.Errorf("lost %d, want 1: user 12 never got the message", lost)
+	}
+}

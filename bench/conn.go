@@ -24,11 +24,16 @@ const (
 // conn is one simulated client: a socket, its session, and the correctness
 // state of what it sent and received. Owned by its loop.
 type conn struct {
-	l    *loop
-	idx  int32
-	user uint64
-	unit *unit
-	home int // index in Spec.Servers of the server the user logs in to: its unit's, or in a cluster its home node
+	l      *loop
+	idx    int32
+	member int32 // index in unit.conns
+	user   uint64
+	unit   *unit
+	// copies records, for each group message of this sender still tracked
+	// (in out), which members have a copy: a bit per member of the unit.
+	// A count alone lets one member's duplicate hide another's loss.
+	copies map[uint64][]uint64
+	home   int // index in Spec.Servers of the server the user logs in to: its unit's, or in a cluster its home node
 
 	// Socket and session.
 	nz          *noiseState // the Noise transport of the current connection; nil: plain

@@ -180,7 +180,7 @@ func newEngine(spec Spec) (*engine, error) {
 					un.home = home
 				}
 			}
-			c := &conn{l: l, idx: int32(len(l.conns)), user: user, unit: un, home: home, fd: -1, outBase: idBase}
+			c := &conn{l: l, idx: int32(len(l.conns)), member: int32(len(un.conns)), user: user, unit: un, home: home, fd: -1, outBase: idBase}
 			cfg := sessionConfig
 			cfg.NextMsgID = idBase
 			c.sess = *client.NewSession(cfg)

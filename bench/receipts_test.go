@@ -141,7 +141,7 @@ func TestReceiptsGroup(t *testing.T) {
 	l := &loop{e: e, users: map[uint64]*conn{}, res: newResult()}
 	u := &unit{group: 77}
 	for i := uint64(0); i < 4; i++ {
-		c := &conn{l: l, user: 10 + i, unit: u, fd: -1, outBase: 1000}
+		c := &conn{l: l, member: int32(i), user: 10 + i, unit: u, fd: -1, outBase: 1000}
 		u.conns = append(u.conns, c)
 		l.conns = append(l.conns, c)
 		l.users[c.user] = c
