@@ -477,7 +477,17 @@ func (c *Conn) run(fr *protocol.FrameReader) {
 		if code == protocol.CodeDecompression || errors.Is(err, protocol.ErrDecompress) {
 			c.dict = 0 // PROTOCOL.md 10: log in again without compression
 		}
+		var tooLarge Event
+		if code == protocol.CodeBodyTooLarge {
+			tooLarge = c.failLargestLocked()
+		}
 		c.mu.Unlock()
+		if tooLarge != nil {
+			select {
+			case c.events <- tooLarge:
+			case <-c.done:
+			}
+		}
 		delay, again, _ := c.closed(code, false)
 		if c.isClosed() {
 			c.end(ErrClosed)
@@ -810,6 +820,31 @@ func (c *Conn) writeLocked(b []byte) {
 		return
 	}
 	c.wrote = c.now()
+}
+
+// failLargestLocked answers ERROR BODY_TOO_LARGE, which does not name the
+// message (PROTOCOL.md 10: mark it failed, do not resend it): the largest
+// message of the outbox is at least as large as the one refused, so over
+// the server's limit too, and is refused for good, as a REFUSE with
+// retry_after 0 would; it returns that REFUSE, for Recv. Were the refused
+// one smaller, the next login's resend is refused in turn, one message a
+// login. Resending it instead would be refused at every login for ever.
+// c.mu held.
+func (c *Conn) failLargestLocked() Event {
+	var id uint64
+	size := -1
+	for i, m := range c.bodies {
+		if m.op == 0 && (len(m.body) > size || len(m.body) == size && i < id) {
+			id, size = i, len(m.body)
+		}
+	}
+	if size < 0 {
+		return nil
+	}
+	r := &protocol.Refuse{MsgID: id, Code: protocol.CodeBodyTooLarge, Reason: fmt.Sprintf("a body of %d bytes, over the server's limit", size)}
+	c.sess.Refused(r, c.now())
+	delete(c.bodies, id)
+	return r
 }
 
 // brokeProtocol reports whether err is the frame reader's or a decoder's

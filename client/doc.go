@@ -96,5 +96,8 @@
 // (BODY_TOO_LARGE, PROTOCOL.md 9): over MaxNoiseBody until a WELCOME has
 // come, since a server that offers Noise takes no more even on a plain
 // connection, and then over the last WELCOME's max_frame less 1 KiB (and
-// 64 KiB).
+// 64 KiB). Should the server still close a connection with ERROR
+// BODY_TOO_LARGE (an operator's lower --max-body), the Conn refuses the
+// largest message of its outbox for good, a REFUSE from Recv, and logs in
+// again without it.
 package client

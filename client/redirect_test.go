@@ -393,3 +393,64 @@ func TestConnDropsTheDictionaryAfterDecompression(t *testing.T) {
 		t.Fatalf("the LOGIN after DECOMPRESSION offers dictionary %d, want none", again.login.Dict)
 	}
 }
+
+// TestConnBodyTooLargeFailsTheMessage: ERROR BODY_TOO_LARGE names no
+// message; the Conn refuses its largest for good (a REFUSE from Recv) and
+// logs in again, where the rest of the outbox goes and that one does not.
+// Resent, it would close every connection for ever.
+func TestConnBodyTooLargeFailsTheMessage(t *testing.T) {
+	fs := newFakeServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	type dialed struct {
+		c   *client.Conn
+		err error
+	}
+	done := make(chan dialed, 1)
+	go func() {
+		c, err := client.Dial(ctx, fs.addr(), client.Options{
+			Token:   func(context.Context) ([]byte, error) { return []byte{1}, nil },
+			Session: client.Config{MinBackoff: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond},
+		})
+		done <- dialed{c, err}
+	}()
+	fc := fs.next(t)
+	fc.welcome(t)
+	d := <-done
+	if d.err != nil {
+		t.Fatal(d.err)
+	}
+	c := d.c
+	defer c.Close()
+	small, err := c.Send(9, false, []byte("small"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	big, err := c.Send(9, false, make([]byte, 20_000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc.send(t)
+	if s := fc.send(t); s.MsgID != big {
+		t.Fatalf("second SEND msg %d, want %d", s.MsgID, big)
+	}
+	e := protocol.Error{Code: protocol.CodeBodyTooLarge, Reason: "SEND body of 20000 bytes over the limit of 16384"}
+	fc.write(t, e.Append(nil))
+	fc.nc.Close()
+	r := next[*protocol.Refuse](t, c, nil)
+	if r.MsgID != big || r.Code != protocol.CodeBodyTooLarge || r.RetryAfter != 0 {
+		t.Fatalf("REFUSE %+v, want msg %d refused for good with BODY_TOO_LARGE", r, big)
+	}
+	again := fs.next(t)
+	again.welcome(t)
+	if s := again.send(t); s.MsgID != small || !s.Retry {
+		t.Fatalf("first SEND after the login: msg %d retry %v, want %d with flag B", s.MsgID, s.Retry, small)
+	}
+	later, err := c.Send(9, false, []byte("later"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := again.send(t); s.MsgID != later {
+		t.Fatalf("next SEND msg %d, want the new %d: the refused %d must not go again", s.MsgID, later, big)
+	}
+}
