@@ -440,7 +440,7 @@ func (c *Conn) welcomed(w *protocol.Welcome) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.sess.Welcome(w, c.now())
-	c.offset = time.UnixMilli(int64(w.Time)).Sub(time.Now())
+	c.offset = time.Until(time.UnixMilli(int64(w.Time)))
 	c.maxFrame.Store(int64(w.MaxFrame))
 	c.ping = time.Duration(w.Ping) * time.Second
 	c.heard.Store(int64(c.now()))
