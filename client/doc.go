@@ -62,7 +62,12 @@
 // persists NextMsgID, Resume and Outbox, and hands them back in Options
 // (Session.NextMsgID and Ack, Outbox): a restored outbox goes again with
 // flag B. Queue takes a message under an id the application chose, so that
-// it can persist the message before it goes.
+// it can persist the message, and the next id, before it goes
+// (PROTOCOL.md 8.5: an id is never used twice). Send picks the id and
+// writes at once, so an application that crashed before persisting the
+// counter would use the id again after its restart, and the recipient would
+// drop the new message as a duplicate: Send is for applications that keep
+// no state across restarts.
 //
 // Conn pings when it has written nothing for the ping interval WELCOME
 // granted, and takes a connection for dead when no frame at all follows a
