@@ -206,6 +206,9 @@ func (c *conn) refused(r *protocol.Refuse) {
 			l.res.RetryAfter.RecordValue(min(max(int64(r.RetryAfter)*1000, histMin), histMax))
 		}
 		if retry {
+			if r.MsgID >= c.outBase && r.MsgID-c.outBase < uint64(len(c.out)) {
+				c.out[r.MsgID-c.outBase].refused = true
+			}
 			c.pump() // schedules the wake-up
 			return
 		}
@@ -282,21 +285,26 @@ func record(h *hdrhistogram.Histogram, ns int64) {
 // recipients) and those never answered (neither accepted, refused nor
 // delivered): not lost, since the server never promised them, but a server
 // that swallows SENDs, or did not answer within the drain, fails the run
-// too. Loop-only.
+// too. Messages the server refused to be sent again, and had not accepted
+// when the run ended, are a note: a server at its capacity. Loop-only.
 func (l *loop) countLosses(lr *Result) {
-	lost, unconfirmed := l.losses()
+	lost, unanswered, refused := l.losses()
 	lr.Lost = lost
 	if lost > 0 {
 		lr.Failures = append(lr.Failures, fmt.Sprintf("%d accepted messages were not delivered to every recipient", lost))
 	}
-	if unconfirmed > 0 {
-		lr.Failures = append(lr.Failures, fmt.Sprintf("%d messages were never answered: neither accepted nor refused nor delivered when the run ended", unconfirmed))
+	if unanswered > 0 {
+		lr.Failures = append(lr.Failures, fmt.Sprintf("%d messages were never answered: neither accepted nor refused nor delivered when the run ended", unanswered))
+	}
+	if refused > 0 {
+		lr.Notes = append(lr.Notes, fmt.Sprintf("%d messages refused to be sent again were not accepted when the run ended (not lost: the server never promised them)", refused))
 	}
 }
 
-// losses counts accepted messages short of recipients, and messages the
-// server neither accepted nor delivered. Loop-only.
-func (l *loop) losses() (lost, unconfirmed uint64) {
+// losses counts accepted messages short of recipients, messages the server
+// neither accepted, refused nor delivered, and those it refused to be sent
+// again and had not accepted yet. Loop-only.
+func (l *loop) losses() (lost, unanswered, refused uint64) {
 	for _, c := range l.conns {
 		exp := c.expect()
 		for i := range c.out {
@@ -305,10 +313,12 @@ func (l *loop) losses() (lost, unconfirmed uint64) {
 			case m.settled || int(m.recips) >= exp:
 			case m.accepted:
 				lost++
+			case m.recips == 0 && m.refused:
+				refused++
 			case m.recips == 0:
-				unconfirmed++
+				unanswered++
 			}
 		}
 	}
-	return lost, unconfirmed
+	return lost, unanswered, refused
 }

@@ -50,7 +50,7 @@ func TestCheckerClean(t *testing.T) {
 	for i := uint64(0); i < 3; i++ {
 		deliverTo(b, i+1, 1000+i, i+1)
 	}
-	if lost, _ := l.losses(); lost != 0 || len(l.res.Failures) != 0 || l.res.Delivered != 3 {
+	if lost, _, _ := l.losses(); lost != 0 || len(l.res.Failures) != 0 || l.res.Delivered != 3 {
 		t.Fatalf("lost %d, delivered %d, failures %v", lost, l.res.Delivered, l.res.Failures)
 	}
 	if len(a.out) != 3 {
@@ -107,7 +107,7 @@ func TestCheckerMisrouted(t *testing.T) {
 	if !hasFailure(l, "misrouted") || l.res.Delivered != 0 {
 		t.Errorf("delivered %d, failures %v; want the copy to user 12 refused as misrouted", l.res.Delivered, l.res.Failures)
 	}
-	if lost, _ := l.losses(); lost != 1 {
+	if lost, _, _ := l.losses(); lost != 1 {
 		t.Errorf("lost %d, want 1: user 11 never got it", lost)
 	}
 }
@@ -130,7 +130,7 @@ func TestCheckerReorder(t *testing.T) {
 	if l.res.Reordered != 1 || !hasFailure(l, "reorder") {
 		t.Errorf("reordered %d, failures %v", l.res.Reordered, l.res.Failures)
 	}
-	if lost, _ := l.losses(); lost != 0 {
+	if lost, _, _ := l.losses(); lost != 0 {
 		t.Errorf("lost %d: the reordered message did arrive", lost)
 	}
 }
@@ -140,9 +140,9 @@ func TestCheckerLoss(t *testing.T) {
 	a.out = append(a.out, msgState{sent: 1}) // sent, never accepted nor delivered
 	deliverTo(b, 1, 1000, 1)
 	deliverTo(b, 2, 1002, 3) // 1001 never comes
-	lost, unconfirmed := l.losses()
-	if lost != 1 || unconfirmed != 1 {
-		t.Errorf("lost %d unconfirmed %d, want 1 and 1", lost, unconfirmed)
+	lost, unanswered, refused := l.losses()
+	if lost != 1 || unanswered != 1 || refused != 0 {
+		t.Errorf("lost %d unanswered %d refused %d, want 1, 1 and 0", lost, unanswered, refused)
 	}
 }
 
@@ -196,6 +196,14 @@ func TestUnansweredFailsTheRun(t *testing.T) {
 	if lr.Lost != 0 || len(lr.Failures) != 1 || !strings.Contains(lr.Failures[0], "1 messages were never answered") {
 		t.Errorf("lost %d, failures %v; want none lost and one failure for the unanswered SEND", lr.Lost, lr.Failures)
 	}
+	// Refused with RETRY_LATER and not yet accepted when the run ended:
+	// answered, so a note, not a failure.
+	a.out[1].refused = true // as conn.refused marks a REFUSE to be sent again
+	refusedOnly := newResult()
+	l.countLosses(refusedOnly)
+	if !refusedOnly.Passed() || len(refusedOnly.Notes) != 1 {
+		t.Errorf("failures %v, notes %v; want the refused message a note", refusedOnly.Failures, refusedOnly.Notes)
+	}
 	a.out[1].accepted = true
 	deliverTo(b, 2, 1001, 2)
 	clean := newResult()
@@ -248,7 +256,7 @@ func TestCheckerGroupDuplicateHidesNoLoss(t *testing.T) {
 	if l.res.Duplicates != 1 || !hasFailure(l, "second copy of a group message") {
 		t.Errorf("duplicates %d, failures %v; want the second copy a duplicate", l.res.Duplicates, l.res.Failures)
 	}
-	if lost, _ := l.losses(); lost != 1 {
+	if lost, _, _ := l.losses(); lost != 1 {
 		t.Errorf("lost %d, want 1: user 12 never got the message", lost)
 	}
 }

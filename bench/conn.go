@@ -110,6 +110,7 @@ type msgState struct {
 	receipts uint16 // delivered receipts received, one per copy; at most recips
 	accepted bool
 	settled  bool // refused for good: never expected
+	refused  bool // refused at least once, to be sent again: the server answered it
 }
 
 // Message bodies start with a header the receiver checks:
