@@ -13,31 +13,38 @@ import (
 	"switchboard/protocol"
 )
 
-// TestConnAnswersABrokenFrame: a frame of a type the protocol does not
-// have is answered with ERROR UNKNOWN_TYPE before the client closes
-// (PROTOCOL.md 11), so the server's log says what it sent wrong; the
-// client then logs in again.
-func TestConnAnswersABrokenFrame(t *testing.T) {
-	fs := newFakeServer(t)
+// dialFake dials fs with opts (a token and short backoffs filled in), lets
+// welcome answer the first LOGIN, and returns the Conn, closed when the
+// test ends, and its first connection.
+func dialFake(t *testing.T, fs *fakeServer, opts client.Options, welcome func(*fakeConn)) (*client.Conn, *fakeConn) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	done := make(chan error, 1)
+	opts.Token = func(context.Context) ([]byte, error) { return []byte{1}, nil }
+	opts.Session = client.Config{MinBackoff: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond}
+	type dialed struct {
+		c   *client.Conn
+		err error
+	}
+	done := make(chan dialed, 1)
 	go func() {
-		c, err := client.Dial(ctx, fs.addr(), client.Options{
-			Token:   func(context.Context) ([]byte, error) { return []byte{1}, nil },
-			Session: client.Config{MinBackoff: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond},
-		})
-		if err == nil {
-			t.Cleanup(func() { c.Close() })
-		}
-		done <- err
+		c, err := client.Dial(ctx, fs.addr(), opts)
+		done <- dialed{c, err}
 	}()
 	fc := fs.next(t)
-	fc.welcome(t)
-	if err := <-done; err != nil {
-		t.Fatal(err)
+	welcome(fc)
+	d := <-done
+	if d.err != nil {
+		t.Fatal(d.err)
 	}
-	fc.write(t, []byte{1, 0x1f}) // a frame of one byte: type 0x1f, which does not exist
+	t.Cleanup(func() { d.c.Close() })
+	return d.c, fc
+}
+
+// expectError reads what the client writes until its ERROR, and fails the
+// test unless the code is want, or if the client closes first.
+func (fc *fakeConn) expectError(t *testing.T, want protocol.Code) {
+	t.Helper()
 	fc.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
 	for {
 		f, err := fc.fr.Next()
@@ -48,11 +55,22 @@ func TestConnAnswersABrokenFrame(t *testing.T) {
 			continue // an ACK or PING written before
 		}
 		var e protocol.Error
-		if err := e.Decode(f); err != nil || e.Code != protocol.CodeUnknownType {
-			t.Fatalf("ERROR %v %q (%v), want UNKNOWN_TYPE", e.Code, e.Reason, err)
+		if err := e.Decode(f); err != nil || e.Code != want {
+			t.Fatalf("ERROR %v %q (%v), want %v", e.Code, e.Reason, err, want)
 		}
-		break
+		return
 	}
+}
+
+// TestConnAnswersABrokenFrame: a frame of a type the protocol does not
+// have is answered with ERROR UNKNOWN_TYPE before the client closes
+// (PROTOCOL.md 11), so the server's log says what it sent wrong; the
+// client then logs in again.
+func TestConnAnswersABrokenFrame(t *testing.T) {
+	fs := newFakeServer(t)
+	_, fc := dialFake(t, fs, client.Options{}, func(fc *fakeConn) { fc.welcome(t) })
+	fc.write(t, []byte{1, 0x1f}) // a frame of one byte: type 0x1f, which does not exist
+	fc.expectError(t, protocol.CodeUnknownType)
 	fs.next(t) // and it logs in again
 }
 
@@ -349,46 +367,16 @@ func TestConnDeadAfterSilence(t *testing.T) {
 // server or a dictionary that keeps failing cannot block its mailbox.
 func TestConnDropsTheDictionaryAfterDecompression(t *testing.T) {
 	fs := newFakeServer(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		c, err := client.Dial(ctx, fs.addr(), client.Options{
-			Token:   func(context.Context) ([]byte, error) { return []byte{1}, nil },
-			Dict:    protocol.DictV1,
-			Session: client.Config{MinBackoff: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond},
-		})
-		if err == nil {
-			t.Cleanup(func() { c.Close() })
+	_, fc := dialFake(t, fs, client.Options{Dict: protocol.DictV1}, func(fc *fakeConn) {
+		if fc.login.Dict != protocol.DictV1 {
+			t.Errorf("first LOGIN offers dictionary %d, want %d", fc.login.Dict, protocol.DictV1)
 		}
-		done <- err
-	}()
-	fc := fs.next(t)
-	if fc.login.Dict != protocol.DictV1 {
-		t.Fatalf("first LOGIN offers dictionary %d, want %d", fc.login.Dict, protocol.DictV1)
-	}
-	w := protocol.Welcome{Version: protocol.Version, User: 7, Time: uint64(time.Now().UnixMilli()), Ping: 600,
-		Dict: protocol.DictV1, MaxFrame: protocol.MaxFrame, Window: 256}
-	fc.write(t, w.Append(nil))
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+		w := protocol.Welcome{Version: protocol.Version, User: 7, Time: uint64(time.Now().UnixMilli()), Ping: 600,
+			Dict: protocol.DictV1, MaxFrame: protocol.MaxFrame, Window: 256}
+		fc.write(t, w.Append(nil))
+	})
 	fc.write(t, []byte{4, 0x87, 0xde, 0xad, 0xbe}) // a BATCH, flag C, that is not zstd
-	fc.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	for {
-		f, err := fc.fr.Next()
-		if err != nil {
-			t.Fatalf("the client closed without an ERROR: %v", err)
-		}
-		if f.Type != protocol.TypeError {
-			continue
-		}
-		var e protocol.Error
-		if err := e.Decode(f); err != nil || e.Code != protocol.CodeDecompression {
-			t.Fatalf("ERROR %v %q (%v), want DECOMPRESSION", e.Code, e.Reason, err)
-		}
-		break
-	}
+	fc.expectError(t, protocol.CodeDecompression)
 	if again := fs.next(t); again.login.Dict != 0 {
 		t.Fatalf("the LOGIN after DECOMPRESSION offers dictionary %d, want none", again.login.Dict)
 	}
@@ -400,28 +388,7 @@ func TestConnDropsTheDictionaryAfterDecompression(t *testing.T) {
 // Resent, it would close every connection for ever.
 func TestConnBodyTooLargeFailsTheMessage(t *testing.T) {
 	fs := newFakeServer(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	type dialed struct {
-		c   *client.Conn
-		err error
-	}
-	done := make(chan dialed, 1)
-	go func() {
-		c, err := client.Dial(ctx, fs.addr(), client.Options{
-			Token:   func(context.Context) ([]byte, error) { return []byte{1}, nil },
-			Session: client.Config{MinBackoff: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond},
-		})
-		done <- dialed{c, err}
-	}()
-	fc := fs.next(t)
-	fc.welcome(t)
-	d := <-done
-	if d.err != nil {
-		t.Fatal(d.err)
-	}
-	c := d.c
-	defer c.Close()
+	c, fc := dialFake(t, fs, client.Options{}, func(fc *fakeConn) { fc.welcome(t) })
 	small, err := c.Send(9, false, []byte("small"))
 	if err != nil {
 		t.Fatal(err)
