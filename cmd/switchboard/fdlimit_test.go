@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"switchboard/internal/testutil"
 	"switchboard/protocol"
 )
 
@@ -260,15 +260,11 @@ func childFiles(t *testing.T, c *child) int {
 	return len(fds)
 }
 
-// freeAddr returns a 127.0.0.1 address with a port free a moment ago.
+// freeAddr returns a 127.0.0.1 address with a port free a moment ago,
+// outside the ephemeral range (testutil.FreeAddrs).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return testutil.FreeAddrs(t, 1)[0]
 }
 
 // scraper reads a child server's Prometheus metrics over one kept-alive
