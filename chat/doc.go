@@ -34,7 +34,12 @@
 //
 // On restart the resume point is LOGIN.ack, so nothing is received twice;
 // an entry redelivered because its ACK was lost is dropped by seq, and a
-// message stored twice (a resend without flag B) by (from, msg_id).
+// message stored twice (a resend without flag B) by (from, msg_id). A file
+// that is not JSON, or is another user's, is refused with its path; one
+// edited or damaged within JSON is mended to the bounds above when loaded
+// (a conversation without contents or under a key naming no peer is
+// dropped, the quietest past MaxConversations go, the open one is made if
+// missing), and an outbox out of msg_id order is refused by client.Dial.
 //
 // # The screen
 //

@@ -130,11 +130,34 @@ func (s *Store) Load(user uint64) (*State, error) {
 	if st.User != user {
 		return nil, fmt.Errorf("chat: state file %s is user %d's, not %d's", s.path, st.User, user)
 	}
+	st.mend()
+	return st, nil
+}
+
+// mend brings a state read from a file edited or damaged by hand back
+// within what the chat keeps: a conversation missing its contents or under
+// a key naming no peer is dropped, past MaxConversations the quietest go,
+// the open one exists (or none is open), and the counter starts at 1. The
+// outbox is left to client.Dial, which refuses one out of order.
+func (st *State) mend() {
 	if st.Conversations == nil {
 		st.Conversations = map[string]*Conversation{}
 	}
+	for k, c := range st.Conversations {
+		if _, _, ok := peerOf(k); c == nil || !ok {
+			delete(st.Conversations, k)
+		}
+	}
+	if _, _, ok := peerOf(st.Open); !ok {
+		st.Open = ""
+	}
+	if st.Open != "" && st.Conversations[st.Open] == nil {
+		st.Conversations[st.Open] = &Conversation{Active: st.Tick}
+	}
+	for len(st.Conversations) > MaxConversations {
+		st.dropQuietest("")
+	}
 	st.NextMsgID = max(st.NextMsgID, 1)
-	return st, nil
 }
 
 // Save writes st durably and atomically: a temporary file, synced, renamed
