@@ -686,15 +686,19 @@ func marker(txn *badger.Txn, id uint64) (u unfinished, ok bool, err error) {
 }
 
 func decodeMarker(item *badger.Item) (u unfinished, err error) {
-	k := item.Key()
 	err = item.Value(func(v []byte) error {
-		if len(k) != 9 || len(v) < 10 || len(v) != 10+int(v[9]) || (v[0] != moveCopying && v[0] != moveCopied) {
-			return fmt.Errorf("%w: move marker %x", errCorrupt, k)
-		}
-		u = unfinished{Unfinished{ID: be64(k[1:]), From: string(v[10:]), Copied: v[0] == moveCopied}, be64(v[1:])}
-		return nil
+		u, err = parseMarker(item.Key(), v)
+		return err
 	})
 	return u, err
+}
+
+// parseMarker reads a marker's key and value (markerKey, markerValue).
+func parseMarker(k, v []byte) (unfinished, error) {
+	if len(k) != 9 || len(v) < 10 || len(v) != 10+int(v[9]) || (v[0] != moveCopying && v[0] != moveCopied) {
+		return unfinished{}, fmt.Errorf("%w: move marker %x", errCorrupt, k)
+	}
+	return unfinished{Unfinished{ID: be64(k[1:]), From: string(v[10:]), Copied: v[0] == moveCopied}, be64(v[1:])}, nil
 }
 
 func decodeMarkerItem(item *badger.Item) (Unfinished, error) {

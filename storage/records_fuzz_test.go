@@ -12,15 +12,17 @@ import (
 
 // FuzzDecodeRecords: the decoders of what the store reads back from disk
 // (entries, metas, dedupe records, groups, totals, pending receipts, quota
-// use, group events) refuse any bytes they cannot read with an error,
-// never a panic; and a meta, dedupe record, group, totals or pending
-// receipt they do read encodes back to bytes that decode the same.
+// use, group events, move markers) refuse any bytes they cannot read with
+// an error, never a panic; and a meta, dedupe record, group, totals,
+// pending receipt or move marker they do read encodes back to bytes that
+// decode the same.
 func FuzzDecodeRecords(f *testing.F) {
 	f.Add(metaKey(7), putMeta(make([]byte, metaValLen), meta{hw: 9, floor: 2, count: 7, bytes: 700}))
 	f.Add(dedupeKey(1, 2, 3), putDup(make([]byte, dedupeValLen), Dup{Recipient: 3, Seq: 4, Time: 5}))
 	f.Add(groupInfoKey(9), encodeGroup(groupInfo{}))
 	f.Add([]byte{prefixTotals}, encodeTotals(totals{count: 3, bytes: 300}))
 	f.Add(byUserKey(1, 2)[:12], []byte{1})
+	f.Add(markerKey(6), markerValue(moveCopied, 40, "node-a"))
 	f.Add([]byte{}, []byte{})
 	f.Fuzz(func(t *testing.T, k, v []byte) {
 		var e Entry
@@ -50,6 +52,15 @@ func FuzzDecodeRecords(f *testing.F) {
 			v2 := putPending(make([]byte, pendingValLen), &p)
 			if again, err := decodePending(k2, v2); err != nil || again != p {
 				t.Errorf("pending receipt %+v re-encoded decodes to %+v, %v", p, again, err)
+			}
+		}
+		if u, err := parseMarker(k, v); err == nil {
+			state := byte(moveCopying)
+			if u.Copied {
+				state = moveCopied
+			}
+			if again, err := parseMarker(markerKey(u.ID), markerValue(state, u.offset, u.From)); err != nil || again != u {
+				t.Errorf("move marker %+v re-encoded decodes to %+v, %v", u, again, err)
 			}
 		}
 		_, _ = decodeUse(v)
