@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
 )
 
 func TestMerge(t *testing.T) {
@@ -264,4 +266,38 @@ func TestValidate(t *testing.T) {
 	if err := c.validate(); err == nil {
 		t.Error("unknown scenario accepted")
 	}
+}
+
+// FuzzUnmarshalResult: whatever a worker's result line holds, decoding it
+// returns an error or a Result the coordinator merges into its own without
+// a panic, with every histogram present.
+func FuzzUnmarshalResult(f *testing.F) {
+	r := newResult()
+	r.Sent, r.Closes, r.Notes = 3, map[string]uint64{"EOF": 1}, []string{"n"}
+	for v := int64(1); v < 100; v += 3 {
+		r.SendToAck.RecordValue(v)
+	}
+	b, err := marshalResult(r)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
+	f.Add([]byte(`{"send_to_ack":"HISTFAAAAB94nJNpmSzMwMDAyQABzFCaEUzOmgEAGc0BtA=="}`))
+	f.Add([]byte(`{}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, err := unmarshalResult(b)
+		if err != nil {
+			return
+		}
+		for _, h := range []*hdrhistogram.Histogram{got.SendToAck, got.SendToDeliver, got.LoginLatency, got.RetryAfter, got.GeneratorLag} {
+			if h == nil {
+				t.Fatal("a histogram missing after decoding")
+			}
+		}
+		into := newResult()
+		into.Merge(got)
+		if into.Sent != got.Sent || into.SendToAck.TotalCount() != got.SendToAck.TotalCount() {
+			t.Fatalf("merged sent %d, %d samples; decoded %d, %d", into.Sent, into.SendToAck.TotalCount(), got.Sent, got.SendToAck.TotalCount())
+		}
+	})
 }
