@@ -271,30 +271,42 @@ func TestModelGroups(t *testing.T) {
 	if q := h.link.queued[0]; q.Op != protocol.GroupCreate || q.To != 0 || !slices.Equal(q.Members, []uint64{2, 3}) {
 		t.Fatalf("queued %+v, want a create of 2, 3", q)
 	}
+	// The group id msg 1 derives is another creator's: the create goes
+	// again under msg 2 (PROTOCOL.md 8.6).
+	h.events(&protocol.Refuse{MsgID: 1, Code: protocol.CodeRetryLater})
+	if len(h.link.queued) != 2 {
+		t.Fatalf("after the create's RETRY_LATER with retry_after 0, %d queued, want 2", len(h.link.queued))
+	}
+	if q := h.link.queued[1]; q.MsgID != 2 || q.Op != protocol.GroupCreate || q.To != 0 || !slices.Equal(q.Members, []uint64{2, 3}) {
+		t.Fatalf("queued again %+v, want the create of 2, 3 as msg 2", q)
+	}
+	if st := h.link.saved(); len(st.Outbox) != 1 || st.Outbox[0].MsgID != 2 || st.NextMsgID != 3 {
+		t.Fatalf("saved outbox %+v, next %d; want only msg 2, next 3", st.Outbox, st.NextMsgID)
+	}
 	h.events(&protocol.GroupEvent{Seq: 1, Group: 99, Actor: 1, Op: protocol.GroupCreate, Members: []uint64{1, 2, 3}},
-		&protocol.Accept{MsgID: 1, Ref: 99})
+		&protocol.Accept{MsgID: 2, Ref: 99})
 	h.want("group 99 (3 members known)", "group 99 created", "— you created the group with you, 2, 3")
 	h.typeLine("/add 4")
 	h.typeLine("/remove 2")
 	h.typeLine("yo all")
 	want := []client.Outgoing{
-		{MsgID: 2, To: 99, Op: protocol.GroupAdd, Members: []uint64{4}},
-		{MsgID: 3, To: 99, Op: protocol.GroupRemove, Members: []uint64{2}},
-		{MsgID: 4, To: 99, Group: true, Body: []byte("yo all")},
+		{MsgID: 3, To: 99, Op: protocol.GroupAdd, Members: []uint64{4}},
+		{MsgID: 4, To: 99, Op: protocol.GroupRemove, Members: []uint64{2}},
+		{MsgID: 5, To: 99, Group: true, Body: []byte("yo all")},
 	}
 	for i, w := range want {
-		q := h.link.queued[i+1]
+		q := h.link.queued[i+2]
 		if q.MsgID != w.MsgID || q.To != w.To || q.Op != w.Op || q.Group != w.Group || !slices.Equal(q.Members, w.Members) || string(q.Body) != string(w.Body) {
 			t.Fatalf("queued %+v, want %+v", q, w)
 		}
 	}
-	h.events(&protocol.Accept{MsgID: 2, Ref: 99},
+	h.events(&protocol.Accept{MsgID: 3, Ref: 99},
 		&protocol.GroupEvent{Seq: 2, Group: 99, Actor: 1, Op: protocol.GroupAdd, Members: []uint64{4}},
-		&protocol.Refuse{MsgID: 3, Code: protocol.CodeForbidden, Reason: "not today"},
-		&protocol.Accept{MsgID: 4},
-		&protocol.Receipt{Seq: 3, MsgID: 4, By: 3},
-		&protocol.Receipt{Seq: 4, MsgID: 4, By: 4},
-		&protocol.Receipt{Seq: 5, MsgID: 4, By: 3, Read: true},
+		&protocol.Refuse{MsgID: 4, Code: protocol.CodeForbidden, Reason: "not today"},
+		&protocol.Accept{MsgID: 5},
+		&protocol.Receipt{Seq: 3, MsgID: 5, By: 3},
+		&protocol.Receipt{Seq: 4, MsgID: 5, By: 4},
+		&protocol.Receipt{Seq: 5, MsgID: 5, By: 3, Read: true},
 		&protocol.Signal{Peer: 3, Group: 99, Kind: protocol.SignalTyping})
 	h.want("— you added 4", "group request refused: FORBIDDEN: not today", "you: yo all ✓✓ read by 1", "3 is typing…")
 	h.typeLine("/members")

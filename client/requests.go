@@ -97,7 +97,10 @@ func (c *Conn) Queue(o Outgoing) error {
 // create) or REFUSE comes from Recv. group is 0 exactly for
 // protocol.GroupCreate; a leave names no members, every other op at least
 // one. Like a message, the request stays in the outbox and goes again,
-// unchanged (GROUP has no flag B), after a reconnect or a retry_after.
+// unchanged (GROUP has no flag B), after a reconnect or a retry_after. A
+// create refused with RETRY_LATER and retry_after 0 left the outbox: the
+// group id its msg_id derives is another creator's, so call Group again,
+// which takes a new msg_id (PROTOCOL.md 8.6).
 func (c *Conn) Group(op protocol.GroupOp, group uint64, members ...uint64) (msgID uint64, err error) {
 	o := Outgoing{MsgID: 1, To: group, Op: op, Members: members}
 	if op == 0 {
