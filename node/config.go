@@ -111,6 +111,12 @@ func (c Config) WithDefaults() Config {
 	if c.Gateway.Logger == nil {
 		c.Gateway.Logger = c.Logger
 	}
+	if c.Cluster.Heartbeat == 0 {
+		c.Cluster.Heartbeat = cluster.DefaultHeartbeat
+	}
+	if c.Cluster.DownAfter == 0 {
+		c.Cluster.DownAfter = cluster.DefaultDownAfter
+	}
 	if c.clustered() && c.Cluster.Logger == nil {
 		c.Cluster.Logger = c.Logger
 	}

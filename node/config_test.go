@@ -256,6 +256,27 @@ func TestPrintLeavesDerivedUnset(t *testing.T) {
 	}
 }
 
+// TestPrintShowsDefaults: with nothing given, every setting whose
+// documented default is a value, not derived, is printed with that value.
+// The cluster's heartbeat and down-after printed "0s" (0 stood for the
+// default inside the cluster package).
+func TestPrintShowsDefaults(t *testing.T) {
+	c, err := load(t, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := c.WithDefaults()
+	for _, s := range Settings() {
+		var d Config
+		if s.Set(&d, s.Default) != nil || strings.HasPrefix(s.Default, "none") || derived(s, &c, &full) {
+			continue // a default in words, none, or derived from the machine
+		}
+		if got, want := s.Get(&full), s.Get(&d); got != want {
+			t.Errorf("%s: in force %q, its documented default %q", s.Key, got, want)
+		}
+	}
+}
+
 // TestUnits: sizes and durations read and write in human units.
 func TestUnits(t *testing.T) {
 	for in, want := range map[string]int64{"4096": 4096, "256KiB": 256 << 10, "64MiB": 64 << 20, "16GiB": 16 << 30, "1_000": 1000, "-1": -1, "2k": 2048} {
