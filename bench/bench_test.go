@@ -251,6 +251,23 @@ func TestStorm(t *testing.T) {
 	}
 }
 
+// TestStormRequiresRedelivery: a storm in which fewer entries came again
+// than were held at the drop fails; one in which all came passes.
+func TestStormRequiresRedelivery(t *testing.T) {
+	res := newResult()
+	res.Redelivered = 499
+	requireRedelivered(res, 500)
+	if res.Passed() || !strings.Contains(strings.Join(res.Failures, "\n"), "1 lost") {
+		t.Errorf("499 of 500 came again: failures %q", res.Failures)
+	}
+	res = newResult()
+	res.Redelivered = 500
+	requireRedelivered(res, 500)
+	if !res.Passed() {
+		t.Errorf("all 500 came again: failures %q", res.Failures)
+	}
+}
+
 func TestSlow(t *testing.T) {
 	srv := startServer(t, delivery.Config{SlowAfter: 500 * time.Millisecond})
 	cfg := srv.config("slow")

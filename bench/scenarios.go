@@ -279,6 +279,7 @@ func (r *run) storm(ctx context.Context) (*Result, error) {
 	if _, err := r.step(fill, "fill", n*int64(r.cfg.Messages), func(c counters) int64 { return int64(c.Delivered) }); err != nil {
 		return r.partial(err)
 	}
+	held := r.fl.progress().Delivered // none acknowledged: each must come again
 	before := r.scrape(ctx, "before storm")
 	if err := r.fl.do(Step{Kind: "drop"}); err != nil {
 		return r.partial(err)
@@ -358,7 +359,18 @@ func (r *run) storm(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return res, err
 	}
+	requireRedelivered(res, held)
 	return res, nil
+}
+
+// requireRedelivered fails res unless the held entries, left
+// unacknowledged when every connection dropped, all came again after the
+// reconnect: a server that lost them would otherwise pass, since each was
+// delivered once before the drop.
+func requireRedelivered(res *Result, held uint64) {
+	if res.Redelivered < held {
+		res.Failures = append(res.Failures, fmt.Sprintf("%d entries were held unacknowledged at the drop and %d came again after the reconnect: %d lost", held, res.Redelivered, held-res.Redelivered))
+	}
 }
 
 // withBaseline sets base as res's baseline. A fault in the baseline fails

@@ -62,7 +62,8 @@ Scenarios:
   offline  fill the mailboxes of --pairs absent receivers with --messages
            each, then bring them back: drain time and rate
   storm    --conns connections drop and reconnect at once: time until all
-           are logged in and drained, server memory before, at peak, after
+           are logged in and drained, server memory before, at peak, after;
+           fails unless every entry held before the drop comes again
   slow     chat twice: all reading (baseline), then with --slow-share of the
            receivers not reading: their closes, the others' latency
 
