@@ -61,7 +61,7 @@ const unlimited = 1 << 30
 const minAcceptQueue = 4096
 
 // sysctlFile is where the sysctl.d lines go.
-const sysctlFile = "/etc/sysctl.d/90-switchboard.conf"
+const sysctlFile = "/etc/sysctl.d/60-switchboard.conf" // as docs/OPERATIONS.md names it
 
 // NewReport computes, from facts f, what each limit allows, which binds
 // first and how to raise each.
@@ -241,7 +241,7 @@ func migrateLimit(v int64) Limit {
 		l.Note += "; this kernel (before 5.14) has no such setting: the few connections arriving as the old listener closes are reset, and their clients retry"
 	case 0:
 		l.Note += "; with 0 they are reset, and their clients retry"
-		l.Raise = []string{"sysctl -w net.ipv4.tcp_migrate_req=1", "echo 'net.ipv4.tcp_migrate_req = 1' >> /etc/sysctl.d/60-switchboard.conf"}
+		l.Raise = []string{"sysctl -w net.ipv4.tcp_migrate_req=1", fmt.Sprintf("echo 'net.ipv4.tcp_migrate_req = 1' >> %s", sysctlFile)}
 	default:
 		l.Note += "; set"
 	}

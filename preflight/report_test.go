@@ -131,7 +131,7 @@ func TestReportFakeHosts(t *testing.T) {
 			binding: "file_max", conns: 10000 - 91,
 			raise: []string{
 				"sysctl -w fs.file-max=1809472",
-				"echo 'fs.file-max = 1809472' >> /etc/sysctl.d/90-switchboard.conf   # kept across reboots",
+				"echo 'fs.file-max = 1809472' >> /etc/sysctl.d/60-switchboard.conf   # kept across reboots",
 			},
 		},
 		{
