@@ -222,8 +222,9 @@ func (m *Model) refuse(r *protocol.Refuse) {
 	if p.Op == protocol.GroupCreate && r.Code == protocol.CodeRetryLater {
 		// The group id derived from this msg_id is another creator's
 		// (PROTOCOL.md 8.6): the same create goes again under a new one.
+		// queue's notice, if it cannot, replaces this one.
+		m.notice = fmt.Sprintf("group create %d asked again as %d", p.MsgID, m.st.NextMsgID)
 		m.queue(Pending{Op: p.Op, Members: p.Members}, "")
-		m.notice = fmt.Sprintf("group create %d asked again as %d", p.MsgID, m.st.NextMsgID-1)
 		return
 	}
 	why := r.Code.String()

@@ -283,6 +283,7 @@ func TestModelGroups(t *testing.T) {
 	if st := h.link.saved(); len(st.Outbox) != 1 || st.Outbox[0].MsgID != 2 || st.NextMsgID != 3 {
 		t.Fatalf("saved outbox %+v, next %d; want only msg 2, next 3", st.Outbox, st.NextMsgID)
 	}
+	h.want("group create 1 asked again as 2")
 	h.events(&protocol.GroupEvent{Seq: 1, Group: 99, Actor: 1, Op: protocol.GroupCreate, Members: []uint64{1, 2, 3}},
 		&protocol.Accept{MsgID: 2, Ref: 99})
 	h.want("group 99 (3 members known)", "group 99 created", "— you created the group with you, 2, 3")
