@@ -47,8 +47,8 @@ type Config struct {
 	Heartbeat time.Duration
 	// DownAfter is how long a node may go without a sign of life (a
 	// matching heartbeat, or a payload while it is up) before it is down. Zero
-	// means DefaultDownAfter. At least twice Heartbeat, so that one late
-	// heartbeat does not take a node down.
+	// means DownAfterFor(Heartbeat). At least twice Heartbeat, so that one
+	// late heartbeat does not take a node down.
 	DownAfter time.Duration
 	// Logger receives up/down transitions and mismatches; nil discards.
 	Logger *slog.Logger
@@ -59,10 +59,14 @@ const (
 	// DownAfter, so that a node is taken down only after several in a row
 	// were missed, for 4 small messages a second per node.
 	DefaultHeartbeat = 250 * time.Millisecond
-	// DefaultDownAfter is how long a silent node stays up: a dead node is
-	// noticed in about 2 seconds, and a garbage-collection pause or a busy
-	// route does not flap a live one.
+	// DefaultDownAfter is how long a silent node stays up at the default
+	// heartbeat: a dead node is noticed in about 2 seconds, and a
+	// garbage-collection pause or a busy route does not flap a live one.
 	DefaultDownAfter = 2 * time.Second
+	// heartbeatsPerDownAfter is how many heartbeats a node may miss in a
+	// row, at the least, before it is down when DownAfter is left to its
+	// default (DownAfterFor).
+	heartbeatsPerDownAfter = int64(DefaultDownAfter / DefaultHeartbeat)
 	// MaxNodes bounds the node list: every node routes to every other one,
 	// and a heartbeat carries the whole list (about 60 bytes a node).
 	MaxNodes = 64
@@ -70,13 +74,20 @@ const (
 	maxNameLen = 64
 )
 
+// DownAfterFor returns the default DownAfter for a heartbeat interval:
+// DefaultDownAfter, or eight heartbeats when that is longer, so that a
+// heartbeat lengthened for a large cluster keeps the same margin.
+func DownAfterFor(heartbeat time.Duration) time.Duration {
+	return max(DefaultDownAfter, time.Duration(heartbeatsPerDownAfter)*heartbeat)
+}
+
 // withDefaults returns c with its zero fields filled.
 func (c Config) withDefaults() Config {
 	if c.Heartbeat == 0 {
 		c.Heartbeat = DefaultHeartbeat
 	}
 	if c.DownAfter == 0 {
-		c.DownAfter = DefaultDownAfter
+		c.DownAfter = DownAfterFor(c.Heartbeat)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

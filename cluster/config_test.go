@@ -125,7 +125,7 @@ func TestValidate(t *testing.T) {
 		{0, "127.0.0.1:7001", "127.0.0.1:7101", "127.0.0.1:7201"},
 		{2, "nohost", "127.0.0.1:7102", "127.0.0.1:7202"},
 		{2, "127.0.0.1:7003", "127.0.0.1:7101", "127.0.0.1:70000"},
-	}, Heartbeat: 1500 * time.Millisecond}
+	}, Heartbeat: 1500 * time.Millisecond, DownAfter: 2 * time.Second}
 	err := bad.Validate()
 	want := []string{
 		`name "a.b"`,
@@ -238,5 +238,27 @@ func TestLaterMismatch(t *testing.T) {
 		}
 	default:
 		t.Error("another process with this node's ID went unnoticed")
+	}
+}
+
+// TestDownAfterFollowsHeartbeat: left unset, DownAfter is 2 s at the
+// default heartbeat and eight heartbeats when the heartbeat is longer, so
+// a heartbeat lengthened for a large cluster is a valid configuration on
+// its own; set, it is kept.
+func TestDownAfterFollowsHeartbeat(t *testing.T) {
+	for _, c := range []struct{ heartbeat, set, want time.Duration }{
+		{0, 0, 2 * time.Second},
+		{100 * time.Millisecond, 0, 2 * time.Second},
+		{1500 * time.Millisecond, 0, 12 * time.Second},
+		{1500 * time.Millisecond, 3 * time.Second, 3 * time.Second},
+	} {
+		got := Config{Heartbeat: c.heartbeat, DownAfter: c.set}.withDefaults().DownAfter
+		if got != c.want {
+			t.Errorf("heartbeat %v, down-after set to %v: %v, want %v", c.heartbeat, c.set, got, c.want)
+		}
+	}
+	cfg := Config{Name: "x", Self: 1, Nodes: []NodeAddr{{1, "127.0.0.1:7001", "127.0.0.1:7101", "127.0.0.1:7201"}}, Heartbeat: 2 * time.Second}
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("a 2 s heartbeat alone: %v", err)
 	}
 }

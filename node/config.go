@@ -115,7 +115,7 @@ func (c Config) WithDefaults() Config {
 		c.Cluster.Heartbeat = cluster.DefaultHeartbeat
 	}
 	if c.Cluster.DownAfter == 0 {
-		c.Cluster.DownAfter = cluster.DefaultDownAfter
+		c.Cluster.DownAfter = cluster.DownAfterFor(c.Cluster.Heartbeat)
 	}
 	if c.clustered() && c.Cluster.Logger == nil {
 		c.Cluster.Logger = c.Logger

@@ -213,7 +213,7 @@ func Settings() []Setting {
 			func(c *Config) string { return formatNodes(c.Cluster.Nodes) },
 			func(c *Config, v string) (err error) { c.Cluster.Nodes, err = parseNodes(v); return err }),
 		durationSetting("cluster", "cluster-heartbeat", "Heartbeat", "250ms", "how often this node announces itself to the others; each node hears every other's, so a cluster of N nodes delivers N² heartbeats per interval: lengthen it past a few dozen nodes on a small host", func(c *Config) *time.Duration { return &c.Cluster.Heartbeat }),
-		durationSetting("cluster", "cluster-down-after", "DownAfter", "2s", "how long a node may go unheard (no heartbeat nor payload) before the others take it down and refuse sends to its users, retryably: the time to notice a dead node; at least twice cluster-heartbeat", func(c *Config) *time.Duration { return &c.Cluster.DownAfter }),
+		durationSetting("cluster", "cluster-down-after", "DownAfter", "2s, or 8 × cluster-heartbeat when longer", "how long a node may go unheard (no heartbeat nor payload) before the others take it down and refuse sends to its users, retryably: the time to notice a dead node; at least twice cluster-heartbeat", func(c *Config) *time.Duration { return &c.Cluster.DownAfter }),
 		textSetting("cluster", "cluster-nats", "External", UnitText, "none: NATS embedded", "URLs of an existing NATS cluster to join as a client (nats://host:port,…) instead of embedding a NATS server; route and nats in cluster-nodes are then unused", func(c *Config) *string { return &c.Cluster.External }),
 	}
 }
