@@ -907,20 +907,9 @@ func (c *Conn) timers() {
 			c.nc.Close()
 			c.pinged = 0
 		}
-		next := now + time.Hour
-		if at, ok := c.sess.NextWake(now); ok {
-			next = min(next, max(at, now+time.Millisecond))
-		}
-		// Keepalive only while connected: offline, wrote+ping is long
-		// past and would wake this loop every millisecond.
-		if c.nc != nil && c.ping > 0 {
-			next = min(next, c.wrote+c.ping)
-		}
-		if c.nc != nil && c.pinged != 0 {
-			next = min(next, c.pinged+c.opts.DeadAfter)
-		}
+		next := c.nextWakeLocked(now)
 		c.mu.Unlock()
-		t.Reset(max(next-now, time.Millisecond))
+		t.Reset(next - now)
 		select {
 		case <-t.C:
 		case <-c.kick:
@@ -928,6 +917,25 @@ func (c *Conn) timers() {
 			return
 		}
 	}
+}
+
+// nextWakeLocked returns when the timer loop next has work, at least a
+// millisecond after now and at most an hour: an ACK or a retry the session
+// has due, and while connected the keepalive PING and the wait for its
+// answer. Offline there is no keepalive: wrote+ping is long past and would
+// wake the loop every millisecond for the whole backoff. c.mu held.
+func (c *Conn) nextWakeLocked(now time.Duration) time.Duration {
+	next := now + time.Hour
+	if at, ok := c.sess.NextWake(now); ok {
+		next = min(next, at)
+	}
+	if c.nc != nil && c.ping > 0 {
+		next = min(next, c.wrote+c.ping)
+	}
+	if c.nc != nil && c.pinged != 0 {
+		next = min(next, c.pinged+c.opts.DeadAfter)
+	}
+	return max(next, now+time.Millisecond)
 }
 
 // EntrySeq returns the mailbox seq of an Event that is a mailbox entry (a
