@@ -230,6 +230,7 @@ func TestConnect(t *testing.T) {
 		t.Errorf("conns %d, logins %d, want 200", res.Conns, res.LoginLatency.TotalCount())
 	}
 	checkAllDelivered(t, res, 400)
+	checkAllReceipted(t, res)
 	if res.Figures["connect_rate_per_s"] <= 0 {
 		t.Errorf("figures %v", res.Figures)
 	}

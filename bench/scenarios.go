@@ -7,10 +7,11 @@ import (
 )
 
 // connect ramps to --conns logged-in connections at --connect-rate, holds
-// them idle for --hold, then has each send --burst messages to its pair.
+// them idle for --hold, then has each send --burst messages to its pair
+// and waits (--drain at most) for every delivery and delivered receipt.
 // Figures: connect_rate_per_s (logins over the ramp), and the server's
 // memory per connection: idle_per_conn_* (after the hold, against before
-// the ramp) and traffic_per_conn_* (after the burst).
+// the ramp) and traffic_per_conn_* (after the burst and its drain).
 func (r *run) connect(ctx context.Context) (*Result, error) {
 	n := r.totalConns()
 	before := r.scrape(ctx, "baseline")
@@ -33,10 +34,22 @@ func (r *run) connect(ctx context.Context) (*Result, error) {
 		s := Step{Kind: "traffic", Count: r.cfg.Burst, Window: r.cfg.Window, Timeout: r.cfg.Drain + time.Duration(r.cfg.Burst)*time.Second}
 		_, burstErr = r.step(s, "burst", int64(n)*int64(r.cfg.Burst), func(c counters) int64 { return int64(c.Delivered) })
 	}
+	var drainErr error
+	if r.cfg.Burst > 0 && burstErr == nil {
+		// Every delivered receipt too, so that the checks hold them to
+		// the same standard as the messages.
+		d := Step{Kind: "drain", Timeout: r.cfg.Drain}
+		if _, derr := r.step(d, "drain", 0, func(c counters) int64 { return c.Pending }); derr != nil {
+			drainErr = fmt.Errorf("deliveries or delivered receipts still outstanding after --drain %v: %w", r.cfg.Drain, derr)
+		}
+	}
 	after := r.scrape(ctx, "after traffic")
 	res, err := r.fl.collect()
 	if err != nil {
 		return nil, err
+	}
+	if drainErr != nil {
+		res.Notes = append(res.Notes, drainErr.Error())
 	}
 	res.Duration = ramp
 	r.figure(res, "connect_rate_per_s", float64(n)/ramp.Seconds())

@@ -26,8 +26,9 @@ when the run could not be carried out.
 
 Scenarios:
   connect  ramp to --conns logged-in connections at --connect-rate, hold them
-           idle for --hold, then send a --burst on each: connect rate, login
-           latency, server memory per connection (idle and after traffic)
+           idle for --hold, then send a --burst on each and drain it, receipts
+           included: connect rate, login latency, server memory per
+           connection (idle and after traffic)
   chat     --pairs pairs exchange --size-byte messages for --duration, open
            loop at --rate or closed loop (--rate 0) with --window: delivered/s,
            send-to-ack and send-to-deliver latency, wire bytes per message
