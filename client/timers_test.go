@@ -32,8 +32,4 @@ func TestNextWakeOfflineHasNoKeepalive(t *testing.T) {
 	if got := c.nextWakeLocked(now); got != now+time.Hour {
 		t.Errorf("offline, last write 95 s ago: wake at %v, want %v (nothing due)", got, now+time.Hour)
 	}
-	c.sess.Queue()
-	if at, ok := c.sess.NextWake(now); ok && c.nextWakeLocked(now) != max(at, now+time.Millisecond) {
-		t.Errorf("offline with a message queued: wake at %v, want the session's %v", c.nextWakeLocked(now), at)
-	}
 }
