@@ -237,7 +237,9 @@ func Decode(b []byte, fds []int) (Message, error) {
 	return m, nil
 }
 
-// parseRights returns the descriptors in a message's control data.
+// parseRights returns the descriptors in a message's control data. On an
+// error it returns those it read before it, which the caller closes, as it
+// does when the message itself is refused.
 func parseRights(oob []byte) ([]int, error) {
 	if len(oob) == 0 {
 		return nil, nil
@@ -248,12 +250,14 @@ func parseRights(oob []byte) ([]int, error) {
 	}
 	var fds []int
 	for i := range msgs {
+		if len(msgs[i].Data)%4 != 0 {
+			// x/sys/unix's ParseUnixRights indexes past its result on a
+			// partial descriptor.
+			return fds, fmt.Errorf("%w: control data: %d bytes of descriptors", ErrProtocol, len(msgs[i].Data))
+		}
 		got, err := unix.ParseUnixRights(&msgs[i])
 		if err != nil {
-			for _, fd := range fds {
-				unix.Close(fd)
-			}
-			return nil, fmt.Errorf("%w: control data: %w", ErrProtocol, err)
+			return fds, fmt.Errorf("%w: control data: %w", ErrProtocol, err)
 		}
 		fds = append(fds, got...)
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -186,6 +187,25 @@ func FuzzDecode(f *testing.F) {
 			if _, err := Decode(again, fds); err != nil {
 				t.Fatalf("re-encoding did not decode: %v", err)
 			}
+		}
+	})
+}
+
+// FuzzParseRights: whatever control data a message carries, parseRights
+// returns without a panic, and what it reads from rights messages it built
+// itself is exactly their descriptors, in order. (It only reads: the
+// numbers here are not open files, and nothing is closed.)
+func FuzzParseRights(f *testing.F) {
+	f.Add(unix.UnixRights(3, 4), []byte{})
+	f.Add(unix.UnixRights(7), []byte{1, 2, 3})
+	f.Add([]byte{}, []byte{0xff})
+	f.Fuzz(func(t *testing.T, oob, tail []byte) {
+		_, _ = parseRights(oob)
+		_, _ = parseRights(append(unix.UnixRights(5, 6), tail...))
+		want := []int{len(oob), len(tail)}
+		got, err := parseRights(append(unix.UnixRights(want[0]), unix.UnixRights(want[1])...))
+		if err != nil || !slices.Equal(got, want) {
+			t.Fatalf("two rights messages of %v: %v, %v", want, got, err)
 		}
 	})
 }
