@@ -38,10 +38,7 @@ func (r *run) connect(ctx context.Context) (*Result, error) {
 	if r.cfg.Burst > 0 && burstErr == nil {
 		// Every delivered receipt too, so that the checks hold them to
 		// the same standard as the messages.
-		d := Step{Kind: "drain", Timeout: r.cfg.Drain}
-		if _, derr := r.step(d, "drain", 0, func(c counters) int64 { return c.Pending }); derr != nil {
-			drainErr = fmt.Errorf("deliveries or delivered receipts still outstanding after --drain %v: %w", r.cfg.Drain, derr)
-		}
+		drainErr = r.drainAll()
 	}
 	after := r.scrape(ctx, "after traffic")
 	res, err := r.fl.collect()
@@ -158,6 +155,16 @@ func (r *run) traffic(ctx context.Context, who string) (*Result, error) {
 	return res, err
 }
 
+// drainAll waits, --drain at most, until nothing sent is undelivered and
+// no delivered copy lacks its receipt; the error says what was left.
+func (r *run) drainAll() error {
+	d := Step{Kind: "drain", Timeout: r.cfg.Drain}
+	if _, err := r.step(d, "drain", 0, func(c counters) int64 { return c.Pending }); err != nil {
+		return fmt.Errorf("deliveries or delivered receipts still outstanding after --drain %v: %w", r.cfg.Drain, err)
+	}
+	return nil
+}
+
 // sendAndDrain runs traffic step s and, if it went well, a drain, and
 // collects: the Result's Duration is the sending time, and its figures
 // delivered_per_s and wire_bytes_per_msg. A nil Result means the collect
@@ -189,10 +196,7 @@ func (r *run) sendAndDrain(ctx context.Context, s Step, label string) (*Result, 
 	}
 	var drainErr error
 	if err == nil {
-		d := Step{Kind: "drain", Timeout: r.cfg.Drain}
-		if _, derr := r.step(d, "drain", 0, func(c counters) int64 { return c.Pending }); derr != nil {
-			drainErr = fmt.Errorf("deliveries or delivered receipts still outstanding after --drain %v: %w", r.cfg.Drain, derr)
-		}
+		drainErr = r.drainAll()
 	}
 	res, cerr := r.fl.collect()
 	if cerr != nil {
