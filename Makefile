@@ -41,11 +41,18 @@ bench: ## Run the Go benchmarks (parse/append, storage, end to end).
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 60m $(PKGS)
 
 .PHONY: fuzz
-fuzz: ## Fuzz every decoder for $(FUZZTIME) each.
-	@for pkg in $$($(GO) list ./...); do \
+fuzz: ## Fuzz every decoder for $(FUZZTIME) each (PKGS=./protocol/ for one package).
+	@log=$$(mktemp); trap 'rm -f $$log $$log.rc' EXIT; \
+	for pkg in $$($(GO) list $(PKGS)); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 	    echo "== $$pkg $$f"; \
-	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	    { $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; echo $$? > $$log.rc; } 2>&1 | tee $$log; \
+	    [ "$$(cat $$log.rc)" = 0 ] && continue; \
+	    if grep -q 'context deadline exceeded' $$log && ! grep -q 'Failing input written' $$log; then \
+	      echo "   $$f: ended by Go's fuzzing deadline race (golang/go#51484), no failing input: not a finding"; \
+	      continue; \
+	    fi; \
+	    exit 1; \
 	  done; \
 	done
 
