@@ -237,26 +237,35 @@ func (c *Cluster) connect(url string) error {
 	return nil
 }
 
-// awaitPeers waits until every peer was heard, a mismatch was, or
-// DownAfter passed.
+// awaitPeers waits until a mismatch was heard, or DownAfter passed, or
+// every peer was heard and then two more heartbeat intervals went by. The
+// last wait is for another process running as this node: its heartbeats
+// come once a Heartbeat, and nothing says they come before the peers' (with
+// no peers listed, the first check would pass at once).
 func (c *Cluster) awaitPeers() error {
 	defer c.starting.Store(false)
 	deadline := time.NewTimer(c.cfg.DownAfter)
 	defer deadline.Stop()
 	tick := time.NewTicker(c.cfg.Heartbeat / 4)
 	defer tick.Stop()
+	var allUp time.Time // when every peer was first seen up
 	for {
 		select {
 		case err := <-c.mismatch:
 			return err
 		case <-deadline.C:
 			return nil
-		case <-tick.C:
+		case now := <-tick.C:
 			all := true
 			for id := range c.peers {
 				all = all && c.Up(id)
 			}
-			if all {
+			switch {
+			case !all:
+				allUp = time.Time{}
+			case allUp.IsZero():
+				allUp = now
+			case now.Sub(allUp) >= 2*c.cfg.Heartbeat:
 				return nil
 			}
 		}

@@ -262,3 +262,40 @@ func TestDownAfterFollowsHeartbeat(t *testing.T) {
 		t.Errorf("a 2 s heartbeat alone: %v", err)
 	}
 }
+
+// TestStartListensForItsOwnID: Start does not end as soon as every peer is
+// up (or at once, with none listed) but two heartbeat intervals after, so
+// that the heartbeat of another process already running as this node is
+// heard while it starts; one heard then refuses the start.
+func TestStartListensForItsOwnID(t *testing.T) {
+	for _, peers := range []int{0, 1} {
+		cfg := Config{Name: "m", Self: 1, Nodes: []NodeAddr{{1, "h:1", "h:2", "h:3"}, {2, "h:4", "h:5", "h:6"}},
+			Heartbeat: 40 * time.Millisecond, DownAfter: 5 * time.Second}
+		cfg = cfg.withDefaults()
+		c := &Cluster{cfg: cfg, log: cfg.Logger, hash: cfg.Hash(), canon: cfg.canonical(), instance: 1, epoch: time.Now(),
+			peers: map[uint32]*peer{}, mismatch: make(chan error, 1)}
+		if peers == 1 {
+			c.peers[2] = &peer{}
+			c.heard(&nats.Msg{Data: appendHeartbeat(nil, 2, cfg.Hash(), 5, cfg.canonical())})
+		}
+		c.starting.Store(true)
+		start := time.Now()
+		if err := c.awaitPeers(); err != nil {
+			t.Fatalf("%d peers up: %v", peers, err)
+		}
+		if took := time.Since(start); took < 2*cfg.Heartbeat {
+			t.Errorf("%d peers up: Start waited %v, under two heartbeats (%v) for another process with its ID", peers, took, 2*cfg.Heartbeat)
+		}
+		if c.starting.Load() {
+			t.Errorf("%d peers up: still starting after awaitPeers", peers)
+		}
+
+		// Another process runs as node 1: its heartbeat, heard while
+		// starting, refuses the start.
+		c.starting.Store(true)
+		c.heard(&nats.Msg{Data: appendHeartbeat(nil, 1, cfg.Hash(), 77, cfg.canonical())})
+		if err := c.awaitPeers(); !errors.Is(err, ErrMismatch) {
+			t.Errorf("%d peers up, a second node 1 heard: %v, want ErrMismatch", peers, err)
+		}
+	}
+}
