@@ -247,6 +247,10 @@ func (c Config) Validate() error {
 		if c.Memory {
 			errs = append(errs, errors.New("cluster: a node of a cluster keeps its mailboxes on disk (Memory is for tests of a node alone)"))
 		}
+	} else if c.Cluster.Self != 0 || len(c.Cluster.Nodes) > 0 || c.Cluster.External != "" {
+		// A node whose name was lost (an environment variable not passed)
+		// would otherwise start alone and serve every user's mailbox.
+		errs = append(errs, errors.New("cluster: cluster-node, cluster-nodes or cluster-nats given without cluster-name: set cluster-name (--cluster-name) to make this process a node of that cluster, or remove them to run alone"))
 	}
 	errs = append(errs, crossCheck(c)...)
 	return errors.Join(errs...)

@@ -128,6 +128,37 @@ func TestValidateNamesSettings(t *testing.T) {
 	}
 }
 
+// TestClusterSettingsNeedAName: cluster-node, cluster-nodes or
+// cluster-nats without cluster-name are refused, not ignored: a node that
+// lost its name would start alone and serve every user. With the name, or
+// with none of them, the configuration validates.
+func TestClusterSettingsNeedAName(t *testing.T) {
+	nodes := []string{"--cluster-nodes", "1=127.0.0.1:7071/127.0.0.1:7171/127.0.0.1:7271"}
+	for _, args := range [][]string{
+		{"--cluster-node", "1"},
+		nodes,
+		{"--cluster-nats", "nats://127.0.0.1:4222"},
+	} {
+		c, err := load(t, args, nil)
+		if err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		if err := c.WithDefaults().Validate(); err == nil || !strings.Contains(err.Error(), "without cluster-name") {
+			t.Errorf("%v alone: %v, want refused for the missing cluster-name", args, err)
+		}
+	}
+	c, err := load(t, append([]string{"--cluster-name", "x", "--cluster-node", "1", "--data", t.TempDir()}, nodes...), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WithDefaults().Validate(); err != nil {
+		t.Errorf("a named node: %v", err)
+	}
+	if err := Default().WithDefaults().Validate(); err != nil {
+		t.Errorf("no cluster settings: %v", err)
+	}
+}
+
 // load parses args with the settings' flags and loads with environ.
 func load(t *testing.T, args, environ []string) (Config, error) {
 	t.Helper()
