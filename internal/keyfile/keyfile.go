@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // ErrExposed means a keys file may be read by its group or others.
@@ -146,6 +147,9 @@ func (ff Format) Rewrite(path string, keys map[uint32][]byte) error {
 // place writes body to a temporary file beside path (mode 0600), syncs it,
 // puts it at path with put (os.Link to create, os.Rename to replace) and
 // syncs the folder: a crash leaves the old file or the new one, whole.
+// Written by root, the file keeps the owner of the file it replaces, or
+// takes the folder's: a key rotated with sudo stays readable by the
+// service user, who owns the data folder.
 func (ff Format) place(path, body string, put func(oldname, newname string) error, doing string) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, filepath.Base(path)+".new-*") // mode 0600: owner only
@@ -154,6 +158,10 @@ func (ff Format) place(path, body string, put func(oldname, newname string) erro
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp) // once placed, only the temporary name goes
+	if err := keepOwner(f, path, dir); err != nil {
+		f.Close()
+		return fmt.Errorf("%s: %s %s: %w", ff.Prefix, doing, path, err)
+	}
 	if _, err := f.WriteString(body); err != nil {
 		f.Close()
 		return fmt.Errorf("%s: writing %s: %w", ff.Prefix, path, err)
@@ -172,6 +180,26 @@ func (ff Format) place(path, body string, put func(oldname, newname string) erro
 		return fmt.Errorf("%s: syncing %s: %w", ff.Prefix, dir, err)
 	}
 	return nil
+}
+
+// keepOwner gives f, when this process runs as root, the owner of the file
+// at path, or of the folder dir when there is none yet.
+func keepOwner(f *os.File, path, dir string) error {
+	if os.Geteuid() != 0 {
+		return nil // only root can give a file away; others own what they write
+	}
+	fi, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		fi, err = os.Stat(dir)
+	}
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || (st.Uid == 0 && st.Gid == 0) {
+		return nil
+	}
+	return f.Chown(int(st.Uid), int(st.Gid))
 }
 
 // syncFile makes f's contents durable. A variable so a test can see what

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -117,4 +118,56 @@ func FuzzLoad(f *testing.F) {
 			t.Fatalf("newest %d is not a key", newest)
 		}
 	})
+}
+
+// TestRootKeepsTheOwner: run as root (as `sudo switchboard noise-key
+// --rotate` is), a rewritten keys file keeps its old owner, and a new one
+// takes its folder's, so that the service user who owns the data folder
+// can still read it; the mode stays 0600.
+func TestRootKeepsTheOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: only root can give a file to another user")
+	}
+	const uid, gid = 65534, 65534 // nobody, nogroup
+	dir := filepath.Join(t.TempDir(), "data")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	owner := func(path string) (int, int, fs.FileMode) {
+		t.Helper()
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		return int(st.Uid), int(st.Gid), fi.Mode().Perm()
+	}
+	path := filepath.Join(dir, "keys")
+	secret := make([]byte, 32)
+	rand.Read(secret)
+	if err := testFormat.Create(path, secret); err != nil {
+		t.Fatal(err)
+	}
+	if u, g, m := owner(path); u != uid || g != gid || m != 0o600 {
+		t.Fatalf("created by root in a folder of %d:%d: owner %d:%d, mode %v", uid, gid, u, g, m)
+	}
+	if err := testFormat.Rewrite(path, map[uint32][]byte{1: secret, 2: secret}); err != nil {
+		t.Fatal(err)
+	}
+	if u, g, m := owner(path); u != uid || g != gid || m != 0o600 {
+		t.Fatalf("rewritten by root: owner %d:%d, mode %v; want %d:%d, 0600", u, g, m, uid, gid)
+	}
+	// A file root owns stays root's.
+	if err := os.Chown(path, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := testFormat.Rewrite(path, map[uint32][]byte{2: secret}); err != nil {
+		t.Fatal(err)
+	}
+	if u, g, _ := owner(path); u != 0 || g != 0 {
+		t.Fatalf("root's file rewritten: owner %d:%d, want 0:0", u, g)
+	}
 }
