@@ -170,7 +170,7 @@ func (n *Node) handOver(ch *handover.Channel) {
 		fds = nil
 		if err = ch.Send(&handover.Message{Kind: handover.KindCommit}); err != nil {
 			log.Error("handover: 4/5 the successor went away at the commit; its clients will reconnect", "err", err)
-			go n.Stop(context.Background())
+			n.stopFailed(fmt.Errorf("handover: the successor went away at the commit: %w", err))
 			return
 		}
 	}
@@ -179,7 +179,7 @@ func (n *Node) handOver(ch *handover.Channel) {
 		_ = ch.Send(&handover.Message{Kind: handover.KindRefuse, Reason: "taking the connections back: " + err.Error()})
 		if err := n.takeBack(recs, fds); err != nil {
 			log.Error("handover: taking the connections back failed; stopping", "err", err)
-			go n.Stop(context.Background())
+			n.stopFailed(fmt.Errorf("handover: taking the connections back: %w", err))
 			return
 		}
 		fds = nil // adopted
@@ -420,4 +420,13 @@ func alive(pid int) bool {
 	}
 	err := unix.Kill(pid, 0)
 	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
+// stopFailed stops the node, in the background (the caller holds life),
+// recording err for Err: a process left serving nothing by a failed
+// handover exits with an error, so that systemd's Restart=on-failure
+// starts it again.
+func (n *Node) stopFailed(err error) {
+	n.failed.Store(&err)
+	go n.Stop(context.Background())
 }

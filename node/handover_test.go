@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -298,4 +299,35 @@ func serving(t *testing.T, cfg Config, d time.Duration) (*Node, context.Context,
 		return c
 	}
 	return n, ctx, dial(1), dial(2)
+}
+
+// TestFailedHandoverStopIsAnError: a node that stops itself because a
+// handover failed past taking its connections back (stopFailed) reports
+// why from Err, where a plain Stop reports nothing, so that serve exits
+// with an error and systemd's Restart=on-failure starts it again.
+func TestFailedHandoverStopIsAnError(t *testing.T) {
+	cfg, _ := testConfig(t)
+	n, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	why := errors.New("the successor went away at the commit")
+	n.life.Lock() // as the handover holds it
+	n.stopFailed(why)
+	n.life.Unlock()
+	<-n.Done()
+	if err := n.Err(); !errors.Is(err, why) {
+		t.Errorf("Err after a failed handover's stop: %v, want %v", err, why)
+	}
+
+	cfg2, _ := testConfig(t)
+	m, err := Start(cfg2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Stop(context.Background())
+	<-m.Done()
+	if err := m.Err(); err != nil {
+		t.Errorf("Err after Stop: %v, want nil", err)
+	}
 }

@@ -37,6 +37,11 @@ type Node struct {
 	// (handover.go).
 	parts  atomic.Pointer[parts]
 	handed atomic.Bool // a successor took the connections (HandedOver)
+	// failed is why the node stopped itself after a handover failed past
+	// the point of taking its connections back (handover.go); Err reports
+	// it, so that the process exits with an error and its service manager
+	// starts it again.
+	failed atomic.Pointer[error]
 
 	// life serialises the lifecycle's transitions: a handover and Stop.
 	life    sync.Mutex
@@ -254,12 +259,16 @@ func (n *Node) Cluster() *cluster.Cluster { return n.parts.Load().cluster }
 func (n *Node) Done() <-chan struct{} { return n.engDone }
 
 // Err returns why the engine stopped on its own, once Done is closed and
-// Stop was not called; nil otherwise.
+// Stop was not called, or why the node stopped itself when a handover
+// failed after its commit was due; nil otherwise.
 func (n *Node) Err() error {
 	select {
 	case <-n.engDone:
 	default:
 		return nil
+	}
+	if err := n.failed.Load(); err != nil {
+		return *err
 	}
 	if n.health.stopping.Load() {
 		return nil
