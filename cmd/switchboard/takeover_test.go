@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"switchboard/bench"
+	"switchboard/client"
+	"switchboard/noise"
 	"switchboard/protocol"
 	"switchboard/token"
 )
@@ -142,6 +144,18 @@ func TestUpgradeSignal(t *testing.T) {
 	if _, err := old.dial(3, protocol.ClientOptions{}); !badToken(err) {
 		t.Fatalf("a key-2 token before the upgrade: %v, want BAD_TOKEN", err)
 	}
+	upgrade(t, old)
+	exchange("after")
+	if _, err := old.dial(3, protocol.ClientOptions{}); err != nil {
+		t.Fatalf("a key-2 token after the upgrade: %v", err)
+	}
+}
+
+// upgrade sends old SIGUSR2 and waits until it has handed over to the
+// successor it started from its own binary and exited; the successor is
+// stopped when the test ends.
+func upgrade(t *testing.T, old *child) {
+	t.Helper()
 	if err := old.cmd.Process.Signal(syscall.SIGUSR2); err != nil {
 		t.Fatal(err)
 	}
@@ -164,9 +178,56 @@ func TestUpgradeSignal(t *testing.T) {
 			}
 		}
 	})
-	exchange("after")
-	if _, err := old.dial(3, protocol.ClientOptions{}); err != nil {
-		t.Fatalf("a key-2 token after the upgrade: %v", err)
+}
+
+// TestNoiseKeyRotationByReload: a Noise key added with noise-key --rotate
+// (noise.RotateKeys) becomes the key XX proves after SIGUSR2, as
+// OPERATIONS.md's rotation says a reload does: before it, the running
+// process proves the old key; after it, the successor proves the new one.
+func TestNoiseKeyRotationByReload(t *testing.T) {
+	data := t.TempDir()
+	old := startChild(t, data, 0)
+	path := filepath.Join(data, "noise-keys")
+	keys, err := noise.LoadKeys(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := keys[0].Public
+	next, err := noise.RotateKeys(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	device, err := noise.NewKeypair(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets, id, err := loadKeys(data, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// proved logs user 7 in over Noise XX (no key pinned) and returns the
+	// server key the handshake proved.
+	proved := func() []byte {
+		t.Helper()
+		ctx := ctxTimeout(t, 10*time.Second)
+		conn, err := client.Dial(ctx, old.addr, client.Options{
+			Token: func(context.Context) ([]byte, error) {
+				return token.MintBound(secrets[id], token.Claims{KeyID: id, User: 7, Device: 1, Expiry: time.Now().Add(time.Hour)}, device.Public[:]), nil
+			},
+			Noise: &client.NoiseOptions{Static: device},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		return conn.ServerKey()
+	}
+	if got := proved(); !bytes.Equal(got, first[:]) {
+		t.Fatalf("before the reload the server proved %x, want the first key %x", got, first)
+	}
+	upgrade(t, old)
+	if got := proved(); !bytes.Equal(got, next.Public[:]) {
+		t.Fatalf("after the reload the server proved %x, want the rotated key %x", got, next.Public)
 	}
 }
 
