@@ -19,7 +19,7 @@ import (
 // 145 kills before the ACK committed, 76 with its receipts pending, 19
 // after they were stored; 48,000 receipts, none missing.
 func TestSoakReceiptsKill9AfterAck(t *testing.T) {
-	runAckKill(t, 40, 6, 200)
+	runAckKill(t, 40, 6, 200, true)
 }
 
 // TestSoakReceiptsGracefulStop is TestReceiptsGracefulStop with ten stops,
