@@ -71,29 +71,39 @@ func (s *engine) diskLow() bool {
 	if g.dir == "" || g.floor <= 0 {
 		return false
 	}
-	if now := time.Now(); now.Sub(g.checked) >= diskCheckEvery {
-		g.checked = now
-		free, err := freeBytes(g.dir)
-		if err != nil {
-			s.log.Warn("storage: reading free disk space", "err", err)
-			return g.low // keep the last verdict
-		}
-		g.free = free
-		switch low := free < g.floor; {
-		case low && !g.low:
-			s.log.Error("storage: free disk space below the floor; refusing new messages until space returns", "free", free, "floor", g.floor, "dir", g.dir)
-		case !low && g.low:
-			s.log.Warn("storage: free disk space back above the floor; taking messages again", "free", free, "floor", g.floor)
-			g.ensureReserve(s.log.Warn)
-		}
-		g.low = free < g.floor
-		if g.low {
-			s.stats.diskLow.Store(1)
-		} else {
-			s.stats.diskLow.Store(0)
-		}
+	if time.Since(g.checked) >= diskCheckEvery {
+		s.checkDisk()
 	}
 	return g.low
+}
+
+// checkDisk reads the free space now and updates the verdict, the gauge
+// and the reserve file. Committer goroutine only.
+func (s *engine) checkDisk() {
+	g := &s.disk
+	if g.dir == "" || g.floor <= 0 {
+		return
+	}
+	g.checked = time.Now()
+	free, err := freeBytes(g.dir)
+	if err != nil {
+		s.log.Warn("storage: reading free disk space", "err", err)
+		return // keep the last verdict
+	}
+	g.free = free
+	switch low := free < g.floor; {
+	case low && !g.low:
+		s.log.Error("storage: free disk space below the floor; refusing new messages until space returns", "free", free, "floor", g.floor, "dir", g.dir)
+	case !low && g.low:
+		s.log.Warn("storage: free disk space back above the floor; taking messages again", "free", free, "floor", g.floor)
+		g.ensureReserve(s.log.Warn)
+	}
+	g.low = free < g.floor
+	if g.low {
+		s.stats.diskLow.Store(1)
+	} else {
+		s.stats.diskLow.Store(0)
+	}
 }
 
 // reserveSize is the reserve file's size for a floor.

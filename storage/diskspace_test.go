@@ -163,6 +163,43 @@ func TestDiskFloor(t *testing.T) {
 	}
 }
 
+// TestIdleStoreFollowsTheDisk: a store nobody writes to still sees its disk
+// fill (at the next housekeeping round) and, once it is below the floor,
+// sees space return by itself, so the disk_low gauge and readiness clear
+// without a message to trigger the check.
+func TestIdleStoreFollowsTheDisk(t *testing.T) {
+	fs := mountTmpfs(t, 128<<20)
+	const floor = 48 << 20
+	s, err := openBadger(smallConfig(filepath.Join(fs, "db"), floor).withDefaults(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := AppendWait(s, Entry{Recipient: 1, Seq: 1, Kind: KindMessage, Sender: 2, MsgID: 1}); err != nil {
+		t.Fatal(err)
+	}
+	filler := fillDisk(t, fs, 36<<20)
+	if st := s.Stats(); st.DiskLow != 0 {
+		t.Fatalf("DiskLow %d before any check", st.DiskLow)
+	}
+	if err := s.housekeep(); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.DiskLow != 1 {
+		t.Fatalf("DiskLow %d after a housekeeping round on a disk below the floor, want 1", st.DiskLow)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "DiskLow to clear with no write", func() bool { return s.Stats().DiskLow == 0 })
+	if _, err := os.Stat(filepath.Join(fs, "db.reserve")); err != nil {
+		t.Fatalf("the reserve file was not made again: %v", err)
+	}
+	if err := AppendWait(s, Entry{Recipient: 1, Seq: 2, Kind: KindMessage, Sender: 2, MsgID: 2}); err != nil {
+		t.Fatalf("the first append once space returned: %v", err)
+	}
+}
+
 // waitFull appends until the store refuses with ErrDiskFull (it reads the
 // free space every 100 ms) or the deadline, and returns the last error.
 func waitFull(t *testing.T, s Store, next *uint64, value []byte) error {

@@ -370,20 +370,18 @@ func (s *engine) run() {
 
 // nextWait returns the next op: an unfinished op or one held back from the
 // last batch first, then q, waiting for it. Meanwhile it syncs the held
-// relaxed appends when they are due, and retries reopening a failed
-// database. It reports false once q is closed and drained.
+// relaxed appends when they are due, retries reopening a failed database,
+// and, while free space is below the floor, reads it again every
+// diskCheckEvery, so that a server nobody sends to takes messages (and is
+// ready) again once space returns. It reports false once q is closed and
+// drained.
 func (s *engine) nextWait() (op, bool) {
 	for {
 		if o, ok := s.pending.popFront(); ok {
 			return o, true
 		}
-		var due time.Time
-		switch {
-		case s.failure() != nil:
-			due = s.retryAt
-		case len(s.unsynced) > 0:
-			due = s.syncDue
-		default:
+		due, ok := s.wakeAt()
+		if !ok {
 			o, ok := <-s.q
 			return o, ok
 		}
@@ -396,12 +394,43 @@ func (s *engine) nextWait() (op, bool) {
 			case <-s.timer.C:
 			}
 		}
-		if s.failure() != nil {
-			s.recover()
-		} else {
-			s.syncHeld()
+		now := time.Now()
+		if s.disk.low && !now.Before(s.disk.checked.Add(diskCheckEvery)) {
+			s.diskLow()
+		}
+		switch {
+		case s.failure() != nil:
+			if !now.Before(s.retryAt) {
+				s.recover()
+			}
+		case len(s.unsynced) > 0:
+			if !now.Before(s.syncDue) {
+				s.syncHeld()
+			}
 		}
 	}
+}
+
+// wakeAt returns when the committer has work with no op queued: reopening
+// a failed database, syncing held appends, or reading the free space again
+// while it is below the floor. It reports false when there is none.
+func (s *engine) wakeAt() (time.Time, bool) {
+	var due time.Time
+	ok := true
+	switch {
+	case s.failure() != nil:
+		due = s.retryAt
+	case len(s.unsynced) > 0:
+		due = s.syncDue
+	default:
+		ok = false
+	}
+	if s.disk.low {
+		if at := s.disk.checked.Add(diskCheckEvery); !ok || at.Before(due) {
+			due, ok = at, true
+		}
+	}
+	return due, ok
 }
 
 // next returns the next op: an unfinished ack or an op held back from the

@@ -452,3 +452,39 @@ func TestRelaxedOpsDoNotWaitForNobody(t *testing.T) {
 		}
 	}
 }
+
+// TestSpilledCountsOnAfterARecovery: the count of spilled writes is a
+// counter, so the tier a reopen builds adds to it instead of starting it
+// again from zero.
+func TestSpilledCountsOnAfterARecovery(t *testing.T) {
+	var fail atomic.Bool
+	cfg := testConfig(t.TempDir())
+	cfg.SpillAfter = -1 // every write goes into Badger with the next batch
+	s, err := openBadger(cfg, func() error {
+		if fail.Load() {
+			return errors.New("injected fsync failure")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for seq := uint64(1); seq <= 3; seq++ {
+		if err := AppendWait(s, Entry{Recipient: 1, Seq: seq, Kind: KindMessage, MsgID: seq}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the first writes spilled", func() bool { return s.Stats().Spilled > 0 })
+	before := s.Stats().Spilled
+	fail.Store(true)
+	if err := AppendWait(s, Entry{Recipient: 1, Seq: 4, Kind: KindMessage, MsgID: 4}); !errors.Is(err, ErrCommit) {
+		t.Fatalf("append with the sync failing: %v, want ErrCommit", err)
+	}
+	fail.Store(false)
+	appendUntilRecovered(t, s, 1, 4)
+	if st := s.Stats(); st.Recoveries != 1 || st.Spilled < before {
+		t.Fatalf("after a recovery: Recoveries %d, Spilled %d, want 1 and at least the %d before it", st.Recoveries, st.Spilled, before)
+	}
+	waitFor(t, "the write after the recovery spilled", func() bool { return s.Stats().Spilled > before })
+}

@@ -1,5 +1,7 @@
 package storage
 
+import "errors"
+
 // This file holds the read methods. They run on the caller's goroutine
 // against a consistent view of committed data, never through the committer.
 
@@ -135,12 +137,19 @@ func (s *engine) Groups(member uint64) ([]uint64, error) {
 // round stays short after a long outage; the next round continues.
 const sweepBatch = 10_000
 
-// housekeep runs one round: expire the heads of mailboxes past their TTL,
-// then let the backend reclaim disk space, the costly way only if the store
-// was quiet since the last round.
+// housekeep runs one round: read the free space, expire the heads of
+// mailboxes past their TTL, then let the backend reclaim disk space, the
+// costly way only if the store was quiet since the last round.
 func (s *engine) housekeep() error {
 	s.hkMu.Lock()
 	defer s.hkMu.Unlock()
+	// Free space is otherwise read only when a message or group change is
+	// applied: an idle server reports a disk that filled within a round.
+	// A store recovering from a failed commit refuses the op; the round
+	// goes on.
+	if err := s.exclusive(func() error { s.checkDisk(); return nil }); errors.Is(err, ErrClosed) {
+		return err
+	}
 	if err := s.sweep(); err != nil {
 		return err
 	}

@@ -197,7 +197,6 @@ type tier struct {
 	lasting     deque[*titem]    // lasting items, in commit order
 	live        map[uint64]int64 // items in master, by segment of their record
 	bytes       int64            // size of the items in master
-	spills      uint64           // items written into Badger
 	retryRetire time.Time        // no attempt to delete segments before
 	retiring    *segmentRemoval  // the helper deleting retired segments; nil when none runs
 	leftover    []string         // retired segments a stopped or failed helper may have left
@@ -225,7 +224,6 @@ func newTier(db *badger.DB, dir string, spillAfter time.Duration, budget int64, 
 
 // publish updates the gauges. Committer goroutine only.
 func (t *tier) publish() {
-	t.gauges.spilled.Store(int64(t.spills))
 	t.gauges.bytes.Store(t.bytes)
 	t.gauges.segments.Store(int64(len(t.log.segs)))
 }
@@ -388,7 +386,7 @@ func (t *tier) spill(db *badger.DB, force bool) (int, error) {
 		t.forget(it)
 	}
 	t.mu.Unlock()
-	t.spills += uint64(len(due))
+	t.gauges.spilled.Add(int64(len(due))) // added, not stored: a reopened store's tier counts on
 	return len(due), nil
 }
 
