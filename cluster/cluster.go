@@ -66,6 +66,7 @@ type Stats struct {
 	Dropped     uint64 // payloads lost before the handler: malformed, unknown sender, or NATS's pending limit
 	Events      uint64 // NodeEvents dropped because Watch's channel was full
 	Malformed   uint64 // control messages that are not heartbeats (the first is logged)
+	PeersDown   uint64 // gauge: other nodes of the configuration not Up now
 }
 
 // Cluster is this node's membership of a cluster: its NATS connection (and
@@ -506,6 +507,11 @@ func (c *Cluster) Stats() Stats {
 	}
 	if n, err := c.sub.Dropped(); err == nil {
 		s.Dropped += uint64(n)
+	}
+	for id := range c.peers {
+		if !c.Up(id) {
+			s.PeersDown++
+		}
 	}
 	return s
 }

@@ -142,6 +142,11 @@ func TestPayloadFromUnheardNode(t *testing.T) {
 	if cs[0].Up(3) || cs[1].Up(3) {
 		t.Error("a payload made a never-heard node up")
 	}
+	for i, c := range cs {
+		if down := c.Stats().PeersDown; down != 1 {
+			t.Errorf("node %d: PeersDown %d, want 1 (node 3)", i+1, down)
+		}
+	}
 	if i := cs[0].Instance(3); i != 0 {
 		t.Errorf("Instance(3) = %d after a payload, want 0 (never heard)", i)
 	}

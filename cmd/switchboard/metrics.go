@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"switchboard/cluster"
 	"switchboard/delivery"
 	"switchboard/gateway"
 	"switchboard/node"
@@ -18,7 +19,8 @@ import (
 )
 
 // Every field of gateway.Stats, gateway.Gauges, gateway.SlowConsumers,
-// delivery.Stats, delivery.Gauges and storage.Stats is exported here;
+// delivery.Stats, delivery.Gauges, storage.Stats and cluster.Stats is
+// exported here;
 // TestEveryStatExported fails when one is not. docs/METRICS.md lists them
 // with what an operator does when they move.
 
@@ -39,6 +41,12 @@ func metricsHandler(n *node.Node) http.Handler {
 		commitCap:     cfg.QueueLen,
 		storeMax:      cfg.MaxTotalBytes,
 		disk:          func() (int64, int64, error) { return storage.DiskSpace(cfg.Dir) },
+		cluster: func() cluster.Stats {
+			if c := n.Cluster(); c != nil {
+				return c.Stats()
+			}
+			return cluster.Stats{}
+		},
 	})
 	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(collectors.NewGoCollector())
@@ -62,11 +70,23 @@ type metricSources struct {
 	// disk returns the free bytes and the size of the file system of the
 	// store's folder; an error leaves both out of the scrape.
 	disk func() (free, size int64, err error)
+	// cluster returns the cluster transport's counters; nil: a node alone,
+	// whose cluster series are zero.
+	cluster func() cluster.Stats
+}
+
+// statValue registers one series read from a component's Stats at each
+// scrape.
+func statValue[S any](reg *prometheus.Registry, stats func() S, name, help string, kind prometheus.ValueType, get func(S) float64) {
+	desc := prometheus.NewDesc(name, help, nil, nil)
+	reg.MustRegister(collectorFunc{desc: desc, collect: func(ch chan<- prometheus.Metric) {
+		ch <- prometheus.MustNewConstMetric(desc, kind, get(stats()))
+	}})
 }
 
 // newMetrics returns a registry of the metrics read from src. No metric
 // has a per-user label: labels are a close reason, a slow-consumer cause,
-// a connection state, or a worker's index (at most 2 × GOMAXPROCS).
+// a connection state, or a worker's index (at most --shards).
 func newMetrics(src metricSources) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	counter := func(name, help string, v *atomic.Uint64) {
@@ -195,10 +215,7 @@ func newMetrics(src metricSources) *prometheus.Registry {
 
 	// The store.
 	storeValue := func(name, help string, kind prometheus.ValueType, get func(storage.Stats) float64) {
-		desc := prometheus.NewDesc(name, help, nil, nil)
-		reg.MustRegister(collectorFunc{desc: desc, collect: func(ch chan<- prometheus.Metric) {
-			ch <- prometheus.MustNewConstMetric(desc, kind, get(src.store()))
-		}})
+		statValue(reg, src.store, name, help, kind, get)
 	}
 	storeCounter := func(name, help string, get func(storage.Stats) uint64) {
 		storeValue(name, help, prometheus.CounterValue, func(s storage.Stats) float64 { return float64(get(s)) })
@@ -251,6 +268,25 @@ func newMetrics(src metricSources) *prometheus.Registry {
 	storeGauge("switchboard_store_bytes", "Value bytes waiting in all mailboxes.", func(s storage.Stats) uint64 { return s.StoredBytes })
 	gauge("switchboard_store_commit_queue_capacity", "The bound of the store's commit queue (--commit-queue); at it, writers (routing shards) block.", func() float64 { return float64(src.commitCap) })
 	gauge("switchboard_store_max_bytes", "Value bytes all mailboxes together may hold (--store-max-bytes); at it, sends are refused with STORAGE.", func() float64 { return float64(src.storeMax) })
+
+	// The cluster's transport: zero on a node alone.
+	clusterStats := func() cluster.Stats {
+		if src.cluster == nil {
+			return cluster.Stats{}
+		}
+		return src.cluster()
+	}
+	clusterValue := func(name, help string, kind prometheus.ValueType, get func(cluster.Stats) uint64) {
+		statValue(reg, clusterStats, name, help, kind, func(s cluster.Stats) float64 { return float64(get(s)) })
+	}
+	clusterValue("switchboard_cluster_peers_down", "Other nodes of the cluster's configuration this node sees down now (no heartbeat within --cluster-down-after).", prometheus.GaugeValue, func(s cluster.Stats) uint64 { return s.PeersDown })
+	clusterValue("switchboard_cluster_sent_total", "Payloads handed to NATS for other nodes.", prometheus.CounterValue, func(s cluster.Stats) uint64 { return s.Sent })
+	clusterValue("switchboard_cluster_send_refused_total", "Payloads not sent because their node was down, the NATS connection was not up, or the payload was over 1 MiB.", prometheus.CounterValue, func(s cluster.Stats) uint64 { return s.SendRefused })
+	clusterValue("switchboard_cluster_received_total", "Payloads from other nodes passed to routing.", prometheus.CounterValue, func(s cluster.Stats) uint64 { return s.Received })
+	clusterValue("switchboard_cluster_dropped_total", "Payloads from other nodes lost before routing: malformed, from a node not in the configuration, or past NATS's pending limit.", prometheus.CounterValue, func(s cluster.Stats) uint64 { return s.Dropped })
+	clusterValue("switchboard_cluster_events_dropped_total", "Node up and down events not logged because their queue was full.", prometheus.CounterValue, func(s cluster.Stats) uint64 { return s.Events })
+	clusterValue("switchboard_cluster_malformed_total", "Control messages on the cluster's subjects that were not heartbeats.", prometheus.CounterValue, func(s cluster.Stats) uint64 { return s.Malformed })
+
 	free := prometheus.NewDesc("switchboard_store_disk_free_bytes", "Bytes free to the server on the file system of the store's folder (what --min-free is compared with).", nil, nil)
 	size := prometheus.NewDesc("switchboard_store_disk_size_bytes", "Size of the file system of the store's folder.", nil, nil)
 	reg.MustRegister(collectorFunc{descs: []*prometheus.Desc{free, size}, collect: func(ch chan<- prometheus.Metric) {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"switchboard/cluster"
 	"switchboard/delivery"
 	"switchboard/gateway"
 	"switchboard/protocol"
@@ -31,6 +32,14 @@ import (
 // missing here fails TestEveryStatExported: export it in metrics.go, add
 // it here and to docs/METRICS.md.
 var statSeries = map[string]string{
+	"cluster.Stats.PeersDown":   "switchboard_cluster_peers_down",
+	"cluster.Stats.Sent":        "switchboard_cluster_sent_total",
+	"cluster.Stats.SendRefused": "switchboard_cluster_send_refused_total",
+	"cluster.Stats.Received":    "switchboard_cluster_received_total",
+	"cluster.Stats.Dropped":     "switchboard_cluster_dropped_total",
+	"cluster.Stats.Events":      "switchboard_cluster_events_dropped_total",
+	"cluster.Stats.Malformed":   "switchboard_cluster_malformed_total",
+
 	"gateway.Stats.ConnCap":            "switchboard_connection_cap",
 	"gateway.Stats.FDReserve":          "switchboard_fd_reserve",
 	"gateway.Stats.Accepted":           "switchboard_connections_accepted_total",
@@ -223,12 +232,14 @@ func TestEveryStatExported(t *testing.T) {
 		rs  delivery.Stats
 		rg  delivery.Gauges
 		ss  storage.Stats
+		cs  cluster.Stats
 	)
 	next := 100
 	want := map[string][]float64{}
 	for prefix, v := range map[string]any{
 		"gateway.Stats": &gs, "gateway.Gauges": &gg, "gateway.SlowConsumers": &gsl,
 		"delivery.Stats": &rs, "delivery.Gauges": &rg, "storage.Stats": &ss,
+		"cluster.Stats": &cs,
 	} {
 		for name, vals := range fill(t, prefix, v, &next) {
 			want[name] = vals
@@ -243,6 +254,7 @@ func TestEveryStatExported(t *testing.T) {
 		routerGauges:  func() delivery.Gauges { return rg },
 		store:         func() storage.Stats { return ss },
 		ready:         func() error { return nil },
+		cluster:       func() cluster.Stats { return cs },
 	})
 	got := scrape(t, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	for field, vals := range want {
