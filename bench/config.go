@@ -211,7 +211,11 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// validate reports every invalid value at once.
+// ErrConfig is wrapped by Run's error when the Config cannot be run: a
+// value out of range or an unknown scenario.
+var ErrConfig = errors.New("bench: invalid configuration")
+
+// validate reports every invalid value at once, wrapping ErrConfig.
 func (c *Config) validate() error {
 	var errs []error
 	check := func(ok bool, format string, args ...any) {
@@ -306,7 +310,10 @@ func (c *Config) validate() error {
 	if _, err := c.targets(); err != nil {
 		errs = append(errs, err)
 	}
-	return errors.Join(errs...)
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrConfig, errors.Join(errs...))
 }
 
 // target is one server of a run as the flags name it.

@@ -47,7 +47,7 @@ run() { # label how(none|takeover|restart)
 	local noise=()
 	[ -n "$NOISE" ] && noise=(--noise "$NOISE")
 	"$BIN" bench phone --pairs "$PAIRS" --rate "$RATE" --duration "$DURATION" --connect-rate 5000 \
-		--retries 1000 --addr $ADDR --keys "$data/keys" "${noise[@]}" ${BENCH_ARGS:-} --out "$dir/report" >"$dir/bench.txt" 2>&1 &
+		--retries 1000 --addr $ADDR --metrics - --keys "$data/keys" "${noise[@]}" ${BENCH_ARGS:-} --out "$dir/report" >"$dir/bench.txt" 2>&1 &
 	local b=$!
 	pids+=($b)
 	local serving=$old

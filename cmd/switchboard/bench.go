@@ -191,7 +191,7 @@ func benchCmd(args []string) error {
 	}
 	if scenario == "" {
 		fs.Usage()
-		return errors.New("name a scenario")
+		return usageError{errors.New("name a scenario")}
 	}
 	cfg.Scenario = scenario
 	crossSet := false
@@ -209,7 +209,7 @@ func benchCmd(args []string) error {
 		}
 		v, err := strconv.ParseFloat(f, 64)
 		if err != nil {
-			return fmt.Errorf("--rates: %q is not a rate in messages per second", f)
+			return usageError{fmt.Errorf("--rates: %q is not a rate in messages per second", f)}
 		}
 		cfg.Rates = append(cfg.Rates, v)
 	}
@@ -232,6 +232,9 @@ func benchCmd(args []string) error {
 	defer stop()
 	res, runErr := bench.Run(ctx, cfg)
 	if res == nil {
+		if errors.Is(runErr, bench.ErrConfig) {
+			return usageError{runErr}
+		}
 		return runErr
 	}
 	if *asJSON {

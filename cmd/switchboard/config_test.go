@@ -115,3 +115,23 @@ func TestInvalidConfigExitsTwo(t *testing.T) {
 		t.Error("an invalid configuration created the data folder")
 	}
 }
+
+// TestBenchUsageExitsTwo: a bench command line that cannot run (no
+// scenario, an unknown one, a value out of range, a rate that is no
+// number) exits 2 naming the problem, as every other command line does.
+func TestBenchUsageExitsTwo(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "name a scenario"},
+		{[]string{"nosuch"}, `unknown scenario "nosuch"`},
+		{[]string{"group", "--group-size", "1"}, "--group-size 1"},
+		{[]string{"sweep", "--rates", "fast"}, `--rates: "fast"`},
+	} {
+		code, _, stderr := runMain(t, nil, append([]string{"bench"}, tt.args...)...)
+		if code != 2 || !strings.Contains(stderr, tt.want) {
+			t.Errorf("switchboard bench %v: exit %d, want 2 with %q\n%s", tt.args, code, tt.want, stderr)
+		}
+	}
+}

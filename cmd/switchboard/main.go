@@ -3,6 +3,7 @@
 //
 //	switchboard serve      run the server
 //	switchboard token      mint a login token from the server's secret
+//	switchboard noise-key  print the server's Noise public key, or rotate or retire keys
 //	switchboard bench      load-generate against a server and report
 //	switchboard preflight  how many connections this host can hold, and what binds
 //	switchboard chat       an interactive terminal chat client (a demo)

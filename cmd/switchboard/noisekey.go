@@ -13,8 +13,8 @@ import (
 
 // noiseKeyCmd prints the server's Noise static public keys, the current one
 // first, for client configuration; --rotate adds a new current key, and
-// --retire drops all but the current one (docs/OPERATIONS.md, "Rotating
-// the Noise key").
+// --retire drops all but the current one (docs/OPERATIONS.md, "Transport
+// keys").
 func noiseKeyCmd(args []string) error { return noiseKey(args, os.Stdout) }
 
 func noiseKey(args []string, w io.Writer) error {
