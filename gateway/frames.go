@@ -93,7 +93,7 @@ func (l *loop) frame(c *conn, f protocol.Frame) protocol.Code {
 		// The receipt names c.user whatever r.Group says; a busy router
 		// drops it (counted): READ has no answer to refuse it with.
 		if err := l.srv.router().Read(delivery.ReadReceipt{Reader: delivery.To(c.user), Sender: delivery.To(r.To), MsgID: r.MsgID, More: r.More}); errors.Is(err, delivery.ErrReadRange) {
-			return protocol.CodeProtocol
+			return l.rejectf(protocol.CodeProtocol, "READ of msg ids %d to %d+%d: more than %d ids, or past 2^64-1", r.MsgID, r.MsgID, r.More, delivery.MaxReadRun)
 		}
 	case protocol.TypeSignal:
 		var s protocol.Signal

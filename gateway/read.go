@@ -79,7 +79,7 @@ func (l *loop) read(c *conn) protocol.Code {
 			break
 		}
 		if err != nil {
-			code = l.rejectFrame(buf[off:], err, l.srv.cfg.MaxFrame)
+			code = l.rejectFrame(buf[off:], err, limit)
 			break
 		}
 		off += n

@@ -54,6 +54,10 @@ func TestErrorReasons(t *testing.T) {
 	}{
 		{name: "oversized frame", loggedIn: true, write: binary.AppendUvarint(nil, protocol.MaxFrame+2),
 			want: protocol.CodeFrameTooLarge, reason: "over the limit of"},
+		{name: "oversized first frame", write: binary.AppendUvarint(bytes.Clone(preface), protocol.MaxLoginFrame+1),
+			want: protocol.CodeFrameTooLarge, reason: "frame of 1025 bytes over the limit of 1024"},
+		{name: "READ over 1,024 ids", loggedIn: true, write: (&protocol.Read{To: 2, MsgID: 1, More: protocol.MaxReadIDs}).Append(nil),
+			want: protocol.CodeProtocol, reason: "READ of msg ids 1 to 1+1024"},
 		{name: "unknown type", loggedIn: true, write: []byte{0x01, 0x1f},
 			want: protocol.CodeUnknownType, reason: "frame type 0x1f unknown"},
 		{name: "zero-length frame", loggedIn: true, write: []byte{0x00},
