@@ -378,6 +378,6 @@ echo "NATS servers' CPU during the bench: $nats_cpu s (the bench's server CPU ab
 slow=$(cat "$OUT"/logs/nats*.log 2>/dev/null | grep -ci "slow consumer" || true)
 echo "NATS: $slow slow-consumer lines in the NATS servers' logs" | tee -a "$OUT/summary.txt"
 downs=$(cat "$OUT"/logs/n*.log | grep -c "cluster: node down" || true)
-echo "cluster: $downs node-down events seen by the nodes during the run (a node silent for 2 s: overload)" | tee -a "$OUT/summary.txt"
+echo "cluster: $downs node-down events seen by the nodes during the run (a node silent for $DOWN_AFTER: overload)" | tee -a "$OUT/summary.txt"
 echo "million: bench exit status $rc; its report: $OUT/bench/report.md" | tee -a "$OUT/summary.txt"
 exit "$rc"
