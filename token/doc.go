@@ -13,7 +13,8 @@
 //	        mac = first 16 bytes of HMAC-SHA256(secret of key_id, every byte before mac)
 //
 //	bound token = 0x02 | key_id | user | device | expiry | mac
-//	        mac = first 16 bytes of HMAC-SHA256(secret of key_id, every byte before mac || device key)
+//	        the same fields; mac = first 16 bytes of HMAC-SHA256(secret of key_id,
+//	        every byte before mac || the device's 32-byte Noise static public key)
 //
 // 0x01 is the layout's version. A bound token (0x02, MintBound) also binds
 // the device's Noise static public key (32 bytes, not carried in the token)
