@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"testing"
 
 	"switchboard/noise"
@@ -284,6 +285,54 @@ func TestSessionAllocs(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("%.1f allocations per sealed and opened message, want 0", allocs)
+	}
+}
+
+// TestSessionDirectionsConcurrent: one goroutine seals on a Session while
+// another opens on it, as a blocking client's writer and reader do: the
+// two directions share nothing they write, so every message opens, in
+// order, with its own bytes (a shared nonce buffer made some seal under
+// the other direction's counter, or fail to open).
+func TestSessionDirectionsConcurrent(t *testing.T) {
+	c, s := handshake(t, noise.ClientConfig{Static: keypair(t)}, noise.ServerConfig{Keys: []noise.Keypair{keypair(t)}}, []byte("L"))
+	const n = 20000
+	pipe := func(from, to *noise.Session, tag byte, errs chan<- error) {
+		msgs := make(chan []byte, 64)
+		go func() { // the sealing side: from's writer
+			defer close(msgs)
+			for i := range n {
+				w, err := from.Seal(nil, []byte{tag, byte(i), byte(i >> 8)})
+				if err != nil {
+					errs <- err
+					return
+				}
+				msgs <- w
+			}
+		}()
+		go func() { // the opening side: to's reader
+			i := 0
+			for w := range msgs {
+				pt, err := to.Open(w[noise.LengthLen:])
+				if err != nil {
+					errs <- fmt.Errorf("message %d from %c: %w", i, tag, err)
+					return
+				}
+				if !bytes.Equal(pt, []byte{tag, byte(i), byte(i >> 8)}) {
+					errs <- fmt.Errorf("message %d from %c opened as %x", i, tag, pt)
+					return
+				}
+				i++
+			}
+			errs <- nil
+		}()
+	}
+	errs := make(chan error, 4)
+	pipe(c.Session, s.Session, 'c', errs) // c seals while c opens what s sealed
+	pipe(s.Session, c.Session, 's', errs)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

@@ -13,17 +13,28 @@ import (
 
 // Session is one side's transport state after a handshake: a key and a
 // counter per direction. Seal and Open must be called in socket order
-// (the counter is the nonce); a Session is owned by whoever reads or
-// writes its connection and is not safe for concurrent use. An idle
-// connection holds one for as long as it lives, so it is kept small: 128
-// bytes and two 32-byte ciphers.
+// (the counter is the nonce). The two directions share nothing they
+// write, so one goroutine may Seal while another Opens; each direction
+// is owned by one goroutine at a time. An idle connection holds a Session
+// for as long as it lives, so it is kept small: 128 bytes and two 32-byte
+// ciphers.
 type Session struct {
-	// Owned by the connection's reader (recv, n[1]) and writer (send, n[0]).
-	send, recv cipher.AEAD
-	keys       [2][32]byte                      // send, receive: what State hands over
-	n          [2]uint64                        // the next nonce to send, to receive
-	nonce      [chacha20poly1305.NonceSize]byte // scratch: 4 zero bytes, then the counter (little-endian)
+	send, recv cipher.AEAD  // the writer's, the reader's
+	keys       [2][32]byte  // send, receive: what State hands over
+	ctr        [2]nonceWord // the next nonce to send (the writer's), to receive (the reader's)
 }
+
+// nonceWord is a direction's counter kept as the nonce Noise's ChaChaPoly
+// makes of it: 4 zero bytes, then the counter, little-endian. Kept as
+// the nonce itself, it needs no scratch buffer, which a writer and a
+// reader of one Session would share.
+type nonceWord [chacha20poly1305.NonceSize]byte
+
+func (w *nonceWord) count() uint64   { return binary.LittleEndian.Uint64(w[4:]) }
+func (w *nonceWord) set(n uint64)    { binary.LittleEndian.PutUint64(w[4:], n) }
+func (w *nonceWord) next()           { w.set(w.count() + 1) }
+func (w *nonceWord) exhausted() bool { return w.count() == math.MaxUint64 }
+func (w *nonceWord) bytes() []byte   { return w[:] }
 
 // State is what a Session is made of: enough to carry it on in another
 // process (a handover), or to check it in a test.
@@ -42,12 +53,15 @@ func Resume(st State) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Session{send: send, recv: recv, keys: [2][32]byte{st.SendKey, st.RecvKey}, n: [2]uint64{st.SendN, st.RecvN}}, nil
+	s := &Session{send: send, recv: recv, keys: [2][32]byte{st.SendKey, st.RecvKey}}
+	s.ctr[0].set(st.SendN)
+	s.ctr[1].set(st.RecvN)
+	return s, nil
 }
 
 // State returns the session's keys and counters now.
 func (s *Session) State() State {
-	return State{SendKey: s.keys[0], RecvKey: s.keys[1], SendN: s.n[0], RecvN: s.n[1]}
+	return State{SendKey: s.keys[0], RecvKey: s.keys[1], SendN: s.ctr[0].count(), RecvN: s.ctr[1].count()}
 }
 
 // Seal appends to dst one framed transport message carrying plaintext,
@@ -57,12 +71,12 @@ func (s *Session) Seal(dst, plaintext []byte) ([]byte, error) {
 	if len(plaintext) > MaxPlaintext {
 		return dst, fmt.Errorf("%w: %d bytes of frames in one transport message, at most %d", ErrTooLarge, len(plaintext), MaxPlaintext)
 	}
-	if s.n[0] == math.MaxUint64 {
+	if s.ctr[0].exhausted() {
 		return dst, fmt.Errorf("noise: send counter exhausted")
 	}
 	dst = binary.BigEndian.AppendUint16(dst, uint16(len(plaintext)+TagLen))
-	dst = s.send.Seal(dst, s.nonceFor(s.n[0]), plaintext, nil)
-	s.n[0]++
+	dst = s.send.Seal(dst, s.ctr[0].bytes(), plaintext, nil)
+	s.ctr[0].next()
 	return dst, nil
 }
 
@@ -117,18 +131,13 @@ func wholeFrames(b []byte, limit int) (int, error) {
 // not decrypt with the next counter (forged, replayed, reordered or cut)
 // is ErrDecrypt, and the session must be dropped.
 func (s *Session) Open(ciphertext []byte) ([]byte, error) {
-	if s.n[1] == math.MaxUint64 {
+	if s.ctr[1].exhausted() {
 		return nil, fmt.Errorf("%w: receive counter exhausted", ErrDecrypt)
 	}
-	pt, err := s.recv.Open(ciphertext[:0], s.nonceFor(s.n[1]), ciphertext, nil)
+	pt, err := s.recv.Open(ciphertext[:0], s.ctr[1].bytes(), ciphertext, nil)
 	if err != nil {
-		return nil, fmt.Errorf("%w: message %d", ErrDecrypt, s.n[1])
+		return nil, fmt.Errorf("%w: message %d", ErrDecrypt, s.ctr[1].count())
 	}
-	s.n[1]++
+	s.ctr[1].next()
 	return pt, nil
-}
-
-func (s *Session) nonceFor(n uint64) []byte {
-	binary.LittleEndian.PutUint64(s.nonce[4:], n)
-	return s.nonce[:]
 }
