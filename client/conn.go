@@ -49,7 +49,8 @@ type Options struct {
 	// Events bounds the events read and not yet returned by Recv. 0 means
 	// 1024: more than the server's default window (256 entries), so a
 	// backlog arrives without the reader stopping. While it is full the
-	// reader stops, and the server holds what is left.
+	// reader stops, and the server holds what is left; the connection is
+	// not taken for dead meanwhile (DeadAfter), since its PONGs wait unread.
 	Events int
 	// WriteTimeout bounds each write. 0 means 10 s: a server that takes
 	// nothing for that long is gone, and the connection is dropped.
@@ -109,6 +110,11 @@ type NoiseOptions struct {
 // body could never be sealed, and would be resent after every reconnect.
 const MaxNoiseBody = noise.MaxPlaintext - 64 - 1024
 
+// lastWordTimeout bounds the last write before a close: Close's owed ACK,
+// or the ERROR telling a server it broke the protocol. A few bytes a live
+// socket takes at once; a stalled one must not hold the close.
+const lastWordTimeout = 100 * time.Millisecond
+
 // maxBody returns the largest body c sends (PROTOCOL.md 9): at most
 // protocol.MaxBody and max_frame − 1,024 for the last WELCOME's max_frame,
 // and at most MaxNoiseBody over Noise or before any WELCOME, since a server
@@ -161,25 +167,35 @@ type Conn struct {
 	ended       chan struct{} // closed when the run goroutine returns, after cause is set
 	cause       error
 	heard       atomic.Int64 // session clock when a frame was last read: the reader stamps it, the timers read it
+	waiting     atomic.Bool  // the reader waits for room in events: the timers take no silence for a dead connection
 	maxFrame    atomic.Int64 // WELCOME.max_frame of the last login; 0: none yet
 
-	mu     sync.Mutex // guards everything below, and writes to nc
+	// wsem is held (a token in it) by the one goroutine writing to a
+	// connection, which it does without mu: the writer goroutine, or Close
+	// for its last ACK. A socket that takes nothing holds the writer for up
+	// to WriteTimeout, and nothing else: Send, Status and the reader go on.
+	wsem  chan struct{}
+	wkick chan struct{} // wakes the writer goroutine; capacity 1, sends never block
+
+	mu     sync.Mutex // guards everything below
 	sess   *Session
 	nc     net.Conn          // the current connection; nil between connections
 	bodies map[uint64]outMsg // the outbox's messages, by msg_id
-	wbuf   []byte
-	wrote  time.Duration // when something was last written
-	pinged time.Duration // when a PING went that no frame has followed yet; 0: none
-	ping   time.Duration // granted keepalive interval
-	state  State         // what Status reports, with the fields below
-	last   uint64        // WELCOME.last of the current or last connection
-	retry  time.Time     // offline: when the next attempt starts
-	err    error         // why the last connection ended or the last attempt failed
-	pin    []byte        // Noise: the server's static key the last handshake proved (or Options.Noise.Server); nil: none yet
-	shake  string        // Noise: the handshake pattern of the current or last connection
-	queued uint64        // highest entry seq put on events, on any connection of this Conn
-	offset time.Duration // the server's clock less this host's, from the last WELCOME (PROTOCOL.md 8.1)
-	dict   uint32        // the dictionary offered at login: Options.Dict, until a DECOMPRESSION (then 0)
+	out    []byte            // frames queued for nc, in order; empty while nc is nil
+	spare  []byte            // the writer's last buffer, for out to reuse
+	wrote  time.Duration     // when something was last queued for a connection
+	pinged time.Duration     // when a PING went that no frame has followed yet; 0: none
+	ping   time.Duration     // granted keepalive interval
+	state  State             // what Status reports, with the fields below
+	last   uint64            // WELCOME.last of the current or last connection
+	retry  time.Time         // offline: when the next attempt starts
+	err    error             // why the last connection ended or the last attempt failed
+	cut    error             // why this side closed the current connection (no PONG, a failed write); nil: it did not
+	pin    []byte            // Noise: the server's static key the last handshake proved (or Options.Noise.Server); nil: none yet
+	shake  string            // Noise: the handshake pattern of the current or last connection
+	queued uint64            // highest entry seq put on events, on any connection of this Conn
+	offset time.Duration     // the server's clock less this host's, from the last WELCOME (PROTOCOL.md 8.1)
+	dict   uint32            // the dictionary offered at login: Options.Dict, until a DECOMPRESSION (then 0)
 }
 
 // outMsg is a message or GROUP request of the outbox: what a resend writes
@@ -236,6 +252,8 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 		events:  make(chan Event, opts.Events),
 		kick:    make(chan struct{}, 1),
 		changed: make(chan struct{}, 1),
+		wsem:    make(chan struct{}, 1),
+		wkick:   make(chan struct{}, 1),
 		done:    make(chan struct{}),
 		ended:   make(chan struct{}),
 		sess:    NewSession(opts.Session),
@@ -269,11 +287,13 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 		}
 		go c.keepTrying(err, delay, again)
 		go c.timers()
+		go c.writer()
 		return c, nil
 	}
 	c.welcomed(w)
 	go c.run(fr)
 	go c.timers()
+	go c.writer()
 	return c, nil
 }
 
@@ -344,7 +364,7 @@ func (c *Conn) connect(ctx context.Context) (*protocol.FrameReader, *protocol.We
 		nc.Close()
 		return nil, nil, ErrClosed
 	}
-	c.nc = nc
+	c.nc, c.out = nc, c.out[:0]
 	return fr, w, nil
 }
 
@@ -437,6 +457,7 @@ func loginAnswer(f protocol.Frame, s *Session, dict uint32) error {
 
 // welcomed completes a login: the session is ready and the outbox goes out.
 func (c *Conn) welcomed(w *protocol.Welcome) {
+	defer c.writeOut()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.sess.Welcome(w, c.now())
@@ -464,16 +485,23 @@ func (c *Conn) run(fr *protocol.FrameReader) {
 	for {
 		code, err := c.read(fr)
 		c.mu.Lock()
-		if c.nc != nil {
+		if c.cut != nil && code == 0 {
+			err = c.cut // the read failed because this side closed
+		}
+		c.cut = nil
+		if nc := c.nc; nc != nil {
 			if code == 0 && brokeProtocol(err) {
 				// The server's bytes broke the protocol: say so before the
 				// close (PROTOCOL.md 8.9), best effort.
 				e := protocol.Error{Code: protocol.CodeOf(err), Reason: err.Error()}
-				c.writeLocked(e.Append(c.wbuf[:0]))
+				c.queueLocked(e.Append(c.out))
+				c.mu.Unlock()
+				c.writeOutWithin(lastWordTimeout)
+				c.mu.Lock()
 			}
-			c.nc.Close()
+			nc.Close()
 		}
-		c.nc = nil
+		c.nc, c.out = nil, c.out[:0]
 		if code == protocol.CodeDecompression || errors.Is(err, protocol.ErrDecompress) {
 			c.dict = 0 // PROTOCOL.md 10: log in again without compression
 		}
@@ -577,9 +605,13 @@ func (c *Conn) isClosed() bool {
 // read handles frames until the connection ends, and returns the code of
 // the server's ERROR or GOAWAY (0 for none) and why it ended.
 func (c *Conn) read(fr *protocol.FrameReader) (protocol.Code, error) {
+	var goaway *protocol.GoAway // the GOAWAY the server sent before it closed; nil: none
 	for {
 		f, err := fr.Next()
 		if err != nil {
+			if goaway != nil {
+				err = fmt.Errorf("client: GOAWAY %v, then %w", goaway.Code, err)
+			}
 			return 0, err
 		}
 		c.heard.Store(int64(c.now()))
@@ -611,6 +643,7 @@ func (c *Conn) read(fr *protocol.FrameReader) (protocol.Code, error) {
 			c.mu.Lock()
 			c.sess.GoAway(&g)
 			c.mu.Unlock()
+			goaway = &g
 			continue
 		case protocol.TypePong:
 			continue
@@ -659,6 +692,16 @@ func (c *Conn) read(fr *protocol.FrameReader) (protocol.Code, error) {
 			}
 			select {
 			case c.events <- ev:
+				continue
+			default:
+			}
+			// Events is full: the reader waits for the application, and
+			// what the server sends meanwhile (a PONG too) waits unread.
+			// That silence is not a dead connection.
+			c.waiting.Store(true)
+			select {
+			case c.events <- ev:
+				c.waiting.Store(false)
 			case <-c.done:
 				return 0, ErrClosed
 			}
@@ -688,7 +731,10 @@ func (c *Conn) Recv(ctx context.Context) (Event, error) {
 // msg_id, writes it if the session lets it go now, and returns the id: its
 // ACCEPT or REFUSE comes from Recv. The message stays in the outbox, and is
 // resent with flag B after a reconnect or a REFUSE's retry_after, until it is
-// accepted or refused for good. body is copied.
+// accepted or refused for good. body is copied. A body over the server's
+// limit (ERROR BODY_TOO_LARGE, which closes the connection and names no
+// message) comes back from Recv as a REFUSE of the outbox's largest message
+// with code protocol.CodeBodyTooLarge and retry_after 0.
 func (c *Conn) Send(to uint64, group bool, body []byte) (msgID uint64, err error) {
 	if m := c.maxBody(); len(body) > m {
 		return 0, fmt.Errorf("client: body of %d bytes, over %d", len(body), m)
@@ -705,6 +751,7 @@ func (c *Conn) enqueue(id uint64, m outMsg) (uint64, error) {
 		return 0, c.cause
 	default:
 	}
+	defer c.writeOut()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if id == 0 {
@@ -730,9 +777,10 @@ func (c *Conn) processed(ev Event) {
 	if seq == 0 {
 		return
 	}
+	defer c.writeOut()
 	c.mu.Lock()
 	if c.sess.Processed(seq, entrySize(ev), c.now()) {
-		c.writeLocked(c.sess.AppendAck(c.wbuf[:0]))
+		c.queueLocked(c.sess.AppendAck(c.out))
 	}
 	if c.state == StateResuming && c.sess.Resume() >= c.last {
 		c.state = StateCaughtUp
@@ -752,43 +800,57 @@ func (c *Conn) NextMsgID() uint64 {
 	return c.sess.NextMsgID()
 }
 
-// Resume returns the resume point: the highest seq Recv returned.
+// Resume returns the resume point: the highest seq processed, that is
+// returned by Recv or, with Options.ManualAck, passed to Processed.
 func (c *Conn) Resume() uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.sess.Resume()
 }
 
-// Pending returns how many messages wait for their ACCEPT.
+// Pending returns how many messages and GROUP requests wait for their
+// ACCEPT.
 func (c *Conn) Pending() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.sess.Pending()
 }
 
-// Close ends the connection and the session. Events not yet received are
-// dropped; what was not acknowledged is sent again to the next session.
+// Close ends the connection and the session. It first writes the ACK
+// still owed for entries already processed (coalesced, so at most
+// Config.AckDelay old), waiting at most lastWordTimeout for the socket to
+// take it. Events not yet received are dropped; what was not acknowledged
+// is sent again to the next session.
 func (c *Conn) Close() error {
 	c.mu.Lock()
-	if !c.isClosed() {
-		close(c.done)
-		c.cancelClose()
-		if c.nc != nil {
-			c.nc.Close()
-		}
+	if c.isClosed() {
+		c.mu.Unlock()
+		<-c.ended
+		return nil
+	}
+	close(c.done)
+	c.cancelClose()
+	nc := c.nc
+	if _, owed := c.sess.AckDue(); owed && nc != nil {
+		c.queueLocked(c.sess.AppendAck(c.out))
 	}
 	c.mu.Unlock()
+	if nc != nil {
+		c.writeOutWithin(lastWordTimeout) // best effort: an ACK lost costs a redelivery
+		nc.Close()                        // and ends a write that stalled
+	}
 	<-c.ended
 	return nil
 }
 
-// flushLocked writes every SEND the session lets go now.
+// flushLocked queues every SEND the session lets go now; the caller
+// writes them with writeOut once it has let go of c.mu.
 func (c *Conn) flushLocked() {
 	if c.nc == nil {
 		return
 	}
 	now := c.now()
-	b := c.wbuf[:0]
+	b := c.out
 	for {
 		id, retry, ok := c.sess.NextSend(now)
 		if !ok {
@@ -804,22 +866,87 @@ func (c *Conn) flushLocked() {
 		s := protocol.Send{MsgID: id, To: m.to, Group: m.group, Retry: retry, Body: m.body}
 		b = s.Append(b)
 	}
-	c.writeLocked(b)
+	c.queueLocked(b)
 }
 
-// writeLocked writes b to the current connection, if any. A failed write
-// closes it: the read goroutine then reconnects.
-func (c *Conn) writeLocked(b []byte) {
-	c.wbuf = b[:0]
-	if len(b) == 0 || c.nc == nil {
+// queueLocked takes b, c.out with frames appended, as the queue for the
+// current connection; without one, what was appended is dropped (c.out is
+// empty then). c.mu held; the caller writes the queue with writeOut once
+// it has let go of c.mu.
+func (c *Conn) queueLocked(b []byte) {
+	if c.nc == nil {
+		c.out = b[:0]
 		return
 	}
-	c.nc.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
-	if _, err := c.nc.Write(b); err != nil {
-		c.nc.Close()
-		return
+	if len(b) > len(c.out) {
+		c.wrote = c.now()
 	}
-	c.wrote = c.now()
+	c.out = b
+}
+
+// writeOut has the writer goroutine write what is queued; it never waits.
+func (c *Conn) writeOut() {
+	select {
+	case c.wkick <- struct{}{}:
+	default: // a wake-up is pending: the writer takes the queue as it is then
+	}
+}
+
+// writer writes the queue whenever writeOut wakes it, until the Conn ends.
+// It takes c.mu only to take the queue, never while writing, so a socket
+// that takes nothing holds it alone, for up to WriteTimeout; a failed
+// write closes the connection, and the read goroutine reconnects.
+func (c *Conn) writer() {
+	for {
+		select {
+		case <-c.wkick:
+		case <-c.ended:
+			return
+		}
+		c.wsem <- struct{}{}
+		c.writeQueued(c.opts.WriteTimeout)
+	}
+}
+
+// writeOutWithin writes the queue on the caller's goroutine, for a
+// connection about to be closed: it waits at most d for a write in
+// progress, and gives each write d.
+func (c *Conn) writeOutWithin(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case c.wsem <- struct{}{}:
+		c.writeQueued(d)
+	case <-t.C:
+	}
+}
+
+// writeQueued writes the queue until it is empty, each write within limit,
+// and lets go of c.wsem, which the caller holds. The queue's bytes and the
+// connection are taken together under c.mu, and the queue is emptied
+// whenever the connection changes, so no frame reaches a connection it was
+// not made for.
+func (c *Conn) writeQueued(limit time.Duration) {
+	for {
+		c.mu.Lock()
+		nc, b := c.nc, c.out
+		if nc == nil || len(b) == 0 {
+			<-c.wsem // under c.mu: whoever queues next finds no writer, and writes
+			c.mu.Unlock()
+			return
+		}
+		c.out, c.spare = c.spare[:0], nil
+		c.mu.Unlock()
+		nc.SetWriteDeadline(time.Now().Add(limit))
+		_, err := nc.Write(b)
+		c.mu.Lock()
+		if err != nil && nc == c.nc && c.cut == nil {
+			c.cut = fmt.Errorf("client: write: %w", err)
+			nc.Close()
+		}
+		c.spare = b[:0]
+		c.mu.Unlock()
+	}
 }
 
 // failLargestLocked answers ERROR BODY_TOO_LARGE, which does not name the
@@ -888,27 +1015,28 @@ func (c *Conn) timers() {
 		c.mu.Lock()
 		now := c.now()
 		if at, ok := c.sess.AckDue(); ok && at <= now {
-			c.writeLocked(c.sess.AppendAck(c.wbuf[:0]))
+			c.queueLocked(c.sess.AppendAck(c.out))
 		}
 		c.flushLocked()
 		if c.nc != nil && c.ping > 0 && now-c.wrote >= c.ping {
-			c.writeLocked(protocol.AppendPing(c.wbuf[:0]))
+			c.queueLocked(protocol.AppendPing(c.out))
 			if c.pinged == 0 {
 				c.pinged = now
 			}
 		}
-		if c.pinged != 0 && time.Duration(c.heard.Load()) >= c.pinged {
+		if c.pinged != 0 && (time.Duration(c.heard.Load()) >= c.pinged || c.waiting.Load()) {
 			c.pinged = 0
 		}
 		if c.nc != nil && c.pinged != 0 && now-c.pinged >= c.opts.DeadAfter {
 			// Nothing since the PING: the read goroutine sees the close
 			// and reconnects.
-			c.err = fmt.Errorf("client: no answer to a PING for %v", c.opts.DeadAfter)
+			c.cut = fmt.Errorf("client: no answer to a PING for %v", c.opts.DeadAfter)
 			c.nc.Close()
 			c.pinged = 0
 		}
 		next := c.nextWakeLocked(now)
 		c.mu.Unlock()
+		c.writeOut()
 		t.Reset(next - now)
 		select {
 		case <-t.C:

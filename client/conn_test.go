@@ -451,3 +451,25 @@ func equalSet(a, b []uint64) bool {
 	slices.Sort(b)
 	return slices.Equal(a, b)
 }
+
+// TestConnCloseSendsOwedAck: an entry Recv returned is acknowledged even
+// when Close comes before the coalesced ACK was due: the sender gets its
+// delivered receipt without the recipient connecting again.
+func TestConnCloseSendsOwedAck(t *testing.T) {
+	tn := newTestNode(t)
+	const alice, bob = 61, 62
+	a := tn.dial(t, alice, client.Options{})
+	b := tn.dial(t, bob, client.Options{Session: client.Config{AckDelay: time.Hour, AckEvery: 1000}})
+	id, err := a.Send(bob, false, []byte("hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	next(t, b, func(d *protocol.Deliver) bool { return d.MsgID == id })
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r := next(t, a, func(r *protocol.Receipt) bool { return r.MsgID == id })
+	if r.Read {
+		t.Fatalf("receipt %+v, want delivered", r)
+	}
+}

@@ -66,8 +66,20 @@
 // (PROTOCOL.md 8.5: an id is never used twice). Send picks the id and
 // writes at once, so an application that crashed before persisting the
 // counter would use the id again after its restart, and the recipient would
-// drop the new message as a duplicate: Send is for applications that keep
-// no state across restarts.
+// drop the new message as a duplicate. An application that keeps no state
+// across restarts uses Send and dials with Session.NextMsgID set to
+// ClockMsgID(time.Now()): its ids then start above any the last run used
+// (with the default, 1, every run would start again at 1).
+//
+// Conn hands each mailbox entry (by seq) to the application once, across
+// reconnects. A sender's resend after a lost ACCEPT can still be stored
+// twice when it went without flag B (PROTOCOL.md 8.5), and then arrives
+// under two seqs: an application drops repeats by (from, msg_id).
+//
+// No method waits for the network: frames are queued and written by a
+// goroutine of the Conn's own, so Send, Status and the others return at
+// once even while the socket takes nothing. A socket that takes nothing
+// for Options.WriteTimeout is dropped, and the Conn reconnects.
 //
 // Conn pings when it has written nothing for the ping interval WELCOME
 // granted, and takes a connection for dead when no frame at all follows a

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -359,6 +361,26 @@ func TestConnDeadAfterSilence(t *testing.T) {
 	if second.login.Token == nil {
 		t.Fatal("no LOGIN on the new connection")
 	}
+	// Logging in again, the status still says why the last one ended: the
+	// missing PONG, not the read the close cut short.
+	if st := c.Status(); st.Err == nil || !strings.Contains(st.Err.Error(), "no answer to a PING") {
+		t.Errorf("status %+v, want the missing PONG as the error", st)
+	}
+}
+
+// TestConnGoAwayInStatus: a connection the server ended with GOAWAY
+// SHUTTING_DOWN and a close shows the GOAWAY in Status while the Conn
+// logs in again, not only the end of the stream.
+func TestConnGoAwayInStatus(t *testing.T) {
+	fs := newFakeServer(t)
+	c, fc := dialFake(t, fs, client.Options{}, func(fc *fakeConn) { fc.welcome(t) })
+	g := protocol.GoAway{After: 0, Code: protocol.CodeShuttingDown}
+	fc.write(t, g.Append(nil))
+	fc.nc.Close()
+	fs.next(t) // it logs in again
+	if st := c.Status(); st.Err == nil || !strings.Contains(st.Err.Error(), "GOAWAY SHUTTING_DOWN") {
+		t.Errorf("status %+v, want the GOAWAY as the error", st)
+	}
 }
 
 // TestConnDropsTheDictionaryAfterDecompression: a compressed frame the
@@ -419,5 +441,93 @@ func TestConnBodyTooLargeFailsTheMessage(t *testing.T) {
 	}
 	if s := again.send(t); s.MsgID != later {
 		t.Fatalf("next SEND msg %d, want the new %d: the refused %d must not go again", s.MsgID, later, big)
+	}
+}
+
+// TestConnStalledSocketHoldsNoCaller: a server that takes nothing holds
+// the goroutine writing to it, for up to WriteTimeout, but not Send,
+// Status, Pending or Close: what Send makes waits in the queue, and Close
+// ends the stalled write.
+func TestConnStalledSocketHoldsNoCaller(t *testing.T) {
+	fs := newFakeServer(t)
+	c, _ := dialFake(t, fs, client.Options{WriteTimeout: time.Hour}, func(fc *fakeConn) { fc.welcome(t) })
+	// The fake server never reads again. 400 SENDs of 60 KiB are 24 MiB,
+	// several times what loopback's socket buffers hold.
+	const n = 400
+	body := make([]byte, 60<<10)
+	sent := make(chan error, 1)
+	go func() {
+		for range n {
+			if _, err := c.Send(9, false, body); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- nil
+	}()
+	within := func(what string, ch <-chan error) {
+		t.Helper()
+		select {
+		case err := <-ch:
+			if err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%s blocked behind a socket that takes nothing", what)
+		}
+	}
+	within("Send", sent)
+	status := make(chan error, 1)
+	go func() {
+		if st, p := c.Status(), c.Pending(); st.State != client.StateCaughtUp || p != n {
+			status <- fmt.Errorf("state %v, %d pending; want caught up, %d", st.State, p, n)
+			return
+		}
+		status <- nil
+	}()
+	within("Status and Pending", status)
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close() }()
+	within("Close", closed)
+}
+
+// TestConnFullEventsIsNotDead: while the application leaves Events full,
+// the reader waits and the server's PONGs wait unread behind the entries;
+// the Conn keeps the connection (it went on pinging past DeadAfter) and
+// hands every entry over once the application reads.
+func TestConnFullEventsIsNotDead(t *testing.T) {
+	fs := newFakeServer(t)
+	c, fc := dialFake(t, fs, client.Options{Events: 2, DeadAfter: 300 * time.Millisecond}, func(fc *fakeConn) {
+		w := protocol.Welcome{Version: protocol.Version, User: 7, Time: uint64(time.Now().UnixMilli()), Ping: 1,
+			MaxFrame: protocol.MaxFrame, Window: 256}
+		fc.write(t, w.Append(nil))
+	})
+	const entries = 5
+	var b []byte
+	for seq := uint64(1); seq <= entries; seq++ {
+		d := protocol.Deliver{Seq: seq, From: 3, MsgID: seq, Body: []byte("hi")}
+		b = d.Append(b)
+	}
+	fc.write(t, b)
+	// Three PINGs on this connection take over 2 s, far past DeadAfter
+	// after the first, with nothing read by the client meanwhile.
+	fc.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for pings := 0; pings < 3; {
+		f, err := fc.fr.Next()
+		if err != nil {
+			t.Fatalf("after %d PINGs the client closed the connection: %v", pings, err)
+		}
+		if f.Type == protocol.TypePing {
+			pings++
+			fc.write(t, protocol.AppendPong(nil))
+		}
+	}
+	for seq := uint64(1); seq <= entries; seq++ {
+		if d := next[*protocol.Deliver](t, c, nil); d.Seq != seq {
+			t.Fatalf("entry seq %d, want %d", d.Seq, seq)
+		}
+	}
+	if st := c.Status(); st.State != client.StateCaughtUp || st.Err != nil {
+		t.Fatalf("status %+v, want caught up with no error", st)
 	}
 }

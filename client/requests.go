@@ -149,12 +149,13 @@ func (c *Conn) writeNow(appendFn func([]byte) []byte) error {
 		return c.cause
 	default:
 	}
+	defer c.writeOut()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.nc == nil || !c.sess.Ready() {
 		return ErrNotConnected
 	}
-	c.writeLocked(appendFn(c.wbuf[:0]))
+	c.queueLocked(appendFn(c.out))
 	return nil
 }
 
