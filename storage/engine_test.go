@@ -23,24 +23,8 @@ func testConfig(dir string) Config {
 // disk, and the store reopens its database by itself and takes writes
 // again.
 func TestCommitFailureFailsEveryCaller(t *testing.T) {
-	dir := t.TempDir()
-	var fail atomic.Bool
 	injected := errors.New("injected fsync failure")
-	s, err := openBadger(testConfig(dir), func() error {
-		if fail.Load() {
-			return injected
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	for seq := uint64(1); seq <= 3; seq++ {
-		if err := AppendWait(s, Entry{Recipient: 1, Seq: seq, Kind: KindMessage, MsgID: seq}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	s, fail := openFailing(t, testConfig(t.TempDir()), injected)
 
 	started, release := make(chan struct{}), make(chan struct{})
 	held := make(chan error, 1)
@@ -90,6 +74,30 @@ func TestCommitFailureFailsEveryCaller(t *testing.T) {
 	if res, err := AckWait(s, 1, 4); err != nil || res.Deleted != 4 {
 		t.Fatalf("ack after recovery: %+v %v", res, err)
 	}
+}
+
+// openFailing opens a store whose syncs fail with injected while the
+// returned switch is on, closed when the test ends, and appends messages 1
+// to 3 to recipient 1.
+func openFailing(t *testing.T, cfg Config, injected error) (*engine, *atomic.Bool) {
+	t.Helper()
+	fail := new(atomic.Bool)
+	s, err := openBadger(cfg, func() error {
+		if fail.Load() {
+			return injected
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	for seq := uint64(1); seq <= 3; seq++ {
+		if err := AppendWait(s, Entry{Recipient: 1, Seq: seq, Kind: KindMessage, MsgID: seq}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s, fail
 }
 
 // appendUntilRecovered appends to recipient from seq on until an append
@@ -457,24 +465,9 @@ func TestRelaxedOpsDoNotWaitForNobody(t *testing.T) {
 // counter, so the tier a reopen builds adds to it instead of starting it
 // again from zero.
 func TestSpilledCountsOnAfterARecovery(t *testing.T) {
-	var fail atomic.Bool
 	cfg := testConfig(t.TempDir())
 	cfg.SpillAfter = -1 // every write goes into Badger with the next batch
-	s, err := openBadger(cfg, func() error {
-		if fail.Load() {
-			return errors.New("injected fsync failure")
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	for seq := uint64(1); seq <= 3; seq++ {
-		if err := AppendWait(s, Entry{Recipient: 1, Seq: seq, Kind: KindMessage, MsgID: seq}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	s, fail := openFailing(t, cfg, errors.New("injected fsync failure"))
 	waitFor(t, "the first writes spilled", func() bool { return s.Stats().Spilled > 0 })
 	before := s.Stats().Spilled
 	fail.Store(true)
