@@ -285,6 +285,7 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 		if !opts.KeepTrying || ctx.Err() != nil {
 			return nil, err
 		}
+		c.offline(err, delay) // what Status says from the start, not "logging in"
 		go c.keepTrying(err, delay, again)
 		go c.timers()
 		go c.writer()

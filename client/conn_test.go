@@ -437,8 +437,8 @@ func TestConnKeepTrying(t *testing.T) {
 		t.Fatal("Dial to a stopped server: no error")
 	}
 	c := tn.dial(t, 51, client.Options{KeepTrying: true})
-	if st := c.Status(); st.State != client.StateOffline && st.State != client.StateLogin {
-		t.Fatalf("status with the server down: %+v, want offline or logging in", st)
+	if st := c.Status(); st.State != client.StateOffline || st.Err == nil {
+		t.Fatalf("status with the server down: %+v, want offline with the failed attempt's error", st)
 	}
 	tn.start()
 	next[*client.Reconnected](t, c, nil)
