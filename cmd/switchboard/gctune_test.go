@@ -56,3 +56,21 @@ func TestTrimmer(t *testing.T) {
 		t.Fatalf("trims at samples %v, want %v", trims, want)
 	}
 }
+
+// TestLoadAllocatedOffDuringARamp: the load term counts a second's
+// allocation unless connections were logging in at rampLogins a second or
+// more, so a ramp's connections are packed by collections at the floor's
+// pace.
+func TestLoadAllocatedOffDuringARamp(t *testing.T) {
+	const mib = 1 << 20
+	for _, c := range []struct{ allocated, logins, want uint64 }{
+		{30 * mib, 0, 30 * mib},              // 5,000 msg/s, nobody logging in
+		{30 * mib, rampLogins - 1, 30 * mib}, // reconnects trickling in
+		{15 * mib, rampLogins, 0},            // a ramp
+		{15 * mib, 1000, 0},                  // 1,000 Noise logins a second
+	} {
+		if got := loadAllocated(c.allocated, c.logins); got != c.want {
+			t.Errorf("loadAllocated(%d MiB, %d logins) = %d, want %d", c.allocated/mib, c.logins, got, c.want)
+		}
+	}
+}

@@ -81,7 +81,7 @@ func serve(args []string) error {
 	tunerStop := make(chan struct{})
 	defer close(tunerStop)
 	if tuneGCNow {
-		tuneGC(cfg.GCPercent, tunerStop)
+		tuneGC(cfg.GCPercent, n.Gateway().Stats().Logins.Load, tunerStop)
 	}
 	if tuneProcsNow {
 		tuneProcs(log, cfg.Gateway.WithDefaults().Loops, tunerStop)
