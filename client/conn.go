@@ -486,8 +486,8 @@ func (c *Conn) run(fr *protocol.FrameReader) {
 	for {
 		code, err := c.read(fr)
 		c.mu.Lock()
-		if c.cut != nil && code == 0 {
-			err = c.cut // the read failed because this side closed
+		if c.cut != nil && errors.Is(err, net.ErrClosed) {
+			err = c.cut // the read failed because this side closed, and why
 		}
 		c.cut = nil
 		if nc := c.nc; nc != nil {
