@@ -90,7 +90,7 @@ type Config struct {
 	// offers twice this. 0: found by the probe (Rates).
 	Capacity float64
 	// P99 is the sweep's latency target: a step holds it when its
-	// send-to-deliver p99 is below it. Default 3 ms, the p99 goal of
+	// send-to-deliver p99 is below it and it kept up (SweepStep.KeptUp). Default 3 ms, the p99 goal of
 	// docs/BENCHMARKS.md.
 	P99 time.Duration
 	// Arrivals is how the phone regime (phone, sweep) spaces the sends:

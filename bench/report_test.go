@@ -403,3 +403,25 @@ func TestWarnings(t *testing.T) {
 		})
 	}
 }
+
+// TestVerdictNotKeptUp: a run that passed its checks but left scheduled
+// messages unsent says so in its verdict, since its latencies leave the
+// latest messages out; a sweep says it per step instead.
+func TestVerdictNotKeptUp(t *testing.T) {
+	r := newResult()
+	if got := verdict(r); got != "PASS" {
+		t.Errorf("verdict %q, want PASS", got)
+	}
+	r.Unsent = 47244
+	if got := verdict(r); !strings.HasPrefix(got, "PASS, but the server did not keep up: 47,244 messages never sent") {
+		t.Errorf("verdict with unsent messages: %q", got)
+	}
+	r.Sweep = &Sweep{}
+	if got := verdict(r); got != "PASS" {
+		t.Errorf("a sweep's verdict %q, want PASS (its steps say which did not keep up)", got)
+	}
+	r.Failures = append(r.Failures, "1 lost")
+	if got := verdict(r); got != "FAIL" {
+		t.Errorf("verdict with a failure %q, want FAIL", got)
+	}
+}

@@ -703,26 +703,28 @@ func TestSweepRendering(t *testing.T) {
 	}
 	cpu, syncs, two, one := 42.5, 0.25, 2.0, 1.0
 	steps := []SweepStep{
-		{Offered: 1000, DeliveredPerSec: 1000, ServerCPUPerMsgUs: &cpu, SyncsPerMsg: &syncs, ServerProcsAtStart: &two, ServerProcsAtEnd: &two, SendToDeliver: lat(900, 2500, 4000), Passed: true, Held: true},
-		{Offered: 2000, DeliveredPerSec: 1990, ServerProcsAtStart: &two, ServerProcsAtEnd: &one, SendToDeliver: lat(1200, 3100, 9000), Passed: true},
+		{Offered: 1000, DeliveredPerSec: 1000, ServerCPUPerMsgUs: &cpu, SyncsPerMsg: &syncs, ServerProcsAtStart: &two, ServerProcsAtEnd: &two, SendToDeliver: lat(900, 2500, 4000), GeneratorLag: lat(70, 350, 900), Passed: true, KeptUp: true, Held: true},
+		{Offered: 2000, DeliveredPerSec: 1990, ServerProcsAtStart: &two, ServerProcsAtEnd: &one, SendToDeliver: lat(1200, 3100, 9000), Passed: true, KeptUp: true},
 		{Offered: 5000, DeliveredPerSec: 4100, SendToDeliver: lat(1500, 2900, 9000), Passed: true, Unsent: 1234},
-		{Offered: 10000, DeliveredPerSec: 9000, SendToDeliver: lat(1500, 2000, 2500), Passed: true, Held: true},
+		{Offered: 10000, DeliveredPerSec: 9000, SendToDeliver: lat(1500, 2000, 2500), Passed: true, KeptUp: true, Held: true},
+		{Offered: 30000, DeliveredPerSec: 19748, SendToDeliver: lat(900e3, 4.33e6, 5e6), Passed: true},
 	}
 	rows := []string{
-		"1,000 msg/s|1,000 msg/s|42.5 µs|2|900 µs|2.50 ms|4.00 ms|0.25|yes",
-		"2,000 msg/s|1,990 msg/s|n/a|2 → 1|1.20 ms|3.10 ms|9.00 ms|n/a|no",
-		"5,000 msg/s|4,100 msg/s|n/a|n/a|1.50 ms|2.90 ms|9.00 ms|n/a|no: 1,234 unsent",
-		"10,000 msg/s|9,000 msg/s|n/a|n/a|1.50 ms|2.00 ms|2.50 ms|n/a|yes",
+		"1,000 msg/s|1,000 msg/s|42.5 µs|2|900 µs|2.50 ms|4.00 ms|350 µs|0.25|yes",
+		"2,000 msg/s|1,990 msg/s|n/a|2 → 1|1.20 ms|3.10 ms|9.00 ms|—|n/a|no",
+		"5,000 msg/s|4,100 msg/s|n/a|n/a|1.50 ms|2.90 ms|9.00 ms|—|n/a|no: 1,234 unsent",
+		"10,000 msg/s|9,000 msg/s|n/a|n/a|1.50 ms|2.00 ms|2.50 ms|—|n/a|yes",
+		"30,000 msg/s|19,748 msg/s|n/a|n/a|900 ms|4.33 s|5.00 s|—|n/a|no: delivered 66% of the rate",
 	}
 	for i, s := range steps {
 		if got := strings.Join(sweepRow(s), "|"); got != rows[i] {
 			t.Errorf("row %d:\n got %s\nwant %s", i, got, rows[i])
 		}
 	}
-	if got := strings.Join(sweepRow(SweepStep{Offered: 300}), "|"); got != "300 msg/s|0.0 msg/s|n/a|n/a|—|—|—|n/a|FAIL" {
+	if got := strings.Join(sweepRow(SweepStep{Offered: 300}), "|"); got != "300 msg/s|0.0 msg/s|n/a|n/a|—|—|—|—|n/a|FAIL" {
 		t.Errorf("failed step's row %s", got)
 	}
-	if got, want := stepLine(steps[1], 3*time.Millisecond), "2,000 msg/s offered: 1,990 msg/s delivered, p50 1.20 ms, p99 3.10 ms, p99.9 9.00 ms, server CPU n/a/msg, Go processors 2 → 1, n/a syncs/msg: no (p99 < 3.00 ms)"; got != want {
+	if got, want := stepLine(steps[1], 3*time.Millisecond), "2,000 msg/s offered: 1,990 msg/s delivered, p50 1.20 ms, p99 3.10 ms, p99.9 9.00 ms, generator lag p99 —, server CPU n/a/msg, Go processors 2 → 1, n/a syncs/msg: no (p99 < 3.00 ms)"; got != want {
 		t.Errorf("step line\n got %s\nwant %s", got, want)
 	}
 
@@ -766,5 +768,25 @@ func TestSweepRendering(t *testing.T) {
 				t.Errorf("summary's table has no target column:\n%s", out.String())
 			}
 		})
+	}
+}
+
+// TestSweepStepKeptUp: a step that delivered under sweepKeptUp of its
+// offered rate, catch-up included, does not hold the target, however
+// generous the target; one that delivered most of it does.
+func TestSweepStepKeptUp(t *testing.T) {
+	step := func(offered float64, delivered uint64, d time.Duration) SweepStep {
+		res := newResult()
+		res.Sent, res.Delivered, res.Duration = delivered, delivered, d
+		res.SendToDeliver.RecordValue(4_330_000) // 4.33 s
+		return newSweepStep(offered, res, 10*time.Second)
+	}
+	// 30,000 offered for 8 s: 240,000 messages, sent over 12.15 s of catch-up.
+	if s := step(30000, 240000, 12150*time.Millisecond); s.KeptUp || s.Held {
+		t.Errorf("30,000 offered, 19,753 delivered a second: kept up %v, held %v; want neither", s.KeptUp, s.Held)
+	}
+	// 20,000 offered for 8 s, the last in-flight messages delivered in 0.2 s more.
+	if s := step(20000, 160000, 8200*time.Millisecond); !s.KeptUp || !s.Held {
+		t.Errorf("20,000 offered, 19,512 delivered a second: kept up %v, held %v; want both", s.KeptUp, s.Held)
 	}
 }

@@ -215,6 +215,13 @@ func benchCmd(args []string) error {
 	}
 	cfg.Params = map[string]string{}
 	fs.Visit(func(f *flag.Flag) { cfg.Params[f.Name] = f.Value.String() })
+	if _, ok := cfg.Params["rate"]; ok && (scenario == "sweep" || scenario == "overload") {
+		what := map[string]string{"sweep": "sweep offers each of --rates", "overload": "overload offers twice --capacity, or probes --rates for it"}[scenario]
+		return usageError{fmt.Errorf("--rate is for chat, phone, group and slow: %s", what)}
+	}
+	if _, ok := cfg.Params["p99"]; ok && cfg.P99 <= 0 {
+		return usageError{fmt.Errorf("--p99 %v: the latency target must be positive, a duration such as 10ms", cfg.P99)}
+	}
 	cfg.Out = os.Stderr
 
 	if *cpuProfile != "" {

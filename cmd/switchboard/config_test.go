@@ -128,6 +128,8 @@ func TestBenchUsageExitsTwo(t *testing.T) {
 		{[]string{"nosuch"}, `unknown scenario "nosuch"`},
 		{[]string{"group", "--group-size", "1"}, "--group-size 1"},
 		{[]string{"sweep", "--rates", "fast"}, `--rates: "fast"`},
+		{[]string{"sweep", "--rate", "500"}, "sweep offers each of --rates"},
+		{[]string{"sweep", "--p99", "0s"}, "--p99 0s: the latency target must be positive"},
 	} {
 		code, _, stderr := runMain(t, nil, append([]string{"bench"}, tt.args...)...)
 		if code != 2 || !strings.Contains(stderr, tt.want) {
