@@ -38,8 +38,9 @@ import (
 // new connections' state is strewn among a second of garbage, and what is
 // left of it after the ramp pins partly empty spans. After a ramp of 19,000
 // Noise logins at 1,000 a second that was 1.7 MB more heap in use and 80
-// bytes more RSS an idle connection (docs/BENCHMARKS.md, "The Noise
-// transport"). Collecting at the floor's pace during a ramp packs them.
+// bytes more RSS an idle connection (docs/BENCHMARKS.md, "Idle Noise
+// connections after a ramp"). Collecting at the floor's pace during a ramp
+// packs them.
 //
 // The collector's headroom and the pages the runtime keeps for reuse are
 // resident, so after a surge (a reconnect storm: tens of MiB of login

@@ -20,9 +20,8 @@ import (
 
 // Every field of gateway.Stats, gateway.Gauges, gateway.SlowConsumers,
 // delivery.Stats, delivery.Gauges, storage.Stats and cluster.Stats is
-// exported here;
-// TestEveryStatExported fails when one is not. docs/METRICS.md lists them
-// with what an operator does when they move.
+// exported here; TestEveryStatExported fails when one is not.
+// docs/METRICS.md lists them with what an operator does when they move.
 
 // metricsHandler exposes the counters and gauges of every component of n,
 // and the process's own (RSS, CPU, descriptors), in Prometheus' format.
