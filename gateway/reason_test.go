@@ -103,7 +103,7 @@ func TestErrorReasons(t *testing.T) {
 		{name: "handshake timeout", write: preface,
 			want: protocol.CodeHandshakeTimeout, reason: "no LOGIN before the handshake deadline"},
 		{name: "idle timeout", loggedIn: true, ping: 1,
-			want: protocol.CodeIdleTimeout, reason: "nothing received for"},
+			want: protocol.CodeIdleTimeout, reason: "s or more (1.5 × ping 1s)"},
 		{name: "partial frame", loggedIn: true, write: send(bytes.Repeat([]byte("a"), 100))[:20],
 			want: protocol.CodePartialFrameTimeout, reason: "frame incomplete"},
 	}

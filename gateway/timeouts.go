@@ -63,7 +63,8 @@ func (l *loop) check(c *conn) {
 	} else {
 		next = c.lastRecv + uint32(c.ping)*3/2 + stampSlack
 		if now >= next {
-			l.closeNow(c, l.rejectf(protocol.CodeIdleTimeout, "nothing received for %ds (1.5 × ping %ds)", now-c.lastRecv, c.ping))
+			// The stamp may be up to a second older than the frame.
+			l.closeNow(c, l.rejectf(protocol.CodeIdleTimeout, "nothing received for %ds or more (1.5 × ping %ds)", now-c.lastRecv-stampSlack, c.ping))
 			return
 		}
 	}
