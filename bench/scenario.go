@@ -470,13 +470,16 @@ func (r *run) serverCost(res *Result, from, to serverMetrics) {
 				whose = "servers' (summed)"
 			}
 			where := "a longer --duration weighs the settled one more"
-			switch {
-			case res.Warmup > 0:
+			if res.Warmup > 0 {
 				where = "a longer --warmup lets them settle before the measured phase"
-			case r.cfg.Scenario == "sweep":
-				where = "the sweep table's server procs column shows the steps where they changed; longer steps (--duration) weigh the settled count more"
 			}
-			r.note("the %s Go processors went from %d to %d while measured: serve tunes them to the load about ten seconds after it changes, so the CPU per message mixes the two counts; %s (docs/BENCHMARKS.md, \"The phone regime second by second\")", whose, from.Procs, to.Procs, where)
+			changed := fmt.Sprintf("went from %d to %d while measured", from.Procs, to.Procs)
+			if r.cfg.Scenario == "sweep" {
+				// Noted once for the run: the table's procs column says which steps.
+				changed = "changed while steps were measured (the sweep table's server procs column shows which)"
+				where = "longer steps (--duration, --warmup) weigh the settled count more"
+			}
+			r.note("the %s Go processors %s: serve tunes them to the load about ten seconds after it changes, so the CPU per message mixes the two counts; %s (docs/BENCHMARKS.md, \"The phone regime second by second\")", whose, changed, where)
 		}
 	}
 	r.notePerServerCPU(res, from, to)
