@@ -599,7 +599,7 @@ func (e *engine) collect() *Result {
 			lr := l.res
 			l.countLosses(lr)
 			if l.failureCount > uint64(maxFailureLines) {
-				lr.Failures = append(lr.Failures, fmt.Sprintf("… and %d more failures on loop %d", l.failureCount-maxFailureLines, l.id))
+				lr.FailuresNotListed += l.failureCount - maxFailureLines
 			}
 			unchecked := l.checkReceipts(lr)
 			stale, read := l.stale, l.readReceipts

@@ -106,6 +106,7 @@ func (r *Result) Merge(o *Result) {
 		r.Baseline.Merge(o.Baseline)
 	}
 	r.Failures = append(r.Failures, o.Failures...)
+	r.FailuresNotListed += o.FailuresNotListed
 	r.Notes = appendNew(r.Notes, o.Notes...)
 }
 

@@ -146,9 +146,13 @@ func writeMarkdown(out io.Writer, jr *jsonReport, charts map[string]bool) error 
 	if r.Passed() {
 		p("**PASS**: the run found no correctness failure (no loss, reordering or other violation was recorded).\n\n")
 	} else {
-		p("**FAIL**: %d %s:\n\n", len(r.Failures), plural(len(r.Failures), "failure", "failures"))
+		n := r.FailureCount()
+		p("**FAIL**: %s %s:\n\n", formatCount(n), plural(int(n), "failure", "failures"))
 		for _, f := range r.Failures {
 			p("- %s\n", mdText(f))
+		}
+		if r.FailuresNotListed > 0 {
+			p("- … and %s more like them, not listed (each generator loop lists its first %d)\n", formatCount(r.FailuresNotListed), maxFailureLines)
 		}
 		p("\n")
 	}
@@ -462,7 +466,7 @@ func compareRows(base, run *jsonReport) [][]string {
 		row("lost", float64(base.Lost), float64(run.Lost), count),
 		row("reordered", float64(base.Reordered), float64(run.Reordered), count),
 		row("receipts missing", float64(base.ReceiptsMissing), float64(run.ReceiptsMissing), count),
-		[]string{"failures", fmt.Sprint(len(base.Failures)), fmt.Sprint(len(run.Failures)), ""},
+		[]string{"failures", fmt.Sprint(base.FailureCount()), fmt.Sprint(run.FailureCount()), ""},
 	)
 	return rows
 }

@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"image/png"
 	"os"
 	"path/filepath"
@@ -242,6 +243,57 @@ func TestPrintSummary(t *testing.T) {
 			}
 			checkAligned(t, out)
 		})
+	}
+}
+
+// TestSummaryCountsEveryFailure: a loop lists its first failures only, and
+// the FAIL line counts them all; a run that connected nothing prints its
+// reason under the header instead of tables of zeros.
+func TestSummaryCountsEveryFailure(t *testing.T) {
+	r := &Result{Scenario: "phone", Processes: 1, Params: map[string]string{"addr": "127.0.0.1:1"}}
+	for i := range maxFailureLines {
+		r.Failures = append(r.Failures, fmt.Sprintf("user %d could not log in to 127.0.0.1:1: connect: connection refused", i))
+	}
+	r.FailuresNotListed = 1980
+	r.Failures = append(r.Failures, "the run could not be carried out: loop 0: connect: 2000 connections could not log in (see the failures)")
+	var buf bytes.Buffer
+	PrintSummary(&buf, r)
+	out := buf.String()
+	for _, s := range []string{"· FAIL", "nothing was measured", "FAIL: 2,001 failures", "… and 1,980 more like them, not listed", "could not be carried out"} {
+		if !strings.Contains(out, s) {
+			t.Errorf("summary lacks %q:\n%s", s, out)
+		}
+	}
+	for _, s := range []string{"messages", "latency", "wire", "store"} {
+		if strings.Contains(out, "\n"+s) {
+			t.Errorf("summary of a run that measured nothing has its %q table:\n%s", s, out)
+		}
+	}
+	if lines := strings.Count(out, "\n"); lines > maxFailureLines+12 {
+		t.Errorf("summary of a run that measured nothing is %d lines:\n%s", lines, out)
+	}
+
+	var md bytes.Buffer
+	if err := writeMarkdown(&md, buildReport(r), nil); err != nil {
+		t.Fatal(err)
+	}
+	if s := "**FAIL**: 2,001 failures"; !strings.Contains(md.String(), s) {
+		t.Errorf("report.md lacks %q:\n%s", s, md.String())
+	}
+
+	// Once something was measured, the tables come back.
+	r.Conns, r.Sent = 10, 5
+	buf.Reset()
+	PrintSummary(&buf, r)
+	if !strings.Contains(buf.String(), "\nmessages") || strings.Contains(buf.String(), "nothing was measured") {
+		t.Errorf("summary of a run that measured something:\n%s", buf.String())
+	}
+
+	var merged Result
+	merged.Merge(r)
+	merged.Merge(r)
+	if got := merged.FailureCount(); got != 2*2001 {
+		t.Errorf("merged FailureCount = %d, want %d", got, 2*2001)
 	}
 }
 

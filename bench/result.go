@@ -142,7 +142,10 @@ type Result struct {
 	Overload *Overload `json:"overload,omitempty"`
 
 	// Failures lists every correctness violation; a run with any fails.
-	Failures []string `json:"failures,omitempty"`
+	// Each generator loop lists its first 20; FailuresNotListed counts the
+	// rest.
+	Failures          []string `json:"failures,omitempty"`
+	FailuresNotListed uint64   `json:"failures_not_listed,omitempty"`
 	// Notes are facts for the reader (e.g. "server metrics not reachable").
 	Notes []string `json:"notes,omitempty"`
 }
@@ -165,3 +168,13 @@ type MemPoint struct {
 
 // Passed reports whether the run found no correctness failure.
 func (r *Result) Passed() bool { return len(r.Failures) == 0 }
+
+// FailureCount is how many correctness failures the run found, listed or
+// not.
+func (r *Result) FailureCount() uint64 { return uint64(len(r.Failures)) + r.FailuresNotListed }
+
+// measuredNothing reports whether the run never got as far as a connection
+// or a message: its tables would hold only zeros, and its failures say why.
+func (r *Result) measuredNothing() bool {
+	return !r.Passed() && r.Conns == 0 && r.Sent == 0 && r.Delivered == 0 && r.Sweep == nil && r.Overload == nil
+}

@@ -112,8 +112,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res.Timeline = r.timeline
 	res.Notes = append(res.Notes, r.notes...)
 	if runErr != nil {
-		// A run that could not be carried out verified nothing: it fails.
-		res.Failures = append(res.Failures, "the run could not be carried out: "+runErr.Error())
+		// A run that could not be carried out verified nothing: it fails,
+		// and the reason leads the list.
+		res.Failures = append([]string{"the run could not be carried out: " + runErr.Error()}, res.Failures...)
 	}
 	return res, runErr
 }

@@ -35,6 +35,12 @@ func PrintSummary(out io.Writer, r *Result) {
 		}
 		p("params  %s\n", strings.Join(kv, " "))
 	}
+	if r.measuredNothing() {
+		// Nothing connected: the tables would be zeros above the reason.
+		p("\nnothing was measured\n\n")
+		printFailures(w, r)
+		return
+	}
 
 	if rows := figureRows(r.Figures); len(rows) > 0 {
 		p("\n")
@@ -144,10 +150,19 @@ func PrintSummary(out io.Writer, r *Result) {
 	if r.Passed() {
 		p("PASS: no correctness failure\n")
 	} else {
-		p("FAIL: %d %s\n", len(r.Failures), plural(len(r.Failures), "failure", "failures"))
-		for _, f := range r.Failures {
-			p("  - %s\n", f)
-		}
+		printFailures(w, r)
+	}
+}
+
+// printFailures writes the FAIL line and the failures listed.
+func printFailures(w *errWriter, r *Result) {
+	n := r.FailureCount()
+	w.printf("FAIL: %s %s\n", formatCount(n), plural(int(n), "failure", "failures"))
+	for _, f := range r.Failures {
+		w.printf("  - %s\n", f)
+	}
+	if r.FailuresNotListed > 0 {
+		w.printf("  - … and %s more like them, not listed (each generator loop lists its first %d)\n", formatCount(r.FailuresNotListed), maxFailureLines)
 	}
 }
 
