@@ -249,6 +249,13 @@ func warnings(r *Result, d *Derived, m Machine) []string {
 		if _, ok := baseline(r.Memory); !ok {
 			w = append(w, `No memory point is labelled "baseline": RSS ÷ connections includes the process's fixed cost and overstates the cost of one connection.`)
 		}
+		for i, f := range d.Memory {
+			if v := f.RSSPerConnOverBaseline; v != nil && *v < 0 {
+				w = append(w, fmt.Sprintf("The server's RSS at %q is below its baseline: it held memory from before the run (an earlier run on the same process) and gave it back since. Measure memory on a fresh server.",
+					r.Memory[i].Label))
+				break
+			}
+		}
 	}
 	return w
 }

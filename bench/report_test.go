@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -163,6 +164,30 @@ func TestWriteReport(t *testing.T) {
 	}
 	if buf.String() != string(raw) {
 		t.Error("WriteJSON differs from result.json")
+	}
+}
+
+// TestNegativeMemoryHasACaveat: on a server reused from an earlier run the
+// RSS can fall below the baseline, and a negative cost a connection is
+// explained, not just printed.
+func TestNegativeMemoryHasACaveat(t *testing.T) {
+	r := &Result{Scenario: "connect", Duration: time.Second, Memory: []MemPoint{
+		{Label: "baseline", Conns: 0, RSS: 300 << 20},
+		{Label: "peak", Conns: 1000, RSS: 200 << 20},
+	}}
+	jr := buildReport(r)
+	if f := jr.Derived.Memory[1].RSSPerConnOverBaseline; f == nil || *f >= 0 {
+		t.Fatalf("rss per conn over baseline = %v, want negative", f)
+	}
+	want := `The server's RSS at "peak" is below its baseline`
+	if !slices.ContainsFunc(jr.Derived.Warnings, func(s string) bool { return strings.HasPrefix(s, want) }) {
+		t.Errorf("warnings %q lack %q", jr.Derived.Warnings, want)
+	}
+	r.Memory[1].RSS = 400 << 20
+	for _, s := range buildReport(r).Derived.Warnings {
+		if strings.HasPrefix(s, want) {
+			t.Errorf("warning %q for a positive cost", s)
+		}
 	}
 }
 
