@@ -42,9 +42,11 @@ func (s State) String() string {
 type Status struct {
 	State State
 	// Last is WELCOME.last of the current (or last) connection: the newest
-	// seq the mailbox held at login. While resuming, Resume climbs to it.
-	// Seqs may skip (PROTOCOL.md 8.3): when the newest entry expired before
-	// it was sent, the state stays resuming until a later entry arrives.
+	// entry waiting at login, or the resume point when none waited. While
+	// resuming, Resume climbs to it. In the rare cases PROTOCOL.md 8.1
+	// lists (the entry at last expiring before it was sent, a restored
+	// mailbox with over 1,024 entries) the state stays resuming until a
+	// later entry arrives.
 	Last uint64
 	// Resume is the resume point: the highest seq processed.
 	Resume uint64

@@ -75,7 +75,7 @@ const (
 	OutEntry   OutKind = iota + 1 // a mailbox entry: Seq and Record
 	OutAccept                     // ACCEPT of MsgID (Ref: group id)
 	OutRefuse                     // REFUSE of MsgID with Code and RetryAfter
-	OutWelcome                    // the login was registered: Seq is the mailbox's last seq
+	OutWelcome                    // the login was registered: Seq is the newest entry waiting (storage.Store.Newest)
 	OutSignal                     // SIGNAL from Peer, Kind in MsgID, Group in Ref
 )
 

@@ -329,7 +329,17 @@ func (s *shard) login(u *user, q request) {
 	if !s.takeSession(u, q, q.seq) {
 		return
 	}
-	if !s.r.push(u.sess, Outbound{Kind: OutWelcome, Seq: u.last}) {
+	// WELCOME.last is the newest entry waiting: with the high-water mark,
+	// a client resumed past every entry (acked, expired, a restore's gap)
+	// would wait for seqs that never come. Entries whose commit is under
+	// way come after it, as live ones.
+	last, err := s.r.store.Newest(u.id, q.seq, u.committed)
+	if err != nil {
+		s.r.stats.StorageErrors.Add(1)
+		s.r.cfg.Logger.Error("delivery: reading the newest entry", "user", u.id, "err", err)
+		last = u.committed
+	}
+	if !s.r.push(u.sess, Outbound{Kind: OutWelcome, Seq: last}) {
 		u.sess = Session{}
 		return
 	}

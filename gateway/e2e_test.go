@@ -148,6 +148,22 @@ func TestOfflineDelivery(t *testing.T) {
 	if st := ts.Router.Stats(); st.DeliveredStored.Load() != 5 {
 		t.Fatalf("DeliveredStored = %d, want 5", st.DeliveredStored.Load())
 	}
+
+	// A device that lost its state logs in from 0: nothing waits, so
+	// WELCOME.last is 0, not the mark of 5 it could never reach.
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b = ts.Dial(2, protocol.ClientOptions{})
+	if w := b.Welcome(); w.Last != 0 {
+		t.Fatalf("WELCOME.Last after a drain = %d, want 0", w.Last)
+	}
+	if _, err := a.Send(2, body(1, 5)); err != nil {
+		t.Fatal(err)
+	}
+	if d := recvDelivers(t, b, 1, 10*time.Second)[0]; d.Seq != 6 {
+		t.Fatalf("the next message came as seq %d, want 6", d.Seq)
+	}
 }
 
 // TestResumeBacklog drains a 1,000-entry backlog (several BATCHes, four

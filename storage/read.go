@@ -27,6 +27,54 @@ func (s *engine) LastSeq(recipient uint64) (uint64, error) {
 	return hw, err
 }
 
+// NewestScan bounds the entries Newest reads when the newest seq holds no
+// entry: a login costs at most one page of a big backlog more.
+const NewestScan = 1024
+
+// Newest implements Store.
+func (s *engine) Newest(recipient, after, upto uint64) (uint64, error) {
+	if upto <= after {
+		return after, nil
+	}
+	now := s.cfg.Now().UnixMilli()
+	newest := after
+	err := s.view(func(rd reader) error {
+		// Mostly the newest seq holds an entry: one seek.
+		top := false
+		err := rd.scan(recipient, upto, func(e *Entry) bool {
+			top = e.Seq == upto && !s.expired(e.Time, now)
+			return false
+		})
+		if err != nil || top {
+			newest = upto
+			return err
+		}
+		m, err := rd.meta(recipient)
+		if err != nil {
+			return err
+		}
+		n := 0
+		return rd.scan(recipient, max(after, m.floor)+1, func(e *Entry) bool {
+			switch {
+			case e.Seq > upto:
+				return false
+			case n == NewestScan:
+				newest = upto
+				return false
+			}
+			n++
+			if !s.expired(e.Time, now) {
+				newest = e.Seq
+			}
+			return true
+		})
+	})
+	if err != nil {
+		return after, err
+	}
+	return newest, nil
+}
+
 // Read implements Store.
 func (s *engine) Read(recipient, from uint64, maxEntries, maxBytes int, dst []Entry) ([]Entry, uint64, error) {
 	maxEntries = max(1, maxEntries)

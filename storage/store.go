@@ -18,6 +18,16 @@ type Store interface {
 	// before it has appends in flight for the recipient.
 	LastSeq(recipient uint64) (uint64, error)
 
+	// Newest returns the seq of the newest unexpired entry waiting for
+	// recipient above after and at or below upto, or after when none
+	// waits there: what a login announces as WELCOME.last, so that a
+	// client resumed from after knows when it has everything. The high-water
+	// mark can be above every entry (acked, expired or refused entries, a
+	// restore's seq gap). Newest reads the entry at upto, and when that is
+	// not there reads at most NewestScan entries up from after; past them
+	// it returns upto.
+	Newest(recipient, after, upto uint64) (uint64, error)
+
 	// Append queues e for the next group commit and returns without waiting
 	// for the disk. done is called exactly once: with nil after the commit
 	// holding e is synced to disk, or with an error (never both). A

@@ -181,6 +181,11 @@ func TestBackupRestoreServer(t *testing.T) {
 		t.Errorf("restored store holds %d messages, want %d (bob's and carol's first)", got, len(bodies)+1)
 	}
 	bo := dialNode(t, b, dataB, bob)
+	// The restore raised bob's seq counter past his entries; WELCOME.last
+	// names his newest entry, which he can reach.
+	if w := bo.Welcome(); w.Last != uint64(len(bodies)) {
+		t.Errorf("bob's WELCOME.last after the restore = %d, want %d, his newest entry", w.Last, len(bodies))
+	}
 	for i, want := range bodies {
 		d, err := bo.RecvDeliver(ctxTimeout(t, 10*time.Second))
 		if err != nil {
@@ -198,6 +203,9 @@ func TestBackupRestoreServer(t *testing.T) {
 	// mailbox's mark would be 1 and the login an ERROR BAD_ACK; with it,
 	// her ack deletes the entry she had, and a new message comes after 2.
 	cb := dialNodeAck(t, b, dataB, carol, carolResume)
+	if w := cb.Welcome(); w.Last != carolResume {
+		t.Errorf("carol's WELCOME.last after the restore = %d, want %d: nothing waits past her resume", w.Last, carolResume)
+	}
 	alB := dialNode(t, b, dataB, alice)
 	send(alB, carol, "carol's third, after the restore")
 	d, err := cb.RecvDeliver(ctxTimeout(t, 10*time.Second))

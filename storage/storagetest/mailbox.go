@@ -316,3 +316,48 @@ func testFullMailboxDropsExpired(t *testing.T, h Harness) {
 		t.Fatalf("ExpiredDeleted %d stored %d", st.ExpiredDeleted, st.StoredMessages)
 	}
 }
+
+// testNewest: what a login announces as WELCOME.last is the newest entry
+// that waits, not the high-water mark, which can be above every entry.
+func testNewest(t *testing.T, h Harness) {
+	clock := NewClock(epoch)
+	s := open(t, h, storage.Config{Now: clock.Now, MessageTTL: time.Hour})
+	newest := func(r, after, upto, want uint64) {
+		t.Helper()
+		if got, err := s.Newest(r, after, upto); err != nil || got != want {
+			t.Fatalf("Newest(%d, after %d, upto %d) = %d, %v; want %d", r, after, upto, got, err, want)
+		}
+	}
+	newest(3, 0, 0, 0) // a new recipient
+	for _, seq := range []uint64{1, 2, 5} {
+		mustAppend(t, s, entry(3, seq, storage.KindMessage))
+	}
+	newest(3, 0, 5, 5)
+	newest(3, 2, 5, 5)
+	newest(3, 5, 5, 5) // nothing after the client's own position
+	newest(3, 0, 4, 2) // an entry committed above upto is not counted
+	newest(3, 0, 9, 5) // seqs 6..9 hold nothing (refused, or a restore's gap)
+	newest(3, 5, 9, 5)
+
+	// Acked: the high-water mark stays, nothing waits.
+	mustAck(t, s, 3, 5)
+	newest(3, 0, 5, 0)
+	newest(3, 3, 5, 3)
+
+	// Expired entries do not wait either.
+	mustAppend(t, s, entry(3, 6, storage.KindMessage))
+	clock.Advance(30 * time.Minute)
+	mustAppend(t, s, entry(3, 7, storage.KindMessage))
+	newest(3, 5, 7, 7)
+	clock.Advance(31 * time.Minute) // 6 is 61 minutes old
+	newest(3, 5, 9, 7)
+	clock.Advance(30 * time.Minute)
+	newest(3, 5, 7, 5)
+
+	// Past NewestScan entries below an empty top, the high-water mark.
+	for seq := uint64(1); seq <= storage.NewestScan+1; seq++ {
+		mustAppend(t, s, entry(4, seq, storage.KindMessage))
+	}
+	newest(4, 0, storage.NewestScan+5, storage.NewestScan+5)
+	newest(4, 1, storage.NewestScan+5, storage.NewestScan+1)
+}

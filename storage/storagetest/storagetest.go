@@ -66,6 +66,7 @@ func Run(t *testing.T, h Harness) {
 		{"AckWithGaps", testAckWithGaps},
 		{"AckLargerThanBatch", testAckLargerThanBatch},
 		{"HighWaterAcrossReopen", testHighWaterAcrossReopen},
+		{"Newest", testNewest},
 		{"TTL", testTTL},
 		{"TTLHousekeeping", testTTLHousekeeping},
 		{"MailboxLimits", testMailboxLimits},
