@@ -82,7 +82,10 @@ func fetchBackup(ctx context.Context, admin, out string) (since, n uint64, err e
 	defer idle.Stop()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0, 0, fmt.Errorf("fetching the backup: %w", context.Cause(ctx))
+		if cause := context.Cause(ctx); cause != nil {
+			err = cause // cut off by the idle timer or the caller: say which
+		}
+		return 0, 0, fmt.Errorf("fetching the backup: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -264,5 +265,20 @@ func TestRestoreTruncatedFile(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dataB, "mailboxes")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a refused restore left a mailboxes folder (%v)", err)
+	}
+}
+
+// TestBackupNoServerSaysWhy: a backup with no server at --admin fails with
+// the network's reason, for the log of the job that ran it.
+func TestBackupNoServerSaysWhy(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	err = backup([]string{"--admin", addr, "--out", filepath.Join(t.TempDir(), "x.backup")}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "%!") {
+		t.Fatalf("backup with no server: %v, want the refused connection named", err)
 	}
 }

@@ -306,18 +306,22 @@ func logTail(srv *child) string {
 
 // terminate stops the server with SIGTERM, as an operator would, and waits
 // for it to exit; it fails the test unless the server stopped cleanly.
-func (c *child) terminate(t testing.TB) {
+func (c *child) terminate(t testing.TB) { c.stopWith(t, syscall.SIGTERM) }
+
+// stopWith sends sig and waits for the server to exit; it fails the test
+// unless the server stopped cleanly.
+func (c *child) stopWith(t testing.TB, sig syscall.Signal) {
 	t.Helper()
-	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := c.cmd.Process.Signal(sig); err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case <-c.done:
 	case <-time.After(30 * time.Second):
-		t.Fatalf("server still running 30 s after SIGTERM\n%s", logTail(c))
+		t.Fatalf("server still running 30 s after %v\n%s", sig, logTail(c))
 	}
 	if c.err != nil {
-		t.Fatalf("server exited with %v after SIGTERM\n%s", c.err, logTail(c))
+		t.Fatalf("server exited with %v after %v\n%s", c.err, sig, logTail(c))
 	}
 }
 

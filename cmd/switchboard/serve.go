@@ -74,6 +74,15 @@ func serve(args []string) error {
 	cfg.AdminRoutes = func(n *node.Node, mux *http.ServeMux) {
 		mux.Handle("/metrics", metricsHandler(n))
 	}
+	// Signals are caught before the start, which can take a while (the
+	// in-flight log's replay): a stop asked for meanwhile is graceful once
+	// serving, and an upgrade comes after it. SIGHUP (a closed terminal)
+	// stops as SIGTERM does.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer stop()
+	usr2 := make(chan os.Signal, 1)
+	signal.Notify(usr2, syscall.SIGUSR2)
+	defer signal.Stop(usr2)
 	n, err := node.Start(cfg)
 	if err != nil {
 		return err
@@ -92,12 +101,7 @@ func serve(args []string) error {
 	}
 	log.Info("switchboard serving", "addr", n.Addr().String(), "data", cfg.Data, "metrics", admin, "pprof", cfg.Pprof)
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	up := newUpgrader(log)
-	usr2 := make(chan os.Signal, 1)
-	signal.Notify(usr2, syscall.SIGUSR2)
-	defer signal.Stop(usr2)
 	for {
 		select {
 		case <-usr2:
