@@ -167,6 +167,23 @@ func TestDiskFloor(t *testing.T) {
 // fill (at the next housekeeping round) and, once it is below the floor,
 // sees space return by itself, so the disk_low gauge and readiness clear
 // without a message to trigger the check.
+// TestOpenBelowTheFloorIsLow: a store opened on a disk already below the
+// floor says so before any write (readiness and the gauge read it).
+func TestOpenBelowTheFloorIsLow(t *testing.T) {
+	free, _, err := DiskSpace(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := openBadger(smallConfig(filepath.Join(t.TempDir(), "db"), free+1<<40).withDefaults(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if st := s.Stats(); st.DiskLow != 1 {
+		t.Fatalf("DiskLow %d right after opening below the floor, want 1", st.DiskLow)
+	}
+}
+
 func TestIdleStoreFollowsTheDisk(t *testing.T) {
 	fs := mountTmpfs(t, 128<<20)
 	const floor = 48 << 20

@@ -207,6 +207,9 @@ func newEngine(cfg Config, be backend) (*engine, error) {
 	s.stats.storedBytes.Store(uint64(s.tot.bytes))
 	s.timer.Stop()
 	s.urgentGap = 4 * int64(cfg.SyncDelay) // no wait until sends come often
+	// The verdict on the free space from the start: a store opened below
+	// the floor is not ready before its first write says so.
+	s.checkDisk()
 	go s.run()
 	go s.housekeepLoop()
 	return s, nil
