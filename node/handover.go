@@ -67,6 +67,12 @@ func (n *Node) listenHandover(replace bool) error {
 	return nil
 }
 
+// refuseWait is how long the old side waits after BEGIN for the
+// successor's refusal before it pauses. A successor refuses within a
+// millisecond or so; one slower than this is refused after the pause, and
+// the connections are taken back.
+const refuseWait = 250 * time.Millisecond
+
 // handOver is the old side: it hands every connection to the successor on
 // ch, or, if the successor fails before it commits, takes them back and
 // serves on.
@@ -98,6 +104,21 @@ func (n *Node) handOver(ch *handover.Channel) {
 	budget := n.cfg.Gateway.ShutdownTimeout
 	if err := ch.Send(&handover.Message{Kind: handover.KindBegin, Addr: n.addr.String(), PID: os.Getpid()}); err != nil {
 		log.Warn("handover: the successor went away before it began; serving on", "err", err)
+		return
+	}
+	// A successor that cannot take over (its --listen is another address)
+	// refuses as soon as it reads BEGIN. Give it a moment to, before
+	// anything pauses: a mistyped command then stalls no client.
+	_ = ch.SetDeadline(time.Now().Add(refuseWait))
+	switch m, err := ch.Recv(); {
+	case err == nil && m.Kind == handover.KindRefuse:
+		log.Warn("handover: refused by the successor; serving on", "reason", m.Reason)
+		return
+	case err == nil:
+		log.Warn("handover: the successor sent "+m.Kind.String()+" before the pause; serving on")
+		return
+	case !errors.Is(err, os.ErrDeadlineExceeded):
+		log.Warn("handover: the successor went away before the pause; serving on", "err", err)
 		return
 	}
 

@@ -331,3 +331,45 @@ func TestFailedHandoverStopIsAnError(t *testing.T) {
 		t.Errorf("Err after Stop: %v, want nil", err)
 	}
 }
+
+// TestTakeoverOnAnotherAddressPausesNothing: a successor whose --listen is
+// not the running server's is refused before the running server pauses:
+// its clients never stop, no connection is detached, and it serves on.
+func TestTakeoverOnAnotherAddressPausesNothing(t *testing.T) {
+	cfg, _ := testConfig(t)
+	old, ctx, a, b := serving(t, cfg, 20*time.Second)
+
+	next := cfg
+	next.Takeover = true
+	next.Gateway.Addr = "127.0.0.1:1" // not the running server's
+	if _, err := Start(next); err == nil || !strings.Contains(err.Error(), "differs from the running server's") {
+		t.Fatalf("takeover onto another address: %v, want refused", err)
+	}
+	// Wait for the running server's side of the handover to end: it holds
+	// life throughout. The successor's error can come before it does.
+	old.life.Lock()
+	stopping := old.health.stopping.Load()
+	old.life.Unlock()
+	if stopping {
+		t.Fatal("the running server is stopping")
+	}
+	st := old.Gateway().Stats()
+	if got := st.Adopted.Load(); got != 0 {
+		t.Errorf("the running server took back %d connections: it paused and detached them", got)
+	}
+	select {
+	case <-old.Done():
+		t.Fatal("the running server stopped")
+	default:
+	}
+	id, err := a.Send(2, []byte("after the refusal"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.WaitAccept(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := b.RecvDeliver(ctx); err != nil || string(d.Body) != "after the refusal" {
+		t.Fatalf("b got %v, %v", d, err)
+	}
+}
