@@ -444,6 +444,25 @@ func TestConnBodyTooLargeFailsTheMessage(t *testing.T) {
 	}
 }
 
+// TestConnRestoresABodyOverTheDefaultLimit: a body queued under a plain
+// server's WELCOME (up to 65,536 bytes) is restored by the next Dial,
+// although a default server's limit is lower: the server refuses it, for
+// good, and the Dial stands.
+func TestConnRestoresABodyOverTheDefaultLimit(t *testing.T) {
+	fs := newFakeServer(t)
+	big := client.Outgoing{MsgID: 5, To: 9, Body: make([]byte, client.MaxNoiseBody+500)}
+	c, fc := dialFake(t, fs, client.Options{Outbox: []client.Outgoing{big}}, func(fc *fakeConn) { fc.welcome(t) })
+	if s := fc.send(t); s.MsgID != big.MsgID || !s.Retry || len(s.Body) != len(big.Body) {
+		t.Fatalf("SEND msg %d retry %v of %d bytes, want the restored %d with flag B", s.MsgID, s.Retry, len(s.Body), big.MsgID)
+	}
+	e := protocol.Error{Code: protocol.CodeBodyTooLarge, Reason: "SEND body over the limit"}
+	fc.write(t, e.Append(nil))
+	fc.nc.Close()
+	if r := next[*protocol.Refuse](t, c, nil); r.MsgID != big.MsgID || r.Code != protocol.CodeBodyTooLarge {
+		t.Fatalf("REFUSE %+v, want msg %d refused for good", r, big.MsgID)
+	}
+}
+
 // TestConnStalledSocketHoldsNoCaller: a server that takes nothing holds
 // the goroutine writing to it, for up to WriteTimeout, but not Send,
 // Status, Pending or Close: what Send makes waits in the queue, and Close

@@ -68,7 +68,15 @@ func (o *Outgoing) msg() outMsg {
 // restore puts o in the outbox as possibly written before (flag B). Dial
 // calls it before the Conn's goroutines start.
 func (c *Conn) restore(o Outgoing) error {
-	if err := o.check(c.maxBody()); err != nil {
+	// Before a WELCOME the server's limit is not known: a body it takes
+	// no more of is refused for good at the next login (failLargestLocked),
+	// not here, where it would refuse every Dial. Over Noise the seal's
+	// limit holds whatever the server says.
+	limit := protocol.MaxBody
+	if c.opts.Noise != nil {
+		limit = MaxNoiseBody
+	}
+	if err := o.check(limit); err != nil {
 		return err
 	}
 	if err := c.sess.Add(o.MsgID, true); err != nil {
