@@ -32,6 +32,13 @@
 //     is acknowledged (PROTOCOL.md 8.3), so history lives only here;
 //   - after ACCEPTs and REFUSEs, which change the outbox.
 //
+// A new state's counter starts from the clock (client.ClockMsgID), not 1:
+// when a file is deleted, the server and the peers still know the ids it
+// used, and a peer drops a message whose (from, msg_id) it has seen. A
+// file whose counter is not above an id it shows as used starts from the
+// clock again. One chat at a time runs on a state: the file's lock
+// (user-<id>.lock, beside it) refuses a second.
+//
 // On restart the resume point is LOGIN.ack, so nothing is received twice;
 // an entry redelivered because its ACK was lost is dropped by seq, and a
 // message stored twice (a resend without flag B) by (from, msg_id). A file

@@ -135,9 +135,25 @@ func (m *Model) receipt(r *protocol.Receipt) {
 			}
 			l.Accepted = true
 		}
-		if hit && group && !r.Read {
-			c.Members = addID(c.Members, by) // the server said by got it
+		if hit && group && !r.Read && !slices.Contains(c.Gone, by) {
+			// The server said by got it: a member this user saw no event
+			// for. A receipt for what went before a removal comes after
+			// it, so a member known to have gone stays gone.
+			c.Members = addID(c.Members, by)
 		}
+	}
+}
+
+// join and part follow a group's events: id is a member, or has gone.
+func (c *Conversation) join(id uint64) {
+	c.Members = addID(c.Members, id)
+	c.Gone = slices.DeleteFunc(c.Gone, func(g uint64) bool { return g == id })
+}
+
+func (c *Conversation) part(id uint64) {
+	c.Members = slices.DeleteFunc(c.Members, func(m uint64) bool { return m == id })
+	if !slices.Contains(c.Gone, id) && len(c.Gone) < protocol.MaxGroupMembers {
+		c.Gone = append(c.Gone, id)
 	}
 }
 
@@ -153,23 +169,25 @@ func (m *Model) groupEvent(g *protocol.GroupEvent) {
 	var what string
 	switch g.Op {
 	case protocol.GroupCreate:
-		c.Members = nil
+		c.Members, c.Gone = nil, nil
 		for _, id := range g.Members {
-			c.Members = addID(c.Members, id)
+			c.join(id)
 		}
-		c.Members = addID(c.Members, g.Actor)
+		c.join(g.Actor)
 		what = "created the group with " + m.names(g.Members)
 	case protocol.GroupAdd:
 		for _, id := range g.Members {
-			c.Members = addID(c.Members, id)
+			c.join(id)
 		}
-		c.Members = addID(c.Members, g.Actor)
+		c.join(g.Actor)
 		what = "added " + m.names(g.Members)
 	case protocol.GroupRemove:
-		c.Members = slices.DeleteFunc(c.Members, func(id uint64) bool { return slices.Contains(g.Members, id) })
+		for _, id := range g.Members {
+			c.part(id)
+		}
 		what = "removed " + m.names(g.Members)
 	case protocol.GroupLeave:
-		c.Members = slices.DeleteFunc(c.Members, func(id uint64) bool { return id == g.Actor })
+		c.part(g.Actor)
 		what = "left"
 	case protocol.GroupPromote:
 		what = "made " + m.names(g.Members) + " admin"

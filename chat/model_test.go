@@ -2,6 +2,7 @@ package chat
 
 import (
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -96,9 +97,13 @@ type harness struct {
 func newHarness(t *testing.T, dir string) *harness {
 	t.Helper()
 	store := NewStore(dir, 1)
+	_, statErr := os.Stat(store.Path())
 	st, err := store.Load(1)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if errors.Is(statErr, fs.ErrNotExist) {
+		st.NextMsgID = 1 // a new state: the tests count from 1, not from the clock
 	}
 	h := &harness{t: t, link: &fakeLink{t: t, store: store}, clock: &fakeClock{now: time.Date(2026, 12, 1, 9, 30, 0, 0, time.Local)}, store: store}
 	h.m = NewModel(Config{User: 1, Store: store, State: st, Link: h.link, Now: h.clock.Now})
@@ -329,6 +334,88 @@ func TestModelGroups(t *testing.T) {
 	h.typeLine("/group 77")
 	h.typeLine("/members")
 	h.want("— 5 added you", "as seen from here: you, 5")
+}
+
+// TestModelRemovedMemberStaysGone: a delivered receipt for a message sent
+// before a member's removal comes after the removal's event; it does not
+// make that member one again, while a receipt from a member this user saw
+// no event for adds it, and an add brings a removed one back.
+func TestModelRemovedMemberStaysGone(t *testing.T) {
+	h := newHarness(t, t.TempDir())
+	h.events(&protocol.GroupEvent{Seq: 1, Group: 99, Actor: 1, Op: protocol.GroupCreate, Members: []uint64{2, 3}})
+	h.typeLine("/group 99")
+	h.typeLine("before the removal")
+	h.events(&protocol.Accept{MsgID: 1},
+		&protocol.GroupEvent{Seq: 2, Group: 99, Actor: 1, Op: protocol.GroupRemove, Members: []uint64{3}},
+		&protocol.Receipt{Seq: 3, MsgID: 1, By: 3},
+		&protocol.Receipt{Seq: 4, MsgID: 1, By: 5})
+	h.typeLine("/members")
+	h.want("members of group 99, as seen from here: you, 2, 5")
+	h.events(&protocol.GroupEvent{Seq: 5, Group: 99, Actor: 1, Op: protocol.GroupAdd, Members: []uint64{3}})
+	h.typeLine("/members")
+	h.want("members of group 99, as seen from here: you, 2, 3, 5")
+}
+
+// TestStateCounterNeverGoesBack: a new state's counter starts from the
+// clock, not 1 (the file may have been deleted while the peers remember
+// the ids it used); a file whose counter is not above an id it shows as
+// used (edited, or copied back) starts again from the clock too.
+func TestStateCounterNeverGoesBack(t *testing.T) {
+	dir := t.TempDir()
+	store := NewStore(dir, 1)
+	before := client.ClockMsgID(time.Now())
+	st, err := store.Load(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.NextMsgID < before {
+		t.Fatalf("a new state's counter %d, want from the clock (at least %d)", st.NextMsgID, before)
+	}
+	st.NextMsgID = 1
+	st.Outbox = []Pending{{MsgID: 5, To: 2, Text: "waiting"}}
+	st.Conversations["u2"] = &Conversation{Lines: []Line{{MsgID: 4, Mine: true, Text: "sent"}, {MsgID: 900, From: 2, Text: "theirs"}}}
+	if err := store.Save(st); err != nil {
+		t.Fatal(err)
+	}
+	st, err = store.Load(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.NextMsgID < before {
+		t.Fatalf("a counter of 1 below used ids 4 and 5 came back as %d, want from the clock", st.NextMsgID)
+	}
+	// A counter above what the file shows is kept as it is.
+	st.NextMsgID = 6
+	if err := store.Save(st); err != nil {
+		t.Fatal(err)
+	}
+	if st, err = store.Load(1); err != nil || st.NextMsgID != 6 {
+		t.Fatalf("a sound counter of 6 came back as %d (%v)", st.NextMsgID, err)
+	}
+}
+
+// TestStateLock: a second chat of a user on the same state is refused
+// while the first runs, and starts once it has ended.
+func TestStateLock(t *testing.T) {
+	dir := t.TempDir()
+	release, err := NewStore(dir, 1).Lock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewStore(dir, 1).Lock(); err == nil || !strings.Contains(err.Error(), "another chat of this user runs on") {
+		t.Fatalf("a second lock of user 1's state: %v, want refused", err)
+	}
+	other, err := NewStore(dir, 2).Lock()
+	if err != nil {
+		t.Fatalf("user 2's lock beside user 1's: %v", err)
+	}
+	other()
+	release()
+	again, err := NewStore(dir, 1).Lock()
+	if err != nil {
+		t.Fatalf("the lock after the first chat ended: %v", err)
+	}
+	again()
 }
 
 // TestModelStatusLine: the title says what the connection does.

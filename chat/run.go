@@ -42,6 +42,8 @@ const maxBatch = 128
 type Client struct {
 	Model *Model
 	Conn  *client.Conn
+
+	release func() // the state's lock
 }
 
 // Open loads the user's state and starts the connection with it: the
@@ -55,16 +57,22 @@ func Open(ctx context.Context, o Options) (*Client, error) {
 		o.StateDir = DefaultStateDir
 	}
 	store := NewStore(o.StateDir, o.User)
+	release, err := store.Lock()
+	if err != nil {
+		return nil, err
+	}
 	st, err := store.Load(o.User)
 	if err != nil {
+		release()
 		return nil, err
 	}
 	conn, err := client.Dial(ctx, o.Addr, connOptions(st, o))
 	if err != nil {
+		release()
 		return nil, fmt.Errorf("chat: %w", err)
 	}
 	m := NewModel(Config{User: o.User, Store: store, State: st, Link: conn})
-	return &Client{Model: m, Conn: conn}, nil
+	return &Client{Model: m, Conn: conn, release: release}, nil
 }
 
 // connOptions returns the client options that resume from st.
@@ -114,8 +122,14 @@ func (c *Client) Pump(ctx context.Context, send func(tea.Msg)) {
 	}
 }
 
-// Close ends the connection.
-func (c *Client) Close() error { return c.Conn.Close() }
+// Close ends the connection and releases the state's lock.
+func (c *Client) Close() error {
+	err := c.Conn.Close()
+	if c.release != nil {
+		c.release()
+	}
+	return err
+}
 
 // Run opens the chat and runs it on the terminal until the user quits.
 func Run(ctx context.Context, o Options) error {

@@ -8,6 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"switchboard/client"
 	"switchboard/protocol"
@@ -77,7 +81,10 @@ type Conversation struct {
 	// Members of a group, as far as the group events this user received
 	// tell (the server has no member list to ask for).
 	Members []uint64 `json:"members,omitempty"`
-	Active  uint64   `json:"active"` // State.Tick of the last change
+	// Gone are those this user saw removed from the group or leave it
+	// since: a late receipt from one does not make it a member again.
+	Gone   []uint64 `json:"gone,omitempty"`
+	Active uint64   `json:"active"` // State.Tick of the last change
 }
 
 // Line is one line of a conversation: a message (received or sent) or a
@@ -113,12 +120,38 @@ func NewStore(dir string, user uint64) *Store {
 // Path returns the state file's path.
 func (s *Store) Path() string { return s.path }
 
-// Load reads the state, or returns a new one (counter at 1) when the file
-// does not exist yet.
+// Lock takes the state's lock, a file beside it (user-<id>.lock), until
+// release is called or the process ends. Two chats of one user on one
+// state would each save over the other's counter, and a peer drops a
+// message whose msg_id it has seen; the second is refused instead.
+func (s *Store) Lock() (release func(), err error) {
+	if err := os.MkdirAll(filepath.Dir(s.path), 0o700); err != nil {
+		return nil, fmt.Errorf("chat: state folder: %w", err)
+	}
+	path := strings.TrimSuffix(s.path, ".json") + ".lock"
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("chat: lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("chat: another chat of this user runs on %s (it holds %s)", s.path, path)
+		}
+		return nil, fmt.Errorf("chat: lock %s: %w", path, err)
+	}
+	return func() { f.Close() }, nil
+}
+
+// Load reads the state, or returns a new one when the file does not exist
+// yet. A new state's counter starts from the clock (client.ClockMsgID):
+// the file may be gone while the server, and the peers, still know ids an
+// earlier counter used, and a peer drops a message whose (sender, msg_id)
+// it has seen.
 func (s *Store) Load(user uint64) (*State, error) {
 	b, err := os.ReadFile(s.path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return &State{User: user, NextMsgID: 1, Conversations: map[string]*Conversation{}}, nil
+		return &State{User: user, NextMsgID: client.ClockMsgID(time.Now()), Conversations: map[string]*Conversation{}}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("chat: read state: %w", err)
@@ -137,8 +170,9 @@ func (s *Store) Load(user uint64) (*State, error) {
 // mend brings a state read from a file edited or damaged by hand back
 // within what the chat keeps: a conversation missing its contents or under
 // a key naming no peer is dropped, past MaxConversations the quietest go,
-// the open one exists (or none is open), and the counter starts at 1. The
-// outbox is left to client.Dial, which refuses one out of order.
+// the open one exists (or none is open), and a counter not above every id
+// the file shows was used starts again from the clock. The outbox is left
+// to client.Dial, which refuses one out of order.
 func (st *State) mend() {
 	if st.Conversations == nil {
 		st.Conversations = map[string]*Conversation{}
@@ -157,7 +191,22 @@ func (st *State) mend() {
 	for len(st.Conversations) > MaxConversations {
 		st.dropQuietest("")
 	}
-	st.NextMsgID = max(st.NextMsgID, 1)
+	var used uint64
+	for _, p := range st.Outbox {
+		used = max(used, p.MsgID)
+	}
+	for _, c := range st.Conversations {
+		for _, l := range c.Lines {
+			if l.Mine {
+				used = max(used, l.MsgID)
+			}
+		}
+	}
+	if st.NextMsgID <= used || st.NextMsgID == 0 {
+		// Edited, or an older file over a newer one: ids above what it
+		// shows may have been used too, but none above the clock's.
+		st.NextMsgID = max(used+1, client.ClockMsgID(time.Now()))
+	}
 }
 
 // Save writes st durably and atomically: a temporary file, synced, renamed
