@@ -2,6 +2,7 @@ package chat
 
 import (
 	"context"
+	"crypto/rand"
 	"log/slog"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"switchboard/client"
 	"switchboard/internal/testutil"
 	"switchboard/node"
+	"switchboard/noise"
 	"switchboard/token"
 )
 
@@ -25,6 +27,7 @@ type server struct {
 	addr   string
 	secret []byte
 	n      *node.Node
+	noise  bool // Noise only: chats log in with a device key and bound tokens
 }
 
 func startServer(t *testing.T) *server {
@@ -47,6 +50,9 @@ func (s *server) start() {
 	cfg.Gateway.Loops = 1
 	cfg.Gateway.Keys = token.Keys{1: s.secret}
 	cfg.Gateway.GoAwayAfter = 10 * time.Millisecond
+	if s.noise {
+		cfg.Transport = "noise"
+	}
 	// A restart binds the address again; a moment after the stop it may
 	// still be held, so the start is retried until a deadline.
 	var n *node.Node
@@ -81,13 +87,24 @@ type screenDriver struct {
 func (s *server) openChat(t *testing.T, user uint64, stateDir string) *screenDriver {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	c, err := Open(ctx, Options{
+	o := Options{
 		Addr: s.addr, User: user, StateDir: stateDir,
 		Token: func(context.Context) ([]byte, error) {
 			return token.Mint(s.secret, token.Claims{KeyID: 1, User: user, Device: 1, Expiry: time.Now().Add(time.Hour)}), nil
 		},
 		Session: client.Config{MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond},
-	})
+	}
+	if s.noise {
+		k, err := noise.NewKeypair(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Noise = &client.NoiseOptions{Static: k}
+		o.Token = func(context.Context) ([]byte, error) {
+			return token.MintBound(s.secret, token.Claims{KeyID: 1, User: user, Device: 1, Expiry: time.Now().Add(time.Hour)}, k.Public[:]), nil
+		}
+	}
+	c, err := Open(ctx, o)
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -142,6 +159,27 @@ func (d *screenDriver) waitFor(parts ...string) {
 		}
 		return true
 	}, d.screen)
+}
+
+// TestChatOverNoise: two chats on a server that offers Noise only, as a
+// default server off loopback does, talk both ways.
+func TestChatOverNoise(t *testing.T) {
+	srv := &server{t: t, dir: t.TempDir(), addr: "127.0.0.1:0", secret: make([]byte, token.SecretLen), noise: true}
+	srv.start()
+	t.Cleanup(srv.stop)
+	one := srv.openChat(t, 1, t.TempDir())
+	two := srv.openChat(t, 2, t.TempDir())
+	one.waitFor("caught up")
+	two.waitFor("caught up")
+	one.typeLine("/to 2")
+	two.typeLine("/to 1")
+	one.typeLine("sealed hello")
+	two.waitFor("1: sealed hello")
+	two.typeLine("sealed reply")
+	one.waitFor("2: sealed reply", "you: sealed hello ✓✓ read")
+	if hs := one.c.Conn.Status(); hs.State != client.StateCaughtUp {
+		t.Fatalf("user 1's status %+v", hs)
+	}
 }
 
 // TestChatEndToEnd: two chats on a real server. User 1's message appears on

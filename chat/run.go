@@ -25,6 +25,9 @@ type Options struct {
 	// Session tunes the client session (backoff…); its NextMsgID and Ack
 	// are overwritten with the saved state's.
 	Session client.Config
+	// Noise, when not nil, runs the connection over the Noise transport;
+	// Token must then be bound to Noise.Static's public key.
+	Noise *client.NoiseOptions
 }
 
 // DefaultStateDir is where the state files go by default: beside the
@@ -77,7 +80,7 @@ func Open(ctx context.Context, o Options) (*Client, error) {
 
 // connOptions returns the client options that resume from st.
 func connOptions(st *State, o Options) client.Options {
-	opts := client.Options{Token: o.Token, Session: o.Session, ManualAck: true, KeepTrying: true}
+	opts := client.Options{Token: o.Token, Session: o.Session, ManualAck: true, KeepTrying: true, Noise: o.Noise}
 	opts.Session.NextMsgID = st.NextMsgID
 	opts.Session.Ack = st.Resume
 	for _, p := range st.Outbox {

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,7 +21,7 @@ func TestChatToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mint, err := chatToken("", dir, 42)
+	mint, err := chatToken("", dir, 42, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,14 +33,14 @@ func TestChatToken(t *testing.T) {
 	if err != nil || c.User != 42 || c.Device != 1 {
 		t.Fatalf("minted token: claims %+v, %v; want user 42, device 1, valid", c, err)
 	}
-	given, err := chatToken("0a0b", dir, 42)
+	given, err := chatToken("0a0b", dir, 42, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if tok, _ := given(context.Background()); string(tok) != "\x0a\x0b" {
 		t.Fatalf("--token 0a0b gave % x", tok)
 	}
-	if _, err := chatToken("", t.TempDir(), 42); err == nil || !strings.Contains(err.Error(), "make run") {
+	if _, err := chatToken("", t.TempDir(), 42, nil); err == nil || !strings.Contains(err.Error(), "make run") {
 		t.Fatalf("no keys file: %v, want an error that says to start the server", err)
 	}
 }
@@ -53,10 +55,68 @@ func TestChatUsageExitsTwo(t *testing.T) {
 		{[]string{"chat"}, "--user is required"},
 		{[]string{"chat", "--user", "1", "--token", "xyz"}, "--token: not hex"},
 		{[]string{"chat", "--user", "1", "extra"}, `unexpected argument "extra"`},
+		{[]string{"chat", "--user", "1", "--transport", "tls"}, `--transport "tls": want plain, noise or auto`},
 	} {
 		code, _, stderr := runMain(t, nil, tc.args...)
 		if code != 2 || !strings.Contains(stderr, tc.want) {
 			t.Errorf("switchboard %v: exit %d, want 2 naming %q\n%s", tc.args, code, tc.want, stderr)
 		}
+	}
+}
+
+// TestChatTransport: auto is Noise unless the address is on loopback (a
+// default server offers plain only there); the device key is made once in
+// the state folder, owner-only, and the tokens minted over Noise are bound
+// to it.
+func TestChatTransport(t *testing.T) {
+	for _, tc := range []struct {
+		transport, addr string
+		noise           bool
+	}{
+		{"auto", "127.0.0.1:7070", false},
+		{"auto", "127.9.9.9:7070", false},
+		{"auto", "localhost:7070", false},
+		{"auto", "[::1]:7070", false},
+		{"auto", "10.1.2.3:7070", true},
+		{"auto", "chat.example.com:7070", true},
+		{"noise", "127.0.0.1:7070", true},
+		{"plain", "10.1.2.3:7070", false},
+	} {
+		if got, err := chatNoise(tc.transport, tc.addr); err != nil || got != tc.noise {
+			t.Errorf("--transport %s --addr %s: noise %v (%v), want %v", tc.transport, tc.addr, got, err, tc.noise)
+		}
+	}
+
+	state, data := filepath.Join(t.TempDir(), "state"), t.TempDir()
+	keys, _, err := token.LoadOrCreate(filepath.Join(data, token.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nz, err := chatNoiseOptions(state, data, 42)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := chatNoiseOptions(state, data, 42)
+	if err != nil || again.Static.Public != nz.Static.Public {
+		t.Fatalf("the device key changed between runs (%v)", err)
+	}
+	fi, err := os.Stat(filepath.Join(state, "user-42.noise"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("device key file: %v, %v; want mode 0600", fi, err)
+	}
+	mint, err := chatToken("", data, 42, nz)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := mint(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := keys.VerifyKey(tok, nz.Static.Public[:], time.Now())
+	if err != nil || c.User != 42 || !c.Bound {
+		t.Fatalf("minted token over Noise: claims %+v, %v; want user 42 bound to the device key", c, err)
+	}
+	if _, err := keys.VerifyKey(tok, bytes.Repeat([]byte{9}, 32), time.Now()); err == nil {
+		t.Fatal("the token logs in with another device's key")
 	}
 }
