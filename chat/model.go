@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	tea "charm.land/bubbletea/v2"
 
@@ -113,6 +114,9 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	switch msg := msg.(type) {
 	case tea.KeyPressMsg:
 		return m, m.key(msg)
+	case tea.PasteMsg:
+		// Pasted lines join into one message: Enter sends it.
+		m.insert(strings.Join(strings.Fields(msg.Content), " "))
 	case tea.WindowSizeMsg:
 		m.width, m.height = msg.Width, msg.Height
 	case EventsMsg:
@@ -132,7 +136,9 @@ func (m *Model) key(k tea.KeyPressMsg) tea.Cmd {
 	case "enter":
 		line := strings.TrimSpace(string(m.input))
 		m.input = m.input[:0]
-		if strings.HasPrefix(line, "/") {
+		if strings.HasPrefix(line, "//") {
+			line = line[1:] // a message that starts with a slash
+		} else if strings.HasPrefix(line, "/") {
 			return m.command(line)
 		}
 		if line != "" {
@@ -151,11 +157,28 @@ func (m *Model) key(k tea.KeyPressMsg) tea.Cmd {
 	if k.Text == "" || k.Mod&(tea.ModCtrl|tea.ModAlt) != 0 {
 		return nil
 	}
-	if len(m.input) < protocol.MaxBody/4 { // runes are at most 4 bytes
-		m.input = append(m.input, []rune(k.Text)...)
-	}
-	m.typed()
+	m.insert(k.Text)
 	return nil
+}
+
+// insert adds text to the input line, up to a body's limit in bytes.
+func (m *Model) insert(text string) {
+	if text == "" {
+		return
+	}
+	n := 0
+	for _, r := range m.input {
+		n += utf8.RuneLen(r)
+	}
+	if n+len(text) > protocol.MaxBody {
+		m.notice = fmt.Sprintf("a message is at most %d bytes (a server may take less): the rest was not typed", protocol.MaxBody)
+		text = text[:protocol.MaxBody-n]
+		for !utf8.ValidString(text) { // not half a character
+			text = text[:len(text)-1]
+		}
+	}
+	m.input = append(m.input, []rune(text)...)
+	m.typed()
 }
 
 // typed sends a typing SIGNAL for the open conversation, at most every
@@ -179,10 +202,14 @@ func (m *Model) typed() {
 }
 
 // help is the help line, and /help's text.
-const help = "/to USER · /group GROUP · /create USER… · /add USER… · /remove USER… · /members · /leave · /quit · Enter sends · a demo: no end-to-end encryption"
+const help = "/to USER · /group GROUP · /create USER… · /add USER… · /remove USER… · /members · /leave · /quit · /help · Enter sends · a demo: no end-to-end encryption"
 
 func (m *Model) command(line string) tea.Cmd {
 	f := strings.Fields(line)
+	if !slices.Contains(commands, f[0]) {
+		m.notice = "unknown command " + f[0] + " (// starts a message with a slash); " + help
+		return nil
+	}
 	ids, err := parseIDs(f[1:])
 	if err != nil {
 		m.notice = err.Error()
@@ -235,11 +262,12 @@ func (m *Model) command(line string) tea.Cmd {
 		m.notice = help + " · /promote USER… and /demote USER… make admins and plain members"
 	case "/quit":
 		return tea.Quit
-	default:
-		m.notice = "unknown command " + f[0] + "; " + help
 	}
 	return nil
 }
+
+// commands are the slash commands the chat knows.
+var commands = []string{"/to", "/group", "/create", "/add", "/remove", "/promote", "/demote", "/leave", "/members", "/help", "/quit"}
 
 func parseIDs(args []string) ([]uint64, error) {
 	if len(args) > protocol.MaxGroupMembers {

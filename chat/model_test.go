@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	tea "charm.land/bubbletea/v2"
 	"github.com/charmbracelet/x/ansi"
@@ -391,6 +392,30 @@ func TestStateCounterNeverGoesBack(t *testing.T) {
 	}
 	if st, err = store.Load(1); err != nil || st.NextMsgID != 6 {
 		t.Fatalf("a sound counter of 6 came back as %d (%v)", st.NextMsgID, err)
+	}
+}
+
+// TestModelInputLine: pasted text joins the input line (its line breaks
+// as spaces); "//" starts a message with a slash; an unknown command is
+// named before its arguments are looked at; the line stops at a body's
+// limit in bytes, with a notice, never in the middle of a character.
+func TestModelInputLine(t *testing.T) {
+	h := newHarness(t, t.TempDir())
+	h.typeLine("/to 2")
+	h.m.Update(tea.PasteMsg{Content: "pasted\nover two lines"})
+	h.typeLine("")
+	h.typeLine("//slash at the start")
+	if n := len(h.link.queued); n != 2 || string(h.link.queued[0].Body) != "pasted over two lines" || string(h.link.queued[1].Body) != "/slash at the start" {
+		t.Fatalf("queued %d: %+v", n, h.link.queued)
+	}
+	h.typeLine("/foo bar")
+	h.want("unknown command /foo")
+	h.m.Update(tea.PasteMsg{Content: "é" + strings.Repeat("😀", protocol.MaxBody/4)})
+	h.want("a message is at most 65536 bytes")
+	h.typeLine("")
+	body := h.link.queued[len(h.link.queued)-1].Body
+	if len(body) > protocol.MaxBody || len(body) < protocol.MaxBody-3 || !utf8.Valid(body) {
+		t.Fatalf("an overlong paste sent %d bytes (valid UTF-8: %v), want at most %d, cut at a character", len(body), utf8.Valid(body), protocol.MaxBody)
 	}
 }
 
