@@ -55,10 +55,13 @@ type Report struct {
 // unlimited stands for RLIM_INFINITY, as the gateway reads it.
 const unlimited = 1 << 30
 
-// Minimums below which an accept-queue setting is worth raising: 4096 is
-// Linux's somaxconn default since 5.4, and holds a second of logins at the
-// 4,000/s the connect benchmark drives.
-const minAcceptQueue = 4096
+// minAcceptQueue is what docs/OPERATIONS.md sets the accept-queue
+// settings to (gnet's largest backlog): after a restart every client
+// reconnects within the GOAWAY's window, and a SYN the full queue drops is
+// resent only after a second, then after waits that double. Linux's
+// default since 5.4, 4096, holds less than half a second of logins at
+// --goaway-rate's 10,000 a second.
+const minAcceptQueue = 65535
 
 // sysctlFile is where the sysctl.d lines go.
 const sysctlFile = "/etc/sysctl.d/60-switchboard.conf" // as docs/OPERATIONS.md names it
@@ -132,8 +135,8 @@ func NewReport(f Facts) Report {
 	if f.Conntrack {
 		r.Limits = append(r.Limits, Limit{Name: "conntrack", Setting: "net.netfilter.nf_conntrack_max", Value: f.ConntrackMax, Unit: "entries",
 			Connections: max(f.ConntrackMax-f.ConntrackCount, 0), Scope: ScopeSystem,
-			Note:  fmt.Sprintf("nf_conntrack is loaded: one entry per tracked connection (%s in use); it binds only if a firewall or NAT rule tracks this traffic, and a full table drops new connections", group(f.ConntrackCount)),
-			Raise: sysctlRaise("net.netfilter.nf_conntrack_max", f.ConntrackMax, f.ConntrackCount+want)})
+			Note:  fmt.Sprintf("nf_conntrack is loaded: one entry per tracked connection (%s in use); it binds only if a firewall or NAT rule tracks this traffic, and a full table drops new connections. Raise it to twice the connections (docs/OPERATIONS.md): a closed connection's entry lingers while a reconnect takes a new one", group(f.ConntrackCount)),
+			Raise: sysctlRaise("net.netfilter.nf_conntrack_max", f.ConntrackMax, f.ConntrackCount+2*want)})
 	}
 	ports := f.PortHigh - f.PortLow + 1
 	r.Limits = append(r.Limits,

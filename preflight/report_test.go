@@ -142,7 +142,7 @@ func TestReportFakeHosts(t *testing.T) {
 			},
 			soft: 1048576, hard: 1048576,
 			binding: "conntrack", conns: 15384,
-			raise: []string{"sysctl -w net.netfilter.nf_conntrack_max=1770472"},
+			raise: []string{"sysctl -w net.netfilter.nf_conntrack_max=3539944"},
 		},
 		{
 			name: "unlimited open files: tcp_mem",
@@ -238,11 +238,11 @@ func TestReportThisMachine(t *testing.T) {
 	if c.OtherFiles != 22 || c.ReserveFiles != 91 || c.ServerBytes != 674 || c.KernelBytes != 4170 || c.FilesPerConn != 1 {
 		t.Errorf("costs %+v, want 22 other files, a reserve of 91, 674 B + 4,170 B and 1 file a connection", c)
 	}
-	if got := limitNamed(t, r, "somaxconn").Raise; got != nil {
-		t.Errorf("somaxconn 4096 needs no raise, got %q", got)
+	if got := limitNamed(t, r, "somaxconn").Raise; !slices.Contains(got, "sysctl -w net.core.somaxconn=65535") {
+		t.Errorf("somaxconn 4096: raise %q, want OPERATIONS.md's 65535", got)
 	}
-	if got := limitNamed(t, r, "syn_backlog").Raise; !slices.Contains(got, "sysctl -w net.ipv4.tcp_max_syn_backlog=4096") {
-		t.Errorf("syn_backlog 2048: raise %q, want sysctl -w net.ipv4.tcp_max_syn_backlog=4096", got)
+	if got := limitNamed(t, r, "syn_backlog").Raise; !slices.Contains(got, "sysctl -w net.ipv4.tcp_max_syn_backlog=65535") {
+		t.Errorf("syn_backlog 2048: raise %q, want OPERATIONS.md's 65535", got)
 	}
 	if got := limitNamed(t, r, "migrate_req").Raise; !slices.Contains(got, "sysctl -w net.ipv4.tcp_migrate_req=1") {
 		t.Errorf("migrate_req 0: raise %q, want sysctl -w net.ipv4.tcp_migrate_req=1", got)
@@ -459,5 +459,20 @@ func TestMigrateReqAbsent(t *testing.T) {
 	}
 	if l := limitNamed(t, NewReport(f), "migrate_req"); l.Raise != nil || !strings.Contains(l.Note, "before 5.14") {
 		t.Fatalf("migrate_req without the setting: raise %q, note %q", l.Raise, l.Note)
+	}
+}
+
+// TestAdviceMatchesOperations: preflight raises the accept queues to the
+// values docs/OPERATIONS.md sets, so an operator following either gets the
+// same host.
+func TestAdviceMatchesOperations(t *testing.T) {
+	doc, err := os.ReadFile("../docs/OPERATIONS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"net.core.somaxconn", "net.ipv4.tcp_max_syn_backlog"} {
+		if line := fmt.Sprintf("%s = %d\n", key, minAcceptQueue); !strings.Contains(string(doc), line) {
+			t.Errorf("OPERATIONS.md lacks %q, preflight's value", strings.TrimSpace(line))
+		}
 	}
 }
