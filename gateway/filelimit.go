@@ -76,13 +76,13 @@ func checkFileLimit(cfg *Config, limit, other int) error {
 	switch {
 	case room < 1:
 		return fmt.Errorf("%w: open-file limit %d leaves no room for connections beside a reserve of %d "+
-			"(%d files open besides connections + %d headroom); raise the limit (ulimit -n)",
-			ErrFileLimit, limit, reserve, other, reserve-other)
+			"(%d files open besides connections, + %d headroom, + a quarter of those %d); raise the limit (ulimit -n)",
+			ErrFileLimit, limit, reserve, other, cfg.FDHeadroom, other)
 	case cfg.MaxConns > room:
 		return fmt.Errorf("%w: MaxConns %d is over open-file limit %d minus a reserve of %d "+
-			"(%d files open besides connections + %d headroom), which allows at most %d; "+
+			"(%d files open besides connections, + %d headroom, + a quarter of those %d), which allows at most %d; "+
 			"raise the limit (ulimit -n) or lower MaxConns",
-			ErrFileLimit, cfg.MaxConns, limit, reserve, other, reserve-other, room)
+			ErrFileLimit, cfg.MaxConns, limit, reserve, other, cfg.FDHeadroom, other, room)
 	}
 	return nil
 }

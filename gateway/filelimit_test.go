@@ -76,7 +76,7 @@ func TestMaxConnsOverFileLimit(t *testing.T) {
 		{name: "at the limit", limit: 1000, maxConns: 801, wantCap: 801, wantSpare: 199},
 		{name: "below the limit", limit: 1000, maxConns: 300, wantCap: 300, wantSpare: 199},
 		{name: "over the limit", limit: 1000, maxConns: 802, wantErr: []string{
-			"MaxConns 802", "open-file limit 1000", "reserve of 199", "108 files open besides connections", "91 headroom", "at most 801"}},
+			"MaxConns 802", "open-file limit 1000", "reserve of 199", "108 files open besides connections", "+ 64 headroom, + a quarter of those 108", "at most 801"}},
 		{name: "no room", limit: 150, maxConns: 0, wantErr: []string{
 			"open-file limit 150 leaves no room", "reserve of 199"}},
 	} {
