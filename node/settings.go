@@ -308,6 +308,10 @@ func formatSize(n int64) string {
 	return strconv.FormatInt(n, 10)
 }
 
+// ParseDuration parses a duration as the settings take it: a Go duration,
+// or a whole number of days ("30d"), for commands whose flags take one too.
+func ParseDuration(s string) (time.Duration, error) { return parseDuration(s) }
+
 // parseDuration parses a Go duration, or a whole number of days ("30d").
 func parseDuration(s string) (time.Duration, error) {
 	if days, ok := strings.CutSuffix(s, "d"); ok {

@@ -59,8 +59,20 @@ func TestTokenCommand(t *testing.T) {
 	if err != nil || c.KeyID != 2 || c.User != 7654321 || c.Device != 3 || time.Until(c.Expiry) > time.Hour {
 		t.Fatalf("printed token verifies as %+v, %v; want key 2, user 7654321, device 3, an hour", c, err)
 	}
+	// -ttl takes days, as the server's settings do.
+	out = captureStdout(t, func() error {
+		return tokenCmd([]string{"-data", dir, "-user", "5", "-ttl", "30d"})
+	})
+	if tok, err = hex.DecodeString(strings.TrimSpace(out)); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := keys.Verify(tok, time.Now()); err != nil || time.Until(c.Expiry) < 29*24*time.Hour || time.Until(c.Expiry) > 30*24*time.Hour {
+		t.Fatalf("-ttl 30d: claims %+v, %v; want 30 days", c, err)
+	}
 	for _, args := range [][]string{
 		{"-data", dir},
+		{"-data", dir, "-user", "1", "extra"},
+		{"-data", dir, "-user", "1", "-ttl", "30x"},
 		{"-data", dir, "-user", "1", "-device", "4294967296"},
 		{"-data", dir, "-user", "1", "-ttl", "-1h"},
 		{"-data", t.TempDir(), "-user", "1"}, // no keys file

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"switchboard/node"
 	"switchboard/token"
 )
 
@@ -16,12 +17,18 @@ func tokenCmd(args []string) error {
 	data := fs.String("data", "data", "the server's data folder (holds the keys file)")
 	user := fs.Uint64("user", 0, "user id the token logs in as (required, > 0)")
 	device := fs.Uint("device", 1, "device id")
-	ttl := fs.Duration("ttl", 30*24*time.Hour, "how long the token is valid")
+	ttl := new(30 * 24 * time.Hour)
+	fs.Func("ttl", "how long the token is valid, e.g. 12h or 30d (default 30d)", func(v string) (err error) {
+		*ttl, err = node.ParseDuration(v)
+		return err
+	})
 	deviceKey := fs.String("device-key", "", "the device's Noise static public key, 64 hex digits: the token is then bound to it and logs in only over Noise from that device (PROTOCOL.md 8.1)")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
 	switch {
+	case fs.NArg() > 0:
+		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
 	case *user == 0:
 		return usageError{fmt.Errorf("-user is required")}
 	case *device > 1<<32-1:
