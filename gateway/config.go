@@ -261,7 +261,8 @@ func (c *Config) validate() error {
 	check(c.MaxConns >= 0, "MaxConns %d must not be negative", c.MaxConns)
 	check(c.FDHeadroom > 0, "FDHeadroom %d must be positive", c.FDHeadroom)
 	check(c.HandshakeTimeout >= time.Second, "HandshakeTimeout %v must be at least 1s", c.HandshakeTimeout)
-	check(c.HandshakeTimeoutBusy >= time.Second, "HandshakeTimeoutBusy %v must be at least 1s", c.HandshakeTimeoutBusy)
+	// Clamped to HandshakeTimeout, it fails with it: that check says why.
+	check(c.HandshakeTimeoutBusy >= time.Second || c.HandshakeTimeoutBusy == c.HandshakeTimeout, "HandshakeTimeoutBusy %v must be at least 1s", c.HandshakeTimeoutBusy)
 	check(c.MaxPreLogin >= 0, "MaxPreLogin %d must not be negative", c.MaxPreLogin)
 	check(c.PartialFrameTimeout >= time.Second, "PartialFrameTimeout %v must be at least 1s", c.PartialFrameTimeout)
 	check(c.PartialFrameMinRate > 0, "PartialFrameMinRate %d must be positive", c.PartialFrameMinRate)

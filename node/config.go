@@ -259,8 +259,10 @@ func (c Config) Validate() error {
 // parseLevel parses a log level name.
 func parseLevel(s string) (slog.Level, error) {
 	var l slog.Level
-	err := l.UnmarshalText([]byte(s))
-	return l, err
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return l, fmt.Errorf("%q is not a log level (debug, info, warn or error)", s)
+	}
+	return l, nil
 }
 
 // Level returns the log level LogLevel names (info when empty or invalid;

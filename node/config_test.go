@@ -105,7 +105,8 @@ func TestValidateCrossPackage(t *testing.T) {
 }
 
 // TestValidateNamesSettings: a package's own errors, which name Go
-// fields, come back naming the setting, all at once.
+// fields, come back naming the setting and saying its flag where the
+// field was, all at once.
 func TestValidateNamesSettings(t *testing.T) {
 	c := Default()
 	c.Gateway.OutboundCap = 100
@@ -114,10 +115,10 @@ func TestValidateNamesSettings(t *testing.T) {
 	c.LogLevel = "loud"
 	err := c.Validate()
 	for _, w := range []string{
-		"gateway.outbound-cap (--outbound-cap): gateway: OutboundCap 100 must be at least 4096",
-		"delivery.window (--window): delivery: Window -1 must be positive",
-		"storage.relaxed-delay (--relaxed-delay): storage: invalid config: RelaxedDelay 2s is over 1s",
-		"log (--log):",
+		"gateway.outbound-cap (--outbound-cap): --outbound-cap 100 must be at least 4096",
+		"delivery.window (--window): --window -1 must be positive",
+		"storage.relaxed-delay (--relaxed-delay): --relaxed-delay 2s is over 1s",
+		`log (--log): "loud" is not a log level`,
 	} {
 		if err == nil || !strings.Contains(err.Error(), w) {
 			t.Errorf("Validate does not say %q:\n%v", w, err)

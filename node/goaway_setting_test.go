@@ -25,7 +25,7 @@ func TestGoAwayRateSetting(t *testing.T) {
 		if err != nil {
 			t.Fatalf("--goaway-rate %s: %v", v, err)
 		}
-		want := "gateway.goaway-rate (--goaway-rate): gateway: GoAwayRate " + v + " must be positive"
+		want := "gateway.goaway-rate (--goaway-rate): --goaway-rate " + v + " must be positive"
 		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("--goaway-rate %s: Validate says %v, want %q", v, err, want)
 		}

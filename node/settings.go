@@ -63,6 +63,18 @@ func setting(section, name, field string, unit Unit, def, usage string, get func
 		Unit: unit, Default: def, Usage: usage, field: field, get: get, set: set}
 }
 
+// numberErr says what is wrong with v as a whole number, in the
+// setting's words rather than strconv's.
+func numberErr(v string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, strconv.ErrRange):
+		return fmt.Errorf("%s is out of range", v)
+	}
+	return fmt.Errorf("%q is not a whole number", v)
+}
+
 func durationSetting(section, name, field, def, usage string, p func(*Config) *time.Duration) Setting {
 	return setting(section, name, field, UnitDuration, def, usage,
 		func(c *Config) string { return formatDuration(*p(c)) },
@@ -102,7 +114,7 @@ func intSetting(section, name, field string, unit Unit, def, usage string, p fun
 		func(c *Config, v string) error {
 			n, err := strconv.Atoi(strings.ReplaceAll(v, "_", ""))
 			*p(c) = n
-			return err
+			return numberErr(v, err)
 		})
 }
 
@@ -112,7 +124,7 @@ func int64Setting(section, name, field, def, usage string, p func(*Config) *int6
 		func(c *Config, v string) error {
 			n, err := strconv.ParseInt(strings.ReplaceAll(v, "_", ""), 10, 64)
 			*p(c) = n
-			return err
+			return numberErr(v, err)
 		})
 }
 
@@ -122,7 +134,10 @@ func boolSetting(section, name, field, def, usage string, p func(*Config) *bool)
 		func(c *Config, v string) error {
 			b, err := strconv.ParseBool(v)
 			*p(c) = b
-			return err
+			if err != nil {
+				return fmt.Errorf("%q is not true or false", v)
+			}
+			return nil
 		})
 }
 
@@ -235,18 +250,33 @@ func annotate(section string, err error) error {
 	for _, e := range list {
 		msg := e.Error()
 		var names []string
+		said := msg
 		for _, s := range settings {
-			if strings.HasPrefix(s.Key, section+".") && fieldRE(s.field).MatchString(msg) {
+			if re := fieldRE(s.field); strings.HasPrefix(s.Key, section+".") && re.MatchString(msg) {
 				names = append(names, fmt.Sprintf("%s (--%s)", s.Key, s.Flag))
+				said = re.ReplaceAllLiteralString(said, "--"+s.Flag)
 			}
 		}
 		if len(names) > 0 {
-			e = fmt.Errorf("%s: %w", strings.Join(names, ", "), e)
+			// In the words of the command line: the flags, not the Go
+			// fields, and without the package's prefix.
+			said = strings.TrimPrefix(said, section+": ")
+			said = strings.TrimPrefix(said, "invalid config: ")
+			e = annotated{msg: strings.Join(names, ", ") + ": " + said, err: e}
 		}
 		out = append(out, e)
 	}
 	return errors.Join(out...)
 }
+
+// annotated is a package's validation error said in settings' terms.
+type annotated struct {
+	msg string
+	err error
+}
+
+func (a annotated) Error() string { return a.msg }
+func (a annotated) Unwrap() error { return a.err }
 
 // fieldRE matches a Go field name as a word.
 func fieldRE(field string) *regexp.Regexp {
