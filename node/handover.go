@@ -115,7 +115,7 @@ func (n *Node) handOver(ch *handover.Channel) {
 		log.Warn("handover: refused by the successor; serving on", "reason", m.Reason)
 		return
 	case err == nil:
-		log.Warn("handover: the successor sent "+m.Kind.String()+" before the pause; serving on")
+		log.Warn("handover: the successor sent " + m.Kind.String() + " before the pause; serving on")
 		return
 	case !errors.Is(err, os.ErrDeadlineExceeded):
 		log.Warn("handover: the successor went away before the pause; serving on", "err", err)
