@@ -188,7 +188,7 @@ func writeMarkdown(out io.Writer, jr *jsonReport, charts map[string]bool) error 
 			"counted from each message's scheduled time (a message that waited for the ACCEPT of its sender's previous one is charged the wait). "+
 			"Server CPU and syncs (the store's fsyncs, one per durable group commit) are per delivered message, from the servers' metrics around each step. "+
 			"Lag p99 is how late the generator itself came to its messages, part of every latency: a p99 near it is the generator's. "+
-			"A step holds the target when nothing failed, it delivered at least %.0f%% of the offered rate, nothing was left unsent and its p99 is below %s; "+
+			"A step holds the target when nothing failed, it delivered at least %.0f%% of the messages offered with at most a second (or a tenth of the step) of catch-up, nothing was left unsent and its p99 is below %s; "+
 			"the highest rate that holds is the highest with every lower step holding too.\n\n", 100*sweepKeptUp, mdText(formatMicros(float64(sw.TargetP99.Microseconds()))))
 		chart(w, charts[sweepChartFile], "p99 and server CPU per message against offered rate", sweepChartFile,
 			"No sweep chart: no step completed.")

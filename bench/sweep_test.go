@@ -128,7 +128,7 @@ func TestNewSweepStepHeld(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if s := newSweepStep(1000, tt.res(), target); s.Held != tt.held {
+			if s := newSweepStep(1000, tt.res(), target, time.Second); s.Held != tt.held {
 				t.Errorf("held %v, want %v (step %+v)", s.Held, tt.held, s)
 			}
 		})
@@ -715,7 +715,7 @@ func TestSweepRendering(t *testing.T) {
 		"2,000 msg/s|1,990 msg/s|n/a|2 → 1|1.20 ms|3.10 ms|9.00 ms|—|n/a|no",
 		"5,000 msg/s|4,100 msg/s|n/a|n/a|1.50 ms|2.90 ms|9.00 ms|—|n/a|no: 1,234 unsent",
 		"10,000 msg/s|9,000 msg/s|n/a|n/a|1.50 ms|2.00 ms|2.50 ms|—|n/a|yes",
-		"30,000 msg/s|19,748 msg/s|n/a|n/a|900 ms|4.33 s|5.00 s|—|n/a|no: delivered 66% of the rate",
+		"30,000 msg/s|19,748 msg/s|n/a|n/a|900 ms|4.33 s|5.00 s|—|n/a|no: delivered 66% of the rate, catch-up included",
 	}
 	for i, s := range steps {
 		if got := strings.Join(sweepRow(s), "|"); got != rows[i] {
@@ -780,7 +780,7 @@ func TestSweepStepKeptUp(t *testing.T) {
 		res := newResult()
 		res.Sent, res.Delivered, res.Duration = delivered, delivered, d
 		res.SendToDeliver.RecordValue(4_330_000) // 4.33 s
-		return newSweepStep(offered, res, 10*time.Second)
+		return newSweepStep(offered, res, 10*time.Second, 8*time.Second)
 	}
 	// 30,000 offered for 8 s: 240,000 messages, sent over 12.15 s of catch-up.
 	if s := step(30000, 240000, 12150*time.Millisecond); s.KeptUp || s.Held {
@@ -789,5 +789,13 @@ func TestSweepStepKeptUp(t *testing.T) {
 	// 20,000 offered for 8 s, the last in-flight messages delivered in 0.2 s more.
 	if s := step(20000, 160000, 8200*time.Millisecond); !s.KeptUp || !s.Held {
 		t.Errorf("20,000 offered, 19,512 delivered a second: kept up %v, held %v; want both", s.KeptUp, s.Held)
+	}
+	// A catch-up of under a second counts as the last in-flight messages,
+	// also in a short step on a busy host.
+	if s := step(200, 1600, 8900*time.Millisecond); !s.KeptUp {
+		t.Errorf("200 offered for 8 s, delivered within 0.9 s more: not kept up")
+	}
+	if s := step(200, 1200, 8200*time.Millisecond); s.KeptUp {
+		t.Errorf("200 offered for 8 s, 1,200 of 1,600 delivered: kept up")
 	}
 }
