@@ -693,7 +693,7 @@ func (c *conn) closedBy(code protocol.Code) {
 		l.e.fatal(fmt.Errorf("server %s refused the login token (%v): is --keys the keys file of this server's data folder?", l.e.spec.Servers[c.home].Addr, code))
 	}
 	if c.state == stateHandshake && code == protocol.CodeUnsupportedTransport {
-		l.e.fatal(fmt.Errorf("server %s does not offer the transport asked for (%v): --noise needs a server whose --transport is noise, both or auto, and plain one whose --transport is plain, both or auto", l.e.spec.Servers[c.home].Addr, code))
+		l.e.fatal(fmt.Errorf("server %s does not offer the transport asked for (%v): --noise needs a server whose --transport is noise, both or auto, and plain one whose --transport is plain or both, or auto on a loopback address", l.e.spec.Servers[c.home].Addr, code))
 	}
 	c.down(code)
 }

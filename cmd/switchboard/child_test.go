@@ -53,7 +53,7 @@ type child struct {
 	stderr strings.Builder // guarded by mu
 }
 
-var servingRE = regexp.MustCompile(`msg="switchboard serving" addr=(\S+)`)
+var servingRE = regexp.MustCompile(`msg="switchboard serving" addr=(\S+) transport="?(noise and plain|noise|plain)`)
 
 // startChild runs `switchboard serve` on data, listening on 127.0.0.1:0,
 // with extra flags; ulimit, if not 0, lowers its open-file limit first. It

@@ -22,6 +22,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 )
 
 type command struct {
@@ -71,11 +72,17 @@ func exitCode(name string, err error) int {
 	case err == nil, errors.Is(err, errHelp), errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.As(err, &ue):
-		fmt.Fprintf(os.Stderr, "switchboard %s: %v\nRun 'switchboard %s -h' for its flags.\n", name, err, name)
+		fmt.Fprintf(os.Stderr, "switchboard %s: %s\nRun 'switchboard %s -h' for its flags.\n", name, said(name, err), name)
 		return 2
 	}
-	fmt.Fprintf(os.Stderr, "switchboard %s: %v\n", name, err)
+	fmt.Fprintf(os.Stderr, "switchboard %s: %s\n", name, said(name, err))
 	return 1
+}
+
+// said is err's text without a leading "name: " of the package of the same
+// name, which the line's own "switchboard name:" already says.
+func said(name string, err error) string {
+	return strings.TrimPrefix(err.Error(), name+": ")
 }
 
 func usage() {

@@ -99,7 +99,14 @@ func serve(args []string) error {
 	if a := n.AdminAddr(); a != nil {
 		admin = a.String()
 	}
-	log.Info("switchboard serving", "addr", n.Addr().String(), "data", cfg.Data, "metrics", admin, "pprof", cfg.Pprof)
+	transport := "plain"
+	switch nz, plain := cfg.Transports(); {
+	case nz && plain:
+		transport = "noise and plain"
+	case nz:
+		transport = "noise"
+	}
+	log.Info("switchboard serving", "addr", n.Addr().String(), "transport", transport, "data", cfg.Data, "metrics", admin, "pprof", cfg.Pprof)
 
 	up := newUpgrader(log)
 	for {

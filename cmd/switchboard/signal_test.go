@@ -11,6 +11,10 @@ import (
 // killing it with every client cut at once.
 func TestHangupStopsGracefully(t *testing.T) {
 	c := startChild(t, t.TempDir(), 0)
+	// The serving line says what it offers: both, on loopback by default.
+	if !strings.Contains(c.log(), `transport="noise and plain"`) {
+		t.Errorf("the serving line does not name the transports:\n%s", c.log())
+	}
 	c.stopWith(t, syscall.SIGHUP)
 	if !strings.Contains(c.log(), `msg=stopped`) {
 		t.Fatalf("no graceful stop logged after SIGHUP:\n%s", c.log())

@@ -63,6 +63,9 @@ func runTop(args []string, out io.Writer) error {
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
 	}
+	if *every <= 0 && fs.Changed("every") {
+		return usageError{fmt.Errorf("--every %v: at least 100ms", *every)}
+	}
 	cfg := top.Config{Addrs: *addrs, Every: *every}
 	if err := cfg.Validate(); err != nil {
 		return usageError{err}

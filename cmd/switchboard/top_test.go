@@ -85,7 +85,7 @@ func TestTopFlags(t *testing.T) {
 	if err := runTop([]string{"-h"}, &out); !errors.Is(err, errHelp) || !strings.Contains(out.String(), "--once") {
 		t.Errorf("-h: %v, help %q; want errHelp and the flags", err, out.String())
 	}
-	for _, args := range [][]string{{"--every", "1ms"}, {"--nope"}, {"extra"}, {"--addr", ""}} {
+	for _, args := range [][]string{{"--every", "1ms"}, {"--every", "0"}, {"--nope"}, {"extra"}, {"--addr", ""}} {
 		var ue usageError
 		if err := runTop(args, &out); !errors.As(err, &ue) {
 			t.Errorf("%q: %v, want a usage error (exit 2)", args, err)
