@@ -348,7 +348,7 @@ func takeOver(cfg Config) (*Node, error) {
 	}
 	cfg.Gateway.Addr = begin.Addr
 	cfg.Gateway.Beside = true
-	log.Info("handover: the running server is pausing", "old", begin.PID, "addr", begin.Addr)
+	log.Info("handover: the running server pauses next", "old", begin.PID, "addr", begin.Addr)
 
 	var recs []handover.Conn
 	var fds []int

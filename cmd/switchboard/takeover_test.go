@@ -74,7 +74,8 @@ func TestTakeoverUnderLoad(t *testing.T) {
 			serving := old
 			if tc.kill {
 				next := spawnChild(t, data, 0, "--takeover")
-				waitLog(t, next, "handover: the running server is pausing")
+				// Killed once the old process paused: it takes back.
+				waitLog(t, old, "handover: 1/5 pausing")
 				next.kill()
 				waitLog(t, old, "handover: serving again")
 			} else {
