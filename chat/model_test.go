@@ -419,6 +419,25 @@ func TestModelInputLine(t *testing.T) {
 	}
 }
 
+// TestModelWrapsLongLines: on a narrow screen a long message wraps, so
+// its end and its ticks show, no line is wider than the screen, and the
+// input line shows the end of what is typed.
+func TestModelWrapsLongLines(t *testing.T) {
+	h := newHarness(t, t.TempDir())
+	h.m.Update(tea.WindowSizeMsg{Width: 40, Height: 30})
+	h.typeLine("/to 2")
+	h.typeLine("the start of a message long enough to wrap twice on a screen forty columns wide: its end")
+	h.events(&protocol.Accept{MsgID: 1})
+	h.want("the start of", "its end ✓")
+	h.typeKeys(strings.Repeat("x", 60) + "typed last")
+	h.want("typed last█")
+	for _, l := range strings.Split(h.screen(), "\n") {
+		if w := ansi.StringWidth(l); w > 40 {
+			t.Fatalf("a line of %d columns on a 40-column screen: %q", w, l)
+		}
+	}
+}
+
 // TestStateLock: a second chat of a user on the same state is refused
 // while the first runs, and starts once it has ended.
 func TestStateLock(t *testing.T) {

@@ -45,11 +45,18 @@ func (m *Model) Render() string {
 		bottom = append(bottom, styleDim.Render(t))
 	}
 	if m.notice != "" {
-		bottom = append(bottom, styleWarn.Render(m.notice))
+		bottom = append(bottom, m.wrap([]string{styleWarn.Render(m.notice)})...)
 	}
-	bottom = append(bottom, "> "+string(m.input)+"█", styleDim.Render(help))
+	input := "> " + string(m.input) + "█"
+	if m.width > 1 && ansi.StringWidth(input) > m.width {
+		// The end of what is typed, where the cursor is.
+		input = "…" + ansi.TruncateLeft(input, ansi.StringWidth(input)-m.width+1, "")
+	}
+	bottom = append(bottom, input, styleDim.Render(help))
 
-	lines := m.conversationLines()
+	// Messages and notices wrap: cut, a long one would hide its end
+	// and its ticks.
+	lines := m.wrap(m.conversationLines())
 	if m.height > 0 {
 		room := max(m.height-len(top)-len(bottom), 0)
 		lines = lines[max(len(lines)-room, 0):]
@@ -112,6 +119,18 @@ func (m *Model) statusText() string {
 		s += fmt.Sprintf(" · %d unconfirmed", n)
 	}
 	return s
+}
+
+// wrap breaks each line at the screen's width, at spaces where it can.
+func (m *Model) wrap(lines []string) []string {
+	if m.width <= 0 {
+		return lines
+	}
+	out := make([]string, 0, len(lines))
+	for _, l := range lines {
+		out = append(out, strings.Split(ansi.Wrap(l, m.width, ""), "\n")...)
+	}
+	return out
 }
 
 func (m *Model) conversationLines() []string {
