@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -140,6 +141,16 @@ func chatToken(tokHex, data string, user uint64, nz *client.NoiseOptions) (func(
 		tok, err := hex.DecodeString(tokHex)
 		if err != nil {
 			return nil, usageError{fmt.Errorf("--token: not hex: %w", err)}
+		}
+		// The state file is --user's: a token of another user would file
+		// that user's messages there, and acknowledge them away.
+		switch c, err := token.Parse(tok); {
+		case err != nil:
+			return nil, usageError{fmt.Errorf("--token: %w", err)}
+		case c.User != user:
+			return nil, usageError{fmt.Errorf("--token logs in as user %d, not --user %d", c.User, user)}
+		case c.Bound && nz == nil:
+			return nil, usageError{errors.New("--token is bound to a device key, which logs in over Noise only: --transport noise (its key: --device-key)")}
 		}
 		return func(context.Context) ([]byte, error) { return tok, nil }, nil
 	}

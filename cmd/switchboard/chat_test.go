@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,12 +34,26 @@ func TestChatToken(t *testing.T) {
 	if err != nil || c.User != 42 || c.Device != 1 {
 		t.Fatalf("minted token: claims %+v, %v; want user 42, device 1, valid", c, err)
 	}
-	given, err := chatToken("0a0b", dir, 42, nil)
+	given, err := chatToken(hex.EncodeToString(tok), dir, 42, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tok, _ := given(context.Background()); string(tok) != "\x0a\x0b" {
-		t.Fatalf("--token 0a0b gave % x", tok)
+	if again, _ := given(context.Background()); !bytes.Equal(again, tok) {
+		t.Fatalf("--token %x gave % x", tok, again)
+	}
+	// A token of another user would file that user's messages in this
+	// one's state; a bound one cannot log in over plain.
+	for _, tc := range []struct {
+		tok  []byte
+		want string
+	}{
+		{[]byte{0x0a, 0x0b}, "--token: "},
+		{token.Mint(keys[1], token.Claims{KeyID: 1, User: 4, Device: 1, Expiry: time.Now().Add(time.Hour)}), "--token logs in as user 4, not --user 42"},
+		{token.MintBound(keys[1], token.Claims{KeyID: 1, User: 42, Device: 1, Expiry: time.Now().Add(time.Hour)}, bytes.Repeat([]byte{3}, 32)), "logs in over Noise only"},
+	} {
+		if _, err := chatToken(hex.EncodeToString(tc.tok), dir, 42, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("--token %x: %v, want %q", tc.tok, err, tc.want)
+		}
 	}
 	if _, err := chatToken("", t.TempDir(), 42, nil); err == nil || !strings.Contains(err.Error(), "make run") {
 		t.Fatalf("no keys file: %v, want an error that says to start the server", err)
