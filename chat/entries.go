@@ -222,8 +222,14 @@ func (m *Model) accept(a *protocol.Accept) {
 			for _, id := range p.Members {
 				c.Members = addID(c.Members, id)
 			}
-			m.st.Open = key
-			m.notice = fmt.Sprintf("group %d created", a.Ref)
+			if m.st.Open == p.Over {
+				m.st.Open = key
+				m.notice = fmt.Sprintf("group %d created", a.Ref)
+			} else {
+				// Another conversation was opened since: the next Enter
+				// must not go to the group unannounced.
+				m.notice = fmt.Sprintf("group %d created: /group %d opens it", a.Ref, a.Ref)
+			}
 		}
 	}
 }
@@ -242,7 +248,7 @@ func (m *Model) refuse(r *protocol.Refuse) {
 		// (PROTOCOL.md 8.6): the same create goes again under a new one.
 		// queue's notice, if it cannot, replaces this one.
 		m.notice = fmt.Sprintf("group create %d asked again as %d", p.MsgID, m.st.NextMsgID)
-		m.queue(Pending{Op: p.Op, Members: p.Members}, "")
+		m.queue(Pending{Op: p.Op, Members: p.Members, Over: p.Over}, "")
 		return
 	}
 	why := r.Code.String()

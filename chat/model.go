@@ -234,7 +234,7 @@ func (m *Model) command(line string) tea.Cmd {
 			m.notice = "/create takes the ids of the members, e.g. /create 2 3"
 			return nil
 		}
-		m.queue(Pending{Op: protocol.GroupCreate, Members: ids}, "")
+		m.queue(Pending{Op: protocol.GroupCreate, Members: ids, Over: m.st.Open}, "")
 	case "/add", "/remove", "/promote", "/demote":
 		switch {
 		case !open || !inGroup:

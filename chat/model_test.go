@@ -438,6 +438,24 @@ func TestModelWrapsLongLines(t *testing.T) {
 	}
 }
 
+// TestModelCreateOpensOnlyWhereTyped: a group create accepted after the
+// user opened another conversation leaves that one open and says how to
+// open the group; one accepted where it was typed opens the group.
+func TestModelCreateOpensOnlyWhereTyped(t *testing.T) {
+	h := newHarness(t, t.TempDir())
+	h.typeLine("/create 2 3")
+	h.typeLine("/to 2")
+	h.events(&protocol.Accept{MsgID: 1, Ref: 40})
+	h.want("with 2", "group 40 created: /group 40 opens it")
+	h.typeLine("still to 2")
+	if q := h.link.queued[len(h.link.queued)-1]; q.To != 2 || q.Group {
+		t.Fatalf("the next message went to %+v, want user 2", q)
+	}
+	h.typeLine("/create 3")
+	h.events(&protocol.Accept{MsgID: 3, Ref: 41})
+	h.want("group 41")
+}
+
 // TestStateLock: a second chat of a user on the same state is refused
 // while the first runs, and starts once it has ended.
 func TestStateLock(t *testing.T) {

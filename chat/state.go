@@ -69,6 +69,9 @@ type Pending struct {
 	Text    string           `json:"text,omitempty"`
 	Op      protocol.GroupOp `json:"op,omitempty"`
 	Members []uint64         `json:"members,omitempty"`
+	// Over is the conversation open when a group create was typed: the
+	// new group opens only over that one, not over one opened since.
+	Over string `json:"over,omitempty"`
 }
 
 func (p Pending) outgoing() client.Outgoing {
