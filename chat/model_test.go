@@ -315,7 +315,7 @@ func TestModelGroups(t *testing.T) {
 		&protocol.Receipt{Seq: 4, MsgID: 5, By: 4},
 		&protocol.Receipt{Seq: 5, MsgID: 5, By: 3, Read: true},
 		&protocol.Signal{Peer: 3, Group: 99, Kind: protocol.SignalTyping})
-	h.want("— you added 4", "group request refused: FORBIDDEN: not today", "you: yo all ✓✓ read by 1", "3 is typing…")
+	h.want("— you added 4", "group request refused: FORBIDDEN: not today", "you: yo all ✓✓ 2 members got it, 1 read it", "3 is typing…")
 	h.typeLine("/members")
 	h.want("members of group 99, as seen from here: you, 2, 3, 4")
 	h.events(&protocol.GroupEvent{Seq: 6, Group: 99, Actor: 3, Op: protocol.GroupLeave, Members: []uint64{3}})

@@ -164,15 +164,24 @@ func ticks(l Line, group bool) string {
 	case !l.Accepted:
 		return styleDim.Render("…")
 	case group && len(l.ReadBy) > 0:
-		return styleRead.Render(fmt.Sprintf("✓✓ read by %d", len(l.ReadBy)))
+		return styleRead.Render(fmt.Sprintf("✓✓ %s got it, %d read it", members(len(l.Delivery)), len(l.ReadBy)))
 	case group && len(l.Delivery) > 0:
-		return fmt.Sprintf("✓✓ delivered to %d", len(l.Delivery))
+		return fmt.Sprintf("✓✓ %s got it", members(len(l.Delivery)))
 	case len(l.ReadBy) > 0:
 		return styleRead.Render("✓✓ read")
 	case len(l.Delivery) > 0:
 		return "✓✓"
 	}
 	return "✓"
+}
+
+// members counts group members in words: "1 member", "3 members" (a bare
+// number reads as a user id here).
+func members(n int) string {
+	if n == 1 {
+		return "1 member"
+	}
+	return fmt.Sprintf("%d members", n)
 }
 
 // unreadElsewhere names the other conversations with messages not yet
