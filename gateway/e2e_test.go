@@ -319,6 +319,39 @@ func TestRetrySameMsgID(t *testing.T) {
 	}
 }
 
+// TestRetrySameMsgIDInAGroup: a group message sent again with flag B is
+// ACCEPTed each time and stored once per member: each member gets one
+// DELIVER of it, and the next message is the next it gets.
+func TestRetrySameMsgIDInAGroup(t *testing.T) {
+	ts := startServer(t, serverOptions{})
+	a := ts.Dial(1, protocol.ClientOptions{})
+	members := []*protocol.Client{ts.Dial(2, protocol.ClientOptions{}), ts.Dial(3, protocol.ClientOptions{})}
+	g, _ := createGroup(t, a, 2, 3)
+	msg := []byte("once to each member")
+	if err := a.SendID(77, g, msg, true); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := a.Resend(77, g, msg, true); err != nil { // flag B
+			t.Fatal(err)
+		}
+	}
+	for range 3 {
+		if _, err := a.WaitAccept(ctxFor(t, 10*time.Second), 77); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.SendID(78, g, []byte("next"), true); err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range members {
+		ds := recvDelivers(t, m, 2, 10*time.Second)
+		if ds[0].MsgID != 77 || !bytes.Equal(ds[0].Body, msg) || ds[1].MsgID != 78 {
+			t.Fatalf("member %d got msgs %d then %d, want 77 once, then 78", i+2, ds[0].MsgID, ds[1].MsgID)
+		}
+	}
+}
+
 // TestOrderUnderConcurrency: 20 senders × 200 messages to one recipient.
 // Each sender's messages arrive in its order, and the recipient's seqs run
 // 1..4000 without gaps or repeats.
