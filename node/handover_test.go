@@ -373,3 +373,85 @@ func TestTakeoverOnAnotherAddressPausesNothing(t *testing.T) {
 		t.Fatalf("b got %v, %v", d, err)
 	}
 }
+
+// TestTakeoverKeepsWhatWasNotAcked: entries the old process wrote to a
+// client that did not acknowledge them stay in the mailbox across the
+// takeover. A client that dies before storing them gets them again when it
+// logs in from its last ack; and their senders get no receipt for them.
+func TestTakeoverKeepsWhatWasNotAcked(t *testing.T) {
+	cfg, secret := testConfig(t)
+	old, ctx, a, _ := serving(t, cfg, 20*time.Second)
+	dialB := func(ack uint64) *protocol.Client {
+		t.Helper()
+		tok := token.Mint(secret, token.Claims{KeyID: 1, User: 3, Device: 1, Expiry: time.Now().Add(time.Hour)})
+		c, err := protocol.Dial(ctx, old.Addr().String(), protocol.ClientOptions{Token: tok, Ack: ack})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	// a's receipts for what b acknowledged, by msg id.
+	receipted := map[uint64]bool{}
+	receipt := func(id uint64) {
+		t.Helper()
+		for !receipted[id] {
+			ev, err := a.Recv(ctx)
+			if err != nil {
+				t.Fatalf("a waiting for the receipt of %d: %v (receipts %v)", id, err, receipted)
+			}
+			if r, ok := ev.(*protocol.Receipt); ok {
+				for i := range r.More + 1 {
+					receipted[r.MsgID+i] = true
+				}
+			}
+		}
+	}
+	b := dialB(0)
+	var ids []uint64
+	for i := range 3 {
+		id, err := a.Send(3, []byte(fmt.Sprint("entry ", i+1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.WaitAccept(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	for seq := uint64(1); seq <= 3; seq++ {
+		if d, err := b.RecvDeliver(ctx); err != nil || d.Seq != seq {
+			t.Fatalf("b's delivery %d: %+v, %v", seq, d, err)
+		}
+	}
+	if err := b.Ack(1); err != nil { // 2 and 3 read, not stored
+		t.Fatal(err)
+	}
+	receipt(ids[0]) // the ack has reached storage
+
+	next := cfg
+	next.Takeover = true
+	nn, err := Start(next)
+	if err != nil {
+		t.Fatalf("takeover: %v", err)
+	}
+	t.Cleanup(func() { nn.Stop(context.Background()) })
+	<-old.Done()
+
+	// b dies before storing 2 and 3, and logs in again from its ack.
+	b.Close()
+	b = dialB(1)
+	for seq := uint64(2); seq <= 3; seq++ {
+		if d, err := b.RecvDeliver(ctx); err != nil || d.Seq != seq {
+			t.Fatalf("b after the takeover and a new login from 1: delivery %+v, %v; want seq %d again", d, err, seq)
+		}
+	}
+	if err := b.Ack(3); err != nil {
+		t.Fatal(err)
+	}
+	if receipted[ids[1]] || receipted[ids[2]] {
+		t.Fatalf("messages receipted before b acknowledged them: %v", receipted)
+	}
+	receipt(ids[2])
+	receipt(ids[1])
+}
