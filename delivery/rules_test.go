@@ -345,3 +345,41 @@ func TestStartOffersPendingReceipts(t *testing.T) {
 		t.Fatalf("ReceiptsReplayed = %d, want 1", n)
 	}
 }
+
+// TestAckOfLastGivesUpTheBacklog: an ACK of WELCOME.last before the
+// backlog was sent deletes every entry up to it, received or not
+// (PROTOCOL.md 8.3: a client that gives up on what it did not get), and
+// the next message comes after it; the window does not wait for ACKs of
+// entries no one will send.
+func TestAckOfLastGivesUpTheBacklog(t *testing.T) {
+	const window = 4
+	r, store := newRouter(t, delivery.Config{Window: window}, storage.Config{})
+	sender := &fakeConn{}
+	for id := uint64(1); id <= 3*window; id++ {
+		send(t, r, sender, 1, id, 2)
+	}
+	waitFor(t, "the backlog stored", func() bool { return len(sender.items(delivery.OutAccept)) == 3*window })
+	c := &fakeConn{}
+	login(t, r, c, 2, 0)
+	last := c.items(delivery.OutWelcome)[0].Seq
+	if last != 3*window {
+		t.Fatalf("WELCOME last = %d, want %d", last, 3*window)
+	}
+	if !r.Ack(c.s(), delivery.To(2), last) {
+		t.Fatal("Ack busy")
+	}
+	send(t, r, sender, 1, 100, 2)
+	waitFor(t, "the next message after the backlog given up", func() bool {
+		es := c.items(delivery.OutEntry)
+		return len(es) > 0 && es[len(es)-1].Seq == last+1
+	})
+	for _, e := range c.items(delivery.OutEntry) {
+		if e.Seq > window && e.Seq <= last {
+			t.Fatalf("seq %d was pushed after the client acknowledged through %d", e.Seq, last)
+		}
+	}
+	waitFor(t, "the mailbox emptied through last", func() bool {
+		es, _, err := store.Read(2, 1, 100, 0, nil)
+		return err == nil && len(es) == 1 && es[0].Seq == last+1
+	})
+}

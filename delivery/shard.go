@@ -309,8 +309,14 @@ func (s *shard) handle(q request) {
 	case reqFanout:
 		s.append(u, storage.Entry{Kind: q.entry, Sender: q.from, MsgID: q.msgID, Retry: q.retry, Value: q.record}, Session{}, q.fan, 0)
 	case reqAck:
-		if u.sess == q.sess && q.seq > u.acked && q.seq <= u.sent {
+		// An ACK may pass what this connection was sent, up to what it was
+		// told waits (WELCOME.last; the gateway refuses more): the client
+		// gives up on the rest, which is deleted, not sent (PROTOCOL.md
+		// 8.3). Ignored, it left the window waiting for ACKs of entries
+		// the client would drop.
+		if u.sess == q.sess && q.seq > u.acked && q.seq <= u.committed {
 			s.ack(u, q.seq)
+			s.skipTo(u, q.seq)
 			s.pump(u)
 		}
 	case reqReceipt:
