@@ -17,7 +17,7 @@ type Kind uint8
 // Messages, in the order a handover sends them (doc.go).
 const (
 	KindHello  Kind = iota + 1 // new → old: Version, PID
-	KindBegin                  // old → new: PID, Addr; the old process is pausing
+	KindBegin                  // old → new: PID, Addr; the old process pauses unless refused at once
 	KindBatch                  // old → new: Conns, with one descriptor each
 	KindClosed                 // old → new: the store is closed; Total conns were sent
 	KindReady                  // new → old: the store is open, the engine listens

@@ -9,6 +9,9 @@
 //
 //	new → old   HELLO(version, pid)
 //	old → new   BEGIN(addr)          or REFUSE(reason): the old one serves on
+//	new → old   REFUSE(reason), within a quarter second, when the new one
+//	            cannot take over (its listen address is another): the old
+//	            one serves on, nothing paused; else, after that wait,
 //	            the old process stops reading and accepting, finishes what
 //	            is in flight, writes what is queued, and detaches every
 //	            connection from its event loops (keeping a copy of each socket)
