@@ -236,3 +236,75 @@ func TestDeliverAllocs(t *testing.T) {
 		t.Errorf("received %d, want every payload", got)
 	}
 }
+
+// TestPayloadBeforeAnyHeartbeat: on a cluster that just started (its
+// epoch younger than DownAfter), a payload from a peer never heard leaves
+// it never heard: not up, no seen time, no instance.
+func TestPayloadBeforeAnyHeartbeat(t *testing.T) {
+	const downAfter = 2 * time.Second
+	var got []string
+	c := &Cluster{
+		cfg:   Config{Self: 1, DownAfter: downAfter},
+		log:   slog.New(slog.DiscardHandler),
+		epoch: time.Now().Add(-100 * time.Millisecond), // older than a grain, younger than DownAfter
+		grain: int64(maxSeenGrain),
+		peers: map[uint32]*peer{2: {}},
+		handler: func(from uint32, p []byte) {
+			got = append(got, fmt.Sprintf("%d:%s", from, p))
+		},
+	}
+	p := c.peers[2]
+	c.seenPayload(p)
+	c.deliver(&nats.Msg{Data: payloadFrom(2, "hi")})
+	if !slices.Equal(got, []string{"2:hi"}) {
+		t.Errorf("handler got %q, want the payload", got)
+	}
+	if s := p.seen.Load(); s != 0 {
+		t.Errorf("seen = %d after a payload from a never-heard peer, want 0 (never)", s)
+	}
+	if h := p.heard.Load(); h != 0 {
+		t.Errorf("heard = %d after a payload, want 0", h)
+	}
+	if c.Up(2) {
+		t.Error("a payload made a never-heard peer up")
+	}
+	if i := c.Instance(2); i != 0 {
+		t.Errorf("Instance(2) = %d after a payload, want 0 (never heard)", i)
+	}
+}
+
+// TestInstanceFromHeartbeat: a node's instance, as its peers know it, is
+// the one its heartbeats announce: the node's own once it is up, and the
+// new process's once a restarted node's heartbeat is heard.
+func TestInstanceFromHeartbeat(t *testing.T) {
+	cfgs := quickConfigs(t, 2)
+	cs := startAll(t, cfgs, []func(uint32, []byte){newInbox().handle, newInbox().handle})
+	allUp(t, cs)
+	old := cs[1].Instance(2)
+	if old == 0 {
+		t.Fatal("node 2's own instance is 0")
+	}
+	// Up, so heard: a heartbeat stores the instance before the seen time.
+	if got := cs[0].Instance(2); got != old {
+		t.Fatalf("node 1 sees node 2 up with Instance(2) = %d, node 2 announces %d", got, old)
+	}
+
+	cs[1].Close()
+	again, err := Start(cfgs[1], newInbox().handle)
+	if err != nil {
+		t.Fatalf("restart node 2: %v", err)
+	}
+	t.Cleanup(func() { again.Close() })
+	now := again.Instance(2)
+	if now == 0 || now == old {
+		t.Fatalf("the restarted node 2 has instance %d, the old one %d: want a new nonzero one", now, old)
+	}
+	testutil.Eventually(t, 5*time.Second, "node 1 to hear node 2's new instance",
+		func() bool { return cs[0].Instance(2) == now },
+		func() string {
+			return fmt.Sprintf("node 1 has Instance(2) = %d, the restarted node 2 announces %d (the old one %d)", cs[0].Instance(2), now, old)
+		})
+	if !cs[0].Up(2) {
+		t.Error("node 1 sees the restarted node 2 down after hearing it")
+	}
+}

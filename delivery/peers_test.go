@@ -628,3 +628,103 @@ func TestRefuseAwaiting(t *testing.T) {
 		}
 	}
 }
+
+// storedReceipts decodes the RECEIPT entries in user's mailbox in store,
+// in seq order.
+func storedReceipts(t *testing.T, store storage.Store, user uint64) []protocol.Receipt {
+	t.Helper()
+	page, _, err := store.Read(user, 1, 100, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []protocol.Receipt
+	for _, e := range page {
+		if e.Kind != storage.KindReceipt {
+			continue
+		}
+		f, err := protocol.ParseRecord(e.Value)
+		if err != nil || f.Type != protocol.TypeReceipt {
+			t.Fatalf("entry %d: receipt record %x: %v", e.Seq, e.Value, err)
+		}
+		g, _, err := protocol.ReadFrame(protocol.AppendRecordFrame(nil, f, e.Seq), protocol.MaxServerFrame)
+		var x protocol.Receipt
+		if err != nil || x.Decode(g) != nil {
+			t.Fatalf("entry %d: receipt record %x: %v", e.Seq, e.Value, err)
+		}
+		out = append(out, x)
+	}
+	return out
+}
+
+// TestReadReceiptAcrossNodes: bob (node 1) acknowledges alice's (node 2)
+// message, then reads it: alice's mailbox on node 2 holds the delivered
+// receipt and then a read receipt, its read flag kept across the nodes,
+// naming bob.
+func TestReadReceiptAcrossNodes(t *testing.T) {
+	_, rs, ss := newCluster(t, 2, time.Now)
+	n1, n2 := rs[0], rs[1]
+	const alice, bob = 1, 2 // alice homed on node 2, bob on node 1
+	a, b := newFake(), newFake()
+	login(t, n2, a, alice, 0)
+	login(t, n1, b, bob, 0)
+
+	send(t, n2, a, alice, 7, bob)
+	waitFor(t, "the delivery on bob's node", func() bool { return len(b.items(delivery.OutEntry)) == 1 })
+	if !n1.Ack(b.s(), delivery.To(bob), 1) {
+		t.Fatal("ack busy")
+	}
+	waitFor(t, "the delivered receipt in alice's mailbox", func() bool { return len(storedReceipts(t, ss[1], alice)) == 1 })
+	if err := n1.Read(delivery.ReadReceipt{Reader: delivery.To(bob), Sender: delivery.To(alice), MsgID: 7}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the read receipt in alice's mailbox", func() bool { return len(storedReceipts(t, ss[1], alice)) == 2 })
+	got := storedReceipts(t, ss[1], alice)
+	if d := got[0]; d.Read || d.MsgID != 7 || d.More != 0 {
+		t.Errorf("first receipt %+v, want delivered of msg 7", d)
+	}
+	if r := got[1]; !r.Read || r.MsgID != 7 || r.More != 0 || r.By != bob || r.Expired {
+		t.Errorf("second receipt %+v, want read of msg 7 by %d: a forwarded READ lost its read flag", r, bob)
+	}
+}
+
+// TestReceiptRunAcrossNodes: bob (node 1) acknowledges alice's (node 2)
+// three messages at once: the receipts in alice's mailbox on node 2 cover
+// all three msg ids, not only the first of the run.
+func TestReceiptRunAcrossNodes(t *testing.T) {
+	_, rs, ss := newCluster(t, 2, time.Now)
+	n1, n2 := rs[0], rs[1]
+	const alice, bob = 1, 2 // alice homed on node 2, bob on node 1
+	a, b := newFake(), newFake()
+	login(t, n2, a, alice, 0)
+	login(t, n1, b, bob, 0)
+
+	for id := uint64(1); id <= 3; id++ {
+		send(t, n2, a, alice, id, bob)
+		waitFor(t, "the ACCEPT", func() bool { return len(a.items(delivery.OutAccept)) == int(id) })
+	}
+	waitFor(t, "the deliveries on bob's node", func() bool { return len(b.items(delivery.OutEntry)) == 3 })
+	if !n1.Ack(b.s(), delivery.To(bob), 3) {
+		t.Fatal("ack busy")
+	}
+	waitFor(t, "a receipt in alice's mailbox, none pending on bob's node", func() bool {
+		return len(storedReceipts(t, ss[1], alice)) > 0 && noPending(ss[0])
+	})
+	covered := map[uint64]int{}
+	got := storedReceipts(t, ss[1], alice)
+	for _, x := range got {
+		if x.Read || x.Expired {
+			t.Fatalf("receipt %+v, want delivered ones only", x)
+		}
+		for id := x.MsgID; id <= x.MsgID+x.More; id++ {
+			covered[id]++
+		}
+	}
+	for id := uint64(1); id <= 3; id++ {
+		if covered[id] != 1 {
+			t.Errorf("msg %d covered by %d receipts in alice's mailbox (%+v), want 1", id, covered[id], got)
+		}
+	}
+	if len(covered) != 3 {
+		t.Errorf("receipts %+v cover %d msg ids, want 1..3", got, len(covered))
+	}
+}
