@@ -260,3 +260,116 @@ func TestCheckerGroupDuplicateHidesNoLoss(t *testing.T) {
 		t.Errorf("lost %d, want 1: user 12 never got the message", lost)
 	}
 }
+
+// TestCountLossesOneLost: a run that loses exactly one accepted message
+// fails: one is enough.
+func TestCountLossesOneLost(t *testing.T) {
+	l, _, b := checkerFixture(2)
+	deliverTo(b, 1, 1000, 1) // 1001 accepted, never delivered
+	var lr Result
+	l.countLosses(&lr)
+	if lr.Lost != 1 {
+		t.Errorf("lost %d, want 1: msg 1001 was accepted and never delivered", lr.Lost)
+	}
+	if len(lr.Failures) != 1 || !strings.Contains(lr.Failures[0], "1 accepted messages were not delivered to every recipient") {
+		t.Errorf("failures %v, want one naming the 1 accepted message not delivered", lr.Failures)
+	}
+	if lr.Passed() {
+		t.Error("a run that lost one accepted message passed")
+	}
+}
+
+// TestCheckerOneOfEachFailureFailsTheRun: each failure class the checker
+// knows, with exactly one instance, fails the run as collect counts it;
+// the same run without it passes.
+func TestCheckerOneOfEachFailureFailsTheRun(t *testing.T) {
+	tests := []struct {
+		name  string
+		run   func(l *loop, a, b *conn) // two messages, 1000 and 1001
+		want  string                    // the one failure
+		count func(r *Result) uint64    // its count, if the result keeps one
+	}{
+		{"clean", func(l *loop, a, b *conn) {
+			deliverTo(b, 1, 1000, 1)
+			deliverTo(b, 2, 1001, 2)
+			receiptTo(a, 1, 1000, 1)
+		}, "", nil},
+		{"one lost", func(l *loop, a, b *conn) {
+			deliverTo(b, 1, 1000, 1) // 1001 accepted, never delivered
+			receiptTo(a, 1, 1000, 0)
+		}, "1 accepted messages were not delivered to every recipient", func(r *Result) uint64 { return r.Lost }},
+		{"one duplicate", func(l *loop, a, b *conn) {
+			deliverTo(b, 1, 1000, 1)
+			deliverTo(b, 2, 1001, 2)
+			deliverTo(b, 3, 1001, 2) // stored twice
+			receiptTo(a, 1, 1000, 1)
+		}, "duplicate: user 11 got msg 1001 of user 10 again (seq 3)", func(r *Result) uint64 { return r.Duplicates }},
+		{"one reordered", func(l *loop, a, b *conn) {
+			deliverTo(b, 1, 1001, 2)
+			deliverTo(b, 2, 1000, 1) // sent before the one delivered ahead of it
+			receiptTo(a, 1, 1000, 1)
+		}, "reorder: user 11 got msg 1000 of user 10 (counter 1) after counter 2", func(r *Result) uint64 { return r.Reordered }},
+		{"one unanswered", func(l *loop, a, b *conn) {
+			a.out[1].accepted = false // written, never answered
+			deliverTo(b, 1, 1000, 1)
+			receiptTo(a, 1, 1000, 0)
+		}, "1 messages were never answered", nil},
+		{"one receipt missing", func(l *loop, a, b *conn) {
+			deliverTo(b, 1, 1000, 1)
+			deliverTo(b, 2, 1001, 2)
+			receiptTo(a, 1, 1000, 0) // 1001's never comes
+		}, "1 delivered and acknowledged messages got no delivered receipt", func(r *Result) uint64 { return r.ReceiptsMissing }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l, a, b := checkerFixture(2)
+			tt.run(l, a, b)
+			settled(l)
+			lr := l.res // as collect counts it
+			l.countLosses(lr)
+			l.checkReceipts(lr)
+			if tt.want == "" {
+				if !lr.Passed() {
+					t.Fatalf("failures %v in a clean run", lr.Failures)
+				}
+				return
+			}
+			if lr.Passed() {
+				t.Fatalf("the run passed with %s", tt.name)
+			}
+			if len(lr.Failures) != 1 || !strings.Contains(lr.Failures[0], tt.want) {
+				t.Errorf("failures %v, want exactly one containing %q", lr.Failures, tt.want)
+			}
+			if tt.count != nil {
+				if n := tt.count(lr); n != 1 {
+					t.Errorf("count %d, want 1", n)
+				}
+			}
+		})
+	}
+}
+
+// TestCheckerDuplicateOfASettledMessage: a message delivered again after
+// its receipt came back, so after its sender let go of it, is a duplicate
+// and fails the run.
+func TestCheckerDuplicateOfASettledMessage(t *testing.T) {
+	l, a, b := checkerFixture(2)
+	deliverTo(b, 1, 1000, 1)
+	a.receipt(&protocol.Receipt{Seq: 1, MsgID: 1000})
+	if a.outBase != 1001 {
+		t.Fatalf("sender keeps ids from %d, want 1001: msg 1000 was accepted, delivered and receipted", a.outBase)
+	}
+	if len(l.res.Failures) != 0 {
+		t.Fatalf("failures %v before the duplicate", l.res.Failures)
+	}
+	deliverTo(b, 2, 1000, 1) // stored twice, delivered under a new seq
+	if l.res.Duplicates != 1 {
+		t.Errorf("duplicates %d, want 1", l.res.Duplicates)
+	}
+	if !hasFailure(l, "duplicate: user 11 got msg 1000 of user 10 again (seq 2)") || l.res.Passed() {
+		t.Errorf("failures %v, want the settled message's second copy a duplicate that fails the run", l.res.Failures)
+	}
+	if l.res.Delivered != 1 {
+		t.Errorf("delivered %d, want 1", l.res.Delivered)
+	}
+}

@@ -602,3 +602,46 @@ func TestSessionRedirect(t *testing.T) {
 		t.Fatal("ERROR MOVED gave an address")
 	}
 }
+
+// TestSessionAddMovesTheCounterPastTheID: after Add(id), as a restored
+// outbox does, the counter is past id, so no new message reuses it.
+func TestSessionAddMovesTheCounterPastTheID(t *testing.T) {
+	s := NewSession(Config{})
+	if err := s.Add(7, false); err != nil {
+		t.Fatalf("Add(7): %v", err)
+	}
+	if got := s.NextMsgID(); got != 8 {
+		t.Errorf("NextMsgID = %d after Add(7), want 8", got)
+	}
+	if got := s.NewMsgID(); got != 8 {
+		t.Errorf("NewMsgID = %d after Add(7), want 8: 7 is taken", got)
+	}
+	if got := s.Queue(); got != 9 {
+		t.Errorf("Queue = %d, want 9", got)
+	}
+}
+
+// TestSessionProcessesPastARedeliveryAfterReconnect: entries 1…10 were
+// handed over on the last connection and the application processed 1…5;
+// after the reconnect the server redelivers 6, and the application then
+// stores up to 10, all of which it was handed: the resume point is 10.
+func TestSessionProcessesPastARedeliveryAfterReconnect(t *testing.T) {
+	s := NewSession(Config{})
+	login(t, s, 0)
+	for seq := uint64(1); seq <= 10; seq++ {
+		if !s.Entry(seq) {
+			t.Fatalf("entry %d not new", seq)
+		}
+	}
+	s.Processed(5, 10, 0)
+	s.Closed(0, ms)
+	s.AppendLogin(nil, protocol.Login{})
+	s.Welcome(&protocol.Welcome{Version: 1, User: 7, Window: 256, Last: 10}, 2*ms)
+	if !s.Entry(6) {
+		t.Fatal("redelivered entry 6, not yet processed, is not new")
+	}
+	s.Processed(10, 10, 3*ms)
+	if got := s.Resume(); got != 10 {
+		t.Fatalf("resume point %d after processing seq 10, handed on the last connection; want 10", got)
+	}
+}
