@@ -37,15 +37,7 @@ func newGroupRouter(t *testing.T, scfg storage.Config) (*delivery.Router, *flaky
 		t.Fatal(err)
 	}
 	store := &flakyStore{Store: mem}
-	r, err := delivery.New(delivery.Config{}, store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Start(sessions)
-	t.Cleanup(func() {
-		r.Stop()
-		mem.Close()
-	})
+	r := startOver(t, delivery.Config{}, store, mem, nil)
 	return r, store
 }
 

@@ -86,15 +86,7 @@ func TestAckAfterAFailedCommit(t *testing.T) {
 	}
 	const sender, recipient = 1, 2
 	store := &failOnceStore{Store: mem, user: recipient}
-	r, err := delivery.New(delivery.Config{Shards: 2}, store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Start(sessions)
-	t.Cleanup(func() {
-		r.Stop()
-		mem.Close()
-	})
+	r := startOver(t, delivery.Config{Shards: 2}, store, mem, nil)
 	a, b := &fakeConn{}, &fakeConn{}
 	login(t, r, a, sender, 0)
 	login(t, r, b, recipient, 0)

@@ -123,16 +123,7 @@ func pumpPastAGap(t *testing.T) (r *delivery.Router, store *gappyStore, sender, 
 		t.Fatal(err)
 	}
 	store = &gappyStore{Store: mem, refuse: 2, hold: 3}
-	r, err = delivery.New(delivery.Config{Window: 1, Shards: 1}, store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Start(sessions)
-	t.Cleanup(func() {
-		store.release() // a test that failed before releasing it
-		r.Stop()
-		mem.Close()
-	})
+	r = startOver(t, delivery.Config{Window: 1, Shards: 1}, store, mem, func() { store.release() })
 
 	sender, recipient = &fakeConn{}, &fakeConn{}
 	login(t, r, recipient, 2, 0)

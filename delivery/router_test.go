@@ -123,6 +123,26 @@ func newRouter(t *testing.T, cfg delivery.Config, scfg storage.Config) (*deliver
 	return r, store
 }
 
+// startOver starts a router with cfg on store, a wrapper of mem: at the
+// test's end before runs (a held completion's release, say), the router
+// stops and mem closes.
+func startOver(t *testing.T, cfg delivery.Config, store, mem storage.Store, before func()) *delivery.Router {
+	t.Helper()
+	r, err := delivery.New(cfg, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Start(sessions)
+	t.Cleanup(func() {
+		if before != nil {
+			before() // a test that failed before doing it
+		}
+		r.Stop()
+		mem.Close()
+	})
+	return r
+}
+
 func record(from, msgID uint64, body string) []byte {
 	d := protocol.Deliver{From: from, MsgID: msgID, Time: protocol.Stamp(time.Now()), Body: []byte(body)}
 	return d.AppendRecord(nil)

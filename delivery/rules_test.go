@@ -79,16 +79,7 @@ func TestFinishAnswersEveryQueuedRequest(t *testing.T) {
 	store := &holdStore{Store: mem, match: func(e storage.Entry) bool {
 		return e.Kind == storage.KindMessage && e.Sender == sender && e.MsgID == 1
 	}}
-	r, err := delivery.New(delivery.Config{Shards: 1, MaxInFlight: 1, QueueLen: 32}, store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Start(sessions)
-	t.Cleanup(func() {
-		store.release() // a test that failed before releasing it
-		r.Stop()
-		mem.Close()
-	})
+	r := startOver(t, delivery.Config{Shards: 1, MaxInFlight: 1, QueueLen: 32}, store, mem, store.release)
 
 	s, o := &fakeConn{}, &fakeConn{}
 	created := groupOp(t, r, o, owner, 50, protocol.GroupCreate, 0, recipient)
@@ -285,15 +276,7 @@ func TestRefusedReceiptIsOfferedAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	store := &refuseReceiptStore{Store: mem}
-	r, err := delivery.New(delivery.Config{}, store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Start(sessions)
-	t.Cleanup(func() {
-		r.Stop()
-		mem.Close()
-	})
+	r := startOver(t, delivery.Config{}, store, mem, nil)
 	b := &fakeConn{}
 	login(t, r, b, recipient, 0)
 	send(t, r, &fakeConn{}, sender, 7, recipient) // the sender is offline: its receipt is stored
