@@ -174,16 +174,7 @@ func TestTakeoverFailsBeforeCommit(t *testing.T) {
 			if err != nil || string(d.Body) != "while paused" {
 				t.Fatalf("b got %v, %v", d, err)
 			}
-			id, err := b.Send(1, []byte("after"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := b.WaitAccept(ctx, id); err != nil {
-				t.Fatal(err)
-			}
-			if d, err := a.RecvDeliver(ctx); err != nil || string(d.Body) != "after" {
-				t.Fatalf("a got %v, %v", d, err)
-			}
+			exchange(t, ctx, b, 1, a, "after")
 			if got := old.Gateway().Stats().Adopted.Load(); got != 2 {
 				t.Errorf("adopted back %d, want 2", got)
 			}
@@ -362,15 +353,22 @@ func TestTakeoverOnAnotherAddressPausesNothing(t *testing.T) {
 		t.Fatal("the running server stopped")
 	default:
 	}
-	id, err := a.Send(2, []byte("after the refusal"))
+	exchange(t, ctx, a, 2, b, "after the refusal")
+}
+
+// exchange sends body from from to user to, waits for its ACCEPT, and for
+// rcv, that user's client, to get it.
+func exchange(t *testing.T, ctx context.Context, from *protocol.Client, to uint64, rcv *protocol.Client, body string) {
+	t.Helper()
+	id, err := from.Send(to, []byte(body))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.WaitAccept(ctx, id); err != nil {
+	if _, err := from.WaitAccept(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	if d, err := b.RecvDeliver(ctx); err != nil || string(d.Body) != "after the refusal" {
-		t.Fatalf("b got %v, %v", d, err)
+	if d, err := rcv.RecvDeliver(ctx); err != nil || string(d.Body) != body {
+		t.Fatalf("user %d got %v, %v; want %q", to, d, err, body)
 	}
 }
 

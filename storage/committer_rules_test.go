@@ -57,11 +57,7 @@ func recv(t *testing.T, ch chan error, what string) error {
 func TestRelaxedAppendDoneFollowsASync(t *testing.T) {
 	cfg := testConfig(t.TempDir())
 	cfg.RelaxedDelay = time.Hour
-	s, err := openBadger(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, _ := openSyncFailing(t, cfg, nil) // syncs never fail here
 	base := s.Stats()
 	order := make(chan string, 2)
 	syncsAtReceipt := make(chan uint64, 1)
