@@ -160,6 +160,11 @@ func TestAckUpToWelcomeLast(t *testing.T) {
 	}
 	recvUntilPong(t, b, 10*time.Second) // fails on the ERROR BAD_ACK that would come first
 	recvReceipts(t, a, 1, 3, false, 10*time.Second)
+	// The backlog given up is gone: a new login finds nothing waiting.
+	b2 := ts.Dial(2, protocol.ClientOptions{})
+	if w := b2.Welcome(); w.Last != 0 {
+		t.Fatalf("a new login after the backlog was given up: WELCOME.Last = %d, want 0", w.Last)
+	}
 }
 
 // TestPipelinedBehindLoginLimit: more than 4 × MaxFrame bytes written
