@@ -225,30 +225,7 @@ func TestRateLimitRefusesThenCloses(t *testing.T) {
 		}
 		return b
 	}
-	// answers reads what the server said to n SENDs: how many were
-	// accepted, and the REFUSEs in order.
-	answers := func(n int) (accepted int, refused []protocol.Refuse) {
-		for accepted+len(refused) < n {
-			f := r.next(5 * time.Second)
-			switch f.Type {
-			case protocol.TypeAccept:
-				var a protocol.Accept
-				if err := a.Decode(f); err != nil {
-					t.Fatal(err)
-				}
-				accepted += int(a.More) + 1
-			case protocol.TypeRefuse:
-				var x protocol.Refuse
-				if err := x.Decode(f); err != nil {
-					t.Fatal(err)
-				}
-				refused = append(refused, x)
-			default:
-				t.Fatalf("got %v, want ACCEPT or REFUSE", f.Type)
-			}
-		}
-		return accepted, refused
-	}
+	answers := func(n int) (int, []protocol.Refuse) { return r.answers(n) }
 
 	// The burst of 50 goes through; the next 5 are refused, each told a
 	// little longer: a frame costs 10 ms, and each refusal 1.25 ms more.

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -384,6 +385,33 @@ func (r *rawConn) write(b []byte) {
 	if _, err := r.Write(b); err != nil {
 		r.t.Fatalf("raw write: %v", err)
 	}
+}
+
+// answers reads the server's answers to n requests: how many were
+// accepted, and the REFUSEs in order. Frames of the types in skip are
+// passed over; any other fails the test.
+func (r *rawConn) answers(n int, skip ...protocol.Type) (accepted int, refused []protocol.Refuse) {
+	r.t.Helper()
+	for accepted+len(refused) < n {
+		f := r.next(5 * time.Second)
+		switch {
+		case f.Type == protocol.TypeAccept:
+			var a protocol.Accept
+			if err := a.Decode(f); err != nil {
+				r.t.Fatal(err)
+			}
+			accepted += int(a.More) + 1
+		case f.Type == protocol.TypeRefuse:
+			var x protocol.Refuse
+			if err := x.Decode(f); err != nil {
+				r.t.Fatal(err)
+			}
+			refused = append(refused, x)
+		case !slices.Contains(skip, f.Type):
+			r.t.Fatalf("got %v, want ACCEPT or REFUSE", f.Type)
+		}
+	}
+	return accepted, refused
 }
 
 // next reads the next frame; it fails the test if none comes within d.

@@ -293,28 +293,7 @@ func TestRateLimitRefusesGroup(t *testing.T) {
 		b = (&protocol.Group{MsgID: id, Op: protocol.GroupCreate, Members: []uint64{2}}).Append(b)
 	}
 	r.write(b)
-	var accepted int
-	var refused []protocol.Refuse
-	for accepted+len(refused) < burst+1 {
-		f := r.next(5 * time.Second)
-		switch f.Type {
-		case protocol.TypeAccept:
-			var a protocol.Accept
-			if err := a.Decode(f); err != nil {
-				t.Fatal(err)
-			}
-			accepted += int(a.More) + 1
-		case protocol.TypeRefuse:
-			var x protocol.Refuse
-			if err := x.Decode(f); err != nil {
-				t.Fatal(err)
-			}
-			refused = append(refused, x)
-		case protocol.TypeGroupEvent, protocol.TypeBatch: // the owner's GROUP_EVENTs
-		default:
-			t.Fatalf("got %v, want ACCEPT, REFUSE, GROUP_EVENT or BATCH", f.Type)
-		}
-	}
+	accepted, refused := r.answers(burst+1, protocol.TypeGroupEvent, protocol.TypeBatch) // the owner's GROUP_EVENTs pass
 	if accepted != burst || len(refused) != 1 {
 		t.Fatalf("%d GROUP CREATEs at once with a burst of %d: %d accepted, %d refused; want %d and 1", burst+1, burst, accepted, len(refused), burst)
 	}
