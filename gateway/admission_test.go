@@ -225,12 +225,11 @@ func TestRateLimitRefusesThenCloses(t *testing.T) {
 		}
 		return b
 	}
-	answers := func(n int) (int, []protocol.Refuse) { return r.answers(n) }
 
 	// The burst of 50 goes through; the next 5 are refused, each told a
 	// little longer: a frame costs 10 ms, and each refusal 1.25 ms more.
 	r.write(send(1, 55))
-	accepted, refused := answers(55)
+	accepted, refused := r.answers(55)
 	if accepted != 50 || len(refused) != 5 {
 		t.Fatalf("55 SENDs at once: %d accepted, %d refused; want 50 and 5", accepted, len(refused))
 	}
@@ -244,7 +243,7 @@ func TestRateLimitRefusesThenCloses(t *testing.T) {
 	// the first refused one is accepted.
 	clock.Advance(time.Duration(refused[4].RetryAfter) * time.Millisecond)
 	r.write(send(51, 1))
-	if accepted, refused := answers(1); accepted != 1 {
+	if accepted, refused := r.answers(1); accepted != 1 {
 		t.Fatalf("resent after retry_after: refused %+v", refused)
 	}
 	// A flood is refused until its debt passes an eighth of the bucket:
