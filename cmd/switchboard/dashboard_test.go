@@ -22,8 +22,7 @@ var metricRef = regexp.MustCompile(`\b(?:switchboard|process|go)_[a-zA-Z0-9_]*[a
 var prometheusOwn = regexp.MustCompile(`\bup\{`)
 
 // servedMetrics returns the metric names a running server serves at
-// /metrics, after a connection has come and gone (so that
-// switchboard_closes_total, which has no series until a close, has one).
+// /metrics, after a connection has come and gone.
 func servedMetrics(t *testing.T) map[string]bool {
 	t.Helper()
 	data := t.TempDir()

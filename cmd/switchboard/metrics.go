@@ -3,6 +3,7 @@ package main
 import (
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -120,12 +121,15 @@ func newMetrics(src metricSources) *prometheus.Registry {
 	reg.MustRegister(collectorFunc{desc: closes, collect: func(ch chan<- prometheus.Metric) {
 		for code := range gs.Closes {
 			n := gs.Closes[code].Load()
-			if n == 0 {
-				continue
-			}
 			reason := "peer"
 			if code > 0 {
 				reason = protocol.Code(code).String()
+			}
+			// Every reason a connection can be closed with is served from
+			// the start, at 0, so that a rate over it reads 0, not "no
+			// data", on a server that has not closed one yet.
+			if n == 0 && code > 0 && (!protocol.Code(code).Fatal() || strings.HasPrefix(reason, "CODE_")) {
+				continue
 			}
 			ch <- prometheus.MustNewConstMetric(closes, prometheus.CounterValue, float64(n), reason)
 		}

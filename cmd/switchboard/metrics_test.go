@@ -449,7 +449,31 @@ func TestMetricsDocumented(t *testing.T) {
 	for _, f := range families {
 		registered[f.GetName()] = true
 	}
-	registered["switchboard_closes_total"] = true // not gathered: no sample while every count is zero
+	// Every close reason is served from the start, at 0.
+	if !registered["switchboard_closes_total"] {
+		t.Error("switchboard_closes_total has no series while no connection has closed")
+	}
+	for _, f := range families {
+		if f.GetName() != "switchboard_closes_total" {
+			continue
+		}
+		reasons := map[string]bool{}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				reasons[l.GetValue()] = true
+			}
+		}
+		for _, want := range []string{"peer", "IDLE_TIMEOUT", "SLOW_CONSUMER", "REPLACED", "BAD_TOKEN"} {
+			if !reasons[want] {
+				t.Errorf("switchboard_closes_total{reason=%q} not served before any close (reasons %v)", want, reasons)
+			}
+		}
+		for r := range reasons {
+			if strings.HasPrefix(r, "CODE_") || r == "RETRY_LATER" {
+				t.Errorf("switchboard_closes_total serves reason %q, which closes nothing", r)
+			}
+		}
+	}
 	for name := range registered {
 		if !strings.Contains(string(doc), "`"+name) {
 			t.Errorf("docs/METRICS.md does not list %s", name)
