@@ -128,6 +128,19 @@ func newCluster(t testing.TB, n int, clock func() time.Time) (*fakeCluster, []*d
 	return c, rs, ss
 }
 
+// acrossNodes starts two nodes with user 1 (alice, homed on node 2)
+// logged in there and user 2 (bob, homed on node 1) logged in there:
+// the nodes, their stores, and alice's and bob's sessions.
+func acrossNodes(t *testing.T) (n1, n2 *delivery.Router, ss []storage.Store, a, b *fakeConn) {
+	t.Helper()
+	_, rs, ss := newCluster(t, 2, time.Now)
+	n1, n2 = rs[0], rs[1]
+	a, b = newFake(), newFake()
+	login(t, n2, a, 1, 0)
+	login(t, n1, b, 2, 0)
+	return n1, n2, ss, a, b
+}
+
 // TestSendAcrossNodes: user 1 (homed on node 2) sends to user 2 (homed on
 // node 1) through node 2: the SEND goes to node 1, which stores it and
 // delivers it to user 2's session there, and the ACCEPT comes back to
@@ -135,12 +148,8 @@ func newCluster(t testing.TB, n int, clock func() time.Time) (*fakeCluster, []*d
 // receipt goes to user 1's mailbox on node 2, and node 1's pending receipt
 // is settled. A retry with flag B is deduplicated on the home node.
 func TestSendAcrossNodes(t *testing.T) {
-	_, rs, ss := newCluster(t, 2, time.Now)
-	n1, n2 := rs[0], rs[1]
+	n1, n2, ss, a, b := acrossNodes(t)
 	const alice, bob = 1, 2 // alice homed on node 2, bob on node 1
-	a, b := newFake(), newFake()
-	login(t, n2, a, alice, 0)
-	login(t, n1, b, bob, 0)
 
 	send(t, n2, a, alice, 7, bob)
 	waitFor(t, "the ACCEPT on alice's node", func() bool { return len(a.items(delivery.OutAccept)) == 1 })
@@ -661,12 +670,8 @@ func storedReceipts(t *testing.T, store storage.Store, user uint64) []protocol.R
 // receipt and then a read receipt, its read flag kept across the nodes,
 // naming bob.
 func TestReadReceiptAcrossNodes(t *testing.T) {
-	_, rs, ss := newCluster(t, 2, time.Now)
-	n1, n2 := rs[0], rs[1]
+	n1, n2, ss, a, b := acrossNodes(t)
 	const alice, bob = 1, 2 // alice homed on node 2, bob on node 1
-	a, b := newFake(), newFake()
-	login(t, n2, a, alice, 0)
-	login(t, n1, b, bob, 0)
 
 	send(t, n2, a, alice, 7, bob)
 	waitFor(t, "the delivery on bob's node", func() bool { return len(b.items(delivery.OutEntry)) == 1 })
@@ -691,12 +696,8 @@ func TestReadReceiptAcrossNodes(t *testing.T) {
 // three messages at once: the receipts in alice's mailbox on node 2 cover
 // all three msg ids, not only the first of the run.
 func TestReceiptRunAcrossNodes(t *testing.T) {
-	_, rs, ss := newCluster(t, 2, time.Now)
-	n1, n2 := rs[0], rs[1]
+	n1, n2, ss, a, b := acrossNodes(t)
 	const alice, bob = 1, 2 // alice homed on node 2, bob on node 1
-	a, b := newFake(), newFake()
-	login(t, n2, a, alice, 0)
-	login(t, n1, b, bob, 0)
 
 	for id := uint64(1); id <= 3; id++ {
 		send(t, n2, a, alice, id, bob)

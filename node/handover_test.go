@@ -58,13 +58,7 @@ func TestTakeover(t *testing.T) {
 	send("before 1")
 	send("before 2") // b reads neither yet
 
-	next := cfg
-	next.Takeover = true
-	nn, err := Start(next)
-	if err != nil {
-		t.Fatalf("takeover: %v", err)
-	}
-	t.Cleanup(func() { nn.Stop(context.Background()) })
+	nn := startSuccessor(t, cfg)
 	select {
 	case <-old.Done():
 	case <-ctx.Done():
@@ -356,6 +350,19 @@ func TestTakeoverOnAnotherAddressPausesNothing(t *testing.T) {
 	exchange(t, ctx, a, 2, b, "after the refusal")
 }
 
+// startSuccessor starts a node that takes over from the one serving cfg's
+// data folder; it stops when the test ends.
+func startSuccessor(t *testing.T, cfg Config) *Node {
+	t.Helper()
+	cfg.Takeover = true
+	nn, err := Start(cfg)
+	if err != nil {
+		t.Fatalf("takeover: %v", err)
+	}
+	t.Cleanup(func() { nn.Stop(context.Background()) })
+	return nn
+}
+
 // exchange sends body from from to user to, waits for its ACCEPT, and for
 // rcv, that user's client, to get it.
 func exchange(t *testing.T, ctx context.Context, from *protocol.Client, to uint64, rcv *protocol.Client, body string) {
@@ -427,13 +434,7 @@ func TestTakeoverKeepsWhatWasNotAcked(t *testing.T) {
 	}
 	receipt(ids[0]) // the ack has reached storage
 
-	next := cfg
-	next.Takeover = true
-	nn, err := Start(next)
-	if err != nil {
-		t.Fatalf("takeover: %v", err)
-	}
-	t.Cleanup(func() { nn.Stop(context.Background()) })
+	startSuccessor(t, cfg)
 	<-old.Done()
 
 	// b dies before storing 2 and 3, and logs in again from its ack.
