@@ -26,7 +26,8 @@ type backuper interface {
 
 // serveBackup streams a backup of the store (storage's Backup: one
 // consistent snapshot, read while the server goes on serving) as
-// application/octet-stream. A backup already running answers 409; a store
+// application/octet-stream. A backup already running answers 409 (one
+// whose client has gone is waited for first; storage's Backup); a store
 // without backups 501. An error after the first byte cannot change the
 // status: the response is cut off, and the file lacks the end record that
 // storage.Restore requires, so it is never taken for a whole backup.

@@ -12,6 +12,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -72,13 +73,15 @@ var (
 // the store serves: it reads a snapshot, so commits go on meanwhile and
 // the backup holds none made after it started. It returns since, the
 // highest Badger version in the backup. One backup runs at a time
-// (ErrBackupBusy); it stops when ctx is done or w fails, and with
-// ErrBackupAborted when the store closes or recovers from a failed commit
-// (a reopen waits for the backup to return, which it does at its next
-// write). Badger's stream reads ahead of w, into a queue of 32 batches of
-// up to 16 MiB each, plus the batches being built and sent: a slow w costs
-// memory, up to about half a GiB for a large database. Any goroutine may
-// call it. The store owns nothing of w after Backup returns.
+// (ErrBackupBusy). A backup whose ctx is already done (its reader went
+// away) is ending: a new one waits up to backupEndWait for it to return
+// rather than being refused. A backup stops when ctx is done or w fails,
+// and with ErrBackupAborted when the store closes or recovers from a
+// failed commit (a reopen waits for the backup to return, which it does at
+// its next write). Badger's stream reads ahead of w, into a queue of 32
+// batches of up to 16 MiB each, plus the batches being built and sent: a
+// slow w costs memory, up to about half a GiB for a large database. Any
+// goroutine may call it. The store owns nothing of w after Backup returns.
 func (s *engine) Backup(ctx context.Context, w io.Writer) (since uint64, err error) {
 	// Badger's snapshot holds what the in-flight tier spilled: all of it,
 	// committed before this point.
@@ -86,6 +89,9 @@ func (s *engine) Backup(ctx context.Context, w io.Writer) (since uint64, err err
 		if err := s.exclusive(bb.spillAll); err != nil {
 			return 0, fmt.Errorf("storage: backup: %w", err)
 		}
+	}
+	if err := s.awaitEndingBackup(ctx); err != nil {
+		return 0, err
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -98,10 +104,14 @@ func (s *engine) Backup(ctx context.Context, w io.Writer) (since uint64, err err
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	if !s.backup.CompareAndSwap(nil, &cancel) {
+	run := &runningBackup{ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	if !s.backup.CompareAndSwap(nil, run) {
 		return 0, ErrBackupBusy
 	}
-	defer s.backup.Store(nil)
+	defer func() {
+		s.backup.Store(nil)
+		close(run.done)
+	}()
 	select {
 	case <-s.hkStop: // Close has begun
 		return 0, ErrBackupAborted
@@ -110,11 +120,47 @@ func (s *engine) Backup(ctx context.Context, w io.Writer) (since uint64, err err
 	return bb.backup(ctx, w)
 }
 
+// backupEndWait bounds how long a new backup waits for one whose reader
+// has gone: that one returns at its next write, normally at once, since
+// its writes fail or see its done ctx.
+const backupEndWait = 10 * time.Second
+
+// runningBackup is the backup in progress.
+type runningBackup struct {
+	ctx    context.Context         // done once its reader has gone or it was aborted
+	cancel context.CancelCauseFunc // aborts it at its next write
+	done   chan struct{}           // closed after it has returned and let the slot go
+}
+
+// awaitEndingBackup waits for the running backup to return if it is
+// ending (its ctx done), up to backupEndWait or until ctx is done. A
+// backup still being read is left alone: the caller then finds the slot
+// taken and answers ErrBackupBusy.
+func (s *engine) awaitEndingBackup(ctx context.Context) error {
+	run := s.backup.Load()
+	if run == nil || run.ctx.Err() == nil {
+		return nil
+	}
+	if h := s.backupWaitHook.Load(); h != nil {
+		(*h)()
+	}
+	t := time.NewTimer(backupEndWait)
+	defer t.Stop()
+	select {
+	case <-run.done:
+		return nil
+	case <-t.C:
+		return ErrBackupBusy
+	case <-ctx.Done():
+		return fmt.Errorf("storage: backup: %w", context.Cause(ctx))
+	}
+}
+
 // abortBackup stops the running backup, if any, at its next write: Close
 // and recover call it before they close the database under it.
 func (s *engine) abortBackup() {
-	if c := s.backup.Load(); c != nil {
-		(*c)(ErrBackupAborted)
+	if run := s.backup.Load(); run != nil {
+		run.cancel(ErrBackupAborted)
 	}
 }
 

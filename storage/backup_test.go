@@ -225,6 +225,41 @@ func TestBackupOneAtATime(t *testing.T) {
 	}
 }
 
+// TestBackupAfterOneCutOff: a backup asked for while the running one's
+// reader has gone (its ctx done, the backup not yet returned) waits for it
+// to end and then runs, instead of being refused as busy.
+func TestBackupAfterOneCutOff(t *testing.T) {
+	s := backupFixture(t)
+	waiting := make(chan struct{})
+	hook := func() { close(waiting) }
+	s.backupWaitHook.Store(&hook)
+	w := &blockingWriter{entered: make(chan struct{}), release: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	first := make(chan error, 1) // one send by the first backup
+	go func() { _, err := s.Backup(ctx, w); first <- err }()
+	<-w.entered
+	cancel() // the first one's reader has gone; it is blocked in a write
+	var out bytes.Buffer
+	second := make(chan error, 1) // one send by the second backup
+	go func() { _, err := s.Backup(context.Background(), &out); second <- err }()
+	select {
+	case <-waiting:
+	case err := <-second:
+		close(w.release) // so that the store can close
+		t.Fatalf("the backup asked for after it returned %v at once, want it to wait for the cut-off one", err)
+	}
+	close(w.release)
+	if err := <-first; !errors.Is(err, context.Canceled) {
+		t.Errorf("the cut-off backup: %v, want context.Canceled", err)
+	}
+	if err := <-second; err != nil {
+		t.Fatalf("the backup asked for after it: %v", err)
+	}
+	if _, _, err := CheckBackup(bytes.NewReader(out.Bytes())); err != nil {
+		t.Errorf("the second backup's bytes: %v", err)
+	}
+}
+
 // FuzzCheckBackup: a backup file damaged in any way is refused as
 // truncated or corrupt by the check made before a restore, never a panic
 // and never another error; only the genuine bytes pass.

@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -82,8 +81,11 @@ type engine struct {
 	retryAt  time.Time     // while failed: when to try reopening the database
 	backoff  time.Duration // while failed: the wait after the next failed reopen
 
-	// backup cancels the running backup (backup.go); nil when none runs.
-	backup atomic.Pointer[context.CancelCauseFunc]
+	// backup is the running backup (backup.go); nil when none runs.
+	backup atomic.Pointer[runningBackup]
+	// backupWaitHook, when set (tests only), is called when a backup
+	// begins to wait for an ending one.
+	backupWaitHook atomic.Pointer[func()]
 
 	// Owned by the housekeeping goroutine (or a test calling housekeep).
 	lastSweep time.Time // Config.Now of the last TTL sweep
