@@ -72,11 +72,11 @@ func Start(cfg Config) (*Node, error) {
 	if len(cfg.Gateway.Keys) == 0 {
 		return nil, errors.New("node: no token keys: at least one is required to verify logins")
 	}
+	if cfg.Takeover {
+		return takeOver(cfg) // it loads the Noise keys once a server answers
+	}
 	if err := cfg.noiseKeys(); err != nil {
 		return nil, err
-	}
-	if cfg.Takeover {
-		return takeOver(cfg)
 	}
 	n, err := start(cfg, 0)
 	if err != nil {

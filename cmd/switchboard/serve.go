@@ -66,7 +66,13 @@ func serve(args []string) error {
 	}
 	tuneProcsNow := !procsSet && cfg.Procs == 0
 
-	keys, _, err := loadKeys(cfg.Data, true)
+	// A takeover creates nothing: the server it takes over from made the
+	// token keys when it first started (and a folder without them has had
+	// no server).
+	keys, _, err := loadKeys(cfg.Data, !cfg.Takeover)
+	if cfg.Takeover && errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("--takeover: no server to take over from: %s has no token keys, which a server makes when it first starts", cfg.Data)
+	}
 	if err != nil {
 		return err
 	}

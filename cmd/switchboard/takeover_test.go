@@ -344,3 +344,33 @@ func TestTakeoverAtFileLimit(t *testing.T) {
 		t.Fatalf("got %v, %v", d, err)
 	}
 }
+
+// TestTakeoverWithNoServerMakesNothing: `serve --takeover` where no server
+// runs fails, saying so, and leaves the data folder as it found it: no
+// folder made where there was none, and no Noise key made in a folder that
+// a plain server left behind.
+func TestTakeoverWithNoServerMakesNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts server processes")
+	}
+	missing := filepath.Join(t.TempDir(), "data")
+	code, stderr := runServe(t, 4096, "--takeover", "--data", missing, "--listen", "127.0.0.1:0", "--metrics=")
+	if code != 1 || !strings.Contains(stderr, "no server to take over from") {
+		t.Errorf("takeover into a missing folder: exit %d, want 1 saying there is no server:\n%s", code, stderr)
+	}
+	if _, err := os.Stat(missing); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the takeover made the data folder (%v)", err)
+	}
+
+	left := t.TempDir() // what a stopped server that had only token keys leaves
+	if _, _, err := token.LoadOrCreate(filepath.Join(left, token.FileName)); err != nil {
+		t.Fatal(err)
+	}
+	code, stderr = runServe(t, 4096, "--takeover", "--data", left, "--listen", "127.0.0.1:0", "--metrics=", "--transport", "noise")
+	if code != 1 || !strings.Contains(stderr, "no server to take over from") {
+		t.Errorf("takeover with no server running: exit %d, want 1 saying there is no server:\n%s", code, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(left, noise.KeysFileName)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the takeover made a Noise key (%v)", err)
+	}
+}
