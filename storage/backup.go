@@ -383,13 +383,13 @@ func Restore(cfg Config, r io.Reader, seqGap uint64) (res Restored, err error) {
 		return res, err
 	}
 	cfg = cfg.withDefaults()
-	created, err := emptyDir(cfg.Dir)
+	made, err := emptyDir(cfg.Dir)
 	if err != nil {
 		return res, err
 	}
 	defer func() {
 		if err != nil {
-			clearDir(cfg.Dir, created)
+			clearDir(cfg.Dir, made)
 		}
 	}()
 	cr, err := newChunkReader(r)
@@ -474,29 +474,37 @@ func raiseMarks(db *badger.DB, gap uint64) (int, error) {
 	return n, nil
 }
 
-// emptyDir makes sure dir exists and is empty, creating it if absent
-// (created then reports so).
-func emptyDir(dir string) (created bool, err error) {
+// emptyDir makes sure dir exists and is empty, creating it and any
+// missing parents if absent; made is then the outermost folder it made.
+func emptyDir(dir string) (made string, err error) {
 	ents, err := os.ReadDir(dir)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return false, fmt.Errorf("storage: restore: %w", err)
+		made = dir // the outermost folder that did not exist: the data folder too, often
+		for parent := filepath.Dir(made); parent != made; parent = filepath.Dir(made) {
+			if _, err := os.Stat(parent); !errors.Is(err, os.ErrNotExist) {
+				break
+			}
+			made = parent
 		}
-		return true, nil
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return "", fmt.Errorf("storage: restore: %w", err)
+		}
+		return made, nil
 	case err != nil:
-		return false, fmt.Errorf("storage: restore: %w", err)
+		return "", fmt.Errorf("storage: restore: %w", err)
 	case len(ents) > 0:
-		return false, fmt.Errorf("%w: %s holds %d entries (%s, ...); restore into a new folder, or move these away first", ErrRestoreNotEmpty, dir, len(ents), ents[0].Name())
+		return "", fmt.Errorf("%w: %s holds %d entries (%s, ...); restore into a new folder, or move these away first", ErrRestoreNotEmpty, dir, len(ents), ents[0].Name())
 	}
-	return false, nil
+	return "", nil
 }
 
 // clearDir removes what a failed restore wrote into dir, which was empty
-// before it (and removes dir itself if the restore created it).
-func clearDir(dir string, created bool) {
-	if created {
-		os.RemoveAll(dir)
+// before it, and the folders it made for dir (made, from emptyDir; "" if
+// dir was there).
+func clearDir(dir, made string) {
+	if made != "" {
+		os.RemoveAll(made)
 		return
 	}
 	ents, _ := os.ReadDir(dir)

@@ -170,7 +170,8 @@ func TestRestoreDamaged(t *testing.T) {
 		{"not a backup", []byte("SQLite format 3\x00 and more bytes"), ErrBackupCorrupt},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := filepath.Join(t.TempDir(), "restored")
+			data := filepath.Join(t.TempDir(), "data") // absent, as for `restore --data` into a new folder
+			dir := filepath.Join(data, "mailboxes")
 			_, err := Restore(smallConfig(dir, -1), bytes.NewReader(tc.data), DefaultRestoreSeqGap)
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("restore: %v, want %v", err, tc.want)
@@ -178,8 +179,8 @@ func TestRestoreDamaged(t *testing.T) {
 			if _, _, err := CheckBackup(bytes.NewReader(tc.data)); !errors.Is(err, tc.want) {
 				t.Errorf("CheckBackup: %v, want %v", err, tc.want)
 			}
-			if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
-				t.Errorf("the folder the failed restore created is still there (%v)", err)
+			if _, err := os.Stat(data); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the folders the failed restore created are still there (%v)", err)
 			}
 		})
 	}

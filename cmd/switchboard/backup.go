@@ -176,7 +176,7 @@ func restore(args []string, w io.Writer) error {
 
 Loads a backup into DIR/mailboxes, with no server running on DIR. It refuses a
 mailboxes folder that holds anything, and a backup that is cut short or
-damaged (and then leaves the folder empty). Every mailbox's next seq is raised
+damaged (and then leaves DIR as it was). Every mailbox's next seq is raised
 by --seq-gap, so that clients that saw entries stored after the backup can log
 in with their resume point. The keys file is not in a backup: copy it into DIR
 yourself before serving (docs/OPERATIONS.md).

@@ -238,7 +238,7 @@ func TestBackupRestoreServer(t *testing.T) {
 }
 
 // TestRestoreTruncatedFile: a backup file cut short is refused with an
-// error that says so, and the data folder is left without mailboxes.
+// error that says so, and leaves no data folder where there was none.
 func TestRestoreTruncatedFile(t *testing.T) {
 	data := filepath.Join(t.TempDir(), "a")
 	n := startNode(t, data)
@@ -263,8 +263,8 @@ func TestRestoreTruncatedFile(t *testing.T) {
 	if !errors.Is(err, storage.ErrBackupTruncated) || !strings.Contains(err.Error(), "truncated") {
 		t.Fatalf("restore of a cut file: %v, want ErrBackupTruncated", err)
 	}
-	if _, err := os.Stat(filepath.Join(dataB, "mailboxes")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("a refused restore left a mailboxes folder (%v)", err)
+	if _, err := os.Stat(dataB); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a refused restore left the data folder it made (%v)", err)
 	}
 }
 
