@@ -61,5 +61,8 @@
 // Typing sends a typing SIGNAL at most every TypingEvery; a peer's shows
 // for TypingShown. The help line lists the commands: /to USER, /group
 // GROUP, /create USER…, /add USER…, /remove USER…, /members, /leave,
-// /quit; /help adds /promote USER… and /demote USER….
+// /quit; /help adds /promote USER… and /demote USER…. A notice (an
+// error, a command's answer) shows for NoticeShown, or until Esc, which
+// also clears the input line. A message refused before it was queued (no
+// conversation open, MaxOutbox waiting) stays on the input line.
 package chat

@@ -201,7 +201,7 @@ func (m *Model) groupEvent(g *protocol.GroupEvent) {
 	c.add(Line{Time: t, From: g.Actor, Text: what, Notice: true}, m.cfg.History)
 	joined := (g.Op == protocol.GroupCreate || g.Op == protocol.GroupAdd) && slices.Contains(g.Members, m.cfg.User)
 	if joined && g.Actor != m.cfg.User && m.st.Open != groupKey(g.Group) {
-		m.notice = fmt.Sprintf("%d added you to group %d: /group %d opens it", g.Actor, g.Group, g.Group)
+		m.say(fmt.Sprintf("%d added you to group %d: /group %d opens it", g.Actor, g.Group, g.Group))
 	}
 }
 
@@ -224,11 +224,11 @@ func (m *Model) accept(a *protocol.Accept) {
 			}
 			if m.st.Open == p.Over {
 				m.st.Open = key
-				m.notice = fmt.Sprintf("group %d created", a.Ref)
+				m.say(fmt.Sprintf("group %d created", a.Ref))
 			} else {
 				// Another conversation was opened since: the next Enter
 				// must not go to the group unannounced.
-				m.notice = fmt.Sprintf("group %d created: /group %d opens it", a.Ref, a.Ref)
+				m.say(fmt.Sprintf("group %d created: /group %d opens it", a.Ref, a.Ref))
 			}
 		}
 	}
@@ -236,7 +236,7 @@ func (m *Model) accept(a *protocol.Accept) {
 
 func (m *Model) refuse(r *protocol.Refuse) {
 	if r.RetryAfter > 0 {
-		m.notice = fmt.Sprintf("server busy (%v): message %d goes again in %d ms", r.Code, r.MsgID, r.RetryAfter)
+		m.say(fmt.Sprintf("server busy (%v): message %d goes again in %d ms", r.Code, r.MsgID, r.RetryAfter))
 		return
 	}
 	p, ok := m.dropOutbox(r.MsgID)
@@ -247,7 +247,7 @@ func (m *Model) refuse(r *protocol.Refuse) {
 		// The group id derived from this msg_id is another creator's
 		// (PROTOCOL.md 8.6): the same create goes again under a new one.
 		// queue's notice, if it cannot, replaces this one.
-		m.notice = fmt.Sprintf("group create %d asked again as %d", p.MsgID, m.st.NextMsgID)
+		m.say(fmt.Sprintf("group create %d asked again as %d", p.MsgID, m.st.NextMsgID))
 		m.queue(Pending{Op: p.Op, Members: p.Members, Over: p.Over}, "")
 		return
 	}
@@ -264,7 +264,7 @@ func (m *Model) failed(p Pending, why string) {
 		m.mark(p, func(l *Line) { l.Failed = why })
 		return
 	}
-	m.notice = fmt.Sprintf("group request refused: %s", why)
+	m.say(fmt.Sprintf("group request refused: %s", why))
 }
 
 // mark applies f to the line of the message p.

@@ -40,10 +40,12 @@ type (
 // Timings of the screen. A typing SIGNAL goes at most every TypingEvery
 // while the user types (PROTOCOL.md 8.7: every few seconds at most); a peer
 // shows as typing for TypingShown after its last one, a little longer, so
-// that a steady typist shows without a gap.
+// that a steady typist shows without a gap. A notice (an error, a command's
+// answer) shows for NoticeShown, or until Esc or the next command.
 const (
 	TypingEvery = 3 * time.Second
 	TypingShown = 5 * time.Second
+	NoticeShown = 15 * time.Second
 )
 
 // Config is what a Model starts with.
@@ -74,12 +76,13 @@ type Model struct {
 	st     *State
 	status client.Status
 
-	input   []rune
-	notice  string // one transient line: an error, /members, /help
-	typing  map[typist]time.Time
-	typedAt time.Time // when the last typing SIGNAL went
-	width   int
-	height  int
+	input    []rune
+	notice   string    // one transient line: an error, /members, /help
+	noticeAt time.Time // when it was said; it goes NoticeShown later
+	typing   map[typist]time.Time
+	typedAt  time.Time // when the last typing SIGNAL went
+	width    int
+	height   int
 }
 
 // typist is a peer typing in a conversation.
@@ -124,6 +127,9 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case StatusMsg:
 		m.status = client.Status(msg)
 	case tickMsg:
+		if m.notice != "" && m.cfg.Now().Sub(m.noticeAt) >= NoticeShown {
+			m.notice = ""
+		}
 		return m, tick()
 	}
 	return m, nil
@@ -135,14 +141,17 @@ func (m *Model) key(k tea.KeyPressMsg) tea.Cmd {
 		return tea.Quit
 	case "enter":
 		line := strings.TrimSpace(string(m.input))
-		m.input = m.input[:0]
-		if strings.HasPrefix(line, "//") {
+		switch {
+		case strings.HasPrefix(line, "//"):
 			line = line[1:] // a message that starts with a slash
-		} else if strings.HasPrefix(line, "/") {
+		case strings.HasPrefix(line, "/"):
+			m.input = m.input[:0]
 			return m.command(line)
 		}
-		if line != "" {
-			m.send(line)
+		// A message refused before it was queued (no conversation, a full
+		// outbox, a failed save) stays on the input line, to send again.
+		if line == "" || m.send(line) {
+			m.input = m.input[:0]
 		}
 		return nil
 	case "backspace":
@@ -171,7 +180,7 @@ func (m *Model) insert(text string) {
 		n += utf8.RuneLen(r)
 	}
 	if n+len(text) > protocol.MaxBody {
-		m.notice = fmt.Sprintf("a message is at most %d bytes (a server may take less): the rest was not typed", protocol.MaxBody)
+		m.say(fmt.Sprintf("a message is at most %d bytes (a server may take less): the rest was not typed", protocol.MaxBody))
 		text = text[:protocol.MaxBody-n]
 		for !utf8.ValidString(text) { // not half a character
 			text = text[:len(text)-1]
@@ -207,12 +216,12 @@ const help = "/to USER · /group GROUP · /create USER… · /add USER… · /re
 func (m *Model) command(line string) tea.Cmd {
 	f := strings.Fields(line)
 	if !slices.Contains(commands, f[0]) {
-		m.notice = "unknown command " + f[0] + " (// starts a message with a slash); " + help
+		m.say("unknown command " + f[0] + " (// starts a message with a slash); " + help)
 		return nil
 	}
 	ids, err := parseIDs(f[1:])
 	if err != nil {
-		m.notice = err.Error()
+		m.say(err.Error())
 		return nil
 	}
 	m.notice = ""
@@ -221,7 +230,7 @@ func (m *Model) command(line string) tea.Cmd {
 	switch f[0] {
 	case "/to", "/group":
 		if len(ids) != 1 {
-			m.notice = f[0] + " takes one id"
+			m.say(f[0] + " takes one id")
 			return nil
 		}
 		prefix := "u"
@@ -231,16 +240,16 @@ func (m *Model) command(line string) tea.Cmd {
 		m.openConv(prefix + strconv.FormatUint(ids[0], 10))
 	case "/create":
 		if len(ids) == 0 {
-			m.notice = "/create takes the ids of the members, e.g. /create 2 3"
+			m.say("/create takes the ids of the members, e.g. /create 2 3")
 			return nil
 		}
 		m.queue(Pending{Op: protocol.GroupCreate, Members: ids, Over: m.st.Open}, "")
 	case "/add", "/remove", "/promote", "/demote":
 		switch {
 		case !open || !inGroup:
-			m.notice = f[0] + " works in a group: /group GROUP first"
+			m.say(f[0] + " works in a group: /group GROUP first")
 		case len(ids) == 0:
-			m.notice = f[0] + " takes user ids"
+			m.say(f[0] + " takes user ids")
 		default:
 			op := map[string]protocol.GroupOp{"/add": protocol.GroupAdd, "/remove": protocol.GroupRemove,
 				"/promote": protocol.GroupPromote, "/demote": protocol.GroupDemote}[f[0]]
@@ -248,18 +257,18 @@ func (m *Model) command(line string) tea.Cmd {
 		}
 	case "/leave":
 		if !open || !inGroup {
-			m.notice = "/leave works in a group: /group GROUP first"
+			m.say("/leave works in a group: /group GROUP first")
 			return nil
 		}
 		m.queue(Pending{Op: protocol.GroupLeave, To: group}, "")
 	case "/members":
 		if !open || !inGroup {
-			m.notice = "/members works in a group: /group GROUP first"
+			m.say("/members works in a group: /group GROUP first")
 			return nil
 		}
-		m.notice = fmt.Sprintf("members of group %d, as seen from here: %s", group, m.names(m.st.Conversations[m.st.Open].Members))
+		m.say(fmt.Sprintf("members of group %d, as seen from here: %s", group, m.names(m.st.Conversations[m.st.Open].Members)))
 	case "/help":
-		m.notice = help + " · /promote USER… and /demote USER… make admins and plain members"
+		m.say(help + " · /promote USER… and /demote USER… make admins and plain members")
 	case "/quit":
 		return tea.Quit
 	}
@@ -293,29 +302,31 @@ func (m *Model) openConv(key string) {
 	m.save()
 }
 
-// send queues text for the open conversation.
-func (m *Model) send(text string) {
+// send queues text for the open conversation, and reports whether it
+// did (a failure from the connection then shows on the message's line).
+func (m *Model) send(text string) bool {
 	to, group, ok := peerOf(m.st.Open)
 	if !ok {
-		m.notice = "no conversation open: /to USER or /group GROUP first"
-		return
+		m.say("no conversation open: /to USER or /group GROUP first (Esc clears the line)")
+		return false
 	}
 	if group {
 		to = peerID(m.st.Open)
 	}
-	m.queue(Pending{To: to, Group: group, Text: text}, m.st.Open)
+	return m.queue(Pending{To: to, Group: group, Text: text}, m.st.Open)
 }
 
 // queue gives p the next msg_id, saves it in the outbox (and as a line of
-// conv, for a message) and only then hands it to the connection.
-func (m *Model) queue(p Pending, conv string) {
+// conv, for a message) and only then hands it to the connection. It
+// reports false, with a notice, when p was refused before it was saved.
+func (m *Model) queue(p Pending, conv string) bool {
 	switch {
 	case len(m.st.Outbox) >= MaxOutbox:
-		m.notice = fmt.Sprintf("%d messages wait for the server already: not sent", MaxOutbox)
-		return
+		m.say(fmt.Sprintf("%d messages wait for the server already: not sent", MaxOutbox))
+		return false
 	case len(p.Text) > protocol.MaxBody:
-		m.notice = fmt.Sprintf("a message is at most %d bytes: not sent", protocol.MaxBody)
-		return
+		m.say(fmt.Sprintf("a message is at most %d bytes: not sent", protocol.MaxBody))
+		return false
 	}
 	p.MsgID = m.st.NextMsgID
 	m.st.NextMsgID++
@@ -330,19 +341,26 @@ func (m *Model) queue(p Pending, conv string) {
 		if c != nil {
 			c.Lines = c.Lines[:len(c.Lines)-1]
 		}
-		return
+		return false
 	}
 	if err := m.cfg.Link.Queue(p.outgoing()); err != nil {
 		m.dropOutbox(p.MsgID)
 		m.failed(p, err.Error())
 		m.save()
 	}
+	return true
+}
+
+// say shows notice on the notice line, for NoticeShown or until Esc or
+// the next command.
+func (m *Model) say(notice string) {
+	m.notice, m.noticeAt = notice, m.cfg.Now()
 }
 
 // save writes the state; on failure it says so on screen and reports false.
 func (m *Model) save() bool {
 	if err := m.cfg.Store.Save(m.st); err != nil {
-		m.notice = err.Error()
+		m.say(err.Error())
 		return false
 	}
 	return true

@@ -480,6 +480,71 @@ func TestStateLock(t *testing.T) {
 	again()
 }
 
+// TestStateLockClearsCutSaves: the temporary files a Save killed before
+// its rename leaves are removed by the next chat of that user once it
+// holds the lock, and no other user's are touched.
+func TestStateLockClearsCutSaves(t *testing.T) {
+	dir := t.TempDir()
+	store := NewStore(dir, 1)
+	cut := store.Path() + ".tmp123456"
+	other := filepath.Join(dir, "user-2.json.tmp654321")
+	for _, p := range []string{cut, other} {
+		if err := os.WriteFile(p, []byte(`{"user":`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	release, err := store.Lock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	if _, err := os.Stat(cut); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the cut save %s is still there (%v)", cut, err)
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Errorf("user 2's file went with user 1's lock: %v", err)
+	}
+}
+
+// TestModelRefusedTextStays: a message refused before it was queued
+// (no conversation open, the outbox full) stays on the input line with
+// the reason, so that it can be sent once the cause is gone.
+func TestModelRefusedTextStays(t *testing.T) {
+	h := newHarness(t, t.TempDir())
+	h.typeLine("hello there")
+	h.want("no conversation open: /to USER or /group GROUP first (Esc clears the line)", "> hello there█")
+	h.m.Update(tea.KeyPressMsg{Code: tea.KeyEscape})
+	h.typeLine("/to 2")
+	h.m.st.Outbox = make([]Pending, MaxOutbox)
+	for i := range h.m.st.Outbox {
+		h.m.st.Outbox[i] = Pending{To: 2, MsgID: uint64(100 + i), Text: "waiting"}
+	}
+	h.typeLine("one more")
+	h.want("256 messages wait for the server already: not sent", "> one more█")
+	if n := len(h.link.queued); n != 0 {
+		t.Fatalf("%d queued, want none", n)
+	}
+	h.m.st.Outbox = nil // the server accepted them
+	h.typeLine("")
+	if n := len(h.link.queued); n != 1 || string(h.link.queued[0].Body) != "one more" {
+		t.Fatalf("queued after the outbox emptied: %+v, want the kept text", h.link.queued)
+	}
+	h.want("> █")
+}
+
+// TestModelNoticeFades: a notice shows for NoticeShown, then goes on the
+// next tick of the clock.
+func TestModelNoticeFades(t *testing.T) {
+	h := newHarness(t, t.TempDir())
+	h.typeLine("/nosuch")
+	h.clock.now = h.clock.now.Add(NoticeShown - time.Second)
+	h.m.Update(tickMsg(h.clock.now))
+	h.want("unknown command /nosuch")
+	h.clock.now = h.clock.now.Add(time.Second)
+	h.m.Update(tickMsg(h.clock.now))
+	h.wantNot("unknown command")
+}
+
 // TestModelStatusLine: the title says what the connection does.
 func TestModelStatusLine(t *testing.T) {
 	h := newHarness(t, t.TempDir())

@@ -126,7 +126,8 @@ func (s *Store) Path() string { return s.path }
 // Lock takes the state's lock, a file beside it (user-<id>.lock), until
 // release is called or the process ends. Two chats of one user on one
 // state would each save over the other's counter, and a peer drops a
-// message whose msg_id it has seen; the second is refused instead.
+// message whose msg_id it has seen; the second is refused instead. Once
+// it holds the lock it removes what a Save cut short left.
 func (s *Store) Lock() (release func(), err error) {
 	if err := os.MkdirAll(filepath.Dir(s.path), 0o700); err != nil {
 		return nil, fmt.Errorf("chat: state folder: %w", err)
@@ -142,6 +143,13 @@ func (s *Store) Lock() (release func(), err error) {
 			return nil, fmt.Errorf("chat: another chat of this user runs on %s (it holds %s)", s.path, path)
 		}
 		return nil, fmt.Errorf("chat: lock %s: %w", path, err)
+	}
+	// Temporary files of a Save cut short (the process killed between
+	// writing one and renaming it) are this state's, and nobody else's
+	// while the lock is held.
+	stale, _ := filepath.Glob(s.path + ".tmp*")
+	for _, t := range stale {
+		os.Remove(t)
 	}
 	return func() { f.Close() }, nil
 }
