@@ -240,6 +240,33 @@ func TestSendToADownNode(t *testing.T) {
 	}
 }
 
+// TestForwardTimeoutsRefusedInOrder: several forwarded SENDs whose home
+// never answered are refused on one tick in msg_id order, so that a
+// session that resends on each refusal resends them in order.
+func TestForwardTimeoutsRefusedInOrder(t *testing.T) {
+	var now atomic.Int64
+	now.Store(time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC).UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	c, rs, _ := newCluster(t, 2, clock)
+	n2 := rs[1]
+	const alice, bob = 1, 2
+	a := newFake()
+	login(t, n2, a, alice, 0)
+	c.set(c.deaf, 1, true)
+	const sends = 16
+	for id := uint64(1); id <= sends; id++ {
+		send(t, n2, a, alice, id, bob)
+	}
+	now.Add(int64(time.Second))
+	n2.Tick()
+	waitFor(t, "the timeouts' refusals", func() bool { return len(a.items(delivery.OutRefuse)) == sends })
+	for i, r := range a.items(delivery.OutRefuse) {
+		if r.MsgID != uint64(i+1) || r.Code != protocol.CodeRetryLater {
+			t.Fatalf("refusal %d: %+v, want RETRY_LATER of msg %d (in msg_id order)", i, r, i+1)
+		}
+	}
+}
+
 // TestLoginAwayFromHomeRefused: a mailbox is served only by its home: a
 // login of a user homed elsewhere is refused (the gateway redirects it
 // before it gets here), so ownership never splits.
