@@ -143,6 +143,9 @@ func Start(cfg Config, handler func(from uint32, payload []byte)) (*Cluster, err
 	if handler == nil {
 		return nil, errors.New("cluster: Start without a handler")
 	}
+	if cfg.External == "" && len(cfg.Keys) == 0 {
+		return nil, errors.New("cluster: no keys: the embedded NATS server admits only nodes holding the token keys")
+	}
 	c := &Cluster{
 		cfg:      cfg,
 		log:      cfg.Logger.With("node", cfg.Self),
@@ -196,7 +199,7 @@ func Start(cfg Config, handler func(from uint32, payload []byte)) (*Cluster, err
 // connect dials NATS over TCP (never an in-process pipe: a far node cut
 // one as a slow consumer under a burst) and subscribes.
 func (c *Cluster) connect(url string) error {
-	nc, err := nats.Connect(url,
+	opts := []nats.Option{
 		nats.Name(fmt.Sprintf("switchboard %s node %d", c.cfg.Name, c.cfg.Self)),
 		nats.Timeout(connectTimeout),
 		nats.MaxReconnects(-1),
@@ -217,7 +220,11 @@ func (c *Cluster) connect(url string) error {
 			c.log.Warn("cluster: NATS connection lost", "err", err)
 		}),
 		nats.ReconnectHandler(func(*nats.Conn) { c.log.Info("cluster: NATS connection back") }),
-	)
+	}
+	if c.srv != nil {
+		opts = append(opts, nats.UserInfo(c.cfg.credentials()))
+	}
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return fmt.Errorf("cluster: connect to NATS at %s: %w", url, err)
 	}

@@ -29,10 +29,13 @@ func testConfigs(t *testing.T, n int) []Config {
 	}
 	cfgs := make([]Config, n)
 	for i := range cfgs {
-		cfgs[i] = Config{Name: "test", Self: uint32(i + 1), Nodes: slices.Clone(nodes)}
+		cfgs[i] = Config{Name: "test", Self: uint32(i + 1), Nodes: slices.Clone(nodes), Keys: testKeys}
 	}
 	return cfgs
 }
+
+// testKeys are the token keys of the test clusters.
+var testKeys = map[uint32][]byte{1: []byte("0123456789abcdef0123456789abcdef")}
 
 // inbox records what a node's handler was given, per sender.
 type inbox struct {

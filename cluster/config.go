@@ -42,6 +42,11 @@ type Config struct {
 	// and may be empty. Empty: this node embeds a NATS server on its NATS
 	// and Route addresses, routed to every other node's Route.
 	External string
+	// Keys are the token keys (by id), the same file on every node. The
+	// embedded NATS server admits only routes and clients that prove they
+	// hold one of them, and this node proves its newest (auth.go).
+	// Required unless External; they are not part of Hash.
+	Keys map[uint32][]byte
 	// Heartbeat is how often this node announces itself on the control
 	// subject. Zero means DefaultHeartbeat.
 	Heartbeat time.Duration

@@ -4,8 +4,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/url"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -73,17 +74,19 @@ func newServer(cfg Config, self NodeAddr, log *slog.Logger) (*server.Server, err
 			MaxPingsOut:   routeMaxPingsOut,
 			WriteDeadline: writeDeadline,
 		},
+		CustomClientAuthentication: keyAuth{name: cfg.Name, keys: cfg.Keys},
+		CustomRouterAuthentication: keyAuth{name: cfg.Name, keys: cfg.Keys},
 	}
 	for _, n := range cfg.Nodes {
 		if n.ID != cfg.Self {
-			opts.Routes = append(opts.Routes, &url.URL{Scheme: "nats-route", Host: n.Route})
+			opts.Routes = append(opts.Routes, cfg.routeURL(n.Route))
 		}
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: embedded NATS server: %w", err)
 	}
-	s.SetLoggerV2(natsLogger{log}, false, false, false)
+	s.SetLoggerV2(&natsLogger{log: log}, false, false, false)
 	s.Start()
 	if !s.ReadyForConnections(readyTimeout) {
 		s.Shutdown()
@@ -103,18 +106,42 @@ func splitPort(addr string) (string, int, error) {
 }
 
 // natsLogger passes the embedded server's log to slog: its notices (startup
-// banners, routes coming and going) at Debug, warnings and errors as such.
-type natsLogger struct{ log *slog.Logger }
+// banners, routes coming and going) at Debug, warnings and errors as such,
+// but for two kinds of error. A failed dial of a route is a peer down or
+// not started yet, which the cluster's own "node down" line says: Debug. A
+// connection refused for lacking the token keys is said in the cluster's
+// words, at most once per authSayEvery (NATS retries each route every
+// second).
+type natsLogger struct {
+	log      *slog.Logger
+	authSaid atomic.Int64 // time.Now().UnixNano() of the last key-mismatch line
+}
 
-func (l natsLogger) Noticef(format string, v ...any) {
+// authSayEvery spaces the key-mismatch lines of one node.
+const authSayEvery = 30 * time.Second
+
+func (l *natsLogger) Noticef(format string, v ...any) {
 	l.log.Debug("nats: " + fmt.Sprintf(format, v...))
 }
-func (l natsLogger) Warnf(format string, v ...any) { l.log.Warn("nats: " + fmt.Sprintf(format, v...)) }
-func (l natsLogger) Fatalf(format string, v ...any) {
+func (l *natsLogger) Warnf(format string, v ...any) { l.log.Warn("nats: " + fmt.Sprintf(format, v...)) }
+func (l *natsLogger) Fatalf(format string, v ...any) {
 	l.log.Error("nats: " + fmt.Sprintf(format, v...))
 }
-func (l natsLogger) Errorf(format string, v ...any) {
-	l.log.Error("nats: " + fmt.Sprintf(format, v...))
+func (l *natsLogger) Errorf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	switch {
+	case strings.Contains(msg, "Error trying to connect to route"):
+		l.log.Debug("nats: " + msg)
+	case strings.Contains(msg, "authentication error") || strings.Contains(msg, "Authorization Violation"):
+		now, last := time.Now().UnixNano(), l.authSaid.Load()
+		if now-last < int64(authSayEvery) || !l.authSaid.CompareAndSwap(last, now) {
+			l.log.Debug("nats: " + msg)
+			return
+		}
+		l.log.Error("cluster: NATS refused a connection that does not hold this node's token keys: a node with another keys file (copy one keys file to every node), or not a node at all; repeats are logged at debug for "+authSayEvery.String(), "nats", msg)
+	default:
+		l.log.Error("nats: " + msg)
+	}
 }
-func (l natsLogger) Debugf(format string, v ...any) {}
-func (l natsLogger) Tracef(format string, v ...any) {}
+func (l *natsLogger) Debugf(format string, v ...any) {}
+func (l *natsLogger) Tracef(format string, v ...any) {}

@@ -120,6 +120,9 @@ func (c Config) WithDefaults() Config {
 	if c.clustered() && c.Cluster.Logger == nil {
 		c.Cluster.Logger = c.Logger
 	}
+	if c.clustered() && c.Cluster.Keys == nil {
+		c.Cluster.Keys = c.Gateway.Keys // nodes prove the shared token keys to each other's NATS
+	}
 	if c.Transport == "" {
 		c.Transport = TransportAuto
 	}
