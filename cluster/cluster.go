@@ -51,6 +51,11 @@ const (
 // node list) differs from a peer's: it refuses to join.
 var ErrMismatch = errors.New("cluster: configuration differs from a peer's")
 
+// ErrNodeInUse is the error of a node that hears another process announce
+// itself as the same node, with the same configuration: it refuses to join,
+// since two processes cannot both be one node.
+var ErrNodeInUse = errors.New("cluster: this node's id is in use")
+
 // NodeEvent is a node going up or down, as this node sees it.
 type NodeEvent struct {
 	Node uint32
@@ -128,7 +133,8 @@ type peer struct {
 // and publishes heartbeats carrying cfg.Hash. It returns once every peer has
 // been heard from, or after cfg.DownAfter (peers not heard are down). It
 // refuses, with an error wrapping ErrMismatch that names both hashes and what
-// differs, when a peer's heartbeat carries another hash in that time; a
+// differs, when a peer's heartbeat carries another hash in that time, and
+// with ErrNodeInUse when another process announces itself as this node; a
 // mismatch heard later is logged and that peer is treated as down.
 //
 // handler is called for every payload published to this node, in order per
@@ -332,7 +338,7 @@ func (c *Cluster) heard(m *nats.Msg) {
 	}
 	if hb.node == c.cfg.Self {
 		if hb.instance != c.instance && hb.hash == c.hash {
-			c.refuse(fmt.Errorf("%w: another process runs as node %d", ErrMismatch, hb.node), nil)
+			c.refuse(fmt.Errorf("%w: another process already runs as node %d (another data folder or host started with the same cluster-node); stop one of them", ErrNodeInUse, hb.node), nil)
 		}
 		return
 	}
@@ -342,6 +348,9 @@ func (c *Cluster) heard(m *nats.Msg) {
 		if d := describeDiff(c.canon, string(hb.text)); d != "" {
 			err = fmt.Errorf("%w: %s", err, d)
 		}
+		// Either list may be the wrong one: the first node up is not the
+		// right one by being first.
+		err = fmt.Errorf("%w (every node needs the same cluster-name and cluster-nodes: correct whichever of the two is wrong and restart it)", err)
 		c.refuse(err, p)
 		return
 	}

@@ -216,6 +216,7 @@ func TestMismatchRefused(t *testing.T) {
 	for _, want := range []string{
 		fmt.Sprintf("%016x", two[0].Hash()), fmt.Sprintf("%016x", cfgs[2].Hash()),
 		"node 3 is listed here only",
+		"correct whichever of the two is wrong and restart it",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %q", err, want)

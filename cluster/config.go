@@ -133,7 +133,11 @@ func (c Config) Validate() error {
 		// nodes share one; a NATS address is dialled only by its own node
 		// and may be the same loopback address on every host.
 		check := func(field, addr string, required, unique bool) {
-			if addr == "" && !required {
+			switch {
+			case addr == "" && !required:
+				return
+			case addr == "" && field != "client":
+				bad("node %d: no %s address: each of Nodes is id=client/route/nats, and route and nats are left empty only with External", n.ID, field)
 				return
 			}
 			if err := checkHostPort(addr); err != nil {
@@ -150,9 +154,24 @@ func (c Config) Validate() error {
 		check("client", n.Client, true, true)
 		check("route", n.Route, c.External == "", true)
 		check("nats", n.NATS, c.External == "", false)
+		if c.External == "" && n.NATS != "" && (n.NATS == n.Route || n.NATS == n.Client) {
+			bad("node %d: nats address %s is also its own client or route address: each of Nodes listens on three", n.ID, n.NATS)
+		}
 	}
-	if c.Self == 0 || !ids[c.Self] {
-		bad("self %d is not in the node list", c.Self)
+	if c.External == "" {
+		// A nats address is another listener on its host: not another
+		// node's client or route address either.
+		for _, n := range c.Nodes {
+			if other, dup := addrs[n.NATS]; dup && other != n.ID {
+				bad("node %d: nats address %s is also node %d's (Nodes)", n.ID, n.NATS, other)
+			}
+		}
+	}
+	switch {
+	case c.Self == 0:
+		bad("Self is not set: want this node's id, one of Nodes'")
+	case !ids[c.Self]:
+		bad("Self %d is not one of Nodes' ids", c.Self)
 	}
 	if c.External != "" {
 		for _, u := range strings.Split(c.External, ",") {

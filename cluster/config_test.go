@@ -134,7 +134,7 @@ func TestValidate(t *testing.T) {
 		`node 2: client address "nohost"`,
 		"route address 127.0.0.1:7101 is also node 0's",
 		`nats address "127.0.0.1:70000"`,
-		"self 9 is not in the node list",
+		"Self 9 is not one of Nodes' ids",
 		"down-after 2s is under twice the heartbeat 1.5s",
 	}
 	if err == nil {
@@ -150,6 +150,26 @@ func TestValidate(t *testing.T) {
 	}
 	if err := (Config{Name: "x", Self: 1, Nodes: []NodeAddr{{ID: 1, Client: "h:1"}}, External: "http://x"}).Validate(); err == nil || !strings.Contains(err.Error(), "external url") {
 		t.Errorf("bad external url: %v", err)
+	}
+
+	// Listeners of one host that would meet at start, and settings left
+	// out, each named as such.
+	for _, tc := range []struct {
+		name  string
+		nodes []NodeAddr
+		self  uint32
+		want  string
+	}{
+		{"no self", good.Nodes, 0, "Self is not set"},
+		{"route and nats one address", []NodeAddr{{1, "127.0.0.1:7001", "127.0.0.1:7101", "127.0.0.1:7101"}}, 1, "node 1: nats address 127.0.0.1:7101 is also its own client or route address"},
+		{"client and nats one address", []NodeAddr{{1, "127.0.0.1:7001", "127.0.0.1:7101", "127.0.0.1:7001"}}, 1, "node 1: nats address 127.0.0.1:7001 is also its own client or route address"},
+		{"nats another node's client", []NodeAddr{{1, "127.0.0.1:7001", "127.0.0.1:7101", "127.0.0.1:7002"}, {2, "127.0.0.1:7002", "127.0.0.1:7102", "127.0.0.1:7202"}}, 1, "node 1: nats address 127.0.0.1:7002 is also node 2's"},
+		{"no route", []NodeAddr{{1, "127.0.0.1:7001", "", ""}}, 1, "node 1: no route address: each of Nodes is id=client/route/nats, and route and nats are left empty only with External"},
+	} {
+		err := Config{Name: "x", Self: tc.self, Nodes: tc.nodes}.Validate()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
+		}
 	}
 }
 
@@ -233,7 +253,7 @@ func TestLaterMismatch(t *testing.T) {
 	c.heard(&nats.Msg{Data: appendHeartbeat(nil, 1, cfg.Hash(), 77, cfg.canonical())})
 	select {
 	case err := <-c.mismatch:
-		if !errors.Is(err, ErrMismatch) || !strings.Contains(err.Error(), "another process runs as node 1") {
+		if !errors.Is(err, ErrNodeInUse) || !strings.Contains(err.Error(), "another process already runs as node 1") {
 			t.Errorf("duplicate node: %v", err)
 		}
 	default:
@@ -294,8 +314,8 @@ func TestStartListensForItsOwnID(t *testing.T) {
 		// starting, refuses the start.
 		c.starting.Store(true)
 		c.heard(&nats.Msg{Data: appendHeartbeat(nil, 1, cfg.Hash(), 77, cfg.canonical())})
-		if err := c.awaitPeers(); !errors.Is(err, ErrMismatch) {
-			t.Errorf("%d peers up, a second node 1 heard: %v, want ErrMismatch", peers, err)
+		if err := c.awaitPeers(); !errors.Is(err, ErrNodeInUse) {
+			t.Errorf("%d peers up, a second node 1 heard: %v, want ErrNodeInUse", peers, err)
 		}
 	}
 }

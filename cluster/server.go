@@ -55,6 +55,15 @@ func newServer(cfg Config, self NodeAddr, log *slog.Logger) (*server.Server, err
 	if err != nil {
 		return nil, err
 	}
+	// NATS reports a listener it could not open only by never becoming
+	// ready: find out first, and say which.
+	for _, l := range []struct{ what, addr string }{{"nats", self.NATS}, {"route", self.Route}} {
+		ln, err := net.Listen("tcp", l.addr)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: node %d's %s address %s: %w (is node %d already running on this host?)", cfg.Self, l.what, l.addr, err, cfg.Self)
+		}
+		ln.Close()
+	}
 	opts := &server.Options{
 		ServerName:    fmt.Sprintf("%s-%d", cfg.Name, cfg.Self),
 		Host:          host,

@@ -282,7 +282,7 @@ func newMetrics(src metricSources) *prometheus.Registry {
 	clusterValue := func(name, help string, kind prometheus.ValueType, get func(cluster.Stats) uint64) {
 		statValue(reg, clusterStats, name, help, kind, func(s cluster.Stats) float64 { return float64(get(s)) })
 	}
-	clusterValue("switchboard_cluster_peers_down", "Other nodes of the cluster's configuration this node sees down now (no heartbeat within --cluster-down-after).", prometheus.GaugeValue, func(s cluster.Stats) uint64 { return s.PeersDown })
+	clusterValue("switchboard_cluster_peers_down", "Other nodes of the cluster's configuration this node sees down now: no heartbeat within --cluster-down-after, or a heartbeat from a node with another configuration.", prometheus.GaugeValue, func(s cluster.Stats) uint64 { return s.PeersDown })
 	clusterValue("switchboard_cluster_sent_total", "Payloads handed to NATS for other nodes.", prometheus.CounterValue, func(s cluster.Stats) uint64 { return s.Sent })
 	clusterValue("switchboard_cluster_send_refused_total", "Payloads not sent because their node was down, the NATS connection was not up, or the payload was over 1 MiB.", prometheus.CounterValue, func(s cluster.Stats) uint64 { return s.SendRefused })
 	clusterValue("switchboard_cluster_received_total", "Payloads from other nodes passed to routing.", prometheus.CounterValue, func(s cluster.Stats) uint64 { return s.Received })

@@ -16,6 +16,7 @@ import (
 
 	"switchboard/home"
 	"switchboard/node"
+	"switchboard/noise"
 	"switchboard/storage"
 	"switchboard/token"
 )
@@ -296,6 +297,9 @@ func (m *mover) run() error {
 		if slices.Contains(m.new, n) {
 			if _, err := os.Stat(filepath.Join(m.dirs[n], token.FileName)); errors.Is(err, os.ErrNotExist) {
 				fmt.Fprintf(m.w, "node %d has no keys file at %s: copy the cluster's keys file there before 'switchboard serve'\n", n, filepath.Join(m.dirs[n], token.FileName))
+			}
+			if _, err := os.Stat(filepath.Join(m.dirs[n], noise.KeysFileName)); errors.Is(err, os.ErrNotExist) {
+				fmt.Fprintf(m.w, "node %d has no Noise keys at %s: copy the cluster's %s there too, or clients that pinned the others' key fall back to a full handshake there\n", n, filepath.Join(m.dirs[n], noise.KeysFileName), noise.KeysFileName)
 			}
 			continue
 		}

@@ -18,6 +18,7 @@ import (
 	"switchboard/client"
 	"switchboard/home"
 	"switchboard/internal/testutil"
+	"switchboard/noise"
 	"switchboard/node"
 	"switchboard/protocol"
 	"switchboard/storage"
@@ -104,6 +105,14 @@ func TestMoveCommand(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), fmt.Sprintf("moved %d ids\n", total)) {
 		t.Errorf("the move does not total %d:\n%s", total, out.String())
+	}
+	for _, lacks := range []string{
+		"node 3 has no keys file at " + filepath.Join(dirs[3], token.FileName),
+		"node 3 has no Noise keys at " + filepath.Join(dirs[3], noise.KeysFileName),
+	} {
+		if !strings.Contains(out.String(), lacks) {
+			t.Errorf("the move does not say %q:\n%s", lacks, out.String())
+		}
 	}
 	s3 := openStoreOf(t, dirs[3])
 	for u := uint64(1); u <= 40; u++ {
