@@ -75,9 +75,10 @@ var ErrProtocol = errors.New("handover: protocol error")
 // Channel is one end of the unix socket two processes hand over on. It
 // carries whole messages (SOCK_SEQPACKET) with descriptors beside them.
 type Channel struct {
-	c   *net.UnixConn
-	buf []byte
-	oob []byte
+	c    *net.UnixConn
+	buf  []byte // Recv's: a BATCH's records alias it
+	oob  []byte
+	sbuf []byte // Send's, apart, so that sending leaves received records alone
 }
 
 // Listen listens for a successor on path, a socket only the owner may
@@ -128,7 +129,7 @@ func (ch *Channel) SetDeadline(t time.Time) error { return ch.c.SetDeadline(t) }
 // Send sends m. A BATCH's descriptors stay the caller's (the kernel passes
 // copies).
 func (ch *Channel) Send(m *Message) error {
-	b := append(ch.buf[:0], byte(m.Kind))
+	b := append(ch.sbuf[:0], byte(m.Kind))
 	var oob []byte
 	switch m.Kind {
 	case KindHello:
@@ -160,7 +161,7 @@ func (ch *Channel) Send(m *Message) error {
 	if err == nil && n != len(b) {
 		err = fmt.Errorf("handover: short write of %s (%d of %d bytes)", m.Kind, n, len(b))
 	}
-	ch.buf = b[:0]
+	ch.sbuf = b[:0]
 	return err
 }
 

@@ -157,6 +157,8 @@ func TestDecodeRefuses(t *testing.T) {
 		"count without fds":  {[]byte{byte(KindBatch), 1}, nil},
 		"record cut":         {append([]byte{byte(KindBatch), 1}, 4, 0), []int{-1}},
 		"bytes after closed": {[]byte{byte(KindClosed), 1, 2}, nil},
+		"a record, no fd":    {append([]byte{byte(KindBatch), 1}, sampleConns()[2].Append(nil)...), nil},
+		"an fd, no record":   {[]byte{byte(KindBatch), 0}, []int{-1}},
 	} {
 		if _, err := Decode(c.b, c.fds); err == nil {
 			t.Errorf("%s: decoded", name)

@@ -27,6 +27,8 @@ func TestLoad(t *testing.T) {
 		{name: "group may read", body: "1 " + k1 + "\n", mode: 0o640, want: ErrKeysExposed, errHas: "chmod 600"},
 		{name: "others may read", body: "1 " + k1 + "\n", mode: 0o604, want: ErrKeysExposed, errHas: "-rw----r--"},
 		{name: "secret too short", body: "1 " + strings.Repeat("ab", 15) + "\n", mode: 0o600, errHas: ":1: want"},
+		{name: "longest secret", body: "1 " + strings.Repeat("ab", 1<<10) + "\n", mode: 0o600, newest: 1, numKeys: 1},
+		{name: "secret too long", body: "1 " + strings.Repeat("ab", 1<<10+1) + "\n", mode: 0o600, errHas: ":1: want"},
 		{name: "secret not hex", body: "# c\n1 " + strings.Repeat("zz", 16) + "\n", mode: 0o600, errHas: ":2: want"},
 		{name: "id over 32 bits", body: "4294967296 " + k1 + "\n", mode: 0o600, errHas: ":1: want"},
 		{name: "no secret", body: "1\n", mode: 0o600, errHas: ":1: want"},
