@@ -103,6 +103,11 @@ func start(cfg Config, inherited int) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Once the store is open, so that the folder is this process's.
+	if err := checkHomes(cfg); err != nil {
+		store.Close()
+		return nil, err
+	}
 	router, err := delivery.New(cfg.Delivery, store)
 	if err != nil {
 		store.Close()

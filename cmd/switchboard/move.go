@@ -312,6 +312,14 @@ func (m *mover) run() error {
 	if refused > 0 {
 		return fmt.Errorf("%d ids refused (above) and left where they were; everything else moved", refused)
 	}
+	// Every id is at its new home: each new node's folder may now be
+	// served as that node under the new list (serve checks the record).
+	for _, n := range m.new {
+		if err := node.WriteHomes(m.dirs[n], node.HomesOf(n, m.new)); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(m.w, "recorded each new node's folder as its homes under the new list (%s)\n", node.HomesFileName)
 	return nil
 }
 

@@ -114,6 +114,12 @@ func TestMoveCommand(t *testing.T) {
 			t.Errorf("the move does not say %q:\n%s", lacks, out.String())
 		}
 	}
+	for n := uint32(1); n <= 3; n++ {
+		b, err := os.ReadFile(filepath.Join(dirs[n], node.HomesFileName))
+		if want := fmt.Sprintf("node %d of 1,2,3\n", n); err != nil || !strings.HasSuffix(string(b), want) {
+			t.Errorf("node %d's folder records %q (%v), want %q", n, b, err, want)
+		}
+	}
 	s3 := openStoreOf(t, dirs[3])
 	for u := uint64(1); u <= 40; u++ {
 		if home.Of(u, newNodes) != 3 {
