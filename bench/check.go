@@ -288,10 +288,13 @@ func record(h *hdrhistogram.Histogram, ns int64) {
 // too. Messages the server refused to be sent again, and had not accepted
 // when the run ended, are a note: a server at its capacity. Loop-only.
 func (l *loop) countLosses(lr *Result) {
-	lost, unanswered, refused := l.losses()
-	lr.Lost = lost
+	lost, unchecked, unanswered, refused := l.losses()
+	lr.Lost, lr.Unchecked = lost, unchecked
 	if lost > 0 {
 		lr.Failures = append(lr.Failures, fmt.Sprintf("%d accepted messages were not delivered to every recipient", lost))
+	}
+	if unchecked > 0 {
+		lr.Failures = append(lr.Failures, fmt.Sprintf("%d accepted messages were not delivered to a recipient that could not log in: not checked, and not counted as lost (they may wait in its mailbox); --retries lets a recipient wait longer for a server that restarts", unchecked))
 	}
 	if unanswered > 0 {
 		lr.Failures = append(lr.Failures, fmt.Sprintf("%d messages were never answered: neither accepted nor refused nor delivered when the run ended", unanswered))
@@ -301,16 +304,19 @@ func (l *loop) countLosses(lr *Result) {
 	}
 }
 
-// losses counts accepted messages short of recipients, messages the server
-// neither accepted, refused nor delivered, and those it refused to be sent
-// again and had not accepted yet. Loop-only.
-func (l *loop) losses() (lost, unanswered, refused uint64) {
+// losses counts accepted messages short of recipients (unchecked when a
+// recipient could not log in, else lost), messages the server neither
+// accepted, refused nor delivered, and those it refused to be sent again
+// and had not accepted yet. Loop-only.
+func (l *loop) losses() (lost, unchecked, unanswered, refused uint64) {
 	for _, c := range l.conns {
 		exp := c.expect()
 		for i := range c.out {
 			m := &c.out[i]
 			switch {
 			case m.settled || int(m.recips) >= exp:
+			case m.accepted && c.recipientGaveUp():
+				unchecked++
 			case m.accepted:
 				lost++
 			case m.recips == 0 && m.refused:
@@ -320,5 +326,16 @@ func (l *loop) losses() (lost, unanswered, refused uint64) {
 			}
 		}
 	}
-	return lost, unanswered, refused
+	return lost, unchecked, unanswered, refused
+}
+
+// recipientGaveUp reports whether one of the users c sends to could not
+// log in. Loop-only (a unit's conns share a loop).
+func (c *conn) recipientGaveUp() bool {
+	for _, p := range c.unit.conns {
+		if p != c && p.gaveUp {
+			return true
+		}
+	}
+	return false
 }

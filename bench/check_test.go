@@ -50,7 +50,7 @@ func TestCheckerClean(t *testing.T) {
 	for i := uint64(0); i < 3; i++ {
 		deliverTo(b, i+1, 1000+i, i+1)
 	}
-	if lost, _, _ := l.losses(); lost != 0 || len(l.res.Failures) != 0 || l.res.Delivered != 3 {
+	if lost, _, _, _ := l.losses(); lost != 0 || len(l.res.Failures) != 0 || l.res.Delivered != 3 {
 		t.Fatalf("lost %d, delivered %d, failures %v", lost, l.res.Delivered, l.res.Failures)
 	}
 	if len(a.out) != 3 {
@@ -107,7 +107,7 @@ func TestCheckerMisrouted(t *testing.T) {
 	if !hasFailure(l, "misrouted") || l.res.Delivered != 0 {
 		t.Errorf("delivered %d, failures %v; want the copy to user 12 refused as misrouted", l.res.Delivered, l.res.Failures)
 	}
-	if lost, _, _ := l.losses(); lost != 1 {
+	if lost, _, _, _ := l.losses(); lost != 1 {
 		t.Errorf("lost %d, want 1: user 11 never got it", lost)
 	}
 }
@@ -130,7 +130,7 @@ func TestCheckerReorder(t *testing.T) {
 	if l.res.Reordered != 1 || !hasFailure(l, "reorder") {
 		t.Errorf("reordered %d, failures %v", l.res.Reordered, l.res.Failures)
 	}
-	if lost, _, _ := l.losses(); lost != 0 {
+	if lost, _, _, _ := l.losses(); lost != 0 {
 		t.Errorf("lost %d: the reordered message did arrive", lost)
 	}
 }
@@ -140,9 +140,30 @@ func TestCheckerLoss(t *testing.T) {
 	a.out = append(a.out, msgState{sent: 1}) // sent, never accepted nor delivered
 	deliverTo(b, 1, 1000, 1)
 	deliverTo(b, 2, 1002, 3) // 1001 never comes
-	lost, unanswered, refused := l.losses()
+	lost, _, unanswered, refused := l.losses()
 	if lost != 1 || unanswered != 1 || refused != 0 {
 		t.Errorf("lost %d unanswered %d refused %d, want 1, 1 and 0", lost, unanswered, refused)
+	}
+}
+
+// TestCheckerRecipientGaveUp: accepted messages not delivered to a
+// recipient that could not log in are unchecked, not lost, and the run
+// fails saying so; with the recipient logged in they are lost.
+func TestCheckerRecipientGaveUp(t *testing.T) {
+	l, a, b := checkerFixture(3)
+	deliverTo(b, 1, 1000, 1)
+	if lost, unchecked, _, _ := l.losses(); lost != 2 || unchecked != 0 {
+		t.Fatalf("recipient logged in: lost %d unchecked %d, want 2 and 0", lost, unchecked)
+	}
+	b.gaveUpWait()
+	a.gaveUpWait() // the sender's own failure does not make its messages unchecked
+	if lost, unchecked, _, _ := l.losses(); lost != 0 || unchecked != 2 {
+		t.Fatalf("recipient gave up: lost %d unchecked %d, want 0 and 2", lost, unchecked)
+	}
+	var r Result
+	l.countLosses(&r)
+	if r.Lost != 0 || r.Unchecked != 2 || len(r.Failures) != 1 || !strings.Contains(r.Failures[0], "2 accepted messages were not delivered to a recipient that could not log in: not checked") {
+		t.Errorf("result lost %d unchecked %d failures %q", r.Lost, r.Unchecked, r.Failures)
 	}
 }
 
@@ -256,7 +277,7 @@ func TestCheckerGroupDuplicateHidesNoLoss(t *testing.T) {
 	if l.res.Duplicates != 1 || !hasFailure(l, "second copy of a group message") {
 		t.Errorf("duplicates %d, failures %v; want the second copy a duplicate", l.res.Duplicates, l.res.Failures)
 	}
-	if lost, _, _ := l.losses(); lost != 1 {
+	if lost, _, _, _ := l.losses(); lost != 1 {
 		t.Errorf("lost %d, want 1: user 12 never got the message", lost)
 	}
 }

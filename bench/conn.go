@@ -45,6 +45,7 @@ type conn struct {
 	lastWrite   int64
 	reconnectAt int64 // when to dial again after a close; 0: not scheduled
 	attempts    int   // failed dials in a row
+	gaveUp      bool  // could not log in within Spec.Retries: what was sent to it is not checked
 	ping        int64 // granted keepalive interval, ns
 	rpend       []byte
 	wpend       []byte // bytes the kernel did not take yet
@@ -473,6 +474,7 @@ func (c *conn) checkWait() {
 // gaveUpWait counts c done for a connect step when it will not log in.
 func (c *conn) gaveUpWait() {
 	c.l.gaveUp++
+	c.gaveUp = true
 	if c.stepWait {
 		c.stepWait = false
 		c.l.waiting--

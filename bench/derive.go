@@ -181,13 +181,17 @@ func derive(r *Result) Derived {
 	d.WireBytesPerDelivered = ratio(float64(r.BytesOut+r.BytesIn), float64(r.Delivered))
 	d.BytesOutPerSent = ratio(float64(r.BytesOut), float64(r.Sent))
 	d.BytesInPerDelivered = ratio(float64(r.BytesIn), float64(r.Delivered))
+	costSecs := secs
+	if r.CostWindow > 0 {
+		costSecs = r.CostWindow.Seconds()
+	}
 	if r.GeneratorCPU > 0 {
 		d.GeneratorCPUPerDeliveredUs = ratio(float64(r.GeneratorCPU.Microseconds()), delivered)
-		d.GeneratorCoresBusy = ratio(r.GeneratorCPU.Seconds(), secs)
+		d.GeneratorCoresBusy = ratio(r.GeneratorCPU.Seconds(), costSecs)
 	}
 	if r.ServerCPU > 0 {
 		d.ServerCPUPerDeliveredUs = ratio(float64(r.ServerCPU.Microseconds()), delivered)
-		d.ServerCoresBusy = ratio(r.ServerCPU.Seconds(), secs)
+		d.ServerCoresBusy = ratio(r.ServerCPU.Seconds(), costSecs)
 	}
 	if r.ServerSyncs != nil {
 		d.SyncsPerMsg = ratio(float64(*r.ServerSyncs), delivered)

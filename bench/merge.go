@@ -38,6 +38,7 @@ func (r *Result) Merge(o *Result) {
 		r.Started = o.Started
 	}
 	r.Duration = max(r.Duration, o.Duration)
+	r.CostWindow = max(r.CostWindow, o.CostWindow)
 	r.Warmup = max(r.Warmup, o.Warmup)
 	r.WarmupSent += o.WarmupSent
 	r.WarmupAccepted += o.WarmupAccepted
@@ -53,6 +54,7 @@ func (r *Result) Merge(o *Result) {
 	r.Duplicates += o.Duplicates
 	r.Reordered += o.Reordered
 	r.Lost += o.Lost
+	r.Unchecked += o.Unchecked
 	r.Redelivered += o.Redelivered
 	r.Unsent += o.Unsent
 	r.Receipts += o.Receipts

@@ -384,6 +384,9 @@ func messageRows(r *Result, d *Derived) [][]string {
 		{"receipts redelivered or repeated", formatMsgs(r.ReceiptsRedelivered), ""},
 		{"receipts missing", formatMsgs(r.ReceiptsMissing), ""},
 	}
+	if r.Unchecked > 0 {
+		rows = append(rows, []string{"not checked: a recipient could not log in", formatMsgs(r.Unchecked), ""})
+	}
 	for _, code := range slices.Sorted(maps.Keys(r.Closes)) {
 		n := r.Closes[code]
 		rows = append(rows, []string{"connections closed by the server: " + code,

@@ -502,3 +502,24 @@ func TestVerdictNotKeptUp(t *testing.T) {
 		t.Errorf("verdict with a failure %q, want FAIL", got)
 	}
 }
+
+// TestCoresBusyOverTheCostWindow: cores busy divide the CPU by the time it
+// was counted over: the cost window when the run has one (offline, whose
+// measured drain can take milliseconds while the CPU is counted over the
+// drain and the settling after it), not the measured phase.
+func TestCoresBusyOverTheCostWindow(t *testing.T) {
+	r := newResult()
+	r.Delivered, r.Duration = 2000, 10*time.Millisecond
+	r.ServerCPU, r.GeneratorCPU = 500*time.Millisecond, 250*time.Millisecond
+	if d := derive(r); d.ServerCoresBusy == nil || *d.ServerCoresBusy != 50 {
+		t.Fatalf("without a cost window: server cores busy %v, want 50 (over the 10 ms phase)", d.ServerCoresBusy)
+	}
+	r.CostWindow = time.Second
+	d := derive(r)
+	if d.ServerCoresBusy == nil || *d.ServerCoresBusy != 0.5 || d.GeneratorCoresBusy == nil || *d.GeneratorCoresBusy != 0.25 {
+		t.Errorf("server cores busy %v, generator %v; want 0.5 and 0.25 over the 1 s window", d.ServerCoresBusy, d.GeneratorCoresBusy)
+	}
+	if d.DeliveredPerSec != 200000 {
+		t.Errorf("delivered a second %v, want 200,000 over the measured 10 ms", d.DeliveredPerSec)
+	}
+}

@@ -32,6 +32,10 @@ type Result struct {
 	Params   map[string]string `json:"params"` // the flags that shaped the run, as given
 	Started  time.Time         `json:"started"`
 	Duration time.Duration     `json:"duration_ns"` // of the measured phase
+	// CostWindow is the wall time the CPU figures were counted over when
+	// it is not Duration (offline: the drain and the settling after it);
+	// cores busy divide by it. Zero: Duration.
+	CostWindow time.Duration `json:"cost_window_ns,omitempty"`
 	// Warmup is how long the traffic was sent before the measured phase
 	// (--warmup), the same way. Its messages are in the counts and the
 	// checks; WarmupSent, WarmupAccepted and WarmupDelivered are how many
@@ -65,6 +69,11 @@ type Result struct {
 	Duplicates uint64 `json:"duplicates"` // deliveries of a message already delivered
 	Reordered  uint64 `json:"reordered"`  // deliveries out of order for their sender
 	Lost       uint64 `json:"lost"`       // accepted messages never delivered by the end of the run
+	// Unchecked counts accepted messages not delivered to every recipient
+	// where a recipient could not log in (Spec.Retries): the run cannot
+	// tell whether they wait in its mailbox, so they are not counted as
+	// lost, but the run fails as unchecked.
+	Unchecked uint64 `json:"unchecked,omitempty"`
 	// Redelivered counts entries the server sent again after a reconnect
 	// (at-least-once); the client's dedupe drops them and they are not
 	// failures. Added by the engine (engine engineer), for the report.

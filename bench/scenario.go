@@ -445,6 +445,10 @@ func (r *run) scrapeCost(ctx context.Context) serverMetrics {
 // derive makes them per message. Syncs stay unmeasured (nil) when a
 // server does not export switchboard_store_syncs_total: never a failure.
 func (r *run) serverCost(res *Result, from, to serverMetrics) {
+	if who := r.restarted(from, to); who != "" {
+		r.note("%s restarted while measured (its CPU counter went back): server CPU and syncs per message not measured", who)
+		return
+	}
 	if from.HasSyncs && to.HasSyncs {
 		n := uint64(max(to.Syncs-from.Syncs, 0))
 		res.ServerSyncs = &n
@@ -484,6 +488,27 @@ func (r *run) serverCost(res *Result, from, to serverMetrics) {
 		}
 	}
 	r.notePerServerCPU(res, from, to)
+}
+
+// restarted names the server whose process CPU counter is lower at the
+// second scrape than at the first: a new process, whose counters started
+// again from zero. "" when none did.
+func (r *run) restarted(from, to serverMetrics) string {
+	if len(from.Each) > 1 && len(from.Each) == len(to.Each) {
+		for i := range to.Each {
+			if to.Each[i].CPU < from.Each[i].CPU {
+				if r.cfg.ClusterNodes > 0 {
+					return fmt.Sprintf("node %d (%s)", i+1, r.scr.addrs[i])
+				}
+				return "the server at " + r.scr.addrs[i]
+			}
+		}
+		return ""
+	}
+	if to.CPU != 0 && to.CPU < from.CPU {
+		return "the server"
+	}
+	return ""
 }
 
 // notePerServerCPU notes, with several servers, each one's share of the

@@ -258,6 +258,7 @@ func (r *run) offline(ctx context.Context) (*Result, error) {
 		return r.partial(err)
 	}
 	full := r.scrape(ctx, "mailboxes full")
+	costFrom := time.Now()
 	sm := r.sample()
 	back := Step{Kind: "connect", Who: "b", Drain: true, Timeout: r.cfg.Drain + r.rampTimeout(int64(units))}
 	drain, err := r.step(back, "drain", total, func(c counters) int64 { return int64(c.Delivered) })
@@ -267,11 +268,12 @@ func (r *run) offline(ctx context.Context) (*Result, error) {
 	}
 	sm.end()
 	after := r.scrape(ctx, "drained")
+	costWindow := time.Since(costFrom)
 	res, cerr := r.fl.collect()
 	if cerr != nil {
 		return nil, cerr
 	}
-	res.Duration = drain
+	res.Duration, res.CostWindow = drain, costWindow
 	r.figure(res, "drain_s", drain.Seconds())
 	r.figure(res, "drain_rate_per_s", float64(res.Delivered)/drain.Seconds())
 	r.serverCost(res, full, after)

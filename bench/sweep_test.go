@@ -288,6 +288,29 @@ func TestServerCostProcs(t *testing.T) {
 	}
 }
 
+// TestServerCostRestarted: a server whose CPU counter went back between
+// the scrapes was restarted (a node killed and started again while
+// measured): no server CPU nor syncs are reported, and a note names it,
+// instead of a negative CPU. With several servers the one restarted is
+// named.
+func TestServerCostRestarted(t *testing.T) {
+	r := &run{cfg: &Config{}}
+	res := newResult()
+	res.Delivered, res.Duration = 1000, time.Second
+	r.serverCost(res, serverMetrics{CPU: 5, Syncs: 100, HasSyncs: true}, serverMetrics{CPU: 1, Syncs: 10, HasSyncs: true})
+	if res.ServerCPU != 0 || res.ServerSyncs != nil || len(r.notes) != 1 || !strings.HasPrefix(r.notes[0], "the server restarted while measured") {
+		t.Errorf("server CPU %v, syncs %v, notes %q; want neither measured and the restart noted", res.ServerCPU, res.ServerSyncs, r.notes)
+	}
+	r = &run{cfg: &Config{ClusterNodes: 2}, scr: scrapers{addrs: []string{"127.0.0.1:9071", "127.0.0.1:9072"}}}
+	res = newResult()
+	from := serverMetrics{CPU: 7, Each: []serverMetrics{{CPU: 3}, {CPU: 4}}}
+	to := serverMetrics{CPU: 6, Each: []serverMetrics{{CPU: 5}, {CPU: 1}}}
+	r.serverCost(res, from, to)
+	if res.ServerCPU != 0 || len(r.notes) != 1 || !strings.HasPrefix(r.notes[0], "node 2 (127.0.0.1:9072) restarted while measured") {
+		t.Errorf("server CPU %v, notes %q; want node 2 named as restarted", res.ServerCPU, r.notes)
+	}
+}
+
 // TestPhoneSchedule drives the phone regime on one loop without sockets:
 // a sender whose ACCEPT is late owes its next message, sends it when the
 // ACCEPT comes, timed from its slot; it never has two unaccepted; what is
