@@ -75,7 +75,7 @@ func TestRoutesNeedTheKeys(t *testing.T) {
 				return strings.Count(l.String(), "level=DEBUG msg=\"nats: ") > 0 &&
 					strings.Count(l.String(), "Authorization Violation")+strings.Count(l.String(), "authentication error") >= 2
 			})
-			if n := strings.Count(l.String(), "does not hold this node's token keys"); n != 1 {
+			if n := strings.Count(l.String(), "does not prove this node's token keys and cluster name"); n != 1 {
 				t.Errorf("node %d said %d times that the keys differ, want once:\n%s", i+1, n, l.String())
 			}
 			if strings.Contains(l.String(), "level=ERROR msg=\"nats: Error trying to connect to route") {

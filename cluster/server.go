@@ -147,7 +147,7 @@ func (l *natsLogger) Errorf(format string, v ...any) {
 			l.log.Debug("nats: " + msg)
 			return
 		}
-		l.log.Error("cluster: NATS refused a connection that does not hold this node's token keys: a node with another keys file (copy one keys file to every node), or not a node at all; repeats are logged at debug for "+authSayEvery.String(), "nats", msg)
+		l.log.Error("cluster: NATS refused a connection that does not prove this node's token keys and cluster name: a node with another keys file (copy one keys file to every node) or another cluster-name, or not a node at all; repeats are logged at debug for "+authSayEvery.String(), "nats", msg)
 	default:
 		l.log.Error("nats: " + msg)
 	}
