@@ -21,6 +21,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 )
@@ -46,11 +47,12 @@ func commands() []command {
 }
 
 func main() {
-	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
-		usage()
-		if len(os.Args) < 2 {
-			os.Exit(2)
-		}
+	if len(os.Args) < 2 {
+		usage(os.Stderr)
+		os.Exit(2)
+	}
+	if os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
+		usage(os.Stdout) // asked for: on standard output, as each command's -h
 		return
 	}
 	for _, c := range commands() {
@@ -59,7 +61,7 @@ func main() {
 		}
 	}
 	fmt.Fprintf(os.Stderr, "switchboard: unknown command %q\n\n", os.Args[1])
-	usage()
+	usage(os.Stderr)
 	os.Exit(2)
 }
 
@@ -85,10 +87,10 @@ func said(name string, err error) string {
 	return strings.TrimPrefix(err.Error(), name+": ")
 }
 
-func usage() {
-	fmt.Fprintln(os.Stderr, "Usage: switchboard <command> [flags]\n\nCommands:")
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "Usage: switchboard <command> [flags]\n\nCommands:")
 	for _, c := range commands() {
-		fmt.Fprintf(os.Stderr, "  %-10s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(os.Stderr, "\nRun 'switchboard <command> -h' for a command's flags.")
+	fmt.Fprintln(w, "\nRun 'switchboard <command> -h' for a command's flags.")
 }

@@ -22,6 +22,15 @@ func noiseKey(args []string, w io.Writer) error {
 	data := fs.String("data", "data", "the server's data folder (holds noise-keys)")
 	rotate := fs.Bool("rotate", false, "add a new key, current from the next start; older ones stay accepted for IK")
 	retire := fs.Bool("retire", false, "keep only the current key")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: switchboard noise-key [-data DIR] [-rotate | -retire]
+
+Prints the public key of the server's current Noise static key, which clients
+pin (docs/OPERATIONS.md, "Transport keys").
+
+`)
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}

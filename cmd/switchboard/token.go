@@ -23,6 +23,16 @@ func tokenCmd(args []string) error {
 		return err
 	})
 	deviceKey := fs.String("device-key", "", "the device's Noise static public key, 64 hex digits: the token is then bound to it and logs in only over Noise from that device (PROTOCOL.md 8.1)")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: switchboard token -user N [-data DIR] [-device N] [-ttl 30d] [-device-key HEX]
+
+Prints a login token for user N, signed with the newest key of DIR's keys file
+(serve makes it on its first start). Over Noise a token must be bound to the
+device's static key (-device-key).
+
+`)
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
