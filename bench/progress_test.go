@@ -1,34 +1,14 @@
 package bench
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"switchboard/internal/testutil"
 )
-
-// lockedBuffer is a bytes.Buffer the draw goroutine and the test can share.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // waitFor polls cond until it holds or a second has passed.
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -37,7 +17,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func TestProgressPlain(t *testing.T) {
-	var buf lockedBuffer
+	var buf testutil.Buffer
 	p := newProgress(&buf, "chat", 0, false, -1, 5*time.Millisecond)
 	p.Update(512_345, "delivered 512,345  48,200 msg/s  p99 2.1 ms")
 	waitFor(t, "a periodic line", func() bool { return strings.Count(buf.String(), "\n") >= 2 })
@@ -66,7 +46,7 @@ func TestProgressPlain(t *testing.T) {
 }
 
 func TestProgressPlainTotal(t *testing.T) {
-	var buf lockedBuffer
+	var buf testutil.Buffer
 	p := newProgress(&buf, "ramp", 20_000, false, -1, time.Hour)
 	p.Update(5_000, "")
 	p.Finish()
@@ -77,7 +57,7 @@ func TestProgressPlainTotal(t *testing.T) {
 }
 
 func TestProgressTTY(t *testing.T) {
-	var buf lockedBuffer
+	var buf testutil.Buffer
 	p := newProgress(&buf, "chat", 100, true, -1, 5*time.Millisecond)
 	p.Update(50, strings.Repeat("x", 200)) // longer than a terminal line
 	waitFor(t, "two redraws", func() bool { return strings.Count(buf.String(), "\r") >= 2 })
@@ -112,7 +92,7 @@ func TestNewProgressNotTTY(t *testing.T) {
 	defer f.Close()
 	for _, w := range []interface {
 		Write([]byte) (int, error)
-	}{f, &lockedBuffer{}} {
+	}{f, &testutil.Buffer{}} {
 		p := NewProgress(w, "x", 0)
 		if p.tty || p.every != plainRedrawEvery {
 			t.Errorf("%T: tty %v every %v, want plain every %v", w, p.tty, p.every, plainRedrawEvery)
@@ -122,7 +102,7 @@ func TestNewProgressNotTTY(t *testing.T) {
 }
 
 func TestProgressUpdateAllocs(t *testing.T) {
-	p := newProgress(&lockedBuffer{}, "x", 0, false, -1, time.Hour)
+	p := newProgress(&testutil.Buffer{}, "x", 0, false, -1, time.Hour)
 	defer p.Finish()
 	status := "delivered 1  1 msg/s"
 	if n := testing.AllocsPerRun(100, func() { p.Update(1, status) }); n != 0 {

@@ -1,11 +1,9 @@
 package cluster
 
 import (
-	"bytes"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -57,7 +55,7 @@ func TestRoutesNeedTheKeys(t *testing.T) {
 	t.Run("other keys", func(t *testing.T) {
 		cfgs := testConfigs(t, 2)
 		cfgs[1].Keys = map[uint32][]byte{1: []byte("another cluster's key, 32 bytes!")}
-		logs := []*logLines{{}, {}}
+		logs := []*testutil.Buffer{{}, {}}
 		for i := range cfgs {
 			cfgs[i].DownAfter = 600 * time.Millisecond
 			cfgs[i].Logger = slog.New(slog.NewTextHandler(logs[i], &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -103,24 +101,6 @@ func TestRoutesNeedTheKeys(t *testing.T) {
 			}
 		}
 	})
-}
-
-// logLines is a log's text, written and read from any goroutine.
-type logLines struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logLines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logLines) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestNodeAddressInUse: a node whose NATS listener's address is taken (by

@@ -195,19 +195,27 @@ func TestSendAcrossNodes(t *testing.T) {
 	}
 }
 
+// aliceOnNode2 is two nodes on a clock the test moves by hand (now, in
+// Unix nanoseconds), with alice (user 1) logged in at node 2; bob (user 2)
+// is homed on node 1.
+func aliceOnNode2(t *testing.T) (now *atomic.Int64, c *fakeCluster, rs []*delivery.Router, ss []storage.Store, alice *fakeConn) {
+	t.Helper()
+	now = new(atomic.Int64)
+	now.Store(time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC).UnixNano())
+	c, rs, ss = newCluster(t, 2, func() time.Time { return time.Unix(0, now.Load()) })
+	alice = newFake()
+	login(t, rs[1], alice, 1, 0)
+	return now, c, rs, ss, alice
+}
+
 // TestSendToADownNode: a SEND whose recipient's home node is down is
 // refused at once, retryable, and nothing is stored anywhere; a SEND whose
 // home node took it and never answered is refused retryable after the
 // timeout, on the next tick.
 func TestSendToADownNode(t *testing.T) {
-	var now atomic.Int64
-	now.Store(time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC).UnixNano())
-	clock := func() time.Time { return time.Unix(0, now.Load()) }
-	c, rs, ss := newCluster(t, 2, clock)
+	now, c, rs, ss, a := aliceOnNode2(t)
 	n2 := rs[1]
 	const alice, bob = 1, 2
-	a := newFake()
-	login(t, n2, a, alice, 0)
 
 	c.set(c.down, 1, true)
 	send(t, n2, a, alice, 1, bob)
@@ -244,14 +252,9 @@ func TestSendToADownNode(t *testing.T) {
 // never answered are refused on one tick in msg_id order, so that a
 // session that resends on each refusal resends them in order.
 func TestForwardTimeoutsRefusedInOrder(t *testing.T) {
-	var now atomic.Int64
-	now.Store(time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC).UnixNano())
-	clock := func() time.Time { return time.Unix(0, now.Load()) }
-	c, rs, _ := newCluster(t, 2, clock)
+	now, c, rs, _, a := aliceOnNode2(t)
 	n2 := rs[1]
 	const alice, bob = 1, 2
-	a := newFake()
-	login(t, n2, a, alice, 0)
 	c.set(c.deaf, 1, true)
 	const sends = 16
 	for id := uint64(1); id <= sends; id++ {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"switchboard/gateway"
+	"switchboard/internal/testutil"
 	"switchboard/protocol"
 )
 
@@ -75,7 +76,7 @@ func TestRestartOnTheSamePort(t *testing.T) {
 // within ShutdownTimeout with ErrShutdownTimeout and logs what it gave up
 // on; once the loops run again, the engine stops.
 func TestShutdownDeadline(t *testing.T) {
-	var logs lockedBuffer
+	var logs testutil.Buffer
 	ts := startServer(t, serverOptions{byHand: true, gw: func(c *gateway.Config) { // by hand: it calls Shutdown itself and waits for Run
 		c.ShutdownTimeout = time.Second
 		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
@@ -114,24 +115,6 @@ func TestShutdownDeadline(t *testing.T) {
 		t.Fatal("Run did not return once the loops ran again")
 	}
 	ts.Store.Close()
-}
-
-// lockedBuffer is a bytes.Buffer safe for concurrent writers.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestSlowFrameThatProgresses: the partial-frame timeout measures progress.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"switchboard/gateway"
+	"switchboard/internal/testutil"
 	"switchboard/protocol"
 	"switchboard/token"
 )
@@ -19,7 +20,7 @@ import (
 // after it, and the stop's log line names the window.
 func TestShutdownGoAwayWindow(t *testing.T) {
 	const conns, rate = 5, 2
-	var logs lockedBuffer
+	var logs testutil.Buffer
 	ts := startServer(t, serverOptions{gw: func(c *gateway.Config) {
 		c.GoAwayRate = rate
 		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"switchboard/gateway"
+	"switchboard/internal/testutil"
 	"switchboard/protocol"
 	"switchboard/token"
 )
@@ -176,7 +177,7 @@ func (r *rawConn) expectErrorFrame(d time.Duration) protocol.Error {
 // TestCloseLogged: every close is logged at debug level with its user,
 // code and reason.
 func TestCloseLogged(t *testing.T) {
-	var logs lockedBuffer
+	var logs testutil.Buffer
 	ts := startServer(t, serverOptions{gw: func(c *gateway.Config) {
 		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}})

@@ -3,7 +3,6 @@ package handover
 import (
 	"bytes"
 	"encoding/binary"
-	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -52,11 +51,8 @@ func TestRecordRoundTrip(t *testing.T) {
 // socket pair and checks the records and that each descriptor arrives as
 // the same socket, in order.
 func TestChannelPassesSockets(t *testing.T) {
-	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, b := channelOf(t, pair[0]), channelOf(t, pair[1])
+	x, y := socketPair(t)
+	a, b := NewChannel(x), NewChannel(y)
 	conns := sampleConns()
 	var fds []int
 	var peers []*os.File
@@ -106,18 +102,6 @@ func TestChannelPassesSockets(t *testing.T) {
 	if m, err = b.Recv(); err != nil || m.Kind != KindClosed || m.Total != len(conns) {
 		t.Fatalf("CLOSED: %+v, %v", m, err)
 	}
-}
-
-func channelOf(t *testing.T, fd int) *Channel {
-	t.Helper()
-	f := os.NewFile(uintptr(fd), "handover")
-	c, err := net.FileConn(f)
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return NewChannel(c.(*net.UnixConn))
 }
 
 // TestListenRefusesALiveSocket: a second server on the same folder must
