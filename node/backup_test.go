@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"testing"
 
@@ -70,5 +72,62 @@ func TestBackupEndpoint(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("POST /backup: %d, want 405", resp.StatusCode)
+	}
+}
+
+// backupStore is a store whose Backup is backup.
+type backupStore struct {
+	storage.Store
+	backup func(ctx context.Context, w io.Writer) (uint64, error)
+}
+
+func (s backupStore) Backup(ctx context.Context, w io.Writer) (uint64, error) {
+	return s.backup(ctx, w)
+}
+
+// TestBackupEndpointStatuses: /backup answers 409 while another backup
+// runs, 503 when the backup fails before its first byte, 501 for a store
+// without backups; a backup that fails after its first byte is cut off, so
+// the client never reads a response that ends as a whole one does.
+func TestBackupEndpointStatuses(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		store storage.Store
+		code  int // 0: the response must not end cleanly
+	}{
+		{"busy", backupStore{backup: func(context.Context, io.Writer) (uint64, error) { return 0, storage.ErrBackupBusy }}, http.StatusConflict},
+		{"recovering", backupStore{backup: func(context.Context, io.Writer) (uint64, error) { return 0, storage.ErrRecovering }}, http.StatusServiceUnavailable},
+		{"memory", struct{ storage.Store }{}, http.StatusNotImplemented},
+		{"aborted after bytes", backupStore{backup: func(_ context.Context, w io.Writer) (uint64, error) {
+			if _, err := w.Write([]byte("SWBACKUP\x00\x00\x00\x01 the start of a stream")); err != nil {
+				return 0, err
+			}
+			return 0, storage.ErrBackupAborted
+		}}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := &Node{log: slog.New(slog.DiscardHandler)}
+			n.parts.Store(&parts{store: tc.store})
+			srv := httptest.NewServer(http.HandlerFunc(n.serveBackup))
+			defer srv.Close()
+			resp, err := http.Get(srv.URL)
+			if err != nil {
+				if tc.code == 0 {
+					return // cut off before the headers: as good
+				}
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if tc.code == 0 {
+				if err == nil {
+					t.Errorf("a backup that failed after its first byte ended cleanly: %d, %q", resp.StatusCode, body)
+				}
+				return
+			}
+			if err != nil || resp.StatusCode != tc.code {
+				t.Errorf("GET /backup: %d %q, %v; want %d", resp.StatusCode, body, err, tc.code)
+			}
+		})
 	}
 }

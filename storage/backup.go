@@ -373,8 +373,10 @@ type Restored struct {
 //
 // A backup that is cut short (ErrBackupTruncated) or damaged
 // (ErrBackupCorrupt) leaves cfg.Dir empty again, so the restore can be run
-// again with a good file. Opening cfg.Dir with Open afterwards gives the
-// store as it was when the backup began, with the raised marks.
+// again with a good file. When r can seek (a file), the whole frame is
+// checked before anything is loaded, and r is read twice. Opening cfg.Dir
+// with Open afterwards gives the store as it was when the backup began,
+// with the raised marks.
 func Restore(cfg Config, r io.Reader, seqGap uint64) (res Restored, err error) {
 	if cfg.Dir == "" {
 		return res, fmt.Errorf("%w: Dir is required", ErrInvalidConfig)
@@ -392,6 +394,9 @@ func Restore(cfg Config, r io.Reader, seqGap uint64) (res Restored, err error) {
 			clearDir(cfg.Dir, made)
 		}
 	}()
+	if err := checkFirst(r); err != nil {
+		return res, err
+	}
 	cr, err := newChunkReader(r)
 	if err != nil {
 		return res, err
@@ -400,7 +405,7 @@ func Restore(cfg Config, r io.Reader, seqGap uint64) (res Restored, err error) {
 	if err != nil {
 		return res, fmt.Errorf("storage: restore: open %s: %w", cfg.Dir, err)
 	}
-	err = db.Load(cr, restorePendingWrites)
+	err = load(db, cr)
 	if err != nil && cr.failed == nil && !cr.ended {
 		// Badger refused the data. If the file is damaged, say that
 		// rather than what Badger made of the damage.
@@ -427,6 +432,44 @@ func Restore(cfg Config, r io.Reader, seqGap uint64) (res Restored, err error) {
 	}
 	res.Since = cr.since
 	return res, nil
+}
+
+// checkFirst checks the whole frame of a backup that r can read twice (a
+// file), and rewinds r, before Badger reads any of it: DB.Load takes the
+// length of each list in the stream on trust and allocates it, so a bit
+// flipped in one would panic (or exhaust the memory) before the checksum,
+// at the end, is reached. A reader that cannot seek (a pipe) is read once,
+// and only the frame checks Restore makes as it loads guard it.
+func checkFirst(r io.Reader) error {
+	rs, ok := r.(io.ReadSeeker)
+	if !ok {
+		return nil
+	}
+	start, err := rs.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return nil // an *os.File on a pipe
+	}
+	if _, _, err := CheckBackup(rs); err != nil {
+		return err
+	}
+	if _, err := rs.Seek(start, io.SeekStart); err != nil {
+		return fmt.Errorf("storage: restore: rewinding the backup: %w", err)
+	}
+	return nil
+}
+
+// load is db.Load of a backup's stream, with a panic of Badger's decoder
+// (a list length it took on trust, from a stream checkFirst could not
+// check) reported as a corrupt backup. A length that asks for gigabytes
+// rather than the impossible is allocated, and fails later or not at all:
+// restore from a file, which is checked first, not from a pipe.
+func load(db *badger.DB, r io.Reader) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: the stream does not decode (%v)", ErrBackupCorrupt, p)
+		}
+	}()
+	return db.Load(r, restorePendingWrites)
 }
 
 // raiseMarks adds gap to every mailbox's high-water mark, and returns how

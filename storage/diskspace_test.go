@@ -252,3 +252,53 @@ func TestDiskSpace(t *testing.T) {
 		t.Errorf("DiskSpace of a missing folder: %v, want ENOENT", err)
 	}
 }
+
+// TestReserveKeepsTheFloor: a store that opens with free space above the
+// floor, but by less than the reserve file would take, does not make the
+// reserve file: it would take free space below the floor and refuse
+// messages by itself.
+func TestReserveKeepsTheFloor(t *testing.T) {
+	fs := mountTmpfs(t, 256<<20)
+	const floor = 96 << 20 // reserve: 24 MiB
+	// Room for the in-flight log's segments (16 MiB: the one written and
+	// the spare), not for the reserve as well.
+	fillDisk(t, fs, floor+20<<20)
+	s, err := openBadger(smallConfig(filepath.Join(fs, "db"), floor).withDefaults(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := os.Stat(filepath.Join(fs, "db.reserve")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the reserve file was made with too little room for it (%v)", err)
+	}
+	if st := s.Stats(); st.DiskLow != 0 {
+		t.Errorf("DiskLow %d above the floor", st.DiskLow)
+	}
+	if err := AppendWait(s, Entry{Recipient: 1, Seq: 1, Kind: KindMessage, Sender: 2, MsgID: 1}); err != nil {
+		t.Errorf("append above the floor: %v", err)
+	}
+}
+
+// TestDiskCheckErrorKeepsVerdict: when the free space cannot be read, the
+// store keeps its last verdict rather than refusing messages.
+func TestDiskCheckErrorKeepsVerdict(t *testing.T) {
+	dir := t.TempDir()
+	s, err := openBadger(smallConfig(filepath.Join(dir, "db"), 1<<20).withDefaults(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.exclusive(func() error {
+		s.disk.dir = filepath.Join(dir, "gone") // statfs fails from now on
+		s.disk.checked = time.Time{}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := AppendWait(s, Entry{Recipient: 1, Seq: 1, Kind: KindMessage, Sender: 2, MsgID: 1}); err != nil {
+		t.Errorf("append while the free space cannot be read: %v", err)
+	}
+	if st := s.Stats(); st.DiskLow != 0 {
+		t.Errorf("DiskLow %d while the free space cannot be read", st.DiskLow)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -280,5 +281,64 @@ func TestBackupNoServerSaysWhy(t *testing.T) {
 	err = backup([]string{"--admin", addr, "--out", filepath.Join(t.TempDir(), "x.backup")}, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "%!") {
 		t.Fatalf("backup with no server: %v, want the refused connection named", err)
+	}
+}
+
+// backupOf returns a whole backup of a store holding one message.
+func backupOf(t *testing.T) []byte {
+	t.Helper()
+	s := openStoreOf(t, t.TempDir())
+	defer s.Close()
+	if err := storage.AppendWait(s, storage.Entry{Recipient: 5, Seq: 1, Kind: storage.KindMessage, Sender: 6, MsgID: 1, Value: []byte("waiting")}); err != nil {
+		t.Fatal(err)
+	}
+	b, ok := s.(interface {
+		Backup(context.Context, io.Writer) (uint64, error)
+	})
+	if !ok {
+		t.Fatal("the store has no Backup")
+	}
+	var buf bytes.Buffer
+	if _, err := b.Backup(context.Background(), &buf); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// TestBackupRefusesBadResponses: `switchboard backup` writes nothing, and
+// leaves no temporary file, when the server answers with an error status
+// (named in the error), sends a backup that is not whole with a 200, or
+// cuts the response off (said so).
+func TestBackupRefusesBadResponses(t *testing.T) {
+	whole := backupOf(t)
+	half := whole[:len(whole)/2]
+	for _, tc := range []struct {
+		name    string
+		handler http.HandlerFunc
+		want    string
+	}{
+		{"409", func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, storage.ErrBackupBusy.Error(), http.StatusConflict)
+		}, "409 Conflict: " + storage.ErrBackupBusy.Error()},
+		{"200, half a backup", func(w http.ResponseWriter, _ *http.Request) { w.Write(half) }, "not whole"},
+		{"cut off", func(w http.ResponseWriter, _ *http.Request) {
+			w.Write(half)
+			http.NewResponseController(w).Flush()
+			panic(http.ErrAbortHandler)
+		}, "cut off"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(tc.handler)
+			defer srv.Close()
+			dir := t.TempDir()
+			out := filepath.Join(dir, "switchboard.backup")
+			err := backup([]string{"--admin", srv.URL, "--out", out}, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("backup: %v, want an error saying %q", err, tc.want)
+			}
+			if ents, err := os.ReadDir(dir); err != nil || len(ents) != 0 {
+				t.Errorf("the folder of --out after a failed backup holds %d entries (%v), want none", len(ents), err)
+			}
+		})
 	}
 }

@@ -376,3 +376,89 @@ func TestMoveCluster(t *testing.T) {
 		}
 	}
 }
+
+// TestMoveRefusesBadArgs: node lists and --data that do not describe a
+// cluster are refused before any folder is opened or made.
+func TestMoveRefusesBadArgs(t *testing.T) {
+	root := t.TempDir()
+	data := func(ids ...int) string {
+		var parts []string
+		for _, id := range ids {
+			parts = append(parts, fmt.Sprintf("%d=%s", id, filepath.Join(root, fmt.Sprint("n", id))))
+		}
+		return strings.Join(parts, ",")
+	}
+	seq := func(n int) string {
+		var ids []string
+		for i := 1; i <= n; i++ {
+			ids = append(ids, strconv.Itoa(i))
+		}
+		return strings.Join(ids, ",")
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"node 0", []string{"--old-nodes", "0,1", "--new-nodes", "1", "--data", data(0, 1)}, "node id 0"},
+		{"a node twice", []string{"--old-nodes", "1,1", "--new-nodes", "1", "--data", data(1)}, "names a node twice"},
+		{"65 nodes", []string{"--old-nodes", "1", "--new-nodes", seq(65), "--data", data(1)}, "at most 64"},
+		{"64 nodes", []string{"--old-nodes", "1", "--new-nodes", seq(64), "--data", data(1)}, "no folder for node 2, 3"},
+		{"a list and a config", []string{"--old-nodes", "1", "--old-config", filepath.Join(root, "x.toml"), "--new-nodes", "1", "--data", data(1)}, "give one"},
+		{"a folder twice", []string{"--old-nodes", "1", "--new-nodes", "1", "--data", data(1, 1)}, "names node 1 twice"},
+		{"a folder of another node", []string{"--old-nodes", "1", "--new-nodes", "1", "--data", data(1, 9)}, "node 9 is in neither node list"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := moveMailboxes(tc.args, &bytes.Buffer{})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("move %q: %v, want an error saying %q", tc.args, err, tc.want)
+			}
+			if ents, err := os.ReadDir(root); err != nil || len(ents) != 0 {
+				t.Errorf("a refused move made %d folders (%v)", len(ents), err)
+			}
+		})
+	}
+}
+
+// TestMoveRefusals: an old node's folder that does not exist is an error
+// (a mistyped path must not be taken for an empty node, whose ids would
+// then never move), and is not made; an id that two folders hold is left
+// where it was, said, and the command fails.
+func TestMoveRefusals(t *testing.T) {
+	root := t.TempDir()
+	dirs := map[uint32]string{}
+	for n := uint32(1); n <= 3; n++ {
+		dirs[n] = filepath.Join(root, fmt.Sprint("n", n))
+	}
+	oldNodes, newNodes := []uint32{1, 2}, []uint32{1, 2, 3}
+	user := uint64(1)
+	for home.Of(user, oldNodes) != 1 || home.Of(user, newNodes) != 3 {
+		user++
+	}
+	for _, n := range []uint32{1, 3} { // node 2's folder is missing
+		s := openStoreOf(t, dirs[n])
+		if err := storage.AppendWait(s, storage.Entry{Recipient: user, Seq: 1, Kind: storage.KindMessage, Sender: 99, MsgID: uint64(n), Value: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+	}
+	args := []string{"--old-nodes", "1,2", "--new-nodes", "1,2,3", "--data", fmt.Sprintf("1=%s,2=%s,3=%s", dirs[1], dirs[2], dirs[3])}
+	if err := moveMailboxes(args, &bytes.Buffer{}); !errors.Is(err, storage.ErrNoStore) {
+		t.Errorf("move with an old node's folder missing: %v, want ErrNoStore", err)
+	}
+	if _, err := os.Stat(dirs[2]); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the move made the missing folder of old node 2 (%v)", err)
+	}
+
+	openStoreOf(t, dirs[2]).Close()
+	var out bytes.Buffer
+	err := moveMailboxes(args, &out)
+	if err == nil || !strings.Contains(err.Error(), "1 ids refused") || !strings.Contains(out.String(), fmt.Sprintf("refused %d (node 1 -> node 3)", user)) {
+		t.Fatalf("move of an id both node 1 and node 3 hold: %v\n%s", err, out.String())
+	}
+	s := openStoreOf(t, dirs[1])
+	defer s.Close()
+	if es, _, err := s.Read(user, 0, 10, 0, nil); err != nil || len(es) != 1 {
+		t.Errorf("user %d on node 1 after the refusal: %d entries, %v; want its entry there", user, len(es), err)
+	}
+}

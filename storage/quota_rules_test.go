@@ -1,0 +1,90 @@
+package storage
+
+import (
+	"errors"
+	"sync/atomic"
+	"testing"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// These tests pin down rules of the per-sender quotas that the rest of the
+// suite let slip: each fails if its rule is broken.
+
+// TestQuotaBounds: a sender may fill its byte quota exactly, not a byte
+// more; entries without a sender count against nobody.
+func TestQuotaBounds(t *testing.T) {
+	s, err := NewMemory(Config{HousekeepingInterval: -1, MaxSenderPendingMessages: 2, MaxSenderPendingBytes: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	mustAppend(t, s, Entry{Recipient: 1, Seq: 1, Kind: KindMessage, Sender: 5, MsgID: 1, Value: make([]byte, 100)})
+	if err := AppendWait(s, Entry{Recipient: 2, Seq: 1, Kind: KindMessage, Sender: 5, MsgID: 2, Value: make([]byte, 1)}); !errors.Is(err, ErrSenderQuota) {
+		t.Errorf("a byte over the quota: %v, want ErrSenderQuota", err)
+	}
+	for seq := uint64(1); seq <= 3; seq++ {
+		mustAppend(t, s, Entry{Recipient: 3, Seq: seq, Kind: KindMessage, MsgID: 10 + seq, Value: make([]byte, 60)})
+	}
+}
+
+// TestQuotaNeverBelowZero: entries stored before their sender's count
+// existed are not counted; their deletion leaves the count at zero, not
+// below it, so the sender gets no more than its quota afterwards.
+func TestQuotaNeverBelowZero(t *testing.T) {
+	dir := t.TempDir()
+	cfg := smallConfig(dir, -1)
+	cfg.MaxSenderPendingMessages = 2
+	storeWith(t, dir, func(s *engine) {
+		for seq := uint64(1); seq <= 2; seq++ {
+			mustAppend(t, s, Entry{Recipient: 1, Seq: seq, Kind: KindMessage, Sender: 5, MsgID: seq, Value: []byte("x")})
+		}
+	})
+	f := openFolder(t, dir)
+	err := f.write(func(wb *badger.WriteBatch) error { return wb.Delete(quotaKey(5)) }) // as before quotas
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := openBadger(cfg.withDefaults(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	mustAck(t, s, 1, 2)
+	for seq := uint64(1); seq <= 2; seq++ {
+		mustAppend(t, s, Entry{Recipient: 2, Seq: seq, Kind: KindMessage, Sender: 5, MsgID: 10 + seq, Value: []byte("y")})
+	}
+	if err := AppendWait(s, Entry{Recipient: 2, Seq: 3, Kind: KindMessage, Sender: 5, MsgID: 13, Value: []byte("y")}); !errors.Is(err, ErrSenderQuota) {
+		t.Errorf("a third entry with a quota of 2: %v, want ErrSenderQuota", err)
+	}
+}
+
+// TestQuotaAfterFailedCommit: what a failed commit charged is forgotten
+// when the store reopens its database: the sender is not refused for an
+// entry that was never stored.
+func TestQuotaAfterFailedCommit(t *testing.T) {
+	cfg := smallConfig(t.TempDir(), -1)
+	cfg.MaxSenderPendingMessages = 1
+	fail := new(atomic.Bool)
+	s, err := openBadger(cfg.withDefaults(), func() error {
+		if fail.Load() {
+			return errors.New("injected commit failure")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	e := Entry{Recipient: 2, Seq: 1, Kind: KindMessage, Sender: 5, MsgID: 1, Value: []byte("x")}
+	fail.Store(true)
+	if err := AppendWait(s, e); !errors.Is(err, ErrCommit) {
+		t.Fatalf("append with the commit failing: %v, want ErrCommit", err)
+	}
+	fail.Store(false)
+	appendUntilRecovered(t, s, 3, 1)
+	if err := AppendWait(s, e); err != nil {
+		t.Errorf("the failed append again, after recovery: %v (its charge must be gone)", err)
+	}
+}
