@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"log/slog"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -101,24 +100,4 @@ func TestRoutesNeedTheKeys(t *testing.T) {
 			}
 		}
 	})
-}
-
-// TestNodeAddressInUse: a node whose NATS listener's address is taken (by
-// another process started as the same node, say) fails at once, naming
-// the address, instead of waiting for a NATS server that never listens.
-func TestNodeAddressInUse(t *testing.T) {
-	cfgs := testConfigs(t, 1)
-	ln, err := net.Listen("tcp", cfgs[0].Nodes[0].NATS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := Start(cfgs[0], newInbox().handle)
-	if err == nil {
-		c.Close()
-		t.Fatal("started with its nats address taken")
-	}
-	if want := "node 1's nats address " + cfgs[0].Nodes[0].NATS; !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "already running on this host") {
-		t.Errorf("error %q, want it to name %q and the likely cause", err, want)
-	}
 }

@@ -111,6 +111,9 @@ type Cluster struct {
 	starting                                               atomic.Bool
 	sent, refused, received, dropped, lostEvent, malformed atomic.Uint64
 
+	// Atomic; set by Leave.
+	leaving atomic.Bool // leaving notices are published in place of heartbeats
+
 	// Atomic; set by tests only.
 	quiet atomic.Bool // heartbeats are not published: a live node whose heartbeats are late
 }
@@ -121,6 +124,7 @@ type peer struct {
 	heard      atomic.Int64  // 1 + nanoseconds from epoch to its last matching heartbeat; 0 never (for the down log)
 	instance   atomic.Uint64 // the instance its last matching heartbeat announced
 	mismatched atomic.Bool   // its last heartbeat carried another hash
+	left       atomic.Uint64 // the instance whose leaving notice was heard: down until another instance is heard
 	// Atomic; written by the control handler and the payload handler
 	// (seenPayload), read by everyone.
 	seen atomic.Int64 // 1 + nanoseconds from epoch to its last sign of life (heartbeat or payload); 0 never
@@ -357,6 +361,16 @@ func (c *Cluster) heard(m *nats.Msg) {
 	if p == nil {
 		return // same hash, so it is in the list: unreachable
 	}
+	if hb.leaving {
+		if p.left.Swap(hb.instance) != hb.instance {
+			c.log.Info("cluster: node leaving: handing over to a successor", "peer", hb.node)
+		}
+		p.instance.Store(hb.instance)
+		return
+	}
+	if hb.instance == p.left.Load() {
+		return // a heartbeat sent before its leaving notice, late
+	}
 	if p.mismatched.Swap(false) {
 		c.log.Info("cluster: node's configuration matches again", "peer", hb.node)
 	}
@@ -407,6 +421,9 @@ func (c *Cluster) heartbeats() {
 	tick := time.NewTicker(c.cfg.Heartbeat)
 	defer tick.Stop()
 	for {
+		if c.leaving.Load() {
+			msg = appendLeaving(msg[:0], c.cfg.Self, c.hash, c.instance, c.canon)
+		}
 		if c.quiet.Load() {
 			// A test's live node whose heartbeats are late: not sent.
 		} else if err := c.nc.Publish(c.control, msg); err != nil && !errors.Is(err, nats.ErrReconnectBufExceeded) {
@@ -462,6 +479,9 @@ func (c *Cluster) Up(node uint32) bool {
 	}
 	p := c.peers[node]
 	if p == nil || p.mismatched.Load() {
+		return false
+	}
+	if l := p.left.Load(); l != 0 && l == p.instance.Load() {
 		return false
 	}
 	seen := p.seen.Load()
@@ -531,6 +551,46 @@ func (c *Cluster) Stats() Stats {
 	}
 	return s
 }
+
+// Leave tells the other nodes that this one is handing over to a
+// successor: it publishes a leaving notice now, and in place of every
+// heartbeat from then on. A node that hears it takes this one down at
+// once, so it sends nothing more here (its SENDs to this node's users are
+// refused, retryable, as to any node down) until it hears the successor's
+// heartbeat. Payloads already on their way still arrive, and Send still
+// works: the caller answers what it was asked, then StopReceiving and
+// Close.
+func (c *Cluster) Leave() {
+	c.leaving.Store(true)
+	msg := appendLeaving(nil, c.cfg.Self, c.hash, c.instance, c.canon)
+	if err := c.nc.Publish(c.control, msg); err != nil {
+		c.log.Debug("cluster: leaving notice not sent", "err", err)
+	}
+	_ = c.nc.FlushTimeout(flusherTimeout)
+}
+
+// StopReceiving removes this node's subscription once every payload NATS
+// has delivered for it was handed to the handler, waiting at most
+// drainTimeout: after it returns, the handler is not called again.
+func (c *Cluster) StopReceiving() error {
+	closed := c.sub.StatusChanged(nats.SubscriptionClosed)
+	if err := c.sub.Drain(); err != nil {
+		return fmt.Errorf("cluster: stop receiving: %w", err)
+	}
+	t := time.NewTimer(drainTimeout)
+	defer t.Stop()
+	select {
+	case <-closed:
+		return nil
+	case <-t.C:
+		_ = c.sub.Unsubscribe()
+		return fmt.Errorf("cluster: stop receiving: payloads still pending after %v, dropped", drainTimeout)
+	}
+}
+
+// drainTimeout bounds StopReceiving: the handler's pending payloads are
+// at most pendingMsgs, each handed to a queue.
+const drainTimeout = 2 * time.Second
 
 // Close flushes what was sent (waiting at most flusherTimeout), closes the
 // connection and stops the embedded server. It is safe to call twice.

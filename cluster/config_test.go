@@ -173,14 +173,19 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-// TestHeartbeat round-trips a heartbeat and rejects short or foreign ones.
+// TestHeartbeat round-trips a heartbeat and a leaving notice, and rejects
+// short or foreign ones.
 func TestHeartbeat(t *testing.T) {
 	b := appendHeartbeat(nil, 7, 0x0102030405060708, 99, "name\n1 a b c\n")
 	hb, err := parseHeartbeat(b)
-	if err != nil || hb.node != 7 || hb.hash != 0x0102030405060708 || hb.instance != 99 || string(hb.text) != "name\n1 a b c\n" {
+	if err != nil || hb.node != 7 || hb.hash != 0x0102030405060708 || hb.instance != 99 || string(hb.text) != "name\n1 a b c\n" || hb.leaving {
 		t.Fatalf("parse = %+v, %v", hb, err)
 	}
-	for _, short := range [][]byte{nil, b[:heartbeatHeader-1], append([]byte{2}, b[1:]...)} {
+	lv, err := parseHeartbeat(appendLeaving(nil, 7, 0x0102030405060708, 99, "name\n1 a b c\n"))
+	if err != nil || !lv.leaving || lv.node != 7 || lv.instance != 99 || string(lv.text) != "name\n1 a b c\n" {
+		t.Fatalf("parse of a leaving notice = %+v, %v", lv, err)
+	}
+	for _, short := range [][]byte{nil, b[:heartbeatHeader-1], append([]byte{3}, b[1:]...)} {
 		if _, err := parseHeartbeat(short); !errors.Is(err, errHeartbeat) {
 			t.Errorf("parse(% x) err = %v", short, err)
 		}

@@ -20,8 +20,15 @@ import (
 // the sorted node list it hashes, so that a node that hears another hash can
 // say what differs. The instance is random per Start: a heartbeat with this
 // node's own ID and another instance is another process claiming the ID.
+//
+// A node handing over to a successor (Leave) sends, in place of its
+// heartbeats, the same message with version leavingVersion: the others take
+// it down at once, until they hear another instance of it. A node of an
+// older version counts it as malformed and takes the node down when its
+// heartbeats stop, as before.
 const (
 	heartbeatVersion = 1
+	leavingVersion   = 2
 	heartbeatHeader  = 1 + 4 + 8 + 8
 )
 
@@ -34,11 +41,21 @@ type heartbeat struct {
 	hash     uint64
 	instance uint64
 	text     []byte
+	leaving  bool // a leaving notice
 }
 
-// appendHeartbeat appends the encoding of h to dst.
+// appendHeartbeat appends the encoding of a heartbeat to dst.
 func appendHeartbeat(dst []byte, node uint32, hash, instance uint64, text string) []byte {
-	dst = append(dst, heartbeatVersion)
+	return appendControl(dst, heartbeatVersion, node, hash, instance, text)
+}
+
+// appendLeaving appends the encoding of a leaving notice to dst.
+func appendLeaving(dst []byte, node uint32, hash, instance uint64, text string) []byte {
+	return appendControl(dst, leavingVersion, node, hash, instance, text)
+}
+
+func appendControl(dst []byte, version byte, node uint32, hash, instance uint64, text string) []byte {
+	dst = append(dst, version)
 	dst = binary.BigEndian.AppendUint32(dst, node)
 	dst = binary.BigEndian.AppendUint64(dst, hash)
 	dst = binary.BigEndian.AppendUint64(dst, instance)
@@ -47,7 +64,7 @@ func appendHeartbeat(dst []byte, node uint32, hash, instance uint64, text string
 
 // parseHeartbeat decodes b; the text of the result aliases b.
 func parseHeartbeat(b []byte) (heartbeat, error) {
-	if len(b) < heartbeatHeader || b[0] != heartbeatVersion {
+	if len(b) < heartbeatHeader || (b[0] != heartbeatVersion && b[0] != leavingVersion) {
 		return heartbeat{}, errHeartbeat
 	}
 	return heartbeat{
@@ -55,6 +72,7 @@ func parseHeartbeat(b []byte) (heartbeat, error) {
 		hash:     binary.BigEndian.Uint64(b[5:]),
 		instance: binary.BigEndian.Uint64(b[13:]),
 		text:     b[heartbeatHeader:],
+		leaving:  b[0] == leavingVersion,
 	}, nil
 }
 

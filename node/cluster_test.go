@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -409,6 +411,95 @@ func TestClusterRollingTakeover(t *testing.T) {
 		round(id)
 		if st := n.Gateway().Stats(); st.Logins.Load() != 0 || st.Adopted.Load() != 1 {
 			t.Errorf("node %d after its takeover: %d logins, %d adopted; want 0 and 1", id, st.Logins.Load(), st.Adopted.Load())
+		}
+	}
+}
+
+// TestClusterTakeoverAnswersForwards: while alice, on node 1, sends to bob,
+// homed on node 2, one message at a time, node 2 is taken over. Node 1
+// hears node 2 leave and refuses her sends at once (retryable) until the
+// successor is up, and node 2 answers what was forwarded to it before it
+// left: no forward waits out node 1's timeout (it would be refused as
+// "did not answer" or "restarted"), and bob gets every message once, in
+// order.
+func TestClusterTakeoverAnswersForwards(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three nodes with their NATS servers, then a successor")
+	}
+	tc := newTestCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	alice, bob := tc.userHomedOn(1, 1000), tc.userHomedOn(2, 2000)
+	a, b := tc.dial(ctx, alice, 1), tc.dial(ctx, bob, 2)
+
+	var accepted atomic.Int64
+	takenOver := make(chan struct{})
+	sent := make(chan error, 1) // the sender's one result
+	var bodies, refusals []string
+	go func() {
+		after := 0
+		for i := 0; ; i++ {
+			body := fmt.Sprintf("m%d", i)
+			id, err := a.Send(bob, false, []byte(body))
+			if err != nil {
+				sent <- err
+				return
+			}
+			bodies = append(bodies, body)
+			for {
+				ev, err := a.Recv(ctx)
+				if err != nil {
+					sent <- fmt.Errorf("waiting for the ACCEPT of %s: %w", body, err)
+					return
+				}
+				if r, ok := ev.(*protocol.Refuse); ok {
+					refusals = append(refusals, r.Reason)
+				}
+				if acc, ok := ev.(*protocol.Accept); ok && acc.MsgID == id {
+					break
+				}
+			}
+			accepted.Add(1)
+			select {
+			case <-takenOver:
+				if after++; after == 5 {
+					sent <- nil
+					return
+				}
+			default:
+			}
+		}
+	}()
+	testutil.Eventually(t, 10*time.Second, "a few messages accepted", func() bool { return accepted.Load() >= 5 })
+	old := tc.node(2)
+	cfg := old.Config()
+	cfg.Takeover = true
+	n, err := node.Start(cfg)
+	if err != nil {
+		t.Fatalf("takeover of node 2: %v", err)
+	}
+	<-old.Done()
+	tc.mu.Lock()
+	tc.nodes[1] = n
+	tc.mu.Unlock()
+	close(takenOver)
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	// A forward lost in the handover would be refused only after node 1's
+	// timeout, as "did not answer" or, once the successor is heard,
+	// "restarted"; a node heard leaving is only ever "unreachable".
+	for _, r := range refusals {
+		if strings.Contains(r, "did not answer") || strings.Contains(r, "restarted") {
+			t.Errorf("alice's send was refused with %q: a forward waited out node 1's timeout (refusals: %q)", r, refusals)
+		}
+	}
+	if got := tc.node(1).Router().Stats().ForwardTimeouts.Load(); got != 0 {
+		t.Errorf("%d forwards from node 1 timed out across node 2's takeover, want 0", got)
+	}
+	for i, want := range bodies {
+		if d := next[*protocol.Deliver](t, ctx, b); string(d.Body) != want {
+			t.Fatalf("bob's delivery %d: %q, want %q", i, d.Body, want)
 		}
 	}
 }

@@ -73,6 +73,14 @@ func (n *Node) listenHandover(replace bool) error {
 // the connections are taken back.
 const refuseWait = 250 * time.Millisecond
 
+// leaveGrace is how long a node handing over goes on receiving from the
+// cluster after its leaving notice: the others hear the notice within a
+// route's latency and send nothing more, and what they sent before it
+// arrives meanwhile, to be answered. A payload later than this is lost to
+// this node, and its sender's node refuses it after its timeout, as when a
+// node dies.
+const leaveGrace = 200 * time.Millisecond
+
 // handOver is the old side: it hands every connection to the successor on
 // ch, or, if the successor fails before it commits, takes them back and
 // serves on.
@@ -138,11 +146,26 @@ func (n *Node) handOver(ch *handover.Channel) {
 			log.Warn("handover: refusing requests other nodes did not answer in time; their clients resend them", "requests", left)
 		}
 		p.router.RefuseAwaiting()
-		if err := p.cluster.Close(); err != nil {
+		// The others stop sending here once they hear this node leave;
+		// what they sent before arrives within the grace, is answered by
+		// Finish below, and only then does the connection close.
+		p.cluster.Leave()
+		time.Sleep(leaveGrace)
+		if err := p.cluster.StopReceiving(); err != nil {
 			log.Warn("handover: leaving the cluster", "err", err)
 		}
 	}
 	p.router.Finish()
+	if p.cluster != nil {
+		// Finish may have forwarded requests of this node's sessions
+		// that were queued: no answer can reach this node now, so they
+		// are refused, retryable, and their clients resend them to the
+		// successor (the homes deduplicate).
+		p.router.RefuseAwaiting()
+		if err := p.cluster.Close(); err != nil {
+			log.Warn("handover: leaving the cluster", "err", err)
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), budget)
 	defer cancel()
 	unsent := n.srv.Flush(ctx)

@@ -1,0 +1,87 @@
+package cluster
+
+import (
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"switchboard/internal/testutil"
+)
+
+// A node's start and its leaving: a listener address taken, and a
+// handover's Leave, StopReceiving and successor.
+
+// TestNodeAddressInUse: a node whose NATS listener's address is taken (by
+// another process started as the same node, say) fails at once, naming
+// the address, instead of waiting for a NATS server that never listens.
+func TestNodeAddressInUse(t *testing.T) {
+	cfgs := testConfigs(t, 1)
+	ln, err := net.Listen("tcp", cfgs[0].Nodes[0].NATS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := Start(cfgs[0], newInbox().handle)
+	if err == nil {
+		c.Close()
+		t.Fatal("started with its nats address taken")
+	}
+	if want := "node 1's nats address " + cfgs[0].Nodes[0].NATS; !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "already running on this host") {
+		t.Errorf("error %q, want it to name %q and the likely cause", err, want)
+	}
+}
+
+// TestLeaveTakesTheNodeDownAtOnce: a node handing over (Leave) is down for
+// the others as soon as they hear its notice, not DownAfter later, so they
+// send it nothing more; it can still answer them, and what was sent to it
+// before is handed to its handler by the time StopReceiving returns. A
+// heartbeat of the instance that left, arriving late, does not bring it
+// back; its successor's first heartbeat does.
+func TestLeaveTakesTheNodeDownAtOnce(t *testing.T) {
+	cfgs := testConfigs(t, 2)
+	for i := range cfgs {
+		cfgs[i].DownAfter = time.Minute // silence alone takes nobody down in this test
+	}
+	boxes := []*inbox{newInbox(), newInbox()}
+	cs := startAll(t, cfgs, []func(uint32, []byte){boxes[0].handle, boxes[1].handle})
+	allUp(t, cs)
+
+	if !cs[0].Send(2, []byte("before")) {
+		t.Fatal("node 1 could not send to node 2")
+	}
+	left := cs[1].instance
+	cs[1].Leave()
+	testutil.Eventually(t, 5*time.Second, "node 1 to take node 2 down", func() bool { return !cs[0].Up(2) })
+	if cs[0].Send(2, []byte("after the notice")) {
+		t.Error("node 1 sent to a node it heard leave")
+	}
+	if !cs[1].Send(1, []byte("an answer")) {
+		t.Fatal("the leaving node could not answer")
+	}
+	testutil.Eventually(t, 5*time.Second, "the answer", func() bool { return len(boxes[0].from(2)) == 1 })
+	if err := cs[1].StopReceiving(); err != nil {
+		t.Fatal(err)
+	}
+	if got := boxes[1].from(1); len(got) != 1 || got[0] != "before" {
+		t.Fatalf("node 2 was handed %q from node 1, want the payload sent before its notice", got)
+	}
+	cs[0].heard(&nats.Msg{Data: appendHeartbeat(nil, 2, cs[0].hash, left, cs[0].canon)})
+	if cs[0].Up(2) {
+		t.Fatal("a late heartbeat of the instance that left brought node 2 back")
+	}
+	cs[1].Close()
+
+	succ, err := Start(cfgs[1], boxes[1].handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer succ.Close()
+	testutil.Eventually(t, 10*time.Second, "node 1 to see node 2's successor up", func() bool { return cs[0].Up(2) })
+	if !cs[0].Send(2, []byte("to the successor")) {
+		t.Fatal("node 1 could not send to node 2's successor")
+	}
+	testutil.Eventually(t, 5*time.Second, "the successor's payload", func() bool { return len(boxes[1].from(1)) == 2 })
+}
