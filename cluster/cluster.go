@@ -134,7 +134,8 @@ type peer struct {
 
 // Start starts the embedded NATS server (unless cfg.External), connects to
 // NATS over TCP, subscribes to this node's subject and the control subject,
-// and publishes heartbeats carrying cfg.Hash. It returns once every peer has
+// and publishes heartbeats carrying cfg.Hash, the first once every peer
+// was heard or two intervals passed (holdFirstHeartbeat). It returns once every peer has
 // been heard from, or after cfg.DownAfter (peers not heard are down). It
 // refuses, with an error wrapping ErrMismatch that names both hashes and what
 // differs, when a peer's heartbeat carries another hash in that time, and
@@ -417,6 +418,9 @@ func (c *Cluster) refuse(err error, p *peer) {
 func (c *Cluster) heartbeats() {
 	defer c.wg.Done()
 	defer close(c.events)
+	if !c.holdFirstHeartbeat() {
+		return
+	}
 	msg := appendHeartbeat(nil, c.cfg.Self, c.hash, c.instance, c.canon)
 	tick := time.NewTicker(c.cfg.Heartbeat)
 	defer tick.Stop()
@@ -454,6 +458,40 @@ func (c *Cluster) heartbeats() {
 		}
 	}
 }
+
+// holdFirstHeartbeat keeps this node silent until it has heard every
+// peer, or for two heartbeat intervals at most: a peer that hears it sends
+// it payloads at once (the forwards of its clients' SENDs), and the answers
+// go only to peers this node sees up. A node that starts beside running
+// ones (a restart, a takeover's successor) hears them within an interval;
+// a cluster that starts at once waits the two intervals. It reports false
+// if the cluster closed meanwhile.
+func (c *Cluster) holdFirstHeartbeat() bool {
+	wait := time.NewTimer(2 * c.cfg.Heartbeat)
+	defer wait.Stop()
+	poll := time.NewTicker(holdPoll)
+	defer poll.Stop()
+	for {
+		all := true
+		for id := range c.peers {
+			all = all && c.Up(id)
+		}
+		if all {
+			return true
+		}
+		select {
+		case <-c.done:
+			return false
+		case <-wait.C:
+			return true
+		case <-poll.C:
+		}
+	}
+}
+
+// holdPoll is how often holdFirstHeartbeat looks whether every peer was
+// heard.
+const holdPoll = 5 * time.Millisecond
 
 // since returns how long ago t (1 + nanoseconds from epoch) was, or -1
 // for 0 (never).

@@ -4,6 +4,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -84,4 +85,58 @@ func TestLeaveTakesTheNodeDownAtOnce(t *testing.T) {
 		t.Fatal("node 1 could not send to node 2's successor")
 	}
 	testutil.Eventually(t, 5*time.Second, "the successor's payload", func() bool { return len(boxes[1].from(1)) == 2 })
+}
+
+// TestFirstHeartbeatAfterHearingPeers: a node starting holds its first
+// heartbeat until it has heard every peer (a peer that hears it forwards to
+// it at once, and it answers only peers it sees up), or two intervals at
+// most, and not past its Close. Time is synctest's.
+func TestFirstHeartbeatAfterHearingPeers(t *testing.T) {
+	cfg := Config{Name: "h", Self: 1, Nodes: []NodeAddr{{1, "h:1", "h:2", "h:3"}, {2, "h:4", "h:5", "h:6"}, {3, "h:7", "h:8", "h:9"}}}.withDefaults()
+	newCluster := func() *Cluster {
+		return &Cluster{cfg: cfg, log: cfg.Logger, hash: cfg.Hash(), canon: cfg.canonical(), instance: 1, epoch: time.Now(),
+			peers: map[uint32]*peer{2: {}, 3: {}}, mismatch: make(chan error, 1), done: make(chan struct{})}
+	}
+	beat := func(c *Cluster, node uint32) {
+		c.heard(&nats.Msg{Data: appendHeartbeat(nil, node, cfg.Hash(), uint64(node), cfg.canonical())})
+	}
+	synctest.Test(t, func(t *testing.T) {
+		c := newCluster()
+		held := make(chan bool, 1)
+		go func() { held <- c.holdFirstHeartbeat() }()
+		synctest.Wait()
+		beat(c, 2)
+		time.Sleep(cfg.Heartbeat) // half the hold: node 3 not heard yet
+		synctest.Wait()
+		select {
+		case <-held:
+			t.Fatal("the first heartbeat went before node 3 was heard")
+		default:
+		}
+		beat(c, 3)
+		time.Sleep(holdPoll)
+		synctest.Wait()
+		select {
+		case ok := <-held:
+			if !ok {
+				t.Fatal("held reported the cluster closed")
+			}
+		default:
+			t.Fatal("still holding with every peer heard")
+		}
+	})
+	synctest.Test(t, func(t *testing.T) {
+		c := newCluster()
+		start := time.Now()
+		if !c.holdFirstHeartbeat() || time.Since(start) != 2*cfg.Heartbeat {
+			t.Errorf("with no peer heard, held %v, want two intervals (%v)", time.Since(start), 2*cfg.Heartbeat)
+		}
+	})
+	synctest.Test(t, func(t *testing.T) {
+		c := newCluster()
+		close(c.done)
+		if c.holdFirstHeartbeat() {
+			t.Error("held past Close, and then reported to go on")
+		}
+	})
 }
