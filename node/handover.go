@@ -365,13 +365,13 @@ func takeOver(cfg Config) (*Node, error) {
 	case begin.Kind != handover.KindBegin:
 		return nil, fmt.Errorf("node: takeover: the running server sent %s, not BEGIN", begin.Kind)
 	}
-	// The Noise keys are loaded, or made on a first switch to Noise, only
-	// now that a server has answered: a takeover with none to take over
-	// from leaves the data folder as it was.
 	if err := sameAddr(cfg.Gateway.Addr, begin.Addr); err != nil {
 		_ = ch.Send(&handover.Message{Kind: handover.KindRefuse, Reason: err.Error()})
 		return nil, err
 	}
+	// The Noise keys are loaded, or made on a first switch to Noise, only
+	// now that a server has answered: a takeover with none to take over
+	// from leaves the data folder as it was.
 	if err := cfg.noiseKeys(); err != nil {
 		_ = ch.Send(&handover.Message{Kind: handover.KindRefuse, Reason: err.Error()})
 		return nil, err
