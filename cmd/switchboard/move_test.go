@@ -461,4 +461,11 @@ func TestMoveRefusals(t *testing.T) {
 	if es, _, err := s.Read(user, 0, 10, 0, nil); err != nil || len(es) != 1 {
 		t.Errorf("user %d on node 1 after the refusal: %d entries, %v; want its entry there", user, len(es), err)
 	}
+	// An id is not home yet: no folder is recorded as the new list's, so
+	// serve refuses them all until the move is finished.
+	for n := uint32(1); n <= 3; n++ {
+		if _, err := os.Stat(filepath.Join(dirs[n], node.HomesFileName)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("node %d's folder recorded its homes after a move that refused an id (%v)", n, err)
+		}
+	}
 }
