@@ -171,7 +171,7 @@ func benchCmd(args []string) error {
 	fs.Uint64Var(&cfg.UserBase, "user-base", 0, "first user id the generator logs in as; the run uses the ids after it; 0: a fresh range above 10^9 per run (1000 ids further each second)")
 	fs.IntVar(&cfg.ConnFrameCap, "conn-frame-cap", 500, "most frames per second one connection writes (count/s): half the server's rate limit")
 	fs.DurationVar(&cfg.Ping, "ping", 300*time.Second, "keepalive interval asked of the server (duration, 10s..600s)")
-	fs.IntVar(&cfg.Retries, "retries", 5, "failed logins retried per connection before the run fails (count)")
+	fs.IntVar(&cfg.Retries, "retries", 5, "failed logins retried per connection before the run fails (count): 5 spans a few seconds; a run across a server's restart needs more (scripts/takeover.sh uses 1000)")
 	out := fs.String("out", "", "report folder (path) for report.md, result.json and the PNG charts; default bench-results/<scenario>-<time>; \"-\": none")
 	asJSON := fs.Bool("json", false, "print the result as JSON on stdout instead of the table")
 	cpuProfile := fs.String("cpuprofile", "", "write the generator's CPU profile (pprof) to this path (the coordinator process: all connections when there is one process)")
