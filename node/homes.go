@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"switchboard/storage"
 )
 
 // HomesFileName is the file in a data folder that records whose mailboxes
@@ -45,9 +47,12 @@ func HomesOf(self uint32, ids []uint32) string {
 // other node ids, than the configuration would serve it as.
 var ErrHomes = errors.New("node: the data folder holds other homes' mailboxes")
 
-// checkHomes compares the data folder's record with cfg: a folder without
-// one (new, or last served by a version that kept none) is recorded as
-// cfg's; a folder recorded as other homes is refused.
+// checkHomes compares the data folder's record with cfg, before the store
+// opens: a folder without one (new, or last served by a version that kept
+// none) or with cfg's passes; so does one recorded as other homes that
+// holds nothing (a server started alone once, to make the keys files),
+// which recordHomes then records anew. A folder recorded as other homes
+// that holds anything is refused.
 func checkHomes(cfg Config) error {
 	if cfg.Memory || cfg.Data == "" {
 		return nil
@@ -56,13 +61,19 @@ func checkHomes(cfg Config) error {
 	want := Homes(cfg)
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return WriteHomes(cfg.Data, want)
+		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
 	got := recordedHomes(b)
 	if got == want {
+		return nil
+	}
+	switch holds, err := holdsAny(cfg); {
+	case err != nil:
+		return err
+	case !holds:
 		return nil
 	}
 	var hint string
@@ -74,8 +85,36 @@ func checkHomes(cfg Config) error {
 	default:
 		hint = "run `switchboard move` from the node list it was served under to this one first (docs/CLUSTER.md, \"Changing the node list\"), which records the new homes"
 	}
-	return fmt.Errorf("%w: %s holds the mailboxes of %q (%s), and this process would serve it as %q: %s; if the folder holds nothing, or its mailboxes were moved another way, remove %s",
+	return fmt.Errorf("%w: %s holds the mailboxes of %q (%s), and this process would serve it as %q: %s; if its mailboxes were moved another way, remove %s",
 		ErrHomes, cfg.Data, got, path, want, hint, path)
+}
+
+// holdsAny reports whether cfg's store holds anything an id owns, opening
+// it offline (an absent store holds nothing).
+func holdsAny(cfg Config) (bool, error) {
+	f, err := storage.OpenFolder(cfg.Storage, false)
+	if errors.Is(err, storage.ErrNoStore) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	return f.HoldsAny()
+}
+
+// recordHomes records cfg's homes in its data folder unless it holds that
+// record already; Start calls it once the store is open, so that the
+// folder is this process's.
+func recordHomes(cfg Config) error {
+	if cfg.Memory || cfg.Data == "" {
+		return nil
+	}
+	want := Homes(cfg)
+	if b, err := os.ReadFile(filepath.Join(cfg.Data, HomesFileName)); err == nil && recordedHomes(b) == want {
+		return nil
+	}
+	return WriteHomes(cfg.Data, want)
 }
 
 // recordedHomes is the record in a homes file's bytes: its first line that

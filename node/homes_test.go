@@ -8,10 +8,11 @@ import (
 	"testing"
 
 	"switchboard/cluster"
+	"switchboard/storage"
 )
 
-// homesConfig is a node of cfg's kind on data: alone when self is 0, else
-// node self of the given ids.
+// homesConfig is a node of cfg's kind on data, with defaults: alone when
+// self is 0, else node self of the given ids.
 func homesConfig(data string, self uint32, ids ...uint32) Config {
 	cfg := Default()
 	cfg.Data = data
@@ -22,23 +23,47 @@ func homesConfig(data string, self uint32, ids ...uint32) Config {
 			cfg.Cluster.Nodes = append(cfg.Cluster.Nodes, cluster.NodeAddr{ID: id})
 		}
 	}
-	return cfg
+	return cfg.WithDefaults()
 }
 
-// TestHomesRecorded: a data folder is recorded as the homes it is first
-// served as, and is refused as any other: another node of the same ids
-// (a swapped --data or --cluster-node), other ids without a move, a
-// cluster's folder served alone and the other way round. Each refusal
-// says what to check, and nothing is written over the record.
+// storeEntry stores a message for user 7 in cfg's store, as a server
+// that served the folder would have.
+func storeEntry(t *testing.T, cfg Config) {
+	t.Helper()
+	s, err := storage.Open(cfg.Storage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := storage.AppendWait(s, storage.Entry{Recipient: 7, Seq: 1, Kind: storage.KindMessage, Sender: 9, MsgID: 1, Value: []byte("waiting")}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestHomesRecorded: a data folder is recorded as the homes it is served
+// as, and once it holds anything it is refused as any other: another node
+// of the same ids (a swapped --data or --cluster-node), other ids without
+// a move, a cluster's folder served alone and the other way round. Each
+// refusal says what to check, and the record stays. A folder that holds
+// nothing (a server started alone once, to make the keys files) may be
+// served as anything.
 func TestHomesRecorded(t *testing.T) {
 	data := t.TempDir()
-	if err := checkHomes(homesConfig(data, 2, 3, 1, 2)); err != nil {
+	node2 := homesConfig(data, 2, 3, 1, 2)
+	if err := checkHomes(node2); err != nil {
 		t.Fatalf("a new folder: %v", err)
+	}
+	if err := recordHomes(node2); err != nil {
+		t.Fatal(err)
 	}
 	b, err := os.ReadFile(filepath.Join(data, HomesFileName))
 	if err != nil || recordedHomes(b) != "node 2 of 1,2,3" {
 		t.Fatalf("recorded %q (%v), want node 2 of 1,2,3", b, err)
 	}
+	if err := checkHomes(homesConfig(data, 1, 1, 2, 3)); err != nil {
+		t.Fatalf("a folder that holds nothing, as another node: %v", err)
+	}
+	storeEntry(t, node2)
 	if err := checkHomes(homesConfig(data, 2, 1, 2, 3)); err != nil {
 		t.Fatalf("the same homes again: %v", err)
 	}
@@ -60,24 +85,48 @@ func TestHomesRecorded(t *testing.T) {
 		t.Errorf("a refusal changed the record to %q", b)
 	}
 
-	alone := t.TempDir()
-	if err := checkHomes(homesConfig(alone, 0)); err != nil {
+	keysOnly := t.TempDir() // served alone once, to make the keys files
+	alone := homesConfig(keysOnly, 0)
+	if err := recordHomes(alone); err != nil {
 		t.Fatal(err)
 	}
-	if err := checkHomes(homesConfig(alone, 1, 1, 2)); !errors.Is(err, ErrHomes) || !strings.Contains(err.Error(), `"alone"`) {
-		t.Errorf("a lone server's folder as node 1 of 1,2: %v, want ErrHomes", err)
+	s, err := storage.Open(alone.Storage) // the store it opened, empty
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	node1 := homesConfig(keysOnly, 1, 1, 2)
+	if err := checkHomes(node1); err != nil {
+		t.Fatalf("a lone server's empty folder as node 1 of 1,2: %v", err)
+	}
+	if err := recordHomes(node1); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(keysOnly, HomesFileName)); recordedHomes(b) != "node 1 of 1,2" {
+		t.Errorf("recorded %q, want node 1 of 1,2", b)
+	}
+
+	served := t.TempDir()
+	alone = homesConfig(served, 0)
+	if err := recordHomes(alone); err != nil {
+		t.Fatal(err)
+	}
+	storeEntry(t, alone)
+	if err := checkHomes(homesConfig(served, 1, 1, 2)); !errors.Is(err, ErrHomes) || !strings.Contains(err.Error(), `"alone"`) {
+		t.Errorf("a lone server's folder that holds a message, as node 1 of 1,2: %v, want ErrHomes", err)
 	}
 }
 
 // TestStartRefusesOtherHomes: Start refuses a folder recorded as other
-// homes before it serves anything, and leaves the store closed, so that
-// the right configuration starts on it at once.
+// homes that holds a message, before it serves anything, and leaves the
+// store closed, so that the right configuration starts on it at once.
 func TestStartRefusesOtherHomes(t *testing.T) {
 	cfg, _ := testConfig(t)
 	data := cfg.Data
 	if err := WriteHomes(data, "node 2 of 1,2"); err != nil {
 		t.Fatal(err)
 	}
+	storeEntry(t, cfg.WithDefaults())
 	if n, err := Start(cfg); !errors.Is(err, ErrHomes) {
 		if n != nil {
 			n.Stop(t.Context())

@@ -99,12 +99,14 @@ func start(cfg Config, inherited int) (*Node, error) {
 	if cfg.Memory {
 		open = storage.NewMemory
 	}
+	if err := checkHomes(cfg); err != nil {
+		return nil, err
+	}
 	store, err := open(cfg.Storage)
 	if err != nil {
 		return nil, err
 	}
-	// Once the store is open, so that the folder is this process's.
-	if err := checkHomes(cfg); err != nil {
+	if err := recordHomes(cfg); err != nil {
 		store.Close()
 		return nil, err
 	}

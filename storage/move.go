@@ -185,6 +185,35 @@ func (f *Folder) Holdings() (Holdings, error) {
 	return h, nil
 }
 
+// HoldsAny reports whether the folder holds anything an id owns (a
+// mailbox, a mark, dedupe records, pending receipts, a group) or a move
+// left unfinished, stopping at the first such key: a folder for which it
+// is false may be served as any node.
+func (f *Folder) HoldsAny() (bool, error) {
+	found := false
+	err := f.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{})
+		defer it.Close()
+		for it.Rewind(); it.Valid() && !found; it.Next() {
+			item := it.Item()
+			if k := item.Key(); len(k) > 0 && k[0] == prefixMoving {
+				found = true
+				break
+			}
+			_, ok, err := ownerOf(item)
+			if err != nil {
+				return err
+			}
+			found = ok
+		}
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("storage: listing %s: %w", f.dir, err)
+	}
+	return found, nil
+}
+
 // ownerOf returns the id that owns item's key (see the table above), or
 // ok false for a store-wide key. A key it does not know is an error: a new
 // prefix in keys.go must be given its owner here, or moves refuse to run.

@@ -292,3 +292,55 @@ func TestRecountRules(t *testing.T) {
 		t.Errorf("totals after Recount: %+v, %v; want 4 entries, 21 bytes", tot, err)
 	}
 }
+
+// TestHoldsAny: a folder that holds nothing an id owns says so, one that
+// holds a message, or the mark an acknowledged one left, says it holds
+// something.
+func TestHoldsAny(t *testing.T) {
+	holds := func(dir string) bool {
+		t.Helper()
+		f, err := OpenFolder(smallConfig(dir, -1), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		any, err := f.HoldsAny()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return any
+	}
+	empty := t.TempDir()
+	if holds(empty) {
+		t.Error("an empty folder holds something")
+	}
+	for _, tc := range []struct {
+		name string
+		fill func(s Store) error
+	}{
+		{"a message", func(s Store) error {
+			return AppendWait(s, Entry{Recipient: 7, Seq: 1, Kind: KindMessage, Sender: 9, MsgID: 1, Value: []byte("x")})
+		}},
+		{"a mark", func(s Store) error {
+			if err := AppendWait(s, Entry{Recipient: 7, Seq: 1, Kind: KindMessage, Sender: 9, MsgID: 1, Value: []byte("x")}); err != nil {
+				return err
+			}
+			_, err := AckWait(s, 7, 1)
+			return err
+		}},
+	} {
+		dir := t.TempDir()
+		s, err := Open(smallConfig(dir, -1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = tc.fill(s)
+		s.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !holds(dir) {
+			t.Errorf("a folder with %s holds nothing", tc.name)
+		}
+	}
+}
