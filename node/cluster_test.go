@@ -121,6 +121,24 @@ func (tc *testCluster) dial(ctx context.Context, user uint64, via uint32) *clien
 	return c
 }
 
+// takeOver starts a successor of node id with --takeover, waits until the
+// old process has ended, and puts the successor in its place.
+func (tc *testCluster) takeOver(id uint32) *node.Node {
+	tc.t.Helper()
+	old := tc.node(id)
+	cfg := old.Config()
+	cfg.Takeover = true
+	n, err := node.Start(cfg)
+	if err != nil {
+		tc.t.Fatalf("takeover of node %d: %v", id, err)
+	}
+	<-old.Done()
+	tc.mu.Lock()
+	tc.nodes[id-1] = n
+	tc.mu.Unlock()
+	return n
+}
+
 // next returns c's next event of type T, skipping the others.
 func next[T any](t *testing.T, ctx context.Context, c *client.Conn) T {
 	t.Helper()
@@ -397,17 +415,7 @@ func TestClusterRollingTakeover(t *testing.T) {
 	}
 	round(0)
 	for id := 1; id <= 3; id++ {
-		old := tc.node(uint32(id))
-		cfg := old.Config()
-		cfg.Takeover = true
-		n, err := node.Start(cfg)
-		if err != nil {
-			t.Fatalf("takeover of node %d: %v", id, err)
-		}
-		<-old.Done()
-		tc.mu.Lock()
-		tc.nodes[id-1] = n
-		tc.mu.Unlock()
+		n := tc.takeOver(uint32(id))
 		round(id)
 		if st := n.Gateway().Stats(); st.Logins.Load() != 0 || st.Adopted.Load() != 1 {
 			t.Errorf("node %d after its takeover: %d logins, %d adopted; want 0 and 1", id, st.Logins.Load(), st.Adopted.Load())
@@ -471,17 +479,7 @@ func TestClusterTakeoverAnswersForwards(t *testing.T) {
 		}
 	}()
 	testutil.Eventually(t, 10*time.Second, "a few messages accepted", func() bool { return accepted.Load() >= 5 })
-	old := tc.node(2)
-	cfg := old.Config()
-	cfg.Takeover = true
-	n, err := node.Start(cfg)
-	if err != nil {
-		t.Fatalf("takeover of node 2: %v", err)
-	}
-	<-old.Done()
-	tc.mu.Lock()
-	tc.nodes[1] = n
-	tc.mu.Unlock()
+	tc.takeOver(2)
 	close(takenOver)
 	if err := <-sent; err != nil {
 		t.Fatal(err)
