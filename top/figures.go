@@ -136,7 +136,10 @@ func (f Figures) Over(fig Figure) bool {
 	if fig >= 0 && fig < numFigures && f.overAny[fig] {
 		return true
 	}
-	near := func(v, capacity float64) bool { return capacity > 0 && v >= QueueNear*capacity }
+	// A capacity of 0 is a limit, not its absence: a connection cap the
+	// gateway lowered to 0 (its reserve grew past the open-file limit)
+	// refuses every connection. An unknown capacity (NaN) marks nothing.
+	near := func(v, capacity float64) bool { return capacity >= 0 && v >= QueueNear*capacity }
 	switch fig {
 	case FigDown:
 		return len(f.Down) > 0 || f.NotReady > 0

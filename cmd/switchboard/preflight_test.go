@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -23,8 +24,10 @@ func TestPreflightFlags(t *testing.T) {
 	if code := exitCode("preflight", runPreflight([]string{"extra"}, &out, preflight.Probe{})); code != 2 {
 		t.Errorf("an argument exits %d, want 2", code)
 	}
-	if code := exitCode("preflight", runPreflight([]string{"--sync-probe", "-1"}, &out, preflight.Probe{})); code != 2 {
-		t.Errorf("--sync-probe -1 exits %d, want 2", code)
+	for _, n := range []string{"-1", "100001"} {
+		if code := exitCode("preflight", runPreflight([]string{"--sync-probe", n}, &out, preflight.Probe{})); code != 2 {
+			t.Errorf("--sync-probe %s exits %d, want 2", n, code)
+		}
 	}
 	if out.Len() != 0 {
 		t.Errorf("nothing is reported on a bad command line, got %q", out.String())
@@ -45,6 +48,7 @@ func TestPreflightThisHost(t *testing.T) {
 		Binding     string `json:"binding"`
 		Facts       struct {
 			NofileSoft uint64 `json:"nofile_soft"`
+			DiskPath   string `json:"disk_path"`
 			Sync       *struct {
 				Count int `json:"count"`
 			} `json:"sync"`
@@ -65,6 +69,9 @@ func TestPreflightThisHost(t *testing.T) {
 	}
 	if r.Facts.NofileSoft != lim.Cur {
 		t.Errorf("nofile_soft %d, getrlimit says %d", r.Facts.NofileSoft, lim.Cur)
+	}
+	if want := filepath.Dir(data); r.Facts.DiskPath != want {
+		t.Errorf("disk_path %q, want %q: --data's nearest existing parent", r.Facts.DiskPath, want)
 	}
 	if r.Facts.Sync == nil || r.Facts.Sync.Count != 20 {
 		t.Errorf("facts.sync %+v, want 20 durable writes timed", r.Facts.Sync)
@@ -93,5 +100,15 @@ func TestPreflightThisHost(t *testing.T) {
 	}
 	if strings.Contains(text.String(), "Durable writes") {
 		t.Errorf("--sync-probe 0 timed durable writes:\n%s", text.String())
+	}
+}
+
+// A probe that cannot read the host is an error, not a report of zeros.
+func TestPreflightProbeError(t *testing.T) {
+	var out bytes.Buffer
+	probe := preflight.Probe{Rlimit: func() (uint64, uint64, error) { return 0, 0, unix.EPERM }}
+	err := runPreflight([]string{"--data", filepath.Join(t.TempDir(), "data"), "--sync-probe", "0"}, &out, probe)
+	if !errors.Is(err, unix.EPERM) || out.Len() != 0 {
+		t.Errorf("getrlimit failing: %v, output %q; want its error and no report", err, out.String())
 	}
 }

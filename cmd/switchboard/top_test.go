@@ -4,7 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -91,4 +96,34 @@ func TestTopFlags(t *testing.T) {
 			t.Errorf("%q: %v, want a usage error (exit 2)", args, err)
 		}
 	}
+}
+
+// --once takes its two scrapes --every apart: a counter that grows by 100
+// between them grew over 100 ms at least, so at most 1,000 a second, never
+// the rate of two scrapes made back to back.
+func TestTopOnceWaitsEvery(t *testing.T) {
+	var mu sync.Mutex
+	n := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		n++
+		v := 100 * n
+		mu.Unlock()
+		fmt.Fprintf(w, "# TYPE switchboard_accepted_total counter\nswitchboard_accepted_total %d\n", v)
+	}))
+	defer srv.Close()
+	var out bytes.Buffer
+	if err := runTop([]string{"--addr", srv.Listener.Addr().String(), "--once", "--every", "100ms"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	for l := range strings.SplitSeq(out.String(), "\n") {
+		if rest, ok := strings.CutPrefix(l, "messages in/s"); ok {
+			rate, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			if err != nil || rate <= 0 || rate > 1000 {
+				t.Errorf("messages in/s %q, want 100 over at least 100 ms: at most 1000\n%s", strings.TrimSpace(rest), out.String())
+			}
+			return
+		}
+	}
+	t.Fatalf("no messages in/s line:\n%s", out.String())
 }
