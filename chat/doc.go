@@ -46,7 +46,8 @@
 // edited or damaged within JSON is mended to the bounds above when loaded
 // (a conversation without contents or under a key naming no peer is
 // dropped, the quietest past MaxConversations go, the open one is made if
-// missing), and an outbox out of msg_id order is refused by client.Dial.
+// missing; a conversation's lines past the history bounds go at its next
+// line), and an outbox out of msg_id order is refused by client.Dial.
 //
 // # The screen
 //

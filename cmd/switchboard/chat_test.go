@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"switchboard/noise"
 	"switchboard/token"
 )
 
@@ -133,5 +134,23 @@ func TestChatTransport(t *testing.T) {
 	}
 	if _, err := keys.VerifyKey(tok, bytes.Repeat([]byte{9}, 32), time.Now()); err == nil {
 		t.Fatal("the token logs in with another device's key")
+	}
+}
+
+// TestChatNoiseServerKey: the server's Noise key, when the data folder
+// holds it, is taken for the first handshake (IK); without it, none is.
+func TestChatNoiseServerKey(t *testing.T) {
+	data := t.TempDir()
+	nz, err := chatNoiseOptions(t.TempDir(), data, 42)
+	if err != nil || nz.Server != nil {
+		t.Fatalf("no server key file: server key %x (%v), want none", nz.Server, err)
+	}
+	keys, err := noise.LoadKeys(filepath.Join(data, noise.KeysFileName), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nz, err = chatNoiseOptions(t.TempDir(), data, 42)
+	if err != nil || !bytes.Equal(nz.Server, keys[0].Public[:]) {
+		t.Fatalf("server key %x (%v), want the data folder's %x", nz.Server, err, keys[0].Public[:])
 	}
 }
