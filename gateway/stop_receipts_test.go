@@ -193,7 +193,7 @@ func pendingIn(t testing.TB, dir string) int {
 	return n
 }
 
-// TestReceiptsFullQueuesAndStop: with routing queues of 64 requests on two
+// TestReceiptsFullQueuesAndStop: with routing queues of 16 requests on two
 // shards, 24 senders write to 3 recipients in turn (so that one ACK deletes
 // the messages of many senders and yields a receipt for each), the
 // recipients acknowledging every frame. First a burst of 40 messages per
@@ -203,12 +203,12 @@ func pendingIn(t testing.TB, dir string) int {
 // rescan. Then the traffic goes on and the server is stopped gracefully in
 // the middle of it, and restarts on the same folder (with default queues:
 // a rescan re-queues at most a queue's worth per shard and second, so with
-// queues of 64 a backlog of thousands takes tens of seconds). After the
+// queues of 16 a backlog of thousands takes tens of seconds). After the
 // recipients read to the end, every message they received has its
 // receipt, every ACCEPTed message was delivered, and after a clean stop no
 // receipt is pending.
 func TestReceiptsFullQueuesAndStop(t *testing.T) {
-	small := func(c *delivery.Config) { c.Shards, c.QueueLen = 2, 64 }
+	small := func(c *delivery.Config) { c.Shards, c.QueueLen = 2, 16 }
 	fast := func(c *gateway.Config) { c.RateLimit = 1_000_000 }
 	ts := startServer(t, serverOptions{gw: fast, router: small})
 	r := newReceiptTally(t)
