@@ -100,8 +100,11 @@ type Cluster struct {
 	// cap eventsCap, an event that does not fit is counted and dropped.
 	events chan NodeEvent
 	// mismatch: sent by the control handler (non-blocking), received by
-	// Start while it waits; cap 1.
+	// Join while it waits; cap 1.
 	mismatch chan error
+	// joined is closed when Join succeeded: deliver holds payloads until
+	// then.
+	joined chan struct{}
 
 	done      chan struct{}
 	wg        sync.WaitGroup
@@ -132,27 +135,35 @@ type peer struct {
 	up bool
 }
 
-// Start starts the embedded NATS server (unless cfg.External), connects to
-// NATS over TCP, subscribes to this node's subject and the control subject,
-// and publishes heartbeats carrying cfg.Hash, the first once every peer
-// was heard or two intervals passed (holdFirstHeartbeat). It returns once every peer has
-// been heard from, or after cfg.DownAfter (peers not heard are down). It
-// refuses, with an error wrapping ErrMismatch that names both hashes and what
-// differs, when a peer's heartbeat carries another hash in that time, and
-// with ErrNodeInUse when another process announces itself as this node; a
-// mismatch heard later is logged and that peer is treated as down.
+// Start is New and Join: it returns a Cluster that has joined.
+func Start(cfg Config, handler func(from uint32, payload []byte)) (*Cluster, error) {
+	c, err := New(cfg, handler)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Join(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// New makes this node's side of the cluster (cfg.Self) without joining it.
+// Its Self, Home, Instance, Up and Send work at once (Send refuses every
+// node until Join has heard it), so the caller can hand it to what answers
+// payloads before Join: a peer that hears this node forwards to it at once,
+// and the answers go through Send.
 //
 // handler is called for every payload published to this node, in order per
 // sender node, on one goroutine of the cluster's; it may keep payload. It
 // must not block for long: payloads wait for it in a bounded buffer
 // (pendingMsgs, pendingBytes), past which they are dropped and counted.
-func Start(cfg Config, handler func(from uint32, payload []byte)) (*Cluster, error) {
+func New(cfg Config, handler func(from uint32, payload []byte)) (*Cluster, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if handler == nil {
-		return nil, errors.New("cluster: Start without a handler")
+		return nil, errors.New("cluster: no handler for payloads")
 	}
 	if cfg.External == "" && len(cfg.Keys) == 0 {
 		return nil, errors.New("cluster: no keys: the embedded NATS server admits only nodes holding the token keys")
@@ -172,23 +183,47 @@ func Start(cfg Config, handler func(from uint32, payload []byte)) (*Cluster, err
 		handler:  handler,
 		events:   make(chan NodeEvent, eventsCap),
 		mismatch: make(chan error, 1),
+		joined:   make(chan struct{}),
 		done:     make(chan struct{}),
 	}
-	var self NodeAddr
 	for _, n := range cfg.Nodes {
 		c.subjects[n.ID] = "sb." + cfg.Name + ".node." + strconv.FormatUint(uint64(n.ID), 10)
 		c.clients[n.ID] = n.Client
-		if n.ID == cfg.Self {
-			self = n
-		} else {
+		if n.ID != cfg.Self {
 			c.peers[n.ID] = &peer{}
 		}
 	}
-	addr := cfg.External
+	return c, nil
+}
+
+// Join starts the embedded NATS server (unless cfg.External), connects to
+// NATS over TCP, subscribes to this node's subject and the control subject,
+// and publishes heartbeats carrying cfg.Hash, the first once every peer
+// was heard or two intervals passed (holdFirstHeartbeat). It returns once
+// every peer has been heard from, or after cfg.DownAfter (peers not heard
+// are down). It refuses, with an error wrapping ErrMismatch that names both
+// hashes and what differs, when a peer's heartbeat carries another hash in
+// that time, and with ErrNodeInUse when another process announces itself
+// as this node; a mismatch heard later is logged and that peer is treated
+// as down. A Cluster that failed to join is closed.
+//
+// Payloads that arrive while Join waits are held and handed to the handler
+// once it has returned nil, in order: the peers that heard this node
+// forward to it at once, and another process that turns out to be this
+// node must not have stored them. Those held when Join fails are dropped,
+// and their senders' timeouts refuse them, retryable.
+func (c *Cluster) Join() error {
+	var self NodeAddr
+	for _, n := range c.cfg.Nodes {
+		if n.ID == c.cfg.Self {
+			self = n
+		}
+	}
+	addr := c.cfg.External
 	if addr == "" {
-		srv, err := newServer(cfg, self, c.log)
+		srv, err := newServer(c.cfg, self, c.log)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		c.srv = srv
 		addr = "nats://" + self.NATS
@@ -196,15 +231,16 @@ func Start(cfg Config, handler func(from uint32, payload []byte)) (*Cluster, err
 	c.starting.Store(true)
 	if err := c.connect(addr); err != nil {
 		c.shutdown()
-		return nil, err
+		return err
 	}
 	c.wg.Add(1)
 	go c.heartbeats()
 	if err := c.awaitPeers(); err != nil {
 		c.Close()
-		return nil, err
+		return err
 	}
-	return c, nil
+	close(c.joined)
+	return nil
 }
 
 // connect dials NATS over TCP (never an in-process pipe: a far node cut
@@ -306,6 +342,12 @@ func (c *Cluster) deliver(m *nats.Msg) {
 		c.dropped.Add(1)
 		return
 	}
+	select {
+	case <-c.joined:
+	case <-c.done: // Join failed, or Close
+		c.dropped.Add(1)
+		return
+	}
 	c.received.Add(1)
 	c.handler(from, m.Data[4:])
 }
@@ -395,7 +437,7 @@ func (c *Cluster) Instance(node uint32) uint64 {
 	return 0
 }
 
-// refuse handles a mismatch: during Start it fails Start; later it logs
+// refuse handles a mismatch: during Join it fails Join; later it logs
 // (once per peer until it matches again) and p, if a peer, is down.
 func (c *Cluster) refuse(err error, p *peer) {
 	if c.starting.Load() {
@@ -519,11 +561,23 @@ func (c *Cluster) Up(node uint32) bool {
 	if p == nil || p.mismatched.Load() {
 		return false
 	}
-	if l := p.left.Load(); l != 0 && l == p.instance.Load() {
+	if c.Leaving(node) {
 		return false
 	}
 	seen := p.seen.Load()
 	return seen != 0 && time.Since(c.epoch)-time.Duration(seen-1) < c.cfg.DownAfter
+}
+
+// Leaving reports whether node said it is handing over to a successor
+// (Leave) and no later process of it has been heard since: it is down
+// for Up, and its successor is expected within about a second.
+func (c *Cluster) Leaving(node uint32) bool {
+	p := c.peers[node]
+	if p == nil {
+		return false
+	}
+	l := p.left.Load()
+	return l != 0 && l == p.instance.Load()
 }
 
 // Addr returns node's client address (for redirects), or "" for a node not

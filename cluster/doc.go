@@ -54,10 +54,13 @@
 // The embedded server's own route pings (every 500 ms, 3 unanswered)
 // close a dead route on the same time scale; NATS's defaults (a ping
 // every 2 minutes) would not. A heartbeat with another
-// hash fails Start when heard during it, and later takes that peer down
+// hash fails Join when heard during it, and later takes that peer down
 // with an error logged once. A heartbeat with this node's ID from another
 // process (another instance) is a mismatch too: two processes must never
-// serve one node's mailboxes.
+// serve one node's mailboxes. So payloads that arrive while Join waits,
+// which peers send as soon as they hear this node, are held until it
+// succeeds; New makes the Cluster before, so the handler's answers can go
+// through it the moment they are handed on.
 //
 // # Bounds
 //

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -53,9 +54,15 @@ func TestLeaveTakesTheNodeDownAtOnce(t *testing.T) {
 	if !cs[0].Send(2, []byte("before")) {
 		t.Fatal("node 1 could not send to node 2")
 	}
+	if cs[0].Leaving(2) {
+		t.Fatal("node 2 leaving before its notice")
+	}
 	left := cs[1].instance
 	cs[1].Leave()
 	testutil.Eventually(t, 5*time.Second, "node 1 to take node 2 down", func() bool { return !cs[0].Up(2) })
+	if !cs[0].Leaving(2) || cs[0].Leaving(1) || cs[0].Leaving(9) {
+		t.Errorf("Leaving(2), (1), (9) = %v, %v, %v after node 2's notice, want true, false, false", cs[0].Leaving(2), cs[0].Leaving(1), cs[0].Leaving(9))
+	}
 	if cs[0].Send(2, []byte("after the notice")) {
 		t.Error("node 1 sent to a node it heard leave")
 	}
@@ -81,10 +88,62 @@ func TestLeaveTakesTheNodeDownAtOnce(t *testing.T) {
 	}
 	defer succ.Close()
 	testutil.Eventually(t, 10*time.Second, "node 1 to see node 2's successor up", func() bool { return cs[0].Up(2) })
+	if cs[0].Leaving(2) {
+		t.Error("node 2 still leaving once its successor was heard")
+	}
 	if !cs[0].Send(2, []byte("to the successor")) {
 		t.Fatal("node 1 could not send to node 2's successor")
 	}
 	testutil.Eventually(t, 5*time.Second, "the successor's payload", func() bool { return len(boxes[1].from(1)) == 2 })
+}
+
+// TestPayloadsHeldUntilJoined: a peer forwards to a restarted node as soon
+// as it hears its first heartbeat, while that node's Join still waits to
+// be sure no other process runs as it. The payload is handed on once Join
+// has succeeded, never before, and the handler can answer through the
+// Cluster New made, which the caller had before joining: the answer
+// reaches the peer. (Payloads handed on before, or answers refused then,
+// were lost: each sender waited out its forward timeout.)
+func TestPayloadsHeldUntilJoined(t *testing.T) {
+	cfgs := testConfigs(t, 2)
+	first := newInbox()
+	n1 := startAll(t, cfgs[:1], []func(uint32, []byte){first.handle})[0]
+
+	var n2 *Cluster
+	handed := make(chan error, 1)
+	n2, err := New(cfgs[1], func(from uint32, payload []byte) {
+		select {
+		case <-n2.joined:
+		default:
+			handed <- fmt.Errorf("payload %q handed on before Join succeeded", payload)
+			return
+		}
+		if !n2.Send(from, []byte("answer to "+string(payload))) {
+			handed <- fmt.Errorf("the answer to %q was refused", payload)
+			return
+		}
+		handed <- nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined := make(chan error, 1)
+	go func() { joined <- n2.Join() }()
+	testutil.Eventually(t, 10*time.Second, "node 1 to hear node 2", func() bool { return n1.Up(2) })
+	if !n1.Send(2, []byte("early")) {
+		t.Fatal("node 1 could not send to node 2")
+	}
+	if err := <-joined; err != nil {
+		t.Fatal(err)
+	}
+	defer n2.Close()
+	if err := <-handed; err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 5*time.Second, "the answer at node 1", func() bool {
+		got := first.from(2)
+		return len(got) == 1 && got[0] == "answer to early"
+	})
 }
 
 // TestFirstHeartbeatAfterHearingPeers: a node starting holds its first

@@ -175,11 +175,12 @@ func TestSeenPayload(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var got []string
 			c := &Cluster{
-				cfg:   Config{Self: 1, DownAfter: downAfter},
-				log:   slog.New(slog.DiscardHandler),
-				epoch: time.Now().Add(-time.Minute),
-				grain: int64(maxSeenGrain),
-				peers: map[uint32]*peer{2: {}},
+				cfg:    Config{Self: 1, DownAfter: downAfter},
+				log:    slog.New(slog.DiscardHandler),
+				epoch:  time.Now().Add(-time.Minute),
+				grain:  int64(maxSeenGrain),
+				peers:  map[uint32]*peer{2: {}},
+				joined: joinedChan(),
 				handler: func(from uint32, p []byte) {
 					got = append(got, fmt.Sprintf("%d:%s", from, p))
 				},
@@ -218,6 +219,14 @@ func TestSeenPayload(t *testing.T) {
 	}
 }
 
+// joinedChan is the joined channel of a Cluster made in a test without
+// Join: closed, so that deliver hands payloads on.
+func joinedChan() chan struct{} {
+	ch := make(chan struct{})
+	close(ch)
+	return ch
+}
+
 // TestDeliverAllocs holds the payload path, liveness included, to no
 // allocation of its own.
 func TestDeliverAllocs(t *testing.T) {
@@ -225,6 +234,7 @@ func TestDeliverAllocs(t *testing.T) {
 		cfg:     Config{Self: 1, DownAfter: 2 * time.Second},
 		epoch:   time.Now().Add(-time.Minute),
 		peers:   map[uint32]*peer{2: {}},
+		joined:  joinedChan(),
 		handler: func(uint32, []byte) {},
 	}
 	c.peers[2].seen.Store(1 + int64(time.Since(c.epoch)))
@@ -244,11 +254,12 @@ func TestPayloadBeforeAnyHeartbeat(t *testing.T) {
 	const downAfter = 2 * time.Second
 	var got []string
 	c := &Cluster{
-		cfg:   Config{Self: 1, DownAfter: downAfter},
-		log:   slog.New(slog.DiscardHandler),
-		epoch: time.Now().Add(-100 * time.Millisecond), // older than a grain, younger than DownAfter
-		grain: int64(maxSeenGrain),
-		peers: map[uint32]*peer{2: {}},
+		cfg:    Config{Self: 1, DownAfter: downAfter},
+		log:    slog.New(slog.DiscardHandler),
+		epoch:  time.Now().Add(-100 * time.Millisecond), // older than a grain, younger than DownAfter
+		grain:  int64(maxSeenGrain),
+		peers:  map[uint32]*peer{2: {}},
+		joined: joinedChan(),
 		handler: func(from uint32, p []byte) {
 			got = append(got, fmt.Sprintf("%d:%s", from, p))
 		},

@@ -108,6 +108,13 @@ func (b *backoff) retryAfter(now time.Time) uint32 {
 	if r == nil {
 		r = rand.Uint64
 	}
+	return jitter(v, r)
+}
+
+// jitter draws a delay from [½, 1] × v with r: every retry_after the
+// router sends is drawn so (PROTOCOL.md 8.5), so that the requests refused
+// together come back spread out, not at once.
+func jitter(v uint64, r func() uint64) uint32 {
 	half := v / 2
 	return uint32(v - half + r()%(half+1))
 }

@@ -50,6 +50,7 @@ const (
 	reasonMemberHomeDown      = "a member's home node is unreachable"
 	reasonMemberHomeTimeout   = "a member's home node did not answer"
 	reasonMemberHomeRestarted = "a member's home node restarted"
+	reasonMemberHomeLeaving   = "a member's home node is handing over to a new process"
 )
 
 // peerRefusal is a member copy that failed on another node, or whose node
@@ -65,7 +66,7 @@ func (e *peerRefusal) Error() string {
 }
 
 func memberHomeRefusal(reason string) error {
-	return &peerRefusal{code: protocol.CodeRetryLater, retryAfter: peerRetryAfter, reason: reason}
+	return &peerRefusal{code: protocol.CodeRetryLater, retryAfter: peerRetry(reason), reason: reason}
 }
 
 // remoteFan is a fan-out's part on another node, waiting for its peerFanned.
@@ -160,7 +161,7 @@ func (r *Router) fromPeerGroup(from uint32, f *fields) error {
 	}
 	if !q.signal && inst != r.peer.peers.Instance(r.peer.peers.Self()) {
 		// Meant for this node's previous process: see peerSend.
-		r.push(q.sess, Outbound{Kind: OutRefuse, MsgID: msgID, Code: protocol.CodeRetryLater, RetryAfter: peerRetryAfter, Reason: reasonHomeRestarted})
+		r.push(q.sess, Outbound{Kind: OutRefuse, MsgID: msgID, Code: protocol.CodeRetryLater, RetryAfter: peerRetry(reasonHomeRestarted), Reason: reasonHomeRestarted})
 		return nil
 	}
 	if r.submitGroup(q) {
@@ -230,7 +231,11 @@ func (r *Router) fanRemote(node uint32, f *fanout, e storage.Entry, members []ui
 	}
 	if rf, ok := r.takeFan(id); ok {
 		r.stats.HomeDown.Add(1)
-		rf.f.done(memberHomeRefusal(reasonMemberHomeDown))
+		reason := reasonMemberHomeDown
+		if p.peers.Leaving(node) {
+			reason = reasonMemberHomeLeaving
+		}
+		rf.f.done(memberHomeRefusal(reason))
 	}
 }
 

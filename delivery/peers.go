@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -32,6 +33,9 @@ type Peers interface {
 	// node's own for Self), different after every restart; 0 if never
 	// heard.
 	Instance(node uint32) uint64
+	// Leaving reports whether node said it is handing over to a new
+	// process that has not been heard yet. Such a node is down for Send.
+	Leaving(node uint32) bool
 }
 
 // DefaultPeerTimeout is how long a SEND forwarded to its recipient's home
@@ -64,13 +68,36 @@ const (
 	reasonHomeDown      = "the recipient's home node is unreachable"
 	reasonHomeTimeout   = "the recipient's home node did not answer"
 	reasonHomeRestarted = "the recipient's home node restarted"
+	reasonHomeLeaving   = "the recipient's home node is handing over to a new process"
 	reasonHandingOver   = "this node is handing its connections to a new process"
 )
 
-// peerRetryAfter is the retry_after of a SEND whose recipient's home node
-// is down or did not answer, in milliseconds: about the time a restarted
-// node takes to be seen again.
-const peerRetryAfter = 2000
+// The longest retry_after, in milliseconds, of a request refused because
+// a node could not take or answer it. Each refusal draws its own from
+// [½, 1] of it (jitter).
+const (
+	// peerRetryAfter: the node is down, did not answer or restarted;
+	// about the time a restarted node takes to be seen again.
+	peerRetryAfter = 2000
+	// leaveRetryAfter: the node is handing over to a new process, which
+	// is heard about a second after the old one said so (docs/BENCHMARKS.md,
+	// "A takeover in a cluster"), so a sender resends at most half a
+	// second after it is there.
+	leaveRetryAfter = 500
+)
+
+// peerRetry returns the retry_after of a request refused for reason, one
+// of the refusals of a forwarded request: drawn from [½, 1] of
+// leaveRetryAfter when a node is handing over, of peerRetryAfter
+// otherwise.
+func peerRetry(reason string) uint32 {
+	longest := uint64(peerRetryAfter)
+	switch reason {
+	case reasonHomeLeaving, reasonMemberHomeLeaving, reasonHandingOver:
+		longest = leaveRetryAfter
+	}
+	return jitter(longest, rand.Uint64)
+}
 
 // forwarded names a SEND this node forwarded and has no answer for.
 type forwarded struct {
@@ -259,8 +286,11 @@ func (r *Router) forwardOrRefuse(home uint32, s Session, msgID uint64, payload f
 	case reason != "":
 		if reason == reasonHomeDown {
 			r.stats.HomeDown.Add(1)
+			if r.peer.peers.Leaving(home) {
+				reason = reasonHomeLeaving
+			}
 		}
-		r.push(s, Outbound{Kind: OutRefuse, MsgID: msgID, Code: protocol.CodeRetryLater, RetryAfter: peerRetryAfter, Reason: reason})
+		r.push(s, Outbound{Kind: OutRefuse, MsgID: msgID, Code: protocol.CodeRetryLater, RetryAfter: peerRetry(reason), Reason: reason})
 	default:
 		r.refusedBusy()
 		return false
@@ -425,7 +455,7 @@ func (r *Router) fromPeer(from uint32, b []byte) error {
 			// Meant for this node's previous process: an earlier SEND of
 			// the same session may have died with it. Refused, so that the
 			// session sends both again, in order.
-			r.push(s, Outbound{Kind: OutRefuse, MsgID: msgID, Code: protocol.CodeRetryLater, RetryAfter: peerRetryAfter, Reason: reasonHomeRestarted})
+			r.push(s, Outbound{Kind: OutRefuse, MsgID: msgID, Code: protocol.CodeRetryLater, RetryAfter: peerRetry(reasonHomeRestarted), Reason: reasonHomeRestarted})
 			return nil
 		}
 		record := append([]byte(nil), f.b...) // stored as is, after the payload is gone
@@ -612,7 +642,7 @@ func sortByMsgID(ks []forwarded) {
 // refuseForwarded tells the sender of forwarded SEND k to send it again:
 // no answer will come for it.
 func (r *Router) refuseForwarded(k forwarded, reason string) {
-	r.sessions.Push(Session{ID: k.sess}, Outbound{Kind: OutRefuse, MsgID: k.msgID, Code: protocol.CodeRetryLater, RetryAfter: peerRetryAfter, Reason: reason})
+	r.sessions.Push(Session{ID: k.sess}, Outbound{Kind: OutRefuse, MsgID: k.msgID, Code: protocol.CodeRetryLater, RetryAfter: peerRetry(reason), Reason: reason})
 }
 
 // peerSessions reaches sessions on this node through the gateway's

@@ -19,16 +19,17 @@ import (
 // in order, to its FromPeer. A node marked down refuses payloads (Send
 // returns false); a node marked deaf takes them and loses them.
 type fakeCluster struct {
-	mu     sync.Mutex
-	nodes  map[uint32]*delivery.Router
-	queues map[uint32]chan peerMsg
-	down   map[uint32]bool
-	deaf   map[uint32]bool
-	inst   map[uint32]uint64 // a node's process instance; a restart changes it
-	stale  map[uint32]bool   // these observers have not heard other nodes' restarts yet
-	sent   atomic.Int64
-	kinds  [16]atomic.Int64 // payloads sent, by kind (the first byte)
-	closed chan struct{}    // closed at the end: queues take nothing more
+	mu      sync.Mutex
+	nodes   map[uint32]*delivery.Router
+	queues  map[uint32]chan peerMsg
+	down    map[uint32]bool
+	leaving map[uint32]bool // down nodes that said they are handing over
+	deaf    map[uint32]bool
+	inst    map[uint32]uint64 // a node's process instance; a restart changes it
+	stale   map[uint32]bool   // these observers have not heard other nodes' restarts yet
+	sent    atomic.Int64
+	kinds   [16]atomic.Int64 // payloads sent, by kind (the first byte)
+	closed  chan struct{}    // closed at the end: queues take nothing more
 }
 
 type peerMsg struct {
@@ -53,6 +54,12 @@ func (p fakePeer) Instance(node uint32) uint64 {
 		return p.c.inst[node] // the instance before the last restart
 	}
 	return p.c.inst[node] + 1
+}
+
+func (p fakePeer) Leaving(node uint32) bool {
+	p.c.mu.Lock()
+	defer p.c.mu.Unlock()
+	return p.c.leaving[node]
 }
 
 func (p fakePeer) Send(node uint32, payload []byte) bool {
@@ -84,7 +91,7 @@ func (c *fakeCluster) set(m map[uint32]bool, node uint32, v bool) {
 // their clock; it returns them and their stores, node i+1 at index i.
 func newCluster(t testing.TB, n int, clock func() time.Time) (*fakeCluster, []*delivery.Router, []storage.Store) {
 	t.Helper()
-	c := &fakeCluster{nodes: map[uint32]*delivery.Router{}, queues: map[uint32]chan peerMsg{}, down: map[uint32]bool{}, deaf: map[uint32]bool{}, inst: map[uint32]uint64{}, stale: map[uint32]bool{}, closed: make(chan struct{})}
+	c := &fakeCluster{nodes: map[uint32]*delivery.Router{}, queues: map[uint32]chan peerMsg{}, down: map[uint32]bool{}, leaving: map[uint32]bool{}, deaf: map[uint32]bool{}, inst: map[uint32]uint64{}, stale: map[uint32]bool{}, closed: make(chan struct{})}
 	var rs []*delivery.Router
 	var ss []storage.Store
 	for i := range n {
@@ -245,6 +252,43 @@ func TestSendToADownNode(t *testing.T) {
 	}
 	if page, _, err := ss[0].Read(bob, 1, 10, 0, nil); err != nil || len(page) != 0 {
 		t.Fatalf("bob's mailbox holds %d entries, want none", len(page))
+	}
+}
+
+// TestDownHomeRetryAfter: the SENDs refused because their recipient's home
+// node is down carry retry_afters drawn from [1, 2] s, not one value that
+// brings every sender back at the same instant; while that node is
+// handing over to a new process, which is heard within about a second,
+// they are drawn from [250, 500] ms and say so.
+func TestDownHomeRetryAfter(t *testing.T) {
+	_, c, rs, _, a := aliceOnNode2(t)
+	const alice, bob, n = 1, 2, 40
+	c.set(c.down, 1, true)
+	check := func(first uint64, low, high uint32, reason string) {
+		t.Helper()
+		seen := map[uint32]bool{}
+		for id := first; id < first+n; id++ {
+			send(t, rs[1], a, alice, id, bob)
+		}
+		refused := a.items(delivery.OutRefuse)[first-1:]
+		if len(refused) != n {
+			t.Fatalf("%d refusals, want %d", len(refused), n)
+		}
+		for _, o := range refused {
+			if o.Code != protocol.CodeRetryLater || o.RetryAfter < low || o.RetryAfter > high || o.Reason != reason {
+				t.Fatalf("refusal %+v, want RETRY_LATER with a retry_after in [%d, %d] ms, %q", o, low, high, reason)
+			}
+			seen[o.RetryAfter] = true
+		}
+		if len(seen) < n/2 {
+			t.Errorf("%d refusals carried %d distinct retry_afters, want them spread", n, len(seen))
+		}
+	}
+	check(1, 1000, 2000, "the recipient's home node is unreachable")
+	c.set(c.leaving, 1, true)
+	check(1+n, 250, 500, "the recipient's home node is handing over to a new process")
+	if got := rs[1].Stats().HomeDown.Load(); got != 2*n {
+		t.Errorf("HomeDown %d, want %d", got, 2*n)
 	}
 }
 
@@ -447,9 +491,18 @@ func TestGroupAcrossNodes(t *testing.T) {
 	c.set(c.down, 2, true)
 	got = sendGroup(carol, 11)
 	wantRefuse(t, got, protocol.CodeRetryLater)
-	if got.RetryAfter == 0 || got.Reason != "a member's home node is unreachable" {
-		t.Fatalf("refusal %+v, want a retry_after and the reason", got)
+	if got.RetryAfter < 1000 || got.RetryAfter > 2000 || got.Reason != "a member's home node is unreachable" {
+		t.Fatalf("refusal %+v, want a retry_after in [1000, 2000] ms and the reason", got)
 	}
+	// Handing over to a new process: the resend is due within half a
+	// second.
+	c.set(c.leaving, 2, true)
+	got = sendGroup(carol, 11)
+	wantRefuse(t, got, protocol.CodeRetryLater)
+	if got.RetryAfter < 250 || got.RetryAfter > 500 || got.Reason != "a member's home node is handing over to a new process" {
+		t.Fatalf("refusal %+v, want a retry_after in [250, 500] ms and the reason", got)
+	}
+	c.set(c.leaving, 2, false)
 	c.set(c.down, 2, false)
 	wantAccept(t, sendGroup(carol, 11), 0)
 	for _, u := range []uint64{alice, bob, dave} {
@@ -640,9 +693,9 @@ func TestRestartHeardFromTheHome(t *testing.T) {
 }
 
 // TestRefuseAwaiting: a node handing its connections over refuses what
-// other nodes have not answered, retryable and in msg_id order, since no
-// answer can reach it once it leaves the cluster; a node alone has nothing
-// awaiting.
+// other nodes have not answered, retryable within half a second and in
+// msg_id order, since no answer can reach it once it leaves the cluster; a
+// node alone has nothing awaiting.
 func TestRefuseAwaiting(t *testing.T) {
 	c, rs, _ := newCluster(t, 2, time.Now)
 	n2 := rs[1]
@@ -662,8 +715,8 @@ func TestRefuseAwaiting(t *testing.T) {
 		t.Fatalf("refusals %+v, want msgs 5 and 6 in order", refused)
 	}
 	for _, r := range refused {
-		if r.Code != protocol.CodeRetryLater || r.RetryAfter == 0 || !strings.Contains(r.Reason, "handing") {
-			t.Fatalf("refusal %+v, want RETRY_LATER with a retry_after, saying why", r)
+		if r.Code != protocol.CodeRetryLater || r.RetryAfter < 250 || r.RetryAfter > 500 || !strings.Contains(r.Reason, "handing") {
+			t.Fatalf("refusal %+v, want RETRY_LATER with a retry_after in [250, 500] ms (the successor takes the connection), saying why", r)
 		}
 	}
 }

@@ -18,6 +18,25 @@ type peers struct {
 	cl  atomic.Pointer[cluster.Cluster]
 }
 
+// join makes this node's side of the cluster, with handler for the
+// payloads, and joins it. The peers answer through it from before it
+// joins: payloads held while it joins are handed to handler once it has,
+// and their answers must not find Send refusing for want of a cluster
+// (the senders would wait out their timeout). A cluster that failed to
+// join is forgotten.
+func (p *peers) join(handler func(from uint32, payload []byte)) (*cluster.Cluster, error) {
+	cl, err := cluster.New(p.cfg, handler)
+	if err != nil {
+		return nil, err
+	}
+	p.cl.Store(cl)
+	if err := cl.Join(); err != nil {
+		p.cl.Store(nil)
+		return nil, err
+	}
+	return cl, nil
+}
+
 func (p *peers) Self() uint32          { return p.cfg.Self }
 func (p *peers) Home(id uint64) uint32 { return p.cfg.Home(id) }
 
@@ -26,6 +45,11 @@ func (p *peers) Instance(node uint32) uint64 {
 		return cl.Instance(node)
 	}
 	return 0
+}
+
+func (p *peers) Leaving(node uint32) bool {
+	cl := p.cl.Load()
+	return cl != nil && cl.Leaving(node)
 }
 
 func (p *peers) Send(node uint32, payload []byte) bool {

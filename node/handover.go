@@ -12,7 +12,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"switchboard/cluster"
 	"switchboard/delivery"
 	"switchboard/handover"
 	"switchboard/storage"
@@ -283,11 +282,10 @@ func (n *Node) takeBack(recs []handover.Conn, fds []int) error {
 	n.srv.Rebind(router)
 	router.Start(n.srv)
 	if n.ps != nil {
-		cl, err := cluster.Start(cfg.Cluster, router.FromPeer)
+		cl, err := n.ps.join(router.FromPeer)
 		if err != nil {
 			n.log.Error("handover: rejoining the cluster; serving alone until restarted", "err", err)
 		} else {
-			n.ps.cl.Store(cl)
 			p.cluster = cl
 		}
 	}

@@ -138,13 +138,12 @@ func start(cfg Config, inherited int) (*Node, error) {
 		// After the router started (FromPeer needs it), before clients
 		// come: until the peers are up, SENDs to them are refused,
 		// retryable.
-		cl, err := cluster.Start(cfg.Cluster, router.FromPeer)
+		cl, err := ps.join(router.FromPeer)
 		if err != nil {
 			router.Stop()
 			store.Close()
 			return nil, fmt.Errorf("node: joining cluster %q as node %d: %w", cfg.Cluster.Name, cfg.Cluster.Self, err)
 		}
-		ps.cl.Store(cl)
 		p.cluster = cl
 	}
 	go func() {
