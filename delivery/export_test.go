@@ -1,5 +1,7 @@
 package delivery
 
+import "time"
+
 // ShardOf returns the index of the shard that owns user, for tests that
 // need two users on one shard or on different ones.
 func (r *Router) ShardOf(user uint64) int {
@@ -15,6 +17,10 @@ func (r *Router) ShardOf(user uint64) int {
 // SetPanicHook makes every shard and group worker call h as it takes a
 // request (worker is "shard" or "group"); h may panic. Call before Start.
 func (r *Router) SetPanicHook(h func(worker string, user uint64)) { r.panicHook = h }
+
+// SetCrashDrain sets how long a crashed shard waits for its storage
+// operations to complete. Call before Start.
+func (r *Router) SetCrashDrain(d time.Duration) { r.crashDrain = d }
 
 // Tick runs every shard's once-a-second work now and returns when each has
 // done it.

@@ -1,6 +1,7 @@
 package delivery_test
 
 import (
+	"sync"
 	"testing"
 
 	"switchboard/delivery"
@@ -71,31 +72,8 @@ func TestGaugesShardQueueAndHeld(t *testing.T) {
 // TestGaugesGroupQueue: requests behind a group worker that is busy show
 // in Gauges.GroupQueues.
 func TestGaugesGroupQueue(t *testing.T) {
-	mem, err := storage.NewMemory(storage.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := delivery.New(delivery.Config{Shards: 2, QueueLen: 8}, mem)
-	if err != nil {
-		t.Fatal(err)
-	}
-	entered, release := make(chan struct{}), make(chan struct{})
-	r.SetPanicHook(func(worker string, user uint64) {
-		if worker == "group" && user == 5 {
-			close(entered)
-			<-release
-		}
-	})
-	r.Start(sessions)
-	t.Cleanup(func() {
-		r.Stop()
-		mem.Close()
-	})
+	r, release := stalledGroupWorker(t, 8)
 	c := &fakeConn{}
-	if !r.GroupOp(c.s(), delivery.To(5), &protocol.Group{MsgID: 1, Op: protocol.GroupCreate, Group: 100}) {
-		t.Fatal("GroupOp busy")
-	}
-	<-entered
 	for i := range 3 {
 		if !r.GroupOp(c.s(), delivery.To(6), &protocol.Group{MsgID: uint64(2 + i), Op: protocol.GroupCreate, Group: uint64(200 + i)}) {
 			t.Fatal("GroupOp busy")
@@ -104,6 +82,40 @@ func TestGaugesGroupQueue(t *testing.T) {
 	if got := r.Gauges().GroupQueues[0]; got != 3 {
 		t.Fatalf("group worker's queue %d, want 3", got)
 	}
-	close(release)
+	release()
 	waitFor(t, "the group queue empty", func() bool { return r.Gauges().GroupQueues[0] == 0 })
+}
+
+// stalledGroupWorker starts a router with one group worker and queues of
+// queueLen, and stalls the worker on a create by user 5 until release is
+// called (at the latest when the test ends).
+func stalledGroupWorker(t *testing.T, queueLen int) (r *delivery.Router, release func()) {
+	t.Helper()
+	mem, err := storage.NewMemory(storage.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err = delivery.New(delivery.Config{Shards: 2, QueueLen: queueLen}, mem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entered, gate := make(chan struct{}), make(chan struct{})
+	r.SetPanicHook(func(worker string, user uint64) {
+		if worker == "group" && user == 5 {
+			close(entered)
+			<-gate
+		}
+	})
+	r.Start(sessions)
+	release = sync.OnceFunc(func() { close(gate) })
+	t.Cleanup(func() {
+		release()
+		r.Stop()
+		mem.Close()
+	})
+	if !r.GroupOp(newFake().s(), delivery.To(5), &protocol.Group{MsgID: 1, Op: protocol.GroupCreate, Group: 100}) {
+		t.Fatal("GroupOp busy")
+	}
+	<-entered
+	return r, release
 }

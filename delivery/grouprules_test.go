@@ -295,3 +295,45 @@ func ackAll(t *testing.T, s storage.Store, user, upto uint64) {
 		t.Fatal(err)
 	}
 }
+
+// TestGroupQueueFull: while a group worker is busy and its queue full, a
+// group message and a group change for its groups are not taken (Send and
+// GroupOp report false, counted Busy, for the gateway to refuse them
+// RETRY_LATER) and a group signal is dropped and counted; once the worker
+// moves, what was queued is answered and new requests are taken.
+func TestGroupQueueFull(t *testing.T) {
+	r, release := stalledGroupWorker(t, 2)
+	c := newFake()
+	for id := uint64(2); id <= 3; id++ {
+		if !r.GroupOp(c.s(), delivery.To(6), &protocol.Group{MsgID: id, Op: protocol.GroupCreate}) {
+			t.Fatal("GroupOp busy with room in the queue")
+		}
+	}
+	busy, dropped := r.Stats().Busy.Load(), r.Stats().SignalsDropped.Load()
+	if r.Send(c.s(), delivery.Message{From: delivery.To(6), To: 100, Group: true, MsgID: 4, Record: record(6, 4, "x")}) {
+		t.Fatal("a group Send was taken by a full queue")
+	}
+	if r.GroupOp(c.s(), delivery.To(6), &protocol.Group{MsgID: 5, Op: protocol.GroupCreate}) {
+		t.Fatal("a GroupOp was taken by a full queue")
+	}
+	if got := r.Stats().Busy.Load() - busy; got != 2 {
+		t.Fatalf("Busy grew by %d, want 2", got)
+	}
+	r.SignalGroup(delivery.To(6), 100, protocol.SignalTyping)
+	if got := r.Stats().SignalsDropped.Load() - dropped; got != 1 {
+		t.Fatalf("SignalsDropped grew by %d, want 1", got)
+	}
+	if n := r.Stats().Sends.Load(); n != 0 {
+		t.Fatalf("Sends %d, want 0: the group Send was not taken", n)
+	}
+
+	release()
+	wantAccept(t, answer(t, c, 2), delivery.GroupID(6, 2))
+	wantAccept(t, answer(t, c, 3), delivery.GroupID(6, 3))
+	wantAccept(t, groupOp(t, r, c, 6, 5, protocol.GroupCreate, 0), delivery.GroupID(6, 5))
+	for _, o := range append(c.items(delivery.OutAccept), c.items(delivery.OutRefuse)...) {
+		if o.MsgID == 4 {
+			t.Fatalf("msg 4, never taken, was answered: %+v", o)
+		}
+	}
+}

@@ -91,6 +91,24 @@ func (c *fakeCluster) set(m map[uint32]bool, node uint32, v bool) {
 // their clock; it returns them and their stores, node i+1 at index i.
 func newCluster(t testing.TB, n int, clock func() time.Time) (*fakeCluster, []*delivery.Router, []storage.Store) {
 	t.Helper()
+	return newClusterWith(t, n, clusterOpts{cfg: delivery.Config{Shards: 2, Now: clock}})
+}
+
+// clusterOpts is how newClusterWith makes each node.
+type clusterOpts struct {
+	cfg delivery.Config // every router's
+	// store returns the store node's router runs over, given the node's
+	// memory store; nil: the memory store itself.
+	store func(node uint32, mem storage.Store) storage.Store
+	// hook returns node's panic hook (Router.SetPanicHook); nil, or a nil
+	// hook: none.
+	hook func(node uint32) func(worker string, user uint64)
+}
+
+// newClusterWith is newCluster with the routers made as o says; it
+// returns the nodes' memory stores.
+func newClusterWith(t testing.TB, n int, o clusterOpts) (*fakeCluster, []*delivery.Router, []storage.Store) {
+	t.Helper()
 	c := &fakeCluster{nodes: map[uint32]*delivery.Router{}, queues: map[uint32]chan peerMsg{}, down: map[uint32]bool{}, leaving: map[uint32]bool{}, deaf: map[uint32]bool{}, inst: map[uint32]uint64{}, stale: map[uint32]bool{}, closed: make(chan struct{})}
 	var rs []*delivery.Router
 	var ss []storage.Store
@@ -103,9 +121,18 @@ func newCluster(t testing.TB, n int, clock func() time.Time) (*fakeCluster, []*d
 		if err != nil {
 			t.Fatal(err)
 		}
-		r, err := delivery.New(delivery.Config{Shards: 2, Now: clock}, store)
+		var over storage.Store = store
+		if o.store != nil {
+			over = o.store(node, store)
+		}
+		r, err := delivery.New(o.cfg, over)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if o.hook != nil {
+			if h := o.hook(node); h != nil {
+				r.SetPanicHook(h)
+			}
 		}
 		r.Join(fakePeer{c: c, self: node}, time.Second)
 		r.Start(sessions)
@@ -316,11 +343,20 @@ func TestForwardTimeoutsRefusedInOrder(t *testing.T) {
 
 // TestLoginAwayFromHomeRefused: a mailbox is served only by its home: a
 // login of a user homed elsewhere is refused (the gateway redirects it
-// before it gets here), so ownership never splits.
+// before it gets here), and so is a connection handed over to this node
+// for such a user (Resume), at once and with nothing sent to its home, so
+// ownership never splits.
 func TestLoginAwayFromHomeRefused(t *testing.T) {
-	_, rs, _ := newCluster(t, 2, time.Now)
+	c, rs, _ := newCluster(t, 2, time.Now)
 	if rs[0].Login(newFake().s(), delivery.To(1), 0) {
 		t.Fatal("node 1 took the login of user 1, homed on node 2")
+	}
+	sent := c.sent.Load()
+	if rs[0].Resume(newFake().s(), delivery.To(1), 0, 0) {
+		t.Fatal("node 1 resumed a connection of user 1, homed on node 2")
+	}
+	if n := c.sent.Load() - sent; n != 0 {
+		t.Fatalf("%d payloads sent for the refused resume, want none", n)
 	}
 }
 

@@ -139,6 +139,10 @@ type Router struct {
 	// panicHook, when set (by tests, before Start), is called as a shard or
 	// group worker takes a request, and may panic. nil in production.
 	panicHook func(worker string, user uint64)
+	// crashDrain is how long a crashed shard waits for its storage
+	// operations (supervise.go): the constant crashDrain, which tests may
+	// shorten before Start.
+	crashDrain time.Duration
 	// down names a worker that crashed too often to be restarted; while
 	// set, Ready reports it. Guarded by downMu.
 	downMu sync.Mutex
@@ -188,7 +192,7 @@ func New(cfg Config, store storage.Store) (*Router, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	r := &Router{cfg: cfg, store: store, epoch: cfg.Now().Add(-time.Nanosecond)}
+	r := &Router{cfg: cfg, store: store, epoch: cfg.Now().Add(-time.Nanosecond), crashDrain: crashDrain}
 	r.shards = make([]*shard, cfg.Shards)
 	for i := range r.shards {
 		r.shards[i] = newShard(r, i)

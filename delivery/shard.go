@@ -67,6 +67,10 @@ type completion struct {
 	settles storage.ReceiptKey
 	err     error
 	ack     storage.AckResult
+	// gen is the shard's generation when the operation was handed to
+	// storage: one of an earlier generation is no longer counted in flight
+	// (recoverCrash gave up waiting for it).
+	gen uint32
 }
 
 // user is a shard's state of one user: loaded on first touch, dropped when
@@ -110,7 +114,10 @@ type shard struct {
 	// matters when most of a host's connections are idle.
 	idle     map[uint64]idleUser
 	inflight int
-	scratch  []storage.Entry
+	// gen counts the crash recoveries that gave up waiting for the
+	// shard's storage operations; see completion.gen.
+	gen     uint32
+	scratch []storage.Entry
 	// held are receipts (delivered ones this shard's acks made, read ones
 	// its users sent) whose sender's shard queue was full, in the order
 	// they were made; offered again after heldRetry and with the next
@@ -163,9 +170,7 @@ func (s *shard) run() {
 			s.cur = requestInHand(&q)
 			s.handle(q)
 		case c := <-s.done:
-			s.inflight--
-			s.cur = completionInHand(&c)
-			s.complete(c)
+			s.took(c)
 		case <-tick.C:
 			s.tick()
 		case ack := <-s.tickNow:
@@ -204,9 +209,7 @@ func (s *shard) drain(stopping bool) bool {
 		completed := false
 		select {
 		case c := <-s.done:
-			s.inflight--
-			s.cur = completionInHand(&c)
-			s.complete(c)
+			s.took(c)
 			took, completed = true, true
 		default:
 		}
@@ -396,7 +399,7 @@ func (s *shard) append(u *user, e storage.Entry, sender Session, fan *fanout, at
 	u.inflight++
 	s.inflight++
 	e.Recipient, e.Seq = u.id, u.last
-	c := completion{kind: doneAppend, user: u.id, seq: u.last, sess: sender, fan: fan, msgID: e.MsgID, record: e.Value, at: at}
+	c := completion{kind: doneAppend, user: u.id, seq: u.last, sess: sender, fan: fan, msgID: e.MsgID, record: e.Value, at: at, gen: s.gen}
 	s.r.store.Append(e, func(err error) {
 		c.err = err
 		s.done <- c
@@ -410,7 +413,7 @@ func (s *shard) appendReceipt(u *user, e storage.Entry, settler uint32, settles 
 	u.inflight++
 	s.inflight++
 	e.Recipient, e.Seq = u.id, u.last
-	c := completion{kind: doneAppend, user: u.id, seq: u.last, msgID: e.MsgID, record: e.Value, settler: settler, settles: settles}
+	c := completion{kind: doneAppend, user: u.id, seq: u.last, msgID: e.MsgID, record: e.Value, settler: settler, settles: settles, gen: s.gen}
 	s.r.store.Append(e, func(err error) {
 		c.err = err
 		s.done <- c
@@ -426,16 +429,31 @@ func (s *shard) ack(u *user, seq uint64) {
 	u.inflight++
 	s.inflight++
 	s.r.stats.Acks.Add(1)
-	id := u.id
+	id, gen := u.id, s.gen
 	s.r.store.Ack(id, seq, func(res storage.AckResult, err error) {
-		s.done <- completion{kind: doneAck, user: id, ack: res, err: err}
+		s.done <- completion{kind: doneAck, user: id, ack: res, err: err, gen: gen}
 	})
+}
+
+// took handles completion c. One of an earlier generation was started
+// before a crash whose recovery gave up waiting for it: it is not counted
+// in flight any more, and its user's state was dropped (the user may have
+// been loaded again since, from storage), so its sender is answered and
+// nothing else is touched.
+func (s *shard) took(c completion) {
+	s.cur = completionInHand(&c)
+	if c.gen != s.gen {
+		s.answer(c)
+		return
+	}
+	s.inflight--
+	s.complete(c)
 }
 
 func (s *shard) complete(c completion) {
 	u := s.users[c.user] // present: inflight > 0 keeps it
 	if u == nil {
-		s.answer(c) // started before a crash dropped the shard's state
+		s.answer(c) // defensive: a count a panic left wrong
 		return
 	}
 	u.inflight--

@@ -30,6 +30,8 @@ import (
 //   - waits (up to crashDrain) for the appends and acks it handed to
 //     storage, answering their senders (ACCEPT for what was stored), so
 //     that seqs are read back from storage only once nothing is in flight;
+//     those that complete after it gave up are answered as they come, and
+//     counted no more among the shard's operations in flight;
 //   - drops its users, idle users and held receipts (these are pending in
 //     storage: a rescan offers them again). Users reload on first touch.
 //
@@ -176,12 +178,14 @@ func (s *shard) recoverCrash() {
 		}
 		break
 	}
-	deadline := time.NewTimer(crashDrain)
+	deadline := time.NewTimer(s.r.crashDrain)
 	defer deadline.Stop()
 	for s.inflight > 0 {
 		select {
 		case c := <-s.done:
-			s.inflight--
+			if c.gen == s.gen {
+				s.inflight--
+			}
 			s.answer(c)
 			continue
 		case <-deadline.C:
@@ -189,7 +193,13 @@ func (s *shard) recoverCrash() {
 		}
 		break
 	}
-	s.inflight = 0
+	if s.inflight != 0 {
+		// Those still missing complete after this: a new generation
+		// tells them apart, so that they are answered without being
+		// counted against the operations started from now on.
+		s.gen++
+		s.inflight = 0
+	}
 	s.users = make(map[uint64]*user)
 	s.idle = make(map[uint64]idleUser)
 	clear(s.held)
@@ -212,7 +222,16 @@ func (s *shard) answer(c completion) {
 	case c.fan != nil:
 		c.fan.done(c.err)
 	case !c.sess.Valid():
-		s.r.rescan.Store(true) // a receipt entry: still pending if it failed
+		// A receipt entry: still pending if it failed, here or, for one
+		// from another node, in that node's store.
+		switch {
+		case c.settler == 0:
+			s.r.rescan.Store(true)
+		case c.err == nil:
+			s.r.settleRemote(c.settler, c.user, c.settles)
+		default:
+			s.r.askRescan(c.settler)
+		}
 	case c.err == nil || errors.As(c.err, &dup):
 		s.r.stats.Accepted.Add(1)
 		s.r.timeAccept(c)

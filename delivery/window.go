@@ -111,9 +111,9 @@ func (s *shard) ackAgain() {
 			u.ackAgain = false
 			u.inflight++
 			s.inflight++
-			id, seq := u.id, u.acked
+			id, seq, gen := u.id, u.acked, s.gen
 			s.r.store.Ack(id, seq, func(res storage.AckResult, err error) {
-				s.done <- completion{kind: doneAck, user: id, ack: res, err: err}
+				s.done <- completion{kind: doneAck, user: id, ack: res, err: err, gen: gen}
 			})
 		}
 	}

@@ -228,6 +228,51 @@ func testClosed(t *testing.T, h Harness) {
 	wantErr(t, err, storage.ErrClosed)
 	_, _, err = s.ChangeGroup(storage.GroupChange{Group: 1, Actor: 1, MsgID: 1, Op: storage.GroupCreate})
 	wantErr(t, err, storage.ErrClosed)
+	// Settles after Close are called back with ErrClosed, not dropped.
+	settled := make(chan error, 2)
+	s.SettleGroupEvent(1, 1, func(err error) { settled <- err })
+	s.SettleReceipt(1, storage.ReceiptKey{Acker: 2, Seq: 1}, func(err error) { settled <- err })
+	for range 2 {
+		wantErr(t, <-settled, storage.ErrClosed)
+	}
+}
+
+// testGroupChangeChecks: a change that can never be made, whatever the
+// group holds, is refused before it is queued, and changes nothing: an op
+// outside create..demote and a leave that names members are invalid
+// (ErrInvalidEntry), and naming more members than MaxGroupMembers, for any
+// op, is ErrGroupFull.
+func testGroupChangeChecks(t *testing.T, h Harness) {
+	s := open(t, h, storage.Config{MaxGroupMembers: 3})
+	const g = 100
+	if _, _, err := s.ChangeGroup(storage.GroupChange{Group: g, Actor: 1, MsgID: 1, Op: storage.GroupCreate, Members: []uint64{2}}); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	for _, tc := range []struct {
+		name string
+		c    storage.GroupChange
+		want error
+	}{
+		{"op 0", storage.GroupChange{Op: 0, Members: []uint64{3}}, storage.ErrInvalidEntry},
+		{"op past demote", storage.GroupChange{Op: storage.GroupDemote + 1, Members: []uint64{3}}, storage.ErrInvalidEntry},
+		{"leave naming members", storage.GroupChange{Op: storage.GroupLeave, Members: []uint64{2}}, storage.ErrInvalidEntry},
+		{"add naming four", storage.GroupChange{Op: storage.GroupAdd, Members: []uint64{3, 4, 5, 6}}, storage.ErrGroupFull},
+		{"remove naming four", storage.GroupChange{Op: storage.GroupRemove, Members: []uint64{2, 4, 5, 6}}, storage.ErrGroupFull},
+	} {
+		tc.c.Group, tc.c.Actor, tc.c.MsgID = g, 1, 10
+		ev, dup, err := s.ChangeGroup(tc.c)
+		if !errors.Is(err, tc.want) || ev != nil || dup {
+			t.Errorf("%s: event %+v dup %v err %v, want %v", tc.name, ev, dup, err, tc.want)
+		}
+	}
+	ms, err := s.Members(g)
+	if err != nil || len(ms) != 2 || ms[0].ID != 1 || ms[1].ID != 2 {
+		t.Fatalf("Members = %+v %v, want 1 and 2 as created", ms, err)
+	}
+	// msg id 10 was never used: a valid change with it is made.
+	if ev, dup, err := s.ChangeGroup(storage.GroupChange{Group: g, Actor: 1, MsgID: 10, Op: storage.GroupAdd, Members: []uint64{3}}); err != nil || dup || ev == nil {
+		t.Fatalf("add with msg id 10 = %+v %v %v, want it made", ev, dup, err)
+	}
 }
 
 func testGroups(t *testing.T, h Harness) {

@@ -83,6 +83,7 @@ func Run(t *testing.T, h Harness) {
 		{"GroupCommitBatches", testGroupCommitBatches},
 		{"Closed", testClosed},
 		{"Groups", testGroups},
+		{"GroupChangeChecks", testGroupChangeChecks},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, h) })
