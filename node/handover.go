@@ -98,7 +98,7 @@ func (n *Node) handOver(ch *handover.Channel) {
 		_ = ch.Send(&handover.Message{Kind: handover.KindRefuse, Reason: why})
 	}
 	if hello.Version != handover.Version {
-		refuse(fmt.Sprintf("handover format %d, this process speaks %d", hello.Version, handover.Version))
+		refuse(fmt.Sprintf("handover format %d, this process speaks %d: restart the service instead (its clients reconnect once)", hello.Version, handover.Version))
 		return
 	}
 	n.life.Lock()
@@ -359,7 +359,7 @@ func takeOver(cfg Config) (*Node, error) {
 	case err != nil:
 		return nil, fmt.Errorf("node: takeover: waiting for the running server: %w", err)
 	case begin.Kind == handover.KindRefuse:
-		return nil, fmt.Errorf("node: takeover refused by the running server (pid still serving): %s", begin.Reason)
+		return nil, fmt.Errorf("node: takeover refused by the running server, which serves on: %s", begin.Reason)
 	case begin.Kind != handover.KindBegin:
 		return nil, fmt.Errorf("node: takeover: the running server sent %s, not BEGIN", begin.Kind)
 	}
@@ -432,7 +432,7 @@ func takeOver(cfg Config) (*Node, error) {
 		}
 		closeFDs()
 		n.Stop(context.Background())
-		return nil, fmt.Errorf("node: takeover: no commit: %w", err)
+		return nil, fmt.Errorf("node: takeover: no commit from the running server (pid %d), which takes its connections back and serves on: %w", begin.PID, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.HandoverTimeout)
 	defer cancel()

@@ -14,7 +14,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"switchboard/handover"
+	"switchboard/internal/testutil"
 	"switchboard/protocol"
+	"switchboard/storage"
 	"switchboard/token"
 )
 
@@ -114,12 +116,13 @@ func TestTakeover(t *testing.T) {
 }
 
 // TestTakeoverFailsBeforeCommit: a successor that takes everything and then
-// goes away without READY, and one that says REFUSE, leave the old node
+// goes away without READY, one that says REFUSE, and one that answers with
+// anything but READY, leave the old node
 // serving the same connections: it opens the store again and adopts them
 // back, and messages, including one written while it was paused, carry on
 // through the same sockets.
 func TestTakeoverFailsBeforeCommit(t *testing.T) {
-	for _, how := range []string{"dies", "refuses"} {
+	for _, how := range []string{"dies", "refuses", "answers HELLO"} {
 		t.Run(how, func(t *testing.T) {
 			cfg, _ := testConfig(t)
 			cfg.HandoverTimeout = 5 * time.Second
@@ -159,8 +162,11 @@ func TestTakeoverFailsBeforeCommit(t *testing.T) {
 			if conns != 2 {
 				t.Fatalf("got %d connections, want 2", conns)
 			}
-			if how == "refuses" {
+			switch how {
+			case "refuses":
 				ch.Send(&handover.Message{Kind: handover.KindRefuse, Reason: "the test says no"})
+			case "answers HELLO":
+				ch.Send(&handover.Message{Kind: handover.KindHello, Version: handover.Version, PID: 1})
 			}
 			ch.Close()
 
@@ -453,4 +459,244 @@ func TestTakeoverKeepsWhatWasNotAcked(t *testing.T) {
 	}
 	receipt(ids[2])
 	receipt(ids[1])
+}
+
+// TestTakeoverRefusedBeforeThePause: a successor that speaks another
+// handover format is refused and told why; one that says no HELLO, that
+// goes away after BEGIN, or that answers BEGIN with anything but a
+// refusal is dropped. None of them pauses the running server: it detaches
+// nothing, serves the same clients on, and hands over to the next
+// successor that asks.
+func TestTakeoverRefusedBeforeThePause(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// talk plays the successor on ch; it returns once the running
+		// server has ended the exchange.
+		talk func(t *testing.T, old *Node, ch *handover.Channel)
+	}{
+		{"another format", func(t *testing.T, _ *Node, ch *handover.Channel) {
+			ch.Send(&handover.Message{Kind: handover.KindHello, Version: handover.Version + 1, PID: 1})
+			want := fmt.Sprintf("handover format %d, this process speaks %d: restart the service instead (its clients reconnect once)", handover.Version+1, handover.Version)
+			if m, err := ch.Recv(); err != nil || m.Kind != handover.KindRefuse || m.Reason != want {
+				t.Errorf("answer to HELLO of another format: %v %q, %v; want REFUSE %q", m.Kind, m.Reason, err, want)
+			}
+		}},
+		{"no HELLO", func(t *testing.T, _ *Node, ch *handover.Channel) {
+			ch.Send(&handover.Message{Kind: handover.KindReady})
+			if m, err := ch.Recv(); err == nil {
+				t.Errorf("answer to READY first: %v, want the channel closed", m.Kind)
+			}
+		}},
+		{"gone after BEGIN", func(t *testing.T, old *Node, ch *handover.Channel) {
+			ch.Send(&handover.Message{Kind: handover.KindHello, Version: handover.Version, PID: 1})
+			if m, err := ch.Recv(); err != nil || m.Kind != handover.KindBegin || m.Addr != old.Addr().String() || m.PID != os.Getpid() {
+				t.Fatalf("answer to HELLO: %+v, %v; want BEGIN with the address and pid", m, err)
+			}
+			ch.Close()
+		}},
+		{"READY before the pause", func(t *testing.T, _ *Node, ch *handover.Channel) {
+			ch.Send(&handover.Message{Kind: handover.KindHello, Version: handover.Version, PID: 1})
+			if m, err := ch.Recv(); err != nil || m.Kind != handover.KindBegin {
+				t.Fatalf("answer to HELLO: %v, %v; want BEGIN", m.Kind, err)
+			}
+			ch.Send(&handover.Message{Kind: handover.KindReady})
+			if m, err := ch.Recv(); err == nil {
+				t.Errorf("answer to READY before the pause: %v, want the channel closed", m.Kind)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, _ := testConfig(t)
+			old, ctx, a, b := serving(t, cfg, 20*time.Second)
+			ch, err := handover.Dial(cfg.handoverPath())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ch.Close()
+			ch.SetDeadline(time.Now().Add(5 * time.Second))
+			tc.talk(t, old, ch)
+			old.life.Lock() // the running server's side holds it from BEGIN to its end
+			old.life.Unlock()
+			if got := old.Gateway().Stats().Adopted.Load(); got != 0 {
+				t.Errorf("the running server took back %d connections: it paused and detached them", got)
+			}
+			select {
+			case <-old.Done():
+				t.Fatal("the running server stopped")
+			default:
+			}
+			if err := old.Ready(); err != nil {
+				t.Errorf("the running server is not ready: %v", err)
+			}
+			exchange(t, ctx, a, 2, b, "after "+tc.name)
+			nn := startSuccessor(t, cfg)
+			<-old.Done()
+			if got := nn.Gateway().Stats().Adopted.Load(); got != 2 {
+				t.Errorf("the next successor adopted %d connections, want 2", got)
+			}
+		})
+	}
+}
+
+// TestTakeoverFromAFailingServer: the successor's side, against a running
+// server (played by the test) that refuses at once, sends something other
+// than BEGIN, gives up while sending the connections, miscounts them, or,
+// after READY, refuses or goes away while its process lives on (it takes
+// its connections back). Start fails saying so and leaves the store's
+// lock and the client address free. A server that goes away after READY
+// because its process died is not waited for: the successor serves on its
+// address.
+func TestTakeoverFromAFailingServer(t *testing.T) {
+	const deadPID = 1 << 30 // above any pid_max: no such process
+	for _, tc := range []struct {
+		name string
+		pid  int // the running server's, in BEGIN
+		// script plays the running server after BEGIN (none: nothing
+		// sent, when pid is 0), or from HELLO on.
+		script func(t *testing.T, ch *handover.Channel)
+		want   string // what Start's error says; "": it serves
+	}{
+		{"refuses at once", 0, func(t *testing.T, ch *handover.Channel) {
+			ch.Send(&handover.Message{Kind: handover.KindRefuse, Reason: "this process is stopping"})
+		}, "takeover refused by the running server, which serves on: this process is stopping"},
+		{"not BEGIN", 0, func(t *testing.T, ch *handover.Channel) {
+			ch.Send(&handover.Message{Kind: handover.KindClosed})
+		}, "the running server sent CLOSED, not BEGIN"},
+		{"gives up", os.Getpid(), func(t *testing.T, ch *handover.Channel) {
+			ch.Send(&handover.Message{Kind: handover.KindRefuse, Reason: "taking the connections back: the test says no"})
+		}, "the running server gave up: taking the connections back: the test says no"},
+		{"miscounts", os.Getpid(), func(t *testing.T, ch *handover.Channel) {
+			ch.Send(&handover.Message{Kind: handover.KindClosed, Total: 3})
+		}, "got CLOSED (total 3) after 0 connections"},
+		{"refuses after READY", os.Getpid(), func(t *testing.T, ch *handover.Channel) {
+			closedThenReady(t, ch)
+			ch.Send(&handover.Message{Kind: handover.KindRefuse, Reason: "too slow"})
+		}, fmt.Sprintf("no commit from the running server (pid %d), which takes its connections back and serves on: the running server sent REFUSE: too slow", os.Getpid())},
+		{"goes away after READY", os.Getpid(), func(t *testing.T, ch *handover.Channel) {
+			closedThenReady(t, ch)
+		}, fmt.Sprintf("no commit from the running server (pid %d), which takes its connections back", os.Getpid())},
+		{"dies after READY", deadPID, func(t *testing.T, ch *handover.Channel) {
+			closedThenReady(t, ch)
+		}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, _ := testConfig(t)
+			cfg.Takeover = true
+			addr := testutil.FreeAddrs(t, 1)[0]
+			playOldServer(t, cfg, func(ch *handover.Channel) {
+				if tc.pid != 0 {
+					ch.Send(&handover.Message{Kind: handover.KindBegin, Addr: addr, PID: tc.pid})
+				}
+				tc.script(t, ch)
+			})
+			n, err := Start(cfg)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("takeover from a server that died after READY: %v", err)
+				}
+				defer n.Stop(context.Background())
+				if n.Addr().String() != addr {
+					t.Errorf("serving on %s, want the dead server's %s", n.Addr(), addr)
+				}
+				return
+			}
+			if err == nil {
+				n.Stop(context.Background())
+				t.Fatalf("takeover: started, want an error saying %q", tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("takeover: %v, want an error saying %q", err, tc.want)
+			}
+			s, err := storage.Open(cfg.WithDefaults().Storage)
+			if err != nil {
+				t.Fatalf("the store after the failed takeover: %v", err)
+			}
+			s.Close()
+			listenOn(t, addr)()
+		})
+	}
+}
+
+// closedThenReady sends CLOSED for no connections and waits for READY, as
+// a running server does before its commit.
+func closedThenReady(t *testing.T, ch *handover.Channel) {
+	ch.Send(&handover.Message{Kind: handover.KindClosed})
+	if m, err := ch.Recv(); err != nil || m.Kind != handover.KindReady {
+		t.Errorf("the successor's answer to CLOSED: %v, %v; want READY", m.Kind, err)
+	}
+}
+
+// playOldServer listens on cfg's handover socket as a running server does
+// and plays script with the first successor, once it said HELLO; the test
+// waits for script when it ends.
+func playOldServer(t *testing.T, cfg Config, script func(ch *handover.Channel)) {
+	t.Helper()
+	ln, err := handover.Listen(cfg.handoverPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { ln.Close(); <-done })
+	go func() {
+		defer close(done)
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			return
+		}
+		ch := handover.NewChannel(c)
+		defer ch.Close()
+		ch.SetDeadline(time.Now().Add(10 * time.Second))
+		if m, err := ch.Recv(); err != nil || m.Kind != handover.KindHello || m.Version != handover.Version || m.PID != os.Getpid() {
+			t.Errorf("the successor's first message: %+v, %v; want HELLO of format %d from this process", m, err, handover.Version)
+			return
+		}
+		script(ch)
+	}()
+}
+
+// TestTakeBackFailsStops: when the handover fails before its commit and
+// the store does not open again within the handover timeout (the
+// successor still holds it), the old node stops itself, and Err says it
+// could not take its connections back, so that the process exits with an
+// error and is started again.
+func TestTakeBackFailsStops(t *testing.T) {
+	cfg, _ := testConfig(t)
+	cfg.HandoverTimeout = 300 * time.Millisecond
+	old, _, _, _ := serving(t, cfg, 20*time.Second)
+	ch, err := handover.Dial(cfg.handoverPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	ch.SetDeadline(time.Now().Add(10 * time.Second))
+	ch.Send(&handover.Message{Kind: handover.KindHello, Version: handover.Version, PID: 1})
+	for {
+		m, err := ch.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, fd := range m.FDs {
+			unix.Close(fd)
+		}
+		if m.Kind == handover.KindClosed {
+			break
+		}
+	}
+	s, err := storage.Open(old.Config().Storage) // as a successor that opened it
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ch.Send(&handover.Message{Kind: handover.KindRefuse, Reason: "the test holds the store"})
+	select {
+	case <-old.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the old node serves on without its store")
+	}
+	if err := old.Err(); err == nil || !strings.Contains(err.Error(), "handover: taking the connections back: opening the store again") {
+		t.Errorf("Err: %v, want it to say the store did not open again", err)
+	}
+	if old.HandedOver() {
+		t.Error("the old node says it handed over")
+	}
 }

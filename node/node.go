@@ -164,6 +164,9 @@ func start(cfg Config, inherited int) (*Node, error) {
 			return nil, fmt.Errorf("node: the gateway did not listen within %v", cfg.Gateway.ShutdownTimeout)
 		}
 	case <-n.engDone:
+		if p.cluster != nil {
+			p.cluster.Close() // its NATS server and route ports, as Stop does
+		}
 		router.Stop()
 		store.Close()
 		if err := n.engineErr(); err != nil {

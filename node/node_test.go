@@ -253,3 +253,30 @@ func TestMemoryNode(t *testing.T) {
 		t.Error("a memory node made a data folder in the working directory")
 	}
 }
+
+// TestEngineStopsOnItsOwn: while the engine runs Err is nil; when it ends
+// without Stop (its gateway shut down underneath the node), Done closes,
+// Err says the engine stopped on its own, so that serve exits 1 and its
+// service manager starts it again.
+func TestEngineStopsOnItsOwn(t *testing.T) {
+	cfg, _ := testConfig(t)
+	n, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop(context.Background())
+	if err := n.Err(); err != nil {
+		t.Fatalf("Err while serving: %v", err)
+	}
+	if err := n.Gateway().Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-n.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Done did not close when the engine stopped")
+	}
+	if err := n.Err(); err == nil || err.Error() != "node: the network engine stopped on its own" {
+		t.Errorf("Err after the engine stopped on its own: %v", err)
+	}
+}

@@ -469,3 +469,96 @@ func TestMoveRefusals(t *testing.T) {
 		}
 	}
 }
+
+// TestMoveNodeListsFromConfigs: --old-config and --new-config read the
+// node lists from nodes' TOML files, as --old-nodes and --new-nodes give
+// them; --ids prints every id that would move, and then every id moved,
+// with its (from, to), one a line, in id order. A file with no
+// cluster-nodes, or none at all, is a command line move cannot run with.
+func TestMoveNodeListsFromConfigs(t *testing.T) {
+	root := t.TempDir()
+	dirs := map[uint32]string{}
+	for n := uint32(1); n <= 3; n++ {
+		dirs[n] = filepath.Join(root, fmt.Sprint("n", n))
+	}
+	oldNodes, newNodes := []uint32{1, 2}, []uint32{1, 2, 3}
+	var want []string // "id: node from -> node to"
+	for n := uint32(1); n <= 2; n++ {
+		s := openStoreOf(t, dirs[n])
+		for u := uint64(1); u <= 12; u++ {
+			if home.Of(u, oldNodes) != n {
+				continue
+			}
+			if err := storage.AppendWait(s, storage.Entry{Recipient: u, Seq: 1, Kind: storage.KindMessage, Sender: 99, MsgID: 1, Value: []byte("x")}); err != nil {
+				t.Fatal(err)
+			}
+			if to := home.Of(u, newNodes); to != n {
+				want = append(want, fmt.Sprintf("%d: node %d -> node %d", u, n, to))
+			}
+		}
+		s.Close()
+	}
+	config := func(name string, nodes int) string {
+		var list []string
+		for i := 1; i <= nodes; i++ {
+			list = append(list, fmt.Sprintf("%d=127.0.0.1:%d/127.0.0.1:%d/127.0.0.1:%d", i, 7070+i, 6270+i, 4270+i))
+		}
+		path := filepath.Join(root, name)
+		toml := fmt.Sprintf("[cluster]\ncluster-name = \"mv\"\ncluster-node = 1\ncluster-nodes = %q\n", strings.Join(list, ","))
+		if nodes == 0 {
+			toml = "[cluster]\ncluster-heartbeat = \"250ms\"\n"
+		}
+		if err := os.WriteFile(path, []byte(toml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	oldConfig, newConfig := config("old.toml", 2), config("new.toml", 3)
+	data := fmt.Sprintf("1=%s,2=%s,3=%s", dirs[1], dirs[2], dirs[3])
+	args := []string{"--old-config", oldConfig, "--new-config", newConfig, "--data", data, "--ids"}
+	idLine := regexp.MustCompile(`^\d+: node \d+ -> node \d+$`)
+	idLines := func(out string) []string {
+		var ids []string
+		for line := range strings.Lines(out) {
+			if idLine.MatchString(strings.TrimSpace(line)) {
+				ids = append(ids, strings.TrimSpace(line))
+			}
+		}
+		return ids
+	}
+	for _, dry := range []bool{true, false} {
+		var out bytes.Buffer
+		a := args
+		if dry {
+			a = append(a, "--dry-run")
+		}
+		if err := moveMailboxes(a, &out); err != nil {
+			t.Fatalf("move %q: %v\n%s", a, err, out.String())
+		}
+		if got := idLines(out.String()); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("move %q printed the ids\n%q\nwant\n%q", a, got, want)
+		}
+	}
+	var out bytes.Buffer
+	if err := moveMailboxes(args[:len(args)-1], &out); err != nil || len(idLines(out.String())) != 0 || !strings.Contains(out.String(), "moved 0 ids\n") {
+		t.Errorf("a rerun without --ids: %v\n%s", err, out.String())
+	}
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no cluster-nodes", []string{"--old-config", config("alone.toml", 0), "--new-config", newConfig, "--data", data}, "--old-config " + filepath.Join(root, "alone.toml") + ": no cluster-nodes in it"},
+		{"no such file", []string{"--old-config", oldConfig, "--new-config", filepath.Join(root, "absent.toml"), "--data", data}, "absent.toml"},
+		{"no new list", []string{"--old-config", oldConfig, "--data", data}, "--new-nodes (or --new-config) is required"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := moveMailboxes(tc.args, &bytes.Buffer{})
+			var ue usageError
+			if !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("move %q: %v, want a command-line error saying %q", tc.args, err, tc.want)
+			}
+		})
+	}
+}

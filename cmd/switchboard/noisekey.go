@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -15,9 +16,11 @@ import (
 // first, for client configuration; --rotate adds a new current key, and
 // --retire drops all but the current one (docs/OPERATIONS.md, "Transport
 // keys").
-func noiseKeyCmd(args []string) error { return noiseKey(args, os.Stdout) }
+func noiseKeyCmd(args []string) error { return noiseKey(args, os.Stdout, os.Stderr) }
 
-func noiseKey(args []string, w io.Writer) error {
+// noiseKey is noiseKeyCmd printing the keys to w and what a change means
+// for the running server to note.
+func noiseKey(args []string, w, note io.Writer) error {
 	fs := flag.NewFlagSet("noise-key", flag.ContinueOnError)
 	data := fs.String("data", "data", "the server's data folder (holds noise-keys)")
 	rotate := fs.Bool("rotate", false, "add a new key, current from the next start; older ones stay accepted for IK")
@@ -34,21 +37,27 @@ pin (docs/OPERATIONS.md, "Transport keys").
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
-	if fs.NArg() > 0 || (*rotate && *retire) {
-		return usageError{fmt.Errorf("noise-key takes --data and at most one of --rotate and --retire")}
+	switch {
+	case fs.NArg() > 0:
+		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	case *rotate && *retire:
+		return usageError{errors.New("--rotate and --retire: give one (rotate, reload, and retire once clients have the new key)")}
 	}
 	path := filepath.Join(*data, noise.KeysFileName)
+	var err error
 	switch {
 	case *rotate:
-		if _, err := noise.RotateKeys(path); err != nil {
-			return err
-		}
+		_, err = noise.RotateKeys(path)
 	case *retire:
-		if err := noise.RetireKeys(path); err != nil {
-			return err
-		}
+		err = noise.RetireKeys(path)
 	}
-	keys, err := noise.LoadKeys(path, false)
+	var keys []noise.Keypair
+	if err == nil {
+		keys, err = noise.LoadKeys(path, false)
+	}
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%s has no Noise keys (%s): serve makes them when it first starts offering Noise; is --data the server's data folder?", *data, noise.KeysFileName)
+	}
 	if err != nil {
 		return err
 	}
@@ -58,6 +67,12 @@ pin (docs/OPERATIONS.md, "Transport keys").
 			what = "older, accepted for IK"
 		}
 		fmt.Fprintf(w, "%s %s\n", hex.EncodeToString(k.Public[:]), what)
+	}
+	switch {
+	case *rotate:
+		fmt.Fprintln(note, "noise-key: a running server proves the old key until its next reload or start: give clients the new key only after that")
+	case *retire:
+		fmt.Fprintln(note, "noise-key: the running server accepts the retired keys until its next reload or start")
 	}
 	return nil
 }
