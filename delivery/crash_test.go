@@ -187,6 +187,9 @@ func TestCrashLoopNotReady(t *testing.T) {
 type parkStore struct {
 	storage.Store
 	user uint64
+	// whole holds the appends themselves, not only their completions:
+	// what is held is not in the store yet.
+	whole bool
 
 	mu      sync.Mutex
 	parking bool
@@ -195,6 +198,16 @@ type parkStore struct {
 
 func (s *parkStore) Append(e storage.Entry, done func(error)) {
 	if e.Recipient != s.user {
+		s.Store.Append(e, done)
+		return
+	}
+	if s.whole {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.parking {
+			s.parked = append(s.parked, func() { s.Store.Append(e, done) })
+			return
+		}
 		s.Store.Append(e, done)
 		return
 	}
@@ -329,6 +342,69 @@ func TestShardCrashAnswersAppendsInFlight(t *testing.T) {
 	}
 	if want := []protocol.Type{protocol.TypeGroupEvent, protocol.TypeDeliver, protocol.TypeDeliver}; !slices.Equal(got, want) {
 		t.Fatalf("a's entries are of types %v, want %v (the event, msg 1, msg 60)", got, want)
+	}
+}
+
+// TestLateAppendAfterACrashGaveUpWaiting: a shard crashes with an append
+// in flight that reaches the store only after the recovery gave up
+// waiting for it, and a later message to the same mailbox was stored
+// meanwhile (under a seq the store's high-water mark allowed). The late
+// append does not overwrite it: the store refuses it, and its sender gets
+// a retryable refusal, so what it resends is stored after; every message
+// ACCEPTed is in the mailbox, each once.
+func TestLateAppendAfterACrashGaveUpWaiting(t *testing.T) {
+	const a, sender = 1, 9
+	var crashFor atomic.Uint64
+	var park *parkStore
+	r, mem := crashRouterWith(t, crashSetup{drain: 10 * time.Millisecond, store: func(mem storage.Store) storage.Store {
+		park = &parkStore{Store: mem, user: a, whole: true}
+		return park
+	}}, func(worker string, user uint64) {
+		if worker == "shard" && user != 0 && crashFor.CompareAndSwap(user, 0) {
+			panic("injected")
+		}
+	})
+	t.Cleanup(park.release)
+	x := uint64(100) // a user on a's shard, whose request crashes it
+	for r.ShardOf(x) != r.ShardOf(a) {
+		x++
+	}
+
+	s := newFake()
+	park.park()
+	send(t, r, s, sender, 1, a)
+	waitFor(t, "msg 1's append held", func() bool { return park.held() == 1 })
+	crashFor.Store(x)
+	send(t, r, s, sender, 2, x)
+	waitFor(t, "a's shard to crash", func() bool { return r.Stats().Crashes.Load() == 1 })
+	send(t, r, s, sender, 3, x) // taken once the recovery gave up on msg 1
+	waitFor(t, "msg 3's ACCEPT", func() bool { return accepted(s)[3] })
+
+	park.mu.Lock()
+	park.parking = false // msg 4's append goes through; msg 1's stays held
+	park.mu.Unlock()
+	send(t, r, s, sender, 4, a)
+	waitFor(t, "msg 4's ACCEPT", func() bool { return accepted(s)[4] })
+	park.release()
+	waitFor(t, "msg 1's answer", func() bool { return accepted(s)[1] || len(s.items(delivery.OutRefuse)) > 1 })
+	if accepted(s)[1] {
+		t.Fatal("msg 1, appended under a seq the mailbox had moved past, was ACCEPTed")
+	}
+	ref := s.items(delivery.OutRefuse)
+	if len(ref) != 2 || ref[1].MsgID != 1 || ref[1].RetryAfter == 0 {
+		t.Fatalf("refusals %+v, want msg 2's then a retryable one of msg 1", ref)
+	}
+	page, _, err := mem.Read(a, 1, 10, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page) != 1 || page[0].MsgID != 4 {
+		t.Fatalf("a's mailbox holds %+v, want msg 4 alone", page)
+	}
+	send(t, r, s, sender, 1, a) // the resend (flag B in a client)
+	waitFor(t, "msg 1's ACCEPT", func() bool { return accepted(s)[1] })
+	if page, _, err = mem.Read(a, 1, 10, 0, nil); err != nil || len(page) != 2 || page[0].MsgID != 4 || page[1].MsgID != 1 {
+		t.Fatalf("a's mailbox holds %+v (%v), want msg 4 then msg 1", page, err)
 	}
 }
 
