@@ -230,7 +230,7 @@ func (c *Cluster) Join() error {
 	}
 	c.starting.Store(true)
 	if err := c.connect(addr); err != nil {
-		c.shutdown()
+		c.Close() // a payload held by deliver is dropped
 		return err
 	}
 	c.wg.Add(1)
