@@ -540,3 +540,42 @@ func TestHoldScenarios(t *testing.T) {
 		})
 	}
 }
+
+// TestInterruptEndsTheRun: cancelling a run's context (Ctrl-C) ends the
+// step under way, in the coordinator's engine and in worker processes
+// alike: Run returns soon, long before the 30 s of traffic asked for,
+// with the interrupt as its error and as the result's first failure, and
+// with what was sent so far counted.
+func TestInterruptEndsTheRun(t *testing.T) {
+	for _, tt := range []struct {
+		name       string
+		perProcess int
+		err        string
+	}{
+		{name: "one process", err: "interrupted: context deadline exceeded"},
+		{name: "two workers", perProcess: 4, err: "process 1: interrupted"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := startServer(t, delivery.Config{})
+			cfg := srv.config("chat")
+			cfg.Pairs, cfg.Rate, cfg.Duration, cfg.PerProcess = 4, 100, 30*time.Second, tt.perProcess
+			ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+			defer cancel()
+			start := time.Now()
+			res, err := Run(ctx, cfg)
+			if took := time.Since(start); took > 15*time.Second {
+				t.Errorf("the interrupted run took %v", took)
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Fatalf("err %v, want one containing %q", err, tt.err)
+			}
+			if res == nil || len(res.Failures) == 0 || !strings.HasPrefix(res.Failures[0], "the run could not be carried out: ") ||
+				!strings.Contains(res.Failures[0], tt.err) {
+				t.Fatalf("failures %q, want the interrupt first", failures(res))
+			}
+			if res.Sent == 0 {
+				t.Errorf("nothing sent counted before the interrupt")
+			}
+		})
+	}
+}

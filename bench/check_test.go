@@ -394,3 +394,61 @@ func TestCheckerDuplicateOfASettledMessage(t *testing.T) {
 		t.Errorf("delivered %d, want 1", l.res.Delivered)
 	}
 }
+
+// TestRefusedForGood: a SEND refused with a code the client does not retry
+// fails the run naming the message and the code, and is settled: not
+// pending, not unanswered, not lost, its place in the window free. A
+// refused GROUP request, or BAD_RECIPIENT in a group, means the server
+// does not do groups: the run stops with that error.
+func TestRefusedForGood(t *testing.T) {
+	tests := []struct {
+		name    string
+		group   bool // a's unit is a group, its GROUP create msg 1000
+		code    protocol.Code
+		failure string // the run's one failure; "": none
+		fatal   string // the run's stopping error; "": none
+	}{
+		{name: "a bad recipient", code: protocol.CodeBadRecipient, failure: "user 10: msg 1000 refused: BAD_RECIPIENT"},
+		{name: "not a member", code: protocol.CodeNotMember, failure: "user 10: msg 1000 refused: NOT_MEMBER"},
+		{name: "a GROUP create", group: true, code: protocol.CodeQuota, fatal: "server refused group operations: QUOTA"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l, a, _ := checkerFixture(0)
+			l.e.failed = make(chan struct{})
+			l.body = make([]byte, l.e.spec.Size)
+			if tt.group {
+				a.unit.groupReq = 1000
+			}
+			a.send(1)
+			if l.pending != 1 || l.unaccepted != 1 || a.inflight != 1 {
+				t.Fatalf("after a send: pending %d, unaccepted %d, in flight %d; want 1 each", l.pending, l.unaccepted, a.inflight)
+			}
+			a.refused(&protocol.Refuse{MsgID: 1000, Code: tt.code})
+			if l.res.Refused != 1 || l.res.RetryLater != 0 {
+				t.Errorf("refused %d, RETRY_LATER %d; want 1, 0", l.res.Refused, l.res.RetryLater)
+			}
+			if tt.fatal != "" {
+				if l.e.fatalErr == nil || l.e.fatalErr.Error() != tt.fatal {
+					t.Errorf("the run stopped with %v, want %q", l.e.fatalErr, tt.fatal)
+				}
+				return
+			}
+			if l.e.fatalErr != nil {
+				t.Errorf("the run stopped: %v", l.e.fatalErr)
+			}
+			if len(l.res.Failures) != 1 || l.res.Failures[0] != tt.failure {
+				t.Errorf("failures %q, want %q", l.res.Failures, tt.failure)
+			}
+			if l.pending != 0 || l.unaccepted != 0 || a.inflight != 0 || len(a.out) != 0 || a.outBase != 1001 {
+				t.Errorf("pending %d, unaccepted %d, in flight %d, %d tracked from %d; want the message settled and let go",
+					l.pending, l.unaccepted, a.inflight, len(a.out), a.outBase)
+			}
+			lr := newResult()
+			l.countLosses(lr)
+			if lr.Lost != 0 || len(lr.Failures) != 0 {
+				t.Errorf("lost %d, failures %q: a message refused for good is neither lost nor unanswered", lr.Lost, lr.Failures)
+			}
+		})
+	}
+}

@@ -2,16 +2,21 @@ package bench
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
+	"maps"
 	"net/netip"
 	"reflect"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"switchboard/client"
+	"switchboard/delivery"
 	"switchboard/protocol"
 )
 
@@ -181,4 +186,266 @@ func login(t *testing.T, c *conn) {
 	t.Helper()
 	c.sess.AppendLogin(nil, protocol.Login{})
 	c.sess.Welcome(&protocol.Welcome{Version: 1, User: c.user, Window: 256}, time.Duration(c.l.now))
+}
+
+// TestServerFaults runs chat through a proxy that plays a faulty server
+// once: the first frame of one type is mangled, dropped, or followed by a
+// hang-up. A bad frame fails the run naming it, and the client tells the
+// server why (ERROR PROTOCOL) before it reconnects; a hang-up without
+// ERROR is a close counted as EOF, after which the client reconnects and
+// resends what was not accepted, and the run passes; a DELIVER that never
+// arrives, acknowledged by the later ones, is a lost message whose
+// delivered receipt nonetheless comes back: both fail the run.
+func TestServerFaults(t *testing.T) {
+	// empty keeps a frame's type and flags and drops its payload.
+	empty := func(f protocol.Frame, raw []byte) ([]byte, bool) {
+		return []byte{1, raw[len(raw)-len(f.Payload)-1]}, false
+	}
+	tests := []struct {
+		name     string
+		on       protocol.Type
+		fault    func(f protocol.Frame, raw []byte) ([]byte, bool)
+		failures []string // a fragment of each failure, in order; nil: the run passes
+		lost     uint64
+		closes   map[string]uint64
+		clientTo []protocol.Code // the ERRORs the client sent the server
+	}{
+		{name: "a bad frame", on: protocol.TypeAccept, fault: empty,
+			failures: []string{": server sent a bad frame: protocol: malformed"}, closes: map[string]uint64{"EOF": 1}, clientTo: []protocol.Code{protocol.CodeProtocol}},
+		{name: "a hang-up", on: protocol.TypeAccept, fault: func(protocol.Frame, []byte) ([]byte, bool) { return nil, true },
+			closes: map[string]uint64{"EOF": 1}},
+		{name: "a DELIVER dropped", on: protocol.TypeDeliver, fault: func(protocol.Frame, []byte) ([]byte, bool) { return nil, false },
+			failures: []string{"got a delivered receipt for msg ", "1 accepted messages were not delivered to every recipient"}, lost: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := startServer(t, delivery.Config{})
+			var done atomic.Bool
+			p := startProxy(t, srv.addr, 0, func(f protocol.Frame, raw []byte) ([]byte, bool) {
+				if f.Type != tt.on || done.Swap(true) {
+					return raw, false
+				}
+				return tt.fault(f, raw)
+			})
+			cfg := srv.config("chat")
+			cfg.Addr, cfg.Pairs, cfg.Rate, cfg.Duration, cfg.Drain = p.addr(), 1, 20, time.Second, time.Second
+			res, err := Run(context.Background(), cfg)
+			if err != nil {
+				t.Fatalf("chat: %v", err)
+			}
+			if !done.Load() {
+				t.Fatalf("no %v passed the proxy", tt.on)
+			}
+			if len(res.Failures) != len(tt.failures) {
+				t.Fatalf("failures %q, want %d", res.Failures, len(tt.failures))
+			}
+			for i, w := range tt.failures {
+				if !strings.Contains(res.Failures[i], w) {
+					t.Errorf("failure %d is %q, want it to contain %q", i, res.Failures[i], w)
+				}
+			}
+			if res.Sent != 20 || res.Lost != tt.lost || res.Delivered != res.Sent-tt.lost || res.Duplicates+res.Reordered != 0 {
+				t.Errorf("sent %d, delivered %d, lost %d, duplicates %d, reordered %d; want 20 sent, %d lost, the rest delivered once",
+					res.Sent, res.Delivered, res.Lost, res.Duplicates, res.Reordered, tt.lost)
+			}
+			if !maps.Equal(res.Closes, tt.closes) {
+				t.Errorf("closes %v, want %v", res.Closes, tt.closes)
+			}
+			// The message whose ACCEPT did not come is resent after the reconnect.
+			if tt.closes != nil && res.Resent == 0 {
+				t.Errorf("nothing resent after the reconnect")
+			}
+			p.mu.Lock()
+			var codes []protocol.Code
+			for _, e := range p.clientErrors {
+				codes = append(codes, e.Code)
+			}
+			p.mu.Unlock()
+			if !reflect.DeepEqual(codes, tt.clientTo) {
+				t.Errorf("the client sent ERRORs %v, want %v", codes, tt.clientTo)
+			}
+		})
+	}
+}
+
+// socketConn gives c one end of a socket pair, registered with a fresh
+// epoll set on c's loop for reads, as dial does; it returns the other end,
+// the server's, and a function that closes it (once). Both close with the
+// test.
+func socketConn(t *testing.T, c *conn) (peer int, closePeer func()) {
+	t.Helper()
+	l := c.l
+	if l.epfd == 0 {
+		epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.epfd = epfd
+		t.Cleanup(func() { unix.Close(epfd) })
+	}
+	if l.rbuf == nil {
+		l.rbuf = make([]byte, readBufLen)
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.fd = fds[0]
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(c.fd), Pad: c.idx}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
+		t.Fatal(err)
+	}
+	closePeer = sync.OnceFunc(func() { unix.Close(fds[1]) })
+	t.Cleanup(func() {
+		if c.fd >= 0 {
+			unix.Close(c.fd)
+		}
+		closePeer()
+	})
+	return fds[1], closePeer
+}
+
+// epollEvents returns the events epoll reports for c now, without waiting.
+func epollEvents(t *testing.T, c *conn) uint32 {
+	t.Helper()
+	evs := make([]unix.EpollEvent, 4)
+	n, err := unix.EpollWait(c.l.epfd, evs, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range evs[:n] {
+		if ev.Pad == c.idx {
+			return ev.Events
+		}
+	}
+	return 0
+}
+
+// TestConnWritesWhatTheKernelTakesLater: bytes the socket does not take
+// at once wait in order, later writes behind them; the connection asks
+// epoll for writability until they are all written and then stops asking;
+// every byte is counted out once.
+func TestConnWritesWhatTheKernelTakesLater(t *testing.T) {
+	l := testLoop(1)
+	c := l.conns[0]
+	peer, _ := socketConn(t, c)
+	first := bytes.Repeat([]byte("0123456789abcdef"), 64<<10) // 1 MiB: more than a socket buffer
+	second := []byte("and then this")
+	c.writeOut(first)
+	if len(c.wpend) == 0 || len(c.wpend) == len(first) {
+		t.Fatalf("%d of %d bytes pending: want the socket to take part", len(c.wpend), len(first))
+	}
+	var got []byte
+	buf := make([]byte, 256<<10)
+	// readAll has the server read all there is; the socket is then writable.
+	readAll := func() {
+		for {
+			n, err := unix.Read(peer, buf)
+			if err == unix.EAGAIN {
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, buf[:n]...)
+		}
+	}
+	readAll()
+	c.writeOut(second) // the socket has room, but bytes are pending
+	if !bytes.HasSuffix(c.wpend, second) {
+		t.Fatal("a later write did not queue behind the pending bytes")
+	}
+	for len(c.wpend) > 0 {
+		readAll()
+		if len(got) > len(first)+len(second) {
+			t.Fatalf("the server read %d bytes, more than the %d written", len(got), len(first)+len(second))
+		}
+		if epollEvents(t, c)&unix.EPOLLOUT == 0 {
+			t.Fatalf("%d bytes pending, the socket empty, and epoll reports no writability", len(c.wpend))
+		}
+		l.event(c, unix.EPOLLOUT)
+	}
+	readAll()
+	if ev := epollEvents(t, c); ev&unix.EPOLLOUT != 0 {
+		t.Errorf("epoll events %#x once nothing is pending: still asking for writability", ev)
+	}
+	if want := append(first, second...); !bytes.Equal(got, want) {
+		t.Errorf("the server read %d bytes, want the %d written, in order", len(got), len(want))
+	}
+	if want := uint64(len(first) + len(second)); l.res.BytesOut != want {
+		t.Errorf("bytes out %d, want %d", l.res.BytesOut, want)
+	}
+	if c.wpend != nil {
+		t.Errorf("wpend keeps a buffer of %d bytes once empty", cap(c.wpend))
+	}
+}
+
+// TestConnWriteToAClosedServer: a write the server's end refuses (it
+// closed), at once or of bytes left pending, ends the connection as lost
+// without an ERROR: counted as an EOF close.
+func TestConnWriteToAClosedServer(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		pending bool // bytes were left pending before the server closed
+	}{{name: "a write"}, {name: "pending bytes", pending: true}} {
+		t.Run(tt.name, func(t *testing.T) {
+			l := testLoop(1)
+			c := l.conns[0]
+			_, closePeer := socketConn(t, c)
+			if tt.pending {
+				c.writeOut(make([]byte, 1<<20))
+				if len(c.wpend) == 0 {
+					t.Fatal("the socket took 1 MiB at once")
+				}
+			}
+			closePeer()
+			if tt.pending {
+				l.event(c, unix.EPOLLOUT)
+			} else {
+				c.writeOut([]byte("hello"))
+			}
+			if c.fd != -1 || c.state != stateClosed || !maps.Equal(l.res.Closes, map[string]uint64{"EOF": 1}) {
+				t.Errorf("fd %d, state %d, closes %v; want the connection closed, one EOF", c.fd, c.state, l.res.Closes)
+			}
+		})
+	}
+}
+
+// TestConnClosedWhileNotReading: a connection that stopped reading (the
+// slow scenario) and that the server closes reads what the server left to
+// find why: an ERROR's code, else an EOF.
+func TestConnClosedWhileNotReading(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		send  []byte // what the server writes before it closes
+		close bool
+		want  string // the close counted
+	}{
+		{name: "closed with ERROR", send: (&protocol.Error{Code: protocol.CodeSlowConsumer}).Append(nil), close: true, want: "SLOW_CONSUMER"},
+		{name: "closed without ERROR", close: true, want: "EOF"},
+		{name: "woken with nothing to read", want: "EOF"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			l := testLoop(1)
+			c := l.conns[0]
+			peer, closePeer := socketConn(t, c)
+			c.paused = true
+			c.setEvents(false)
+			if tt.send != nil {
+				if _, err := unix.Write(peer, tt.send); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tt.close {
+				closePeer()
+				if ev := epollEvents(t, c); ev&unix.EPOLLRDHUP == 0 {
+					t.Fatalf("epoll events %#x for a closed peer, want EPOLLRDHUP", ev)
+				}
+			}
+			l.event(c, unix.EPOLLRDHUP)
+			if c.fd != -1 || c.paused || !maps.Equal(l.res.Closes, map[string]uint64{tt.want: 1}) {
+				t.Errorf("fd %d, paused %v, closes %v; want the connection closed, one %s", c.fd, c.paused, l.res.Closes, tt.want)
+			}
+		})
+	}
 }

@@ -139,6 +139,10 @@ func (o *Overload) judge() string {
 
 // overloadVerdict is the run's answer in a sentence.
 func overloadVerdict(o *Overload) string {
+	if o.Duration == 0 {
+		// The probe found no rate kept up with, or the run stopped during it.
+		return "no overload offered: the capacity probe ended without a capacity (see the failures)"
+	}
 	held := "held"
 	if !o.Held {
 		held = "NOT held"
@@ -148,8 +152,12 @@ func overloadVerdict(o *Overload) string {
 		100*o.Goodput/max(o.Capacity, 1), held, 100*o.MinShare)
 }
 
-// overloadRows is the run's table, for the terminal and report.md alike.
+// overloadRows is the run's table, for the terminal and report.md alike;
+// none when no overload was offered (the probe found no capacity).
 func overloadRows(o *Overload) [][]string {
+	if o.Duration == 0 {
+		return nil
+	}
 	ra := func(us int64) string {
 		if o.RetryAfter.Count == 0 {
 			return "—"
@@ -191,7 +199,9 @@ func probeRow(s ProbeStep) []string {
 
 // overload runs the capacity probe (unless --capacity is given) and the
 // overload phase over the same connections; its Result is the overload
-// phase's, with the probe's failures and notes added.
+// phase's, with the probe's failures and notes added. When the probe finds
+// no capacity no overload is offered: the Result counts no message, only
+// the connections the probe held.
 func (r *run) overload(ctx context.Context) (*Result, error) {
 	n := r.totalConns()
 	r.scrape(ctx, "baseline")
@@ -202,6 +212,7 @@ func (r *run) overload(ctx context.Context) (*Result, error) {
 	ov := &Overload{Capacity: r.cfg.Capacity, CapacityFrom: "--capacity", Factor: overloadFactor, MinShare: minGoodputShare}
 	var carried []string // the probe's failures and notes
 	var probeFailures []string
+	probeConns := 0 // the most connections a probe step held
 	if ov.Capacity == 0 {
 		ov.CapacityFrom = "probe"
 		for i, rate := range r.cfg.Rates {
@@ -213,6 +224,7 @@ func (r *run) overload(ctx context.Context) (*Result, error) {
 			if res == nil {
 				return nil, err
 			}
+			probeConns = max(probeConns, res.Conns)
 			st := newProbeStep(rate, res.Duration, r.windowDelivered, res)
 			ov.Probe = append(ov.Probe, st)
 			fmt.Fprintf(r.cfg.Out, "bench: %s\n", probeLine(st))
@@ -234,6 +246,7 @@ func (r *run) overload(ctx context.Context) (*Result, error) {
 		ov.Capacity = capacityOf(ov.Probe)
 		if ov.Capacity == 0 {
 			res := newResult()
+			res.Conns = probeConns
 			res.Overload = ov
 			res.Failures = append(probeFailures, "the capacity probe found no rate the server kept up with: give --capacity, or lower --rates")
 			res.Notes = carried

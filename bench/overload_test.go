@@ -1,12 +1,19 @@
 package bench
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"math"
 	"math/rand/v2"
+	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"switchboard/delivery"
 	"switchboard/protocol"
 )
 
@@ -319,5 +326,378 @@ func TestClosedLoopHoldsAfterRetryLater(t *testing.T) {
 	}
 	if a.wakeAt != 0 || len(l.wakes) != 0 {
 		t.Fatalf("after the wake: conn's wakeAt %d, %d wakes queued; want none", a.wakeAt, len(l.wakes))
+	}
+}
+
+// tableRow matches one row of a summary table: its cells in order,
+// separated by the columns' padding.
+func tableRow(cells ...string) *regexp.Regexp {
+	for i, c := range cells {
+		cells[i] = regexp.QuoteMeta(c)
+	}
+	return regexp.MustCompile(`(?m)^  ` + strings.Join(cells, ` +`) + `$`)
+}
+
+// overloadReport returns the summary and report.md of res.
+func overloadReport(t *testing.T, res *Result) (summary, md string) {
+	t.Helper()
+	var out, m bytes.Buffer
+	PrintSummary(&out, res)
+	if err := writeMarkdown(&m, buildReport(res), nil); err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), m.String()
+}
+
+// TestOverload runs the overload scenario against an idle server, with the
+// capacity given and with the capacity probed, and through a proxy that
+// makes every answer 300 ms late: every scheduled message is sent once
+// and delivered, nothing is refused or held back, the goodput is the
+// messages delivered while the load was offered (not those delivered
+// after it) over its time, and the summary, report.md and result.json say
+// so.
+func TestOverload(t *testing.T) {
+	tests := []struct {
+		name     string
+		capacity float64 // --capacity; 0: probed at rates
+		rates    []float64
+		late     time.Duration // the proxy's delay of every server frame; 0: no proxy
+		// The progress lines the probe writes; nil without a probe.
+		progress []string
+	}{
+		{name: "given capacity", capacity: 100},
+		{name: "late answers", capacity: 100, late: 300 * time.Millisecond},
+		{name: "probed", rates: []float64{100}, progress: []string{
+			"bench: capacity probe 1 of at most 1: 100 msg/s offered for 2s\n",
+			"bench: probe 100 msg/s offered: ",
+			" delivered within the step, 0 RETRY_LATER, p99 ",
+			": kept up yes\n",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := startServer(t, delivery.Config{})
+			cfg := srv.config("overload")
+			var out bytes.Buffer
+			cfg.Out = &out
+			cfg.Pairs, cfg.Capacity, cfg.Rates, cfg.Duration = 5, tt.capacity, tt.rates, time.Second
+			if tt.late > 0 {
+				cfg.Addr = startLateProxy(t, srv.addr, tt.late).addr()
+			}
+			res := runOK(t, cfg)
+			ov := res.Overload
+			if ov == nil {
+				t.Fatal("no overload in the result")
+			}
+			from := "--capacity"
+			if tt.capacity == 0 {
+				from = "probe"
+				if len(ov.Probe) != 1 {
+					t.Fatalf("probe steps %+v, want one", ov.Probe)
+				}
+				st := ov.Probe[0]
+				// The probe's answer is what the step delivered within its two
+				// seconds: at most the 200 messages it offered.
+				if st.Offered != 100 || !st.Passed || !st.KeptUp || st.RetryLater != 0 ||
+					st.DeliveredInWindow < 180 || st.DeliveredInWindow > 200 || st.P99 <= 0 {
+					t.Errorf("probe step %+v: want 100 msg/s offered, kept up, 180–200 delivered within the step", st)
+				}
+				if ov.Capacity != st.DeliveredPerSec {
+					t.Errorf("capacity %v, want the step's delivered rate %v", ov.Capacity, st.DeliveredPerSec)
+				}
+				for _, w := range tt.progress {
+					if !strings.Contains(out.String(), w) {
+						t.Errorf("progress output lacks %q:\n%s", w, out.String())
+					}
+				}
+				note := "the server kept up with every probe rate up to 100 msg/s: the capacity may be higher; add higher --rates"
+				if !slices.Contains(res.Notes, note) {
+					t.Errorf("notes %q lack %q", res.Notes, note)
+				}
+			} else if ov.Capacity != tt.capacity || len(ov.Probe) != 0 {
+				t.Errorf("capacity %v with %d probe steps, want %v and no probe", ov.Capacity, len(ov.Probe), tt.capacity)
+			}
+			if ov.CapacityFrom != from || ov.Factor != 2 || ov.Offered != 2*ov.Capacity || ov.MinShare != 0.9 {
+				t.Errorf("capacity from %q, factor %v, offered %v for a capacity of %v; want from %q, twice the capacity, 90%% required",
+					ov.CapacityFrom, ov.Factor, ov.Offered, ov.Capacity, from)
+			}
+			// Open loop at the offered rate for a second: every slot's message
+			// goes out once, none is held back, refused or resent.
+			scheduled := uint64(math.Ceil(ov.Offered)) // the slots of one second, the first at 0
+			if ov.Sent+ov.Unsent != scheduled || ov.Unsent != 0 || ov.Sent != res.Sent {
+				t.Errorf("first sends %d (result %d), held back %d; want all %d scheduled sent", ov.Sent, res.Sent, ov.Unsent, scheduled)
+			}
+			if ov.RetryLater != 0 || ov.Resent != 0 || ov.RetryAfter.Count != 0 {
+				t.Errorf("busy refusals %d, resends %d, retry_after samples %d from an idle server", ov.RetryLater, ov.Resent, ov.RetryAfter.Count)
+			}
+			checkAllDelivered(t, res, ov.Sent)
+			checkAllReceipted(t, res)
+			// What is sent in the last moments is delivered after the load:
+			// with late answers, at least what the last 200 ms sent.
+			inWindow := [2]uint64{res.Delivered * 9 / 10, res.Delivered}
+			if tt.late > 0 {
+				inWindow = [2]uint64{res.Delivered / 2, res.Delivered - uint64(ov.Offered/5)}
+			}
+			if ov.DeliveredInWindow < inWindow[0] || ov.DeliveredInWindow > inWindow[1] {
+				t.Errorf("delivered while offered %d of %d delivered, want %d–%d", ov.DeliveredInWindow, res.Delivered, inWindow[0], inWindow[1])
+			}
+			if ov.Duration != res.Duration || ov.Duration < time.Second || ov.Duration > 2*time.Second {
+				t.Errorf("overload duration %v (result %v), want about the second asked for", ov.Duration, res.Duration)
+			}
+			if want := float64(ov.DeliveredInWindow) / ov.Duration.Seconds(); ov.Goodput != want || !ov.Held {
+				t.Errorf("goodput %v, held %v; want %v, held", ov.Goodput, ov.Held, want)
+			}
+			if res.Figures["goodput_per_s"] != ov.Goodput || res.Figures["capacity_per_s"] != ov.Capacity {
+				t.Errorf("figures %v: want goodput_per_s %v and capacity_per_s %v", res.Figures, ov.Goodput, ov.Capacity)
+			}
+			if res.Conns != 10 {
+				t.Errorf("conns %d, want 10", res.Conns)
+			}
+			if got := srv.srv.Stats().Logins.Load(); got != 10 {
+				t.Errorf("%d logins, want 10: the probe and the overload share the connections", got)
+			}
+			note := "overload: open loop at " + formatRate(ov.Offered) + " for 1s; a client refused RETRY_LATER resends"
+			if !slices.ContainsFunc(res.Notes, func(n string) bool { return strings.HasPrefix(n, note) }) {
+				t.Errorf("no note %q… in %q", note, res.Notes)
+			}
+
+			summary, md := overloadReport(t, res)
+			verdict := overloadVerdict(ov)
+			for _, re := range []*regexp.Regexp{
+				tableRow("capacity ("+from+")", formatRate(ov.Capacity)),
+				tableRow("offered, open loop", formatRate(ov.Offered)),
+				tableRow("first sends", formatMsgs(ov.Sent)),
+				tableRow("held back by the clients, never sent", "0 msg"),
+				tableRow("busy refusals (REFUSE RETRY_LATER)", "0 msg"),
+				tableRow("retry_after p50 / p90 / p99 / max", "— / — / — / —"),
+				regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(verdict) + `$`),
+			} {
+				if !re.MatchString(summary) {
+					t.Errorf("summary lacks %s:\n%s", re, summary)
+				}
+			}
+			if !strings.Contains(verdict, ", from "+from+"): ") || !strings.Contains(verdict, "% of capacity, held (≥ 90% required)") {
+				t.Errorf("verdict %q", verdict)
+			}
+			hasProbe := strings.Contains(summary, "probe: offered")
+			if hasProbe != (tt.capacity == 0) || strings.Contains(md, "| probe: offered |") != hasProbe {
+				t.Errorf("probe table in the summary %v, in report.md %v; want it only when probed", hasProbe, !hasProbe)
+			}
+			for _, w := range []string{"## Overload\n", "**" + mdText(verdict) + "**", "| first sends | " + formatMsgs(ov.Sent) + " |"} {
+				if !strings.Contains(md, w) {
+					t.Errorf("report.md lacks %q", w)
+				}
+			}
+			var js bytes.Buffer
+			if err := WriteJSON(&js, res); err != nil {
+				t.Fatal(err)
+			}
+			var got struct {
+				Overload struct {
+					Capacity float64 `json:"capacity_per_s"`
+					From     string  `json:"capacity_from"`
+					Sent     uint64  `json:"sent"`
+					Goodput  float64 `json:"goodput_per_s"`
+					Held     bool    `json:"held"`
+				} `json:"overload"`
+			}
+			if err := json.Unmarshal(js.Bytes(), &got); err != nil {
+				t.Fatal(err)
+			}
+			if o := got.Overload; o.Capacity != ov.Capacity || o.From != from || o.Sent != ov.Sent || o.Goodput != ov.Goodput || !o.Held {
+				t.Errorf("result.json overload %+v", o)
+			}
+		})
+	}
+}
+
+// TestOverloadRendering checks the overload's rows, the probe's rows and
+// progress line, and the verdict, as the terminal and report.md show them.
+func TestOverloadRendering(t *testing.T) {
+	ov := &Overload{Capacity: 20000, CapacityFrom: "probe", Factor: 2, Offered: 40000, Duration: 10 * time.Second, MinShare: 0.9,
+		Sent: 385000, Unsent: 15000, RetryLater: 154010, Resent: 150000, DeliveredInWindow: 190990,
+		RetryAfter: HistSummary{Count: 154010, P50: 4_630_000, P90: 5_900_000, P99: 6_300_000, Max: 6_400_000},
+		Probe: []ProbeStep{
+			{Offered: 10000, DeliveredPerSec: 9990, P99: 117_000, Passed: true, KeptUp: true},
+			{Offered: 20000, DeliveredPerSec: 17481, RetryLater: 1234, P99: 618_000, Passed: true},
+			{Offered: 25000},
+		}}
+	if f := ov.judge(); f != "" {
+		t.Fatalf("judge: %q, want held", f)
+	}
+	rows := []string{
+		"capacity (probe)|20,000 msg/s",
+		"offered, open loop|40,000 msg/s",
+		"goodput: distinct messages delivered per second while offered|19,099 msg/s",
+		"goodput ÷ capacity|95% (≥ 90%)",
+		"first sends|385,000 msg",
+		"held back by the clients, never sent|15,000 msg",
+		"busy refusals (REFUSE RETRY_LATER)|154,010 msg",
+		"resends (flag B)|150,000 msg",
+		"retry_after p50 / p90 / p99 / max|4.63 s / 5.90 s / 6.30 s / 6.40 s",
+	}
+	got := overloadRows(ov)
+	if len(got) != len(rows) {
+		t.Fatalf("%d rows, want %d: %q", len(got), len(rows), got)
+	}
+	for i, row := range got {
+		if s := strings.Join(row, "|"); s != rows[i] {
+			t.Errorf("row %d:\n got %s\nwant %s", i, s, rows[i])
+		}
+	}
+	probeRows := []string{
+		"10,000 msg/s|9,990 msg/s|0|117 ms|yes",
+		"20,000 msg/s|17,481 msg/s|1,234|618 ms|no",
+		"25,000 msg/s|0.0 msg/s|0|—|FAIL",
+	}
+	for i, s := range ov.Probe {
+		if got := strings.Join(probeRow(s), "|"); got != probeRows[i] {
+			t.Errorf("probe row %d:\n got %s\nwant %s", i, got, probeRows[i])
+		}
+	}
+	if got, want := probeLine(ov.Probe[1]), "probe 20,000 msg/s offered: 17,481 msg/s delivered within the step, 1,234 RETRY_LATER, p99 618 ms: kept up no"; got != want {
+		t.Errorf("probe line\n got %s\nwant %s", got, want)
+	}
+	verdict := "goodput 19,099 msg/s at 40,000 msg/s offered (2 × the capacity 20,000 msg/s, from probe): 95% of capacity, held (≥ 90% required)"
+	if got := overloadVerdict(ov); got != verdict {
+		t.Errorf("verdict\n got %s\nwant %s", got, verdict)
+	}
+
+	r := newResult()
+	r.Scenario, r.Overload = "overload", ov
+	summary, md := overloadReport(t, r)
+	for _, re := range []*regexp.Regexp{
+		tableRow("retry_after p50 / p90 / p99 / max", "4.63 s / 5.90 s / 6.30 s / 6.40 s"),
+		tableRow("20,000 msg/s", "17,481 msg/s", "1,234", "618 ms", "no"),
+		regexp.MustCompile(`(?m)^probe: offered +delivered in step +RETRY_LATER +p99 +kept up$`),
+		regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(verdict) + `$`),
+	} {
+		if !re.MatchString(summary) {
+			t.Errorf("summary lacks %s:\n%s", re, summary)
+		}
+	}
+	for _, w := range []string{
+		"**" + mdText(verdict) + "**\n",
+		"| busy refusals (REFUSE RETRY\\_LATER) | 154,010 msg |\n",
+		"| probe: offered | delivered in step | RETRY_LATER | p99 | kept up |\n|--:|--:|--:|--:|--:|\n",
+		"| 25,000 msg/s | 0.0 msg/s | 0 | — | FAIL |\n",
+		"The capacity probe offers each rate open loop for 2s, then drains",
+	} {
+		if !strings.Contains(md, w) {
+			t.Errorf("report.md lacks %q:\n%s", w, md)
+		}
+	}
+}
+
+// TestOverloadProbeFindsNoCapacity: a server whose every frame comes 600
+// ms late keeps up with no probe rate (its p99 is over the probe's 500 ms
+// bound): the run fails saying so, offers no overload, and says it held
+// its connections.
+func TestOverloadProbeFindsNoCapacity(t *testing.T) {
+	srv := startServer(t, delivery.Config{})
+	p := startLateProxy(t, srv.addr, 600*time.Millisecond)
+	cfg := srv.config("overload")
+	cfg.Addr, cfg.Pairs, cfg.Rates, cfg.Duration = p.addr(), 5, []float64{100}, time.Second
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("overload: %v", err)
+	}
+	ov := res.Overload
+	if ov == nil || len(ov.Probe) != 1 {
+		t.Fatalf("overload %+v, want one probe step", ov)
+	}
+	if st := ov.Probe[0]; st.KeptUp || !st.Passed || st.P99 < 600_000 {
+		t.Errorf("probe step %+v: want passed, p99 over 600 ms, not kept up", st)
+	}
+	want := []string{"the capacity probe found no rate the server kept up with: give --capacity, or lower --rates"}
+	if !slices.Equal(res.Failures, want) {
+		t.Errorf("failures %q, want %q", res.Failures, want)
+	}
+	if ov.Capacity != 0 || ov.Offered != 0 || ov.Sent != 0 || res.Sent != 0 || ov.Held {
+		t.Errorf("capacity %v, offered %v, sent %d (result %d), held %v: want no overload offered", ov.Capacity, ov.Offered, ov.Sent, res.Sent, ov.Held)
+	}
+	if res.Conns != 10 {
+		t.Errorf("conns %d, want the 10 the probe held", res.Conns)
+	}
+	summary, md := overloadReport(t, res)
+	verdict := "no overload offered: the capacity probe ended without a capacity (see the failures)"
+	for _, w := range []string{"load    10 conns at peak", "\n" + verdict + "\n", "\n  100 msg/s "} {
+		if !strings.Contains(summary, w) {
+			t.Errorf("summary lacks %q:\n%s", w, summary)
+		}
+	}
+	if strings.Contains(summary, "offered, open loop") || strings.Contains(md, "offered, open loop") {
+		t.Errorf("the summary or report.md show an overload table though none was offered:\n%s", summary)
+	}
+	if !strings.Contains(md, "**"+mdText(verdict)+"**") {
+		t.Errorf("report.md lacks the verdict %q", verdict)
+	}
+}
+
+// TestOverloadClientsHoldBack runs the overload through a proxy that turns
+// the first ACCEPT of every message into a REFUSE RETRY_LATER of 1.5 s:
+// every sender is held after its first refusal, longer than the load
+// lasts, so the rest of the schedule is held back and never sent, and
+// counted so. The goodput falls below the capacity and the run fails
+// saying so, with the refusals and their retry_after in its table. (The
+// server stored what the proxy refused: each message is delivered once.)
+func TestOverloadClientsHoldBack(t *testing.T) {
+	srv := startServer(t, delivery.Config{})
+	var mu sync.Mutex
+	refused := map[uint64]bool{} // guarded by mu: msg ids refused once
+	p := startProxy(t, srv.addr, 0, func(f protocol.Frame, raw []byte) ([]byte, bool) {
+		var a protocol.Accept
+		if f.Type != protocol.TypeAccept || a.Decode(f) != nil || a.More != 0 {
+			return raw, false
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if refused[a.MsgID] {
+			return raw, false
+		}
+		refused[a.MsgID] = true
+		return (&protocol.Refuse{MsgID: a.MsgID, Code: protocol.CodeRetryLater, RetryAfter: 1500}).Append(nil), false
+	})
+	cfg := srv.config("overload")
+	cfg.Addr, cfg.Pairs, cfg.Capacity, cfg.Duration = p.addr(), 5, 100, time.Second
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("overload: %v", err)
+	}
+	ov := res.Overload
+	mu.Lock()
+	nRefused := uint64(len(refused))
+	mu.Unlock()
+	// One message per sender at least before all are held; the schedule's
+	// 200 messages are sent or held back.
+	if ov.Sent < 10 || ov.Sent > 100 || ov.Sent+ov.Unsent != 200 {
+		t.Errorf("first sends %d, held back %d; want 10–100 sent and the rest of the 200 held back", ov.Sent, ov.Unsent)
+	}
+	if nRefused < 10 || ov.RetryLater != nRefused || ov.RetryLater != res.RetryLater || ov.Resent != res.Resent ||
+		ov.RetryAfter.Count != int64(nRefused) || ov.RetryAfter.P50 < 1_490_000 || ov.RetryAfter.Max > 1_510_000 {
+		t.Errorf("busy refusals %d (result %d), retry_after %+v; want the proxy's %d refusals of 1.5 s, one a sender at least",
+			ov.RetryLater, res.RetryLater, ov.RetryAfter, nRefused)
+	}
+	if res.Delivered != ov.Sent || res.Lost+res.Duplicates+res.Reordered != 0 {
+		t.Errorf("sent %d, delivered %d, lost %d, duplicates %d, reordered %d; want each delivered once", ov.Sent, res.Delivered, res.Lost, res.Duplicates, res.Reordered)
+	}
+	if want := float64(ov.DeliveredInWindow) / ov.Duration.Seconds(); ov.Held || ov.Goodput != want || ov.Goodput >= 90 {
+		t.Errorf("goodput %v, held %v: want %v, under 90%% of the capacity", ov.Goodput, ov.Held, want)
+	}
+	want := "goodput " + formatRate(ov.Goodput) + " under 200 msg/s offered is "
+	if len(res.Failures) != 1 || !strings.HasPrefix(res.Failures[0], want) || !strings.HasSuffix(res.Failures[0], "% of the capacity 100 msg/s, below the 90% required") {
+		t.Errorf("failures %q, want the goodput's", res.Failures)
+	}
+	summary, _ := overloadReport(t, res)
+	for _, re := range []*regexp.Regexp{
+		tableRow("held back by the clients, never sent", formatMsgs(ov.Unsent)),
+		tableRow("busy refusals (REFUSE RETRY_LATER)", formatMsgs(nRefused)),
+		tableRow("resends (flag B)", formatMsgs(ov.Resent)),
+		tableRow("retry_after p50 / p90 / p99 / max", "1.50 s / 1.50 s / 1.50 s / 1.50 s"),
+		regexp.MustCompile(`(?m)^goodput .*: \d+% of capacity, NOT held \(≥ 90% required\)$`),
+	} {
+		if !re.MatchString(summary) {
+			t.Errorf("summary lacks %s:\n%s", re, summary)
+		}
 	}
 }

@@ -15,26 +15,40 @@ import (
 // frame the server sends for delay, ACCEPTs with the rest (in order), so
 // that ACCEPTs come late. It watches the one-in-flight rule from outside:
 // per connection, the msg ids of the SENDs it passed to the server and not
-// yet answered by an ACCEPT it passed back.
+// yet answered by an ACCEPT it passed back. With an edit it plays a faulty
+// server: it may change or drop a frame, or hang up.
 type lateProxy struct {
 	// Immutable after construction.
 	ln     net.Listener
 	server string
 	delay  time.Duration
+	// edit, when set, sees each of the server's frames when it is due
+	// (raw is the proxy's own copy) and returns the bytes to pass on
+	// instead (nil: none), and whether to close the client's connection
+	// then, as a server that hangs up without an ERROR. Every
+	// connection's goroutine calls it.
+	edit func(f protocol.Frame, raw []byte) (out []byte, hangUp bool)
 
-	mu          sync.Mutex
-	conns       []net.Conn // guarded by mu: closed at the end
-	maxInFlight int        // guarded by mu: most SENDs any one connection had unaccepted
-	sends       int        // guarded by mu: SEND frames passed on
+	mu           sync.Mutex
+	conns        []net.Conn       // guarded by mu: closed at the end
+	maxInFlight  int              // guarded by mu: most SENDs any one connection had unaccepted
+	sends        int              // guarded by mu: SEND frames passed on
+	clientErrors []protocol.Error // guarded by mu: the ERROR frames the clients sent
 }
 
 func startLateProxy(t *testing.T, server string, delay time.Duration) *lateProxy {
+	t.Helper()
+	return startProxy(t, server, delay, nil)
+}
+
+// startProxy starts a lateProxy with an edit (nil: none).
+func startProxy(t *testing.T, server string, delay time.Duration, edit func(f protocol.Frame, raw []byte) ([]byte, bool)) *lateProxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &lateProxy{ln: ln, server: server, delay: delay}
+	p := &lateProxy{ln: ln, server: server, delay: delay, edit: edit}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -79,10 +93,18 @@ func (p *lateProxy) stats() (maxInFlight, sends int) {
 }
 
 // upstream passes the client's bytes on at once, noting each SEND's msg id
-// before the server can see it.
+// before the server can see it, and each ERROR.
 func (p *lateProxy) upstream(client, server net.Conn, unaccepted map[uint64]bool) {
 	defer server.Close()
 	p.frames(client, protocol.PrefaceLen, func(f protocol.Frame, raw []byte) bool {
+		if f.Type == protocol.TypeError {
+			var e protocol.Error
+			if e.Decode(f) == nil {
+				p.mu.Lock()
+				p.clientErrors = append(p.clientErrors, e)
+				p.mu.Unlock()
+			}
+		}
 		if f.Type == protocol.TypeSend {
 			var s protocol.Send
 			if s.Decode(f) == nil {
@@ -135,7 +157,12 @@ func (p *lateProxy) downstream(server, client net.Conn, unaccepted map[uint64]bo
 				p.mu.Unlock()
 			}
 		}
-		if _, err := client.Write(h.raw); err != nil {
+		out, hangUp := h.raw, false
+		if p.edit != nil {
+			out, hangUp = p.edit(h.f, h.raw)
+		}
+		if _, err := client.Write(out); err != nil || hangUp {
+			client.Close()
 			failed = true
 		}
 	}

@@ -197,11 +197,13 @@ func writeMarkdown(out io.Writer, jr *jsonReport, charts map[string]bool) error 
 	if ov := r.Overload; ov != nil {
 		p("## Overload\n\n")
 		p("**%s**\n\n", mdText(overloadVerdict(ov)))
-		p("| | |\n|---|--:|\n")
-		for _, row := range overloadRows(ov) {
-			p("| %s | %s |\n", mdText(row[0]), mdText(row[1]))
+		if rows := overloadRows(ov); len(rows) > 0 {
+			p("| | |\n|---|--:|\n")
+			for _, row := range rows {
+				p("| %s | %s |\n", mdText(row[0]), mdText(row[1]))
+			}
+			p("\n")
 		}
-		p("\n")
 		if len(ov.Probe) > 0 {
 			h := probeHeader()
 			p("| %s |\n|%s--:|\n", strings.Join(h, " | "), strings.Repeat("--:|", len(h)-1))

@@ -68,7 +68,9 @@ func PrintSummary(out io.Writer, r *Result) {
 			writeTable(w, rows)
 		}
 		p("\n")
-		writeTable(w, append([][]string{{"overload", ""}}, overloadRows(ov)...))
+		if rows := overloadRows(ov); len(rows) > 0 {
+			writeTable(w, append([][]string{{"overload", ""}}, rows...))
+		}
 		p("%s\n", overloadVerdict(ov))
 	}
 	if jr.Baseline != nil {

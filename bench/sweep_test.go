@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -820,5 +821,27 @@ func TestSweepStepKeptUp(t *testing.T) {
 	}
 	if s := step(200, 1200, 8200*time.Millisecond); s.KeptUp {
 		t.Errorf("200 offered for 8 s, 1,200 of 1,600 delivered: kept up")
+	}
+}
+
+// TestScrapeCostUnreachable: a server whose metrics do not answer costs
+// nothing measured (zero metrics, so no CPU or syncs per message) and one
+// note for the run, however often the sweep scrapes it.
+func TestScrapeCostUnreachable(t *testing.T) {
+	h := httptest.NewServer(http.NotFoundHandler())
+	url := h.URL + "/metrics"
+	h.Close() // nothing listens there any more
+	r := &run{cfg: &Config{}, scr: newScrapers([]target{{addr: "127.0.0.1:7070", metrics: url}})}
+	for i := 0; i < 3; i++ {
+		if m := r.scrapeCost(context.Background()); !reflect.DeepEqual(m, serverMetrics{}) {
+			t.Fatalf("scrape %d: %+v, want zero metrics", i, m)
+		}
+	}
+	if len(r.notes) != 1 || !strings.HasPrefix(r.notes[0], "server metrics not reachable (") ||
+		!strings.HasSuffix(r.notes[0], "): no server memory or CPU figures") {
+		t.Errorf("notes %q, want one saying the metrics were not reachable", r.notes)
+	}
+	if len(r.mem) != 0 {
+		t.Errorf("memory points %v: scrapeCost records none", r.mem)
 	}
 }
