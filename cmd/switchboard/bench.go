@@ -264,8 +264,15 @@ func benchCmd(args []string) error {
 	if runErr != nil {
 		return runErr
 	}
-	if !res.Passed() {
-		return fmt.Errorf("%d correctness failures (lost %d, duplicated %d, reordered %d)", len(res.Failures), res.Lost, res.Duplicates, res.Reordered)
+	return failedRun(res)
+}
+
+// failedRun is the error a run ends with when it failed: how many failures
+// it found, its losses, and the first failure in words, which need not be
+// a loss (a goodput not held, a capacity not found). nil when it passed.
+func failedRun(res *bench.Result) error {
+	if res.Passed() {
+		return nil
 	}
-	return nil
+	return fmt.Errorf("%d failures (lost %d, duplicated %d, reordered %d); the first: %s", res.FailureCount(), res.Lost, res.Duplicates, res.Reordered, res.Failures[0])
 }
