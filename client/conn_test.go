@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -471,5 +472,38 @@ func TestConnCloseSendsOwedAck(t *testing.T) {
 	r := next(t, a, func(r *protocol.Receipt) bool { return r.MsgID == id })
 	if r.Read {
 		t.Fatalf("receipt %+v, want delivered", r)
+	}
+}
+
+// TestConnOutboxRoundTrip: Outbox returns what waits, in msg_id order and
+// byte-exact (a SEND to a group and a GROUP request with its members), as
+// copies the caller may change; a Conn dialled with it as Options.Outbox
+// holds the same outbox.
+func TestConnOutboxRoundTrip(t *testing.T) {
+	tn := newTestNode(t)
+	tn.stop()
+	a := tn.dial(t, 61, client.Options{KeepTrying: true})
+	want := []client.Outgoing{
+		{MsgID: 7, To: 62, Body: []byte("first")},
+		{MsgID: 8, To: 900, Group: true, Body: []byte("to the group")},
+		{MsgID: 9, To: 900, Op: protocol.GroupAdd, Members: []uint64{62, 63}},
+	}
+	for _, o := range want[1:] {
+		if err := a.Queue(o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := a.Outbox()
+	if !reflect.DeepEqual(out, want[1:]) {
+		t.Fatalf("outbox %+v, want %+v", out, want[1:])
+	}
+	out[0].Body[0], out[1].Members[0] = 'X', 99
+	if got := a.Outbox(); !reflect.DeepEqual(got, want[1:]) {
+		t.Fatalf("outbox after the caller changed its copy: %+v", got)
+	}
+	a.Close()
+	b := tn.dial(t, 61, client.Options{KeepTrying: true, Outbox: want})
+	if got := b.Outbox(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("restored outbox %+v, want %+v", got, want)
 	}
 }

@@ -2,6 +2,7 @@ package client
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 	"time"
 
@@ -643,5 +644,22 @@ func TestSessionProcessesPastARedeliveryAfterReconnect(t *testing.T) {
 	s.Processed(10, 10, 3*ms)
 	if got := s.Resume(); got != 10 {
 		t.Fatalf("resume point %d after processing seq 10, handed on the last connection; want 10", got)
+	}
+}
+
+// TestSessionOutboxStopsWhenTold: Outbox yields the waiting ids in order
+// and stops at the first false.
+func TestSessionOutboxStopsWhenTold(t *testing.T) {
+	s := NewSession(Config{})
+	for _, id := range []uint64{3, 5, 9} {
+		if err := s.Add(id, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var all, first []uint64
+	s.Outbox(func(id uint64) bool { all = append(all, id); return true })
+	s.Outbox(func(id uint64) bool { first = append(first, id); return false })
+	if !slices.Equal(all, []uint64{3, 5, 9}) || !slices.Equal(first, []uint64{3}) {
+		t.Fatalf("outbox %v, then %v after a false; want [3 5 9] and [3]", all, first)
 	}
 }

@@ -3,10 +3,12 @@ package gateway_test
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -365,5 +367,87 @@ func TestNoiseBoundTokens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	welcome(t, r)
+}
+
+// TestNoiseBadFrames: a transport message that decrypts but whose frames
+// are bad closes that connection only, with the code the plain transport
+// would give: a message ending inside a frame (frames never span two),
+// a frame declaring more than MaxFrame, a frame of an unknown type.
+func TestNoiseBadFrames(t *testing.T) {
+	ts := noiseServer(t, []noise.Keypair{noiseKey(t)})
+	send := (&protocol.Send{To: 2, MsgID: 1, Body: []byte("cut in half")}).Append(nil)
+	for _, tc := range []struct {
+		name  string
+		write []byte
+		code  protocol.Code
+	}{
+		{name: "half a frame", write: send[:len(send)/2], code: protocol.CodeProtocol},
+		{name: "over MaxFrame", write: append(binary.AppendUvarint(nil, protocol.MaxFrame+1), byte(protocol.TypeSend)), code: protocol.CodeFrameTooLarge},
+		{name: "unknown type", write: []byte{1, 0x1f}, code: protocol.CodeUnknownType},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, _ := ts.noiseDial(1, noise.ClientConfig{})
+			welcome(t, r)
+			r.write(tc.write)
+			if code := r.expectClose(5 * time.Second); code != tc.code {
+				t.Fatalf("closed with %v, want %v", code, tc.code)
+			}
+		})
+	}
+	ts.roundTrip(t, 5, 6)
+}
+
+// TestNoiseUnknownTransport: a preface naming a transport that does not
+// exist is refused with a plain ERROR UNSUPPORTED_TRANSPORT, even by a
+// server that offers Noise.
+func TestNoiseUnknownTransport(t *testing.T) {
+	ts := noiseServer(t, []noise.Keypair{noiseKey(t)})
+	r := ts.raw()
+	r.write(protocol.AppendPreface(nil, protocol.Version, protocol.TransportNoiseIK+1))
+	if code := r.expectClose(5 * time.Second); code != protocol.CodeUnsupportedTransport {
+		t.Fatalf("closed with %v, want UNSUPPORTED_TRANSPORT", code)
+	}
+}
+
+// TestNoiseHandshakeSplit: a handshake message that arrives in two reads
+// is taken once whole.
+func TestNoiseHandshakeSplit(t *testing.T) {
+	ts := noiseServer(t, []noise.Keypair{noiseKey(t)})
+	r := ts.raw()
+	e := noiseKey(t)
+	msg := noise.AppendHandshake(protocol.AppendPreface(nil, protocol.Version, protocol.TransportNoiseXX), noise.KindXX1, e.Public[:])
+	r.write(msg[:protocol.PrefaceLen+10])
+	eventually(t, 5*time.Second, "the first piece to arrive", func() bool { return ts.Srv.Buffered(0) == 10 })
+	r.write(msg[protocol.PrefaceLen+10:])
+	r.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var hdr [noise.HeaderLen]byte
+	if _, err := readFull(r, hdr[:]); err != nil || hdr[0] != noise.KindXX2 {
+		t.Fatalf("read % x (%v), want XX 2", hdr, err)
+	}
+}
+
+// TestNoiseHandshakePanic: a panic in a handshake step fails that
+// handshake only, with ERROR PROTOCOL in a KindPlain message; the next
+// handshake succeeds.
+func TestNoiseHandshakePanic(t *testing.T) {
+	ts := noiseServer(t, []noise.Keypair{noiseKey(t)})
+	var once sync.Once
+	ts.Srv.SetPanicHook(func(point string, _ uint64) {
+		if point == "handshake" {
+			once.Do(func() { panic("a handshake step") })
+		}
+	})
+	_, _, err := ts.tryNoiseDial(1, noise.ClientConfig{})
+	var re *noise.RefusedError
+	if !errors.As(err, &re) {
+		t.Fatalf("handshake: %v, want a refusal", err)
+	}
+	f, _, _ := protocol.ReadFrame(re.Frame, len(re.Frame))
+	var e protocol.Error
+	if f.Type != protocol.TypeError || e.Decode(f) != nil || e.Code != protocol.CodeProtocol {
+		t.Fatalf("refusal %v %+v, want ERROR PROTOCOL", f.Type, e)
+	}
+	r, _ := ts.noiseDial(2, noise.ClientConfig{})
 	welcome(t, r)
 }
