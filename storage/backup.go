@@ -86,7 +86,7 @@ func (s *engine) Backup(ctx context.Context, w io.Writer) (since uint64, err err
 	// Badger's snapshot holds what the in-flight tier spilled: all of it,
 	// committed before this point.
 	if bb, ok := s.be.(*badgerBackend); ok {
-		if err := s.exclusive(bb.spillAll); err != nil {
+		if err := s.exclusiveTidy(bb.spillAll); err != nil {
 			return 0, fmt.Errorf("storage: backup: %w", err)
 		}
 	}

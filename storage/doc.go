@@ -138,8 +138,9 @@
 // committer then drops the tier, closes and reopens Badger and replays the
 // in-flight log into it, so that what it serves is what is on disk,
 // reloads its totals and drops its caches, and takes writes again
-// (Stats.Recoveries). A spill into Badger that fails is handled the same
-// way. Until then writes are refused
+// (Stats.Recoveries). A spill into Badger, or a deletion of a retired log
+// segment, that fails is handled the same way, whether it ran after a
+// batch, in housekeeping or before a backup. Until then writes are refused
 // with ErrRecovering; reopening is tried at once, then with a backoff that
 // doubles from 100 ms to 5 s.
 //

@@ -267,6 +267,23 @@ func (s *engine) exclusive(fn func() error) error {
 	return s.wait(op{kind: opExclusive, fn: fn})
 }
 
+// exclusiveTidy runs fn like exclusive. fn is a backend's work on what
+// commits rely on (the tier's spill into Badger, the deletion of its log's
+// segments); if it fails, the store fails as after a failed commit, as
+// when the tidy after a batch fails (commitBatch): a failed spill leaves
+// items in the tier that nothing will spill, a failed deletion leaves old
+// segments that later deletions must not outrun, so the tier is dropped
+// and the database reopened from what is on disk.
+func (s *engine) exclusiveTidy(fn func() error) error {
+	return s.exclusive(func() error {
+		err := s.contained("tidy", fn)
+		if err != nil {
+			s.fail(err)
+		}
+		return err
+	})
+}
+
 // ChangeGroup implements Store.
 func (s *engine) ChangeGroup(c GroupChange) (*GroupEvent, bool, error) {
 	if err := checkChange(&c, s.cfg.MaxGroupMembers); err != nil {

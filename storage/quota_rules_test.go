@@ -88,3 +88,46 @@ func TestQuotaAfterFailedCommit(t *testing.T) {
 		t.Errorf("the failed append again, after recovery: %v (its charge must be gone)", err)
 	}
 }
+
+// TestQuotaOfEverySenderInABatchPersists: a batch that charges several
+// senders writes each one's use, so after a restart (the committer's cache
+// gone) every one of them is still held to its quota.
+func TestQuotaOfEverySenderInABatchPersists(t *testing.T) {
+	dir := t.TempDir()
+	cfg := smallConfig(dir, -1)
+	cfg.MaxSenderPendingMessages = 1
+	storeWith(t, dir, func(s *engine) {
+		started, release := make(chan struct{}), make(chan struct{})
+		held := make(chan error, 1)
+		go func() {
+			held <- s.exclusive(func() error { close(started); <-release; return nil })
+		}()
+		<-started // the committer is held: the appends below queue up as one batch
+		errs := make(chan error, 3)
+		for sender := uint64(5); sender <= 7; sender++ {
+			s.Append(Entry{Recipient: 1, Seq: sender, Kind: KindMessage, Sender: sender, MsgID: 1, Value: []byte("x")}, func(err error) { errs <- err })
+		}
+		close(release)
+		if err := <-held; err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		if st := s.Stats(); st.Commits != 1 {
+			t.Fatalf("%d commits, want the three appends in one", st.Commits)
+		}
+	})
+	s, err := openBadger(cfg.withDefaults(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for sender := uint64(5); sender <= 7; sender++ {
+		if err := AppendWait(s, Entry{Recipient: 2, Seq: sender, Kind: KindMessage, Sender: sender, MsgID: 2, Value: []byte("y")}); !errors.Is(err, ErrSenderQuota) {
+			t.Errorf("sender %d's second entry after a restart, with a quota of 1: %v, want ErrSenderQuota", sender, err)
+		}
+	}
+}

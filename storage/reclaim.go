@@ -36,7 +36,7 @@ const gcDiscardRatio = 0.5
 func (b *badgerBackend) reclaim(live int64, quiet bool, c *counters, e *engine) error {
 	// The tier spills after a batch; a store that went quiet spills here
 	// what has been due since, so its memory and log shrink.
-	if err := e.exclusive(b.tidy); err != nil {
+	if err := e.exclusiveTidy(b.tidy); err != nil {
 		return err
 	}
 	for {
