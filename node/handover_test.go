@@ -515,8 +515,14 @@ func TestTakeoverRefusedBeforeThePause(t *testing.T) {
 			defer ch.Close()
 			ch.SetDeadline(time.Now().Add(5 * time.Second))
 			tc.talk(t, old, ch)
-			old.life.Lock() // the running server's side holds it from BEGIN to its end
-			old.life.Unlock()
+			// The running server's side holds life from BEGIN to its end.
+			testutil.Eventually(t, 10*time.Second, "the running server's side of the handover to end", func() bool {
+				if !old.life.TryLock() {
+					return false
+				}
+				old.life.Unlock()
+				return true
+			})
 			if got := old.Gateway().Stats().Adopted.Load(); got != 0 {
 				t.Errorf("the running server took back %d connections: it paused and detached them", got)
 			}
