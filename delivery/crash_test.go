@@ -345,19 +345,18 @@ func TestShardCrashAnswersAppendsInFlight(t *testing.T) {
 	}
 }
 
-// TestLateAppendAfterACrashGaveUpWaiting: a shard crashes with an append
-// in flight that reaches the store only after the recovery gave up
-// waiting for it, and a later message to the same mailbox was stored
-// meanwhile (under a seq the store's high-water mark allowed). The late
-// append does not overwrite it: the store refuses it, and its sender gets
-// a retryable refusal, so what it resends is stored after; every message
-// ACCEPTed is in the mailbox, each once.
-func TestLateAppendAfterACrashGaveUpWaiting(t *testing.T) {
+// crashGaveUpOnMsg1 sets up what the two tests below share: a router
+// over park, which holds the appends to a (whole: the appends themselves,
+// else their completions), and the sender's msg 1 to a held; then a's
+// shard crashes on msg 2 (to another user on it), its recovery gives up
+// waiting for msg 1, and msg 3 to that user is ACCEPTed. It returns the
+// router, the memory store under park, and the sender's connection.
+func crashGaveUpOnMsg1(t *testing.T, whole bool) (r *delivery.Router, mem storage.Store, park *parkStore, s *fakeConn) {
+	t.Helper()
 	const a, sender = 1, 9
-	var crashFor atomic.Uint64
-	var park *parkStore
-	r, mem := crashRouterWith(t, crashSetup{drain: 10 * time.Millisecond, store: func(mem storage.Store) storage.Store {
-		park = &parkStore{Store: mem, user: a, whole: true}
+	var crashFor atomic.Uint64 // the next request for this user panics
+	r, mem = crashRouterWith(t, crashSetup{drain: 10 * time.Millisecond, store: func(mem storage.Store) storage.Store {
+		park = &parkStore{Store: mem, user: a, whole: whole}
 		return park
 	}}, func(worker string, user uint64) {
 		if worker == "shard" && user != 0 && crashFor.CompareAndSwap(user, 0) {
@@ -370,15 +369,28 @@ func TestLateAppendAfterACrashGaveUpWaiting(t *testing.T) {
 		x++
 	}
 
-	s := newFake()
+	s = newFake()
 	park.park()
 	send(t, r, s, sender, 1, a)
-	waitFor(t, "msg 1's append held", func() bool { return park.held() == 1 })
+	waitFor(t, "msg 1 held", func() bool { return park.held() == 1 })
 	crashFor.Store(x)
 	send(t, r, s, sender, 2, x)
 	waitFor(t, "a's shard to crash", func() bool { return r.Stats().Crashes.Load() == 1 })
 	send(t, r, s, sender, 3, x) // taken once the recovery gave up on msg 1
 	waitFor(t, "msg 3's ACCEPT", func() bool { return accepted(s)[3] })
+	return r, mem, park, s
+}
+
+// TestLateAppendAfterACrashGaveUpWaiting: a shard crashes with an append
+// in flight that reaches the store only after the recovery gave up
+// waiting for it, and a later message to the same mailbox was stored
+// meanwhile (under a seq the store's high-water mark allowed). The late
+// append does not overwrite it: the store refuses it, and its sender gets
+// a retryable refusal, so what it resends is stored after; every message
+// ACCEPTed is in the mailbox, each once.
+func TestLateAppendAfterACrashGaveUpWaiting(t *testing.T) {
+	const a, sender = 1, 9
+	r, mem, park, s := crashGaveUpOnMsg1(t, true)
 
 	park.mu.Lock()
 	park.parking = false // msg 4's append goes through; msg 1's stays held
@@ -415,31 +427,7 @@ func TestLateAppendAfterACrashGaveUpWaiting(t *testing.T) {
 // against the operations started since, so the router still stops.
 func TestCompletionAfterACrashGaveUpWaiting(t *testing.T) {
 	const a, sender = 1, 9
-	var crashFor atomic.Uint64 // the next request for this user panics
-	var park *parkStore
-	r, _ := crashRouterWith(t, crashSetup{drain: 10 * time.Millisecond, store: func(mem storage.Store) storage.Store {
-		park = &parkStore{Store: mem, user: a}
-		return park
-	}}, func(worker string, user uint64) {
-		if worker == "shard" && user != 0 && crashFor.CompareAndSwap(user, 0) {
-			panic("injected")
-		}
-	})
-	t.Cleanup(park.release)
-	x := uint64(100) // a user on a's shard, whose request crashes it
-	for r.ShardOf(x) != r.ShardOf(a) {
-		x++
-	}
-
-	s := newFake()
-	park.park()
-	send(t, r, s, sender, 1, a)
-	waitFor(t, "msg 1's completion held", func() bool { return park.held() == 1 })
-	crashFor.Store(x)
-	send(t, r, s, sender, 2, x)
-	waitFor(t, "a's shard to crash", func() bool { return r.Stats().Crashes.Load() == 1 })
-	send(t, r, s, sender, 3, x) // taken once the recovery gave up on msg 1
-	waitFor(t, "msg 3's ACCEPT", func() bool { return accepted(s)[3] })
+	r, _, park, s := crashGaveUpOnMsg1(t, false)
 	if accepted(s)[1] {
 		t.Fatal("msg 1 ACCEPTed before its commit completed")
 	}
