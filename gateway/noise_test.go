@@ -251,14 +251,21 @@ func TestNoiseHandshakeCap(t *testing.T) {
 func TestNoiseNotOffered(t *testing.T) {
 	ts := startServer(t, serverOptions{})
 	_, _, err := ts.tryNoiseDial(1, noise.ClientConfig{})
+	refusedWithError(t, err, protocol.CodeUnsupportedTransport)
+}
+
+// refusedWithError fails the test unless err is a handshake refused with
+// a plain ERROR of code.
+func refusedWithError(t *testing.T, err error, code protocol.Code) {
+	t.Helper()
 	var re *noise.RefusedError
 	if !errors.As(err, &re) {
-		t.Fatalf("%v, want a refusal", err)
+		t.Fatalf("handshake: %v, want a refusal", err)
 	}
 	f, _, _ := protocol.ReadFrame(re.Frame, len(re.Frame))
 	var e protocol.Error
-	if f.Type != protocol.TypeError || e.Decode(f) != nil || e.Code != protocol.CodeUnsupportedTransport {
-		t.Fatalf("refusal %v %+v, want ERROR UNSUPPORTED_TRANSPORT", f.Type, e)
+	if f.Type != protocol.TypeError || e.Decode(f) != nil || e.Code != code {
+		t.Fatalf("refusal %v %+v, want ERROR %v", f.Type, e, code)
 	}
 }
 
@@ -439,15 +446,7 @@ func TestNoiseHandshakePanic(t *testing.T) {
 		}
 	})
 	_, _, err := ts.tryNoiseDial(1, noise.ClientConfig{})
-	var re *noise.RefusedError
-	if !errors.As(err, &re) {
-		t.Fatalf("handshake: %v, want a refusal", err)
-	}
-	f, _, _ := protocol.ReadFrame(re.Frame, len(re.Frame))
-	var e protocol.Error
-	if f.Type != protocol.TypeError || e.Decode(f) != nil || e.Code != protocol.CodeProtocol {
-		t.Fatalf("refusal %v %+v, want ERROR PROTOCOL", f.Type, e)
-	}
+	refusedWithError(t, err, protocol.CodeProtocol)
 	r, _ := ts.noiseDial(2, noise.ClientConfig{})
 	welcome(t, r)
 }
