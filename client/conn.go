@@ -328,12 +328,15 @@ func (c *Conn) connect(ctx context.Context) (*protocol.FrameReader, *protocol.We
 	if err != nil {
 		return nil, nil, fmt.Errorf("client: token: %w", err)
 	}
-	nc, err := c.opts.Dialer.DialContext(ctx, "tcp", c.target)
+	raw, err := c.opts.Dialer.DialContext(ctx, "tcp", c.target)
 	if err != nil {
 		return nil, nil, fmt.Errorf("client: dial %s: %w", c.target, err)
 	}
-	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
+	// What cuts the login short at ctx's end holds the socket itself: nc
+	// becomes the Noise connection on it, or nil when the handshake fails.
+	stop := context.AfterFunc(ctx, func() { raw.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
+	nc := raw
 	ping := uint32((c.opts.Ping + time.Second - 1) / time.Second)
 	c.mu.Lock()
 	dict := c.dict

@@ -280,3 +280,115 @@ func (p *cutter) cut() {
 	}
 	p.conns = nil
 }
+
+// TestCloseDuringNoiseHandshake: a Conn closed while its Noise handshake
+// waits for the server cuts the handshake short (the connection's deadline)
+// and returns, closed; the handshake that fails because of it does not
+// race with, or panic in, what cut it. A server that takes the connection
+// and never answers holds the handshake: the second, since Dial makes the
+// first attempt itself (the server closes that one at once).
+func TestCloseDuringNoiseHandshake(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if nc, err := ln.Accept(); err == nil {
+			nc.Close()
+		}
+		if nc, err := ln.Accept(); err == nil {
+			accepted <- nc // read nothing, answer nothing
+		}
+	}()
+	opts := client.Options{
+		Token:      func(context.Context) ([]byte, error) { return []byte("token"), nil },
+		Noise:      &client.NoiseOptions{Static: newKeypair(t)},
+		KeepTrying: true,
+	}
+	opts.Session.MinBackoff, opts.Session.MaxBackoff = time.Millisecond, 2*time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, ln.Addr().String(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nc net.Conn
+	select {
+	case nc = <-accepted:
+		defer nc.Close()
+	case <-ctx.Done():
+		t.Fatal("no connection")
+	}
+	// The preface and XX's first message: the client now waits for the
+	// second.
+	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(nc, make([]byte, protocol.PrefaceLen+noise.HeaderLen)); err != nil {
+		t.Fatalf("the client's first handshake message: %v", err)
+	}
+	if err := c.Close(); err != nil && !errors.Is(err, client.ErrClosed) {
+		t.Fatalf("Close: %v", err)
+	}
+	if st := c.Status(); st.State != client.StateClosed {
+		t.Fatalf("status %v after Close, want closed", st.State)
+	}
+}
+
+// TestCloseAsNoiseHandshakeFails: Close lands, many times over, just as a
+// handshake fails because the server hung up: what cuts a handshake short
+// at Close must never find the connection it cuts gone (a panic in the
+// caller's process).
+func TestCloseAsNoiseHandshakeFails(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	const rounds = 40
+	hungUp, done := make(chan struct{}), make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			// The first attempt of each round (Dial's own) closes at once;
+			// the second reads the client's first message, then hangs up.
+			nc.Close()
+			if nc, err = ln.Accept(); err != nil {
+				return
+			}
+			nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			io.ReadFull(nc, make([]byte, protocol.PrefaceLen+noise.HeaderLen))
+			nc.Close()
+			select {
+			case hungUp <- struct{}{}:
+			case <-done:
+				return
+			}
+		}
+	}()
+	for range rounds {
+		opts := client.Options{
+			Token:      func(context.Context) ([]byte, error) { return []byte("token"), nil },
+			Noise:      &client.NoiseOptions{Static: newKeypair(t)},
+			KeepTrying: true,
+		}
+		opts.Session.MinBackoff, opts.Session.MaxBackoff = time.Millisecond, 2*time.Millisecond
+		c, err := client.Dial(context.Background(), ln.Addr().String(), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-hungUp:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no second attempt")
+		}
+		c.Close()
+		if st := c.Status(); st.State != client.StateClosed {
+			t.Fatalf("status %v after Close, want closed", st.State)
+		}
+	}
+}
