@@ -299,7 +299,8 @@ func ackAll(t *testing.T, s storage.Store, user, upto uint64) {
 // TestGroupQueueFull: while a group worker is busy and its queue full, a
 // group message and a group change for its groups are not taken (Send and
 // GroupOp report false, counted Busy, for the gateway to refuse them
-// RETRY_LATER) and a group signal is dropped and counted; once the worker
+// RETRY_LATER) and a group signal is dropped and counted, not as busy (it
+// is refused to nobody, so it raises no one's retry_after); once the worker
 // moves, what was queued is answered and new requests are taken.
 func TestGroupQueueFull(t *testing.T) {
 	r, release := stalledGroupWorker(t, 2)
@@ -322,6 +323,9 @@ func TestGroupQueueFull(t *testing.T) {
 	r.SignalGroup(delivery.To(6), 100, protocol.SignalTyping)
 	if got := r.Stats().SignalsDropped.Load() - dropped; got != 1 {
 		t.Fatalf("SignalsDropped grew by %d, want 1", got)
+	}
+	if got := r.Stats().Busy.Load() - busy; got != 2 {
+		t.Fatalf("Busy grew by %d with the dropped signal, want still 2: nothing was refused, nobody resends", got)
 	}
 	if n := r.Stats().Sends.Load(); n != 0 {
 		t.Fatalf("Sends %d, want 0: the group Send was not taken", n)

@@ -514,7 +514,9 @@ func (r *Router) submitGroup(q groupReq) bool {
 	case r.groupFor(q.group).in <- q:
 		return true
 	default:
-		r.refusedBusy()
+		if !q.signal { // a signal is dropped, refused to nobody
+			r.refusedBusy()
+		}
 		return false
 	}
 }
