@@ -203,12 +203,17 @@ min-free = -1
 }
 
 // TestLoadRejects: an unknown key in the file and bad values are errors,
-// every bad value at once.
+// every bad value at once; an empty table is not an unknown key.
 func TestLoadRejects(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "bad.toml")
 	os.WriteFile(path, []byte("[gateway]\noutbund-cap = 1\n"), 0o600)
 	if _, err := load(t, []string{"--config", path}, nil); err == nil || !strings.Contains(err.Error(), "unknown settings gateway.outbund-cap") {
 		t.Fatalf("unknown key: %v", err)
+	}
+	// A table with nothing in it is no setting, known or not.
+	os.WriteFile(path, []byte("[cluster]\n\n[gateway]\nloops = 3\n"), 0o600)
+	if c, err := load(t, []string{"--config", path}, nil); err != nil || c.Gateway.Loops != 3 {
+		t.Fatalf("an empty [cluster] table: %v (loops %d), want the file read", err, c.Gateway.Loops)
 	}
 	_, err := load(t, []string{"--outbound-cap", "12 parsecs", "--ttl", "soon"}, []string{"SWITCHBOARD_LOOPS=many"})
 	for _, w := range []string{"gateway.outbound-cap (--outbound-cap, SWITCHBOARD_OUTBOUND_CAP)", "storage.ttl (--ttl", "gateway.loops (--loops, SWITCHBOARD_LOOPS)"} {

@@ -73,6 +73,9 @@ func Load(fs *pflag.FlagSet, environ []string) (Config, error) {
 		}
 		var unknown []string
 		for _, key := range k.Keys() {
+			if m, ok := k.Get(key).(map[string]any); ok && len(m) == 0 {
+				continue // a table with nothing in it, such as "[cluster]" alone
+			}
 			if _, ok := byKey[key]; !ok {
 				unknown = append(unknown, key)
 			}

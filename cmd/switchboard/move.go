@@ -85,11 +85,11 @@ func nodeIDs(which, list, config string) ([]uint32, error) {
 		fs := pflag.NewFlagSet("config", pflag.ContinueOnError)
 		node.Flags(fs)
 		if err := fs.Parse([]string{"--" + node.ConfigFlag, config}); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("--%s-config: %w", which, err)
 		}
 		cfg, err := node.Load(fs, nil)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("--%s-config: %w", which, err)
 		}
 		if len(cfg.Cluster.Nodes) == 0 {
 			return nil, fmt.Errorf("--%s-config %s: no cluster-nodes in it", which, config)

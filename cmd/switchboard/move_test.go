@@ -550,7 +550,7 @@ func TestMoveNodeListsFromConfigs(t *testing.T) {
 		want string
 	}{
 		{"no cluster-nodes", []string{"--old-config", config("alone.toml", 0), "--new-config", newConfig, "--data", data}, "--old-config " + filepath.Join(root, "alone.toml") + ": no cluster-nodes in it"},
-		{"no such file", []string{"--old-config", oldConfig, "--new-config", filepath.Join(root, "absent.toml"), "--data", data}, "absent.toml"},
+		{"no such file", []string{"--old-config", oldConfig, "--new-config", filepath.Join(root, "absent.toml"), "--data", data}, "--new-config: reading " + filepath.Join(root, "absent.toml")},
 		{"no new list", []string{"--old-config", oldConfig, "--data", data}, "--new-nodes (or --new-config) is required"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
