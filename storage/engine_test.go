@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -480,4 +482,48 @@ func TestSpilledCountsOnAfterARecovery(t *testing.T) {
 		t.Fatalf("after a recovery: Recoveries %d, Spilled %d, want 1 and at least the %d before it", st.Recoveries, st.Spilled, before)
 	}
 	waitFor(t, "the write after the recovery spilled", func() bool { return s.Stats().Spilled > before })
+}
+
+// TestRecoveryClosesTheOldLog: a store that recovers from a failed commit
+// drops its in-flight tier and closes that tier's log: after the recovery
+// the process holds open one segment of the log and at most one spare,
+// the new tier's, not the old one's besides (a store that recovers at
+// every disk hiccup must not run out of files).
+func TestRecoveryClosesTheOldLog(t *testing.T) {
+	dir := t.TempDir()
+	logDir := filepath.Join(dir, tierLogDir) + string(filepath.Separator)
+	openSegments := func() (segs, spares []string) {
+		fds, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Skipf("open files not listed here: %v", err)
+		}
+		for _, fd := range fds {
+			p, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name()))
+			if err != nil || !strings.HasPrefix(p, logDir) {
+				continue
+			}
+			if strings.HasSuffix(p, ".tmp") {
+				spares = append(spares, p)
+			} else {
+				segs = append(segs, p)
+			}
+		}
+		return segs, spares
+	}
+	injected := errors.New("injected fsync failure")
+	s, fail := openFailing(t, testConfig(dir), injected)
+	fail.Store(true)
+	if err := AppendWait(s, Entry{Recipient: 1, Seq: 4, Kind: KindMessage, MsgID: 4}); !errors.Is(err, ErrCommit) {
+		t.Fatalf("append during the failure: %v, want ErrCommit", err)
+	}
+	fail.Store(false)
+	appendUntilRecovered(t, s, 2, 1)
+	if st := s.Stats(); st.Recoveries != 1 {
+		t.Fatalf("Recoveries %d, want 1", st.Recoveries)
+	}
+	var segs, spares []string
+	waitFor(t, "one open segment and at most one spare", func() bool {
+		segs, spares = openSegments()
+		return len(segs) == 1 && len(spares) <= 1
+	})
 }
