@@ -392,3 +392,45 @@ func TestCloseAsNoiseHandshakeFails(t *testing.T) {
 		}
 	}
 }
+
+// TestConnNoiseRefusalIsErrorOrGoAway: a handshake answered with a plain
+// frame other than ERROR or GOAWAY (here a WELCOME, which only an encrypted
+// session may carry) is a broken server, not a login: Dial fails with
+// protocol.ErrMalformed.
+func TestConnNoiseRefusalIsErrorOrGoAway(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		// Read the preface and the first message before answering, so that
+		// closing does not reset the connection under the answer.
+		hdr := make([]byte, protocol.PrefaceLen+noise.HeaderLen)
+		if _, err := io.ReadFull(nc, hdr); err != nil {
+			return
+		}
+		if _, err := io.ReadFull(nc, make([]byte, binary.BigEndian.Uint16(hdr[protocol.PrefaceLen+1:]))); err != nil {
+			return
+		}
+		w := protocol.Welcome{Version: protocol.Version, User: 7, Ping: 600, MaxFrame: protocol.MaxFrame, Window: 256}
+		nc.Write(noise.AppendHandshake(nil, noise.KindPlain, w.Append(nil)))
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, ln.Addr().String(), client.Options{
+		Token: func(context.Context) ([]byte, error) { return []byte("token"), nil },
+		Noise: &client.NoiseOptions{Static: newKeypair(t)},
+	})
+	if err == nil {
+		c.Close()
+	}
+	if !errors.Is(err, protocol.ErrMalformed) {
+		t.Fatalf("Dial refused with a plain WELCOME: %v, want ErrMalformed", err)
+	}
+}

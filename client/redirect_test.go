@@ -276,20 +276,26 @@ func TestConnFollowsRedirect(t *testing.T) {
 }
 
 // TestDialFollowsRedirect: a GOAWAY MOVED in answer to Dial's first LOGIN
-// is followed before Dial returns; a fourth in a row is not.
+// is followed before Dial returns, after the delay drawn in [0, after]
+// (the longest, with this Rand); a fourth in a row is not.
 func TestDialFollowsRedirect(t *testing.T) {
 	away, home := newFakeServer(t), newFakeServer(t)
+	const after = 100 // ms
 	opts := client.Options{
 		Token:   func(context.Context) ([]byte, error) { return []byte("t"), nil },
-		Session: client.Config{Ack: 12},
+		Session: client.Config{Ack: 12, Rand: func(n int64) int64 { return n - 1 }},
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	waited := make(chan time.Duration, 1) // from the GOAWAY to the LOGIN at home
 	go func() {
+		var movedAt time.Time
 		if fc, ok := away.take(); ok {
-			fc.nc.Write((&protocol.GoAway{Code: protocol.CodeMoved, Addr: home.addr()}).Append(nil))
+			movedAt = time.Now()
+			fc.nc.Write((&protocol.GoAway{After: after, Code: protocol.CodeMoved, Addr: home.addr()}).Append(nil))
 		}
 		if fc, ok := home.take(); ok {
+			waited <- time.Since(movedAt)
 			w := protocol.Welcome{Version: protocol.Version, User: 7, MaxFrame: protocol.MaxFrame, Window: 256, Last: 12}
 			fc.nc.Write(w.Append(nil))
 		}
@@ -299,6 +305,9 @@ func TestDialFollowsRedirect(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Close()
+	if w := <-waited; w < after*time.Millisecond {
+		t.Fatalf("the LOGIN at home came %v after GOAWAY MOVED, want the drawn %d ms", w, after)
+	}
 
 	// Two nodes that each say the other is home: three redirects are
 	// followed, and the fourth is Dial's error.
@@ -548,5 +557,32 @@ func TestConnFullEventsIsNotDead(t *testing.T) {
 	}
 	if st := c.Status(); st.State != client.StateCaughtUp || st.Err != nil {
 		t.Fatalf("status %+v, want caught up with no error", st)
+	}
+}
+
+// TestConnPingsOncePerInterval: on an idle connection the Conn writes a
+// PING once per interval WELCOME granted (1 s here), each answered PING
+// followed by a quiet interval, not one per wake of its timers.
+func TestConnPingsOncePerInterval(t *testing.T) {
+	fs := newFakeServer(t)
+	_, fc := dialFake(t, fs, client.Options{}, func(fc *fakeConn) {
+		w := protocol.Welcome{Version: protocol.Version, User: 7, Time: uint64(time.Now().UnixMilli()), Ping: 1,
+			MaxFrame: protocol.MaxFrame, Window: 256}
+		fc.write(t, w.Append(nil))
+	})
+	var pings []time.Time
+	fc.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for len(pings) < 2 {
+		f, err := fc.fr.Next()
+		if err != nil {
+			t.Fatalf("after %d PINGs: %v", len(pings), err)
+		}
+		if f.Type == protocol.TypePing {
+			pings = append(pings, time.Now())
+			fc.write(t, protocol.AppendPong(nil))
+		}
+	}
+	if gap := pings[1].Sub(pings[0]); gap < 900*time.Millisecond {
+		t.Fatalf("PINGs %v apart, want one a second", gap)
 	}
 }

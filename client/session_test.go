@@ -663,3 +663,56 @@ func TestSessionOutboxStopsWhenTold(t *testing.T) {
 		t.Fatalf("outbox %v, then %v after a false; want [3 5 9] and [3]", all, first)
 	}
 }
+
+// TestSessionConfiguredThresholds: a configured AckBytes makes the ACK go
+// at that many bytes rather than 64 KiB, and a configured StableAfter is
+// the time a connection must last past WELCOME, to the nanosecond, for the
+// reconnect ceiling to fall back to MinBackoff.
+func TestSessionConfiguredThresholds(t *testing.T) {
+	s := NewSession(Config{AckBytes: 1000})
+	login(t, s, 0)
+	s.Entry(1)
+	s.Entry(2)
+	if s.Processed(1, 600, 0) || !s.Processed(2, 400, 0) {
+		t.Fatal("AckBytes 1000 did not trigger at the entry that reached 1,000 bytes")
+	}
+
+	top := func(n int64) int64 { return n - 1 }
+	const stable = 2 * time.Second
+	for _, tc := range []struct {
+		name    string
+		lasted  time.Duration
+		ceiling time.Duration // of the delay after the connection ends
+	}{
+		{"just short of StableAfter", stable - 1, 4 * time.Second},
+		{"exactly StableAfter", stable, time.Second},
+	} {
+		s := NewSession(Config{StableAfter: stable, Rand: top})
+		s.Closed(0, 0) // two failed dials: the ceiling is 4 s
+		s.Closed(0, 0)
+		login(t, s, time.Minute)
+		if d, _ := s.Closed(0, time.Minute+tc.lasted); d != tc.ceiling-1 {
+			t.Errorf("%s: delay %v, want the %v ceiling's top", tc.name, d, tc.ceiling)
+		}
+	}
+}
+
+// TestSessionFailedDialsAfterAStableConnectionBackOff: after a connection
+// that lasted past StableAfter, the dials that fail (the server stays down)
+// grow the ceiling again from MinBackoff: only a WELCOME long ago does
+// not make a failed attempt count as stable.
+func TestSessionFailedDialsAfterAStableConnectionBackOff(t *testing.T) {
+	s := NewSession(Config{Rand: func(n int64) int64 { return n - 1 }})
+	login(t, s, 0)
+	var got []time.Duration
+	now := time.Minute // the connection lasted a minute
+	for range 4 {
+		d, _ := s.Closed(0, now)
+		got = append(got, d+1)
+		now += time.Minute
+		s.AppendLogin(nil, protocol.Login{}) // the next attempt's LOGIN, refused
+	}
+	if want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second}; !slices.Equal(got, want) {
+		t.Fatalf("ceilings %v after a stable connection, want %v", got, want)
+	}
+}

@@ -101,3 +101,6 @@ var AppendError = appendError
 // HandoverRetry is the GOAWAY delay of a connection refused while a
 // handover holds new ones, for tests.
 const HandoverRetry = handoverRetry
+
+// OpenFileLimit is what New reads as the open-file limit.
+var OpenFileLimit = openFileLimit

@@ -1,7 +1,9 @@
 package gateway_test
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -11,6 +13,8 @@ import (
 	"switchboard/gateway"
 	"switchboard/protocol"
 	"switchboard/token"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestOpenFileCounts: both ways of counting the process's descriptors (the
@@ -184,5 +188,75 @@ func TestCapFollowsOpenFiles(t *testing.T) {
 	}
 	if got := st.Closes[protocol.CodeServerFull].Load(); got != 0 {
 		t.Fatalf("%d open sessions closed SERVER_FULL, want none", got)
+	}
+}
+
+// countMsg is a slog.Handler that counts the records with one message.
+type countMsg struct {
+	msg string
+	n   atomic.Int32
+}
+
+func (h *countMsg) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countMsg) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		h.n.Add(1)
+	}
+	return nil
+}
+func (h *countMsg) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *countMsg) WithGroup(string) slog.Handler      { return h }
+
+// TestCapKeptWhenCountFails: a count of open files that fails leaves the
+// cap and the reserve where the last count put them (16 and 114 under a
+// limit of 130 with 40 other files), rather than counting no files open
+// and raising the cap past what the limit holds; the failure is logged
+// once, not every second.
+func TestCapKeptWhenCountFails(t *testing.T) {
+	var failing atomic.Bool
+	var failed atomic.Int32
+	openFiles := func() (int, error) {
+		if failing.Load() {
+			failed.Add(1)
+			return 0, errors.New("test: /proc/self/fd unreadable")
+		}
+		return 40, nil
+	}
+	logged := &countMsg{msg: "gateway: counting open files failed; the connection cap stays where it was"}
+	ts := startServer(t, serverOptions{fileLimit: 130, gw: func(c *gateway.Config) {
+		c.OpenFiles, c.Logger = openFiles, slog.New(logged)
+	}})
+	st := ts.Srv.Stats()
+	eventually(t, 5*time.Second, "the first count to set the cap", func() bool { return st.ConnCap.Load() == 16 })
+	failing.Store(true)
+	eventually(t, 10*time.Second, "two failed counts", func() bool { return failed.Load() >= 2 })
+	if c, r := st.ConnCap.Load(), st.FDReserve.Load(); c != 16 || r != 114 {
+		t.Fatalf("after failed counts: cap %d, reserve %d; want 16, 114 as before", c, r)
+	}
+	if n := logged.n.Load(); n != 1 {
+		t.Fatalf("%d failed counts logged %d times, want once", failed.Load(), n)
+	}
+}
+
+// TestOpenFileLimitIsTheSoftLimit: the limit the cap keeps under is the
+// process's soft open-file limit, the one accept fails at, not the hard
+// one it could be raised to; it follows the soft limit when that changes.
+func TestOpenFileLimitIsTheSoftLimit(t *testing.T) {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	if lim.Cur > 1<<30 || lim.Cur < 2000 {
+		t.Skipf("soft open-file limit %d: outside what this test lowers", lim.Cur)
+	}
+	defer unix.Setrlimit(unix.RLIMIT_NOFILE, &lim)
+	for _, soft := range []uint64{lim.Cur, lim.Cur - 1000} {
+		lower := unix.Rlimit{Cur: soft, Max: lim.Max}
+		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lower); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := gateway.OpenFileLimit(); err != nil || got != int(soft) {
+			t.Fatalf("open-file limit %d, %v under soft limit %d (hard %d); want %d", got, err, soft, lim.Max, soft)
+		}
 	}
 }

@@ -4,23 +4,63 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"testing"
 	"time"
 
 	"switchboard/gateway"
 	"switchboard/protocol"
 	"switchboard/storage"
+	"switchboard/token"
 )
 
-// TestPortZeroReachesEveryLoop: with port 0, every loop listens on the
-// port Addr reports, so connections spread over all of them.
+// TestPortZeroReachesEveryLoop: with port 0, on IPv4 or IPv6, every loop
+// listens on the port Addr reports, so connections spread over all of
+// them.
 func TestPortZeroReachesEveryLoop(t *testing.T) {
-	ts := startServer(t, serverOptions{gw: func(c *gateway.Config) { c.Loops = 2 }})
-	for i := range 32 {
-		ts.Dial(uint64(i+1), protocol.ClientOptions{})
+	for _, addr := range []string{"127.0.0.1:0", "[::1]:0"} {
+		t.Run(addr, func(t *testing.T) {
+			if ln, err := net.Listen("tcp", addr); err != nil {
+				t.Skipf("no %s here: %v", addr, err)
+			} else {
+				ln.Close()
+			}
+			ts := startServer(t, serverOptions{gw: func(c *gateway.Config) { c.Addr, c.Loops = addr, 2 }})
+			ipv6 := addr[0] == '['
+			if host, port, err := net.SplitHostPort(ts.Addr); err != nil || port == "0" || (net.ParseIP(host).To4() == nil) != ipv6 {
+				t.Fatalf("Addr %s for %s, want a port of the same family", ts.Addr, addr)
+			}
+			for i := range 32 {
+				ts.Dial(uint64(i+1), protocol.ClientOptions{})
+			}
+			if got := ts.Srv.LoopsInUse(); got != 2 {
+				t.Fatalf("connections reached %d of 2 loops", got)
+			}
+		})
 	}
-	if got := ts.Srv.LoopsInUse(); got != 2 {
-		t.Fatalf("connections reached %d of 2 loops", got)
+}
+
+// TestAddrEndsWithContext: Addr of a server that is not running waits
+// only as long as its context, and then says why.
+func TestAddrEndsWithContext(t *testing.T) {
+	srv, err := gateway.NewWithFileLimit(gateway.Config{Addr: "127.0.0.1:0", Loops: 1, Keys: token.Keys{1: make([]byte, token.SecretLen)}, Logger: quietLogger()}, nil, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	got := make(chan error, 1)
+	go func() {
+		_, err := srv.Addr(ctx)
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Addr: %v, want the context's deadline", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Addr outlived its context")
 	}
 }
 
