@@ -172,23 +172,12 @@ func (fc *fakeConn) welcome(t *testing.T) {
 // send returns the next SEND the client wrote, skipping ACKs and PINGs.
 func (fc *fakeConn) send(t *testing.T) protocol.Send {
 	t.Helper()
-	fc.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	defer fc.nc.SetReadDeadline(time.Time{})
-	for {
-		f, err := fc.fr.Next()
-		if err != nil {
-			t.Fatalf("waiting for a SEND: %v", err)
-		}
-		if f.Type != protocol.TypeSend {
-			continue
-		}
-		var s protocol.Send
-		if err := s.Decode(f); err != nil {
-			t.Fatal(err)
-		}
-		s.Body = bytes.Clone(s.Body)
-		return s
+	f := fc.nextFrame(t)
+	var s protocol.Send
+	if f.Type != protocol.TypeSend || s.Decode(f) != nil {
+		t.Fatalf("the client wrote %v, want a SEND", f.Type)
 	}
+	return s
 }
 
 // TestConnFollowsRedirect: a node that is not the user's home answers with
