@@ -311,12 +311,8 @@ func (c *Cluster) awaitPeers() error {
 		case <-deadline.C:
 			return nil
 		case now := <-tick.C:
-			all := true
-			for id := range c.peers {
-				all = all && c.Up(id)
-			}
 			switch {
-			case !all:
+			case !c.allUp():
 				allUp = time.Time{}
 			case allUp.IsZero():
 				allUp = now
@@ -514,11 +510,7 @@ func (c *Cluster) holdFirstHeartbeat() bool {
 	poll := time.NewTicker(holdPoll)
 	defer poll.Stop()
 	for {
-		all := true
-		for id := range c.peers {
-			all = all && c.Up(id)
-		}
-		if all {
+		if c.allUp() {
 			return true
 		}
 		select {
@@ -561,7 +553,7 @@ func (c *Cluster) Up(node uint32) bool {
 	if p == nil || p.mismatched.Load() {
 		return false
 	}
-	if c.Leaving(node) {
+	if p.leaving() {
 		return false
 	}
 	seen := p.seen.Load()
@@ -573,11 +565,24 @@ func (c *Cluster) Up(node uint32) bool {
 // for Up, and its successor is expected within about a second.
 func (c *Cluster) Leaving(node uint32) bool {
 	p := c.peers[node]
-	if p == nil {
-		return false
-	}
+	return p != nil && p.leaving()
+}
+
+// leaving reports whether p's last heard instance is the one whose leaving
+// notice was heard.
+func (p *peer) leaving() bool {
 	l := p.left.Load()
 	return l != 0 && l == p.instance.Load()
+}
+
+// allUp reports whether every peer is up.
+func (c *Cluster) allUp() bool {
+	for id := range c.peers {
+		if !c.Up(id) {
+			return false
+		}
+	}
+	return true
 }
 
 // Addr returns node's client address (for redirects), or "" for a node not
