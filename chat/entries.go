@@ -86,6 +86,7 @@ func (m *Model) deliver(d *protocol.Deliver) {
 		t = protocol.StampTime(d.Time).Unix()
 	}
 	c.add(Line{Time: t, From: d.From, MsgID: d.MsgID, Text: string(d.Body), Unread: true}, m.cfg.History)
+	m.added(key)
 	if d.Group != 0 && !slices.Contains(c.Members, d.From) {
 		c.Members = append(c.Members, d.From)
 	}
@@ -199,6 +200,7 @@ func (m *Model) groupEvent(g *protocol.GroupEvent) {
 		t = protocol.StampTime(g.Time).Unix()
 	}
 	c.add(Line{Time: t, From: g.Actor, Text: what, Notice: true}, m.cfg.History)
+	m.added(groupKey(g.Group))
 	joined := (g.Op == protocol.GroupCreate || g.Op == protocol.GroupAdd) && slices.Contains(g.Members, m.cfg.User)
 	if joined && g.Actor != m.cfg.User && m.st.Open != groupKey(g.Group) {
 		m.say(fmt.Sprintf("%d added you to group %d: /group %d opens it", g.Actor, g.Group, g.Group))
@@ -223,7 +225,7 @@ func (m *Model) accept(a *protocol.Accept) {
 				c.Members = addID(c.Members, id)
 			}
 			if m.st.Open == p.Over {
-				m.st.Open = key
+				m.st.Open, m.scroll = key, 0
 				m.say(fmt.Sprintf("group %d created", a.Ref))
 			} else {
 				// Another conversation was opened since: the next Enter
@@ -315,13 +317,13 @@ func (m *Model) signal(s *protocol.Signal) {
 }
 
 // markRead tells the senders of the open conversation's unread messages
-// that they are read: a READ per run of consecutive msg_ids of one sender.
+// that they are read, unless the conversation is scrolled back: a READ per run of consecutive msg_ids of one sender.
 // A READ that cannot go (offline) is tried again at the next chance.
 func (m *Model) markRead() {
 	_, group, ok := peerOf(m.st.Open)
 	c := m.st.Conversations[m.st.Open]
-	if !ok || c == nil {
-		return
+	if !ok || c == nil || m.scroll > 0 {
+		return // what is below the screen is not read yet
 	}
 	for i := 0; i < len(c.Lines); {
 		l := c.Lines[i]

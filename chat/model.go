@@ -83,6 +83,9 @@ type Model struct {
 	typedAt  time.Time // when the last typing SIGNAL went
 	width    int
 	height   int
+	// scroll is how many of the open conversation's lines are below the
+	// screen (PgUp, PgDn, End); 0 follows the newest.
+	scroll int
 }
 
 // typist is a peer typing in a conversation.
@@ -161,6 +164,15 @@ func (m *Model) key(k tea.KeyPressMsg) tea.Cmd {
 		return nil
 	case "esc":
 		m.input, m.notice = m.input[:0], ""
+		return nil
+	case "pgup":
+		m.page(1)
+		return nil
+	case "pgdown":
+		m.page(-1)
+		return nil
+	case "end":
+		m.page(0)
 		return nil
 	}
 	if k.Text == "" || k.Mod&(tea.ModCtrl|tea.ModAlt) != 0 {
@@ -268,7 +280,7 @@ func (m *Model) command(line string) tea.Cmd {
 		}
 		m.say(fmt.Sprintf("members of group %d, as seen from here: %s", group, m.names(m.st.Conversations[m.st.Open].Members)))
 	case "/help":
-		m.say(help + " · /promote USER… and /demote USER… make admins and plain members")
+		m.say(help + " · /promote USER… and /demote USER… make admins and plain members · PgUp and PgDn scroll, End goes to the newest")
 	case "/quit":
 		return tea.Quit
 	}
@@ -296,7 +308,7 @@ func parseIDs(args []string) ([]uint64, error) {
 // openConv puts conversation key on screen and tells its senders that what
 // they sent is read.
 func (m *Model) openConv(key string) {
-	m.st.Open = key
+	m.st.Open, m.scroll = key, 0
 	m.st.conversation(key)
 	m.markRead()
 	m.save()
@@ -312,6 +324,9 @@ func (m *Model) send(text string) bool {
 	}
 	if group {
 		to = peerID(m.st.Open)
+	}
+	if m.scroll > 0 {
+		m.page(0) // what is sent shows at the bottom
 	}
 	return m.queue(Pending{To: to, Group: group, Text: text}, m.st.Open)
 }

@@ -2,6 +2,7 @@ package chat
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -669,5 +670,148 @@ func TestStateRestart(t *testing.T) {
 	}
 	if _, err := NewStore(dir, 1).Load(2); err == nil {
 		t.Fatal("loading user 1's file as user 2: no error")
+	}
+}
+
+// key presses a named key (PgUp, PgDn, End).
+func (h *harness) key(code rune) { h.m.Update(tea.KeyPressMsg{Code: code}) }
+
+// shownMessages returns the texts of user 2's messages on the screen, in
+// screen order.
+func (h *harness) shownMessages() []string {
+	var out []string
+	for _, l := range strings.Split(h.screen(), "\n") {
+		if _, text, ok := strings.Cut(l, " 2: "); ok {
+			out = append(out, strings.Fields(text)[0])
+		}
+	}
+	return out
+}
+
+// TestScrollBack: PgUp and PgDn page through a conversation's history
+// without skipping a line, even lines that wrap; what comes while it is
+// scrolled back stays below the screen, counted, and unread (no READ)
+// until End, PgDn to the newest or a message sent brings the screen
+// back; opening another conversation starts at its newest.
+func TestScrollBack(t *testing.T) {
+	h := newHarness(t, t.TempDir())
+	h.m.Update(tea.WindowSizeMsg{Width: 40, Height: 8})
+	h.typeLine("/to 2")
+	var want []string
+	for i := range 30 {
+		body := fmt.Sprintf("m%d", i+1)
+		if i%4 == 1 {
+			body += strings.Repeat(" long", 15) // three or more screen lines
+		}
+		want = append(want, fmt.Sprintf("m%d", i+1))
+		h.events(&protocol.Deliver{Seq: uint64(i + 1), From: 2, MsgID: uint64(i + 1), Body: []byte(body)})
+	}
+	reads := len(h.link.reads)
+	if got := h.shownMessages(); len(got) == 0 || got[len(got)-1] != "m30" {
+		t.Fatalf("at the newest the screen shows %v, want m30 last", got)
+	}
+
+	// Back to the first line, one screen at a time: every message shows on
+	// some screen, in order.
+	seen := map[string]bool{}
+	for range 40 {
+		for _, s := range h.shownMessages() {
+			seen[s] = true
+		}
+		h.key(tea.KeyPgUp)
+	}
+	if got := h.shownMessages(); got[0] != "m1" {
+		t.Fatalf("after paging back the screen starts with %v, want m1", got)
+	}
+	h.want("↓ ")
+	for _, w := range want {
+		if !seen[w] {
+			t.Fatalf("paging back skipped %s", w)
+		}
+	}
+
+	// A message while scrolled back: the screen stays, the message is
+	// counted below it and not told read.
+	before := h.shownMessages()
+	h.events(&protocol.Deliver{Seq: 31, From: 2, MsgID: 31, Body: []byte("m31")})
+	if got := h.shownMessages(); !slices.Equal(got, before) {
+		t.Fatalf("a new message moved the scrolled-back screen: %v, was %v", got, before)
+	}
+	h.want("1 unread")
+	if len(h.link.reads) != reads {
+		t.Fatalf("READs %v for a message below the screen", h.link.reads[reads:])
+	}
+	if c := h.link.saved().Conversations["u2"]; !c.Lines[len(c.Lines)-1].Unread {
+		t.Fatal("the message below the screen was saved as read")
+	}
+
+	// Forward a screen at a time to the newest, skipping nothing; there
+	// the message is read.
+	seen = map[string]bool{}
+	for range 40 {
+		for _, s := range h.shownMessages() {
+			seen[s] = true
+		}
+		h.key(tea.KeyPgDown)
+	}
+	for _, w := range append(want, "m31") {
+		if !seen[w] {
+			t.Fatalf("paging forward skipped %s", w)
+		}
+	}
+	h.wantNot("↓ ", "unread")
+	if got := h.link.reads[reads:]; len(got) != 1 || got[0].MsgID != 31 || got[0].More != 0 {
+		t.Fatalf("READs at the newest: %+v, want one for 31", got)
+	}
+	if c := h.link.saved().Conversations["u2"]; c.Lines[len(c.Lines)-1].Unread {
+		t.Fatal("the message read at the newest was saved unread")
+	}
+
+	// End from anywhere; a message sent while scrolled back brings the
+	// screen to the newest.
+	h.key(tea.KeyPgUp)
+	h.key(tea.KeyEnd)
+	h.wantNot("↓ ")
+	h.key(tea.KeyPgUp)
+	h.events(&protocol.Deliver{Seq: 32, From: 2, MsgID: 32, Body: []byte("m32")})
+	h.typeLine("mine")
+	h.want("you: mine", "2: m32")
+	h.wantNot("↓ ")
+	if got := h.link.reads[len(h.link.reads)-1]; got.MsgID != 32 {
+		t.Fatalf("last READ %+v, want 32's", got)
+	}
+
+	// Another conversation opens at its newest.
+	h.key(tea.KeyPgUp)
+	h.typeLine("/to 3")
+	h.typeLine("/to 2")
+	h.wantNot("↓ ")
+	h.want("you: mine")
+}
+
+// TestScrollBackKeepsWithinHistory: a conversation scrolled back as far
+// as it goes, at its history limit, stays on screen as lines come and
+// old ones go.
+func TestScrollBackKeepsWithinHistory(t *testing.T) {
+	h := newHarness(t, t.TempDir())
+	h.m.cfg.History = 5
+	h.m.Update(tea.WindowSizeMsg{Width: 40, Height: 6})
+	h.typeLine("/to 2")
+	for i := range 5 {
+		h.events(&protocol.Deliver{Seq: uint64(i + 1), From: 2, MsgID: uint64(i + 1), Body: []byte(fmt.Sprintf("m%d", i+1))})
+	}
+	for range 5 {
+		h.key(tea.KeyPgUp)
+	}
+	for i := 5; i < 12; i++ {
+		h.events(&protocol.Deliver{Seq: uint64(i + 1), From: 2, MsgID: uint64(i + 1), Body: []byte(fmt.Sprintf("m%d", i+1))})
+		if got := h.shownMessages(); len(got) == 0 {
+			t.Fatalf("after m%d the scrolled-back screen shows no message:\n%s", i+1, h.screen())
+		}
+	}
+	h.want("↓ 4 newer")
+	h.key(tea.KeyEnd)
+	if got := h.shownMessages(); got[len(got)-1] != "m12" {
+		t.Fatalf("at the newest: %v", got)
 	}
 }

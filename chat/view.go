@@ -23,8 +23,8 @@ var (
 )
 
 // View renders the screen: a title with the connection's status, the open
-// conversation's last lines (that fit), who is typing, a notice, the input
-// and the help line.
+// conversation's last lines (that fit, or the ones scrolled back to), who
+// is typing, a notice, the input and the help line.
 func (m *Model) View() tea.View {
 	v := tea.NewView(m.Render())
 	v.AltScreen = true
@@ -33,32 +33,13 @@ func (m *Model) View() tea.View {
 
 // Render returns the screen as text with ANSI styles.
 func (m *Model) Render() string {
-	var top []string
-	top = append(top, styleTitle.Render("switchboard chat")+" · you are "+fmt.Sprint(m.cfg.User)+" · "+m.title()+" · "+m.statusText())
-
-	if u := m.unreadElsewhere(); u != "" {
-		top = append(top, styleWarn.Render(u))
-	}
-
-	var bottom []string
-	if t := m.typingText(); t != "" {
-		bottom = append(bottom, styleDim.Render(t))
-	}
-	if m.notice != "" {
-		bottom = append(bottom, m.wrap([]string{styleWarn.Render(m.notice)})...)
-	}
-	input := "> " + string(m.input) + "█"
-	if m.width > 1 && ansi.StringWidth(input) > m.width {
-		// The end of what is typed, where the cursor is.
-		input = "…" + ansi.TruncateLeft(input, ansi.StringWidth(input)-m.width+1, "")
-	}
-	bottom = append(bottom, input, styleDim.Render(help))
-
+	top, bottom := m.chrome()
 	// Messages and notices wrap: cut, a long one would hide its end
 	// and its ticks.
-	lines := m.wrap(m.conversationLines())
+	lines := m.conversationLines()
+	lines = m.wrap(lines[:len(lines)-m.scroll])
 	if m.height > 0 {
-		room := max(m.height-len(top)-len(bottom), 0)
+		room := m.room(top, bottom)
 		lines = lines[max(len(lines)-room, 0):]
 		for len(lines) < room { // the input stays at the bottom
 			lines = append(lines, "")
@@ -71,6 +52,114 @@ func (m *Model) Render() string {
 		}
 	}
 	return strings.Join(all, "\n")
+}
+
+// chrome returns the lines above the conversation (the title, unread
+// conversations) and below it (what is below the screen when scrolled back,
+// who is typing, a notice, the input, the help line).
+func (m *Model) chrome() (top, bottom []string) {
+	top = append(top, styleTitle.Render("switchboard chat")+" · you are "+fmt.Sprint(m.cfg.User)+" · "+m.title()+" · "+m.statusText())
+	if u := m.unreadElsewhere(); u != "" {
+		top = append(top, styleWarn.Render(u))
+	}
+	if b := m.belowText(); b != "" {
+		bottom = append(bottom, b)
+	}
+	if t := m.typingText(); t != "" {
+		bottom = append(bottom, styleDim.Render(t))
+	}
+	if m.notice != "" {
+		bottom = append(bottom, m.wrap([]string{styleWarn.Render(m.notice)})...)
+	}
+	input := "> " + string(m.input) + "█"
+	if m.width > 1 && ansi.StringWidth(input) > m.width {
+		// The end of what is typed, where the cursor is.
+		input = "…" + ansi.TruncateLeft(input, ansi.StringWidth(input)-m.width+1, "")
+	}
+	return top, append(bottom, input, styleDim.Render(help))
+}
+
+// room is how many lines the conversation has between top and bottom.
+func (m *Model) room(top, bottom []string) int {
+	return max(m.height-len(top)-len(bottom), 0)
+}
+
+// belowText tells, when the conversation is scrolled back, how many of its
+// lines are below the screen and how many of those are unread.
+func (m *Model) belowText() string {
+	if m.scroll == 0 {
+		return ""
+	}
+	c := m.st.Conversations[m.st.Open]
+	below := c.Lines[len(c.Lines)-m.scroll:]
+	s := fmt.Sprintf("↓ %d newer", len(below))
+	unread := 0
+	for _, l := range below {
+		if l.Unread {
+			unread++
+		}
+	}
+	if unread > 0 {
+		s += fmt.Sprintf(", %d unread", unread)
+	}
+	return styleWarn.Render(s + " · PgDn, End")
+}
+
+// page scrolls the open conversation: dir 1 a screen back, -1 a screen
+// towards the newest, 0 to the newest. Lines that come while it is
+// scrolled back stay below the screen, and unread, until it is back at the
+// newest; then their senders are told they are read.
+func (m *Model) page(dir int) {
+	c := m.st.Conversations[m.st.Open]
+	if c == nil {
+		return
+	}
+	rows := 10 // before the terminal told its size
+	if m.height > 0 {
+		top, bottom := m.chrome()
+		rows = max(m.room(top, bottom)-1, 1) // the last screen's edge line shows again
+	}
+	lines := m.conversationLines()
+	height := func(i int) int { return len(m.wrap(lines[i : i+1])) }
+	end := len(lines) - m.scroll // the first line below the screen
+	switch dir {
+	case 1:
+		shown := 0
+		for i := range end {
+			shown += height(i)
+		}
+		if shown <= rows+1 {
+			return // the first line shows already
+		}
+		k, sum := 0, 0
+		for i := end - 1; i > 0 && (k == 0 || sum+height(i) <= rows); i-- {
+			sum += height(i)
+			k++
+		}
+		m.scroll += k
+		return
+	case -1:
+		k, sum := 0, 0
+		for i := end; i < len(lines) && (k == 0 || sum+height(i) <= rows); i++ {
+			sum += height(i)
+			k++
+		}
+		m.scroll -= k
+	default:
+		m.scroll = 0
+	}
+	if m.scroll == 0 {
+		m.markRead()
+		m.save()
+	}
+}
+
+// added keeps the screen where it is when line comes into conversation key
+// while it is open and scrolled back.
+func (m *Model) added(key string) {
+	if c := m.st.Conversations[key]; key == m.st.Open && m.scroll > 0 {
+		m.scroll = min(m.scroll+1, len(c.Lines)-1)
+	}
 }
 
 func (m *Model) title() string {
