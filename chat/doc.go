@@ -59,6 +59,10 @@
 // delivered, "✓✓ read" (in blue) once read, ✗ and the reason if refused or
 // expired; in a group, how many members it reached and read it. Received
 // messages of the open conversation are told read (READ) as they show.
+// PgUp and PgDn page through its history (the lines the state keeps), End
+// returns to the newest; what arrives while the screen is scrolled back
+// stays below it, counted on a line of its own, and is told read only once
+// the screen is back at the newest (PgDn, End, or a message sent).
 // Typing sends a typing SIGNAL at most every TypingEvery; a peer's shows
 // for TypingShown. The help line lists the commands: /to USER, /group
 // GROUP, /create USER…, /add USER…, /remove USER…, /members, /leave,
