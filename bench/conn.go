@@ -339,7 +339,7 @@ func (c *conn) protocolError(err error) {
 		c.writeFrames(c.obuf)
 	}
 	c.obuf = c.obuf[:0]
-	c.lost("protocol error")
+	c.lost(reasonProtocolError)
 }
 
 // frame handles one frame. f aliases the loop's read buffer.
@@ -700,19 +700,28 @@ func (c *conn) closedBy(code protocol.Code) {
 	c.down(code)
 }
 
-// lost handles a connection that ended without ERROR.
+// lost handles a connection that ended without ERROR: the server closed
+// it (counted under EOF), or the bench did over a bad frame (reason
+// "protocol error"; the run's failures list it, and it is not counted as
+// closed by the server).
 func (c *conn) lost(reason string) {
 	l := c.l
 	if c.state == stateConnecting || c.state == stateHandshake {
 		c.fail(reason)
 		return
 	}
-	if l.res.Closes == nil {
-		l.res.Closes = map[string]uint64{}
+	if reason != reasonProtocolError {
+		if l.res.Closes == nil {
+			l.res.Closes = map[string]uint64{}
+		}
+		l.res.Closes["EOF"]++
 	}
-	l.res.Closes["EOF"]++
 	c.down(0)
 }
+
+// reasonProtocolError is lost's reason for a connection the bench ended
+// over a bad frame.
+const reasonProtocolError = "protocol error"
 
 // closedUnread handles a paused connection that the server closed: reading
 // what it left only to find the ERROR frame and its code.
