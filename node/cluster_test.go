@@ -5,14 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"switchboard/client"
 	"switchboard/cluster"
+	"switchboard/handover"
 	"switchboard/internal/testutil"
 	"switchboard/node"
 	"switchboard/protocol"
@@ -502,5 +506,83 @@ func TestClusterTakeoverAnswersForwards(t *testing.T) {
 		if d := next[*protocol.Deliver](t, ctx, b); string(d.Body) != want {
 			t.Fatalf("bob's delivery %d: %q, want %q", i, d.Body, want)
 		}
+	}
+}
+
+// TestClusterTakeBack: a takeover of node 2 that fails before its commit
+// (the successor refuses once node 2 closed its store) leaves node 2
+// taking its connections back and rejoining the cluster: bob, homed on
+// node 2, keeps his connection, and messages go both ways across nodes,
+// with their receipts, as before.
+func TestClusterTakeBack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three nodes with their NATS servers")
+	}
+	tc := newTestCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	alice, bob := tc.userHomedOn(1, 1000), tc.userHomedOn(2, 2000)
+	a, b := tc.dial(ctx, alice, 1), tc.dial(ctx, bob, 2)
+	exchange := func(from, to *client.Conn, toUser uint64, body string) {
+		t.Helper()
+		id, err := from.Send(toUser, false, []byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Refused, retryable, while node 2 rejoins: the client resends.
+		if acc := next[*protocol.Accept](t, ctx, from); acc.MsgID != id {
+			t.Fatalf("%s: ACCEPT %d, want %d", body, acc.MsgID, id)
+		}
+		if d := next[*protocol.Deliver](t, ctx, to); string(d.Body) != body {
+			t.Fatalf("got %q, want %q", d.Body, body)
+		}
+		if r := next[*protocol.Receipt](t, ctx, from); r.MsgID != id {
+			t.Fatalf("%s: receipt for %d, want %d", body, r.MsgID, id)
+		}
+	}
+	exchange(a, b, bob, "before")
+
+	old := tc.node(2)
+	ch, err := handover.Dial(filepath.Join(old.Config().Data, node.HandoverSocket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	ch.SetDeadline(time.Now().Add(20 * time.Second))
+	ch.Send(&handover.Message{Kind: handover.KindHello, Version: handover.Version, PID: 1})
+	conns := 0
+	for {
+		m, err := ch.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, fd := range m.FDs {
+			unix.Close(fd) // node 2 keeps its own copies until the commit
+		}
+		conns += len(m.Conns)
+		if m.Kind == handover.KindClosed {
+			break
+		}
+	}
+	if conns != 1 {
+		t.Fatalf("node 2 handed over %d connections, want bob's", conns)
+	}
+	ch.Send(&handover.Message{Kind: handover.KindRefuse, Reason: "the test says no"})
+	if m, err := ch.Recv(); err != nil || m.Kind != handover.KindRefuse {
+		t.Fatalf("node 2's answer to the refusal: %v, %v; want REFUSE", m.Kind, err)
+	}
+	testutil.Eventually(t, 10*time.Second, "node 2 to serve again", func() bool {
+		return old.Router() != nil && old.Gateway().Stats().Adopted.Load() == 1
+	})
+	select {
+	case <-old.Done():
+		t.Fatalf("node 2 stopped: %v", old.Err())
+	default:
+	}
+
+	exchange(a, b, bob, "after, to bob")
+	exchange(b, a, alice, "after, to alice")
+	if got := old.Gateway().Stats().Logins.Load(); got != 1 {
+		t.Errorf("node 2 saw %d logins, want bob's first one only: his connection was taken back", got)
 	}
 }
