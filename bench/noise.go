@@ -107,6 +107,13 @@ func (c *conn) noiseInput(b []byte) int {
 			}
 			continue
 		}
+		if b[off] == noise.KindPlain && c.nz.sess.State().RecvN == 0 {
+			// The server refused the last handshake message where its
+			// first transport message would be (PROTOCOL.md 3.1).
+			n := c.refusedHandshake(b[off:])
+			off += n
+			break
+		}
 		ct, n, err := noise.ReadTransport(b[off:])
 		if errors.Is(err, noise.ErrIncomplete) {
 			break
@@ -129,6 +136,31 @@ func (c *conn) noiseInput(b []byte) int {
 	return off
 }
 
+// refusedHandshake takes the KindPlain message at the front of b, if it
+// is whole: the server refused the handshake with ERROR or GOAWAY (too many
+// in progress, a step that failed, its timeout), handled as the same frame
+// answering LOGIN. It returns the bytes used.
+func (c *conn) refusedHandshake(b []byte) int {
+	_, msg, n, err := noise.ReadHandshake(b)
+	if errors.Is(err, noise.ErrIncomplete) {
+		return 0
+	}
+	var f protocol.Frame
+	var fn int
+	if err == nil {
+		if f, fn, err = protocol.ReadFrame(msg, len(msg)); err == nil && fn != len(msg) {
+			err = fmt.Errorf("%w: %d bytes after the frame refusing the handshake", protocol.ErrMalformed, len(msg)-fn)
+		}
+	}
+	if err == nil {
+		err = c.frame(f)
+	}
+	if err != nil {
+		c.protocolError(err)
+	}
+	return n
+}
+
 // handshakeInput takes the server's next handshake message at the front
 // of b, writes the answer, and installs the session once the handshake is
 // done. It returns the bytes used and whether more may follow.
@@ -140,25 +172,12 @@ func (c *conn) handshakeInput(b []byte) (int, bool) {
 		// (ERROR UNSUPPORTED_TRANSPORT), handled as a refused login.
 		return c.frames(b), false
 	}
+	if b[0] == noise.KindPlain {
+		return c.refusedHandshake(b), false
+	}
 	kind, msg, n, err := noise.ReadHandshake(b)
 	if errors.Is(err, noise.ErrIncomplete) {
 		return 0, false
-	}
-	if err == nil && kind == noise.KindPlain {
-		// The server refused the handshake with ERROR or GOAWAY (too many
-		// in progress): handled as the same frame answering LOGIN.
-		var f protocol.Frame
-		var fn int
-		if f, fn, err = protocol.ReadFrame(msg, len(msg)); err == nil && fn != len(msg) {
-			err = fmt.Errorf("%w: %d bytes after the frame refusing the handshake", protocol.ErrMalformed, len(msg)-fn)
-		}
-		if err == nil {
-			err = c.frame(f)
-		}
-		if err != nil {
-			c.protocolError(err)
-		}
-		return n, false
 	}
 	var reply []byte
 	if err == nil {

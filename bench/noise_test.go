@@ -19,8 +19,8 @@ import (
 
 // startNoiseServer starts a server offering Noise beside plain, with its
 // token keys file and its Noise keys file in one folder, as a data folder
-// holds them.
-func startNoiseServer(t *testing.T) testServer {
+// holds them. tweaks change its configuration before it starts.
+func startNoiseServer(t *testing.T, tweaks ...func(*node.Config)) testServer {
 	t.Helper()
 	dir := t.TempDir()
 	nkeys, err := noise.LoadKeys(filepath.Join(dir, noise.KeysFileName), true)
@@ -36,6 +36,9 @@ func startNoiseServer(t *testing.T) testServer {
 	cfg.Gateway.Addr = "127.0.0.1:0"
 	cfg.Gateway.Keys = token.Keys{3: secret}
 	cfg.Gateway.NoiseKeys = nkeys
+	for _, tweak := range tweaks {
+		tweak(&cfg)
+	}
 	n, err := node.Start(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -95,6 +98,30 @@ func TestConnectNoise(t *testing.T) {
 			checkAllDelivered(t, res, 40)
 		})
 	}
+}
+
+// TestNoiseHandshakesRefusedBusy: a server that runs one handshake step at
+// a time refuses the others of a burst with GOAWAY RETRY_LATER inside the
+// handshake; the bench counts those closes, dials again after the delay,
+// and every connection logs in. A handshake is refused only at its first
+// message: one refused at the client's last would have finished on the
+// client's side, counted twice once the client dials again.
+func TestNoiseHandshakesRefusedBusy(t *testing.T) {
+	srv := startNoiseServer(t, func(cfg *node.Config) {
+		cfg.Gateway.MaxHandshakes, cfg.Gateway.HandshakeWorkers = 1, 1
+	})
+	cfg := srv.config("connect")
+	cfg.Noise = NoiseXX
+	cfg.Conns, cfg.ConnectRate, cfg.Hold, cfg.Burst = 40, 0, 10*time.Millisecond, 1
+	cfg.Retries = 100
+	res := runOK(t, cfg)
+	if res.Conns != 40 || res.Handshakes["XX"] != 40 {
+		t.Errorf("conns %d, handshakes %v; want 40 XX", res.Conns, res.Handshakes)
+	}
+	if res.Closes["RETRY_LATER"] == 0 {
+		t.Errorf("closes %v: no handshake was refused RETRY_LATER by a server running one at a time", res.Closes)
+	}
+	checkAllDelivered(t, res, 40)
 }
 
 // TestNoiseAgainstPlainServer: --noise against a server without Noise

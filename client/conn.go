@@ -352,8 +352,12 @@ func (c *Conn) connect(ctx context.Context) (*protocol.FrameReader, *protocol.We
 	}
 	fr := protocol.NewFrameReader(nc)
 	f, err := fr.Next()
-	if err == nil {
+	var refused *noise.RefusedError
+	switch {
+	case err == nil:
 		err = loginAnswer(f, c.sess, dict)
+	case errors.As(err, &refused): // the server refused the last handshake message
+		err = c.refusal(refused)
 	}
 	if err != nil {
 		nc.Close()

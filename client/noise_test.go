@@ -132,8 +132,16 @@ func roundTrip(t *testing.T, from, to *client.Conn, toUser uint64, body string) 
 // (kind 0x7f) is backed off as a GOAWAY after LOGIN is, by the delay its
 // random source draws in [0, after] (here the top: after itself), and the
 // next attempt asks for a token again; one refused with ERROR
-// BAD_TOKEN ends the session with that code.
+// BAD_TOKEN ends the session with that code. The same holds when the
+// server refuses the client's last handshake message (XX 3), where the
+// client reads its first transport message.
 func TestConnNoiseRefused(t *testing.T) {
+	for _, last := range []bool{false, true} {
+		t.Run(map[bool]string{false: "at XX 1", true: "at XX 3"}[last], func(t *testing.T) { testConnNoiseRefused(t, last) })
+	}
+}
+
+func testConnNoiseRefused(t *testing.T, last bool) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -144,6 +152,7 @@ func TestConnNoiseRefused(t *testing.T) {
 		(&protocol.GoAway{After: after, Code: protocol.CodeRetryLater}).Append(nil),
 		(&protocol.Error{Code: protocol.CodeBadToken, Reason: "MAC does not verify"}).Append(nil),
 	}
+	serverKey := newKeypair(t)
 	var refusedAt, secondAt time.Time // when the GOAWAY went, when the next attempt came
 	served := make(chan error, 1)
 	go func() {
@@ -156,15 +165,29 @@ func TestConnNoiseRefused(t *testing.T) {
 			if i == 1 {
 				secondAt = time.Now()
 			}
-			// Read the preface and the whole first message before answering,
-			// so that closing does not reset the connection under the answer.
-			hdr := make([]byte, protocol.PrefaceLen+noise.HeaderLen)
-			if _, err := io.ReadFull(nc, hdr); err != nil {
+			// Read the preface and the whole message refused before
+			// answering, so that closing does not reset the connection
+			// under the answer.
+			preface := make([]byte, protocol.PrefaceLen)
+			if _, err := io.ReadFull(nc, preface); err != nil {
 				served <- err
 				return
 			}
-			msg := make([]byte, binary.BigEndian.Uint16(hdr[protocol.PrefaceLen+1:]))
-			if _, err := io.ReadFull(nc, msg); err != nil {
+			kind, msg, err := readHandshakeMessage(nc)
+			if err == nil && last {
+				var hs *noise.ServerHandshake
+				var reply []byte
+				if hs, err = noise.NewServer(noise.ServerConfig{Keys: []noise.Keypair{serverKey}}, preface); err == nil {
+					reply, err = hs.Step(kind, msg)
+				}
+				if err == nil {
+					_, err = nc.Write(reply)
+				}
+				if err == nil && hs.Want() != 0 {
+					_, _, err = readHandshakeMessage(nc) // XX 3; the second attempt is IK, pinned by the first
+				}
+			}
+			if err != nil {
 				served <- err
 				return
 			}
@@ -212,6 +235,17 @@ func TestConnNoiseRefused(t *testing.T) {
 	if st := c.Status(); st.State != client.StateClosed {
 		t.Fatalf("status %v after BAD_TOKEN, want closed", st.State)
 	}
+}
+
+// readHandshakeMessage reads one framed handshake message.
+func readHandshakeMessage(r io.Reader) (kind byte, msg []byte, err error) {
+	hdr := make([]byte, noise.HeaderLen)
+	if _, err := io.ReadFull(r, hdr); err != nil {
+		return 0, nil, err
+	}
+	msg = make([]byte, binary.BigEndian.Uint16(hdr[1:]))
+	_, err = io.ReadFull(r, msg)
+	return hdr[0], msg, err
 }
 
 func newKeypair(t *testing.T) noise.Keypair {

@@ -157,9 +157,10 @@ type Config struct {
 	// false: over Noise, a stolen token alone logs in nowhere.
 	NoiseUnboundTokens bool
 	// MaxHandshakes bounds the Noise handshake steps waiting for or
-	// running on a worker; past it a handshake is refused with GOAWAY
-	// RETRY_LATER. Default 1024: at about 0.4 ms of CPU a step, the
-	// workers' backlog of a second or two.
+	// running on a worker; past it a new handshake is refused with GOAWAY
+	// RETRY_LATER. One already started is finished (its later steps wait
+	// in a queue of their own, taken first). Default 1024: at about 0.4 ms
+	// of CPU a step, the workers' backlog of a second or two.
 	MaxHandshakes int
 	// HandshakeWorkers is how many goroutines run handshake steps. Default
 	// GOMAXPROCS.

@@ -114,8 +114,9 @@
 // A preface naming transport 1 or 2 (PROTOCOL.md 3.1) runs a Noise
 // handshake before LOGIN (noise.go). Its steps, a few Diffie-Hellman
 // operations each, never run on a loop: a loop hands each handshake
-// message to a worker (at most Config.MaxHandshakes waiting or running;
-// past that GOAWAY RETRY_LATER), and the worker hands the reply back under
+// message to a worker (past Config.MaxHandshakes waiting or running, a
+// new handshake is refused with GOAWAY RETRY_LATER; one already started
+// is finished), and the worker hands the reply back under
 // the connection's mutex and wakes the loop. After it the loop decrypts
 // whole transport messages as it reads and seals whole frames as it
 // writes, in socket order, so the nonces need no lock. A Noise

@@ -104,3 +104,7 @@ const HandoverRetry = handoverRetry
 
 // OpenFileLimit is what New reads as the open-file limit.
 var OpenFileLimit = openFileLimit
+
+// HandshakeSteps returns the Noise handshake steps waiting for or on a
+// worker.
+func (s *Server) HandshakeSteps() int64 { return s.live.handshakes.Load() }

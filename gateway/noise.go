@@ -13,10 +13,14 @@ import (
 //
 //   - Each handshake message is read on the loop, and its step (a few
 //     Diffie-Hellman operations, about 0.3-0.4 ms of CPU) runs on a
-//     handshake worker, at most Config.MaxHandshakes waiting or running;
-//     past that the handshake is refused with GOAWAY RETRY_LATER. The
-//     worker hands the reply back through the connection's mutex and wakes
-//     the loop, which writes it.
+//     handshake worker. A handshake's first message (XX 1, IK 1) is
+//     refused with GOAWAY RETRY_LATER while Config.MaxHandshakes steps
+//     wait or run; its later ones (XX 3, XXfallback 2) are not refused for
+//     that, and the workers take them before any first step: once a
+//     handshake has started, it is finished, since a refusal after the
+//     client's last message would come when the client already expects
+//     transport messages. The worker hands the reply back through the
+//     connection's mutex and wakes the loop, which writes it.
 //   - The last step gives the LOGIN frame, which the loop handles as a
 //     plain connection's, and the transport session. From then on every
 //     read decrypts whole transport messages in socket order, and every
@@ -46,9 +50,10 @@ type secure struct {
 // handshake is a Noise connection's handshake in progress.
 type handshake struct {
 	// Owned by the event loop.
-	hs   *noise.ServerHandshake
-	peer [32]byte // the device key the handshake proved, for the LOGIN
-	busy bool     // a step is with a worker
+	hs      *noise.ServerHandshake
+	peer    [32]byte // the device key the handshake proved, for the LOGIN
+	busy    bool     // a step is with a worker
+	started bool     // its first step was taken: the later ones are not refused
 
 	// Guarded by the conn's mu: the worker's answer to the step.
 	ready bool
@@ -64,22 +69,29 @@ type hsJob struct {
 	msg  []byte // a copy: the loop's buffer moves on
 }
 
-// handshakes runs handshake steps until stop is closed.
-func (s *Server) handshakes(jobs <-chan hsJob, stop <-chan struct{}) {
+// handshakes runs handshake steps until stop is closed: the later steps of
+// handshakes in progress first, then first steps.
+func (s *Server) handshakes(first, later <-chan hsJob, stop <-chan struct{}) {
 	for {
+		var j hsJob
 		select {
-		case j := <-jobs:
-			reply, err := s.step(j)
-			j.c.mu.Lock()
-			j.sec.ready, j.sec.reply, j.sec.err = true, reply, err
-			wake := !j.c.closed && j.c.wakeLocked()
-			j.c.mu.Unlock()
-			s.live.handshakes.Add(-1)
-			if wake {
-				j.c.wake()
+		case j = <-later:
+		default:
+			select {
+			case j = <-later:
+			case j = <-first:
+			case <-stop:
+				return
 			}
-		case <-stop:
-			return
+		}
+		reply, err := s.step(j)
+		j.c.mu.Lock()
+		j.sec.ready, j.sec.reply, j.sec.err = true, reply, err
+		wake := !j.c.closed && j.c.wakeLocked()
+		j.c.mu.Unlock()
+		s.live.handshakes.Add(-1)
+		if wake {
+			j.c.wake()
 		}
 	}
 }
@@ -125,17 +137,26 @@ func (l *loop) readHandshake(c *conn, buf []byte) (int, protocol.Code) {
 	case kind != sec.hs.Want():
 		return 0, l.rejectf(protocol.CodeProtocol, "Noise handshake message of kind %#x, want %#x", kind, sec.hs.Want())
 	}
-	if l.srv.live.handshakes.Add(1) > int64(l.srv.cfg.MaxHandshakes) {
+	jobs := l.srv.hsJobs
+	if sec.started {
+		jobs = l.srv.hsLater
+		l.srv.live.handshakes.Add(1)
+	} else if l.srv.live.handshakes.Add(1) > int64(l.srv.cfg.MaxHandshakes) {
 		l.srv.live.handshakes.Add(-1)
 		return 0, l.refuseHandshake(c)
 	}
 	select {
-	case l.srv.hsJobs <- hsJob{c: c, sec: sec, kind: kind, msg: append([]byte(nil), msg...)}:
-	default: // not reached: the channel holds MaxHandshakes
+	case jobs <- hsJob{c: c, sec: sec, kind: kind, msg: append([]byte(nil), msg...)}:
+	default:
+		// Reached only by a later step, when more wait than connections
+		// can be waiting to log in, with MaxHandshakes to spare for those
+		// evicted meanwhile (Server.hsLater). The refusal reaches the
+		// client where it reads its first transport message, which
+		// clients take as a refusal too (PROTOCOL.md 3.1).
 		l.srv.live.handshakes.Add(-1)
 		return 0, l.refuseHandshake(c)
 	}
-	sec.busy = true
+	sec.busy, sec.started = true, true
 	return n, 0
 }
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"switchboard/gateway"
+	"switchboard/internal/testutil"
 	"switchboard/noise"
 	"switchboard/protocol"
 )
@@ -449,4 +450,117 @@ func TestNoiseHandshakePanic(t *testing.T) {
 	refusedWithError(t, err, protocol.CodeProtocol)
 	r, _ := ts.noiseDial(2, noise.ClientConfig{})
 	welcome(t, r)
+}
+
+// handXX is a client's XX handshake run by hand, a message at a time.
+type handXX struct {
+	t  testing.TB
+	nc net.Conn
+	hs *noise.ClientHandshake
+}
+
+// startXX dials ts and writes the preface and XX 1 for user.
+func (ts *testServer) startXX(user uint64) *handXX {
+	ts.t.Helper()
+	nc, err := net.DialTimeout("tcp", ts.Addr, 5*time.Second)
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	ts.t.Cleanup(func() { nc.Close() })
+	cfg := noise.ClientConfig{Static: noiseKey(ts.t)}
+	login := protocol.Login{Token: ts.BoundToken(user, cfg.Static.Public[:])}
+	preface := protocol.AppendPreface(nil, protocol.Version, cfg.Transport())
+	hs, first, err := noise.NewClient(cfg, preface, login.Append(nil))
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	if _, err := nc.Write(append(preface, first...)); err != nil {
+		ts.t.Fatal(err)
+	}
+	return &handXX{t: ts.t, nc: nc, hs: hs}
+}
+
+// step reads the server's XX 2 and returns XX 3, not yet sent.
+func (x *handXX) step() []byte {
+	x.t.Helper()
+	x.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	hdr := make([]byte, noise.HeaderLen)
+	if _, err := io.ReadFull(x.nc, hdr); err != nil {
+		x.t.Fatalf("reading XX 2: %v", err)
+	}
+	msg := make([]byte, int(hdr[1])<<8|int(hdr[2]))
+	if _, err := io.ReadFull(x.nc, msg); err != nil {
+		x.t.Fatalf("reading XX 2: %v", err)
+	}
+	reply, err := x.hs.Step(hdr[0], msg)
+	if err != nil || x.hs.Want() != 0 {
+		x.t.Fatalf("XX 2 (kind %#x): %v; the client wants %#x next", hdr[0], err, x.hs.Want())
+	}
+	return reply
+}
+
+// first reads the server's first transport message after the handshake
+// and returns its first frame.
+func (x *handXX) first() protocol.Frame {
+	x.t.Helper()
+	x.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n := make([]byte, noise.LengthLen)
+	if _, err := io.ReadFull(x.nc, n); err != nil {
+		x.t.Fatalf("reading the first transport message: %v", err)
+	}
+	ct := make([]byte, int(n[0])<<8|int(n[1]))
+	if _, err := io.ReadFull(x.nc, ct); err != nil {
+		x.t.Fatalf("reading the first transport message: %v", err)
+	}
+	frames, err := x.hs.Result().Session.Open(ct)
+	if err != nil {
+		x.t.Fatalf("the first transport message (length bytes % x): %v", n, err)
+	}
+	f, _, err := protocol.ReadFrame(frames, protocol.MaxServerFrame)
+	if err != nil {
+		x.t.Fatal(err)
+	}
+	return f
+}
+
+// TestNoiseHandshakeFinishes: a handshake that has started is finished.
+// With the workers' places all taken (one step running, a new handshake's
+// first step waiting), a client's XX 3 is not refused: it waits in a queue
+// of its own, which the worker takes first, so the client gets WELCOME
+// while the new handshake still waits. A refusal there would come after
+// the client's last handshake message, where it reads transport messages.
+func TestNoiseHandshakeFinishes(t *testing.T) {
+	ts := noiseServer(t, []noise.Keypair{noiseKey(t)}, func(c *gateway.Config) { c.MaxHandshakes, c.HandshakeWorkers = 2, 1 })
+	entered, release := make(chan struct{}), make(chan struct{})
+	ts.Srv.SetPanicHook(func(point string, _ uint64) {
+		if point == "handshake" {
+			entered <- struct{}{}
+			<-release
+		}
+	})
+	step := func() { <-entered; release <- struct{}{} }
+
+	a := ts.startXX(1)
+	step() // a's XX 1
+	xx3 := a.step()
+	b := ts.startXX(2)
+	<-entered // b's XX 1 holds the worker
+	c := ts.startXX(3)
+	testutil.Eventually(t, 5*time.Second, "c's XX 1 to wait for the worker", func() bool { return ts.Srv.HandshakeSteps() == 2 })
+	if _, err := a.nc.Write(xx3); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 5*time.Second, "a's XX 3 to wait for the worker", func() bool { return ts.Srv.HandshakeSteps() == 3 })
+	release <- struct{}{} // b's XX 1 done
+	step()                // the next step taken: a's XX 3, not c's XX 1
+	<-entered             // the one after it waits
+	if f := a.first(); f.Type != protocol.TypeWelcome {
+		t.Fatalf("a's first frame after the handshake: %v, want WELCOME", f.Type)
+	}
+	release <- struct{}{} // c's XX 1
+	c.step()
+	b.step()
+	if got := ts.Srv.Stats().HandshakesRefused.Load(); got != 0 {
+		t.Errorf("HandshakesRefused %d, want 0", got)
+	}
 }

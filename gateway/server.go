@@ -35,10 +35,11 @@ type Server struct {
 	rate      rateLimit       // the per-connection frame rate limit (rate.go)
 	// preLoginShare is each loop's share of Config.MaxPreLogin (admit.go).
 	preLoginShare int
-	// hsJobs carries Noise handshake steps to the handshake workers;
-	// it holds Config.MaxHandshakes. hsStop ends the workers.
-	hsJobs chan hsJob
-	hsStop chan struct{}
+	// hsJobs carries the first step of each Noise handshake to the
+	// handshake workers (it holds Config.MaxHandshakes), hsLater its later
+	// steps, which the workers take first. hsStop ends the workers.
+	hsJobs, hsLater chan hsJob
+	hsStop          chan struct{}
 
 	// Set once by OnBoot.
 	eng    gnet.Engine
@@ -149,7 +150,11 @@ func newServer(cfg Config, r Delivery, fileLimit int) (*Server, error) {
 	s.conns.Store(int64(cfg.Inherited))
 	s.reserved.Store(int64(cfg.Inherited))
 	if len(cfg.NoiseKeys) > 0 {
-		s.hsJobs, s.hsStop = make(chan hsJob, cfg.MaxHandshakes), make(chan struct{})
+		// A later step is of a connection not logged in that had its
+		// first step taken: there are at most MaxPreLogin of them, and
+		// steps of ones evicted since wait at most MaxHandshakes more.
+		s.hsJobs, s.hsLater = make(chan hsJob, cfg.MaxHandshakes), make(chan hsJob, cfg.MaxHandshakes+maxPreLogin)
+		s.hsStop = make(chan struct{})
 	}
 	return s, nil
 }
@@ -173,7 +178,7 @@ func (s *Server) Run() error {
 	}
 	if s.hsJobs != nil {
 		for range s.cfg.HandshakeWorkers {
-			go s.handshakes(s.hsJobs, s.hsStop)
+			go s.handshakes(s.hsJobs, s.hsLater, s.hsStop)
 		}
 		defer close(s.hsStop)
 	}

@@ -1,6 +1,7 @@
 package noise
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -125,11 +126,21 @@ func refusedPlain(nc net.Conn, b byte) error {
 	}
 }
 
-// Read returns frames the server sent, as many bytes as p holds.
+// Read returns frames the server sent, as many bytes as p holds. A
+// server that refused the client's last handshake message (an ERROR or
+// GOAWAY in a KindPlain message where its first transport message would
+// be) is a *RefusedError.
 func (c *Conn) Read(p []byte) (int, error) {
 	for len(c.plain) == 0 {
-		ct, n, err := ReadTransport(c.in)
-		if err == nil {
+		if len(c.in) > 0 && c.in[0] == KindPlain && c.sess.ctr[1].count() == 0 {
+			_, msg, _, err := ReadHandshake(c.in)
+			if err == nil {
+				return 0, &RefusedError{Frame: bytes.Clone(msg)}
+			}
+			if !errors.Is(err, ErrIncomplete) {
+				return 0, err
+			}
+		} else if ct, n, err := ReadTransport(c.in); err == nil {
 			plain, err := c.sess.Open(ct)
 			if err != nil {
 				return 0, err
@@ -137,8 +148,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 			c.plain = append(c.plain[:0], plain...)
 			c.in = c.in[:copy(c.in, c.in[n:])]
 			continue
-		}
-		if !errors.Is(err, ErrIncomplete) {
+		} else if !errors.Is(err, ErrIncomplete) {
 			return 0, err
 		}
 		if cap(c.in)-len(c.in) < 4096 {

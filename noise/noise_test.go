@@ -433,7 +433,8 @@ func FuzzOpen(f *testing.F) {
 	})
 }
 
-// TestSealFrames: frames that fit one transport message go as one; more
+// TestSealFrames: after a session's first message, frames that fit one
+// transport message go as one; more
 // are cut at frame boundaries into messages of at most MaxPlaintext bytes,
 // each opening to whole frames; a frame longer than a message alone is
 // ErrTooLarge, and bytes that must be cut but are not whole frames are
@@ -469,7 +470,12 @@ func TestSealFrames(t *testing.T) {
 		}
 		return n, plain
 	}
-	wire, err := c.Session.SealFrames(nil, frames[:3*len(frame(20_000))])
+	// The session's first message is held shorter (TestFirstMessageShort).
+	wire, err := c.Session.SealFrames(nil, frame(10))
+	if n, _ := messages(wire); err != nil || n != 1 {
+		t.Fatalf("the first message: %d messages (%v)", n, err)
+	}
+	wire, err = c.Session.SealFrames(nil, frames[:3*len(frame(20_000))])
 	if n, plain := messages(wire); err != nil || n != 1 || !bytes.Equal(plain, frames[:len(plain)]) {
 		t.Fatalf("three frames: %d messages (%v), want 1", n, err)
 	}

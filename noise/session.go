@@ -83,16 +83,22 @@ func (s *Session) Seal(dst, plaintext []byte) ([]byte, error) {
 // SealFrames appends to dst frames, which must be whole frames, sealed
 // into as few transport messages as fit: one when they fit one message
 // (what almost every write is, so nothing is parsed), else cut at frame
-// boundaries. A frame longer than MaxPlaintext alone is ErrTooLarge, and
-// bytes to be cut that are not whole frames are an error (bytes that fit
-// one message are not parsed: the caller's promise covers them); dst then
-// holds the messages sealed before the error.
+// boundaries. The session's first message holds at most
+// MaxFirstPlaintext bytes unless its first frame alone is longer, the
+// others at most MaxPlaintext. A frame longer than MaxPlaintext alone is
+// ErrTooLarge, and bytes to be cut that are not whole frames are an error
+// (bytes that fit one message are not parsed: the caller's promise covers
+// them); dst then holds the messages sealed before the error.
 func (s *Session) SealFrames(dst, frames []byte) ([]byte, error) {
 	for len(frames) > 0 {
+		limit := MaxPlaintext
+		if s.ctr[0].count() == 0 {
+			limit = MaxFirstPlaintext
+		}
 		n := len(frames)
-		if n > MaxPlaintext {
+		if n > limit {
 			var err error
-			if n, err = wholeFrames(frames, MaxPlaintext); err != nil {
+			if n, err = wholeFrames(frames, limit); err != nil {
 				return dst, err
 			}
 		}

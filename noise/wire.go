@@ -42,6 +42,14 @@ const (
 	MaxMessage = 65535
 	// MaxPlaintext is the most frame bytes one transport message carries.
 	MaxPlaintext = MaxMessage - TagLen
+	// MaxFirstPlaintext is the most frame bytes a side's first transport
+	// message carries, unless its first frame alone is longer: a server's
+	// first frame is its answer to LOGIN, far shorter, so its first
+	// message's length is below 0x7f00 and never begins with KindPlain.
+	// A client reading its first message after its last handshake message
+	// tells by that byte whether the server refused that message instead
+	// (PROTOCOL.md 3.1).
+	MaxFirstPlaintext = int(KindPlain)<<8 - 1 - TagLen
 	// MaxHandshake is the largest handshake message either side accepts:
 	// the longest pattern's keys and tags, and a LOGIN of at most
 	// MaxLogin bytes.
