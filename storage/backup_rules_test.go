@@ -235,6 +235,22 @@ func TestRestoreGaps(t *testing.T) {
 	}
 	r.Close()
 
+	// A gap of 0 keeps the marks, and says it raised none.
+	dir = filepath.Join(t.TempDir(), "gap0")
+	res, err = Restore(smallConfig(dir, -1), bytes.NewReader(b), 0)
+	if err != nil || res.Since != since || res.Mailboxes != 0 {
+		t.Fatalf("restore with a gap of 0: %+v, %v; want since %d, no mailbox raised", res, err, since)
+	}
+	if r, err = Open(smallConfig(dir, -1)); err != nil {
+		t.Fatal(err)
+	}
+	for rc, hw := range map[uint64]uint64{7: 3, 8: 2} {
+		if got, err := r.LastSeq(rc); err != nil || got != hw {
+			t.Errorf("LastSeq(%d) after a restore with a gap of 0 = %d, %v; want %d", rc, got, err, hw)
+		}
+	}
+	r.Close()
+
 	dir = filepath.Join(t.TempDir(), "overflow")
 	_, err = Restore(smallConfig(dir, -1), bytes.NewReader(b), math.MaxUint64-2)
 	if err == nil || !strings.Contains(err.Error(), "no room for a gap") {

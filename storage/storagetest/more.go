@@ -327,6 +327,20 @@ func testGroups(t *testing.T, h Harness) {
 	ev, dup, err = change(1, storage.GroupPromote, g, 2, 7)
 	changed(ev, dup, err, []uint64{2}, []uint64{1, 2, 3})
 	promoteID := msgID
+	// Role answers from the committed memberships: the owner, the promoted
+	// admin, a member, and ErrNotMember for someone outside the group or
+	// for a group that does not exist.
+	role := func(group, id uint64, want storage.Role, wantErr error) {
+		t.Helper()
+		if r, err := s.Role(group, id); r != want || !errors.Is(err, wantErr) {
+			t.Fatalf("Role(%d, %d) = %v %v, want %v %v", group, id, r, err, want, wantErr)
+		}
+	}
+	role(g, 1, owner, nil)
+	role(g, 2, admin, nil)
+	role(g, 3, member, nil)
+	role(g, 7, 0, storage.ErrNotMember)
+	role(999, 1, 0, storage.ErrNotMember)
 	// Re-adding an admin keeps them an admin, and changes nothing.
 	if ev, dup, err := change(1, storage.GroupAdd, g, 2); err != nil || dup || ev != nil {
 		t.Fatalf("re-adding an admin = %+v %v %v, want no event", ev, dup, err)
@@ -352,6 +366,7 @@ func testGroups(t *testing.T, h Harness) {
 	if gs, err := s.Groups(3); err != nil || len(gs) != 0 {
 		t.Fatalf("Groups(3) after removal = %v %v", gs, err)
 	}
+	role(g, 3, 0, storage.ErrNotMember)
 	// The owner may leave; the group goes on without one, its admins rule.
 	ev, dup, err = change(1, storage.GroupLeave, g)
 	changed(ev, dup, err, []uint64{1}, []uint64{1, 2})
@@ -385,5 +400,18 @@ func testGroups(t *testing.T, h Harness) {
 	wantErr(t, s.DeleteGroup(g), storage.ErrNoGroup)
 	if gs, _ := s.Groups(2); len(gs) != 0 {
 		t.Fatalf("Groups(2) after delete = %v", gs)
+	}
+	role(g, 2, 0, storage.ErrNotMember)
+
+	// Groups lists a member's groups in group order, whatever order they
+	// were made in.
+	made := []uint64{905, 903, 908, 901, 907, 902, 906, 904}
+	for _, group := range made {
+		if _, _, err := change(9, storage.GroupCreate, group); err != nil {
+			t.Fatalf("create %d: %v", group, err)
+		}
+	}
+	if gs, err := s.Groups(9); err != nil || !slices.Equal(gs, slices.Sorted(slices.Values(made))) {
+		t.Fatalf("Groups(9) = %v %v, want %v in order", gs, err, made)
 	}
 }
