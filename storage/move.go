@@ -475,6 +475,7 @@ func planMove(from, to *Folder, ids []uint64, fromName string, res *Moved) (map[
 			}
 			if mm.hw > math.MaxUint64-m.offset {
 				delete(plan, id)
+				res.Renumbered = slices.DeleteFunc(res.Renumbered, func(r uint64) bool { return r == id })
 				res.Refused = append(res.Refused, Refusal{id, fmt.Sprintf("its mark %d plus %s's %d overflows", mm.hw, to.dir, m.offset)})
 			}
 		}

@@ -2,11 +2,15 @@ package storage
 
 import (
 	"errors"
+	"fmt"
 	"maps"
 	"math"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -167,6 +171,9 @@ func TestMoveRefusesMore(t *testing.T) {
 	if !strings.Contains(res.Refused[0].Reason, "overflows") {
 		t.Errorf("refusal of 9: %q, want the overflow named", res.Refused[0].Reason)
 	}
+	if len(res.Renumbered) > 0 {
+		t.Errorf("the refused ids are reported renumbered too: %v", res.Renumbered)
+	}
 	if h, err := from.holds([]uint64{9, 5001}); err != nil || !h[9] || !h[5001] {
 		t.Errorf("the source after the refusals: %v, %v; want 9 and 5001 still there", h, err)
 	}
@@ -239,8 +246,8 @@ func TestMoveRaisesPendingReceipts(t *testing.T) {
 		t.Errorf("pending receipts of 7 after the move: %+v; want the destination's (seq %d) and the moved one at seq %d", got, pd[0].Seq, ps[0].Seq+1)
 	}
 	m, err := decodeMeta([]byte(dump(t, dst)[string(metaKey(7))].value))
-	if err != nil || m.hw != 3+1 || m.floor != srcMeta.floor+1 || m.count != 2 {
-		t.Errorf("the destination's meta of 7: %+v, %v; want hw 4, floor %d, count 2", m, err, srcMeta.floor+1)
+	if err != nil || m.hw != 3+1 || m.floor != srcMeta.floor+1 || m.count != 2 || m.bytes != 2 {
+		t.Errorf("the destination's meta of 7: %+v, %v; want hw 4, floor %d, count 2, bytes 2", m, err, srcMeta.floor+1)
 	}
 }
 
@@ -342,5 +349,286 @@ func TestHoldsAny(t *testing.T) {
 		if !holds(dir) {
 			t.Errorf("a folder with %s holds nothing", tc.name)
 		}
+	}
+}
+
+// TestOwnerOfKeys: every owned key names its owner where keys.go puts it
+// (the group of a membership's reverse index, the acker of a pending
+// receipt, the group in a pending event's value); a store-wide key has
+// none; a key of an owned prefix with the wrong length, or an event whose
+// value is too short to name its group, is corrupt rather than read out
+// of bounds; a prefix this build does not know stops a move.
+func TestOwnerOfKeys(t *testing.T) {
+	group7 := encodeGroupEvent(&GroupEvent{Group: 7, Op: GroupCreate})
+	for _, tc := range []struct {
+		name    string
+		key     []byte
+		value   []byte
+		wantID  uint64
+		wantOK  bool
+		wantErr error
+	}{
+		{name: "entry", key: entryKey(7, 3), wantID: 7, wantOK: true},
+		{name: "mark", key: metaKey(7), wantID: 7, wantOK: true},
+		{name: "dedupe record", key: dedupeKey(1, 2, 7), wantID: 7, wantOK: true},
+		{name: "group record", key: groupInfoKey(7), wantID: 7, wantOK: true},
+		{name: "membership", key: memberKey(7, 9), wantID: 7, wantOK: true},
+		{name: "reverse index", key: byUserKey(9, 7), wantID: 7, wantOK: true},
+		{name: "pending receipt", key: putPendingKey(make([]byte, pendingKeyLen), 1, ReceiptKey{Acker: 7, Seq: 3}), wantID: 7, wantOK: true},
+		{name: "pending event", key: groupEventKey(1, 2), value: group7, wantID: 7, wantOK: true},
+		{name: "totals", key: []byte{prefixTotals}},
+		{name: "sender use", key: quotaKey(9)},
+		{name: "scratch", key: []byte{prefixScratch}},
+		{name: "move marker", key: markerKey(7)},
+		{name: "empty key", key: []byte{}, wantErr: errCorrupt},
+		{name: "short entry", key: entryKey(7, 3)[:entryKeyLen-1], wantErr: errCorrupt},
+		{name: "long mark", key: append(metaKey(7), 0), wantErr: errCorrupt},
+		{name: "short dedupe record", key: dedupeKey(1, 2, 7)[:dedupeKeyLen-1], wantErr: errCorrupt},
+		{name: "short group key", key: groupInfoKey(7)[:groupPrefixSz-1], wantErr: errCorrupt},
+		{name: "short reverse index", key: byUserKey(9, 7)[:byUserKeyLen-1], wantErr: errCorrupt},
+		{name: "short pending receipt", key: putPendingKey(make([]byte, pendingKeyLen), 1, ReceiptKey{Acker: 7, Seq: 3})[:pendingKeyLen-1], wantErr: errCorrupt},
+		{name: "pending event without its group", key: groupEventKey(1, 2), value: group7[:7], wantErr: errCorrupt},
+		{name: "unknown prefix", key: []byte{'x', 0, 7}, wantErr: ErrUnknownKey},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id, ok, err := owner(tc.key, func(fn func([]byte) error) error { return fn(tc.value) })
+			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil && err != nil) {
+				t.Fatalf("owner of %x: %v, want %v", tc.key, err, tc.wantErr)
+			}
+			if tc.wantErr == nil && (id != tc.wantID || ok != tc.wantOK) {
+				t.Errorf("owner of %x: %d, %v; want %d, %v", tc.key, id, ok, tc.wantID, tc.wantOK)
+			}
+		})
+	}
+}
+
+// TestMoveSkipsWhatItDoesNotHold: an id the source holds nothing of is
+// not moved, marked, nor reported, even if the destination holds a mark
+// of it (which stays as it was); an id moving into a destination without
+// a mark of it keeps its seqs and is not reported renumbered. Both stores'
+// totals count what they hold afterwards.
+func TestMoveSkipsWhatItDoesNotHold(t *testing.T) {
+	src, dst := t.TempDir(), t.TempDir()
+	storeWith(t, src, func(s *engine) {
+		mustAppend(t, s, Entry{Recipient: 7, Seq: 1, Kind: KindMessage, Sender: 9, MsgID: 1, Value: []byte("x")})
+	})
+	storeWith(t, dst, func(s *engine) {
+		mustAppend(t, s, Entry{Recipient: 8, Seq: 1, Kind: KindMessage, Sender: 9, MsgID: 2, Value: []byte("y")})
+		mustAck(t, s, 8, 1) // drained: 8's mark alone
+	})
+	before := ownedBy(dump(t, dst), 8)
+	from, to := openFolder(t, src), openFolder(t, dst)
+	res, err := Move(from, to, []uint64{7, 8, 9}, "1")
+	u := unfinishedIn(t, to)
+	from.Close()
+	to.Close()
+	if err != nil || !slices.Equal(res.IDs, []uint64{7}) || len(res.Renumbered) > 0 || len(res.Refused) > 0 {
+		t.Fatalf("move of 7 (held), 8 (a mark in the destination) and 9 (nowhere): %+v, %v; want 7 alone moved, none renumbered", res, err)
+	}
+	if len(u) > 0 {
+		t.Errorf("markers after the move: %+v", u)
+	}
+	if after := ownedBy(dump(t, dst), 8); !maps.Equal(after, before) {
+		t.Errorf("the destination's keys of 8, which did not move, changed: %d keys, %d before", len(after), len(before))
+	}
+	if box := readMailbox(t, dst, 7); box.last != 1 || len(box.entries) != 1 || box.entries[0].Seq != 1 {
+		t.Errorf("7 in the destination: %+v; want its entry at seq 1", box)
+	}
+	for dir, want := range map[string]totals{src: {}, dst: {count: 1, bytes: 1}} {
+		if tot, err := decodeTotals([]byte(dump(t, dir)[string([]byte{prefixTotals})].value)); err != nil || tot != want {
+			t.Errorf("totals of %s after the move: %+v, %v; want %+v", dir, tot, err, want)
+		}
+	}
+}
+
+// TestMoveFinishesAfterSourceDeleted: a crash after the source's deletion
+// and before the destination's marker is removed leaves the id whole in
+// the destination, marked, and nothing of it in the source. The rerun
+// removes the marker and reports the id moved, copying nothing.
+func TestMoveFinishesAfterSourceDeleted(t *testing.T) {
+	src, dst := t.TempDir(), t.TempDir()
+	storeWith(t, src, func(s *engine) {
+		for seq := uint64(1); seq <= 2; seq++ {
+			mustAppend(t, s, Entry{Recipient: 7, Seq: seq, Kind: KindMessage, Sender: 9, MsgID: seq, Value: []byte{'a' + byte(seq)}})
+		}
+	})
+	storeWith(t, dst, func(*engine) {})
+	from, to := openFolder(t, src), openFolder(t, dst)
+	errCrash := errors.New("crash")
+	if _, err := move(from, to, []uint64{7}, "1", func() error { return errCrash }); !errors.Is(err, errCrash) {
+		t.Fatalf("move: %v, want the crash", err)
+	}
+	// What the crashed run would have done next: delete the source's keys.
+	if err := deleteIDs(from, map[uint64]*moving{7: {}}); err != nil {
+		t.Fatal(err)
+	}
+	if h, err := from.holds([]uint64{7}); err != nil || h[7] {
+		t.Fatalf("the source after its deletion: holds 7 %v, %v", h[7], err)
+	}
+	if u := unfinishedIn(t, to); len(u) != 1 || u[0] != (Unfinished{ID: 7, From: "1", Copied: true}) {
+		t.Fatalf("the destination after the crash marks %+v, want a whole copy of 7 from 1", u)
+	}
+	res, err := Move(from, to, []uint64{7}, "1")
+	u := unfinishedIn(t, to)
+	from.Close()
+	to.Close()
+	if err != nil || !slices.Equal(res.IDs, []uint64{7}) || res.Keys != 0 {
+		t.Fatalf("rerun: %+v, %v; want 7 moved, no key copied", res, err)
+	}
+	if len(u) > 0 {
+		t.Errorf("markers after the rerun: %+v", u)
+	}
+	box := readMailbox(t, dst, 7)
+	if box.last != 2 || len(box.entries) != 2 || string(box.entries[0].Value) != "b" || string(box.entries[1].Value) != "c" {
+		t.Errorf("7 in the destination: %+v; want its 2 entries", box)
+	}
+}
+
+// TestMoveRedoesCopyWithItsOffset: a copy that failed into a destination
+// holding a mark of the id is redone with the offset its marker recorded,
+// so the entries land once, above that mark.
+func TestMoveRedoesCopyWithItsOffset(t *testing.T) {
+	src, dst := t.TempDir(), t.TempDir()
+	storeWith(t, src, func(s *engine) {
+		for seq := uint64(1); seq <= 3; seq++ {
+			mustAppend(t, s, Entry{Recipient: 7, Seq: seq, Kind: KindMessage, Sender: 9, MsgID: seq, Value: []byte{'a' + byte(seq)}})
+		}
+	})
+	storeWith(t, dst, func(s *engine) {
+		for seq := uint64(1); seq <= 2; seq++ {
+			mustAppend(t, s, Entry{Recipient: 7, Seq: seq, Kind: KindMessage, Sender: 9, MsgID: 100 + seq, Value: []byte("old")})
+		}
+		mustAck(t, s, 7, 2) // drained: a mark of 2
+	})
+	second := []byte(dump(t, src)[string(entryKey(7, 2))].value)
+	from, to := openFolder(t, src), openFolder(t, dst)
+	defer func() { from.Close(); to.Close() }()
+	// The second entry made too short to be one: the copy stops there,
+	// after the marker is written. (The plan reads the entries above the
+	// stored mark, which may lag them: the mark is made exact.)
+	if err := from.write(func(wb *badger.WriteBatch) error {
+		return errors.Join(
+			wb.Set(entryKey(7, 2), []byte{1}),
+			wb.Set(metaKey(7), putMeta(make([]byte, metaValLen), meta{hw: 3, count: 3, bytes: 3})),
+		)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Move(from, to, []uint64{7}, "1"); !errors.Is(err, errCorrupt) {
+		t.Fatalf("move of a mailbox with a corrupt entry: %v, want errCorrupt", err)
+	}
+	if u := unfinishedIn(t, to); len(u) != 1 || u[0] != (Unfinished{ID: 7, From: "1"}) {
+		t.Fatalf("the destination after a failed copy marks %+v, want a copy of 7 from 1 in progress", u)
+	}
+	if err := from.write(func(wb *badger.WriteBatch) error { return wb.Set(entryKey(7, 2), second) }); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := Move(from, to, []uint64{7}, "1"); err != nil || !slices.Equal(res.IDs, []uint64{7}) || res.Entries != 3 {
+		t.Fatalf("rerun: %+v, %v; want 7 moved with 3 entries", res, err)
+	}
+	from.Close()
+	to.Close()
+	box := readMailbox(t, dst, 7)
+	var got []string
+	for _, e := range box.entries {
+		got = append(got, fmt.Sprintf("%d:%s", e.Seq, e.Value))
+	}
+	if want := "[3:b 4:c 5:d]"; box.last != 5 || fmt.Sprint(got) != want {
+		t.Errorf("7 in the destination: mark %d, entries %v; want mark 5, entries %s", box.last, got, want)
+	}
+}
+
+// TestHoldsAnyMarkersAndSums: a folder whose ids all moved away holds
+// nothing, though its store-wide sums remain; one that holds only a
+// marker of a move into it holds something (the move must be finished
+// before it is served as another node).
+func TestHoldsAnyMarkersAndSums(t *testing.T) {
+	src, dst, marked := t.TempDir(), t.TempDir(), t.TempDir()
+	storeWith(t, src, func(s *engine) {
+		mustAppend(t, s, Entry{Recipient: 7, Seq: 1, Kind: KindMessage, Sender: 9, MsgID: 1, Value: []byte("x")})
+	})
+	storeWith(t, dst, func(*engine) {})
+	from, to := openFolder(t, src), openFolder(t, dst)
+	res, err := Move(from, to, []uint64{7}, "1")
+	if err != nil || !slices.Equal(res.IDs, []uint64{7}) {
+		t.Fatalf("move: %+v, %v", res, err)
+	}
+	srcHolds, err1 := from.HoldsAny()
+	dstHolds, err2 := to.HoldsAny()
+	from.Close()
+	to.Close()
+	if err := errors.Join(err1, err2); err != nil {
+		t.Fatal(err)
+	}
+	if countKeys(dump(t, src), prefixTotals) == 0 {
+		t.Fatal("the emptied source keeps no totals: the test needs a store-wide key left")
+	}
+	if srcHolds || !dstHolds {
+		t.Errorf("after the move the source holds something: %v, the destination: %v; want false, true", srcHolds, dstHolds)
+	}
+
+	f, err := OpenFolder(smallConfig(marked, -1), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.write(func(wb *badger.WriteBatch) error {
+		return wb.Set(markerKey(7), markerValue(moveCopying, 0, "1"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if holds, err := f.HoldsAny(); err != nil || !holds {
+		t.Errorf("a folder with a move marker alone holds something: %v, %v; want true", holds, err)
+	}
+}
+
+// TestOpenFolderRefusesConfig: a config without a folder, or with an
+// invalid field, is refused before any folder is made.
+func TestOpenFolderRefusesConfig(t *testing.T) {
+	root := t.TempDir()
+	invalid := smallConfig(filepath.Join(root, "invalid"), -1)
+	invalid.MaxMailboxMessages = -1
+	for _, cfg := range []Config{smallConfig("", -1), invalid} {
+		if f, err := OpenFolder(cfg, true); !errors.Is(err, ErrInvalidConfig) {
+			if f != nil {
+				f.Close()
+			}
+			t.Errorf("OpenFolder of %q with MaxMailboxMessages %d: %v, want ErrInvalidConfig", cfg.Dir, cfg.MaxMailboxMessages, err)
+		}
+	}
+	if ents, err := os.ReadDir(root); err != nil || len(ents) != 0 {
+		t.Errorf("refused opens made %d folders (%v)", len(ents), err)
+	}
+}
+
+// TestHoldingsOfTheLastID: Holdings, which reads one entry per mailbox and
+// skips the rest, lists a mailbox of the largest id and returns (there is
+// no next mailbox to skip to).
+func TestHoldingsOfTheLastID(t *testing.T) {
+	dir := t.TempDir()
+	storeWith(t, dir, func(s *engine) {
+		for _, r := range []uint64{5, math.MaxUint64} {
+			for seq := uint64(1); seq <= 2; seq++ {
+				mustAppend(t, s, Entry{Recipient: r, Seq: seq, Kind: KindMessage, Sender: 9, MsgID: seq, Value: []byte("x")})
+			}
+		}
+	})
+	f := openFolder(t, dir)
+	defer f.Close()
+	done := make(chan Holdings, 1)
+	go func() {
+		h, err := f.Holdings()
+		if err != nil {
+			t.Error(err)
+		}
+		done <- h
+	}()
+	select {
+	case h := <-done:
+		if !slices.Equal(h.IDs, []uint64{5, math.MaxUint64}) {
+			t.Errorf("holdings %v, want 5 and 2^64-1", h.IDs)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Holdings of a folder holding the largest id did not return in 30 s")
 	}
 }

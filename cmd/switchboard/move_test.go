@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -15,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
+
 	"switchboard/client"
 	"switchboard/home"
 	"switchboard/internal/testutil"
@@ -25,12 +28,17 @@ import (
 	"switchboard/token"
 )
 
+// storageOf is the store's config of the data folder data, as serve has it.
+func storageOf(data string) storage.Config {
+	cfg := node.Default()
+	cfg.Data = data
+	return cfg.WithDefaults().Storage
+}
+
 // openStoreOf opens the store of the data folder data, as serve does.
 func openStoreOf(t *testing.T, data string) storage.Store {
 	t.Helper()
-	cfg := node.Default()
-	cfg.Data = data
-	s, err := storage.Open(cfg.WithDefaults().Storage)
+	s, err := storage.Open(storageOf(data))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -378,7 +386,8 @@ func TestMoveCluster(t *testing.T) {
 }
 
 // TestMoveRefusesBadArgs: node lists and --data that do not describe a
-// cluster are refused before any folder is opened or made.
+// cluster, and stray arguments, are refused as a command line move cannot
+// run with (exit status 2) before any folder is opened or made.
 func TestMoveRefusesBadArgs(t *testing.T) {
 	root := t.TempDir()
 	data := func(ids ...int) string {
@@ -407,11 +416,17 @@ func TestMoveRefusesBadArgs(t *testing.T) {
 		{"a list and a config", []string{"--old-nodes", "1", "--old-config", filepath.Join(root, "x.toml"), "--new-nodes", "1", "--data", data(1)}, "give one"},
 		{"a folder twice", []string{"--old-nodes", "1", "--new-nodes", "1", "--data", data(1, 1)}, "names node 1 twice"},
 		{"a folder of another node", []string{"--old-nodes", "1", "--new-nodes", "1", "--data", data(1, 9)}, "node 9 is in neither node list"},
+		{"an argument", []string{"--old-nodes", "1", "--new-nodes", "1", "--data", data(1), "extra"}, `unexpected argument "extra"`},
+		{"a node list of names", []string{"--old-nodes", "one", "--new-nodes", "1", "--data", data(1)}, `--old-nodes: "one": want id=client/route/nats or an id`},
+		{"no folders", []string{"--old-nodes", "1", "--new-nodes", "1"}, "--data is required"},
+		{"a folder without a path", []string{"--old-nodes", "1", "--new-nodes", "1", "--data", "1="}, `--data: "1=": want id=DIR`},
+		{"a folder without a node", []string{"--old-nodes", "1", "--new-nodes", "1", "--data", filepath.Join(root, "n1")}, "want id=DIR"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := moveMailboxes(tc.args, &bytes.Buffer{})
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("move %q: %v, want an error saying %q", tc.args, err, tc.want)
+			var ue usageError
+			if !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("move %q: %v, want a command-line error saying %q", tc.args, err, tc.want)
 			}
 			if ents, err := os.ReadDir(root); err != nil || len(ents) != 0 {
 				t.Errorf("a refused move made %d folders (%v)", len(ents), err)
@@ -560,5 +575,102 @@ func TestMoveNodeListsFromConfigs(t *testing.T) {
 				t.Errorf("move %q: %v, want a command-line error saying %q", tc.args, err, tc.want)
 			}
 		})
+	}
+}
+
+// leaveUnfinishedMove writes into the store of the data folder data the
+// marker a move of id from node from leaves there once its copy is whole
+// and synced (storage/move.go: 'v' id(8) -> state(1) offset(8) len(1)
+// from), as a crash after the source's deletion and before the marker's
+// removal leaves it.
+func leaveUnfinishedMove(t *testing.T, data string, id uint64, from string) {
+	t.Helper()
+	db, err := badger.Open(badger.DefaultOptions(storageOf(data).Dir).WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := binary.BigEndian.AppendUint64([]byte{'v'}, id)
+	v := binary.BigEndian.AppendUint64([]byte{2}, 0) // copied whole, seqs kept
+	v = append(append(v, byte(len(from))), from...)
+	err = db.Update(func(txn *badger.Txn) error { return txn.Set(k, v) })
+	if err := errors.Join(err, db.Close()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestMoveFinishesWhatACrashLeft: a rerun of the command after a crash
+// that deleted a user from its old home but left the marker in its new
+// one finishes that move (the marker goes, the user stays whole), says
+// so, and moves a user a node held though it was not its home under the
+// old list either. A marker of a move from a node not given in --data
+// stops the command, naming it.
+func TestMoveFinishesWhatACrashLeft(t *testing.T) {
+	root := t.TempDir()
+	dirs := map[uint32]string{}
+	for n := uint32(1); n <= 3; n++ {
+		dirs[n] = filepath.Join(root, fmt.Sprint("n", n))
+	}
+	oldNodes, newNodes := []uint32{1, 2}, []uint32{1, 2, 3}
+	user := func(after uint64) uint64 {
+		for u := after + 1; ; u++ {
+			if home.Of(u, oldNodes) == 1 && home.Of(u, newNodes) == 3 {
+				return u
+			}
+		}
+	}
+	moved := user(0)     // in node 3 already, its marker there, nothing in node 1
+	stray := user(moved) // held by node 2, neither its old home nor its new
+	store := func(n uint32, u uint64, values ...string) {
+		s := openStoreOf(t, dirs[n])
+		defer s.Close()
+		for i, v := range values {
+			if err := storage.AppendWait(s, storage.Entry{Recipient: u, Seq: uint64(i + 1), Kind: storage.KindMessage, Sender: 99, MsgID: uint64(i + 1), Value: []byte(v)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	openStoreOf(t, dirs[1]).Close()
+	store(2, stray, "s1")
+	store(3, moved, "m1", "m2")
+	leaveUnfinishedMove(t, dirs[3], moved, "1")
+	args := []string{"--old-nodes", "1,2", "--new-nodes", "1,2,3", "--data", fmt.Sprintf("1=%s,2=%s,3=%s", dirs[1], dirs[2], dirs[3])}
+
+	var out bytes.Buffer
+	if err := moveMailboxes(args, &out); err != nil {
+		t.Fatalf("move: %v\n%s", err, out.String())
+	}
+	for _, says := range []string{
+		fmt.Sprintf("node 3 (%s): holds 1 ids, 1 unfinished moves into it\n", storageOf(dirs[3]).Dir),
+		"1 ids are held by a node that was not their home under the old list either",
+		"node 1 -> node 3: moved 1 ids (0 entries, 0 keys)",
+		"node 2 -> node 3: moved 1 ids (1 entries,",
+	} {
+		if !strings.Contains(out.String(), says) {
+			t.Errorf("the move does not say %q:\n%s", says, out.String())
+		}
+	}
+	f, err := storage.OpenFolder(storageOf(dirs[3]), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := f.Holdings()
+	f.Close()
+	if want := []uint64{moved, stray}; err != nil || fmt.Sprint(h.IDs) != fmt.Sprint(want) || len(h.Unfinished) > 0 {
+		t.Errorf("node 3 after the move: %+v, %v; want %v and no unfinished move", h, err, want)
+	}
+	s := openStoreOf(t, dirs[3])
+	es, _, err := s.Read(moved, 0, 10, 0, nil)
+	s.Close()
+	if err != nil || len(es) != 2 || string(es[0].Value) != "m1" || string(es[1].Value) != "m2" {
+		t.Errorf("user %d on node 3: %d entries, %v; want m1, m2", moved, len(es), err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dirs[3], node.HomesFileName)); err != nil || !strings.HasSuffix(string(b), "node 3 of 1,2,3\n") {
+		t.Errorf("node 3's folder records %q (%v)", b, err)
+	}
+
+	leaveUnfinishedMove(t, dirs[3], moved, "9")
+	err = moveMailboxes(args, &bytes.Buffer{})
+	if want := fmt.Sprintf("node 3's folder holds an unfinished move of %d from \"9\", which is not a node given in --data", moved); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("move with a marker from node 9: %v, want an error saying %q", err, want)
 	}
 }
