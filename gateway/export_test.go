@@ -2,8 +2,11 @@ package gateway
 
 import (
 	"context"
+	"sync/atomic"
 
 	"github.com/panjf2000/gnet/v2"
+
+	"switchboard/protocol"
 )
 
 // LoopsInUse returns how many event loops have had a connection, for tests.
@@ -108,3 +111,34 @@ var OpenFileLimit = openFileLimit
 // HandshakeSteps returns the Noise handshake steps waiting for or on a
 // worker.
 func (s *Server) HandshakeSteps() int64 { return s.live.handshakes.Load() }
+
+// Unsent returns the bytes gnet holds unsent for user's connection, as
+// its event loop sees them.
+func (s *Server) Unsent(user uint64) int {
+	var n atomic.Int64
+	s.eachLoop(context.Background(), func(l *loop) {
+		l.wheel.each(func(c *conn) {
+			if c.user == user {
+				n.Add(int64(c.gc.OutboundBuffered()))
+			}
+		})
+	})
+	return int(n.Load())
+}
+
+// CloseUnwoken asks user's connection to close with code, as the router
+// does, but leaves its loop unwoken, as when the wake is still queued
+// behind the next runnable: for tests of a runnable (Detach's) that finds
+// a close the loop has not handled.
+func (s *Server) CloseUnwoken(user uint64, code protocol.Code) {
+	s.eachLoop(context.Background(), func(l *loop) {
+		l.wheel.each(func(c *conn) {
+			if c.user == user {
+				c.mu.Lock()
+				c.closing, c.woken = uint8(code), true
+				s.live.closing.Add(1)
+				c.mu.Unlock()
+			}
+		})
+	})
+}

@@ -85,6 +85,8 @@ func (s *Server) Flush(ctx context.Context) int {
 		}
 		select {
 		case <-ctx.Done():
+			// Not another pass: with ctx ended, it would count nothing.
+			return waiting
 		case <-time.After(10 * time.Millisecond): // the kernel drains the sockets
 		}
 	}
@@ -367,15 +369,24 @@ func (s *Server) timeOf(sec uint32) time.Time {
 }
 
 // eachLoop runs fn on every loop, on the loop, and waits for all of them
-// or ctx.
+// or ctx. Once ctx ends, fn starts on no more loops, and eachLoop returns
+// when those it runs on finished: fn never runs after eachLoop returned
+// (gnet runs a queued runnable whatever its context), so what it records
+// and the connections it takes stay the caller's to see.
 func (s *Server) eachLoop(ctx context.Context, fn func(*loop)) {
+	var gate sync.RWMutex // read-held while fn runs; gaveUp under it
+	gaveUp := false
 	s.mu.Lock()
 	var wg sync.WaitGroup
 	for el, l := range s.loops {
 		wg.Add(1)
 		err := el.Execute(ctx, gnet.RunnableFunc(func(context.Context) error {
 			defer wg.Done()
-			fn(l)
+			gate.RLock()
+			defer gate.RUnlock()
+			if !gaveUp {
+				fn(l)
+			}
 			return nil
 		}))
 		if err != nil {
@@ -388,5 +399,8 @@ func (s *Server) eachLoop(ctx context.Context, fn func(*loop)) {
 	select {
 	case <-done:
 	case <-ctx.Done():
+		gate.Lock()
+		gaveUp = true
+		gate.Unlock()
 	}
 }

@@ -167,7 +167,12 @@ func (n *Node) handOver(ch *handover.Channel) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), budget)
 	defer cancel()
-	unsent := n.srv.Flush(ctx)
+	// Flush waits for slow readers at most half the budget: Detach needs
+	// the rest, or it would detach nothing and every client would
+	// reconnect because one did not read.
+	flushCtx, cancelFlush := context.WithTimeout(ctx, budget/2)
+	unsent := n.srv.Flush(flushCtx)
+	cancelFlush()
 	log.Info("handover: 2/5 detaching connections", "finished_in", time.Since(start).Round(time.Millisecond), "unsent", unsent)
 	recs, fds, letGo, err := n.srv.Detach(ctx)
 	if err != nil {
