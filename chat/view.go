@@ -121,7 +121,7 @@ func (m *Model) page(dir int) {
 	}
 	lines := m.conversationLines()
 	height := func(i int) int { return len(m.wrap(lines[i : i+1])) }
-	end := len(lines) - m.scroll // the first line below the screen
+	end, was := len(lines)-m.scroll, m.scroll // end: the first line below the screen
 	switch dir {
 	case 1:
 		shown := 0
@@ -148,7 +148,7 @@ func (m *Model) page(dir int) {
 	default:
 		m.scroll = 0
 	}
-	if m.scroll == 0 {
+	if was > 0 && m.scroll == 0 {
 		m.markRead()
 		m.save()
 	}
