@@ -2,6 +2,7 @@ package delivery_test
 
 import (
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -143,5 +144,152 @@ func TestCrashAnswersAReceiptFromAnotherNode(t *testing.T) {
 				t.Fatalf("alice's receipts %+v, want one delivered receipt of msg 7", got)
 			}
 		})
+	}
+}
+
+// TestSendAcrossNodesToABusyShard: alice (node 2) sends to bob (node 1)
+// while bob's shard queue on node 1 is full: the SEND is refused back
+// across the nodes, RETRY_LATER with a busy retry_after, and node 2 forgets
+// it; once the queue has room the resend is stored once.
+func TestSendAcrossNodesToABusyShard(t *testing.T) {
+	const alice, bob = 1, 2 // alice homed on node 2, bob on node 1
+	gated := &gatedStore{gate: make(chan struct{}), entered: make(chan struct{})}
+	_, rs, ss := newClusterWith(t, 2, clusterOpts{cfg: delivery.Config{Shards: 2, QueueLen: 4}, store: func(node uint32, mem storage.Store) storage.Store {
+		if node != 1 {
+			return mem
+		}
+		gated.Store = mem
+		return gated
+	}})
+	n1, n2 := rs[0], rs[1]
+	for u := uint64(4); gated.user == 0; u += 2 { // even ids are homed on node 1
+		if n1.ShardOf(u) == n1.ShardOf(bob) {
+			gated.user = u
+		}
+	}
+	open := sync.OnceFunc(func() { close(gated.gate) })
+	t.Cleanup(open)
+	a := newFake()
+	login(t, n2, a, alice, 0)
+
+	stall(n1, gated)
+	send(t, n2, a, alice, 7, bob)
+	got := answer(t, a, 7)
+	wantRefuse(t, got, protocol.CodeRetryLater)
+	if got.RetryAfter == 0 || got.Reason != "busy" {
+		t.Fatalf("refusal %+v, want a busy retry_after", got)
+	}
+	if p, rt := n2.Forwarding(); p != 0 || rt != 0 {
+		t.Fatalf("node 2 still tracks %d forwarded SENDs over %d routes after the refusal", p, rt)
+	}
+
+	open()
+	waitFor(t, "the resend's ACCEPT", func() bool {
+		a.reset()
+		send(t, n2, a, alice, 7, bob)
+		return answer(t, a, 7).Kind == delivery.OutAccept
+	})
+	if page, _, err := ss[0].Read(bob, 1, 10, 0, nil); err != nil || len(page) != 1 || page[0].MsgID != 7 {
+		t.Fatalf("bob's mailbox %+v (%v), want msg 7 once", page, err)
+	}
+}
+
+// TestGroupRequestAcrossNodesToABusyHome: alice (node 2) sends to a group
+// homed on node 1 while node 1's group worker queue is full: the request is
+// refused back across the nodes, RETRY_LATER with a busy retry_after; once
+// the worker has room the resend is stored.
+func TestGroupRequestAcrossNodesToABusyHome(t *testing.T) {
+	const alice, bob, staller = 1, 2, 100 // alice homed on node 2; bob and the staller on node 1
+	entered, gate := make(chan struct{}), make(chan struct{})
+	_, rs, ss := newClusterWith(t, 2, clusterOpts{
+		cfg: delivery.Config{Shards: 2, QueueLen: 4}, // one group worker
+		hook: func(node uint32) func(string, uint64) {
+			if node != 1 {
+				return nil
+			}
+			return func(worker string, user uint64) {
+				if worker == "group" && user == staller {
+					close(entered)
+					<-gate
+				}
+			}
+		},
+	})
+	release := sync.OnceFunc(func() { close(gate) })
+	t.Cleanup(release)
+	n1, n2 := rs[0], rs[1]
+	a := newFake()
+	login(t, n2, a, alice, 0)
+	group := createGroupOn(t, n2, a, alice, 2, 1, bob)
+
+	if !n1.GroupOp(newFake().s(), delivery.To(staller), &protocol.Group{MsgID: 1, Op: protocol.GroupLeave, Group: group}) {
+		t.Fatal("GroupOp busy")
+	}
+	<-entered
+	for n1.GroupOp(newFake().s(), delivery.To(staller+2), &protocol.Group{MsgID: 2, Op: protocol.GroupLeave, Group: group}) {
+	}
+	groupSend(t, n2, a, alice, group, 5)
+	got := answer(t, a, 5)
+	wantRefuse(t, got, protocol.CodeRetryLater)
+	if got.RetryAfter == 0 || got.Reason != "busy" {
+		t.Fatalf("refusal %+v, want a busy retry_after", got)
+	}
+
+	release()
+	waitFor(t, "the resend's ACCEPT", func() bool {
+		a.reset()
+		groupSend(t, n2, a, alice, group, 5)
+		return answer(t, a, 5).Kind == delivery.OutAccept
+	})
+	if got := groupMessages(t, ss[0], bob); !slices.Equal(got, []uint64{5}) {
+		t.Fatalf("bob's group messages %v, want [5]", got)
+	}
+}
+
+// TestFanoutToABusyMemberShard: a group message's copy for bob, homed on
+// another node than the group, while bob's shard queue there is full: the
+// message is refused, RETRY_LATER saying why, and nothing is stored for
+// bob; once the queue has room the resend stores bob's copy once.
+func TestFanoutToABusyMemberShard(t *testing.T) {
+	const alice, bob = 2, 1 // alice on node 1, the group's home; bob on node 2
+	gated := &gatedStore{gate: make(chan struct{}), entered: make(chan struct{})}
+	_, rs, ss := newClusterWith(t, 2, clusterOpts{cfg: delivery.Config{Shards: 2, QueueLen: 4}, store: func(node uint32, mem storage.Store) storage.Store {
+		if node != 2 {
+			return mem
+		}
+		gated.Store = mem
+		return gated
+	}})
+	n1, n2 := rs[0], rs[1]
+	for u := uint64(3); gated.user == 0; u += 2 { // odd ids are homed on node 2
+		if n2.ShardOf(u) == n2.ShardOf(bob) {
+			gated.user = u
+		}
+	}
+	open := sync.OnceFunc(func() { close(gated.gate) })
+	t.Cleanup(open)
+	a := newFake()
+	login(t, n1, a, alice, 0)
+	group := createGroupOn(t, n1, a, alice, 2, 1, bob)
+
+	stall(n2, gated)
+	groupSend(t, n1, a, alice, group, 5)
+	got := answer(t, a, 5)
+	wantRefuse(t, got, protocol.CodeRetryLater)
+	if got.RetryAfter == 0 || got.Reason != "a member's shard is busy" {
+		t.Fatalf("refusal %+v, want a busy retry_after, saying why", got)
+	}
+	if got := groupMessages(t, ss[1], bob); len(got) != 0 {
+		t.Fatalf("bob's group messages %v while his shard was full", got)
+	}
+
+	open()
+	waitFor(t, "the resend's ACCEPT", func() bool {
+		a.reset()
+		groupSend(t, n1, a, alice, group, 5)
+		return answer(t, a, 5).Kind == delivery.OutAccept
+	})
+	if got := groupMessages(t, ss[1], bob); !slices.Equal(got, []uint64{5}) {
+		t.Fatalf("bob's group messages %v, want [5]", got)
 	}
 }

@@ -281,11 +281,11 @@ func (r *Router) fromPeerFanout(from uint32, f *fields) error {
 	fan := &fanout{r: r, then: func(err error) { r.fanned(from, id, err) }}
 	fan.pending.Store(1)
 	for _, m := range members {
+		fan.pending.Add(1)
 		if r.remote(m) != 0 {
 			fan.done(fmt.Errorf("%w: member %d is not homed here", errPeerPayload, m))
 			continue
 		}
-		fan.pending.Add(1)
 		_, o := r.own.owner(m)
 		if !o.offer(request{kind: reqFanout, user: m, from: sender, msgID: msgID, retry: retry, record: record, fan: fan, entry: kind}) {
 			fan.done(errBusy)

@@ -149,8 +149,10 @@ type routeState struct {
 	n        int
 }
 
-// add records forwarded SEND k as pending. p.mu held.
+// add records forwarded SEND k as pending; a resend of one still pending
+// replaces it, counted once in its route. p.mu held.
 func (p *peering) add(k forwarded, f inFlight) {
+	p.drop(k)
 	p.pending[k] = f
 	rt := route{sess: k.sess, node: f.node}
 	rs := p.routes[rt]

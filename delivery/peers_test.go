@@ -1,6 +1,7 @@
 package delivery_test
 
 import (
+	"cmp"
 	"errors"
 	"slices"
 	"strings"
@@ -96,7 +97,11 @@ func newCluster(t testing.TB, n int, clock func() time.Time) (*fakeCluster, []*d
 
 // clusterOpts is how newClusterWith makes each node.
 type clusterOpts struct {
-	cfg delivery.Config // every router's
+	cfg  delivery.Config // every router's
+	scfg storage.Config  // every node's memory store's
+	// timeout is every router's Join timeout; zero: a second, negative:
+	// Join's default (it is passed as 0).
+	timeout time.Duration
 	// store returns the store node's router runs over, given the node's
 	// memory store; nil: the memory store itself.
 	store func(node uint32, mem storage.Store) storage.Store
@@ -117,7 +122,7 @@ func newClusterWith(t testing.TB, n int, o clusterOpts) (*fakeCluster, []*delive
 	}
 	for i := range n {
 		node := uint32(i + 1)
-		store, err := storage.NewMemory(storage.Config{})
+		store, err := storage.NewMemory(o.scfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -134,7 +139,11 @@ func newClusterWith(t testing.TB, n int, o clusterOpts) (*fakeCluster, []*delive
 				r.SetPanicHook(h)
 			}
 		}
-		r.Join(fakePeer{c: c, self: node}, time.Second)
+		timeout := cmp.Or(o.timeout, time.Second)
+		if timeout < 0 {
+			timeout = 0
+		}
+		r.Join(fakePeer{c: c, self: node}, timeout)
 		r.Start(sessions)
 		c.nodes[node] = r
 		q := c.queues[node]
@@ -360,6 +369,19 @@ func TestLoginAwayFromHomeRefused(t *testing.T) {
 	}
 }
 
+// TestReplaceInACluster: a second login of a user at its home node closes
+// the first with REPLACED, as on a node alone.
+func TestReplaceInACluster(t *testing.T) {
+	_, rs, _ := newCluster(t, 2, time.Now)
+	first, second := newFake(), newFake()
+	login(t, rs[1], first, 1, 0) // user 1 is homed on node 2
+	login(t, rs[1], second, 1, 0)
+	waitFor(t, "REPLACED", func() bool { return first.closeCode() == protocol.CodeReplaced })
+	if second.closeCode() != 0 {
+		t.Fatalf("new connection closed with %v", second.closeCode())
+	}
+}
+
 // TestSignalsAcrossNodes: a typing signal to a user homed on another node
 // reaches their session there, and so does a group signal, one payload per
 // node; a signal for a node that is down is dropped and counted.
@@ -557,57 +579,66 @@ func TestGroupAcrossNodes(t *testing.T) {
 	wantRefuse(t, sendGroup(dave, 21), protocol.CodeNotMember)
 }
 
-// TestForwardLostWithARestartedHome: a SEND lost in transit to a home that
-// then restarts is refused (retryable) as soon as the sender's next SEND
-// to that home goes, and that next one is refused too, so the session
-// sends both again in msg_id order and the later is never stored before
-// the earlier. A SEND meant for the home's previous process is refused by
-// the new one; a pending one the session never follows up is refused at
-// its deadline, saying the home restarted.
+// TestForwardLostWithARestartedHome: SENDs lost in transit to a home that
+// then restarts are refused (retryable) as soon as the sender's next SEND
+// to that home goes, in msg_id order, and that next one is refused too, so
+// the session sends them all again in msg_id order and a later one is
+// never stored before an earlier. A SEND meant for the home's previous
+// process is refused by the new one; a pending one the session never
+// follows up is refused at its deadline, saying the home restarted.
 func TestForwardLostWithARestartedHome(t *testing.T) {
 	c, rs, ss := newCluster(t, 2, time.Now)
 	n2 := rs[1]
 	const alice, bob = 1, 2 // alice on node 2, bob on node 1
+	const lost = 32         // enough that an unsorted refusal order shows
 	a := newFake()
 	login(t, n2, a, alice, 0)
 
-	c.set(c.deaf, 1, true) // node 1 dies with msg 1 in hand
-	send(t, n2, a, alice, 1, bob)
+	c.set(c.deaf, 1, true) // node 1 dies with msgs 1 to 32 in hand
+	for id := uint64(1); id <= lost; id++ {
+		send(t, n2, a, alice, id, bob)
+	}
 	c.mu.Lock()
 	c.inst[1]++ // and comes back as a new process
 	c.mu.Unlock()
 	c.set(c.deaf, 1, false)
-	send(t, n2, a, alice, 2, bob)
+	send(t, n2, a, alice, lost+1, bob)
 	refused := a.items(delivery.OutRefuse)
-	if len(refused) != 2 || refused[0].MsgID != 1 || refused[1].MsgID != 2 {
-		t.Fatalf("refusals %+v, want msgs 1 and 2 refused at once", refused)
+	if len(refused) != lost+1 {
+		t.Fatalf("%d refusals, want msgs 1 to %d refused at once", len(refused), lost+1)
 	}
-	for _, r := range refused {
-		if r.Code != protocol.CodeRetryLater || r.RetryAfter == 0 {
-			t.Fatalf("refusal %+v, want RETRY_LATER", r)
+	for i, r := range refused {
+		if r.MsgID != uint64(i+1) || r.Code != protocol.CodeRetryLater || r.RetryAfter == 0 || r.Reason != "the recipient's home node restarted" {
+			t.Fatalf("refusal %d: %+v, want RETRY_LATER of msg %d (in msg_id order), saying the home restarted", i, r, i+1)
 		}
 	}
-	// Sent again in order, both are stored in order.
-	send(t, n2, a, alice, 1, bob)
-	send(t, n2, a, alice, 2, bob)
-	waitFor(t, "both ACCEPTs", func() bool { return len(a.items(delivery.OutAccept)) == 2 })
-	page, _, err := ss[0].Read(bob, 1, 10, 0, nil)
-	if err != nil || len(page) != 2 || page[0].MsgID != 1 || page[1].MsgID != 2 {
-		t.Fatalf("bob's mailbox %+v (%v), want msgs 1 then 2", page, err)
+	// Sent again in order, they are stored in order.
+	for id := uint64(1); id <= lost+1; id++ {
+		send(t, n2, a, alice, id, bob)
+	}
+	waitFor(t, "every ACCEPT", func() bool { return len(a.items(delivery.OutAccept)) == lost+1 })
+	page, _, err := ss[0].Read(bob, 1, 2*lost, 0, nil)
+	if err != nil || len(page) != lost+1 {
+		t.Fatalf("bob's mailbox holds %d entries (%v), want %d", len(page), err, lost+1)
+	}
+	for i, e := range page {
+		if e.MsgID != uint64(i+1) {
+			t.Fatalf("bob's entry %d is msg %d, want %d: stored out of order", i, e.MsgID, i+1)
+		}
 	}
 
 	// A pending one the session does not follow up is refused at its
 	// deadline (a second here), saying the home restarted.
 	c.set(c.deaf, 1, true)
-	send(t, n2, a, alice, 3, bob)
+	send(t, n2, a, alice, lost+2, bob)
 	c.mu.Lock()
 	c.inst[1]++
 	c.mu.Unlock()
 	n2.Tick()
-	waitFor(t, "the refusal of msg 3", func() bool {
-		r := a.items(delivery.OutRefuse)
-		return len(r) == 3 && r[2].MsgID == 3
-	})
+	waitFor(t, "the refusal of the last msg", func() bool { return len(a.items(delivery.OutRefuse)) == lost+2 })
+	if r := a.items(delivery.OutRefuse)[lost+1]; r.MsgID != lost+2 || r.Code != protocol.CodeRetryLater || r.Reason != "the recipient's home node restarted" {
+		t.Fatalf("refusal %+v, want RETRY_LATER of msg %d, saying the home restarted", r, lost+2)
+	}
 	if p, rt := n2.Forwarding(); p != 0 || rt != 0 {
 		t.Fatalf("node 2 still tracks %d forwarded SENDs over %d routes, all answered or refused", p, rt)
 	}
@@ -693,67 +724,89 @@ func FuzzFromPeer(f *testing.F) {
 
 // TestRestartHeardFromTheHome: the home restarted and the sender's node
 // has not heard it yet, so the session's next SEND goes tagged for the old
-// process and the new one refuses it. The SEND still pending with the old
-// process (lost with it) is refused first, then the new one: the session
-// resends them in msg_id order and the recipient reads them in order.
+// process and the new one refuses it. The SENDs still pending with the old
+// process (lost with it) are refused first, in msg_id order, then the new
+// one, once each: the session resends them in msg_id order and the
+// recipient reads them in order.
 func TestRestartHeardFromTheHome(t *testing.T) {
 	c, rs, ss := newCluster(t, 2, time.Now)
 	n2 := rs[1]
 	const alice, bob = 1, 2 // alice on node 2, bob on node 1
+	const lost = 32         // enough that an unsorted refusal order shows
 	a := newFake()
 	login(t, n2, a, alice, 0)
 
-	c.set(c.deaf, 1, true) // node 1 dies with msg 1 in hand
-	send(t, n2, a, alice, 1, bob)
+	c.set(c.deaf, 1, true) // node 1 dies with msgs 1 to 32 in hand
+	for id := uint64(1); id <= lost; id++ {
+		send(t, n2, a, alice, id, bob)
+	}
 	c.mu.Lock()
 	c.inst[1]++       // and comes back as a new process
 	c.stale[2] = true // which node 2 has not heard from yet
 	c.mu.Unlock()
 	c.set(c.deaf, 1, false)
-	send(t, n2, a, alice, 2, bob)
-	waitFor(t, "two refusals", func() bool { return len(a.items(delivery.OutRefuse)) == 2 })
-	refused := a.items(delivery.OutRefuse)
-	if refused[0].MsgID != 1 || refused[1].MsgID != 2 {
-		t.Fatalf("refusals of msgs %d then %d, want 1 then 2", refused[0].MsgID, refused[1].MsgID)
+	send(t, n2, a, alice, lost+1, bob)
+	waitFor(t, "the refusals", func() bool { return len(a.items(delivery.OutRefuse)) == lost+1 })
+	for i, r := range a.items(delivery.OutRefuse) {
+		if r.MsgID != uint64(i+1) || r.Code != protocol.CodeRetryLater {
+			t.Fatalf("refusal %d: %+v, want RETRY_LATER of msg %d (in msg_id order)", i, r, i+1)
+		}
 	}
 	c.mu.Lock()
 	c.stale[2] = false
 	c.mu.Unlock()
-	send(t, n2, a, alice, 1, bob)
-	send(t, n2, a, alice, 2, bob)
-	waitFor(t, "both ACCEPTs", func() bool { return len(a.items(delivery.OutAccept)) == 2 })
-	page, _, err := ss[0].Read(bob, 1, 10, 0, nil)
-	if err != nil || len(page) != 2 || page[0].MsgID != 1 || page[1].MsgID != 2 {
-		t.Fatalf("bob's mailbox %+v (%v), want msgs 1 then 2", page, err)
+	for id := uint64(1); id <= lost+1; id++ {
+		send(t, n2, a, alice, id, bob)
+	}
+	waitFor(t, "every ACCEPT", func() bool { return len(a.items(delivery.OutAccept)) == lost+1 })
+	page, _, err := ss[0].Read(bob, 1, 2*lost, 0, nil)
+	if err != nil || len(page) != lost+1 {
+		t.Fatalf("bob's mailbox holds %d entries (%v), want %d", len(page), err, lost+1)
+	}
+	for i, e := range page {
+		if e.MsgID != uint64(i+1) {
+			t.Fatalf("bob's entry %d is msg %d, want %d: stored out of order", i, e.MsgID, i+1)
+		}
+	}
+	if n := len(a.items(delivery.OutRefuse)); n != lost+1 {
+		t.Fatalf("%d refusals, want %d: one per SEND", n, lost+1)
 	}
 }
 
 // TestRefuseAwaiting: a node handing its connections over refuses what
-// other nodes have not answered, retryable within half a second and in
-// msg_id order, since no answer can reach it once it leaves the cluster; a
-// node alone has nothing awaiting.
+// other nodes have not answered, forwarded SENDs and the parts of group
+// fan-outs alike, retryable within half a second and in msg_id order,
+// since no answer can reach it once it leaves the cluster.
 func TestRefuseAwaiting(t *testing.T) {
 	c, rs, _ := newCluster(t, 2, time.Now)
 	n2 := rs[1]
 	const alice, bob = 1, 2 // alice homed on node 2, bob on node 1
+	const sends = 16        // enough that an unsorted refusal order shows
 	a := newFake()
 	login(t, n2, a, alice, 0)
+	group := createGroupOn(t, n2, a, alice, 2, 2, bob) // homed on node 2, bob's copies on node 1
+	a.reset()
 	c.set(c.deaf, 1, true)
-	send(t, n2, a, alice, 5, bob)
-	send(t, n2, a, alice, 6, bob)
-	waitFor(t, "two forwarded SENDs awaiting", func() bool { return n2.Awaiting() == 2 })
+	for id := uint64(1); id <= sends; id++ {
+		send(t, n2, a, alice, id, bob)
+	}
+	groupSend(t, n2, a, alice, group, sends+1)
+	waitFor(t, "the forwarded SENDs and a fan-out part awaiting", func() bool { return n2.Awaiting() == sends+1 })
 	n2.RefuseAwaiting()
 	if n2.Awaiting() != 0 {
 		t.Fatalf("%d still awaiting", n2.Awaiting())
 	}
 	refused := a.items(delivery.OutRefuse)
-	if len(refused) != 2 || refused[0].MsgID != 5 || refused[1].MsgID != 6 {
-		t.Fatalf("refusals %+v, want msgs 5 and 6 in order", refused)
+	if len(refused) != sends+1 {
+		t.Fatalf("%d refusals, want %d", len(refused), sends+1)
 	}
-	for _, r := range refused {
-		if r.Code != protocol.CodeRetryLater || r.RetryAfter < 250 || r.RetryAfter > 500 || !strings.Contains(r.Reason, "handing") {
-			t.Fatalf("refusal %+v, want RETRY_LATER with a retry_after in [250, 500] ms (the successor takes the connection), saying why", r)
+	for i, r := range refused {
+		if r.MsgID != uint64(i+1) || r.Code != protocol.CodeRetryLater || r.RetryAfter < 250 || r.RetryAfter > 500 || !strings.Contains(r.Reason, "handing") {
+			t.Fatalf("refusal %d: %+v, want RETRY_LATER of msg %d (in msg_id order) with a retry_after in [250, 500] ms (the successor takes the connection), saying why", i, r, i+1)
 		}
+	}
+	if n := len(a.items(delivery.OutAccept)); n != 0 {
+		t.Fatalf("%d ACCEPTs, want none", n)
 	}
 }
 
