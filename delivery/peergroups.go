@@ -3,6 +3,7 @@ package delivery
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"time"
 
 	"switchboard/protocol"
@@ -192,12 +193,7 @@ func (r *Router) fanRemote(node uint32, f *fanout, e storage.Entry, members []ui
 	// in order (as forward does for one session).
 	var lost []*fanout
 	if rs := p.fanRoutes[node]; rs.n > 0 && rs.instance != inst {
-		for id, rf := range p.fans {
-			if rf.node == node && rf.instance != inst {
-				lost = append(lost, rf.f)
-				p.dropFan(id)
-			}
-		}
+		lost = p.takeFans(func(rf remoteFan) bool { return rf.node == node && rf.instance != inst })
 	}
 	var id uint64
 	if len(lost) == 0 {
@@ -251,6 +247,25 @@ func (p *peering) dropFan(id uint64) {
 	} else {
 		delete(p.fanRoutes, rf.node)
 	}
+}
+
+// takeFans removes the pending fan-out parts that match and returns their
+// fan-outs in the order the parts were made: a sender's group requests
+// are fanned out in msg_id order, so they are failed in it. p.mu held.
+func (p *peering) takeFans(match func(remoteFan) bool) []*fanout {
+	var ids []uint64
+	for id, rf := range p.fans {
+		if match(rf) {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	fans := make([]*fanout, len(ids))
+	for i, id := range ids {
+		fans[i] = p.fans[id].f
+		p.dropFan(id)
+	}
+	return fans
 }
 
 // takeFan removes and returns pending fan-out part id, if it is pending.
@@ -317,15 +332,31 @@ func (r *Router) fanned(node uint32, id uint64, err error) {
 }
 
 // fromPeerFanned completes a fan-out part this node handed to node from.
-func (r *Router) fromPeerFanned(f *fields) error {
+func (r *Router) fromPeerFanned(from uint32, f *fields) error {
 	id, code, retryAfter := f.uvarint(), protocol.Code(f.uvarint()), uint32(f.uvarint())
 	reason := string(f.b)
 	if f.err != nil {
 		return fmt.Errorf("%w: fanned", errPeerPayload)
 	}
-	rf, ok := r.takeFan(id)
+	p := &r.peer
+	p.mu.Lock()
+	rf, ok := p.fans[id]
 	if !ok {
+		p.mu.Unlock()
 		return nil // timed out already: its requester was told to retry
+	}
+	p.dropFan(id)
+	var lost []*fanout
+	if code != 0 && reason == reasonMemberHomeRestarted {
+		// The node's new process refused a part meant for the one before:
+		// every other part that went to that process is lost with it.
+		// Fail them first, so that their senders send again in msg_id
+		// order rather than this one before them (as a 1:1 answer does).
+		lost = p.takeFans(func(o remoteFan) bool { return o.node == from && o.instance == rf.instance })
+	}
+	p.mu.Unlock()
+	for _, lf := range lost {
+		lf.done(memberHomeRefusal(reasonMemberHomeRestarted))
 	}
 	var err error
 	if code != 0 {
@@ -338,19 +369,10 @@ func (r *Router) fromPeerFanned(f *fields) error {
 // expireFans fails the fan-out parts whose node did not answer in time or
 // restarted since. Runs on the first shard's tick.
 func (r *Router) expireFans(now time.Time) {
-	var late, lost []*fanout
 	p := &r.peer
 	p.mu.Lock()
-	for id, rf := range p.fans {
-		switch {
-		case p.peers.Instance(rf.node) != rf.instance:
-			lost = append(lost, rf.f)
-			p.dropFan(id)
-		case !now.Before(rf.deadline):
-			late = append(late, rf.f)
-			p.dropFan(id)
-		}
-	}
+	lost := p.takeFans(func(rf remoteFan) bool { return p.peers.Instance(rf.node) != rf.instance })
+	late := p.takeFans(func(rf remoteFan) bool { return !now.Before(rf.deadline) })
 	p.mu.Unlock()
 	for _, f := range late {
 		r.stats.ForwardTimeouts.Add(1)

@@ -218,3 +218,51 @@ func TestFanoutNamesAMemberHomedElsewhere(t *testing.T) {
 		t.Fatalf("node 1 stored group messages %v for member 3, homed on node 2", got)
 	}
 }
+
+// TestFanoutRestartHeardFromAMemberHome: bob's home node died with the
+// fan-out parts of alice's group messages 1 to 32 in hand and came back
+// as a new process, which the group's home has not heard yet. Message 33
+// goes tagged for the old process and the new one refuses it: 1 to 32,
+// lost with the old process, are refused first, in msg_id order, then 33,
+// so alice sends them all again in order and bob reads them in order.
+func TestFanoutRestartHeardFromAMemberHome(t *testing.T) {
+	c, rs, ss := newCluster(t, 2, time.Now)
+	const alice, bob = 2, 1 // alice on node 1, the group's home; bob on node 2
+	const lost = 32         // enough that an unsorted refusal order shows
+	a := newFake()
+	login(t, rs[0], a, alice, 0)
+	group := createGroupOn(t, rs[0], a, alice, 2, 1, bob)
+	a.reset()
+
+	c.set(c.deaf, 2, true) // node 2 dies with the parts of 1 to 32 in hand
+	for id := uint64(1); id <= lost; id++ {
+		groupSend(t, rs[0], a, alice, group, id)
+	}
+	waitFor(t, "the parts awaiting node 2", func() bool { return rs[0].Awaiting() == lost })
+	c.mu.Lock()
+	c.inst[2]++       // and comes back as a new process
+	c.stale[1] = true // which node 1 has not heard from yet
+	c.mu.Unlock()
+	c.set(c.deaf, 2, false)
+	groupSend(t, rs[0], a, alice, group, lost+1)
+	waitFor(t, "the refusals", func() bool { return len(a.items(delivery.OutRefuse)) == lost+1 })
+	for i, r := range a.items(delivery.OutRefuse) {
+		if r.MsgID != uint64(i+1) || r.Code != protocol.CodeRetryLater || r.Reason != "a member's home node restarted" {
+			t.Fatalf("refusal %d: %+v, want RETRY_LATER of msg %d (in msg_id order), saying the member's home restarted", i, r, i+1)
+		}
+	}
+	c.mu.Lock()
+	c.stale[1] = false
+	c.mu.Unlock()
+	for id := uint64(1); id <= lost+1; id++ {
+		groupSend(t, rs[0], a, alice, group, id)
+	}
+	waitFor(t, "every ACCEPT", func() bool { return len(a.items(delivery.OutAccept)) == lost+1 })
+	want := make([]uint64, lost+1)
+	for i := range want {
+		want[i] = uint64(i + 1)
+	}
+	if got := groupMessages(t, ss[1], bob); !slices.Equal(got, want) {
+		t.Fatalf("bob's group messages %v, want 1 to %d in order", got, lost+1)
+	}
+}

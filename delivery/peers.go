@@ -533,7 +533,7 @@ func (r *Router) fromPeer(from uint32, b []byte) error {
 	case peerFanout:
 		return r.fromPeerFanout(from, &f)
 	case peerFanned:
-		return r.fromPeerFanned(&f)
+		return r.fromPeerFanned(from, &f)
 	case peerSettled:
 		sender := f.uvarint()
 		key := storage.ReceiptKey{Acker: f.uvarint(), Seq: f.uvarint()}
