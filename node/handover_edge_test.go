@@ -2,7 +2,9 @@ package node
 
 import (
 	"bytes"
+	"context"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -114,4 +116,134 @@ func TestTakeBackAfterTheSuccessorLetsGo(t *testing.T) {
 		t.Errorf("the next successor adopted %d connections, want 2", got)
 	}
 	exchange(t, ctx, b, 1, a, "after the next takeover")
+}
+
+// TestTakeoverRefusedWhileStopping: a successor whose HELLO reached the
+// running server as it began to stop (its side of the handover waiting
+// for the stop to end) is refused, and its Start says why: the node has
+// stopped, and has no connections or store left to hand over.
+func TestTakeoverRefusedWhileStopping(t *testing.T) {
+	cfg, _ := testConfig(t)
+	old, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { old.Stop(context.Background()) })
+	old.life.Lock() // as Stop holds it while it stops
+	locked := true
+	defer func() {
+		if locked {
+			old.life.Unlock()
+		}
+	}()
+	started := startInBackground(t, cfg)
+	testutil.Eventually(t, 10*time.Second, "the successor's HELLO read, its handover waiting for the stop", handOverWaits)
+	old.stopOnce.Do(func() { old.stopErr = old.stop(context.Background()) }) // Stop's work, under life
+	old.life.Unlock()
+	locked = false
+	select {
+	case r := <-started:
+		if r.err == nil {
+			t.Fatal("a successor took over from a node that stopped, want it refused")
+		}
+		if want := "takeover refused by the running server"; !strings.Contains(r.err.Error(), want) || !strings.Contains(r.err.Error(), "this process is stopping") {
+			t.Errorf("takeover from a stopping node: %v, want %q saying it is stopping", r.err, want)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the successor's Start did not return")
+	}
+	if old.HandedOver() {
+		t.Error("the stopped node says it handed over")
+	}
+}
+
+// started is what Start returned.
+type started struct {
+	n   *Node
+	err error
+}
+
+// startInBackground starts a successor of cfg's node on another goroutine;
+// a node it started stops when the test ends.
+func startInBackground(t *testing.T, cfg Config) <-chan started {
+	cfg.Takeover = true
+	ch, stop := make(chan started, 1), make(chan *Node, 1)
+	t.Cleanup(func() {
+		if n := <-stop; n != nil {
+			n.Stop(context.Background())
+		}
+	})
+	go func() {
+		n, err := Start(cfg)
+		stop <- n
+		ch <- started{n, err}
+	}()
+	return ch
+}
+
+// handOverWaits reports whether a handover's running side waits for the
+// node's life lock (which Stop holds, or the test).
+func handOverWaits() bool {
+	for _, g := range strings.Split(goroutineDump(), "\n\n") {
+		if strings.Contains(g, "node.(*Node).handOver(") && strings.Contains(g, "(*Mutex).Lock") {
+			return true
+		}
+	}
+	return false
+}
+
+// TestTakeoverAnswersWhatWasInFlight: a client that keeps 64 SENDs in
+// flight through a takeover gets an answer to every one, on the same
+// connection: the running server answers those it had read when it
+// paused before it lets the connection go (its router finishes them, and
+// it reads nothing more), and the successor the rest. The router takes
+// one request at a time (MaxInFlight 1), so at the pause most of the
+// window waits in its queues.
+func TestTakeoverAnswersWhatWasInFlight(t *testing.T) {
+	cfg, _ := testConfig(t)
+	cfg.Delivery.MaxInFlight = 1
+	cfg.Gateway.RateLimit = 1 << 20 // the client sends as fast as it is answered
+	_, ctx, a, _ := serving(t, cfg, 60*time.Second)
+	next := startInBackground(t, cfg)
+	const window = 64
+	unanswered := map[uint64]bool{}
+	sent, after := 0, -1 // after: SENDs since the successor serves; -1 before
+	for after < window || len(unanswered) > 0 {
+		for len(unanswered) < window && after < window {
+			id, err := a.Send(3, []byte("in flight"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			unanswered[id] = true
+			sent++
+			if after >= 0 {
+				after++
+			}
+		}
+		if after < 0 {
+			select {
+			case r := <-next:
+				if r.err != nil {
+					t.Fatalf("takeover: %v", r.err)
+				}
+				after = 0
+			default:
+			}
+		}
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		ev, err := a.Recv(rctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("%d SENDs, %d of them not answered: %v", sent, len(unanswered), err)
+		}
+		switch ev := ev.(type) {
+		case *protocol.Accept:
+			for i := range ev.More + 1 {
+				delete(unanswered, ev.MsgID+i)
+			}
+		case *protocol.Refuse:
+			delete(unanswered, ev.MsgID) // the client resends it
+		}
+	}
+	t.Logf("%d SENDs across the takeover, every one answered", sent)
 }
