@@ -12,6 +12,30 @@ import (
 	"switchboard/storage"
 )
 
+// gatedPair is a cluster of two nodes, with small shard queues, whose node
+// node's store stalls (stall) on a user homed there that shares user's
+// shard; open lets it go (also at the test's end).
+func gatedPair(t *testing.T, node uint32, user uint64) ([]*delivery.Router, []storage.Store, *gatedStore, func()) {
+	t.Helper()
+	gated := &gatedStore{gate: make(chan struct{}), entered: make(chan struct{})}
+	_, rs, ss := newClusterWith(t, 2, clusterOpts{cfg: delivery.Config{Shards: 2, QueueLen: 4}, store: func(n uint32, mem storage.Store) storage.Store {
+		if n != node {
+			return mem
+		}
+		gated.Store = mem
+		return gated
+	}})
+	r := rs[node-1]
+	for u := uint64(3); gated.user == 0; u++ { // above the tests' users 1 and 2
+		if uint32(u%2)+1 == node && r.ShardOf(u) == r.ShardOf(user) { // homed on node (fakePeer.Home)
+			gated.user = u
+		}
+	}
+	open := sync.OnceFunc(func() { close(gated.gate) })
+	t.Cleanup(open)
+	return rs, ss, gated, open
+}
+
 // TestReceiptPutOffAcrossNodes: bob (node 1) acknowledges alice's (node 2)
 // message while alice's shard queue on node 2 is full. The forwarded
 // receipt is put off there (ReceiptsDropped) and stays pending in node 1's
@@ -20,22 +44,8 @@ import (
 // pushed to her, and node 1's pending receipt is settled.
 func TestReceiptPutOffAcrossNodes(t *testing.T) {
 	const alice, bob = 1, 2 // alice homed on node 2, bob on node 1
-	gated := &gatedStore{gate: make(chan struct{}), entered: make(chan struct{})}
-	_, rs, ss := newClusterWith(t, 2, clusterOpts{cfg: delivery.Config{Shards: 2, QueueLen: 4}, store: func(node uint32, mem storage.Store) storage.Store {
-		if node != 2 {
-			return mem
-		}
-		gated.Store = mem
-		return gated
-	}})
+	rs, ss, gated, open := gatedPair(t, 2, alice)
 	n1, n2 := rs[0], rs[1]
-	for u := uint64(3); gated.user == 0; u += 2 { // odd ids are homed on node 2
-		if n2.ShardOf(u) == n2.ShardOf(alice) {
-			gated.user = u
-		}
-	}
-	open := sync.OnceFunc(func() { close(gated.gate) })
-	t.Cleanup(open)
 
 	a, b := newFake(), newFake()
 	login(t, n2, a, alice, 0)
@@ -153,22 +163,8 @@ func TestCrashAnswersAReceiptFromAnotherNode(t *testing.T) {
 // it; once the queue has room the resend is stored once.
 func TestSendAcrossNodesToABusyShard(t *testing.T) {
 	const alice, bob = 1, 2 // alice homed on node 2, bob on node 1
-	gated := &gatedStore{gate: make(chan struct{}), entered: make(chan struct{})}
-	_, rs, ss := newClusterWith(t, 2, clusterOpts{cfg: delivery.Config{Shards: 2, QueueLen: 4}, store: func(node uint32, mem storage.Store) storage.Store {
-		if node != 1 {
-			return mem
-		}
-		gated.Store = mem
-		return gated
-	}})
+	rs, ss, gated, open := gatedPair(t, 1, bob)
 	n1, n2 := rs[0], rs[1]
-	for u := uint64(4); gated.user == 0; u += 2 { // even ids are homed on node 1
-		if n1.ShardOf(u) == n1.ShardOf(bob) {
-			gated.user = u
-		}
-	}
-	open := sync.OnceFunc(func() { close(gated.gate) })
-	t.Cleanup(open)
 	a := newFake()
 	login(t, n2, a, alice, 0)
 
@@ -252,22 +248,8 @@ func TestGroupRequestAcrossNodesToABusyHome(t *testing.T) {
 // bob; once the queue has room the resend stores bob's copy once.
 func TestFanoutToABusyMemberShard(t *testing.T) {
 	const alice, bob = 2, 1 // alice on node 1, the group's home; bob on node 2
-	gated := &gatedStore{gate: make(chan struct{}), entered: make(chan struct{})}
-	_, rs, ss := newClusterWith(t, 2, clusterOpts{cfg: delivery.Config{Shards: 2, QueueLen: 4}, store: func(node uint32, mem storage.Store) storage.Store {
-		if node != 2 {
-			return mem
-		}
-		gated.Store = mem
-		return gated
-	}})
+	rs, ss, gated, open := gatedPair(t, 2, bob)
 	n1, n2 := rs[0], rs[1]
-	for u := uint64(3); gated.user == 0; u += 2 { // odd ids are homed on node 2
-		if n2.ShardOf(u) == n2.ShardOf(bob) {
-			gated.user = u
-		}
-	}
-	open := sync.OnceFunc(func() { close(gated.gate) })
-	t.Cleanup(open)
 	a := newFake()
 	login(t, n1, a, alice, 0)
 	group := createGroupOn(t, n1, a, alice, 2, 1, bob)

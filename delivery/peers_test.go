@@ -613,19 +613,7 @@ func TestForwardLostWithARestartedHome(t *testing.T) {
 		}
 	}
 	// Sent again in order, they are stored in order.
-	for id := uint64(1); id <= lost+1; id++ {
-		send(t, n2, a, alice, id, bob)
-	}
-	waitFor(t, "every ACCEPT", func() bool { return len(a.items(delivery.OutAccept)) == lost+1 })
-	page, _, err := ss[0].Read(bob, 1, 2*lost, 0, nil)
-	if err != nil || len(page) != lost+1 {
-		t.Fatalf("bob's mailbox holds %d entries (%v), want %d", len(page), err, lost+1)
-	}
-	for i, e := range page {
-		if e.MsgID != uint64(i+1) {
-			t.Fatalf("bob's entry %d is msg %d, want %d: stored out of order", i, e.MsgID, i+1)
-		}
-	}
+	sendAllInOrder(t, n2, a, alice, bob, ss[0], lost+1)
 
 	// A pending one the session does not follow up is refused at its
 	// deadline (a second here), saying the home restarted.
@@ -722,6 +710,26 @@ func FuzzFromPeer(f *testing.F) {
 	})
 }
 
+// sendAllInOrder sends from's msgs 1 to n to user to through r, waits for
+// n ACCEPTs on a, and checks that to's mailbox in store holds exactly
+// those n, in msg_id order.
+func sendAllInOrder(t *testing.T, r *delivery.Router, a *fakeConn, from, to uint64, store storage.Store, n int) {
+	t.Helper()
+	for id := uint64(1); id <= uint64(n); id++ {
+		send(t, r, a, from, id, to)
+	}
+	waitFor(t, "every ACCEPT", func() bool { return len(a.items(delivery.OutAccept)) == n })
+	page, _, err := store.Read(to, 1, 2*n, 0, nil)
+	if err != nil || len(page) != n {
+		t.Fatalf("user %d's mailbox holds %d entries (%v), want %d", to, len(page), err, n)
+	}
+	for i, e := range page {
+		if e.MsgID != uint64(i+1) {
+			t.Fatalf("user %d's entry %d is msg %d, want %d: stored out of order", to, i, e.MsgID, i+1)
+		}
+	}
+}
+
 // TestRestartHeardFromTheHome: the home restarted and the sender's node
 // has not heard it yet, so the session's next SEND goes tagged for the old
 // process and the new one refuses it. The SENDs still pending with the old
@@ -755,19 +763,7 @@ func TestRestartHeardFromTheHome(t *testing.T) {
 	c.mu.Lock()
 	c.stale[2] = false
 	c.mu.Unlock()
-	for id := uint64(1); id <= lost+1; id++ {
-		send(t, n2, a, alice, id, bob)
-	}
-	waitFor(t, "every ACCEPT", func() bool { return len(a.items(delivery.OutAccept)) == lost+1 })
-	page, _, err := ss[0].Read(bob, 1, 2*lost, 0, nil)
-	if err != nil || len(page) != lost+1 {
-		t.Fatalf("bob's mailbox holds %d entries (%v), want %d", len(page), err, lost+1)
-	}
-	for i, e := range page {
-		if e.MsgID != uint64(i+1) {
-			t.Fatalf("bob's entry %d is msg %d, want %d: stored out of order", i, e.MsgID, i+1)
-		}
-	}
+	sendAllInOrder(t, n2, a, alice, bob, ss[0], lost+1)
 	if n := len(a.items(delivery.OutRefuse)); n != lost+1 {
 		t.Fatalf("%d refusals, want %d: one per SEND", n, lost+1)
 	}

@@ -53,17 +53,7 @@ func TestGauges(t *testing.T) {
 
 	// With the loop hung, an entry pushed to user 2 waits in its queue,
 	// and a newer login of user 2 (on the router) asks it to close.
-	release := make(chan struct{})
-	defer func() {
-		select {
-		case <-release:
-		default:
-			close(release)
-		}
-	}()
-	if n := ts.Srv.HangLoops(release); n != 1 {
-		t.Fatalf("hung %d loops, want 1", n)
-	}
+	release := ts.hangLoop()
 	d := protocol.Deliver{MsgID: 1, From: 9, Body: []byte("waiting in the outbox")}
 	record := d.AppendRecord(nil)
 	sender := &nullConn{}
@@ -77,7 +67,7 @@ func TestGauges(t *testing.T) {
 	}
 	eventually(t, 5*time.Second, "the newer login welcomed", func() bool { return newer.has(delivery.OutWelcome) })
 	want("the replaced one closing", gateway.Gauges{PreLogin: 1, LoggedIn: 1, Closing: 1, OutboundBytes: int64(len(record) + 16)})
-	close(release)
+	release()
 	want("the replaced one closed", gateway.Gauges{PreLogin: 1, LoggedIn: 1})
 
 	raw.Close()

@@ -120,17 +120,7 @@ func TestFlushWaitsForASlowReader(t *testing.T) {
 func TestAdoptEndsWithItsContext(t *testing.T) {
 	ts := startServer(t, serverOptions{gw: func(c *gateway.Config) { c.Loops = 1 }})
 	ts.rawLogin(2) // the loop has had a connection: HangLoops hangs it
-	release := make(chan struct{})
-	defer func() {
-		select {
-		case <-release:
-		default:
-			close(release)
-		}
-	}()
-	if n := ts.Srv.HangLoops(release); n != 1 {
-		t.Fatalf("hung %d loops, want 1", n)
-	}
+	release := ts.hangLoop()
 	fd, client := tcpPair(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
@@ -151,7 +141,7 @@ func TestAdoptEndsWithItsContext(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Adopt did not return when its context ended")
 	}
-	close(release)
+	release()
 	r := &rawConn{t: t, Conn: client}
 	r.write(protocol.AppendPing(nil))
 	if f := r.next(5 * time.Second); f.Type != protocol.TypePong {
@@ -295,18 +285,8 @@ func TestAdoptNoiseBeforeLogin(t *testing.T) {
 func TestDetachEndsWithItsContext(t *testing.T) {
 	ts := startServer(t, serverOptions{gw: func(c *gateway.Config) { c.Loops = 1 }})
 	r := ts.rawLogin(1)
-	release := make(chan struct{})
-	defer func() {
-		select {
-		case <-release:
-		default:
-			close(release)
-		}
-	}()
 	ts.Srv.Pause()
-	if n := ts.Srv.HangLoops(release); n != 1 {
-		t.Fatalf("hung %d loops, want 1", n)
-	}
+	release := ts.hangLoop()
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	recs, fds, letGo, err := ts.Srv.Detach(ctx)
@@ -314,7 +294,7 @@ func TestDetachEndsWithItsContext(t *testing.T) {
 	if len(recs) != 0 || letGo != 0 || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Detach: %d records, %d let go, %v; want none and its deadline", len(recs), letGo, err)
 	}
-	close(release)
+	release()
 	ts.Srv.Unpause() // runs after what Detach left queued on the loop
 	r.write(protocol.AppendPing(nil))
 	if f := r.next(5 * time.Second); f.Type != protocol.TypePong {

@@ -25,6 +25,21 @@ import (
 
 // testServer is storage (Badger in a temporary folder), a router and a
 // gateway on 127.0.0.1:0, all in this process.
+// hangLoop hangs ts's one event loop (Server.HangLoops) until the release
+// it returns is called; release runs at the test's end too, and may run
+// more than once.
+func (ts *testServer) hangLoop() (release func()) {
+	ts.t.Helper()
+	ch := make(chan struct{})
+	release = sync.OnceFunc(func() { close(ch) })
+	ts.t.Cleanup(release)
+	if n := ts.Srv.HangLoops(ch); n != 1 {
+		release()
+		ts.t.Fatalf("hung %d loops, want 1", n)
+	}
+	return release
+}
+
 type testServer struct {
 	t      testing.TB
 	Addr   string

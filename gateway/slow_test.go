@@ -145,17 +145,7 @@ func TestSlowConsumerOutboundCap(t *testing.T) {
 		router: func(c *delivery.Config) { c.SlowAfter = time.Hour; c.WindowBytes = 1 << 20 },
 	})
 	reader := ts.Dial(1, protocol.ClientOptions{})
-	release := make(chan struct{})
-	defer func() {
-		select {
-		case <-release:
-		default:
-			close(release)
-		}
-	}()
-	if n := ts.Srv.HangLoops(release); n != 1 {
-		t.Fatalf("hung %d loops, want 1", n)
-	}
+	release := ts.hangLoop()
 	sender := &nullConn{}
 	for i := range 3 { // 3 × 3 KiB: the third does not fit the 8 KiB queue
 		d := protocol.Deliver{MsgID: uint64(i + 1), From: 9, Body: bytes.Repeat([]byte{'x'}, 3<<10)}
@@ -164,7 +154,7 @@ func TestSlowConsumerOutboundCap(t *testing.T) {
 		}
 	}
 	eventually(t, 5*time.Second, "the queue over the cap", func() bool { return ts.Srv.Gauges().Closing == 1 })
-	close(release)
+	release()
 	n := 0
 	ctx := ctxFor(t, 10*time.Second)
 	for {

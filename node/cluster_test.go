@@ -5,14 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"switchboard/client"
 	"switchboard/cluster"
@@ -543,27 +540,7 @@ func TestClusterTakeBack(t *testing.T) {
 	exchange(a, b, bob, "before")
 
 	old := tc.node(2)
-	ch, err := handover.Dial(filepath.Join(old.Config().Data, node.HandoverSocket))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ch.Close()
-	ch.SetDeadline(time.Now().Add(20 * time.Second))
-	ch.Send(&handover.Message{Kind: handover.KindHello, Version: handover.Version, PID: 1})
-	conns := 0
-	for {
-		m, err := ch.Recv()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, fd := range m.FDs {
-			unix.Close(fd) // node 2 keeps its own copies until the commit
-		}
-		conns += len(m.Conns)
-		if m.Kind == handover.KindClosed {
-			break
-		}
-	}
+	ch, conns := node.SuccessorUntilClosed(t, old.Config().Data)
 	if conns != 1 {
 		t.Fatalf("node 2 handed over %d connections, want bob's", conns)
 	}

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"switchboard/handover"
 	"switchboard/internal/testutil"
 	"switchboard/protocol"
@@ -67,25 +65,7 @@ func TestTakeoverPastASlowReader(t *testing.T) {
 func TestTakeBackAfterTheSuccessorLetsGo(t *testing.T) {
 	cfg, _ := testConfig(t)
 	old, ctx, a, b := serving(t, cfg, 30*time.Second)
-	ch, err := handover.Dial(cfg.handoverPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ch.Close()
-	ch.SetDeadline(time.Now().Add(10 * time.Second))
-	ch.Send(&handover.Message{Kind: handover.KindHello, Version: handover.Version, PID: 1})
-	for {
-		m, err := ch.Recv()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, fd := range m.FDs {
-			unix.Close(fd)
-		}
-		if m.Kind == handover.KindClosed {
-			break
-		}
-	}
+	ch, _ := SuccessorUntilClosed(t, cfg.Data)
 	s, err := storage.Open(old.Config().Storage) // as a successor that opened it
 	if err != nil {
 		t.Fatal(err)

@@ -623,6 +623,35 @@ func TestTakeoverFromAFailingServer(t *testing.T) {
 	}
 }
 
+// SuccessorUntilClosed plays a successor of the node serving folder data
+// up to the running server's CLOSED: it says HELLO, closes the sockets it
+// is sent, and returns the channel, to answer CLOSED on, and how many
+// connections it was handed. The channel closes when the test ends.
+func SuccessorUntilClosed(t *testing.T, data string) (*handover.Channel, int) {
+	t.Helper()
+	ch, err := handover.Dial(filepath.Join(data, HandoverSocket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ch.Close() })
+	ch.SetDeadline(time.Now().Add(20 * time.Second))
+	ch.Send(&handover.Message{Kind: handover.KindHello, Version: handover.Version, PID: 1})
+	conns := 0
+	for {
+		m, err := ch.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, fd := range m.FDs {
+			unix.Close(fd) // the node keeps its own copies until the commit
+		}
+		conns += len(m.Conns)
+		if m.Kind == handover.KindClosed {
+			return ch, conns
+		}
+	}
+}
+
 // closedThenReady sends CLOSED for no connections and waits for READY, as
 // a running server does before its commit.
 func closedThenReady(t *testing.T, ch *handover.Channel) {
@@ -669,25 +698,7 @@ func TestTakeBackFailsStops(t *testing.T) {
 	cfg, _ := testConfig(t)
 	cfg.HandoverTimeout = 300 * time.Millisecond
 	old, _, _, _ := serving(t, cfg, 20*time.Second)
-	ch, err := handover.Dial(cfg.handoverPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ch.Close()
-	ch.SetDeadline(time.Now().Add(10 * time.Second))
-	ch.Send(&handover.Message{Kind: handover.KindHello, Version: handover.Version, PID: 1})
-	for {
-		m, err := ch.Recv()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, fd := range m.FDs {
-			unix.Close(fd)
-		}
-		if m.Kind == handover.KindClosed {
-			break
-		}
-	}
+	ch, _ := SuccessorUntilClosed(t, cfg.Data)
 	s, err := storage.Open(old.Config().Storage) // as a successor that opened it
 	if err != nil {
 		t.Fatal(err)
