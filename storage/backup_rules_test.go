@@ -10,8 +10,10 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 // These tests pin down rules of backup and restore that the rest of the
@@ -89,6 +91,65 @@ func TestRestoreFromAPipe(t *testing.T) {
 	emptyFolder(t, dir)
 	if _, err := restoreNoPanic(t, dir, pipeReader{bytes.NewReader(b)}, DefaultRestoreSeqGap); err != nil {
 		t.Fatalf("restore of the whole backup from a pipe, after the failed ones: %v", err)
+	}
+}
+
+// TestRestoreFromWhereTheReaderIs: a backup that starts past the
+// beginning of its file (after a header of the caller's) is checked and
+// then restored from there, not from the file's first byte.
+func TestRestoreFromWhereTheReaderIs(t *testing.T) {
+	header := []byte("the caller's own header\n")
+	r := bytes.NewReader(append(header, backupBytes(t, backupFixture(t))...))
+	if _, err := r.Seek(int64(len(header)), io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if _, err := restoreNoPanic(t, dir, r, 0); err != nil {
+		t.Fatalf("restore after a header: %v", err)
+	}
+	s, err := Open(smallConfig(dir, -1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got, want := fmt.Sprint(values(t, s, 7)), "[1:to 7, #1 2:to 7, #2 3:to 7, #3]"; got != want {
+		t.Errorf("recipient 7 after restore: %s, want %s", got, want)
+	}
+}
+
+// TestBackupOnceCloseBegan: a backup that starts after Close has begun,
+// while Close waits for a housekeeping round, is aborted: it does not
+// report success for a backup it never wrote.
+func TestBackupOnceCloseBegan(t *testing.T) {
+	cfg := smallConfig(t.TempDir(), -1)
+	cfg.HousekeepingInterval = time.Millisecond
+	s, err := openBadger(cfg.withDefaults(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	s.hkMu.Lock() // the next housekeeping round waits for it, and so does Close
+	locked := true
+	defer func() {
+		if locked {
+			s.hkMu.Unlock()
+		}
+	}()
+	waitFor(t, "a housekeeping round to wait", func() bool {
+		buf := make([]byte, 1<<20)
+		return bytes.Contains(buf[:runtime.Stack(buf, true)], []byte("storage.(*engine).housekeep("))
+	})
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	<-s.hkStop // Close has begun
+	var buf bytes.Buffer
+	if _, err := s.Backup(context.Background(), &buf); !errors.Is(err, ErrBackupAborted) {
+		t.Errorf("backup once Close began: %v (%d bytes written), want ErrBackupAborted", err, buf.Len())
+	}
+	s.hkMu.Unlock()
+	locked = false
+	if err := recv(t, closed, "Close"); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -184,6 +184,30 @@ func TestOpenBelowTheFloorIsLow(t *testing.T) {
 	}
 }
 
+// TestBelowTheFloorTakesRelaxedWrites: below the floor, a message is
+// refused, and a receipt entry and an ack are taken: they are small, and
+// acks free space.
+func TestBelowTheFloorTakesRelaxedWrites(t *testing.T) {
+	free, _, err := DiskSpace(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := openBadger(smallConfig(filepath.Join(t.TempDir(), "db"), free+1<<40).withDefaults(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := AppendWait(s, Entry{Recipient: 1, Seq: 1, Kind: KindMessage, Sender: 2, MsgID: 1}); !errors.Is(err, ErrDiskFull) {
+		t.Fatalf("message below the floor: %v, want ErrDiskFull", err)
+	}
+	if err := AppendWait(s, receiptEntry(1, 2)); err != nil {
+		t.Fatalf("receipt entry below the floor: %v", err)
+	}
+	if res, err := AckWait(s, 1, 2); err != nil || res.Deleted != 1 {
+		t.Fatalf("ack below the floor: %+v %v, want one entry deleted", res, err)
+	}
+}
+
 func TestIdleStoreFollowsTheDisk(t *testing.T) {
 	fs := mountTmpfs(t, 128<<20)
 	const floor = 48 << 20

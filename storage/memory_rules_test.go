@@ -68,3 +68,51 @@ func TestMemoryBackupUnsupported(t *testing.T) {
 		t.Fatalf("Backup of a closed store: %v, want ErrClosed", err)
 	}
 }
+
+// TestMemoryForgetsWhatEnds: the memory store keeps no record of a sender
+// with nothing waiting, nor of a user in no group, so that its maps do not
+// grow with every user it ever saw.
+func TestMemoryForgetsWhatEnds(t *testing.T) {
+	st, err := NewMemory(Config{HousekeepingInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	s := st.(*engine)
+	if err := AppendWait(s, Entry{Recipient: 1, Seq: 1, Kind: KindMessage, Sender: 5, MsgID: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := AckWait(s, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.ChangeGroup(GroupChange{Group: 9, Actor: 1, MsgID: 2, Op: GroupCreate, Members: []uint64{2}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.ChangeGroup(GroupChange{Group: 9, Actor: 1, MsgID: 3, Op: GroupRemove, Members: []uint64{2}}); err != nil {
+		t.Fatal(err)
+	}
+	be := s.be.(*memBackend)
+	be.mu.RLock()
+	_, sender := be.st.uses[5]
+	_, member := be.st.byUser[2]
+	be.mu.RUnlock()
+	if sender || member {
+		t.Fatalf("kept a sender with nothing waiting: %v; a user in no group: %v", sender, member)
+	}
+}
+
+// TestReopenMemoryRefusesBadConfig: ReopenMemory with an invalid config
+// says so and leaves the store open as it was.
+func TestReopenMemoryRefusesBadConfig(t *testing.T) {
+	st, err := NewMemory(Config{HousekeepingInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	if _, err := ReopenMemory(st, Config{HousekeepingInterval: -1, MaxBatch: -1}); !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("ReopenMemory with MaxBatch -1: %v, want ErrInvalidConfig", err)
+	}
+	if err := AppendWait(st, Entry{Recipient: 1, Seq: 1, Kind: KindMessage, Sender: 5, MsgID: 1}); err != nil {
+		t.Fatalf("append after a refused reopen: %v", err)
+	}
+}

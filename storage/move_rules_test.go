@@ -632,3 +632,45 @@ func TestHoldingsOfTheLastID(t *testing.T) {
 		t.Fatal("Holdings of a folder holding the largest id did not return in 30 s")
 	}
 }
+
+// TestFolderWriteSurvivesAKill: what a folder opened offline committed and
+// synced (a move's copy, its markers) lives in Badger's memtable log until
+// a flush; opened again after a kill -9 (here, a copy of the folder taken
+// while it was open), the folder still holds it.
+func TestFolderWriteSurvivesAKill(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "db")
+	storeWith(t, dir, func(s *engine) {
+		mustAppend(t, s, Entry{Recipient: 1, Seq: 1, Kind: KindMessage, Sender: 2, MsgID: 1, Value: []byte("x")})
+	})
+	f := openFolder(t, dir)
+	want := markerValue(moveCopied, 0, "a")
+	err := f.write(func(wb *badger.WriteBatch) error { return wb.Set(markerKey(7), want) })
+	if err == nil {
+		err = f.db.Sync()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	image := filepath.Join(t.TempDir(), "db") // what a kill -9 now leaves on disk
+	err = os.CopyFS(image, os.DirFS(dir))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := openFolder(t, image)
+	defer g.Close()
+	var got []byte
+	err = g.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(markerKey(7))
+		if err != nil {
+			return err
+		}
+		got, err = item.ValueCopy(nil)
+		return err
+	})
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("the marker after a kill: %x, %v; want %x", got, err, want)
+	}
+}

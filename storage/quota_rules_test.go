@@ -131,3 +131,33 @@ func TestQuotaOfEverySenderInABatchPersists(t *testing.T) {
 		}
 	}
 }
+
+// TestQuotaRecordGoesWithTheLastEntry: once a sender has nothing waiting,
+// its count is deleted, not kept at zero: a store does not keep a record
+// for every sender it ever held a message of.
+func TestQuotaRecordGoesWithTheLastEntry(t *testing.T) {
+	s, err := openBadger(smallConfig(t.TempDir(), -1).withDefaults(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	has := func() bool {
+		t.Helper()
+		var ok bool
+		if err := s.view(func(rd reader) (err error) {
+			ok, err = rd.(*badgerTxn).get(quotaKey(5), func([]byte) error { return nil })
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	mustAppend(t, s, Entry{Recipient: 1, Seq: 1, Kind: KindMessage, Sender: 5, MsgID: 1, Value: []byte("x")})
+	if !has() {
+		t.Fatal("no count for a sender with an entry waiting")
+	}
+	mustAck(t, s, 1, 1)
+	if has() {
+		t.Error("the count of a sender with nothing waiting is kept")
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/dgraph-io/badger/v4"
@@ -90,6 +91,36 @@ func TestGroupsOfSkipsCorruptKeys(t *testing.T) {
 	gs, err := s.Groups(5)
 	if err != nil || len(gs) != 1 || gs[0] != 7 {
 		t.Fatalf("groups of 5: %v, %v; want [7]", gs, err)
+	}
+}
+
+// TestMembersSkipsCorruptKeys: a member key of the wrong length, or with a
+// value that is not one role byte, is skipped when a group's members are
+// listed, and every member after it is still listed.
+func TestMembersSkipsCorruptKeys(t *testing.T) {
+	s, err := openBadger(smallConfig(t.TempDir(), -1).withDefaults(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	const g = 7
+	if _, _, err := s.ChangeGroup(GroupChange{Group: g, Actor: 5, MsgID: 1, Op: GroupCreate, Members: []uint64{6}}); err != nil {
+		t.Fatal(err)
+	}
+	db := s.be.(*badgerBackend).db
+	err = db.Update(func(txn *badger.Txn) error {
+		if err := txn.Set(memberKey(g, 1)[:12], []byte{byte(RoleMember)}); err != nil { // cut short
+			return err
+		}
+		return txn.Set(memberKey(g, 2), []byte{byte(RoleMember), 0}) // a value too long
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms, err := s.Members(g)
+	want := []Member{{ID: 5, Role: RoleOwner}, {ID: 6, Role: RoleMember}}
+	if err != nil || !slices.Equal(ms, want) {
+		t.Fatalf("members of %d: %v, %v; want %v", g, ms, err, want)
 	}
 }
 

@@ -118,14 +118,16 @@ func testExpiredReceiptOnSweep(t *testing.T, h Harness) {
 	mustAppend(t, s, msg(4, 2, 400, 22, storage.KindMessage))
 	mustAppend(t, s, msg(5, 1, 400, 23, storage.KindMessage))
 	mustAppend(t, s, storage.Entry{Recipient: 6, Seq: 1, Kind: storage.KindReceipt, Sender: 400, MsgID: 9, Value: []byte("r")})
+	mustAppend(t, s, msg(7, 1, 400, 1<<62, storage.KindMessage)) // the sweep goes by the entry's time, whatever its msg id
 	clock.Advance(30 * time.Minute)
 	mustAppend(t, s, msg(4, 3, 400, 24, storage.KindMessage)) // younger: stays, owes nothing
 	clock.Advance(31 * time.Minute)
-	eventually(t, "the sweep to expire 4 entries", func() bool { return s.Stats().ExpiredDeleted == 4 })
-	eventually(t, "the sweep's commit", func() bool { return s.Stats().ExpiredReceipts == 2 })
+	eventually(t, "the sweep to expire 5 entries", func() bool { return s.Stats().ExpiredDeleted == 5 })
+	eventually(t, "the sweep's commit", func() bool { return s.Stats().ExpiredReceipts == 3 })
 	want := []storage.PendingReceipt{
 		{Sender: 400, Acker: 4, Seq: 1, MsgID: 21, More: 1, Expired: true},
 		{Sender: 400, Acker: 5, Seq: 1, MsgID: 23, Expired: true},
+		{Sender: 400, Acker: 7, Seq: 1, MsgID: 1 << 62, Expired: true},
 	}
 	wantPendings(t, s, want)
 	if h.Reopen != nil {

@@ -55,6 +55,11 @@ func testPagingByBytes(t *testing.T, h Harness) {
 	if err != nil || len(page) != 2 || next != 3 {
 		t.Fatalf("100-byte page = %v next %d, %v; want 2 entries", seqs(page), next, err)
 	}
+	// Values that fill the limit to the last byte are returned together.
+	page, next, err = s.Read(3, 1, 100, 80, nil)
+	if err != nil || len(page) != 2 || next != 3 {
+		t.Fatalf("80-byte page = %v next %d, %v; want 2 entries", seqs(page), next, err)
+	}
 	// A limit below one value still returns one entry, so paging progresses.
 	checkEntries(t, readAll(t, s, 3, 1, 100, 10), 3, seqRange(1, 10))
 	// The returned values are the caller's: changing one changes nothing stored.
@@ -231,6 +236,16 @@ func testTTL(t *testing.T, h Harness) {
 	if st := s.Stats(); st.ExpiredDeleted != 2 || st.StoredMessages != 0 {
 		t.Fatalf("ExpiredDeleted %d stored %d, want 2 and 0", st.ExpiredDeleted, st.StoredMessages)
 	}
+	// A Time the caller gives is kept, and the TTL counts from it.
+	old, fresh := entry(5, 4, storage.KindMessage), entry(5, 5, storage.KindMessage)
+	old.Time = clock.Now().Add(-61 * time.Minute).UnixMilli()
+	fresh.Time = clock.Now().Add(-59 * time.Minute).UnixMilli()
+	mustAppend(t, s, old)
+	mustAppend(t, s, fresh)
+	page, _, err = s.Read(5, 0, 10, 0, nil)
+	if err != nil || len(page) != 1 || page[0].Seq != 5 || page[0].Time != fresh.Time {
+		t.Fatalf("Read = %v, %v; want seq 5 alone, with its own time %d", seqs(page), err, fresh.Time)
+	}
 }
 
 func testTTLHousekeeping(t *testing.T, h Harness) {
@@ -257,6 +272,11 @@ func testTTLHousekeeping(t *testing.T, h Harness) {
 			t.Fatalf("recipient %d high-water %d after expiry, want 3", r, hw)
 		}
 	}
+	// The sweep runs every 1/720 of the TTL, not once a TTL: seq 4 expires
+	// 58 minutes after the last sweep and is deleted within seconds.
+	clock.Advance(59 * time.Minute)
+	eventually(t, "the next sweep to expire seq 4", func() bool { return s.Stats().ExpiredDeleted == 61 })
+	eventually(t, "the totals to settle", func() bool { return s.Stats().StoredMessages == 0 })
 }
 
 func testMailboxLimits(t *testing.T, h Harness) {
@@ -288,6 +308,11 @@ func testMailboxLimits(t *testing.T, h Harness) {
 	if st := s.Stats(); st.RefusedFull != 3 {
 		t.Fatalf("RefusedFull = %d, want 3", st.RefusedFull)
 	}
+	// An ack gives its bytes back, and a value that fills the mailbox to
+	// the last byte fits: 600 bytes wait after the ack, 400 more make 1000.
+	mustAck(t, s, 3, 1)
+	mustAppend(t, s, storage.Entry{Recipient: 3, Seq: 5, Kind: storage.KindReceipt, Value: make([]byte, 400)})
+	wantErr(t, storage.AppendWait(s, storage.Entry{Recipient: 3, Seq: 6, Kind: storage.KindReceipt, Value: make([]byte, 1)}), storage.ErrMailboxFull)
 }
 
 func testTotalLimit(t *testing.T, h Harness) {
@@ -300,6 +325,10 @@ func testTotalLimit(t *testing.T, h Harness) {
 	if st := s.Stats(); st.RefusedStoreFull != 1 || st.StoredBytes != 80 {
 		t.Fatalf("RefusedStoreFull %d StoredBytes %d", st.RefusedStoreFull, st.StoredBytes)
 	}
+	// A value that fills the store to the last byte fits; one byte more
+	// does not.
+	mustAppend(t, s, storage.Entry{Recipient: 4, Seq: 1, Kind: storage.KindReceipt, Value: make([]byte, 20)})
+	wantErr(t, storage.AppendWait(s, storage.Entry{Recipient: 4, Seq: 2, Kind: storage.KindReceipt, Value: make([]byte, 1)}), storage.ErrStoreFull)
 }
 
 func testFullMailboxDropsExpired(t *testing.T, h Harness) {

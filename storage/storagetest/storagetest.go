@@ -79,6 +79,7 @@ func Run(t *testing.T, h Harness) {
 		{"Idempotency", testIdempotency},
 		{"DedupeWindow", testDedupeWindow},
 		{"GroupMessageReceipts", testGroupMessageReceipts},
+		{"ReceiptRuns", testReceiptRuns},
 		{"ConcurrentAppends", testConcurrentAppends},
 		{"GroupCommitBatches", testGroupCommitBatches},
 		{"Closed", testClosed},
