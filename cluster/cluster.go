@@ -600,7 +600,7 @@ func (c *Cluster) Addr(node uint32) string { return c.clients[node] }
 // sent to a node that dies as lost (its own timeout).
 func (c *Cluster) Send(node uint32, payload []byte) bool {
 	subj, ok := c.subjects[node]
-	if !ok || len(payload) > maxPayload || !c.Up(node) || !c.nc.IsConnected() {
+	if !ok || len(payload) > maxPayload || !c.Up(node) || node == c.cfg.Self && !c.hasJoined() || !c.nc.IsConnected() {
 		c.refused.Add(1)
 		return false
 	}
@@ -621,6 +621,18 @@ func (c *Cluster) Send(node uint32, payload []byte) bool {
 	}
 	c.sent.Add(1)
 	return true
+}
+
+// hasJoined reports whether Join succeeded. Self is up from New on, but
+// the connection Send publishes on exists only once Join made it: until
+// then Send refuses Self, as it refuses every peer not yet heard.
+func (c *Cluster) hasJoined() bool {
+	select {
+	case <-c.joined:
+		return true
+	default:
+		return false
+	}
 }
 
 // Watch returns the channel of up and down transitions of peers, for logs

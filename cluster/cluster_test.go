@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -133,10 +134,22 @@ func TestThreeNodes(t *testing.T) {
 				t.Errorf("node %d from %d: got %d payloads, want %d in order", to, from, len(got), each)
 			}
 		}
-		if s := cs[i].Stats(); s.Received != 3*each || s.Dropped != 0 || s.Sent != 3*each {
+		if s := cs[i].Stats(); s.Received != 3*each || s.Dropped != 0 || s.Sent != 3*each || s.PeersDown != 0 {
 			t.Errorf("node %d stats %+v", to, s)
 		}
 	}
+	// The largest payload goes through; a byte more is refused, unsent.
+	largest := []byte(strings.Repeat("L", maxPayload))
+	if cs[0].Send(2, append(largest, 'L')) {
+		t.Error("Send took a payload over maxPayload")
+	}
+	if !cs[0].Send(2, largest) {
+		t.Fatal("Send refused a payload of maxPayload bytes")
+	}
+	testutil.Eventually(t, 10*time.Second, "the largest payload at node 2", func() bool {
+		got := boxes[1].from(1)
+		return len(got) == each+1 && got[each] == string(largest)
+	})
 	if got, want := cs[0].Addr(2), cfgs[0].Nodes[1].Client; got != want {
 		t.Errorf("Addr(2) = %q, want %q", got, want)
 	}
@@ -173,6 +186,9 @@ func TestDeadNode(t *testing.T) {
 	testutil.Eventually(t, 3*time.Second, "a down event for node 3", func() bool {
 		select {
 		case ev := <-watch:
+			if ev.Node == cs[0].Self() {
+				t.Errorf("node 1 reported itself %+v", ev)
+			}
 			return ev.Node == 3 && !ev.Up
 		default:
 			return false
@@ -212,6 +228,15 @@ func TestMismatchRefused(t *testing.T) {
 	}
 	if !errors.Is(err, ErrMismatch) {
 		t.Fatalf("err = %v, want ErrMismatch", err)
+	}
+	// Refused, it closed its embedded server: a corrected restart finds
+	// its addresses free.
+	for _, addr := range []string{cfgs[2].Nodes[2].NATS, cfgs[2].Nodes[2].Route} {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatalf("after the refused start: %v", err)
+		}
+		ln.Close()
 	}
 	for _, want := range []string{
 		fmt.Sprintf("%016x", two[0].Hash()), fmt.Sprintf("%016x", cfgs[2].Hash()),
@@ -355,4 +380,60 @@ func TestExternal(t *testing.T) {
 	testutil.Eventually(t, 5*time.Second, "both payloads", func() bool {
 		return slices.Equal(boxes[1].from(1), []string{"a"}) && slices.Equal(boxes[0].from(2), []string{"b"})
 	})
+	// Closed, a node leaves the shared server: nothing more reaches its
+	// handler.
+	cs[1].Close()
+	testutil.Eventually(t, 5*time.Second, "node 2's connection closed at the server", func() bool { return ns.NumClients() == 1 },
+		func() string { return fmt.Sprintf("%d clients", ns.NumClients()) })
+}
+
+// TestNewRefuses: New reports a configuration it cannot run, before
+// anything listens: no handler, an invalid configuration, or an embedded
+// server without the keys that admit the other nodes.
+func TestNewRefuses(t *testing.T) {
+	nodes := []NodeAddr{{1, "127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"}}
+	handle := func(uint32, []byte) {}
+	tests := []struct {
+		name    string
+		cfg     Config
+		handler func(uint32, []byte)
+		want    string
+	}{
+		{name: "no handler", cfg: Config{Name: "n", Self: 1, Nodes: nodes, Keys: testKeys}, want: "no handler"},
+		{name: "self not listed", cfg: Config{Name: "n", Self: 2, Nodes: nodes, Keys: testKeys}, handler: handle, want: "Self 2 is not one of Nodes"},
+		{name: "embedded without keys", cfg: Config{Name: "n", Self: 1, Nodes: nodes}, handler: handle, want: "no keys"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := New(tt.cfg, tt.handler)
+			if err == nil {
+				t.Fatalf("New made a cluster %v", c.Self())
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %q does not say %q", err, tt.want)
+			}
+		})
+	}
+	if _, err := New(Config{Name: "n", Self: 1, Nodes: nodes, External: "nats://127.0.0.1:1"}, handle); err != nil {
+		t.Errorf("an external NATS needs no keys: %v", err)
+	}
+}
+
+// TestSendBeforeJoin: New's Cluster answers Send at once, before Join
+// made its connection: it refuses every node, this one included (Self is
+// up, but there is nothing to publish on yet).
+func TestSendBeforeJoin(t *testing.T) {
+	cfgs := testConfigs(t, 2)
+	c, err := New(cfgs[0], newInbox().handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, node := range []uint32{1, 2, 9} {
+		if c.Send(node, []byte("too early")) {
+			t.Errorf("Send to %d before Join returned true", node)
+		}
+	}
+	if got := c.Stats().SendRefused; got != 3 {
+		t.Errorf("SendRefused = %d, want 3", got)
+	}
 }

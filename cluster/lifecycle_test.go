@@ -3,6 +3,7 @@ package cluster
 import (
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -58,6 +59,7 @@ func TestLeaveTakesTheNodeDownAtOnce(t *testing.T) {
 		t.Fatal("node 2 leaving before its notice")
 	}
 	left := cs[1].instance
+	cs[1].quiet.Store(true) // no heartbeat loop's notice: Leave's own must do
 	cs[1].Leave()
 	testutil.Eventually(t, 5*time.Second, "node 1 to take node 2 down", func() bool { return !cs[0].Up(2) })
 	if !cs[0].Leaving(2) || cs[0].Leaving(1) || cs[0].Leaving(9) {
@@ -198,4 +200,97 @@ func TestFirstHeartbeatAfterHearingPeers(t *testing.T) {
 			t.Error("held past Close, and then reported to go on")
 		}
 	})
+}
+
+// TestLeavingHeardByALateNode: a node that starts after a peer's Leave
+// hears the notice the leaving node keeps sending in place of heartbeats:
+// it counts that peer leaving and down, never up.
+func TestLeavingHeardByALateNode(t *testing.T) {
+	cfgs := quickConfigs(t, 2)
+	leaver := startAll(t, cfgs[1:], []func(uint32, []byte){newInbox().handle})[0]
+	leaver.Leave()
+	late := startAll(t, cfgs[:1], []func(uint32, []byte){newInbox().handle})[0]
+	testutil.Eventually(t, 5*time.Second, "the late node to hear node 2's leaving notice", func() bool { return late.Leaving(2) })
+	if late.Up(2) {
+		t.Error("the late node counts node 2 up although it is leaving")
+	}
+	if late.Send(2, []byte("to a leaving node")) {
+		t.Error("the late node sent to a node that is leaving")
+	}
+}
+
+// TestStopReceivingHandsOnWhatIsPending: StopReceiving, called while the
+// handler is busy and another payload waits for it, returns once that one
+// was handed on too: a handover loses nothing that reached the node.
+func TestStopReceivingHandsOnWhatIsPending(t *testing.T) {
+	cfgs := testConfigs(t, 2)
+	box := newInbox()
+	entered, release := make(chan struct{}), make(chan struct{})
+	cs := startAll(t, cfgs, []func(uint32, []byte){newInbox().handle, func(from uint32, p []byte) {
+		if string(p) == "first" {
+			close(entered)
+			<-release
+		}
+		box.handle(from, p)
+	}})
+	allUp(t, cs)
+	if !cs[0].Send(2, []byte("first")) || !cs[0].Send(2, []byte("second")) {
+		t.Fatal("node 1 could not send to node 2")
+	}
+	<-entered
+	sub := cs[1].sub
+	testutil.Eventually(t, 5*time.Second, "the second payload pending at node 2", func() bool {
+		n, _, _ := sub.Pending()
+		return n >= 1
+	})
+	stopped := make(chan error, 1)
+	go func() { stopped <- cs[1].StopReceiving() }()
+	testutil.Eventually(t, 5*time.Second, "node 2's subscription to stop taking payloads", func() bool {
+		return sub.IsDraining() || !sub.IsValid()
+	})
+	close(release)
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	if got := box.from(1); !slices.Equal(got, []string{"first", "second"}) {
+		t.Errorf("node 2 was handed %q by the time StopReceiving returned, want both payloads", got)
+	}
+}
+
+// TestStopReceivingPastItsTimeout: when the handler holds a payload past
+// drainTimeout, StopReceiving says so and drops what is still pending:
+// once it has returned, the handler is not called again, even after the
+// busy payload is done.
+func TestStopReceivingPastItsTimeout(t *testing.T) {
+	cfgs := testConfigs(t, 2)
+	box := newInbox()
+	entered, release := make(chan struct{}), make(chan struct{})
+	cs := startAll(t, cfgs, []func(uint32, []byte){newInbox().handle, func(from uint32, p []byte) {
+		if string(p) == "first" {
+			close(entered)
+			<-release
+		}
+		box.handle(from, p)
+	}})
+	allUp(t, cs)
+	if !cs[0].Send(2, []byte("first")) || !cs[0].Send(2, []byte("second")) {
+		t.Fatal("node 1 could not send to node 2")
+	}
+	<-entered
+	sub := cs[1].sub
+	testutil.Eventually(t, 5*time.Second, "the second payload pending at node 2", func() bool {
+		n, _, _ := sub.Pending()
+		return n >= 1
+	})
+	if err := cs[1].StopReceiving(); err == nil || !strings.Contains(err.Error(), "dropped") {
+		t.Errorf("StopReceiving past its timeout: %v, want the pending payloads dropped", err)
+	}
+	close(release)
+	// Had the drain gone on, the subscription would close only after the
+	// second payload was handed on.
+	testutil.Eventually(t, 5*time.Second, "the held payload handed on, node 2's subscription closed",
+		func() bool { return len(box.from(1)) >= 1 && !sub.IsValid() })
+	if got := box.from(1); !slices.Equal(got, []string{"first"}) {
+		t.Errorf("node 2 was handed %q, want only the payload the handler held when StopReceiving returned", got)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -141,6 +142,9 @@ func TestPayloadFromUnheardNode(t *testing.T) {
 		func() bool { return slices.Equal(box.from(3), []string{"from nowhere"}) })
 	if cs[0].Up(3) || cs[1].Up(3) {
 		t.Error("a payload made a never-heard node up")
+	}
+	if cs[0].Leaving(3) {
+		t.Error("a never-heard node counts as leaving")
 	}
 	for i, c := range cs {
 		if down := c.Stats().PeersDown; down != 1 {
@@ -318,4 +322,85 @@ func TestInstanceFromHeartbeat(t *testing.T) {
 	if !cs[0].Up(2) {
 		t.Error("node 1 sees the restarted node 2 down after hearing it")
 	}
+}
+
+// TestDeliverDrops: deliver hands the handler a payload from a node of the
+// configuration, this one included, and drops, counted, one too short to
+// name its sender, one from a node outside the configuration, and one that
+// comes after a failed Join.
+func TestDeliverDrops(t *testing.T) {
+	var got []string
+	c := &Cluster{
+		cfg:    Config{Self: 1, DownAfter: 2 * time.Second},
+		log:    slog.New(slog.DiscardHandler),
+		epoch:  time.Now(),
+		grain:  int64(maxSeenGrain),
+		peers:  map[uint32]*peer{2: {}},
+		joined: joinedChan(),
+		handler: func(from uint32, p []byte) {
+			got = append(got, fmt.Sprintf("%d:%s", from, p))
+		},
+	}
+	for _, m := range [][]byte{
+		payloadFrom(2, "from 2"),
+		{0, 0, 2},
+		payloadFrom(9, "from outside"),
+		payloadFrom(1, "from self"),
+		{},
+	} {
+		c.deliver(&nats.Msg{Data: m})
+	}
+	if want := []string{"2:from 2", "1:from self"}; !slices.Equal(got, want) {
+		t.Errorf("handler got %q, want %q", got, want)
+	}
+	if d, r := c.dropped.Load(), c.received.Load(); d != 3 || r != 2 {
+		t.Errorf("dropped %d, received %d; want 3 and 2", d, r)
+	}
+
+	// Join failed (closed without joining): what was held is dropped.
+	got = nil
+	c.joined = make(chan struct{})
+	c.done = make(chan struct{})
+	close(c.done)
+	c.deliver(&nats.Msg{Data: payloadFrom(2, "after a failed join")})
+	if len(got) != 0 || c.dropped.Load() != 4 {
+		t.Errorf("after a failed Join: handler got %q, dropped %d; want nothing and 4", got, c.dropped.Load())
+	}
+}
+
+// TestEventsNeverBlockHeartbeats: with nobody reading Watch, more
+// transitions than it holds are dropped and counted, and the heartbeat
+// loop goes on (the node stays up for its peers) and ends at Close. Time
+// is synctest's; the node's heartbeats are not published (quiet), so it
+// needs no connection.
+func TestEventsNeverBlockHeartbeats(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const n = eventsCap + 6
+		cfg := Config{Self: 1, Heartbeat: 100 * time.Millisecond, DownAfter: time.Second, Logger: slog.New(slog.DiscardHandler)}.withDefaults()
+		c := &Cluster{cfg: cfg, log: cfg.Logger, epoch: time.Now(), peers: map[uint32]*peer{},
+			events: make(chan NodeEvent, eventsCap), done: make(chan struct{})}
+		c.quiet.Store(true)
+		for id := uint32(2); id < 2+n; id++ {
+			p := &peer{}
+			p.seen.Store(1)
+			p.heard.Store(1)
+			c.peers[id] = p
+		}
+		c.wg.Add(1)
+		go c.heartbeats()
+		synctest.Wait() // every peer up: n events, eventsCap fit
+		if got := c.lostEvent.Load(); got != n-eventsCap {
+			t.Fatalf("%d events dropped, want %d", got, n-eventsCap)
+		}
+		time.Sleep(cfg.DownAfter + cfg.Heartbeat) // every peer down: n more, none fit
+		synctest.Wait()
+		if got := c.lostEvent.Load(); got != 2*n-eventsCap {
+			t.Errorf("%d events dropped after every peer went down, want %d", got, 2*n-eventsCap)
+		}
+		close(c.done)
+		c.wg.Wait()
+		if k := len(c.events); k != eventsCap {
+			t.Errorf("Watch holds %d events, want %d", k, eventsCap)
+		}
+	})
 }

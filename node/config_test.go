@@ -452,3 +452,13 @@ func FuzzSettingValues(f *testing.F) {
 		}
 	})
 }
+
+// TestParseNodesRejects: a cluster-nodes entry that is not exactly
+// id=client/route/nats is refused, naming it, rather than read in part.
+func TestParseNodesRejects(t *testing.T) {
+	for _, v := range []string{"1=a/b/c/d", "1=a/b", "1", "x=a/b/c", "1=a/b/c,2=d/e/f/g"} {
+		if nodes, err := parseNodes(v); err == nil || !strings.Contains(err.Error(), "want id=client/route/nats") {
+			t.Errorf("parseNodes(%q) = %v, %v; want it refused", v, nodes, err)
+		}
+	}
+}
