@@ -494,6 +494,8 @@ func TestClusterTakeoverAnswersForwards(t *testing.T) {
 	for _, r := range refusals {
 		if strings.Contains(r, "did not answer") || strings.Contains(r, "restarted") {
 			t.Errorf("alice's send was refused with %q: a forward waited out node 1's timeout (refusals: %q)", r, refusals)
+		} else if !strings.Contains(r, "handing over") {
+			t.Errorf("alice's send was refused with %q, want the home node handing over (refusals: %q)", r, refusals)
 		}
 	}
 	if got := tc.node(1).Router().Stats().ForwardTimeouts.Load(); got != 0 {
