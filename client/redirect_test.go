@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"switchboard/client"
+	"switchboard/internal/testutil"
 	"switchboard/protocol"
 )
 
@@ -442,6 +444,88 @@ func TestConnBodyTooLargeFailsTheMessage(t *testing.T) {
 	}
 }
 
+// TestConnBodyTooLargeFailsTheFirstOfEqualBodies: of two messages of the
+// outbox equally large, ERROR BODY_TOO_LARGE fails the one with the lower
+// msg_id, the one the server read first; the other goes again after the
+// login, with flag B.
+func TestConnBodyTooLargeFailsTheFirstOfEqualBodies(t *testing.T) {
+	fs := newFakeServer(t)
+	c, fc := dialFake(t, fs, client.Options{}, func(fc *fakeConn) { fc.welcome(t) })
+	var ids []uint64
+	for range 2 {
+		id, err := c.Send(9, false, make([]byte, 20_000))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	fc.send(t)
+	e := protocol.Error{Code: protocol.CodeBodyTooLarge, Reason: "SEND body of 20000 bytes over the limit of 16384"}
+	fc.write(t, e.Append(nil))
+	fc.nc.Close()
+	if r := next[*protocol.Refuse](t, c, nil); r.MsgID != ids[0] || r.Code != protocol.CodeBodyTooLarge {
+		t.Fatalf("REFUSE %+v, want msg %d, the first of the two, refused for good", r, ids[0])
+	}
+	again := fs.next(t)
+	again.welcome(t)
+	if s := again.send(t); s.MsgID != ids[1] || !s.Retry {
+		t.Fatalf("SEND after the login: msg %d retry %v, want %d with flag B", s.MsgID, s.Retry, ids[1])
+	}
+}
+
+// TestConnBodyTooLargeSkipsAFailedMessage: a message refused for good
+// (retry_after 0) has left the outbox, so a later ERROR BODY_TOO_LARGE
+// fails the largest message still in it, not the larger one that failed
+// before; otherwise the one over the limit would go again at every login.
+func TestConnBodyTooLargeSkipsAFailedMessage(t *testing.T) {
+	fs := newFakeServer(t)
+	c, fc := dialFake(t, fs, client.Options{}, func(fc *fakeConn) { fc.welcome(t) })
+	failed, err := c.Send(9, false, make([]byte, 20_000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc.send(t)
+	fc.write(t, (&protocol.Refuse{MsgID: failed, Code: protocol.CodeBadRecipient}).Append(nil))
+	next[*protocol.Refuse](t, c, func(r *protocol.Refuse) bool { return r.MsgID == failed })
+	big, err := c.Send(9, false, make([]byte, 19_000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc.send(t)
+	e := protocol.Error{Code: protocol.CodeBodyTooLarge, Reason: "SEND body of 19000 bytes over the limit of 16384"}
+	fc.write(t, e.Append(nil))
+	fc.nc.Close()
+	if r := next[*protocol.Refuse](t, c, nil); r.MsgID != big || r.Code != protocol.CodeBodyTooLarge {
+		t.Fatalf("REFUSE %+v, want msg %d, the largest left in the outbox, refused for good", r, big)
+	}
+	if n := c.Pending(); n != 0 {
+		t.Fatalf("%d pending after both messages failed, want 0", n)
+	}
+}
+
+// TestConnResendsAfterRetryAfter: a message refused with retry_after goes
+// again on its own, with flag B, no sooner than retry_after after the
+// REFUSE (PROTOCOL.md 8.5), and not only at the next keepalive.
+func TestConnResendsAfterRetryAfter(t *testing.T) {
+	fs := newFakeServer(t)
+	c, fc := dialFake(t, fs, client.Options{}, func(fc *fakeConn) { fc.welcome(t) })
+	id, err := c.Send(9, false, []byte("hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc.send(t)
+	const retryAfter = 50 * time.Millisecond
+	refused := time.Now()
+	fc.write(t, (&protocol.Refuse{MsgID: id, Code: protocol.CodeStorage, RetryAfter: uint32(retryAfter / time.Millisecond)}).Append(nil))
+	s := fc.send(t)
+	if waited := time.Since(refused); waited < retryAfter {
+		t.Fatalf("resent after %v, sooner than retry_after %v", waited, retryAfter)
+	}
+	if s.MsgID != id || !s.Retry || string(s.Body) != "hello" {
+		t.Fatalf("resent msg %d retry %v body %q, want %d with flag B and the same body", s.MsgID, s.Retry, s.Body, id)
+	}
+}
+
 // TestConnRestoresABodyOverTheDefaultLimit: a body queued under a plain
 // server's WELCOME (up to 65,536 bytes) is restored by the next Dial,
 // although a default server's limit is lower: the server refuses it, for
@@ -573,5 +657,67 @@ func TestConnPingsOncePerInterval(t *testing.T) {
 	}
 	if gap := pings[1].Sub(pings[0]); gap < 900*time.Millisecond {
 		t.Fatalf("PINGs %v apart, want one a second", gap)
+	}
+}
+
+// TestConnCloseEndsItsGoroutines: once Close returns, the goroutines of the
+// Conn (reader, timers, writer) end; none is left behind to hold its
+// memory.
+func TestConnCloseEndsItsGoroutines(t *testing.T) {
+	fs := newFakeServer(t)
+	c, _ := dialFake(t, fs, client.Options{}, func(fc *fakeConn) { fc.welcome(t) })
+	c.Close()
+	var left string
+	testutil.Eventually(t, 5*time.Second, "the Conn's goroutines to end", func() bool {
+		buf := make([]byte, 1<<20)
+		left = string(buf[:runtime.Stack(buf, true)])
+		return !strings.Contains(left, "switchboard/client.(*Conn)")
+	}, func() string { return left })
+}
+
+// TestConnEndsOnReplaced: ERROR REPLACED on a live connection ends the
+// session (PROTOCOL.md 10): Recv returns it wrapped in ErrClosed and the
+// Conn does not log in again, which would evict the newer session in turn.
+func TestConnEndsOnReplaced(t *testing.T) {
+	fs := newFakeServer(t)
+	c, fc := dialFake(t, fs, client.Options{}, func(fc *fakeConn) { fc.welcome(t) })
+	fc.write(t, (&protocol.Error{Code: protocol.CodeReplaced, Reason: "a newer login"}).Append(nil))
+	fc.nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := c.Recv(ctx)
+	var perr *protocol.Error
+	if !errors.Is(err, client.ErrClosed) || !errors.As(err, &perr) || perr.Code != protocol.CodeReplaced {
+		t.Fatalf("Recv: %v, want ErrClosed with REPLACED", err)
+	}
+	// Recv returned the cause: the Conn is done, and a second LOGIN would
+	// already be here.
+	select {
+	case <-fs.conns:
+		t.Fatal("a LOGIN after REPLACED")
+	default:
+	}
+}
+
+// TestConnPingsAfterAReconnect: the keepalive starts again with each
+// WELCOME: an idle Conn pings on the connection a reconnect made, within
+// its interval, before the server takes it for idle.
+func TestConnPingsAfterAReconnect(t *testing.T) {
+	fs := newFakeServer(t)
+	_, fc := dialFake(t, fs, client.Options{}, func(fc *fakeConn) { fc.welcome(t) })
+	fc.nc.Close()
+	again := fs.next(t)
+	w := protocol.Welcome{Version: protocol.Version, User: 7, Time: uint64(time.Now().UnixMilli()), Ping: 1,
+		MaxFrame: protocol.MaxFrame, Window: 256}
+	again.write(t, w.Append(nil))
+	again.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		f, err := again.fr.Next()
+		if err != nil {
+			t.Fatalf("no PING on the new connection: %v", err)
+		}
+		if f.Type == protocol.TypePing {
+			return
+		}
 	}
 }

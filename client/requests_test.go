@@ -109,3 +109,31 @@ func TestStateString(t *testing.T) {
 		}
 	}
 }
+
+// TestConnQueueRefusesAnAcceptedID: once msg 30 is accepted and gone from
+// the outbox, Queue still refuses 30 and any id below the counter: an id is
+// never used twice (PROTOCOL.md 8.5), or the server's dedupe would drop the
+// new message as a retry of the old one.
+func TestConnQueueRefusesAnAcceptedID(t *testing.T) {
+	fs := newFakeServer(t)
+	c, fc := dialFake(t, fs, client.Options{}, func(fc *fakeConn) { fc.welcome(t) })
+	if err := c.Queue(client.Outgoing{MsgID: 30, To: 9, Body: []byte("first")}); err != nil {
+		t.Fatal(err)
+	}
+	if s := fc.send(t); s.MsgID != 30 {
+		t.Fatalf("SEND msg %d, want 30", s.MsgID)
+	}
+	fc.write(t, (&protocol.Accept{MsgID: 30}).Append(nil))
+	next[*protocol.Accept](t, c, nil)
+	if n := c.Pending(); n != 0 {
+		t.Fatalf("%d pending after ACCEPT 30, want 0", n)
+	}
+	for _, id := range []uint64{30, 29} {
+		if err := c.Queue(client.Outgoing{MsgID: id, To: 9, Body: []byte("again")}); !errors.Is(err, client.ErrMsgIDOrder) {
+			t.Errorf("Queue of msg id %d after 30 was accepted: %v, want ErrMsgIDOrder", id, err)
+		}
+	}
+	if n := c.Pending(); n != 0 {
+		t.Fatalf("%d pending after refused Queues, want 0", n)
+	}
+}

@@ -716,3 +716,118 @@ func TestSessionFailedDialsAfterAStableConnectionBackOff(t *testing.T) {
 		t.Fatalf("ceilings %v after a stable connection, want %v", got, want)
 	}
 }
+
+// TestSessionWritesAfterAnAcceptOfTheFront: an ACCEPT that frees the front
+// of the outbox but not all of it leaves a message queued next due at once,
+// not held until the next reconnect.
+func TestSessionWritesAfterAnAcceptOfTheFront(t *testing.T) {
+	s := NewSession(Config{})
+	login(t, s, 0)
+	s.Queue() // 1
+	s.Queue() // 2
+	drain(s, 0)
+	s.Accepted(&protocol.Accept{MsgID: 1})
+	s.Queue() // 3
+	if got, want := drain(s, 0), []sent{{3, false}}; !equalSent(got, want) {
+		t.Fatalf("after ACCEPT 1 of 1…2 wrote %v, want %v", got, want)
+	}
+}
+
+// TestSessionStaleRefuseChangesNothing: a REFUSE of a msg_id already
+// accepted (still in the outbox behind an older message, or trimmed from
+// it) neither holds the connection nor fails another message.
+func TestSessionStaleRefuseChangesNothing(t *testing.T) {
+	s := NewSession(Config{})
+	login(t, s, 0)
+	for range 3 {
+		s.Queue() // 1, 2, 3
+	}
+	drain(s, 0)
+	s.Accepted(&protocol.Accept{MsgID: 2}) // stays behind 1
+	if s.Refused(&protocol.Refuse{MsgID: 2, Code: protocol.CodeRetryLater, RetryAfter: 500}, 0) {
+		t.Fatal("a REFUSE of accepted msg 2 kept it in the outbox")
+	}
+	if s.Held(0) {
+		t.Fatal("a REFUSE RETRY_LATER of accepted msg 2 holds the connection")
+	}
+	s.Accepted(&protocol.Accept{MsgID: 1}) // 1 and 2 leave the outbox
+	if s.Refused(&protocol.Refuse{MsgID: 1, Code: protocol.CodeBadRecipient}, 0) {
+		t.Fatal("a REFUSE of msg 1, gone from the outbox, kept a message")
+	}
+	var ids []uint64
+	s.Outbox(func(id uint64) bool { ids = append(ids, id); return true })
+	if !slices.Equal(ids, []uint64{3}) {
+		t.Fatalf("outbox %v after stale REFUSEs of 1 and 2, want [3]", ids)
+	}
+}
+
+// TestSessionHoldLastsUntilTheLatestRetryLater: a second RETRY_LATER with a
+// shorter retry_after does not shorten the hold of the first (PROTOCOL.md
+// 8.5: never shorten it), and SendDue names the hold's end, not the
+// earlier retry_after, so a driver does not wake in between for nothing.
+func TestSessionHoldLastsUntilTheLatestRetryLater(t *testing.T) {
+	s := NewSession(Config{})
+	login(t, s, 0)
+	s.Queue() // 1
+	s.Queue() // 2
+	drain(s, 0)
+	s.Refused(&protocol.Refuse{MsgID: 1, Code: protocol.CodeRetryLater, RetryAfter: 500}, 100*ms) // held to 600ms
+	s.Refused(&protocol.Refuse{MsgID: 2, Code: protocol.CodeRetryLater, RetryAfter: 100}, 110*ms) // 2 due at 210ms
+	s.Queue()                                                                                     // 3
+	if got := drain(s, 300*ms); got != nil {
+		t.Fatalf("wrote %v at 300ms, during the first RETRY_LATER's hold (to 600ms)", got)
+	}
+	if at, ok := s.SendDue(300 * ms); !ok || at != 600*ms {
+		t.Fatalf("SendDue = %v, %v during the hold; want 600ms", at, ok)
+	}
+	if got, want := drain(s, 600*ms), []sent{{1, true}, {2, true}, {3, false}}; !equalSent(got, want) {
+		t.Fatalf("at 600ms wrote %v, want %v", got, want)
+	}
+}
+
+// TestSessionRetryAfterOutlivesAReconnect: a message refused with a
+// retry_after waits it out even when the connection changed meanwhile:
+// the WELCOME of a reconnect 1 ms before its end does not let it go early.
+func TestSessionRetryAfterOutlivesAReconnect(t *testing.T) {
+	s := NewSession(Config{Rand: func(int64) int64 { return 0 }})
+	login(t, s, 0)
+	s.Queue() // 1
+	drain(s, 0)
+	s.Refused(&protocol.Refuse{MsgID: 1, Code: protocol.CodeStorage, RetryAfter: 5000}, 10*ms) // due 5.01s
+	s.Closed(0, 20*ms)
+	login(t, s, 5009*ms)
+	if got := drain(s, 5009*ms); got != nil {
+		t.Fatalf("wrote %v at 5.009s, before the retry_after of the last connection's REFUSE", got)
+	}
+	if got, want := drain(s, 5010*ms), []sent{{1, true}}; !equalSent(got, want) {
+		t.Fatalf("at 5.01s wrote %v, want %v", got, want)
+	}
+}
+
+// TestSessionGoAwayWithoutDelayBacksOff: a GOAWAY with after 0 (a LOGIN
+// answered with RETRY_LATER by a server that sets no window) is a failed
+// attempt: the backoff of PROTOCOL.md 8.9, its ceiling growing, never a
+// tight loop of reconnects.
+func TestSessionGoAwayWithoutDelayBacksOff(t *testing.T) {
+	s := NewSession(Config{Rand: func(n int64) int64 { return n - 1 }})
+	for _, ceiling := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second} {
+		s.AppendLogin(nil, protocol.Login{})
+		s.GoAway(&protocol.GoAway{Code: protocol.CodeRetryLater})
+		if d, ok := s.Closed(0, 0); !ok || d != ceiling-1 {
+			t.Fatalf("GOAWAY RETRY_LATER after 0: %v, %v; want %v, the top of the %v ceiling", d, ok, ceiling-1, ceiling)
+		}
+	}
+}
+
+// TestSessionCeilingHoldsAfterManyFailures: however long the server stays
+// down, the ceiling stays at MaxBackoff: it never overflows into a delay
+// of 0, a tight loop.
+func TestSessionCeilingHoldsAfterManyFailures(t *testing.T) {
+	s := NewSession(Config{Rand: func(n int64) int64 { return n - 1 }})
+	for i := range 100 {
+		d, ok := s.Closed(0, 0)
+		if i >= 6 && (!ok || d != DefaultMaxBackoff-1) {
+			t.Fatalf("failed dial %d: %v, %v; want the top of the %v ceiling", i+1, d, ok, DefaultMaxBackoff)
+		}
+	}
+}
