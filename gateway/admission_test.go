@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"switchboard/delivery"
 	"switchboard/gateway"
 	"switchboard/internal/testutil"
 	"switchboard/protocol"
@@ -284,4 +285,141 @@ func TestPreLoginBudget(t *testing.T) {
 	if code := silent[15].expectClose(5 * time.Second); code != protocol.CodeHandshakeTimeout {
 		t.Fatalf("the newest silent socket closed with %v, want HANDSHAKE_TIMEOUT", code)
 	}
+}
+
+// TestPreLoginBusyPastHalf: a connection gets HandshakeTimeoutBusy only
+// while more than half of its loop's pre-login share are waiting: with a
+// share of 8, the fifth silent socket (four waiting) keeps the full
+// HandshakeTimeout, the sixth (five waiting) gets 3 s.
+func TestPreLoginBusyPastHalf(t *testing.T) {
+	clock := newFakeClock()
+	ts := startServer(t, serverOptions{gw: func(c *gateway.Config) {
+		c.Now = clock.Now
+		c.MaxPreLogin = 8
+		c.Loops = 1 // the share is the loop's
+	}})
+	advance := func(n int) {
+		for range n {
+			clock.Advance(time.Second)
+			ts.Srv.Tick()
+		}
+	}
+	for range 5 {
+		ts.raw()
+	}
+	eventually(t, 5*time.Second, "5 silent sockets accepted", func() bool { return ts.Srv.Stats().Accepted.Load() == 5 })
+	advance(4)
+	if got := ts.Srv.Stats().Closes[protocol.CodeHandshakeTimeout].Load(); got != 0 {
+		t.Fatalf("%d of the first 5 silent sockets closed 4 s in, want 0: at most half the share waited", got)
+	}
+	sixth := ts.raw()
+	eventually(t, 5*time.Second, "the sixth accepted", func() bool { return ts.Srv.Stats().Accepted.Load() == 6 })
+	advance(4)
+	if code := sixth.expectClose(5 * time.Second); code != protocol.CodeHandshakeTimeout {
+		t.Fatalf("the sixth closed with %v, want HANDSHAKE_TIMEOUT", code)
+	}
+	if got := ts.Srv.Stats().Closes[protocol.CodeHandshakeTimeout].Load(); got != 1 {
+		t.Fatalf("%d silent sockets closed 4 s after the sixth opened, want only the sixth", got)
+	}
+}
+
+// TestPreLoginEvictsOnlyWaiting: eviction passes over the entries at the
+// front of the FIFO that logged in or closed since they opened: it closes
+// neither a connection whose LOGIN was verified (joining: the router holds
+// its welcome) nor counts a socket already gone, only the oldest one still
+// waiting.
+func TestPreLoginEvictsOnlyWaiting(t *testing.T) {
+	clock := newFakeClock() // no handshake timeout fires
+	logouts := make(chan uint64, 1)
+	ts := startServer(t, serverOptions{
+		gw: func(c *gateway.Config) {
+			c.Now = clock.Now
+			c.MaxPreLogin = 4
+			c.Loops = 1 // the share is the loop's
+		},
+		delivery: func(d gateway.Delivery) gateway.Delivery { return logoutsSeen{heldLogins{d}, logouts} },
+	})
+	joining := ts.raw() // first in the FIFO, its LOGIN verified since
+	lg := protocol.Login{Token: ts.Token(1)}
+	joining.write(lg.Append(protocol.AppendPreface(nil, protocol.Version, protocol.TransportPlain)))
+	eventually(t, 5*time.Second, "the LOGIN verified", func() bool { return ts.Srv.Gauges().LoggedIn == 1 })
+	gone := ts.raw() // second, closed by the client since
+	eventually(t, 5*time.Second, "both accepted", func() bool { return ts.Srv.Stats().Accepted.Load() == 2 })
+	gone.Close()
+	eventually(t, 5*time.Second, "the closed one counted out", func() bool { return ts.Srv.Conns() == 1 })
+	var silent []*rawConn
+	for range 5 { // the fifth is one past the share of 4
+		silent = append(silent, ts.raw())
+	}
+	eventually(t, 5*time.Second, "the silent sockets accepted", func() bool { return ts.Srv.Stats().Accepted.Load() == 7 })
+	if code := silent[0].expectClose(5 * time.Second); code != protocol.CodeHandshakeTimeout {
+		t.Fatalf("the oldest silent socket closed with %v, want HANDSHAKE_TIMEOUT", code)
+	}
+	eventually(t, 5*time.Second, "one eviction", func() bool { return ts.Srv.Conns() == 5 })
+	if got := ts.Srv.Stats().PreLoginEvicted.Load(); got != 1 {
+		t.Fatalf("PreLoginEvicted = %d, want 1", got)
+	}
+	if got := ts.Srv.Gauges(); got.LoggedIn != 1 || got.PreLogin != 4 {
+		t.Fatalf("gauges %+v, want the joining one and 4 waiting", got)
+	}
+
+	// The joining one closes: the router is told, and it is counted out
+	// as logged in, so the next socket past the share evicts again.
+	joining.Close()
+	select {
+	case u := <-logouts:
+		if u != 1 {
+			t.Fatalf("logout of user %d, want 1", u)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the router was not told the joining connection closed")
+	}
+	eventually(t, 5*time.Second, "the joining one counted out", func() bool {
+		return ts.Srv.Conns() == 4 && ts.Srv.Gauges() == gateway.Gauges{PreLogin: 4}
+	})
+	ts.raw()
+	if code := silent[1].expectClose(5 * time.Second); code != protocol.CodeHandshakeTimeout {
+		t.Fatalf("the oldest silent socket left closed with %v, want HANDSHAKE_TIMEOUT", code)
+	}
+	eventually(t, 5*time.Second, "a second eviction", func() bool { return ts.Srv.Stats().PreLoginEvicted.Load() == 2 })
+}
+
+// logoutsSeen is the router as the gateway sees it, reporting the user of
+// each Logout.
+type logoutsSeen struct {
+	gateway.Delivery
+	users chan<- uint64
+}
+
+func (d logoutsSeen) Logout(s delivery.Session, to delivery.Addressee) {
+	d.users <- to.User
+	d.Delivery.Logout(s, to)
+}
+
+// TestPreLoginEvictsOldestPastCompaction: the FIFO of waiting connections
+// is compacted once logins leave it mostly stale, so it stays within
+// twice the connections waiting plus 16, and the oldest one still waiting
+// stays first: it is the one evicted.
+func TestPreLoginEvictsOldestPastCompaction(t *testing.T) {
+	clock := newFakeClock() // no handshake timeout fires
+	ts := startServer(t, serverOptions{gw: func(c *gateway.Config) {
+		c.Now = clock.Now
+		c.MaxPreLogin = 4
+		c.Loops = 1 // the share is the loop's
+	}})
+	oldest := ts.raw()
+	eventually(t, 5*time.Second, "the oldest accepted", func() bool { return ts.Srv.Stats().Accepted.Load() == 1 })
+	for u := range 24 { // stale entries past twice the waiting ones plus 16
+		ts.rawLogin(uint64(u + 1))
+	}
+	if got := ts.Srv.PreLoginQueue(); got > 2*1+16 {
+		t.Fatalf("%d entries queued for 1 connection waiting to log in, want at most 18", got)
+	}
+	for range 4 { // the fourth is one past the share of 4
+		ts.raw()
+	}
+	if code := oldest.expectClose(5 * time.Second); code != protocol.CodeHandshakeTimeout {
+		t.Fatalf("the oldest silent socket closed with %v, want HANDSHAKE_TIMEOUT", code)
+	}
+	eventually(t, 5*time.Second, "one eviction", func() bool { return ts.Srv.Stats().PreLoginEvicted.Load() == 1 })
 }

@@ -142,3 +142,18 @@ func (s *Server) CloseUnwoken(user uint64, code protocol.Code) {
 		})
 	})
 }
+
+// PreLoginQueue returns the entries in the loops' FIFOs of connections
+// opened before login (admit.go), stale ones included.
+func (s *Server) PreLoginQueue() int {
+	var n atomic.Int64
+	s.eachLoop(context.Background(), func(l *loop) { n.Add(int64(len(l.waiting))) })
+	return int(n.Load())
+}
+
+// NoiseStates returns the Noise connection states the loops hold.
+func (s *Server) NoiseStates() int {
+	var n atomic.Int64
+	s.eachLoop(context.Background(), func(l *loop) { n.Add(int64(len(l.secure))) })
+	return int(n.Load())
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -227,7 +228,11 @@ func TestNoiseHandshakeCap(t *testing.T) {
 		}
 		first <- err
 	}()
-	<-entered // the first handshake's step holds the only place
+	select { // the first handshake's step holds the only place
+	case <-entered:
+	case err := <-first:
+		t.Fatalf("the first handshake ended before its step ran: %v", err)
+	}
 	_, _, err := ts.tryNoiseDial(2, noise.ClientConfig{})
 	var re *noise.RefusedError
 	if !errors.As(err, &re) {
@@ -563,4 +568,72 @@ func TestNoiseHandshakeFinishes(t *testing.T) {
 	if got := ts.Srv.Stats().HandshakesRefused.Load(); got != 0 {
 		t.Errorf("HandshakesRefused %d, want 0", got)
 	}
+}
+
+// TestHandshakeStepsCountedOut: every handshake step is counted out of
+// Config.MaxHandshakes when it is done or refused, first and later steps
+// alike: after a refusal and a whole XX handshake none is counted, and
+// new handshakes are taken up to the cap again. The refused one's state
+// is dropped with it.
+func TestHandshakeStepsCountedOut(t *testing.T) {
+	ts := noiseServer(t, []noise.Keypair{noiseKey(t)}, func(c *gateway.Config) { c.MaxHandshakes, c.HandshakeWorkers = 1, 1 })
+	release, entered := make(chan struct{}), make(chan struct{}, 8)
+	hold := true
+	var mu sync.Mutex
+	ts.Srv.SetPanicHook(func(point string, _ uint64) {
+		mu.Lock()
+		h := hold
+		mu.Unlock()
+		if point == "handshake" && h {
+			entered <- struct{}{}
+			<-release
+		}
+	})
+	welcomed := func(r *rawConn, err error) error {
+		if err != nil {
+			return err
+		}
+		f, err := r.tryNext(5 * time.Second)
+		if err == nil && f.Type != protocol.TypeWelcome {
+			err = fmt.Errorf("got %v, want WELCOME", f.Type)
+		}
+		return err
+	}
+	first := make(chan error, 1)
+	go func() {
+		r, _, err := ts.tryNoiseDial(1, noise.ClientConfig{})
+		first <- welcomed(r, err)
+	}()
+	select { // the first handshake's XX 1 holds the only place
+	case <-entered:
+	case err := <-first:
+		t.Fatalf("the first handshake ended before its step ran: %v", err)
+	}
+	var re *noise.RefusedError
+	if _, _, err := ts.tryNoiseDial(2, noise.ClientConfig{}); !errors.As(err, &re) {
+		t.Fatalf("second handshake: %v, want a refusal", err)
+	}
+	mu.Lock()
+	hold = false
+	mu.Unlock()
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatalf("the first handshake: %v", err)
+	}
+	eventually(t, 5*time.Second, "no handshake step counted", func() bool { return ts.Srv.HandshakeSteps() == 0 })
+	for u := range uint64(3) {
+		r, _, err := ts.tryNoiseDial(10+u, noise.ClientConfig{})
+		if err := welcomed(r, err); err != nil {
+			t.Fatalf("handshake %d after the refusal: %v", u+1, err)
+		}
+		eventually(t, 5*time.Second, "no handshake step counted", func() bool { return ts.Srv.HandshakeSteps() == 0 })
+	}
+	if got := ts.Srv.Stats().HandshakesRefused.Load(); got != 1 {
+		t.Fatalf("HandshakesRefused %d, want 1", got)
+	}
+	if got := ts.Srv.Stats().Closes[protocol.CodeRetryLater].Load(); got != 1 {
+		t.Fatalf("Closes[RETRY_LATER] %d, want the refused one", got)
+	}
+	// The refused connection's Noise state went with it.
+	eventually(t, 5*time.Second, "4 Noise states, of the 4 open", func() bool { return ts.Srv.NoiseStates() == 4 })
 }

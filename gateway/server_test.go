@@ -262,3 +262,21 @@ func TestConnectionCap(t *testing.T) {
 	eventually(t, 5*time.Second, "a slot to free", func() bool { return ts.Srv.Conns() == 4 })
 	ts.Dial(20, protocol.ClientOptions{})
 }
+
+// TestDrainRefusesNewConnections: once drained, a new connection is
+// refused with ERROR SHUTTING_DOWN (not SERVER_FULL: the client must not
+// take the node for full) and counted in Refused; open ones are kept.
+func TestDrainRefusesNewConnections(t *testing.T) {
+	ts := startServer(t, serverOptions{})
+	ts.Dial(1, protocol.ClientOptions{})
+	ts.Srv.Drain()
+	_, err := ts.TryDial(2, protocol.ClientOptions{})
+	var e *protocol.Error
+	if !errors.As(err, &e) || e.Code != protocol.CodeShuttingDown {
+		t.Fatalf("a connection after Drain: %v, want ERROR SHUTTING_DOWN", err)
+	}
+	if got := ts.Srv.Stats().Refused.Load(); got != 1 {
+		t.Fatalf("Refused = %d, want 1", got)
+	}
+	eventually(t, 5*time.Second, "the refused one counted out", func() bool { return ts.Srv.Conns() == 1 })
+}

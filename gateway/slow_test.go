@@ -180,3 +180,45 @@ func TestSlowConsumerOutboundCap(t *testing.T) {
 		t.Fatalf("router counted %d slow consumers, want 0", got)
 	}
 }
+
+// TestSlowConsumerOutboundCapExact: entries that fill the outbound queue
+// to exactly Config.OutboundCap are all taken and written; the cap closes
+// a connection only past it.
+func TestSlowConsumerOutboundCapExact(t *testing.T) {
+	const outCap = 8 << 10
+	ts := startServer(t, serverOptions{
+		byHand: true, // sessions of its own on the router, and a cap below the window
+		gw:     func(c *gateway.Config) { c.Loops = 1; c.OutboundCap = outCap },
+		router: func(c *delivery.Config) { c.SlowAfter = time.Hour; c.WindowBytes = 1 << 20 },
+	})
+	// Two records of half the cap each, as Push charges them.
+	record := func(id uint64) []byte {
+		d := protocol.Deliver{MsgID: id, From: 9, Body: bytes.Repeat([]byte{'x'}, outCap/2)}
+		over := len(d.AppendRecord(nil)) + 16 - outCap/2
+		d.Body = d.Body[:len(d.Body)-over]
+		r := d.AppendRecord(nil)
+		if len(r)+16 != outCap/2 {
+			t.Fatalf("record of %d bytes, want %d", len(r), outCap/2-16)
+		}
+		return r
+	}
+	reader := ts.Dial(1, protocol.ClientOptions{})
+	release := ts.hangLoop()
+	sender := &nullConn{}
+	for id := range uint64(2) {
+		if !ts.Router.Send(ts.session(sender), delivery.Message{From: delivery.To(9), To: 1, MsgID: id + 1, Record: record(id + 1)}) {
+			t.Fatal("router busy")
+		}
+	}
+	eventually(t, 5*time.Second, "the queue full to the cap", func() bool {
+		return ts.Srv.Gauges() == gateway.Gauges{LoggedIn: 1, OutboundBytes: outCap}
+	})
+	release()
+	recvDelivers(t, reader, 2, 10*time.Second)
+	if got := ts.Srv.SlowConsumers(); got != (gateway.SlowConsumers{}) {
+		t.Fatalf("slow consumers %+v, want none", got)
+	}
+	eventually(t, 5*time.Second, "the queue written", func() bool {
+		return ts.Srv.Gauges() == gateway.Gauges{LoggedIn: 1}
+	})
+}
