@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -16,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
-
 	"switchboard/client"
 	"switchboard/home"
 	"switchboard/internal/testutil"
@@ -25,6 +22,7 @@ import (
 	"switchboard/noise"
 	"switchboard/protocol"
 	"switchboard/storage"
+	"switchboard/storage/storagetest"
 	"switchboard/token"
 )
 
@@ -578,26 +576,6 @@ func TestMoveNodeListsFromConfigs(t *testing.T) {
 	}
 }
 
-// leaveUnfinishedMove writes into the store of the data folder data the
-// marker a move of id from node from leaves there once its copy is whole
-// and synced (storage/move.go: 'v' id(8) -> state(1) offset(8) len(1)
-// from), as a crash after the source's deletion and before the marker's
-// removal leaves it.
-func leaveUnfinishedMove(t *testing.T, data string, id uint64, from string) {
-	t.Helper()
-	db, err := badger.Open(badger.DefaultOptions(storageOf(data).Dir).WithLogger(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	k := binary.BigEndian.AppendUint64([]byte{'v'}, id)
-	v := binary.BigEndian.AppendUint64([]byte{2}, 0) // copied whole, seqs kept
-	v = append(append(v, byte(len(from))), from...)
-	err = db.Update(func(txn *badger.Txn) error { return txn.Set(k, v) })
-	if err := errors.Join(err, db.Close()); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestMoveFinishesWhatACrashLeft: a rerun of the command after a crash
 // that deleted a user from its old home but left the marker in its new
 // one finishes that move (the marker goes, the user stays whole), says
@@ -632,7 +610,7 @@ func TestMoveFinishesWhatACrashLeft(t *testing.T) {
 	openStoreOf(t, dirs[1]).Close()
 	store(2, stray, "s1")
 	store(3, moved, "m1", "m2")
-	leaveUnfinishedMove(t, dirs[3], moved, "1")
+	storagetest.LeaveUnfinishedMove(t, storageOf(dirs[3]).Dir, moved, "1")
 	args := []string{"--old-nodes", "1,2", "--new-nodes", "1,2,3", "--data", fmt.Sprintf("1=%s,2=%s,3=%s", dirs[1], dirs[2], dirs[3])}
 
 	var out bytes.Buffer
@@ -668,7 +646,7 @@ func TestMoveFinishesWhatACrashLeft(t *testing.T) {
 		t.Errorf("node 3's folder records %q (%v)", b, err)
 	}
 
-	leaveUnfinishedMove(t, dirs[3], moved, "9")
+	storagetest.LeaveUnfinishedMove(t, storageOf(dirs[3]).Dir, moved, "9")
 	err = moveMailboxes(args, &bytes.Buffer{})
 	if want := fmt.Sprintf("node 3's folder holds an unfinished move of %d from \"9\", which is not a node given in --data", moved); err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("move with a marker from node 9: %v, want an error saying %q", err, want)
