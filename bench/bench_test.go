@@ -236,6 +236,18 @@ func TestConnect(t *testing.T) {
 	}
 }
 
+// TestConnectWithoutBurst: a connect run with NoBurst (the command's
+// --burst 0) logs in, holds, and sends nothing.
+func TestConnectWithoutBurst(t *testing.T) {
+	srv := startServer(t, delivery.Config{})
+	cfg := srv.config("connect")
+	cfg.Conns, cfg.ConnectRate, cfg.Hold, cfg.Burst = 20, 2000, 10*time.Millisecond, NoBurst
+	res := runOK(t, cfg)
+	if res.Conns != 20 || res.Sent != 0 || res.Delivered != 0 {
+		t.Errorf("conns %d, sent %d, delivered %d; want 20 and nothing sent", res.Conns, res.Sent, res.Delivered)
+	}
+}
+
 func TestStorm(t *testing.T) {
 	srv := startServer(t, delivery.Config{})
 	cfg := srv.config("storm")

@@ -20,6 +20,10 @@ var Scenarios = []string{"connect", "chat", "phone", "sweep", "overload", "group
 
 // Config is one run as the command line describes it. The zero value of
 // each field selects its default (see Defaults); Run fills them.
+// NoBurst is Config.Burst for a connect run that sends nothing after its
+// hold (0 is the default's, 10).
+const NoBurst = -1
+
 type Config struct {
 	Scenario string
 
@@ -74,7 +78,7 @@ type Config struct {
 	ConnectRate float64       // new connections per second, whole run; 0: all at once. Default 1000.
 	Warmup      time.Duration // chat, phone, group, sweep (each step): how long to send first, the same way, before the measured --duration; checked, not measured. 0 (the default): none.
 	Hold        time.Duration // connect: idle time before memory is read, default 5 s; chat, phone, group: idle time between the logins and the traffic, memory read after it, 0 (the default): none.
-	Burst       int           // connect: messages each connection sends after the hold. Default 10.
+	Burst       int           // connect: messages each connection sends after the hold. Default 10; NoBurst: none.
 	Messages    int           // offline: messages per sender; storm: per connection before the drop. Default 100 (offline), 10 (storm).
 	SlowShare   float64       // slow: share of receivers that stop reading, 0..1. Default 0.1.
 	Drain       time.Duration // how long to wait for outstanding deliveries after sending. Default 30 s.
@@ -253,7 +257,7 @@ func (c *Config) validate() error {
 		check(c.Warmup == 0, "--warmup: %s has no warm-up (chat, phone, group and sweep do)", c.Scenario)
 	}
 	check(c.ConnectRate >= 0, "--connect-rate must not be negative")
-	check(c.Burst >= 0, "--burst must not be negative")
+	check(c.Burst >= NoBurst, "--burst must not be negative")
 	check(c.Messages >= 1, "--messages must be at least 1")
 	check(c.SlowShare > 0 && c.SlowShare < 1, "--slow-share %v must be in (0, 1)", c.SlowShare)
 	check(c.PerProcess >= 0, "--per-process must not be negative")

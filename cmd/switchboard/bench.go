@@ -200,6 +200,9 @@ func benchCmd(args []string) error {
 		// Without a cluster the default means nothing; given, it is an error.
 		cfg.Cross = *cross
 	}
+	if cfg.Burst == 0 { // the flag's default is 10: 0 was asked for
+		cfg.Burst = bench.NoBurst
+	}
 	if *sources != "" {
 		cfg.Sources = strings.Split(*sources, ",")
 	}
