@@ -219,14 +219,15 @@ func TestLeavingHeardByALateNode(t *testing.T) {
 	}
 }
 
-// TestStopReceivingHandsOnWhatIsPending: StopReceiving, called while the
-// handler is busy and another payload waits for it, returns once that one
-// was handed on too: a handover loses nothing that reached the node.
-func TestStopReceivingHandsOnWhatIsPending(t *testing.T) {
-	cfgs := testConfigs(t, 2)
-	box := newInbox()
-	entered, release := make(chan struct{}), make(chan struct{})
-	cs := startAll(t, cfgs, []func(uint32, []byte){newInbox().handle, func(from uint32, p []byte) {
+// busyReceiver starts two nodes and has node 1 send node 2 "first", which
+// node 2's handler holds until release is closed, and "second", which
+// waits behind it; box is what node 2's handler was handed.
+func busyReceiver(t *testing.T) (cs []*Cluster, box *inbox, release chan struct{}) {
+	t.Helper()
+	box = newInbox()
+	entered := make(chan struct{})
+	release = make(chan struct{})
+	cs = startAll(t, testConfigs(t, 2), []func(uint32, []byte){newInbox().handle, func(from uint32, p []byte) {
 		if string(p) == "first" {
 			close(entered)
 			<-release
@@ -238,11 +239,19 @@ func TestStopReceivingHandsOnWhatIsPending(t *testing.T) {
 		t.Fatal("node 1 could not send to node 2")
 	}
 	<-entered
-	sub := cs[1].sub
 	testutil.Eventually(t, 5*time.Second, "the second payload pending at node 2", func() bool {
-		n, _, _ := sub.Pending()
+		n, _, _ := cs[1].sub.Pending()
 		return n >= 1
 	})
+	return cs, box, release
+}
+
+// TestStopReceivingHandsOnWhatIsPending: StopReceiving, called while the
+// handler is busy and another payload waits for it, returns once that one
+// was handed on too: a handover loses nothing that reached the node.
+func TestStopReceivingHandsOnWhatIsPending(t *testing.T) {
+	cs, box, release := busyReceiver(t)
+	sub := cs[1].sub
 	stopped := make(chan error, 1)
 	go func() { stopped <- cs[1].StopReceiving() }()
 	testutil.Eventually(t, 5*time.Second, "node 2's subscription to stop taking payloads", func() bool {
@@ -262,26 +271,8 @@ func TestStopReceivingHandsOnWhatIsPending(t *testing.T) {
 // once it has returned, the handler is not called again, even after the
 // busy payload is done.
 func TestStopReceivingPastItsTimeout(t *testing.T) {
-	cfgs := testConfigs(t, 2)
-	box := newInbox()
-	entered, release := make(chan struct{}), make(chan struct{})
-	cs := startAll(t, cfgs, []func(uint32, []byte){newInbox().handle, func(from uint32, p []byte) {
-		if string(p) == "first" {
-			close(entered)
-			<-release
-		}
-		box.handle(from, p)
-	}})
-	allUp(t, cs)
-	if !cs[0].Send(2, []byte("first")) || !cs[0].Send(2, []byte("second")) {
-		t.Fatal("node 1 could not send to node 2")
-	}
-	<-entered
+	cs, box, release := busyReceiver(t)
 	sub := cs[1].sub
-	testutil.Eventually(t, 5*time.Second, "the second payload pending at node 2", func() bool {
-		n, _, _ := sub.Pending()
-		return n >= 1
-	})
 	if err := cs[1].StopReceiving(); err == nil || !strings.Contains(err.Error(), "dropped") {
 		t.Errorf("StopReceiving past its timeout: %v, want the pending payloads dropped", err)
 	}
