@@ -200,9 +200,6 @@ func benchCmd(args []string) error {
 		// Without a cluster the default means nothing; given, it is an error.
 		cfg.Cross = *cross
 	}
-	if cfg.Burst == 0 { // the flag's default is 10: 0 was asked for
-		cfg.Burst = bench.NoBurst
-	}
 	if *sources != "" {
 		cfg.Sources = strings.Split(*sources, ",")
 	}
@@ -218,6 +215,9 @@ func benchCmd(args []string) error {
 	}
 	cfg.Params = map[string]string{}
 	fs.Visit(func(f *flag.Flag) { cfg.Params[f.Name] = f.Value.String() })
+	if cfg.Burst == 0 { // the flag's default is 10: 0 was asked for (Params keeps "0")
+		cfg.Burst = bench.NoBurst
+	}
 	if _, ok := cfg.Params["rate"]; ok && (scenario == "sweep" || scenario == "overload") {
 		what := map[string]string{"sweep": "sweep offers each of --rates", "overload": "overload offers twice --capacity, or probes --rates for it"}[scenario]
 		return usageError{fmt.Errorf("--rate is for chat, phone, group and slow: %s", what)}
