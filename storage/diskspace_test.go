@@ -163,13 +163,10 @@ func TestDiskFloor(t *testing.T) {
 	}
 }
 
-// TestIdleStoreFollowsTheDisk: a store nobody writes to still sees its disk
-// fill (at the next housekeeping round) and, once it is below the floor,
-// sees space return by itself, so the disk_low gauge and readiness clear
-// without a message to trigger the check.
-// TestOpenBelowTheFloorIsLow: a store opened on a disk already below the
-// floor says so before any write (readiness and the gauge read it).
-func TestOpenBelowTheFloorIsLow(t *testing.T) {
+// openBelowTheFloor opens a Badger store whose free-space floor is far
+// above what its disk has free; it closes when the test ends.
+func openBelowTheFloor(t *testing.T) *engine {
+	t.Helper()
 	free, _, err := DiskSpace(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -178,7 +175,14 @@ func TestOpenBelowTheFloorIsLow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// TestOpenBelowTheFloorIsLow: a store opened on a disk already below the
+// floor says so before any write (readiness and the gauge read it).
+func TestOpenBelowTheFloorIsLow(t *testing.T) {
+	s := openBelowTheFloor(t)
 	if st := s.Stats(); st.DiskLow != 1 {
 		t.Fatalf("DiskLow %d right after opening below the floor, want 1", st.DiskLow)
 	}
@@ -188,15 +192,7 @@ func TestOpenBelowTheFloorIsLow(t *testing.T) {
 // refused, and a receipt entry and an ack are taken: they are small, and
 // acks free space.
 func TestBelowTheFloorTakesRelaxedWrites(t *testing.T) {
-	free, _, err := DiskSpace(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := openBadger(smallConfig(filepath.Join(t.TempDir(), "db"), free+1<<40).withDefaults(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openBelowTheFloor(t)
 	if err := AppendWait(s, Entry{Recipient: 1, Seq: 1, Kind: KindMessage, Sender: 2, MsgID: 1}); !errors.Is(err, ErrDiskFull) {
 		t.Fatalf("message below the floor: %v, want ErrDiskFull", err)
 	}
@@ -208,6 +204,10 @@ func TestBelowTheFloorTakesRelaxedWrites(t *testing.T) {
 	}
 }
 
+// TestIdleStoreFollowsTheDisk: a store nobody writes to still sees its disk
+// fill (at the next housekeeping round) and, once it is below the floor,
+// sees space return by itself, so the disk_low gauge and readiness clear
+// without a message to trigger the check.
 func TestIdleStoreFollowsTheDisk(t *testing.T) {
 	fs := mountTmpfs(t, 128<<20)
 	const floor = 48 << 20
