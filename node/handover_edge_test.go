@@ -74,6 +74,20 @@ func TestTakeBackAfterTheSuccessorLetsGo(t *testing.T) {
 	// The successor exits a moment after its refusal: the old node's first
 	// tries find the store still held.
 	time.AfterFunc(300*time.Millisecond, func() { s.Close() })
+	// Someone asks for the admin address while the node listens again.
+	asking := make(chan struct{})
+	asked := make(chan struct{})
+	go func() {
+		defer close(asked)
+		for {
+			select {
+			case <-asking:
+				return
+			default:
+				_ = old.AdminAddr()
+			}
+		}
+	}()
 
 	exchange(t, ctx, a, 2, b, "after taking back")
 	if got := old.Gateway().Stats().Adopted.Load(); got != 2 {
@@ -87,6 +101,8 @@ func TestTakeBackAfterTheSuccessorLetsGo(t *testing.T) {
 		old.life.Unlock()
 		return true
 	})
+	close(asking)
+	<-asked
 	if code, body := get(t, "http://"+old.AdminAddr().String()+"/readyz"); code != 200 || body != "ready\n" {
 		t.Errorf("/readyz after taking back: %d %q, want 200 ready", code, body)
 	}

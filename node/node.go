@@ -26,17 +26,19 @@ var ErrStopTimeout = errors.New("node: stop deadline passed")
 // and the admin listeners. Start makes one; Stop ends it.
 type Node struct {
 	// Immutable after Start.
-	cfg       Config
-	log       *slog.Logger
-	srv       *gateway.Server
-	addr      net.Addr
-	adminAddr net.Addr // the admin listener's address; nil: none
+	cfg  Config
+	log  *slog.Logger
+	srv  *gateway.Server
+	addr net.Addr
 
 	// parts are the store, the router and the cluster membership: replaced
 	// only when a handover fails and the node takes its connections back
 	// (handover.go).
 	parts  atomic.Pointer[parts]
 	handed atomic.Bool // a successor took the connections (HandedOver)
+	// adminAddr is the admin listener's address (a net.Addr); unset: none.
+	// Set again when a handover fails and the node listens once more.
+	adminAddr atomic.Value
 	// failed is why the node stopped itself after a handover failed past
 	// the point of taking its connections back (handover.go); Err reports
 	// it, so that the process exits with an error and its service manager
@@ -205,7 +207,7 @@ func (n *Node) serveAdmin() error {
 		if err != nil {
 			return err
 		}
-		n.adminAddr = addr
+		n.adminAddr.Store(addr)
 	}
 	if n.cfg.Pprof != "" {
 		mux := http.NewServeMux()
@@ -241,7 +243,10 @@ func (n *Node) listen(what, addr string, h http.Handler) (net.Addr, error) {
 func (n *Node) Addr() net.Addr { return n.addr }
 
 // AdminAddr returns the admin listener's address, or nil when there is none.
-func (n *Node) AdminAddr() net.Addr { return n.adminAddr }
+func (n *Node) AdminAddr() net.Addr {
+	a, _ := n.adminAddr.Load().(net.Addr)
+	return a
+}
 
 // Config returns the configuration in force (defaults applied).
 func (n *Node) Config() Config { return n.cfg }
