@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -61,12 +62,15 @@ func (s *Server) Rebind(r Delivery) { s.delivery.Store(&r) }
 
 // Flush writes what is queued for every connection, and waits until gnet
 // has handed every byte to the kernel, or ctx ends. It returns how many
-// connections still hold unsent bytes (Detach lets those go).
+// connections still hold unsent bytes (Detach lets those go), as its last
+// pass over every loop counted them; when ctx ended before one, as the
+// loops it reached counted them.
 func (s *Server) Flush(ctx context.Context) int {
+	last := -1 // the last pass over every loop
 	for {
 		var mu sync.Mutex
 		waiting := 0
-		s.eachLoop(ctx, func(l *loop) {
+		every := s.eachLoop(ctx, func(l *loop) {
 			n := 0
 			l.wheel.each(func(c *conn) {
 				if c.state != stateHandshake {
@@ -80,13 +84,19 @@ func (s *Server) Flush(ctx context.Context) int {
 			waiting += n
 			mu.Unlock()
 		})
-		if waiting == 0 || ctx.Err() != nil {
-			return waiting
+		if every {
+			last = waiting
+			if waiting == 0 {
+				return 0
+			}
 		}
 		select {
 		case <-ctx.Done():
 			// Not another pass: with ctx ended, it would count nothing.
-			return waiting
+			if last < 0 {
+				return waiting
+			}
+			return last
 		case <-time.After(10 * time.Millisecond): // the kernel drains the sockets
 		}
 	}
@@ -372,11 +382,14 @@ func (s *Server) timeOf(sec uint32) time.Time {
 // or ctx. Once ctx ends, fn starts on no more loops, and eachLoop returns
 // when those it runs on finished: fn never runs after eachLoop returned
 // (gnet runs a queued runnable whatever its context), so what it records
-// and the connections it takes stay the caller's to see.
-func (s *Server) eachLoop(ctx context.Context, fn func(*loop)) {
+// and the connections it takes stay the caller's to see. It reports
+// whether fn ran on every loop.
+func (s *Server) eachLoop(ctx context.Context, fn func(*loop)) (every bool) {
 	var gate sync.RWMutex // read-held while fn runs; gaveUp under it
 	gaveUp := false
+	var ran atomic.Int64
 	s.mu.Lock()
+	loops := len(s.loops)
 	var wg sync.WaitGroup
 	for el, l := range s.loops {
 		wg.Add(1)
@@ -386,6 +399,7 @@ func (s *Server) eachLoop(ctx context.Context, fn func(*loop)) {
 			defer gate.RUnlock()
 			if !gaveUp {
 				fn(l)
+				ran.Add(1)
 			}
 			return nil
 		}))
@@ -403,4 +417,5 @@ func (s *Server) eachLoop(ctx context.Context, fn func(*loop)) {
 		gaveUp = true
 		gate.Unlock()
 	}
+	return ran.Load() == int64(loops)
 }
