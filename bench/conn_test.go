@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"errors"
 	"maps"
 	"net/netip"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -447,6 +449,98 @@ func TestConnClosedWhileNotReading(t *testing.T) {
 			l.event(c, unix.EPOLLRDHUP)
 			if c.fd != -1 || c.paused || !maps.Equal(l.res.Closes, map[string]uint64{tt.want: 1}) {
 				t.Errorf("fd %d, paused %v, closes %v; want the connection closed, one %s", c.fd, c.paused, l.res.Closes, tt.want)
+			}
+		})
+	}
+}
+
+// TestConnRefusesFrames: a frame the client cannot take is a protocol
+// error naming it: a compressed one (the bench offers no dictionary), one
+// other than WELCOME, ERROR or GOAWAY before WELCOME, and one a server
+// never sends. None of them counts as a mailbox entry.
+func TestConnRefusesFrames(t *testing.T) {
+	frameOf := func(b []byte, flags byte) protocol.Frame {
+		f, _, err := protocol.ReadFrame(b, protocol.MaxFrame)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Flags |= flags
+		return f
+	}
+	deliver := (&protocol.Deliver{Seq: 1, From: 10, MsgID: 1000, Body: []byte("hi")}).Append(nil)
+	tests := []struct {
+		name  string
+		state uint8
+		f     protocol.Frame
+		is    error
+		want  string
+	}{
+		{"a compressed DELIVER", stateReady, frameOf(deliver, protocol.FlagCompressed), protocol.ErrDecompress,
+			"protocol: bad compressed payload: compressed DELIVER without a dictionary"},
+		{"a DELIVER before WELCOME", stateHandshake, frameOf(deliver, 0), protocol.ErrMalformed,
+			"protocol: malformed frame: DELIVER before WELCOME"},
+		{"a SEND", stateReady, frameOf((&protocol.Send{MsgID: 1, To: 2, Body: []byte("hi")}).Append(nil), 0), protocol.ErrMalformed,
+			"protocol: malformed frame: unexpected SEND"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, b := checkerFixture(0)
+			b.state = tt.state
+			err := b.frame(tt.f)
+			if !errors.Is(err, tt.is) || err.Error() != tt.want {
+				t.Errorf("error %v, want %q", err, tt.want)
+			}
+			if b.sessSeq != 0 {
+				t.Errorf("mailbox seq %d counted, want none", b.sessSeq)
+			}
+		})
+	}
+}
+
+// TestConnLoginEndsWithoutWelcome: a server that ends the connection
+// before WELCOME, by hanging up or with an ERROR, costs the user an
+// attempt and a new dial; past --retries the user gives up and the run
+// lists why. A hang-up before WELCOME is a failed login, not a close
+// counted as EOF; an ERROR's code is counted.
+func TestConnLoginEndsWithoutWelcome(t *testing.T) {
+	tests := []struct {
+		name    string
+		send    []byte // what the server writes before it closes
+		failure string
+		closes  map[string]uint64
+	}{
+		{name: "a hang-up", failure: "user 100 could not log in to 127.0.0.1:7070: closed by the server without an ERROR frame"},
+		{name: "an ERROR", send: (&protocol.Error{Code: protocol.CodeServerFull}).Append(nil),
+			failure: "user 100 could not log in", closes: map[string]uint64{"SERVER_FULL": 2}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := testLoop(1)
+			l.e.spec.Retries = 1
+			l.e.spec.Servers = []Target{{Addr: "127.0.0.1:7070"}}
+			c := l.conns[0]
+			c.autoRedial = true
+			for attempt := 1; attempt <= 2; attempt++ {
+				peer, closePeer := socketConn(t, c)
+				c.sess.AppendLogin(nil, protocol.Login{})
+				c.state, c.reconnectAt = stateHandshake, 0
+				if _, err := unix.Write(peer, tt.send); err != nil {
+					t.Fatal(err)
+				}
+				closePeer()
+				l.event(c, unix.EPOLLIN|unix.EPOLLRDHUP)
+				if c.fd != -1 || c.state != stateClosed || c.attempts != attempt {
+					t.Fatalf("attempt %d: fd %d, state %d, %d attempts; want closed after %d", attempt, c.fd, c.state, c.attempts, attempt)
+				}
+				if attempt == 1 && (c.reconnectAt == 0 || c.gaveUp) {
+					t.Fatalf("after the first attempt: reconnect at %d, gave up %v; want a new dial", c.reconnectAt, c.gaveUp)
+				}
+			}
+			if c.reconnectAt != 0 || !c.gaveUp || !slices.Equal(l.res.Failures, []string{tt.failure}) {
+				t.Errorf("reconnect at %d, gave up %v, failures %q; want no dial, given up, %q", c.reconnectAt, c.gaveUp, l.res.Failures, tt.failure)
+			}
+			if !maps.Equal(l.res.Closes, tt.closes) {
+				t.Errorf("closes %v, want %v", l.res.Closes, tt.closes)
 			}
 		})
 	}

@@ -144,6 +144,14 @@ func newEngine(spec Spec) (*engine, error) {
 		}
 		e.source = src
 	}
+	if spec.Users != nil && (len(spec.Users) != spec.Units*spec.UnitSize || len(spec.Homes) != len(spec.Users)) {
+		return nil, fmt.Errorf("bench: the spec lists %d users and %d homes for %d units of %d", len(spec.Users), len(spec.Homes), spec.Units, spec.UnitSize)
+	}
+	for _, h := range spec.Homes {
+		if h < 0 || h >= len(spec.Servers) {
+			return nil, fmt.Errorf("bench: the spec homes a user on server #%d of %d", h, len(spec.Servers))
+		}
+	}
 	for i := 0; i < spec.Loops; i++ {
 		l, err := newLoop(e, i)
 		if err != nil {
@@ -153,14 +161,6 @@ func newEngine(spec Spec) (*engine, error) {
 			return nil, err
 		}
 		e.loops = append(e.loops, l)
-	}
-	if spec.Users != nil && (len(spec.Users) != spec.Units*spec.UnitSize || len(spec.Homes) != len(spec.Users)) {
-		return nil, fmt.Errorf("bench: the spec lists %d users and %d homes for %d units of %d", len(spec.Users), len(spec.Homes), spec.Units, spec.UnitSize)
-	}
-	for _, h := range spec.Homes {
-		if h < 0 || h >= len(spec.Servers) {
-			return nil, fmt.Errorf("bench: the spec homes a user on server #%d of %d", h, len(spec.Servers))
-		}
 	}
 	user := spec.UserBase
 	// Message ids start at the microseconds since the protocol epoch, like

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -206,4 +207,48 @@ func sessionPair(t *testing.T) (a, b *noise.Session) {
 		t.Fatal(err)
 	}
 	return a, b
+}
+
+// TestNoiseKeys: --noise-key gives one key for every server or one per
+// server in --addr's order; another count, a key that is not 32 bytes of
+// hex, or no key and no noise-keys file beside the token keys is an error
+// that says what to give.
+func TestNoiseKeys(t *testing.T) {
+	k1, k2 := strings.Repeat("ab", 32), strings.Repeat("cd", 32)
+	ts := []target{{addr: "a:1", keys: "/nowhere/keys"}, {addr: "b:2", keys: "/nowhere/keys"}}
+	tests := []struct {
+		name, hex string
+		ts        []target
+		want      []string // each server's key, hex
+		err       string
+	}{
+		{name: "one for all", hex: k1, ts: ts, want: []string{k1, k1}},
+		{name: "one per server", hex: k1 + "," + k2, ts: ts, want: []string{k1, k2}},
+		{name: "two for three servers", hex: k1 + "," + k2, ts: append(ts, target{addr: "c:3"}),
+			err: "bench: --noise-key lists 2 keys for 3 servers: give one per server in --addr's order, or one for all"},
+		{name: "a short key", hex: k1 + "," + k2[2:], ts: ts,
+			err: `bench: --noise-key "` + k2[2:] + `": want 64 hex digits, a Curve25519 public key (switchboard noise-key prints it)`},
+		{name: "no key and no file", ts: ts, err: "bench: --noise ik needs the server's Noise key: "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := noiseKeys(tt.ts, tt.hex)
+			if tt.err != "" {
+				if err == nil || !strings.HasPrefix(err.Error(), tt.err) {
+					t.Fatalf("error %v, want %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var hexes []string
+			for _, k := range got {
+				hexes = append(hexes, hex.EncodeToString(k))
+			}
+			if !slices.Equal(hexes, tt.want) {
+				t.Errorf("keys %q, want %q", hexes, tt.want)
+			}
+		})
+	}
 }
