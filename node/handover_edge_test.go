@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -242,4 +243,40 @@ func TestTakeoverAnswersWhatWasInFlight(t *testing.T) {
 		}
 	}
 	t.Logf("%d SENDs across the takeover, every one answered", sent)
+}
+
+// TestTakeoverWithNothingToTakeOver: a takeover of a node in memory, or of
+// a data folder no process serves, fails saying why, and leaves the data
+// folder as it was: no Noise keys made, no store opened.
+func TestTakeoverWithNothingToTakeOver(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		memory bool
+		want   string
+	}{
+		{"in memory", true, "node: a takeover needs a data folder (not --memory)"},
+		{"no server", false, "handover: no server to take over from at "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, _ := testConfig(t)
+			cfg.Takeover = true
+			if tc.memory {
+				cfg.Data, cfg.Memory, cfg.Metrics = "", true, ""
+			}
+			n, err := Start(cfg)
+			if err == nil {
+				n.Stop(context.Background())
+				t.Fatalf("takeover with nothing to take over: started, want an error saying %q", tc.want)
+			}
+			if !strings.HasPrefix(err.Error(), tc.want) {
+				t.Errorf("takeover with nothing to take over: %v, want %q", err, tc.want)
+			}
+			if tc.memory {
+				return
+			}
+			if es, err := os.ReadDir(cfg.Data); err != nil || len(es) != 0 {
+				t.Errorf("the data folder after the failed takeover holds %d files (%v), want none", len(es), err)
+			}
+		})
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -15,6 +16,7 @@ import (
 
 	"switchboard/handover"
 	"switchboard/internal/testutil"
+	"switchboard/noise"
 	"switchboard/protocol"
 	"switchboard/storage"
 	"switchboard/token"
@@ -323,37 +325,58 @@ func TestFailedHandoverStopIsAnError(t *testing.T) {
 	}
 }
 
-// TestTakeoverOnAnotherAddressPausesNothing: a successor whose --listen is
-// not the running server's is refused before the running server pauses:
-// its clients never stop, no connection is detached, and it serves on.
-func TestTakeoverOnAnotherAddressPausesNothing(t *testing.T) {
-	cfg, _ := testConfig(t)
-	old, ctx, a, b := serving(t, cfg, 20*time.Second)
+// TestUnfitSuccessorPausesNothing: a successor whose --listen is
+// not the running server's, or that cannot read the Noise keys file, is
+// refused before the running server pauses: its clients never stop, no
+// connection is detached, and it serves on.
+func TestUnfitSuccessorPausesNothing(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// spoil makes next, the successor's configuration, one that
+		// cannot take over from the server serving on its folder.
+		spoil func(t *testing.T, next *Config)
+		want  string // what the successor's Start error says
+	}{
+		{"another address", func(t *testing.T, next *Config) {
+			next.Gateway.Addr = "127.0.0.1:1" // not the running server's
+		}, "differs from the running server's"},
+		{"unreadable Noise keys", func(t *testing.T, next *Config) {
+			if err := os.WriteFile(filepath.Join(next.Data, noise.KeysFileName), []byte("not a key\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, noise.KeysFileName},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, _ := testConfig(t)
+			old, ctx, a, b := serving(t, cfg, 20*time.Second)
 
-	next := cfg
-	next.Takeover = true
-	next.Gateway.Addr = "127.0.0.1:1" // not the running server's
-	if _, err := Start(next); err == nil || !strings.Contains(err.Error(), "differs from the running server's") {
-		t.Fatalf("takeover onto another address: %v, want refused", err)
+			next := cfg
+			next.Takeover = true
+			tc.spoil(t, &next)
+			if _, err := Start(next); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("takeover with %s: %v, want refused saying %q", tc.name, err, tc.want)
+			}
+			// Wait for the running server's side of the handover to end: it
+			// holds life throughout. The successor's error can come before
+			// it does.
+			old.life.Lock()
+			stopping := old.health.stopping.Load()
+			old.life.Unlock()
+			if stopping {
+				t.Fatal("the running server is stopping")
+			}
+			st := old.Gateway().Stats()
+			if got := st.Adopted.Load(); got != 0 {
+				t.Errorf("the running server took back %d connections: it paused and detached them", got)
+			}
+			select {
+			case <-old.Done():
+				t.Fatal("the running server stopped")
+			default:
+			}
+			exchange(t, ctx, a, 2, b, "after the refusal")
+		})
 	}
-	// Wait for the running server's side of the handover to end: it holds
-	// life throughout. The successor's error can come before it does.
-	old.life.Lock()
-	stopping := old.health.stopping.Load()
-	old.life.Unlock()
-	if stopping {
-		t.Fatal("the running server is stopping")
-	}
-	st := old.Gateway().Stats()
-	if got := st.Adopted.Load(); got != 0 {
-		t.Errorf("the running server took back %d connections: it paused and detached them", got)
-	}
-	select {
-	case <-old.Done():
-		t.Fatal("the running server stopped")
-	default:
-	}
-	exchange(t, ctx, a, 2, b, "after the refusal")
 }
 
 // startSuccessor starts a node that takes over from the one serving cfg's
@@ -545,13 +568,13 @@ func TestTakeoverRefusedBeforeThePause(t *testing.T) {
 }
 
 // TestTakeoverFromAFailingServer: the successor's side, against a running
-// server (played by the test) that refuses at once, sends something other
-// than BEGIN, gives up while sending the connections, miscounts them, or,
-// after READY, refuses or goes away while its process lives on (it takes
-// its connections back). Start fails saying so and leaves the store's
-// lock and the client address free. A server that goes away after READY
-// because its process died is not waited for: the successor serves on its
-// address.
+// server (played by the test) that goes away or refuses at once, sends
+// something other than BEGIN, goes away or gives up while sending the
+// connections, miscounts them, or, after READY, refuses or goes away while
+// its process lives on (it takes its connections back). Start fails saying
+// so and leaves the store's lock and the client address free. A server
+// that goes away after READY because its process died is not waited for:
+// the successor serves on its address.
 func TestTakeoverFromAFailingServer(t *testing.T) {
 	const deadPID = 1 << 30 // above any pid_max: no such process
 	for _, tc := range []struct {
@@ -562,6 +585,10 @@ func TestTakeoverFromAFailingServer(t *testing.T) {
 		script func(t *testing.T, ch *handover.Channel)
 		want   string // what Start's error says; "": it serves
 	}{
+		{"goes away at once", 0, func(t *testing.T, ch *handover.Channel) {},
+			"node: takeover: waiting for the running server: "},
+		{"goes away after BEGIN", os.Getpid(), func(t *testing.T, ch *handover.Channel) {},
+			"node: takeover: receiving connections: "},
 		{"refuses at once", 0, func(t *testing.T, ch *handover.Channel) {
 			ch.Send(&handover.Message{Kind: handover.KindRefuse, Reason: "this process is stopping"})
 		}, "takeover refused by the running server, which serves on: this process is stopping"},
@@ -629,10 +656,20 @@ func TestTakeoverFromAFailingServer(t *testing.T) {
 // connections it was handed. The channel closes when the test ends.
 func SuccessorUntilClosed(t *testing.T, data string) (*handover.Channel, int) {
 	t.Helper()
-	ch, err := handover.Dial(filepath.Join(data, HandoverSocket))
+	ch, _, conns := successorUntilClosed(t, data)
+	return ch, conns
+}
+
+// successorUntilClosed is SuccessorUntilClosed, and returns the channel's
+// socket too.
+func successorUntilClosed(t *testing.T, data string) (*handover.Channel, *net.UnixConn, int) {
+	t.Helper()
+	path := filepath.Join(data, HandoverSocket)
+	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: path, Net: "unixpacket"})
 	if err != nil {
 		t.Fatal(err)
 	}
+	ch := handover.NewChannel(c)
 	t.Cleanup(func() { ch.Close() })
 	ch.SetDeadline(time.Now().Add(20 * time.Second))
 	ch.Send(&handover.Message{Kind: handover.KindHello, Version: handover.Version, PID: 1})
@@ -647,7 +684,7 @@ func SuccessorUntilClosed(t *testing.T, data string) (*handover.Channel, int) {
 		}
 		conns += len(m.Conns)
 		if m.Kind == handover.KindClosed {
-			return ch, conns
+			return ch, c, conns
 		}
 	}
 }
@@ -715,5 +752,33 @@ func TestTakeBackFailsStops(t *testing.T) {
 	}
 	if old.HandedOver() {
 		t.Error("the old node says it handed over")
+	}
+}
+
+// TestSuccessorGoneAtTheCommit: a successor that says READY and is gone
+// before the running server's COMMIT reaches it leaves the running server
+// with nothing to serve (its connections handed over, its store closed):
+// it stops itself, and Err says the successor went away at the commit, so
+// that the process exits with an error and is started again.
+func TestSuccessorGoneAtTheCommit(t *testing.T) {
+	cfg, _ := testConfig(t)
+	old, _, _, _ := serving(t, cfg, 20*time.Second)
+	ch, c, _ := successorUntilClosed(t, cfg.Data)
+	if err := c.CloseRead(); err != nil { // the COMMIT finds no one to read it
+		t.Fatal(err)
+	}
+	if err := ch.Send(&handover.Message{Kind: handover.KindReady}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-old.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the running server serves on after its successor went away at the commit")
+	}
+	if err := old.Err(); err == nil || !strings.HasPrefix(err.Error(), "handover: the successor went away at the commit: ") {
+		t.Errorf("Err: %v, want it to say the successor went away at the commit", err)
+	}
+	if old.HandedOver() {
+		t.Error("the running server says it handed over")
 	}
 }

@@ -12,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"switchboard/noise"
 	"switchboard/protocol"
+	"switchboard/storage"
 	"switchboard/token"
 )
 
@@ -170,7 +172,8 @@ func TestLifecycle(t *testing.T) {
 }
 
 // TestStartRefuses: an invalid configuration opens nothing and says
-// every problem; a missing key is refused.
+// every problem; a missing key, or a Noise keys file that does not read,
+// is refused.
 func TestStartRefuses(t *testing.T) {
 	cfg, _ := testConfig(t)
 	cfg.Transport = TransportPlain // frames past a Noise transport message's
@@ -184,6 +187,13 @@ func TestStartRefuses(t *testing.T) {
 	cfg.Gateway.Keys = nil
 	if _, err := Start(cfg); err == nil || !strings.Contains(err.Error(), "token keys") {
 		t.Fatalf("Start without keys: %v", err)
+	}
+	cfg, _ = testConfig(t)
+	if err := os.WriteFile(filepath.Join(cfg.Data, noise.KeysFileName), []byte("not a key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Start(cfg); err == nil || !strings.Contains(err.Error(), noise.KeysFileName) {
+		t.Fatalf("Start with a Noise keys file that does not read: %v", err)
 	}
 	cfg, _ = testConfig(t)
 	cfg.Pprof = "127.0.0.1:0"
@@ -278,5 +288,60 @@ func TestEngineStopsOnItsOwn(t *testing.T) {
 	}
 	if err := n.Err(); err == nil || err.Error() != "node: the network engine stopped on its own" {
 		t.Errorf("Err after the engine stopped on its own: %v", err)
+	}
+}
+
+// closingStore is a store whose Close is close.
+type closingStore struct {
+	storage.Store
+	close func() error
+}
+
+func (s closingStore) Close() error { return s.close() }
+
+// TestStopReportsTheStore: a store that fails to close makes Stop's error
+// say so and wrap the store's; one that does not close within the
+// shutdown timeout is left, and Stop returns ErrStopTimeout naming it.
+func TestStopReportsTheStore(t *testing.T) {
+	diskGone := errors.New("disk gone")
+	for _, tc := range []struct {
+		name string
+		// close closes store, the node's, as the node stops; stuck is
+		// closed once Stop returned.
+		close func(store storage.Store, stuck <-chan struct{}) error
+		want  error  // what Stop's error wraps
+		says  string // what it says
+	}{
+		{"fails", func(store storage.Store, _ <-chan struct{}) error {
+			store.Close()
+			return diskGone
+		}, diskGone, "node: closing storage: disk gone"},
+		{"hangs", func(store storage.Store, stuck <-chan struct{}) error {
+			<-stuck
+			return store.Close()
+		}, ErrStopTimeout, "node: stop deadline passed: closing storage (the next start recovers it)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, _ := testConfig(t)
+			cfg.Gateway.ShutdownTimeout = time.Second
+			n, err := Start(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stuck, closed := make(chan struct{}), make(chan struct{})
+			p := *n.parts.Load()
+			store := p.store
+			p.store = closingStore{Store: store, close: func() error {
+				defer close(closed)
+				return tc.close(store, stuck)
+			}}
+			n.parts.Store(&p)
+			err = n.Stop(context.Background())
+			if !errors.Is(err, tc.want) || err.Error() != tc.says {
+				t.Errorf("Stop: %v, want %q", err, tc.says)
+			}
+			close(stuck)
+			<-closed // the real store closes before its folder goes
+		})
 	}
 }

@@ -12,13 +12,15 @@ import (
 	"time"
 
 	"switchboard/cluster"
+	"switchboard/gateway"
 	"switchboard/internal/testutil"
 )
 
 // TestFailedStartReleases: a start that fails after the store opened (the
-// client address is taken, in a cluster too) or after the gateway listened
-// (the admin or pprof address is taken, or another process listens on the
-// handover socket) says which and releases everything it took: the data
+// client address is taken, in a cluster too, or the cluster's NATS port,
+// so that it cannot join) or after the gateway listened (the admin or
+// pprof address is taken, or another process listens on the handover
+// socket) says which and releases everything it took: the data
 // folder's lock, the client, admin and cluster ports, its goroutines and
 // its files. Once the address is free again, the same configuration starts
 // on the same folder and ports.
@@ -33,6 +35,7 @@ func TestFailedStartReleases(t *testing.T) {
 	}{
 		{name: "client address", take: func(t *testing.T, cfg Config) func() error { return listenOn(t, cfg.Gateway.Addr) }, want: "address already in use by another process"},
 		{name: "client address in a cluster", cluster: true, take: func(t *testing.T, cfg Config) func() error { return listenOn(t, cfg.Gateway.Addr) }, want: "address already in use by another process"},
+		{name: "cluster address", cluster: true, take: func(t *testing.T, cfg Config) func() error { return listenOn(t, cfg.Cluster.Nodes[0].NATS) }, want: "node: joining cluster \"unwind\" as node 1: "},
 		{name: "admin address", take: func(t *testing.T, cfg Config) func() error { return listenOn(t, cfg.Metrics) }, want: "metrics listener (--metrics 127.0.0.1:"},
 		{name: "pprof address", take: func(t *testing.T, cfg Config) func() error { return listenOn(t, cfg.Pprof) }, want: "pprof listener (--pprof 127.0.0.1:"},
 		{name: "handover socket", take: func(t *testing.T, cfg Config) func() error {
@@ -114,4 +117,22 @@ func fdTargets(t *testing.T) []string {
 func goroutineDump() string {
 	buf := make([]byte, 1<<20)
 	return string(buf[:runtime.Stack(buf, true)])
+}
+
+// TestStartOverTheFileLimit: a connection cap the open-file limit cannot
+// hold fails the start naming the setting (ErrFileLimit), and lets go of
+// the data folder: the same folder starts at once with the default cap.
+func TestStartOverTheFileLimit(t *testing.T) {
+	cfg, _ := testConfig(t)
+	cfg.Gateway.MaxConns = 1 << 40
+	_, err := Start(cfg)
+	if !errors.Is(err, gateway.ErrFileLimit) || !strings.HasPrefix(err.Error(), "--max-conns 1099511627776 (gateway.max-conns): ") {
+		t.Fatalf("Start with MaxConns over the file limit: %v, want ErrFileLimit naming --max-conns", err)
+	}
+	cfg.Gateway.MaxConns = 0
+	n, err := Start(cfg)
+	if err != nil {
+		t.Fatalf("Start again on the same folder: %v", err)
+	}
+	n.Stop(context.Background())
 }
