@@ -490,3 +490,109 @@ func TestSealFrames(t *testing.T) {
 		t.Fatal("bytes that are not whole frames were cut into messages")
 	}
 }
+
+// TestNewKeypairShortRandom: a source that runs dry before 32 bytes is an
+// error, never a key made of the few bytes it gave and zeros.
+func TestNewKeypairShortRandom(t *testing.T) {
+	if k, err := noise.NewKeypair(bytes.NewReader(make([]byte, 31))); err == nil {
+		t.Fatalf("31 random bytes made key %x", k.Public)
+	}
+}
+
+// TestNewServerRefuses: a server with no static key, or a preface of
+// another length than PrefaceLen, is an error before any message is read.
+func TestNewServerRefuses(t *testing.T) {
+	keys := []noise.Keypair{keypair(t)}
+	xx := protocol.AppendPreface(nil, protocol.Version, protocol.TransportNoiseXX)
+	for _, tc := range []struct {
+		name    string
+		keys    []noise.Keypair
+		preface []byte
+	}{
+		{"no key", nil, xx},
+		{"a preface one byte long", keys, append(xx, 0)},
+		{"a preface one byte short", keys, []byte{'S', 'W', protocol.TransportNoiseXX}},
+	} {
+		if _, err := noise.NewServer(noise.ServerConfig{Keys: tc.keys}, tc.preface); err == nil {
+			t.Errorf("%s: the server started a handshake", tc.name)
+		}
+	}
+}
+
+// TestNewClientRefuses: a client sends no first message when its preface
+// names another transport than its config (IK with a known key, XX
+// without), or its LOGIN is empty or over MaxLogin bytes; MaxLogin bytes
+// go.
+func TestNewClientRefuses(t *testing.T) {
+	server, device := keypair(t), keypair(t)
+	xx := protocol.AppendPreface(nil, protocol.Version, protocol.TransportNoiseXX)
+	ik := protocol.AppendPreface(nil, protocol.Version, protocol.TransportNoiseIK)
+	for _, tc := range []struct {
+		name    string
+		known   []byte
+		preface []byte
+		login   int
+		ok      bool
+	}{
+		{"XX with a LOGIN of MaxLogin bytes", nil, xx, noise.MaxLogin, true},
+		{"IK with a LOGIN of MaxLogin bytes", server.Public[:], ik, noise.MaxLogin, true},
+		{"a LOGIN one byte over", server.Public[:], ik, noise.MaxLogin + 1, false},
+		{"an empty LOGIN", nil, xx, 0, false},
+		{"a known key under an XX preface", server.Public[:], xx, 5, false},
+		{"no key under an IK preface", nil, ik, 5, false},
+	} {
+		_, msg, err := noise.NewClient(noise.ClientConfig{Static: device, Server: tc.known}, tc.preface, make([]byte, tc.login))
+		if (err == nil) != tc.ok || (msg != nil) != tc.ok {
+			t.Errorf("%s: first message of %d bytes, error %v; want accepted %v", tc.name, len(msg), err, tc.ok)
+		}
+	}
+}
+
+// TestIKRejects: an IK first message shorter than an ephemeral key, or
+// whose ephemeral key is of low order, ends the server's handshake with
+// ErrHandshake and no reply (never a panic, never a fallback answer).
+func TestIKRejects(t *testing.T) {
+	ik := protocol.AppendPreface(nil, protocol.Version, protocol.TransportNoiseIK)
+	for _, tc := range []struct {
+		name string
+		msg  []byte
+	}{
+		{"31 bytes", make([]byte, 31)},
+		{"a low-order ephemeral key", make([]byte, 96)},
+	} {
+		s, err := noise.NewServer(noise.ServerConfig{Keys: []noise.Keypair{keypair(t)}}, ik)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reply, err := s.Step(noise.KindIK1, tc.msg)
+		if !errors.Is(err, noise.ErrHandshake) || reply != nil {
+			t.Errorf("%s: reply % x, error %v; want ErrHandshake and no reply", tc.name, reply, err)
+		}
+	}
+}
+
+// TestClientUnexpectedKind: a client answers only the kinds its pattern
+// allows: an XX client refuses IK's answer and a fallback, an IK client
+// refuses XX's second message, each with ErrUnexpected.
+func TestClientUnexpectedKind(t *testing.T) {
+	server, device := keypair(t), keypair(t)
+	for _, tc := range []struct {
+		name  string
+		known []byte
+		kind  byte
+	}{
+		{"XX client given IK2", nil, noise.KindIK2},
+		{"XX client given FB1", nil, noise.KindFB1},
+		{"IK client given XX2", server.Public[:], noise.KindXX2},
+	} {
+		ccfg := noise.ClientConfig{Static: device, Server: tc.known}
+		c, _, err := noise.NewClient(ccfg, protocol.AppendPreface(nil, protocol.Version, ccfg.Transport()), []byte("L"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := keypair(t)
+		if _, err := c.Step(tc.kind, append(e.Public[:], make([]byte, 64)...)); !errors.Is(err, noise.ErrUnexpected) {
+			t.Errorf("%s: %v, want ErrUnexpected", tc.name, err)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	flynn "github.com/flynn/noise"
 	"golang.org/x/crypto/chacha20poly1305"
 
 	"switchboard/protocol"
@@ -335,5 +336,88 @@ func TestXXFinishNeedsLogin(t *testing.T) {
 	}
 	if s.Want() == 0 || s.Result().Session != nil {
 		t.Fatalf("server finished a handshake with no LOGIN: Want %#x, result %+v", s.Want(), s.Result())
+	}
+}
+
+// TestIKFinishNeedsLogin: an IK first message that opens under the
+// server's key but carries no LOGIN ends the handshake with ErrHandshake,
+// no reply and no Session, as under XX.
+func TestIKFinishNeedsLogin(t *testing.T) {
+	server := rulesKeypair(t)
+	preface := protocol.AppendPreface(nil, protocol.Version, protocol.TransportNoiseIK)
+	hs, err := flynn.NewHandshakeState(flynn.Config{
+		CipherSuite: suite, Pattern: flynn.HandshakeIK, Initiator: true,
+		Prologue: preface, StaticKeypair: rulesKeypair(t).dh(), PeerStatic: server.Public[:],
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, _, _, err := hs.WriteMessage(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewServer(ServerConfig{Keys: []Keypair{server}}, preface)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reply, err := s.Step(KindIK1, msg)
+	if !errors.Is(err, ErrHandshake) || !strings.Contains(err.Error(), "LOGIN") || reply != nil {
+		t.Fatalf("IK message 1 without a LOGIN: reply % x, error %v; want ErrHandshake (no LOGIN)", reply, err)
+	}
+	if s.Want() == 0 || s.Result().Session != nil {
+		t.Fatalf("server finished a handshake with no LOGIN: Want %#x, result %+v", s.Want(), s.Result())
+	}
+}
+
+// TestClientRefusesServerPayload: the server's handshake messages carry
+// no payload (the client has nothing to read in them); XX's second
+// message, IK's second or XXfallback's first carrying one byte is
+// ErrHandshake, and the client sends no LOGIN after it.
+func TestClientRefusesServerPayload(t *testing.T) {
+	server, lost := rulesKeypair(t), rulesKeypair(t)
+	for _, tc := range []struct {
+		name  string
+		known []byte // the server key the client knows: nil for XX
+		kind  byte   // the server's answer
+	}{
+		{"XX message 2", nil, KindXX2},
+		{"IK message 2", server.Public[:], KindIK2},
+		{"XXfallback message 1", lost.Public[:], KindFB1},
+	} {
+		cfg := ClientConfig{Static: rulesKeypair(t), Server: tc.known}
+		preface := protocol.AppendPreface(nil, protocol.Version, cfg.Transport())
+		c, first, err := NewClient(cfg, preface, []byte("LOGIN"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, body := rulesUnframe(t, first)
+		s, err := NewServer(ServerConfig{Keys: []Keypair{server}}, preface)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The server's side as Step runs it, with a payload written in.
+		var hs *flynn.HandshakeState
+		switch tc.kind {
+		case KindXX2:
+			hs = s.hs
+			_, _, _, err = hs.ReadMessage(nil, body)
+		case KindIK2:
+			if hs, err = s.state(flynn.HandshakeIK, false, server, nil); err == nil {
+				_, _, _, err = hs.ReadMessage(nil, body)
+			}
+		case KindFB1:
+			hs, err = s.state(flynn.HandshakeXXfallback, true, server, body[:dhLen])
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		msg, _, _, err := hs.WriteMessage(nil, []byte("x"))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		reply, err := c.Step(tc.kind, msg)
+		if !errors.Is(err, ErrHandshake) || reply != nil {
+			t.Errorf("%s with a payload: reply of %d bytes, error %v; want ErrHandshake and no reply", tc.name, len(reply), err)
+		}
 	}
 }

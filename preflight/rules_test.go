@@ -2,6 +2,9 @@ package preflight
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -142,5 +145,87 @@ func TestProbeSyncCPUPerWrite(t *testing.T) {
 	}
 	if perWrite := float64(wall.Microseconds()) / n; s.CPU > perWrite {
 		t.Errorf("CPU %.1f µs a write, over the %.1f µs of wall time each had", s.CPU, perWrite)
+	}
+}
+
+// Each setting that cannot be read or parsed is an error naming it, not a
+// zero figure in the report; so is a disk or a store that cannot be read,
+// and a durable write that fails.
+func TestProbeErrorsNameTheSetting(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(files map[string]string, p *Probe)
+		want string
+	}{
+		{"tcp_mem missing", func(f map[string]string, _ *Probe) { delete(f, "proc/sys/net/ipv4/tcp_mem") }, "tcp_mem"},
+		{"tcp_rmem not a number", func(f map[string]string, _ *Probe) { f["proc/sys/net/ipv4/tcp_rmem"] = "4096 x 33554432\n" }, "/proc/sys/net/ipv4/tcp_rmem: strconv.ParseInt"},
+		{"meminfo missing", func(f map[string]string, _ *Probe) { delete(f, "proc/meminfo") }, "meminfo"},
+		{"meminfo without MemTotal", func(f map[string]string, _ *Probe) { f["proc/meminfo"] = "MemAvailable: 8388608 kB\n" }, "no MemTotal"},
+		{"status missing", func(f map[string]string, _ *Probe) { delete(f, "proc/self/status") }, "status"},
+		{"status without CapEff", func(f map[string]string, _ *Probe) { f["proc/self/status"] = "Name:\tswitchboard\n" }, "no CapEff line"},
+		{"CapEff not hex", func(f map[string]string, _ *Probe) { f["proc/self/status"] = "CapEff:\tnone\n" }, "status CapEff"},
+		{"statfs fails", func(_ map[string]string, p *Probe) {
+			p.Statfs = func(string) (uint64, uint64, error) { return 0, 0, unix.EACCES }
+		}, "free disk of"},
+		{"the store unreadable", func(_ map[string]string, p *Probe) {
+			if err := os.MkdirAll(p.Data, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(p.Data, "mailboxes"), nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}, "counting the store's files"},
+		{"a durable write fails", func(_ map[string]string, p *Probe) {
+			p.Data, p.Syncs = filepath.Join(t.TempDir(), "data"), 1
+			if err := os.WriteFile(p.Data, nil, 0o644); err != nil { // a file where the folder should be
+				t.Fatal(err)
+			}
+		}, "a durable write in"},
+	} {
+		files := hostFiles()
+		p := fakeProbe(t, files, 20000, 20000)
+		tc.edit(files, &p)
+		p.Root = writeTree(t, files)
+		if _, err := p.Read(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error saying %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// Lines of /proc/meminfo without a colon, a value or a number are skipped,
+// not an error nor a panic: the figures on the other lines are read.
+func TestMeminfoOddLines(t *testing.T) {
+	files := hostFiles()
+	files["proc/meminfo"] = "MemTotal: 2048 kB\nno colon here\nHugePages_Odd:\nDirectMap: n/a\nMemAvailable: 1024 kB\n"
+	f, err := fakeProbe(t, files, 20000, 20000).Read()
+	if err != nil || f.MemTotal != 2048<<10 || f.MemAvailable != 1024<<10 {
+		t.Fatalf("MemTotal %d, MemAvailable %d (%v); want %d and %d", f.MemTotal, f.MemAvailable, err, 2048<<10, 1024<<10)
+	}
+}
+
+// A Probe's zero Data, Cores and PageSize mean the folder "data" under
+// the working directory (its disk and its store), this machine's cores and
+// its page size.
+func TestProbeDefaults(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	if err := os.MkdirAll(filepath.Join("data", "mailboxes"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join("data", "mailboxes", "000001.mem"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := fakeProbe(t, hostFiles(), 20000, 20000)
+	p.Data, p.Cores, p.PageSize = "", 0, 0
+	f, err := p.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The folder, the memtable file and 2 in-flight log segments.
+	if f.DiskPath != filepath.Join(dir, "data") || f.StoreFiles != 1+1+inflightFiles {
+		t.Errorf("disk %s, store files %d; want %s and %d", f.DiskPath, f.StoreFiles, filepath.Join(dir, "data"), 1+1+inflightFiles)
+	}
+	if f.Cores != runtime.NumCPU() || f.PageSize != os.Getpagesize() {
+		t.Errorf("cores %d, page size %d; want %d and %d", f.Cores, f.PageSize, runtime.NumCPU(), os.Getpagesize())
 	}
 }

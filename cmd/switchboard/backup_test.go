@@ -342,3 +342,46 @@ func TestBackupRefusesBadResponses(t *testing.T) {
 		})
 	}
 }
+
+// TestBackupRestoreUsage: a stray argument or a missing required flag is a
+// usage error that names it, before anything is fetched or opened.
+func TestBackupRestoreUsage(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		run  func([]string, io.Writer) error
+		args []string
+		want string
+	}{
+		{"backup with an argument", backup, []string{"--out", "x", "more"}, `unexpected argument "more"`},
+		{"backup without --out", backup, nil, "--out is required"},
+		{"restore with an argument", restore, []string{"--data", "d", "--in", "x", "more"}, `unexpected argument "more"`},
+		{"restore without --data", restore, []string{"--in", "x"}, "--data is required"},
+		{"restore without --in", restore, []string{"--data", "d"}, "--in is required"},
+	} {
+		err := tc.run(tc.args, io.Discard)
+		var ue usageError
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want a usage error saying %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// TestBackupOutInWorkingDir: --out given as a bare file name writes it in
+// the working directory, through a temporary file beside it.
+func TestBackupOutInWorkingDir(t *testing.T) {
+	whole := backupOf(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write(whole) }))
+	defer srv.Close()
+	dir := t.TempDir()
+	t.Chdir(dir)
+	if err := backup([]string{"--admin", srv.URL, "--out", "switchboard.backup"}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(dir, "switchboard.backup"))
+	if err != nil || !bytes.Equal(got, whole) {
+		t.Fatalf("the backup file: %d bytes (%v), want the %d the server sent", len(got), err, len(whole))
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Fatalf("the working directory holds %d entries, want the backup only", len(ents))
+	}
+}
