@@ -383,13 +383,14 @@ func (s *Server) timeOf(sec uint32) time.Time {
 // when those it runs on finished: fn never runs after eachLoop returned
 // (gnet runs a queued runnable whatever its context), so what it records
 // and the connections it takes stay the caller's to see. It reports
-// whether fn ran on every loop.
+// whether fn ran on every loop that took it (a stopped engine's loops
+// take nothing).
 func (s *Server) eachLoop(ctx context.Context, fn func(*loop)) (every bool) {
 	var gate sync.RWMutex // read-held while fn runs; gaveUp under it
 	gaveUp := false
 	var ran atomic.Int64
+	queued := int64(0)
 	s.mu.Lock()
-	loops := len(s.loops)
 	var wg sync.WaitGroup
 	for el, l := range s.loops {
 		wg.Add(1)
@@ -405,6 +406,8 @@ func (s *Server) eachLoop(ctx context.Context, fn func(*loop)) (every bool) {
 		}))
 		if err != nil {
 			wg.Done()
+		} else {
+			queued++
 		}
 	}
 	s.mu.Unlock()
@@ -417,5 +420,5 @@ func (s *Server) eachLoop(ctx context.Context, fn func(*loop)) (every bool) {
 		gaveUp = true
 		gate.Unlock()
 	}
-	return ran.Load() == int64(loops)
+	return ran.Load() == queued
 }
