@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 )
 
@@ -319,5 +320,99 @@ func TestRestoreGaps(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the folder a refused restore created is still there (%v)", err)
+	}
+}
+
+// shortWriter takes left bytes, then fails every write that goes past
+// them with errInjected (a full disk, a dropped connection).
+type shortWriter struct{ left int }
+
+func (w *shortWriter) Write(p []byte) (int, error) {
+	if len(p) > w.left {
+		return 0, errInjected
+	}
+	w.left -= len(p)
+	return len(p), nil
+}
+
+// TestBackupWriterFails: a backup whose writer fails, in the header, in
+// the stream or in the end record, fails with the writer's error (never
+// reported done), and the next backup runs.
+func TestBackupWriterFails(t *testing.T) {
+	s := backupFixture(t)
+	n := len(backupBytes(t, s))
+	for _, left := range []int{0, len(backupMagic) + 4, n - 1} {
+		if since, err := s.Backup(context.Background(), &shortWriter{left}); !errors.Is(err, errInjected) {
+			t.Errorf("backup into a writer that fails after %d of %d bytes: since %d, %v; want errInjected", left, n, since, err)
+		}
+	}
+	if _, _, err := CheckBackup(bytes.NewReader(backupBytes(t, s))); err != nil {
+		t.Errorf("the backup after the failed ones: %v", err)
+	}
+}
+
+// TestBackupWaitEndsWithItsContext: a backup asked for while a cut-off one
+// has not yet returned stops waiting for it when its own context is done,
+// with that cause, rather than holding its caller for backupEndWait.
+func TestBackupWaitEndsWithItsContext(t *testing.T) {
+	s := backupFixture(t)
+	w := &blockingWriter{entered: make(chan struct{}), release: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	first := make(chan error, 1) // one send by the first backup
+	go func() { _, err := s.Backup(ctx, w); first <- err }()
+	<-w.entered
+	cancel() // the first one's reader has gone; it is blocked in a write
+	defer func() { close(w.release); <-first }()
+	gone, stop := context.WithCancelCause(context.Background())
+	stop(errInjected)
+	start := time.Now()
+	if _, err := s.Backup(gone, &bytes.Buffer{}); !errors.Is(err, errInjected) || time.Since(start) >= backupEndWait {
+		t.Fatalf("a backup whose context is done, after %v: %v; want errInjected at once", time.Since(start), err)
+	}
+}
+
+// TestRestoreFromAFilePipe: a backup read from a pipe that is an *os.File
+// (a restore's standard input, fed by another command), which has Seek
+// but cannot seek, is read once and restored.
+func TestRestoreFromAFilePipe(t *testing.T) {
+	b := backupBytes(t, backupFixture(t))
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	go func() { _, _ = w.Write(b); w.Close() }()
+	dir := t.TempDir()
+	if _, err := restoreNoPanic(t, dir, r, 0); err != nil {
+		t.Fatalf("restore from an *os.File pipe: %v", err)
+	}
+	s, err := Open(smallConfig(dir, -1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got, want := fmt.Sprint(values(t, s, 7)), "[1:to 7, #1 2:to 7, #2 3:to 7, #3]"; got != want {
+		t.Errorf("recipient 7 after restore: %s, want %s", got, want)
+	}
+}
+
+// TestBackupReadFails: a backup whose reader fails (an I/O error), in the
+// header, the stream or the end record, is reported with that error, not
+// as truncated (the file may well be whole), by CheckBackup and by a
+// restore reading it once, which leaves its folder empty.
+func TestBackupReadFails(t *testing.T) {
+	b := backupBytes(t, backupFixture(t))
+	dir := t.TempDir()
+	for _, n := range []int{4, backupStream + 8, len(b) - 4} {
+		failing := func() io.Reader { return io.MultiReader(bytes.NewReader(b[:n]), iotest.ErrReader(errInjected)) }
+		_, _, err := CheckBackup(failing())
+		if !errors.Is(err, errInjected) || errors.Is(err, ErrBackupTruncated) {
+			t.Errorf("check of a read failing after %d of %d bytes: %v, want errInjected and not ErrBackupTruncated", n, len(b), err)
+		}
+		_, err = restoreNoPanic(t, dir, pipeReader{failing()}, DefaultRestoreSeqGap)
+		if !errors.Is(err, errInjected) || errors.Is(err, ErrBackupTruncated) {
+			t.Errorf("restore of a read failing after %d of %d bytes: %v, want errInjected and not ErrBackupTruncated", n, len(b), err)
+		}
+		emptyFolder(t, dir)
 	}
 }

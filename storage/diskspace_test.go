@@ -326,3 +326,32 @@ func TestDiskCheckErrorKeepsVerdict(t *testing.T) {
 		t.Errorf("DiskLow %d while the free space cannot be read", st.DiskLow)
 	}
 }
+
+// TestOpenOnADiskTooFullForTheLog: a store opened on a disk without room
+// for the first segment of its in-flight log fails with ENOSPC, leaves no
+// part of the segment behind to hold the space, and releases its folder:
+// once space is freed, it opens.
+func TestOpenOnADiskTooFullForTheLog(t *testing.T) {
+	root := mountTmpfs(t, 64<<20)
+	cfg := smallConfig(filepath.Join(root, "db"), -1).withDefaults()
+	filler := fillDisk(t, root, tierSegmentBytes/2)
+	if s, err := openBadger(cfg, nil); !errors.Is(err, unix.ENOSPC) {
+		if s != nil {
+			s.Close()
+		}
+		t.Fatalf("open with half a segment free: %v, want ENOSPC", err)
+	}
+	if ents, err := os.ReadDir(filepath.Join(cfg.Dir, tierLogDir)); err != nil || len(ents) != 0 {
+		t.Fatalf("the log's folder after the failed open holds %v (%v), want nothing", ents, err)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	s, err := openBadger(cfg, nil)
+	if err != nil {
+		t.Fatalf("open once space is freed: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

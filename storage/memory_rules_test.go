@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -113,6 +114,18 @@ func TestReopenMemoryRefusesBadConfig(t *testing.T) {
 		t.Fatalf("ReopenMemory with MaxBatch -1: %v, want ErrInvalidConfig", err)
 	}
 	if err := AppendWait(st, Entry{Recipient: 1, Seq: 1, Kind: KindMessage, Sender: 5, MsgID: 1}); err != nil {
+		t.Fatalf("append after a refused reopen: %v", err)
+	}
+}
+
+// TestReopenMemoryRefusesABadgerStore: ReopenMemory of a store on Badger
+// says so and leaves it open as it was.
+func TestReopenMemoryRefusesABadgerStore(t *testing.T) {
+	s := backupFixture(t)
+	if got, err := ReopenMemory(s, Config{HousekeepingInterval: -1}); err == nil || !strings.Contains(err.Error(), "ReopenMemory of a store on") {
+		t.Fatalf("ReopenMemory of a Badger store: %v, %v; want refused", got, err)
+	}
+	if err := AppendWait(s, Entry{Recipient: 7, Seq: 4, Kind: KindMessage, Sender: 9, MsgID: 104}); err != nil {
 		t.Fatalf("append after a refused reopen: %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"maps"
@@ -672,5 +673,107 @@ func TestFolderWriteSurvivesAKill(t *testing.T) {
 	})
 	if err != nil || !slices.Equal(got, want) {
 		t.Fatalf("the marker after a kill: %x, %v; want %x", got, err, want)
+	}
+}
+
+// TestOpenFolderAfterAFailedReplay: a folder whose in-flight log holds a
+// record that does not decode (its checksum matches) is refused, and the
+// refusal releases the folder: once the segment is gone, it opens.
+func TestOpenFolderAfterAFailedReplay(t *testing.T) {
+	dir := t.TempDir()
+	storeWith(t, dir, func(s *engine) {
+		mustAppend(t, s, Entry{Recipient: 1, Seq: 1, Kind: KindMessage, Sender: 2, MsgID: 1, Value: []byte("x")})
+	})
+	payload := []byte{9, 1, 'k'} // an op that does not exist
+	rec := binary.BigEndian.AppendUint32(nil, uint32(len(payload)))
+	rec = binary.BigEndian.AppendUint32(rec, recordSum(1, payload))
+	seg := filepath.Join(dir, tierLogDir, segName(1))
+	if err := os.MkdirAll(filepath.Dir(seg), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(seg, slices.Concat([]byte(tierMagic), rec, payload), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := OpenFolder(smallConfig(dir, -1), false); !errors.Is(err, errTierRecord) {
+		if f != nil {
+			f.Close()
+		}
+		t.Fatalf("OpenFolder with a malformed log record: %v, want errTierRecord", err)
+	}
+	if err := os.Remove(seg); err != nil {
+		t.Fatal(err)
+	}
+	f := openFolder(t, dir)
+	defer f.Close()
+	if h, err := f.Holdings(); err != nil || !slices.Equal(h.IDs, []uint64{1}) {
+		t.Fatalf("holdings %v (%v), want id 1", h.IDs, err)
+	}
+}
+
+// TestRecountRefusesCorruptKeys: Recount of a folder holding a count under
+// a key of the wrong length, or an entry too short for its header, fails
+// with errCorrupt and writes nothing.
+func TestRecountRefusesCorruptKeys(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		key, v []byte
+	}{
+		{"long count key", append(quotaKey(9), 0), encodeUse(senderUse{count: 1, bytes: 1})},
+		{"short entry", entryKey(5, 1), []byte{byte(KindMessage)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			storeWith(t, dir, func(s *engine) {
+				mustAppend(t, s, Entry{Recipient: 1, Seq: 1, Kind: KindMessage, Sender: 9, MsgID: 1, Value: []byte("abc")})
+			})
+			f := openFolder(t, dir)
+			if err := f.write(func(wb *badger.WriteBatch) error {
+				return errors.Join(wb.Set(tc.key, tc.v), wb.Delete([]byte{prefixTotals}))
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if changed, err := f.Recount(); !errors.Is(err, errCorrupt) {
+				t.Errorf("Recount: changed %v, %v; want errCorrupt", changed, err)
+			}
+			f.Close()
+			if v, ok := dump(t, dir)[string([]byte{prefixTotals})]; ok {
+				t.Errorf("totals written by a refused Recount: %x", v.value)
+			}
+		})
+	}
+}
+
+// TestOpenRefusesCorruptTotals: a store whose totals record does not
+// decode is refused at open with errCorrupt, and the refusal releases the
+// folder: it can be opened offline and mended, and then the store opens
+// with what it held.
+func TestOpenRefusesCorruptTotals(t *testing.T) {
+	dir := t.TempDir()
+	storeWith(t, dir, func(s *engine) {
+		mustAppend(t, s, Entry{Recipient: 1, Seq: 1, Kind: KindMessage, Sender: 9, MsgID: 1, Value: []byte("abc")})
+	})
+	setTotals := func(v []byte) {
+		f := openFolder(t, dir)
+		defer f.Close()
+		if err := f.write(func(wb *badger.WriteBatch) error { return wb.Set([]byte{prefixTotals}, v) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setTotals([]byte{1})
+	cfg := smallConfig(dir, -1).withDefaults()
+	if s, err := openBadger(cfg, nil); !errors.Is(err, errCorrupt) {
+		if s != nil {
+			s.Close()
+		}
+		t.Fatalf("open with corrupt totals: %v, want errCorrupt", err)
+	}
+	setTotals(encodeTotals(totals{count: 1, bytes: 3}))
+	s, err := openBadger(cfg, nil)
+	if err != nil {
+		t.Fatalf("open with the totals mended: %v", err)
+	}
+	defer s.Close()
+	if got := values(t, s, 1); len(got) != 1 {
+		t.Fatalf("recipient 1 holds %v, want its one entry", got)
 	}
 }

@@ -358,21 +358,16 @@ func TestTierAbandonLeavesTheLog(t *testing.T) {
 	}
 }
 
-// TestOpenAfterAFailedReplay: an open or a reopen whose replay of the
-// in-flight log fails (here a segment that cannot be read) closes Badger
-// again, so that the next attempt can take its folder once the log reads:
-// the store then takes writes, with everything committed before.
-func TestOpenAfterAFailedReplay(t *testing.T) {
+// stuckReopening opens a store in cfg.Dir holding seqs 1-3 of recipient
+// 1, fails a commit, and returns once the reopen that follows has failed:
+// the in-flight log holds a segment that cannot be read (a folder, whose
+// path it returns), and the store retries until that is removed.
+func stuckReopening(t *testing.T, cfg Config) (*engine, string) {
+	t.Helper()
 	var (
 		mu   sync.Mutex
 		msgs []string
 	)
-	logged := func(msg string) bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return slices.Contains(msgs, msg)
-	}
-	cfg := testConfig(t.TempDir())
 	cfg.Logger = slog.New(recordHandler{&mu, &msgs})
 	s, fail := openFailing(t, cfg, errInjected) // appends seqs 1-3 to recipient 1
 	unreadable := filepath.Join(cfg.Dir, tierLogDir, segName(1<<40))
@@ -384,7 +379,49 @@ func TestOpenAfterAFailedReplay(t *testing.T) {
 		t.Fatalf("append with the commit failing: %v, want ErrCommit", err)
 	}
 	fail.Store(false)
-	waitFor(t, "a reopen that fails", func() bool { return logged("storage: reopening the database failed; will retry") })
+	waitFor(t, "a reopen that fails", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Contains(msgs, "storage: reopening the database failed; will retry")
+	})
+	return s, unreadable
+}
+
+// TestStoreWhileReopeningFails: while the database cannot be reopened,
+// reads and backups are refused with ErrRecovering, and the store closes;
+// the next open, once the log reads, has every commit before.
+func TestStoreWhileReopeningFails(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	s, unreadable := stuckReopening(t, cfg)
+	if _, _, err := s.Read(1, 0, 10, 0, nil); !errors.Is(err, ErrRecovering) {
+		t.Errorf("read while reopening fails: %v, want ErrRecovering", err)
+	}
+	if _, err := s.Backup(context.Background(), io.Discard); !errors.Is(err, ErrRecovering) {
+		t.Errorf("backup while reopening fails: %v, want ErrRecovering", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("close while reopening fails: %v", err)
+	}
+	if err := os.Remove(unreadable); err != nil {
+		t.Fatal(err)
+	}
+	s, err := openBadger(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got := values(t, s, 1); len(got) != 3 {
+		t.Fatalf("recipient 1 after the open holds %v, want seqs 1-3", got)
+	}
+}
+
+// TestOpenAfterAFailedReplay: an open or a reopen whose replay of the
+// in-flight log fails (here a segment that cannot be read) closes Badger
+// again, so that the next attempt can take its folder once the log reads:
+// the store then takes writes, with everything committed before.
+func TestOpenAfterAFailedReplay(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	s, unreadable := stuckReopening(t, cfg)
 	if err := os.Remove(unreadable); err != nil {
 		t.Fatal(err)
 	}
@@ -513,4 +550,49 @@ func TestTierCloseKeepsTheLogWhenASpillFails(t *testing.T) {
 	if got := r.contents(); !slices.Equal(got, []string{fmt.Sprintf("%x=kept", "xa")}) {
 		t.Fatalf("after a close whose spill failed, and an open: %v", got)
 	}
+}
+
+// TestTierRotationOnAFullDisk: when the disk is too full for the log's
+// next segment, the commit that needs it fails (ENOSPC) and is not
+// applied, no part of the segment is left to hold the space, and a replay
+// gives back every commit before it.
+func TestTierRotationOnAFullDisk(t *testing.T) {
+	root := mountTmpfs(t, 64<<20)
+	r := &tierRig{t: t, dir: filepath.Join(root, "db")}
+	r.open()
+	l := r.be.tier.log
+	awaitSpare(l) // segment 2 is made while there is room
+	filler := fillDisk(t, root, tierSegmentBytes/2)
+	val := bytes.Repeat([]byte{'v'}, 64<<10)
+	model := map[string][]byte{}
+	var err error
+	for i := 0; err == nil; i++ {
+		if i > 3*tierSegmentBytes/len(val) {
+			t.Fatal("every commit succeeded on a full disk")
+		}
+		w := r.be.begin().(*badgerTxn)
+		k := []byte{'x', byte(i % 7)}
+		v := append(bytes.Clone(val), byte(i))
+		w.kv.set(k, v, 0, keyAny)
+		if err = w.commit(); err == nil {
+			model[string(k)] = v
+		}
+	}
+	if !errors.Is(err, syscall.ENOSPC) || l.current() != 2 {
+		t.Fatalf("commit failed in segment %d: %v, want in segment 2 with ENOSPC", l.current(), err)
+	}
+	if got, want := r.contents(), modelContents(model); !slices.Equal(got, want) {
+		t.Fatalf("after the failed commit: %d keys, want %d", len(got), len(want))
+	}
+	if tmps, _ := filepath.Glob(filepath.Join(r.dir, tierLogDir, "*.tmp")); len(tmps) != 0 {
+		t.Fatalf("left in the log's folder: %v", tmps)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	r.crash()
+	if got, want := r.contents(), modelContents(model); !slices.Equal(got, want) {
+		t.Fatalf("after the replay: %d keys, want %d", len(got), len(want))
+	}
+	_ = r.be.close()
 }

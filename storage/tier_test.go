@@ -703,6 +703,30 @@ func FuzzTierRecord(f *testing.F) {
 	})
 }
 
+// TestDecodeTierOpsRefusesMalformed: a payload whose checksum matched but
+// whose ops do not decode (an unknown op, a value running past the end, a
+// set without its expiry or with one past 64 bits) is an error, never ops
+// made up from what is there.
+func TestDecodeTierOpsRefusesMalformed(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		payload []byte
+	}{
+		{"unknown op", []byte{9, 1, 'k'}},
+		{"value past the end", []byte{tierOpSet, 1, 'k', 5, 'v'}},
+		{"no expiry", []byte{tierOpSet, 1, 'k', 1, 'v'}},
+		{"expiry past 64 bits", append([]byte{tierOpSet, 1, 'k', 1, 'v'}, append(bytes.Repeat([]byte{0xff}, 10), 1)...)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ops := 0
+			err := decodeTierOps(tc.payload, func([]byte, []byte, uint64, bool) { ops++ })
+			if !errors.Is(err, errTierRecord) || ops != 0 {
+				t.Fatalf("decoding %x: %d ops, %v; want none and errTierRecord", tc.payload, ops, err)
+			}
+		})
+	}
+}
+
 // TestTierSpillsOnlyWhatWaits: messages acknowledged within SpillAfter
 // leave Badger with their dedupe records only (Stats.Spilled), and those
 // in chunks: 100 messages, one a batch, spill one chunk of 64 and keep the
