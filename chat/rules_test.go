@@ -82,7 +82,8 @@ func TestRulesMendCounter(t *testing.T) {
 }
 
 // TestRulesMendBounds: a file past MaxConversations loses its quietest
-// conversations but not the open one, and one under a key naming no peer.
+// conversations but not the open one, and those under a key naming no peer
+// (not a user or group, or id 0).
 func TestRulesMendBounds(t *testing.T) {
 	store := NewStore(t.TempDir(), 1)
 	st := &State{User: 1, NextMsgID: 1, Open: "u2", Tick: 200, Conversations: map[string]*Conversation{}}
@@ -90,6 +91,7 @@ func TestRulesMendBounds(t *testing.T) {
 		st.Conversations[fmt.Sprintf("u%d", i+2)] = &Conversation{Active: uint64(i + 2)}
 	}
 	st.Conversations["x5"] = &Conversation{Active: 100}
+	st.Conversations["u0"] = &Conversation{Active: 100}
 	if err := store.Save(st); err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +102,7 @@ func TestRulesMendBounds(t *testing.T) {
 	if len(st.Conversations) != MaxConversations {
 		t.Fatalf("%d conversations, want %d", len(st.Conversations), MaxConversations)
 	}
-	for _, k := range []string{"u3", "u4", "x5"} {
+	for _, k := range []string{"u3", "u4", "x5", "u0"} {
 		if st.Conversations[k] != nil {
 			t.Errorf("conversation %q kept", k)
 		}
@@ -128,6 +130,25 @@ func TestRulesNewPeerDropsQuietest(t *testing.T) {
 	}
 	if st.Conversations["u100"] == nil || st.Conversations["u2"] == nil || st.Conversations["u3"] != nil || st.Conversations["u4"] == nil {
 		t.Fatalf("want u100 made, u2 (open) kept, u3 (the quietest other) dropped, u4 kept")
+	}
+}
+
+// TestRulesQuietestByLastMessage: the conversation dropped for a new peer
+// is the one whose last message is oldest, not the one made first: a
+// message brings an old conversation back to the newest.
+func TestRulesQuietestByLastMessage(t *testing.T) {
+	h := newHarness(t, t.TempDir())
+	var evs EventsMsg
+	for i := range MaxConversations { // u2 … u65, in that order
+		evs = append(evs, &protocol.Deliver{Seq: uint64(i + 1), From: uint64(i + 2), MsgID: 1, Body: []byte("hi")})
+	}
+	h.m.Update(evs)
+	h.events(&protocol.Deliver{Seq: 100, From: 2, MsgID: 2, Body: []byte("again")})
+	h.events(&protocol.Deliver{Seq: 101, From: 100, MsgID: 1, Body: []byte("new")})
+	st := h.m.State()
+	if len(st.Conversations) != MaxConversations || st.Conversations["u2"] == nil || st.Conversations["u3"] != nil || st.Conversations["u100"] == nil {
+		t.Fatalf("%d conversations, u2 kept %v, u3 kept %v; want %d, u2 (written to last) kept, u3 (quietest) dropped",
+			len(st.Conversations), st.Conversations["u2"] != nil, st.Conversations["u3"] != nil, MaxConversations)
 	}
 }
 
@@ -366,14 +387,20 @@ func TestRulesUnreadElsewhere(t *testing.T) {
 	h.wantNot("new messages")
 }
 
-// TestRulesOpenHoldsLock: a chat holds its state's lock until Close.
-func TestRulesOpenHoldsLock(t *testing.T) {
-	dir := t.TempDir()
-	c, err := Open(context.Background(), Options{
+// offlineOptions are user 1's chat on the state folder dir, dialling a
+// port nobody listens on and waiting an hour before the next attempt.
+func offlineOptions(dir string) Options {
+	return Options{
 		Addr: "127.0.0.1:1", User: 1, StateDir: dir,
 		Token:   func(context.Context) ([]byte, error) { return []byte("x"), nil },
 		Session: client.Config{MinBackoff: time.Hour, MaxBackoff: time.Hour},
-	})
+	}
+}
+
+// TestRulesOpenHoldsLock: a chat holds its state's lock until Close.
+func TestRulesOpenHoldsLock(t *testing.T) {
+	dir := t.TempDir()
+	c, err := Open(context.Background(), offlineOptions(dir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -389,6 +416,65 @@ func TestRulesOpenHoldsLock(t *testing.T) {
 	release()
 }
 
+// TestRulesOpenDefaultStateDir: with no state folder given, the chat
+// makes DefaultStateDir in the working folder and keeps its lock there.
+func TestRulesOpenDefaultStateDir(t *testing.T) {
+	t.Chdir(t.TempDir())
+	c, err := Open(context.Background(), offlineOptions(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := os.Stat(filepath.Join(DefaultStateDir, "user-1.lock")); err != nil {
+		t.Fatalf("the lock in the default state folder: %v", err)
+	}
+}
+
+// TestRulesOpenRefused: Open refuses options without a server, a user or
+// a token, a state file that is not JSON (naming it) and one whose outbox
+// client.Dial refuses; a refused Open leaves the state's lock free, so
+// the chat starts once the cause is mended.
+func TestRulesOpenRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		edit  func(o *Options)
+		state string // the state file's contents; "" for none
+		want  string
+	}{
+		{"no server", func(o *Options) { o.Addr = "" }, "", "Options.Addr, User and Token are required"},
+		{"no user", func(o *Options) { o.User = 0 }, "", "Options.Addr, User and Token are required"},
+		{"no token", func(o *Options) { o.Token = nil }, "", "Options.Addr, User and Token are required"},
+		{"not JSON", nil, "not json", "user-1.json: invalid character"},
+		{"outbox out of order", nil, `{"user":1,"next_msg_id":9,"outbox":[{"id":5,"to":2,"text":"a"},{"id":3,"to":2,"text":"b"}]}`, "restored msg id 3"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			o := offlineOptions(dir)
+			if tc.edit != nil {
+				tc.edit(&o)
+			}
+			if tc.state != "" {
+				if err := os.WriteFile(NewStore(dir, 1).Path(), []byte(tc.state), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c, err := Open(context.Background(), o)
+			if err == nil {
+				c.Close()
+				t.Fatalf("Open: no error, want %q", tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Open: %v, want %q", err, tc.want)
+			}
+			release, err := NewStore(dir, 1).Lock()
+			if err != nil {
+				t.Fatalf("the lock after a refused Open: %v", err)
+			}
+			release()
+		})
+	}
+}
+
 // TestRulesMessageRetryLaterFails: a message refused RETRY_LATER with no
 // retry_after fails on its line; only a group create goes again.
 func TestRulesMessageRetryLaterFails(t *testing.T) {
@@ -402,18 +488,28 @@ func TestRulesMessageRetryLaterFails(t *testing.T) {
 	}
 }
 
-// TestRulesMendOpen: an open key naming no peer is closed, not made.
+// TestRulesMendOpen: an open key naming no peer is closed, not made; one
+// naming a peer whose conversation is missing gets an empty one, so the
+// chat opens where it was left.
 func TestRulesMendOpen(t *testing.T) {
-	store := NewStore(t.TempDir(), 1)
-	if err := os.WriteFile(store.Path(), []byte(`{"user":1,"next_msg_id":3,"open":"x7"}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Load(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.Open != "" || len(st.Conversations) != 0 {
-		t.Fatalf("open %q, conversations %v; want none", st.Open, st.Conversations)
+	for _, tc := range []struct {
+		file, open string
+		convs      int
+	}{
+		{`{"user":1,"next_msg_id":3,"open":"x7"}`, "", 0},
+		{`{"user":1,"next_msg_id":3,"open":"u7"}`, "u7", 1},
+	} {
+		store := NewStore(t.TempDir(), 1)
+		if err := os.WriteFile(store.Path(), []byte(tc.file), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		st, err := store.Load(1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Open != tc.open || len(st.Conversations) != tc.convs || (tc.open != "" && st.Conversations[tc.open] == nil) {
+			t.Fatalf("%s: open %q, conversations %v; want %q alone open", tc.file, st.Open, st.Conversations, tc.open)
+		}
 	}
 }
 
@@ -441,5 +537,46 @@ func TestRulesReceiptMembersOneGroup(t *testing.T) {
 	h.events(&protocol.Receipt{Seq: 1, MsgID: 1, By: 5})
 	if m98, m99 := h.conv("g98").Members, h.conv("g99").Members; len(m98) != 0 || !slices.Equal(m99, []uint64{5}) {
 		t.Fatalf("members of 98 %v, of 99 %v; want none and [5]", m98, m99)
+	}
+}
+
+// TestRulesHistoryFillsExactly: lines whose text adds up to HistoryBytes
+// exactly are all kept (four bodies of 64 KiB), and the oldest goes at the
+// next.
+func TestRulesHistoryFillsExactly(t *testing.T) {
+	c := &Conversation{}
+	for i := range 5 {
+		c.add(Line{MsgID: uint64(i + 1), Text: strings.Repeat("x", HistoryBytes/4)}, DefaultHistory)
+		if want := min(i+1, 4); len(c.Lines) != want || c.Lines[len(c.Lines)-1].MsgID != uint64(i+1) {
+			t.Fatalf("after line %d: %d lines, the last msg %d; want %d, the last %d", i+1, len(c.Lines), c.Lines[len(c.Lines)-1].MsgID, want, i+1)
+		}
+	}
+}
+
+// TestRulesSaveLeavesNoFileOpen: a save closes every file it opened, the
+// state's and its folder's: a chat saves after every batch of entries, and
+// one left open each time would reach the process's open-file limit, after
+// which no save, and so no message, would go.
+func TestRulesSaveLeavesNoFileOpen(t *testing.T) {
+	open := func() int {
+		fds, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Skipf("open files not countable here: %v", err)
+		}
+		return len(fds)
+	}
+	store := NewStore(t.TempDir(), 1)
+	st := &State{User: 1, NextMsgID: 1}
+	if err := store.Save(st); err != nil {
+		t.Fatal(err)
+	}
+	before := open()
+	for range 20 {
+		if err := store.Save(st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after := open(); after > before {
+		t.Fatalf("%d files open after 20 saves, %d before", after, before)
 	}
 }

@@ -1,6 +1,7 @@
 package top
 
 import (
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -76,6 +77,9 @@ func TestModelScriptedScrapes(t *testing.T) {
 		t.Fatal(err)
 	}
 	var m tea.Model = NewModel(cfg)
+	if got := m.(Model).Render(Styles{}); !strings.HasPrefix(got, "switchboard top: reading [") {
+		t.Errorf("before the first scrape: %q, want it to say it is reading", got)
+	}
 	m = step(t, m, m.Init())
 	first := m.(Model).Render(Styles{})
 	if !strings.Contains(first, "rates after the next scrape") {
@@ -88,6 +92,9 @@ func TestModelScriptedScrapes(t *testing.T) {
 	m = step(t, m, cmd)
 
 	screen := m.(Model).Render(Styles{})
+	if strings.Contains(screen, "rates after the next scrape") {
+		t.Errorf("the second frame still says rates come next:\n%s", screen)
+	}
 	line := func(label string) string {
 		for l := range strings.SplitSeq(screen, "\n") {
 			if strings.HasPrefix(l, label) {
@@ -131,8 +138,16 @@ func TestModelScriptedScrapes(t *testing.T) {
 		t.Error("the commit queue, 1% full, is highlighted")
 	}
 
-	if _, cmd := m.Update(tea.KeyPressMsg{Code: 'q', Text: "q"}); cmd == nil {
-		t.Error("q does not quit")
+	if !m.(Model).View().AltScreen {
+		t.Error("the live view is not drawn on the alternate screen")
+	}
+	for _, k := range []tea.KeyPressMsg{{Code: 'q', Text: "q"}, {Code: tea.KeyEscape}, {Code: 'c', Mod: tea.ModCtrl}} {
+		_, cmd := m.Update(k)
+		if cmd == nil {
+			t.Errorf("%s does not quit", k)
+		} else if _, ok := cmd().(tea.QuitMsg); !ok {
+			t.Errorf("%s does not quit", k)
+		}
 	}
 }
 
@@ -188,6 +203,58 @@ func TestScrapeFailures(t *testing.T) {
 			t.Errorf("the good server: %v", got.Err)
 		case wants[i] != "" && (got.Err == nil || !strings.Contains(got.Err.Error(), wants[i])):
 			t.Errorf("want an error saying %q, got %v", wants[i], got.Err)
+		}
+	}
+}
+
+// A server or URL is read at its /metrics, or at the URL as given, http
+// or https.
+func TestMetricsURL(t *testing.T) {
+	for addr, want := range map[string]string{
+		"10.0.0.1:9070":                   "http://10.0.0.1:9070/metrics",
+		"http://10.0.0.1:9070/m":          "http://10.0.0.1:9070/m",
+		"https://top.example:443/metrics": "https://top.example:443/metrics",
+	} {
+		if got := metricsURL(addr); got != want {
+			t.Errorf("metricsURL(%q) = %q, want %q", addr, got, want)
+		}
+	}
+}
+
+// Every answer is closed once read, an error's too: top against a wrong
+// address, refreshed every second for hours, keeps no connection open per
+// round.
+func TestScrapeClosesAnswers(t *testing.T) {
+	var mu sync.Mutex
+	open := 0
+	srv := httptest.NewUnstartedServer(http.NotFoundHandler())
+	srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch st {
+		case http.StateNew:
+			open++
+		case http.StateClosed, http.StateHijacked:
+			open--
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	s := Scraper{Client: &http.Client{Timeout: time.Minute}} // no timeout closes them meanwhile
+	for range 5 {
+		if got := s.ScrapeAll(t.Context(), []string{srv.Listener.Addr().String()})[0]; got.Err == nil {
+			t.Fatal("a 404 read as metrics")
+		}
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		mu.Lock()
+		n := open
+		mu.Unlock()
+		if n <= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections open after 5 rounds, want at most 1", n)
 		}
 	}
 }

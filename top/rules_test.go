@@ -113,6 +113,36 @@ func TestEachLimitMarked(t *testing.T) {
 	}
 }
 
+// A limit reached but not passed is not marked: a tenth of the disk free,
+// one sync per message; and syncs in an interval with no message accepted
+// give no ratio ("–"), not an infinite one marked over.
+func TestLimitsNotPassed(t *testing.T) {
+	tests := []struct {
+		name  string
+		edit  func(string) string
+		label string
+		want  string
+	}{
+		{"a tenth of the disk free", func(s string) string { return set(t, s, "switchboard_store_disk_free_bytes", "1.073741824e+09") },
+			"disk free", "1.0 GiB 10%"},
+		{"one sync per message", func(s string) string { return set(t, s, "switchboard_store_syncs_total", "240") },
+			"syncs/message", "1.00"},
+		{"syncs and no message", func(s string) string { return set(t, s, "switchboard_accepted_total", "100") },
+			"syncs/message", "–"},
+	}
+	for _, tt := range tests {
+		fr := NewFrame([]Sample{newSample("a", t0, before.text())}, []Sample{newSample("a", t0.Add(2*time.Second), tt.edit(after.text()))}, time.Second)
+		for fig := range numFigures {
+			if fr.Servers[0].Over(fig) {
+				t.Errorf("%s: Over(%d), want no figure over", tt.name, fig)
+			}
+		}
+		if got := screenLine(t, fr.Render(Styles{}), tt.label); got != tt.want {
+			t.Errorf("%s: %s %q, want %q", tt.name, tt.label, got, tt.want)
+		}
+	}
+}
+
 // A server of an older version, without switchboard_ready or the commit
 // queue's gauges, is up and shows those figures as unknown, not as 0.
 func TestOlderServer(t *testing.T) {
@@ -127,6 +157,24 @@ func TestOlderServer(t *testing.T) {
 		if got := screenLine(t, screen, label); got != want {
 			t.Errorf("%s %q, want %q\n%s", label, got, want, screen)
 		}
+	}
+}
+
+// A text without its # TYPE lines (untyped series, as a proxy or a saved
+// file may give) reads the same counts and rates.
+func TestUntypedSeries(t *testing.T) {
+	untyped := func(text string) string {
+		var out []string
+		for l := range strings.SplitSeq(text, "\n") {
+			if !strings.HasPrefix(l, "#") {
+				out = append(out, l)
+			}
+		}
+		return strings.Join(out, "\n")
+	}
+	f := figures(newSample("a", t0, untyped(before.text())), newSample("a", t0.Add(2*time.Second), untyped(after.text())))
+	if f.Conns != 12 || f.LoggedIn != 9 || f.InPerSec != 100 || f.ShardQueue != 100 {
+		t.Errorf("conns %v, logged in %v, in %v/s, shard queue %v; want 12, 9, 100, 100", f.Conns, f.LoggedIn, f.InPerSec, f.ShardQueue)
 	}
 }
 
@@ -161,39 +209,71 @@ func TestNoRatesOverNoTime(t *testing.T) {
 
 // The cluster's column: counts, capacities and rates summed, the longest
 // queue against the largest capacity (not the sum), and a figure marked
-// when it is in any server even if the sums are under the limit.
+// when it is in any server even if the sums are under the limit; the
+// title gives the time of the round.
 func TestClusterColumn(t *testing.T) {
+	slow := after
+	slow.slowWindow = 2
+	slow.storageErrors = 1
 	busy := after
 	busy.shardQueue = 4000
 	busy.syncs = 250 // 210 syncs for 200 messages: 1.05 each
+	busy.slowOutbound = 2
+	busy.storageErrors = 2
 	busyText := set(t, busy.text(), "switchboard_ready", "0")
 	at := t0.Add(2 * time.Second)
 	fr := NewFrame([]Sample{newSample("a", t0, before.text()), newSample("b", t0, before.text())},
-		[]Sample{newSample("a", at, after.text()), newSample("b", at, busyText)}, time.Second)
+		[]Sample{newSample("a", at, slow.text()), newSample("b", at, busyText)}, time.Second)
 	screen := fr.Render(Styles{})
 	// Columns: cluster, a, b.
 	for _, tt := range []struct{ label, want string }{
 		{"state", "1 not ready ! up not ready !"},
 		{"connections", "24 / 200 12 / 100 12 / 100"},
+		{"  pre-login", "4 2 2"},
+		{"  logged in", "18 9 9"},
+		{"  closing", "2 1 1"},
 		{"messages out/s", "140 70.0 70.0"},
 		{"shard queue (max)", "4000 / 4096 ! 100 / 4096 4000 / 4096 !"},
+		{"group queue (max)", "3 / 4096 3 / 4096 3 / 4096"},
+		{"held receipts (max)", "5 / 4096 5 / 4096 5 / 4096"},
+		{"commit queue", "40 / 4096 40 / 4096 40 / 4096"},
+		{"slow-consumer closes", "6 +1.0/s ! 3 +0.5/s ! 3 +0.5/s !"},
+		{"store", "3.0 MiB / 32.0 MiB 1.5 MiB / 16.0 MiB 1.5 MiB / 16.0 MiB"},
 		{"syncs/message", "0.78 ! 0.50 1.05 !"}, // 310 syncs for 400 messages, but b's over
+		{"store errors", "3 ! 1 ! 2 !"},
 	} {
 		if got := screenLine(t, screen, tt.label); got != tt.want {
 			t.Errorf("%s %q, want %q", tt.label, got, tt.want)
 		}
 	}
+	if !strings.Contains(screen, "06:00:02 UTC") {
+		t.Errorf("the title lacks the round's time, 06:00:02 UTC:\n%s", screen)
+	}
+}
+
+// A figure over its limit in the first server only is marked in the
+// cluster's column: the servers after it do not clear the mark.
+func TestClusterMarkFromFirstServer(t *testing.T) {
+	busy := after
+	busy.syncs = 250 // 1.05 syncs a message
+	at := t0.Add(2 * time.Second)
+	fr := NewFrame([]Sample{newSample("a", t0, before.text()), newSample("b", t0, before.text())},
+		[]Sample{newSample("a", at, busy.text()), newSample("b", at, after.text())}, time.Second)
+	if got := screenLine(t, fr.Render(Styles{}), "syncs/message"); got != "0.78 ! 1.05 ! 0.50" {
+		t.Errorf("syncs/message %q, want 0.78 ! 1.05 ! 0.50", got)
+	}
 }
 
 // Histograms of different bounds cannot be merged: the cluster has no p99,
-// while each server shows its own.
+// while each server shows its own, and a server after them does not give
+// the cluster its own.
 func TestClusterOfDifferentBuckets(t *testing.T) {
 	other := func(m metrics) string { return strings.ReplaceAll(m.text(), `le="0.005"`, `le="0.002"`) }
 	at := t0.Add(2 * time.Second)
-	fr := NewFrame([]Sample{newSample("a", t0, before.text()), newSample("b", t0, other(before))},
-		[]Sample{newSample("a", at, after.text()), newSample("b", at, other(after))}, time.Second)
+	fr := NewFrame([]Sample{newSample("a", t0, before.text()), newSample("b", t0, other(before)), newSample("c", t0, before.text())},
+		[]Sample{newSample("a", at, after.text()), newSample("b", at, other(after)), newSample("c", at, after.text())}, time.Second)
 	// b: rank 198 is the 8th of 9 between 2 and 10 ms.
-	if got, want := screenLine(t, fr.Render(Styles{}), "send→ACCEPT p99"), fmt.Sprintf("– 9.4ms %.1fms", 1e3*(0.002+0.008*8/9)); got != want {
+	if got, want := screenLine(t, fr.Render(Styles{}), "send→ACCEPT p99"), fmt.Sprintf("– 9.4ms %.1fms 9.4ms", 1e3*(0.002+0.008*8/9)); got != want {
 		t.Errorf("p99 %q, want %q", got, want)
 	}
 }
@@ -220,8 +300,8 @@ func TestSecondsUnits(t *testing.T) {
 	}
 }
 
-// MaxServers fit; the scrape timeout is the interval held between 1 s and
-// 5 s.
+// MaxServers fit; a refresh every MinEvery does and one just faster does
+// not; the scrape timeout is the interval held between 1 s and 5 s.
 func TestConfigBounds(t *testing.T) {
 	addrs := make([]string, MaxServers)
 	for i := range addrs {
@@ -229,6 +309,12 @@ func TestConfigBounds(t *testing.T) {
 	}
 	if err := (&Config{Addrs: addrs}).Validate(); err != nil {
 		t.Errorf("%d servers: %v, want them accepted", MaxServers, err)
+	}
+	if err := (&Config{Addrs: addrs, Every: MinEvery}).Validate(); err != nil {
+		t.Errorf("refresh every %v: %v, want it accepted", MinEvery, err)
+	}
+	if err := (&Config{Addrs: addrs, Every: MinEvery - time.Millisecond}).Validate(); err == nil || !strings.Contains(err.Error(), "at least 100ms") {
+		t.Errorf("refresh every %v: %v, want it refused", MinEvery-time.Millisecond, err)
 	}
 	for every, want := range map[time.Duration]time.Duration{
 		100 * time.Millisecond: time.Second, 2 * time.Second: 2 * time.Second, time.Minute: 5 * time.Second,

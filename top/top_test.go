@@ -3,6 +3,7 @@ package top
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -115,6 +116,26 @@ func TestQuantile(t *testing.T) {
 		if got := quantile(0.99, bs); !math.IsNaN(got) {
 			t.Errorf("quantile(0.99, %v) = %v, want NaN (no observations)", bs, got)
 		}
+	}
+	if got := quantile(0.99, []bucket{{inf, 10}}); !math.IsNaN(got) {
+		t.Errorf("quantile of a histogram with no finite bound = %v, want NaN", got)
+	}
+}
+
+// The observations between two scrapes of histograms whose bounds differ
+// (a server restarted with another build): a different count of buckets
+// gives the new ones as they are, the same count with other bounds none.
+func TestSubBucketsOfOtherBounds(t *testing.T) {
+	prev := []bucket{{1, 5}, {inf, 5}}
+	more := []bucket{{1, 2}, {2, 3}, {inf, 3}}
+	if got := subBuckets(more, prev); !slices.Equal(got, more) {
+		t.Errorf("more buckets than before: %v, want %v", got, more)
+	}
+	if got := subBuckets(prev, more); !slices.Equal(got, prev) {
+		t.Errorf("fewer buckets than before: %v, want %v", got, prev)
+	}
+	if got := subBuckets([]bucket{{2, 9}, {inf, 9}}, prev); got != nil {
+		t.Errorf("other bounds: %v, want nil", got)
 	}
 }
 

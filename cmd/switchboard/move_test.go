@@ -43,6 +43,72 @@ func openStoreOf(t *testing.T, data string) storage.Store {
 	return s
 }
 
+// storeUsers stores three messages ("u #1" to "u #3") for each of users 1
+// to n in the folder (dirs, by node) of its home under nodes.
+func storeUsers(t *testing.T, dirs map[uint32]string, nodes []uint32, n uint64) {
+	t.Helper()
+	for _, id := range nodes {
+		s := openStoreOf(t, dirs[id])
+		for u := uint64(1); u <= n; u++ {
+			if home.Of(u, nodes) != id {
+				continue
+			}
+			for i := uint64(1); i <= 3; i++ {
+				if err := storage.AppendWait(s, storage.Entry{Recipient: u, Seq: i, Kind: storage.KindMessage, Sender: 99, MsgID: i, Value: fmt.Appendf(nil, "%d #%d", u, i)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		s.Close()
+	}
+}
+
+// TestMoveShrink runs `switchboard move` from three nodes to two: node 3's
+// users go to nodes 1 and 2, reported in node order, one back on node 1
+// with its seqs raised above the mark node 1 kept; node 3, emptied and out
+// of the new list, is named as one whose folder may be retired; and a move
+// that finished leaves no count to recount.
+func TestMoveShrink(t *testing.T) {
+	root := t.TempDir()
+	dirs := map[uint32]string{}
+	for n := uint32(1); n <= 3; n++ {
+		dirs[n] = filepath.Join(root, fmt.Sprint("n", n))
+	}
+	storeUsers(t, dirs, []uint32{1, 2, 3}, 40)
+	// A user of node 3 going to node 1 was on node 1 once and read all it
+	// had there: node 1 keeps its mark, and the moved seqs go above it.
+	back := uint64(1)
+	for home.Of(back, []uint32{1, 2, 3}) != 3 || home.Of(back, []uint32{1, 2}) != 1 {
+		back++
+	}
+	s := openStoreOf(t, dirs[1])
+	if err := storage.AppendWait(s, storage.Entry{Recipient: back, Seq: 1, Kind: storage.KindMessage, Sender: 99, MsgID: 500, Value: []byte("read")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := storage.AckWait(s, back, 1); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	var out bytes.Buffer
+	args := []string{"--old-nodes", "1,2,3", "--new-nodes", "1,2", "--data", fmt.Sprintf("1=%s,2=%s,3=%s", dirs[1], dirs[2], dirs[3])}
+	if err := moveMailboxes(args, &out); err != nil {
+		t.Fatalf("move: %v\n%s", err, out.String())
+	}
+	moves := regexp.MustCompile(`(?m)^node \d+ -> node \d+`).FindAllString(out.String(), -1)
+	if strings.Join(moves, "; ") != "node 3 -> node 1; node 3 -> node 2" {
+		t.Errorf("moves reported %q, want node 3 -> node 1, then node 3 -> node 2:\n%s", moves, out.String())
+	}
+	if !strings.Contains(out.String(), "node 3 is not in the new list and holds nothing now: its folder may be retired\n") {
+		t.Errorf("node 3 is not named as retired:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "; 1 of them had a mark in node 1 already, and their seqs were raised above it\n") {
+		t.Errorf("the user back on node 1 is not reported renumbered:\n%s", out.String())
+	}
+	if strings.Contains(out.String(), "recounted") {
+		t.Errorf("a move that finished says counts were recounted:\n%s", out.String())
+	}
+}
+
 // TestMoveCommand runs `switchboard move` on the folders of two nodes
 // moving to three: the dry run counts what would move per (from, to) and
 // writes nothing; a folder a store holds open is refused; the move puts
@@ -54,23 +120,12 @@ func TestMoveCommand(t *testing.T) {
 		dirs[n] = filepath.Join(root, fmt.Sprint("n", n))
 	}
 	oldNodes, newNodes := []uint32{1, 2}, []uint32{1, 2, 3}
+	storeUsers(t, dirs, oldNodes, 40)
 	want := map[string]int{} // "from -> to": users
-	for n := uint32(1); n <= 2; n++ {
-		s := openStoreOf(t, dirs[n])
-		for u := uint64(1); u <= 40; u++ {
-			if home.Of(u, oldNodes) != n {
-				continue
-			}
-			for i := uint64(1); i <= 3; i++ {
-				if err := storage.AppendWait(s, storage.Entry{Recipient: u, Seq: i, Kind: storage.KindMessage, Sender: 99, MsgID: i, Value: fmt.Appendf(nil, "%d #%d", u, i)}); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if to := home.Of(u, newNodes); to != n {
-				want[fmt.Sprintf("node %d -> node %d", n, to)]++
-			}
+	for u := uint64(1); u <= 40; u++ {
+		if from, to := home.Of(u, oldNodes), home.Of(u, newNodes); to != from {
+			want[fmt.Sprintf("node %d -> node %d", from, to)]++
 		}
-		s.Close()
 	}
 	data := fmt.Sprintf("1=%s,2=%s,3=%s", dirs[1], dirs[2], dirs[3])
 	args := []string{"--old-nodes", "1=127.0.0.1:7071/127.0.0.1:6271/127.0.0.1:4271,2=127.0.0.1:7072/127.0.0.1:6272/127.0.0.1:4272", "--new-nodes", "1,2,3", "--data", data}
