@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -11,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -209,6 +211,9 @@ func TestChatWorkers(t *testing.T) {
 	checkLag(t, res, 300)
 }
 
+// TestOffline fills ten mailboxes while their owners are away, then logs
+// them in: every message arrives once, and the drain's figures are of the
+// measured drain.
 func TestOffline(t *testing.T) {
 	srv := startServer(t, delivery.Config{})
 	cfg := srv.config("offline")
@@ -216,8 +221,12 @@ func TestOffline(t *testing.T) {
 	res := runOK(t, cfg)
 	checkAllDelivered(t, res, 3000)
 	checkAllReceipted(t, res)
-	if res.Figures["drain_s"] <= 0 || res.Figures["drain_rate_per_s"] <= 0 {
-		t.Errorf("figures %v", res.Figures)
+	if f := res.Figures; f["drain_s"] <= 0 || f["drain_s"] != res.Duration.Seconds() || f["drain_rate_per_s"] != 3000/f["drain_s"] {
+		t.Errorf("figures %v, duration %v: want drain_s the measured drain and drain_rate_per_s its 3,000 messages a second", res.Figures, res.Duration)
+	}
+	// The CPU figures are over the drain and the settling after it.
+	if res.CostWindow <= res.Duration {
+		t.Errorf("cost window %v, want longer than the drain's %v", res.CostWindow, res.Duration)
 	}
 }
 
@@ -248,11 +257,25 @@ func TestConnectWithoutBurst(t *testing.T) {
 	}
 }
 
+// TestStorm drops and reconnects 100 connections holding unacknowledged
+// entries: each comes again, and the server's memory is reported before
+// the storm, at its peak (sampled while it runs) and after, from metrics
+// that charge 1,000 bytes of RSS per open connection.
 func TestStorm(t *testing.T) {
 	srv := startServer(t, delivery.Config{})
 	cfg := srv.config("storm")
 	cfg.Conns, cfg.Messages = 100, 5
+	const base = 1 << 20
+	cfg.Metrics = fakeMetrics(t, srv, base)
 	res := runOK(t, cfg)
+	if f := res.Figures; f["rss_before_bytes"] != base+100_000 || f["rss_after_bytes"] != base+100_000 ||
+		f["rss_peak_bytes"] < base || f["rss_peak_bytes"] > base+100_000 {
+		t.Errorf("RSS before %v, at the peak %v, after %v; want %d, %d to %d, %d", f["rss_before_bytes"], f["rss_peak_bytes"], f["rss_after_bytes"],
+			base+100_000, base, base+100_000, base+100_000)
+	}
+	if !slices.ContainsFunc(res.Memory, func(m MemPoint) bool { return m.Label == "peak" && float64(m.RSS) == res.Figures["rss_peak_bytes"] }) {
+		t.Errorf("memory points %+v, want the peak's", res.Memory)
+	}
 	checkAllDelivered(t, res, 500)
 	checkAllReceipted(t, res)
 	// Every entry was left unacknowledged before the drop, so each comes again.
@@ -286,12 +309,24 @@ func TestSlow(t *testing.T) {
 	cfg := srv.config("slow")
 	cfg.Pairs, cfg.Rate, cfg.Duration, cfg.SlowShare = 5, 1000, 2*time.Second, 0.2
 	cfg.Size = 2000 // 100 msg/s to the slow reader overfill the server's 128 KiB window within 1.5 s
+	cfg.Metrics = cpuPerAccepted(t, srv)
 	res := runOK(t, cfg)
 	if res.Baseline == nil || res.Baseline.Delivered == 0 {
 		t.Fatal("no baseline")
 	}
 	if res.Closes["SLOW_CONSUMER"] == 0 {
 		t.Errorf("closes %v: the server closed no slow reader", res.Closes)
+	}
+	if slices.ContainsFunc(res.Notes, func(n string) bool { return strings.HasPrefix(n, "the server closed no slow reader") }) {
+		t.Errorf("notes %q say no slow reader was closed; %d were", res.Notes, res.Closes["SLOW_CONSUMER"])
+	}
+	// A CPU second per message accepted: the second phase's CPU is its own
+	// messages', not the baseline's too.
+	if cpu, want := res.ServerCPU.Seconds(), float64(res.Accepted); cpu < 0.9*want || cpu > 1.1*want {
+		t.Errorf("server CPU %.0f s over the slow phase, want about %.0f: a second per message it accepted", cpu, want)
+	}
+	if got, want := res.Figures["delivered_per_s"], float64(res.Delivered)/res.Duration.Seconds(); got != want {
+		t.Errorf("delivered_per_s %v, want %v", got, want)
 	}
 	if res.Lost+res.Duplicates+res.Reordered != 0 || res.Delivered != res.Sent {
 		t.Errorf("sent %d delivered %d lost %d: the slow readers' messages must all arrive once they return", res.Sent, res.Delivered, res.Lost)
@@ -590,4 +625,44 @@ func TestInterruptEndsTheRun(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestInterruptEndsTheHold: an interrupt during --hold ends the run then,
+// not when the hold is over, with the connections held so far counted.
+func TestInterruptEndsTheHold(t *testing.T) {
+	for _, scenario := range []string{"connect", "chat"} {
+		t.Run(scenario, func(t *testing.T) {
+			srv := startServer(t, delivery.Config{})
+			cfg := srv.config(scenario)
+			cfg.Pairs, cfg.Conns, cfg.Rate, cfg.Duration, cfg.Hold = 4, 8, 100, time.Second, time.Hour
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			cfg.Out = interruptAt{"holding them idle", cancel} // Ctrl-C once the hold began
+			start := time.Now()
+			res, err := Run(ctx, cfg)
+			if took := time.Since(start); took > 15*time.Second {
+				t.Errorf("the interrupted run took %v", took)
+			}
+			if err == nil || !strings.Contains(err.Error(), "context canceled") {
+				t.Fatalf("err %v, want the interrupt", err)
+			}
+			if res == nil || res.Conns != 8 {
+				t.Errorf("result %+v, want the 8 connections held", res)
+			}
+		})
+	}
+}
+
+// interruptAt is a run's Out that calls cancel when the run writes a line
+// holding line.
+type interruptAt struct {
+	line   string
+	cancel context.CancelFunc
+}
+
+func (w interruptAt) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte(w.line)) {
+		w.cancel()
+	}
+	return len(p), nil
 }

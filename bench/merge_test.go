@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"maps"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -36,6 +38,35 @@ func TestMerge(t *testing.T) {
 	}
 }
 
+// TestMergeAddsEveryCount: every count of two generator processes (the
+// messages, receipts, bytes and warm-up counts) adds up in the merge, and
+// so do the Noise handshakes by pattern.
+func TestMergeAddsEveryCount(t *testing.T) {
+	setCounts := func(r *Result, n uint64) {
+		v := reflect.ValueOf(r).Elem()
+		for i := range v.NumField() {
+			if f := v.Field(i); f.Kind() == reflect.Uint64 {
+				f.SetUint(n)
+			}
+		}
+	}
+	a, b := newResult(), newResult()
+	setCounts(a, 1)
+	setCounts(b, 2)
+	a.Handshakes = map[string]uint64{"IK": 3}
+	b.Handshakes = map[string]uint64{"IK": 4, "XXfallback": 1}
+	a.Merge(b)
+	v := reflect.ValueOf(a).Elem()
+	for i := range v.NumField() {
+		if f := v.Field(i); f.Kind() == reflect.Uint64 && f.Uint() != 3 {
+			t.Errorf("%s is %d after merging 1 and 2, want 3", v.Type().Field(i).Name, f.Uint())
+		}
+	}
+	if !maps.Equal(a.Handshakes, map[string]uint64{"IK": 7, "XXfallback": 1}) {
+		t.Errorf("handshakes %v, want IK 7, XXfallback 1", a.Handshakes)
+	}
+}
+
 func TestResultWireRoundTrip(t *testing.T) {
 	r := newResult()
 	r.Sent, r.Redelivered = 42, 3
@@ -44,6 +75,7 @@ func TestResultWireRoundTrip(t *testing.T) {
 		r.SendToAck.RecordValue(v)
 		r.LoginLatency.RecordValue(v * 2)
 		r.GeneratorLag.RecordValue(v * 3)
+		r.RetryAfter.RecordValue(v * 5)
 	}
 	b, err := marshalResult(r)
 	if err != nil {
@@ -56,7 +88,8 @@ func TestResultWireRoundTrip(t *testing.T) {
 	if got.Sent != 42 || got.Redelivered != 3 || got.Figures["drain_s"] != 1.5 {
 		t.Errorf("got %+v", got)
 	}
-	if !got.SendToAck.Equals(r.SendToAck) || got.LoginLatency.TotalCount() != r.LoginLatency.TotalCount() || !got.GeneratorLag.Equals(r.GeneratorLag) {
+	if !got.SendToAck.Equals(r.SendToAck) || got.LoginLatency.TotalCount() != r.LoginLatency.TotalCount() ||
+		!got.GeneratorLag.Equals(r.GeneratorLag) || !got.RetryAfter.Equals(r.RetryAfter) {
 		t.Error("histograms changed on the wire")
 	}
 	if got.SendToDeliver == nil || got.SendToDeliver.TotalCount() != 0 {

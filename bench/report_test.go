@@ -452,6 +452,35 @@ func TestWriteReportBaselineAndFigures(t *testing.T) {
 	}
 }
 
+// TestMarkdownConditionalLines: the lines report.md writes only when they
+// apply: a failed baseline and its failures, a moderate change against
+// the baseline, store syncs per message beside the baseline's, messages
+// left unchecked, failures not listed, and a baseline memory point taken
+// with connections open.
+func TestMarkdownConditionalLines(t *testing.T) {
+	r, base := reportTestResult(t), reportTestResult(t)
+	base.Failures, base.Delivered, base.ServerSyncs = []string{"baseline: lost 3 | e.g. user 9"}, 66_000, ptrU64(66_000)
+	r.ServerSyncs, r.Unchecked, r.FailuresNotListed = ptrU64(49_500), 7, 1
+	r.Memory[0].Conns = 100
+	r.Baseline = base
+	var md bytes.Buffer
+	if err := writeMarkdown(&md, buildReport(r), nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"The baseline itself failed:\n\n- baseline: lost 3 \\| e.g. user 9\n\n",
+		"| delivered rate | 6,600 msg/s | 9,900 msg/s | +50% |",
+		"| store syncs per delivered message | 1.00 | 0.5 | -50% |",
+		"| not checked: a recipient could not log in | 7 msg |  |",
+		"- … and 1 more like them, not listed",
+		"÷ (N − 100): the marginal cost of one more connection",
+	} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("report.md lacks %q", want)
+		}
+	}
+}
+
 func TestWarnings(t *testing.T) {
 	m := Machine{Cores: 2}
 	tests := []struct {

@@ -217,6 +217,9 @@ func (r *run) sweep(ctx context.Context) (*Result, error) {
 	total.Sweep = sw
 	total.Duration = elapsed
 	total.ServerCPU = serverCPU
+	// Merge took the first step's syncs: the total is the sum over every
+	// step, or not measured when a step's were not.
+	total.ServerSyncs = nil
 	if syncsAll && len(sw.Steps) > 0 {
 		total.ServerSyncs = &syncs
 	}
