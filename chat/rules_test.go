@@ -14,6 +14,7 @@ import (
 	tea "charm.land/bubbletea/v2"
 
 	"switchboard/client"
+	"switchboard/internal/testutil"
 	"switchboard/protocol"
 )
 
@@ -558,13 +559,7 @@ func TestRulesHistoryFillsExactly(t *testing.T) {
 // one left open each time would reach the process's open-file limit, after
 // which no save, and so no message, would go.
 func TestRulesSaveLeavesNoFileOpen(t *testing.T) {
-	open := func() int {
-		fds, err := os.ReadDir("/proc/self/fd")
-		if err != nil {
-			t.Skipf("open files not countable here: %v", err)
-		}
-		return len(fds)
-	}
+	open := func() int { return len(testutil.OpenFiles(t)) }
 	store := NewStore(t.TempDir(), 1)
 	st := &State{User: 1, NextMsgID: 1}
 	if err := store.Save(st); err != nil {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -67,7 +66,7 @@ func TestFailedStartReleases(t *testing.T) {
 			}, func() string { return goroutineDump() })
 			testutil.Eventually(t, 5*time.Second, "the failed start's files to close", func() bool {
 				return countFiles(t) <= files
-			}, func() string { return strings.Join(fdTargets(t), "\n") })
+			}, func() string { return strings.Join(testutil.OpenFiles(t), "\n") })
 			if _, err := os.Stat(cfg.handoverPath()); !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("the failed start left its handover socket (%v)", err)
 			}
@@ -96,22 +95,7 @@ func listenOn(t *testing.T, addr string) func() error {
 }
 
 // countFiles counts this process's open descriptors.
-func countFiles(t *testing.T) int { return len(fdTargets(t)) }
-
-// fdTargets lists what this process's descriptors name.
-func fdTargets(t *testing.T) []string {
-	t.Helper()
-	es, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skip("no /proc/self/fd:", err)
-	}
-	var out []string
-	for _, e := range es {
-		target, _ := os.Readlink(filepath.Join("/proc/self/fd", e.Name()))
-		out = append(out, target)
-	}
-	return out
-}
+func countFiles(t *testing.T) int { return len(testutil.OpenFiles(t)) }
 
 // goroutineDump is every goroutine's stack.
 func goroutineDump() string {

@@ -104,9 +104,16 @@ func TestRestoreFromWhereTheReaderIs(t *testing.T) {
 	if _, err := r.Seek(int64(len(header)), io.SeekStart); err != nil {
 		t.Fatal(err)
 	}
+	restoresFixture(t, r, "after a header")
+}
+
+// restoresFixture restores backupFixture's backup from r into a new
+// folder, and checks what recipient 7 holds there.
+func restoresFixture(t *testing.T, r io.Reader, what string) {
+	t.Helper()
 	dir := t.TempDir()
 	if _, err := restoreNoPanic(t, dir, r, 0); err != nil {
-		t.Fatalf("restore after a header: %v", err)
+		t.Fatalf("restore %s: %v", what, err)
 	}
 	s, err := Open(smallConfig(dir, -1))
 	if err != nil {
@@ -114,7 +121,7 @@ func TestRestoreFromWhereTheReaderIs(t *testing.T) {
 	}
 	defer s.Close()
 	if got, want := fmt.Sprint(values(t, s, 7)), "[1:to 7, #1 2:to 7, #2 3:to 7, #3]"; got != want {
-		t.Errorf("recipient 7 after restore: %s, want %s", got, want)
+		t.Errorf("recipient 7 after restore %s: %s, want %s", what, got, want)
 	}
 }
 
@@ -382,18 +389,7 @@ func TestRestoreFromAFilePipe(t *testing.T) {
 	}
 	defer r.Close()
 	go func() { _, _ = w.Write(b); w.Close() }()
-	dir := t.TempDir()
-	if _, err := restoreNoPanic(t, dir, r, 0); err != nil {
-		t.Fatalf("restore from an *os.File pipe: %v", err)
-	}
-	s, err := Open(smallConfig(dir, -1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if got, want := fmt.Sprint(values(t, s, 7)), "[1:to 7, #1 2:to 7, #2 3:to 7, #3]"; got != want {
-		t.Errorf("recipient 7 after restore: %s, want %s", got, want)
-	}
+	restoresFixture(t, r, "from an *os.File pipe")
 }
 
 // TestBackupReadFails: a backup whose reader fails (an I/O error), in the

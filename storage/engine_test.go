@@ -5,13 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"switchboard/internal/testutil"
 )
 
 func testConfig(dir string) Config {
@@ -493,13 +494,8 @@ func TestRecoveryClosesTheOldLog(t *testing.T) {
 	dir := t.TempDir()
 	logDir := filepath.Join(dir, tierLogDir) + string(filepath.Separator)
 	openSegments := func() (segs, spares []string) {
-		fds, err := os.ReadDir("/proc/self/fd")
-		if err != nil {
-			t.Skipf("open files not listed here: %v", err)
-		}
-		for _, fd := range fds {
-			p, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name()))
-			if err != nil || !strings.HasPrefix(p, logDir) {
+		for _, p := range testutil.OpenFiles(t) {
+			if !strings.HasPrefix(p, logDir) {
 				continue
 			}
 			if strings.HasSuffix(p, ".tmp") {
