@@ -363,13 +363,8 @@ func TestBackupWriterFails(t *testing.T) {
 // with that cause, rather than holding its caller for backupEndWait.
 func TestBackupWaitEndsWithItsContext(t *testing.T) {
 	s := backupFixture(t)
-	w := &blockingWriter{entered: make(chan struct{}), release: make(chan struct{})}
-	ctx, cancel := context.WithCancel(context.Background())
-	first := make(chan error, 1) // one send by the first backup
-	go func() { _, err := s.Backup(ctx, w); first <- err }()
-	<-w.entered
-	cancel() // the first one's reader has gone; it is blocked in a write
-	defer func() { close(w.release); <-first }()
+	release, first := cutOffBackup(s)
+	defer func() { release(); <-first }()
 	gone, stop := context.WithCancelCause(context.Background())
 	stop(errInjected)
 	start := time.Now()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 )
 
@@ -234,22 +235,17 @@ func TestBackupAfterOneCutOff(t *testing.T) {
 	waiting := make(chan struct{})
 	hook := func() { close(waiting) }
 	s.backupWaitHook.Store(&hook)
-	w := &blockingWriter{entered: make(chan struct{}), release: make(chan struct{})}
-	ctx, cancel := context.WithCancel(context.Background())
-	first := make(chan error, 1) // one send by the first backup
-	go func() { _, err := s.Backup(ctx, w); first <- err }()
-	<-w.entered
-	cancel() // the first one's reader has gone; it is blocked in a write
+	release, first := cutOffBackup(s)
 	var out bytes.Buffer
 	second := make(chan error, 1) // one send by the second backup
 	go func() { _, err := s.Backup(context.Background(), &out); second <- err }()
 	select {
 	case <-waiting:
 	case err := <-second:
-		close(w.release) // so that the store can close
+		release() // so that the store can close
 		t.Fatalf("the backup asked for after it returned %v at once, want it to wait for the cut-off one", err)
 	}
-	close(w.release)
+	release()
 	if err := <-first; !errors.Is(err, context.Canceled) {
 		t.Errorf("the cut-off backup: %v, want context.Canceled", err)
 	}
@@ -259,6 +255,19 @@ func TestBackupAfterOneCutOff(t *testing.T) {
 	if _, _, err := CheckBackup(bytes.NewReader(out.Bytes())); err != nil {
 		t.Errorf("the second backup's bytes: %v", err)
 	}
+}
+
+// cutOffBackup starts a backup of s into a writer that blocks, and cuts it
+// off (its context done) once it is blocked in a write: it has not
+// returned. release lets the writer go; first then has the backup's error.
+func cutOffBackup(s *engine) (release func(), first <-chan error) {
+	w := &blockingWriter{entered: make(chan struct{}), release: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1) // one send by the backup
+	go func() { _, err := s.Backup(ctx, w); done <- err }()
+	<-w.entered
+	cancel() // the backup's reader has gone; it is blocked in a write
+	return sync.OnceFunc(func() { close(w.release) }), done
 }
 
 // FuzzCheckBackup: a backup file damaged in any way is refused as
