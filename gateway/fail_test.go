@@ -1,7 +1,9 @@
 package gateway_test
 
 import (
+	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -47,8 +49,37 @@ func TestRunRefusesATakenAddress(t *testing.T) {
 	}
 }
 
-// startServerNoRun builds, but does not run, a server for addr.
-func startServerNoRun(t *testing.T, addr string) *gateway.Server {
+// TestRunBadAddress: Run returns an error for an address it cannot serve,
+// whether it checks first that the address is free or serves beside
+// another server (Config.Beside).
+func TestRunBadAddress(t *testing.T) {
+	for _, beside := range []bool{false, true} {
+		srv := startServerNoRun(t, "127.0.0.1:notaport", func(c *gateway.Config) { c.Beside = beside })
+		if err := srv.Run(); err == nil || !strings.Contains(err.Error(), "127.0.0.1:notaport") {
+			t.Errorf("Run on a bad address (beside %v): %v, want an error naming it", beside, err)
+		}
+	}
+}
+
+// TestShutdownBeforeRun: Shutdown of a server that never started returns
+// an error at once rather than wait for a start.
+func TestShutdownBeforeRun(t *testing.T) {
+	srv := startServerNoRun(t, "127.0.0.1:0")
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Shutdown(context.Background()) }()
+	select {
+	case err := <-errc:
+		if err == nil || !strings.Contains(err.Error(), "before the server started") {
+			t.Fatalf("Shutdown before Run: %v, want an error saying it never started", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown before Run still waiting after 10 s")
+	}
+}
+
+// startServerNoRun builds, but does not run, a server for addr; more
+// adjust its config.
+func startServerNoRun(t *testing.T, addr string, more ...func(*gateway.Config)) *gateway.Server {
 	t.Helper()
 	store, err := storage.NewMemory(storage.Config{})
 	if err != nil {
@@ -59,7 +90,11 @@ func startServerNoRun(t *testing.T, addr string) *gateway.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := gateway.New(gateway.Config{Addr: addr, Keys: token.Keys{1: make([]byte, token.SecretLen)}, Logger: quietLogger()}, r)
+	cfg := gateway.Config{Addr: addr, Keys: token.Keys{1: make([]byte, token.SecretLen)}, Logger: quietLogger()}
+	for _, f := range more {
+		f(&cfg)
+	}
+	srv, err := gateway.New(cfg, r)
 	if err != nil {
 		t.Fatal(err)
 	}

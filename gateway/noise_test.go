@@ -62,14 +62,21 @@ func (ts *testServer) tryNoiseDial(user uint64, cfg noise.ClientConfig) (*rawCon
 // noiseLogin runs a handshake with cfg whose LOGIN carries tok.
 func (ts *testServer) noiseLogin(cfg noise.ClientConfig, tok []byte) (*rawConn, noise.Result, error) {
 	ts.t.Helper()
+	lg := protocol.Login{Token: tok}
+	return ts.noiseHello(cfg, lg.Append(nil))
+}
+
+// noiseHello runs a handshake with cfg whose last message carries login,
+// the bytes of a LOGIN frame or anything else.
+func (ts *testServer) noiseHello(cfg noise.ClientConfig, login []byte) (*rawConn, noise.Result, error) {
+	ts.t.Helper()
 	nc, err := net.DialTimeout("tcp", ts.Addr, 5*time.Second)
 	if err != nil {
 		ts.t.Fatal(err)
 	}
 	ts.t.Cleanup(func() { nc.Close() })
 	nc.SetDeadline(time.Now().Add(10 * time.Second))
-	lg := protocol.Login{Token: tok}
-	c, res, err := noise.Dial(nc, cfg, protocol.Version, lg.Append(nil))
+	c, res, err := noise.Dial(nc, cfg, protocol.Version, login)
 	nc.SetDeadline(time.Time{})
 	if err != nil {
 		return nil, res, err
@@ -163,9 +170,9 @@ func TestNoiseRotation(t *testing.T) {
 }
 
 // TestNoiseBadInput: a handshake message that does not verify, one that
-// declares more than the limit, and a forged transport message after login
-// each close that connection only, with a PROTOCOL error the client can
-// read; the server goes on serving.
+// declares more than the limit, and a forged or truncated transport
+// message after login each close that connection only, with a PROTOCOL
+// error the client can read; the server goes on serving.
 func TestNoiseBadInput(t *testing.T) {
 	ts := noiseServer(t, []noise.Keypair{noiseKey(t)})
 	refused := func(what string, write []byte) {
@@ -192,14 +199,22 @@ func TestNoiseBadInput(t *testing.T) {
 	refused("a 65535-byte handshake message", append(bytes.Clone(xx), noise.KindXX1, 0xff, 0xff))
 	refused("a message of the wrong kind", noise.AppendHandshake(bytes.Clone(xx), noise.KindIK1, make([]byte, 96)))
 
-	r, _ := ts.noiseDial(1, noise.ClientConfig{})
-	welcome(t, r)
-	nc := r.Conn.(*noise.Conn).Conn
-	if _, err := nc.Write(append([]byte{0, 40}, make([]byte, 40)...)); err != nil {
-		t.Fatal(err)
-	}
-	if code := r.expectClose(5 * time.Second); code != protocol.CodeProtocol {
-		t.Fatalf("a forged transport message: closed with %v, want PROTOCOL", code)
+	for _, tc := range []struct {
+		what  string
+		write []byte
+	}{
+		{"a forged transport message", append([]byte{0, 40}, make([]byte, 40)...)},
+		{"a transport message shorter than its tag", append([]byte{0, 5}, make([]byte, 5)...)},
+	} {
+		r, _ := ts.noiseDial(1, noise.ClientConfig{})
+		welcome(t, r)
+		nc := r.Conn.(*noise.Conn).Conn
+		if _, err := nc.Write(tc.write); err != nil {
+			t.Fatal(err)
+		}
+		if code := r.expectClose(5 * time.Second); code != protocol.CodeProtocol {
+			t.Fatalf("%s: closed with %v, want PROTOCOL", tc.what, code)
+		}
 	}
 	ts.roundTrip(t, 5, 6)
 }
@@ -383,10 +398,34 @@ func TestNoiseBoundTokens(t *testing.T) {
 	welcome(t, r)
 }
 
+// TestNoiseFrameTooLarge: a stored message too large for one transport
+// message (sent while the node served the plain transport alone, whose
+// frames may be larger) cannot reach its Noise recipient: the connection
+// is closed and counted in NoiseFrameTooLarge.
+func TestNoiseFrameTooLarge(t *testing.T) {
+	plain := startServer(t, serverOptions{})
+	a := plain.Dial(1, protocol.ClientOptions{})
+	id, err := a.Send(2, make([]byte, noise.MaxPlaintext))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.WaitAccept(ctxFor(t, 10*time.Second), id); err != nil {
+		t.Fatalf("accept: %v", err)
+	}
+	plain.Stop()
+	ts := startServer(t, serverOptions{dir: plain.Dir, gw: func(c *gateway.Config) { c.NoiseKeys = []noise.Keypair{noiseKey(t)} }})
+	r, _ := ts.noiseDial(2, noise.ClientConfig{})
+	r.expectClose(10 * time.Second)
+	if n := ts.Srv.Stats().NoiseFrameTooLarge.Load(); n != 1 {
+		t.Fatalf("NoiseFrameTooLarge %d, want 1", n)
+	}
+}
+
 // TestNoiseBadFrames: a transport message that decrypts but whose frames
 // are bad closes that connection only, with the code the plain transport
 // would give: a message ending inside a frame (frames never span two),
-// a frame declaring more than MaxFrame, a frame of an unknown type.
+// a frame declaring more than MaxFrame, a frame of an unknown type, a
+// frame only the server may send.
 func TestNoiseBadFrames(t *testing.T) {
 	ts := noiseServer(t, []noise.Keypair{noiseKey(t)})
 	send := (&protocol.Send{To: 2, MsgID: 1, Body: []byte("cut in half")}).Append(nil)
@@ -398,6 +437,7 @@ func TestNoiseBadFrames(t *testing.T) {
 		{name: "half a frame", write: send[:len(send)/2], code: protocol.CodeProtocol},
 		{name: "over MaxFrame", write: append(binary.AppendUvarint(nil, protocol.MaxFrame+1), byte(protocol.TypeSend)), code: protocol.CodeFrameTooLarge},
 		{name: "unknown type", write: []byte{1, 0x1f}, code: protocol.CodeUnknownType},
+		{name: "server-only frame", write: protocol.AppendPong(nil), code: protocol.CodeProtocol},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, _ := ts.noiseDial(1, noise.ClientConfig{})
@@ -409,6 +449,23 @@ func TestNoiseBadFrames(t *testing.T) {
 		})
 	}
 	ts.roundTrip(t, 5, 6)
+}
+
+// TestNoiseOnlyRefusesPlain: a server that serves Noise only answers a
+// plain preface with ERROR UNSUPPORTED_TRANSPORT and closes it, while a
+// Noise client logs in.
+func TestNoiseOnlyRefusesPlain(t *testing.T) {
+	ts := startServer(t, serverOptions{byHand: true, gw: func(c *gateway.Config) {
+		c.NoiseKeys = []noise.Keypair{noiseKey(t)}
+		c.RefusePlain = true
+	}})
+	r := ts.raw()
+	r.write((&protocol.Login{Token: ts.Token(1)}).Append(protocol.AppendPreface(nil, protocol.Version, protocol.TransportPlain)))
+	if code := r.expectClose(5 * time.Second); code != protocol.CodeUnsupportedTransport {
+		t.Fatalf("a plain login: closed with %v, want UNSUPPORTED_TRANSPORT", code)
+	}
+	n, _ := ts.noiseDial(2, noise.ClientConfig{})
+	welcome(t, n)
 }
 
 // TestNoiseUnknownTransport: a preface naming a transport that does not
@@ -567,6 +624,40 @@ func TestNoiseHandshakeFinishes(t *testing.T) {
 	b.step()
 	if got := ts.Srv.Stats().HandshakesRefused.Load(); got != 0 {
 		t.Errorf("HandshakesRefused %d, want 0", got)
+	}
+}
+
+// TestNoiseHandshakeOneStepAtATime: a handshake message that arrives while
+// the connection's previous step is with a worker stays unread until that
+// step is answered: two steps of one handshake never run at once. Here it
+// is an XX 3 sent before XX 2 came, which then fails: the server refuses
+// it in a KindPlain message.
+func TestNoiseHandshakeOneStepAtATime(t *testing.T) {
+	ts := noiseServer(t, []noise.Keypair{noiseKey(t)})
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	var once sync.Once
+	ts.Srv.SetPanicHook(func(point string, _ uint64) {
+		if point == "handshake" {
+			once.Do(func() { entered <- struct{}{}; <-release })
+		}
+	})
+	a := ts.startXX(1)
+	<-entered // XX 1 is with the worker
+	early := noise.AppendHandshake(nil, noise.KindXX3, make([]byte, 64))
+	if _, err := a.nc.Write(early); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the early XX 3 to arrive and wait", func() bool { return ts.Srv.Buffered(0) == len(early) })
+	if n := ts.Srv.HandshakeSteps(); n != 1 {
+		t.Fatalf("%d handshake steps with the workers, want XX 1 alone", n)
+	}
+	close(release)
+	a.step() // XX 2
+	r := &rawConn{t: t, Conn: a.nc}
+	r.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var hdr [noise.HeaderLen]byte
+	if _, err := readFull(r, hdr[:]); err != nil || hdr[0] != noise.KindPlain {
+		t.Fatalf("after the early XX 3: read % x (%v), want a KindPlain ERROR", hdr, err)
 	}
 }
 

@@ -32,3 +32,17 @@ func TestReadOverTheBound(t *testing.T) {
 		t.Fatalf("close code %v, want PROTOCOL", code)
 	}
 }
+
+// TestPrefaceSplit: a preface that arrives in two reads is taken once
+// whole, and the LOGIN behind it is answered with WELCOME.
+func TestPrefaceSplit(t *testing.T) {
+	ts := startServer(t, serverOptions{})
+	r := ts.raw()
+	hello := (&protocol.Login{Token: ts.Token(1)}).Append(protocol.AppendPreface(nil, protocol.Version, protocol.TransportPlain))
+	r.write(hello[:2])
+	eventually(t, 5*time.Second, "the first half of the preface to arrive", func() bool { return ts.Srv.Buffered(0) == 2 })
+	r.write(hello[2:])
+	if f := r.next(5 * time.Second); f.Type != protocol.TypeWelcome {
+		t.Fatalf("got %v, want WELCOME", f.Type)
+	}
+}

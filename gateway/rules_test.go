@@ -3,7 +3,7 @@ package gateway_test
 import (
 	"bytes"
 	"errors"
-	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,8 +16,9 @@ import (
 
 // Rules of the protocol the gateway enforces or honours, each a test of
 // its own: what may be acknowledged, what may be pipelined behind LOGIN,
-// compressed frames, signals, the ping range, the rate limit on GROUP, the
-// last Noise handshake message, and the write buffer's slow-consumer close.
+// compressed frames, signals, the ping range, the rate limit on GROUP and
+// SIGNAL, the last Noise handshake message and the LOGIN it carries, and
+// the write buffer's slow-consumer close.
 
 // recvUntilError reads c's events until the connection ends with a server
 // ERROR, which it returns with the events read before it; it fails the test
@@ -302,6 +303,39 @@ func TestRateLimitRefusesGroup(t *testing.T) {
 	}
 }
 
+// TestRateLimitDropsSignals: SIGNALs over the frame rate are dropped, not
+// refused (signals are never acknowledged): the burst reaches the peer,
+// the two past it never do, and once the bucket refills the next one goes
+// through. Time is a fake clock.
+func TestRateLimitDropsSignals(t *testing.T) {
+	clock := newFakeClock()
+	const burst = 5
+	ts := startServer(t, serverOptions{gw: func(c *gateway.Config) {
+		c.Now = clock.Now
+		c.RateLimit = 10
+		c.RateBurst = burst
+	}})
+	b := ts.Dial(2, protocol.ClientOptions{})
+	a := ts.rawLoginPing(t, 1, 0)
+	var w []byte
+	for kind := uint32(1); kind <= burst+2; kind++ {
+		w = (&protocol.Signal{Peer: 2, Kind: kind}).Append(w)
+	}
+	a.write(protocol.AppendPing(w))
+	if f := a.next(5 * time.Second); f.Type != protocol.TypePong {
+		t.Fatalf("got %v, want PONG", f.Type)
+	}
+	clock.Advance(time.Second)
+	a.write((&protocol.Signal{Peer: 2, Kind: 99}).Append(nil))
+	var kinds []uint32
+	for len(kinds) == 0 || kinds[len(kinds)-1] != 99 && len(kinds) <= burst+2 {
+		kinds = append(kinds, recvKind[*protocol.Signal](t, b).Kind)
+	}
+	if want := []uint32{1, 2, 3, 4, 5, 99}; !slices.Equal(kinds, want) {
+		t.Fatalf("the peer got SIGNALs of kinds %v, want %v", kinds, want)
+	}
+}
+
 // TestNoiseBytesAfterLogin: the last Noise handshake message must carry the
 // LOGIN and nothing else; a frame after it closes the connection with
 // PROTOCOL rather than being dropped.
@@ -310,21 +344,28 @@ func TestNoiseBytesAfterLogin(t *testing.T) {
 	static := noiseKey(t)
 	lg := protocol.Login{Token: ts.BoundToken(1, static.Public[:])}
 	login := protocol.AppendPing(lg.Append(nil)) // a PING riding behind the LOGIN
-	nc, err := net.DialTimeout("tcp", ts.Addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	nc.SetDeadline(time.Now().Add(10 * time.Second))
-	c, _, err := noise.Dial(nc, noise.ClientConfig{Static: static}, protocol.Version, login)
-	nc.SetDeadline(time.Time{})
+	r, _, err := ts.noiseHello(noise.ClientConfig{Static: static}, login)
 	if err != nil {
 		t.Fatalf("Noise handshake: %v", err)
 	}
-	r := &rawConn{t: t, Conn: c}
 	e := r.expectErrorFrame(10 * time.Second)
 	if e.Code != protocol.CodeProtocol || !strings.Contains(e.Reason, "after the LOGIN") {
 		t.Fatalf("ERROR %v %q, want PROTOCOL naming the bytes after the LOGIN", e.Code, e.Reason)
+	}
+}
+
+// TestNoiseLoginTooLarge: the LOGIN in the last Noise handshake message is
+// held to the 1 KiB limit of a frame before login, as on the plain
+// transport: a frame declaring more is refused with FRAME_TOO_LARGE.
+func TestNoiseLoginTooLarge(t *testing.T) {
+	ts := noiseServer(t, []noise.Keypair{noiseKey(t)})
+	login := protocol.AppendFrame(nil, protocol.TypeLogin, 0, make([]byte, 2000))[:100] // declares 2000
+	r, _, err := ts.noiseHello(noise.ClientConfig{Static: noiseKey(t)}, login)
+	if err != nil {
+		t.Fatalf("Noise handshake: %v", err)
+	}
+	if e := r.expectErrorFrame(10 * time.Second); e.Code != protocol.CodeFrameTooLarge {
+		t.Fatalf("ERROR %v %q, want FRAME_TOO_LARGE", e.Code, e.Reason)
 	}
 }
 
