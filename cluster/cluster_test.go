@@ -153,6 +153,14 @@ func TestThreeNodes(t *testing.T) {
 	if got, want := cs[0].Addr(2), cfgs[0].Nodes[1].Client; got != want {
 		t.Errorf("Addr(2) = %q, want %q", got, want)
 	}
+	// Every node names the same home for a mailbox: the configuration's.
+	for id := uint64(1); id <= 64; id++ {
+		for _, c := range cs {
+			if got, want := c.Home(id), cfgs[0].Home(id); got != want {
+				t.Fatalf("node %d: Home(%d) = %d, want %d", c.Self(), id, got, want)
+			}
+		}
+	}
 }
 
 // TestDeadNode closes one node of three: the other two see it down within
@@ -387,9 +395,9 @@ func TestExternal(t *testing.T) {
 		func() string { return fmt.Sprintf("%d clients", ns.NumClients()) })
 }
 
-// TestNewRefuses: New reports a configuration it cannot run, before
-// anything listens: no handler, an invalid configuration, or an embedded
-// server without the keys that admit the other nodes.
+// TestNewRefuses: New and Start report a configuration they cannot run,
+// before anything listens: no handler, an invalid configuration, or an
+// embedded server without the keys that admit the other nodes.
 func TestNewRefuses(t *testing.T) {
 	nodes := []NodeAddr{{1, "127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"}}
 	handle := func(uint32, []byte) {}
@@ -412,10 +420,31 @@ func TestNewRefuses(t *testing.T) {
 			if !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("error %q does not say %q", err, tt.want)
 			}
+			if c, err := Start(tt.cfg, tt.handler); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Start = %v, %v; want an error saying %q", c, err, tt.want)
+			}
 		})
 	}
 	if _, err := New(Config{Name: "n", Self: 1, Nodes: nodes, External: "nats://127.0.0.1:1"}, handle); err != nil {
 		t.Errorf("an external NATS needs no keys: %v", err)
+	}
+}
+
+// TestJoinUnreachableExternal: Join to an external NATS that does not
+// answer fails with an error naming the address, and the node refuses
+// every Send.
+func TestJoinUnreachableExternal(t *testing.T) {
+	const url = "nats://127.0.0.1:1"
+	nodes := []NodeAddr{{ID: 1, Client: "127.0.0.1:1"}}
+	c, err := New(Config{Name: "n", Self: 1, Nodes: nodes, External: url}, newInbox().handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Join(); err == nil || !strings.Contains(err.Error(), "connect to NATS at "+url) {
+		t.Fatalf("Join = %v, want an error naming %s", err, url)
+	}
+	if c.Send(1, []byte("after a failed Join")) {
+		t.Error("Send after a failed Join returned true")
 	}
 }
 

@@ -290,7 +290,8 @@ func TestPayloadBeforeAnyHeartbeat(t *testing.T) {
 
 // TestInstanceFromHeartbeat: a node's instance, as its peers know it, is
 // the one its heartbeats announce: the node's own once it is up, and the
-// new process's once a restarted node's heartbeat is heard.
+// new process's once a restarted node's heartbeat is heard; a node outside
+// the configuration has none (0).
 func TestInstanceFromHeartbeat(t *testing.T) {
 	cfgs := quickConfigs(t, 2)
 	cs := startAll(t, cfgs, []func(uint32, []byte){newInbox().handle, newInbox().handle})
@@ -302,6 +303,9 @@ func TestInstanceFromHeartbeat(t *testing.T) {
 	// Up, so heard: a heartbeat stores the instance before the seen time.
 	if got := cs[0].Instance(2); got != old {
 		t.Fatalf("node 1 sees node 2 up with Instance(2) = %d, node 2 announces %d", got, old)
+	}
+	if got := cs[0].Instance(9); got != 0 {
+		t.Fatalf("Instance of node 9, outside the configuration, = %d, want 0", got)
 	}
 
 	cs[1].Close()

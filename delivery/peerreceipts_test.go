@@ -76,3 +76,35 @@ func TestReceiptToADownHome(t *testing.T) {
 		t.Fatalf("alice's receipt %+v, want delivered of msg 7", got)
 	}
 }
+
+// TestReceiptRefusedAcrossNodes: alice's home (node 2) refuses the receipt
+// entry that bob's node (node 1) forwarded, her mailbox being full. Node 2
+// asks node 1 to offer it again, and node 1's next tick stores it in her
+// mailbox, once, and settles its pending receipt.
+func TestReceiptRefusedAcrossNodes(t *testing.T) {
+	const alice, bob = 1, 2 // alice homed on node 2, bob on node 1
+	_, rs, ss := newClusterWith(t, 2, clusterOpts{store: func(node uint32, mem storage.Store) storage.Store {
+		if node != 2 {
+			return mem
+		}
+		return &refuseReceiptStore{Store: mem}
+	}})
+	n1, n2 := rs[0], rs[1]
+	a, b := newFake(), newFake()
+	login(t, n1, b, bob, 0)
+	send(t, n2, a, alice, 7, bob)
+	waitFor(t, "the delivery on bob's node", func() bool { return len(b.items(delivery.OutEntry)) == 1 })
+	if !n1.Ack(b.s(), delivery.To(bob), 1) {
+		t.Fatal("ack busy")
+	}
+	waitFor(t, "the receipt in alice's mailbox, none pending on bob's node", func() bool {
+		n1.Tick()
+		return len(storedReceipts(t, ss[1], alice)) > 0 && pendingReceipts(t, ss[0]) == 0
+	})
+	if got := storedReceipts(t, ss[1], alice); len(got) != 1 || got[0].MsgID != 7 || got[0].Read {
+		t.Fatalf("alice's receipts %+v, want one delivered receipt of msg 7", got)
+	}
+	if n := n2.Stats().ReceiptsRefused.Load(); n != 1 {
+		t.Fatalf("ReceiptsRefused = %d on alice's node, want 1", n)
+	}
+}

@@ -67,7 +67,8 @@ func TestReadRange(t *testing.T) {
 
 // TestReadWaitsForAFullQueue: a READ whose sender's shard queue is full is
 // held by the reader's shard and stored once there is room; it does not
-// vanish.
+// vanish. One that finds the reader's queue full too is refused with
+// ErrBusy and counted in ReadsDropped.
 func TestReadWaitsForAFullQueue(t *testing.T) {
 	store, err := storage.NewMemory(storage.Config{})
 	if err != nil {
@@ -95,9 +96,15 @@ func TestReadWaitsForAFullQueue(t *testing.T) {
 	if err := r.Read(delivery.ReadReceipt{Reader: delivery.To(reader), Sender: delivery.To(sender), MsgID: 7, More: 0}); err != nil {
 		t.Fatalf("Read with the sender's queue full: %v", err)
 	}
+	if !r.Login(newFake().s(), delivery.To(reader), 0) { // the reader's queue: the held READ and this
+		t.Fatal("the reader's queue is full")
+	}
+	if err := r.Read(delivery.ReadReceipt{Reader: delivery.To(reader), Sender: delivery.To(sender), MsgID: 8, More: 0}); !errors.Is(err, delivery.ErrBusy) {
+		t.Fatalf("Read with both queues full: %v, want ErrBusy", err)
+	}
 	r.Start(sessions)
 	readReceiptStored(t, store, sender, reader, 7, 0)
-	if n := r.Stats().ReadsDropped.Load(); n != 0 {
-		t.Fatalf("ReadsDropped = %d", n)
+	if n := r.Stats().ReadsDropped.Load(); n != 1 {
+		t.Fatalf("ReadsDropped = %d, want 1", n)
 	}
 }

@@ -126,6 +126,9 @@ type Router struct {
 	// held receipts were full): the first shard then offers every pending
 	// receipt again on its next tick.
 	rescan atomic.Bool
+	// redoEvents is set when the pending group events could not be read at
+	// Start: the first shard reads them again on its next tick.
+	redoEvents atomic.Bool
 	// busy sets the retry_after of busy refusals from how long they have
 	// been going on (backoff.go). Atomic; shared with the event loops.
 	busy backoff
@@ -247,6 +250,8 @@ func (r *Router) Start(sessions Sessions) {
 // redoGroupEvents hands every group event still pending in storage (its
 // announcement was cut short by a stop, a crash or a failed copy) to its
 // group's worker, which stores the copies still missing and settles it.
+// When storage cannot list them, the first shard's next tick tries again
+// (redoEvents).
 func (r *Router) redoGroupEvents() {
 	var evs []storage.GroupEvent
 	if err := r.store.PendingGroupEvents(func(ev storage.GroupEvent) bool {
@@ -254,7 +259,9 @@ func (r *Router) redoGroupEvents() {
 		return true
 	}); err != nil {
 		r.stats.StorageErrors.Add(1)
-		r.cfg.Logger.Error("delivery: reading pending group events", "err", err)
+		r.cfg.Logger.Error("delivery: reading pending group events; trying again on the next tick", "err", err)
+		r.redoEvents.Store(true)
+		return // what was read comes again with the rest
 	}
 	for i := range evs {
 		w := r.groupFor(evs[i].Group)
@@ -289,9 +296,17 @@ func (r *Router) Stop() {
 
 // offerOwed runs on the first shard's tick: it offers every pending
 // receipt again after one was put off (rescan), or only the expired ones
-// when expiry recorded more since the last look. The counter is read
+// when expiry recorded more since the last look, and lists the pending
+// group events again when that failed (redoEvents). The counter is read
 // before the scan, so a commit the scan misses shows at the next tick.
 func (r *Router) offerOwed() {
+	if r.redoEvents.Swap(false) {
+		r.wg.Add(1) // this shard is counted in wg: it cannot be at zero
+		go func() {
+			defer r.wg.Done()
+			r.redoGroupEvents()
+		}()
+	}
 	all := r.rescan.Swap(false)
 	n := r.store.Stats().ExpiredReceipts
 	expired := n != r.expiredSeen
