@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,7 +15,9 @@ import (
 // TestDialChecksWelcome: a WELCOME that chooses a version the client does
 // not speak (0, or above the preface's) or a dictionary it did not offer
 // fails Dial, since every frame after it would be read wrong; one that
-// declines the offered dictionary (0: no compression) is a login.
+// declines the offered dictionary (0: no compression) is a login. A first
+// frame that is not a WELCOME, ERROR or GOAWAY, or one whose payload does
+// not decode, fails Dial as malformed.
 func TestDialChecksWelcome(t *testing.T) {
 	fs := newFakeServer(t)
 	for _, tc := range []struct {
@@ -22,8 +25,13 @@ func TestDialChecksWelcome(t *testing.T) {
 		offer   uint32 // Options.Dict
 		version uint32
 		dict    uint32 // WELCOME.dict
+		answer  []byte // the server's answer to LOGIN; nil: the WELCOME above
 		want    error  // nil: Dial succeeds
 	}{
+		{name: "a PONG first", answer: protocol.AppendPong(nil), want: protocol.ErrMalformed},
+		{name: "a WELCOME cut short", answer: protocol.AppendFrame(nil, protocol.TypeWelcome, 0, []byte{1}), want: protocol.ErrMalformed},
+		{name: "an ERROR cut short", answer: protocol.AppendFrame(nil, protocol.TypeError, 0, nil), want: protocol.ErrMalformed},
+		{name: "a GOAWAY cut short", answer: protocol.AppendFrame(nil, protocol.TypeGoAway, 0, nil), want: protocol.ErrMalformed},
 		{name: "version 0", version: 0, want: protocol.ErrUnsupportedVersion},
 		{name: "a later version", version: protocol.Version + 1, want: protocol.ErrUnsupportedVersion},
 		{name: "a dictionary not offered", version: protocol.Version, dict: protocol.DictV1, want: protocol.ErrMalformed},
@@ -37,7 +45,11 @@ func TestDialChecksWelcome(t *testing.T) {
 				if fc, ok := fs.take(); ok {
 					w := protocol.Welcome{Version: tc.version, User: 7, Ping: 600, Dict: tc.dict,
 						MaxFrame: protocol.MaxFrame, Window: 256}
-					fc.nc.Write(w.Append(nil))
+					b := tc.answer
+					if b == nil {
+						b = w.Append(nil)
+					}
+					fc.nc.Write(b)
 				}
 			}()
 			c, err := client.Dial(ctx, fs.addr(), client.Options{
@@ -98,12 +110,7 @@ func TestConnKeepTryingEndsOnBadToken(t *testing.T) {
 // (KeepTrying, nothing listening) returns at once, ending the wait between
 // attempts, and Recv then reports ErrClosed.
 func TestConnCloseWhileKeepTrying(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close() // a port nobody listens on: every dial is refused
+	addr := refusedAddr(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, err := client.Dial(ctx, addr, client.Options{
@@ -126,6 +133,55 @@ func TestConnCloseWhileKeepTrying(t *testing.T) {
 	}
 	if _, err := c.Recv(ctx); !errors.Is(err, client.ErrClosed) {
 		t.Fatalf("Recv after Close: %v, want ErrClosed", err)
+	}
+}
+
+// refusedAddr returns the address of a port nobody listens on: every dial
+// there is refused.
+func refusedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// TestDialRefusesBadOptions: Dial reports what is wrong with its Options,
+// or the token source's error, before it dials anything, rather than a
+// panic, a dial error, or an outbox entry silently dropped.
+func TestDialRefusesBadOptions(t *testing.T) {
+	tok := func(context.Context) ([]byte, error) { return []byte("t"), nil }
+	for _, tc := range []struct {
+		name string
+		opts client.Options
+		want string // in Dial's error
+	}{
+		{name: "no token", opts: client.Options{}, want: "Options.Token is required"},
+		{name: "a failing token source", want: "client: token: no token today",
+			opts: client.Options{Token: func(context.Context) ([]byte, error) { return nil, errors.New("no token today") }}},
+		{name: "no Noise key", want: "Options.Noise.Static is required",
+			opts: client.Options{Token: tok, Noise: &client.NoiseOptions{}}},
+		{name: "a pinned server key of 31 bytes", want: "Options.Noise.Server of 31 bytes",
+			opts: client.Options{Token: tok, Noise: &client.NoiseOptions{Static: newKeypair(t), Server: make([]byte, 31)}}},
+		{name: "an outbox out of order", want: "msg id not above the outbox's last: restored msg id 3",
+			opts: client.Options{Token: tok, Outbox: []client.Outgoing{{MsgID: 4, To: 9}, {MsgID: 3, To: 9}}}},
+		{name: "a dictionary this build lacks", want: "no dictionary 99",
+			opts: client.Options{Token: tok, Dict: 99}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			c, err := client.Dial(ctx, refusedAddr(t), tc.opts)
+			if err == nil {
+				c.Close()
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Dial: %v, want an error with %q", err, tc.want)
+			}
+		})
 	}
 }
 

@@ -66,16 +66,32 @@ func (fc *fakeConn) expectError(t *testing.T, want protocol.Code) {
 	}
 }
 
-// TestConnAnswersABrokenFrame: a frame of a type the protocol does not
-// have is answered with ERROR UNKNOWN_TYPE before the client closes
-// (PROTOCOL.md 11), so the server's log says what it sent wrong; the
-// client then logs in again.
+// TestConnAnswersABrokenFrame: a frame the client cannot read is answered
+// with an ERROR saying why before the client closes (PROTOCOL.md 11), so
+// the server's log says what it sent wrong: a type the protocol does not
+// have, a compressed frame with no dictionary agreed, a payload that does
+// not decode. The client then logs in again.
 func TestConnAnswersABrokenFrame(t *testing.T) {
 	fs := newFakeServer(t)
-	_, fc := dialFake(t, fs, client.Options{}, func(fc *fakeConn) { fc.welcome(t) })
-	fc.write(t, []byte{1, 0x1f}) // a frame of one byte: type 0x1f, which does not exist
-	fc.expectError(t, protocol.CodeUnknownType)
-	fs.next(t) // and it logs in again
+	for _, tc := range []struct {
+		name  string
+		frame []byte
+		want  protocol.Code
+	}{
+		{name: "an unknown type", frame: []byte{1, 0x1f}, want: protocol.CodeUnknownType}, // type 0x1f does not exist
+		{name: "compressed without a dictionary", want: protocol.CodeDecompression,
+			frame: protocol.AppendFrame(nil, protocol.TypeDeliver, protocol.FlagCompressed, []byte{0, 0, 0})},
+		{name: "an ERROR cut short", frame: protocol.AppendFrame(nil, protocol.TypeError, 0, nil), want: protocol.CodeProtocol},
+		{name: "a GOAWAY cut short", frame: protocol.AppendFrame(nil, protocol.TypeGoAway, 0, nil), want: protocol.CodeProtocol},
+		{name: "a DELIVER cut short", frame: protocol.AppendFrame(nil, protocol.TypeDeliver, 0, []byte{1}), want: protocol.CodeProtocol},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, fc := dialFake(t, fs, client.Options{}, func(fc *fakeConn) { fc.welcome(t) })
+			fc.write(t, tc.frame)
+			fc.expectError(t, tc.want)
+			fs.next(t) // and it logs in again
+		})
+	}
 }
 
 // fakeServer is a listener on 127.0.0.1:0 that reads each connection's
@@ -268,7 +284,8 @@ func TestConnFollowsRedirect(t *testing.T) {
 
 // TestDialFollowsRedirect: a GOAWAY MOVED in answer to Dial's first LOGIN
 // is followed before Dial returns, after the delay drawn in [0, after]
-// (the longest, with this Rand); a fourth in a row is not.
+// (the longest, with this Rand); a fourth in a row is not. A ctx that ends
+// during the delay ends Dial with an error naming the redirect.
 func TestDialFollowsRedirect(t *testing.T) {
 	away, home := newFakeServer(t), newFakeServer(t)
 	const after = 100 // ms
@@ -319,6 +336,25 @@ func TestDialFollowsRedirect(t *testing.T) {
 	var pe *protocol.Error
 	if !errors.As(err, &pe) || pe.Code != protocol.CodeMoved {
 		t.Fatalf("Dial after %d redirects: %v, want the MOVED refusal", client.MaxRedirects+1, err)
+	}
+
+	// ctx ends during the redirect's delay of 15 s: Dial returns then, and
+	// says where it was sent, rather than dialling there with a dead ctx.
+	go func() {
+		if fc, ok := away.take(); ok {
+			fc.nc.Write((&protocol.GoAway{After: 15_000, Code: protocol.CodeMoved, Addr: home.addr()}).Append(nil))
+		}
+	}()
+	short, cancelShort := context.WithCancel(ctx)
+	defer cancelShort()
+	// The delay is drawn once the GOAWAY is read; ctx ends soon after.
+	opts.Session.Rand = func(n int64) int64 { time.AfterFunc(100*time.Millisecond, cancelShort); return n - 1 }
+	_, err = client.Dial(short, away.addr(), opts)
+	if errors.As(err, &pe) && pe.Code == protocol.CodeMoved {
+		return // ctx ended before the wait began, on a busy machine: Dial returned the refusal
+	}
+	if want := "(redirected to " + home.addr() + ")"; !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Dial cancelled during a redirect's delay: %v, want context.Canceled %s", err, want)
 	}
 }
 
@@ -386,21 +422,35 @@ func TestConnGoAwayInStatus(t *testing.T) {
 // TestConnDropsTheDictionaryAfterDecompression: a compressed frame the
 // client cannot inflate is answered with ERROR DECOMPRESSION, and the
 // client logs in again offering no dictionary (PROTOCOL.md 10), so a
-// server or a dictionary that keeps failing cannot block its mailbox.
+// server or a dictionary that keeps failing cannot block its mailbox; so
+// does a server's ERROR DECOMPRESSION.
 func TestConnDropsTheDictionaryAfterDecompression(t *testing.T) {
 	fs := newFakeServer(t)
-	_, fc := dialFake(t, fs, client.Options{Dict: protocol.DictV1}, func(fc *fakeConn) {
-		if fc.login.Dict != protocol.DictV1 {
-			t.Errorf("first LOGIN offers dictionary %d, want %d", fc.login.Dict, protocol.DictV1)
-		}
-		w := protocol.Welcome{Version: protocol.Version, User: 7, Time: uint64(time.Now().UnixMilli()), Ping: 600,
-			Dict: protocol.DictV1, MaxFrame: protocol.MaxFrame, Window: 256}
-		fc.write(t, w.Append(nil))
-	})
-	fc.write(t, []byte{4, 0x87, 0xde, 0xad, 0xbe}) // a BATCH, flag C, that is not zstd
-	fc.expectError(t, protocol.CodeDecompression)
-	if again := fs.next(t); again.login.Dict != 0 {
-		t.Fatalf("the LOGIN after DECOMPRESSION offers dictionary %d, want none", again.login.Dict)
+	for _, tc := range []struct {
+		name  string
+		frame []byte // what the server sends
+		ours  bool   // the client answers with ERROR DECOMPRESSION
+	}{
+		{name: "a frame that does not inflate", frame: []byte{4, 0x87, 0xde, 0xad, 0xbe}, ours: true}, // a BATCH, flag C, that is not zstd
+		{name: "the server's ERROR", frame: (&protocol.Error{Code: protocol.CodeDecompression}).Append(nil)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, fc := dialFake(t, fs, client.Options{Dict: protocol.DictV1}, func(fc *fakeConn) {
+				if fc.login.Dict != protocol.DictV1 {
+					t.Errorf("first LOGIN offers dictionary %d, want %d", fc.login.Dict, protocol.DictV1)
+				}
+				w := protocol.Welcome{Version: protocol.Version, User: 7, Time: uint64(time.Now().UnixMilli()), Ping: 600,
+					Dict: protocol.DictV1, MaxFrame: protocol.MaxFrame, Window: 256}
+				fc.write(t, w.Append(nil))
+			})
+			fc.write(t, tc.frame)
+			if tc.ours {
+				fc.expectError(t, protocol.CodeDecompression)
+			}
+			if again := fs.next(t); again.login.Dict != 0 {
+				t.Fatalf("the LOGIN after DECOMPRESSION offers dictionary %d, want none", again.login.Dict)
+			}
+		})
 	}
 }
 
@@ -441,6 +491,34 @@ func TestConnBodyTooLargeFailsTheMessage(t *testing.T) {
 	}
 	if s := again.send(t); s.MsgID != later {
 		t.Fatalf("next SEND msg %d, want the new %d: the refused %d must not go again", s.MsgID, later, big)
+	}
+}
+
+// TestConnBodyTooLargeFailsNoGroupRequest: ERROR BODY_TOO_LARGE with no
+// message in the outbox, only a GROUP request, refuses nothing: the next
+// event is the reconnect, and the request goes again after the login.
+func TestConnBodyTooLargeFailsNoGroupRequest(t *testing.T) {
+	fs := newFakeServer(t)
+	c, fc := dialFake(t, fs, client.Options{}, func(fc *fakeConn) { fc.welcome(t) })
+	id := c.NextMsgID()
+	if err := c.Queue(client.Outgoing{MsgID: id, Op: protocol.GroupCreate, Members: []uint64{9}}); err != nil {
+		t.Fatal(err)
+	}
+	fc.nextFrame(t)
+	fc.write(t, (&protocol.Error{Code: protocol.CodeBodyTooLarge}).Append(nil))
+	fc.nc.Close()
+	again := fs.next(t)
+	again.welcome(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if ev, err := c.Recv(ctx); err != nil {
+		t.Fatal(err)
+	} else if _, ok := ev.(*client.Reconnected); !ok {
+		t.Fatalf("first event after BODY_TOO_LARGE: %#v, want the reconnect", ev)
+	}
+	var g protocol.Group
+	if f := again.nextFrame(t); f.Type != protocol.TypeGroup || g.Decode(f) != nil || g.MsgID != id {
+		t.Fatalf("after the login the client wrote %v (msg %d), want the GROUP request %d again", f.Type, g.MsgID, id)
 	}
 }
 
@@ -500,6 +578,36 @@ func TestConnBodyTooLargeSkipsAFailedMessage(t *testing.T) {
 	}
 	if n := c.Pending(); n != 0 {
 		t.Fatalf("%d pending after both messages failed, want 0", n)
+	}
+}
+
+// TestConnBodyTooLargeSkipsAcceptedMessages: messages an ACCEPT covered,
+// each id of its run, have left the outbox, so ERROR BODY_TOO_LARGE fails
+// the largest message still waiting, not a larger one already delivered.
+func TestConnBodyTooLargeSkipsAcceptedMessages(t *testing.T) {
+	fs := newFakeServer(t)
+	c, fc := dialFake(t, fs, client.Options{}, func(fc *fakeConn) { fc.welcome(t) })
+	var ids []uint64
+	for range 2 {
+		id, err := c.Send(9, false, make([]byte, 20_000))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fc.send(t)
+		ids = append(ids, id)
+	}
+	fc.write(t, (&protocol.Accept{MsgID: ids[0], More: 1}).Append(nil))
+	next[*protocol.Accept](t, c, nil)
+	waiting, err := c.Send(9, false, make([]byte, 19_000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc.send(t)
+	e := protocol.Error{Code: protocol.CodeBodyTooLarge, Reason: "SEND body of 19000 bytes over the limit of 16384"}
+	fc.write(t, e.Append(nil))
+	fc.nc.Close()
+	if r := next[*protocol.Refuse](t, c, nil); r.MsgID != waiting {
+		t.Fatalf("REFUSE of msg %d, want %d, the one message not accepted", r.MsgID, waiting)
 	}
 }
 
@@ -675,9 +783,62 @@ func TestConnCloseEndsItsGoroutines(t *testing.T) {
 	}, func() string { return left })
 }
 
+// TestConnCloseWithEventsFull: Close returns while the application leaves
+// Events full and the Conn waits for room in it, whether to hand over an
+// entry, the Reconnected of a new connection, or the REFUSE of a message
+// the server found too large.
+func TestConnCloseWithEventsFull(t *testing.T) {
+	fs := newFakeServer(t)
+	deliver := func(seqs ...uint64) []byte {
+		var b []byte
+		for _, seq := range seqs {
+			b = (&protocol.Deliver{Seq: seq, From: 3, MsgID: seq, Body: []byte("hi")}).Append(b)
+		}
+		return b
+	}
+	for _, tc := range []struct {
+		name string
+		fill func(t *testing.T, c *client.Conn, fc *fakeConn) // leaves the Conn waiting for room in Events
+	}{
+		{name: "an entry", fill: func(t *testing.T, c *client.Conn, fc *fakeConn) {
+			fc.write(t, deliver(1, 2, 3))
+			next[*protocol.Deliver](t, c, nil) // 2 takes its place, and 3 waits
+		}},
+		{name: "the Reconnected", fill: func(t *testing.T, c *client.Conn, fc *fakeConn) {
+			fc.write(t, deliver(1))
+			fc.nc.Close()
+			fs.next(t).welcome(t)
+			waitState(t, c, client.StateCaughtUp) // the LOGIN came after the drop: this is the new WELCOME
+		}},
+		{name: "a REFUSE for BODY_TOO_LARGE", fill: func(t *testing.T, c *client.Conn, fc *fakeConn) {
+			fc.write(t, deliver(1))
+			if _, err := c.Send(9, false, []byte("large")); err != nil {
+				t.Fatal(err)
+			}
+			fc.send(t)
+			fc.write(t, (&protocol.Error{Code: protocol.CodeBodyTooLarge}).Append(nil))
+			testutil.Eventually(t, 10*time.Second, "the message failed", func() bool { return c.Pending() == 0 })
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, fc := dialFake(t, fs, client.Options{Events: 1}, func(fc *fakeConn) { fc.welcome(t) })
+			tc.fill(t, c, fc)
+			closed := make(chan struct{})
+			go func() { c.Close(); close(closed) }()
+			select {
+			case <-closed:
+			case <-time.After(10 * time.Second):
+				t.Fatal("Close waited for the application to read Events")
+			}
+		})
+	}
+}
+
 // TestConnEndsOnReplaced: ERROR REPLACED on a live connection ends the
 // session (PROTOCOL.md 10): Recv returns it wrapped in ErrClosed and the
 // Conn does not log in again, which would evict the newer session in turn.
+// Send then returns the same error rather than queue a message that would
+// never go.
 func TestConnEndsOnReplaced(t *testing.T) {
 	fs := newFakeServer(t)
 	c, fc := dialFake(t, fs, client.Options{}, func(fc *fakeConn) { fc.welcome(t) })
@@ -689,6 +850,9 @@ func TestConnEndsOnReplaced(t *testing.T) {
 	var perr *protocol.Error
 	if !errors.Is(err, client.ErrClosed) || !errors.As(err, &perr) || perr.Code != protocol.CodeReplaced {
 		t.Fatalf("Recv: %v, want ErrClosed with REPLACED", err)
+	}
+	if id, err := c.Send(9, false, []byte("too late")); !errors.Is(err, client.ErrClosed) || !errors.As(err, &perr) {
+		t.Fatalf("Send after REPLACED: msg %d, %v, want ErrClosed with REPLACED", id, err)
 	}
 	// Recv returned the cause: the Conn is done, and a second LOGIN would
 	// already be here.

@@ -373,7 +373,9 @@ func TestSessionAckCoalescing(t *testing.T) {
 // TestSessionResumeOnlyForProcessedEntries: entries received but not
 // processed by the application are neither acknowledged nor in the resume
 // point; after a reconnect they are new again, and those processed are
-// duplicates.
+// duplicates. Received and Window describe the current connection: the
+// highest seq received (the resume point once it closed) and WELCOME's
+// window (0 while closed).
 func TestSessionResumeOnlyForProcessedEntries(t *testing.T) {
 	s := NewSession(Config{Ack: 4})
 	login(t, s, 0)
@@ -385,6 +387,9 @@ func TestSessionResumeOnlyForProcessedEntries(t *testing.T) {
 			t.Fatalf("seq %d is not new", seq)
 		}
 	}
+	if r, w := s.Received(), s.Window(); r != 10 || w != 256 {
+		t.Fatalf("Received %d, Window %d, want 10 and 256", r, w)
+	}
 	s.Processed(7, 10, 0)
 	s.Processed(12, 10, 0) // never received: ignored
 	if r := s.Resume(); r != 7 {
@@ -394,6 +399,9 @@ func TestSessionResumeOnlyForProcessedEntries(t *testing.T) {
 		t.Fatalf("ACK % x, want % x (not the 10 received)", got, want)
 	}
 	s.Closed(0, ms)
+	if r, w := s.Received(), s.Window(); r != 7 || w != 0 {
+		t.Fatalf("closed: Received %d, Window %d, want 7 and 0", r, w)
+	}
 	var l protocol.Login
 	f, _, err := protocol.ReadFrame(s.AppendLogin(nil, protocol.Login{Token: []byte{1}})[protocol.PrefaceLen:], protocol.MaxLoginFrame)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"reflect"
 	"strings"
@@ -54,7 +55,13 @@ func TestClientDialFails(t *testing.T) {
 		answer []byte // written after LOGIN; nil: close without a word
 		code   Code   // the *Error's code wanted; 0: none
 		is     error  // errors.Is target wanted; nil: none
+		text   string // in the error; "": anything
 	}{
+		{name: "goaway moved", answer: (&GoAway{Code: CodeMoved, Addr: "10.0.0.2:7000"}).Append(nil), code: CodeMoved, text: "at 10.0.0.2:7000"},
+		{name: "version 0", answer: (&Welcome{Version: 0, User: 1}).Append(nil), is: ErrUnsupportedVersion},
+		{name: "a later version", answer: (&Welcome{Version: Version + 1, User: 1}).Append(nil), is: ErrUnsupportedVersion},
+		{name: "malformed error", answer: AppendFrame(nil, TypeError, 0, nil), is: ErrMalformed},
+		{name: "malformed goaway", answer: AppendFrame(nil, TypeGoAway, 0, nil), is: ErrMalformed},
 		{name: "bad token", answer: (&Error{Code: CodeBadToken, Reason: "no"}).Append(nil), code: CodeBadToken},
 		{name: "goaway", answer: (&GoAway{After: 500, Code: CodeShuttingDown}).Append(nil), code: CodeShuttingDown},
 		{name: "pong before welcome", answer: AppendPong(nil), is: ErrMalformed},
@@ -87,10 +94,29 @@ func TestClientDialFails(t *testing.T) {
 			if tt.is != nil && !errors.Is(r.err, tt.is) {
 				t.Errorf("Dial error %v: want %v", r.err, tt.is)
 			}
+			if !strings.Contains(r.err.Error(), tt.text) {
+				t.Errorf("Dial error %v: want %q in it", r.err, tt.text)
+			}
 			if tt.answer != nil {
 				fc.expectEOF() // the client hangs up
 			}
 		})
+	}
+}
+
+// TestClientDialRefused: a dial nobody answers fails Dial with the
+// address and the network's error.
+func TestClientDialRefused(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	_, err = Dial(clientCtx(t), addr, ClientOptions{})
+	var op *net.OpError
+	if !errors.As(err, &op) || !strings.Contains(err.Error(), "protocol: dial "+addr) {
+		t.Fatalf("Dial of a closed port: %v, want the dial's *net.OpError", err)
 	}
 }
 
@@ -325,6 +351,9 @@ func TestClientServerHangsUp(t *testing.T) {
 	if !errors.Is(err, ErrClosed) || !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Fatalf("Recv = %v, want ErrClosed wrapping io.ErrUnexpectedEOF", err)
 	}
+	if d, err := c.RecvDeliver(clientCtx(t)); !errors.Is(err, ErrClosed) {
+		t.Fatalf("RecvDeliver = %v, %v, want ErrClosed", d, err)
+	}
 	if err := c.Ping(); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Ping = %v, want ErrClosed", err)
 	}
@@ -346,6 +375,7 @@ func TestClientBadServerFrames(t *testing.T) {
 		{"pong with payload", clientHex(t, "02 0f 00"), ErrMalformed, CodeProtocol},
 		{"compressed, no dictionary", clientHex(t, "04 86 01 02 03"), ErrDecompress, CodeDecompression},
 		{"batch of a signal", clientHex(t, "05 07 01 02 0b 07"), ErrMalformed, CodeProtocol},
+		{"error cut short", clientHex(t, "01 11"), ErrMalformed, CodeProtocol},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
