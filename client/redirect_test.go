@@ -473,10 +473,7 @@ func TestConnBodyTooLargeFailsTheMessage(t *testing.T) {
 	if s := fc.send(t); s.MsgID != big {
 		t.Fatalf("second SEND msg %d, want %d", s.MsgID, big)
 	}
-	e := protocol.Error{Code: protocol.CodeBodyTooLarge, Reason: "SEND body of 20000 bytes over the limit of 16384"}
-	fc.write(t, e.Append(nil))
-	fc.nc.Close()
-	r := next[*protocol.Refuse](t, c, nil)
+	r := tooLarge(t, c, fc)
 	if r.MsgID != big || r.Code != protocol.CodeBodyTooLarge || r.RetryAfter != 0 {
 		t.Fatalf("REFUSE %+v, want msg %d refused for good with BODY_TOO_LARGE", r, big)
 	}
@@ -522,6 +519,16 @@ func TestConnBodyTooLargeFailsNoGroupRequest(t *testing.T) {
 	}
 }
 
+// tooLarge has fc answer ERROR BODY_TOO_LARGE and hang up, and returns
+// the REFUSE c hands the app next.
+func tooLarge(t *testing.T, c *client.Conn, fc *fakeConn) *protocol.Refuse {
+	t.Helper()
+	e := protocol.Error{Code: protocol.CodeBodyTooLarge, Reason: "SEND body over the limit"}
+	fc.write(t, e.Append(nil))
+	fc.nc.Close()
+	return next[*protocol.Refuse](t, c, nil)
+}
+
 // TestConnBodyTooLargeFailsTheFirstOfEqualBodies: of two messages of the
 // outbox equally large, ERROR BODY_TOO_LARGE fails the one with the lower
 // msg_id, the one the server read first; the other goes again after the
@@ -538,10 +545,7 @@ func TestConnBodyTooLargeFailsTheFirstOfEqualBodies(t *testing.T) {
 		ids = append(ids, id)
 	}
 	fc.send(t)
-	e := protocol.Error{Code: protocol.CodeBodyTooLarge, Reason: "SEND body of 20000 bytes over the limit of 16384"}
-	fc.write(t, e.Append(nil))
-	fc.nc.Close()
-	if r := next[*protocol.Refuse](t, c, nil); r.MsgID != ids[0] || r.Code != protocol.CodeBodyTooLarge {
+	if r := tooLarge(t, c, fc); r.MsgID != ids[0] || r.Code != protocol.CodeBodyTooLarge {
 		t.Fatalf("REFUSE %+v, want msg %d, the first of the two, refused for good", r, ids[0])
 	}
 	again := fs.next(t)
@@ -570,10 +574,7 @@ func TestConnBodyTooLargeSkipsAFailedMessage(t *testing.T) {
 		t.Fatal(err)
 	}
 	fc.send(t)
-	e := protocol.Error{Code: protocol.CodeBodyTooLarge, Reason: "SEND body of 19000 bytes over the limit of 16384"}
-	fc.write(t, e.Append(nil))
-	fc.nc.Close()
-	if r := next[*protocol.Refuse](t, c, nil); r.MsgID != big || r.Code != protocol.CodeBodyTooLarge {
+	if r := tooLarge(t, c, fc); r.MsgID != big || r.Code != protocol.CodeBodyTooLarge {
 		t.Fatalf("REFUSE %+v, want msg %d, the largest left in the outbox, refused for good", r, big)
 	}
 	if n := c.Pending(); n != 0 {
@@ -603,10 +604,7 @@ func TestConnBodyTooLargeSkipsAcceptedMessages(t *testing.T) {
 		t.Fatal(err)
 	}
 	fc.send(t)
-	e := protocol.Error{Code: protocol.CodeBodyTooLarge, Reason: "SEND body of 19000 bytes over the limit of 16384"}
-	fc.write(t, e.Append(nil))
-	fc.nc.Close()
-	if r := next[*protocol.Refuse](t, c, nil); r.MsgID != waiting {
+	if r := tooLarge(t, c, fc); r.MsgID != waiting {
 		t.Fatalf("REFUSE of msg %d, want %d, the one message not accepted", r.MsgID, waiting)
 	}
 }
@@ -645,10 +643,7 @@ func TestConnRestoresABodyOverTheDefaultLimit(t *testing.T) {
 	if s := fc.send(t); s.MsgID != big.MsgID || !s.Retry || len(s.Body) != len(big.Body) {
 		t.Fatalf("SEND msg %d retry %v of %d bytes, want the restored %d with flag B", s.MsgID, s.Retry, len(s.Body), big.MsgID)
 	}
-	e := protocol.Error{Code: protocol.CodeBodyTooLarge, Reason: "SEND body over the limit"}
-	fc.write(t, e.Append(nil))
-	fc.nc.Close()
-	if r := next[*protocol.Refuse](t, c, nil); r.MsgID != big.MsgID || r.Code != protocol.CodeBodyTooLarge {
+	if r := tooLarge(t, c, fc); r.MsgID != big.MsgID || r.Code != protocol.CodeBodyTooLarge {
 		t.Fatalf("REFUSE %+v, want msg %d refused for good", r, big.MsgID)
 	}
 }

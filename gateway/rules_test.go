@@ -277,17 +277,25 @@ func TestPingClamped(t *testing.T) {
 	}
 }
 
-// TestRateLimitRefusesGroup: GROUP requests over the frame rate are
-// refused like SENDs: the burst goes through, the next is refused with
-// RETRY_LATER and a retry_after.
-func TestRateLimitRefusesGroup(t *testing.T) {
+// rateLimited starts a server that takes 10 frames a second from each
+// connection, in bursts of up to burst, on a fake clock.
+func rateLimited(t *testing.T, burst int) (*testServer, *fakeClock) {
+	t.Helper()
 	clock := newFakeClock()
-	const burst = 5
 	ts := startServer(t, serverOptions{gw: func(c *gateway.Config) {
 		c.Now = clock.Now
 		c.RateLimit = 10
 		c.RateBurst = burst
 	}})
+	return ts, clock
+}
+
+// TestRateLimitRefusesGroup: GROUP requests over the frame rate are
+// refused like SENDs: the burst goes through, the next is refused with
+// RETRY_LATER and a retry_after.
+func TestRateLimitRefusesGroup(t *testing.T) {
+	const burst = 5
+	ts, _ := rateLimited(t, burst) // the clock stands still: nothing refills
 	r := ts.rawLoginPing(t, 1, 0)
 	var b []byte
 	for id := uint64(1); id <= burst+1; id++ {
@@ -308,13 +316,8 @@ func TestRateLimitRefusesGroup(t *testing.T) {
 // the two past it never do, and once the bucket refills the next one goes
 // through. Time is a fake clock.
 func TestRateLimitDropsSignals(t *testing.T) {
-	clock := newFakeClock()
 	const burst = 5
-	ts := startServer(t, serverOptions{gw: func(c *gateway.Config) {
-		c.Now = clock.Now
-		c.RateLimit = 10
-		c.RateBurst = burst
-	}})
+	ts, clock := rateLimited(t, burst)
 	b := ts.Dial(2, protocol.ClientOptions{})
 	a := ts.rawLoginPing(t, 1, 0)
 	var w []byte
