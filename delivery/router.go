@@ -296,9 +296,10 @@ func (r *Router) Stop() {
 
 // offerOwed runs on the first shard's tick: it offers every pending
 // receipt again after one was put off (rescan), or only the expired ones
-// when expiry recorded more since the last look, and lists the pending
-// group events again when that failed (redoEvents). The counter is read
+// when expiry recorded more since the last look. The counter is read
 // before the scan, so a commit the scan misses shows at the next tick.
+// It also lists the pending group events again when Start's listing
+// failed (redoEvents).
 func (r *Router) offerOwed() {
 	if r.redoEvents.Swap(false) {
 		r.wg.Add(1) // this shard is counted in wg: it cannot be at zero
