@@ -124,15 +124,22 @@ func TestConnCloseWhileKeepTrying(t *testing.T) {
 	if st := c.Status(); st.State != client.StateOffline || st.Retry.Before(time.Now().Add(59*time.Minute)) {
 		t.Fatalf("status %+v, want offline until the hour's backoff ends", st)
 	}
+	closesWithin(t, c, 5*time.Second, "Close waited for the backoff of a Conn that never logged in")
+	if _, err := c.Recv(ctx); !errors.Is(err, client.ErrClosed) {
+		t.Fatalf("Recv after Close: %v, want ErrClosed", err)
+	}
+}
+
+// closesWithin fails the test, saying why, when c's Close takes longer
+// than d.
+func closesWithin(t *testing.T, c *client.Conn, d time.Duration, why string) {
+	t.Helper()
 	closed := make(chan struct{})
 	go func() { c.Close(); close(closed) }()
 	select {
 	case <-closed:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Close waited for the backoff of a Conn that never logged in")
-	}
-	if _, err := c.Recv(ctx); !errors.Is(err, client.ErrClosed) {
-		t.Fatalf("Recv after Close: %v, want ErrClosed", err)
+	case <-time.After(d):
+		t.Fatal(why)
 	}
 }
 

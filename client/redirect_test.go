@@ -273,13 +273,7 @@ func TestConnFollowsRedirect(t *testing.T) {
 
 	// Close while that login waits for its WELCOME: it cuts the login
 	// short instead of waiting out its 10 s timeout.
-	closed := make(chan struct{})
-	go func() { c.Close(); close(closed) }()
-	select {
-	case <-closed:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Close waited for a login in progress")
-	}
+	closesWithin(t, c, 5*time.Second, "Close waited for a login in progress")
 }
 
 // TestDialFollowsRedirect: a GOAWAY MOVED in answer to Dial's first LOGIN
@@ -818,13 +812,7 @@ func TestConnCloseWithEventsFull(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c, fc := dialFake(t, fs, client.Options{Events: 1}, func(fc *fakeConn) { fc.welcome(t) })
 			tc.fill(t, c, fc)
-			closed := make(chan struct{})
-			go func() { c.Close(); close(closed) }()
-			select {
-			case <-closed:
-			case <-time.After(10 * time.Second):
-				t.Fatal("Close waited for the application to read Events")
-			}
+			closesWithin(t, c, 10*time.Second, "Close waited for the application to read Events")
 		})
 	}
 }
